@@ -1,0 +1,269 @@
+"""The ``consent`` command: serve, migrate, workspace and API-key administration, OpenAPI export."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import msgspec
+import structlog
+
+from app.lib.auth import Scope
+from app.lib.db import Database, migrate
+from app.lib.embedded_pg import EmbeddedPostgres
+from app.lib.errors import AppError
+from app.lib.observability import configure_logging
+from app.settings import Settings, SettingsError
+
+T = TypeVar("T")
+log = structlog.get_logger("app.cli")
+OPENAPI_PATH = Path(__file__).resolve().parents[1] / "openapi" / "openapi.json"
+
+
+def _settings() -> Settings:
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    configure_logging(settings)
+    return settings
+
+
+@asynccontextmanager
+async def open_database(settings: Settings) -> AsyncIterator[Database]:
+    """The configured database, or the embedded one (joined if a service already runs it), migrated."""
+    embedded: EmbeddedPostgres | None = None
+    url = settings.database.url
+    if url is None:
+        embedded = EmbeddedPostgres(settings.data_dir / "postgres")
+        url = await embedded.start()
+    database = Database.from_url(url, pool_size=2)
+    try:
+        if embedded is not None:
+            assert database.engine is not None
+            await migrate(database.engine)
+        yield database
+    finally:
+        await database.dispose()
+        if embedded is not None:
+            await embedded.stop()
+
+
+def _run(action: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return asyncio.run(action())  # type: ignore[arg-type]  # any awaitable made by a coroutine function
+    except AppError as exc:
+        raise click.ClickException(exc.detail) from exc
+
+
+@click.group()
+def main() -> None:
+    """Consent and opt-in management service."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="TCP port.")
+@click.option("--dev", is_flag=True, help="Generate missing secrets into the data folder (development).")
+@click.option("--migrate", "auto_migrate", is_flag=True, help="Apply migrations on start-up (external database).")
+def serve(host: str, port: int, dev: bool, auto_migrate: bool) -> None:  # noqa: FBT001  # click flags
+    """Run the API. Without DATABASE_URL, on an embedded PostgreSQL in CONSENT_DATA_DIR."""
+    import uvicorn  # noqa: PLC0415  # only this command needs the server
+
+    from app.main import create_app  # noqa: PLC0415
+
+    settings = _settings()
+    if dev:
+        settings = settings.with_dev_secrets()
+    if settings.secret_key is None:
+        raise click.ClickException(
+            "CONSENT_SECRET_KEY is not set. Set it (32+ random bytes, base64 or hex) or pass --dev to generate "
+            "one in the data folder."
+        )
+    changes: dict[str, Any] = {}
+    if "PUBLIC_BASE_URL" not in _environ():
+        changes["public_base_url"] = f"http://{host}:{port}"
+    if auto_migrate:
+        changes["database"] = msgspec.structs.replace(settings.database, auto_migrate=True)
+    settings = msgspec.structs.replace(settings, **changes)
+    config = uvicorn.Config(
+        create_app(settings),
+        host=host,
+        port=port,
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        proxy_headers=True,
+        timeout_graceful_shutdown=20,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        sys.exit(3)
+
+
+def _environ() -> dict[str, str]:
+    import os  # noqa: PLC0415  # the CLI's only look at the environment besides Settings.from_env
+
+    return {k: v for k, v in os.environ.items() if v.strip()}
+
+
+@main.command(name="migrate")
+def migrate_command() -> None:
+    """Apply all migrations (to the embedded database too)."""
+    settings = _settings()
+
+    async def action() -> None:
+        async with open_database(settings):
+            pass  # open_database migrates the embedded database; migrate an external one explicitly
+        if settings.database.url is not None:
+            database = Database.from_url(settings.database.url, pool_size=1)
+            assert database.engine is not None
+            try:
+                await migrate(database.engine)
+            finally:
+                await database.dispose()
+
+    _run(action)
+    click.echo("migrated to head")
+
+
+@main.group()
+def workspace() -> None:
+    """Workspaces (brands / data controllers)."""
+
+
+@workspace.command(name="create")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def workspace_create(name: str, as_json: bool) -> None:  # noqa: FBT001
+    """Create a workspace and print its id."""
+    from app.workspaces import service  # noqa: PLC0415
+
+    settings = _settings()
+    if not 1 <= len(name) <= 200:  # noqa: PLR2004  # the column's CHECK constraint
+        raise click.BadParameter("must be 1 to 200 characters", param_hint="NAME")
+
+    async def action() -> uuid.UUID:
+        async with open_database(settings) as database, database.sessionmaker() as session, session.begin():
+            created = await service.create_workspace(session, name)
+            return created.id
+
+    workspace_id = _run(action)
+    click.echo(json.dumps({"id": str(workspace_id), "name": name}) if as_json else str(workspace_id))
+
+
+@main.group()
+def apikey() -> None:
+    """API keys."""
+
+
+def _parse_scopes(_ctx: click.Context, _param: click.Parameter, value: str) -> list[Scope]:
+    try:
+        scopes = [Scope(part.strip()) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise click.BadParameter(f"known scopes: {', '.join(s.value for s in Scope)}") from None
+    if not scopes:
+        raise click.BadParameter("at least one scope")
+    return scopes
+
+
+@apikey.command(name="create")
+@click.option("--workspace", "workspace_id", required=True, type=click.UUID, help="Workspace id.")
+@click.option("--scopes", required=True, callback=_parse_scopes, help="Comma-separated, e.g. admin,eligibility:read")
+@click.option("--name", default="cli", show_default=True, help="A label for the key.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def apikey_create(workspace_id: uuid.UUID, scopes: list[Scope], name: str, as_json: bool) -> None:  # noqa: FBT001
+    """Create an API key; the secret is printed once and is not stored."""
+    from app.workspaces import service  # noqa: PLC0415
+
+    settings = _settings()
+
+    async def action() -> tuple[uuid.UUID, str]:
+        async with open_database(settings) as database, database.sessionmaker() as session, session.begin():
+            key, secret = await service.create_api_key(session, workspace_id, name, scopes)
+            return key.id, secret
+
+    key_id, secret = _run(action)
+    if as_json:
+        click.echo(json.dumps({"id": str(key_id), "secret": secret, "scopes": [s.value for s in scopes]}))
+    else:
+        click.echo(f"id:     {key_id}\nsecret: {secret}\n(store the secret now: it cannot be shown again)")
+
+
+@apikey.command(name="revoke")
+@click.option("--workspace", "workspace_id", required=True, type=click.UUID, help="Workspace id.")
+@click.argument("key_id", type=click.UUID)
+def apikey_revoke(workspace_id: uuid.UUID, key_id: uuid.UUID) -> None:
+    """Revoke an API key at once."""
+    from app.workspaces import service  # noqa: PLC0415
+
+    settings = _settings()
+
+    async def action() -> None:
+        async with open_database(settings) as database, database.sessionmaker() as session, session.begin():
+            await service.revoke_api_key(session, workspace_id, key_id)
+
+    _run(action)
+    click.echo("revoked")
+
+
+def render_openapi() -> str:
+    """The OpenAPI document of the code, as committed in ``openapi/openapi.json``."""
+    from app.main import create_app  # noqa: PLC0415
+
+    app = create_app(Settings())
+    return json.dumps(app.openapi_schema.to_schema(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+@main.command()
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=OPENAPI_PATH, show_default=True)
+@click.option("--check", is_flag=True, help="Fail if the file differs from the code instead of writing it.")
+def openapi(output: Path, check: bool) -> None:  # noqa: FBT001
+    """Write (or check) the OpenAPI document generated from the code."""
+    document = render_openapi()
+    if check:
+        if not output.exists() or output.read_text() != document:
+            raise click.ClickException(f"{output} is out of date; run 'consent openapi'")
+        click.echo(f"{output} is up to date")
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(document)
+    click.echo(f"wrote {output}")
+
+
+@main.command()
+@click.argument("message")
+def makemigration(message: str) -> None:
+    """Generate a migration from the difference between the models and a database at head (development)."""
+    from alembic import command  # noqa: PLC0415
+
+    from app.lib.db import MIGRATIONS_DIR, alembic_config  # noqa: PLC0415
+
+    settings = _settings()
+    versions = MIGRATIONS_DIR / "versions"
+    number = 1 + max((int(p.name[:4]) for p in versions.glob("[0-9][0-9][0-9][0-9]_*.py")), default=0)
+    rev_id = f"{number:04d}"
+
+    async def action() -> None:
+        async with open_database(settings) as database:
+            assert database.engine is not None
+            if settings.database.url is not None:
+                await migrate(database.engine)
+            async with database.engine.connect() as conn:
+                await conn.run_sync(
+                    lambda sync_conn: command.revision(
+                        alembic_config(connection=sync_conn), message=message, autogenerate=True, rev_id=rev_id
+                    )
+                )
+
+    _run(action)
+    click.echo(f"generated migration {rev_id}; review it, then run the tests (they check for drift)")

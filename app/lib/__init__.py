@@ -1,0 +1,1 @@
+"""Infrastructure shared by the feature packages: database, auth, errors, observability."""

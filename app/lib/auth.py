@@ -1,0 +1,119 @@
+"""API-key authentication and scopes.
+
+A key is ``csk_`` + 43 characters of base64url (256 random bits). Only its SHA-256 is stored: the secret
+has full entropy, so a slow password hash would add latency to every request and no safety. A key belongs
+to one workspace; every query a request makes is filtered by the principal's workspace.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import secrets
+import uuid
+from typing import Any
+
+import msgspec
+from litestar import Request
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+from sqlalchemy import select
+
+from app.lib.errors import Forbidden, Unauthenticated
+
+KEY_PREFIX = "csk_"
+_MAX_KEY_LENGTH = 128  # anything longer is not ours; refuse before hashing
+
+
+class Scope(enum.StrEnum):
+    """What a key may do (``admin`` may do everything within its workspace)."""
+
+    ADMIN = "admin"
+    SIGNUP = "signup"
+    CONSENTS_WRITE = "consents:write"
+    ELIGIBILITY_READ = "eligibility:read"
+    MESSAGES_SEND = "messages:send"
+    AUDIT_READ = "audit:read"
+
+
+class Principal(msgspec.Struct, frozen=True):
+    """Who is calling: the key and its workspace."""
+
+    workspace_id: uuid.UUID
+    api_key_id: uuid.UUID
+    scopes: frozenset[str]
+
+    def allows(self, scope: Scope) -> bool:
+        """True when the key carries ``scope`` or ``admin``."""
+        return Scope.ADMIN in self.scopes or scope in self.scopes
+
+
+def generate_key() -> tuple[str, bytes]:
+    """A new secret and the hash to store."""
+    secret = KEY_PREFIX + secrets.token_urlsafe(32)
+    return secret, hash_key(secret)
+
+
+def hash_key(secret: str) -> bytes:
+    """SHA-256 of the whole key string."""
+    return hashlib.sha256(secret.encode()).digest()
+
+
+def bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+    """The key from ``Authorization: Bearer …``, or a 401 saying what is wrong."""
+    header = connection.headers.get("authorization")
+    if not header:
+        raise Unauthenticated("Send an API key as 'Authorization: Bearer <key>'.", code="missing_api_key")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthenticated("The Authorization header must be 'Bearer <key>'.", code="invalid_authorization_header")
+    return token
+
+
+async def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+    """Resolve the bearer key to a principal (401 if missing, malformed, unknown or revoked)."""
+    from app.workspaces.models import ApiKey  # noqa: PLC0415  # lib must not import feature modules at load
+
+    token = bearer_token(connection)
+    if not token.startswith(KEY_PREFIX) or len(token) > _MAX_KEY_LENGTH:
+        raise Unauthenticated("The API key is not valid.", code="invalid_api_key")
+    database = connection.app.state.database
+    async with database.sessionmaker() as session:
+        row = (
+            await session.execute(
+                select(ApiKey.id, ApiKey.workspace_id, ApiKey.scopes).where(
+                    ApiKey.secret_hash == hash_key(token), ApiKey.revoked_at.is_(None)
+                )
+            )
+        ).one_or_none()
+    if row is None:
+        raise Unauthenticated("The API key is not valid.", code="invalid_api_key")
+    return Principal(workspace_id=row.workspace_id, api_key_id=row.id, scopes=frozenset(row.scopes))
+
+
+async def api_key_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    """Router guard for ``/v1``: authenticate, then check the scope the handler declares in ``opt``.
+
+    A handler declares ``opt={"scope": Scope.X}``; handlers that declare none need only a valid key, and
+    ``opt={"public": True}`` skips authentication (e.g. the VAPID public key).
+    """
+    if handler.opt.get("public"):
+        return
+    principal = await authenticate(connection)
+    connection.scope["auth"] = principal
+    required: Scope | None = handler.opt.get("scope")
+    if required is not None and not principal.allows(required):
+        raise Forbidden(
+            f"This API key lacks the '{required}' scope needed here.",
+            code="insufficient_scope",
+            extra={"required_scope": str(required)},
+        )
+
+
+async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
+    """Dependency: the authenticated principal set by :func:`api_key_guard`."""
+    principal = request.scope.get("auth")
+    if not isinstance(principal, Principal):  # pragma: no cover - the guard always runs first on /v1
+        raise Unauthenticated("Authentication required.")
+    return principal

@@ -1,0 +1,110 @@
+"""Engine, sessions and migrations.
+
+A request gets an ``AsyncSession``; writes happen inside ``async with session.begin():`` in the service, so
+the commit finishes before the response is built and a failed commit becomes an error response.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+# Any fixed 64-bit number: serialises concurrent "migrate on start-up" of several replicas.
+_MIGRATION_LOCK_ID = 0x636F6E73656E74
+
+
+class Database:
+    """The engine and the session factory of one process (or of one test, bound to its connection)."""
+
+    def __init__(self, engine: AsyncEngine | None, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        self.engine = engine
+        self.sessionmaker = sessionmaker
+
+    @classmethod
+    def from_url(cls, url: str, *, pool_size: int = 10) -> Database:
+        """A pooled engine for ``url``."""
+        engine = create_async_engine(
+            url,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_pre_ping=False,  # a stale connection fails one request; pinging costs every request
+            pool_recycle=1800,
+        )
+        return cls(engine, async_sessionmaker(engine, expire_on_commit=False))
+
+    @classmethod
+    def bound_to(cls, connection: AsyncConnection) -> Database:
+        """Sessions that join ``connection``'s open transaction through savepoints (used by the tests)."""
+        maker = async_sessionmaker(bind=connection, expire_on_commit=False, join_transaction_mode="create_savepoint")
+        return cls(None, maker)
+
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """Yield a session and close it (rolling back anything uncommitted)."""
+        async with self.sessionmaker() as session:
+            yield session
+
+    async def dispose(self) -> None:
+        """Close the pool."""
+        if self.engine is not None:
+            await self.engine.dispose()
+
+
+def alembic_config(**attributes: Any) -> Config:
+    """Alembic configuration pointing at ``migrations/`` (no ini file needed)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes.update(attributes)
+    return config
+
+
+def head_revision() -> str | None:
+    """The newest migration in the code."""
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+async def current_revision(connection: AsyncConnection) -> str | None:
+    """The migration the database is at (``None`` for an empty database).
+
+    Read directly rather than through Alembic's ``MigrationContext``, which logs on every call: readiness
+    probes ask this every few seconds.
+    """
+    exists = await connection.scalar(text("SELECT to_regclass('alembic_version') IS NOT NULL"))
+    if not exists:
+        return None
+    version: str | None = await connection.scalar(text("SELECT version_num FROM alembic_version"))
+    return version
+
+
+async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
+    """Upgrade to ``revision`` under an advisory lock, so concurrent starts migrate once."""
+
+    def _upgrade(sync_conn: Connection) -> None:
+        command.upgrade(alembic_config(connection=sync_conn), revision)
+
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT pg_advisory_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
+        try:
+            await conn.run_sync(_upgrade)
+            await conn.commit()
+        finally:
+            await conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": _MIGRATION_LOCK_ID})
+            await conn.commit()
+
+
+async def downgrade(engine: AsyncEngine, revision: str) -> None:
+    """Downgrade to ``revision`` (tests and emergencies)."""
+
+    def _downgrade(sync_conn: Connection) -> None:
+        command.downgrade(alembic_config(connection=sync_conn), revision)
+
+    async with engine.connect() as conn:
+        await conn.run_sync(_downgrade)
+        await conn.commit()

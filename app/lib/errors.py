@@ -1,0 +1,238 @@
+"""Errors: a small hierarchy with a status and a stable ``code``, mapped by one handler to RFC 9457 problem+json.
+
+Every error the service answers with passes through :func:`problem_response`, so the shape is the same for
+domain errors, framework errors (routing, validation, auth) and the last-resort 500.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+from litestar import Request, Response
+from litestar.exceptions import (
+    HTTPException,
+    MethodNotAllowedException,
+    NotAuthorizedException,
+    NotFoundException,
+    PermissionDeniedException,
+    SerializationException,
+    TooManyRequestsException,
+    ValidationException,
+)
+from litestar.types import ExceptionHandlersMap
+
+log = structlog.get_logger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+_SERVER_ERROR = 500
+
+
+class AppError(Exception):
+    """Base of the service's own errors: ``status``, a stable ``code`` and a message a person can act on."""
+
+    status: int = 400
+    code: str = "bad_request"
+    title: str = "Bad request"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        code: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if code is not None:
+            self.code = code
+        self.extra = dict(extra or {})
+        self.headers = dict(headers or {})
+
+
+class InvalidInput(AppError):
+    """Well-formed but unacceptable input (422)."""
+
+    status = 422
+    code = "validation_failed"
+    title = "Invalid input"
+
+
+class Unauthenticated(AppError):
+    """No or an unknown credential (401)."""
+
+    status = 401
+    code = "unauthenticated"
+    title = "Authentication required"
+
+    def __init__(self, detail: str, *, code: str | None = None) -> None:
+        super().__init__(detail, code=code, headers={"WWW-Authenticate": 'Bearer realm="consent"'})
+
+
+class Forbidden(AppError):
+    """A valid credential without the right (403)."""
+
+    status = 403
+    code = "forbidden"
+    title = "Forbidden"
+
+
+class NotFound(AppError):
+    """Unknown, or belonging to another workspace: the two are never told apart (404)."""
+
+    status = 404
+    code = "not_found"
+    title = "Not found"
+
+
+class Conflict(AppError):
+    """The request conflicts with the current state (409)."""
+
+    status = 409
+    code = "conflict"
+    title = "Conflict"
+
+
+class Unavailable(AppError):
+    """A dependency is not ready (503)."""
+
+    status = 503
+    code = "unavailable"
+    title = "Service unavailable"
+
+
+def problem_response(
+    request: Request[Any, Any, Any],
+    *,
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    extra: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response[dict[str, Any]]:
+    """An RFC 9457 body with our extensions ``code`` and ``request_id``."""
+    body: dict[str, Any] = {
+        "type": f"https://consent.dev/problems/{code.replace('_', '-')}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        "instance": request.url.path,
+    }
+    request_id = request.scope.get("state", {}).get("request_id")
+    if request_id:
+        body["request_id"] = request_id
+    body.update(extra or {})
+    return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=dict(headers or {}))
+
+
+def _app_error(request: Request[Any, Any, Any], exc: AppError) -> Response[dict[str, Any]]:
+    return problem_response(
+        request,
+        status=exc.status,
+        code=exc.code,
+        title=exc.title,
+        detail=exc.detail,
+        extra=exc.extra,
+        headers=exc.headers,
+    )
+
+
+_MSGSPEC_PATH = re.compile(r" - at `\$\.data(?P<path>[^`]*)`$")
+
+
+def _validation_error(request: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:
+    """Body schema errors are 422 with the field path; query/path/header errors are 400."""
+    cause = str(exc.__cause__ or "")
+    items = exc.extra if isinstance(exc.extra, list) else []
+    sources = {item.get("source") for item in items if isinstance(item, dict)}
+    if "body" in sources or not sources:
+        if not cause or "missing required field `data`" in cause:
+            return problem_response(
+                request,
+                status=400,
+                code="body_required",
+                title="Body required",
+                detail="This endpoint needs a JSON request body.",
+            )
+        match = _MSGSPEC_PATH.search(cause)
+        field = match.group("path").lstrip(".") if match else ""
+        message = _MSGSPEC_PATH.sub("", cause)
+        return problem_response(
+            request,
+            status=422,
+            code="validation_failed",
+            title="Invalid input",
+            detail=f"{field}: {message}" if field else message,
+            extra={"errors": [{"field": field or None, "message": message}]},
+        )
+    errors = [
+        {"field": item.get("key"), "in": item.get("source"), "message": item.get("message")}
+        for item in items
+        if isinstance(item, dict)
+    ]
+    names = ", ".join(f"{e['in']} parameter {e['field']!r}" for e in errors)
+    return problem_response(
+        request,
+        status=400,
+        code="invalid_parameter",
+        title="Invalid parameter",
+        detail=f"Invalid {names}." if names else "Invalid request parameters.",
+        extra={"errors": errors},
+    )
+
+
+_HTTP_CODES: dict[type[HTTPException], tuple[str, str]] = {
+    NotFoundException: ("not_found", "Not found"),
+    MethodNotAllowedException: ("method_not_allowed", "Method not allowed"),
+    NotAuthorizedException: ("unauthenticated", "Authentication required"),
+    PermissionDeniedException: ("forbidden", "Forbidden"),
+    TooManyRequestsException: ("rate_limited", "Too many requests"),
+}
+
+
+def _http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    if isinstance(exc, ValidationException):
+        return _validation_error(request, exc)
+    if isinstance(exc.__cause__, SerializationException) or "JSON is malformed" in exc.detail:
+        return problem_response(
+            request,
+            status=400,
+            code="malformed_json",
+            title="Malformed JSON",
+            detail=f"The request body is not valid JSON: {exc.detail.removeprefix('JSON is malformed: ')}",
+        )
+    code, title = next(
+        (pair for cls, pair in _HTTP_CODES.items() if isinstance(exc, cls)),
+        ("http_error" if exc.status_code < _SERVER_ERROR else "internal_error", "Error"),
+    )
+    status = exc.status_code
+    detail = exc.detail
+    if status >= _SERVER_ERROR:
+        log.error("http_exception", status=status, exc_info=exc)
+        detail = "The service failed to handle this request."
+    return problem_response(request, status=status, code=code, title=title, detail=detail, headers=exc.headers or {})
+
+
+def _unhandled(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    log.error("unhandled_exception", error_type=type(exc).__name__, exc_info=exc)
+    return problem_response(
+        request,
+        status=500,
+        code="internal_error",
+        title="Internal server error",
+        detail="The service failed to handle this request; it has been logged with the request id.",
+    )
+
+
+def exception_handlers() -> ExceptionHandlersMap:
+    """The app-wide handler map."""
+    return {
+        AppError: _app_error,
+        HTTPException: _http_exception,
+        Exception: _unhandled,
+    }

@@ -1,0 +1,100 @@
+"""``create_app(settings)``: builds the whole service. Importing this module has no side effects."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import version
+
+import structlog
+from litestar import Litestar, Router
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.lib.auth import api_key_guard, provide_principal
+from app.lib.db import Database, head_revision, migrate
+from app.lib.embedded_pg import EmbeddedPostgres
+from app.lib.errors import exception_handlers
+from app.lib.observability import Metrics, configure_logging, request_middleware_factory
+from app.ops.controllers import health, metrics, ready
+from app.purposes.controllers import PurposeController
+from app.settings import Settings
+from app.workspaces.controllers import ApiKeyController, WorkspaceController
+
+log = structlog.get_logger(__name__)
+
+
+async def _provide_db(state: State) -> AsyncIterator[AsyncSession]:
+    database: Database = state.database
+    async with database.sessionmaker() as session:
+        yield session
+
+
+def create_app(settings: Settings | None = None, *, database: Database | None = None) -> Litestar:
+    """The service. ``database`` injects a ready database (tests); otherwise the lifespan opens one.
+
+    With no ``DATABASE_URL`` the lifespan starts the embedded PostgreSQL in ``CONSENT_DATA_DIR`` and applies
+    the migrations; with one, migrations run only when ``settings.database.auto_migrate`` is set.
+    """
+    settings = settings or Settings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        app.state.head_revision = head_revision()
+        if database is not None:
+            app.state.database = database
+            yield
+            return
+        embedded: EmbeddedPostgres | None = None
+        url = settings.database.url
+        if url is None:
+            embedded = EmbeddedPostgres(settings.data_dir / "postgres")
+            url = await embedded.start()
+            log.info("database_embedded", data_dir=str(embedded.pgdata), owner=embedded.owner)
+        opened = Database.from_url(url, pool_size=settings.database.pool_size)
+        try:
+            if embedded is not None or settings.database.auto_migrate:
+                assert opened.engine is not None
+                await migrate(opened.engine)
+            app.state.database = opened
+            yield
+        finally:
+            await opened.dispose()
+            if embedded is not None:
+                await embedded.stop()
+
+    metrics_registry = Metrics()
+    v1 = Router(
+        path="/v1",
+        route_handlers=[ApiKeyController, WorkspaceController, PurposeController],
+        guards=[api_key_guard],
+        security=[{"bearer": []}],
+    )
+    app = Litestar(
+        route_handlers=[health, ready, metrics, v1],
+        lifespan=[lifespan],
+        dependencies={"db": Provide(_provide_db), "principal": Provide(provide_principal)},
+        exception_handlers=exception_handlers(),
+        state=State({"settings": settings, "metrics": metrics_registry}),
+        openapi_config=OpenAPIConfig(
+            title="Consent Service API",
+            version=version("consent-service"),
+            description="Per-channel opt-in, a tamper-evident consent ledger, eligibility and routing.",
+            path="/schema",
+            render_plugins=[JsonRenderPlugin()],
+            components=Components(
+                security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer", description="API key")}
+            ),
+        ),
+        on_startup=[lambda: configure_logging(settings)] if database is None else [],
+        logging_config=None,  # logging is ours (structlog); Litestar's default would override it
+        debug=False,
+    )
+    # Outermost, around routing and exception handling: every request gets an id, a log line and metrics,
+    # 404s and 500s included.
+    app.asgi_handler = request_middleware_factory(metrics_registry)(app.asgi_handler)
+    return app

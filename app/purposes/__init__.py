@@ -1,0 +1,1 @@
+"""Purposes: what messages are for."""

@@ -1,0 +1,218 @@
+"""One typed, frozen settings object, built once from the environment and passed in.
+
+Nothing else in the service reads ``os.environ``. Every variable is listed in ``ENVIRONMENT`` (and a test checks
+that the README documents each one).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+import msgspec
+
+SmtpTls = Literal["none", "starttls", "tls"]
+LogFormat = Literal["auto", "json", "console"]
+
+#: Every environment variable the service reads, with a one-line description (the README table mirrors it).
+ENVIRONMENT: dict[str, str] = {
+    "DATABASE_URL": "PostgreSQL URL (>= 15). Unset: an embedded PostgreSQL runs in CONSENT_DATA_DIR.",
+    "CONSENT_DATA_DIR": "Folder for the embedded database, generated dev secrets and the dev outbox.",
+    "PUBLIC_BASE_URL": "Base URL the world reaches the service on; used in mail links and Twilio signatures.",
+    "CONSENT_SECRET_KEY": "Base64 or hex, >= 32 bytes. Token, HMAC and encryption keys are derived from it.",
+    "SMTP_HOST": "SMTP relay host. Unset: the dev mail adapter writes .eml files to the outbox folder.",
+    "SMTP_PORT": "SMTP port (default by SMTP_TLS: 25 none, 587 starttls, 465 tls).",
+    "SMTP_USERNAME": "SMTP user name (optional).",
+    "SMTP_PASSWORD": "SMTP password (optional).",
+    "SMTP_TLS": "none | starttls | tls.",
+    "MAIL_FROM": "Default sender address of confirmation mails.",
+    "TWILIO_ACCOUNT_SID": "Default Twilio account for every workspace (a workspace may override it).",
+    "TWILIO_AUTH_TOKEN": "Default Twilio auth token: signs inbound webhooks (a workspace may override it).",
+    "METRICS_TOKEN": "If set, GET /metrics requires 'Authorization: Bearer <token>'.",
+    "CONSENT_LOG_LEVEL": "debug | info | warning | error.",
+    "CONSENT_LOG_FORMAT": "auto (pretty on a terminal, JSON otherwise) | json | console.",
+    "CONSENT_DB_POOL_SIZE": "Connections per process in the database pool.",
+}
+
+
+_MIN_SECRET_BYTES = 32
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+class DatabaseSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """Where the data lives."""
+
+    url: str | None = None
+    """SQLAlchemy URL (``postgresql+asyncpg://…``); ``None`` means the embedded PostgreSQL."""
+    pool_size: int = 10
+    """Connections kept per process."""
+    auto_migrate: bool = False
+    """Apply migrations to head on start-up (always true for the embedded database)."""
+
+
+class MailSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """The SMTP relay confirmation and marketing mail goes through."""
+
+    host: str | None = None
+    """Relay host; ``None`` selects the dev adapter writing ``.eml`` files."""
+    port: int = 587
+    """Relay port."""
+    username: str | None = None
+    """Login, if the relay wants one."""
+    password: str | None = None
+    """Password for ``username``."""
+    tls: SmtpTls = "starttls"
+    """Transport security: plain, STARTTLS upgrade, or implicit TLS."""
+    mail_from: str = "Consent Service <no-reply@localhost>"
+    """Default ``From`` of confirmation mails."""
+
+
+class TwilioSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """Defaults for every workspace; a workspace may carry its own."""
+
+    account_sid: str | None = None
+    """Account SID (``AC…``)."""
+    auth_token: str | None = None
+    """Auth token; also the key of ``X-Twilio-Signature``."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything the service is configured with."""
+
+    data_dir: Path = Path(".consent")
+    """Embedded database, generated dev secrets and the dev outbox live here."""
+    public_base_url: str = "http://127.0.0.1:8000"
+    """The URL the world reaches the service on (no trailing slash)."""
+    secret_key: bytes | None = None
+    """Root secret; ``None`` is allowed only for tooling that never serves (OpenAPI export)."""
+    metrics_token: str | None = None
+    """Bearer token protecting ``/metrics`` when set."""
+    log_level: str = "info"
+    """Minimum log level."""
+    log_format: LogFormat = "auto"
+    """Log rendering."""
+    database: DatabaseSettings = msgspec.field(default_factory=DatabaseSettings)
+    """Database connection."""
+    mail: MailSettings = msgspec.field(default_factory=MailSettings)
+    """SMTP relay."""
+    twilio: TwilioSettings = msgspec.field(default_factory=TwilioSettings)
+    """Twilio defaults."""
+
+    @property
+    def embedded_database(self) -> bool:
+        """True when the service runs its own PostgreSQL in ``data_dir``."""
+        return self.database.url is None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build the settings from ``environ`` (default: the process environment)."""
+        env = dict(os.environ if environ is None else environ)
+
+        def get(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        tls = (get("SMTP_TLS") or "starttls").lower()
+        if tls not in ("none", "starttls", "tls"):
+            raise SettingsError(f"SMTP_TLS must be one of none, starttls, tls (got {tls!r})")
+        default_port = {"none": 25, "starttls": 587, "tls": 465}[tls]
+        log_format = (get("CONSENT_LOG_FORMAT") or "auto").lower()
+        if log_format not in ("auto", "json", "console"):
+            raise SettingsError(f"CONSENT_LOG_FORMAT must be auto, json or console (got {log_format!r})")
+        log_level = (get("CONSENT_LOG_LEVEL") or "info").lower()
+        if log_level not in ("debug", "info", "warning", "error"):
+            raise SettingsError(f"CONSENT_LOG_LEVEL must be debug, info, warning or error (got {log_level!r})")
+        secret = get("CONSENT_SECRET_KEY")
+        return cls(
+            data_dir=Path(get("CONSENT_DATA_DIR") or ".consent"),
+            public_base_url=_base_url(get("PUBLIC_BASE_URL") or "http://127.0.0.1:8000"),
+            secret_key=parse_secret_key(secret) if secret else None,
+            metrics_token=get("METRICS_TOKEN"),
+            log_level=log_level,
+            log_format=log_format,  # type: ignore[arg-type]  # checked against the Literal above
+            database=DatabaseSettings(
+                url=_database_url(get("DATABASE_URL")),
+                pool_size=_int(get("CONSENT_DB_POOL_SIZE"), "CONSENT_DB_POOL_SIZE", 10, 1, 500),
+            ),
+            mail=MailSettings(
+                host=get("SMTP_HOST"),
+                port=_int(get("SMTP_PORT"), "SMTP_PORT", default_port, 1, 65535),
+                username=get("SMTP_USERNAME"),
+                password=get("SMTP_PASSWORD"),
+                tls=tls,  # type: ignore[arg-type]  # checked against the Literal above
+                mail_from=get("MAIL_FROM") or "Consent Service <no-reply@localhost>",
+            ),
+            twilio=TwilioSettings(account_sid=get("TWILIO_ACCOUNT_SID"), auth_token=get("TWILIO_AUTH_TOKEN")),
+        )
+
+    def with_dev_secrets(self) -> Settings:
+        """Fill a missing secret key from ``<data_dir>/secret_key``, generating it on first use."""
+        if self.secret_key is not None:
+            return self
+        path = self.data_dir / "secret_key"
+        if path.exists():
+            key = parse_secret_key(path.read_text().strip())
+        else:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            key = secrets.token_bytes(32)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(base64.b64encode(key).decode() + "\n")
+        return msgspec.structs.replace(self, secret_key=key)
+
+
+def parse_secret_key(value: str) -> bytes:
+    """Decode ``CONSENT_SECRET_KEY`` (hex or base64, at least 32 bytes)."""
+    raw: bytes | None
+    try:
+        raw = bytes.fromhex(value)
+    except ValueError:
+        # Standard and URL-safe alphabets alike; padding optional.
+        standard = value.replace("-", "+").replace("_", "/")
+        try:
+            raw = base64.b64decode(standard + "=" * (-len(standard) % 4), validate=True)
+        except (binascii.Error, ValueError):
+            raw = None
+    if raw is None or len(raw) < _MIN_SECRET_BYTES:
+        raise SettingsError("CONSENT_SECRET_KEY must be at least 32 random bytes, hex or base64 encoded")
+    return raw
+
+
+def _int(value: str | None, name: str, default: int, low: int, high: int) -> int:
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number (got {value!r})") from None
+    if not low <= number <= high:
+        raise SettingsError(f"{name} must be between {low} and {high} (got {number})")
+    return number
+
+
+def _base_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise SettingsError(f"PUBLIC_BASE_URL must be an absolute http(s) URL (got {value!r})")
+    if parts.query or parts.fragment:
+        raise SettingsError("PUBLIC_BASE_URL must not carry a query or fragment")
+    return value.rstrip("/")
+
+
+def _database_url(value: str | None) -> str | None:
+    """Accept the usual ``postgres://`` / ``postgresql://`` spellings and select the asyncpg driver."""
+    if value is None:
+        return None
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme not in ("postgres", "postgresql", "postgresql+asyncpg"):
+        raise SettingsError("DATABASE_URL must be a postgresql:// URL")
+    return f"postgresql+asyncpg://{rest}"

@@ -1,0 +1,76 @@
+"""``/v1/api-keys`` and ``/v1/workspace``."""
+
+from __future__ import annotations
+
+import uuid
+
+from litestar import Controller, delete, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.lib.auth import Principal, Scope
+from app.lib.errors import NotFound
+from app.lib.openapi import errors
+from app.workspaces import repository, service
+from app.workspaces.models import ApiKey
+from app.workspaces.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut, WorkspaceOut
+
+
+def _key_out(key: ApiKey) -> ApiKeyOut:
+    return ApiKeyOut(
+        id=key.id,
+        name=key.name,
+        scopes=[Scope(s) for s in key.scopes],
+        display_prefix=key.display_prefix,
+        created_at=key.created_at,
+        revoked_at=key.revoked_at,
+    )
+
+
+class ApiKeyController(Controller):
+    """Manage the API keys of the caller's workspace (scope ``admin``)."""
+
+    path = "/api-keys"
+    tags = ["setup"]  # noqa: RUF012  # Litestar reads class attributes
+    opt = {"scope": Scope.ADMIN}  # noqa: RUF012
+
+    @post(operation_id="createApiKey", status_code=201, responses=errors(401, 403, 422))
+    async def create(
+        self, data: JSONBody[ApiKeyCreate], principal: NamedDependency[Principal], db: NamedDependency[AsyncSession]
+    ) -> ApiKeyCreated:
+        """Create an API key; the secret is in this answer only."""
+        async with db.begin():
+            key, secret = await service.create_api_key(db, principal.workspace_id, data.name, data.scopes)
+        out = _key_out(key)
+        return ApiKeyCreated(**{f: getattr(out, f) for f in out.__struct_fields__}, secret=secret)
+
+    @get(operation_id="listApiKeys", responses=errors(401, 403))
+    async def list_keys(
+        self, principal: NamedDependency[Principal], db: NamedDependency[AsyncSession]
+    ) -> list[ApiKeyOut]:
+        """All keys of the workspace, revoked ones included."""
+        return [_key_out(k) for k in await repository.list_api_keys(db, principal.workspace_id)]
+
+    @delete("/{key_id:uuid}", operation_id="revokeApiKey", status_code=204, responses=errors(401, 403, 404))
+    async def revoke(
+        self, key_id: FromPath[uuid.UUID], principal: NamedDependency[Principal], db: NamedDependency[AsyncSession]
+    ) -> None:
+        """Revoke a key at once; it stays listed with ``revoked_at``."""
+        async with db.begin():
+            await service.revoke_api_key(db, principal.workspace_id, key_id)
+
+
+class WorkspaceController(Controller):
+    """The workspace the caller's key belongs to."""
+
+    path = "/workspace"
+    tags = ["setup"]  # noqa: RUF012
+
+    @get(operation_id="getWorkspace", responses=errors(401))
+    async def current(self, principal: NamedDependency[Principal], db: NamedDependency[AsyncSession]) -> WorkspaceOut:
+        """The caller's workspace (any valid key)."""
+        workspace = await repository.get_workspace(db, principal.workspace_id)
+        if workspace is None:  # pragma: no cover - keys cascade with their workspace
+            raise NotFound("Workspace not found.")
+        return WorkspaceOut(id=workspace.id, name=workspace.name, created_at=workspace.created_at)

@@ -1,0 +1,53 @@
+"""All SQL about workspaces and API keys."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.workspaces.models import ApiKey, Workspace
+
+
+async def add_workspace(session: AsyncSession, name: str) -> Workspace:
+    """Insert a workspace."""
+    workspace = Workspace(name=name)
+    session.add(workspace)
+    await session.flush()
+    await session.refresh(workspace)
+    return workspace
+
+
+async def get_workspace(session: AsyncSession, workspace_id: uuid.UUID) -> Workspace | None:
+    """A workspace by id."""
+    return await session.get(Workspace, workspace_id)
+
+
+async def add_api_key(session: AsyncSession, key: ApiKey) -> ApiKey:
+    """Insert an API key."""
+    session.add(key)
+    await session.flush()
+    await session.refresh(key)
+    return key
+
+
+async def list_api_keys(session: AsyncSession, workspace_id: uuid.UUID) -> Sequence[ApiKey]:
+    """The workspace's keys, oldest first."""
+    result = await session.scalars(
+        select(ApiKey).where(ApiKey.workspace_id == workspace_id).order_by(ApiKey.created_at, ApiKey.id)
+    )
+    return result.all()
+
+
+async def revoke_api_key(session: AsyncSession, workspace_id: uuid.UUID, key_id: uuid.UUID, at: datetime) -> bool:
+    """Revoke a key of the workspace; False if there is no such key (or it is another workspace's)."""
+    result = await session.execute(
+        update(ApiKey)
+        .where(ApiKey.id == key_id, ApiKey.workspace_id == workspace_id)
+        .values(revoked_at=func.coalesce(ApiKey.revoked_at, at))  # a second revoke keeps the first time
+        .returning(ApiKey.id)
+    )
+    return result.scalar_one_or_none() is not None

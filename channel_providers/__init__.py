@@ -1,0 +1,1 @@
+"""Provider adapters (SMTP, Twilio, web push, FCM/APNs, print) behind one Protocol."""

@@ -1,0 +1,1 @@
+"""Alembic migrations, shipped as a package so installed images carry them."""

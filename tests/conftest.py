@@ -1,0 +1,223 @@
+"""Test harness: real PostgreSQL (embedded by default, ``TEST_DATABASE_URL`` for another server).
+
+Migrations run once per session with Alembic; each test runs inside an outer transaction that is rolled back,
+and the app is driven in the same event loop over HTTP (httpx's ASGI transport + the app's own lifespan).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from litestar import Litestar
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
+
+from app.lib.auth import Scope
+from app.lib.db import Database, migrate
+from app.lib.embedded_pg import EmbeddedPostgres
+from app.main import create_app
+from app.settings import Settings
+from app.workspaces import service as workspace_service
+
+TEST_SECRET = b"t" * 32
+
+
+class PgServer:
+    """A PostgreSQL server the tests may create databases on."""
+
+    def __init__(self, admin_dsn: str, sqlalchemy_url_for: str) -> None:
+        self.admin_dsn = admin_dsn  # asyncpg DSN of a maintenance database
+        self._template = sqlalchemy_url_for  # SQLAlchemy URL with {db} placeholder
+
+    def url(self, database: str) -> str:
+        """SQLAlchemy URL of ``database`` on this server."""
+        return self._template.replace("{db}", database)
+
+    async def create_database(self, prefix: str = "consent_test") -> str:
+        """A new empty database; returns its SQLAlchemy URL."""
+        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        conn = await asyncpg.connect(self.admin_dsn)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+        return self.url(name)
+
+    async def drop_database(self, url: str) -> None:
+        """Drop a database made by :meth:`create_database` (closing its sessions)."""
+        name = make_url(url).database
+        conn = await asyncpg.connect(self.admin_dsn)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+@pytest.fixture(scope="session")
+async def pg_server() -> AsyncIterator[PgServer]:
+    """The embedded PostgreSQL in a temporary folder (fsync off), or the server of ``TEST_DATABASE_URL``."""
+    external = os.environ.get("TEST_DATABASE_URL")
+    if external:
+        url = make_url(external).set(drivername="postgresql+asyncpg")
+        admin = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        yield PgServer(
+            admin, url.set(database="{db}").render_as_string(hide_password=False).replace("%7Bdb%7D", "{db}")
+        )
+        return
+    folder = Path(tempfile.mkdtemp(prefix="consent-test-"))
+    server = EmbeddedPostgres(
+        folder / "pg",
+        database="postgres",
+        server_settings={"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"},
+        initdb_sync=False,
+    )
+    await server.start()
+    assert server.socket_dir is not None
+    try:
+        yield PgServer(server.dsn("postgres"), f"postgresql+asyncpg://postgres@/{{db}}?host={server.socket_dir}")
+    finally:
+        await server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+async def engine(pg_server: PgServer) -> AsyncIterator[AsyncEngine]:
+    """A database migrated to head once for the whole session."""
+    url = await pg_server.create_database()
+    engine = create_async_engine(url, pool_size=5, max_overflow=20)
+    await migrate(engine)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+        await pg_server.drop_database(url)
+
+
+@pytest.fixture
+async def connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """One connection in an outer transaction, rolled back after the test."""
+    async with engine.connect() as conn:
+        transaction = await conn.begin()
+        try:
+            yield conn
+        finally:
+            await transaction.rollback()
+
+
+@pytest.fixture
+def database(connection: AsyncConnection) -> Database:
+    """Sessions that join the test's transaction through savepoints."""
+    return Database.bound_to(connection)
+
+
+@pytest.fixture
+async def session(database: Database) -> AsyncIterator[AsyncSession]:
+    """A session inside the test's transaction, for arranging data and checking the database."""
+    async with database.sessionmaker() as db_session:
+        yield db_session
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings for an app under test."""
+    return Settings(data_dir=tmp_path / "data", secret_key=TEST_SECRET, public_base_url="https://consent.example.com")
+
+
+@pytest.fixture
+async def app(settings: Settings, database: Database) -> AsyncIterator[Litestar]:
+    """The app on the test's transaction, with its lifespan running."""
+    application = create_app(settings, database=database)
+    async with running(application):
+        yield application
+
+
+@asynccontextmanager
+async def running(application: Litestar) -> AsyncIterator[None]:
+    """Drive the ASGI lifespan protocol from its own task.
+
+    ``Litestar.lifespan()`` enters an anyio cancel scope, which must be left in the task that entered it;
+    pytest-asyncio tears fixtures down in another task, so the protocol runs in a dedicated task instead.
+    """
+    to_app: asyncio.Queue[dict[str, str]] = asyncio.Queue()
+    from_app: asyncio.Queue[dict[str, str]] = asyncio.Queue()
+
+    async def receive() -> dict[str, str]:
+        return await to_app.get()
+
+    async def send(message: Any) -> None:
+        await from_app.put(message)
+
+    task = asyncio.create_task(
+        application({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive, send)
+    )  # type: ignore[arg-type]
+    await to_app.put({"type": "lifespan.startup"})
+    started = await from_app.get()
+    assert started["type"] == "lifespan.startup.complete", started
+    try:
+        yield
+    finally:
+        await to_app.put({"type": "lifespan.shutdown"})
+        stopped = await from_app.get()
+        await task
+        assert stopped["type"] == "lifespan.shutdown.complete", stopped
+
+
+@pytest.fixture
+async def client(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client speaking to the app in this event loop."""
+    transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
+    async with httpx.AsyncClient(transport=transport, base_url="https://consent.example.com") as http:
+        yield http
+
+
+class Tenant:
+    """A workspace with a way to mint keys for it."""
+
+    def __init__(self, workspace_id: uuid.UUID, database: Database) -> None:
+        self.id = workspace_id
+        self._database = database
+
+    async def key(self, *scopes: Scope) -> dict[str, str]:
+        """Authorization headers of a new key with ``scopes``."""
+        async with self._database.sessionmaker() as db_session, db_session.begin():
+            _, secret = await workspace_service.create_api_key(db_session, self.id, "test", scopes or (Scope.ADMIN,))
+        return {"Authorization": f"Bearer {secret}"}
+
+
+@pytest.fixture
+async def tenant(database: Database) -> Tenant:
+    """A fresh workspace."""
+    async with database.sessionmaker() as db_session, db_session.begin():
+        workspace = await workspace_service.create_workspace(db_session, "Acme")
+    return Tenant(workspace.id, database)
+
+
+@pytest.fixture
+async def other_tenant(database: Database) -> Tenant:
+    """A second workspace, to prove isolation."""
+    async with database.sessionmaker() as db_session, db_session.begin():
+        workspace = await workspace_service.create_workspace(db_session, "Globex")
+    return Tenant(workspace.id, database)
+
+
+@pytest.fixture
+async def admin(tenant: Tenant) -> dict[str, str]:
+    """Headers of an admin key of ``tenant``."""
+    return await tenant.key(Scope.ADMIN)
+
+
+@pytest.fixture(scope="session")
+def project_root() -> Path:
+    """The repository root."""
+    return Path(__file__).resolve().parents[1]
