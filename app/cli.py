@@ -267,3 +267,50 @@ def makemigration(message: str) -> None:
 
     _run(action)
     click.echo(f"generated migration {rev_id}; review it, then run the tests (they check for drift)")
+
+
+@main.group()
+def audit() -> None:
+    """The tamper-evident ledger."""
+
+
+@audit.command(name="verify")
+@click.option("--workspace", "workspace_id", type=click.UUID, help="One workspace (default: every workspace).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def audit_verify(workspace_id: uuid.UUID | None, as_json: bool) -> None:  # noqa: FBT001
+    """Recompute the hash chain; exit status 1 and the first broken event if it does not verify."""
+    from app.ledger import repository  # noqa: PLC0415
+    from app.ledger.audit import Verification, verify_chain  # noqa: PLC0415
+
+    settings = _settings()
+
+    async def action() -> list[tuple[uuid.UUID, Verification]]:
+        async with open_database(settings) as database, database.sessionmaker() as session:
+            ids = [workspace_id] if workspace_id else list(await repository.workspaces_with_events(session))
+            return [(ws, await verify_chain(session, ws)) for ws in ids]
+
+    results = _run(action)
+    for ws, result in results:
+        if as_json:
+            click.echo(
+                json.dumps(
+                    {
+                        "workspace_id": str(ws),
+                        "events_checked": result.events_checked,
+                        "valid": result.valid,
+                        "first_broken_event_id": str(result.first_broken_event_id)
+                        if result.first_broken_event_id
+                        else None,
+                        "first_broken_seq": result.first_broken_seq,
+                        "reason": result.reason,
+                    }
+                )
+            )
+        elif result.valid:
+            click.echo(f"{ws}: {result.events_checked} events, chain valid")
+        else:
+            click.echo(
+                f"{ws}: BROKEN at event {result.first_broken_event_id} (seq {result.first_broken_seq}): {result.reason}"
+            )
+    if not all(result.valid for _, result in results):
+        sys.exit(1)

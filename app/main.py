@@ -15,13 +15,15 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.ledger.controllers import AuditController, ContactController, ObjectionController, WithdrawalController
 from app.lib.auth import api_key_guard, provide_principal
 from app.lib.db import Database, head_revision, migrate
 from app.lib.embedded_pg import EmbeddedPostgres
-from app.lib.errors import exception_handlers
+from app.lib.errors import Unavailable, exception_handlers
+from app.lib.keys import Keys
 from app.lib.observability import Metrics, configure_logging, request_middleware_factory
 from app.ops.controllers import health, metrics, ready
-from app.purposes.controllers import PurposeController
+from app.purposes.controllers import NoticeController, PurposeController
 from app.settings import Settings
 from app.workspaces.controllers import ApiKeyController, WorkspaceController
 
@@ -32,6 +34,13 @@ async def _provide_db(state: State) -> AsyncIterator[AsyncSession]:
     database: Database = state.database
     async with database.sessionmaker() as session:
         yield session
+
+
+def _provide_keys(state: State) -> Keys:
+    keys: Keys | None = state.derived_keys
+    if keys is None:  # only tooling (OpenAPI export) builds an app without a secret key
+        raise Unavailable("CONSENT_SECRET_KEY is not configured.", code="secret_key_missing")
+    return keys
 
 
 def create_app(settings: Settings | None = None, *, database: Database | None = None) -> Litestar:
@@ -70,16 +79,35 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     metrics_registry = Metrics()
     v1 = Router(
         path="/v1",
-        route_handlers=[ApiKeyController, WorkspaceController, PurposeController],
+        route_handlers=[
+            ApiKeyController,
+            WorkspaceController,
+            PurposeController,
+            NoticeController,
+            ContactController,
+            WithdrawalController,
+            ObjectionController,
+            AuditController,
+        ],
         guards=[api_key_guard],
         security=[{"bearer": []}],
     )
     app = Litestar(
         route_handlers=[health, ready, metrics, v1],
         lifespan=[lifespan],
-        dependencies={"db": Provide(_provide_db), "principal": Provide(provide_principal)},
+        dependencies={
+            "db": Provide(_provide_db),
+            "principal": Provide(provide_principal),
+            "keys": Provide(_provide_keys, sync_to_thread=False),
+        },
         exception_handlers=exception_handlers(),
-        state=State({"settings": settings, "metrics": metrics_registry}),
+        state=State(
+            {
+                "settings": settings,
+                "metrics": metrics_registry,
+                "derived_keys": Keys(settings.secret_key) if settings.secret_key is not None else None,
+            }
+        ),
         openapi_config=OpenAPIConfig(
             title="Consent Service API",
             version=version("consent-service"),

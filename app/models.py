@@ -1,9 +1,22 @@
 """Every model, imported in one place so that Alembic and the drift test see the whole schema."""
 
+from app.ledger.models import Consent, ConsentEvent, Contact, ContactPoint, LedgerHead, Suppression
 from app.lib.orm import Base
-from app.purposes.models import Purpose
+from app.purposes.models import Notice, Purpose
 from app.workspaces.models import ApiKey, Workspace
 
 metadata = Base.metadata
 
-__all__ = ["ApiKey", "Purpose", "Workspace", "metadata"]
+__all__ = [
+    "ApiKey",
+    "Consent",
+    "ConsentEvent",
+    "Contact",
+    "ContactPoint",
+    "LedgerHead",
+    "Notice",
+    "Purpose",
+    "Suppression",
+    "Workspace",
+    "metadata",
+]

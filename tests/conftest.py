@@ -221,3 +221,53 @@ async def admin(tenant: Tenant) -> dict[str, str]:
 def project_root() -> Path:
     """The repository root."""
     return Path(__file__).resolve().parents[1]
+
+
+class Ledger:
+    """Arrange ledger data through the real service (the same path the API takes)."""
+
+    def __init__(self, database: Database, workspace_id: uuid.UUID) -> None:
+        self.database = database
+        self.workspace_id = workspace_id
+
+    async def purpose(self, key: str = "newsletter", kind: str = "marketing") -> Any:
+        from app.purposes import service as purposes  # noqa: PLC0415
+
+        async with self.database.sessionmaker() as db_session, db_session.begin():
+            return await purposes.create_purpose(db_session, self.workspace_id, key, key.title(), kind)
+
+    async def point(
+        self, channel: str, value: str, external_id: str | None = None, contact_id: uuid.UUID | None = None
+    ) -> Any:
+        from app.ledger import repository  # noqa: PLC0415
+
+        async with self.database.sessionmaker() as db_session, db_session.begin():
+            if contact_id is None:
+                contact = await repository.add_contact(
+                    db_session, self.workspace_id, external_id, "de", "Europe/Berlin"
+                )
+                contact_id = contact.id
+            return await repository.add_contact_point(
+                db_session, self.workspace_id, contact_id=contact_id, channel=channel, value=value, details={}
+            )
+
+    async def apply(self, point: Any, purpose_id: uuid.UUID | None, *triggers: str, **kwargs: Any) -> list[Any]:
+        from app.domain.model import ActorType, Trigger  # noqa: PLC0415
+        from app.ledger.service import Actor, Change, apply_changes  # noqa: PLC0415
+
+        results = []
+        for trigger in triggers:
+            async with self.database.sessionmaker() as db_session, db_session.begin():
+                results += await apply_changes(
+                    db_session,
+                    self.workspace_id,
+                    [Change(point, purpose_id, Trigger(trigger), kwargs.get("evidence", {"ip": "198.51.100.4"}))],
+                    Actor(ActorType.SYSTEM),
+                )
+        return results
+
+
+@pytest.fixture
+def ledger(database: Database, tenant: Tenant) -> Ledger:
+    """Ledger helpers on ``tenant``."""
+    return Ledger(database, tenant.id)

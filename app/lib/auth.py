@@ -95,19 +95,24 @@ async def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Princi
 async def api_key_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
     """Router guard for ``/v1``: authenticate, then check the scope the handler declares in ``opt``.
 
-    A handler declares ``opt={"scope": Scope.X}``; handlers that declare none need only a valid key, and
-    ``opt={"public": True}`` skips authentication (e.g. the VAPID public key).
+    A handler declares ``opt={"scope": Scope.X}`` or a tuple of scopes any one of which suffices; handlers
+    that declare none need only a valid key, and ``opt={"public": True}`` skips authentication (e.g. the
+    VAPID public key).
     """
     if handler.opt.get("public"):
         return
     principal = await authenticate(connection)
     connection.scope["auth"] = principal
-    required: Scope | None = handler.opt.get("scope")
-    if required is not None and not principal.allows(required):
+    declared: Scope | tuple[Scope, ...] | None = handler.opt.get("scope")
+    if declared is None:
+        return
+    accepted = declared if isinstance(declared, tuple) else (declared,)
+    if not any(principal.allows(scope) for scope in accepted):
+        names = " or ".join(f"'{scope}'" for scope in accepted)
         raise Forbidden(
-            f"This API key lacks the '{required}' scope needed here.",
+            f"This API key lacks the {names} scope needed here.",
             code="insufficient_scope",
-            extra={"required_scope": str(required)},
+            extra={"required_scope": str(accepted[0]), "accepted_scopes": [str(s) for s in accepted]},
         )
 
 

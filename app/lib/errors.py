@@ -24,6 +24,9 @@ from litestar.exceptions import (
 )
 from litestar.types import ExceptionHandlersMap
 
+from app.domain.identifiers import InvalidIdentifier
+from app.domain.transitions import TransitionNotAllowed
+
 log = structlog.get_logger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
@@ -229,9 +232,26 @@ def _unhandled(request: Request[Any, Any, Any], exc: Exception) -> Response[dict
     )
 
 
+def _transition_not_allowed(request: Request[Any, Any, Any], exc: TransitionNotAllowed) -> Response[dict[str, Any]]:
+    return problem_response(
+        request,
+        status=409,
+        code="transition_not_allowed",
+        title="Transition not allowed",
+        detail=str(exc),
+        extra={"current_state": exc.state.value, "channel": exc.channel.value, "trigger": exc.trigger.value},
+    )
+
+
+def _invalid_identifier(request: Request[Any, Any, Any], exc: InvalidIdentifier) -> Response[dict[str, Any]]:
+    return problem_response(request, status=422, code=exc.code, title="Invalid address", detail=exc.message)
+
+
 def exception_handlers() -> ExceptionHandlersMap:
     """The app-wide handler map."""
     return {
+        TransitionNotAllowed: _transition_not_allowed,
+        InvalidIdentifier: _invalid_identifier,
         AppError: _app_error,
         HTTPException: _http_exception,
         Exception: _unhandled,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import CheckConstraint, ForeignKey, Text, UniqueConstraint
+from sqlalchemy import CheckConstraint, ForeignKey, Integer, Text, UniqueConstraint
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.lib.orm import Base, CreatedAt, UUIDPrimaryKey
@@ -25,4 +26,25 @@ class Purpose(UUIDPrimaryKey, CreatedAt, Base):
         CheckConstraint("kind IN ('marketing', 'transactional')", name="kind_known"),
         CheckConstraint("key ~ '^[a-z][a-z0-9_]{0,62}$'", name="key_format"),
         CheckConstraint("length(name) BETWEEN 1 AND 200", name="name_length"),
+    )
+
+
+class Notice(UUIDPrimaryKey, CreatedAt, Base):
+    """An immutable, versioned consent text shown to people; every consent given references one."""
+
+    __tablename__ = "notices"
+
+    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    purpose_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("purposes.id", ondelete="RESTRICT"))
+    channels: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    locale: Mapped[str] = mapped_column(Text)
+    version: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (
+        UniqueConstraint("purpose_id", "locale", "version"),
+        CheckConstraint("cardinality(channels) >= 1", name="channels_not_empty"),
+        CheckConstraint("length(text) BETWEEN 1 AND 20000", name="text_length"),
+        CheckConstraint("sha256 ~ '^[0-9a-f]{64}$'", name="sha256_hex"),
     )

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.purposes.models import Purpose
+from app.purposes.models import Notice, Purpose
 
 
 async def insert_purpose(
@@ -36,3 +36,46 @@ async def list_purposes(session: AsyncSession, workspace_id: uuid.UUID) -> Seque
 async def get_by_key(session: AsyncSession, workspace_id: uuid.UUID, key: str) -> Purpose | None:
     """A purpose of the workspace by key."""
     return await session.scalar(select(Purpose).where(Purpose.workspace_id == workspace_id, Purpose.key == key))
+
+
+async def lock_purpose(session: AsyncSession, purpose_id: uuid.UUID) -> None:
+    """Lock a purpose row: serialises the numbering of its notice versions."""
+    await session.execute(select(Purpose.id).where(Purpose.id == purpose_id).with_for_update())
+
+
+async def latest_notice(session: AsyncSession, purpose_id: uuid.UUID, locale: str) -> Notice | None:
+    """The newest notice version of a purpose in a locale."""
+    return await session.scalar(
+        select(Notice)
+        .where(Notice.purpose_id == purpose_id, Notice.locale == locale)
+        .order_by(Notice.version.desc())
+        .limit(1)
+    )
+
+
+async def add_notice(session: AsyncSession, notice: Notice) -> Notice:
+    """Insert a notice."""
+    session.add(notice)
+    await session.flush()
+    await session.refresh(notice)
+    return notice
+
+
+async def get_notice(session: AsyncSession, workspace_id: uuid.UUID, notice_id: uuid.UUID) -> Notice | None:
+    """A notice of the workspace."""
+    return await session.scalar(select(Notice).where(Notice.id == notice_id, Notice.workspace_id == workspace_id))
+
+
+async def list_notices(
+    session: AsyncSession, workspace_id: uuid.UUID, purpose_id: uuid.UUID | None
+) -> Sequence[Notice]:
+    """Notices of the workspace (of one purpose), newest versions last."""
+    query = select(Notice).where(Notice.workspace_id == workspace_id)
+    if purpose_id is not None:
+        query = query.where(Notice.purpose_id == purpose_id)
+    return (await session.scalars(query.order_by(Notice.purpose_id, Notice.locale, Notice.version))).all()
+
+
+async def purposes_by_id(session: AsyncSession, workspace_id: uuid.UUID) -> dict[uuid.UUID, Purpose]:
+    """All purposes of the workspace, by id."""
+    return {p.id: p for p in await list_purposes(session, workspace_id)}

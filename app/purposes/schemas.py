@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from app.domain.model import Channel
+
 PurposeKind = Literal["marketing", "transactional"]
 
 
@@ -32,4 +34,31 @@ class PurposeOut(msgspec.Struct, kw_only=True):
     key: str
     name: str
     kind: PurposeKind
+    created_at: datetime
+
+
+Locale = Annotated[
+    str, msgspec.Meta(pattern=r"^[a-z]{2,3}(-[A-Z]{2})?$", description="Language tag, e.g. `de` or `de-AT`.")
+]
+
+
+class NoticeCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A consent text exactly as shown to people; immutable once created."""
+
+    purpose: Annotated[str, msgspec.Meta(min_length=1, max_length=63, description="Purpose key.")]
+    channels: Annotated[list[Channel], msgspec.Meta(min_length=1, max_length=6)]
+    locale: Locale
+    text: Annotated[str, msgspec.Meta(min_length=1, max_length=20000)]
+
+
+class NoticeOut(msgspec.Struct, kw_only=True):
+    """A notice version. ``sha256`` is over the UTF-8 text, so anyone can check a stored copy."""
+
+    notice_id: uuid.UUID
+    purpose: str
+    channels: list[Channel]
+    locale: str
+    version: int
+    sha256: str
+    text: str
     created_at: datetime

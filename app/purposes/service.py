@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.lib.errors import Conflict
+from app.lib.errors import Conflict, NotFound
 from app.purposes import repository
-from app.purposes.models import Purpose
+from app.purposes.models import Notice, Purpose
 
 
 async def create_purpose(session: AsyncSession, workspace_id: uuid.UUID, key: str, name: str, kind: str) -> Purpose:
@@ -17,3 +18,45 @@ async def create_purpose(session: AsyncSession, workspace_id: uuid.UUID, key: st
     if purpose is None:
         raise Conflict(f"A purpose with key '{key}' already exists.", code="purpose_exists")
     return purpose
+
+
+async def require_purpose(session: AsyncSession, workspace_id: uuid.UUID, key: str) -> Purpose:
+    """A purpose by key, or 404 ``purpose_not_found``."""
+    purpose = await repository.get_by_key(session, workspace_id, key)
+    if purpose is None:
+        raise NotFound(f"No purpose with key '{key}'.", code="purpose_not_found")
+    return purpose
+
+
+async def create_notice(
+    session: AsyncSession, workspace_id: uuid.UUID, *, purpose_key: str, channels: list[str], locale: str, text: str
+) -> tuple[Notice, bool]:
+    """A new notice version; posting the newest version's exact text and channels again returns it unchanged.
+
+    Returns the notice and whether it was created.
+    """
+    purpose = await require_purpose(session, workspace_id, purpose_key)
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    wanted = sorted(set(channels))
+    await repository.lock_purpose(session, purpose.id)
+    latest = await repository.latest_notice(session, purpose.id, locale)
+    if latest is not None and latest.sha256 == digest and sorted(latest.channels) == wanted:
+        return latest, False
+    notice = Notice(
+        workspace_id=workspace_id,
+        purpose_id=purpose.id,
+        channels=wanted,
+        locale=locale,
+        version=(latest.version if latest else 0) + 1,
+        text=text,
+        sha256=digest,
+    )
+    return await repository.add_notice(session, notice), True
+
+
+async def require_notice(session: AsyncSession, workspace_id: uuid.UUID, notice_id: uuid.UUID) -> Notice:
+    """A notice of the workspace, or 404 ``notice_not_found``."""
+    notice = await repository.get_notice(session, workspace_id, notice_id)
+    if notice is None:
+        raise NotFound("No notice with this id.", code="notice_not_found")
+    return notice

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -56,5 +57,51 @@ async def test_workspace_and_apikey_commands_print_json_once(pg_server):
         )
         assert missing.returncode != 0
         assert "does not exist" in missing.stderr
+    finally:
+        await pg_server.drop_database(url)
+
+
+async def test_audit_verify_command_reports_valid_and_broken_chains(pg_server):
+    import asyncpg  # noqa: PLC0415
+    from sqlalchemy.engine import make_url  # noqa: PLC0415
+
+    url = await pg_server.create_database("consent_cli_audit")
+    try:
+        assert run("migrate", database_url=url).returncode == 0
+        workspace = json.loads(
+            run("workspace", "create", "Acme", "--json", database_url=url).stdout.strip().splitlines()[-1]
+        )
+        # two events through the real service, committed
+        from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine  # noqa: PLC0415
+
+        from app.domain.model import ActorType, Trigger  # noqa: PLC0415
+        from app.ledger import repository  # noqa: PLC0415
+        from app.ledger.service import Actor, Change, apply_changes  # noqa: PLC0415
+
+        engine = create_async_engine(url)
+        maker = async_sessionmaker(engine, expire_on_commit=False)
+        async with maker() as session, session.begin():
+            workspace_id = uuid.UUID(workspace["id"])
+            contact = await repository.add_contact(session, workspace_id, None, None, None)
+            point = await repository.add_contact_point(
+                session, workspace_id, contact_id=contact.id, channel="sms", value="+4915100000009", details={}
+            )
+            for trigger in (Trigger.STOP_WORD, Trigger.START_WORD):
+                await apply_changes(session, workspace_id, [Change(point, None, trigger)], Actor(ActorType.SYSTEM))
+        await engine.dispose()
+
+        ok = run("audit", "verify", "--json", database_url=url)
+        assert ok.returncode == 0, ok.stderr
+        assert json.loads(ok.stdout.strip().splitlines()[-1])["events_checked"] == 2
+
+        dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        conn = await asyncpg.connect(dsn)
+        await conn.execute("SET session_replication_role = replica")
+        await conn.execute("UPDATE consent_events SET to_state = 'pending' WHERE seq = 1")
+        await conn.close()
+        broken = run("audit", "verify", database_url=url)
+        assert broken.returncode == 1
+        assert "BROKEN" in broken.stdout
+        assert "seq 1" in broken.stdout
     finally:
         await pg_server.drop_database(url)

@@ -1,0 +1,97 @@
+"""The hash chain of the ledger.
+
+Each event's hash covers its non-personal fields, a digest of its personal part and the hash of its
+predecessor in the workspace. The personal part (evidence: IP, user agent, message text…) carries a random
+salt, so its digest cannot be reversed by guessing, and erasure can delete the personal part while the chain
+still verifies. Editing, reordering or deleting any event, or deleting the newest one (the head row records
+it), breaks verification.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+GENESIS = bytes(32)
+
+
+def canonical_json(value: Any) -> bytes:
+    """Deterministic JSON: sorted keys, no spaces, UTF-8, UUIDs and datetimes as strings."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_default).encode()
+
+
+def _default(value: Any) -> str:
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes have no place in the ledger")
+        return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    raise TypeError(f"cannot put {type(value).__name__} into canonical JSON")
+
+
+def new_personal(evidence: Mapping[str, Any]) -> dict[str, Any]:
+    """The personal part of an event: the evidence plus a random salt."""
+    return {"salt": secrets.token_hex(16), "evidence": dict(evidence)}
+
+
+def personal_digest(personal: Mapping[str, Any]) -> bytes:
+    """SHA-256 of the canonical personal part."""
+    return hashlib.sha256(canonical_json(personal)).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class ChainFields:
+    """Everything of an event that the chain covers."""
+
+    id: uuid.UUID
+    workspace_id: uuid.UUID
+    seq: int
+    contact_id: uuid.UUID | None
+    contact_point_id: uuid.UUID
+    purpose_id: uuid.UUID | None
+    channel: str
+    trigger: str
+    from_state: str
+    to_state: str
+    legal_basis: str | None
+    notice_id: uuid.UUID | None
+    actor_type: str
+    actor_id: str | None
+    occurred_at: datetime
+    recorded_at: datetime
+    personal_digest: bytes
+
+    def payload(self) -> dict[str, Any]:
+        """The fields as a mapping (bytes as hex)."""
+        return {
+            "v": 1,
+            "id": self.id,
+            "workspace_id": self.workspace_id,
+            "seq": self.seq,
+            "contact_id": self.contact_id,
+            "contact_point_id": self.contact_point_id,
+            "purpose_id": self.purpose_id,
+            "channel": self.channel,
+            "trigger": self.trigger,
+            "from_state": self.from_state,
+            "to_state": self.to_state,
+            "legal_basis": self.legal_basis,
+            "notice_id": self.notice_id,
+            "actor_type": self.actor_type,
+            "actor_id": self.actor_id,
+            "occurred_at": self.occurred_at,
+            "recorded_at": self.recorded_at,
+            "personal_digest": self.personal_digest.hex(),
+        }
+
+
+def event_hash(fields: ChainFields, prev_hash: bytes) -> bytes:
+    """SHA-256 over the predecessor's hash and the canonical fields."""
+    return hashlib.sha256(prev_hash + canonical_json(fields.payload())).digest()

@@ -1,0 +1,227 @@
+"""Normalisation of identifiers, with clear rejection errors (CHANNEL_RULES.md §1, §2, §6.3, §8 X4).
+
+The normalised value is what uniqueness, lookups and suppression keys are built from, so the same person
+typed two ways must come out the same. For suppression, over-matching is acceptable; under-matching is not.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+
+from app.domain.model import Channel
+
+
+class InvalidIdentifier(ValueError):
+    """An address that cannot be used; ``code`` is stable, the message says what to fix."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# -- email --------------------------------------------------------------------------------------------------
+
+
+def normalise_email(raw: str) -> str:
+    """Trim, check the syntax (no DNS), lower-case and IDNA-encode the domain; keep the local part."""
+    candidate = raw.strip()
+    if not candidate:
+        raise InvalidIdentifier("invalid_email", "The email address is empty.")
+    try:
+        result = validate_email(candidate, check_deliverability=False, allow_smtputf8=True)
+    except EmailNotValidError as exc:
+        raise InvalidIdentifier("invalid_email", f"The email address is not valid: {exc}") from None
+    return f"{result.local_part}@{result.ascii_domain.lower()}"
+
+
+def email_suppression_form(normalised: str) -> str:
+    """For suppression keys the whole address is lower-cased (over-matching is the safe side)."""
+    return normalised.lower()
+
+
+# -- phone --------------------------------------------------------------------------------------------------
+
+
+def normalise_phone(raw: str, default_region: str = "DE") -> str:
+    """E.164 via ``phonenumbers``; a ``whatsapp:`` prefix is accepted and removed."""
+    candidate = raw.strip()
+    if candidate.lower().startswith("whatsapp:"):
+        candidate = candidate[len("whatsapp:") :].strip()
+    if not candidate:
+        raise InvalidIdentifier("invalid_phone_number", "The phone number is empty.")
+    try:
+        number = phonenumbers.parse(candidate, default_region.upper())
+    except phonenumbers.NumberParseException as exc:
+        raise InvalidIdentifier("invalid_phone_number", f"The phone number cannot be read: {exc}") from None
+    if not phonenumbers.is_valid_number(number):
+        raise InvalidIdentifier(
+            "invalid_phone_number",
+            "The phone number is not a valid number (give it in international form, e.g. +49 151 23456789).",
+        )
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+# -- postal -------------------------------------------------------------------------------------------------
+
+_FOLD = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss", "æ": "ae", "ø": "oe", "å": "aa"})
+_STREET_WORDS = [
+    (re.compile(r"(strasse|straße|str\.?)(?=\s|$|-)"), "str"),
+    (re.compile(r"\b(st\.|sankt)(?=\s|-)"), "sankt"),
+    (re.compile(r"\bpl\.(?=\s|$)"), "platz"),
+    (re.compile(r"(platz|pl\.)$"), "platz"),
+]
+_HOUSE_NUMBER = re.compile(
+    r"^(?P<street>.*?[^\d\s,])[\s,]+(?P<number>\d+\s*[a-zA-Z]?(?:\s*[-/]\s*\d+\s*[a-zA-Z]?)?)\s*$"
+)
+_HOUSE_NUMBER_ONLY = re.compile(r"^\d+\s*[a-zA-Z]?(?:\s*[-/]\s*\d+\s*[a-zA-Z]?)?$")
+_POSTCODE = {"DE": re.compile(r"^\d{5}$"), "AT": re.compile(r"^\d{4}$"), "CH": re.compile(r"^\d{4}$")}
+_TITLES = re.compile(r"\b(dr|prof|dipl|ing|med|rer|nat|phil|herr|frau|mr|mrs|ms)\b\.?")
+
+
+def fold(text: str) -> str:
+    """Lower-case, fold umlauts and ß, strip accents (NFKD): ``Müller`` ≡ ``Mueller`` ≡ ``MUELLER``."""
+    lowered = unicodedata.normalize("NFKC", text).lower().translate(_FOLD)
+    decomposed = unicodedata.normalize("NFKD", lowered)
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+def _compact(text: str) -> str:
+    """Only letters and digits: hyphens, spaces, dots and apostrophes do not matter for matching."""
+    return re.sub(r"[^a-z0-9]", "", text)
+
+
+@dataclass(frozen=True, slots=True)
+class PostalAddress:
+    """A normalised postal address; ``key`` identifies the household, ``name_key`` the person."""
+
+    country: str
+    postcode: str
+    city: str
+    street: str
+    house_number: str
+    name: str | None
+    key: str
+    name_key: str | None
+
+
+def normalise_street(street: str) -> str:
+    """``Karl-Marx-Straße`` ≡ ``Karl Marx Str.`` ≡ ``karl-marx-strasse`` → ``karlmarxstr``."""
+    folded = fold(street).strip()
+    for pattern, replacement in _STREET_WORDS:
+        folded = pattern.sub(replacement, folded)
+    return _compact(folded)
+
+
+def normalise_house_number(number: str) -> str:
+    """``12 a`` ≡ ``12A`` → ``12a``; ``12 - 14`` → ``12-14``; ``12/1`` kept."""
+    return re.sub(r"\s+", "", number.lower())
+
+
+def normalise_name(name: str) -> str:
+    """Titles and salutations dropped, folded, letters only, word order ignored (``Dr. Müller, Hans``)."""
+    folded = _TITLES.sub(" ", fold(name))
+    words = sorted(w for w in re.split(r"[^a-z]+", folded) if w)
+    return " ".join(words)
+
+
+def normalise_postal(
+    *,
+    street: str,
+    postcode: str,
+    city: str,
+    house_number: str | None = None,
+    name: str | None = None,
+    country: str = "DE",
+) -> PostalAddress:
+    """Parse and normalise a postal address (German rules; AT and CH postcodes are checked too)."""
+    country = country.strip().upper()
+    if not re.fullmatch(r"[A-Z]{2}", country):
+        raise InvalidIdentifier("invalid_postal_address", "The country must be an ISO 3166 alpha-2 code (e.g. DE).")
+    street_text = " ".join(street.split())
+    number_text = (house_number or "").strip()
+    if not number_text:
+        match = _HOUSE_NUMBER.match(street_text)
+        if match is None:
+            raise InvalidIdentifier(
+                "invalid_postal_address", "The street has no house number (e.g. 'Hauptstraße 12a')."
+            )
+        street_text, number_text = match.group("street").strip(" ,"), match.group("number")
+    if not _HOUSE_NUMBER_ONLY.match(number_text):
+        raise InvalidIdentifier("invalid_postal_address", f"'{number_text}' is not a house number.")
+    code = postcode.strip().replace(" ", "")
+    pattern = _POSTCODE.get(country)
+    if pattern is not None and not pattern.match(code):
+        raise InvalidIdentifier("invalid_postcode", f"'{postcode}' is not a valid postcode for {country}.")
+    if not code:
+        raise InvalidIdentifier("invalid_postcode", "The postcode is missing.")
+    street_key = normalise_street(street_text)
+    city_key = _compact(fold(city))
+    if not street_key or not city_key:
+        raise InvalidIdentifier("invalid_postal_address", "Street and city are required.")
+    number_key = normalise_house_number(number_text)
+    name_key = normalise_name(name) if name and name.strip() else None
+    return PostalAddress(
+        country=country,
+        postcode=code,
+        city=" ".join(city.split()),
+        street=street_text,
+        house_number=number_text,
+        name=" ".join(name.split()) if name and name.strip() else None,
+        key=f"{country}|{code}|{street_key}|{number_key}",
+        name_key=name_key or None,
+    )
+
+
+# -- push ---------------------------------------------------------------------------------------------------
+
+_INSTALLATION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,200}$")
+
+
+def normalise_installation_id(raw: str) -> str:
+    """App installation ids are opaque; only their shape is checked."""
+    value = raw.strip()
+    if not _INSTALLATION_ID.match(value):
+        raise InvalidIdentifier(
+            "invalid_installation_id", "An installation id is 1-200 characters of letters, digits and . _ : -."
+        )
+    return value
+
+
+def normalise_push_endpoint(raw: str) -> str:
+    """A web push endpoint is an https URL; it is its own identity."""
+    value = raw.strip()
+    if not value.startswith("https://") or len(value) > 2048 or any(ch.isspace() for ch in value):  # noqa: PLR2004
+        raise InvalidIdentifier("invalid_push_endpoint", "A push endpoint is an https URL of at most 2048 characters.")
+    return value
+
+
+def normalise_address(channel: Channel, raw: str, default_region: str = "DE") -> str:
+    """The normalised single-string address on ``channel`` (postal addresses use :func:`normalise_postal`)."""
+    if channel is Channel.EMAIL:
+        return normalise_email(raw)
+    if channel in (Channel.SMS, Channel.WHATSAPP):
+        return normalise_phone(raw, default_region)
+    if channel is Channel.APP_PUSH:
+        return normalise_installation_id(raw)
+    if channel is Channel.WEB_PUSH:
+        return normalise_push_endpoint(raw)
+    raise InvalidIdentifier("invalid_postal_address", "A postal address has fields, not a single string.")
+
+
+def mask(channel: Channel, value: str) -> str:
+    """A display form that does not reveal the address: ``j***@example.com``, ``+49151*****89``."""
+    if channel is Channel.EMAIL:
+        local, _, domain = value.partition("@")
+        return f"{local[:1]}***@{domain}"
+    if channel in (Channel.SMS, Channel.WHATSAPP):
+        return value[:6] + "*" * max(len(value) - 8, 0) + value[-2:]
+    if channel is Channel.PRINT:
+        country, postcode, _street, _number = [*value.split("|"), "", "", "", ""][:4]
+        return f"{country}-{postcode[:2]}*** (postal)"
+    return value[:12] + "…"

@@ -1,0 +1,118 @@
+"""The vocabulary of consent: channels, states, triggers, legal bases, actors, reachability."""
+
+from __future__ import annotations
+
+import enum
+
+
+class Channel(enum.StrEnum):
+    """Where a person can be contacted."""
+
+    EMAIL = "email"
+    SMS = "sms"
+    WHATSAPP = "whatsapp"
+    APP_PUSH = "app_push"
+    WEB_PUSH = "web_push"
+    PRINT = "print"
+
+
+class State(enum.StrEnum):
+    """The state of one consent (contact point and purpose). ``none`` means no record."""
+
+    NONE = "none"
+    PENDING = "pending"
+    OPTED_IN = "opted_in"
+    DECLINED = "declined"
+    OPTED_OUT = "opted_out"
+    EXPIRED = "expired"
+    OBJECTED = "objected"
+
+
+class Trigger(enum.StrEnum):
+    """What happened. Which trigger may move which state is in :mod:`app.domain.transitions`."""
+
+    SIGNUP = "signup"
+    RESEND = "resend"
+    CONFIRM = "confirm"
+    LAPSE = "lapse"
+    UNSUBSCRIBE = "unsubscribe"
+    COMPLAINT = "complaint"
+    OBJECTION = "objection"
+    OBJECTION_WITHDRAWN = "objection_withdrawn"
+    ROBINSON_MATCH = "robinson_match"
+    START_WORD = "start_word"
+    STOP_WORD = "stop_word"
+    PROVIDER_BLOCK = "provider_block"
+    PERMISSION_GRANTED = "permission_granted"
+    PERMISSION_DENIED = "permission_denied"
+    PERMISSION_REVOKED = "permission_revoked"
+    UNINSTALLED = "uninstalled"
+    PROVIDER_GONE = "provider_gone"
+    VALIDITY_ENDED = "validity_ended"
+    IMPORT = "import"
+
+
+class LegalBasis(enum.StrEnum):
+    """Why processing is lawful (GDPR Art. 6; UWG §7(3) for existing customers)."""
+
+    CONSENT = "consent"
+    LEGITIMATE_INTEREST = "legitimate_interest"
+    UWG_7_3 = "uwg_7_3"
+
+
+class ActorType(enum.StrEnum):
+    """Who caused an event."""
+
+    API_KEY = "api_key"
+    SUBJECT = "subject"
+    PROVIDER = "provider"
+    SYSTEM = "system"
+
+
+class Reachability(enum.StrEnum):
+    """Whether a contact point can receive anything at all (kept apart from permission)."""
+
+    REACHABLE = "reachable"
+    UNDELIVERABLE = "undeliverable"
+    PROVIDER_BLOCKED = "provider_blocked"
+    EXPIRED = "expired"
+
+
+class PurposeKind(enum.StrEnum):
+    """Marketing needs permission; transactional needs reachability and no 'everything' suppression."""
+
+    MARKETING = "marketing"
+    TRANSACTIONAL = "transactional"
+
+
+class SuppressionScope(enum.StrEnum):
+    """What a suppression blocks."""
+
+    PURPOSE = "purpose"
+    ALL_MARKETING = "all_marketing"
+    ALL = "all"
+
+
+class SuppressionReason(enum.StrEnum):
+    """Why an identifier is suppressed."""
+
+    UNSUBSCRIBE = "unsubscribe"
+    OBJECTION_ART21 = "objection_art21"
+    COMPLAINT = "complaint"
+    HARD_BOUNCE = "hard_bounce"
+    ERASURE = "erasure"
+    PROVIDER_BLOCK = "provider_block"
+    ROBINSON = "robinson"
+
+
+class ObjectionKind(enum.StrEnum):
+    """How an objection reached us."""
+
+    PERSONAL = "personal"
+    STICKER = "sticker"
+    ART21 = "art21"
+    ROBINSON = "robinson"
+
+
+#: States in which a withdrawal or objection is recorded (an objection stands until lifted with proof).
+WITHDRAWN_STATES = frozenset({State.OPTED_OUT, State.OBJECTED})

@@ -1,0 +1,1 @@
+"""The consent ledger: contacts, contact points, consents (the projection), events (the chain), suppressions."""

@@ -1,0 +1,193 @@
+"""Withdrawals and objections: which consents they touch, recorded through :func:`apply_changes`.
+
+- A withdrawal of one purpose withdraws that purpose on the chosen channel(s). A withdrawal of ``all``
+  withdraws every marketing purpose *and* the channel-level row (``purpose_id`` NULL), so purposes created
+  later are covered too. Transactional purposes rest on the contract, not on consent, and are not touched.
+- An objection (Art. 21, "Keine Werbung" sticker, Robinson list) is channel-level: print becomes
+  ``objected``; with scope ``all_marketing`` every other channel of the person is withdrawn too. Objections
+  also write suppression keys, which outlive erasure of the contact.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.domain.identifiers import PostalAddress, email_suppression_form
+from app.domain.model import Channel, ObjectionKind, PurposeKind, SuppressionReason, SuppressionScope, Trigger
+from app.ledger import repository
+from app.ledger.models import Contact, ContactPoint
+from app.ledger.service import Actor, Applied, Change, apply_changes, require_contact
+from app.lib.errors import InvalidInput
+from app.lib.keys import Keys
+from app.purposes import repository as purposes
+from app.purposes.service import require_purpose
+
+ALL = "all"
+
+#: The trigger that withdraws consent on each channel (print has no consent to withdraw: it objects).
+_WITHDRAW = {
+    Channel.EMAIL: Trigger.UNSUBSCRIBE,
+    Channel.SMS: Trigger.UNSUBSCRIBE,
+    Channel.WHATSAPP: Trigger.UNSUBSCRIBE,
+    Channel.APP_PUSH: Trigger.UNSUBSCRIBE,
+    Channel.WEB_PUSH: Trigger.UNSUBSCRIBE,
+    Channel.PRINT: Trigger.OBJECTION,
+}
+
+
+def print_value(address: PostalAddress) -> str:
+    """The print contact point's value: person level when a name is known, household level otherwise."""
+    return f"{address.key}#{address.name_key}" if address.name_key else address.key
+
+
+async def withdraw(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    *,
+    contact_ref: str,
+    channel: str,
+    purpose_key: str,
+    evidence: Mapping[str, Any],
+    actor: Actor,
+) -> tuple[Contact, list[Applied]]:
+    """Withdraw consent of one contact for one purpose or ``all``, on one channel or ``all``."""
+    contact = await require_contact(session, workspace_id, contact_ref)
+    points = [p for p in await repository.contact_points_of(session, contact.id) if channel in (ALL, p.channel)]
+    if not points:
+        raise InvalidInput(
+            "The contact has no address on this channel, so there is nothing to withdraw.", code="no_contact_point"
+        )
+    changes: list[Change] = []
+    if purpose_key == ALL:
+        marketing = [
+            p.id for p in await purposes.list_purposes(session, workspace_id) if p.kind == PurposeKind.MARKETING
+        ]
+        for point in points:
+            trigger = _WITHDRAW[Channel(point.channel)]
+            purpose_ids: list[uuid.UUID | None] = [None] if point.channel == Channel.PRINT else [None, *marketing]
+            changes += [Change(point, purpose_id, trigger, evidence) for purpose_id in purpose_ids]
+    else:
+        purpose = await require_purpose(session, workspace_id, purpose_key)
+        if purpose.kind != PurposeKind.MARKETING:
+            raise InvalidInput(
+                f"'{purpose.key}' is transactional: it rests on the contract, not on consent. Use an objection or "
+                "an erasure request to stop it.",
+                code="purpose_not_withdrawable",
+            )
+        for point in points:
+            if point.channel == Channel.PRINT:
+                changes.append(Change(point, None, Trigger.OBJECTION, {**evidence, "kind": ObjectionKind.PERSONAL}))
+            else:
+                changes.append(Change(point, purpose.id, _WITHDRAW[Channel(point.channel)], evidence))
+    return contact, await apply_changes(session, workspace_id, changes, actor)
+
+
+async def object_to_marketing(
+    session: AsyncSession,
+    keys: Keys,
+    workspace_id: uuid.UUID,
+    *,
+    contact_ref: str | None,
+    address: PostalAddress | None,
+    scope: str,
+    kind: ObjectionKind,
+    evidence: Mapping[str, Any],
+    actor: Actor,
+) -> tuple[Contact, list[Applied]]:
+    """Record an objection for a contact and/or a postal address; creates the contact for an unknown address."""
+    contact: Contact | None = await require_contact(session, workspace_id, contact_ref) if contact_ref else None
+    point: ContactPoint | None = None
+    if address is not None:
+        value = print_value(address)
+        point = await repository.find_contact_point(session, workspace_id, Channel.PRINT, value)
+        if point is None:
+            if contact is None:
+                contact = await repository.add_contact(session, workspace_id, None, None, None)
+            point = await repository.add_contact_point(
+                session,
+                workspace_id,
+                contact_id=contact.id,
+                channel=Channel.PRINT,
+                value=value,
+                details=_postal_details(address),
+            )
+        elif contact is None:
+            contact = await repository.get_contact(session, point.contact_id)
+    assert contact is not None
+    points = list(await repository.contact_points_of(session, contact.id))
+    if point is not None and point.id not in {p.id for p in points}:
+        points.append(point)  # the address is known under another contact: the objection still binds it
+    affected = [p for p in points if p.channel == Channel.PRINT or scope == SuppressionScope.ALL_MARKETING]
+    if not any(p.channel == Channel.PRINT for p in affected) and scope == "print":
+        raise InvalidInput(
+            "No postal address is known for this contact; send 'postal_address' with the objection.",
+            code="postal_address_required",
+        )
+    if not affected:
+        raise InvalidInput("The contact has no address the objection could apply to.", code="no_contact_point")
+    detail = {**evidence, "kind": kind.value, "scope": scope}
+    trigger = Trigger.ROBINSON_MATCH if kind is ObjectionKind.ROBINSON else Trigger.OBJECTION
+    changes = [Change(p, None, trigger if p.channel == Channel.PRINT else Trigger.OBJECTION, detail) for p in affected]
+    applied = await apply_changes(session, workspace_id, changes, actor)
+    reason = SuppressionReason.ROBINSON if kind is ObjectionKind.ROBINSON else SuppressionReason.OBJECTION_ART21
+    await repository.add_suppressions(session, _suppression_rows(keys, workspace_id, affected, kind, reason))
+    return contact, applied
+
+
+async def withdraw_objection(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    contact_ref: str,
+    evidence: Mapping[str, Any],
+    actor: Actor,
+) -> tuple[Contact, list[Applied]]:
+    """The person lifts their print objection (with proof): print returns to ``none`` (legitimate interest)."""
+    contact = await require_contact(session, workspace_id, contact_ref)
+    points = [p for p in await repository.contact_points_of(session, contact.id) if p.channel == Channel.PRINT]
+    if not points:
+        raise InvalidInput("The contact has no postal address.", code="no_contact_point")
+    changes = [Change(p, None, Trigger.OBJECTION_WITHDRAWN, evidence) for p in points]
+    return contact, await apply_changes(session, workspace_id, changes, actor)
+
+
+def _postal_details(address: PostalAddress) -> dict[str, Any]:
+    return {
+        "name": address.name,
+        "street": address.street,
+        "house_number": address.house_number,
+        "postcode": address.postcode,
+        "city": address.city,
+        "country": address.country,
+        "address_key": address.key,
+        "name_key": address.name_key,
+    }
+
+
+def _suppression_rows(
+    keys: Keys,
+    workspace_id: uuid.UUID,
+    points: Sequence[ContactPoint],
+    kind: ObjectionKind,
+    reason: SuppressionReason,
+) -> list[dict[str, Any]]:
+    rows: dict[tuple[bytes, int], dict[str, Any]] = {}
+    for point in points:
+        identifiers = [email_suppression_form(point.value) if point.channel == Channel.EMAIL else point.value]
+        if point.channel == Channel.PRINT and kind is ObjectionKind.STICKER:
+            identifiers.append(point.details.get("address_key", point.value))  # the whole household
+        for identifier in identifiers:
+            for version, key in keys.suppression_keys(point.channel, identifier).items():
+                rows[key, version] = {
+                    "workspace_id": workspace_id,
+                    "key": key,
+                    "key_version": version,
+                    "channel": point.channel,
+                    "scope": SuppressionScope.ALL_MARKETING.value,
+                    "purpose_id": None,
+                    "reason": reason.value,
+                }
+    return list(rows.values())

@@ -1,0 +1,256 @@
+"""``/v1/contacts``, ``/v1/withdrawals``, ``/v1/objections``, ``/v1/audit/verify``."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Annotated
+
+import msgspec
+from litestar import Controller, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, JSONBody
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.domain.identifiers import mask, normalise_postal
+from app.domain.model import ActorType, Channel, Reachability, State
+from app.ledger import actions, repository
+from app.ledger.audit import verify_chain
+from app.ledger.schemas import (
+    ChangesOut,
+    ConsentChange,
+    ConsentOut,
+    ContactOut,
+    ContactPointOut,
+    EventOut,
+    ObjectionIn,
+    ObjectionWithdrawalIn,
+    VerificationOut,
+    WithdrawalIn,
+)
+from app.ledger.service import Actor, Applied, require_contact
+from app.lib.auth import Principal, Scope
+from app.lib.errors import InvalidInput
+from app.lib.keys import Keys
+from app.lib.openapi import errors
+from app.purposes import repository as purposes
+
+_READ = (Scope.CONSENTS_WRITE, Scope.AUDIT_READ)
+
+
+def _actor(principal: Principal) -> Actor:
+    return Actor(ActorType.API_KEY, str(principal.api_key_id))
+
+
+async def _changes(
+    db: AsyncSession, workspace_id: uuid.UUID, contact_id: uuid.UUID, applied: Sequence[Applied]
+) -> ChangesOut:
+    names = {p.id: p.key for p in await purposes.list_purposes(db, workspace_id)}
+    return ChangesOut(
+        contact_id=contact_id,
+        changes=[
+            ConsentChange(
+                contact_point_id=a.contact_point_id,
+                channel=a.channel,
+                purpose=names.get(a.purpose_id) if a.purpose_id else None,
+                from_state=a.from_state,
+                state=a.to_state,
+                event_id=a.event_id,
+                skipped=a.skipped,
+            )
+            for a in applied
+        ],
+    )
+
+
+class ContactController(Controller):
+    """Contacts with their addresses, consents and ledger (scope `consents:write` or `audit:read`)."""
+
+    path = "/contacts"
+    tags = ["consents"]  # noqa: RUF012  # Litestar reads class attributes
+    opt = {"scope": _READ}  # noqa: RUF012
+
+    @get("/{contact:str}", operation_id="getContact", responses=errors(401, 403, 404))
+    async def get_contact(
+        self, contact: FromPath[str], principal: NamedDependency[Principal], db: NamedDependency[AsyncSession]
+    ) -> ContactOut:
+        """Every address of the contact with reachability and every consent with state, legal basis and notice."""
+        found = await require_contact(db, principal.workspace_id, contact)
+        names = {p.id: p.key for p in await purposes.list_purposes(db, principal.workspace_id)}
+        consents = await repository.consents_of(db, found.id)
+        points = []
+        for point in await repository.contact_points_of(db, found.id):
+            channel = Channel(point.channel)
+            points.append(
+                ContactPointOut(
+                    id=point.id,
+                    channel=channel,
+                    address=point.value,
+                    address_masked=mask(channel, point.value),
+                    reachability=Reachability(point.reachability),
+                    consents=[
+                        ConsentOut(
+                            purpose=names.get(c.purpose_id) if c.purpose_id else None,
+                            state=State(c.state),
+                            legal_basis=c.legal_basis,
+                            since=c.since,
+                            notice_id=c.notice_id,
+                            last_event_id=c.last_event_id,
+                        )
+                        for c in consents
+                        if c.contact_point_id == point.id and c.last_event_id is not None
+                    ],
+                )
+            )
+        return ContactOut(
+            id=found.id,
+            external_id=found.external_id,
+            locale=found.locale,
+            timezone=found.timezone,
+            created_at=found.created_at,
+            contact_points=points,
+        )
+
+    @get("/{contact:str}/events", operation_id="listContactEvents", responses=errors(401, 403, 404))
+    async def events(
+        self,
+        contact: FromPath[str],
+        principal: NamedDependency[Principal],
+        db: NamedDependency[AsyncSession],
+        after_seq: FromQuery[Annotated[int, msgspec.Meta(ge=0)]] = 0,
+        limit: FromQuery[Annotated[int, msgspec.Meta(ge=1, le=1000)]] = 1000,
+    ) -> list[EventOut]:
+        """The contact's ledger entries, oldest first (page on with `after_seq` = the last `seq` seen)."""
+        found = await require_contact(db, principal.workspace_id, contact)
+        names = {p.id: p.key for p in await purposes.list_purposes(db, principal.workspace_id)}
+        return [
+            EventOut(
+                id=e.id,
+                seq=e.seq,
+                contact_point_id=e.contact_point_id,
+                channel=Channel(e.channel),
+                purpose=names.get(e.purpose_id) if e.purpose_id else None,
+                trigger=e.trigger,
+                from_state=State(e.from_state),
+                to_state=State(e.to_state),
+                legal_basis=e.legal_basis,
+                notice_id=e.notice_id,
+                actor_type=e.actor_type,
+                actor_id=e.actor_id,
+                evidence=(e.personal or {}).get("evidence") if e.personal is not None else None,
+                occurred_at=e.occurred_at,
+                recorded_at=e.recorded_at,
+                prev_hash=bytes(e.prev_hash).hex(),
+                hash=bytes(e.hash).hex(),
+            )
+            for e in await repository.events_of_contact(db, found.id, after_seq, limit)
+        ]
+
+
+class WithdrawalController(Controller):
+    """Withdrawing consent (scope `consents:write`)."""
+
+    path = "/withdrawals"
+    tags = ["consents"]  # noqa: RUF012
+    opt = {"scope": Scope.CONSENTS_WRITE}  # noqa: RUF012
+
+    @post(operation_id="createWithdrawal", status_code=200, responses=errors(401, 403, 404, 422))
+    async def withdraw(
+        self, data: JSONBody[WithdrawalIn], principal: NamedDependency[Principal], db: NamedDependency[AsyncSession]
+    ) -> ChangesOut:
+        """Withdraw consent for one purpose or `all`, on one channel or `all`; answers the resulting states."""
+        async with db.begin():
+            contact, applied = await actions.withdraw(
+                db,
+                principal.workspace_id,
+                contact_ref=data.contact,
+                channel=data.channel,
+                purpose_key=data.purpose,
+                evidence=data.evidence.as_dict(),
+                actor=_actor(principal),
+            )
+            return await _changes(db, principal.workspace_id, contact.id, applied)
+
+
+class ObjectionController(Controller):
+    """Objections to advertising (scope `consents:write`)."""
+
+    path = "/objections"
+    tags = ["consents"]  # noqa: RUF012
+    opt = {"scope": Scope.CONSENTS_WRITE}  # noqa: RUF012
+
+    @post(operation_id="createObjection", status_code=201, responses=errors(401, 403, 404, 422))
+    async def create(
+        self,
+        data: JSONBody[ObjectionIn],
+        principal: NamedDependency[Principal],
+        db: NamedDependency[AsyncSession],
+        keys: NamedDependency[Keys],
+    ) -> ChangesOut:
+        """Record an objection for a contact and/or a postal address (an unknown address becomes a contact)."""
+        if data.contact is None and data.postal_address is None:
+            raise InvalidInput("Name the 'contact', the 'postal_address', or both.", code="objection_target_missing")
+        address = None
+        if data.postal_address is not None:
+            given = data.postal_address
+            address = normalise_postal(
+                street=given.street,
+                house_number=given.house_number,
+                postcode=given.postcode,
+                city=given.city,
+                name=given.name,
+                country=given.country,
+            )
+        async with db.begin():
+            contact, applied = await actions.object_to_marketing(
+                db,
+                keys,
+                principal.workspace_id,
+                contact_ref=data.contact,
+                address=address,
+                scope=data.scope,
+                kind=data.kind,
+                evidence=data.evidence.as_dict(),
+                actor=_actor(principal),
+            )
+            return await _changes(db, principal.workspace_id, contact.id, applied)
+
+    @post("/withdrawals", operation_id="withdrawObjection", status_code=200, responses=errors(401, 403, 404, 409, 422))
+    async def lift(
+        self,
+        data: JSONBody[ObjectionWithdrawalIn],
+        principal: NamedDependency[Principal],
+        db: NamedDependency[AsyncSession],
+    ) -> ChangesOut:
+        """The person lifts their print objection; the evidence must say how (e.g. `document_ref`)."""
+        evidence = data.evidence.as_dict()
+        if not {"document_ref", "ticket", "note"} & evidence.keys():
+            raise InvalidInput(
+                "Lifting an objection needs the person's proof: give evidence.document_ref, ticket or note.",
+                code="proof_required",
+            )
+        async with db.begin():
+            contact, applied = await actions.withdraw_objection(
+                db, principal.workspace_id, data.contact, evidence, _actor(principal)
+            )
+            return await _changes(db, principal.workspace_id, contact.id, applied)
+
+
+class AuditController(Controller):
+    """Audit (scope `audit:read`)."""
+
+    path = "/audit"
+    tags = ["audit"]  # noqa: RUF012
+    opt = {"scope": Scope.AUDIT_READ}  # noqa: RUF012
+
+    @get("/verify", operation_id="verifyLedger", responses=errors(401, 403))
+    async def verify(self, principal: NamedDependency[Principal], db: NamedDependency[AsyncSession]) -> VerificationOut:
+        """Recompute the workspace's hash chain; names the first event that does not verify."""
+        result = await verify_chain(db, principal.workspace_id)
+        return VerificationOut(
+            events_checked=result.events_checked,
+            valid=result.valid,
+            first_broken_event_id=result.first_broken_event_id,
+            first_broken_seq=result.first_broken_seq,
+            reason=result.reason,
+        )

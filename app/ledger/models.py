@@ -1,0 +1,169 @@
+"""Tables of the ledger. Events are append-only (a trigger in the migration enforces it)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.domain.model import Channel, LegalBasis, Reachability, State, SuppressionReason, SuppressionScope
+from app.lib.orm import Base, CreatedAt, UUIDPrimaryKey
+
+
+def _one_of(column: str, values: type[Any]) -> str:
+    return f"{column} IN ({', '.join(repr(v.value) for v in values)})"
+
+
+class Contact(UUIDPrimaryKey, CreatedAt, Base):
+    """A person, as the caller knows them (``external_id``: CRM or shop id)."""
+
+    __tablename__ = "contacts"
+
+    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    external_id: Mapped[str | None] = mapped_column(Text)
+    locale: Mapped[str | None] = mapped_column(Text)
+    timezone: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        UniqueConstraint("workspace_id", "external_id"),
+        CheckConstraint("length(external_id) BETWEEN 1 AND 200", name="external_id_length"),
+    )
+
+
+class ContactPoint(UUIDPrimaryKey, CreatedAt, Base):
+    """One address on one channel; ``value`` is the normalised form, unique per workspace and channel."""
+
+    __tablename__ = "contact_points"
+
+    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    contact_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(Text)
+    value: Mapped[str] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    reachability: Mapped[str] = mapped_column(Text, server_default=Reachability.REACHABLE.value)
+    reachability_changed_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        UniqueConstraint("workspace_id", "channel", "value"),
+        CheckConstraint(_one_of("channel", Channel), name="channel_known"),
+        CheckConstraint(_one_of("reachability", Reachability), name="reachability_known"),
+        Index("ix_contact_points_contact_id", "contact_id"),
+    )
+
+
+class Consent(UUIDPrimaryKey, Base):
+    """The current state of one (contact point, purpose): a projection of the events, same transaction.
+
+    ``purpose_id`` NULL is the consent for *every marketing purpose* of the channel: objections and
+    "withdraw everything" land there, so they also cover purposes created later.
+    """
+
+    __tablename__ = "consents"
+
+    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    contact_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    contact_point_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("contact_points.id", ondelete="CASCADE"))
+    purpose_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("purposes.id", ondelete="RESTRICT"))
+    channel: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(Text, server_default=State.NONE.value)
+    legal_basis: Mapped[str | None] = mapped_column(Text)
+    notice_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("notices.id", ondelete="RESTRICT"))
+    since: Mapped[datetime | None]
+    last_event_id: Mapped[uuid.UUID | None]
+    version: Mapped[int] = mapped_column(Integer, server_default="0")
+
+    __table_args__ = (
+        UniqueConstraint("contact_point_id", "purpose_id", postgresql_nulls_not_distinct=True),
+        CheckConstraint(_one_of("state", State), name="state_known"),
+        CheckConstraint(_one_of("channel", Channel), name="channel_known"),
+        CheckConstraint(f"legal_basis IS NULL OR {_one_of('legal_basis', LegalBasis)}", name="legal_basis_known"),
+        Index("ix_consents_contact_id", "contact_id"),
+        Index("ix_consents_workspace_purpose_channel_state", "workspace_id", "purpose_id", "channel", "state"),
+    )
+
+
+class ConsentEvent(UUIDPrimaryKey, Base):
+    """One ledger entry.
+
+    Ids of contacts and contact points are kept (pseudonymous) after erasure; the personal part (evidence)
+    is deleted then, while its digest stays in the chain.
+    """
+
+    __tablename__ = "consent_events"
+
+    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    contact_id: Mapped[uuid.UUID | None]
+    contact_point_id: Mapped[uuid.UUID]
+    purpose_id: Mapped[uuid.UUID | None]
+    channel: Mapped[str] = mapped_column(Text)
+    trigger: Mapped[str] = mapped_column(Text)
+    from_state: Mapped[str] = mapped_column(Text)
+    to_state: Mapped[str] = mapped_column(Text)
+    legal_basis: Mapped[str | None] = mapped_column(Text)
+    notice_id: Mapped[uuid.UUID | None]
+    actor_type: Mapped[str] = mapped_column(Text)
+    actor_id: Mapped[str | None] = mapped_column(Text)
+    personal: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    personal_digest: Mapped[bytes] = mapped_column(LargeBinary)
+    occurred_at: Mapped[datetime]
+    recorded_at: Mapped[datetime]
+    prev_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    hash: Mapped[bytes] = mapped_column(LargeBinary)
+
+    __table_args__ = (
+        UniqueConstraint("workspace_id", "seq"),
+        CheckConstraint("seq >= 1", name="seq_positive"),
+        CheckConstraint("octet_length(hash) = 32 AND octet_length(prev_hash) = 32", name="hash_sizes"),
+        CheckConstraint(_one_of("to_state", State), name="to_state_known"),
+        CheckConstraint(_one_of("from_state", State), name="from_state_known"),
+        Index("ix_consent_events_contact_id_seq", "contact_id", "seq"),
+        Index("ix_consent_events_workspace_recorded_at", "workspace_id", "recorded_at"),
+    )
+
+
+class LedgerHead(Base):
+    """The newest event of a workspace's chain; locking it serialises appends and pins the tail."""
+
+    __tablename__ = "ledger_heads"
+
+    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True)
+    last_seq: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    last_hash: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Suppression(UUIDPrimaryKey, CreatedAt, Base):
+    """A keyed hash of a normalised identifier that must not be contacted; survives erasure (no clear text)."""
+
+    __tablename__ = "suppressions"
+
+    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    key: Mapped[bytes] = mapped_column(LargeBinary)
+    key_version: Mapped[int] = mapped_column(Integer)
+    channel: Mapped[str] = mapped_column(Text)
+    scope: Mapped[str] = mapped_column(Text)
+    purpose_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("purposes.id", ondelete="CASCADE"))
+    reason: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (
+        UniqueConstraint(
+            "workspace_id", "key", "key_version", "scope", "purpose_id", postgresql_nulls_not_distinct=True
+        ),
+        CheckConstraint(_one_of("scope", SuppressionScope), name="scope_known"),
+        CheckConstraint(_one_of("reason", SuppressionReason), name="reason_known"),
+        CheckConstraint("(scope = 'purpose') = (purpose_id IS NOT NULL)", name="purpose_iff_scoped"),
+    )

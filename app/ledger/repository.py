@@ -1,0 +1,257 @@
+"""All SQL of the ledger."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.domain.chain import GENESIS
+from app.ledger.models import Consent, ConsentEvent, Contact, ContactPoint, LedgerHead, Suppression
+from app.lib.ids import uuid7
+
+
+async def find_contact(session: AsyncSession, workspace_id: uuid.UUID, ref: str) -> Contact | None:
+    """A contact by id or by ``external_id`` (an id match wins)."""
+    conditions = [Contact.external_id == ref]
+    with contextlib.suppress(ValueError):
+        conditions.append(Contact.id == uuid.UUID(ref))
+    rows = (await session.scalars(select(Contact).where(Contact.workspace_id == workspace_id, or_(*conditions)))).all()
+    return next((c for c in rows if str(c.id) == ref), rows[0] if rows else None)
+
+
+async def get_contact(session: AsyncSession, contact_id: uuid.UUID) -> Contact:
+    """A contact known to exist (referenced by a row of the same workspace)."""
+    contact = await session.get(Contact, contact_id)
+    assert contact is not None
+    return contact
+
+
+async def add_contact(
+    session: AsyncSession, workspace_id: uuid.UUID, external_id: str | None, locale: str | None, timezone: str | None
+) -> Contact:
+    """Insert a contact, or return the one with this external id (concurrent creators agree)."""
+    if external_id is not None:
+        inserted: Contact | None = await session.scalar(
+            insert(Contact)
+            .values(id=uuid7(), workspace_id=workspace_id, external_id=external_id, locale=locale, timezone=timezone)
+            .on_conflict_do_nothing(index_elements=["workspace_id", "external_id"])
+            .returning(Contact)
+        )
+        if inserted is not None:
+            return inserted
+        existing = await session.scalar(
+            select(Contact).where(Contact.workspace_id == workspace_id, Contact.external_id == external_id)
+        )
+        assert existing is not None
+        return existing
+    contact = Contact(workspace_id=workspace_id, locale=locale, timezone=timezone)
+    session.add(contact)
+    await session.flush()
+    return contact
+
+
+async def find_contact_point(
+    session: AsyncSession, workspace_id: uuid.UUID, channel: str, value: str
+) -> ContactPoint | None:
+    """A contact point by its normalised value."""
+    return await session.scalar(
+        select(ContactPoint).where(
+            ContactPoint.workspace_id == workspace_id, ContactPoint.channel == channel, ContactPoint.value == value
+        )
+    )
+
+
+async def add_contact_point(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    *,
+    contact_id: uuid.UUID,
+    channel: str,
+    value: str,
+    details: dict[str, Any],
+) -> ContactPoint:
+    """Insert a contact point, or return the existing one with this value (it may belong to another contact)."""
+    inserted: ContactPoint | None = await session.scalar(
+        insert(ContactPoint)
+        .values(
+            id=uuid7(),
+            workspace_id=workspace_id,
+            contact_id=contact_id,
+            channel=channel,
+            value=value,
+            details=details,
+        )
+        .on_conflict_do_nothing(index_elements=["workspace_id", "channel", "value"])
+        .returning(ContactPoint)
+    )
+    if inserted is not None:
+        return inserted
+    existing = await find_contact_point(session, workspace_id, channel, value)
+    assert existing is not None
+    return existing
+
+
+async def contact_points_of(session: AsyncSession, contact_id: uuid.UUID) -> Sequence[ContactPoint]:
+    """A contact's contact points by channel."""
+    return (
+        await session.scalars(
+            select(ContactPoint)
+            .where(ContactPoint.contact_id == contact_id)
+            .order_by(ContactPoint.channel, ContactPoint.id)
+        )
+    ).all()
+
+
+async def consents_of(session: AsyncSession, contact_id: uuid.UUID) -> Sequence[Consent]:
+    """A contact's consent rows (any state, ``none`` included)."""
+    return (await session.scalars(select(Consent).where(Consent.contact_id == contact_id).order_by(Consent.id))).all()
+
+
+async def lock_consent(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    *,
+    contact_id: uuid.UUID,
+    contact_point_id: uuid.UUID,
+    purpose_id: uuid.UUID | None,
+    channel: str,
+) -> Consent:
+    """The consent row of (contact point, purpose), created in state ``none`` if missing, locked until commit.
+
+    ``ON CONFLICT DO UPDATE`` takes the row lock in the same statement, so two transactions on the same
+    consent serialise here whether or not the row existed.
+    """
+    statement = (
+        insert(Consent)
+        .values(
+            id=uuid7(),
+            workspace_id=workspace_id,
+            contact_id=contact_id,
+            contact_point_id=contact_point_id,
+            purpose_id=purpose_id,
+            channel=channel,
+        )
+        .on_conflict_do_update(constraint="uq_consents_contact_point_id_purpose_id", set_={"version": Consent.version})
+        .returning(Consent)
+        .execution_options(populate_existing=True)
+    )
+    consent = await session.scalar(statement)
+    assert consent is not None
+    return consent
+
+
+async def lock_head(session: AsyncSession, workspace_id: uuid.UUID) -> tuple[int, bytes]:
+    """Lock the workspace's chain head (created at genesis if missing); returns (last seq, last hash)."""
+    row = (
+        await session.execute(
+            insert(LedgerHead)
+            .values(workspace_id=workspace_id, last_seq=0, last_hash=GENESIS)
+            .on_conflict_do_update(index_elements=["workspace_id"], set_={"last_seq": LedgerHead.last_seq})
+            .returning(LedgerHead.last_seq, LedgerHead.last_hash)
+        )
+    ).one()
+    return int(row.last_seq), bytes(row.last_hash)
+
+
+async def append_events(session: AsyncSession, events: Sequence[dict[str, Any]], workspace_id: uuid.UUID) -> None:
+    """Insert events (already chained) and move the head to the last one."""
+    await session.execute(insert(ConsentEvent), list(events))
+    last = events[-1]
+    await session.execute(
+        update(LedgerHead)
+        .where(LedgerHead.workspace_id == workspace_id)
+        .values(last_seq=last["seq"], last_hash=last["hash"])
+    )
+
+
+async def update_consent(
+    session: AsyncSession,
+    consent_id: uuid.UUID,
+    *,
+    state: str,
+    legal_basis: str | None,
+    notice_id: uuid.UUID | None,
+    since: datetime,
+    last_event_id: uuid.UUID,
+) -> None:
+    """Move the projection to the state of its newest event."""
+    await session.execute(
+        update(Consent)
+        .where(Consent.id == consent_id)
+        .values(
+            state=state,
+            legal_basis=legal_basis,
+            notice_id=notice_id,
+            since=since,
+            last_event_id=last_event_id,
+            version=Consent.version + 1,
+        )
+    )
+
+
+async def events_of_contact(
+    session: AsyncSession, contact_id: uuid.UUID, after_seq: int, limit: int
+) -> Sequence[ConsentEvent]:
+    """A contact's ledger entries, oldest first."""
+    return (
+        await session.scalars(
+            select(ConsentEvent)
+            .where(ConsentEvent.contact_id == contact_id, ConsentEvent.seq > after_seq)
+            .order_by(ConsentEvent.seq)
+            .limit(limit)
+        )
+    ).all()
+
+
+async def stream_chain(session: AsyncSession, workspace_id: uuid.UUID) -> AsyncIterator[ConsentEvent]:
+    """Every event of the workspace in chain order, streamed with a server-side cursor."""
+    result = await session.stream_scalars(
+        select(ConsentEvent)
+        .where(ConsentEvent.workspace_id == workspace_id)
+        .order_by(ConsentEvent.seq)
+        # An audit reads what is stored, never objects this session happens to hold already.
+        .execution_options(yield_per=1000, populate_existing=True)
+    )
+    async for event in result:
+        yield event
+
+
+async def head_of(session: AsyncSession, workspace_id: uuid.UUID) -> LedgerHead | None:
+    """The chain head row."""
+    return await session.get(LedgerHead, workspace_id)
+
+
+async def workspaces_with_events(session: AsyncSession) -> Sequence[uuid.UUID]:
+    """Every workspace that has a chain."""
+    return (await session.scalars(select(LedgerHead.workspace_id).order_by(LedgerHead.workspace_id))).all()
+
+
+async def add_suppressions(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert suppression keys; existing identical ones are kept as they are."""
+    if rows:
+        await session.execute(
+            insert(Suppression).values([{"id": uuid7(), **row} for row in rows]).on_conflict_do_nothing()
+        )
+
+
+async def suppressions_matching(
+    session: AsyncSession, workspace_id: uuid.UUID, keys: Sequence[bytes]
+) -> Sequence[Suppression]:
+    """Suppressions of the workspace whose key is one of ``keys``."""
+    return (
+        await session.scalars(
+            select(Suppression).where(Suppression.workspace_id == workspace_id, Suppression.key.in_(keys))
+        )
+    ).all()
+
+
+async def count_events(session: AsyncSession, workspace_id: uuid.UUID) -> int:
+    """How many events the workspace's ledger holds."""
+    return int(await session.scalar(select(func.count()).where(ConsentEvent.workspace_id == workspace_id)) or 0)

@@ -1,0 +1,158 @@
+"""API types of contacts, consents, events, withdrawals and objections."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from app.domain.model import Channel, ObjectionKind, Reachability, State
+
+ContactRef = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=200, description="The contact's id, or the caller's `external_id`.")
+]
+Short = Annotated[str, msgspec.Meta(max_length=2000)]
+# msgspec cannot mix an Enum and a Literal in one union, so the channel names are spelled out once more.
+ChannelOrAll = Literal["email", "sms", "whatsapp", "app_push", "web_push", "print", "all"]
+
+
+class Evidence(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    """How the request reached the caller: stored in the ledger as proof (personal data, erasable)."""
+
+    ip: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    user_agent: Short | None = None
+    source_url: Short | None = None
+    form_id: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    agent_id: Annotated[str, msgspec.Meta(max_length=200, description="Staff member who entered it.")] | None = None
+    ticket: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    note: Short | None = None
+    document_ref: Annotated[str, msgspec.Meta(max_length=500, description="Reference of a letter or scan.")] | None = (
+        None
+    )
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields that were given."""
+        return msgspec.to_builtins(self)  # type: ignore[no-any-return]
+
+
+class WithdrawalIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Withdraw consent: one purpose or `all` marketing purposes, on one channel or `all` channels."""
+
+    contact: ContactRef
+    channel: ChannelOrAll
+    purpose: Annotated[str, msgspec.Meta(min_length=1, max_length=63, description="Purpose key or `all`.")]
+    evidence: Evidence = msgspec.field(default_factory=Evidence)
+
+
+class PostalAddressIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A postal address; the house number may be part of `street`."""
+
+    name: Annotated[str, msgspec.Meta(max_length=300)] | None = None
+    street: Annotated[str, msgspec.Meta(min_length=1, max_length=300)]
+    house_number: Annotated[str, msgspec.Meta(max_length=30)] | None = None
+    postcode: Annotated[str, msgspec.Meta(min_length=1, max_length=20)]
+    city: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    country: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z]{2}$")] = "DE"
+
+
+class ObjectionIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """An objection to advertising (Art. 21 GDPR, a 'no advertising' sticker, a Robinson list entry)."""
+
+    contact: ContactRef | None = None
+    postal_address: PostalAddressIn | None = None
+    scope: Literal["print", "all_marketing"]
+    kind: ObjectionKind
+    evidence: Evidence = msgspec.field(default_factory=Evidence)
+
+
+class ObjectionWithdrawalIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The person lifts their objection; the evidence must say how they did (letter, signed form…)."""
+
+    contact: ContactRef
+    evidence: Evidence
+
+
+class ConsentChange(msgspec.Struct, kw_only=True):
+    """The result for one consent. `purpose` null means every marketing purpose of that channel."""
+
+    contact_point_id: uuid.UUID
+    channel: Channel
+    purpose: str | None
+    from_state: State
+    state: State
+    event_id: uuid.UUID | None
+    skipped: str | None = None
+
+
+class ChangesOut(msgspec.Struct, kw_only=True):
+    """The resulting states."""
+
+    contact_id: uuid.UUID
+    changes: list[ConsentChange]
+
+
+class ConsentOut(msgspec.Struct, kw_only=True):
+    """The current state of one consent."""
+
+    purpose: str | None
+    state: State
+    legal_basis: str | None
+    since: datetime | None
+    notice_id: uuid.UUID | None
+    last_event_id: uuid.UUID | None
+
+
+class ContactPointOut(msgspec.Struct, kw_only=True):
+    """An address with its reachability and consents."""
+
+    id: uuid.UUID
+    channel: Channel
+    address: str
+    address_masked: str
+    reachability: Reachability
+    consents: list[ConsentOut]
+
+
+class ContactOut(msgspec.Struct, kw_only=True):
+    """A contact with every address and consent."""
+
+    id: uuid.UUID
+    external_id: str | None
+    locale: str | None
+    timezone: str | None
+    created_at: datetime
+    contact_points: list[ContactPointOut]
+
+
+class EventOut(msgspec.Struct, kw_only=True):
+    """One ledger entry with its chain hashes (hex)."""
+
+    id: uuid.UUID
+    seq: int
+    contact_point_id: uuid.UUID
+    channel: Channel
+    purpose: str | None
+    trigger: str
+    from_state: State
+    to_state: State
+    legal_basis: str | None
+    notice_id: uuid.UUID | None
+    actor_type: str
+    actor_id: str | None
+    evidence: dict[str, Any] | None
+    occurred_at: datetime
+    recorded_at: datetime
+    prev_hash: str
+    hash: str
+
+
+class VerificationOut(msgspec.Struct, kw_only=True):
+    """Result of recomputing the workspace's hash chain."""
+
+    events_checked: int
+    valid: bool
+    first_broken_event_id: uuid.UUID | None = None
+    first_broken_seq: int | None = None
+    reason: str | None = None

@@ -1,0 +1,256 @@
+"""Applying consent events: check the transition → append to the chain → update the projection, one transaction.
+
+Every entry point (API, webhooks, pages, imports, provider feedback) records consent changes through
+:func:`apply_changes`; no other code writes consents or events.
+
+Locking order, which keeps concurrent writers free of deadlocks: consent rows first, in a fixed order
+(contact point id, purpose id), then the workspace's chain head, held until commit.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.domain.chain import ChainFields, event_hash, new_personal, personal_digest
+from app.domain.model import WITHDRAWN_STATES, ActorType, Channel, State, Trigger
+from app.domain.transitions import Rule, TransitionNotAllowed, decide, decide_import
+from app.ledger import repository
+from app.ledger.models import Consent, ContactPoint
+from app.lib.errors import InvalidInput, NotFound
+from app.lib.ids import uuid7
+from app.lib.orm import utcnow
+from app.purposes.models import Notice
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who causes the events: an API key, the person, a provider, the system."""
+
+    type: ActorType
+    id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One requested consent event. ``target`` is set for imports only."""
+
+    contact_point: ContactPoint
+    purpose_id: uuid.UUID | None
+    trigger: Trigger
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+    notice: Notice | None = None
+    occurred_at: datetime | None = None
+    target: State | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What happened to one change. ``event_id`` is ``None`` when it was skipped (``skipped`` says why)."""
+
+    consent_id: uuid.UUID
+    contact_point_id: uuid.UUID
+    channel: Channel
+    purpose_id: uuid.UUID | None
+    from_state: State
+    to_state: State
+    event_id: uuid.UUID | None
+    skipped: str | None = None
+
+
+async def apply_changes(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    changes: Sequence[Change],
+    actor: Actor,
+    *,
+    skip_not_allowed: bool = False,
+) -> list[Applied]:
+    """Record ``changes`` in the caller's transaction; results come back in the order of ``changes``.
+
+    A change the tables do not allow raises :class:`TransitionNotAllowed` (nothing is written, as the caller's
+    transaction is rolled back), or with ``skip_not_allowed`` (webhooks, provider feedback) is returned as
+    skipped with the reason. An import never overrides a withdrawal or objection that happened after it.
+    """
+    if not changes:
+        return []
+    for change in changes:
+        _check_notice(change)
+    consents = await _lock_consents(session, workspace_id, changes)
+    now = utcnow()
+    plan = _plan(changes, consents, now, skip_not_allowed=skip_not_allowed)
+    event_ids = await _append(
+        session, workspace_id, changes=changes, consents=consents, plan=plan, actor=actor, now=now
+    )
+    return [
+        Applied(
+            consent_id=consents[_key(changes[step.index])].id,
+            contact_point_id=changes[step.index].contact_point.id,
+            channel=Channel(changes[step.index].contact_point.channel),
+            purpose_id=changes[step.index].purpose_id,
+            from_state=step.current,
+            to_state=step.rule.target if step.rule else step.current,
+            event_id=event_ids.get(step.index),
+            skipped=step.skipped,
+        )
+        for step in plan
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    index: int
+    current: State
+    rule: Rule | None
+    skipped: str | None
+
+
+def _key(change: Change) -> tuple[uuid.UUID, uuid.UUID | None]:
+    return (change.contact_point.id, change.purpose_id)
+
+
+async def _lock_consents(
+    session: AsyncSession, workspace_id: uuid.UUID, changes: Sequence[Change]
+) -> dict[tuple[uuid.UUID, uuid.UUID | None], Consent]:
+    """Lock every consent row the batch touches, in one fixed order (no deadlocks between batches)."""
+    consents: dict[tuple[uuid.UUID, uuid.UUID | None], Consent] = {}
+    for change in sorted(changes, key=lambda c: (str(c.contact_point.id), str(c.purpose_id or ""))):
+        key = _key(change)
+        if key not in consents:
+            point = change.contact_point
+            consents[key] = await repository.lock_consent(
+                session,
+                workspace_id,
+                contact_id=point.contact_id,
+                contact_point_id=point.id,
+                purpose_id=change.purpose_id,
+                channel=point.channel,
+            )
+    return consents
+
+
+def _plan(
+    changes: Sequence[Change],
+    consents: Mapping[tuple[uuid.UUID, uuid.UUID | None], Consent],
+    now: datetime,
+    *,
+    skip_not_allowed: bool,
+) -> list[_Step]:
+    """Decide every change against the state the previous changes of the batch leave (nothing is written)."""
+    state_of = {key: State(consent.state) for key, consent in consents.items()}
+    since_of = {key: consent.since for key, consent in consents.items()}
+    plan: list[_Step] = []
+    for index, change in enumerate(changes):
+        key = _key(change)
+        current = state_of[key]
+        occurred = change.occurred_at or now
+        rule, skipped = _decide(change, current, since_of[key], occurred, skip_not_allowed=skip_not_allowed)
+        if rule is not None:
+            state_of[key], since_of[key] = rule.target, occurred
+        plan.append(_Step(index, current, rule, skipped))
+    return plan
+
+
+def _decide(
+    change: Change, current: State, since: datetime | None, occurred: datetime, *, skip_not_allowed: bool
+) -> tuple[Rule | None, str | None]:
+    channel = Channel(change.contact_point.channel)
+    try:
+        if change.trigger is not Trigger.IMPORT:
+            return decide(channel, current, change.trigger), None
+        if change.target is None:
+            raise InvalidInput("An import names the state it records.", code="import_target_missing")
+        rule = decide_import(channel, change.target)
+    except TransitionNotAllowed:
+        if not skip_not_allowed:
+            raise
+        return None, f"'{change.trigger}' is not allowed in state '{current}'"
+    if current in WITHDRAWN_STATES and since is not None and occurred <= since:
+        return None, "a later withdrawal or objection stands"
+    return rule, None
+
+
+async def _append(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    *,
+    changes: Sequence[Change],
+    consents: Mapping[tuple[uuid.UUID, uuid.UUID | None], Consent],
+    plan: Sequence[_Step],
+    actor: Actor,
+    now: datetime,
+) -> dict[int, uuid.UUID]:
+    """Chain the planned events (the head is locked last) and move the projections; returns event ids."""
+    steps = [step for step in plan if step.rule is not None]
+    if not steps:
+        return {}
+    last_seq, last_hash = await repository.lock_head(session, workspace_id)
+    rows: list[dict[str, Any]] = []
+    event_ids: dict[int, uuid.UUID] = {}
+    for step in steps:
+        assert step.rule is not None
+        change = changes[step.index]
+        consent = consents[_key(change)]
+        personal = new_personal(change.evidence)
+        fields = ChainFields(
+            id=uuid7(),
+            workspace_id=workspace_id,
+            seq=last_seq + 1,
+            contact_id=change.contact_point.contact_id,
+            contact_point_id=change.contact_point.id,
+            purpose_id=change.purpose_id,
+            channel=change.contact_point.channel,
+            trigger=change.trigger.value,
+            from_state=step.current.value,
+            to_state=step.rule.target.value,
+            legal_basis=step.rule.basis.value if step.rule.basis else None,
+            notice_id=change.notice.id if change.notice else None,
+            actor_type=actor.type.value,
+            actor_id=actor.id,
+            occurred_at=change.occurred_at or now,
+            recorded_at=now,
+            personal_digest=personal_digest(personal),
+        )
+        digest = event_hash(fields, last_hash)
+        rows.append({**asdict(fields), "personal": personal, "prev_hash": last_hash, "hash": digest})
+        last_seq, last_hash = fields.seq, digest
+        event_ids[step.index] = fields.id
+        # A withdrawal keeps the notice the withdrawn consent was given on; a new request starts afresh.
+        notice_id = fields.notice_id or (None if step.rule.target is State.PENDING else consent.notice_id)
+        consent.notice_id = notice_id
+        await repository.update_consent(
+            session,
+            consent.id,
+            state=step.rule.target.value,
+            legal_basis=fields.legal_basis,
+            notice_id=notice_id,
+            since=fields.occurred_at,
+            last_event_id=fields.id,
+        )
+    await repository.append_events(session, rows, workspace_id)
+    return event_ids
+
+
+def _check_notice(change: Change) -> None:
+    notice = change.notice
+    if notice is None:
+        return
+    if change.purpose_id is None or notice.purpose_id != change.purpose_id:
+        raise InvalidInput("The notice belongs to another purpose.", code="notice_mismatch")
+    if change.contact_point.channel not in notice.channels:
+        raise InvalidInput(
+            f"The notice does not cover the {change.contact_point.channel} channel.", code="notice_mismatch"
+        )
+
+
+async def require_contact(session: AsyncSession, workspace_id: uuid.UUID, ref: str) -> Any:
+    """The contact named by id or external id, or 404 (the same for another workspace's contact)."""
+    contact = await repository.find_contact(session, workspace_id, ref)
+    if contact is None:
+        raise NotFound("No contact with this id or external id.", code="contact_not_found")
+    return contact
