@@ -25,6 +25,8 @@ from app.lib.observability import Metrics, configure_logging, request_middleware
 from app.ops.controllers import health, metrics, ready
 from app.purposes.controllers import NoticeController, PurposeController
 from app.settings import Settings
+from app.signups.controllers import SignupController
+from app.twilio.controllers import TwilioWebhookController
 from app.workspaces.controllers import ApiKeyController, WorkspaceController
 
 log = structlog.get_logger(__name__)
@@ -88,12 +90,13 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
             WithdrawalController,
             ObjectionController,
             AuditController,
+            SignupController,
         ],
         guards=[api_key_guard],
         security=[{"bearer": []}],
     )
     app = Litestar(
-        route_handlers=[health, ready, metrics, v1],
+        route_handlers=[health, ready, metrics, v1, TwilioWebhookController],
         lifespan=[lifespan],
         dependencies={
             "db": Provide(_provide_db),

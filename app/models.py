@@ -3,6 +3,7 @@
 from app.ledger.models import Consent, ConsentEvent, Contact, ContactPoint, LedgerHead, Suppression
 from app.lib.orm import Base
 from app.purposes.models import Notice, Purpose
+from app.twilio.models import InboundMessage, ProviderCallback
 from app.workspaces.models import ApiKey, Workspace
 
 metadata = Base.metadata
@@ -13,8 +14,10 @@ __all__ = [
     "ConsentEvent",
     "Contact",
     "ContactPoint",
+    "InboundMessage",
     "LedgerHead",
     "Notice",
+    "ProviderCallback",
     "Purpose",
     "Suppression",
     "Workspace",

@@ -39,7 +39,7 @@ _CONSENT = LegalBasis.CONSENT
 _WITHDRAWABLE = (S.NONE, S.PENDING, S.OPTED_IN, S.DECLINED, S.OPTED_OUT, S.EXPIRED)
 
 _EMAIL = (
-    _rule(T.SIGNUP, (S.NONE, S.EXPIRED, S.OPTED_OUT, S.DECLINED), S.PENDING),
+    _rule(T.SIGNUP, (S.NONE, S.PENDING, S.EXPIRED, S.OPTED_OUT, S.DECLINED), S.PENDING),
     _rule(T.RESEND, (S.PENDING,), S.PENDING),
     _rule(T.CONFIRM, (S.PENDING,), S.OPTED_IN, _CONSENT),
     _rule(T.LAPSE, (S.PENDING,), S.EXPIRED),
@@ -50,7 +50,7 @@ _EMAIL = (
 )
 
 _PHONE = (
-    _rule(T.SIGNUP, (S.NONE, S.EXPIRED, S.OPTED_OUT, S.DECLINED), S.PENDING),
+    _rule(T.SIGNUP, (S.NONE, S.PENDING, S.EXPIRED, S.OPTED_OUT, S.DECLINED), S.PENDING),
     _rule(T.RESEND, (S.PENDING,), S.PENDING),
     # From none/opted_out/expired this is a keyword-only opt-in; whether a workspace allows it is policy,
     # decided by the inbound-message service before it asks for this transition.

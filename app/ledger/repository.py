@@ -255,3 +255,12 @@ async def suppressions_matching(
 async def count_events(session: AsyncSession, workspace_id: uuid.UUID) -> int:
     """How many events the workspace's ledger holds."""
     return int(await session.scalar(select(func.count()).where(ConsentEvent.workspace_id == workspace_id)) or 0)
+
+
+async def set_reachability(session: AsyncSession, point_id: uuid.UUID, reachability: str, at: datetime) -> None:
+    """Record what a provider told us about an address (kept apart from permission)."""
+    await session.execute(
+        update(ContactPoint)
+        .where(ContactPoint.id == point_id)
+        .values(reachability=reachability, reachability_changed_at=at)
+    )

@@ -197,6 +197,11 @@ async def _append(
         change = changes[step.index]
         consent = consents[_key(change)]
         personal = new_personal(change.evidence)
+        # The notice a consent rests on: the one this change shows, else the one its request showed (a
+        # confirmation or withdrawal refers to it); a new request starts afresh.
+        notice_id = change.notice.id if change.notice else None
+        if notice_id is None and step.rule.target is not State.PENDING:
+            notice_id = consent.notice_id
         fields = ChainFields(
             id=uuid7(),
             workspace_id=workspace_id,
@@ -209,7 +214,7 @@ async def _append(
             from_state=step.current.value,
             to_state=step.rule.target.value,
             legal_basis=step.rule.basis.value if step.rule.basis else None,
-            notice_id=change.notice.id if change.notice else None,
+            notice_id=notice_id,
             actor_type=actor.type.value,
             actor_id=actor.id,
             occurred_at=change.occurred_at or now,
@@ -220,8 +225,6 @@ async def _append(
         rows.append({**asdict(fields), "personal": personal, "prev_hash": last_hash, "hash": digest})
         last_seq, last_hash = fields.seq, digest
         event_ids[step.index] = fields.id
-        # A withdrawal keeps the notice the withdrawn consent was given on; a new request starts afresh.
-        notice_id = fields.notice_id or (None if step.rule.target is State.PENDING else consent.notice_id)
         consent.notice_id = notice_id
         await repository.update_consent(
             session,

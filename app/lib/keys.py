@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import os
 
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 #: The pepper version new suppression keys are written with; lookups compute every version in ``peppers``.
@@ -22,6 +25,21 @@ class Keys:
 
     def __init__(self, secret: bytes) -> None:
         self.peppers = {CURRENT_PEPPER_VERSION: derive(secret, f"suppression-pepper-v{CURRENT_PEPPER_VERSION}")}
+        self._sealing = AESGCM(derive(secret, "settings-encryption-v1"))
+
+    def seal(self, plaintext: str, context: str) -> str:
+        """Encrypt a stored secret (a provider credential); ``context`` binds it to where it is stored."""
+        nonce = os.urandom(12)
+        sealed = self._sealing.encrypt(nonce, plaintext.encode(), context.encode())
+        return "v1:" + base64.urlsafe_b64encode(nonce + sealed).decode()
+
+    def unseal(self, token: str, context: str) -> str:
+        """Decrypt what :meth:`seal` made for the same ``context``."""
+        version, _, payload = token.partition(":")
+        if version != "v1":
+            raise ValueError("unknown sealing version")
+        raw = base64.urlsafe_b64decode(payload)
+        return self._sealing.decrypt(raw[:12], raw[12:], context.encode()).decode()
 
     def suppression_keys(self, channel: str, normalised: str) -> dict[int, bytes]:
         """``HMAC-SHA256(pepper_vN, channel:identifier)`` for every pepper version (CHANNEL_RULES.md §8 X4)."""

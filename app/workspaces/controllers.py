@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import uuid
 
-from litestar import Controller, delete, get, post
+from litestar import Controller, delete, get, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.lib.auth import Principal, Scope
 from app.lib.errors import NotFound
+from app.lib.keys import Keys
 from app.lib.openapi import errors
 from app.workspaces import repository, service
 from app.workspaces.models import ApiKey
-from app.workspaces.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut, WorkspaceOut
+from app.workspaces.schemas import (
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyOut,
+    TwilioSettingsOut,
+    WorkspaceOut,
+    WorkspaceSettingsIn,
+    WorkspaceSettingsOut,
+)
+from app.workspaces.settings import WorkspaceSettings
 
 
 def _key_out(key: ApiKey) -> ApiKeyOut:
@@ -61,6 +71,19 @@ class ApiKeyController(Controller):
             await service.revoke_api_key(db, principal.workspace_id, key_id)
 
 
+def _settings_out(settings: WorkspaceSettings) -> WorkspaceSettingsOut:
+    return WorkspaceSettingsOut(
+        brand=settings.brand,
+        locale=settings.locale,
+        default_region=settings.default_region,
+        timezone=settings.timezone,
+        phone=settings.phone,
+        twilio=TwilioSettingsOut(
+            account_sid=settings.twilio.account_sid, auth_token_set=settings.twilio.auth_token_sealed is not None
+        ),
+    )
+
+
 class WorkspaceController(Controller):
     """The workspace the caller's key belongs to."""
 
@@ -74,3 +97,28 @@ class WorkspaceController(Controller):
         if workspace is None:  # pragma: no cover - keys cascade with their workspace
             raise NotFound("Workspace not found.")
         return WorkspaceOut(id=workspace.id, name=workspace.name, created_at=workspace.created_at)
+
+    @get("/settings", operation_id="getWorkspaceSettings", responses=errors(401, 403), opt={"scope": Scope.ADMIN})
+    async def get_settings(
+        self, principal: NamedDependency[Principal], db: NamedDependency[AsyncSession]
+    ) -> WorkspaceSettingsOut:
+        """The settings in force (the Twilio auth token is never shown)."""
+        return _settings_out(await service.settings_of(db, principal.workspace_id))
+
+    @put(
+        "/settings",
+        operation_id="replaceWorkspaceSettings",
+        responses=errors(401, 403, 422),
+        opt={"scope": Scope.ADMIN},
+    )
+    async def put_settings(
+        self,
+        data: JSONBody[WorkspaceSettingsIn],
+        principal: NamedDependency[Principal],
+        db: NamedDependency[AsyncSession],
+        keys: NamedDependency[Keys],
+    ) -> WorkspaceSettingsOut:
+        """Replace the settings: locale, phone region, brand, SMS/WhatsApp keywords and replies, Twilio account."""
+        async with db.begin():
+            settings = await service.replace_settings(db, keys, principal.workspace_id, data)
+        return _settings_out(settings)

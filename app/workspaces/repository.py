@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -51,3 +52,8 @@ async def revoke_api_key(session: AsyncSession, workspace_id: uuid.UUID, key_id:
         .returning(ApiKey.id)
     )
     return result.scalar_one_or_none() is not None
+
+
+async def save_settings(session: AsyncSession, workspace_id: uuid.UUID, settings: dict[str, Any]) -> None:
+    """Replace the workspace's settings JSON."""
+    await session.execute(update(Workspace).where(Workspace.id == workspace_id).values(settings=settings))

@@ -9,6 +9,7 @@ from typing import Annotated
 import msgspec
 
 from app.lib.auth import Scope
+from app.workspaces.settings import PhoneSettings
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, description="A label people recognise.")]
 
@@ -43,3 +44,39 @@ class WorkspaceOut(msgspec.Struct, kw_only=True):
     id: uuid.UUID
     name: str
     created_at: datetime
+
+
+class TwilioSettingsIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Twilio credentials of the workspace. ``auth_token`` is write-only: omit it to keep the stored one."""
+
+    account_sid: Annotated[str, msgspec.Meta(pattern=r"^AC[0-9a-fA-F]{32}$")] | None = None
+    auth_token: Annotated[str, msgspec.Meta(max_length=200, description="Empty string clears it.")] | None = None
+
+
+class TwilioSettingsOut(msgspec.Struct, kw_only=True):
+    """Twilio credentials as shown: never the token itself."""
+
+    account_sid: str | None
+    auth_token_set: bool
+
+
+class WorkspaceSettingsIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The whole settings object (unset fields take their defaults)."""
+
+    brand: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
+    locale: Annotated[str, msgspec.Meta(pattern=r"^[a-z]{2,3}$")] = "de"
+    default_region: Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{2}$")] = "DE"
+    timezone: Annotated[str, msgspec.Meta(max_length=64)] = "Europe/Berlin"
+    phone: PhoneSettings = msgspec.field(default_factory=PhoneSettings)
+    twilio: TwilioSettingsIn = msgspec.field(default_factory=TwilioSettingsIn)
+
+
+class WorkspaceSettingsOut(msgspec.Struct, kw_only=True):
+    """The settings in force."""
+
+    brand: str | None
+    locale: str
+    default_region: str
+    timezone: str
+    phone: PhoneSettings
+    twilio: TwilioSettingsOut

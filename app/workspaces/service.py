@@ -8,10 +8,13 @@ from collections.abc import Iterable
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.lib.auth import Scope, generate_key
-from app.lib.errors import NotFound
+from app.lib.errors import InvalidInput, NotFound
+from app.lib.keys import Keys
 from app.lib.orm import utcnow
 from app.workspaces import repository
 from app.workspaces.models import ApiKey, Workspace
+from app.workspaces.schemas import WorkspaceSettingsIn
+from app.workspaces.settings import TwilioSettings, WorkspaceSettings
 
 
 async def create_workspace(session: AsyncSession, name: str) -> Workspace:
@@ -40,3 +43,45 @@ async def revoke_api_key(session: AsyncSession, workspace_id: uuid.UUID, key_id:
     """Revoke a key; 404 for unknown ids and for ids of other workspaces alike."""
     if not await repository.revoke_api_key(session, workspace_id, key_id, utcnow()):
         raise NotFound("No API key with this id.", code="api_key_not_found")
+
+
+def sealing_context(workspace_id: uuid.UUID) -> str:
+    """Binds a sealed credential to its workspace: a copied ciphertext does not open elsewhere."""
+    return f"workspace:{workspace_id}:twilio_auth_token"
+
+
+async def settings_of(session: AsyncSession, workspace_id: uuid.UUID) -> WorkspaceSettings:
+    """The workspace's settings (defaults where unset)."""
+    workspace = await repository.get_workspace(session, workspace_id)
+    if workspace is None:
+        raise NotFound("No such workspace.", code="workspace_not_found")
+    return WorkspaceSettings.load(workspace.settings)
+
+
+async def replace_settings(
+    session: AsyncSession, keys: Keys, workspace_id: uuid.UUID, new: WorkspaceSettingsIn
+) -> WorkspaceSettings:
+    """Validate and store the settings; purposes they name must exist; the token is sealed, or kept if omitted."""
+    from app.purposes.repository import get_by_key  # noqa: PLC0415  # purposes depend on workspaces, not back
+
+    current = await settings_of(session, workspace_id)
+    named = {*new.phone.start_words.values(), *([new.phone.default_purpose] if new.phone.default_purpose else [])}
+    for key in sorted(named):
+        if await get_by_key(session, workspace_id, key) is None:
+            raise InvalidInput(
+                f"The settings name the purpose '{key}', which does not exist.", code="purpose_not_found"
+            )
+    sealed = current.twilio.auth_token_sealed
+    if new.twilio.auth_token is not None:
+        token = new.twilio.auth_token.strip()
+        sealed = keys.seal(token, sealing_context(workspace_id)) if token else None
+    settings = WorkspaceSettings(
+        brand=new.brand,
+        locale=new.locale,
+        default_region=new.default_region,
+        timezone=new.timezone,
+        phone=new.phone,
+        twilio=TwilioSettings(account_sid=new.twilio.account_sid, auth_token_sealed=sealed),
+    )
+    await repository.save_settings(session, workspace_id, settings.dump())
+    return settings

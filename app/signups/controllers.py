@@ -1,0 +1,33 @@
+"""``POST /v1/signups``."""
+
+from __future__ import annotations
+
+from litestar import Controller, post
+from litestar.di import NamedDependency
+from litestar.params import JSONBody
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.domain.model import ActorType
+from app.ledger.service import Actor
+from app.lib.auth import Principal, Scope
+from app.lib.openapi import errors
+from app.signups import service
+from app.signups.schemas import SignupIn, SignupOut
+
+
+class SignupController(Controller):
+    """Starting opt-ins (scope `signup`, safe to embed in a signup form's backend)."""
+
+    path = "/signups"
+    tags = ["opt-in"]  # noqa: RUF012  # Litestar reads class attributes
+    opt = {"scope": Scope.SIGNUP}  # noqa: RUF012
+
+    @post(operation_id="createSignup", status_code=202, responses=errors(401, 403, 404, 422))
+    async def create(
+        self, data: JSONBody[SignupIn], principal: NamedDependency[Principal], db: NamedDependency[AsyncSession]
+    ) -> SignupOut:
+        """Record the signup as `pending` with its evidence and notice; answers what the person must do next."""
+        async with db.begin():
+            return await service.sign_up(
+                db, principal.workspace_id, data, Actor(ActorType.API_KEY, str(principal.api_key_id))
+            )

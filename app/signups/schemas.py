@@ -1,0 +1,55 @@
+"""API types of signups."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal
+
+import msgspec
+
+from app.domain.model import State
+
+
+class SignupContact(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Who signs up, as the caller knows them."""
+
+    external_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
+    locale: Annotated[str, msgspec.Meta(pattern=r"^[a-z]{2,3}(-[A-Z]{2})?$")] | None = None
+    timezone: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+
+
+class SignupEvidence(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    """How the signup happened (stored as proof; personal data, erasable)."""
+
+    ip: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    user_agent: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
+    source_url: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
+    form_id: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    checkbox_checked: bool | None = None
+
+
+class SignupIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Start an opt-in. SMS and WhatsApp: the person then texts the start word to the number answered."""
+
+    channel: Literal["sms", "whatsapp"]
+    address: Annotated[str, msgspec.Meta(min_length=1, max_length=64, description="Phone number, any common form.")]
+    purpose: Annotated[str, msgspec.Meta(min_length=1, max_length=63)]
+    notice_id: uuid.UUID
+    contact: SignupContact = msgspec.field(default_factory=SignupContact)
+    evidence: SignupEvidence = msgspec.field(default_factory=SignupEvidence)
+
+
+class Instructions(msgspec.Struct, kw_only=True):
+    """What the person has to do to confirm."""
+
+    send_keyword: str
+    to_number: str | None
+
+
+class SignupOut(msgspec.Struct, kw_only=True):
+    """The signup was recorded (the same shape whether or not the address was known)."""
+
+    contact_id: uuid.UUID
+    contact_point_id: uuid.UUID
+    state: State
+    instructions: Instructions | None = None

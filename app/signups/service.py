@@ -1,0 +1,75 @@
+"""Starting an opt-in: the contact and address are found or created, ``signup`` is recorded with the notice."""
+
+from __future__ import annotations
+
+import uuid
+
+import msgspec
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.domain.identifiers import normalise_phone
+from app.domain.model import Channel, PurposeKind, Trigger
+from app.ledger import repository as ledger
+from app.ledger.models import ContactPoint
+from app.ledger.service import Actor, Change, apply_changes
+from app.lib.errors import InvalidInput
+from app.purposes.service import require_notice, require_purpose
+from app.signups.schemas import Instructions, SignupIn, SignupOut
+from app.workspaces.service import settings_of
+from app.workspaces.settings import WorkspaceSettings
+
+
+async def sign_up(session: AsyncSession, workspace_id: uuid.UUID, data: SignupIn, actor: Actor) -> SignupOut:
+    """Record ``signup`` (state ``pending``); an address already opted in stays as it is."""
+    settings = await settings_of(session, workspace_id)
+    channel = Channel(data.channel)
+    value = normalise_phone(data.address, settings.default_region)
+    instructions = _instructions(settings, channel, data.purpose)
+    purpose = await require_purpose(session, workspace_id, data.purpose)
+    if purpose.kind != PurposeKind.MARKETING:
+        raise InvalidInput(f"'{purpose.key}' is transactional and needs no opt-in.", code="purpose_not_consent_based")
+    notice = await require_notice(session, workspace_id, data.notice_id)
+    point = await _contact_point(session, workspace_id, data, channel, value)
+    evidence = {
+        **msgspec.to_builtins(data.evidence),
+        "collection_method": f"web_form:{data.evidence.form_id or 'unknown'}",
+    }
+    [applied] = await apply_changes(
+        session,
+        workspace_id,
+        [Change(point, purpose.id, Trigger.SIGNUP, evidence, notice=notice)],
+        actor,
+        skip_not_allowed=True,  # already opted in: nothing to start, the same answer
+    )
+    return SignupOut(
+        contact_id=point.contact_id,
+        contact_point_id=point.id,
+        state=applied.to_state,
+        instructions=instructions,
+    )
+
+
+async def _contact_point(
+    session: AsyncSession, workspace_id: uuid.UUID, data: SignupIn, channel: Channel, value: str
+) -> ContactPoint:
+    """The address's contact point; the address identifies the person, so a known one keeps its contact."""
+    point = await ledger.find_contact_point(session, workspace_id, channel, value)
+    if point is not None:
+        return point
+    given = data.contact
+    contact = await ledger.add_contact(session, workspace_id, given.external_id, given.locale, given.timezone)
+    return await ledger.add_contact_point(
+        session, workspace_id, contact_id=contact.id, channel=channel, value=value, details={}
+    )
+
+
+def _instructions(settings: WorkspaceSettings, channel: Channel, purpose_key: str) -> Instructions:
+    sender = settings.phone.sms_from if channel is Channel.SMS else settings.phone.whatsapp_from
+    if not sender:
+        raise InvalidInput(
+            f"This workspace has no {channel} sender configured (workspace settings phone.{channel}_from).",
+            code="channel_not_configured",
+        )
+    keyword = next((word.upper() for word, key in settings.phone.start_words.items() if key == purpose_key), "START")
+    number = sender.removeprefix("whatsapp:")
+    return Instructions(send_keyword=keyword, to_number=number if number.startswith("+") else None)

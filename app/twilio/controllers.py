@@ -1,0 +1,116 @@
+"""``POST /webhooks/twilio/{workspace}/inbound`` and ``/status``: authenticated by Twilio's signature only."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import msgspec
+import structlog
+from litestar import Controller, Request, Response, post
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.params import FromPath
+from sqlalchemy.ext.asyncio import AsyncSession
+from twilio.request_validator import RequestValidator, get_signature_algorithm
+
+from app.lib.errors import Forbidden, InvalidInput, NotFound
+from app.lib.keys import Keys
+from app.lib.openapi import errors
+from app.settings import Settings
+from app.twilio import service
+from app.workspaces import repository as workspaces
+from app.workspaces.service import sealing_context
+from app.workspaces.settings import WorkspaceSettings
+
+log = structlog.get_logger(__name__)
+
+
+async def _authenticated(
+    request: Request[Any, Any, Any], state: State, db: AsyncSession, workspace_id: uuid.UUID
+) -> tuple[WorkspaceSettings, dict[str, list[str]]]:
+    """The workspace's settings and every form parameter, after the signature and account were checked."""
+    workspace = await workspaces.get_workspace(db, workspace_id)
+    if workspace is None:
+        raise NotFound("Unknown workspace.", code="workspace_not_found")
+    settings = WorkspaceSettings.load(workspace.settings)
+    settings = msgspec.structs.replace(settings, brand=settings.brand or workspace.name)
+    app_settings: Settings = state.settings
+    token = app_settings.twilio.auth_token
+    if settings.twilio.auth_token_sealed:
+        keys: Keys = state.derived_keys
+        token = keys.unseal(settings.twilio.auth_token_sealed, sealing_context(workspace_id))
+    if not token:
+        raise Forbidden("No Twilio auth token is configured for this workspace.", code="twilio_not_configured")
+    form = await request.form()
+    params = {name: [str(v) for v in form.getall(name)] for name in form}
+    # Twilio signs the URL it was configured with: the public one, not the one a proxy hands us.
+    url = app_settings.public_base_url + request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    algorithm = get_signature_algorithm(request.headers.get("x-twilio-webhooks-signature-settings"))
+    signature = request.headers.get("x-twilio-signature", "")
+    if not signature or not RequestValidator(token).validate(url, _MultiParams(params), signature, algorithm):
+        log.warning(
+            "twilio_signature_rejected", workspace_id=str(workspace_id), route=request.scope.get("path_template")
+        )
+        raise Forbidden("The X-Twilio-Signature does not match this request.", code="invalid_signature")
+    expected_account = settings.twilio.account_sid or app_settings.twilio.account_sid
+    if expected_account and params.get("AccountSid", [None])[0] != expected_account:
+        raise Forbidden("The request is for another Twilio account.", code="account_mismatch")
+    return settings, params
+
+
+class _MultiParams(dict[str, list[str]]):
+    """What ``RequestValidator`` reads multi-valued parameters through (``getall``)."""
+
+    def getall(self, name: str) -> list[str]:
+        return self[name]
+
+
+def _one(params: dict[str, list[str]], name: str, *, required: bool = True) -> str:
+    values = params.get(name) or []
+    if not values and required:
+        raise InvalidInput(f"The webhook lacks the '{name}' parameter.", code="missing_parameter")
+    return values[0] if values else ""
+
+
+class TwilioWebhookController(Controller):
+    """Inbound SMS/WhatsApp and message status from Twilio."""
+
+    path = "/webhooks/twilio/{workspace_id:uuid}"
+    tags = ["webhooks"]  # noqa: RUF012  # Litestar reads class attributes
+
+    @post("/inbound", operation_id="twilioInbound", status_code=200, responses=errors(403, 404, 422))
+    async def inbound(
+        self,
+        request: Request[Any, Any, Any],
+        state: State,
+        workspace_id: FromPath[uuid.UUID],
+        db: NamedDependency[AsyncSession],
+    ) -> Response[str]:
+        """An inbound message: start word, STOP, HELP. Answers TwiML (`application/xml`); idempotent on MessageSid."""
+        async with db.begin():
+            settings, params = await _authenticated(request, state, db, workspace_id)
+            message = service.Inbound(
+                message_sid=_one(params, "MessageSid"),
+                sender=_one(params, "From"),
+                recipient=_one(params, "To", required=False),
+                body=_one(params, "Body", required=False),
+                raw=params,
+            )
+            reply = await service.handle_inbound(db, workspace_id, settings, message)
+        return Response(reply, media_type="application/xml")
+
+    @post("/status", operation_id="twilioStatus", status_code=204, responses=errors(403, 404, 422))
+    async def status(
+        self,
+        request: Request[Any, Any, Any],
+        state: State,
+        workspace_id: FromPath[uuid.UUID],
+        db: NamedDependency[AsyncSession],
+    ) -> None:
+        """A message status callback; error 21610 marks the number `provider_blocked` and withdraws consent."""
+        async with db.begin():
+            settings, params = await _authenticated(request, state, db, workspace_id)
+            names = ("MessageSid", "MessageStatus", "ErrorCode", "To", "From")
+            fields = {name: _one(params, name, required=name in {"MessageSid", "MessageStatus"}) for name in names}
+            await service.handle_status(db, workspace_id, settings, fields)

@@ -1,0 +1,321 @@
+"""Inbound SMS/WhatsApp messages and status callbacks from Twilio, after their signature was checked.
+
+- Idempotent on ``MessageSid``: the first delivery claims the id in the same transaction as its consent
+  changes; a retry (or a concurrent duplicate, which waits on the claim) gets the stored reply and records
+  nothing new.
+- STOP withdraws every marketing consent of that number on that channel (the channel-level row included,
+  so purposes created later are covered); a STOP from an unknown number is recorded too.
+- A start word opts in the purposes with a pending signup, or the purpose of a workspace start word; with no
+  pending signup only where the workspace allows keyword-only opt-in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from twilio.twiml.messaging_response import MessagingResponse
+
+from app.domain.chain import canonical_json
+from app.domain.identifiers import InvalidIdentifier, normalise_phone
+from app.domain.keywords import Classification, Intent, classify
+from app.domain.model import ActorType, Channel, PurposeKind, Reachability, State, Trigger
+from app.ledger import repository as ledger
+from app.ledger.models import Consent, ContactPoint
+from app.ledger.service import Actor, Applied, Change, apply_changes
+from app.lib.ids import uuid7
+from app.lib.orm import utcnow
+from app.purposes import repository as purposes
+from app.twilio.models import InboundMessage, ProviderCallback
+from app.workspaces.settings import WorkspaceSettings, reply_text
+
+log = structlog.get_logger(__name__)
+PROVIDER = "twilio"
+SUBJECT = Actor(ActorType.SUBJECT)
+TWILIO = Actor(ActorType.PROVIDER, PROVIDER)
+ERROR_STOPPED = "21610"  # "Attempt to send to unsubscribed recipient": the person texted STOP to Twilio
+
+
+def twiml(text: str | None) -> str:
+    """A TwiML answer: one message, or an empty ``<Response/>`` when there is nothing to say."""
+    response = MessagingResponse()
+    if text:
+        response.message(text)
+    return str(response)
+
+
+def channel_and_number(address: str, region: str) -> tuple[Channel, str]:
+    """``whatsapp:+49…`` is the WhatsApp channel, a plain number SMS; the number comes back as E.164."""
+    channel = Channel.WHATSAPP if address.strip().lower().startswith("whatsapp:") else Channel.SMS
+    return channel, normalise_phone(address, region)
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """The parameters of an inbound message that matter here (all of them are in ``raw``)."""
+
+    message_sid: str
+    sender: str
+    recipient: str
+    body: str
+    raw: Mapping[str, Sequence[str]]
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 of every received parameter: what was signed, without storing all of it."""
+        return hashlib.sha256(canonical_json({k: sorted(v) for k, v in self.raw.items()})).hexdigest()
+
+    def first(self, name: str) -> str | None:
+        """One parameter, if present."""
+        values = self.raw.get(name)
+        return values[0] if values else None
+
+
+async def handle_inbound(
+    session: AsyncSession, workspace_id: uuid.UUID, settings: WorkspaceSettings, message: Inbound
+) -> str:
+    """Process one inbound message in the caller's transaction; returns the TwiML reply."""
+    claimed = await session.scalar(
+        insert(InboundMessage)
+        .values(
+            id=uuid7(),
+            workspace_id=workspace_id,
+            provider=PROVIDER,
+            message_sid=message.message_sid,
+            channel="unknown",
+            intent="pending",
+            reply="",
+            received_at=utcnow(),
+        )
+        .on_conflict_do_nothing(index_elements=["workspace_id", "provider", "message_sid"])
+        .returning(InboundMessage.id)
+    )
+    if claimed is None:
+        stored = await session.scalar(
+            select(InboundMessage.reply).where(
+                InboundMessage.workspace_id == workspace_id,
+                InboundMessage.provider == PROVIDER,
+                InboundMessage.message_sid == message.message_sid,
+            )
+        )
+        log.info("twilio_inbound_duplicate", workspace_id=str(workspace_id))
+        return stored or twiml(None)
+    try:
+        channel, number = channel_and_number(message.sender, settings.default_region)
+    except InvalidIdentifier:
+        reply = twiml(None)
+        await _finish(session, claimed, channel="sms", point_id=None, intent=Intent.NONE, reply=reply)
+        return reply
+    text = message.body or message.first("ButtonText") or message.first("ButtonPayload") or ""
+    reading = classify(
+        text,
+        settings.keyword_sets(),
+        settings.phone.start_words,
+        natural_language=settings.phone.natural_language_opt_out,
+    )
+    point = await ledger.find_contact_point(session, workspace_id, channel, number)
+    language = reading.language or await _contact_language(session, point) or settings.locale
+    evidence = _evidence(message, reading)
+    if reading.intent is Intent.OPT_OUT:
+        point = point or await _new_point(session, workspace_id, channel, number)
+        applied = await _withdraw(
+            session, workspace_id, point, trigger=Trigger.STOP_WORD, evidence=evidence, actor=SUBJECT
+        )
+        changed = any(a.event_id and a.from_state is not State.OPTED_OUT for a in applied)
+        text_out = (
+            reply_text(settings, "stop", language, brand=_brand(settings))
+            if changed and settings.phone.stop_reply
+            else None
+        )
+    elif reading.intent is Intent.HELP:
+        text_out = reply_text(settings, "help", language, brand=_brand(settings))
+    elif reading.intent is Intent.OPT_IN:
+        point, names = await _opt_in(
+            session,
+            workspace_id,
+            settings,
+            channel=channel,
+            number=number,
+            point=point,
+            reading=reading,
+            evidence=evidence,
+        )
+        kind = "opt_in" if names else "not_subscribed"
+        text_out = reply_text(settings, kind, language, brand=_brand(settings), purposes=", ".join(names))
+    else:
+        text_out = None
+    reply = twiml(text_out)
+    await _finish(
+        session,
+        claimed,
+        channel=channel.value,
+        point_id=point.id if point else None,
+        intent=reading.intent,
+        reply=reply,
+    )
+    log.info("twilio_inbound", workspace_id=str(workspace_id), channel=channel.value, intent=reading.intent.value)
+    return reply
+
+
+async def handle_status(
+    session: AsyncSession, workspace_id: uuid.UUID, settings: WorkspaceSettings, params: Mapping[str, str]
+) -> bool:
+    """Process a status callback once per (MessageSid, status); False for a repeat. 21610 blocks the number."""
+    error_code = params.get("ErrorCode") or None
+    claimed = await session.scalar(
+        insert(ProviderCallback)
+        .values(
+            id=uuid7(),
+            workspace_id=workspace_id,
+            provider=PROVIDER,
+            message_sid=params["MessageSid"],
+            status=params["MessageStatus"],
+            error_code=error_code,
+            received_at=utcnow(),
+        )
+        .on_conflict_do_nothing(index_elements=["workspace_id", "provider", "message_sid", "status"])
+        .returning(ProviderCallback.id)
+    )
+    if claimed is None:
+        return False
+    if error_code == ERROR_STOPPED and params.get("To"):
+        try:
+            channel, number = channel_and_number(params["To"], settings.default_region)
+        except InvalidIdentifier:
+            return True
+        point = await ledger.find_contact_point(session, workspace_id, channel, number)
+        if point is not None:
+            await ledger.set_reachability(session, point.id, Reachability.PROVIDER_BLOCKED.value, utcnow())
+            evidence = {
+                "message_sid": params["MessageSid"],
+                "error_code": error_code,
+                "status": params["MessageStatus"],
+            }
+            await _withdraw(
+                session, workspace_id, point, trigger=Trigger.PROVIDER_BLOCK, evidence=evidence, actor=TWILIO
+            )
+            log.info("twilio_provider_block", workspace_id=str(workspace_id), contact_point_id=str(point.id))
+    return True
+
+
+async def _withdraw(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    point: ContactPoint,
+    *,
+    trigger: Trigger,
+    evidence: Mapping[str, Any],
+    actor: Actor,
+) -> list[Applied]:
+    """The channel-level row and every marketing purpose of this address go to ``opted_out``."""
+    marketing = {p.id for p in await purposes.list_purposes(session, workspace_id) if p.kind == PurposeKind.MARKETING}
+    rows = await _consents_of_point(session, point)
+    purpose_ids: list[uuid.UUID | None] = [
+        None,
+        *sorted((r.purpose_id for r in rows if r.purpose_id in marketing), key=str),
+    ]
+    changes = [Change(point, purpose_id, trigger, evidence) for purpose_id in purpose_ids]
+    return await apply_changes(session, workspace_id, changes, actor, skip_not_allowed=True)
+
+
+async def _opt_in(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    settings: WorkspaceSettings,
+    *,
+    channel: Channel,
+    number: str,
+    point: ContactPoint | None,
+    reading: Classification,
+    evidence: Mapping[str, Any],
+) -> tuple[ContactPoint | None, list[str]]:
+    """Opt in what the start word covers; returns the point and the purpose names opted in (none: not allowed)."""
+    by_key = {p.key: p for p in await purposes.list_purposes(session, workspace_id)}
+    states = {r.purpose_id: State(r.state) for r in await _consents_of_point(session, point)} if point else {}
+    wanted: list[uuid.UUID]
+    if reading.purpose is not None and reading.purpose in by_key:
+        wanted = [by_key[reading.purpose].id]
+    else:
+        wanted = [pid for pid, state in states.items() if pid is not None and state is State.PENDING]
+        if not wanted and settings.phone.default_purpose in by_key:
+            wanted = [by_key[settings.phone.default_purpose].id]
+    allowed = [
+        pid
+        for pid in wanted
+        if states.get(pid) in (State.PENDING, State.OPTED_IN) or settings.phone.keyword_only_opt_in
+    ]
+    if not allowed:
+        return point, []
+    point = point or await _new_point(session, workspace_id, channel, number)
+    changes = [Change(point, pid, Trigger.START_WORD, evidence) for pid in allowed]
+    applied = await apply_changes(session, workspace_id, changes, SUBJECT, skip_not_allowed=True)
+    names = {p.id: p.name for p in by_key.values()}
+    return point, [names[a.purpose_id] for a in applied if a.purpose_id and a.to_state is State.OPTED_IN]
+
+
+async def _consents_of_point(session: AsyncSession, point: ContactPoint | None) -> Sequence[Consent]:
+    if point is None:
+        return []
+    return [c for c in await ledger.consents_of(session, point.contact_id) if c.contact_point_id == point.id]
+
+
+async def _new_point(session: AsyncSession, workspace_id: uuid.UUID, channel: Channel, number: str) -> ContactPoint:
+    contact = await ledger.add_contact(session, workspace_id, None, None, None)
+    return await ledger.add_contact_point(
+        session, workspace_id, contact_id=contact.id, channel=channel, value=number, details={}
+    )
+
+
+async def _contact_language(session: AsyncSession, point: ContactPoint | None) -> str | None:
+    if point is None:
+        return None
+    contact = await ledger.get_contact(session, point.contact_id)
+    return contact.locale.split("-")[0] if contact.locale else None
+
+
+def _brand(settings: WorkspaceSettings) -> str:
+    return settings.brand or ""  # the controller fills in the workspace name when no brand is set
+
+
+def _evidence(message: Inbound, reading: Classification) -> dict[str, Any]:
+    evidence: dict[str, Any] = {
+        "provider": PROVIDER,
+        "message_sid": message.message_sid,
+        "from": message.sender,
+        "to": message.recipient,
+        "body": message.body,
+        "keyword": reading.keyword,
+        "raw_params_digest": message.digest,
+        "collection_method": "inbound_whatsapp"
+        if message.sender.lower().startswith("whatsapp:")
+        else f"inbound_sms:{reading.keyword}",
+    }
+    if reading.natural_language:
+        evidence["natural_language"] = True
+    for name in ("WaId", "ProfileName", "OptOutType", "ButtonPayload"):
+        if (value := message.first(name)) is not None:
+            evidence[name] = value
+    return evidence
+
+
+async def _finish(
+    session: AsyncSession,
+    claim_id: uuid.UUID,
+    *,
+    channel: str,
+    point_id: uuid.UUID | None,
+    intent: Intent,
+    reply: str,
+) -> None:
+    await session.execute(
+        update(InboundMessage)
+        .where(InboundMessage.id == claim_id)
+        .values(channel=channel, contact_point_id=point_id, intent=intent.value, reply=reply)
+    )

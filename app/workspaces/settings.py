@@ -1,0 +1,151 @@
+"""A workspace's settings: locale, phone region, brand, SMS/WhatsApp keywords and replies, Twilio credentials.
+
+Stored as JSON on the workspace row, validated by these types. The Twilio auth token is sealed with a key
+derived from ``CONSENT_SECRET_KEY`` (it must stay usable: it is the key of Twilio's webhook signatures).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+
+from app.domain.keywords import DEFAULT_KEYWORDS, KeywordSet
+
+Text = Annotated[str, msgspec.Meta(min_length=1, max_length=640)]
+Language = Annotated[str, msgspec.Meta(pattern=r"^[a-z]{2,3}$")]
+
+
+class ReplyTexts(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    """Replies in one language; unset ones use the built-in English or German default.
+
+    Placeholders: ``{brand}``, ``{purposes}``, ``{frequency}``, ``{help_contact}``, ``{signup_url}``.
+    """
+
+    opt_in: Text | None = None
+    help: Text | None = None
+    stop: Text | None = None
+    not_subscribed: Text | None = None
+
+
+class KeywordsIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    """Extra keywords of one language, added to the defaults (the defaults cannot be removed)."""
+
+    opt_out: list[Annotated[str, msgspec.Meta(min_length=1, max_length=40)]] = msgspec.field(default_factory=list)
+    opt_in: list[Annotated[str, msgspec.Meta(min_length=1, max_length=40)]] = msgspec.field(default_factory=list)
+    help: list[Annotated[str, msgspec.Meta(min_length=1, max_length=40)]] = msgspec.field(default_factory=list)
+
+
+class PhoneSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    """How the SMS and WhatsApp channels behave."""
+
+    sms_from: (
+        Annotated[str, msgspec.Meta(max_length=64, description="E.164 number or Messaging Service SID.")] | None
+    ) = None
+    whatsapp_from: Annotated[str, msgspec.Meta(max_length=64, description="WhatsApp sender, E.164.")] | None = None
+    start_words: dict[Annotated[str, msgspec.Meta(min_length=1, max_length=40)], str] = msgspec.field(
+        default_factory=dict
+    )
+    """Own start words naming a purpose, e.g. ``{"NEWS": "newsletter"}``."""
+    keyword_only_opt_in: bool = False
+    """Whether a start word from a number with no pending signup opts it in."""
+    default_purpose: str | None = None
+    """The purpose a generic START opts into when nothing is pending (keyword-only opt-in)."""
+    stop_reply: bool = True
+    """Send one STOP confirmation; switch off where Twilio's Advanced Opt-Out already answers."""
+    natural_language_opt_out: bool = True
+    """Treat short messages asking to stop ("stop please") as opt-outs, flagged in the evidence."""
+    frequency: Text | None = None
+    help_contact: Text | None = None
+    signup_url: Text | None = None
+    keywords: dict[Language, KeywordsIn] = msgspec.field(default_factory=dict)
+    texts: dict[Language, ReplyTexts] = msgspec.field(default_factory=dict)
+
+
+class TwilioSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    """This workspace's Twilio account, overriding ``TWILIO_ACCOUNT_SID``/``TWILIO_AUTH_TOKEN``."""
+
+    account_sid: Annotated[str, msgspec.Meta(pattern=r"^AC[0-9a-fA-F]{32}$")] | None = None
+    auth_token_sealed: str | None = None
+
+
+class WorkspaceSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    """Everything configurable per workspace."""
+
+    brand: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
+    locale: Language = "de"
+    default_region: Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{2}$")] = "DE"
+    timezone: Annotated[str, msgspec.Meta(max_length=64)] = "Europe/Berlin"
+    phone: PhoneSettings = msgspec.field(default_factory=PhoneSettings)
+    twilio: TwilioSettings = msgspec.field(default_factory=TwilioSettings)
+
+    @classmethod
+    def load(cls, stored: dict[str, Any]) -> WorkspaceSettings:
+        """From the workspace row's JSON."""
+        return msgspec.convert(stored, cls)
+
+    def dump(self) -> dict[str, Any]:
+        """To the workspace row's JSON."""
+        return msgspec.to_builtins(self)  # type: ignore[no-any-return]
+
+    def keyword_sets(self) -> dict[str, KeywordSet]:
+        """The default keyword sets plus this workspace's additions."""
+        sets = dict(DEFAULT_KEYWORDS)
+        for language, extra in self.phone.keywords.items():
+            base = sets.get(language, KeywordSet(frozenset(), frozenset(), frozenset()))
+            added = KeywordSet.of(extra.opt_out, extra.opt_in, extra.help)
+            sets[language] = KeywordSet(
+                base.opt_out | added.opt_out, base.opt_in | added.opt_in, base.help | added.help
+            )
+        return sets
+
+
+DEFAULT_TEXTS: dict[str, dict[str, str]] = {
+    "en": {
+        "opt_in": "{brand}: You are now subscribed to {purposes}. {frequency}. Msg&data rates may apply. "
+        "Reply HELP for help, STOP to cancel.",
+        "help": "{brand}: Help at {help_contact}. Msg&data rates may apply. {frequency}. Reply STOP to cancel.",
+        "stop": "You are unsubscribed from {brand}. You will no longer receive messages from us. "
+        "Reply HELP for help or contact {help_contact}.",
+        "not_subscribed": "{brand}: We have no signup for this number. To subscribe, please sign up first: "
+        "{signup_url}",
+    },
+    "de": {
+        "opt_in": "{brand}: Sie sind jetzt für {purposes} angemeldet. {frequency}. Es können Kosten für SMS "
+        "und Daten anfallen. Hilfe: HILFE, Abmelden: STOPP.",
+        "help": "{brand}: Hilfe unter {help_contact}. Es können Kosten für SMS und Daten anfallen. {frequency}. "
+        "Abmelden: STOPP.",
+        "stop": "Sie sind von {brand} abgemeldet und erhalten keine Nachrichten mehr von uns. "
+        "Hilfe: HILFE oder {help_contact}.",
+        "not_subscribed": "{brand}: Für diese Nummer liegt keine Anmeldung vor. Bitte melden Sie sich zuerst an: "
+        "{signup_url}",
+    },
+}
+
+
+_DEFAULT_FREQUENCY = {"en": "Message frequency varies", "de": "Nachrichten nach Bedarf"}
+
+
+def reply_text(settings: WorkspaceSettings, kind: str, language: str, **values: str) -> str:
+    """The reply ``kind`` in ``language`` (falling back to the workspace locale, then English), filled in."""
+    text: str | None = None
+    used = "en"
+    for lang in (language, settings.locale, "en"):
+        own = settings.phone.texts.get(lang)
+        text = getattr(own, kind, None) if own else None
+        if text is None and lang in DEFAULT_TEXTS:
+            text = DEFAULT_TEXTS[lang][kind]
+        if text is not None:
+            used = lang
+            break
+    assert text is not None
+    defaults = {
+        "frequency": settings.phone.frequency or _DEFAULT_FREQUENCY.get(used, _DEFAULT_FREQUENCY["en"]),
+        "help_contact": settings.phone.help_contact or "",
+        "signup_url": settings.phone.signup_url or "",
+        "purposes": "",
+        "brand": settings.brand or "",
+    }
+    filled = text.format_map({**defaults, **values})
+    # tidy what empty placeholders leave behind ("at .", ": .", double spaces)
+    return " ".join(filled.replace(" .", ".").replace("..", ".").split()).strip(" :")
