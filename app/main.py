@@ -15,6 +15,7 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.eligibility.controllers import EligibilityController
 from app.ledger.controllers import AuditController, ContactController, ObjectionController, WithdrawalController
 from app.lib.auth import api_key_guard, provide_principal
 from app.lib.db import Database, head_revision, migrate
@@ -91,6 +92,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
             ObjectionController,
             AuditController,
             SignupController,
+            EligibilityController,
         ],
         guards=[api_key_guard],
         security=[{"bearer": []}],

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, c
 from app.lib.auth import Scope
 from app.lib.db import Database, migrate
 from app.lib.embedded_pg import EmbeddedPostgres
+from app.lib.keys import Keys
 from app.main import create_app
 from app.settings import Settings
 from app.workspaces import service as workspace_service
@@ -237,9 +238,15 @@ class Ledger:
             return await purposes.create_purpose(db_session, self.workspace_id, key, key.title(), kind)
 
     async def point(
-        self, channel: str, value: str, external_id: str | None = None, contact_id: uuid.UUID | None = None
+        self,
+        channel: str,
+        value: str,
+        external_id: str | None = None,
+        contact_id: uuid.UUID | None = None,
+        details: dict[str, Any] | None = None,
     ) -> Any:
         from app.ledger import repository  # noqa: PLC0415
+        from app.ledger.service import add_point  # noqa: PLC0415
 
         async with self.database.sessionmaker() as db_session, db_session.begin():
             if contact_id is None:
@@ -247,8 +254,14 @@ class Ledger:
                     db_session, self.workspace_id, external_id, "de", "Europe/Berlin"
                 )
                 contact_id = contact.id
-            return await repository.add_contact_point(
-                db_session, self.workspace_id, contact_id=contact_id, channel=channel, value=value, details={}
+            return await add_point(
+                db_session,
+                Keys(TEST_SECRET),
+                self.workspace_id,
+                contact_id=contact_id,
+                channel=channel,
+                value=value,
+                details=details,
             )
 
     async def apply(self, point: Any, purpose_id: uuid.UUID | None, *triggers: str, **kwargs: Any) -> list[Any]:

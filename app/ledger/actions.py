@@ -20,7 +20,7 @@ from app.domain.identifiers import PostalAddress, email_suppression_form
 from app.domain.model import Channel, ObjectionKind, PurposeKind, SuppressionReason, SuppressionScope, Trigger
 from app.ledger import repository
 from app.ledger.models import Contact, ContactPoint
-from app.ledger.service import Actor, Applied, Change, apply_changes, require_contact
+from app.ledger.service import Actor, Applied, Change, add_point, apply_changes, require_contact
 from app.lib.errors import InvalidInput
 from app.lib.keys import Keys
 from app.purposes import repository as purposes
@@ -107,8 +107,9 @@ async def object_to_marketing(
         if point is None:
             if contact is None:
                 contact = await repository.add_contact(session, workspace_id, None, None, None)
-            point = await repository.add_contact_point(
+            point = await add_point(
                 session,
+                keys,
                 workspace_id,
                 contact_id=contact.id,
                 channel=Channel.PRINT,

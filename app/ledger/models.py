@@ -17,7 +17,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.domain.model import Channel, LegalBasis, Reachability, State, SuppressionReason, SuppressionScope
@@ -56,6 +56,7 @@ class ContactPoint(UUIDPrimaryKey, CreatedAt, Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
     reachability: Mapped[str] = mapped_column(Text, server_default=Reachability.REACHABLE.value)
     reachability_changed_at: Mapped[datetime | None]
+    suppression_keys: Mapped[list[bytes]] = mapped_column(ARRAY(LargeBinary), server_default=text("'{}'::bytea[]"))
 
     __table_args__ = (
         UniqueConstraint("workspace_id", "channel", "value"),

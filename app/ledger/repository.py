@@ -76,6 +76,7 @@ async def add_contact_point(
     channel: str,
     value: str,
     details: dict[str, Any],
+    suppression_keys: list[bytes],
 ) -> ContactPoint:
     """Insert a contact point, or return the existing one with this value (it may belong to another contact)."""
     inserted: ContactPoint | None = await session.scalar(
@@ -87,6 +88,7 @@ async def add_contact_point(
             channel=channel,
             value=value,
             details=details,
+            suppression_keys=suppression_keys,
         )
         .on_conflict_do_nothing(index_elements=["workspace_id", "channel", "value"])
         .returning(ContactPoint)

@@ -24,6 +24,7 @@ from app.ledger import repository
 from app.ledger.models import Consent, ContactPoint
 from app.lib.errors import InvalidInput, NotFound
 from app.lib.ids import uuid7
+from app.lib.keys import Keys
 from app.lib.orm import utcnow
 from app.purposes.models import Notice
 
@@ -249,6 +250,29 @@ def _check_notice(change: Change) -> None:
         raise InvalidInput(
             f"The notice does not cover the {change.contact_point.channel} channel.", code="notice_mismatch"
         )
+
+
+async def add_point(
+    session: AsyncSession,
+    keys: Keys,
+    workspace_id: uuid.UUID,
+    *,
+    contact_id: uuid.UUID,
+    channel: str,
+    value: str,
+    details: dict[str, Any] | None = None,
+) -> ContactPoint:
+    """Create (or find) a contact point with the keys it is matched against suppressions by."""
+    details = details or {}
+    return await repository.add_contact_point(
+        session,
+        workspace_id,
+        contact_id=contact_id,
+        channel=channel,
+        value=value,
+        details=details,
+        suppression_keys=keys.point_keys(channel, value, details),
+    )
 
 
 async def require_contact(session: AsyncSession, workspace_id: uuid.UUID, ref: str) -> Any:

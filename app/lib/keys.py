@@ -41,6 +41,18 @@ class Keys:
         raw = base64.urlsafe_b64decode(payload)
         return self._sealing.decrypt(raw[:12], raw[12:], context.encode()).decode()
 
+    def point_keys(self, channel: str, value: str, details: dict[str, object]) -> list[bytes]:
+        """The current-version keys a contact point is matched against suppressions by.
+
+        Email is lower-cased as a whole (over-matching is the safe side); a postal address has the person's key
+        and the household's (a "no advertising" sticker covers everyone living there).
+        """
+        identifiers = [value.lower() if channel == "email" else value]
+        household = details.get("address_key")
+        if channel == "print" and isinstance(household, str) and household != value:
+            identifiers.append(household)
+        return [self.suppression_keys(channel, identifier)[CURRENT_PEPPER_VERSION] for identifier in identifiers]
+
     def suppression_keys(self, channel: str, normalised: str) -> dict[int, bytes]:
         """``HMAC-SHA256(pepper_vN, channel:identifier)`` for every pepper version (CHANNEL_RULES.md §8 X4)."""
         message = f"{channel}:{normalised}".encode()

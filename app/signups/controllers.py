@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.domain.model import ActorType
 from app.ledger.service import Actor
 from app.lib.auth import Principal, Scope
+from app.lib.keys import Keys
 from app.lib.openapi import errors
 from app.signups import service
 from app.signups.schemas import SignupIn, SignupOut
@@ -24,10 +25,13 @@ class SignupController(Controller):
 
     @post(operation_id="createSignup", status_code=202, responses=errors(401, 403, 404, 422))
     async def create(
-        self, data: JSONBody[SignupIn], principal: NamedDependency[Principal], db: NamedDependency[AsyncSession]
+        self,
+        data: JSONBody[SignupIn],
+        principal: NamedDependency[Principal],
+        db: NamedDependency[AsyncSession],
+        keys: NamedDependency[Keys],
     ) -> SignupOut:
         """Record the signup as `pending` with its evidence and notice; answers what the person must do next."""
         async with db.begin():
-            return await service.sign_up(
-                db, principal.workspace_id, data, Actor(ActorType.API_KEY, str(principal.api_key_id))
-            )
+            actor = Actor(ActorType.API_KEY, str(principal.api_key_id))
+            return await service.sign_up(db, keys, principal.workspace_id, data, actor)

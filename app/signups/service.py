@@ -11,15 +11,18 @@ from app.domain.identifiers import normalise_phone
 from app.domain.model import Channel, PurposeKind, Trigger
 from app.ledger import repository as ledger
 from app.ledger.models import ContactPoint
-from app.ledger.service import Actor, Change, apply_changes
+from app.ledger.service import Actor, Change, add_point, apply_changes
 from app.lib.errors import InvalidInput
+from app.lib.keys import Keys
 from app.purposes.service import require_notice, require_purpose
 from app.signups.schemas import Instructions, SignupIn, SignupOut
 from app.workspaces.service import settings_of
 from app.workspaces.settings import WorkspaceSettings
 
 
-async def sign_up(session: AsyncSession, workspace_id: uuid.UUID, data: SignupIn, actor: Actor) -> SignupOut:
+async def sign_up(
+    session: AsyncSession, keys: Keys, workspace_id: uuid.UUID, data: SignupIn, actor: Actor
+) -> SignupOut:
     """Record ``signup`` (state ``pending``); an address already opted in stays as it is."""
     settings = await settings_of(session, workspace_id)
     channel = Channel(data.channel)
@@ -29,7 +32,7 @@ async def sign_up(session: AsyncSession, workspace_id: uuid.UUID, data: SignupIn
     if purpose.kind != PurposeKind.MARKETING:
         raise InvalidInput(f"'{purpose.key}' is transactional and needs no opt-in.", code="purpose_not_consent_based")
     notice = await require_notice(session, workspace_id, data.notice_id)
-    point = await _contact_point(session, workspace_id, data, channel, value)
+    point = await _contact_point(session, keys, workspace_id, data, channel=channel, value=value)
     evidence = {
         **msgspec.to_builtins(data.evidence),
         "collection_method": f"web_form:{data.evidence.form_id or 'unknown'}",
@@ -50,7 +53,7 @@ async def sign_up(session: AsyncSession, workspace_id: uuid.UUID, data: SignupIn
 
 
 async def _contact_point(
-    session: AsyncSession, workspace_id: uuid.UUID, data: SignupIn, channel: Channel, value: str
+    session: AsyncSession, keys: Keys, workspace_id: uuid.UUID, data: SignupIn, *, channel: Channel, value: str
 ) -> ContactPoint:
     """The address's contact point; the address identifies the person, so a known one keeps its contact."""
     point = await ledger.find_contact_point(session, workspace_id, channel, value)
@@ -58,9 +61,7 @@ async def _contact_point(
         return point
     given = data.contact
     contact = await ledger.add_contact(session, workspace_id, given.external_id, given.locale, given.timezone)
-    return await ledger.add_contact_point(
-        session, workspace_id, contact_id=contact.id, channel=channel, value=value, details={}
-    )
+    return await add_point(session, keys, workspace_id, contact_id=contact.id, channel=channel, value=value)
 
 
 def _instructions(settings: WorkspaceSettings, channel: Channel, purpose_key: str) -> Instructions:

@@ -97,7 +97,7 @@ class TwilioWebhookController(Controller):
                 body=_one(params, "Body", required=False),
                 raw=params,
             )
-            reply = await service.handle_inbound(db, workspace_id, settings, message)
+            reply = await service.handle_inbound(db, state.derived_keys, workspace_id, settings, message)
         return Response(reply, media_type="application/xml")
 
     @post("/status", operation_id="twilioStatus", status_code=204, responses=errors(403, 404, 422))

@@ -29,8 +29,9 @@ from app.domain.keywords import Classification, Intent, classify
 from app.domain.model import ActorType, Channel, PurposeKind, Reachability, State, Trigger
 from app.ledger import repository as ledger
 from app.ledger.models import Consent, ContactPoint
-from app.ledger.service import Actor, Applied, Change, apply_changes
+from app.ledger.service import Actor, Applied, Change, add_point, apply_changes
 from app.lib.ids import uuid7
+from app.lib.keys import Keys
 from app.lib.orm import utcnow
 from app.purposes import repository as purposes
 from app.twilio.models import InboundMessage, ProviderCallback
@@ -79,7 +80,7 @@ class Inbound:
 
 
 async def handle_inbound(
-    session: AsyncSession, workspace_id: uuid.UUID, settings: WorkspaceSettings, message: Inbound
+    session: AsyncSession, keys: Keys, workspace_id: uuid.UUID, settings: WorkspaceSettings, message: Inbound
 ) -> str:
     """Process one inbound message in the caller's transaction; returns the TwiML reply."""
     claimed = await session.scalar(
@@ -124,7 +125,7 @@ async def handle_inbound(
     language = reading.language or await _contact_language(session, point) or settings.locale
     evidence = _evidence(message, reading)
     if reading.intent is Intent.OPT_OUT:
-        point = point or await _new_point(session, workspace_id, channel, number)
+        point = point or await _new_point(session, keys, workspace_id, channel, number)
         applied = await _withdraw(
             session, workspace_id, point, trigger=Trigger.STOP_WORD, evidence=evidence, actor=SUBJECT
         )
@@ -139,6 +140,7 @@ async def handle_inbound(
     elif reading.intent is Intent.OPT_IN:
         point, names = await _opt_in(
             session,
+            keys,
             workspace_id,
             settings,
             channel=channel,
@@ -227,6 +229,7 @@ async def _withdraw(
 
 async def _opt_in(
     session: AsyncSession,
+    keys: Keys,
     workspace_id: uuid.UUID,
     settings: WorkspaceSettings,
     *,
@@ -253,7 +256,7 @@ async def _opt_in(
     ]
     if not allowed:
         return point, []
-    point = point or await _new_point(session, workspace_id, channel, number)
+    point = point or await _new_point(session, keys, workspace_id, channel, number)
     changes = [Change(point, pid, Trigger.START_WORD, evidence) for pid in allowed]
     applied = await apply_changes(session, workspace_id, changes, SUBJECT, skip_not_allowed=True)
     names = {p.id: p.name for p in by_key.values()}
@@ -266,11 +269,11 @@ async def _consents_of_point(session: AsyncSession, point: ContactPoint | None) 
     return [c for c in await ledger.consents_of(session, point.contact_id) if c.contact_point_id == point.id]
 
 
-async def _new_point(session: AsyncSession, workspace_id: uuid.UUID, channel: Channel, number: str) -> ContactPoint:
+async def _new_point(
+    session: AsyncSession, keys: Keys, workspace_id: uuid.UUID, channel: Channel, number: str
+) -> ContactPoint:
     contact = await ledger.add_contact(session, workspace_id, None, None, None)
-    return await ledger.add_contact_point(
-        session, workspace_id, contact_id=contact.id, channel=channel, value=number, details={}
-    )
+    return await add_point(session, keys, workspace_id, contact_id=contact.id, channel=channel, value=number)
 
 
 async def _contact_language(session: AsyncSession, point: ContactPoint | None) -> str | None:

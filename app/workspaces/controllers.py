@@ -81,6 +81,7 @@ def _settings_out(settings: WorkspaceSettings) -> WorkspaceSettingsOut:
         twilio=TwilioSettingsOut(
             account_sid=settings.twilio.account_sid, auth_token_set=settings.twilio.auth_token_sealed is not None
         ),
+        send_windows=settings.send_windows,
     )
 
 

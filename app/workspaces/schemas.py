@@ -8,8 +8,9 @@ from typing import Annotated
 
 import msgspec
 
+from app.domain.model import Channel
 from app.lib.auth import Scope
-from app.workspaces.settings import PhoneSettings
+from app.workspaces.settings import PhoneSettings, SendWindow, default_windows
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, description="A label people recognise.")]
 
@@ -69,6 +70,7 @@ class WorkspaceSettingsIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tr
     timezone: Annotated[str, msgspec.Meta(max_length=64)] = "Europe/Berlin"
     phone: PhoneSettings = msgspec.field(default_factory=PhoneSettings)
     twilio: TwilioSettingsIn = msgspec.field(default_factory=TwilioSettingsIn)
+    send_windows: dict[Channel, SendWindow] = msgspec.field(default_factory=default_windows)
 
 
 class WorkspaceSettingsOut(msgspec.Struct, kw_only=True):
@@ -80,3 +82,4 @@ class WorkspaceSettingsOut(msgspec.Struct, kw_only=True):
     timezone: str
     phone: PhoneSettings
     twilio: TwilioSettingsOut
+    send_windows: dict[Channel, SendWindow]

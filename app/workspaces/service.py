@@ -82,6 +82,7 @@ async def replace_settings(
         timezone=new.timezone,
         phone=new.phone,
         twilio=TwilioSettings(account_sid=new.twilio.account_sid, auth_token_sealed=sealed),
+        send_windows=new.send_windows,
     )
     await repository.save_settings(session, workspace_id, settings.dump())
     return settings

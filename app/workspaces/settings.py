@@ -6,11 +6,14 @@ derived from ``CONSENT_SECRET_KEY`` (it must stay usable: it is the key of Twili
 
 from __future__ import annotations
 
+from datetime import time
 from typing import Annotated, Any
 
 import msgspec
 
+from app.domain.gate import Window
 from app.domain.keywords import DEFAULT_KEYWORDS, KeywordSet
+from app.domain.model import Channel
 
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=640)]
 Language = Annotated[str, msgspec.Meta(pattern=r"^[a-z]{2,3}$")]
@@ -69,6 +72,21 @@ class TwilioSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, o
     auth_token_sealed: str | None = None
 
 
+class SendWindow(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Daily hours in the recipient's time zone (the workspace's when unknown) in which sending is allowed."""
+
+    start: Annotated[str, msgspec.Meta(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM")]
+    end: Annotated[str, msgspec.Meta(pattern=r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$", description="HH:MM, exclusive")]
+
+
+def default_windows() -> dict[Channel, SendWindow]:
+    """US federal quiet hours (47 CFR 64.1200(c)(1)) as the default for the phone channels."""
+    return {
+        Channel.SMS: SendWindow(start="08:00", end="21:00"),
+        Channel.WHATSAPP: SendWindow(start="08:00", end="21:00"),
+    }
+
+
 class WorkspaceSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
     """Everything configurable per workspace."""
 
@@ -78,6 +96,7 @@ class WorkspaceSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
     timezone: Annotated[str, msgspec.Meta(max_length=64)] = "Europe/Berlin"
     phone: PhoneSettings = msgspec.field(default_factory=PhoneSettings)
     twilio: TwilioSettings = msgspec.field(default_factory=TwilioSettings)
+    send_windows: dict[Channel, SendWindow] = msgspec.field(default_factory=default_windows)
 
     @classmethod
     def load(cls, stored: dict[str, Any]) -> WorkspaceSettings:
@@ -149,3 +168,12 @@ def reply_text(settings: WorkspaceSettings, kind: str, language: str, **values: 
     filled = text.format_map({**defaults, **values})
     # tidy what empty placeholders leave behind ("at .", ": .", double spaces)
     return " ".join(filled.replace(" .", ".").replace("..", ".").split()).strip(" :")
+
+
+def window_of(settings: WorkspaceSettings, channel: Channel) -> Window | None:
+    """The send window of ``channel`` (``None``: any time)."""
+    configured = settings.send_windows.get(channel)
+    if configured is None:
+        return None
+    end = time.max if configured.end == "24:00" else time.fromisoformat(configured.end)
+    return Window(start=time.fromisoformat(configured.start), end=end)

@@ -84,7 +84,13 @@ async def test_audit_verify_command_reports_valid_and_broken_chains(pg_server):
             workspace_id = uuid.UUID(workspace["id"])
             contact = await repository.add_contact(session, workspace_id, None, None, None)
             point = await repository.add_contact_point(
-                session, workspace_id, contact_id=contact.id, channel="sms", value="+4915100000009", details={}
+                session,
+                workspace_id,
+                contact_id=contact.id,
+                channel="sms",
+                value="+4915100000009",
+                details={},
+                suppression_keys=[],
             )
             for trigger in (Trigger.STOP_WORD, Trigger.START_WORD):
                 await apply_changes(session, workspace_id, [Change(point, None, trigger)], Actor(ActorType.SYSTEM))

@@ -23,7 +23,7 @@ async def committed_setup(maker, phones):
         contact = await repository.add_contact(session, workspace.id, None, None, None)
         points = [
             await repository.add_contact_point(
-                session, workspace.id, contact_id=contact.id, channel="sms", value=p, details={}
+                session, workspace.id, contact_id=contact.id, channel="sms", value=p, details={}, suppression_keys=[]
             )
             for p in phones
         ]

@@ -1,0 +1,192 @@
+"""The send gate: permitted AND reachable AND NOT suppressed AND inside the send window (DESIGN.md).
+
+One function decides for one contact point; eligibility, audiences and (later) every send use it, and the
+audience export builds its SQL filter from the same tables below.
+
+Precedence when several reasons apply — the person's own expressed will first, then our records of it, then
+facts about the address, then time:
+``objected`` > ``opted_out`` > ``suppressed`` > ``declined`` > ``expired`` > ``pending_confirmation`` >
+``no_consent`` > ``provider_blocked`` > ``undeliverable`` > ``expired_address`` > ``outside_send_window``.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from app.domain.model import Channel, PurposeKind, Reachability, State, SuppressionScope
+
+
+class Reason(enum.StrEnum):
+    """Why a contact point may or may not be contacted."""
+
+    OPTED_IN = "opted_in"
+    LEGITIMATE_INTEREST = "legitimate_interest"
+    TRANSACTIONAL = "transactional"
+    OBJECTED = "objected"
+    OPTED_OUT = "opted_out"
+    SUPPRESSED = "suppressed"
+    DECLINED = "declined"
+    EXPIRED = "expired"
+    PENDING_CONFIRMATION = "pending_confirmation"
+    NO_CONSENT = "no_consent"
+    PROVIDER_BLOCKED = "provider_blocked"
+    UNDELIVERABLE = "undeliverable"
+    ADDRESS_EXPIRED = "address_expired"
+    OUTSIDE_SEND_WINDOW = "outside_send_window"
+    NO_CONTACT_POINT = "no_contact_point"
+
+
+#: Lower is stronger; when no contact point of a channel is eligible, the strongest reason is answered.
+PRECEDENCE: tuple[Reason, ...] = (
+    Reason.OBJECTED,
+    Reason.OPTED_OUT,
+    Reason.SUPPRESSED,
+    Reason.DECLINED,
+    Reason.EXPIRED,
+    Reason.PENDING_CONFIRMATION,
+    Reason.NO_CONSENT,
+    Reason.PROVIDER_BLOCKED,
+    Reason.UNDELIVERABLE,
+    Reason.ADDRESS_EXPIRED,
+    Reason.OUTSIDE_SEND_WINDOW,
+    Reason.NO_CONTACT_POINT,
+)
+RANK = {reason: rank for rank, reason in enumerate(PRECEDENCE)}
+
+#: The reason a consent state gives (opted_in permits; print's ``none`` rests on legitimate interest).
+STATE_REASON: dict[State, Reason] = {
+    State.OPTED_IN: Reason.OPTED_IN,
+    State.OBJECTED: Reason.OBJECTED,
+    State.OPTED_OUT: Reason.OPTED_OUT,
+    State.DECLINED: Reason.DECLINED,
+    State.EXPIRED: Reason.EXPIRED,
+    State.PENDING: Reason.PENDING_CONFIRMATION,
+    State.NONE: Reason.NO_CONSENT,
+}
+REACHABILITY_REASON: dict[Reachability, Reason | None] = {
+    Reachability.REACHABLE: None,
+    Reachability.PROVIDER_BLOCKED: Reason.PROVIDER_BLOCKED,
+    Reachability.UNDELIVERABLE: Reason.UNDELIVERABLE,
+    Reachability.EXPIRED: Reason.ADDRESS_EXPIRED,
+}
+ELIGIBLE = frozenset({Reason.OPTED_IN, Reason.LEGITIMATE_INTEREST, Reason.TRANSACTIONAL})
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentFact:
+    """A consent row as the gate sees it."""
+
+    state: State
+    since: datetime | None
+    event_id: uuid.UUID | None
+
+
+@dataclass(frozen=True, slots=True)
+class PointFacts:
+    """Everything the gate needs about one contact point."""
+
+    id: uuid.UUID
+    channel: Channel
+    value: str
+    reachability: Reachability
+    purpose_consent: ConsentFact | None
+    channel_consent: ConsentFact | None
+    suppression_scopes: frozenset[SuppressionScope]
+    timezone: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A daily send window in the recipient's local time (``end`` exclusive)."""
+
+    start: time
+    end: time
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The gate's answer for one contact point."""
+
+    eligible: bool
+    reason: Reason
+    evidence_event_id: uuid.UUID | None
+    next_window_opens_at: datetime | None = None
+
+
+def effective_consent(facts: PointFacts) -> ConsentFact | None:
+    """The later of the purpose's consent and the channel-level one.
+
+    An objection after an opt-in wins, and so does a fresh opt-in after a withdrawal of everything.
+    """
+    candidates = [c for c in (facts.purpose_consent, facts.channel_consent) if c is not None and c.since is not None]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda c: c.since or datetime.min.replace(tzinfo=UTC))
+
+
+def decide_point(
+    facts: PointFacts,
+    kind: PurposeKind,
+    *,
+    now: datetime,
+    window: Window | None,
+    default_timezone: str,
+) -> Decision:
+    """Decide one contact point for one purpose."""
+    consent = effective_consent(facts)
+    event_id = consent.event_id if consent else None
+    if SuppressionScope.ALL in facts.suppression_scopes:
+        return Decision(eligible=False, reason=Reason.SUPPRESSED, evidence_event_id=event_id)
+    if kind is PurposeKind.TRANSACTIONAL:
+        blocked = REACHABILITY_REASON[facts.reachability]
+        if blocked is not None:
+            return Decision(eligible=False, reason=blocked, evidence_event_id=event_id)
+        return Decision(eligible=True, reason=Reason.TRANSACTIONAL, evidence_event_id=event_id)
+
+    state = consent.state if consent else State.NONE
+    if facts.channel is Channel.PRINT:
+        permission = Reason.OBJECTED if state is State.OBJECTED else Reason.LEGITIMATE_INTEREST
+    else:
+        permission = STATE_REASON[state]
+    reasons = [] if permission in ELIGIBLE else [permission]
+    if facts.suppression_scopes & {SuppressionScope.ALL_MARKETING, SuppressionScope.PURPOSE}:
+        reasons.append(Reason.SUPPRESSED)
+    if (blocked := REACHABILITY_REASON[facts.reachability]) is not None:
+        reasons.append(blocked)
+    if reasons:
+        return Decision(eligible=False, reason=min(reasons, key=RANK.__getitem__), evidence_event_id=event_id)
+    if window is not None:
+        opens = next_opening(window, now, facts.timezone or default_timezone)
+        if opens is not None:
+            return Decision(
+                eligible=False,
+                reason=Reason.OUTSIDE_SEND_WINDOW,
+                evidence_event_id=event_id,
+                next_window_opens_at=opens,
+            )
+    return Decision(eligible=True, reason=permission, evidence_event_id=event_id)
+
+
+def next_opening(window: Window, now: datetime, timezone: str) -> datetime | None:
+    """``None`` inside the window; else when it next opens (UTC), computed in local time so DST is right."""
+    zone = ZoneInfo(timezone)
+    local = now.astimezone(zone)
+    if window.start <= local.time() < window.end:
+        return None
+    day = local.date() if local.time() < window.start else local.date() + timedelta(days=1)
+    opening = datetime.combine(day, window.start, tzinfo=zone)
+    return opening.astimezone(UTC)
+
+
+def strongest(decisions: list[Decision]) -> Decision | None:
+    """The eligible decision if any, else the one with the strongest reason."""
+    if not decisions:
+        return None
+    eligible = [d for d in decisions if d.eligible]
+    if eligible:
+        return eligible[0]
+    return min(decisions, key=lambda d: RANK[d.reason])

@@ -1,0 +1,159 @@
+"""``/v1/eligibility``, ``/v1/eligibility/batch``, ``/v1/audiences``."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, get, post
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.params import FromQuery, JSONBody
+from litestar.response import Stream
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.domain.model import Channel, PurposeKind
+from app.eligibility import repository, service
+from app.eligibility.schemas import MAX_BATCH_CONTACTS, BatchIn, BatchOut, EligibilityOut
+from app.lib.auth import Principal, Scope
+from app.lib.db import Database
+from app.lib.errors import AppError
+from app.lib.openapi import errors
+from app.purposes.service import require_purpose
+from app.workspaces.service import settings_of
+
+#: Rows per chunk of the audience stream (a chunk is one database fetch and one write to the client).
+AUDIENCE_BATCH = 5000
+_AUDIENCE_COLUMNS = (
+    "contact_id",
+    "external_id",
+    "contact_point_id",
+    "channel",
+    "address",
+    "reason",
+    "evidence_event_id",
+)
+
+
+class PayloadTooLarge(AppError):
+    """More than a batch may hold (413)."""
+
+    status = 413
+    code = "batch_too_large"
+    title = "Request too large"
+
+
+class EligibilityController(Controller):
+    """What campaign tools ask before every send (scope `eligibility:read`)."""
+
+    path = "/"
+    tags = ["eligibility"]  # noqa: RUF012  # Litestar reads class attributes
+    opt = {"scope": Scope.ELIGIBILITY_READ}  # noqa: RUF012
+
+    @get("/eligibility", operation_id="getEligibility", responses=errors(401, 403, 404))
+    async def single(
+        self,
+        principal: NamedDependency[Principal],
+        db: NamedDependency[AsyncSession],
+        contact: FromQuery[Annotated[str, msgspec.Meta(min_length=1, max_length=200)]],
+        channel: FromQuery[Channel],
+        purpose: FromQuery[Annotated[str, msgspec.Meta(min_length=1, max_length=63)]],
+    ) -> EligibilityOut:
+        """May we contact this person on this channel for this purpose now, why, and on which evidence."""
+        found = await require_purpose(db, principal.workspace_id, purpose)
+        settings = await settings_of(db, principal.workspace_id)
+        return await service.single(
+            db, principal.workspace_id, settings, contact_ref=contact, channel=channel, purpose=found
+        )
+
+    @post(
+        "/eligibility/batch",
+        operation_id="getEligibilityBatch",
+        status_code=200,
+        responses=errors(401, 403, 404, 413, 422),
+    )
+    async def batch(
+        self, data: JSONBody[BatchIn], principal: NamedDependency[Principal], db: NamedDependency[AsyncSession]
+    ) -> BatchOut:
+        """One decision per contact and channel, for up to 10,000 contacts (more answers 413)."""
+        if len(data.contacts) > MAX_BATCH_CONTACTS:
+            raise PayloadTooLarge(
+                f"A batch holds at most {MAX_BATCH_CONTACTS:,} contacts; this one has {len(data.contacts):,}. "
+                "Split it, or stream a whole audience with GET /v1/audiences."
+            )
+        found = await require_purpose(db, principal.workspace_id, data.purpose)
+        settings = await settings_of(db, principal.workspace_id)
+        decided_at, decisions = await service.batch(
+            db, principal.workspace_id, settings, refs=data.contacts, channels=data.channels, purpose=found
+        )
+        return BatchOut(purpose=found.key, decided_at=decided_at, decisions=decisions)
+
+    @get(
+        "/audiences",
+        operation_id="streamAudience",
+        responses=errors(401, 403, 404),
+        media_type="application/x-ndjson",
+    )
+    async def audience(
+        self,
+        request: Request[Any, Any, Any],
+        state: State,
+        principal: NamedDependency[Principal],
+        purpose: FromQuery[Annotated[str, msgspec.Meta(min_length=1, max_length=63)]],
+        channel: FromQuery[Annotated[list[Channel], msgspec.Meta(min_length=1)]],
+    ) -> Stream:
+        """Every eligible contact point, streamed as NDJSON (or CSV with `Accept: text/csv`) in constant memory.
+
+        The send window is a send-time check and is not applied here; routing re-checks every message.
+        """
+        database: Database = state.database
+        # The stream outlives this handler, so it owns its session (the request's closes when we return).
+        session = database.sessionmaker()
+        try:
+            found = await require_purpose(session, principal.workspace_id, purpose)
+        except BaseException:
+            await session.close()
+            raise
+        as_csv = "text/csv" in request.headers.get("accept", "")
+        batches = repository.stream_audience(
+            session,
+            principal.workspace_id,
+            found.id,
+            PurposeKind(found.kind),
+            sorted(set(channel)),
+            batch=AUDIENCE_BATCH,
+        )
+        body = _csv(batches, session) if as_csv else _ndjson(batches, session)
+        media_type = "text/csv; charset=utf-8" if as_csv else "application/x-ndjson"
+        # Litestar lets the handler's declared media type override Stream(media_type=…); an explicit header wins.
+        return Stream(body, headers={"Content-Type": media_type, "Cache-Control": "no-store"})
+
+
+async def _ndjson(batches: AsyncIterator[list[Any]], session: AsyncSession) -> AsyncIterator[bytes]:
+    encoder = msgspec.json.Encoder()
+    try:
+        async for rows in batches:
+            buffer = bytearray()
+            for row in rows:
+                encoder.encode_into(dict(zip(_AUDIENCE_COLUMNS, row, strict=True)), buffer, -1)
+                buffer.extend(b"\n")
+            yield bytes(buffer)
+    finally:
+        await session.close()
+
+
+async def _csv(batches: AsyncIterator[list[Any]], session: AsyncSession) -> AsyncIterator[bytes]:
+    try:
+        header = io.StringIO()
+        csv.writer(header).writerow(_AUDIENCE_COLUMNS)
+        yield header.getvalue().encode()
+        async for rows in batches:
+            chunk = io.StringIO()
+            writer = csv.writer(chunk)
+            writer.writerows(["" if value is None else str(value) for value in row] for row in rows)
+            yield chunk.getvalue().encode()
+    finally:
+        await session.close()

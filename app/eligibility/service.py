@@ -1,0 +1,128 @@
+"""Eligibility decisions: facts from the database, the decision from the domain's send gate.
+
+Nothing is cached, so a withdrawal acknowledged before the question is always reflected.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.domain.gate import Decision, PointFacts, Reason, decide_point, strongest
+from app.domain.identifiers import mask
+from app.domain.model import Channel, PurposeKind
+from app.eligibility import repository
+from app.eligibility.schemas import BatchDecision, EligibilityOut, PointDecision
+from app.ledger.service import require_contact
+from app.lib.orm import utcnow
+from app.purposes.models import Purpose
+from app.workspaces.settings import WorkspaceSettings, window_of
+
+
+def _decide_all(
+    facts: Sequence[PointFacts], purpose: Purpose, settings: WorkspaceSettings, now: datetime
+) -> list[tuple[PointFacts, Decision]]:
+    kind = PurposeKind(purpose.kind)
+    return [
+        (f, decide_point(f, kind, now=now, window=window_of(settings, f.channel), default_timezone=settings.timezone))
+        for f in facts
+    ]
+
+
+async def single(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    settings: WorkspaceSettings,
+    *,
+    contact_ref: str,
+    channel: Channel,
+    purpose: Purpose,
+) -> EligibilityOut:
+    """The decision for one contact, channel and purpose."""
+    contact = await require_contact(session, workspace_id, contact_ref)
+    now = utcnow()
+    facts = [f for _, f in await repository.point_facts(session, workspace_id, [contact.id], [channel], purpose.id)]
+    decided = _decide_all(facts, purpose, settings, now)
+    best = strongest([d for _, d in decided])
+    points = [
+        PointDecision(id=f.id, address_masked=mask(f.channel, f.value), eligible=d.eligible, reason=d.reason)
+        for f, d in decided
+    ]
+    if best is None:
+        return EligibilityOut(
+            eligible=False,
+            channel=channel,
+            purpose=purpose.key,
+            contact_id=contact.id,
+            contact_points=[],
+            reason=Reason.NO_CONTACT_POINT,
+            evidence_event_id=None,
+            decided_at=now,
+        )
+    return EligibilityOut(
+        eligible=best.eligible,
+        channel=channel,
+        purpose=purpose.key,
+        contact_id=contact.id,
+        contact_points=[p for p in points if p.eligible] if best.eligible else points,
+        reason=best.reason,
+        evidence_event_id=best.evidence_event_id,
+        decided_at=now,
+        next_window_opens_at=best.next_window_opens_at,
+    )
+
+
+async def batch(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    settings: WorkspaceSettings,
+    *,
+    refs: Sequence[str],
+    channels: Sequence[Channel],
+    purpose: Purpose,
+) -> tuple[datetime, list[BatchDecision]]:
+    """Decisions for many contacts x channels in two queries."""
+    now = utcnow()
+    resolved = await repository.resolve_contacts(session, workspace_id, refs)
+    facts = await repository.point_facts(
+        session, workspace_id, sorted(set(resolved.values())), [c.value for c in channels], purpose.id
+    )
+    by_contact: dict[tuple[uuid.UUID, Channel], list[PointFacts]] = defaultdict(list)
+    for owner, fact in facts:
+        by_contact[owner, fact.channel].append(fact)
+    decisions: list[BatchDecision] = []
+    for ref in refs:
+        contact_id = resolved.get(ref)
+        for channel in channels:
+            if contact_id is None:
+                decisions.append(
+                    BatchDecision(
+                        contact=ref,
+                        contact_id=None,
+                        channel=channel,
+                        eligible=False,
+                        reason="contact_not_found",
+                        evidence_event_id=None,
+                        contact_point_ids=[],
+                    )
+                )
+                continue
+            decided = _decide_all(by_contact.get((contact_id, channel), []), purpose, settings, now)
+            best = strongest([d for _, d in decided])
+            decisions.append(
+                BatchDecision(
+                    contact=ref,
+                    contact_id=contact_id,
+                    channel=channel,
+                    eligible=bool(best and best.eligible),
+                    reason=(best.reason if best else Reason.NO_CONTACT_POINT).value,
+                    evidence_event_id=best.evidence_event_id if best else None,
+                    contact_point_ids=[f.id for f, d in decided if d.eligible],
+                    next_window_opens_at=best.next_window_opens_at if best else None,
+                )
+            )
+    return now, decisions
