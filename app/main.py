@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.eligibility.controllers import EligibilityController
 from app.ledger.controllers import AuditController, ContactController, ObjectionController, WithdrawalController
-from app.lib.auth import api_key_guard, provide_principal
+from app.lib.auth import KeyCache, api_key_guard, provide_principal
 from app.lib.db import Database, head_revision, migrate
 from app.lib.embedded_pg import EmbeddedPostgres
 from app.lib.errors import Unavailable, exception_handlers
@@ -110,6 +110,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
             {
                 "settings": settings,
                 "metrics": metrics_registry,
+                "key_cache": KeyCache(),
                 "derived_keys": Keys(settings.secret_key) if settings.secret_key is not None else None,
             }
         ),

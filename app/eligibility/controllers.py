@@ -57,16 +57,14 @@ class EligibilityController(Controller):
     async def single(
         self,
         principal: NamedDependency[Principal],
-        db: NamedDependency[AsyncSession],
+        state: State,
         contact: FromQuery[Annotated[str, msgspec.Meta(min_length=1, max_length=200)]],
         channel: FromQuery[Channel],
         purpose: FromQuery[Annotated[str, msgspec.Meta(min_length=1, max_length=63)]],
     ) -> EligibilityOut:
         """May we contact this person on this channel for this purpose now, why, and on which evidence."""
-        found = await require_purpose(db, principal.workspace_id, purpose)
-        settings = await settings_of(db, principal.workspace_id)
         return await service.single(
-            db, principal.workspace_id, settings, contact_ref=contact, channel=channel, purpose=found
+            state.database, principal.workspace_id, contact_ref=contact, channel=channel, purpose_key=purpose
         )
 
     @post(

@@ -14,18 +14,28 @@ from app.domain.model import Channel, PurposeKind, Reachability, State, Suppress
 
 _FACTS = text(
     """
-    SELECT cp.id, cp.contact_id, cp.channel, cp.value, cp.reachability, c.timezone,
+    WITH pts AS (
+        SELECT cp.id, cp.contact_id, cp.channel, cp.value, cp.reachability, cp.suppression_keys
+          FROM contact_points cp
+         WHERE cp.workspace_id = :workspace_id AND cp.contact_id = ANY(:contact_ids) AND cp.channel = ANY(:channels)
+    ), sup AS (
+        -- one hash join for the whole set (a per-row lookup rebuilds its hash for every row)
+        SELECT pts.id, array_agg(DISTINCT s.scope) AS scopes
+          FROM pts CROSS JOIN LATERAL unnest(pts.suppression_keys) AS k(key)
+          JOIN suppressions s ON s.workspace_id = :workspace_id AND s.key = k.key
+         WHERE s.scope <> 'purpose' OR s.purpose_id = :purpose_id
+         GROUP BY pts.id
+    )
+    SELECT pts.id, pts.contact_id, pts.channel, pts.value, pts.reachability, c.timezone,
            pc.state AS p_state, pc.since AS p_since, pc.last_event_id AS p_event,
            cc.state AS c_state, cc.since AS c_since, cc.last_event_id AS c_event,
-           ARRAY(SELECT DISTINCT s.scope FROM suppressions s
-                  WHERE s.workspace_id = cp.workspace_id AND s.key = ANY(cp.suppression_keys)
-                    AND (s.scope <> 'purpose' OR s.purpose_id = :purpose_id)) AS scopes
-      FROM contact_points cp
-      JOIN contacts c ON c.id = cp.contact_id
-      LEFT JOIN consents pc ON pc.contact_point_id = cp.id AND pc.purpose_id = :purpose_id
-      LEFT JOIN consents cc ON cc.contact_point_id = cp.id AND cc.purpose_id IS NULL
-     WHERE cp.workspace_id = :workspace_id AND cp.contact_id = ANY(:contact_ids) AND cp.channel = ANY(:channels)
-     ORDER BY cp.contact_id, cp.channel, cp.id
+           coalesce(sup.scopes, '{}') AS scopes
+      FROM pts
+      JOIN contacts c ON c.id = pts.contact_id
+      LEFT JOIN sup ON sup.id = pts.id
+      LEFT JOIN consents pc ON pc.contact_point_id = pts.id AND pc.purpose_id = :purpose_id
+      LEFT JOIN consents cc ON cc.contact_point_id = pts.id AND cc.purpose_id IS NULL
+     ORDER BY pts.contact_id, pts.channel, pts.id
     """
 )
 
@@ -124,6 +134,14 @@ def audience_sql(kind: PurposeKind, channels: Sequence[Channel]) -> str:
     )
     # Only enum values of the domain are interpolated; every input is a bind parameter ($1, $2).
     return f"""
+    WITH blocked AS (
+        SELECT DISTINCT p.id
+          FROM contact_points p CROSS JOIN LATERAL unnest(p.suppression_keys) AS k(key)
+          JOIN suppressions s ON s.workspace_id = p.workspace_id AND s.key = k.key
+         WHERE p.workspace_id = $1 AND p.channel IN ({_literals([c.value for c in channels])})
+           AND (s.scope IN ({_literals(blocking)})
+                OR ({kind.value == PurposeKind.MARKETING.value} AND s.scope = 'purpose' AND s.purpose_id = $2))
+    )
     SELECT cp.contact_id, c.external_id, cp.id AS contact_point_id, cp.channel, cp.value AS address,
            {reason} AS reason,
            CASE WHEN cc.since IS NOT NULL AND (pc.since IS NULL OR cc.since > pc.since)
@@ -135,11 +153,7 @@ def audience_sql(kind: PurposeKind, channels: Sequence[Channel]) -> str:
      WHERE cp.workspace_id = $1 AND cp.channel IN ({_literals([c.value for c in channels])})
        AND cp.reachability = '{Reachability.REACHABLE.value}'
        AND {permission}
-       AND NOT EXISTS (SELECT 1 FROM suppressions s
-                        WHERE s.workspace_id = cp.workspace_id AND s.key = ANY(cp.suppression_keys)
-                          AND (s.scope IN ({_literals(blocking)})
-                               OR ({kind.value == PurposeKind.MARKETING.value} AND s.scope = 'purpose'
-                                   AND s.purpose_id = $2)))
+       AND cp.id NOT IN (SELECT id FROM blocked)
      ORDER BY cp.id
     """  # noqa: S608
 
@@ -167,3 +181,54 @@ async def stream_audience(
         if not rows:
             return
         yield rows
+
+
+_SINGLE = """
+WITH p AS (SELECT id, kind FROM purposes WHERE workspace_id = $1 AND key = $2),
+     c AS ((SELECT id, timezone, 0 AS rank FROM contacts WHERE id = $4 AND workspace_id = $1)
+           UNION ALL
+           (SELECT id, timezone, 1 AS rank FROM contacts WHERE workspace_id = $1 AND external_id = $3)
+           ORDER BY rank LIMIT 1)
+SELECT w.settings::text AS settings, p.id AS purpose_id, p.kind, c.id AS contact_id, c.timezone,
+       cp.id, cp.value, cp.reachability,
+       pc.state AS p_state, pc.since AS p_since, pc.last_event_id AS p_event,
+       cc.state AS c_state, cc.since AS c_since, cc.last_event_id AS c_event,
+       ARRAY(SELECT DISTINCT s.scope FROM unnest(cp.suppression_keys) AS k(key)
+               JOIN suppressions s ON s.workspace_id = cp.workspace_id AND s.key = k.key
+              WHERE s.scope <> 'purpose' OR s.purpose_id = p.id) AS scopes
+  FROM workspaces w
+  LEFT JOIN p ON TRUE
+  LEFT JOIN c ON TRUE
+  LEFT JOIN contact_points cp ON cp.contact_id = c.id AND cp.channel = $5
+  LEFT JOIN consents pc ON pc.contact_point_id = cp.id AND pc.purpose_id = p.id
+  LEFT JOIN consents cc ON cc.contact_point_id = cp.id AND cc.purpose_id IS NULL
+ WHERE w.id = $1
+ ORDER BY cp.id
+"""
+
+
+async def single_facts(
+    driver: Any, workspace_id: uuid.UUID, purpose_key: str, contact_ref: str, channel: Channel
+) -> tuple[str, uuid.UUID | None, str | None, uuid.UUID | None, list[PointFacts]]:
+    """One round trip for a single check: settings JSON, purpose id and kind, contact id, and the facts."""
+    try:
+        contact_uuid: uuid.UUID | None = uuid.UUID(contact_ref)
+    except ValueError:
+        contact_uuid = None
+    rows = await driver.fetch(_SINGLE, workspace_id, purpose_key, contact_ref, contact_uuid, channel.value)
+    first = rows[0]
+    facts = [
+        PointFacts(
+            id=row["id"],
+            channel=channel,
+            value=row["value"],
+            reachability=Reachability(row["reachability"]),
+            purpose_consent=_consent(row["p_state"], row["p_since"], row["p_event"]),
+            channel_consent=_consent(row["c_state"], row["c_since"], row["c_event"]),
+            suppression_scopes=frozenset(SuppressionScope(s) for s in row["scopes"]),
+            timezone=row["timezone"],
+        )
+        for row in rows
+        if row["id"] is not None
+    ]
+    return first["settings"], first["purpose_id"], first["kind"], first["contact_id"], facts

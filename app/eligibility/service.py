@@ -10,6 +10,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
 
+import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.gate import Decision, PointFacts, Reason, decide_point, strongest
@@ -17,7 +18,8 @@ from app.domain.identifiers import mask
 from app.domain.model import Channel, PurposeKind
 from app.eligibility import repository
 from app.eligibility.schemas import BatchDecision, EligibilityOut, PointDecision
-from app.ledger.service import require_contact
+from app.lib.db import Database
+from app.lib.errors import NotFound
 from app.lib.orm import utcnow
 from app.purposes.models import Purpose
 from app.workspaces.settings import WorkspaceSettings, window_of
@@ -34,40 +36,50 @@ def _decide_all(
 
 
 async def single(
-    session: AsyncSession,
+    database: Database,
     workspace_id: uuid.UUID,
-    settings: WorkspaceSettings,
     *,
     contact_ref: str,
     channel: Channel,
-    purpose: Purpose,
+    purpose_key: str,
 ) -> EligibilityOut:
-    """The decision for one contact, channel and purpose."""
-    contact = await require_contact(session, workspace_id, contact_ref)
+    """The decision for one contact, channel and purpose: one database round trip, then the gate."""
+    async with database.driver() as driver:
+        settings_json, purpose_id, kind, contact_id, facts = await repository.single_facts(
+            driver, workspace_id, purpose_key, contact_ref, channel
+        )
+    if purpose_id is None or kind is None:
+        raise NotFound(f"No purpose with key '{purpose_key}'.", code="purpose_not_found")
+    if contact_id is None:
+        raise NotFound("No contact with this id or external id.", code="contact_not_found")
+    settings = msgspec.json.decode(settings_json, type=WorkspaceSettings)
     now = utcnow()
-    facts = [f for _, f in await repository.point_facts(session, workspace_id, [contact.id], [channel], purpose.id)]
-    decided = _decide_all(facts, purpose, settings, now)
-    best = strongest([d for _, d in decided])
-    points = [
-        PointDecision(id=f.id, address_masked=mask(f.channel, f.value), eligible=d.eligible, reason=d.reason)
-        for f, d in decided
+    window = window_of(settings, channel)
+    decided = [
+        (f, decide_point(f, PurposeKind(kind), now=now, window=window, default_timezone=settings.timezone))
+        for f in facts
     ]
+    best = strongest([d for _, d in decided])
     if best is None:
         return EligibilityOut(
             eligible=False,
             channel=channel,
-            purpose=purpose.key,
-            contact_id=contact.id,
+            purpose=purpose_key,
+            contact_id=contact_id,
             contact_points=[],
             reason=Reason.NO_CONTACT_POINT,
             evidence_event_id=None,
             decided_at=now,
         )
+    points = [
+        PointDecision(id=f.id, address_masked=mask(f.channel, f.value), eligible=d.eligible, reason=d.reason)
+        for f, d in decided
+    ]
     return EligibilityOut(
         eligible=best.eligible,
         channel=channel,
-        purpose=purpose.key,
-        contact_id=contact.id,
+        purpose=purpose_key,
+        contact_id=contact_id,
         contact_points=[p for p in points if p.eligible] if best.eligible else points,
         reason=best.reason,
         evidence_event_id=best.evidence_event_id,

@@ -7,6 +7,7 @@ the commit finishes before the response is built and a failed commit becomes an 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,15 @@ _MIGRATION_LOCK_ID = 0x636F6E73656E74
 class Database:
     """The engine and the session factory of one process (or of one test, bound to its connection)."""
 
-    def __init__(self, engine: AsyncEngine | None, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine | None,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        bound: AsyncConnection | None = None,
+    ) -> None:
         self.engine = engine
         self.sessionmaker = sessionmaker
+        self._bound = bound
 
     @classmethod
     def from_url(cls, url: str, *, pool_size: int = 10) -> Database:
@@ -44,7 +51,20 @@ class Database:
     def bound_to(cls, connection: AsyncConnection) -> Database:
         """Sessions that join ``connection``'s open transaction through savepoints (used by the tests)."""
         maker = async_sessionmaker(bind=connection, expire_on_commit=False, join_transaction_mode="create_savepoint")
-        return cls(None, maker)
+        return cls(None, maker, bound=connection)
+
+    @asynccontextmanager
+    async def driver(self) -> AsyncIterator[Any]:
+        """The asyncpg connection itself, for hot read paths (no ORM, no transaction round trips).
+
+        From the pool in production; in tests, the test's own connection (inside its transaction).
+        """
+        if self._bound is not None:
+            yield (await self._bound.get_raw_connection()).driver_connection
+            return
+        assert self.engine is not None
+        async with self.engine.connect() as connection:
+            yield (await connection.get_raw_connection()).driver_connection
 
     async def session(self) -> AsyncIterator[AsyncSession]:
         """Yield a session and close it (rolling back anything uncommitted)."""

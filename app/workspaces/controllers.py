@@ -5,11 +5,12 @@ from __future__ import annotations
 import uuid
 
 from litestar import Controller, delete, get, post, put
+from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.lib.auth import Principal, Scope
+from app.lib.auth import KeyCache, Principal, Scope
 from app.lib.errors import NotFound
 from app.lib.keys import Keys
 from app.lib.openapi import errors
@@ -64,11 +65,17 @@ class ApiKeyController(Controller):
 
     @delete("/{key_id:uuid}", operation_id="revokeApiKey", status_code=204, responses=errors(401, 403, 404))
     async def revoke(
-        self, key_id: FromPath[uuid.UUID], principal: NamedDependency[Principal], db: NamedDependency[AsyncSession]
+        self,
+        key_id: FromPath[uuid.UUID],
+        principal: NamedDependency[Principal],
+        db: NamedDependency[AsyncSession],
+        state: State,
     ) -> None:
         """Revoke a key at once; it stays listed with ``revoked_at``."""
         async with db.begin():
             await service.revoke_api_key(db, principal.workspace_id, key_id)
+        cache: KeyCache = state.key_cache
+        cache.clear()
 
 
 def _settings_out(settings: WorkspaceSettings) -> WorkspaceSettingsOut:

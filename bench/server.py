@@ -1,0 +1,73 @@
+"""The service plus a baseline endpoint in the same process: one raw asyncpg primary-key read.
+
+uv run python bench/server.py --database-url postgresql://… --port 8790
+"""
+
+from __future__ import annotations
+
+import argparse
+import uuid
+from typing import Any
+
+import asyncpg
+import uvicorn
+from litestar import Litestar, get
+from litestar.datastructures import State
+from litestar.params import FromPath
+
+from app.main import create_app
+from app.settings import DatabaseSettings, Settings
+
+BENCH_SECRET = b"benchmark-secret-not-for-production!"
+
+
+@get("/bench/baseline/{contact_id:uuid}", opt={"public": True}, include_in_schema=False)
+async def baseline(contact_id: FromPath[uuid.UUID], state: State) -> dict[str, Any]:
+    """The floor: one primary-key read through a raw asyncpg pool, no auth, no ORM."""
+    pool: asyncpg.Pool = state.bench_pool
+    row = await pool.fetchrow("SELECT id, external_id FROM contacts WHERE id = $1", contact_id)
+    return {"id": str(row["id"]), "external_id": row["external_id"]} if row else {}
+
+
+def build(dsn: str, pool_size: int) -> Litestar:
+    """The app on ``dsn`` with the baseline route and its pool."""
+    settings = Settings(
+        secret_key=BENCH_SECRET,
+        log_level="warning",
+        log_format="json",
+        database=DatabaseSettings(url=dsn.replace("postgresql://", "postgresql+asyncpg://", 1), pool_size=pool_size),
+    )
+    app = create_app(settings)
+
+    async def open_pool(application: Litestar) -> None:
+        application.state.bench_pool = await asyncpg.create_pool(dsn, min_size=pool_size, max_size=pool_size)
+
+    async def close_pool(application: Litestar) -> None:
+        await application.state.bench_pool.close()
+
+    app.on_startup.append(open_pool)
+    app.on_shutdown.append(close_pool)
+    app.register(baseline)
+    return app
+
+
+def main() -> None:
+    """Command line."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--database-url", required=True)
+    parser.add_argument("--port", type=int, default=8790)
+    parser.add_argument("--pool-size", type=int, default=10)
+    args = parser.parse_args()
+    uvicorn.run(
+        build(args.database_url, args.pool_size),
+        host="127.0.0.1",
+        port=args.port,
+        log_config=None,
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+    )
+
+
+if __name__ == "__main__":
+    main()
