@@ -37,7 +37,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.domain.model import Channel, PurposeKind
-from app.eligibility.repository import audience_sql
+from app.eligibility.repository import AUDIENCE_WORK_MEM, audience_sql
 from app.lib.db import migrate
 from app.lib.embedded_pg import EmbeddedPostgres
 from bench.generate import generate
@@ -54,6 +54,33 @@ async def fresh_database(admin_dsn: str) -> str:
     await conn.close()
     base, _, query = admin_dsn.partition("?")
     return f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+
+
+async def existing_database(admin_dsn: str) -> tuple[str, dict[str, str]] | None:
+    """The newest benchmark database on the server, with a new admin key for its workspace."""
+    from sqlalchemy.ext.asyncio import async_sessionmaker  # noqa: PLC0415
+
+    from app.lib.auth import Scope  # noqa: PLC0415
+    from app.workspaces.service import create_api_key  # noqa: PLC0415
+
+    conn = await asyncpg.connect(admin_dsn)
+    name = await conn.fetchval(
+        "SELECT datname FROM pg_database WHERE datname LIKE 'consent_bench_%' ORDER BY oid DESC LIMIT 1"
+    )
+    await conn.close()
+    if name is None:
+        return None
+    base, _, query = admin_dsn.partition("?")
+    dsn = f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+    conn = await asyncpg.connect(dsn)
+    workspace_id = await conn.fetchval("SELECT id FROM workspaces WHERE name = 'Benchmark'")
+    contacts = await conn.fetchval("SELECT count(*) FROM contacts")
+    await conn.close()
+    engine = create_async_engine(dsn.replace("postgresql://", "postgresql+asyncpg://", 1))
+    async with async_sessionmaker(engine)() as session, session.begin():
+        _, secret = await create_api_key(session, workspace_id, "bench", [Scope.ADMIN])
+    await engine.dispose()
+    return dsn, {"workspace_id": str(workspace_id), "api_key": secret, "contacts": str(contacts)}
 
 
 def wrk(url: str, script: Path, duration: int, connections: int) -> dict[str, float]:
@@ -99,9 +126,11 @@ async def copy_baseline(dsn: str, workspace_id: str, purpose_id: uuid.UUID) -> t
 
     query = audience_sql(PurposeKind.MARKETING, AUDIENCE_CHANNELS)
     query = query.replace("$1", f"'{workspace_id}'::uuid").replace("$2", f"'{purpose_id}'::uuid")
-    started = time.perf_counter()
-    await conn.copy_from_query(query, output=sink)
-    elapsed = time.perf_counter() - started
+    async with conn.transaction():
+        await conn.execute(f"SET LOCAL work_mem = '{AUDIENCE_WORK_MEM}'")  # what the service's export uses
+        started = time.perf_counter()
+        await conn.copy_from_query(query, output=sink)
+        elapsed = time.perf_counter() - started
     await conn.close()
     return elapsed, size
 
@@ -131,13 +160,18 @@ async def run(args: argparse.Namespace) -> None:
         admin = embedded.dsn("postgres")
     server: subprocess.Popen[bytes] | None = None
     try:
-        dsn = await fresh_database(admin)
-        engine = create_async_engine(dsn.replace("postgresql://", "postgresql+asyncpg://", 1))
-        await migrate(engine)
-        await engine.dispose()
-        started = time.perf_counter()
-        info = await generate(dsn, args.contacts, seed=7)
-        print(f"generated in {time.perf_counter() - started:.0f} s")
+        reused = await existing_database(admin) if args.reuse else None
+        if reused is not None:
+            dsn, info = reused
+            print(f"reusing {dsn.split('?')[0].rsplit('/', 1)[-1]} ({info['contacts']} contacts)")
+        else:
+            dsn = await fresh_database(admin)
+            engine = create_async_engine(dsn.replace("postgresql://", "postgresql+asyncpg://", 1))
+            await migrate(engine)
+            await engine.dispose()
+            started = time.perf_counter()
+            info = await generate(dsn, args.contacts, seed=7)
+            print(f"generated in {time.perf_counter() - started:.0f} s")
         conn = await asyncpg.connect(dsn)
         purpose_id = await conn.fetchval("SELECT id FROM purposes WHERE key = 'newsletter'")
         sample_ids = [str(r["id"]) for r in await conn.fetch("SELECT id FROM contacts ORDER BY random() LIMIT 2000")]
@@ -184,7 +218,7 @@ async def run(args: argparse.Namespace) -> None:
         errors = sum(r[1]["non_2xx"] + r[0]["non_2xx"] for r in rounds)
 
         batch_body = {
-            "contacts": [f"c{i}" for i in range(min(10_000, args.contacts))],
+            "contacts": [f"c{i}" for i in range(min(10_000, int(info["contacts"])))],
             "channels": ["email"],
             "purpose": "newsletter",
         }
@@ -203,7 +237,7 @@ async def run(args: argparse.Namespace) -> None:
         print()
         print(
             f"machine: {platform.machine()}, {psutil.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB; "
-            f"{args.contacts:,} contacts; wrk -t2 -c{args.connections} -d{args.duration}s, 2 rounds, median"
+            f"{int(info['contacts']):,} contacts; wrk -t2 -c{args.connections} -d{args.duration}s, 2 rounds, median"
         )
         print()
         print("| measurement | result | baseline (same run) | ratio | target |")
@@ -247,6 +281,7 @@ def main() -> None:
     parser.add_argument("--database-url", help="a server to create the benchmark database on (default: embedded)")
     parser.add_argument("--data-dir", default=".bench", help="embedded PostgreSQL folder")
     parser.add_argument("--keep", action="store_true", help="keep the embedded data folder")
+    parser.add_argument("--reuse", action="store_true", help="measure the newest benchmark database already loaded")
     asyncio.run(run(parser.parse_args()))
 
 

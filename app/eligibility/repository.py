@@ -103,6 +103,10 @@ async def resolve_contacts(session: AsyncSession, workspace_id: uuid.UUID, refs:
     return {ref: by_id.get(ref) or by_external[ref] for ref in refs if ref in by_id or ref in by_external}
 
 
+#: ``work_mem`` of the audience export's transaction (see :func:`stream_audience`).
+AUDIENCE_WORK_MEM = "64MB"
+
+
 def _literals(values: Sequence[str]) -> str:
     return ", ".join(f"'{v}'" for v in values)  # enum values from the domain, never input
 
@@ -177,6 +181,9 @@ async def stream_audience(
     if not driver.is_in_transaction():
         # server-side cursors live in a transaction; SQLAlchemy begins one lazily, on its first statement
         await session.execute(text("SELECT 1"))
+    # The export hash-joins millions of rows: at the default 4 MB the joins spill to disk (1M contacts:
+    # 23.9 s at 4 MB, 12.0 s at 64 MB, no gain above). Scoped to this transaction.
+    await driver.execute(f"SET LOCAL work_mem = '{AUDIENCE_WORK_MEM}'")
     cursor = await driver.cursor(audience_sql(kind, channels), workspace_id, purpose_id)
     while True:
         rows = await cursor.fetch(batch)

@@ -78,8 +78,8 @@ class Metrics:
         )
         self.latency = Histogram(
             "consent_http_request_duration_seconds",
-            "HTTP request latency by method and route template.",
-            ["method", "route"],
+            "HTTP request latency by method, route template and status.",
+            ["method", "route", "status"],
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
             registry=self.registry,
         )
@@ -115,7 +115,7 @@ def request_middleware_factory(metrics: Metrics) -> Any:
                 route = scope.get("path_template") or "(unmatched)"
                 method = str(scope.get("method", ""))
                 metrics.requests.labels(method, route, str(status)).inc()
-                metrics.latency.labels(method, route).observe(elapsed)
+                metrics.latency.labels(method, route, str(status)).observe(elapsed)
                 access_log.info(
                     "http_request", method=method, route=route, status=status, duration_ms=round(elapsed * 1000, 2)
                 )
