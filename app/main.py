@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
             if embedded is not None or settings.database.auto_migrate:
                 assert opened.engine is not None
                 await migrate(opened.engine)
+            await opened.open_driver_pool(settings.database.pool_size)
             app.state.database = opened
             yield
         finally:

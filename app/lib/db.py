@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
@@ -34,6 +35,13 @@ class Database:
         self.engine = engine
         self.sessionmaker = sessionmaker
         self._bound = bound
+        self._pool: asyncpg.Pool | None = None
+
+    async def open_driver_pool(self, size: int) -> None:
+        """A plain asyncpg pool for the hot read paths (no greenlet bridge per checkout)."""
+        assert self.engine is not None
+        dsn = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._pool = await asyncpg.create_pool(dsn, min_size=1, max_size=size)
 
     @classmethod
     def from_url(cls, url: str, *, pool_size: int = 10) -> Database:
@@ -62,6 +70,10 @@ class Database:
         if self._bound is not None:
             yield (await self._bound.get_raw_connection()).driver_connection
             return
+        if self._pool is not None:
+            async with self._pool.acquire() as connection:
+                yield connection
+            return
         assert self.engine is not None
         async with self.engine.connect() as connection:
             yield (await connection.get_raw_connection()).driver_connection
@@ -72,7 +84,9 @@ class Database:
             yield session
 
     async def dispose(self) -> None:
-        """Close the pool."""
+        """Close the pools."""
+        if self._pool is not None:
+            await self._pool.close()
         if self.engine is not None:
             await self.engine.dispose()
 

