@@ -21,7 +21,7 @@ from app.domain.chain import ChainFields, event_hash, new_personal, personal_dig
 from app.domain.model import WITHDRAWN_STATES, ActorType, Channel, State, Trigger
 from app.domain.transitions import Rule, TransitionNotAllowed, decide, decide_import
 from app.ledger import repository
-from app.ledger.models import Consent, ContactPoint
+from app.ledger.models import Consent, Contact, ContactPoint
 from app.lib.errors import InvalidInput, NotFound
 from app.lib.ids import uuid7
 from app.lib.keys import Keys
@@ -275,7 +275,7 @@ async def add_point(
     )
 
 
-async def require_contact(session: AsyncSession, workspace_id: uuid.UUID, ref: str) -> Any:
+async def require_contact(session: AsyncSession, workspace_id: uuid.UUID, ref: str) -> Contact:
     """The contact named by id or external id, or 404 (the same for another workspace's contact)."""
     contact = await repository.find_contact(session, workspace_id, ref)
     if contact is None:
