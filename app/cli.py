@@ -88,7 +88,7 @@ def serve(host: str, port: int, dev: bool, auto_migrate: bool) -> None:  # noqa:
             "one in the data folder."
         )
     changes: dict[str, Any] = {}
-    if "PUBLIC_BASE_URL" not in _environ():
+    if not settings.public_base_url_configured:
         changes["public_base_url"] = f"http://{host}:{port}"
     if auto_migrate:
         changes["database"] = msgspec.structs.replace(settings.database, auto_migrate=True)
@@ -108,12 +108,6 @@ def serve(host: str, port: int, dev: bool, auto_migrate: bool) -> None:  # noqa:
     server.run()
     if not server.started:
         sys.exit(3)
-
-
-def _environ() -> dict[str, str]:
-    import os  # noqa: PLC0415  # the CLI's only look at the environment besides Settings.from_env
-
-    return {k: v for k, v in os.environ.items() if v.strip()}
 
 
 @main.command(name="migrate")

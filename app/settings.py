@@ -92,6 +92,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Embedded database, generated dev secrets and the dev outbox live here."""
     public_base_url: str = "http://127.0.0.1:8000"
     """The URL the world reaches the service on (no trailing slash)."""
+    public_base_url_configured: bool = False
+    """Whether ``PUBLIC_BASE_URL`` was set (``consent serve`` otherwise derives it from host and port)."""
     secret_key: bytes | None = None
     """Root secret; ``None`` is allowed only for tooling that never serves (OpenAPI export)."""
     metrics_token: str | None = None
@@ -135,6 +137,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return cls(
             data_dir=Path(get("CONSENT_DATA_DIR") or ".consent"),
             public_base_url=_base_url(get("PUBLIC_BASE_URL") or "http://127.0.0.1:8000"),
+            public_base_url_configured=get("PUBLIC_BASE_URL") is not None,
             secret_key=parse_secret_key(secret) if secret else None,
             metrics_token=get("METRICS_TOKEN"),
             log_level=log_level,
