@@ -201,19 +201,6 @@ def normalise_push_endpoint(raw: str) -> str:
     return value
 
 
-def normalise_address(channel: Channel, raw: str, default_region: str = "DE") -> str:
-    """The normalised single-string address on ``channel`` (postal addresses use :func:`normalise_postal`)."""
-    if channel is Channel.EMAIL:
-        return normalise_email(raw)
-    if channel in (Channel.SMS, Channel.WHATSAPP):
-        return normalise_phone(raw, default_region)
-    if channel is Channel.APP_PUSH:
-        return normalise_installation_id(raw)
-    if channel is Channel.WEB_PUSH:
-        return normalise_push_endpoint(raw)
-    raise InvalidIdentifier("invalid_postal_address", "A postal address has fields, not a single string.")
-
-
 def mask(channel: Channel, value: str) -> str:
     """A display form that does not reveal the address: ``j***@example.com``, ``+49151*****89``."""
     if channel is Channel.EMAIL:

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -241,22 +241,6 @@ async def add_suppressions(session: AsyncSession, rows: Sequence[dict[str, Any]]
         await session.execute(
             insert(Suppression).values([{"id": uuid7(), **row} for row in rows]).on_conflict_do_nothing()
         )
-
-
-async def suppressions_matching(
-    session: AsyncSession, workspace_id: uuid.UUID, keys: Sequence[bytes]
-) -> Sequence[Suppression]:
-    """Suppressions of the workspace whose key is one of ``keys``."""
-    return (
-        await session.scalars(
-            select(Suppression).where(Suppression.workspace_id == workspace_id, Suppression.key.in_(keys))
-        )
-    ).all()
-
-
-async def count_events(session: AsyncSession, workspace_id: uuid.UUID) -> int:
-    """How many events the workspace's ledger holds."""
-    return int(await session.scalar(select(func.count()).where(ConsentEvent.workspace_id == workspace_id)) or 0)
 
 
 async def set_reachability(session: AsyncSession, point_id: uuid.UUID, reachability: str, at: datetime) -> None:
