@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import version
@@ -16,6 +18,8 @@ from litestar.openapi.spec import Components, SecurityScheme
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.eligibility.controllers import EligibilityController
+from app.emails.controllers import ConfirmationPages, EmailWebhookController, UnsubscribePages
+from app.emails.service import lapse_expired
 from app.ledger.controllers import AuditController, ContactController, ObjectionController, WithdrawalController
 from app.lib.auth import KeyCache, api_key_guard, provide_principal
 from app.lib.db import Database, head_revision, migrate
@@ -29,6 +33,7 @@ from app.settings import Settings
 from app.signups.controllers import SignupController
 from app.twilio.controllers import TwilioWebhookController
 from app.workspaces.controllers import ApiKeyController, WorkspaceController
+from channel_providers.email import MailSender, SmtpConfig, sender_for
 
 log = structlog.get_logger(__name__)
 
@@ -44,6 +49,33 @@ def _provide_keys(state: State) -> Keys:
     if keys is None:  # only tooling (OpenAPI export) builds an app without a secret key
         raise Unavailable("CONSENT_SECRET_KEY is not configured.", code="secret_key_missing")
     return keys
+
+
+_LAPSE_INTERVAL_SECONDS = 60.0
+
+
+async def _lapse_loop(database: Database) -> None:
+    """Expire signups whose confirmation link lapsed, once a minute (several processes may run it)."""
+    while True:
+        try:
+            async with database.sessionmaker() as session, session.begin():
+                lapsed = await lapse_expired(session)
+            if lapsed:
+                log.info("confirmations_lapsed", count=lapsed)
+        except Exception:  # a failed round is logged and retried; the loop must not die
+            log.exception("lapse_sweep_failed")
+        await asyncio.sleep(_LAPSE_INTERVAL_SECONDS)
+
+
+def mail_sender(settings: Settings) -> MailSender:
+    """The SMTP relay of ``SMTP_HOST``, or the dev outbox folder ``<CONSENT_DATA_DIR>/outbox/email``."""
+    mail = settings.mail
+    smtp = (
+        SmtpConfig(host=mail.host, port=mail.port, tls=mail.tls, username=mail.username, password=mail.password)
+        if mail.host
+        else None
+    )
+    return sender_for(smtp, settings.data_dir / "outbox" / "email")
 
 
 def create_app(settings: Settings | None = None, *, database: Database | None = None) -> Litestar:
@@ -74,7 +106,13 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
                 await migrate(opened.engine)
             await opened.open_driver_pool(settings.database.pool_size)
             app.state.database = opened
-            yield
+            sweeper = asyncio.create_task(_lapse_loop(opened))
+            try:
+                yield
+            finally:
+                sweeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeper
         finally:
             await opened.dispose()
             if embedded is not None:
@@ -99,7 +137,16 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         security=[{"bearer": []}],
     )
     app = Litestar(
-        route_handlers=[health, ready, metrics, v1, TwilioWebhookController],
+        route_handlers=[
+            health,
+            ready,
+            metrics,
+            v1,
+            TwilioWebhookController,
+            EmailWebhookController,
+            ConfirmationPages,
+            UnsubscribePages,
+        ],
         lifespan=[lifespan],
         dependencies={
             "db": Provide(_provide_db),
@@ -112,6 +159,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
                 "settings": settings,
                 "metrics": metrics_registry,
                 "key_cache": KeyCache(),
+                "mail_sender": mail_sender(settings),
                 "derived_keys": Keys(settings.secret_key) if settings.secret_key is not None else None,
             }
         ),

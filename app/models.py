@@ -1,5 +1,6 @@
 """Every model, imported in one place so that Alembic and the drift test see the whole schema."""
 
+from app.emails.models import ConfirmationToken, RateLimitHit
 from app.ledger.models import Consent, ConsentEvent, Contact, ContactPoint, LedgerHead, Suppression
 from app.lib.orm import Base
 from app.purposes.models import Notice, Purpose
@@ -10,6 +11,7 @@ metadata = Base.metadata
 
 __all__ = [
     "ApiKey",
+    "ConfirmationToken",
     "Consent",
     "ConsentEvent",
     "Contact",
@@ -19,6 +21,7 @@ __all__ = [
     "Notice",
     "ProviderCallback",
     "Purpose",
+    "RateLimitHit",
     "Suppression",
     "Workspace",
     "metadata",

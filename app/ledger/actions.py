@@ -17,7 +17,15 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.identifiers import PostalAddress, email_suppression_form
-from app.domain.model import Channel, ObjectionKind, PurposeKind, SuppressionReason, SuppressionScope, Trigger
+from app.domain.model import (
+    WITHDRAWN_STATES,
+    Channel,
+    ObjectionKind,
+    PurposeKind,
+    SuppressionReason,
+    SuppressionScope,
+    Trigger,
+)
 from app.ledger import repository
 from app.ledger.models import Contact, ContactPoint
 from app.ledger.service import Actor, Applied, Change, add_point, apply_changes, require_contact
@@ -135,7 +143,8 @@ async def object_to_marketing(
     changes = [Change(p, None, trigger if p.channel == Channel.PRINT else Trigger.OBJECTION, detail) for p in affected]
     applied = await apply_changes(session, workspace_id, changes, actor)
     reason = SuppressionReason.ROBINSON if kind is ObjectionKind.ROBINSON else SuppressionReason.OBJECTION_ART21
-    await repository.add_suppressions(session, _suppression_rows(keys, workspace_id, affected, kind, reason))
+    rows = suppression_rows(keys, workspace_id, affected, reason, households=kind is ObjectionKind.STICKER)
+    await repository.add_suppressions(session, rows)
     return contact, applied
 
 
@@ -168,17 +177,19 @@ def _postal_details(address: PostalAddress) -> dict[str, Any]:
     }
 
 
-def _suppression_rows(
+def suppression_rows(
     keys: Keys,
     workspace_id: uuid.UUID,
     points: Sequence[ContactPoint],
-    kind: ObjectionKind,
     reason: SuppressionReason,
+    *,
+    households: bool = False,
 ) -> list[dict[str, Any]]:
+    """Rows suppressing every marketing purpose for ``points`` (``households``: a sticker covers the address)."""
     rows: dict[tuple[bytes, int], dict[str, Any]] = {}
     for point in points:
         identifiers = [email_suppression_form(point.value) if point.channel == Channel.EMAIL else point.value]
-        if point.channel == Channel.PRINT and kind is ObjectionKind.STICKER:
+        if point.channel == Channel.PRINT and households:
             identifiers.append(point.details.get("address_key", point.value))  # the whole household
         for identifier in identifiers:
             for version, key in keys.suppression_keys(point.channel, identifier).items():
@@ -192,3 +203,34 @@ def _suppression_rows(
                     "reason": reason.value,
                 }
     return list(rows.values())
+
+
+async def withdraw_point(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    point: ContactPoint,
+    *,
+    trigger: Trigger,
+    evidence: Mapping[str, Any],
+    actor: Actor,
+    purpose_id: uuid.UUID | None = None,
+    repeat: bool = True,
+) -> list[Applied]:
+    """Withdraw one address: one purpose, or (``purpose_id`` None) the channel-level row and every marketing purpose.
+
+    ``repeat=False`` leaves rows that are already withdrawn alone (a retried one-click POST records nothing new);
+    with ``repeat`` a renewed request is recorded again, as evidence. Disallowed transitions are skipped.
+    """
+    if purpose_id is not None:
+        purpose_ids: list[uuid.UUID | None] = [purpose_id]
+    else:
+        marketing = {
+            p.id for p in await purposes.list_purposes(session, workspace_id) if p.kind == PurposeKind.MARKETING
+        }
+        rows = await repository.consents_of_point(session, point.id)
+        purpose_ids = [None, *sorted((r.purpose_id for r in rows if r.purpose_id in marketing), key=str)]
+    if not repeat:
+        states = {r.purpose_id: r.state for r in await repository.consents_of_point(session, point.id)}
+        purpose_ids = [p for p in purpose_ids if states.get(p) not in WITHDRAWN_STATES]
+    changes = [Change(point, p, trigger, evidence) for p in purpose_ids]
+    return await apply_changes(session, workspace_id, changes, actor, skip_not_allowed=True)

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -114,6 +114,11 @@ async def contact_points_of(session: AsyncSession, contact_id: uuid.UUID) -> Seq
 async def consents_of(session: AsyncSession, contact_id: uuid.UUID) -> Sequence[Consent]:
     """A contact's consent rows (any state, ``none`` included)."""
     return (await session.scalars(select(Consent).where(Consent.contact_id == contact_id).order_by(Consent.id))).all()
+
+
+async def consents_of_point(session: AsyncSession, point_id: uuid.UUID) -> Sequence[Consent]:
+    """The consent rows of one address."""
+    return (await session.scalars(select(Consent).where(Consent.contact_point_id == point_id))).all()
 
 
 async def lock_consent(
@@ -249,4 +254,15 @@ async def set_reachability(session: AsyncSession, point_id: uuid.UUID, reachabil
         update(ContactPoint)
         .where(ContactPoint.id == point_id)
         .values(reachability=reachability, reachability_changed_at=at)
+    )
+
+
+async def count_soft_bounce(session: AsyncSession, point_id: uuid.UUID) -> None:
+    """Count a temporary delivery failure on the address (no state change)."""
+    await session.execute(
+        text(
+            "UPDATE contact_points SET details = jsonb_set(details, '{soft_bounces}', "
+            "to_jsonb(coalesce((details->>'soft_bounces')::int, 0) + 1)) WHERE id = :id"
+        ),
+        {"id": point_id},
     )

@@ -99,6 +99,20 @@ class Conflict(AppError):
     title = "Conflict"
 
 
+class RateLimited(AppError):
+    """Too many requests of this kind for now (429, with ``Retry-After`` in seconds)."""
+
+    status = 429
+    code = "rate_limited"
+    title = "Too many requests"
+
+    def __init__(self, detail: str, *, retry_after: int, code: str | None = None) -> None:
+        super().__init__(
+            detail, code=code, extra={"retry_after": retry_after}, headers={"Retry-After": str(retry_after)}
+        )
+        self.retry_after = retry_after
+
+
 class Unavailable(AppError):
     """A dependency is not ready (503)."""
 

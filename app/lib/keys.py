@@ -26,6 +26,8 @@ class Keys:
     def __init__(self, secret: bytes) -> None:
         self.peppers = {CURRENT_PEPPER_VERSION: derive(secret, f"suppression-pepper-v{CURRENT_PEPPER_VERSION}")}
         self._sealing = AESGCM(derive(secret, "settings-encryption-v1"))
+        self.unsubscribe = derive(secret, "unsubscribe-token-v1")
+        self.rate_limit = derive(secret, "rate-limit-v1")
 
     def seal(self, plaintext: str, context: str) -> str:
         """Encrypt a stored secret (a provider credential); ``context`` binds it to where it is stored."""
@@ -40,6 +42,10 @@ class Keys:
             raise ValueError("unknown sealing version")
         raw = base64.urlsafe_b64decode(payload)
         return self._sealing.decrypt(raw[:12], raw[12:], context.encode()).decode()
+
+    def rate_limit_key(self, kind: str, value: str) -> bytes:
+        """The keyed hash a rate-limit counter is stored under (no address or IP in clear)."""
+        return hmac.new(self.rate_limit, f"{kind}:{value}".encode(), hashlib.sha256).digest()
 
     def point_keys(self, channel: str, value: str, details: dict[str, object]) -> list[bytes]:
         """The current-version keys a contact point is matched against suppressions by.

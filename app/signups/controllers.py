@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from litestar import Controller, post
+from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.model import ActorType
+from app.emails.controllers import deliver_or_fail
 from app.ledger.service import Actor
 from app.lib.auth import Principal, Scope
 from app.lib.keys import Keys
@@ -23,15 +25,24 @@ class SignupController(Controller):
     tags = ["opt-in"]  # noqa: RUF012  # Litestar reads class attributes
     opt = {"scope": Scope.SIGNUP}  # noqa: RUF012
 
-    @post(operation_id="createSignup", status_code=202, responses=errors(401, 403, 404, 422))
+    @post(operation_id="createSignup", status_code=202, responses=errors(401, 403, 404, 422, 429, 503))
     async def create(
         self,
         data: JSONBody[SignupIn],
         principal: NamedDependency[Principal],
         db: NamedDependency[AsyncSession],
         keys: NamedDependency[Keys],
+        state: State,
     ) -> SignupOut:
-        """Record the signup as `pending` with its evidence and notice; answers what the person must do next."""
+        """Record the signup as `pending` with its evidence and notice; answers what the person must do next.
+
+        Email sends the confirmation mail (German or English by the contact's locale). Confirmation mails are
+        limited per address and per `evidence.ip` (429 with `Retry-After`); a mail the relay could not take
+        answers 503 (the signup stays recorded, asking again resends).
+        """
         async with db.begin():
             actor = Actor(ActorType.API_KEY, str(principal.api_key_id))
-            return await service.sign_up(db, keys, principal.workspace_id, data, actor)
+            out, outgoing = await service.sign_up(db, keys, state.settings, principal.workspace_id, data, actor=actor)
+        if outgoing is not None:
+            await deliver_or_fail(db, state.mail_sender, outgoing)
+        return out

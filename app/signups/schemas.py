@@ -29,10 +29,17 @@ class SignupEvidence(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, o
 
 
 class SignupIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """Start an opt-in. SMS and WhatsApp: the person then texts the start word to the number answered."""
+    """Start an opt-in.
 
-    channel: Literal["sms", "whatsapp"]
-    address: Annotated[str, msgspec.Meta(min_length=1, max_length=64, description="Phone number, any common form.")]
+    Email: a confirmation mail is sent (double opt-in). SMS and WhatsApp: the person then texts the start word
+    to the number answered.
+    """
+
+    channel: Literal["email", "sms", "whatsapp"]
+    address: Annotated[
+        str,
+        msgspec.Meta(min_length=1, max_length=320, description="Email address, or phone number in any common form."),
+    ]
     purpose: Annotated[str, msgspec.Meta(min_length=1, max_length=63)]
     notice_id: uuid.UUID
     contact: SignupContact = msgspec.field(default_factory=SignupContact)
@@ -47,7 +54,12 @@ class Instructions(msgspec.Struct, kw_only=True):
 
 
 class SignupOut(msgspec.Struct, kw_only=True):
-    """The signup was recorded (the same shape whether or not the address was known)."""
+    """The signup was recorded (the same shape whether or not the address was known).
+
+    For email ``state`` is always ``pending``: a confirmation mail went out, or, for an address already
+    subscribed, a mail saying so; the answer does not tell the two apart. ``GET /v1/contacts/{contact}`` shows
+    the actual state.
+    """
 
     contact_id: uuid.UUID
     contact_point_id: uuid.UUID

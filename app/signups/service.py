@@ -7,36 +7,63 @@ import uuid
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.domain.identifiers import normalise_phone
-from app.domain.model import Channel, PurposeKind, Trigger
+from app.domain.identifiers import normalise_email, normalise_phone
+from app.domain.model import Channel, PurposeKind, State, Trigger
+from app.emails import service as emails
+from app.emails.service import Outgoing
 from app.ledger import repository as ledger
 from app.ledger.models import ContactPoint
 from app.ledger.service import Actor, Change, add_point, apply_changes
 from app.lib.errors import InvalidInput
 from app.lib.keys import Keys
 from app.purposes.service import require_notice, require_purpose
+from app.settings import Settings
 from app.signups.schemas import Instructions, SignupIn, SignupOut
 from app.workspaces.service import settings_of
 from app.workspaces.settings import WorkspaceSettings
 
 
 async def sign_up(
-    session: AsyncSession, keys: Keys, workspace_id: uuid.UUID, data: SignupIn, actor: Actor
-) -> SignupOut:
-    """Record ``signup`` (state ``pending``); an address already opted in stays as it is."""
+    session: AsyncSession, keys: Keys, app_settings: Settings, workspace_id: uuid.UUID, data: SignupIn, *, actor: Actor
+) -> tuple[SignupOut, Outgoing | None]:
+    """Record ``signup`` (state ``pending``); an address already opted in stays as it is.
+
+    Email answers the confirmation mail to send once the caller's transaction has committed.
+    """
     settings = await settings_of(session, workspace_id)
     channel = Channel(data.channel)
-    value = normalise_phone(data.address, settings.default_region)
-    instructions = _instructions(settings, channel, data.purpose)
+    if channel is Channel.EMAIL:
+        value = normalise_email(data.address)
+        instructions = None
+    else:
+        value = normalise_phone(data.address, settings.default_region)
+        instructions = _instructions(settings, channel, data.purpose)
     purpose = await require_purpose(session, workspace_id, data.purpose)
     if purpose.kind != PurposeKind.MARKETING:
         raise InvalidInput(f"'{purpose.key}' is transactional and needs no opt-in.", code="purpose_not_consent_based")
     notice = await require_notice(session, workspace_id, data.notice_id)
+    if channel.value not in notice.channels:
+        raise InvalidInput(f"The notice was not written for the {channel} channel.", code="notice_mismatch")
     point = await _contact_point(session, keys, workspace_id, data, channel=channel, value=value)
     evidence = {
         **msgspec.to_builtins(data.evidence),
         "collection_method": f"web_form:{data.evidence.form_id or 'unknown'}",
     }
+    if channel is Channel.EMAIL:
+        outgoing = await emails.request_confirmation(
+            session,
+            keys,
+            app_settings,
+            workspace_id,
+            point=point,
+            purpose=purpose,
+            notice=notice,
+            evidence=evidence,
+            actor=actor,
+            client_ip=data.evidence.ip,
+        )
+        out = SignupOut(contact_id=point.contact_id, contact_point_id=point.id, state=State.PENDING)
+        return out, outgoing
     [applied] = await apply_changes(
         session,
         workspace_id,
@@ -44,12 +71,13 @@ async def sign_up(
         actor,
         skip_not_allowed=True,  # already opted in: nothing to start, the same answer
     )
-    return SignupOut(
+    out = SignupOut(
         contact_id=point.contact_id,
         contact_point_id=point.id,
         state=applied.to_state,
         instructions=instructions,
     )
+    return out, None
 
 
 async def _contact_point(

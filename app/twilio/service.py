@@ -26,10 +26,11 @@ from twilio.twiml.messaging_response import MessagingResponse
 from app.domain.chain import canonical_json
 from app.domain.identifiers import InvalidIdentifier, normalise_phone
 from app.domain.keywords import Classification, Intent, classify
-from app.domain.model import ActorType, Channel, PurposeKind, Reachability, State, Trigger
+from app.domain.model import ActorType, Channel, Reachability, State, Trigger
 from app.ledger import repository as ledger
-from app.ledger.models import Consent, ContactPoint
-from app.ledger.service import Actor, Applied, Change, add_point, apply_changes
+from app.ledger.actions import withdraw_point
+from app.ledger.models import ContactPoint
+from app.ledger.service import Actor, Change, add_point, apply_changes
 from app.lib.ids import uuid7
 from app.lib.keys import Keys
 from app.lib.orm import utcnow
@@ -126,7 +127,7 @@ async def handle_inbound(
     evidence = _evidence(message, reading)
     if reading.intent is Intent.OPT_OUT:
         point = point or await _new_point(session, keys, workspace_id, channel, number)
-        applied = await _withdraw(
+        applied = await withdraw_point(
             session, workspace_id, point, trigger=Trigger.STOP_WORD, evidence=evidence, actor=SUBJECT
         )
         changed = any(a.event_id and a.from_state is not State.OPTED_OUT for a in applied)
@@ -166,26 +167,46 @@ async def handle_inbound(
     return reply
 
 
-async def handle_status(
-    session: AsyncSession, workspace_id: uuid.UUID, settings: WorkspaceSettings, params: Mapping[str, str]
+async def claim_callback(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    *,
+    provider: str,
+    message_id: str,
+    status: str,
+    error: str | None,
 ) -> bool:
-    """Process a status callback once per (MessageSid, status); False for a repeat. 21610 blocks the number."""
-    error_code = params.get("ErrorCode") or None
+    """Record a provider callback once per (provider, message id, status); False when it was seen before."""
     claimed = await session.scalar(
         insert(ProviderCallback)
         .values(
             id=uuid7(),
             workspace_id=workspace_id,
-            provider=PROVIDER,
-            message_sid=params["MessageSid"],
-            status=params["MessageStatus"],
-            error_code=error_code,
+            provider=provider,
+            message_sid=message_id,
+            status=status,
+            error_code=error[:500] if error else None,
             received_at=utcnow(),
         )
         .on_conflict_do_nothing(index_elements=["workspace_id", "provider", "message_sid", "status"])
         .returning(ProviderCallback.id)
     )
-    if claimed is None:
+    return claimed is not None
+
+
+async def handle_status(
+    session: AsyncSession, workspace_id: uuid.UUID, settings: WorkspaceSettings, params: Mapping[str, str]
+) -> bool:
+    """Process a status callback once per (MessageSid, status); False for a repeat. 21610 blocks the number."""
+    error_code = params.get("ErrorCode") or None
+    if not await claim_callback(
+        session,
+        workspace_id,
+        provider=PROVIDER,
+        message_id=params["MessageSid"],
+        status=params["MessageStatus"],
+        error=error_code,
+    ):
         return False
     if error_code == ERROR_STOPPED and params.get("To"):
         try:
@@ -200,31 +221,11 @@ async def handle_status(
                 "error_code": error_code,
                 "status": params["MessageStatus"],
             }
-            await _withdraw(
+            await withdraw_point(
                 session, workspace_id, point, trigger=Trigger.PROVIDER_BLOCK, evidence=evidence, actor=TWILIO
             )
             log.info("twilio_provider_block", workspace_id=str(workspace_id), contact_point_id=str(point.id))
     return True
-
-
-async def _withdraw(
-    session: AsyncSession,
-    workspace_id: uuid.UUID,
-    point: ContactPoint,
-    *,
-    trigger: Trigger,
-    evidence: Mapping[str, Any],
-    actor: Actor,
-) -> list[Applied]:
-    """The channel-level row and every marketing purpose of this address go to ``opted_out``."""
-    marketing = {p.id for p in await purposes.list_purposes(session, workspace_id) if p.kind == PurposeKind.MARKETING}
-    rows = await _consents_of_point(session, point)
-    purpose_ids: list[uuid.UUID | None] = [
-        None,
-        *sorted((r.purpose_id for r in rows if r.purpose_id in marketing), key=str),
-    ]
-    changes = [Change(point, purpose_id, trigger, evidence) for purpose_id in purpose_ids]
-    return await apply_changes(session, workspace_id, changes, actor, skip_not_allowed=True)
 
 
 async def _opt_in(
@@ -241,7 +242,7 @@ async def _opt_in(
 ) -> tuple[ContactPoint | None, list[str]]:
     """Opt in what the start word covers; returns the point and the purpose names opted in (none: not allowed)."""
     by_key = {p.key: p for p in await purposes.list_purposes(session, workspace_id)}
-    states = {r.purpose_id: State(r.state) for r in await _consents_of_point(session, point)} if point else {}
+    states = {r.purpose_id: State(r.state) for r in await ledger.consents_of_point(session, point.id)} if point else {}
     wanted: list[uuid.UUID]
     if reading.purpose is not None and reading.purpose in by_key:
         wanted = [by_key[reading.purpose].id]
@@ -261,12 +262,6 @@ async def _opt_in(
     applied = await apply_changes(session, workspace_id, changes, SUBJECT, skip_not_allowed=True)
     names = {p.id: p.name for p in by_key.values()}
     return point, [names[a.purpose_id] for a in applied if a.purpose_id and a.to_state is State.OPTED_IN]
-
-
-async def _consents_of_point(session: AsyncSession, point: ContactPoint | None) -> Sequence[Consent]:
-    if point is None:
-        return []
-    return [c for c in await ledger.consents_of(session, point.contact_id) if c.contact_point_id == point.id]
 
 
 async def _new_point(

@@ -20,6 +20,7 @@ from app.workspaces.schemas import (
     ApiKeyCreate,
     ApiKeyCreated,
     ApiKeyOut,
+    EmailSettingsOut,
     TwilioSettingsOut,
     WorkspaceOut,
     WorkspaceSettingsIn,
@@ -87,6 +88,16 @@ def _settings_out(settings: WorkspaceSettings) -> WorkspaceSettingsOut:
         phone=settings.phone,
         twilio=TwilioSettingsOut(
             account_sid=settings.twilio.account_sid, auth_token_set=settings.twilio.auth_token_sealed is not None
+        ),
+        email=EmailSettingsOut(
+            from_address=settings.email.from_address,
+            reply_to=settings.email.reply_to,
+            confirmation_ttl_hours=settings.email.confirmation_ttl_hours,
+            address_limit=settings.email.address_limit,
+            ip_limit=settings.email.ip_limit,
+            scanner_seconds=settings.email.scanner_seconds,
+            signup_url=settings.email.signup_url,
+            webhook_secret_set=settings.email.webhook_secret_sealed is not None,
         ),
         send_windows=settings.send_windows,
     )

@@ -10,7 +10,7 @@ import msgspec
 
 from app.domain.model import Channel
 from app.lib.auth import Scope
-from app.workspaces.settings import PhoneSettings, SendWindow, default_windows
+from app.workspaces.settings import EmailSettings, PhoneSettings, RateLimit, SendWindow, default_windows
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, description="A label people recognise.")]
 
@@ -52,6 +52,8 @@ class TwilioSettingsIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
 
     account_sid: Annotated[str, msgspec.Meta(pattern=r"^AC[0-9a-fA-F]{32}$")] | None = None
     auth_token: Annotated[str, msgspec.Meta(max_length=200, description="Empty string clears it.")] | None = None
+    auth_token_set: bool | None = None
+    """Read-only; accepted and ignored so that the answer of ``GET`` can be sent back as is."""
 
 
 class TwilioSettingsOut(msgspec.Struct, kw_only=True):
@@ -59,6 +61,43 @@ class TwilioSettingsOut(msgspec.Struct, kw_only=True):
 
     account_sid: str | None
     auth_token_set: bool
+
+
+class EmailSettingsIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The email channel's settings. ``webhook_secret`` is write-only: omit it to keep the stored one."""
+
+    from_address: Annotated[str, msgspec.Meta(max_length=320, description="Overrides MAIL_FROM.")] | None = None
+    reply_to: Annotated[str, msgspec.Meta(max_length=320)] | None = None
+    confirmation_ttl_hours: Annotated[int, msgspec.Meta(ge=1, le=720)] = 72
+    address_limit: RateLimit = msgspec.field(default_factory=lambda: EmailSettings().address_limit)
+    ip_limit: RateLimit = msgspec.field(default_factory=lambda: EmailSettings().ip_limit)
+    scanner_seconds: Annotated[int, msgspec.Meta(ge=0, le=3600)] = 10
+    signup_url: Annotated[str, msgspec.Meta(max_length=2000, pattern="^https?://")] | None = None
+    webhook_secret: (
+        Annotated[
+            str,
+            msgspec.Meta(
+                max_length=200,
+                description="Key of the HMAC on bounce/complaint webhooks (>= 32 characters); empty clears it.",
+            ),
+        ]
+        | None
+    ) = None
+    webhook_secret_set: bool | None = msgspec.field(default=None)
+    """Read-only; accepted and ignored so that the answer of ``GET`` can be sent back as is."""
+
+
+class EmailSettingsOut(msgspec.Struct, kw_only=True):
+    """The email channel's settings as shown: never the webhook secret itself."""
+
+    from_address: str | None
+    reply_to: str | None
+    confirmation_ttl_hours: int
+    address_limit: RateLimit
+    ip_limit: RateLimit
+    scanner_seconds: int
+    signup_url: str | None
+    webhook_secret_set: bool
 
 
 class WorkspaceSettingsIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -70,6 +109,7 @@ class WorkspaceSettingsIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tr
     timezone: Annotated[str, msgspec.Meta(max_length=64)] = "Europe/Berlin"
     phone: PhoneSettings = msgspec.field(default_factory=PhoneSettings)
     twilio: TwilioSettingsIn = msgspec.field(default_factory=TwilioSettingsIn)
+    email: EmailSettingsIn = msgspec.field(default_factory=EmailSettingsIn)
     send_windows: dict[Channel, SendWindow] = msgspec.field(default_factory=default_windows)
 
 
@@ -82,4 +122,5 @@ class WorkspaceSettingsOut(msgspec.Struct, kw_only=True):
     timezone: str
     phone: PhoneSettings
     twilio: TwilioSettingsOut
+    email: EmailSettingsOut
     send_windows: dict[Channel, SendWindow]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 
+import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.lib.auth import Scope, generate_key
@@ -14,7 +15,7 @@ from app.lib.orm import utcnow
 from app.workspaces import repository
 from app.workspaces.models import ApiKey, Workspace
 from app.workspaces.schemas import WorkspaceSettingsIn
-from app.workspaces.settings import TwilioSettings, WorkspaceSettings
+from app.workspaces.settings import EmailSettings, TwilioSettings, WorkspaceSettings
 
 
 async def create_workspace(session: AsyncSession, name: str) -> Workspace:
@@ -45,9 +46,13 @@ async def revoke_api_key(session: AsyncSession, workspace_id: uuid.UUID, key_id:
         raise NotFound("No API key with this id.", code="api_key_not_found")
 
 
-def sealing_context(workspace_id: uuid.UUID) -> str:
-    """Binds a sealed credential to its workspace: a copied ciphertext does not open elsewhere."""
-    return f"workspace:{workspace_id}:twilio_auth_token"
+def sealing_context(workspace_id: uuid.UUID, name: str = "twilio_auth_token") -> str:
+    """Binds a sealed credential to its workspace and field: a copied ciphertext does not open elsewhere."""
+    return f"workspace:{workspace_id}:{name}"
+
+
+EMAIL_WEBHOOK_SECRET = "email_webhook_secret"  # noqa: S105  # a field name, not a secret
+_MIN_WEBHOOK_SECRET = 32
 
 
 async def settings_of(session: AsyncSession, workspace_id: uuid.UUID) -> WorkspaceSettings:
@@ -75,6 +80,19 @@ async def replace_settings(
     if new.twilio.auth_token is not None:
         token = new.twilio.auth_token.strip()
         sealed = keys.seal(token, sealing_context(workspace_id)) if token else None
+    email_secret = current.email.webhook_secret_sealed
+    if new.email.webhook_secret is not None:
+        secret = new.email.webhook_secret.strip()
+        if secret and len(secret) < _MIN_WEBHOOK_SECRET:
+            raise InvalidInput(
+                "email.webhook_secret must be at least 32 characters (use a random value).",
+                code="webhook_secret_too_short",
+            )
+        email_secret = keys.seal(secret, sealing_context(workspace_id, EMAIL_WEBHOOK_SECRET)) if secret else None
+    given = msgspec.to_builtins(new.email)
+    given.pop("webhook_secret", None)
+    given.pop("webhook_secret_set", None)
+    email = msgspec.convert({**given, "webhook_secret_sealed": email_secret}, EmailSettings)
     settings = WorkspaceSettings(
         brand=new.brand,
         locale=new.locale,
@@ -82,6 +100,7 @@ async def replace_settings(
         timezone=new.timezone,
         phone=new.phone,
         twilio=TwilioSettings(account_sid=new.twilio.account_sid, auth_token_sealed=sealed),
+        email=email,
         send_windows=new.send_windows,
     )
     await repository.save_settings(session, workspace_id, settings.dump())

@@ -72,6 +72,31 @@ class TwilioSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, o
     auth_token_sealed: str | None = None
 
 
+class RateLimit(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """At most ``count`` events per ``window_minutes``."""
+
+    count: Annotated[int, msgspec.Meta(ge=1, le=10_000)]
+    window_minutes: Annotated[int, msgspec.Meta(ge=1, le=43_200)]
+
+
+class EmailSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    """How the email channel's double opt-in behaves."""
+
+    from_address: Annotated[str, msgspec.Meta(max_length=320, description="Overrides MAIL_FROM.")] | None = None
+    reply_to: Annotated[str, msgspec.Meta(max_length=320)] | None = None
+    confirmation_ttl_hours: Annotated[int, msgspec.Meta(ge=1, le=720)] = 72
+    """How long a confirmation link stays valid; then the signup lapses to ``expired``."""
+    address_limit: RateLimit = msgspec.field(default_factory=lambda: RateLimit(count=3, window_minutes=24 * 60))
+    """Confirmation mails per address (mail-bombing a third party through the form must not work)."""
+    ip_limit: RateLimit = msgspec.field(default_factory=lambda: RateLimit(count=20, window_minutes=60))
+    """Confirmation mails per client IP (the signup's ``evidence.ip``, else the confirming page's client)."""
+    scanner_seconds: Annotated[int, msgspec.Meta(ge=0, le=3600)] = 10
+    """A confirmation sooner than this after sending is flagged as a possible mail scanner in the evidence."""
+    signup_url: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
+    """Where a person with an unknown link can sign up again (shown on the page)."""
+    webhook_secret_sealed: str | None = None
+
+
 class SendWindow(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Daily hours in the recipient's time zone (the workspace's when unknown) in which sending is allowed."""
 
@@ -96,6 +121,7 @@ class WorkspaceSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
     timezone: Annotated[str, msgspec.Meta(max_length=64)] = "Europe/Berlin"
     phone: PhoneSettings = msgspec.field(default_factory=PhoneSettings)
     twilio: TwilioSettings = msgspec.field(default_factory=TwilioSettings)
+    email: EmailSettings = msgspec.field(default_factory=EmailSettings)
     send_windows: dict[Channel, SendWindow] = msgspec.field(default_factory=default_windows)
 
     @classmethod

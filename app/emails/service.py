@@ -1,0 +1,600 @@
+"""Email double opt-in: confirmation mails and tokens, confirming, lapsing, unsubscribing, bounces and complaints.
+
+Every consent change goes through :func:`app.ledger.service.apply_changes`; this module decides which change a
+link, a page or a provider event asks for, and keeps the mail's proof (Message-ID, send time, the relay's
+answer) with the token.
+
+Sending happens after the transaction that recorded the signup has committed (a relay round trip must not
+hold the ledger's locks): :func:`request_confirmation` returns an :class:`Outgoing` mail, :func:`deliver`
+sends it and records the relay's answer.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+from typing import Any
+
+import structlog
+from sqlalchemy import delete, insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.domain.identifiers import InvalidIdentifier, email_suppression_form, mask, normalise_email
+from app.domain.model import ActorType, Channel, Reachability, State, SuppressionReason, Trigger
+from app.domain.scanners import scanner_signals
+from app.emails import render
+from app.emails.models import ConfirmationToken, RateLimitHit
+from app.emails.tokens import UnsubscribeTarget, new_confirmation_token, sign_unsubscribe, token_hash
+from app.ledger import repository as ledger
+from app.ledger.actions import suppression_rows, withdraw_point
+from app.ledger.models import Consent, ContactPoint
+from app.ledger.service import Actor, Applied, Change, apply_changes
+from app.lib.errors import RateLimited
+from app.lib.keys import Keys
+from app.lib.orm import utcnow
+from app.purposes.models import Notice, Purpose
+from app.settings import Settings
+from app.twilio.service import claim_callback
+from app.workspaces import repository as workspaces
+from app.workspaces.settings import EmailSettings, RateLimit, WorkspaceSettings
+from channel_providers.email import MailResult, MailSender, Unsubscribe, compose
+
+log = structlog.get_logger(__name__)
+
+SYSTEM = Actor(ActorType.SYSTEM, "email")
+SUBJECT = Actor(ActorType.SUBJECT)
+PROVIDER = "email"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestMeta:
+    """Who followed a link: the request's client address and user agent (personal data, kept as proof)."""
+
+    ip: str | None
+    user_agent: str | None
+
+    def evidence(self) -> dict[str, Any]:
+        """The evidence fields of this request."""
+        return {"ip": self.ip, "user_agent": self.user_agent}
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A mail to send once the transaction that asked for it has committed."""
+
+    workspace_id: uuid.UUID
+    token_id: uuid.UUID | None
+    message: EmailMessage
+
+
+# --- starting the double opt-in ----------------------------------------------------------------------------
+
+
+async def request_confirmation(
+    session: AsyncSession,
+    keys: Keys,
+    app_settings: Settings,
+    workspace_id: uuid.UUID,
+    *,
+    point: ContactPoint,
+    purpose: Purpose,
+    notice: Notice | None,
+    evidence: Mapping[str, Any],
+    actor: Actor,
+    client_ip: str | None,
+) -> Outgoing:
+    """Record ``signup`` (or ``resend`` while pending) and prepare the confirmation mail with a new token.
+
+    The limits per address and per client IP are checked first (429, nothing written). An address that is
+    already opted in gets an "already subscribed" mail instead, so the caller's answer is the same either way.
+    Older open tokens of the same signup are superseded: only the newest mail's link confirms.
+    """
+    settings, brand = await _workspace(session, workspace_id)
+    now = utcnow()
+    await _take_rate_limits(session, keys, workspace_id, settings.email, address=point.value, ip=client_ip, now=now)
+    contact = await ledger.get_contact(session, point.contact_id)
+    lang = render.locale_of(contact.locale, settings.locale)
+    current = await _consent_state(session, point.id, purpose.id)
+    if current is not State.OPTED_IN:
+        trigger = Trigger.RESEND if current is State.PENDING else Trigger.SIGNUP
+        [applied] = await apply_changes(
+            session,
+            workspace_id,
+            [Change(point, purpose.id, trigger, evidence, notice=notice if trigger is Trigger.SIGNUP else None)],
+            actor,
+            skip_not_allowed=True,
+        )
+        current = applied.to_state
+    if current is not State.PENDING:  # already in (or it became so meanwhile): nothing to confirm
+        mail = render.already_subscribed_mail(lang, brand=brand, purpose=purpose.name)
+        return Outgoing(workspace_id, None, _compose(app_settings, settings, point.value, mail))
+    await _supersede(session, point.id, purpose.id, now)
+    token, digest = new_confirmation_token()
+    expires = now + timedelta(hours=settings.email.confirmation_ttl_hours)
+    row = ConfirmationToken(
+        workspace_id=workspace_id,
+        contact_point_id=point.id,
+        purpose_id=purpose.id,
+        notice_id=notice.id if notice else await _notice_of(session, point.id, purpose.id),
+        token_hash=digest,
+        locale=lang,
+        expires_at=expires,
+    )
+    session.add(row)
+    await session.flush()
+    link = f"{app_settings.public_base_url}/c/{token}"
+    mail = render.confirmation_mail(
+        lang, brand=brand, purpose=purpose.name, link=link, expires=expires, timezone=settings.timezone
+    )
+    return Outgoing(workspace_id, row.id, _compose(app_settings, settings, point.value, mail))
+
+
+async def deliver(session: AsyncSession, sender: MailSender, outgoing: Outgoing) -> MailResult:
+    """Send ``outgoing`` and keep the relay's answer with its token (the caller commits)."""
+    result = await sender.send(outgoing.message)
+    if outgoing.token_id is not None:
+        await session.execute(
+            update(ConfirmationToken)
+            .where(ConfirmationToken.id == outgoing.token_id)
+            .values(
+                mail_message_id=result.message_id,
+                mail_sent_at=utcnow() if result.accepted else None,
+                mail_response=result.response[:1000],
+            )
+        )
+    log.info(
+        "confirmation_mail",
+        workspace_id=str(outgoing.workspace_id),
+        outcome=result.outcome.value,
+        token_id=str(outgoing.token_id) if outgoing.token_id else None,
+    )
+    return result
+
+
+def _compose(app_settings: Settings, settings: WorkspaceSettings, to: str, mail: render.Mail) -> EmailMessage:
+    headers = {"Auto-Submitted": "auto-generated"}
+    if settings.email.reply_to:
+        headers["Reply-To"] = settings.email.reply_to
+    return compose(
+        sender=settings.email.from_address or app_settings.mail.mail_from,
+        to=to,
+        subject=mail.subject,
+        text=mail.text,
+        html=mail.html,
+        headers=headers,
+    )
+
+
+async def _workspace(session: AsyncSession, workspace_id: uuid.UUID) -> tuple[WorkspaceSettings, str]:
+    workspace = await workspaces.get_workspace(session, workspace_id)
+    assert workspace is not None  # callers hold a key of it, or a token that cascades with it
+    settings = WorkspaceSettings.load(workspace.settings)
+    return settings, settings.brand or workspace.name
+
+
+async def _consent_state(session: AsyncSession, point_id: uuid.UUID, purpose_id: uuid.UUID) -> State:
+    state = await session.scalar(
+        select(Consent.state).where(Consent.contact_point_id == point_id, Consent.purpose_id == purpose_id)
+    )
+    return State(state) if state else State.NONE
+
+
+async def _notice_of(session: AsyncSession, point_id: uuid.UUID, purpose_id: uuid.UUID) -> uuid.UUID | None:
+    return await session.scalar(
+        select(Consent.notice_id).where(Consent.contact_point_id == point_id, Consent.purpose_id == purpose_id)
+    )
+
+
+async def _supersede(session: AsyncSession, point_id: uuid.UUID, purpose_id: uuid.UUID, now: datetime) -> None:
+    await session.execute(
+        update(ConfirmationToken)
+        .where(
+            ConfirmationToken.contact_point_id == point_id,
+            ConfirmationToken.purpose_id == purpose_id,
+            ConfirmationToken.used_at.is_(None),
+            ConfirmationToken.superseded_at.is_(None),
+            ConfirmationToken.lapsed_at.is_(None),
+        )
+        .values(superseded_at=now)
+    )
+
+
+async def _take_rate_limits(
+    session: AsyncSession,
+    keys: Keys,
+    workspace_id: uuid.UUID,
+    limits: EmailSettings,
+    *,
+    address: str,
+    ip: str | None,
+    now: datetime,
+) -> None:
+    """Count one confirmation mail against the address and the client IP, or raise 429 if either is spent.
+
+    Counters are stored under keyed hashes only. An advisory lock per counter serialises concurrent signups
+    of the same address, so two requests cannot both take the last slot.
+    """
+    checks: list[tuple[bytes, RateLimit]] = [(keys.rate_limit_key("email", address.lower()), limits.address_limit)]
+    if ip:
+        checks.append((keys.rate_limit_key("ip", ip), limits.ip_limit))
+    for key, limit in sorted(checks, key=lambda check: check[0]):
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": int.from_bytes(key[:8], "big", signed=True)}
+        )
+        window = timedelta(minutes=limit.window_minutes)
+        recent = (
+            await session.scalars(
+                select(RateLimitHit.at)
+                .where(
+                    RateLimitHit.workspace_id == workspace_id, RateLimitHit.key == key, RateLimitHit.at > now - window
+                )
+                .order_by(RateLimitHit.at.desc())
+                .limit(limit.count)
+            )
+        ).all()
+        if len(recent) >= limit.count:
+            retry_after = max(1, math.ceil((recent[-1] + window - now).total_seconds()))
+            raise RateLimited(
+                "Too many confirmation mails were requested for this address or client; try again later.",
+                retry_after=retry_after,
+                code="too_many_confirmation_mails",
+            )
+    await session.execute(
+        insert(RateLimitHit), [{"workspace_id": workspace_id, "key": key, "at": now} for key, _ in checks]
+    )
+
+
+# --- the confirmation link ---------------------------------------------------------------------------------
+
+
+class LinkStatus(enum.StrEnum):
+    """What a confirmation link can do, as its page shows it (the HTTP status in :data:`STATUS_CODES`)."""
+
+    CONFIRMABLE = "confirm"
+    CONFIRMED = "confirmed"
+    ALREADY = "already"
+    SUPERSEDED = "superseded"
+    EXPIRED = "expired"
+    INVALID = "invalid"
+    UNKNOWN = "unknown"
+
+
+STATUS_CODES = {
+    LinkStatus.CONFIRMABLE: 200,
+    LinkStatus.CONFIRMED: 200,
+    LinkStatus.ALREADY: 200,
+    LinkStatus.SUPERSEDED: 410,
+    LinkStatus.EXPIRED: 410,
+    LinkStatus.INVALID: 410,
+    LinkStatus.UNKNOWN: 404,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """A confirmation link as found: its status and what its page names."""
+
+    status: LinkStatus
+    token: ConfirmationToken | None = None
+    point: ContactPoint | None = None
+    lang: str = "en"
+    brand: str = ""
+    purpose: str = ""
+    signup_url: str | None = None
+
+    @property
+    def address(self) -> str:
+        """The masked address the page shows."""
+        return mask(Channel.EMAIL, self.point.value) if self.point else ""
+
+
+async def look_up(session: AsyncSession, token: str, *, lock: bool = False) -> Link:
+    """What ``token`` can do now; changes nothing (``GET`` and ``HEAD`` use this)."""
+    statement = select(ConfirmationToken).where(ConfirmationToken.token_hash == token_hash(token))
+    row = await session.scalar(statement.with_for_update() if lock else statement)
+    if row is None:
+        return Link(LinkStatus.UNKNOWN)
+    settings, brand = await _workspace(session, row.workspace_id)
+    purpose = await session.get(Purpose, row.purpose_id)
+    point = await session.get(ContactPoint, row.contact_point_id)
+    assert purpose is not None
+    assert point is not None
+    found = Link(
+        LinkStatus.CONFIRMABLE,
+        row,
+        point,
+        row.locale,
+        brand,
+        purpose.name,
+        settings.email.signup_url,
+    )
+    state = await _consent_state(session, row.contact_point_id, row.purpose_id)
+    if row.used_at is not None or state is State.OPTED_IN:
+        return _with(found, LinkStatus.ALREADY)
+    if row.superseded_at is not None:
+        return _with(found, LinkStatus.SUPERSEDED)
+    if row.lapsed_at is not None or row.expires_at <= utcnow():
+        return _with(found, LinkStatus.EXPIRED)
+    if state is not State.PENDING:
+        return _with(found, LinkStatus.INVALID)
+    return found
+
+
+def _with(link: Link, status: LinkStatus) -> Link:
+    return Link(status, link.token, link.point, link.lang, link.brand, link.purpose, link.signup_url)
+
+
+async def confirm(session: AsyncSession, token: str, meta: RequestMeta) -> Link:
+    """``POST /c/{token}``: confirm, recording the request and any scanner signals; idempotent.
+
+    A confirmation that comes seconds after sending, or with a scanner's user agent, is still a real POST and
+    is honoured; the evidence carries the signal. An expired token lapses its signup here (if the sweep has not
+    yet).
+    """
+    link = await look_up(session, token, lock=True)
+    row, point = link.token, link.point
+    if link.status is LinkStatus.EXPIRED and row is not None and row.lapsed_at is None and row.superseded_at is None:
+        await _lapse(session, row, utcnow())
+    if link.status is not LinkStatus.CONFIRMABLE:
+        return link
+    assert row is not None
+    assert point is not None
+    now = utcnow()
+    settings, _ = await _workspace(session, row.workspace_id)
+    sent = row.mail_sent_at
+    seconds = (now - sent).total_seconds() if sent else None
+    evidence = {
+        **meta.evidence(),
+        "method": "button_post",
+        "token_id": str(row.id),
+        "mail_message_id": row.mail_message_id,
+        "mail_sent_at": sent.isoformat() if sent else None,
+        "seconds_after_sending": round(seconds, 3) if seconds is not None else None,
+        "signals": scanner_signals(meta.user_agent, seconds, settings.email.scanner_seconds),
+    }
+    [applied] = await apply_changes(
+        session,
+        row.workspace_id,
+        [Change(point, row.purpose_id, Trigger.CONFIRM, evidence)],
+        SUBJECT,
+        skip_not_allowed=True,
+    )
+    if applied.event_id is None:
+        return _with(link, LinkStatus.INVALID)
+    row.used_at = now
+    if point.reachability == Reachability.UNDELIVERABLE:  # the mail arrived: the address works again
+        await ledger.set_reachability(session, point.id, Reachability.REACHABLE.value, now)
+    return _with(link, LinkStatus.CONFIRMED)
+
+
+async def renew(
+    session: AsyncSession, keys: Keys, app_settings: Settings, token: str, meta: RequestMeta
+) -> tuple[Link, Outgoing | None]:
+    """``POST /c/{token}/renew``: a new confirmation mail for an expired or replaced link (rate limits apply)."""
+    link = await look_up(session, token, lock=True)
+    if link.status not in (LinkStatus.EXPIRED, LinkStatus.SUPERSEDED):
+        return link, None
+    row, point = link.token, link.point
+    assert row is not None
+    assert point is not None
+    purpose = await session.get(Purpose, row.purpose_id)
+    notice = await session.get(Notice, row.notice_id) if row.notice_id else None
+    assert purpose is not None
+    evidence = {**meta.evidence(), "method": "renewal_page", "previous_token_id": str(row.id)}
+    outgoing = await request_confirmation(
+        session,
+        keys,
+        app_settings,
+        row.workspace_id,
+        point=point,
+        purpose=purpose,
+        notice=notice,
+        evidence=evidence,
+        actor=SUBJECT,
+        client_ip=meta.ip,
+    )
+    return link, outgoing
+
+
+async def lapse_expired(session: AsyncSession, *, limit: int = 500) -> int:
+    """Move signups whose newest link expired to ``expired``; returns how many tokens were handled.
+
+    Safe to run from several processes at once (``SKIP LOCKED``). Old rate-limit counters are pruned too.
+    """
+    now = utcnow()
+    rows = (
+        await session.scalars(
+            select(ConfirmationToken)
+            .where(
+                ConfirmationToken.expires_at <= now,
+                ConfirmationToken.used_at.is_(None),
+                ConfirmationToken.superseded_at.is_(None),
+                ConfirmationToken.lapsed_at.is_(None),
+            )
+            .order_by(ConfirmationToken.expires_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    ).all()
+    for row in rows:
+        await _lapse(session, row, now)
+    await session.execute(delete(RateLimitHit).where(RateLimitHit.at < now - timedelta(days=31)))
+    return len(rows)
+
+
+async def _lapse(session: AsyncSession, row: ConfirmationToken, now: datetime) -> None:
+    point = await session.get(ContactPoint, row.contact_point_id)
+    if point is not None:
+        evidence = {"token_id": str(row.id), "expired_at": row.expires_at.isoformat()}
+        await apply_changes(
+            session,
+            row.workspace_id,
+            [Change(point, row.purpose_id, Trigger.LAPSE, evidence)],
+            SYSTEM,
+            skip_not_allowed=True,
+        )
+    row.lapsed_at = now
+
+
+# --- unsubscribing -----------------------------------------------------------------------------------------
+
+
+def unsubscribe_urls(app_settings: Settings, keys: Keys, target: UnsubscribeTarget, lang: str = "en") -> Unsubscribe:
+    """The one-click target and the page of one recipient, for :func:`channel_providers.email.compose`."""
+    token = sign_unsubscribe(keys.unsubscribe, target)
+    base = f"{app_settings.public_base_url}/u/{token}"
+    return Unsubscribe(url=f"{base}/one-click", page_url=base, locale=lang)
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """Whom an unsubscribe token names, as its page shows it."""
+
+    workspace_id: uuid.UUID
+    point: ContactPoint
+    purpose: Purpose | None
+    lang: str
+    brand: str
+
+    @property
+    def address(self) -> str:
+        """The masked address."""
+        return mask(Channel.EMAIL, self.point.value)
+
+
+async def recipient_of(session: AsyncSession, target: UnsubscribeTarget) -> Recipient | None:
+    """The address and purpose a verified token names; ``None`` if the address is gone (erased)."""
+    point = await session.get(ContactPoint, target.contact_point_id)
+    if point is None or point.channel != Channel.EMAIL:
+        return None
+    purpose = await session.get(Purpose, target.purpose_id) if target.purpose_id else None
+    if purpose is not None and purpose.workspace_id != point.workspace_id:
+        return None
+    settings, brand = await _workspace(session, point.workspace_id)
+    contact = await ledger.get_contact(session, point.contact_id)
+    return Recipient(point.workspace_id, point, purpose, render.locale_of(contact.locale, settings.locale), brand)
+
+
+async def unsubscribe(
+    session: AsyncSession, recipient: Recipient, *, everything: bool, evidence: Mapping[str, Any]
+) -> list[Applied]:
+    """Withdraw the token's purpose, or every marketing purpose; a repeat records nothing new (idempotent)."""
+    purpose_id = None if everything or recipient.purpose is None else recipient.purpose.id
+    return await withdraw_point(
+        session,
+        recipient.workspace_id,
+        recipient.point,
+        trigger=Trigger.UNSUBSCRIBE,
+        evidence=evidence,
+        actor=SUBJECT,
+        purpose_id=purpose_id,
+        repeat=False,
+    )
+
+
+# --- bounces and complaints --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderEvent:
+    """One bounce or complaint reported by the mail provider."""
+
+    id: str
+    type: str
+    recipient: str
+    bounce_type: str | None = None
+    occurred_at: datetime | None = None
+    message_id: str | None = None
+    diagnostic: str | None = None
+
+
+@dataclass(slots=True)
+class EventsReport:
+    """What a webhook delivery did."""
+
+    processed: int = 0
+    duplicates: int = 0
+    unknown_recipients: int = 0
+
+
+async def handle_events(
+    session: AsyncSession, keys: Keys, workspace_id: uuid.UUID, events: Sequence[ProviderEvent]
+) -> EventsReport:
+    """Hard bounce → address ``undeliverable``; complaint → ``opted_out`` + suppression; soft bounce counted.
+
+    Each event is processed once (by its id); a retried delivery reports duplicates and changes nothing.
+    """
+    report = EventsReport()
+    for event in events:
+        status = event.type if event.type != "bounce" else f"bounce_{event.bounce_type or 'hard'}"
+        if not await claim_callback(
+            session, workspace_id, provider=PROVIDER, message_id=event.id, status=status, error=event.diagnostic
+        ):
+            report.duplicates += 1
+            continue
+        report.processed += 1
+        try:
+            address = normalise_email(event.recipient)
+        except InvalidIdentifier:
+            report.unknown_recipients += 1
+            continue
+        point = await ledger.find_contact_point(session, workspace_id, Channel.EMAIL, address)
+        if event.type == "complaint":
+            await _complaint(session, keys, workspace_id, point=point, address=address, event=event)
+        elif point is not None and status == "bounce_hard":
+            await ledger.set_reachability(session, point.id, Reachability.UNDELIVERABLE.value, utcnow())
+        elif point is not None:
+            await ledger.count_soft_bounce(session, point.id)
+        if point is None:
+            report.unknown_recipients += 1
+    log.info(
+        "email_events",
+        workspace_id=str(workspace_id),
+        processed=report.processed,
+        duplicates=report.duplicates,
+        unknown=report.unknown_recipients,
+    )
+    return report
+
+
+async def _complaint(
+    session: AsyncSession,
+    keys: Keys,
+    workspace_id: uuid.UUID,
+    *,
+    point: ContactPoint | None,
+    address: str,
+    event: ProviderEvent,
+) -> None:
+    """A spam complaint opts the address out of all marketing and suppresses it (even if it is unknown)."""
+    if point is not None:
+        evidence = {"event_id": event.id, "message_id": event.message_id, "feedback": event.diagnostic}
+        await withdraw_point(
+            session,
+            workspace_id,
+            point,
+            trigger=Trigger.COMPLAINT,
+            evidence=evidence,
+            actor=Actor(ActorType.PROVIDER, PROVIDER),
+        )
+        rows = suppression_rows(keys, workspace_id, [point], SuppressionReason.COMPLAINT)
+    else:
+        identifier = email_suppression_form(address)
+        rows = [
+            {
+                "workspace_id": workspace_id,
+                "key": key,
+                "key_version": version,
+                "channel": Channel.EMAIL.value,
+                "scope": "all_marketing",
+                "purpose_id": None,
+                "reason": SuppressionReason.COMPLAINT.value,
+            }
+            for version, key in keys.suppression_keys(Channel.EMAIL, identifier).items()
+        ]
+    await ledger.add_suppressions(session, rows)

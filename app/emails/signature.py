@@ -1,0 +1,36 @@
+"""Signatures of the bounce/complaint webhook: ``X-Consent-Signature: t=<unix time>,v1=<hex HMAC-SHA256>``.
+
+The HMAC is over ``"<t>." + body`` with the workspace's webhook secret. The timestamp binds the signature to a
+moment, so a captured delivery cannot be replayed after :data:`TOLERANCE_SECONDS`; several ``v1`` values may be
+sent while a secret is being rotated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+HEADER = "x-consent-signature"
+TOLERANCE_SECONDS = 300
+
+
+def sign(secret: str, body: bytes, timestamp: int) -> str:
+    """The header value for ``body`` sent at ``timestamp``."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={mac}"
+
+
+def verify(secret: str, header: str, body: bytes, now: float) -> bool:
+    """True when ``header`` carries a fresh, matching signature of ``body``."""
+    timestamp: int | None = None
+    macs: list[str] = []
+    for part in header.split(","):
+        name, _, value = part.strip().partition("=")
+        if name == "t" and value.isdigit():
+            timestamp = int(value)
+        elif name == "v1":
+            macs.append(value)
+    if timestamp is None or not macs or abs(now - timestamp) > TOLERANCE_SECONDS:
+        return False
+    expected = sign(secret, body, timestamp).rpartition("=")[2]
+    return any(hmac.compare_digest(expected, mac) for mac in macs)

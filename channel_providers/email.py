@@ -1,0 +1,215 @@
+"""Email: composing mail (with RFC 2369/8058 unsubscribe headers for marketing) and sending it.
+
+Two senders behind one Protocol:
+
+- :class:`SmtpSender` hands the message to the configured relay with aiosmtplib (plain, STARTTLS or implicit
+  TLS; optional login). A 5xx reply is a permanent failure, anything else that goes wrong is transient.
+- :class:`OutboxSender` writes ``.eml`` files to a local folder: the default when no ``SMTP_HOST`` is set, so
+  the service runs with no mail account.
+
+Vendor exceptions never leave this module: every send answers a :class:`MailResult`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid, parseaddr
+from pathlib import Path
+from typing import Protocol
+
+import aiosmtplib
+import structlog
+
+log = structlog.get_logger(__name__)
+
+_PERMANENT = 500  # SMTP reply codes from 500 up are permanent (RFC 5321 §4.2.1)
+
+
+class Outcome(enum.StrEnum):
+    """What became of a message."""
+
+    ACCEPTED = "accepted"
+    PERMANENT_FAILURE = "permanent_failure"
+    """The relay refused for good (5xx): the address or the message will not be accepted as is."""
+    TRANSIENT_FAILURE = "transient_failure"
+    """Connection, timeout or a 4xx reply: trying again later may work."""
+
+
+@dataclass(frozen=True, slots=True)
+class MailResult:
+    """The relay's answer to one message."""
+
+    outcome: Outcome
+    message_id: str
+    response: str
+    """The relay's reply (or the reason the message did not get there), for the proof and the logs."""
+
+    @property
+    def accepted(self) -> bool:
+        """True when the relay took the message."""
+        return self.outcome is Outcome.ACCEPTED
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    """How a marketing mail's recipient leaves the list (RFC 2369, RFC 8058, and a visible link)."""
+
+    url: str
+    """The HTTPS one-click target; it carries everything (recipient, purpose) in an opaque signed token."""
+    page_url: str
+    """The page behind the visible link in the body (choose one purpose or everything)."""
+    mailto: str | None = None
+    """An optional ``mailto:`` alternative for receivers that do not POST."""
+    locale: str = "en"
+
+
+_FOOTER = {
+    "de": ("Sie möchten diese E-Mails nicht mehr erhalten? Hier abmelden: {url}", "Abmelden"),
+    "en": ("Don't want these emails any more? Unsubscribe here: {url}", "Unsubscribe"),
+}
+
+
+def compose(
+    *,
+    sender: str,
+    to: str,
+    subject: str,
+    text: str,
+    html: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    unsubscribe: Unsubscribe | None = None,
+) -> EmailMessage:
+    """A MIME message with ``Message-ID`` and ``Date``; marketing mail passes ``unsubscribe``.
+
+    With ``unsubscribe`` the message gets ``List-Unsubscribe`` (the HTTPS URL first), ``List-Unsubscribe-Post:
+    List-Unsubscribe=One-Click`` (RFC 8058 §3.1) and a visible unsubscribe link at the end of every body part
+    (Gmail and Yahoo require both). DKIM signing, which RFC 8058 needs to cover these headers, is the relay's
+    job.
+    """
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = to
+    message["Subject"] = subject
+    message["Date"] = format_datetime(datetime.now(UTC))
+    domain = parseaddr(sender)[1].rpartition("@")[2] or "localhost"
+    message["Message-ID"] = make_msgid(domain=domain)
+    for name, value in (headers or {}).items():
+        message[name] = value
+    if unsubscribe is not None:
+        targets = [f"<{unsubscribe.url}>"] + ([f"<{unsubscribe.mailto}>"] if unsubscribe.mailto else [])
+        message["List-Unsubscribe"] = ", ".join(targets)
+        message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        sentence, label = _FOOTER.get(unsubscribe.locale, _FOOTER["en"])
+        text = f"{text.rstrip()}\n\n--\n{sentence.format(url=unsubscribe.page_url)}\n"
+        if html is not None:
+            link = f'<p style="font-size:12px;color:#555"><a href="{_attr(unsubscribe.page_url)}">{label}</a></p>'
+            html = html.replace("</body>", f"{link}</body>") if "</body>" in html else html + link
+    message.set_content(text)
+    if html is not None:
+        message.add_alternative(html, subtype="html")
+    return message
+
+
+def _attr(value: str) -> str:
+    return value.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+class MailSender(Protocol):
+    """Sends one composed message."""
+
+    async def send(self, message: EmailMessage) -> MailResult:
+        """Hand ``message`` on; never raises for delivery problems."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpConfig:
+    """Where and how to reach the relay."""
+
+    host: str
+    port: int = 587
+    tls: str = "starttls"
+    """``none``, ``starttls`` or ``tls``."""
+    username: str | None = None
+    password: str | None = None
+    timeout: float = 15.0
+
+
+class SmtpSender:
+    """Sends through an SMTP relay with aiosmtplib; one connection per message."""
+
+    def __init__(self, config: SmtpConfig) -> None:
+        self.config = config
+
+    async def send(self, message: EmailMessage) -> MailResult:
+        """Send; 5xx replies are permanent failures, connection problems and 4xx replies transient ones."""
+        config = self.config
+        message_id = str(message["Message-ID"])
+        try:
+            errors, response = await aiosmtplib.send(
+                message,
+                hostname=config.host,
+                port=config.port,
+                username=config.username,
+                password=config.password,
+                use_tls=config.tls == "tls",
+                start_tls=True if config.tls == "starttls" else False,  # noqa: SIM210  # None would mean "if offered"
+                timeout=config.timeout,
+            )
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            codes = [refused.code for refused in exc.recipients]
+            outcome = Outcome.PERMANENT_FAILURE if codes and min(codes) >= _PERMANENT else Outcome.TRANSIENT_FAILURE
+            detail = "; ".join(f"{refused.code} {refused.message}" for refused in exc.recipients)
+            return MailResult(outcome, message_id, detail)
+        except aiosmtplib.SMTPResponseException as exc:
+            outcome = Outcome.PERMANENT_FAILURE if exc.code >= _PERMANENT else Outcome.TRANSIENT_FAILURE
+            return MailResult(outcome, message_id, f"{exc.code} {exc.message}")
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            return MailResult(Outcome.TRANSIENT_FAILURE, message_id, f"{type(exc).__name__}: {exc}")
+        if errors:  # some recipients refused, others taken (we send to one, so this is rare)
+            detail = "; ".join(f"{response.code} {response.message}" for response in errors.values())
+            return MailResult(Outcome.PERMANENT_FAILURE, message_id, detail)
+        return MailResult(Outcome.ACCEPTED, message_id, response)
+
+
+class OutboxSender:
+    """Writes each message as an ``.eml`` file into ``folder`` (development, no relay needed)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    async def send(self, message: EmailMessage) -> MailResult:
+        """Write the file atomically (temporary name, then rename); logs where, never to whom."""
+        message_id = str(message["Message-ID"])
+        data = bytes(message)
+        path = await asyncio.to_thread(self._write, data)
+        log.info("mail_written_to_outbox", path=str(path))
+        return MailResult(Outcome.ACCEPTED, message_id, f"written to {path}")
+
+    def _write(self, data: bytes) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        fd, temporary = tempfile.mkstemp(dir=self.folder, prefix=".", suffix=".tmp")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        final = self.folder / f"{stamp}-{Path(temporary).stem.lstrip('.')}.eml"
+        Path(temporary).replace(final)
+        return final
+
+
+def sender_for(smtp: SmtpConfig | None, outbox: Path) -> MailSender:
+    """The relay when one is configured, else the outbox folder."""
+    return SmtpSender(smtp) if smtp is not None else OutboxSender(outbox)
+
+
+def address(display_name: str, addr_spec: str) -> str:
+    """``"Name" <addr>`` with the name encoded as needed."""
+    return str(Address(display_name=display_name, addr_spec=addr_spec))
