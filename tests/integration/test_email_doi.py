@@ -431,3 +431,68 @@ async def test_without_smtp_host_mail_goes_to_the_outbox_folder(tmp_path, databa
     message = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
     assert message["To"] == "dev@example.com"
     assert LINK.search(message.get_body(("plain",)).get_content())
+
+
+class _Login:
+    def __call__(self, _server, _session, _envelope, mechanism, auth_data):
+        from aiosmtpd.smtp import AuthResult  # noqa: PLC0415
+
+        ok = mechanism in ("LOGIN", "PLAIN") and (auth_data.login, auth_data.password) == (b"relay-user", b"relay-pass")
+        return AuthResult(success=ok)
+
+
+@pytest.fixture
+async def relay_with_login():
+    handler = Inbox()
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: SMTP(
+            handler, hostname="relay.test", authenticator=_Login(), auth_required=True, auth_require_tls=False
+        ),
+        "127.0.0.1",
+        0,
+    )
+    handler.port = server.sockets[0].getsockname()[1]
+    try:
+        yield handler
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def _message(to="jane@example.com"):
+    from channel_providers.email import compose  # noqa: PLC0415
+
+    return compose(sender="Acme <news@acme.example>", to=to, subject="Hi", text="Hello")
+
+
+# aiosmtpd warns about AUTH without TLS (this relay is on loopback) and about its own deprecated attribute
+@pytest.mark.filterwarnings("ignore::UserWarning:aiosmtpd.smtp", "ignore::DeprecationWarning:aiosmtpd.smtp")
+async def test_the_smtp_adapter_logs_in_and_maps_refusals(relay_with_login):
+    from channel_providers.email import Outcome, SmtpConfig, SmtpSender  # noqa: PLC0415
+
+    good = SmtpSender(
+        SmtpConfig(
+            host="127.0.0.1", port=relay_with_login.port, tls="none", username="relay-user", password="relay-pass"
+        )
+    )
+    result = await good.send(_message())
+    assert result.outcome is Outcome.ACCEPTED, result.response
+    assert len(relay_with_login.messages) == 1
+
+    relay_with_login.refuse.add("gone@example.com")
+    gone = await good.send(_message("gone@example.com"))
+    assert gone.outcome is Outcome.PERMANENT_FAILURE
+    assert "550" in gone.response
+
+
+async def test_a_temporary_refusal_is_transient(inbox):
+    from channel_providers.email import Outcome, SmtpConfig, SmtpSender  # noqa: PLC0415
+
+    async def busy(_server, _session, _envelope, _address, _options):
+        return "451 4.3.0 Try again later"
+
+    inbox.handle_RCPT = busy
+    result = await SmtpSender(SmtpConfig(host="127.0.0.1", port=inbox.port, tls="none")).send(_message())
+    assert result.outcome is Outcome.TRANSIENT_FAILURE
+    assert "451" in result.response
