@@ -25,6 +25,7 @@ from app.lib.auth import KeyCache, api_key_guard, provide_principal
 from app.lib.db import Database, head_revision, migrate
 from app.lib.embedded_pg import EmbeddedPostgres
 from app.lib.errors import Unavailable, exception_handlers
+from app.lib.idempotency import idempotency_middleware, prune
 from app.lib.keys import Keys
 from app.lib.observability import Metrics, configure_logging, request_middleware_factory
 from app.ops.controllers import health, metrics, ready
@@ -55,11 +56,12 @@ _LAPSE_INTERVAL_SECONDS = 60.0
 
 
 async def _lapse_loop(database: Database) -> None:
-    """Expire signups whose confirmation link lapsed, once a minute (several processes may run it)."""
+    """Once a minute: expire signups whose link lapsed, forget old idempotency keys (any process may run it)."""
     while True:
         try:
             async with database.sessionmaker() as session, session.begin():
                 lapsed = await lapse_expired(session)
+                await prune(session)
             if lapsed:
                 log.info("confirmations_lapsed", count=lapsed)
         except Exception:  # a failed round is logged and retried; the loop must not die
@@ -134,6 +136,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
             EligibilityController,
         ],
         guards=[api_key_guard],
+        middleware=[idempotency_middleware],
         security=[{"bearer": []}],
     )
     app = Litestar(

@@ -2,6 +2,7 @@
 
 from app.emails.models import ConfirmationToken, RateLimitHit
 from app.ledger.models import Consent, ConsentEvent, Contact, ContactPoint, LedgerHead, Suppression
+from app.lib.idempotency import IdempotencyKey
 from app.lib.orm import Base
 from app.purposes.models import Notice, Purpose
 from app.twilio.models import InboundMessage, ProviderCallback
@@ -16,6 +17,7 @@ __all__ = [
     "ConsentEvent",
     "Contact",
     "ContactPoint",
+    "IdempotencyKey",
     "InboundMessage",
     "LedgerHead",
     "Notice",

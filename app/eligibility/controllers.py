@@ -72,6 +72,7 @@ class EligibilityController(Controller):
         operation_id="getEligibilityBatch",
         status_code=200,
         responses=errors(401, 403, 404, 413, 422),
+        opt={"idempotent": False},  # a read: a repeat must answer what holds now, never a stored answer
     )
     async def batch(
         self, data: JSONBody[BatchIn], principal: NamedDependency[Principal], db: NamedDependency[AsyncSession]

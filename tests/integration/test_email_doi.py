@@ -496,3 +496,25 @@ async def test_a_temporary_refusal_is_transient(inbox):
     result = await SmtpSender(SmtpConfig(host="127.0.0.1", port=inbox.port, tls="none")).send(_message())
     assert result.outcome is Outcome.TRANSIENT_FAILURE
     assert "451" in result.response
+
+
+async def test_a_retried_signup_with_its_idempotency_key_sends_no_second_mail(client, form, inbox):
+    keyed = {**form, "key": {**form["key"], "Idempotency-Key": "form-submit-77"}}
+    first = await sign_up(client, keyed)
+    again = await sign_up(client, keyed)
+    assert first.status_code == again.status_code == 202
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json()
+    assert len(inbox.messages) == 1
+
+
+async def test_a_rate_limited_answer_is_not_kept_for_the_key(client, admin, form, inbox):
+    settings = (await client.get("/v1/workspace/settings", headers=admin)).json()
+    settings["email"]["address_limit"] = {"count": 1, "window_minutes": 60}
+    assert (await client.put("/v1/workspace/settings", json=settings, headers=admin)).status_code == 200
+    assert (await sign_up(client, form)).status_code == 202
+    keyed = {**form, "key": {**form["key"], "Idempotency-Key": "later"}}
+    assert (await sign_up(client, keyed)).status_code == 429
+    retry = await sign_up(client, keyed)
+    assert retry.status_code == 429
+    assert "idempotent-replayed" not in retry.headers, "429 says 'try again': the retry runs again"

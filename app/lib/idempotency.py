@@ -1,0 +1,213 @@
+"""``Idempotency-Key`` on POSTs that create or send (API.md conventions).
+
+A repeat with the same key and the same request answers the first answer again (with ``Idempotent-Replayed:
+true``); the same key with a different request answers 409 ``idempotency_key_reused``; a repeat while the first
+is still running answers 409 ``idempotency_request_in_progress`` with ``Retry-After``.
+
+Keys belong to a workspace (any of its API keys may retry), are claimed in their own short transaction before
+the handler runs, and keep the answer for :data:`RETENTION`. Answers that say "try again" (429, 5xx) are not
+kept, so the retry really runs again. A claim left behind by a crashed process is taken over after
+:data:`ABANDONED_AFTER`. Handlers that only read (a batch eligibility check) opt out with
+``opt={"idempotent": False}``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from litestar.connection import ASGIConnection
+from litestar.datastructures import MutableScopeHeaders
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from sqlalchemy import ForeignKey, Integer, LargeBinary, Text, delete, or_, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.lib.auth import authenticate
+from app.lib.db import Database
+from app.lib.errors import AppError, Conflict, InvalidInput
+from app.lib.orm import Base, utcnow
+
+log = structlog.get_logger(__name__)
+
+HEADER = "idempotency-key"
+RETENTION = timedelta(hours=24)
+ABANDONED_AFTER = timedelta(seconds=60)
+_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+_KEPT_HEADERS = ("content-type", "location")
+_RETRY_LATER = 429
+
+
+class IdempotencyKey(Base):
+    """A claimed key, with the first answer once it is known."""
+
+    __tablename__ = "idempotency_keys"
+
+    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    fingerprint: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime]
+    completed_at: Mapped[datetime | None]
+    status: Mapped[int | None] = mapped_column(Integer)
+    headers: Mapped[str | None] = mapped_column(Text)
+    body: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+def idempotency_middleware(app: ASGIApp) -> ASGIApp:
+    """Router middleware for ``/v1``: applies the convention to every POST that carries the header."""
+
+    async def handle(scope: Scope, receive: Receive, send: Send) -> None:
+        key = MutableScopeHeaders(scope).get(HEADER) if scope["type"] == ScopeType.HTTP else None
+        handler = scope.get("route_handler")
+        if (
+            key is None
+            or scope.get("method") != "POST"
+            or (handler is not None and handler.opt.get("idempotent") is False)
+        ):
+            await app(scope, receive, send)
+            return
+        if not _KEY.match(key):
+            raise InvalidInput(
+                "Idempotency-Key must be 1 to 255 visible ASCII characters.", code="invalid_idempotency_key"
+            )
+        try:
+            principal = await authenticate(ASGIConnection(scope))
+        except AppError:  # the guard answers 401 as usual
+            await app(scope, receive, send)
+            return
+        body = await _read_body(receive)
+        fingerprint = hashlib.sha256(
+            b"\0".join([scope["path"].encode(), scope.get("query_string", b""), body])
+        ).digest()
+        database: Database = scope["app"].state.database
+        replay = await _claim(database, principal.workspace_id, key, fingerprint)
+        if replay is not None:
+            await _send_replay(send, *replay)
+            return
+        await _run_and_keep(app, scope, body, send, database=database, workspace_id=principal.workspace_id, key=key)
+
+    return handle
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        chunks.append(chunk if isinstance(chunk, bytes) else b"")
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+async def _claim(
+    database: Database, workspace_id: uuid.UUID, key: str, fingerprint: bytes
+) -> tuple[int, str, bytes] | None:
+    """Claim ``key``; ``None`` when this request runs, else the stored answer to replay (or a 409 raised)."""
+    now = utcnow()
+    async with database.sessionmaker() as session, session.begin():
+        claimed = await session.scalar(
+            insert(IdempotencyKey)
+            .values(workspace_id=workspace_id, key=key, fingerprint=fingerprint, created_at=now)
+            .on_conflict_do_update(
+                index_elements=["workspace_id", "key"],
+                set_={"fingerprint": fingerprint, "created_at": now},
+                # an expired key is free again; so is a claim a crashed process left behind
+                where=or_(
+                    IdempotencyKey.created_at < now - RETENTION,
+                    (IdempotencyKey.completed_at.is_(None)) & (IdempotencyKey.created_at < now - ABANDONED_AFTER),
+                ),
+            )
+            .returning(IdempotencyKey.key)
+        )
+        if claimed is not None:
+            return None
+        row = await session.scalar(
+            select(IdempotencyKey).where(IdempotencyKey.workspace_id == workspace_id, IdempotencyKey.key == key)
+        )
+    if row is None:  # deleted in between (its first request failed): the client may simply retry
+        raise Conflict("The first request with this key just failed; retry.", code="idempotency_request_in_progress")
+    if row.fingerprint != fingerprint:
+        raise Conflict("This Idempotency-Key was already used with a different request.", code="idempotency_key_reused")
+    if row.status is None:
+        raise Conflict(
+            "A request with this Idempotency-Key is still being processed.",
+            code="idempotency_request_in_progress",
+            headers={"Retry-After": "1"},
+        )
+    assert row.body is not None
+    return row.status, row.headers or "", row.body
+
+
+async def _send_replay(send: Send, status: int, headers: str, body: bytes) -> None:
+    raw = [tuple(line.split(": ", 1)) for line in headers.splitlines() if ": " in line]
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                *((name.encode(), value.encode()) for name, value in raw),
+                (b"idempotent-replayed", b"true"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def _run_and_keep(
+    app: ASGIApp, scope: Scope, body: bytes, send: Send, *, database: Database, workspace_id: uuid.UUID, key: str
+) -> None:
+    """Run the handler with the buffered body, pass its answer on, and keep it (or free the key)."""
+    delivered = False
+
+    async def replay_receive() -> dict[str, Any]:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return {"type": "http.disconnect"}
+
+    status = 500
+    headers: list[str] = []
+    chunks: list[bytes] = []
+
+    async def capture(message: Message) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+            for name, value in message.get("headers", []):
+                if name.decode().lower() in _KEPT_HEADERS:
+                    headers.append(f"{name.decode()}: {value.decode()}")
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+        await send(message)
+
+    keep = False
+    try:
+        await app(scope, replay_receive, capture)  # type: ignore[arg-type]  # our receive speaks the protocol
+        keep = status < 500 and status != _RETRY_LATER  # noqa: PLR2004
+    finally:
+        async with database.sessionmaker() as session, session.begin():
+            where = (IdempotencyKey.workspace_id == workspace_id) & (IdempotencyKey.key == key)
+            if keep:
+                await session.execute(
+                    update(IdempotencyKey)
+                    .where(where)
+                    .values(completed_at=utcnow(), status=status, headers="\n".join(headers), body=b"".join(chunks))
+                )
+            else:
+                await session.execute(delete(IdempotencyKey).where(where))
+
+
+async def prune(session: AsyncSession) -> None:
+    """Forget keys older than :data:`RETENTION`."""
+    await session.execute(delete(IdempotencyKey).where(IdempotencyKey.created_at < utcnow() - RETENTION))
