@@ -308,3 +308,56 @@ def audit_verify(workspace_id: uuid.UUID | None, as_json: bool) -> None:  # noqa
             )
     if not all(result.valid for _, result in results):
         sys.exit(1)
+
+
+@main.group(name="import")
+def import_() -> None:
+    """Import lists."""
+
+
+@import_.command(name="robinson")
+@click.option("--workspace", "workspace_id", required=True, type=click.UUID, help="Workspace id.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def import_robinson(workspace_id: uuid.UUID, file: Path, as_json: bool) -> None:  # noqa: FBT001
+    """Import a Robinson list (CSV) into a workspace: stored as keyed hashes, known addresses become objected."""
+    from app.imports import robinson  # noqa: PLC0415
+    from app.lib.keys import Keys  # noqa: PLC0415
+    from app.workspaces import repository  # noqa: PLC0415
+
+    settings = _settings().with_dev_secrets()
+    secret = settings.secret_key
+    assert secret is not None
+    size = file.stat().st_size
+
+    async def action() -> robinson.RobinsonReport:
+        async with open_database(settings) as database, database.sessionmaker() as session, session.begin():
+            if await repository.get_workspace(session, workspace_id) is None:
+                raise click.ClickException(f"workspace {workspace_id} does not exist")
+            with click.progressbar(length=size, label="importing", file=sys.stderr, show_pos=False) as bar:
+                return await robinson.import_robinson(
+                    session,
+                    Keys(secret),
+                    workspace_id,
+                    _chunks(file),
+                    actor=robinson.SYSTEM_IMPORT,
+                    source=f"cli:{file.name}",
+                    progress=bar.update,
+                )
+
+    report = _run(action)
+    if as_json:
+        click.echo(msgspec.json.encode(report).decode())
+        return
+    click.echo(
+        f"{report.rows} rows: {report.accepted} accepted, {report.rejected} rejected, "
+        f"{report.new_entries} new entries, {report.matched} known contacts matched"
+    )
+    for error in report.errors:
+        click.echo(f"  line {error.line}: {error.code}: {error.message}")
+
+
+async def _chunks(path: Path, size: int = 1 << 20) -> AsyncIterator[bytes]:
+    with path.open("rb") as fh:
+        while chunk := await asyncio.to_thread(fh.read, size):
+            yield chunk

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.eligibility.controllers import EligibilityController
 from app.emails.controllers import ConfirmationPages, EmailWebhookController, UnsubscribePages
 from app.emails.service import lapse_expired
+from app.imports.controllers import ImportController
 from app.ledger.controllers import AuditController, ContactController, ObjectionController, WithdrawalController
 from app.lib.auth import KeyCache, api_key_guard, provide_principal
 from app.lib.db import Database, head_revision, migrate
@@ -134,6 +135,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
             AuditController,
             SignupController,
             EligibilityController,
+            ImportController,
         ],
         guards=[api_key_guard],
         middleware=[idempotency_middleware],

@@ -1,0 +1,278 @@
+"""Robinson list import: postal advertising objections, stored as keyed hashes only (CHANNEL_RULES.md §6).
+
+Each row (name + postal address) is normalised as the ledger normalises print addresses, turned into the same
+HMAC a print contact point carries in ``suppression_keys``, and stored as a ``robinson`` suppression of print
+marketing. Nothing of the list is kept in clear. Then every known print address that matches is moved to
+``objected`` (trigger ``robinson_match``) in the ledger; addresses added later are suppressed by the stored keys.
+
+The file is streamed: rows are parsed and copied to a temporary table in batches, so memory stays flat for any
+list size. The import is one transaction (all or nothing) and idempotent: importing the same list again adds
+nothing and records no new events.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.domain.identifiers import InvalidIdentifier, normalise_postal
+from app.domain.model import ActorType, Channel, ObjectionKind, State, SuppressionReason, SuppressionScope, Trigger
+from app.imports.csvstream import CsvError, records
+from app.ledger.models import ContactPoint
+from app.ledger.service import Actor, Change, apply_changes
+from app.lib.errors import InvalidInput
+from app.lib.ids import uuid7
+from app.lib.keys import Keys
+
+log = structlog.get_logger(__name__)
+
+BATCH_ROWS = 5_000
+MAX_REPORTED_ERRORS = 100
+MAX_REPORTED_MATCHES = 10_000
+_MATCH_BATCH = 500
+_NAME_COLUMNS = ("name", "first_name", "last_name", "vorname", "nachname")
+_ALIASES = {
+    "strasse": "street",
+    "straße": "street",
+    "hausnummer": "house_number",
+    "hausnr": "house_number",
+    "plz": "postcode",
+    "postleitzahl": "postcode",
+    "zip": "postcode",
+    "ort": "city",
+    "stadt": "city",
+    "land": "country",
+    "vorname": "first_name",
+    "nachname": "last_name",
+}
+
+
+@dataclass(slots=True)
+class RowError:
+    """Why one line was not taken."""
+
+    line: int
+    code: str
+    message: str
+
+
+@dataclass(slots=True)
+class Match:
+    """A known contact whose postal address is on the list."""
+
+    contact_id: uuid.UUID
+    external_id: str | None
+    contact_point_id: uuid.UUID
+
+
+@dataclass(slots=True)
+class RobinsonReport:
+    """What an import did."""
+
+    rows: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    new_entries: int = 0
+    matched: int = 0
+    matches: list[Match] = field(default_factory=list)
+    errors: list[RowError] = field(default_factory=list)
+
+
+async def import_robinson(
+    session: AsyncSession,
+    keys: Keys,
+    workspace_id: uuid.UUID,
+    chunks: AsyncIterator[bytes],
+    *,
+    actor: Actor,
+    source: str,
+    progress: Callable[[int], None] | None = None,
+) -> RobinsonReport:
+    """Stream ``chunks`` (CSV bytes) into the workspace's Robinson suppressions and match known addresses.
+
+    ``progress`` is called with the byte count of each chunk read (the CLI's progress bar). Runs in the
+    caller's transaction.
+    """
+    report = RobinsonReport()
+    await session.execute(
+        text("CREATE TEMP TABLE IF NOT EXISTS robinson_import (id uuid, key bytea, key_version int) ON COMMIT DROP")
+    )
+    await session.execute(text("TRUNCATE robinson_import"))
+    raw = await (await session.connection()).get_raw_connection()
+    driver = raw.driver_connection
+    assert driver is not None
+    try:
+        await _stream_keys(driver, keys, chunks, report, progress)
+    except CsvError as exc:
+        raise InvalidInput(str(exc), code="invalid_csv") from None
+    inserted = await session.execute(
+        text(
+            """
+            INSERT INTO suppressions (id, workspace_id, key, key_version, channel, scope, purpose_id, reason)
+            SELECT id, :workspace_id, key, key_version, :channel, :scope, NULL, :reason FROM robinson_import
+            ON CONFLICT DO NOTHING
+            """
+        ),
+        {
+            "workspace_id": workspace_id,
+            "channel": Channel.PRINT.value,
+            "scope": SuppressionScope.ALL_MARKETING.value,
+            "reason": SuppressionReason.ROBINSON.value,
+        },
+    )
+    report.new_entries = inserted.rowcount  # type: ignore[attr-defined]  # CursorResult of an INSERT
+    await _match(session, workspace_id, report, actor=actor, source=source)
+    log.info(
+        "robinson_import",
+        workspace_id=str(workspace_id),
+        rows=report.rows,
+        accepted=report.accepted,
+        rejected=report.rejected,
+        new_entries=report.new_entries,
+        matched=report.matched,
+    )
+    return report
+
+
+async def _stream_keys(
+    driver: Any,
+    keys: Keys,
+    chunks: AsyncIterator[bytes],
+    report: RobinsonReport,
+    progress: Callable[[int], None] | None,
+) -> None:
+    """Parse, normalise and hash every row, copying the keys to ``robinson_import`` in batches."""
+
+    async def counted() -> AsyncIterator[bytes]:
+        async for chunk in chunks:
+            if progress is not None:
+                progress(len(chunk))
+            yield chunk
+
+    batch: list[tuple[uuid.UUID, bytes, int]] = []
+    columns: dict[str, int] | None = None
+    async for line, fields in records(counted()):
+        if columns is None:
+            columns = _header(fields)
+            continue
+        report.rows += 1
+        identifier = _identifier(line, fields, columns, report)
+        if identifier is None:
+            continue
+        report.accepted += 1
+        batch.extend((uuid7(), key, version) for version, key in keys.suppression_keys("print", identifier).items())
+        if len(batch) >= BATCH_ROWS:
+            await driver.copy_records_to_table("robinson_import", records=batch, columns=_COLUMNS)
+            batch.clear()
+    if columns is None:
+        raise InvalidInput("The file is empty: a header line is needed.", code="invalid_csv")
+    if batch:
+        await driver.copy_records_to_table("robinson_import", records=batch, columns=_COLUMNS)
+
+
+_COLUMNS = ["id", "key", "key_version"]
+
+
+def _header(fields: list[str]) -> dict[str, int]:
+    names = [_ALIASES.get(name.strip().lower(), name.strip().lower()) for name in fields]
+    columns = {name: index for index, name in enumerate(names)}
+    missing = [name for name in ("street", "postcode", "city") if name not in columns]
+    if missing or not any(name in columns for name in _NAME_COLUMNS):
+        raise InvalidInput(
+            "The header needs the columns street, postcode, city and name (or first_name and last_name); "
+            f"house_number and country are optional. Found: {', '.join(names)}.",
+            code="invalid_csv_header",
+        )
+    return columns
+
+
+def _identifier(line: int, fields: list[str], columns: dict[str, int], report: RobinsonReport) -> str | None:
+    """The print identifier of one row (person level), or ``None`` with the row's error recorded."""
+
+    def get(name: str) -> str:
+        index = columns.get(name)
+        return fields[index] if index is not None and index < len(fields) else ""
+
+    name = get("name") or f"{get('first_name')} {get('last_name')}".strip()
+    try:
+        address = normalise_postal(
+            street=get("street"),
+            house_number=get("house_number") or None,
+            postcode=get("postcode"),
+            city=get("city"),
+            name=name,
+            country=get("country") or "DE",
+        )
+    except InvalidIdentifier as exc:
+        _reject(report, line, exc.code, str(exc))
+        return None
+    if address.name_key is None:
+        _reject(report, line, "name_missing", "The row has no name (a Robinson entry names the person).")
+        return None
+    return f"{address.key}#{address.name_key}"
+
+
+def _reject(report: RobinsonReport, line: int, code: str, message: str) -> None:
+    report.rejected += 1
+    if len(report.errors) < MAX_REPORTED_ERRORS:
+        report.errors.append(RowError(line, code, message))
+
+
+async def _match(
+    session: AsyncSession, workspace_id: uuid.UUID, report: RobinsonReport, *, actor: Actor, source: str
+) -> None:
+    """Record ``robinson_match`` for every known print address on the list that is not objected yet."""
+    rows = (
+        await session.execute(
+            text(
+                """
+                SELECT DISTINCT cp.id
+                  FROM contact_points cp
+                  CROSS JOIN LATERAL unnest(cp.suppression_keys) AS k(key)
+                  JOIN robinson_import r ON r.key = k.key
+                  LEFT JOIN consents c ON c.contact_point_id = cp.id AND c.purpose_id IS NULL
+                 WHERE cp.workspace_id = :workspace_id AND cp.channel = 'print'
+                   AND coalesce(c.state, 'none') <> :objected
+                 ORDER BY cp.id
+                """
+            ),
+            {"workspace_id": workspace_id, "objected": State.OBJECTED.value},
+        )
+    ).all()
+    point_ids = [row.id for row in rows]
+    evidence = {"kind": ObjectionKind.ROBINSON.value, "scope": "print", "source": source}
+    for start in range(0, len(point_ids), _MATCH_BATCH):
+        ids = point_ids[start : start + _MATCH_BATCH]
+        chosen = (
+            await session.scalars(select(ContactPoint).where(ContactPoint.id.in_(ids)).order_by(ContactPoint.id))
+        ).all()
+        applied = await apply_changes(
+            session,
+            workspace_id,
+            [Change(point, None, Trigger.ROBINSON_MATCH, evidence) for point in chosen],
+            actor,
+            skip_not_allowed=True,
+        )
+        external = await _external_ids(session, [point.contact_id for point in chosen])
+        for point, result in zip(chosen, applied, strict=True):
+            if result.event_id is None:
+                continue
+            report.matched += 1
+            if len(report.matches) < MAX_REPORTED_MATCHES:
+                report.matches.append(Match(point.contact_id, external.get(point.contact_id), point.id))
+
+
+async def _external_ids(session: AsyncSession, contact_ids: list[uuid.UUID]) -> dict[uuid.UUID, str | None]:
+    rows = await session.execute(
+        text("SELECT id, external_id FROM contacts WHERE id = ANY(:ids)"), {"ids": contact_ids}
+    )
+    return {row.id: row.external_id for row in rows}
+
+
+SYSTEM_IMPORT = Actor(ActorType.SYSTEM, "robinson_import")

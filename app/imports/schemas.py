@@ -1,0 +1,35 @@
+"""API types of imports."""
+
+from __future__ import annotations
+
+import uuid
+
+import msgspec
+
+
+class RowErrorOut(msgspec.Struct, kw_only=True):
+    """A line that was not taken, and why."""
+
+    line: int
+    code: str
+    message: str
+
+
+class MatchOut(msgspec.Struct, kw_only=True):
+    """A known contact whose postal address is on the list; its print consent is now `objected`."""
+
+    contact_id: uuid.UUID
+    external_id: str | None
+    contact_point_id: uuid.UUID
+
+
+class RobinsonReportOut(msgspec.Struct, kw_only=True):
+    """What the import did. `errors` lists the first 100 rejected lines, `matches` the first 10,000 matches."""
+
+    rows: int
+    accepted: int
+    rejected: int
+    new_entries: int
+    matched: int
+    matches: list[MatchOut]
+    errors: list[RowErrorOut]

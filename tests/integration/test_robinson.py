@@ -1,0 +1,194 @@
+"""Robinson list import: streamed CSV, German address variants, keyed hashes only, matching and idempotency."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, text
+
+from app.domain.identifiers import normalise_postal
+from app.ledger.actions import print_value
+from app.ledger.models import ConsentEvent, Suppression
+from app.lib.auth import Scope
+
+CONSENT = str(Path(sys.executable).parent / "consent")
+
+LIST = (
+    "Name;Straße;Hausnummer;PLZ;Ort\n"
+    "Mueller, Hans;Hauptstr.;12 A;10115;Berlin\n"  # Dr. Hans Müller, Hauptstraße 12a: a match
+    "Erika Musterfrau;Hauptstraße;12a;10115;Berlin\n"  # same house, another person: not Hans
+    "Otto Normal;Lindenallee;3;1234;Köln\n"  # a four-digit postcode is not German
+    ";Ringstraße;4;50667;Köln\n"  # no name
+    '"Weiß; Jürgen";"Sankt-Georg-Platz";7;20099;Hamburg\n'  # St.-Georg-Pl. 7 below: a match
+)
+
+
+async def print_point(ledger, name, street, postcode, city, external_id):
+    address = normalise_postal(street=street, postcode=postcode, city=city, name=name)
+    details = {"address_key": address.key, "name_key": address.name_key}
+    return await ledger.point("print", print_value(address), external_id=external_id, details=details)
+
+
+@pytest.fixture
+async def known(ledger):
+    hans = await print_point(ledger, "Dr. Hans Müller", "Hauptstraße 12a", "10115", "Berlin", "crm-hans")
+    juergen = await print_point(ledger, "Jürgen Weiss", "St.-Georg-Pl. 7", "20099", "Hamburg", "crm-juergen")
+    other = await print_point(ledger, "Klara Korn", "Hauptstraße 12a", "10115", "Berlin", "crm-klara")
+    return {"hans": hans, "juergen": juergen, "klara": other}
+
+
+async def upload(client, tenant, body, *, chunk=None):
+    headers = {**(await tenant.key(Scope.CONSENTS_WRITE)), "Content-Type": "text/csv"}
+    data = body.encode() if isinstance(body, str) else body
+    if chunk:
+
+        async def pieces():
+            for start in range(0, len(data), chunk):
+                yield data[start : start + chunk]
+
+        return await client.post("/v1/imports/robinson", content=pieces(), headers=headers)
+    return await client.post("/v1/imports/robinson", content=data, headers=headers)
+
+
+async def print_state(client, tenant, point):
+    reader = await tenant.key(Scope.ELIGIBILITY_READ)
+    decision = await client.get(
+        "/v1/eligibility",
+        params={"contact": str(point.contact_id), "channel": "print", "purpose": "letters"},
+        headers=reader,
+    )
+    return decision.json()
+
+
+@pytest.fixture
+async def letters(ledger):
+    return await ledger.purpose("letters")
+
+
+@pytest.mark.parametrize("chunk", [None, 7])
+async def test_the_list_matches_known_addresses_in_their_variants(client, tenant, known, letters, chunk):
+    response = await upload(client, tenant, LIST, chunk=chunk)
+    assert response.status_code == 200, response.text
+    report = response.json()
+    assert report["rows"] == 5
+    assert report["accepted"] == 3
+    assert report["rejected"] == 2
+    assert [(e["line"], e["code"]) for e in report["errors"]] == [(4, "invalid_postcode"), (5, "name_missing")]
+    assert report["new_entries"] == 3
+    assert report["matched"] == 2
+    matched = {m["external_id"] for m in report["matches"]}
+    assert matched == {"crm-hans", "crm-juergen"}
+
+    for who in ("hans", "juergen"):
+        decision = await print_state(client, tenant, known[who])
+        assert decision["eligible"] is False
+        assert decision["reason"] in {"objected", "suppressed"}
+    assert (await print_state(client, tenant, known["klara"]))["eligible"] is True, "a neighbour is not on the list"
+
+
+async def test_the_match_is_in_the_ledger(client, tenant, known, letters, admin):
+    await upload(client, tenant, LIST)
+    events = (await client.get(f"/v1/contacts/{known['hans'].contact_id}/events", headers=admin)).json()
+    [event] = events
+    assert event["trigger"] == "robinson_match"
+    assert event["to_state"] == "objected"
+    assert event["evidence"]["kind"] == "robinson"
+    assert event["evidence"]["source"] == "api"
+
+
+async def test_only_keyed_hashes_are_kept(client, tenant, known, session):
+    await upload(client, tenant, LIST)
+    rows = (await session.scalars(select(Suppression).where(Suppression.reason == "robinson"))).all()
+    assert len(rows) == 3
+    assert all(len(row.key) == 32 and row.channel == "print" for row in rows)
+    # nothing of the list in clear anywhere in the database's tables
+    for word in ("Musterfrau", "Normal", "Erika"):
+        found = await session.scalar(
+            text(
+                "SELECT count(*) FROM (SELECT row_to_json(t)::text AS j FROM suppressions t UNION ALL "
+                "SELECT row_to_json(t)::text FROM consent_events t UNION ALL "
+                "SELECT row_to_json(t)::text FROM contact_points t UNION ALL "
+                "SELECT row_to_json(t)::text FROM contacts t) x WHERE j ILIKE :w"
+            ),
+            {"w": f"%{word}%"},
+        )
+        assert found == 0, word
+
+
+async def test_importing_again_changes_nothing(client, tenant, known, session):
+    await upload(client, tenant, LIST)
+    events = await session.scalar(select(func.count()).select_from(ConsentEvent))
+    again = (await upload(client, tenant, LIST)).json()
+    assert again["new_entries"] == 0
+    assert again["matched"] == 0
+    assert await session.scalar(select(func.count()).select_from(ConsentEvent)) == events
+
+
+async def test_an_address_added_later_is_suppressed(client, tenant, ledger, letters):
+    await upload(client, tenant, LIST)
+    later = await print_point(ledger, "Erika Musterfrau", "Hauptstr. 12 a", "10115", "Berlin", "crm-erika")
+    decision = await print_state(client, tenant, later)
+    assert decision["eligible"] is False
+    assert decision["reason"] == "suppressed"
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ("Vorname;Nachname;PLZ\nHans;Müller;10115\n", "invalid_csv_header"),
+        ("", "invalid_csv"),
+        (b"name,street,postcode,city\n" + "Jürgen,Weg 1,10115,Berlin\n".encode("latin-1"), "invalid_csv"),
+    ],
+)
+async def test_unreadable_files_are_refused_whole(client, tenant, known, session, body, code):
+    response = await upload(client, tenant, body)
+    assert response.status_code == 422
+    assert response.json()["code"] == code
+    assert await session.scalar(select(func.count()).select_from(Suppression)) == 0
+
+
+async def test_first_and_last_name_columns_and_commas(client, tenant, known):
+    body = "first_name,last_name,street,postcode,city,country\nHans,Müller,Hauptstrasse 12a,10115,Berlin,DE\n"
+    report = (await upload(client, tenant, body)).json()
+    assert report["matched"] == 1
+    assert report["matches"][0]["external_id"] == "crm-hans"
+
+
+async def test_the_import_needs_consents_write(client, tenant):
+    reader = await tenant.key(Scope.ELIGIBILITY_READ)
+    response = await client.post("/v1/imports/robinson", content=LIST.encode(), headers=reader)
+    assert response.status_code == 403
+
+
+@pytest.mark.slow
+async def test_the_cli_imports_with_a_report(pg_server, tmp_path):
+    url = await pg_server.create_database("consent_robinson_cli")
+    env = {
+        **os.environ,
+        "DATABASE_URL": url.replace("+asyncpg", ""),
+        "CONSENT_LOG_FORMAT": "json",
+        "CONSENT_SECRET_KEY": "ab" * 32,
+    }
+
+    def run(*args):
+        return subprocess.run([CONSENT, *args], env=env, capture_output=True, text=True, timeout=60, check=False)
+
+    try:
+        assert run("migrate").returncode == 0
+        workspace = json.loads(run("workspace", "create", "Acme", "--json").stdout.strip().splitlines()[-1])
+        listed = tmp_path / "robinson.csv"
+        listed.write_text(LIST)
+        result = run("import", "robinson", "--workspace", workspace["id"], str(listed), "--json")
+        assert result.returncode == 0, result.stderr
+        report = json.loads(result.stdout.strip().splitlines()[-1])
+        assert (report["rows"], report["accepted"], report["new_entries"]) == (5, 3, 3)
+        human = run("import", "robinson", "--workspace", workspace["id"], str(listed))
+        assert "5 rows: 3 accepted, 2 rejected, 0 new entries" in human.stdout
+        assert "line 4: invalid_postcode" in human.stdout
+    finally:
+        await pg_server.drop_database(url)
