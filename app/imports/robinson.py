@@ -111,6 +111,7 @@ async def import_robinson(
         await _stream_keys(driver, keys, chunks, report, progress)
     except CsvError as exc:
         raise InvalidInput(str(exc), code="invalid_csv") from None
+    await session.execute(text("ANALYZE robinson_import"))  # a temporary table has no statistics otherwise
     inserted = await session.execute(
         text(
             """

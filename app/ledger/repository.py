@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app.domain.chain import GENESIS
 from app.ledger.models import Consent, ConsentEvent, Contact, ContactPoint, LedgerHead, Suppression
@@ -121,37 +123,53 @@ async def consents_of_point(session: AsyncSession, point_id: uuid.UUID) -> Seque
     return (await session.scalars(select(Consent).where(Consent.contact_point_id == point_id))).all()
 
 
-async def lock_consent(
-    session: AsyncSession,
-    workspace_id: uuid.UUID,
-    *,
-    contact_id: uuid.UUID,
-    contact_point_id: uuid.UUID,
-    purpose_id: uuid.UUID | None,
-    channel: str,
-) -> Consent:
-    """The consent row of (contact point, purpose), created in state ``none`` if missing, locked until commit.
+_LOCK_CHUNK = 1_000  # rows per INSERT (6 parameters each, well below PostgreSQL's 65,535)
 
-    ``ON CONFLICT DO UPDATE`` takes the row lock in the same statement, so two transactions on the same
-    consent serialise here whether or not the row existed.
+
+async def lock_consents(
+    session: AsyncSession, workspace_id: uuid.UUID, wanted: Sequence[ConsentKey]
+) -> dict[tuple[uuid.UUID, uuid.UUID | None], Consent]:
+    """The consent rows of ``wanted`` (created in state ``none`` if missing), locked until commit.
+
+    ``INSERT … ON CONFLICT DO UPDATE`` takes each row lock in the same statement, whether or not the row
+    existed, and processes its rows in the order given: callers pass them sorted, so concurrent batches lock
+    in one order and cannot deadlock. One statement per 1,000 rows.
     """
-    statement = (
-        insert(Consent)
-        .values(
-            id=uuid7(),
-            workspace_id=workspace_id,
-            contact_id=contact_id,
-            contact_point_id=contact_point_id,
-            purpose_id=purpose_id,
-            channel=channel,
+    locked: dict[tuple[uuid.UUID, uuid.UUID | None], Consent] = {}
+    for start in range(0, len(wanted), _LOCK_CHUNK):
+        rows = [
+            {
+                "id": uuid7(),
+                "workspace_id": workspace_id,
+                "contact_id": key.contact_id,
+                "contact_point_id": key.contact_point_id,
+                "purpose_id": key.purpose_id,
+                "channel": key.channel,
+            }
+            for key in wanted[start : start + _LOCK_CHUNK]
+        ]
+        statement = (
+            insert(Consent)
+            .values(rows)
+            .on_conflict_do_update(
+                constraint="uq_consents_contact_point_id_purpose_id", set_={"version": Consent.version}
+            )
+            .returning(Consent)
+            .execution_options(populate_existing=True)
         )
-        .on_conflict_do_update(constraint="uq_consents_contact_point_id_purpose_id", set_={"version": Consent.version})
-        .returning(Consent)
-        .execution_options(populate_existing=True)
-    )
-    consent = await session.scalar(statement)
-    assert consent is not None
-    return consent
+        for consent in (await session.scalars(statement)).all():
+            locked[consent.contact_point_id, consent.purpose_id] = consent
+    return locked
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentKey:
+    """Which consent row to lock (and create if missing)."""
+
+    contact_point_id: uuid.UUID
+    purpose_id: uuid.UUID | None
+    contact_id: uuid.UUID
+    channel: str
 
 
 async def lock_head(session: AsyncSession, workspace_id: uuid.UUID) -> tuple[int, bytes]:
@@ -178,29 +196,16 @@ async def append_events(session: AsyncSession, events: Sequence[dict[str, Any]],
     )
 
 
-async def update_consent(
-    session: AsyncSession,
-    consent_id: uuid.UUID,
-    *,
-    state: str,
-    legal_basis: str | None,
-    notice_id: uuid.UUID | None,
-    since: datetime,
-    last_event_id: uuid.UUID,
-) -> None:
-    """Move the projection to the state of its newest event."""
-    await session.execute(
-        update(Consent)
-        .where(Consent.id == consent_id)
-        .values(
-            state=state,
-            legal_basis=legal_basis,
-            notice_id=notice_id,
-            since=since,
-            last_event_id=last_event_id,
-            version=Consent.version + 1,
-        )
-    )
+def set_projection(consent: Consent, values: Mapping[str, Any]) -> None:
+    """Give the loaded row the values :func:`update_consents` writes, without marking it dirty."""
+    for name, value in values.items():
+        set_committed_value(consent, name, value)
+
+
+async def update_consents(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Move projections to the state of their newest event, one ``executemany`` by primary key."""
+    if rows:
+        await session.execute(update(Consent), list(rows))
 
 
 async def events_of_contact(

@@ -119,20 +119,13 @@ async def _lock_consents(
     session: AsyncSession, workspace_id: uuid.UUID, changes: Sequence[Change]
 ) -> dict[tuple[uuid.UUID, uuid.UUID | None], Consent]:
     """Lock every consent row the batch touches, in one fixed order (no deadlocks between batches)."""
-    consents: dict[tuple[uuid.UUID, uuid.UUID | None], Consent] = {}
+    wanted: dict[tuple[uuid.UUID, uuid.UUID | None], repository.ConsentKey] = {}
     for change in sorted(changes, key=lambda c: (str(c.contact_point.id), str(c.purpose_id or ""))):
-        key = _key(change)
-        if key not in consents:
-            point = change.contact_point
-            consents[key] = await repository.lock_consent(
-                session,
-                workspace_id,
-                contact_id=point.contact_id,
-                contact_point_id=point.id,
-                purpose_id=change.purpose_id,
-                channel=point.channel,
-            )
-    return consents
+        point = change.contact_point
+        wanted.setdefault(
+            _key(change), repository.ConsentKey(point.id, change.purpose_id, point.contact_id, point.channel)
+        )
+    return await repository.lock_consents(session, workspace_id, list(wanted.values()))
 
 
 def _plan(
@@ -192,6 +185,7 @@ async def _append(
         return {}
     last_seq, last_hash = await repository.lock_head(session, workspace_id)
     rows: list[dict[str, Any]] = []
+    updates: dict[uuid.UUID, dict[str, Any]] = {}
     event_ids: dict[int, uuid.UUID] = {}
     for step in steps:
         assert step.rule is not None
@@ -226,17 +220,18 @@ async def _append(
         rows.append({**asdict(fields), "personal": personal, "prev_hash": last_hash, "hash": digest})
         last_seq, last_hash = fields.seq, digest
         event_ids[step.index] = fields.id
-        consent.notice_id = notice_id
-        await repository.update_consent(
-            session,
-            consent.id,
-            state=step.rule.target.value,
-            legal_basis=fields.legal_basis,
-            notice_id=notice_id,
-            since=fields.occurred_at,
-            last_event_id=fields.id,
-        )
+        projection = {
+            "state": step.rule.target.value,
+            "legal_basis": fields.legal_basis,
+            "notice_id": notice_id,
+            "since": fields.occurred_at,
+            "last_event_id": fields.id,
+            "version": consent.version + 1,
+        }
+        repository.set_projection(consent, projection)
+        updates[consent.id] = {"id": consent.id, **projection}
     await repository.append_events(session, rows, workspace_id)
+    await repository.update_consents(session, list(updates.values()))
     return event_ids
 
 

@@ -253,14 +253,14 @@ async def test_a_soft_bounce_is_counted_and_changes_nothing(client, admin, subsc
     assert details["soft_bounces"] == 2
 
 
-async def test_a_complaint_opts_out_and_suppresses(client, admin, subscribed, webhook, session):
+async def test_a_complaint_opts_out_and_suppresses(client, admin, subscribed, webhook, session, tenant):
     response = await webhook(
         [{"id": "fbl-1", "type": "complaint", "recipient": "jane@example.com", "diagnostic": "abuse"}]
     )
     assert response.status_code == 200
     current, _ = await states(client, admin, subscribed["point"])
     assert current == {None: "opted_out", "newsletter": "opted_out", "offers": "opted_out"}
-    [suppression] = (await session.scalars(select(Suppression))).all()
+    [suppression] = (await session.scalars(select(Suppression).where(Suppression.workspace_id == tenant.id))).all()
     assert suppression.reason == "complaint"
     assert suppression.scope == "all_marketing"
     assert suppression.channel == Channel.EMAIL
@@ -271,10 +271,13 @@ async def test_a_complaint_opts_out_and_suppresses(client, admin, subscribed, we
     assert await event_count(session) == events, "a retried delivery records nothing"
 
 
-async def test_a_complaint_about_an_unknown_address_still_suppresses_it(client, webhook, session):
+async def test_a_complaint_about_an_unknown_address_still_suppresses_it(client, webhook, session, tenant):
     response = await webhook([{"id": "fbl-2", "type": "complaint", "recipient": "stranger@example.com"}])
     assert response.json() == {"processed": 1, "duplicates": 0, "unknown_recipients": 1}
-    assert await session.scalar(select(func.count()).select_from(Suppression)) == 1
+    assert (
+        await session.scalar(select(func.count()).select_from(Suppression).where(Suppression.workspace_id == tenant.id))
+        == 1
+    )
 
 
 @pytest.mark.parametrize(
@@ -301,7 +304,10 @@ async def test_bad_signatures_are_refused_and_nothing_is_recorded(client, subscr
     assert response.status_code == 403
     assert response.json()["code"] == "invalid_signature"
     assert await event_count(session) == before
-    assert await session.scalar(select(func.count()).select_from(Suppression)) == 0
+    assert (
+        await session.scalar(select(func.count()).select_from(Suppression).where(Suppression.workspace_id == tenant.id))
+        == 0
+    )
 
 
 async def test_the_webhook_needs_a_configured_secret(client, tenant):
