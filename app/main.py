@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import version
+from pathlib import Path
 
 import structlog
 from litestar import Litestar, Router
@@ -15,6 +16,7 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.static_files import create_static_files_router
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.eligibility.controllers import EligibilityController
@@ -31,6 +33,7 @@ from app.lib.keys import Keys
 from app.lib.observability import Metrics, configure_logging, request_middleware_factory
 from app.ops.controllers import health, metrics, ready
 from app.purposes.controllers import NoticeController, PurposeController
+from app.push.controllers import PushController
 from app.settings import Settings
 from app.signups.controllers import SignupController
 from app.twilio.controllers import TwilioWebhookController
@@ -54,6 +57,7 @@ def _provide_keys(state: State) -> Keys:
 
 
 _LAPSE_INTERVAL_SECONDS = 60.0
+STATIC_DIR = Path(__file__).parent / "static"
 
 
 async def _lapse_loop(database: Database) -> None:
@@ -136,6 +140,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
             SignupController,
             EligibilityController,
             ImportController,
+            PushController,
         ],
         guards=[api_key_guard],
         middleware=[idempotency_middleware],
@@ -151,6 +156,9 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
             EmailWebhookController,
             ConfirmationPages,
             UnsubscribePages,
+            create_static_files_router(
+                path="/static", directories=[STATIC_DIR], include_in_schema=False, opt={"public": True}
+            ),
         ],
         lifespan=[lifespan],
         dependencies={

@@ -262,6 +262,11 @@ async def set_reachability(session: AsyncSession, point_id: uuid.UUID, reachabil
     )
 
 
+async def update_details(session: AsyncSession, point_id: uuid.UUID, details: dict[str, Any]) -> None:
+    """Replace what is known about an address besides its value (a push token, subscription keys)."""
+    await session.execute(update(ContactPoint).where(ContactPoint.id == point_id).values(details=details))
+
+
 async def count_soft_bounce(session: AsyncSession, point_id: uuid.UUID) -> None:
     """Count a temporary delivery failure on the address (no state change)."""
     await session.execute(

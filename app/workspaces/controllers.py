@@ -22,6 +22,7 @@ from app.workspaces.schemas import (
     ApiKeyOut,
     EmailSettingsOut,
     TwilioSettingsOut,
+    WebPushSettingsOut,
     WorkspaceOut,
     WorkspaceSettingsIn,
     WorkspaceSettingsOut,
@@ -98,6 +99,11 @@ def _settings_out(settings: WorkspaceSettings) -> WorkspaceSettingsOut:
             scanner_seconds=settings.email.scanner_seconds,
             signup_url=settings.email.signup_url,
             webhook_secret_set=settings.email.webhook_secret_sealed is not None,
+        ),
+        web_push=WebPushSettingsOut(
+            subject=settings.web_push.subject,
+            vapid_public_key=settings.web_push.vapid_public_key,
+            vapid_private_key_set=settings.web_push.vapid_private_key_sealed is not None,
         ),
         send_windows=settings.send_windows,
     )

@@ -27,6 +27,16 @@ async def get_workspace(session: AsyncSession, workspace_id: uuid.UUID) -> Works
     return await session.get(Workspace, workspace_id)
 
 
+async def lock_workspace(session: AsyncSession, workspace_id: uuid.UUID) -> Workspace | None:
+    """The workspace row, locked until commit (settings written once by concurrent first uses)."""
+    return await session.scalar(
+        select(Workspace)
+        .where(Workspace.id == workspace_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+
+
 async def add_api_key(session: AsyncSession, key: ApiKey) -> ApiKey:
     """Insert an API key."""
     session.add(key)

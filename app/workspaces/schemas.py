@@ -100,6 +100,29 @@ class EmailSettingsOut(msgspec.Struct, kw_only=True):
     webhook_secret_set: bool
 
 
+class WebPushSettingsIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Web push identity.
+
+    ``vapid_private_key`` is write-only (base64url raw key or PEM); omit it to keep the current key (generated on
+    first use of ``GET /v1/push/web/vapid-public-key``).
+    """
+
+    subject: Annotated[str, msgspec.Meta(max_length=320, pattern="^(mailto:|https://)")] | None = None
+    vapid_private_key: Annotated[str, msgspec.Meta(max_length=1000)] | None = None
+    vapid_public_key: str | None = None
+    """Read-only; accepted and ignored so that the answer of ``GET`` can be sent back as is."""
+    vapid_private_key_set: bool | None = None
+    """Read-only; accepted and ignored."""
+
+
+class WebPushSettingsOut(msgspec.Struct, kw_only=True):
+    """Web push identity as shown: the public key, never the private one."""
+
+    subject: str | None
+    vapid_public_key: str | None
+    vapid_private_key_set: bool
+
+
 class WorkspaceSettingsIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """The whole settings object (unset fields take their defaults)."""
 
@@ -110,6 +133,7 @@ class WorkspaceSettingsIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tr
     phone: PhoneSettings = msgspec.field(default_factory=PhoneSettings)
     twilio: TwilioSettingsIn = msgspec.field(default_factory=TwilioSettingsIn)
     email: EmailSettingsIn = msgspec.field(default_factory=EmailSettingsIn)
+    web_push: WebPushSettingsIn = msgspec.field(default_factory=WebPushSettingsIn)
     send_windows: dict[Channel, SendWindow] = msgspec.field(default_factory=default_windows)
 
 
@@ -123,4 +147,5 @@ class WorkspaceSettingsOut(msgspec.Struct, kw_only=True):
     phone: PhoneSettings
     twilio: TwilioSettingsOut
     email: EmailSettingsOut
+    web_push: WebPushSettingsOut
     send_windows: dict[Channel, SendWindow]

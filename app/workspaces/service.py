@@ -15,7 +15,7 @@ from app.lib.orm import utcnow
 from app.workspaces import repository
 from app.workspaces.models import ApiKey, Workspace
 from app.workspaces.schemas import WorkspaceSettingsIn
-from app.workspaces.settings import EmailSettings, TwilioSettings, WorkspaceSettings
+from app.workspaces.settings import EmailSettings, TwilioSettings, WebPushSettings, WorkspaceSettings
 
 
 async def create_workspace(session: AsyncSession, name: str) -> Workspace:
@@ -52,6 +52,7 @@ def sealing_context(workspace_id: uuid.UUID, name: str = "twilio_auth_token") ->
 
 
 EMAIL_WEBHOOK_SECRET = "email_webhook_secret"  # noqa: S105  # a field name, not a secret
+VAPID_KEY = "vapid_private_key"
 _MIN_WEBHOOK_SECRET = 32
 
 
@@ -93,6 +94,25 @@ async def replace_settings(
     given.pop("webhook_secret", None)
     given.pop("webhook_secret_set", None)
     email = msgspec.convert({**given, "webhook_secret_sealed": email_secret}, EmailSettings)
+    web_push = WebPushSettings(
+        subject=new.web_push.subject,
+        vapid_public_key=current.web_push.vapid_public_key,
+        vapid_private_key_sealed=current.web_push.vapid_private_key_sealed,
+    )
+    if new.web_push.vapid_private_key:
+        from app.push import vapid  # noqa: PLC0415  # push depends on workspaces, not back
+
+        try:
+            private = vapid.load_private(new.web_push.vapid_private_key.strip())
+        except ValueError as exc:
+            raise InvalidInput(
+                f"web_push.vapid_private_key is not a P-256 key: {exc}.", code="invalid_vapid_key"
+            ) from None
+        web_push = msgspec.structs.replace(
+            web_push,
+            vapid_public_key=vapid.public_of(private),
+            vapid_private_key_sealed=keys.seal(vapid.raw_private(private), sealing_context(workspace_id, VAPID_KEY)),
+        )
     settings = WorkspaceSettings(
         brand=new.brand,
         locale=new.locale,
@@ -101,6 +121,7 @@ async def replace_settings(
         phone=new.phone,
         twilio=TwilioSettings(account_sid=new.twilio.account_sid, auth_token_sealed=sealed),
         email=email,
+        web_push=web_push,
         send_windows=new.send_windows,
     )
     await repository.save_settings(session, workspace_id, settings.dump())

@@ -97,6 +97,16 @@ class EmailSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, om
     webhook_secret_sealed: str | None = None
 
 
+class WebPushSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    """The workspace's VAPID identity (RFC 8292): generated on first use, or supplied in the settings."""
+
+    subject: Annotated[str, msgspec.Meta(max_length=320, pattern="^(mailto:|https://)")] | None = None
+    """A contact for push services (``mailto:`` or an https URL), sent in the VAPID JWT."""
+    vapid_public_key: str | None = None
+    """Uncompressed P-256 point, base64url: the ``applicationServerKey``."""
+    vapid_private_key_sealed: str | None = None
+
+
 class SendWindow(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Daily hours in the recipient's time zone (the workspace's when unknown) in which sending is allowed."""
 
@@ -122,6 +132,7 @@ class WorkspaceSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
     phone: PhoneSettings = msgspec.field(default_factory=PhoneSettings)
     twilio: TwilioSettings = msgspec.field(default_factory=TwilioSettings)
     email: EmailSettings = msgspec.field(default_factory=EmailSettings)
+    web_push: WebPushSettings = msgspec.field(default_factory=WebPushSettings)
     send_windows: dict[Channel, SendWindow] = msgspec.field(default_factory=default_windows)
 
     @classmethod

@@ -1,0 +1,269 @@
+"""App push installations and web push subscriptions (CHANNEL_RULES.md §4, §5).
+
+The permission the OS or browser reports becomes consent with the notice shown with it.
+Reports are idempotent: an app reports its installation at every start, so a report that changes nothing records
+nothing. A purpose already opted in stays as it is; one missing from the reported list is withdrawn.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import msgspec
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.domain.identifiers import normalise_installation_id, normalise_push_endpoint
+from app.domain.model import Channel, PurposeKind, Reachability, State, Trigger
+from app.ledger import repository as ledger
+from app.ledger.actions import withdraw_point
+from app.ledger.models import ContactPoint
+from app.ledger.service import Actor, Change, add_point, apply_changes, require_contact
+from app.lib.errors import Conflict, InvalidInput, NotFound
+from app.lib.keys import Keys
+from app.lib.orm import utcnow
+from app.purposes.models import Notice, Purpose
+from app.purposes.service import require_notice, require_purpose
+from app.push import vapid
+from app.push.schemas import AppInstallationIn, PurposeState, PushPointOut, WebSubscriptionIn
+from app.workspaces import repository as workspaces
+from app.workspaces.service import VAPID_KEY, sealing_context
+from app.workspaces.settings import WorkspaceSettings
+
+
+async def report_installation(
+    session: AsyncSession,
+    keys: Keys,
+    workspace_id: uuid.UUID,
+    installation_id: str,
+    data: AppInstallationIn,
+    *,
+    actor: Actor,
+) -> PushPointOut:
+    """Record the installation, its token and the OS permission for the purposes (``PUT`` semantics)."""
+    value = normalise_installation_id(installation_id)
+    details = {"platform": data.platform, "token": data.token}
+    point = await _point(
+        session, keys, workspace_id, Channel.APP_PUSH, value, contact_ref=data.contact, details=details
+    )
+    evidence: dict[str, Any] = {
+        **msgspec.to_builtins(data.evidence),
+        "os_permission": data.permission,
+        "platform": data.platform,
+        "app_version": data.app_version,
+        "os_version": data.os_version,
+    }
+    granted = data.permission in ("granted", "provisional")
+    notices = [*([data.notice_id] if data.notice_id else []), *data.notice_ids]
+    await _apply_permission(
+        session,
+        workspace_id,
+        point,
+        purposes=data.purposes,
+        notices=notices,
+        granted=granted,
+        evidence=evidence,
+        actor=actor,
+    )
+    return await _out(session, point)
+
+
+async def uninstall(session: AsyncSession, workspace_id: uuid.UUID, installation_id: str, actor: Actor) -> None:
+    """The app was removed: every consent of the installation ends, its token is no longer reachable."""
+    value = normalise_installation_id(installation_id)
+    point = await ledger.find_contact_point(session, workspace_id, Channel.APP_PUSH, value)
+    if point is None:
+        raise NotFound("No installation with this id.", code="installation_not_found")
+    await withdraw_point(
+        session,
+        workspace_id,
+        point,
+        trigger=Trigger.UNINSTALLED,
+        evidence={"reported": "uninstalled"},
+        actor=actor,
+        repeat=False,
+    )
+    await ledger.set_reachability(session, point.id, Reachability.EXPIRED.value, utcnow())
+
+
+async def subscribe(
+    session: AsyncSession, keys: Keys, workspace_id: uuid.UUID, data: WebSubscriptionIn, actor: Actor
+) -> PushPointOut:
+    """A browser's PushSubscription after the person allowed notifications: validated, recorded, opted in."""
+    subscription = data.subscription
+    endpoint = normalise_push_endpoint(subscription.endpoint)
+    problem = vapid.check_subscription_keys(subscription.keys.p256dh, subscription.keys.auth)
+    if problem == "invalid_p256dh":
+        raise InvalidInput("keys.p256dh is not a base64url P-256 public key (65 bytes).", code=problem)
+    if problem == "invalid_auth_secret":
+        raise InvalidInput("keys.auth is not a base64url 16-byte secret.", code=problem)
+    details = {
+        "p256dh": subscription.keys.p256dh,
+        "auth": subscription.keys.auth,
+        "expiration_time": subscription.expiration_time,
+    }
+    point = await _point(
+        session, keys, workspace_id, Channel.WEB_PUSH, endpoint, contact_ref=data.contact, details=details
+    )
+    evidence = {**msgspec.to_builtins(data.evidence), "browser_permission": "granted"}
+    notices = [*([data.notice_id] if data.notice_id else []), *data.notice_ids]
+    await _apply_permission(
+        session,
+        workspace_id,
+        point,
+        purposes=data.purposes,
+        notices=notices,
+        granted=True,
+        evidence=evidence,
+        actor=actor,
+        withdraw_missing=False,
+    )
+    return await _out(session, point)
+
+
+async def unsubscribe(session: AsyncSession, workspace_id: uuid.UUID, endpoint: str, actor: Actor) -> None:
+    """The browser's subscription is gone (the person unsubscribed or blocked notifications)."""
+    point = await ledger.find_contact_point(session, workspace_id, Channel.WEB_PUSH, normalise_push_endpoint(endpoint))
+    if point is None:
+        raise NotFound("No subscription with this endpoint.", code="subscription_not_found")
+    await withdraw_point(
+        session,
+        workspace_id,
+        point,
+        trigger=Trigger.PERMISSION_REVOKED,
+        evidence={"reported": "unsubscribed"},
+        actor=actor,
+        repeat=False,
+    )
+    await ledger.set_reachability(session, point.id, Reachability.EXPIRED.value, utcnow())
+
+
+async def public_key(session: AsyncSession, keys: Keys, workspace_id: uuid.UUID) -> str:
+    """The workspace's VAPID public key, generated (and its private key sealed) on first use."""
+    workspace = await workspaces.lock_workspace(session, workspace_id)
+    if workspace is None:
+        raise NotFound("Unknown workspace.", code="workspace_not_found")
+    settings = WorkspaceSettings.load(workspace.settings)
+    if settings.web_push.vapid_public_key:
+        return settings.web_push.vapid_public_key
+    public, private = vapid.generate()
+    sealed = keys.seal(private, sealing_context(workspace_id, VAPID_KEY))
+    web_push = msgspec.structs.replace(settings.web_push, vapid_public_key=public, vapid_private_key_sealed=sealed)
+    await workspaces.save_settings(session, workspace_id, msgspec.structs.replace(settings, web_push=web_push).dump())
+    return public
+
+
+def private_key(keys: Keys, workspace_id: uuid.UUID, settings: WorkspaceSettings) -> str | None:
+    """The VAPID private key (base64url) for sending, unsealed; ``None`` before the first subscription."""
+    sealed = settings.web_push.vapid_private_key_sealed
+    return keys.unseal(sealed, sealing_context(workspace_id, VAPID_KEY)) if sealed else None
+
+
+async def _point(
+    session: AsyncSession,
+    keys: Keys,
+    workspace_id: uuid.UUID,
+    channel: Channel,
+    value: str,
+    *,
+    contact_ref: str | None,
+    details: Mapping[str, Any],
+) -> ContactPoint:
+    """The installation's or subscription's contact point, created or updated (a new token is reachable)."""
+    contact = await require_contact(session, workspace_id, contact_ref) if contact_ref else None
+    point = await ledger.find_contact_point(session, workspace_id, channel, value)
+    if point is None:
+        if contact is None:
+            contact = await ledger.add_contact(session, workspace_id, None, None, None)
+        return await add_point(
+            session, keys, workspace_id, contact_id=contact.id, channel=channel, value=value, details=dict(details)
+        )
+    if contact is not None and point.contact_id != contact.id:
+        raise Conflict(
+            "This installation or subscription is recorded for another contact.", code="push_point_of_another_contact"
+        )
+    if any(point.details.get(name) != new for name, new in details.items()):
+        await ledger.update_details(session, point.id, {**point.details, **details})
+        if point.reachability != Reachability.REACHABLE:
+            await ledger.set_reachability(session, point.id, Reachability.REACHABLE.value, utcnow())
+    return point
+
+
+async def _apply_permission(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    point: ContactPoint,
+    *,
+    purposes: Sequence[str],
+    notices: Sequence[uuid.UUID],
+    granted: bool,
+    evidence: Mapping[str, Any],
+    actor: Actor,
+    withdraw_missing: bool = True,
+) -> None:
+    """Grant the listed purposes (each with its notice) or record the denial; withdraw what is no longer listed."""
+    wanted: list[Purpose] = []
+    for key in dict.fromkeys(purposes):
+        purpose = await require_purpose(session, workspace_id, key)
+        if purpose.kind != PurposeKind.MARKETING:
+            raise InvalidInput(f"'{key}' is transactional and needs no consent.", code="purpose_not_consent_based")
+        wanted.append(purpose)
+    by_purpose = await _notices(session, workspace_id, notices, Channel(point.channel)) if granted else {}
+    states = {row.purpose_id: State(row.state) for row in await ledger.consents_of_point(session, point.id)}
+    changes: list[Change] = []
+    for purpose in wanted:
+        current = states.get(purpose.id, State.NONE)
+        if granted and current is not State.OPTED_IN:
+            notice = by_purpose.get(purpose.id)
+            if notice is None:
+                raise InvalidInput(
+                    "The permission is consent only with the notice the person saw: "
+                    f"send the notice of '{purpose.key}'.",
+                    code="notice_required",
+                )
+            changes.append(Change(point, purpose.id, Trigger.PERMISSION_GRANTED, evidence, notice=notice))
+        elif not granted and current is State.OPTED_IN:
+            changes.append(Change(point, purpose.id, Trigger.PERMISSION_REVOKED, evidence))
+        elif not granted and current is State.NONE:
+            changes.append(Change(point, purpose.id, Trigger.PERMISSION_DENIED, evidence))
+    listed = {purpose.id for purpose in wanted}
+    if withdraw_missing:  # the report is the whole state: what it no longer lists has ended
+        trigger = Trigger.UNSUBSCRIBE if granted else Trigger.PERMISSION_REVOKED
+        changes += [
+            Change(point, purpose_id, trigger, evidence)
+            for purpose_id, current in states.items()
+            if purpose_id is not None and purpose_id not in listed and current is State.OPTED_IN
+        ]
+    await apply_changes(session, workspace_id, changes, actor)
+
+
+async def _notices(
+    session: AsyncSession, workspace_id: uuid.UUID, notice_ids: Sequence[uuid.UUID], channel: Channel
+) -> dict[uuid.UUID, Notice]:
+    found: dict[uuid.UUID, Notice] = {}
+    for notice_id in dict.fromkeys(notice_ids):
+        notice = await require_notice(session, workspace_id, notice_id)
+        if channel.value not in notice.channels:
+            raise InvalidInput(f"Notice {notice_id} was not written for {channel}.", code="notice_mismatch")
+        found[notice.purpose_id] = notice
+    return found
+
+
+async def _out(session: AsyncSession, point: ContactPoint) -> PushPointOut:
+    fresh = await session.get(ContactPoint, point.id, populate_existing=True)
+    assert fresh is not None
+    purposes: dict[uuid.UUID | None, str] = {p.id: p.key for p in await _purposes_of(session, fresh)}
+    rows = sorted(await ledger.consents_of_point(session, point.id), key=lambda r: purposes.get(r.purpose_id, ""))
+    return PushPointOut(
+        contact_id=fresh.contact_id,
+        contact_point_id=fresh.id,
+        reachability=Reachability(fresh.reachability),
+        consents=[PurposeState(purpose=purposes.get(r.purpose_id), state=State(r.state)) for r in rows],
+    )
+
+
+async def _purposes_of(session: AsyncSession, point: ContactPoint) -> Sequence[Purpose]:
+    from app.purposes import repository as purposes  # noqa: PLC0415
+
+    return await purposes.list_purposes(session, point.workspace_id)
