@@ -29,7 +29,7 @@ from app.domain.model import (
 from app.ledger import repository
 from app.ledger.models import Contact, ContactPoint
 from app.ledger.service import Actor, Applied, Change, add_point, apply_changes, require_contact
-from app.lib.errors import InvalidInput
+from app.lib.errors import Conflict, InvalidInput
 from app.lib.keys import Keys
 from app.purposes import repository as purposes
 from app.purposes.service import require_purpose
@@ -162,6 +162,29 @@ async def withdraw_objection(
         raise InvalidInput("The contact has no postal address.", code="no_contact_point")
     changes = [Change(p, None, Trigger.OBJECTION_WITHDRAWN, evidence) for p in points]
     return contact, await apply_changes(session, workspace_id, changes, actor)
+
+
+async def add_postal_address(
+    session: AsyncSession, keys: Keys, workspace_id: uuid.UUID, contact: Contact, address: PostalAddress
+) -> ContactPoint:
+    """The contact's print address (person level when named); one known under another contact is a conflict."""
+    value = print_value(address)
+    point = await repository.find_contact_point(session, workspace_id, Channel.PRINT, value)
+    if point is not None:
+        if point.contact_id != contact.id:
+            raise Conflict(
+                "This postal address (and name) belongs to another contact.", code="address_of_another_contact"
+            )
+        return point
+    return await add_point(
+        session,
+        keys,
+        workspace_id,
+        contact_id=contact.id,
+        channel=Channel.PRINT,
+        value=value,
+        details=_postal_details(address),
+    )
 
 
 def _postal_details(address: PostalAddress) -> dict[str, Any]:

@@ -12,25 +12,28 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.domain.identifiers import mask, normalise_postal
+from app.domain.identifiers import PostalAddress, mask, normalise_postal
 from app.domain.model import ActorType, Channel, Reachability, State
 from app.ledger import actions, repository
 from app.ledger.audit import verify_chain
+from app.ledger.models import Contact
 from app.ledger.schemas import (
     ChangesOut,
     ConsentChange,
     ConsentOut,
+    ContactIn,
     ContactOut,
     ContactPointOut,
     EventOut,
     ObjectionIn,
     ObjectionWithdrawalIn,
+    PostalAddressIn,
     VerificationOut,
     WithdrawalIn,
 )
 from app.ledger.service import Actor, Applied, require_contact
 from app.lib.auth import Principal, Scope
-from app.lib.errors import InvalidInput
+from app.lib.errors import Conflict, InvalidInput
 from app.lib.keys import Keys
 from app.lib.openapi import errors
 from app.purposes import repository as purposes
@@ -63,6 +66,55 @@ async def _changes(
     )
 
 
+async def _contact_out(db: AsyncSession, workspace_id: uuid.UUID, found: Contact) -> ContactOut:
+    """A contact with every address, its reachability and every consent that has an event."""
+    names = {p.id: p.key for p in await purposes.list_purposes(db, workspace_id)}
+    consents = await repository.consents_of(db, found.id)
+    points = []
+    for point in await repository.contact_points_of(db, found.id):
+        channel = Channel(point.channel)
+        points.append(
+            ContactPointOut(
+                id=point.id,
+                channel=channel,
+                address=point.value,
+                address_masked=mask(channel, point.value),
+                reachability=Reachability(point.reachability),
+                consents=[
+                    ConsentOut(
+                        purpose=names.get(c.purpose_id) if c.purpose_id else None,
+                        state=State(c.state),
+                        legal_basis=c.legal_basis,
+                        since=c.since,
+                        notice_id=c.notice_id,
+                        last_event_id=c.last_event_id,
+                    )
+                    for c in consents
+                    if c.contact_point_id == point.id and c.last_event_id is not None
+                ],
+            )
+        )
+    return ContactOut(
+        id=found.id,
+        external_id=found.external_id,
+        locale=found.locale,
+        timezone=found.timezone,
+        created_at=found.created_at,
+        contact_points=points,
+    )
+
+
+def _postal(given: PostalAddressIn) -> PostalAddress:
+    return normalise_postal(
+        street=given.street,
+        house_number=given.house_number,
+        postcode=given.postcode,
+        city=given.city,
+        name=given.name,
+        country=given.country,
+    )
+
+
 class ContactController(Controller):
     """Contacts with their addresses, consents and ledger (scope `consents:write` or `audit:read`)."""
 
@@ -76,40 +128,54 @@ class ContactController(Controller):
     ) -> ContactOut:
         """Every address of the contact with reachability and every consent with state, legal basis and notice."""
         found = await require_contact(db, principal.workspace_id, contact)
-        names = {p.id: p.key for p in await purposes.list_purposes(db, principal.workspace_id)}
-        consents = await repository.consents_of(db, found.id)
-        points = []
-        for point in await repository.contact_points_of(db, found.id):
-            channel = Channel(point.channel)
-            points.append(
-                ContactPointOut(
-                    id=point.id,
-                    channel=channel,
-                    address=point.value,
-                    address_masked=mask(channel, point.value),
-                    reachability=Reachability(point.reachability),
-                    consents=[
-                        ConsentOut(
-                            purpose=names.get(c.purpose_id) if c.purpose_id else None,
-                            state=State(c.state),
-                            legal_basis=c.legal_basis,
-                            since=c.since,
-                            notice_id=c.notice_id,
-                            last_event_id=c.last_event_id,
-                        )
-                        for c in consents
-                        if c.contact_point_id == point.id and c.last_event_id is not None
-                    ],
-                )
+        return await _contact_out(db, principal.workspace_id, found)
+
+    @post(
+        operation_id="createContact",
+        status_code=201,
+        responses=errors(401, 403, 409, 422),
+        opt={"scope": Scope.CONSENTS_WRITE},
+    )
+    async def create_contact(
+        self,
+        data: JSONBody[ContactIn],
+        principal: NamedDependency[Principal],
+        db: NamedDependency[AsyncSession],
+        keys: NamedDependency[Keys],
+    ) -> ContactOut:
+        """A contact as your CRM knows it, optionally with a postal address (print needs no opt-in)."""
+        address = _postal(data.postal_address) if data.postal_address else None
+        async with db.begin():
+            if data.external_id and await repository.find_contact(db, principal.workspace_id, data.external_id):
+                raise Conflict("A contact with this external_id exists.", code="contact_exists")
+            found = await repository.add_contact(
+                db, principal.workspace_id, data.external_id, data.locale, data.timezone
             )
-        return ContactOut(
-            id=found.id,
-            external_id=found.external_id,
-            locale=found.locale,
-            timezone=found.timezone,
-            created_at=found.created_at,
-            contact_points=points,
-        )
+            if address is not None:
+                await actions.add_postal_address(db, keys, principal.workspace_id, found, address)
+            return await _contact_out(db, principal.workspace_id, found)
+
+    @post(
+        "/{contact:str}/postal-addresses",
+        operation_id="addPostalAddress",
+        status_code=201,
+        responses=errors(401, 403, 404, 409, 422),
+        opt={"scope": Scope.CONSENTS_WRITE},
+    )
+    async def add_postal_address(
+        self,
+        contact: FromPath[str],
+        data: JSONBody[PostalAddressIn],
+        principal: NamedDependency[Principal],
+        db: NamedDependency[AsyncSession],
+        keys: NamedDependency[Keys],
+    ) -> ContactOut:
+        """Add a postal address (normalised; matched against objections, stickers and Robinson entries)."""
+        address = _postal(data)
+        async with db.begin():
+            found = await require_contact(db, principal.workspace_id, contact)
+            await actions.add_postal_address(db, keys, principal.workspace_id, found, address)
+            return await _contact_out(db, principal.workspace_id, found)
 
     @get("/{contact:str}/events", operation_id="listContactEvents", responses=errors(401, 403, 404))
     async def events(
@@ -192,15 +258,7 @@ class ObjectionController(Controller):
             raise InvalidInput("Name the 'contact', the 'postal_address', or both.", code="objection_target_missing")
         address = None
         if data.postal_address is not None:
-            given = data.postal_address
-            address = normalise_postal(
-                street=given.street,
-                house_number=given.house_number,
-                postcode=given.postcode,
-                city=given.city,
-                name=given.name,
-                country=given.country,
-            )
+            address = _postal(data.postal_address)
         async with db.begin():
             contact, applied = await actions.object_to_marketing(
                 db,

@@ -57,6 +57,15 @@ class PostalAddressIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     country: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z]{2}$")] = "DE"
 
 
+class ContactIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A contact as the caller's CRM knows it."""
+
+    external_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
+    locale: Annotated[str, msgspec.Meta(pattern=r"^[a-z]{2,3}(-[A-Z]{2})?$")] | None = None
+    timezone: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    postal_address: PostalAddressIn | None = None
+
+
 class ObjectionIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """An objection to advertising (Art. 21 GDPR, a 'no advertising' sticker, a Robinson list entry)."""
 

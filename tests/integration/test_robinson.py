@@ -195,3 +195,79 @@ async def test_the_cli_imports_with_a_report(pg_server, tmp_path):
         assert "line 4: invalid_postcode" in human.stdout
     finally:
         await pg_server.drop_database(url)
+
+
+# --- postal addresses through the API ---------------------------------------------------------------------------
+
+
+async def test_a_contact_with_a_postal_address_may_be_mailed_until_listed(client, tenant, admin, letters):
+    writer = await tenant.key(Scope.CONSENTS_WRITE)
+    created = await client.post(
+        "/v1/contacts",
+        json={
+            "external_id": "crm-77",
+            "postal_address": {
+                "name": "Erika Musterfrau",
+                "street": "Hauptstr. 12 A",
+                "postcode": "10115",
+                "city": "Berlin",
+            },
+        },
+        headers=writer,
+    )
+    assert created.status_code == 201, created.text
+    [point] = created.json()["contact_points"]
+    assert point["channel"] == "print"
+    assert point["address_masked"].startswith("DE-10")
+    reader = await tenant.key(Scope.ELIGIBILITY_READ)
+    params = {"contact": "crm-77", "channel": "print", "purpose": "letters"}
+    decision = (await client.get("/v1/eligibility", params=params, headers=reader)).json()
+    assert decision["eligible"] is True
+    assert decision["reason"] == "legitimate_interest"
+
+    await upload(client, tenant, LIST)  # Erika is on the list
+    decision = (await client.get("/v1/eligibility", params=params, headers=reader)).json()
+    assert decision["eligible"] is False
+    again = await client.post("/v1/contacts", json={"external_id": "crm-77"}, headers=writer)
+    assert again.status_code == 409
+    assert again.json()["code"] == "contact_exists"
+
+
+async def test_a_sticker_covers_every_later_resident_of_the_house(client, tenant, letters):
+    writer = await tenant.key(Scope.CONSENTS_WRITE)
+    sticker = await client.post(
+        "/v1/objections",
+        json={
+            "postal_address": {"street": "Lindenallee 3", "postcode": "50667", "city": "Köln"},
+            "scope": "print",
+            "kind": "sticker",
+            "evidence": {"note": "Keine Werbung sticker seen by the carrier"},
+        },
+        headers=writer,
+    )
+    assert sticker.status_code == 201, sticker.text
+    await client.post("/v1/contacts", json={"external_id": "new-tenant"}, headers=writer)
+    added = await client.post(
+        "/v1/contacts/new-tenant/postal-addresses",
+        json={"name": "Otto Neu", "street": "Lindenallee", "house_number": "3", "postcode": "50667", "city": "Koeln"},
+        headers=writer,
+    )
+    assert added.status_code == 201, added.text
+    reader = await tenant.key(Scope.ELIGIBILITY_READ)
+    decision = await client.get(
+        "/v1/eligibility", params={"contact": "new-tenant", "channel": "print", "purpose": "letters"}, headers=reader
+    )
+    assert decision.json()["eligible"] is False
+    assert decision.json()["reason"] == "suppressed"
+
+
+async def test_invalid_postal_addresses_are_refused(client, tenant):
+    writer = await tenant.key(Scope.CONSENTS_WRITE)
+    await client.post("/v1/contacts", json={"external_id": "x-1"}, headers=writer)
+    bad = await client.post(
+        "/v1/contacts/x-1/postal-addresses",
+        json={"street": "Hauptstraße", "postcode": "1011", "city": "Berlin"},
+        headers=writer,
+    )
+    assert bad.status_code == 422
+    assert bad.json()["code"] in {"invalid_postal_address", "invalid_postcode"}
