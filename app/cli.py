@@ -361,3 +361,36 @@ async def _chunks(path: Path, size: int = 1 << 20) -> AsyncIterator[bytes]:
     with path.open("rb") as fh:
         while chunk := await asyncio.to_thread(fh.read, size):
             yield chunk
+
+
+@main.command()
+@click.option("--concurrency", type=click.IntRange(1, 1000), default=64, show_default=True, help="Sends in flight.")
+def worker(concurrency: int) -> None:
+    """Run a dispatcher: claims queued deliveries (SKIP LOCKED), sends them, records the outcome. Any number may run."""
+    import signal  # noqa: PLC0415
+
+    from app.lib.keys import Keys  # noqa: PLC0415
+    from app.main import mail_sender  # noqa: PLC0415
+    from app.messages.adapters import Adapters  # noqa: PLC0415
+    from app.messages.dispatcher import DispatchConfig, Dispatcher  # noqa: PLC0415
+
+    settings = _settings().with_dev_secrets()
+    secret = settings.secret_key
+    assert secret is not None
+
+    async def action() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        async with open_database(settings) as database:
+            keys = Keys(secret)
+            adapters = Adapters(settings, keys, mail_sender(settings))
+            dispatcher = Dispatcher(database, keys, settings, adapters, config=DispatchConfig(concurrency=concurrency))
+            structlog.get_logger(__name__).info("worker_started", worker=dispatcher.worker_id)
+            try:
+                await dispatcher.run(stop)
+            finally:
+                await adapters.aclose()
+
+    _run(action)

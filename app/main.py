@@ -31,6 +31,9 @@ from app.lib.errors import Unavailable, exception_handlers
 from app.lib.idempotency import idempotency_middleware, prune
 from app.lib.keys import Keys
 from app.lib.observability import Metrics, configure_logging, request_middleware_factory
+from app.messages.adapters import Adapters
+from app.messages.controllers import MessageController
+from app.messages.dispatcher import Dispatcher
 from app.ops.controllers import health, metrics, ready
 from app.purposes.controllers import NoticeController, PurposeController
 from app.push.controllers import PushController
@@ -113,13 +116,23 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
                 await migrate(opened.engine)
             await opened.open_driver_pool(settings.database.pool_size)
             app.state.database = opened
-            sweeper = asyncio.create_task(_lapse_loop(opened))
+            tasks = [asyncio.create_task(_lapse_loop(opened))]
+            stop = asyncio.Event()
+            keys: Keys | None = app.state.derived_keys
+            adapters = Adapters(settings, keys, app.state.mail_sender) if keys is not None else None
+            if settings.dispatcher and adapters is not None and keys is not None:
+                tasks.append(asyncio.create_task(Dispatcher(opened, keys, settings, adapters).run(stop)))
             try:
                 yield
             finally:
-                sweeper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sweeper
+                stop.set()
+                for task in tasks:
+                    task.cancel()
+                for task in tasks:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+                if adapters is not None:
+                    await adapters.aclose()
         finally:
             await opened.dispose()
             if embedded is not None:
@@ -141,6 +154,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
             EligibilityController,
             ImportController,
             PushController,
+            MessageController,
         ],
         guards=[api_key_guard],
         middleware=[idempotency_middleware],

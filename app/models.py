@@ -4,6 +4,7 @@ from app.emails.models import ConfirmationToken, RateLimitHit
 from app.ledger.models import Consent, ConsentEvent, Contact, ContactPoint, LedgerHead, Suppression
 from app.lib.idempotency import IdempotencyKey
 from app.lib.orm import Base
+from app.messages.models import Delivery, Message, MessageEvent
 from app.purposes.models import Notice, Purpose
 from app.twilio.models import InboundMessage, ProviderCallback
 from app.workspaces.models import ApiKey, Workspace
@@ -17,9 +18,12 @@ __all__ = [
     "ConsentEvent",
     "Contact",
     "ContactPoint",
+    "Delivery",
     "IdempotencyKey",
     "InboundMessage",
     "LedgerHead",
+    "Message",
+    "MessageEvent",
     "Notice",
     "ProviderCallback",
     "Purpose",

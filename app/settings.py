@@ -34,6 +34,8 @@ ENVIRONMENT: dict[str, str] = {
     "MAIL_FROM": "Default sender address of confirmation mails.",
     "TWILIO_ACCOUNT_SID": "Default Twilio account for every workspace (a workspace may override it).",
     "TWILIO_AUTH_TOKEN": "Default Twilio auth token: signs inbound webhooks (a workspace may override it).",
+    "TWILIO_API_BASE_URL": "Twilio REST API base URL (default https://api.twilio.com; a regional edge or a stand-in).",
+    "CONSENT_DISPATCHER": "on (default): consent serve also runs a dispatcher; off: only consent worker sends.",
     "METRICS_TOKEN": "If set, GET /metrics requires 'Authorization: Bearer <token>'.",
     "CONSENT_LOG_LEVEL": "debug | info | warning | error.",
     "CONSENT_LOG_FORMAT": "auto (pretty on a terminal, JSON otherwise) | json | console.",
@@ -83,6 +85,8 @@ class TwilioSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Account SID (``AC…``)."""
     auth_token: str | None = None
     """Auth token; also the key of ``X-Twilio-Signature``."""
+    api_base_url: str | None = None
+    """REST API base URL; ``None`` is Twilio's own."""
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -108,6 +112,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """SMTP relay."""
     twilio: TwilioSettings = msgspec.field(default_factory=TwilioSettings)
     """Twilio defaults."""
+    dispatcher: bool = True
+    """Whether ``consent serve`` runs a dispatcher in-process."""
 
     @property
     def embedded_database(self) -> bool:
@@ -134,6 +140,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         if log_level not in ("debug", "info", "warning", "error"):
             raise SettingsError(f"CONSENT_LOG_LEVEL must be debug, info, warning or error (got {log_level!r})")
         secret = get("CONSENT_SECRET_KEY")
+        twilio_api = get("TWILIO_API_BASE_URL")
         return cls(
             data_dir=Path(get("CONSENT_DATA_DIR") or ".consent"),
             public_base_url=_base_url(get("PUBLIC_BASE_URL") or "http://127.0.0.1:8000"),
@@ -154,7 +161,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 tls=tls,  # type: ignore[arg-type]  # checked against the Literal above
                 mail_from=get("MAIL_FROM") or "Consent Service <no-reply@localhost>",
             ),
-            twilio=TwilioSettings(account_sid=get("TWILIO_ACCOUNT_SID"), auth_token=get("TWILIO_AUTH_TOKEN")),
+            twilio=TwilioSettings(
+                account_sid=get("TWILIO_ACCOUNT_SID"),
+                auth_token=get("TWILIO_AUTH_TOKEN"),
+                api_base_url=_base_url(twilio_api, "TWILIO_API_BASE_URL") if twilio_api else None,
+            ),
+            dispatcher=_switch(get("CONSENT_DISPATCHER"), "CONSENT_DISPATCHER"),
         )
 
     def with_dev_secrets(self) -> Settings:
@@ -202,13 +214,23 @@ def _int(value: str | None, name: str, default: int, low: int, high: int) -> int
     return number
 
 
-def _base_url(value: str) -> str:
+def _base_url(value: str, name: str = "PUBLIC_BASE_URL") -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise SettingsError(f"PUBLIC_BASE_URL must be an absolute http(s) URL (got {value!r})")
+        raise SettingsError(f"{name} must be an absolute http(s) URL (got {value!r})")
     if parts.query or parts.fragment:
-        raise SettingsError("PUBLIC_BASE_URL must not carry a query or fragment")
+        raise SettingsError(f"{name} must not carry a query or fragment")
     return value.rstrip("/")
+
+
+def _switch(value: str | None, name: str) -> bool:
+    if value is None:
+        return True
+    if value.lower() in ("on", "true", "1", "yes"):
+        return True
+    if value.lower() in ("off", "false", "0", "no"):
+        return False
+    raise SettingsError(f"{name} must be on or off (got {value!r})")
 
 
 def _database_url(value: str | None) -> str | None:

@@ -28,6 +28,9 @@ from typing import Protocol
 import aiosmtplib
 import structlog
 
+from channel_providers.base import Outbound, SendResult
+from channel_providers.base import Outcome as DeliveryOutcome
+
 log = structlog.get_logger(__name__)
 
 _PERMANENT = 500  # SMTP reply codes from 500 up are permanent (RFC 5321 §4.2.1)
@@ -86,6 +89,7 @@ def compose(
     html: str | None = None,
     headers: Mapping[str, str] | None = None,
     unsubscribe: Unsubscribe | None = None,
+    message_id: str | None = None,
 ) -> EmailMessage:
     """A MIME message with ``Message-ID`` and ``Date``; marketing mail passes ``unsubscribe``.
 
@@ -100,7 +104,7 @@ def compose(
     message["Subject"] = subject
     message["Date"] = format_datetime(datetime.now(UTC))
     domain = parseaddr(sender)[1].rpartition("@")[2] or "localhost"
-    message["Message-ID"] = make_msgid(domain=domain)
+    message["Message-ID"] = f"<{message_id}@{domain}>" if message_id else make_msgid(domain=domain)
     for name, value in (headers or {}).items():
         message[name] = value
     if unsubscribe is not None:
@@ -213,3 +217,35 @@ def sender_for(smtp: SmtpConfig | None, outbox: Path) -> MailSender:
 def address(display_name: str, addr_spec: str) -> str:
     """``"Name" <addr>`` with the name encoded as needed."""
     return str(Address(display_name=display_name, addr_spec=addr_spec))
+
+
+class EmailAdapter:
+    """The email channel for the dispatcher: composes the delivery and sends it through a :class:`MailSender`.
+
+    The Message-ID is derived from the delivery id, so a repeated send is recognisable as the same message.
+    Marketing deliveries carry ``extras["unsubscribe"]`` (an :class:`Unsubscribe`).
+    """
+
+    def __init__(self, sender: MailSender) -> None:
+        self.sender = sender
+
+    async def send(self, outbound: Outbound) -> SendResult:
+        """Compose and send; a 5xx refusal is permanent (the address is undeliverable)."""
+        content = outbound.content
+        message = compose(
+            sender=outbound.sender or "no-reply@localhost",
+            to=outbound.to,
+            subject=content["subject"],
+            text=content["text"],
+            html=content.get("html"),
+            headers=outbound.extras.get("headers"),
+            unsubscribe=outbound.extras.get("unsubscribe"),
+            message_id=outbound.id,
+        )
+        result = await self.sender.send(message)
+        outcome = {
+            Outcome.ACCEPTED: DeliveryOutcome.ACCEPTED,
+            Outcome.PERMANENT_FAILURE: DeliveryOutcome.PERMANENT,
+            Outcome.TRANSIENT_FAILURE: DeliveryOutcome.TRANSIENT,
+        }[result.outcome]
+        return SendResult(outcome, provider_message_id=result.message_id, detail=result.response)

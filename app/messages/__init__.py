@@ -1,0 +1,1 @@
+"""Outbound messages: routing with the send gate, the transactional outbox and the dispatcher."""

@@ -1,0 +1,74 @@
+"""Which adapter sends each channel, from the service's and the workspace's configuration.
+
+Real providers where credentials are configured; otherwise the dev adapters writing to
+``<CONSENT_DATA_DIR>/outbox/<channel>/``, so the service runs with no accounts.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from app.domain.model import Channel
+from app.lib.keys import Keys
+from app.settings import Settings
+from app.workspaces.service import sealing_context
+from app.workspaces.settings import WorkspaceSettings
+from channel_providers.base import ChannelAdapter
+from channel_providers.email import EmailAdapter, MailSender
+from channel_providers.files import FileDropAdapter, PrintBatchAdapter
+from channel_providers.twilio import TwilioAdapter
+from channel_providers.webpush import WebPushAdapter
+
+
+class Adapters:
+    """Builds and caches adapters (one Twilio client per account)."""
+
+    def __init__(self, settings: Settings, keys: Keys, mail_sender: MailSender) -> None:
+        self.settings = settings
+        self.keys = keys
+        outbox = settings.data_dir / "outbox"
+        self.email = EmailAdapter(mail_sender)
+        self.files: dict[Channel, FileDropAdapter] = {
+            channel: FileDropAdapter(outbox / channel.value)
+            for channel in (Channel.SMS, Channel.WHATSAPP, Channel.APP_PUSH, Channel.WEB_PUSH)
+        }
+        self.print = PrintBatchAdapter(outbox / "print")
+        self.web_push = WebPushAdapter()
+        self._twilio: dict[tuple[str, str], TwilioAdapter] = {}
+
+    async def aclose(self) -> None:
+        """Close the providers' connection pools."""
+        for adapter in self._twilio.values():
+            await adapter.aclose()
+        self._twilio.clear()
+
+    def __call__(self, workspace_id: uuid.UUID, channel: Channel, settings: WorkspaceSettings) -> ChannelAdapter:
+        """The adapter for ``channel`` in this workspace."""
+        if channel is Channel.EMAIL:
+            return self.email
+        if channel is Channel.PRINT:
+            return self.print
+        if channel in (Channel.SMS, Channel.WHATSAPP):
+            return self._twilio_for(workspace_id, settings) or self.files[channel]
+        if channel is Channel.WEB_PUSH and settings.web_push.subject:
+            return self.web_push
+        # app push: FCM/APNs adapters are not built yet; deliveries go to the outbox folder
+        return self.files[channel]
+
+    def _twilio_for(self, workspace_id: uuid.UUID, settings: WorkspaceSettings) -> TwilioAdapter | None:
+        account = settings.twilio.account_sid or self.settings.twilio.account_sid
+        token = self.settings.twilio.auth_token
+        if settings.twilio.auth_token_sealed:
+            token = self.keys.unseal(settings.twilio.auth_token_sealed, sealing_context(workspace_id))
+        if not account or not token:
+            return None
+        key = (account, token)
+        if key not in self._twilio:
+            self._twilio[key] = TwilioAdapter(account, token, base_url=self.settings.twilio.api_base_url)
+        return self._twilio[key]
+
+
+def outbox_folder(settings: Settings, channel: Channel) -> Path:
+    """Where the dev adapter of ``channel`` writes."""
+    return settings.data_dir / "outbox" / channel.value

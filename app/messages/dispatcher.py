@@ -1,0 +1,373 @@
+"""The dispatcher: claims due deliveries, re-checks the send gate, calls the adapter, records the outcome.
+
+- **Claiming** marks a batch ``sending`` with a lease (``FOR UPDATE SKIP LOCKED``), so any number of workers
+  (``consent serve`` runs one, ``consent worker`` more) never claim the same row. A worker that dies leaves its
+  rows leased; when the lease runs out another worker takes them over.
+- **At send time** the gate is asked again: a consent withdrawn after queueing makes the delivery
+  ``blocked_at_send`` (nothing is sent); outside the send window it waits for the next opening.
+- Every provider call has a deadline. Transient failures are retried with exponential backoff and jitter up to
+  ``max_attempts``; permanent ones fail at once. Provider feedback changes state: Twilio 21610 →
+  ``provider_blocked`` and opted out; a push subscription gone → ``expired`` and opted out; an SMTP 5xx →
+  ``undeliverable``.
+- The outcome is written only by the worker holding the lease (checked in the UPDATE), so a late worker never
+  overwrites the row's new owner. The window in which a send can repeat is a worker dying after the provider
+  accepted and before the outcome was written; the Message-ID (email) and push Topic derived from the delivery
+  id let receivers fold such a repeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import socket
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.domain.gate import Reason, decide_point
+from app.domain.model import ActorType, Channel, PurposeKind, Reachability, Trigger
+from app.eligibility import repository as facts_repository
+from app.emails.service import unsubscribe_urls
+from app.emails.tokens import UnsubscribeTarget
+from app.ledger import repository as ledger
+from app.ledger.actions import withdraw_point
+from app.ledger.models import Contact, ContactPoint
+from app.ledger.service import Actor
+from app.lib.db import Database
+from app.lib.ids import uuid7
+from app.lib.keys import Keys
+from app.lib.orm import utcnow
+from app.messages.models import Delivery, Message, MessageEvent
+from app.purposes.models import Purpose
+from app.push.service import private_key
+from app.settings import Settings
+from app.workspaces.models import Workspace
+from app.workspaces.settings import WorkspaceSettings, window_of
+from channel_providers.base import ChannelAdapter, Outbound, Outcome, SendResult
+
+log = structlog.get_logger(__name__)
+
+AdapterFor = Callable[[uuid.UUID, Channel, WorkspaceSettings], ChannelAdapter]
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchConfig:
+    """How a dispatcher works."""
+
+    batch: int = 200
+    concurrency: int = 64
+    lease: timedelta = timedelta(seconds=60)
+    max_attempts: int = 8
+    base_backoff: float = 5.0
+    max_backoff: float = 3600.0
+    deadline: float = 15.0
+    idle_sleep: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A claimed delivery ready to send (or already decided not to)."""
+
+    delivery_id: uuid.UUID
+    channel: Channel
+    outbound: Outbound | None
+    adapter: ChannelAdapter | None
+
+
+class Dispatcher:
+    """Claims and sends deliveries for every workspace."""
+
+    def __init__(
+        self,
+        database: Database,
+        keys: Keys,
+        settings: Settings,
+        adapter_for: AdapterFor,
+        *,
+        config: DispatchConfig | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        self.database = database
+        self.keys = keys
+        self.settings = settings
+        self.adapter_for = adapter_for
+        self.config = config or DispatchConfig()
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Work until ``stop`` is set; sleeps briefly when nothing is due."""
+        while not stop.is_set():
+            try:
+                handled = await self.run_once()
+            except Exception:  # a failed round is logged and retried; the loop must not die
+                log.exception("dispatch_round_failed", worker=self.worker_id)
+                handled = 0
+            if not handled:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.config.idle_sleep)
+
+    async def run_once(self) -> int:
+        """Claim one batch and handle it; returns how many deliveries were claimed."""
+        claimed = await self._claim()
+        if not claimed:
+            return 0
+        limit = asyncio.Semaphore(self.config.concurrency)
+
+        async def one(delivery_id: uuid.UUID) -> None:
+            async with limit:
+                await self._handle(delivery_id)
+
+        await asyncio.gather(*(one(delivery_id) for delivery_id in claimed))
+        return len(claimed)
+
+    async def _claim(self) -> list[uuid.UUID]:
+        async with self.database.sessionmaker() as session, session.begin():
+            rows = await session.execute(
+                text(
+                    """
+                    UPDATE deliveries d
+                       SET status = 'sending', lease_until = clock_timestamp() + make_interval(secs => :lease),
+                           leased_by = :worker, attempts = d.attempts + 1, updated_at = clock_timestamp()
+                     WHERE d.id IN (
+                           SELECT id FROM deliveries
+                            WHERE (status = 'queued' AND next_attempt_at <= clock_timestamp())
+                               OR (status = 'sending' AND lease_until < clock_timestamp())
+                            ORDER BY next_attempt_at
+                            LIMIT :batch
+                              FOR UPDATE SKIP LOCKED)
+                    RETURNING d.id, d.message_id, d.channel, d.attempts
+                    """
+                ),
+                {"lease": self.config.lease.total_seconds(), "worker": self.worker_id, "batch": self.config.batch},
+            )
+            claimed = rows.all()
+            for row in claimed:
+                if row.attempts > 1:
+                    await _event(
+                        session, row.message_id, row.id, row.channel, "sending", detail={"attempt": row.attempts}
+                    )
+        return [row.id for row in claimed]
+
+    async def _handle(self, delivery_id: uuid.UUID) -> None:
+        prepared = await self._prepare(delivery_id)
+        if prepared.outbound is None or prepared.adapter is None:
+            return
+        try:
+            result = await asyncio.wait_for(prepared.adapter.send(prepared.outbound), self.config.deadline)
+        except TimeoutError:
+            result = SendResult(Outcome.TRANSIENT, detail=f"no answer within {self.config.deadline} s")
+        except Exception as exc:  # an adapter bug must not lose the delivery: retried
+            log.exception("adapter_failed", channel=prepared.channel.value)
+            result = SendResult(Outcome.TRANSIENT, detail=f"{type(exc).__name__}: {exc}")
+        await self._record(delivery_id, prepared.channel, result)
+
+    async def _prepare(self, delivery_id: uuid.UUID) -> _Prepared:
+        """Load what the send needs and ask the gate again; blocked or waiting deliveries are settled here."""
+        async with self.database.sessionmaker() as session, session.begin():
+            delivery = await session.get(Delivery, delivery_id)
+            assert delivery is not None
+            channel = Channel(delivery.channel)
+            message = await session.get(Message, delivery.message_id)
+            point = await session.get(ContactPoint, delivery.contact_point_id)
+            purpose = await session.get(Purpose, message.purpose_id) if message else None
+            workspace = await session.get(Workspace, delivery.workspace_id)
+            if message is None or point is None or purpose is None or workspace is None:
+                await self._finish(session, delivery, "failed", error="the message or its address no longer exists")
+                return _Prepared(delivery_id, channel, None, None)
+            settings = WorkspaceSettings.load(workspace.settings)
+            now = utcnow()
+            facts = [
+                f
+                for _, f in await facts_repository.point_facts(
+                    session, delivery.workspace_id, [point.contact_id], [channel.value], purpose.id
+                )
+                if f.id == point.id
+            ]
+            decision = (
+                decide_point(
+                    facts[0],
+                    PurposeKind(purpose.kind),
+                    now=now,
+                    window=window_of(settings, channel),
+                    default_timezone=settings.timezone,
+                )
+                if facts
+                else None
+            )
+            if decision is None or not decision.eligible:
+                reason = decision.reason if decision else Reason.NO_CONTACT_POINT
+                if decision is not None and reason is Reason.OUTSIDE_SEND_WINDOW and decision.next_window_opens_at:
+                    await self._wait(session, delivery, decision.next_window_opens_at)
+                else:
+                    await self._finish(session, delivery, "blocked_at_send", error=reason.value)
+                return _Prepared(delivery_id, channel, None, None)
+            outbound = await self._outbound(
+                session, delivery, message=message, point=point, purpose=purpose, settings=settings
+            )
+            adapter = self.adapter_for(delivery.workspace_id, channel, settings)
+        return _Prepared(delivery_id, channel, outbound, adapter)
+
+    async def _outbound(
+        self,
+        session: AsyncSession,
+        delivery: Delivery,
+        *,
+        message: Message,
+        point: ContactPoint,
+        purpose: Purpose,
+        settings: WorkspaceSettings,
+    ) -> Outbound:
+        channel = Channel(delivery.channel)
+        extras: dict[str, Any] = {}
+        sender: str | None = None
+        if channel is Channel.EMAIL:
+            sender = settings.email.from_address or self.settings.mail.mail_from
+            if purpose.kind == PurposeKind.MARKETING:
+                contact = await session.get(Contact, point.contact_id)
+                lang = (contact.locale if contact and contact.locale else settings.locale)[:2]
+                extras["unsubscribe"] = unsubscribe_urls(
+                    self.settings, self.keys, UnsubscribeTarget(point.id, purpose.id), lang
+                )
+        elif channel is Channel.SMS:
+            sender = settings.phone.sms_from
+        elif channel is Channel.WHATSAPP:
+            sender = settings.phone.whatsapp_from
+        elif channel is Channel.WEB_PUSH:
+            extras["vapid_private_key"] = private_key(self.keys, delivery.workspace_id, settings)
+            extras["vapid_subject"] = settings.web_push.subject
+        if channel in (Channel.SMS, Channel.WHATSAPP) and self.settings.public_base_url_configured:
+            extras["status_callback"] = (
+                f"{self.settings.public_base_url}/webhooks/twilio/{delivery.workspace_id}/status"
+            )
+        return Outbound(
+            id=str(delivery.id),
+            channel=channel.value,
+            to=point.value,
+            content=message.content[channel.value],
+            details=dict(point.details),
+            sender=sender,
+            extras=extras,
+        )
+
+    async def _record(self, delivery_id: uuid.UUID, channel: Channel, result: SendResult) -> None:
+        """Write the outcome, if this worker still holds the lease."""
+        async with self.database.sessionmaker() as session, session.begin():
+            delivery = await session.scalar(
+                select(Delivery)
+                .where(Delivery.id == delivery_id, Delivery.leased_by == self.worker_id, Delivery.status == "sending")
+                .with_for_update()
+            )
+            if delivery is None:
+                log.warning("delivery_lease_lost", delivery_id=str(delivery_id), worker=self.worker_id)
+                return
+            error = f"{result.error_code}: {result.detail}" if result.error_code else result.detail or None
+            if result.outcome is Outcome.ACCEPTED:
+                await self._finish(session, delivery, "sent", provider_id=result.provider_message_id)
+            elif result.outcome is Outcome.TRANSIENT and delivery.attempts < self.config.max_attempts:
+                delay = min(self.config.max_backoff, self.config.base_backoff * 2 ** (delivery.attempts - 1))
+                retry_at = utcnow() + timedelta(seconds=delay * random.uniform(0.5, 1.5))  # noqa: S311  # jitter
+                delivery.status, delivery.next_attempt_at = "queued", retry_at
+                delivery.lease_until = delivery.leased_by = None
+                delivery.last_error, delivery.updated_at = error, utcnow()
+                await _event(
+                    session,
+                    delivery.message_id,
+                    delivery.id,
+                    channel.value,
+                    "retry_scheduled",
+                    error=error,
+                    detail={"attempt": delivery.attempts, "next_attempt_at": retry_at.isoformat()},
+                )
+            else:
+                await self._finish(session, delivery, "failed", error=error)
+                await self._feedback(session, delivery, result)
+
+    async def _feedback(self, session: AsyncSession, delivery: Delivery, result: SendResult) -> None:
+        """Mirror what the provider said about the address (CHANNEL_RULES.md §0.3)."""
+        point = await session.get(ContactPoint, delivery.contact_point_id)
+        if point is None:
+            return
+        now = utcnow()
+        evidence = {"delivery_id": str(delivery.id), "error_code": result.error_code, "detail": result.detail[:500]}
+        provider = Actor(ActorType.PROVIDER, delivery.channel)
+        if result.outcome is Outcome.BLOCKED:
+            await ledger.set_reachability(session, point.id, Reachability.PROVIDER_BLOCKED.value, now)
+            await withdraw_point(
+                session, delivery.workspace_id, point, trigger=Trigger.PROVIDER_BLOCK, evidence=evidence, actor=provider
+            )
+        elif result.outcome is Outcome.GONE:
+            await ledger.set_reachability(session, point.id, Reachability.EXPIRED.value, now)
+            await withdraw_point(
+                session, delivery.workspace_id, point, trigger=Trigger.PROVIDER_GONE, evidence=evidence, actor=provider
+            )
+        elif result.outcome is Outcome.PERMANENT and delivery.channel == Channel.EMAIL:
+            await ledger.set_reachability(session, point.id, Reachability.UNDELIVERABLE.value, now)
+
+    async def _finish(
+        self,
+        session: AsyncSession,
+        delivery: Delivery,
+        status: str,
+        *,
+        provider_id: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        delivery.status = status
+        delivery.lease_until = None
+        delivery.provider_message_id = provider_id or delivery.provider_message_id
+        delivery.last_error = error
+        delivery.updated_at = utcnow()
+        await _event(
+            session, delivery.message_id, delivery.id, delivery.channel, status, provider_id=provider_id, error=error
+        )
+        log.info("delivery", channel=delivery.channel, status=status, attempts=delivery.attempts)
+
+    async def _wait(self, session: AsyncSession, delivery: Delivery, opens: datetime) -> None:
+        """Outside the send window: back to the queue until it opens (not counted as an attempt)."""
+        delivery.status = "queued"
+        delivery.next_attempt_at = opens
+        delivery.attempts = max(delivery.attempts - 1, 0)
+        delivery.lease_until = delivery.leased_by = None
+        delivery.updated_at = utcnow()
+        await _event(
+            session,
+            delivery.message_id,
+            delivery.id,
+            delivery.channel,
+            "waiting_for_send_window",
+            detail={"opens_at": opens.isoformat()},
+        )
+
+
+async def _event(
+    session: AsyncSession,
+    message_id: uuid.UUID,
+    delivery_id: uuid.UUID | None,
+    channel: str | None,
+    status: str,
+    *,
+    provider_id: str | None = None,
+    error: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    session.add(
+        MessageEvent(
+            id=uuid7(),
+            message_id=message_id,
+            delivery_id=delivery_id,
+            channel=channel,
+            status=status,
+            provider_message_id=provider_id,
+            error=error[:1000] if error else None,
+            detail=detail,
+            at=utcnow(),
+        )
+    )

@@ -1,0 +1,82 @@
+"""Messages, their deliveries (the transactional outbox) and the status history."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, Integer, Text, text
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.lib.orm import Base, CreatedAt, UUIDPrimaryKey
+
+
+class Message(UUIDPrimaryKey, CreatedAt, Base):
+    """A request to reach a contact, with the routing decision made when it was accepted."""
+
+    __tablename__ = "messages"
+
+    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    contact_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    purpose_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("purposes.id", ondelete="RESTRICT"))
+    strategy: Mapped[str] = mapped_column(Text)
+    route: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    content: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    decision: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    status: Mapped[str] = mapped_column(Text)
+    send_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_messages_contact_id", "contact_id"),)
+
+
+class Delivery(UUIDPrimaryKey, Base):
+    """One channel's delivery of a message: the outbox row dispatchers claim (``FOR UPDATE SKIP LOCKED``)."""
+
+    __tablename__ = "deliveries"
+
+    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    message_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(Text)
+    contact_point_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("contact_points.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    next_attempt_at: Mapped[datetime]
+    lease_until: Mapped[datetime | None]
+    leased_by: Mapped[str | None] = mapped_column(Text)
+    provider_message_id: Mapped[str | None] = mapped_column(Text)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime]
+
+    __table_args__ = (
+        Index("ix_deliveries_message_id", "message_id"),
+        # what dispatchers scan: work that is due, and leases that ran out
+        Index(
+            "ix_deliveries_due",
+            "next_attempt_at",
+            postgresql_where=text("status IN ('queued', 'sending')"),
+        ),
+        Index(
+            "ix_deliveries_provider_message_id",
+            "provider_message_id",
+            postgresql_where=text("provider_message_id IS NOT NULL"),
+        ),
+    )
+
+
+class MessageEvent(UUIDPrimaryKey, Base):
+    """One step of a message's history (queued, sending, sent, failed, blocked_at_send, retry…)."""
+
+    __tablename__ = "message_events"
+
+    message_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    delivery_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("deliveries.id", ondelete="CASCADE"))
+    channel: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text)
+    provider_message_id: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_message_events_message_id_at", "message_id", "at"),)

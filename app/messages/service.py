@@ -1,0 +1,231 @@
+"""Accepting a message: content checked per channel, the route decided with the send gate, the outbox written.
+
+The decision (which channel and contact point, why each other channel was skipped) is stored with the message
+and the deliveries are written in the same transaction, so an accepted message is never lost and nothing is
+queued for a message that has no permitted channel. A channel whose only obstacle is the send window is
+chosen and waits for the window to open.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.domain import content as content_rules
+from app.domain.gate import PointFacts, Reason, decide_point, strongest
+from app.domain.model import Channel, PurposeKind
+from app.eligibility import repository as facts_repository
+from app.ledger.service import require_contact
+from app.lib.errors import InvalidInput, NotFound
+from app.lib.ids import uuid7
+from app.lib.orm import utcnow
+from app.messages.models import Delivery, Message, MessageEvent
+from app.messages.schemas import (
+    Chosen,
+    Decision,
+    DeliveryOut,
+    MessageDetail,
+    MessageIn,
+    MessageOut,
+    Skipped,
+    StatusEntry,
+)
+from app.purposes.models import Purpose
+from app.purposes.service import require_purpose
+from app.workspaces.service import settings_of
+from app.workspaces.settings import WorkspaceSettings, window_of
+
+QUEUED = "queued"
+NO_ELIGIBLE_CHANNEL = "no_eligible_channel"
+FINAL = frozenset({"sent", "delivered", "failed", "blocked_at_send"})
+
+
+async def create_message(session: AsyncSession, workspace_id: uuid.UUID, data: MessageIn) -> MessageOut:
+    """Decide the route now, store the message with its decision and queue its deliveries."""
+    contact = await require_contact(session, workspace_id, data.contact)
+    purpose = await require_purpose(session, workspace_id, data.purpose)
+    route = list(dict.fromkeys(data.route))
+    contents = _contents(route, data)
+    settings = await settings_of(session, workspace_id)
+    now = utcnow()
+    not_before = max(data.send_at, now) if data.send_at else now
+    facts = await facts_repository.point_facts(
+        session, workspace_id, [contact.id], [c.value for c in route], purpose.id
+    )
+    chosen, skipped = decide_route(
+        route, [f for _, f in facts], purpose, settings, at=not_before, all_eligible=data.strategy == "all_eligible"
+    )
+    decision = Decision(
+        channel=chosen[0].channel if chosen else None,
+        contact_point_id=chosen[0].contact_point_id if chosen else None,
+        chosen=chosen,
+        skipped=skipped,
+    )
+    status = QUEUED if chosen else NO_ELIGIBLE_CHANNEL
+    message = Message(
+        id=uuid7(),
+        workspace_id=workspace_id,
+        contact_id=contact.id,
+        purpose_id=purpose.id,
+        strategy=data.strategy,
+        route=[c.value for c in route],
+        content=contents,
+        decision=msgspec.to_builtins(decision),
+        status=status,
+        send_at=data.send_at,
+    )
+    session.add(message)
+    await session.flush()
+    for pick in chosen:
+        delivery = Delivery(
+            id=uuid7(),
+            workspace_id=workspace_id,
+            message_id=message.id,
+            channel=pick.channel.value,
+            contact_point_id=pick.contact_point_id,
+            status=QUEUED,
+            attempts=0,
+            next_attempt_at=pick.not_before or not_before,
+            updated_at=now,
+        )
+        session.add(delivery)
+        await session.flush()
+        session.add(
+            MessageEvent(
+                id=uuid7(),
+                message_id=message.id,
+                delivery_id=delivery.id,
+                channel=pick.channel.value,
+                status=QUEUED,
+                at=now,
+                detail={"not_before": (pick.not_before or not_before).isoformat()},
+            )
+        )
+    if not chosen:
+        session.add(
+            MessageEvent(
+                id=uuid7(),
+                message_id=message.id,
+                status=NO_ELIGIBLE_CHANNEL,
+                at=now,
+                detail={"skipped": msgspec.to_builtins(skipped)},
+            )
+        )
+    await session.flush()
+    return MessageOut(message_id=message.id, status=status, decision=decision)  # type: ignore[arg-type]
+
+
+def decide_route(
+    route: Sequence[Channel],
+    facts: Sequence[PointFacts],
+    purpose: Purpose,
+    settings: WorkspaceSettings,
+    *,
+    at: datetime,
+    all_eligible: bool,
+) -> tuple[list[Chosen], list[Skipped]]:
+    """Walk the route in order; a channel is chosen when one of its addresses passes the gate at ``at``."""
+    kind = PurposeKind(purpose.kind)
+    chosen: list[Chosen] = []
+    skipped: list[Skipped] = []
+    for channel in route:
+        if chosen and not all_eligible:
+            skipped.append(Skipped(channel=channel, reason="not_needed"))
+            continue
+        points = [f for f in facts if f.channel is channel]
+        window = window_of(settings, channel)
+        decided = [
+            (f, decide_point(f, kind, now=at, window=window, default_timezone=settings.timezone)) for f in points
+        ]
+        ready = next(((f, d) for f, d in decided if d.eligible), None)
+        waiting = next(((f, d) for f, d in decided if d.reason is Reason.OUTSIDE_SEND_WINDOW), None)
+        if ready is not None:
+            chosen.append(Chosen(channel=channel, contact_point_id=ready[0].id))
+        elif waiting is not None:
+            chosen.append(
+                Chosen(channel=channel, contact_point_id=waiting[0].id, not_before=waiting[1].next_window_opens_at)
+            )
+        else:
+            best = strongest([d for _, d in decided])
+            skipped.append(Skipped(channel=channel, reason=(best.reason if best else Reason.NO_CONTACT_POINT).value))
+    return chosen, skipped
+
+
+def _contents(route: Sequence[Channel], data: MessageIn) -> dict[str, Any]:
+    given = msgspec.to_builtins(data.content)
+    contents: dict[str, Any] = {}
+    for channel in route:
+        content = given.get(channel.value)
+        if content is None:
+            raise InvalidInput(f"The route names {channel} but content.{channel} is missing.", code="content_missing")
+        try:
+            content_rules.check(channel, content)
+        except content_rules.ContentError as exc:
+            raise InvalidInput(str(exc), code=exc.code) from None
+        contents[channel.value] = content
+    return contents
+
+
+async def get_message(session: AsyncSession, workspace_id: uuid.UUID, message_id: uuid.UUID) -> MessageDetail:
+    """The message with its deliveries and status history (404 for another workspace's message)."""
+    message = await session.get(Message, message_id)
+    if message is None or message.workspace_id != workspace_id:
+        raise NotFound("No message with this id.", code="message_not_found")
+    purpose = await session.get(Purpose, message.purpose_id)
+    deliveries = (
+        await session.scalars(select(Delivery).where(Delivery.message_id == message.id).order_by(Delivery.id))
+    ).all()
+    events = (
+        await session.scalars(
+            select(MessageEvent).where(MessageEvent.message_id == message.id).order_by(MessageEvent.at, MessageEvent.id)
+        )
+    ).all()
+    return MessageDetail(
+        message_id=message.id,
+        contact_id=message.contact_id,
+        purpose=purpose.key if purpose else "",
+        status=overall_status(message.status, [d.status for d in deliveries]),
+        created_at=message.created_at,
+        decision=msgspec.convert(message.decision, Decision),
+        deliveries=[
+            DeliveryOut(
+                channel=Channel(d.channel),
+                contact_point_id=d.contact_point_id,
+                status=d.status,
+                attempts=d.attempts,
+                provider_message_id=d.provider_message_id,
+                last_error=d.last_error,
+            )
+            for d in deliveries
+        ],
+        history=[
+            StatusEntry(
+                at=e.at,
+                channel=Channel(e.channel) if e.channel else None,
+                status=e.status,
+                provider_message_id=e.provider_message_id,
+                error=e.error,
+                detail=e.detail,
+            )
+            for e in events
+        ],
+    )
+
+
+def overall_status(initial: str, deliveries: Sequence[str]) -> str:
+    """One status for the message: in progress until every delivery is final; then the best outcome."""
+    if not deliveries:
+        return initial
+    for status in ("sending", "queued"):
+        if status in deliveries:
+            return status
+    for status in ("delivered", "sent", "blocked_at_send"):
+        if status in deliveries:
+            return status
+    return "failed"

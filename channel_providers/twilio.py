@@ -1,0 +1,106 @@
+"""SMS and WhatsApp through Twilio's Messages API with the twilio library's async client.
+
+Errors map to outcomes: 21610 (the recipient texted STOP to Twilio) is ``BLOCKED``; other 4xx codes are
+``PERMANENT`` (invalid number, unverified sender…); 429, 5xx, timeouts and connection errors are ``TRANSIENT``.
+The API base URL is configurable (a regional edge, or a local stand-in in tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+
+from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.http.response import Response
+from twilio.rest import Client
+
+from channel_providers.base import Outbound, Outcome, SendResult
+
+STOPPED = 21610
+_CLIENT_ERRORS = 400
+_TOO_MANY = 429
+_SERVER_ERRORS = 500
+
+
+class _HeaderAuthClient(AsyncTwilioHttpClient):  # type: ignore[misc]  # twilio ships no type information
+    """The library's async client, sending Basic auth as a header (aiohttp deprecates its ``auth=`` argument)."""
+
+    async def request(  # noqa: PLR0917  # the library's signature
+        self,
+        method: str,
+        url: str,
+        params: dict[str, object] | None = None,
+        data: dict[str, object] | None = None,
+        headers: dict[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        timeout: float | None = None,
+        allow_redirects: bool = False,  # noqa: FBT001, FBT002  # the library's signature
+    ) -> Response:
+        if auth is not None:
+            credentials = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+            headers = {**(headers or {}), "Authorization": f"Basic {credentials}"}
+        return await super().request(method, url, params, data, headers, None, timeout, allow_redirects)
+
+
+class TwilioAdapter:
+    """Sends through one Twilio account."""
+
+    def __init__(
+        self, account_sid: str, auth_token: str, *, base_url: str | None = None, timeout: float = 10.0
+    ) -> None:
+        self.client = Client(account_sid, auth_token, http_client=_HeaderAuthClient(timeout=timeout))
+        if base_url:
+            self.client.api.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+
+    async def aclose(self) -> None:
+        """Close the HTTP connection pool."""
+        http = self.client.http_client
+        if isinstance(http, AsyncTwilioHttpClient):
+            await http.close()
+
+    async def send(self, outbound: Outbound) -> SendResult:
+        """Create the message; WhatsApp addresses get the ``whatsapp:`` prefix."""
+        whatsapp = outbound.channel == "whatsapp"
+        to = f"whatsapp:{outbound.to}" if whatsapp else outbound.to
+        sender = outbound.sender or ""
+        if whatsapp and not sender.startswith("whatsapp:"):
+            sender = f"whatsapp:{sender}"
+        params: dict[str, object] = {"to": to}
+        if sender.startswith("MG"):
+            params["messaging_service_sid"] = sender
+        else:
+            params["from_"] = sender
+        content = outbound.content
+        if content.get("template_sid"):
+            params["content_sid"] = content["template_sid"]
+            if content.get("variables"):
+                params["content_variables"] = json.dumps(content["variables"])
+        else:
+            params["body"] = content["text"]
+        if callback := outbound.extras.get("status_callback"):
+            params["status_callback"] = callback
+        try:
+            async with asyncio.timeout(self.timeout + 1):
+                message = await self.client.messages.create_async(**params)
+        except TwilioRestException as exc:
+            return _mapped(exc)
+        except (TwilioException, OSError, TimeoutError) as exc:
+            return SendResult(Outcome.TRANSIENT, detail=f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # noqa: BLE001  # aiohttp's own errors: never let a vendor exception escape
+            return SendResult(Outcome.TRANSIENT, detail=f"{type(exc).__name__}: {exc}")
+        return SendResult(Outcome.ACCEPTED, provider_message_id=message.sid)
+
+
+def _mapped(exc: TwilioRestException) -> SendResult:
+    code = str(exc.code) if exc.code is not None else None
+    detail = f"HTTP {exc.status}: {exc.msg}"
+    if exc.code == STOPPED:
+        return SendResult(Outcome.BLOCKED, error_code=code, detail=detail)
+    if exc.status == _TOO_MANY or exc.status >= _SERVER_ERRORS:
+        return SendResult(Outcome.TRANSIENT, error_code=code, detail=detail)
+    if exc.status >= _CLIENT_ERRORS:
+        return SendResult(Outcome.PERMANENT, error_code=code, detail=detail)
+    return SendResult(Outcome.TRANSIENT, error_code=code, detail=detail)

@@ -1,0 +1,484 @@
+"""Routing and dispatch against local servers speaking the providers' protocols (Twilio, SMTP, Web Push)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import email
+import email.policy
+import json
+from datetime import timedelta
+
+import http_ece
+import pytest
+from aiohttp import web
+from aiosmtpd.smtp import SMTP
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from sqlalchemy import func, select, update
+
+from app.lib.auth import Scope
+from app.lib.keys import Keys
+from app.lib.orm import utcnow
+from app.messages.adapters import Adapters
+from app.messages.dispatcher import DispatchConfig, Dispatcher
+from app.messages.models import Delivery, Message
+from app.settings import MailSettings, Settings, TwilioSettings
+from tests.conftest import TEST_SECRET
+
+ACCOUNT = "AC" + "ab" * 16
+TOKEN = "t" * 32
+SENDER = "+4930123456789"
+PHONE = "+4915123456789"
+
+
+class TwilioStandIn:
+    """Twilio's Messages API: checks Basic auth, records requests, answers as told (a queue of replies)."""
+
+    def __init__(self):
+        self.requests: list[dict[str, str]] = []
+        self.replies: list[tuple[int, dict] | float] = []
+        self.blocked: set[str] = set()
+        self.url = ""
+
+    async def create(self, request: web.Request) -> web.Response:
+        expected = "Basic " + base64.b64encode(f"{ACCOUNT}:{TOKEN}".encode()).decode()
+        if request.headers.get("Authorization") != expected or request.match_info["sid"] != ACCOUNT:
+            return web.json_response({"code": 20003, "message": "Authenticate", "status": 401}, status=401)
+        form = dict(await request.post())
+        self.requests.append(form)
+        if form["To"].removeprefix("whatsapp:") in self.blocked:
+            return web.json_response(
+                {"code": 21610, "message": "Attempt to send to unsubscribed recipient", "status": 400}, status=400
+            )
+        if self.replies:
+            reply = self.replies.pop(0)
+            if isinstance(reply, float):
+                await asyncio.sleep(reply)
+            else:
+                status, body = reply
+                return web.json_response(body, status=status)
+        sid = f"SM{len(self.requests):032x}"
+        return web.json_response(
+            {"sid": sid, "status": "queued", "to": form["To"], "from": form.get("From"), "body": form.get("Body")},
+            status=201,
+        )
+
+
+class PushStandIn:
+    """A push service: verifies the VAPID JWT (ES256, aud) and decrypts the RFC 8291 payload."""
+
+    def __init__(self):
+        self.browser_key = ec.generate_private_key(ec.SECP256R1())
+        self.auth = b"0123456789abcdef"
+        self.received: list[dict] = []
+        self.status = 201
+        self.url = ""
+
+    def keys(self):
+        point = self.browser_key.public_key().public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        )
+        return {"p256dh": _b64(point), "auth": _b64(self.auth)}
+
+    async def push(self, request: web.Request) -> web.Response:
+        authorization = request.headers["Authorization"]
+        assert authorization.startswith("vapid ")
+        parts = dict(part.strip().split("=", 1) for part in authorization[6:].split(","))
+        token, public = parts["t"], parts["k"]
+        header, claims, signature = token.split(".")
+        raw = _unb64(signature)
+        vapid_key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), _unb64(public))
+        der = encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"))
+        vapid_key.verify(der, f"{header}.{claims}".encode(), ec.ECDSA(hashes.SHA256()))  # raises if forged
+        decoded = json.loads(_unb64(claims))
+        assert decoded["aud"] == self.url
+        assert int(request.headers["TTL"]) > 0
+        body = await request.read()
+        plain = http_ece.decrypt(body, private_key=self.browser_key, auth_secret=self.auth, version="aes128gcm")
+        self.received.append({"payload": json.loads(plain), "vapid_public_key": public, "claims": decoded})
+        return web.Response(status=self.status, headers={"Location": f"{self.url}/m/{len(self.received)}"})
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class Inbox:
+    def __init__(self):
+        self.messages = []
+
+    async def handle_DATA(self, _server, _session, envelope):  # noqa: N802  # aiosmtpd hook
+        self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
+        return "250 OK"
+
+
+@pytest.fixture
+async def providers():
+    twilio, push, inbox = TwilioStandIn(), PushStandIn(), Inbox()
+    application = web.Application()
+    application.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", twilio.create)
+    application.router.add_post("/push/{id}", push.push)
+    runner = web.AppRunner(application)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    twilio.url = push.url = f"http://127.0.0.1:{port}"
+    loop = asyncio.get_running_loop()
+    smtp = await loop.create_server(lambda: SMTP(inbox, hostname="mx.test"), "127.0.0.1", 0)
+    try:
+        yield {"twilio": twilio, "push": push, "inbox": inbox, "smtp_port": smtp.sockets[0].getsockname()[1]}
+    finally:
+        smtp.close()
+        await runner.cleanup()
+
+
+@pytest.fixture
+def settings(tmp_path, providers):
+    return Settings(
+        data_dir=tmp_path / "data",
+        secret_key=TEST_SECRET,
+        public_base_url="https://consent.example.com",
+        mail=MailSettings(
+            host="127.0.0.1", port=providers["smtp_port"], tls="none", mail_from="Acme <news@acme.example>"
+        ),
+        twilio=TwilioSettings(api_base_url=providers["twilio"].url),
+    )
+
+
+@pytest.fixture
+async def world(client, admin, tenant, ledger, providers):
+    """Jane: opted in by SMS and email to the newsletter; the workspace sends SMS from its Twilio number."""
+    settings = (await client.get("/v1/workspace/settings", headers=admin)).json()
+    settings["phone"]["sms_from"] = SENDER
+    settings["twilio"] = {"account_sid": ACCOUNT, "auth_token": TOKEN}
+    settings["send_windows"] = {}
+    settings["web_push"] = {"subject": "mailto:push@acme.example"}
+    assert (await client.put("/v1/workspace/settings", json=settings, headers=admin)).status_code == 200
+    newsletter = await ledger.purpose("newsletter")
+    await ledger.purpose("orders", kind="transactional")
+    sms = await ledger.point("sms", PHONE, external_id="jane")
+    mail = await ledger.point("email", "jane@example.com", contact_id=sms.contact_id)
+    await ledger.apply(sms, newsletter.id, "signup", "start_word")
+    await ledger.apply(mail, newsletter.id, "signup", "confirm")
+    return {
+        "sms": sms,
+        "email": mail,
+        "newsletter": newsletter,
+        "key": await tenant.key(Scope.MESSAGES_SEND),
+        "writer": await tenant.key(Scope.CONSENTS_WRITE),
+    }
+
+
+@pytest.fixture
+async def adapters(settings, app):
+    made = Adapters(settings, Keys(TEST_SECRET), app.state.mail_sender)
+    yield made
+    await made.aclose()
+
+
+@pytest.fixture
+def dispatcher(database, settings, adapters):
+    config = DispatchConfig(concurrency=1, deadline=1.0, base_backoff=0.0, max_attempts=3)
+    return Dispatcher(database, Keys(TEST_SECRET), settings, adapters, config=config)
+
+
+CONTENT = {
+    "sms": {"text": "Neu im Shop: Herbstkollektion. STOP zum Abmelden"},
+    "email": {
+        "subject": "Herbst",
+        "text": "Die Herbstkollektion ist da.",
+        "html": "<html><body><p>Herbst</p></body></html>",
+    },
+    "whatsapp": {"text": "Herbst!"},
+    "web_push": {"title": "Herbst", "body": "Neu da", "url": "https://acme.example/herbst"},
+    "print": {"template": "autumn-letter", "variables": {"season": "Herbst"}},
+}
+
+
+async def send(client, world, route, strategy="first_eligible", purpose="newsletter", **extra):
+    body = {"contact": "jane", "purpose": purpose, "route": route, "strategy": strategy, "content": CONTENT, **extra}
+    return await client.post("/v1/messages", json=body, headers=world["key"])
+
+
+async def detail(client, world, message_id):
+    response = await client.get(f"/v1/messages/{message_id}", headers=world["key"])
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def test_the_first_permitted_channel_is_chosen_and_sent(client, world, providers, dispatcher):
+    response = await send(client, world, ["whatsapp", "sms", "email"])
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert body["status"] == "queued"
+    assert body["decision"]["channel"] == "sms"
+    assert body["decision"]["contact_point_id"] == str(world["sms"].id)
+    assert body["decision"]["skipped"] == [
+        {"channel": "whatsapp", "reason": "no_contact_point"},
+        {"channel": "email", "reason": "not_needed"},
+    ]
+    assert await dispatcher.run_once() == 1
+    [request] = providers["twilio"].requests
+    assert (request["To"], request["From"], request["Body"]) == (PHONE, SENDER, CONTENT["sms"]["text"])
+    shown = await detail(client, world, body["message_id"])
+    assert shown["status"] == "sent"
+    assert shown["deliveries"][0]["provider_message_id"].startswith("SM")
+    assert [h["status"] for h in shown["history"]] == ["queued", "sent"]
+    assert providers["inbox"].messages == []
+
+
+async def test_no_permitted_channel_queues_nothing(client, world, providers, dispatcher, session):
+    await client.post(
+        "/v1/withdrawals",
+        json={"contact": "jane", "channel": "all", "purpose": "all"},
+        headers=world["writer"],
+    )
+    response = await send(client, world, ["sms", "email"])
+    assert response.json()["status"] == "no_eligible_channel"
+    assert {s["reason"] for s in response.json()["decision"]["skipped"]} == {"opted_out"}
+    assert await session.scalar(select(func.count()).select_from(Delivery)) == 0
+    assert await dispatcher.run_once() == 0
+    assert providers["twilio"].requests == []
+
+
+async def test_all_eligible_sends_on_every_permitted_channel_with_unsubscribe_headers(
+    client, world, providers, dispatcher
+):
+    body = (await send(client, world, ["sms", "email"], strategy="all_eligible")).json()
+    assert [c["channel"] for c in body["decision"]["chosen"]] == ["sms", "email"]
+    assert await dispatcher.run_once() == 2
+    [mail] = providers["inbox"].messages
+    assert mail["List-Unsubscribe"].startswith("<https://consent.example.com/u/")
+    assert mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert "/u/" in mail.get_body(("plain",)).get_content()
+    assert len(providers["twilio"].requests) == 1
+    assert (await detail(client, world, body["message_id"]))["status"] == "sent"
+
+
+async def test_a_withdrawal_between_queue_and_send_blocks_the_send(client, world, providers, dispatcher, ledger):
+    body = (await send(client, world, ["sms"])).json()
+    await ledger.apply(world["sms"], world["newsletter"].id, "stop_word")
+    await dispatcher.run_once()
+    assert providers["twilio"].requests == []
+    shown = await detail(client, world, body["message_id"])
+    assert shown["status"] == "blocked_at_send"
+    assert shown["history"][-1]["error"] == "opted_out"
+
+
+async def test_a_5xx_then_success_sends_once(client, world, providers, dispatcher, session):
+    providers["twilio"].replies = [(500, {"code": 20500, "message": "Internal error", "status": 500})]
+    body = (await send(client, world, ["sms"])).json()
+    await dispatcher.run_once()
+    delivery = await session.scalar(select(Delivery))
+    assert delivery.status == "queued"
+    assert delivery.attempts == 1
+    assert "20500" in delivery.last_error
+    await dispatcher.run_once()
+    shown = await detail(client, world, body["message_id"])
+    assert shown["status"] == "sent"
+    assert [h["status"] for h in shown["history"]] == ["queued", "retry_scheduled", "sending", "sent"]
+    assert len(providers["twilio"].requests) == 2  # one failed attempt, one accepted: sent once
+
+
+async def test_a_provider_that_does_not_answer_hits_the_deadline(client, world, providers, dispatcher, session):
+    providers["twilio"].replies = [3.0]  # longer than the 1 s deadline
+    await send(client, world, ["sms"])
+    await dispatcher.run_once()
+    delivery = await session.scalar(select(Delivery))
+    await session.refresh(delivery)
+    assert delivery.status == "queued"
+    assert "within" in delivery.last_error
+
+
+async def test_attempts_run_out(client, world, providers, dispatcher, session):
+    providers["twilio"].replies = [(503, {"code": 20503, "message": "Unavailable", "status": 503})] * 3
+    body = (await send(client, world, ["sms"])).json()
+    for _ in range(3):
+        await dispatcher.run_once()
+    shown = await detail(client, world, body["message_id"])
+    assert shown["status"] == "failed"
+    assert shown["deliveries"][0]["attempts"] == 3
+    assert await dispatcher.run_once() == 0
+
+
+async def test_twilio_21610_blocks_the_number_and_withdraws_consent(client, admin, world, providers, dispatcher):
+    providers["twilio"].blocked.add(PHONE)
+    body = (await send(client, world, ["sms"])).json()
+    await dispatcher.run_once()
+    shown = await detail(client, world, body["message_id"])
+    assert shown["status"] == "failed"
+    assert "21610" in shown["deliveries"][0]["last_error"]
+    contact = (await client.get("/v1/contacts/jane", headers=admin)).json()
+    [sms] = [p for p in contact["contact_points"] if p["channel"] == "sms"]
+    assert sms["reachability"] == "provider_blocked"
+    assert {c["purpose"]: c["state"] for c in sms["consents"]}["newsletter"] == "opted_out"
+    again = (await send(client, world, ["sms", "email"])).json()
+    assert again["decision"]["channel"] == "email", "the next message falls back"
+
+
+@pytest.mark.parametrize(
+    ("content", "code"),
+    [
+        ({"sms": {"text": "x" * 1531}}, "sms_too_long"),
+        ({"sms": {"text": "😀" * 336}}, "sms_too_long"),
+        ({"email": {"subject": "s", "text": "t"}}, "content_missing"),
+        ({"sms": {"text": "ok"}, "whatsapp": {"text": "a", "template_sid": "HX" + "0" * 32}}, "whatsapp_content"),
+    ],
+)
+async def test_content_is_checked_per_channel(client, world, session, content, code):
+    route = ["sms"] if "whatsapp" not in content else ["whatsapp", "sms"]
+    response = await client.post(
+        "/v1/messages",
+        json={"contact": "jane", "purpose": "newsletter", "route": route, "content": content},
+        headers=world["key"],
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == code
+    assert await session.scalar(select(func.count()).select_from(Message)) == 0
+
+
+async def test_outside_the_send_window_the_message_waits(client, admin, world, providers, dispatcher, session):
+    settings = (await client.get("/v1/workspace/settings", headers=admin)).json()
+    now = utcnow().astimezone()
+    closed = {"start": f"{(now.hour + 2) % 24:02d}:00", "end": f"{(now.hour + 3) % 24:02d}:00"}
+    settings["send_windows"] = {"sms": closed}
+    settings["timezone"] = "UTC"
+    settings["twilio"] = {"account_sid": ACCOUNT}
+    assert (await client.put("/v1/workspace/settings", json=settings, headers=admin)).status_code == 200
+    body = (await send(client, world, ["sms"])).json()
+    assert body["status"] == "queued"
+    assert body["decision"]["chosen"][0]["not_before"] is not None
+    assert await dispatcher.run_once() == 0, "not due before the window opens"
+    assert providers["twilio"].requests == []
+
+
+async def test_send_at_in_the_future_waits(client, world, dispatcher, providers):
+    later = (utcnow() + timedelta(hours=2)).isoformat()
+    body = (await send(client, world, ["sms"], send_at=later)).json()
+    assert body["status"] == "queued"
+    assert await dispatcher.run_once() == 0
+    assert providers["twilio"].requests == []
+
+
+async def test_a_retried_post_with_its_idempotency_key_queues_once(client, world, session):
+    headers = {**world["key"], "Idempotency-Key": "campaign-7-jane"}
+    body = {"contact": "jane", "purpose": "newsletter", "route": ["sms"], "content": CONTENT}
+    first = await client.post("/v1/messages", json=body, headers=headers)
+    again = await client.post("/v1/messages", json=body, headers=headers)
+    assert again.json() == first.json()
+    assert await session.scalar(select(func.count()).select_from(Message)) == 1
+
+
+async def test_transactional_messages_need_no_marketing_consent(client, world, dispatcher, providers, ledger):
+    await ledger.apply(world["email"], world["newsletter"].id, "unsubscribe")
+    body = (await send(client, world, ["email"], purpose="orders")).json()
+    assert body["status"] == "queued"
+    await dispatcher.run_once()
+    [mail] = providers["inbox"].messages
+    assert "List-Unsubscribe" not in mail, "transactional mail is not a list mail"
+
+
+async def test_web_push_is_encrypted_for_the_subscription_and_signed_with_vapid(
+    client, world, providers, dispatcher, tenant, admin
+):
+    push = providers["push"]
+    signup = await tenant.key(Scope.SIGNUP)
+    notice = await client.post(
+        "/v1/notices",
+        json={"purpose": "newsletter", "channels": ["web_push"], "locale": "de", "text": "Push"},
+        headers=admin,
+    )
+    vapid = (await client.get("/v1/push/web/vapid-public-key", params={"workspace": str(tenant.id)})).json()[
+        "public_key"
+    ]
+    subscribed = await client.post(
+        "/v1/push/web-subscriptions",
+        json={
+            "contact": "jane",
+            "subscription": {"endpoint": f"{push.url.replace('http://', 'https://')}/push/1", "keys": push.keys()},
+            "purposes": ["newsletter"],
+            "notice_id": notice.json()["notice_id"],
+        },
+        headers=signup,
+    )
+    assert subscribed.status_code == 201, subscribed.text
+    # the stand-in speaks plain HTTP: point the stored endpoint at it (subscriptions must be https to be accepted)
+    from app.ledger.models import ContactPoint  # noqa: PLC0415
+
+    async with dispatcher.database.sessionmaker() as db, db.begin():
+        await db.execute(
+            update(ContactPoint).where(ContactPoint.channel == "web_push").values(value=f"{push.url}/push/1")
+        )
+    body = (await send(client, world, ["web_push"])).json()
+    assert body["decision"]["channel"] == "web_push"
+    await dispatcher.run_once()
+    [received] = push.received
+    assert received["payload"] == CONTENT["web_push"]
+    assert received["vapid_public_key"] == vapid
+    assert received["claims"]["sub"] == "mailto:push@acme.example"
+    assert (await detail(client, world, body["message_id"]))["status"] == "sent"
+
+    push.status = 410
+    gone = (await send(client, world, ["web_push"])).json()
+    await dispatcher.run_once()
+    assert (await detail(client, world, gone["message_id"]))["status"] == "failed"
+    contact = (await client.get("/v1/contacts/jane", headers=admin)).json()
+    [web] = [p for p in contact["contact_points"] if p["channel"] == "web_push"]
+    assert web["reachability"] == "expired"
+    assert {c["purpose"]: c["state"] for c in web["consents"]}["newsletter"] == "opted_out"
+
+
+async def test_print_goes_to_the_daily_batch_file(client, world, dispatcher, settings, ledger):
+    from app.domain.identifiers import normalise_postal  # noqa: PLC0415
+    from app.ledger.actions import print_value  # noqa: PLC0415
+
+    address = normalise_postal(street="Hauptstraße 1", postcode="10115", city="Berlin", name="Jane Doe")
+    await ledger.point(
+        "print",
+        print_value(address),
+        contact_id=world["sms"].contact_id,
+        details={
+            "street": address.street,
+            "house_number": "1",
+            "postcode": "10115",
+            "city": "Berlin",
+            "address_key": address.key,
+        },
+    )
+    body = (await send(client, world, ["print"])).json()
+    assert body["decision"]["channel"] == "print"
+    await dispatcher.run_once()
+    [batch] = (settings.data_dir / "outbox" / "print").glob("print-*.jsonl")
+    [line] = batch.read_text().splitlines()
+    record = json.loads(line)
+    assert record["template"] == "autumn-letter"
+    assert record["address"]["city"] == "Berlin"
+    assert "address_key" not in record["address"]
+
+
+async def test_an_expired_lease_is_taken_over_and_the_late_worker_writes_nothing(
+    client, world, providers, database, settings, adapters, session
+):
+    keys = Keys(TEST_SECRET)
+    config = DispatchConfig(concurrency=1, deadline=1.0, base_backoff=0.0)
+    first = Dispatcher(database, keys, settings, adapters, config=config)
+    second = Dispatcher(database, keys, settings, adapters, config=config)
+    body = (await send(client, world, ["sms"])).json()
+    [claimed] = await first._claim()  # the first worker claims, then dies before sending
+    await session.execute(update(Delivery).values(lease_until=utcnow() - timedelta(seconds=1)))
+    await session.commit()
+    assert await second.run_once() == 1
+    from channel_providers.base import Outcome, SendResult  # noqa: PLC0415
+
+    await first._record(claimed, "sms", SendResult(Outcome.PERMANENT, detail="late"))  # lease lost: ignored
+    shown = await detail(client, world, body["message_id"])
+    assert shown["status"] == "sent"
+    assert len(providers["twilio"].requests) == 1
+    assert shown["deliveries"][0]["attempts"] == 2
