@@ -365,9 +365,20 @@ async def _chunks(path: Path, size: int = 1 << 20) -> AsyncIterator[bytes]:
 
 @main.command()
 @click.option("--concurrency", type=click.IntRange(1, 1000), default=64, show_default=True, help="Sends in flight.")
-def worker(concurrency: int) -> None:
+@click.option(
+    "--lease-seconds",
+    type=click.IntRange(1, 3600),
+    default=60,
+    show_default=True,
+    help="How long a claimed delivery is ours; a dead worker's rows are taken over after it.",
+)
+@click.option(
+    "--deadline", type=click.FloatRange(0.1, 300), default=15.0, show_default=True, help="Seconds per provider call."
+)
+def worker(concurrency: int, lease_seconds: int, deadline: float) -> None:
     """Run a dispatcher: claims queued deliveries (SKIP LOCKED), sends them, records the outcome. Any number may run."""
     import signal  # noqa: PLC0415
+    from datetime import timedelta  # noqa: PLC0415
 
     from app.lib.keys import Keys  # noqa: PLC0415
     from app.main import mail_sender  # noqa: PLC0415
@@ -386,7 +397,13 @@ def worker(concurrency: int) -> None:
         async with open_database(settings) as database:
             keys = Keys(secret)
             adapters = Adapters(settings, keys, mail_sender(settings))
-            dispatcher = Dispatcher(database, keys, settings, adapters, config=DispatchConfig(concurrency=concurrency))
+            config = DispatchConfig(
+                batch=concurrency * 2,  # claim what can be in flight soon; leave the rest to other workers
+                concurrency=concurrency,
+                lease=timedelta(seconds=lease_seconds),
+                deadline=min(deadline, lease_seconds * 0.8),  # a call never outlives its lease
+            )
+            dispatcher = Dispatcher(database, keys, settings, adapters, config=config)
             structlog.get_logger(__name__).info("worker_started", worker=dispatcher.worker_id)
             try:
                 await dispatcher.run(stop)

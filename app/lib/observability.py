@@ -58,7 +58,9 @@ def configure_logging(settings: Settings) -> None:
     for name in ("uvicorn", "uvicorn.error", "alembic"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    # client libraries log requests at INFO (URLs with account ids, numbers in responses): warnings only
+    for name in ("httpx", "twilio", "aiohttp.access", "aiosmtplib"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _identity(_logger: Any, _name: str, event_dict: Any) -> Any:

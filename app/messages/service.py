@@ -229,3 +229,39 @@ def overall_status(initial: str, deliveries: Sequence[str]) -> str:
         if status in deliveries:
             return status
     return "failed"
+
+
+#: Provider delivery reports that change a sent delivery (Twilio's MessageStatus values; "read" is WhatsApp's).
+_REPORTED = {"delivered": "delivered", "read": "delivered", "undelivered": "failed", "failed": "failed"}
+
+
+async def record_provider_status(
+    session: AsyncSession, workspace_id: uuid.UUID, provider_message_id: str, status: str, error: str | None
+) -> None:
+    """A delivery report from the provider: a sent delivery becomes ``delivered`` or ``failed``."""
+    target = _REPORTED.get(status)
+    if target is None:
+        return
+    delivery = await session.scalar(
+        select(Delivery)
+        .where(Delivery.workspace_id == workspace_id, Delivery.provider_message_id == provider_message_id)
+        .with_for_update()
+    )
+    if delivery is None or delivery.status not in ("sent", "delivered") or delivery.status == target:
+        return
+    now = utcnow()
+    delivery.status, delivery.updated_at = target, now
+    delivery.last_error = error or delivery.last_error
+    session.add(
+        MessageEvent(
+            id=uuid7(),
+            message_id=delivery.message_id,
+            delivery_id=delivery.id,
+            channel=delivery.channel,
+            status=target,
+            provider_message_id=provider_message_id,
+            error=error,
+            detail={"provider_status": status},
+            at=now,
+        )
+    )

@@ -34,6 +34,7 @@ from app.ledger.service import Actor, Change, add_point, apply_changes
 from app.lib.ids import uuid7
 from app.lib.keys import Keys
 from app.lib.orm import utcnow
+from app.messages import service as messages
 from app.purposes import repository as purposes
 from app.twilio.models import InboundMessage, ProviderCallback
 from app.workspaces.settings import WorkspaceSettings, reply_text
@@ -208,6 +209,9 @@ async def handle_status(
         error=error_code,
     ):
         return False
+    await messages.record_provider_status(
+        session, workspace_id, params["MessageSid"], params["MessageStatus"], error_code
+    )
     if error_code == ERROR_STOPPED and params.get("To"):
         try:
             channel, number = channel_and_number(params["To"], settings.default_region)

@@ -482,3 +482,20 @@ async def test_an_expired_lease_is_taken_over_and_the_late_worker_writes_nothing
     assert shown["status"] == "sent"
     assert len(providers["twilio"].requests) == 1
     assert shown["deliveries"][0]["attempts"] == 2
+
+
+async def test_twilio_delivery_reports_complete_the_history(client, world, providers, dispatcher):
+    from twilio.request_validator import RequestValidator  # noqa: PLC0415
+
+    body = (await send(client, world, ["sms"])).json()
+    await dispatcher.run_once()
+    sid = (await detail(client, world, body["message_id"]))["deliveries"][0]["provider_message_id"]
+    path = f"/webhooks/twilio/{world['sms'].workspace_id}/status"
+    for status in ("sent", "delivered", "delivered"):
+        params = {"MessageSid": sid, "MessageStatus": status, "AccountSid": ACCOUNT, "To": PHONE, "From": SENDER}
+        signature = RequestValidator(TOKEN).compute_signature(f"https://consent.example.com{path}", params)
+        response = await client.post(path, data=params, headers={"X-Twilio-Signature": signature})
+        assert response.status_code == 204
+    shown = await detail(client, world, body["message_id"])
+    assert shown["status"] == "delivered"
+    assert [h["status"] for h in shown["history"]] == ["queued", "sent", "delivered"], "a repeated report is ignored"
