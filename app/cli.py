@@ -37,14 +37,14 @@ def _settings() -> Settings:
 
 
 @asynccontextmanager
-async def open_database(settings: Settings) -> AsyncIterator[Database]:
+async def open_database(settings: Settings, pool_size: int = 2) -> AsyncIterator[Database]:
     """The configured database, or the embedded one (joined if a service already runs it), migrated."""
     embedded: EmbeddedPostgres | None = None
     url = settings.database.url
     if url is None:
         embedded = EmbeddedPostgres(settings.data_dir / "postgres")
         url = await embedded.start()
-    database = Database.from_url(url, pool_size=2)
+    database = Database.from_url(url, pool_size=pool_size)
     try:
         if embedded is not None:
             assert database.engine is not None
@@ -394,7 +394,7 @@ def worker(concurrency: int, lease_seconds: int, deadline: float) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        async with open_database(settings) as database:
+        async with open_database(settings, pool_size=settings.database.pool_size) as database:
             keys = Keys(secret)
             adapters = Adapters(settings, keys, mail_sender(settings))
             config = DispatchConfig(

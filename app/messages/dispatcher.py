@@ -23,16 +23,16 @@ import os
 import random
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.domain.gate import Reason, decide_point
+from app.domain.gate import PointFacts, Reason, decide_point
 from app.domain.model import ActorType, Channel, PurposeKind, Reachability, Trigger
 from app.eligibility import repository as facts_repository
 from app.emails.service import unsubscribe_urls
@@ -55,6 +55,7 @@ from channel_providers.base import ChannelAdapter, Outbound, Outcome, SendResult
 
 log = structlog.get_logger(__name__)
 
+T = TypeVar("T")
 AdapterFor = Callable[[uuid.UUID, Channel, WorkspaceSettings], ChannelAdapter]
 
 
@@ -115,17 +116,24 @@ class Dispatcher:
                     await asyncio.wait_for(stop.wait(), self.config.idle_sleep)
 
     async def run_once(self) -> int:
-        """Claim one batch and handle it; returns how many deliveries were claimed."""
+        """Claim one batch and handle it; returns how many deliveries were claimed.
+
+        Three short transactions per batch, none held during a provider call: claim; load and re-check (settling
+        what is blocked or must wait); record every outcome.
+        """
         claimed = await self._claim()
         if not claimed:
             return 0
+        prepared = await self._prepare(claimed)
         limit = asyncio.Semaphore(self.config.concurrency)
 
-        async def one(delivery_id: uuid.UUID) -> None:
+        async def one(item: _Prepared) -> tuple[uuid.UUID, SendResult]:
             async with limit:
-                await self._handle(delivery_id)
+                return item.delivery_id, await self._send(item)
 
-        await asyncio.gather(*(one(delivery_id) for delivery_id in claimed))
+        results = await asyncio.gather(*(one(item) for item in prepared))
+        if results:
+            await self._record_all(dict(results))
         return len(claimed)
 
     async def _claim(self) -> list[uuid.UUID]:
@@ -156,64 +164,87 @@ class Dispatcher:
                     )
         return [row.id for row in claimed]
 
-    async def _handle(self, delivery_id: uuid.UUID) -> None:
-        prepared = await self._prepare(delivery_id)
-        if prepared.outbound is None or prepared.adapter is None:
-            return
+    async def _send(self, item: _Prepared) -> SendResult:
+        assert item.adapter is not None
+        assert item.outbound is not None
         try:
-            result = await asyncio.wait_for(prepared.adapter.send(prepared.outbound), self.config.deadline)
+            return await asyncio.wait_for(item.adapter.send(item.outbound), self.config.deadline)
         except TimeoutError:
-            result = SendResult(Outcome.TRANSIENT, detail=f"no answer within {self.config.deadline} s")
+            return SendResult(Outcome.TRANSIENT, detail=f"no answer within {self.config.deadline} s")
         except Exception as exc:  # an adapter bug must not lose the delivery: retried
-            log.exception("adapter_failed", channel=prepared.channel.value)
-            result = SendResult(Outcome.TRANSIENT, detail=f"{type(exc).__name__}: {exc}")
-        await self._record(delivery_id, prepared.channel, result)
+            log.exception("adapter_failed", channel=item.channel.value)
+            return SendResult(Outcome.TRANSIENT, detail=f"{type(exc).__name__}: {exc}")
 
-    async def _prepare(self, delivery_id: uuid.UUID) -> _Prepared:
-        """Load what the send needs and ask the gate again; blocked or waiting deliveries are settled here."""
+    async def _prepare(self, ids: list[uuid.UUID]) -> list[_Prepared]:
+        """Load what the sends need and ask the gate again; blocked or waiting deliveries are settled here."""
+        ready: list[_Prepared] = []
         async with self.database.sessionmaker() as session, session.begin():
-            delivery = await session.get(Delivery, delivery_id)
-            assert delivery is not None
-            channel = Channel(delivery.channel)
-            message = await session.get(Message, delivery.message_id)
-            point = await session.get(ContactPoint, delivery.contact_point_id)
-            purpose = await session.get(Purpose, message.purpose_id) if message else None
-            workspace = await session.get(Workspace, delivery.workspace_id)
-            if message is None or point is None or purpose is None or workspace is None:
-                await self._finish(session, delivery, "failed", error="the message or its address no longer exists")
-                return _Prepared(delivery_id, channel, None, None)
-            settings = WorkspaceSettings.load(workspace.settings)
+            deliveries = (await session.scalars(select(Delivery).where(Delivery.id.in_(ids)))).all()
+            messages = await _by_id(session, Message, {d.message_id for d in deliveries})
+            points = await _by_id(session, ContactPoint, {d.contact_point_id for d in deliveries})
+            purposes = await _by_id(session, Purpose, {m.purpose_id for m in messages.values()})
+            workspaces = await _by_id(session, Workspace, {d.workspace_id for d in deliveries})
+            settings_of = {ws.id: WorkspaceSettings.load(ws.settings) for ws in workspaces.values()}
+            facts = await self._facts(session, deliveries, messages, points)
             now = utcnow()
-            facts = [
-                f
-                for _, f in await facts_repository.point_facts(
-                    session, delivery.workspace_id, [point.contact_id], [channel.value], purpose.id
+            for delivery in deliveries:
+                channel = Channel(delivery.channel)
+                message = messages.get(delivery.message_id)
+                point = points.get(delivery.contact_point_id)
+                purpose = purposes.get(message.purpose_id) if message else None
+                settings = settings_of.get(delivery.workspace_id)
+                if message is None or point is None or purpose is None or settings is None:
+                    await self._finish(session, delivery, "failed", error="the message or its address no longer exists")
+                    continue
+                fact = facts.get((point.id, purpose.id))
+                decision = (
+                    decide_point(
+                        fact,
+                        PurposeKind(purpose.kind),
+                        now=now,
+                        window=window_of(settings, channel),
+                        default_timezone=settings.timezone,
+                    )
+                    if fact
+                    else None
                 )
-                if f.id == point.id
-            ]
-            decision = (
-                decide_point(
-                    facts[0],
-                    PurposeKind(purpose.kind),
-                    now=now,
-                    window=window_of(settings, channel),
-                    default_timezone=settings.timezone,
+                if decision is None or not decision.eligible:
+                    reason = decision.reason if decision else Reason.NO_CONTACT_POINT
+                    if decision is not None and reason is Reason.OUTSIDE_SEND_WINDOW and decision.next_window_opens_at:
+                        await self._wait(session, delivery, decision.next_window_opens_at)
+                    else:
+                        await self._finish(session, delivery, "blocked_at_send", error=reason.value)
+                    continue
+                outbound = await self._outbound(
+                    session, delivery, message=message, point=point, purpose=purpose, settings=settings
                 )
-                if facts
-                else None
+                adapter = self.adapter_for(delivery.workspace_id, channel, settings)
+                ready.append(_Prepared(delivery.id, channel, outbound, adapter))
+        return ready
+
+    async def _facts(
+        self,
+        session: AsyncSession,
+        deliveries: Sequence[Delivery],
+        messages: Mapping[uuid.UUID, Message],
+        points: Mapping[uuid.UUID, ContactPoint],
+    ) -> dict[tuple[uuid.UUID, uuid.UUID], PointFacts]:
+        """The gate's facts of every delivery's address, one query per (workspace, purpose)."""
+        groups: dict[tuple[uuid.UUID, uuid.UUID], tuple[set[uuid.UUID], set[str]]] = {}
+        for delivery in deliveries:
+            message, point = messages.get(delivery.message_id), points.get(delivery.contact_point_id)
+            if message is None or point is None:
+                continue
+            contacts, channels = groups.setdefault((delivery.workspace_id, message.purpose_id), (set(), set()))
+            contacts.add(point.contact_id)
+            channels.add(delivery.channel)
+        found: dict[tuple[uuid.UUID, uuid.UUID], PointFacts] = {}
+        for (workspace_id, purpose_id), (contacts, channels) in groups.items():
+            rows = await facts_repository.point_facts(
+                session, workspace_id, sorted(contacts), sorted(channels), purpose_id
             )
-            if decision is None or not decision.eligible:
-                reason = decision.reason if decision else Reason.NO_CONTACT_POINT
-                if decision is not None and reason is Reason.OUTSIDE_SEND_WINDOW and decision.next_window_opens_at:
-                    await self._wait(session, delivery, decision.next_window_opens_at)
-                else:
-                    await self._finish(session, delivery, "blocked_at_send", error=reason.value)
-                return _Prepared(delivery_id, channel, None, None)
-            outbound = await self._outbound(
-                session, delivery, message=message, point=point, purpose=purpose, settings=settings
-            )
-            adapter = self.adapter_for(delivery.workspace_id, channel, settings)
-        return _Prepared(delivery_id, channel, outbound, adapter)
+            found.update({(fact.id, purpose_id): fact for _, fact in rows})
+        return found
 
     async def _outbound(
         self,
@@ -257,38 +288,52 @@ class Dispatcher:
             extras=extras,
         )
 
-    async def _record(self, delivery_id: uuid.UUID, channel: Channel, result: SendResult) -> None:
-        """Write the outcome, if this worker still holds the lease."""
+    async def _record_all(self, results: Mapping[uuid.UUID, SendResult]) -> None:
+        """Write the outcomes in one transaction, for the rows this worker still holds the lease of."""
         async with self.database.sessionmaker() as session, session.begin():
-            delivery = await session.scalar(
-                select(Delivery)
-                .where(Delivery.id == delivery_id, Delivery.leased_by == self.worker_id, Delivery.status == "sending")
-                .with_for_update()
-            )
-            if delivery is None:
-                log.warning("delivery_lease_lost", delivery_id=str(delivery_id), worker=self.worker_id)
-                return
-            error = f"{result.error_code}: {result.detail}" if result.error_code else result.detail or None
-            if result.outcome is Outcome.ACCEPTED:
-                await self._finish(session, delivery, "sent", provider_id=result.provider_message_id)
-            elif result.outcome is Outcome.TRANSIENT and delivery.attempts < self.config.max_attempts:
-                delay = min(self.config.max_backoff, self.config.base_backoff * 2 ** (delivery.attempts - 1))
-                retry_at = utcnow() + timedelta(seconds=delay * random.uniform(0.5, 1.5))  # noqa: S311  # jitter
-                delivery.status, delivery.next_attempt_at = "queued", retry_at
-                delivery.lease_until = delivery.leased_by = None
-                delivery.last_error, delivery.updated_at = error, utcnow()
-                await _event(
-                    session,
-                    delivery.message_id,
-                    delivery.id,
-                    channel.value,
-                    "retry_scheduled",
-                    error=error,
-                    detail={"attempt": delivery.attempts, "next_attempt_at": retry_at.isoformat()},
+            held = (
+                await session.scalars(
+                    select(Delivery)
+                    .where(
+                        Delivery.id.in_(list(results)),
+                        Delivery.leased_by == self.worker_id,
+                        Delivery.status == "sending",
+                    )
+                    .order_by(Delivery.id)
+                    .with_for_update()
                 )
-            else:
-                await self._finish(session, delivery, "failed", error=error)
-                await self._feedback(session, delivery, result)
+            ).all()
+            for lost in set(results) - {d.id for d in held}:
+                log.warning("delivery_lease_lost", delivery_id=str(lost), worker=self.worker_id)
+            for delivery in held:
+                await self._apply(session, delivery, results[delivery.id])
+
+    async def _record(self, delivery_id: uuid.UUID, result: SendResult) -> None:
+        """Write one outcome (see :meth:`_record_all`)."""
+        await self._record_all({delivery_id: result})
+
+    async def _apply(self, session: AsyncSession, delivery: Delivery, result: SendResult) -> None:
+        error = f"{result.error_code}: {result.detail}" if result.error_code else result.detail or None
+        if result.outcome is Outcome.ACCEPTED:
+            await self._finish(session, delivery, "sent", provider_id=result.provider_message_id)
+        elif result.outcome is Outcome.TRANSIENT and delivery.attempts < self.config.max_attempts:
+            delay = min(self.config.max_backoff, self.config.base_backoff * 2 ** (delivery.attempts - 1))
+            retry_at = utcnow() + timedelta(seconds=delay * random.uniform(0.5, 1.5))  # noqa: S311  # jitter
+            delivery.status, delivery.next_attempt_at = "queued", retry_at
+            delivery.lease_until = delivery.leased_by = None
+            delivery.last_error, delivery.updated_at = error, utcnow()
+            await _event(
+                session,
+                delivery.message_id,
+                delivery.id,
+                delivery.channel,
+                "retry_scheduled",
+                error=error,
+                detail={"attempt": delivery.attempts, "next_attempt_at": retry_at.isoformat()},
+            )
+        else:
+            await self._finish(session, delivery, "failed", error=error)
+            await self._feedback(session, delivery, result)
 
     async def _feedback(self, session: AsyncSession, delivery: Delivery, result: SendResult) -> None:
         """Mirror what the provider said about the address (CHANNEL_RULES.md §0.3)."""
@@ -328,7 +373,7 @@ class Dispatcher:
         await _event(
             session, delivery.message_id, delivery.id, delivery.channel, status, provider_id=provider_id, error=error
         )
-        log.info("delivery", channel=delivery.channel, status=status, attempts=delivery.attempts)
+        log.debug("delivery", channel=delivery.channel, status=status, attempts=delivery.attempts)
 
     async def _wait(self, session: AsyncSession, delivery: Delivery, opens: datetime) -> None:
         """Outside the send window: back to the queue until it opens (not counted as an attempt)."""
@@ -345,6 +390,13 @@ class Dispatcher:
             "waiting_for_send_window",
             detail={"opens_at": opens.isoformat()},
         )
+
+
+async def _by_id(session: AsyncSession, model: type[T], ids: set[uuid.UUID]) -> dict[uuid.UUID, T]:
+    if not ids:
+        return {}
+    rows = (await session.scalars(select(model).where(model.id.in_(list(ids))))).all()  # type: ignore[attr-defined]
+    return {row.id: row for row in rows}  # type: ignore[attr-defined]
 
 
 async def _event(

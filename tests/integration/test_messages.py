@@ -477,7 +477,7 @@ async def test_an_expired_lease_is_taken_over_and_the_late_worker_writes_nothing
     assert await second.run_once() == 1
     from channel_providers.base import Outcome, SendResult  # noqa: PLC0415
 
-    await first._record(claimed, "sms", SendResult(Outcome.PERMANENT, detail="late"))  # lease lost: ignored
+    await first._record(claimed, SendResult(Outcome.PERMANENT, detail="late"))  # lease lost: ignored
     shown = await detail(client, world, body["message_id"])
     assert shown["status"] == "sent"
     assert len(providers["twilio"].requests) == 1

@@ -1,0 +1,274 @@
+"""Dispatch throughput: messages/s of one ``consent worker`` process against a local Twilio stand-in.
+
+Baseline, measured in the same run against the same stand-in: one process posting the same number of
+Messages API requests with plain aiohttp at the same concurrency (what the stand-in and the HTTP stack allow
+without the service's work: claiming, the send-time gate, recording the outcome).
+
+    uv run python bench/dispatch.py                     # embedded PostgreSQL in ./.bench-dispatch, 20,000 messages
+    uv run python bench/dispatch.py --messages 5000 --concurrency 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+from aiohttp import web
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from app.lib.db import Database, migrate
+from app.lib.embedded_pg import EmbeddedPostgres
+from app.lib.ids import uuid7
+from app.lib.keys import Keys
+
+CONSENT = str(Path(sys.executable).parent / "consent")
+SECRET = b"b" * 32
+ACCOUNT = "AC" + "ef" * 16
+TOKEN = "z" * 32
+
+
+class StandIn:
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def create(self, request: web.Request) -> web.Response:
+        await request.post()
+        self.count += 1
+        return web.json_response({"sid": f"SM{self.count:032x}", "status": "queued"}, status=201)
+
+
+async def serve_stand_in() -> tuple[web.AppRunner, StandIn, str]:
+    handler = StandIn()
+    application = web.Application()
+    application.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", handler.create)
+    runner = web.AppRunner(application, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, handler, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # noqa: SLF001
+
+
+def run_stand_in_process(port_file: Path) -> subprocess.Popen[bytes]:
+    """The stand-in in its own process, so it does not share a core's event loop with the measured client."""
+    code = (
+        "import asyncio, sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})\n"
+        "from bench.dispatch import serve_stand_in\n"
+        "async def main():\n"
+        "    runner, handler, url = await serve_stand_in()\n"
+        f"    open({str(port_file)!r}, 'w').write(url)\n"
+        "    await asyncio.Event().wait()\n"
+        "asyncio.run(main())\n"
+    )
+    return subprocess.Popen([sys.executable, "-c", code])
+
+
+async def baseline(url: str, count: int, concurrency: int) -> float:
+    auth = aiohttp.BasicAuth(ACCOUNT, TOKEN).encode()
+    limit = asyncio.Semaphore(concurrency)
+    async with aiohttp.ClientSession() as session:
+
+        async def one(index: int) -> None:
+            async with limit:
+                data = {"To": "+4915100000000", "From": "+4930123456789", "Body": f"m{index}"}
+                async with session.post(
+                    f"{url}/2010-04-01/Accounts/{ACCOUNT}/Messages.json", data=data, headers={"Authorization": auth}
+                ) as response:
+                    await response.read()
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(count)))
+        return time.perf_counter() - started
+
+
+async def load(dsn: str, count: int) -> None:
+    """A workspace, ``count`` opted-in numbers and one queued SMS delivery each (COPY)."""
+    database = Database.from_url(dsn.replace("postgresql://", "postgresql+asyncpg://", 1), pool_size=2)
+    assert database.engine is not None
+    await migrate(database.engine)
+    await database.dispose()
+    keys = Keys(SECRET)
+    conn = await asyncpg.connect(dsn)
+    try:
+        workspace = uuid7()
+        purpose = uuid7()
+        await conn.execute(
+            "INSERT INTO workspaces (id, name, settings) VALUES ($1, 'Bench', $2)",
+            workspace,
+            '{"phone": {"sms_from": "+4930123456789"}, "send_windows": {}}',
+        )
+        await conn.execute(
+            "INSERT INTO purposes (id, workspace_id, key, name, kind) VALUES ($1, $2, 'news', 'News', 'marketing')",
+            purpose,
+            workspace,
+        )
+        contacts, points, consents, messages, deliveries = [], [], [], [], []
+        now = datetime.now(UTC)
+        for index in range(count):
+            contact, point, message = uuid7(), uuid7(), uuid7()
+            number = f"+49151{index:08d}"
+            contacts.append((contact, workspace))
+            points.append((point, workspace, contact, "sms", number, keys.point_keys("sms", number, {})))
+            consents.append((uuid7(), workspace, contact, point, purpose, "sms", "opted_in", "consent", uuid7()))
+            messages.append(
+                (
+                    message,
+                    workspace,
+                    contact,
+                    purpose,
+                    "first_eligible",
+                    ["sms"],
+                    '{"sms": {"text": "Hallo"}}',
+                    "{}",
+                    "queued",
+                )
+            )
+            deliveries.append((uuid7(), workspace, message, "sms", point, "queued", 0, now, now))
+        await conn.copy_records_to_table("contacts", records=contacts, columns=["id", "workspace_id"])
+        await conn.copy_records_to_table(
+            "contact_points",
+            records=points,
+            columns=["id", "workspace_id", "contact_id", "channel", "value", "suppression_keys"],
+        )
+        await conn.copy_records_to_table(
+            "consents",
+            records=consents,
+            columns=[
+                "id",
+                "workspace_id",
+                "contact_id",
+                "contact_point_id",
+                "purpose_id",
+                "channel",
+                "state",
+                "legal_basis",
+                "last_event_id",
+            ],
+        )
+        await conn.execute("UPDATE consents SET since = now()")
+        await conn.set_type_codec(
+            "jsonb",
+            encoder=lambda v: b"\x01" + v.encode(),
+            decoder=lambda v: v[1:].decode(),
+            schema="pg_catalog",
+            format="binary",
+        )
+        await conn.copy_records_to_table(
+            "messages",
+            records=messages,
+            columns=[
+                "id",
+                "workspace_id",
+                "contact_id",
+                "purpose_id",
+                "strategy",
+                "route",
+                "content",
+                "decision",
+                "status",
+            ],
+        )
+        await conn.copy_records_to_table(
+            "deliveries",
+            records=deliveries,
+            columns=[
+                "id",
+                "workspace_id",
+                "message_id",
+                "channel",
+                "contact_point_id",
+                "status",
+                "attempts",
+                "next_attempt_at",
+                "updated_at",
+            ],
+        )
+        await conn.execute("ANALYZE")
+    finally:
+        await conn.close()
+
+
+async def run(args: argparse.Namespace) -> None:
+    embedded = EmbeddedPostgres(Path(args.data_dir) / "pg", database="postgres")
+    await embedded.start()
+    admin = embedded.dsn("postgres")
+    name = f"consent_dispatch_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(admin)
+    await conn.execute(f'CREATE DATABASE "{name}"')
+    await conn.close()
+    base, _, query = admin.partition("?")
+    dsn = f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+    port_file = Path(args.data_dir) / "stand-in-url"
+    port_file.unlink(missing_ok=True)
+    stand_in = run_stand_in_process(port_file)
+    try:
+        await load(dsn, args.messages)
+        for _ in range(100):
+            if port_file.exists() and port_file.read_text():
+                break
+            await asyncio.sleep(0.1)
+        url = port_file.read_text()
+        base_seconds = await baseline(url, args.messages, args.concurrency)
+        env = {
+            **os.environ,
+            "DATABASE_URL": dsn,
+            "CONSENT_SECRET_KEY": SECRET.hex(),
+            "TWILIO_ACCOUNT_SID": ACCOUNT,
+            "TWILIO_AUTH_TOKEN": TOKEN,
+            "TWILIO_API_BASE_URL": url,
+            "CONSENT_LOG_LEVEL": "warning",
+        }
+        conn = await asyncpg.connect(dsn)
+        worker = subprocess.Popen([CONSENT, "worker", "--concurrency", str(args.concurrency)], env=env)
+        first: tuple[float, int] | None = None  # measured from the first sent message: start-up is not throughput
+        while True:
+            sent = await conn.fetchval("SELECT count(*) FROM deliveries WHERE status = 'sent'")
+            if first is None and sent:
+                first = (time.perf_counter(), sent)
+            if sent == args.messages:
+                break
+            await asyncio.sleep(0.1)
+        assert first is not None
+        elapsed = time.perf_counter() - first[0]
+        measured = args.messages - first[1]
+        worker.terminate()
+        worker.wait(timeout=30)
+        await conn.close()
+        rate, base_rate = measured / elapsed, args.messages / base_seconds
+        print()
+        print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+        print()
+        print(
+            "| messages | concurrency | raw aiohttp to the stand-in (baseline) | one consent worker | worker / baseline |"
+        )
+        print("|---:|---:|---:|---:|---:|")
+        print(
+            f"| {args.messages:,} | {args.concurrency} | {base_rate:,.0f} msg/s | {rate:,.0f} msg/s "
+            f"| {rate / base_rate:.0%} |"
+        )
+    finally:
+        stand_in.terminate()
+        await embedded.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--data-dir", default=".bench-dispatch")
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
