@@ -35,6 +35,7 @@ ENVIRONMENT: dict[str, str] = {
     "TWILIO_ACCOUNT_SID": "Default Twilio account for every workspace (a workspace may override it).",
     "TWILIO_AUTH_TOKEN": "Default Twilio auth token: signs inbound webhooks (a workspace may override it).",
     "TWILIO_API_BASE_URL": "Twilio REST API base URL (default https://api.twilio.com; a regional edge or a stand-in).",
+    "FCM_API_BASE_URL": "Firebase Cloud Messaging API base URL (default https://fcm.googleapis.com).",
     "CONSENT_DISPATCHER": "on (default): consent serve also runs a dispatcher; off: only consent worker sends.",
     "METRICS_TOKEN": "If set, GET /metrics requires 'Authorization: Bearer <token>'.",
     "CONSENT_LOG_LEVEL": "debug | info | warning | error.",
@@ -114,6 +115,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Twilio defaults."""
     dispatcher: bool = True
     """Whether ``consent serve`` runs a dispatcher in-process."""
+    fcm_api_base_url: str = "https://fcm.googleapis.com"
+    """FCM HTTP v1 base URL."""
 
     @property
     def embedded_database(self) -> bool:
@@ -167,6 +170,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 api_base_url=_base_url(twilio_api, "TWILIO_API_BASE_URL") if twilio_api else None,
             ),
             dispatcher=_switch(get("CONSENT_DISPATCHER"), "CONSENT_DISPATCHER"),
+            fcm_api_base_url=_base_url(get("FCM_API_BASE_URL") or "https://fcm.googleapis.com", "FCM_API_BASE_URL"),
         )
 
     def with_dev_secrets(self) -> Settings:

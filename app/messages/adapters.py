@@ -12,10 +12,11 @@ from pathlib import Path
 from app.domain.model import Channel
 from app.lib.keys import Keys
 from app.settings import Settings
-from app.workspaces.service import sealing_context
+from app.workspaces.service import FCM_SERVICE_ACCOUNT, sealing_context
 from app.workspaces.settings import WorkspaceSettings
 from channel_providers.base import ChannelAdapter
 from channel_providers.email import EmailAdapter, MailSender
+from channel_providers.fcm import FcmAdapter, parse_service_account
 from channel_providers.files import FileDropAdapter, PrintBatchAdapter
 from channel_providers.twilio import TwilioAdapter
 from channel_providers.webpush import WebPushAdapter
@@ -36,12 +37,16 @@ class Adapters:
         self.print = PrintBatchAdapter(outbox / "print")
         self.web_push = WebPushAdapter()
         self._twilio: dict[tuple[str, str], TwilioAdapter] = {}
+        self._fcm: dict[str, FcmAdapter] = {}
 
     async def aclose(self) -> None:
         """Close the providers' connection pools."""
         for adapter in self._twilio.values():
             await adapter.aclose()
+        for fcm in self._fcm.values():
+            await fcm.aclose()
         self._twilio.clear()
+        self._fcm.clear()
 
     def __call__(self, workspace_id: uuid.UUID, channel: Channel, settings: WorkspaceSettings) -> ChannelAdapter:
         """The adapter for ``channel`` in this workspace."""
@@ -53,7 +58,11 @@ class Adapters:
             return self._twilio_for(workspace_id, settings) or self.files[channel]
         if channel is Channel.WEB_PUSH and settings.web_push.subject:
             return self.web_push
-        # app push: FCM/APNs adapters are not built yet; deliveries go to the outbox folder
+        if channel is Channel.APP_PUSH and (sealed := settings.app_push.fcm_service_account_sealed):
+            if sealed not in self._fcm:
+                account = self.keys.unseal(sealed, sealing_context(workspace_id, FCM_SERVICE_ACCOUNT))
+                self._fcm[sealed] = FcmAdapter(parse_service_account(account), base_url=self.settings.fcm_api_base_url)
+            return self._fcm[sealed]
         return self.files[channel]
 
     def _twilio_for(self, workspace_id: uuid.UUID, settings: WorkspaceSettings) -> TwilioAdapter | None:

@@ -20,6 +20,7 @@ from app.workspaces.schemas import (
     ApiKeyCreate,
     ApiKeyCreated,
     ApiKeyOut,
+    AppPushSettingsOut,
     EmailSettingsOut,
     TwilioSettingsOut,
     WebPushSettingsOut,
@@ -104,6 +105,10 @@ def _settings_out(settings: WorkspaceSettings) -> WorkspaceSettingsOut:
             subject=settings.web_push.subject,
             vapid_public_key=settings.web_push.vapid_public_key,
             vapid_private_key_set=settings.web_push.vapid_private_key_sealed is not None,
+        ),
+        app_push=AppPushSettingsOut(
+            fcm_project_id=settings.app_push.fcm_project_id,
+            fcm_service_account_set=settings.app_push.fcm_service_account_sealed is not None,
         ),
         send_windows=settings.send_windows,
     )

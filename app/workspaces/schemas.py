@@ -123,6 +123,23 @@ class WebPushSettingsOut(msgspec.Struct, kw_only=True):
     vapid_private_key_set: bool
 
 
+class AppPushSettingsIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """App push: ``fcm_service_account`` is the Firebase service account key file's JSON (write-only)."""
+
+    fcm_service_account: Annotated[str, msgspec.Meta(max_length=20_000)] | None = None
+    fcm_project_id: str | None = None
+    """Read-only; accepted and ignored."""
+    fcm_service_account_set: bool | None = None
+    """Read-only; accepted and ignored."""
+
+
+class AppPushSettingsOut(msgspec.Struct, kw_only=True):
+    """App push as shown: the project, never the key."""
+
+    fcm_project_id: str | None
+    fcm_service_account_set: bool
+
+
 class WorkspaceSettingsIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """The whole settings object (unset fields take their defaults)."""
 
@@ -134,6 +151,7 @@ class WorkspaceSettingsIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tr
     twilio: TwilioSettingsIn = msgspec.field(default_factory=TwilioSettingsIn)
     email: EmailSettingsIn = msgspec.field(default_factory=EmailSettingsIn)
     web_push: WebPushSettingsIn = msgspec.field(default_factory=WebPushSettingsIn)
+    app_push: AppPushSettingsIn = msgspec.field(default_factory=AppPushSettingsIn)
     send_windows: dict[Channel, SendWindow] = msgspec.field(default_factory=default_windows)
 
 
@@ -148,4 +166,5 @@ class WorkspaceSettingsOut(msgspec.Struct, kw_only=True):
     twilio: TwilioSettingsOut
     email: EmailSettingsOut
     web_push: WebPushSettingsOut
+    app_push: AppPushSettingsOut
     send_windows: dict[Channel, SendWindow]

@@ -15,7 +15,13 @@ from app.lib.orm import utcnow
 from app.workspaces import repository
 from app.workspaces.models import ApiKey, Workspace
 from app.workspaces.schemas import WorkspaceSettingsIn
-from app.workspaces.settings import EmailSettings, TwilioSettings, WebPushSettings, WorkspaceSettings
+from app.workspaces.settings import (
+    AppPushSettings,
+    EmailSettings,
+    TwilioSettings,
+    WebPushSettings,
+    WorkspaceSettings,
+)
 
 
 async def create_workspace(session: AsyncSession, name: str) -> Workspace:
@@ -53,6 +59,7 @@ def sealing_context(workspace_id: uuid.UUID, name: str = "twilio_auth_token") ->
 
 EMAIL_WEBHOOK_SECRET = "email_webhook_secret"  # noqa: S105  # a field name, not a secret
 VAPID_KEY = "vapid_private_key"
+FCM_SERVICE_ACCOUNT = "fcm_service_account"
 _MIN_WEBHOOK_SECRET = 32
 
 
@@ -113,6 +120,9 @@ async def replace_settings(
             vapid_public_key=vapid.public_of(private),
             vapid_private_key_sealed=keys.seal(vapid.raw_private(private), sealing_context(workspace_id, VAPID_KEY)),
         )
+    app_push = current.app_push
+    if new.app_push.fcm_service_account is not None:
+        app_push = _app_push(keys, workspace_id, new.app_push.fcm_service_account.strip())
     settings = WorkspaceSettings(
         brand=new.brand,
         locale=new.locale,
@@ -122,7 +132,26 @@ async def replace_settings(
         twilio=TwilioSettings(account_sid=new.twilio.account_sid, auth_token_sealed=sealed),
         email=email,
         web_push=web_push,
+        app_push=app_push,
         send_windows=new.send_windows,
     )
     await repository.save_settings(session, workspace_id, settings.dump())
     return settings
+
+
+def _app_push(keys: Keys, workspace_id: uuid.UUID, text: str) -> AppPushSettings:
+    """Validate and seal a Firebase service account (an empty string removes it)."""
+    from channel_providers.fcm import ServiceAccountError, parse_service_account  # noqa: PLC0415
+
+    if not text:
+        return AppPushSettings()
+    try:
+        account = parse_service_account(text)
+    except (ServiceAccountError, ValueError) as exc:
+        raise InvalidInput(
+            f"app_push.fcm_service_account is not a service account key: {exc}.", code="invalid_service_account"
+        ) from None
+    return AppPushSettings(
+        fcm_project_id=account["project_id"],
+        fcm_service_account_sealed=keys.seal(text, sealing_context(workspace_id, FCM_SERVICE_ACCOUNT)),
+    )

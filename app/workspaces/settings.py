@@ -107,6 +107,13 @@ class WebPushSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, 
     vapid_private_key_sealed: str | None = None
 
 
+class AppPushSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    """The Firebase project app push goes through (FCM HTTP v1; iOS apps too when they use Firebase)."""
+
+    fcm_project_id: str | None = None
+    fcm_service_account_sealed: str | None = None
+
+
 class SendWindow(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Daily hours in the recipient's time zone (the workspace's when unknown) in which sending is allowed."""
 
@@ -133,6 +140,7 @@ class WorkspaceSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
     twilio: TwilioSettings = msgspec.field(default_factory=TwilioSettings)
     email: EmailSettings = msgspec.field(default_factory=EmailSettings)
     web_push: WebPushSettings = msgspec.field(default_factory=WebPushSettings)
+    app_push: AppPushSettings = msgspec.field(default_factory=AppPushSettings)
     send_windows: dict[Channel, SendWindow] = msgspec.field(default_factory=default_windows)
 
     @classmethod

@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 from aiosmtpd.smtp import SMTP
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from sqlalchemy import func, select, update
 
@@ -109,6 +109,68 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+class FcmStandIn:
+    """Google's token endpoint (JWT bearer grant, RS256 verified) and FCM HTTP v1 ``messages:send``."""
+
+    def __init__(self):
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.sent: list[dict] = []
+        self.tokens_issued = 0
+        self.url = ""
+
+    def service_account(self) -> str:
+        pem = self.key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode()
+        return json.dumps(
+            {
+                "type": "service_account",
+                "project_id": "acme-app",
+                "private_key_id": "k1",
+                "private_key": pem,
+                "client_email": "push@acme-app.iam.gserviceaccount.com",
+                "token_uri": f"{self.url}/token",
+            }
+        )
+
+    async def token(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        assert form["grant_type"] == "urn:ietf:params:oauth:grant-type:jwt-bearer"
+        header, claims, signature = str(form["assertion"]).split(".")
+        self.key.public_key().verify(
+            _unb64(signature), f"{header}.{claims}".encode(), padding.PKCS1v15(), hashes.SHA256()
+        )
+        decoded = json.loads(_unb64(claims))
+        assert decoded["aud"] == f"{self.url}/token"
+        assert decoded["scope"] == "https://www.googleapis.com/auth/firebase.messaging"
+        self.tokens_issued += 1
+        return web.json_response({"access_token": "ya29.stand-in", "expires_in": 3600, "token_type": "Bearer"})
+
+    async def send(self, request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != "Bearer ya29.stand-in":
+            return web.json_response({"error": {"code": 401, "status": "UNAUTHENTICATED"}}, status=401)
+        message = (await request.json())["message"]
+        if message["token"] == "gone-token":
+            return web.json_response(
+                {
+                    "error": {
+                        "code": 404,
+                        "status": "NOT_FOUND",
+                        "message": "Requested entity was not found.",
+                        "details": [
+                            {
+                                "@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError",
+                                "errorCode": "UNREGISTERED",
+                            }
+                        ],
+                    }
+                },
+                status=404,
+            )
+        self.sent.append({"project": request.match_info["project"], **message})
+        return web.json_response({"name": f"projects/acme-app/messages/{len(self.sent)}"})
+
+
 class Inbox:
     def __init__(self):
         self.messages = []
@@ -120,8 +182,10 @@ class Inbox:
 
 @pytest.fixture
 async def providers():
-    twilio, push, inbox = TwilioStandIn(), PushStandIn(), Inbox()
+    twilio, push, inbox, fcm = TwilioStandIn(), PushStandIn(), Inbox(), FcmStandIn()
     application = web.Application()
+    application.router.add_post("/token", fcm.token)
+    application.router.add_post("/v1/projects/{project}/messages:send", fcm.send)
     application.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", twilio.create)
     application.router.add_post("/push/{id}", push.push)
     runner = web.AppRunner(application)
@@ -129,11 +193,17 @@ async def providers():
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]
-    twilio.url = push.url = f"http://127.0.0.1:{port}"
+    twilio.url = push.url = fcm.url = f"http://127.0.0.1:{port}"
     loop = asyncio.get_running_loop()
     smtp = await loop.create_server(lambda: SMTP(inbox, hostname="mx.test"), "127.0.0.1", 0)
     try:
-        yield {"twilio": twilio, "push": push, "inbox": inbox, "smtp_port": smtp.sockets[0].getsockname()[1]}
+        yield {
+            "twilio": twilio,
+            "push": push,
+            "inbox": inbox,
+            "fcm": fcm,
+            "smtp_port": smtp.sockets[0].getsockname()[1],
+        }
     finally:
         smtp.close()
         await runner.cleanup()
@@ -149,6 +219,7 @@ def settings(tmp_path, providers):
             host="127.0.0.1", port=providers["smtp_port"], tls="none", mail_from="Acme <news@acme.example>"
         ),
         twilio=TwilioSettings(api_base_url=providers["twilio"].url),
+        fcm_api_base_url=providers["fcm"].url,
     )
 
 
@@ -499,3 +570,60 @@ async def test_twilio_delivery_reports_complete_the_history(client, world, provi
     shown = await detail(client, world, body["message_id"])
     assert shown["status"] == "delivered"
     assert [h["status"] for h in shown["history"]] == ["queued", "sent", "delivered"], "a repeated report is ignored"
+
+
+async def test_app_push_goes_through_fcm_with_the_service_account(client, admin, world, providers, dispatcher, tenant):
+    fcm = providers["fcm"]
+    settings = (await client.get("/v1/workspace/settings", headers=admin)).json()
+    settings["app_push"] = {"fcm_service_account": fcm.service_account()}
+    settings["twilio"] = {"account_sid": ACCOUNT}
+    saved = await client.put("/v1/workspace/settings", json=settings, headers=admin)
+    assert saved.status_code == 200, saved.text
+    assert saved.json()["app_push"] == {"fcm_project_id": "acme-app", "fcm_service_account_set": True}
+    assert "PRIVATE KEY" not in saved.text
+    notice = await client.post(
+        "/v1/notices",
+        json={"purpose": "newsletter", "channels": ["app_push"], "locale": "de", "text": "Push"},
+        headers=admin,
+    )
+    signup = await tenant.key(Scope.SIGNUP)
+    installation = {
+        "contact": "jane",
+        "platform": "android",
+        "token": "device-token-1",
+        "permission": "granted",
+        "purposes": ["newsletter"],
+        "notice_id": notice.json()["notice_id"],
+    }
+    assert (await client.put("/v1/push/app-installations/i-1", json=installation, headers=signup)).status_code == 200
+    content = {"app_push": {"title": "Herbst", "body": "Neu da", "data": {"deeplink": "acme://herbst"}}}
+    body = {"contact": "jane", "purpose": "newsletter", "route": ["app_push"], "content": content}
+    first = (await client.post("/v1/messages", json=body, headers=world["key"])).json()
+    second = (await client.post("/v1/messages", json=body, headers=world["key"])).json()
+    await dispatcher.run_once()
+    assert [m["token"] for m in fcm.sent] == ["device-token-1", "device-token-1"]
+    assert fcm.sent[0]["notification"] == {"title": "Herbst", "body": "Neu da"}
+    assert fcm.sent[0]["data"] == {"deeplink": "acme://herbst"}
+    assert fcm.tokens_issued == 1, "the access token is cached"
+    for message in (first, second):
+        assert (await detail(client, world, message["message_id"]))["status"] == "sent"
+
+    installation["token"] = "gone-token"
+    await client.put("/v1/push/app-installations/i-1", json=installation, headers=signup)
+    gone = (await client.post("/v1/messages", json=body, headers=world["key"])).json()
+    await dispatcher.run_once()
+    shown = await detail(client, world, gone["message_id"])
+    assert shown["status"] == "failed"
+    assert "UNREGISTERED" in shown["deliveries"][0]["last_error"]
+    contact = (await client.get("/v1/contacts/jane", headers=admin)).json()
+    [app] = [p for p in contact["contact_points"] if p["channel"] == "app_push"]
+    assert app["reachability"] == "expired"
+    assert {c["purpose"]: c["state"] for c in app["consents"]}["newsletter"] == "opted_out"
+
+
+async def test_a_bad_service_account_is_refused(client, admin):
+    settings = (await client.get("/v1/workspace/settings", headers=admin)).json()
+    settings["app_push"] = {"fcm_service_account": '{"type": "service_account"}'}
+    response = await client.put("/v1/workspace/settings", json=settings, headers=admin)
+    assert response.status_code == 422
+    assert response.json()["code"] == "invalid_service_account"

@@ -1,0 +1,147 @@
+"""App push through Firebase Cloud Messaging HTTP v1, authenticated with a service account (OAuth 2.0 JWT grant).
+
+The access token is fetched with a self-signed RS256 JWT (RFC 7523) from the service account's ``token_uri`` and
+cached until shortly before it expires. Errors map to outcomes: ``UNREGISTERED`` (or 404) means the app
+installation's token is gone; 429, 5xx, ``UNAVAILABLE``, ``INTERNAL`` and ``QUOTA_EXCEEDED`` are transient; other
+errors (invalid argument, sender mismatch, auth) are permanent.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any
+
+import aiohttp
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from channel_providers.base import Outbound, Outcome, SendResult
+
+SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
+DEFAULT_BASE_URL = "https://fcm.googleapis.com"
+_TRANSIENT = frozenset({"UNAVAILABLE", "INTERNAL", "QUOTA_EXCEEDED"})
+_GONE = frozenset({"UNREGISTERED", "NOT_FOUND"})
+_TOO_MANY = 429
+_SERVER_ERRORS = 500
+_UNAUTHORIZED = 401
+_REFRESH_MARGIN = 60
+
+
+class ServiceAccountError(ValueError):
+    """The service account JSON lacks what FCM needs."""
+
+
+def parse_service_account(text: str) -> dict[str, str]:
+    """Check a service account key file's JSON: project, client email, RSA private key, token URI."""
+    try:
+        account = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ServiceAccountError(f"not JSON: {exc.msg}") from None
+    if not isinstance(account, dict):
+        raise ServiceAccountError("not a JSON object")
+    missing = [name for name in ("project_id", "client_email", "private_key", "token_uri") if not account.get(name)]
+    if missing:
+        raise ServiceAccountError(f"missing {', '.join(missing)}")
+    key = serialization.load_pem_private_key(account["private_key"].encode(), password=None)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ServiceAccountError("private_key is not an RSA key")
+    return {name: str(value) for name, value in account.items() if isinstance(value, str)}
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+class FcmAdapter:
+    """Sends to one Firebase project."""
+
+    def __init__(self, account: dict[str, str], *, base_url: str = DEFAULT_BASE_URL, timeout: float = 10.0) -> None:
+        self.account = account
+        key = serialization.load_pem_private_key(account["private_key"].encode(), password=None)
+        assert isinstance(key, rsa.RSAPrivateKey)
+        self._key = key
+        self.url = f"{base_url.rstrip('/')}/v1/projects/{account['project_id']}/messages:send"
+        self.timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+        self._token: tuple[str, float] | None = None
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=self.timeout)
+        return self._session
+
+    def _assertion(self, now: int) -> str:
+        header = {"alg": "RS256", "typ": "JWT", "kid": self.account.get("private_key_id", "")}
+        claims = {
+            "iss": self.account["client_email"],
+            "scope": SCOPE,
+            "aud": self.account["token_uri"],
+            "iat": now,
+            "exp": now + 3600,
+        }
+        signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
+        signature = self._key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+        return f"{signing_input}.{_b64(signature)}"
+
+    async def _access_token(self) -> str:
+        now = time.time()
+        if self._token is not None and self._token[1] - _REFRESH_MARGIN > now:
+            return self._token[0]
+        form = {"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": self._assertion(int(now))}
+        async with self._http().post(self.account["token_uri"], data=form) as response:
+            body = await response.json(content_type=None)
+            if response.status != 200 or "access_token" not in body:  # noqa: PLR2004
+                raise PermissionError(f"token endpoint answered {response.status}")
+        self._token = (body["access_token"], now + float(body.get("expires_in", 3600)))
+        return self._token[0]
+
+    async def send(self, outbound: Outbound) -> SendResult:
+        """Post the notification to the installation's registration token."""
+        content = outbound.content
+        message: dict[str, Any] = {
+            "token": outbound.details.get("token", ""),
+            "notification": {"title": content["title"], "body": content["body"]},
+            "android": {"ttl": "86400s"},
+            "apns": {"headers": {"apns-expiration": str(int(time.time()) + 86400)}},
+        }
+        if content.get("data"):
+            message["data"] = content["data"]
+        try:
+            token = await self._access_token()
+            async with self._http().post(
+                self.url, json={"message": message}, headers={"Authorization": f"Bearer {token}"}
+            ) as response:
+                body = await response.json(content_type=None)
+                status = response.status
+        except PermissionError as exc:
+            return SendResult(Outcome.PERMANENT, error_code="auth", detail=str(exc))
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            return SendResult(Outcome.TRANSIENT, detail=f"{type(exc).__name__}: {exc}")
+        if status == 200:  # noqa: PLR2004
+            return SendResult(Outcome.ACCEPTED, provider_message_id=str(body.get("name")))
+        if status == _UNAUTHORIZED:
+            self._token = None  # fetched again on the next attempt
+        return _mapped(status, body)
+
+
+def _mapped(status: int, body: Any) -> SendResult:
+    error = body.get("error", {}) if isinstance(body, dict) else {}
+    codes = {str(error.get("status", ""))}
+    for detail in error.get("details", []) or []:
+        if isinstance(detail, dict) and detail.get("errorCode"):
+            codes.add(str(detail["errorCode"]))
+    code = next((c for c in codes if c in _GONE | _TRANSIENT), next(iter(codes - {""}), str(status)))
+    message = f"HTTP {status}: {error.get('message', '')}"
+    if codes & {"UNREGISTERED"} or status == 404:  # noqa: PLR2004
+        return SendResult(Outcome.GONE, error_code="UNREGISTERED", detail=message)
+    if codes & _TRANSIENT or status in (_TOO_MANY, _UNAUTHORIZED) or status >= _SERVER_ERRORS:
+        return SendResult(Outcome.TRANSIENT, error_code=code, detail=message)
+    return SendResult(Outcome.PERMANENT, error_code=code, detail=message)
