@@ -1,8 +1,10 @@
-"""Dev adapters: deliveries written as JSON files to a local folder (no account needed); print as daily batches.
+"""Dev adapters and print: deliveries as JSON files (no account needed), print as daily batches or print-house jobs.
 
 - :class:`FileDropAdapter` writes one file per delivery to ``<outbox>/<channel>/`` (SMS, WhatsApp, push).
 - :class:`PrintBatchAdapter` appends each letter to ``<folder>/print-YYYY-MM-DD.jsonl``: the daily batch file a
   print house collects.
+- :class:`PrintHouseAdapter` posts each letter as a JSON job to the print house's HTTPS endpoint, with the
+  delivery id as ``Idempotency-Key`` (a retried post is the same job).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
+import aiohttp
 import structlog
 
 from channel_providers.base import Outbound, Outcome, SendResult
@@ -76,3 +79,50 @@ class PrintBatchAdapter:
             fh.flush()
             os.fsync(fh.fileno())
         return path
+
+
+_CONFLICT = 409
+_TOO_MANY = 429
+_SERVER_ERRORS = 500
+
+
+class PrintHouseAdapter:
+    """Posts letters to a print house's job endpoint (``Authorization: Bearer``, no redirects followed)."""
+
+    def __init__(self, url: str, token: str | None, *, timeout: float = 15.0) -> None:
+        self.url = url
+        self.token = token
+        self.timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def send(self, outbound: Outbound) -> SendResult:
+        """Create the job; a 409 means the print house already has it (an earlier attempt got through)."""
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=self.timeout)
+        job = {
+            "id": outbound.id,
+            "template": outbound.content.get("template"),
+            "variables": outbound.content.get("variables") or {},
+            "address": {k: v for k, v in outbound.details.items() if k not in ("address_key", "name_key")},
+        }
+        headers = {"Idempotency-Key": outbound.id}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        try:
+            async with self._session.post(self.url, json=job, headers=headers, allow_redirects=False) as response:
+                status = response.status
+                body = await response.json(content_type=None) if response.content_length != 0 else None
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            return SendResult(Outcome.TRANSIENT, detail=f"{type(exc).__name__}: {exc}")
+        job_id = str(body.get("id")) if isinstance(body, dict) and body.get("id") else outbound.id
+        if 200 <= status < 300 or status == _CONFLICT:  # noqa: PLR2004
+            return SendResult(Outcome.ACCEPTED, provider_message_id=job_id)
+        if status == _TOO_MANY or status >= _SERVER_ERRORS:
+            return SendResult(Outcome.TRANSIENT, error_code=str(status), detail=f"HTTP {status}")
+        return SendResult(Outcome.PERMANENT, error_code=str(status), detail=f"HTTP {status}")

@@ -12,12 +12,12 @@ from pathlib import Path
 from app.domain.model import Channel
 from app.lib.keys import Keys
 from app.settings import Settings
-from app.workspaces.service import FCM_SERVICE_ACCOUNT, sealing_context
+from app.workspaces.service import FCM_SERVICE_ACCOUNT, PRINT_HOUSE_TOKEN, sealing_context
 from app.workspaces.settings import WorkspaceSettings
 from channel_providers.base import ChannelAdapter
 from channel_providers.email import EmailAdapter, MailSender
 from channel_providers.fcm import FcmAdapter, parse_service_account
-from channel_providers.files import FileDropAdapter, PrintBatchAdapter
+from channel_providers.files import FileDropAdapter, PrintBatchAdapter, PrintHouseAdapter
 from channel_providers.twilio import TwilioAdapter
 from channel_providers.webpush import WebPushAdapter
 
@@ -38,6 +38,7 @@ class Adapters:
         self.web_push = WebPushAdapter()
         self._twilio: dict[tuple[str, str], TwilioAdapter] = {}
         self._fcm: dict[str, FcmAdapter] = {}
+        self._print_houses: dict[tuple[str, str | None], PrintHouseAdapter] = {}
 
     async def aclose(self) -> None:
         """Close the providers' connection pools."""
@@ -45,6 +46,9 @@ class Adapters:
             await adapter.aclose()
         for fcm in self._fcm.values():
             await fcm.aclose()
+        for house in self._print_houses.values():
+            await house.aclose()
+        self._print_houses.clear()
         self._twilio.clear()
         self._fcm.clear()
 
@@ -53,7 +57,7 @@ class Adapters:
         if channel is Channel.EMAIL:
             return self.email
         if channel is Channel.PRINT:
-            return self.print
+            return self._print_house_for(workspace_id, settings) or self.print
         if channel in (Channel.SMS, Channel.WHATSAPP):
             return self._twilio_for(workspace_id, settings) or self.files[channel]
         if channel is Channel.WEB_PUSH and settings.web_push.subject:
@@ -64,6 +68,20 @@ class Adapters:
                 self._fcm[sealed] = FcmAdapter(parse_service_account(account), base_url=self.settings.fcm_api_base_url)
             return self._fcm[sealed]
         return self.files[channel]
+
+    def _print_house_for(self, workspace_id: uuid.UUID, settings: WorkspaceSettings) -> PrintHouseAdapter | None:
+        house = settings.print_house
+        if not house.url:
+            return None
+        key = (house.url, house.token_sealed)
+        if key not in self._print_houses:
+            token = (
+                self.keys.unseal(house.token_sealed, sealing_context(workspace_id, PRINT_HOUSE_TOKEN))
+                if house.token_sealed
+                else None
+            )
+            self._print_houses[key] = PrintHouseAdapter(house.url, token)
+        return self._print_houses[key]
 
     def _twilio_for(self, workspace_id: uuid.UUID, settings: WorkspaceSettings) -> TwilioAdapter | None:
         account = settings.twilio.account_sid or self.settings.twilio.account_sid

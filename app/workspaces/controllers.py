@@ -22,6 +22,7 @@ from app.workspaces.schemas import (
     ApiKeyOut,
     AppPushSettingsOut,
     EmailSettingsOut,
+    PrintHouseSettingsOut,
     TwilioSettingsOut,
     WebPushSettingsOut,
     WorkspaceOut,
@@ -109,6 +110,9 @@ def _settings_out(settings: WorkspaceSettings) -> WorkspaceSettingsOut:
         app_push=AppPushSettingsOut(
             fcm_project_id=settings.app_push.fcm_project_id,
             fcm_service_account_set=settings.app_push.fcm_service_account_sealed is not None,
+        ),
+        print_house=PrintHouseSettingsOut(
+            url=settings.print_house.url, token_set=settings.print_house.token_sealed is not None
         ),
         send_windows=settings.send_windows,
     )

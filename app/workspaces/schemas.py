@@ -140,6 +140,24 @@ class AppPushSettingsOut(msgspec.Struct, kw_only=True):
     fcm_service_account_set: bool
 
 
+class PrintHouseSettingsIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The print house's job endpoint; ``token`` is write-only (omit to keep, empty string to clear)."""
+
+    url: (
+        Annotated[str, msgspec.Meta(max_length=2000, pattern=r"^(https://|http://(127\.0\.0\.1|localhost)[:/])")] | None
+    ) = None
+    token: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
+    token_set: bool | None = None
+    """Read-only; accepted and ignored."""
+
+
+class PrintHouseSettingsOut(msgspec.Struct, kw_only=True):
+    """The print house as shown: never the token."""
+
+    url: str | None
+    token_set: bool
+
+
 class WorkspaceSettingsIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """The whole settings object (unset fields take their defaults)."""
 
@@ -152,6 +170,7 @@ class WorkspaceSettingsIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tr
     email: EmailSettingsIn = msgspec.field(default_factory=EmailSettingsIn)
     web_push: WebPushSettingsIn = msgspec.field(default_factory=WebPushSettingsIn)
     app_push: AppPushSettingsIn = msgspec.field(default_factory=AppPushSettingsIn)
+    print_house: PrintHouseSettingsIn = msgspec.field(default_factory=PrintHouseSettingsIn)
     send_windows: dict[Channel, SendWindow] = msgspec.field(default_factory=default_windows)
 
 
@@ -167,4 +186,5 @@ class WorkspaceSettingsOut(msgspec.Struct, kw_only=True):
     email: EmailSettingsOut
     web_push: WebPushSettingsOut
     app_push: AppPushSettingsOut
+    print_house: PrintHouseSettingsOut
     send_windows: dict[Channel, SendWindow]

@@ -18,6 +18,7 @@ from app.workspaces.schemas import WorkspaceSettingsIn
 from app.workspaces.settings import (
     AppPushSettings,
     EmailSettings,
+    PrintHouseSettings,
     TwilioSettings,
     WebPushSettings,
     WorkspaceSettings,
@@ -60,6 +61,7 @@ def sealing_context(workspace_id: uuid.UUID, name: str = "twilio_auth_token") ->
 EMAIL_WEBHOOK_SECRET = "email_webhook_secret"  # noqa: S105  # a field name, not a secret
 VAPID_KEY = "vapid_private_key"
 FCM_SERVICE_ACCOUNT = "fcm_service_account"
+PRINT_HOUSE_TOKEN = "print_house_token"  # noqa: S105  # a field name, not a secret
 _MIN_WEBHOOK_SECRET = 32
 
 
@@ -123,6 +125,11 @@ async def replace_settings(
     app_push = current.app_push
     if new.app_push.fcm_service_account is not None:
         app_push = _app_push(keys, workspace_id, new.app_push.fcm_service_account.strip())
+    print_token = current.print_house.token_sealed
+    if new.print_house.token is not None:
+        token = new.print_house.token.strip()
+        print_token = keys.seal(token, sealing_context(workspace_id, PRINT_HOUSE_TOKEN)) if token else None
+    print_house = PrintHouseSettings(url=new.print_house.url, token_sealed=print_token)
     settings = WorkspaceSettings(
         brand=new.brand,
         locale=new.locale,
@@ -133,6 +140,7 @@ async def replace_settings(
         email=email,
         web_push=web_push,
         app_push=app_push,
+        print_house=print_house,
         send_windows=new.send_windows,
     )
     await repository.save_settings(session, workspace_id, settings.dump())

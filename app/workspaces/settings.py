@@ -114,6 +114,13 @@ class AppPushSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, 
     fcm_service_account_sealed: str | None = None
 
 
+class PrintHouseSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    """Where letters go: a print house's HTTPS job endpoint (unset: daily batch files in the outbox folder)."""
+
+    url: str | None = None
+    token_sealed: str | None = None
+
+
 class SendWindow(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Daily hours in the recipient's time zone (the workspace's when unknown) in which sending is allowed."""
 
@@ -141,6 +148,7 @@ class WorkspaceSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
     email: EmailSettings = msgspec.field(default_factory=EmailSettings)
     web_push: WebPushSettings = msgspec.field(default_factory=WebPushSettings)
     app_push: AppPushSettings = msgspec.field(default_factory=AppPushSettings)
+    print_house: PrintHouseSettings = msgspec.field(default_factory=PrintHouseSettings)
     send_windows: dict[Channel, SendWindow] = msgspec.field(default_factory=default_windows)
 
     @classmethod

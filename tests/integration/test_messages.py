@@ -25,6 +25,7 @@ from app.messages.adapters import Adapters
 from app.messages.dispatcher import DispatchConfig, Dispatcher
 from app.messages.models import Delivery, Message
 from app.settings import MailSettings, Settings, TwilioSettings
+from channel_providers.base import Outcome
 from tests.conftest import TEST_SECRET
 
 ACCOUNT = "AC" + "ab" * 16
@@ -171,6 +172,26 @@ class FcmStandIn:
         return web.json_response({"name": f"projects/acme-app/messages/{len(self.sent)}"})
 
 
+class PrintHouseStandIn:
+    """A print house's job endpoint: bearer token, idempotency by key (a repeat answers 409)."""
+
+    def __init__(self):
+        self.jobs: dict[str, dict] = {}
+        self.fail_next = 0
+
+    async def create(self, request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != "Bearer print-secret":
+            return web.Response(status=401)
+        if self.fail_next:
+            self.fail_next -= 1
+            return web.Response(status=503)
+        key = request.headers["Idempotency-Key"]
+        if key in self.jobs:
+            return web.json_response({"id": f"job-{key[:8]}"}, status=409)
+        self.jobs[key] = await request.json()
+        return web.json_response({"id": f"job-{key[:8]}"}, status=201)
+
+
 class Inbox:
     def __init__(self):
         self.messages = []
@@ -183,7 +204,9 @@ class Inbox:
 @pytest.fixture
 async def providers():
     twilio, push, inbox, fcm = TwilioStandIn(), PushStandIn(), Inbox(), FcmStandIn()
+    printer = PrintHouseStandIn()
     application = web.Application()
+    application.router.add_post("/print/jobs", printer.create)
     application.router.add_post("/token", fcm.token)
     application.router.add_post("/v1/projects/{project}/messages:send", fcm.send)
     application.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", twilio.create)
@@ -202,6 +225,8 @@ async def providers():
             "push": push,
             "inbox": inbox,
             "fcm": fcm,
+            "printer": printer,
+            "url": twilio.url,
             "smtp_port": smtp.sockets[0].getsockname()[1],
         }
     finally:
@@ -627,3 +652,59 @@ async def test_a_bad_service_account_is_refused(client, admin):
     response = await client.put("/v1/workspace/settings", json=settings, headers=admin)
     assert response.status_code == 422
     assert response.json()["code"] == "invalid_service_account"
+
+
+async def test_print_jobs_go_to_the_print_house_once(client, admin, world, providers, dispatcher, ledger):
+    from app.domain.identifiers import normalise_postal  # noqa: PLC0415
+    from app.ledger.actions import print_value  # noqa: PLC0415
+
+    printer = providers["printer"]
+    settings = (await client.get("/v1/workspace/settings", headers=admin)).json()
+    settings["print_house"] = {"url": f"{providers['url']}/print/jobs", "token": "print-secret"}
+    settings["twilio"] = {"account_sid": ACCOUNT}
+    saved = await client.put("/v1/workspace/settings", json=settings, headers=admin)
+    assert saved.status_code == 200, saved.text
+    assert saved.json()["print_house"]["token_set"] is True
+    assert "print-secret" not in saved.text
+    address = normalise_postal(street="Hauptstraße 1", postcode="10115", city="Berlin", name="Jane Doe")
+    await ledger.point(
+        "print",
+        print_value(address),
+        contact_id=world["sms"].contact_id,
+        details={
+            "street": "Hauptstraße",
+            "house_number": "1",
+            "postcode": "10115",
+            "city": "Berlin",
+            "address_key": address.key,
+        },
+    )
+    printer.fail_next = 1
+    body = (await send(client, world, ["print"])).json()
+    await dispatcher.run_once()  # 503: retried
+    await dispatcher.run_once()
+    shown = await detail(client, world, body["message_id"])
+    assert shown["status"] == "sent"
+    assert shown["deliveries"][0]["provider_message_id"].startswith("job-")
+    [job] = printer.jobs.values()
+    assert job["template"] == "autumn-letter"
+    assert job["address"]["city"] == "Berlin"
+    assert "address_key" not in job["address"]
+
+
+async def test_a_repeated_print_job_is_the_same_job(providers):
+    from channel_providers.base import Outbound  # noqa: PLC0415
+    from channel_providers.files import PrintHouseAdapter  # noqa: PLC0415
+
+    adapter = PrintHouseAdapter(f"{providers['url']}/print/jobs", "print-secret")
+    stranger = PrintHouseAdapter(f"{providers['url']}/print/jobs", "nope")
+    outbound = Outbound(id="0190-same", channel="print", to="key", content={"template": "t"}, details={"city": "Köln"})
+    try:
+        first, again = await adapter.send(outbound), await adapter.send(outbound)
+        wrong = await stranger.send(outbound)
+    finally:
+        await adapter.aclose()
+        await stranger.aclose()
+    assert first.outcome is again.outcome is Outcome.ACCEPTED
+    assert len(providers["printer"].jobs) == 1
+    assert wrong.outcome is Outcome.PERMANENT
