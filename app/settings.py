@@ -36,6 +36,7 @@ ENVIRONMENT: dict[str, str] = {
     "TWILIO_AUTH_TOKEN": "Default Twilio auth token: signs inbound webhooks (a workspace may override it).",
     "TWILIO_API_BASE_URL": "Twilio REST API base URL (default https://api.twilio.com; a regional edge or a stand-in).",
     "FCM_API_BASE_URL": "Firebase Cloud Messaging API base URL (default https://fcm.googleapis.com).",
+    "APNS_API_BASE_URL": "APNs base URL override (default by workspace: api.push.apple.com or the sandbox).",
     "CONSENT_DISPATCHER": "on (default): consent serve also runs a dispatcher; off: only consent worker sends.",
     "METRICS_TOKEN": "If set, GET /metrics requires 'Authorization: Bearer <token>'.",
     "CONSENT_LOG_LEVEL": "debug | info | warning | error.",
@@ -117,6 +118,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Whether ``consent serve`` runs a dispatcher in-process."""
     fcm_api_base_url: str = "https://fcm.googleapis.com"
     """FCM HTTP v1 base URL."""
+    apns_api_base_url: str | None = None
+    """APNs base URL override; ``None`` picks production or sandbox per workspace."""
 
     @property
     def embedded_database(self) -> bool:
@@ -144,6 +147,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise SettingsError(f"CONSENT_LOG_LEVEL must be debug, info, warning or error (got {log_level!r})")
         secret = get("CONSENT_SECRET_KEY")
         twilio_api = get("TWILIO_API_BASE_URL")
+        apns_api = get("APNS_API_BASE_URL")
         return cls(
             data_dir=Path(get("CONSENT_DATA_DIR") or ".consent"),
             public_base_url=_base_url(get("PUBLIC_BASE_URL") or "http://127.0.0.1:8000"),
@@ -171,6 +175,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ),
             dispatcher=_switch(get("CONSENT_DISPATCHER"), "CONSENT_DISPATCHER"),
             fcm_api_base_url=_base_url(get("FCM_API_BASE_URL") or "https://fcm.googleapis.com", "FCM_API_BASE_URL"),
+            apns_api_base_url=_base_url(apns_api, "APNS_API_BASE_URL") if apns_api else None,
         )
 
     def with_dev_secrets(self) -> Settings:

@@ -12,8 +12,9 @@ from pathlib import Path
 from app.domain.model import Channel
 from app.lib.keys import Keys
 from app.settings import Settings
-from app.workspaces.service import FCM_SERVICE_ACCOUNT, PRINT_HOUSE_TOKEN, sealing_context
+from app.workspaces.service import APNS_KEY, FCM_SERVICE_ACCOUNT, PRINT_HOUSE_TOKEN, sealing_context
 from app.workspaces.settings import WorkspaceSettings
+from channel_providers.apns import PRODUCTION, SANDBOX, ApnsAdapter, AppPushRouter
 from channel_providers.base import ChannelAdapter
 from channel_providers.email import EmailAdapter, MailSender
 from channel_providers.fcm import FcmAdapter, parse_service_account
@@ -38,6 +39,7 @@ class Adapters:
         self.web_push = WebPushAdapter()
         self._twilio: dict[tuple[str, str], TwilioAdapter] = {}
         self._fcm: dict[str, FcmAdapter] = {}
+        self._apns: dict[tuple[str, ...], ApnsAdapter] = {}
         self._print_houses: dict[tuple[str, str | None], PrintHouseAdapter] = {}
 
     async def aclose(self) -> None:
@@ -46,6 +48,9 @@ class Adapters:
             await adapter.aclose()
         for fcm in self._fcm.values():
             await fcm.aclose()
+        for apns in self._apns.values():
+            await apns.aclose()
+        self._apns.clear()
         for house in self._print_houses.values():
             await house.aclose()
         self._print_houses.clear()
@@ -62,12 +67,35 @@ class Adapters:
             return self._twilio_for(workspace_id, settings) or self.files[channel]
         if channel is Channel.WEB_PUSH and settings.web_push.subject:
             return self.web_push
-        if channel is Channel.APP_PUSH and (sealed := settings.app_push.fcm_service_account_sealed):
-            if sealed not in self._fcm:
-                account = self.keys.unseal(sealed, sealing_context(workspace_id, FCM_SERVICE_ACCOUNT))
-                self._fcm[sealed] = FcmAdapter(parse_service_account(account), base_url=self.settings.fcm_api_base_url)
-            return self._fcm[sealed]
+        if channel is Channel.APP_PUSH:
+            fcm, apns = self._fcm_for(workspace_id, settings), self._apns_for(workspace_id, settings)
+            if fcm is not None or apns is not None:
+                return AppPushRouter(apns=apns, fcm=fcm, fallback=self.files[channel])
         return self.files[channel]
+
+    def _fcm_for(self, workspace_id: uuid.UUID, settings: WorkspaceSettings) -> FcmAdapter | None:
+        sealed = settings.app_push.fcm_service_account_sealed
+        if not sealed:
+            return None
+        if sealed not in self._fcm:
+            account = self.keys.unseal(sealed, sealing_context(workspace_id, FCM_SERVICE_ACCOUNT))
+            self._fcm[sealed] = FcmAdapter(parse_service_account(account), base_url=self.settings.fcm_api_base_url)
+        return self._fcm[sealed]
+
+    def _apns_for(self, workspace_id: uuid.UUID, settings: WorkspaceSettings) -> ApnsAdapter | None:
+        app = settings.app_push
+        if not (app.apns_private_key_sealed and app.apns_team_id and app.apns_key_id and app.apns_topic):
+            return None
+        key = (app.apns_private_key_sealed, app.apns_team_id, app.apns_key_id, app.apns_topic, str(app.apns_sandbox))
+        if key not in self._apns:
+            self._apns[key] = ApnsAdapter(
+                team_id=app.apns_team_id,
+                key_id=app.apns_key_id,
+                topic=app.apns_topic,
+                private_key=self.keys.unseal(app.apns_private_key_sealed, sealing_context(workspace_id, APNS_KEY)),
+                base_url=self.settings.apns_api_base_url or (SANDBOX if app.apns_sandbox else PRODUCTION),
+            )
+        return self._apns[key]
 
     def _print_house_for(self, workspace_id: uuid.UUID, settings: WorkspaceSettings) -> PrintHouseAdapter | None:
         house = settings.print_house

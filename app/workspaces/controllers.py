@@ -110,6 +110,11 @@ def _settings_out(settings: WorkspaceSettings) -> WorkspaceSettingsOut:
         app_push=AppPushSettingsOut(
             fcm_project_id=settings.app_push.fcm_project_id,
             fcm_service_account_set=settings.app_push.fcm_service_account_sealed is not None,
+            apns_team_id=settings.app_push.apns_team_id,
+            apns_key_id=settings.app_push.apns_key_id,
+            apns_topic=settings.app_push.apns_topic,
+            apns_sandbox=settings.app_push.apns_sandbox,
+            apns_private_key_set=settings.app_push.apns_private_key_sealed is not None,
         ),
         print_house=PrintHouseSettingsOut(
             url=settings.print_house.url, token_set=settings.print_house.token_sealed is not None

@@ -131,6 +131,15 @@ class AppPushSettingsIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
     """Read-only; accepted and ignored."""
     fcm_service_account_set: bool | None = None
     """Read-only; accepted and ignored."""
+    apns_team_id: Annotated[str, msgspec.Meta(pattern=r"^[A-Z0-9]{10}$")] | None = None
+    apns_key_id: Annotated[str, msgspec.Meta(pattern=r"^[A-Z0-9]{10}$")] | None = None
+    apns_topic: Annotated[str, msgspec.Meta(max_length=200, description="The app's bundle id.")] | None = None
+    apns_sandbox: bool = False
+    apns_private_key: Annotated[str, msgspec.Meta(max_length=5000, description="The .p8 key (write-only).")] | None = (
+        None
+    )
+    apns_private_key_set: bool | None = None
+    """Read-only; accepted and ignored."""
 
 
 class AppPushSettingsOut(msgspec.Struct, kw_only=True):
@@ -138,6 +147,11 @@ class AppPushSettingsOut(msgspec.Struct, kw_only=True):
 
     fcm_project_id: str | None
     fcm_service_account_set: bool
+    apns_team_id: str | None
+    apns_key_id: str | None
+    apns_topic: str | None
+    apns_sandbox: bool
+    apns_private_key_set: bool
 
 
 class PrintHouseSettingsIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

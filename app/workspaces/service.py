@@ -61,6 +61,7 @@ def sealing_context(workspace_id: uuid.UUID, name: str = "twilio_auth_token") ->
 EMAIL_WEBHOOK_SECRET = "email_webhook_secret"  # noqa: S105  # a field name, not a secret
 VAPID_KEY = "vapid_private_key"
 FCM_SERVICE_ACCOUNT = "fcm_service_account"
+APNS_KEY = "apns_private_key"
 PRINT_HOUSE_TOKEN = "print_house_token"  # noqa: S105  # a field name, not a secret
 _MIN_WEBHOOK_SECRET = 32
 
@@ -122,9 +123,7 @@ async def replace_settings(
             vapid_public_key=vapid.public_of(private),
             vapid_private_key_sealed=keys.seal(vapid.raw_private(private), sealing_context(workspace_id, VAPID_KEY)),
         )
-    app_push = current.app_push
-    if new.app_push.fcm_service_account is not None:
-        app_push = _app_push(keys, workspace_id, new.app_push.fcm_service_account.strip())
+    app_push = _app_push(keys, workspace_id, current.app_push, new)
     print_token = current.print_house.token_sealed
     if new.print_house.token is not None:
         token = new.print_house.token.strip()
@@ -147,19 +146,51 @@ async def replace_settings(
     return settings
 
 
-def _app_push(keys: Keys, workspace_id: uuid.UUID, text: str) -> AppPushSettings:
-    """Validate and seal a Firebase service account (an empty string removes it)."""
+def _app_push(
+    keys: Keys, workspace_id: uuid.UUID, current: AppPushSettings, new: WorkspaceSettingsIn
+) -> AppPushSettings:
+    """FCM service account and APNs key: validated and sealed when given (an empty string removes one)."""
+    from channel_providers.apns import load_key  # noqa: PLC0415
     from channel_providers.fcm import ServiceAccountError, parse_service_account  # noqa: PLC0415
 
-    if not text:
-        return AppPushSettings()
-    try:
-        account = parse_service_account(text)
-    except (ServiceAccountError, ValueError) as exc:
+    given = new.app_push
+    project, account_sealed = current.fcm_project_id, current.fcm_service_account_sealed
+    if given.fcm_service_account is not None:
+        text = given.fcm_service_account.strip()
+        project, account_sealed = None, None
+        if text:
+            try:
+                account = parse_service_account(text)
+            except (ServiceAccountError, ValueError) as exc:
+                raise InvalidInput(
+                    f"app_push.fcm_service_account is not a service account key: {exc}.",
+                    code="invalid_service_account",
+                ) from None
+            project = account["project_id"]
+            account_sealed = keys.seal(text, sealing_context(workspace_id, FCM_SERVICE_ACCOUNT))
+    apns_sealed = current.apns_private_key_sealed
+    if given.apns_private_key is not None:
+        pem = given.apns_private_key.strip()
+        apns_sealed = None
+        if pem:
+            try:
+                load_key(pem)
+            except ValueError as exc:
+                raise InvalidInput(
+                    f"app_push.apns_private_key is not a .p8 key: {exc}.", code="invalid_apns_key"
+                ) from None
+            apns_sealed = keys.seal(pem, sealing_context(workspace_id, APNS_KEY))
+    if apns_sealed and not (given.apns_team_id and given.apns_key_id and given.apns_topic):
         raise InvalidInput(
-            f"app_push.fcm_service_account is not a service account key: {exc}.", code="invalid_service_account"
-        ) from None
+            "APNs needs app_push.apns_team_id, apns_key_id and apns_topic (the bundle id) with the key.",
+            code="apns_incomplete",
+        )
     return AppPushSettings(
-        fcm_project_id=account["project_id"],
-        fcm_service_account_sealed=keys.seal(text, sealing_context(workspace_id, FCM_SERVICE_ACCOUNT)),
+        fcm_project_id=project,
+        fcm_service_account_sealed=account_sealed,
+        apns_team_id=given.apns_team_id,
+        apns_key_id=given.apns_key_id,
+        apns_topic=given.apns_topic,
+        apns_sandbox=given.apns_sandbox,
+        apns_private_key_sealed=apns_sealed,
     )

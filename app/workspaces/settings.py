@@ -112,6 +112,12 @@ class AppPushSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, 
 
     fcm_project_id: str | None = None
     fcm_service_account_sealed: str | None = None
+    apns_team_id: str | None = None
+    apns_key_id: str | None = None
+    apns_topic: str | None = None
+    """The app's bundle id."""
+    apns_sandbox: bool = False
+    apns_private_key_sealed: str | None = None
 
 
 class PrintHouseSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
