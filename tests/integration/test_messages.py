@@ -195,6 +195,13 @@ class PrintHouseStandIn:
 class Inbox:
     def __init__(self):
         self.messages = []
+        self.refuse: set[str] = set()
+
+    async def handle_RCPT(self, _server, _session, envelope, address, _options):  # noqa: N802  # aiosmtpd hook
+        if address in self.refuse:
+            return "550 5.1.1 No such user"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, _server, _session, envelope):  # noqa: N802  # aiosmtpd hook
         self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
@@ -709,3 +716,16 @@ async def test_a_repeated_print_job_is_the_same_job(providers):
     assert first.outcome is again.outcome is Outcome.ACCEPTED
     assert len(providers["printer"].jobs) == 1
     assert wrong.outcome is Outcome.PERMANENT
+
+
+async def test_an_smtp_refusal_marks_the_address_undeliverable(client, admin, world, providers, dispatcher):
+    providers["inbox"].refuse.add("jane@example.com")
+    body = (await send(client, world, ["email"])).json()
+    await dispatcher.run_once()
+    shown = await detail(client, world, body["message_id"])
+    assert shown["status"] == "failed"
+    assert "550" in shown["deliveries"][0]["last_error"]
+    contact = (await client.get("/v1/contacts/jane", headers=admin)).json()
+    [mail] = [p for p in contact["contact_points"] if p["channel"] == "email"]
+    assert mail["reachability"] == "undeliverable"
+    assert {c["purpose"]: c["state"] for c in mail["consents"]}["newsletter"] == "opted_in", "kept apart from consent"
