@@ -23,7 +23,6 @@ from app.lib.db import Database
 from app.lib.errors import AppError
 from app.lib.openapi import errors
 from app.purposes.service import require_purpose
-from app.workspaces.service import settings_of
 
 #: Rows per chunk of the audience stream (a chunk is one database fetch and one write to the client).
 AUDIENCE_BATCH = 5000
@@ -74,21 +73,18 @@ class EligibilityController(Controller):
         responses=errors(401, 403, 404, 413, 422),
         opt={"idempotent": False},  # a read: a repeat must answer what holds now, never a stored answer
     )
-    async def batch(
-        self, data: JSONBody[BatchIn], principal: NamedDependency[Principal], db: NamedDependency[AsyncSession]
-    ) -> BatchOut:
+    async def batch(self, data: JSONBody[BatchIn], principal: NamedDependency[Principal], state: State) -> BatchOut:
         """One decision per contact and channel, for up to 10,000 contacts (more answers 413)."""
         if len(data.contacts) > MAX_BATCH_CONTACTS:
             raise PayloadTooLarge(
                 f"A batch holds at most {MAX_BATCH_CONTACTS:,} contacts; this one has {len(data.contacts):,}. "
                 "Split it, or stream a whole audience with GET /v1/audiences."
             )
-        found = await require_purpose(db, principal.workspace_id, data.purpose)
-        settings = await settings_of(db, principal.workspace_id)
-        decided_at, decisions = await service.batch(
-            db, principal.workspace_id, settings, refs=data.contacts, channels=data.channels, purpose=found
+        database: Database = state.database
+        purpose, decided_at, decisions = await service.batch(
+            database, principal.workspace_id, refs=data.contacts, channels=data.channels, purpose_key=data.purpose
         )
-        return BatchOut(purpose=found.key, decided_at=decided_at, decisions=decisions)
+        return BatchOut(purpose=purpose, decided_at=decided_at, decisions=decisions)
 
     @get(
         "/audiences",

@@ -241,3 +241,93 @@ async def single_facts(
         if row["id"] is not None
     ]
     return first["settings"], first["purpose_id"], first["kind"], first["contact_id"], facts
+
+
+_BATCH_CONTEXT = """
+SELECT w.settings::text AS settings, p.id AS purpose_id, p.key AS purpose_key, p.kind
+  FROM workspaces w LEFT JOIN purposes p ON p.workspace_id = w.id AND p.key = $2
+ WHERE w.id = $1
+"""
+
+_BATCH_FACTS = """
+WITH wanted AS (
+    SELECT id AS contact_id, external_id, timezone
+      FROM contacts
+     WHERE workspace_id = $1 AND (id = ANY($2::uuid[]) OR external_id = ANY($3::text[]))
+), pts AS (
+    SELECT cp.id, cp.contact_id, cp.channel, cp.value, cp.reachability, cp.suppression_keys
+      FROM contact_points cp JOIN wanted w ON cp.contact_id = w.contact_id
+     WHERE cp.workspace_id = $1 AND cp.channel = ANY($4::text[])
+), sup AS (
+    SELECT pts.id, array_agg(DISTINCT s.scope) AS scopes
+      FROM pts CROSS JOIN LATERAL unnest(pts.suppression_keys) AS k(key)
+      JOIN suppressions s ON s.workspace_id = $1 AND s.key = k.key
+     WHERE s.scope <> 'purpose' OR s.purpose_id = $5
+     GROUP BY pts.id
+)
+SELECT w.contact_id, w.external_id, w.timezone,
+       pts.id, pts.channel, pts.value, pts.reachability,
+       pc.state AS p_state, pc.since AS p_since, pc.last_event_id AS p_event,
+       cc.state AS c_state, cc.since AS c_since, cc.last_event_id AS c_event,
+       sup.scopes
+  FROM wanted w
+  LEFT JOIN pts ON pts.contact_id = w.contact_id
+  LEFT JOIN sup ON sup.id = pts.id
+  LEFT JOIN consents pc ON pc.contact_point_id = pts.id AND pc.purpose_id = $5
+  LEFT JOIN consents cc ON cc.contact_point_id = pts.id AND cc.purpose_id IS NULL
+ ORDER BY pts.id
+"""
+
+_STATES = {state.value: state for state in State}
+_REACHABILITY = {value.value: value for value in Reachability}
+_SCOPES = {scope.value: scope for scope in SuppressionScope}
+_CHANNELS = {channel.value: channel for channel in Channel}
+_NO_SCOPES: frozenset[SuppressionScope] = frozenset()
+
+
+async def batch_context(driver: Any, workspace_id: uuid.UUID, purpose_key: str) -> Any:
+    """The workspace's settings JSON and the purpose (id, key, kind; NULL when unknown) in one round trip."""
+    return await driver.fetchrow(_BATCH_CONTEXT, workspace_id, purpose_key)
+
+
+async def batch_facts(
+    driver: Any, workspace_id: uuid.UUID, refs: Sequence[str], channels: Sequence[str], purpose_id: uuid.UUID
+) -> tuple[dict[str, uuid.UUID], dict[tuple[uuid.UUID, Channel], list[PointFacts]]]:
+    """Contact references resolved and every address's facts, in one round trip on the driver connection."""
+    ids: list[uuid.UUID] = []
+    for ref in refs:
+        try:
+            ids.append(uuid.UUID(ref))
+        except ValueError:
+            continue
+    rows = await driver.fetch(_BATCH_FACTS, workspace_id, ids, list(refs), list(channels), purpose_id)
+    by_id: dict[str, uuid.UUID] = {}
+    by_external: dict[str, uuid.UUID] = {}
+    facts: dict[tuple[uuid.UUID, Channel], list[PointFacts]] = {}
+    for row in rows:
+        contact_id = row["contact_id"]
+        by_id[str(contact_id)] = contact_id
+        if row["external_id"] is not None:
+            by_external[row["external_id"]] = contact_id
+        if row["id"] is None:
+            continue
+        channel = _CHANNELS[row["channel"]]
+        p_state, c_state, scopes = row["p_state"], row["c_state"], row["scopes"]
+        facts.setdefault((contact_id, channel), []).append(
+            PointFacts(
+                id=row["id"],
+                channel=channel,
+                value=row["value"],
+                reachability=_REACHABILITY[row["reachability"]],
+                purpose_consent=None
+                if p_state is None
+                else ConsentFact(_STATES[p_state], row["p_since"], row["p_event"]),
+                channel_consent=None
+                if c_state is None
+                else ConsentFact(_STATES[c_state], row["c_since"], row["c_event"]),
+                suppression_scopes=frozenset(_SCOPES[s] for s in scopes) if scopes else _NO_SCOPES,
+                timezone=row["timezone"],
+            )
+        )
+    resolved = {ref: by_id.get(ref) or by_external[ref] for ref in refs if ref in by_id or ref in by_external}
+    return resolved, facts

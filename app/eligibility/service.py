@@ -6,14 +6,12 @@ Nothing is cached, so a withdrawal acknowledged before the question is always re
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
 
 import msgspec
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.domain.gate import Decision, PointFacts, Reason, decide_point, strongest
+from app.domain.gate import Reason, decide_point, strongest
 from app.domain.identifiers import mask
 from app.domain.model import Channel, PurposeKind
 from app.eligibility import repository
@@ -21,18 +19,7 @@ from app.eligibility.schemas import BatchDecision, EligibilityOut, PointDecision
 from app.lib.db import Database
 from app.lib.errors import NotFound
 from app.lib.orm import utcnow
-from app.purposes.models import Purpose
 from app.workspaces.settings import WorkspaceSettings, window_of
-
-
-def _decide_all(
-    facts: Sequence[PointFacts], purpose: Purpose, settings: WorkspaceSettings, now: datetime
-) -> list[tuple[PointFacts, Decision]]:
-    kind = PurposeKind(purpose.kind)
-    return [
-        (f, decide_point(f, kind, now=now, window=window_of(settings, f.channel), default_timezone=settings.timezone))
-        for f in facts
-    ]
 
 
 async def single(
@@ -89,23 +76,25 @@ async def single(
 
 
 async def batch(
-    session: AsyncSession,
+    database: Database,
     workspace_id: uuid.UUID,
-    settings: WorkspaceSettings,
     *,
     refs: Sequence[str],
     channels: Sequence[Channel],
-    purpose: Purpose,
-) -> tuple[datetime, list[BatchDecision]]:
-    """Decisions for many contacts x channels in two queries."""
+    purpose_key: str,
+) -> tuple[str, datetime, list[BatchDecision]]:
+    """Decisions for many contacts x channels: two round trips on the driver connection, then the gate."""
+    async with database.driver() as driver:
+        context = await repository.batch_context(driver, workspace_id, purpose_key)
+        if context is None or context["purpose_id"] is None:
+            raise NotFound(f"No purpose with key '{purpose_key}'.", code="purpose_not_found")
+        resolved, facts = await repository.batch_facts(
+            driver, workspace_id, refs, [c.value for c in channels], context["purpose_id"]
+        )
+    settings = msgspec.json.decode(context["settings"], type=WorkspaceSettings)
+    kind = PurposeKind(context["kind"])
+    windows = {channel: window_of(settings, channel) for channel in channels}
     now = utcnow()
-    resolved = await repository.resolve_contacts(session, workspace_id, refs)
-    facts = await repository.point_facts(
-        session, workspace_id, sorted(set(resolved.values())), [c.value for c in channels], purpose.id
-    )
-    by_contact: dict[tuple[uuid.UUID, Channel], list[PointFacts]] = defaultdict(list)
-    for owner, fact in facts:
-        by_contact[owner, fact.channel].append(fact)
     decisions: list[BatchDecision] = []
     for ref in refs:
         contact_id = resolved.get(ref)
@@ -123,7 +112,10 @@ async def batch(
                     )
                 )
                 continue
-            decided = _decide_all(by_contact.get((contact_id, channel), []), purpose, settings, now)
+            decided = [
+                (f, decide_point(f, kind, now=now, window=windows[channel], default_timezone=settings.timezone))
+                for f in facts.get((contact_id, channel), ())
+            ]
             best = strongest([d for _, d in decided])
             decisions.append(
                 BatchDecision(
@@ -137,4 +129,4 @@ async def batch(
                     next_window_opens_at=best.next_window_opens_at if best else None,
                 )
             )
-    return now, decisions
+    return context["purpose_key"], now, decisions

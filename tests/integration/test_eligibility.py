@@ -162,6 +162,27 @@ async def test_batch_answers_every_contact_and_channel_in_order(client, ledger, 
     ]
 
 
+async def test_batch_agrees_with_single_checks_and_knows_unknown_purposes(client, ledger, reader, no_windows):
+    purpose = await ledger.purpose("newsletter")
+    refs = []
+    for index, triggers in enumerate([("signup", "confirm"), ("signup",), ("signup", "confirm", "unsubscribe"), ()]):
+        point = await ledger.point("email", f"p{index}@example.com", external_id=f"p{index}")
+        if triggers:
+            await ledger.apply(point, purpose.id, *triggers)
+        refs.append(f"p{index}")
+    batch = await client.post(
+        "/v1/eligibility/batch", json={"contacts": refs, "channels": ["email"], "purpose": "newsletter"}, headers=reader
+    )
+    for decision in batch.json()["decisions"]:
+        single = await ask(client, reader, decision["contact"])
+        assert (decision["eligible"], decision["reason"]) == (single["eligible"], single["reason"])
+    unknown = await client.post(
+        "/v1/eligibility/batch", json={"contacts": refs, "channels": ["email"], "purpose": "nope"}, headers=reader
+    )
+    assert unknown.status_code == 404
+    assert unknown.json()["code"] == "purpose_not_found"
+
+
 async def test_batch_over_the_limit_is_413_with_a_clear_message(client, ledger, reader):
     await ledger.purpose("newsletter")
     body = {"contacts": [f"c{i}" for i in range(10_001)], "channels": ["email"], "purpose": "newsletter"}
