@@ -33,8 +33,11 @@ _FACTS = text(
       FROM pts
       JOIN contacts c ON c.id = pts.contact_id
       LEFT JOIN sup ON sup.id = pts.id
-      LEFT JOIN consents pc ON pc.contact_point_id = pts.id AND pc.purpose_id = :purpose_id
-      LEFT JOIN consents cc ON cc.contact_point_id = pts.id AND cc.purpose_id IS NULL
+      -- per-address index lookups (see _BATCH_FACTS)
+      LEFT JOIN LATERAL (SELECT state, since, last_event_id FROM consents
+                          WHERE contact_point_id = pts.id AND purpose_id = :purpose_id LIMIT 1) pc ON TRUE
+      LEFT JOIN LATERAL (SELECT state, since, last_event_id FROM consents
+                          WHERE contact_point_id = pts.id AND purpose_id IS NULL LIMIT 1) cc ON TRUE
      ORDER BY pts.contact_id, pts.channel, pts.id
     """
 )
@@ -251,9 +254,10 @@ SELECT w.settings::text AS settings, p.id AS purpose_id, p.key AS purpose_key, p
 
 _BATCH_FACTS = """
 WITH wanted AS (
-    SELECT id AS contact_id, external_id, timezone
-      FROM contacts
-     WHERE workspace_id = $1 AND (id = ANY($2::uuid[]) OR external_id = ANY($3::text[]))
+    -- two index lookups (an OR of both would scan the table)
+    SELECT id AS contact_id, external_id, timezone FROM contacts WHERE workspace_id = $1 AND id = ANY($2::uuid[])
+    UNION
+    SELECT id, external_id, timezone FROM contacts WHERE workspace_id = $1 AND external_id = ANY($3::text[])
 ), pts AS (
     SELECT cp.id, cp.contact_id, cp.channel, cp.value, cp.reachability, cp.suppression_keys
       FROM contact_points cp JOIN wanted w ON cp.contact_id = w.contact_id
@@ -273,8 +277,12 @@ SELECT w.contact_id, w.external_id, w.timezone,
   FROM wanted w
   LEFT JOIN pts ON pts.contact_id = w.contact_id
   LEFT JOIN sup ON sup.id = pts.id
-  LEFT JOIN consents pc ON pc.contact_point_id = pts.id AND pc.purpose_id = $5
-  LEFT JOIN consents cc ON cc.contact_point_id = pts.id AND cc.purpose_id IS NULL
+  -- per-address index lookups (LIMIT keeps the planner from flattening them into a hash join that reads every
+  -- consent of the workspace; the rows are unique anyway)
+  LEFT JOIN LATERAL (SELECT state, since, last_event_id FROM consents
+                      WHERE contact_point_id = pts.id AND purpose_id = $5 LIMIT 1) pc ON TRUE
+  LEFT JOIN LATERAL (SELECT state, since, last_event_id FROM consents
+                      WHERE contact_point_id = pts.id AND purpose_id IS NULL LIMIT 1) cc ON TRUE
  ORDER BY pts.id
 """
 
