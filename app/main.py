@@ -60,6 +60,7 @@ def _provide_keys(state: State) -> Keys:
 
 
 _LAPSE_INTERVAL_SECONDS = 60.0
+_SHUTDOWN_GRACE_SECONDS = 20.0
 STATIC_DIR = Path(__file__).parent / "static"
 
 
@@ -75,6 +76,34 @@ async def _lapse_loop(database: Database) -> None:
         except Exception:  # a failed round is logged and retried; the loop must not die
             log.exception("lapse_sweep_failed")
         await asyncio.sleep(_LAPSE_INTERVAL_SECONDS)
+
+
+@asynccontextmanager
+async def _background(app: Litestar, settings: Settings, database: Database) -> AsyncIterator[None]:
+    """The lapse sweep and (unless switched off) a dispatcher, for as long as the service runs."""
+    sweeper = asyncio.create_task(_lapse_loop(database))
+    stop = asyncio.Event()
+    keys: Keys | None = app.state.derived_keys
+    adapters = Adapters(settings, keys, app.state.mail_sender) if keys is not None else None
+    dispatcher: asyncio.Task[None] | None = None
+    if settings.dispatcher and adapters is not None and keys is not None:
+        dispatcher = asyncio.create_task(Dispatcher(database, keys, settings, adapters).run(stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
+        if dispatcher is not None:
+            # let the batch in flight finish and record its outcomes (a cancelled send would be repeated by the
+            # next worker once its lease runs out); cancel only if it takes too long
+            try:
+                await asyncio.wait_for(dispatcher, _SHUTDOWN_GRACE_SECONDS)
+            except TimeoutError:
+                log.warning("dispatcher_cancelled_at_shutdown")
+        if adapters is not None:
+            await adapters.aclose()
 
 
 def mail_sender(settings: Settings) -> MailSender:
@@ -116,23 +145,8 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
                 await migrate(opened.engine)
             await opened.open_driver_pool(settings.database.pool_size)
             app.state.database = opened
-            tasks = [asyncio.create_task(_lapse_loop(opened))]
-            stop = asyncio.Event()
-            keys: Keys | None = app.state.derived_keys
-            adapters = Adapters(settings, keys, app.state.mail_sender) if keys is not None else None
-            if settings.dispatcher and adapters is not None and keys is not None:
-                tasks.append(asyncio.create_task(Dispatcher(opened, keys, settings, adapters).run(stop)))
-            try:
+            async with _background(app, settings, opened):
                 yield
-            finally:
-                stop.set()
-                for task in tasks:
-                    task.cancel()
-                for task in tasks:
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-                if adapters is not None:
-                    await adapters.aclose()
         finally:
             await opened.dispose()
             if embedded is not None:

@@ -13,6 +13,7 @@ Vendor exceptions never leave this module: every send answers a :class:`MailResu
 from __future__ import annotations
 
 import asyncio
+import email.policy
 import enum
 import os
 import tempfile
@@ -74,6 +75,10 @@ class Unsubscribe:
     locale: str = "en"
 
 
+# RFC 5322 allows 998 characters per line: long List-Unsubscribe URLs stay one line, never RFC 2047 encoded-words
+# (which receivers do not decode in that header).
+_POLICY = email.policy.default.clone(max_line_length=998)
+
 _FOOTER = {
     "de": ("Sie möchten diese E-Mails nicht mehr erhalten? Hier abmelden: {url}", "Abmelden"),
     "en": ("Don't want these emails any more? Unsubscribe here: {url}", "Unsubscribe"),
@@ -98,7 +103,7 @@ def compose(
     (Gmail and Yahoo require both). DKIM signing, which RFC 8058 needs to cover these headers, is the relay's
     job.
     """
-    message = EmailMessage()
+    message = EmailMessage(policy=_POLICY)
     message["From"] = sender
     message["To"] = to
     message["Subject"] = subject

@@ -68,6 +68,9 @@ def test_marketing_mail_carries_rfc_8058_headers_and_a_visible_link(settings):
         unsubscribe=unsubscribe,
     )
     assert message["List-Unsubscribe"] == f"<{unsubscribe.url}>, <mailto:u@acme.example>"
+    raw = bytes(message).decode()
+    assert f"List-Unsubscribe: <{unsubscribe.url}>, <mailto:u@acme.example>" in raw, "on the wire, not encoded"
+    assert "List-Unsubscribe-Post: List-Unsubscribe=One-Click" in raw
     assert unsubscribe.url.startswith("https://consent.example.com/u/")
     assert unsubscribe.url.endswith("/one-click")
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
