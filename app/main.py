@@ -20,6 +20,7 @@ from litestar.static_files import create_static_files_router
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.eligibility.controllers import EligibilityController
+from app.eligibility.fastpath import eligibility_fast_path
 from app.emails.controllers import ConfirmationPages, EmailWebhookController, UnsubscribePages
 from app.emails.service import lapse_expired
 from app.imports.controllers import ImportController
@@ -220,5 +221,5 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     )
     # Outermost, around routing and exception handling: every request gets an id, a log line and metrics,
     # 404s and 500s included.
-    app.asgi_handler = request_middleware_factory(metrics_registry)(app.asgi_handler)
+    app.asgi_handler = request_middleware_factory(metrics_registry)(eligibility_fast_path(app.asgi_handler))
     return app
