@@ -164,6 +164,17 @@ _MSGSPEC_PATH = re.compile(r" - at `\$\.data(?P<path>[^`]*)`$")
 
 def _validation_error(request: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:
     """Body schema errors are 422 with the field path; query/path/header errors are 400."""
+    if isinstance(exc.__cause__, KeyError) and exc.__cause__.args:
+        # a required query, path or header parameter is absent (Litestar reports the bare key)
+        name = str(exc.__cause__.args[0])
+        return problem_response(
+            request,
+            status=400,
+            code="missing_parameter",
+            title="Missing parameter",
+            detail=f"The required parameter '{name}' is missing.",
+            extra={"errors": [{"field": name, "message": "required"}]},
+        )
     cause = str(exc.__cause__ or "")
     items = exc.extra if isinstance(exc.extra, list) else []
     sources = {item.get("source") for item in items if isinstance(item, dict)}

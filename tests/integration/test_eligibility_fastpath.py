@@ -75,7 +75,7 @@ async def test_by_contact_id_too(client, reader, people, served):
         ({"contact": "ghost", "channel": "email", "purpose": "newsletter"}, "reader", 404, "contact_not_found"),
         ({"contact": "in", "channel": "email", "purpose": "nope"}, "reader", 404, "purpose_not_found"),
         ({"contact": "in", "channel": "fax", "purpose": "newsletter"}, "reader", 400, None),
-        ({"contact": "in", "purpose": "newsletter"}, "reader", 422, None),
+        ({"contact": "in", "purpose": "newsletter"}, "reader", 400, "missing_parameter"),
         ({"contact": "in", "channel": "email", "purpose": "newsletter"}, None, 401, None),
         ({"contact": "in", "channel": "email", "purpose": "newsletter"}, "signup", 403, "insufficient_scope"),
     ],
@@ -89,6 +89,8 @@ async def test_everything_else_is_answered_by_the_route(
     assert response.headers["content-type"].startswith("application/problem+json")
     if code:
         assert response.json()["code"] == code
+    if code == "missing_parameter":
+        assert response.json()["detail"] == "The required parameter 'channel' is missing."
     assert served == []
 
 
