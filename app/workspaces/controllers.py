@@ -50,7 +50,8 @@ class ApiKeyController(Controller):
     tags = ["setup"]  # noqa: RUF012  # Litestar reads class attributes
     opt = {"scope": Scope.ADMIN}  # noqa: RUF012
 
-    @post(operation_id="createApiKey", status_code=201, responses=errors(401, 403, 422))
+    # never kept for Idempotency-Key replays: the answer holds the secret, which is stored nowhere
+    @post(operation_id="createApiKey", status_code=201, responses=errors(401, 403, 422), opt={"idempotent": False})
     async def create(
         self, data: JSONBody[ApiKeyCreate], principal: NamedDependency[Principal], db: NamedDependency[AsyncSession]
     ) -> ApiKeyCreated:

@@ -124,3 +124,13 @@ async def test_an_unknown_api_key_still_gets_401(client):
         "/v1/purposes", json=PURPOSE, headers={"Authorization": "Bearer csk_nope", "Idempotency-Key": "a"}
     )
     assert response.status_code == 401
+
+
+async def test_a_new_api_keys_secret_is_never_kept_for_replays(client, admin, session):
+    headers = {**admin, "Idempotency-Key": "key-1"}
+    created = await client.post("/v1/api-keys", json={"name": "ci", "scopes": ["audit:read"]}, headers=headers)
+    assert created.status_code == 201
+    assert created.json()["secret"].startswith("csk_")
+    stored = (await session.scalars(select(IdempotencyKey.body))).all()
+    assert all(created.json()["secret"].encode() not in (body or b"") for body in stored)
+    assert await session.scalar(select(func.count()).select_from(IdempotencyKey)) == 0
