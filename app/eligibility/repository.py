@@ -82,30 +82,6 @@ async def point_facts(
     ]
 
 
-async def resolve_contacts(session: AsyncSession, workspace_id: uuid.UUID, refs: Sequence[str]) -> dict[str, uuid.UUID]:
-    """Map contact references (ids or external ids) to contact ids; unknown ones are left out."""
-    ids: list[uuid.UUID] = []
-    for ref in refs:
-        try:
-            ids.append(uuid.UUID(ref))
-        except ValueError:
-            continue
-    rows = await session.execute(
-        text(
-            "SELECT id, external_id FROM contacts "
-            "WHERE workspace_id = :ws AND (id = ANY(:ids) OR external_id = ANY(:refs))"
-        ),
-        {"ws": workspace_id, "ids": ids, "refs": list(refs)},
-    )
-    by_id: dict[str, uuid.UUID] = {}
-    by_external: dict[str, uuid.UUID] = {}
-    for row in rows:
-        by_id[str(row.id)] = row.id
-        if row.external_id is not None:
-            by_external[row.external_id] = row.id
-    return {ref: by_id.get(ref) or by_external[ref] for ref in refs if ref in by_id or ref in by_external}
-
-
 #: ``work_mem`` of the audience export's transaction (see :func:`stream_audience`).
 AUDIENCE_WORK_MEM = "64MB"
 

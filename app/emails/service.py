@@ -31,7 +31,7 @@ from app.emails import render
 from app.emails.models import ConfirmationToken, RateLimitHit
 from app.emails.tokens import UnsubscribeTarget, new_confirmation_token, sign_unsubscribe, token_hash
 from app.ledger import repository as ledger
-from app.ledger.actions import suppression_rows, withdraw_point
+from app.ledger.actions import identifier_suppression_rows, suppression_rows, withdraw_point
 from app.ledger.models import Consent, ContactPoint
 from app.ledger.service import Actor, Applied, Change, apply_changes
 from app.lib.errors import RateLimited
@@ -584,17 +584,7 @@ async def _complaint(
         )
         rows = suppression_rows(keys, workspace_id, [point], SuppressionReason.COMPLAINT)
     else:
-        identifier = email_suppression_form(address)
-        rows = [
-            {
-                "workspace_id": workspace_id,
-                "key": key,
-                "key_version": version,
-                "channel": Channel.EMAIL.value,
-                "scope": "all_marketing",
-                "purpose_id": None,
-                "reason": SuppressionReason.COMPLAINT.value,
-            }
-            for version, key in keys.suppression_keys(Channel.EMAIL, identifier).items()
-        ]
+        rows = identifier_suppression_rows(
+            keys, workspace_id, Channel.EMAIL, email_suppression_form(address), SuppressionReason.COMPLAINT
+        )
     await ledger.add_suppressions(session, rows)

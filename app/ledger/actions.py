@@ -215,17 +215,27 @@ def suppression_rows(
         if point.channel == Channel.PRINT and households:
             identifiers.append(point.details.get("address_key", point.value))  # the whole household
         for identifier in identifiers:
-            for version, key in keys.suppression_keys(point.channel, identifier).items():
-                rows[key, version] = {
-                    "workspace_id": workspace_id,
-                    "key": key,
-                    "key_version": version,
-                    "channel": point.channel,
-                    "scope": SuppressionScope.ALL_MARKETING.value,
-                    "purpose_id": None,
-                    "reason": reason.value,
-                }
+            for row in identifier_suppression_rows(keys, workspace_id, point.channel, identifier, reason):
+                rows[row["key"], row["key_version"]] = row
     return list(rows.values())
+
+
+def identifier_suppression_rows(
+    keys: Keys, workspace_id: uuid.UUID, channel: str, identifier: str, reason: SuppressionReason
+) -> list[dict[str, Any]]:
+    """Rows suppressing every marketing purpose for one normalised identifier (also one no contact has)."""
+    return [
+        {
+            "workspace_id": workspace_id,
+            "key": key,
+            "key_version": version,
+            "channel": channel,
+            "scope": SuppressionScope.ALL_MARKETING.value,
+            "purpose_id": None,
+            "reason": reason.value,
+        }
+        for version, key in keys.suppression_keys(channel, identifier).items()
+    ]
 
 
 async def withdraw_point(
@@ -244,16 +254,16 @@ async def withdraw_point(
     ``repeat=False`` leaves rows that are already withdrawn alone (a retried one-click POST records nothing new);
     with ``repeat`` a renewed request is recorded again, as evidence. Disallowed transitions are skipped.
     """
+    rows = await repository.consents_of_point(session, point.id)
     if purpose_id is not None:
         purpose_ids: list[uuid.UUID | None] = [purpose_id]
     else:
         marketing = {
             p.id for p in await purposes.list_purposes(session, workspace_id) if p.kind == PurposeKind.MARKETING
         }
-        rows = await repository.consents_of_point(session, point.id)
         purpose_ids = [None, *sorted((r.purpose_id for r in rows if r.purpose_id in marketing), key=str)]
     if not repeat:
-        states = {r.purpose_id: r.state for r in await repository.consents_of_point(session, point.id)}
+        states = {r.purpose_id: r.state for r in rows}
         purpose_ids = [p for p in purpose_ids if states.get(p) not in WITHDRAWN_STATES]
     changes = [Change(point, p, trigger, evidence) for p in purpose_ids]
     return await apply_changes(session, workspace_id, changes, actor, skip_not_allowed=True)

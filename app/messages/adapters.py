@@ -7,7 +7,6 @@ Real providers where credentials are configured; otherwise the dev adapters writ
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 
 from app.domain.model import Channel
 from app.lib.keys import Keys
@@ -122,8 +121,3 @@ class Adapters:
         if key not in self._twilio:
             self._twilio[key] = TwilioAdapter(account, token, base_url=self.settings.twilio.api_base_url)
         return self._twilio[key]
-
-
-def outbox_folder(settings: Settings, channel: Channel) -> Path:
-    """Where the dev adapter of ``channel`` writes."""
-    return settings.data_dir / "outbox" / channel.value

@@ -42,10 +42,10 @@ from app.ledger.actions import withdraw_point
 from app.ledger.models import Contact, ContactPoint
 from app.ledger.service import Actor
 from app.lib.db import Database
-from app.lib.ids import uuid7
 from app.lib.keys import Keys
 from app.lib.orm import utcnow
-from app.messages.models import Delivery, Message, MessageEvent
+from app.messages.models import Delivery, Message
+from app.messages.service import add_event
 from app.purposes.models import Purpose
 from app.push.service import private_key
 from app.settings import Settings
@@ -159,9 +159,7 @@ class Dispatcher:
             claimed = rows.all()
             for row in claimed:
                 if row.attempts > 1:
-                    await _event(
-                        session, row.message_id, row.id, row.channel, "sending", detail={"attempt": row.attempts}
-                    )
+                    add_event(session, row.message_id, row.id, row.channel, "sending", detail={"attempt": row.attempts})
         return [row.id for row in claimed]
 
     async def _send(self, item: _Prepared) -> SendResult:
@@ -184,6 +182,7 @@ class Dispatcher:
             points = await _by_id(session, ContactPoint, {d.contact_point_id for d in deliveries})
             purposes = await _by_id(session, Purpose, {m.purpose_id for m in messages.values()})
             workspaces = await _by_id(session, Workspace, {d.workspace_id for d in deliveries})
+            contacts = await _by_id(session, Contact, {p.contact_id for p in points.values()})
             settings_of = {ws.id: WorkspaceSettings.load(ws.settings) for ws in workspaces.values()}
             facts = await self._facts(session, deliveries, messages, points)
             now = utcnow()
@@ -215,8 +214,13 @@ class Dispatcher:
                     else:
                         await self._finish(session, delivery, "blocked_at_send", error=reason.value)
                     continue
-                outbound = await self._outbound(
-                    session, delivery, message=message, point=point, purpose=purpose, settings=settings
+                outbound = self._outbound(
+                    delivery,
+                    message=message,
+                    point=point,
+                    contact=contacts.get(point.contact_id),
+                    purpose=purpose,
+                    settings=settings,
                 )
                 adapter = self.adapter_for(delivery.workspace_id, channel, settings)
                 ready.append(_Prepared(delivery.id, channel, outbound, adapter))
@@ -246,13 +250,13 @@ class Dispatcher:
             found.update({(fact.id, purpose_id): fact for _, fact in rows})
         return found
 
-    async def _outbound(
+    def _outbound(
         self,
-        session: AsyncSession,
         delivery: Delivery,
         *,
         message: Message,
         point: ContactPoint,
+        contact: Contact | None,
         purpose: Purpose,
         settings: WorkspaceSettings,
     ) -> Outbound:
@@ -262,7 +266,6 @@ class Dispatcher:
         if channel is Channel.EMAIL:
             sender = settings.email.from_address or self.settings.mail.mail_from
             if purpose.kind == PurposeKind.MARKETING:
-                contact = await session.get(Contact, point.contact_id)
                 lang = (contact.locale if contact and contact.locale else settings.locale)[:2]
                 extras["unsubscribe"] = unsubscribe_urls(
                     self.settings, self.keys, UnsubscribeTarget(point.id, purpose.id), lang
@@ -322,7 +325,7 @@ class Dispatcher:
             delivery.status, delivery.next_attempt_at = "queued", retry_at
             delivery.lease_until = delivery.leased_by = None
             delivery.last_error, delivery.updated_at = error, utcnow()
-            await _event(
+            add_event(
                 session,
                 delivery.message_id,
                 delivery.id,
@@ -370,7 +373,7 @@ class Dispatcher:
         delivery.provider_message_id = provider_id or delivery.provider_message_id
         delivery.last_error = error
         delivery.updated_at = utcnow()
-        await _event(
+        add_event(
             session, delivery.message_id, delivery.id, delivery.channel, status, provider_id=provider_id, error=error
         )
         log.debug("delivery", channel=delivery.channel, status=status, attempts=delivery.attempts)
@@ -382,7 +385,7 @@ class Dispatcher:
         delivery.attempts = max(delivery.attempts - 1, 0)
         delivery.lease_until = delivery.leased_by = None
         delivery.updated_at = utcnow()
-        await _event(
+        add_event(
             session,
             delivery.message_id,
             delivery.id,
@@ -397,29 +400,3 @@ async def _by_id(session: AsyncSession, model: type[T], ids: set[uuid.UUID]) -> 
         return {}
     rows = (await session.scalars(select(model).where(model.id.in_(list(ids))))).all()  # type: ignore[attr-defined]
     return {row.id: row for row in rows}  # type: ignore[attr-defined]
-
-
-async def _event(
-    session: AsyncSession,
-    message_id: uuid.UUID,
-    delivery_id: uuid.UUID | None,
-    channel: str | None,
-    status: str,
-    *,
-    provider_id: str | None = None,
-    error: str | None = None,
-    detail: dict[str, Any] | None = None,
-) -> None:
-    session.add(
-        MessageEvent(
-            id=uuid7(),
-            message_id=message_id,
-            delivery_id=delivery_id,
-            channel=channel,
-            status=status,
-            provider_message_id=provider_id,
-            error=error[:1000] if error else None,
-            detail=detail,
-            at=utcnow(),
-        )
-    )

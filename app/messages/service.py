@@ -96,26 +96,24 @@ async def create_message(session: AsyncSession, workspace_id: uuid.UUID, data: M
         )
         session.add(delivery)
         await session.flush()
-        session.add(
-            MessageEvent(
-                id=uuid7(),
-                message_id=message.id,
-                delivery_id=delivery.id,
-                channel=pick.channel.value,
-                status=QUEUED,
-                at=now,
-                detail={"not_before": (pick.not_before or not_before).isoformat()},
-            )
+        add_event(
+            session,
+            message.id,
+            delivery.id,
+            pick.channel.value,
+            QUEUED,
+            detail={"not_before": (pick.not_before or not_before).isoformat()},
+            at=now,
         )
     if not chosen:
-        session.add(
-            MessageEvent(
-                id=uuid7(),
-                message_id=message.id,
-                status=NO_ELIGIBLE_CHANNEL,
-                at=now,
-                detail={"skipped": msgspec.to_builtins(skipped)},
-            )
+        add_event(
+            session,
+            message.id,
+            None,
+            None,
+            NO_ELIGIBLE_CHANNEL,
+            detail={"skipped": msgspec.to_builtins(skipped)},
+            at=now,
         )
     await session.flush()
     return MessageOut(message_id=message.id, status=status, decision=decision)  # type: ignore[arg-type]
@@ -252,16 +250,42 @@ async def record_provider_status(
     now = utcnow()
     delivery.status, delivery.updated_at = target, now
     delivery.last_error = error or delivery.last_error
+    add_event(
+        session,
+        delivery.message_id,
+        delivery.id,
+        delivery.channel,
+        target,
+        provider_id=provider_message_id,
+        error=error,
+        detail={"provider_status": status},
+        at=now,
+    )
+
+
+def add_event(  # the event's own fields, in the table's order
+    session: AsyncSession,
+    message_id: uuid.UUID,
+    delivery_id: uuid.UUID | None,
+    channel: str | None,
+    status: str,
+    *,
+    provider_id: str | None = None,
+    error: str | None = None,
+    detail: dict[str, Any] | None = None,
+    at: datetime | None = None,
+) -> None:
+    """Add one step to a message's history (written with the caller's transaction)."""
     session.add(
         MessageEvent(
             id=uuid7(),
-            message_id=delivery.message_id,
-            delivery_id=delivery.id,
-            channel=delivery.channel,
-            status=target,
-            provider_message_id=provider_message_id,
-            error=error,
-            detail={"provider_status": status},
-            at=now,
+            message_id=message_id,
+            delivery_id=delivery_id,
+            channel=channel,
+            status=status,
+            provider_message_id=provider_id,
+            error=error[:1000] if error else None,
+            detail=detail,
+            at=at or utcnow(),
         )
     )

@@ -71,20 +71,12 @@ async def report_installation(
 
 async def uninstall(session: AsyncSession, workspace_id: uuid.UUID, installation_id: str, actor: Actor) -> None:
     """The app was removed: every consent of the installation ends, its token is no longer reachable."""
-    value = normalise_installation_id(installation_id)
-    point = await ledger.find_contact_point(session, workspace_id, Channel.APP_PUSH, value)
+    point = await ledger.find_contact_point(
+        session, workspace_id, Channel.APP_PUSH, normalise_installation_id(installation_id)
+    )
     if point is None:
         raise NotFound("No installation with this id.", code="installation_not_found")
-    await withdraw_point(
-        session,
-        workspace_id,
-        point,
-        trigger=Trigger.UNINSTALLED,
-        evidence={"reported": "uninstalled"},
-        actor=actor,
-        repeat=False,
-    )
-    await ledger.set_reachability(session, point.id, Reachability.EXPIRED.value, utcnow())
+    await _end(session, workspace_id, point, trigger=Trigger.UNINSTALLED, reported="uninstalled", actor=actor)
 
 
 async def subscribe(
@@ -127,14 +119,21 @@ async def unsubscribe(session: AsyncSession, workspace_id: uuid.UUID, endpoint: 
     point = await ledger.find_contact_point(session, workspace_id, Channel.WEB_PUSH, normalise_push_endpoint(endpoint))
     if point is None:
         raise NotFound("No subscription with this endpoint.", code="subscription_not_found")
+    await _end(session, workspace_id, point, trigger=Trigger.PERMISSION_REVOKED, reported="unsubscribed", actor=actor)
+
+
+async def _end(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    point: ContactPoint,
+    *,
+    trigger: Trigger,
+    reported: str,
+    actor: Actor,
+) -> None:
+    """The installation or subscription is gone: its consents end and the address is no longer reachable."""
     await withdraw_point(
-        session,
-        workspace_id,
-        point,
-        trigger=Trigger.PERMISSION_REVOKED,
-        evidence={"reported": "unsubscribed"},
-        actor=actor,
-        repeat=False,
+        session, workspace_id, point, trigger=trigger, evidence={"reported": reported}, actor=actor, repeat=False
     )
     await ledger.set_reachability(session, point.id, Reachability.EXPIRED.value, utcnow())
 
