@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import csv
-import io
+import asyncio
+import contextlib
+import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -13,7 +14,6 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import FromQuery, JSONBody
 from litestar.response import Stream
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.model import Channel, PurposeKind
 from app.eligibility import repository, service
@@ -24,17 +24,8 @@ from app.lib.errors import AppError
 from app.lib.openapi import errors
 from app.purposes.service import require_purpose
 
-#: Rows per chunk of the audience stream (a chunk is one database fetch and one write to the client).
-AUDIENCE_BATCH = 5000
-_AUDIENCE_COLUMNS = (
-    "contact_id",
-    "external_id",
-    "contact_point_id",
-    "channel",
-    "address",
-    "reason",
-    "evidence_event_id",
-)
+#: Pieces of COPY output held between PostgreSQL and the client (each as large as one socket read).
+AUDIENCE_QUEUE = 8
 
 
 class PayloadTooLarge(AppError):
@@ -105,50 +96,63 @@ class EligibilityController(Controller):
         The send window is a send-time check and is not applied here; routing re-checks every message.
         """
         database: Database = state.database
-        # The stream outlives this handler, so it owns its session (the request's closes when we return).
-        session = database.sessionmaker()
-        try:
+        async with database.sessionmaker() as session:
             found = await require_purpose(session, principal.workspace_id, purpose)
-        except BaseException:
-            await session.close()
-            raise
         as_csv = "text/csv" in request.headers.get("accept", "")
-        batches = repository.stream_audience(
-            session,
+        body = _relay(
+            database,
             principal.workspace_id,
             found.id,
             PurposeKind(found.kind),
             sorted(set(channel)),
-            batch=AUDIENCE_BATCH,
+            as_csv=as_csv,
         )
-        body = _csv(batches, session) if as_csv else _ndjson(batches, session)
         media_type = "text/csv; charset=utf-8" if as_csv else "application/x-ndjson"
         # Litestar lets the handler's declared media type override Stream(media_type=…); an explicit header wins.
         return Stream(body, headers={"Content-Type": media_type, "Cache-Control": "no-store"})
 
 
-async def _ndjson(batches: AsyncIterator[list[Any]], session: AsyncSession) -> AsyncIterator[bytes]:
-    encoder = msgspec.json.Encoder()
-    try:
-        async for rows in batches:
-            buffer = bytearray()
-            for row in rows:
-                encoder.encode_into(dict(zip(_AUDIENCE_COLUMNS, row, strict=True)), buffer, -1)
-                buffer.extend(b"\n")
-            yield bytes(buffer)
-    finally:
-        await session.close()
+async def _relay(
+    database: Database,
+    workspace_id: uuid.UUID,
+    purpose_id: uuid.UUID,
+    kind: PurposeKind,
+    channels: list[Channel],
+    *,
+    as_csv: bool,
+) -> AsyncIterator[bytes]:
+    """What ``COPY`` writes, passed on as it arrives through a queue of AUDIENCE_QUEUE pieces.
 
+    The query runs in a task of its own; when the queue is full its sink waits, which stops reading from
+    PostgreSQL, so memory stays flat however large the audience and however slow the client. A client that
+    goes away cancels the task, which cancels the query.
+    """
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=AUDIENCE_QUEUE)
 
-async def _csv(batches: AsyncIterator[list[Any]], session: AsyncSession) -> AsyncIterator[bytes]:
+    async def sink(piece: bytes) -> None:
+        await queue.put(bytes(piece))  # asyncpg hands over a bytearray of its own
+
+    async def produce() -> None:
+        async with database.driver() as driver:
+            await repository.copy_audience(driver, workspace_id, purpose_id, kind, channels, as_csv=as_csv, sink=sink)
+        await queue.put(None)
+
+    task = asyncio.create_task(produce())
     try:
-        header = io.StringIO()
-        csv.writer(header).writerow(_AUDIENCE_COLUMNS)
-        yield header.getvalue().encode()
-        async for rows in batches:
-            chunk = io.StringIO()
-            writer = csv.writer(chunk)
-            writer.writerows(["" if value is None else str(value) for value in row] for row in rows)
-            yield chunk.getvalue().encode()
+        while True:
+            getter = asyncio.ensure_future(queue.get())
+            done, _ = await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+            if getter not in done:  # the query failed (or ended) with nothing more queued
+                getter.cancel()
+                task.result()  # raises the query's error
+                continue
+            chunk = getter.result()
+            if chunk is None:
+                break
+            yield chunk
+        await task
     finally:
-        await session.close()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from sqlalchemy import text
@@ -82,8 +82,19 @@ async def point_facts(
     ]
 
 
-#: ``work_mem`` of the audience export's transaction (see :func:`stream_audience`).
+#: ``work_mem`` of the audience export's transaction (see :func:`copy_audience`).
 AUDIENCE_WORK_MEM = "64MB"
+
+#: The columns of an audience row, in order (the CSV header and the NDJSON keys).
+AUDIENCE_COLUMNS = (
+    "contact_id",
+    "external_id",
+    "contact_point_id",
+    "channel",
+    "address",
+    "reason",
+    "evidence_event_id",
+)
 
 
 def _literals(values: Sequence[str]) -> str:
@@ -95,6 +106,8 @@ def audience_sql(kind: PurposeKind, channels: Sequence[Channel]) -> str:
 
     Built from the gate's own tables: which states permit, which reachability passes, which suppression
     scopes block. A test compares its result with :func:`app.domain.gate.decide_point` on the same data.
+    The rows come in no particular order: sorting a million rows would hold the first byte back until the
+    last row is read.
     """
     permitting = sorted(s.value for s, reason in STATE_REASON.items() if reason in ELIGIBLE)
     blocking = [SuppressionScope.ALL.value]
@@ -115,13 +128,15 @@ def audience_sql(kind: PurposeKind, channels: Sequence[Channel]) -> str:
         if kind is PurposeKind.TRANSACTIONAL
         else "CASE WHEN cp.channel = 'print' THEN 'legitimate_interest' ELSE 'opted_in' END"
     )
+    in_channels = _literals([c.value for c in channels])
     # Only enum values of the domain are interpolated; every input is a bind parameter ($1, $2).
     return f"""
     WITH blocked AS (
-        SELECT DISTINCT p.id
-          FROM contact_points p CROSS JOIN LATERAL unnest(p.suppression_keys) AS k(key)
-          JOIN suppressions s ON s.workspace_id = p.workspace_id AND s.key = k.key
-         WHERE p.workspace_id = $1 AND p.channel IN ({_literals([c.value for c in channels])})
+        -- from the suppressions' side: one GIN probe per suppression (unnesting the keys of every address
+        -- instead took 4.5 s at 1M contacts)
+        SELECT p.id
+          FROM suppressions s JOIN contact_points p ON p.suppression_keys @> ARRAY[s.key]
+         WHERE s.workspace_id = $1 AND p.workspace_id = $1 AND p.channel IN ({in_channels})
            AND (s.scope IN ({_literals(blocking)})
                 OR ({kind.value == PurposeKind.MARKETING.value} AND s.scope = 'purpose' AND s.purpose_id = $2))
     )
@@ -131,44 +146,83 @@ def audience_sql(kind: PurposeKind, channels: Sequence[Channel]) -> str:
                 THEN cc.last_event_id ELSE pc.last_event_id END AS evidence_event_id
       FROM contact_points cp
       JOIN contacts c ON c.id = cp.contact_id
-      LEFT JOIN consents pc ON pc.contact_point_id = cp.id AND pc.purpose_id = $2
-      LEFT JOIN consents cc ON cc.contact_point_id = cp.id AND cc.purpose_id IS NULL
-     WHERE cp.workspace_id = $1 AND cp.channel IN ({_literals([c.value for c in channels])})
+      LEFT JOIN consents pc ON pc.contact_point_id = cp.id AND pc.workspace_id = $1 AND pc.purpose_id = $2
+      LEFT JOIN consents cc ON cc.contact_point_id = cp.id AND cc.workspace_id = $1 AND cc.purpose_id IS NULL
+     WHERE cp.workspace_id = $1 AND cp.channel IN ({in_channels})
        AND cp.reachability = '{Reachability.REACHABLE.value}'
        AND {permission}
        -- an anti-join, hashed whatever the estimate (NOT IN falls back to a rescan per row when the
        -- planner guesses the set is larger than work_mem)
        AND NOT EXISTS (SELECT 1 FROM blocked b WHERE b.id = cp.id)
-     ORDER BY cp.id
     """  # noqa: S608
 
 
-async def stream_audience(
-    session: AsyncSession,
+def _json_string(column: str) -> str:
+    return f"coalesce(to_json({column})::text, 'null')"
+
+
+def audience_ndjson_sql(kind: PurposeKind, channels: Sequence[Channel]) -> str:
+    """:func:`audience_sql` with each row as one JSON object, built by PostgreSQL (keys as AUDIENCE_COLUMNS).
+
+    ``to_json`` escapes every string (quotes, backslashes, control characters), so a line never holds a raw
+    newline and :func:`copy_audience` can pass the lines on untouched.
+    """
+    parts = [f"'{{\"{AUDIENCE_COLUMNS[0]}\":' || {_json_string('a.' + AUDIENCE_COLUMNS[0])}"]
+    parts += [f"',\"{column}\":' || {_json_string('a.' + column)}" for column in AUDIENCE_COLUMNS[1:]]
+    return f"SELECT {' || '.join(parts)} || '}}' FROM ({audience_sql(kind, channels)}) a"  # noqa: S608
+
+
+async def copy_audience(
+    driver: Any,
     workspace_id: uuid.UUID,
     purpose_id: uuid.UUID,
     kind: PurposeKind,
     channels: Sequence[Channel],
     *,
-    batch: int = 5000,
-) -> AsyncIterator[list[Any]]:
-    """Eligible contact points in batches, read through a server-side cursor (constant memory)."""
-    connection = await session.connection()
-    raw = await connection.get_raw_connection()
-    driver = raw.driver_connection
-    assert driver is not None
-    if not driver.is_in_transaction():
-        # server-side cursors live in a transaction; SQLAlchemy begins one lazily, on its first statement
-        await session.execute(text("SELECT 1"))
+    as_csv: bool,
+    sink: Callable[[bytes], Awaitable[None]],
+) -> None:
+    """Every eligible contact point as NDJSON lines or CSV (with a header), written by ``COPY … TO STDOUT``.
+
+    PostgreSQL encodes the rows; ``sink`` gets its output in the pieces it arrives in and is awaited before
+    more is read, so a slow reader slows the query down instead of filling memory.
+    """
+    if driver.is_in_transaction():  # a connection already inside a transaction (the tests' own)
+        await _copy_audience(driver, workspace_id, purpose_id, kind, channels, as_csv=as_csv, sink=sink)
+        return
+    async with driver.transaction(readonly=True):
+        await _copy_audience(driver, workspace_id, purpose_id, kind, channels, as_csv=as_csv, sink=sink)
+
+
+async def _copy_audience(
+    driver: Any,
+    workspace_id: uuid.UUID,
+    purpose_id: uuid.UUID,
+    kind: PurposeKind,
+    channels: Sequence[Channel],
+    *,
+    as_csv: bool,
+    sink: Callable[[bytes], Awaitable[None]],
+) -> None:
     # The export hash-joins millions of rows: at the default 4 MB the joins spill to disk (1M contacts:
     # 23.9 s at 4 MB, 12.0 s at 64 MB, no gain above). Scoped to this transaction.
     await driver.execute(f"SET LOCAL work_mem = '{AUDIENCE_WORK_MEM}'")
-    cursor = await driver.cursor(audience_sql(kind, channels), workspace_id, purpose_id)
-    while True:
-        rows = await cursor.fetch(batch)
-        if not rows:
-            return
-        yield rows
+    if as_csv:
+        await driver.copy_from_query(
+            audience_sql(kind, channels), workspace_id, purpose_id, output=sink, format="csv", header=True
+        )
+        return
+    # One text column in CSV format with a quote and a delimiter that JSON never holds raw: PostgreSQL writes
+    # each line as it is (the text format would double every backslash).
+    await driver.copy_from_query(
+        audience_ndjson_sql(kind, channels),
+        workspace_id,
+        purpose_id,
+        output=sink,
+        format="csv",
+        quote="\x01",
+        delimiter="\x02",
+    )
 
 
 _SINGLE = """

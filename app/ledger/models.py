@@ -63,6 +63,9 @@ class ContactPoint(UUIDPrimaryKey, CreatedAt, Base):
         CheckConstraint(_one_of("channel", Channel), name="channel_known"),
         CheckConstraint(_one_of("reachability", Reachability), name="reachability_known"),
         Index("ix_contact_points_contact_id", "contact_id"),
+        # the audience export finds the suppressed addresses from the suppressions' side: one probe per
+        # suppression instead of unnesting the keys of every address (1M contacts: 4.5 s -> 0.4 s)
+        Index("ix_contact_points_suppression_keys", "suppression_keys", postgresql_using="gin"),
     )
 
 

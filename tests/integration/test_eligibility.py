@@ -15,7 +15,6 @@ from sqlalchemy import text
 
 from app.domain.gate import decide_point
 from app.domain.model import Channel, PurposeKind, SuppressionScope
-from app.eligibility import controllers as eligibility_controllers
 from app.eligibility import repository
 from app.lib.auth import Scope
 from app.lib.keys import Keys
@@ -217,19 +216,41 @@ async def test_audience_streams_ndjson_and_csv(client, ledger, reader):
     assert [(r["external_id"], r["address"]) for r in table] == [("yes", "yes@example.com")]
 
 
-async def test_audience_is_sent_in_chunks_as_it_is_read(app, ledger, tenant, reader, monkeypatch):
-    purpose = await ledger.purpose("newsletter")
-    for i in range(7):
-        point = await ledger.point("email", f"p{i}@example.com")
-        await ledger.apply(point, purpose.id, "signup", "confirm")
-    monkeypatch.setattr(eligibility_controllers, "AUDIENCE_BATCH", 2)
-    sent: list[dict] = []
+async def bulk_opted_in(session, workspace_id, purpose_id, count):
+    """``count`` contacts with an opted-in email address each, written in three statements."""
+    await session.execute(
+        text(
+            """
+            WITH c AS (
+                INSERT INTO contacts (id, workspace_id, external_id)
+                SELECT gen_random_uuid(), :ws, 'bulk-' || n FROM generate_series(1, :count) n
+                RETURNING id, external_id
+            ), p AS (
+                INSERT INTO contact_points (id, workspace_id, contact_id, channel, value)
+                SELECT gen_random_uuid(), :ws, c.id, 'email', c.external_id || '@example.com' FROM c
+                RETURNING id, contact_id
+            )
+            INSERT INTO consents (id, workspace_id, contact_id, contact_point_id, purpose_id, channel, state, since)
+            SELECT gen_random_uuid(), :ws, p.contact_id, p.id, :purpose, 'email', 'opted_in', now() FROM p
+            """
+        ),
+        {"ws": workspace_id, "purpose": purpose_id, "count": count},
+    )
+    for table in ("contacts", "contact_points", "consents"):  # as autovacuum would after a bulk load
+        await session.execute(text(f"ANALYZE {table}"))
 
+
+async def test_audience_starts_before_the_query_ends_and_waits_for_a_slow_client(app, engine, session, ledger, reader):
+    """The first bytes go out while COPY still runs; a client that does not read holds the query back."""
+    purpose = await ledger.purpose("newsletter")
+    await bulk_opted_in(session, ledger.workspace_id, purpose.id, 30_000)  # about 7 MB of NDJSON
+    sent: list[dict] = []
     requested = False
     complete = asyncio.Event()
+    reading = asyncio.Event()
+    copy_seen_running: list[bool] = []
 
     async def receive():
-        # like a server: the request once, then http.disconnect when the response is complete
         nonlocal requested
         if not requested:
             requested = True
@@ -237,8 +258,20 @@ async def test_audience_is_sent_in_chunks_as_it_is_read(app, ledger, tenant, rea
         await complete.wait()
         return {"type": "http.disconnect"}
 
+    async def copy_running() -> bool:
+        async with engine.connect() as other:
+            active = await other.execute(
+                text("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'COPY (%'")
+            )
+            return active.scalar_one() == 1
+
     async def send(message):
         sent.append(message)
+        if message["type"] == "http.response.body" and not reading.is_set():
+            # a client that has not read on for a while: the query must still be running, held back
+            await asyncio.sleep(0.5)
+            copy_seen_running.append(await copy_running())
+            reading.set()
         if message["type"] == "http.response.body" and not message.get("more_body"):
             complete.set()
 
@@ -257,13 +290,40 @@ async def test_audience_is_sent_in_chunks_as_it_is_read(app, ledger, tenant, rea
         "root_path": "",
     }
     await app(scope, receive, send)
-    bodies = [m for m in sent if m["type"] == "http.response.body" and m.get("body")]
     assert sent[0]["status"] == 200
-    assert len(bodies) == 4, "7 rows in chunks of 2: the response is written while the cursor is read"
-    assert sum(m["body"].count(b"\n") for m in bodies) == 7
+    assert copy_seen_running == [True], "the response started while COPY was still running, and it waited"
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    lines = body.splitlines()
+    assert len(lines) == 30_000
+    assert json.loads(lines[0])["channel"] == "email"
+    assert not await copy_running()
 
 
-async def test_audience_sql_selects_exactly_what_the_gate_decides(ledger, session):
+async def test_audience_strings_survive_json_and_csv(client, ledger, reader):
+    """Addresses and external ids with quotes, backslashes, commas and non-ASCII come out exactly."""
+    purpose = await ledger.purpose("newsletter")
+    awkward = "o'brien\"\\x,y\u00e9@example.com"
+    point = await ledger.point("email", awkward, external_id='crm "7",\\ü')
+    await ledger.apply(point, purpose.id, "signup", "confirm")
+    params = {"purpose": "newsletter", "channel": "email"}
+    as_json = await client.get("/v1/audiences", params=params, headers=reader)
+    (row,) = [json.loads(line) for line in as_json.text.splitlines()]
+    assert row == {
+        "contact_id": str(point.contact_id),
+        "external_id": 'crm "7",\\ü',
+        "contact_point_id": str(point.id),
+        "channel": "email",
+        "address": point.value,
+        "reason": "opted_in",
+        "evidence_event_id": row["evidence_event_id"],
+    }
+    assert uuid.UUID(row["evidence_event_id"])
+    as_csv = await client.get("/v1/audiences", params=params, headers={**reader, "Accept": "text/csv"})
+    (record,) = list(csv.DictReader(io.StringIO(as_csv.text)))
+    assert record == {**row, "evidence_event_id": row["evidence_event_id"]}
+
+
+async def test_audience_sql_selects_exactly_what_the_gate_decides(ledger, session, database):
     """One send gate: the SQL filter of the export agrees with decide_point on random data."""
     rng = random.Random(20261122)  # noqa: S311  # reproducible test data, not cryptography
     newsletter = await ledger.purpose("newsletter")
@@ -323,9 +383,16 @@ async def test_audience_sql_selects_exactly_what_the_gate_decides(ledger, sessio
             for _, f in facts
             if decide_point(f, kind, now=datetime.now(UTC), window=None, default_timezone="Europe/Berlin").eligible
         }
-        by_sql = set()
-        async for rows in repository.stream_audience(session, ledger.workspace_id, purpose.id, kind, channels, batch=7):
-            by_sql |= {row["contact_point_id"] for row in rows}
+        chunks: list[bytes] = []
+
+        async def collect(chunk: bytes) -> None:
+            chunks.append(chunk)  # noqa: B023  # used within this iteration only
+
+        async with database.driver() as driver:
+            await repository.copy_audience(
+                driver, ledger.workspace_id, purpose.id, kind, channels, as_csv=False, sink=collect
+            )
+        by_sql = {uuid.UUID(json.loads(line)["contact_point_id"]) for line in b"".join(chunks).splitlines()}
         assert by_sql == by_gate, purpose.key
         assert by_gate, "the random data should make some points eligible"
         assert len(by_gate) < len(points), "and some not"
