@@ -323,8 +323,12 @@ async def test_audience_strings_survive_json_and_csv(client, ledger, reader):
     assert record == {**row, "evidence_event_id": row["evidence_event_id"]}
 
 
-async def test_audience_sql_selects_exactly_what_the_gate_decides(ledger, session, database):
-    """One send gate: the SQL filter of the export agrees with decide_point on random data."""
+@pytest.mark.parametrize("inline_blocked", [100_000, 0], ids=["blocked-as-constant", "blocked-by-subquery"])
+async def test_audience_sql_selects_exactly_what_the_gate_decides(
+    ledger, session, database, monkeypatch, inline_blocked
+):
+    """One send gate: the SQL filter of the export agrees with decide_point on random data (both forms)."""
+    monkeypatch.setattr(repository, "AUDIENCE_INLINE_BLOCKED", inline_blocked)
     rng = random.Random(20261122)  # noqa: S311  # reproducible test data, not cryptography
     newsletter = await ledger.purpose("newsletter")
     orders = await ledger.purpose("order_updates", kind="transactional")
