@@ -20,6 +20,7 @@ import asyncpg
 import httpx
 import pytest
 from litestar import Litestar
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
 
@@ -263,6 +264,31 @@ class Ledger:
                 value=value,
                 details=details,
             )
+
+    async def opted_in_in_bulk(self, purpose_id: uuid.UUID, count: int) -> None:
+        """``count`` contacts with an opted-in email address each, in one statement, then ANALYZE."""
+        async with self.database.sessionmaker() as db_session, db_session.begin():
+            await db_session.execute(
+                text(
+                    """
+                    WITH c AS (
+                        INSERT INTO contacts (id, workspace_id, external_id)
+                        SELECT gen_random_uuid(), :ws, 'bulk-' || n FROM generate_series(1, :count) n
+                        RETURNING id, external_id
+                    ), p AS (
+                        INSERT INTO contact_points (id, workspace_id, contact_id, channel, value)
+                        SELECT gen_random_uuid(), :ws, c.id, 'email', c.external_id || '@example.com' FROM c
+                        RETURNING id, contact_id
+                    )
+                    INSERT INTO consents (id, workspace_id, contact_id, contact_point_id, purpose_id, channel, state,
+                                          since)
+                    SELECT gen_random_uuid(), :ws, p.contact_id, p.id, :purpose, 'email', 'opted_in', now() FROM p
+                    """
+                ),
+                {"ws": self.workspace_id, "purpose": purpose_id, "count": count},
+            )
+            for table in ("contacts", "contact_points", "consents"):  # as autovacuum would after a bulk load
+                await db_session.execute(text(f"ANALYZE {table}"))
 
     async def apply(self, point: Any, purpose_id: uuid.UUID | None, *triggers: str, **kwargs: Any) -> list[Any]:
         from app.domain.model import ActorType, Trigger  # noqa: PLC0415

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, get, post
+from litestar.background_tasks import BackgroundTask
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import FromQuery, JSONBody
@@ -109,7 +110,13 @@ class EligibilityController(Controller):
         )
         media_type = "text/csv; charset=utf-8" if as_csv else "application/x-ndjson"
         # Litestar lets the handler's declared media type override Stream(media_type=…); an explicit header wins.
-        return Stream(body, headers={"Content-Type": media_type, "Cache-Control": "no-store"})
+        # When the client goes away, Litestar cancels the sending but leaves the iterator suspended: closing it
+        # afterwards (a no-op once it has ended) cancels the query and returns its connection at once.
+        return Stream(
+            body,
+            headers={"Content-Type": media_type, "Cache-Control": "no-store"},
+            background=BackgroundTask(_close, body),
+        )
 
 
 async def _relay(
@@ -120,17 +127,30 @@ async def _relay(
     channels: list[Channel],
     *,
     as_csv: bool,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """What ``COPY`` writes, passed on as it arrives through a queue of AUDIENCE_QUEUE pieces.
 
     The query runs in a task of its own; when the queue is full its sink waits, which stops reading from
-    PostgreSQL, so memory stays flat however large the audience and however slow the client. A client that
-    goes away cancels the task, which cancels the query.
+    PostgreSQL, so memory stays flat however large the audience and however slow the client. When the client
+    goes away, the response's background task closes this generator and the sink raises: asyncpg's own way
+    to abort a COPY (it sends a cancel request and reads on until PostgreSQL confirms). Cancelling the task
+    instead leaves asyncpg's protocol mid-COPY, and the connection then fails its rollback.
     """
     queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=AUDIENCE_QUEUE)
+    gone = asyncio.Event()
 
     async def sink(piece: bytes) -> None:
-        await queue.put(bytes(piece))  # asyncpg hands over a bytearray of its own
+        chunk = bytes(piece)  # asyncpg hands over a bytearray of its own
+        while queue.full() and not gone.is_set():
+            put, left = asyncio.ensure_future(queue.put(chunk)), asyncio.ensure_future(gone.wait())
+            await asyncio.wait({put, left}, return_when=asyncio.FIRST_COMPLETED)
+            left.cancel()
+            if put.done():
+                return
+            put.cancel()
+        if gone.is_set():
+            raise _ClientGone
+        queue.put_nowait(chunk)
 
     async def produce() -> None:
         async with database.driver() as driver:
@@ -140,19 +160,30 @@ async def _relay(
     task = asyncio.create_task(produce())
     try:
         while True:
-            getter = asyncio.ensure_future(queue.get())
-            done, _ = await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
-            if getter not in done:  # the query failed (or ended) with nothing more queued
-                getter.cancel()
-                task.result()  # raises the query's error
-                continue
-            chunk = getter.result()
+            if queue.empty():
+                getter = asyncio.ensure_future(queue.get())
+                await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():  # the query ended first: with an error, or with its end mark queued
+                    getter.cancel()
+                    task.result()  # raises the query's error
+                    continue
+                chunk = getter.result()
+            else:
+                chunk = queue.get_nowait()
             if chunk is None:
                 break
             yield chunk
         await task
     finally:
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        gone.set()
+        with contextlib.suppress(_ClientGone):
+            await task  # ends at the sink's next piece, or when the query ends
+
+
+async def _close(body: AsyncGenerator[bytes, None]) -> None:
+    # a coroutine function of our own: Litestar would run the bound ``aclose`` in a thread and never await it
+    await body.aclose()
+
+
+class _ClientGone(Exception):  # a signal, not an error
+    """The client went away: the sink raises this to abort the COPY."""

@@ -216,34 +216,10 @@ async def test_audience_streams_ndjson_and_csv(client, ledger, reader):
     assert [(r["external_id"], r["address"]) for r in table] == [("yes", "yes@example.com")]
 
 
-async def bulk_opted_in(session, workspace_id, purpose_id, count):
-    """``count`` contacts with an opted-in email address each, written in three statements."""
-    await session.execute(
-        text(
-            """
-            WITH c AS (
-                INSERT INTO contacts (id, workspace_id, external_id)
-                SELECT gen_random_uuid(), :ws, 'bulk-' || n FROM generate_series(1, :count) n
-                RETURNING id, external_id
-            ), p AS (
-                INSERT INTO contact_points (id, workspace_id, contact_id, channel, value)
-                SELECT gen_random_uuid(), :ws, c.id, 'email', c.external_id || '@example.com' FROM c
-                RETURNING id, contact_id
-            )
-            INSERT INTO consents (id, workspace_id, contact_id, contact_point_id, purpose_id, channel, state, since)
-            SELECT gen_random_uuid(), :ws, p.contact_id, p.id, :purpose, 'email', 'opted_in', now() FROM p
-            """
-        ),
-        {"ws": workspace_id, "purpose": purpose_id, "count": count},
-    )
-    for table in ("contacts", "contact_points", "consents"):  # as autovacuum would after a bulk load
-        await session.execute(text(f"ANALYZE {table}"))
-
-
 async def test_audience_starts_before_the_query_ends_and_waits_for_a_slow_client(app, engine, session, ledger, reader):
     """The first bytes go out while COPY still runs; a client that does not read holds the query back."""
     purpose = await ledger.purpose("newsletter")
-    await bulk_opted_in(session, ledger.workspace_id, purpose.id, 30_000)  # about 7 MB of NDJSON
+    await ledger.opted_in_in_bulk(purpose.id, 30_000)  # about 7 MB of NDJSON
     sent: list[dict] = []
     requested = False
     complete = asyncio.Event()
