@@ -183,6 +183,25 @@ async def client(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
+def audience_request(authorization: str) -> dict[str, Any]:
+    """The ASGI scope of ``GET /v1/audiences?purpose=newsletter&channel=email``, for tests that drive the app's
+    send and receive themselves (a slow or vanishing client)."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "https",
+        "path": "/v1/audiences",
+        "raw_path": b"/v1/audiences",
+        "query_string": b"purpose=newsletter&channel=email",
+        "headers": [(b"host", b"consent.example.com"), (b"authorization", authorization.encode())],
+        "client": ("203.0.113.7", 1),
+        "server": ("consent.example.com", 443),
+        "root_path": "",
+    }
+
+
 class Tenant:
     """A workspace with a way to mint keys for it."""
 

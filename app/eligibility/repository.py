@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -197,6 +198,16 @@ def as_ndjson(sql: str) -> str:
     return f"SELECT '{{' || {members} || '}}' FROM ({sql}) a"  # noqa: S608
 
 
+def _snapshot(driver: Any) -> Any:
+    """One repeatable-read, read-only snapshot for the export's two statements.
+
+    A connection already inside a transaction (the tests' own) keeps the one it is in.
+    """
+    if driver.is_in_transaction():
+        return contextlib.nullcontext()
+    return driver.transaction(isolation="repeatable_read", readonly=True)
+
+
 #: Up to this many blocked addresses go into the export's statement as a constant; more are found by a
 #: subquery (a statement of a few MB at most).
 AUDIENCE_INLINE_BLOCKED = 100_000
@@ -217,40 +228,23 @@ async def copy_audience(
     PostgreSQL encodes the rows; ``sink`` gets its output in the pieces it arrives in and is awaited before
     more is read, so a slow reader slows the query down instead of filling memory.
     """
-    if driver.is_in_transaction():  # a connection already inside a transaction (the tests' own)
-        await _copy_audience(driver, workspace_id, purpose_id, kind, channels, as_csv=as_csv, sink=sink)
-        return
-    # one snapshot for both statements
-    async with driver.transaction(isolation="repeatable_read", readonly=True):
-        await _copy_audience(driver, workspace_id, purpose_id, kind, channels, as_csv=as_csv, sink=sink)
-
-
-async def _copy_audience(
-    driver: Any,
-    workspace_id: uuid.UUID,
-    purpose_id: uuid.UUID,
-    kind: PurposeKind,
-    channels: Sequence[Channel],
-    *,
-    as_csv: bool,
-    sink: Callable[[bytes], Awaitable[None]],
-) -> None:
-    # The export hash-joins millions of rows: at the default 4 MB the joins spill to disk (1M contacts:
-    # 23.9 s at 4 MB, 12.0 s at 64 MB, no gain above). Scoped to this transaction.
-    await driver.execute(f"SET LOCAL work_mem = '{AUDIENCE_WORK_MEM}'")
-    limit = AUDIENCE_INLINE_BLOCKED
-    blocked = await driver.fetch(f"{blocked_sql(kind, channels)} LIMIT {limit + 1}", workspace_id, purpose_id)
-    inline = len(blocked) <= limit
-    args: tuple[Any, ...] = (
-        (workspace_id, purpose_id, [row["id"] for row in blocked]) if inline else (workspace_id, purpose_id)
-    )
-    sql = audience_sql(kind, channels, blocked_given=inline)
-    if as_csv:
-        await driver.copy_from_query(sql, *args, output=sink, format="csv", header=True)
-        return
-    # One text column in CSV format with a quote and a delimiter that JSON never holds raw: PostgreSQL writes
-    # each line as it is (the text format would double every backslash).
-    await driver.copy_from_query(as_ndjson(sql), *args, output=sink, format="csv", quote="\x01", delimiter="\x02")
+    async with _snapshot(driver):
+        # The export hash-joins millions of rows: at the default 4 MB the joins spill to disk (1M contacts:
+        # 23.9 s at 4 MB, 12.0 s at 64 MB, no gain above). Scoped to this transaction.
+        await driver.execute(f"SET LOCAL work_mem = '{AUDIENCE_WORK_MEM}'")
+        limit = AUDIENCE_INLINE_BLOCKED
+        blocked = await driver.fetch(f"{blocked_sql(kind, channels)} LIMIT {limit + 1}", workspace_id, purpose_id)
+        inline = len(blocked) <= limit
+        args: tuple[Any, ...] = (
+            (workspace_id, purpose_id, [row["id"] for row in blocked]) if inline else (workspace_id, purpose_id)
+        )
+        sql = audience_sql(kind, channels, blocked_given=inline)
+        if as_csv:
+            await driver.copy_from_query(sql, *args, output=sink, format="csv", header=True)
+            return
+        # One text column in CSV format with a quote and a delimiter that JSON never holds raw: PostgreSQL writes
+        # each line as it is (the text format would double every backslash).
+        await driver.copy_from_query(as_ndjson(sql), *args, output=sink, format="csv", quote="\x01", delimiter="\x02")
 
 
 _SINGLE = """

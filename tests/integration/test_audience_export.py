@@ -17,7 +17,7 @@ from app.lib.auth import Scope
 from app.lib.db import Database, migrate
 from app.main import create_app
 from app.workspaces import service as workspace_service
-from tests.conftest import Ledger, Tenant, running
+from tests.conftest import Ledger, Tenant, audience_request, running
 
 ROWS = 30_000
 
@@ -73,20 +73,7 @@ async def test_a_client_that_goes_away_cancels_the_query_and_the_connection_serv
             first_body.set()
             await asyncio.sleep(3600)  # never reads on: only the disconnect ends this
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "https",
-        "path": "/v1/audiences",
-        "raw_path": b"/v1/audiences",
-        "query_string": b"purpose=newsletter&channel=email",
-        "headers": [(b"host", b"consent.example.com"), (b"authorization", headers["Authorization"].encode())],
-        "client": ("203.0.113.7", 1),
-        "server": ("consent.example.com", 443),
-        "root_path": "",
-    }
+    scope = audience_request(headers["Authorization"])
     async with running(application):
         await asyncio.wait_for(application(scope, receive, send), timeout=30)
         assert len(bodies) == 1, "one piece went out before the client left"

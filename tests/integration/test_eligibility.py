@@ -18,7 +18,7 @@ from app.domain.model import Channel, PurposeKind, SuppressionScope
 from app.eligibility import repository
 from app.lib.auth import Scope
 from app.lib.keys import Keys
-from tests.conftest import TEST_SECRET
+from tests.conftest import TEST_SECRET, audience_request
 
 
 @pytest.fixture
@@ -251,20 +251,7 @@ async def test_audience_starts_before_the_query_ends_and_waits_for_a_slow_client
         if message["type"] == "http.response.body" and not message.get("more_body"):
             complete.set()
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "https",
-        "path": "/v1/audiences",
-        "raw_path": b"/v1/audiences",
-        "query_string": b"purpose=newsletter&channel=email",
-        "headers": [(b"host", b"consent.example.com"), (b"authorization", reader["Authorization"].encode())],
-        "client": ("203.0.113.7", 1),
-        "server": ("consent.example.com", 443),
-        "root_path": "",
-    }
+    scope = audience_request(reader["Authorization"])
     await app(scope, receive, send)
     assert sent[0]["status"] == 200
     assert copy_seen_running == [True], "the response started while COPY was still running, and it waited"
