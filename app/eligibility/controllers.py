@@ -25,8 +25,11 @@ from app.lib.errors import AppError
 from app.lib.openapi import errors
 from app.purposes.service import require_purpose
 
-#: Pieces of COPY output held between PostgreSQL and the client (each as large as one socket read).
+#: Pieces of COPY output held between PostgreSQL and the client.
 AUDIENCE_QUEUE = 8
+#: COPY output arrives in the pieces of one socket read (about 17 KB while the client keeps up); they are
+#: gathered into pieces of at least this size before they are passed on, for fewer writes to the client.
+AUDIENCE_PIECE = 64 * 1024
 
 
 class PayloadTooLarge(AppError):
@@ -128,56 +131,83 @@ async def _relay(
     *,
     as_csv: bool,
 ) -> AsyncGenerator[bytes, None]:
-    """What ``COPY`` writes, passed on as it arrives through a queue of AUDIENCE_QUEUE pieces.
+    """What ``COPY`` writes, passed on as it arrives through a :class:`_Pipe`.
 
-    The query runs in a task of its own; when the queue is full its sink waits, which stops reading from
+    The query runs in a task of its own; when the pipe is full its sink waits, which stops reading from
     PostgreSQL, so memory stays flat however large the audience and however slow the client. When the client
     goes away, the response's background task closes this generator and the sink raises: asyncpg's own way
     to abort a COPY (it sends a cancel request and reads on until PostgreSQL confirms). Cancelling the task
     instead leaves asyncpg's protocol mid-COPY, and the connection then fails its rollback.
     """
-    queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=AUDIENCE_QUEUE)
-    gone = asyncio.Event()
+    pipe = _Pipe()
 
-    async def sink(piece: bytes) -> None:
-        chunk = bytes(piece)  # asyncpg hands over a bytearray of its own
-        while queue.full() and not gone.is_set():
-            put, left = asyncio.ensure_future(queue.put(chunk)), asyncio.ensure_future(gone.wait())
+    async def produce() -> None:
+        async with database.driver() as driver:
+            await repository.copy_audience(
+                driver, workspace_id, purpose_id, kind, channels, as_csv=as_csv, sink=pipe.write
+            )
+        await pipe.close_writing()
+
+    task = asyncio.create_task(produce())
+    try:
+        while (chunk := await pipe.read(task)) is not None:
+            yield chunk
+        await task
+    finally:
+        pipe.gone.set()
+        with contextlib.suppress(_ClientGone):
+            await task  # ends at the sink's next piece, or when the query ends
+
+
+class _Pipe:
+    """COPY output on its way to the client: pieces of at least AUDIENCE_PIECE, at most AUDIENCE_QUEUE held."""
+
+    def __init__(self) -> None:
+        self.gone = asyncio.Event()  # set when the reader stops: the writer raises _ClientGone from then on
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=AUDIENCE_QUEUE)
+        self._gathered = bytearray()
+
+    async def write(self, piece: bytes) -> None:
+        """The COPY's sink: waits while the pipe is full."""
+        if self.gone.is_set():
+            raise _ClientGone
+        self._gathered.extend(piece)  # a copy: asyncpg hands over a buffer of its own
+        if len(self._gathered) >= AUDIENCE_PIECE:
+            await self._put(self._take())
+
+    async def close_writing(self) -> None:
+        """After the COPY: what is left, then the end mark."""
+        if self._gathered:
+            await self._put(self._take())
+        await self._put(None)
+
+    async def read(self, writer: asyncio.Task[None]) -> bytes | None:
+        """The next piece, or ``None`` at the end; raises the writer's error if it fails first."""
+        while self._queue.empty():
+            getter = asyncio.ensure_future(self._queue.get())
+            await asyncio.wait({getter, writer}, return_when=asyncio.FIRST_COMPLETED)
+            if getter.done():
+                return getter.result()
+            getter.cancel()  # the writer ended first: with an error, or with its end mark queued
+            writer.result()  # raises the query's error
+        return self._queue.get_nowait()
+
+    def _take(self) -> bytes:
+        chunk = bytes(self._gathered)
+        self._gathered.clear()
+        return chunk
+
+    async def _put(self, chunk: bytes | None) -> None:
+        while self._queue.full() and not self.gone.is_set():
+            put, left = asyncio.ensure_future(self._queue.put(chunk)), asyncio.ensure_future(self.gone.wait())
             await asyncio.wait({put, left}, return_when=asyncio.FIRST_COMPLETED)
             left.cancel()
             if put.done():
                 return
             put.cancel()
-        if gone.is_set():
+        if self.gone.is_set():
             raise _ClientGone
-        queue.put_nowait(chunk)
-
-    async def produce() -> None:
-        async with database.driver() as driver:
-            await repository.copy_audience(driver, workspace_id, purpose_id, kind, channels, as_csv=as_csv, sink=sink)
-        await queue.put(None)
-
-    task = asyncio.create_task(produce())
-    try:
-        while True:
-            if queue.empty():
-                getter = asyncio.ensure_future(queue.get())
-                await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
-                if not getter.done():  # the query ended first: with an error, or with its end mark queued
-                    getter.cancel()
-                    task.result()  # raises the query's error
-                    continue
-                chunk = getter.result()
-            else:
-                chunk = queue.get_nowait()
-            if chunk is None:
-                break
-            yield chunk
-        await task
-    finally:
-        gone.set()
-        with contextlib.suppress(_ClientGone):
-            await task  # ends at the sink's next piece, or when the query ends
+        self._queue.put_nowait(chunk)
 
 
 async def _close(body: AsyncGenerator[bytes, None]) -> None:
