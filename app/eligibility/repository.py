@@ -157,12 +157,12 @@ def audience_sql(kind: PurposeKind, channels: Sequence[Channel], *, blocked_give
     in_channels = _literals([c.value for c in channels])
     # Only enum values of the domain are interpolated; every input is a bind parameter.
     return f"""
-    SELECT cp.contact_id, c.external_id, cp.id AS contact_point_id, cp.channel, cp.value AS address,
+    SELECT cp.contact_id, cp.contact_external_id AS external_id, cp.id AS contact_point_id, cp.channel,
+           cp.value AS address,
            {reason} AS reason,
            CASE WHEN cc.since IS NOT NULL AND (pc.since IS NULL OR cc.since > pc.since)
                 THEN cc.last_event_id ELSE pc.last_event_id END AS evidence_event_id
-      FROM contact_points cp
-      JOIN contacts c ON c.id = cp.contact_id
+      FROM contact_points cp  -- the contact's external id is kept on its points: no join with contacts
       -- a consent's channel is its address's: the channel test only lets fewer rows into the joins
       LEFT JOIN consents pc ON pc.contact_point_id = cp.id AND pc.workspace_id = $1 AND pc.purpose_id = $2
                            AND pc.channel IN ({in_channels})

@@ -57,6 +57,9 @@ class ContactPoint(UUIDPrimaryKey, CreatedAt, Base):
     reachability: Mapped[str] = mapped_column(Text, server_default=Reachability.REACHABLE.value)
     reachability_changed_at: Mapped[datetime | None]
     suppression_keys: Mapped[list[bytes]] = mapped_column(ARRAY(LargeBinary), server_default=text("'{}'::bytea[]"))
+    #: The contact's ``external_id``, kept equal to it by triggers (migration 0009), never written by the code:
+    #: the audience export reads it here instead of joining a million contacts (1M contacts: about 1.4 s of CPU).
+    contact_external_id: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         UniqueConstraint("workspace_id", "channel", "value"),

@@ -217,6 +217,40 @@ async def test_audience_streams_ndjson_and_csv(client, ledger, reader):
     assert [(r["external_id"], r["address"]) for r in table] == [("yes", "yes@example.com")]
 
 
+async def test_audience_external_id_follows_the_contact(client, ledger, reader, session):
+    """The export reads the external id kept on the contact point; triggers keep it equal to the contact's."""
+    purpose = await ledger.purpose("newsletter")
+    point = await ledger.point("email", "moved@example.com", external_id="crm-1")
+    await ledger.apply(point, purpose.id, "signup", "confirm")
+    other = await ledger.point("sms", "+491701234567", external_id="crm-2")
+
+    async def exported() -> list[str | None]:
+        response = await client.get(
+            "/v1/audiences", params={"purpose": "newsletter", "channel": "email"}, headers=reader
+        )
+        return [json.loads(line)["external_id"] for line in response.text.splitlines()]
+
+    assert await exported() == ["crm-1"]
+    await session.execute(text("UPDATE contacts SET external_id = 'crm-1b' WHERE id = :id"), {"id": point.contact_id})
+    assert await exported() == ["crm-1b"]
+    await session.execute(text("UPDATE contacts SET external_id = NULL WHERE id = :id"), {"id": point.contact_id})
+    assert await exported() == [None]
+    # written directly, the copy is replaced by the contact's own value
+    await session.execute(
+        text("UPDATE contact_points SET contact_external_id = 'forged' WHERE id = :id"), {"id": point.id}
+    )
+    assert await exported() == [None]
+    # a point moved to another contact takes that contact's external id
+    await session.execute(
+        text("UPDATE contact_points SET contact_id = :to WHERE id = :id"), {"to": other.contact_id, "id": point.id}
+    )
+    await session.execute(
+        text("UPDATE consents SET contact_id = :to WHERE contact_point_id = :id"),
+        {"to": other.contact_id, "id": point.id},
+    )
+    assert await exported() == ["crm-2"]
+
+
 async def test_audience_starts_before_the_query_ends_and_waits_for_a_slow_client(app, engine, session, ledger, reader):
     """The first bytes go out while COPY still runs; a client that does not read holds the query back."""
     purpose = await ledger.purpose("newsletter")
