@@ -209,17 +209,22 @@ def measure_single(
 
 
 def measure_batch(base: str, auth: dict[str, str], contacts: int) -> list[str]:
-    """POST /v1/eligibility/batch with 10,000 contacts, median of 5."""
+    """POST /v1/eligibility/batch with 10,000 contacts against the same body resolved by one raw read; medians of 5."""
     body = {"contacts": [f"c{i}" for i in range(min(10_000, contacts))], "channels": ["email"], "purpose": "newsletter"}
-    times = []
+    times: dict[str, list[float]] = {"/v1/eligibility/batch": [], "/bench/baseline/batch": []}
     with httpx.Client(base_url=base, headers=auth, timeout=60) as client:
         for _ in range(5):
-            started = time.perf_counter()
-            response = client.post("/v1/eligibility/batch", json=body)
-            times.append(time.perf_counter() - started)
-            response.raise_for_status()
+            for path, seconds in times.items():  # alternately
+                started = time.perf_counter()
+                response = client.post(path, json=body)
+                seconds.append(time.perf_counter() - started)
+                response.raise_for_status()
+    batch, floor = (statistics.median(t) for t in times.values())
     return [
-        f"| batch of {len(body['contacts']):,} contacts, median of 5 | {statistics.median(times):.3f} s | | | < 0.5 s |"
+        (
+            f"| batch of {len(body['contacts']):,} contacts, median of 5 | {batch:.3f} s | "
+            f"raw asyncpg read of the same contacts {floor:.3f} s | {batch / floor:.1f}x | < 0.5 s |"
+        )
     ]
 
 

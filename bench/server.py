@@ -10,8 +10,9 @@ import uuid
 from typing import Any
 
 import asyncpg
+import msgspec
 import uvicorn
-from litestar import Litestar, get
+from litestar import Litestar, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath
 
@@ -27,6 +28,20 @@ async def baseline(contact_id: FromPath[uuid.UUID], state: State) -> dict[str, A
     pool: asyncpg.Pool = state.bench_pool
     row = await pool.fetchrow("SELECT id, external_id FROM contacts WHERE id = $1", contact_id)
     return {"id": str(row["id"]), "external_id": row["external_id"]} if row else {}
+
+
+class BaselineBatch(msgspec.Struct):
+    """The batch request's contacts (the rest of the body is ignored)."""
+
+    contacts: list[str]
+
+
+@post("/bench/baseline/batch", opt={"public": True}, include_in_schema=False, status_code=200)
+async def baseline_batch(data: BaselineBatch, state: State) -> list[dict[str, Any]]:
+    """The batch floor: the same references resolved by one raw asyncpg read, no auth, no gate."""
+    pool: asyncpg.Pool = state.bench_pool
+    rows = await pool.fetch("SELECT id, external_id FROM contacts WHERE external_id = ANY($1::text[])", data.contacts)
+    return [{"id": str(row["id"]), "external_id": row["external_id"]} for row in rows]
 
 
 def build(dsn: str, pool_size: int) -> Litestar:
@@ -48,6 +63,7 @@ def build(dsn: str, pool_size: int) -> Litestar:
     app.on_startup.append(open_pool)
     app.on_shutdown.append(close_pool)
     app.register(baseline)
+    app.register(baseline_batch)
     return app
 
 

@@ -316,14 +316,24 @@ SELECT w.settings::text AS settings, p.id AS purpose_id, p.key AS purpose_key, p
 
 _BATCH_FACTS = """
 WITH wanted AS (
-    -- two index lookups (an OR of both would scan the table)
-    SELECT id AS contact_id, external_id, timezone FROM contacts WHERE workspace_id = $1 AND id = ANY($2::uuid[])
+    -- One index probe per reference and per contact: each LATERAL ... OFFSET 0 is a subquery the planner cannot
+    -- flatten into a join. As joins, a plan for 10,000 references hashed all 1M addresses of the workspace
+    -- (1.1-1.5 s instead of 0.2 s), depending on statistics. An OR of both lookups would scan the table.
+    SELECT c.id AS contact_id, c.external_id, c.timezone
+      FROM unnest($2::uuid[]) AS r(id)
+      CROSS JOIN LATERAL (SELECT id, external_id, timezone FROM contacts
+                           WHERE workspace_id = $1 AND id = r.id OFFSET 0) c
     UNION
-    SELECT id, external_id, timezone FROM contacts WHERE workspace_id = $1 AND external_id = ANY($3::text[])
+    SELECT c.id, c.external_id, c.timezone
+      FROM unnest($3::text[]) AS r(ref)
+      CROSS JOIN LATERAL (SELECT id, external_id, timezone FROM contacts
+                           WHERE workspace_id = $1 AND external_id = r.ref OFFSET 0) c
 ), pts AS (
     SELECT cp.id, cp.contact_id, cp.channel, cp.value, cp.reachability, cp.suppression_keys
-      FROM contact_points cp JOIN wanted w ON cp.contact_id = w.contact_id
-     WHERE cp.workspace_id = $1 AND cp.channel = ANY($4::text[])
+      FROM wanted w
+      CROSS JOIN LATERAL (SELECT id, contact_id, channel, value, reachability, suppression_keys FROM contact_points
+                           WHERE contact_id = w.contact_id AND workspace_id = $1 AND channel = ANY($4::text[])
+                          OFFSET 0) cp
 ), sup AS (
     SELECT pts.id, array_agg(DISTINCT s.scope) AS scopes
       FROM pts CROSS JOIN LATERAL unnest(pts.suppression_keys) AS k(key)
