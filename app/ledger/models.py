@@ -68,7 +68,14 @@ class ContactPoint(UUIDPrimaryKey, CreatedAt, Base):
         Index("ix_contact_points_contact_id", "contact_id"),
         # the audience export finds the suppressed addresses from the suppressions' side: one probe per
         # suppression instead of unnesting the keys of every address (1M contacts: 4.5 s -> 0.4 s)
-        Index("ix_contact_points_suppression_keys", "suppression_keys", postgresql_using="gin"),
+        # without a pending list (migration 0010): with one, every probe read all recent entries (20,000
+        # contacts freshly loaded: 3 ms per probe, 2.1 s for the export's 567 suppressions instead of 12 ms)
+        Index(
+            "ix_contact_points_suppression_keys",
+            "suppression_keys",
+            postgresql_using="gin",
+            postgresql_with={"fastupdate": "off"},
+        ),
     )
 
 

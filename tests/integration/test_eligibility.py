@@ -280,6 +280,14 @@ async def test_audience_external_id_follows_the_contact(client, ledger, reader, 
     assert await exported() == ["crm-2"]
 
 
+async def test_new_addresses_go_straight_into_the_suppression_index(ledger, session):
+    """No pending list: with one, every probe of the export's suppression lookup read all recent entries."""
+    purpose = await ledger.purpose("newsletter")
+    await ledger.opted_in_in_bulk(purpose.id, 2_000)
+    waiting = await session.scalar(text("SELECT gin_clean_pending_list('ix_contact_points_suppression_keys')"))
+    assert waiting == 0, f"{waiting} pages of entries were waiting in the GIN pending list"
+
+
 async def test_audience_starts_before_the_query_ends_and_waits_for_a_slow_client(app, engine, session, ledger, reader):
     """The first bytes go out while COPY still runs; a client that does not read holds the query back."""
     purpose = await ledger.purpose("newsletter")
