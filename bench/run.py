@@ -208,10 +208,10 @@ def measure_single(
     ]
 
 
-def measure_batch(base: str, auth: dict[str, str], contacts: int) -> list[str]:
+def measure_batch(base: str, auth: dict[str, str], contacts: int, workspace_id: str) -> list[str]:
     """POST /v1/eligibility/batch with 10,000 contacts against the same body resolved by one raw read; medians of 5."""
     body = {"contacts": [f"c{i}" for i in range(min(10_000, contacts))], "channels": ["email"], "purpose": "newsletter"}
-    times: dict[str, list[float]] = {"/v1/eligibility/batch": [], "/bench/baseline/batch": []}
+    times: dict[str, list[float]] = {"/v1/eligibility/batch": [], f"/bench/baseline/batch/{workspace_id}": []}
     with httpx.Client(base_url=base, headers=auth, timeout=60) as client:
         for _ in range(5):
             for path, seconds in times.items():  # alternately
@@ -298,7 +298,7 @@ async def run(args: argparse.Namespace) -> None:
         rows: list[str] = []
         if not args.export_only:
             rows += measure_single(base, auth, sample_ids, sample_refs, args)
-            rows += measure_batch(base, auth, int(info["contacts"]))
+            rows += measure_batch(base, auth, int(info["contacts"]), info["workspace_id"])
         rows += await measure_export(base, auth, process, dsn, info["workspace_id"], purpose_id)
 
         print()

@@ -36,11 +36,20 @@ class BaselineBatch(msgspec.Struct):
     contacts: list[str]
 
 
-@post("/bench/baseline/batch", opt={"public": True}, include_in_schema=False, status_code=200)
-async def baseline_batch(data: BaselineBatch, state: State) -> list[dict[str, Any]]:
-    """The batch floor: the same references resolved by one raw asyncpg read, no auth, no gate."""
+@post("/bench/baseline/batch/{workspace_id:uuid}", opt={"public": True}, include_in_schema=False, status_code=200)
+async def baseline_batch(workspace_id: FromPath[uuid.UUID], data: BaselineBatch, state: State) -> list[dict[str, Any]]:
+    """The batch floor: the same references resolved by one raw asyncpg read (an index probe each), no gate."""
     pool: asyncpg.Pool = state.bench_pool
-    rows = await pool.fetch("SELECT id, external_id FROM contacts WHERE external_id = ANY($1::text[])", data.contacts)
+    rows = await pool.fetch(
+        """
+        SELECT c.id, c.external_id
+          FROM unnest($2::text[]) AS r(ref)
+          CROSS JOIN LATERAL (SELECT id, external_id FROM contacts
+                               WHERE workspace_id = $1 AND external_id = r.ref OFFSET 0) c
+        """,
+        workspace_id,
+        data.contacts,
+    )
     return [{"id": str(row["id"]), "external_id": row["external_id"]} for row in rows]
 
 
