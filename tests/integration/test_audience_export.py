@@ -17,7 +17,7 @@ from app.lib.auth import Scope
 from app.lib.db import Database, migrate
 from app.main import create_app
 from app.workspaces import service as workspace_service
-from tests.conftest import Ledger, Tenant, audience_request, running
+from tests.conftest import Ledger, Tenant, audience_request, request_then_disconnect, running
 
 ROWS = 30_000
 
@@ -56,16 +56,8 @@ async def test_a_client_that_goes_away_cancels_the_query_and_the_connection_serv
     application = create_app(settings, database=pooled)
 
     first_body = asyncio.Event()
-    requested = False
     bodies: list[bytes] = []
-
-    async def receive():
-        nonlocal requested
-        if not requested:
-            requested = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await first_body.wait()
-        return {"type": "http.disconnect"}  # gone after the first piece
+    receive = request_then_disconnect(first_body)  # gone after the first piece
 
     async def send(message):
         if message["type"] == "http.response.body":

@@ -19,7 +19,7 @@ from app.eligibility import repository
 from app.eligibility.controllers import AUDIENCE_PIECE
 from app.lib.auth import Scope
 from app.lib.keys import Keys
-from tests.conftest import TEST_SECRET, audience_request
+from tests.conftest import TEST_SECRET, audience_request, request_then_disconnect
 
 
 @pytest.fixture
@@ -293,18 +293,10 @@ async def test_audience_starts_before_the_query_ends_and_waits_for_a_slow_client
     purpose = await ledger.purpose("newsletter")
     await ledger.opted_in_in_bulk(purpose.id, 30_000)  # about 7 MB of NDJSON
     sent: list[dict] = []
-    requested = False
     complete = asyncio.Event()
     reading = asyncio.Event()
     copy_seen_running: list[bool] = []
-
-    async def receive():
-        nonlocal requested
-        if not requested:
-            requested = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await complete.wait()
-        return {"type": "http.disconnect"}
+    receive = request_then_disconnect(complete)
 
     async def copy_running() -> bool:
         async with engine.connect() as other:
