@@ -50,6 +50,7 @@ class Trigger(enum.StrEnum):
     PROVIDER_GONE = "provider_gone"
     VALIDITY_ENDED = "validity_ended"
     IMPORT = "import"
+    ERASURE = "erasure"
 
 
 class LegalBasis(enum.StrEnum):
@@ -103,6 +104,17 @@ class SuppressionReason(enum.StrEnum):
     ERASURE = "erasure"
     PROVIDER_BLOCK = "provider_block"
     ROBINSON = "robinson"
+
+
+class RequestChannel(enum.StrEnum):
+    """How a data-subject request (erasure) reached the workspace."""
+
+    EMAIL = "email"
+    LETTER = "letter"
+    WEB_FORM = "web_form"
+    PHONE = "phone"
+    IN_PERSON = "in_person"
+    OTHER = "other"
 
 
 class ObjectionKind(enum.StrEnum):

@@ -37,6 +37,9 @@ _CONSENT = LegalBasis.CONSENT
 # A withdrawal or objection is accepted in every state: "do not contact me" recorded where no consent
 # existed yet still binds later requests (over-suppression is the safe side).
 _WITHDRAWABLE = (S.NONE, S.PENDING, S.OPTED_IN, S.DECLINED, S.OPTED_OUT, S.EXPIRED)
+# Erasure (Art. 17) is the last event of every address, whatever its state: the address is deleted right after,
+# and its suppression keys keep it from marketing if it comes back (so it ends withdrawn, or objected for print).
+_ERASED = _rule(T.ERASURE, ALL_STATES, S.OPTED_OUT)
 
 _EMAIL = (
     _rule(T.SIGNUP, (S.NONE, S.PENDING, S.EXPIRED, S.OPTED_OUT, S.DECLINED), S.PENDING),
@@ -47,6 +50,7 @@ _EMAIL = (
     _rule(T.COMPLAINT, _WITHDRAWABLE, S.OPTED_OUT),
     _rule(T.OBJECTION, _WITHDRAWABLE, S.OPTED_OUT),
     _rule(T.VALIDITY_ENDED, (S.OPTED_IN,), S.EXPIRED),
+    _ERASED,
 )
 
 _PHONE = (
@@ -62,6 +66,7 @@ _PHONE = (
     _rule(T.OBJECTION, _WITHDRAWABLE, S.OPTED_OUT),
     _rule(T.LAPSE, (S.PENDING,), S.EXPIRED),
     _rule(T.VALIDITY_ENDED, (S.OPTED_IN,), S.EXPIRED),
+    _ERASED,
 )
 
 _PUSH = (
@@ -73,6 +78,7 @@ _PUSH = (
     _rule(T.UNSUBSCRIBE, _WITHDRAWABLE, S.OPTED_OUT),
     _rule(T.OBJECTION, _WITHDRAWABLE, S.OPTED_OUT),
     _rule(T.VALIDITY_ENDED, (S.OPTED_IN,), S.EXPIRED),
+    _ERASED,
 )
 
 # Print needs no opt-in: ``none`` rests on legitimate interest (Art. 6(1)(f)) until the person objects.
@@ -80,6 +86,7 @@ _PRINT = (
     _rule(T.OBJECTION, (S.NONE, S.OBJECTED), S.OBJECTED),
     _rule(T.ROBINSON_MATCH, (S.NONE, S.OBJECTED), S.OBJECTED),
     _rule(T.OBJECTION_WITHDRAWN, (S.OBJECTED,), S.NONE, LegalBasis.LEGITIMATE_INTEREST),
+    _rule(T.ERASURE, ALL_STATES, S.OBJECTED),
 )
 
 TABLES: Mapping[Channel, tuple[Rule, ...]] = MappingProxyType(

@@ -7,23 +7,25 @@ from collections.abc import Sequence
 from typing import Annotated
 
 import msgspec
-from litestar import Controller, get, post
+from litestar import Controller, delete, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, JSONBody
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.identifiers import PostalAddress, mask, normalise_postal
-from app.domain.model import ActorType, Channel, Reachability, State
-from app.ledger import actions, repository
+from app.domain.model import ActorType, Channel, Reachability, RequestChannel, State
+from app.ledger import actions, erasure, repository
 from app.ledger.audit import verify_chain
 from app.ledger.models import Contact
 from app.ledger.schemas import (
+    REQUEST_REF_PATTERN,
     ChangesOut,
     ConsentChange,
     ConsentOut,
     ContactIn,
     ContactOut,
     ContactPointOut,
+    ErasureOut,
     EventOut,
     ObjectionIn,
     ObjectionWithdrawalIn,
@@ -176,6 +178,48 @@ class ContactController(Controller):
             found = await require_contact(db, principal.workspace_id, contact)
             await actions.add_postal_address(db, keys, principal.workspace_id, found, address)
             return await _contact_out(db, principal.workspace_id, found)
+
+    @delete(
+        "/{contact:str}",
+        operation_id="eraseContact",
+        status_code=200,
+        responses=errors(401, 403, 404, 422),
+        opt={"scope": Scope.ADMIN},
+    )
+    async def erase(
+        self,
+        contact: FromPath[str],
+        principal: NamedDependency[Principal],
+        db: NamedDependency[AsyncSession],
+        keys: NamedDependency[Keys],
+        *,
+        request_ref: Annotated[
+            str | None,
+            Parameter(
+                min_length=1,
+                max_length=100,
+                pattern=REQUEST_REF_PATTERN,
+                description="Your reference of the request (a ticket number); kept with the erasure: no personal data.",
+            ),
+        ] = None,
+        received_via: FromQuery[RequestChannel | None] = None,
+    ) -> ErasureOut:
+        """Erasure (GDPR Art. 17): the contact, its addresses, consents, tokens and messages are deleted.
+
+        Kept, and said so in the answer: suppression keys (hashes) that stop the addresses from being marketed
+        to again, the ledger without its evidence, and a record of this erasure. Repeating the request with the
+        contact id answers the same report.
+        """
+        async with db.begin():
+            return await erasure.erase(
+                db,
+                keys,
+                principal.workspace_id,
+                contact,
+                request_ref=request_ref,
+                received_via=received_via,
+                actor=_actor(principal),
+            )
 
     @get("/{contact:str}/events", operation_id="listContactEvents", responses=errors(401, 403, 404))
     async def events(

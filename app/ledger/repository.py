@@ -276,3 +276,71 @@ async def count_soft_bounce(session: AsyncSession, point_id: uuid.UUID) -> None:
         ),
         {"id": point_id},
     )
+
+
+async def count_suppressions(session: AsyncSession, workspace_id: uuid.UUID, keys: Sequence[bytes]) -> int:
+    """How many suppression rows of the workspace hold one of ``keys``."""
+    if not keys:
+        return 0
+    return int(
+        await session.scalar(
+            text("SELECT count(*) FROM suppressions WHERE workspace_id = :workspace_id AND key = ANY(:keys)"),
+            {"workspace_id": workspace_id, "keys": list(keys)},
+        )
+        or 0
+    )
+
+
+#: What an erasure deletes, in an order the foreign keys allow; each statement's row count is reported.
+_ERASE = (
+    # stored idempotent answers (24 h) that name the contact: a POST /v1/contacts answer holds its addresses
+    (
+        "stored_answers",
+        (
+            "DELETE FROM idempotency_keys WHERE workspace_id = :workspace_id AND body IS NOT NULL"
+            " AND position(convert_to(:contact_text, 'UTF8') IN body) > 0"
+        ),
+    ),
+    ("messages", "DELETE FROM messages WHERE workspace_id = :workspace_id AND contact_id = :contact_id"),
+    ("confirmation_tokens", "DELETE FROM confirmation_tokens WHERE contact_point_id = ANY(:point_ids)"),
+    ("consents", "DELETE FROM consents WHERE contact_id = :contact_id"),
+    ("contact_points", "DELETE FROM contact_points WHERE contact_id = :contact_id"),
+    ("contacts", "DELETE FROM contacts WHERE id = :contact_id"),
+)
+
+
+async def erase_contact(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    contact_id: uuid.UUID,
+    point_ids: Sequence[uuid.UUID],
+    *,
+    keep_evidence_of: Sequence[uuid.UUID],
+) -> tuple[dict[str, int], int]:
+    """Delete the contact's personal data (see :mod:`app.ledger.erasure`): counts per kind, and the events kept.
+
+    The evidence of the events in ``keep_evidence_of`` (the erasure's own, which says how it was requested) stays.
+    """
+    params = {
+        "workspace_id": workspace_id,
+        "contact_id": contact_id,
+        "contact_text": str(contact_id),
+        "point_ids": list(point_ids),
+        "keep": list(keep_evidence_of),
+    }
+    erased = await session.execute(
+        text(
+            "UPDATE consent_events SET personal = NULL WHERE workspace_id = :workspace_id AND contact_id = :contact_id"
+            " AND personal IS NOT NULL AND NOT (id = ANY(:keep))"
+        ),
+        params,
+    )
+    counts = {"evidence_erased": erased.rowcount}  # type: ignore[attr-defined]
+    for kind, statement in _ERASE:
+        result = await session.execute(text(statement), params)
+        counts[kind] = result.rowcount  # type: ignore[attr-defined]
+    kept = await session.scalar(
+        text("SELECT count(*) FROM consent_events WHERE workspace_id = :workspace_id AND contact_id = :contact_id"),
+        params,
+    )
+    return counts, int(kept or 0)

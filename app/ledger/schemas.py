@@ -165,3 +165,40 @@ class VerificationOut(msgspec.Struct, kw_only=True):
     first_broken_event_id: uuid.UUID | None = None
     first_broken_seq: int | None = None
     reason: str | None = None
+
+
+#: A caller's reference of a data-subject request (a ticket number): visible ASCII, no spaces.
+REQUEST_REF_PATTERN = r"^[\x21-\x7e]+$"
+
+
+class ErasedCounts(msgspec.Struct, kw_only=True):
+    """How many rows of each kind were deleted."""
+
+    contacts: int
+    contact_points: int
+    consents: int
+    confirmation_tokens: int
+    messages: int
+    stored_answers: int
+    evidence_erased: int
+
+
+class Kept(msgspec.Struct, kw_only=True):
+    """What stays after the erasure, and why it may stay."""
+
+    what: Literal["suppression_keys", "ledger_events", "erasure_record"]
+    count: int
+    why: str
+
+
+class ErasureOut(msgspec.Struct, kw_only=True):
+    """What an erasure removed and what it kept, with the reasons; the same report answers a repeated request."""
+
+    erasure_id: uuid.UUID
+    contact_id: uuid.UUID
+    erased_at: datetime
+    request_ref: str | None
+    received_via: str | None
+    event_ids: list[uuid.UUID]
+    deleted: ErasedCounts
+    kept: list[Kept]

@@ -199,9 +199,11 @@ def _validation_error(request: Request[Any, Any, Any], exc: ValidationException)
             extra={"errors": [{"field": field or None, "message": message}]},
         )
     errors = [
-        {"field": item.get("key"), "in": item.get("source"), "message": item.get("message")}
+        # the source is Litestar's ParamType, a str enum whose f-string form would be "ParamType.QUERY"
+        {"field": item.get("key"), "in": str(getattr(source, "value", source)), "message": item.get("message")}
         for item in items
         if isinstance(item, dict)
+        for source in [item.get("source")]
     ]
     names = ", ".join(f"{e['in']} parameter {e['field']!r}" for e in errors)
     return problem_response(

@@ -84,3 +84,11 @@ def test_random_sequences_only_ever_reach_states_the_table_targets(channel, trig
         assert state in rule.sources
         state = rule.target
         assert state in reachable
+
+
+@pytest.mark.parametrize("channel", list(Channel))
+@pytest.mark.parametrize("state", list(State))
+def test_erasure_ends_every_address_withdrawn_whatever_its_state(channel, state):
+    rule = decide(channel, state, Trigger.ERASURE)
+    assert rule.target is (State.OBJECTED if channel is Channel.PRINT else State.OPTED_OUT)
+    assert rule.basis is None, "nothing may be sent on an erased address"
