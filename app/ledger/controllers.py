@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.identifiers import PostalAddress, mask, normalise_postal
 from app.domain.model import ActorType, Channel, Reachability, RequestChannel, State
-from app.ledger import actions, erasure, repository
+from app.ledger import access, actions, erasure, repository
 from app.ledger.audit import verify_chain
 from app.ledger.models import Contact
 from app.ledger.schemas import (
@@ -30,6 +30,7 @@ from app.ledger.schemas import (
     ObjectionIn,
     ObjectionWithdrawalIn,
     PostalAddressIn,
+    SubjectAccessOut,
     VerificationOut,
     WithdrawalIn,
 )
@@ -179,6 +180,23 @@ class ContactController(Controller):
             await actions.add_postal_address(db, keys, principal.workspace_id, found, address)
             return await _contact_out(db, principal.workspace_id, found)
 
+    @get(
+        "/{contact:str}/export",
+        operation_id="exportContact",
+        responses=errors(401, 403, 404),
+        opt={"scope": Scope.AUDIT_READ},
+    )
+    async def export(
+        self, contact: FromPath[str], principal: NamedDependency[Principal], db: NamedDependency[AsyncSession]
+    ) -> SubjectAccessOut:
+        """Everything held about the contact (GDPR Art. 15), with a Kantara-shaped consent receipt per consent given.
+
+        The contact, every address with what is stored with it and the suppressions that cover it, every consent
+        with the exact notice text, every ledger event with its evidence, every message with content and history.
+        """
+        async with db.begin():
+            return await access.subject_access(db, principal.workspace_id, contact)
+
     @delete(
         "/{contact:str}",
         operation_id="eraseContact",
@@ -233,28 +251,7 @@ class ContactController(Controller):
         """The contact's ledger entries, oldest first (page on with `after_seq` = the last `seq` seen)."""
         found = await require_contact(db, principal.workspace_id, contact)
         names = {p.id: p.key for p in await purposes.list_purposes(db, principal.workspace_id)}
-        return [
-            EventOut(
-                id=e.id,
-                seq=e.seq,
-                contact_point_id=e.contact_point_id,
-                channel=Channel(e.channel),
-                purpose=names.get(e.purpose_id) if e.purpose_id else None,
-                trigger=e.trigger,
-                from_state=State(e.from_state),
-                to_state=State(e.to_state),
-                legal_basis=e.legal_basis,
-                notice_id=e.notice_id,
-                actor_type=e.actor_type,
-                actor_id=e.actor_id,
-                evidence=(e.personal or {}).get("evidence") if e.personal is not None else None,
-                occurred_at=e.occurred_at,
-                recorded_at=e.recorded_at,
-                prev_hash=bytes(e.prev_hash).hex(),
-                hash=bytes(e.hash).hex(),
-            )
-            for e in await repository.events_of_contact(db, found.id, after_seq, limit)
-        ]
+        return [access.event_out(e, names) for e in await repository.events_of_contact(db, found.id, after_seq, limit)]
 
 
 class WithdrawalController(Controller):

@@ -209,9 +209,9 @@ async def update_consents(session: AsyncSession, rows: Sequence[Mapping[str, Any
 
 
 async def events_of_contact(
-    session: AsyncSession, contact_id: uuid.UUID, after_seq: int, limit: int
+    session: AsyncSession, contact_id: uuid.UUID, after_seq: int, limit: int | None
 ) -> Sequence[ConsentEvent]:
-    """A contact's ledger entries, oldest first."""
+    """A contact's ledger entries, oldest first (``limit`` None: all)."""
     return (
         await session.scalars(
             select(ConsentEvent)

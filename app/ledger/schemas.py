@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from app.domain.model import Channel, ObjectionKind, Reachability, State
+from app.messages.schemas import DeliveryOut, StatusEntry
 
 ContactRef = Annotated[
     str, msgspec.Meta(min_length=1, max_length=200, description="The contact's id, or the caller's `external_id`.")
@@ -202,3 +203,134 @@ class ErasureOut(msgspec.Struct, kw_only=True):
     event_ids: list[uuid.UUID]
     deleted: ErasedCounts
     kept: list[Kept]
+
+
+class ExportedSuppression(msgspec.Struct, kw_only=True):
+    """A suppression that covers one of the contact's addresses (its key is a hash, so it is not shown).
+
+    `covers`: `household` for a postal suppression of everyone at the address (a "no advertising" sticker).
+    """
+
+    covers: Literal["address", "household"]
+    scope: str
+    purpose: str | None
+    reason: str
+    since: datetime
+
+
+class ExportedPoint(msgspec.Struct, kw_only=True):
+    """An address with everything stored with it (postal details, push token or subscription)."""
+
+    id: uuid.UUID
+    channel: Channel
+    address: str
+    details: dict[str, Any]
+    reachability: Reachability
+    reachability_changed_at: datetime | None
+    created_at: datetime
+    suppressions: list[ExportedSuppression]
+
+
+class ExportedNotice(msgspec.Struct, kw_only=True):
+    """The exact text the person was shown."""
+
+    id: uuid.UUID
+    version: int
+    locale: str
+    sha256: str
+    text: str
+
+
+class ExportedConsent(msgspec.Struct, kw_only=True):
+    """One consent as it stands, with the notice it rests on."""
+
+    contact_point_id: uuid.UUID
+    channel: Channel
+    purpose: str | None
+    state: State
+    legal_basis: str | None
+    since: datetime | None
+    notice: ExportedNotice | None
+    last_event_id: uuid.UUID | None
+
+
+class ExportedMessage(msgspec.Struct, kw_only=True):
+    """A message sent (or meant) to the person, with its content, routing decision and history."""
+
+    id: uuid.UUID
+    purpose: str | None
+    status: str
+    created_at: datetime
+    send_at: datetime | None
+    route: list[str]
+    content: dict[str, Any]
+    decision: dict[str, Any]
+    deliveries: list[DeliveryOut]
+    history: list[StatusEntry]
+
+
+class ReceiptPurpose(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
+    """Kantara Consent Receipt v1.1: one purpose of a service."""
+
+    purpose: str
+    purpose_category: list[str]
+    consent_type: str
+    pii_category: list[str]
+    primary_purpose: bool
+    termination: str
+    third_party_disclosure: bool
+    third_party_name: str | None = None
+
+
+class ReceiptService(msgspec.Struct, kw_only=True):
+    """Kantara Consent Receipt v1.1: a service and its purposes."""
+
+    service: str
+    purposes: list[ReceiptPurpose]
+
+
+class ReceiptController(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
+    """Kantara Consent Receipt v1.1: the controller (the workspace)."""
+
+    pii_controller: str
+    on_behalf: bool = False
+    contact: str | None = None
+
+
+class ConsentReceipt(msgspec.Struct, kw_only=True, rename="camel"):
+    """A consent receipt shaped after Kantara Consent Receipt v1.1, one per consent currently given."""
+
+    version: str
+    jurisdiction: str
+    consent_timestamp: int
+    collection_method: str
+    consent_receipt_id: uuid.UUID = msgspec.field(name="consentReceiptID")
+    language: str
+    pii_principal_id: str
+    pii_controllers: list[ReceiptController]
+    services: list[ReceiptService]
+    sensitive: bool
+    spi_cat: list[str]
+
+
+class ExportedContact(msgspec.Struct, kw_only=True):
+    """The contact as stored."""
+
+    id: uuid.UUID
+    external_id: str | None
+    locale: str | None
+    timezone: str | None
+    created_at: datetime
+
+
+class SubjectAccessOut(msgspec.Struct, kw_only=True):
+    """Everything held about one contact (GDPR Art. 15), with consent receipts."""
+
+    generated_at: datetime
+    controller: ReceiptController
+    contact: ExportedContact
+    contact_points: list[ExportedPoint]
+    consents: list[ExportedConsent]
+    events: list[EventOut]
+    messages: list[ExportedMessage]
+    consent_receipts: list[ConsentReceipt]

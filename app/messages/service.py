@@ -191,28 +191,8 @@ async def get_message(session: AsyncSession, workspace_id: uuid.UUID, message_id
         status=overall_status(message.status, [d.status for d in deliveries]),
         created_at=message.created_at,
         decision=msgspec.convert(message.decision, Decision),
-        deliveries=[
-            DeliveryOut(
-                channel=Channel(d.channel),
-                contact_point_id=d.contact_point_id,
-                status=d.status,
-                attempts=d.attempts,
-                provider_message_id=d.provider_message_id,
-                last_error=d.last_error,
-            )
-            for d in deliveries
-        ],
-        history=[
-            StatusEntry(
-                at=e.at,
-                channel=Channel(e.channel) if e.channel else None,
-                status=e.status,
-                provider_message_id=e.provider_message_id,
-                error=e.error,
-                detail=e.detail,
-            )
-            for e in events
-        ],
+        deliveries=[delivery_out(d) for d in deliveries],
+        history=[status_entry(e) for e in events],
     )
 
 
@@ -288,4 +268,28 @@ def add_event(  # the event's own fields, in the table's order
             detail=detail,
             at=at or utcnow(),
         )
+    )
+
+
+def delivery_out(delivery: Delivery) -> DeliveryOut:
+    """A delivery as the API shows it."""
+    return DeliveryOut(
+        channel=Channel(delivery.channel),
+        contact_point_id=delivery.contact_point_id,
+        status=delivery.status,
+        attempts=delivery.attempts,
+        provider_message_id=delivery.provider_message_id,
+        last_error=delivery.last_error,
+    )
+
+
+def status_entry(event: MessageEvent) -> StatusEntry:
+    """A step of a message's history as the API shows it."""
+    return StatusEntry(
+        at=event.at,
+        channel=Channel(event.channel) if event.channel else None,
+        status=event.status,
+        provider_message_id=event.provider_message_id,
+        error=event.error,
+        detail=event.detail,
     )

@@ -1,5 +1,9 @@
-"""Erasure (GDPR Art. 17): ``DELETE /v1/contacts/{contact}`` deletes the person, keeps suppression keys and a ledger
-without evidence that still verifies, and says what it kept and why."""
+"""Data-subject rights.
+
+- Access (GDPR Art. 15): ``GET /v1/contacts/{contact}/export`` gives everything held, with consent receipts.
+- Erasure (Art. 17): ``DELETE /v1/contacts/{contact}`` deletes the person, keeps suppression keys and a ledger without
+  evidence that still verifies, and says what it kept and why.
+"""
 
 from __future__ import annotations
 
@@ -10,19 +14,29 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, text
 
+from app.domain.model import ActorType, Trigger
 from app.emails.models import ConfirmationToken
+from app.ledger.service import Actor, Change, apply_changes
 from app.lib.auth import Scope
 from app.lib.orm import utcnow
+from app.purposes.models import Notice
 
 POSTAL = {"name": "Jane Roe", "street": "Hauptstraße 5", "postcode": "10115", "city": "Berlin"}
+NOTICE = "Ja, ich möchte den Newsletter per E-Mail erhalten. Abmeldung jederzeit über den Link in jeder Mail."
 
 
 @pytest.fixture
-async def jane(client, admin, ledger, session, tenant):
+async def jane(client, admin, ledger, session, tenant, database):
     """A contact with email (confirmed), SMS (start word) and a postal address, a queued message, an open
     confirmation link and a stored idempotent answer that holds her addresses."""
     newsletter = await ledger.purpose("newsletter")
     await ledger.purpose("orders", kind="transactional")
+    notice = await client.post(
+        "/v1/notices",
+        json={"purpose": "newsletter", "channels": ["email"], "locale": "de", "text": NOTICE},
+        headers=admin,
+    )
+    assert notice.status_code == 201, notice.text
     created = await client.post(
         "/v1/contacts",
         json={"external_id": "crm-42", "postal_address": POSTAL},
@@ -31,7 +45,15 @@ async def jane(client, admin, ledger, session, tenant):
     assert created.status_code == 201, created.text
     contact_id = uuid.UUID(created.json()["id"])
     email = await ledger.point("email", "jane@example.com", contact_id=contact_id)
-    await ledger.apply(email, newsletter.id, "signup", "confirm")
+    async with database.sessionmaker() as db_session, db_session.begin():
+        shown = await db_session.get(Notice, uuid.UUID(notice.json()["notice_id"]))
+        await apply_changes(
+            db_session,
+            tenant.id,
+            [Change(email, newsletter.id, Trigger.SIGNUP, {"ip": "198.51.100.4"}, notice=shown)],
+            Actor(ActorType.SYSTEM),
+        )
+    await ledger.apply(email, newsletter.id, "confirm")
     sms = await ledger.point("sms", "+4915112345678", contact_id=contact_id)
     await ledger.apply(sms, newsletter.id, "start_word", evidence={"message_sid": "SM1", "body": "START"})
     session.add(
@@ -197,3 +219,63 @@ async def test_a_contact_without_addresses_is_erased_with_a_record(client, admin
     assert await count(session, "SELECT count(*) FROM erasures WHERE contact_id = :c", c=uuid.UUID(created["id"])) == 1
     record = (await session.execute(select(text("report")).select_from(text("erasures")))).scalar_one()
     assert "lead-9" not in str(record), "the record holds no personal data"
+
+
+async def test_access_gives_everything_held_with_a_receipt_per_consent_given(client, admin, jane, tenant):
+    objection = await client.post(
+        "/v1/objections",
+        json={"contact": "crm-42", "scope": "print", "kind": "sticker", "evidence": {"note": "sticker seen"}},
+        headers=admin,
+    )
+    assert objection.status_code == 201, objection.text
+    response = await client.get("/v1/contacts/crm-42/export", headers=await tenant.key(Scope.AUDIT_READ))
+
+    assert response.status_code == 200, response.text
+    export = response.json()
+    assert export["contact"]["id"] == str(jane["id"])
+    assert export["contact"]["external_id"] == "crm-42"
+    points = {p["channel"]: p for p in export["contact_points"]}
+    assert points["email"]["address"] == "jane@example.com"
+    assert points["sms"]["address"] == "+4915112345678"
+    assert points["print"]["details"]["name"] == "Jane Roe"
+    assert points["print"]["details"]["city"] == "Berlin"
+    assert [(s["covers"], s["scope"], s["reason"]) for s in points["print"]["suppressions"]] == [
+        ("address", "all_marketing", "objection_art21"),
+        ("household", "all_marketing", "objection_art21"),  # a sticker covers everyone living there
+    ]
+    assert points["email"]["suppressions"] == []
+
+    email_consent = next(c for c in export["consents"] if c["channel"] == "email" and c["purpose"] == "newsletter")
+    assert email_consent["state"] == "opted_in"
+    assert email_consent["notice"]["text"] == NOTICE, "the exact text she agreed to"
+    assert [e["trigger"] for e in export["events"]] == ["signup", "confirm", "start_word", "objection"]
+    assert export["events"][0]["evidence"] == {"ip": "198.51.100.4"}
+    [message] = export["messages"]
+    assert message["content"]["email"]["subject"] == "Hallo"
+    assert message["purpose"] == "newsletter"
+    assert [d["channel"] for d in message["deliveries"]] == ["email"]
+    assert message["history"], "the message's status history"
+
+    receipts = {r["services"][0]["purposes"][0]["piiCategory"][0]: r for r in export["consent_receipts"]}
+    assert set(receipts) == {"email address", "mobile phone number"}, "one per consent given; print rests on none"
+    mail = receipts["email address"]
+    assert mail["version"] == "KI-CR-v1.1.0"
+    assert mail["consentReceiptID"] == email_consent["last_event_id"]
+    assert mail["piiPrincipalId"] == str(jane["id"])
+    assert mail["language"] == "de"
+    assert mail["jurisdiction"] == "DE"
+    assert mail["collectionMethod"].startswith("double opt-in")
+    assert mail["piiControllers"][0]["piiController"] == "Acme"
+    assert mail["services"][0]["purposes"][0]["thirdPartyDisclosure"] is False
+    sms = receipts["mobile phone number"]["services"][0]["purposes"][0]
+    assert sms["termination"] == "reply STOP"
+    assert sms["thirdPartyName"] == "Twilio"
+    assert receipts["mobile phone number"]["collectionMethod"] == "the person texted a start word to our number"
+
+
+async def test_access_needs_the_audit_scope_and_stays_in_its_workspace(client, jane, tenant, other_tenant):
+    refused = await client.get("/v1/contacts/crm-42/export", headers=await tenant.key(Scope.CONSENTS_WRITE))
+    assert refused.status_code == 403
+    foreign = await client.get(f"/v1/contacts/{jane['id']}/export", headers=await other_tenant.key(Scope.ADMIN))
+    assert foreign.status_code == 404
+    assert foreign.json()["code"] == "contact_not_found"
