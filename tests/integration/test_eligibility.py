@@ -16,8 +16,8 @@ from sqlalchemy import text
 from app.domain.gate import decide_point
 from app.domain.model import Channel, PurposeKind, SuppressionScope
 from app.eligibility import repository
-from app.eligibility.controllers import AUDIENCE_PIECE
 from app.lib.auth import Scope
+from app.lib.copystream import PIECE
 from app.lib.keys import Keys
 from tests.conftest import TEST_SECRET, audience_request, request_then_disconnect
 
@@ -321,7 +321,7 @@ async def test_audience_starts_before_the_query_ends_and_waits_for_a_slow_client
     assert copy_seen_running == [True], "the response started while COPY was still running, and it waited"
     pieces = [m["body"] for m in sent if m["type"] == "http.response.body" and m.get("body")]
     # COPY's small pieces (one socket read each) are gathered before they go out: fewer, larger writes
-    assert all(len(piece) >= AUDIENCE_PIECE for piece in pieces[:-1]), [len(p) for p in pieces]
+    assert all(len(piece) >= PIECE for piece in pieces[:-1]), [len(p) for p in pieces]
     lines = b"".join(pieces).splitlines()
     assert len(lines) == 30_000
     assert json.loads(lines[0])["channel"] == "email"
