@@ -1,21 +1,24 @@
-"""``/v1/contacts``, ``/v1/withdrawals``, ``/v1/objections``, ``/v1/audit/verify``."""
+"""``/v1/contacts``, ``/v1/withdrawals``, ``/v1/objections``, ``/v1/audit/verify``, ``/v1/audit/events``."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
-from typing import Annotated
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, delete, get, post
+from litestar import Controller, Request, delete, get, post
+from litestar.datastructures import State as AppState
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
+from litestar.response import Stream
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.identifiers import PostalAddress, mask, normalise_postal
 from app.domain.model import ActorType, Channel, Reachability, RequestChannel, State
 from app.ledger import access, actions, erasure, repository
-from app.ledger.audit import verify_chain
+from app.ledger.audit import copy_events, verify_chain
 from app.ledger.models import Contact
 from app.ledger.schemas import (
     REQUEST_REF_PATTERN,
@@ -36,6 +39,7 @@ from app.ledger.schemas import (
 )
 from app.ledger.service import Actor, Applied, require_contact
 from app.lib.auth import Principal, Scope
+from app.lib.copystream import copy_response
 from app.lib.errors import Conflict, InvalidInput
 from app.lib.keys import Keys
 from app.lib.openapi import errors
@@ -353,3 +357,43 @@ class AuditController(Controller):
             first_broken_seq=result.first_broken_seq,
             reason=result.reason,
         )
+
+    @get(
+        "/events",
+        operation_id="streamAuditEvents",
+        responses=errors(401, 403, 422),
+        media_type="application/x-ndjson",
+    )
+    async def events(
+        self,
+        request: Request[Any, Any, Any],
+        state: AppState,
+        principal: NamedDependency[Principal],
+        since: FromQuery[datetime | None] = None,
+        until: FromQuery[datetime | None] = None,
+    ) -> Stream:
+        """The ledger events recorded in [`since`, `until`), in chain order: NDJSON, or CSV with `Accept: text/csv`.
+
+        Streamed in constant memory. Each event carries what its hash covers, written as the chain writes it, so the
+        stream can be verified on its own: hash = SHA-256(prev_hash + canonical JSON of the fields, `"v": 1` and the
+        workspace id). Evidence is `null` once erased; its digest stays. Timestamps need a time zone (RFC 3339).
+        """
+        for name, value in (("since", since), ("until", until)):
+            if value is not None and value.tzinfo is None:
+                raise InvalidInput(
+                    f"'{name}' needs a time zone (RFC 3339, e.g. 2026-11-01T00:00:00Z).", code="timezone_required"
+                )
+        start, end = since or _BEGINNING, until or _END
+        if end <= start:
+            raise InvalidInput("'until' must be later than 'since'.", code="invalid_range")
+        as_csv = "text/csv" in request.headers.get("accept", "")
+        workspace_id = principal.workspace_id
+
+        async def copy(driver: Any, sink: Callable[[bytes], Awaitable[None]]) -> None:
+            await copy_events(driver, workspace_id, start, end, as_csv=as_csv, sink=sink)
+
+        return copy_response(state.database, copy, "text/csv; charset=utf-8" if as_csv else "application/x-ndjson")
+
+
+_BEGINNING = datetime.min.replace(tzinfo=UTC)
+_END = datetime.max.replace(tzinfo=UTC)
