@@ -1,4 +1,4 @@
-"""``POST /v1/imports/robinson``: the Robinson list, streamed as CSV."""
+"""``POST /v1/imports/robinson`` and ``POST /v1/imports/consents``: lists and consents, streamed."""
 
 from __future__ import annotations
 
@@ -10,12 +10,25 @@ from litestar.di import NamedDependency
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.model import ActorType
+from app.imports.consents import csv_lines, import_consents, ndjson_lines
 from app.imports.robinson import import_robinson
-from app.imports.schemas import RobinsonReportOut
+from app.imports.schemas import ConsentImportReportOut, RobinsonReportOut
 from app.ledger.service import Actor
 from app.lib.auth import Principal, Scope
+from app.lib.errors import AppError
 from app.lib.keys import Keys
 from app.lib.openapi import errors
+
+#: Content types of NDJSON in use (none is registered).
+NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl", "application/jsonlines"})
+
+
+class UnsupportedMediaType(AppError):
+    """The body's content type is not one the endpoint reads (415)."""
+
+    status = 415
+    code = "unsupported_media_type"
+    title = "Unsupported media type"
 
 
 class ImportController(Controller):
@@ -53,3 +66,44 @@ class ImportController(Controller):
                 db, keys, principal.workspace_id, request.stream(), actor=actor, source="api"
             )
         return msgspec.convert(report, RobinsonReportOut, from_attributes=True)
+
+    @post(
+        "/consents",
+        operation_id="importConsents",
+        status_code=200,
+        responses=errors(401, 403, 415, 422),
+        request_max_body_size=None,  # streamed in constant memory, whatever the size of the file
+    )
+    async def consents(
+        self,
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        db: NamedDependency[AsyncSession],
+        keys: NamedDependency[Keys],
+    ) -> ConsentImportReportOut:
+        """Import consents collected elsewhere, each with its original proof: NDJSON (`application/x-ndjson`) or CSV.
+
+        A line: `contact` (id, or an external id, created when unknown), `channel` (email, sms, whatsapp, print),
+        `address` (or the postal fields for print), `purpose`, `state` (`opted_in`, `opted_out`, `declined`;
+        `objected` for print), `captured_at` (RFC 3339), `source`, and for an opt-in `notice_id` or `notice_text`;
+        optional `locale`, `timezone` and the evidence (`ip`, `user_agent`, `source_url`, `form_id`, `agent_id`,
+        `ticket`, `note`, `document_ref`; in NDJSON as `evidence: {…}`). CSV has these names as its header.
+
+        Each line becomes an `import` event dated `captured_at`. A line older than what the ledger holds changes
+        nothing (importing the same file again records nothing; a later withdrawal stands), and an opt-in for an
+        address on the do-not-contact list is skipped. Wrong lines are reported; the others are taken, in batches
+        of 500, each committed on its own.
+        """
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type == "text/csv":
+            lines = csv_lines(request.stream())
+        elif content_type in NDJSON_TYPES:
+            lines = ndjson_lines(request.stream())
+        else:
+            raise UnsupportedMediaType(
+                f"Send the consents as NDJSON (Content-Type: application/x-ndjson) or CSV (text/csv), not "
+                f"'{content_type or 'nothing'}'."
+            )
+        actor = Actor(ActorType.API_KEY, str(principal.api_key_id))
+        report = await import_consents(db, keys, principal.workspace_id, lines, actor=actor)
+        return msgspec.convert(report, ConsentImportReportOut, from_attributes=True)

@@ -33,3 +33,24 @@ class RobinsonReportOut(msgspec.Struct, kw_only=True):
     matched: int
     matches: list[MatchOut]
     errors: list[RowErrorOut]
+
+
+class ImportProblemOut(msgspec.Struct, kw_only=True):
+    """A line that was not recorded: `rejected` (fix it and import again) or `skipped` (nothing to do)."""
+
+    line: int
+    outcome: str
+    code: str
+    message: str
+
+
+class ConsentImportReportOut(msgspec.Struct, kw_only=True):
+    """What the import did. `problems` lists the first 1,000 lines not recorded (all are counted)."""
+
+    lines: int
+    recorded: int
+    skipped: int
+    rejected: int
+    contacts_created: int
+    problems: list[ImportProblemOut]
+    problems_truncated: bool

@@ -122,7 +122,7 @@ async def object_to_marketing(
                 contact_id=contact.id,
                 channel=Channel.PRINT,
                 value=value,
-                details=_postal_details(address),
+                details=postal_details(address),
             )
         elif contact is None:
             contact = await repository.get_contact(session, point.contact_id)
@@ -183,11 +183,12 @@ async def add_postal_address(
         contact_id=contact.id,
         channel=Channel.PRINT,
         value=value,
-        details=_postal_details(address),
+        details=postal_details(address),
     )
 
 
-def _postal_details(address: PostalAddress) -> dict[str, Any]:
+def postal_details(address: PostalAddress) -> dict[str, Any]:
+    """What a print contact point stores of a postal address."""
     return {
         "name": address.name,
         "street": address.street,

@@ -15,7 +15,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 from litestar.response import Stream
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.domain.identifiers import PostalAddress, mask, normalise_postal
+from app.domain.identifiers import mask
 from app.domain.model import ActorType, Channel, Reachability, RequestChannel, State
 from app.ledger import access, actions, erasure, repository
 from app.ledger.audit import copy_events, verify_chain
@@ -111,17 +111,6 @@ async def _contact_out(db: AsyncSession, workspace_id: uuid.UUID, found: Contact
     )
 
 
-def _postal(given: PostalAddressIn) -> PostalAddress:
-    return normalise_postal(
-        street=given.street,
-        house_number=given.house_number,
-        postcode=given.postcode,
-        city=given.city,
-        name=given.name,
-        country=given.country,
-    )
-
-
 class ContactController(Controller):
     """Contacts with their addresses, consents and ledger (scope `consents:write` or `audit:read`)."""
 
@@ -151,7 +140,7 @@ class ContactController(Controller):
         keys: NamedDependency[Keys],
     ) -> ContactOut:
         """A contact as your CRM knows it, optionally with a postal address (print needs no opt-in)."""
-        address = _postal(data.postal_address) if data.postal_address else None
+        address = data.postal_address.normalised() if data.postal_address else None
         async with db.begin():
             if data.external_id and await repository.find_contact(db, principal.workspace_id, data.external_id):
                 raise Conflict("A contact with this external_id exists.", code="contact_exists")
@@ -178,7 +167,7 @@ class ContactController(Controller):
         keys: NamedDependency[Keys],
     ) -> ContactOut:
         """Add a postal address (normalised; matched against objections, stickers and Robinson entries)."""
-        address = _postal(data)
+        address = data.normalised()
         async with db.begin():
             found = await require_contact(db, principal.workspace_id, contact)
             await actions.add_postal_address(db, keys, principal.workspace_id, found, address)
@@ -303,7 +292,7 @@ class ObjectionController(Controller):
             raise InvalidInput("Name the 'contact', the 'postal_address', or both.", code="objection_target_missing")
         address = None
         if data.postal_address is not None:
-            address = _postal(data.postal_address)
+            address = data.postal_address.normalised()
         async with db.begin():
             contact, applied = await actions.object_to_marketing(
                 db,

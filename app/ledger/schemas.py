@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from app.domain.identifiers import PostalAddress, normalise_postal
 from app.domain.model import Channel, ObjectionKind, Reachability, State
 from app.messages.schemas import DeliveryOut, StatusEntry
 
@@ -56,6 +57,17 @@ class PostalAddressIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     postcode: Annotated[str, msgspec.Meta(min_length=1, max_length=20)]
     city: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
     country: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z]{2}$")] = "DE"
+
+    def normalised(self) -> PostalAddress:
+        """The address normalised for matching (raises :class:`InvalidIdentifier`)."""
+        return normalise_postal(
+            street=self.street,
+            house_number=self.house_number,
+            postcode=self.postcode,
+            city=self.city,
+            name=self.name,
+            country=self.country,
+        )
 
 
 class ContactIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -164,8 +164,13 @@ def _decide(
         if not skip_not_allowed:
             raise
         return None, f"'{change.trigger}' is not allowed in state '{current}'"
-    if current in WITHDRAWN_STATES and since is not None and occurred <= since:
-        return None, "a later withdrawal or objection stands"
+    if since is not None and occurred <= since:
+        if current in WITHDRAWN_STATES:
+            return None, "a later withdrawal or objection stands"
+        if change.trigger is Trigger.IMPORT:
+            # the ledger already knows this consent from this time or later: importing the same line again, or
+            # an older one, records nothing (imports are idempotent)
+            return None, "the ledger holds this consent from this time or later"
     return rule, None
 
 

@@ -37,6 +37,7 @@ _DESCRIPTIONS = {
     404: "Unknown id (or one of another workspace)",
     409: "Conflicts with the current state",
     413: "Request too large",
+    415: "Unsupported content type",
     422: "Invalid input",
     429: "Rate limited (see Retry-After)",
     503: "Not ready",

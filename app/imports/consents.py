@@ -1,0 +1,465 @@
+"""Importing consents collected elsewhere (a former tool, a CRM), each with its original proof.
+
+Lines come as NDJSON or CSV, streamed in constant memory, and are recorded through :func:`apply_changes` as
+``import`` events dated when the consent was captured (DESIGN.md: "an import never overrides a later opt-out or
+objection"). Rules, per line:
+
+- opt-ins need proof: when (``captured_at``), how (``source``), and the text the person agreed to (``notice_id``,
+  or ``notice_text``, kept as a notice version of its own);
+- an opt-in for an address on a do-not-contact list (unsubscribe, complaint, erasure, objection) is not taken
+  (CHANNEL_RULES.md §8 X2, X5: check suppression first, never lift it silently);
+- a line older than what the ledger already holds for that consent changes nothing, so importing the same file
+  again records nothing new (idempotent), and a later withdrawal always stands;
+- push permissions come from the devices, not from files; print lines record objections (channel-level).
+
+Lines are taken in batches of :data:`BATCH`, each in a transaction of its own, so a long import does not hold
+the workspace's ledger for its whole length. A line that is wrong is reported and the others are taken; after a
+fix, the whole file can be imported again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+import msgspec
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.domain.identifiers import InvalidIdentifier, normalise_email, normalise_phone
+from app.domain.model import WITHDRAWN_STATES, Channel, PurposeKind, State, Trigger
+from app.imports.csvstream import CsvError, records
+from app.ledger import repository
+from app.ledger.actions import postal_details, print_value
+from app.ledger.models import ContactPoint
+from app.ledger.schemas import ContactRef, Evidence, PostalAddressIn
+from app.ledger.service import Actor, Applied, Change, add_point, apply_changes
+from app.lib.errors import InvalidInput
+from app.lib.keys import Keys
+from app.lib.orm import utcnow
+from app.purposes import repository as purposes
+from app.purposes.models import Notice, Purpose
+from app.workspaces.service import settings_of
+from app.workspaces.settings import WorkspaceSettings
+
+#: Lines per transaction.
+BATCH = 500
+#: Problems listed in the report (all are counted).
+MAX_PROBLEMS = 1_000
+#: A consent captured later than this ahead of our clock is refused (clock skew allowance).
+FUTURE_SKEW = timedelta(minutes=5)
+_IMPORTABLE_CHANNELS = (Channel.EMAIL, Channel.SMS, Channel.WHATSAPP, Channel.PRINT)
+
+
+class ImportLine(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """One consent to import (an NDJSON line; CSV has the same names as columns, evidence and postal fields flat)."""
+
+    contact: ContactRef
+    channel: Channel
+    address: Annotated[str, msgspec.Meta(min_length=1, max_length=320)] | None = None
+    postal_address: PostalAddressIn | None = None
+    purpose: Annotated[str, msgspec.Meta(min_length=1, max_length=63)] | None = None
+    state: Literal["opted_in", "opted_out", "declined", "objected"]
+    captured_at: datetime
+    source: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    notice_id: uuid.UUID | None = None
+    notice_text: Annotated[str, msgspec.Meta(min_length=1, max_length=20000)] | None = None
+    locale: Annotated[str, msgspec.Meta(pattern=r"^[a-z]{2,3}(-[A-Z]{2})?$")] | None = None
+    timezone: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    evidence: Evidence = msgspec.field(default_factory=Evidence)
+
+
+_EVIDENCE_COLUMNS = frozenset(Evidence.__struct_fields__)
+_POSTAL_COLUMNS = frozenset(PostalAddressIn.__struct_fields__)
+#: The columns a CSV import may have: a line's fields, with the evidence and the postal address flat.
+CSV_COLUMNS = (
+    (frozenset(ImportLine.__struct_fields__) - {"evidence", "postal_address"}) | _EVIDENCE_COLUMNS | _POSTAL_COLUMNS
+)
+
+
+class LineRejected(Exception):  # an outcome, not a failure
+    """The line cannot be taken as it stands; ``code`` is stable, the message says what to fix."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(slots=True)
+class Problem:
+    """A line that was not recorded: ``rejected`` (fix it) or ``skipped`` (nothing to do)."""
+
+    line: int
+    outcome: Literal["rejected", "skipped"]
+    code: str
+    message: str
+
+
+@dataclass(slots=True)
+class ImportReport:
+    """What the import did."""
+
+    lines: int = 0
+    recorded: int = 0
+    skipped: int = 0
+    rejected: int = 0
+    contacts_created: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    problems_truncated: bool = False
+
+    def add(self, problem: Problem) -> None:
+        """Count a line that was not recorded; list it while the list is short."""
+        if problem.outcome == "rejected":
+            self.rejected += 1
+        else:
+            self.skipped += 1
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(problem)
+        else:
+            self.problems_truncated = True
+
+
+async def ndjson_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[int, ImportLine | LineRejected]]:
+    """``(line number, line or why it is unreadable)`` for every non-empty NDJSON line."""
+    pending, number = b"", 0
+    async for chunk in chunks:
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for raw in complete:
+            number += 1
+            if raw.strip():
+                yield number, _decode_json(raw)
+    if pending.strip():
+        yield number + 1, _decode_json(pending)
+
+
+def _decode_json(raw: bytes) -> ImportLine | LineRejected:
+    try:
+        return msgspec.json.decode(raw, type=ImportLine)
+    except msgspec.ValidationError as exc:
+        return LineRejected("invalid_line", str(exc))
+    except msgspec.DecodeError as exc:
+        return LineRejected("malformed_json", f"Not a JSON object: {exc}")
+
+
+async def csv_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[int, ImportLine | LineRejected]]:
+    """``(line number, line or why it is unreadable)`` for every CSV record after the header."""
+    header: list[str] | None = None
+    async for number, fields in records(chunks):
+        if header is None:
+            header = [name.strip().lower() for name in fields]
+            missing = {"contact", "channel", "state", "captured_at", "source"} - set(header)
+            if missing:
+                raise CsvError(f"The header lacks the column(s) {', '.join(sorted(missing))} (line {number}).")
+            unknown = set(header) - CSV_COLUMNS
+            if unknown:
+                raise CsvError(
+                    f"Unknown column(s) {', '.join(sorted(unknown))} (line {number}); "
+                    f"known: {', '.join(sorted(CSV_COLUMNS))}."
+                )
+            continue
+        yield number, _from_csv(dict(zip(header, (f.strip() for f in fields), strict=False)))
+
+
+def _from_csv(row: Mapping[str, str]) -> ImportLine | LineRejected:
+    given = {name: value for name, value in row.items() if value}
+    line: dict[str, Any] = {
+        name: value for name, value in given.items() if name not in _EVIDENCE_COLUMNS | _POSTAL_COLUMNS
+    }
+    line["evidence"] = {name: value for name, value in given.items() if name in _EVIDENCE_COLUMNS}
+    postal = {name: value for name, value in given.items() if name in _POSTAL_COLUMNS}
+    if postal:
+        line["postal_address"] = postal
+    try:
+        return msgspec.convert(line, ImportLine, strict=False)
+    except msgspec.ValidationError as exc:
+        return LineRejected("invalid_line", str(exc))
+
+
+@dataclass(slots=True)
+class _Context:
+    """What every line of one import draws on, looked up once."""
+
+    workspace_id: uuid.UUID
+    settings: WorkspaceSettings
+    keys: Keys
+    actor: Actor
+    now: datetime
+    purposes: dict[str, Purpose | None] = field(default_factory=dict)
+    notices: dict[tuple[uuid.UUID, str, str, str], Notice] = field(default_factory=dict)
+
+
+async def import_consents(
+    session: AsyncSession,
+    keys: Keys,
+    workspace_id: uuid.UUID,
+    lines: AsyncIterator[tuple[int, ImportLine | LineRejected]],
+    *,
+    actor: Actor,
+) -> ImportReport:
+    """Take every line it can, in batches of :data:`BATCH` (a transaction each); report the others."""
+    report = ImportReport()
+    async with session.begin():
+        context = _Context(workspace_id, await settings_of(session, workspace_id), keys, actor, utcnow())
+    batch: list[tuple[int, ImportLine | LineRejected]] = []
+    try:
+        async for item in lines:
+            report.lines += 1
+            batch.append(item)
+            if len(batch) >= BATCH:
+                await _take(session, context, batch, report)
+                batch = []
+    except CsvError as exc:
+        done = "" if not report.recorded else " The lines before it were imported; import the fixed file again."
+        raise InvalidInput(f"{exc}{done}", code="invalid_csv") from None
+    if batch:
+        await _take(session, context, batch, report)
+    return report
+
+
+async def _take(
+    session: AsyncSession, context: _Context, batch: list[tuple[int, ImportLine | LineRejected]], report: ImportReport
+) -> None:
+    async with session.begin():
+        changes: list[tuple[int, Change]] = []
+        for number, line in batch:
+            try:
+                if isinstance(line, LineRejected):
+                    raise line
+                change, created = await _change(session, context, line)
+            except LineRejected as problem:
+                report.add(Problem(number, "rejected", problem.code, problem.message))
+                continue
+            except _Skipped as skipped:
+                report.add(Problem(number, "skipped", skipped.code, skipped.message))
+                continue
+            report.contacts_created += created
+            changes.append((number, change))
+        applied = await apply_changes(
+            session, context.workspace_id, [c for _, c in changes], context.actor, skip_not_allowed=True
+        )
+        for (number, change), outcome in zip(changes, applied, strict=True):
+            if outcome.event_id is not None:
+                report.recorded += 1
+            else:
+                report.add(_not_recorded(number, change, outcome))
+
+
+def _not_recorded(number: int, change: Change, outcome: Applied) -> Problem:
+    if outcome.from_state is change.target:
+        code, message = "already_recorded", "The ledger holds this state from this time or later: nothing new."
+    elif outcome.from_state in WITHDRAWN_STATES:
+        code, message = (
+            "later_withdrawal_stands",
+            f"A later '{outcome.from_state}' stands; the import does not undo it.",
+        )
+    else:
+        code, message = "later_change_stands", f"A later change to '{outcome.from_state}' stands."
+    return Problem(number, "skipped", code, message)
+
+
+class _Skipped(Exception):  # an outcome, not a failure
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+async def _change(session: AsyncSession, context: _Context, line: ImportLine) -> tuple[Change, int]:
+    """The line as a ledger change (contact and address created where new), and whether a contact was created."""
+    channel = line.channel
+    if channel not in _IMPORTABLE_CHANNELS:
+        raise LineRejected(
+            "channel_not_importable",
+            f"{channel} permissions come from the devices: report them through /v1/push, not in an import.",
+        )
+    if line.captured_at.tzinfo is None:
+        raise LineRejected("invalid_captured_at", "'captured_at' needs a time zone (RFC 3339, e.g. …T10:00:00Z).")
+    if line.captured_at > context.now + FUTURE_SKEW:
+        raise LineRejected("invalid_captured_at", "'captured_at' lies in the future.")
+    target = State(line.state)
+    purpose = await _purpose(session, context, line, channel, target)
+    notice = await _notice(session, context, line, channel, purpose) if target is State.OPTED_IN else None
+    value, details = _address(line, channel, context.settings)
+    if target is State.OPTED_IN and await _suppressed(
+        session, context.workspace_id, context.keys.point_keys(channel.value, value, details or {}), purpose
+    ):
+        raise _Skipped(
+            "suppressed",
+            "The address is on the do-not-contact list (unsubscribe, complaint, erasure or objection); an imported "
+            "opt-in does not lift that. Only a fresh opt-in by the person can.",
+        )
+    point, created = await _point(session, context, line, channel, (value, details))
+    evidence = {**line.evidence.as_dict(), "source": line.source, "collection_method": f"import:{line.source}"}
+    return (
+        Change(
+            point,
+            purpose.id if purpose else None,
+            Trigger.IMPORT,
+            evidence,
+            notice=notice,
+            occurred_at=line.captured_at.astimezone(UTC),
+            target=target,
+        ),
+        created,
+    )
+
+
+async def _purpose(
+    session: AsyncSession, context: _Context, line: ImportLine, channel: Channel, target: State
+) -> Purpose | None:
+    if channel is Channel.PRINT:
+        if target is not State.OBJECTED:
+            raise LineRejected(
+                "state_not_importable", "Print needs no opt-in: a print line records an objection ('objected')."
+            )
+        if line.purpose is not None:
+            raise LineRejected("purpose_not_allowed", "A print objection holds for every purpose: leave 'purpose' out.")
+        return None
+    if target is State.OBJECTED:
+        raise LineRejected(
+            "state_not_importable", f"'objected' is for print; on {channel} an objection is 'opted_out'."
+        )
+    if line.purpose is None:
+        raise LineRejected("purpose_required", f"A {channel} consent names its purpose.")
+    if line.purpose not in context.purposes:
+        context.purposes[line.purpose] = await purposes.get_by_key(session, context.workspace_id, line.purpose)
+    purpose = context.purposes[line.purpose]
+    if purpose is None:
+        raise LineRejected("purpose_not_found", f"No purpose with key '{line.purpose}'.")
+    if purpose.kind != PurposeKind.MARKETING:
+        raise LineRejected("purpose_not_consent_based", f"'{purpose.key}' is transactional and needs no consent.")
+    return purpose
+
+
+async def _notice(
+    session: AsyncSession, context: _Context, line: ImportLine, channel: Channel, purpose: Purpose | None
+) -> Notice:
+    """The notice an imported opt-in rests on: the one named, or a version holding the text given."""
+    assert purpose is not None
+    if line.notice_id is not None:
+        notice = await purposes.get_notice(session, context.workspace_id, line.notice_id)
+        if notice is None:
+            raise LineRejected("notice_not_found", "No notice with this id.")
+        if notice.purpose_id != purpose.id or channel.value not in notice.channels:
+            raise LineRejected("notice_mismatch", f"The notice is not for '{purpose.key}' on {channel}.")
+        return notice
+    if line.notice_text is None:
+        raise LineRejected(
+            "notice_required", "An opt-in needs the text the person agreed to: 'notice_id' or 'notice_text'."
+        )
+    locale = line.locale or context.settings.locale
+    digest = hashlib.sha256(line.notice_text.encode()).hexdigest()
+    key = (purpose.id, locale, digest, channel.value)
+    if key not in context.notices:
+        context.notices[key] = await _notice_with_text(session, context, purpose, channel, line)
+    return context.notices[key]
+
+
+async def _notice_with_text(
+    session: AsyncSession, context: _Context, purpose: Purpose, channel: Channel, line: ImportLine
+) -> Notice:
+    """A notice version of the purpose holding exactly this text for this channel: found, or added."""
+    assert line.notice_text is not None
+    locale = line.locale or context.settings.locale
+    digest = hashlib.sha256(line.notice_text.encode()).hexdigest()
+    known = (
+        await session.scalars(
+            select(Notice)
+            .where(Notice.purpose_id == purpose.id, Notice.locale == locale, Notice.sha256 == digest)
+            .order_by(Notice.version.desc())
+        )
+    ).all()
+    for notice in known:
+        if channel.value in notice.channels:
+            return notice
+    await purposes.lock_purpose(session, purpose.id)
+    latest = await purposes.latest_notice(session, purpose.id, locale)
+    return await purposes.add_notice(
+        session,
+        Notice(
+            workspace_id=context.workspace_id,
+            purpose_id=purpose.id,
+            channels=[channel.value],
+            locale=locale,
+            version=(latest.version if latest else 0) + 1,
+            text=line.notice_text,
+            sha256=digest,
+        ),
+    )
+
+
+def _address(line: ImportLine, channel: Channel, settings: WorkspaceSettings) -> tuple[str, dict[str, Any] | None]:
+    try:
+        if channel is Channel.PRINT:
+            given = line.postal_address
+            if given is None:
+                raise LineRejected("postal_address_required", "A print line needs the postal address.")
+            address = given.normalised()
+            return print_value(address), postal_details(address)
+        if line.address is None:
+            raise LineRejected("address_required", f"A {channel} line needs the address.")
+        if channel is Channel.EMAIL:
+            return normalise_email(line.address), None
+        return normalise_phone(line.address, settings.default_region), None
+    except InvalidIdentifier as exc:
+        raise LineRejected(exc.code, exc.message) from None
+
+
+async def _point(
+    session: AsyncSession,
+    context: _Context,
+    line: ImportLine,
+    channel: Channel,
+    address: tuple[str, dict[str, Any] | None],
+) -> tuple[ContactPoint, int]:
+    """The line's address, created (with the contact, for an unknown external id) where new.
+
+    Nothing is created for a line that is refused.
+    """
+    value, details = address
+    contact = await repository.find_contact(session, context.workspace_id, line.contact)
+    point = await repository.find_contact_point(session, context.workspace_id, channel, value)
+    if point is not None:
+        if contact is None or point.contact_id != contact.id:
+            raise LineRejected("address_of_another_contact", "This address belongs to another contact.")
+        return point, 0
+    created = 0
+    if contact is None:
+        try:
+            uuid.UUID(line.contact)
+        except ValueError:
+            contact = await repository.add_contact(
+                session, context.workspace_id, line.contact, line.locale, line.timezone
+            )
+            created = 1
+        else:
+            raise LineRejected("contact_not_found", "No contact with this id (an unknown external id is created).")
+    point = await add_point(
+        session,
+        context.keys,
+        context.workspace_id,
+        contact_id=contact.id,
+        channel=channel,
+        value=value,
+        details=details,
+    )
+    return point, created
+
+
+async def _suppressed(
+    session: AsyncSession, workspace_id: uuid.UUID, point_keys: Sequence[bytes], purpose: Purpose | None
+) -> bool:
+    found = await session.scalar(
+        text(
+            "SELECT EXISTS (SELECT 1 FROM suppressions WHERE workspace_id = :workspace_id AND key = ANY(:keys)"
+            " AND (scope IN ('all', 'all_marketing') OR (scope = 'purpose' AND purpose_id = :purpose_id)))"
+        ),
+        {"workspace_id": workspace_id, "keys": list(point_keys), "purpose_id": purpose.id if purpose else None},
+    )
+    return bool(found)

@@ -1,0 +1,256 @@
+"""``POST /v1/imports/consents``: consents collected elsewhere, imported with their proof, idempotently."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import text
+
+from app.imports import consents as consent_import
+from app.lib.auth import Scope
+from app.lib.orm import utcnow
+
+NDJSON = {"Content-Type": "application/x-ndjson"}
+TEXT = "Ja, ich möchte den Newsletter erhalten. Abmeldung jederzeit."
+CAPTURED = "2024-03-01T10:00:00Z"
+
+
+@pytest.fixture
+async def purposes(ledger):
+    await ledger.purpose("newsletter")
+    await ledger.purpose("orders", kind="transactional")
+
+
+def ndjson(*lines):
+    return "\n".join(json.dumps(line) if isinstance(line, dict) else line for line in lines).encode()
+
+
+async def post(client, headers, body, content_type=NDJSON):
+    return await client.post("/v1/imports/consents", content=body, headers={**headers, **content_type})
+
+
+def email_line(**extra):
+    return {
+        "contact": "crm-1",
+        "channel": "email",
+        "address": "jane@example.com",
+        "purpose": "newsletter",
+        "state": "opted_in",
+        "captured_at": CAPTURED,
+        "source": "mailchimp",
+        "notice_text": TEXT,
+        "locale": "de",
+        "evidence": {"ip": "198.51.100.7", "source_url": "https://acme.example/nl"},
+        **extra,
+    }
+
+
+async def count(session, sql, **params):
+    return (await session.execute(text(sql), params)).scalar_one()
+
+
+async def test_consents_are_imported_with_their_proof_and_the_date_they_were_given(
+    client, admin, purposes, monkeypatch
+):
+    monkeypatch.setattr(consent_import, "BATCH", 2)  # three lines: two batches, each its own transaction
+    sms_notice = await client.post(
+        "/v1/notices",
+        json={"purpose": "newsletter", "channels": ["sms"], "locale": "de", "text": "SMS-News. STOP zum Abmelden."},
+        headers=admin,
+    )
+    body = ndjson(
+        email_line(),
+        {
+            "contact": "crm-1",
+            "channel": "sms",
+            "address": "0151 12345678",
+            "purpose": "newsletter",
+            "state": "opted_in",
+            "captured_at": "2024-03-02T08:00:00+01:00",
+            "source": "old-sms-tool",
+            "notice_id": sms_notice.json()["notice_id"],
+        },
+        {
+            "contact": "crm-2",
+            "channel": "print",
+            "postal_address": {"name": "Max Roe", "street": "Schulstr. 1", "postcode": "10115", "city": "Berlin"},
+            "state": "objected",
+            "captured_at": CAPTURED,
+            "source": "letter",
+            "evidence": {"document_ref": "scan-2024-17"},
+        },
+    )
+    response = await post(client, admin, body)
+
+    assert response.status_code == 200, response.text
+    report = response.json()
+    assert report == {
+        "lines": 3,
+        "recorded": 3,
+        "skipped": 0,
+        "rejected": 0,
+        "contacts_created": 2,
+        "problems": [],
+        "problems_truncated": False,
+    }
+    contact = (await client.get("/v1/contacts/crm-1", headers=admin)).json()
+    consents = {(p["channel"], c["purpose"]): c for p in contact["contact_points"] for c in p["consents"]}
+    email = consents["email", "newsletter"]
+    assert email["state"] == "opted_in"
+    assert email["legal_basis"] == "consent"
+    assert email["since"] == "2024-03-01T10:00:00Z", "dated when it was given, not when it was imported"
+    notice = (await client.get(f"/v1/notices/{email['notice_id']}", headers=admin)).json()
+    assert notice["text"] == TEXT
+    assert consents["sms", "newsletter"]["since"] == "2024-03-02T07:00:00Z"
+    [event, *_] = (await client.get("/v1/contacts/crm-1/events", headers=admin)).json()
+    assert event["trigger"] == "import"
+    assert event["evidence"] == {
+        "ip": "198.51.100.7",
+        "source_url": "https://acme.example/nl",
+        "source": "mailchimp",
+        "collection_method": "import:mailchimp",
+    }
+    eligible = await client.get(
+        "/v1/eligibility", params={"contact": "crm-1", "channel": "email", "purpose": "newsletter"}, headers=admin
+    )
+    assert eligible.json()["eligible"] is True
+    printed = await client.get(
+        "/v1/eligibility", params={"contact": "crm-2", "channel": "print", "purpose": "newsletter"}, headers=admin
+    )
+    assert printed.json()["reason"] == "objected"
+
+
+async def test_importing_the_same_file_again_records_nothing(client, admin, purposes, session):
+    body = ndjson(email_line(), email_line(channel="email", purpose="newsletter", state="opted_in"))
+    first = (await post(client, admin, body)).json()
+    assert first["recorded"] == 1
+    assert [p["code"] for p in first["problems"]] == ["already_recorded"], "the same line twice in one file"
+    events = await count(session, "SELECT count(*) FROM consent_events")
+
+    again = (await post(client, admin, body)).json()
+    assert again["recorded"] == 0
+    assert again["skipped"] == 2
+    assert {p["code"] for p in again["problems"]} == {"already_recorded"}
+    assert await count(session, "SELECT count(*) FROM consent_events") == events
+    assert await count(session, "SELECT count(*) FROM notices") == 1, "the same text is one notice"
+
+
+async def test_a_later_withdrawal_stands_and_a_newer_line_applies(client, admin, purposes):
+    await post(client, admin, ndjson(email_line()))
+    withdrawn = await client.post(
+        "/v1/withdrawals", json={"contact": "crm-1", "channel": "email", "purpose": "newsletter"}, headers=admin
+    )
+    assert withdrawn.status_code == 200, withdrawn.text
+    older = (await post(client, admin, ndjson(email_line(captured_at="2025-01-01T00:00:00Z")))).json()
+    assert older["recorded"] == 0
+    assert older["problems"][0]["code"] == "later_withdrawal_stands"
+
+    newer = (utcnow() + timedelta(seconds=1)).isoformat()
+    renewed = (await post(client, admin, ndjson(email_line(captured_at=newer)))).json()
+    assert renewed["recorded"] == 1, renewed
+
+
+async def test_an_opt_in_for_a_suppressed_address_is_skipped_and_creates_nothing(client, admin, purposes, session):
+    await post(client, admin, ndjson(email_line()))
+    assert (await client.delete("/v1/contacts/crm-1", headers=admin)).status_code == 200
+    contacts = await count(session, "SELECT count(*) FROM contacts")
+
+    report = (await post(client, admin, ndjson(email_line()))).json()
+    assert report["recorded"] == 0
+    assert report["problems"][0]["code"] == "suppressed"
+    assert report["contacts_created"] == 0
+    assert await count(session, "SELECT count(*) FROM contacts") == contacts
+    opted_out = (await post(client, admin, ndjson(email_line(state="opted_out")))).json()
+    assert opted_out["recorded"] == 1, "a withdrawal is always taken"
+
+
+async def test_wrong_lines_are_reported_and_the_others_taken(client, admin, purposes, session, ledger):
+    other = await ledger.point("email", "taken@example.com", external_id="someone-else")
+    assert other is not None
+    future = (utcnow() + timedelta(days=1)).isoformat()
+    lines = [
+        email_line(address="not-an-address"),  # 1
+        email_line(purpose="nope"),  # 2
+        email_line(notice_text=None),  # 3
+        email_line(channel="app_push"),  # 4
+        email_line(purpose="orders"),  # 5
+        email_line(captured_at=future),  # 6
+        email_line(captured_at="2024-03-01T10:00:00"),  # 7
+        "{not json",  # 8
+        email_line(channel="print", state="objected"),  # 9: print takes no purpose
+        email_line(address=None),  # 10
+        email_line(address="taken@example.com"),  # 11
+        email_line(contact=str(uuid.uuid4())),  # 12
+        email_line(state="objected"),  # 13
+        email_line(colour="blue"),  # 14
+        email_line(contact="crm-ok"),  # 15: fine
+    ]
+    report = (await post(client, admin, ndjson(*[_drop_none(line) for line in lines]))).json()
+
+    assert report["lines"] == 15
+    assert report["recorded"] == 1
+    assert report["rejected"] == 14
+    assert [(p["line"], p["code"]) for p in report["problems"]] == [
+        (1, "invalid_email"),
+        (2, "purpose_not_found"),
+        (3, "notice_required"),
+        (4, "channel_not_importable"),
+        (5, "purpose_not_consent_based"),
+        (6, "invalid_captured_at"),
+        (7, "invalid_captured_at"),
+        (8, "malformed_json"),
+        (9, "purpose_not_allowed"),
+        (10, "address_required"),
+        (11, "address_of_another_contact"),
+        (12, "contact_not_found"),
+        (13, "state_not_importable"),
+        (14, "invalid_line"),
+    ]
+    assert all(p["outcome"] == "rejected" and p["message"] for p in report["problems"])
+    assert report["contacts_created"] == 1, "only the good line's contact: a refused line creates nothing"
+    assert await count(session, "SELECT count(*) FROM contacts WHERE external_id = 'crm-1'") == 0
+
+
+def _drop_none(line):
+    return {k: v for k, v in line.items() if v is not None} if isinstance(line, dict) else line
+
+
+async def test_csv_with_flat_evidence_and_postal_columns(client, admin, purposes):
+    body = (
+        "contact;channel;address;purpose;state;captured_at;source;notice_text;ip;note;name;street;postcode;city\n"
+        f'crm-1;email;jane@example.com;newsletter;opted_in;{CAPTURED};shop;"{TEXT}";198.51.100.7;"paper form; '
+        'signed";;;;\n'
+        f"crm-1;print;;;objected;{CAPTURED};letter;;;;Jane Roe;Hauptstraße 5;10115;Berlin\n"
+    ).encode()
+    response = await post(client, admin, body, {"Content-Type": "text/csv; charset=utf-8"})
+    assert response.status_code == 200, response.text
+    assert response.json()["recorded"] == 2, response.json()
+    events = (await client.get("/v1/contacts/crm-1/events", headers=admin)).json()
+    assert events[0]["evidence"]["note"] == "paper form; signed"
+    contact = (await client.get("/v1/contacts/crm-1", headers=admin)).json()
+    assert {p["channel"] for p in contact["contact_points"]} == {"email", "print"}
+
+
+async def test_what_cannot_be_read_at_all_is_refused_before_anything_is_written(client, admin, purposes, session):
+    wrong_type = await post(client, admin, b"{}", {"Content-Type": "application/json"})
+    assert wrong_type.status_code == 415
+    assert wrong_type.json()["code"] == "unsupported_media_type"
+    no_header = await post(client, admin, b"jane@example.com;email\n", {"Content-Type": "text/csv"})
+    assert no_header.status_code == 422
+    assert no_header.json()["code"] == "invalid_csv"
+    assert "contact" in no_header.json()["detail"]
+    unknown = await post(
+        client, admin, b"contact,channel,state,captured_at,source,colour\n", {"Content-Type": "text/csv"}
+    )
+    assert unknown.status_code == 422
+    assert "colour" in unknown.json()["detail"]
+    assert await count(session, "SELECT count(*) FROM contacts") == 0
+
+
+async def test_the_import_needs_the_consents_scope(client, tenant, purposes):
+    reader = await tenant.key(Scope.ELIGIBILITY_READ)
+    response = await post(client, reader, ndjson(email_line()))
+    assert response.status_code == 403
