@@ -303,7 +303,9 @@ async def _change(session: AsyncSession, context: _Context, line: ImportLine) ->
             Trigger.IMPORT,
             evidence,
             notice=notice,
-            occurred_at=line.captured_at.astimezone(UTC),
+            # within the clock-skew allowance a time ahead of ours is taken as now: a consent dated in the future
+            # would make every real event until then look older than it
+            occurred_at=min(line.captured_at.astimezone(UTC), utcnow()),
             target=target,
         ),
         created,

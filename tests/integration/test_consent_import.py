@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import text
 
 from app.imports import consents as consent_import
+from app.ledger.models import ContactPoint
 from app.lib.auth import Scope
 from app.lib.orm import utcnow
 
@@ -254,3 +255,20 @@ async def test_the_import_needs_the_consents_scope(client, tenant, purposes):
     reader = await tenant.key(Scope.ELIGIBILITY_READ)
     response = await post(client, reader, ndjson(email_line()))
     assert response.status_code == 403
+
+
+async def test_a_line_dated_slightly_ahead_of_our_clock_does_not_hide_what_happens_next(
+    client, admin, purposes, ledger, session
+):
+    ahead = (utcnow() + timedelta(minutes=2)).isoformat()  # within the allowed clock skew
+    report = (await post(client, admin, ndjson(email_line(state="opted_out", captured_at=ahead)))).json()
+    assert report["recorded"] == 1
+    point = (await client.get("/v1/contacts/crm-1", headers=admin)).json()["contact_points"][0]
+    assert point["consents"][0]["since"] <= utcnow().isoformat().replace("+00:00", "Z"), "taken as now"
+
+    newsletter = (await client.get("/v1/purposes", headers=admin)).json()
+    purpose_id = next(p["id"] for p in newsletter if p["key"] == "newsletter")
+    [signup] = await ledger.apply(
+        await session.get(ContactPoint, uuid.UUID(point["id"])), uuid.UUID(purpose_id), "signup"
+    )
+    assert signup.event_id is not None, "a new signup a minute later is recorded, not taken for older"
