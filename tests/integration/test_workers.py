@@ -120,9 +120,12 @@ def start_worker(url, stand_in, *args, log=None):
         "TWILIO_API_BASE_URL": stand_in.url,
         "CONSENT_LOG_FORMAT": "json",
     }
-    # logs go to a file: a pipe nobody reads would fill up and block the worker
-    sink = log.open("ab") if log else subprocess.DEVNULL
-    return subprocess.Popen([CONSENT, "worker", *args], env=env, stdout=subprocess.DEVNULL, stderr=sink)
+    command = [CONSENT, "worker", *args]
+    if log is None:
+        return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # logs go to a file: a pipe nobody reads would fill up and block the worker (the child keeps its own handle)
+    with log.open("ab") as sink:
+        return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=sink)
 
 
 async def wait_for(predicate, timeout=30.0):
@@ -134,10 +137,17 @@ async def wait_for(predicate, timeout=30.0):
     raise AssertionError("timed out")
 
 
-async def test_two_workers_never_send_the_same_delivery(queued, stand_in):
-    await queued["enqueue"]([f"msg-{i}" for i in range(150)])
-    workers = [start_worker(queued["url"], stand_in, "--concurrency", "8") for _ in range(2)]
+async def test_two_workers_never_send_the_same_delivery(queued, stand_in, tmp_path):
+    logs = [tmp_path / f"worker-{n}.log" for n in range(2)]
+    workers = [start_worker(queued["url"], stand_in, "--concurrency", "8", log=log) for log in logs]
     try:
+
+        async def both_started():  # signal handlers set, polling: both take part, and both stop on SIGTERM
+            return all(log.exists() and b"worker_started" in log.read_bytes() for log in logs)
+
+        # a worker still starting when the work is done would miss it, and SIGTERM would kill it (-15)
+        await wait_for(both_started)
+        await queued["enqueue"]([f"msg-{i}" for i in range(150)])
 
         async def all_sent():
             return all(d.status == "sent" for d in await queued["deliveries"]())
