@@ -376,7 +376,10 @@ async def _chunks(path: Path, size: int = 1 << 20) -> AsyncIterator[bytes]:
     "--deadline", type=click.FloatRange(0.1, 300), default=15.0, show_default=True, help="Seconds per provider call."
 )
 def worker(concurrency: int, lease_seconds: int, deadline: float) -> None:
-    """Run a dispatcher: claims queued deliveries (SKIP LOCKED), sends them, records the outcome. Any number may run."""
+    """Run a dispatcher and a webhook sender: claims queued deliveries (SKIP LOCKED), sends them, records the outcome.
+
+    Any number may run.
+    """
     import signal  # noqa: PLC0415
     from datetime import timedelta  # noqa: PLC0415
 
@@ -384,6 +387,7 @@ def worker(concurrency: int, lease_seconds: int, deadline: float) -> None:
     from app.main import mail_sender  # noqa: PLC0415
     from app.messages.adapters import Adapters  # noqa: PLC0415
     from app.messages.dispatcher import DispatchConfig, Dispatcher  # noqa: PLC0415
+    from app.webhooks.sender import WebhookSender  # noqa: PLC0415
 
     settings = _settings().with_dev_secrets()
     secret = settings.secret_key
@@ -406,7 +410,7 @@ def worker(concurrency: int, lease_seconds: int, deadline: float) -> None:
             dispatcher = Dispatcher(database, keys, settings, adapters, config=config)
             structlog.get_logger(__name__).info("worker_started", worker=dispatcher.worker_id)
             try:
-                await dispatcher.run(stop)
+                await asyncio.gather(dispatcher.run(stop), WebhookSender(database, keys).run(stop))
             finally:
                 await adapters.aclose()
 

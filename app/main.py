@@ -42,6 +42,8 @@ from app.push.controllers import PushController
 from app.settings import Settings
 from app.signups.controllers import SignupController
 from app.twilio.controllers import TwilioWebhookController
+from app.webhooks.controllers import WebhookSubscriptionController
+from app.webhooks.sender import WebhookSender
 from app.workspaces.controllers import ApiKeyController, WorkspaceController
 from channel_providers.email import MailSender, SmtpConfig, sender_for
 
@@ -82,14 +84,16 @@ async def _lapse_loop(database: Database) -> None:
 
 @asynccontextmanager
 async def _background(app: Litestar, settings: Settings, database: Database) -> AsyncIterator[None]:
-    """The lapse sweep and (unless switched off) a dispatcher, for as long as the service runs."""
+    """The lapse sweep and (unless switched off) a dispatcher and a webhook sender, for as long as the service runs."""
     sweeper = asyncio.create_task(_lapse_loop(database))
     stop = asyncio.Event()
     keys: Keys | None = app.state.derived_keys
     adapters = Adapters(settings, keys, app.state.mail_sender) if keys is not None else None
     dispatcher: asyncio.Task[None] | None = None
+    webhooks: asyncio.Task[None] | None = None
     if settings.dispatcher and adapters is not None and keys is not None:
         dispatcher = asyncio.create_task(Dispatcher(database, keys, settings, adapters).run(stop))
+        webhooks = asyncio.create_task(WebhookSender(database, keys).run(stop))
     try:
         yield
     finally:
@@ -104,6 +108,11 @@ async def _background(app: Litestar, settings: Settings, database: Database) -> 
                 await asyncio.wait_for(dispatcher, _SHUTDOWN_GRACE_SECONDS)
             except TimeoutError:
                 log.warning("dispatcher_cancelled_at_shutdown")
+        if webhooks is not None:
+            try:
+                await asyncio.wait_for(webhooks, _SHUTDOWN_GRACE_SECONDS)
+            except TimeoutError:
+                log.warning("webhook_sender_cancelled_at_shutdown")
         if adapters is not None:
             await adapters.aclose()
 
@@ -176,6 +185,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
             ImportController,
             PushController,
             MessageController,
+            WebhookSubscriptionController,
         ],
         guards=[api_key_guard],
         middleware=[idempotency_middleware],

@@ -1,12 +1,13 @@
 """Every model, imported in one place so that Alembic and the drift test see the whole schema."""
 
 from app.emails.models import ConfirmationToken, RateLimitHit
-from app.ledger.models import Consent, ConsentEvent, Contact, ContactPoint, LedgerHead, Suppression
+from app.ledger.models import Consent, ConsentEvent, Contact, ContactPoint, Erasure, LedgerHead, Suppression
 from app.lib.idempotency import IdempotencyKey
 from app.lib.orm import Base
 from app.messages.models import Delivery, Message, MessageEvent
 from app.purposes.models import Notice, Purpose
 from app.twilio.models import InboundMessage, ProviderCallback
+from app.webhooks.models import WebhookDelivery, WebhookSubscription
 from app.workspaces.models import ApiKey, Workspace
 
 metadata = Base.metadata
@@ -19,6 +20,7 @@ __all__ = [
     "Contact",
     "ContactPoint",
     "Delivery",
+    "Erasure",
     "IdempotencyKey",
     "InboundMessage",
     "LedgerHead",
@@ -29,6 +31,8 @@ __all__ = [
     "Purpose",
     "RateLimitHit",
     "Suppression",
+    "WebhookDelivery",
+    "WebhookSubscription",
     "Workspace",
     "metadata",
 ]

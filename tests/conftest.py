@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from aiohttp import web
 from litestar import Litestar
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -345,3 +346,16 @@ class Ledger:
 def ledger(database: Database, tenant: Tenant) -> Ledger:
     """Ledger helpers on ``tenant``."""
     return Ledger(database, tenant.id)
+
+
+@asynccontextmanager
+async def local_http(application: web.Application) -> AsyncIterator[str]:
+    """Serve ``application`` (a provider's or a customer's endpoint) on a free loopback port; yields its base URL."""
+    runner = web.AppRunner(application, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    finally:
+        await runner.cleanup()

@@ -21,7 +21,7 @@ from app.messages import service as messages
 from app.messages.models import Delivery
 from app.messages.schemas import MessageIn
 from app.workspaces import service as workspaces
-from tests.conftest import TEST_SECRET
+from tests.conftest import TEST_SECRET, local_http
 
 pytestmark = pytest.mark.slow
 
@@ -49,15 +49,9 @@ async def stand_in():
     handler = StandIn()
     application = web.Application()
     application.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", handler.create)
-    runner = web.AppRunner(application, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    handler.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
-    try:
+    async with local_http(application) as url:
+        handler.url = url
         yield handler
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture

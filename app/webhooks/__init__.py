@@ -1,0 +1,1 @@
+"""Outbound change events: webhook subscriptions, a transactional outbox, signed and retried deliveries."""

@@ -1,0 +1,194 @@
+"""Sending queued webhook deliveries: claimed with ``SKIP LOCKED`` and a lease, signed, retried with backoff.
+
+Several senders may run (``consent serve`` and every ``consent worker``); a claim moves the delivery's
+``next_attempt_at`` past its lease, so a sender that dies leaves nothing stuck: the row is claimed again after it.
+Any 2xx answer delivers; anything else (an error status, a redirect, a timeout, a refused connection) is retried
+with exponential backoff until :attr:`SenderConfig.max_attempts`, then the delivery is ``failed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import msgspec
+import structlog
+from sqlalchemy import text
+
+from app.emails.signature import sign
+from app.lib.db import Database
+from app.lib.keys import Keys
+from app.webhooks.service import sealing_context
+
+log = structlog.get_logger(__name__)
+
+USER_AGENT = "consent-service-webhooks/1"
+
+
+@dataclass(frozen=True, slots=True)
+class SenderConfig:
+    """How a sender works."""
+
+    batch: int = 50
+    concurrency: int = 8
+    timeout: float = 10.0
+    lease_seconds: float = 60.0
+    base_backoff: float = 30.0
+    max_backoff: float = 6 * 3600.0
+    max_attempts: int = 12  # with the defaults: retried for about a day and a half
+    idle_sleep: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Claimed:
+    id: uuid.UUID
+    subscription_id: uuid.UUID
+    event_id: uuid.UUID
+    event_type: str
+    payload: dict[str, Any]
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    delivered: bool
+    status: int | None
+    error: str | None
+
+
+_CLAIM = text(
+    """
+    UPDATE webhook_deliveries d
+       SET status = 'sending', attempts = d.attempts + 1, next_attempt_at = now() + make_interval(secs => :lease)
+     WHERE d.id IN (SELECT id FROM webhook_deliveries
+                     WHERE status IN ('queued', 'sending') AND next_attempt_at <= now()
+                     ORDER BY next_attempt_at LIMIT :batch FOR UPDATE SKIP LOCKED)
+    RETURNING d.id, d.subscription_id, d.event_id, d.event_type, d.payload, d.attempts
+    """
+)
+_TARGETS = text("SELECT id, url, secret_sealed FROM webhook_subscriptions WHERE id = ANY(:ids)")
+_DELIVERED = text(
+    "UPDATE webhook_deliveries SET status = 'delivered', delivered_at = now(), last_status = :status, last_error = NULL"
+    " WHERE id = :id AND status = 'sending' AND attempts = :attempts"
+)
+_RETRY = text(
+    "UPDATE webhook_deliveries SET status = CASE WHEN :give_up THEN 'failed' ELSE 'queued' END,"
+    " next_attempt_at = now() + make_interval(secs => :delay), last_status = :status, last_error = :error"
+    " WHERE id = :id AND status = 'sending' AND attempts = :attempts"
+)
+
+
+class WebhookSender:
+    """Delivers what the outbox holds, for every workspace."""
+
+    def __init__(
+        self,
+        database: Database,
+        keys: Keys,
+        config: SenderConfig | None = None,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.database = database
+        self.keys = keys
+        self.config = config or SenderConfig()
+        self._client = client
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Work until ``stop`` is set; sleeps briefly when nothing is due."""
+        async with self._http() as client:
+            while not stop.is_set():
+                try:
+                    handled = await self.run_once(client)
+                except Exception:  # a failed round is logged and retried; the loop must not die
+                    log.exception("webhook_round_failed")
+                    handled = 0
+                if not handled:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), self.config.idle_sleep)
+
+    @contextlib.asynccontextmanager
+    async def _http(self) -> AsyncIterator[httpx.AsyncClient]:
+        if self._client is not None:
+            yield self._client
+            return
+        async with httpx.AsyncClient(
+            timeout=self.config.timeout, follow_redirects=False, headers={"User-Agent": USER_AGENT}
+        ) as client:
+            yield client
+
+    async def run_once(self, client: httpx.AsyncClient | None = None) -> int:
+        """Claim one batch, send it, record the outcomes; returns how many were claimed."""
+        async with self.database.sessionmaker() as session, session.begin():
+            rows = (
+                await session.execute(_CLAIM, {"lease": self.config.lease_seconds, "batch": self.config.batch})
+            ).all()
+            claimed = [_Claimed(*row) for row in rows]
+            targets = (
+                {
+                    row.id: row
+                    for row in (await session.execute(_TARGETS, {"ids": [c.subscription_id for c in claimed]}))
+                }
+                if claimed
+                else {}
+            )
+        if not claimed:
+            return 0
+        limit = asyncio.Semaphore(self.config.concurrency)
+
+        async def one(item: _Claimed, http: httpx.AsyncClient) -> tuple[_Claimed, _Outcome]:
+            target = targets.get(item.subscription_id)
+            if target is None:  # deleted meanwhile: its deliveries went with it
+                return item, _Outcome(delivered=False, status=None, error="the subscription was deleted")
+            secret = self.keys.unseal(target.secret_sealed, sealing_context(target.id))
+            async with limit:
+                return item, await _post(http, target.url, secret, item)
+
+        async with contextlib.AsyncExitStack() as stack:
+            http = client if client is not None else await stack.enter_async_context(self._http())
+            outcomes = await asyncio.gather(*(one(item, http) for item in claimed))
+        async with self.database.sessionmaker() as session, session.begin():
+            for item, outcome in outcomes:
+                await session.execute(*self._record(item, outcome))
+        return len(claimed)
+
+    def _record(self, item: _Claimed, outcome: _Outcome) -> tuple[Any, dict[str, Any]]:
+        params: dict[str, Any] = {"id": item.id, "attempts": item.attempts, "status": outcome.status}
+        if outcome.delivered:
+            log.info("webhook_delivered", delivery_id=str(item.id), status=outcome.status, attempt=item.attempts)
+            return _DELIVERED, params
+        give_up = item.attempts >= self.config.max_attempts
+        delay = min(self.config.max_backoff, self.config.base_backoff * 2 ** (item.attempts - 1))
+        delay *= random.uniform(0.5, 1.5)  # noqa: S311  # jitter, not a secret
+        log.warning(
+            "webhook_failed" if give_up else "webhook_retry_scheduled",
+            delivery_id=str(item.id),
+            status=outcome.status,
+            error=outcome.error,
+            attempt=item.attempts,
+        )
+        return _RETRY, {**params, "give_up": give_up, "delay": delay, "error": outcome.error}
+
+
+async def _post(client: httpx.AsyncClient, url: str, secret: str, item: _Claimed) -> _Outcome:
+    body = msgspec.json.encode(item.payload)
+    headers = {
+        "Content-Type": "application/json",
+        "X-Consent-Signature": sign(secret, body, int(time.time())),
+        "X-Consent-Event-Id": str(item.event_id),
+        "X-Consent-Event-Type": item.event_type,
+        "User-Agent": USER_AGENT,
+    }
+    try:
+        response = await client.post(url, content=body, headers=headers)
+    except httpx.HTTPError as exc:
+        return _Outcome(delivered=False, status=None, error=f"{type(exc).__name__}: {exc}"[:500])
+    if 200 <= response.status_code < 300:  # noqa: PLR2004
+        return _Outcome(delivered=True, status=response.status_code, error=None)
+    return _Outcome(delivered=False, status=response.status_code, error=f"HTTP {response.status_code}")

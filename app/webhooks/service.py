@@ -1,0 +1,107 @@
+"""Webhook subscriptions: create (the secret sealed, shown once), list, delete."""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+import uuid
+from collections.abc import Sequence
+from urllib.parse import urlsplit
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.lib.errors import InvalidInput, NotFound
+from app.lib.keys import Keys
+from app.webhooks.models import WebhookDelivery, WebhookSubscription
+from app.webhooks.schemas import SubscriptionIn, SubscriptionOut
+
+_LOOPBACK_NAMES = frozenset({"localhost"})
+
+
+def sealing_context(subscription_id: uuid.UUID) -> str:
+    """What a subscription's secret is sealed to (it cannot be moved to another row)."""
+    return f"webhook-secret:{subscription_id}"
+
+
+def check_url(url: str, *, allow_http: bool) -> str:
+    """An https URL with a host; plain http only to the loopback and only where the settings allow it."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname or parts.username or parts.password:
+        raise InvalidInput(
+            "The webhook URL must be an https URL with a host (no user info).", code="invalid_webhook_url"
+        )
+    if parts.scheme == "http" and not (allow_http and _is_loopback(parts.hostname)):
+        raise InvalidInput(
+            "Webhook deliveries carry personal data: the URL must use https.", code="webhook_url_not_https"
+        )
+    return url
+
+
+def _is_loopback(host: str) -> bool:
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def create(
+    session: AsyncSession, keys: Keys, workspace_id: uuid.UUID, data: SubscriptionIn, *, allow_http: bool
+) -> SubscriptionOut:
+    """A new subscription; the answer holds the secret (generated when not given), never shown again."""
+    url = check_url(data.url, allow_http=allow_http)
+    secret = data.secret or f"whsec_{secrets.token_urlsafe(32)}"
+    subscription_id = uuid.uuid4()
+    row = WebhookSubscription(
+        id=subscription_id,
+        workspace_id=workspace_id,
+        url=url,
+        events=sorted(set(data.events)),
+        secret_sealed=keys.seal(secret, sealing_context(subscription_id)),
+    )
+    session.add(row)
+    await session.flush()
+    await session.refresh(row, ["created_at"])
+    return SubscriptionOut(id=row.id, url=row.url, events=row.events, created_at=row.created_at, secret=secret)
+
+
+async def list_subscriptions(session: AsyncSession, workspace_id: uuid.UUID) -> list[SubscriptionOut]:
+    """The workspace's subscriptions with how many deliveries wait and how many failed for good."""
+    rows: Sequence[WebhookSubscription] = (
+        await session.scalars(
+            select(WebhookSubscription)
+            .where(WebhookSubscription.workspace_id == workspace_id)
+            .order_by(WebhookSubscription.created_at)
+        )
+    ).all()
+    counts = {
+        (subscription_id, status): count
+        for subscription_id, status, count in (
+            await session.execute(
+                select(WebhookDelivery.subscription_id, WebhookDelivery.status, func.count())
+                .where(WebhookDelivery.workspace_id == workspace_id, WebhookDelivery.status != "delivered")
+                .group_by(WebhookDelivery.subscription_id, WebhookDelivery.status)
+            )
+        ).all()
+    }
+    return [
+        SubscriptionOut(
+            id=row.id,
+            url=row.url,
+            events=row.events,
+            created_at=row.created_at,
+            pending=counts.get((row.id, "queued"), 0) + counts.get((row.id, "sending"), 0),
+            failed=counts.get((row.id, "failed"), 0),
+        )
+        for row in rows
+    ]
+
+
+async def delete(session: AsyncSession, workspace_id: uuid.UUID, subscription_id: uuid.UUID) -> None:
+    """Remove a subscription and what it still had to deliver."""
+    row = await session.get(WebhookSubscription, subscription_id)
+    if row is None or row.workspace_id != workspace_id:
+        raise NotFound("No webhook subscription with this id.", code="webhook_subscription_not_found")
+    await session.delete(row)

@@ -1,0 +1,201 @@
+"""Webhook subscriptions: change events queued with the change, signed, delivered and retried."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from aiohttp import web
+from sqlalchemy import text
+
+from app.emails.signature import verify
+from app.lib.auth import Scope
+from app.lib.keys import Keys
+from app.settings import Settings
+from app.webhooks.sender import SenderConfig, WebhookSender
+from tests.conftest import TEST_SECRET, local_http
+
+
+@pytest.fixture
+def settings(tmp_path):
+    """As the suite's, with plain http to the loopback allowed (the receiver below runs on 127.0.0.1)."""
+    return Settings(
+        data_dir=tmp_path / "data",
+        secret_key=TEST_SECRET,
+        public_base_url="https://consent.example.com",
+        webhooks_allow_http=True,
+    )
+
+
+class Receiver:
+    """A customer's endpoint: records what it gets, answers the statuses it is told to, then 200."""
+
+    def __init__(self):
+        self.requests: list[tuple[dict, bytes]] = []
+        self.statuses: list[int] = []
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.requests.append((dict(request.headers), await request.read()))
+        return web.Response(status=self.statuses.pop(0) if self.statuses else 200)
+
+
+@pytest.fixture
+async def receiver():
+    handler = Receiver()
+    application = web.Application()
+    application.router.add_post("/hooks", handler.handle)
+    async with local_http(application) as url:
+        handler.url = f"{url}/hooks"
+        yield handler
+
+
+@pytest.fixture
+def sender(database):
+    return WebhookSender(database, Keys(TEST_SECRET), SenderConfig(base_backoff=60, max_attempts=3))
+
+
+async def subscribe(client, headers, url, **extra):
+    response = await client.post(
+        "/v1/webhook-subscriptions", json={"url": url, "events": ["consent.changed"], **extra}, headers=headers
+    )
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def deliveries(session):
+    rows = await session.execute(
+        text("SELECT status, attempts, last_status FROM webhook_deliveries ORDER BY created_at")
+    )
+    return [tuple(row) for row in rows]
+
+
+async def test_a_consent_change_is_delivered_signed_with_what_changed(client, admin, ledger, receiver, sender, session):
+    subscription = await subscribe(client, admin, receiver.url)
+    assert subscription["secret"].startswith("whsec_")
+    purpose = await ledger.purpose("newsletter")
+    point = await ledger.point("email", "jane@example.com", external_id="crm-42")
+    [applied] = await ledger.apply(point, purpose.id, "signup")
+    assert await deliveries(session) == [("queued", 0, None)], "queued in the transaction of the change"
+
+    assert await sender.run_once() == 1
+    [(headers, body)] = receiver.requests
+    assert verify(subscription["secret"], headers["X-Consent-Signature"], body, time.time())
+    assert headers["X-Consent-Event-Type"] == "consent.changed"
+    event = json.loads(body)
+    assert event["id"] == str(applied.event_id) == headers["X-Consent-Event-Id"]
+    assert event["type"] == "consent.changed"
+    data = event["data"]
+    assert (data["external_id"], data["channel"], data["purpose"]) == ("crm-42", "email", "newsletter")
+    assert (data["trigger"], data["from_state"], data["to_state"]) == ("signup", "none", "pending")
+    assert "jane@example.com" not in body.decode(), "no address leaves in a change event"
+    assert await deliveries(session) == [("delivered", 1, 200)]
+    assert await sender.run_once() == 0, "delivered once"
+
+
+async def test_a_failing_receiver_is_retried_with_backoff_and_then_given_up(
+    client, admin, ledger, receiver, sender, session
+):
+    await subscribe(client, admin, receiver.url)
+    purpose = await ledger.purpose("newsletter")
+    await ledger.apply(await ledger.point("sms", "+4915112345678"), purpose.id, "start_word")
+    receiver.statuses = [500, 503]
+
+    await sender.run_once()
+    assert await deliveries(session) == [("queued", 1, 500)]
+    assert await sender.run_once() == 0, "not due before its backoff"
+    due = "UPDATE webhook_deliveries SET next_attempt_at = now() - interval '1 second'"
+    await session.execute(text(due))
+    await sender.run_once()
+    assert await deliveries(session) == [("queued", 2, 503)]
+    await session.execute(text(due))
+    await sender.run_once()
+    assert await deliveries(session) == [("delivered", 3, 200)]
+    assert len(receiver.requests) == 3
+    assert len({headers["X-Consent-Event-Id"] for headers, _ in receiver.requests}) == 1, "the same event id"
+
+    receiver.statuses = [500, 500, 500]
+    await ledger.apply(await ledger.point("sms", "+4915112345679"), purpose.id, "start_word")
+    for _ in range(3):
+        await sender.run_once()
+        await session.execute(text(due))
+    assert (await deliveries(session))[-1] == ("failed", 3, 500), "given up after max_attempts"
+    listed = (await client.get("/v1/webhook-subscriptions", headers=admin)).json()
+    assert listed[0]["failed"] == 1
+    assert "secret" not in listed[0], "the secret is shown once, when created"
+
+
+async def test_a_lost_claim_is_taken_over_after_its_lease(client, admin, ledger, receiver, database, session):
+    await subscribe(client, admin, receiver.url)
+    purpose = await ledger.purpose("newsletter")
+    await ledger.apply(await ledger.point("email", "jane@example.com"), purpose.id, "signup")
+    # a sender claimed it and died: the row is 'sending' with its lease running
+    await session.execute(
+        text(
+            "UPDATE webhook_deliveries SET status = 'sending', attempts = 1, next_attempt_at = now() + interval '1 min'"
+        )
+    )
+    other = WebhookSender(database, Keys(TEST_SECRET))
+    assert await other.run_once() == 0, "the lease still runs"
+    await session.execute(text("UPDATE webhook_deliveries SET next_attempt_at = now() - interval '1 second'"))
+    assert await other.run_once() == 1
+    assert await deliveries(session) == [("delivered", 2, 200)]
+
+
+async def test_no_subscription_no_delivery_and_workspaces_stay_apart(
+    client, ledger, other_tenant, receiver, sender, session
+):
+    await subscribe(client, await other_tenant.key(Scope.ADMIN), receiver.url)
+    purpose = await ledger.purpose("newsletter")
+    await ledger.apply(await ledger.point("email", "jane@example.com"), purpose.id, "signup")
+    assert await deliveries(session) == [], "the other workspace's subscription gets nothing of ours"
+    assert await sender.run_once() == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "code"),
+    [
+        ("http://example.com/hooks", "webhook_url_not_https"),
+        ("ftp://example.com/hooks", "invalid_webhook_url"),
+        ("https://user:pw@example.com/hooks", "invalid_webhook_url"),
+    ],
+)
+async def test_a_url_that_is_not_https_is_refused(client, admin, url, code):
+    response = await client.post(
+        "/v1/webhook-subscriptions", json={"url": url, "events": ["consent.changed"]}, headers=admin
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == code
+
+
+async def test_plain_http_needs_the_setting_even_to_the_loopback(admin, tenant):
+    from app.lib.errors import InvalidInput  # noqa: PLC0415
+    from app.webhooks.service import check_url  # noqa: PLC0415
+
+    with pytest.raises(InvalidInput):
+        check_url("http://127.0.0.1:8080/hooks", allow_http=False)
+    assert check_url("http://127.0.0.1:8080/hooks", allow_http=True)
+    assert check_url("https://crm.example.com/hooks", allow_http=False)
+
+
+async def test_subscriptions_are_admin_only_listed_and_deleted(client, admin, tenant, other_tenant, receiver, session):
+    writer = await tenant.key(Scope.CONSENTS_WRITE)
+    refused = await client.post(
+        "/v1/webhook-subscriptions", json={"url": receiver.url, "events": ["consent.changed"]}, headers=writer
+    )
+    assert refused.status_code == 403
+    created = await subscribe(client, admin, receiver.url, secret="a-secret-of-our-own-choosing-123")
+    assert created["secret"] == "a-secret-of-our-own-choosing-123"
+    stored = (await session.execute(text("SELECT secret_sealed FROM webhook_subscriptions"))).scalar_one()
+    assert "a-secret-of-our-own-choosing" not in stored, "stored sealed"
+    foreign = await client.delete(
+        f"/v1/webhook-subscriptions/{created['id']}", headers=await other_tenant.key(Scope.ADMIN)
+    )
+    assert foreign.status_code == 404
+    gone = await client.delete(f"/v1/webhook-subscriptions/{created['id']}", headers=admin)
+    assert gone.status_code == 204
+    assert (await client.get("/v1/webhook-subscriptions", headers=admin)).json() == []
+    unknown_event = await client.post(
+        "/v1/webhook-subscriptions", json={"url": receiver.url, "events": ["everything"]}, headers=admin
+    )
+    assert unknown_event.status_code == 422
