@@ -40,7 +40,9 @@ class WebhookSubscriptionController(Controller):
         answer delivers; anything else is retried with exponential backoff (about a day and a half), so a
         receiver must accept the same event id twice. `consent.changed` carries the ledger event: `seq`,
         `contact_id`, `external_id`, `contact_point_id`, `channel`, `purpose`, `trigger`, `from_state`, `to_state`,
-        `legal_basis`, `occurred_at` (no address).
+        `legal_basis`, `occurred_at` (no address). `message.status` carries each step of a message's history:
+        `message_id`, `delivery_id`, `contact_id`, `external_id`, `purpose`, `channel`, `status` (`queued`, `sent`,
+        `delivered`, `failed`, `blocked_at_send`, `retry_scheduled`, …), `provider_message_id`, `error`, `at`.
         """
         async with db.begin():
             return await service.create(

@@ -13,8 +13,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 CONSENT_CHANGED = "consent.changed"
+#: Queued by a trigger on ``message_events`` (migration 0013), whoever writes a message's history.
+MESSAGE_STATUS = "message.status"
 #: The event types a subscription may ask for.
-EVENT_TYPES = (CONSENT_CHANGED,)
+EVENT_TYPES = (CONSENT_CHANGED, MESSAGE_STATUS)
 
 _QUEUE_CONSENT_CHANGES = text(
     """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import typing
 
 import pytest
 from aiohttp import web
@@ -13,6 +14,8 @@ from app.emails.signature import verify
 from app.lib.auth import Scope
 from app.lib.keys import Keys
 from app.settings import Settings
+from app.webhooks.outbox import EVENT_TYPES
+from app.webhooks.schemas import EventType
 from app.webhooks.sender import SenderConfig, WebhookSender
 from tests.conftest import TEST_SECRET, local_http
 
@@ -57,7 +60,7 @@ def sender(database):
 
 async def subscribe(client, headers, url, **extra):
     response = await client.post(
-        "/v1/webhook-subscriptions", json={"url": url, "events": ["consent.changed"], **extra}, headers=headers
+        "/v1/webhook-subscriptions", json={"url": url, "events": ["consent.changed"]} | extra, headers=headers
     )
     assert response.status_code == 201, response.text
     return response.json()
@@ -199,3 +202,33 @@ async def test_subscriptions_are_admin_only_listed_and_deleted(client, admin, te
         "/v1/webhook-subscriptions", json={"url": receiver.url, "events": ["everything"]}, headers=admin
     )
     assert unknown_event.status_code == 422
+
+
+async def test_each_step_of_a_message_is_a_message_status_event(client, admin, ledger, receiver, sender, session):
+    await subscribe(client, admin, receiver.url, events=["message.status"])
+    purpose = await ledger.purpose("newsletter")
+    point = await ledger.point("email", "jane@example.com", external_id="crm-42")
+    await ledger.apply(point, purpose.id, "signup", "confirm")
+    assert await deliveries(session) == [], "only message.status was asked for"
+    message = await client.post(
+        "/v1/messages",
+        json={
+            "contact": "crm-42",
+            "purpose": "newsletter",
+            "route": ["sms", "email"],
+            "content": {"email": {"subject": "Hallo", "text": "Neuigkeiten"}, "sms": {"text": "Neu"}},
+        },
+        headers=admin,
+    )
+    assert message.status_code == 202, message.text
+
+    assert await sender.run_once() >= 1
+    events = [json.loads(body) for _, body in receiver.requests]
+    assert {e["type"] for e in events} == {"message.status"}
+    queued = next(e["data"] for e in events if e["data"]["status"] == "queued")
+    assert queued["message_id"] == message.json()["message_id"]
+    assert (queued["external_id"], queued["purpose"], queued["channel"]) == ("crm-42", "newsletter", "email")
+
+
+def test_the_event_types_accepted_are_the_ones_queued():
+    assert typing.get_args(EventType) == EVENT_TYPES
