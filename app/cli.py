@@ -312,7 +312,7 @@ def audit_verify(workspace_id: uuid.UUID | None, as_json: bool) -> None:  # noqa
 
 @main.group(name="import")
 def import_() -> None:
-    """Import lists."""
+    """Import lists and consents."""
 
 
 @import_.command(name="robinson")
@@ -355,6 +355,43 @@ def import_robinson(workspace_id: uuid.UUID, file: Path, as_json: bool) -> None:
     )
     for error in report.errors:
         click.echo(f"  line {error.line}: {error.code}: {error.message}")
+
+
+@import_.command(name="consents")
+@click.option("--workspace", "workspace_id", required=True, type=click.UUID, help="Workspace id.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def import_consents(workspace_id: uuid.UUID, file: Path, as_json: bool) -> None:  # noqa: FBT001
+    """Import consents with their proof: NDJSON (*.ndjson, *.jsonl) or CSV (*.csv), as POST /v1/imports/consents."""
+    from app.domain.model import ActorType  # noqa: PLC0415
+    from app.imports import consents  # noqa: PLC0415
+    from app.ledger.service import Actor  # noqa: PLC0415
+    from app.lib.keys import Keys  # noqa: PLC0415
+    from app.workspaces import repository  # noqa: PLC0415
+
+    settings = _settings().with_dev_secrets()
+    secret = settings.secret_key
+    assert secret is not None
+    read = consents.csv_lines if file.suffix.lower() == ".csv" else consents.ndjson_lines
+
+    async def action() -> consents.ImportReport:
+        async with open_database(settings) as database, database.sessionmaker() as session:
+            async with session.begin():
+                if await repository.get_workspace(session, workspace_id) is None:
+                    raise click.ClickException(f"workspace {workspace_id} does not exist")
+            actor = Actor(ActorType.SYSTEM, f"cli:{file.name}")
+            return await consents.import_consents(session, Keys(secret), workspace_id, read(_chunks(file)), actor=actor)
+
+    report = _run(action)
+    if as_json:
+        click.echo(msgspec.json.encode(report).decode())
+        return
+    click.echo(
+        f"{report.lines} lines: {report.recorded} recorded, {report.skipped} skipped, {report.rejected} rejected, "
+        f"{report.contacts_created} contacts created"
+    )
+    for problem in report.problems:
+        click.echo(f"  line {problem.line}: {problem.outcome}: {problem.code}: {problem.message}")
 
 
 async def _chunks(path: Path, size: int = 1 << 20) -> AsyncIterator[bytes]:

@@ -19,27 +19,21 @@ import json
 import os
 import platform
 import random
-import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
 import asyncpg
-from sqlalchemy.ext.asyncio import create_async_engine
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.domain.identifiers import normalise_postal
 from app.ledger.actions import print_value
-from app.lib.db import migrate
-from app.lib.embedded_pg import EmbeddedPostgres
 from app.lib.ids import uuid7
 from app.lib.keys import Keys
+from bench.common import SECRET_HEX, cli_run, copy_baseline, new_database, server
 
-SECRET_HEX = "cd" * 32
-CONSENT = str(Path(sys.executable).parent / "consent")
 FIRST = ["Hans", "Erika", "Jürgen", "Anna", "Lukas", "Sophie", "Mehmet", "Olga", "Peter", "Marie", "Jörg", "Ute"]
 LAST = ["Müller", "Schmidt", "Schneider", "Fischer", "Weiß", "Meyer", "Wagner", "Becker", "Schulz", "Hoffmann"]
 STREETS = ["Hauptstraße", "Schulstr.", "Bahnhofstraße", "Sankt-Georg-Platz", "Lindenallee", "Gartenweg", "Am Markt"]
@@ -100,74 +94,27 @@ async def known_addresses(dsn: str, workspace_id: uuid.UUID, count: int, seed: i
         await conn.close()
 
 
-async def copy_baseline(dsn: str, path: Path) -> float:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(
-            "CREATE UNLOGGED TABLE IF NOT EXISTS robinson_raw (name text, street text, house_number text, postcode text, city text)"
-        )
-        await conn.execute("TRUNCATE robinson_raw")
-        started = time.perf_counter()
-        with path.open("rb") as fh:
-            await conn.copy_to_table("robinson_raw", source=fh, format="csv", delimiter=";", header=True)
-        return time.perf_counter() - started
-    finally:
-        await conn.execute("DROP TABLE robinson_raw")
-        await conn.close()
-
-
-def cli_import(dsn: str, workspace_id: uuid.UUID, path: Path) -> tuple[float, int, dict[str, object]]:
-    """Wall time, peak RSS in kB (of the CLI process) and the report."""
-    env = {**os.environ, "DATABASE_URL": dsn, "CONSENT_SECRET_KEY": SECRET_HEX, "CONSENT_LOG_LEVEL": "warning"}
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        [CONSENT, "import", "robinson", "--workspace", str(workspace_id), str(path), "--json"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
-    assert process.stdout is not None
-    stdout = process.stdout.read()
-    _, status, usage = os.wait4(process.pid, 0)  # reaped here, so its own peak RSS is known
-    process.returncode = os.waitstatus_to_exitcode(status)
-    elapsed = time.perf_counter() - started
-    if process.returncode:
-        raise SystemExit(f"import failed ({process.returncode})")
-    return elapsed, usage.ru_maxrss, json.loads(stdout.decode().strip().splitlines()[-1])
-
-
 async def run(args: argparse.Namespace) -> None:
-    embedded: EmbeddedPostgres | None = None
-    if args.database_url:
-        admin = args.database_url
-    else:
-        embedded = EmbeddedPostgres(Path(args.data_dir) / "pg", database="postgres")
-        await embedded.start()
-        admin = embedded.dsn("postgres")
-    try:
+    async with server(args.database_url, args.data_dir) as admin:
         results = []
         for rows in (max(args.rows // 10, 1), args.rows):
-            name = f"consent_robinson_{uuid.uuid4().hex[:8]}"
-            conn = await asyncpg.connect(admin)
-            await conn.execute(f'CREATE DATABASE "{name}"')
-            await conn.close()
-            base, _, query = admin.partition("?")
-            dsn = f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
-            engine = create_async_engine(dsn.replace("postgresql://", "postgresql+asyncpg://", 1))
-            await migrate(engine)
-            await engine.dispose()
-            conn = await asyncpg.connect(dsn)
-            workspace_id = uuid7()
-            await conn.execute("INSERT INTO workspaces (id, name) VALUES ($1, 'Bench')", workspace_id)
-            await conn.close()
+            dsn, workspace_id = await new_database(admin, "consent_robinson")
             known = min(20_000, rows)
             await known_addresses(dsn, workspace_id, known, seed=11)
             with tempfile.TemporaryDirectory() as folder:
                 path = Path(folder) / "robinson.csv"
                 write_list(path, rows, seed=11)
                 size = path.stat().st_size
-                baseline = await copy_baseline(dsn, path)
-                elapsed, peak_kb, report = cli_import(dsn, workspace_id, path)
+                baseline = await copy_baseline(
+                    dsn,
+                    path,
+                    "name text, street text, house_number text, postcode text, city text",
+                    delimiter=";",
+                    header=True,
+                )
+                elapsed, peak_kb, report = cli_run(
+                    dsn, "import", "robinson", "--workspace", str(workspace_id), str(path), "--json"
+                )
             results.append((rows, size, baseline, elapsed, peak_kb, report, known))
             print(
                 f"{rows} rows: COPY {baseline:.1f} s, import {elapsed:.1f} s, peak {peak_kb / 1024:.0f} MB, {report['matched']} matched"
@@ -186,9 +133,6 @@ async def run(args: argparse.Namespace) -> None:
                 f"| {rows:,} | {size / 1e6:.0f} MB | {baseline:.1f} s | {elapsed:.1f} s | {rows / elapsed:,.0f} | "
                 f"{elapsed / baseline:.1f}x | {peak_kb / 1024:.0f} MB | {report['matched']:,} of {known:,} |"
             )
-    finally:
-        if embedded is not None:
-            await embedded.stop()
 
 
 def main() -> None:

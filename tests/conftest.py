@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -359,3 +361,19 @@ async def local_http(application: web.Application) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
     finally:
         await runner.cleanup()
+
+
+def consent_cli(url: str) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``run(*args)``: the ``consent`` command against the database at ``url``, its output captured."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": url.replace("+asyncpg", ""),
+        "CONSENT_LOG_FORMAT": "json",
+        "CONSENT_SECRET_KEY": "ab" * 32,
+    }
+    command = str(Path(sys.executable).parent / "consent")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([command, *args], env=env, capture_output=True, text=True, timeout=60, check=False)
+
+    return run

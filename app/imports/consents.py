@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import msgspec
-from sqlalchemy import select, text
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.identifiers import InvalidIdentifier, normalise_email, normalise_phone
@@ -35,7 +35,7 @@ from app.domain.model import WITHDRAWN_STATES, Channel, PurposeKind, State, Trig
 from app.imports.csvstream import CsvError, records
 from app.ledger import repository
 from app.ledger.actions import postal_details, print_value
-from app.ledger.models import ContactPoint
+from app.ledger.models import Contact, ContactPoint, Suppression
 from app.ledger.schemas import ContactRef, Evidence, PostalAddressIn
 from app.ledger.service import Actor, Applied, Change, add_point, apply_changes
 from app.lib.errors import InvalidInput
@@ -225,21 +225,30 @@ async def import_consents(
 async def _take(
     session: AsyncSession, context: _Context, batch: list[tuple[int, ImportLine | LineRejected]], report: ImportReport
 ) -> None:
+    """One batch in one transaction: lines checked, what they name looked up at once, then recorded."""
+    problems: list[Problem] = []
     async with session.begin():
-        changes: list[tuple[int, Change]] = []
+        prepared: list[_Prepared] = []
         for number, line in batch:
             try:
                 if isinstance(line, LineRejected):
                     raise line
-                change, created = await _change(session, context, line)
-            except LineRejected as problem:
-                report.add(Problem(number, "rejected", problem.code, problem.message))
+                prepared.append(await _prepare(session, context, number, line))
+            except LineRejected as refused:
+                problems.append(Problem(number, "rejected", refused.code, refused.message))
+        found = await _Found.of(session, context.workspace_id, prepared)
+        changes: list[tuple[int, Change]] = []
+        for item in prepared:
+            if item.target is State.OPTED_IN and found.suppressed(item):
+                problems.append(Problem(item.number, "skipped", "suppressed", SUPPRESSED))
                 continue
-            except _Skipped as skipped:
-                report.add(Problem(number, "skipped", skipped.code, skipped.message))
+            try:
+                point, created = await found.point(session, context, item)
+            except LineRejected as refused:
+                problems.append(Problem(item.number, "rejected", refused.code, refused.message))
                 continue
             report.contacts_created += created
-            changes.append((number, change))
+            changes.append((item.number, item.change(point)))
         applied = await apply_changes(
             session, context.workspace_id, [c for _, c in changes], context.actor, skip_not_allowed=True
         )
@@ -247,7 +256,9 @@ async def _take(
             if outcome.event_id is not None:
                 report.recorded += 1
             else:
-                report.add(_not_recorded(number, change, outcome))
+                problems.append(_not_recorded(number, change, outcome))
+    for each in sorted(problems, key=lambda p: p.line):  # in the order of the file
+        report.add(each)
 
 
 def _not_recorded(number: int, change: Change, outcome: Applied) -> Problem:
@@ -263,15 +274,45 @@ def _not_recorded(number: int, change: Change, outcome: Applied) -> Problem:
     return Problem(number, "skipped", code, message)
 
 
-class _Skipped(Exception):  # an outcome, not a failure
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+SUPPRESSED = (
+    "The address is on the do-not-contact list (unsubscribe, complaint, erasure or objection); an imported opt-in "
+    "does not lift that. Only a fresh opt-in by the person can."
+)
 
 
-async def _change(session: AsyncSession, context: _Context, line: ImportLine) -> tuple[Change, int]:
-    """The line as a ledger change (contact and address created where new), and whether a contact was created."""
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A line that passed every check that needs no contact or address: what it will record, once resolved."""
+
+    number: int
+    line: ImportLine
+    channel: Channel
+    target: State
+    purpose: Purpose | None
+    notice: Notice | None
+    value: str
+    details: dict[str, Any] | None
+    keys: tuple[bytes, ...]
+
+    def change(self, point: ContactPoint) -> Change:
+        """The ledger change of this line for its address."""
+        line = self.line
+        evidence = {**line.evidence.as_dict(), "source": line.source, "collection_method": f"import:{line.source}"}
+        return Change(
+            point,
+            self.purpose.id if self.purpose else None,
+            Trigger.IMPORT,
+            evidence,
+            notice=self.notice,
+            # within the clock-skew allowance a time ahead of ours is taken as now: a consent dated in the future
+            # would make every real event until then look older than it
+            occurred_at=min(line.captured_at.astimezone(UTC), utcnow()),
+            target=self.target,
+        )
+
+
+async def _prepare(session: AsyncSession, context: _Context, number: int, line: ImportLine) -> _Prepared:
+    """Every check of the line that needs no contact or address (purposes and notices are looked up once)."""
     channel = line.channel
     if channel not in _IMPORTABLE_CHANNELS:
         raise LineRejected(
@@ -286,30 +327,103 @@ async def _change(session: AsyncSession, context: _Context, line: ImportLine) ->
     purpose = await _purpose(session, context, line, channel, target)
     notice = await _notice(session, context, line, channel, purpose) if target is State.OPTED_IN else None
     value, details = _address(line, channel, context.settings)
-    if target is State.OPTED_IN and await _suppressed(
-        session, context.workspace_id, context.keys.point_keys(channel.value, value, details or {}), purpose
-    ):
-        raise _Skipped(
-            "suppressed",
-            "The address is on the do-not-contact list (unsubscribe, complaint, erasure or objection); an imported "
-            "opt-in does not lift that. Only a fresh opt-in by the person can.",
+    keys = tuple(context.keys.point_keys(channel.value, value, details or {}))
+    return _Prepared(number, line, channel, target, purpose, notice, value, details, keys)
+
+
+_BLOCKING = frozenset({"all", "all_marketing"})
+
+
+def _uuid(ref: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(ref)
+    except ValueError:
+        return None
+
+
+@dataclass(slots=True)
+class _Found:
+    """The contacts, addresses and suppressions a batch names, read with one query each."""
+
+    contacts: dict[str, Contact]
+    points: dict[tuple[str, str], ContactPoint]
+    suppressions: set[tuple[bytes, str, uuid.UUID | None]]
+
+    @classmethod
+    async def of(cls, session: AsyncSession, workspace_id: uuid.UUID, batch: Sequence[_Prepared]) -> _Found:
+        """What ``batch`` names, as it stands now."""
+        refs = {item.line.contact for item in batch}
+        ids = [parsed for ref in refs if (parsed := _uuid(ref)) is not None]
+        contacts: dict[str, Contact] = {}
+        if refs:
+            rows = (
+                await session.scalars(
+                    select(Contact).where(
+                        Contact.workspace_id == workspace_id, or_(Contact.external_id.in_(refs), Contact.id.in_(ids))
+                    )
+                )
+            ).all()
+            contacts |= {row.external_id: row for row in rows if row.external_id in refs}
+            contacts |= {str(row.id): row for row in rows if str(row.id) in refs}  # an id match wins
+        values = {item.value for item in batch}
+        points: dict[tuple[str, str], ContactPoint] = {}
+        if values:
+            found = await session.scalars(
+                select(ContactPoint).where(ContactPoint.workspace_id == workspace_id, ContactPoint.value.in_(values))
+            )
+            points = {(row.channel, row.value): row for row in found.all()}
+        keys = {key for item in batch if item.target is State.OPTED_IN for key in item.keys}
+        suppressions: set[tuple[bytes, str, uuid.UUID | None]] = set()
+        if keys:
+            rows_ = await session.execute(
+                select(Suppression.key, Suppression.scope, Suppression.purpose_id).where(
+                    Suppression.workspace_id == workspace_id, Suppression.key.in_(keys)
+                )
+            )
+            suppressions = {(bytes(key), scope, purpose_id) for key, scope, purpose_id in rows_.all()}
+        return cls(contacts, points, suppressions)
+
+    def suppressed(self, item: _Prepared) -> bool:
+        """Whether a suppression blocks marketing to the line's address for its purpose."""
+        purpose_id = item.purpose.id if item.purpose else None
+        return any(
+            key == suppressed and (scope in _BLOCKING or (scope == "purpose" and blocked == purpose_id))
+            for key in item.keys
+            for suppressed, scope, blocked in self.suppressions
         )
-    point, created = await _point(session, context, line, channel, (value, details))
-    evidence = {**line.evidence.as_dict(), "source": line.source, "collection_method": f"import:{line.source}"}
-    return (
-        Change(
-            point,
-            purpose.id if purpose else None,
-            Trigger.IMPORT,
-            evidence,
-            notice=notice,
-            # within the clock-skew allowance a time ahead of ours is taken as now: a consent dated in the future
-            # would make every real event until then look older than it
-            occurred_at=min(line.captured_at.astimezone(UTC), utcnow()),
-            target=target,
-        ),
-        created,
-    )
+
+    async def point(self, session: AsyncSession, context: _Context, item: _Prepared) -> tuple[ContactPoint, int]:
+        """The line's address, created (with the contact, for an unknown external id) where new.
+
+        Nothing is created for a line that is refused; what is created is remembered for the rest of the batch.
+        """
+        line = item.line
+        contact = self.contacts.get(line.contact)
+        point = self.points.get((item.channel.value, item.value))
+        if point is not None:
+            if contact is None or point.contact_id != contact.id:
+                raise LineRejected("address_of_another_contact", "This address belongs to another contact.")
+            return point, 0
+        created = 0
+        if contact is None:
+            if _uuid(line.contact) is not None:
+                raise LineRejected("contact_not_found", "No contact with this id (an unknown external id is created).")
+            contact = await repository.add_contact(
+                session, context.workspace_id, line.contact, line.locale, line.timezone
+            )
+            self.contacts[line.contact] = contact
+            created = 1
+        point = await add_point(
+            session,
+            context.keys,
+            context.workspace_id,
+            contact_id=contact.id,
+            channel=item.channel,
+            value=item.value,
+            details=item.details,
+        )
+        self.points[item.channel.value, item.value] = point
+        return point, created
 
 
 async def _purpose(
@@ -411,57 +525,3 @@ def _address(line: ImportLine, channel: Channel, settings: WorkspaceSettings) ->
         return normalise_phone(line.address, settings.default_region), None
     except InvalidIdentifier as exc:
         raise LineRejected(exc.code, exc.message) from None
-
-
-async def _point(
-    session: AsyncSession,
-    context: _Context,
-    line: ImportLine,
-    channel: Channel,
-    address: tuple[str, dict[str, Any] | None],
-) -> tuple[ContactPoint, int]:
-    """The line's address, created (with the contact, for an unknown external id) where new.
-
-    Nothing is created for a line that is refused.
-    """
-    value, details = address
-    contact = await repository.find_contact(session, context.workspace_id, line.contact)
-    point = await repository.find_contact_point(session, context.workspace_id, channel, value)
-    if point is not None:
-        if contact is None or point.contact_id != contact.id:
-            raise LineRejected("address_of_another_contact", "This address belongs to another contact.")
-        return point, 0
-    created = 0
-    if contact is None:
-        try:
-            uuid.UUID(line.contact)
-        except ValueError:
-            contact = await repository.add_contact(
-                session, context.workspace_id, line.contact, line.locale, line.timezone
-            )
-            created = 1
-        else:
-            raise LineRejected("contact_not_found", "No contact with this id (an unknown external id is created).")
-    point = await add_point(
-        session,
-        context.keys,
-        context.workspace_id,
-        contact_id=contact.id,
-        channel=channel,
-        value=value,
-        details=details,
-    )
-    return point, created
-
-
-async def _suppressed(
-    session: AsyncSession, workspace_id: uuid.UUID, point_keys: Sequence[bytes], purpose: Purpose | None
-) -> bool:
-    found = await session.scalar(
-        text(
-            "SELECT EXISTS (SELECT 1 FROM suppressions WHERE workspace_id = :workspace_id AND key = ANY(:keys)"
-            " AND (scope IN ('all', 'all_marketing') OR (scope = 'purpose' AND purpose_id = :purpose_id)))"
-        ),
-        {"workspace_id": workspace_id, "keys": list(point_keys), "purpose_id": purpose.id if purpose else None},
-    )
-    return bool(found)

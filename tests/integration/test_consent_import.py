@@ -13,6 +13,7 @@ from app.imports import consents as consent_import
 from app.ledger.models import ContactPoint
 from app.lib.auth import Scope
 from app.lib.orm import utcnow
+from tests.conftest import consent_cli
 
 NDJSON = {"Content-Type": "application/x-ndjson"}
 TEXT = "Ja, ich möchte den Newsletter erhalten. Abmeldung jederzeit."
@@ -272,3 +273,38 @@ async def test_a_line_dated_slightly_ahead_of_our_clock_does_not_hide_what_happe
         await session.get(ContactPoint, uuid.UUID(point["id"])), uuid.UUID(purpose_id), "signup"
     )
     assert signup.event_id is not None, "a new signup a minute later is recorded, not taken for older"
+
+
+@pytest.mark.slow
+async def test_the_cli_imports_ndjson_and_csv_with_a_report(pg_server, tmp_path):
+    url = await pg_server.create_database("consent_import_cli")
+    run = consent_cli(url)
+
+    objection = {
+        "contact": "crm-9",
+        "channel": "print",
+        "postal_address": {"name": "Max Roe", "street": "Schulstr. 1", "postcode": "10115", "city": "Berlin"},
+        "state": "objected",
+        "captured_at": CAPTURED,
+        "source": "letter",
+    }
+    try:
+        assert run("migrate").returncode == 0
+        workspace = json.loads(run("workspace", "create", "Acme", "--json").stdout.strip().splitlines()[-1])
+        lines = tmp_path / "consents.ndjson"
+        lines.write_bytes(ndjson(objection, email_line()))
+        result = run("import", "consents", "--workspace", workspace["id"], str(lines), "--json")
+        assert result.returncode == 0, result.stderr
+        report = json.loads(result.stdout.strip().splitlines()[-1])
+        assert (report["lines"], report["recorded"], report["rejected"]) == (2, 1, 1)
+        assert report["problems"][0]["code"] == "purpose_not_found"
+        table = tmp_path / "consents.csv"
+        table.write_text(
+            f"contact,channel,name,street,postcode,city,state,captured_at,source\n"
+            f"crm-9,print,Max Roe,Schulstr. 1,10115,Berlin,objected,{CAPTURED},letter\n"
+        )
+        human = run("import", "consents", "--workspace", workspace["id"], str(table))
+        assert "1 lines: 0 recorded, 1 skipped, 0 rejected" in human.stdout, human.stdout + human.stderr
+        assert "already_recorded" in human.stdout
+    finally:
+        await pg_server.drop_database(url)

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, text
@@ -15,8 +11,7 @@ from app.domain.identifiers import normalise_postal
 from app.ledger.actions import print_value
 from app.ledger.models import ConsentEvent, Suppression
 from app.lib.auth import Scope
-
-CONSENT = str(Path(sys.executable).parent / "consent")
+from tests.conftest import consent_cli
 
 LIST = (
     "Name;Straße;Hausnummer;PLZ;Ort\n"
@@ -171,15 +166,7 @@ async def test_the_import_needs_consents_write(client, tenant):
 @pytest.mark.slow
 async def test_the_cli_imports_with_a_report(pg_server, tmp_path):
     url = await pg_server.create_database("consent_robinson_cli")
-    env = {
-        **os.environ,
-        "DATABASE_URL": url.replace("+asyncpg", ""),
-        "CONSENT_LOG_FORMAT": "json",
-        "CONSENT_SECRET_KEY": "ab" * 32,
-    }
-
-    def run(*args):
-        return subprocess.run([CONSENT, *args], env=env, capture_output=True, text=True, timeout=60, check=False)
+    run = consent_cli(url)
 
     try:
         assert run("migrate").returncode == 0

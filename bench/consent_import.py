@@ -1,0 +1,166 @@
+"""Consent import benchmark: lines/s and peak memory of ``consent import consents`` for a generated NDJSON file.
+
+The file: one contact per line group, an email opt-in with its notice text and evidence for every contact, an SMS
+opt-in for 35 %, an email opt-out captured later for 10 % and a print objection for 5 %. Each size is imported
+twice: the first run records everything, the second (the same file again) must record nothing.
+
+The baseline, measured in the same run on the same file: ``COPY … FROM STDIN`` of the raw lines into a plain
+table (what the database alone needs to take the file in). Memory: the CLI's peak RSS for ``--lines`` and for a
+file a tenth of that size; constant memory means the two peaks are close.
+
+    uv run python bench/consent_import.py                  # embedded PostgreSQL in ./.bench-import, 100,000 lines
+    uv run python bench/consent_import.py --lines 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import sys
+import tempfile
+from pathlib import Path
+
+import asyncpg
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from app.lib.ids import uuid7
+from bench.common import cli_run, copy_baseline, new_database, server
+
+NOTICES = [
+    "Ja, ich möchte den Newsletter per E-Mail erhalten. Abmeldung jederzeit über den Link in jeder Mail.",
+    "Ja, ich möchte Angebote per SMS erhalten. Abmeldung jederzeit mit STOP.",
+]
+
+
+def _letters(number: int) -> str:
+    """A distinct surname per number (normalised names keep letters only)."""
+    word = ""
+    while number:
+        number, digit = divmod(number, 26)
+        word += "abcdefghijklmnopqrstuvwxyz"[digit]
+    return word.capitalize()
+
+
+def write_file(path: Path, lines: int, seed: int) -> None:
+    """About ``lines`` NDJSON lines (groups of one contact's lines)."""
+    rng = random.Random(seed)  # test data
+    written, contact = 0, 0
+    with path.open("w") as fh:
+        while written < lines:
+            contact += 1
+            ref = f"crm-{contact}"
+            captured = f"2024-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T{rng.randint(0, 23):02d}:00:00Z"
+            group = [
+                {
+                    "contact": ref,
+                    "channel": "email",
+                    "address": f"person{contact}@example.com",
+                    "purpose": "newsletter",
+                    "state": "opted_in",
+                    "captured_at": captured,
+                    "source": "old-esp",
+                    "notice_text": NOTICES[0],
+                    "locale": "de",
+                    "evidence": {"ip": f"198.51.{contact % 250}.{contact % 200}", "user_agent": "Mozilla/5.0"},
+                }
+            ]
+            if rng.random() < 0.35:
+                group.append(
+                    {
+                        "contact": ref,
+                        "channel": "sms",
+                        "address": f"+49151{contact:08d}",
+                        "purpose": "newsletter",
+                        "state": "opted_in",
+                        "captured_at": captured,
+                        "source": "old-sms-tool",
+                        "notice_text": NOTICES[1],
+                        "locale": "de",
+                    }
+                )
+            if rng.random() < 0.10:
+                group.append({**group[0], "state": "opted_out", "captured_at": "2025-06-01T00:00:00Z"})
+                del group[-1]["notice_text"]
+            if rng.random() < 0.05:
+                group.append(
+                    {
+                        "contact": ref,
+                        "channel": "print",
+                        "postal_address": {
+                            "name": f"Anna {_letters(contact)}",  # names are compared without digits
+                            "street": "Hauptstraße",
+                            "house_number": str(contact % 200 + 1),
+                            "postcode": f"{10115 + contact % 800:05d}",
+                            "city": "Berlin",
+                        },
+                        "state": "objected",
+                        "captured_at": captured,
+                        "source": "letter",
+                    }
+                )
+            for line in group:
+                fh.write(json.dumps(line) + "\n")
+            written += len(group)
+
+
+async def run(args: argparse.Namespace) -> None:
+    async with server(args.database_url, args.data_dir) as admin:
+        results = []
+        for lines in (max(args.lines // 10, 1), args.lines):
+            dsn, workspace_id = await new_database(admin, "consent_import")
+            conn = await asyncpg.connect(dsn)
+            await conn.execute(
+                "INSERT INTO purposes (id, workspace_id, key, name, kind) VALUES ($1, $2, 'newsletter', 'News', 'marketing')",
+                uuid7(),
+                workspace_id,
+            )
+            await conn.close()
+            with tempfile.TemporaryDirectory() as folder:
+                path = Path(folder) / "consents.ndjson"
+                write_file(path, lines, seed=7)
+                size = path.stat().st_size
+                written = sum(1 for _ in path.open())
+                # one column, with a quote and a delimiter that JSON never holds raw
+                baseline = await copy_baseline(dsn, path, "line text", quote="\x01", delimiter="\x02")
+                command = ("import", "consents", "--workspace", str(workspace_id), str(path), "--json")
+                first, peak_kb, report = cli_run(dsn, *command)
+                again, _, repeat = cli_run(dsn, *command)
+            results.append((written, size, baseline, first, again, peak_kb, report, repeat))
+            print(
+                f"{written} lines: COPY {baseline:.2f} s, import {first:.1f} s ({report['recorded']} recorded), "
+                f"again {again:.1f} s ({repeat['recorded']} recorded), peak {peak_kb / 1024:.0f} MB"
+            )
+        print()
+        print(
+            f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+            f"Python {platform.python_version()}"
+        )
+        print()
+        print(
+            "| lines | file | raw COPY (baseline) | import | lines/s | import / COPY | recorded | the same file again "
+            "| recorded again | peak RSS of the CLI |"
+        )
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for written, size, baseline, first, again, peak_kb, report, repeat in results:
+            print(
+                f"| {written:,} | {size / 1e6:.0f} MB | {baseline:.2f} s | {first:.1f} s | {written / first:,.0f} | "
+                f"{first / baseline:.0f}x | {report['recorded']:,} | {again:.1f} s | {repeat['recorded']:,} | "
+                f"{peak_kb / 1024:.0f} MB |"
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lines", type=int, default=100_000)
+    parser.add_argument("--database-url", help="a server to create the benchmark databases on (default: embedded)")
+    parser.add_argument("--data-dir", default=".bench-import")
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
