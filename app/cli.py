@@ -447,7 +447,8 @@ def worker(concurrency: int, lease_seconds: int, deadline: float) -> None:
             dispatcher = Dispatcher(database, keys, settings, adapters, config=config)
             structlog.get_logger(__name__).info("worker_started", worker=dispatcher.worker_id)
             try:
-                await asyncio.gather(dispatcher.run(stop), WebhookSender(database, keys).run(stop))
+                sender = WebhookSender(database, keys, allow_private=settings.webhooks_allow_private)
+                await asyncio.gather(dispatcher.run(stop), sender.run(stop))
             finally:
                 await adapters.aclose()
 

@@ -93,7 +93,8 @@ async def _background(app: Litestar, settings: Settings, database: Database) -> 
     webhooks: asyncio.Task[None] | None = None
     if settings.dispatcher and adapters is not None and keys is not None:
         dispatcher = asyncio.create_task(Dispatcher(database, keys, settings, adapters).run(stop))
-        webhooks = asyncio.create_task(WebhookSender(database, keys).run(stop))
+        sender = WebhookSender(database, keys, allow_private=settings.webhooks_allow_private)
+        webhooks = asyncio.create_task(sender.run(stop))
     try:
         yield
     finally:

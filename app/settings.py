@@ -39,6 +39,7 @@ ENVIRONMENT: dict[str, str] = {
     "APNS_API_BASE_URL": "APNs base URL override (default by workspace: api.push.apple.com or the sandbox).",
     "CONSENT_DISPATCHER": "on (default): consent serve also runs a dispatcher; off: only consent worker sends.",
     "CONSENT_WEBHOOKS_ALLOW_HTTP": "on: webhook URLs may be plain http to the loopback (local dev); off (default).",
+    "CONSENT_WEBHOOKS_ALLOW_PRIVATE": "on: webhooks may go to private and loopback addresses; off: public only.",
     "METRICS_TOKEN": "If set, GET /metrics requires 'Authorization: Bearer <token>'.",
     "CONSENT_LOG_LEVEL": "debug | info | warning | error.",
     "CONSENT_LOG_FORMAT": "auto (pretty on a terminal, JSON otherwise) | json | console.",
@@ -119,6 +120,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Whether ``consent serve`` runs a dispatcher (and a webhook sender) in-process."""
     webhooks_allow_http: bool = False
     """Whether webhook URLs may use plain http to the loopback (local development)."""
+    webhooks_allow_private: bool = False
+    """Whether webhooks may go to private, loopback and link-local addresses (receivers inside the network)."""
     fcm_api_base_url: str = "https://fcm.googleapis.com"
     """FCM HTTP v1 base URL."""
     apns_api_base_url: str | None = None
@@ -178,6 +181,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ),
             dispatcher=_switch(get("CONSENT_DISPATCHER"), "CONSENT_DISPATCHER"),
             webhooks_allow_http=_switch(get("CONSENT_WEBHOOKS_ALLOW_HTTP") or "off", "CONSENT_WEBHOOKS_ALLOW_HTTP"),
+            webhooks_allow_private=_switch(
+                get("CONSENT_WEBHOOKS_ALLOW_PRIVATE") or "off", "CONSENT_WEBHOOKS_ALLOW_PRIVATE"
+            ),
             fcm_api_base_url=_base_url(get("FCM_API_BASE_URL") or "https://fcm.googleapis.com", "FCM_API_BASE_URL"),
             apns_api_base_url=_base_url(apns_api, "APNS_API_BASE_URL") if apns_api else None,
         )

@@ -33,7 +33,7 @@ class WebhookSubscriptionController(Controller):
         keys: NamedDependency[Keys],
         state: State,
     ) -> SubscriptionOut:
-        """Send `events` to `url` (https). The answer holds the signing secret once; it is stored sealed.
+        """Send `events` to `url` (https, public address). The answer holds the signing secret once; stored sealed.
 
         Each delivery is a POST of `{id, type, created_at, data}` with `X-Consent-Signature: t=<unix>,v1=<hex>`
         (HMAC-SHA256 of `"<t>." + body` with the secret), `X-Consent-Event-Id` and `X-Consent-Event-Type`. Any 2xx
@@ -46,7 +46,12 @@ class WebhookSubscriptionController(Controller):
         """
         async with db.begin():
             return await service.create(
-                db, keys, principal.workspace_id, data, allow_http=state.settings.webhooks_allow_http
+                db,
+                keys,
+                principal.workspace_id,
+                data,
+                allow_http=state.settings.webhooks_allow_http,
+                allow_private=state.settings.webhooks_allow_private,
             )
 
     @get(operation_id="listWebhookSubscriptions", responses=errors(401, 403))

@@ -2,8 +2,9 @@
 
 Several senders may run (``consent serve`` and every ``consent worker``); a claim moves the delivery's
 ``next_attempt_at`` past its lease, so a sender that dies leaves nothing stuck: the row is claimed again after it.
-Any 2xx answer delivers; anything else (an error status, a redirect, a timeout, a refused connection) is retried
-with exponential backoff until :attr:`SenderConfig.max_attempts`, then the delivery is ``failed``.
+The destination is checked before each batch (:mod:`app.webhooks.destinations`: public addresses only, unless
+allowed). Any 2xx answer delivers; anything else (an error status, a redirect, a timeout, a refused connection)
+is retried with exponential backoff until :attr:`SenderConfig.max_attempts`, then the delivery is ``failed``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from sqlalchemy import text
 from app.emails.signature import sign
 from app.lib.db import Database
 from app.lib.keys import Keys
+from app.webhooks.destinations import DestinationRefused, check_destination
 from app.webhooks.service import sealing_context
 
 log = structlog.get_logger(__name__)
@@ -93,11 +95,14 @@ class WebhookSender:
         database: Database,
         keys: Keys,
         config: SenderConfig | None = None,
+        *,
+        allow_private: bool = False,
         client: httpx.AsyncClient | None = None,
     ) -> None:
         self.database = database
         self.keys = keys
         self.config = config or SenderConfig()
+        self.allow_private = allow_private
         self._client = client
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -141,11 +146,20 @@ class WebhookSender:
         if not claimed:
             return 0
         limit = asyncio.Semaphore(self.config.concurrency)
+        refused: dict[uuid.UUID, str | None] = {}  # the destination checked once per subscription and batch
+        for target in targets.values():
+            try:
+                await check_destination(target.url, allow_private=self.allow_private)
+                refused[target.id] = None
+            except DestinationRefused as exc:
+                refused[target.id] = str(exc)
 
         async def one(item: _Claimed, http: httpx.AsyncClient) -> tuple[_Claimed, _Outcome]:
             target = targets.get(item.subscription_id)
             if target is None:  # deleted meanwhile: its deliveries went with it
                 return item, _Outcome(delivered=False, status=None, error="the subscription was deleted")
+            if refused[target.id] is not None:  # the name was pointed at an internal address since
+                return item, _Outcome(delivered=False, status=None, error=refused[target.id])
             secret = self.keys.unseal(target.secret_sealed, sealing_context(target.id))
             async with limit:
                 return item, await _post(http, target.url, secret, item)

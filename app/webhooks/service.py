@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.lib.errors import InvalidInput, NotFound
 from app.lib.keys import Keys
+from app.webhooks.destinations import DestinationRefused, check_destination
 from app.webhooks.models import WebhookDelivery, WebhookSubscription
 from app.webhooks.schemas import SubscriptionIn, SubscriptionOut
 
@@ -48,10 +49,20 @@ def _is_loopback(host: str) -> bool:
 
 
 async def create(
-    session: AsyncSession, keys: Keys, workspace_id: uuid.UUID, data: SubscriptionIn, *, allow_http: bool
+    session: AsyncSession,
+    keys: Keys,
+    workspace_id: uuid.UUID,
+    data: SubscriptionIn,
+    *,
+    allow_http: bool,
+    allow_private: bool,
 ) -> SubscriptionOut:
     """A new subscription; the answer holds the secret (generated when not given), never shown again."""
     url = check_url(data.url, allow_http=allow_http)
+    try:
+        await check_destination(url, allow_private=allow_private)
+    except DestinationRefused as exc:
+        raise InvalidInput(str(exc), code="webhook_destination_not_public") from None
     secret = data.secret or f"whsec_{secrets.token_urlsafe(32)}"
     subscription_id = uuid.uuid4()
     row = WebhookSubscription(

@@ -6,28 +6,33 @@ import json
 import time
 import typing
 
+import msgspec
 import pytest
 from aiohttp import web
 from sqlalchemy import text
 
 from app.emails.signature import verify
 from app.lib.auth import Scope
+from app.lib.errors import InvalidInput
 from app.lib.keys import Keys
 from app.settings import Settings
+from app.webhooks import service
+from app.webhooks.destinations import DestinationRefused, check_destination
 from app.webhooks.outbox import EVENT_TYPES
-from app.webhooks.schemas import EventType
+from app.webhooks.schemas import EventType, SubscriptionIn
 from app.webhooks.sender import SenderConfig, WebhookSender
 from tests.conftest import TEST_SECRET, local_http
 
 
 @pytest.fixture
 def settings(tmp_path):
-    """As the suite's, with plain http to the loopback allowed (the receiver below runs on 127.0.0.1)."""
+    """As the suite's, with plain http and private addresses allowed (the receiver below runs on 127.0.0.1)."""
     return Settings(
         data_dir=tmp_path / "data",
         secret_key=TEST_SECRET,
         public_base_url="https://consent.example.com",
         webhooks_allow_http=True,
+        webhooks_allow_private=True,
     )
 
 
@@ -55,7 +60,7 @@ async def receiver():
 
 @pytest.fixture
 def sender(database):
-    return WebhookSender(database, Keys(TEST_SECRET), SenderConfig(base_backoff=60, max_attempts=3))
+    return WebhookSender(database, Keys(TEST_SECRET), SenderConfig(base_backoff=60, max_attempts=3), allow_private=True)
 
 
 async def subscribe(client, headers, url, **extra):
@@ -138,7 +143,7 @@ async def test_a_lost_claim_is_taken_over_after_its_lease(client, admin, ledger,
             "UPDATE webhook_deliveries SET status = 'sending', attempts = 1, next_attempt_at = now() + interval '1 min'"
         )
     )
-    other = WebhookSender(database, Keys(TEST_SECRET))
+    other = WebhookSender(database, Keys(TEST_SECRET), allow_private=True)
     assert await other.run_once() == 0, "the lease still runs"
     await session.execute(text("UPDATE webhook_deliveries SET next_attempt_at = now() - interval '1 second'"))
     assert await other.run_once() == 1
@@ -173,12 +178,11 @@ async def test_a_url_that_is_not_https_is_refused(client, admin, url, code):
 
 async def test_plain_http_needs_the_setting_even_to_the_loopback(admin, tenant):
     from app.lib.errors import InvalidInput  # noqa: PLC0415
-    from app.webhooks.service import check_url  # noqa: PLC0415
 
     with pytest.raises(InvalidInput):
-        check_url("http://127.0.0.1:8080/hooks", allow_http=False)
-    assert check_url("http://127.0.0.1:8080/hooks", allow_http=True)
-    assert check_url("https://crm.example.com/hooks", allow_http=False)
+        service.check_url("http://127.0.0.1:8080/hooks", allow_http=False)
+    assert service.check_url("http://127.0.0.1:8080/hooks", allow_http=True)
+    assert service.check_url("https://crm.example.com/hooks", allow_http=False)
 
 
 async def test_subscriptions_are_admin_only_listed_and_deleted(client, admin, tenant, other_tenant, receiver, session):
@@ -232,3 +236,45 @@ async def test_each_step_of_a_message_is_a_message_status_event(client, admin, l
 
 def test_the_event_types_accepted_are_the_ones_queued():
     assert typing.get_args(EventType) == EVENT_TYPES
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://10.0.0.5/hooks",
+        "https://127.0.0.1/hooks",
+        "https://169.254.169.254/latest/meta-data",  # a cloud's metadata service
+        "https://[::1]/hooks",
+        "https://[::ffff:127.0.0.1]/hooks",
+        "https://[fc00::1]/hooks",
+        "https://localhost/hooks",  # a name that resolves to the loopback
+    ],
+)
+async def test_webhooks_go_to_public_addresses_only(url):
+    with pytest.raises(DestinationRefused, match="not a public address"):
+        await check_destination(url, allow_private=False)
+    await check_destination(url, allow_private=True)  # the operator may allow the private network
+
+
+async def test_a_public_address_is_accepted():
+    await check_destination("https://93.184.215.14/hooks", allow_private=False)
+
+
+async def test_a_subscription_to_an_internal_address_is_refused(session, tenant):
+    data = msgspec.convert({"url": "https://192.168.1.10/hooks", "events": ["consent.changed"]}, SubscriptionIn)
+    with pytest.raises(InvalidInput) as refused:
+        await service.create(session, Keys(TEST_SECRET), tenant.id, data, allow_http=False, allow_private=False)
+    assert refused.value.code == "webhook_destination_not_public"
+
+
+async def test_the_sender_checks_the_destination_again_before_sending(
+    client, admin, ledger, receiver, database, session
+):
+    await subscribe(client, admin, receiver.url)  # allowed when made (the setting is on in this module)
+    purpose = await ledger.purpose("newsletter")
+    await ledger.apply(await ledger.point("email", "jane@example.com"), purpose.id, "signup")
+    strict = WebhookSender(database, Keys(TEST_SECRET), SenderConfig(max_attempts=1))  # private not allowed
+    await strict.run_once()
+    assert receiver.requests == [], "nothing left for an internal address"
+    error = (await session.execute(text("SELECT last_error FROM webhook_deliveries"))).scalar_one()
+    assert "not a public address" in error
