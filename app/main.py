@@ -43,6 +43,7 @@ from app.settings import Settings
 from app.signups.controllers import SignupController
 from app.twilio.controllers import TwilioWebhookController
 from app.webhooks.controllers import WebhookSubscriptionController
+from app.webhooks.outbox import prune_deliveries
 from app.webhooks.sender import WebhookSender
 from app.workspaces.controllers import ApiKeyController, WorkspaceController
 from channel_providers.email import MailSender, SmtpConfig, sender_for
@@ -69,12 +70,16 @@ STATIC_DIR = Path(__file__).parent / "static"
 
 
 async def _lapse_loop(database: Database) -> None:
-    """Once a minute: expire signups whose link lapsed, forget old idempotency keys (any process may run it)."""
+    """Once a minute: expire signups whose link lapsed, forget old idempotency keys and ended webhook deliveries.
+
+    Any process may run it.
+    """
     while True:
         try:
             async with database.sessionmaker() as session, session.begin():
                 lapsed = await lapse_expired(session)
                 await prune(session)
+                await prune_deliveries(session)
             if lapsed:
                 log.info("confirmations_lapsed", count=lapsed)
         except Exception:  # a failed round is logged and retried; the loop must not die

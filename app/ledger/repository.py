@@ -302,6 +302,15 @@ _ERASE = (
         ),
     ),
     ("messages", "DELETE FROM messages WHERE workspace_id = :workspace_id AND contact_id = :contact_id"),
+    # webhook payloads name the contact (its external id); the erasure's own events still go out, so the systems
+    # that hold the person too learn of it
+    (
+        "webhook_deliveries",
+        (
+            "DELETE FROM webhook_deliveries WHERE workspace_id = :workspace_id"
+            " AND payload -> 'data' ->> 'contact_id' = :contact_text AND NOT (event_id = ANY(:keep))"
+        ),
+    ),
     ("confirmation_tokens", "DELETE FROM confirmation_tokens WHERE contact_point_id = ANY(:point_ids)"),
     ("consents", "DELETE FROM consents WHERE contact_id = :contact_id"),
     ("contact_points", "DELETE FROM contact_points WHERE contact_id = :contact_id"),

@@ -192,6 +192,7 @@ class ErasedCounts(msgspec.Struct, kw_only=True):
     consents: int
     confirmation_tokens: int
     messages: int
+    webhook_deliveries: int
     stored_answers: int
     evidence_erased: int
 

@@ -43,3 +43,22 @@ async def queue_consent_changes(session: AsyncSession, workspace_id: uuid.UUID, 
     """A ``consent.changed`` delivery per ledger event and subscription (no address: ids and external id)."""
     if event_ids:
         await session.execute(_QUEUE_CONSENT_CHANGES, {"workspace_id": workspace_id, "event_ids": list(event_ids)})
+
+
+#: How long deliveries are kept after they ended (their payloads name contacts by id and external id).
+DELIVERED_KEPT = "7 days"
+FAILED_KEPT = "30 days"
+
+_PRUNE = text(
+    f"""
+    DELETE FROM webhook_deliveries
+     WHERE (status = 'delivered' AND created_at < now() - interval '{DELIVERED_KEPT}')
+        OR (status = 'failed' AND created_at < now() - interval '{FAILED_KEPT}')
+    """  # noqa: S608  # constants
+)
+
+
+async def prune_deliveries(session: AsyncSession) -> int:
+    """Forget deliveries that ended: delivered ones after a week, failed ones after a month (to look into)."""
+    result = await session.execute(_PRUNE)
+    return int(result.rowcount)  # type: ignore[attr-defined]  # CursorResult of a DELETE

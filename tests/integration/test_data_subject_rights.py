@@ -104,6 +104,7 @@ async def test_erasure_deletes_the_person_and_reports_what_it_kept(client, admin
         "consents": 5,
         "confirmation_tokens": 1,
         "messages": 1,
+        "webhook_deliveries": 0,  # no subscription here (see test_webhooks)
         "stored_answers": 1,
         "evidence_erased": 3,  # signup, confirm, start word
     }

@@ -18,7 +18,7 @@ from app.lib.keys import Keys
 from app.settings import Settings
 from app.webhooks import service
 from app.webhooks.destinations import DestinationRefused, check_destination
-from app.webhooks.outbox import EVENT_TYPES
+from app.webhooks.outbox import EVENT_TYPES, prune_deliveries
 from app.webhooks.schemas import EventType, SubscriptionIn
 from app.webhooks.sender import SenderConfig, WebhookSender
 from tests.conftest import TEST_SECRET, local_http
@@ -278,3 +278,39 @@ async def test_the_sender_checks_the_destination_again_before_sending(
     assert receiver.requests == [], "nothing left for an internal address"
     error = (await session.execute(text("SELECT last_error FROM webhook_deliveries"))).scalar_one()
     assert "not a public address" in error
+
+
+async def test_an_erasure_forgets_the_persons_deliveries_and_announces_itself(client, admin, ledger, receiver, session):
+    await subscribe(client, admin, receiver.url)
+    purpose = await ledger.purpose("newsletter")
+    point = await ledger.point("email", "jane@example.com", external_id="crm-42")
+    await ledger.apply(point, purpose.id, "signup", "confirm")
+    assert len(await deliveries(session)) == 2
+
+    report = (await client.delete("/v1/contacts/crm-42", headers=admin)).json()
+    assert report["deleted"]["webhook_deliveries"] == 2
+    payloads = (await session.execute(text("SELECT payload FROM webhook_deliveries"))).scalars().all()
+    assert [(p["data"]["trigger"], p["data"]["external_id"]) for p in payloads] == [("erasure", "crm-42")], (
+        "the erasure goes out, so the CRM can erase too"
+    )
+
+
+async def test_ended_deliveries_are_forgotten_after_a_while(client, admin, ledger, receiver, session):
+    await subscribe(client, admin, receiver.url)
+    purpose = await ledger.purpose("newsletter")
+    for n in range(4):
+        await ledger.apply(await ledger.point("email", f"p{n}@example.com"), purpose.id, "signup")
+    await session.execute(
+        text(
+            """
+            UPDATE webhook_deliveries d SET status = v.status, created_at = now() - v.age::interval
+              FROM (SELECT id, row_number() OVER (ORDER BY created_at, id) AS n FROM webhook_deliveries) o,
+                   (VALUES (1, 'delivered', '8 days'), (2, 'delivered', '6 days'), (3, 'failed', '31 days'),
+                           (4, 'queued', '40 days')) v(n, status, age)
+             WHERE o.id = d.id AND o.n = v.n
+            """
+        )
+    )
+    assert await prune_deliveries(session) == 2
+    kept = (await session.execute(text("SELECT status FROM webhook_deliveries ORDER BY created_at"))).scalars().all()
+    assert sorted(kept) == ["delivered", "queued"], "a recent delivery and one still waiting stay"
