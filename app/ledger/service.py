@@ -27,7 +27,6 @@ from app.lib.ids import uuid7
 from app.lib.keys import Keys
 from app.lib.orm import utcnow
 from app.purposes.models import Notice
-from app.webhooks.outbox import queue_consent_changes
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,7 +237,6 @@ async def _append(
         updates[consent.id] = {"id": consent.id, **projection}
     await repository.append_events(session, rows, workspace_id)
     await repository.update_consents(session, list(updates.values()))
-    await queue_consent_changes(session, workspace_id, list(event_ids.values()))
     return event_ids
 
 
