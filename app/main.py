@@ -94,12 +94,11 @@ async def _background(app: Litestar, settings: Settings, database: Database) -> 
     stop = asyncio.Event()
     keys: Keys | None = app.state.derived_keys
     adapters = Adapters(settings, keys, app.state.mail_sender) if keys is not None else None
-    dispatcher: asyncio.Task[None] | None = None
-    webhooks: asyncio.Task[None] | None = None
+    workers: dict[str, asyncio.Task[None]] = {}
     if settings.dispatcher and adapters is not None and keys is not None:
-        dispatcher = asyncio.create_task(Dispatcher(database, keys, settings, adapters).run(stop))
         sender = WebhookSender(database, keys, allow_private=settings.webhooks_allow_private)
-        webhooks = asyncio.create_task(sender.run(stop))
+        workers["dispatcher"] = asyncio.create_task(Dispatcher(database, keys, settings, adapters).run(stop))
+        workers["webhook_sender"] = asyncio.create_task(sender.run(stop))
     try:
         yield
     finally:
@@ -107,18 +106,13 @@ async def _background(app: Litestar, settings: Settings, database: Database) -> 
         sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
-        if dispatcher is not None:
+        for name, task in workers.items():
             # let the batch in flight finish and record its outcomes (a cancelled send would be repeated by the
             # next worker once its lease runs out); cancel only if it takes too long
             try:
-                await asyncio.wait_for(dispatcher, _SHUTDOWN_GRACE_SECONDS)
+                await asyncio.wait_for(task, _SHUTDOWN_GRACE_SECONDS)
             except TimeoutError:
-                log.warning("dispatcher_cancelled_at_shutdown")
-        if webhooks is not None:
-            try:
-                await asyncio.wait_for(webhooks, _SHUTDOWN_GRACE_SECONDS)
-            except TimeoutError:
-                log.warning("webhook_sender_cancelled_at_shutdown")
+                log.warning("worker_cancelled_at_shutdown", worker=name)
         if adapters is not None:
             await adapters.aclose()
 

@@ -16,7 +16,7 @@ from app.domain.model import Channel, PurposeKind
 from app.eligibility import repository, service
 from app.eligibility.schemas import MAX_BATCH_CONTACTS, BatchIn, BatchOut, EligibilityOut
 from app.lib.auth import Principal, Scope
-from app.lib.copystream import copy_response
+from app.lib.copystream import copy_response, wants_csv
 from app.lib.db import Database
 from app.lib.errors import AppError
 from app.lib.openapi import errors
@@ -93,7 +93,7 @@ class EligibilityController(Controller):
         database: Database = state.database
         async with database.sessionmaker() as session:
             found = await require_purpose(session, principal.workspace_id, purpose)
-        as_csv = "text/csv" in request.headers.get("accept", "")
+        as_csv = wants_csv(request.headers.get("accept", ""))
         kind, channels = PurposeKind(found.kind), sorted(set(channel))
 
         async def copy(driver: Any, sink: Callable[[bytes], Awaitable[None]]) -> None:
@@ -101,4 +101,4 @@ class EligibilityController(Controller):
                 driver, principal.workspace_id, found.id, kind, channels, as_csv=as_csv, sink=sink
             )
 
-        return copy_response(database, copy, "text/csv; charset=utf-8" if as_csv else "application/x-ndjson")
+        return copy_response(database, copy, as_csv=as_csv)

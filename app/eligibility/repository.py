@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.gate import ELIGIBLE, STATE_REASON, ConsentFact, PointFacts
 from app.domain.model import Channel, PurposeKind, Reachability, State, SuppressionScope
+from app.lib.copystream import copy_rows
 
 _FACTS = text(
     """
@@ -249,12 +250,7 @@ async def copy_audience(
             (workspace_id, purpose_id, [row["id"] for row in blocked]) if inline else (workspace_id, purpose_id)
         )
         sql = audience_sql(kind, channels, blocked_given=inline)
-        if as_csv:
-            await driver.copy_from_query(sql, *args, output=sink, format="csv", header=True)
-            return
-        # One text column in CSV format with a quote and a delimiter that JSON never holds raw: PostgreSQL writes
-        # each line as it is (the text format would double every backslash).
-        await driver.copy_from_query(as_ndjson(sql), *args, output=sink, format="csv", quote="\x01", delimiter="\x02")
+        await copy_rows(driver, sql, as_ndjson(sql), *args, as_csv=as_csv, sink=sink)
 
 
 _SINGLE = """

@@ -43,6 +43,7 @@ from app.lib.keys import Keys
 from app.lib.orm import utcnow
 from app.purposes import repository as purposes
 from app.purposes.models import Notice, Purpose
+from app.purposes.service import newest_or_new
 from app.workspaces.service import settings_of
 from app.workspaces.settings import WorkspaceSettings
 
@@ -191,7 +192,9 @@ class _Context:
     actor: Actor
     now: datetime
     purposes: dict[str, Purpose | None] = field(default_factory=dict)
-    notices: dict[tuple[uuid.UUID, str, str, str], Notice] = field(default_factory=dict)
+    notices: dict[tuple[uuid.UUID, str, str, str], Notice] = field(
+        default_factory=dict
+    )  # purpose, locale, text, channel
 
 
 async def import_consents(
@@ -470,20 +473,17 @@ async def _notice(
             "notice_required", "An opt-in needs the text the person agreed to: 'notice_id' or 'notice_text'."
         )
     locale = line.locale or context.settings.locale
-    digest = hashlib.sha256(line.notice_text.encode()).hexdigest()
-    key = (purpose.id, locale, digest, channel.value)
+    key = (purpose.id, locale, line.notice_text, channel.value)
     if key not in context.notices:
-        context.notices[key] = await _notice_with_text(session, context, purpose, channel, line)
+        context.notices[key] = await _notice_with_text(session, purpose, channel, locale, line.notice_text)
     return context.notices[key]
 
 
 async def _notice_with_text(
-    session: AsyncSession, context: _Context, purpose: Purpose, channel: Channel, line: ImportLine
+    session: AsyncSession, purpose: Purpose, channel: Channel, locale: str, text: str
 ) -> Notice:
     """A notice version of the purpose holding exactly this text for this channel: found, or added."""
-    assert line.notice_text is not None
-    locale = line.locale or context.settings.locale
-    digest = hashlib.sha256(line.notice_text.encode()).hexdigest()
+    digest = hashlib.sha256(text.encode()).hexdigest()
     known = (
         await session.scalars(
             select(Notice)
@@ -494,20 +494,8 @@ async def _notice_with_text(
     for notice in known:
         if channel.value in notice.channels:
             return notice
-    await purposes.lock_purpose(session, purpose.id)
-    latest = await purposes.latest_notice(session, purpose.id, locale)
-    return await purposes.add_notice(
-        session,
-        Notice(
-            workspace_id=context.workspace_id,
-            purpose_id=purpose.id,
-            channels=[channel.value],
-            locale=locale,
-            version=(latest.version if latest else 0) + 1,
-            text=line.notice_text,
-            sha256=digest,
-        ),
-    )
+    notice, _ = await newest_or_new(session, purpose, channels=[channel.value], locale=locale, text=text)
+    return notice
 
 
 def _address(line: ImportLine, channel: Channel, settings: WorkspaceSettings) -> tuple[str, dict[str, Any] | None]:

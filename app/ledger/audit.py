@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.domain.chain import GENESIS, ChainFields, event_hash, personal_digest
 from app.ledger import repository
 from app.ledger.models import ConsentEvent
+from app.lib.copystream import copy_rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,18 +131,5 @@ async def copy_events(
     sink: Callable[[bytes], Awaitable[None]],
 ) -> None:
     """The workspace's ledger events recorded in [since, until), in chain order, as NDJSON or CSV, by ``COPY``."""
-    if as_csv:
-        await driver.copy_from_query(EVENTS_SQL, workspace_id, since, until, output=sink, format="csv", header=True)
-        return
-    # row_to_json escapes every string, so a line never holds a raw newline; CSV with a quote and a delimiter
-    # JSON never holds raw passes each line on untouched (the text format would double every backslash)
-    await driver.copy_from_query(
-        f"SELECT row_to_json(r)::text FROM ({EVENTS_SQL}) r",  # noqa: S608
-        workspace_id,
-        since,
-        until,
-        output=sink,
-        format="csv",
-        quote="\x01",
-        delimiter="\x02",
-    )
+    lines = f"SELECT row_to_json(r)::text FROM ({EVENTS_SQL}) r"  # noqa: S608
+    await copy_rows(driver, EVENTS_SQL, lines, workspace_id, since, until, as_csv=as_csv, sink=sink)

@@ -39,7 +39,7 @@ from app.ledger.schemas import (
 )
 from app.ledger.service import Actor, Applied, require_contact
 from app.lib.auth import Principal, Scope
-from app.lib.copystream import copy_response
+from app.lib.copystream import copy_response, wants_csv
 from app.lib.errors import Conflict, InvalidInput
 from app.lib.keys import Keys
 from app.lib.openapi import errors
@@ -375,13 +375,13 @@ class AuditController(Controller):
         start, end = since or _BEGINNING, until or _END
         if end <= start:
             raise InvalidInput("'until' must be later than 'since'.", code="invalid_range")
-        as_csv = "text/csv" in request.headers.get("accept", "")
+        as_csv = wants_csv(request.headers.get("accept", ""))
         workspace_id = principal.workspace_id
 
         async def copy(driver: Any, sink: Callable[[bytes], Awaitable[None]]) -> None:
             await copy_events(driver, workspace_id, start, end, as_csv=as_csv, sink=sink)
 
-        return copy_response(state.database, copy, "text/csv; charset=utf-8" if as_csv else "application/x-ndjson")
+        return copy_response(state.database, copy, as_csv=as_csv)
 
 
 _BEGINNING = datetime.min.replace(tzinfo=UTC)

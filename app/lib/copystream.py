@@ -27,8 +27,29 @@ PIECE = 64 * 1024
 Copy = Callable[[Any, Callable[[bytes], Awaitable[None]]], Awaitable[None]]
 
 
-def copy_response(database: Database, copy: Copy, media_type: str) -> Stream:
-    """A streamed response of what ``copy`` writes; closed (query cancelled) when the client goes away."""
+def wants_csv(accept: str) -> bool:
+    """Whether an ``Accept`` header asks for CSV (the streams answer NDJSON otherwise)."""
+    return "text/csv" in accept
+
+
+async def copy_rows(
+    driver: Any, rows_sql: str, lines_sql: str, *args: Any, as_csv: bool, sink: Callable[[bytes], Awaitable[None]]
+) -> None:
+    """``COPY`` to ``sink``: ``rows_sql`` as CSV with a header, or ``lines_sql`` (one JSON text per row) as NDJSON.
+
+    The JSON must escape every string (``to_json``, ``row_to_json``), so a line never holds a raw newline. It
+    goes out as one CSV column with a quote and a delimiter that JSON never holds raw, so PostgreSQL writes each
+    line as it is (the text format would double every backslash).
+    """
+    if as_csv:
+        await driver.copy_from_query(rows_sql, *args, output=sink, format="csv", header=True)
+    else:
+        await driver.copy_from_query(lines_sql, *args, output=sink, format="csv", quote="\x01", delimiter="\x02")
+
+
+def copy_response(database: Database, copy: Copy, *, as_csv: bool) -> Stream:
+    """A streamed response (CSV or NDJSON) of what ``copy`` writes; closed (query cancelled) when the client goes."""
+    media_type = "text/csv; charset=utf-8" if as_csv else "application/x-ndjson"
     body = relay(database, copy)
     # Litestar lets the handler's declared media type override Stream(media_type=…); an explicit header wins.
     # When the client goes away, Litestar cancels the sending but leaves the iterator suspended: closing it

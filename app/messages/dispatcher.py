@@ -18,9 +18,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import random
 import socket
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -44,6 +42,7 @@ from app.ledger.service import Actor
 from app.lib.db import Database
 from app.lib.keys import Keys
 from app.lib.orm import utcnow
+from app.lib.rounds import backoff, work_until
 from app.messages.models import Delivery, Message
 from app.messages.service import add_event
 from app.purposes.models import Purpose
@@ -105,15 +104,9 @@ class Dispatcher:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Work until ``stop`` is set; sleeps briefly when nothing is due."""
-        while not stop.is_set():
-            try:
-                handled = await self.run_once()
-            except Exception:  # a failed round is logged and retried; the loop must not die
-                log.exception("dispatch_round_failed", worker=self.worker_id)
-                handled = 0
-            if not handled:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.config.idle_sleep)
+        await work_until(
+            stop, self.run_once, self.config.idle_sleep, failed="dispatch_round_failed", worker=self.worker_id
+        )
 
     async def run_once(self) -> int:
         """Claim one batch and handle it; returns how many deliveries were claimed.
@@ -320,8 +313,8 @@ class Dispatcher:
         if result.outcome is Outcome.ACCEPTED:
             await self._finish(session, delivery, "sent", provider_id=result.provider_message_id)
         elif result.outcome is Outcome.TRANSIENT and delivery.attempts < self.config.max_attempts:
-            delay = min(self.config.max_backoff, self.config.base_backoff * 2 ** (delivery.attempts - 1))
-            retry_at = utcnow() + timedelta(seconds=delay * random.uniform(0.5, 1.5))  # noqa: S311  # jitter
+            delay = backoff(delivery.attempts, self.config.base_backoff, self.config.max_backoff)
+            retry_at = utcnow() + timedelta(seconds=delay)
             delivery.status, delivery.next_attempt_at = "queued", retry_at
             delivery.lease_until = delivery.leased_by = None
             delivery.last_error, delivery.updated_at = error, utcnow()

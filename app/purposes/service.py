@@ -36,6 +36,16 @@ async def create_notice(
     Returns the notice and whether it was created.
     """
     purpose = await require_purpose(session, workspace_id, purpose_key)
+    return await newest_or_new(session, purpose, channels=channels, locale=locale, text=text)
+
+
+async def newest_or_new(
+    session: AsyncSession, purpose: Purpose, *, channels: list[str], locale: str, text: str
+) -> tuple[Notice, bool]:
+    """The newest notice of ``locale`` if it holds exactly this text and these channels, else a new version.
+
+    The purpose is locked, so concurrent versions never collide. Returns the notice and whether it was created.
+    """
     digest = hashlib.sha256(text.encode()).hexdigest()
     wanted = sorted(set(channels))
     await repository.lock_purpose(session, purpose.id)
@@ -43,7 +53,7 @@ async def create_notice(
     if latest is not None and latest.sha256 == digest and sorted(latest.channels) == wanted:
         return latest, False
     notice = Notice(
-        workspace_id=workspace_id,
+        workspace_id=purpose.workspace_id,
         purpose_id=purpose.id,
         channels=wanted,
         locale=locale,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
+import functools
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -26,6 +26,7 @@ from sqlalchemy import text
 from app.emails.signature import sign
 from app.lib.db import Database
 from app.lib.keys import Keys
+from app.lib.rounds import backoff, work_until
 from app.webhooks.destinations import DestinationRefused, check_destination
 from app.webhooks.service import sealing_context
 
@@ -108,15 +109,9 @@ class WebhookSender:
     async def run(self, stop: asyncio.Event) -> None:
         """Work until ``stop`` is set; sleeps briefly when nothing is due."""
         async with self._http() as client:
-            while not stop.is_set():
-                try:
-                    handled = await self.run_once(client)
-                except Exception:  # a failed round is logged and retried; the loop must not die
-                    log.exception("webhook_round_failed")
-                    handled = 0
-                if not handled:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), self.config.idle_sleep)
+            await work_until(
+                stop, functools.partial(self.run_once, client), self.config.idle_sleep, failed="webhook_round_failed"
+            )
 
     @contextlib.asynccontextmanager
     async def _http(self) -> AsyncIterator[httpx.AsyncClient]:
@@ -178,8 +173,7 @@ class WebhookSender:
             log.info("webhook_delivered", delivery_id=str(item.id), status=outcome.status, attempt=item.attempts)
             return _DELIVERED, params
         give_up = item.attempts >= self.config.max_attempts
-        delay = min(self.config.max_backoff, self.config.base_backoff * 2 ** (item.attempts - 1))
-        delay *= random.uniform(0.5, 1.5)  # noqa: S311  # jitter, not a secret
+        delay = backoff(item.attempts, self.config.base_backoff, self.config.max_backoff)
         log.warning(
             "webhook_failed" if give_up else "webhook_retry_scheduled",
             delivery_id=str(item.id),

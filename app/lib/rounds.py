@@ -1,0 +1,37 @@
+"""Background work in rounds (the dispatcher, the webhook sender): the loop and the retry delay they share."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+
+async def work_until(
+    stop: asyncio.Event, one_round: Callable[[], Awaitable[int]], idle_sleep: float, *, failed: str, **context: Any
+) -> None:
+    """Run ``one_round`` until ``stop`` is set; sleep ``idle_sleep`` after a round that found nothing.
+
+    A round that fails is logged as ``failed`` (with ``context``) and the loop goes on: it must not die.
+    """
+    while not stop.is_set():
+        try:
+            handled = await one_round()
+        except Exception:  # a failed round is logged and retried
+            log.exception(failed, **context)
+            handled = 0
+        if not handled:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), idle_sleep)
+
+
+def backoff(attempt: int, base: float, maximum: float) -> float:
+    """Seconds to wait after failed attempt ``attempt`` (1, 2, …): doubling from ``base`` up to ``maximum``, ±50 %."""
+    delay: float = min(maximum, base * 2.0 ** (attempt - 1))
+    return delay * random.uniform(0.5, 1.5)  # noqa: S311  # jitter, not a secret
