@@ -45,6 +45,7 @@ from app.twilio.controllers import TwilioWebhookController
 from app.webhooks.controllers import WebhookSubscriptionController
 from app.webhooks.outbox import prune_deliveries
 from app.webhooks.sender import WebhookSender
+from app.workspaces import repository as workspaces_repository
 from app.workspaces.controllers import ApiKeyController, WorkspaceController
 from channel_providers.email import MailSender, SmtpConfig, sender_for
 
@@ -216,7 +217,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
             {
                 "settings": settings,
                 "metrics": metrics_registry,
-                "key_cache": KeyCache(),
+                "key_cache": KeyCache(workspaces_repository.find_active_key),
                 "mail_sender": mail_sender(settings),
                 "derived_keys": Keys(settings.secret_key) if settings.secret_key is not None else None,
             }

@@ -1,12 +1,12 @@
 """Every model, imported in one place so that Alembic and the drift test see the whole schema."""
 
-from app.emails.models import ConfirmationToken, RateLimitHit
+from app.emails.models import ConfirmationToken
 from app.ledger.models import Consent, ConsentEvent, Contact, ContactPoint, Erasure, LedgerHead, Suppression
-from app.lib.idempotency import IdempotencyKey
+from app.lib.models import IdempotencyKey, ProviderCallback, RateLimitHit
 from app.lib.orm import Base
 from app.messages.models import Delivery, Message, MessageEvent
 from app.purposes.models import Notice, Purpose
-from app.twilio.models import InboundMessage, ProviderCallback
+from app.twilio.models import InboundMessage
 from app.webhooks.models import WebhookDelivery, WebhookSubscription
 from app.workspaces.models import ApiKey, Workspace
 

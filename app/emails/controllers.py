@@ -19,11 +19,12 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.emails import render, service, signature
+from app.emails import render, service
 from app.emails.render import Form, Link, Option, page, word
 from app.emails.schemas import EmailEventsIn, EmailEventsOut
 from app.emails.service import LinkStatus, RequestMeta
 from app.emails.tokens import verify_unsubscribe
+from app.lib import signatures
 from app.lib.errors import Forbidden, InvalidInput, NotFound, RateLimited, Unavailable
 from app.lib.keys import Keys
 from app.lib.openapi import errors
@@ -253,7 +254,7 @@ class EmailWebhookController(Controller):
                     "No email webhook secret is configured for this workspace.", code="webhook_not_configured"
                 )
             secret = keys.unseal(sealed, sealing_context(workspace_id, EMAIL_WEBHOOK_SECRET))
-            if not signature.verify(secret, request.headers.get(signature.HEADER, ""), body, time.time()):
+            if not signatures.verify(secret, request.headers.get(signatures.HEADER, ""), body, time.time()):
                 raise Forbidden("The X-Consent-Signature does not match this request.", code="invalid_signature")
             try:
                 delivery = msgspec.json.decode(body, type=EmailEventsIn)

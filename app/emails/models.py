@@ -1,11 +1,11 @@
-"""Confirmation tokens (only their hash) and the counters behind the signup rate limits."""
+"""Confirmation tokens: only their hash, with the mail's proof."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Identity, Index, LargeBinary, Text, text
+from sqlalchemy import ForeignKey, Index, LargeBinary, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.lib.orm import Base, CreatedAt, UUIDPrimaryKey
@@ -43,16 +43,3 @@ class ConfirmationToken(UUIDPrimaryKey, CreatedAt, Base):
             postgresql_where=text("used_at IS NULL AND superseded_at IS NULL AND lapsed_at IS NULL"),
         ),
     )
-
-
-class RateLimitHit(Base):
-    """One counted event (a confirmation mail sent) under a keyed hash of an address or client IP."""
-
-    __tablename__ = "rate_limit_hits"
-
-    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
-    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
-    key: Mapped[bytes] = mapped_column(LargeBinary)
-    at: Mapped[datetime]
-
-    __table_args__ = (Index("ix_rate_limit_hits_workspace_key_at", "workspace_id", "key", "at"),)

@@ -12,7 +12,6 @@ sends it and records the relay's answer.
 from __future__ import annotations
 
 import enum
-import math
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -21,25 +20,25 @@ from email.message import EmailMessage
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, insert, select, text, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.identifiers import InvalidIdentifier, email_suppression_form, mask, normalise_email
 from app.domain.model import ActorType, Channel, Reachability, State, SuppressionReason, Trigger
 from app.domain.scanners import scanner_signals
 from app.emails import render
-from app.emails.models import ConfirmationToken, RateLimitHit
+from app.emails.models import ConfirmationToken
 from app.emails.tokens import UnsubscribeTarget, new_confirmation_token, sign_unsubscribe, token_hash
 from app.ledger import repository as ledger
 from app.ledger.actions import identifier_suppression_rows, suppression_rows, withdraw_point
 from app.ledger.models import Consent, ContactPoint
 from app.ledger.service import Actor, Applied, Change, apply_changes
-from app.lib.errors import RateLimited
+from app.lib import ratelimit
 from app.lib.keys import Keys
 from app.lib.orm import utcnow
+from app.lib.repository import claim_callback
 from app.purposes.models import Notice, Purpose
 from app.settings import Settings
-from app.twilio.service import claim_callback
 from app.workspaces import repository as workspaces
 from app.workspaces.settings import EmailSettings, RateLimit, WorkspaceSettings
 from channel_providers.email import MailResult, MailSender, Unsubscribe, compose
@@ -214,39 +213,22 @@ async def _take_rate_limits(
     ip: str | None,
     now: datetime,
 ) -> None:
-    """Count one confirmation mail against the address and the client IP, or raise 429 if either is spent.
-
-    Counters are stored under keyed hashes only. An advisory lock per counter serialises concurrent signups
-    of the same address, so two requests cannot both take the last slot.
-    """
-    checks: list[tuple[bytes, RateLimit]] = [(keys.rate_limit_key("email", address.lower()), limits.address_limit)]
+    """Count one confirmation mail against the address and the client IP, or raise 429 if either is spent."""
+    counters = [(keys.rate_limit_key("email", address.lower()), _limit(limits.address_limit))]
     if ip:
-        checks.append((keys.rate_limit_key("ip", ip), limits.ip_limit))
-    for key, limit in sorted(checks, key=lambda check: check[0]):
-        await session.execute(
-            text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": int.from_bytes(key[:8], "big", signed=True)}
-        )
-        window = timedelta(minutes=limit.window_minutes)
-        recent = (
-            await session.scalars(
-                select(RateLimitHit.at)
-                .where(
-                    RateLimitHit.workspace_id == workspace_id, RateLimitHit.key == key, RateLimitHit.at > now - window
-                )
-                .order_by(RateLimitHit.at.desc())
-                .limit(limit.count)
-            )
-        ).all()
-        if len(recent) >= limit.count:
-            retry_after = max(1, math.ceil((recent[-1] + window - now).total_seconds()))
-            raise RateLimited(
-                "Too many confirmation mails were requested for this address or client; try again later.",
-                retry_after=retry_after,
-                code="too_many_confirmation_mails",
-            )
-    await session.execute(
-        insert(RateLimitHit), [{"workspace_id": workspace_id, "key": key, "at": now} for key, _ in checks]
+        counters.append((keys.rate_limit_key("ip", ip), _limit(limits.ip_limit)))
+    await ratelimit.take(
+        session,
+        workspace_id,
+        counters,
+        now=now,
+        message="Too many confirmation mails were requested for this address or client; try again later.",
+        code="too_many_confirmation_mails",
     )
+
+
+def _limit(limit: RateLimit) -> ratelimit.Limit:
+    return ratelimit.Limit(limit.count, timedelta(minutes=limit.window_minutes))
 
 
 # --- the confirmation link ---------------------------------------------------------------------------------
@@ -423,7 +405,7 @@ async def lapse_expired(session: AsyncSession, *, limit: int = 500) -> int:
     ).all()
     for row in rows:
         await _lapse(session, row, now)
-    await session.execute(delete(RateLimitHit).where(RateLimitHit.at < now - timedelta(days=31)))
+    await ratelimit.prune(session, now)
     return len(rows)
 
 

@@ -12,8 +12,10 @@ import hashlib
 import secrets
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import asyncpg
 import msgspec
 from litestar import Request
 from litestar.connection import ASGIConnection
@@ -59,6 +61,10 @@ def hash_key(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
 
 
+KeyLookup = Callable[[asyncpg.Connection, bytes], Awaitable[Principal | None]]
+"""Finds the principal of an active (unrevoked) key by the SHA-256 of its secret, on a driver connection."""
+
+
 def bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
     """The key from ``Authorization: Bearer …``, or a 401 saying what is wrong."""
     header = connection.headers.get("authorization")
@@ -74,11 +80,13 @@ def bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
 class KeyCache:
     """Recently verified keys, by hash, for a few seconds: spares the database a read on every request.
 
-    Only valid keys are cached. Revoking a key clears the cache of the process that revoked it at once; other
+    ``lookup`` finds an active key by its hash (the package that owns the keys supplies it, so this module holds
+    no SQL). Only valid keys are cached. Revoking a key clears the cache of the process that revoked it at once; other
     processes stop accepting it within ``ttl`` seconds. Consent decisions are never cached.
     """
 
-    def __init__(self, ttl: float = 5.0, size: int = 10_000) -> None:
+    def __init__(self, lookup: KeyLookup, ttl: float = 5.0, size: int = 10_000) -> None:
+        self.lookup = lookup
         self.ttl = ttl
         self.size = size
         self._entries: dict[bytes, tuple[Principal, float]] = {}
@@ -101,9 +109,6 @@ class KeyCache:
         self._entries.clear()
 
 
-_KEY_QUERY = "SELECT id, workspace_id, scopes FROM api_keys WHERE secret_hash = $1 AND revoked_at IS NULL"
-
-
 async def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
     """Resolve the bearer key to a principal (401 if missing, malformed, unknown or revoked)."""
     token = bearer_token(connection)
@@ -114,10 +119,9 @@ async def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Princi
     if (principal := cache.get(digest)) is not None:
         return principal
     async with connection.app.state.database.driver() as driver:
-        row = await driver.fetchrow(_KEY_QUERY, digest)
-    if row is None:
+        principal = await cache.lookup(driver, digest)
+    if principal is None:
         raise Unauthenticated("The API key is not valid.", code="invalid_api_key")
-    principal = Principal(workspace_id=row["workspace_id"], api_key_id=row["id"], scopes=frozenset(row["scopes"]))
     cache.put(digest, principal)
     return principal
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -24,15 +24,13 @@ from litestar.connection import ASGIConnection
 from litestar.datastructures import MutableScopeHeaders
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
-from sqlalchemy import ForeignKey, Integer, LargeBinary, Text, delete, or_, select, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Mapped, mapped_column
 
+from app.lib import repository
 from app.lib.auth import authenticate
 from app.lib.db import Database
 from app.lib.errors import AppError, Conflict, InvalidInput
-from app.lib.orm import Base, utcnow
+from app.lib.orm import utcnow
 
 log = structlog.get_logger(__name__)
 
@@ -42,21 +40,6 @@ ABANDONED_AFTER = timedelta(seconds=60)
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _KEPT_HEADERS = ("content-type", "location")
 _RETRY_LATER = 429
-
-
-class IdempotencyKey(Base):
-    """A claimed key, with the first answer once it is known."""
-
-    __tablename__ = "idempotency_keys"
-
-    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True)
-    key: Mapped[str] = mapped_column(Text, primary_key=True)
-    fingerprint: Mapped[bytes] = mapped_column(LargeBinary)
-    created_at: Mapped[datetime]
-    completed_at: Mapped[datetime | None]
-    status: Mapped[int | None] = mapped_column(Integer)
-    headers: Mapped[str | None] = mapped_column(Text)
-    body: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
 def idempotency_middleware(app: ASGIApp) -> ASGIApp:
@@ -114,25 +97,12 @@ async def _claim(
     """Claim ``key``; ``None`` when this request runs, else the stored answer to replay (or a 409 raised)."""
     now = utcnow()
     async with database.sessionmaker() as session, session.begin():
-        claimed = await session.scalar(
-            insert(IdempotencyKey)
-            .values(workspace_id=workspace_id, key=key, fingerprint=fingerprint, created_at=now)
-            .on_conflict_do_update(
-                index_elements=["workspace_id", "key"],
-                set_={"fingerprint": fingerprint, "created_at": now},
-                # an expired key is free again; so is a claim a crashed process left behind
-                where=or_(
-                    IdempotencyKey.created_at < now - RETENTION,
-                    (IdempotencyKey.completed_at.is_(None)) & (IdempotencyKey.created_at < now - ABANDONED_AFTER),
-                ),
-            )
-            .returning(IdempotencyKey.key)
+        claimed = await repository.claim_idempotency_key(
+            session, workspace_id, key, fingerprint, now=now, retention=RETENTION, abandoned_after=ABANDONED_AFTER
         )
-        if claimed is not None:
+        if claimed:
             return None
-        row = await session.scalar(
-            select(IdempotencyKey).where(IdempotencyKey.workspace_id == workspace_id, IdempotencyKey.key == key)
-        )
+        row = await repository.get_idempotency_key(session, workspace_id, key)
     if row is None:  # deleted in between (its first request failed): the client may simply retry
         raise Conflict("The first request with this key just failed; retry.", code="idempotency_request_in_progress")
     if row.fingerprint != fingerprint:
@@ -197,17 +167,14 @@ async def _run_and_keep(
         keep = status < 500 and status != _RETRY_LATER  # noqa: PLR2004
     finally:
         async with database.sessionmaker() as session, session.begin():
-            where = (IdempotencyKey.workspace_id == workspace_id) & (IdempotencyKey.key == key)
             if keep:
-                await session.execute(
-                    update(IdempotencyKey)
-                    .where(where)
-                    .values(completed_at=utcnow(), status=status, headers="\n".join(headers), body=b"".join(chunks))
+                await repository.complete_idempotency_key(
+                    session, workspace_id, key, status=status, headers="\n".join(headers), body=b"".join(chunks)
                 )
             else:
-                await session.execute(delete(IdempotencyKey).where(where))
+                await repository.release_idempotency_key(session, workspace_id, key)
 
 
 async def prune(session: AsyncSession) -> None:
     """Forget keys older than :data:`RETENTION`."""
-    await session.execute(delete(IdempotencyKey).where(IdempotencyKey.created_at < utcnow() - RETENTION))
+    await repository.prune_idempotency_keys(session, utcnow() - RETENTION)

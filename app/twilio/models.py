@@ -26,18 +26,3 @@ class InboundMessage(UUIDPrimaryKey, Base):
     received_at: Mapped[datetime]
 
     __table_args__ = (UniqueConstraint("workspace_id", "provider", "message_sid"),)
-
-
-class ProviderCallback(UUIDPrimaryKey, Base):
-    """A delivery-status callback by (message id, status): each is processed once."""
-
-    __tablename__ = "provider_callbacks"
-
-    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
-    provider: Mapped[str] = mapped_column(Text)
-    message_sid: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(Text)
-    error_code: Mapped[str | None] = mapped_column(Text)
-    received_at: Mapped[datetime]
-
-    __table_args__ = (UniqueConstraint("workspace_id", "provider", "message_sid", "status"),)

@@ -34,9 +34,10 @@ from app.ledger.service import Actor, Change, add_point, apply_changes
 from app.lib.ids import uuid7
 from app.lib.keys import Keys
 from app.lib.orm import utcnow
+from app.lib.repository import claim_callback
 from app.messages import service as messages
 from app.purposes import repository as purposes
-from app.twilio.models import InboundMessage, ProviderCallback
+from app.twilio.models import InboundMessage
 from app.workspaces.settings import WorkspaceSettings, reply_text
 
 log = structlog.get_logger(__name__)
@@ -166,33 +167,6 @@ async def handle_inbound(
     )
     log.info("twilio_inbound", workspace_id=str(workspace_id), channel=channel.value, intent=reading.intent.value)
     return reply
-
-
-async def claim_callback(
-    session: AsyncSession,
-    workspace_id: uuid.UUID,
-    *,
-    provider: str,
-    message_id: str,
-    status: str,
-    error: str | None,
-) -> bool:
-    """Record a provider callback once per (provider, message id, status); False when it was seen before."""
-    claimed = await session.scalar(
-        insert(ProviderCallback)
-        .values(
-            id=uuid7(),
-            workspace_id=workspace_id,
-            provider=provider,
-            message_sid=message_id,
-            status=status,
-            error_code=error[:500] if error else None,
-            received_at=utcnow(),
-        )
-        .on_conflict_do_nothing(index_elements=["workspace_id", "provider", "message_sid", "status"])
-        .returning(ProviderCallback.id)
-    )
-    return claimed is not None
 
 
 async def handle_status(

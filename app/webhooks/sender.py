@@ -23,10 +23,10 @@ import msgspec
 import structlog
 from sqlalchemy import text
 
-from app.emails.signature import sign
 from app.lib.db import Database
 from app.lib.keys import Keys
 from app.lib.rounds import backoff, work_until
+from app.lib.signatures import sign
 from app.webhooks.destinations import DestinationRefused, check_destination
 from app.webhooks.service import sealing_context
 

@@ -7,9 +7,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.lib.auth import Principal
 from app.workspaces.models import ApiKey, Workspace
 
 
@@ -51,6 +53,17 @@ async def list_api_keys(session: AsyncSession, workspace_id: uuid.UUID) -> Seque
         select(ApiKey).where(ApiKey.workspace_id == workspace_id).order_by(ApiKey.created_at, ApiKey.id)
     )
     return result.all()
+
+
+_ACTIVE_KEY = "SELECT id, workspace_id, scopes FROM api_keys WHERE secret_hash = $1 AND revoked_at IS NULL"
+
+
+async def find_active_key(driver: asyncpg.Connection, secret_hash: bytes) -> Principal | None:
+    """The principal of an unrevoked key by its hash (every authenticated request; plain asyncpg, one index probe)."""
+    row = await driver.fetchrow(_ACTIVE_KEY, secret_hash)
+    if row is None:
+        return None
+    return Principal(workspace_id=row["workspace_id"], api_key_id=row["id"], scopes=frozenset(row["scopes"]))
 
 
 async def revoke_api_key(session: AsyncSession, workspace_id: uuid.UUID, key_id: uuid.UUID, at: datetime) -> bool:

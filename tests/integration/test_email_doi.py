@@ -15,9 +15,10 @@ from aiosmtpd.smtp import SMTP
 from sqlalchemy import func, select, update
 
 from app.emails import service as emails
-from app.emails.models import ConfirmationToken, RateLimitHit
+from app.emails.models import ConfirmationToken
 from app.ledger.models import ConsentEvent
 from app.lib.auth import Scope
+from app.lib.models import RateLimitHit
 from app.lib.orm import utcnow
 from app.main import create_app
 from app.settings import MailSettings, Settings

@@ -11,11 +11,11 @@ from sqlalchemy import func, select
 
 from app.domain.model import Channel
 from app.emails import service as emails
-from app.emails.signature import sign
 from app.emails.tokens import UnsubscribeTarget
 from app.ledger.models import ConsentEvent, ContactPoint, Suppression
 from app.lib.auth import Scope
 from app.lib.keys import Keys
+from app.lib.signatures import sign
 from channel_providers.email import compose
 from tests.conftest import TEST_SECRET
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 from sqlalchemy import func, insert, select
 
 from app.lib.auth import Scope
-from app.lib.idempotency import IdempotencyKey
+from app.lib.models import IdempotencyKey
 from app.lib.orm import utcnow
 from app.purposes.models import Purpose
 

@@ -11,10 +11,10 @@ import pytest
 from aiohttp import web
 from sqlalchemy import text
 
-from app.emails.signature import verify
 from app.lib.auth import Scope
 from app.lib.errors import InvalidInput
 from app.lib.keys import Keys
+from app.lib.signatures import verify
 from app.settings import Settings
 from app.webhooks import service
 from app.webhooks.destinations import DestinationRefused, check_destination

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from app.domain.scanners import FAST_CONFIRMATION, NO_USER_AGENT, SCANNER_USER_AGENT, scanner_signals
-from app.emails import render, signature
+from app.emails import render
 from app.emails.tokens import (
     UnsubscribeTarget,
     new_confirmation_token,
@@ -18,6 +18,7 @@ from app.emails.tokens import (
     token_hash,
     verify_unsubscribe,
 )
+from app.lib import signatures
 from channel_providers.email import OutboxSender, Outcome, compose
 
 KEY = b"k" * 32
@@ -56,16 +57,16 @@ def test_unsubscribe_tokens_cannot_be_forged_or_redirected():
 def test_webhook_signatures():
     body = b'{"events": []}'
     now = 1_800_000_000
-    header = signature.sign("secret" * 6, body, now)
-    assert signature.verify("secret" * 6, header, body, now)
-    assert signature.verify("secret" * 6, header, body, now + 299)
-    assert not signature.verify("secret" * 6, header, body, now + 301), "replayed too late"
-    assert not signature.verify("secret" * 6, header, body + b" ", now)
-    assert not signature.verify("other" * 7, header, body, now)
-    assert not signature.verify("secret" * 6, "", body, now)
-    assert not signature.verify("secret" * 6, "t=abc,v1=00", body, now)
+    header = signatures.sign("secret" * 6, body, now)
+    assert signatures.verify("secret" * 6, header, body, now)
+    assert signatures.verify("secret" * 6, header, body, now + 299)
+    assert not signatures.verify("secret" * 6, header, body, now + 301), "replayed too late"
+    assert not signatures.verify("secret" * 6, header, body + b" ", now)
+    assert not signatures.verify("other" * 7, header, body, now)
+    assert not signatures.verify("secret" * 6, "", body, now)
+    assert not signatures.verify("secret" * 6, "t=abc,v1=00", body, now)
     rotated = f"{header},v1={'0' * 64}"
-    assert signature.verify("secret" * 6, rotated, body, now), "any of several v1 values may match"
+    assert signatures.verify("secret" * 6, rotated, body, now), "any of several v1 values may match"
 
 
 def test_scanner_signals():

@@ -1,8 +1,9 @@
-"""Signatures of the bounce/complaint webhook: ``X-Consent-Signature: t=<unix time>,v1=<hex HMAC-SHA256>``.
+"""Webhook body signatures: ``X-Consent-Signature: t=<unix time>,v1=<hex HMAC-SHA256>``.
 
-The HMAC is over ``"<t>." + body`` with the workspace's webhook secret. The timestamp binds the signature to a
-moment, so a captured delivery cannot be replayed after :data:`TOLERANCE_SECONDS`; several ``v1`` values may be
-sent while a secret is being rotated.
+One format both ways: the mail provider's bounce/complaint webhook is checked with it, and our outbound
+webhook deliveries are signed with it. The HMAC is over ``"<t>." + body`` with the secret. The timestamp binds
+the signature to a moment, so a captured delivery cannot be replayed after :data:`TOLERANCE_SECONDS`; several
+``v1`` values may be sent while a secret is being rotated.
 """
 
 from __future__ import annotations

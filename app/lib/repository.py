@@ -1,0 +1,137 @@
+"""All SQL of the shared plumbing's tables (:mod:`app.lib.models`); every statement is scoped to one workspace."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as upsert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.lib.ids import uuid7
+from app.lib.models import IdempotencyKey, ProviderCallback, RateLimitHit
+from app.lib.orm import utcnow
+
+# --- idempotency keys --------------------------------------------------------------------------------------
+
+
+async def claim_idempotency_key(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    key: str,
+    fingerprint: bytes,
+    *,
+    now: datetime,
+    retention: timedelta,
+    abandoned_after: timedelta,
+) -> bool:
+    """Claim ``key`` for a new request; False when it is held (answered, or still running)."""
+    claimed = await session.scalar(
+        upsert(IdempotencyKey)
+        .values(workspace_id=workspace_id, key=key, fingerprint=fingerprint, created_at=now)
+        .on_conflict_do_update(
+            index_elements=["workspace_id", "key"],
+            set_={"fingerprint": fingerprint, "created_at": now},
+            # an expired key is free again; so is a claim a crashed process left behind
+            where=or_(
+                IdempotencyKey.created_at < now - retention,
+                (IdempotencyKey.completed_at.is_(None)) & (IdempotencyKey.created_at < now - abandoned_after),
+            ),
+        )
+        .returning(IdempotencyKey.key)
+    )
+    return claimed is not None
+
+
+async def get_idempotency_key(session: AsyncSession, workspace_id: uuid.UUID, key: str) -> IdempotencyKey | None:
+    """The claim of ``key``, with its answer once known."""
+    return await session.scalar(
+        select(IdempotencyKey).where(IdempotencyKey.workspace_id == workspace_id, IdempotencyKey.key == key)
+    )
+
+
+async def complete_idempotency_key(
+    session: AsyncSession, workspace_id: uuid.UUID, key: str, *, status: int, headers: str, body: bytes
+) -> None:
+    """Keep the first answer of ``key``."""
+    await session.execute(
+        update(IdempotencyKey)
+        .where(IdempotencyKey.workspace_id == workspace_id, IdempotencyKey.key == key)
+        .values(completed_at=utcnow(), status=status, headers=headers, body=body)
+    )
+
+
+async def release_idempotency_key(session: AsyncSession, workspace_id: uuid.UUID, key: str) -> None:
+    """Free ``key``: its request failed in a way that must run again on a retry."""
+    await session.execute(
+        delete(IdempotencyKey).where(IdempotencyKey.workspace_id == workspace_id, IdempotencyKey.key == key)
+    )
+
+
+async def prune_idempotency_keys(session: AsyncSession, before: datetime) -> None:
+    """Forget every workspace's keys claimed before ``before`` (the sweep)."""
+    await session.execute(delete(IdempotencyKey).where(IdempotencyKey.created_at < before))
+
+
+# --- rate limits -------------------------------------------------------------------------------------------
+
+
+async def lock_counter(session: AsyncSession, key: bytes) -> None:
+    """Serialise takers of one counter until the transaction ends (advisory lock on the key's first 8 bytes)."""
+    await session.execute(select(func.pg_advisory_xact_lock(int.from_bytes(key[:8], "big", signed=True))))
+
+
+async def recent_hits(
+    session: AsyncSession, workspace_id: uuid.UUID, key: bytes, *, since: datetime, limit: int
+) -> Sequence[datetime]:
+    """The newest hits of a counter after ``since``, newest first, at most ``limit``."""
+    return (
+        await session.scalars(
+            select(RateLimitHit.at)
+            .where(RateLimitHit.workspace_id == workspace_id, RateLimitHit.key == key, RateLimitHit.at > since)
+            .order_by(RateLimitHit.at.desc())
+            .limit(limit)
+        )
+    ).all()
+
+
+async def add_hits(session: AsyncSession, workspace_id: uuid.UUID, keys: Sequence[bytes], at: datetime) -> None:
+    """Count one hit on each of ``keys``."""
+    await session.execute(insert(RateLimitHit), [{"workspace_id": workspace_id, "key": key, "at": at} for key in keys])
+
+
+async def prune_hits(session: AsyncSession, before: datetime) -> None:
+    """Forget every workspace's hits older than ``before`` (no limit looks back that far)."""
+    await session.execute(delete(RateLimitHit).where(RateLimitHit.at < before))
+
+
+# --- provider callbacks ------------------------------------------------------------------------------------
+
+
+async def claim_callback(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    *,
+    provider: str,
+    message_id: str,
+    status: str,
+    error: str | None,
+) -> bool:
+    """Record a provider callback once per (provider, message id, status); False when it was seen before."""
+    claimed = await session.scalar(
+        upsert(ProviderCallback)
+        .values(
+            id=uuid7(),
+            workspace_id=workspace_id,
+            provider=provider,
+            message_sid=message_id,
+            status=status,
+            error_code=error[:500] if error else None,
+            received_at=utcnow(),
+        )
+        .on_conflict_do_nothing(index_elements=["workspace_id", "provider", "message_sid", "status"])
+        .returning(ProviderCallback.id)
+    )
+    return claimed is not None
