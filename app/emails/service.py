@@ -20,23 +20,23 @@ from email.message import EmailMessage
 from typing import Any
 
 import structlog
-from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.identifiers import InvalidIdentifier, email_suppression_form, mask, normalise_email
 from app.domain.model import ActorType, Channel, Reachability, State, SuppressionReason, Trigger
 from app.domain.scanners import scanner_signals
-from app.emails import render
+from app.emails import render, repository
 from app.emails.models import ConfirmationToken
 from app.emails.tokens import UnsubscribeTarget, new_confirmation_token, sign_unsubscribe, token_hash
 from app.ledger import repository as ledger
 from app.ledger.actions import identifier_suppression_rows, suppression_rows, withdraw_point
-from app.ledger.models import Consent, ContactPoint
+from app.ledger.models import ContactPoint
 from app.ledger.service import Actor, Applied, Change, apply_changes
 from app.lib import ratelimit
 from app.lib.keys import Keys
 from app.lib.orm import utcnow
 from app.lib.repository import claim_callback
+from app.purposes import repository as purposes
 from app.purposes.models import Notice, Purpose
 from app.settings import Settings
 from app.workspaces import repository as workspaces
@@ -98,7 +98,7 @@ async def request_confirmation(
     await _take_rate_limits(session, keys, workspace_id, settings.email, address=point.value, ip=client_ip, now=now)
     contact = await ledger.get_contact(session, point.contact_id)
     lang = render.locale_of(contact.locale, settings.locale)
-    current = await _consent_state(session, point.id, purpose.id)
+    current = await ledger.consent_state(session, workspace_id, point.id, purpose.id)
     if current is not State.OPTED_IN:
         trigger = Trigger.RESEND if current is State.PENDING else Trigger.SIGNUP
         [applied] = await apply_changes(
@@ -112,20 +112,19 @@ async def request_confirmation(
     if current is not State.PENDING:  # already in (or it became so meanwhile): nothing to confirm
         mail = render.already_subscribed_mail(lang, brand=brand, purpose=purpose.name)
         return Outgoing(workspace_id, None, _compose(app_settings, settings, point.value, mail))
-    await _supersede(session, point.id, purpose.id, now)
+    await repository.supersede_open(session, workspace_id, point.id, purpose.id, now)
     token, digest = new_confirmation_token()
     expires = now + timedelta(hours=settings.email.confirmation_ttl_hours)
-    row = ConfirmationToken(
-        workspace_id=workspace_id,
-        contact_point_id=point.id,
+    row = await repository.add_token(
+        session,
+        workspace_id,
+        point_id=point.id,
         purpose_id=purpose.id,
-        notice_id=notice.id if notice else await _notice_of(session, point.id, purpose.id),
-        token_hash=digest,
+        notice_id=notice.id if notice else await ledger.consent_notice_id(session, workspace_id, point.id, purpose.id),
+        digest=digest,
         locale=lang,
         expires_at=expires,
     )
-    session.add(row)
-    await session.flush()
     link = f"{app_settings.public_base_url}/c/{token}"
     mail = render.confirmation_mail(
         lang, brand=brand, purpose=purpose.name, link=link, expires=expires, timezone=settings.timezone
@@ -137,14 +136,13 @@ async def deliver(session: AsyncSession, sender: MailSender, outgoing: Outgoing)
     """Send ``outgoing`` and keep the relay's answer with its token (the caller commits)."""
     result = await sender.send(outgoing.message)
     if outgoing.token_id is not None:
-        await session.execute(
-            update(ConfirmationToken)
-            .where(ConfirmationToken.id == outgoing.token_id)
-            .values(
-                mail_message_id=result.message_id,
-                mail_sent_at=utcnow() if result.accepted else None,
-                mail_response=result.response[:1000],
-            )
+        await repository.record_mail(
+            session,
+            outgoing.workspace_id,
+            outgoing.token_id,
+            message_id=result.message_id,
+            sent_at=utcnow() if result.accepted else None,
+            response=result.response[:1000],
         )
     log.info(
         "confirmation_mail",
@@ -174,33 +172,6 @@ async def _workspace(session: AsyncSession, workspace_id: uuid.UUID) -> tuple[Wo
     assert workspace is not None  # callers hold a key of it, or a token that cascades with it
     settings = WorkspaceSettings.load(workspace.settings)
     return settings, settings.brand or workspace.name
-
-
-async def _consent_state(session: AsyncSession, point_id: uuid.UUID, purpose_id: uuid.UUID) -> State:
-    state = await session.scalar(
-        select(Consent.state).where(Consent.contact_point_id == point_id, Consent.purpose_id == purpose_id)
-    )
-    return State(state) if state else State.NONE
-
-
-async def _notice_of(session: AsyncSession, point_id: uuid.UUID, purpose_id: uuid.UUID) -> uuid.UUID | None:
-    return await session.scalar(
-        select(Consent.notice_id).where(Consent.contact_point_id == point_id, Consent.purpose_id == purpose_id)
-    )
-
-
-async def _supersede(session: AsyncSession, point_id: uuid.UUID, purpose_id: uuid.UUID, now: datetime) -> None:
-    await session.execute(
-        update(ConfirmationToken)
-        .where(
-            ConfirmationToken.contact_point_id == point_id,
-            ConfirmationToken.purpose_id == purpose_id,
-            ConfirmationToken.used_at.is_(None),
-            ConfirmationToken.superseded_at.is_(None),
-            ConfirmationToken.lapsed_at.is_(None),
-        )
-        .values(superseded_at=now)
-    )
 
 
 async def _take_rate_limits(
@@ -277,13 +248,12 @@ class Link:
 
 async def look_up(session: AsyncSession, token: str, *, lock: bool = False) -> Link:
     """What ``token`` can do now; changes nothing (``GET`` and ``HEAD`` use this)."""
-    statement = select(ConfirmationToken).where(ConfirmationToken.token_hash == token_hash(token))
-    row = await session.scalar(statement.with_for_update() if lock else statement)
+    row = await repository.find_by_hash(session, token_hash(token), lock=lock)
     if row is None:
         return Link(LinkStatus.UNKNOWN)
     settings, brand = await _workspace(session, row.workspace_id)
-    purpose = await session.get(Purpose, row.purpose_id)
-    point = await session.get(ContactPoint, row.contact_point_id)
+    purpose = await purposes.get_purpose(session, row.workspace_id, row.purpose_id)
+    point = await ledger.get_contact_point(session, row.workspace_id, row.contact_point_id)
     assert purpose is not None
     assert point is not None
     found = Link(
@@ -295,7 +265,7 @@ async def look_up(session: AsyncSession, token: str, *, lock: bool = False) -> L
         purpose.name,
         settings.email.signup_url,
     )
-    state = await _consent_state(session, row.contact_point_id, row.purpose_id)
+    state = await ledger.consent_state(session, row.workspace_id, row.contact_point_id, row.purpose_id)
     if row.used_at is not None or state is State.OPTED_IN:
         return _with(found, LinkStatus.ALREADY)
     if row.superseded_at is not None:
@@ -348,7 +318,7 @@ async def confirm(session: AsyncSession, token: str, meta: RequestMeta) -> Link:
     )
     if applied.event_id is None:
         return _with(link, LinkStatus.INVALID)
-    row.used_at = now
+    repository.mark_used(row, now)
     if point.reachability == Reachability.UNDELIVERABLE:  # the mail arrived: the address works again
         await ledger.set_reachability(session, point.id, Reachability.REACHABLE.value, now)
     return _with(link, LinkStatus.CONFIRMED)
@@ -364,8 +334,8 @@ async def renew(
     row, point = link.token, link.point
     assert row is not None
     assert point is not None
-    purpose = await session.get(Purpose, row.purpose_id)
-    notice = await session.get(Notice, row.notice_id) if row.notice_id else None
+    purpose = await purposes.get_purpose(session, row.workspace_id, row.purpose_id)
+    notice = await purposes.get_notice(session, row.workspace_id, row.notice_id) if row.notice_id else None
     assert purpose is not None
     evidence = {**meta.evidence(), "method": "renewal_page", "previous_token_id": str(row.id)}
     outgoing = await request_confirmation(
@@ -389,20 +359,7 @@ async def lapse_expired(session: AsyncSession, *, limit: int = 500) -> int:
     Safe to run from several processes at once (``SKIP LOCKED``). Old rate-limit counters are pruned too.
     """
     now = utcnow()
-    rows = (
-        await session.scalars(
-            select(ConfirmationToken)
-            .where(
-                ConfirmationToken.expires_at <= now,
-                ConfirmationToken.used_at.is_(None),
-                ConfirmationToken.superseded_at.is_(None),
-                ConfirmationToken.lapsed_at.is_(None),
-            )
-            .order_by(ConfirmationToken.expires_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-    ).all()
+    rows = await repository.lock_expired(session, now, limit)
     for row in rows:
         await _lapse(session, row, now)
     await ratelimit.prune(session, now)
@@ -410,7 +367,7 @@ async def lapse_expired(session: AsyncSession, *, limit: int = 500) -> int:
 
 
 async def _lapse(session: AsyncSession, row: ConfirmationToken, now: datetime) -> None:
-    point = await session.get(ContactPoint, row.contact_point_id)
+    point = await ledger.get_contact_point(session, row.workspace_id, row.contact_point_id)
     if point is not None:
         evidence = {"token_id": str(row.id), "expired_at": row.expires_at.isoformat()}
         await apply_changes(
@@ -420,7 +377,7 @@ async def _lapse(session: AsyncSession, row: ConfirmationToken, now: datetime) -
             SYSTEM,
             skip_not_allowed=True,
         )
-    row.lapsed_at = now
+    repository.mark_lapsed(row, now)
 
 
 # --- unsubscribing -----------------------------------------------------------------------------------------
@@ -451,11 +408,11 @@ class Recipient:
 
 async def recipient_of(session: AsyncSession, target: UnsubscribeTarget) -> Recipient | None:
     """The address and purpose a verified token names; ``None`` if the address is gone (erased)."""
-    point = await session.get(ContactPoint, target.contact_point_id)
+    point = await ledger.get_contact_point_unscoped(session, target.contact_point_id)  # the token names no workspace
     if point is None or point.channel != Channel.EMAIL:
         return None
-    purpose = await session.get(Purpose, target.purpose_id) if target.purpose_id else None
-    if purpose is not None and purpose.workspace_id != point.workspace_id:
+    purpose = await purposes.get_purpose(session, point.workspace_id, target.purpose_id) if target.purpose_id else None
+    if target.purpose_id is not None and purpose is None:  # another workspace's (purposes are never deleted)
         return None
     settings, brand = await _workspace(session, point.workspace_id)
     contact = await ledger.get_contact(session, point.contact_id)

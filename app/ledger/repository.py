@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app.domain.chain import GENESIS
+from app.domain.model import State
 from app.ledger.models import Consent, ConsentEvent, Contact, ContactPoint, LedgerHead, Suppression
 from app.lib.ids import uuid7
 
@@ -353,3 +354,41 @@ async def erase_contact(
         params,
     )
     return counts, int(kept or 0)
+
+
+# --- what other packages read and write, each scoped to one workspace ------------------------------------------
+
+
+async def get_contact_point(session: AsyncSession, workspace_id: uuid.UUID, point_id: uuid.UUID) -> ContactPoint | None:
+    """A contact point of the workspace by id."""
+    return await session.scalar(
+        select(ContactPoint).where(ContactPoint.workspace_id == workspace_id, ContactPoint.id == point_id)
+    )
+
+
+async def get_contact_point_unscoped(session: AsyncSession, point_id: uuid.UUID) -> ContactPoint | None:
+    """A contact point by id in any workspace: only for an id from a signed link, which names no workspace."""
+    return await session.get(ContactPoint, point_id)
+
+
+async def consent_state(
+    session: AsyncSession, workspace_id: uuid.UUID, point_id: uuid.UUID, purpose_id: uuid.UUID
+) -> State:
+    """The state of an address's consent to a purpose (``none`` without a row)."""
+    state = await session.scalar(
+        select(Consent.state).where(
+            Consent.workspace_id == workspace_id, Consent.contact_point_id == point_id, Consent.purpose_id == purpose_id
+        )
+    )
+    return State(state) if state else State.NONE
+
+
+async def consent_notice_id(
+    session: AsyncSession, workspace_id: uuid.UUID, point_id: uuid.UUID, purpose_id: uuid.UUID
+) -> uuid.UUID | None:
+    """The notice an address's consent to a purpose rests on."""
+    return await session.scalar(
+        select(Consent.notice_id).where(
+            Consent.workspace_id == workspace_id, Consent.contact_point_id == point_id, Consent.purpose_id == purpose_id
+        )
+    )

@@ -79,3 +79,8 @@ async def list_notices(
 async def purposes_by_id(session: AsyncSession, workspace_id: uuid.UUID) -> dict[uuid.UUID, Purpose]:
     """All purposes of the workspace, by id."""
     return {p.id: p for p in await list_purposes(session, workspace_id)}
+
+
+async def get_purpose(session: AsyncSession, workspace_id: uuid.UUID, purpose_id: uuid.UUID) -> Purpose | None:
+    """A purpose of the workspace by id."""
+    return await session.scalar(select(Purpose).where(Purpose.id == purpose_id, Purpose.workspace_id == workspace_id))

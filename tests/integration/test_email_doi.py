@@ -14,6 +14,7 @@ import pytest
 from aiosmtpd.smtp import SMTP
 from sqlalchemy import func, select, update
 
+from app.emails import repository as email_repository
 from app.emails import service as emails
 from app.emails.models import ConfirmationToken
 from app.ledger.models import ConsentEvent
@@ -218,6 +219,20 @@ async def test_the_token_row_keeps_the_mail_proof_and_only_a_hash(client, form, 
     assert row.mail_response.startswith("2.0.0 Queued") or "Queued" in row.mail_response
     assert row.expires_at - row.created_at > timedelta(hours=71)
     assert len(token) >= 43, "256 bits"
+
+
+async def test_erasing_tokens_deletes_those_of_the_addresses_in_their_workspace_only(
+    client, form, inbox, session, tenant, other_tenant
+):
+    await sign_up(client, form)
+    await sign_up(client, form, address="john@example.com")
+    jane = await session.scalar(select(ConfirmationToken).order_by(ConfirmationToken.created_at).limit(1))
+    point_id = jane.contact_point_id
+    assert await email_repository.erase_tokens(session, other_tenant.id, [point_id]) == 0, "another workspace"
+    assert await email_repository.erase_tokens(session, tenant.id, [point_id]) == 1
+    left = (await session.scalars(select(ConfirmationToken.contact_point_id))).all()
+    assert len(left) == 1
+    assert point_id not in left, "the other address keeps its link"
 
 
 async def test_english_for_an_english_contact(client, form, inbox):
