@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from twilio.twiml.messaging_response import MessagingResponse
 
@@ -31,13 +29,12 @@ from app.ledger import repository as ledger
 from app.ledger.actions import withdraw_point
 from app.ledger.models import ContactPoint
 from app.ledger.service import Actor, Change, add_point, apply_changes
-from app.lib.ids import uuid7
 from app.lib.keys import Keys
 from app.lib.orm import utcnow
 from app.lib.repository import claim_callback
 from app.messages import service as messages
 from app.purposes import repository as purposes
-from app.twilio.models import InboundMessage
+from app.twilio import repository
 from app.workspaces.settings import WorkspaceSettings, reply_text
 
 log = structlog.get_logger(__name__)
@@ -86,36 +83,18 @@ async def handle_inbound(
     session: AsyncSession, keys: Keys, workspace_id: uuid.UUID, settings: WorkspaceSettings, message: Inbound
 ) -> str:
     """Process one inbound message in the caller's transaction; returns the TwiML reply."""
-    claimed = await session.scalar(
-        insert(InboundMessage)
-        .values(
-            id=uuid7(),
-            workspace_id=workspace_id,
-            provider=PROVIDER,
-            message_sid=message.message_sid,
-            channel="unknown",
-            intent="pending",
-            reply="",
-            received_at=utcnow(),
-        )
-        .on_conflict_do_nothing(index_elements=["workspace_id", "provider", "message_sid"])
-        .returning(InboundMessage.id)
-    )
+    claimed = await repository.claim_inbound(session, workspace_id, PROVIDER, message.message_sid, utcnow())
     if claimed is None:
-        stored = await session.scalar(
-            select(InboundMessage.reply).where(
-                InboundMessage.workspace_id == workspace_id,
-                InboundMessage.provider == PROVIDER,
-                InboundMessage.message_sid == message.message_sid,
-            )
-        )
+        stored = await repository.stored_reply(session, workspace_id, PROVIDER, message.message_sid)
         log.info("twilio_inbound_duplicate", workspace_id=str(workspace_id))
         return stored or twiml(None)
     try:
         channel, number = channel_and_number(message.sender, settings.default_region)
     except InvalidIdentifier:
         reply = twiml(None)
-        await _finish(session, claimed, channel="sms", point_id=None, intent=Intent.NONE, reply=reply)
+        await repository.finish_inbound(
+            session, workspace_id, claimed, channel="sms", point_id=None, intent=Intent.NONE.value, reply=reply
+        )
         return reply
     text = message.body or message.first("ButtonText") or message.first("ButtonPayload") or ""
     reading = classify(
@@ -157,12 +136,13 @@ async def handle_inbound(
     else:
         text_out = None
     reply = twiml(text_out)
-    await _finish(
+    await repository.finish_inbound(
         session,
+        workspace_id,
         claimed,
         channel=channel.value,
         point_id=point.id if point else None,
-        intent=reading.intent,
+        intent=reading.intent.value,
         reply=reply,
     )
     log.info("twilio_inbound", workspace_id=str(workspace_id), channel=channel.value, intent=reading.intent.value)
@@ -279,19 +259,3 @@ def _evidence(message: Inbound, reading: Classification) -> dict[str, Any]:
         if (value := message.first(name)) is not None:
             evidence[name] = value
     return evidence
-
-
-async def _finish(
-    session: AsyncSession,
-    claim_id: uuid.UUID,
-    *,
-    channel: str,
-    point_id: uuid.UUID | None,
-    intent: Intent,
-    reply: str,
-) -> None:
-    await session.execute(
-        update(InboundMessage)
-        .where(InboundMessage.id == claim_id)
-        .values(channel=channel, contact_point_id=point_id, intent=intent.value, reply=reply)
-    )
