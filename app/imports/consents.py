@@ -27,15 +27,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import msgspec
-from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.identifiers import InvalidIdentifier, normalise_email, normalise_phone
-from app.domain.model import WITHDRAWN_STATES, Channel, PurposeKind, State, Trigger
+from app.domain.model import WITHDRAWN_STATES, Channel, PurposeKind, State, SuppressionScope, Trigger
 from app.imports.csvstream import CsvError, records
 from app.ledger import repository
 from app.ledger.actions import postal_details, print_value
-from app.ledger.models import Contact, ContactPoint, Suppression
+from app.ledger.models import Contact, ContactPoint
 from app.ledger.schemas import ContactRef, Evidence, PostalAddressIn
 from app.ledger.service import Actor, Applied, Change, add_point, apply_changes
 from app.lib.errors import InvalidInput
@@ -350,40 +349,26 @@ class _Found:
 
     contacts: dict[str, Contact]
     points: dict[tuple[str, str], ContactPoint]
-    suppressions: set[tuple[bytes, str, uuid.UUID | None]]
+    suppressions: set[tuple[bytes, SuppressionScope, uuid.UUID | None]]
 
     @classmethod
     async def of(cls, session: AsyncSession, workspace_id: uuid.UUID, batch: Sequence[_Prepared]) -> _Found:
         """What ``batch`` names, as it stands now."""
         refs = {item.line.contact for item in batch}
-        ids = [parsed for ref in refs if (parsed := _uuid(ref)) is not None]
         contacts: dict[str, Contact] = {}
         if refs:
-            rows = (
-                await session.scalars(
-                    select(Contact).where(
-                        Contact.workspace_id == workspace_id, or_(Contact.external_id.in_(refs), Contact.id.in_(ids))
-                    )
-                )
-            ).all()
+            rows = await repository.contacts_by_refs(session, workspace_id, refs)
             contacts |= {row.external_id: row for row in rows if row.external_id in refs}
             contacts |= {str(row.id): row for row in rows if str(row.id) in refs}  # an id match wins
         values = {item.value for item in batch}
         points: dict[tuple[str, str], ContactPoint] = {}
         if values:
-            found = await session.scalars(
-                select(ContactPoint).where(ContactPoint.workspace_id == workspace_id, ContactPoint.value.in_(values))
-            )
-            points = {(row.channel, row.value): row for row in found.all()}
+            found = await repository.contact_points_with_values(session, workspace_id, values)
+            points = {(row.channel, row.value): row for row in found}
         keys = {key for item in batch if item.target is State.OPTED_IN for key in item.keys}
-        suppressions: set[tuple[bytes, str, uuid.UUID | None]] = set()
+        suppressions: set[tuple[bytes, SuppressionScope, uuid.UUID | None]] = set()
         if keys:
-            rows_ = await session.execute(
-                select(Suppression.key, Suppression.scope, Suppression.purpose_id).where(
-                    Suppression.workspace_id == workspace_id, Suppression.key.in_(keys)
-                )
-            )
-            suppressions = {(bytes(key), scope, purpose_id) for key, scope, purpose_id in rows_.all()}
+            suppressions = await repository.suppressions_with_keys(session, workspace_id, keys)
         return cls(contacts, points, suppressions)
 
     def suppressed(self, item: _Prepared) -> bool:
@@ -484,14 +469,7 @@ async def _notice_with_text(
 ) -> Notice:
     """A notice version of the purpose holding exactly this text for this channel: found, or added."""
     digest = hashlib.sha256(text.encode()).hexdigest()
-    known = (
-        await session.scalars(
-            select(Notice)
-            .where(Notice.purpose_id == purpose.id, Notice.locale == locale, Notice.sha256 == digest)
-            .order_by(Notice.version.desc())
-        )
-    ).all()
-    for notice in known:
+    for notice in await purposes.notices_with_text(session, purpose.workspace_id, purpose.id, locale, digest):
         if channel.value in notice.channels:
             return notice
     notice, _ = await newest_or_new(session, purpose, channels=[channel.value], locale=locale, text=text)

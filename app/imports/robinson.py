@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.identifiers import InvalidIdentifier, normalise_postal
-from app.domain.model import ActorType, Channel, ObjectionKind, State, SuppressionReason, SuppressionScope, Trigger
+from app.domain.model import ActorType, Channel, ObjectionKind, SuppressionReason, SuppressionScope, Trigger
+from app.imports import repository
 from app.imports.csvstream import CsvError, records
-from app.ledger.models import ContactPoint
+from app.ledger import repository as ledger
 from app.ledger.service import Actor, Change, apply_changes
 from app.lib.errors import InvalidInput
 from app.lib.ids import uuid7
@@ -100,34 +100,20 @@ async def import_robinson(
     caller's transaction.
     """
     report = RobinsonReport()
-    await session.execute(
-        text("CREATE TEMP TABLE IF NOT EXISTS robinson_import (id uuid, key bytea, key_version int) ON COMMIT DROP")
-    )
-    await session.execute(text("TRUNCATE robinson_import"))
-    raw = await (await session.connection()).get_raw_connection()
-    driver = raw.driver_connection
-    assert driver is not None
+    driver = await repository.new_keys_table(session)
     try:
         await _stream_keys(driver, keys, chunks, report, progress)
     except CsvError as exc:
         raise InvalidInput(str(exc), code="invalid_csv") from None
-    await session.execute(text("ANALYZE robinson_import"))  # a temporary table has no statistics otherwise
-    inserted = await session.execute(
-        text(
-            """
-            INSERT INTO suppressions (id, workspace_id, key, key_version, channel, scope, purpose_id, reason)
-            SELECT id, :workspace_id, key, key_version, :channel, :scope, NULL, :reason FROM robinson_import
-            ON CONFLICT DO NOTHING
-            """
-        ),
-        {
-            "workspace_id": workspace_id,
-            "channel": Channel.PRINT.value,
-            "scope": SuppressionScope.ALL_MARKETING.value,
-            "reason": SuppressionReason.ROBINSON.value,
-        },
+    await repository.analyze_keys(session)
+    report.new_entries = await ledger.add_suppressions_from_table(
+        session,
+        workspace_id,
+        repository.KEYS_TABLE,
+        channel=Channel.PRINT,
+        scope=SuppressionScope.ALL_MARKETING,
+        reason=SuppressionReason.ROBINSON,
     )
-    report.new_entries = inserted.rowcount  # type: ignore[attr-defined]  # CursorResult of an INSERT
     await _match(session, workspace_id, report, actor=actor, source=source)
     log.info(
         "robinson_import",
@@ -169,15 +155,12 @@ async def _stream_keys(
         report.accepted += 1
         batch.extend((uuid7(), key, version) for version, key in keys.suppression_keys("print", identifier).items())
         if len(batch) >= BATCH_ROWS:
-            await driver.copy_records_to_table("robinson_import", records=batch, columns=_COLUMNS)
+            await repository.copy_keys(driver, batch)
             batch.clear()
     if columns is None:
         raise InvalidInput("The file is empty: a header line is needed.", code="invalid_csv")
     if batch:
-        await driver.copy_records_to_table("robinson_import", records=batch, columns=_COLUMNS)
-
-
-_COLUMNS = ["id", "key", "key_version"]
+        await repository.copy_keys(driver, batch)
 
 
 def _header(fields: list[str]) -> dict[str, int]:
@@ -229,30 +212,11 @@ async def _match(
     session: AsyncSession, workspace_id: uuid.UUID, report: RobinsonReport, *, actor: Actor, source: str
 ) -> None:
     """Record ``robinson_match`` for every known print address on the list that is not objected yet."""
-    rows = (
-        await session.execute(
-            text(
-                """
-                SELECT DISTINCT cp.id
-                  FROM contact_points cp
-                  CROSS JOIN LATERAL unnest(cp.suppression_keys) AS k(key)
-                  JOIN robinson_import r ON r.key = k.key
-                  LEFT JOIN consents c ON c.contact_point_id = cp.id AND c.purpose_id IS NULL
-                 WHERE cp.workspace_id = :workspace_id AND cp.channel = 'print'
-                   AND coalesce(c.state, 'none') <> :objected
-                 ORDER BY cp.id
-                """
-            ),
-            {"workspace_id": workspace_id, "objected": State.OBJECTED.value},
-        )
-    ).all()
-    point_ids = [row.id for row in rows]
+    point_ids = await ledger.unobjected_print_points_in_table(session, workspace_id, repository.KEYS_TABLE)
     evidence = {"kind": ObjectionKind.ROBINSON.value, "scope": "print", "source": source}
     for start in range(0, len(point_ids), _MATCH_BATCH):
         ids = point_ids[start : start + _MATCH_BATCH]
-        chosen = (
-            await session.scalars(select(ContactPoint).where(ContactPoint.id.in_(ids)).order_by(ContactPoint.id))
-        ).all()
+        chosen = await ledger.contact_points_by_ids(session, workspace_id, ids)
         applied = await apply_changes(
             session,
             workspace_id,
@@ -260,20 +224,13 @@ async def _match(
             actor,
             skip_not_allowed=True,
         )
-        external = await _external_ids(session, [point.contact_id for point in chosen])
+        external = await ledger.external_ids(session, workspace_id, [point.contact_id for point in chosen])
         for point, result in zip(chosen, applied, strict=True):
             if result.event_id is None:
                 continue
             report.matched += 1
             if len(report.matches) < MAX_REPORTED_MATCHES:
                 report.matches.append(Match(point.contact_id, external.get(point.contact_id), point.id))
-
-
-async def _external_ids(session: AsyncSession, contact_ids: list[uuid.UUID]) -> dict[uuid.UUID, str | None]:
-    rows = await session.execute(
-        text("SELECT id, external_id FROM contacts WHERE id = ANY(:ids)"), {"ids": contact_ids}
-    )
-    return {row.id: row.external_id for row in rows}
 
 
 SYSTEM_IMPORT = Actor(ActorType.SYSTEM, "robinson_import")

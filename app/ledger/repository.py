@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app.domain.chain import GENESIS
-from app.domain.model import State
+from app.domain.model import Channel, State, SuppressionReason, SuppressionScope
 from app.ledger.models import Consent, ConsentEvent, Contact, ContactPoint, LedgerHead, Suppression
 from app.lib.ids import uuid7
 
@@ -392,3 +392,120 @@ async def consent_notice_id(
             Consent.workspace_id == workspace_id, Consent.contact_point_id == point_id, Consent.purpose_id == purpose_id
         )
     )
+
+
+async def contacts_by_refs(session: AsyncSession, workspace_id: uuid.UUID, refs: Collection[str]) -> Sequence[Contact]:
+    """The workspace's contacts whose id or ``external_id`` is one of ``refs`` (one query for a batch)."""
+    ids = []
+    for ref in refs:
+        with contextlib.suppress(ValueError):
+            ids.append(uuid.UUID(ref))
+    return (
+        await session.scalars(
+            select(Contact).where(
+                Contact.workspace_id == workspace_id, or_(Contact.external_id.in_(refs), Contact.id.in_(ids))
+            )
+        )
+    ).all()
+
+
+async def contact_points_with_values(
+    session: AsyncSession, workspace_id: uuid.UUID, values: Collection[str]
+) -> Sequence[ContactPoint]:
+    """The workspace's contact points (any channel) whose normalised value is one of ``values``."""
+    return (
+        await session.scalars(
+            select(ContactPoint).where(ContactPoint.workspace_id == workspace_id, ContactPoint.value.in_(values))
+        )
+    ).all()
+
+
+async def contact_points_by_ids(
+    session: AsyncSession, workspace_id: uuid.UUID, point_ids: Collection[uuid.UUID]
+) -> Sequence[ContactPoint]:
+    """The workspace's contact points with these ids, by id."""
+    return (
+        await session.scalars(
+            select(ContactPoint)
+            .where(ContactPoint.workspace_id == workspace_id, ContactPoint.id.in_(point_ids))
+            .order_by(ContactPoint.id)
+        )
+    ).all()
+
+
+async def external_ids(
+    session: AsyncSession, workspace_id: uuid.UUID, contact_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, str | None]:
+    """The ``external_id`` of each of the workspace's contacts with these ids."""
+    rows = await session.execute(
+        text("SELECT id, external_id FROM contacts WHERE workspace_id = :workspace_id AND id = ANY(:ids)"),
+        {"workspace_id": workspace_id, "ids": list(contact_ids)},
+    )
+    return {row.id: row.external_id for row in rows}
+
+
+async def suppressions_with_keys(
+    session: AsyncSession, workspace_id: uuid.UUID, keys: Collection[bytes]
+) -> set[tuple[bytes, SuppressionScope, uuid.UUID | None]]:
+    """``(key, scope, purpose id)`` of the workspace's suppressions holding one of ``keys``."""
+    rows = await session.execute(
+        select(Suppression.key, Suppression.scope, Suppression.purpose_id).where(
+            Suppression.workspace_id == workspace_id, Suppression.key.in_(keys)
+        )
+    )
+    return {(bytes(key), SuppressionScope(scope), purpose_id) for key, scope, purpose_id in rows.all()}
+
+
+def _keys_table(name: str) -> str:
+    assert name.isidentifier(), name  # a table of the caller's, named in code: never input
+    return name
+
+
+async def add_suppressions_from_table(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    keys_table: str,
+    *,
+    channel: Channel,
+    scope: SuppressionScope,
+    reason: SuppressionReason,
+) -> int:
+    """Suppress every key of ``keys_table`` (columns ``id, key, key_version``); returns how many were new.
+
+    For lists too long to pass as parameters: the caller fills a (temporary) table of its own, e.g. by COPY.
+    """
+    inserted = await session.execute(
+        text(
+            f"""
+            INSERT INTO suppressions (id, workspace_id, key, key_version, channel, scope, purpose_id, reason)
+            SELECT id, :workspace_id, key, key_version, :channel, :scope, NULL, :reason FROM {_keys_table(keys_table)}
+            ON CONFLICT DO NOTHING
+            """  # noqa: S608  # the table name is checked to be an identifier, the values are parameters
+        ),
+        {"workspace_id": workspace_id, "channel": channel.value, "scope": scope.value, "reason": reason.value},
+    )
+    return int(inserted.rowcount)  # type: ignore[attr-defined]  # CursorResult of an INSERT
+
+
+async def unobjected_print_points_in_table(
+    session: AsyncSession, workspace_id: uuid.UUID, keys_table: str
+) -> list[uuid.UUID]:
+    """Ids of the workspace's print addresses holding a key of ``keys_table`` (column ``key``), not objected yet."""
+    rows = (
+        await session.execute(
+            text(
+                f"""
+                SELECT DISTINCT cp.id
+                  FROM contact_points cp
+                  CROSS JOIN LATERAL unnest(cp.suppression_keys) AS k(key)
+                  JOIN {_keys_table(keys_table)} r ON r.key = k.key
+                  LEFT JOIN consents c ON c.contact_point_id = cp.id AND c.purpose_id IS NULL
+                 WHERE cp.workspace_id = :workspace_id AND cp.channel = 'print'
+                   AND coalesce(c.state, 'none') <> :objected
+                 ORDER BY cp.id
+                """  # noqa: S608  # the table name is checked to be an identifier, the values are parameters
+            ),
+            {"workspace_id": workspace_id, "objected": State.OBJECTED.value},
+        )
+    ).all()
+    return [row.id for row in rows]

@@ -84,3 +84,21 @@ async def purposes_by_id(session: AsyncSession, workspace_id: uuid.UUID) -> dict
 async def get_purpose(session: AsyncSession, workspace_id: uuid.UUID, purpose_id: uuid.UUID) -> Purpose | None:
     """A purpose of the workspace by id."""
     return await session.scalar(select(Purpose).where(Purpose.id == purpose_id, Purpose.workspace_id == workspace_id))
+
+
+async def notices_with_text(
+    session: AsyncSession, workspace_id: uuid.UUID, purpose_id: uuid.UUID, locale: str, sha256: str
+) -> Sequence[Notice]:
+    """The purpose's notice versions in ``locale`` whose text has this SHA-256 (hex), newest first."""
+    return (
+        await session.scalars(
+            select(Notice)
+            .where(
+                Notice.workspace_id == workspace_id,
+                Notice.purpose_id == purpose_id,
+                Notice.locale == locale,
+                Notice.sha256 == sha256,
+            )
+            .order_by(Notice.version.desc())
+        )
+    ).all()
