@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -190,3 +191,17 @@ def strongest(decisions: list[Decision]) -> Decision | None:
     if eligible:
         return eligible[0]
     return min(decisions, key=lambda d: RANK[d.reason])
+
+
+def is_suppressed(scopes: Collection[SuppressionScope], kind: PurposeKind) -> bool:
+    """Whether suppressions of these scopes stop a purpose of ``kind`` (the rule :func:`decide_point` applies).
+
+    ``scopes`` are those of the suppressions that concern the purpose, as in :attr:`PointFacts.suppression_scopes`:
+    a ``purpose`` suppression only when it names this purpose. ``all`` stops every message; ``all_marketing`` and
+    ``purpose`` stop marketing.
+    """
+    if SuppressionScope.ALL in scopes:
+        return True
+    return kind is PurposeKind.MARKETING and any(
+        scope in (SuppressionScope.ALL_MARKETING, SuppressionScope.PURPOSE) for scope in scopes
+    )

@@ -29,6 +29,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.domain.gate import is_suppressed
 from app.domain.identifiers import InvalidIdentifier, normalise_email, normalise_phone
 from app.domain.model import WITHDRAWN_STATES, Channel, PurposeKind, State, SuppressionScope, Trigger
 from app.imports.csvstream import CsvError, records
@@ -333,9 +334,6 @@ async def _prepare(session: AsyncSession, context: _Context, number: int, line: 
     return _Prepared(number, line, channel, target, purpose, notice, value, details, keys)
 
 
-_BLOCKING = frozenset({"all", "all_marketing"})
-
-
 def _uuid(ref: str) -> uuid.UUID | None:
     try:
         return uuid.UUID(ref)
@@ -372,13 +370,15 @@ class _Found:
         return cls(contacts, points, suppressions)
 
     def suppressed(self, item: _Prepared) -> bool:
-        """Whether a suppression blocks marketing to the line's address for its purpose."""
+        """Whether a suppression stops marketing to the line's address for its purpose (the send gate's rule)."""
         purpose_id = item.purpose.id if item.purpose else None
-        return any(
-            key == suppressed and (scope in _BLOCKING or (scope == "purpose" and blocked == purpose_id))
+        scopes = {
+            scope
             for key in item.keys
-            for suppressed, scope, blocked in self.suppressions
-        )
+            for suppressed, scope, named in self.suppressions
+            if key == suppressed and (scope is not SuppressionScope.PURPOSE or named == purpose_id)
+        }
+        return is_suppressed(scopes, PurposeKind.MARKETING)  # an imported opt-in is for a marketing purpose
 
     async def point(self, session: AsyncSession, context: _Context, item: _Prepared) -> tuple[ContactPoint, int]:
         """The line's address, created (with the contact, for an unknown external id) where new.

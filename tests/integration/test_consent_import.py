@@ -12,8 +12,9 @@ from sqlalchemy import text
 from app.imports import consents as consent_import
 from app.ledger.models import ContactPoint
 from app.lib.auth import Scope
+from app.lib.keys import Keys
 from app.lib.orm import utcnow
-from tests.conftest import consent_cli
+from tests.conftest import TEST_SECRET, consent_cli
 
 NDJSON = {"Content-Type": "application/x-ndjson"}
 TEXT = "Ja, ich möchte den Newsletter erhalten. Abmeldung jederzeit."
@@ -167,6 +168,37 @@ async def test_an_opt_in_for_a_suppressed_address_is_skipped_and_creates_nothing
     assert await count(session, "SELECT count(*) FROM contacts") == contacts
     opted_out = (await post(client, admin, ndjson(email_line(state="opted_out")))).json()
     assert opted_out["recorded"] == 1, "a withdrawal is always taken"
+
+
+@pytest.mark.parametrize(
+    ("scope", "names", "newsletter_taken", "offers_taken"),
+    [
+        ("purpose", "newsletter", False, True),  # stops only the purpose it names
+        ("purpose", "other", True, True),
+        ("all_marketing", None, False, False),
+        ("all", None, False, False),
+    ],
+)
+async def test_a_suppression_stops_an_imported_opt_in_for_what_its_scope_covers(
+    client, admin, purposes, ledger, session, tenant, scope, names, newsletter_taken, offers_taken
+):
+    await ledger.purpose("offers")
+    await ledger.purpose("other")
+    named = await session.scalar(text("SELECT id FROM purposes WHERE key = :key"), {"key": names}) if names else None
+    [key] = Keys(TEST_SECRET).point_keys("email", "jane@example.com", {})
+    await session.execute(
+        text(
+            "INSERT INTO suppressions (id, workspace_id, key, key_version, channel, scope, purpose_id, reason)"
+            " VALUES (gen_random_uuid(), :workspace, :key, 1, 'email', :scope, :purpose, 'unsubscribe')"
+        ),
+        {"workspace": tenant.id, "key": key, "scope": scope, "purpose": named},
+    )
+    await session.commit()
+
+    report = (await post(client, admin, ndjson(email_line(), email_line(purpose="offers")))).json()
+    stopped = {p["line"] for p in report["problems"] if p["code"] == "suppressed"}
+    assert stopped == {line for line, taken in ((1, newsletter_taken), (2, offers_taken)) if not taken}, report
+    assert report["recorded"] == newsletter_taken + offers_taken
 
 
 async def test_wrong_lines_are_reported_and_the_others_taken(client, admin, purposes, session, ledger):
