@@ -64,7 +64,7 @@ def _lang(request: Request[Any, Any, Any]) -> str:
     return render.locale_of(*accepted)
 
 
-def _link_page(link: service.Link, token: str, fallback_lang: str) -> Response[str]:
+def _link_page(link: service.ConfirmationLink, token: str, fallback_lang: str) -> Response[str]:
     """The page for a confirmation link in any status."""
     status = link.status
     lang = link.lang if link.token else fallback_lang
@@ -92,7 +92,7 @@ class ConfirmationPages(Controller):
     ) -> Response[str]:
         """The page with a confirm button; changes nothing (404 unknown, 410 expired or replaced)."""
         if len(token) > _MAX_TOKEN:
-            return _link_page(service.Link(LinkStatus.UNKNOWN), token, _lang(request))
+            return _link_page(service.ConfirmationLink(LinkStatus.UNKNOWN), token, _lang(request))
         async with db.begin():
             link = await service.look_up(db, token)
         return _link_page(link, token, _lang(request))
@@ -103,7 +103,7 @@ class ConfirmationPages(Controller):
     ) -> Response[str]:
         """Confirm: records time, IP, user agent and scanner signals; a repeat shows "already confirmed"."""
         if len(token) > _MAX_TOKEN:
-            return _link_page(service.Link(LinkStatus.UNKNOWN), token, _lang(request))
+            return _link_page(service.ConfirmationLink(LinkStatus.UNKNOWN), token, _lang(request))
         async with db.begin():
             link = await service.confirm(db, token, _meta(request))
         return _link_page(link, token, _lang(request))
@@ -120,7 +120,7 @@ class ConfirmationPages(Controller):
         """A new confirmation mail for an expired or replaced link (rate limited per address and client IP)."""
         fallback = _lang(request)
         if len(token) > _MAX_TOKEN:
-            return _link_page(service.Link(LinkStatus.UNKNOWN), token, fallback)
+            return _link_page(service.ConfirmationLink(LinkStatus.UNKNOWN), token, fallback)
         try:
             async with db.begin():
                 link, outgoing = await service.renew(db, keys, state.settings, token, _meta(request))

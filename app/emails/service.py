@@ -229,7 +229,7 @@ STATUS_CODES = {
 
 
 @dataclass(frozen=True, slots=True)
-class Link:
+class ConfirmationLink:
     """A confirmation link as found: its status and what its page names."""
 
     status: LinkStatus
@@ -246,17 +246,17 @@ class Link:
         return mask(Channel.EMAIL, self.point.value) if self.point else ""
 
 
-async def look_up(session: AsyncSession, token: str, *, lock: bool = False) -> Link:
+async def look_up(session: AsyncSession, token: str, *, lock: bool = False) -> ConfirmationLink:
     """What ``token`` can do now; changes nothing (``GET`` and ``HEAD`` use this)."""
     row = await repository.find_by_hash(session, token_hash(token), lock=lock)
     if row is None:
-        return Link(LinkStatus.UNKNOWN)
+        return ConfirmationLink(LinkStatus.UNKNOWN)
     settings, brand = await _workspace(session, row.workspace_id)
     purpose = await purposes.get_purpose(session, row.workspace_id, row.purpose_id)
     point = await ledger.get_contact_point(session, row.workspace_id, row.contact_point_id)
     assert purpose is not None
     assert point is not None
-    found = Link(
+    found = ConfirmationLink(
         LinkStatus.CONFIRMABLE,
         row,
         point,
@@ -277,11 +277,11 @@ async def look_up(session: AsyncSession, token: str, *, lock: bool = False) -> L
     return found
 
 
-def _with(link: Link, status: LinkStatus) -> Link:
-    return Link(status, link.token, link.point, link.lang, link.brand, link.purpose, link.signup_url)
+def _with(link: ConfirmationLink, status: LinkStatus) -> ConfirmationLink:
+    return ConfirmationLink(status, link.token, link.point, link.lang, link.brand, link.purpose, link.signup_url)
 
 
-async def confirm(session: AsyncSession, token: str, meta: RequestMeta) -> Link:
+async def confirm(session: AsyncSession, token: str, meta: RequestMeta) -> ConfirmationLink:
     """``POST /c/{token}``: confirm, recording the request and any scanner signals; idempotent.
 
     A confirmation that comes seconds after sending, or with a scanner's user agent, is still a real POST and
@@ -326,7 +326,7 @@ async def confirm(session: AsyncSession, token: str, meta: RequestMeta) -> Link:
 
 async def renew(
     session: AsyncSession, keys: Keys, app_settings: Settings, token: str, meta: RequestMeta
-) -> tuple[Link, Outgoing | None]:
+) -> tuple[ConfirmationLink, Outgoing | None]:
     """``POST /c/{token}/renew``: a new confirmation mail for an expired or replaced link (rate limits apply)."""
     link = await look_up(session, token, lock=True)
     if link.status not in (LinkStatus.EXPIRED, LinkStatus.SUPERSEDED):

@@ -92,7 +92,7 @@ class LineRejected(Exception):  # an outcome, not a failure
 
 
 @dataclass(slots=True)
-class Problem:
+class RowProblem:
     """A line that was not recorded: ``rejected`` (fix it) or ``skipped`` (nothing to do)."""
 
     line: int
@@ -110,10 +110,10 @@ class ImportReport:
     skipped: int = 0
     rejected: int = 0
     contacts_created: int = 0
-    problems: list[Problem] = field(default_factory=list)
+    problems: list[RowProblem] = field(default_factory=list)
     problems_truncated: bool = False
 
-    def add(self, problem: Problem) -> None:
+    def add(self, problem: RowProblem) -> None:
         """Count a line that was not recorded; list it while the list is short."""
         if problem.outcome == "rejected":
             self.rejected += 1
@@ -229,26 +229,26 @@ async def _take(
     session: AsyncSession, context: _Context, batch: list[tuple[int, ImportLine | LineRejected]], report: ImportReport
 ) -> None:
     """One batch in one transaction: lines checked, what they name looked up at once, then recorded."""
-    problems: list[Problem] = []
+    problems: list[RowProblem] = []
     async with session.begin():
-        prepared: list[_Prepared] = []
+        prepared: list[_PreparedLine] = []
         for number, line in batch:
             try:
                 if isinstance(line, LineRejected):
                     raise line
                 prepared.append(await _prepare(session, context, number, line))
             except LineRejected as refused:
-                problems.append(Problem(number, "rejected", refused.code, refused.message))
+                problems.append(RowProblem(number, "rejected", refused.code, refused.message))
         found = await _Found.of(session, context.workspace_id, prepared)
         changes: list[tuple[int, Change]] = []
         for item in prepared:
             if item.target is State.OPTED_IN and found.suppressed(item):
-                problems.append(Problem(item.number, "skipped", "suppressed", SUPPRESSED))
+                problems.append(RowProblem(item.number, "skipped", "suppressed", SUPPRESSED))
                 continue
             try:
                 point, created = await found.point(session, context, item)
             except LineRejected as refused:
-                problems.append(Problem(item.number, "rejected", refused.code, refused.message))
+                problems.append(RowProblem(item.number, "rejected", refused.code, refused.message))
                 continue
             report.contacts_created += created
             changes.append((item.number, item.change(point)))
@@ -264,7 +264,7 @@ async def _take(
         report.add(each)
 
 
-def _not_recorded(number: int, change: Change, outcome: Applied) -> Problem:
+def _not_recorded(number: int, change: Change, outcome: Applied) -> RowProblem:
     if outcome.from_state is change.target:
         code, message = "already_recorded", "The ledger holds this state from this time or later: nothing new."
     elif outcome.from_state in WITHDRAWN_STATES:
@@ -274,7 +274,7 @@ def _not_recorded(number: int, change: Change, outcome: Applied) -> Problem:
         )
     else:
         code, message = "later_change_stands", f"A later change to '{outcome.from_state}' stands."
-    return Problem(number, "skipped", code, message)
+    return RowProblem(number, "skipped", code, message)
 
 
 SUPPRESSED = (
@@ -284,7 +284,7 @@ SUPPRESSED = (
 
 
 @dataclass(frozen=True, slots=True)
-class _Prepared:
+class _PreparedLine:
     """A line that passed every check that needs no contact or address: what it will record, once resolved."""
 
     number: int
@@ -314,7 +314,7 @@ class _Prepared:
         )
 
 
-async def _prepare(session: AsyncSession, context: _Context, number: int, line: ImportLine) -> _Prepared:
+async def _prepare(session: AsyncSession, context: _Context, number: int, line: ImportLine) -> _PreparedLine:
     """Every check of the line that needs no contact or address (purposes and notices are looked up once)."""
     channel = line.channel
     if channel not in _IMPORTABLE_CHANNELS:
@@ -331,7 +331,7 @@ async def _prepare(session: AsyncSession, context: _Context, number: int, line: 
     notice = await _notice(session, context, line, channel, purpose) if target is State.OPTED_IN else None
     value, details = _address(line, channel, context.settings)
     keys = tuple(context.keys.point_keys(channel.value, value, details or {}))
-    return _Prepared(number, line, channel, target, purpose, notice, value, details, keys)
+    return _PreparedLine(number, line, channel, target, purpose, notice, value, details, keys)
 
 
 def _uuid(ref: str) -> uuid.UUID | None:
@@ -350,7 +350,7 @@ class _Found:
     suppressions: set[tuple[bytes, SuppressionScope, uuid.UUID | None]]
 
     @classmethod
-    async def of(cls, session: AsyncSession, workspace_id: uuid.UUID, batch: Sequence[_Prepared]) -> _Found:
+    async def of(cls, session: AsyncSession, workspace_id: uuid.UUID, batch: Sequence[_PreparedLine]) -> _Found:
         """What ``batch`` names, as it stands now."""
         refs = {item.line.contact for item in batch}
         contacts: dict[str, Contact] = {}
@@ -369,7 +369,7 @@ class _Found:
             suppressions = await repository.suppressions_with_keys(session, workspace_id, keys)
         return cls(contacts, points, suppressions)
 
-    def suppressed(self, item: _Prepared) -> bool:
+    def suppressed(self, item: _PreparedLine) -> bool:
         """Whether a suppression stops marketing to the line's address for its purpose (the send gate's rule)."""
         purpose_id = item.purpose.id if item.purpose else None
         scopes = {
@@ -380,7 +380,7 @@ class _Found:
         }
         return is_suppressed(scopes, PurposeKind.MARKETING)  # an imported opt-in is for a marketing purpose
 
-    async def point(self, session: AsyncSession, context: _Context, item: _Prepared) -> tuple[ContactPoint, int]:
+    async def point(self, session: AsyncSession, context: _Context, item: _PreparedLine) -> tuple[ContactPoint, int]:
         """The line's address, created (with the contact, for an unknown external id) where new.
 
         Nothing is created for a line that is refused; what is created is remembered for the rest of the batch.
