@@ -291,52 +291,47 @@ async def count_suppressions(session: AsyncSession, workspace_id: uuid.UUID, key
     )
 
 
-#: What an erasure deletes, in an order the foreign keys allow; each statement's row count is reported.
+async def suppressions_of(
+    session: AsyncSession, workspace_id: uuid.UUID, keys: Sequence[bytes]
+) -> Sequence[Suppression]:
+    """The workspace's suppressions under any of ``keys``, oldest first."""
+    if not keys:
+        return []
+    return (
+        await session.scalars(
+            select(Suppression)
+            .where(Suppression.workspace_id == workspace_id, Suppression.key.in_(list(keys)))
+            .order_by(Suppression.created_at)
+        )
+    ).all()
+
+
+async def lock_contact(session: AsyncSession, workspace_id: uuid.UUID, contact_id: uuid.UUID) -> bool:
+    """Lock the contact's row for the rest of the transaction; ``False`` when it is gone (erased meanwhile)."""
+    locked = await session.scalar(
+        select(Contact.id).where(Contact.workspace_id == workspace_id, Contact.id == contact_id).with_for_update()
+    )
+    return locked is not None
+
+
+#: What an erasure deletes of the ledger's own rows, in an order the foreign keys allow (the other packages'
+#: rows that reference these went first, through their privacy hooks).
 _ERASE = (
-    # stored idempotent answers (24 h) that name the contact: a POST /v1/contacts answer holds its addresses
-    (
-        "stored_answers",
-        (
-            "DELETE FROM idempotency_keys WHERE workspace_id = :workspace_id AND body IS NOT NULL"
-            " AND position(convert_to(:contact_text, 'UTF8') IN body) > 0"
-        ),
-    ),
-    ("messages", "DELETE FROM messages WHERE workspace_id = :workspace_id AND contact_id = :contact_id"),
-    # webhook payloads name the contact (its external id); the erasure's own events still go out, so the systems
-    # that hold the person too learn of it
-    (
-        "webhook_deliveries",
-        (
-            "DELETE FROM webhook_deliveries WHERE workspace_id = :workspace_id"
-            " AND payload -> 'data' ->> 'contact_id' = :contact_text AND NOT (event_id = ANY(:keep))"
-        ),
-    ),
-    ("confirmation_tokens", "DELETE FROM confirmation_tokens WHERE contact_point_id = ANY(:point_ids)"),
-    ("consents", "DELETE FROM consents WHERE contact_id = :contact_id"),
-    ("contact_points", "DELETE FROM contact_points WHERE contact_id = :contact_id"),
-    ("contacts", "DELETE FROM contacts WHERE id = :contact_id"),
+    ("consents", "DELETE FROM consents WHERE workspace_id = :workspace_id AND contact_id = :contact_id"),
+    ("contact_points", "DELETE FROM contact_points WHERE workspace_id = :workspace_id AND contact_id = :contact_id"),
+    ("contacts", "DELETE FROM contacts WHERE workspace_id = :workspace_id AND id = :contact_id"),
 )
 
 
 async def erase_contact(
-    session: AsyncSession,
-    workspace_id: uuid.UUID,
-    contact_id: uuid.UUID,
-    point_ids: Sequence[uuid.UUID],
-    *,
-    keep_evidence_of: Sequence[uuid.UUID],
-) -> tuple[dict[str, int], int]:
-    """Delete the contact's personal data (see :mod:`app.ledger.erasure`): counts per kind, and the events kept.
+    session: AsyncSession, workspace_id: uuid.UUID, contact_id: uuid.UUID, *, keep_evidence_of: Sequence[uuid.UUID]
+) -> dict[str, int]:
+    """Erase the evidence of the contact's events and delete the contact, its addresses and consents.
 
-    The evidence of the events in ``keep_evidence_of`` (the erasure's own, which says how it was requested) stays.
+    The events stay (the hash chain covers only their digests); the evidence of those in ``keep_evidence_of``
+    (the erasure's own, which says how it was requested) stays too. Answers a row count per kind.
     """
-    params = {
-        "workspace_id": workspace_id,
-        "contact_id": contact_id,
-        "contact_text": str(contact_id),
-        "point_ids": list(point_ids),
-        "keep": list(keep_evidence_of),
-    }
+    params = {"workspace_id": workspace_id, "contact_id": contact_id, "keep": list(keep_evidence_of)}
     erased = await session.execute(
         text(
             "UPDATE consent_events SET personal = NULL WHERE workspace_id = :workspace_id AND contact_id = :contact_id"
@@ -348,8 +343,15 @@ async def erase_contact(
     for kind, statement in _ERASE:
         result = await session.execute(text(statement), params)
         counts[kind] = result.rowcount  # type: ignore[attr-defined]
-    kept = await session.scalar(
-        text("SELECT count(*) FROM consent_events WHERE workspace_id = :workspace_id AND contact_id = :contact_id"),
-        params,
+    return counts
+
+
+async def count_events_of(session: AsyncSession, workspace_id: uuid.UUID, contact_id: uuid.UUID) -> int:
+    """How many ledger events name the contact."""
+    return int(
+        await session.scalar(
+            text("SELECT count(*) FROM consent_events WHERE workspace_id = :workspace_id AND contact_id = :contact_id"),
+            {"workspace_id": workspace_id, "contact_id": contact_id},
+        )
+        or 0
     )
-    return counts, int(kept or 0)

@@ -194,3 +194,11 @@ def _app_push(
         apns_sandbox=given.apns_sandbox,
         apns_private_key_sealed=apns_sealed,
     )
+
+
+async def name_and_settings(session: AsyncSession, workspace_id: uuid.UUID) -> tuple[str, WorkspaceSettings]:
+    """The workspace's name and settings (defaults where unset)."""
+    workspace = await repository.get_workspace(session, workspace_id)
+    if workspace is None:
+        raise NotFound("No such workspace.", code="workspace_not_found")
+    return workspace.name, WorkspaceSettings.load(workspace.settings)
