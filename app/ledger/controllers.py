@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.domain.identifiers import mask
 from app.domain.model import ActorType, Channel, Reachability, State
 from app.ledger import actions, repository
-from app.ledger.audit import copy_events, verify_chain
+from app.ledger.audit import verify_chain
 from app.ledger.models import Contact
 from app.ledger.schemas import (
     ChangesOut,
@@ -318,7 +318,7 @@ class AuditController(Controller):
         workspace_id = principal.workspace_id
 
         async def copy(driver: Any, sink: Callable[[bytes], Awaitable[None]]) -> None:
-            await copy_events(driver, workspace_id, start, end, as_csv=as_csv, sink=sink)
+            await repository.copy_events(driver, workspace_id, start, end, as_csv=as_csv, sink=sink)
 
         return copy_response(state.database, copy, as_csv=as_csv)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,6 +16,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from app.domain.chain import GENESIS
 from app.ledger.models import Consent, ConsentEvent, Contact, ContactPoint, LedgerHead, Suppression
+from app.lib.copystream import copy_rows
 from app.lib.ids import uuid7
 
 
@@ -100,6 +101,14 @@ async def add_contact_point(
     existing = await find_contact_point(session, workspace_id, channel, value)
     assert existing is not None
     return existing
+
+
+async def reload_point(session: AsyncSession, point_id: uuid.UUID) -> ContactPoint:
+    """The contact point as the database has it now (statements since it was loaded may have changed it)."""
+    point = await session.get(ContactPoint, point_id, populate_existing=True)
+    if point is None:
+        raise LookupError(point_id)
+    return point
 
 
 async def contact_points_of(session: AsyncSession, contact_id: uuid.UUID) -> Sequence[ContactPoint]:
@@ -355,3 +364,33 @@ async def count_events_of(session: AsyncSession, workspace_id: uuid.UUID, contac
         )
         or 0
     )
+
+
+_UTC_MICROS = """to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+
+#: The audit stream's query; it joins the purpose's key in (a read of the purposes' table, kept here because the
+#: stream is one ``COPY`` statement).
+EVENTS_SQL = f"""
+    SELECT e.id, e.seq, e.contact_id, e.contact_point_id, e.purpose_id, p.key AS purpose, e.channel, e.trigger,
+           e.from_state, e.to_state, e.legal_basis, e.notice_id, e.actor_type, e.actor_id,
+           {_UTC_MICROS.format("e.occurred_at")} AS occurred_at, {_UTC_MICROS.format("e.recorded_at")} AS recorded_at,
+           e.personal -> 'evidence' AS evidence, encode(e.personal_digest, 'hex') AS personal_digest,
+           encode(e.prev_hash, 'hex') AS prev_hash, encode(e.hash, 'hex') AS hash
+      FROM consent_events e LEFT JOIN purposes p ON p.id = e.purpose_id
+     WHERE e.workspace_id = $1 AND e.recorded_at >= $2 AND e.recorded_at < $3
+     ORDER BY e.seq
+"""  # noqa: S608  # constant text; every input is a bind parameter
+
+
+async def copy_events(
+    driver: Any,
+    workspace_id: uuid.UUID,
+    since: datetime,
+    until: datetime,
+    *,
+    as_csv: bool,
+    sink: Callable[[bytes], Awaitable[None]],
+) -> None:
+    """The workspace's ledger events recorded in [since, until), in chain order, as NDJSON or CSV, by ``COPY``."""
+    lines = f"SELECT row_to_json(r)::text FROM ({EVENTS_SQL}) r"  # noqa: S608
+    await copy_rows(driver, EVENTS_SQL, lines, workspace_id, since, until, as_csv=as_csv, sink=sink)

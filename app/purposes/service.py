@@ -83,3 +83,8 @@ async def notices_by_id(
 ) -> dict[uuid.UUID, Notice]:
     """The workspace's notices of these ids, by id (ids of other workspaces are not found)."""
     return await repository.notices_by_id(session, workspace_id, ids)
+
+
+async def find_purpose(session: AsyncSession, workspace_id: uuid.UUID, key: str) -> Purpose | None:
+    """A purpose of the workspace by key, if there is one."""
+    return await repository.get_by_key(session, workspace_id, key)
