@@ -37,6 +37,7 @@ from app.messages.adapters import Adapters
 from app.messages.controllers import MessageController
 from app.messages.dispatcher import Dispatcher
 from app.ops.controllers import health, metrics, ready
+from app.privacy.controllers import DataSubjectController
 from app.purposes.controllers import NoticeController, PurposeController
 from app.push.controllers import PushController
 from app.settings import Settings
@@ -178,6 +179,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
             PurposeController,
             NoticeController,
             ContactController,
+            DataSubjectController,
             WithdrawalController,
             ObjectionController,
             AuditController,

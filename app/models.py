@@ -1,10 +1,11 @@
 """Every model, imported in one place so that Alembic and the drift test see the whole schema."""
 
 from app.emails.models import ConfirmationToken
-from app.ledger.models import Consent, ConsentEvent, Contact, ContactPoint, Erasure, LedgerHead, Suppression
+from app.ledger.models import Consent, ConsentEvent, Contact, ContactPoint, LedgerHead, Suppression
 from app.lib.models import IdempotencyKey, ProviderCallback, RateLimitHit
 from app.lib.orm import Base
 from app.messages.models import Delivery, Message, MessageEvent
+from app.privacy.models import Erasure
 from app.purposes.models import Notice, Purpose
 from app.twilio.models import InboundMessage
 from app.webhooks.models import WebhookDelivery, WebhookSubscription

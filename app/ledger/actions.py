@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,7 +28,7 @@ from app.domain.model import (
     Trigger,
 )
 from app.ledger import repository
-from app.ledger.models import Contact, ContactPoint
+from app.ledger.models import Consent, ConsentEvent, Contact, ContactPoint, Suppression
 from app.ledger.service import Actor, Applied, Change, add_point, apply_changes, require_contact
 from app.lib.errors import Conflict, InvalidInput
 from app.lib.keys import Keys
@@ -268,3 +269,77 @@ async def withdraw_point(
         purpose_ids = [p for p in purpose_ids if states.get(p) not in WITHDRAWN_STATES]
     changes = [Change(point, p, trigger, evidence) for p in purpose_ids]
     return await apply_changes(session, workspace_id, changes, actor, skip_not_allowed=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Records:
+    """Everything the ledger holds about one contact (for subject access)."""
+
+    contact: Contact
+    points: Sequence[ContactPoint]
+    consents: Sequence[Consent]
+    events: Sequence[ConsentEvent]
+    suppressions: Sequence[Suppression]
+    """The workspace's suppressions under any key of the contact's addresses, oldest first."""
+
+
+async def records_of(session: AsyncSession, workspace_id: uuid.UUID, contact: Contact) -> Records:
+    """The contact's addresses, consents with an event, events, and the suppressions covering the addresses."""
+    points = list(await repository.contact_points_of(session, contact.id))
+    return Records(
+        contact=contact,
+        points=points,
+        consents=[c for c in await repository.consents_of(session, contact.id) if c.last_event_id is not None],
+        events=list(await repository.events_of_contact(session, contact.id, 0, None)),
+        suppressions=await repository.suppressions_of(
+            session, workspace_id, sorted({key for point in points for key in point.suppression_keys})
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """What the ledger recorded when a contact was erased."""
+
+    contact_id: uuid.UUID
+    point_ids: tuple[uuid.UUID, ...]
+    event_ids: tuple[uuid.UUID, ...]
+    """The erasure events, one per address."""
+    suppressions: int
+    """Suppression rows that now cover the addresses."""
+    events: int
+    """The contact's ledger events, the erasure's included (they stay; their evidence goes)."""
+
+
+async def close_for_erasure(
+    session: AsyncSession,
+    keys: Keys,
+    workspace_id: uuid.UUID,
+    contact_ref: str,
+    *,
+    evidence: Mapping[str, Any],
+    actor: Actor,
+) -> Closed | None:
+    """The ledger's first steps of an erasure: a last ``erasure`` event and suppression keys for every address.
+
+    The contact stays locked until the transaction ends. ``None`` when the workspace has no such contact (any more).
+    """
+    found = await repository.find_contact(session, workspace_id, contact_ref)
+    # locked: a concurrent erasure of the same contact waits here, then finds it gone
+    if found is None or not await repository.lock_contact(session, workspace_id, found.id):
+        return None
+    points = list(await repository.contact_points_of(session, found.id))
+    applied = await apply_changes(
+        session, workspace_id, [Change(point, None, Trigger.ERASURE, evidence) for point in points], actor
+    )
+    await repository.add_suppressions(session, suppression_rows(keys, workspace_id, points, SuppressionReason.ERASURE))
+    suppressions = await repository.count_suppressions(
+        session, workspace_id, sorted({key for point in points for key in point.suppression_keys})
+    )
+    return Closed(
+        contact_id=found.id,
+        point_ids=tuple(p.id for p in points),
+        event_ids=tuple(a.event_id for a in applied if a.event_id is not None),
+        suppressions=suppressions,
+        events=await repository.count_events_of(session, workspace_id, found.id),
+    )

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.chain import GENESIS, ChainFields, event_hash, personal_digest
 from app.ledger import repository
 from app.ledger.models import ConsentEvent
-from app.lib.copystream import copy_rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +76,8 @@ def _fields_of(event: ConsentEvent) -> ChainFields:
     )
 
 
-#: The columns of the audit event stream, in order (the CSV header and the NDJSON keys). They are the fields the
+#: The columns of the audit event stream (:func:`app.ledger.repository.copy_events`), in order (the CSV header and
+#: the NDJSON keys). They are the fields the
 #: chain covers (plus the purpose's key and the evidence), written as :func:`app.domain.chain.canonical_json` writes
 #: them, so that anyone holding the stream can recompute every hash: SHA-256(prev_hash + canonical JSON of
 #: ``{"v": 1, "workspace_id": …, id … recorded_at, "personal_digest": …}``).
@@ -106,30 +103,3 @@ EVENT_COLUMNS = (
     "prev_hash",
     "hash",
 )
-
-_UTC_MICROS = """to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
-
-EVENTS_SQL = f"""
-    SELECT e.id, e.seq, e.contact_id, e.contact_point_id, e.purpose_id, p.key AS purpose, e.channel, e.trigger,
-           e.from_state, e.to_state, e.legal_basis, e.notice_id, e.actor_type, e.actor_id,
-           {_UTC_MICROS.format("e.occurred_at")} AS occurred_at, {_UTC_MICROS.format("e.recorded_at")} AS recorded_at,
-           e.personal -> 'evidence' AS evidence, encode(e.personal_digest, 'hex') AS personal_digest,
-           encode(e.prev_hash, 'hex') AS prev_hash, encode(e.hash, 'hex') AS hash
-      FROM consent_events e LEFT JOIN purposes p ON p.id = e.purpose_id
-     WHERE e.workspace_id = $1 AND e.recorded_at >= $2 AND e.recorded_at < $3
-     ORDER BY e.seq
-"""  # noqa: S608  # constant text; every input is a bind parameter
-
-
-async def copy_events(
-    driver: Any,
-    workspace_id: uuid.UUID,
-    since: datetime,
-    until: datetime,
-    *,
-    as_csv: bool,
-    sink: Callable[[bytes], Awaitable[None]],
-) -> None:
-    """The workspace's ledger events recorded in [since, until), in chain order, as NDJSON or CSV, by ``COPY``."""
-    lines = f"SELECT row_to_json(r)::text FROM ({EVENTS_SQL}) r"  # noqa: S608
-    await copy_rows(driver, EVENTS_SQL, lines, workspace_id, since, until, as_csv=as_csv, sink=sink)

@@ -8,34 +8,32 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Request, delete, get, post
+from litestar import Controller, Request, get, post
 from litestar.datastructures import State as AppState
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, JSONBody, Parameter
+from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.response import Stream
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.identifiers import mask
-from app.domain.model import ActorType, Channel, Reachability, RequestChannel, State
-from app.ledger import access, actions, erasure, repository
-from app.ledger.audit import copy_events, verify_chain
+from app.domain.model import ActorType, Channel, Reachability, State
+from app.ledger import actions, repository
+from app.ledger.audit import verify_chain
 from app.ledger.models import Contact
 from app.ledger.schemas import (
-    REQUEST_REF_PATTERN,
     ChangesOut,
     ConsentChange,
     ConsentOut,
     ContactIn,
     ContactOut,
     ContactPointOut,
-    ErasureOut,
     EventOut,
     ObjectionIn,
     ObjectionWithdrawalIn,
     PostalAddressIn,
-    SubjectAccessOut,
     VerificationOut,
     WithdrawalIn,
+    event_out,
 )
 from app.ledger.service import Actor, Applied, require_contact
 from app.lib.auth import Principal, Scope
@@ -173,65 +171,6 @@ class ContactController(Controller):
             await actions.add_postal_address(db, keys, principal.workspace_id, found, address)
             return await _contact_out(db, principal.workspace_id, found)
 
-    @get(
-        "/{contact:str}/export",
-        operation_id="exportContact",
-        responses=errors(401, 403, 404),
-        opt={"scope": Scope.AUDIT_READ},
-    )
-    async def export(
-        self, contact: FromPath[str], principal: NamedDependency[Principal], db: NamedDependency[AsyncSession]
-    ) -> SubjectAccessOut:
-        """Everything held about the contact (GDPR Art. 15), with a Kantara-shaped consent receipt per consent given.
-
-        The contact, every address with what is stored with it and the suppressions that cover it, every consent
-        with the exact notice text, every ledger event with its evidence, every message with content and history.
-        """
-        async with db.begin():
-            return await access.subject_access(db, principal.workspace_id, contact)
-
-    @delete(
-        "/{contact:str}",
-        operation_id="eraseContact",
-        status_code=200,
-        responses=errors(401, 403, 404, 422),
-        opt={"scope": Scope.ADMIN},
-    )
-    async def erase(
-        self,
-        contact: FromPath[str],
-        principal: NamedDependency[Principal],
-        db: NamedDependency[AsyncSession],
-        keys: NamedDependency[Keys],
-        *,
-        request_ref: Annotated[
-            str | None,
-            Parameter(
-                min_length=1,
-                max_length=100,
-                pattern=REQUEST_REF_PATTERN,
-                description="Your reference of the request (a ticket number); kept with the erasure: no personal data.",
-            ),
-        ] = None,
-        received_via: FromQuery[RequestChannel | None] = None,
-    ) -> ErasureOut:
-        """Erasure (GDPR Art. 17): the contact, its addresses, consents, tokens and messages are deleted.
-
-        Kept, and said so in the answer: suppression keys (hashes) that stop the addresses from being marketed
-        to again, the ledger without its evidence, and a record of this erasure. Repeating the request with the
-        contact id answers the same report.
-        """
-        async with db.begin():
-            return await erasure.erase(
-                db,
-                keys,
-                principal.workspace_id,
-                contact,
-                request_ref=request_ref,
-                received_via=received_via,
-                actor=_actor(principal),
-            )
-
     @get("/{contact:str}/events", operation_id="listContactEvents", responses=errors(401, 403, 404))
     async def events(
         self,
@@ -244,7 +183,7 @@ class ContactController(Controller):
         """The contact's ledger entries, oldest first (page on with `after_seq` = the last `seq` seen)."""
         found = await require_contact(db, principal.workspace_id, contact)
         names = {p.id: p.key for p in await purposes.list_purposes(db, principal.workspace_id)}
-        return [access.event_out(e, names) for e in await repository.events_of_contact(db, found.id, after_seq, limit)]
+        return [event_out(e, names) for e in await repository.events_of_contact(db, found.id, after_seq, limit)]
 
 
 class WithdrawalController(Controller):
@@ -379,7 +318,7 @@ class AuditController(Controller):
         workspace_id = principal.workspace_id
 
         async def copy(driver: Any, sink: Callable[[bytes], Awaitable[None]]) -> None:
-            await copy_events(driver, workspace_id, start, end, as_csv=as_csv, sink=sink)
+            await repository.copy_events(driver, workspace_id, start, end, as_csv=as_csv, sink=sink)
 
         return copy_response(state.database, copy, as_csv=as_csv)
 

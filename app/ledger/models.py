@@ -181,24 +181,3 @@ class Suppression(UUIDPrimaryKey, CreatedAt, Base):
         CheckConstraint(_one_of("reason", SuppressionReason), name="reason_known"),
         CheckConstraint("(scope = 'purpose') = (purpose_id IS NOT NULL)", name="purpose_iff_scoped"),
     )
-
-
-class Erasure(UUIDPrimaryKey, Base):
-    """The record of one erasure (GDPR Art. 17), kept as accountability evidence: when, by whom, what went.
-
-    It names the erased contact only by its (now meaningless) id, the request by the caller's reference, and
-    holds the report the request was answered with; no personal data.
-    """
-
-    __tablename__ = "erasures"
-
-    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
-    contact_id: Mapped[uuid.UUID]
-    erased_at: Mapped[datetime]
-    actor_type: Mapped[str] = mapped_column(Text)
-    actor_id: Mapped[str | None] = mapped_column(Text)
-    request_ref: Mapped[str | None] = mapped_column(Text)
-    received_via: Mapped[str | None] = mapped_column(Text)
-    report: Mapped[dict[str, Any]] = mapped_column(JSONB)
-
-    __table_args__ = (UniqueConstraint("workspace_id", "contact_id"),)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,6 +17,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from app.domain.chain import GENESIS
 from app.domain.model import Channel, State, SuppressionReason, SuppressionScope
 from app.ledger.models import Consent, ConsentEvent, Contact, ContactPoint, LedgerHead, Suppression
+from app.lib.copystream import copy_rows
 from app.lib.ids import uuid7
 
 
@@ -101,6 +102,14 @@ async def add_contact_point(
     existing = await find_contact_point(session, workspace_id, channel, value)
     assert existing is not None
     return existing
+
+
+async def reload_point(session: AsyncSession, point_id: uuid.UUID) -> ContactPoint:
+    """The contact point as the database has it now (statements since it was loaded may have changed it)."""
+    point = await session.get(ContactPoint, point_id, populate_existing=True)
+    if point is None:
+        raise LookupError(point_id)
+    return point
 
 
 async def contact_points_of(session: AsyncSession, contact_id: uuid.UUID) -> Sequence[ContactPoint]:
@@ -292,52 +301,47 @@ async def count_suppressions(session: AsyncSession, workspace_id: uuid.UUID, key
     )
 
 
-#: What an erasure deletes, in an order the foreign keys allow; each statement's row count is reported.
+async def suppressions_of(
+    session: AsyncSession, workspace_id: uuid.UUID, keys: Sequence[bytes]
+) -> Sequence[Suppression]:
+    """The workspace's suppressions under any of ``keys``, oldest first."""
+    if not keys:
+        return []
+    return (
+        await session.scalars(
+            select(Suppression)
+            .where(Suppression.workspace_id == workspace_id, Suppression.key.in_(list(keys)))
+            .order_by(Suppression.created_at)
+        )
+    ).all()
+
+
+async def lock_contact(session: AsyncSession, workspace_id: uuid.UUID, contact_id: uuid.UUID) -> bool:
+    """Lock the contact's row for the rest of the transaction; ``False`` when it is gone (erased meanwhile)."""
+    locked = await session.scalar(
+        select(Contact.id).where(Contact.workspace_id == workspace_id, Contact.id == contact_id).with_for_update()
+    )
+    return locked is not None
+
+
+#: What an erasure deletes of the ledger's own rows, in an order the foreign keys allow (the other packages'
+#: rows that reference these went first, through their privacy hooks).
 _ERASE = (
-    # stored idempotent answers (24 h) that name the contact: a POST /v1/contacts answer holds its addresses
-    (
-        "stored_answers",
-        (
-            "DELETE FROM idempotency_keys WHERE workspace_id = :workspace_id AND body IS NOT NULL"
-            " AND position(convert_to(:contact_text, 'UTF8') IN body) > 0"
-        ),
-    ),
-    ("messages", "DELETE FROM messages WHERE workspace_id = :workspace_id AND contact_id = :contact_id"),
-    # webhook payloads name the contact (its external id); the erasure's own events still go out, so the systems
-    # that hold the person too learn of it
-    (
-        "webhook_deliveries",
-        (
-            "DELETE FROM webhook_deliveries WHERE workspace_id = :workspace_id"
-            " AND payload -> 'data' ->> 'contact_id' = :contact_text AND NOT (event_id = ANY(:keep))"
-        ),
-    ),
-    ("confirmation_tokens", "DELETE FROM confirmation_tokens WHERE contact_point_id = ANY(:point_ids)"),
-    ("consents", "DELETE FROM consents WHERE contact_id = :contact_id"),
-    ("contact_points", "DELETE FROM contact_points WHERE contact_id = :contact_id"),
-    ("contacts", "DELETE FROM contacts WHERE id = :contact_id"),
+    ("consents", "DELETE FROM consents WHERE workspace_id = :workspace_id AND contact_id = :contact_id"),
+    ("contact_points", "DELETE FROM contact_points WHERE workspace_id = :workspace_id AND contact_id = :contact_id"),
+    ("contacts", "DELETE FROM contacts WHERE workspace_id = :workspace_id AND id = :contact_id"),
 )
 
 
 async def erase_contact(
-    session: AsyncSession,
-    workspace_id: uuid.UUID,
-    contact_id: uuid.UUID,
-    point_ids: Sequence[uuid.UUID],
-    *,
-    keep_evidence_of: Sequence[uuid.UUID],
-) -> tuple[dict[str, int], int]:
-    """Delete the contact's personal data (see :mod:`app.ledger.erasure`): counts per kind, and the events kept.
+    session: AsyncSession, workspace_id: uuid.UUID, contact_id: uuid.UUID, *, keep_evidence_of: Sequence[uuid.UUID]
+) -> dict[str, int]:
+    """Erase the evidence of the contact's events and delete the contact, its addresses and consents.
 
-    The evidence of the events in ``keep_evidence_of`` (the erasure's own, which says how it was requested) stays.
+    The events stay (the hash chain covers only their digests); the evidence of those in ``keep_evidence_of``
+    (the erasure's own, which says how it was requested) stays too. Answers a row count per kind.
     """
-    params = {
-        "workspace_id": workspace_id,
-        "contact_id": contact_id,
-        "contact_text": str(contact_id),
-        "point_ids": list(point_ids),
-        "keep": list(keep_evidence_of),
-    }
+    params = {"workspace_id": workspace_id, "contact_id": contact_id, "keep": list(keep_evidence_of)}
     erased = await session.execute(
         text(
             "UPDATE consent_events SET personal = NULL WHERE workspace_id = :workspace_id AND contact_id = :contact_id"
@@ -349,11 +353,48 @@ async def erase_contact(
     for kind, statement in _ERASE:
         result = await session.execute(text(statement), params)
         counts[kind] = result.rowcount  # type: ignore[attr-defined]
-    kept = await session.scalar(
-        text("SELECT count(*) FROM consent_events WHERE workspace_id = :workspace_id AND contact_id = :contact_id"),
-        params,
+    return counts
+
+
+async def count_events_of(session: AsyncSession, workspace_id: uuid.UUID, contact_id: uuid.UUID) -> int:
+    """How many ledger events name the contact."""
+    return int(
+        await session.scalar(
+            text("SELECT count(*) FROM consent_events WHERE workspace_id = :workspace_id AND contact_id = :contact_id"),
+            {"workspace_id": workspace_id, "contact_id": contact_id},
+        )
+        or 0
     )
-    return counts, int(kept or 0)
+
+
+_UTC_MICROS = """to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+
+#: The audit stream's query; it joins the purpose's key in (a read of the purposes' table, kept here because the
+#: stream is one ``COPY`` statement).
+EVENTS_SQL = f"""
+    SELECT e.id, e.seq, e.contact_id, e.contact_point_id, e.purpose_id, p.key AS purpose, e.channel, e.trigger,
+           e.from_state, e.to_state, e.legal_basis, e.notice_id, e.actor_type, e.actor_id,
+           {_UTC_MICROS.format("e.occurred_at")} AS occurred_at, {_UTC_MICROS.format("e.recorded_at")} AS recorded_at,
+           e.personal -> 'evidence' AS evidence, encode(e.personal_digest, 'hex') AS personal_digest,
+           encode(e.prev_hash, 'hex') AS prev_hash, encode(e.hash, 'hex') AS hash
+      FROM consent_events e LEFT JOIN purposes p ON p.id = e.purpose_id
+     WHERE e.workspace_id = $1 AND e.recorded_at >= $2 AND e.recorded_at < $3
+     ORDER BY e.seq
+"""  # noqa: S608  # constant text; every input is a bind parameter
+
+
+async def copy_events(
+    driver: Any,
+    workspace_id: uuid.UUID,
+    since: datetime,
+    until: datetime,
+    *,
+    as_csv: bool,
+    sink: Callable[[bytes], Awaitable[None]],
+) -> None:
+    """The workspace's ledger events recorded in [since, until), in chain order, as NDJSON or CSV, by ``COPY``."""
+    lines = f"SELECT row_to_json(r)::text FROM ({EVENTS_SQL}) r"  # noqa: S608
+    await copy_rows(driver, EVENTS_SQL, lines, workspace_id, since, until, as_csv=as_csv, sink=sink)
 
 
 # --- what other packages read and write, each scoped to one workspace ------------------------------------------

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import delete, func, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as upsert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -76,6 +76,18 @@ async def prune_idempotency_keys(session: AsyncSession, before: datetime) -> Non
 
 
 # --- rate limits -------------------------------------------------------------------------------------------
+
+
+async def erase_answers_naming(session: AsyncSession, workspace_id: uuid.UUID, contact_id: uuid.UUID) -> int:
+    """Delete the workspace's stored idempotent answers whose body names the contact (by its id)."""
+    result = await session.execute(
+        text(
+            "DELETE FROM idempotency_keys WHERE workspace_id = :workspace_id AND body IS NOT NULL"
+            " AND position(convert_to(:contact_text, 'UTF8') IN body) > 0"
+        ),
+        {"workspace_id": workspace_id, "contact_text": str(contact_id)},
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]  # CursorResult of a DELETE
 
 
 async def lock_counter(session: AsyncSession, key: bytes) -> None:

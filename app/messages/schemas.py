@@ -146,3 +146,18 @@ class MessageDetail(msgspec.Struct, kw_only=True):
     decision: Decision
     deliveries: list[DeliveryOut]
     history: list[StatusEntry]
+
+
+class ExportedMessage(msgspec.Struct, kw_only=True):
+    """A message sent (or meant) to the person, with its content, routing decision and history."""
+
+    id: uuid.UUID
+    purpose: str | None
+    status: str
+    created_at: datetime
+    send_at: datetime | None
+    route: list[str]
+    content: dict[str, Any]
+    decision: dict[str, Any]
+    deliveries: list[DeliveryOut]
+    history: list[StatusEntry]

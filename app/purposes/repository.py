@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
@@ -79,6 +79,16 @@ async def list_notices(
 async def purposes_by_id(session: AsyncSession, workspace_id: uuid.UUID) -> dict[uuid.UUID, Purpose]:
     """All purposes of the workspace, by id."""
     return {p.id: p for p in await list_purposes(session, workspace_id)}
+
+
+async def notices_by_id(
+    session: AsyncSession, workspace_id: uuid.UUID, ids: Collection[uuid.UUID]
+) -> dict[uuid.UUID, Notice]:
+    """The workspace's notices of these ids, by id."""
+    if not ids:
+        return {}
+    found = await session.scalars(select(Notice).where(Notice.workspace_id == workspace_id, Notice.id.in_(list(ids))))
+    return {n.id: n for n in found.all()}
 
 
 async def get_purpose(session: AsyncSession, workspace_id: uuid.UUID, purpose_id: uuid.UUID) -> Purpose | None:

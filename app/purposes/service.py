@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Collection
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -70,3 +71,20 @@ async def require_notice(session: AsyncSession, workspace_id: uuid.UUID, notice_
     if notice is None:
         raise NotFound("No notice with this id.", code="notice_not_found")
     return notice
+
+
+async def purposes_by_id(session: AsyncSession, workspace_id: uuid.UUID) -> dict[uuid.UUID, Purpose]:
+    """All purposes of the workspace, by id."""
+    return await repository.purposes_by_id(session, workspace_id)
+
+
+async def notices_by_id(
+    session: AsyncSession, workspace_id: uuid.UUID, ids: Collection[uuid.UUID]
+) -> dict[uuid.UUID, Notice]:
+    """The workspace's notices of these ids, by id (ids of other workspaces are not found)."""
+    return await repository.notices_by_id(session, workspace_id, ids)
+
+
+async def find_purpose(session: AsyncSession, workspace_id: uuid.UUID, key: str) -> Purpose | None:
+    """A purpose of the workspace by key, if there is one."""
+    return await repository.get_by_key(session, workspace_id, key)

@@ -20,12 +20,12 @@ from app.ledger import repository as ledger
 from app.ledger.actions import withdraw_point
 from app.ledger.models import ContactPoint
 from app.ledger.service import Actor, Change, add_point, apply_changes, require_contact
+from app.lib import vapid
 from app.lib.errors import Conflict, InvalidInput, NotFound
 from app.lib.keys import Keys
 from app.lib.orm import utcnow
 from app.purposes.models import Notice, Purpose
 from app.purposes.service import require_notice, require_purpose
-from app.push import vapid
 from app.push.schemas import AppInstallationIn, PurposeState, PushPointOut, WebSubscriptionIn
 from app.workspaces import repository as workspaces
 from app.workspaces.service import VAPID_KEY, sealing_context
@@ -250,8 +250,7 @@ async def _notices(
 
 
 async def _out(session: AsyncSession, point: ContactPoint) -> PushPointOut:
-    fresh = await session.get(ContactPoint, point.id, populate_existing=True)
-    assert fresh is not None
+    fresh = await ledger.reload_point(session, point.id)
     purposes: dict[uuid.UUID | None, str] = {p.id: p.key for p in await _purposes_of(session, fresh)}
     rows = sorted(await ledger.consents_of_point(session, point.id), key=lambda r: purposes.get(r.purpose_id, ""))
     return PushPointOut(

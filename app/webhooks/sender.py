@@ -16,18 +16,19 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 import msgspec
 import structlog
-from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.lib.db import Database
 from app.lib.keys import Keys
 from app.lib.rounds import backoff, work_until
 from app.lib.signatures import sign
+from app.webhooks import repository
 from app.webhooks.destinations import DestinationRefused, check_destination
+from app.webhooks.repository import ClaimedDelivery
 from app.webhooks.service import sealing_context
 
 log = structlog.get_logger(__name__)
@@ -50,42 +51,10 @@ class SenderConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class _Claimed:
-    id: uuid.UUID
-    subscription_id: uuid.UUID
-    event_id: uuid.UUID
-    event_type: str
-    payload: dict[str, Any]
-    attempts: int
-
-
-@dataclass(frozen=True, slots=True)
 class _Outcome:
     delivered: bool
     status: int | None
     error: str | None
-
-
-_CLAIM = text(
-    """
-    UPDATE webhook_deliveries d
-       SET status = 'sending', attempts = d.attempts + 1, next_attempt_at = now() + make_interval(secs => :lease)
-     WHERE d.id IN (SELECT id FROM webhook_deliveries
-                     WHERE status IN ('queued', 'sending') AND next_attempt_at <= now()
-                     ORDER BY next_attempt_at LIMIT :batch FOR UPDATE SKIP LOCKED)
-    RETURNING d.id, d.subscription_id, d.event_id, d.event_type, d.payload, d.attempts
-    """
-)
-_TARGETS = text("SELECT id, url, secret_sealed FROM webhook_subscriptions WHERE id = ANY(:ids)")
-_DELIVERED = text(
-    "UPDATE webhook_deliveries SET status = 'delivered', delivered_at = now(), last_status = :status, last_error = NULL"
-    " WHERE id = :id AND status = 'sending' AND attempts = :attempts"
-)
-_RETRY = text(
-    "UPDATE webhook_deliveries SET status = CASE WHEN :give_up THEN 'failed' ELSE 'queued' END,"
-    " next_attempt_at = now() + make_interval(secs => :delay), last_status = :status, last_error = :error"
-    " WHERE id = :id AND status = 'sending' AND attempts = :attempts"
-)
 
 
 class WebhookSender:
@@ -126,18 +95,10 @@ class WebhookSender:
     async def run_once(self, client: httpx.AsyncClient | None = None) -> int:
         """Claim one batch, send it, record the outcomes; returns how many were claimed."""
         async with self.database.sessionmaker() as session, session.begin():
-            rows = (
-                await session.execute(_CLAIM, {"lease": self.config.lease_seconds, "batch": self.config.batch})
-            ).all()
-            claimed = [_Claimed(*row) for row in rows]
-            targets = (
-                {
-                    row.id: row
-                    for row in (await session.execute(_TARGETS, {"ids": [c.subscription_id for c in claimed]}))
-                }
-                if claimed
-                else {}
+            claimed = await repository.claim_due(
+                session, lease_seconds=self.config.lease_seconds, batch=self.config.batch
             )
+            targets = await repository.targets(session, [c.subscription_id for c in claimed])
         if not claimed:
             return 0
         limit = asyncio.Semaphore(self.config.concurrency)
@@ -149,7 +110,7 @@ class WebhookSender:
             except DestinationRefused as exc:
                 refused[target.id] = str(exc)
 
-        async def one(item: _Claimed, http: httpx.AsyncClient) -> tuple[_Claimed, _Outcome]:
+        async def one(item: ClaimedDelivery, http: httpx.AsyncClient) -> tuple[ClaimedDelivery, _Outcome]:
             target = targets.get(item.subscription_id)
             if target is None:  # deleted meanwhile: its deliveries went with it
                 return item, _Outcome(delivered=False, status=None, error="the subscription was deleted")
@@ -164,14 +125,14 @@ class WebhookSender:
             outcomes = await asyncio.gather(*(one(item, http) for item in claimed))
         async with self.database.sessionmaker() as session, session.begin():
             for item, outcome in outcomes:
-                await session.execute(*self._record(item, outcome))
+                await self._record(session, item, outcome)
         return len(claimed)
 
-    def _record(self, item: _Claimed, outcome: _Outcome) -> tuple[Any, dict[str, Any]]:
-        params: dict[str, Any] = {"id": item.id, "attempts": item.attempts, "status": outcome.status}
+    async def _record(self, session: AsyncSession, item: ClaimedDelivery, outcome: _Outcome) -> None:
         if outcome.delivered:
             log.info("webhook_delivered", delivery_id=str(item.id), status=outcome.status, attempt=item.attempts)
-            return _DELIVERED, params
+            await repository.mark_delivered(session, item.id, item.attempts, outcome.status)
+            return
         give_up = item.attempts >= self.config.max_attempts
         delay = backoff(item.attempts, self.config.base_backoff, self.config.max_backoff)
         log.warning(
@@ -181,10 +142,12 @@ class WebhookSender:
             error=outcome.error,
             attempt=item.attempts,
         )
-        return _RETRY, {**params, "give_up": give_up, "delay": delay, "error": outcome.error}
+        await repository.schedule_retry(
+            session, item.id, item.attempts, status=outcome.status, error=outcome.error, delay=delay, give_up=give_up
+        )
 
 
-async def _post(client: httpx.AsyncClient, url: str, secret: str, item: _Claimed) -> _Outcome:
+async def _post(client: httpx.AsyncClient, url: str, secret: str, item: ClaimedDelivery) -> _Outcome:
     body = msgspec.json.encode(item.payload)
     headers = {
         "Content-Type": "application/json",

@@ -5,17 +5,17 @@ from __future__ import annotations
 import ipaddress
 import secrets
 import uuid
-from collections.abc import Sequence
 from urllib.parse import urlsplit
 
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.lib.errors import InvalidInput, NotFound
 from app.lib.keys import Keys
+from app.webhooks import repository
 from app.webhooks.destinations import DestinationRefused, check_destination
-from app.webhooks.models import WebhookDelivery, WebhookSubscription
+from app.webhooks.models import WebhookSubscription
 from app.webhooks.schemas import SubscriptionIn, SubscriptionOut
+from app.webhooks.status import PENDING, WebhookStatus
 
 _LOOPBACK_NAMES = frozenset({"localhost"})
 
@@ -65,46 +65,31 @@ async def create(
         raise InvalidInput(str(exc), code="webhook_destination_not_public") from None
     secret = data.secret or f"whsec_{secrets.token_urlsafe(32)}"
     subscription_id = uuid.uuid4()
-    row = WebhookSubscription(
-        id=subscription_id,
-        workspace_id=workspace_id,
-        url=url,
-        events=sorted(set(data.events)),
-        secret_sealed=keys.seal(secret, sealing_context(subscription_id)),
+    row = await repository.add_subscription(
+        session,
+        WebhookSubscription(
+            id=subscription_id,
+            workspace_id=workspace_id,
+            url=url,
+            events=sorted(set(data.events)),
+            secret_sealed=keys.seal(secret, sealing_context(subscription_id)),
+        ),
     )
-    session.add(row)
-    await session.flush()
-    await session.refresh(row, ["created_at"])
     return SubscriptionOut(id=row.id, url=row.url, events=row.events, created_at=row.created_at, secret=secret)
 
 
 async def list_subscriptions(session: AsyncSession, workspace_id: uuid.UUID) -> list[SubscriptionOut]:
     """The workspace's subscriptions with how many deliveries wait and how many failed for good."""
-    rows: Sequence[WebhookSubscription] = (
-        await session.scalars(
-            select(WebhookSubscription)
-            .where(WebhookSubscription.workspace_id == workspace_id)
-            .order_by(WebhookSubscription.created_at)
-        )
-    ).all()
-    counts = {
-        (subscription_id, status): count
-        for subscription_id, status, count in (
-            await session.execute(
-                select(WebhookDelivery.subscription_id, WebhookDelivery.status, func.count())
-                .where(WebhookDelivery.workspace_id == workspace_id, WebhookDelivery.status != "delivered")
-                .group_by(WebhookDelivery.subscription_id, WebhookDelivery.status)
-            )
-        ).all()
-    }
+    rows = await repository.subscriptions_of(session, workspace_id)
+    counts = await repository.open_counts(session, workspace_id)
     return [
         SubscriptionOut(
             id=row.id,
             url=row.url,
             events=row.events,
             created_at=row.created_at,
-            pending=counts.get((row.id, "queued"), 0) + counts.get((row.id, "sending"), 0),
-            failed=counts.get((row.id, "failed"), 0),
+            pending=sum(counts.get((row.id, status), 0) for status in PENDING),
+            failed=counts.get((row.id, WebhookStatus.FAILED), 0),
         )
         for row in rows
     ]
@@ -112,7 +97,5 @@ async def list_subscriptions(session: AsyncSession, workspace_id: uuid.UUID) -> 
 
 async def delete(session: AsyncSession, workspace_id: uuid.UUID, subscription_id: uuid.UUID) -> None:
     """Remove a subscription and what it still had to deliver."""
-    row = await session.get(WebhookSubscription, subscription_id)
-    if row is None or row.workspace_id != workspace_id:
+    if not await repository.delete_subscription(session, workspace_id, subscription_id):
         raise NotFound("No webhook subscription with this id.", code="webhook_subscription_not_found")
-    await session.delete(row)

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import msgspec
+from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.lib import vapid
 from app.lib.auth import Scope, generate_key
 from app.lib.errors import InvalidInput, NotFound
 from app.lib.keys import Keys
 from app.lib.orm import utcnow
+from app.purposes import service as purposes
 from app.workspaces import repository
 from app.workspaces.models import ApiKey, Workspace
 from app.workspaces.schemas import WorkspaceSettingsIn
@@ -23,6 +26,8 @@ from app.workspaces.settings import (
     WebPushSettings,
     WorkspaceSettings,
 )
+from channel_providers.apns import load_key
+from channel_providers.fcm import ServiceAccountError, parse_service_account
 
 
 async def create_workspace(session: AsyncSession, name: str) -> Workspace:
@@ -58,6 +63,7 @@ def sealing_context(workspace_id: uuid.UUID, name: str = "twilio_auth_token") ->
     return f"workspace:{workspace_id}:{name}"
 
 
+TWILIO_AUTH_TOKEN = "twilio_auth_token"  # noqa: S105  # a field name, not a secret
 EMAIL_WEBHOOK_SECRET = "email_webhook_secret"  # noqa: S105  # a field name, not a secret
 VAPID_KEY = "vapid_private_key"
 FCM_SERVICE_ACCOUNT = "fcm_service_account"
@@ -78,28 +84,22 @@ async def replace_settings(
     session: AsyncSession, keys: Keys, workspace_id: uuid.UUID, new: WorkspaceSettingsIn
 ) -> WorkspaceSettings:
     """Validate and store the settings; purposes they name must exist; the token is sealed, or kept if omitted."""
-    from app.purposes.repository import get_by_key  # noqa: PLC0415  # purposes depend on workspaces, not back
-
     current = await settings_of(session, workspace_id)
     named = {*new.phone.start_words.values(), *([new.phone.default_purpose] if new.phone.default_purpose else [])}
     for key in sorted(named):
-        if await get_by_key(session, workspace_id, key) is None:
+        if await purposes.find_purpose(session, workspace_id, key) is None:
             raise InvalidInput(
                 f"The settings name the purpose '{key}', which does not exist.", code="purpose_not_found"
             )
-    sealed = current.twilio.auth_token_sealed
-    if new.twilio.auth_token is not None:
-        token = new.twilio.auth_token.strip()
-        sealed = keys.seal(token, sealing_context(workspace_id)) if token else None
-    email_secret = current.email.webhook_secret_sealed
-    if new.email.webhook_secret is not None:
-        secret = new.email.webhook_secret.strip()
-        if secret and len(secret) < _MIN_WEBHOOK_SECRET:
-            raise InvalidInput(
-                "email.webhook_secret must be at least 32 characters (use a random value).",
-                code="webhook_secret_too_short",
-            )
-        email_secret = keys.seal(secret, sealing_context(workspace_id, EMAIL_WEBHOOK_SECRET)) if secret else None
+    sealed = _write_only(keys, workspace_id, TWILIO_AUTH_TOKEN, current.twilio.auth_token_sealed, new.twilio.auth_token)
+    email_secret = _write_only(
+        keys,
+        workspace_id,
+        EMAIL_WEBHOOK_SECRET,
+        current.email.webhook_secret_sealed,
+        new.email.webhook_secret,
+        prepare=_long_webhook_secret,
+    )
     given = msgspec.to_builtins(new.email)
     given.pop("webhook_secret", None)
     given.pop("webhook_secret_set", None)
@@ -109,25 +109,19 @@ async def replace_settings(
         vapid_public_key=current.web_push.vapid_public_key,
         vapid_private_key_sealed=current.web_push.vapid_private_key_sealed,
     )
-    if new.web_push.vapid_private_key:
-        from app.push import vapid  # noqa: PLC0415  # push depends on workspaces, not back
-
-        try:
-            private = vapid.load_private(new.web_push.vapid_private_key.strip())
-        except ValueError as exc:
-            raise InvalidInput(
-                f"web_push.vapid_private_key is not a P-256 key: {exc}.", code="invalid_vapid_key"
-            ) from None
+    if new.web_push.vapid_private_key:  # an empty key keeps the pair: the browsers' subscriptions are bound to it
+        private = _vapid_key(new.web_push.vapid_private_key)
         web_push = msgspec.structs.replace(
             web_push,
             vapid_public_key=vapid.public_of(private),
-            vapid_private_key_sealed=keys.seal(vapid.raw_private(private), sealing_context(workspace_id, VAPID_KEY)),
+            vapid_private_key_sealed=_write_only(
+                keys, workspace_id, VAPID_KEY, None, new.web_push.vapid_private_key, prepare=_raw_vapid_key
+            ),
         )
     app_push = _app_push(keys, workspace_id, current.app_push, new)
-    print_token = current.print_house.token_sealed
-    if new.print_house.token is not None:
-        token = new.print_house.token.strip()
-        print_token = keys.seal(token, sealing_context(workspace_id, PRINT_HOUSE_TOKEN)) if token else None
+    print_token = _write_only(
+        keys, workspace_id, PRINT_HOUSE_TOKEN, current.print_house.token_sealed, new.print_house.token
+    )
     print_house = PrintHouseSettings(url=new.print_house.url, token_sealed=print_token)
     settings = WorkspaceSettings(
         brand=new.brand,
@@ -150,36 +144,21 @@ def _app_push(
     keys: Keys, workspace_id: uuid.UUID, current: AppPushSettings, new: WorkspaceSettingsIn
 ) -> AppPushSettings:
     """FCM service account and APNs key: validated and sealed when given (an empty string removes one)."""
-    from channel_providers.apns import load_key  # noqa: PLC0415
-    from channel_providers.fcm import ServiceAccountError, parse_service_account  # noqa: PLC0415
-
     given = new.app_push
-    project, account_sealed = current.fcm_project_id, current.fcm_service_account_sealed
-    if given.fcm_service_account is not None:
-        text = given.fcm_service_account.strip()
-        project, account_sealed = None, None
-        if text:
-            try:
-                account = parse_service_account(text)
-            except (ServiceAccountError, ValueError) as exc:
-                raise InvalidInput(
-                    f"app_push.fcm_service_account is not a service account key: {exc}.",
-                    code="invalid_service_account",
-                ) from None
-            project = account["project_id"]
-            account_sealed = keys.seal(text, sealing_context(workspace_id, FCM_SERVICE_ACCOUNT))
-    apns_sealed = current.apns_private_key_sealed
-    if given.apns_private_key is not None:
-        pem = given.apns_private_key.strip()
-        apns_sealed = None
-        if pem:
-            try:
-                load_key(pem)
-            except ValueError as exc:
-                raise InvalidInput(
-                    f"app_push.apns_private_key is not a .p8 key: {exc}.", code="invalid_apns_key"
-                ) from None
-            apns_sealed = keys.seal(pem, sealing_context(workspace_id, APNS_KEY))
+    account_sealed = _write_only(
+        keys,
+        workspace_id,
+        FCM_SERVICE_ACCOUNT,
+        current.fcm_service_account_sealed,
+        given.fcm_service_account,
+        prepare=_service_account,
+    )
+    project = current.fcm_project_id
+    if given.fcm_service_account is not None:  # replaced or removed: the project is the new account's
+        project = parse_service_account(given.fcm_service_account.strip())["project_id"] if account_sealed else None
+    apns_sealed = _write_only(
+        keys, workspace_id, APNS_KEY, current.apns_private_key_sealed, given.apns_private_key, prepare=_apns_key
+    )
     if apns_sealed and not (given.apns_team_id and given.apns_key_id and given.apns_topic):
         raise InvalidInput(
             "APNs needs app_push.apns_team_id, apns_key_id and apns_topic (the bundle id) with the key.",
@@ -194,3 +173,72 @@ def _app_push(
         apns_sandbox=given.apns_sandbox,
         apns_private_key_sealed=apns_sealed,
     )
+
+
+async def name_and_settings(session: AsyncSession, workspace_id: uuid.UUID) -> tuple[str, WorkspaceSettings]:
+    """The workspace's name and settings (defaults where unset)."""
+    workspace = await repository.get_workspace(session, workspace_id)
+    if workspace is None:
+        raise NotFound("No such workspace.", code="workspace_not_found")
+    return workspace.name, WorkspaceSettings.load(workspace.settings)
+
+
+def _write_only(
+    keys: Keys,
+    workspace_id: uuid.UUID,
+    name: str,
+    current: str | None,
+    given: str | None,
+    *,
+    prepare: Callable[[str], str] | None = None,
+) -> str | None:
+    """The sealed value of a write-only secret after an update of the settings.
+
+    Omitted (``None``) keeps the stored secret, an empty string removes it, any other value is checked (and
+    brought into its stored form) by ``prepare``, then sealed to this workspace and field. Secrets are never
+    answered back; the settings say only whether one is set.
+    """
+    if given is None:
+        return current
+    value = given.strip()
+    if not value:
+        return None
+    return keys.seal(prepare(value) if prepare else value, sealing_context(workspace_id, name))
+
+
+def _long_webhook_secret(secret: str) -> str:
+    if len(secret) < _MIN_WEBHOOK_SECRET:
+        raise InvalidInput(
+            "email.webhook_secret must be at least 32 characters (use a random value).",
+            code="webhook_secret_too_short",
+        )
+    return secret
+
+
+def _vapid_key(pem: str) -> ec.EllipticCurvePrivateKey:
+    try:
+        return vapid.load_private(pem.strip())
+    except ValueError as exc:
+        raise InvalidInput(f"web_push.vapid_private_key is not a P-256 key: {exc}.", code="invalid_vapid_key") from None
+
+
+def _raw_vapid_key(pem: str) -> str:
+    return vapid.raw_private(_vapid_key(pem))
+
+
+def _service_account(text: str) -> str:
+    try:
+        parse_service_account(text)
+    except (ServiceAccountError, ValueError) as exc:
+        raise InvalidInput(
+            f"app_push.fcm_service_account is not a service account key: {exc}.", code="invalid_service_account"
+        ) from None
+    return text
+
+
+def _apns_key(pem: str) -> str:
+    try:
+        load_key(pem)
+    except ValueError as exc:
+        raise InvalidInput(f"app_push.apns_private_key is not a .p8 key: {exc}.", code="invalid_apns_key") from None
+    return pem

@@ -20,6 +20,7 @@ from app.ledger.service import Actor, Change, apply_changes
 from app.lib.auth import Scope
 from app.lib.orm import utcnow
 from app.purposes.models import Notice
+from app.twilio.models import InboundMessage
 
 POSTAL = {"name": "Jane Roe", "street": "Hauptstraße 5", "postcode": "10115", "city": "Berlin"}
 NOTICE = "Ja, ich möchte den Newsletter per E-Mail erhalten. Abmeldung jederzeit über den Link in jeder Mail."
@@ -66,6 +67,18 @@ async def jane(client, admin, ledger, session, tenant, database):
             expires_at=utcnow() + timedelta(days=1),
         )
     )
+    session.add(
+        InboundMessage(
+            workspace_id=tenant.id,
+            provider="twilio",
+            message_sid="SM1",
+            channel="sms",
+            contact_point_id=sms.id,
+            intent="start",
+            reply="Willkommen!",
+            received_at=utcnow(),
+        )
+    )
     await session.commit()
     message = await client.post(
         "/v1/messages",
@@ -106,6 +119,7 @@ async def test_erasure_deletes_the_person_and_reports_what_it_kept(client, admin
         "messages": 1,
         "webhook_deliveries": 0,  # no subscription here (see test_webhooks)
         "stored_answers": 1,
+        "inbound_messages_unlinked": 1,
         "evidence_erased": 3,  # signup, confirm, start word
     }
     kept = {k["what"]: k for k in report["kept"]}
@@ -124,6 +138,8 @@ async def test_erasure_deletes_the_person_and_reports_what_it_kept(client, admin
         assert await count(session, f"SELECT count(*) FROM {table} WHERE {column} = :c", c=jane["id"]) == 0, table  # noqa: S608
     assert await count(session, "SELECT count(*) FROM confirmation_tokens") == 0
     assert await count(session, "SELECT count(*) FROM deliveries") == 0
+    # the inbound SMS stays by provider id (a retried webhook is answered, not applied again), without its address
+    assert await count(session, "SELECT count(*) FROM inbound_messages WHERE contact_point_id IS NULL") == 1
     assert (
         await count(
             session,

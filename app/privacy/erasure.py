@@ -9,8 +9,10 @@ CHANNEL_RULES.md §8 (X2, X5, X7). In the caller's transaction:
 3. the personal part (evidence: IP, user agent, message texts, postal details) of every earlier event of the
    contact is deleted; the chain covers only its digest, so verification still holds; the ids the events keep
    point to nothing once the contact is gone;
-4. the contact, its addresses (postal details and push tokens included), consents, confirmation tokens, messages
-   (content and history) and the stored idempotent answers that name it are deleted;
+4. every package's privacy hook (:mod:`app.privacy.hooks`) deletes or unlinks its rows about the person: stored
+   idempotent answers that name them, messages (content and history), webhook deliveries whose payload names
+   them, confirmation tokens, the address link of inbound SMS, and last the ledger's own rows: the contact, its
+   addresses (postal details and push tokens included) and consents;
 5. a record of the erasure with the report (no personal data) is kept as accountability evidence; a repeated
    request by contact id is answered with it.
 """
@@ -20,19 +22,20 @@ from __future__ import annotations
 import uuid
 
 import msgspec
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.domain.model import RequestChannel, SuppressionReason, Trigger
-from app.ledger import repository
-from app.ledger.actions import suppression_rows
-from app.ledger.models import Contact, Erasure
-from app.ledger.schemas import ErasedCounts, ErasureOut, Kept
-from app.ledger.service import Actor, Change, apply_changes
+from app.domain.model import RequestChannel
+from app.ledger.actions import close_for_erasure
+from app.ledger.service import Actor
 from app.lib.errors import NotFound
 from app.lib.ids import uuid7
 from app.lib.keys import Keys
 from app.lib.orm import utcnow
+from app.lib.privacy import Subject
+from app.privacy import repository
+from app.privacy.hooks import HOOKS
+from app.privacy.models import Erasure
+from app.privacy.schemas import ErasedCounts, ErasureOut, Kept
 
 WHY_SUPPRESSION_KEYS = (
     "Keyed hashes of the erased addresses (no clear text), so that an address brought back by a CRM, a shop "
@@ -61,56 +64,45 @@ async def erase(
     actor: Actor,
 ) -> ErasureOut:
     """Erase the contact named by id or external id; an already erased contact id answers its report again."""
-    found = await repository.find_contact(session, workspace_id, contact_ref)
-    # locked: a concurrent erasure of the same contact waits here, then finds it gone and answers the report
-    locked = found and await session.scalar(select(Contact.id).where(Contact.id == found.id).with_for_update())
-    if found is None or locked is None:
-        return await _earlier(session, workspace_id, contact_ref)
-    points = list(await repository.contact_points_of(session, found.id))
     evidence = {"request_ref": request_ref, "received_via": received_via.value if received_via else None}
-    applied = await apply_changes(
-        session,
-        workspace_id,
-        [Change(point, None, Trigger.ERASURE, {k: v for k, v in evidence.items() if v}) for point in points],
-        actor,
+    closed = await close_for_erasure(
+        session, keys, workspace_id, contact_ref, evidence={k: v for k, v in evidence.items() if v}, actor=actor
     )
-    await repository.add_suppressions(session, suppression_rows(keys, workspace_id, points, SuppressionReason.ERASURE))
-    event_ids = [a.event_id for a in applied if a.event_id is not None]
-    suppressions = await repository.count_suppressions(
-        session, workspace_id, sorted({key for point in points for key in point.suppression_keys})
-    )
-    deleted, events_kept = await repository.erase_contact(
-        session, workspace_id, found.id, [p.id for p in points], keep_evidence_of=event_ids
-    )
+    if closed is None:
+        return await _earlier(session, workspace_id, contact_ref)
+    subject = Subject(workspace_id, closed.contact_id, closed.point_ids, keep_event_ids=closed.event_ids)
+    deleted: dict[str, int] = {}
+    for hook in HOOKS:
+        deleted.update(await hook.erase(session, subject))
     erasure_id, now = uuid7(), utcnow()
     report = ErasureOut(
         erasure_id=erasure_id,
-        contact_id=found.id,
+        contact_id=closed.contact_id,
         erased_at=now,
         request_ref=request_ref,
         received_via=evidence["received_via"],
-        event_ids=event_ids,
+        event_ids=list(closed.event_ids),
         deleted=ErasedCounts(**deleted),
         kept=[
-            Kept(what="suppression_keys", count=suppressions, why=WHY_SUPPRESSION_KEYS),
-            Kept(what="ledger_events", count=events_kept, why=WHY_LEDGER_EVENTS),
+            Kept(what="suppression_keys", count=closed.suppressions, why=WHY_SUPPRESSION_KEYS),
+            Kept(what="ledger_events", count=closed.events, why=WHY_LEDGER_EVENTS),
             Kept(what="erasure_record", count=1, why=WHY_RECORD),
         ],
     )
-    session.add(
+    await repository.add_erasure(
+        session,
         Erasure(
             id=erasure_id,
             workspace_id=workspace_id,
-            contact_id=found.id,
+            contact_id=closed.contact_id,
             erased_at=now,
             actor_type=actor.type.value,
             actor_id=actor.id,
             request_ref=request_ref,
             received_via=report.received_via,
             report=msgspec.to_builtins(report),
-        )
+        ),
     )
-    await session.flush()
     return report
 
 
@@ -120,9 +112,7 @@ async def _earlier(session: AsyncSession, workspace_id: uuid.UUID, contact_ref: 
         contact_id = uuid.UUID(contact_ref)
     except ValueError:
         contact_id = None
-    record = contact_id and await session.scalar(
-        select(Erasure).where(Erasure.workspace_id == workspace_id, Erasure.contact_id == contact_id)
-    )
+    record = contact_id and await repository.find_erasure(session, workspace_id, contact_id)
     if not record:
         raise NotFound("No contact with this id or external id.", code="contact_not_found")
     return msgspec.convert(record.report, ErasureOut)

@@ -1,7 +1,9 @@
 """Subject access (GDPR Art. 15): everything held about one contact, with a consent receipt per consent given.
 
-Receipts follow Kantara Consent Receipt v1.1 (CHANNEL_RULES.md §7.2): what was agreed to, when, how, with whom,
-how to withdraw.
+The ledger's records (the contact, its addresses and the suppressions covering them, consents with their notices,
+events with their evidence) come through the ledger's service; every other package adds its section through its
+privacy hook (:mod:`app.privacy.hooks`). Receipts follow Kantara Consent Receipt v1.1 (CHANNEL_RULES.md §7.2):
+what was agreed to, when, how, with whom, how to withdraw.
 """
 
 from __future__ import annotations
@@ -9,19 +11,22 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.model import Channel, PurposeKind, Reachability, State, Trigger
-from app.ledger import repository
+from app.ledger.actions import records_of
 from app.ledger.models import Consent, ConsentEvent, ContactPoint, Suppression
-from app.ledger.schemas import (
+from app.ledger.schemas import event_out
+from app.ledger.service import require_contact
+from app.lib.orm import utcnow
+from app.lib.privacy import Subject
+from app.privacy.hooks import HOOKS
+from app.privacy.schemas import (
     ConsentReceipt,
-    EventOut,
     ExportedConsent,
     ExportedContact,
-    ExportedMessage,
     ExportedNotice,
     ExportedPoint,
     ExportedSuppression,
@@ -30,13 +35,9 @@ from app.ledger.schemas import (
     ReceiptService,
     SubjectAccessOut,
 )
-from app.ledger.service import require_contact
-from app.lib.orm import utcnow
-from app.messages.models import Delivery, Message, MessageEvent
-from app.messages.service import delivery_out, status_entry
-from app.purposes import repository as purposes_repository
 from app.purposes.models import Notice, Purpose
-from app.workspaces.models import Workspace
+from app.purposes.service import notices_by_id, purposes_by_id
+from app.workspaces.service import name_and_settings
 from app.workspaces.settings import WorkspaceSettings
 
 RECEIPT_VERSION = "KI-CR-v1.1.0"
@@ -74,44 +75,23 @@ THIRD_PARTY = {
 }
 
 
-def event_out(event: ConsentEvent, purpose_keys: Mapping[uuid.UUID, str]) -> EventOut:
-    """A ledger entry as the API shows it (evidence ``None`` once erased)."""
-    return EventOut(
-        id=event.id,
-        seq=event.seq,
-        contact_point_id=event.contact_point_id,
-        channel=Channel(event.channel),
-        purpose=purpose_keys.get(event.purpose_id) if event.purpose_id else None,
-        trigger=event.trigger,
-        from_state=State(event.from_state),
-        to_state=State(event.to_state),
-        legal_basis=event.legal_basis,
-        notice_id=event.notice_id,
-        actor_type=event.actor_type,
-        actor_id=event.actor_id,
-        evidence=event.personal.get("evidence") if event.personal is not None else None,
-        occurred_at=event.occurred_at,
-        recorded_at=event.recorded_at,
-        prev_hash=bytes(event.prev_hash).hex(),
-        hash=bytes(event.hash).hex(),
-    )
-
-
 async def subject_access(session: AsyncSession, workspace_id: uuid.UUID, contact_ref: str) -> SubjectAccessOut:
     """Everything held about the contact named by id or external id."""
     contact = await require_contact(session, workspace_id, contact_ref)
-    workspace = await session.get(Workspace, workspace_id)
-    assert workspace is not None
-    settings = WorkspaceSettings.load(workspace.settings)
-    controller = ReceiptController(pii_controller=settings.brand or workspace.name, contact=settings.phone.help_contact)
-    purposes = await purposes_repository.purposes_by_id(session, workspace_id)
+    name, settings = await name_and_settings(session, workspace_id)
+    controller = ReceiptController(pii_controller=settings.brand or name, contact=settings.phone.help_contact)
+    purposes = await purposes_by_id(session, workspace_id)
     keys = {purpose_id: purpose.key for purpose_id, purpose in purposes.items()}
-    points = list(await repository.contact_points_of(session, contact.id))
-    consents = [c for c in await repository.consents_of(session, contact.id) if c.last_event_id is not None]
-    notices = await _notices(session, {c.notice_id for c in consents if c.notice_id})
-    events = list(await repository.events_of_contact(session, contact.id, 0, None))
-    channel_of = {point.id: Channel(point.channel) for point in points}
-    known = _Known(purposes, notices, {e.id: e for e in events}, settings, contact.id, controller)
+    records = await records_of(session, workspace_id, contact)
+    consents = records.consents
+    notices = await notices_by_id(session, workspace_id, {c.notice_id for c in consents if c.notice_id})
+    channel_of = {point.id: Channel(point.channel) for point in records.points}
+    known = _Known(purposes, notices, {e.id: e for e in records.events}, settings, contact.id, controller)
+    subject = Subject(workspace_id, contact.id, tuple(channel_of), purpose_keys=keys)
+    sections: dict[str, Any] = {}
+    for hook in HOOKS:
+        if hook.export is not None:
+            sections.update(await hook.export(session, subject))
     return SubjectAccessOut(
         generated_at=utcnow(),
         controller=controller,
@@ -122,7 +102,7 @@ async def subject_access(session: AsyncSession, workspace_id: uuid.UUID, contact
             timezone=contact.timezone,
             created_at=contact.created_at,
         ),
-        contact_points=await _points(session, workspace_id, points, keys),
+        contact_points=_points(records.points, records.suppressions, keys),
         consents=[
             ExportedConsent(
                 contact_point_id=c.contact_point_id,
@@ -136,20 +116,14 @@ async def subject_access(session: AsyncSession, workspace_id: uuid.UUID, contact
             )
             for c in consents
         ],
-        events=[event_out(e, keys) for e in events],
-        messages=await _messages(session, contact.id, keys),
+        events=[event_out(e, keys) for e in records.events],
         consent_receipts=[
             _receipt(c, channel_of[c.contact_point_id], known)
             for c in consents
             if c.state == State.OPTED_IN and c.since is not None
         ],
+        **sections,
     )
-
-
-async def _notices(session: AsyncSession, ids: set[uuid.UUID]) -> dict[uuid.UUID, Notice]:
-    if not ids:
-        return {}
-    return {n.id: n for n in (await session.scalars(select(Notice).where(Notice.id.in_(ids)))).all()}
 
 
 def _notice(notice: Notice | None) -> ExportedNotice | None:
@@ -160,21 +134,9 @@ def _notice(notice: Notice | None) -> ExportedNotice | None:
     )
 
 
-async def _points(
-    session: AsyncSession, workspace_id: uuid.UUID, points: Sequence[ContactPoint], keys: Mapping[uuid.UUID, str]
+def _points(
+    points: Sequence[ContactPoint], suppressions: Sequence[Suppression], keys: Mapping[uuid.UUID, str]
 ) -> list[ExportedPoint]:
-    wanted = sorted({key for point in points for key in point.suppression_keys})
-    suppressions = (
-        (
-            await session.scalars(
-                select(Suppression)
-                .where(Suppression.workspace_id == workspace_id, Suppression.key.in_(wanted))
-                .order_by(Suppression.created_at)
-            )
-        ).all()
-        if wanted
-        else []
-    )
     return [
         ExportedPoint(
             id=point.id,
@@ -199,40 +161,6 @@ async def _points(
             ],
         )
         for point in points
-    ]
-
-
-async def _messages(
-    session: AsyncSession, contact_id: uuid.UUID, keys: Mapping[uuid.UUID, str]
-) -> list[ExportedMessage]:
-    messages = (
-        await session.scalars(select(Message).where(Message.contact_id == contact_id).order_by(Message.id))
-    ).all()
-    if not messages:
-        return []
-    ids = [m.id for m in messages]
-    deliveries = (
-        await session.scalars(select(Delivery).where(Delivery.message_id.in_(ids)).order_by(Delivery.id))
-    ).all()
-    history = (
-        await session.scalars(
-            select(MessageEvent).where(MessageEvent.message_id.in_(ids)).order_by(MessageEvent.at, MessageEvent.id)
-        )
-    ).all()
-    return [
-        ExportedMessage(
-            id=m.id,
-            purpose=keys.get(m.purpose_id),
-            status=m.status,
-            created_at=m.created_at,
-            send_at=m.send_at,
-            route=list(m.route),
-            content=dict(m.content),
-            decision=dict(m.decision),
-            deliveries=[delivery_out(d) for d in deliveries if d.message_id == m.id],
-            history=[status_entry(e) for e in history if e.message_id == m.id],
-        )
-        for m in messages
     ]
 
 

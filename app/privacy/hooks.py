@@ -1,0 +1,45 @@
+"""Every package's privacy hook, in the order an erasure runs them, and the tables that hold no personal data.
+
+Adding a table means adding it to its package's hook, or to :data:`NO_PERSONAL_DATA` with the reason; a test
+(tests/unit/test_privacy_hooks.py) fails otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.emails.privacy import HOOK as EMAILS
+from app.ledger.privacy import HOOK as LEDGER
+from app.lib.privacy import HOOK as SHARED
+from app.lib.privacy import PrivacyHook, Subject
+from app.messages.privacy import HOOK as MESSAGES
+from app.twilio.privacy import HOOK as TWILIO
+from app.webhooks.privacy import HOOK as WEBHOOKS
+
+
+async def _keep(_session: AsyncSession, _subject: Subject) -> Mapping[str, int]:
+    return {}
+
+
+#: The privacy package's own table is kept: it is the evidence that the erasure was made.
+PRIVACY = PrivacyHook(
+    package="privacy",
+    tables={
+        "erasures": "kept: the record of the erasure, naming the contact only by its now meaningless id (Art. 5(2))"
+    },
+    erase=_keep,
+)
+
+#: The ledger's rows go last: the other packages' rows reference its contacts and addresses.
+HOOKS: tuple[PrivacyHook, ...] = (SHARED, MESSAGES, WEBHOOKS, EMAILS, TWILIO, PRIVACY, LEDGER)
+
+NO_PERSONAL_DATA = {
+    "workspaces": "the tenant: its name and settings (sealed provider credentials), nobody's personal data",
+    "api_keys": "the tenant's keys: hashed secrets, names and scopes",
+    "purposes": "the tenant's purposes",
+    "notices": "the texts shown to everyone who signed up",
+    "ledger_heads": "the hash of each workspace's last event",
+    "webhook_subscriptions": "the tenant's receiver URLs and sealed signing secrets",
+}
