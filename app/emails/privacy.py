@@ -4,21 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.emails.models import ConfirmationToken
+from app.emails import repository
 from app.lib.privacy import PrivacyHook, Subject
 
 
 async def _erase(session: AsyncSession, subject: Subject) -> Mapping[str, int]:
-    result = await session.execute(
-        delete(ConfirmationToken).where(
-            ConfirmationToken.workspace_id == subject.workspace_id,
-            ConfirmationToken.contact_point_id.in_(subject.point_ids),
-        )
-    )
-    return {"confirmation_tokens": result.rowcount}  # type: ignore[attr-defined]
+    return {"confirmation_tokens": await repository.erase_tokens(session, subject.workspace_id, subject.point_ids)}
 
 
 HOOK = PrivacyHook(

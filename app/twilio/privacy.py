@@ -4,23 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.lib.privacy import PrivacyHook, Subject
-from app.twilio.models import InboundMessage
+from app.twilio import repository
 
 
 async def _erase(session: AsyncSession, subject: Subject) -> Mapping[str, int]:
-    result = await session.execute(
-        update(InboundMessage)
-        .where(
-            InboundMessage.workspace_id == subject.workspace_id,
-            InboundMessage.contact_point_id.in_(subject.point_ids),
-        )
-        .values(contact_point_id=None)
-    )
-    return {"inbound_messages_unlinked": result.rowcount}  # type: ignore[attr-defined]
+    return {
+        "inbound_messages_unlinked": await repository.unlink_points(session, subject.workspace_id, subject.point_ids)
+    }
 
 
 HOOK = PrivacyHook(

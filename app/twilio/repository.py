@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import select, update
@@ -64,3 +65,13 @@ async def finish_inbound(
         .where(InboundMessage.workspace_id == workspace_id, InboundMessage.id == claim_id)
         .values(channel=channel, contact_point_id=point_id, intent=intent, reply=reply)
     )
+
+
+async def unlink_points(session: AsyncSession, workspace_id: uuid.UUID, point_ids: Sequence[uuid.UUID]) -> int:
+    """Remove the link from the workspace's inbound messages to these addresses (erasure); returns how many."""
+    result = await session.execute(
+        update(InboundMessage)
+        .where(InboundMessage.workspace_id == workspace_id, InboundMessage.contact_point_id.in_(point_ids))
+        .values(contact_point_id=None)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]  # CursorResult of an UPDATE
