@@ -194,8 +194,8 @@ async def test_the_vapid_public_key_is_a_p256_point_and_stays_the_same(client, t
 
 
 async def test_the_private_key_is_sealed_at_rest_and_opens_for_sending(client, tenant, database, session):
-    from app.lib.keys import Keys  # noqa: PLC0415
     from app.lib import vapid  # noqa: PLC0415
+    from app.lib.keys import Keys  # noqa: PLC0415
     from app.push import service  # noqa: PLC0415
     from app.workspaces.models import Workspace  # noqa: PLC0415
     from app.workspaces.settings import WorkspaceSettings  # noqa: PLC0415
