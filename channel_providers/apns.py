@@ -8,15 +8,14 @@ transient; other refusals (400 ``BadDeviceToken``, ``TopicDisallowed``…) are p
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 import uuid
 
 import httpx
-from cryptography.hazmat.primitives import hashes, serialization
+import jwt
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from channel_providers.base import ChannelAdapter, Outbound, Outcome, SendResult
 
@@ -35,10 +34,6 @@ def load_key(pem: str) -> ec.EllipticCurvePrivateKey:
     if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
         raise ValueError("not a P-256 key (.p8)")  # noqa: TRY004  # a bad key is a value error to the caller
     return key
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
 
 class ApnsAdapter:
@@ -70,11 +65,13 @@ class ApnsAdapter:
         now = time.time()
         if self._token is not None and now - self._token[1] < _TOKEN_LIFETIME:
             return self._token[0]
-        header = _b64(json.dumps({"alg": "ES256", "kid": self.key_id}).encode())
-        claims = _b64(json.dumps({"iss": self.team_id, "iat": int(now)}).encode())
-        der = self._key.sign(f"{header}.{claims}".encode(), ec.ECDSA(hashes.SHA256()))
-        r, s = decode_dss_signature(der)
-        token = f"{header}.{claims}.{_b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+        # Apple's header is exactly {alg, kid}: no "typ" (PyJWT adds one unless told not to).
+        token = jwt.encode(
+            {"iss": self.team_id, "iat": int(now)},
+            self._key,
+            algorithm="ES256",
+            headers={"kid": self.key_id, "typ": None},
+        )
         self._token = (token, now)
         return token
 

@@ -8,14 +8,14 @@ errors (invalid argument, sender mismatch, auth) are permanent.
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 from typing import Any
 
 import aiohttp
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from channel_providers.base import Outbound, Outcome, SendResult
 
@@ -50,10 +50,6 @@ def parse_service_account(text: str) -> dict[str, str]:
     return {name: str(value) for name, value in account.items() if isinstance(value, str)}
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
-
-
 class FcmAdapter:
     """Sends to one Firebase project."""
 
@@ -79,7 +75,6 @@ class FcmAdapter:
         return self._session
 
     def _assertion(self, now: int) -> str:
-        header = {"alg": "RS256", "typ": "JWT", "kid": self.account.get("private_key_id", "")}
         claims = {
             "iss": self.account["client_email"],
             "scope": SCOPE,
@@ -87,9 +82,8 @@ class FcmAdapter:
             "iat": now,
             "exp": now + 3600,
         }
-        signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
-        signature = self._key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
-        return f"{signing_input}.{_b64(signature)}"
+        # The header is {alg: RS256, typ: JWT, kid}: PyJWT writes alg and typ itself.
+        return jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": self.account.get("private_key_id", "")})
 
     async def _access_token(self) -> str:
         now = time.time()
