@@ -8,6 +8,7 @@ transient; other refusals (400 ``BadDeviceToken``, ``TopicDisallowed``…) are p
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -17,6 +18,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from channel_providers._http import UNREACHED
 from channel_providers.base import ChannelAdapter, Outbound, Outcome, SendResult
 
 PRODUCTION = "https://api.push.apple.com"
@@ -54,6 +56,8 @@ class ApnsAdapter:
         self.topic = topic
         self._key = load_key(private_key)
         self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        """Seconds for the request as a whole, and for each of its steps."""
         self._client = httpx.AsyncClient(http1=False, http2=True, timeout=timeout)
         self._token: tuple[str, float] | None = None
 
@@ -96,8 +100,9 @@ class ApnsAdapter:
         }
         url = f"{self.base_url}/3/device/{outbound.details.get('token', '')}"
         try:
-            response = await self._client.post(url, content=json.dumps(payload).encode(), headers=headers)
-        except httpx.HTTPError as exc:
+            async with asyncio.timeout(self.timeout):
+                response = await self._client.post(url, content=json.dumps(payload).encode(), headers=headers)
+        except UNREACHED as exc:
             return SendResult(Outcome.TRANSIENT, detail=f"{type(exc).__name__}: {exc}")
         if response.status_code == 200:  # noqa: PLR2004
             return SendResult(Outcome.ACCEPTED, provider_message_id=response.headers.get("apns-id", apns_id))

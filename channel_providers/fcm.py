@@ -8,15 +8,17 @@ errors (invalid argument, sender mismatch, auth) are permanent.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
 
-import aiohttp
+import httpx
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from channel_providers._http import UNREACHED_OR_NOT_JSON, json_or_none
 from channel_providers.base import Outbound, Outcome, SendResult
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
@@ -59,20 +61,22 @@ class FcmAdapter:
         assert isinstance(key, rsa.RSAPrivateKey)
         self._key = key
         self.url = f"{base_url.rstrip('/')}/v1/projects/{account['project_id']}/messages:send"
-        self.timeout = aiohttp.ClientTimeout(total=timeout)
-        self._session: aiohttp.ClientSession | None = None
+        self.timeout = timeout
+        """Seconds for each request as a whole (token, send), and for each of its steps."""
+        self._client: httpx.AsyncClient | None = None
         self._token: tuple[str, float] | None = None
 
     async def aclose(self) -> None:
         """Close the connection pool."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
 
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self.timeout)
-        return self._session
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None or self._client.is_closed:
+            # Redirects are not followed: Google's endpoints do not redirect, and the token URI is the tenant's input.
+            self._client = httpx.AsyncClient(timeout=self.timeout, follow_redirects=False)
+        return self._client
 
     def _assertion(self, now: int) -> str:
         claims = {
@@ -90,10 +94,11 @@ class FcmAdapter:
         if self._token is not None and self._token[1] - _REFRESH_MARGIN > now:
             return self._token[0]
         form = {"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": self._assertion(int(now))}
-        async with self._http().post(self.account["token_uri"], data=form) as response:
-            body = await response.json(content_type=None)
-            if response.status != 200 or "access_token" not in body:  # noqa: PLR2004
-                raise PermissionError(f"token endpoint answered {response.status}")
+        async with asyncio.timeout(self.timeout):
+            response = await self._http().post(self.account["token_uri"], data=form)
+        body = json_or_none(response)
+        if response.status_code != 200 or not isinstance(body, dict) or "access_token" not in body:  # noqa: PLR2004
+            raise PermissionError(f"token endpoint answered {response.status_code}")
         self._token = (body["access_token"], now + float(body.get("expires_in", 3600)))
         return self._token[0]
 
@@ -110,14 +115,15 @@ class FcmAdapter:
             message["data"] = content["data"]
         try:
             token = await self._access_token()
-            async with self._http().post(
-                self.url, json={"message": message}, headers={"Authorization": f"Bearer {token}"}
-            ) as response:
-                body = await response.json(content_type=None)
-                status = response.status
+            async with asyncio.timeout(self.timeout):
+                response = await self._http().post(
+                    self.url, json={"message": message}, headers={"Authorization": f"Bearer {token}"}
+                )
+            body = json_or_none(response)
+            status = response.status_code
         except PermissionError as exc:
             return SendResult(Outcome.PERMANENT, error_code="auth", detail=str(exc))
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        except UNREACHED_OR_NOT_JSON as exc:
             return SendResult(Outcome.TRANSIENT, detail=f"{type(exc).__name__}: {exc}")
         if status == 200:  # noqa: PLR2004
             return SendResult(Outcome.ACCEPTED, provider_message_id=str(body.get("name")))
