@@ -19,15 +19,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from channel_providers._http import UNREACHED
-from channel_providers.base import ChannelAdapter, Outbound, Outcome, SendResult
+from channel_providers.base import ChannelAdapter, Outbound, Outcome, SendResult, outcome_for_status
 
 PRODUCTION = "https://api.push.apple.com"
 SANDBOX = "https://api.sandbox.push.apple.com"
 _TOKEN_LIFETIME = 50 * 60
-_GONE = 410
+_GONE = (410,)  # Unregistered: the app was removed from the device
 _FORBIDDEN = 403
-_TOO_MANY = 429
-_SERVER_ERRORS = 500
 
 
 def load_key(pem: str) -> ec.EllipticCurvePrivateKey:
@@ -104,21 +102,20 @@ class ApnsAdapter:
                 response = await self._client.post(url, content=json.dumps(payload).encode(), headers=headers)
         except UNREACHED as exc:
             return SendResult(Outcome.TRANSIENT, detail=f"{type(exc).__name__}: {exc}")
-        if response.status_code == 200:  # noqa: PLR2004
-            return SendResult(Outcome.ACCEPTED, provider_message_id=response.headers.get("apns-id", apns_id))
+        outcome = outcome_for_status(response.status_code, gone=_GONE)
+        if outcome is Outcome.ACCEPTED:
+            return SendResult(outcome, provider_message_id=response.headers.get("apns-id", apns_id))
         try:
             reason = str(response.json().get("reason", ""))
         except ValueError:
             reason = ""
         detail = f"HTTP {response.status_code}: {reason}"
-        if response.status_code == _GONE:
-            return SendResult(Outcome.GONE, error_code=reason or "Unregistered", detail=detail)
         if response.status_code == _FORBIDDEN and reason == "ExpiredProviderToken":
-            self._token = None
+            self._token = None  # signed again on the next attempt
             return SendResult(Outcome.TRANSIENT, error_code=reason, detail=detail)
-        if response.status_code == _TOO_MANY or response.status_code >= _SERVER_ERRORS:
-            return SendResult(Outcome.TRANSIENT, error_code=reason or None, detail=detail)
-        return SendResult(Outcome.PERMANENT, error_code=reason or None, detail=detail)
+        if outcome is Outcome.GONE:
+            return SendResult(outcome, error_code=reason or "Unregistered", detail=detail)
+        return SendResult(outcome, error_code=reason or None, detail=detail)
 
 
 class AppPushRouter:

@@ -19,15 +19,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from channel_providers._http import UNREACHED_OR_NOT_JSON, json_or_none
-from channel_providers.base import Outbound, Outcome, SendResult
+from channel_providers.base import Outbound, Outcome, SendResult, outcome_for_status
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 DEFAULT_BASE_URL = "https://fcm.googleapis.com"
-_TRANSIENT = frozenset({"UNAVAILABLE", "INTERNAL", "QUOTA_EXCEEDED"})
-_GONE = frozenset({"UNREGISTERED", "NOT_FOUND"})
-_TOO_MANY = 429
-_SERVER_ERRORS = 500
+_TRANSIENT_CODES = frozenset({"UNAVAILABLE", "INTERNAL", "QUOTA_EXCEEDED"})
+_GONE_CODES = frozenset({"UNREGISTERED", "NOT_FOUND"})
+_GONE_STATUS = (404,)
 _UNAUTHORIZED = 401
+_TRANSIENT_STATUS = (_UNAUTHORIZED,)  # the access token expired or was revoked: a new one is fetched
 _REFRESH_MARGIN = 60
 
 
@@ -125,23 +125,26 @@ class FcmAdapter:
             return SendResult(Outcome.PERMANENT, error_code="auth", detail=str(exc))
         except UNREACHED_OR_NOT_JSON as exc:
             return SendResult(Outcome.TRANSIENT, detail=f"{type(exc).__name__}: {exc}")
-        if status == 200:  # noqa: PLR2004
-            return SendResult(Outcome.ACCEPTED, provider_message_id=str(body.get("name")))
+        outcome = outcome_for_status(status, gone=_GONE_STATUS, transient=_TRANSIENT_STATUS)
+        if outcome is Outcome.ACCEPTED:
+            name = body.get("name") if isinstance(body, dict) else None
+            return SendResult(outcome, provider_message_id=str(name))
         if status == _UNAUTHORIZED:
             self._token = None  # fetched again on the next attempt
-        return _mapped(status, body)
+        return _mapped(outcome, status, body)
 
 
-def _mapped(status: int, body: Any) -> SendResult:
+def _mapped(outcome: Outcome, status: int, body: Any) -> SendResult:
+    """The status's outcome, overruled by the error codes FCM puts in the body (they say more than the status)."""
     error = body.get("error", {}) if isinstance(body, dict) else {}
     codes = {str(error.get("status", ""))}
     for detail in error.get("details", []) or []:
         if isinstance(detail, dict) and detail.get("errorCode"):
             codes.add(str(detail["errorCode"]))
-    code = next((c for c in codes if c in _GONE | _TRANSIENT), next(iter(codes - {""}), str(status)))
+    code = next((c for c in codes if c in _GONE_CODES | _TRANSIENT_CODES), next(iter(codes - {""}), str(status)))
     message = f"HTTP {status}: {error.get('message', '')}"
-    if codes & {"UNREGISTERED"} or status == 404:  # noqa: PLR2004
+    if "UNREGISTERED" in codes or outcome is Outcome.GONE:
         return SendResult(Outcome.GONE, error_code="UNREGISTERED", detail=message)
-    if codes & _TRANSIENT or status in (_TOO_MANY, _UNAUTHORIZED) or status >= _SERVER_ERRORS:
-        return SendResult(Outcome.TRANSIENT, error_code=code, detail=message)
-    return SendResult(Outcome.PERMANENT, error_code=code, detail=message)
+    if codes & _TRANSIENT_CODES:
+        outcome = Outcome.TRANSIENT
+    return SendResult(outcome, error_code=code, detail=message)

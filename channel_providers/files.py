@@ -19,7 +19,7 @@ import httpx
 import structlog
 
 from channel_providers._http import UNREACHED_OR_NOT_JSON, json_or_none
-from channel_providers.base import Outbound, Outcome, SendResult
+from channel_providers.base import Outbound, Outcome, SendResult, outcome_for_status
 
 log = structlog.get_logger(__name__)
 
@@ -82,9 +82,7 @@ class PrintBatchAdapter:
         return path
 
 
-_CONFLICT = 409
-_TOO_MANY = 429
-_SERVER_ERRORS = 500
+_ACCEPTED = (409,)  # Conflict: the print house has a job with this Idempotency-Key (an earlier attempt got through)
 
 
 class PrintHouseAdapter:
@@ -123,9 +121,8 @@ class PrintHouseAdapter:
             body = json_or_none(response)
         except UNREACHED_OR_NOT_JSON as exc:
             return SendResult(Outcome.TRANSIENT, detail=f"{type(exc).__name__}: {exc}")
-        job_id = str(body.get("id")) if isinstance(body, dict) and body.get("id") else outbound.id
-        if 200 <= status < 300 or status == _CONFLICT:  # noqa: PLR2004
-            return SendResult(Outcome.ACCEPTED, provider_message_id=job_id)
-        if status == _TOO_MANY or status >= _SERVER_ERRORS:
-            return SendResult(Outcome.TRANSIENT, error_code=str(status), detail=f"HTTP {status}")
-        return SendResult(Outcome.PERMANENT, error_code=str(status), detail=f"HTTP {status}")
+        outcome = outcome_for_status(status, accepted=_ACCEPTED)
+        if outcome is Outcome.ACCEPTED:
+            job_id = str(body.get("id")) if isinstance(body, dict) and body.get("id") else outbound.id
+            return SendResult(outcome, provider_message_id=job_id)
+        return SendResult(outcome, error_code=str(status), detail=f"HTTP {status}")
