@@ -59,6 +59,36 @@ async def _provide_db(state: State) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+def _provide_database(state: State) -> Database:
+    database: Database = state.database
+    return database
+
+
+def _provide_settings(state: State) -> Settings:
+    settings: Settings = state.settings
+    return settings
+
+
+def _provide_mail_sender(state: State) -> MailSender:
+    sender: MailSender = state.mail_sender
+    return sender
+
+
+def _provide_key_cache(state: State) -> KeyCache:
+    cache: KeyCache = state.key_cache
+    return cache
+
+
+def _provide_metrics(state: State) -> Metrics:
+    registry: Metrics = state.metrics
+    return registry
+
+
+def _provide_head_revision(state: State) -> str | None:
+    head: str | None = state.head_revision
+    return head
+
+
 def _provide_keys(state: State) -> Keys:
     keys: Keys | None = state.derived_keys
     if keys is None:  # only tooling (OpenAPI export) builds an app without a secret key
@@ -213,6 +243,13 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
             "db": Provide(_provide_db),
             "principal": Provide(provide_principal),
             "keys": Provide(_provide_keys, sync_to_thread=False),
+            # what the lifespan and create_app put in app.state, as typed dependencies for the handlers
+            "database": Provide(_provide_database, sync_to_thread=False),
+            "settings": Provide(_provide_settings, sync_to_thread=False),
+            "mail_sender": Provide(_provide_mail_sender, sync_to_thread=False),
+            "key_cache": Provide(_provide_key_cache, sync_to_thread=False),
+            "metrics_registry": Provide(_provide_metrics, sync_to_thread=False),
+            "head_revision": Provide(_provide_head_revision, sync_to_thread=False),
         },
         exception_handlers=exception_handlers(),
         state=State(

@@ -8,25 +8,24 @@ transient; other refusals (400 ``BadDeviceToken``, ``TopicDisallowed``…) are p
 
 from __future__ import annotations
 
-import base64
+import asyncio
 import json
 import time
 import uuid
 
 import httpx
-from cryptography.hazmat.primitives import hashes, serialization
+import jwt
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from channel_providers.base import ChannelAdapter, Outbound, Outcome, SendResult
+from channel_providers._http import UNREACHED
+from channel_providers.base import ChannelAdapter, Outbound, Outcome, SendResult, outcome_for_status
 
 PRODUCTION = "https://api.push.apple.com"
 SANDBOX = "https://api.sandbox.push.apple.com"
 _TOKEN_LIFETIME = 50 * 60
-_GONE = 410
+_GONE = (410,)  # Unregistered: the app was removed from the device
 _FORBIDDEN = 403
-_TOO_MANY = 429
-_SERVER_ERRORS = 500
 
 
 def load_key(pem: str) -> ec.EllipticCurvePrivateKey:
@@ -35,10 +34,6 @@ def load_key(pem: str) -> ec.EllipticCurvePrivateKey:
     if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
         raise ValueError("not a P-256 key (.p8)")  # noqa: TRY004  # a bad key is a value error to the caller
     return key
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
 
 class ApnsAdapter:
@@ -59,6 +54,8 @@ class ApnsAdapter:
         self.topic = topic
         self._key = load_key(private_key)
         self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        """Seconds for the request as a whole, and for each of its steps."""
         self._client = httpx.AsyncClient(http1=False, http2=True, timeout=timeout)
         self._token: tuple[str, float] | None = None
 
@@ -70,11 +67,13 @@ class ApnsAdapter:
         now = time.time()
         if self._token is not None and now - self._token[1] < _TOKEN_LIFETIME:
             return self._token[0]
-        header = _b64(json.dumps({"alg": "ES256", "kid": self.key_id}).encode())
-        claims = _b64(json.dumps({"iss": self.team_id, "iat": int(now)}).encode())
-        der = self._key.sign(f"{header}.{claims}".encode(), ec.ECDSA(hashes.SHA256()))
-        r, s = decode_dss_signature(der)
-        token = f"{header}.{claims}.{_b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+        # Apple's header is exactly {alg, kid}: no "typ" (PyJWT adds one unless told not to).
+        token = jwt.encode(
+            {"iss": self.team_id, "iat": int(now)},
+            self._key,
+            algorithm="ES256",
+            headers={"kid": self.key_id, "typ": None},
+        )
         self._token = (token, now)
         return token
 
@@ -99,24 +98,24 @@ class ApnsAdapter:
         }
         url = f"{self.base_url}/3/device/{outbound.details.get('token', '')}"
         try:
-            response = await self._client.post(url, content=json.dumps(payload).encode(), headers=headers)
-        except httpx.HTTPError as exc:
+            async with asyncio.timeout(self.timeout):
+                response = await self._client.post(url, content=json.dumps(payload).encode(), headers=headers)
+        except UNREACHED as exc:
             return SendResult(Outcome.TRANSIENT, detail=f"{type(exc).__name__}: {exc}")
-        if response.status_code == 200:  # noqa: PLR2004
-            return SendResult(Outcome.ACCEPTED, provider_message_id=response.headers.get("apns-id", apns_id))
+        outcome = outcome_for_status(response.status_code, gone=_GONE)
+        if outcome is Outcome.ACCEPTED:
+            return SendResult(outcome, provider_message_id=response.headers.get("apns-id", apns_id))
         try:
             reason = str(response.json().get("reason", ""))
         except ValueError:
             reason = ""
         detail = f"HTTP {response.status_code}: {reason}"
-        if response.status_code == _GONE:
-            return SendResult(Outcome.GONE, error_code=reason or "Unregistered", detail=detail)
         if response.status_code == _FORBIDDEN and reason == "ExpiredProviderToken":
-            self._token = None
+            self._token = None  # signed again on the next attempt
             return SendResult(Outcome.TRANSIENT, error_code=reason, detail=detail)
-        if response.status_code == _TOO_MANY or response.status_code >= _SERVER_ERRORS:
-            return SendResult(Outcome.TRANSIENT, error_code=reason or None, detail=detail)
-        return SendResult(Outcome.PERMANENT, error_code=reason or None, detail=detail)
+        if outcome is Outcome.GONE:
+            return SendResult(outcome, error_code=reason or "Unregistered", detail=detail)
+        return SendResult(outcome, error_code=reason or None, detail=detail)
 
 
 class AppPushRouter:

@@ -24,21 +24,20 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid, parseaddr
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import aiosmtplib
 import structlog
 
-from channel_providers.base import Outbound, SendResult
-from channel_providers.base import Outcome as DeliveryOutcome
+from channel_providers.base import Outbound, Outcome, SendResult
 
 log = structlog.get_logger(__name__)
 
 _PERMANENT = 500  # SMTP reply codes from 500 up are permanent (RFC 5321 §4.2.1)
 
 
-class Outcome(enum.StrEnum):
-    """What became of a message."""
+class MailOutcome(enum.StrEnum):
+    """What the relay did with one message (the delivery's outcome, for the dispatcher, is :class:`Outcome`)."""
 
     ACCEPTED = "accepted"
     PERMANENT_FAILURE = "permanent_failure"
@@ -51,7 +50,7 @@ class Outcome(enum.StrEnum):
 class MailResult:
     """The relay's answer to one message."""
 
-    outcome: Outcome
+    outcome: MailOutcome
     message_id: str
     response: str
     """The relay's reply (or the reason the message did not get there), for the proof and the logs."""
@@ -59,7 +58,7 @@ class MailResult:
     @property
     def accepted(self) -> bool:
         """True when the relay took the message."""
-        return self.outcome is Outcome.ACCEPTED
+        return self.outcome is MailOutcome.ACCEPTED
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +130,7 @@ def _attr(value: str) -> str:
     return value.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+@runtime_checkable  # the service injects it as a typed dependency, which Litestar checks with isinstance
 class MailSender(Protocol):
     """Sends one composed message."""
 
@@ -175,18 +175,20 @@ class SmtpSender:
             )
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [refused.code for refused in exc.recipients]
-            outcome = Outcome.PERMANENT_FAILURE if codes and min(codes) >= _PERMANENT else Outcome.TRANSIENT_FAILURE
+            outcome = (
+                MailOutcome.PERMANENT_FAILURE if codes and min(codes) >= _PERMANENT else MailOutcome.TRANSIENT_FAILURE
+            )
             detail = "; ".join(f"{refused.code} {refused.message}" for refused in exc.recipients)
             return MailResult(outcome, message_id, detail)
         except aiosmtplib.SMTPResponseException as exc:
-            outcome = Outcome.PERMANENT_FAILURE if exc.code >= _PERMANENT else Outcome.TRANSIENT_FAILURE
+            outcome = MailOutcome.PERMANENT_FAILURE if exc.code >= _PERMANENT else MailOutcome.TRANSIENT_FAILURE
             return MailResult(outcome, message_id, f"{exc.code} {exc.message}")
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            return MailResult(Outcome.TRANSIENT_FAILURE, message_id, f"{type(exc).__name__}: {exc}")
+            return MailResult(MailOutcome.TRANSIENT_FAILURE, message_id, f"{type(exc).__name__}: {exc}")
         if errors:  # some recipients refused, others taken (we send to one, so this is rare)
             detail = "; ".join(f"{response.code} {response.message}" for response in errors.values())
-            return MailResult(Outcome.PERMANENT_FAILURE, message_id, detail)
-        return MailResult(Outcome.ACCEPTED, message_id, response)
+            return MailResult(MailOutcome.PERMANENT_FAILURE, message_id, detail)
+        return MailResult(MailOutcome.ACCEPTED, message_id, response)
 
 
 class OutboxSender:
@@ -201,7 +203,7 @@ class OutboxSender:
         data = bytes(message)
         path = await asyncio.to_thread(self._write, data)
         log.info("mail_written_to_outbox", path=str(path))
-        return MailResult(Outcome.ACCEPTED, message_id, f"written to {path}")
+        return MailResult(MailOutcome.ACCEPTED, message_id, f"written to {path}")
 
     def _write(self, data: bytes) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -249,8 +251,8 @@ class EmailAdapter:
         )
         result = await self.sender.send(message)
         outcome = {
-            Outcome.ACCEPTED: DeliveryOutcome.ACCEPTED,
-            Outcome.PERMANENT_FAILURE: DeliveryOutcome.PERMANENT,
-            Outcome.TRANSIENT_FAILURE: DeliveryOutcome.TRANSIENT,
+            MailOutcome.ACCEPTED: Outcome.ACCEPTED,
+            MailOutcome.PERMANENT_FAILURE: Outcome.PERMANENT,
+            MailOutcome.TRANSIENT_FAILURE: Outcome.TRANSIENT,
         }[result.outcome]
         return SendResult(outcome, provider_message_id=result.message_id, detail=result.response)

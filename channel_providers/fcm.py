@@ -8,24 +8,26 @@ errors (invalid argument, sender mismatch, auth) are permanent.
 
 from __future__ import annotations
 
-import base64
+import asyncio
 import json
 import time
 from typing import Any
 
-import aiohttp
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+import httpx
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
-from channel_providers.base import Outbound, Outcome, SendResult
+from channel_providers._http import UNREACHED_OR_NOT_JSON, json_or_none
+from channel_providers.base import Outbound, Outcome, SendResult, outcome_for_status
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 DEFAULT_BASE_URL = "https://fcm.googleapis.com"
-_TRANSIENT = frozenset({"UNAVAILABLE", "INTERNAL", "QUOTA_EXCEEDED"})
-_GONE = frozenset({"UNREGISTERED", "NOT_FOUND"})
-_TOO_MANY = 429
-_SERVER_ERRORS = 500
+_TRANSIENT_CODES = frozenset({"UNAVAILABLE", "INTERNAL", "QUOTA_EXCEEDED"})
+_GONE_CODES = frozenset({"UNREGISTERED", "NOT_FOUND"})
+_GONE_STATUS = (404,)
 _UNAUTHORIZED = 401
+_TRANSIENT_STATUS = (_UNAUTHORIZED,)  # the access token expired or was revoked: a new one is fetched
 _REFRESH_MARGIN = 60
 
 
@@ -50,10 +52,6 @@ def parse_service_account(text: str) -> dict[str, str]:
     return {name: str(value) for name, value in account.items() if isinstance(value, str)}
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
-
-
 class FcmAdapter:
     """Sends to one Firebase project."""
 
@@ -63,23 +61,24 @@ class FcmAdapter:
         assert isinstance(key, rsa.RSAPrivateKey)
         self._key = key
         self.url = f"{base_url.rstrip('/')}/v1/projects/{account['project_id']}/messages:send"
-        self.timeout = aiohttp.ClientTimeout(total=timeout)
-        self._session: aiohttp.ClientSession | None = None
+        self.timeout = timeout
+        """Seconds for each request as a whole (token, send), and for each of its steps."""
+        self._client: httpx.AsyncClient | None = None
         self._token: tuple[str, float] | None = None
 
     async def aclose(self) -> None:
         """Close the connection pool."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
 
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self.timeout)
-        return self._session
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None or self._client.is_closed:
+            # Redirects are not followed: Google's endpoints do not redirect, and the token URI is the tenant's input.
+            self._client = httpx.AsyncClient(timeout=self.timeout, follow_redirects=False)
+        return self._client
 
     def _assertion(self, now: int) -> str:
-        header = {"alg": "RS256", "typ": "JWT", "kid": self.account.get("private_key_id", "")}
         claims = {
             "iss": self.account["client_email"],
             "scope": SCOPE,
@@ -87,19 +86,19 @@ class FcmAdapter:
             "iat": now,
             "exp": now + 3600,
         }
-        signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
-        signature = self._key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
-        return f"{signing_input}.{_b64(signature)}"
+        # The header is {alg: RS256, typ: JWT, kid}: PyJWT writes alg and typ itself.
+        return jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": self.account.get("private_key_id", "")})
 
     async def _access_token(self) -> str:
         now = time.time()
         if self._token is not None and self._token[1] - _REFRESH_MARGIN > now:
             return self._token[0]
         form = {"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": self._assertion(int(now))}
-        async with self._http().post(self.account["token_uri"], data=form) as response:
-            body = await response.json(content_type=None)
-            if response.status != 200 or "access_token" not in body:  # noqa: PLR2004
-                raise PermissionError(f"token endpoint answered {response.status}")
+        async with asyncio.timeout(self.timeout):
+            response = await self._http().post(self.account["token_uri"], data=form)
+        body = json_or_none(response)
+        if response.status_code != 200 or not isinstance(body, dict) or "access_token" not in body:  # noqa: PLR2004
+            raise PermissionError(f"token endpoint answered {response.status_code}")
         self._token = (body["access_token"], now + float(body.get("expires_in", 3600)))
         return self._token[0]
 
@@ -116,32 +115,36 @@ class FcmAdapter:
             message["data"] = content["data"]
         try:
             token = await self._access_token()
-            async with self._http().post(
-                self.url, json={"message": message}, headers={"Authorization": f"Bearer {token}"}
-            ) as response:
-                body = await response.json(content_type=None)
-                status = response.status
+            async with asyncio.timeout(self.timeout):
+                response = await self._http().post(
+                    self.url, json={"message": message}, headers={"Authorization": f"Bearer {token}"}
+                )
+            body = json_or_none(response)
+            status = response.status_code
         except PermissionError as exc:
             return SendResult(Outcome.PERMANENT, error_code="auth", detail=str(exc))
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        except UNREACHED_OR_NOT_JSON as exc:
             return SendResult(Outcome.TRANSIENT, detail=f"{type(exc).__name__}: {exc}")
-        if status == 200:  # noqa: PLR2004
-            return SendResult(Outcome.ACCEPTED, provider_message_id=str(body.get("name")))
+        outcome = outcome_for_status(status, gone=_GONE_STATUS, transient=_TRANSIENT_STATUS)
+        if outcome is Outcome.ACCEPTED:
+            name = body.get("name") if isinstance(body, dict) else None
+            return SendResult(outcome, provider_message_id=str(name))
         if status == _UNAUTHORIZED:
             self._token = None  # fetched again on the next attempt
-        return _mapped(status, body)
+        return _mapped(outcome, status, body)
 
 
-def _mapped(status: int, body: Any) -> SendResult:
+def _mapped(outcome: Outcome, status: int, body: Any) -> SendResult:
+    """The status's outcome, overruled by the error codes FCM puts in the body (they say more than the status)."""
     error = body.get("error", {}) if isinstance(body, dict) else {}
     codes = {str(error.get("status", ""))}
     for detail in error.get("details", []) or []:
         if isinstance(detail, dict) and detail.get("errorCode"):
             codes.add(str(detail["errorCode"]))
-    code = next((c for c in codes if c in _GONE | _TRANSIENT), next(iter(codes - {""}), str(status)))
+    code = next((c for c in codes if c in _GONE_CODES | _TRANSIENT_CODES), next(iter(codes - {""}), str(status)))
     message = f"HTTP {status}: {error.get('message', '')}"
-    if codes & {"UNREGISTERED"} or status == 404:  # noqa: PLR2004
+    if "UNREGISTERED" in codes or outcome is Outcome.GONE:
         return SendResult(Outcome.GONE, error_code="UNREGISTERED", detail=message)
-    if codes & _TRANSIENT or status in (_TOO_MANY, _UNAUTHORIZED) or status >= _SERVER_ERRORS:
-        return SendResult(Outcome.TRANSIENT, error_code=code, detail=message)
-    return SendResult(Outcome.PERMANENT, error_code=code, detail=message)
+    if codes & _TRANSIENT_CODES:
+        outcome = Outcome.TRANSIENT
+    return SendResult(outcome, error_code=code, detail=message)

@@ -15,10 +15,11 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
-import aiohttp
+import httpx
 import structlog
 
-from channel_providers.base import Outbound, Outcome, SendResult
+from channel_providers._http import UNREACHED_OR_NOT_JSON, json_or_none
+from channel_providers.base import Outbound, Outcome, SendResult, outcome_for_status
 
 log = structlog.get_logger(__name__)
 
@@ -81,9 +82,7 @@ class PrintBatchAdapter:
         return path
 
 
-_CONFLICT = 409
-_TOO_MANY = 429
-_SERVER_ERRORS = 500
+_ACCEPTED = (409,)  # Conflict: the print house has a job with this Idempotency-Key (an earlier attempt got through)
 
 
 class PrintHouseAdapter:
@@ -92,19 +91,20 @@ class PrintHouseAdapter:
     def __init__(self, url: str, token: str | None, *, timeout: float = 15.0) -> None:
         self.url = url
         self.token = token
-        self.timeout = aiohttp.ClientTimeout(total=timeout)
-        self._session: aiohttp.ClientSession | None = None
+        self.timeout = timeout
+        """Seconds for the request as a whole, and for each of its steps."""
+        self._client: httpx.AsyncClient | None = None
 
     async def aclose(self) -> None:
         """Close the connection pool."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
 
     async def send(self, outbound: Outbound) -> SendResult:
         """Create the job; a 409 means the print house already has it (an earlier attempt got through)."""
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self.timeout)
+        if self._client is None or self._client.is_closed:
+            self._client = httpx.AsyncClient(timeout=self.timeout, follow_redirects=False)
         job = {
             "id": outbound.id,
             "template": outbound.content.get("template"),
@@ -115,14 +115,14 @@ class PrintHouseAdapter:
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         try:
-            async with self._session.post(self.url, json=job, headers=headers, allow_redirects=False) as response:
-                status = response.status
-                body = await response.json(content_type=None) if response.content_length != 0 else None
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            async with asyncio.timeout(self.timeout):
+                response = await self._client.post(self.url, json=job, headers=headers)
+            status = response.status_code
+            body = json_or_none(response)
+        except UNREACHED_OR_NOT_JSON as exc:
             return SendResult(Outcome.TRANSIENT, detail=f"{type(exc).__name__}: {exc}")
-        job_id = str(body.get("id")) if isinstance(body, dict) and body.get("id") else outbound.id
-        if 200 <= status < 300 or status == _CONFLICT:  # noqa: PLR2004
-            return SendResult(Outcome.ACCEPTED, provider_message_id=job_id)
-        if status == _TOO_MANY or status >= _SERVER_ERRORS:
-            return SendResult(Outcome.TRANSIENT, error_code=str(status), detail=f"HTTP {status}")
-        return SendResult(Outcome.PERMANENT, error_code=str(status), detail=f"HTTP {status}")
+        outcome = outcome_for_status(status, accepted=_ACCEPTED)
+        if outcome is Outcome.ACCEPTED:
+            job_id = str(body.get("id")) if isinstance(body, dict) and body.get("id") else outbound.id
+            return SendResult(outcome, provider_message_id=job_id)
+        return SendResult(outcome, error_code=str(status), detail=f"HTTP {status}")

@@ -1,7 +1,8 @@
 """SMS and WhatsApp through Twilio's Messages API with the twilio library's async client.
 
-Errors map to outcomes: 21610 (the recipient texted STOP to Twilio) is ``BLOCKED``; other 4xx codes are
-``PERMANENT`` (invalid number, unverified sender…); 429, 5xx, timeouts and connection errors are ``TRANSIENT``.
+Errors map to outcomes: 21610 (the recipient texted STOP to Twilio) is ``BLOCKED``; the rest follows the HTTP
+status (:func:`~channel_providers.base.outcome_for_status`): 4xx are ``PERMANENT`` (invalid number, unverified
+sender…), 429 and 5xx ``TRANSIENT``, and so are timeouts and connection errors.
 The API base URL is configurable (a regional edge, or a local stand-in in tests).
 """
 
@@ -16,12 +17,9 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
-from channel_providers.base import Outbound, Outcome, SendResult
+from channel_providers.base import Outbound, Outcome, SendResult, outcome_for_status
 
 STOPPED = 21610
-_CLIENT_ERRORS = 400
-_TOO_MANY = 429
-_SERVER_ERRORS = 500
 
 
 class _HeaderAuthClient(AsyncTwilioHttpClient):  # type: ignore[misc]  # twilio ships no type information
@@ -97,10 +95,6 @@ class TwilioAdapter:
 def _mapped(exc: TwilioRestException) -> SendResult:
     code = str(exc.code) if exc.code is not None else None
     detail = f"HTTP {exc.status}: {exc.msg}"
-    if exc.code == STOPPED:
+    if exc.code == STOPPED:  # Twilio's error code, whatever the status
         return SendResult(Outcome.BLOCKED, error_code=code, detail=detail)
-    if exc.status == _TOO_MANY or exc.status >= _SERVER_ERRORS:
-        return SendResult(Outcome.TRANSIENT, error_code=code, detail=detail)
-    if exc.status >= _CLIENT_ERRORS:
-        return SendResult(Outcome.PERMANENT, error_code=code, detail=detail)
-    return SendResult(Outcome.TRANSIENT, error_code=code, detail=detail)
+    return SendResult(outcome_for_status(exc.status), error_code=code, detail=detail)

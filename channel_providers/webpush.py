@@ -10,12 +10,10 @@ import json
 
 from pywebpush import WebPushException, webpush_async
 
-from channel_providers.base import Outbound, Outcome, SendResult
+from channel_providers.base import Outbound, Outcome, SendResult, outcome_for_status
 
 DEFAULT_TTL = 24 * 3600  # a notification older than a day is not worth showing
 _GONE = (404, 410)
-_TOO_MANY = 429
-_SERVER_ERRORS = 500
 
 
 class WebPushAdapter:
@@ -57,8 +55,4 @@ _CLIENT_ERRORS_START = 400
 
 def _by_status(status: int | None, detail: str) -> SendResult:
     code = str(status) if status is not None else None
-    if status in _GONE:
-        return SendResult(Outcome.GONE, error_code=code, detail=detail)
-    if status is None or status == _TOO_MANY or status >= _SERVER_ERRORS:
-        return SendResult(Outcome.TRANSIENT, error_code=code, detail=detail)
-    return SendResult(Outcome.PERMANENT, error_code=code, detail=detail)
+    return SendResult(outcome_for_status(status, gone=_GONE), error_code=code, detail=detail)

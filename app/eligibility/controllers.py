@@ -7,7 +7,6 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, get, post
-from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import FromQuery, JSONBody
 from litestar.response import Stream
@@ -42,14 +41,14 @@ class EligibilityController(Controller):
     async def single(
         self,
         principal: NamedDependency[Principal],
-        state: State,
+        database: NamedDependency[Database],
         contact: FromQuery[Annotated[str, msgspec.Meta(min_length=1, max_length=200)]],
         channel: FromQuery[Channel],
         purpose: FromQuery[Annotated[str, msgspec.Meta(min_length=1, max_length=63)]],
     ) -> EligibilityOut:
         """May we contact this person on this channel for this purpose now, why, and on which evidence."""
         return await service.single(
-            state.database, principal.workspace_id, contact_ref=contact, channel=channel, purpose_key=purpose
+            database, principal.workspace_id, contact_ref=contact, channel=channel, purpose_key=purpose
         )
 
     @post(
@@ -59,14 +58,15 @@ class EligibilityController(Controller):
         responses=errors(401, 403, 404, 413, 422),
         opt={"idempotent": False},  # a read: a repeat must answer what holds now, never a stored answer
     )
-    async def batch(self, data: JSONBody[BatchIn], principal: NamedDependency[Principal], state: State) -> BatchOut:
+    async def batch(
+        self, data: JSONBody[BatchIn], principal: NamedDependency[Principal], database: NamedDependency[Database]
+    ) -> BatchOut:
         """One decision per contact and channel, for up to 10,000 contacts (more answers 413)."""
         if len(data.contacts) > MAX_BATCH_CONTACTS:
             raise PayloadTooLarge(
                 f"A batch holds at most {MAX_BATCH_CONTACTS:,} contacts; this one has {len(data.contacts):,}. "
                 "Split it, or stream a whole audience with GET /v1/audiences."
             )
-        database: Database = state.database
         purpose, decided_at, decisions = await service.batch(
             database, principal.workspace_id, refs=data.contacts, channels=data.channels, purpose_key=data.purpose
         )
@@ -81,7 +81,7 @@ class EligibilityController(Controller):
     async def audience(
         self,
         request: Request[Any, Any, Any],
-        state: State,
+        database: NamedDependency[Database],
         principal: NamedDependency[Principal],
         purpose: FromQuery[Annotated[str, msgspec.Meta(min_length=1, max_length=63)]],
         channel: FromQuery[Annotated[list[Channel], msgspec.Meta(min_length=1)]],
@@ -90,7 +90,6 @@ class EligibilityController(Controller):
 
         The send window is a send-time check and is not applied here; routing re-checks every message.
         """
-        database: Database = state.database
         async with database.sessionmaker() as session:
             found = await require_purpose(session, principal.workspace_id, purpose)
         as_csv = wants_csv(request.headers.get("accept", ""))

@@ -31,7 +31,7 @@ from app.lib.openapi import errors
 from app.workspaces import repository as workspaces
 from app.workspaces.service import EMAIL_WEBHOOK_SECRET, sealing_context
 from app.workspaces.settings import WorkspaceSettings
-from channel_providers.email import MailSender, Outcome
+from channel_providers.email import MailOutcome, MailSender
 
 _PAGE_HEADERS = {
     "Cache-Control": "no-store",
@@ -282,7 +282,7 @@ async def deliver_or_fail(db: AsyncSession, sender: MailSender, outgoing: servic
     """Send a signup's mail after its transaction committed; a failure answers 503 (retry) or 422 (refused)."""
     async with db.begin():
         result = await service.deliver(db, sender, outgoing)
-    if result.outcome is Outcome.PERMANENT_FAILURE:
+    if result.outcome is MailOutcome.PERMANENT_FAILURE:
         raise InvalidInput("The mail relay refused this address.", code="mail_rejected")
     if not result.accepted:
         raise Unavailable(

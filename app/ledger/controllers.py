@@ -9,7 +9,6 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, get, post
-from litestar.datastructures import State as AppState
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.response import Stream
@@ -38,6 +37,7 @@ from app.ledger.schemas import (
 from app.ledger.service import Actor, Applied, require_contact
 from app.lib.auth import Principal, Scope
 from app.lib.copystream import copy_response, wants_csv
+from app.lib.db import Database
 from app.lib.errors import Conflict, InvalidInput
 from app.lib.keys import Keys
 from app.lib.openapi import errors
@@ -295,7 +295,7 @@ class AuditController(Controller):
     async def events(
         self,
         request: Request[Any, Any, Any],
-        state: AppState,
+        database: NamedDependency[Database],
         principal: NamedDependency[Principal],
         since: FromQuery[datetime | None] = None,
         until: FromQuery[datetime | None] = None,
@@ -320,7 +320,7 @@ class AuditController(Controller):
         async def copy(driver: Any, sink: Callable[[bytes], Awaitable[None]]) -> None:
             await repository.copy_events(driver, workspace_id, start, end, as_csv=as_csv, sink=sink)
 
-        return copy_response(state.database, copy, as_csv=as_csv)
+        return copy_response(database, copy, as_csv=as_csv)
 
 
 _BEGINNING = datetime.min.replace(tzinfo=UTC)

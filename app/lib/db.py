@@ -1,7 +1,15 @@
 """Engine, sessions and migrations.
 
-A request gets an ``AsyncSession``; writes happen inside ``async with session.begin():`` in the service, so
-the commit finishes before the response is built and a failed commit becomes an error response.
+A request gets an ``AsyncSession``. The request's unit of work is its controller: the handler opens
+``async with db.begin():`` around the service calls, so the commit finishes before the response is built and a
+failed commit becomes an error response. Services and repositories take the session and never begin, commit or
+roll back, so one transaction can span several services (a signup records the consent and the confirmation
+token together). Two kinds of work own their transactions instead: background workers (dispatcher, webhook
+sender, lapse sweep) and the idempotency middleware open a session per round or step, and a consent import
+commits each batch of rows itself (:mod:`app.imports.consents`), so a large file is not one transaction.
+
+All SQL lives in the packages' ``repository`` modules (and ``lib.repository`` for the shared tables); this
+module holds the engine, the sessions, the raw asyncpg pool and migrations.
 """
 
 from __future__ import annotations

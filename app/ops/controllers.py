@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 from litestar import MediaType, Request, Response, get
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -15,6 +15,7 @@ from app.lib.db import Database, current_revision
 from app.lib.errors import Unauthenticated, Unavailable
 from app.lib.observability import Metrics
 from app.lib.openapi import errors
+from app.settings import Settings
 
 
 class Health(msgspec.Struct):
@@ -38,10 +39,9 @@ async def health() -> Health:
 
 
 @get("/ready", operation_id="ready", tags=["operations"], responses=errors(503))
-async def ready(state: State) -> Readiness:
+async def ready(database: NamedDependency[Database], head_revision: NamedDependency[str | None]) -> Readiness:
     """Readiness: the database answers and its schema is at the head migration (503 otherwise)."""
-    database: Database = state.database
-    head = state.head_revision
+    head = head_revision
     try:
         async with database.sessionmaker() as session:
             connection = await session.connection()
@@ -57,14 +57,17 @@ async def ready(state: State) -> Readiness:
 
 
 @get("/metrics", operation_id="metrics", tags=["operations"], media_type=MediaType.TEXT, responses=errors(401))
-async def metrics(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+async def metrics(
+    request: Request[Any, Any, Any],
+    settings: NamedDependency[Settings],
+    metrics_registry: NamedDependency[Metrics],
+) -> Response[bytes]:
     """Prometheus text format: request counts and latency by route template and status."""
-    token: str | None = state.settings.metrics_token
+    token = settings.metrics_token
     if token is not None:
         supplied = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
         if not hmac.compare_digest(supplied.encode(), token.encode()):
             raise Unauthenticated(
                 "GET /metrics needs 'Authorization: Bearer <METRICS_TOKEN>'.", code="invalid_metrics_token"
             )
-    registry: Metrics = state.metrics
-    return Response(generate_latest(registry.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(metrics_registry.registry), media_type=CONTENT_TYPE_LATEST)

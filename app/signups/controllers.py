@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from litestar import Controller, post
-from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -14,8 +13,10 @@ from app.ledger.service import Actor
 from app.lib.auth import Principal, Scope
 from app.lib.keys import Keys
 from app.lib.openapi import errors
+from app.settings import Settings
 from app.signups import service
 from app.signups.schemas import SignupIn, SignupOut
+from channel_providers.email import MailSender
 
 
 class SignupController(Controller):
@@ -29,10 +30,12 @@ class SignupController(Controller):
     async def create(
         self,
         data: JSONBody[SignupIn],
+        *,
         principal: NamedDependency[Principal],
         db: NamedDependency[AsyncSession],
         keys: NamedDependency[Keys],
-        state: State,
+        settings: NamedDependency[Settings],
+        mail_sender: NamedDependency[MailSender],
     ) -> SignupOut:
         """Record the signup as `pending` with its evidence and notice; answers what the person must do next.
 
@@ -42,7 +45,7 @@ class SignupController(Controller):
         """
         async with db.begin():
             actor = Actor(ActorType.API_KEY, str(principal.api_key_id))
-            out, outgoing = await service.sign_up(db, keys, state.settings, principal.workspace_id, data, actor=actor)
+            out, outgoing = await service.sign_up(db, keys, settings, principal.workspace_id, data, actor=actor)
         if outgoing is not None:
-            await deliver_or_fail(db, state.mail_sender, outgoing)
+            await deliver_or_fail(db, mail_sender, outgoing)
         return out

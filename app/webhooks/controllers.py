@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 
 from litestar import Controller, delete, get, post
-from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -13,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.lib.auth import Principal, Scope
 from app.lib.keys import Keys
 from app.lib.openapi import errors
+from app.settings import Settings
 from app.webhooks import service
 from app.webhooks.schemas import SubscriptionIn, SubscriptionOut
 
@@ -31,7 +31,7 @@ class WebhookSubscriptionController(Controller):
         principal: NamedDependency[Principal],
         db: NamedDependency[AsyncSession],
         keys: NamedDependency[Keys],
-        state: State,
+        settings: NamedDependency[Settings],
     ) -> SubscriptionOut:
         """Send `events` to `url` (https, public address). The answer holds the signing secret once; stored sealed.
 
@@ -50,8 +50,8 @@ class WebhookSubscriptionController(Controller):
                 keys,
                 principal.workspace_id,
                 data,
-                allow_http=state.settings.webhooks_allow_http,
-                allow_private=state.settings.webhooks_allow_private,
+                allow_http=settings.webhooks_allow_http,
+                allow_private=settings.webhooks_allow_private,
             )
 
     @get(operation_id="listWebhookSubscriptions", responses=errors(401, 403))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 
 from litestar import Controller, delete, get, post, put
-from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -74,13 +73,12 @@ class ApiKeyController(Controller):
         key_id: FromPath[uuid.UUID],
         principal: NamedDependency[Principal],
         db: NamedDependency[AsyncSession],
-        state: State,
+        key_cache: NamedDependency[KeyCache],
     ) -> None:
         """Revoke a key at once; it stays listed with ``revoked_at``."""
         async with db.begin():
             await service.revoke_api_key(db, principal.workspace_id, key_id)
-        cache: KeyCache = state.key_cache
-        cache.clear()
+        key_cache.clear()
 
 
 def _settings_out(settings: WorkspaceSettings) -> WorkspaceSettingsOut:

@@ -486,7 +486,7 @@ def _message(to="jane@example.com"):
 # aiosmtpd warns about AUTH without TLS (this relay is on loopback) and about its own deprecated attribute
 @pytest.mark.filterwarnings("ignore::UserWarning:aiosmtpd.smtp", "ignore::DeprecationWarning:aiosmtpd.smtp")
 async def test_the_smtp_adapter_logs_in_and_maps_refusals(relay_with_login):
-    from channel_providers.email import Outcome, SmtpConfig, SmtpSender  # noqa: PLC0415
+    from channel_providers.email import MailOutcome, SmtpConfig, SmtpSender  # noqa: PLC0415
 
     good = SmtpSender(
         SmtpConfig(
@@ -494,24 +494,24 @@ async def test_the_smtp_adapter_logs_in_and_maps_refusals(relay_with_login):
         )
     )
     result = await good.send(_message())
-    assert result.outcome is Outcome.ACCEPTED, result.response
+    assert result.outcome is MailOutcome.ACCEPTED, result.response
     assert len(relay_with_login.messages) == 1
 
     relay_with_login.refuse.add("gone@example.com")
     gone = await good.send(_message("gone@example.com"))
-    assert gone.outcome is Outcome.PERMANENT_FAILURE
+    assert gone.outcome is MailOutcome.PERMANENT_FAILURE
     assert "550" in gone.response
 
 
 async def test_a_temporary_refusal_is_transient(inbox):
-    from channel_providers.email import Outcome, SmtpConfig, SmtpSender  # noqa: PLC0415
+    from channel_providers.email import MailOutcome, SmtpConfig, SmtpSender  # noqa: PLC0415
 
     async def busy(_server, _session, _envelope, _address, _options):
         return "451 4.3.0 Try again later"
 
     inbox.handle_RCPT = busy
     result = await SmtpSender(SmtpConfig(host="127.0.0.1", port=inbox.port, tls="none")).send(_message())
-    assert result.outcome is Outcome.TRANSIENT_FAILURE
+    assert result.outcome is MailOutcome.TRANSIENT_FAILURE
     assert "451" in result.response
 
 

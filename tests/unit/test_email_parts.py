@@ -19,7 +19,7 @@ from app.emails.tokens import (
     verify_unsubscribe,
 )
 from app.lib import signatures
-from channel_providers.email import OutboxSender, Outcome, compose
+from channel_providers.email import MailOutcome, OutboxSender, compose
 
 KEY = b"k" * 32
 
@@ -110,7 +110,7 @@ async def test_the_outbox_writes_complete_eml_files(tmp_path):
     sender = OutboxSender(tmp_path / "outbox")
     message = compose(sender="A <a@acme.example>", to="b@example.com", subject="Hi", text="Hello")
     result = await sender.send(message)
-    assert result.outcome is Outcome.ACCEPTED
+    assert result.outcome is MailOutcome.ACCEPTED
     [path] = (tmp_path / "outbox").iterdir()
     assert path.suffix == ".eml"
     assert "b@example.com" not in path.name, "no address in file names"
