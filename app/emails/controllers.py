@@ -14,7 +14,6 @@ from typing import Any
 
 import msgspec
 from litestar import Controller, HttpMethod, Request, Response, post, route
-from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,6 +27,7 @@ from app.lib import signatures
 from app.lib.errors import Forbidden, InvalidInput, NotFound, RateLimited, Unavailable
 from app.lib.keys import Keys
 from app.lib.openapi import errors
+from app.settings import Settings
 from app.workspaces import repository as workspaces
 from app.workspaces.service import EMAIL_WEBHOOK_SECRET, sealing_context
 from app.workspaces.settings import WorkspaceSettings
@@ -112,10 +112,12 @@ class ConfirmationPages(Controller):
     async def renew(
         self,
         request: Request[Any, Any, Any],
-        state: State,
         token: FromPath[str],
+        *,
         db: NamedDependency[AsyncSession],
         keys: NamedDependency[Keys],
+        settings: NamedDependency[Settings],
+        mail_sender: NamedDependency[MailSender],
     ) -> Response[str]:
         """A new confirmation mail for an expired or replaced link (rate limited per address and client IP)."""
         fallback = _lang(request)
@@ -123,14 +125,14 @@ class ConfirmationPages(Controller):
             return _link_page(service.ConfirmationLink(LinkStatus.UNKNOWN), token, fallback)
         try:
             async with db.begin():
-                link, outgoing = await service.renew(db, keys, state.settings, token, _meta(request))
+                link, outgoing = await service.renew(db, keys, settings, token, _meta(request))
         except RateLimited as exc:
             body = page(fallback, "limited")
             return _html(body, 429, {"Retry-After": str(exc.retry_after)})
         if outgoing is None:
             return _link_page(link, token, fallback)
         async with db.begin():
-            result = await service.deliver(db, state.mail_sender, outgoing)
+            result = await service.deliver(db, mail_sender, outgoing)
         if not result.accepted:
             return _html(page(link.lang, "limited"), 503, {"Retry-After": "60"})
         return _html(page(link.lang, "renewed"))

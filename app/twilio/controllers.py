@@ -8,37 +8,30 @@ from typing import Any
 import msgspec
 import structlog
 from litestar import Controller, Request, Response, post
-from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 from sqlalchemy.ext.asyncio import AsyncSession
 from twilio.request_validator import RequestValidator, get_signature_algorithm
 
-from app.lib.errors import Forbidden, InvalidInput, NotFound
+from app.lib.errors import Forbidden, InvalidInput
 from app.lib.keys import Keys
 from app.lib.openapi import errors
 from app.settings import Settings
 from app.twilio import service
-from app.workspaces import repository as workspaces
-from app.workspaces.service import sealing_context
+from app.workspaces.service import name_and_settings, sealing_context
 from app.workspaces.settings import WorkspaceSettings
 
 log = structlog.get_logger(__name__)
 
 
 async def _authenticated(
-    request: Request[Any, Any, Any], state: State, db: AsyncSession, workspace_id: uuid.UUID
+    request: Request[Any, Any, Any], app_settings: Settings, keys: Keys, db: AsyncSession, workspace_id: uuid.UUID
 ) -> tuple[WorkspaceSettings, dict[str, list[str]]]:
     """The workspace's settings and every form parameter, after the signature and account were checked."""
-    workspace = await workspaces.get_workspace(db, workspace_id)
-    if workspace is None:
-        raise NotFound("Unknown workspace.", code="workspace_not_found")
-    settings = WorkspaceSettings.load(workspace.settings)
-    settings = msgspec.structs.replace(settings, brand=settings.brand or workspace.name)
-    app_settings: Settings = state.settings
+    name, settings = await name_and_settings(db, workspace_id)
+    settings = msgspec.structs.replace(settings, brand=settings.brand or name)
     token = app_settings.twilio.auth_token
     if settings.twilio.auth_token_sealed:
-        keys: Keys = state.derived_keys
         token = keys.unseal(settings.twilio.auth_token_sealed, sealing_context(workspace_id))
     if not token:
         raise Forbidden("No Twilio auth token is configured for this workspace.", code="twilio_not_configured")
@@ -83,13 +76,15 @@ class TwilioWebhookController(Controller):
     async def inbound(
         self,
         request: Request[Any, Any, Any],
-        state: State,
         workspace_id: FromPath[uuid.UUID],
+        *,
         db: NamedDependency[AsyncSession],
+        keys: NamedDependency[Keys],
+        settings: NamedDependency[Settings],
     ) -> Response[str]:
         """An inbound message: start word, STOP, HELP. Answers TwiML (`application/xml`); idempotent on MessageSid."""
         async with db.begin():
-            settings, params = await _authenticated(request, state, db, workspace_id)
+            workspace, params = await _authenticated(request, settings, keys, db, workspace_id)
             message = service.Inbound(
                 message_sid=_one(params, "MessageSid"),
                 sender=_one(params, "From"),
@@ -97,20 +92,22 @@ class TwilioWebhookController(Controller):
                 body=_one(params, "Body", required=False),
                 raw=params,
             )
-            reply = await service.handle_inbound(db, state.derived_keys, workspace_id, settings, message)
+            reply = await service.handle_inbound(db, keys, workspace_id, workspace, message)
         return Response(reply, media_type="application/xml")
 
     @post("/status", operation_id="twilioStatus", status_code=204, responses=errors(403, 404, 422))
     async def status(
         self,
         request: Request[Any, Any, Any],
-        state: State,
         workspace_id: FromPath[uuid.UUID],
+        *,
         db: NamedDependency[AsyncSession],
+        keys: NamedDependency[Keys],
+        settings: NamedDependency[Settings],
     ) -> None:
         """A message status callback; error 21610 marks the number `provider_blocked` and withdraws consent."""
         async with db.begin():
-            settings, params = await _authenticated(request, state, db, workspace_id)
+            workspace, params = await _authenticated(request, settings, keys, db, workspace_id)
             names = ("MessageSid", "MessageStatus", "ErrorCode", "To", "From")
             fields = {name: _one(params, name, required=name in {"MessageSid", "MessageStatus"}) for name in names}
-            await service.handle_status(db, workspace_id, settings, fields)
+            await service.handle_status(db, workspace_id, workspace, fields)
