@@ -21,13 +21,12 @@ import asyncio
 import os
 import socket
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import structlog
-from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.gate import PointFacts, Reason, decide_point
@@ -43,18 +42,19 @@ from app.lib.db import Database
 from app.lib.keys import Keys
 from app.lib.orm import utcnow
 from app.lib.rounds import backoff, work_until
+from app.messages import repository
 from app.messages.models import Delivery, Message
-from app.messages.service import add_event
+from app.messages.repository import Claimed, add_event
+from app.purposes import repository as purposes_repository
 from app.purposes.models import Purpose
 from app.push.service import private_key
 from app.settings import Settings
-from app.workspaces.models import Workspace
+from app.workspaces.service import settings_by_workspace
 from app.workspaces.settings import WorkspaceSettings, window_of
 from channel_providers.base import ChannelAdapter, Outbound, Outcome, SendResult
 
 log = structlog.get_logger(__name__)
 
-T = TypeVar("T")
 AdapterFor = Callable[[uuid.UUID, Channel, WorkspaceSettings], ChannelAdapter]
 
 
@@ -77,6 +77,7 @@ class _Prepared:
     """A claimed delivery ready to send (or already decided not to)."""
 
     delivery_id: uuid.UUID
+    workspace_id: uuid.UUID
     channel: Channel
     outbound: Outbound | None
     adapter: ChannelAdapter | None
@@ -120,40 +121,25 @@ class Dispatcher:
         prepared = await self._prepare(claimed)
         limit = asyncio.Semaphore(self.config.concurrency)
 
-        async def one(item: _Prepared) -> tuple[uuid.UUID, SendResult]:
+        async def one(item: _Prepared) -> tuple[_Prepared, SendResult]:
             async with limit:
-                return item.delivery_id, await self._send(item)
+                return item, await self._send(item)
 
         results = await asyncio.gather(*(one(item) for item in prepared))
         if results:
-            await self._record_all(dict(results))
+            outcomes = {item.delivery_id: result for item, result in results}
+            await self._record_all(outcomes, {item.workspace_id for item, _ in results})
         return len(claimed)
 
-    async def _claim(self) -> list[uuid.UUID]:
+    async def _claim(self) -> list[Claimed]:
         async with self.database.sessionmaker() as session, session.begin():
-            rows = await session.execute(
-                text(
-                    """
-                    UPDATE deliveries d
-                       SET status = 'sending', lease_until = clock_timestamp() + make_interval(secs => :lease),
-                           leased_by = :worker, attempts = d.attempts + 1, updated_at = clock_timestamp()
-                     WHERE d.id IN (
-                           SELECT id FROM deliveries
-                            WHERE (status = 'queued' AND next_attempt_at <= clock_timestamp())
-                               OR (status = 'sending' AND lease_until < clock_timestamp())
-                            ORDER BY next_attempt_at
-                            LIMIT :batch
-                              FOR UPDATE SKIP LOCKED)
-                    RETURNING d.id, d.message_id, d.channel, d.attempts
-                    """
-                ),
-                {"lease": self.config.lease.total_seconds(), "worker": self.worker_id, "batch": self.config.batch},
+            claimed = await repository.claim_due(
+                session, self.worker_id, lease_seconds=self.config.lease.total_seconds(), batch=self.config.batch
             )
-            claimed = rows.all()
             for row in claimed:
                 if row.attempts > 1:
                     add_event(session, row.message_id, row.id, row.channel, "sending", detail={"attempt": row.attempts})
-        return [row.id for row in claimed]
+        return claimed
 
     async def _send(self, item: _Prepared) -> SendResult:
         assert item.adapter is not None
@@ -166,17 +152,25 @@ class Dispatcher:
             log.exception("adapter_failed", channel=item.channel.value)
             return SendResult(Outcome.TRANSIENT, detail=f"{type(exc).__name__}: {exc}")
 
-    async def _prepare(self, ids: list[uuid.UUID]) -> list[_Prepared]:
-        """Load what the sends need and ask the gate again; blocked or waiting deliveries are settled here."""
+    async def _prepare(self, claimed: Sequence[Claimed]) -> list[_Prepared]:
+        """Load what the sends need and ask the gate again; blocked or waiting deliveries are settled here.
+
+        One query per table for the whole batch, each limited by the repositories to the workspaces of the claimed
+        deliveries.
+        """
         ready: list[_Prepared] = []
+        workspace_ids = sorted({c.workspace_id for c in claimed})
         async with self.database.sessionmaker() as session, session.begin():
-            deliveries = (await session.scalars(select(Delivery).where(Delivery.id.in_(ids)))).all()
-            messages = await _by_id(session, Message, {d.message_id for d in deliveries})
-            points = await _by_id(session, ContactPoint, {d.contact_point_id for d in deliveries})
-            purposes = await _by_id(session, Purpose, {m.purpose_id for m in messages.values()})
-            workspaces = await _by_id(session, Workspace, {d.workspace_id for d in deliveries})
-            contacts = await _by_id(session, Contact, {p.contact_id for p in points.values()})
-            settings_of = {ws.id: WorkspaceSettings.load(ws.settings) for ws in workspaces.values()}
+            deliveries = await repository.deliveries_by_id(session, workspace_ids, [c.id for c in claimed])
+            messages = await repository.messages_by_id(session, workspace_ids, _ids(d.message_id for d in deliveries))
+            points = await ledger.contact_points_by_id(
+                session, workspace_ids, _ids(d.contact_point_id for d in deliveries)
+            )
+            purposes = await purposes_repository.purposes_by_ids(
+                session, workspace_ids, _ids(m.purpose_id for m in messages.values())
+            )
+            contacts = await ledger.contacts_by_id(session, workspace_ids, _ids(p.contact_id for p in points.values()))
+            settings_of = await settings_by_workspace(session, workspace_ids)
             facts = await self._facts(session, deliveries, messages, points)
             now = utcnow()
             for delivery in deliveries:
@@ -216,7 +210,7 @@ class Dispatcher:
                     settings=settings,
                 )
                 adapter = self.adapter_for(delivery.workspace_id, channel, settings)
-                ready.append(_Prepared(delivery.id, channel, outbound, adapter))
+                ready.append(_Prepared(delivery.id, delivery.workspace_id, channel, outbound, adapter))
         return ready
 
     async def _facts(
@@ -284,29 +278,18 @@ class Dispatcher:
             extras=extras,
         )
 
-    async def _record_all(self, results: Mapping[uuid.UUID, SendResult]) -> None:
+    async def _record_all(self, results: Mapping[uuid.UUID, SendResult], workspace_ids: Collection[uuid.UUID]) -> None:
         """Write the outcomes in one transaction, for the rows this worker still holds the lease of."""
         async with self.database.sessionmaker() as session, session.begin():
-            held = (
-                await session.scalars(
-                    select(Delivery)
-                    .where(
-                        Delivery.id.in_(list(results)),
-                        Delivery.leased_by == self.worker_id,
-                        Delivery.status == "sending",
-                    )
-                    .order_by(Delivery.id)
-                    .with_for_update()
-                )
-            ).all()
+            held = await repository.lock_held(session, workspace_ids, list(results), self.worker_id)
             for lost in set(results) - {d.id for d in held}:
                 log.warning("delivery_lease_lost", delivery_id=str(lost), worker=self.worker_id)
             for delivery in held:
                 await self._apply(session, delivery, results[delivery.id])
 
-    async def _record(self, delivery_id: uuid.UUID, result: SendResult) -> None:
+    async def _record(self, claimed: Claimed, result: SendResult) -> None:
         """Write one outcome (see :meth:`_record_all`)."""
-        await self._record_all({delivery_id: result})
+        await self._record_all({claimed.id: result}, [claimed.workspace_id])
 
     async def _apply(self, session: AsyncSession, delivery: Delivery, result: SendResult) -> None:
         error = f"{result.error_code}: {result.detail}" if result.error_code else result.detail or None
@@ -315,9 +298,7 @@ class Dispatcher:
         elif result.outcome is Outcome.TRANSIENT and delivery.attempts < self.config.max_attempts:
             delay = backoff(delivery.attempts, self.config.base_backoff, self.config.max_backoff)
             retry_at = utcnow() + timedelta(seconds=delay)
-            delivery.status, delivery.next_attempt_at = "queued", retry_at
-            delivery.lease_until = delivery.leased_by = None
-            delivery.last_error, delivery.updated_at = error, utcnow()
+            repository.requeue_for_retry(delivery, retry_at, error=error, at=utcnow())
             add_event(
                 session,
                 delivery.message_id,
@@ -333,7 +314,8 @@ class Dispatcher:
 
     async def _feedback(self, session: AsyncSession, delivery: Delivery, result: SendResult) -> None:
         """Mirror what the provider said about the address (CHANNEL_RULES.md §0.3)."""
-        point = await session.get(ContactPoint, delivery.contact_point_id)
+        points = await ledger.contact_points_by_id(session, [delivery.workspace_id], [delivery.contact_point_id])
+        point = points.get(delivery.contact_point_id)
         if point is None:
             return
         now = utcnow()
@@ -361,11 +343,7 @@ class Dispatcher:
         provider_id: str | None = None,
         error: str | None = None,
     ) -> None:
-        delivery.status = status
-        delivery.lease_until = None
-        delivery.provider_message_id = provider_id or delivery.provider_message_id
-        delivery.last_error = error
-        delivery.updated_at = utcnow()
+        repository.settle(delivery, status, provider_id=provider_id, error=error, at=utcnow())
         add_event(
             session, delivery.message_id, delivery.id, delivery.channel, status, provider_id=provider_id, error=error
         )
@@ -373,11 +351,7 @@ class Dispatcher:
 
     async def _wait(self, session: AsyncSession, delivery: Delivery, opens: datetime) -> None:
         """Outside the send window: back to the queue until it opens (not counted as an attempt)."""
-        delivery.status = "queued"
-        delivery.next_attempt_at = opens
-        delivery.attempts = max(delivery.attempts - 1, 0)
-        delivery.lease_until = delivery.leased_by = None
-        delivery.updated_at = utcnow()
+        repository.requeue_for_window(delivery, opens, at=utcnow())
         add_event(
             session,
             delivery.message_id,
@@ -388,8 +362,5 @@ class Dispatcher:
         )
 
 
-async def _by_id(session: AsyncSession, model: type[T], ids: set[uuid.UUID]) -> dict[uuid.UUID, T]:
-    if not ids:
-        return {}
-    rows = (await session.scalars(select(model).where(model.id.in_(list(ids))))).all()  # type: ignore[attr-defined]
-    return {row.id: row for row in rows}  # type: ignore[attr-defined]
+def _ids(values: Iterable[uuid.UUID]) -> list[uuid.UUID]:
+    return list(set(values))

@@ -14,7 +14,6 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain import content as content_rules
@@ -23,9 +22,10 @@ from app.domain.model import Channel, PurposeKind
 from app.eligibility import repository as facts_repository
 from app.ledger.service import require_contact
 from app.lib.errors import InvalidInput, NotFound
-from app.lib.ids import uuid7
 from app.lib.orm import utcnow
-from app.messages.models import Delivery, Message, MessageEvent
+from app.messages import repository
+from app.messages.models import Delivery, MessageEvent
+from app.messages.repository import add_event
 from app.messages.schemas import (
     Chosen,
     Decision,
@@ -36,6 +36,7 @@ from app.messages.schemas import (
     Skipped,
     StatusEntry,
 )
+from app.purposes import repository as purposes
 from app.purposes.models import Purpose
 from app.purposes.service import require_purpose
 from app.workspaces.service import settings_of
@@ -68,9 +69,9 @@ async def create_message(session: AsyncSession, workspace_id: uuid.UUID, data: M
         skipped=skipped,
     )
     status = QUEUED if chosen else NO_ELIGIBLE_CHANNEL
-    message = Message(
-        id=uuid7(),
-        workspace_id=workspace_id,
+    message = await repository.add_message(
+        session,
+        workspace_id,
         contact_id=contact.id,
         purpose_id=purpose.id,
         strategy=data.strategy,
@@ -80,22 +81,17 @@ async def create_message(session: AsyncSession, workspace_id: uuid.UUID, data: M
         status=status,
         send_at=data.send_at,
     )
-    session.add(message)
-    await session.flush()
     for pick in chosen:
-        delivery = Delivery(
-            id=uuid7(),
-            workspace_id=workspace_id,
-            message_id=message.id,
+        delivery = await repository.add_delivery(
+            session,
+            workspace_id,
+            message.id,
             channel=pick.channel.value,
             contact_point_id=pick.contact_point_id,
             status=QUEUED,
-            attempts=0,
             next_attempt_at=pick.not_before or not_before,
-            updated_at=now,
+            at=now,
         )
-        session.add(delivery)
-        await session.flush()
         add_event(
             session,
             message.id,
@@ -172,18 +168,12 @@ def _contents(route: Sequence[Channel], data: MessageIn) -> dict[str, Any]:
 
 async def get_message(session: AsyncSession, workspace_id: uuid.UUID, message_id: uuid.UUID) -> MessageDetail:
     """The message with its deliveries and status history (404 for another workspace's message)."""
-    message = await session.get(Message, message_id)
-    if message is None or message.workspace_id != workspace_id:
+    message = await repository.get_message(session, workspace_id, message_id)
+    if message is None:
         raise NotFound("No message with this id.", code="message_not_found")
-    purpose = await session.get(Purpose, message.purpose_id)
-    deliveries = (
-        await session.scalars(select(Delivery).where(Delivery.message_id == message.id).order_by(Delivery.id))
-    ).all()
-    events = (
-        await session.scalars(
-            select(MessageEvent).where(MessageEvent.message_id == message.id).order_by(MessageEvent.at, MessageEvent.id)
-        )
-    ).all()
+    purpose = (await purposes.purposes_by_ids(session, [workspace_id], [message.purpose_id])).get(message.purpose_id)
+    deliveries = await repository.deliveries_of(session, workspace_id, message.id)
+    events = await repository.events_of(session, workspace_id, message.id)
     return MessageDetail(
         message_id=message.id,
         contact_id=message.contact_id,
@@ -220,16 +210,11 @@ async def record_provider_status(
     target = _REPORTED.get(status)
     if target is None:
         return
-    delivery = await session.scalar(
-        select(Delivery)
-        .where(Delivery.workspace_id == workspace_id, Delivery.provider_message_id == provider_message_id)
-        .with_for_update()
-    )
+    delivery = await repository.lock_by_provider_id(session, workspace_id, provider_message_id)
     if delivery is None or delivery.status not in ("sent", "delivered") or delivery.status == target:
         return
     now = utcnow()
-    delivery.status, delivery.updated_at = target, now
-    delivery.last_error = error or delivery.last_error
+    repository.report(delivery, target, error=error, at=now)
     add_event(
         session,
         delivery.message_id,
@@ -240,34 +225,6 @@ async def record_provider_status(
         error=error,
         detail={"provider_status": status},
         at=now,
-    )
-
-
-def add_event(  # the event's own fields, in the table's order
-    session: AsyncSession,
-    message_id: uuid.UUID,
-    delivery_id: uuid.UUID | None,
-    channel: str | None,
-    status: str,
-    *,
-    provider_id: str | None = None,
-    error: str | None = None,
-    detail: dict[str, Any] | None = None,
-    at: datetime | None = None,
-) -> None:
-    """Add one step to a message's history (written with the caller's transaction)."""
-    session.add(
-        MessageEvent(
-            id=uuid7(),
-            message_id=message_id,
-            delivery_id=delivery_id,
-            channel=channel,
-            status=status,
-            provider_message_id=provider_id,
-            error=error[:1000] if error else None,
-            detail=detail,
-            at=at or utcnow(),
-        )
     )
 
 

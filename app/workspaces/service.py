@@ -194,3 +194,11 @@ def _app_push(
         apns_sandbox=given.apns_sandbox,
         apns_private_key_sealed=apns_sealed,
     )
+
+
+async def settings_by_workspace(
+    session: AsyncSession, workspace_ids: Iterable[uuid.UUID]
+) -> dict[uuid.UUID, WorkspaceSettings]:
+    """The settings (defaults where unset) of each of the workspaces that exist, by id."""
+    rows = await repository.workspaces_by_id(session, list(workspace_ids))
+    return {workspace.id: WorkspaceSettings.load(workspace.settings) for workspace in rows}
