@@ -5,10 +5,12 @@
   rows leased; when the lease runs out another worker takes them over.
 - **At send time** the gate is asked again: a consent withdrawn after queueing makes the delivery
   ``blocked_at_send`` (nothing is sent); outside the send window it waits for the next opening.
+- What differs between channels (the provider adapter, what goes into the request, what a provider's answer
+  means for the address) comes from the channel registry (:mod:`app.channels`); nothing here names a channel.
 - Every provider call has a deadline. Transient failures are retried with exponential backoff and jitter up to
-  ``max_attempts``; permanent ones fail at once. Provider feedback changes state: Twilio 21610 →
-  ``provider_blocked`` and opted out; a push subscription gone → ``expired`` and opted out; an SMTP 5xx →
-  ``undeliverable``.
+  ``max_attempts``; permanent ones fail at once. The channel's feedback mapping turns what the provider said
+  into state: Twilio 21610 → ``provider_blocked`` and opted out; a push subscription gone → ``expired`` and
+  opted out; an SMTP 5xx → ``undeliverable``.
 - The outcome is written only by the worker holding the lease (checked in the UPDATE), so a late worker never
   overwrites the row's new owner. The window in which a send can repeat is a worker dying after the provider
   accepted and before the outcome was written; the Message-ID (email) and push Topic derived from the delivery
@@ -21,22 +23,22 @@ import asyncio
 import os
 import socket
 import uuid
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.channels import registry
+from app.channels.adapters import Adapters
+from app.channels.base import Sending
 from app.domain.gate import PointFacts, Reason, decide_point
-from app.domain.model import ActorType, Channel, PurposeKind, Reachability, Trigger
+from app.domain.model import ActorType, Channel, PurposeKind
 from app.eligibility import repository as facts_repository
-from app.emails.service import unsubscribe_urls
-from app.emails.tokens import UnsubscribeTarget
 from app.ledger import repository as ledger
 from app.ledger.actions import withdraw_point
-from app.ledger.models import Contact, ContactPoint
+from app.ledger.models import ContactPoint
 from app.ledger.service import Actor
 from app.lib.db import Database
 from app.lib.keys import Keys
@@ -46,16 +48,12 @@ from app.messages import repository
 from app.messages.models import Delivery, Message
 from app.messages.repository import Claimed, add_event
 from app.purposes import repository as purposes_repository
-from app.purposes.models import Purpose
-from app.push.service import private_key
 from app.settings import Settings
 from app.workspaces.service import settings_by_workspace
-from app.workspaces.settings import WorkspaceSettings, window_of
+from app.workspaces.settings import window_of
 from channel_providers.base import ChannelAdapter, Outbound, Outcome, SendResult
 
 log = structlog.get_logger(__name__)
-
-AdapterFor = Callable[[uuid.UUID, Channel, WorkspaceSettings], ChannelAdapter]
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +89,7 @@ class Dispatcher:
         database: Database,
         keys: Keys,
         settings: Settings,
-        adapter_for: AdapterFor,
+        adapters: Adapters,
         *,
         config: DispatchConfig | None = None,
         worker_id: str | None = None,
@@ -99,7 +97,7 @@ class Dispatcher:
         self.database = database
         self.keys = keys
         self.settings = settings
-        self.adapter_for = adapter_for
+        self.adapters = adapters
         self.config = config or DispatchConfig()
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
@@ -201,15 +199,26 @@ class Dispatcher:
                     else:
                         await self._finish(session, delivery, "blocked_at_send", error=reason.value)
                     continue
-                outbound = self._outbound(
-                    delivery,
-                    message=message,
-                    point=point,
-                    contact=contacts.get(point.contact_id),
-                    purpose=purpose,
-                    settings=settings,
+                contact = contacts.get(point.contact_id)
+                spec = registry.spec(channel)
+                outbound = spec.compose(
+                    Sending(
+                        channel=channel,
+                        delivery_id=delivery.id,
+                        workspace_id=delivery.workspace_id,
+                        settings=settings,
+                        service=self.settings,
+                        keys=self.keys,
+                        point_id=point.id,
+                        address=point.value,
+                        details=point.details,
+                        content=message.content[channel.value],
+                        purpose_id=purpose.id,
+                        purpose_kind=PurposeKind(purpose.kind),
+                        locale=contact.locale if contact else None,
+                    )
                 )
-                adapter = self.adapter_for(delivery.workspace_id, channel, settings)
+                adapter = spec.adapter(self.adapters, delivery.workspace_id, settings)
                 ready.append(_Prepared(delivery.id, delivery.workspace_id, channel, outbound, adapter))
         return ready
 
@@ -236,47 +245,6 @@ class Dispatcher:
             )
             found.update({(fact.id, purpose_id): fact for _, fact in rows})
         return found
-
-    def _outbound(
-        self,
-        delivery: Delivery,
-        *,
-        message: Message,
-        point: ContactPoint,
-        contact: Contact | None,
-        purpose: Purpose,
-        settings: WorkspaceSettings,
-    ) -> Outbound:
-        channel = Channel(delivery.channel)
-        extras: dict[str, Any] = {}
-        sender: str | None = None
-        if channel is Channel.EMAIL:
-            sender = settings.email.from_address or self.settings.mail.mail_from
-            if purpose.kind == PurposeKind.MARKETING:
-                lang = (contact.locale if contact and contact.locale else settings.locale)[:2]
-                extras["unsubscribe"] = unsubscribe_urls(
-                    self.settings, self.keys, UnsubscribeTarget(point.id, purpose.id), lang
-                )
-        elif channel is Channel.SMS:
-            sender = settings.phone.sms_from
-        elif channel is Channel.WHATSAPP:
-            sender = settings.phone.whatsapp_from
-        elif channel is Channel.WEB_PUSH:
-            extras["vapid_private_key"] = private_key(self.keys, delivery.workspace_id, settings)
-            extras["vapid_subject"] = settings.web_push.subject
-        if channel in (Channel.SMS, Channel.WHATSAPP) and self.settings.public_base_url_configured:
-            extras["status_callback"] = (
-                f"{self.settings.public_base_url}/webhooks/twilio/{delivery.workspace_id}/status"
-            )
-        return Outbound(
-            id=str(delivery.id),
-            channel=channel.value,
-            to=point.value,
-            content=message.content[channel.value],
-            details=dict(point.details),
-            sender=sender,
-            extras=extras,
-        )
 
     async def _record_all(self, results: Mapping[uuid.UUID, SendResult], workspace_ids: Collection[uuid.UUID]) -> None:
         """Write the outcomes in one transaction, for the rows this worker still holds the lease of."""
@@ -313,26 +281,21 @@ class Dispatcher:
             await self._feedback(session, delivery, result)
 
     async def _feedback(self, session: AsyncSession, delivery: Delivery, result: SendResult) -> None:
-        """Mirror what the provider said about the address (CHANNEL_RULES.md §0.3)."""
+        """Mirror what the provider said about the address, as the channel reads it (CHANNEL_RULES.md §0.3)."""
+        effect = registry.spec(delivery.channel).feedback.get(result.outcome)
+        if effect is None:
+            return
         points = await ledger.contact_points_by_id(session, [delivery.workspace_id], [delivery.contact_point_id])
         point = points.get(delivery.contact_point_id)
         if point is None:
             return
-        now = utcnow()
         evidence = {"delivery_id": str(delivery.id), "error_code": result.error_code, "detail": result.detail[:500]}
-        provider = Actor(ActorType.PROVIDER, delivery.channel)
-        if result.outcome is Outcome.BLOCKED:
-            await ledger.set_reachability(session, point.id, Reachability.PROVIDER_BLOCKED.value, now)
+        await ledger.set_reachability(session, point.id, effect.reachability.value, utcnow())
+        if effect.withdraw is not None:
+            provider = Actor(ActorType.PROVIDER, delivery.channel)
             await withdraw_point(
-                session, delivery.workspace_id, point, trigger=Trigger.PROVIDER_BLOCK, evidence=evidence, actor=provider
+                session, delivery.workspace_id, point, trigger=effect.withdraw, evidence=evidence, actor=provider
             )
-        elif result.outcome is Outcome.GONE:
-            await ledger.set_reachability(session, point.id, Reachability.EXPIRED.value, now)
-            await withdraw_point(
-                session, delivery.workspace_id, point, trigger=Trigger.PROVIDER_GONE, evidence=evidence, actor=provider
-            )
-        elif result.outcome is Outcome.PERMANENT and delivery.channel == Channel.EMAIL:
-            await ledger.set_reachability(session, point.id, Reachability.UNDELIVERABLE.value, now)
 
     async def _finish(
         self,

@@ -16,6 +16,8 @@ from typing import Any
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.channels import registry
+from app.channels.base import Report
 from app.domain import content as content_rules
 from app.domain.gate import PointFacts, Reason, decide_point, strongest
 from app.domain.model import Channel, PurposeKind
@@ -199,19 +201,27 @@ def overall_status(initial: str, deliveries: Sequence[str]) -> str:
     return "failed"
 
 
-#: Provider delivery reports that change a sent delivery (Twilio's MessageStatus values; "read" is WhatsApp's).
-_REPORTED = {"delivered": "delivered", "read": "delivered", "undelivered": "failed", "failed": "failed"}
+#: What a provider's delivery report makes of a sent delivery.
+_AFTER_REPORT = {Report.DELIVERED: "delivered", Report.FAILED: "failed"}
 
 
 async def record_provider_status(
     session: AsyncSession, workspace_id: uuid.UUID, provider_message_id: str, status: str, error: str | None
 ) -> None:
-    """A delivery report from the provider: a sent delivery becomes ``delivered`` or ``failed``."""
-    target = _REPORTED.get(status)
-    if target is None:
+    """A delivery report from the provider: a sent delivery becomes ``delivered`` or ``failed``.
+
+    The delivery's channel says which of the provider's statuses count (:attr:`ChannelSpec.reports`).
+    """
+    if status not in registry.REPORT_STATUSES:
         return
     delivery = await repository.lock_by_provider_id(session, workspace_id, provider_message_id)
-    if delivery is None or delivery.status not in ("sent", "delivered") or delivery.status == target:
+    if delivery is None:
+        return
+    report = registry.spec(delivery.channel).reports.get(status)
+    if report is None:
+        return
+    target = _AFTER_REPORT[report]
+    if delivery.status not in ("sent", "delivered") or delivery.status == target:
         return
     now = utcnow()
     repository.report(delivery, target, error=error, at=now)

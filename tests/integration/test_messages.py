@@ -18,10 +18,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from sqlalchemy import func, select, update
 
+from app.channels.adapters import Adapters
 from app.lib.auth import Scope
 from app.lib.keys import Keys
 from app.lib.orm import utcnow
-from app.messages.adapters import Adapters
 from app.messages.dispatcher import DispatchConfig, Dispatcher
 from app.messages.models import Delivery, Message
 from app.settings import MailSettings, Settings, TwilioSettings
