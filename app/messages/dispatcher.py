@@ -47,6 +47,7 @@ from app.lib.rounds import backoff, work_until
 from app.messages import repository
 from app.messages.models import Delivery, Message
 from app.messages.repository import Claimed, add_event
+from app.messages.status import DeliveryStatus, Step, step_of
 from app.purposes import repository as purposes_repository
 from app.settings import Settings
 from app.workspaces.service import settings_by_workspace
@@ -136,7 +137,9 @@ class Dispatcher:
             )
             for row in claimed:
                 if row.attempts > 1:
-                    add_event(session, row.message_id, row.id, row.channel, "sending", detail={"attempt": row.attempts})
+                    add_event(
+                        session, row.message_id, row.id, row.channel, Step.SENDING, detail={"attempt": row.attempts}
+                    )
         return claimed
 
     async def _send(self, item: _Prepared) -> SendResult:
@@ -178,7 +181,9 @@ class Dispatcher:
                 purpose = purposes.get(message.purpose_id) if message else None
                 settings = settings_of.get(delivery.workspace_id)
                 if message is None or point is None or purpose is None or settings is None:
-                    await self._finish(session, delivery, "failed", error="the message or its address no longer exists")
+                    await self._finish(
+                        session, delivery, DeliveryStatus.FAILED, error="the message or its address no longer exists"
+                    )
                     continue
                 fact = facts.get((point.id, purpose.id))
                 decision = (
@@ -197,7 +202,7 @@ class Dispatcher:
                     if decision is not None and reason is Reason.OUTSIDE_SEND_WINDOW and decision.next_window_opens_at:
                         await self._wait(session, delivery, decision.next_window_opens_at)
                     else:
-                        await self._finish(session, delivery, "blocked_at_send", error=reason.value)
+                        await self._finish(session, delivery, DeliveryStatus.BLOCKED_AT_SEND, error=reason.value)
                     continue
                 contact = contacts.get(point.contact_id)
                 spec = registry.spec(channel)
@@ -262,7 +267,7 @@ class Dispatcher:
     async def _apply(self, session: AsyncSession, delivery: Delivery, result: SendResult) -> None:
         error = f"{result.error_code}: {result.detail}" if result.error_code else result.detail or None
         if result.outcome is Outcome.ACCEPTED:
-            await self._finish(session, delivery, "sent", provider_id=result.provider_message_id)
+            await self._finish(session, delivery, DeliveryStatus.SENT, provider_id=result.provider_message_id)
         elif result.outcome is Outcome.TRANSIENT and delivery.attempts < self.config.max_attempts:
             delay = backoff(delivery.attempts, self.config.base_backoff, self.config.max_backoff)
             retry_at = utcnow() + timedelta(seconds=delay)
@@ -272,12 +277,12 @@ class Dispatcher:
                 delivery.message_id,
                 delivery.id,
                 delivery.channel,
-                "retry_scheduled",
+                Step.RETRY_SCHEDULED,
                 error=error,
                 detail={"attempt": delivery.attempts, "next_attempt_at": retry_at.isoformat()},
             )
         else:
-            await self._finish(session, delivery, "failed", error=error)
+            await self._finish(session, delivery, DeliveryStatus.FAILED, error=error)
             await self._feedback(session, delivery, result)
 
     async def _feedback(self, session: AsyncSession, delivery: Delivery, result: SendResult) -> None:
@@ -301,14 +306,20 @@ class Dispatcher:
         self,
         session: AsyncSession,
         delivery: Delivery,
-        status: str,
+        status: DeliveryStatus,
         *,
         provider_id: str | None = None,
         error: str | None = None,
     ) -> None:
         repository.settle(delivery, status, provider_id=provider_id, error=error, at=utcnow())
         add_event(
-            session, delivery.message_id, delivery.id, delivery.channel, status, provider_id=provider_id, error=error
+            session,
+            delivery.message_id,
+            delivery.id,
+            delivery.channel,
+            step_of(status),
+            provider_id=provider_id,
+            error=error,
         )
         log.debug("delivery", channel=delivery.channel, status=status, attempts=delivery.attempts)
 
@@ -320,7 +331,7 @@ class Dispatcher:
             delivery.message_id,
             delivery.id,
             delivery.channel,
-            "waiting_for_send_window",
+            Step.WAITING_FOR_SEND_WINDOW,
             detail={"opens_at": opens.isoformat()},
         )
 

@@ -22,10 +22,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.lib.ids import uuid7
 from app.lib.orm import utcnow
 from app.messages.models import Delivery, Message, MessageEvent
+from app.messages.status import DeliveryStatus, MessageStatus, Step
 
-#: The claim of due deliveries. Its inner SELECT must stay as it is: its WHERE clause implies the predicate of
-#: the partial index ``ix_deliveries_due`` (``status IN ('queued', 'sending')``), so the scan reads only work that
-#: is due or whose lease ran out, however many finished deliveries the table holds.
+#: The claim of due deliveries. Its inner SELECT must stay as it is: its WHERE clause implies the predicate of the
+#: partial index ``ix_deliveries_due`` (``status IN ('queued', 'sending')``), so the scan reads only work that is
+#: due or whose lease ran out, however many finished deliveries the table holds. The literals are
+#: ``DeliveryStatus.QUEUED`` and ``SENDING``, written out like the index's predicate so the planner matches them.
 _CLAIM = text(
     """
     UPDATE deliveries d
@@ -88,7 +90,7 @@ async def lock_held(
                 Delivery.id.in_(list(delivery_ids)),
                 Delivery.workspace_id.in_(list(workspace_ids)),
                 Delivery.leased_by == worker,
-                Delivery.status == "sending",
+                Delivery.status == DeliveryStatus.SENDING,
             )
             .order_by(Delivery.id)
             .with_for_update()
@@ -157,7 +159,7 @@ async def add_message(  # the row's own fields
     route: list[str],
     content: dict[str, Any],
     decision: dict[str, Any],
-    status: str,
+    status: MessageStatus,
     send_at: datetime | None,
 ) -> Message:
     """Insert a message."""
@@ -185,7 +187,7 @@ async def add_delivery(
     *,
     channel: str,
     contact_point_id: uuid.UUID,
-    status: str,
+    status: DeliveryStatus,
     next_attempt_at: datetime,
     at: datetime,
 ) -> Delivery:
@@ -211,7 +213,7 @@ def add_event(  # the event's own fields, in the table's order
     message_id: uuid.UUID,
     delivery_id: uuid.UUID | None,
     channel: str | None,
-    status: str,
+    status: Step,
     *,
     provider_id: str | None = None,
     error: str | None = None,
@@ -239,7 +241,12 @@ def add_event(  # the event's own fields, in the table's order
 
 
 def settle(
-    delivery: Delivery, status: str, *, provider_id: str | None = None, error: str | None = None, at: datetime
+    delivery: Delivery,
+    status: DeliveryStatus,
+    *,
+    provider_id: str | None = None,
+    error: str | None = None,
+    at: datetime,
 ) -> None:
     """The delivery's attempt is over with ``status``: the lease ends, the provider's id is kept."""
     delivery.status = status
@@ -251,21 +258,21 @@ def settle(
 
 def requeue_for_retry(delivery: Delivery, next_attempt_at: datetime, *, error: str | None, at: datetime) -> None:
     """Back to the queue after a failed attempt (counted), with the error that made it fail."""
-    delivery.status, delivery.next_attempt_at = "queued", next_attempt_at
+    delivery.status, delivery.next_attempt_at = DeliveryStatus.QUEUED, next_attempt_at
     delivery.lease_until = delivery.leased_by = None
     delivery.last_error, delivery.updated_at = error, at
 
 
 def requeue_for_window(delivery: Delivery, opens: datetime, *, at: datetime) -> None:
     """Back to the queue until the send window opens; the claim that found it closed is not an attempt."""
-    delivery.status = "queued"
+    delivery.status = DeliveryStatus.QUEUED
     delivery.next_attempt_at = opens
     delivery.attempts = max(delivery.attempts - 1, 0)
     delivery.lease_until = delivery.leased_by = None
     delivery.updated_at = at
 
 
-def report(delivery: Delivery, status: str, *, error: str | None, at: datetime) -> None:
+def report(delivery: Delivery, status: DeliveryStatus, *, error: str | None, at: datetime) -> None:
     """A provider's delivery report changed a sent delivery (the last error is kept when the report has none)."""
     delivery.status, delivery.updated_at = status, at
     delivery.last_error = error or delivery.last_error

@@ -38,15 +38,12 @@ from app.messages.schemas import (
     Skipped,
     StatusEntry,
 )
+from app.messages.status import DeliveryStatus, MessageStatus, Step, step_of
 from app.purposes import repository as purposes
 from app.purposes.models import Purpose
 from app.purposes.service import require_purpose
 from app.workspaces.service import settings_of
 from app.workspaces.settings import WorkspaceSettings, window_of
-
-QUEUED = "queued"
-NO_ELIGIBLE_CHANNEL = "no_eligible_channel"
-FINAL = frozenset({"sent", "delivered", "failed", "blocked_at_send"})
 
 
 async def create_message(session: AsyncSession, workspace_id: uuid.UUID, data: MessageIn) -> MessageOut:
@@ -70,7 +67,7 @@ async def create_message(session: AsyncSession, workspace_id: uuid.UUID, data: M
         chosen=chosen,
         skipped=skipped,
     )
-    status = QUEUED if chosen else NO_ELIGIBLE_CHANNEL
+    status = MessageStatus.QUEUED if chosen else MessageStatus.NO_ELIGIBLE_CHANNEL
     message = await repository.add_message(
         session,
         workspace_id,
@@ -90,7 +87,7 @@ async def create_message(session: AsyncSession, workspace_id: uuid.UUID, data: M
             message.id,
             channel=pick.channel.value,
             contact_point_id=pick.contact_point_id,
-            status=QUEUED,
+            status=DeliveryStatus.QUEUED,
             next_attempt_at=pick.not_before or not_before,
             at=now,
         )
@@ -99,7 +96,7 @@ async def create_message(session: AsyncSession, workspace_id: uuid.UUID, data: M
             message.id,
             delivery.id,
             pick.channel.value,
-            QUEUED,
+            Step.QUEUED,
             detail={"not_before": (pick.not_before or not_before).isoformat()},
             at=now,
         )
@@ -109,7 +106,7 @@ async def create_message(session: AsyncSession, workspace_id: uuid.UUID, data: M
             message.id,
             None,
             None,
-            NO_ELIGIBLE_CHANNEL,
+            Step.NO_ELIGIBLE_CHANNEL,
             detail={"skipped": msgspec.to_builtins(skipped)},
             at=now,
         )
@@ -180,7 +177,7 @@ async def get_message(session: AsyncSession, workspace_id: uuid.UUID, message_id
         message_id=message.id,
         contact_id=message.contact_id,
         purpose=purpose.key if purpose else "",
-        status=overall_status(message.status, [d.status for d in deliveries]),
+        status=overall_status(MessageStatus(message.status), [DeliveryStatus(d.status) for d in deliveries]),
         created_at=message.created_at,
         decision=msgspec.convert(message.decision, Decision),
         deliveries=[delivery_out(d) for d in deliveries],
@@ -188,21 +185,25 @@ async def get_message(session: AsyncSession, workspace_id: uuid.UUID, message_id
     )
 
 
-def overall_status(initial: str, deliveries: Sequence[str]) -> str:
+#: A message is in progress while one of its deliveries is; then it has the best outcome of any, in this order.
+_OVERALL = (
+    DeliveryStatus.SENDING,
+    DeliveryStatus.QUEUED,
+    DeliveryStatus.DELIVERED,
+    DeliveryStatus.SENT,
+    DeliveryStatus.BLOCKED_AT_SEND,
+)
+
+
+def overall_status(initial: MessageStatus, deliveries: Sequence[DeliveryStatus]) -> MessageStatus | DeliveryStatus:
     """One status for the message: in progress until every delivery is final; then the best outcome."""
     if not deliveries:
         return initial
-    for status in ("sending", "queued"):
-        if status in deliveries:
-            return status
-    for status in ("delivered", "sent", "blocked_at_send"):
-        if status in deliveries:
-            return status
-    return "failed"
+    return next((status for status in _OVERALL if status in deliveries), DeliveryStatus.FAILED)
 
 
 #: What a provider's delivery report makes of a sent delivery.
-_AFTER_REPORT = {Report.DELIVERED: "delivered", Report.FAILED: "failed"}
+_AFTER_REPORT = {Report.DELIVERED: DeliveryStatus.DELIVERED, Report.FAILED: DeliveryStatus.FAILED}
 
 
 async def record_provider_status(
@@ -221,7 +222,7 @@ async def record_provider_status(
     if report is None:
         return
     target = _AFTER_REPORT[report]
-    if delivery.status not in ("sent", "delivered") or delivery.status == target:
+    if delivery.status not in (DeliveryStatus.SENT, DeliveryStatus.DELIVERED) or delivery.status == target:
         return
     now = utcnow()
     repository.report(delivery, target, error=error, at=now)
@@ -230,7 +231,7 @@ async def record_provider_status(
         delivery.message_id,
         delivery.id,
         delivery.channel,
-        target,
+        step_of(target),
         provider_id=provider_message_id,
         error=error,
         detail={"provider_status": status},
