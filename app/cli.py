@@ -420,9 +420,9 @@ def worker(concurrency: int, lease_seconds: int, deadline: float) -> None:
     import signal  # noqa: PLC0415
     from datetime import timedelta  # noqa: PLC0415
 
+    from app.channels.adapters import Adapters  # noqa: PLC0415
     from app.lib.keys import Keys  # noqa: PLC0415
     from app.main import mail_sender  # noqa: PLC0415
-    from app.messages.adapters import Adapters  # noqa: PLC0415
     from app.messages.dispatcher import DispatchConfig, Dispatcher  # noqa: PLC0415
     from app.webhooks.sender import WebhookSender  # noqa: PLC0415
 

@@ -20,6 +20,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.static_files import create_static_files_router
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.channels.adapters import Adapters
 from app.eligibility.controllers import EligibilityController
 from app.eligibility.fastpath import eligibility_fast_path
 from app.emails.controllers import ConfirmationPages, EmailWebhookController, UnsubscribePages
@@ -33,7 +34,6 @@ from app.lib.errors import Unavailable, exception_handlers
 from app.lib.idempotency import idempotency_middleware, prune
 from app.lib.keys import Keys
 from app.lib.observability import Metrics, configure_logging, request_middleware_factory
-from app.messages.adapters import Adapters
 from app.messages.controllers import MessageController
 from app.messages.dispatcher import Dispatcher
 from app.ops.controllers import health, metrics, ready

@@ -550,3 +550,27 @@ async def unobjected_print_points_in_table(
         )
     ).all()
     return [row.id for row in rows]
+
+
+async def contact_points_by_id(
+    session: AsyncSession, workspace_ids: Sequence[uuid.UUID], point_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, ContactPoint]:
+    """Contact points by id, of the given workspaces only (the dispatcher's batches span workspaces)."""
+    if not point_ids:
+        return {}
+    rows = await session.scalars(
+        select(ContactPoint).where(ContactPoint.id.in_(point_ids), ContactPoint.workspace_id.in_(workspace_ids))
+    )
+    return {point.id: point for point in rows}
+
+
+async def contacts_by_id(
+    session: AsyncSession, workspace_ids: Sequence[uuid.UUID], contact_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, Contact]:
+    """Contacts by id, of the given workspaces only."""
+    if not contact_ids:
+        return {}
+    rows = await session.scalars(
+        select(Contact).where(Contact.id.in_(contact_ids), Contact.workspace_id.in_(workspace_ids))
+    )
+    return {contact.id: contact for contact in rows}

@@ -5,10 +5,12 @@
   rows leased; when the lease runs out another worker takes them over.
 - **At send time** the gate is asked again: a consent withdrawn after queueing makes the delivery
   ``blocked_at_send`` (nothing is sent); outside the send window it waits for the next opening.
+- What differs between channels (the provider adapter, what goes into the request, what a provider's answer
+  means for the address) comes from the channel registry (:mod:`app.channels`); nothing here names a channel.
 - Every provider call has a deadline. Transient failures are retried with exponential backoff and jitter up to
-  ``max_attempts``; permanent ones fail at once. Provider feedback changes state: Twilio 21610 →
-  ``provider_blocked`` and opted out; a push subscription gone → ``expired`` and opted out; an SMTP 5xx →
-  ``undeliverable``.
+  ``max_attempts``; permanent ones fail at once. The channel's feedback mapping turns what the provider said
+  into state: Twilio 21610 → ``provider_blocked`` and opted out; a push subscription gone → ``expired`` and
+  opted out; an SMTP 5xx → ``undeliverable``.
 - The outcome is written only by the worker holding the lease (checked in the UPDATE), so a late worker never
   overwrites the row's new owner. The window in which a send can repeat is a worker dying after the provider
   accepted and before the outcome was written; the Message-ID (email) and push Topic derived from the delivery
@@ -21,41 +23,38 @@ import asyncio
 import os
 import socket
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
 
 import structlog
-from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.channels import registry
+from app.channels.adapters import Adapters
+from app.channels.base import Sending
 from app.domain.gate import PointFacts, Reason, decide_point
-from app.domain.model import ActorType, Channel, PurposeKind, Reachability, Trigger
+from app.domain.model import ActorType, Channel, PurposeKind
 from app.eligibility import repository as facts_repository
-from app.emails.service import unsubscribe_urls
-from app.emails.tokens import UnsubscribeTarget
 from app.ledger import repository as ledger
 from app.ledger.actions import withdraw_point
-from app.ledger.models import Contact, ContactPoint
+from app.ledger.models import ContactPoint
 from app.ledger.service import Actor
 from app.lib.db import Database
 from app.lib.keys import Keys
 from app.lib.orm import utcnow
 from app.lib.rounds import backoff, work_until
+from app.messages import repository
 from app.messages.models import Delivery, Message
-from app.messages.service import add_event
-from app.purposes.models import Purpose
-from app.push.service import private_key
+from app.messages.repository import Claimed, add_event
+from app.messages.status import DeliveryStatus, Step, step_of
+from app.purposes import repository as purposes_repository
 from app.settings import Settings
-from app.workspaces.models import Workspace
-from app.workspaces.settings import WorkspaceSettings, window_of
+from app.workspaces.service import settings_by_workspace
+from app.workspaces.settings import window_of
 from channel_providers.base import ChannelAdapter, Outbound, Outcome, SendResult
 
 log = structlog.get_logger(__name__)
-
-T = TypeVar("T")
-AdapterFor = Callable[[uuid.UUID, Channel, WorkspaceSettings], ChannelAdapter]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +76,7 @@ class _Prepared:
     """A claimed delivery ready to send (or already decided not to)."""
 
     delivery_id: uuid.UUID
+    workspace_id: uuid.UUID
     channel: Channel
     outbound: Outbound | None
     adapter: ChannelAdapter | None
@@ -90,7 +90,7 @@ class Dispatcher:
         database: Database,
         keys: Keys,
         settings: Settings,
-        adapter_for: AdapterFor,
+        adapters: Adapters,
         *,
         config: DispatchConfig | None = None,
         worker_id: str | None = None,
@@ -98,7 +98,7 @@ class Dispatcher:
         self.database = database
         self.keys = keys
         self.settings = settings
-        self.adapter_for = adapter_for
+        self.adapters = adapters
         self.config = config or DispatchConfig()
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
@@ -120,40 +120,27 @@ class Dispatcher:
         prepared = await self._prepare(claimed)
         limit = asyncio.Semaphore(self.config.concurrency)
 
-        async def one(item: _Prepared) -> tuple[uuid.UUID, SendResult]:
+        async def one(item: _Prepared) -> tuple[_Prepared, SendResult]:
             async with limit:
-                return item.delivery_id, await self._send(item)
+                return item, await self._send(item)
 
         results = await asyncio.gather(*(one(item) for item in prepared))
         if results:
-            await self._record_all(dict(results))
+            outcomes = {item.delivery_id: result for item, result in results}
+            await self._record_all(outcomes, {item.workspace_id for item, _ in results})
         return len(claimed)
 
-    async def _claim(self) -> list[uuid.UUID]:
+    async def _claim(self) -> list[Claimed]:
         async with self.database.sessionmaker() as session, session.begin():
-            rows = await session.execute(
-                text(
-                    """
-                    UPDATE deliveries d
-                       SET status = 'sending', lease_until = clock_timestamp() + make_interval(secs => :lease),
-                           leased_by = :worker, attempts = d.attempts + 1, updated_at = clock_timestamp()
-                     WHERE d.id IN (
-                           SELECT id FROM deliveries
-                            WHERE (status = 'queued' AND next_attempt_at <= clock_timestamp())
-                               OR (status = 'sending' AND lease_until < clock_timestamp())
-                            ORDER BY next_attempt_at
-                            LIMIT :batch
-                              FOR UPDATE SKIP LOCKED)
-                    RETURNING d.id, d.message_id, d.channel, d.attempts
-                    """
-                ),
-                {"lease": self.config.lease.total_seconds(), "worker": self.worker_id, "batch": self.config.batch},
+            claimed = await repository.claim_due(
+                session, self.worker_id, lease_seconds=self.config.lease.total_seconds(), batch=self.config.batch
             )
-            claimed = rows.all()
             for row in claimed:
                 if row.attempts > 1:
-                    add_event(session, row.message_id, row.id, row.channel, "sending", detail={"attempt": row.attempts})
-        return [row.id for row in claimed]
+                    add_event(
+                        session, row.message_id, row.id, row.channel, Step.SENDING, detail={"attempt": row.attempts}
+                    )
+        return claimed
 
     async def _send(self, item: _Prepared) -> SendResult:
         assert item.adapter is not None
@@ -166,17 +153,25 @@ class Dispatcher:
             log.exception("adapter_failed", channel=item.channel.value)
             return SendResult(Outcome.TRANSIENT, detail=f"{type(exc).__name__}: {exc}")
 
-    async def _prepare(self, ids: list[uuid.UUID]) -> list[_Prepared]:
-        """Load what the sends need and ask the gate again; blocked or waiting deliveries are settled here."""
+    async def _prepare(self, claimed: Sequence[Claimed]) -> list[_Prepared]:
+        """Load what the sends need and ask the gate again; blocked or waiting deliveries are settled here.
+
+        One query per table for the whole batch, each limited by the repositories to the workspaces of the claimed
+        deliveries.
+        """
         ready: list[_Prepared] = []
+        workspace_ids = sorted({c.workspace_id for c in claimed})
         async with self.database.sessionmaker() as session, session.begin():
-            deliveries = (await session.scalars(select(Delivery).where(Delivery.id.in_(ids)))).all()
-            messages = await _by_id(session, Message, {d.message_id for d in deliveries})
-            points = await _by_id(session, ContactPoint, {d.contact_point_id for d in deliveries})
-            purposes = await _by_id(session, Purpose, {m.purpose_id for m in messages.values()})
-            workspaces = await _by_id(session, Workspace, {d.workspace_id for d in deliveries})
-            contacts = await _by_id(session, Contact, {p.contact_id for p in points.values()})
-            settings_of = {ws.id: WorkspaceSettings.load(ws.settings) for ws in workspaces.values()}
+            deliveries = await repository.deliveries_by_id(session, workspace_ids, [c.id for c in claimed])
+            messages = await repository.messages_by_id(session, workspace_ids, _ids(d.message_id for d in deliveries))
+            points = await ledger.contact_points_by_id(
+                session, workspace_ids, _ids(d.contact_point_id for d in deliveries)
+            )
+            purposes = await purposes_repository.purposes_by_ids(
+                session, workspace_ids, _ids(m.purpose_id for m in messages.values())
+            )
+            contacts = await ledger.contacts_by_id(session, workspace_ids, _ids(p.contact_id for p in points.values()))
+            settings_of = await settings_by_workspace(session, workspace_ids)
             facts = await self._facts(session, deliveries, messages, points)
             now = utcnow()
             for delivery in deliveries:
@@ -186,7 +181,9 @@ class Dispatcher:
                 purpose = purposes.get(message.purpose_id) if message else None
                 settings = settings_of.get(delivery.workspace_id)
                 if message is None or point is None or purpose is None or settings is None:
-                    await self._finish(session, delivery, "failed", error="the message or its address no longer exists")
+                    await self._finish(
+                        session, delivery, DeliveryStatus.FAILED, error="the message or its address no longer exists"
+                    )
                     continue
                 fact = facts.get((point.id, purpose.id))
                 decision = (
@@ -205,18 +202,29 @@ class Dispatcher:
                     if decision is not None and reason is Reason.OUTSIDE_SEND_WINDOW and decision.next_window_opens_at:
                         await self._wait(session, delivery, decision.next_window_opens_at)
                     else:
-                        await self._finish(session, delivery, "blocked_at_send", error=reason.value)
+                        await self._finish(session, delivery, DeliveryStatus.BLOCKED_AT_SEND, error=reason.value)
                     continue
-                outbound = self._outbound(
-                    delivery,
-                    message=message,
-                    point=point,
-                    contact=contacts.get(point.contact_id),
-                    purpose=purpose,
-                    settings=settings,
+                contact = contacts.get(point.contact_id)
+                spec = registry.spec(channel)
+                outbound = spec.compose(
+                    Sending(
+                        channel=channel,
+                        delivery_id=delivery.id,
+                        workspace_id=delivery.workspace_id,
+                        settings=settings,
+                        service=self.settings,
+                        keys=self.keys,
+                        point_id=point.id,
+                        address=point.value,
+                        details=point.details,
+                        content=message.content[channel.value],
+                        purpose_id=purpose.id,
+                        purpose_kind=PurposeKind(purpose.kind),
+                        locale=contact.locale if contact else None,
+                    )
                 )
-                adapter = self.adapter_for(delivery.workspace_id, channel, settings)
-                ready.append(_Prepared(delivery.id, channel, outbound, adapter))
+                adapter = spec.adapter(self.adapters, delivery.workspace_id, settings)
+                ready.append(_Prepared(delivery.id, delivery.workspace_id, channel, outbound, adapter))
         return ready
 
     async def _facts(
@@ -243,153 +251,90 @@ class Dispatcher:
             found.update({(fact.id, purpose_id): fact for _, fact in rows})
         return found
 
-    def _outbound(
-        self,
-        delivery: Delivery,
-        *,
-        message: Message,
-        point: ContactPoint,
-        contact: Contact | None,
-        purpose: Purpose,
-        settings: WorkspaceSettings,
-    ) -> Outbound:
-        channel = Channel(delivery.channel)
-        extras: dict[str, Any] = {}
-        sender: str | None = None
-        if channel is Channel.EMAIL:
-            sender = settings.email.from_address or self.settings.mail.mail_from
-            if purpose.kind == PurposeKind.MARKETING:
-                lang = (contact.locale if contact and contact.locale else settings.locale)[:2]
-                extras["unsubscribe"] = unsubscribe_urls(
-                    self.settings, self.keys, UnsubscribeTarget(point.id, purpose.id), lang
-                )
-        elif channel is Channel.SMS:
-            sender = settings.phone.sms_from
-        elif channel is Channel.WHATSAPP:
-            sender = settings.phone.whatsapp_from
-        elif channel is Channel.WEB_PUSH:
-            extras["vapid_private_key"] = private_key(self.keys, delivery.workspace_id, settings)
-            extras["vapid_subject"] = settings.web_push.subject
-        if channel in (Channel.SMS, Channel.WHATSAPP) and self.settings.public_base_url_configured:
-            extras["status_callback"] = (
-                f"{self.settings.public_base_url}/webhooks/twilio/{delivery.workspace_id}/status"
-            )
-        return Outbound(
-            id=str(delivery.id),
-            channel=channel.value,
-            to=point.value,
-            content=message.content[channel.value],
-            details=dict(point.details),
-            sender=sender,
-            extras=extras,
-        )
-
-    async def _record_all(self, results: Mapping[uuid.UUID, SendResult]) -> None:
+    async def _record_all(self, results: Mapping[uuid.UUID, SendResult], workspace_ids: Collection[uuid.UUID]) -> None:
         """Write the outcomes in one transaction, for the rows this worker still holds the lease of."""
         async with self.database.sessionmaker() as session, session.begin():
-            held = (
-                await session.scalars(
-                    select(Delivery)
-                    .where(
-                        Delivery.id.in_(list(results)),
-                        Delivery.leased_by == self.worker_id,
-                        Delivery.status == "sending",
-                    )
-                    .order_by(Delivery.id)
-                    .with_for_update()
-                )
-            ).all()
+            held = await repository.lock_held(session, workspace_ids, list(results), self.worker_id)
             for lost in set(results) - {d.id for d in held}:
                 log.warning("delivery_lease_lost", delivery_id=str(lost), worker=self.worker_id)
             for delivery in held:
                 await self._apply(session, delivery, results[delivery.id])
 
-    async def _record(self, delivery_id: uuid.UUID, result: SendResult) -> None:
+    async def _record(self, claimed: Claimed, result: SendResult) -> None:
         """Write one outcome (see :meth:`_record_all`)."""
-        await self._record_all({delivery_id: result})
+        await self._record_all({claimed.id: result}, [claimed.workspace_id])
 
     async def _apply(self, session: AsyncSession, delivery: Delivery, result: SendResult) -> None:
         error = f"{result.error_code}: {result.detail}" if result.error_code else result.detail or None
         if result.outcome is Outcome.ACCEPTED:
-            await self._finish(session, delivery, "sent", provider_id=result.provider_message_id)
+            await self._finish(session, delivery, DeliveryStatus.SENT, provider_id=result.provider_message_id)
         elif result.outcome is Outcome.TRANSIENT and delivery.attempts < self.config.max_attempts:
             delay = backoff(delivery.attempts, self.config.base_backoff, self.config.max_backoff)
             retry_at = utcnow() + timedelta(seconds=delay)
-            delivery.status, delivery.next_attempt_at = "queued", retry_at
-            delivery.lease_until = delivery.leased_by = None
-            delivery.last_error, delivery.updated_at = error, utcnow()
+            repository.requeue_for_retry(delivery, retry_at, error=error, at=utcnow())
             add_event(
                 session,
                 delivery.message_id,
                 delivery.id,
                 delivery.channel,
-                "retry_scheduled",
+                Step.RETRY_SCHEDULED,
                 error=error,
                 detail={"attempt": delivery.attempts, "next_attempt_at": retry_at.isoformat()},
             )
         else:
-            await self._finish(session, delivery, "failed", error=error)
+            await self._finish(session, delivery, DeliveryStatus.FAILED, error=error)
             await self._feedback(session, delivery, result)
 
     async def _feedback(self, session: AsyncSession, delivery: Delivery, result: SendResult) -> None:
-        """Mirror what the provider said about the address (CHANNEL_RULES.md §0.3)."""
-        point = await session.get(ContactPoint, delivery.contact_point_id)
+        """Mirror what the provider said about the address, as the channel reads it (CHANNEL_RULES.md §0.3)."""
+        effect = registry.spec(delivery.channel).feedback.get(result.outcome)
+        if effect is None:
+            return
+        points = await ledger.contact_points_by_id(session, [delivery.workspace_id], [delivery.contact_point_id])
+        point = points.get(delivery.contact_point_id)
         if point is None:
             return
-        now = utcnow()
         evidence = {"delivery_id": str(delivery.id), "error_code": result.error_code, "detail": result.detail[:500]}
-        provider = Actor(ActorType.PROVIDER, delivery.channel)
-        if result.outcome is Outcome.BLOCKED:
-            await ledger.set_reachability(session, point.id, Reachability.PROVIDER_BLOCKED.value, now)
+        await ledger.set_reachability(session, point.id, effect.reachability.value, utcnow())
+        if effect.withdraw is not None:
+            provider = Actor(ActorType.PROVIDER, delivery.channel)
             await withdraw_point(
-                session, delivery.workspace_id, point, trigger=Trigger.PROVIDER_BLOCK, evidence=evidence, actor=provider
+                session, delivery.workspace_id, point, trigger=effect.withdraw, evidence=evidence, actor=provider
             )
-        elif result.outcome is Outcome.GONE:
-            await ledger.set_reachability(session, point.id, Reachability.EXPIRED.value, now)
-            await withdraw_point(
-                session, delivery.workspace_id, point, trigger=Trigger.PROVIDER_GONE, evidence=evidence, actor=provider
-            )
-        elif result.outcome is Outcome.PERMANENT and delivery.channel == Channel.EMAIL:
-            await ledger.set_reachability(session, point.id, Reachability.UNDELIVERABLE.value, now)
 
     async def _finish(
         self,
         session: AsyncSession,
         delivery: Delivery,
-        status: str,
+        status: DeliveryStatus,
         *,
         provider_id: str | None = None,
         error: str | None = None,
     ) -> None:
-        delivery.status = status
-        delivery.lease_until = None
-        delivery.provider_message_id = provider_id or delivery.provider_message_id
-        delivery.last_error = error
-        delivery.updated_at = utcnow()
-        add_event(
-            session, delivery.message_id, delivery.id, delivery.channel, status, provider_id=provider_id, error=error
-        )
-        log.debug("delivery", channel=delivery.channel, status=status, attempts=delivery.attempts)
-
-    async def _wait(self, session: AsyncSession, delivery: Delivery, opens: datetime) -> None:
-        """Outside the send window: back to the queue until it opens (not counted as an attempt)."""
-        delivery.status = "queued"
-        delivery.next_attempt_at = opens
-        delivery.attempts = max(delivery.attempts - 1, 0)
-        delivery.lease_until = delivery.leased_by = None
-        delivery.updated_at = utcnow()
+        repository.settle(delivery, status, provider_id=provider_id, error=error, at=utcnow())
         add_event(
             session,
             delivery.message_id,
             delivery.id,
             delivery.channel,
-            "waiting_for_send_window",
+            step_of(status),
+            provider_id=provider_id,
+            error=error,
+        )
+        log.debug("delivery", channel=delivery.channel, status=status, attempts=delivery.attempts)
+
+    async def _wait(self, session: AsyncSession, delivery: Delivery, opens: datetime) -> None:
+        """Outside the send window: back to the queue until it opens (not counted as an attempt)."""
+        repository.requeue_for_window(delivery, opens, at=utcnow())
+        add_event(
+            session,
+            delivery.message_id,
+            delivery.id,
+            delivery.channel,
+            Step.WAITING_FOR_SEND_WINDOW,
             detail={"opens_at": opens.isoformat()},
         )
 
 
-async def _by_id(session: AsyncSession, model: type[T], ids: set[uuid.UUID]) -> dict[uuid.UUID, T]:
-    if not ids:
-        return {}
-    rows = (await session.scalars(select(model).where(model.id.in_(list(ids))))).all()  # type: ignore[attr-defined]
-    return {row.id: row for row in rows}  # type: ignore[attr-defined]
+def _ids(values: Iterable[uuid.UUID]) -> list[uuid.UUID]:
+    return list(set(values))

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import enum
 import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, Text, text
+from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, Text, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.lib.orm import Base, CreatedAt, UUIDPrimaryKey
+from app.messages.status import DeliveryStatus, MessageStatus, Step
+
+
+def _known(values: type[enum.StrEnum]) -> CheckConstraint:
+    """``status`` is one of ``values`` (named ``ck_<table>_status_known``)."""
+    return CheckConstraint(f"status IN ({', '.join(repr(v.value) for v in values)})", name="status_known")
 
 
 class Message(UUIDPrimaryKey, CreatedAt, Base):
@@ -28,7 +35,7 @@ class Message(UUIDPrimaryKey, CreatedAt, Base):
     status: Mapped[str] = mapped_column(Text)
     send_at: Mapped[datetime | None]
 
-    __table_args__ = (Index("ix_messages_contact_id", "contact_id"),)
+    __table_args__ = (Index("ix_messages_contact_id", "contact_id"), _known(MessageStatus))
 
 
 class Delivery(UUIDPrimaryKey, Base):
@@ -50,6 +57,7 @@ class Delivery(UUIDPrimaryKey, Base):
     updated_at: Mapped[datetime]
 
     __table_args__ = (
+        _known(DeliveryStatus),
         Index("ix_deliveries_message_id", "message_id"),
         # what dispatchers scan: work that is due, and leases that ran out
         Index(
@@ -66,7 +74,7 @@ class Delivery(UUIDPrimaryKey, Base):
 
 
 class MessageEvent(UUIDPrimaryKey, Base):
-    """One step of a message's history (queued, sending, sent, failed, blocked_at_send, retry…)."""
+    """One step of a message's history (its status is a :class:`~app.messages.status.Step`)."""
 
     __tablename__ = "message_events"
 
@@ -79,4 +87,4 @@ class MessageEvent(UUIDPrimaryKey, Base):
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     at: Mapped[datetime]
 
-    __table_args__ = (Index("ix_message_events_message_id_at", "message_id", "at"),)
+    __table_args__ = (Index("ix_message_events_message_id_at", "message_id", "at"), _known(Step))

@@ -5,38 +5,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.lib.privacy import PrivacyHook, Subject
-from app.messages.models import Delivery, Message, MessageEvent
+from app.messages import repository
 from app.messages.schemas import ExportedMessage
 from app.messages.service import delivery_out, status_entry
 
 
 async def _export(session: AsyncSession, subject: Subject) -> Mapping[str, Any]:
-    messages = (
-        await session.scalars(
-            select(Message)
-            .where(Message.workspace_id == subject.workspace_id, Message.contact_id == subject.contact_id)
-            .order_by(Message.id)
-        )
-    ).all()
-    ids = [m.id for m in messages]
-    deliveries = (
-        (await session.scalars(select(Delivery).where(Delivery.message_id.in_(ids)).order_by(Delivery.id))).all()
-        if ids
-        else []
-    )
-    history = (
-        (
-            await session.scalars(
-                select(MessageEvent).where(MessageEvent.message_id.in_(ids)).order_by(MessageEvent.at, MessageEvent.id)
-            )
-        ).all()
-        if ids
-        else []
-    )
+    found = await repository.messages_of_contact(session, subject.workspace_id, subject.contact_id)
     return {
         "messages": [
             ExportedMessage(
@@ -48,19 +26,16 @@ async def _export(session: AsyncSession, subject: Subject) -> Mapping[str, Any]:
                 route=list(m.route),
                 content=dict(m.content),
                 decision=dict(m.decision),
-                deliveries=[delivery_out(d) for d in deliveries if d.message_id == m.id],
-                history=[status_entry(e) for e in history if e.message_id == m.id],
+                deliveries=[delivery_out(d) for d in found.deliveries if d.message_id == m.id],
+                history=[status_entry(e) for e in found.events if e.message_id == m.id],
             )
-            for m in messages
+            for m in found.messages
         ]
     }
 
 
 async def _erase(session: AsyncSession, subject: Subject) -> Mapping[str, int]:
-    result = await session.execute(
-        delete(Message).where(Message.workspace_id == subject.workspace_id, Message.contact_id == subject.contact_id)
-    )
-    return {"messages": result.rowcount}  # type: ignore[attr-defined]
+    return {"messages": await repository.delete_messages_of_contact(session, subject.workspace_id, subject.contact_id)}
 
 
 HOOK = PrivacyHook(

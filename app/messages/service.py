@@ -14,18 +14,20 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.channels import registry
+from app.channels.base import Report
 from app.domain import content as content_rules
 from app.domain.gate import PointFacts, Reason, decide_point, strongest
 from app.domain.model import Channel, PurposeKind
 from app.eligibility import repository as facts_repository
 from app.ledger.service import require_contact
 from app.lib.errors import InvalidInput, NotFound
-from app.lib.ids import uuid7
 from app.lib.orm import utcnow
-from app.messages.models import Delivery, Message, MessageEvent
+from app.messages import repository
+from app.messages.models import Delivery, MessageEvent
+from app.messages.repository import add_event
 from app.messages.schemas import (
     Chosen,
     Decision,
@@ -36,14 +38,12 @@ from app.messages.schemas import (
     Skipped,
     StatusEntry,
 )
+from app.messages.status import DeliveryStatus, MessageStatus, Step, step_of
+from app.purposes import repository as purposes
 from app.purposes.models import Purpose
 from app.purposes.service import require_purpose
 from app.workspaces.service import settings_of
 from app.workspaces.settings import WorkspaceSettings, window_of
-
-QUEUED = "queued"
-NO_ELIGIBLE_CHANNEL = "no_eligible_channel"
-FINAL = frozenset({"sent", "delivered", "failed", "blocked_at_send"})
 
 
 async def create_message(session: AsyncSession, workspace_id: uuid.UUID, data: MessageIn) -> MessageOut:
@@ -67,10 +67,10 @@ async def create_message(session: AsyncSession, workspace_id: uuid.UUID, data: M
         chosen=chosen,
         skipped=skipped,
     )
-    status = QUEUED if chosen else NO_ELIGIBLE_CHANNEL
-    message = Message(
-        id=uuid7(),
-        workspace_id=workspace_id,
+    status = MessageStatus.QUEUED if chosen else MessageStatus.NO_ELIGIBLE_CHANNEL
+    message = await repository.add_message(
+        session,
+        workspace_id,
         contact_id=contact.id,
         purpose_id=purpose.id,
         strategy=data.strategy,
@@ -80,28 +80,23 @@ async def create_message(session: AsyncSession, workspace_id: uuid.UUID, data: M
         status=status,
         send_at=data.send_at,
     )
-    session.add(message)
-    await session.flush()
     for pick in chosen:
-        delivery = Delivery(
-            id=uuid7(),
-            workspace_id=workspace_id,
-            message_id=message.id,
+        delivery = await repository.add_delivery(
+            session,
+            workspace_id,
+            message.id,
             channel=pick.channel.value,
             contact_point_id=pick.contact_point_id,
-            status=QUEUED,
-            attempts=0,
+            status=DeliveryStatus.QUEUED,
             next_attempt_at=pick.not_before or not_before,
-            updated_at=now,
+            at=now,
         )
-        session.add(delivery)
-        await session.flush()
         add_event(
             session,
             message.id,
             delivery.id,
             pick.channel.value,
-            QUEUED,
+            Step.QUEUED,
             detail={"not_before": (pick.not_before or not_before).isoformat()},
             at=now,
         )
@@ -111,11 +106,11 @@ async def create_message(session: AsyncSession, workspace_id: uuid.UUID, data: M
             message.id,
             None,
             None,
-            NO_ELIGIBLE_CHANNEL,
+            Step.NO_ELIGIBLE_CHANNEL,
             detail={"skipped": msgspec.to_builtins(skipped)},
             at=now,
         )
-    await session.flush()
+    await repository.write_staged(session)
     return MessageOut(message_id=message.id, status=status, decision=decision)  # type: ignore[arg-type]
 
 
@@ -172,23 +167,17 @@ def _contents(route: Sequence[Channel], data: MessageIn) -> dict[str, Any]:
 
 async def get_message(session: AsyncSession, workspace_id: uuid.UUID, message_id: uuid.UUID) -> MessageDetail:
     """The message with its deliveries and status history (404 for another workspace's message)."""
-    message = await session.get(Message, message_id)
-    if message is None or message.workspace_id != workspace_id:
+    message = await repository.get_message(session, workspace_id, message_id)
+    if message is None:
         raise NotFound("No message with this id.", code="message_not_found")
-    purpose = await session.get(Purpose, message.purpose_id)
-    deliveries = (
-        await session.scalars(select(Delivery).where(Delivery.message_id == message.id).order_by(Delivery.id))
-    ).all()
-    events = (
-        await session.scalars(
-            select(MessageEvent).where(MessageEvent.message_id == message.id).order_by(MessageEvent.at, MessageEvent.id)
-        )
-    ).all()
+    purpose = (await purposes.purposes_by_ids(session, [workspace_id], [message.purpose_id])).get(message.purpose_id)
+    deliveries = await repository.deliveries_of(session, workspace_id, message.id)
+    events = await repository.events_of(session, workspace_id, message.id)
     return MessageDetail(
         message_id=message.id,
         contact_id=message.contact_id,
         purpose=purpose.key if purpose else "",
-        status=overall_status(message.status, [d.status for d in deliveries]),
+        status=overall_status(MessageStatus(message.status), [DeliveryStatus(d.status) for d in deliveries]),
         created_at=message.created_at,
         decision=msgspec.convert(message.decision, Decision),
         deliveries=[delivery_out(d) for d in deliveries],
@@ -196,78 +185,57 @@ async def get_message(session: AsyncSession, workspace_id: uuid.UUID, message_id
     )
 
 
-def overall_status(initial: str, deliveries: Sequence[str]) -> str:
+#: A message is in progress while one of its deliveries is; then it has the best outcome of any, in this order.
+_OVERALL = (
+    DeliveryStatus.SENDING,
+    DeliveryStatus.QUEUED,
+    DeliveryStatus.DELIVERED,
+    DeliveryStatus.SENT,
+    DeliveryStatus.BLOCKED_AT_SEND,
+)
+
+
+def overall_status(initial: MessageStatus, deliveries: Sequence[DeliveryStatus]) -> MessageStatus | DeliveryStatus:
     """One status for the message: in progress until every delivery is final; then the best outcome."""
     if not deliveries:
         return initial
-    for status in ("sending", "queued"):
-        if status in deliveries:
-            return status
-    for status in ("delivered", "sent", "blocked_at_send"):
-        if status in deliveries:
-            return status
-    return "failed"
+    return next((status for status in _OVERALL if status in deliveries), DeliveryStatus.FAILED)
 
 
-#: Provider delivery reports that change a sent delivery (Twilio's MessageStatus values; "read" is WhatsApp's).
-_REPORTED = {"delivered": "delivered", "read": "delivered", "undelivered": "failed", "failed": "failed"}
+#: What a provider's delivery report makes of a sent delivery.
+_AFTER_REPORT = {Report.DELIVERED: DeliveryStatus.DELIVERED, Report.FAILED: DeliveryStatus.FAILED}
 
 
 async def record_provider_status(
     session: AsyncSession, workspace_id: uuid.UUID, provider_message_id: str, status: str, error: str | None
 ) -> None:
-    """A delivery report from the provider: a sent delivery becomes ``delivered`` or ``failed``."""
-    target = _REPORTED.get(status)
-    if target is None:
+    """A delivery report from the provider: a sent delivery becomes ``delivered`` or ``failed``.
+
+    The delivery's channel says which of the provider's statuses count (:attr:`ChannelSpec.reports`).
+    """
+    if status not in registry.REPORT_STATUSES:
         return
-    delivery = await session.scalar(
-        select(Delivery)
-        .where(Delivery.workspace_id == workspace_id, Delivery.provider_message_id == provider_message_id)
-        .with_for_update()
-    )
-    if delivery is None or delivery.status not in ("sent", "delivered") or delivery.status == target:
+    delivery = await repository.lock_by_provider_id(session, workspace_id, provider_message_id)
+    if delivery is None:
+        return
+    report = registry.spec(delivery.channel).reports.get(status)
+    if report is None:
+        return
+    target = _AFTER_REPORT[report]
+    if delivery.status not in (DeliveryStatus.SENT, DeliveryStatus.DELIVERED) or delivery.status == target:
         return
     now = utcnow()
-    delivery.status, delivery.updated_at = target, now
-    delivery.last_error = error or delivery.last_error
+    repository.report(delivery, target, error=error, at=now)
     add_event(
         session,
         delivery.message_id,
         delivery.id,
         delivery.channel,
-        target,
+        step_of(target),
         provider_id=provider_message_id,
         error=error,
         detail={"provider_status": status},
         at=now,
-    )
-
-
-def add_event(  # the event's own fields, in the table's order
-    session: AsyncSession,
-    message_id: uuid.UUID,
-    delivery_id: uuid.UUID | None,
-    channel: str | None,
-    status: str,
-    *,
-    provider_id: str | None = None,
-    error: str | None = None,
-    detail: dict[str, Any] | None = None,
-    at: datetime | None = None,
-) -> None:
-    """Add one step to a message's history (written with the caller's transaction)."""
-    session.add(
-        MessageEvent(
-            id=uuid7(),
-            message_id=message_id,
-            delivery_id=delivery_id,
-            channel=channel,
-            status=status,
-            provider_message_id=provider_id,
-            error=error[:1000] if error else None,
-            detail=detail,
-            at=at or utcnow(),
-        )
     )
 
 

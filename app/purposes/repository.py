@@ -112,3 +112,15 @@ async def notices_with_text(
             .order_by(Notice.version.desc())
         )
     ).all()
+
+
+async def purposes_by_ids(
+    session: AsyncSession, workspace_ids: Sequence[uuid.UUID], purpose_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, Purpose]:
+    """Purposes by id, of the given workspaces only (the dispatcher's batches span workspaces)."""
+    if not purpose_ids:
+        return {}
+    rows = await session.scalars(
+        select(Purpose).where(Purpose.id.in_(purpose_ids), Purpose.workspace_id.in_(workspace_ids))
+    )
+    return {purpose.id: purpose for purpose in rows}

@@ -80,3 +80,10 @@ async def revoke_api_key(session: AsyncSession, workspace_id: uuid.UUID, key_id:
 async def save_settings(session: AsyncSession, workspace_id: uuid.UUID, settings: dict[str, Any]) -> None:
     """Replace the workspace's settings JSON."""
     await session.execute(update(Workspace).where(Workspace.id == workspace_id).values(settings=settings))
+
+
+async def workspaces_by_id(session: AsyncSession, workspace_ids: Sequence[uuid.UUID]) -> Sequence[Workspace]:
+    """Workspaces by id."""
+    if not workspace_ids:
+        return []
+    return (await session.scalars(select(Workspace).where(Workspace.id.in_(workspace_ids)))).all()

@@ -242,3 +242,11 @@ def _apns_key(pem: str) -> str:
     except ValueError as exc:
         raise InvalidInput(f"app_push.apns_private_key is not a .p8 key: {exc}.", code="invalid_apns_key") from None
     return pem
+
+
+async def settings_by_workspace(
+    session: AsyncSession, workspace_ids: Iterable[uuid.UUID]
+) -> dict[uuid.UUID, WorkspaceSettings]:
+    """The settings (defaults where unset) of each of the workspaces that exist, by id."""
+    rows = await repository.workspaces_by_id(session, list(workspace_ids))
+    return {workspace.id: WorkspaceSettings.load(workspace.settings) for workspace in rows}

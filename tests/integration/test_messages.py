@@ -18,10 +18,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from sqlalchemy import func, select, update
 
+from app.channels.adapters import Adapters
 from app.lib.auth import Scope
 from app.lib.keys import Keys
 from app.lib.orm import utcnow
-from app.messages.adapters import Adapters
 from app.messages.dispatcher import DispatchConfig, Dispatcher
 from app.messages.models import Delivery, Message
 from app.settings import MailSettings, Settings, TwilioSettings
@@ -729,3 +729,24 @@ async def test_an_smtp_refusal_marks_the_address_undeliverable(client, admin, wo
     [mail] = [p for p in contact["contact_points"] if p["channel"] == "email"]
     assert mail["reachability"] == "undeliverable"
     assert {c["purpose"]: c["state"] for c in mail["consents"]}["newsletter"] == "opted_in", "kept apart from consent"
+
+
+async def test_the_claim_scans_only_the_due_index(session):
+    from sqlalchemy import text  # noqa: PLC0415
+
+    from app.messages.repository import _CLAIM  # noqa: PLC0415
+
+    # with sequential scans priced out, the planner takes the partial index only if the claim's WHERE implies it
+    await session.execute(text("SET LOCAL enable_seqscan = off"))
+    explained = await session.execute(text(f"EXPLAIN {_CLAIM.text}"), {"lease": 60, "worker": "w", "batch": 200})
+    plan = "\n".join(explained.scalars())
+    assert "Scan on ix_deliveries_due" in plan or "Scan using ix_deliveries_due" in plan, plan
+    assert "Seq Scan" not in plan, plan
+
+
+async def test_another_workspaces_message_is_not_found(client, world, other_tenant):
+    body = (await send(client, world, ["sms"])).json()
+    stranger = await other_tenant.key(Scope.MESSAGES_SEND)
+    response = await client.get(f"/v1/messages/{body['message_id']}", headers=stranger)
+    assert response.status_code == 404
+    assert response.json()["code"] == "message_not_found"

@@ -1,0 +1,30 @@
+"""Print: jobs posted to the workspace's print house, else the daily batch file; no provider feedback."""
+
+from __future__ import annotations
+
+import uuid
+
+from app.channels.adapters import Adapters
+from app.channels.base import ChannelSpec, plain
+from app.domain.model import Channel
+from app.workspaces.service import PRINT_HOUSE_TOKEN, sealing_context
+from app.workspaces.settings import WorkspaceSettings
+from channel_providers.base import ChannelAdapter
+from channel_providers.files import PrintBatchAdapter, PrintHouseAdapter
+
+
+def adapter(adapters: Adapters, workspace_id: uuid.UUID, settings: WorkspaceSettings) -> ChannelAdapter:
+    """The workspace's print house when it has one; else the batch file a print house collects."""
+    house = settings.print_house
+    if not house.url:
+        return adapters.kept(("print_batch",), lambda: PrintBatchAdapter(adapters.outbox_dir / "print"))
+    url, sealed = house.url, house.token_sealed
+
+    def build() -> PrintHouseAdapter:
+        token = adapters.keys.unseal(sealed, sealing_context(workspace_id, PRINT_HOUSE_TOKEN)) if sealed else None
+        return PrintHouseAdapter(url, token)
+
+    return adapters.kept(("print_house", url, sealed), build)
+
+
+SPEC = ChannelSpec(channel=Channel.PRINT, adapter=adapter, compose=plain)

@@ -1,0 +1,326 @@
+"""All SQL of messages: the messages, their deliveries (the transactional outbox) and the status history.
+
+Workspace scoping lives here: every function that reads or writes a workspace's rows takes the workspace (or,
+for the dispatcher, the workspaces of the deliveries it claimed) and filters on it. The one exception is
+:func:`claim_due`, the dispatcher's claim of due deliveries, which runs across all workspaces on purpose (see
+there why).
+
+Deliveries are changed through the ORM (attribute writes flushed with the caller's transaction): the functions
+that change them say what the change means, so the dispatcher never writes a column itself.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection, Sequence
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from sqlalchemy import delete, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.lib.ids import uuid7
+from app.lib.orm import utcnow
+from app.messages.models import Delivery, Message, MessageEvent
+from app.messages.status import DeliveryStatus, MessageStatus, Step
+
+#: The claim of due deliveries. Its inner SELECT must stay as it is: its WHERE clause implies the predicate of the
+#: partial index ``ix_deliveries_due`` (``status IN ('queued', 'sending')``), so the scan reads only work that is
+#: due or whose lease ran out, however many finished deliveries the table holds. The literals are
+#: ``DeliveryStatus.QUEUED`` and ``SENDING``, written out like the index's predicate so the planner matches them.
+_CLAIM = text(
+    """
+    UPDATE deliveries d
+       SET status = 'sending', lease_until = clock_timestamp() + make_interval(secs => :lease),
+           leased_by = :worker, attempts = d.attempts + 1, updated_at = clock_timestamp()
+     WHERE d.id IN (
+           SELECT id FROM deliveries
+            WHERE (status = 'queued' AND next_attempt_at <= clock_timestamp())
+               OR (status = 'sending' AND lease_until < clock_timestamp())
+            ORDER BY next_attempt_at
+            LIMIT :batch
+              FOR UPDATE SKIP LOCKED)
+    RETURNING d.id, d.workspace_id, d.message_id, d.channel, d.attempts
+    """
+)
+
+
+class Claimed(NamedTuple):
+    """A delivery a dispatcher has just claimed."""
+
+    id: uuid.UUID
+    workspace_id: uuid.UUID
+    message_id: uuid.UUID
+    channel: str
+    attempts: int
+
+
+async def claim_due(session: AsyncSession, worker: str, *, lease_seconds: float, batch: int) -> list[Claimed]:
+    """Lease up to ``batch`` due deliveries (or ones whose lease ran out) to ``worker``, of every workspace.
+
+    Not scoped to a workspace, by design: dispatchers serve all workspaces, and the claim must be one
+    ``FOR UPDATE SKIP LOCKED`` statement so that any number of workers take disjoint rows in due order with one
+    round trip. A claim per workspace would need the list of workspaces with due work first (another scan, racing
+    the other workers) and could starve a workspace behind a busy one. Everything the dispatcher reads afterwards
+    is scoped to the workspaces of the claimed rows.
+    """
+    rows = await session.execute(_CLAIM, {"lease": lease_seconds, "worker": worker, "batch": batch})
+    return [Claimed(*row) for row in rows.all()]
+
+
+async def deliveries_by_id(
+    session: AsyncSession, workspace_ids: Collection[uuid.UUID], delivery_ids: Collection[uuid.UUID]
+) -> Sequence[Delivery]:
+    """Deliveries by id, of the given workspaces only."""
+    return (
+        await session.scalars(
+            select(Delivery).where(Delivery.id.in_(list(delivery_ids)), Delivery.workspace_id.in_(list(workspace_ids)))
+        )
+    ).all()
+
+
+async def lock_held(
+    session: AsyncSession, workspace_ids: Collection[uuid.UUID], delivery_ids: Collection[uuid.UUID], worker: str
+) -> Sequence[Delivery]:
+    """The deliveries among ``delivery_ids`` that ``worker`` still holds the lease of, locked, in id order."""
+    return (
+        await session.scalars(
+            select(Delivery)
+            .where(
+                Delivery.id.in_(list(delivery_ids)),
+                Delivery.workspace_id.in_(list(workspace_ids)),
+                Delivery.leased_by == worker,
+                Delivery.status == DeliveryStatus.SENDING,
+            )
+            .order_by(Delivery.id)
+            .with_for_update()
+        )
+    ).all()
+
+
+async def messages_by_id(
+    session: AsyncSession, workspace_ids: Collection[uuid.UUID], message_ids: Collection[uuid.UUID]
+) -> dict[uuid.UUID, Message]:
+    """Messages by id, of the given workspaces only."""
+    if not message_ids:
+        return {}
+    rows = await session.scalars(
+        select(Message).where(Message.id.in_(list(message_ids)), Message.workspace_id.in_(list(workspace_ids)))
+    )
+    return {message.id: message for message in rows}
+
+
+async def get_message(session: AsyncSession, workspace_id: uuid.UUID, message_id: uuid.UUID) -> Message | None:
+    """A message of the workspace."""
+    return await session.scalar(select(Message).where(Message.id == message_id, Message.workspace_id == workspace_id))
+
+
+async def deliveries_of(session: AsyncSession, workspace_id: uuid.UUID, message_id: uuid.UUID) -> Sequence[Delivery]:
+    """A message's deliveries, in the order they were written."""
+    return (
+        await session.scalars(
+            select(Delivery)
+            .where(Delivery.message_id == message_id, Delivery.workspace_id == workspace_id)
+            .order_by(Delivery.id)
+        )
+    ).all()
+
+
+async def events_of(session: AsyncSession, workspace_id: uuid.UUID, message_id: uuid.UUID) -> Sequence[MessageEvent]:
+    """A message's history, oldest first (events carry no workspace: scoped through their message)."""
+    return (
+        await session.scalars(
+            select(MessageEvent)
+            .join(Message, Message.id == MessageEvent.message_id)
+            .where(MessageEvent.message_id == message_id, Message.workspace_id == workspace_id)
+            .order_by(MessageEvent.at, MessageEvent.id)
+        )
+    ).all()
+
+
+async def lock_by_provider_id(
+    session: AsyncSession, workspace_id: uuid.UUID, provider_message_id: str
+) -> Delivery | None:
+    """The workspace's delivery the provider knows as ``provider_message_id``, locked until commit."""
+    return await session.scalar(
+        select(Delivery)
+        .where(Delivery.workspace_id == workspace_id, Delivery.provider_message_id == provider_message_id)
+        .with_for_update()
+    )
+
+
+async def add_message(  # the row's own fields
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    *,
+    contact_id: uuid.UUID,
+    purpose_id: uuid.UUID,
+    strategy: str,
+    route: list[str],
+    content: dict[str, Any],
+    decision: dict[str, Any],
+    status: MessageStatus,
+    send_at: datetime | None,
+) -> Message:
+    """Insert a message."""
+    message = Message(
+        id=uuid7(),
+        workspace_id=workspace_id,
+        contact_id=contact_id,
+        purpose_id=purpose_id,
+        strategy=strategy,
+        route=route,
+        content=content,
+        decision=decision,
+        status=status,
+        send_at=send_at,
+    )
+    session.add(message)
+    await session.flush()
+    return message
+
+
+async def add_delivery(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    message_id: uuid.UUID,
+    *,
+    channel: str,
+    contact_point_id: uuid.UUID,
+    status: DeliveryStatus,
+    next_attempt_at: datetime,
+    at: datetime,
+) -> Delivery:
+    """Insert a delivery (the outbox row dispatchers claim once ``next_attempt_at`` has come)."""
+    delivery = Delivery(
+        id=uuid7(),
+        workspace_id=workspace_id,
+        message_id=message_id,
+        channel=channel,
+        contact_point_id=contact_point_id,
+        status=status,
+        attempts=0,
+        next_attempt_at=next_attempt_at,
+        updated_at=at,
+    )
+    session.add(delivery)
+    await session.flush()
+    return delivery
+
+
+def add_event(  # the event's own fields, in the table's order
+    session: AsyncSession,
+    message_id: uuid.UUID,
+    delivery_id: uuid.UUID | None,
+    channel: str | None,
+    status: Step,
+    *,
+    provider_id: str | None = None,
+    error: str | None = None,
+    detail: dict[str, Any] | None = None,
+    at: datetime | None = None,
+) -> None:
+    """Add one step to a message's history (written with the caller's transaction).
+
+    Events have no workspace column: the caller names a message of its workspace (one it created or loaded
+    through a scoped function of this module).
+    """
+    session.add(
+        MessageEvent(
+            id=uuid7(),
+            message_id=message_id,
+            delivery_id=delivery_id,
+            channel=channel,
+            status=status,
+            provider_message_id=provider_id,
+            error=error[:1000] if error else None,
+            detail=detail,
+            at=at or utcnow(),
+        )
+    )
+
+
+def settle(
+    delivery: Delivery,
+    status: DeliveryStatus,
+    *,
+    provider_id: str | None = None,
+    error: str | None = None,
+    at: datetime,
+) -> None:
+    """The delivery's attempt is over with ``status``: the lease ends, the provider's id is kept."""
+    delivery.status = status
+    delivery.lease_until = None
+    delivery.provider_message_id = provider_id or delivery.provider_message_id
+    delivery.last_error = error
+    delivery.updated_at = at
+
+
+def requeue_for_retry(delivery: Delivery, next_attempt_at: datetime, *, error: str | None, at: datetime) -> None:
+    """Back to the queue after a failed attempt (counted), with the error that made it fail."""
+    delivery.status, delivery.next_attempt_at = DeliveryStatus.QUEUED, next_attempt_at
+    delivery.lease_until = delivery.leased_by = None
+    delivery.last_error, delivery.updated_at = error, at
+
+
+def requeue_for_window(delivery: Delivery, opens: datetime, *, at: datetime) -> None:
+    """Back to the queue until the send window opens; the claim that found it closed is not an attempt."""
+    delivery.status = DeliveryStatus.QUEUED
+    delivery.next_attempt_at = opens
+    delivery.attempts = max(delivery.attempts - 1, 0)
+    delivery.lease_until = delivery.leased_by = None
+    delivery.updated_at = at
+
+
+def report(delivery: Delivery, status: DeliveryStatus, *, error: str | None, at: datetime) -> None:
+    """A provider's delivery report changed a sent delivery (the last error is kept when the report has none)."""
+    delivery.status, delivery.updated_at = status, at
+    delivery.last_error = error or delivery.last_error
+
+
+class ContactMessages(NamedTuple):
+    """Every message to one contact with its deliveries and history (for subject access)."""
+
+    messages: Sequence[Message]
+    deliveries: Sequence[Delivery]
+    events: Sequence[MessageEvent]
+
+
+async def messages_of_contact(session: AsyncSession, workspace_id: uuid.UUID, contact_id: uuid.UUID) -> ContactMessages:
+    """The contact's messages (oldest first), their deliveries and their history."""
+    messages = (
+        await session.scalars(
+            select(Message)
+            .where(Message.workspace_id == workspace_id, Message.contact_id == contact_id)
+            .order_by(Message.id)
+        )
+    ).all()
+    ids = [m.id for m in messages]
+    if not ids:
+        return ContactMessages([], [], [])
+    deliveries = (
+        await session.scalars(
+            select(Delivery)
+            .where(Delivery.workspace_id == workspace_id, Delivery.message_id.in_(ids))
+            .order_by(Delivery.id)
+        )
+    ).all()
+    events = (
+        await session.scalars(
+            select(MessageEvent).where(MessageEvent.message_id.in_(ids)).order_by(MessageEvent.at, MessageEvent.id)
+        )
+    ).all()
+    return ContactMessages(messages, deliveries, events)
+
+
+async def delete_messages_of_contact(session: AsyncSession, workspace_id: uuid.UUID, contact_id: uuid.UUID) -> int:
+    """Delete the contact's messages (their deliveries and history go with them); answers how many."""
+    result = await session.execute(
+        delete(Message).where(Message.workspace_id == workspace_id, Message.contact_id == contact_id)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]  # CursorResult of a DELETE
+
+
+async def write_staged(session: AsyncSession) -> None:
+    """Write the rows staged with :func:`add_event` now, inside the caller's transaction."""
+    await session.flush()
