@@ -18,9 +18,21 @@
     };
   }
 
-  // The authorisation dialog's close button is an icon without a name, and its submit button is named
-  // "Apply credentials" while it reads "Authorize" (WCAG 4.1.2, 2.5.3): name them as they read.
-  function nameDialogButtons(node) {
+  // Swagger UI leaves some controls unnamed or misnamed (WCAG 1.3.1, 4.1.2, 2.5.3): the request body's text
+  // area has no label, the authorisation dialog is a plain <div> with an unnamed close icon, and its submit
+  // button is named "Apply credentials" while it reads "Authorize". Say what they are.
+  function nameControls(node) {
+    node.querySelectorAll(".body-param textarea:not([aria-label])").forEach(function (area) {
+      area.setAttribute("aria-label", "Request body");
+    });
+    node.querySelectorAll(".modal-ux:not([role])").forEach(function (dialog) {
+      var title = dialog.querySelector(".modal-ux-header h3");
+      dialog.setAttribute("role", "dialog");
+      if (title) {
+        title.id = title.id || "dialog-title";
+        dialog.setAttribute("aria-labelledby", title.id);
+      }
+    });
     node.querySelectorAll(".close-modal:not([aria-label])").forEach(function (button) {
       button.setAttribute("aria-label", "Close");
     });
@@ -30,8 +42,9 @@
   }
 
   var root = document.getElementById("reference");
+  root.textContent = ""; // the message for browsers without JavaScript
   new MutationObserver(function () {
-    nameDialogButtons(root);
+    nameControls(root);
   }).observe(root, { childList: true, subtree: true });
   window.ui = window.SwaggerUIBundle({
     url: root.dataset.specUrl,
