@@ -61,9 +61,12 @@ def _free_port() -> int:
         return port
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def base_url(browser_tools, pg_server, tmp_path_factory) -> AsyncIterator[str]:
-    """The real service (``consent serve``) on a free loopback port, on a database of its own."""
+    """The real service (``consent serve``) on a free loopback port, on a database of its own.
+
+    Module-scoped: the process and the browser stop when the browser tests are done, not at the end of the run.
+    """
     database_url = await pg_server.create_database("consent_browser")
     data_dir = tmp_path_factory.mktemp("browser-service")
     port = _free_port()
@@ -98,7 +101,7 @@ async def base_url(browser_tools, pg_server, tmp_path_factory) -> AsyncIterator[
         await pg_server.drop_database(database_url)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def browser(browser_tools) -> AsyncIterator[Browser]:
     """Debian's Chromium, headless."""
     async with async_playwright() as playwright:
