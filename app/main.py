@@ -15,7 +15,6 @@ from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.static_files import create_static_files_router
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -42,6 +41,8 @@ from app.purposes.controllers import NoticeController, PurposeController
 from app.push.controllers import PushController
 from app.settings import Settings
 from app.signups.controllers import SignupController
+from app.site import controllers as site
+from app.site import reference
 from app.twilio.controllers import TwilioWebhookController
 from app.webhooks.controllers import WebhookSubscriptionController
 from app.webhooks.outbox import prune_deliveries
@@ -226,6 +227,8 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     )
     app = Litestar(
         route_handlers=[
+            site.landing,
+            site.assets_router(),
             health,
             ready,
             metrics,
@@ -265,8 +268,8 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
             title="Consent Service API",
             version=version("consent-service"),
             description="Per-channel opt-in, a tamper-evident consent ledger, eligibility and routing.",
-            path="/schema",
-            render_plugins=[JsonRenderPlugin()],
+            openapi_router=reference.openapi_router(),
+            render_plugins=reference.render_plugins(),
             components=Components(
                 security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer", description="API key")}
             ),
