@@ -6,11 +6,12 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, Text, UniqueConstraint, text
+from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, Text, UniqueConstraint, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.lib.orm import Base, CreatedAt, UUIDPrimaryKey
+from app.webhooks.status import WebhookStatus
 
 
 class WebhookSubscription(UUIDPrimaryKey, CreatedAt, Base):
@@ -45,6 +46,7 @@ class WebhookDelivery(UUIDPrimaryKey, CreatedAt, Base):
 
     __table_args__ = (
         UniqueConstraint("subscription_id", "event_id"),
+        CheckConstraint(f"status IN ({', '.join(repr(v.value) for v in WebhookStatus)})", name="status_known"),
         # what senders scan: due deliveries, and claims whose lease ran out (a claim moves next_attempt_at on)
         Index("ix_webhook_deliveries_due", "next_attempt_at", postgresql_where=text("status IN ('queued', 'sending')")),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 import typing
 
@@ -10,6 +11,7 @@ import msgspec
 import pytest
 from aiohttp import web
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
 from app.lib.auth import Scope
 from app.lib.errors import InvalidInput
@@ -21,6 +23,7 @@ from app.webhooks.destinations import DestinationRefused, check_destination
 from app.webhooks.outbox import EVENT_TYPES, prune_deliveries
 from app.webhooks.schemas import EventType, SubscriptionIn
 from app.webhooks.sender import SenderConfig, WebhookSender
+from app.webhooks.status import WebhookStatus
 from tests.conftest import TEST_SECRET, local_http
 
 
@@ -314,3 +317,33 @@ async def test_ended_deliveries_are_forgotten_after_a_while(client, admin, ledge
     assert await prune_deliveries(session) == 2
     kept = (await session.execute(text("SELECT status FROM webhook_deliveries ORDER BY created_at"))).scalars().all()
     assert sorted(kept) == ["delivered", "queued"], "a recent delivery and one still waiting stay"
+
+
+@pytest.mark.parametrize("status", ["shipped", "QUEUED", ""])
+async def test_the_database_refuses_an_unknown_webhook_delivery_status(session, tenant, status):
+    subscription = await session.scalar(
+        text(
+            "INSERT INTO webhook_subscriptions (id, workspace_id, url, events, secret_sealed)"
+            " VALUES (gen_random_uuid(), :workspace, 'https://example.com/hook', '{consent.changed}', 'x') RETURNING id"
+        ),
+        {"workspace": tenant.id},
+    )
+    insert = text(
+        "INSERT INTO webhook_deliveries (id, workspace_id, subscription_id, event_id, event_type, payload, status)"
+        " VALUES (gen_random_uuid(), :workspace, :subscription, gen_random_uuid(), 'consent.changed', '{}', :status)"
+    )
+    values = {"workspace": tenant.id, "subscription": subscription}
+    async with session.begin_nested():
+        await session.execute(insert, {**values, "status": WebhookStatus.QUEUED.value})
+    with pytest.raises(IntegrityError, match="ck_webhook_deliveries_status_known"):
+        async with session.begin_nested():
+            await session.execute(insert, {**values, "status": status})
+
+
+async def test_the_webhook_status_check_lists_exactly_the_enum(session):
+    # autogenerate does not compare check constraints: this keeps the migration's list and the enum together
+    definition = await session.scalar(
+        text("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'ck_webhook_deliveries_status_known'")
+    )
+    assert definition is not None
+    assert re.findall(r"'([^']*)'", definition) == [status.value for status in WebhookStatus]
