@@ -82,7 +82,7 @@ class MailSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Default ``From`` of confirmation mails."""
 
 
-class TwilioSettings(msgspec.Struct, frozen=True, kw_only=True):
+class TwilioDefaults(msgspec.Struct, frozen=True, kw_only=True):
     """Defaults for every workspace; a workspace may carry its own."""
 
     account_sid: str | None = None
@@ -114,7 +114,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Database connection."""
     mail: MailSettings = msgspec.field(default_factory=MailSettings)
     """SMTP relay."""
-    twilio: TwilioSettings = msgspec.field(default_factory=TwilioSettings)
+    twilio: TwilioDefaults = msgspec.field(default_factory=TwilioDefaults)
     """Twilio defaults."""
     dispatcher: bool = True
     """Whether ``consent serve`` runs a dispatcher (and a webhook sender) in-process."""
@@ -174,7 +174,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 tls=tls,  # type: ignore[arg-type]  # checked against the Literal above
                 mail_from=get("MAIL_FROM") or "Consent Service <no-reply@localhost>",
             ),
-            twilio=TwilioSettings(
+            twilio=TwilioDefaults(
                 account_sid=get("TWILIO_ACCOUNT_SID"),
                 auth_token=get("TWILIO_AUTH_TOKEN"),
                 api_base_url=_base_url(twilio_api, "TWILIO_API_BASE_URL") if twilio_api else None,

@@ -24,7 +24,7 @@ from app.lib.keys import Keys
 from app.lib.orm import utcnow
 from app.messages.dispatcher import DispatchConfig, Dispatcher
 from app.messages.models import Delivery, Message
-from app.settings import MailSettings, Settings, TwilioSettings
+from app.settings import MailSettings, Settings, TwilioDefaults
 from channel_providers.base import Outcome
 from tests.conftest import TEST_SECRET
 
@@ -250,7 +250,7 @@ def settings(tmp_path, providers):
         mail=MailSettings(
             host="127.0.0.1", port=providers["smtp_port"], tls="none", mail_from="Acme <news@acme.example>"
         ),
-        twilio=TwilioSettings(api_base_url=providers["twilio"].url),
+        twilio=TwilioDefaults(api_base_url=providers["twilio"].url),
         fcm_api_base_url=providers["fcm"].url,
     )
 

@@ -16,7 +16,7 @@ from app.channels.base import Effect, Report, Sending
 from app.domain.model import Channel, PurposeKind, Reachability, Trigger
 from app.lib.keys import Keys
 from app.messages import dispatcher
-from app.settings import MailSettings, Settings, TwilioSettings
+from app.settings import MailSettings, Settings, TwilioDefaults
 from app.workspaces.service import PRINT_HOUSE_TOKEN, VAPID_KEY, sealing_context
 from app.workspaces.settings import (
     EmailSettings,
@@ -184,7 +184,7 @@ async def test_without_accounts_every_channel_writes_to_the_outbox(tmp_path):
 
 
 async def test_sms_and_whatsapp_share_one_twilio_client_per_account(tmp_path):
-    settings = service(tmp_path, twilio=TwilioSettings(account_sid=ACCOUNT, auth_token="t" * 32))
+    settings = service(tmp_path, twilio=TwilioDefaults(account_sid=ACCOUNT, auth_token="t" * 32))
     adapters = Adapters(settings, Keys(SECRET), OutboxSender(tmp_path / "mail"))
     own = Keys(SECRET).seal("o" * 32, sealing_context(WORKSPACE))
     workspace = WorkspaceSettings(twilio=WorkspaceTwilio(account_sid="AC" + "34" * 16, auth_token_sealed=own))
