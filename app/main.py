@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import structlog
 from litestar import Litestar, Router
@@ -60,34 +61,16 @@ async def _provide_db(state: State) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-def _provide_database(state: State) -> Database:
-    database: Database = state.database
-    return database
+def _from_state(name: str) -> Provide:
+    """A dependency that hands the handler what create_app or the lifespan put in ``app.state`` under ``name``.
 
+    The handler's annotation gives its type, which Litestar checks.
+    """
 
-def _provide_settings(state: State) -> Settings:
-    settings: Settings = state.settings
-    return settings
+    def provide(state: State) -> Any:
+        return state[name]
 
-
-def _provide_mail_sender(state: State) -> MailSender:
-    sender: MailSender = state.mail_sender
-    return sender
-
-
-def _provide_key_cache(state: State) -> KeyCache:
-    cache: KeyCache = state.key_cache
-    return cache
-
-
-def _provide_metrics(state: State) -> Metrics:
-    registry: Metrics = state.metrics
-    return registry
-
-
-def _provide_head_revision(state: State) -> str | None:
-    head: str | None = state.head_revision
-    return head
+    return Provide(provide, sync_to_thread=False)
 
 
 def _provide_keys(state: State) -> Keys:
@@ -247,12 +230,9 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
             "principal": Provide(provide_principal),
             "keys": Provide(_provide_keys, sync_to_thread=False),
             # what the lifespan and create_app put in app.state, as typed dependencies for the handlers
-            "database": Provide(_provide_database, sync_to_thread=False),
-            "settings": Provide(_provide_settings, sync_to_thread=False),
-            "mail_sender": Provide(_provide_mail_sender, sync_to_thread=False),
-            "key_cache": Provide(_provide_key_cache, sync_to_thread=False),
-            "metrics_registry": Provide(_provide_metrics, sync_to_thread=False),
-            "head_revision": Provide(_provide_head_revision, sync_to_thread=False),
+            **{name: _from_state(name) for name in ("database", "settings", "mail_sender", "key_cache")},
+            "metrics_registry": _from_state("metrics"),
+            "head_revision": _from_state("head_revision"),
         },
         exception_handlers=exception_handlers(),
         state=State(

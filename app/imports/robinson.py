@@ -216,7 +216,8 @@ async def _match(
     evidence = {"kind": ObjectionKind.ROBINSON.value, "scope": "print", "source": source}
     for start in range(0, len(point_ids), _MATCH_BATCH):
         ids = point_ids[start : start + _MATCH_BATCH]
-        chosen = await ledger.contact_points_by_ids(session, workspace_id, ids)
+        found = await ledger.contact_points_by_id(session, [workspace_id], ids)
+        chosen = [found[point_id] for point_id in sorted(found)]  # in id order, as the ledger locks them
         applied = await apply_changes(
             session,
             workspace_id,

@@ -461,19 +461,6 @@ async def contact_points_with_values(
     ).all()
 
 
-async def contact_points_by_ids(
-    session: AsyncSession, workspace_id: uuid.UUID, point_ids: Collection[uuid.UUID]
-) -> Sequence[ContactPoint]:
-    """The workspace's contact points with these ids, by id."""
-    return (
-        await session.scalars(
-            select(ContactPoint)
-            .where(ContactPoint.workspace_id == workspace_id, ContactPoint.id.in_(point_ids))
-            .order_by(ContactPoint.id)
-        )
-    ).all()
-
-
 async def external_ids(
     session: AsyncSession, workspace_id: uuid.UUID, contact_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, str | None]:
