@@ -34,6 +34,8 @@ from app.lib.errors import Unavailable, exception_handlers
 from app.lib.idempotency import idempotency_middleware, prune
 from app.lib.keys import Keys
 from app.lib.observability import Metrics, configure_logging, request_middleware_factory
+from app.lib.orm import utcnow
+from app.lib.repository import prune_callbacks
 from app.messages.controllers import MessageController
 from app.messages.dispatcher import Dispatcher
 from app.ops.controllers import health, metrics, ready
@@ -96,6 +98,7 @@ async def _lapse_loop(database: Database) -> None:
                 lapsed = await lapse_expired(session)
                 await prune(session)
                 await prune_deliveries(session)
+                await prune_callbacks(session, utcnow())
             if lapsed:
                 log.info("confirmations_lapsed", count=lapsed)
         except Exception:  # a failed round is logged and retried; the loop must not die

@@ -12,10 +12,14 @@ UNREACHED: tuple[type[Exception], ...] = (httpx.HTTPError, httpx.InvalidURL, Tim
 ``httpx.InvalidURL`` is not an ``httpx.HTTPError``; ``TimeoutError`` is the adapter's own ``asyncio.timeout``.
 """
 
-UNREACHED_OR_NOT_JSON: tuple[type[Exception], ...] = (*UNREACHED, ValueError)
-""":data:`UNREACHED`, or an answer :func:`json_or_none` could not read (a proxy's HTML page): worth trying again."""
-
 
 def json_or_none(response: httpx.Response) -> Any:
-    """The body as JSON whatever its content type; ``None`` when it is empty; ``ValueError`` when it is not JSON."""
-    return response.json() if response.content.strip() else None
+    """The body as JSON whatever its content type; ``None`` when it is empty or not JSON (a proxy's HTML page).
+
+    The status decides what an answer means (:func:`channel_providers.base.outcome_for_status`); the body only adds
+    detail, so an unreadable one never turns a refusal into a retry.
+    """
+    try:
+        return response.json() if response.content.strip() else None
+    except ValueError:
+        return None

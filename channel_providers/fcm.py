@@ -18,7 +18,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from channel_providers._http import UNREACHED_OR_NOT_JSON, json_or_none
+from channel_providers._http import UNREACHED, json_or_none
 from channel_providers.base import Outbound, Outcome, SendResult, outcome_for_status
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
@@ -29,6 +29,13 @@ _GONE_STATUS = (404,)
 _UNAUTHORIZED = 401
 _TRANSIENT_STATUS = (_UNAUTHORIZED,)  # the access token expired or was revoked: a new one is fetched
 _REFRESH_MARGIN = 60
+
+
+class _TokenUnavailable(Exception):
+    """The token endpoint is busy or failing (429, 5xx): the send is worth trying again."""
+
+
+_RETRYABLE: tuple[type[Exception], ...] = (*UNREACHED, _TokenUnavailable)
 
 
 class ServiceAccountError(ValueError):
@@ -96,6 +103,8 @@ class FcmAdapter:
         form = {"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": self._assertion(int(now))}
         async with asyncio.timeout(self.timeout):
             response = await self._http().post(self.account["token_uri"], data=form)
+        if outcome_for_status(response.status_code) is Outcome.TRANSIENT:  # 429, 5xx: Google's, worth a retry
+            raise _TokenUnavailable(f"token endpoint answered {response.status_code}")
         body = json_or_none(response)
         if response.status_code != 200 or not isinstance(body, dict) or "access_token" not in body:  # noqa: PLR2004
             raise PermissionError(f"token endpoint answered {response.status_code}")
@@ -123,7 +132,7 @@ class FcmAdapter:
             status = response.status_code
         except PermissionError as exc:
             return SendResult(Outcome.PERMANENT, error_code="auth", detail=str(exc))
-        except UNREACHED_OR_NOT_JSON as exc:
+        except _RETRYABLE as exc:
             return SendResult(Outcome.TRANSIENT, detail=f"{type(exc).__name__}: {exc}")
         outcome = outcome_for_status(status, gone=_GONE_STATUS, transient=_TRANSIENT_STATUS)
         if outcome is Outcome.ACCEPTED:

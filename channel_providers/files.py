@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import structlog
 
-from channel_providers._http import UNREACHED_OR_NOT_JSON, json_or_none
+from channel_providers._http import UNREACHED, json_or_none
 from channel_providers.base import Outbound, Outcome, SendResult, outcome_for_status
 
 log = structlog.get_logger(__name__)
@@ -82,6 +82,7 @@ class PrintBatchAdapter:
         return path
 
 
+_MAX_JOB_ID = 200
 _ACCEPTED = (409,)  # Conflict: the print house has a job with this Idempotency-Key (an earlier attempt got through)
 
 
@@ -119,10 +120,11 @@ class PrintHouseAdapter:
                 response = await self._client.post(self.url, json=job, headers=headers)
             status = response.status_code
             body = json_or_none(response)
-        except UNREACHED_OR_NOT_JSON as exc:
+        except UNREACHED as exc:
             return SendResult(Outcome.TRANSIENT, detail=f"{type(exc).__name__}: {exc}")
         outcome = outcome_for_status(status, accepted=_ACCEPTED)
         if outcome is Outcome.ACCEPTED:
-            job_id = str(body.get("id")) if isinstance(body, dict) and body.get("id") else outbound.id
+            # the print house's own job id, kept as an opaque short string
+            job_id = str(body["id"])[:_MAX_JOB_ID] if isinstance(body, dict) and body.get("id") else outbound.id
             return SendResult(outcome, provider_message_id=job_id)
         return SendResult(outcome, error_code=str(status), detail=f"HTTP {status}")

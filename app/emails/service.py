@@ -12,6 +12,7 @@ sends it and records the relay's answer.
 from __future__ import annotations
 
 import enum
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -472,7 +473,12 @@ async def handle_events(
     for event in events:
         status = event.type if event.type != "bounce" else f"bounce_{event.bounce_type or 'hard'}"
         if not await claim_callback(
-            session, workspace_id, provider=PROVIDER, message_id=event.id, status=status, error=event.diagnostic
+            session,
+            workspace_id,
+            provider=PROVIDER,
+            message_id=event.id,
+            status=status,
+            error=smtp_code(event.diagnostic),
         ):
             report.duplicates += 1
             continue
@@ -527,3 +533,16 @@ async def _complaint(
             keys, workspace_id, Channel.EMAIL, email_suppression_form(address), SuppressionReason.COMPLAINT
         )
     await ledger.add_suppressions(session, rows)
+
+
+_ENHANCED_STATUS = re.compile(r"\b[245]\.\d{1,3}\.\d{1,3}\b")
+
+
+def smtp_code(diagnostic: str | None) -> str | None:
+    """The SMTP enhanced status code of a bounce's diagnostic (``5.1.1``), and nothing else of it.
+
+    Diagnostics usually name the recipient ("<jane@example.com>: mailbox full"); the code is what the
+    deduplication record may keep (the text goes into the ledger event's evidence, which an erasure clears).
+    """
+    found = _ENHANCED_STATUS.search(diagnostic or "")
+    return found.group(0) if found else None

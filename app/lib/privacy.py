@@ -60,7 +60,8 @@ HOOK = PrivacyHook(
         "idempotency_keys": "stored answers that name the contact are deleted (the others expire after 24 hours)",
         "rate_limit_hits": "kept until they expire (at most 31 days): keyed hashes of an address or client IP, "
         "no clear text, and needed to keep limiting sign-up abuse",
-        "provider_callbacks": "kept: provider message ids and statuses, which name nobody once the message is gone",
+        "provider_callbacks": "kept until pruned (30 days): provider message ids, statuses and error codes (never a "
+        "provider's free text), which name nobody once the message is gone",
     },
     erase=_erase,
 )

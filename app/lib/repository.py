@@ -131,7 +131,11 @@ async def claim_callback(
     status: str,
     error: str | None,
 ) -> bool:
-    """Record a provider callback once per (provider, message id, status); False when it was seen before."""
+    """Record a provider callback once per (provider, message id, status); False when it was seen before.
+
+    ``error`` must be a code, never a provider's free text: diagnostics name the recipient, and these rows
+    outlive an erasure (they are pruned after :data:`CALLBACKS_KEPT`).
+    """
     claimed = await session.scalar(
         upsert(ProviderCallback)
         .values(
@@ -147,3 +151,13 @@ async def claim_callback(
         .returning(ProviderCallback.id)
     )
     return claimed is not None
+
+
+#: How long provider callbacks are remembered: providers retry a callback for hours, at most a few days.
+CALLBACKS_KEPT = timedelta(days=30)
+
+
+async def prune_callbacks(session: AsyncSession, now: datetime) -> int:
+    """Forget provider callbacks older than :data:`CALLBACKS_KEPT`; answers how many."""
+    result = await session.execute(delete(ProviderCallback).where(ProviderCallback.received_at < now - CALLBACKS_KEPT))
+    return int(result.rowcount)  # type: ignore[attr-defined]  # CursorResult of a DELETE

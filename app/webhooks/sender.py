@@ -118,7 +118,7 @@ class WebhookSender:
                 return item, _Outcome(delivered=False, status=None, error=refused[target.id])
             secret = self.keys.unseal(target.secret_sealed, sealing_context(target.id))
             async with limit:
-                return item, await _post(http, target.url, secret, item)
+                return item, await _post(http, target.url, secret, item, deadline=self.config.timeout)
 
         async with contextlib.AsyncExitStack() as stack:
             http = client if client is not None else await stack.enter_async_context(self._http())
@@ -147,7 +147,14 @@ class WebhookSender:
         )
 
 
-async def _post(client: httpx.AsyncClient, url: str, secret: str, item: ClaimedDelivery) -> _Outcome:
+async def _post(
+    client: httpx.AsyncClient, url: str, secret: str, item: ClaimedDelivery, *, deadline: float
+) -> _Outcome:
+    """POST one delivery; only the status is read (the answer's body is never read, however large it is).
+
+    ``deadline`` bounds the whole exchange: httpx's own timeout is per step, which a receiver answering a byte at
+    a time never trips, and one slow receiver must not hold up the batch of every workspace.
+    """
     body = msgspec.json.encode(item.payload)
     headers = {
         "Content-Type": "application/json",
@@ -157,9 +164,10 @@ async def _post(client: httpx.AsyncClient, url: str, secret: str, item: ClaimedD
         "User-Agent": USER_AGENT,
     }
     try:
-        response = await client.post(url, content=body, headers=headers)
-    except httpx.HTTPError as exc:
+        async with asyncio.timeout(deadline), client.stream("POST", url, content=body, headers=headers) as response:
+            status = response.status_code
+    except (httpx.HTTPError, TimeoutError) as exc:
         return _Outcome(delivered=False, status=None, error=f"{type(exc).__name__}: {exc}"[:500])
-    if 200 <= response.status_code < 300:  # noqa: PLR2004
-        return _Outcome(delivered=True, status=response.status_code, error=None)
-    return _Outcome(delivered=False, status=response.status_code, error=f"HTTP {response.status_code}")
+    if 200 <= status < 300:  # noqa: PLR2004
+        return _Outcome(delivered=True, status=status, error=None)
+    return _Outcome(delivered=False, status=status, error=f"HTTP {status}")

@@ -7,7 +7,7 @@ import time
 import uuid
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from app.domain.model import Channel
 from app.emails import service as emails
@@ -254,6 +254,22 @@ async def test_a_soft_bounce_is_counted_and_changes_nothing(client, admin, subsc
     assert point["reachability"] == "reachable"
     details = await session.scalar(select(ContactPoint.details).where(ContactPoint.id == subscribed["point"].id))
     assert details["soft_bounces"] == 2
+
+
+async def test_a_bounce_diagnostic_is_remembered_only_as_its_status_code(subscribed, webhook, session):
+    # relays' diagnostics name the recipient; the dedup record outlives an erasure, so it keeps the code alone
+    diagnostic = "452 4.2.2 <jane@example.com>: Mailbox full (Jane Roe)"
+    events = [{"id": "soft-9", "type": "bounce", "bounce_type": "soft", "recipient": "jane@example.com"}]
+    response = await webhook([{**events[0], "diagnostic": diagnostic}])
+    assert response.status_code == 200, response.text
+    stored = (
+        await session.execute(text("SELECT error_code FROM provider_callbacks WHERE message_sid = 'soft-9'"))
+    ).all()
+    assert stored == [("4.2.2",)]
+    free_text = await session.scalar(
+        text("SELECT count(*) FROM provider_callbacks WHERE error_code LIKE '%jane%' OR error_code LIKE '%Roe%'")
+    )
+    assert free_text == 0
 
 
 async def test_a_complaint_opts_out_and_suppresses(client, admin, subscribed, webhook, session, tenant):

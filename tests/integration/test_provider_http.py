@@ -37,25 +37,34 @@ async def _html(_request: web.Request) -> web.Response:
     return web.Response(status=502, text="<html>Bad gateway</html>", content_type="text/html")
 
 
+async def _html_not_found(_request: web.Request) -> web.Response:
+    return web.Response(status=404, text="<html>Not found</html>", content_type="text/html")
+
+
 async def _redirect(_request: web.Request) -> web.Response:
     return web.Response(status=307, headers={"Location": "/empty"})
 
 
 async def test_the_print_house_answers_are_read_the_same_way_whatever_their_body():
     application = web.Application()
-    for path, handler in (("/slow", _slow), ("/empty", _empty), ("/html", _html), ("/redirect", _redirect)):
+    routes = (("/slow", _slow), ("/empty", _empty), ("/html", _html), ("/missing", _html_not_found))
+    for path, handler in (*routes, ("/redirect", _redirect)):
         application.router.add_post(path, handler)
     async with local_http(application) as url:
         empty = PrintHouseAdapter(f"{url}/empty", "t")
         html = PrintHouseAdapter(f"{url}/html", "t")
+        missing = PrintHouseAdapter(f"{url}/missing", "t")
         redirect = PrintHouseAdapter(f"{url}/redirect", "t")
         slow = PrintHouseAdapter(f"{url}/slow", "t", timeout=0.3)
         try:
             accepted = await empty.send(LETTER)
             assert (accepted.outcome, accepted.provider_message_id) == (Outcome.ACCEPTED, LETTER.id)
+            # the status decides, not whether the body is JSON: a proxy's 502 page is worth a retry ...
             not_json = await html.send(LETTER)
-            assert not_json.outcome is Outcome.TRANSIENT
-            assert not_json.detail.startswith("JSONDecodeError")
+            assert (not_json.outcome, not_json.error_code) == (Outcome.TRANSIENT, "502")
+            # ... an HTML 404 is a wrong URL, and the page itself is never stored
+            wrong = await missing.send(LETTER)
+            assert (wrong.outcome, wrong.error_code, wrong.detail) == (Outcome.PERMANENT, "404", "HTTP 404")
             moved = await redirect.send(LETTER)
             assert (moved.outcome, moved.error_code) == (Outcome.PERMANENT, "307"), "redirects are not followed"
             started = time.monotonic()
@@ -63,7 +72,7 @@ async def test_the_print_house_answers_are_read_the_same_way_whatever_their_body
             assert late.outcome is Outcome.TRANSIENT
             assert time.monotonic() - started < 2, "the adapter's own deadline, not the server's sleep"
         finally:
-            for adapter in (empty, html, redirect, slow):
+            for adapter in (empty, html, missing, redirect, slow):
                 await adapter.aclose()
 
 
@@ -99,14 +108,16 @@ async def test_fcm_token_refusals_are_permanent_and_silence_or_no_server_transie
     application = web.Application()
     application.router.add_post("/refused", refused)
     application.router.add_post("/slow", _slow)
+    application.router.add_post("/busy", _html)
     async with local_http(application) as url:
         adapters = [
             FcmAdapter(_account(f"{url}/refused"), base_url=url),
             FcmAdapter(_account(f"{url}/slow"), base_url=url, timeout=0.3),
             FcmAdapter(_account("http://127.0.0.1:1/token"), base_url=url),
+            FcmAdapter(_account(f"{url}/busy"), base_url=url),
         ]
         try:
-            auth, late, unreachable = [await adapter.send(PUSH) for adapter in adapters]
+            auth, late, unreachable, busy = [await adapter.send(PUSH) for adapter in adapters]
         finally:
             for adapter in adapters:
                 await adapter.aclose()
@@ -115,3 +126,4 @@ async def test_fcm_token_refusals_are_permanent_and_silence_or_no_server_transie
     assert late.detail.startswith("TimeoutError")
     assert unreachable.outcome is Outcome.TRANSIENT
     assert unreachable.detail.startswith("ConnectError")
+    assert (busy.outcome, busy.detail) == (Outcome.TRANSIENT, "_TokenUnavailable: token endpoint answered 502")

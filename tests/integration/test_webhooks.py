@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import re
 import time
@@ -134,6 +136,34 @@ async def test_a_failing_receiver_is_retried_with_backoff_and_then_given_up(
     listed = (await client.get("/v1/webhook-subscriptions", headers=admin)).json()
     assert listed[0]["failed"] == 1
     assert "secret" not in listed[0], "the secret is shown once, when created"
+
+
+async def test_a_receiver_answering_a_byte_at_a_time_is_cut_off_at_the_deadline(
+    client, admin, ledger, database, session
+):
+    async def drip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+        with contextlib.suppress(ConnectionError):
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok":  # each byte well within httpx's read timeout
+                writer.write(bytes([byte]))
+                await writer.drain()
+                await asyncio.sleep(0.2)
+        writer.close()
+
+    server = await asyncio.start_server(drip, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        await subscribe(client, admin, f"http://127.0.0.1:{port}/hooks")
+        purpose = await ledger.purpose("newsletter")
+        await ledger.apply(await ledger.point("sms", "+4915112345678"), purpose.id, "start_word")
+        sender = WebhookSender(database, Keys(TEST_SECRET), SenderConfig(timeout=1.0), allow_private=True)
+        started = time.monotonic()
+        await sender.run_once()
+        assert time.monotonic() - started < 4, "the whole exchange is bounded, not each read"
+    finally:
+        server.close()
+    [(status, attempts, last_status)] = await deliveries(session)
+    assert (status, attempts, last_status) == ("queued", 1, None), "retried later, not delivered"
 
 
 async def test_a_lost_claim_is_taken_over_after_its_lease(client, admin, ledger, receiver, database, session):

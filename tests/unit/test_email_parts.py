@@ -11,6 +11,7 @@ import pytest
 
 from app.domain.scanners import FAST_CONFIRMATION, NO_USER_AGENT, SCANNER_USER_AGENT, scanner_signals
 from app.emails import render
+from app.emails.service import smtp_code
 from app.emails.tokens import (
     UnsubscribeTarget,
     new_confirmation_token,
@@ -117,3 +118,18 @@ async def test_the_outbox_writes_complete_eml_files(tmp_path):
     parsed = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
     assert parsed["Message-ID"] == result.message_id
     assert "@acme.example>" in result.message_id
+
+
+@pytest.mark.parametrize(
+    ("diagnostic", "code"),
+    [
+        ("5.1.1", "5.1.1"),
+        ("550 5.1.1 <jane@example.com>: Recipient address rejected", "5.1.1"),
+        ("452 4.2.2 Mailbox full (Jane Roe)", "4.2.2"),
+        ("Mailbox full for jane@example.com", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_only_the_enhanced_status_code_of_a_diagnostic_is_kept(diagnostic, code):
+    assert smtp_code(diagnostic) == code
