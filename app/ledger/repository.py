@@ -485,7 +485,9 @@ async def suppressions_with_keys(
 
 
 def _keys_table(name: str) -> str:
-    assert name.isidentifier(), name  # a table of the caller's, named in code: never input
+    """A temporary table of the caller's, named in code (never input); checked all the same, as it goes into SQL."""
+    if not name.isidentifier():
+        raise ValueError(f"not a table name: {name!r}")
     return name
 
 
