@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.domain.model import Channel
 from app.lib.auth import Scope, generate_key
 from app.lib.errors import InvalidInput, NotFound
 from app.lib.keys import Keys
@@ -19,6 +20,7 @@ from app.workspaces.settings import (
     AppPushSettings,
     EmailSettings,
     PrintHouseSettings,
+    SendWindow,
     TwilioSettings,
     WebPushSettings,
     WorkspaceSettings,
@@ -80,6 +82,7 @@ async def replace_settings(
     """Validate and store the settings; purposes they name must exist; the token is sealed, or kept if omitted."""
     from app.purposes.repository import get_by_key  # noqa: PLC0415  # purposes depend on workspaces, not back
 
+    _check_send_windows(new.send_windows)
     current = await settings_of(session, workspace_id)
     named = {*new.phone.start_words.values(), *([new.phone.default_purpose] if new.phone.default_purpose else [])}
     for key in sorted(named):
@@ -194,3 +197,18 @@ def _app_push(
         apns_sandbox=given.apns_sandbox,
         apns_private_key_sealed=apns_sealed,
     )
+
+
+def _check_send_windows(windows: Mapping[Channel, SendWindow]) -> None:
+    """A window whose end equals its start reads as "all day" to some and "never" to others: it is refused.
+
+    A window may cross midnight (22:00-06:00); any time is said by leaving the channel out (or 00:00-24:00).
+    """
+    for channel, window in sorted(windows.items()):
+        if window.start == window.end:
+            raise InvalidInput(
+                f"send_windows.{channel}: start and end are both {window.start}, which is ambiguous. To send at any "
+                "time, leave the channel out of send_windows (or give 00:00 to 24:00); a window may cross "
+                "midnight (e.g. 22:00 to 06:00).",
+                code="invalid_send_window",
+            )
