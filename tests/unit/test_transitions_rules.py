@@ -136,10 +136,10 @@ def test_all_states_are_the_seven_of_the_design():
 BASES = {(channel, OPTED_IN): CONSENT for channel in Channel} | {(Channel.PRINT, NONE): LegalBasis.LEGITIMATE_INTEREST}
 
 
-@pytest.mark.parametrize("state", sorted(EVERY_STATE))
 @pytest.mark.parametrize("channel", list(Channel))
-def test_the_legal_basis_of_each_state(channel, state):
-    assert basis_of(channel, state) == BASES.get((channel, state))
+def test_the_legal_basis_of_each_state(channel):
+    for state in EVERY_STATE:
+        assert basis_of(channel, state) == BASES.get((channel, state)), state
 
 
 @pytest.mark.parametrize("channel", list(Channel))
