@@ -117,3 +117,12 @@ def test_push_payloads_up_to_the_limit_pass_and_one_byte_more_is_refused(channel
 @pytest.mark.parametrize("channel", [Channel.EMAIL, Channel.PRINT])
 def test_email_and_print_content_is_not_checked_here(channel):
     check(channel, {"anything": "x" * 100_000})
+
+
+def test_segment_counts_are_whole_numbers_in_both_encodings():
+    for text in ["a" * 161, "ж" * 71, "😀" * 36]:
+        segments = sms_segments(text)
+        assert (type(segments.units), type(segments.count)) == (int, int), text
+    with pytest.raises(ContentError) as refused:
+        check(Channel.SMS, {"text": "ж" * 671})
+    assert str(refused.value) == "The SMS text needs 11 segments (UCS-2); at most 10."

@@ -179,6 +179,11 @@ def test_phone_prefix_case_and_region_case_do_not_matter(raw, region, expected):
     assert normalise_phone(raw, region) == expected
 
 
+def test_a_national_phone_number_is_read_as_german_by_default():
+    assert normalise_phone("0151 23456789") == "+4915123456789"
+    assert normalise_phone("030 1234567") == "+49301234567"
+
+
 @pytest.mark.parametrize(
     ("raw", "message"),
     [

@@ -152,3 +152,7 @@ def test_natural_language_never_opts_in_or_asks_for_help():
 def test_a_message_of_nothing_but_punctuation_is_nothing():
     assert classify("?!") == Classification(Intent.NONE, words=())
     assert classify("   ") == Classification(Intent.NONE, words=())
+
+
+def test_the_intents_are_stored_under_stable_names():
+    assert [intent.value for intent in Intent] == ["opt_out", "help", "opt_in", "none"]
