@@ -29,7 +29,8 @@ tests/unit that load the mutated module (the ones importing it by name first, st
 ``--noconftest``: unit tests need no fixture of the database harness). A failing run kills the mutant, and so
 does a mutant that cannot be imported or that runs past the time limit. Hypothesis runs derandomized and
 without its example database, so a run is reproducible and leaves nothing behind. The unmutated tests must pass
-first. The source files are read once at the start; do not edit app/domain while a run goes on.
+first (``MUTATE_VERBOSE=1`` shows the children's pytest output). The source files are read once at the start;
+do not edit app/domain while a run goes on.
 
 Equivalent mutants (no behaviour changes) are listed with their reason in ``scripts/mutation_equivalents.toml``;
 the score counts killed mutants among the non-equivalent ones. The keys name the module, the function and the
