@@ -6,12 +6,13 @@ audience export builds its SQL filter from the same tables below.
 Precedence when several reasons apply — the person's own expressed will first, then our records of it, then
 facts about the address, then time:
 ``objected`` > ``opted_out`` > ``suppressed`` > ``declined`` > ``expired`` > ``pending_confirmation`` >
-``no_consent`` > ``provider_blocked`` > ``undeliverable`` > ``expired_address`` > ``outside_send_window``.
+``no_consent`` > ``provider_blocked`` > ``undeliverable`` > ``address_expired`` > ``outside_send_window``.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -102,14 +103,25 @@ class PointFacts:
 
 @dataclass(frozen=True, slots=True)
 class Window:
-    """A daily send window in the recipient's local time (``end`` exclusive)."""
+    """A daily send window in the recipient's local time, from ``start`` up to ``end`` (exclusive).
+
+    An ``end`` before ``start`` crosses midnight: 22:00-06:00 is open from 22:00 until 06:00 the next morning.
+    An ``end`` equal to ``start`` is the whole day (24 hours from ``start``); the workspace settings refuse it
+    as ambiguous, so only a window stored before that check can have it.
+    """
 
     start: time
     end: time
 
+    def contains(self, moment: time) -> bool:
+        """Whether the local clock time ``moment`` is inside the window."""
+        if self.start < self.end:
+            return self.start <= moment < self.end
+        return moment >= self.start or moment < self.end
+
 
 @dataclass(frozen=True, slots=True)
-class Decision:
+class GateDecision:
     """The gate's answer for one contact point."""
 
     eligible: bool
@@ -136,17 +148,17 @@ def decide_point(
     now: datetime,
     window: Window | None,
     default_timezone: str,
-) -> Decision:
+) -> GateDecision:
     """Decide one contact point for one purpose."""
     consent = effective_consent(facts)
     event_id = consent.event_id if consent else None
     if SuppressionScope.ALL in facts.suppression_scopes:
-        return Decision(eligible=False, reason=Reason.SUPPRESSED, evidence_event_id=event_id)
+        return GateDecision(eligible=False, reason=Reason.SUPPRESSED, evidence_event_id=event_id)
     if kind is PurposeKind.TRANSACTIONAL:
         blocked = REACHABILITY_REASON[facts.reachability]
         if blocked is not None:
-            return Decision(eligible=False, reason=blocked, evidence_event_id=event_id)
-        return Decision(eligible=True, reason=Reason.TRANSACTIONAL, evidence_event_id=event_id)
+            return GateDecision(eligible=False, reason=blocked, evidence_event_id=event_id)
+        return GateDecision(eligible=True, reason=Reason.TRANSACTIONAL, evidence_event_id=event_id)
 
     state = consent.state if consent else State.NONE
     if facts.channel is Channel.PRINT:
@@ -159,31 +171,60 @@ def decide_point(
     if (blocked := REACHABILITY_REASON[facts.reachability]) is not None:
         reasons.append(blocked)
     if reasons:
-        return Decision(eligible=False, reason=min(reasons, key=RANK.__getitem__), evidence_event_id=event_id)
+        return GateDecision(eligible=False, reason=min(reasons, key=RANK.__getitem__), evidence_event_id=event_id)
     if window is not None:
         opens = next_opening(window, now, facts.timezone or default_timezone)
         if opens is not None:
-            return Decision(
+            return GateDecision(
                 eligible=False,
                 reason=Reason.OUTSIDE_SEND_WINDOW,
                 evidence_event_id=event_id,
                 next_window_opens_at=opens,
             )
-    return Decision(eligible=True, reason=permission, evidence_event_id=event_id)
+    return GateDecision(eligible=True, reason=permission, evidence_event_id=event_id)
 
 
 def next_opening(window: Window, now: datetime, timezone: str) -> datetime | None:
-    """``None`` inside the window; else when it next opens (UTC), computed in local time so DST is right."""
+    """``None`` inside the window; else the first instant after ``now`` at which it is open (UTC).
+
+    Computed on the local clock, so DST is right: the window opens when the clock next shows ``start`` or, where
+    a clock change lands inside the window (a start in the hour skipped in spring, an hour repeated in autumn
+    that falls back into the window), at the moment of the change.
+    """
     zone = ZoneInfo(timezone)
     local = now.astimezone(zone)
-    if window.start <= local.time() < window.end:
+    if window.contains(local.time()):
         return None
     day = local.date() if local.time() < window.start else local.date() + timedelta(days=1)
-    opening = datetime.combine(day, window.start, tzinfo=zone)
-    return opening.astimezone(UTC)
+    opening = datetime.combine(day, window.start, tzinfo=zone).astimezone(UTC)
+    if opening < now:  # the start lies in a repeated autumn hour whose first pass is over: the second pass
+        opening = datetime.combine(day, window.start, tzinfo=zone).replace(fold=1).astimezone(UTC)
+    change = _clock_change(now, opening, zone)
+    if change is None:
+        return opening
+    return next_opening(window, change, timezone) or change
 
 
-def strongest(decisions: list[Decision]) -> Decision | None:
+def _clock_change(after: datetime, until: datetime, zone: ZoneInfo) -> datetime | None:
+    """The moment the zone's UTC offset changes between ``after`` and ``until`` (``None``: it does not).
+
+    Offsets change months apart, so there is at most one change in the two days looked at; zone rules put it on
+    a whole second, which a bisection over whole seconds finds exactly.
+    """
+    offset = after.astimezone(zone).utcoffset()
+    if until.astimezone(zone).utcoffset() == offset:
+        return None
+    low, high = math.floor(after.timestamp()), math.ceil(until.timestamp())
+    while high - low > 1:
+        middle = (low + high) // 2
+        if datetime.fromtimestamp(middle, zone).utcoffset() == offset:
+            low = middle
+        else:
+            high = middle
+    return datetime.fromtimestamp(high, UTC)
+
+
+def strongest(decisions: list[GateDecision]) -> GateDecision | None:
     """The eligible decision if any, else the one with the strongest reason."""
     if not decisions:
         return None

@@ -119,9 +119,14 @@ class TransitionNotAllowed(Exception):
     """The trigger is not allowed in the current state of this channel."""
 
     def __init__(self, channel: Channel, state: State, trigger: Trigger) -> None:
-        allowed = sorted(s.value for s in rule.sources) if (rule := _INDEX.get((channel, trigger))) else []
-        where = f"from {', '.join(allowed)}" if allowed else f"on the {channel} channel at all"
-        super().__init__(f"'{trigger}' is not allowed when the {channel} consent is '{state}'; it is allowed {where}.")
+        if trigger is Trigger.IMPORT:
+            importable = ", ".join(sorted(s.value for s in IMPORTABLE[channel]))
+            message = f"An import cannot set the {channel} consent to '{state}'; it can set {importable}."
+        else:
+            allowed = sorted(s.value for s in rule.sources) if (rule := _INDEX.get((channel, trigger))) else []
+            where = f"it is allowed from {', '.join(allowed)}" if allowed else f"not on the {channel} channel at all"
+            message = f"'{trigger}' is not allowed when the {channel} consent is '{state}'; {where}."
+        super().__init__(message)
         self.channel = channel
         self.state = state
         self.trigger = trigger

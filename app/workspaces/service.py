@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 import msgspec
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.domain.model import Channel
 from app.lib import vapid
 from app.lib.auth import Scope, generate_key
 from app.lib.errors import InvalidInput, NotFound
@@ -22,6 +23,7 @@ from app.workspaces.settings import (
     AppPushSettings,
     EmailSettings,
     PrintHouseSettings,
+    SendWindow,
     TwilioSettings,
     WebPushSettings,
     WorkspaceSettings,
@@ -84,6 +86,7 @@ async def replace_settings(
     session: AsyncSession, keys: Keys, workspace_id: uuid.UUID, new: WorkspaceSettingsIn
 ) -> WorkspaceSettings:
     """Validate and store the settings; purposes they name must exist; the token is sealed, or kept if omitted."""
+    _check_send_windows(new.send_windows)
     current = await settings_of(session, workspace_id)
     named = {*new.phone.start_words.values(), *([new.phone.default_purpose] if new.phone.default_purpose else [])}
     for key in sorted(named):
@@ -250,3 +253,18 @@ async def settings_by_workspace(
     """The settings (defaults where unset) of each of the workspaces that exist, by id."""
     rows = await repository.workspaces_by_id(session, list(workspace_ids))
     return {workspace.id: WorkspaceSettings.load(workspace.settings) for workspace in rows}
+
+
+def _check_send_windows(windows: Mapping[Channel, SendWindow]) -> None:
+    """A window whose end equals its start reads as "all day" to some and "never" to others: it is refused.
+
+    A window may cross midnight (22:00-06:00); any time is said by leaving the channel out (or 00:00-24:00).
+    """
+    for channel, window in sorted(windows.items()):
+        if window.start == window.end:
+            raise InvalidInput(
+                f"send_windows.{channel}: start and end are both {window.start}, which is ambiguous. To send at any "
+                "time, leave the channel out of send_windows (or give 00:00 to 24:00); a window may cross "
+                "midnight (e.g. 22:00 to 06:00).",
+                code="invalid_send_window",
+            )

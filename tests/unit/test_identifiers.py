@@ -6,12 +6,18 @@ import pytest
 
 from app.domain.identifiers import (
     InvalidIdentifier,
+    PostalAddress,
+    email_suppression_form,
+    fold,
     mask,
     normalise_email,
+    normalise_house_number,
+    normalise_installation_id,
     normalise_name,
     normalise_phone,
     normalise_postal,
     normalise_push_endpoint,
+    normalise_street,
 )
 from app.domain.model import Channel
 
@@ -140,3 +146,247 @@ def test_masks_do_not_reveal_the_address():
     assert mask(Channel.EMAIL, "jane.doe@example.com") == "j***@example.com"
     assert mask(Channel.SMS, "+4915123456789") == "+49151******89"
     assert "hauptstr" not in mask(Channel.PRINT, "DE|10115|hauptstr|12a")
+
+
+# -- every normaliser's output ------------------------------------------------------------------------------
+
+
+def test_email_keeps_the_local_part_allows_unicode_and_reports_why_it_is_invalid():
+    assert normalise_email("Jürgen.Müller@Bücher.DE") == "Jürgen.Müller@xn--bcher-kva.de"
+    with pytest.raises(InvalidIdentifier) as empty:
+        normalise_email("   ")
+    assert (empty.value.code, empty.value.message) == ("invalid_email", "The email address is empty.")
+    with pytest.raises(InvalidIdentifier) as invalid:
+        normalise_email("jane@@example.com")
+    assert invalid.value.message.startswith("The email address is not valid: ")
+    assert str(invalid.value) == invalid.value.message
+
+
+def test_the_suppression_form_of_an_email_lowers_the_whole_address():
+    assert email_suppression_form("Jane.Doe@example.com") == "jane.doe@example.com"
+
+
+@pytest.mark.parametrize(
+    ("raw", "region", "expected"),
+    [
+        ("WhatsApp: +49 151 23456789", "DE", "+4915123456789"),
+        ("WHATSAPP:+4915123456789", "de", "+4915123456789"),
+        ("0151 23456789", "de", "+4915123456789"),
+        ("  +4915123456789  ", "US", "+4915123456789"),
+    ],
+)
+def test_phone_prefix_case_and_region_case_do_not_matter(raw, region, expected):
+    assert normalise_phone(raw, region) == expected
+
+
+def test_a_national_phone_number_is_read_as_german_by_default():
+    assert normalise_phone("0151 23456789") == "+4915123456789"
+    assert normalise_phone("030 1234567") == "+49301234567"
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("whatsapp:", "The phone number is empty."),
+        ("  ", "The phone number is empty."),
+        ("+49 151", "not a valid number (give it in international form, e.g. +49 151 23456789)."),
+    ],
+)
+def test_phone_rejections_say_what_is_wrong(raw, message):
+    with pytest.raises(InvalidIdentifier) as refused:
+        normalise_phone(raw)
+    assert refused.value.code == "invalid_phone_number"
+    assert refused.value.message.endswith(message)
+    with pytest.raises(InvalidIdentifier, match=r"^The phone number cannot be read: "):
+        normalise_phone("call me")
+
+
+def test_fold_lowers_and_folds_umlauts_ligatures_and_accents():
+    assert fold("ÄÖÜ äöü ß Æ æ Ø ø Å å é Ç") == "aeoeue aeoeue ss ae ae oe oe aa aa e c"
+    assert fold("\uff2d\u00fcller") == "mueller"  # NFKC first: a full-width M
+
+
+@pytest.mark.parametrize(
+    ("street", "key"),
+    [
+        ("Hauptstraße", "hauptstr"),
+        ("Hauptstrasse", "hauptstr"),
+        ("Hauptstr.", "hauptstr"),
+        ("Hauptstr", "hauptstr"),
+        ("Haupt-Straße", "hauptstr"),
+        ("Straße des 17. Juni", "strdes17juni"),
+        ("Strasse-des-17-Juni", "strdes17juni"),
+        ("St. Georg-Weg", "sanktgeorgweg"),
+        ("Sankt-Georg-Weg", "sanktgeorgweg"),
+        ("Marktpl.", "marktplatz"),
+        ("Marktplatz", "marktplatz"),
+        ("Markt Pl.", "marktplatz"),
+        ("Pl. der Einheit", "platzdereinheit"),
+        ("Stresemannallee", "stresemannallee"),  # "str" inside a word stays
+        ("Astraße", "astr"),
+        ("O'Connor-Ring", "oconnorring"),
+    ],
+)
+def test_street_names_normalise_to_one_key(street, key):
+    assert normalise_street(street) == key
+
+
+@pytest.mark.parametrize(("number", "key"), [("12 A", "12a"), ("12 - 14", "12-14"), ("12/1", "12/1"), ("7", "7")])
+def test_house_numbers_lose_spaces_and_case(number, key):
+    assert normalise_house_number(number) == key
+
+
+@pytest.mark.parametrize(
+    ("name", "key"),
+    [
+        ("Dr. med. Hans Müller", "hans mueller"),
+        ("Frau Prof. Dr. rer. nat. Anna Schmidt", "anna schmidt"),
+        ("Mrs. Jane O'Neil", "jane neil o"),
+        ("Dipl.-Ing. Jörg Weiß", "joerg weiss"),
+        ("Dr. phil. Anna Weber", "anna weber"),
+        # a first name that is also a title is dropped: over-matching, the safe side for suppression
+        ("Phil Collins", "collins"),
+        ("Ms. Smith", "smith"),
+        ("Herr Müller-Lüdenscheidt", "luedenscheidt mueller"),
+    ],
+)
+def test_names_drop_titles_and_salutations_and_sort_their_words(name, key):
+    assert normalise_name(name) == key
+
+
+def test_a_postal_address_is_parsed_and_keyed():
+    address = normalise_postal(
+        street="  Karl-Marx-Straße   12 a ",
+        postcode=" 101 15 ",
+        city="  Frankfurt  (Oder) ",
+        name=" Dr.  Hans  Müller ",
+    )
+    assert address == PostalAddress(
+        country="DE",
+        postcode="10115",
+        city="Frankfurt (Oder)",
+        street="Karl-Marx-Straße",
+        house_number="12 a",
+        name="Dr. Hans Müller",
+        key="DE|10115|karlmarxstr|12a",
+        name_key="hans mueller",
+    )
+
+
+def test_a_comma_between_street_and_number_and_a_lower_case_country_are_accepted():
+    address = normalise_postal(street="Hauptstraße, 3", postcode="1010", city="Wien", country=" at ")
+    assert (address.country, address.street, address.house_number, address.key) == (
+        "AT",
+        "Hauptstraße",
+        "3",
+        "AT|1010|hauptstr|3",
+    )
+
+
+def test_a_separate_house_number_wins_and_must_be_one():
+    address = normalise_postal(street="Hauptstraße 12", house_number=" 14 ", postcode="10115", city="Berlin")
+    assert (address.street, address.house_number, address.key) == ("Hauptstraße 12", "14", "DE|10115|hauptstr12|14")
+    with pytest.raises(InvalidIdentifier) as refused:
+        normalise_postal(street="Hauptstraße", house_number="vierzehn", postcode="10115", city="Berlin")
+    assert (refused.value.code, refused.value.message) == (
+        "invalid_postal_address",
+        "'vierzehn' is not a house number.",
+    )
+
+
+def test_a_name_of_only_spaces_or_titles_is_no_name():
+    blank = normalise_postal(street="Hauptstraße 1", postcode="10115", city="Berlin", name="   ")
+    assert (blank.name, blank.name_key) == (None, None)
+    titles = normalise_postal(street="Hauptstraße 1", postcode="10115", city="Berlin", name="Dr. Prof.")
+    assert (titles.name, titles.name_key) == ("Dr. Prof.", None)
+
+
+def test_other_countries_need_a_postcode_but_not_a_german_one():
+    address = normalise_postal(street="Rue de Rivoli 10", postcode="75001", city="Paris", country="FR")
+    assert address.key == "FR|75001|ruederivoli|10"
+    assert normalise_postal(street="Main Street 5", postcode="SW1A 1AA", city="London", country="GB").postcode == (
+        "SW1A1AA"
+    )
+    with pytest.raises(InvalidIdentifier) as missing:
+        normalise_postal(street="Rue de Rivoli 10", postcode="  ", city="Paris", country="FR")
+    assert (missing.value.code, missing.value.message) == ("invalid_postcode", "The postcode is missing.")
+
+
+@pytest.mark.parametrize(
+    ("fields", "code", "message"),
+    [
+        ({"postcode": "10115", "city": "---"}, "invalid_postal_address", "Street and city are required."),
+        ({"postcode": "10115", "city": "Berlin", "country": "D"}, "invalid_postal_address", "ISO 3166 alpha-2"),
+        ({"postcode": "10115", "city": "Berlin", "country": "D1"}, "invalid_postal_address", "ISO 3166 alpha-2"),
+        ({"postcode": "101155", "city": "Berlin"}, "invalid_postcode", "'101155' is not a valid postcode for DE."),
+        ({"postcode": "1234", "city": "Bern", "country": "CH"}, None, None),
+        ({"postcode": "12345", "city": "Bern", "country": "CH"}, "invalid_postcode", "for CH"),
+        ({"postcode": "12345", "city": "Wien", "country": "AT"}, "invalid_postcode", "for AT"),
+    ],
+)
+def test_postal_rejections_say_what_is_wrong(fields, code, message):
+    if code is None:
+        assert normalise_postal(street="Hauptstrasse 1", **fields).postcode == fields["postcode"]
+        return
+    with pytest.raises(InvalidIdentifier) as refused:
+        normalise_postal(street="Hauptstrasse 1", **fields)
+    assert refused.value.code == code
+    assert message in refused.value.message
+
+
+def test_a_street_without_a_number_says_how_to_give_one():
+    with pytest.raises(InvalidIdentifier) as refused:
+        normalise_postal(street="Hauptstraße", postcode="10115", city="Berlin")
+    assert refused.value.message == "The street has no house number (e.g. 'Hauptstraße 12a')."
+
+
+@pytest.mark.parametrize("raw", ["a", "fcm:Abc-123_x.y", "  device-1  ", "x" * 200, "ios:0123456789abcdef:ABCDEF"])
+def test_installation_ids_are_returned_trimmed(raw):
+    assert normalise_installation_id(raw) == raw.strip()
+
+
+@pytest.mark.parametrize("raw", ["", "   ", "x" * 201, "a b", "a/b", "ä", "id\x00"])
+def test_installation_ids_of_another_shape_are_refused(raw):
+    with pytest.raises(InvalidIdentifier) as refused:
+        normalise_installation_id(raw)
+    assert refused.value.code == "invalid_installation_id"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "https://push.example.com/" + "x" * (2048 - 25),
+        "  https://updates.push.services.mozilla.com/wpush/v2/abc\n",
+    ],
+)
+def test_push_endpoints_are_https_urls_returned_trimmed(raw):
+    assert normalise_push_endpoint(raw) == raw.strip()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["https://push.example.com/" + "x" * (2049 - 25), "https://push.example.com/a b", "ftp://x", "", "HTTPS//x"],
+)
+def test_other_push_endpoints_are_refused(raw):
+    with pytest.raises(InvalidIdentifier) as refused:
+        normalise_push_endpoint(raw)
+    assert refused.value.code == "invalid_push_endpoint"
+
+
+@pytest.mark.parametrize(
+    ("channel", "value", "masked"),
+    [
+        (Channel.EMAIL, "jane.doe@example.com", "j***@example.com"),
+        (Channel.EMAIL, "@example.com", "***@example.com"),
+        (Channel.SMS, "+4915123456789", "+49151******89"),
+        (Channel.WHATSAPP, "+4915123456789", "+49151******89"),
+        (Channel.SMS, "+4930123", "+4930123"),
+        (Channel.SMS, "+49301", "+49301" + "01"),
+        (Channel.PRINT, "DE|10115|hauptstr|12a", "DE-10*** (postal)"),
+        (Channel.PRINT, "AT", "AT-*** (postal)"),
+        (Channel.APP_PUSH, "fcm-token-0123456789", "fcm-token-01…"),
+        (Channel.WEB_PUSH, "https://push.example.com/abc", "https://push…"),
+    ],
+)
+def test_masks(channel, value, masked):
+    assert mask(channel, value) == masked

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import configparser
 from pathlib import Path
 
@@ -24,3 +25,14 @@ def test_every_package_and_module_of_the_service_has_a_layer():
     }
     assert modules - _layered_modules() == set(), "add them to the layers of .importlinter"
     assert _layered_modules() - modules == set(), "the contract names modules that do not exist"
+
+
+def test_class_names_are_unique_across_the_service():
+    # one name, one class: a reader (and a grep) never has to ask which Outcome or Decision is meant
+    seen: dict[str, list[str]] = {}
+    for root in ("app", "channel_providers"):
+        for path in sorted((ROOT / root).rglob("*.py")):
+            for node in ast.parse(path.read_text()).body:
+                if isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+                    seen.setdefault(node.name, []).append(str(path.relative_to(ROOT)))
+    assert {name: paths for name, paths in seen.items() if len(paths) > 1} == {}
