@@ -166,7 +166,7 @@ def decide_point(
     else:
         permission = STATE_REASON[state]
     reasons = [] if permission in ELIGIBLE else [permission]
-    if facts.suppression_scopes & {SuppressionScope.ALL_MARKETING, SuppressionScope.PURPOSE}:
+    if is_suppressed(facts.suppression_scopes, kind):  # here: the marketing scopes (``all`` stopped it above)
         reasons.append(Reason.SUPPRESSED)
     if (blocked := REACHABILITY_REASON[facts.reachability]) is not None:
         reasons.append(blocked)

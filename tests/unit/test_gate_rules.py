@@ -27,6 +27,7 @@ from app.domain.gate import (
     Window,
     decide_point,
     effective_consent,
+    is_suppressed,
     strongest,
 )
 from app.domain.model import Channel, PurposeKind, Reachability, State, SuppressionScope
@@ -236,3 +237,17 @@ def test_the_contacts_zone_comes_before_the_workspaces():
     evening = datetime(2026, 6, 10, 16, 0, tzinfo=UTC)
     assert not decide(point(State.OPTED_IN, timezone="Asia/Kolkata"), now=evening).eligible
     assert decide(point(State.OPTED_IN, timezone=None), now=evening).eligible
+
+
+@pytest.mark.parametrize(
+    "scopes", [set(combination) for n in range(4) for combination in itertools.combinations(list(SuppressionScope), n)]
+)
+@pytest.mark.parametrize("kind", list(PurposeKind))
+def test_which_suppressions_stop_which_purposes(scopes, kind):
+    # written out from CHANNEL_RULES.md: "all" stops every message, transactional included; "all_marketing" and a
+    # suppression naming this purpose stop marketing only; nothing else stops anything
+    expected = SuppressionScope.ALL in scopes or (
+        kind == PurposeKind.MARKETING and bool(scopes & {SuppressionScope.ALL_MARKETING, SuppressionScope.PURPOSE})
+    )
+    assert is_suppressed(scopes, kind) is expected
+    assert is_suppressed(list(scopes), kind) is expected, "any collection of scopes"
