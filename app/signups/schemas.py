@@ -56,9 +56,10 @@ class Instructions(msgspec.Struct, kw_only=True):
 class SignupOut(msgspec.Struct, kw_only=True):
     """The signup was recorded (the same shape whether or not the address was known).
 
-    For email ``state`` is always ``pending``: a confirmation mail went out, or, for an address already
-    subscribed, a mail saying so; the answer does not tell the two apart. ``GET /v1/contacts/{contact}`` shows
-    the actual state.
+    ``state`` is always ``pending``. Email: a confirmation mail went out, or, for an address already subscribed, a
+    mail saying so. SMS and WhatsApp: the instructions to text the start word, whether or not the number is
+    subscribed already. The answer does not tell the cases apart (no enumeration by a form key);
+    ``GET /v1/contacts/{contact}`` shows the actual state.
     """
 
     contact_id: uuid.UUID

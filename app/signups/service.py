@@ -64,18 +64,17 @@ async def sign_up(
         )
         out = SignupOut(contact_id=point.contact_id, contact_point_id=point.id, state=State.PENDING)
         return out, outgoing
-    [applied] = await apply_changes(
+    await apply_changes(
         session,
         workspace_id,
         [Change(point, purpose.id, Trigger.SIGNUP, evidence, notice=notice)],
         actor,
         skip_not_allowed=True,  # already opted in: nothing to start, the same answer
     )
+    # "pending" whatever the number's state: the person is told to text the start word either way, and a form key
+    # must not learn whether a number is subscribed (API.md: no enumeration)
     out = SignupOut(
-        contact_id=point.contact_id,
-        contact_point_id=point.id,
-        state=applied.to_state,
-        instructions=instructions,
+        contact_id=point.contact_id, contact_point_id=point.id, state=State.PENDING, instructions=instructions
     )
     return out, None
 

@@ -175,6 +175,17 @@ async def test_signup_refuses_bad_numbers_and_mismatched_notices(client, tenant,
     ).status_code == 403
 
 
+async def test_a_signup_does_not_tell_a_form_key_whether_the_number_is_subscribed(client, tenant, configured, phone):
+    unknown = await signup(client, tenant, configured)
+    await phone.text("NEWS")
+    assert await state_of(client, tenant) == "opted_in"
+    known = await signup(client, tenant, configured)
+    drop = {"contact_id", "contact_point_id"}
+    assert {k: v for k, v in known.items() if k not in drop} == {k: v for k, v in unknown.items() if k not in drop}
+    assert known["state"] == "pending"
+    assert await state_of(client, tenant) == "opted_in", "the subscription itself is untouched"
+
+
 async def test_start_word_after_signup_opts_in_and_confirms_with_the_required_contents(
     client, tenant, configured, phone, session
 ):
