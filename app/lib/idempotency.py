@@ -4,11 +4,15 @@ A repeat with the same key and the same request answers the first answer again (
 true``); the same key with a different request answers 409 ``idempotency_key_reused``; a repeat while the first
 is still running answers 409 ``idempotency_request_in_progress`` with ``Retry-After``.
 
-Keys belong to a workspace (any of its API keys may retry), are claimed in their own short transaction before
-the handler runs, and keep the answer for :data:`RETENTION`. Answers that say "try again" (429, 5xx) are not
-kept, so the retry really runs again. A claim left behind by a crashed process is taken over after
-:data:`ABANDONED_AFTER`. Handlers that only read (a batch eligibility check) opt out with
-``opt={"idempotent": False}``.
+Keys belong to a workspace (any of its API keys may retry, if its scopes allow the route: the scope is checked
+before anything is claimed or replayed), are claimed in their own short transaction before the handler runs, and
+keep a successful answer (2xx, 3xx) for :data:`RETENTION`. Any other answer frees the key: a refused or failed
+request changed nothing, so the corrected or repeated request simply runs. A claim left behind by a crashed
+process is taken over after :data:`ABANDONED_AFTER`. Handlers that only read (a batch eligibility check) opt out
+with ``opt={"idempotent": False}``; handlers whose answer holds a secret shown once declare
+``opt={"answer_holds_secret": True}``: their answer is not kept, and a repeat answers 409
+``idempotency_answer_not_kept``. The body is read up to the route's size limit (413 beyond it); routes that
+stream their body without a limit (the imports) are left alone.
 """
 
 from __future__ import annotations
@@ -23,11 +27,12 @@ import structlog
 from litestar.connection import ASGIConnection
 from litestar.datastructures import MutableScopeHeaders
 from litestar.enums import ScopeType
+from litestar.handlers import HTTPRouteHandler
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.lib import repository
-from app.lib.auth import authenticate
+from app.lib.auth import api_key_guard, authenticate
 from app.lib.db import Database
 from app.lib.errors import AppError, Conflict, InvalidInput
 from app.lib.orm import utcnow
@@ -39,7 +44,16 @@ RETENTION = timedelta(hours=24)
 ABANDONED_AFTER = timedelta(seconds=60)
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _KEPT_HEADERS = ("content-type", "location")
-_RETRY_LATER = 429
+_SUCCESS = range(200, 400)
+_SECRET_KEPT_BACK = 204  # the status a completed claim records when its answer was not kept (it held a secret)
+
+
+class BodyTooLarge(AppError):
+    """The request body is larger than the route takes (413)."""
+
+    status = 413
+    code = "request_too_large"
+    title = "Request too large"
 
 
 def idempotency_middleware(app: ASGIApp) -> ASGIApp:
@@ -48,10 +62,13 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
     async def handle(scope: Scope, receive: Receive, send: Send) -> None:
         key = MutableScopeHeaders(scope).get(HEADER) if scope["type"] == ScopeType.HTTP else None
         handler = scope.get("route_handler")
+        limit = handler.resolve_request_max_body_size() if isinstance(handler, HTTPRouteHandler) else None
         if (
             key is None
+            or handler is None
             or scope.get("method") != "POST"
-            or (handler is not None and handler.opt.get("idempotent") is False)
+            or handler.opt.get("idempotent") is False
+            or limit is None  # a streamed body (an import): never buffered here
         ):
             await app(scope, receive, send)
             return
@@ -59,12 +76,15 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
             raise InvalidInput(
                 "Idempotency-Key must be 1 to 255 visible ASCII characters.", code="invalid_idempotency_key"
             )
+        connection: ASGIConnection[Any, Any, Any, Any] = ASGIConnection(scope)
         try:
-            principal = await authenticate(ASGIConnection(scope))
+            principal = await authenticate(connection)
         except AppError:  # the guard answers 401 as usual
             await app(scope, receive, send)
             return
-        body = await _read_body(receive)
+        # the route's scope before any stored answer: a key of the workspace without it must not read one back
+        await api_key_guard(connection, handler)
+        body = await _read_body(receive, limit)
         fingerprint = hashlib.sha256(
             b"\0".join([scope["path"].encode(), scope.get("query_string", b""), body])
         ).digest()
@@ -73,19 +93,26 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
         if replay is not None:
             await _send_replay(send, *replay)
             return
-        await _run_and_keep(app, scope, body, send, database=database, workspace_id=principal.workspace_id, key=key)
+        secret = bool(handler.opt.get("answer_holds_secret"))
+        await _run_and_keep(
+            app, scope, body, send, database=database, workspace_id=principal.workspace_id, key=key, secret=secret
+        )
 
     return handle
 
 
-async def _read_body(receive: Receive) -> bytes:
+async def _read_body(receive: Receive, limit: int) -> bytes:
     chunks: list[bytes] = []
+    size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             break
         chunk = message.get("body", b"")
         chunks.append(chunk if isinstance(chunk, bytes) else b"")
+        size += len(chunks[-1])
+        if size > limit:
+            raise BodyTooLarge(f"The request body is larger than this route takes ({limit:,} bytes).")
         if not message.get("more_body", False):
             break
     return b"".join(chunks)
@@ -113,7 +140,12 @@ async def _claim(
             code="idempotency_request_in_progress",
             headers={"Retry-After": "1"},
         )
-    assert row.body is not None
+    if row.body is None:
+        raise Conflict(
+            "The request with this Idempotency-Key succeeded; its answer held a secret that is shown only once "
+            "and was not kept. List the resource to see it (without the secret).",
+            code="idempotency_answer_not_kept",
+        )
     return row.status, row.headers or "", row.body
 
 
@@ -134,7 +166,15 @@ async def _send_replay(send: Send, status: int, headers: str, body: bytes) -> No
 
 
 async def _run_and_keep(
-    app: ASGIApp, scope: Scope, body: bytes, send: Send, *, database: Database, workspace_id: uuid.UUID, key: str
+    app: ASGIApp,
+    scope: Scope,
+    body: bytes,
+    send: Send,
+    *,
+    database: Database,
+    workspace_id: uuid.UUID,
+    key: str,
+    secret: bool,
 ) -> None:
     """Run the handler with the buffered body, pass its answer on, and keep it (or free the key)."""
     delivered = False
@@ -164,10 +204,14 @@ async def _run_and_keep(
     keep = False
     try:
         await app(scope, replay_receive, capture)  # type: ignore[arg-type]  # our receive speaks the protocol
-        keep = status < 500 and status != _RETRY_LATER  # noqa: PLR2004
+        keep = status in _SUCCESS
     finally:
         async with database.sessionmaker() as session, session.begin():
-            if keep:
+            if keep and secret:  # done, but the answer is not kept: it holds a secret shown once
+                await repository.complete_idempotency_key(
+                    session, workspace_id, key, status=_SECRET_KEPT_BACK, headers="", body=None
+                )
+            elif keep:
                 await repository.complete_idempotency_key(
                     session, workspace_id, key, status=status, headers="\n".join(headers), body=b"".join(chunks)
                 )

@@ -53,7 +53,7 @@ async def get_idempotency_key(session: AsyncSession, workspace_id: uuid.UUID, ke
 
 
 async def complete_idempotency_key(
-    session: AsyncSession, workspace_id: uuid.UUID, key: str, *, status: int, headers: str, body: bytes
+    session: AsyncSession, workspace_id: uuid.UUID, key: str, *, status: int, headers: str, body: bytes | None
 ) -> None:
     """Keep the first answer of ``key``."""
     await session.execute(

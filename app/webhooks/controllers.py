@@ -24,7 +24,13 @@ class WebhookSubscriptionController(Controller):
     tags = ["webhooks"]  # noqa: RUF012  # Litestar reads class attributes
     opt = {"scope": Scope.ADMIN}  # noqa: RUF012
 
-    @post(operation_id="createWebhookSubscription", status_code=201, responses=errors(401, 403, 422))
+    # an Idempotency-Key repeat does not get the answer again: it holds the secret, which is kept only sealed
+    @post(
+        operation_id="createWebhookSubscription",
+        status_code=201,
+        responses=errors(401, 403, 409, 422),
+        opt={"answer_holds_secret": True},
+    )
     async def create(
         self,
         data: JSONBody[SubscriptionIn],

@@ -49,8 +49,14 @@ class ApiKeyController(Controller):
     tags = ["setup"]  # noqa: RUF012  # Litestar reads class attributes
     opt = {"scope": Scope.ADMIN}  # noqa: RUF012
 
-    # never kept for Idempotency-Key replays: the answer holds the secret, which is stored nowhere
-    @post(operation_id="createApiKey", status_code=201, responses=errors(401, 403, 422), opt={"idempotent": False})
+    # an Idempotency-Key repeat creates no second key and does not get the answer again: it holds the secret,
+    # which is stored nowhere
+    @post(
+        operation_id="createApiKey",
+        status_code=201,
+        responses=errors(401, 403, 409, 422),
+        opt={"answer_holds_secret": True},
+    )
     async def create(
         self, data: JSONBody[ApiKeyCreate], principal: NamedDependency[Principal], db: NamedDependency[AsyncSession]
     ) -> ApiKeyCreated:

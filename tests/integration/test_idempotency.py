@@ -4,14 +4,29 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import func, insert, select
 
 from app.lib.auth import Scope
 from app.lib.models import IdempotencyKey
 from app.lib.orm import utcnow
 from app.purposes.models import Purpose
+from app.settings import Settings
+from tests.conftest import TEST_SECRET
 
 PURPOSE = {"key": "newsletter", "name": "Newsletter", "kind": "marketing"}
+
+
+@pytest.fixture
+def settings(tmp_path):
+    """As the suite's, with webhook receivers on the loopback allowed (one test subscribes one)."""
+    return Settings(
+        data_dir=tmp_path / "data",
+        secret_key=TEST_SECRET,
+        public_base_url="https://consent.example.com",
+        webhooks_allow_http=True,
+        webhooks_allow_private=True,
+    )
 
 
 async def purposes(session):
@@ -52,14 +67,18 @@ async def test_keys_belong_to_a_workspace(client, admin, other_tenant, session):
     assert await purposes(session) == 2
 
 
-async def test_a_refusal_is_replayed_too(client, admin, session):
+async def test_a_refusal_frees_the_key_for_the_corrected_request(client, admin, session):
+    # a refused request changed nothing: its key is not used up, and nothing of it is stored
     headers = {**admin, "Idempotency-Key": "bad-1"}
     first = await client.post("/v1/purposes", json={"key": "x"}, headers=headers)
     assert first.status_code == 422
     again = await client.post("/v1/purposes", json={"key": "x"}, headers=headers)
     assert again.status_code == 422
-    assert again.headers["idempotent-replayed"] == "true"
-    assert again.json()["code"] == first.json()["code"]
+    assert "idempotent-replayed" not in again.headers
+    corrected = await client.post("/v1/purposes", json=PURPOSE, headers=headers)
+    assert corrected.status_code == 201, corrected.text
+    assert (await client.post("/v1/purposes", json=PURPOSE, headers=headers)).headers["idempotent-replayed"] == "true"
+    assert await purposes(session) == 1
 
 
 async def test_a_malformed_key_is_refused(client, admin, session):
@@ -133,4 +152,42 @@ async def test_a_new_api_keys_secret_is_never_kept_for_replays(client, admin, se
     assert created.json()["secret"].startswith("csk_")
     stored = (await session.scalars(select(IdempotencyKey.body))).all()
     assert all(created.json()["secret"].encode() not in (body or b"") for body in stored)
+    assert stored == [None], "the claim is done, its answer not kept"
+    again = await client.post("/v1/api-keys", json={"name": "ci", "scopes": ["audit:read"]}, headers=headers)
+    assert again.status_code == 409
+    assert again.json()["code"] == "idempotency_answer_not_kept"
+    assert "csk_" not in again.text
+    listed = (await client.get("/v1/api-keys", headers=admin)).json()
+    assert [k["name"] for k in listed].count("ci") == 1, "a repeat creates no second key"
+
+
+async def test_a_webhook_subscriptions_secret_is_never_kept_for_replays(client, admin, session):
+    headers = {**admin, "Idempotency-Key": "hook-1"}
+    body = {"url": "http://127.0.0.1:9/consent", "events": ["consent.changed"]}  # allowed by the settings above
+    created = await client.post("/v1/webhook-subscriptions", json=body, headers=headers)
+    assert created.status_code == 201, created.text
+    secret = created.json()["secret"]
+    assert all(secret.encode() not in (b or b"") for b in (await session.scalars(select(IdempotencyKey.body))).all())
+    again = await client.post("/v1/webhook-subscriptions", json=body, headers=headers)
+    assert (again.status_code, again.json()["code"]) == (409, "idempotency_answer_not_kept")
+    assert secret not in again.text
+
+
+async def test_a_stored_answer_is_not_replayed_to_a_key_without_the_routes_scope(client, admin, tenant, session):
+    created = await client.post("/v1/purposes", json=PURPOSE, headers={**admin, "Idempotency-Key": "p-1"})
+    assert created.status_code == 201
+    reader = {**(await tenant.key(Scope.ELIGIBILITY_READ)), "Idempotency-Key": "p-1"}
+    replay = await client.post("/v1/purposes", json=PURPOSE, headers=reader)
+    assert replay.status_code == 403, "the scope is checked before any stored answer is looked at"
+    assert replay.json()["code"] == "insufficient_scope"
+    assert "idempotent-replayed" not in replay.headers
+
+
+async def test_a_body_beyond_the_routes_limit_is_refused_before_it_is_buffered(client, admin, session):
+    huge = b'{"key": "' + b"x" * 11_000_000 + b'"}'
+    response = await client.post(
+        "/v1/purposes", content=huge, headers={**admin, "Idempotency-Key": "big-1", "Content-Type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert response.json()["code"] == "request_too_large"
     assert await session.scalar(select(func.count()).select_from(IdempotencyKey)) == 0
