@@ -17,7 +17,6 @@ stream their body without a limit (the imports) are left alone.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import uuid
 from datetime import timedelta
@@ -34,7 +33,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.lib import repository
 from app.lib.auth import api_key_guard, authenticate
 from app.lib.db import Database
-from app.lib.errors import AppError, Conflict, InvalidInput
+from app.lib.errors import AppError, Conflict, InvalidInput, Unavailable
+from app.lib.keys import Keys
 from app.lib.orm import utcnow
 
 log = structlog.get_logger(__name__)
@@ -85,9 +85,10 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
         # the route's scope before any stored answer: a key of the workspace without it must not read one back
         await api_key_guard(connection, handler)
         body = await _read_body(receive, limit)
-        fingerprint = hashlib.sha256(
-            b"\0".join([scope["path"].encode(), scope.get("query_string", b""), body])
-        ).digest()
+        keys: Keys | None = scope["app"].state.derived_keys
+        if keys is None:  # only tooling (OpenAPI export) builds an app without a secret key
+            raise Unavailable("CONSENT_SECRET_KEY is not configured.", code="secret_key_missing")
+        fingerprint = keys.request_fingerprint(scope["path"].encode(), scope.get("query_string", b""), body)
         database: Database = scope["app"].state.database
         replay = await _claim(database, principal.workspace_id, key, fingerprint)
         if replay is not None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, insert, select
 
 from app.lib.auth import Scope
+from app.lib.keys import Keys
 from app.lib.models import IdempotencyKey
 from app.lib.orm import utcnow
 from app.purposes.models import Purpose
@@ -109,10 +111,8 @@ async def test_a_request_still_running_answers_409_and_an_abandoned_claim_is_tak
 
 
 async def test_in_progress_with_the_same_request(client, admin, tenant, session):
-    import hashlib  # noqa: PLC0415
-
     body = b'{"key":"newsletter","name":"Newsletter","kind":"marketing"}'
-    fingerprint = hashlib.sha256(b"\0".join([b"/v1/purposes", b"", body])).digest()
+    fingerprint = Keys(TEST_SECRET).request_fingerprint(b"/v1/purposes", b"", body)
     await session.execute(
         insert(IdempotencyKey).values(workspace_id=tenant.id, key="same", fingerprint=fingerprint, created_at=utcnow())
     )
@@ -191,3 +191,13 @@ async def test_a_body_beyond_the_routes_limit_is_refused_before_it_is_buffered(c
     assert response.status_code == 413
     assert response.json()["code"] == "request_too_large"
     assert await session.scalar(select(func.count()).select_from(IdempotencyKey)) == 0
+
+
+async def test_the_stored_fingerprint_is_keyed_not_a_plain_hash_of_the_body(client, admin, session):
+    body = b'{"key": "newsletter", "name": "Newsletter", "kind": "marketing"}'
+    headers = {**admin, "Idempotency-Key": "fp-1", "Content-Type": "application/json"}
+    assert (await client.post("/v1/purposes", content=body, headers=headers)).status_code == 201
+    [stored] = (await session.scalars(select(IdempotencyKey.fingerprint))).all()
+    plain = hashlib.sha256(b"\0".join([b"/v1/purposes", b"", body])).digest()
+    assert bytes(stored) != plain, "a guessed body must not be confirmed by its hash"
+    assert bytes(stored) == Keys(TEST_SECRET).request_fingerprint(b"/v1/purposes", b"", body)
