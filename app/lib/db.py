@@ -62,6 +62,8 @@ class Database:
             max_overflow=pool_size,
             pool_pre_ping=False,  # a stale connection fails one request; pinging costs every request
             pool_recycle=1800,
+            # a failed statement's error (and so every log line of it) must not carry the values: addresses, IPs
+            hide_parameters=True,
         )
         return cls(engine, async_sessionmaker(engine, expire_on_commit=False))
 
