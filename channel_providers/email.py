@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid, parseaddr
+from email.utils import format_datetime, getaddresses, make_msgid, parseaddr
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -77,6 +77,7 @@ class Unsubscribe:
 # RFC 5322 allows 998 characters per line: long List-Unsubscribe URLs stay one line, never RFC 2047 encoded-words
 # (which receivers do not decode in that header).
 _POLICY = email.policy.default.clone(max_line_length=998)
+_SMTP_POLICY = _POLICY.clone(linesep="\r\n")
 
 _FOOTER = {
     "de": ("Sie möchten diese E-Mails nicht mehr erhalten? Hier abmelden: {url}", "Abmelden"),
@@ -162,9 +163,17 @@ class SmtpSender:
         """Send; 5xx replies are permanent failures, connection problems and 4xx replies transient ones."""
         config = self.config
         message_id = str(message["Message-ID"])
+        # Serialised once, here, with our policy (CRLF, lines up to 998): handed a message object, the client
+        # re-serialises it with its own 78-column policy, which turns a long List-Unsubscribe into RFC 2047
+        # encoded-words that mailbox providers cannot parse. The envelope comes from the headers, as it would.
+        raw = message.as_bytes(policy=_SMTP_POLICY)
+        sender = parseaddr(str(message["Sender"] or message["From"]))[1]
+        recipients = [address for _, address in getaddresses([str(v) for v in message.get_all("To", [])])]
         try:
             errors, response = await aiosmtplib.send(
-                message,
+                raw,
+                sender=sender,
+                recipients=recipients,
                 hostname=config.host,
                 port=config.port,
                 username=config.username,

@@ -32,6 +32,7 @@ class Inbox:
     """What the SMTP server received; ``refuse`` makes RCPT answer 550 for an address."""
 
     def __init__(self):
+        self.raw: list[bytes] = []
         self.messages: list[email.message.EmailMessage] = []
         self.envelopes: list[tuple[str, list[str]]] = []
         self.refuse: set[str] = set()
@@ -44,6 +45,7 @@ class Inbox:
 
     async def handle_DATA(self, _server, _session, envelope):  # noqa: N802  # aiosmtpd hook
         self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
+        self.raw.append(envelope.original_content or envelope.content)
         self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
         return "250 2.0.0 Queued as TEST"
 
@@ -501,6 +503,26 @@ async def test_the_smtp_adapter_logs_in_and_maps_refusals(relay_with_login):
     gone = await good.send(_message("gone@example.com"))
     assert gone.outcome is MailOutcome.PERMANENT_FAILURE
     assert "550" in gone.response
+
+
+async def test_a_long_list_unsubscribe_reaches_the_relay_as_one_plain_header_line(inbox):
+    from channel_providers.email import MailOutcome, SmtpConfig, SmtpSender, Unsubscribe, compose  # noqa: PLC0415
+
+    url = "https://consent.example.com/u/" + "t" * 180 + "/one-click"
+    message = compose(
+        sender="Acme <news@acme.example>",
+        to="jane@example.com",
+        subject="Herbst",
+        text="Neu da",
+        unsubscribe=Unsubscribe(url=url, page_url="https://consent.example.com/u/" + "t" * 180),
+    )
+    result = await SmtpSender(SmtpConfig(host="127.0.0.1", port=inbox.port, tls="none")).send(message)
+    assert result.outcome is MailOutcome.ACCEPTED, result.response
+    assert inbox.envelopes == [("news@acme.example", ["jane@example.com"])]
+    raw = inbox.raw[0]
+    assert b"=?utf-8?" not in raw, "no RFC 2047 encoded-words"
+    assert f"List-Unsubscribe: <{url}>".encode() in raw.replace(b"\r\n", b"\n").split(b"\n")
+    assert b"List-Unsubscribe-Post: List-Unsubscribe=One-Click" in raw
 
 
 async def test_a_temporary_refusal_is_transient(inbox):
