@@ -1,21 +1,32 @@
-"""One tenant's settings must not hurt the service (issue 16, findings 5, 7, 14).
+"""One tenant's settings or one bad row must not hurt the service (issue 16, findings 5, 6, 7, 14).
 
 Reply texts are templates with known placeholders, never format strings; an opt-out is recorded whatever its
-reply; the workspace's time zone is checked at input; the public VAPID key is read without a lock;
-header-bound settings are one line.
+reply; time zones are checked at input and one delivery's error stays its own; the public VAPID key is read
+without a lock; header-bound settings are one line.
 """
 
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, select, update
 
+from app.ledger.models import Contact
 from app.lib.auth import Scope
+from app.messages.models import Delivery
 from app.workspaces import repository as workspaces
 from app.workspaces import settings as settings_module
 from app.workspaces.settings import WorkspaceSettings, fill_template, template_problem
+from tests.integration import test_messages
 from tests.integration.test_twilio import Phone, reply_of, signup, state_of
 from tests.integration.test_twilio import configured as configured  # noqa: PLC0414  # a fixture, re-exported
+
+# the dispatcher's fixtures: local servers speaking the providers' protocols, a workspace sending SMS
+providers = test_messages.providers
+settings = test_messages.settings
+world = test_messages.world
+adapters = test_messages.adapters
+dispatcher = test_messages.dispatcher
+PHONE = test_messages.PHONE
 
 
 async def put_settings(client, admin, **changes):
@@ -111,12 +122,66 @@ async def test_a_stop_is_recorded_when_building_its_reply_fails(client, tenant, 
     assert reply_of(response).startswith("You are unsubscribed from Acme."), "the built-in reply goes out"
 
 
+# --- 6: time zones are checked at input; one delivery's error stays its own ------------------------------------
+
+
 async def test_an_unknown_workspace_time_zone_is_refused(client, admin):
     for zone in ("Mars/Olympus_Mons", "../../etc/passwd", "", "Europe"):
         response = await put_settings(client, admin, timezone=zone)
         assert response.status_code == 422, (zone, response.text)
         assert response.json()["errors"][0]["field"] == "timezone"
     assert (await put_settings(client, admin, timezone="America/New_York")).status_code == 200
+
+
+async def test_an_unknown_contact_time_zone_is_refused(client, tenant, ledger):
+    writer = await tenant.key(Scope.CONSENTS_WRITE)
+    response = await client.post("/v1/contacts", json={"external_id": "x", "timezone": "Mars/Base"}, headers=writer)
+    assert response.status_code == 422, response.text
+    assert "timezone" in response.json()["detail"]
+    ok = await client.post("/v1/contacts", json={"external_id": "y", "timezone": "Asia/Tokyo"}, headers=writer)
+    assert ok.status_code == 201, ok.text
+    purpose = await ledger.purpose("newsletter")
+    body = {
+        "channel": "email",
+        "address": "jane@example.com",
+        "purpose": purpose.key,
+        "notice_id": "0193a7e0-0000-7000-8000-000000000000",
+        "contact": {"timezone": "Mars/Base"},
+    }
+    response = await client.post("/v1/signups", json=body, headers=await tenant.key(Scope.SIGNUP))
+    assert response.status_code == 422, response.text
+    assert "timezone" in response.json()["detail"]
+
+
+async def test_a_contact_row_with_a_bad_time_zone_does_not_stop_other_deliveries(
+    client,
+    admin,
+    world,
+    ledger,
+    providers,
+    dispatcher,
+    session,
+):
+    assert (
+        await put_settings(client, admin, send_windows={"sms": {"start": "00:00", "end": "24:00"}})
+    ).status_code == (200)
+    bob = await ledger.point("sms", "+4915199999999", external_id="bob")
+    await ledger.apply(bob, world["newsletter"].id, "signup", "start_word")
+    for contact in ("bob", "jane"):
+        body = {"contact": contact, "purpose": "newsletter", "route": ["sms"], "content": {"sms": {"text": "Hi"}}}
+        response = await client.post("/v1/messages", json=body, headers=world["key"])
+        assert response.status_code == 202, response.text
+    # a row no zone database knows, as an older version or a direct import could have left it
+    await session.execute(update(Contact).where(Contact.id == bob.contact_id).values(timezone="Mars/Olympus_Mons"))
+    await session.commit()
+
+    assert await dispatcher.run_once() == 2
+    assert [r["To"] for r in providers["twilio"].requests] == [PHONE], "Jane's message goes out"
+    stuck = await session.scalar(
+        select(Delivery).where(Delivery.contact_point_id == bob.id).execution_options(populate_existing=True)
+    )
+    assert stuck.status == "queued", "Bob's delivery waits for a retry"
+    assert "ZoneInfoNotFoundError" in stuck.last_error
 
 
 # --- 7: the public VAPID key is read without a lock ------------------------------------------------------------
