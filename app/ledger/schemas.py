@@ -11,6 +11,7 @@ import msgspec
 
 from app.domain.identifiers import PostalAddress, normalise_postal
 from app.domain.model import Channel, ObjectionKind, Reachability, State
+from app.workspaces.settings import known_time_zone
 
 if TYPE_CHECKING:
     from app.ledger.models import ConsentEvent
@@ -80,6 +81,12 @@ class ContactIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     locale: Annotated[str, msgspec.Meta(pattern=r"^[a-z]{2,3}(-[A-Z]{2})?$")] | None = None
     timezone: Annotated[str, msgspec.Meta(max_length=64)] | None = None
     postal_address: PostalAddressIn | None = None
+
+    def __post_init__(self) -> None:
+        """An unknown time zone is refused here (422), not met by the dispatcher at send time."""
+        if self.timezone is not None and not known_time_zone(self.timezone):
+            msg = f"timezone is not an IANA time zone such as Europe/Berlin (got {self.timezone!r})"
+            raise ValueError(msg)
 
 
 class ObjectionIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

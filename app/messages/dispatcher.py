@@ -15,6 +15,8 @@
   overwrites the row's new owner. The window in which a send can repeat is a worker dying after the provider
   accepted and before the outcome was written; the Message-ID (email) and push Topic derived from the delivery
   id let receivers fold such a repeat.
+- One delivery's failure is its own: an error while preparing it (a stored time zone no zone database knows,
+  say) schedules a retry of that delivery, and the rest of the batch (every workspace's) goes on.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from app.domain.model import ActorType, Channel, PurposeKind
 from app.eligibility import repository as facts_repository
 from app.ledger import repository as ledger
 from app.ledger.actions import withdraw_point
-from app.ledger.models import ContactPoint
+from app.ledger.models import Contact, ContactPoint
 from app.ledger.service import Actor
 from app.lib.db import Database
 from app.lib.keys import Keys
@@ -49,9 +51,10 @@ from app.messages.models import Delivery, Message
 from app.messages.repository import Claimed, add_event
 from app.messages.status import DeliveryStatus, Step, step_of
 from app.purposes import repository as purposes_repository
+from app.purposes.models import Purpose
 from app.settings import Settings
 from app.workspaces.service import settings_by_workspace
-from app.workspaces.settings import window_of
+from app.workspaces.settings import WorkspaceSettings, window_of
 from channel_providers.base import ChannelAdapter, Outbound, Outcome, SendResult
 
 log = structlog.get_logger(__name__)
@@ -80,6 +83,18 @@ class _Prepared:
     channel: Channel
     outbound: Outbound | None
     adapter: ChannelAdapter | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    """What a batch's deliveries need, loaded with one query per table."""
+
+    messages: Mapping[uuid.UUID, Message]
+    points: Mapping[uuid.UUID, ContactPoint]
+    purposes: Mapping[uuid.UUID, Purpose]
+    contacts: Mapping[uuid.UUID, Contact]
+    settings: Mapping[uuid.UUID, WorkspaceSettings]
+    facts: Mapping[tuple[uuid.UUID, uuid.UUID], PointFacts]
 
 
 class Dispatcher:
@@ -171,61 +186,82 @@ class Dispatcher:
                 session, workspace_ids, _ids(m.purpose_id for m in messages.values())
             )
             contacts = await ledger.contacts_by_id(session, workspace_ids, _ids(p.contact_id for p in points.values()))
-            settings_of = await settings_by_workspace(session, workspace_ids)
-            facts = await self._facts(session, deliveries, messages, points)
+            loaded = _Loaded(
+                messages=messages,
+                points=points,
+                purposes=purposes,
+                contacts=contacts,
+                settings=await settings_by_workspace(session, workspace_ids),
+                facts=await self._facts(session, deliveries, messages, points),
+            )
             now = utcnow()
             for delivery in deliveries:
-                channel = Channel(delivery.channel)
-                message = messages.get(delivery.message_id)
-                point = points.get(delivery.contact_point_id)
-                purpose = purposes.get(message.purpose_id) if message else None
-                settings = settings_of.get(delivery.workspace_id)
-                if message is None or point is None or purpose is None or settings is None:
-                    await self._finish(
-                        session, delivery, DeliveryStatus.FAILED, error="the message or its address no longer exists"
-                    )
+                try:
+                    item = await self._prepare_one(session, delivery, loaded, now)
+                except Exception as exc:  # one bad row (a stored time zone, a template) must not stop the batch
+                    log.exception("delivery_prepare_failed", delivery_id=str(delivery.id), channel=delivery.channel)
+                    await self._apply(session, delivery, SendResult(Outcome.TRANSIENT, detail=_failure(exc)))
                     continue
-                fact = facts.get((point.id, purpose.id))
-                decision = (
-                    decide_point(
-                        fact,
-                        PurposeKind(purpose.kind),
-                        now=now,
-                        window=window_of(settings, channel),
-                        default_timezone=settings.timezone,
-                    )
-                    if fact
-                    else None
-                )
-                if decision is None or not decision.eligible:
-                    reason = decision.reason if decision else Reason.NO_CONTACT_POINT
-                    if decision is not None and reason is Reason.OUTSIDE_SEND_WINDOW and decision.next_window_opens_at:
-                        await self._wait(session, delivery, decision.next_window_opens_at)
-                    else:
-                        await self._finish(session, delivery, DeliveryStatus.BLOCKED_AT_SEND, error=reason.value)
-                    continue
-                contact = contacts.get(point.contact_id)
-                spec = registry.spec(channel)
-                outbound = spec.compose(
-                    Sending(
-                        channel=channel,
-                        delivery_id=delivery.id,
-                        workspace_id=delivery.workspace_id,
-                        settings=settings,
-                        service=self.settings,
-                        keys=self.keys,
-                        point_id=point.id,
-                        address=point.value,
-                        details=point.details,
-                        content=message.content[channel.value],
-                        purpose_id=purpose.id,
-                        purpose_kind=PurposeKind(purpose.kind),
-                        locale=contact.locale if contact else None,
-                    )
-                )
-                adapter = spec.adapter(self.adapters, delivery.workspace_id, settings)
-                ready.append(_Prepared(delivery.id, delivery.workspace_id, channel, outbound, adapter))
+                if item is not None:
+                    ready.append(item)
         return ready
+
+    async def _prepare_one(
+        self, session: AsyncSession, delivery: Delivery, loaded: _Loaded, now: datetime
+    ) -> _Prepared | None:
+        """One delivery: settled here (blocked, gone, waiting for its window) or ready to send."""
+        messages, points, purposes, contacts = loaded.messages, loaded.points, loaded.purposes, loaded.contacts
+        settings_of, facts = loaded.settings, loaded.facts
+        channel = Channel(delivery.channel)
+        message = messages.get(delivery.message_id)
+        point = points.get(delivery.contact_point_id)
+        purpose = purposes.get(message.purpose_id) if message else None
+        settings = settings_of.get(delivery.workspace_id)
+        if message is None or point is None or purpose is None or settings is None:
+            await self._finish(
+                session, delivery, DeliveryStatus.FAILED, error="the message or its address no longer exists"
+            )
+            return None
+        fact = facts.get((point.id, purpose.id))
+        decision = (
+            decide_point(
+                fact,
+                PurposeKind(purpose.kind),
+                now=now,
+                window=window_of(settings, channel),
+                default_timezone=settings.timezone,
+            )
+            if fact
+            else None
+        )
+        if decision is None or not decision.eligible:
+            reason = decision.reason if decision else Reason.NO_CONTACT_POINT
+            if decision is not None and reason is Reason.OUTSIDE_SEND_WINDOW and decision.next_window_opens_at:
+                await self._wait(session, delivery, decision.next_window_opens_at)
+            else:
+                await self._finish(session, delivery, DeliveryStatus.BLOCKED_AT_SEND, error=reason.value)
+            return None
+        contact = contacts.get(point.contact_id)
+        spec = registry.spec(channel)
+        outbound = spec.compose(
+            Sending(
+                channel=channel,
+                delivery_id=delivery.id,
+                workspace_id=delivery.workspace_id,
+                settings=settings,
+                service=self.settings,
+                keys=self.keys,
+                point_id=point.id,
+                address=point.value,
+                details=point.details,
+                content=message.content[channel.value],
+                purpose_id=purpose.id,
+                purpose_kind=PurposeKind(purpose.kind),
+                locale=contact.locale if contact else None,
+            )
+        )
+        adapter = spec.adapter(self.adapters, delivery.workspace_id, settings)
+        return _Prepared(delivery.id, delivery.workspace_id, channel, outbound, adapter)
 
     async def _facts(
         self,
@@ -334,6 +370,10 @@ class Dispatcher:
             Step.WAITING_FOR_SEND_WINDOW,
             detail={"opens_at": opens.isoformat()},
         )
+
+
+def _failure(exc: Exception) -> str:
+    return f"could not prepare the send: {type(exc).__name__}: {exc}"[:500]
 
 
 def _ids(values: Iterable[uuid.UUID]) -> list[uuid.UUID]:

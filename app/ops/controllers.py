@@ -6,16 +6,19 @@ import hmac
 from typing import Any
 
 import msgspec
+import structlog
 from litestar import MediaType, Request, Response, get
 from litestar.di import NamedDependency
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.lib.db import Database, current_revision
-from app.lib.errors import Unauthenticated, Unavailable
+from app.lib.errors import NotFound, Unauthenticated, Unavailable
 from app.lib.observability import Metrics
 from app.lib.openapi import errors
 from app.settings import Settings
+
+log = structlog.get_logger(__name__)
 
 
 class Health(msgspec.Struct):
@@ -25,11 +28,12 @@ class Health(msgspec.Struct):
 
 
 class Readiness(msgspec.Struct):
-    """The service can serve: database reachable, schema at the newest migration."""
+    """The service can serve: database reachable, schema at the newest migration.
+
+    Anonymous callers learn ready or not, nothing about the schema; the details go to the log.
+    """
 
     status: str
-    database: str
-    migration: str | None
 
 
 @get("/health", operation_id="health", tags=["operations"], cache=False)
@@ -40,34 +44,40 @@ async def health() -> Health:
 
 @get("/ready", operation_id="ready", tags=["operations"], responses=errors(503))
 async def ready(database: NamedDependency[Database], head_revision: NamedDependency[str | None]) -> Readiness:
-    """Readiness: the database answers and its schema is at the head migration (503 otherwise)."""
+    """Readiness: the database answers and its schema is at the head migration (503 otherwise).
+
+    The answer names no migration (what an anonymous caller could learn about the deployment); the log says why.
+    """
     head = head_revision
     try:
         async with database.sessionmaker() as session:
             connection = await session.connection()
             current = await current_revision(connection)
     except (SQLAlchemyError, OSError) as exc:
-        raise Unavailable("The database is not reachable.", code="database_unreachable") from exc
+        log.warning("not_ready", reason="database_unreachable", error=type(exc).__name__)
+        raise Unavailable("The service is not ready.", code="not_ready") from exc
     if current != head:
-        raise Unavailable(
-            f"The database schema is at {current or 'nothing'}, the code needs {head}; run 'consent migrate'.",
-            code="migrations_pending",
-        )
-    return Readiness(status="ready", database="ok", migration=current)
+        log.warning("not_ready", reason="migrations_pending", current=current, head=head)
+        raise Unavailable("The service is not ready.", code="not_ready")
+    return Readiness(status="ready")
 
 
-@get("/metrics", operation_id="metrics", tags=["operations"], media_type=MediaType.TEXT, responses=errors(401))
+@get("/metrics", operation_id="metrics", tags=["operations"], media_type=MediaType.TEXT, responses=errors(401, 404))
 async def metrics(
     request: Request[Any, Any, Any],
     settings: NamedDependency[Settings],
     metrics_registry: NamedDependency[Metrics],
 ) -> Response[bytes]:
-    """Prometheus text format: request counts and latency by route template and status."""
+    """Prometheus text format: request counts and latency by route template and status.
+
+    Served only when ``METRICS_TOKEN`` is set, to callers presenting it; otherwise the route answers 404.
+    """
     token = settings.metrics_token
-    if token is not None:
-        supplied = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(supplied.encode(), token.encode()):
-            raise Unauthenticated(
-                "GET /metrics needs 'Authorization: Bearer <METRICS_TOKEN>'.", code="invalid_metrics_token"
-            )
+    if token is None:
+        raise NotFound("Metrics are served only when METRICS_TOKEN is set.", code="metrics_disabled")
+    supplied = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    if not hmac.compare_digest(supplied.encode(), token.encode()):
+        raise Unauthenticated(
+            "GET /metrics needs 'Authorization: Bearer <METRICS_TOKEN>'.", code="invalid_metrics_token"
+        )
     return Response(generate_latest(metrics_registry.registry), media_type=CONTENT_TYPE_LATEST)

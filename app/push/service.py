@@ -139,7 +139,17 @@ async def _end(
 
 
 async def public_key(session: AsyncSession, keys: Keys, workspace_id: uuid.UUID) -> str:
-    """The workspace's VAPID public key, generated (and its private key sealed) on first use."""
+    """The workspace's VAPID public key, generated (and its private key sealed) on first use.
+
+    A public, anonymous endpoint: it reads without a lock; only a missing key locks the workspace row, and the
+    key is looked for again under the lock (concurrent first uses generate one key, not several).
+    """
+    workspace = await workspaces.get_workspace(session, workspace_id)
+    if workspace is None:
+        raise NotFound("Unknown workspace.", code="workspace_not_found")
+    known = WorkspaceSettings.load(workspace.settings).web_push.vapid_public_key
+    if known:
+        return known
     workspace = await workspaces.lock_workspace(session, workspace_id)
     if workspace is None:
         raise NotFound("Unknown workspace.", code="workspace_not_found")

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from app.domain.model import State
+from app.workspaces.settings import known_time_zone
 
 
 class SignupContact(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -16,6 +17,12 @@ class SignupContact(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     external_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
     locale: Annotated[str, msgspec.Meta(pattern=r"^[a-z]{2,3}(-[A-Z]{2})?$")] | None = None
     timezone: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+
+    def __post_init__(self) -> None:
+        """An unknown time zone is refused here (422), not met by the dispatcher at send time."""
+        if self.timezone is not None and not known_time_zone(self.timezone):
+            msg = f"timezone is not an IANA time zone such as Europe/Berlin (got {self.timezone!r})"
+            raise ValueError(msg)
 
 
 class SignupEvidence(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 from twilio.twiml.messaging_response import MessagingResponse
@@ -113,12 +114,12 @@ async def handle_inbound(
         )
         changed = any(a.event_id and a.from_state is not State.OPTED_OUT for a in applied)
         text_out = (
-            reply_text(settings, "stop", language, brand=_brand(settings))
+            _reply(workspace_id, settings, "stop", language, brand=_brand(settings))
             if changed and settings.phone.stop_reply
             else None
         )
     elif reading.intent is Intent.HELP:
-        text_out = reply_text(settings, "help", language, brand=_brand(settings))
+        text_out = _reply(workspace_id, settings, "help", language, brand=_brand(settings))
     elif reading.intent is Intent.OPT_IN:
         point, names = await _opt_in(
             session,
@@ -132,10 +133,14 @@ async def handle_inbound(
             evidence=evidence,
         )
         kind = "opt_in" if names else "not_subscribed"
-        text_out = reply_text(settings, kind, language, brand=_brand(settings), purposes=", ".join(names))
+        text_out = _reply(workspace_id, settings, kind, language, brand=_brand(settings), purposes=", ".join(names))
     else:
         text_out = None
-    reply = twiml(text_out)
+    try:
+        reply = twiml(text_out)
+    except Exception:  # the consent change above must commit whatever happens to its reply
+        log.exception("twilio_reply_failed", workspace_id=str(workspace_id), intent=reading.intent.value)
+        reply = twiml(None)
     await repository.finish_inbound(
         session,
         workspace_id,
@@ -234,6 +239,16 @@ async def _contact_language(session: AsyncSession, point: ContactPoint | None) -
         return None
     contact = await ledger.get_contact(session, point.contact_id)
     return contact.locale.split("-")[0] if contact.locale else None
+
+
+def _reply(workspace_id: uuid.UUID, settings: WorkspaceSettings, kind: str, language: str, **values: str) -> str:
+    """The workspace's reply text; the built-in one if building it fails (a STOP is recorded all the same)."""
+    try:
+        return reply_text(settings, kind, language, **values)
+    except Exception:
+        log.exception("twilio_reply_text_failed", workspace_id=str(workspace_id), kind=kind, language=language)
+        builtin = msgspec.structs.replace(settings, phone=msgspec.structs.replace(settings.phone, texts={}))
+        return reply_text(builtin, kind, language, **values)
 
 
 def _brand(settings: WorkspaceSettings) -> str:

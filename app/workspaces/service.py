@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 
@@ -27,6 +28,8 @@ from app.workspaces.settings import (
     TwilioSettings,
     WebPushSettings,
     WorkspaceSettings,
+    known_time_zone,
+    template_problem,
 )
 from channel_providers.apns import load_key
 from channel_providers.fcm import ServiceAccountError, parse_service_account
@@ -87,6 +90,7 @@ async def replace_settings(
 ) -> WorkspaceSettings:
     """Validate and store the settings; purposes they name must exist; the token is sealed, or kept if omitted."""
     _check_send_windows(new.send_windows)
+    _check_texts(new)
     current = await settings_of(session, workspace_id)
     named = {*new.phone.start_words.values(), *([new.phone.default_purpose] if new.phone.default_purpose else [])}
     for key in sorted(named):
@@ -268,3 +272,40 @@ def _check_send_windows(windows: Mapping[Channel, SendWindow]) -> None:
                 "midnight (e.g. 22:00 to 06:00).",
                 code="invalid_send_window",
             )
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _invalid(field: str, message: str, code: str) -> InvalidInput:
+    return InvalidInput(f"{field} {message}.", code=code, extra={"errors": [{"field": field, "message": message}]})
+
+
+def _check_texts(new: WorkspaceSettingsIn) -> None:
+    """Refuse what would break later, at send or reply time, rather than at input.
+
+    The time zone must be one the gate can compute with; header-bound fields (brand, senders, addresses) must not
+    carry CR/LF or other control characters (a header split at send time fails every retry); reply texts are
+    templates with known placeholders only.
+    """
+    if not known_time_zone(new.timezone):
+        raise _invalid(
+            "timezone",
+            f"is not an IANA time zone such as Europe/Berlin (got {new.timezone[:64]!r})",
+            "invalid_timezone",
+        )
+    single_line = {
+        "brand": new.brand,
+        "email.from_address": new.email.from_address,
+        "email.reply_to": new.email.reply_to,
+        "phone.sms_from": new.phone.sms_from,
+        "phone.whatsapp_from": new.phone.whatsapp_from,
+    }
+    for field, value in single_line.items():
+        if value is not None and _CONTROL.search(value):
+            raise _invalid(field, "must be one line without control characters (CR, LF, tab…)", "invalid_text")
+    for language, texts in sorted(new.phone.texts.items()):
+        for kind in ("opt_in", "help", "stop", "not_subscribed"):
+            text = getattr(texts, kind)
+            if text is not None and (problem := template_problem(text)) is not None:
+                raise _invalid(f"phone.texts.{language}.{kind}", problem, "invalid_reply_text")

@@ -6,8 +6,11 @@ derived from ``CONSENT_SECRET_KEY`` (it must stay usable: it is the key of Twili
 
 from __future__ import annotations
 
+import functools
+import string
 from datetime import time
 from typing import Annotated, Any
+from zoneinfo import available_timezones
 
 import msgspec
 
@@ -224,9 +227,66 @@ def reply_text(settings: WorkspaceSettings, kind: str, language: str, **values: 
         "purposes": "",
         "brand": settings.brand or "",
     }
-    filled = text.format_map({**defaults, **values})
+    filled = fill_template(text, {**defaults, **values})
     # tidy what empty placeholders leave behind ("at .", ": .", double spaces)
     return " ".join(filled.replace(" .", ".").replace("..", ".").split()).strip(" :")
+
+
+PLACEHOLDERS = frozenset({"brand", "purposes", "frequency", "help_contact", "signup_url"})
+"""The names a reply text may use, as ``{name}``."""
+_FORMATTER = string.Formatter()
+
+
+def template_problem(text: str) -> str | None:
+    """What is wrong with a tenant's reply text, or ``None``.
+
+    Only ``{name}`` with a known name: no format specs (``{brand:>1500000000}`` would allocate gigabytes),
+    conversions, attribute or index access; ``{{`` and ``}}`` are literal braces.
+    """
+    try:
+        parts = list(_FORMATTER.parse(text))
+    except ValueError:
+        return "has an unbalanced brace (write {{ or }} for a literal brace)"
+    for _, field, spec, conversion in parts:
+        if field is None:
+            continue
+        if field not in PLACEHOLDERS:
+            known = ", ".join(f"{{{name}}}" for name in sorted(PLACEHOLDERS))
+            return f"uses the unknown placeholder {{{field[:40]}}} (known: {known})"
+        if spec or conversion:
+            return f"formats the placeholder {{{field}}}; write it plainly, without '!' or ':'"
+    return None
+
+
+def fill_template(text: str, values: dict[str, str]) -> str:
+    """``text`` with each plain ``{name}`` of ``values`` replaced; nothing of the tenant's text is evaluated.
+
+    Anything else in braces (a text stored before templates were checked) stays as it is written.
+    """
+    try:
+        parts = list(_FORMATTER.parse(text))
+    except ValueError:
+        return text
+    out: list[str] = []
+    for literal, field, spec, conversion in parts:
+        out.append(literal)
+        if field is None:
+            continue
+        if field in values and not spec and conversion is None:
+            out.append(values[field])
+        else:
+            out.append("{" + field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}")
+    return "".join(out)
+
+
+@functools.cache
+def _time_zones() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def known_time_zone(name: str) -> bool:
+    """Whether ``name`` is an IANA time zone this service can compute with (``Europe/Berlin``, ``UTC``)."""
+    return name in _time_zones()
 
 
 def window_of(settings: WorkspaceSettings, channel: Channel) -> Window | None:

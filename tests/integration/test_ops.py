@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import httpx
+import msgspec
 from sqlalchemy import text
 
 from app.main import create_app
+from tests.conftest import running
 
 
 async def test_health_answers_without_a_key(client):
@@ -13,25 +16,27 @@ async def test_health_answers_without_a_key(client):
     assert response.json() == {"status": "ok"}
 
 
-async def test_ready_reports_the_migration(client):
+async def test_ready_says_ready_and_names_no_migration(client):
     response = await client.get("/ready")
     assert response.status_code == 200
-    assert response.json()["status"] == "ready"
-    assert response.json()["migration"] is not None
+    assert response.json() == {"status": "ready"}
 
 
 async def test_ready_is_503_when_migrations_are_pending(client, connection):
     await connection.execute(text("UPDATE alembic_version SET version_num = '0000_old'"))
     response = await client.get("/ready")
     assert response.status_code == 503
-    assert response.json()["code"] == "migrations_pending"
+    assert response.json()["code"] == "not_ready"
+    assert "0000_old" not in response.text, "the revisions go to the log, not to anonymous callers"
 
 
-async def test_metrics_count_requests_by_route_template_and_status(client, admin, tenant):
-    await client.get("/v1/purposes")
-    await client.get("/v1/purposes", headers=admin)
-    await client.delete("/v1/api-keys/0193a7e0-0000-7000-8000-000000000000", headers=admin)
-    body = (await client.get("/metrics")).text
+async def test_metrics_count_requests_by_route_template_and_status(settings, database, admin, tenant):
+    app = create_app(msgspec.structs.replace(settings, metrics_token="s3cret"), database=database)
+    async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        await client.get("/v1/purposes")
+        await client.get("/v1/purposes", headers=admin)
+        await client.delete("/v1/api-keys/0193a7e0-0000-7000-8000-000000000000", headers=admin)
+        body = (await client.get("/metrics", headers={"Authorization": "Bearer s3cret"})).text
     assert 'consent_http_requests_total{method="GET",route="/v1/purposes",status="401"} 1.0' in body
     assert 'consent_http_requests_total{method="GET",route="/v1/purposes",status="200"} 1.0' in body
     # the template, not the id: no unbounded label values and no identifiers in metrics
@@ -41,12 +46,14 @@ async def test_metrics_count_requests_by_route_template_and_status(client, admin
     assert bucket in body
 
 
+async def test_metrics_are_not_served_without_a_metrics_token(client):
+    response = await client.get("/metrics")
+    assert response.status_code == 404
+    assert response.json()["code"] == "metrics_disabled"
+    assert "consent_http_requests_total" not in response.text
+
+
 async def test_metrics_token_protects_metrics_when_set(settings, database):
-    import httpx  # noqa: PLC0415
-    import msgspec  # noqa: PLC0415
-
-    from tests.conftest import running  # noqa: PLC0415
-
     app = create_app(msgspec.structs.replace(settings, metrics_token="s3cret"), database=database)
     async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
         assert (await http.get("/metrics")).status_code == 401
