@@ -45,7 +45,7 @@ from app.purposes import repository as purposes
 from app.purposes.models import Notice, Purpose
 from app.purposes.service import newest_or_new
 from app.workspaces.service import settings_of
-from app.workspaces.settings import WorkspaceSettings
+from app.workspaces.settings import WorkspaceSettings, known_time_zone
 
 #: Lines per transaction.
 BATCH = 500
@@ -72,6 +72,12 @@ class ImportLine(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     locale: Annotated[str, msgspec.Meta(pattern=r"^[a-z]{2,3}(-[A-Z]{2})?$")] | None = None
     timezone: Annotated[str, msgspec.Meta(max_length=64)] | None = None
     evidence: Evidence = msgspec.field(default_factory=Evidence)
+
+    def __post_init__(self) -> None:
+        """An unknown time zone rejects the line here, not the dispatcher's batch at send time."""
+        if self.timezone is not None and not known_time_zone(self.timezone):
+            msg = f"timezone is not an IANA time zone such as Europe/Berlin (got {self.timezone!r})"
+            raise ValueError(msg)
 
 
 _EVIDENCE_COLUMNS = frozenset(Evidence.__struct_fields__)

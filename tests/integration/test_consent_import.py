@@ -221,12 +221,13 @@ async def test_wrong_lines_are_reported_and_the_others_taken(client, admin, purp
         email_line(state="objected"),  # 13
         email_line(colour="blue"),  # 14
         email_line(contact="crm-ok"),  # 15: fine
+        email_line(contact="crm-tz", timezone="Mars/Olympus_Mons"),  # 16: the dispatcher could not send to it
     ]
     report = (await post(client, admin, ndjson(*[_drop_none(line) for line in lines]))).json()
 
-    assert report["lines"] == 15
+    assert report["lines"] == 16
     assert report["recorded"] == 1
-    assert report["rejected"] == 14
+    assert report["rejected"] == 15
     assert [(p["line"], p["code"]) for p in report["problems"]] == [
         (1, "invalid_email"),
         (2, "purpose_not_found"),
@@ -242,6 +243,7 @@ async def test_wrong_lines_are_reported_and_the_others_taken(client, admin, purp
         (12, "contact_not_found"),
         (13, "state_not_importable"),
         (14, "invalid_line"),
+        (16, "invalid_line"),
     ]
     assert all(p["outcome"] == "rejected" and p["message"] for p in report["problems"])
     assert report["contacts_created"] == 1, "only the good line's contact: a refused line creates nothing"
