@@ -63,6 +63,10 @@ class OutboundRefused(httpx.RequestError):
         super().__init__(message)
 
 
+class HostUnresolved(OutboundRefused):
+    """The host does not resolve (now): nothing is requested; a check made ahead of time may let it pass."""
+
+
 class ResponseTooLarge(httpx.RequestError):
     """The answer was longer than the guard reads."""
 
@@ -100,14 +104,17 @@ def is_public(address: IPAddress) -> bool:
     )
 
 
-def check_url(url: str, *, allow_private: bool) -> str:
-    """The URL's host, if its form is allowed: ``https://`` (``http://`` with ``allow_private``), no userinfo."""
+def check_url(url: str, *, allow_private: bool, allow_http: bool | None = None) -> str:
+    """The URL's host, if its form is allowed: ``https://``, no userinfo.
+
+    ``http://`` too with ``allow_http`` (by default: with ``allow_private``).
+    """
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018  # raises for a port out of range
     except ValueError:
         raise OutboundRefused("The URL is not a valid URL.") from None
-    schemes = ("https", "http") if allow_private else ("https",)
+    schemes = ("https", "http") if (allow_private if allow_http is None else allow_http) else ("https",)
     if parts.scheme not in schemes:
         raise OutboundRefused(
             "The URL must start with https:// (plain http only where the operator allows the private network: "
@@ -135,13 +142,13 @@ async def resolve_checked(host: str, port: int, *, allow_private: bool, resolver
         try:
             found = await resolver(host, port)
         except OSError as exc:
-            raise OutboundRefused(f"The host '{host}' does not resolve ({exc.strerror or exc}).") from None
+            raise HostUnresolved(f"The host '{host}' does not resolve ({exc.strerror or exc}).") from None
         try:
             addresses = [ipaddress.ip_address(a.split("%")[0]) for a in found]
         except ValueError:
             raise OutboundRefused(f"The host '{host}' resolves to something that is not an address.") from None
         if not addresses:
-            raise OutboundRefused(f"The host '{host}' does not resolve.") from None
+            raise HostUnresolved(f"The host '{host}' does not resolve.") from None
     if not allow_private:
         for address in addresses:
             if not is_public(address):
@@ -154,7 +161,11 @@ async def resolve_checked(host: str, port: int, *, allow_private: bool, resolver
 
 
 async def check_destination(url: str, *, allow_private: bool, resolver: Resolver = system_resolver) -> str:
-    """Check a URL as the guard will when it is requested (form and addresses); the address it would connect to."""
+    """Check a URL as the guard will when it is requested (form and addresses); the address it would connect to.
+
+    For checks ahead of time (a URL being stored): :class:`HostUnresolved` says only that the name does not resolve
+    now, which the caller may accept, since the guard checks again at every request.
+    """
     host = check_url(url, allow_private=allow_private)
     parts = urlsplit(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -198,12 +209,15 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         self,
         *,
         allow_private: bool = False,
+        allow_http: bool | None = None,
         max_bytes: int = MAX_RESPONSE_BYTES,
         deadline: float = DEFAULT_DEADLINE,
         resolver: Resolver = system_resolver,
         inner: Callable[[], httpx.AsyncBaseTransport] | None = None,
     ) -> None:
         self.allow_private = allow_private
+        self.allow_http = allow_http
+        """Whether plain http is requested (``None``: with ``allow_private``); the addresses are checked anyway."""
         self.max_bytes = max_bytes
         self.deadline = deadline
         self._resolver = resolver
@@ -213,7 +227,7 @@ class GuardedTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Check, resolve once, connect to the checked address; the answer's body is capped and on the clock."""
         url = str(request.url)
-        host = check_url(url, allow_private=self.allow_private)
+        host = check_url(url, allow_private=self.allow_private, allow_http=self.allow_http)
         port = request.url.port or (443 if request.url.scheme == "https" else 80)
         deadline = asyncio.get_running_loop().time() + self.deadline
         try:

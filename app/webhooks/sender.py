@@ -90,7 +90,8 @@ class WebhookSender:
         if self._client is not None:
             yield self._client
             return
-        transport = GuardedTransport(allow_private=self.allow_private, deadline=self.config.timeout)
+        # the scheme was checked when the subscription was made (CONSENT_WEBHOOKS_ALLOW_HTTP); the addresses, here
+        transport = GuardedTransport(allow_private=self.allow_private, allow_http=True, deadline=self.config.timeout)
         async with httpx.AsyncClient(
             timeout=self.config.timeout, follow_redirects=False, headers={"User-Agent": USER_AGENT}, transport=transport
         ) as client:
