@@ -34,6 +34,9 @@ MAX_RESPONSE_BYTES = 64 * 1024
 DEFAULT_DEADLINE = 15.0
 """Seconds for a whole exchange (resolve, connect, send, answer, body) unless the caller says otherwise."""
 
+MAX_POOLS = 32
+"""Connection pools kept per guard, one per host name, the least recently used closed beyond this."""
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 """Resolves a host name and port to its addresses (strings); the default asks the system's resolver."""
@@ -236,9 +239,7 @@ class GuardedTransport(httpx.AsyncBaseTransport):
                 request.url = request.url.copy_with(host=address)
                 if request.url.scheme == "https":
                     request.extensions = {**request.extensions, "sni_hostname": host}
-                pool = self._pools.get(host)
-                if pool is None:
-                    pool = self._pools[host] = self._inner()
+                pool = await self._pool(host)
                 response = await pool.handle_async_request(request)
         except TimeoutError:
             raise DeadlineExceeded(f"'{host}' did not answer in time.") from None
@@ -249,6 +250,17 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         assert isinstance(response.stream, httpx.AsyncByteStream)
         response.stream = _Capped(response.stream, self.max_bytes, deadline, host)
         return response
+
+    async def _pool(self, host: str) -> httpx.AsyncBaseTransport:
+        """The host's pool, kept among the :data:`MAX_POOLS` used last (browsers choose endpoints: not unbounded)."""
+        pool = self._pools.pop(host, None)
+        if pool is None:
+            pool = self._inner()
+            while len(self._pools) >= MAX_POOLS:
+                oldest = next(iter(self._pools))
+                await self._pools.pop(oldest).aclose()
+        self._pools[host] = pool  # the most recently used last
+        return pool
 
     async def aclose(self) -> None:
         """Close every pool."""

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from app.lib.outbound import (
+    MAX_POOLS,
     DeadlineExceeded,
     GuardedTransport,
     OutboundRefused,
@@ -203,3 +204,30 @@ async def test_the_deadline_covers_a_body_that_drips():
         with pytest.raises(DeadlineExceeded):
             await client.get("https://93.184.215.14/")
     assert asyncio.get_running_loop().time() - started < 1.5
+
+
+async def test_pools_are_kept_for_the_hosts_used_last_only():
+    closed: list[str] = []
+
+    class Pool(httpx.AsyncBaseTransport):
+        def __init__(self) -> None:
+            self.host = ""
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            self.host = request.headers["Host"]
+            return httpx.Response(204)
+
+        async def aclose(self) -> None:
+            closed.append(self.host)
+
+    async def resolver(host: str, port: int) -> list[str]:
+        return ["93.184.215.14"]
+
+    transport = GuardedTransport(resolver=resolver, inner=Pool)
+    async with httpx.AsyncClient(transport=transport) as client:
+        for n in range(MAX_POOLS + 3):
+            await client.get(f"https://h{n}.example/")
+        await client.get("https://h3.example/")  # used again: kept
+        await client.get("https://new.example/")
+        assert closed == ["h0.example", "h1.example", "h2.example", "h4.example"]
+    assert len(closed) == MAX_POOLS + 4
