@@ -28,7 +28,7 @@ from app.workspaces.schemas import (
     WorkspaceOut,
     WorkspaceSettingsIn,
     WorkspaceSettingsOut,
-    check_print_house_url,
+    check_outbound_urls,
 )
 from app.workspaces.settings import WorkspaceSettings
 
@@ -160,7 +160,7 @@ class WorkspaceController(Controller):
         settings: NamedDependency[Settings],
     ) -> WorkspaceSettingsOut:
         """Replace the settings: locale, phone region, brand, SMS/WhatsApp keywords and replies, Twilio account."""
-        await check_print_house_url(data, allow_private=settings.webhooks_allow_private)
+        await check_outbound_urls(data, allow_private=settings.webhooks_allow_private)
         async with db.begin():
             saved = await service.replace_settings(db, keys, principal.workspace_id, data)
         return _settings_out(saved)

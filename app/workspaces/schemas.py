@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from datetime import datetime
 from typing import Annotated
@@ -14,6 +15,7 @@ from app.lib import outbound
 from app.lib.auth import Scope
 from app.lib.errors import InvalidInput
 from app.workspaces.settings import EmailSettings, PhoneSettings, RateLimit, SendWindow, default_windows
+from channel_providers.fcm import GOOGLE_TOKEN_URI
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, description="A label people recognise.")]
 
@@ -213,11 +215,14 @@ class WorkspaceSettingsOut(msgspec.Struct, kw_only=True):
 _RESOLVE_SECONDS = 3.0
 
 
-async def check_print_house_url(settings: WorkspaceSettingsIn, *, allow_private: bool) -> None:
-    """Refuse a print house URL the outbound guard would refuse (form and every address of its host).
+async def check_outbound_urls(settings: WorkspaceSettingsIn, *, allow_private: bool) -> None:
+    """Refuse the URLs the service would request that the outbound guard would refuse.
 
-    A name that does not resolve now is taken (the guard checks again at every send).
+    The print house URL (form and every address of its host; a name that does not resolve now is taken, the guard
+    checks again at every send), and the FCM service account's ``token_uri``: Google's only, unless the operator
+    allows the private network.
     """
+    _check_fcm_token_uri(settings.app_push.fcm_service_account, allow_private=allow_private)
     url = settings.print_house.url
     if not url:
         return
@@ -228,3 +233,16 @@ async def check_print_house_url(settings: WorkspaceSettingsIn, *, allow_private:
         return
     except outbound.OutboundRefused as exc:
         raise InvalidInput(f"print_house.url is not allowed: {exc}", code="print_house_url_not_allowed") from None
+
+
+def _check_fcm_token_uri(account: str | None, *, allow_private: bool) -> None:
+    if not account or allow_private:
+        return
+    try:
+        token_uri = json.loads(account).get("token_uri")
+    except (ValueError, AttributeError):
+        return  # not a service account: the settings service says so
+    if token_uri is not None and token_uri != GOOGLE_TOKEN_URI:
+        raise InvalidInput(
+            f"app_push.fcm_service_account's token_uri must be {GOOGLE_TOKEN_URI}.", code="fcm_token_uri_not_allowed"
+        )

@@ -379,3 +379,20 @@ async def test_a_webhook_name_re_pointed_after_the_check_is_not_connected_to(dat
         error = (await session.execute(text("SELECT last_error FROM webhook_deliveries"))).scalar_one()
     assert "127.0.0.1" in error
     assert "not a public address" in error
+
+
+async def test_settings_refuse_an_fcm_token_uri_that_is_not_googles(client, admin):
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    account = {"type": "service_account", "project_id": "p", "client_email": "a@b", "private_key": pem}
+    current = (await client.get("/v1/workspace/settings", headers=admin)).json()
+    for token_uri in ("http://127.0.0.1:8080/internal/token", "https://169.254.169.254/token", "https://a.example/t"):
+        current["app_push"] = {"fcm_service_account": json.dumps({**account, "token_uri": token_uri})}
+        refused = await client.put("/v1/workspace/settings", json=current, headers=admin)
+        assert (refused.status_code, refused.json()["code"]) == (422, "fcm_token_uri_not_allowed"), token_uri
+    current["app_push"] = {
+        "fcm_service_account": json.dumps({**account, "token_uri": "https://oauth2.googleapis.com/token"})
+    }
+    assert (await client.put("/v1/workspace/settings", json=current, headers=admin)).status_code == 200
