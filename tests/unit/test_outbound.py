@@ -231,3 +231,76 @@ async def test_pools_are_kept_for_the_hosts_used_last_only():
         await client.get("https://new.example/")
         assert closed == ["h0.example", "h1.example", "h2.example", "h4.example"]
     assert len(closed) == MAX_POOLS + 4
+
+
+def _self_signed(name: str, directory):
+    """A certificate for ``name`` (and its key) in ``directory``: the server's chain and the client's trust."""
+    import datetime as dt  # noqa: PLC0415
+
+    from cryptography import x509  # noqa: PLC0415
+    from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+    from cryptography.x509.oid import NameOID  # noqa: PLC0415
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+@pytest.mark.parametrize(("name", "verified"), [("print.test", True), ("other.test", False)])
+async def test_tls_is_verified_for_the_name_while_the_connection_goes_to_the_checked_address(tmp_path, name, verified):
+    """A real TLS server on 127.0.0.1 with a certificate for print.test: the guard connects to the address it
+    resolved and verifies the certificate against the name in the URL (SNI), not against the address."""
+    import ssl  # noqa: PLC0415
+
+    cert_path, key_path = _self_signed("print.test", tmp_path)
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert_path, key_path)
+    seen: list[str] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        seen.append(head.decode().split("\r\n")[1])
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=server_context)
+    port = server.sockets[0].getsockname()[1]
+
+    async def resolver(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    client_context = ssl.create_default_context(cafile=str(cert_path))
+    transport = GuardedTransport(
+        allow_private=True, resolver=resolver, inner=lambda: httpx.AsyncHTTPTransport(verify=client_context)
+    )
+    try:
+        async with httpx.AsyncClient(transport=transport) as client:
+            if verified:
+                response = await client.get(f"https://{name}:{port}/jobs")
+                assert (response.status_code, response.text) == (200, "ok")
+                assert seen == [f"Host: {name}:{port}"]
+            else:
+                with pytest.raises(httpx.ConnectError, match=r"CERTIFICATE_VERIFY_FAILED|certificate"):
+                    await client.get(f"https://{name}:{port}/jobs")
+    finally:
+        server.close()
