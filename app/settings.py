@@ -39,7 +39,8 @@ ENVIRONMENT: dict[str, str] = {
     "APNS_API_BASE_URL": "APNs base URL override (default by workspace: api.push.apple.com or the sandbox).",
     "CONSENT_DISPATCHER": "on (default): consent serve also runs a dispatcher; off: only consent worker sends.",
     "CONSENT_WEBHOOKS_ALLOW_HTTP": "on: webhook URLs may be plain http to the loopback (local dev); off (default).",
-    "CONSENT_WEBHOOKS_ALLOW_PRIVATE": "on: webhooks may go to private and loopback addresses; off: public only.",
+    "CONSENT_WEBHOOKS_ALLOW_PRIVATE": "on: tenant and browser URLs (webhooks, print house, token URIs, web push) "
+    "may go to private and loopback addresses; off: public only.",
     "METRICS_TOKEN": "If set, GET /metrics requires 'Authorization: Bearer <token>'.",
     "CONSENT_LOG_LEVEL": "debug | info | warning | error.",
     "CONSENT_LOG_FORMAT": "auto (pretty on a terminal, JSON otherwise) | json | console.",

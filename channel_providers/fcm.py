@@ -22,6 +22,7 @@ from channel_providers._http import UNREACHED, json_or_none
 from channel_providers.base import Outbound, Outcome, SendResult, outcome_for_status
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
+GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"  # noqa: S105  # a URL, not a secret
 DEFAULT_BASE_URL = "https://fcm.googleapis.com"
 _TRANSIENT_CODES = frozenset({"UNAVAILABLE", "INTERNAL", "QUOTA_EXCEEDED"})
 _GONE_CODES = frozenset({"UNREGISTERED", "NOT_FOUND"})
@@ -60,10 +61,26 @@ def parse_service_account(text: str) -> dict[str, str]:
 
 
 class FcmAdapter:
-    """Sends to one Firebase project."""
+    """Sends to one Firebase project.
 
-    def __init__(self, account: dict[str, str], *, base_url: str = DEFAULT_BASE_URL, timeout: float = 10.0) -> None:
+    The service account's ``token_uri`` is the tenant's input: with ``token_uris`` given, only those are asked
+    (else the send fails as an ``auth`` error, nothing is requested), and ``token_transport`` (the service's
+    outbound guard) carries the token request.
+    """
+
+    def __init__(
+        self,
+        account: dict[str, str],
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        timeout: float = 10.0,
+        token_uris: frozenset[str] | None = None,
+        token_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         self.account = account
+        self.token_uris = token_uris
+        self._token_transport = token_transport
+        self._token_client: httpx.AsyncClient | None = None
         key = serialization.load_pem_private_key(account["private_key"].encode(), password=None)
         assert isinstance(key, rsa.RSAPrivateKey)
         self._key = key
@@ -78,6 +95,18 @@ class FcmAdapter:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+        if self._token_client is not None:
+            await self._token_client.aclose()
+            self._token_client = None
+
+    def _token_http(self) -> httpx.AsyncClient:
+        if self._token_transport is None:
+            return self._http()
+        if self._token_client is None or self._token_client.is_closed:
+            self._token_client = httpx.AsyncClient(
+                timeout=self.timeout, follow_redirects=False, transport=self._token_transport
+            )
+        return self._token_client
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None or self._client.is_closed:
@@ -100,9 +129,11 @@ class FcmAdapter:
         now = time.time()
         if self._token is not None and self._token[1] - _REFRESH_MARGIN > now:
             return self._token[0]
+        if self.token_uris is not None and self.account["token_uri"] not in self.token_uris:
+            raise PermissionError(f"token_uri is not one this service asks ({', '.join(sorted(self.token_uris))})")
         form = {"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": self._assertion(int(now))}
         async with asyncio.timeout(self.timeout):
-            response = await self._http().post(self.account["token_uri"], data=form)
+            response = await self._token_http().post(self.account["token_uri"], data=form)
         if outcome_for_status(response.status_code) is Outcome.TRANSIENT:  # 429, 5xx: Google's, worth a retry
             raise _TokenUnavailable(f"token endpoint answered {response.status_code}")
         body = json_or_none(response)

@@ -87,13 +87,25 @@ _ACCEPTED = (409,)  # Conflict: the print house has a job with this Idempotency-
 
 
 class PrintHouseAdapter:
-    """Posts letters to a print house's job endpoint (``Authorization: Bearer``, no redirects followed)."""
+    """Posts letters to a print house's job endpoint (``Authorization: Bearer``, no redirects followed).
 
-    def __init__(self, url: str, token: str | None, *, timeout: float = 15.0) -> None:
+    The URL is the tenant's: the service passes its outbound guard as ``transport`` (public addresses only, the
+    connection to the checked address, a capped answer). An answer's body is never kept beyond the job id.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        token: str | None,
+        *,
+        timeout: float = 15.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         self.url = url
         self.token = token
         self.timeout = timeout
         """Seconds for the request as a whole, and for each of its steps."""
+        self.transport = transport
         self._client: httpx.AsyncClient | None = None
 
     async def aclose(self) -> None:
@@ -105,7 +117,7 @@ class PrintHouseAdapter:
     async def send(self, outbound: Outbound) -> SendResult:
         """Create the job; a 409 means the print house already has it (an earlier attempt got through)."""
         if self._client is None or self._client.is_closed:
-            self._client = httpx.AsyncClient(timeout=self.timeout, follow_redirects=False)
+            self._client = httpx.AsyncClient(timeout=self.timeout, follow_redirects=False, transport=self.transport)
         job = {
             "id": outbound.id,
             "template": outbound.content.get("template"),

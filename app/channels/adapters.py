@@ -13,6 +13,7 @@ from typing import Protocol, TypeVar, cast, runtime_checkable
 
 from app.domain.model import Channel
 from app.lib.keys import Keys
+from app.lib.outbound import GuardedTransport
 from app.settings import Settings
 from channel_providers.email import MailSender
 from channel_providers.files import FileDropAdapter
@@ -40,6 +41,10 @@ class Adapters:
         if key not in self._made:
             self._made[key] = build()
         return cast("_A", self._made[key])
+
+    def guarded(self, deadline: float) -> GuardedTransport:
+        """A new outbound guard for an adapter whose URLs a tenant or a browser gave (STYLE.md rule 22)."""
+        return GuardedTransport(allow_private=self.settings.webhooks_allow_private, deadline=deadline)
 
     def outbox(self, channel: Channel) -> FileDropAdapter:
         """The dev adapter writing the channel's deliveries as files to the local outbox."""

@@ -11,7 +11,9 @@ from app.workspaces.service import APNS_KEY, FCM_SERVICE_ACCOUNT, sealing_contex
 from app.workspaces.settings import WorkspaceSettings
 from channel_providers.apns import PRODUCTION, SANDBOX, ApnsAdapter, AppPushRouter
 from channel_providers.base import ChannelAdapter, Outcome
-from channel_providers.fcm import FcmAdapter, parse_service_account
+from channel_providers.fcm import GOOGLE_TOKEN_URI, FcmAdapter, parse_service_account
+
+_FCM_TIMEOUT = 10.0
 
 
 def adapter(adapters: Adapters, workspace_id: uuid.UUID, settings: WorkspaceSettings) -> ChannelAdapter:
@@ -29,7 +31,14 @@ def _fcm(adapters: Adapters, workspace_id: uuid.UUID, settings: WorkspaceSetting
 
     def build() -> FcmAdapter:
         account = adapters.keys.unseal(sealed, sealing_context(workspace_id, FCM_SERVICE_ACCOUNT))
-        return FcmAdapter(parse_service_account(account), base_url=adapters.settings.fcm_api_base_url)
+        # the token URI is the tenant's input: Google's only, unless the operator allows the private network (the
+        # test and dev stand-ins); asked through the outbound guard either way
+        return FcmAdapter(
+            parse_service_account(account),
+            base_url=adapters.settings.fcm_api_base_url,
+            token_uris=None if adapters.settings.webhooks_allow_private else frozenset({GOOGLE_TOKEN_URI}),
+            token_transport=adapters.guarded(_FCM_TIMEOUT),
+        )
 
     return adapters.kept(("fcm", sealed), build)
 

@@ -1,4 +1,4 @@
-"""Print: jobs posted to the workspace's print house, else the daily batch file; no provider feedback."""
+"""Print: jobs posted to the workspace's print house (through the outbound guard), else the daily batch file."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from app.workspaces.settings import WorkspaceSettings
 from channel_providers.base import ChannelAdapter
 from channel_providers.files import PrintBatchAdapter, PrintHouseAdapter
 
+_TIMEOUT = 15.0
+
 
 def adapter(adapters: Adapters, workspace_id: uuid.UUID, settings: WorkspaceSettings) -> ChannelAdapter:
     """The workspace's print house when it has one; else the batch file a print house collects."""
@@ -22,7 +24,7 @@ def adapter(adapters: Adapters, workspace_id: uuid.UUID, settings: WorkspaceSett
 
     def build() -> PrintHouseAdapter:
         token = adapters.keys.unseal(sealed, sealing_context(workspace_id, PRINT_HOUSE_TOKEN)) if sealed else None
-        return PrintHouseAdapter(url, token)
+        return PrintHouseAdapter(url, token, timeout=_TIMEOUT, transport=adapters.guarded(_TIMEOUT))
 
     return adapters.kept(("print_house", url, sealed), build)
 

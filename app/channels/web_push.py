@@ -12,11 +12,14 @@ from app.workspaces.settings import WorkspaceSettings
 from channel_providers.base import ChannelAdapter, Outbound, Outcome
 from channel_providers.webpush import WebPushAdapter
 
+_TIMEOUT = 10.0
+
 
 def adapter(adapters: Adapters, workspace_id: uuid.UUID, settings: WorkspaceSettings) -> ChannelAdapter:  # noqa: ARG001  # the registry's signature
     """The push services once the workspace has a VAPID subject, else the outbox."""
     if settings.web_push.subject:
-        return adapters.kept(("web_push",), WebPushAdapter)
+        # endpoints come from browsers: every push goes through the outbound guard
+        return adapters.kept(("web_push",), lambda: WebPushAdapter(_TIMEOUT, transport=adapters.guarded(_TIMEOUT)))
     return adapters.outbox(Channel.WEB_PUSH)
 
 

@@ -16,6 +16,7 @@ from app.lib.keys import Keys
 from app.lib.openapi import errors
 from app.push import service
 from app.push.schemas import AppInstallationIn, PushPointOut, VapidKeyOut, WebSubscriptionDelete, WebSubscriptionIn
+from app.settings import Settings
 
 # A signup form's backend may report permissions (scope `signup`); so may a key that writes consents.
 _WRITERS = (Scope.SIGNUP, Scope.CONSENTS_WRITE)
@@ -99,10 +100,22 @@ class PushController(Controller):
         principal: NamedDependency[Principal],
         db: NamedDependency[AsyncSession],
         keys: NamedDependency[Keys],
+        settings: NamedDependency[Settings],
     ) -> PushPointOut:
-        """A browser's PushSubscription (https endpoint, P-256 `p256dh`, 16-byte `auth`) with the purposes agreed."""
+        """A browser's PushSubscription (https endpoint on a public host, P-256 `p256dh`, 16-byte `auth`).
+
+        An endpoint whose host is or resolves to a private, loopback or other non-public address is refused
+        (`422 push_endpoint_not_allowed`).
+        """
         async with db.begin():
-            return await service.subscribe(db, keys, principal.workspace_id, data, _actor(principal))
+            return await service.subscribe(
+                db,
+                keys,
+                principal.workspace_id,
+                data,
+                _actor(principal),
+                allow_private=settings.webhooks_allow_private,
+            )
 
     @delete(
         "/web-subscriptions",

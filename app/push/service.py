@@ -7,6 +7,7 @@ nothing. A purpose already opted in stays as it is; one missing from the reporte
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -20,7 +21,7 @@ from app.ledger import repository as ledger
 from app.ledger.actions import withdraw_point
 from app.ledger.models import ContactPoint
 from app.ledger.service import Actor, Change, add_point, apply_changes, require_contact
-from app.lib import vapid
+from app.lib import outbound, vapid
 from app.lib.errors import Conflict, InvalidInput, NotFound
 from app.lib.keys import Keys
 from app.lib.orm import utcnow
@@ -80,11 +81,18 @@ async def uninstall(session: AsyncSession, workspace_id: uuid.UUID, installation
 
 
 async def subscribe(
-    session: AsyncSession, keys: Keys, workspace_id: uuid.UUID, data: WebSubscriptionIn, actor: Actor
+    session: AsyncSession,
+    keys: Keys,
+    workspace_id: uuid.UUID,
+    data: WebSubscriptionIn,
+    actor: Actor,
+    *,
+    allow_private: bool = False,
 ) -> PushPointOut:
     """A browser's PushSubscription after the person allowed notifications: validated, recorded, opted in."""
     subscription = data.subscription
     endpoint = normalise_push_endpoint(subscription.endpoint)
+    await _check_endpoint(endpoint, allow_private=allow_private)
     problem = vapid.check_subscription_keys(subscription.keys.p256dh, subscription.keys.auth)
     if problem == "invalid_p256dh":
         raise InvalidInput("keys.p256dh is not a base64url P-256 public key (65 bytes).", code=problem)
@@ -275,3 +283,23 @@ async def _purposes_of(session: AsyncSession, point: ContactPoint) -> Sequence[P
     from app.purposes import repository as purposes  # noqa: PLC0415
 
     return await purposes.list_purposes(session, point.workspace_id)
+
+
+_RESOLVE_SECONDS = 3.0
+
+
+async def _check_endpoint(endpoint: str, *, allow_private: bool) -> None:
+    """Refuse an endpoint whose host is, or resolves to, an address that is not public (the browser chose it).
+
+    A name that does not resolve now is taken: push services are public, and the outbound guard checks the
+    address again at every send (the connection goes to the address it checked).
+    """
+    try:
+        async with asyncio.timeout(_RESOLVE_SECONDS):
+            await outbound.check_destination(endpoint, allow_private=allow_private)
+    except outbound.HostUnresolved:
+        return
+    except outbound.OutboundRefused as exc:
+        raise InvalidInput(f"subscription.endpoint is not allowed: {exc}", code="push_endpoint_not_allowed") from None
+    except TimeoutError:
+        return

@@ -1,46 +1,38 @@
 """Where webhooks may go: public addresses only, unless the operator allows the private network.
 
-A workspace admin chooses the URL, but the request leaves from the service's own network: without this check a
-subscription could make the service call its own metadata endpoint, database admin pages or other internal
-services (server-side request forgery). The host is resolved when the subscription is made and again before
-every delivery (a name can be pointed elsewhere later); every address it resolves to must be public.
+A workspace admin chooses the URL, but the request leaves from the service's own network. The checks are the
+outbound guard's (:mod:`app.lib.outbound`): the URL's form and every address of its host when the subscription is
+made, and again at every delivery by the guarded client, which connects to the address it checked.
 ``CONSENT_WEBHOOKS_ALLOW_PRIVATE=on`` lifts this for self-hosted setups whose receivers live inside.
 """
 
 from __future__ import annotations
 
-import asyncio
-import ipaddress
-import socket
 from urllib.parse import urlsplit
+
+from app.lib import outbound
+
+_GUARD_WORDS = "requests to addresses given by tenants or browsers"
 
 
 class DestinationRefused(Exception):  # an outcome the caller reports
     """The URL's host is, or resolves to, an address webhooks may not go to; the message says which."""
 
 
-def _public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_global and not address.is_multicast
+async def check_destination(url: str, *, allow_private: bool, resolver: outbound.Resolver | None = None) -> None:
+    """Raise :class:`DestinationRefused` unless every address of the URL's host is public (or private is allowed).
 
-
-async def check_destination(url: str, *, allow_private: bool) -> None:
-    """Raise :class:`DestinationRefused` unless every address of the URL's host is public (or private is allowed)."""
+    The scheme is the subscription's own rule (``check_url`` in the service, with its http switch); this checks
+    the addresses, as the guard does at every delivery.
+    """
     if allow_private:
         return
-    host = urlsplit(url).hostname or ""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
     try:
-        addresses = [ipaddress.ip_address(host)]
-    except ValueError:
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
-        except OSError as exc:
-            raise DestinationRefused(f"The host '{host}' does not resolve ({exc.strerror or exc}).") from None
-        addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
-    for address in addresses:
-        if not _public(address):
-            raise DestinationRefused(
-                f"The host '{host}' is or resolves to {address}, which is not a public address; webhooks go to "
-                "public addresses only (the operator can allow the private network: CONSENT_WEBHOOKS_ALLOW_PRIVATE)."
-            )
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        await outbound.resolve_checked(
+            host, port, allow_private=allow_private, resolver=resolver or outbound.system_resolver
+        )
+    except (outbound.OutboundRefused, ValueError) as exc:
+        raise DestinationRefused(str(exc).replace(_GUARD_WORDS, "webhooks")) from None

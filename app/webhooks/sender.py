@@ -3,8 +3,10 @@
 Several senders may run (``consent serve`` and every ``consent worker``); a claim moves the delivery's
 ``next_attempt_at`` past its lease, so a sender that dies leaves nothing stuck: the row is claimed again after it.
 The destination is checked before each batch (:mod:`app.webhooks.destinations`: public addresses only, unless
-allowed). Any 2xx answer delivers; anything else (an error status, a redirect, a timeout, a refused connection)
-is retried with exponential backoff until :attr:`SenderConfig.max_attempts`, then the delivery is ``failed``.
+allowed), and every request goes through the outbound guard (:mod:`app.lib.outbound`), which resolves the name
+once, checks the addresses again and connects to the one it checked (a name re-pointed since cannot redirect it).
+Any 2xx answer delivers; anything else (an error status, a redirect, a timeout, a refused connection) is retried
+with exponential backoff until :attr:`SenderConfig.max_attempts`, then the delivery is ``failed``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.lib.db import Database
 from app.lib.keys import Keys
+from app.lib.outbound import GuardedTransport
 from app.lib.rounds import backoff, work_until
 from app.lib.signatures import sign
 from app.webhooks import repository
@@ -87,8 +90,10 @@ class WebhookSender:
         if self._client is not None:
             yield self._client
             return
+        # the scheme was checked when the subscription was made (CONSENT_WEBHOOKS_ALLOW_HTTP); the addresses, here
+        transport = GuardedTransport(allow_private=self.allow_private, allow_http=True, deadline=self.config.timeout)
         async with httpx.AsyncClient(
-            timeout=self.config.timeout, follow_redirects=False, headers={"User-Agent": USER_AGENT}
+            timeout=self.config.timeout, follow_redirects=False, headers={"User-Agent": USER_AGENT}, transport=transport
         ) as client:
             yield client
 

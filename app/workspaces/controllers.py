@@ -13,6 +13,7 @@ from app.lib.auth import KeyCache, Principal, Scope
 from app.lib.errors import NotFound
 from app.lib.keys import Keys
 from app.lib.openapi import errors
+from app.settings import Settings
 from app.workspaces import repository, service
 from app.workspaces.models import ApiKey
 from app.workspaces.schemas import (
@@ -27,6 +28,7 @@ from app.workspaces.schemas import (
     WorkspaceOut,
     WorkspaceSettingsIn,
     WorkspaceSettingsOut,
+    check_outbound_urls,
 )
 from app.workspaces.settings import WorkspaceSettings
 
@@ -161,8 +163,10 @@ class WorkspaceController(Controller):
         principal: NamedDependency[Principal],
         db: NamedDependency[AsyncSession],
         keys: NamedDependency[Keys],
+        settings: NamedDependency[Settings],
     ) -> WorkspaceSettingsOut:
         """Replace the settings: locale, phone region, brand, SMS/WhatsApp keywords and replies, Twilio account."""
+        await check_outbound_urls(data, allow_private=settings.webhooks_allow_private)
         async with db.begin():
-            settings = await service.replace_settings(db, keys, principal.workspace_id, data)
-        return _settings_out(settings)
+            saved = await service.replace_settings(db, keys, principal.workspace_id, data)
+        return _settings_out(saved)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import uuid
 from datetime import datetime
 from typing import Annotated
@@ -9,8 +11,11 @@ from typing import Annotated
 import msgspec
 
 from app.domain.model import Channel
+from app.lib import outbound
 from app.lib.auth import Scope
+from app.lib.errors import InvalidInput
 from app.workspaces.settings import EmailSettings, PhoneSettings, RateLimit, SendWindow, default_windows
+from channel_providers.fcm import GOOGLE_TOKEN_URI
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, description="A label people recognise.")]
 
@@ -155,11 +160,14 @@ class AppPushSettingsOut(msgspec.Struct, kw_only=True):
 
 
 class PrintHouseSettingsIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """The print house's job endpoint; ``token`` is write-only (omit to keep, empty string to clear)."""
+    """The print house's job endpoint; ``token`` is write-only (omit to keep, empty string to clear).
 
-    url: (
-        Annotated[str, msgspec.Meta(max_length=2000, pattern=r"^(https://|http://(127\.0\.0\.1|localhost)[:/])")] | None
-    ) = None
+    ``url`` is https to a public host, without user name or password: a host that is or resolves to a private,
+    loopback or other non-public address is refused (``422 print_house_url_not_allowed``; plain http and private
+    hosts only where the operator allows the private network, ``CONSENT_WEBHOOKS_ALLOW_PRIVATE``).
+    """
+
+    url: Annotated[str, msgspec.Meta(max_length=2000, pattern=r"^https?://")] | None = None
     token: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
     token_set: bool | None = None
     """Read-only; accepted and ignored."""
@@ -202,3 +210,39 @@ class WorkspaceSettingsOut(msgspec.Struct, kw_only=True):
     app_push: AppPushSettingsOut
     print_house: PrintHouseSettingsOut
     send_windows: dict[Channel, SendWindow]
+
+
+_RESOLVE_SECONDS = 3.0
+
+
+async def check_outbound_urls(settings: WorkspaceSettingsIn, *, allow_private: bool) -> None:
+    """Refuse the URLs the service would request that the outbound guard would refuse.
+
+    The print house URL (form and every address of its host; a name that does not resolve now is taken, the guard
+    checks again at every send), and the FCM service account's ``token_uri``: Google's only, unless the operator
+    allows the private network.
+    """
+    _check_fcm_token_uri(settings.app_push.fcm_service_account, allow_private=allow_private)
+    url = settings.print_house.url
+    if not url:
+        return
+    try:
+        async with asyncio.timeout(_RESOLVE_SECONDS):
+            await outbound.check_destination(url, allow_private=allow_private)
+    except (outbound.HostUnresolved, TimeoutError):
+        return
+    except outbound.OutboundRefused as exc:
+        raise InvalidInput(f"print_house.url is not allowed: {exc}", code="print_house_url_not_allowed") from None
+
+
+def _check_fcm_token_uri(account: str | None, *, allow_private: bool) -> None:
+    if not account or allow_private:
+        return
+    try:
+        token_uri = json.loads(account).get("token_uri")
+    except (ValueError, AttributeError):
+        return  # not a service account: the settings service says so
+    if token_uri is not None and token_uri != GOOGLE_TOKEN_URI:
+        raise InvalidInput(
+            f"app_push.fcm_service_account's token_uri must be {GOOGLE_TOKEN_URI}.", code="fcm_token_uri_not_allowed"
+        )
