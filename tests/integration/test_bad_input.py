@@ -40,3 +40,17 @@ async def test_overlong_query_strings_on_eligibility_are_a_400(client, tenant, l
     response = await client.get("/v1/eligibility", params=params, headers=await tenant.key(Scope.ELIGIBILITY_READ))
     assert response.status_code == 400, response.text
     assert response.json()["code"] == "invalid_parameter"
+
+
+@pytest.mark.parametrize("header", ["t=\u00b2,v1=00", "t=1,v1=\u00e9", "t=" + "1" * 5000 + ",v1=00"])
+async def test_a_malformed_email_webhook_signature_is_a_403(client, admin, tenant, header):
+    settings = (await client.get("/v1/workspace/settings", headers=admin)).json()
+    settings["email"]["webhook_secret"] = "w" * 32
+    assert (await client.put("/v1/workspace/settings", json=settings, headers=admin)).status_code == 200
+    response = await client.post(
+        f"/webhooks/email/{tenant.id}/events",
+        content=b'{"events": []}',
+        headers={"Content-Type": "application/json", "X-Consent-Signature": header.encode("latin-1", "replace")},
+    )
+    assert response.status_code == 403, response.text
+    assert response.json()["code"] == "invalid_signature"
