@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from sqlalchemy import text
 
 from app.lib.auth import Scope
 
@@ -54,3 +57,92 @@ async def test_a_malformed_email_webhook_signature_is_a_403(client, admin, tenan
     )
     assert response.status_code == 403, response.text
     assert response.json()["code"] == "invalid_signature"
+
+
+# --- NUL characters (finding 13) -------------------------------------------------------------------------------
+
+
+def _is_nul_problem(response) -> None:
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == "nul_character"
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/purposes", {"key": "news", "name": "News\u0000letter", "kind": "marketing"}),
+        ("/v1/notices", {"purpose": "newsletter", "channels": ["email"], "locale": "de", "text": "Ja\u0000"}),
+        ("/v1/withdrawals", {"contact": "crm-1", "channel": "all", "purpose": "news\u0000letter"}),
+        (
+            "/v1/objections",
+            {
+                "postal_address": {
+                    "name": "Hans\u0000",
+                    "street": "Hauptstr. 1",
+                    "postcode": "12043",
+                    "city": "Berlin",
+                },
+                "scope": "print",
+                "kind": "art21",
+            },
+        ),
+    ],
+)
+async def test_a_nul_in_a_json_body_is_a_422_and_writes_nothing(client, admin, ledger, session, path, body):
+    await ledger.purpose("newsletter")
+    await ledger.point("email", "jane@example.com", external_id="crm-1")
+    counts = (
+        "SELECT (SELECT count(*) FROM purposes), (SELECT count(*) FROM notices), (SELECT count(*) FROM contacts),"
+        " (SELECT count(*) FROM consent_events)"
+    )
+    before = (await session.execute(text(counts))).one()
+    response = await client.post(path, json=body, headers=admin)
+    _is_nul_problem(response)
+    assert (await session.execute(text(counts))).one() == before
+    # the same body without the NUL is otherwise acceptable: the NUL alone is what is refused
+    clean = json.loads(json.dumps(body).replace("\\u0000", ""))
+    assert (await client.post(path, json=clean, headers=admin)).status_code < 300
+
+
+async def test_a_nul_in_a_json_key_is_refused_too(client, admin):
+    response = await client.post(
+        "/v1/purposes",
+        content=b'{"key": "news", "name": "N", "kind": "marketing", "x\\u0000": 1}',
+        headers={**admin, "content-type": "application/json"},
+    )
+    _is_nul_problem(response)
+
+
+async def test_an_escaped_backslash_before_u0000_is_text_not_a_nul(client, admin):
+    # JSON "a\\u0000" is the six characters a, backslash, u, 0, 0, 0, 0: storable
+    response = await client.post(
+        "/v1/purposes",
+        content=b'{"key": "news", "name": "a\\\\u0000", "kind": "marketing"}',
+        headers={**admin, "content-type": "application/json"},
+    )
+    assert response.status_code == 201, response.text
+    assert response.json()["name"] == "a\\u0000"
+
+
+async def test_a_nul_in_a_query_or_path_parameter_is_a_422(client, tenant, ledger):
+    await ledger.purpose("newsletter")
+    reader = await tenant.key(Scope.ELIGIBILITY_READ, Scope.AUDIT_READ)
+    _is_nul_problem(
+        await client.get(
+            "/v1/eligibility",
+            params={"contact": "crm\u00001", "channel": "email", "purpose": "newsletter"},
+            headers=reader,
+        )
+    )
+    _is_nul_problem(await client.get("/v1/contacts/crm%001", headers=reader))
+    _is_nul_problem(await client.get("/v1/contacts/crm%001/events", headers=reader))
+
+
+async def test_a_nul_in_a_form_field_of_a_twilio_webhook_is_a_422(client, tenant):
+    response = await client.post(
+        f"/webhooks/twilio/{tenant.id}/inbound",
+        data={"From": "+4915112345678", "To": "+4915100000000", "Body": "STOP\u0000", "MessageSid": "SM1"},
+        headers={"X-Twilio-Signature": "x"},
+    )
+    _is_nul_problem(response)
