@@ -26,6 +26,7 @@ from litestar.types import ExceptionHandlersMap
 
 from app.domain.identifiers import InvalidIdentifier
 from app.domain.transitions import TransitionNotAllowed
+from app.lib.text import SINGLE_LINE_MESSAGE, SINGLE_LINE_PATTERN
 
 log = structlog.get_logger(__name__)
 
@@ -159,6 +160,7 @@ def _app_error(request: Request[Any, Any, Any], exc: AppError) -> Response[dict[
     )
 
 
+_NOT_SINGLE_LINE = f"Expected `str` matching regex {SINGLE_LINE_PATTERN!r}"
 _MSGSPEC_PATH = re.compile(r" - at `\$\.data(?P<path>[^`]*)`$")
 
 
@@ -190,6 +192,8 @@ def _validation_error(request: Request[Any, Any, Any], exc: ValidationException)
         match = _MSGSPEC_PATH.search(cause)
         field = match.group("path").lstrip(".") if match else ""
         message = _MSGSPEC_PATH.sub("", cause)
+        if message == _NOT_SINGLE_LINE:
+            message = SINGLE_LINE_MESSAGE
         return problem_response(
             request,
             status=422,

@@ -146,3 +146,41 @@ async def test_a_nul_in_a_form_field_of_a_twilio_webhook_is_a_422(client, tenant
         headers={"X-Twilio-Signature": "x"},
     )
     _is_nul_problem(response)
+
+
+# --- text that ends up in a mail header (finding 14) -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", ["News\r\nBcc: all@example.com", "News\nletter", "News\rletter", "a\tb", "a\u2028b"])
+async def test_a_purpose_name_must_be_one_line(client, admin, session, bad):
+    response = await client.post("/v1/purposes", json={"key": "news", "name": bad, "kind": "marketing"}, headers=admin)
+    assert response.status_code == 422, response.text
+    problem = response.json()
+    assert problem["code"] == "validation_failed"
+    assert problem["errors"] == [
+        {"field": "name", "message": "must be a single line of text: no line breaks, tabs or other control characters"}
+    ]
+    assert await session.scalar(text("SELECT count(*) FROM purposes")) == 0
+
+
+@pytest.mark.parametrize("bad", ["Hello\r\nBcc: all@example.com", "Hello\n", "\rHello"])
+async def test_an_email_subject_must_be_one_line(client, admin, session, bad):
+    body = {
+        "contact": "jane",
+        "purpose": "newsletter",
+        "route": ["email"],
+        "content": {"email": {"subject": bad, "text": "Hi"}},
+    }
+    response = await client.post("/v1/messages", json=body, headers=admin)
+    assert response.status_code == 422, response.text
+    [error] = response.json()["errors"]
+    assert error["field"] == "content.email.subject"
+    assert "single line" in error["message"]
+    assert await session.scalar(text("SELECT count(*) FROM messages")) == 0
+
+
+async def test_a_purpose_name_with_accents_and_punctuation_is_fine(client, admin):
+    name = "Neuigkeiten & Angebote \u2013 Größe «XL»"
+    response = await client.post("/v1/purposes", json={"key": "news", "name": name, "kind": "marketing"}, headers=admin)
+    assert response.status_code == 201, response.text
+    assert response.json()["name"] == name
