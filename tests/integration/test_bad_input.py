@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 
 import pytest
@@ -184,3 +186,57 @@ async def test_a_purpose_name_with_accents_and_punctuation_is_fine(client, admin
     response = await client.post("/v1/purposes", json={"key": "news", "name": name, "kind": "marketing"}, headers=admin)
     assert response.status_code == 201, response.text
     assert response.json()["name"] == name
+
+
+# --- CSV exports (finding 22) -----------------------------------------------------------------------------------
+
+FORMULAS = ['=HYPERLINK("http://x.example")', "+1+1", "-2+3", "@SUM(A1)", "\tx", "\rx", "=1"]
+
+
+async def test_the_audience_csv_neutralises_formulas_and_ndjson_stays_exact(client, tenant, ledger):
+    purpose = await ledger.purpose("newsletter")
+    for n, formula in enumerate(FORMULAS):
+        point = await ledger.point("email", f"{'=+-@'[n % 4]}p{n}@example.com", external_id=formula)
+        await ledger.apply(point, purpose.id, "signup", "confirm")
+    phone = await ledger.point("sms", "+4915112345678", external_id="-42")
+    await ledger.apply(phone, purpose.id, "start_word")
+    reader = await tenant.key(Scope.ELIGIBILITY_READ)
+    params = {"purpose": "newsletter", "channel": ["email", "sms"]}
+
+    as_json = await client.get("/v1/audiences", params=params, headers=reader)
+    exact = {(r["external_id"], r["address"]) for r in map(json.loads, as_json.text.splitlines())}
+    as_csv = await client.get("/v1/audiences", params=params, headers={**reader, "Accept": "text/csv"})
+    table = {(r["external_id"], r["address"]) for r in csv.DictReader(io.StringIO(as_csv.text, newline=""))}
+
+    assert len(exact) == len(table) == len(FORMULAS) + 1
+    # a plain number runs nothing: the phone number and a numeric external id stay as they are
+    assert ("-42", "+4915112345678") in table
+    assert ("-42", "+4915112345678") in exact
+    for external_id, address in exact - {("-42", "+4915112345678")}:
+        assert ("'" + external_id, "'" + address) in table
+    for external_id, address in table:
+        for cell in (external_id, address):
+            assert cell[0] not in "=+-@\t\r" or cell.lstrip("+-").isdigit(), cell
+
+
+async def test_the_audit_csv_neutralises_a_formula_in_an_actor(client, tenant, ledger, database):
+    from app.domain.model import ActorType, Trigger  # noqa: PLC0415
+    from app.ledger.service import Actor, Change, apply_changes  # noqa: PLC0415
+
+    purpose = await ledger.purpose("newsletter")
+    point = await ledger.point("email", "jane@example.com", external_id="jane")
+    async with database.sessionmaker() as db, db.begin():
+        await apply_changes(
+            db,
+            tenant.id,
+            [Change(point, purpose.id, Trigger("signup"), {})],
+            Actor(ActorType.SYSTEM, "=cmd|'/C calc'!A0"),
+        )
+    headers = await tenant.key(Scope.AUDIT_READ)
+    as_json = await client.get("/v1/audit/events", headers=headers)
+    [event] = [json.loads(line) for line in as_json.text.splitlines()]
+    assert event["actor_id"] == "=cmd|'/C calc'!A0"
+    as_csv = await client.get("/v1/audit/events", headers={**headers, "Accept": "text/csv"})
+    [row] = list(csv.DictReader(io.StringIO(as_csv.text, newline="")))
+    assert row["actor_id"] == "'=cmd|'/C calc'!A0"
+    assert row["hash"] == event["hash"]
