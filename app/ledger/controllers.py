@@ -314,7 +314,12 @@ class AuditController(Controller):
                 raise InvalidInput(
                     f"'{name}' needs a time zone (RFC 3339, e.g. 2026-11-01T00:00:00Z).", code="timezone_required"
                 )
-        start, end = since or _BEGINNING, until or _END
+        try:  # in UTC, as PostgreSQL gets them: year 1 at +14:00 or year 9999 at -14:00 would overflow mid-stream
+            start, end = (since or _BEGINNING).astimezone(UTC), (until or _END).astimezone(UTC)
+        except OverflowError:
+            raise InvalidInput(
+                "'since' and 'until' must lie between the years 1 and 9999 in UTC.", code="invalid_range"
+            ) from None
         if end <= start:
             raise InvalidInput("'until' must be later than 'since'.", code="invalid_range")
         as_csv = wants_csv(request.headers.get("accept", ""))

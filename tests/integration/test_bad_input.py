@@ -240,3 +240,12 @@ async def test_the_audit_csv_neutralises_a_formula_in_an_actor(client, tenant, l
     [row] = list(csv.DictReader(io.StringIO(as_csv.text, newline="")))
     assert row["actor_id"] == "'=cmd|'/C calc'!A0"
     assert row["hash"] == event["hash"]
+
+
+@pytest.mark.parametrize(
+    "params", [{"since": "0001-01-01T00:00:00+14:00"}, {"until": "9999-12-31T23:59:59-14:00"}], ids=["since", "until"]
+)
+async def test_a_time_outside_the_utc_calendar_is_a_422_before_the_stream_starts(client, tenant, params):
+    response = await client.get("/v1/audit/events", params=params, headers=await tenant.key(Scope.AUDIT_READ))
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "invalid_range"
