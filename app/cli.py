@@ -63,6 +63,18 @@ def _run(action: Callable[[], Awaitable[T]]) -> T:
         raise click.ClickException(exc.detail) from exc
 
 
+def _secret_key(settings: Settings, *, dev_hint: bool = False) -> bytes:
+    """The configured root secret, or a clear refusal.
+
+    Only ``serve --dev`` may generate one: a worker or an import with a key of its own would send links the API
+    rejects and could not unseal the stored credentials.
+    """
+    if settings.secret_key is None:
+        how = " or pass --dev to generate one in the data folder" if dev_hint else ", the same value as the API's"
+        raise click.ClickException(f"CONSENT_SECRET_KEY is not set. Set it (32+ random bytes, base64 or hex){how}.")
+    return settings.secret_key
+
+
 @click.group()
 def main() -> None:
     """Consent and opt-in management service."""
@@ -82,11 +94,7 @@ def serve(host: str, port: int, dev: bool, auto_migrate: bool) -> None:  # noqa:
     settings = _settings()
     if dev:
         settings = settings.with_dev_secrets()
-    if settings.secret_key is None:
-        raise click.ClickException(
-            "CONSENT_SECRET_KEY is not set. Set it (32+ random bytes, base64 or hex) or pass --dev to generate "
-            "one in the data folder."
-        )
+    _secret_key(settings, dev_hint=True)
     changes: dict[str, Any] = {}
     if not settings.public_base_url_configured:
         changes["public_base_url"] = f"http://{host}:{port}"
@@ -325,9 +333,8 @@ def import_robinson(workspace_id: uuid.UUID, file: Path, as_json: bool) -> None:
     from app.lib.keys import Keys  # noqa: PLC0415
     from app.workspaces import repository  # noqa: PLC0415
 
-    settings = _settings().with_dev_secrets()
-    secret = settings.secret_key
-    assert secret is not None
+    settings = _settings()
+    secret = _secret_key(settings)
     size = file.stat().st_size
 
     async def action() -> robinson.RobinsonReport:
@@ -369,9 +376,8 @@ def import_consents(workspace_id: uuid.UUID, file: Path, as_json: bool) -> None:
     from app.lib.keys import Keys  # noqa: PLC0415
     from app.workspaces import repository  # noqa: PLC0415
 
-    settings = _settings().with_dev_secrets()
-    secret = settings.secret_key
-    assert secret is not None
+    settings = _settings()
+    secret = _secret_key(settings)
     read = consents.csv_lines if file.suffix.lower() == ".csv" else consents.ndjson_lines
 
     async def action() -> consents.ImportReport:
@@ -426,9 +432,8 @@ def worker(concurrency: int, lease_seconds: int, deadline: float) -> None:
     from app.messages.dispatcher import DispatchConfig, Dispatcher  # noqa: PLC0415
     from app.webhooks.sender import WebhookSender  # noqa: PLC0415
 
-    settings = _settings().with_dev_secrets()
-    secret = settings.secret_key
-    assert secret is not None
+    settings = _settings()
+    secret = _secret_key(settings)
 
     async def action() -> None:
         stop = asyncio.Event()

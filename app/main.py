@@ -32,6 +32,7 @@ from app.lib.db import Database, head_revision, migrate
 from app.lib.embedded_pg import EmbeddedPostgres
 from app.lib.errors import Unavailable, exception_handlers
 from app.lib.idempotency import idempotency_middleware, prune
+from app.lib.inputs import refuse_nul
 from app.lib.keys import Keys
 from app.lib.observability import Metrics, configure_logging, request_middleware_factory
 from app.lib.orm import utcnow
@@ -238,6 +239,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
             "head_revision": _from_state("head_revision"),
         },
         exception_handlers=exception_handlers(),
+        before_request=refuse_nul,  # a NUL character is refused before any handler could try to store it
         state=State(
             {
                 "settings": settings,

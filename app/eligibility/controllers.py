@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-import msgspec
 from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromQuery, JSONBody
+from litestar.params import FromQuery, JSONBody, QueryParameter
 from litestar.response import Stream
 
 from app.domain.model import Channel, PurposeKind
@@ -42,9 +41,9 @@ class EligibilityController(Controller):
         self,
         principal: NamedDependency[Principal],
         database: NamedDependency[Database],
-        contact: FromQuery[Annotated[str, msgspec.Meta(min_length=1, max_length=200)]],
+        contact: Annotated[str, QueryParameter(min_length=1, max_length=200)],
         channel: FromQuery[Channel],
-        purpose: FromQuery[Annotated[str, msgspec.Meta(min_length=1, max_length=63)]],
+        purpose: Annotated[str, QueryParameter(min_length=1, max_length=63)],
     ) -> EligibilityOut:
         """May we contact this person on this channel for this purpose now, why, and on which evidence."""
         return await service.single(
@@ -83,8 +82,8 @@ class EligibilityController(Controller):
         request: Request[Any, Any, Any],
         database: NamedDependency[Database],
         principal: NamedDependency[Principal],
-        purpose: FromQuery[Annotated[str, msgspec.Meta(min_length=1, max_length=63)]],
-        channel: FromQuery[Annotated[list[Channel], msgspec.Meta(min_length=1)]],
+        purpose: Annotated[str, QueryParameter(min_length=1, max_length=63)],
+        channel: Annotated[list[Channel], QueryParameter(min_items=1)],
     ) -> Stream:
         """Every eligible contact point, streamed as NDJSON (or CSV with `Accept: text/csv`) in constant memory.
 

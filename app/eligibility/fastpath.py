@@ -58,7 +58,7 @@ def eligibility_fast_path(app: ASGIApp) -> ASGIApp:
 async def _answer(scope: Scope) -> bytes | None:
     """The JSON answer of the plain case, or ``None`` to let the route answer."""
     query: bytes = scope.get("query_string", b"")
-    if not query.isascii():  # raw non-ASCII is not a valid URL: the route decides what it means
+    if not query.isascii() or b"%00" in query:  # not a valid URL, or a NUL: the route decides what it means
         return None
     params = parse_qsl(query.decode("ascii"), keep_blank_values=True)
     names = [name for name, _ in params]

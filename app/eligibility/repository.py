@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.gate import ELIGIBLE, STATE_REASON, ConsentFact, PointFacts
 from app.domain.model import Channel, PurposeKind, Reachability, State, SuppressionScope
-from app.lib.copystream import copy_rows
+from app.lib.copystream import copy_rows, csv_cell
 
 _FACTS = text(
     """
@@ -209,6 +209,16 @@ def as_ndjson(sql: str) -> str:
     return f"SELECT concat({', '.join(args)}) FROM ({sql}) a"  # noqa: S608
 
 
+#: The audience columns whose text comes from tenants or people (the others are ids or words of our own).
+_FREE_TEXT = frozenset({"external_id", "address"})
+
+
+def as_csv_rows(sql: str) -> str:
+    """``sql`` (audience rows) for the CSV export: the free-text columns neutralised against formula injection."""
+    columns = [f"{csv_cell(f'a.{c}')} AS {c}" if c in _FREE_TEXT else f"a.{c}" for c in AUDIENCE_COLUMNS]
+    return f"SELECT {', '.join(columns)} FROM ({sql}) a"  # noqa: S608
+
+
 def _snapshot(driver: Any) -> Any:
     """One repeatable-read, read-only snapshot for the export's two statements.
 
@@ -250,7 +260,7 @@ async def copy_audience(
             (workspace_id, purpose_id, [row["id"] for row in blocked]) if inline else (workspace_id, purpose_id)
         )
         sql = audience_sql(kind, channels, blocked_given=inline)
-        await copy_rows(driver, sql, as_ndjson(sql), *args, as_csv=as_csv, sink=sink)
+        await copy_rows(driver, as_csv_rows(sql), as_ndjson(sql), *args, as_csv=as_csv, sink=sink)
 
 
 _SINGLE = """

@@ -7,10 +7,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-import msgspec
 from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, JSONBody
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.response import Stream
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -177,13 +176,17 @@ class ContactController(Controller):
         contact: FromPath[str],
         principal: NamedDependency[Principal],
         db: NamedDependency[AsyncSession],
-        after_seq: FromQuery[Annotated[int, msgspec.Meta(ge=0)]] = 0,
-        limit: FromQuery[Annotated[int, msgspec.Meta(ge=1, le=1000)]] = 1000,
+        # Litestar applies the bounds of a QueryParameter, not a msgspec.Meta nested in FromQuery
+        after_seq: Annotated[int, QueryParameter(ge=0, le=_MAX_SEQ)] = 0,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 1000,
     ) -> list[EventOut]:
         """The contact's ledger entries, oldest first (page on with `after_seq` = the last `seq` seen)."""
         found = await require_contact(db, principal.workspace_id, contact)
         names = {p.id: p.key for p in await purposes.list_purposes(db, principal.workspace_id)}
         return [event_out(e, names) for e in await repository.events_of_contact(db, found.id, after_seq, limit)]
+
+
+_MAX_SEQ = 2**63 - 1  # a bigint: a larger value would overflow in PostgreSQL
 
 
 class WithdrawalController(Controller):
@@ -311,7 +314,12 @@ class AuditController(Controller):
                 raise InvalidInput(
                     f"'{name}' needs a time zone (RFC 3339, e.g. 2026-11-01T00:00:00Z).", code="timezone_required"
                 )
-        start, end = since or _BEGINNING, until or _END
+        try:  # in UTC, as PostgreSQL gets them: year 1 at +14:00 or year 9999 at -14:00 would overflow mid-stream
+            start, end = (since or _BEGINNING).astimezone(UTC), (until or _END).astimezone(UTC)
+        except OverflowError:
+            raise InvalidInput(
+                "'since' and 'until' must lie between the years 1 and 9999 in UTC.", code="invalid_range"
+            ) from None
         if end <= start:
             raise InvalidInput("'until' must be later than 'since'.", code="invalid_range")
         as_csv = wants_csv(request.headers.get("accept", ""))

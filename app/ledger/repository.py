@@ -17,7 +17,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from app.domain.chain import GENESIS
 from app.domain.model import Channel, State, SuppressionReason, SuppressionScope
 from app.ledger.models import Consent, ConsentEvent, Contact, ContactPoint, LedgerHead, Suppression
-from app.lib.copystream import copy_rows
+from app.lib.copystream import copy_rows, csv_cell
 from app.lib.ids import uuid7
 
 
@@ -371,9 +371,9 @@ _UTC_MICROS = """to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
 
 #: The audit stream's query; it joins the purpose's key in (a read of the purposes' table, kept here because the
 #: stream is one ``COPY`` statement).
-EVENTS_SQL = f"""
+_EVENTS_SQL = f"""
     SELECT e.id, e.seq, e.contact_id, e.contact_point_id, e.purpose_id, p.key AS purpose, e.channel, e.trigger,
-           e.from_state, e.to_state, e.legal_basis, e.notice_id, e.actor_type, e.actor_id,
+           e.from_state, e.to_state, e.legal_basis, e.notice_id, e.actor_type, {{actor_id}} AS actor_id,
            {_UTC_MICROS.format("e.occurred_at")} AS occurred_at, {_UTC_MICROS.format("e.recorded_at")} AS recorded_at,
            e.personal -> 'evidence' AS evidence, encode(e.personal_digest, 'hex') AS personal_digest,
            encode(e.prev_hash, 'hex') AS prev_hash, encode(e.hash, 'hex') AS hash
@@ -381,6 +381,10 @@ EVENTS_SQL = f"""
      WHERE e.workspace_id = $1 AND e.recorded_at >= $2 AND e.recorded_at < $3
      ORDER BY e.seq
 """  # noqa: S608  # constant text; every input is a bind parameter
+EVENTS_SQL = _EVENTS_SQL.format(actor_id="e.actor_id")
+#: The same rows for the CSV export: the one free-text column neutralised against formula injection (the
+#: evidence is a JSON object, the others ids, keys and words of our own).
+EVENTS_CSV_SQL = _EVENTS_SQL.format(actor_id=csv_cell("e.actor_id"))
 
 
 async def copy_events(
@@ -394,7 +398,7 @@ async def copy_events(
 ) -> None:
     """The workspace's ledger events recorded in [since, until), in chain order, as NDJSON or CSV, by ``COPY``."""
     lines = f"SELECT row_to_json(r)::text FROM ({EVENTS_SQL}) r"  # noqa: S608
-    await copy_rows(driver, EVENTS_SQL, lines, workspace_id, since, until, as_csv=as_csv, sink=sink)
+    await copy_rows(driver, EVENTS_CSV_SQL, lines, workspace_id, since, until, as_csv=as_csv, sink=sink)
 
 
 # --- what other packages read and write, each scoped to one workspace ------------------------------------------

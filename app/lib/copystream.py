@@ -27,6 +27,20 @@ PIECE = 64 * 1024
 Copy = Callable[[Any, Callable[[bytes], Awaitable[None]]], Awaitable[None]]
 
 
+def csv_cell(expression: str) -> str:
+    """SQL for a text value as a CSV cell that a spreadsheet shows as text instead of running it as a formula.
+
+    OWASP's "CSV injection" advice: a value starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage
+    return gets a leading ``'``. A plain integer (a phone number in E.164, ``+4915112345678``) is left as it is:
+    it runs nothing, and tools reading the export need the address unchanged. ``expression`` is SQL of our own
+    (a column), never input; the regular expression runs only for values that start with a trigger.
+    """
+    return (
+        f"CASE WHEN left({expression}, 1) IN ('=', '+', '-', '@', chr(9), chr(13))"
+        f" AND {expression} !~ '^[+-]?[0-9]+$' THEN '''' || {expression} ELSE {expression} END"
+    )
+
+
 def wants_csv(accept: str) -> bool:
     """Whether an ``Accept`` header asks for CSV (the streams answer NDJSON otherwise)."""
     return "text/csv" in accept

@@ -26,6 +26,7 @@ from litestar.types import ExceptionHandlersMap
 
 from app.domain.identifiers import InvalidIdentifier
 from app.domain.transitions import TransitionNotAllowed
+from app.lib.text import SINGLE_LINE_MESSAGE, SINGLE_LINE_PATTERN
 
 log = structlog.get_logger(__name__)
 
@@ -159,6 +160,7 @@ def _app_error(request: Request[Any, Any, Any], exc: AppError) -> Response[dict[
     )
 
 
+_NOT_SINGLE_LINE = f"Expected `str` matching regex {SINGLE_LINE_PATTERN!r}"
 _MSGSPEC_PATH = re.compile(r" - at `\$\.data(?P<path>[^`]*)`$")
 
 
@@ -190,6 +192,8 @@ def _validation_error(request: Request[Any, Any, Any], exc: ValidationException)
         match = _MSGSPEC_PATH.search(cause)
         field = match.group("path").lstrip(".") if match else ""
         message = _MSGSPEC_PATH.sub("", cause)
+        if message == _NOT_SINGLE_LINE:
+            message = SINGLE_LINE_MESSAGE
         return problem_response(
             request,
             status=422,
@@ -248,7 +252,32 @@ def _http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Resp
     return problem_response(request, status=status, code=code, title=title, detail=detail, headers=exc.headers or {})
 
 
+# PostgreSQL's "character not in repertoire" (a NUL in text) and "untranslatable character" (a NUL in jsonb)
+_UNSTORABLE_TEXT = {"22021", "22P05"}
+
+
+def _database_refused_text(exc: BaseException) -> bool:
+    """True when the database refused a character of the input (the input check missed a way in)."""
+    seen: BaseException | None = exc
+    for _ in range(5):  # SQLAlchemy's error -> the driver adapter's -> asyncpg's
+        if seen is None:
+            return False
+        if getattr(seen, "sqlstate", None) in _UNSTORABLE_TEXT:
+            return True
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return False
+
+
 def _unhandled(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    if _database_refused_text(exc):
+        log.warning("unstorable_text_refused", error_type=type(exc).__name__)
+        return problem_response(
+            request,
+            status=422,
+            code="nul_character",
+            title="Invalid input",
+            detail="The input contains a character that cannot be stored (a NUL, \\u0000). Remove it and send again.",
+        )
     log.error("unhandled_exception", error_type=type(exc).__name__, exc_info=exc)
     return problem_response(
         request,

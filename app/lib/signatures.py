@@ -13,6 +13,7 @@ import hmac
 
 HEADER = "x-consent-signature"
 TOLERANCE_SECONDS = 300
+_MAX_TIMESTAMP_DIGITS = 12
 
 
 def sign(secret: str, body: bytes, timestamp: int) -> str:
@@ -27,9 +28,11 @@ def verify(secret: str, header: str, body: bytes, now: float) -> bool:
     macs: list[str] = []
     for part in header.split(","):
         name, _, value = part.strip().partition("=")
-        if name == "t" and value.isdigit():
+        # str.isdigit() also accepts "²" and other digits int() refuses, and compare_digest() refuses non-ASCII
+        # text: anything but ASCII digits and hex is simply not a signature
+        if name == "t" and value.isascii() and value.isdigit() and len(value) <= _MAX_TIMESTAMP_DIGITS:
             timestamp = int(value)
-        elif name == "v1":
+        elif name == "v1" and value.isascii():
             macs.append(value)
     if timestamp is None or not macs or abs(now - timestamp) > TOLERANCE_SECONDS:
         return False

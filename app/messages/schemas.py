@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from app.domain.model import Channel
+from app.lib.text import SINGLE_LINE
 
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=1600)]
 
@@ -16,7 +17,7 @@ Text = Annotated[str, msgspec.Meta(min_length=1, max_length=1600)]
 class EmailContent(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """An email: marketing mail gets List-Unsubscribe headers and a visible unsubscribe link."""
 
-    subject: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+    subject: Annotated[str, msgspec.Meta(min_length=1, max_length=500), SINGLE_LINE]
     text: Annotated[str, msgspec.Meta(min_length=1, max_length=200_000)]
     html: Annotated[str, msgspec.Meta(max_length=500_000)] | None = None
 

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from app.domain.model import Channel
+from app.lib.text import SINGLE_LINE
 
 PurposeKind = Literal["marketing", "transactional"]
 
@@ -23,7 +24,7 @@ class PurposeCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             description="Stable identifier used by callers, e.g. `newsletter` (lower case, digits, underscore).",
         ),
     ]
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200), SINGLE_LINE]  # shown in mail subjects
     kind: PurposeKind
 
 

@@ -1,0 +1,52 @@
+"""Input PostgreSQL cannot store, refused once for every route before any handler runs.
+
+A NUL character (U+0000) is valid in JSON strings, URLs and forms, but ``text`` and ``jsonb`` columns refuse it:
+let through, it fails the statement that writes it (a 500, or an import half written). So a request carrying
+one in its path, its query, a JSON body or a form body is answered 422 ``nul_character`` before the handler
+runs. Bodies of other types (the streamed imports) are not read here.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from litestar import Request
+
+from app.lib.errors import InvalidInput
+
+# A JSON ``\u0000`` escape that is not itself escaped (``\\u0000`` is a backslash followed by the text "u0000"):
+# an even number of backslashes before it, counted from a character that is not one.
+_JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+_JSON = re.compile(r"^application/(?:[\w.+-]*\+)?json\b", re.IGNORECASE)
+_FORM = "application/x-www-form-urlencoded"
+
+
+def json_has_nul(body: bytes) -> bool:
+    """True when a JSON text holds a NUL character (only an escape can: raw control characters are malformed)."""
+    return b"\\u0000" in body and _JSON_NUL.search(body) is not None
+
+
+def form_has_nul(body: bytes) -> bool:
+    """True when a URL-encoded text holds a NUL character."""
+    return b"%00" in body or b"\0" in body
+
+
+async def refuse_nul(request: Request[Any, Any, Any]) -> None:
+    """``before_request`` hook: 422 when the path, the query, or a JSON or form body carries a NUL character."""
+    place = None
+    if "\0" in request.scope["path"]:
+        place = "path"
+    elif form_has_nul(request.scope.get("query_string", b"")):
+        place = "query"
+    elif request.route_handler.resolve_request_max_body_size() is not None:  # a streamed body is not read here
+        content_type = request.headers.get("content-type", "")
+        if _JSON.match(content_type):
+            place = "JSON body" if json_has_nul(await request.body()) else None
+        elif content_type.lower().startswith(_FORM):
+            place = "form body" if form_has_nul(await request.body()) else None
+    if place is not None:
+        raise InvalidInput(
+            f"The {place} contains a NUL character (\\u0000), which cannot be stored. Remove it and send again.",
+            code="nul_character",
+        )

@@ -1,0 +1,36 @@
+"""Only ``consent serve --dev`` may generate a secret key; every other command that needs one refuses without it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+CONSENT = str(Path(sys.executable).parent / "consent")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["worker"],
+        ["import", "robinson", "--workspace", str(uuid.uuid4()), "{file}"],
+        ["import", "consents", "--workspace", str(uuid.uuid4()), "{file}"],
+    ],
+    ids=["worker", "import-robinson", "import-consents"],
+)
+def test_commands_other_than_serve_dev_refuse_without_a_secret_key(tmp_path, command):
+    data_dir = tmp_path / "data"
+    listed = tmp_path / "list.csv"
+    listed.write_text("")
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "CONSENT_SECRET_KEY"}}
+    # a database that does not answer: the command must refuse before it would open one
+    env.update(CONSENT_DATA_DIR=str(data_dir), DATABASE_URL="postgresql://nobody@127.0.0.1:1/none")
+    args = [part.replace("{file}", str(listed)) for part in command]
+    result = subprocess.run([CONSENT, *args], env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode != 0
+    assert "CONSENT_SECRET_KEY is not set" in result.stderr
+    assert not (data_dir / "secret_key").exists()
