@@ -38,6 +38,8 @@ ENVIRONMENT: dict[str, str] = {
     "FCM_API_BASE_URL": "Firebase Cloud Messaging API base URL (default https://fcm.googleapis.com).",
     "APNS_API_BASE_URL": "APNs base URL override (default by workspace: api.push.apple.com or the sandbox).",
     "CONSENT_DISPATCHER": "on (default): consent serve also runs a dispatcher; off: only consent worker sends.",
+    "CONSENT_DEV_OUTBOX": "on: a channel without provider credentials writes to the outbox folder (development); "
+    "off: such a delivery fails, saying which provider is missing. Default: on without DATABASE_URL, else off.",
     "CONSENT_WEBHOOKS_ALLOW_HTTP": "on: webhook URLs may be plain http to the loopback (local dev); off (default).",
     "CONSENT_WEBHOOKS_ALLOW_PRIVATE": "on: tenant and browser URLs (webhooks, print house, token URIs, web push) "
     "may go to private and loopback addresses; off: public only.",
@@ -119,6 +121,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Twilio defaults."""
     dispatcher: bool = True
     """Whether ``consent serve`` runs a dispatcher (and a webhook sender) in-process."""
+    dev_outbox: bool = True
+    """Whether a channel without provider credentials writes to the outbox folder (development) instead of failing."""
     webhooks_allow_http: bool = False
     """Whether webhook URLs may use plain http to the loopback (local development)."""
     webhooks_allow_private: bool = False
@@ -181,6 +185,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 api_base_url=_base_url(twilio_api, "TWILIO_API_BASE_URL") if twilio_api else None,
             ),
             dispatcher=_switch(get("CONSENT_DISPATCHER"), "CONSENT_DISPATCHER"),
+            # the embedded database is the development set-up; with a real one, a missing provider is an error
+            dev_outbox=_switch(
+                get("CONSENT_DEV_OUTBOX") or ("off" if get("DATABASE_URL") else "on"), "CONSENT_DEV_OUTBOX"
+            ),
             webhooks_allow_http=_switch(get("CONSENT_WEBHOOKS_ALLOW_HTTP") or "off", "CONSENT_WEBHOOKS_ALLOW_HTTP"),
             webhooks_allow_private=_switch(
                 get("CONSENT_WEBHOOKS_ALLOW_PRIVATE") or "off", "CONSENT_WEBHOOKS_ALLOW_PRIVATE"

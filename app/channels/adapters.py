@@ -1,13 +1,15 @@
 """The provider adapters of one process, built on first use from the service's and the workspaces' configuration.
 
-Real providers where credentials are configured; otherwise the dev adapters writing to
-``<CONSENT_DATA_DIR>/outbox/<channel>/``, so the service runs with no accounts. Which adapter a channel uses is
-the channel module's decision (its ``adapter`` factory); this class only keeps what was built, so that each
-account has one client and one connection pool, and closes them at shutdown.
+Real providers where credentials are configured; otherwise, in development (``CONSENT_DEV_OUTBOX``), the dev
+adapters writing to ``<CONSENT_DATA_DIR>/outbox/<workspace>/<channel>/``, so the service runs with no accounts,
+and in production an adapter that fails the delivery, saying which provider the workspace lacks. Which adapter a
+channel uses is the channel module's decision (its ``adapter`` factory); this class only keeps what was built, so
+that each account has one client and one connection pool, and closes them at shutdown.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Hashable
 from typing import Protocol, TypeVar, cast, runtime_checkable
 
@@ -15,6 +17,7 @@ from app.domain.model import Channel
 from app.lib.keys import Keys
 from app.lib.outbound import GuardedTransport
 from app.settings import Settings
+from channel_providers.base import ChannelAdapter, Outbound, Outcome, SendResult
 from channel_providers.email import MailSender
 from channel_providers.files import FileDropAdapter
 
@@ -46,9 +49,18 @@ class Adapters:
         """A new outbound guard for an adapter whose URLs a tenant or a browser gave (STYLE.md rule 22)."""
         return GuardedTransport(allow_private=self.settings.webhooks_allow_private, deadline=deadline)
 
-    def outbox(self, channel: Channel) -> FileDropAdapter:
-        """The dev adapter writing the channel's deliveries as files to the local outbox."""
-        return self.kept(("outbox", channel), lambda: FileDropAdapter(self.outbox_dir / channel.value))
+    def outbox(self, channel: Channel, workspace_id: uuid.UUID) -> ChannelAdapter:
+        """The adapter of a channel the workspace has no provider for.
+
+        In development the workspace's own outbox folder; else an adapter that fails every delivery and says why
+        (never a silent "sent").
+        """
+        if not self.settings.dev_outbox:
+            return self.kept(("unconfigured", channel), lambda: Unconfigured(channel.value))
+        return self.kept(
+            ("outbox", channel, workspace_id),
+            lambda: FileDropAdapter(self.outbox_dir / str(workspace_id) / channel.value),
+        )
 
     async def aclose(self) -> None:
         """Close the providers' connection pools."""
@@ -56,3 +68,18 @@ class Adapters:
         for adapter in made:
             if isinstance(adapter, _Closable):
                 await adapter.aclose()
+
+
+class Unconfigured:
+    """The adapter of a channel whose provider a workspace has not configured (production): every send fails."""
+
+    def __init__(self, channel: str) -> None:
+        self.channel = channel
+
+    async def send(self, outbound: Outbound) -> SendResult:  # noqa: ARG002  # the Protocol's signature
+        """Refuse, naming what is missing; the delivery fails for good (configuring the provider is the fix)."""
+        return SendResult(
+            Outcome.PERMANENT,
+            error_code="provider_not_configured",
+            detail=f"This workspace has no {self.channel} provider configured (see the workspace settings).",
+        )

@@ -20,8 +20,8 @@ def adapter(adapters: Adapters, workspace_id: uuid.UUID, settings: WorkspaceSett
     """APNs for iOS and FCM for the rest where configured; the outbox for what is not."""
     fcm, apns = _fcm(adapters, workspace_id, settings), _apns(adapters, workspace_id, settings)
     if fcm is None and apns is None:
-        return adapters.outbox(Channel.APP_PUSH)
-    return AppPushRouter(apns=apns, fcm=fcm, fallback=adapters.outbox(Channel.APP_PUSH))
+        return adapters.outbox(Channel.APP_PUSH, workspace_id)
+    return AppPushRouter(apns=apns, fcm=fcm, fallback=adapters.outbox(Channel.APP_PUSH, workspace_id))
 
 
 def _fcm(adapters: Adapters, workspace_id: uuid.UUID, settings: WorkspaceSettings) -> FcmAdapter | None:

@@ -19,7 +19,11 @@ def adapter(adapters: Adapters, workspace_id: uuid.UUID, settings: WorkspaceSett
     """The workspace's print house when it has one; else the batch file a print house collects."""
     house = settings.print_house
     if not house.url:
-        return adapters.kept(("print_batch",), lambda: PrintBatchAdapter(adapters.outbox_dir / "print"))
+        # one batch file per workspace: a print house collecting one tenant's letters gets no other tenant's
+        return adapters.kept(
+            ("print_batch", workspace_id),
+            lambda: PrintBatchAdapter(adapters.outbox_dir / str(workspace_id) / "print"),
+        )
     url, sealed = house.url, house.token_sealed
 
     def build() -> PrintHouseAdapter:

@@ -14,7 +14,7 @@ from channel_providers.base import ChannelAdapter, Outbound
 
 def adapter(adapters: Adapters, workspace_id: uuid.UUID, settings: WorkspaceSettings) -> ChannelAdapter:
     """The workspace's Twilio account, else the outbox."""
-    return _twilio.adapter(adapters, workspace_id, settings) or adapters.outbox(Channel.SMS)
+    return _twilio.adapter(adapters, workspace_id, settings) or adapters.outbox(Channel.SMS, workspace_id)
 
 
 def compose(sending: Sending) -> Outbound:

@@ -15,12 +15,12 @@ from channel_providers.webpush import WebPushAdapter
 _TIMEOUT = 10.0
 
 
-def adapter(adapters: Adapters, workspace_id: uuid.UUID, settings: WorkspaceSettings) -> ChannelAdapter:  # noqa: ARG001  # the registry's signature
+def adapter(adapters: Adapters, workspace_id: uuid.UUID, settings: WorkspaceSettings) -> ChannelAdapter:
     """The push services once the workspace has a VAPID subject, else the outbox."""
     if settings.web_push.subject:
         # endpoints come from browsers: every push goes through the outbound guard
         return adapters.kept(("web_push",), lambda: WebPushAdapter(_TIMEOUT, transport=adapters.guarded(_TIMEOUT)))
-    return adapters.outbox(Channel.WEB_PUSH)
+    return adapters.outbox(Channel.WEB_PUSH, workspace_id)
 
 
 def compose(sending: Sending) -> Outbound:

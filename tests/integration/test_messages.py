@@ -539,7 +539,7 @@ async def test_web_push_is_encrypted_for_the_subscription_and_signed_with_vapid(
     assert {c["purpose"]: c["state"] for c in web["consents"]}["newsletter"] == "opted_out"
 
 
-async def test_print_goes_to_the_daily_batch_file(client, world, dispatcher, settings, ledger):
+async def test_print_goes_to_the_daily_batch_file(client, world, dispatcher, settings, ledger, tenant):
     from app.domain.identifiers import normalise_postal  # noqa: PLC0415
     from app.ledger.actions import print_value  # noqa: PLC0415
 
@@ -559,7 +559,7 @@ async def test_print_goes_to_the_daily_batch_file(client, world, dispatcher, set
     body = (await send(client, world, ["print"])).json()
     assert body["decision"]["channel"] == "print"
     await dispatcher.run_once()
-    [batch] = (settings.data_dir / "outbox" / "print").glob("print-*.jsonl")
+    [batch] = (settings.data_dir / "outbox" / str(tenant.id) / "print").glob("print-*.jsonl")
     [line] = batch.read_text().splitlines()
     record = json.loads(line)
     assert record["template"] == "autumn-letter"

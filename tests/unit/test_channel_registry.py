@@ -8,6 +8,7 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from app.channels import registry
@@ -26,7 +27,7 @@ from app.workspaces.settings import (
     WorkspaceSettings,
 )
 from app.workspaces.settings import TwilioSettings as WorkspaceTwilio
-from channel_providers.base import Outcome
+from channel_providers.base import Outbound, Outcome
 from channel_providers.email import EmailAdapter, OutboxSender
 from channel_providers.files import FileDropAdapter, PrintBatchAdapter, PrintHouseAdapter
 from channel_providers.twilio import TwilioAdapter
@@ -178,9 +179,42 @@ async def test_without_accounts_every_channel_writes_to_the_outbox(tmp_path):
     assert isinstance(built[Channel.EMAIL], EmailAdapter)
     for channel in (Channel.SMS, Channel.WHATSAPP, Channel.APP_PUSH, Channel.WEB_PUSH):
         assert isinstance(built[channel], FileDropAdapter)
-        assert built[channel].folder == tmp_path / "outbox" / channel.value
+        assert built[channel].folder == tmp_path / "outbox" / str(WORKSPACE) / channel.value, "the workspace's own"
     assert isinstance(built[Channel.PRINT], PrintBatchAdapter)
-    assert built[Channel.PRINT].folder == tmp_path / "outbox" / "print"
+    assert built[Channel.PRINT].folder == tmp_path / "outbox" / str(WORKSPACE) / "print"
+
+
+async def test_two_workspaces_never_share_an_outbox_or_a_print_batch(tmp_path):
+    adapters = Adapters(service(tmp_path), Keys(SECRET), OutboxSender(tmp_path / "mail"))
+    other = uuid.uuid4()
+    try:
+        for channel in (Channel.SMS, Channel.PRINT):
+            mine = registry.spec(channel).adapter(adapters, WORKSPACE, WorkspaceSettings())
+            theirs = registry.spec(channel).adapter(adapters, other, WorkspaceSettings())
+            assert mine.folder != theirs.folder  # type: ignore[attr-defined]
+    finally:
+        await adapters.aclose()
+
+
+async def test_in_production_a_channel_without_a_provider_fails_and_says_why(tmp_path):
+    settings = msgspec.structs.replace(service(tmp_path), dev_outbox=False)
+    adapters = Adapters(settings, Keys(SECRET), OutboxSender(tmp_path / "mail"))
+    try:
+        for channel in (Channel.SMS, Channel.WHATSAPP, Channel.APP_PUSH, Channel.WEB_PUSH):
+            result = (
+                await registry.spec(channel)
+                .adapter(adapters, WORKSPACE, WorkspaceSettings())
+                .send(Outbound(id="d-1", channel=channel.value, to="x", content={}, details={}))
+            )
+            assert (result.outcome, result.error_code) == (Outcome.PERMANENT, "provider_not_configured")
+            assert channel.value in result.detail
+        assert not (tmp_path / "outbox").exists(), "nothing written, nothing reported as sent"
+        # the print batch is a production mechanism (a print house collects it), not a dev stand-in
+        assert isinstance(
+            registry.spec(Channel.PRINT).adapter(adapters, WORKSPACE, WorkspaceSettings()), PrintBatchAdapter
+        )
+    finally:
+        await adapters.aclose()
 
 
 async def test_sms_and_whatsapp_share_one_twilio_client_per_account(tmp_path):

@@ -79,3 +79,12 @@ def test_nothing_but_settings_reads_the_environment(project_root):
         if re.search(r"os\.environ|os\.getenv", path.read_text()):
             offenders.append(path.name)
     assert offenders == []
+
+
+def test_the_dev_outbox_is_on_for_the_embedded_database_and_off_with_a_real_one():
+    assert Settings.from_env({}).dev_outbox is True
+    assert Settings.from_env({"DATABASE_URL": "postgresql://h/db"}).dev_outbox is False
+    assert Settings.from_env({"DATABASE_URL": "postgresql://h/db", "CONSENT_DEV_OUTBOX": "on"}).dev_outbox is True
+    assert Settings.from_env({"CONSENT_DEV_OUTBOX": "off"}).dev_outbox is False
+    with pytest.raises(SettingsError, match="CONSENT_DEV_OUTBOX"):
+        Settings.from_env({"CONSENT_DEV_OUTBOX": "sometimes"})
