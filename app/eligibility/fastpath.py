@@ -21,7 +21,7 @@ from app.domain.model import Channel
 from app.eligibility import service
 from app.lib.auth import Scope as ApiScope
 from app.lib.auth import authenticate
-from app.lib.errors import AppError
+from app.lib.errors import AppError, database_unreachable
 
 PATH = "/v1/eligibility"
 _CHANNELS = {channel.value: channel for channel in Channel}
@@ -80,6 +80,10 @@ async def _answer(scope: Scope) -> bytes | None:
             channel=channel,
             purpose_key=purpose,
         )
-    except AppError:
-        return None
+    except Exception as exc:
+        # an app error (401, 404 …) or an unreachable database (503 with Retry-After): the route answers it,
+        # through the app's handlers
+        if isinstance(exc, AppError) or database_unreachable(exc):
+            return None
+        raise
     return _encoder.encode(decision)

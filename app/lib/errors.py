@@ -268,7 +268,38 @@ def _database_refused_text(exc: BaseException) -> bool:
     return False
 
 
+#: SQLSTATEs of a server that is going away or not there yet: admin/crash shutdown, cannot connect now
+_SERVER_GOING = frozenset({"57P01", "57P02", "57P03", "08000", "08001", "08003", "08004", "08006"})
+DATABASE_RETRY_AFTER = "5"
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """True when the database could not be reached or went away mid-request (an outage, a restart)."""
+    seen: BaseException | None = exc
+    for _ in range(6):  # SQLAlchemy's error -> the driver adapter's -> asyncpg's -> the socket's
+        if seen is None:
+            return False
+        if isinstance(seen, (ConnectionError, TimeoutError)) or getattr(seen, "connection_invalidated", False):
+            return True
+        if getattr(seen, "sqlstate", None) in _SERVER_GOING:
+            return True
+        if type(seen).__name__ in {"ConnectionDoesNotExistError", "InterfaceError"} and "connection" in str(seen):
+            return True
+        seen = getattr(seen, "orig", None) or seen.__cause__ or seen.__context__
+    return False
+
+
 def _unhandled(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    if database_unreachable(exc):
+        log.warning("database_unavailable", error_type=type(exc).__name__)
+        return problem_response(
+            request,
+            status=503,
+            code="database_unavailable",
+            title="Service unavailable",
+            detail="The database cannot be reached right now; nothing was recorded. Try again shortly.",
+            headers={"Retry-After": DATABASE_RETRY_AFTER},
+        )
     if _database_refused_text(exc):
         log.warning("unstorable_text_refused", error_type=type(exc).__name__)
         return problem_response(
