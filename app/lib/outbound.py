@@ -15,7 +15,7 @@ forgery). What the guard does, for each request (each redirect hop too, were a c
 ``CONSENT_WEBHOOKS_ALLOW_PRIVATE=on`` (:attr:`app.settings.Settings.webhooks_allow_private`) lifts the address
 and scheme checks for self-hosted setups whose receivers live inside; the size cap and the deadline stay.
 Refusals and caps are ``httpx.RequestError`` subclasses, so code that handles "the far side could not be asked"
-handles them too. Their texts name the host and the address, never anything the far side answered.
+handles them too. Their texts name the host (never its addresses, nor anything the far side answered).
 """
 
 from __future__ import annotations
@@ -156,7 +156,9 @@ async def resolve_checked(host: str, port: int, *, allow_private: bool, resolver
         for address in addresses:
             if not is_public(address):
                 raise OutboundRefused(
-                    f"The host '{host}' is or resolves to {address}, which is not a public address; requests to "
+                    # the address itself is not named: these texts reach tenants, and the names of an internal
+                    # network and their addresses are none of their business
+                    f"The host '{host}' is not a public address, or resolves to one that is not; requests to "
                     "addresses given by tenants or browsers go to public addresses only (the operator can allow "
                     "the private network: CONSENT_WEBHOOKS_ALLOW_PRIVATE)."
                 )

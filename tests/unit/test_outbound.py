@@ -100,7 +100,7 @@ async def _answers(*rounds: list[str]):
 
 async def test_a_name_resolving_to_any_private_address_is_refused():
     resolver, _ = await _answers(["93.184.215.14", "10.0.0.5"])
-    with pytest.raises(OutboundRefused, match=r"10\.0\.0\.5"):
+    with pytest.raises(OutboundRefused, match="not a public address"):
         await check_destination("https://hooks.example/x", allow_private=False, resolver=resolver)
     assert await check_destination("https://hooks.example/x", allow_private=True, resolver=resolver) == (
         "93.184.215.14"
@@ -130,8 +130,9 @@ async def test_dns_rebinding_the_connection_goes_to_the_checked_address():
     assert request.extensions["sni_hostname"] == "rebind.example"
     # the next request resolves again, and is refused: the name now points inside
     async with httpx.AsyncClient(transport=transport) as client:
-        with pytest.raises(OutboundRefused, match=r"127\.0\.0\.1"):
+        with pytest.raises(OutboundRefused, match=r"rebind\.example") as refused:
             await client.post("https://rebind.example/hook", content=b"{}")
+    assert "127.0.0.1" not in str(refused.value), "a tenant reads this text: it names no internal address"
     assert len(seen) == 1
 
 
