@@ -137,6 +137,11 @@ async def api_key_guard(connection: ASGIConnection[Any, Any, Any, Any], handler:
         return
     principal = await authenticate(connection)
     connection.scope["auth"] = principal
+    require_scope(principal, handler)
+
+
+def require_scope(principal: Principal, handler: BaseRouteHandler) -> None:
+    """403 ``insufficient_scope`` unless the key has one of the scopes the handler declares in ``opt``."""
     declared: Scope | tuple[Scope, ...] | None = handler.opt.get("scope")
     if declared is None:
         return

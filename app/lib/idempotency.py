@@ -31,7 +31,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.lib import repository
-from app.lib.auth import api_key_guard, authenticate
+from app.lib.auth import authenticate, require_scope
 from app.lib.db import Database
 from app.lib.errors import AppError, Conflict, InvalidInput, Unavailable
 from app.lib.keys import Keys
@@ -83,7 +83,7 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
             await app(scope, receive, send)
             return
         # the route's scope before any stored answer: a key of the workspace without it must not read one back
-        await api_key_guard(connection, handler)
+        require_scope(principal, handler)
         body = await _read_body(receive, limit)
         keys: Keys | None = scope["app"].state.derived_keys
         if keys is None:  # only tooling (OpenAPI export) builds an app without a secret key

@@ -79,10 +79,8 @@ _MIN_WEBHOOK_SECRET = 32
 
 async def settings_of(session: AsyncSession, workspace_id: uuid.UUID) -> WorkspaceSettings:
     """The workspace's settings (defaults where unset)."""
-    workspace = await repository.get_workspace(session, workspace_id)
-    if workspace is None:
-        raise NotFound("No such workspace.", code="workspace_not_found")
-    return WorkspaceSettings.load(workspace.settings)
+    _, settings = await name_and_settings(session, workspace_id)
+    return settings
 
 
 async def replace_settings(
