@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
@@ -43,6 +44,8 @@ ENVIRONMENT: dict[str, str] = {
     "CONSENT_WEBHOOKS_ALLOW_HTTP": "on: webhook URLs may be plain http to the loopback (local dev); off (default).",
     "CONSENT_WEBHOOKS_ALLOW_PRIVATE": "on: tenant and browser URLs (webhooks, print house, token URIs, web push) "
     "may go to private and loopback addresses; off: public only.",
+    "CONSENT_WEB_PUSH_SERVICES": "Host names a web push endpoint may have, comma-separated ('*.example.com' for "
+    "any name below); '*': any public host. Default: the push services of Chrome, Firefox, Edge and Safari.",
     "METRICS_TOKEN": "If set, GET /metrics requires 'Authorization: Bearer <token>'.",
     "CONSENT_LOG_LEVEL": "debug | info | warning | error.",
     "CONSENT_LOG_FORMAT": "auto (pretty on a terminal, JSON otherwise) | json | console.",
@@ -51,6 +54,16 @@ ENVIRONMENT: dict[str, str] = {
 
 
 _MIN_SECRET_BYTES = 32
+
+KNOWN_PUSH_SERVICES = (
+    "fcm.googleapis.com",  # Chrome, Edge on Android, Opera, Samsung Internet, Brave (Firebase Cloud Messaging)
+    "android.googleapis.com",  # older Chrome subscriptions (GCM endpoints, still delivered through FCM)
+    "*.push.services.mozilla.com",  # Firefox (autopush: updates.push.services.mozilla.com)
+    "*.notify.windows.com",  # Edge on Windows (WNS: wns2-*.notify.windows.com)
+    "*.push.apple.com",  # Safari on macOS and iOS (web.push.apple.com)
+)
+"""The push services browsers subscribe with: a web push endpoint's host must match one (``*.`` matches any
+subdomain). The operator can replace the list (``CONSENT_WEB_PUSH_SERVICES``) or lift it (``*``)."""
 
 
 class SettingsError(ValueError):
@@ -127,6 +140,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Whether webhook URLs may use plain http to the loopback (local development)."""
     webhooks_allow_private: bool = False
     """Whether webhooks may go to private, loopback and link-local addresses (receivers inside the network)."""
+    web_push_services: tuple[str, ...] | None = KNOWN_PUSH_SERVICES
+    """Host patterns a web push endpoint must match (browsers choose endpoints); ``None``: any public host."""
     fcm_api_base_url: str = "https://fcm.googleapis.com"
     """FCM HTTP v1 base URL."""
     apns_api_base_url: str | None = None
@@ -193,6 +208,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             webhooks_allow_private=_switch(
                 get("CONSENT_WEBHOOKS_ALLOW_PRIVATE") or "off", "CONSENT_WEBHOOKS_ALLOW_PRIVATE"
             ),
+            web_push_services=_host_patterns(get("CONSENT_WEB_PUSH_SERVICES"), "CONSENT_WEB_PUSH_SERVICES"),
             fcm_api_base_url=_base_url(get("FCM_API_BASE_URL") or "https://fcm.googleapis.com", "FCM_API_BASE_URL"),
             apns_api_base_url=_base_url(apns_api, "APNS_API_BASE_URL") if apns_api else None,
         )
@@ -259,6 +275,22 @@ def _switch(value: str | None, name: str) -> bool:
     if value.lower() in ("off", "false", "0", "no"):
         return False
     raise SettingsError(f"{name} must be on or off (got {value!r})")
+
+
+_HOST_PATTERN = re.compile(r"(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
+
+
+def _host_patterns(value: str | None, name: str) -> tuple[str, ...] | None:
+    """A comma-separated list of host names (``*.`` for any name below one); ``*`` alone: no list."""
+    if value is None or not value.strip():
+        return KNOWN_PUSH_SERVICES
+    if value.strip() == "*":
+        return None
+    patterns = tuple(p.strip().lower().rstrip(".") for p in value.split(",") if p.strip())
+    for pattern in patterns:
+        if not _HOST_PATTERN.fullmatch(pattern):
+            raise SettingsError(f"{name}: {pattern!r} is not a host name or '*.domain' pattern")
+    return patterns
 
 
 def _database_url(value: str | None) -> str | None:

@@ -45,9 +45,12 @@ class Adapters:
             self._made[key] = build()
         return cast("_A", self._made[key])
 
-    def guarded(self, deadline: float) -> GuardedTransport:
-        """A new outbound guard for an adapter whose URLs a tenant or a browser gave (STYLE.md rule 22)."""
-        return GuardedTransport(allow_private=self.settings.webhooks_allow_private, deadline=deadline)
+    def guarded(self, deadline: float, *, hosts: tuple[str, ...] | None = None) -> GuardedTransport:
+        """A new outbound guard for an adapter whose URLs a tenant or a browser gave (STYLE.md rule 22).
+
+        ``hosts``: the host patterns its requests must match, where there is such a list (web push).
+        """
+        return GuardedTransport(allow_private=self.settings.webhooks_allow_private, deadline=deadline, hosts=hosts)
 
     def outbox(self, channel: Channel, workspace_id: uuid.UUID) -> ChannelAdapter:
         """The adapter of a channel the workspace has no provider for.

@@ -18,8 +18,12 @@ _TIMEOUT = 10.0
 def adapter(adapters: Adapters, workspace_id: uuid.UUID, settings: WorkspaceSettings) -> ChannelAdapter:
     """The push services once the workspace has a VAPID subject, else the outbox."""
     if settings.web_push.subject:
-        # endpoints come from browsers: every push goes through the outbound guard
-        return adapters.kept(("web_push",), lambda: WebPushAdapter(_TIMEOUT, transport=adapters.guarded(_TIMEOUT)))
+        # endpoints come from browsers: every push goes through the outbound guard, to a known push service only
+        # (checked again at send: an endpoint stored before the operator narrowed the list is not pushed to)
+        hosts = adapters.settings.web_push_services
+        return adapters.kept(
+            ("web_push",), lambda: WebPushAdapter(_TIMEOUT, transport=adapters.guarded(_TIMEOUT, hosts=hosts))
+        )
     return adapters.outbox(Channel.WEB_PUSH, workspace_id)
 
 

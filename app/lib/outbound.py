@@ -10,7 +10,9 @@ forgery). What the guard does, for each request (each redirect hop too, were a c
 - the connection goes to the address that was checked (the host name stays in the ``Host`` header and in TLS SNI
   and certificate verification), so a name re-pointed between the check and the connect (DNS rebinding) changes
   nothing;
-- the answer is read up to :data:`MAX_RESPONSE_BYTES` and the whole exchange, body included, ends by a deadline.
+- the answer is read up to :data:`MAX_RESPONSE_BYTES` and the whole exchange, body included, ends by a deadline;
+- where a list of hosts is given (web push: the known push services, :data:`app.settings.KNOWN_PUSH_SERVICES`),
+  the host must match one of its patterns before anything is resolved.
 
 ``CONSENT_WEBHOOKS_ALLOW_PRIVATE=on`` (:attr:`app.settings.Settings.webhooks_allow_private`) lifts the address
 and scheme checks for self-hosted setups whose receivers live inside; the size cap and the deadline stay.
@@ -131,6 +133,32 @@ def check_url(url: str, *, allow_private: bool, allow_http: bool | None = None) 
     return host
 
 
+def host_allowed(host: str, patterns: tuple[str, ...]) -> bool:
+    """Whether ``host`` is one of ``patterns``: a name matches itself, ``*.example.com`` any name below it.
+
+    Compared in lower case and without a trailing dot, so ``FCM.googleapis.com.`` is ``fcm.googleapis.com``; an
+    address literal matches only a pattern that spells it.
+    """
+    name = host.lower().rstrip(".")
+    for given in patterns:
+        pattern = given.lower().rstrip(".")
+        if pattern.startswith("*."):
+            if name.endswith(pattern[1:]):
+                return True
+        elif name == pattern:
+            return True
+    return False
+
+
+def check_host_listed(url: str, hosts: tuple[str, ...] | None) -> None:
+    """Refuse a URL whose host is not on ``hosts`` (``None``: no list, every public host)."""
+    if hosts is None:
+        return
+    host = urlsplit(url).hostname or ""
+    if not host_allowed(host, hosts):
+        raise OutboundRefused(f"'{host}' is not one of the allowed hosts (for web push: a known push service).")
+
+
 async def system_resolver(host: str, port: int) -> list[str]:
     """The host's addresses from the system's resolver (run off the event loop by asyncio)."""
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -219,8 +247,11 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         deadline: float = DEFAULT_DEADLINE,
         resolver: Resolver = system_resolver,
         inner: Callable[[], httpx.AsyncBaseTransport] | None = None,
+        hosts: tuple[str, ...] | None = None,
     ) -> None:
         self.allow_private = allow_private
+        self.hosts = hosts
+        """Host patterns a request's host must match (:func:`host_allowed`); ``None``: any public host."""
         self.allow_http = allow_http
         """Whether plain http is requested (``None``: with ``allow_private``); the addresses are checked anyway."""
         self.max_bytes = max_bytes
@@ -233,6 +264,7 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         """Check, resolve once, connect to the checked address; the answer's body is capped and on the clock."""
         url = str(request.url)
         host = check_url(url, allow_private=self.allow_private, allow_http=self.allow_http)
+        check_host_listed(url, self.hosts)
         port = request.url.port or (443 if request.url.scheme == "https" else 80)
         deadline = asyncio.get_running_loop().time() + self.deadline
         try:

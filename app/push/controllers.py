@@ -104,8 +104,9 @@ class PushController(Controller):
     ) -> PushPointOut:
         """A browser's PushSubscription (https endpoint on a public host, P-256 `p256dh`, 16-byte `auth`).
 
-        An endpoint whose host is or resolves to a private, loopback or other non-public address is refused
-        (`422 push_endpoint_not_allowed`).
+        An endpoint that is not on a known push service (the operator's list, by default those of Chrome,
+        Firefox, Edge and Safari), or whose host is or resolves to a private, loopback or other non-public address,
+        is refused (`422 push_endpoint_not_allowed`).
         """
         async with db.begin():
             return await service.subscribe(
@@ -115,6 +116,7 @@ class PushController(Controller):
                 data,
                 _actor(principal),
                 allow_private=settings.webhooks_allow_private,
+                services=settings.web_push_services,
             )
 
     @delete(

@@ -88,11 +88,15 @@ async def subscribe(
     actor: Actor,
     *,
     allow_private: bool = False,
+    services: tuple[str, ...] | None = None,
 ) -> PushPointOut:
-    """A browser's PushSubscription after the person allowed notifications: validated, recorded, opted in."""
+    """A browser's PushSubscription after the person allowed notifications: validated, recorded, opted in.
+
+    ``services``: the push services' host patterns an endpoint must match (``None``: any public host).
+    """
     subscription = data.subscription
     endpoint = normalise_push_endpoint(subscription.endpoint)
-    await _check_endpoint(endpoint, allow_private=allow_private)
+    await _check_endpoint(endpoint, allow_private=allow_private, services=services)
     problem = vapid.check_subscription_keys(subscription.keys.p256dh, subscription.keys.auth)
     if problem == "invalid_p256dh":
         raise InvalidInput("keys.p256dh is not a base64url P-256 public key (65 bytes).", code=problem)
@@ -288,13 +292,16 @@ async def _purposes_of(session: AsyncSession, point: ContactPoint) -> Sequence[P
 _RESOLVE_SECONDS = 3.0
 
 
-async def _check_endpoint(endpoint: str, *, allow_private: bool) -> None:
-    """Refuse an endpoint whose host is, or resolves to, an address that is not public (the browser chose it).
+async def _check_endpoint(endpoint: str, *, allow_private: bool, services: tuple[str, ...] | None) -> None:
+    """Refuse an endpoint off the known push services, or on an address that is not public (the browser chose it).
 
-    A name that does not resolve now is taken: push services are public, and the outbound guard checks the
-    address again at every send (the connection goes to the address it checked).
+    The host must match the operator's list of push services (none: any host), and it must not be, or resolve
+    to, a private, loopback or other special-use address. A name that does not resolve now is taken: push services
+    are public, and the outbound guard checks the address again at every send (the connection goes to the address
+    it checked).
     """
     try:
+        outbound.check_host_listed(endpoint, services)
         async with asyncio.timeout(_RESOLVE_SECONDS):
             await outbound.check_destination(endpoint, allow_private=allow_private)
     except outbound.HostUnresolved:

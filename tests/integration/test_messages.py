@@ -253,6 +253,7 @@ def settings(tmp_path, providers):
         twilio=TwilioDefaults(api_base_url=providers["twilio"].url),
         fcm_api_base_url=providers["fcm"].url,
         webhooks_allow_private=True,  # the provider stand-ins (print house, push service, token URI) are local
+        web_push_services=("127.0.0.1",),  # the push service stand-in
     )
 
 

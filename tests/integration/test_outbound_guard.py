@@ -27,7 +27,7 @@ from app.channels import print as print_channel
 from app.channels.adapters import Adapters
 from app.lib.auth import Scope
 from app.lib.keys import Keys
-from app.settings import Settings
+from app.settings import KNOWN_PUSH_SERVICES, Settings
 from app.webhooks import service as webhooks
 from app.webhooks.schemas import SubscriptionIn
 from app.webhooks.sender import SenderConfig, WebhookSender
@@ -54,12 +54,19 @@ NOT_PUBLIC_URLS = [
 
 @pytest.fixture
 def settings(tmp_path, request):
-    """The service's settings; ``@pytest.mark.parametrize("settings", [True], indirect=True)`` allows private."""
+    """The service's settings; ``@pytest.mark.parametrize("settings", [True], indirect=True)`` allows private.
+
+    The address checks are under test here, so web push endpoints are not limited to the known push services
+    unless a test passes ``{"web_push_services": (...)}`` as its parameter (with ``"allow_private"`` if wanted).
+    """
+    param = getattr(request, "param", False)
+    options = param if isinstance(param, dict) else {"allow_private": param}
     return Settings(
         data_dir=tmp_path / "data",
         secret_key=TEST_SECRET,
         public_base_url="https://consent.example.com",
-        webhooks_allow_private=getattr(request, "param", False),
+        webhooks_allow_private=options.get("allow_private", False),
+        web_push_services=options.get("web_push_services"),
     )
 
 
@@ -305,7 +312,64 @@ async def test_an_fcm_token_uri_that_is_not_googles_is_never_asked(adapters):
     assert "https://oauth2.googleapis.com/token" in result.detail
 
 
+@pytest.mark.parametrize(
+    "settings", [{"allow_private": True, "web_push_services": ("fcm.googleapis.com", "127.0.0.1")}], indirect=True
+)
+async def test_web_push_goes_only_to_the_listed_push_services_at_send(adapters):
+    """An endpoint stored before the operator narrowed the list is not pushed to; a listed host is."""
+    recorder = Recorder()
+
+    async def push(_: web.Request) -> web.Response:
+        return web.Response(status=201)
+
+    recorder.route("/push/1", push)
+    adapter = _web_push(adapters)
+    async with local_http(recorder.application) as base:
+        listed = await adapter.send(_push(f"{base}/push/1"))
+        unlisted = await adapter.send(_push(f"{base.replace('127.0.0.1', 'localhost')}/push/1"))
+    assert recorder.hits == ["/push/1"]
+    assert listed.outcome is Outcome.ACCEPTED
+    assert unlisted.outcome is Outcome.TRANSIENT
+    assert "not one of the allowed hosts" in unlisted.detail
+
+
 # --- web push subscriptions ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("settings", [{"web_push_services": KNOWN_PUSH_SERVICES}], indirect=True)
+@pytest.mark.parametrize(
+    ("endpoint", "taken"),
+    [
+        ("https://fcm.googleapis.com/fcm/send/abc", True),
+        ("https://updates.push.services.mozilla.com/wpush/v2/abc", True),
+        ("https://wns2-db5p.notify.windows.com/w/?token=abc", True),
+        ("https://web.push.apple.com/QAbc", True),
+        ("https://push.example.net/abc", False),  # any other host, public or not
+        ("https://fcm.googleapis.com.attacker.example/abc", False),
+        ("https://push.apple.com/abc", False),  # the pattern is *.push.apple.com
+    ],
+)
+async def test_a_web_push_endpoint_must_be_on_a_known_push_service(client, admin, tenant, ledger, endpoint, taken):
+    await ledger.purpose("offers")
+    notice = await client.post(
+        "/v1/notices",
+        json={"purpose": "offers", "channels": ["web_push"], "locale": "de", "text": "Push"},
+        headers=admin,
+    )
+    browser = ec.generate_private_key(ec.SECP256R1())
+    p256 = browser.public_key().public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    body = {
+        "subscription": {"endpoint": endpoint, "keys": {"p256dh": _b64(p256), "auth": _b64(b"0123456789abcdef")}},
+        "purposes": ["offers"],
+        "notice_id": notice.json()["notice_id"],
+    }
+    answer = await client.post("/v1/push/web-subscriptions", json=body, headers=await tenant.key(Scope.SIGNUP))
+    if taken:
+        assert answer.status_code == 201, answer.text
+    else:
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["code"] == "push_endpoint_not_allowed"
+        assert "known push service" in answer.json()["detail"]
 
 
 @pytest.mark.parametrize(

@@ -15,9 +15,12 @@ from app.lib.outbound import (
     OutboundRefused,
     ResponseTooLarge,
     check_destination,
+    check_host_listed,
     check_url,
+    host_allowed,
     is_public,
 )
+from app.settings import KNOWN_PUSH_SERVICES
 
 NOT_PUBLIC = [
     "127.0.0.1",
@@ -305,3 +308,29 @@ async def test_tls_is_verified_for_the_name_while_the_connection_goes_to_the_che
                     await client.get(f"https://{name}:{port}/jobs")
     finally:
         server.close()
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed"),
+    [
+        ("fcm.googleapis.com", True),
+        ("FCM.googleapis.com.", True),
+        ("updates.push.services.mozilla.com", True),
+        ("wns2-db5p.notify.windows.com", True),
+        ("web.push.apple.com", True),
+        ("push.apple.com", False),  # "*." means a name below, not the domain itself
+        ("fcm.googleapis.com.evil.example", False),
+        ("evilfcm.googleapis.com", False),
+        ("notify.windows.com.evil.example", False),
+        ("xpush.services.mozilla.com", False),
+        ("127.0.0.1", False),
+    ],
+)
+def test_push_service_hosts_match_exactly_or_below_a_wildcard(host, allowed):
+    assert host_allowed(host, KNOWN_PUSH_SERVICES) is allowed
+
+
+def test_a_host_not_on_the_list_is_refused_before_anything_is_resolved():
+    with pytest.raises(OutboundRefused, match="not one of the allowed hosts"):
+        check_host_listed("https://push.example.net/x", KNOWN_PUSH_SERVICES)
+    check_host_listed("https://push.example.net/x", None)  # no list: every host (the address check stays)

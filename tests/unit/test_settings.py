@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from app.settings import ENVIRONMENT, Settings, SettingsError
+from app.settings import ENVIRONMENT, KNOWN_PUSH_SERVICES, Settings, SettingsError
 
 
 def test_defaults_need_no_environment():
@@ -88,3 +88,17 @@ def test_the_dev_outbox_is_on_for_the_embedded_database_and_off_with_a_real_one(
     assert Settings.from_env({"CONSENT_DEV_OUTBOX": "off"}).dev_outbox is False
     with pytest.raises(SettingsError, match="CONSENT_DEV_OUTBOX"):
         Settings.from_env({"CONSENT_DEV_OUTBOX": "sometimes"})
+
+
+def test_web_push_services_default_to_the_browsers_push_services_and_can_be_replaced_or_lifted():
+    assert Settings.from_env({}).web_push_services == KNOWN_PUSH_SERVICES
+    assert Settings.from_env(
+        {"CONSENT_WEB_PUSH_SERVICES": " push.acme.example , *.Push.Example. "}
+    ).web_push_services == (
+        "push.acme.example",
+        "*.push.example",
+    )
+    assert Settings.from_env({"CONSENT_WEB_PUSH_SERVICES": "*"}).web_push_services is None
+    for bad in ("https://push.example", "push.example/x", "*push.example", "a..b"):
+        with pytest.raises(SettingsError, match="CONSENT_WEB_PUSH_SERVICES"):
+            Settings.from_env({"CONSENT_WEB_PUSH_SERVICES": bad})
