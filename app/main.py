@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import version
@@ -20,6 +21,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.static_files import create_static_files_router
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.channels import outbox_files
 from app.channels.adapters import Adapters
 from app.eligibility.controllers import EligibilityController
 from app.eligibility.fastpath import eligibility_fast_path
@@ -84,16 +86,28 @@ def _provide_keys(state: State) -> Keys:
 
 
 _LAPSE_INTERVAL_SECONDS = 60.0
+_FILES_INTERVAL_SECONDS = 3600.0
 _SHUTDOWN_GRACE_SECONDS = 20.0
 STATIC_DIR = Path(__file__).parent / "static"
 
 
-async def _lapse_loop(database: Database) -> None:
-    """Once a minute: expire signups whose link lapsed, forget old idempotency keys and ended webhook deliveries.
+async def _lapse_loop(database: Database, settings: Settings) -> None:
+    """Expire lapsed signups and forget old keys and deliveries each minute; prune outbox files each hour.
 
-    Any process may run it.
+    Once a minute: signups whose link lapsed expire, old idempotency keys and ended webhook deliveries are
+    forgotten; once an hour, outbox and print batch files past their retention are deleted. Any process may run it.
     """
+    files_pruned_at = 0.0
     while True:
+        if time.monotonic() - files_pruned_at > _FILES_INTERVAL_SECONDS:
+            files_pruned_at = time.monotonic()
+            try:
+                outbox = settings.data_dir / "outbox"
+                pruned = await asyncio.to_thread(outbox_files.prune, outbox, settings.outbox_retention_days)
+                if pruned:
+                    log.info("outbox_files_pruned", count=pruned)
+            except OSError:
+                log.exception("outbox_prune_failed")
         try:
             async with database.sessionmaker() as session, session.begin():
                 lapsed = await lapse_expired(session)
@@ -110,7 +124,7 @@ async def _lapse_loop(database: Database) -> None:
 @asynccontextmanager
 async def _background(app: Litestar, settings: Settings, database: Database) -> AsyncIterator[None]:
     """The lapse sweep and (unless switched off) a dispatcher and a webhook sender, for as long as the service runs."""
-    sweeper = asyncio.create_task(_lapse_loop(database))
+    sweeper = asyncio.create_task(_lapse_loop(database, settings))
     stop = asyncio.Event()
     keys: Keys | None = app.state.derived_keys
     adapters = Adapters(settings, keys, app.state.mail_sender) if keys is not None else None

@@ -44,6 +44,7 @@ ENVIRONMENT: dict[str, str] = {
     "CONSENT_WEBHOOKS_ALLOW_HTTP": "on: webhook URLs may be plain http to the loopback (local dev); off (default).",
     "CONSENT_WEBHOOKS_ALLOW_PRIVATE": "on: tenant and browser URLs (webhooks, print house, token URIs, web push) "
     "may go to private and loopback addresses; off: public only.",
+    "CONSENT_OUTBOX_RETENTION_DAYS": "Days outbox files and print batch files are kept (default 30).",
     "CONSENT_WEB_PUSH_SERVICES": "Host names a web push endpoint may have, comma-separated ('*.example.com' for "
     "any name below); '*': any public host. Default: the push services of Chrome, Firefox, Edge and Safari.",
     "METRICS_TOKEN": "If set, GET /metrics requires 'Authorization: Bearer <token>'.",
@@ -140,6 +141,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Whether webhook URLs may use plain http to the loopback (local development)."""
     webhooks_allow_private: bool = False
     """Whether webhooks may go to private, loopback and link-local addresses (receivers inside the network)."""
+    outbox_retention_days: int = 30
+    """Days files in the outbox folder (dev outbox, print batches) are kept before the sweep deletes them."""
     web_push_services: tuple[str, ...] | None = KNOWN_PUSH_SERVICES
     """Host patterns a web push endpoint must match (browsers choose endpoints); ``None``: any public host."""
     fcm_api_base_url: str = "https://fcm.googleapis.com"
@@ -207,6 +210,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             webhooks_allow_http=_switch(get("CONSENT_WEBHOOKS_ALLOW_HTTP") or "off", "CONSENT_WEBHOOKS_ALLOW_HTTP"),
             webhooks_allow_private=_switch(
                 get("CONSENT_WEBHOOKS_ALLOW_PRIVATE") or "off", "CONSENT_WEBHOOKS_ALLOW_PRIVATE"
+            ),
+            outbox_retention_days=_int(
+                get("CONSENT_OUTBOX_RETENTION_DAYS"), "CONSENT_OUTBOX_RETENTION_DAYS", 30, 1, 3650
             ),
             web_push_services=_host_patterns(get("CONSENT_WEB_PUSH_SERVICES"), "CONSENT_WEB_PUSH_SERVICES"),
             fcm_api_base_url=_base_url(get("FCM_API_BASE_URL") or "https://fcm.googleapis.com", "FCM_API_BASE_URL"),

@@ -10,10 +10,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import json
 import os
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TextIO
 
 import httpx
 import structlog
@@ -75,11 +79,28 @@ class PrintBatchAdapter:
     def _append(self, record: dict[str, object]) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"print-{datetime.now(UTC):%Y-%m-%d}.jsonl"
-        with path.open("a", encoding="utf-8") as fh:
+        with locked_batch(path) as fh:
             fh.write(json.dumps(record, ensure_ascii=False) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
         return path
+
+
+@contextlib.contextmanager
+def locked_batch(path: Path) -> Iterator[TextIO]:
+    """The batch file opened for appending and reading, under the folder's lock (an erasure rewrites batches).
+
+    The lock is a file of its own (``.lock``), not the batch: a rewrite replaces the batch file, and a writer
+    waiting on the old file's lock would append to a file no longer there. Every process writing or rewriting
+    batches in the folder takes it (``flock``), the print adapter of each worker process included.
+    """
+    with (path.parent / ".lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            with path.open("a+", encoding="utf-8") as fh:
+                yield fh
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 _MAX_JOB_ID = 200

@@ -16,6 +16,7 @@ from app.lib.keys import Keys
 from app.lib.openapi import errors
 from app.privacy import access, erasure
 from app.privacy.schemas import REQUEST_REF_PATTERN, ErasureOut, SubjectAccessOut
+from app.settings import Settings
 
 
 class DataSubjectController(Controller):
@@ -54,6 +55,7 @@ class DataSubjectController(Controller):
         principal: NamedDependency[Principal],
         db: NamedDependency[AsyncSession],
         keys: NamedDependency[Keys],
+        settings: NamedDependency[Settings],
         *,
         request_ref: Annotated[
             str | None,
@@ -68,6 +70,9 @@ class DataSubjectController(Controller):
     ) -> ErasureOut:
         """Erasure (GDPR Art. 17): the contact, its addresses, consents, tokens and messages are deleted.
 
+        The person's mails, messages and letters in the outbox folder (development) and in print batch files not
+        yet collected are deleted too (`deleted.outbox_files`).
+
         Kept, and said so in the answer: suppression keys (hashes) that stop the addresses from being marketed
         to again, the ledger without its evidence, and a record of this erasure. Repeating the request with the
         contact id answers the same report.
@@ -81,4 +86,5 @@ class DataSubjectController(Controller):
                 request_ref=request_ref,
                 received_via=received_via,
                 actor=Actor(ActorType.API_KEY, str(principal.api_key_id)),
+                outbox=settings.data_dir / "outbox",
             )

@@ -13,18 +13,25 @@ CHANNEL_RULES.md §8 (X2, X5, X7). In the caller's transaction:
    idempotent answers that name them, messages (content and history), webhook deliveries whose payload names
    them, confirmation tokens, the address link of inbound SMS, and last the ledger's own rows: the contact, its
    addresses (postal details and push tokens included) and consents;
-5. a record of the erasure with the report (no personal data) is kept as accountability evidence; a repeated
+5. the files deliveries left on disk go too (:mod:`app.channels.outbox_files`): the contact's lines in print
+   batch files not yet collected and its dev outbox files (done last, once every row is gone: a failure before
+   that leaves the files, and a repeated request finds the contact erased; a failure after it loses only copies);
+6. a record of the erasure with the report (no personal data) is kept as accountability evidence; a repeated
    request by contact id is answered with it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from pathlib import Path
 
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.domain.model import RequestChannel
+from app.channels import outbox_files
+from app.domain.model import Channel, RequestChannel
+from app.ledger import repository as ledger_repository
 from app.ledger.actions import close_for_erasure
 from app.ledger.service import Actor
 from app.lib.errors import NotFound
@@ -62,8 +69,12 @@ async def erase(
     request_ref: str | None,
     received_via: RequestChannel | None,
     actor: Actor,
+    outbox: Path | None = None,
 ) -> ErasureOut:
-    """Erase the contact named by id or external id; an already erased contact id answers its report again."""
+    """Erase the contact named by id or external id; an already erased contact id answers its report again.
+
+    ``outbox``: the folder of the outbox and print batch files (``<CONSENT_DATA_DIR>/outbox``), cleaned too.
+    """
     evidence = {"request_ref": request_ref, "received_via": received_via.value if received_via else None}
     closed = await close_for_erasure(
         session, keys, workspace_id, contact_ref, evidence={k: v for k, v in evidence.items() if v}, actor=actor
@@ -71,9 +82,20 @@ async def erase(
     if closed is None:
         return await _earlier(session, workspace_id, contact_ref)
     subject = Subject(workspace_id, closed.contact_id, closed.point_ids, keep_event_ids=closed.event_ids)
+    # what the files on disk are named by, read before the hooks delete the rows
+    delivery_ids = await repository.delivery_ids_of_contact(session, workspace_id, closed.contact_id)
+    emails = [
+        p.value
+        for p in await ledger_repository.contact_points_of(session, closed.contact_id)
+        if p.channel == Channel.EMAIL
+    ]
     deleted: dict[str, int] = {}
     for hook in HOOKS:
         deleted.update(await hook.erase(session, subject))
+    if outbox is not None:
+        deleted["outbox_files"] = await asyncio.to_thread(
+            outbox_files.erase, outbox, workspace_id, [str(i) for i in delivery_ids], emails
+        )
     erasure_id, now = uuid7(), utcnow()
     report = ErasureOut(
         erasure_id=erasure_id,

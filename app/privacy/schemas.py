@@ -29,6 +29,8 @@ class ErasedCounts(msgspec.Struct, kw_only=True):
     inbound_messages_unlinked: int
     """Inbound SMS/WhatsApp kept by provider id (so a retried webhook is not applied twice) lose their address."""
     evidence_erased: int
+    outbox_files: int = 0
+    """Outbox files and print batch lines (not yet collected) with the person's deliveries, deleted from disk."""
 
 
 class Kept(msgspec.Struct, kw_only=True):

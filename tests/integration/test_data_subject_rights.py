@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from datetime import timedelta
@@ -121,6 +122,7 @@ async def test_erasure_deletes_the_person_and_reports_what_it_kept(client, admin
         "stored_answers": 1,
         "inbound_messages_unlinked": 1,
         "evidence_erased": 3,  # signup, confirm, start word
+        "outbox_files": 0,  # the message is still queued (see test_erasure_deletes_her_files_from_the_outbox)
     }
     kept = {k["what"]: k for k in report["kept"]}
     assert kept["ledger_events"]["count"] == 6, "three events of consent, three of the erasure"
@@ -150,6 +152,39 @@ async def test_erasure_deletes_the_person_and_reports_what_it_kept(client, admin
     ), "the stored answer held her addresses"
     assert (await client.get("/v1/contacts/crm-42", headers=admin)).status_code == 404
     assert (await client.get(f"/v1/contacts/{jane['id']}", headers=admin)).status_code == 404
+
+
+async def test_erasure_deletes_her_files_from_the_outbox(client, admin, jane, session, tenant, settings):
+    """Her lines in a print batch not yet collected, her dev outbox files and mails go; everyone else's stay."""
+    [delivery_id] = (
+        await session.execute(
+            text("SELECT d.id FROM deliveries d JOIN messages m ON m.id = d.message_id WHERE m.contact_id = :c"),
+            {"c": jane["id"]},
+        )
+    ).scalars()
+    outbox = settings.data_dir / "outbox"
+    sms = outbox / str(tenant.id) / "sms"
+    sms.mkdir(parents=True)
+    (sms / f"{delivery_id}.json").write_text('{"to": "+4915112345678"}')
+    (sms / f"{uuid.uuid4()}.json").write_text('{"to": "+4915199999999"}')
+    batches = outbox / str(tenant.id) / "print"
+    batches.mkdir(parents=True)
+    batch = batches / "print-2026-12-04.jsonl"
+    other = json.dumps({"id": str(uuid.uuid4()), "address": {"name": "Max Mustermann"}}) + "\n"
+    batch.write_text(json.dumps({"id": str(delivery_id), "address": {"name": "Jane Roe"}}) + "\n" + other)
+    mail = outbox / "email"
+    mail.mkdir(parents=True)
+    (mail / "1-hers.eml").write_text("To: Jane <JANE@example.com>\nSubject: Hallo\n\nNeuigkeiten\n")
+    (mail / "2-his.eml").write_text("To: max@example.com\nSubject: Hallo\n\nNeuigkeiten\n")
+
+    response = await erase(client, admin, "crm-42")
+
+    assert response.status_code == 200, response.text
+    assert response.json()["deleted"]["outbox_files"] == 3
+    assert not (sms / f"{delivery_id}.json").exists()
+    assert len(list(sms.iterdir())) == 1, "another person's delivery stays"
+    assert batch.read_text() == other
+    assert sorted(p.name for p in mail.iterdir()) == ["2-his.eml"]
 
 
 async def test_the_ledger_keeps_the_history_without_evidence_and_still_verifies(client, admin, jane, session):
