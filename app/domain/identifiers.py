@@ -212,3 +212,17 @@ def mask(channel: Channel, value: str) -> str:
         country, postcode, _street, _number = [*value.split("|"), "", "", "", ""][:4]
         return f"{country}-{postcode[:2]}*** (postal)"
     return value[:12] + "…"
+
+
+EXTERNAL_ID_PATTERN = r"^(?!\.\.?$)[^/\x00-\x1f\x7f]{1,200}$"
+"""A caller's ``external_id``: 1-200 characters, no ``/`` and no control characters, not ``.`` or ``..``.
+
+It names the contact in URLs (``/v1/contacts/{contact}``, its export and erasure): a ``/`` (even as ``%2F``,
+decoded before routing) or a dot segment (removed by HTTP clients) would make the contact unreachable there."""
+
+_EXTERNAL_ID = re.compile(EXTERNAL_ID_PATTERN)
+
+
+def valid_external_id(value: str) -> bool:
+    """Whether ``value`` may be an external id (:data:`EXTERNAL_ID_PATTERN`)."""
+    return _EXTERNAL_ID.match(value) is not None

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 
-from app.domain.identifiers import PostalAddress, normalise_postal
+from app.domain.identifiers import EXTERNAL_ID_PATTERN, PostalAddress, normalise_postal
 from app.domain.model import Channel, ObjectionKind, Reachability, State
 from app.workspaces.settings import known_time_zone
 
@@ -77,7 +77,18 @@ class PostalAddressIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class ContactIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """A contact as the caller's CRM knows it."""
 
-    external_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
+    external_id: (
+        Annotated[
+            str,
+            msgspec.Meta(
+                min_length=1,
+                max_length=200,
+                pattern=EXTERNAL_ID_PATTERN,
+                description="Your id of the person (no `/` or control characters, not `.` or `..`).",
+            ),
+        ]
+        | None
+    ) = None
     locale: Annotated[str, msgspec.Meta(pattern=r"^[a-z]{2,3}(-[A-Z]{2})?$")] | None = None
     timezone: Annotated[str, msgspec.Meta(max_length=64)] | None = None
     postal_address: PostalAddressIn | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from urllib.parse import quote
 
 import pytest
 from sqlalchemy import text
@@ -249,3 +250,21 @@ async def test_a_time_outside_the_utc_calendar_is_a_422_before_the_stream_starts
     response = await client.get("/v1/audit/events", params=params, headers=await tenant.key(Scope.AUDIT_READ))
     assert response.status_code == 422, response.text
     assert response.json()["code"] == "invalid_range"
+
+
+@pytest.mark.parametrize("bad", ["crm/42", "/", ".", "..", "crm\t42", "crm\n42"])
+async def test_an_external_id_the_contact_urls_could_not_name_is_refused(client, admin, session, bad):
+    """A "/" (even sent as %2F) or a dot segment would make the contact unreachable by export and erasure."""
+    refused = await client.post("/v1/contacts", json={"external_id": bad}, headers=admin)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["errors"][0]["field"] == "external_id"
+    assert (await session.execute(text("SELECT count(*) FROM contacts"))).scalar_one() == 0
+
+
+async def test_an_external_id_with_url_characters_is_reachable_for_export_and_erasure(client, admin, tenant):
+    created = await client.post("/v1/contacts", json={"external_id": "crm ?#%.42.."}, headers=admin)
+    assert created.status_code == 201, created.text
+    auditor = await tenant.key(Scope.AUDIT_READ)
+    path = "/v1/contacts/" + quote("crm ?#%.42..", safe="")
+    assert (await client.get(f"{path}/export", headers=auditor)).status_code == 200
+    assert (await client.delete(path, headers=admin)).status_code == 200
