@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -255,19 +257,39 @@ def makemigration(message: str) -> None:
     number = 1 + max((int(p.name[:4]) for p in versions.glob("[0-9][0-9][0-9][0-9]_*.py")), default=0)
     rev_id = f"{number:04d}"
 
+    written: list[Path] = []
+
+    def skip_empty(_context: object, _revision: object, directives: list[Any]) -> None:
+        """Write nothing when the models and the database agree (alembic would write an empty migration)."""
+        if directives[0].upgrade_ops.is_empty():
+            directives[:] = []
+
     async def action() -> None:
         async with open_database(settings) as database:
             assert database.engine is not None
             if settings.database.url is not None:
                 await migrate(database.engine)
             async with database.engine.connect() as conn:
-                await conn.run_sync(
+                scripts = await conn.run_sync(
                     lambda sync_conn: command.revision(
-                        alembic_config(connection=sync_conn), message=message, autogenerate=True, rev_id=rev_id
+                        alembic_config(connection=sync_conn),
+                        message=message,
+                        autogenerate=True,
+                        rev_id=rev_id,
+                        process_revision_directives=skip_empty,
                     )
                 )
+        written.extend(Path(s.path) for s in (scripts if isinstance(scripts, list) else [scripts]) if s is not None)
 
     _run(action)
+    if not written:
+        click.echo("no changes: the models and the migrations agree, nothing was written")
+        return
+    ruff = shutil.which("ruff")
+    if ruff:  # the project's style, so the new file passes CI as written (a development tool: may be absent)
+        paths = [str(p) for p in written]
+        subprocess.run([ruff, "check", "--fix", "--quiet", *paths], check=False)  # noqa: S603  # our own new file
+        subprocess.run([ruff, "format", "--quiet", *paths], check=False)  # noqa: S603  # our own new file
     click.echo(f"generated migration {rev_id}; review it, then run the tests (they check for drift)")
 
 

@@ -111,3 +111,17 @@ async def test_audit_verify_command_reports_valid_and_broken_chains(pg_server):
         assert "seq 1" in broken.stdout
     finally:
         await pg_server.drop_database(url)
+
+
+async def test_makemigration_writes_nothing_when_the_models_and_migrations_agree(pg_server):
+    """Alembic alone would write an empty migration file (which would then fail the lint of CI)."""
+    url = await pg_server.create_database("consent_cli_makemigration")
+    versions = Path(__file__).parents[2] / "migrations" / "versions"
+    before = sorted(p.name for p in versions.glob("*.py"))
+    try:
+        result = run("makemigration", "nothing changed", database_url=url)
+        assert result.returncode == 0, result.stderr
+        assert "no changes" in result.stdout
+        assert sorted(p.name for p in versions.glob("*.py")) == before
+    finally:
+        await pg_server.drop_database(url)
