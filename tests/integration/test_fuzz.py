@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow
 
 SCHEMATHESIS = str(Path(sys.executable).parent / "schemathesis")
 SEED = 20261204
-EXAMPLES_PER_OPERATION = 20  # fuzzing phase, per operation and mode; the coverage phase adds its boundary cases
+EXAMPLES_PER_OPERATION = 20  # the fuzzing phase's bound per operation; the coverage phase adds its boundary cases
 CHECKS = (
     "not_a_server_error",
     "status_code_conformance",
