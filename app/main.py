@@ -37,6 +37,7 @@ from app.lib.idempotency import idempotency_middleware, prune
 from app.lib.inputs import refuse_nul
 from app.lib.keys import Keys
 from app.lib.observability import Metrics, configure_logging, request_middleware_factory
+from app.lib.openapi import declare_common_responses
 from app.lib.orm import utcnow
 from app.lib.repository import prune_callbacks
 from app.messages.controllers import MessageController
@@ -277,6 +278,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         logging_config=None,  # logging is ours (structlog); Litestar's default would override it
         debug=False,
     )
+    declare_common_responses(app)
     # Outermost, around routing and exception handling: every request gets an id, a log line and metrics,
     # 404s and 500s included.
     app.asgi_handler = request_middleware_factory(metrics_registry)(eligibility_fast_path(app.asgi_handler))

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
-from litestar import Controller, HttpMethod, Request, Response, post, route
+from litestar import Controller, HttpMethod, MediaType, Request, Response, post, route
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,7 +26,7 @@ from app.emails.tokens import verify_unsubscribe
 from app.lib import signatures
 from app.lib.errors import Forbidden, InvalidInput, NotFound, RateLimited, Unavailable
 from app.lib.keys import Keys
-from app.lib.openapi import errors
+from app.lib.openapi import errors, pages
 from app.settings import Settings
 from app.workspaces import repository as workspaces
 from app.workspaces.service import EMAIL_WEBHOOK_SECRET, sealing_context
@@ -86,7 +86,12 @@ class ConfirmationPages(Controller):
     path = "/c/{token:str}"
     tags = ["hosted pages"]  # noqa: RUF012  # Litestar reads class attributes
 
-    @route(http_method=[HttpMethod.GET, HttpMethod.HEAD], operation_id=_per_method("confirmationPage"))
+    @route(
+        http_method=[HttpMethod.GET, HttpMethod.HEAD],
+        operation_id=_per_method("confirmationPage"),
+        media_type=MediaType.HTML,
+        responses=pages(404, 410),
+    )
     async def show(
         self, request: Request[Any, Any, Any], token: FromPath[str], db: NamedDependency[AsyncSession]
     ) -> Response[str]:
@@ -97,7 +102,7 @@ class ConfirmationPages(Controller):
             link = await service.look_up(db, token)
         return _link_page(link, token, _lang(request))
 
-    @post(operation_id="confirm", status_code=200)
+    @post(operation_id="confirm", status_code=200, media_type=MediaType.HTML, responses=pages(404, 410))
     async def confirm(
         self, request: Request[Any, Any, Any], token: FromPath[str], db: NamedDependency[AsyncSession]
     ) -> Response[str]:
@@ -108,7 +113,13 @@ class ConfirmationPages(Controller):
             link = await service.confirm(db, token, _meta(request))
         return _link_page(link, token, _lang(request))
 
-    @post("/renew", operation_id="renewConfirmation", status_code=200)
+    @post(
+        "/renew",
+        operation_id="renewConfirmation",
+        status_code=200,
+        media_type=MediaType.HTML,
+        responses=pages(404, 410, 429, 503),
+    )
     async def renew(
         self,
         request: Request[Any, Any, Any],
@@ -144,7 +155,12 @@ class UnsubscribePages(Controller):
     path = "/u/{token:str}"
     tags = ["hosted pages"]  # noqa: RUF012
 
-    @route(http_method=[HttpMethod.GET, HttpMethod.HEAD], operation_id=_per_method("unsubscribePage"))
+    @route(
+        http_method=[HttpMethod.GET, HttpMethod.HEAD],
+        operation_id=_per_method("unsubscribePage"),
+        media_type=MediaType.HTML,
+        responses=pages(404),
+    )
     async def show(
         self,
         request: Request[Any, Any, Any],
@@ -159,7 +175,7 @@ class UnsubscribePages(Controller):
             return _html(page(_lang(request), "unsubscribe_unknown"), 404)
         return _html(self._choice(recipient, token))
 
-    @post(operation_id="unsubscribe", status_code=200)
+    @post(operation_id="unsubscribe", status_code=200, media_type=MediaType.HTML, responses=pages(404))
     async def unsubscribe(
         self,
         request: Request[Any, Any, Any],
@@ -184,7 +200,13 @@ class UnsubscribePages(Controller):
         what = word(lang, "everything") if everything or recipient.purpose is None else recipient.purpose.name
         return _html(page(lang, "unsubscribed", address=recipient.address, brand=recipient.brand, what=what))
 
-    @post("/one-click", operation_id="unsubscribeOneClick", status_code=200, responses=errors(404))
+    @post(
+        "/one-click",
+        operation_id="unsubscribeOneClick",
+        status_code=200,
+        media_type=MediaType.TEXT,
+        responses=errors(404),
+    )
     async def one_click(
         self,
         request: Request[Any, Any, Any],

@@ -1,11 +1,13 @@
-"""OpenAPI helpers: the problem+json schema and the error responses each handler declares."""
+"""OpenAPI helpers: the problem+json schema, the responses each handler declares, and those every route shares."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import msgspec
+from litestar import Litestar
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.routes import HTTPRoute
 
 from app.lib.errors import PROBLEM_JSON
 
@@ -39,8 +41,9 @@ _DESCRIPTIONS = {
     413: "Request too large",
     415: "Unsupported content type",
     422: "Invalid input",
+    410: "Gone",
     429: "Rate limited (see Retry-After)",
-    503: "Not ready",
+    503: "Unavailable for now (see Retry-After): the database cannot be reached, or the service is not ready",
 }
 
 
@@ -53,3 +56,64 @@ def errors(*statuses: int) -> dict[int, ResponseSpec]:
         )
         out[status] = spec
     return out
+
+
+def answer(status: int, data: type[Any], description: str) -> dict[int, ResponseSpec]:
+    """A second success answer of a route besides its ``status_code`` (e.g. 200 for a repeat of a 201)."""
+    spec: Any = ResponseSpec(data_container=data, description=description, generate_examples=False)
+    return {status: spec}
+
+
+def pages(*statuses: int) -> dict[int, ResponseSpec]:
+    """HTML answers of a hosted page for ``statuses`` (the pages show a person what happened, not a problem+json)."""
+    out: dict[int, ResponseSpec] = {}
+    for status in statuses:
+        spec: Any = ResponseSpec(
+            data_container=str, media_type="text/html", description=_DESCRIPTIONS[status], generate_examples=False
+        )
+        out[status] = spec
+    return out
+
+
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: dependencies that reach the database or the secret key, either of which can be missing (503)
+_NEEDS_THE_DATABASE = frozenset({"db", "database", "keys", "key_cache"})
+
+
+def declare_common_responses(app: Litestar) -> None:
+    """Declare, on every documented route, the problem responses that app-wide machinery can answer.
+
+    A handler's own ``responses=errors(...)`` lists what its logic answers; what answers before or around it is
+    declared here once, so that the document names every status a route can answer (the fuzz test checks it):
+
+    * 422 ``nul_character`` on every route: the ``before_request`` hook refuses a NUL in the path, query or body;
+    * 503 where the route reaches the database or the secret key (``database_unavailable``,
+      ``secret_key_missing``), which every authenticated ``/v1`` route does;
+    * 401 on every ``/v1`` route that is not public (the router's key guard), 403 where it declares a scope;
+    * 413 on every POST, PUT, PATCH and DELETE whose body is read up to ``request_max_body_size`` (the streamed
+      imports have none);
+    * 409 on ``/v1`` POSTs that take ``Idempotency-Key`` (key reused, request still in progress, answer not kept).
+
+    Statuses a handler already declares keep the handler's description (and media type: a page's HTML).
+    """
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        for handler in route.route_handlers:
+            if not handler.include_in_schema:
+                continue
+            statuses = {422}
+            v1 = route.path.startswith("/v1/")
+            public = bool(handler.opt.get("public"))
+            if v1 and not public:
+                statuses.add(401)
+            if v1 and handler.opt.get("scope") is not None:
+                statuses.add(403)
+            if (v1 and not public) or _NEEDS_THE_DATABASE & handler.parsed_fn_signature.parameters.keys():
+                statuses.add(503)
+            bounded = handler.resolve_request_max_body_size() is not None
+            if bounded and _BODY_METHODS & handler.http_methods:
+                statuses.add(413)
+            if v1 and "POST" in handler.http_methods and bounded and handler.opt.get("idempotent") is not False:
+                statuses.add(409)
+            handler.responses = {**errors(*statuses), **(handler.responses or {})}

@@ -80,4 +80,6 @@ async def metrics(
         raise Unauthenticated(
             "GET /metrics needs 'Authorization: Bearer <METRICS_TOKEN>'.", code="invalid_metrics_token"
         )
-    return Response(generate_latest(metrics_registry.registry), media_type=CONTENT_TYPE_LATEST)
+    # The exposition format's content type already names its charset: given as the header itself, because a
+    # ``media_type`` starting with ``text/`` gets Litestar's "; charset=utf-8" appended a second time.
+    return Response(generate_latest(metrics_registry.registry), headers={"content-type": CONTENT_TYPE_LATEST})

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.model import Channel
 from app.lib.auth import Principal, Scope
-from app.lib.openapi import errors
+from app.lib.openapi import answer, errors
 from app.purposes import repository, service
 from app.purposes.models import Notice, Purpose
 from app.purposes.schemas import NoticeCreate, NoticeOut, PurposeCreate, PurposeOut
@@ -70,7 +70,15 @@ class NoticeController(Controller):
     path = "/notices"
     tags = ["setup"]  # noqa: RUF012
 
-    @post(operation_id="createNotice", responses=errors(401, 403, 404, 422), opt={"scope": Scope.ADMIN})
+    @post(
+        operation_id="createNotice",
+        status_code=201,
+        responses={
+            **errors(401, 403, 404, 422),
+            **answer(200, NoticeOut, "The newest version already has this text and these channels: that version"),
+        },
+        opt={"scope": Scope.ADMIN},
+    )
     async def create(
         self, data: JSONBody[NoticeCreate], principal: NamedDependency[Principal], db: NamedDependency[AsyncSession]
     ) -> Response[NoticeOut]:

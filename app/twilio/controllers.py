@@ -72,7 +72,13 @@ class TwilioWebhookController(Controller):
     path = "/webhooks/twilio/{workspace_id:uuid}"
     tags = ["webhooks"]  # noqa: RUF012  # Litestar reads class attributes
 
-    @post("/inbound", operation_id="twilioInbound", status_code=200, responses=errors(403, 404, 422))
+    @post(
+        "/inbound",
+        operation_id="twilioInbound",
+        status_code=200,
+        media_type="application/xml",
+        responses=errors(403, 404, 422),
+    )
     async def inbound(
         self,
         request: Request[Any, Any, Any],
