@@ -96,7 +96,7 @@ async def replace_settings(
     """
     _check_send_windows(new.send_windows)
     _check_texts(new)
-    workspace = await repository.get_workspace(session, workspace_id)
+    workspace = await repository.lock_workspace(session, workspace_id)  # against the operator's list changing
     if workspace is None:
         raise NotFound("No such workspace.", code="workspace_not_found")
     _check_from_address(new.email.from_address, allowed_mail_domains(workspace.mail_domains, mail))
@@ -192,7 +192,7 @@ def _check_from_address(address: str | None, allowed: frozenset[str] | None) -> 
         raise _invalid(
             "email.from_address",
             f"is on the domain {domain}, which this workspace may not send from (allowed: {listed}; the operator "
-            "sets the list with `consent workspace mail-domains`)",
+            "of this service can allow more)",
             "from_domain_not_allowed",
         )
 
