@@ -287,3 +287,45 @@ async def test_the_operator_sets_the_list_with_the_cli(pg_server):
             await database.dispose()
     finally:
         await pg_server.drop_database(url)
+
+
+async def test_two_workspaces_racing_for_one_number_cannot_both_get_it(pg_server):
+    """Committed transactions on their own connections: the second claim waits for the first, then sees it."""
+    import asyncio  # noqa: PLC0415
+
+    from app.lib.db import migrate  # noqa: PLC0415
+    from app.workspaces import repository  # noqa: PLC0415
+
+    url = await pg_server.create_database("consent_sender_race")
+    database = Database.from_url(url, pool_size=3)
+    try:
+        assert database.engine is not None
+        await migrate(database.engine)
+        async with database.sessionmaker() as db, db.begin():
+            a = (await service.create_workspace(db, "Acme")).id
+            b = (await service.create_workspace(db, "Globex")).id
+        first_claimed = asyncio.Event()
+        release_first = asyncio.Event()
+
+        async def claim(workspace_id: uuid.UUID, *, hold: bool) -> set[str]:
+            async with database.sessionmaker() as db, db.begin():
+                taken = await repository.claim_senders(db, workspace_id, {NUMBER_A})
+                if hold:
+                    first_claimed.set()
+                    await release_first.wait()
+                return taken
+
+        first = asyncio.create_task(claim(a, hold=True))
+        await first_claimed.wait()
+        second = asyncio.create_task(claim(b, hold=False))
+        await asyncio.sleep(0.3)
+        assert not second.done(), "the second claim waits for the first transaction"
+        release_first.set()
+        assert await first == set()
+        assert await second == {NUMBER_A}
+        async with database.sessionmaker() as db:
+            owners = dict((await db.execute(text("SELECT identity, workspace_id FROM sender_identities"))).all())
+        assert owners == {NUMBER_A: a}
+    finally:
+        await database.dispose()
+        await pg_server.drop_database(url)
