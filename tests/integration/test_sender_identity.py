@@ -329,3 +329,34 @@ async def test_two_workspaces_racing_for_one_number_cannot_both_get_it(pg_server
     finally:
         await database.dispose()
         await pg_server.drop_database(url)
+
+
+async def test_the_migration_claims_the_senders_of_existing_settings_the_older_workspace_first(pg_server):
+    from sqlalchemy.ext.asyncio import create_async_engine  # noqa: PLC0415
+
+    from app.lib.db import migrate  # noqa: PLC0415
+
+    url = await pg_server.create_database("consent_sender_backfill")
+    engine = create_async_engine(url)
+    try:
+        await migrate(engine, "0016")
+        older, younger = uuid.uuid4(), uuid.uuid4()
+        async with engine.begin() as conn:
+            for workspace_id, name, age, phone in (
+                (older, "Acme", 2, {"sms_from": "+49 30 123456789", "whatsapp_from": f"whatsapp:{NUMBER_A}"}),
+                (younger, "Globex", 1, {"sms_from": NUMBER_A, "whatsapp_from": SERVICE_A.upper()}),
+            ):
+                await conn.execute(
+                    text(
+                        "INSERT INTO workspaces (id, name, settings, created_at) "
+                        "VALUES (:id, :name, CAST(:settings AS jsonb), now() - make_interval(days => :age))"
+                    ),
+                    {"id": workspace_id, "name": name, "settings": json.dumps({"phone": phone}), "age": age},
+                )
+        await migrate(engine)
+        async with engine.connect() as conn:
+            owners = dict((await conn.execute(text("SELECT identity, workspace_id FROM sender_identities"))).all())
+        assert owners == {NUMBER_A: older, SERVICE_A: younger}
+    finally:
+        await engine.dispose()
+        await pg_server.drop_database(url)
