@@ -165,6 +165,45 @@ def workspace_create(name: str, as_json: bool) -> None:  # noqa: FBT001
     click.echo(json.dumps({"id": str(workspace_id), "name": name}) if as_json else str(workspace_id))
 
 
+@workspace.command(name="mail-domains")
+@click.argument("workspace_id", type=click.UUID)
+@click.argument("action", type=click.Choice(["show", "add", "remove"]), default="show")
+@click.argument("domains", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def workspace_mail_domains(
+    workspace_id: uuid.UUID,
+    action: str,
+    domains: tuple[str, ...],
+    as_json: bool,  # noqa: FBT001
+) -> None:
+    """Show, add or remove the domains the workspace's email.from_address may use.
+
+    The operator's list, which the tenant's settings cannot change. Without a list, only the domain of MAIL_FROM
+    is allowed (any domain when no SMTP relay is set: nothing leaves the machine). Removing the domain of the
+    workspace's from_address clears it: its mail goes out from MAIL_FROM again.
+    """
+    from app.workspaces import service  # noqa: PLC0415
+
+    if action != "show" and not domains:
+        raise click.UsageError(f"{action} needs at least one domain, e.g. example.com")
+    settings = _settings()
+
+    async def action_() -> tuple[list[str] | None, bool]:
+        async with open_database(settings) as database, database.sessionmaker() as session, session.begin():
+            if action == "show":
+                return await service.mail_domains(session, workspace_id), False
+            change = {"add": domains} if action == "add" else {"remove": domains}
+            return await service.change_mail_domains(session, workspace_id, **change)
+
+    listed, cleared = _run(action_)
+    if as_json:
+        click.echo(json.dumps({"workspace_id": str(workspace_id), "mail_domains": listed, "from_cleared": cleared}))
+        return
+    click.echo("\n".join(listed) if listed else "(no list: the domain of MAIL_FROM only)")
+    if cleared:
+        click.echo("the workspace's email.from_address was on a removed domain and is cleared (MAIL_FROM applies)")
+
+
 @main.group()
 def apikey() -> None:
     """API keys."""

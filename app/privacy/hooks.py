@@ -42,4 +42,5 @@ NO_PERSONAL_DATA = {
     "notices": "the texts shown to everyone who signed up",
     "ledger_heads": "the hash of each workspace's last event",
     "webhook_subscriptions": "the tenant's receiver URLs and sealed signing secrets",
+    "sender_identities": "the tenant's own sender numbers and Messaging Services, nobody's personal data",
 }

@@ -1,4 +1,11 @@
-"""``POST /webhooks/twilio/{workspace}/inbound`` and ``/status``: authenticated by Twilio's signature only."""
+"""``POST /webhooks/twilio/{workspace}/inbound`` and ``/status``: authenticated by Twilio's signature only.
+
+A valid signature proves the request came from the Twilio account, not that the message is this workspace's:
+with an account several workspaces share, the path alone would let a STOP sent to one workspace's number land in
+another's ledger. So the number the message was sent to (inbound: ``To``; status: ``From``) or its Messaging
+Service must be one this workspace holds (the settings ``PUT`` claimed it); otherwise ``403 sender_not_owned``
+and nothing is recorded.
+"""
 
 from __future__ import annotations
 
@@ -18,16 +25,25 @@ from app.lib.keys import Keys
 from app.lib.openapi import errors
 from app.settings import Settings
 from app.twilio import service
-from app.workspaces.service import name_and_settings, sealing_context
+from app.workspaces.service import name_and_settings, owns_sender, sealing_context
 from app.workspaces.settings import WorkspaceSettings
 
 log = structlog.get_logger(__name__)
 
 
 async def _authenticated(
-    request: Request[Any, Any, Any], app_settings: Settings, keys: Keys, db: AsyncSession, workspace_id: uuid.UUID
+    request: Request[Any, Any, Any],
+    app_settings: Settings,
+    keys: Keys,
+    db: AsyncSession,
+    workspace_id: uuid.UUID,
+    *,
+    our_number: str,
 ) -> tuple[WorkspaceSettings, dict[str, list[str]]]:
-    """The workspace's settings and every form parameter, after the signature and account were checked."""
+    """The workspace's settings and every form parameter, after the signature, account and sender were checked.
+
+    ``our_number`` names the parameter holding the workspace's own number (``To`` inbound, ``From`` in a status).
+    """
     name, settings = await name_and_settings(db, workspace_id)
     settings = msgspec.structs.replace(settings, brand=settings.brand or name)
     token = app_settings.twilio.auth_token
@@ -49,6 +65,14 @@ async def _authenticated(
     expected_account = settings.twilio.account_sid or app_settings.twilio.account_sid
     if expected_account and params.get("AccountSid", [None])[0] != expected_account:
         raise Forbidden("The request is for another Twilio account.", code="account_mismatch")
+    senders = [*params.get(our_number, [])[:1], *params.get("MessagingServiceSid", [])[:1]]
+    if not await owns_sender(db, workspace_id, senders, settings.default_region):
+        log.warning("twilio_sender_not_owned", workspace_id=str(workspace_id), route=request.scope.get("path_template"))
+        raise Forbidden(
+            f"The message's {our_number} number (and Messaging Service, if any) is not a sender of this workspace: "
+            "nothing was recorded. Set it as phone.sms_from or phone.whatsapp_from in this workspace's settings.",
+            code="sender_not_owned",
+        )
     return settings, params
 
 
@@ -90,7 +114,7 @@ class TwilioWebhookController(Controller):
     ) -> Response[str]:
         """An inbound message: start word, STOP, HELP. Answers TwiML (`application/xml`); idempotent on MessageSid."""
         async with db.begin():
-            workspace, params = await _authenticated(request, settings, keys, db, workspace_id)
+            workspace, params = await _authenticated(request, settings, keys, db, workspace_id, our_number="To")
             message = service.Inbound(
                 message_sid=_one(params, "MessageSid"),
                 sender=_one(params, "From"),
@@ -113,7 +137,7 @@ class TwilioWebhookController(Controller):
     ) -> None:
         """A message status callback; error 21610 marks the number `provider_blocked` and withdraws consent."""
         async with db.begin():
-            workspace, params = await _authenticated(request, settings, keys, db, workspace_id)
+            workspace, params = await _authenticated(request, settings, keys, db, workspace_id, our_number="From")
             names = ("MessageSid", "MessageStatus", "ErrorCode", "To", "From")
             fields = {name: _one(params, name, required=name in {"MessageSid", "MessageStatus"}) for name in names}
             await service.handle_status(db, workspace_id, workspace, fields)

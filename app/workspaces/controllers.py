@@ -154,7 +154,7 @@ class WorkspaceController(Controller):
     @put(
         "/settings",
         operation_id="replaceWorkspaceSettings",
-        responses=errors(401, 403, 422),
+        responses=errors(401, 403, 409, 422),
         opt={"scope": Scope.ADMIN},
     )
     async def put_settings(
@@ -165,8 +165,13 @@ class WorkspaceController(Controller):
         keys: NamedDependency[Keys],
         settings: NamedDependency[Settings],
     ) -> WorkspaceSettingsOut:
-        """Replace the settings: locale, phone region, brand, SMS/WhatsApp keywords and replies, Twilio account."""
+        """Replace the settings: locale, phone region, brand, SMS/WhatsApp keywords and replies, Twilio account.
+
+        A sender number or Messaging Service another workspace holds is refused (`409 sender_taken`); the ones no
+        longer named are released. `email.from_address` must be on a domain the operator allows this workspace
+        (`422 from_domain_not_allowed`).
+        """
         await check_outbound_urls(data, allow_private=settings.webhooks_allow_private)
         async with db.begin():
-            saved = await service.replace_settings(db, keys, principal.workspace_id, data)
+            saved = await service.replace_settings(db, keys, principal.workspace_id, data, mail=settings.mail)
         return _settings_out(saved)

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, LargeBinary, String, Text, text
+from sqlalchemy import CheckConstraint, ForeignKey, Index, LargeBinary, String, Text, func, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -23,8 +23,29 @@ class Workspace(UUIDPrimaryKey, CreatedAt, Base):
 
     name: Mapped[str] = mapped_column(Text)
     settings: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    mail_domains: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
+    """The domains the tenant's ``email.from_address`` may use, set by the operator (CLI) only; ``NULL``: the
+    default (the domain of ``MAIL_FROM``). A column of its own: the tenant's settings ``PUT`` cannot touch it."""
 
     __table_args__ = (CheckConstraint("length(name) BETWEEN 1 AND 200", name="name_length"),)
+
+
+class SenderIdentity(Base):
+    """A sender number, short code, alphanumeric sender or Messaging Service SID, claimed by one workspace.
+
+    The primary key makes a sender belong to one workspace across the service: with a shared Twilio account,
+    another workspace could otherwise send from it, and the replies to it (STOP included) would be recorded in
+    the wrong ledger. Written in the transaction of the settings ``PUT`` that names the sender.
+    """
+
+    __tablename__ = "sender_identities"
+
+    identity: Mapped[str] = mapped_column(Text, primary_key=True)
+    """Normalised: E.164 for numbers, ``MG`` + lower-case hex for a Messaging Service, else upper-case text."""
+    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    __table_args__ = (Index("ix_sender_identities_workspace_id", "workspace_id"),)
 
 
 class ApiKey(UUIDPrimaryKey, CreatedAt, Base):

@@ -8,11 +8,12 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.lib.auth import Principal
-from app.workspaces.models import ApiKey, Workspace
+from app.workspaces.models import ApiKey, SenderIdentity, Workspace
 
 
 async def add_workspace(session: AsyncSession, name: str) -> Workspace:
@@ -87,3 +88,46 @@ async def workspaces_by_id(session: AsyncSession, workspace_ids: Sequence[uuid.U
     if not workspace_ids:
         return []
     return (await session.scalars(select(Workspace).where(Workspace.id.in_(workspace_ids)))).all()
+
+
+async def claim_senders(session: AsyncSession, workspace_id: uuid.UUID, identities: set[str]) -> set[str]:
+    """Make ``identities`` the workspace's senders; returns those another workspace holds (nothing claimed then).
+
+    Senders the workspace no longer names are released first. A claim another transaction is writing waits for
+    it (the primary key), so two workspaces racing for one number cannot both get it.
+    """
+    await session.execute(
+        delete(SenderIdentity).where(
+            SenderIdentity.workspace_id == workspace_id, SenderIdentity.identity.not_in(sorted(identities))
+        )
+    )
+    if not identities:
+        return set()
+    await session.execute(
+        insert(SenderIdentity)
+        .values([{"identity": identity, "workspace_id": workspace_id} for identity in sorted(identities)])
+        .on_conflict_do_nothing(index_elements=[SenderIdentity.identity])
+    )
+    taken = await session.scalars(
+        select(SenderIdentity.identity).where(
+            SenderIdentity.identity.in_(sorted(identities)), SenderIdentity.workspace_id != workspace_id
+        )
+    )
+    return set(taken.all())
+
+
+async def owns_sender(session: AsyncSession, workspace_id: uuid.UUID, identities: set[str]) -> bool:
+    """Whether the workspace holds one of ``identities``."""
+    if not identities:
+        return False
+    found = await session.scalar(
+        select(SenderIdentity.identity)
+        .where(SenderIdentity.workspace_id == workspace_id, SenderIdentity.identity.in_(sorted(identities)))
+        .limit(1)
+    )
+    return found is not None
+
+
+async def set_mail_domains(session: AsyncSession, workspace_id: uuid.UUID, domains: list[str] | None) -> None:
+    """Replace the operator's list of mail domains (``None``: back to the default)."""
+    await session.execute(update(Workspace).where(Workspace.id == workspace_id).values(mail_domains=domains))

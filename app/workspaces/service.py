@@ -13,13 +13,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.domain.model import Channel
 from app.lib import vapid
 from app.lib.auth import Scope, generate_key
-from app.lib.errors import InvalidInput, NotFound
+from app.lib.errors import Conflict, InvalidInput, NotFound
 from app.lib.keys import Keys
 from app.lib.orm import utcnow
 from app.purposes import service as purposes
+from app.settings import MailSettings
 from app.workspaces import repository
 from app.workspaces.models import ApiKey, Workspace
 from app.workspaces.schemas import WorkspaceSettingsIn
+from app.workspaces.senders import allowed_mail_domains, mail_domain, normalise_domain, sender_identities
 from app.workspaces.settings import (
     AppPushSettings,
     EmailSettings,
@@ -84,12 +86,21 @@ async def settings_of(session: AsyncSession, workspace_id: uuid.UUID) -> Workspa
 
 
 async def replace_settings(
-    session: AsyncSession, keys: Keys, workspace_id: uuid.UUID, new: WorkspaceSettingsIn
+    session: AsyncSession, keys: Keys, workspace_id: uuid.UUID, new: WorkspaceSettingsIn, *, mail: MailSettings
 ) -> WorkspaceSettings:
-    """Validate and store the settings; purposes they name must exist; the token is sealed, or kept if omitted."""
+    """Validate and store the settings; purposes they name must exist; the token is sealed, or kept if omitted.
+
+    The sender numbers and Messaging Service are claimed for this workspace in the same transaction (``409
+    sender_taken`` if another workspace holds one; the ones no longer named are released); ``email.from_address``
+    must be on a domain the operator allows this workspace (``mail`` is the service's relay and ``MAIL_FROM``).
+    """
     _check_send_windows(new.send_windows)
     _check_texts(new)
-    current = await settings_of(session, workspace_id)
+    workspace = await repository.lock_workspace(session, workspace_id)  # against the operator's list changing
+    if workspace is None:
+        raise NotFound("No such workspace.", code="workspace_not_found")
+    _check_from_address(new.email.from_address, allowed_mail_domains(workspace.mail_domains, mail))
+    current = WorkspaceSettings.load(workspace.settings)
     named = {*new.phone.start_words.values(), *([new.phone.default_purpose] if new.phone.default_purpose else [])}
     for key in sorted(named):
         if await purposes.find_purpose(session, workspace_id, key) is None:
@@ -141,8 +152,92 @@ async def replace_settings(
         print_house=print_house,
         send_windows=new.send_windows,
     )
+    await _claim_senders(session, workspace_id, new)
     await repository.save_settings(session, workspace_id, settings.dump())
     return settings
+
+
+async def _claim_senders(session: AsyncSession, workspace_id: uuid.UUID, new: WorkspaceSettingsIn) -> None:
+    """Claim the senders the settings name; which workspace holds a taken one is not said (tenants are apart)."""
+    fields = {"phone.sms_from": new.phone.sms_from, "phone.whatsapp_from": new.phone.whatsapp_from}
+    taken = await repository.claim_senders(
+        session, workspace_id, sender_identities(fields.values(), new.default_region)
+    )
+    if taken:
+        errors = [
+            {"field": field, "message": "is in use by another workspace"}
+            for field, value in fields.items()
+            if sender_identities([value], new.default_region) & taken
+        ]
+        names = " and ".join(e["field"] for e in errors)
+        raise Conflict(
+            f"{names}: this sender is in use by another workspace. A number or Messaging Service belongs to one "
+            "workspace only; ask the operator if it should be yours.",
+            code="sender_taken",
+            extra={"errors": errors},
+        )
+
+
+def _check_from_address(address: str | None, allowed: frozenset[str] | None) -> None:
+    """A tenant's own sender address must be on a domain the operator allows it (else it could send as anyone)."""
+    if address is None:
+        return
+    domain = mail_domain(address)
+    if domain is None:
+        raise _invalid(
+            "email.from_address", "is not a mail address (e.g. Acme <news@acme.example>)", "invalid_from_address"
+        )
+    if allowed is not None and domain not in allowed:
+        listed = ", ".join(sorted(allowed)) or "none"
+        raise _invalid(
+            "email.from_address",
+            f"is on the domain {domain}, which this workspace may not send from (allowed: {listed}; the operator "
+            "of this service can allow more)",
+            "from_domain_not_allowed",
+        )
+
+
+async def owns_sender(
+    session: AsyncSession, workspace_id: uuid.UUID, senders: Iterable[str | None], region: str
+) -> bool:
+    """Whether one of ``senders`` (numbers or a Messaging Service SID, as Twilio writes them) is the workspace's."""
+    return await repository.owns_sender(session, workspace_id, sender_identities(senders, region))
+
+
+async def mail_domains(session: AsyncSession, workspace_id: uuid.UUID) -> list[str] | None:
+    """The operator's list of the workspace's mail domains (``None``: not set, the default applies)."""
+    workspace = await repository.get_workspace(session, workspace_id)
+    if workspace is None:
+        raise NotFound(f"Workspace {workspace_id} does not exist.", code="workspace_not_found")
+    return workspace.mail_domains
+
+
+async def change_mail_domains(
+    session: AsyncSession, workspace_id: uuid.UUID, *, add: Iterable[str] = (), remove: Iterable[str] = ()
+) -> tuple[list[str] | None, bool]:
+    """Add and remove domains of the operator's list (the operator's, never the tenant's: CLI only).
+
+    Returns the new list (``None`` when empty: the default applies again) and whether the workspace's
+    ``from_address`` was on a removed domain and was cleared (its mail then goes out from ``MAIL_FROM``): a
+    domain the operator withdrew is not sent from again.
+    """
+    try:
+        added = {normalise_domain(d) for d in add}
+        removed = {normalise_domain(d) for d in remove}
+    except ValueError as exc:
+        raise InvalidInput(f"{exc}.", code="invalid_domain") from None
+    workspace = await repository.lock_workspace(session, workspace_id)
+    if workspace is None:
+        raise NotFound(f"Workspace {workspace_id} does not exist.", code="workspace_not_found")
+    domains = sorted((set(workspace.mail_domains or ()) | added) - removed) or None
+    await repository.set_mail_domains(session, workspace_id, domains)
+    settings = WorkspaceSettings.load(workspace.settings)
+    address = settings.email.from_address
+    cleared = bool(address and removed and mail_domain(address) in removed)
+    if cleared:
+        email = msgspec.structs.replace(settings.email, from_address=None)
+        await repository.save_settings(session, workspace_id, msgspec.structs.replace(settings, email=email).dump())
+    return domains, cleared
 
 
 def _app_push(

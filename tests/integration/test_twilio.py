@@ -389,3 +389,28 @@ async def test_another_account_or_missing_token_is_refused(client, tenant, confi
     response = await unconfigured.post({**params, "AccountSid": ACCOUNT})
     assert response.status_code == 403
     assert response.json()["code"] == "twilio_not_configured"
+
+
+async def test_a_message_for_a_number_the_workspace_does_not_hold_is_refused_and_records_nothing(
+    client, tenant, configured, phone, session
+):
+    await signup(client, tenant, configured)
+    elsewhere = "+4940123456789"  # signed with this workspace's token, but not one of its senders
+    inbound = {"MessageSid": sid(), "AccountSid": ACCOUNT, "From": PERSON, "To": elsewhere, "Body": "STOP"}
+    response = await phone.post(inbound)
+    assert response.status_code == 403
+    assert response.json()["code"] == "sender_not_owned"
+    assert await count(session, InboundMessage) == 0
+    assert await state_of(client, tenant) == "pending"
+    status = {
+        "MessageSid": sid(),
+        "AccountSid": ACCOUNT,
+        "MessageStatus": "failed",
+        "ErrorCode": "21610",
+        "To": PERSON,
+        "From": elsewhere,
+    }
+    response = await phone.post(status, kind="status")
+    assert response.status_code == 403
+    assert response.json()["code"] == "sender_not_owned"
+    assert await state_of(client, tenant) == "pending"
