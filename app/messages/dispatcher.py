@@ -11,10 +11,13 @@
   ``max_attempts``; permanent ones fail at once. The channel's feedback mapping turns what the provider said
   into state: Twilio 21610 → ``provider_blocked`` and opted out; a push subscription gone → ``expired`` and
   opted out; an SMTP 5xx → ``undeliverable``.
-- The outcome is written only by the worker holding the lease (checked in the UPDATE), so a late worker never
-  overwrites the row's new owner. The window in which a send can repeat is a worker dying after the provider
-  accepted and before the outcome was written; the Message-ID (email) and push Topic derived from the delivery
-  id let receivers fold such a repeat.
+- Each delivery's ``in_flight_at`` mark is committed before its provider call and its outcome as soon as the
+  call returns (writes that arrive together share one short transaction; none waits for a slow sibling), only
+  by the worker holding the lease (checked in the statements), so a late worker never overwrites the row's new
+  owner. A worker dying mid-batch thus leaves every delivery finished, untouched, or marked in flight; one
+  claimed again with the mark set is resolved by :mod:`app.messages.policy`: marketing becomes ``unknown`` (at
+  most once), transactional is sent again (at least once; the Message-ID and push Topic derived from the
+  delivery id let receivers fold the repeat). Nothing the provider answered is sent again.
 - One delivery's failure is its own: an error while preparing it (a stored time zone no zone database knows,
   say) schedules a retry of that delivery, and the rest of the batch (every workspace's) goes on.
 """
@@ -113,6 +116,7 @@ class _Journal:
         self._pending.append((entry, done))
         async with self._lock:
             if not done.done():
+                await asyncio.sleep(0)  # one turn of the loop: what else is ready now joins this write
                 batch, self._pending = self._pending, []
                 try:
                     held = await self._write([e for e, _ in batch])
@@ -175,13 +179,13 @@ class Dispatcher:
         claimed = await self._claim()
         if not claimed:
             return 0
-        prepared = await self._prepare(claimed)
+        prepared, marked = await self._prepare(claimed)
         limit = asyncio.Semaphore(self.config.concurrency)
         journal = _Journal(self._write)
 
-        async def one(item: _Prepared) -> None:
+        async def one(item: _Prepared, *, marked: bool) -> None:
             async with limit:
-                if not await journal.write(_Entry(item)):
+                if not marked and not await journal.write(_Entry(item)):
                     log.warning("delivery_lease_lost", delivery_id=str(item.delivery_id), worker=self.worker_id)
                     return
                 result = await self._send(item)
@@ -189,7 +193,10 @@ class Dispatcher:
 
         failures = [
             failure
-            for failure in await asyncio.gather(*(one(item) for item in prepared), return_exceptions=True)
+            for failure in await asyncio.gather(
+                *(one(item, marked=item.delivery_id in marked) for item in prepared),
+                return_exceptions=True,
+            )
             if isinstance(failure, BaseException)
         ]
         if failures:  # the database failed under the writes: the round fails, the leases run out
@@ -219,8 +226,10 @@ class Dispatcher:
             log.exception("adapter_failed", channel=item.channel.value)
             return SendResult(Outcome.TRANSIENT, detail=f"{type(exc).__name__}: {exc}")
 
-    async def _prepare(self, claimed: Sequence[Claimed]) -> list[_Prepared]:
+    async def _prepare(self, claimed: Sequence[Claimed]) -> tuple[list[_Prepared], set[uuid.UUID]]:
         """Load what the sends need and ask the gate again; blocked or waiting deliveries are settled here.
+
+        Answers the deliveries to send, and those of them already marked in flight (the first ``concurrency``).
 
         One query per table for the whole batch, each limited by the repositories to the workspaces of the claimed
         deliveries.
@@ -255,7 +264,14 @@ class Dispatcher:
                     continue
                 if item is not None:
                     ready.append(item)
-        return ready
+            # the first calls start as soon as this commits: their in-flight marks go with it (one write fewer)
+            starting = [item.delivery_id for item in ready[: self.config.concurrency]]
+            marked = (
+                await repository.mark_in_flight(session, workspace_ids, starting, self.worker_id, at=now)
+                if starting
+                else set()
+            )
+        return ready, marked
 
     async def _prepare_one(
         self, session: AsyncSession, delivery: Delivery, loaded: _Loaded, now: datetime
