@@ -102,7 +102,8 @@ class _Journal:
 
     An entry is written at once when no write is under way; entries arriving during a write go together into
     the next one. Nobody waits for more than the write before theirs, never for a slow provider call, and a
-    burst of answers costs one transaction instead of one each.
+    burst of answers costs one transaction instead of one each. A shared write that fails is repeated entry by
+    entry, so one delivery's bad row fails only its own write.
     """
 
     def __init__(self, write: Callable[[Sequence[_Entry]], Awaitable[set[uuid.UUID]]]) -> None:
@@ -119,14 +120,26 @@ class _Journal:
                 await asyncio.sleep(0)  # one turn of the loop: what else is ready now joins this write
                 batch, self._pending = self._pending, []
                 try:
-                    held = await self._write([e for e, _ in batch])
-                except Exception as exc:  # noqa: BLE001  # handed to every writer of the batch below
+                    await self._settle(batch)
+                except BaseException:  # cancelled mid-write: whoever waits for this batch must not wait forever
                     for _, waiting in batch:
-                        waiting.set_exception(exc)
-                else:
-                    for e, waiting in batch:
-                        waiting.set_result(e.item.delivery_id in held)
+                        if not waiting.done():
+                            waiting.cancel()
+                    raise
         return await done
+
+    async def _settle(self, batch: Sequence[tuple[_Entry, asyncio.Future[bool]]]) -> None:
+        try:
+            held = await self._write([e for e, _ in batch])
+        except Exception as exc:  # noqa: BLE001  # handed to the entry's writer, or split up below
+            if len(batch) == 1:
+                batch[0][1].set_exception(exc)
+                return
+            for one in batch:  # one at a time: the failure stays with the entry that causes it
+                await self._settle([one])
+            return
+        for e, waiting in batch:
+            waiting.set_result(e.item.delivery_id in held)
 
 
 @dataclass(frozen=True, slots=True)
