@@ -126,14 +126,19 @@ async def mark_in_flight(
     return set(rows.scalars().all())
 
 
-async def lock_unknown(session: AsyncSession, workspace_id: uuid.UUID, delivery_id: uuid.UUID) -> Delivery | None:
-    """The workspace's delivery ``delivery_id`` if its outcome is ``unknown``, locked until commit."""
+async def lock_unresolved(session: AsyncSession, workspace_id: uuid.UUID, delivery_id: uuid.UUID) -> Delivery | None:
+    """The workspace's delivery ``delivery_id`` if the provider may have it without our knowing, locked.
+
+    That is one whose outcome is ``unknown``, or whose provider call is in flight (its worker may be dead, its
+    lease not yet run out).
+    """
     return await session.scalar(
         select(Delivery)
         .where(
             Delivery.id == delivery_id,
             Delivery.workspace_id == workspace_id,
-            Delivery.status == DeliveryStatus.UNKNOWN,
+            (Delivery.status == DeliveryStatus.UNKNOWN)
+            | ((Delivery.status == DeliveryStatus.SENDING) & Delivery.in_flight_at.is_not(None)),
         )
         .with_for_update()
     )
@@ -314,8 +319,8 @@ def requeue_for_window(delivery: Delivery, opens: datetime, *, at: datetime) -> 
 
 
 def reconcile(delivery: Delivery, provider_id: str, *, at: datetime) -> None:
-    """A provider named an ``unknown`` delivery in a status report: it was accepted after all (``sent``)."""
-    delivery.status, delivery.provider_message_id, delivery.updated_at = DeliveryStatus.SENT, provider_id, at
+    """A provider's status report named an unresolved delivery: it was accepted (``sent``), the attempt is over."""
+    settle(delivery, DeliveryStatus.SENT, provider_id=provider_id, at=at)
 
 
 def report(delivery: Delivery, status: DeliveryStatus, *, error: str | None, at: datetime) -> None:

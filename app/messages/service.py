@@ -220,15 +220,18 @@ async def record_provider_status(
 
     The delivery's channel says which of the provider's statuses count (:attr:`ChannelSpec.reports`).
     ``delivery_id`` is the delivery the report's callback URL names: a report of any status for an ``unknown``
-    delivery (its worker died during the call, :mod:`app.messages.policy`) proves the provider accepted it, so it
-    becomes ``sent`` with the provider's id, then the report applies as to any sent delivery.
+    delivery (its worker died during the call, :mod:`app.messages.policy`), or for one whose call is still in
+    flight (the worker may be dead, its lease not yet run out), proves the provider accepted it, so it becomes
+    ``sent`` with the provider's id, then the report applies as to any sent delivery. A live worker's own
+    answer for it then finds the attempt over and writes nothing.
     """
     if status not in registry.REPORT_STATUSES and delivery_id is None:
         return
     delivery = await repository.lock_by_provider_id(session, workspace_id, provider_message_id)
     if delivery is None and delivery_id is not None:
-        delivery = await repository.lock_unknown(session, workspace_id, delivery_id)
+        delivery = await repository.lock_unresolved(session, workspace_id, delivery_id)
         if delivery is not None:
+            was = delivery.status
             now = utcnow()
             repository.reconcile(delivery, provider_message_id, at=now)
             add_event(
@@ -238,7 +241,7 @@ async def record_provider_status(
                 delivery.channel,
                 Step.SENT,
                 provider_id=provider_message_id,
-                detail={"provider_status": status, "reconciled": "unknown"},
+                detail={"provider_status": status, "reconciled": was},
                 at=now,
             )
     if delivery is None or status not in registry.REPORT_STATUSES:

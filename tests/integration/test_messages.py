@@ -588,7 +588,7 @@ async def test_an_expired_lease_is_taken_over_and_the_late_worker_writes_nothing
     assert shown["deliveries"][0]["attempts"] == 2
 
 
-async def crash_during_the_call(dispatcher, providers, session):
+async def crash_during_the_call(dispatcher, providers, session, *, expire=True):
     """Run a batch, and let its worker die while the provider call is under way (its lease then runs out)."""
     providers["twilio"].replies = [2.0]  # answered too late for the worker
     batch = asyncio.create_task(dispatcher.run_once())
@@ -601,8 +601,9 @@ async def crash_during_the_call(dispatcher, providers, session):
         await batch
     [delivery] = (await session.scalars(select(Delivery))).all()
     assert (delivery.status, delivery.in_flight_at is not None) == ("sending", True)
-    await session.execute(update(Delivery).values(lease_until=utcnow() - timedelta(seconds=1)))
-    await session.commit()
+    if expire:
+        await session.execute(update(Delivery).values(lease_until=utcnow() - timedelta(seconds=1)))
+        await session.commit()
 
 
 async def test_marketing_in_flight_at_a_crash_becomes_unknown_and_is_never_sent_again(
@@ -658,6 +659,27 @@ async def test_a_twilio_report_naming_an_unknown_delivery_settles_it(client, wor
     assert shown["status"] == "delivered"
     assert shown["deliveries"][0]["provider_message_id"] == "SMlate"
     assert [h["status"] for h in shown["history"]] == ["queued", "sending", "unknown", "sent", "delivered"]
+    assert len(providers["twilio"].requests) == 1
+
+
+async def test_a_twilio_report_for_a_delivery_still_in_flight_settles_it_before_its_lease_runs_out(
+    client, world, providers, dispatcher, session
+):
+    from twilio.request_validator import RequestValidator  # noqa: PLC0415
+
+    body = (await send(client, world, ["sms"])).json()
+    await crash_during_the_call(dispatcher, providers, session, expire=False)
+    [delivery] = (await session.scalars(select(Delivery))).all()
+    path = f"/webhooks/twilio/{delivery.workspace_id}/status?delivery={delivery.id}"
+    params = {"MessageSid": "SMearly", "MessageStatus": "sent", "AccountSid": ACCOUNT, "To": PHONE, "From": SENDER}
+    signature = RequestValidator(TOKEN).compute_signature(f"https://consent.example.com{path}", params)
+    response = await client.post(path, data=params, headers={"X-Twilio-Signature": signature})
+    assert response.status_code == 204, response.text
+    await session.execute(update(Delivery).values(lease_until=utcnow() - timedelta(seconds=1)))
+    await session.commit()
+    assert await dispatcher.run_once() == 0, "settled: nothing to take over"
+    shown = await detail(client, world, body["message_id"])
+    assert (shown["status"], shown["deliveries"][0]["provider_message_id"]) == ("sent", "SMearly")
     assert len(providers["twilio"].requests) == 1
 
 
