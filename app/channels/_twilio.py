@@ -40,7 +40,12 @@ def adapter(adapters: Adapters, workspace_id: uuid.UUID, settings: WorkspaceSett
 
 
 def extras(sending: Sending) -> dict[str, Any]:
-    """Twilio posts its delivery reports to the workspace's status webhook, when the public URL is known."""
+    """Twilio posts its delivery reports to the workspace's status webhook, when the public URL is known.
+
+    The URL names the delivery, so that a report can settle a delivery whose outcome is ``unknown`` (its worker
+    died during the call, before Twilio's message id was written: :mod:`app.messages.policy`).
+    """
     if not sending.service.public_base_url_configured:
         return {}
-    return {"status_callback": f"{sending.service.public_base_url}/webhooks/twilio/{sending.workspace_id}/status"}
+    base = f"{sending.service.public_base_url}/webhooks/twilio/{sending.workspace_id}/status"
+    return {"status_callback": f"{base}?delivery={sending.delivery_id}"}

@@ -11,10 +11,13 @@
   ``max_attempts``; permanent ones fail at once. The channel's feedback mapping turns what the provider said
   into state: Twilio 21610 → ``provider_blocked`` and opted out; a push subscription gone → ``expired`` and
   opted out; an SMTP 5xx → ``undeliverable``.
-- The outcome is written only by the worker holding the lease (checked in the UPDATE), so a late worker never
-  overwrites the row's new owner. The window in which a send can repeat is a worker dying after the provider
-  accepted and before the outcome was written; the Message-ID (email) and push Topic derived from the delivery
-  id let receivers fold such a repeat.
+- Each delivery's ``in_flight_at`` mark is committed before its provider call and its outcome as soon as the
+  call returns (writes that arrive together share one short transaction; none waits for a slow sibling), only
+  by the worker holding the lease (checked in the statements), so a late worker never overwrites the row's new
+  owner. A worker dying mid-batch thus leaves every delivery finished, untouched, or marked in flight; one
+  claimed again with the mark set is resolved by :mod:`app.messages.policy`: marketing becomes ``unknown`` (at
+  most once), transactional is sent again (at least once; the Message-ID and push Topic derived from the
+  delivery id let receivers fold the repeat). Nothing the provider answered is sent again.
 - One delivery's failure is its own: an error while preparing it (a stored time zone no zone database knows,
   say) schedules a retry of that delivery, and the rest of the batch (every workspace's) goes on.
 """
@@ -25,7 +28,7 @@ import asyncio
 import os
 import socket
 import uuid
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -48,6 +51,7 @@ from app.lib.orm import utcnow
 from app.lib.rounds import backoff, work_until
 from app.messages import repository
 from app.messages.models import Delivery, Message
+from app.messages.policy import AfterCrash, after_crash
 from app.messages.repository import Claimed, add_event
 from app.messages.status import DeliveryStatus, Step, step_of
 from app.purposes import repository as purposes_repository
@@ -83,6 +87,59 @@ class _Prepared:
     channel: Channel
     outbound: Outbound | None
     adapter: ChannelAdapter | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """What the journal writes for one delivery: its call begins (no result yet), or its outcome."""
+
+    item: _Prepared
+    result: SendResult | None = None
+
+
+class _Journal:
+    """Writes in-flight marks and outcomes as they come, like a group commit.
+
+    An entry is written at once when no write is under way; entries arriving during a write go together into
+    the next one. Nobody waits for more than the write before theirs, never for a slow provider call, and a
+    burst of answers costs one transaction instead of one each. A shared write that fails is repeated entry by
+    entry, so one delivery's bad row fails only its own write.
+    """
+
+    def __init__(self, write: Callable[[Sequence[_Entry]], Awaitable[set[uuid.UUID]]]) -> None:
+        self._write = write
+        self._lock = asyncio.Lock()
+        self._pending: list[tuple[_Entry, asyncio.Future[bool]]] = []
+
+    async def write(self, entry: _Entry) -> bool:
+        """Write ``entry`` (with whatever else is pending); True if the worker still held the delivery's lease."""
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.append((entry, done))
+        async with self._lock:
+            if not done.done():
+                await asyncio.sleep(0)  # one turn of the loop: what else is ready now joins this write
+                batch, self._pending = self._pending, []
+                try:
+                    await self._settle(batch)
+                except BaseException:  # cancelled mid-write: whoever waits for this batch must not wait forever
+                    for _, waiting in batch:
+                        if not waiting.done():
+                            waiting.cancel()
+                    raise
+        return await done
+
+    async def _settle(self, batch: Sequence[tuple[_Entry, asyncio.Future[bool]]]) -> None:
+        try:
+            held = await self._write([e for e, _ in batch])
+        except Exception as exc:  # noqa: BLE001  # handed to the entry's writer, or split up below
+            if len(batch) == 1:
+                batch[0][1].set_exception(exc)
+                return
+            for one in batch:  # one at a time: the failure stays with the entry that causes it
+                await self._settle([one])
+            return
+        for e, waiting in batch:
+            waiting.set_result(e.item.delivery_id in held)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,23 +183,37 @@ class Dispatcher:
     async def run_once(self) -> int:
         """Claim one batch and handle it; returns how many deliveries were claimed.
 
-        Three short transactions per batch, none held during a provider call: claim; load and re-check (settling
-        what is blocked or must wait); record every outcome.
+        Claim, then load and re-check (settling what is blocked or must wait) in one short transaction each; then
+        every delivery on its own: its in-flight mark is committed before its provider call and its outcome as
+        soon as the call returns (:class:`_Journal`), so a slow call never holds back what others' providers
+        already answered, and a worker dying mid-batch leaves each delivery either finished or marked in flight.
+        No transaction is held during a provider call.
         """
         claimed = await self._claim()
         if not claimed:
             return 0
-        prepared = await self._prepare(claimed)
+        prepared, marked = await self._prepare(claimed)
         limit = asyncio.Semaphore(self.config.concurrency)
+        journal = _Journal(self._write)
 
-        async def one(item: _Prepared) -> tuple[_Prepared, SendResult]:
+        async def one(item: _Prepared, *, marked: bool) -> None:
             async with limit:
-                return item, await self._send(item)
+                if not marked and not await journal.write(_Entry(item)):
+                    log.warning("delivery_lease_lost", delivery_id=str(item.delivery_id), worker=self.worker_id)
+                    return
+                result = await self._send(item)
+            await journal.write(_Entry(item, result))
 
-        results = await asyncio.gather(*(one(item) for item in prepared))
-        if results:
-            outcomes = {item.delivery_id: result for item, result in results}
-            await self._record_all(outcomes, {item.workspace_id for item, _ in results})
+        failures = [
+            failure
+            for failure in await asyncio.gather(
+                *(one(item, marked=item.delivery_id in marked) for item in prepared),
+                return_exceptions=True,
+            )
+            if isinstance(failure, BaseException)
+        ]
+        if failures:  # the database failed under the writes: the round fails, the leases run out
+            raise failures[0]
         return len(claimed)
 
     async def _claim(self) -> list[Claimed]:
@@ -168,8 +239,10 @@ class Dispatcher:
             log.exception("adapter_failed", channel=item.channel.value)
             return SendResult(Outcome.TRANSIENT, detail=f"{type(exc).__name__}: {exc}")
 
-    async def _prepare(self, claimed: Sequence[Claimed]) -> list[_Prepared]:
+    async def _prepare(self, claimed: Sequence[Claimed]) -> tuple[list[_Prepared], set[uuid.UUID]]:
         """Load what the sends need and ask the gate again; blocked or waiting deliveries are settled here.
+
+        Answers the deliveries to send, and those of them already marked in flight (the first ``concurrency``).
 
         One query per table for the whole batch, each limited by the repositories to the workspaces of the claimed
         deliveries.
@@ -204,7 +277,14 @@ class Dispatcher:
                     continue
                 if item is not None:
                     ready.append(item)
-        return ready
+            # the first calls start as soon as this commits: their in-flight marks go with it (one write fewer)
+            starting = [item.delivery_id for item in ready[: self.config.concurrency]]
+            marked = (
+                await repository.mark_in_flight(session, workspace_ids, starting, self.worker_id, at=now)
+                if starting
+                else set()
+            )
+        return ready, marked
 
     async def _prepare_one(
         self, session: AsyncSession, delivery: Delivery, loaded: _Loaded, now: datetime
@@ -221,6 +301,8 @@ class Dispatcher:
             await self._finish(
                 session, delivery, DeliveryStatus.FAILED, error="the message or its address no longer exists"
             )
+            return None
+        if delivery.in_flight_at is not None and not await self._resend_after_crash(session, delivery, purpose):
             return None
         fact = facts.get((point.id, purpose.id))
         decision = (
@@ -263,6 +345,30 @@ class Dispatcher:
         adapter = spec.adapter(self.adapters, delivery.workspace_id, settings)
         return _Prepared(delivery.id, delivery.workspace_id, channel, outbound, adapter)
 
+    async def _resend_after_crash(self, session: AsyncSession, delivery: Delivery, purpose: Purpose) -> bool:
+        """The provider call of the previous attempt was in flight when its worker died: send again or not.
+
+        :func:`~app.messages.policy.after_crash` decides by the purpose's kind; a marketing delivery is settled
+        ``unknown`` here and never sent again.
+        """
+        policy = after_crash(PurposeKind(purpose.kind))
+        log.warning(
+            "delivery_in_flight_at_crash",
+            delivery_id=str(delivery.id),
+            channel=delivery.channel,
+            policy=policy.value,
+            in_flight_at=delivery.in_flight_at.isoformat() if delivery.in_flight_at else None,
+        )
+        if policy is AfterCrash.RESEND:
+            return True
+        await self._finish(
+            session,
+            delivery,
+            DeliveryStatus.UNKNOWN,
+            error="the provider call was in flight when the worker stopped; not sent again (marketing: at most once)",
+        )
+        return False
+
     async def _facts(
         self,
         session: AsyncSession,
@@ -287,18 +393,31 @@ class Dispatcher:
             found.update({(fact.id, purpose_id): fact for _, fact in rows})
         return found
 
-    async def _record_all(self, results: Mapping[uuid.UUID, SendResult], workspace_ids: Collection[uuid.UUID]) -> None:
-        """Write the outcomes in one transaction, for the rows this worker still holds the lease of."""
+    async def _write(self, entries: Sequence[_Entry]) -> set[uuid.UUID]:
+        """One short transaction for the marks and outcomes that arrived together; answers the deliveries held.
+
+        Only rows this worker still holds the lease of are written (checked in the statements), so a late worker
+        never overwrites the row's new owner.
+        """
+        workspace_ids = {e.item.workspace_id for e in entries}
+        starting = [e.item.delivery_id for e in entries if e.result is None]
+        results = {e.item.delivery_id: e.result for e in entries if e.result is not None}
+        held: set[uuid.UUID] = set()
         async with self.database.sessionmaker() as session, session.begin():
-            held = await repository.lock_held(session, workspace_ids, list(results), self.worker_id)
-            for lost in set(results) - {d.id for d in held}:
-                log.warning("delivery_lease_lost", delivery_id=str(lost), worker=self.worker_id)
-            for delivery in held:
-                await self._apply(session, delivery, results[delivery.id])
+            if starting:
+                held |= await repository.mark_in_flight(session, workspace_ids, starting, self.worker_id, at=utcnow())
+            if results:
+                for delivery in await repository.lock_held(session, workspace_ids, list(results), self.worker_id):
+                    await self._apply(session, delivery, results[delivery.id])
+                    held.add(delivery.id)
+                for lost in set(results) - held:
+                    log.warning("delivery_lease_lost", delivery_id=str(lost), worker=self.worker_id)
+        return held
 
     async def _record(self, claimed: Claimed, result: SendResult) -> None:
-        """Write one outcome (see :meth:`_record_all`)."""
-        await self._record_all({claimed.id: result}, [claimed.workspace_id])
+        """Write one outcome now (see :meth:`_write`)."""
+        item = _Prepared(claimed.id, claimed.workspace_id, Channel(claimed.channel), None, None)
+        await self._write([_Entry(item, result)])
 
     async def _apply(self, session: AsyncSession, delivery: Delivery, result: SendResult) -> None:
         error = f"{result.error_code}: {result.detail}" if result.error_code else result.detail or None

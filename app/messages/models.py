@@ -55,6 +55,9 @@ class Delivery(UUIDPrimaryKey, Base):
     provider_message_id: Mapped[str | None] = mapped_column(Text)
     last_error: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime]
+    in_flight_at: Mapped[datetime | None]
+    """When the current attempt's provider call began (committed before it); cleared with its outcome. Still set
+    when the delivery is claimed again: the previous worker died (or lost its lease) during the call."""
 
     __table_args__ = (
         _known(DeliveryStatus),

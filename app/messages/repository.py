@@ -16,7 +16,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import delete, select, text
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.lib.ids import uuid7
@@ -96,6 +96,52 @@ async def lock_held(
             .with_for_update()
         )
     ).all()
+
+
+async def mark_in_flight(
+    session: AsyncSession,
+    workspace_ids: Collection[uuid.UUID],
+    delivery_ids: Collection[uuid.UUID],
+    worker: str,
+    *,
+    at: datetime,
+) -> set[uuid.UUID]:
+    """Mark that the provider calls of these deliveries begin; answers those ``worker`` still holds the lease of.
+
+    Committed before the calls, so that a worker dying during one leaves the evidence (see
+    :mod:`app.messages.policy`). One statement for every delivery whose call starts now.
+    """
+    rows = await session.execute(
+        update(Delivery)
+        .where(
+            Delivery.id.in_(list(delivery_ids)),
+            Delivery.workspace_id.in_(list(workspace_ids)),
+            Delivery.leased_by == worker,
+            Delivery.status == DeliveryStatus.SENDING,
+        )
+        .values(in_flight_at=at)
+        .returning(Delivery.id)
+        .execution_options(synchronize_session=False)
+    )
+    return set(rows.scalars().all())
+
+
+async def lock_unresolved(session: AsyncSession, workspace_id: uuid.UUID, delivery_id: uuid.UUID) -> Delivery | None:
+    """The workspace's delivery ``delivery_id`` if the provider may have it without our knowing, locked.
+
+    That is one whose outcome is ``unknown``, or whose provider call is in flight (its worker may be dead, its
+    lease not yet run out).
+    """
+    return await session.scalar(
+        select(Delivery)
+        .where(
+            Delivery.id == delivery_id,
+            Delivery.workspace_id == workspace_id,
+            (Delivery.status == DeliveryStatus.UNKNOWN)
+            | ((Delivery.status == DeliveryStatus.SENDING) & Delivery.in_flight_at.is_not(None)),
+        )
+        .with_for_update()
+    )
 
 
 async def messages_by_id(
@@ -250,7 +296,7 @@ def settle(
 ) -> None:
     """The delivery's attempt is over with ``status``: the lease ends, the provider's id is kept."""
     delivery.status = status
-    delivery.lease_until = None
+    delivery.lease_until = delivery.in_flight_at = None
     delivery.provider_message_id = provider_id or delivery.provider_message_id
     delivery.last_error = error
     delivery.updated_at = at
@@ -259,7 +305,7 @@ def settle(
 def requeue_for_retry(delivery: Delivery, next_attempt_at: datetime, *, error: str | None, at: datetime) -> None:
     """Back to the queue after a failed attempt (counted), with the error that made it fail."""
     delivery.status, delivery.next_attempt_at = DeliveryStatus.QUEUED, next_attempt_at
-    delivery.lease_until = delivery.leased_by = None
+    delivery.lease_until = delivery.leased_by = delivery.in_flight_at = None
     delivery.last_error, delivery.updated_at = error, at
 
 
@@ -268,8 +314,13 @@ def requeue_for_window(delivery: Delivery, opens: datetime, *, at: datetime) -> 
     delivery.status = DeliveryStatus.QUEUED
     delivery.next_attempt_at = opens
     delivery.attempts = max(delivery.attempts - 1, 0)
-    delivery.lease_until = delivery.leased_by = None
+    delivery.lease_until = delivery.leased_by = delivery.in_flight_at = None
     delivery.updated_at = at
+
+
+def reconcile(delivery: Delivery, provider_id: str, *, at: datetime) -> None:
+    """A provider's status report named an unresolved delivery: it was accepted (``sent``), the attempt is over."""
+    settle(delivery, DeliveryStatus.SENT, provider_id=provider_id, at=at)
 
 
 def report(delivery: Delivery, status: DeliveryStatus, *, error: str | None, at: datetime) -> None:

@@ -191,6 +191,7 @@ _OVERALL = (
     DeliveryStatus.QUEUED,
     DeliveryStatus.DELIVERED,
     DeliveryStatus.SENT,
+    DeliveryStatus.UNKNOWN,
     DeliveryStatus.BLOCKED_AT_SEND,
 )
 
@@ -207,16 +208,43 @@ _AFTER_REPORT = {Report.DELIVERED: DeliveryStatus.DELIVERED, Report.FAILED: Deli
 
 
 async def record_provider_status(
-    session: AsyncSession, workspace_id: uuid.UUID, provider_message_id: str, status: str, error: str | None
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    provider_message_id: str,
+    status: str,
+    error: str | None,
+    *,
+    delivery_id: uuid.UUID | None = None,
 ) -> None:
     """A delivery report from the provider: a sent delivery becomes ``delivered`` or ``failed``.
 
     The delivery's channel says which of the provider's statuses count (:attr:`ChannelSpec.reports`).
+    ``delivery_id`` is the delivery the report's callback URL names: a report of any status for an ``unknown``
+    delivery (its worker died during the call, :mod:`app.messages.policy`), or for one whose call is still in
+    flight (the worker may be dead, its lease not yet run out), proves the provider accepted it, so it becomes
+    ``sent`` with the provider's id, then the report applies as to any sent delivery. A live worker's own
+    answer for it then finds the attempt over and writes nothing.
     """
-    if status not in registry.REPORT_STATUSES:
+    if status not in registry.REPORT_STATUSES and delivery_id is None:
         return
     delivery = await repository.lock_by_provider_id(session, workspace_id, provider_message_id)
-    if delivery is None:
+    if delivery is None and delivery_id is not None:
+        delivery = await repository.lock_unresolved(session, workspace_id, delivery_id)
+        if delivery is not None:
+            was = delivery.status
+            now = utcnow()
+            repository.reconcile(delivery, provider_message_id, at=now)
+            add_event(
+                session,
+                delivery.message_id,
+                delivery.id,
+                delivery.channel,
+                Step.SENT,
+                provider_id=provider_message_id,
+                detail={"provider_status": status, "reconciled": was},
+                at=now,
+            )
+    if delivery is None or status not in registry.REPORT_STATUSES:
         return
     report = registry.spec(delivery.channel).reports.get(status)
     if report is None:

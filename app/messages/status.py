@@ -1,7 +1,7 @@
 """The statuses of messages, deliveries and history steps (the database refuses any other: ``status_known``).
 
 The columns stay ``text``; these enums are the values, and the check constraints on ``messages``,
-``deliveries`` and ``message_events`` are built from them (migration 0015).
+``deliveries`` and ``message_events`` are built from them (migrations 0015 and 0017).
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ class DeliveryStatus(enum.StrEnum):
     """Given up: a permanent error, attempts used up, a provider's failure report, or its data gone."""
     BLOCKED_AT_SEND = "blocked_at_send"
     """The send gate refused at send time (consent withdrawn since queueing, …): nothing was sent."""
+    UNKNOWN = "unknown"
+    """A marketing delivery whose provider call was in flight when its worker died: perhaps sent, never re-sent
+    (at most once). A provider's status callback that names it settles it (``sent``, ``delivered``, ``failed``)."""
 
 
 class MessageStatus(enum.StrEnum):
@@ -47,6 +50,8 @@ class Step(enum.StrEnum):
     RETRY_SCHEDULED = "retry_scheduled"
     WAITING_FOR_SEND_WINDOW = "waiting_for_send_window"
     NO_ELIGIBLE_CHANNEL = "no_eligible_channel"
+    UNKNOWN = "unknown"
+    """The provider call was in flight when its worker died (marketing: not re-sent, see :class:`DeliveryStatus`)."""
 
 
 def step_of(status: DeliveryStatus | MessageStatus) -> Step:

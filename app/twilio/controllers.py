@@ -140,4 +140,5 @@ class TwilioWebhookController(Controller):
             workspace, params = await _authenticated(request, settings, keys, db, workspace_id, our_number="From")
             names = ("MessageSid", "MessageStatus", "ErrorCode", "To", "From")
             fields = {name: _one(params, name, required=name in {"MessageSid", "MessageStatus"}) for name in names}
+            fields["delivery"] = request.query_params.get("delivery", "")  # our status_callback URL names it
             await service.handle_status(db, workspace_id, workspace, fields)

@@ -169,7 +169,12 @@ async def handle_status(
     ):
         return False
     await messages.record_provider_status(
-        session, workspace_id, params["MessageSid"], params["MessageStatus"], error_code
+        session,
+        workspace_id,
+        params["MessageSid"],
+        params["MessageStatus"],
+        error_code,
+        delivery_id=_uuid_or_none(params.get("delivery")),
     )
     if error_code == ERROR_STOPPED and params.get("To"):
         try:
@@ -274,3 +279,11 @@ def _evidence(message: Inbound, reading: Classification) -> dict[str, Any]:
         if (value := message.first(name)) is not None:
             evidence[name] = value
     return evidence
+
+
+def _uuid_or_none(value: str | None) -> uuid.UUID | None:
+    """The delivery id our status callback URL carries (anything else: none)."""
+    try:
+        return uuid.UUID(value) if value else None
+    except ValueError:
+        return None

@@ -48,7 +48,8 @@ class WebhookSubscriptionController(Controller):
         `contact_id`, `external_id`, `contact_point_id`, `channel`, `purpose`, `trigger`, `from_state`, `to_state`,
         `legal_basis`, `occurred_at` (no address). `message.status` carries each step of a message's history:
         `message_id`, `delivery_id`, `contact_id`, `external_id`, `purpose`, `channel`, `status` (`queued`, `sent`,
-        `delivered`, `failed`, `blocked_at_send`, `retry_scheduled`, …), `provider_message_id`, `error`, `at`.
+        `delivered`, `failed`, `blocked_at_send`, `retry_scheduled`, `unknown`, …), `provider_message_id`, `error`,
+        `at`.
         """
         async with db.begin():
             return await service.create(

@@ -589,6 +589,101 @@ async def test_an_expired_lease_is_taken_over_and_the_late_worker_writes_nothing
     assert shown["deliveries"][0]["attempts"] == 2
 
 
+async def crash_during_the_call(dispatcher, providers, session, *, expire=True):
+    """Run a batch, and let its worker die while the provider call is under way (its lease then runs out)."""
+    providers["twilio"].replies = [2.0]  # answered too late for the worker
+    batch = asyncio.create_task(dispatcher.run_once())
+    for _ in range(200):
+        if providers["twilio"].requests:
+            break
+        await asyncio.sleep(0.01)
+    batch.cancel()  # dies: the call's in-flight mark is committed, its outcome never written
+    with pytest.raises(asyncio.CancelledError):
+        await batch
+    [delivery] = (await session.scalars(select(Delivery))).all()
+    assert (delivery.status, delivery.in_flight_at is not None) == ("sending", True)
+    if expire:
+        await session.execute(update(Delivery).values(lease_until=utcnow() - timedelta(seconds=1)))
+        await session.commit()
+
+
+async def test_marketing_in_flight_at_a_crash_becomes_unknown_and_is_never_sent_again(
+    client, world, providers, dispatcher, session
+):
+    body = (await send(client, world, ["sms"])).json()
+    await crash_during_the_call(dispatcher, providers, session)
+    assert await dispatcher.run_once() == 1
+    assert await dispatcher.run_once() == 0, "nothing left to send"
+    assert len(providers["twilio"].requests) == 1, "at most once: not sent again"
+    shown = await detail(client, world, body["message_id"])
+    assert shown["status"] == "unknown"
+    assert shown["deliveries"][0]["status"] == "unknown"
+    assert "in flight" in shown["deliveries"][0]["last_error"]
+    assert [h["status"] for h in shown["history"]] == ["queued", "sending", "unknown"]
+
+
+async def test_transactional_in_flight_at_a_crash_is_sent_again_once(client, world, providers, dispatcher, session):
+    body = (await send(client, world, ["sms"], purpose="orders")).json()
+    await crash_during_the_call(dispatcher, providers, session)
+    assert await dispatcher.run_once() == 1
+    assert await dispatcher.run_once() == 0
+    assert len(providers["twilio"].requests) == 2, "at least once: sent again, once"
+    shown = await detail(client, world, body["message_id"])
+    assert shown["status"] == "sent"
+    assert shown["deliveries"][0]["attempts"] == 2
+    [delivery] = (await session.scalars(select(Delivery))).all()
+    await session.refresh(delivery)
+    assert delivery.in_flight_at is None, "cleared with the outcome"
+
+
+async def test_a_twilio_report_naming_an_unknown_delivery_settles_it(client, world, providers, dispatcher, session):
+    from twilio.request_validator import RequestValidator  # noqa: PLC0415
+
+    body = (await send(client, world, ["sms"])).json()
+    await crash_during_the_call(dispatcher, providers, session)
+    await dispatcher.run_once()
+    [delivery] = (await session.scalars(select(Delivery))).all()
+    path = f"/webhooks/twilio/{delivery.workspace_id}/status"
+
+    async def report(sid, status, query):
+        params = {"MessageSid": sid, "MessageStatus": status, "AccountSid": ACCOUNT, "To": PHONE, "From": SENDER}
+        url = f"https://consent.example.com{path}{query}"
+        signature = RequestValidator(TOKEN).compute_signature(url, params)
+        response = await client.post(f"{path}{query}", data=params, headers={"X-Twilio-Signature": signature})
+        assert response.status_code == 204, response.text
+
+    # the status callback URL names the delivery (tests/unit/test_channel_registry.py)
+    await report("SMelsewhere", "delivered", "")  # names no delivery: an unknown one stays unknown
+    assert (await detail(client, world, body["message_id"]))["status"] == "unknown"
+    await report("SMlate", "delivered", f"?delivery={delivery.id}")
+    shown = await detail(client, world, body["message_id"])
+    assert shown["status"] == "delivered"
+    assert shown["deliveries"][0]["provider_message_id"] == "SMlate"
+    assert [h["status"] for h in shown["history"]] == ["queued", "sending", "unknown", "sent", "delivered"]
+    assert len(providers["twilio"].requests) == 1
+
+
+async def test_a_twilio_report_for_a_delivery_still_in_flight_settles_it_before_its_lease_runs_out(
+    client, world, providers, dispatcher, session
+):
+    from twilio.request_validator import RequestValidator  # noqa: PLC0415
+
+    body = (await send(client, world, ["sms"])).json()
+    await crash_during_the_call(dispatcher, providers, session, expire=False)
+    [delivery] = (await session.scalars(select(Delivery))).all()
+    path = f"/webhooks/twilio/{delivery.workspace_id}/status?delivery={delivery.id}"
+    params = {"MessageSid": "SMearly", "MessageStatus": "sent", "AccountSid": ACCOUNT, "To": PHONE, "From": SENDER}
+    signature = RequestValidator(TOKEN).compute_signature(f"https://consent.example.com{path}", params)
+    response = await client.post(path, data=params, headers={"X-Twilio-Signature": signature})
+    assert response.status_code == 204, response.text
+    await session.execute(update(Delivery).values(lease_until=utcnow() - timedelta(seconds=1)))
+    await session.commit()
+    assert await dispatcher.run_once() == 0, "settled: nothing to take over"
+    shown = await detail(client, world, body["message_id"])
+    assert (shown["status"], shown["deliveries"][0]["provider_message_id"]) == ("sent", "SMearly")
+    assert len(providers["twilio"].requests) == 1
+
+
 async def test_twilio_delivery_reports_complete_the_history(client, world, providers, dispatcher):
     from twilio.request_validator import RequestValidator  # noqa: PLC0415
 

@@ -118,7 +118,10 @@ def test_sms_and_whatsapp_come_from_their_own_sender_with_twilios_status_callbac
         )
     )
     assert known.sender == sender
-    assert known.extras == {"status_callback": f"https://c.example/webhooks/twilio/{WORKSPACE}/status"}
+    assert known.extras == {
+        "status_callback": f"https://c.example/webhooks/twilio/{WORKSPACE}/status"
+        "?delivery=01900000-0000-7000-8000-0000000000d1"
+    }, "the delivery is named, so that a report can settle an unknown outcome"
     unknown = registry.spec(channel).compose(sending(channel, tmp_path, settings=settings))
     assert unknown.extras == {}, "no callback to a URL the world may not reach"
 

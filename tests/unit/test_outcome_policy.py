@@ -1,9 +1,13 @@
-"""The one HTTP-status policy of the provider adapters (channel_providers.base.outcome_for_status)."""
+"""The one HTTP-status policy of the provider adapters (channel_providers.base.outcome_for_status), and what
+becomes of a delivery whose provider call was in flight when its worker died (app.messages.policy)."""
 
 from __future__ import annotations
 
 import pytest
 
+from app.domain.model import PurposeKind
+from app.messages.policy import AfterCrash, after_crash
+from app.messages.status import DeliveryStatus
 from channel_providers.base import Outcome, outcome_for_status
 
 
@@ -71,3 +75,13 @@ def test_extra_statuses_cannot_turn_a_success_into_a_failure():
 )
 def test_the_adapters_provider_rules(rules, status, expected):
     assert outcome_for_status(status, **rules) is expected
+
+
+def test_in_flight_at_a_crash_marketing_is_at_most_once_and_transactional_at_least_once():
+    assert after_crash(PurposeKind.MARKETING) is AfterCrash.UNKNOWN
+    assert after_crash(PurposeKind.TRANSACTIONAL) is AfterCrash.RESEND
+
+
+def test_every_purpose_kind_has_a_crash_policy_and_unknown_is_a_delivery_status():
+    assert {after_crash(kind) for kind in PurposeKind} <= set(AfterCrash)
+    assert AfterCrash.UNKNOWN.value == DeliveryStatus.UNKNOWN.value

@@ -1,0 +1,230 @@
+"""A worker dying while one provider call is slow: nothing the provider answered is sent again (issue 16, no. 11).
+
+Against a database of its own (workers and concurrent checks need real, committed rows and a pool) and a local
+server speaking Twilio's Messages API, where a body containing ``hang`` is answered only after a long pause the
+first time. The fault test kills a real ``consent worker`` with SIGKILL while such a call is under way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+
+import msgspec
+import pytest
+from aiohttp import web
+from sqlalchemy import func, select, update
+
+from app.channels.adapters import Adapters
+from app.lib.db import Database, migrate
+from app.lib.keys import Keys
+from app.main import mail_sender
+from app.messages import service as messages
+from app.messages.dispatcher import DispatchConfig, Dispatcher
+from app.messages.models import Delivery, Message
+from app.messages.schemas import MessageIn
+from app.settings import Settings, TwilioDefaults
+from app.workspaces import service as workspaces
+from tests.conftest import TEST_SECRET, local_http
+
+pytestmark = pytest.mark.slow
+
+CONSENT = str(Path(sys.executable).parent / "consent")
+ACCOUNT = "AC" + "fe" * 16
+TOKEN = "q" * 32
+
+
+class StandIn:
+    """Twilio's Messages API: answers at once, except a body containing 'hang' the first time (after ``hang`` s)."""
+
+    def __init__(self) -> None:
+        self.bodies: list[str] = []
+        self.hang = 60.0
+        self.url = ""
+
+    async def create(self, request: web.Request) -> web.Response:
+        form = dict(await request.post())
+        body = str(form["Body"])
+        self.bodies.append(body)
+        if "hang" in body and self.bodies.count(body) == 1:
+            await asyncio.sleep(self.hang)
+        return web.json_response({"sid": f"SM{len(self.bodies):032x}", "status": "queued"}, status=201)
+
+
+@pytest.fixture
+async def stand_in():
+    handler = StandIn()
+    application = web.Application()
+    application.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", handler.create)
+    async with local_http(application) as url:
+        handler.url = url
+        yield handler
+
+
+@pytest.fixture
+async def world(pg_server):
+    """A database of its own: a workspace sending SMS, Jane's number opted in to 'news' (marketing); 'orders'."""
+    url = await pg_server.create_database("consent_dispatch_crash")
+    database = Database.from_url(url, pool_size=4)
+    await migrate(database.engine)
+    from app.domain.model import ActorType, Trigger  # noqa: PLC0415
+    from app.ledger import repository  # noqa: PLC0415
+    from app.ledger.service import Actor, Change, add_point, apply_changes  # noqa: PLC0415
+    from app.purposes import service as purposes  # noqa: PLC0415
+    from app.workspaces import repository as workspace_repository  # noqa: PLC0415
+
+    async with database.sessionmaker() as session, session.begin():
+        workspace = await workspaces.create_workspace(session, "Acme")
+        await workspace_repository.save_settings(
+            session, workspace.id, {"phone": {"sms_from": "+4930123456789"}, "send_windows": {}}
+        )
+        news = await purposes.create_purpose(session, workspace.id, "news", "News", "marketing")
+        await purposes.create_purpose(session, workspace.id, "orders", "Orders", "transactional")
+        contact = await repository.add_contact(session, workspace.id, "jane", "de", "Europe/Berlin")
+        point = await add_point(
+            session, Keys(TEST_SECRET), workspace.id, contact_id=contact.id, channel="sms", value="+4915123456789"
+        )
+        await apply_changes(
+            session, workspace.id, [Change(point, news.id, Trigger.START_WORD)], Actor(ActorType.SYSTEM)
+        )
+
+    async def enqueue(texts, purpose="news"):
+        async with database.sessionmaker() as session, session.begin():
+            for text in texts:
+                await messages.create_message(
+                    session,
+                    workspace.id,
+                    msgspec.convert(
+                        {"contact": "jane", "purpose": purpose, "route": ["sms"], "content": {"sms": {"text": text}}},
+                        MessageIn,
+                    ),
+                )
+
+    async def by_text():
+        """Every delivery by its message's text: (status, attempts, in_flight_at)."""
+        async with database.sessionmaker() as session:
+            rows = await session.execute(
+                select(Message.content, Delivery.status, Delivery.attempts, Delivery.in_flight_at).join(
+                    Message, Message.id == Delivery.message_id
+                )
+            )
+            return {content["sms"]["text"]: (status, attempts, mark) for content, status, attempts, mark in rows}
+
+    try:
+        yield {"url": url, "database": database, "enqueue": enqueue, "by_text": by_text}
+    finally:
+        await database.dispose()
+        await pg_server.drop_database(url)
+
+
+async def wait_for(predicate, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await predicate():
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+def start_worker(url, stand_in, *args):
+    env = {
+        **os.environ,
+        "DATABASE_URL": url.replace("+asyncpg", ""),
+        "CONSENT_SECRET_KEY": TEST_SECRET.hex(),
+        "TWILIO_ACCOUNT_SID": ACCOUNT,
+        "TWILIO_AUTH_TOKEN": TOKEN,
+        "TWILIO_API_BASE_URL": stand_in.url,
+        "CONSENT_LOG_FORMAT": "json",
+    }
+    return subprocess.Popen([CONSENT, "worker", *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+@pytest.fixture
+async def dispatcher(world, stand_in, tmp_path):
+    """A dispatcher in this process (what ``consent worker`` runs), sending through the stand-in."""
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        secret_key=TEST_SECRET,
+        twilio=TwilioDefaults(account_sid=ACCOUNT, auth_token=TOKEN, api_base_url=stand_in.url),
+    )
+    keys = Keys(TEST_SECRET)
+    adapters = Adapters(settings, keys, mail_sender(settings))
+    config = DispatchConfig(concurrency=4, deadline=10.0)
+    yield Dispatcher(world["database"], keys, settings, adapters, config=config)
+    await adapters.aclose()
+
+
+async def test_each_outcome_is_written_as_its_call_returns_not_after_a_slow_sibling(world, stand_in, dispatcher):
+    stand_in.hang = 4.0
+    await world["enqueue"](["hang-1", "quick-1", "quick-2"])
+    batch = asyncio.create_task(dispatcher.run_once())
+    try:
+
+        async def quick_ones_sent():
+            shown = await world["by_text"]()
+            return shown["quick-1"][0] == shown["quick-2"][0] == "sent"
+
+        assert await wait_for(quick_ones_sent, timeout=3.0), "answered deliveries wait for their slow sibling"
+        assert not batch.done(), "the slow call is still under way"
+        assert (await world["by_text"]())["hang-1"][0] == "sending"
+    finally:
+        assert await batch == 3
+    assert {text: status for text, (status, _, _) in (await world["by_text"]()).items()} == {
+        "hang-1": "sent",
+        "quick-1": "sent",
+        "quick-2": "sent",
+    }
+
+
+async def test_a_worker_sigkilled_during_a_slow_call_sends_nothing_answered_again(world, stand_in, dispatcher):
+    quick = [f"msg-{n}" for n in range(20)]
+    await world["enqueue"](quick)
+    await world["enqueue"](["hang-news"])
+    await world["enqueue"](["hang-order"], purpose="orders")
+    # one batch (twice the concurrency) holds all 22; the two slow calls outlast the kill (deadline 4 s)
+    worker = start_worker(world["url"], stand_in, "--concurrency", "16", "--lease-seconds", "5", "--deadline", "4")
+    try:
+
+        async def all_called():
+            return len(stand_in.bodies) == 22
+
+        assert await wait_for(all_called), stand_in.bodies
+
+        async def answered_recorded():
+            shown = await world["by_text"]()
+            return all(shown[text][0] == "sent" for text in quick)
+
+        await wait_for(answered_recorded, timeout=1.5)  # not asserted here: what counts is what is sent again
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=10)
+    killed = await world["by_text"]()
+    assert killed["hang-news"][0] == killed["hang-order"][0] == "sending"
+    assert killed["hang-news"][2] is not None, "the call in flight left its mark"
+
+    # the killed worker's leases run out (shortened here); any worker then takes its deliveries over
+    async with world["database"].sessionmaker() as session, session.begin():
+        await session.execute(update(Delivery).values(lease_until=func.now() - timedelta(seconds=1)))
+
+    async def settled():
+        await dispatcher.run_once()
+        return all(status not in {"queued", "sending"} for status, _, _ in (await world["by_text"]()).values())
+
+    assert await wait_for(settled), await world["by_text"]()
+    calls = Counter(stand_in.bodies)
+    resent = sorted(text for text in quick if calls[text] > 1)
+    assert resent == [], f"{len(resent)} answered deliveries were sent again"
+    assert calls["hang-news"] == 1, "marketing: at most once"
+    assert calls["hang-order"] == 2, "transactional: at least once, sent again once"
+    final = await world["by_text"]()
+    assert final["hang-news"][:2] == ("unknown", 2)
+    assert final["hang-order"][:2] == ("sent", 2)
+    assert all(final[text][:2] == ("sent", 1) for text in quick)
+    assert all(mark is None for _, _, mark in final.values()), "every mark cleared with its outcome"
