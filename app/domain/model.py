@@ -79,8 +79,33 @@ class Reachability(enum.StrEnum):
     EXPIRED = "expired"
 
 
+class Verification(enum.StrEnum):
+    """How an address came to be known as the contact's own (contact_points.verified_via).
+
+    Transactional messages go only to verified addresses: a form (``signup`` key) can name any address for any
+    ``external_id``, so an address it brings is not the contact's until the address itself proves it (the
+    confirmation link, a start word from the number, the device's permission) or the tenant's own records say
+    so (a key that may write consents: import, API).
+    """
+
+    CONFIRMED = "confirmed"
+    START_WORD = "start_word"
+    PERMISSION = "permission"
+    API = "api"
+
+
+#: Ledger triggers that verify the address they are recorded for: its channel's own proof, or an import (scope
+#: ``consents:write``: the tenant's records name the address for the contact).
+VERIFYING_TRIGGERS: dict[Trigger, Verification] = {
+    Trigger.CONFIRM: Verification.CONFIRMED,
+    Trigger.START_WORD: Verification.START_WORD,
+    Trigger.PERMISSION_GRANTED: Verification.PERMISSION,
+    Trigger.IMPORT: Verification.API,
+}
+
+
 class PurposeKind(enum.StrEnum):
-    """Marketing needs permission; transactional needs reachability and no 'everything' suppression."""
+    """Marketing needs permission; transactional needs a verified, reachable address and no 'everything' suppression."""
 
     MARKETING = "marketing"
     TRANSACTIONAL = "transactional"
