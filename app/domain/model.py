@@ -79,13 +79,13 @@ class Reachability(enum.StrEnum):
     EXPIRED = "expired"
 
 
-class Verification(enum.StrEnum):
-    """How an address came to be known as the contact's own (contact_points.verified_via).
+class VerifiedVia(enum.StrEnum):
+    """How an address became known to be its contact's.
 
-    Transactional messages go only to verified addresses: a form (``signup`` key) can name any address for any
-    ``external_id``, so an address it brings is not the contact's until the address itself proves it (the
-    confirmation link, a start word from the number, the device's permission) or the tenant's own records say
-    so (a key that may write consents: import, API).
+    `confirmed`: the email confirmation link; `start_word`: texted from the number; `permission`: the push
+    permission of the device or browser; `api`: a key that may write consents (import, API). Transactional
+    messages go only to verified addresses: a form's `signup` key can name any address for any `external_id`, so
+    an address it brings is not the contact's until its own proof comes.
     """
 
     CONFIRMED = "confirmed"
@@ -96,11 +96,11 @@ class Verification(enum.StrEnum):
 
 #: Ledger triggers that verify the address they are recorded for: its channel's own proof, or an import (scope
 #: ``consents:write``: the tenant's records name the address for the contact).
-VERIFYING_TRIGGERS: dict[Trigger, Verification] = {
-    Trigger.CONFIRM: Verification.CONFIRMED,
-    Trigger.START_WORD: Verification.START_WORD,
-    Trigger.PERMISSION_GRANTED: Verification.PERMISSION,
-    Trigger.IMPORT: Verification.API,
+VERIFYING_TRIGGERS: dict[Trigger, VerifiedVia] = {
+    Trigger.CONFIRM: VerifiedVia.CONFIRMED,
+    Trigger.START_WORD: VerifiedVia.START_WORD,
+    Trigger.PERMISSION_GRANTED: VerifiedVia.PERMISSION,
+    Trigger.IMPORT: VerifiedVia.API,
 }
 
 

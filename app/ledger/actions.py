@@ -26,7 +26,7 @@ from app.domain.model import (
     SuppressionReason,
     SuppressionScope,
     Trigger,
-    Verification,
+    VerifiedVia,
 )
 from app.ledger import repository
 from app.ledger.models import Consent, ConsentEvent, Contact, ContactPoint, Suppression
@@ -125,7 +125,7 @@ async def object_to_marketing(
                 channel=Channel.PRINT,
                 value=value,
                 details=postal_details(address),
-                verified=Verification.API,  # objections come from keys that may write consents
+                verified=VerifiedVia.API,  # objections come from keys that may write consents
             )
         elif contact is None:
             contact = await repository.get_contact(session, point.contact_id)
@@ -187,7 +187,7 @@ async def add_postal_address(
         channel=Channel.PRINT,
         value=value,
         details=postal_details(address),
-        verified=Verification.API,  # only keys that may write consents add postal addresses
+        verified=VerifiedVia.API,  # only keys that may write consents add postal addresses
     )
 
 

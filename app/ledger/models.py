@@ -27,7 +27,7 @@ from app.domain.model import (
     State,
     SuppressionReason,
     SuppressionScope,
-    Verification,
+    VerifiedVia,
 )
 from app.lib.orm import Base, CreatedAt, UUIDPrimaryKey
 
@@ -81,7 +81,7 @@ class ContactPoint(UUIDPrimaryKey, CreatedAt, Base):
         CheckConstraint(_one_of("reachability", Reachability), name="reachability_known"),
         CheckConstraint(
             f"(verified_at IS NULL AND verified_via IS NULL) OR "
-            f"(verified_at IS NOT NULL AND {_one_of('verified_via', Verification)})",
+            f"(verified_at IS NOT NULL AND {_one_of('verified_via', VerifiedVia)})",
             name="verified_known",
         ),
         Index("ix_contact_points_contact_id", "contact_id"),

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app.domain.chain import GENESIS
-from app.domain.model import Channel, State, SuppressionReason, SuppressionScope, Verification
+from app.domain.model import Channel, State, SuppressionReason, SuppressionScope, VerifiedVia
 from app.ledger.models import Consent, ConsentEvent, Contact, ContactPoint, LedgerHead, Suppression
 from app.lib.copystream import copy_rows, csv_cell
 from app.lib.ids import uuid7
@@ -81,7 +81,7 @@ async def add_contact_point(
     value: str,
     details: dict[str, Any],
     suppression_keys: list[bytes],
-    verified: Verification | None = None,
+    verified: VerifiedVia | None = None,
 ) -> ContactPoint:
     """Insert a contact point, or return the existing one with this value (it may belong to another contact)."""
     inserted: ContactPoint | None = await session.scalar(
@@ -107,7 +107,7 @@ async def add_contact_point(
     return existing
 
 
-async def mark_verified(session: AsyncSession, point_id: uuid.UUID, via: Verification, at: datetime) -> None:
+async def mark_verified(session: AsyncSession, point_id: uuid.UUID, via: VerifiedVia, at: datetime) -> None:
     """Record how the address was verified, unless it already was (the first proof stays)."""
     await session.execute(
         update(ContactPoint)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import msgspec
 
 from app.domain.identifiers import PostalAddress, normalise_postal
-from app.domain.model import Channel, ObjectionKind, Reachability, State, Verification
+from app.domain.model import Channel, ObjectionKind, Reachability, State, VerifiedVia
 from app.workspaces.settings import known_time_zone
 
 if TYPE_CHECKING:
@@ -151,7 +151,7 @@ class ContactPointOut(msgspec.Struct, kw_only=True):
     reachability: Reachability
     consents: list[ConsentOut]
     verified_at: datetime | None = None
-    verified_via: Verification | None = None
+    verified_via: VerifiedVia | None = None
 
 
 class ContactOut(msgspec.Struct, kw_only=True):

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.chain import ChainFields, event_hash, new_personal, personal_digest
-from app.domain.model import VERIFYING_TRIGGERS, WITHDRAWN_STATES, ActorType, Channel, State, Trigger, Verification
+from app.domain.model import VERIFYING_TRIGGERS, WITHDRAWN_STATES, ActorType, Channel, State, Trigger, VerifiedVia
 from app.domain.transitions import Rule, TransitionNotAllowed, decide, decide_import
 from app.ledger import repository
 from app.ledger.models import Consent, Contact, ContactPoint
@@ -254,7 +254,7 @@ async def _verify(
     proof, which is what migration 0019 backfilled from). An import verifies even when the ledger already knew
     a later state and recorded nothing: the tenant's records still name the address for the contact.
     """
-    verified: dict[uuid.UUID, Verification] = {}
+    verified: dict[uuid.UUID, VerifiedVia] = {}
     for step in plan:
         change = changes[step.index]
         via = VERIFYING_TRIGGERS.get(change.trigger)
@@ -285,7 +285,7 @@ async def add_point(
     channel: str,
     value: str,
     details: dict[str, Any] | None = None,
-    verified: Verification | None = None,
+    verified: VerifiedVia | None = None,
 ) -> ContactPoint:
     """Create (or find) a contact point with the keys it is matched against suppressions by.
 

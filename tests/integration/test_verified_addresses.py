@@ -12,12 +12,17 @@ import json
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.channels.adapters import Adapters
+from app.domain.model import ActorType, State, Trigger
+from app.ledger.service import Actor, Change, apply_changes
 from app.lib.auth import Scope
+from app.lib.db import Database, downgrade, migrate
 from app.lib.keys import Keys
 from app.messages.dispatcher import DispatchConfig, Dispatcher
-from tests.conftest import TEST_SECRET
+from app.workspaces import service as workspaces
+from tests.conftest import TEST_SECRET, Ledger
 
 CUSTOMER_PHONE = "+4915123456789"
 ATTACKER = "mallory@evil.example"
@@ -241,3 +246,86 @@ async def test_a_queued_transactional_mail_to_an_address_no_longer_verified_is_b
     shown = await client.get(f"/v1/messages/{queued.json()['message_id']}", headers=shop["sender"])
     assert shown.json()["status"] == "blocked_at_send"
     assert shown.json()["history"][-1]["error"] == "unverified_address"
+
+
+async def _arrange_before_the_upgrade(database: Database) -> None:
+    """Addresses with every history the backfill tells apart, written by the code as it runs today."""
+    async with database.sessionmaker() as session, session.begin():
+        workspace = await workspaces.create_workspace(session, "Acme")
+        writer, _ = await workspaces.create_api_key(session, workspace.id, "crm", [Scope.CONSENTS_WRITE])
+        form, _ = await workspaces.create_api_key(session, workspace.id, "form", [Scope.SIGNUP])
+    ledger = Ledger(database, workspace.id)
+    newsletter = await ledger.purpose("newsletter")
+
+    async def point(channel, value):
+        return await ledger.point(channel, value, verified=None)  # what the point was before the upgrade: unknown
+
+    async def record(point, trigger, key=None, **change):
+        actor = Actor(ActorType.API_KEY, str(key.id)) if key else Actor(ActorType.SUBJECT)
+        async with database.sessionmaker() as session, session.begin():
+            await apply_changes(
+                session,
+                workspace.id,
+                [Change(point, change.pop("purpose_id", newsletter.id), trigger, {}, **change)],
+                actor,
+            )
+
+    signed_up = await point("email", "form-only@example.com")
+    await record(signed_up, Trigger.SIGNUP, form)
+    by_writer_form = await point("email", "writer-form@example.com")
+    await record(by_writer_form, Trigger.SIGNUP, writer)
+    confirmed = await point("email", "confirmed@example.com")
+    await record(confirmed, Trigger.SIGNUP, form)
+    await record(confirmed, Trigger.CONFIRM)
+    await record(confirmed, Trigger.UNSUBSCRIBE)
+    texted = await point("sms", "+4915100000001")
+    await record(texted, Trigger.START_WORD)
+    imported = await point("email", "imported@example.com")
+    await record(imported, Trigger.IMPORT, writer, target=State.OPTED_OUT)
+    await point("print", "postal-1")
+    await point("web_push", "https://push.example/sub-1")
+    device_of_writer = await point("app_push", "inst-writer")
+    await record(device_of_writer, Trigger.PERMISSION_DENIED, writer)
+    device_of_form = await point("app_push", "inst-form")
+    await record(device_of_form, Trigger.PERMISSION_DENIED, form)
+    granted = await point("app_push", "inst-granted")
+    await record(granted, Trigger.PERMISSION_GRANTED, form, notice=None)
+
+
+async def test_the_upgrade_verifies_what_the_ledger_proves_and_nothing_a_form_alone_brought(pg_server):
+    """Migration 0019's backfill: the ledger's proofs, postal and web push addresses, and consents:write keys."""
+    url = await pg_server.create_database("consent_verify_backfill")
+    engine = create_async_engine(url)
+    try:
+        await migrate(engine)
+        async with engine.connect() as conn:
+            transaction = await conn.begin()
+            await _arrange_before_the_upgrade(Database.bound_to(conn))
+            await transaction.commit()
+        await downgrade(engine, "-1")
+        await migrate(engine)
+        async with engine.connect() as conn:
+            rows = await conn.execute(text("SELECT value, verified_via, verified_at FROM contact_points"))
+            verified = {row.value: row.verified_via for row in rows}
+            proof = await conn.scalar(
+                text(
+                    "SELECT e.recorded_at = p.verified_at FROM consent_events e JOIN contact_points p"
+                    " ON p.id = e.contact_point_id WHERE p.value = 'confirmed@example.com' AND e.trigger = 'confirm'"
+                )
+            )
+        assert verified == {
+            "form-only@example.com": None,
+            "writer-form@example.com": None,
+            "confirmed@example.com": "confirmed",
+            "+4915100000001": "start_word",
+            "imported@example.com": "api",
+            "postal-1": "api",
+            "https://push.example/sub-1": "permission",
+            "inst-writer": "api",
+            "inst-form": None,
+            "inst-granted": "permission",
+        }
+        assert proof is True, "verified when the confirmation was recorded"
+    finally:
+        await engine.dispose()
+        await pg_server.drop_database(url)

@@ -40,7 +40,7 @@ from app.domain.model import (
     State,
     SuppressionScope,
     Trigger,
-    Verification,
+    VerifiedVia,
 )
 
 ORDER = [
@@ -123,7 +123,7 @@ def test_each_state_and_each_reachability_gives_its_reason():
 
 def test_only_the_addresss_own_proof_or_the_tenants_import_verifies_it():
     """How an address becomes verified (contact_points.verified_via), and that nothing else verifies it."""
-    assert sorted(v.value for v in Verification) == ["api", "confirmed", "permission", "start_word"]
+    assert sorted(v.value for v in VerifiedVia) == ["api", "confirmed", "permission", "start_word"]
     assert {t.value: v.value for t, v in VERIFYING_TRIGGERS.items()} == {
         "confirm": "confirmed",
         "start_word": "start_word",
