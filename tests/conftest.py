@@ -283,7 +283,10 @@ class Ledger:
         external_id: str | None = None,
         contact_id: uuid.UUID | None = None,
         details: dict[str, Any] | None = None,
+        verified: str | None = "api",
     ) -> Any:
+        """A contact point as a key that may write consents adds it (verified ``api``; ``None``: as a form does)."""
+        from app.domain.model import VerifiedVia  # noqa: PLC0415
         from app.ledger import repository  # noqa: PLC0415
         from app.ledger.service import add_point  # noqa: PLC0415
 
@@ -301,6 +304,7 @@ class Ledger:
                 channel=channel,
                 value=value,
                 details=details,
+                verified=VerifiedVia(verified) if verified else None,
             )
 
     async def opted_in_in_bulk(self, purpose_id: uuid.UUID, count: int) -> None:

@@ -1,12 +1,16 @@
 """The send gate: permitted AND reachable AND NOT suppressed AND inside the send window (DESIGN.md).
 
+Transactional messages need no permission, but an address proven to be the contact's (``verified``): a form's
+``signup`` key can attach any address to any ``external_id``, and an order mail must not follow it there.
+
 One function decides for one contact point; eligibility, audiences and (later) every send use it, and the
 audience export builds its SQL filter from the same tables below.
 
 Precedence when several reasons apply — the person's own expressed will first, then our records of it, then
 facts about the address, then time:
 ``objected`` > ``opted_out`` > ``suppressed`` > ``declined`` > ``expired`` > ``pending_confirmation`` >
-``no_consent`` > ``provider_blocked`` > ``undeliverable`` > ``address_expired`` > ``outside_send_window``.
+``no_consent`` > ``unverified_address`` > ``provider_blocked`` > ``undeliverable`` > ``address_expired`` >
+``outside_send_window``.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ class Reason(enum.StrEnum):
     EXPIRED = "expired"
     PENDING_CONFIRMATION = "pending_confirmation"
     NO_CONSENT = "no_consent"
+    UNVERIFIED_ADDRESS = "unverified_address"
     PROVIDER_BLOCKED = "provider_blocked"
     UNDELIVERABLE = "undeliverable"
     ADDRESS_EXPIRED = "address_expired"
@@ -51,6 +56,7 @@ PRECEDENCE: tuple[Reason, ...] = (
     Reason.EXPIRED,
     Reason.PENDING_CONFIRMATION,
     Reason.NO_CONSENT,
+    Reason.UNVERIFIED_ADDRESS,
     Reason.PROVIDER_BLOCKED,
     Reason.UNDELIVERABLE,
     Reason.ADDRESS_EXPIRED,
@@ -89,7 +95,11 @@ class ConsentFact:
 
 @dataclass(frozen=True, slots=True)
 class PointFacts:
-    """Everything the gate needs about one contact point."""
+    """Everything the gate needs about one contact point.
+
+    ``verified``: the address is known to be the contact's (``contact_points.verified_at`` is set); only
+    transactional purposes ask, marketing rests on the consent the address itself gave.
+    """
 
     id: uuid.UUID
     channel: Channel
@@ -99,6 +109,7 @@ class PointFacts:
     channel_consent: ConsentFact | None
     suppression_scopes: frozenset[SuppressionScope]
     timezone: str | None
+    verified: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,10 +166,7 @@ def decide_point(
     if SuppressionScope.ALL in facts.suppression_scopes:
         return GateDecision(eligible=False, reason=Reason.SUPPRESSED, evidence_event_id=event_id)
     if kind is PurposeKind.TRANSACTIONAL:
-        blocked = REACHABILITY_REASON[facts.reachability]
-        if blocked is not None:
-            return GateDecision(eligible=False, reason=blocked, evidence_event_id=event_id)
-        return GateDecision(eligible=True, reason=Reason.TRANSACTIONAL, evidence_event_id=event_id)
+        return _transactional(facts, event_id)
 
     state = consent.state if consent else State.NONE
     if facts.channel is Channel.PRINT:
@@ -182,6 +190,19 @@ def decide_point(
                 next_window_opens_at=opens,
             )
     return GateDecision(eligible=True, reason=permission, evidence_event_id=event_id)
+
+
+def _transactional(facts: PointFacts, event_id: uuid.UUID | None) -> GateDecision:
+    """A transactional purpose (no "everything" suppression, checked before): a verified, reachable address.
+
+    An unverified address is refused before its reachability is looked at: it may not be the contact's at all.
+    """
+    if not facts.verified:
+        return GateDecision(eligible=False, reason=Reason.UNVERIFIED_ADDRESS, evidence_event_id=event_id)
+    blocked = REACHABILITY_REASON[facts.reachability]
+    if blocked is not None:
+        return GateDecision(eligible=False, reason=blocked, evidence_event_id=event_id)
+    return GateDecision(eligible=True, reason=Reason.TRANSACTIONAL, evidence_event_id=event_id)
 
 
 def next_opening(window: Window, now: datetime, timezone: str) -> datetime | None:

@@ -79,8 +79,33 @@ class Reachability(enum.StrEnum):
     EXPIRED = "expired"
 
 
+class VerifiedVia(enum.StrEnum):
+    """How an address became known to be its contact's.
+
+    `confirmed`: the email confirmation link; `start_word`: texted from the number; `permission`: the push
+    permission of the device or browser; `api`: a key that may write consents (import, API). Transactional
+    messages go only to verified addresses: a form's `signup` key can name any address for any `external_id`, so
+    an address it brings is not the contact's until its own proof comes.
+    """
+
+    CONFIRMED = "confirmed"
+    START_WORD = "start_word"
+    PERMISSION = "permission"
+    API = "api"
+
+
+#: Ledger triggers that verify the address they are recorded for: its channel's own proof, or an import (scope
+#: ``consents:write``: the tenant's records name the address for the contact).
+VERIFYING_TRIGGERS: dict[Trigger, VerifiedVia] = {
+    Trigger.CONFIRM: VerifiedVia.CONFIRMED,
+    Trigger.START_WORD: VerifiedVia.START_WORD,
+    Trigger.PERMISSION_GRANTED: VerifiedVia.PERMISSION,
+    Trigger.IMPORT: VerifiedVia.API,
+}
+
+
 class PurposeKind(enum.StrEnum):
-    """Marketing needs permission; transactional needs reachability and no 'everything' suppression."""
+    """Marketing needs permission; transactional needs a verified, reachable address and no 'everything' suppression."""
 
     MARKETING = "marketing"
     TRANSACTIONAL = "transactional"

@@ -17,7 +17,7 @@ from app.lib.copystream import copy_rows, csv_cell
 _FACTS = text(
     """
     WITH pts AS (
-        SELECT cp.id, cp.contact_id, cp.channel, cp.value, cp.reachability, cp.suppression_keys
+        SELECT cp.id, cp.contact_id, cp.channel, cp.value, cp.reachability, cp.suppression_keys, cp.verified_at
           FROM contact_points cp
          WHERE cp.workspace_id = :workspace_id AND cp.contact_id = ANY(:contact_ids) AND cp.channel = ANY(:channels)
     ), sup AS (
@@ -28,7 +28,7 @@ _FACTS = text(
          WHERE s.scope <> 'purpose' OR s.purpose_id = :purpose_id
          GROUP BY pts.id
     )
-    SELECT pts.id, pts.contact_id, pts.channel, pts.value, pts.reachability, c.timezone,
+    SELECT pts.id, pts.contact_id, pts.channel, pts.value, pts.reachability, pts.verified_at, c.timezone,
            pc.state AS p_state, pc.since AS p_since, pc.last_event_id AS p_event,
            cc.state AS c_state, cc.since AS c_since, cc.last_event_id AS c_event,
            coalesce(sup.scopes, '{}') AS scopes
@@ -78,6 +78,7 @@ async def point_facts(
                 channel_consent=_consent(row.c_state, row.c_since, row.c_event),
                 suppression_scopes=frozenset(SuppressionScope(s) for s in row.scopes),
                 timezone=row.timezone,
+                verified=row.verified_at is not None,
             ),
         )
         for row in rows
@@ -126,7 +127,8 @@ def audience_sql(kind: PurposeKind, channels: Sequence[Channel], *, blocked_give
     """The send gate as a SQL filter over contact points (the send window is a send-time check, not applied).
 
     Built from the gate's own tables: which states permit, which reachability passes, which suppression
-    scopes block. A test compares its result with :func:`app.domain.gate.decide_point` on the same data.
+    scopes block; transactional purposes take verified addresses only. A test compares its result with
+    :func:`app.domain.gate.decide_point` on the same data.
     Parameters: $1 workspace, $2 purpose and, with ``blocked_given``, $3 the ids :func:`blocked_sql` found
     (as a literal array PostgreSQL hashes once; else they are found by a subquery in the same statement).
     The rows come in no particular order: sorting a million rows would hold the first byte back until the
@@ -137,7 +139,7 @@ def audience_sql(kind: PurposeKind, channels: Sequence[Channel], *, blocked_give
         "CASE WHEN cc.since IS NOT NULL AND (pc.since IS NULL OR cc.since > pc.since) THEN cc.state ELSE pc.state END"
     )
     if kind is PurposeKind.TRANSACTIONAL:
-        permission = "TRUE"
+        permission = "cp.verified_at IS NOT NULL"  # an address a form attached is not the contact's until verified
     else:
         permission = (
             f"CASE WHEN cp.channel = 'print' THEN coalesce({effective}, 'none') <> '{State.OBJECTED.value}' "
@@ -270,7 +272,7 @@ WITH p AS (SELECT id, kind FROM purposes WHERE workspace_id = $1 AND key = $2),
            (SELECT id, timezone, 1 AS rank FROM contacts WHERE workspace_id = $1 AND external_id = $3)
            ORDER BY rank LIMIT 1)
 SELECT w.settings::text AS settings, p.id AS purpose_id, p.kind, c.id AS contact_id, c.timezone,
-       cp.id, cp.value, cp.reachability,
+       cp.id, cp.value, cp.reachability, cp.verified_at,
        pc.state AS p_state, pc.since AS p_since, pc.last_event_id AS p_event,
        cc.state AS c_state, cc.since AS c_since, cc.last_event_id AS c_event,
        ARRAY(SELECT DISTINCT s.scope FROM unnest(cp.suppression_keys) AS k(key)
@@ -307,6 +309,7 @@ async def single_facts(
             channel_consent=_consent(row["c_state"], row["c_since"], row["c_event"]),
             suppression_scopes=frozenset(SuppressionScope(s) for s in row["scopes"]),
             timezone=row["timezone"],
+            verified=row["verified_at"] is not None,
         )
         for row in rows
         if row["id"] is not None
@@ -335,9 +338,10 @@ WITH wanted AS (
       CROSS JOIN LATERAL (SELECT id, external_id, timezone FROM contacts
                            WHERE workspace_id = $1 AND external_id = r.ref OFFSET 0) c
 ), pts AS (
-    SELECT cp.id, cp.contact_id, cp.channel, cp.value, cp.reachability, cp.suppression_keys
+    SELECT cp.id, cp.contact_id, cp.channel, cp.value, cp.reachability, cp.suppression_keys, cp.verified_at
       FROM wanted w
-      CROSS JOIN LATERAL (SELECT id, contact_id, channel, value, reachability, suppression_keys FROM contact_points
+      CROSS JOIN LATERAL (SELECT id, contact_id, channel, value, reachability, suppression_keys, verified_at
+                            FROM contact_points
                            WHERE contact_id = w.contact_id AND workspace_id = $1 AND channel = ANY($4::text[])
                           OFFSET 0) cp
 ), sup AS (
@@ -348,7 +352,7 @@ WITH wanted AS (
      GROUP BY pts.id
 )
 SELECT w.contact_id, w.external_id, w.timezone,
-       pts.id, pts.channel, pts.value, pts.reachability,
+       pts.id, pts.channel, pts.value, pts.reachability, pts.verified_at,
        pc.state AS p_state, pc.since AS p_since, pc.last_event_id AS p_event,
        cc.state AS c_state, cc.since AS c_since, cc.last_event_id AS c_event,
        sup.scopes
@@ -413,6 +417,7 @@ async def batch_facts(
                 else ConsentFact(_STATES[c_state], row["c_since"], row["c_event"]),
                 suppression_scopes=frozenset(_SCOPES[s] for s in scopes) if scopes else _NO_SCOPES,
                 timezone=row["timezone"],
+                verified=row["verified_at"] is not None,
             )
         )
     resolved = {ref: by_id.get(ref) or by_external[ref] for ref in refs if ref in by_id or ref in by_external}

@@ -26,6 +26,7 @@ from app.domain.model import (
     SuppressionReason,
     SuppressionScope,
     Trigger,
+    VerifiedVia,
 )
 from app.ledger import repository
 from app.ledger.models import Consent, ConsentEvent, Contact, ContactPoint, Suppression
@@ -124,6 +125,7 @@ async def object_to_marketing(
                 channel=Channel.PRINT,
                 value=value,
                 details=postal_details(address),
+                verified=VerifiedVia.API,  # objections come from keys that may write consents
             )
         elif contact is None:
             contact = await repository.get_contact(session, point.contact_id)
@@ -185,6 +187,7 @@ async def add_postal_address(
         channel=Channel.PRINT,
         value=value,
         details=postal_details(address),
+        verified=VerifiedVia.API,  # only keys that may write consents add postal addresses
     )
 
 

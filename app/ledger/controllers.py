@@ -14,7 +14,7 @@ from litestar.response import Stream
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.identifiers import mask
-from app.domain.model import ActorType, Channel, Reachability, State
+from app.domain.model import ActorType, Channel, Reachability, State, VerifiedVia
 from app.ledger import actions, repository
 from app.ledger.audit import verify_chain
 from app.ledger.models import Contact
@@ -84,6 +84,8 @@ async def _contact_out(db: AsyncSession, workspace_id: uuid.UUID, found: Contact
                 address=point.value,
                 address_masked=mask(channel, point.value),
                 reachability=Reachability(point.reachability),
+                verified_at=point.verified_at,
+                verified_via=VerifiedVia(point.verified_via) if point.verified_via else None,
                 consents=[
                     ConsentOut(
                         purpose=names.get(c.purpose_id) if c.purpose_id else None,

@@ -20,7 +20,15 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.domain.model import Channel, LegalBasis, Reachability, State, SuppressionReason, SuppressionScope
+from app.domain.model import (
+    Channel,
+    LegalBasis,
+    Reachability,
+    State,
+    SuppressionReason,
+    SuppressionScope,
+    VerifiedVia,
+)
 from app.lib.orm import Base, CreatedAt, UUIDPrimaryKey
 
 
@@ -60,11 +68,22 @@ class ContactPoint(UUIDPrimaryKey, CreatedAt, Base):
     #: The contact's ``external_id``, kept equal to it by triggers (migration 0009), never written by the code:
     #: the audience export reads it here instead of joining a million contacts (1M contacts: about 1.4 s of CPU).
     contact_external_id: Mapped[str | None] = mapped_column(Text)
+    #: When and how the address became known to be the contact's (``None``: not yet; migration 0019).
+    #: Transactional messages go only to verified addresses: a form's ``signup`` key may name any address for any
+    #: ``external_id``; the address's own proof (confirmation, start word, permission) or the tenant's records
+    #: (import, API with ``consents:write``) verify it. Set once, never cleared.
+    verified_at: Mapped[datetime | None]
+    verified_via: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         UniqueConstraint("workspace_id", "channel", "value"),
         CheckConstraint(_one_of("channel", Channel), name="channel_known"),
         CheckConstraint(_one_of("reachability", Reachability), name="reachability_known"),
+        CheckConstraint(
+            f"(verified_at IS NULL AND verified_via IS NULL) OR "
+            f"(verified_at IS NOT NULL AND {_one_of('verified_via', VerifiedVia)})",
+            name="verified_known",
+        ),
         Index("ix_contact_points_contact_id", "contact_id"),
         # the audience export finds the suppressed addresses from the suppressions' side: one probe per
         # suppression instead of unnesting the keys of every address (1M contacts: 4.5 s -> 0.4 s)

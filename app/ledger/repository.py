@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app.domain.chain import GENESIS
-from app.domain.model import Channel, State, SuppressionReason, SuppressionScope
+from app.domain.model import Channel, State, SuppressionReason, SuppressionScope, VerifiedVia
 from app.ledger.models import Consent, ConsentEvent, Contact, ContactPoint, LedgerHead, Suppression
 from app.lib.copystream import copy_rows, csv_cell
 from app.lib.ids import uuid7
@@ -81,6 +81,7 @@ async def add_contact_point(
     value: str,
     details: dict[str, Any],
     suppression_keys: list[bytes],
+    verified: VerifiedVia | None = None,
 ) -> ContactPoint:
     """Insert a contact point, or return the existing one with this value (it may belong to another contact)."""
     inserted: ContactPoint | None = await session.scalar(
@@ -93,6 +94,8 @@ async def add_contact_point(
             value=value,
             details=details,
             suppression_keys=suppression_keys,
+            verified_at=None if verified is None else text("now()"),
+            verified_via=None if verified is None else verified.value,
         )
         .on_conflict_do_nothing(index_elements=["workspace_id", "channel", "value"])
         .returning(ContactPoint)
@@ -102,6 +105,16 @@ async def add_contact_point(
     existing = await find_contact_point(session, workspace_id, channel, value)
     assert existing is not None
     return existing
+
+
+async def mark_verified(session: AsyncSession, point_id: uuid.UUID, via: VerifiedVia, at: datetime) -> None:
+    """Record how the address was verified, unless it already was (the first proof stays)."""
+    await session.execute(
+        update(ContactPoint)
+        .where(ContactPoint.id == point_id, ContactPoint.verified_at.is_(None))
+        .values(verified_at=at, verified_via=via.value)
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def reload_point(session: AsyncSession, point_id: uuid.UUID) -> ContactPoint:

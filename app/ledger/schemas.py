@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import msgspec
 
 from app.domain.identifiers import EXTERNAL_ID_PATTERN, PostalAddress, normalise_postal
-from app.domain.model import Channel, ObjectionKind, Reachability, State
+from app.domain.model import Channel, ObjectionKind, Reachability, State, VerifiedVia
 from app.workspaces.settings import known_time_zone
 
 if TYPE_CHECKING:
@@ -148,7 +148,12 @@ class ConsentOut(msgspec.Struct, kw_only=True):
 
 
 class ContactPointOut(msgspec.Struct, kw_only=True):
-    """An address with its reachability and consents."""
+    """An address with its reachability and consents.
+
+    `verified_at`/`verified_via`: when and how the address became known to be the contact's (`confirmed`,
+    `start_word`, `permission`, `api`); transactional messages go only to verified addresses (`null`: an address a
+    form brought, not confirmed yet: eligibility answers `unverified_address`).
+    """
 
     id: uuid.UUID
     channel: Channel
@@ -156,6 +161,8 @@ class ContactPointOut(msgspec.Struct, kw_only=True):
     address_masked: str
     reachability: Reachability
     consents: list[ConsentOut]
+    verified_at: datetime | None = None
+    verified_via: VerifiedVia | None = None
 
 
 class ContactOut(msgspec.Struct, kw_only=True):

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.chain import ChainFields, event_hash, new_personal, personal_digest
-from app.domain.model import WITHDRAWN_STATES, ActorType, Channel, State, Trigger
+from app.domain.model import VERIFYING_TRIGGERS, WITHDRAWN_STATES, ActorType, Channel, State, Trigger, VerifiedVia
 from app.domain.transitions import Rule, TransitionNotAllowed, decide, decide_import
 from app.ledger import repository
 from app.ledger.models import Consent, Contact, ContactPoint
@@ -88,6 +88,7 @@ async def apply_changes(
     event_ids = await _append(
         session, workspace_id, changes=changes, consents=consents, plan=plan, actor=actor, now=now
     )
+    await _verify(session, changes, plan, event_ids, now)
     return [
         Applied(
             consent_id=consents[_key(changes[step.index])].id,
@@ -240,6 +241,29 @@ async def _append(
     return event_ids
 
 
+async def _verify(
+    session: AsyncSession,
+    changes: Sequence[Change],
+    plan: Sequence[_Step],
+    event_ids: Mapping[int, uuid.UUID],
+    now: datetime,
+) -> None:
+    """Mark the addresses the batch proved to be their contacts' (:data:`VERIFYING_TRIGGERS`) as verified.
+
+    A confirmation, start word or permission proves the address when it is recorded (the ledger then holds the
+    proof, which is what migration 0019 backfilled from). An import verifies even when the ledger already knew
+    a later state and recorded nothing: the tenant's records still name the address for the contact.
+    """
+    verified: dict[uuid.UUID, VerifiedVia] = {}
+    for step in plan:
+        change = changes[step.index]
+        via = VERIFYING_TRIGGERS.get(change.trigger)
+        if via is not None and (step.index in event_ids or change.trigger is Trigger.IMPORT):
+            verified.setdefault(change.contact_point.id, via)
+    for point_id, via in verified.items():
+        await repository.mark_verified(session, point_id, via, now)
+
+
 def _check_notice(change: Change) -> None:
     notice = change.notice
     if notice is None:
@@ -261,10 +285,16 @@ async def add_point(
     channel: str,
     value: str,
     details: dict[str, Any] | None = None,
+    verified: VerifiedVia | None = None,
 ) -> ContactPoint:
-    """Create (or find) a contact point with the keys it is matched against suppressions by."""
+    """Create (or find) a contact point with the keys it is matched against suppressions by.
+
+    ``verified``: how the caller knows the address is the contact's (a key that may write consents: ``api``);
+    ``None`` leaves a new address unverified (a form's address, until its own proof comes). An existing
+    address found by its value is marked verified too, as it was named for its contact again.
+    """
     details = details or {}
-    return await repository.add_contact_point(
+    point = await repository.add_contact_point(
         session,
         workspace_id,
         contact_id=contact_id,
@@ -272,7 +302,12 @@ async def add_point(
         value=value,
         details=details,
         suppression_keys=keys.point_keys(channel, value, details),
+        verified=verified,
     )
+    if verified is not None and point.verified_at is None and point.contact_id == contact_id:
+        await repository.mark_verified(session, point.id, verified, utcnow())
+        point = await repository.reload_point(session, point.id)
+    return point
 
 
 async def require_contact(session: AsyncSession, workspace_id: uuid.UUID, ref: str) -> Contact:

@@ -53,7 +53,13 @@ class PushController(Controller):
         """
         async with db.begin():
             return await service.report_installation(
-                db, keys, principal.workspace_id, installation_id, data, actor=_actor(principal)
+                db,
+                keys,
+                principal.workspace_id,
+                installation_id,
+                data,
+                actor=_actor(principal),
+                trusted=principal.allows(Scope.CONSENTS_WRITE),
             )
 
     @delete(

@@ -16,7 +16,7 @@ import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.identifiers import normalise_installation_id, normalise_push_endpoint
-from app.domain.model import Channel, PurposeKind, Reachability, State, Trigger
+from app.domain.model import Channel, PurposeKind, Reachability, State, Trigger, VerifiedVia
 from app.ledger import repository as ledger
 from app.ledger.actions import withdraw_point
 from app.ledger.models import ContactPoint
@@ -41,13 +41,22 @@ async def report_installation(
     data: AppInstallationIn,
     *,
     actor: Actor,
+    trusted: bool = False,
 ) -> PushPointOut:
-    """Record the installation, its token and the OS permission for the purposes (``PUT`` semantics)."""
+    """Record the installation, its token and the OS permission for the purposes (``PUT`` semantics).
+
+    The installation is verified (transactional pushes may go to it) once the OS reports a permission, or when
+    a key that may write consents (``trusted``) reports it: a ``signup`` key alone does not verify it.
+    """
     value = normalise_installation_id(installation_id)
     details = {"platform": data.platform, "token": data.token}
     point = await _point(
         session, keys, workspace_id, Channel.APP_PUSH, value, contact_ref=data.contact, details=details
     )
+    if data.permission in ("granted", "provisional"):
+        await ledger.mark_verified(session, point.id, VerifiedVia.PERMISSION, utcnow())
+    elif trusted:
+        await ledger.mark_verified(session, point.id, VerifiedVia.API, utcnow())
     evidence: dict[str, Any] = {
         **msgspec.to_builtins(data.evidence),
         "os_permission": data.permission,
@@ -110,6 +119,8 @@ async def subscribe(
     point = await _point(
         session, keys, workspace_id, Channel.WEB_PUSH, endpoint, contact_ref=data.contact, details=details
     )
+    # the browser made the subscription after the person allowed notifications: the endpoint is theirs
+    await ledger.mark_verified(session, point.id, VerifiedVia.PERMISSION, utcnow())
     evidence = {**msgspec.to_builtins(data.evidence), "browser_permission": "granted"}
     notices = [*([data.notice_id] if data.notice_id else []), *data.notice_ids]
     await _apply_permission(

@@ -82,7 +82,11 @@ async def sign_up(
 async def _contact_point(
     session: AsyncSession, keys: Keys, workspace_id: uuid.UUID, data: SignupIn, *, channel: Channel, value: str
 ) -> ContactPoint:
-    """The address's contact point; the address identifies the person, so a known one keeps its contact."""
+    """The address's contact point; the address identifies the person, so a known one keeps its contact.
+
+    A new address stays unverified, whichever contact it joins: a form may name any ``external_id``, so the
+    address is usable for transactional messages only once it proves itself (confirmation link, start word).
+    """
     point = await ledger.find_contact_point(session, workspace_id, channel, value)
     if point is not None:
         return point

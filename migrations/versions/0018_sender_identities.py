@@ -25,7 +25,6 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0018"
-# the lead re-chains this to 0017 on merge (0017 is another branch's); 0016 is main's head today
 down_revision: str | None = "0017"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

@@ -376,7 +376,9 @@ async def test_audience_sql_selects_exactly_what_the_gate_decides(
     points = []
     for i in range(60):
         channel = rng.choice(channels)
-        point = await ledger.point(channel.value, f"{channel.value}-{i}-{uuid.uuid4().hex[:6]}")
+        # half of them as a form brings them (unverified until confirmed, start word or permission)
+        verified = rng.choice(["api", None])
+        point = await ledger.point(channel.value, f"{channel.value}-{i}-{uuid.uuid4().hex[:6]}", verified=verified)
         points.append(point)
         for _ in range(rng.randint(0, 4)):
             purpose_id = rng.choice([newsletter.id, None])

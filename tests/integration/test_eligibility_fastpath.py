@@ -38,7 +38,10 @@ async def people(client, admin, ledger):
     await ledger.apply(pending, purpose.id, "signup")
     sms = await ledger.point("sms", "+4915100000009", external_id="phone")
     await ledger.apply(sms, purpose.id, "signup", "start_word")
-    return {"in": opted_in, "pending": pending, "phone": sms}
+    await ledger.purpose("orders", kind="transactional")
+    form = await ledger.point("email", "form@example.com", external_id="form", verified=None)  # as a form adds it
+    await ledger.apply(form, purpose.id, "signup")
+    return {"in": opted_in, "pending": pending, "phone": sms, "form": form}
 
 
 def without_time(body):
@@ -101,3 +104,21 @@ async def test_a_withdrawal_is_reflected_at_once_on_the_hot_path(client, reader,
     after = (await client.get("/v1/eligibility", params=query, headers=reader)).json()
     assert (after["eligible"], after["reason"]) == (False, "opted_out")
     assert len(served) == 2
+
+
+@pytest.mark.parametrize(("contact", "purpose"), [("form", "orders"), ("form", "newsletter"), ("in", "orders")])
+async def test_the_hot_path_answers_like_the_route_for_an_unverified_address(
+    client, reader, people, served, contact, purpose
+):
+    """Finding 21 (issue 16): both paths refuse transactional messages to an address a form brought."""
+    query = {"contact": contact, "channel": "email", "purpose": purpose}
+    fast = await client.get("/v1/eligibility", params=query, headers=reader)
+    routed = await client.get("/v1/eligibility", params={**query, "via": "route"}, headers=reader)
+    assert len(served) == 1, "the plain case took the hot path, the other one the route"
+    assert without_time(fast.json()) == without_time(routed.json())
+    expected = {
+        ("form", "orders"): (False, "unverified_address"),
+        ("form", "newsletter"): (False, "pending_confirmation"),
+        ("in", "orders"): (True, "transactional"),
+    }[contact, purpose]
+    assert (fast.json()["eligible"], fast.json()["reason"]) == expected

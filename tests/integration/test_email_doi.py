@@ -557,3 +557,22 @@ async def test_a_rate_limited_answer_is_not_kept_for_the_key(client, admin, form
     retry = await sign_up(client, keyed)
     assert retry.status_code == 429
     assert "idempotent-replayed" not in retry.headers, "429 says 'try again': the retry runs again"
+
+
+async def test_the_confirmation_link_verifies_the_address_for_transactional_mail(client, admin, form, inbox, ledger):
+    """Finding 21 (issue 16): a form's address is usable for order mails only once its owner confirmed it."""
+    await ledger.purpose("orders", kind="transactional")
+    contact_id = (await sign_up(client, form)).json()["contact_id"]
+    _, point = await consent_of(client, admin, contact_id)
+    assert (point["verified_at"], point["verified_via"]) == (None, None)
+    query = {"contact": contact_id, "channel": "email", "purpose": "orders"}
+    before = (await client.get("/v1/eligibility", params=query, headers=admin)).json()
+    assert (before["eligible"], before["reason"]) == (False, "unverified_address")
+
+    confirmed = await client.post(path_of(inbox.last_link()), headers={"User-Agent": "Mozilla/5.0 (person)"})
+    assert confirmed.status_code == 200
+    _, point = await consent_of(client, admin, contact_id)
+    assert point["verified_via"] == "confirmed"
+    assert point["verified_at"] is not None
+    after = (await client.get("/v1/eligibility", params=query, headers=admin)).json()
+    assert (after["eligible"], after["reason"]) == (True, "transactional")

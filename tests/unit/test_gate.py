@@ -33,6 +33,7 @@ def facts(
     reachability=Reachability.REACHABLE,
     scopes=(),
     timezone="Europe/Berlin",
+    verified=True,
 ):
     purpose = None if state is None else ConsentFact(state, T0, EVENT)
     level = None
@@ -48,6 +49,7 @@ def facts(
         channel_consent=level,
         suppression_scopes=frozenset(scopes),
         timezone=timezone,
+        verified=verified,
     )
 
 
@@ -111,6 +113,30 @@ def test_transactional_needs_no_consent_but_reachability_and_ignores_the_window(
         decide(facts(None, reachability=Reachability.UNDELIVERABLE), PurposeKind.TRANSACTIONAL).reason
         is Reason.UNDELIVERABLE
     )
+
+
+def test_transactional_needs_a_verified_address_marketing_does_not_ask():
+    """Finding 21 (issue 16): an address a form attached to a contact is not the contact's until verified."""
+    unverified = decide(facts(None, verified=False), PurposeKind.TRANSACTIONAL)
+    assert (unverified.eligible, unverified.reason) == (False, Reason.UNVERIFIED_ADDRESS)
+    opted_in = decide(facts(State.OPTED_IN, verified=False), PurposeKind.TRANSACTIONAL)
+    assert (opted_in.eligible, opted_in.reason) == (False, Reason.UNVERIFIED_ADDRESS), "consent is not proof"
+    assert opted_in.evidence_event_id == EVENT
+    assert decide(facts(State.OPTED_IN, verified=False)).reason is Reason.OPTED_IN, "marketing follows consent"
+    assert decide(facts(None, verified=True), PurposeKind.TRANSACTIONAL).reason is Reason.TRANSACTIONAL
+    # an unverified address that cannot be reached either: it may not be the contact's at all, which comes first;
+    # an "everything" suppression (the person's own will) comes before that
+    unreachable = facts(None, verified=False, reachability=Reachability.UNDELIVERABLE)
+    assert decide(unreachable, PurposeKind.TRANSACTIONAL).reason is Reason.UNVERIFIED_ADDRESS
+    everything = facts(None, verified=False, scopes=[SuppressionScope.ALL])
+    assert decide(everything, PurposeKind.TRANSACTIONAL).reason is Reason.SUPPRESSED
+
+
+def test_a_verified_address_wins_over_an_unverified_one_of_the_same_channel():
+    attached = decide(facts(None, verified=False), PurposeKind.TRANSACTIONAL)
+    own = decide(facts(None, verified=True), PurposeKind.TRANSACTIONAL)
+    assert strongest([attached, own]) is own
+    assert strongest([attached]) is attached
 
 
 def test_the_later_of_purpose_and_channel_level_consent_wins():

@@ -2,8 +2,10 @@
 
 permitted AND reachable AND NOT suppressed AND inside the send window; when several reasons apply, the
 strongest is answered: objected, opted_out, suppressed, declined, expired, pending_confirmation, no_consent,
-provider_blocked, undeliverable, address_expired, outside_send_window, no_contact_point. Transactional purposes
-need no consent, only reachability and no "everything" suppression, and ignore send windows.
+unverified_address, provider_blocked, undeliverable, address_expired, outside_send_window, no_contact_point.
+Transactional purposes need no consent, only a verified address (confirmed by its own channel or given by the
+tenant's records, never one a form brought), reachability and no "everything" suppression, and ignore send
+windows. Marketing does not ask whether the address is verified: the address's own consent decides.
 """
 
 from __future__ import annotations
@@ -30,7 +32,16 @@ from app.domain.gate import (
     is_suppressed,
     strongest,
 )
-from app.domain.model import Channel, PurposeKind, Reachability, State, SuppressionScope
+from app.domain.model import (
+    VERIFYING_TRIGGERS,
+    Channel,
+    PurposeKind,
+    Reachability,
+    State,
+    SuppressionScope,
+    Trigger,
+    VerifiedVia,
+)
 
 ORDER = [
     "objected",
@@ -40,6 +51,7 @@ ORDER = [
     "expired",
     "pending_confirmation",
     "no_consent",
+    "unverified_address",
     "provider_blocked",
     "undeliverable",
     "address_expired",
@@ -69,7 +81,16 @@ DAYTIME = Window(time(8), time(21))
 EVENT = uuid.UUID("01a20403-96cc-7247-94d2-bb2e46fed6b3")
 
 
-def point(state, *, channel=Channel.SMS, reachability=Reachability.REACHABLE, scopes=(), timezone=None, event=EVENT):
+def point(
+    state,
+    *,
+    channel=Channel.SMS,
+    reachability=Reachability.REACHABLE,
+    scopes=(),
+    timezone=None,
+    event=EVENT,
+    verified=True,
+):
     consent = None if state is None else ConsentFact(state, T0, event)
     return PointFacts(
         id=uuid.uuid4(),
@@ -80,6 +101,7 @@ def point(state, *, channel=Channel.SMS, reachability=Reachability.REACHABLE, sc
         channel_consent=None,
         suppression_scopes=frozenset(scopes),
         timezone=timezone,
+        verified=verified,
     )
 
 
@@ -97,6 +119,18 @@ def test_the_reasons_are_the_readmes_vocabulary():
 def test_each_state_and_each_reachability_gives_its_reason():
     assert {s.value: r.value for s, r in STATE_REASON.items()} == BY_STATE
     assert {a.value: (r.value if r else None) for a, r in REACHABILITY_REASON.items()} == BY_REACHABILITY
+
+
+def test_only_the_addresss_own_proof_or_the_tenants_import_verifies_it():
+    """How an address becomes verified (contact_points.verified_via), and that nothing else verifies it."""
+    assert sorted(v.value for v in VerifiedVia) == ["api", "confirmed", "permission", "start_word"]
+    assert {t.value: v.value for t, v in VERIFYING_TRIGGERS.items()} == {
+        "confirm": "confirmed",
+        "start_word": "start_word",
+        "permission_granted": "permission",
+        "import": "api",
+    }
+    assert Trigger.SIGNUP not in VERIFYING_TRIGGERS, "a form's signup is what must not verify"
 
 
 SCOPES = [(), (SuppressionScope.PURPOSE,), (SuppressionScope.ALL_MARKETING,), (SuppressionScope.ALL,)]
@@ -125,11 +159,10 @@ def expected_marketing(channel, state, reachability, scopes, now):
 @pytest.mark.parametrize("channel", [Channel.SMS, Channel.PRINT])
 @pytest.mark.parametrize("state", [None, *State])
 def test_every_combination_of_permission_suppression_reachability_and_window(channel, state):
-    for reachability, scopes, now in itertools.product(Reachability, SCOPES, [NOON, NIGHT]):
+    for reachability, scopes, now, verified in itertools.product(Reachability, SCOPES, [NOON, NIGHT], [True, False]):
         window = DAYTIME if channel is Channel.SMS else None
-        decision = decide(
-            point(state, channel=channel, reachability=reachability, scopes=scopes), now=now, window=window
-        )
+        facts = point(state, channel=channel, reachability=reachability, scopes=scopes, verified=verified)
+        decision = decide(facts, now=now, window=window)
         expected = expected_marketing(channel, state, reachability, scopes, now)
         assert (decision.eligible, decision.reason.value) == expected, (state, reachability, scopes, now)
         assert decision.evidence_event_id == (None if state is None else EVENT)
@@ -137,12 +170,16 @@ def test_every_combination_of_permission_suppression_reachability_and_window(cha
         assert decision.next_window_opens_at == (datetime(2026, 6, 11, 6, 0, tzinfo=UTC) if opens else None)
 
 
+@pytest.mark.parametrize("channel", [Channel.EMAIL, Channel.SMS, Channel.PRINT])
 @pytest.mark.parametrize("state", [None, *State])
-def test_transactional_needs_reachability_and_no_everything_suppression_only(state):
-    for reachability, scopes, now in itertools.product(Reachability, SCOPES, [NOON, NIGHT]):
-        decision = decide(point(state, reachability=reachability, scopes=scopes), PurposeKind.TRANSACTIONAL, now)
+def test_transactional_needs_a_verified_reachable_address_and_no_everything_suppression_only(channel, state):
+    for reachability, scopes, now, verified in itertools.product(Reachability, SCOPES, [NOON, NIGHT], [True, False]):
+        facts = point(state, channel=channel, reachability=reachability, scopes=scopes, verified=verified)
+        decision = decide(facts, PurposeKind.TRANSACTIONAL, now)
         if SuppressionScope.ALL in scopes:
             expected = (False, "suppressed")
+        elif not verified:
+            expected = (False, "unverified_address")
         elif BY_REACHABILITY[reachability.value]:
             expected = (False, BY_REACHABILITY[reachability.value])
         else:
@@ -166,6 +203,7 @@ def with_consents(purpose, channel_level):
         channel_consent=channel_level,
         suppression_scopes=frozenset(),
         timezone=None,
+        verified=True,
     )
 
 
