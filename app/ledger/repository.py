@@ -82,6 +82,7 @@ async def add_contact_point(
     details: dict[str, Any],
     suppression_keys: list[bytes],
     verified: VerifiedVia | None = None,
+    attached_by_form: bool = False,
 ) -> ContactPoint:
     """Insert a contact point, or return the existing one with this value (it may belong to another contact)."""
     inserted: ContactPoint | None = await session.scalar(
@@ -96,6 +97,7 @@ async def add_contact_point(
             suppression_keys=suppression_keys,
             verified_at=None if verified is None else text("now()"),
             verified_via=None if verified is None else verified.value,
+            attached_by_form=attached_by_form,
         )
         .on_conflict_do_nothing(index_elements=["workspace_id", "channel", "value"])
         .returning(ContactPoint)
@@ -108,10 +110,17 @@ async def add_contact_point(
 
 
 async def mark_verified(session: AsyncSession, point_id: uuid.UUID, via: VerifiedVia, at: datetime) -> None:
-    """Record how the address was verified, unless it already was (the first proof stays)."""
+    """Record how the address was verified, unless it already was (the first proof stays).
+
+    An address a form attached to an existing contact is verified only by the tenant's records (``api``): its own
+    proof shows control of the address, not that it is the contact's.
+    """
+    condition = [ContactPoint.id == point_id, ContactPoint.verified_at.is_(None)]
+    if via is not VerifiedVia.API:
+        condition.append(ContactPoint.attached_by_form.is_(False))
     await session.execute(
         update(ContactPoint)
-        .where(ContactPoint.id == point_id, ContactPoint.verified_at.is_(None))
+        .where(*condition)
         .values(verified_at=at, verified_via=via.value)
         .execution_options(synchronize_session=False)
     )

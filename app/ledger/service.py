@@ -286,12 +286,15 @@ async def add_point(
     value: str,
     details: dict[str, Any] | None = None,
     verified: VerifiedVia | None = None,
+    attached_by_form: bool = False,
 ) -> ContactPoint:
     """Create (or find) a contact point with the keys it is matched against suppressions by.
 
     ``verified``: how the caller knows the address is the contact's (a key that may write consents: ``api``);
     ``None`` leaves a new address unverified (a form's address, until its own proof comes). An existing
     address found by its value is marked verified too, as it was named for its contact again.
+    ``attached_by_form``: a ``signup`` key adds this new address to a contact that existed before; its own proof
+    will not verify it (:func:`app.ledger.repository.mark_verified`).
     """
     details = details or {}
     point = await repository.add_contact_point(
@@ -303,6 +306,7 @@ async def add_point(
         details=details,
         suppression_keys=keys.point_keys(channel, value, details),
         verified=verified,
+        attached_by_form=attached_by_form,
     )
     if verified is not None and point.verified_at is None and point.contact_id == contact_id:
         await repository.mark_verified(session, point.id, verified, utcnow())

@@ -123,6 +123,7 @@ class PushController(Controller):
                 _actor(principal),
                 allow_private=settings.webhooks_allow_private,
                 services=settings.web_push_services,
+                trusted=principal.allows(Scope.CONSENTS_WRITE),
             )
 
     @delete(

@@ -51,7 +51,7 @@ async def report_installation(
     value = normalise_installation_id(installation_id)
     details = {"platform": data.platform, "token": data.token}
     point = await _point(
-        session, keys, workspace_id, Channel.APP_PUSH, value, contact_ref=data.contact, details=details
+        session, keys, workspace_id, Channel.APP_PUSH, value, contact_ref=data.contact, details=details, trusted=trusted
     )
     if data.permission in ("granted", "provisional"):
         await ledger.mark_verified(session, point.id, VerifiedVia.PERMISSION, utcnow())
@@ -98,6 +98,7 @@ async def subscribe(
     *,
     allow_private: bool = False,
     services: tuple[str, ...] | None = None,
+    trusted: bool = False,
 ) -> PushPointOut:
     """A browser's PushSubscription after the person allowed notifications: validated, recorded, opted in.
 
@@ -117,7 +118,14 @@ async def subscribe(
         "expiration_time": subscription.expiration_time,
     }
     point = await _point(
-        session, keys, workspace_id, Channel.WEB_PUSH, endpoint, contact_ref=data.contact, details=details
+        session,
+        keys,
+        workspace_id,
+        Channel.WEB_PUSH,
+        endpoint,
+        contact_ref=data.contact,
+        details=details,
+        trusted=trusted,
     )
     # the browser made the subscription after the person allowed notifications: the endpoint is theirs
     await ledger.mark_verified(session, point.id, VerifiedVia.PERMISSION, utcnow())
@@ -201,15 +209,29 @@ async def _point(
     *,
     contact_ref: str | None,
     details: Mapping[str, Any],
+    trusted: bool,
 ) -> ContactPoint:
-    """The installation's or subscription's contact point, created or updated (a new token is reachable)."""
+    """The installation's or subscription's contact point, created or updated (a new token is reachable).
+
+    A new one that a ``signup`` key (not ``trusted``) attaches to an existing contact is ``attached_by_form``:
+    the OS or browser permission then proves the device, not that it is that contact's (see
+    :func:`app.ledger.repository.mark_verified`).
+    """
     contact = await require_contact(session, workspace_id, contact_ref) if contact_ref else None
     point = await ledger.find_contact_point(session, workspace_id, channel, value)
     if point is None:
+        attached_by_form = contact is not None and not trusted
         if contact is None:
             contact = await ledger.add_contact(session, workspace_id, None, None, None)
         return await add_point(
-            session, keys, workspace_id, contact_id=contact.id, channel=channel, value=value, details=dict(details)
+            session,
+            keys,
+            workspace_id,
+            contact_id=contact.id,
+            channel=channel,
+            value=value,
+            details=dict(details),
+            attached_by_form=attached_by_form,
         )
     if contact is not None and point.contact_id != contact.id:
         raise Conflict(

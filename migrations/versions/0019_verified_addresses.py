@@ -52,6 +52,10 @@ _VIA = ("confirmed", "start_word", "permission", "api")
 def upgrade() -> None:
     op.add_column("contact_points", sa.Column("verified_at", sa.DateTime(timezone=True), nullable=True))
     op.add_column("contact_points", sa.Column("verified_via", sa.Text(), nullable=True))
+    op.add_column(
+        "contact_points",
+        sa.Column("attached_by_form", sa.Boolean(), server_default=sa.text("false"), nullable=False),
+    )
     listed = ", ".join(f"'{value}'" for value in _VIA)
     op.create_check_constraint(
         op.f("ck_contact_points_verified_known"),
@@ -92,5 +96,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_constraint(op.f("ck_contact_points_verified_known"), "contact_points", type_="check")
+    op.drop_column("contact_points", "attached_by_form")
     op.drop_column("contact_points", "verified_via")
     op.drop_column("contact_points", "verified_at")

@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.channels.adapters import Adapters
 from app.domain.model import ActorType, State, Trigger
+from app.ledger.models import ContactPoint
 from app.ledger.service import Actor, Change, apply_changes
 from app.lib.auth import Scope
 from app.lib.db import Database, downgrade, migrate
@@ -126,6 +127,29 @@ async def test_a_form_key_cannot_redirect_a_customers_order_mails(client, admin,
     assert (newsletter["eligible"], newsletter["reason"]) == (False, "pending_confirmation")
 
 
+async def test_an_address_a_form_attached_to_a_customer_is_not_verified_by_confirming_it(
+    client, admin, shop, ledger, session
+):
+    """The attacker controls the address, so its confirmation link proves nothing about whose it is."""
+    await form_signup(client, shop)
+    [attacker] = (await session.execute(select(ContactPoint).where(ContactPoint.value == ATTACKER))).scalars()
+    assert attacker.attached_by_form is True
+    await ledger.apply(attacker, shop["newsletter"].id, "confirm")  # what the confirmation page records
+
+    point = await email_point(client, admin)
+    assert (point["verified_at"], point["verified_via"]) == (None, None)
+    assert (await eligibility(client, shop))["reason"] == "unverified_address"
+    newsletter = await eligibility(client, shop, purpose="newsletter")
+    assert (newsletter["eligible"], newsletter["reason"]) == (True, "opted_in"), "the newsletter consent holds"
+
+    # a new person's own sign-up (a contact the form creates) is verified by its confirmation
+    mine = await form_signup(client, shop, address="new@example.com", external_id="new-person")
+    [own] = (await session.execute(select(ContactPoint).where(ContactPoint.value == "new@example.com"))).scalars()
+    assert own.attached_by_form is False
+    await ledger.apply(own, shop["newsletter"].id, "confirm")
+    assert (await eligibility(client, shop, contact=mine["contact_id"]))["reason"] == "transactional"
+
+
 async def test_the_audience_export_leaves_unverified_addresses_out_of_transactional_audiences(client, admin, shop):
     await form_signup(client, shop)
     mine = await form_signup(client, shop, address="jane@example.com", external_id="jane")
@@ -208,7 +232,17 @@ async def test_push_installations_are_verified_by_the_permission_or_a_consents_w
     )
     assert granted.status_code == 200, granted.text
     [point] = (await client.get("/v1/contacts/app-user", headers=admin)).json()["contact_points"]
-    assert point["verified_via"] == "permission"
+    assert point["verified_via"] is None, (
+        "a form key named a contact that existed before: the permission proves the device, not that it is theirs"
+    )
+
+    # the app's own installation, no contact named: its permission verifies it
+    anonymous = await client.put(
+        "/v1/push/app-installations/inst-3", json=report("granted", None), headers=shop["form"]
+    )
+    assert anonymous.status_code == 200, anonymous.text
+    shown = (await client.get(f"/v1/contacts/{anonymous.json()['contact_id']}", headers=admin)).json()
+    assert [p["verified_via"] for p in shown["contact_points"]] == ["permission"]
 
     await client.post("/v1/contacts", json={"external_id": "crm-user"}, headers=shop["writer"])
     by_writer = await client.put(
