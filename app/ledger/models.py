@@ -30,6 +30,7 @@ from app.domain.model import (
     SuppressionScope,
     VerifiedVia,
 )
+from app.lib.ids import opaque_id
 from app.lib.orm import Base, CreatedAt, UUIDPrimaryKey
 
 
@@ -41,6 +42,9 @@ class Contact(UUIDPrimaryKey, CreatedAt, Base):
     """A person, as the caller knows them (``external_id``: CRM or shop id)."""
 
     __tablename__ = "contacts"
+
+    #: random, not time-ordered: the id is answered to form keys (:func:`app.lib.ids.opaque_id`)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=opaque_id)
 
     workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
     external_id: Mapped[str | None] = mapped_column(Text)
@@ -57,6 +61,9 @@ class ContactPoint(UUIDPrimaryKey, CreatedAt, Base):
     """One address on one channel; ``value`` is the normalised form, unique per workspace and channel."""
 
     __tablename__ = "contact_points"
+
+    #: random, not time-ordered: the id is answered to form keys (:func:`app.lib.ids.opaque_id`)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=opaque_id)
 
     workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
     contact_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))

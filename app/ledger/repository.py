@@ -18,7 +18,7 @@ from app.domain.chain import GENESIS
 from app.domain.model import Channel, State, SuppressionReason, SuppressionScope, VerifiedVia
 from app.ledger.models import Consent, ConsentEvent, Contact, ContactPoint, LedgerHead, Suppression
 from app.lib.copystream import copy_rows, csv_cell
-from app.lib.ids import uuid7
+from app.lib.ids import opaque_id, uuid7
 
 
 async def find_contact(session: AsyncSession, workspace_id: uuid.UUID, ref: str) -> Contact | None:
@@ -44,7 +44,9 @@ async def add_contact(
     if external_id is not None:
         inserted: Contact | None = await session.scalar(
             insert(Contact)
-            .values(id=uuid7(), workspace_id=workspace_id, external_id=external_id, locale=locale, timezone=timezone)
+            .values(
+                id=opaque_id(), workspace_id=workspace_id, external_id=external_id, locale=locale, timezone=timezone
+            )
             .on_conflict_do_nothing(index_elements=["workspace_id", "external_id"])
             .returning(Contact)
         )
@@ -88,7 +90,7 @@ async def add_contact_point(
     inserted: ContactPoint | None = await session.scalar(
         insert(ContactPoint)
         .values(
-            id=uuid7(),
+            id=opaque_id(),
             workspace_id=workspace_id,
             contact_id=contact_id,
             channel=channel,

@@ -1,4 +1,8 @@
-"""Time-ordered UUIDs (version 7, RFC 9562): index-friendly primary keys generated in the process."""
+"""Primary keys generated in the process.
+
+Time-ordered UUIDs (version 7, RFC 9562) by default, random ones where a key's age would tell something
+(:func:`opaque_id`).
+"""
 
 from __future__ import annotations
 
@@ -14,3 +18,12 @@ def uuid7() -> uuid.UUID:
     value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
     value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
     return uuid.UUID(int=value)
+
+
+def opaque_id() -> uuid.UUID:
+    """A random UUID (version 4), for ids shown to callers who must not learn when the row was made.
+
+    Contacts and contact points: a sign-up answers their ids to a public form's key whether or not the address was
+    known, and a UUIDv7's creation time would tell an old customer from a new sign-up (no enumeration, API.md).
+    """
+    return uuid.uuid4()

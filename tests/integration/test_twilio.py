@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import uuid
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -184,6 +185,8 @@ async def test_a_signup_does_not_tell_a_form_key_whether_the_number_is_subscribe
     assert {k: v for k, v in known.items() if k not in drop} == {k: v for k, v in unknown.items() if k not in drop}
     assert known["state"] == "pending"
     assert await state_of(client, tenant) == "opted_in", "the subscription itself is untouched"
+    # nor do the ids tell an old customer from a new sign-up: random, without the creation time a UUIDv7 carries
+    assert {uuid.UUID(known[k]).version for k in drop} == {4}
 
 
 async def test_start_word_after_signup_opts_in_and_confirms_with_the_required_contents(
