@@ -20,11 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import structlog
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, event, exc, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+log = structlog.get_logger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 # Any fixed 64-bit number: serialises concurrent "migrate on start-up" of several replicas.
@@ -94,7 +97,7 @@ class Database:
         From the streams' own pool when there is one (see :meth:`open_driver_pool`), else as :meth:`driver`.
         """
         if self._stream_pool is not None:
-            async with self._stream_pool.acquire() as connection:
+            async with _pooled(self._stream_pool) as connection:
                 yield connection
             return
         async with self.driver() as connection:
@@ -110,7 +113,7 @@ class Database:
             yield (await self._bound.get_raw_connection()).driver_connection
             return
         if self._pool is not None:
-            async with self._pool.acquire() as connection:
+            async with _pooled(self._pool) as connection:
                 yield connection
             return
         assert self.engine is not None
@@ -130,6 +133,33 @@ class Database:
             await self._pool.close()
         if self.engine is not None:
             await self.engine.dispose()
+
+
+@asynccontextmanager
+async def _pooled(pool: asyncpg.Pool) -> AsyncIterator[Any]:
+    """A connection of ``pool``, given back even when the server went away while the caller had it.
+
+    A connection whose protocol broke (:class:`asyncpg.InternalClientError`) is closed and reported as the broken
+    connection it is, so that the request answers 503 like any other lost connection.
+
+    Giving back resets the connection (a round trip). When the server has gone between the caller's last statement
+    and the reset (a restart), asyncpg closes the connection and the pool opens a new one when it needs one; the
+    caller's work was done (or failed with its own error), so that failure is not the request's: it is logged, not
+    raised (issue 16, finding 10: it was a 500 that escaped even the 503 handling).
+    """
+    connection = await pool.acquire()
+    try:
+        yield connection
+    except asyncpg.InternalClientError as error:
+        # the protocol is in a state it cannot leave: met when the server's "terminating connection" arrives
+        # just before the socket closes (a shutdown); the connection is of no further use, and the outage is a 503
+        connection.terminate()
+        raise ConnectionResetError("the database connection broke off") from error
+    finally:
+        try:
+            await pool.release(connection)
+        except Exception as error:  # noqa: BLE001  # asyncpg has terminated the connection; nothing is lost
+            log.warning("database_connection_dropped_at_release", error_type=type(error).__name__)
 
 
 async def _connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
