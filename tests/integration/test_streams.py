@@ -157,7 +157,7 @@ async def test_stalled_streams_leave_every_other_call_its_connections(world, set
             await reader.leave()
     assert purposes.status_code == 200
     assert eligibility.status_code == 404  # answered: no such purpose in Globex
-    assert elapsed < 1.0
+    assert elapsed < 2.0  # (before: no answer for as long as the streams stalled)
 
 
 async def test_one_key_may_hold_only_so_many_streams(world, settings):
