@@ -30,6 +30,7 @@ from app.emails.service import lapse_expired
 from app.imports.controllers import ImportController
 from app.ledger.controllers import AuditController, ContactController, ObjectionController, WithdrawalController
 from app.lib.auth import KeyCache, api_key_guard, provide_principal
+from app.lib.copystream import StreamBudget
 from app.lib.db import Database, head_revision, migrate
 from app.lib.embedded_pg import EmbeddedPostgres
 from app.lib.errors import Unavailable, exception_handlers
@@ -189,7 +190,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
             if embedded is not None or settings.database.auto_migrate:
                 assert opened.engine is not None
                 await migrate(opened.engine)
-            await opened.open_driver_pool(settings.database.pool_size)
+            await opened.open_driver_pool(settings.database.pool_size, streams=settings.streams.total)
             app.state.database = opened
             # Everything alive now lives as long as the process: leave it out of the cyclic collector's full
             # passes, which otherwise walk the whole application on every oldest-generation collection
@@ -260,6 +261,9 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
                 "settings": settings,
                 "metrics": metrics_registry,
                 "key_cache": KeyCache(workspaces_repository.find_active_key),
+                "streams": StreamBudget(
+                    settings.streams.total, settings.streams.per_key, settings.streams.send_timeout
+                ),
                 "mail_sender": mail_sender(settings),
                 "derived_keys": Keys(settings.secret_key) if settings.secret_key is not None else None,
             }

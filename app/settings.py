@@ -51,6 +51,11 @@ ENVIRONMENT: dict[str, str] = {
     "CONSENT_LOG_LEVEL": "debug | info | warning | error.",
     "CONSENT_LOG_FORMAT": "auto (pretty on a terminal, JSON otherwise) | json | console.",
     "CONSENT_DB_POOL_SIZE": "Connections per process in the database pool.",
+    "CONSENT_STREAMS_MAX": "Audience and audit-event streams one process runs at a time, on a database pool of their "
+    "own (default 4); one more is answered 503 with Retry-After.",
+    "CONSENT_STREAMS_PER_KEY": "Streams one API key may have open at a time per process (default 2); one more: 429.",
+    "CONSENT_STREAM_SEND_TIMEOUT": "Seconds a stream waits for a client that stopped reading before cutting it off "
+    "and freeing its database connection (default 30).",
 }
 
 
@@ -80,6 +85,17 @@ class DatabaseSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Connections kept per process."""
     auto_migrate: bool = False
     """Apply migrations to head on start-up (always true for the embedded database)."""
+
+
+class StreamSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """Limits on the streams (audiences, audit events), which hold a database connection while the client reads."""
+
+    total: int = 4
+    """Streams at a time per process: the size of their own connection pool."""
+    per_key: int = 2
+    """Streams at a time of one API key (per process)."""
+    send_timeout: float = 30.0
+    """Seconds a client may take to accept the next piece of a stream before it is cut off."""
 
 
 class MailSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -131,6 +147,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Database connection."""
     mail: MailSettings = msgspec.field(default_factory=MailSettings)
     """SMTP relay."""
+    streams: StreamSettings = msgspec.field(default_factory=StreamSettings)
+    """Limits on the streams."""
     twilio: TwilioDefaults = msgspec.field(default_factory=TwilioDefaults)
     """Twilio defaults."""
     dispatcher: bool = True
@@ -188,6 +206,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             database=DatabaseSettings(
                 url=_database_url(get("DATABASE_URL")),
                 pool_size=_int(get("CONSENT_DB_POOL_SIZE"), "CONSENT_DB_POOL_SIZE", 10, 1, 500),
+            ),
+            streams=StreamSettings(
+                total=_int(get("CONSENT_STREAMS_MAX"), "CONSENT_STREAMS_MAX", 4, 1, 100),
+                per_key=_int(get("CONSENT_STREAMS_PER_KEY"), "CONSENT_STREAMS_PER_KEY", 2, 1, 100),
+                send_timeout=_int(get("CONSENT_STREAM_SEND_TIMEOUT"), "CONSENT_STREAM_SEND_TIMEOUT", 30, 1, 3600),
             ),
             mail=MailSettings(
                 host=get("SMTP_HOST"),

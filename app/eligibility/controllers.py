@@ -74,7 +74,7 @@ class EligibilityController(Controller):
     @get(
         "/audiences",
         operation_id="streamAudience",
-        responses=errors(401, 403, 404),
+        responses=errors(401, 403, 404, 429, 503),
         media_type="application/x-ndjson",
     )
     async def audience(
@@ -87,7 +87,9 @@ class EligibilityController(Controller):
     ) -> Stream:
         """Every eligible contact point, streamed as NDJSON (or CSV with `Accept: text/csv`) in constant memory.
 
-        The send window is a send-time check and is not applied here; routing re-checks every message.
+        The send window is a send-time check and is not applied here; routing re-checks every message. A key
+        may have a few streams open at a time (429 beyond), the server a few more (503 beyond, both with
+        Retry-After); a client that stops reading is cut off after a while.
         """
         async with database.sessionmaker() as session:
             found = await require_purpose(session, principal.workspace_id, purpose)
@@ -99,4 +101,4 @@ class EligibilityController(Controller):
                 driver, principal.workspace_id, found.id, kind, channels, as_csv=as_csv, sink=sink
             )
 
-        return copy_response(database, copy, as_csv=as_csv)
+        return copy_response(request, database, copy, as_csv=as_csv)

@@ -294,7 +294,7 @@ class AuditController(Controller):
     @get(
         "/events",
         operation_id="streamAuditEvents",
-        responses=errors(401, 403, 422),
+        responses=errors(401, 403, 422, 429, 503),
         media_type="application/x-ndjson",
     )
     async def events(
@@ -330,7 +330,7 @@ class AuditController(Controller):
         async def copy(driver: Any, sink: Callable[[bytes], Awaitable[None]]) -> None:
             await repository.copy_events(driver, workspace_id, start, end, as_csv=as_csv, sink=sink)
 
-        return copy_response(database, copy, as_csv=as_csv)
+        return copy_response(request, database, copy, as_csv=as_csv)
 
 
 _BEGINNING = datetime.min.replace(tzinfo=UTC)

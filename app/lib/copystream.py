@@ -3,19 +3,40 @@
 PostgreSQL encodes the rows; the output is passed on as it arrives through a :class:`Pipe`, which gathers it into
 pieces of at least :data:`PIECE` and holds at most :data:`QUEUE` of them, so a slow client slows the query down
 instead of filling memory.
+
+A slow client also holds its database connection for as long as it takes to read, so streams are kept apart from
+everything else (issue 16, finding 4): they run on a pool of their own (:meth:`app.lib.db.Database.stream_driver`)
+of :class:`StreamBudget` ``total`` connections, at most ``per_key`` of them for one API key, and a client that reads
+nothing for ``send_timeout`` seconds is cut off, which frees its connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Any
+import uuid
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
-from litestar.background_tasks import BackgroundTask
+import structlog
+from litestar import Request
+from litestar.enums import MediaType
 from litestar.response import Stream
+from litestar.response.streaming import ASGIStreamingResponse
+from litestar.utils.helpers import get_enum_string_value
 
+from app.lib.auth import Principal
 from app.lib.db import Database
+from app.lib.errors import RateLimited, Unauthenticated, Unavailable
+
+if TYPE_CHECKING:
+    from litestar.app import Litestar
+    from litestar.background_tasks import BackgroundTask, BackgroundTasks
+    from litestar.datastructures.cookie import Cookie
+    from litestar.response.base import ASGIResponse
+    from litestar.types import Message, Receive, Scope, Send, TypeEncodersMap
+
+log = structlog.get_logger(__name__)
 
 #: Pieces of COPY output held between PostgreSQL and the client.
 QUEUE = 8
@@ -61,18 +82,168 @@ async def copy_rows(
         await driver.copy_from_query(lines_sql, *args, output=sink, format="csv", quote="\x01", delimiter="\x02")
 
 
-def copy_response(database: Database, copy: Copy, *, as_csv: bool) -> Stream:
-    """A streamed response (CSV or NDJSON) of what ``copy`` writes; closed (query cancelled) when the client goes."""
+#: Seconds a client refused a stream is asked to wait (streams last seconds to minutes).
+STREAM_RETRY_AFTER = 5
+
+
+class StreamBudget:
+    """The streams of one process: at most ``total`` at a time, at most ``per_key`` of one API key.
+
+    ``total`` is also the size of the streams' connection pool, so a stream that is let in never waits for a
+    connection. A stream over either limit is refused at once (429 for the key's own limit, 503 when the process
+    is full), never queued: a queued stream would hold its client as long as the slowest reader ahead of it.
+    """
+
+    def __init__(self, total: int, per_key: int, send_timeout: float) -> None:
+        self.total = total
+        self.per_key = per_key
+        self.send_timeout = send_timeout
+        self._open: dict[uuid.UUID, int] = {}
+
+    @property
+    def open(self) -> int:
+        """Streams running now."""
+        return sum(self._open.values())
+
+    def claim(self, api_key_id: uuid.UUID) -> StreamSlot:
+        """A place for one stream of this key, or the error that says why there is none."""
+        if self._open.get(api_key_id, 0) >= self.per_key:
+            raise RateLimited(
+                f"This API key has {self.per_key} streams open, as many as one key may; "
+                "finish one (read it to the end or close it) before starting another.",
+                retry_after=STREAM_RETRY_AFTER,
+                code="too_many_streams",
+            )
+        if self.open >= self.total:
+            raise Unavailable(
+                "Every stream this server runs at a time is in use. Try again shortly.",
+                code="streams_busy",
+                extra={"retry_after": STREAM_RETRY_AFTER},
+                headers={"Retry-After": str(STREAM_RETRY_AFTER)},
+            )
+        self._open[api_key_id] = self._open.get(api_key_id, 0) + 1
+        return StreamSlot(self, api_key_id)
+
+    def _release(self, api_key_id: uuid.UUID) -> None:
+        left = self._open.get(api_key_id, 0) - 1
+        if left > 0:
+            self._open[api_key_id] = left
+        else:
+            self._open.pop(api_key_id, None)
+
+
+class StreamSlot:
+    """One stream's place in the budget; released once, when its response ends however it ends."""
+
+    def __init__(self, budget: StreamBudget, api_key_id: uuid.UUID) -> None:
+        self._budget: StreamBudget | None = budget
+        self._api_key_id = api_key_id
+
+    def release(self) -> None:
+        """Give the place back (a no-op the second time)."""
+        budget, self._budget = self._budget, None
+        if budget is not None:
+            budget._release(self._api_key_id)  # noqa: SLF001  # the slot belongs to its budget
+
+
+def copy_response(request: Request[Any, Any, Any], database: Database, copy: Copy, *, as_csv: bool) -> Stream:
+    """A streamed response (CSV or NDJSON) of what ``copy`` writes; closed (query cancelled) when the client goes.
+
+    Claims the stream's place in the process's :class:`StreamBudget` first: over a limit, the request is answered
+    429 or 503 before anything is streamed.
+    """
+    principal = request.scope.get("auth")
+    if not isinstance(principal, Principal):  # pragma: no cover - the guard always runs first on /v1
+        raise Unauthenticated("Authentication required.")
+    budget: StreamBudget = request.app.state.streams
+    slot = budget.claim(principal.api_key_id)
     media_type = "text/csv; charset=utf-8" if as_csv else "application/x-ndjson"
-    body = relay(database, copy)
     # Litestar lets the handler's declared media type override Stream(media_type=…); an explicit header wins.
-    # When the client goes away, Litestar cancels the sending but leaves the iterator suspended: closing it
-    # afterwards (a no-op once it has ended) cancels the query and returns its connection at once.
-    return Stream(
-        body,
+    return CopyStream(
+        relay(database, copy),
+        slot=slot,
+        send_timeout=budget.send_timeout,
         headers={"Content-Type": media_type, "Cache-Control": "no-store"},
-        background=BackgroundTask(_close, body),
     )
+
+
+class CopyStream(Stream):
+    """A :class:`Stream` that holds a place in the budget and cuts off a client that stops reading."""
+
+    def __init__(
+        self, body: AsyncGenerator[bytes, None], *, slot: StreamSlot, send_timeout: float, headers: dict[str, str]
+    ) -> None:
+        super().__init__(body, headers=headers)
+        self.rows = body
+        self.slot = slot
+        self.send_timeout = send_timeout
+
+    def to_asgi_response(  # Litestar's signature; ``app`` is deprecated, there are no type encoders to apply
+        self,
+        app: Litestar | None,  # noqa: ARG002
+        request: Request[Any, Any, Any],  # noqa: ARG002
+        *,
+        background: BackgroundTask | BackgroundTasks | None = None,
+        cookies: Iterable[Cookie] | None = None,
+        encoded_headers: Iterable[tuple[bytes, bytes]] | None = None,
+        headers: dict[str, str] | None = None,
+        is_head_response: bool = False,
+        media_type: MediaType | str | None = None,
+        status_code: int | None = None,
+        type_encoders: TypeEncodersMap | None = None,  # noqa: ARG002
+    ) -> ASGIResponse:
+        """As :meth:`Stream.to_asgi_response`, into a :class:`_CopyStreamResponse`."""
+        merged = {**headers, **self.headers} if headers is not None else self.headers
+        return _CopyStreamResponse(
+            iterator=self.rows,
+            slot=self.slot,
+            send_timeout=self.send_timeout,
+            background=self.background or background,
+            content_length=0,
+            cookies=[*self.cookies, *(cookies or ())],
+            encoded_headers=encoded_headers,
+            encoding=self.encoding,
+            headers=merged,
+            is_head_response=is_head_response,
+            media_type=get_enum_string_value(media_type or self.media_type or MediaType.JSON),
+            status_code=self.status_code or status_code,
+        )
+
+
+class _CopyStreamResponse(ASGIStreamingResponse):
+    """Sends with a time limit; whatever ends the response, the query stops and the budget gets its place back."""
+
+    __slots__ = ("rows", "send_timeout", "slot")
+
+    def __init__(
+        self, *, iterator: AsyncGenerator[bytes, None], slot: StreamSlot, send_timeout: float, **kwargs: Any
+    ) -> None:
+        super().__init__(iterator=iterator, **kwargs)
+        self.rows = iterator
+        self.slot = slot
+        self.send_timeout = send_timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Stream; a send the client does not take within ``send_timeout`` seconds ends the response."""
+        timeout = self.send_timeout
+
+        async def send_in_time(message: Message) -> None:
+            # the server's send waits while the client's socket is full: the client has stopped reading
+            try:
+                await asyncio.wait_for(send(message), timeout)
+            except TimeoutError:
+                raise SendTimedOut from None
+
+        try:
+            await super().__call__(scope, receive, send_in_time)
+        except* SendTimedOut:
+            # returning without the last body message: the server closes the connection
+            log.warning("stream_client_cut_off", reason="not_reading", seconds=timeout)
+        finally:
+            self.slot.release()
+            # When the client goes away, Litestar cancels the sending but leaves the iterator suspended; closing it
+            # (a no-op once it has ended) cancels the query and returns its connection at once.
+            await self.rows.aclose()
 
 
 async def relay(database: Database, copy: Copy) -> AsyncGenerator[bytes, None]:
@@ -87,7 +258,7 @@ async def relay(database: Database, copy: Copy) -> AsyncGenerator[bytes, None]:
     pipe = Pipe()
 
     async def produce() -> None:
-        async with database.driver() as driver:
+        async with database.stream_driver() as driver:
             await copy(driver, pipe.write)
         await pipe.close_writing()
 
@@ -153,10 +324,9 @@ class Pipe:
         self._queue.put_nowait(chunk)
 
 
-async def _close(body: AsyncGenerator[bytes, None]) -> None:
-    # a coroutine function of our own: Litestar would run the bound ``aclose`` in a thread and never await it
-    await body.aclose()
-
-
 class ClientGone(Exception):  # a signal, not an error
     """The client went away: the sink raises this to abort the COPY."""
+
+
+class SendTimedOut(Exception):  # a signal, not an error
+    """The client did not take a piece of the stream within the send timeout."""

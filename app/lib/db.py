@@ -20,11 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import structlog
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, event, exc, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+log = structlog.get_logger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 # Any fixed 64-bit number: serialises concurrent "migrate on start-up" of several replicas.
@@ -44,14 +47,24 @@ class Database:
         self.sessionmaker = sessionmaker
         self._bound = bound
         self._pool: asyncpg.Pool | None = None
+        self._stream_pool: asyncpg.Pool | None = None
 
-    async def open_driver_pool(self, size: int) -> None:
-        """A plain asyncpg pool for the hot read paths (no greenlet bridge per checkout)."""
+    async def open_driver_pool(self, size: int, *, streams: int = 0) -> None:
+        """A plain asyncpg pool for the hot read paths (no greenlet bridge per checkout), and one for the streams.
+
+        The streams (``COPY`` to a client, :mod:`app.lib.copystream`) hold their connection for as long as the
+        client takes to read: on a pool of their own, of ``streams`` connections, slow readers can never take the
+        connections authentication and every other request need (issue 16, finding 4). Without ``streams`` they
+        share the driver pool (tests that need no budget).
+        """
         assert self.engine is not None
         dsn = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         # asyncpg's reset on release (a second round trip) stays: without it the single check ran 10-20 % faster
         # but its p99 at saturation went from 25 ms to 74 ms (measured twice each, same server, 2026-11-22)
-        self._pool = await asyncpg.create_pool(dsn, min_size=1, max_size=size)
+        self._pool = await asyncpg.create_pool(dsn, min_size=1, max_size=size, connect=_connect)
+        if streams:
+            # opened on demand: most processes serve few streams
+            self._stream_pool = await asyncpg.create_pool(dsn, min_size=0, max_size=streams, connect=_connect)
 
     @classmethod
     def from_url(cls, url: str, *, pool_size: int = 10) -> Database:
@@ -60,11 +73,15 @@ class Database:
             url,
             pool_size=pool_size,
             max_overflow=pool_size,
-            pool_pre_ping=False,  # a stale connection fails one request; pinging costs every request
+            # SQLAlchemy's ping is BEGIN, a statement and ROLLBACK on asyncpg: three round trips on every checkout.
+            # A closed connection is discarded at checkout instead (below), which costs none.
+            pool_pre_ping=False,
             pool_recycle=1800,
             # a failed statement's error (and so every log line of it) must not carry the values: addresses, IPs
             hide_parameters=True,
         )
+        event.listen(engine.sync_engine, "do_connect", _connect_through_refusal)
+        event.listen(engine.sync_engine.pool, "checkout", _discard_closed)
         return cls(engine, async_sessionmaker(engine, expire_on_commit=False))
 
     @classmethod
@@ -72,6 +89,19 @@ class Database:
         """Sessions that join ``connection``'s open transaction through savepoints (used by the tests)."""
         maker = async_sessionmaker(bind=connection, expire_on_commit=False, join_transaction_mode="create_savepoint")
         return cls(None, maker, bound=connection)
+
+    @asynccontextmanager
+    async def stream_driver(self) -> AsyncIterator[Any]:
+        """A driver connection for a stream (``COPY`` to a client).
+
+        From the streams' own pool when there is one (see :meth:`open_driver_pool`), else as :meth:`driver`.
+        """
+        if self._stream_pool is not None:
+            async with _pooled(self._stream_pool) as connection:
+                yield connection
+            return
+        async with self.driver() as connection:
+            yield connection
 
     @asynccontextmanager
     async def driver(self) -> AsyncIterator[Any]:
@@ -83,7 +113,7 @@ class Database:
             yield (await self._bound.get_raw_connection()).driver_connection
             return
         if self._pool is not None:
-            async with self._pool.acquire() as connection:
+            async with _pooled(self._pool) as connection:
                 yield connection
             return
         assert self.engine is not None
@@ -97,10 +127,68 @@ class Database:
 
     async def dispose(self) -> None:
         """Close the pools."""
+        if self._stream_pool is not None:
+            await self._stream_pool.close()
         if self._pool is not None:
             await self._pool.close()
         if self.engine is not None:
             await self.engine.dispose()
+
+
+@asynccontextmanager
+async def _pooled(pool: asyncpg.Pool) -> AsyncIterator[Any]:
+    """A connection of ``pool``, given back even when the server went away while the caller had it.
+
+    A connection whose protocol broke (:class:`asyncpg.InternalClientError`) is closed and reported as the broken
+    connection it is, so that the request answers 503 like any other lost connection.
+
+    Giving back resets the connection (a round trip). When the server has gone between the caller's last statement
+    and the reset (a restart), asyncpg closes the connection and the pool opens a new one when it needs one; the
+    caller's work was done (or failed with its own error), so that failure is not the request's: it is logged, not
+    raised (issue 16, finding 10: it was a 500 that escaped even the 503 handling).
+    """
+    connection = await pool.acquire()
+    try:
+        yield connection
+    except asyncpg.InternalClientError as error:
+        # the protocol is in a state it cannot leave: met when the server's "terminating connection" arrives
+        # just before the socket closes (a shutdown); the connection is of no further use, and the outage is a 503
+        connection.terminate()
+        raise ConnectionResetError("the database connection broke off") from error
+    finally:
+        try:
+            await pool.release(connection)
+        except Exception as error:  # noqa: BLE001  # asyncpg has terminated the connection; nothing is lost
+            log.warning("database_connection_dropped_at_release", error_type=type(error).__name__)
+
+
+async def _connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
+    """``asyncpg.connect``, with a missing Unix socket reported as what it means: the server is not there.
+
+    While a local PostgreSQL is stopped its socket file is gone and connecting raises ``FileNotFoundError``; the
+    service must answer that as the outage it is (503, :func:`app.lib.errors.database_unreachable`), not as a 500.
+    """
+    try:
+        return await asyncpg.connect(*args, **kwargs)
+    except FileNotFoundError as error:
+        raise ConnectionRefusedError(f"the database socket is not there: {error.strerror}") from error
+
+
+def _connect_through_refusal(_dialect: Any, _record: Any, _cargs: Any, cparams: dict[str, Any]) -> None:
+    # SQLAlchemy's asyncpg dialect connects with the function it finds under this key (default asyncpg.connect)
+    cparams["async_creator_fn"] = _connect
+
+
+def _discard_closed(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """At checkout: a pooled connection whose server went away is replaced before the request uses it.
+
+    After a database restart every pooled connection is closed; without this each would fail the one request
+    that checks it out (issue 16, finding 10). asyncpg notices the server closing the socket as it happens, so
+    asking it costs no round trip (SQLAlchemy's ``pool_pre_ping`` costs three). The pool opens a new connection
+    in its place; raising ``DisconnectionError`` is SQLAlchemy's documented way to ask for that.
+    """
+    if dbapi_connection.driver_connection.is_closed():
+        raise exc.DisconnectionError("the pooled connection was closed by the server")
 
 
 def alembic_config(**attributes: Any) -> Config:
