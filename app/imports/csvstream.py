@@ -84,26 +84,27 @@ class LineSplitter:
 
     def feed(self, chunk: bytes) -> list[tuple[int, bytes | LineError]]:
         """The lines ``chunk`` completes (an over-long one as its error, once)."""
-        out: list[tuple[int, bytes | LineError]] = []
         pieces = chunk.split(b"\n")
         rest = pieces.pop()  # the start of a line the next chunk continues
+        out: list[tuple[int, bytes | LineError]] = []
         limit = self.limit
-        for piece in pieces:
+        if pieces and (self._parts or self._skipping):  # the first piece ends the line the last chunk left open
+            first = pieces.pop(0)
             self.number += 1
-            if self._skipping:  # its error was reported when it grew too long
-                self._skipping = False
-            elif self._parts:
-                self._size += len(piece)
-                if self._size > limit:
-                    out.append((self.number, too_long(limit)))
-                else:
-                    self._parts.append(piece)
-                    out.append((self.number, b"".join(self._parts)))
-                self._parts, self._size = [], 0
-            elif len(piece) > limit:
-                out.append((self.number, too_long(limit)))
+            if not self._skipping:  # (a skipped line's error was reported when it grew too long)
+                self._parts.append(first)
+                fits = self._size + len(first) <= limit
+                out.append((self.number, b"".join(self._parts) if fits else too_long(limit)))
+            self._parts, self._size, self._skipping = [], 0, False
+        if pieces:
+            start, self.number = self.number + 1, self.number + len(pieces)
+            if max(map(len, pieces)) <= limit:  # the usual case, without a loop in Python
+                out.extend(zip(range(start, self.number + 1), pieces, strict=True))
             else:
-                out.append((self.number, piece))
+                out.extend(
+                    (number, piece if len(piece) <= limit else too_long(limit))
+                    for number, piece in enumerate(pieces, start)
+                )
         if rest and not self._skipping:
             self._size += len(rest)
             if self._size > limit:
