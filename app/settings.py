@@ -56,10 +56,16 @@ ENVIRONMENT: dict[str, str] = {
     "CONSENT_STREAMS_PER_KEY": "Streams one API key may have open at a time per process (default 2); one more: 429.",
     "CONSENT_STREAM_SEND_TIMEOUT": "Seconds a stream waits for a client that stopped reading before cutting it off "
     "and freeing its database connection (default 30).",
+    "CONSENT_IMPORT_MAX_BYTES": "Largest body of one import request (bytes, or with K, M, G: binary units); "
+    "default 1G. Beyond it: 413.",
 }
 
 
 _MIN_SECRET_BYTES = 32
+#: An import body's limit by default: a migration of about two million consents with their proof as NDJSON
+#: (about 400 bytes a line), or a Robinson list ten times the German one. A larger file is split; importing is
+#: idempotent, so parts may overlap or be sent again.
+DEFAULT_IMPORT_MAX_BYTES = 1 << 30
 
 KNOWN_PUSH_SERVICES = (
     "fcm.googleapis.com",  # Chrome, Edge on Android, Opera, Samsung Internet, Brave (Firebase Cloud Messaging)
@@ -167,6 +173,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """FCM HTTP v1 base URL."""
     apns_api_base_url: str | None = None
     """APNs base URL override; ``None`` picks production or sandbox per workspace."""
+    import_max_bytes: int = DEFAULT_IMPORT_MAX_BYTES
+    """Largest body of one ``POST /v1/imports/…`` request; counted as it streams, never buffered (413 beyond)."""
 
     @property
     def embedded_database(self) -> bool:
@@ -240,6 +248,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             web_push_services=_host_patterns(get("CONSENT_WEB_PUSH_SERVICES"), "CONSENT_WEB_PUSH_SERVICES"),
             fcm_api_base_url=_base_url(get("FCM_API_BASE_URL") or "https://fcm.googleapis.com", "FCM_API_BASE_URL"),
             apns_api_base_url=_base_url(apns_api, "APNS_API_BASE_URL") if apns_api else None,
+            import_max_bytes=_bytes(get("CONSENT_IMPORT_MAX_BYTES"), "CONSENT_IMPORT_MAX_BYTES"),
         )
 
     def with_dev_secrets(self) -> Settings:
@@ -284,6 +293,24 @@ def _int(value: str | None, name: str, default: int, low: int, high: int) -> int
         raise SettingsError(f"{name} must be a whole number (got {value!r})") from None
     if not low <= number <= high:
         raise SettingsError(f"{name} must be between {low} and {high} (got {number})")
+    return number
+
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def _bytes(value: str | None, name: str) -> int:
+    """A size in bytes: ``1073741824``, ``1G``, ``512M``, ``512MiB`` (binary units; 1 KiB to 1 TiB)."""
+    if value is None:
+        return DEFAULT_IMPORT_MAX_BYTES
+    text = value.upper().removesuffix("B").removesuffix("I").strip()
+    unit = text[-1:] if text[-1:] in _UNITS else ""
+    digits = text.removesuffix(unit).strip()
+    if not digits.isdigit() or not digits.isascii():
+        raise SettingsError(f"{name} must be a size in bytes, optionally with K, M or G (got {value!r})")
+    number = int(digits) * _UNITS[unit]
+    if not 1 << 10 <= number <= 1 << 40:
+        raise SettingsError(f"{name} must be between 1K and 1024G (got {value!r})")
     return number
 
 

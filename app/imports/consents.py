@@ -14,7 +14,9 @@ objection"). Rules, per line:
 
 Lines are taken in batches of :data:`BATCH`, each in a transaction of its own, so a long import does not hold
 the workspace's ledger for its whole length. A line that is wrong is reported and the others are taken; after a
-fix, the whole file can be imported again.
+fix, the whole file can be imported again. That holds for lines that cannot even be read too (longer than
+:data:`~app.imports.csvstream.MAX_LINE_BYTES`, a CSV quote never closed, a NUL character): each is its line's
+error, never the whole import's.
 """
 
 from __future__ import annotations
@@ -32,13 +34,22 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.domain.gate import is_suppressed
 from app.domain.identifiers import InvalidIdentifier, normalise_email, normalise_phone
 from app.domain.model import WITHDRAWN_STATES, Channel, PurposeKind, State, SuppressionScope, Trigger
-from app.imports.csvstream import CsvError, records
+from app.imports.csvstream import (
+    NUL_IN_LINE,
+    CsvError,
+    LineError,
+    LineSplitter,
+    records,
+    too_many_fields,
+)
+from app.imports.limits import BodyLimitReached, too_large
 from app.ledger import repository
 from app.ledger.actions import postal_details, print_value
 from app.ledger.models import Contact, ContactPoint
 from app.ledger.schemas import ContactRef, Evidence, PostalAddressIn
 from app.ledger.service import Actor, Applied, Change, add_point, apply_changes
 from app.lib.errors import InvalidInput
+from app.lib.inputs import json_has_nul
 from app.lib.keys import Keys
 from app.lib.orm import utcnow
 from app.purposes import repository as purposes
@@ -133,19 +144,21 @@ class ImportReport:
 
 async def ndjson_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[int, ImportLine | LineRejected]]:
     """``(line number, line or why it is unreadable)`` for every non-empty NDJSON line."""
-    pending, number = b"", 0
+    splitter = LineSplitter()
     async for chunk in chunks:
-        pending += chunk
-        *complete, pending = pending.split(b"\n")
-        for raw in complete:
-            number += 1
-            if raw.strip():
+        for number, raw in splitter.feed(chunk):
+            if isinstance(raw, LineError) or raw.strip():
                 yield number, _decode_json(raw)
-    if pending.strip():
-        yield number + 1, _decode_json(pending)
+    for number, raw in splitter.finish():
+        if isinstance(raw, LineError) or raw.strip():
+            yield number, _decode_json(raw)
 
 
-def _decode_json(raw: bytes) -> ImportLine | LineRejected:
+def _decode_json(raw: bytes | LineError) -> ImportLine | LineRejected:
+    if isinstance(raw, LineError):
+        return LineRejected(raw.code, raw.message)
+    if b"\0" in raw or json_has_nul(raw):  # PostgreSQL cannot store it: this line's error, not the batch's
+        return LineRejected(NUL_IN_LINE.code, NUL_IN_LINE.message)
     try:
         return msgspec.json.decode(raw, type=ImportLine)
     except msgspec.ValidationError as exc:
@@ -159,6 +172,8 @@ async def csv_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[int, Im
     header: list[str] | None = None
     async for number, fields in records(chunks):
         if header is None:
+            if isinstance(fields, LineError):
+                raise CsvError(f"The header (line {number}) cannot be read: {fields.message}")
             header = [name.strip().lower() for name in fields]
             missing = {"contact", "channel", "state", "captured_at", "source"} - set(header)
             if missing:
@@ -170,7 +185,13 @@ async def csv_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[int, Im
                     f"known: {', '.join(sorted(CSV_COLUMNS))}."
                 )
             continue
-        yield number, _from_csv(dict(zip(header, (f.strip() for f in fields), strict=False)))
+        if isinstance(fields, LineError):
+            yield number, LineRejected(fields.code, fields.message)
+        elif any(field.strip() for field in fields[len(header) :]):
+            extra = too_many_fields(len(fields), len(header))
+            yield number, LineRejected(extra.code, extra.message)
+        else:
+            yield number, _from_csv(dict(zip(header, (f.strip() for f in fields), strict=False)))
 
 
 def _from_csv(row: Mapping[str, str]) -> ImportLine | LineRejected:
@@ -211,21 +232,34 @@ async def import_consents(
     *,
     actor: Actor,
 ) -> ImportReport:
-    """Take every line it can, in batches of :data:`BATCH` (a transaction each); report the others."""
+    """Take every line it can, in batches of :data:`BATCH` (a transaction each); report the others.
+
+    A body cut at the operator's limit (:class:`BodyLimitReached`) answers 413 saying which lines were taken:
+    the batches committed before stay, the one being read is dropped.
+    """
     report = ImportReport()
     async with session.begin():
         context = _Context(workspace_id, await settings_of(session, workspace_id), keys, actor, utcnow())
     batch: list[tuple[int, ImportLine | LineRejected]] = []
+    taken_through = 0  # the last line of the last batch committed
     try:
         async for item in lines:
             report.lines += 1
             batch.append(item)
             if len(batch) >= BATCH:
                 await _take(session, context, batch, report)
-                batch = []
+                taken_through, batch = batch[-1][0], []
     except CsvError as exc:
         done = "" if not report.recorded else " The lines before it were imported; import the fixed file again."
         raise InvalidInput(f"{exc}{done}", code="invalid_csv") from None
+    except BodyLimitReached as exc:
+        done = (
+            f"Reading stopped there; lines 1 to {taken_through} were taken ({report.recorded} recorded), nothing "
+            "after them."
+            if taken_through
+            else "Reading stopped there; nothing was recorded."
+        )
+        raise too_large(exc.limit, done, {"lines_taken_through": taken_through, "recorded": report.recorded}) from None
     if batch:
         await _take(session, context, batch, report)
     return report

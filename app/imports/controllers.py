@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
@@ -11,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.model import ActorType
 from app.imports.consents import csv_lines, import_consents, ndjson_lines
+from app.imports.limits import declared_too_large, limited, too_large
 from app.imports.robinson import import_robinson
 from app.imports.schemas import ConsentImportReportOut, RobinsonReportOut
 from app.ledger.service import Actor
@@ -18,6 +20,7 @@ from app.lib.auth import Principal, Scope
 from app.lib.errors import AppError
 from app.lib.keys import Keys
 from app.lib.openapi import errors
+from app.settings import Settings
 
 #: Content types of NDJSON in use (none is registered).
 NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl", "application/jsonlines"})
@@ -31,6 +34,14 @@ class UnsupportedMediaType(AppError):
     title = "Unsupported media type"
 
 
+def _body(request: Request[Any, Any, Any], settings: Settings) -> AsyncIterator[bytes]:
+    """The body as it streams, cut at ``CONSENT_IMPORT_MAX_BYTES``; refused at once if it declares more."""
+    limit = settings.import_max_bytes
+    if declared_too_large(request.headers.get("content-length"), limit):
+        raise too_large(limit, "Nothing was read or recorded.")
+    return limited(request.stream(), limit)
+
+
 class ImportController(Controller):
     """Lists streamed in (scope `consents:write`)."""
 
@@ -42,8 +53,8 @@ class ImportController(Controller):
         "/robinson",
         operation_id="importRobinson",
         status_code=200,
-        responses=errors(401, 403, 422),
-        request_max_body_size=None,  # streamed in constant memory, whatever the size of the list
+        responses=errors(401, 403, 413, 422),
+        request_max_body_size=None,  # streamed in constant memory; CONSENT_IMPORT_MAX_BYTES is counted as it streams
     )
     async def robinson(
         self,
@@ -51,6 +62,7 @@ class ImportController(Controller):
         principal: NamedDependency[Principal],
         db: NamedDependency[AsyncSession],
         keys: NamedDependency[Keys],
+        settings: NamedDependency[Settings],
     ) -> RobinsonReportOut:
         """Import a Robinson list (`text/csv`, UTF-8, `;` or `,`), streamed.
 
@@ -58,21 +70,23 @@ class ImportController(Controller):
         German headers (Straße, Hausnummer, PLZ, Ort, Vorname, Nachname) work too.
 
         Entries are kept as keyed hashes only. Known print addresses on the list become `objected`; addresses
-        added later are suppressed. All or nothing; importing the same list again changes nothing.
+        added later are suppressed. All or nothing; importing the same list again changes nothing. A row that
+        cannot be read (longer than 256 KiB, a quote never closed, a NUL character) is reported with its line
+        number like any wrong row. A body larger than the server's `CONSENT_IMPORT_MAX_BYTES` (default 1 GiB)
+        answers 413 and imports nothing.
         """
+        body = _body(request, settings)
         actor = Actor(ActorType.API_KEY, str(principal.api_key_id))
         async with db.begin():
-            report = await import_robinson(
-                db, keys, principal.workspace_id, request.stream(), actor=actor, source="api"
-            )
+            report = await import_robinson(db, keys, principal.workspace_id, body, actor=actor, source="api")
         return msgspec.convert(report, RobinsonReportOut, from_attributes=True)
 
     @post(
         "/consents",
         operation_id="importConsents",
         status_code=200,
-        responses=errors(401, 403, 415, 422),
-        request_max_body_size=None,  # streamed in constant memory, whatever the size of the file
+        responses=errors(401, 403, 413, 415, 422),
+        request_max_body_size=None,  # streamed in constant memory; CONSENT_IMPORT_MAX_BYTES is counted as it streams
     )
     async def consents(
         self,
@@ -80,6 +94,7 @@ class ImportController(Controller):
         principal: NamedDependency[Principal],
         db: NamedDependency[AsyncSession],
         keys: NamedDependency[Keys],
+        settings: NamedDependency[Settings],
     ) -> ConsentImportReportOut:
         """Import consents collected elsewhere, each with its original proof: NDJSON (`application/x-ndjson`) or CSV.
 
@@ -92,13 +107,19 @@ class ImportController(Controller):
         Each line becomes an `import` event dated `captured_at`. A line older than what the ledger holds changes
         nothing (importing the same file again records nothing; a later withdrawal stands), and an opt-in for an
         address on the do-not-contact list is skipped. Wrong lines are reported; the others are taken, in batches
-        of 500, each committed on its own.
+        of 500, each committed on its own. A line that cannot be read (longer than 256 KiB, a CSV quote never
+        closed, a NUL character) is reported like any wrong line.
+
+        A body larger than the server's `CONSENT_IMPORT_MAX_BYTES` (default 1 GiB) answers 413: at once when its
+        `Content-Length` says so (nothing recorded), else where it passes the limit, saying which lines were
+        taken (`lines_taken_through`, `recorded`); import the rest, or the file split, again (lines already
+        recorded record nothing).
         """
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type == "text/csv":
-            lines = csv_lines(request.stream())
+            lines = csv_lines(_body(request, settings))
         elif content_type in NDJSON_TYPES:
-            lines = ndjson_lines(request.stream())
+            lines = ndjson_lines(_body(request, settings))
         else:
             raise UnsupportedMediaType(
                 f"Send the consents as NDJSON (Content-Type: application/x-ndjson) or CSV (text/csv), not "

@@ -1,81 +1,276 @@
-"""CSV records from a byte stream, in constant memory: UTF-8 (BOM tolerated), ``;`` or ``,`` or tab.
+"""Lines and CSV records from a byte stream a client sends, in bounded memory and linear time.
 
-Quoted fields may contain the delimiter and line breaks. Each record comes with the line number it starts on,
-so a report can point at the line a person has to fix.
+An import body comes from outside, so nothing in it may decide how much we hold: a line is at most
+:data:`MAX_LINE_BYTES` long (an over-long line is reported as that line's error and skipped without being kept),
+a quoted CSV field that is never closed ends at that length too (the whole body is cut at the operator's limit,
+:mod:`app.imports.limits`). What cannot be read in one line is that line's error, never the whole file's: the
+import reports it by line number and takes the rest.
+
+CSV: UTF-8 (BOM tolerated), ``;`` or ``,`` or tab (taken from the header line), quoted fields with the
+delimiter, doubled quotes and line breaks, read as Python's :mod:`csv` reads them (``strict=False``). Each
+record comes with the line it starts on, so a report points at the line a person has to fix.
 """
 
 from __future__ import annotations
 
 import codecs
 import csv
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+
+#: The longest line (or quoted record over several lines) taken, in bytes. Every line the consent import can
+#: accept fits: a 20,000-character notice text with each character JSON-escaped (``\\uXXXX``, 120 KB) plus
+#: the longest evidence and postal fields.
+MAX_LINE_BYTES = 256 * 1024
 
 _DELIMITERS = (";", ",", "\t")
+_QUOTE = '"'
 
 
 class CsvError(ValueError):
-    """The stream is not CSV we can read (encoding, missing header)."""
+    """The stream is not CSV we can read as a whole (encoding, missing header)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LineError:
+    """A line (or a record over several lines) that cannot be read; the lines around it can."""
+
+    code: str
+    message: str
+
+
+def too_long(limit: int) -> LineError:
+    """The error of a line longer than ``limit`` bytes."""
+    return LineError(
+        "line_too_long",
+        f"The line is longer than {limit // 1024} KiB; it was skipped. Is a line break missing, or a field "
+        "far too long?",
+    )
+
+
+def too_many_fields(found: int, expected: int) -> LineError:
+    """The error of a record with more (non-empty) fields than its header names."""
+    return LineError(
+        "too_many_fields",
+        f"The line has {found} fields where the header has {expected}: a delimiter too many, or a quote that "
+        "runs into the next line?",
+    )
+
+
+NUL_IN_LINE = LineError(
+    "nul_character", "The line contains a NUL character (\\u0000), which cannot be stored. Remove it."
+)
+
+
+class LineSplitter:
+    """Splits chunks into numbered lines (line breaks dropped), holding at most ``limit`` bytes of an open line.
+
+    The parts of a line that spans chunks are joined once, when it ends (no re-joining per chunk). A line that
+    grows beyond ``limit`` is reported as a :class:`LineError` the moment it does, and the rest of it is dropped
+    as it arrives.
+    """
+
+    def __init__(self, limit: int = MAX_LINE_BYTES) -> None:
+        self.limit = limit
+        self.number = 0
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._skipping = False
+
+    @property
+    def held(self) -> int:
+        """Bytes of the open line held now (never more than ``limit``)."""
+        return self._size
+
+    def feed(self, chunk: bytes) -> list[tuple[int, bytes | LineError]]:
+        """The lines ``chunk`` completes (an over-long one as its error, once)."""
+        pieces = chunk.split(b"\n")
+        rest = pieces.pop()  # the start of a line the next chunk continues
+        out: list[tuple[int, bytes | LineError]] = []
+        limit = self.limit
+        if pieces and (self._parts or self._skipping):  # the first piece ends the line the last chunk left open
+            first = pieces.pop(0)
+            self.number += 1
+            if not self._skipping:  # (a skipped line's error was reported when it grew too long)
+                self._parts.append(first)
+                fits = self._size + len(first) <= limit
+                out.append((self.number, b"".join(self._parts) if fits else too_long(limit)))
+            self._parts, self._size, self._skipping = [], 0, False
+        if pieces:
+            start, self.number = self.number + 1, self.number + len(pieces)
+            if max(map(len, pieces)) <= limit:  # the usual case, without a loop in Python
+                out.extend(zip(range(start, self.number + 1), pieces, strict=True))
+            else:
+                out.extend(
+                    (number, piece if len(piece) <= limit else too_long(limit))
+                    for number, piece in enumerate(pieces, start)
+                )
+        if rest and not self._skipping:
+            self._size += len(rest)
+            if self._size > limit:
+                out.append((self.number + 1, too_long(limit)))
+                self._parts, self._size, self._skipping = [], 0, True
+            else:
+                self._parts.append(rest)
+        return out
+
+    def finish(self) -> list[tuple[int, bytes | LineError]]:
+        """The last line, if the stream did not end with a line break."""
+        parts, self._parts, self._size = self._parts, [], 0
+        if self._skipping or not parts:
+            return []
+        self.number += 1
+        return [(self.number, b"".join(parts))]
+
+
+Record = tuple[int, list[str] | LineError]
+
+UNCLOSED_AFTER_UNCLOSED = LineError(
+    "unclosed_quote",
+    "The quote opened on this line is not closed on it; it follows a quote that was never closed, so it is read "
+    "on its own and not taken.",
+)
 
 
 class _Records:
-    """Joins physical lines into records: a record ends where its quotes are balanced."""
+    """Physical lines to CSV records: a record ends at the first line break outside a quoted field.
 
-    def __init__(self) -> None:
-        self.line_no = 0
-        self.start = 1
-        self.open: list[str] = []
+    Where a line ends inside a quoted field (a quote opened at the start of a field and not closed), the record
+    goes on with the next line, up to ``limit`` bytes. A quote that is never closed within that (or before the
+    end of the file) is the error of the line it opened on; the lines it swallowed are then read again, each on
+    its own (one that again ends inside a quote is its own error), so every line is scanned at most twice.
+    """
 
-    def feed(self, lines: list[str]) -> list[tuple[int, str]]:
-        complete: list[tuple[int, str]] = []
-        for line in lines:
-            self.line_no += 1
-            if not self.open:
-                self.start = self.line_no
-            self.open.append(line.rstrip("\r"))
-            text = "\n".join(self.open)
-            if text.count('"') % 2 == 0:
-                complete.append((self.start, text))
-                self.open = []
-        return complete
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.delimiter: str | None = None
+        self.first = True
+        self.open: list[tuple[int, str, int]] = []  # (number, text, bytes) of the record's lines so far
+        self.size = 0
 
-    def finish(self) -> list[tuple[int, str]]:
-        """What an unterminated quote left open (parsed as it stands)."""
-        rest = [(self.start, "\n".join(self.open))] if self.open else []
-        self.open = []
-        return rest
+    def feed(self, items: Iterable[tuple[int, bytes | LineError]]) -> list[Record]:
+        out: list[Record] = []
+        for number, raw in items:
+            if isinstance(raw, LineError):
+                self._line(number, raw, 0, out)
+                continue
+            data = raw.removeprefix(codecs.BOM_UTF8) if self.first else raw
+            self.first = False
+            try:
+                text = data.decode()
+            except UnicodeDecodeError as exc:
+                raise CsvError(f"The file is not UTF-8 (line {number}): {exc.reason}.") from None
+            self._line(number, text.removesuffix("\r"), len(raw), out)
+        return out
+
+    def finish(self) -> list[Record]:
+        out: list[Record] = []
+        if self.open:
+            self._give_up("The quote opened on this line is not closed before the end of the file.", out)
+        return out
+
+    def _line(self, number: int, text: str | LineError, size: int, out: list[Record], *, alone: bool = False) -> None:
+        if self.open:
+            if isinstance(text, LineError) or self.size + size > self.limit:
+                self._give_up(
+                    f"The quote opened on this line is not closed within {self.limit // 1024} KiB.",
+                    out,
+                    (number, text, size),
+                )
+                return
+            self.open.append((number, text, size))
+            self.size += size + 1
+            if not _ends_in_quotes(text, self.delimiter or ",", in_quotes=True):
+                start = self.open[0][0]
+                record = "\n".join(part for _, part, _ in self.open)
+                self.open, self.size = [], 0
+                out.append((start, _fields(record, self.delimiter or ",")))
+            return
+        if isinstance(text, LineError):
+            out.append((number, text))
+            return
+        if self.delimiter is None:
+            if not text.strip():
+                return
+            self.delimiter = _sniff(text)
+        if _QUOTE in text and _ends_in_quotes(text, self.delimiter, in_quotes=False):
+            if alone:
+                out.append((number, UNCLOSED_AFTER_UNCLOSED))
+            else:
+                self.open, self.size = [(number, text, size)], size + 1
+            return
+        out.append((number, _fields(text, self.delimiter)))
+
+    def _give_up(self, why: str, out: list[Record], then: tuple[int, str | LineError, int] | None = None) -> None:
+        """Report the line the open quote started on; read the lines it swallowed (and ``then``) on their own."""
+        (start, _, _), *swallowed = self.open
+        self.open, self.size = [], 0
+        out.append((start, LineError("unclosed_quote", f"{why} The line was not taken; the lines after it were read.")))
+        for number, text, size in [*swallowed, *([then] if then else [])]:
+            self._line(number, text, size, out, alone=True)  # opens no record: nothing is read a third time
 
 
-async def records(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[int, list[str]]]:
-    """``(line number, fields)`` for every non-empty record, the header first."""
-    decoder = codecs.getincrementaldecoder("utf-8-sig")()
-    joiner = _Records()
-    pending = ""
-    delimiter: str | None = None
+def _ends_in_quotes(text: str, delimiter: str, *, in_quotes: bool) -> bool:
+    """Whether ``text`` ends inside a quoted field, read as :mod:`csv` reads it (``doublequote``, not strict).
+
+    A quote opens a quoted field only at the start of a field; elsewhere it is a character of the field. In a
+    quoted field a doubled quote is a quote; a single one closes the field, and what follows up to the next
+    delimiter belongs to the field as it stands.
+    """
+    i, n = 0, len(text)
+    while True:
+        if in_quotes:
+            j = text.find(_QUOTE, i)
+            if j < 0:
+                return True
+            if j + 1 < n and text[j + 1] == _QUOTE:
+                i = j + 2
+                continue
+            in_quotes = False
+            j = text.find(delimiter, j + 1)
+            if j < 0:
+                return False
+            i = j + 1
+        if i < n and text[i] == _QUOTE:  # the start of a field
+            in_quotes = True
+            i += 1
+            continue
+        j = text.find(delimiter, i)
+        if j < 0:
+            return False
+        i = j + 1
+
+
+def _fields(record: str, delimiter: str) -> list[str] | LineError:
+    if "\0" in record:
+        return NUL_IN_LINE
+    if _QUOTE not in record:
+        return record.split(delimiter)
     try:
-        async for chunk in chunks:
-            pending += decoder.decode(chunk)
-            *lines, pending = pending.split("\n")
-            batch = joiner.feed(lines)
-            delimiter = delimiter or (_sniff(batch[0][1]) if batch else None)
-            for row in _parse(batch, delimiter):
-                yield row
-        pending += decoder.decode(b"", final=True)
-    except UnicodeDecodeError as exc:
-        raise CsvError(f"The file is not UTF-8 (near line {joiner.line_no + 1}): {exc.reason}.") from None
-    batch = [*joiner.feed([pending] if pending else []), *joiner.finish()]
-    delimiter = delimiter or (_sniff(batch[0][1]) if batch else None)
-    for row in _parse(batch, delimiter):
-        yield row
+        return next(csv.reader((record,), delimiter=delimiter, strict=False))
+    except csv.Error as exc:
+        return LineError("malformed_line", f"The line is not valid CSV: {exc}.")
+
+
+async def records(chunks: AsyncIterator[bytes], limit: int = MAX_LINE_BYTES) -> AsyncIterator[Record]:
+    """``(line number, fields or the line's error)`` for every non-empty record, the header first."""
+    splitter = LineSplitter(limit)
+    reader = _Records(limit)
+    async for chunk in chunks:
+        for record in reader.feed(splitter.feed(chunk)):
+            if _kept(record):
+                yield record
+    for record in [*reader.feed(splitter.finish()), *reader.finish()]:
+        if _kept(record):
+            yield record
+
+
+def _kept(record: Record) -> bool:
+    fields = record[1]
+    return isinstance(fields, LineError) or any(field.strip() for field in fields)
 
 
 def _sniff(header: str) -> str:
     counts = {candidate: header.count(candidate) for candidate in _DELIMITERS}
     best = max(counts, key=lambda candidate: counts[candidate])
     return best if counts[best] else ","
-
-
-def _parse(batch: list[tuple[int, str]], delimiter: str | None) -> list[tuple[int, list[str]]]:
-    if not batch:
-        return []
-    rows = csv.reader((text for _, text in batch), delimiter=delimiter or ",")
-    return [(number, fields) for (number, _), fields in zip(batch, rows, strict=True) if any(f.strip() for f in fields)]

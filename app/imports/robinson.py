@@ -7,7 +7,8 @@ marketing. Nothing of the list is kept in clear. Then every known print address 
 
 The file is streamed: rows are parsed and copied to a temporary table in batches, so memory stays flat for any
 list size. The import is one transaction (all or nothing) and idempotent: importing the same list again adds
-nothing and records no new events.
+nothing and records no new events. A row that cannot be read (too long, a quote never closed, a NUL character)
+is that row's error like any other; a body beyond the operator's limit is refused whole (413), nothing taken.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.domain.identifiers import InvalidIdentifier, normalise_postal
 from app.domain.model import ActorType, Channel, ObjectionKind, SuppressionReason, SuppressionScope, Trigger
 from app.imports import repository
-from app.imports.csvstream import CsvError, records
+from app.imports.csvstream import CsvError, LineError, records, too_many_fields
+from app.imports.limits import BodyLimitReached, too_large
 from app.ledger import repository as ledger
 from app.ledger.service import Actor, Change, apply_changes
 from app.lib.errors import InvalidInput
@@ -105,6 +107,10 @@ async def import_robinson(
         await _stream_keys(driver, keys, chunks, report, progress)
     except CsvError as exc:
         raise InvalidInput(str(exc), code="invalid_csv") from None
+    except BodyLimitReached as exc:
+        raise too_large(
+            exc.limit, "Reading stopped there; nothing of the list was imported (all or nothing)."
+        ) from None
     await repository.analyze_keys(session)
     report.new_entries = await ledger.add_suppressions_from_table(
         session,
@@ -144,12 +150,13 @@ async def _stream_keys(
 
     batch: list[tuple[uuid.UUID, bytes, int]] = []
     columns: dict[str, int] | None = None
+    width = 0
     async for line, fields in records(counted()):
         if columns is None:
-            columns = _header(fields)
+            columns, width = _header(line, fields)
             continue
         report.rows += 1
-        identifier = _identifier(line, fields, columns, report)
+        identifier = _identifier(line, fields, columns, width, report)
         if identifier is None:
             continue
         report.accepted += 1
@@ -163,7 +170,10 @@ async def _stream_keys(
         await repository.copy_keys(driver, batch)
 
 
-def _header(fields: list[str]) -> dict[str, int]:
+def _header(line: int, fields: list[str] | LineError) -> tuple[dict[str, int], int]:
+    """The header's columns by name, and how many it has."""
+    if isinstance(fields, LineError):
+        raise InvalidInput(f"The header (line {line}) cannot be read: {fields.message}", code="invalid_csv")
     names = [_ALIASES.get(name.strip().lower(), name.strip().lower()) for name in fields]
     columns = {name: index for index, name in enumerate(names)}
     missing = [name for name in ("street", "postcode", "city") if name not in columns]
@@ -173,11 +183,20 @@ def _header(fields: list[str]) -> dict[str, int]:
             f"house_number and country are optional. Found: {', '.join(names)}.",
             code="invalid_csv_header",
         )
-    return columns
+    return columns, len(fields)
 
 
-def _identifier(line: int, fields: list[str], columns: dict[str, int], report: RobinsonReport) -> str | None:
+def _identifier(
+    line: int, fields: list[str] | LineError, columns: dict[str, int], width: int, report: RobinsonReport
+) -> str | None:
     """The print identifier of one row (person level), or ``None`` with the row's error recorded."""
+    if isinstance(fields, LineError):
+        _reject(report, line, fields.code, fields.message)
+        return None
+    if any(field.strip() for field in fields[width:]):  # the header has ``width`` columns
+        extra = too_many_fields(len(fields), width)
+        _reject(report, line, extra.code, extra.message)
+        return None
 
     def get(name: str) -> str:
         index = columns.get(name)

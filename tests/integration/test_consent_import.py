@@ -6,6 +6,7 @@ import json
 import uuid
 from datetime import timedelta
 
+import msgspec
 import pytest
 from sqlalchemy import text
 
@@ -14,6 +15,7 @@ from app.ledger.models import ContactPoint
 from app.lib.auth import Scope
 from app.lib.keys import Keys
 from app.lib.orm import utcnow
+from app.settings import Settings, SettingsError
 from tests.conftest import TEST_SECRET, consent_cli
 
 NDJSON = {"Content-Type": "application/x-ndjson"}
@@ -342,3 +344,163 @@ async def test_the_cli_imports_ndjson_and_csv_with_a_report(pg_server, tmp_path)
         assert "already_recorded" in human.stdout
     finally:
         await pg_server.drop_database(url)
+
+
+# --- what a client cannot make us hold or fail on (issue 16, finding 8) --------------------------------------------
+
+
+@pytest.fixture
+def import_limit(app):
+    """Set the app's CONSENT_IMPORT_MAX_BYTES for this test."""
+
+    def set_limit(size):
+        app.state.settings = msgspec.structs.replace(app.state.settings, import_max_bytes=size)
+
+    return set_limit
+
+
+def test_the_import_limit_is_an_operator_setting():
+    assert Settings.from_env({}).import_max_bytes == 1 << 30
+    assert Settings.from_env({"CONSENT_IMPORT_MAX_BYTES": "512M"}).import_max_bytes == 512 << 20
+    assert Settings.from_env({"CONSENT_IMPORT_MAX_BYTES": "65536"}).import_max_bytes == 65536
+    with pytest.raises(SettingsError, match="CONSENT_IMPORT_MAX_BYTES"):
+        Settings.from_env({"CONSENT_IMPORT_MAX_BYTES": "lots"})
+
+
+async def test_a_body_declared_beyond_the_limit_is_refused_before_anything_is_read(
+    client, admin, purposes, session, import_limit
+):
+    import_limit(4096)
+    body = ndjson(*[email_line(contact=f"crm-{n}", address=f"p{n}@example.com") for n in range(20)])
+    assert len(body) > 4096
+    response = await post(client, admin, body)
+    assert response.status_code == 413, response.text
+    problem = response.json()
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert problem["code"] == "request_too_large"
+    assert "4 KiB" in problem["detail"]
+    assert "CONSENT_IMPORT_MAX_BYTES" in problem["detail"]
+    assert "Nothing was read or recorded" in problem["detail"]
+    assert await count(session, "SELECT count(*) FROM contacts") == 0
+
+
+async def test_a_streamed_body_is_cut_at_the_limit_and_says_which_lines_were_taken(
+    client, admin, purposes, session, import_limit, monkeypatch
+):
+    """No Content-Length: counted as it streams, not buffered; the batches committed stay, the rest can follow."""
+    monkeypatch.setattr(consent_import, "BATCH", 2)
+    import_limit(16 * 1024)
+    head = ndjson(*[email_line(contact=f"crm-{n}", address=f"p{n}@example.com") for n in range(3)]) + b"\n"
+    sent = 0
+
+    async def body():
+        nonlocal sent
+        for piece in [head, *[b"\n" * 4096] * 256, ndjson(email_line(contact="crm-last", address="z@example.com"))]:
+            sent += len(piece)
+            yield piece
+
+    response = await client.post("/v1/imports/consents", content=body(), headers={**admin, **NDJSON})
+    assert response.status_code == 413, response.text
+    problem = response.json()
+    assert problem["code"] == "request_too_large"
+    assert (problem["lines_taken_through"], problem["recorded"]) == (2, 2)
+    assert "lines 1 to 2 were taken" in problem["detail"]
+    assert "idempotent" in problem["detail"]
+    assert sent < 32 * 1024, "reading stopped at the limit: the 1 MiB body was not buffered"
+    assert await count(session, "SELECT count(*) FROM contacts") == 2
+
+    import_limit(1 << 30)  # the operator raises the limit: the same body again takes the rest, nothing twice
+    sent = 0
+    report = (await client.post("/v1/imports/consents", content=body(), headers={**admin, **NDJSON})).json()
+    assert (report["recorded"], report["skipped"]) == (2, 2), report
+    assert {p["code"] for p in report["problems"]} == {"already_recorded"}
+
+
+async def test_a_line_without_line_break_beyond_the_line_limit_is_that_lines_error(client, admin, purposes):
+    async def body():
+        yield ndjson(email_line()) + b'\n{"contact": "'
+        for _ in range(64):  # 4 MiB on one line
+            yield b"x" * 65536
+        yield b'"}\n' + ndjson(email_line(contact="crm-2", address="two@example.com"))
+
+    response = await client.post("/v1/imports/consents", content=body(), headers={**admin, **NDJSON})
+    assert response.status_code == 200, response.text
+    report = response.json()
+    assert (report["lines"], report["recorded"], report["rejected"]) == (3, 2, 1)
+    assert [(p["line"], p["code"]) for p in report["problems"]] == [(2, "line_too_long")]
+
+
+CSV_HEADER = "contact;channel;address;purpose;state;captured_at;source;notice_text;note\n"
+
+
+def csv_line(contact, address, note=""):
+    return f"{contact};email;{address};newsletter;opted_in;{CAPTURED};shop;{TEXT};{note}\n"
+
+
+async def test_an_unclosed_quote_is_that_lines_error_and_the_lines_after_it_are_taken(client, admin, purposes):
+    """Also where the swallowed lines pass the csv module's field limit (128 KiB): that was a 500."""
+    filler = "".join(
+        f"crm-{n};fax;f{n}@example.com;newsletter;opted_in;{CAPTURED};x;{'y' * 200};\n" for n in range(700)
+    )
+    body = (
+        CSV_HEADER
+        + csv_line("crm-1", "one@example.com")
+        + csv_line("crm-2", "two@example.com", note='"the quote of this note is never closed')
+        + filler
+        + csv_line("crm-3", "three@example.com")
+    ).encode()
+    assert len(body) > 128 * 1024
+    response = await post(client, admin, body, {"Content-Type": "text/csv"})
+    assert response.status_code == 200, response.text
+    report = response.json()
+    assert report["lines"] == 703
+    assert report["recorded"] == 2, "the lines before and after the unclosed quote are taken"
+    problems = [(p["line"], p["code"]) for p in report["problems"]]
+    assert problems[0] == (3, "unclosed_quote")
+    assert problems[1:] == [(n, "invalid_line") for n in range(4, 704)], "each swallowed line is read on its own"
+    contact = (await client.get("/v1/contacts/crm-3", headers=admin)).json()
+    assert contact["contact_points"][0]["address"] == "three@example.com"
+
+
+async def test_a_quoted_field_holds_line_breaks_and_quotes(client, admin, purposes):
+    note = 'paper form\nsigned ""in ink""; filed'
+    body = (
+        CSV_HEADER
+        + csv_line("crm-1", "one@example.com", note=f'"{note}"')
+        + csv_line("crm-2", "two@example.com", note='5" floppy')  # a quote inside an unquoted field is a character
+        + csv_line("crm-3", "three@example.com")
+    ).encode()
+    report = (await post(client, admin, body, {"Content-Type": "text/csv"})).json()
+    assert (report["lines"], report["recorded"]) == (3, 3), report
+    events = (await client.get("/v1/contacts/crm-1/events", headers=admin)).json()
+    assert events[0]["evidence"]["note"] == 'paper form\nsigned "in ink"; filed'
+    events = (await client.get("/v1/contacts/crm-2/events", headers=admin)).json()
+    assert events[0]["evidence"]["note"] == '5" floppy'
+
+
+async def test_a_nul_character_is_the_error_of_its_line_alone(client, admin, purposes, session):
+    lines = [
+        email_line(contact="crm-1", address="one@example.com"),
+        email_line(contact="crm-2", address="two@example.com", evidence={"note": "a\u0000b"}),
+        email_line(contact="crm-3", address="three@example.com"),
+    ]
+    response = await post(client, admin, ndjson(*lines))
+    assert response.status_code == 200, response.text
+    report = response.json()
+    assert report["recorded"] == 2
+    assert [(p["line"], p["code"]) for p in report["problems"]] == [(2, "nul_character")]
+
+    body = (
+        CSV_HEADER + csv_line("crm-4", "four@example.com", note="x\0y") + csv_line("crm-5", "5@example.com")
+    ).encode()
+    report = (await post(client, admin, body, {"Content-Type": "text/csv"})).json()
+    assert report["recorded"] == 1
+    assert [(p["line"], p["code"]) for p in report["problems"]] == [(2, "nul_character")]
+    assert await count(session, "SELECT count(*) FROM contacts WHERE external_id IN ('crm-2', 'crm-4')") == 0
+
+
+async def test_fields_beyond_the_header_are_that_lines_error(client, admin, purposes):
+    body = (CSV_HEADER + csv_line("crm-1", "one@example.com", note="a;b") + csv_line("crm-2", "2@example.com")).encode()
+    report = (await post(client, admin, body, {"Content-Type": "text/csv"})).json()
+    assert report["recorded"] == 1
+    assert [(p["line"], p["code"]) for p in report["problems"]] == [(2, "too_many_fields")]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import msgspec
 import pytest
 from sqlalchemy import func, select, text
 
@@ -161,6 +162,56 @@ async def test_the_import_needs_consents_write(client, tenant):
     reader = await tenant.key(Scope.ELIGIBILITY_READ)
     response = await client.post("/v1/imports/robinson", content=LIST.encode(), headers=reader)
     assert response.status_code == 403
+
+
+# --- what a client cannot make us hold or fail on (issue 16, finding 8) --------------------------------------------
+
+
+async def suppressions(session, tenant):
+    return await session.scalar(
+        select(func.count()).select_from(Suppression).where(Suppression.workspace_id == tenant.id)
+    )
+
+
+@pytest.mark.parametrize("chunk", [None, 4096], ids=["content-length", "chunked"])
+async def test_a_list_beyond_the_import_limit_is_refused_whole(client, tenant, known, session, app, chunk):
+    app.state.settings = msgspec.structs.replace(app.state.settings, import_max_bytes=8 * 1024)
+    body = LIST + "Anna Korn;Weg;1;10115;Berlin\n" * 1000  # 29 KB
+    response = await upload(client, tenant, body, chunk=chunk)
+    assert response.status_code == 413, response.text
+    problem = response.json()
+    assert problem["code"] == "request_too_large"
+    assert problem["max_bytes"] == 8 * 1024
+    assert "8 KiB" in problem["detail"]
+    assert "CONSENT_IMPORT_MAX_BYTES" in problem["detail"]
+    assert await suppressions(session, tenant) == 0, "all or nothing: nothing of the list was kept"
+
+
+async def test_rows_that_cannot_be_read_are_their_rows_errors_and_the_rest_is_taken(client, tenant, known, session):
+    body = (
+        LIST
+        + 'Anna Korn;"Weg;1;10115;Berlin\n'  # 7: a quote never closed; it swallows the next two rows
+        + "Nul\x00 Person;Weg;2;10115;Berlin\n"  # 8: read again on its own: a NUL character
+        + "Ida Ende;Weg;3;10115;Berlin\n"  # 9: read again on its own: fine
+        + "Max Lang;"
+        + "Weg" * 100_000  # 10: 300 KB, beyond the line limit
+        + ";4;10115;Berlin\n"
+        + "Eva Extra;Weg;5;10115;Berlin;DE;more\n"  # 11: more fields than the header
+        + "Jo Letzt;Weg;6;10115;Berlin"  # 12: fine, no line break at the end
+    )
+    response = await upload(client, tenant, body, chunk=1000)
+    assert response.status_code == 200, response.text
+    report = response.json()
+    assert (report["rows"], report["accepted"], report["rejected"]) == (11, 5, 6)
+    assert [(e["line"], e["code"]) for e in report["errors"]] == [
+        (4, "invalid_postcode"),
+        (5, "name_missing"),
+        (7, "unclosed_quote"),
+        (8, "nul_character"),
+        (10, "line_too_long"),
+        (11, "too_many_fields"),
+    ]
+    assert await suppressions(session, tenant) == 5
 
 
 @pytest.mark.slow

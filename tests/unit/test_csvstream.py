@@ -1,19 +1,25 @@
-"""The streaming CSV reader: any chunking gives the same records, with the line each starts on."""
+"""The streaming CSV reader: any chunking gives the same records, with the line each starts on; memory stays
+bounded whatever the body holds, and a line that cannot be read is that line's error, never the file's."""
 
 from __future__ import annotations
+
+import csv
+import io
+import time
+import tracemalloc
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.imports.csvstream import CsvError, records
+from app.imports.csvstream import CsvError, LineError, LineSplitter, records
 
 SAMPLE = (
     '\ufeffname;street;note\r\nHans;"Haupt; str. 1";"two\nlines"\r\n\r\nErika;Weg 2;plain\nLast;Row 3;no newline at end'
 ).encode()
 
 
-async def collect(data: bytes, sizes: list[int]) -> list[tuple[int, list[str]]]:
+async def collect(data: bytes, sizes: list[int], limit: int | None = None) -> list[tuple[int, list[str] | LineError]]:
     async def chunks():
         start = 0
         for size in sizes:
@@ -21,7 +27,12 @@ async def collect(data: bytes, sizes: list[int]) -> list[tuple[int, list[str]]]:
             start += size
         yield data[start:]
 
-    return [row async for row in records(chunks())]
+    reading = records(chunks()) if limit is None else records(chunks(), limit)
+    return [row async for row in reading]
+
+
+def codes(rows):
+    return [(number, fields.code if isinstance(fields, LineError) else fields) for number, fields in rows]
 
 
 EXPECTED = [
@@ -56,3 +67,101 @@ async def test_a_multibyte_character_split_across_chunks():
 async def test_not_utf8_is_an_error():
     with pytest.raises(CsvError, match="not UTF-8"):
         await collect("name\nJürgen\n".encode("latin-1"), [])
+
+
+async def test_quoted_fields_hold_line_breaks_doubled_quotes_and_delimiters_across_chunks():
+    data = b'a;b;c\n1;"say ""hi""\n\nbye; now";x\n2;O"Brien;x\n3;"";"z"\n'
+    expected = [
+        (1, ["a", "b", "c"]),
+        (2, ["1", 'say "hi"\n\nbye; now', "x"]),
+        (5, ["2", 'O"Brien', "x"]),  # a quote inside an unquoted field is a character, as csv reads it
+        (6, ["3", "", "z"]),
+    ]
+    for size in (1, 2, 3, 5, 7, len(data)):
+        assert await collect(data, [size] * (len(data) // size)) == expected, size
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet='ab;"\n', max_size=60))
+async def test_records_are_what_the_csv_module_reads(body):
+    """Where no line is in error, the records are exactly the csv module's, read from the whole file at once."""
+    data = "h;i\n" + body
+    ours = await collect(data.encode(), [3] * 30)
+    if any(isinstance(fields, LineError) for _, fields in ours):
+        return
+    theirs = [row for row in csv.reader(io.StringIO(data, newline=""), delimiter=";") if any(f.strip() for f in row)]
+    assert [fields for _, fields in ours] == theirs
+
+
+async def test_a_quote_unclosed_at_the_end_of_the_file_is_its_lines_error_and_the_lines_after_it_are_read():
+    data = b'a;b\n1;ok\n2;"never closed\n3;fine\n4;also fine'
+    assert codes(await collect(data, [4] * 20)) == [
+        (1, ["a", "b"]),
+        (2, ["1", "ok"]),
+        (3, "unclosed_quote"),
+        (4, ["3", "fine"]),
+        (5, ["4", "also fine"]),
+    ]
+
+
+async def test_an_unclosed_quote_ends_at_the_line_limit_and_the_rest_is_read():
+    good = b"x;" + b"y" * 90 + b"\n"
+    data = b'a;b\n1;"never closed\n' + good * 40 + b'2;"quoted\nover two lines"\n'
+    rows = codes(await collect(data, [64] * 200, limit=1024))
+    assert rows[:2] == [(1, ["a", "b"]), (2, "unclosed_quote")]
+    assert rows[2:42] == [(number, ["x", "y" * 90]) for number in range(3, 43)]
+    assert rows[42:] == [(43, ["2", "quoted\nover two lines"])], "after the swallowed lines, reading goes on as usual"
+
+
+async def test_reading_again_after_an_unclosed_quote_is_linear():
+    """Lines that would each open a quote again are read once more on their own, not each up to the limit."""
+    data = b'a;b\n1;"open\n' + b'x";"y\n' * 200_000
+    started = time.perf_counter()
+    rows = await collect(data, [65536] * 30)
+    assert time.perf_counter() - started < 10
+    assert len(rows) == 200_002
+    assert {fields.code for _, fields in rows[1:] if isinstance(fields, LineError)} == {"unclosed_quote"}
+
+
+async def test_a_line_without_line_break_beyond_the_limit_is_its_lines_error_in_bounded_memory():
+    limit = 64 * 1024
+    piece = b"x" * 16384
+
+    async def body():
+        yield b"a;b\n1;ok\n2;"
+        for _ in range(512):  # 8 MiB without a line break
+            yield piece
+        yield b"\n3;after\n"
+
+    tracemalloc.start()
+    try:
+        rows = [row async for row in records(body(), limit)]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert codes(rows) == [(1, ["a", "b"]), (2, ["1", "ok"]), (3, "line_too_long"), (4, ["3", "after"])]
+    assert peak < 4 * limit, f"{peak} bytes held for an 8 MiB line"
+
+
+def test_the_splitter_never_holds_more_than_its_limit():
+    splitter = LineSplitter(1000)
+    out = []
+    for chunk in [b"ok\nstart", *([b"z" * 300] * 10), b"end\nnext", b" line"]:
+        out += splitter.feed(chunk)
+        assert splitter.held <= 1000
+    out += splitter.finish()
+    assert [(n, line if isinstance(line, bytes) else line.code) for n, line in out] == [
+        (1, b"ok"),
+        (2, "line_too_long"),
+        (3, b"next line"),
+    ]
+
+
+async def test_a_nul_character_is_its_lines_error():
+    data = b"a;b\n1;x\x00y\n2;fine\n"
+    assert codes(await collect(data, [])) == [(1, ["a", "b"]), (2, "nul_character"), (3, ["2", "fine"])]
+
+
+async def test_a_line_csv_cannot_read_is_its_lines_error():
+    data = b'a;b\n1;"x"\ry\n2;"fine"\n'  # a carriage return in the middle of an unquoted field
+    assert codes(await collect(data, [])) == [(1, ["a", "b"]), (2, "malformed_line"), (3, ["2", "fine"])]
