@@ -32,7 +32,7 @@ import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.gate import is_suppressed
-from app.domain.identifiers import InvalidIdentifier, normalise_email, normalise_phone
+from app.domain.identifiers import InvalidIdentifier, normalise_email, normalise_phone, valid_external_id
 from app.domain.model import WITHDRAWN_STATES, Channel, PurposeKind, State, SuppressionScope, Trigger
 from app.imports.csvstream import (
     NUL_IN_LINE,
@@ -436,6 +436,12 @@ class _Found:
         if contact is None:
             if _uuid(line.contact) is not None:
                 raise LineRejected("contact_not_found", "No contact with this id (an unknown external id is created).")
+            if not valid_external_id(line.contact):
+                raise LineRejected(
+                    "invalid_external_id",
+                    "An external id has no '/' or control characters and is not '.' or '..' (it names the contact "
+                    "in URLs).",
+                )
             contact = await repository.add_contact(
                 session, context.workspace_id, line.contact, line.locale, line.timezone
             )

@@ -504,3 +504,18 @@ async def test_fields_beyond_the_header_are_that_lines_error(client, admin, purp
     report = (await post(client, admin, body, {"Content-Type": "text/csv"})).json()
     assert report["recorded"] == 1
     assert [(p["line"], p["code"]) for p in report["problems"]] == [(2, "too_many_fields")]
+
+
+async def test_an_external_id_the_contact_urls_could_not_name_is_that_lines_error(client, admin, purposes, session):
+    lines = [
+        email_line(contact="crm/1", address="one@example.com"),
+        email_line(contact="..", address="two@example.com"),
+        email_line(contact="crm-3", address="three@example.com"),
+    ]
+    report = (await post(client, admin, ndjson(*lines))).json()
+    assert report["recorded"] == 1
+    assert [(p["line"], p["code"]) for p in report["problems"]] == [
+        (1, "invalid_external_id"),
+        (2, "invalid_external_id"),
+    ]
+    assert await count(session, "SELECT count(*) FROM contacts") == 1
