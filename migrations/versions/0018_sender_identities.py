@@ -71,13 +71,22 @@ def upgrade() -> None:
         "INSERT INTO sender_identities (identity, workspace_id) VALUES (:identity, :workspace_id) "
         "ON CONFLICT (identity) DO NOTHING"
     )
+    owner = sa.text("SELECT workspace_id FROM sender_identities WHERE identity = :identity")
+    release = sa.text(
+        "UPDATE workspaces SET settings = jsonb_set(settings, ARRAY['phone', :field], 'null'::jsonb) WHERE id = :id"
+    )
     for workspace_id, settings in rows:
         phone = (settings or {}).get("phone") or {}
         region = (settings or {}).get("default_region") or "DE"
         for field in ("sms_from", "whatsapp_from"):
             identity = _identity(phone.get(field), region)
-            if identity is not None:
-                bind.execute(claim, {"identity": identity, "workspace_id": workspace_id})
+            if identity is None:
+                continue
+            bind.execute(claim, {"identity": identity, "workspace_id": workspace_id})
+            # a sender two workspaces named stays with the older one; the younger stops sending from it at once
+            # (its recipients' STOPs could never reach its ledger: the webhooks now take only a holder's senders)
+            if bind.execute(owner, {"identity": identity}).scalar_one() != workspace_id:
+                bind.execute(release, {"field": field, "id": workspace_id})
 
 
 def downgrade() -> None:

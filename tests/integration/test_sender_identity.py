@@ -357,6 +357,12 @@ async def test_the_migration_claims_the_senders_of_existing_settings_the_older_w
         async with engine.connect() as conn:
             owners = dict((await conn.execute(text("SELECT identity, workspace_id FROM sender_identities"))).all())
         assert owners == {NUMBER_A: older, SERVICE_A: younger}
+        async with engine.connect() as conn:
+            phones = dict((await conn.execute(text("SELECT id, settings -> 'phone' FROM workspaces"))).all())
+        assert phones[younger] == {"sms_from": None, "whatsapp_from": SERVICE_A.upper()}, (
+            "the younger workspace no longer sends from the number the older one keeps"
+        )
+        assert phones[older]["sms_from"] == "+49 30 123456789"
     finally:
         await engine.dispose()
         await pg_server.drop_database(url)
