@@ -356,3 +356,42 @@ async def test_bad_parameters_are_refused_with_a_problem(client, tenant, kind, p
 async def test_reports_need_the_audit_scope(client, tenant):
     response = await client.get("/v1/reports/consents", headers=await tenant.key(Scope.ELIGIBILITY_READ))
     assert response.status_code == 403
+
+
+async def test_the_rebuild_and_catch_up_commands(pg_server):
+    import json  # noqa: PLC0415
+
+    from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine  # noqa: PLC0415
+
+    from app.ledger import repository as ledger_repository  # noqa: PLC0415
+    from tests.conftest import consent_cli  # noqa: PLC0415
+
+    url = await pg_server.create_database("consent_cli_reports")
+    run = consent_cli(url)
+    try:
+        assert run("migrate").returncode == 0
+        workspace_id = uuid.UUID(json.loads(run("workspace", "create", "Acme", "--json").stdout.splitlines()[-1])["id"])
+        engine = create_async_engine(url)
+        async with async_sessionmaker(engine, expire_on_commit=False)() as session, session.begin():
+            contact = await ledger_repository.add_contact(session, workspace_id, None, None, None)
+            point = await ledger_repository.add_contact_point(
+                session, workspace_id, contact_id=contact.id, channel="sms", value="+4915100000009", details={},
+                suppression_keys=[],
+            )  # fmt: skip
+            for trigger in (Trigger.START_WORD, Trigger.STOP_WORD):
+                await apply_changes(session, workspace_id, [Change(point, None, trigger)], SYSTEM)
+        await engine.dispose()
+
+        caught_up = run("reports", "catch-up", "--workspace", str(workspace_id), "--json")
+        assert caught_up.returncode == 0, caught_up.stderr
+        assert json.loads(caught_up.stdout.splitlines()[-1])["ledger_events"] == 2
+        again = run("reports", "catch-up", "--json")  # every workspace; nothing new
+        assert json.loads(again.stdout.splitlines()[-1])["ledger_events"] == 0
+        rebuilt = run("reports", "rebuild", "--json")
+        assert rebuilt.returncode == 0, rebuilt.stderr
+        assert json.loads(rebuilt.stdout.splitlines()[-1])["ledger_events"] == 2
+        unknown = run("reports", "rebuild", "--workspace", str(uuid.uuid4()))
+        assert unknown.returncode == 1
+        assert "No workspace" in unknown.stderr
+    finally:
+        await pg_server.drop_database(url)
