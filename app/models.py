@@ -7,7 +7,14 @@ from app.lib.orm import Base
 from app.messages.models import Delivery, Message, MessageEvent
 from app.privacy.models import Erasure
 from app.purposes.models import Notice, Purpose
-from app.reports.models import ReportConsentCount, ReportDoi, ReportMessageCount, ReportMessageQueue, ReportWatermark
+from app.reports.models import (
+    ReportConsentCount,
+    ReportConsentDaily,
+    ReportDoi,
+    ReportMessageCount,
+    ReportMessageQueue,
+    ReportWatermark,
+)
 from app.twilio.models import InboundMessage
 from app.webhooks.models import WebhookDelivery, WebhookSubscription
 from app.workspaces.models import ApiKey, Workspace
@@ -33,6 +40,7 @@ __all__ = [
     "Purpose",
     "RateLimitHit",
     "ReportConsentCount",
+    "ReportConsentDaily",
     "ReportDoi",
     "ReportMessageCount",
     "ReportMessageQueue",

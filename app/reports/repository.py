@@ -47,16 +47,23 @@ def _two_digits(expression: str) -> str:
     return f"(CASE WHEN {v} < 100 THEN round({v}) ELSE round({v} / {scale}) * {scale} END)::bigint"
 
 
-_CONSENT_COUNTS = f"""
-    INSERT INTO report_consent_counts
-           (workspace_id, hour, channel, purpose_id, source, trigger, from_state, to_state, detail, n)
-    SELECT :ws, date_trunc('hour', e.occurred_at, 'UTC'), e.channel, e.purpose_id, {_SOURCE}, e.trigger,
-           e.from_state, e.to_state, {_DETAIL}, count(*)
-      FROM consent_events e
-     WHERE e.workspace_id = :ws AND e.seq > :lo AND e.seq <= :hi
-     GROUP BY 2, 3, 4, 5, 6, 7, 8, 9
-    ON CONFLICT ON CONSTRAINT uq_report_consent_counts_key DO UPDATE SET n = report_consent_counts.n + excluded.n
-"""  # noqa: S608  # constant text; every input is a bind parameter
+def _consent_counts(table: str, unit: str) -> str:
+    """The statement adding ledger events with ``:lo < seq <= :hi`` to ``table``, per ``unit`` (hour or day)."""
+    column = "hour" if unit == "hour" else "day"
+    return f"""
+        INSERT INTO {table}
+               (workspace_id, {column}, channel, purpose_id, source, trigger, from_state, to_state, detail, n)
+        SELECT :ws, date_trunc('{unit}', e.occurred_at, 'UTC'), e.channel, e.purpose_id, {_SOURCE}, e.trigger,
+               e.from_state, e.to_state, {_DETAIL}, count(*)
+          FROM consent_events e
+         WHERE e.workspace_id = :ws AND e.seq > :lo AND e.seq <= :hi
+         GROUP BY 2, 3, 4, 5, 6, 7, 8, 9
+        ON CONFLICT ON CONSTRAINT uq_{table}_key DO UPDATE SET n = {table}.n + excluded.n
+    """  # noqa: S608  # constant names; every input is a bind parameter
+
+
+_CONSENT_COUNTS = _consent_counts("report_consent_counts", "hour")
+_CONSENT_DAILY = _consent_counts("report_consent_daily", "day")
 
 _DOI_STARTED = """
     INSERT INTO report_doi (workspace_id, cohort_day, channel, purpose_id, confirm_s, n)
@@ -161,7 +168,7 @@ async def ledger_head(session: AsyncSession, workspace_id: uuid.UUID) -> int:
 async def count_ledger(session: AsyncSession, workspace_id: uuid.UUID, lo: int, hi: int) -> None:
     """Add the ledger events with ``lo < seq <= hi`` to the rollups and move the watermark to ``hi``."""
     params = {"ws": workspace_id, "lo": lo, "hi": hi}
-    for statement in (_CONSENT_COUNTS, _DOI_STARTED, _DOI_CONFIRMED, _COMPLAINTS):
+    for statement in (_CONSENT_COUNTS, _CONSENT_DAILY, _DOI_STARTED, _DOI_CONFIRMED, _COMPLAINTS):
         await session.execute(text(statement), params)
     await session.execute(
         text("UPDATE report_watermarks SET ledger_seq = :hi WHERE workspace_id = :ws"), {"ws": workspace_id, "hi": hi}
@@ -185,7 +192,8 @@ async def queued_messages(session: AsyncSession, workspace_id: uuid.UUID) -> int
 
 async def reset(session: AsyncSession, workspace_id: uuid.UUID) -> None:
     """Forget the workspace's rollups and queue everything again: the next catch-up recounts from the start."""
-    for table in ("report_consent_counts", "report_doi", "report_message_counts", "report_message_queue"):
+    tables = ("report_consent_counts", "report_consent_daily", "report_doi", "report_message_counts")
+    for table in (*tables, "report_message_queue"):
         await session.execute(text(f"DELETE FROM {table} WHERE workspace_id = :ws"), {"ws": workspace_id})  # noqa: S608
     await session.execute(
         text(
@@ -227,6 +235,13 @@ class Selection:
     group_by: Sequence[str]
     channels: Collection[str]
     purpose_ids: Collection[uuid.UUID]
+    #: read the daily counters (a range of whole UTC days, buckets of a day or longer)
+    daily: bool = False
+
+    @property
+    def consent_table(self) -> tuple[str, str]:
+        """The consent rollup to read, and its time column."""
+        return ("report_consent_daily", "day") if self.daily else ("report_consent_counts", "hour")
 
 
 def _filters(channels: Collection[str], purpose_ids: Collection[uuid.UUID], prefix: str = "r") -> str:
@@ -259,11 +274,12 @@ async def consent_rows(
     group_by, channels, purpose_ids = selection.group_by, selection.channels, selection.purpose_ids
     dims = _dimensions(group_by, ("channel", "purpose", "source", "trigger"))
     extra = "" if "trigger" in group_by else ", r.trigger"
+    table, at = selection.consent_table
     sql = f"""
-        SELECT date_trunc(:g, r.hour, 'UTC') AS bucket{dims}{extra}, r.from_state, r.to_state, r.detail,
+        SELECT date_trunc(:g, r.{at}, 'UTC') AS bucket{dims}{extra}, r.from_state, r.to_state, r.detail,
                sum(r.n)::bigint AS n
-          FROM report_consent_counts r
-         WHERE r.workspace_id = :ws AND r.hour >= :start AND r.hour < :end{_filters(channels, purpose_ids)}
+          FROM {table} r
+         WHERE r.workspace_id = :ws AND r.{at} >= :start AND r.{at} < :end{_filters(channels, purpose_ids)}
          GROUP BY 1{dims}{extra}, r.from_state, r.to_state, r.detail
     """  # noqa: S608  # columns from a closed list; values are bind parameters
     params = {"ws": workspace_id, "g": granularity, "start": start, "end": end}
@@ -287,10 +303,11 @@ async def opted_in_before(
     """The standing opted-in total per group at ``before``: the sum of the deltas of every earlier hour."""
     group_by, channels, purpose_ids = selection.group_by, selection.channels, selection.purpose_ids
     dims = _dimensions(group_by, ("channel", "purpose"))
+    table, at = selection.consent_table
     sql = f"""
         SELECT {_DELTA} AS total{dims}
-          FROM report_consent_counts r
-         WHERE r.workspace_id = :ws AND r.hour < :before{_filters(channels, purpose_ids)}
+          FROM {table} r
+         WHERE r.workspace_id = :ws AND r.{at} < :before{_filters(channels, purpose_ids)}
            AND (r.to_state = 'opted_in') <> (r.from_state = 'opted_in')
          GROUP BY {"1" if not dims else dims.lstrip(", ")}
     """  # noqa: S608
@@ -381,6 +398,7 @@ async def stored_rollups(session: AsyncSession, workspace_id: uuid.UUID) -> dict
     found: dict[str, list[tuple[Any, ...]]] = {}
     for table, columns in (
         ("report_consent_counts", "hour, channel, purpose_id, source, trigger, from_state, to_state, detail, n"),
+        ("report_consent_daily", "day, channel, purpose_id, source, trigger, from_state, to_state, detail, n"),
         ("report_doi", "cohort_day, channel, purpose_id, confirm_s, n"),
         ("report_message_counts", "hour, channel, provider, purpose_id, outcome, latency_ms, n"),
     ):

@@ -351,7 +351,9 @@ async def consent_report(session: AsyncSession, workspace_id: uuid.UUID, query: 
     """
     await catch_up(session, workspace_id)
     names, purpose_ids = await _purpose_filter(session, workspace_id, query.purposes)
-    scope = repository.Selection(query.group_by, query.channels, purpose_ids)
+    midnight = all(t.hour == 0 for t in (query.start, query.end))
+    daily = query.granularity != "hour" and midnight
+    scope = repository.Selection(query.group_by, query.channels, purpose_ids, daily=daily)
     rows = await repository.consent_rows(
         session, workspace_id, scope, start=query.start, end=query.end, granularity=query.granularity
     )

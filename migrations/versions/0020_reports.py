@@ -62,6 +62,18 @@ def upgrade() -> None:
         key=("hour", "channel", "purpose_id", "source", "trigger", "from_state", "to_state", "detail"),
     )
     _counter(
+        "report_consent_daily",
+        sa.Column("day", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("channel", sa.Text(), nullable=False),
+        sa.Column("purpose_id", sa.Uuid(), nullable=True),
+        sa.Column("source", sa.Text(), nullable=False),
+        sa.Column("trigger", sa.Text(), nullable=False),
+        sa.Column("from_state", sa.Text(), nullable=False),
+        sa.Column("to_state", sa.Text(), nullable=False),
+        sa.Column("detail", sa.Text(), nullable=True),
+        key=("day", "channel", "purpose_id", "source", "trigger", "from_state", "to_state", "detail"),
+    )
+    _counter(
         "report_doi",
         sa.Column("cohort_day", sa.Date(), nullable=False),
         sa.Column("channel", sa.Text(), nullable=False),
@@ -135,5 +147,6 @@ def downgrade() -> None:
     op.drop_table("report_message_queue")
     op.drop_table("report_message_counts")
     op.drop_table("report_doi")
+    op.drop_table("report_consent_daily")
     op.drop_table("report_consent_counts")
     op.drop_table("report_watermarks")

@@ -105,6 +105,16 @@ async def test_rollups_equal_a_recount_a_rebuild_and_the_audience_export(client,
         assert await repository.stored_rollups(session, workspace.id) == kept
     assert await report(client, reader, group_by="channel,purpose", **span()) == body
 
+    # whole UTC days read the daily counters; the same range shifted by an hour at each end reads the hourly ones
+    first = (BASE - timedelta(days=1)).replace(hour=0)
+    last = (NOW + timedelta(days=1)).replace(hour=0)
+    for group_by in ("channel,purpose", "trigger,source"):
+        daily = await report(client, reader, group_by=group_by, **span(first, last))
+        hourly = await report(
+            client, reader, group_by=group_by, **span(first + timedelta(hours=1), last - timedelta(hours=1))
+        )
+        assert daily["series"] == hourly["series"]
+
     exporter = await tenant.key(Scope.ELIGIBILITY_READ)
     for purpose in purposes:
         exported = await client.get(
