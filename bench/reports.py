@@ -150,15 +150,21 @@ async def seed(dsn: str, workspace_id: uuid.UUID, events: int, messages: int) ->
 
 async def timed_reports(database: Database, workspace_id: uuid.UUID, repeats: int) -> list[tuple[str, float, int]]:
     """Median seconds (and rows answered) of each report for the last 90 days, catch-up included."""
-    end = utcnow().replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    hour = utcnow().replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    midnight = hour.replace(hour=0) + timedelta(days=1)  # whole UTC days: the daily rollup is read
     cases = [
-        ("consents, day", service.consent_report, "day", None, service.CONSENT_GROUPS),
-        ("consents, day x channel x purpose", service.consent_report, "day", "channel,purpose", service.CONSENT_GROUPS),
-        ("consents, week x trigger", service.consent_report, "week", "trigger", service.CONSENT_GROUPS),
-        ("messages, day x channel", service.message_report, "day", "channel", service.MESSAGE_GROUPS),
-    ]
+        ("consents, day", service.consent_report, "day", None, service.CONSENT_GROUPS, midnight),
+        ("consents, day x channel x purpose", service.consent_report, "day", "channel,purpose",
+         service.CONSENT_GROUPS, midnight),
+        ("consents, week x trigger", service.consent_report, "week", "trigger", service.CONSENT_GROUPS, midnight),
+        ("consents, day, range not on midnight (hourly rollup)", service.consent_report, "day", None,
+         service.CONSENT_GROUPS, hour),
+        ("consents, day x channel x purpose, not on midnight (hourly)", service.consent_report, "day",
+         "channel,purpose", service.CONSENT_GROUPS, hour),
+        ("messages, day x channel", service.message_report, "day", "channel", service.MESSAGE_GROUPS, midnight),
+    ]  # fmt: skip
     results = []
-    for name, build, granularity, group_by, groups in cases:
+    for name, build, granularity, group_by, groups, end in cases:
         query = service.parse_query(
             start=end - timedelta(days=90), end=end, granularity=granularity, group_by=group_by, channels=(),
             purposes=(), allowed_groups=groups, now=utcnow(),

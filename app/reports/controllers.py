@@ -25,7 +25,10 @@ From = Annotated[
     QueryParameter(name="from", description="Start, a whole hour with a time zone (default: `to` - 30 days)."),
 ]
 To = Annotated[
-    datetime | None, QueryParameter(description="End (exclusive), a whole hour (default: the end of this hour).")
+    datetime | None,
+    QueryParameter(
+        description="End (exclusive), a whole hour (default: the end of today; of this hour for hourly buckets)."
+    ),
 ]
 GroupBy = Annotated[str | None, QueryParameter(max_length=200, description="Comma-separated dimensions.")]
 Channels = Annotated[list[Channel] | None, QueryParameter(max_items=6, description="Only these channels.")]

@@ -169,14 +169,18 @@ def parse_query(
     allowed_groups: Sequence[str],
     now: datetime,
 ) -> ReportQuery:
-    """Check a request's parameters (422 with a reason for each mistake); default: the last 30 days by day."""
+    """Check a request's parameters (422 with a reason for each mistake).
+
+    Default: the 30 days up to the end of today (of this hour for hourly buckets), by day.
+    """
     if granularity not in GRANULARITIES:
         raise InvalidInput(f"'granularity' must be one of {', '.join(GRANULARITIES)}.", code="invalid_granularity")
-    until = (
-        _whole_hour("to", end)
-        if end is not None
-        else now.astimezone(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
-    )
+    if end is not None:
+        until = _whole_hour("to", end)
+    elif granularity == "hour":  # the end of this hour
+        until = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    else:  # the end of today: whole days read the daily rollup
+        until = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
     since = _whole_hour("from", start) if start is not None else until - DEFAULT_RANGE
     if until <= since:
         raise InvalidInput("'to' must be later than 'from'.", code="invalid_range")

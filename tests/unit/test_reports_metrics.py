@@ -78,10 +78,13 @@ def _query(**overrides):
     return parse_query(**params)
 
 
-def test_the_default_range_is_the_last_30_days_up_to_the_end_of_this_hour():
+def test_the_default_range_is_30_days_up_to_the_end_of_today_or_of_this_hour():
     query = _query()
-    assert query.end == datetime(2026, 12, 4, 22, tzinfo=UTC)
+    assert query.end == datetime(2026, 12, 5, tzinfo=UTC)
     assert query.end - query.start == timedelta(days=30)
+    assert _query(granularity="hour", start=datetime(2026, 12, 1, tzinfo=UTC)).end == datetime(
+        2026, 12, 4, 22, tzinfo=UTC
+    )
     assert _query(group_by=" channel,trigger,channel ").group_by == ("channel", "trigger")
 
 
