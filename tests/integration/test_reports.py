@@ -405,3 +405,26 @@ async def test_the_rebuild_and_catch_up_commands(pg_server):
         assert "No workspace" in unknown.stderr
     finally:
         await pg_server.drop_database(url)
+
+
+async def test_deleted_messages_keep_their_counts_and_unqueued_ones_go_with_them(client, tenant, ledger, database):
+    reader = await tenant.key(Scope.AUDIT_READ)
+    purpose = await ledger.purpose("newsletter")
+    mail = await ledger.point("email", "gone@example.com", external_id="gone")
+    phone = await ledger.point("sms", "+4915112349999", contact_id=mail.contact_id)
+    at = BASE + timedelta(hours=7)
+
+    async def accepted() -> int:
+        body = await report(client, reader, "messages", granularity="month", **span())
+        return sum(row["metrics"]["accepted"] for row in body["series"])
+
+    await message_history(database, tenant.id, purpose.id, mail, phone, at)
+    assert await accepted() == 5  # counted before the erasure: the counts stay
+    async with database.sessionmaker() as session, session.begin():
+        await messages.delete_messages_of_contact(session, tenant.id, mail.contact_id)
+    assert await accepted() == 5
+    await message_history(database, tenant.id, purpose.id, mail, phone, at)  # erased before any report counted it
+    async with database.sessionmaker() as session, session.begin():
+        await messages.delete_messages_of_contact(session, tenant.id, mail.contact_id)
+        assert await repository.queued_messages(session, tenant.id) == 0
+    assert await accepted() == 5
