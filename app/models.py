@@ -12,6 +12,7 @@ from app.reports.models import (
     ReportConsentDaily,
     ReportDoi,
     ReportMessageCount,
+    ReportMessageDaily,
     ReportMessageQueue,
     ReportWatermark,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "ReportConsentDaily",
     "ReportDoi",
     "ReportMessageCount",
+    "ReportMessageDaily",
     "ReportMessageQueue",
     "ReportWatermark",
     "Suppression",

@@ -47,5 +47,6 @@ NO_PERSONAL_DATA = {
     "report_consent_daily": "the same counts per day",
     "report_doi": "counts of double opt-ins per signup day and seconds to confirm",
     "report_message_counts": "counts of message outcomes per hour, channel, provider and purpose",
+    "report_message_daily": "the same counts per day",
     "report_message_queue": "ids of message events not counted yet; they go with the event when it is erased",
 }

@@ -152,6 +152,33 @@ class ReportMessageCount(_Counter, Base):
     )
 
 
+class ReportMessageDaily(_Counter, Base):
+    """The message counters per UTC day (``day`` is its midnight): what day, week and month reports read."""
+
+    __tablename__ = "report_message_daily"
+
+    day: Mapped[datetime]
+    channel: Mapped[str | None] = mapped_column(Text)
+    provider: Mapped[str | None] = mapped_column(Text)
+    purpose_id: Mapped[uuid.UUID | None]
+    outcome: Mapped[str] = mapped_column(Text)
+    latency_ms: Mapped[int | None] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        UniqueConstraint(
+            "workspace_id",
+            "day",
+            "channel",
+            "provider",
+            "purpose_id",
+            "outcome",
+            "latency_ms",
+            name="uq_report_message_daily_key",
+            postgresql_nulls_not_distinct=True,
+        ),
+    )
+
+
 class ReportMessageQueue(Base):
     """Message events not counted yet, queued by a trigger on ``message_events`` (migration 0020).
 

@@ -94,15 +94,25 @@ _DOI_CONFIRMED = f"""
 """  # noqa: S608
 
 #: Complaints arrive as ledger events (provider feedback); the messages report counts them per channel.
-_COMPLAINTS = """
-    INSERT INTO report_message_counts (workspace_id, hour, channel, provider, purpose_id, outcome, latency_ms, n)
-    SELECT :ws, date_trunc('hour', e.occurred_at, 'UTC'), e.channel, e.channel, e.purpose_id, 'complaint', NULL,
-           count(*)
-      FROM consent_events e
-     WHERE e.workspace_id = :ws AND e.seq > :lo AND e.seq <= :hi AND e.trigger = 'complaint'
-     GROUP BY 2, 3, 4, 5
-    ON CONFLICT ON CONSTRAINT uq_report_message_counts_key DO UPDATE SET n = report_message_counts.n + excluded.n
-"""
+
+
+def _complaints(table: str, unit: str) -> str:
+    """Complaints per ``unit`` into ``table`` (hour: ``report_message_counts``, day: ``report_message_daily``)."""
+    column = "hour" if unit == "hour" else "day"
+    return f"""
+        INSERT INTO {table} (workspace_id, {column}, channel, provider, purpose_id, outcome, latency_ms, n)
+        SELECT :ws, date_trunc('{unit}', e.occurred_at, 'UTC'), e.channel, e.channel, e.purpose_id, 'complaint',
+               NULL, count(*)
+          FROM consent_events e
+         WHERE e.workspace_id = :ws AND e.seq > :lo AND e.seq <= :hi AND e.trigger = 'complaint'
+         GROUP BY 2, 3, 4, 5
+        ON CONFLICT ON CONSTRAINT uq_{table}_key DO UPDATE SET n = {table}.n + excluded.n
+    """  # noqa: S608  # constant names; every input is a bind parameter
+
+
+#: Complaints arrive as ledger events (provider feedback); the messages report counts them per channel.
+_COMPLAINTS = _complaints("report_message_counts", "hour")
+_COMPLAINTS_DAILY = _complaints("report_message_daily", "day")
 
 #: Consume up to :batch queued message events and count them. A failure reported by the provider after the send
 #: is a bounce; a retry is a transient failure; ``sent`` carries its queue-to-sent latency, measured from the later
@@ -137,6 +147,13 @@ _MESSAGES = f"""
           FROM counted GROUP BY 2, 3, 4, 5, 6, 7
         ON CONFLICT ON CONSTRAINT uq_report_message_counts_key
         DO UPDATE SET n = report_message_counts.n + excluded.n
+    ), added_daily AS (
+        INSERT INTO report_message_daily
+               (workspace_id, day, channel, provider, purpose_id, outcome, latency_ms, n)
+        SELECT :ws, date_trunc('day', hour, 'UTC'), channel, provider, purpose_id, outcome, latency_ms, count(*)
+          FROM counted GROUP BY 2, 3, 4, 5, 6, 7
+        ON CONFLICT ON CONSTRAINT uq_report_message_daily_key
+        DO UPDATE SET n = report_message_daily.n + excluded.n
     )
     SELECT count(*) FROM taken
 """  # noqa: S608
@@ -168,7 +185,7 @@ async def ledger_head(session: AsyncSession, workspace_id: uuid.UUID) -> int:
 async def count_ledger(session: AsyncSession, workspace_id: uuid.UUID, lo: int, hi: int) -> None:
     """Add the ledger events with ``lo < seq <= hi`` to the rollups and move the watermark to ``hi``."""
     params = {"ws": workspace_id, "lo": lo, "hi": hi}
-    for statement in (_CONSENT_COUNTS, _CONSENT_DAILY, _DOI_STARTED, _DOI_CONFIRMED, _COMPLAINTS):
+    for statement in (_CONSENT_COUNTS, _CONSENT_DAILY, _DOI_STARTED, _DOI_CONFIRMED, _COMPLAINTS, _COMPLAINTS_DAILY):
         await session.execute(text(statement), params)
     await session.execute(
         text("UPDATE report_watermarks SET ledger_seq = :hi WHERE workspace_id = :ws"), {"ws": workspace_id, "hi": hi}
@@ -192,7 +209,13 @@ async def queued_messages(session: AsyncSession, workspace_id: uuid.UUID) -> int
 
 async def reset(session: AsyncSession, workspace_id: uuid.UUID) -> None:
     """Forget the workspace's rollups and queue everything again: the next catch-up recounts from the start."""
-    tables = ("report_consent_counts", "report_consent_daily", "report_doi", "report_message_counts")
+    tables = (
+        "report_consent_counts",
+        "report_consent_daily",
+        "report_doi",
+        "report_message_counts",
+        "report_message_daily",
+    )
     for table in (*tables, "report_message_queue"):
         await session.execute(text(f"DELETE FROM {table} WHERE workspace_id = :ws"), {"ws": workspace_id})  # noqa: S608
     await session.execute(
@@ -354,10 +377,11 @@ async def message_rows(
     """Summed message counters per bucket x group x outcome x latency, in [start, end)."""
     group_by, channels, purpose_ids = selection.group_by, selection.channels, selection.purpose_ids
     dims = _dimensions(group_by, ("channel", "purpose", "provider"))
+    table, at = ("report_message_daily", "day") if selection.daily else ("report_message_counts", "hour")
     sql = f"""
-        SELECT date_trunc(:g, r.hour, 'UTC') AS bucket{dims}, r.outcome, r.latency_ms, sum(r.n)::bigint AS n
-          FROM report_message_counts r
-         WHERE r.workspace_id = :ws AND r.hour >= :start AND r.hour < :end{_filters(channels, purpose_ids)}
+        SELECT date_trunc(:g, r.{at}, 'UTC') AS bucket{dims}, r.outcome, r.latency_ms, sum(r.n)::bigint AS n
+          FROM {table} r
+         WHERE r.workspace_id = :ws AND r.{at} >= :start AND r.{at} < :end{_filters(channels, purpose_ids)}
          GROUP BY 1{dims}, r.outcome, r.latency_ms
     """  # noqa: S608
     params = {"ws": workspace_id, "g": granularity, "start": start, "end": end}
@@ -401,6 +425,7 @@ async def stored_rollups(session: AsyncSession, workspace_id: uuid.UUID) -> dict
         ("report_consent_daily", "day, channel, purpose_id, source, trigger, from_state, to_state, detail, n"),
         ("report_doi", "cohort_day, channel, purpose_id, confirm_s, n"),
         ("report_message_counts", "hour, channel, provider, purpose_id, outcome, latency_ms, n"),
+        ("report_message_daily", "day, channel, provider, purpose_id, outcome, latency_ms, n"),
     ):
         sql = f"SELECT {columns} FROM {table} WHERE workspace_id = :ws"  # noqa: S608  # constant names
         rows = await session.execute(text(sql), {"ws": workspace_id})

@@ -423,7 +423,8 @@ async def message_report(session: AsyncSession, workspace_id: uuid.UUID, query: 
     """The message metrics per bucket and group, after a catch-up (the caller holds the transaction)."""
     await catch_up(session, workspace_id)
     names, purpose_ids = await _purpose_filter(session, workspace_id, query.purposes)
-    scope = repository.Selection(query.group_by, query.channels, purpose_ids)
+    daily = query.granularity != "hour" and all(t.hour == 0 for t in (query.start, query.end))
+    scope = repository.Selection(query.group_by, query.channels, purpose_ids, daily=daily)
     rows = await repository.message_rows(
         session, workspace_id, scope, start=query.start, end=query.end, granularity=query.granularity
     )

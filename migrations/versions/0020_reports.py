@@ -91,6 +91,16 @@ def upgrade() -> None:
         sa.Column("latency_ms", sa.BigInteger(), nullable=True),
         key=("hour", "channel", "provider", "purpose_id", "outcome", "latency_ms"),
     )
+    _counter(
+        "report_message_daily",
+        sa.Column("day", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("channel", sa.Text(), nullable=True),
+        sa.Column("provider", sa.Text(), nullable=True),
+        sa.Column("purpose_id", sa.Uuid(), nullable=True),
+        sa.Column("outcome", sa.Text(), nullable=False),
+        sa.Column("latency_ms", sa.BigInteger(), nullable=True),
+        key=("day", "channel", "provider", "purpose_id", "outcome", "latency_ms"),
+    )
     op.create_table(
         "report_message_queue",
         sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
@@ -145,6 +155,7 @@ def downgrade() -> None:
     op.execute("DROP TRIGGER message_events_reports ON message_events")
     op.execute("DROP FUNCTION message_events_queue_reports()")
     op.drop_table("report_message_queue")
+    op.drop_table("report_message_daily")
     op.drop_table("report_message_counts")
     op.drop_table("report_doi")
     op.drop_table("report_consent_daily")

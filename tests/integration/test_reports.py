@@ -290,6 +290,16 @@ async def test_message_outcomes_latency_and_a_rebuild(client, tenant, ledger, da
     assert totals["sms"]["latency_p50_ms"] == 100_000
     assert totals[None]["no_eligible_channel"] == 1
 
+    # whole UTC days read the daily counters: the same answer as the hourly ones for the same data
+    first, last = (BASE - timedelta(days=1)).replace(hour=0), (NOW + timedelta(days=1)).replace(hour=0)
+    for granularity in ("day", "month"):
+        daily = await report(
+            client, reader, "messages", granularity=granularity, group_by="channel,purpose", **span(first, last)
+        )
+        hourly = await report(client, reader, "messages", granularity=granularity, group_by="channel,purpose",
+                              **span(first + timedelta(hours=1), last - timedelta(hours=1)))  # fmt: skip
+        assert daily["series"] == hourly["series"]
+
     async with database.sessionmaker() as session, session.begin():
         kept = await repository.stored_rollups(session, tenant.id)
         await service.rebuild(session, tenant.id)
