@@ -72,6 +72,7 @@ MESSAGE_METRICS = (
     "blocked_at_send",
     "no_eligible_channel",
     "waiting_for_send_window",
+    "outcome_unknown",
     "latency_p50_ms",
     "latency_p99_ms",
 )
@@ -89,6 +90,7 @@ _OUTCOMES: Mapping[str, tuple[str, ...]] = {
     "blocked_at_send": ("blocked_at_send",),
     "no_eligible_channel": ("no_eligible_channel",),
     "waiting_for_send_window": ("waiting_for_send_window",),
+    "unknown": ("outcome_unknown",),  # a provider call in flight when its worker died (messages, after 0017)
 }
 
 
