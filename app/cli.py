@@ -519,3 +519,60 @@ def worker(concurrency: int, lease_seconds: int, deadline: float) -> None:
                 await adapters.aclose()
 
     _run(action)
+
+
+@main.group()
+def reports() -> None:
+    """The reports' rollups (docs/reporting.md)."""
+
+
+def _count_rollups(workspace_id: uuid.UUID | None, *, rebuild: bool) -> list[tuple[uuid.UUID, Any, float]]:
+    import time  # noqa: PLC0415
+
+    from app.reports import service  # noqa: PLC0415
+
+    settings = _settings()
+
+    async def action() -> list[tuple[uuid.UUID, Any, float]]:
+        async with open_database(settings) as database:
+            async with database.sessionmaker() as session:
+                ids = [workspace_id] if workspace_id else list(await service.workspaces(session))
+            done = []
+            for ws in ids:
+                started = time.perf_counter()
+                async with database.sessionmaker() as session, session.begin():
+                    counted = await (service.rebuild if rebuild else service.catch_up)(session, ws)
+                done.append((ws, counted, time.perf_counter() - started))
+            return done
+
+    return _run(action)
+
+
+def _echo_counted(results: list[tuple[uuid.UUID, Any, float]], *, as_json: bool) -> None:
+    for ws, counted, seconds in results:
+        events = counted.ledger_events + counted.message_events
+        if as_json:
+            fields = {"ledger_events": counted.ledger_events, "message_events": counted.message_events}
+            click.echo(json.dumps({"workspace_id": str(ws), **fields, "seconds": round(seconds, 3)}))
+        else:
+            rate = f", {events / seconds:,.0f} events/s" if seconds > 0 and events else ""
+            click.echo(
+                f"{ws}: {counted.ledger_events} ledger events, {counted.message_events} message events "
+                f"in {seconds:.2f} s{rate}"
+            )
+
+
+@reports.command(name="rebuild")
+@click.option("--workspace", "workspace_id", type=click.UUID, help="One workspace (default: every workspace).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def reports_rebuild(workspace_id: uuid.UUID | None, as_json: bool) -> None:  # noqa: FBT001
+    """Delete the rollups and recount them from the ledger and the message history (same numbers as kept)."""
+    _echo_counted(_count_rollups(workspace_id, rebuild=True), as_json=as_json)
+
+
+@reports.command(name="catch-up")
+@click.option("--workspace", "workspace_id", type=click.UUID, help="One workspace (default: every workspace).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def reports_catch_up(workspace_id: uuid.UUID | None, as_json: bool) -> None:  # noqa: FBT001
+    """Count what the ledger and the message history gained since the last catch-up (reports do it themselves)."""
+    _echo_counted(_count_rollups(workspace_id, rebuild=False), as_json=as_json)

@@ -47,6 +47,7 @@ from app.ops.controllers import health, metrics, ready
 from app.privacy.controllers import DataSubjectController
 from app.purposes.controllers import NoticeController, PurposeController
 from app.push.controllers import PushController
+from app.reports.controllers import ReportController
 from app.settings import Settings
 from app.signups.controllers import SignupController
 from app.site import controllers as site
@@ -217,6 +218,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
             WithdrawalController,
             ObjectionController,
             AuditController,
+            ReportController,
             SignupController,
             EligibilityController,
             ImportController,

@@ -7,6 +7,15 @@ from app.lib.orm import Base
 from app.messages.models import Delivery, Message, MessageEvent
 from app.privacy.models import Erasure
 from app.purposes.models import Notice, Purpose
+from app.reports.models import (
+    ReportConsentCount,
+    ReportConsentDaily,
+    ReportDoi,
+    ReportMessageCount,
+    ReportMessageDaily,
+    ReportMessageQueue,
+    ReportWatermark,
+)
 from app.twilio.models import InboundMessage
 from app.webhooks.models import WebhookDelivery, WebhookSubscription
 from app.workspaces.models import ApiKey, Workspace
@@ -31,6 +40,13 @@ __all__ = [
     "ProviderCallback",
     "Purpose",
     "RateLimitHit",
+    "ReportConsentCount",
+    "ReportConsentDaily",
+    "ReportDoi",
+    "ReportMessageCount",
+    "ReportMessageDaily",
+    "ReportMessageQueue",
+    "ReportWatermark",
     "Suppression",
     "WebhookDelivery",
     "WebhookSubscription",

@@ -43,4 +43,11 @@ NO_PERSONAL_DATA = {
     "ledger_heads": "the hash of each workspace's last event",
     "webhook_subscriptions": "the tenant's receiver URLs and sealed signing secrets",
     "sender_identities": "the tenant's own sender numbers and Messaging Services, nobody's personal data",
+    "report_watermarks": "how far the reports have read each workspace's ledger",
+    "report_consent_counts": "counts of ledger events per hour, channel, purpose, source and trigger",
+    "report_consent_daily": "the same counts per day",
+    "report_doi": "counts of double opt-ins per signup day and seconds to confirm",
+    "report_message_counts": "counts of message outcomes per hour, channel, provider and purpose",
+    "report_message_daily": "the same counts per day",
+    "report_message_queue": "ids of message events not counted yet; they go with the event when it is erased",
 }

@@ -1,0 +1,142 @@
+"""``/v1/reports/consents`` and ``/v1/reports/messages`` (scope `audit:read`): JSON, or CSV with `Accept: text/csv`."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from litestar import Controller, Request, Response, get
+from litestar.di import NamedDependency
+from litestar.params import FromQuery, QueryParameter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.domain.model import Channel
+from app.lib.auth import Principal, Scope
+from app.lib.copystream import wants_csv
+from app.lib.openapi import errors
+from app.lib.orm import utcnow
+from app.reports import service
+from app.reports.schemas import ReportOut, ReportRowOut, to_csv
+
+Granularity = Literal["hour", "day", "week", "month"]
+From = Annotated[
+    datetime | None,
+    QueryParameter(name="from", description="Start, a whole hour with a time zone (default: `to` - 30 days)."),
+]
+To = Annotated[
+    datetime | None,
+    QueryParameter(
+        description="End (exclusive), a whole hour (default: the end of today; of this hour for hourly buckets)."
+    ),
+]
+GroupBy = Annotated[str | None, QueryParameter(max_length=200, description="Comma-separated dimensions.")]
+Channels = Annotated[list[Channel] | None, QueryParameter(max_items=6, description="Only these channels.")]
+Purposes = Annotated[
+    list[Annotated[str, QueryParameter(max_length=63)]] | None,
+    QueryParameter(max_items=50, description="Only these purposes (keys)."),
+]
+Build = Callable[[AsyncSession, Any, service.ReportQuery], Awaitable[list[service.SeriesRow]]]
+
+
+class ReportController(Controller):
+    """Reports (scope `audit:read`); every metric is defined in docs/reporting.md."""
+
+    path = "/reports"
+    tags = ["reports"]  # noqa: RUF012
+    opt = {"scope": Scope.AUDIT_READ}  # noqa: RUF012
+
+    @get("/consents", operation_id="reportConsents", responses=errors(401, 403, 422))
+    async def consents(  # the report's query parameters
+        self,
+        *,
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        db: NamedDependency[AsyncSession],
+        start: From = None,
+        to: To = None,
+        granularity: FromQuery[Granularity] = "day",
+        group_by: GroupBy = None,
+        channel: Channels = None,
+        purpose: Purposes = None,
+    ) -> Response[ReportOut]:
+        """Consent flow per bucket, from the rollups after a catch-up with the ledger.
+
+        Signups, confirmations, opt-ins, opt-outs (by `trigger`), lapses, objections, push permissions, the
+        standing opted-in total and the double opt-in cohort figures.
+
+        `group_by`: any of `channel`, `purpose`, `source`, `trigger`. The standing total and the cohort figures
+        are given when the report is grouped by channel and purpose at most (cohorts: day buckets or longer).
+        """
+        return await _answer(
+            request=request, principal=principal, db=db, build=service.consent_report,
+            metrics=service.CONSENT_METRICS, groups=service.CONSENT_GROUPS,
+            start=start, end=to, granularity=granularity, group_by=group_by, channels=channel, purposes=purpose,
+        )  # fmt: skip
+
+    @get("/messages", operation_id="reportMessages", responses=errors(401, 403, 422))
+    async def messages(
+        self,
+        *,
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        db: NamedDependency[AsyncSession],
+        start: From = None,
+        to: To = None,
+        granularity: FromQuery[Granularity] = "day",
+        group_by: GroupBy = None,
+        channel: Channels = None,
+        purpose: Purposes = None,
+    ) -> Response[ReportOut]:
+        """Messaging per bucket, from the rollups after a catch-up with the message history.
+
+        Accepted, sent, delivered, failed, bounced, complaints, blocked at send, no eligible channel, queue-to-sent
+        latency (p50, p99). `group_by`: any of `channel`, `purpose`, `provider`.
+        """
+        return await _answer(
+            request=request, principal=principal, db=db, build=service.message_report,
+            metrics=service.MESSAGE_METRICS, groups=service.MESSAGE_GROUPS,
+            start=start, end=to, granularity=granularity, group_by=group_by, channels=channel, purposes=purpose,
+        )  # fmt: skip
+
+
+async def _answer(
+    *,
+    request: Request[Any, Any, Any],
+    principal: Principal,
+    db: AsyncSession,
+    build: Build,
+    metrics: Sequence[str],
+    groups: Sequence[str],
+    start: datetime | None,
+    end: datetime | None,
+    granularity: str,
+    group_by: str | None,
+    channels: list[Channel] | None,
+    purposes: list[str] | None,
+) -> Response[ReportOut]:
+    query = service.parse_query(
+        start=start,
+        end=end,
+        granularity=granularity,
+        group_by=group_by,
+        channels=[c.value for c in channels or ()],
+        purposes=purposes or (),
+        allowed_groups=groups,
+        now=utcnow(),
+    )
+    async with db.begin():
+        series = await build(db, principal.workspace_id, query)
+    report = ReportOut(
+        from_=query.start,
+        to=query.end,
+        granularity=query.granularity,
+        group_by=list(query.group_by),
+        metrics=list(metrics),
+        series=[ReportRowOut(bucket=r.bucket, group=r.group, metrics=r.metrics) for r in series],
+    )
+    headers = {"Cache-Control": "no-store"}
+    if wants_csv(request.headers.get("accept", "")):
+        csv_body: Any = to_csv(report)
+        return Response(csv_body, media_type="text/csv; charset=utf-8", headers=headers)
+    return Response(report, headers=headers)

@@ -1,0 +1,198 @@
+"""The reports' rollups: counters per workspace and hour, kept by the aggregator (:mod:`app.reports.service`).
+
+None of them names a person: they count events by channel, purpose, source, trigger and outcome. The message
+queue holds ids of message events only until the next catch-up, and goes with its event when a message is erased.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+
+from sqlalchemy import BigInteger, Date, ForeignKey, Identity, Index, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.lib.orm import Base
+
+
+class _Counter:
+    """A surrogate key (the natural key has NULLs, held unique by ``NULLS NOT DISTINCT``) and the count."""
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    n: Mapped[int] = mapped_column(BigInteger)
+
+
+class ReportWatermark(Base):
+    """How far the aggregator has read a workspace's ledger (its ``seq``); locking it serialises catch-ups."""
+
+    __tablename__ = "report_watermarks"
+
+    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True)
+    ledger_seq: Mapped[int] = mapped_column(BigInteger, server_default="0")
+
+
+class ReportConsentCount(_Counter, Base):
+    """Ledger events per hour x channel x purpose x source x trigger x (from, to) state x detail."""
+
+    __tablename__ = "report_consent_counts"
+
+    hour: Mapped[datetime]
+    channel: Mapped[str] = mapped_column(Text)
+    purpose_id: Mapped[uuid.UUID | None]
+    source: Mapped[str] = mapped_column(Text)
+    trigger: Mapped[str] = mapped_column(Text)
+    from_state: Mapped[str] = mapped_column(Text)
+    to_state: Mapped[str] = mapped_column(Text)
+    detail: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        UniqueConstraint(
+            "workspace_id",
+            "hour",
+            "channel",
+            "purpose_id",
+            "source",
+            "trigger",
+            "from_state",
+            "to_state",
+            "detail",
+            name="uq_report_consent_counts_key",
+            postgresql_nulls_not_distinct=True,
+        ),
+    )
+
+
+class ReportConsentDaily(_Counter, Base):
+    """The same counters per UTC day (``day`` is its midnight): what day, week and month reports read.
+
+    A fine history fills almost every hour x purpose x source x transition, so the hourly table barely
+    compresses the ledger; a day holds 24 times fewer rows (docs/benchmarks.md, "Reports").
+    """
+
+    __tablename__ = "report_consent_daily"
+
+    day: Mapped[datetime]
+    channel: Mapped[str] = mapped_column(Text)
+    purpose_id: Mapped[uuid.UUID | None]
+    source: Mapped[str] = mapped_column(Text)
+    trigger: Mapped[str] = mapped_column(Text)
+    from_state: Mapped[str] = mapped_column(Text)
+    to_state: Mapped[str] = mapped_column(Text)
+    detail: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        UniqueConstraint(
+            "workspace_id",
+            "day",
+            "channel",
+            "purpose_id",
+            "source",
+            "trigger",
+            "from_state",
+            "to_state",
+            "detail",
+            name="uq_report_consent_daily_key",
+            postgresql_nulls_not_distinct=True,
+        ),
+    )
+
+
+class ReportDoi(_Counter, Base):
+    """Double opt-in per signup cohort (UTC day).
+
+    ``confirm_s`` NULL counts pending started; otherwise confirmations after that many seconds (two significant
+    digits).
+    """
+
+    __tablename__ = "report_doi"
+
+    cohort_day: Mapped[date] = mapped_column(Date)
+    channel: Mapped[str] = mapped_column(Text)
+    purpose_id: Mapped[uuid.UUID | None]
+    confirm_s: Mapped[int | None] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        UniqueConstraint(
+            "workspace_id",
+            "cohort_day",
+            "channel",
+            "purpose_id",
+            "confirm_s",
+            name="uq_report_doi_key",
+            postgresql_nulls_not_distinct=True,
+        ),
+    )
+
+
+class ReportMessageCount(_Counter, Base):
+    """Message outcomes per hour x channel x provider x purpose x outcome; ``latency_ms`` on ``sent`` rows."""
+
+    __tablename__ = "report_message_counts"
+
+    hour: Mapped[datetime]
+    channel: Mapped[str | None] = mapped_column(Text)
+    provider: Mapped[str | None] = mapped_column(Text)
+    purpose_id: Mapped[uuid.UUID | None]
+    outcome: Mapped[str] = mapped_column(Text)
+    latency_ms: Mapped[int | None] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        UniqueConstraint(
+            "workspace_id",
+            "hour",
+            "channel",
+            "provider",
+            "purpose_id",
+            "outcome",
+            "latency_ms",
+            name="uq_report_message_counts_key",
+            postgresql_nulls_not_distinct=True,
+        ),
+    )
+
+
+class ReportMessageDaily(_Counter, Base):
+    """The message counters per UTC day (``day`` is its midnight): what day, week and month reports read."""
+
+    __tablename__ = "report_message_daily"
+
+    day: Mapped[datetime]
+    channel: Mapped[str | None] = mapped_column(Text)
+    provider: Mapped[str | None] = mapped_column(Text)
+    purpose_id: Mapped[uuid.UUID | None]
+    outcome: Mapped[str] = mapped_column(Text)
+    latency_ms: Mapped[int | None] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        UniqueConstraint(
+            "workspace_id",
+            "day",
+            "channel",
+            "provider",
+            "purpose_id",
+            "outcome",
+            "latency_ms",
+            name="uq_report_message_daily_key",
+            postgresql_nulls_not_distinct=True,
+        ),
+    )
+
+
+class ReportMessageQueue(Base):
+    """Message events not counted yet, queued by a trigger on ``message_events`` (migration 0020).
+
+    Message events carry no sequence that commits in order (as the ledger's ``seq`` does), so a watermark could
+    skip one committed late; the queue is consumed instead, in the transaction that counts it.
+    """
+
+    __tablename__ = "report_message_queue"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    event_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("message_events.id", ondelete="CASCADE"))
+
+    __table_args__ = (
+        Index("ix_report_message_queue_workspace_id", "workspace_id"),
+        Index("ix_report_message_queue_event_id", "event_id"),
+    )

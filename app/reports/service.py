@@ -1,0 +1,451 @@
+"""The aggregator (catch-up, rebuild) and the reports built from the rollups; metrics in docs/reporting.md.
+
+A report first catches its workspace up (the ledger past the watermark, the queued message events), in the
+transaction that then reads the rollups: the answer is exact at the time of the request, and no request reads
+the ledger's history. Catch-ups of one workspace are serialised by the lock on its watermark.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.domain.model import State, Trigger
+from app.lib.errors import InvalidInput, NotFound
+from app.reports import repository
+
+GRANULARITIES = ("hour", "day", "week", "month")
+CONSENT_GROUPS = ("channel", "purpose", "source", "trigger")
+MESSAGE_GROUPS = ("channel", "purpose", "provider")
+#: The longest range of one report, and of one with hourly buckets (a bounded answer, a bounded read).
+MAX_RANGE = timedelta(days=400)
+MAX_HOURLY_RANGE = timedelta(days=31)
+DEFAULT_RANGE = timedelta(days=30)
+#: Ledger events per statement of a catch-up, and queued message events per statement.
+LEDGER_CHUNK = 250_000
+MESSAGE_BATCH = 50_000
+
+CONSENT_METRICS = (
+    "events",
+    "signups",
+    "confirmations",
+    "confirmations_with_scanner_signal",
+    "opt_ins",
+    "opt_outs",
+    "opt_outs_unsubscribe_page",
+    "opt_outs_one_click",
+    "declined",
+    "lapsed",
+    "expired",
+    "objections",
+    "objections_personal",
+    "objections_sticker",
+    "objections_art21",
+    "robinson_matches",
+    "erasures",
+    "push_granted",
+    "push_denied",
+    "push_revoked",
+    "push_token_gone",
+    "opted_in_exits",
+    "net_growth",
+    "opted_in_total",
+    "confirmation_rate",
+    "time_to_confirm_p50_s",
+    "time_to_confirm_p90_s",
+)
+MESSAGE_METRICS = (
+    "accepted",
+    "sent",
+    "delivered",
+    "failed",
+    "bounced",
+    "failed_transient",
+    "complaints",
+    "blocked_at_send",
+    "no_eligible_channel",
+    "waiting_for_send_window",
+    "outcome_unknown",
+    "latency_p50_ms",
+    "latency_p99_ms",
+)
+#: message outcome (``report_message_counts.outcome``) → the counters it adds to
+_CONSENT_COUNTERS = CONSENT_METRICS[: CONSENT_METRICS.index("opted_in_total")]
+_MESSAGE_COUNTERS = MESSAGE_METRICS[: MESSAGE_METRICS.index("latency_p50_ms")]
+_OUTCOMES: Mapping[str, tuple[str, ...]] = {
+    "queued": ("accepted",),
+    "sent": ("sent",),
+    "delivered": ("delivered",),
+    "failed": ("failed",),
+    "bounced": ("failed", "bounced"),
+    "retry_scheduled": ("failed_transient",),
+    "complaint": ("complaints",),
+    "blocked_at_send": ("blocked_at_send",),
+    "no_eligible_channel": ("no_eligible_channel",),
+    "waiting_for_send_window": ("waiting_for_send_window",),
+    "unknown": ("outcome_unknown",),  # a provider call in flight when its worker died (messages, after 0017)
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Counted:
+    """What a catch-up (or rebuild) added to the rollups."""
+
+    ledger_events: int
+    message_events: int
+
+
+async def catch_up(session: AsyncSession, workspace_id: uuid.UUID) -> Counted:
+    """Count what the workspace's ledger and message history gained since the last catch-up (caller commits)."""
+    low = await repository.lock_watermark(session, workspace_id)
+    head = await repository.ledger_head(session, workspace_id)
+    ledger = 0
+    while low < head:
+        high = min(low + LEDGER_CHUNK, head)
+        await repository.count_ledger(session, workspace_id, low, high)
+        ledger, low = ledger + high - low, high
+    messages = 0
+    while taken := await repository.count_messages(session, workspace_id, MESSAGE_BATCH):
+        messages += taken
+    return Counted(ledger, messages)
+
+
+async def rebuild(session: AsyncSession, workspace_id: uuid.UUID) -> Counted:
+    """Delete the workspace's rollups and count its whole ledger and message history again (caller commits)."""
+    if not await repository.workspace_exists(session, workspace_id):
+        raise NotFound(f"No workspace {workspace_id}.", code="workspace_not_found")
+    await repository.lock_watermark(session, workspace_id)
+    await repository.reset(session, workspace_id)
+    return await catch_up(session, workspace_id)
+
+
+async def workspaces(session: AsyncSession) -> Sequence[uuid.UUID]:
+    """Every workspace there is something to count for."""
+    return await repository.workspaces_to_count(session)
+
+
+# --- the query ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReportQuery:
+    """A checked report request: a range of whole hours in UTC, buckets, groups and filters."""
+
+    start: datetime
+    end: datetime
+    granularity: str
+    group_by: tuple[str, ...]
+    channels: tuple[str, ...]
+    purposes: tuple[str, ...]
+
+
+def _whole_hour(name: str, value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise InvalidInput(
+            f"'{name}' needs a time zone (RFC 3339, e.g. 2026-11-01T00:00:00Z).", code="timezone_required"
+        )
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        raise InvalidInput(f"'{name}' is out of range.", code="invalid_range") from None
+    if (utc.minute, utc.second, utc.microsecond) != (0, 0, 0):
+        raise InvalidInput(f"'{name}' must be a whole hour (the rollups count per hour).", code="invalid_range")
+    return utc
+
+
+def parse_query(
+    *,
+    start: datetime | None,
+    end: datetime | None,
+    granularity: str,
+    group_by: str | None,
+    channels: Iterable[str],
+    purposes: Iterable[str],
+    allowed_groups: Sequence[str],
+    now: datetime,
+) -> ReportQuery:
+    """Check a request's parameters (422 with a reason for each mistake).
+
+    Default: the 30 days up to the end of today (of this hour for hourly buckets), by day.
+    """
+    if granularity not in GRANULARITIES:
+        raise InvalidInput(f"'granularity' must be one of {', '.join(GRANULARITIES)}.", code="invalid_granularity")
+    if end is not None:
+        until = _whole_hour("to", end)
+    elif granularity == "hour":  # the end of this hour
+        until = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    else:  # the end of today: whole days read the daily rollup
+        until = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    since = _whole_hour("from", start) if start is not None else until - DEFAULT_RANGE
+    if until <= since:
+        raise InvalidInput("'to' must be later than 'from'.", code="invalid_range")
+    limit = MAX_HOURLY_RANGE if granularity == "hour" else MAX_RANGE
+    if until - since > limit:
+        raise InvalidInput(
+            f"A report with {granularity} buckets covers at most {limit.days} days.", code="range_too_long"
+        )
+    groups: list[str] = []
+    for raw in (group_by or "").split(","):
+        name = raw.strip()
+        if not name:
+            continue
+        if name not in allowed_groups:
+            raise InvalidInput(
+                f"'group_by' takes {', '.join(allowed_groups)} here; '{name[:40]}' is not one of them.",
+                code="invalid_group_by",
+            )
+        if name not in groups:
+            groups.append(name)
+    return ReportQuery(since, until, granularity, tuple(groups), tuple(dict.fromkeys(channels)), tuple(purposes))
+
+
+def buckets(start: datetime, end: datetime, granularity: str) -> list[datetime]:
+    """The starts of the buckets that meet [start, end), as PostgreSQL's ``date_trunc`` names them (UTC)."""
+    first = _truncate(start, granularity)
+    found = []
+    current = first
+    while current < end:
+        found.append(current)
+        current = _next(current, granularity)
+    return found
+
+
+def _truncate(moment: datetime, granularity: str) -> datetime:
+    moment = moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    if granularity == "hour":
+        return moment
+    moment = moment.replace(hour=0)
+    if granularity == "week":
+        return moment - timedelta(days=moment.weekday())
+    if granularity == "month":
+        return moment.replace(day=1)
+    return moment
+
+
+_DECEMBER = 12
+
+
+def _next(moment: datetime, granularity: str) -> datetime:
+    if granularity == "hour":
+        return moment + timedelta(hours=1)
+    if granularity == "day":
+        return moment + timedelta(days=1)
+    if granularity == "week":
+        return moment + timedelta(days=7)
+    return (
+        moment.replace(year=moment.year + 1, month=1)
+        if moment.month == _DECEMBER
+        else moment.replace(month=moment.month + 1)
+    )
+
+
+def percentile(weighted: Iterable[tuple[int, int]], fraction: float) -> int | None:
+    """The nearest-rank percentile of values given as (value, count).
+
+    That is the smallest value with at least ``ceil(fraction x total)`` values at or below it.
+    """
+    pairs = sorted(weighted)
+    total = sum(n for _, n in pairs)
+    if total == 0:
+        return None
+    rank = max(1, math.ceil(fraction * total))
+    seen = 0
+    for value, n in pairs:
+        seen += n
+        if seen >= rank:
+            return value
+    return pairs[-1][0]
+
+
+# --- metrics --------------------------------------------------------------------------------------------------
+
+
+#: Each consent counter and the events it counts: (trigger, from state, to state, detail) -> counted or not.
+_Event = tuple[str, str, str, str | None]
+_COUNTS: tuple[tuple[str, Callable[[_Event], bool]], ...] = (
+    ("events", lambda _: True),
+    ("signups", lambda e: e[0] == Trigger.SIGNUP and e[1] != e[2] and e[2] == State.PENDING),
+    ("confirmations", lambda e: e[0] == Trigger.CONFIRM),
+    ("confirmations_with_scanner_signal", lambda e: e[0] == Trigger.CONFIRM and e[3] == "scanner_signal"),
+    ("opt_ins", lambda e: e[2] == State.OPTED_IN and e[1] != e[2]),
+    ("opted_in_exits", lambda e: e[1] == State.OPTED_IN and e[1] != e[2]),
+    ("opt_outs", lambda e: e[2] == State.OPTED_OUT and e[1] != e[2]),
+    (
+        "opt_outs_unsubscribe_page",
+        lambda e: (
+            e[2] == State.OPTED_OUT and e[1] != e[2] and e[0] == Trigger.UNSUBSCRIBE and e[3] == "unsubscribe_page"
+        ),
+    ),
+    (
+        "opt_outs_one_click",
+        lambda e: (
+            e[2] == State.OPTED_OUT and e[1] != e[2] and e[0] == Trigger.UNSUBSCRIBE and e[3] == "rfc8058_one_click"
+        ),
+    ),
+    ("declined", lambda e: e[2] == State.DECLINED and e[1] != e[2]),
+    ("lapsed", lambda e: e[0] == Trigger.LAPSE),
+    ("expired", lambda e: e[0] == Trigger.VALIDITY_ENDED),
+    ("objections", lambda e: e[0] == Trigger.OBJECTION and e[1] != e[2]),
+    ("objections_personal", lambda e: e[0] == Trigger.OBJECTION and e[1] != e[2] and e[3] == "personal"),
+    ("objections_sticker", lambda e: e[0] == Trigger.OBJECTION and e[1] != e[2] and e[3] == "sticker"),
+    ("objections_art21", lambda e: e[0] == Trigger.OBJECTION and e[1] != e[2] and e[3] == "art21"),
+    ("robinson_matches", lambda e: e[0] == Trigger.ROBINSON_MATCH and e[1] != e[2]),
+    ("erasures", lambda e: e[0] == Trigger.ERASURE),
+    ("push_granted", lambda e: e[0] == Trigger.PERMISSION_GRANTED and e[1] != e[2]),
+    ("push_denied", lambda e: e[0] == Trigger.PERMISSION_DENIED and e[1] != e[2]),
+    ("push_revoked", lambda e: e[0] == Trigger.PERMISSION_REVOKED and e[1] != e[2]),
+    ("push_token_gone", lambda e: e[0] in (Trigger.UNINSTALLED, Trigger.PROVIDER_GONE) and e[1] != e[2]),
+)
+
+
+def consent_metrics_of(trigger: str, from_state: str, to_state: str, detail: str | None) -> list[str]:
+    """The consent counters one ledger event adds to (docs/reporting.md).
+
+    A repeated request that changes no state (a second STOP) is evidence in the ledger, counted only in ``events``.
+    """
+    event = (trigger, from_state, to_state, detail)
+    return [name for name, counts in _COUNTS if counts(event)]
+
+
+Group = tuple[str | None, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesRow:
+    """One bucket of one group."""
+
+    bucket: datetime
+    group: dict[str, str | None]
+    metrics: dict[str, int | float | None]
+
+
+def _group_of(row: Any, group_by: Sequence[str], purpose_names: Mapping[uuid.UUID, str]) -> Group:
+    values: list[str | None] = []
+    for name in group_by:
+        value = row.purpose_id if name == "purpose" else getattr(row, name)
+        values.append(purpose_names.get(value, str(value)) if name == "purpose" and value is not None else value)
+    return tuple(values)
+
+
+async def _purpose_filter(
+    session: AsyncSession, workspace_id: uuid.UUID, keys: Collection[str]
+) -> tuple[dict[uuid.UUID, str], list[uuid.UUID]]:
+    names = await repository.purpose_keys(session, workspace_id)
+    by_key = {key: purpose_id for purpose_id, key in names.items()}
+    unknown = [key for key in keys if key not in by_key]
+    if unknown:
+        raise InvalidInput(f"No purpose '{unknown[0][:63]}' in this workspace.", code="unknown_purpose")
+    return names, [by_key[key] for key in keys]
+
+
+def _standing_applies(query: ReportQuery) -> bool:
+    return set(query.group_by) <= {"channel", "purpose"}
+
+
+async def consent_report(session: AsyncSession, workspace_id: uuid.UUID, query: ReportQuery) -> list[SeriesRow]:
+    """The consent metrics per bucket and group, after a catch-up (the caller holds the transaction).
+
+    Grouped by channel and purpose at most, every bucket of every group is answered, with the standing total;
+    grouped by source or trigger, only the buckets that counted something.
+    """
+    await catch_up(session, workspace_id)
+    names, purpose_ids = await _purpose_filter(session, workspace_id, query.purposes)
+    midnight = all(t.hour == 0 for t in (query.start, query.end))
+    daily = query.granularity != "hour" and midnight
+    scope = repository.Selection(query.group_by, query.channels, purpose_ids, daily=daily)
+    rows = await repository.consent_rows(
+        session, workspace_id, scope, start=query.start, end=query.end, granularity=query.granularity
+    )
+    counters: dict[tuple[datetime, Group], dict[str, int]] = {}
+    for row in rows:
+        key = (row.bucket, _group_of(row, query.group_by, names))
+        cell = counters.setdefault(key, dict.fromkeys(_CONSENT_COUNTERS, 0))
+        for metric in consent_metrics_of(row.trigger, row.from_state, row.to_state, row.detail):
+            cell[metric] += row.n
+    for cell in counters.values():
+        cell["net_growth"] = cell["opt_ins"] - cell["opted_in_exits"]
+    if not _standing_applies(query):
+        return [
+            SeriesRow(bucket, dict(zip(query.group_by, group, strict=True)), {**cell, **_NO_STANDING})
+            for (bucket, group), cell in sorted(counters.items(), key=lambda item: (item[0][0], repr(item[0][1])))
+        ]
+
+    baseline: dict[Group, int] = {}
+    for row in await repository.opted_in_before(session, workspace_id, scope, before=query.start):
+        baseline[_group_of(row, query.group_by, names)] = int(row.total or 0)
+    doi: dict[tuple[datetime, Group], list[tuple[int | None, int]]] = defaultdict(list)
+    if query.granularity != "hour":
+        for row in await repository.doi_rows(
+            session, workspace_id, scope, start=query.start, end=query.end, granularity=query.granularity
+        ):
+            doi[row.bucket, _group_of(row, query.group_by, names)].append((row.confirm_s, row.n))
+    groups = sorted({g for _, g in counters} | set(baseline) | {g for _, g in doi}, key=repr)
+    series = []
+    for group in groups if query.group_by else [()]:
+        running = baseline.get(group, 0)
+        for bucket in buckets(query.start, query.end, query.granularity):
+            metrics: dict[str, int | float | None] = dict(
+                counters.get((bucket, group)) or dict.fromkeys(_CONSENT_COUNTERS, 0)
+            )
+            running += int(metrics["net_growth"] or 0)
+            metrics["opted_in_total"] = running
+            metrics |= _doi_metrics(doi.get((bucket, group), []) if query.granularity != "hour" else None)
+            series.append(SeriesRow(bucket, dict(zip(query.group_by, group, strict=True)), metrics))
+    return series
+
+
+_NO_STANDING: dict[str, int | float | None] = {
+    "opted_in_total": None,
+    "confirmation_rate": None,
+    "time_to_confirm_p50_s": None,
+    "time_to_confirm_p90_s": None,
+}
+
+
+def _doi_metrics(cohort: list[tuple[int | None, int]] | None) -> dict[str, int | float | None]:
+    if cohort is None:
+        return {"confirmation_rate": None, "time_to_confirm_p50_s": None, "time_to_confirm_p90_s": None}
+    started = sum(n for seconds, n in cohort if seconds is None)
+    confirmed = [(int(seconds), n) for seconds, n in cohort if seconds is not None]
+    return {
+        "confirmation_rate": round(sum(n for _, n in confirmed) / started, 4) if started else None,
+        "time_to_confirm_p50_s": percentile(confirmed, 0.5),
+        "time_to_confirm_p90_s": percentile(confirmed, 0.9),
+    }
+
+
+async def message_report(session: AsyncSession, workspace_id: uuid.UUID, query: ReportQuery) -> list[SeriesRow]:
+    """The message metrics per bucket and group, after a catch-up (the caller holds the transaction)."""
+    await catch_up(session, workspace_id)
+    names, purpose_ids = await _purpose_filter(session, workspace_id, query.purposes)
+    daily = query.granularity != "hour" and all(t.hour == 0 for t in (query.start, query.end))
+    scope = repository.Selection(query.group_by, query.channels, purpose_ids, daily=daily)
+    rows = await repository.message_rows(
+        session, workspace_id, scope, start=query.start, end=query.end, granularity=query.granularity
+    )
+    counters: dict[tuple[datetime, Group], dict[str, int]] = defaultdict(lambda: dict.fromkeys(_MESSAGE_COUNTERS, 0))
+    latencies: dict[tuple[datetime, Group], list[tuple[int, int]]] = defaultdict(list)
+    for row in rows:
+        key = (row.bucket, _group_of(row, query.group_by, names))
+        for metric in _OUTCOMES.get(row.outcome, ()):
+            counters[key][metric] += row.n
+        if row.outcome == "sent" and row.latency_ms is not None:
+            latencies[key].append((row.latency_ms, row.n))
+    groups = sorted({g for _, g in counters}, key=repr) or ([()] if not query.group_by else [])
+    series = []
+    for group in groups:
+        for bucket in buckets(query.start, query.end, query.granularity):
+            metrics: dict[str, int | float | None] = dict(
+                counters.get((bucket, group)) or dict.fromkeys(_MESSAGE_COUNTERS, 0)
+            )
+            metrics["latency_p50_ms"] = percentile(latencies.get((bucket, group), []), 0.5)
+            metrics["latency_p99_ms"] = percentile(latencies.get((bucket, group), []), 0.99)
+            series.append(SeriesRow(bucket, dict(zip(query.group_by, group, strict=True)), metrics))
+    return series

@@ -1,0 +1,440 @@
+"""Reports on real PostgreSQL: the rollups reconcile with the ledger, a rebuild and the audience export; each metric
+counts what docs/reporting.md says; another workspace sees nothing; bad parameters are refused with a 4xx."""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from app.domain.model import ActorType, Trigger
+from app.domain.transitions import TransitionNotAllowed
+from app.ledger.service import Actor, Change, apply_changes
+from app.lib.auth import Scope
+from app.messages import repository as messages
+from app.messages.status import DeliveryStatus, MessageStatus, Step
+from app.reports import repository, service
+from app.workspaces import service as workspace_service
+from tests.conftest import Ledger, Tenant
+
+NOW = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+BASE = NOW - timedelta(days=10)
+SYSTEM = Actor(ActorType.SYSTEM, "test")
+
+
+async def record(
+    ledger: Ledger,
+    point: Any,
+    purpose_id: uuid.UUID | None,
+    trigger: str,
+    at: datetime,
+    evidence: dict[str, Any] | None = None,
+    actor: Actor = SYSTEM,
+) -> bool:
+    """One ledger event at ``at``; False when the state machine refuses it (nothing written)."""
+    try:
+        async with ledger.database.sessionmaker() as session, session.begin():
+            change = Change(point, purpose_id, Trigger(trigger), evidence or {}, occurred_at=at)
+            await apply_changes(session, ledger.workspace_id, [change], actor)
+    except TransitionNotAllowed:
+        return False
+    return True
+
+
+async def report(client, headers, kind="consents", **params) -> dict[str, Any]:
+    response = await client.get(f"/v1/reports/{kind}", params=params, headers=headers)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def span(start: datetime = BASE - timedelta(days=1), end: datetime = NOW + timedelta(hours=1)) -> dict[str, str]:
+    return {"from": start.isoformat(), "to": end.isoformat()}
+
+
+# --- reconciliation -------------------------------------------------------------------------------------------
+
+EMAIL_STEPS = ("signup", "confirm", "lapse", "unsubscribe", "validity_ended", "complaint", "erasure")
+SMS_STEPS = ("signup", "start_word", "stop_word", "provider_block")
+steps = st.lists(
+    st.tuples(st.integers(0, 3), st.integers(0, 1), st.integers(0, 6), st.integers(0, 200), st.booleans()),
+    min_size=5,
+    max_size=40,
+)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(history=steps)
+async def test_rollups_equal_a_recount_a_rebuild_and_the_audience_export(client, database, history):
+    async with database.sessionmaker() as session, session.begin():
+        workspace = await workspace_service.create_workspace(session, "Random")
+    tenant, ledger = Tenant(workspace.id, database), Ledger(database, workspace.id)
+    reader = await tenant.key(Scope.AUDIT_READ)
+    purposes = [await ledger.purpose("newsletter"), await ledger.purpose("offers")]
+    points = []
+    for n in range(4):
+        channel = "email" if n < 2 else "sms"
+        value = f"p{n}@example.com" if channel == "email" else f"+4915112345{n:03d}"
+        points.append(await ledger.point(channel, value, external_id=f"c{n}"))
+    for n, point in enumerate(points):  # everyone starts opted in to one purpose: the random steps then leave it
+        opt_in = ("signup", "confirm") if point.channel == "email" else ("signup", "start_word")
+        for trigger in opt_in:
+            assert await record(ledger, point, purposes[n % 2].id, trigger, BASE)
+    for i, (who, which, step, hours, look) in enumerate(history):
+        point = points[who]
+        names = EMAIL_STEPS if point.channel == "email" else SMS_STEPS
+        trigger = names[step % len(names)]
+        if trigger == "erasure":
+            continue  # an erasure deletes the address; the other steps keep using it
+        await record(ledger, point, purposes[which].id, trigger, BASE + timedelta(hours=hours, seconds=i))
+        if look:  # a report in between: the rollups grow in increments
+            await report(client, reader, **span())
+
+    body = await report(client, reader, group_by="channel,purpose", **span())
+    async with database.sessionmaker() as session, session.begin():
+        assert sorted(map(tuple, await repository.stored_consent_counts(session, workspace.id)), key=repr) == sorted(
+            map(tuple, await repository.recount_ledger(session, workspace.id)), key=repr
+        )
+        kept = await repository.stored_rollups(session, workspace.id)
+        await service.rebuild(session, workspace.id)
+        assert await repository.stored_rollups(session, workspace.id) == kept
+    assert await report(client, reader, group_by="channel,purpose", **span()) == body
+
+    # whole UTC days read the daily counters; the same range shifted by an hour at each end reads the hourly ones
+    first = (BASE - timedelta(days=1)).replace(hour=0)
+    last = (NOW + timedelta(days=1)).replace(hour=0)
+    for group_by in ("channel,purpose", "trigger,source"):
+        daily = await report(client, reader, group_by=group_by, **span(first, last))
+        hourly = await report(
+            client, reader, group_by=group_by, **span(first + timedelta(hours=1), last - timedelta(hours=1))
+        )
+        assert daily["series"] == hourly["series"]
+
+    exporter = await tenant.key(Scope.ELIGIBILITY_READ)
+    for purpose in purposes:
+        exported = await client.get(
+            "/v1/audiences", params={"purpose": purpose.key, "channel": "email"}, headers=exporter
+        )
+        assert exported.status_code == 200
+        audience = len(exported.text.splitlines())
+        rows = [r for r in body["series"] if r["group"] == {"channel": "email", "purpose": purpose.key}]
+        standing = rows[-1]["metrics"]["opted_in_total"] if rows else 0
+        assert standing == audience
+        # the standing total is the running sum of the net growth
+        assert sum(r["metrics"]["net_growth"] for r in rows) == standing
+
+
+# --- metrics --------------------------------------------------------------------------------------------------
+
+
+async def test_opt_outs_by_stop_word_and_by_unsubscribe_link_and_one_click(client, tenant, ledger):
+    reader = await tenant.key(Scope.AUDIT_READ)
+    purpose = await ledger.purpose("newsletter")
+    at = BASE + timedelta(hours=5)
+    sms = await ledger.point("sms", "+4915112345678", external_id="a")
+    for trigger in ("signup", "start_word", "stop_word", "stop_word"):  # the second STOP changes nothing
+        assert await record(ledger, sms, purpose.id, trigger, at)
+    for n, method in enumerate(("rfc8058_one_click", "unsubscribe_page")):
+        mail = await ledger.point("email", f"m{n}@example.com", external_id=f"m{n}")
+        for trigger in ("signup", "confirm"):
+            await record(ledger, mail, purpose.id, trigger, at)
+        await record(ledger, mail, purpose.id, "unsubscribe", at, {"ip": "198.51.100.4", "method": method})
+
+    body = await report(client, reader, group_by="trigger", **span())
+    by_trigger = {}
+    for row in body["series"]:
+        cell = by_trigger.setdefault(row["group"]["trigger"], dict.fromkeys(row["metrics"], 0))
+        for name, value in row["metrics"].items():
+            cell[name] = (cell[name] or 0) + (value or 0)
+    assert by_trigger["stop_word"]["opt_outs"] == 1
+    assert by_trigger["stop_word"]["events"] == 2
+    assert by_trigger["unsubscribe"]["opt_outs"] == 2
+    assert by_trigger["unsubscribe"]["opt_outs_one_click"] == 1
+    assert by_trigger["unsubscribe"]["opt_outs_unsubscribe_page"] == 1
+    assert by_trigger["start_word"]["opt_ins"] == 1
+    assert by_trigger["confirm"]["opt_ins"] == 2
+
+    totals = await report(client, reader, group_by="channel", **span())
+    last = {
+        row["group"]["channel"]: row["metrics"]
+        for row in totals["series"]
+        if row["bucket"] == totals["series"][-1]["bucket"]
+    }
+    assert last["sms"]["opted_in_total"] == 0
+    assert last["email"]["opted_in_total"] == 0
+    assert sum(r["metrics"]["opt_ins"] for r in totals["series"]) == 3
+
+
+async def test_doi_confirmation_rate_and_time_to_confirm_per_signup_cohort(client, tenant, ledger):
+    reader = await tenant.key(Scope.AUDIT_READ)
+    purpose = await ledger.purpose("newsletter")
+    day = (BASE + timedelta(days=2)).replace(hour=10)
+    for n, seconds in enumerate((30, 60, 600, None)):
+        mail = await ledger.point("email", f"d{n}@example.com", external_id=f"d{n}")
+        await record(ledger, mail, purpose.id, "signup", day)
+        if seconds is not None:  # confirmed on the next day for the slowest: still the signup's cohort
+            evidence = {"signals": ["fast_confirmation"]} if seconds == 30 else {}
+            await record(ledger, mail, purpose.id, "confirm", day + timedelta(seconds=seconds), evidence)
+    late = await ledger.point("email", "late@example.com", external_id="late")
+    await record(ledger, late, purpose.id, "signup", day + timedelta(days=1))
+    await record(ledger, late, purpose.id, "confirm", day + timedelta(days=1, hours=20))
+
+    body = await report(client, reader, granularity="day", purpose="newsletter", **span())
+    cohorts = {row["bucket"][:10]: row["metrics"] for row in body["series"]}
+    first = cohorts[day.date().isoformat()]
+    assert first["signups"] == 4
+    assert first["confirmations"] == 3
+    assert first["confirmations_with_scanner_signal"] == 1
+    assert first["confirmation_rate"] == 0.75
+    assert first["time_to_confirm_p50_s"] == 60
+    assert first["time_to_confirm_p90_s"] == 600
+    second = cohorts[(day + timedelta(days=1)).date().isoformat()]
+    assert second["confirmation_rate"] == 1.0
+    assert second["time_to_confirm_p50_s"] == 72_000  # 20 hours, two significant digits
+    assert cohorts[(day + timedelta(days=2)).date().isoformat()]["confirmation_rate"] is None
+
+
+async def test_objections_and_robinson_matches_on_print_by_kind(client, tenant, ledger):
+    reader = await tenant.key(Scope.AUDIT_READ)
+    at = BASE + timedelta(hours=3)
+    for n, (trigger, kind) in enumerate((("objection", "sticker"), ("objection", "art21"), ("robinson_match", None))):
+        letter = await ledger.point("print", f"Musterstr. {n}|12345|Berlin|DE", external_id=f"o{n}")
+        evidence = {"kind": kind} if kind else {"kind": "robinson"}
+        assert await record(ledger, letter, None, trigger, at, evidence)
+    metrics = (await report(client, reader, granularity="month", channel="print", **span()))["series"]
+    total = {name: sum(r["metrics"][name] or 0 for r in metrics) for name in ("objections", "robinson_matches")}
+    assert total == {"objections": 2, "robinson_matches": 1}
+    assert sum(r["metrics"]["objections_sticker"] for r in metrics) == 1
+    assert sum(r["metrics"]["objections_art21"] for r in metrics) == 1
+
+
+async def message_history(database, workspace_id, purpose_id, mail, phone, at) -> None:
+    """Three emails sent after 2, 4 and 8 s (one delivered), an SMS sent after a retry and then reported failed,
+    an email blocked at send time, a message with no eligible channel: written as the messages package writes."""
+    async with database.sessionmaker() as session, session.begin():
+
+        async def message(status: MessageStatus = MessageStatus.QUEUED) -> uuid.UUID:
+            row = await messages.add_message(
+                session, workspace_id, contact_id=mail.contact_id, purpose_id=purpose_id, strategy="first_eligible",
+                route=["email"], content={}, decision={}, status=status, send_at=None,
+            )  # fmt: skip
+            return row.id
+
+        async def delivery(message_id: uuid.UUID, point: Any) -> uuid.UUID:
+            row = await messages.add_delivery(
+                session, workspace_id, message_id, channel=point.channel, contact_point_id=point.id,
+                status=DeliveryStatus.QUEUED, next_attempt_at=at, at=at,
+            )  # fmt: skip
+            return row.id
+
+        for n, seconds in enumerate((2, 4, 8)):  # three emails sent after 2, 4 and 8 s, one delivered
+            m = await message()
+            d = await delivery(m, mail)
+            messages.add_event(session, m, d, "email", Step.QUEUED, detail={"not_before": at.isoformat()}, at=at)
+            messages.add_event(session, m, d, "email", Step.SENT, at=at + timedelta(seconds=seconds))
+            if n == 0:
+                messages.add_event(session, m, d, "email", Step.DELIVERED, at=at + timedelta(seconds=30))
+        m = await message()  # an SMS: one retry, sent after 100 s, then the provider reports it failed (bounce)
+        d = await delivery(m, phone)
+        messages.add_event(session, m, d, "sms", Step.QUEUED, detail={"not_before": at.isoformat()}, at=at)
+        messages.add_event(session, m, d, "sms", Step.RETRY_SCHEDULED, at=at + timedelta(seconds=1))
+        messages.add_event(session, m, d, "sms", Step.SENDING, at=at + timedelta(seconds=99))
+        messages.add_event(session, m, d, "sms", Step.SENT, at=at + timedelta(seconds=100))
+        messages.add_event(
+            session, m, d, "sms", Step.FAILED, detail={"provider_status": "undelivered"}, at=at + timedelta(seconds=200)
+        )
+        m = await message()  # blocked at send time
+        d = await delivery(m, mail)
+        messages.add_event(session, m, d, "email", Step.QUEUED, at=at)
+        messages.add_event(session, m, d, "email", Step.BLOCKED_AT_SEND, at=at + timedelta(seconds=5))
+        m = await message(MessageStatus.NO_ELIGIBLE_CHANNEL)
+        messages.add_event(session, m, None, None, Step.NO_ELIGIBLE_CHANNEL, at=at)
+        await messages.write_staged(session)
+
+
+async def test_message_outcomes_latency_and_a_rebuild(client, tenant, ledger, database):
+    reader = await tenant.key(Scope.AUDIT_READ)
+    purpose = await ledger.purpose("newsletter")
+    mail = await ledger.point("email", "msg@example.com", external_id="msg")
+    phone = await ledger.point("sms", "+4915112340000", contact_id=mail.contact_id)
+    at = BASE + timedelta(hours=7)
+    await message_history(database, tenant.id, purpose.id, mail, phone, at)
+    await record(ledger, mail, purpose.id, "signup", at)
+    await record(ledger, mail, purpose.id, "confirm", at)
+    await record(
+        ledger, mail, purpose.id, "complaint", at + timedelta(minutes=5), actor=Actor(ActorType.PROVIDER, "email")
+    )
+
+    body = await report(client, reader, "messages", granularity="month", group_by="channel", **span())
+    totals: dict[str | None, dict[str, Any]] = {}
+    for row in body["series"]:
+        cell = totals.setdefault(row["group"]["channel"], {})
+        for name, value in row["metrics"].items():
+            if value is not None:
+                cell[name] = cell.get(name, 0) + value if not name.startswith("latency") else value
+    assert totals["email"]["accepted"] == 4
+    assert totals["email"]["sent"] == 3
+    assert totals["email"]["delivered"] == 1
+    assert totals["email"]["blocked_at_send"] == 1
+    assert totals["email"]["complaints"] == 1
+    assert totals["email"]["latency_p50_ms"] == 4000
+    assert totals["email"]["latency_p99_ms"] == 8000
+    assert totals["sms"]["failed"] == 1
+    assert totals["sms"]["bounced"] == 1
+    assert totals["sms"]["failed_transient"] == 1
+    assert totals["sms"]["latency_p50_ms"] == 100_000
+    assert totals[None]["no_eligible_channel"] == 1
+
+    # whole UTC days read the daily counters: the same answer as the hourly ones for the same data
+    first, last = (BASE - timedelta(days=1)).replace(hour=0), (NOW + timedelta(days=1)).replace(hour=0)
+    for granularity in ("day", "month"):
+        daily = await report(
+            client, reader, "messages", granularity=granularity, group_by="channel,purpose", **span(first, last)
+        )
+        hourly = await report(client, reader, "messages", granularity=granularity, group_by="channel,purpose",
+                              **span(first + timedelta(hours=1), last - timedelta(hours=1)))  # fmt: skip
+        assert daily["series"] == hourly["series"]
+
+    async with database.sessionmaker() as session, session.begin():
+        kept = await repository.stored_rollups(session, tenant.id)
+        await service.rebuild(session, tenant.id)
+        assert await repository.stored_rollups(session, tenant.id) == kept
+    assert await report(client, reader, "messages", granularity="month", group_by="channel", **span()) == body
+
+
+# --- isolation, CSV, bad input ----------------------------------------------------------------------------------
+
+
+async def test_a_key_of_another_workspace_sees_nothing_of_this_one(client, tenant, other_tenant, ledger):
+    purpose = await ledger.purpose("newsletter")
+    mail = await ledger.point("email", "iso@example.com", external_id="iso")
+    await record(ledger, mail, purpose.id, "signup", BASE)
+    await record(ledger, mail, purpose.id, "confirm", BASE)
+    mine = await report(client, await tenant.key(Scope.AUDIT_READ), group_by="channel", **span())
+    assert sum(r["metrics"]["opt_ins"] for r in mine["series"]) == 1
+
+    other = await other_tenant.key(Scope.AUDIT_READ)
+    theirs = await report(client, other, group_by="channel,purpose", **span())
+    assert theirs["series"] == []
+    plain = await report(client, other, **span())
+    assert all(r["metrics"]["events"] == 0 and r["metrics"]["opted_in_total"] == 0 for r in plain["series"])
+    assert (await report(client, other, "messages", group_by="channel", **span()))["series"] == []
+    refused = await client.get("/v1/reports/consents", params={"purpose": "newsletter"}, headers=other)
+    assert refused.status_code == 422
+    assert refused.json()["code"] == "unknown_purpose"
+    async with ledger.database.sessionmaker() as session:
+        assert await repository.stored_consent_counts(session, other_tenant.id) == []
+
+
+async def test_csv_answer(client, tenant, ledger):
+    reader = await tenant.key(Scope.AUDIT_READ)
+    purpose = await ledger.purpose("newsletter")
+    mail = await ledger.point("email", "csv@example.com", external_id="csv")
+    await record(ledger, mail, purpose.id, "signup", BASE, {"form_id": "=HYPERLINK(1)"})
+    response = await client.get(
+        "/v1/reports/consents",
+        params={"group_by": "channel,source", **span()},
+        headers={**reader, "Accept": "text/csv"},
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/csv")
+    table = list(csv.DictReader(io.StringIO(response.text)))
+    assert list(table[0])[:3] == ["bucket", "channel", "source"]
+    assert [(r["channel"], r["source"], r["signups"]) for r in table] == [("email", "form:=HYPERLINK(1)", "1")]
+    assert table[0]["opted_in_total"] == ""  # not given when grouped by source
+
+
+@pytest.mark.parametrize(
+    ("kind", "params", "status"),
+    [
+        ("consents", {"granularity": "year"}, 400),
+        ("consents", {"from": "2026-11-01T00:30:00Z", "to": "2026-11-02T00:00:00Z"}, 422),
+        ("consents", {"from": "2026-11-01T00:00:00", "to": "2026-11-02T00:00:00Z"}, 422),
+        ("consents", {"from": "2026-11-02T00:00:00Z", "to": "2026-11-01T00:00:00Z"}, 422),
+        ("consents", {"from": "2024-01-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"}, 422),
+        ("consents", {"from": "2026-01-01T00:00:00Z", "to": "2026-03-01T00:00:00Z", "granularity": "hour"}, 422),
+        ("consents", {"group_by": "provider"}, 422),
+        ("consents", {"group_by": "channel,nonsense"}, 422),
+        ("messages", {"group_by": "trigger"}, 422),
+        ("messages", {"channel": "fax"}, 400),
+        ("consents", {"from": "yesterday"}, 400),
+        ("consents", {"from": "0001-01-01T00:00:00+14:00", "to": "2026-01-01T00:00:00Z"}, 422),
+        ("consents", {"purpose": "x" * 64}, 422),
+    ],
+)
+async def test_bad_parameters_are_refused_with_a_problem(client, tenant, kind, params, status):
+    response = await client.get(f"/v1/reports/{kind}", params=params, headers=await tenant.key(Scope.AUDIT_READ))
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_reports_need_the_audit_scope(client, tenant):
+    response = await client.get("/v1/reports/consents", headers=await tenant.key(Scope.ELIGIBILITY_READ))
+    assert response.status_code == 403
+
+
+async def test_the_rebuild_and_catch_up_commands(pg_server):
+    import json  # noqa: PLC0415
+
+    from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine  # noqa: PLC0415
+
+    from app.ledger import repository as ledger_repository  # noqa: PLC0415
+    from tests.conftest import consent_cli  # noqa: PLC0415
+
+    url = await pg_server.create_database("consent_cli_reports")
+    run = consent_cli(url)
+    try:
+        assert run("migrate").returncode == 0
+        workspace_id = uuid.UUID(json.loads(run("workspace", "create", "Acme", "--json").stdout.splitlines()[-1])["id"])
+        engine = create_async_engine(url)
+        async with async_sessionmaker(engine, expire_on_commit=False)() as session, session.begin():
+            contact = await ledger_repository.add_contact(session, workspace_id, None, None, None)
+            point = await ledger_repository.add_contact_point(
+                session, workspace_id, contact_id=contact.id, channel="sms", value="+4915100000009", details={},
+                suppression_keys=[],
+            )  # fmt: skip
+            for trigger in (Trigger.START_WORD, Trigger.STOP_WORD):
+                await apply_changes(session, workspace_id, [Change(point, None, trigger)], SYSTEM)
+        await engine.dispose()
+
+        caught_up = run("reports", "catch-up", "--workspace", str(workspace_id), "--json")
+        assert caught_up.returncode == 0, caught_up.stderr
+        assert json.loads(caught_up.stdout.splitlines()[-1])["ledger_events"] == 2
+        again = run("reports", "catch-up", "--json")  # every workspace; nothing new
+        assert json.loads(again.stdout.splitlines()[-1])["ledger_events"] == 0
+        rebuilt = run("reports", "rebuild", "--json")
+        assert rebuilt.returncode == 0, rebuilt.stderr
+        assert json.loads(rebuilt.stdout.splitlines()[-1])["ledger_events"] == 2
+        unknown = run("reports", "rebuild", "--workspace", str(uuid.uuid4()))
+        assert unknown.returncode == 1
+        assert "No workspace" in unknown.stderr
+    finally:
+        await pg_server.drop_database(url)
+
+
+async def test_deleted_messages_keep_their_counts_and_unqueued_ones_go_with_them(client, tenant, ledger, database):
+    reader = await tenant.key(Scope.AUDIT_READ)
+    purpose = await ledger.purpose("newsletter")
+    mail = await ledger.point("email", "gone@example.com", external_id="gone")
+    phone = await ledger.point("sms", "+4915112349999", contact_id=mail.contact_id)
+    at = BASE + timedelta(hours=7)
+
+    async def accepted() -> int:
+        body = await report(client, reader, "messages", granularity="month", **span())
+        return sum(row["metrics"]["accepted"] for row in body["series"])
+
+    await message_history(database, tenant.id, purpose.id, mail, phone, at)
+    assert await accepted() == 5  # counted before the erasure: the counts stay
+    async with database.sessionmaker() as session, session.begin():
+        await messages.delete_messages_of_contact(session, tenant.id, mail.contact_id)
+    assert await accepted() == 5
+    await message_history(database, tenant.id, purpose.id, mail, phone, at)  # erased before any report counted it
+    async with database.sessionmaker() as session, session.begin():
+        await messages.delete_messages_of_contact(session, tenant.id, mail.contact_id)
+        assert await repository.queued_messages(session, tenant.id) == 0
+    assert await accepted() == 5
