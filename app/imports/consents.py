@@ -165,6 +165,8 @@ def _decode_json(raw: bytes | LineError) -> ImportLine | LineRejected:
         return LineRejected("invalid_line", str(exc))
     except msgspec.DecodeError as exc:
         return LineRejected("malformed_json", f"Not a JSON object: {exc}")
+    except UnicodeDecodeError as exc:  # msgspec's own error for bytes that are not UTF-8 inside a string
+        return LineRejected("malformed_json", f"Not UTF-8 (byte {exc.start} of the line): JSON text is UTF-8.")
 
 
 async def csv_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[int, ImportLine | LineRejected]]:

@@ -334,9 +334,24 @@ def _invalid_identifier(request: Request[Any, Any, Any], exc: InvalidIdentifier)
     return problem_response(request, status=422, code=exc.code, title="Invalid address", detail=exc.message)
 
 
+def _not_utf8(request: Request[Any, Any, Any], exc: UnicodeDecodeError) -> Response[dict[str, Any]]:
+    """A body that is not UTF-8 (msgspec raises this, not its DecodeError, for bad bytes inside a JSON string).
+
+    Only input can be undecodable here: the service's own text is ``str`` throughout.
+    """
+    return problem_response(
+        request,
+        status=400,
+        code="invalid_utf8",
+        title="Body is not UTF-8",
+        detail=f"The request body is not valid UTF-8 (byte {exc.start}): JSON text must be UTF-8.",
+    )
+
+
 def exception_handlers() -> ExceptionHandlersMap:
     """The app-wide handler map."""
     return {
+        UnicodeDecodeError: _not_utf8,
         TransitionNotAllowed: _transition_not_allowed,
         InvalidIdentifier: _invalid_identifier,
         AppError: _app_error,

@@ -268,3 +268,19 @@ async def test_an_external_id_with_url_characters_is_reachable_for_export_and_er
     path = "/v1/contacts/" + quote("crm ?#%.42..", safe="")
     assert (await client.get(f"{path}/export", headers=auditor)).status_code == 200
     assert (await client.delete(path, headers=admin)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/contacts", b'{"external_id": "c\xff"}'),
+        ("/v1/purposes", b'{"key": "k", "name": "\xff\xfe", "kind": "marketing"}'),
+        ("/v1/signups", b'{"channel": "email", "address": "\xff\xfe"}'),
+    ],
+)
+async def test_a_json_body_that_is_not_utf8_is_a_400_and_writes_nothing(client, admin, session, path, body):
+    """msgspec raises UnicodeDecodeError (not its DecodeError) for such bytes inside a string: it was a 500."""
+    refused = await client.post(path, content=body, headers={**admin, "Content-Type": "application/json"})
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["code"] == "invalid_utf8"
+    assert (await session.execute(text("SELECT count(*) FROM contacts"))).scalar_one() == 0

@@ -519,3 +519,16 @@ async def test_an_external_id_the_contact_urls_could_not_name_is_that_lines_erro
         (2, "invalid_external_id"),
     ]
     assert await count(session, "SELECT count(*) FROM contacts") == 1
+
+
+async def test_a_line_that_is_not_utf8_is_that_lines_error_after_committed_batches(client, admin, purposes, session):
+    """It was a 500 after the first batches had committed, with no word of which lines were taken."""
+    good = [json.dumps(email_line(contact=f"crm-{i}", address=f"p{i}@example.com")).encode() for i in range(600)]
+    bad = json.dumps(email_line(contact="crm-x", address="x@example.com")).encode().replace(b"crm-x", b"crm-\xff")
+    body = b"\n".join([*good, bad, good[0]]) + b"\n"
+    response = await post(client, admin, body)
+    assert response.status_code == 200, response.text
+    report = response.json()
+    assert report["recorded"] == 600
+    assert [(p["line"], p["code"]) for p in report["problems"]][:1] == [(601, "malformed_json")]
+    assert report["lines"] == 602, "the line after it was read too"
