@@ -82,9 +82,10 @@ class ContactPoint(UUIDPrimaryKey, CreatedAt, Base):
     #: (import, API with ``consents:write``) verify it. Set once, never cleared.
     verified_at: Mapped[datetime | None]
     verified_via: Mapped[str | None] = mapped_column(Text)
-    #: A ``signup`` key (a public form, an app) attached this new address to a contact that existed before: the
-    #: address's own proof then shows only that whoever filled in the form controls it, not that it is that
-    #: contact's, so only the tenant's records (import, a ``consents:write`` key) verify it (migration 0019).
+    #: A ``signup`` key (a public form, an app) named this new address for a customer id (an existing contact, or
+    #: an ``external_id`` the form names first): the address's own proof then shows only that whoever filled in
+    #: the form controls it, not that it is that contact's, so only the tenant's records (import, a
+    #: ``consents:write`` key) verify it (migration 0019).
     attached_by_form: Mapped[bool] = mapped_column(server_default=false(), default=False)
 
     __table_args__ = (

@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.domain.identifiers import normalise_installation_id, normalise_push_endpoint
+from app.domain.identifiers import normalise_installation_id, normalise_push_endpoint, valid_external_id
 from app.domain.model import Channel, PurposeKind, Reachability, State, Trigger, VerifiedVia
 from app.ledger import repository as ledger
 from app.ledger.actions import withdraw_point
@@ -213,11 +213,21 @@ async def _point(
 ) -> ContactPoint:
     """The installation's or subscription's contact point, created or updated (a new token is reachable).
 
-    A new one that a ``signup`` key (not ``trusted``) attaches to an existing contact is ``attached_by_form``:
-    the OS or browser permission then proves the device, not that it is that contact's (see
-    :func:`app.ledger.repository.mark_verified`).
+    A new one that a ``signup`` key (not ``trusted``) names for a contact is ``attached_by_form``: the OS or
+    browser permission then proves the device, not that it is that contact's (see
+    :func:`app.ledger.repository.mark_verified`). Such a key naming an external id nobody has creates that
+    contact, as a sign-up does, so its answers do not tell which customer ids exist.
     """
-    contact = await require_contact(session, workspace_id, contact_ref) if contact_ref else None
+    contact = None
+    if contact_ref and not trusted and _uuid(contact_ref) is None:
+        if not valid_external_id(contact_ref):
+            raise InvalidInput(
+                "contact: an external id has no '/' or control characters and is not '.' or '..'.",
+                code="invalid_external_id",
+            )
+        contact = await ledger.add_contact(session, workspace_id, contact_ref, None, None)
+    elif contact_ref:
+        contact = await require_contact(session, workspace_id, contact_ref)
     point = await ledger.find_contact_point(session, workspace_id, channel, value)
     if point is None:
         attached_by_form = contact is not None and not trusted
@@ -242,6 +252,13 @@ async def _point(
         if point.reachability != Reachability.REACHABLE:
             await ledger.set_reachability(session, point.id, Reachability.REACHABLE.value, utcnow())
     return point
+
+
+def _uuid(ref: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(ref)
+    except ValueError:
+        return None
 
 
 async def _apply_permission(

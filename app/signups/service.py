@@ -86,18 +86,24 @@ async def _contact_point(
 
     A new address stays unverified, whichever contact it joins: a form may name any ``external_id``, so the
     address is usable for transactional messages only once it proves itself (confirmation link, start word).
-    Joining a contact that existed before, even that proof does not verify it (``attached_by_form``): anyone may
-    type a customer's ``external_id`` beside an address of their own and confirm it; the tenant's records (an
-    import, a ``consents:write`` key) verify such an address.
+    Named for an ``external_id``, even that proof does not verify it (``attached_by_form``): anyone may type a
+    customer's id beside an address of their own and confirm it, for a contact the tenant already has or, before
+    the tenant's records name it, one the form creates (the records would then join it). The tenant's records
+    (an import, a ``consents:write`` key) verify such an address.
     """
     point = await ledger.find_contact_point(session, workspace_id, channel, value)
     if point is not None:
         return point
     given = data.contact
-    existed = given.external_id is not None and await ledger.find_contact(session, workspace_id, given.external_id)
     contact = await ledger.add_contact(session, workspace_id, given.external_id, given.locale, given.timezone)
     return await add_point(
-        session, keys, workspace_id, contact_id=contact.id, channel=channel, value=value, attached_by_form=bool(existed)
+        session,
+        keys,
+        workspace_id,
+        contact_id=contact.id,
+        channel=channel,
+        value=value,
+        attached_by_form=given.external_id is not None,
     )
 
 

@@ -62,7 +62,7 @@ async def form_signup(client, shop, address=ATTACKER, external_id="cust-42"):
             "address": address,
             "purpose": "newsletter",
             "notice_id": shop["notice_id"],
-            "contact": {"external_id": external_id},
+            "contact": {"external_id": external_id} if external_id else {},
             "evidence": {"ip": "198.51.100.66"},
         },
         headers=shop["form"],
@@ -142,12 +142,43 @@ async def test_an_address_a_form_attached_to_a_customer_is_not_verified_by_confi
     newsletter = await eligibility(client, shop, purpose="newsletter")
     assert (newsletter["eligible"], newsletter["reason"]) == (True, "opted_in"), "the newsletter consent holds"
 
-    # a new person's own sign-up (a contact the form creates) is verified by its confirmation
-    mine = await form_signup(client, shop, address="new@example.com", external_id="new-person")
+    # a new person's own sign-up, naming no customer id, is verified by its confirmation
+    mine = await form_signup(client, shop, address="new@example.com", external_id=None)
     [own] = (await session.execute(select(ContactPoint).where(ContactPoint.value == "new@example.com"))).scalars()
     assert own.attached_by_form is False
     await ledger.apply(own, shop["newsletter"].id, "confirm")
     assert (await eligibility(client, shop, contact=mine["contact_id"]))["reason"] == "transactional"
+
+
+async def test_a_form_that_names_a_customer_id_first_does_not_get_the_customers_order_mails(
+    client, admin, shop, ledger, session
+):
+    """Hostile review: the form pre-registers an external id the shop will import later, and confirms its address."""
+    await form_signup(client, shop, external_id="cust-99")
+    [attacker] = (await session.execute(select(ContactPoint).where(ContactPoint.value == ATTACKER))).scalars()
+    assert attacker.attached_by_form is True, "a form naming a customer id, even one nobody has yet"
+    await ledger.apply(attacker, shop["newsletter"].id, "confirm")
+    line = {
+        "contact": "cust-99",
+        "channel": "email",
+        "address": "real.customer@example.com",
+        "purpose": "newsletter",
+        "state": "opted_out",
+        "captured_at": "2024-03-01T10:00:00Z",
+        "source": "crm",
+    }
+    imported = await client.post(
+        "/v1/imports/consents",
+        content=json.dumps(line).encode(),
+        headers={**shop["writer"], "Content-Type": "application/x-ndjson"},
+    )
+    assert imported.status_code == 200, imported.text
+    shown = (await client.get("/v1/contacts/cust-99", headers=admin)).json()
+    verified = {p["address"]: p["verified_via"] for p in shown["contact_points"]}
+    assert verified == {ATTACKER: None, "real.customer@example.com": "api"}
+    real = next(p["id"] for p in shown["contact_points"] if p["address"] == "real.customer@example.com")
+    answer = await eligibility(client, shop, contact="cust-99")
+    assert [p["id"] for p in answer["contact_points"] if p["eligible"]] == [real]
 
 
 async def test_the_audience_export_leaves_unverified_addresses_out_of_transactional_audiences(client, admin, shop):
@@ -336,7 +367,7 @@ async def test_the_upgrade_verifies_what_the_ledger_proves_and_nothing_a_form_al
             transaction = await conn.begin()
             await _arrange_before_the_upgrade(Database.bound_to(conn))
             await transaction.commit()
-        await downgrade(engine, "-1")
+        await downgrade(engine, "0018")  # before migration 0019, whatever came after it
         await migrate(engine)
         async with engine.connect() as conn:
             rows = await conn.execute(text("SELECT value, verified_via, verified_at FROM contact_points"))
@@ -363,3 +394,17 @@ async def test_the_upgrade_verifies_what_the_ledger_proves_and_nothing_a_form_al
     finally:
         await engine.dispose()
         await pg_server.drop_database(url)
+
+
+async def test_a_form_key_cannot_tell_which_customer_ids_exist_through_push(client, admin, shop):
+    """Hostile review: naming a known id answered 200 and an unknown one 404 contact_not_found."""
+
+    def report(contact, installation):
+        return {"platform": "android", "token": f"tok-{installation}", "permission": "denied", "contact": contact}
+
+    known = await client.put("/v1/push/app-installations/probe-1", json=report("cust-42", 1), headers=shop["form"])
+    unknown = await client.put("/v1/push/app-installations/probe-2", json=report("cust-1002", 2), headers=shop["form"])
+    assert (known.status_code, unknown.status_code) == (200, 200), unknown.text
+    assert set(known.json()) == set(unknown.json())
+    shown = (await client.get("/v1/contacts/cust-1002", headers=admin)).json()
+    assert [p["verified_via"] for p in shown["contact_points"]] == [None], "a form's device for a customer id"
