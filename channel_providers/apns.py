@@ -18,7 +18,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from channel_providers._http import UNREACHED
+from channel_providers._http import UNREACHED, unreached
 from channel_providers.base import ChannelAdapter, Outbound, Outcome, SendResult, outcome_for_status
 
 PRODUCTION = "https://api.push.apple.com"
@@ -101,7 +101,7 @@ class ApnsAdapter:
             async with asyncio.timeout(self.timeout):
                 response = await self._client.post(url, content=json.dumps(payload).encode(), headers=headers)
         except UNREACHED as exc:
-            return SendResult(Outcome.TRANSIENT, detail=f"{type(exc).__name__}: {exc}")
+            return unreached(exc)
         outcome = outcome_for_status(response.status_code, gone=_GONE)
         if outcome is Outcome.ACCEPTED:
             return SendResult(outcome, provider_message_id=response.headers.get("apns-id", apns_id))

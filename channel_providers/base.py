@@ -87,6 +87,10 @@ class SendResult:
     provider_message_id: str | None = None
     error_code: str | None = None
     detail: str = ""
+    maybe_delivered: bool = False
+    """A transient failure after the request may have reached the provider (no answer in time, the connection
+    lost while waiting): sending again could repeat the message. The dispatcher's policy decides
+    (:mod:`app.messages.policy`: marketing at most once, transactional at least once)."""
 
 
 class ChannelAdapter(Protocol):

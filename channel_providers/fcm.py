@@ -18,7 +18,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from channel_providers._http import UNREACHED, json_or_none
+from channel_providers._http import UNREACHED, json_or_none, unreached
 from channel_providers.base import Outbound, Outcome, SendResult, outcome_for_status
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
@@ -34,9 +34,6 @@ _REFRESH_MARGIN = 60
 
 class _TokenUnavailable(Exception):
     """The token endpoint is busy or failing (429, 5xx): the send is worth trying again."""
-
-
-_RETRYABLE: tuple[type[Exception], ...] = (*UNREACHED, _TokenUnavailable)
 
 
 class ServiceAccountError(ValueError):
@@ -163,8 +160,10 @@ class FcmAdapter:
             status = response.status_code
         except PermissionError as exc:
             return SendResult(Outcome.PERMANENT, error_code="auth", detail=str(exc))
-        except _RETRYABLE as exc:
+        except _TokenUnavailable as exc:  # the access token, before the message was sent
             return SendResult(Outcome.TRANSIENT, detail=f"{type(exc).__name__}: {exc}")
+        except UNREACHED as exc:
+            return unreached(exc)
         outcome = outcome_for_status(status, gone=_GONE_STATUS, transient=_TRANSIENT_STATUS)
         if outcome is Outcome.ACCEPTED:
             name = body.get("name") if isinstance(body, dict) else None

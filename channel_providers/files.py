@@ -22,7 +22,7 @@ from typing import TextIO
 import httpx
 import structlog
 
-from channel_providers._http import UNREACHED, json_or_none
+from channel_providers._http import UNREACHED, json_or_none, unreached
 from channel_providers.base import Outbound, Outcome, SendResult, outcome_for_status
 
 log = structlog.get_logger(__name__)
@@ -154,7 +154,7 @@ class PrintHouseAdapter:
             status = response.status_code
             body = json_or_none(response)
         except UNREACHED as exc:
-            return SendResult(Outcome.TRANSIENT, detail=f"{type(exc).__name__}: {exc}")
+            return unreached(exc)
         outcome = outcome_for_status(status, accepted=_ACCEPTED)
         if outcome is Outcome.ACCEPTED:
             # the print house's own job id, kept as an opaque short string

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import socket
 
-from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.base.exceptions import TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
@@ -85,11 +86,25 @@ class TwilioAdapter:
                 message = await self.client.messages.create_async(**params)
         except TwilioRestException as exc:
             return _mapped(exc)
-        except (TwilioException, OSError, TimeoutError) as exc:
-            return SendResult(Outcome.TRANSIENT, detail=f"{type(exc).__name__}: {exc}")
-        except Exception as exc:  # noqa: BLE001  # aiohttp's own errors: never let a vendor exception escape
-            return SendResult(Outcome.TRANSIENT, detail=f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # noqa: BLE001  # Twilio's and aiohttp's errors: never let a vendor exception escape
+            # refused or unresolved: nothing reached Twilio; anything else (no answer in time, the connection lost
+            # while waiting) may have been accepted
+            return SendResult(
+                Outcome.TRANSIENT, detail=f"{type(exc).__name__}: {exc}", maybe_delivered=_maybe_sent(exc)
+            )
         return SendResult(Outcome.ACCEPTED, provider_message_id=message.sid)
+
+
+def _maybe_sent(exc: BaseException) -> bool:
+    """Whether a failed call may have reached Twilio: not when the connection was refused or the name unresolved.
+
+    aiohttp wraps the connect failure (``ClientConnectorError.os_error``); the twilio library raises its own
+    ``TwilioException`` for what it makes of it.
+    """
+    for error in (exc, getattr(exc, "os_error", None), exc.__cause__):
+        if isinstance(error, (ConnectionRefusedError, socket.gaierror)):
+            return False
+    return True
 
 
 def _mapped(exc: TwilioRestException) -> SendResult:

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import httpx
 from pywebpush import Vapid, WebPusher
 
-from channel_providers._http import UNREACHED
+from channel_providers._http import UNREACHED, unreached
 from channel_providers.base import Outbound, Outcome, SendResult, outcome_for_status
 
 DEFAULT_TTL = 24 * 3600  # a notification older than a day is not worth showing
@@ -58,7 +58,7 @@ class WebPushAdapter:
                 response = await self._http().post(endpoint, content=body, headers=headers)
             status = response.status_code
         except UNREACHED as exc:
-            return SendResult(Outcome.TRANSIENT, detail=f"{type(exc).__name__}: {exc}"[:500])
+            return unreached(exc)
         outcome = outcome_for_status(status, gone=_GONE)
         if outcome is Outcome.ACCEPTED:
             location = response.headers.get("Location")

@@ -64,6 +64,9 @@ _NOT_PUBLIC = tuple(
 class OutboundRefused(httpx.RequestError):
     """The URL may not be requested: its scheme, its userinfo, or an address of its host is not allowed."""
 
+    before_sending = True
+    """Nothing left the service: a delivery refused here cannot have reached anyone (see ``SendResult``)."""
+
     def __init__(self, message: str) -> None:
         super().__init__(message)
 

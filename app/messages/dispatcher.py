@@ -87,6 +87,8 @@ class _Prepared:
     channel: Channel
     outbound: Outbound | None
     adapter: ChannelAdapter | None
+    kind: PurposeKind | None = None
+    """The purpose's kind: what an answer that may have been delivered leads to (:mod:`app.messages.policy`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,11 +235,13 @@ class Dispatcher:
         assert item.outbound is not None
         try:
             return await asyncio.wait_for(item.adapter.send(item.outbound), self.config.deadline)
-        except TimeoutError:
-            return SendResult(Outcome.TRANSIENT, detail=f"no answer within {self.config.deadline} s")
-        except Exception as exc:  # an adapter bug must not lose the delivery: retried
+        except TimeoutError:  # the request may have reached the provider: the policy decides on a repeat
+            return SendResult(
+                Outcome.TRANSIENT, detail=f"no answer within {self.config.deadline} s", maybe_delivered=True
+            )
+        except Exception as exc:  # an adapter bug must not lose the delivery (nor repeat marketing: it may have gone)
             log.exception("adapter_failed", channel=item.channel.value)
-            return SendResult(Outcome.TRANSIENT, detail=f"{type(exc).__name__}: {exc}")
+            return SendResult(Outcome.TRANSIENT, detail=f"{type(exc).__name__}: {exc}", maybe_delivered=True)
 
     async def _prepare(self, claimed: Sequence[Claimed]) -> tuple[list[_Prepared], set[uuid.UUID]]:
         """Load what the sends need and ask the gate again; blocked or waiting deliveries are settled here.
@@ -343,7 +347,7 @@ class Dispatcher:
             )
         )
         adapter = spec.adapter(self.adapters, delivery.workspace_id, settings)
-        return _Prepared(delivery.id, delivery.workspace_id, channel, outbound, adapter)
+        return _Prepared(delivery.id, delivery.workspace_id, channel, outbound, adapter, PurposeKind(purpose.kind))
 
     async def _resend_after_crash(self, session: AsyncSession, delivery: Delivery, purpose: Purpose) -> bool:
         """The provider call of the previous attempt was in flight when its worker died: send again or not.
@@ -407,8 +411,9 @@ class Dispatcher:
             if starting:
                 held |= await repository.mark_in_flight(session, workspace_ids, starting, self.worker_id, at=utcnow())
             if results:
+                kinds = {e.item.delivery_id: e.item.kind for e in entries}
                 for delivery in await repository.lock_held(session, workspace_ids, list(results), self.worker_id):
-                    await self._apply(session, delivery, results[delivery.id])
+                    await self._apply(session, delivery, results[delivery.id], kinds.get(delivery.id))
                     held.add(delivery.id)
                 for lost in set(results) - held:
                     log.warning("delivery_lease_lost", delivery_id=str(lost), worker=self.worker_id)
@@ -419,10 +424,25 @@ class Dispatcher:
         item = _Prepared(claimed.id, claimed.workspace_id, Channel(claimed.channel), None, None)
         await self._write([_Entry(item, result)])
 
-    async def _apply(self, session: AsyncSession, delivery: Delivery, result: SendResult) -> None:
+    async def _apply(
+        self, session: AsyncSession, delivery: Delivery, result: SendResult, kind: PurposeKind | None = None
+    ) -> None:
         error = f"{result.error_code}: {result.detail}" if result.error_code else result.detail or None
         if result.outcome is Outcome.ACCEPTED:
             await self._finish(session, delivery, DeliveryStatus.SENT, provider_id=result.provider_message_id)
+        elif (
+            result.outcome is Outcome.TRANSIENT
+            and result.maybe_delivered
+            and kind is not None
+            and after_crash(kind) is AfterCrash.UNKNOWN
+        ):
+            # no answer, but the provider may have accepted it: a crash's uncertainty, decided the same way
+            await self._finish(
+                session,
+                delivery,
+                DeliveryStatus.UNKNOWN,
+                error=f"{error}; the provider may have accepted it: not sent again (marketing: at most once)",
+            )
         elif result.outcome is Outcome.TRANSIENT and delivery.attempts < self.config.max_attempts:
             delay = backoff(delivery.attempts, self.config.base_backoff, self.config.max_backoff)
             retry_at = utcnow() + timedelta(seconds=delay)

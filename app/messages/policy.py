@@ -1,4 +1,7 @@
-"""What becomes of a delivery whose provider call was in flight when its worker died.
+"""What becomes of a delivery the provider may have accepted without our knowing.
+
+Its worker died during the call, or the call got no answer in time or lost its connection while waiting
+(``SendResult.maybe_delivered``).
 
 The dispatcher commits ``in_flight_at`` before each provider call and clears it with the call's outcome, so a
 delivery claimed again with the mark still set is one the provider may have accepted. Sending it again could

@@ -228,3 +228,25 @@ async def test_a_worker_sigkilled_during_a_slow_call_sends_nothing_answered_agai
     assert final["hang-order"][:2] == ("sent", 2)
     assert all(final[text][:2] == ("sent", 1) for text in quick)
     assert all(mark is None for _, _, mark in final.values()), "every mark cleared with its outcome"
+
+
+async def test_no_answer_in_time_is_a_crash_s_uncertainty_marketing_is_not_sent_again(world, stand_in, dispatcher):
+    """Hostile review: the provider took the message but answered after the deadline, and it was sent again.
+
+    No answer in time is the same uncertainty as a worker dying mid-call; the same policy decides: marketing
+    becomes ``unknown`` (at most once), transactional is sent again (at least once).
+    """
+    dispatcher.config = DispatchConfig(concurrency=4, deadline=0.5)
+    stand_in.hang = 1.5
+    await world["enqueue"](["hang-offer"])
+    await world["enqueue"](["hang-receipt"], purpose="orders")
+    await dispatcher.run_once()
+    async with world["database"].sessionmaker() as session, session.begin():  # the back-off has passed
+        await session.execute(update(Delivery).values(next_attempt_at=func.now() - timedelta(seconds=1)))
+    await dispatcher.run_once()
+    calls = Counter(stand_in.bodies)
+    assert calls["hang-offer"] == 1, "marketing: at most once"
+    assert calls["hang-receipt"] == 2, "transactional: at least once"
+    final = await world["by_text"]()
+    assert final["hang-offer"][0] == "unknown"
+    assert final["hang-receipt"][0] == "sent"
