@@ -264,7 +264,10 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
                 "metrics": metrics_registry,
                 "key_cache": KeyCache(workspaces_repository.find_active_key),
                 "streams": StreamBudget(
-                    settings.streams.total, settings.streams.per_key, settings.streams.send_timeout
+                    settings.streams.total,
+                    settings.streams.per_key,
+                    settings.streams.send_timeout,
+                    per_workspace=settings.streams.per_workspace,
                 ),
                 "mail_sender": mail_sender(settings),
                 "derived_keys": Keys(settings.secret_key) if settings.secret_key is not None else None,

@@ -54,6 +54,8 @@ ENVIRONMENT: dict[str, str] = {
     "CONSENT_STREAMS_MAX": "Audience and audit-event streams one process runs at a time, on a database pool of their "
     "own (default 4); one more is answered 503 with Retry-After.",
     "CONSENT_STREAMS_PER_KEY": "Streams one API key may have open at a time per process (default 2); one more: 429.",
+    "CONSENT_STREAMS_PER_WORKSPACE": "Streams one workspace (all its keys) may have open at a time per process "
+    "(default 2, below CONSENT_STREAMS_MAX so no tenant takes every stream); one more: 429.",
     "CONSENT_STREAM_SEND_TIMEOUT": "Seconds a stream waits for a client that stopped reading before cutting it off "
     "and freeing its database connection (default 30).",
     "CONSENT_IMPORT_MAX_BYTES": "Largest body of one import request (bytes, or with K, M, G: binary units); "
@@ -100,6 +102,8 @@ class StreamSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Streams at a time per process: the size of their own connection pool."""
     per_key: int = 2
     """Streams at a time of one API key (per process)."""
+    per_workspace: int = 2
+    """Streams at a time of one workspace, all its keys together (per process): one tenant never takes them all."""
     send_timeout: float = 30.0
     """Seconds a client may take to accept the next piece of a stream before it is cut off."""
 
@@ -218,6 +222,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             streams=StreamSettings(
                 total=_int(get("CONSENT_STREAMS_MAX"), "CONSENT_STREAMS_MAX", 4, 1, 100),
                 per_key=_int(get("CONSENT_STREAMS_PER_KEY"), "CONSENT_STREAMS_PER_KEY", 2, 1, 100),
+                per_workspace=_int(get("CONSENT_STREAMS_PER_WORKSPACE"), "CONSENT_STREAMS_PER_WORKSPACE", 2, 1, 100),
                 send_timeout=_int(get("CONSENT_STREAM_SEND_TIMEOUT"), "CONSENT_STREAM_SEND_TIMEOUT", 30, 1, 3600),
             ),
             mail=MailSettings(

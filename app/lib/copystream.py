@@ -87,33 +87,30 @@ STREAM_RETRY_AFTER = 5
 
 
 class StreamBudget:
-    """The streams of one process: at most ``total`` at a time, at most ``per_key`` of one API key.
+    """The streams of one process: at most ``total``, ``per_workspace`` of one workspace, ``per_key`` of one key.
 
-    ``total`` is also the size of the streams' connection pool, so a stream that is let in never waits for a
-    connection. A stream over either limit is refused at once (429 for the key's own limit, 503 when the process
-    is full), never queued: a queued stream would hold its client as long as the slowest reader ahead of it.
+    The workspace's limit counts all its keys (a tenant admin can make keys) and stays below ``total``, so one
+    tenant never holds every stream. ``total`` is also the size of the streams' connection pool, so a stream that
+    is let in never waits for a connection. A stream over a limit is refused at once (429 for the key's or the
+    workspace's own limit, 503 when the process is full), never queued: a queued stream would hold its client as
+    long as the slowest reader ahead of it.
     """
 
-    def __init__(self, total: int, per_key: int, send_timeout: float) -> None:
+    def __init__(self, total: int, per_key: int, send_timeout: float, per_workspace: int | None = None) -> None:
         self.total = total
         self.per_key = per_key
+        self.per_workspace = per_workspace if per_workspace is not None else max(1, total // 2)
         self.send_timeout = send_timeout
         self._open: dict[uuid.UUID, int] = {}
+        self._of_workspace: dict[uuid.UUID, int] = {}
 
     @property
     def open(self) -> int:
         """Streams running now."""
         return sum(self._open.values())
 
-    def claim(self, api_key_id: uuid.UUID) -> StreamSlot:
+    def claim(self, api_key_id: uuid.UUID, workspace_id: uuid.UUID | None = None) -> StreamSlot:
         """A place for one stream of this key, or the error that says why there is none."""
-        if self._open.get(api_key_id, 0) >= self.per_key:
-            raise RateLimited(
-                f"This API key has {self.per_key} streams open, as many as one key may; "
-                "finish one (read it to the end or close it) before starting another.",
-                retry_after=STREAM_RETRY_AFTER,
-                code="too_many_streams",
-            )
         if self.open >= self.total:
             raise Unavailable(
                 "Every stream this server runs at a time is in use. Try again shortly.",
@@ -121,29 +118,49 @@ class StreamBudget:
                 extra={"retry_after": STREAM_RETRY_AFTER},
                 headers={"Retry-After": str(STREAM_RETRY_AFTER)},
             )
+        if workspace_id is not None and self._of_workspace.get(workspace_id, 0) >= self.per_workspace:
+            raise RateLimited(
+                f"This workspace has {self.per_workspace} streams open, as many as one workspace may at a time; "
+                "finish one before starting another.",
+                retry_after=STREAM_RETRY_AFTER,
+                code="too_many_streams",
+            )
+        if self._open.get(api_key_id, 0) >= self.per_key:
+            raise RateLimited(
+                f"This API key has {self.per_key} streams open, as many as one key may; "
+                "finish one (read it to the end or close it) before starting another.",
+                retry_after=STREAM_RETRY_AFTER,
+                code="too_many_streams",
+            )
         self._open[api_key_id] = self._open.get(api_key_id, 0) + 1
-        return StreamSlot(self, api_key_id)
+        if workspace_id is not None:
+            self._of_workspace[workspace_id] = self._of_workspace.get(workspace_id, 0) + 1
+        return StreamSlot(self, api_key_id, workspace_id)
 
-    def _release(self, api_key_id: uuid.UUID) -> None:
-        left = self._open.get(api_key_id, 0) - 1
-        if left > 0:
-            self._open[api_key_id] = left
-        else:
-            self._open.pop(api_key_id, None)
+    def _release(self, api_key_id: uuid.UUID, workspace_id: uuid.UUID | None) -> None:
+        for counts, key in ((self._open, api_key_id), (self._of_workspace, workspace_id)):
+            if key is None:
+                continue
+            left = counts.get(key, 0) - 1
+            if left > 0:
+                counts[key] = left
+            else:
+                counts.pop(key, None)
 
 
 class StreamSlot:
     """One stream's place in the budget; released once, when its response ends however it ends."""
 
-    def __init__(self, budget: StreamBudget, api_key_id: uuid.UUID) -> None:
+    def __init__(self, budget: StreamBudget, api_key_id: uuid.UUID, workspace_id: uuid.UUID | None) -> None:
         self._budget: StreamBudget | None = budget
         self._api_key_id = api_key_id
+        self._workspace_id = workspace_id
 
     def release(self) -> None:
         """Give the place back (a no-op the second time)."""
         budget, self._budget = self._budget, None
         if budget is not None:
-            budget._release(self._api_key_id)  # noqa: SLF001  # the slot belongs to its budget
+            budget._release(self._api_key_id, self._workspace_id)  # noqa: SLF001  # the slot belongs to its budget
 
 
 def copy_response(request: Request[Any, Any, Any], database: Database, copy: Copy, *, as_csv: bool) -> Stream:
@@ -156,7 +173,7 @@ def copy_response(request: Request[Any, Any, Any], database: Database, copy: Cop
     if not isinstance(principal, Principal):  # pragma: no cover - the guard always runs first on /v1
         raise Unauthenticated("Authentication required.")
     budget: StreamBudget = request.app.state.streams
-    slot = budget.claim(principal.api_key_id)
+    slot = budget.claim(principal.api_key_id, principal.workspace_id)
     media_type = "text/csv; charset=utf-8" if as_csv else "application/x-ndjson"
     # Litestar lets the handler's declared media type override Stream(media_type=…); an explicit header wins.
     return CopyStream(

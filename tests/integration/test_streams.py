@@ -126,7 +126,7 @@ async def copies_running(database: Database) -> int:
 
 async def test_stalled_streams_leave_every_other_call_its_connections(world, settings):
     """More stalled readers than connections: another workspace's calls still answer at once."""
-    application = app_with(world, settings, per_key=1, send_timeout=60)
+    application = app_with(world, settings, per_key=1, per_workspace=BUDGET, send_timeout=60)
     keys = [(await world.acme.key(Scope.ELIGIBILITY_READ))["Authorization"] for _ in range(BUDGET + 1)]
     fresh_key = await world.globex.key(Scope.ADMIN)  # not yet in the key cache: authentication reads the database
     async with running(application):
@@ -208,6 +208,27 @@ async def test_a_client_that_stops_reading_is_cut_off_and_its_connection_returns
     assert 1.0 <= cut_after < 5
     assert response.status_code == 200
     assert len(response.text.splitlines()) == ROWS
+
+
+async def test_one_workspace_never_holds_every_stream(world, settings):
+    """Hostile review: a tenant admin with two keys (or a slow but steady reader) held every stream of the process."""
+    limited = msgspec.structs.replace(
+        settings, streams=StreamSettings(total=3, per_key=1, per_workspace=2, send_timeout=60)
+    )
+    application = create_app(limited, database=world.database)
+    acme = [(await world.acme.key(Scope.ELIGIBILITY_READ))["Authorization"] for _ in range(3)]
+    globex = (await world.globex.key(Scope.AUDIT_READ))["Authorization"]
+    async with running(application):
+        held = [Reader(application, key) for key in acme[:2]]
+        for reader in held:
+            await reader.stalled()
+        third = Reader(application, acme[2])  # a third key of the same workspace
+        assert await asyncio.wait_for(third.status, 5) == 429
+        assert msgspec.json.decode(third.body)["code"] == "too_many_streams"
+        other = Reader(application, globex, "/v1/audit/events")  # another workspace still gets a stream
+        assert await asyncio.wait_for(other.status, 5) == 200
+        for reader in [*held, third, other]:
+            await reader.leave()
 
 
 def test_stream_settings_come_from_the_environment():
