@@ -31,7 +31,9 @@ from app.settings import Settings
 
 _PAGE_HEADERS = {
     "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",
+    # not no-referrer: with it, browsers send "Origin: null" on the page's own POSTs, and the origin check could not
+    # tell them from a sandboxed frame's; same-origin still sends the token-bearing URL to nobody else
+    "Referrer-Policy": "same-origin",
     "X-Robots-Tag": "noindex, nofollow",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",

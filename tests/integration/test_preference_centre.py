@@ -112,6 +112,7 @@ async def test_the_page_shows_every_channel_and_purpose_and_get_changes_nothing(
     assert "Content-Security-Policy" in page.headers
     assert "script-src" not in page.headers["Content-Security-Policy"]
     assert page.headers["Cache-Control"] == "no-store"
+    assert page.headers["Referrer-Policy"] == "same-origin", "the token-bearing URL goes to no other site"
     english = await client.get(path, params={"lang": "en"})
     assert '<html lang="en">' in english.text
     assert "Stop Newsletter by email" in english.text
@@ -123,9 +124,10 @@ async def test_the_page_shows_every_channel_and_purpose_and_get_changes_nothing(
         (None, {}),
         ("0" * 64, {}),
         ("valid", {"Origin": "https://evil.example"}),
+        ("valid", {"Origin": "null"}),
         ("valid", {"Sec-Fetch-Site": "cross-site"}),
     ],
-    ids=["missing-token", "wrong-token", "foreign-origin", "cross-site"],
+    ids=["missing-token", "wrong-token", "foreign-origin", "null-origin", "cross-site"],
 )
 async def test_a_forged_post_is_refused_and_changes_nothing(client, tenant, jane, session, token, headers):
     path = await link_of(client, tenant, jane["contact_id"])
