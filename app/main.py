@@ -44,6 +44,7 @@ from app.lib.repository import prune_callbacks
 from app.messages.controllers import MessageController
 from app.messages.dispatcher import Dispatcher
 from app.ops.controllers import health, metrics, ready
+from app.preferences.controllers import PreferenceLinkController, PreferencePages
 from app.privacy.controllers import DataSubjectController
 from app.purposes.controllers import NoticeController, PurposeController
 from app.push.controllers import PushController
@@ -215,6 +216,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
             NoticeController,
             ContactController,
             DataSubjectController,
+            PreferenceLinkController,
             WithdrawalController,
             ObjectionController,
             AuditController,
@@ -242,6 +244,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
             EmailWebhookController,
             ConfirmationPages,
             UnsubscribePages,
+            PreferencePages,
             create_static_files_router(
                 path="/static", directories=[STATIC_DIR], include_in_schema=False, opt={"public": True}
             ),

@@ -5,6 +5,7 @@ from app.ledger.models import Consent, ConsentEvent, Contact, ContactPoint, Ledg
 from app.lib.models import IdempotencyKey, ProviderCallback, RateLimitHit
 from app.lib.orm import Base
 from app.messages.models import Delivery, Message, MessageEvent
+from app.preferences.models import PreferenceLink
 from app.privacy.models import Erasure
 from app.purposes.models import Notice, Purpose
 from app.reports.models import (
@@ -37,6 +38,7 @@ __all__ = [
     "Message",
     "MessageEvent",
     "Notice",
+    "PreferenceLink",
     "ProviderCallback",
     "Purpose",
     "RateLimitHit",

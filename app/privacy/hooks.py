@@ -15,6 +15,7 @@ from app.ledger.privacy import HOOK as LEDGER
 from app.lib.privacy import HOOK as SHARED
 from app.lib.privacy import PrivacyHook, Subject
 from app.messages.privacy import HOOK as MESSAGES
+from app.preferences.privacy import HOOK as PREFERENCES
 from app.twilio.privacy import HOOK as TWILIO
 from app.webhooks.privacy import HOOK as WEBHOOKS
 
@@ -33,7 +34,7 @@ PRIVACY = PrivacyHook(
 )
 
 #: The ledger's rows go last: the other packages' rows reference its contacts and addresses.
-HOOKS: tuple[PrivacyHook, ...] = (SHARED, MESSAGES, WEBHOOKS, EMAILS, TWILIO, PRIVACY, LEDGER)
+HOOKS: tuple[PrivacyHook, ...] = (SHARED, MESSAGES, WEBHOOKS, EMAILS, PREFERENCES, TWILIO, PRIVACY, LEDGER)
 
 NO_PERSONAL_DATA = {
     "workspaces": "the tenant: its name and settings (sealed provider credentials), nobody's personal data",

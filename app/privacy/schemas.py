@@ -31,6 +31,8 @@ class ErasedCounts(msgspec.Struct, kw_only=True):
     evidence_erased: int
     outbox_files: int = 0
     """Outbox files and print batch lines (not yet collected) with the person's deliveries, deleted from disk."""
+    preference_links: int = 0
+    """Links to the person's preference centre (hashes only): none of them opens anything any more."""
 
 
 class Kept(msgspec.Struct, kw_only=True):

@@ -1,0 +1,234 @@
+"""``POST /v1/contacts/{contact}/preference-link`` and the page ``/p/{token}``.
+
+The page needs no API key: the token in the URL is the capability. ``GET`` and ``HEAD`` never change anything
+(mail scanners fetch every link). A ``POST`` acts only with the page's form token (an HMAC of the link's id) and
+only from our own origin (``Origin`` / ``Sec-Fetch-Site``), so another site cannot make a visitor's browser change
+their preferences.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from litestar import Controller, HttpMethod, MediaType, Request, Response, post, route
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.domain.model import Channel
+from app.emails.render import locale_of
+from app.lib.auth import Principal, Scope
+from app.lib.errors import InvalidInput
+from app.lib.keys import Keys
+from app.lib.openapi import errors, pages
+from app.preferences import render, service
+from app.preferences.models import PreferenceLink
+from app.preferences.schemas import PreferenceLinkOut
+from app.preferences.service import Action, LinkState
+from app.settings import Settings
+
+_PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    # not no-referrer: with it, browsers send "Origin: null" on the page's own POSTs, and the origin check could not
+    # tell them from a sandboxed frame's; same-origin still sends the token-bearing URL to nobody else
+    "Referrer-Policy": "same-origin",
+    "X-Robots-Tag": "noindex, nofollow",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    # its own stylesheet and nothing else: no script, no image, no third party; forms post back here only
+    "Content-Security-Policy": "default-src 'none'; style-src 'self'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'",
+}
+_MAX_TOKEN = 200  # longer than any token we issue: answered as unknown without a lookup
+
+
+class PreferenceLinkController(Controller):
+    """Links to the preference centre (scope `consents:write`)."""
+
+    path = "/contacts/{contact:str}/preference-link"
+    tags = ["preference centre"]  # noqa: RUF012  # Litestar reads class attributes
+    opt = {"scope": Scope.CONSENTS_WRITE}  # noqa: RUF012
+
+    @post(operation_id="createPreferenceLink", status_code=201, responses=errors(401, 403, 404))
+    async def create(
+        self,
+        contact: FromPath[str],
+        principal: NamedDependency[Principal],
+        db: NamedDependency[AsyncSession],
+        settings: NamedDependency[Settings],
+    ) -> PreferenceLinkOut:
+        """A link for the brand's own messages: the person sees and withdraws every consent there, for 30 days."""
+        async with db.begin():
+            issued = await service.issue_link(
+                db, principal.workspace_id, contact, issued_by=f"api_key:{principal.api_key_id}"
+            )
+        return PreferenceLinkOut(
+            url=f"{settings.public_base_url}/p/{issued.token}", expires_at=issued.expires_at, link_id=issued.link_id
+        )
+
+
+def _per_method(name: str) -> Callable[[Any, Any, Any], str]:
+    """An operation id per method of a ``GET``/``HEAD`` route (OpenAPI needs them unique)."""
+    return lambda _handler, method, _path: name if method == HttpMethod.GET else f"{name}Head"
+
+
+def _html(body: str, status: int = 200) -> Response[str]:
+    return Response(body, status_code=status, media_type="text/html", headers=_PAGE_HEADERS)
+
+
+def _browser_lang(request: Request[Any, Any, Any], chosen: str | None) -> str:
+    if chosen in ("de", "en"):
+        return chosen
+    accepted = [part.split(";")[0].strip() for part in request.headers.get("accept-language", "").split(",")]
+    return locale_of(*accepted)
+
+
+def _same_origin(request: Request[Any, Any, Any], settings: Settings) -> bool:
+    """A form POST from our own page: no cross-site fetch metadata, and an ``Origin`` (if sent) that is ours.
+
+    Ours is the configured public URL's host, or the host the request was sent to (which a page of another site
+    cannot choose).
+    """
+    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        return False
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True  # no browser omits it on a cross-site POST; tools that omit it still need the form token
+    host = urlsplit(origin).netloc
+    return bool(host) and host in {urlsplit(settings.public_base_url).netloc, request.headers.get("host", "")}
+
+
+async def _link(db: AsyncSession, token: str) -> tuple[LinkState, PreferenceLink | None]:
+    if len(token) > _MAX_TOKEN:
+        return LinkState.UNKNOWN, None
+    return await service.open_link(db, token)
+
+
+async def _refusal(
+    db: AsyncSession, status: LinkState, link: PreferenceLink | None, lang: str, chosen: str | None
+) -> Response[str]:
+    """The 404 or 410 page; an expired link still knows its contact, so the page speaks their language."""
+    if link is not None:
+        lang = (await service.view(db, link, chosen)).lang
+    name = "expired" if status is LinkState.EXPIRED else "unknown"
+    return _html(render.message_page(lang, name), status.value)
+
+
+class PreferencePages(Controller):
+    """``/p/{token}``: the preference centre."""
+
+    path = "/p/{token:str}"
+    tags = ["hosted pages"]  # noqa: RUF012
+
+    @route(
+        http_method=[HttpMethod.GET, HttpMethod.HEAD],
+        operation_id=_per_method("preferencePage"),
+        media_type=MediaType.HTML,
+        responses=pages(404, 410),
+    )
+    async def show(
+        self,
+        request: Request[Any, Any, Any],
+        token: FromPath[str],
+        db: NamedDependency[AsyncSession],
+        keys: NamedDependency[Keys],
+        lang: FromQuery[str | None] = None,
+    ) -> Response[str]:
+        """Every address of the contact with every marketing purpose and its state; changes nothing."""
+        async with db.begin():
+            status, link = await _link(db, token)
+            if status is not LinkState.VALID or link is None:
+                return await _refusal(db, status, link, _browser_lang(request, lang), lang)
+            view = await service.view(db, link, lang)
+        return _html(self._page(view, token, keys))
+
+    @post(
+        operation_id="changePreferences",
+        status_code=200,
+        media_type=MediaType.HTML,
+        responses=pages(403, 404, 410),
+    )
+    async def change(
+        self,
+        request: Request[Any, Any, Any],
+        token: FromPath[str],
+        *,
+        db: NamedDependency[AsyncSession],
+        keys: NamedDependency[Keys],
+        settings: NamedDependency[Settings],
+        lang: FromQuery[str | None] = None,
+    ) -> Response[str]:
+        """Apply one form of the page (`action`: `withdraw` with `point` and `purpose`, `withdraw_all`, `object_print`).
+
+        Needs the page's `form_token` and a same-origin request; each change is a ledger event by the person.
+        """
+        form = await request.form()
+        page_lang = _browser_lang(request, lang)
+        brand = ""
+        try:
+            async with db.begin():
+                status, link = await _link(db, token)
+                if status is not LinkState.VALID or link is None:
+                    return await _refusal(db, status, link, page_lang, lang)
+                before = await service.view(db, link, lang)
+                page_lang, brand = before.lang, before.brand
+                if not _same_origin(request, settings) or not service.form_token_valid(
+                    keys, link, str(form.get("form_token", ""))
+                ):
+                    return _html(render.message_page(page_lang, "refused", brand=brand), 403)
+                try:
+                    action: Action | None = Action(str(form.get("action", "")))
+                except ValueError:
+                    action = None
+                proof = service.evidence(link, self._meta(request), action or Action.WITHDRAW)
+                notice = await self._apply(db, keys, link, action=action, form=form, proof=proof, before=before)
+                view = await service.view(db, link, lang)
+        except InvalidInput:  # a form naming what is not this link's: rolled back, nothing changed
+            return _html(render.message_page(page_lang, "invalid", brand=brand), 403)
+        return _html(self._page(view, token, keys, notice))
+
+    @staticmethod
+    async def _apply(
+        db: AsyncSession,
+        keys: Keys,
+        link: PreferenceLink,
+        *,
+        action: Action | None,
+        form: Any,
+        proof: dict[str, Any],
+        before: service.View,
+    ) -> str:
+        lang = before.lang
+        if action is Action.WITHDRAW:
+            applied = await service.withdraw(
+                db, link, point_id=str(form.get("point", "")), purpose_id=str(form.get("purpose", "")), proof=proof
+            )
+            if not any(a.event_id for a in applied):
+                return render.word(lang, "done_nothing")
+            [address] = [a for a in before.addresses if str(a.point.id) == str(form.get("point"))]
+            [row] = [r for r in address.rows if str(r.purpose.id) == str(form.get("purpose"))]
+            by = render.word(lang, "by_" + Channel(address.point.channel))
+            return render.word(lang, "done_withdraw", purpose=row.purpose.name, by=by)
+        if action is Action.WITHDRAW_ALL:
+            await service.withdraw_everything(db, keys, link, proof)
+            return render.word(lang, "done_everything", brand=before.brand)
+        if action is Action.OBJECT_PRINT:
+            applied = await service.object_to_print(db, keys, link, proof)
+            return render.word(lang, "done_print" if applied else "done_nothing")
+        raise InvalidInput("Unknown action.", code="unknown_action")
+
+    @staticmethod
+    def _meta(request: Request[Any, Any, Any]) -> dict[str, Any]:
+        agent = request.headers.get("user-agent")
+        return {"ip": request.client.host if request.client else None, "user_agent": agent[:1000] if agent else None}
+
+    @staticmethod
+    def _page(view: service.View, token: str, keys: Keys, notice: str | None = None) -> str:
+        action = f"/p/{token}?lang={view.lang}"
+        return render.preferences_page(
+            view, action=action, form_token=service.form_token(keys, view.link), notice=notice
+        )

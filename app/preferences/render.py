@@ -1,0 +1,182 @@
+"""The words and the HTML of the preference centre, in German and English.
+
+Plain server-rendered HTML with one stylesheet from this service: every control is a real form POST, so the page
+works with JavaScript off, and there is no script at all. Every button names its purpose and channel (visibly,
+or for screen readers where the row already shows it).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from app.domain.model import Channel
+from app.preferences.service import Shown, View
+
+WORDS: dict[str, dict[str, str]] = {
+    "en": {
+        "language": "Language",
+        "title": "Your preferences",
+        "intro": "What {brand} may send you, on each channel. Each change takes effect at once.",
+        "purpose": "Purpose",
+        "state": "Status",
+        "change": "Change",
+        "stop": "Stop",
+        "stop_label": "Stop {purpose} {by}",
+        "no_purposes": "There is nothing on this channel that you could switch off.",
+        "everything_title": "Nothing from {brand} at all",
+        "everything_text": (
+            "One click withdraws every marketing permission on every channel and objects to advertising by post. "
+            "Messages you need for a contract (orders, invoices) still reach you."
+        ),
+        "everything_button": "Send me nothing at all",
+        "print_object_button": "Object to advertising by post",
+        "print_lift": (
+            "To lift an objection later, ask {brand} in writing: it is lifted only with your own signed request, "
+            "since a link cannot prove that a letter reaches you."
+        ),
+        "done_withdraw": "Done: you will no longer receive {purpose} {by}.",
+        "done_everything": "Done: {brand} will send you no more marketing on any channel.",
+        "done_print": "Done: your objection to advertising by post is recorded.",
+        "done_nothing": "Nothing changed: this was already switched off.",
+        "not_yet": "Opting in again, pausing and your data (download, deletion) are not on this page yet.",
+        "unknown_title": "Link not found",
+        "unknown_text": "This link is not valid. Please copy the whole link from the message.",
+        "expired_title": "This link has expired",
+        "expired_text": (
+            "Preference links work for 30 days. Please use the link in a newer message, or the unsubscribe link "
+            "at the bottom of any email."
+        ),
+        "refused_title": "Please reload the page",
+        "refused_text": (
+            "This form could not be accepted (it came from another page or is incomplete). Nothing changed."
+        ),
+        "invalid_title": "This could not be changed",
+        "invalid_text": "The form named something that is not yours. Nothing changed.",
+        Shown.RECEIVING: "You receive this.",
+        Shown.PENDING: "Waiting for your confirmation.",
+        Shown.NOT_RECEIVING: "You do not receive this.",
+        Shown.WITHDRAWN: "You do not receive this (switched off).",
+        Shown.OBJECTED: "You objected: you receive none of this.",
+        "print_" + Shown.POSTAL_ALLOWED: (
+            "{brand} may send you advertising by post (legitimate interest, Art. 6(1)(f) GDPR). You can object at "
+            "any time (Art. 21 GDPR)."
+        ),
+        "print_" + Shown.OBJECTED: "You have objected to advertising by post: {brand} sends you none.",
+        Channel.EMAIL: "Email",
+        Channel.SMS: "SMS",
+        Channel.WHATSAPP: "WhatsApp",
+        Channel.APP_PUSH: "App notifications",
+        Channel.WEB_PUSH: "Browser notifications",
+        Channel.PRINT: "Post",
+        "by_" + Channel.EMAIL: "by email",
+        "by_" + Channel.SMS: "by SMS",
+        "by_" + Channel.WHATSAPP: "on WhatsApp",
+        "by_" + Channel.APP_PUSH: "as app notifications",
+        "by_" + Channel.WEB_PUSH: "as browser notifications",
+        "by_" + Channel.PRINT: "by post",
+    },
+    "de": {
+        "language": "Sprache",
+        "title": "Ihre Einstellungen",
+        "intro": "Was {brand} Ihnen senden darf, für jeden Kanal. Jede Änderung gilt sofort.",
+        "purpose": "Zweck",
+        "state": "Status",
+        "change": "Ändern",
+        "stop": "Abbestellen",
+        "stop_label": "{purpose} {by} abbestellen",
+        "no_purposes": "Auf diesem Kanal gibt es nichts, das Sie abbestellen könnten.",
+        "everything_title": "Gar nichts mehr von {brand}",
+        "everything_text": (
+            "Ein Klick widerruft jede Werbeeinwilligung auf jedem Kanal und widerspricht Werbung per Post. "
+            "Nachrichten zu einem Vertrag (Bestellungen, Rechnungen) erhalten Sie weiterhin."
+        ),
+        "everything_button": "Nichts mehr senden",
+        "print_object_button": "Werbung per Post widersprechen",
+        "print_lift": (
+            "Um einen Widerspruch später aufzuheben, schreiben Sie {brand}: Er wird nur auf Ihren eigenen, "
+            "unterschriebenen Wunsch aufgehoben, denn ein Link beweist nicht, dass ein Brief Sie erreicht."
+        ),
+        "done_withdraw": "Erledigt: Sie erhalten {purpose} {by} nicht mehr.",
+        "done_everything": "Erledigt: {brand} sendet Ihnen auf keinem Kanal mehr Werbung.",
+        "done_print": "Erledigt: Ihr Widerspruch gegen Werbung per Post ist eingetragen.",
+        "done_nothing": "Nichts geändert: Das war bereits abbestellt.",
+        "not_yet": (
+            "Wieder anmelden, pausieren und Ihre Daten (herunterladen, löschen) gibt es auf dieser Seite noch nicht."
+        ),
+        "unknown_title": "Link nicht gefunden",
+        "unknown_text": "Dieser Link ist nicht gültig. Bitte kopieren Sie den ganzen Link aus der Nachricht.",
+        "expired_title": "Dieser Link ist abgelaufen",
+        "expired_text": (
+            "Einstellungslinks gelten 30 Tage. Bitte verwenden Sie den Link aus einer neueren Nachricht oder den "
+            "Abmeldelink am Ende jeder E-Mail."
+        ),
+        "refused_title": "Bitte laden Sie die Seite neu",
+        "refused_text": (
+            "Dieses Formular wurde nicht angenommen (es kam von einer anderen Seite oder ist unvollständig). "
+            "Es hat sich nichts geändert."
+        ),
+        "invalid_title": "Das ließ sich nicht ändern",
+        "invalid_text": "Das Formular nannte etwas, das nicht Ihres ist. Es hat sich nichts geändert.",
+        Shown.RECEIVING: "Sie erhalten dies.",
+        Shown.PENDING: "Wartet auf Ihre Bestätigung.",
+        Shown.NOT_RECEIVING: "Sie erhalten dies nicht.",
+        Shown.WITHDRAWN: "Sie erhalten dies nicht (abbestellt).",
+        Shown.OBJECTED: "Sie haben widersprochen: Sie erhalten nichts davon.",
+        "print_" + Shown.POSTAL_ALLOWED: (
+            "{brand} darf Ihnen Werbung per Post senden (berechtigtes Interesse, Art. 6 Abs. 1 lit. f DSGVO). "
+            "Sie können jederzeit widersprechen (Art. 21 DSGVO)."
+        ),
+        "print_" + Shown.OBJECTED: "Sie haben Werbung per Post widersprochen: {brand} sendet Ihnen keine.",
+        Channel.EMAIL: "E-Mail",
+        Channel.SMS: "SMS",
+        Channel.WHATSAPP: "WhatsApp",
+        Channel.APP_PUSH: "App-Mitteilungen",
+        Channel.WEB_PUSH: "Browser-Mitteilungen",
+        Channel.PRINT: "Post",
+        "by_" + Channel.EMAIL: "per E-Mail",
+        "by_" + Channel.SMS: "per SMS",
+        "by_" + Channel.WHATSAPP: "per WhatsApp",
+        "by_" + Channel.APP_PUSH: "als App-Mitteilung",
+        "by_" + Channel.WEB_PUSH: "als Browser-Mitteilung",
+        "by_" + Channel.PRINT: "per Post",
+    },
+}
+
+
+def word(lang: str, key: str, **values: str) -> str:
+    """One phrase in ``lang``, its placeholders filled."""
+    return WORDS[lang][key].format(**values)
+
+
+@cache
+def _templates() -> Environment:
+    return Environment(
+        loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape(), auto_reload=False
+    )
+
+
+def preferences_page(view: View, *, action: str, form_token: str, notice: str | None = None) -> str:
+    """The page: every address with its purposes and their state, and the forms that change them."""
+    lang = view.lang
+
+    def say(key: str, **values: Any) -> str:
+        return word(lang, key, brand=view.brand, **values)
+
+    return (
+        _templates()
+        .get_template("preferences.html")
+        .render(view=view, lang=lang, say=say, action=action, form_token=form_token, notice=notice, Channel=Channel)
+    )
+
+
+def message_page(lang: str, name: str, *, brand: str = "") -> str:
+    """A page with a title and one paragraph (unknown or expired link, refused form)."""
+    return (
+        _templates()
+        .get_template("message.html")
+        .render(lang=lang, title=word(lang, f"{name}_title"), text=word(lang, f"{name}_text", brand=brand))
+    )

@@ -1,0 +1,317 @@
+"""Preference links and what the page may do with one.
+
+A link is a capability for one contact in one workspace: 256 random bits, only their SHA-256 stored, expiring.
+What it may do in this slice is withdraw — one purpose on one address, everything at once, or object to postal
+advertising (Art. 21) — because withdrawing needs no proof beyond being asked (Art. 7(3)). Every change goes
+through :func:`app.ledger.service.apply_changes` with the person as actor and the link's id, IP and user agent as
+evidence. The form token that guards the POST is an HMAC of the link's id, so a page of one link cannot be posted
+to another, and a cross-site page, which cannot read ours, cannot know it.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import secrets
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.domain.identifiers import mask
+from app.domain.model import WITHDRAWN_STATES, ActorType, Channel, ObjectionKind, PurposeKind, State, Trigger
+from app.emails.render import locale_of
+from app.ledger import repository as ledger
+from app.ledger.actions import object_to_marketing, withdraw_point
+from app.ledger.models import Contact, ContactPoint
+from app.ledger.service import Actor, Applied, require_contact
+from app.lib.errors import InvalidInput
+from app.lib.keys import Keys
+from app.lib.orm import utcnow
+from app.preferences import repository
+from app.preferences.models import PreferenceLink
+from app.purposes import repository as purposes
+from app.purposes.models import Purpose
+from app.workspaces import repository as workspaces
+from app.workspaces.settings import WorkspaceSettings
+
+LINK_TTL = timedelta(days=30)
+"""How long a preference link works: long enough for a newsletter's footer to stay useful for a month."""
+
+PERSON = Actor(ActorType.SUBJECT, "preference_centre")
+SOURCE = "preference_centre"
+
+
+def token_hash(token: str) -> bytes:
+    """What is stored and looked up: ``SHA-256(token)``."""
+    return hashlib.sha256(token.encode()).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedLink:
+    """A new link: the token (only here, never stored) and when it stops working."""
+
+    token: str
+    expires_at: datetime
+    link_id: uuid.UUID
+
+
+async def issue_link(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    contact_ref: str,
+    *,
+    issued_by: str,
+    point_id: uuid.UUID | None = None,
+    now: datetime | None = None,
+) -> IssuedLink:
+    """A link to ``contact_ref``'s preference centre (404 for a contact of no or another workspace)."""
+    contact = await require_contact(session, workspace_id, contact_ref)
+    token = secrets.token_urlsafe(32)
+    expires = (now or utcnow()) + LINK_TTL
+    row = await repository.add_link(
+        session,
+        workspace_id,
+        contact_id=contact.id,
+        point_id=point_id,
+        digest=token_hash(token),
+        issued_by=issued_by,
+        expires_at=expires,
+    )
+    return IssuedLink(token, expires, row.id)
+
+
+class LinkState(enum.Enum):
+    """What a link found by its token can do."""
+
+    VALID = 200
+    EXPIRED = 410
+    UNKNOWN = 404
+
+
+async def open_link(session: AsyncSession, token: str) -> tuple[LinkState, PreferenceLink | None]:
+    """The link of ``token`` and whether it still works; changes nothing."""
+    row = await repository.find_by_hash(session, token_hash(token))
+    if row is None:
+        return LinkState.UNKNOWN, None
+    if row.expires_at <= utcnow():
+        return LinkState.EXPIRED, row
+    return LinkState.VALID, row
+
+
+def form_token(keys: Keys, link: PreferenceLink) -> str:
+    """The hidden field every form of this link's page carries: HMAC of the link's id under a derived key."""
+    key = keys.request_fingerprint(b"preference-form-v1")
+    return hmac.new(key, link.id.bytes, hashlib.sha256).hexdigest()
+
+
+def form_token_valid(keys: Keys, link: PreferenceLink, given: str) -> bool:
+    """Constant-time check of a posted form token."""
+    return hmac.compare_digest(form_token(keys, link), given)
+
+
+# --- what the page shows -------------------------------------------------------------------------------------
+
+
+class Shown(enum.StrEnum):
+    """A consent's state as the page says it (plain words in :mod:`app.preferences.render`)."""
+
+    RECEIVING = "receiving"
+    PENDING = "pending"
+    NOT_RECEIVING = "not_receiving"
+    WITHDRAWN = "withdrawn"
+    OBJECTED = "objected"
+    POSTAL_ALLOWED = "postal_allowed"
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One purpose on one address."""
+
+    purpose: Purpose
+    shown: Shown
+
+    @property
+    def can_withdraw(self) -> bool:
+        """Withdrawing is offered where something is flowing or about to (opted in, or waiting for confirmation)."""
+        return self.shown in (Shown.RECEIVING, Shown.PENDING)
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """One address of the contact, masked, with its purposes."""
+
+    point: ContactPoint
+    masked: str
+    rows: tuple[Row, ...]
+    print_state: Shown | None = None
+    """Print only: objected or allowed (legitimate interest)."""
+
+    @property
+    def channel(self) -> Channel:
+        """The address's channel."""
+        return Channel(self.point.channel)
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """Everything the page shows."""
+
+    link: PreferenceLink
+    contact: Contact
+    brand: str
+    lang: str
+    addresses: tuple[Address, ...]
+
+    @property
+    def anything_to_withdraw(self) -> bool:
+        """Whether "nothing from you at all" would change anything."""
+        return any(r.can_withdraw for a in self.addresses for r in a.rows) or any(
+            a.print_state is Shown.POSTAL_ALLOWED for a in self.addresses
+        )
+
+
+_CHANNEL_ORDER = {channel: index for index, channel in enumerate(Channel)}
+
+
+def _shown(state: State | None, channel_state: State | None) -> Shown:
+    if channel_state in WITHDRAWN_STATES:
+        return Shown.OBJECTED if channel_state is State.OBJECTED else Shown.WITHDRAWN
+    if state is State.OPTED_IN:
+        return Shown.RECEIVING
+    if state is State.PENDING:
+        return Shown.PENDING
+    if state is State.OBJECTED:
+        return Shown.OBJECTED
+    if state is State.OPTED_OUT:
+        return Shown.WITHDRAWN
+    return Shown.NOT_RECEIVING
+
+
+async def view(session: AsyncSession, link: PreferenceLink, lang: str | None = None) -> View:
+    """The contact's addresses, each with every marketing purpose and its state (reads only)."""
+    workspace = await workspaces.get_workspace(session, link.workspace_id)
+    assert workspace is not None  # the link cascades with its workspace
+    settings = WorkspaceSettings.load(workspace.settings)
+    contact = await ledger.get_contact(session, link.contact_id)
+    marketing = [p for p in await purposes.list_purposes(session, link.workspace_id) if p.kind == PurposeKind.MARKETING]
+    consents = await ledger.consents_of(session, contact.id)
+    states = {(c.contact_point_id, c.purpose_id): State(c.state) for c in consents}
+    addresses = []
+    points = sorted(
+        await ledger.contact_points_of(session, contact.id), key=lambda p: _CHANNEL_ORDER[Channel(p.channel)]
+    )
+    for point in points:
+        channel = Channel(point.channel)
+        channel_state = states.get((point.id, None))
+        if channel is Channel.PRINT:
+            shown = Shown.OBJECTED if channel_state in WITHDRAWN_STATES else Shown.POSTAL_ALLOWED
+            addresses.append(Address(point, mask(channel, point.value), (), shown))
+            continue
+        rows = tuple(Row(p, _shown(states.get((point.id, p.id)), channel_state)) for p in marketing)
+        addresses.append(Address(point, mask(channel, point.value), rows))
+    chosen = lang if lang in ("de", "en") else locale_of(contact.locale, settings.locale)
+    return View(link, contact, settings.brand or workspace.name, chosen, tuple(addresses))
+
+
+# --- changes -----------------------------------------------------------------------------------------------
+
+
+class Action(enum.StrEnum):
+    """What a POST of the page asks for (the form's ``action`` field)."""
+
+    WITHDRAW = "withdraw"
+    WITHDRAW_ALL = "withdraw_all"
+    OBJECT_PRINT = "object_print"
+
+
+def evidence(link: PreferenceLink, meta: Mapping[str, Any], action: Action) -> dict[str, Any]:
+    """The proof of a change made on the page: the request and the link that authorised it."""
+    return {**meta, "source": SOURCE, "method": action.value, "preference_link_id": str(link.id)}
+
+
+def _own_point(points: Sequence[ContactPoint], point_id: str) -> ContactPoint:
+    """The contact's own address named by a form field; anything else (another contact's id) is refused."""
+    for point in points:
+        if str(point.id) == point_id:
+            return point
+    raise InvalidInput("This address is not one of this link's.", code="not_this_contact")
+
+
+async def withdraw(
+    session: AsyncSession, link: PreferenceLink, *, point_id: str, purpose_id: str, proof: Mapping[str, Any]
+) -> list[Applied]:
+    """Withdraw one marketing purpose on one of the contact's addresses (idempotent)."""
+    points = await ledger.contact_points_of(session, link.contact_id)
+    point = _own_point(points, point_id)
+    if point.channel == Channel.PRINT:
+        raise InvalidInput("Postal advertising is objected to, not withdrawn.", code="not_this_contact")
+    try:
+        purpose_uuid = uuid.UUID(purpose_id)
+    except ValueError:
+        raise InvalidInput("Unknown purpose.", code="purpose_not_found") from None
+    purpose = await purposes.get_purpose(session, link.workspace_id, purpose_uuid)
+    if purpose is None or purpose.kind != PurposeKind.MARKETING:
+        raise InvalidInput("Unknown purpose.", code="purpose_not_found")
+    return await withdraw_point(
+        session,
+        link.workspace_id,
+        point,
+        trigger=Trigger.UNSUBSCRIBE,
+        evidence=proof,
+        actor=PERSON,
+        purpose_id=purpose.id,
+        repeat=False,
+    )
+
+
+async def object_to_print(
+    session: AsyncSession, keys: Keys, link: PreferenceLink, proof: Mapping[str, Any]
+) -> list[Applied]:
+    """Art. 21 objection to postal advertising: print becomes ``objected`` and the address is suppressed."""
+    points = await ledger.contact_points_of(session, link.contact_id)
+    if not any(p.channel == Channel.PRINT for p in points):
+        raise InvalidInput("No postal address is known for you.", code="no_contact_point")
+    states = {
+        c.contact_point_id: c.state for c in await ledger.consents_of(session, link.contact_id) if c.purpose_id is None
+    }
+    if all(states.get(p.id) == State.OBJECTED for p in points if p.channel == Channel.PRINT):
+        return []  # already objected: a repeated click records nothing new
+    _, applied = await object_to_marketing(
+        session,
+        keys,
+        link.workspace_id,
+        contact_ref=str(link.contact_id),
+        address=None,
+        scope="print",
+        kind=ObjectionKind.ART21,
+        evidence=proof,
+        actor=PERSON,
+    )
+    return applied
+
+
+async def withdraw_everything(
+    session: AsyncSession, keys: Keys, link: PreferenceLink, proof: Mapping[str, Any]
+) -> list[Applied]:
+    """Nothing from you at all: every marketing purpose on every address withdrawn, postal advertising objected."""
+    applied: list[Applied] = []
+    points = await ledger.contact_points_of(session, link.contact_id)
+    for point in points:
+        if point.channel != Channel.PRINT:
+            applied += await withdraw_point(
+                session,
+                link.workspace_id,
+                point,
+                trigger=Trigger.UNSUBSCRIBE,
+                evidence=proof,
+                actor=PERSON,
+                repeat=False,
+            )
+    if any(p.channel == Channel.PRINT for p in points):
+        applied += await object_to_print(session, keys, link, proof)
+    return applied

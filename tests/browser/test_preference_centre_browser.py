@@ -1,0 +1,199 @@
+"""The preference centre in a real browser (issue 17, first slice): withdraw newsletter by email and object to
+postal advertising, with JavaScript on and off; keyboard only; axe-core (WCAG 2.2 AA) on every page state;
+screenshots in German and English, desktop and mobile."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from conftest import SCREENSHOTS, describe
+from sqlalchemy.engine import make_url
+
+from app.domain.model import ActorType, Trigger, VerifiedVia
+from app.ledger import repository as ledger
+from app.ledger.service import Actor, Change, add_point, apply_changes
+from app.lib.auth import Scope
+from app.lib.db import Database
+from app.lib.keys import Keys
+from app.purposes import service as purposes
+from app.workspaces import service as workspaces
+
+pytestmark = pytest.mark.slow
+
+SERVER_KEYS = Keys(bytes.fromhex("ab" * 32))  # CONSENT_SECRET_KEY of the served app (tests/browser/conftest.py)
+MOBILE = {"width": 390, "height": 844}
+
+
+@dataclass
+class Shop:
+    """A workspace on the served app's database, with an admin key and two marketing purposes."""
+
+    database: Database
+    workspace_id: uuid.UUID
+    admin: dict[str, str]
+    purposes: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+async def shop(base_url, pg_server) -> AsyncIterator[Shop]:
+    """The served app's database is the newest ``consent_browser_*`` one (this module's ``base_url`` made it)."""
+    conn = await asyncpg.connect(pg_server.admin_dsn)
+    try:
+        name = await conn.fetchval(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'consent_browser_%' ORDER BY oid DESC LIMIT 1"
+        )
+    finally:
+        await conn.close()
+    database = Database.from_url(pg_server.url(name), pool_size=2)
+    async with database.sessionmaker() as session, session.begin():
+        workspace = await workspaces.create_workspace(session, "Acme Mode")
+        _, secret = await workspaces.create_api_key(session, workspace.id, "browser", (Scope.ADMIN,))
+        found = {
+            key: await purposes.create_purpose(session, workspace.id, key, label, "marketing")
+            for key, label in (("newsletter", "Newsletter"), ("offers", "Sonderangebote"))
+        }
+    assert make_url(pg_server.url(name)).database == name
+    try:
+        yield Shop(database, workspace.id, {"Authorization": f"Bearer {secret}"}, found)
+    finally:
+        await database.dispose()
+
+
+async def new_link(shop: Shop, base_url: str, locale: str = "de") -> tuple[str, uuid.UUID]:
+    """A contact opted in to both purposes by email and newsletter by SMS, with a postal address; its link."""
+    async with shop.database.sessionmaker() as session, session.begin():
+        contact = await ledger.add_contact(session, shop.workspace_id, None, locale, "Europe/Berlin")
+        email = await add_point(
+            session,
+            SERVER_KEYS,
+            shop.workspace_id,
+            contact_id=contact.id,
+            channel="email",
+            value=f"jane.{uuid.uuid4().hex[:6]}@example.com",
+            details=None,
+            verified=VerifiedVia.API,
+        )
+        sms = await add_point(
+            session,
+            SERVER_KEYS,
+            shop.workspace_id,
+            contact_id=contact.id,
+            channel="sms",
+            value=f"+49151{uuid.uuid4().int % 10**8:08d}",
+            details=None,
+            verified=VerifiedVia.API,
+        )
+        changes = [Change(email, p.id, t, {}) for p in shop.purposes.values() for t in (Trigger.SIGNUP,)]
+        changes += [Change(sms, shop.purposes["newsletter"].id, Trigger.SIGNUP, {})]
+        actor = Actor(ActorType.SYSTEM)
+        await apply_changes(session, shop.workspace_id, changes, actor)
+        confirms = [Change(email, p.id, Trigger.CONFIRM, {}) for p in shop.purposes.values()]
+        confirms += [Change(sms, shop.purposes["newsletter"].id, Trigger.START_WORD, {})]
+        await apply_changes(session, shop.workspace_id, confirms, actor)
+    async with httpx.AsyncClient(base_url=base_url, headers=shop.admin) as client:
+        number = str(uuid.uuid4().int % 900 + 1)
+        postal = {"name": "Jane Doe", "street": f"Hauptstraße {number}", "postcode": "10115", "city": "Berlin"}
+        assert (await client.post(f"/v1/contacts/{contact.id}/postal-addresses", json=postal)).status_code == 201
+        answer = await client.post(f"/v1/contacts/{contact.id}/preference-link")
+        assert answer.status_code == 201, answer.text
+    path = "/p/" + answer.json()["url"].rsplit("/p/", 1)[1]
+    return base_url + path, contact.id
+
+
+async def decision(shop: Shop, base_url: str, contact_id: uuid.UUID, channel: str, purpose: str) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=base_url, headers=shop.admin) as client:
+        query = {"contact": str(contact_id), "channel": channel, "purpose": purpose}
+        answer: dict[str, Any] = (await client.get("/v1/eligibility", params=query)).json()
+        return answer
+
+
+@pytest.mark.parametrize("javascript", [True, False], ids=["js-on", "js-off"])
+async def test_withdraw_newsletter_by_email_and_object_to_print(new_visit, shop, base_url, javascript):
+    url, contact_id = await new_link(shop, base_url)
+    tab = await new_visit(java_script_enabled=javascript)
+    page = tab.page
+    response = await page.goto(url)
+    assert response is not None
+    assert response.status == 200
+    assert await page.get_by_role("heading", level=1).inner_text() == "Ihre Einstellungen"
+    assert (await decision(shop, base_url, contact_id, "email", "newsletter"))["eligible"] is True
+
+    await page.get_by_role("button", name="Newsletter per E-Mail abbestellen").click()
+    await page.get_by_role("status").wait_for()
+    assert "Erledigt: Sie erhalten Newsletter per E-Mail nicht mehr." in await page.get_by_role("status").inner_text()
+    assert await page.get_by_role("button", name="Newsletter per E-Mail abbestellen").count() == 0
+    assert await page.get_by_role("button", name="Sonderangebote per E-Mail abbestellen").is_visible()
+    newsletter = await decision(shop, base_url, contact_id, "email", "newsletter")
+    assert (newsletter["eligible"], newsletter["reason"]) == (False, "opted_out")
+    assert (await decision(shop, base_url, contact_id, "email", "offers"))["eligible"] is True
+
+    await page.get_by_role("button", name="Werbung per Post widersprechen").click()
+    await page.get_by_text("Ihr Widerspruch gegen Werbung per Post ist eingetragen").wait_for()
+    printed = await decision(shop, base_url, contact_id, "print", "newsletter")
+    assert (printed["eligible"], printed["reason"]) == (False, "objected")
+
+    assert tab.errors == [], tab.errors  # a CSP violation would be one
+    assert tab.left_localhost() == []
+
+
+async def test_keyboard_alone_reaches_and_uses_a_control(new_visit, shop, base_url):
+    url, contact_id = await new_link(shop, base_url, locale="en")
+    tab = await new_visit()
+    page = tab.page
+    await page.goto(url)
+    target = page.get_by_role("button", name="Stop Sonderangebote by email")
+    for _ in range(30):
+        await page.keyboard.press("Tab")
+        outline = await page.evaluate(
+            "() => { const s = getComputedStyle(document.activeElement); return [s.outlineStyle, s.outlineWidth]; }"
+        )
+        assert outline == ["solid", "3px"], "focus is always visible"
+        if await target.evaluate("element => element === document.activeElement"):
+            break
+    else:
+        pytest.fail("Tab never reached the button")
+    await page.keyboard.press("Enter")
+    await page.get_by_role("status").wait_for()
+    offers = await decision(shop, base_url, contact_id, "email", "offers")
+    assert (offers["eligible"], offers["reason"]) == (False, "opted_out")
+    assert (await decision(shop, base_url, contact_id, "email", "newsletter"))["eligible"] is True
+
+
+async def test_every_page_state_has_no_wcag_22_aa_violations_and_screenshots(new_visit, shop, base_url):
+    url, _ = await new_link(shop, base_url)
+    tab = await new_visit()
+    page = tab.page
+    found: dict[str, Any] = {}
+    for lang in ("de", "en"):
+        await page.set_viewport_size({"width": 1280, "height": 900})
+        await page.goto(f"{url}?lang={lang}")
+        assert await page.evaluate("document.documentElement.lang") == lang
+        found[f"{lang} desktop"] = await tab.axe()
+        await page.screenshot(path=SCREENSHOTS / f"preferences-{lang}-desktop.png", full_page=True)
+        await page.set_viewport_size(MOBILE)
+        await page.reload()
+        found[f"{lang} mobile"] = await tab.axe()
+        await page.screenshot(path=SCREENSHOTS / f"preferences-{lang}-mobile.png", full_page=True)
+    await page.set_viewport_size({"width": 1280, "height": 900})
+    await page.goto(f"{url}?lang=de")
+    await page.get_by_role("button", name="Werbung per Post widersprechen").click()
+    await page.get_by_role("status").wait_for()
+    found["after a change"] = await tab.axe()
+    await page.get_by_role("button", name="Nichts mehr senden").click()
+    await page.get_by_role("status").wait_for()
+    found["after nothing at all"] = await tab.axe()
+    await page.screenshot(path=SCREENSHOTS / "preferences-de-after-everything.png", full_page=True)
+    unknown = await page.goto(base_url + "/p/" + "x" * 43)
+    assert unknown is not None
+    assert unknown.status == 404
+    found["unknown link"] = await tab.axe()
+    report = "\n".join(f"{state}:\n{describe(violations)}" for state, violations in found.items() if violations)
+    assert report == ""
+    assert [e for e in tab.errors if "status of 404" not in e] == [], "only the unknown link's own 404"
+    assert tab.left_localhost() == []
