@@ -18,7 +18,7 @@ class ReportRowOut(msgspec.Struct, kw_only=True):
 
     bucket: datetime
     group: dict[str, str | None]
-    metrics: dict[str, int | float | None]
+    metrics: dict[str, float | None]
 
 
 class ReportOut(msgspec.Struct, kw_only=True):
