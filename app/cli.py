@@ -71,6 +71,9 @@ def _secret_key(settings: Settings, *, dev_hint: bool = False) -> bytes:
     Only ``serve --dev`` may generate one: a worker or an import with a key of its own would send links the API
     rejects and could not unseal the stored credentials.
     """
+    if settings.secret_key is None and settings.embedded_database and (settings.data_dir / "secret_key").exists():
+        # the key `serve --dev` generated for this data folder: the same the API uses, read, never made here
+        settings = settings.with_dev_secrets()
     if settings.secret_key is None:
         how = " or pass --dev to generate one in the data folder" if dev_hint else ", the same value as the API's"
         raise click.ClickException(f"CONSENT_SECRET_KEY is not set. Set it (32+ random bytes, base64 or hex){how}.")
@@ -199,7 +202,12 @@ def workspace_mail_domains(
     if as_json:
         click.echo(json.dumps({"workspace_id": str(workspace_id), "mail_domains": listed, "from_cleared": cleared}))
         return
-    click.echo("\n".join(listed) if listed else "(no list: the domain of MAIL_FROM only)")
+    if listed:
+        click.echo("\n".join(listed))
+    elif settings.mail.host is None:
+        click.echo("(no list; without SMTP_HOST nothing leaves the machine, so any domain is taken)")
+    else:
+        click.echo("(no list: the domain of MAIL_FROM only)")
     if cleared:
         click.echo("the workspace's email.from_address was on a removed domain and is cleared (MAIL_FROM applies)")
 

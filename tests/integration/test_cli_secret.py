@@ -34,3 +34,18 @@ def test_commands_other_than_serve_dev_refuse_without_a_secret_key(tmp_path, com
     assert result.returncode != 0
     assert "CONSENT_SECRET_KEY is not set" in result.stderr
     assert not (data_dir / "secret_key").exists()
+
+
+def test_on_the_embedded_database_the_key_serve_dev_made_is_read(tmp_path):
+    """A newcomer's `consent import consents` after `serve --dev`: the key is in the data folder, not to be copied."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "secret_key").write_text("ab" * 32 + "\n")
+    lines = tmp_path / "lines.ndjson"
+    lines.write_text("")
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "CONSENT_SECRET_KEY"}}
+    env.update(CONSENT_DATA_DIR=str(data_dir))
+    args = ["import", "consents", "--workspace", str(uuid.uuid4()), str(lines)]
+    result = subprocess.run([CONSENT, *args], env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert "CONSENT_SECRET_KEY is not set" not in result.stderr, result.stderr
+    assert (data_dir / "secret_key").read_text() == "ab" * 32 + "\n", "read, never replaced"

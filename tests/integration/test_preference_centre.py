@@ -189,7 +189,7 @@ async def test_withdrawing_one_purpose_is_recorded_with_the_person_and_evidence(
     )
     assert answer.status_code == 200
     assert "Erledigt: Sie erhalten Newsletter per E-Mail nicht mehr." in answer.text
-    event = await session.scalar(select(ConsentEvent).order_by(ConsentEvent.seq.desc()).limit(1))
+    event = await last_event(session, tenant.id)
     assert event.trigger == "unsubscribe"
     assert event.to_state == "opted_out"
     assert event.purpose_id == jane["newsletter"].id
@@ -221,7 +221,7 @@ async def test_objecting_to_print_makes_print_objected(client, tenant, jane, ses
     decision = await eligibility(client, tenant, jane["contact_id"], "print", "newsletter")
     assert decision["eligible"] is False
     assert decision["reason"] == "objected"
-    event = await session.scalar(select(ConsentEvent).order_by(ConsentEvent.seq.desc()).limit(1))
+    event = await last_event(session, tenant.id)
     assert (event.channel, event.trigger, event.actor_type) == ("print", "objection", "subject")
     assert event.personal["evidence"]["kind"] == "art21"
     assert "Werbung per Post widersprechen" not in answer.text, "the page shows the objection"
@@ -244,3 +244,10 @@ async def test_an_erasure_deletes_the_contacts_links(client, tenant, admin, jane
     assert erased.json()["deleted"]["preference_links"] == 1
     assert await session.scalar(select(func.count()).select_from(PreferenceLink)) == 0
     assert (await client.get(path)).status_code == 404
+
+
+async def last_event(session, workspace_id):
+    """The workspace's newest ledger event (``seq`` counts per workspace: other tests' workspaces have their own)."""
+    return await session.scalar(
+        select(ConsentEvent).where(ConsentEvent.workspace_id == workspace_id).order_by(ConsentEvent.seq.desc()).limit(1)
+    )
