@@ -19,6 +19,16 @@ if TYPE_CHECKING:
 ContactRef = Annotated[
     str, msgspec.Meta(min_length=1, max_length=200, description="The contact's id, or the caller's `external_id`.")
 ]
+ExternalId = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=200,
+        pattern=EXTERNAL_ID_PATTERN,
+        description="Your id of the person (no `/` or control characters, not `.` or `..`).",
+    ),
+]
+"""A new contact's ``external_id``: it must name the contact in URLs (:data:`EXTERNAL_ID_PATTERN`)."""
 Short = Annotated[str, msgspec.Meta(max_length=2000)]
 # msgspec cannot mix an Enum and a Literal in one union, so the channel names are spelled out once more.
 ChannelOrAll = Literal["email", "sms", "whatsapp", "app_push", "web_push", "print", "all"]
@@ -77,18 +87,7 @@ class PostalAddressIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class ContactIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """A contact as the caller's CRM knows it."""
 
-    external_id: (
-        Annotated[
-            str,
-            msgspec.Meta(
-                min_length=1,
-                max_length=200,
-                pattern=EXTERNAL_ID_PATTERN,
-                description="Your id of the person (no `/` or control characters, not `.` or `..`).",
-            ),
-        ]
-        | None
-    ) = None
+    external_id: ExternalId | None = None
     locale: Annotated[str, msgspec.Meta(pattern=r"^[a-z]{2,3}(-[A-Z]{2})?$")] | None = None
     timezone: Annotated[str, msgspec.Meta(max_length=64)] | None = None
     postal_address: PostalAddressIn | None = None

@@ -7,26 +7,15 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from app.domain.identifiers import EXTERNAL_ID_PATTERN
 from app.domain.model import State
+from app.ledger.schemas import ExternalId
 from app.workspaces.settings import known_time_zone
 
 
 class SignupContact(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Who signs up, as the caller knows them."""
 
-    external_id: (
-        Annotated[
-            str,
-            msgspec.Meta(
-                min_length=1,
-                max_length=200,
-                pattern=EXTERNAL_ID_PATTERN,
-                description="Your id of the person (no `/` or control characters, not `.` or `..`).",
-            ),
-        ]
-        | None
-    ) = None
+    external_id: ExternalId | None = None
     locale: Annotated[str, msgspec.Meta(pattern=r"^[a-z]{2,3}(-[A-Z]{2})?$")] | None = None
     timezone: Annotated[str, msgspec.Meta(max_length=64)] | None = None
 
