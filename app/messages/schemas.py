@@ -76,7 +76,13 @@ class MessageIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     contact: Annotated[str, msgspec.Meta(min_length=1, max_length=200, description="Contact id or external_id.")]
     purpose: Annotated[str, msgspec.Meta(min_length=1, max_length=63)]
     route: Annotated[list[Channel], msgspec.Meta(min_length=1, max_length=6)]
-    strategy: Literal["first_eligible", "all_eligible"] = "first_eligible"
+    strategy: Annotated[
+        Literal["first_eligible", "all_eligible"],
+        msgspec.Meta(
+            description="first_eligible: the first channel of the route with an eligible address; all_eligible: "
+            "every channel of the route that has one (one address per channel, the first eligible)."
+        ),
+    ] = "first_eligible"
     content: Content
     send_at: datetime | None = None
 
