@@ -49,6 +49,7 @@ from app.ledger.models import Contact, ContactPoint
 from app.ledger.schemas import ContactRef, Evidence, PostalAddressIn
 from app.ledger.service import Actor, Applied, Change, add_point, apply_changes
 from app.lib.errors import InvalidInput
+from app.lib.ids import parse_uuid
 from app.lib.inputs import json_has_nul
 from app.lib.keys import Keys
 from app.lib.orm import utcnow
@@ -376,13 +377,6 @@ async def _prepare(session: AsyncSession, context: _Context, number: int, line: 
     return _PreparedLine(number, line, channel, target, purpose, notice, value, details, keys)
 
 
-def _uuid(ref: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(ref)
-    except ValueError:
-        return None
-
-
 @dataclass(slots=True)
 class _Found:
     """The contacts, addresses and suppressions a batch names, read with one query each."""
@@ -436,7 +430,7 @@ class _Found:
             return point, 0
         created = 0
         if contact is None:
-            if _uuid(line.contact) is not None:
+            if parse_uuid(line.contact) is not None:
                 raise LineRejected("contact_not_found", "No contact with this id (an unknown external id is created).")
             if not valid_external_id(line.contact):
                 raise LineRejected(

@@ -27,3 +27,13 @@ def opaque_id() -> uuid.UUID:
     known, and a UUIDv7's creation time would tell an old customer from a new sign-up (no enumeration, API.md).
     """
     return uuid.uuid4()
+
+
+def parse_uuid(value: str | None) -> uuid.UUID | None:
+    """``value`` as a UUID, or ``None`` when it is empty or not one (a reference may be an id or an external id)."""
+    if not value:
+        return None
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None

@@ -23,6 +23,7 @@ from app.ledger.models import ContactPoint
 from app.ledger.service import Actor, Change, add_point, apply_changes, require_contact
 from app.lib import outbound, vapid
 from app.lib.errors import Conflict, InvalidInput, NotFound
+from app.lib.ids import parse_uuid
 from app.lib.keys import Keys
 from app.lib.orm import utcnow
 from app.purposes.models import Notice, Purpose
@@ -219,7 +220,7 @@ async def _point(
     contact, as a sign-up does, so its answers do not tell which customer ids exist.
     """
     contact = None
-    if contact_ref and not trusted and _uuid(contact_ref) is None:
+    if contact_ref and not trusted and parse_uuid(contact_ref) is None:
         if not valid_external_id(contact_ref):
             raise InvalidInput(
                 "contact: an external id has no '/' or control characters and is not '.' or '..'.",
@@ -252,13 +253,6 @@ async def _point(
         if point.reachability != Reachability.REACHABLE:
             await ledger.set_reachability(session, point.id, Reachability.REACHABLE.value, utcnow())
     return point
-
-
-def _uuid(ref: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(ref)
-    except ValueError:
-        return None
 
 
 async def _apply_permission(

@@ -30,6 +30,7 @@ from app.ledger import repository as ledger
 from app.ledger.actions import withdraw_point
 from app.ledger.models import ContactPoint
 from app.ledger.service import Actor, Change, add_point, apply_changes
+from app.lib.ids import parse_uuid
 from app.lib.keys import Keys
 from app.lib.orm import utcnow
 from app.lib.repository import claim_callback
@@ -174,7 +175,7 @@ async def handle_status(
         params["MessageSid"],
         params["MessageStatus"],
         error_code,
-        delivery_id=_uuid_or_none(params.get("delivery")),
+        delivery_id=parse_uuid(params.get("delivery")),
     )
     if error_code == ERROR_STOPPED and params.get("To"):
         try:
@@ -279,11 +280,3 @@ def _evidence(message: Inbound, reading: Classification) -> dict[str, Any]:
         if (value := message.first(name)) is not None:
             evidence[name] = value
     return evidence
-
-
-def _uuid_or_none(value: str | None) -> uuid.UUID | None:
-    """The delivery id our status callback URL carries (anything else: none)."""
-    try:
-        return uuid.UUID(value) if value else None
-    except ValueError:
-        return None

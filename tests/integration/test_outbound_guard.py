@@ -336,6 +336,24 @@ async def test_web_push_goes_only_to_the_listed_push_services_at_send(adapters):
 # --- web push subscriptions ------------------------------------------------------------------------------------
 
 
+async def subscribe(client, admin, tenant, ledger, endpoint):
+    """A browser's subscription at ``endpoint`` to a purpose with its notice, sent with the form key."""
+    await ledger.purpose("offers")
+    notice = await client.post(
+        "/v1/notices",
+        json={"purpose": "offers", "channels": ["web_push"], "locale": "de", "text": "Push"},
+        headers=admin,
+    )
+    browser = ec.generate_private_key(ec.SECP256R1())
+    p256 = browser.public_key().public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    body = {
+        "subscription": {"endpoint": endpoint, "keys": {"p256dh": _b64(p256), "auth": _b64(b"0123456789abcdef")}},
+        "purposes": ["offers"],
+        "notice_id": notice.json()["notice_id"],
+    }
+    return await client.post("/v1/push/web-subscriptions", json=body, headers=await tenant.key(Scope.SIGNUP))
+
+
 @pytest.mark.parametrize("settings", [{"web_push_services": KNOWN_PUSH_SERVICES}], indirect=True)
 @pytest.mark.parametrize(
     ("endpoint", "taken"),
@@ -350,20 +368,7 @@ async def test_web_push_goes_only_to_the_listed_push_services_at_send(adapters):
     ],
 )
 async def test_a_web_push_endpoint_must_be_on_a_known_push_service(client, admin, tenant, ledger, endpoint, taken):
-    await ledger.purpose("offers")
-    notice = await client.post(
-        "/v1/notices",
-        json={"purpose": "offers", "channels": ["web_push"], "locale": "de", "text": "Push"},
-        headers=admin,
-    )
-    browser = ec.generate_private_key(ec.SECP256R1())
-    p256 = browser.public_key().public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
-    body = {
-        "subscription": {"endpoint": endpoint, "keys": {"p256dh": _b64(p256), "auth": _b64(b"0123456789abcdef")}},
-        "purposes": ["offers"],
-        "notice_id": notice.json()["notice_id"],
-    }
-    answer = await client.post("/v1/push/web-subscriptions", json=body, headers=await tenant.key(Scope.SIGNUP))
+    answer = await subscribe(client, admin, tenant, ledger, endpoint)
     if taken:
         assert answer.status_code == 201, answer.text
     else:
@@ -387,20 +392,7 @@ async def test_a_web_push_endpoint_must_be_on_a_known_push_service(client, admin
 async def test_a_web_push_endpoint_on_a_private_host_is_refused_at_subscription(
     client, admin, tenant, ledger, endpoint
 ):
-    await ledger.purpose("offers")
-    notice = await client.post(
-        "/v1/notices",
-        json={"purpose": "offers", "channels": ["web_push"], "locale": "de", "text": "Push"},
-        headers=admin,
-    )
-    browser = ec.generate_private_key(ec.SECP256R1())
-    p256 = browser.public_key().public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
-    body = {
-        "subscription": {"endpoint": endpoint, "keys": {"p256dh": _b64(p256), "auth": _b64(b"0123456789abcdef")}},
-        "purposes": ["offers"],
-        "notice_id": notice.json()["notice_id"],
-    }
-    refused = await client.post("/v1/push/web-subscriptions", json=body, headers=await tenant.key(Scope.SIGNUP))
+    refused = await subscribe(client, admin, tenant, ledger, endpoint)
     assert refused.status_code == 422, refused.text
     assert refused.json()["code"] == "push_endpoint_not_allowed"
 
