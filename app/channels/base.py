@@ -37,6 +37,8 @@ class Sending:
     purpose_kind: PurposeKind
     locale: str | None
     """The contact's locale, if known."""
+    message_id: uuid.UUID | None = None
+    """The message this delivery belongs to (its unsubscribe link names it, for campaign reports)."""
 
     def outbound(self, *, sender: str | None = None, extras: dict[str, Any] | None = None) -> Outbound:
         """The provider request every channel starts from: delivery id, address, content and details."""

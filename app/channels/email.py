@@ -24,7 +24,7 @@ def compose(sending: Sending) -> Outbound:
     extras = {}
     if sending.purpose_kind is PurposeKind.MARKETING:
         lang = (sending.locale or sending.settings.locale)[:2]
-        target = UnsubscribeTarget(sending.point_id, sending.purpose_id)
+        target = UnsubscribeTarget(sending.point_id, sending.purpose_id, sending.message_id)
         extras["unsubscribe"] = unsubscribe_urls(sending.service, sending.keys, target, lang)
     return sending.outbound(sender=sending.settings.email.from_address or sending.service.mail.mail_from, extras=extras)
 

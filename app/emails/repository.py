@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.emails.models import ConfirmationToken
@@ -121,3 +121,20 @@ async def erase_tokens(session: AsyncSession, workspace_id: uuid.UUID, point_ids
         )
     )
     return int(result.rowcount)  # type: ignore[attr-defined]  # CursorResult of a DELETE
+
+
+async def attribution_of(session: AsyncSession, workspace_id: uuid.UUID, message_id: uuid.UUID) -> dict[str, str]:
+    """What an opt-out by the message's link is attributed to: the message, its purpose and campaign label.
+
+    Empty when the message is gone (erased) or is another workspace's.
+    """
+    row = (
+        await session.execute(
+            text("SELECT purpose_id, campaign FROM messages WHERE id = :id AND workspace_id = :ws"),
+            {"id": message_id, "ws": workspace_id},
+        )
+    ).first()
+    if row is None:
+        return {}
+    found = {"attributed_message_id": str(message_id), "attributed_purpose_id": str(row.purpose_id)}
+    return found | ({"campaign": row.campaign} if row.campaign is not None else {})

@@ -400,6 +400,8 @@ class Recipient:
     purpose: Purpose | None
     lang: str
     brand: str
+    message_id: uuid.UUID | None = None
+    """The message the link came in (tokens of version 2): an opt-out by it is attributed to its campaign."""
 
     @property
     def address(self) -> str:
@@ -417,14 +419,24 @@ async def recipient_of(session: AsyncSession, target: UnsubscribeTarget) -> Reci
         return None
     settings, brand = await _workspace(session, point.workspace_id)
     contact = await ledger.get_contact(session, point.contact_id)
-    return Recipient(point.workspace_id, point, purpose, render.locale_of(contact.locale, settings.locale), brand)
+    lang = render.locale_of(contact.locale, settings.locale)
+    return Recipient(point.workspace_id, point, purpose, lang, brand, target.message_id)
 
 
 async def unsubscribe(
     session: AsyncSession, recipient: Recipient, *, everything: bool, evidence: Mapping[str, Any]
 ) -> list[Applied]:
-    """Withdraw the token's purpose, or every marketing purpose; a repeat records nothing new (idempotent)."""
+    """Withdraw the token's purpose, or every marketing purpose; a repeat records nothing new (idempotent).
+
+    The evidence names the message the link came in, and its campaign label (reports count the opt-outs a
+    campaign caused by it).
+    """
     purpose_id = None if everything or recipient.purpose is None else recipient.purpose.id
+    if recipient.message_id is not None:
+        evidence = {
+            **evidence,
+            **await repository.attribution_of(session, recipient.workspace_id, recipient.message_id),
+        }
     return await withdraw_point(
         session,
         recipient.workspace_id,

@@ -4,7 +4,9 @@
   anything. Single use and expiring: the row says when.
 - **Unsubscribe** tokens must work for months, unattended (RFC 8058 one-click POSTs carry no cookies), so they
   are stateless: the contact point and purpose, authenticated with an HMAC under a key derived from
-  ``CONSENT_SECRET_KEY``. They can do one thing only: unsubscribe that address.
+  ``CONSENT_SECRET_KEY``. They can do one thing only: unsubscribe that address. Version 2 also names the message
+  the link came in, so reports can say which campaign an opt-out followed; version 1 tokens (mails sent before)
+  keep working.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import uuid
 from dataclasses import dataclass
 
 _VERSION = "1"
+_VERSION_WITH_MESSAGE = "2"
 _MAC_BYTES = 16
 _UUID_BYTES = 16
 
@@ -39,18 +42,27 @@ class UnsubscribeTarget:
 
     contact_point_id: uuid.UUID
     purpose_id: uuid.UUID | None
+    message_id: uuid.UUID | None = None
+    """The message whose link this is (version 2), for attributing the opt-out to its campaign."""
 
 
 def sign_unsubscribe(key: bytes, target: UnsubscribeTarget) -> str:
-    """``1`` + base64url(point id ‖ purpose id? ‖ HMAC-SHA256[:16])."""
+    """``1`` + base64url(point id ‖ purpose id? ‖ MAC), or ``2`` + base64url(point ‖ purpose? ‖ message ‖ MAC).
+
+    The MAC is HMAC-SHA256 over the version and the body, cut to 16 bytes.
+    """
     body = target.contact_point_id.bytes + (target.purpose_id.bytes if target.purpose_id else b"")
-    mac = hmac.new(key, _VERSION.encode() + body, hashlib.sha256).digest()[:_MAC_BYTES]
-    return _VERSION + base64.urlsafe_b64encode(body + mac).decode().rstrip("=")
+    version = _VERSION
+    if target.message_id is not None:
+        version, body = _VERSION_WITH_MESSAGE, body + target.message_id.bytes
+    mac = hmac.new(key, version.encode() + body, hashlib.sha256).digest()[:_MAC_BYTES]
+    return version + base64.urlsafe_b64encode(body + mac).decode().rstrip("=")
 
 
 def verify_unsubscribe(key: bytes, token: str) -> UnsubscribeTarget | None:
     """The target of a genuine token; ``None`` for anything forged, truncated or malformed."""
-    if not token.startswith(_VERSION) or len(token) > 100:  # noqa: PLR2004  # 88 characters at most
+    version = token[:1]
+    if version not in (_VERSION, _VERSION_WITH_MESSAGE) or len(token) > 110:  # noqa: PLR2004  # 108 at most
         return None
     payload = token[1:]
     try:
@@ -58,10 +70,14 @@ def verify_unsubscribe(key: bytes, token: str) -> UnsubscribeTarget | None:
     except (binascii.Error, ValueError):
         return None
     body, mac = raw[:-_MAC_BYTES], raw[-_MAC_BYTES:]
-    if len(body) not in (_UUID_BYTES, 2 * _UUID_BYTES):
+    uuids, rest = divmod(len(body), _UUID_BYTES)
+    with_message = version == _VERSION_WITH_MESSAGE
+    if rest or not (1 + with_message <= uuids <= 2 + with_message):
         return None
-    expected = hmac.new(key, _VERSION.encode() + body, hashlib.sha256).digest()[:_MAC_BYTES]
+    expected = hmac.new(key, version.encode() + body, hashlib.sha256).digest()[:_MAC_BYTES]
     if not hmac.compare_digest(mac, expected):
         return None
-    purpose = uuid.UUID(bytes=body[_UUID_BYTES:]) if len(body) == 2 * _UUID_BYTES else None
-    return UnsubscribeTarget(uuid.UUID(bytes=body[:_UUID_BYTES]), purpose)
+    ids = [uuid.UUID(bytes=body[i : i + _UUID_BYTES]) for i in range(0, len(body), _UUID_BYTES)]
+    message = ids.pop() if with_message else None
+    purpose = ids[1] if len(ids) == 2 else None  # noqa: PLR2004  # point and purpose
+    return UnsubscribeTarget(ids[0], purpose, message)

@@ -344,6 +344,7 @@ class Dispatcher:
                 purpose_id=purpose.id,
                 purpose_kind=PurposeKind(purpose.kind),
                 locale=contact.locale if contact else None,
+                message_id=delivery.message_id,
             )
         )
         adapter = spec.adapter(self.adapters, delivery.workspace_id, settings)

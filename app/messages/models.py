@@ -34,8 +34,14 @@ class Message(UUIDPrimaryKey, CreatedAt, Base):
     decision: Mapped[dict[str, Any]] = mapped_column(JSONB)
     status: Mapped[str] = mapped_column(Text)
     send_at: Mapped[datetime | None]
+    campaign: Mapped[str | None] = mapped_column(Text)
+    """The caller's label for reports (``group_by=campaign``)."""
 
-    __table_args__ = (Index("ix_messages_contact_id", "contact_id"), _known(MessageStatus))
+    __table_args__ = (
+        Index("ix_messages_contact_id", "contact_id"),
+        _known(MessageStatus),
+        CheckConstraint("char_length(campaign) BETWEEN 1 AND 100", name="campaign_length"),
+    )
 
 
 class Delivery(UUIDPrimaryKey, Base):
@@ -62,6 +68,8 @@ class Delivery(UUIDPrimaryKey, Base):
     __table_args__ = (
         _known(DeliveryStatus),
         Index("ix_deliveries_message_id", "message_id"),
+        # a STOP's campaign (the last message sent to the number), and erasure's cascade from the address
+        Index("ix_deliveries_contact_point_id", "contact_point_id"),
         # what dispatchers scan: work that is due, and leases that ran out
         Index(
             "ix_deliveries_due",

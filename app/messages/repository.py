@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -207,6 +208,7 @@ async def add_message(  # the row's own fields
     decision: dict[str, Any],
     status: MessageStatus,
     send_at: datetime | None,
+    campaign: str | None = None,
 ) -> Message:
     """Insert a message."""
     message = Message(
@@ -220,6 +222,7 @@ async def add_message(  # the row's own fields
         decision=decision,
         status=status,
         send_at=send_at,
+        campaign=campaign,
     )
     session.add(message)
     await session.flush()
@@ -375,3 +378,42 @@ async def delete_messages_of_contact(session: AsyncSession, workspace_id: uuid.U
 async def write_staged(session: AsyncSession) -> None:
     """Write the rows staged with :func:`add_event` now, inside the caller's transaction."""
     await session.flush()
+
+
+@dataclass(frozen=True, slots=True)
+class LastSent:
+    """The newest message sent to an address: what a STOP after it is attributed to."""
+
+    message_id: uuid.UUID
+    purpose_id: uuid.UUID
+    campaign: str | None
+    sent_at: datetime
+
+
+async def last_sent_to(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    point_id: uuid.UUID,
+    channel: str,
+    *,
+    since: datetime,
+    until: datetime,
+) -> LastSent | None:
+    """The last message sent to the address on ``channel`` in ``(since, until]`` (its ``sent`` step), if any."""
+    row = (
+        await session.execute(
+            text(
+                """
+                SELECT e.message_id, m.purpose_id, m.campaign, e.at
+                  FROM deliveries d
+                  JOIN message_events e ON e.message_id = d.message_id AND e.delivery_id = d.id AND e.status = 'sent'
+                  JOIN messages m ON m.id = d.message_id AND m.workspace_id = :ws
+                 WHERE d.workspace_id = :ws AND d.contact_point_id = :point AND d.channel = :channel
+                   AND e.at > :since AND e.at <= :until
+                 ORDER BY e.at DESC LIMIT 1
+                """
+            ),
+            {"ws": workspace_id, "point": point_id, "channel": channel, "since": since, "until": until},
+        )
+    ).first()
+    return LastSent(row.message_id, row.purpose_id, row.campaign, row.at) if row else None

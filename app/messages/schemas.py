@@ -85,6 +85,18 @@ class MessageIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     ] = "first_eligible"
     content: Content
     send_at: datetime | None = None
+    campaign: (
+        Annotated[
+            str,
+            msgspec.Meta(
+                min_length=1,
+                max_length=100,
+                description="A label for reports (`group_by=campaign`): what was sent and what opt-outs it caused.",
+            ),
+            SINGLE_LINE,
+        ]
+        | None
+    ) = None
 
 
 class Skipped(msgspec.Struct, kw_only=True):
@@ -153,6 +165,7 @@ class MessageDetail(msgspec.Struct, kw_only=True):
     decision: Decision
     deliveries: list[DeliveryOut]
     history: list[StatusEntry]
+    campaign: str | None = None
 
 
 class ExportedMessage(msgspec.Struct, kw_only=True):

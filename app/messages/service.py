@@ -79,6 +79,7 @@ async def create_message(session: AsyncSession, workspace_id: uuid.UUID, data: M
         decision=msgspec.to_builtins(decision),
         status=status,
         send_at=data.send_at,
+        campaign=data.campaign,
     )
     for pick in chosen:
         delivery = await repository.add_delivery(
@@ -182,6 +183,7 @@ async def get_message(session: AsyncSession, workspace_id: uuid.UUID, message_id
         decision=msgspec.convert(message.decision, Decision),
         deliveries=[delivery_out(d) for d in deliveries],
         history=[status_entry(e) for e in events],
+        campaign=message.campaign,
     )
 
 

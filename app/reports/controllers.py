@@ -36,6 +36,10 @@ Purposes = Annotated[
     list[Annotated[str, QueryParameter(max_length=63)]] | None,
     QueryParameter(max_items=50, description="Only these purposes (keys)."),
 ]
+Campaigns = Annotated[
+    list[Annotated[str, QueryParameter(max_length=100)]] | None,
+    QueryParameter(max_items=50, description="Only these campaign labels (`campaign` of `POST /v1/messages`)."),
+]
 Build = Callable[[AsyncSession, Any, service.ReportQuery], Awaitable[list[service.SeriesRow]]]
 
 
@@ -59,19 +63,22 @@ class ReportController(Controller):
         group_by: GroupBy = None,
         channel: Channels = None,
         purpose: Purposes = None,
+        campaign: Campaigns = None,
     ) -> Response[ReportOut]:
         """Consent flow per bucket, from the rollups after a catch-up with the ledger.
 
         Signups, confirmations, opt-ins, opt-outs (by `trigger`), lapses, objections, push permissions, the
         standing opted-in total and the double opt-in cohort figures.
 
-        `group_by`: any of `channel`, `purpose`, `source`, `trigger`. The standing total and the cohort figures
-        are given when the report is grouped by channel and purpose at most (cohorts: day buckets or longer).
+        `group_by`: any of `channel`, `purpose`, `source`, `trigger`, `campaign` (the campaign of the message an
+        opt-out is attributed to). The standing total and the cohort figures are given when the report is grouped
+        by channel and purpose at most and not filtered by campaign (cohorts: day buckets or longer).
         """
         return await _answer(
             request=request, principal=principal, db=db, build=service.consent_report,
             metrics=service.CONSENT_METRICS, groups=service.CONSENT_GROUPS,
             start=start, end=to, granularity=granularity, group_by=group_by, channels=channel, purposes=purpose,
+            campaigns=campaign,
         )  # fmt: skip
 
     @get("/messages", operation_id="reportMessages", responses=errors(401, 403, 422))
@@ -87,16 +94,19 @@ class ReportController(Controller):
         group_by: GroupBy = None,
         channel: Channels = None,
         purpose: Purposes = None,
+        campaign: Campaigns = None,
     ) -> Response[ReportOut]:
         """Messaging per bucket, from the rollups after a catch-up with the message history.
 
         Accepted, sent, delivered, failed, bounced, complaints, blocked at send, no eligible channel, queue-to-sent
-        latency (p50, p99). `group_by`: any of `channel`, `purpose`, `provider`.
+        latency (p50, p99), and the opt-outs a message caused (its unsubscribe link, a STOP within 7 days of it).
+        `group_by`: any of `channel`, `purpose`, `provider`, `campaign`.
         """
         return await _answer(
             request=request, principal=principal, db=db, build=service.message_report,
             metrics=service.MESSAGE_METRICS, groups=service.MESSAGE_GROUPS,
             start=start, end=to, granularity=granularity, group_by=group_by, channels=channel, purposes=purpose,
+            campaigns=campaign,
         )  # fmt: skip
 
 
@@ -114,6 +124,7 @@ async def _answer(
     group_by: str | None,
     channels: list[Channel] | None,
     purposes: list[str] | None,
+    campaigns: list[str] | None,
 ) -> Response[ReportOut]:
     query = service.parse_query(
         start=start,
@@ -124,6 +135,7 @@ async def _answer(
         purposes=purposes or (),
         allowed_groups=groups,
         now=utcnow(),
+        campaigns=campaigns or (),
     )
     async with db.begin():
         series = await build(db, principal.workspace_id, query)

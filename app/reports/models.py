@@ -33,7 +33,10 @@ class ReportWatermark(Base):
 
 
 class ReportConsentCount(_Counter, Base):
-    """Ledger events per hour x channel x purpose x source x trigger x (from, to) state x detail."""
+    """Ledger events per hour x channel x purpose x source x trigger x (from, to) state x detail x campaign.
+
+    ``campaign`` is the label of the message an event is attributed to (an opt-out a campaign caused), else NULL.
+    """
 
     __tablename__ = "report_consent_counts"
 
@@ -45,6 +48,7 @@ class ReportConsentCount(_Counter, Base):
     from_state: Mapped[str] = mapped_column(Text)
     to_state: Mapped[str] = mapped_column(Text)
     detail: Mapped[str | None] = mapped_column(Text)
+    campaign: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         UniqueConstraint(
@@ -57,6 +61,7 @@ class ReportConsentCount(_Counter, Base):
             "from_state",
             "to_state",
             "detail",
+            "campaign",
             name="uq_report_consent_counts_key",
             postgresql_nulls_not_distinct=True,
         ),
@@ -80,6 +85,7 @@ class ReportConsentDaily(_Counter, Base):
     from_state: Mapped[str] = mapped_column(Text)
     to_state: Mapped[str] = mapped_column(Text)
     detail: Mapped[str | None] = mapped_column(Text)
+    campaign: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         UniqueConstraint(
@@ -92,6 +98,7 @@ class ReportConsentDaily(_Counter, Base):
             "from_state",
             "to_state",
             "detail",
+            "campaign",
             name="uq_report_consent_daily_key",
             postgresql_nulls_not_distinct=True,
         ),
@@ -126,7 +133,11 @@ class ReportDoi(_Counter, Base):
 
 
 class ReportMessageCount(_Counter, Base):
-    """Message outcomes per hour x channel x provider x purpose x outcome; ``latency_ms`` on ``sent`` rows."""
+    """Message outcomes per hour x channel x provider x purpose x outcome x campaign; ``latency_ms`` on ``sent`` rows.
+
+    Besides the message history's steps, two outcomes come from the ledger: ``complaint`` and ``opt_out`` (an
+    opt-out attributed to a message: its unsubscribe link, or a STOP after it).
+    """
 
     __tablename__ = "report_message_counts"
 
@@ -136,6 +147,7 @@ class ReportMessageCount(_Counter, Base):
     purpose_id: Mapped[uuid.UUID | None]
     outcome: Mapped[str] = mapped_column(Text)
     latency_ms: Mapped[int | None] = mapped_column(BigInteger)
+    campaign: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         UniqueConstraint(
@@ -146,6 +158,7 @@ class ReportMessageCount(_Counter, Base):
             "purpose_id",
             "outcome",
             "latency_ms",
+            "campaign",
             name="uq_report_message_counts_key",
             postgresql_nulls_not_distinct=True,
         ),
@@ -163,6 +176,7 @@ class ReportMessageDaily(_Counter, Base):
     purpose_id: Mapped[uuid.UUID | None]
     outcome: Mapped[str] = mapped_column(Text)
     latency_ms: Mapped[int | None] = mapped_column(BigInteger)
+    campaign: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         UniqueConstraint(
@@ -173,6 +187,7 @@ class ReportMessageDaily(_Counter, Base):
             "purpose_id",
             "outcome",
             "latency_ms",
+            "campaign",
             name="uq_report_message_daily_key",
             postgresql_nulls_not_distinct=True,
         ),

@@ -35,6 +35,9 @@ _DETAIL = """
            AND jsonb_array_length(e.personal -> 'evidence' -> 'signals') > 0 THEN 'scanner_signal'
     END
 """
+#: The campaign label of the message an event is attributed to (an unsubscribe link's message, the message a STOP
+#: answered), as the evidence recorded it when the event was written.
+_CAMPAIGN = "left(e.personal -> 'evidence' ->> 'campaign', 100)"
 
 
 def _two_digits(expression: str) -> str:
@@ -52,12 +55,13 @@ def _consent_counts(table: str, unit: str) -> str:
     column = "hour" if unit == "hour" else "day"
     return f"""
         INSERT INTO {table}
-               (workspace_id, {column}, channel, purpose_id, source, trigger, from_state, to_state, detail, n)
+               (workspace_id, {column}, channel, purpose_id, source, trigger, from_state, to_state, detail, campaign,
+                n)
         SELECT :ws, date_trunc('{unit}', e.occurred_at, 'UTC'), e.channel, e.purpose_id, {_SOURCE}, e.trigger,
-               e.from_state, e.to_state, {_DETAIL}, count(*)
+               e.from_state, e.to_state, {_DETAIL}, {_CAMPAIGN}, count(*)
           FROM consent_events e
          WHERE e.workspace_id = :ws AND e.seq > :lo AND e.seq <= :hi
-         GROUP BY 2, 3, 4, 5, 6, 7, 8, 9
+         GROUP BY 2, 3, 4, 5, 6, 7, 8, 9, 10
         ON CONFLICT ON CONSTRAINT uq_{table}_key DO UPDATE SET n = {table}.n + excluded.n
     """  # noqa: S608  # constant names; every input is a bind parameter
 
@@ -93,26 +97,31 @@ _DOI_CONFIRMED = f"""
     ON CONFLICT ON CONSTRAINT uq_report_doi_key DO UPDATE SET n = report_doi.n + excluded.n
 """  # noqa: S608
 
-#: Complaints arrive as ledger events (provider feedback); the messages report counts them per channel.
 
+def _from_ledger(table: str, unit: str) -> str:
+    """Message outcomes that arrive as ledger events, per ``unit`` into ``table`` (hourly or daily rollup).
 
-def _complaints(table: str, unit: str) -> str:
-    """Complaints per ``unit`` into ``table`` (hour: ``report_message_counts``, day: ``report_message_daily``)."""
+    ``complaint``: provider feedback (a spam complaint). ``opt_out``: an opt-out attributed to a message we sent
+    (its unsubscribe link, or a STOP after it), counted under the message's campaign: once per address, by the
+    event of the message's own purpose (a STOP also ends the other purposes and the channel as a whole).
+    """
     column = "hour" if unit == "hour" else "day"
     return f"""
-        INSERT INTO {table} (workspace_id, {column}, channel, provider, purpose_id, outcome, latency_ms, n)
-        SELECT :ws, date_trunc('{unit}', e.occurred_at, 'UTC'), e.channel, e.channel, e.purpose_id, 'complaint',
-               NULL, count(*)
+        INSERT INTO {table} (workspace_id, {column}, channel, provider, purpose_id, outcome, latency_ms, campaign, n)
+        SELECT :ws, date_trunc('{unit}', e.occurred_at, 'UTC'), e.channel, e.channel, e.purpose_id,
+               CASE WHEN e.trigger = 'complaint' THEN 'complaint' ELSE 'opt_out' END, NULL, {_CAMPAIGN}, count(*)
           FROM consent_events e
-         WHERE e.workspace_id = :ws AND e.seq > :lo AND e.seq <= :hi AND e.trigger = 'complaint'
-         GROUP BY 2, 3, 4, 5
+         WHERE e.workspace_id = :ws AND e.seq > :lo AND e.seq <= :hi
+           AND (e.trigger = 'complaint'
+                OR (e.purpose_id::text = e.personal -> 'evidence' ->> 'attributed_purpose_id'
+                    AND e.to_state = 'opted_out' AND e.from_state <> 'opted_out'))
+         GROUP BY 2, 3, 4, 5, 6, 8
         ON CONFLICT ON CONSTRAINT uq_{table}_key DO UPDATE SET n = {table}.n + excluded.n
     """  # noqa: S608  # constant names; every input is a bind parameter
 
 
-#: Complaints arrive as ledger events (provider feedback); the messages report counts them per channel.
-_COMPLAINTS = _complaints("report_message_counts", "hour")
-_COMPLAINTS_DAILY = _complaints("report_message_daily", "day")
+_FROM_LEDGER = _from_ledger("report_message_counts", "hour")
+_FROM_LEDGER_DAILY = _from_ledger("report_message_daily", "day")
 
 #: Consume up to :batch queued message events and count them. A failure reported by the provider after the send
 #: is a bounce; a retry is a transient failure; ``sent`` carries its queue-to-sent latency, measured from the later
@@ -125,7 +134,7 @@ _MESSAGES = f"""
         RETURNING q.event_id
     ), counted AS (
         SELECT date_trunc('hour', e.at, 'UTC') AS hour, e.channel,
-               coalesce(e.detail ->> 'provider', e.channel) AS provider, m.purpose_id,
+               coalesce(e.detail ->> 'provider', e.channel) AS provider, m.purpose_id, m.campaign,
                CASE WHEN e.status = 'failed' AND e.detail ? 'provider_status' THEN 'bounced' ELSE e.status END
                    AS outcome,
                CASE WHEN e.status = 'sent' THEN
@@ -142,16 +151,17 @@ _MESSAGES = f"""
                  ORDER BY qe.at LIMIT 1) q ON e.status = 'sent'
     ), added AS (
         INSERT INTO report_message_counts
-               (workspace_id, hour, channel, provider, purpose_id, outcome, latency_ms, n)
-        SELECT :ws, hour, channel, provider, purpose_id, outcome, latency_ms, count(*)
-          FROM counted GROUP BY 2, 3, 4, 5, 6, 7
+               (workspace_id, hour, channel, provider, purpose_id, outcome, latency_ms, campaign, n)
+        SELECT :ws, hour, channel, provider, purpose_id, outcome, latency_ms, campaign, count(*)
+          FROM counted GROUP BY 2, 3, 4, 5, 6, 7, 8
         ON CONFLICT ON CONSTRAINT uq_report_message_counts_key
         DO UPDATE SET n = report_message_counts.n + excluded.n
     ), added_daily AS (
         INSERT INTO report_message_daily
-               (workspace_id, day, channel, provider, purpose_id, outcome, latency_ms, n)
-        SELECT :ws, date_trunc('day', hour, 'UTC'), channel, provider, purpose_id, outcome, latency_ms, count(*)
-          FROM counted GROUP BY 2, 3, 4, 5, 6, 7
+               (workspace_id, day, channel, provider, purpose_id, outcome, latency_ms, campaign, n)
+        SELECT :ws, date_trunc('day', hour, 'UTC'), channel, provider, purpose_id, outcome, latency_ms, campaign,
+               count(*)
+          FROM counted GROUP BY 2, 3, 4, 5, 6, 7, 8
         ON CONFLICT ON CONSTRAINT uq_report_message_daily_key
         DO UPDATE SET n = report_message_daily.n + excluded.n
     )
@@ -185,7 +195,7 @@ async def ledger_head(session: AsyncSession, workspace_id: uuid.UUID) -> int:
 async def count_ledger(session: AsyncSession, workspace_id: uuid.UUID, lo: int, hi: int) -> None:
     """Add the ledger events with ``lo < seq <= hi`` to the rollups and move the watermark to ``hi``."""
     params = {"ws": workspace_id, "lo": lo, "hi": hi}
-    for statement in (_CONSENT_COUNTS, _CONSENT_DAILY, _DOI_STARTED, _DOI_CONFIRMED, _COMPLAINTS, _COMPLAINTS_DAILY):
+    for statement in (_CONSENT_COUNTS, _CONSENT_DAILY, _DOI_STARTED, _DOI_CONFIRMED, _FROM_LEDGER, _FROM_LEDGER_DAILY):
         await session.execute(text(statement), params)
     await session.execute(
         text("UPDATE report_watermarks SET ledger_seq = :hi WHERE workspace_id = :ws"), {"ws": workspace_id, "hi": hi}
@@ -260,6 +270,7 @@ class Selection:
     purpose_ids: Collection[uuid.UUID]
     #: read the daily counters (a range of whole UTC days, buckets of a day or longer)
     daily: bool = False
+    campaigns: Collection[str] = ()
 
     @property
     def consent_table(self) -> tuple[str, str]:
@@ -267,13 +278,24 @@ class Selection:
         return ("report_consent_daily", "day") if self.daily else ("report_consent_counts", "hour")
 
 
-def _filters(channels: Collection[str], purpose_ids: Collection[uuid.UUID], prefix: str = "r") -> str:
+def _filters(selection: Selection) -> str:
     clauses = []
-    if channels:
-        clauses.append(f" AND {prefix}.channel = ANY(:channels)")
-    if purpose_ids:
-        clauses.append(f" AND {prefix}.purpose_id = ANY(:purposes)")
+    if selection.channels:
+        clauses.append(" AND r.channel = ANY(:channels)")
+    if selection.purpose_ids:
+        clauses.append(" AND r.purpose_id = ANY(:purposes)")
+    if selection.campaigns:
+        clauses.append(" AND r.campaign = ANY(:campaigns)")
     return "".join(clauses)
+
+
+def _params(selection: Selection, **values: Any) -> dict[str, Any]:
+    return {
+        **values,
+        "channels": list(selection.channels),
+        "purposes": list(selection.purpose_ids),
+        "campaigns": list(selection.campaigns),
+    }
 
 
 def _dimensions(group_by: Sequence[str], allowed: Collection[str]) -> str:
@@ -294,19 +316,18 @@ async def consent_rows(
     granularity: str,
 ) -> Sequence[Row[Any]]:
     """Summed consent counters per bucket x group x (trigger, from, to, detail), in [start, end)."""
-    group_by, channels, purpose_ids = selection.group_by, selection.channels, selection.purpose_ids
-    dims = _dimensions(group_by, ("channel", "purpose", "source", "trigger"))
+    group_by = selection.group_by
+    dims = _dimensions(group_by, ("channel", "purpose", "source", "trigger", "campaign"))
     extra = "" if "trigger" in group_by else ", r.trigger"
     table, at = selection.consent_table
     sql = f"""
         SELECT date_trunc(:g, r.{at}, 'UTC') AS bucket{dims}{extra}, r.from_state, r.to_state, r.detail,
                sum(r.n)::bigint AS n
           FROM {table} r
-         WHERE r.workspace_id = :ws AND r.{at} >= :start AND r.{at} < :end{_filters(channels, purpose_ids)}
+         WHERE r.workspace_id = :ws AND r.{at} >= :start AND r.{at} < :end{_filters(selection)}
          GROUP BY 1{dims}{extra}, r.from_state, r.to_state, r.detail
     """  # noqa: S608  # columns from a closed list; values are bind parameters
-    params = {"ws": workspace_id, "g": granularity, "start": start, "end": end}
-    params |= {"channels": list(channels), "purposes": list(purpose_ids)}
+    params = _params(selection, ws=workspace_id, g=granularity, start=start, end=end)
     return (await session.execute(text(sql), params)).all()
 
 
@@ -324,19 +345,19 @@ async def opted_in_before(
     before: datetime,
 ) -> Sequence[Row[Any]]:
     """The standing opted-in total per group at ``before``: the sum of the deltas of every earlier hour."""
-    group_by, channels, purpose_ids = selection.group_by, selection.channels, selection.purpose_ids
+    group_by = selection.group_by
     dims = _dimensions(group_by, ("channel", "purpose"))
     table, at = selection.consent_table
     sql = f"""
         SELECT {_DELTA} AS total{dims}
           FROM {table} r
-         WHERE r.workspace_id = :ws AND r.{at} < :before{_filters(channels, purpose_ids)}
+         WHERE r.workspace_id = :ws AND r.{at} < :before{_filters(selection)}
            AND (r.to_state = 'opted_in') <> (r.from_state = 'opted_in')
          GROUP BY {"1" if not dims else dims.lstrip(", ")}
     """  # noqa: S608
     if not dims:
         sql = sql.replace("GROUP BY 1", "")
-    params = {"ws": workspace_id, "before": before, "channels": list(channels), "purposes": list(purpose_ids)}
+    params = _params(selection, ws=workspace_id, before=before)
     return (await session.execute(text(sql), params)).all()
 
 
@@ -350,18 +371,17 @@ async def doi_rows(
     granularity: str,
 ) -> Sequence[Row[Any]]:
     """Double opt-in cohorts (signup days in [start, end)) per bucket x group x seconds to confirm."""
-    group_by, channels, purpose_ids = selection.group_by, selection.channels, selection.purpose_ids
+    group_by = selection.group_by
     dims = _dimensions(group_by, ("channel", "purpose"))
     sql = f"""
         SELECT date_trunc(:g, r.cohort_day::timestamp AT TIME ZONE 'UTC', 'UTC') AS bucket{dims}, r.confirm_s,
                sum(r.n)::bigint AS n
           FROM report_doi r
          WHERE r.workspace_id = :ws AND r.cohort_day >= (:start AT TIME ZONE 'UTC')::date
-           AND r.cohort_day < (:end AT TIME ZONE 'UTC')::date{_filters(channels, purpose_ids)}
+           AND r.cohort_day < (:end AT TIME ZONE 'UTC')::date{_filters(selection)}
          GROUP BY 1{dims}, r.confirm_s
-    """  # noqa: S608
-    params = {"ws": workspace_id, "g": granularity, "start": start, "end": end}
-    params |= {"channels": list(channels), "purposes": list(purpose_ids)}
+    """  # noqa: S608  # (a report filtered by campaign reads no cohorts: report_doi has no campaign)
+    params = _params(selection, ws=workspace_id, g=granularity, start=start, end=end)
     return (await session.execute(text(sql), params)).all()
 
 
@@ -375,17 +395,16 @@ async def message_rows(
     granularity: str,
 ) -> Sequence[Row[Any]]:
     """Summed message counters per bucket x group x outcome x latency, in [start, end)."""
-    group_by, channels, purpose_ids = selection.group_by, selection.channels, selection.purpose_ids
-    dims = _dimensions(group_by, ("channel", "purpose", "provider"))
+    group_by = selection.group_by
+    dims = _dimensions(group_by, ("channel", "purpose", "provider", "campaign"))
     table, at = ("report_message_daily", "day") if selection.daily else ("report_message_counts", "hour")
     sql = f"""
         SELECT date_trunc(:g, r.{at}, 'UTC') AS bucket{dims}, r.outcome, r.latency_ms, sum(r.n)::bigint AS n
           FROM {table} r
-         WHERE r.workspace_id = :ws AND r.{at} >= :start AND r.{at} < :end{_filters(channels, purpose_ids)}
+         WHERE r.workspace_id = :ws AND r.{at} >= :start AND r.{at} < :end{_filters(selection)}
          GROUP BY 1{dims}, r.outcome, r.latency_ms
     """  # noqa: S608
-    params = {"ws": workspace_id, "g": granularity, "start": start, "end": end}
-    params |= {"channels": list(channels), "purposes": list(purpose_ids)}
+    params = _params(selection, ws=workspace_id, g=granularity, start=start, end=end)
     return (await session.execute(text(sql), params)).all()
 
 
@@ -402,8 +421,8 @@ async def recount_ledger(session: AsyncSession, workspace_id: uuid.UUID) -> Sequ
     """The consent counters recounted straight from the ledger (a full scan: tests and benchmarks only)."""
     sql = f"""
         SELECT date_trunc('hour', e.occurred_at, 'UTC') AS hour, e.channel, e.purpose_id, {_SOURCE} AS source,
-               e.trigger, e.from_state, e.to_state, {_DETAIL} AS detail, count(*) AS n
-          FROM consent_events e WHERE e.workspace_id = :ws GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
+               e.trigger, e.from_state, e.to_state, {_DETAIL} AS detail, {_CAMPAIGN} AS campaign, count(*) AS n
+          FROM consent_events e WHERE e.workspace_id = :ws GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9
     """  # noqa: S608
     return (await session.execute(text(sql), {"ws": workspace_id})).all()
 
@@ -411,7 +430,7 @@ async def recount_ledger(session: AsyncSession, workspace_id: uuid.UUID) -> Sequ
 async def stored_consent_counts(session: AsyncSession, workspace_id: uuid.UUID) -> Sequence[Row[Any]]:
     """The consent rollups as stored, in the shape of :func:`recount_ledger`."""
     sql = """
-        SELECT hour, channel, purpose_id, source, trigger, from_state, to_state, detail, n
+        SELECT hour, channel, purpose_id, source, trigger, from_state, to_state, detail, campaign, n
           FROM report_consent_counts WHERE workspace_id = :ws
     """
     return (await session.execute(text(sql), {"ws": workspace_id})).all()
@@ -421,11 +440,17 @@ async def stored_rollups(session: AsyncSession, workspace_id: uuid.UUID) -> dict
     """Every rollup row of the workspace (ids left out), sorted: for comparing a rebuild with the increments."""
     found: dict[str, list[tuple[Any, ...]]] = {}
     for table, columns in (
-        ("report_consent_counts", "hour, channel, purpose_id, source, trigger, from_state, to_state, detail, n"),
-        ("report_consent_daily", "day, channel, purpose_id, source, trigger, from_state, to_state, detail, n"),
+        (
+            "report_consent_counts",
+            "hour, channel, purpose_id, source, trigger, from_state, to_state, detail, campaign, n",
+        ),
+        (
+            "report_consent_daily",
+            "day, channel, purpose_id, source, trigger, from_state, to_state, detail, campaign, n",
+        ),
         ("report_doi", "cohort_day, channel, purpose_id, confirm_s, n"),
-        ("report_message_counts", "hour, channel, provider, purpose_id, outcome, latency_ms, n"),
-        ("report_message_daily", "day, channel, provider, purpose_id, outcome, latency_ms, n"),
+        ("report_message_counts", "hour, channel, provider, purpose_id, outcome, latency_ms, campaign, n"),
+        ("report_message_daily", "day, channel, provider, purpose_id, outcome, latency_ms, campaign, n"),
     ):
         sql = f"SELECT {columns} FROM {table} WHERE workspace_id = :ws"  # noqa: S608  # constant names
         rows = await session.execute(text(sql), {"ws": workspace_id})

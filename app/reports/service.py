@@ -22,8 +22,8 @@ from app.lib.errors import InvalidInput, NotFound
 from app.reports import repository
 
 GRANULARITIES = ("hour", "day", "week", "month")
-CONSENT_GROUPS = ("channel", "purpose", "source", "trigger")
-MESSAGE_GROUPS = ("channel", "purpose", "provider")
+CONSENT_GROUPS = ("channel", "purpose", "source", "trigger", "campaign")
+MESSAGE_GROUPS = ("channel", "purpose", "provider", "campaign")
 #: The longest range of one report, and of one with hourly buckets (a bounded answer, a bounded read).
 MAX_RANGE = timedelta(days=400)
 MAX_HOURLY_RANGE = timedelta(days=31)
@@ -73,6 +73,7 @@ MESSAGE_METRICS = (
     "no_eligible_channel",
     "waiting_for_send_window",
     "outcome_unknown",
+    "opt_outs_caused",
     "latency_p50_ms",
     "latency_p99_ms",
 )
@@ -91,6 +92,7 @@ _OUTCOMES: Mapping[str, tuple[str, ...]] = {
     "no_eligible_channel": ("no_eligible_channel",),
     "waiting_for_send_window": ("waiting_for_send_window",),
     "unknown": ("outcome_unknown",),  # a provider call in flight when its worker died (messages, after 0017)
+    "opt_out": ("opt_outs_caused",),  # from the ledger: an opt-out attributed to a message (link, STOP after it)
 }
 
 
@@ -144,6 +146,7 @@ class ReportQuery:
     group_by: tuple[str, ...]
     channels: tuple[str, ...]
     purposes: tuple[str, ...]
+    campaigns: tuple[str, ...] = ()
 
 
 def _whole_hour(name: str, value: datetime) -> datetime:
@@ -170,6 +173,7 @@ def parse_query(
     purposes: Iterable[str],
     allowed_groups: Sequence[str],
     now: datetime,
+    campaigns: Iterable[str] = (),
 ) -> ReportQuery:
     """Check a request's parameters (422 with a reason for each mistake).
 
@@ -203,7 +207,15 @@ def parse_query(
             )
         if name not in groups:
             groups.append(name)
-    return ReportQuery(since, until, granularity, tuple(groups), tuple(dict.fromkeys(channels)), tuple(purposes))
+    return ReportQuery(
+        since,
+        until,
+        granularity,
+        tuple(groups),
+        tuple(dict.fromkeys(channels)),
+        tuple(purposes),
+        tuple(dict.fromkeys(campaigns)),
+    )
 
 
 def buckets(start: datetime, end: datetime, granularity: str) -> list[datetime]:
@@ -346,7 +358,8 @@ async def _purpose_filter(
 
 
 def _standing_applies(query: ReportQuery) -> bool:
-    return set(query.group_by) <= {"channel", "purpose"}
+    """Standing totals and signup cohorts exist per channel and purpose, not per source, trigger or campaign."""
+    return set(query.group_by) <= {"channel", "purpose"} and not query.campaigns
 
 
 async def consent_report(session: AsyncSession, workspace_id: uuid.UUID, query: ReportQuery) -> list[SeriesRow]:
@@ -359,7 +372,7 @@ async def consent_report(session: AsyncSession, workspace_id: uuid.UUID, query: 
     names, purpose_ids = await _purpose_filter(session, workspace_id, query.purposes)
     midnight = all(t.hour == 0 for t in (query.start, query.end))
     daily = query.granularity != "hour" and midnight
-    scope = repository.Selection(query.group_by, query.channels, purpose_ids, daily=daily)
+    scope = repository.Selection(query.group_by, query.channels, purpose_ids, daily=daily, campaigns=query.campaigns)
     rows = await repository.consent_rows(
         session, workspace_id, scope, start=query.start, end=query.end, granularity=query.granularity
     )
@@ -426,7 +439,7 @@ async def message_report(session: AsyncSession, workspace_id: uuid.UUID, query: 
     await catch_up(session, workspace_id)
     names, purpose_ids = await _purpose_filter(session, workspace_id, query.purposes)
     daily = query.granularity != "hour" and all(t.hour == 0 for t in (query.start, query.end))
-    scope = repository.Selection(query.group_by, query.channels, purpose_ids, daily=daily)
+    scope = repository.Selection(query.group_by, query.channels, purpose_ids, daily=daily, campaigns=query.campaigns)
     rows = await repository.message_rows(
         session, workspace_id, scope, start=query.start, end=query.end, granularity=query.granularity
     )

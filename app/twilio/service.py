@@ -15,6 +15,7 @@ import hashlib
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import msgspec
@@ -34,6 +35,7 @@ from app.lib.ids import parse_uuid
 from app.lib.keys import Keys
 from app.lib.orm import utcnow
 from app.lib.repository import claim_callback
+from app.messages import repository as messages_repository
 from app.messages import service as messages
 from app.purposes import repository as purposes
 from app.twilio import repository
@@ -43,6 +45,8 @@ log = structlog.get_logger(__name__)
 PROVIDER = "twilio"
 SUBJECT = Actor(ActorType.SUBJECT)
 TWILIO = Actor(ActorType.PROVIDER, PROVIDER)
+#: A STOP is attributed to the last SMS or WhatsApp message sent to the number within this time (reports).
+STOP_ATTRIBUTION = timedelta(days=7)
 ERROR_STOPPED = "21610"  # "Attempt to send to unsubscribed recipient": the person texted STOP to Twilio
 
 
@@ -109,6 +113,8 @@ async def handle_inbound(
     language = reading.language or await _contact_language(session, point) or settings.locale
     evidence = _evidence(message, reading)
     if reading.intent is Intent.OPT_OUT:
+        if point is not None:
+            evidence |= await _attribution(session, workspace_id, point)
         point = point or await _new_point(session, keys, workspace_id, channel, number)
         applied = await withdraw_point(
             session, workspace_id, point, trigger=Trigger.STOP_WORD, evidence=evidence, actor=SUBJECT
@@ -259,6 +265,21 @@ def _reply(workspace_id: uuid.UUID, settings: WorkspaceSettings, kind: str, lang
 
 def _brand(settings: WorkspaceSettings) -> str:
     return settings.brand or ""  # the controller fills in the workspace name when no brand is set
+
+
+async def _attribution(session: AsyncSession, workspace_id: uuid.UUID, point: ContactPoint) -> dict[str, Any]:
+    """The message a STOP answers: the last one sent to the number on its channel within 7 days, and its campaign."""
+    now = utcnow()
+    last = await messages_repository.last_sent_to(
+        session, workspace_id, point.id, point.channel, since=now - STOP_ATTRIBUTION, until=now
+    )
+    if last is None:
+        return {}
+    return {
+        "attributed_message_id": str(last.message_id),
+        "attributed_purpose_id": str(last.purpose_id),
+        "campaign": last.campaign,
+    }
 
 
 def _evidence(message: Inbound, reading: Classification) -> dict[str, Any]:

@@ -36,12 +36,23 @@ def test_confirmation_tokens_are_random_256_bit_and_stored_as_sha256():
 
 
 @pytest.mark.parametrize("purpose", [uuid.uuid4(), None])
-def test_unsubscribe_tokens_round_trip(purpose):
-    target = UnsubscribeTarget(uuid.uuid4(), purpose)
+@pytest.mark.parametrize("message", [uuid.uuid4(), None])
+def test_unsubscribe_tokens_round_trip(purpose, message):
+    target = UnsubscribeTarget(uuid.uuid4(), purpose, message)
     token = sign_unsubscribe(KEY, target)
     assert verify_unsubscribe(KEY, token) == target
+    assert token.startswith("2" if message else "1"), "version 1 tokens of mails already sent keep working"
     assert token.isascii()
     assert "=" not in token
+    assert len(token) <= 108
+
+
+def test_a_token_cannot_change_its_version_to_reread_its_body():
+    """Version 1 with a purpose and version 2 without one both hold two ids: the MAC covers the version."""
+    one = sign_unsubscribe(KEY, UnsubscribeTarget(uuid.uuid4(), uuid.uuid4()))
+    two = sign_unsubscribe(KEY, UnsubscribeTarget(uuid.uuid4(), None, uuid.uuid4()))
+    assert verify_unsubscribe(KEY, "2" + one[1:]) is None
+    assert verify_unsubscribe(KEY, "1" + two[1:]) is None
 
 
 def test_unsubscribe_tokens_cannot_be_forged_or_redirected():
