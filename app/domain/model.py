@@ -51,6 +51,7 @@ class Trigger(enum.StrEnum):
     VALIDITY_ENDED = "validity_ended"
     IMPORT = "import"
     ERASURE = "erasure"
+    MERGED = "merged"
 
 
 class LegalBasis(enum.StrEnum):

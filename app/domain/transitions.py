@@ -119,7 +119,9 @@ class TransitionNotAllowed(Exception):
     """The trigger is not allowed in the current state of this channel."""
 
     def __init__(self, channel: Channel, state: State, trigger: Trigger) -> None:
-        if trigger is Trigger.IMPORT:
+        if trigger is Trigger.MERGED:
+            message = f"A merge may keep the {channel} consent '{state}' or tighten it, never loosen it."
+        elif trigger is Trigger.IMPORT:
             importable = ", ".join(sorted(s.value for s in IMPORTABLE[channel]))
             message = f"An import cannot set the {channel} consent to '{state}'; it can set {importable}."
         else:
@@ -152,6 +154,27 @@ def basis_of(channel: Channel, state: State) -> LegalBasis | None:
     if channel is Channel.PRINT and state is State.NONE:
         return LegalBasis.LEGITIMATE_INTEREST
     return None
+
+
+#: The most restrictive state first: what a merge of two contacts keeps where both speak for the same consent.
+RESTRICTIVENESS = (S.OBJECTED, S.OPTED_OUT, S.DECLINED, S.EXPIRED, S.PENDING, S.OPTED_IN, S.NONE)
+
+
+def most_restrictive(states: Iterable[State]) -> State:
+    """The most restrictive of ``states`` (objection > opt-out > declined > expired > pending > opted in > none)."""
+    return min(states, key=RESTRICTIVENESS.index)
+
+
+def decide_merge(channel: Channel, current: State, target: State) -> Rule:
+    """A merge records the state it keeps: the same (the merge noted on the address) or a more restrictive one.
+
+    ``merged`` is not in the tables, as ``import`` is not: it names its target, and may never loosen a consent.
+    """
+    withdrawn = S.OBJECTED if channel is Channel.PRINT else S.OPTED_OUT
+    tightens = target is withdrawn and RESTRICTIVENESS.index(target) < RESTRICTIVENESS.index(current)
+    if target is not current and not tightens:
+        raise TransitionNotAllowed(channel, current, Trigger.MERGED)
+    return Rule(Trigger.MERGED, frozenset({current}), target, basis_of(channel, target))
 
 
 def decide_import(channel: Channel, target: State) -> Rule:

@@ -30,13 +30,16 @@ from app.domain.model import (
 )
 from app.ledger import repository
 from app.ledger.models import Consent, ConsentEvent, Contact, ContactPoint, Suppression
-from app.ledger.service import Actor, Applied, Change, add_point, apply_changes, require_contact
+from app.ledger.service import Actor, Applied, Change, add_point, apply_changes, refuse_merged, require_contact
 from app.lib.errors import Conflict, InvalidInput
 from app.lib.keys import Keys
 from app.purposes import repository as purposes
 from app.purposes.service import require_purpose
 
 ALL = "all"
+#: Evidence of a withdrawal made for every channel of the contact at once (``channel: all``): a statement of the
+#: person, not of one address, which a merge extends to the other contact's addresses (:mod:`app.ledger.merge`).
+CONTACT_WIDE = {"reach": "contact"}
 
 #: The trigger that withdraws consent on each channel (print has no consent to withdraw: it objects).
 _WITHDRAW = {
@@ -72,6 +75,8 @@ async def withdraw(
             "The contact has no address on this channel, so there is nothing to withdraw.", code="no_contact_point"
         )
     changes: list[Change] = []
+    if channel == ALL:
+        evidence = {**evidence, **CONTACT_WIDE}
     if purpose_key == ALL:
         marketing = [
             p.id for p in await purposes.list_purposes(session, workspace_id) if p.kind == PurposeKind.MARKETING
@@ -331,6 +336,7 @@ async def close_for_erasure(
     # locked: a concurrent erasure of the same contact waits here, then finds it gone
     if found is None or not await repository.lock_contact(session, workspace_id, found.id):
         return None
+    refuse_merged(found)  # the person is the survivor now: erase that one
     points = list(await repository.contact_points_of(session, found.id))
     applied = await apply_changes(
         session, workspace_id, [Change(point, None, Trigger.ERASURE, evidence) for point in points], actor

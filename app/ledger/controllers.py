@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.identifiers import mask
 from app.domain.model import ActorType, Channel, Reachability, State, VerifiedVia
-from app.ledger import actions, repository
+from app.ledger import actions, merge, repository
 from app.ledger.audit import verify_chain
 from app.ledger.models import Contact
 from app.ledger.schemas import (
@@ -26,6 +26,8 @@ from app.ledger.schemas import (
     ContactOut,
     ContactPointOut,
     EventOut,
+    MergeIn,
+    MergeOut,
     ObjectionIn,
     ObjectionWithdrawalIn,
     PostalAddressIn,
@@ -171,6 +173,44 @@ class ContactController(Controller):
             found = await require_contact(db, principal.workspace_id, contact)
             await actions.add_postal_address(db, keys, principal.workspace_id, found, address)
             return await _contact_out(db, principal.workspace_id, found)
+
+    @post(
+        "/{contact:str}/merge",
+        operation_id="mergeContacts",
+        status_code=200,
+        responses=errors(401, 403, 404, 409, 422),
+        opt={"scope": Scope.CONSENTS_WRITE},
+    )
+    async def merge(
+        self,
+        contact: FromPath[str],
+        data: JSONBody[MergeIn],
+        principal: NamedDependency[Principal],
+        db: NamedDependency[AsyncSession],
+    ) -> MergeOut:
+        """Merge the `duplicate` into this contact: its addresses, consents, messages and external id move here.
+
+        Where a contact-wide statement of either (a withdrawal on every channel, an objection to all marketing or
+        to postal advertising) covers the other's addresses, the most restrictive state wins; each address gets a
+        `merged` event. The duplicate's id answers 409 `contact_merged` naming this contact from then on; webhook
+        `contact.merged`.
+        """
+        async with db.begin():
+            done = await merge.merge(
+                db,
+                principal.workspace_id,
+                survivor_ref=contact,
+                duplicate_ref=data.duplicate,
+                evidence=data.evidence.as_dict(),
+                actor=_actor(principal),
+            )
+            changed = await _changes(db, principal.workspace_id, done.survivor.id, done.applied)
+        return MergeOut(
+            contact_id=done.survivor.id,
+            merged_contact_id=done.duplicate_id,
+            moved=done.moved,
+            changes=changed.changes,
+        )
 
     @get("/{contact:str}/events", operation_id="listContactEvents", responses=errors(401, 403, 404))
     async def events(

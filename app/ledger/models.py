@@ -50,9 +50,16 @@ class Contact(UUIDPrimaryKey, CreatedAt, Base):
     external_id: Mapped[str | None] = mapped_column(Text)
     locale: Mapped[str | None] = mapped_column(Text)
     timezone: Mapped[str | None] = mapped_column(Text)
+    #: Merged into that contact (migration 0029): this row is left only so that its id and external id answer
+    #: 409 ``contact_merged`` naming the survivor; it goes with the survivor (an erasure deletes both).
+    merged_into: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    merged_at: Mapped[datetime | None]
 
     __table_args__ = (
         UniqueConstraint("workspace_id", "external_id"),
+        CheckConstraint("(merged_into IS NULL) = (merged_at IS NULL)", name="merged_both"),
+        CheckConstraint("merged_into <> id", name="merged_elsewhere"),
+        Index("ix_contacts_merged_into", "merged_into", postgresql_where=text("merged_into IS NOT NULL")),
         CheckConstraint("length(external_id) BETWEEN 1 AND 200", name="external_id_length"),
     )
 

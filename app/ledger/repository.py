@@ -56,6 +56,10 @@ async def add_contact(
             select(Contact).where(Contact.workspace_id == workspace_id, Contact.external_id == external_id)
         )
         assert existing is not None
+        if existing.merged_into is not None:  # the external id of a merged duplicate names its survivor
+            survivor = await session.get(Contact, existing.merged_into)
+            assert survivor is not None
+            return survivor
         return existing
     contact = Contact(workspace_id=workspace_id, locale=locale, timezone=timezone)
     session.add(contact)
@@ -242,6 +246,15 @@ async def update_consents(session: AsyncSession, rows: Sequence[Mapping[str, Any
         await session.execute(update(Consent), list(rows))
 
 
+def _merged_with(contact_id: uuid.UUID) -> Any:
+    """The contact and the contacts merged into it: their events are the contact's history."""
+    return select(Contact.id).where(or_(Contact.id == contact_id, Contact.merged_into == contact_id))
+
+
+#: The same in SQL, for ``:contact_id``.
+_MERGED_WITH = "(SELECT id FROM contacts WHERE id = :contact_id OR merged_into = :contact_id)"
+
+
 async def events_of_contact(
     session: AsyncSession, contact_id: uuid.UUID, after_seq: int, limit: int | None
 ) -> Sequence[ConsentEvent]:
@@ -249,7 +262,7 @@ async def events_of_contact(
     return (
         await session.scalars(
             select(ConsentEvent)
-            .where(ConsentEvent.contact_id == contact_id, ConsentEvent.seq > after_seq)
+            .where(ConsentEvent.contact_id.in_(_merged_with(contact_id)), ConsentEvent.seq > after_seq)
             .order_by(ConsentEvent.seq)
             .limit(limit)
         )
@@ -353,6 +366,7 @@ async def lock_contact(session: AsyncSession, workspace_id: uuid.UUID, contact_i
 _ERASE = (
     ("consents", "DELETE FROM consents WHERE workspace_id = :workspace_id AND contact_id = :contact_id"),
     ("contact_points", "DELETE FROM contact_points WHERE workspace_id = :workspace_id AND contact_id = :contact_id"),
+    # the contacts merged into it go with it (``merged_into`` cascades)
     ("contacts", "DELETE FROM contacts WHERE workspace_id = :workspace_id AND id = :contact_id"),
 )
 
@@ -368,8 +382,8 @@ async def erase_contact(
     params = {"workspace_id": workspace_id, "contact_id": contact_id, "keep": list(keep_evidence_of)}
     erased = await session.execute(
         text(
-            "UPDATE consent_events SET personal = NULL WHERE workspace_id = :workspace_id AND contact_id = :contact_id"
-            " AND personal IS NOT NULL AND NOT (id = ANY(:keep))"
+            "UPDATE consent_events SET personal = NULL WHERE workspace_id = :workspace_id"  # noqa: S608  # a constant
+            f" AND contact_id IN {_MERGED_WITH} AND personal IS NOT NULL AND NOT (id = ANY(:keep))"
         ),
         params,
     )
@@ -384,7 +398,10 @@ async def count_events_of(session: AsyncSession, workspace_id: uuid.UUID, contac
     """How many ledger events name the contact."""
     return int(
         await session.scalar(
-            text("SELECT count(*) FROM consent_events WHERE workspace_id = :workspace_id AND contact_id = :contact_id"),
+            text(
+                "SELECT count(*) FROM consent_events"  # noqa: S608  # a constant
+                f" WHERE workspace_id = :workspace_id AND contact_id IN {_MERGED_WITH}"
+            ),
             {"workspace_id": workspace_id, "contact_id": contact_id},
         )
         or 0
@@ -591,3 +608,99 @@ async def contacts_by_id(
         select(Contact).where(Contact.id.in_(contact_ids), Contact.workspace_id.in_(workspace_ids))
     )
     return {contact.id: contact for contact in rows}
+
+
+# --- identity merge (:mod:`app.ledger.merge`) ------------------------------------------------------------------
+
+
+async def move_contact_references(session: AsyncSession, survivor: uuid.UUID, duplicate: uuid.UUID) -> dict[str, int]:
+    """Point every row that references the duplicate contact at the survivor, in whatever table holds one.
+
+    The tables are read from the catalog (every single-column foreign key to ``contacts``), so a table added later
+    moves too. Answers the rows moved per table.
+    """
+    columns = (
+        await session.execute(
+            text(
+                """
+                SELECT c.conrelid::regclass::text AS tbl, a.attname AS col
+                  FROM pg_constraint c
+                  JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
+                 WHERE c.contype = 'f' AND c.confrelid = 'contacts'::regclass AND cardinality(c.conkey) = 1
+                   AND c.conrelid <> 'contacts'::regclass
+                 ORDER BY 1, 2
+                """
+            )
+        )
+    ).all()
+    moved: dict[str, int] = {}
+    for row in columns:
+        table, column = _identifier(row.tbl), _identifier(row.col)
+        result = await session.execute(
+            text(f"UPDATE {table} SET {column} = :survivor WHERE {column} = :duplicate"),  # noqa: S608  # catalog names
+            {"survivor": survivor, "duplicate": duplicate},
+        )
+        if result.rowcount:  # type: ignore[attr-defined]
+            moved[row.tbl.strip('"')] = result.rowcount  # type: ignore[attr-defined]
+    return moved
+
+
+def _identifier(name: str) -> str:
+    """A catalog name as a quoted SQL identifier (``regclass::text`` quotes only where it must)."""
+    bare = name[1:-1] if name.startswith('"') and name.endswith('"') else name
+    if not bare or not all(ch.isalnum() or ch == "_" for ch in bare):
+        raise ValueError(name)
+    return f'"{bare}"'
+
+
+async def repoint_stubs(
+    session: AsyncSession, workspace_id: uuid.UUID, survivor: uuid.UUID, duplicate: uuid.UUID
+) -> None:
+    """Contacts merged into the duplicate earlier now name the survivor (a stub never points at a stub)."""
+    await session.execute(
+        update(Contact)
+        .where(Contact.workspace_id == workspace_id, Contact.merged_into == duplicate)
+        .values(merged_into=survivor)
+    )
+
+
+async def reload(session: AsyncSession, rows: Sequence[Any]) -> None:
+    """Read the rows again from the database (another statement changed them)."""
+    for row in rows:
+        await session.refresh(row)
+
+
+async def write(session: AsyncSession) -> None:
+    """Write the session's pending changes now (an order that a unique constraint needs)."""
+    await session.flush()
+
+
+async def queue_contact_merged(
+    session: AsyncSession, workspace_id: uuid.UUID, survivor: Contact, duplicate_id: uuid.UUID, now: datetime
+) -> None:
+    """Queue ``contact.merged`` for the workspace's webhook subscriptions that ask for it (same transaction)."""
+    event_id = uuid.uuid4()
+    await session.execute(
+        text(
+            """
+            INSERT INTO webhook_deliveries (id, workspace_id, subscription_id, event_id, event_type, payload)
+            SELECT gen_random_uuid(), :ws, s.id, :event_id, 'contact.merged',
+                   jsonb_build_object('id', CAST(:event_text AS text), 'type', 'contact.merged',
+                       'created_at', CAST(:now AS text),
+                       'data', jsonb_build_object('contact_id', CAST(:survivor AS text),
+                                                  'external_id', CAST(:external_id AS text),
+                                                  'merged_contact_id', CAST(:duplicate AS text)))
+              FROM webhook_subscriptions s
+             WHERE s.workspace_id = :ws AND 'contact.merged' = ANY(s.events)
+            """
+        ),
+        {
+            "ws": workspace_id,
+            "event_id": event_id,
+            "event_text": str(event_id),
+            "now": now.isoformat(),
+            "survivor": str(survivor.id),
+            "external_id": survivor.external_id,
+            "duplicate": str(duplicate_id),
+        },
+    )

@@ -135,6 +135,22 @@ class ChangesOut(msgspec.Struct, kw_only=True):
     changes: list[ConsentChange]
 
 
+class MergeIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The duplicate to merge into this contact, and how the caller knows they are the same person."""
+
+    duplicate: ContactRef
+    evidence: Evidence = msgspec.field(default_factory=Evidence)
+
+
+class MergeOut(msgspec.Struct, kw_only=True):
+    """The surviving contact, what moved onto it (rows per table), and the `merged` events on each address."""
+
+    contact_id: uuid.UUID
+    merged_contact_id: uuid.UUID
+    moved: dict[str, int]
+    changes: list[ConsentChange]
+
+
 class ConsentOut(msgspec.Struct, kw_only=True):
     """The current state of one consent."""
 

@@ -19,10 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.chain import ChainFields, event_hash, new_personal, personal_digest
 from app.domain.model import VERIFYING_TRIGGERS, WITHDRAWN_STATES, ActorType, Channel, State, Trigger, VerifiedVia
-from app.domain.transitions import Rule, TransitionNotAllowed, decide, decide_import
+from app.domain.transitions import Rule, TransitionNotAllowed, decide, decide_import, decide_merge
 from app.ledger import repository
 from app.ledger.models import Consent, Contact, ContactPoint
-from app.lib.errors import InvalidInput, NotFound
+from app.lib.errors import Conflict, InvalidInput, NotFound
 from app.lib.ids import uuid7
 from app.lib.keys import Keys
 from app.lib.orm import utcnow
@@ -39,7 +39,7 @@ class Actor:
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """One requested consent event. ``target`` is set for imports only."""
+    """One requested consent event. ``target`` is set for imports and merges only."""
 
     contact_point: ContactPoint
     purpose_id: uuid.UUID | None
@@ -156,6 +156,10 @@ def _decide(
 ) -> tuple[Rule | None, str | None]:
     channel = Channel(change.contact_point.channel)
     try:
+        if change.trigger is Trigger.MERGED:
+            if change.target is None:
+                raise InvalidInput("A merge names the state it keeps.", code="merge_target_missing")
+            return decide_merge(channel, current, change.target), None
         if change.trigger is not Trigger.IMPORT:
             return decide(channel, current, change.trigger), None
         if change.target is None:
@@ -319,4 +323,15 @@ async def require_contact(session: AsyncSession, workspace_id: uuid.UUID, ref: s
     contact = await repository.find_contact(session, workspace_id, ref)
     if contact is None:
         raise NotFound("No contact with this id or external id.", code="contact_not_found")
+    refuse_merged(contact)
     return contact
+
+
+def refuse_merged(contact: Contact) -> None:
+    """409 ``contact_merged`` naming the survivor, for a contact merged into another."""
+    if contact.merged_into is not None:
+        raise Conflict(
+            f"This contact was merged into {contact.merged_into}; use that id.",
+            code="contact_merged",
+            extra={"merged_into": str(contact.merged_into)},
+        )

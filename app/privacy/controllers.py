@@ -46,7 +46,7 @@ class DataSubjectController(Controller):
         "/{contact:str}",
         operation_id="eraseContact",
         status_code=200,
-        responses=errors(401, 403, 404, 422),
+        responses=errors(401, 403, 404, 409, 422),
         opt={"scope": Scope.ADMIN},
     )
     async def erase(

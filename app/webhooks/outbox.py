@@ -13,8 +13,10 @@ from app.webhooks import repository
 
 CONSENT_CHANGED = "consent.changed"
 MESSAGE_STATUS = "message.status"
+#: Queued by the merge itself (:mod:`app.ledger.merge`), in its transaction.
+CONTACT_MERGED = "contact.merged"
 #: The event types a subscription may ask for.
-EVENT_TYPES = (CONSENT_CHANGED, MESSAGE_STATUS)
+EVENT_TYPES = (CONSENT_CHANGED, MESSAGE_STATUS, CONTACT_MERGED)
 
 
 async def prune_deliveries(session: AsyncSession) -> int:

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-EventType = Literal["consent.changed", "message.status"]
+EventType = Literal["consent.changed", "message.status", "contact.merged"]
 
 
 class SubscriptionIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -16,7 +16,7 @@ from app.domain.transitions import TransitionNotAllowed, decide
 from app.ledger.audit import verify_chain
 from app.ledger.models import Consent, ConsentEvent
 
-TRIGGERS = [t for t in Trigger if t is not Trigger.IMPORT]
+TRIGGERS = [t for t in Trigger if t not in (Trigger.IMPORT, Trigger.MERGED)]  # these two name their target
 
 
 async def replay_matches_projection(session, point_id) -> int:

@@ -32,6 +32,7 @@ VOCABULARY: dict[type[enum.StrEnum], list[str]] = {
         "validity_ended",
         "import",
         "erasure",
+        "merged",
     ],
     model.LegalBasis: ["consent", "legitimate_interest", "uwg_7_3"],
     model.ActorType: ["api_key", "subject", "provider", "system"],

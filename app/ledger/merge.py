@@ -1,0 +1,227 @@
+"""Identity merge: the duplicate's addresses, consents, messages and external id move onto the surviving contact.
+
+The rules (issue 19; CHANNEL_RULES.md E11):
+
+- An address belongs to one contact only, so each address keeps its own consents and history.
+- A **contact-wide** statement of either contact covers the other's addresses too, and there the **most
+  restrictive state wins** (objection > opt-out > declined > expired > pending > opted in), whatever the
+  timestamps: a withdrawal on every channel (``channel: all``), "nothing from you at all" on the preference page,
+  an objection to all marketing, and an objection to postal advertising (for the other's postal addresses). A
+  statement counts while it stands: a later opt-in of that contact to the same purpose ends it.
+- Both histories stay in the ledger. Each address gets a ``merged`` event naming both contacts (on its
+  channel-level consent; any consent the merge tightens gets one of its own), with the statement that covered it.
+- The duplicate's row stays as a stub, ``merged_into`` the survivor: its id (and its external id, unless that
+  moved to the survivor) answers 409 ``contact_merged`` naming the survivor; a signup or import naming that
+  external id lands on the survivor. The survivor's history includes the duplicate's events; an erasure of the
+  survivor erases both.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.domain.model import Channel, ObjectionKind, PurposeKind, State, SuppressionScope, Trigger
+from app.domain.transitions import most_restrictive
+from app.ledger import repository
+from app.ledger.actions import CONTACT_WIDE
+from app.ledger.models import Consent, ConsentEvent, Contact, ContactPoint
+from app.ledger.service import Actor, Applied, Change, apply_changes, refuse_merged, require_contact
+from app.lib.errors import Conflict, InvalidInput
+from app.lib.orm import utcnow
+from app.purposes import repository as purposes
+
+#: Where the person said no after all: the states a statement leaves.
+_NO = (State.OPTED_OUT, State.OBJECTED)
+#: A later move into one of these (by the same contact, for the same purpose) ends a statement.
+_YES = (State.OPTED_IN, State.PENDING)
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """A contact-wide no: which purpose (``None``: every marketing purpose) on which channels, by which event."""
+
+    purpose_id: uuid.UUID | None
+    every_channel: bool
+    """``False``: postal advertising only (an objection to print)."""
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Merged:
+    """What a merge did."""
+
+    survivor: Contact
+    duplicate_id: uuid.UUID
+    moved: dict[str, int]
+    applied: list[Applied]
+
+
+def _kind(event: ConsentEvent) -> tuple[bool, bool] | None:
+    """Whether the event is a contact-wide no, and if so whether it covers every channel (else print only)."""
+    evidence = ((event.personal or {}).get("evidence")) or {}
+    if event.to_state not in _NO:
+        return None
+    if evidence.get("scope") == SuppressionScope.ALL_MARKETING or evidence.get("method") == "withdraw_all":
+        return True, True
+    if evidence.get("reach") == CONTACT_WIDE["reach"]:  # a withdrawal for every channel at once
+        return True, True
+    if (
+        event.channel == Channel.PRINT
+        and event.trigger == Trigger.OBJECTION
+        and evidence.get("kind") in (ObjectionKind.PERSONAL, ObjectionKind.ART21)
+    ):
+        return True, False
+    return None
+
+
+def statements(events: Sequence[ConsentEvent]) -> list[Statement]:
+    """The contact-wide statements of a contact's history that still stand (a later opt-in ends one)."""
+    found: dict[tuple[uuid.UUID | None, bool], Statement] = {}
+    for event in events:  # oldest first
+        kind = _kind(event)
+        if kind is not None:
+            key = (event.purpose_id, kind[1])
+            found[key] = Statement(event.purpose_id, kind[1], event.seq)
+            continue
+        if event.to_state in _YES or (event.channel == Channel.PRINT and event.trigger == Trigger.OBJECTION_WITHDRAWN):
+            for key in list(found):  # the person said yes again: a no for that purpose (or for all) ends
+                purpose_id, every_channel = key
+                on_print = event.channel == Channel.PRINT
+                if (purpose_id in (None, event.purpose_id)) and (every_channel or on_print):
+                    del found[key]
+    return sorted(found.values(), key=lambda s: s.seq)
+
+
+def targets(
+    points: Iterable[ContactPoint],
+    consents: Iterable[Consent],
+    covering: Iterable[Statement],
+    marketing: frozenset[uuid.UUID],
+) -> dict[tuple[uuid.UUID, uuid.UUID | None], tuple[State, int]]:
+    """The state each consent of ``points`` must at least reach under ``covering`` statements, and by which."""
+    held = {(c.contact_point_id, c.purpose_id) for c in consents}
+    wanted: dict[tuple[uuid.UUID, uuid.UUID | None], tuple[State, int]] = {}
+    for point in points:
+        on_print = point.channel == Channel.PRINT
+        for statement in covering:
+            if on_print:
+                wanted[point.id, None] = (State.OBJECTED, statement.seq)
+                continue
+            if not statement.every_channel:
+                continue
+            if statement.purpose_id is not None:
+                wanted[point.id, statement.purpose_id] = (State.OPTED_OUT, statement.seq)
+                continue
+            wanted[point.id, None] = (State.OPTED_OUT, statement.seq)
+            for purpose_id in marketing:
+                if (point.id, purpose_id) in held:
+                    wanted[point.id, purpose_id] = (State.OPTED_OUT, statement.seq)
+    return wanted
+
+
+async def merge(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    *,
+    survivor_ref: str,
+    duplicate_ref: str,
+    evidence: Mapping[str, Any],
+    actor: Actor,
+) -> Merged:
+    """Merge the duplicate into the survivor, in the caller's transaction (see the module's rules)."""
+    survivor, duplicate = await _lock_pair(session, workspace_id, survivor_ref, duplicate_ref)
+    marketing = frozenset(
+        p.id for p in await purposes.list_purposes(session, workspace_id) if p.kind == PurposeKind.MARKETING
+    )
+    sides = {}
+    for contact in (survivor, duplicate):
+        sides[contact.id] = (
+            list(await repository.contact_points_of(session, contact.id)),
+            list(await repository.consents_of(session, contact.id)),
+            statements(await repository.events_of_contact(session, contact.id, 0, None)),
+        )
+    wanted: dict[tuple[uuid.UUID, uuid.UUID | None], tuple[State, int]] = {}
+    for own, other in ((survivor.id, duplicate.id), (duplicate.id, survivor.id)):
+        points, consents, _ = sides[own]
+        for key, (state, seq) in targets(points, consents, sides[other][2], marketing).items():
+            if key not in wanted or most_restrictive((state, wanted[key][0])) is state:
+                wanted[key] = (state, seq)
+
+    moved = await repository.move_contact_references(session, survivor.id, duplicate.id)
+    now = utcnow()
+    await _rehome(session, workspace_id, survivor, duplicate, now)
+    points = [p for contact_id in (survivor.id, duplicate.id) for p in sides[contact_id][0]]
+    await repository.reload(session, points)  # their contact is the survivor now
+    states = {(c.contact_point_id, c.purpose_id): State(c.state) for side in sides.values() for c in side[1]}
+    record = {**evidence, "merge": {"survivor": str(survivor.id), "duplicate": str(duplicate.id)}}
+    applied = await apply_changes(session, workspace_id, _merged_events(points, states, wanted, record), actor)
+    await repository.queue_contact_merged(session, workspace_id, survivor, duplicate.id, now)
+    return Merged(survivor=survivor, duplicate_id=duplicate.id, moved=moved, applied=applied)
+
+
+async def _lock_pair(
+    session: AsyncSession, workspace_id: uuid.UUID, survivor_ref: str, duplicate_ref: str
+) -> tuple[Contact, Contact]:
+    """Both contacts, checked and locked (in one order: two merges of the same pair cannot deadlock)."""
+    survivor = await require_contact(session, workspace_id, survivor_ref)
+    duplicate = await repository.find_contact(session, workspace_id, duplicate_ref)
+    if duplicate is None:
+        raise InvalidInput("No contact with this id or external id to merge.", code="duplicate_not_found")
+    if duplicate.merged_into == survivor.id:
+        raise Conflict("This contact is already merged into the survivor.", code="already_merged")
+    refuse_merged(duplicate)
+    if duplicate.id == survivor.id:
+        raise InvalidInput("A contact cannot be merged into itself.", code="merge_into_itself")
+    for contact_id in sorted((survivor.id, duplicate.id)):
+        if not await repository.lock_contact(session, workspace_id, contact_id):
+            raise Conflict("The contact changed meanwhile (erased or merged); try again.", code="contact_changed")
+    await repository.reload(session, (survivor, duplicate))  # what a concurrent merge changed before the locks
+    refuse_merged(survivor)
+    refuse_merged(duplicate)
+    return survivor, duplicate
+
+
+async def _rehome(
+    session: AsyncSession, workspace_id: uuid.UUID, survivor: Contact, duplicate: Contact, now: datetime
+) -> None:
+    """The duplicate becomes a stub of the survivor, and so do the stubs merged into it.
+
+    Its external id moves when the survivor has none; its locale and time zone fill the survivor's gaps.
+    """
+    await repository.repoint_stubs(session, workspace_id, survivor.id, duplicate.id)
+    external_id = duplicate.external_id if survivor.external_id is None else None
+    duplicate.merged_into, duplicate.merged_at = survivor.id, now
+    if external_id is not None:
+        duplicate.external_id = None
+        await repository.write(session)  # the unique external id is free before the survivor takes it
+        survivor.external_id = external_id
+    survivor.locale = survivor.locale or duplicate.locale
+    survivor.timezone = survivor.timezone or duplicate.timezone
+    await repository.write(session)
+
+
+def _merged_events(
+    points: Sequence[ContactPoint],
+    states: Mapping[tuple[uuid.UUID, uuid.UUID | None], State],
+    wanted: Mapping[tuple[uuid.UUID, uuid.UUID | None], tuple[State, int]],
+    record: Mapping[str, Any],
+) -> list[Change]:
+    """A ``merged`` event on each address's channel-level consent, and one on each consent the merge tightens."""
+    changes: list[Change] = []
+    for point in points:
+        keys = sorted((k for k in wanted if k[0] == point.id and k[1] is not None), key=lambda k: str(k[1]))
+        for key in [(point.id, None), *keys]:
+            current = states.get(key, State.NONE)
+            target, seq = wanted.get(key, (current, 0))
+            target = most_restrictive((current, target))
+            if key[1] is not None and target is current:
+                continue  # a purpose the merge leaves as it is: the channel-level event records the merge
+            proof = {**record, "covered_by_seq": seq} if target is not current else dict(record)
+            changes.append(Change(point, key[1], Trigger.MERGED, proof, target=target))
+    return changes
