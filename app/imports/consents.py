@@ -392,8 +392,14 @@ class _Found:
         contacts: dict[str, Contact] = {}
         if refs:
             rows = await repository.contacts_by_refs(session, workspace_id, refs)
-            contacts |= {row.external_id: row for row in rows if row.external_id in refs}
-            contacts |= {str(row.id): row for row in rows if str(row.id) in refs}  # an id match wins
+            merged = {str(row.merged_into) for row in rows if row.merged_into is not None}
+            survivors = {c.id: c for c in await repository.contacts_by_refs(session, workspace_id, merged)}
+
+            def live(row: Contact) -> Contact:  # a merged duplicate's line goes to its survivor
+                return survivors[row.merged_into] if row.merged_into is not None else row
+
+            contacts |= {row.external_id: live(row) for row in rows if row.external_id in refs}
+            contacts |= {str(row.id): live(row) for row in rows if str(row.id) in refs}  # an id match wins
         values = {item.value for item in batch}
         points: dict[tuple[str, str], ContactPoint] = {}
         if values:

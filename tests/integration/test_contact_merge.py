@@ -337,3 +337,20 @@ async def test_random_pairs_merge_to_the_most_restrictive_and_stay_a_replay_of_t
             .where(Contact.workspace_id == workspace.id, Contact.merged_into.is_not(None))
         )
         assert stubs == 1
+
+
+async def test_an_import_line_naming_the_duplicate_lands_on_the_survivor(client, tenant, ledger):
+    key = await tenant.key(Scope.CONSENTS_WRITE)
+    await ledger.purpose("newsletter")
+    await ledger.point("email", "a@example.com", external_id="a")
+    await ledger.point("email", "b@example.com", external_id="b")
+    assert (await merge(client, key, "b", "a")).status_code == 200
+    body = (
+        "contact;channel;address;purpose;state;captured_at;source;notice_text\n"
+        "a;sms;+4915123456789;newsletter;opted_in;2026-11-01T10:00:00Z;shop;Ja, SMS-News.\n"
+    )
+    response = await client.post("/v1/imports/consents", content=body, headers={**key, "Content-Type": "text/csv"})
+    assert response.status_code == 200, response.text
+    assert response.json()["recorded"] == 1, response.text
+    survivor = (await client.get("/v1/contacts/b", headers=key)).json()
+    assert "+4915123456789" in {p["address"] for p in survivor["contact_points"]}
