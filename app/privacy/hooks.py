@@ -12,25 +12,30 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.emails.privacy import HOOK as EMAILS
 from app.ledger.privacy import HOOK as LEDGER
+from app.lib.orm import utcnow
 from app.lib.privacy import HOOK as SHARED
 from app.lib.privacy import PrivacyHook, Subject
 from app.messages.privacy import HOOK as MESSAGES
 from app.preferences.privacy import HOOK as PREFERENCES
+from app.privacy import repository
 from app.twilio.privacy import HOOK as TWILIO
 from app.webhooks.privacy import HOOK as WEBHOOKS
 
 
-async def _keep(_session: AsyncSession, _subject: Subject) -> Mapping[str, int]:
+async def _close_requests(session: AsyncSession, subject: Subject) -> Mapping[str, int]:
+    await repository.close_requests_of(session, subject.workspace_id, subject.contact_id, utcnow())
     return {}
 
 
-#: The privacy package's own table is kept: it is the evidence that the erasure was made.
+#: The privacy package's own tables are kept: they are the evidence that the erasure was asked for and made.
 PRIVACY = PrivacyHook(
     package="privacy",
     tables={
-        "erasures": "kept: the record of the erasure, naming the contact only by its now meaningless id (Art. 5(2))"
+        "erasures": "kept: the record of the erasure, naming the contact only by its now meaningless id (Art. 5(2))",
+        "erasure_requests": "kept without their evidence (IP, user agent): when and where the erasure was asked "
+        "for, naming the contact only by its id; a pending one is done with the erasure",
     },
-    erase=_keep,
+    erase=_close_requests,
 )
 
 #: The ledger's rows go last: the other packages' rows reference its contacts and addresses.
