@@ -7,6 +7,7 @@ Adding a table means adding it to its package's hook, or to :data:`NO_PERSONAL_D
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,6 +19,7 @@ from app.lib.privacy import PrivacyHook, Subject
 from app.messages.privacy import HOOK as MESSAGES
 from app.preferences.privacy import HOOK as PREFERENCES
 from app.privacy import repository
+from app.privacy.schemas import ErasureRequestStatus, ExportedErasureRequest
 from app.twilio.privacy import HOOK as TWILIO
 from app.webhooks.privacy import HOOK as WEBHOOKS
 
@@ -25,6 +27,24 @@ from app.webhooks.privacy import HOOK as WEBHOOKS
 async def _close_requests(session: AsyncSession, subject: Subject) -> Mapping[str, int]:
     await repository.close_requests_of(session, subject.workspace_id, subject.contact_id, utcnow())
     return {}
+
+
+async def _export_requests(session: AsyncSession, subject: Subject) -> Mapping[str, Any]:
+    found = await repository.requests_of(session, subject.workspace_id, subject.contact_id)
+    return {
+        "erasure_requests": [
+            ExportedErasureRequest(
+                id=r.id,
+                status=ErasureRequestStatus(r.status),
+                source=r.source,
+                requested_at=r.requested_at,
+                due_at=r.due_at,
+                decided_at=r.decided_at,
+                evidence=r.evidence,
+            )
+            for r in found
+        ]
+    }
 
 
 #: The privacy package's own tables are kept: they are the evidence that the erasure was asked for and made.
@@ -36,6 +56,7 @@ PRIVACY = PrivacyHook(
         "for, naming the contact only by its id; a pending one is done with the erasure",
     },
     erase=_close_requests,
+    export=_export_requests,
 )
 
 #: The ledger's rows go last: the other packages' rows reference its contacts and addresses.

@@ -91,3 +91,16 @@ async def close_requests_of(
         update(ErasureRequest).where(*scope, ErasureRequest.evidence.is_not(None)).values(evidence=None)
     )
     return int(result.rowcount)  # type: ignore[attr-defined]  # CursorResult of an UPDATE
+
+
+async def requests_of(
+    session: AsyncSession, workspace_id: uuid.UUID, contact_id: uuid.UUID
+) -> Sequence[ErasureRequest]:
+    """The contact's erasure requests, oldest first."""
+    return (
+        await session.scalars(
+            select(ErasureRequest)
+            .where(ErasureRequest.workspace_id == workspace_id, ErasureRequest.contact_id == contact_id)
+            .order_by(ErasureRequest.requested_at, ErasureRequest.id)
+        )
+    ).all()

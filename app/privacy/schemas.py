@@ -160,6 +160,27 @@ class ExportedContact(msgspec.Struct, kw_only=True):
     created_at: datetime
 
 
+class ErasureRequestStatus(enum.StrEnum):
+    """Where an erasure request stands."""
+
+    PENDING = "pending"
+    DONE = "done"
+    REJECTED = "rejected"
+
+
+class ExportedErasureRequest(msgspec.Struct, kw_only=True):
+    """An erasure the person asked for on the preference centre that is still pending or was rejected."""
+
+    id: uuid.UUID
+    status: ErasureRequestStatus
+    source: str
+    requested_at: datetime
+    due_at: datetime
+    decided_at: datetime | None
+    evidence: dict[str, Any] | None
+    """The request's IP address and user agent, kept while it is pending."""
+
+
 class SubjectAccessOut(msgspec.Struct, kw_only=True):
     """Everything held about one contact (GDPR Art. 15), with consent receipts."""
 
@@ -171,14 +192,8 @@ class SubjectAccessOut(msgspec.Struct, kw_only=True):
     events: list[EventOut]
     messages: list[ExportedMessage]
     consent_receipts: list[ConsentReceipt]
-
-
-class ErasureRequestStatus(enum.StrEnum):
-    """Where an erasure request stands."""
-
-    PENDING = "pending"
-    DONE = "done"
-    REJECTED = "rejected"
+    erasure_requests: list[ExportedErasureRequest] = msgspec.field(default_factory=list)
+    """Erasures asked for on the preference centre (pending, or rejected)."""
 
 
 class ErasureRequestOut(msgspec.Struct, kw_only=True):

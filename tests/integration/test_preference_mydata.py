@@ -293,3 +293,17 @@ async def test_an_erasure_by_the_api_closes_a_pending_request(client, tenant, ad
 )
 def test_one_month_is_a_calendar_month(made, due):
     assert one_month_after(made) == due
+
+
+async def test_her_download_shows_her_pending_request(client, tenant, admin, jane):
+    await review(client, admin, on=True)
+    path, token = await page_of(client, tenant, jane["contact_id"])
+    await client.post(f"{path}/erase", data={"form_token": token, "confirm": "yes"}, headers=SAME_SITE)
+    data = (await client.post(f"{path}/export", data={"form_token": token}, headers=SAME_SITE)).json()
+    [request] = data["erasure_requests"]
+    assert (request["status"], request["source"]) == ("pending", "preference_centre")
+    assert request["evidence"]["user_agent"] == "Jane's browser"
+    john = await link_of(client, tenant, jane["john"].contact_id)
+    johns = form_token((await client.get(john)).text)
+    other = (await client.post(f"{john}/export", data={"form_token": johns}, headers=SAME_SITE)).json()
+    assert other["erasure_requests"] == []
