@@ -46,6 +46,8 @@ from app.messages.dispatcher import Dispatcher
 from app.ops.controllers import health, metrics, ready
 from app.preferences.controllers import PreferenceLinkController, PreferencePages
 from app.privacy.controllers import DataSubjectController
+from app.privacy.erasure_requests import ErasureRequestController
+from app.privacy.mydata import MyDataPages
 from app.purposes.controllers import NoticeController, PurposeController
 from app.push.controllers import PushController
 from app.reports.controllers import ReportController
@@ -216,6 +218,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
             NoticeController,
             ContactController,
             DataSubjectController,
+            ErasureRequestController,
             PreferenceLinkController,
             WithdrawalController,
             ObjectionController,
@@ -245,6 +248,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
             ConfirmationPages,
             UnsubscribePages,
             PreferencePages,
+            MyDataPages,
             create_static_files_router(
                 path="/static", directories=[STATIC_DIR], include_in_schema=False, opt={"public": True}
             ),

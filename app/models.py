@@ -6,7 +6,7 @@ from app.lib.models import IdempotencyKey, ProviderCallback, RateLimitHit
 from app.lib.orm import Base
 from app.messages.models import Delivery, Message, MessageEvent
 from app.preferences.models import PreferenceLink
-from app.privacy.models import Erasure
+from app.privacy.models import Erasure, ErasureRequest
 from app.purposes.models import Notice, Purpose
 from app.reports.models import (
     ReportConsentCount,
@@ -32,6 +32,7 @@ __all__ = [
     "ContactPoint",
     "Delivery",
     "Erasure",
+    "ErasureRequest",
     "IdempotencyKey",
     "InboundMessage",
     "LedgerHead",

@@ -42,9 +42,12 @@ WORDS: dict[str, dict[str, str]] = {
         "done_everything": "Done: {brand} will send you no more marketing on any channel.",
         "done_print": "Done: your objection to advertising by post is recorded.",
         "done_nothing": "Nothing changed: this was already switched off.",
-        "not_yet": "Opting in again, pausing and your data (download, deletion) are not on this page yet.",
+        "not_yet": "Opting in again and pausing are not on this page yet.",
         "unknown_title": "Link not found",
-        "unknown_text": "This link is not valid. Please copy the whole link from the message.",
+        "unknown_text": (
+            "This link opens nothing: it is incomplete, or the data it led to has been deleted. If you copied it, "
+            "please copy the whole link from the message."
+        ),
         "expired_title": "This link has expired",
         "expired_text": (
             "Preference links work for 30 days. Please use the link in a newer message, or the unsubscribe link "
@@ -56,6 +59,45 @@ WORDS: dict[str, dict[str, str]] = {
         ),
         "invalid_title": "This could not be changed",
         "invalid_text": "The form named something that is not yours. Nothing changed.",
+        "mydata_title": "Your data",
+        "mydata_text": (
+            "Download everything {brand} holds about you as a file (JSON), or have all of it deleted. Deleting asks "
+            "you once more before anything happens."
+        ),
+        "mydata_export_button": "Download my data",
+        "mydata_erase_button": "Delete my data …",
+        "mydata_confirm_title": "Delete all your data?",
+        "mydata_goes_title": "What is deleted",
+        "mydata_goes_text": (
+            "Everything {brand} holds about you: your addresses on every channel, your permissions, the details "
+            "recorded with them (IP addresses, browser), the messages sent to you, and this link."
+        ),
+        "mydata_kept_title": "What is kept, and why",
+        "mydata_kept_hashes": (
+            "Coded fingerprints (hashes) of your addresses, not readable as addresses: so that {brand} never sends "
+            "you advertising again, even if a shop or a list brings an address back."
+        ),
+        "mydata_kept_history": (
+            "The history of your permissions without anything that identifies you, as {brand}'s proof of what was "
+            "allowed when."
+        ),
+        "mydata_kept_record": "A note that the deletion was asked for and made, without any data about you.",
+        "mydata_when_title": "When",
+        "mydata_when_now": "At once. This cannot be undone.",
+        "mydata_when_review": (
+            "{brand} checks deletion requests before carrying them out: yours by {due} at the latest. Until then "
+            "this page keeps working. This cannot be undone."
+        ),
+        "mydata_copy_first": "If you want a copy, download your data first.",
+        "mydata_confirm_button": "Yes, delete all my data",
+        "mydata_back": "No, back to my preferences",
+        "mydata_erased_title": "Your data has been deleted",
+        "mydata_erased_text": (
+            "Everything {brand} held about you is deleted, and this link opens nothing any more. {brand} sends you "
+            "no more advertising."
+        ),
+        "mydata_queued_title": "Your deletion request is recorded",
+        "mydata_queued_text": "{brand} will delete your data by {due} at the latest.",
         Shown.RECEIVING: "You receive this.",
         Shown.PENDING: "Waiting for your confirmation.",
         Shown.NOT_RECEIVING: "You do not receive this.",
@@ -104,11 +146,12 @@ WORDS: dict[str, dict[str, str]] = {
         "done_everything": "Erledigt: {brand} sendet Ihnen auf keinem Kanal mehr Werbung.",
         "done_print": "Erledigt: Ihr Widerspruch gegen Werbung per Post ist eingetragen.",
         "done_nothing": "Nichts geändert: Das war bereits abbestellt.",
-        "not_yet": (
-            "Wieder anmelden, pausieren und Ihre Daten (herunterladen, löschen) gibt es auf dieser Seite noch nicht."
-        ),
+        "not_yet": "Wieder anmelden und pausieren gibt es auf dieser Seite noch nicht.",
         "unknown_title": "Link nicht gefunden",
-        "unknown_text": "Dieser Link ist nicht gültig. Bitte kopieren Sie den ganzen Link aus der Nachricht.",
+        "unknown_text": (
+            "Dieser Link öffnet nichts: Er ist unvollständig, oder die Daten, zu denen er führte, wurden gelöscht. "
+            "Wenn Sie ihn kopiert haben, kopieren Sie bitte den ganzen Link aus der Nachricht."
+        ),
         "expired_title": "Dieser Link ist abgelaufen",
         "expired_text": (
             "Einstellungslinks gelten 30 Tage. Bitte verwenden Sie den Link aus einer neueren Nachricht oder den "
@@ -121,6 +164,45 @@ WORDS: dict[str, dict[str, str]] = {
         ),
         "invalid_title": "Das ließ sich nicht ändern",
         "invalid_text": "Das Formular nannte etwas, das nicht Ihres ist. Es hat sich nichts geändert.",
+        "mydata_title": "Ihre Daten",
+        "mydata_text": (
+            "Laden Sie alles, was {brand} über Sie gespeichert hat, als Datei (JSON) herunter, oder lassen Sie alles "
+            "löschen. Vor dem Löschen fragen wir Sie noch einmal."
+        ),
+        "mydata_export_button": "Meine Daten herunterladen",
+        "mydata_erase_button": "Meine Daten löschen …",
+        "mydata_confirm_title": "Alle Ihre Daten löschen?",
+        "mydata_goes_title": "Was gelöscht wird",
+        "mydata_goes_text": (
+            "Alles, was {brand} über Sie gespeichert hat: Ihre Adressen auf jedem Kanal, Ihre Einwilligungen, die "
+            "dazu erfassten Angaben (IP-Adressen, Browser), die Nachrichten an Sie und dieser Link."
+        ),
+        "mydata_kept_title": "Was bleibt, und warum",
+        "mydata_kept_hashes": (
+            "Unumkehrbare Prüfwerte (Hashes) Ihrer Adressen, die sich nicht als Adressen lesen lassen: damit "
+            "{brand} Ihnen nie wieder Werbung sendet, auch wenn ein Shop oder eine Liste eine Adresse zurückbringt."
+        ),
+        "mydata_kept_history": (
+            "Der Verlauf Ihrer Einwilligungen ohne alles, was Sie erkennbar macht, als Nachweis für {brand}, was "
+            "wann erlaubt war."
+        ),
+        "mydata_kept_record": "Ein Vermerk, dass die Löschung verlangt und ausgeführt wurde, ohne Daten über Sie.",
+        "mydata_when_title": "Wann",
+        "mydata_when_now": "Sofort. Das lässt sich nicht rückgängig machen.",
+        "mydata_when_review": (
+            "{brand} prüft Löschanträge, bevor sie ausgeführt werden: Ihren spätestens bis {due}. Bis dahin "
+            "funktioniert diese Seite weiter. Das lässt sich nicht rückgängig machen."
+        ),
+        "mydata_copy_first": "Wenn Sie eine Kopie möchten, laden Sie Ihre Daten zuerst herunter.",
+        "mydata_confirm_button": "Ja, alle meine Daten löschen",
+        "mydata_back": "Nein, zurück zu meinen Einstellungen",
+        "mydata_erased_title": "Ihre Daten sind gelöscht",
+        "mydata_erased_text": (
+            "Alles, was {brand} über Sie gespeichert hatte, ist gelöscht, und dieser Link öffnet nichts mehr. "
+            "{brand} sendet Ihnen keine Werbung mehr."
+        ),
+        "mydata_queued_title": "Ihr Löschantrag ist eingegangen",
+        "mydata_queued_text": "{brand} löscht Ihre Daten spätestens bis {due}.",
         Shown.RECEIVING: "Sie erhalten dies.",
         Shown.PENDING: "Wartet auf Ihre Bestätigung.",
         Shown.NOT_RECEIVING: "Sie erhalten dies nicht.",

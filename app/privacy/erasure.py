@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -70,15 +72,17 @@ async def erase(
     received_via: RequestChannel | None,
     actor: Actor,
     outbox: Path | None = None,
+    proof: Mapping[str, Any] | None = None,
 ) -> ErasureOut:
     """Erase the contact named by id or external id; an already erased contact id answers its report again.
 
     ``outbox``: the folder of the outbox and print batch files (``<CONSENT_DATA_DIR>/outbox``), cleaned too.
+    ``proof``: more evidence of how the request was made (the preference centre's IP, user agent and link id),
+    kept with the ``erasure`` events.
     """
     evidence = {"request_ref": request_ref, "received_via": received_via.value if received_via else None}
-    closed = await close_for_erasure(
-        session, keys, workspace_id, contact_ref, evidence={k: v for k, v in evidence.items() if v}, actor=actor
-    )
+    given = {**(proof or {}), **{k: v for k, v in evidence.items() if v}}
+    closed = await close_for_erasure(session, keys, workspace_id, contact_ref, evidence=given, actor=actor)
     if closed is None:
         return await _earlier(session, workspace_id, contact_ref)
     subject = Subject(workspace_id, closed.contact_id, closed.point_ids, keep_event_ids=closed.event_ids)

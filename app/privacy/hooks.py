@@ -7,30 +7,56 @@ Adding a table means adding it to its package's hook, or to :data:`NO_PERSONAL_D
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.emails.privacy import HOOK as EMAILS
 from app.ledger.privacy import HOOK as LEDGER
+from app.lib.orm import utcnow
 from app.lib.privacy import HOOK as SHARED
 from app.lib.privacy import PrivacyHook, Subject
 from app.messages.privacy import HOOK as MESSAGES
 from app.preferences.privacy import HOOK as PREFERENCES
+from app.privacy import repository
+from app.privacy.schemas import ErasureRequestStatus, ExportedErasureRequest
 from app.twilio.privacy import HOOK as TWILIO
 from app.webhooks.privacy import HOOK as WEBHOOKS
 
 
-async def _keep(_session: AsyncSession, _subject: Subject) -> Mapping[str, int]:
+async def _close_requests(session: AsyncSession, subject: Subject) -> Mapping[str, int]:
+    await repository.close_requests_of(session, subject.workspace_id, subject.contact_id, utcnow())
     return {}
 
 
-#: The privacy package's own table is kept: it is the evidence that the erasure was made.
+async def _export_requests(session: AsyncSession, subject: Subject) -> Mapping[str, Any]:
+    found = await repository.requests_of(session, subject.workspace_id, subject.contact_id)
+    return {
+        "erasure_requests": [
+            ExportedErasureRequest(
+                id=r.id,
+                status=ErasureRequestStatus(r.status),
+                source=r.source,
+                requested_at=r.requested_at,
+                due_at=r.due_at,
+                decided_at=r.decided_at,
+                evidence=r.evidence,
+            )
+            for r in found
+        ]
+    }
+
+
+#: The privacy package's own tables are kept: they are the evidence that the erasure was asked for and made.
 PRIVACY = PrivacyHook(
     package="privacy",
     tables={
-        "erasures": "kept: the record of the erasure, naming the contact only by its now meaningless id (Art. 5(2))"
+        "erasures": "kept: the record of the erasure, naming the contact only by its now meaningless id (Art. 5(2))",
+        "erasure_requests": "kept without their evidence (IP, user agent): when and where the erasure was asked "
+        "for, naming the contact only by its id; a pending one is done with the erasure",
     },
-    erase=_keep,
+    erase=_close_requests,
+    export=_export_requests,
 )
 
 #: The ledger's rows go last: the other packages' rows reference its contacts and addresses.

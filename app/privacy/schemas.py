@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import uuid
 from datetime import datetime
 from typing import Any, Literal
@@ -159,6 +160,27 @@ class ExportedContact(msgspec.Struct, kw_only=True):
     created_at: datetime
 
 
+class ErasureRequestStatus(enum.StrEnum):
+    """Where an erasure request stands."""
+
+    PENDING = "pending"
+    DONE = "done"
+    REJECTED = "rejected"
+
+
+class ExportedErasureRequest(msgspec.Struct, kw_only=True):
+    """An erasure the person asked for on the preference centre that is still pending or was rejected."""
+
+    id: uuid.UUID
+    status: ErasureRequestStatus
+    source: str
+    requested_at: datetime
+    due_at: datetime
+    decided_at: datetime | None
+    evidence: dict[str, Any] | None
+    """The request's IP address and user agent, kept while it is pending."""
+
+
 class SubjectAccessOut(msgspec.Struct, kw_only=True):
     """Everything held about one contact (GDPR Art. 15), with consent receipts."""
 
@@ -170,3 +192,28 @@ class SubjectAccessOut(msgspec.Struct, kw_only=True):
     events: list[EventOut]
     messages: list[ExportedMessage]
     consent_receipts: list[ConsentReceipt]
+    erasure_requests: list[ExportedErasureRequest] = msgspec.field(default_factory=list)
+    """Erasures asked for on the preference centre (pending, or rejected)."""
+
+
+class ErasureRequestOut(msgspec.Struct, kw_only=True):
+    """An erasure request made on the preference centre (GDPR Art. 17)."""
+
+    id: uuid.UUID
+    contact_id: uuid.UUID
+    """The contact asking; once erased, an id that leads to no one."""
+    status: ErasureRequestStatus
+    source: str
+    """Where the person asked: ``preference_centre``."""
+    link_id: uuid.UUID | None
+    """The preference link the request was made with."""
+    requested_at: datetime
+    due_at: datetime
+    """One month after the request (Art. 12(3)): by then it must be executed or answered."""
+    overdue: bool
+    """Pending past ``due_at``."""
+    decided_at: datetime | None
+    decided_by: uuid.UUID | None
+    """The ``admin`` key that executed or rejected it (none when executed at once, without review)."""
+    erasure_id: uuid.UUID | None
+    """The erasure's record (its report), once executed."""

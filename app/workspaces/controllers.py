@@ -127,6 +127,7 @@ def _settings_out(settings: WorkspaceSettings) -> WorkspaceSettingsOut:
             url=settings.print_house.url, token_set=settings.print_house.token_sealed is not None
         ),
         send_windows=settings.send_windows,
+        erasure_review=settings.erasure_review,
     )
 
 

@@ -194,6 +194,9 @@ class WorkspaceSettingsIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tr
     app_push: AppPushSettingsIn = msgspec.field(default_factory=AppPushSettingsIn)
     print_house: PrintHouseSettingsIn = msgspec.field(default_factory=PrintHouseSettingsIn)
     send_windows: dict[Channel, SendWindow] = msgspec.field(default_factory=default_windows)
+    erasure_review: bool = False
+    """Whether a "delete me" on the preference centre waits for an ``admin`` key (``/v1/erasure-requests``, due
+    within one month) instead of being executed at once."""
 
 
 class WorkspaceSettingsOut(msgspec.Struct, kw_only=True):
@@ -210,6 +213,7 @@ class WorkspaceSettingsOut(msgspec.Struct, kw_only=True):
     app_push: AppPushSettingsOut
     print_house: PrintHouseSettingsOut
     send_windows: dict[Channel, SendWindow]
+    erasure_review: bool
 
 
 _RESOLVE_SECONDS = 3.0

@@ -151,6 +151,7 @@ async def replace_settings(
         app_push=app_push,
         print_house=print_house,
         send_windows=new.send_windows,
+        erasure_review=new.erasure_review,
     )
     await _claim_senders(session, workspace_id, new)
     await repository.save_settings(session, workspace_id, settings.dump())

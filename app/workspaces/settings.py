@@ -159,6 +159,9 @@ class WorkspaceSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
     app_push: AppPushSettings = msgspec.field(default_factory=AppPushSettings)
     print_house: PrintHouseSettings = msgspec.field(default_factory=PrintHouseSettings)
     send_windows: dict[Channel, SendWindow] = msgspec.field(default_factory=default_windows)
+    erasure_review: bool = False
+    """Whether a "delete me" on the preference centre waits for an ``admin`` key (``/v1/erasure-requests``, due
+    within one month) instead of being executed at once."""
 
     @classmethod
     def load(cls, stored: dict[str, Any]) -> WorkspaceSettings:
