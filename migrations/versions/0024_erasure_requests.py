@@ -5,7 +5,7 @@ contact is named by its id only (no foreign key: the contact goes with the erasu
 record of how it was asked for). At most one request per contact is pending.
 
 Revision ID: 0024
-Revises: 0021
+Revises: 0029
 Create Date: 2026-12-04 23:20:00.000000
 """
 
@@ -16,7 +16,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0024"
-down_revision: str | None = "0021"
+down_revision: str | None = "0029"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
