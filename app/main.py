@@ -45,6 +45,7 @@ from app.messages.controllers import MessageController
 from app.messages.dispatcher import Dispatcher
 from app.ops.controllers import health, metrics, ready
 from app.preferences.controllers import PreferenceLinkController, PreferencePages
+from app.preferences.request import PreferenceRequestPages, PreferenceViaPages
 from app.privacy.controllers import DataSubjectController
 from app.privacy.erasure_requests import ErasureRequestController
 from app.privacy.mydata import MyDataPages
@@ -249,6 +250,8 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
             UnsubscribePages,
             PreferencePages,
             MyDataPages,
+            PreferenceRequestPages,
+            PreferenceViaPages,
             create_static_files_router(
                 path="/static", directories=[STATIC_DIR], include_in_schema=False, opt={"public": True}
             ),

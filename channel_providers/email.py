@@ -72,6 +72,8 @@ class Unsubscribe:
     mailto: str | None = None
     """An optional ``mailto:`` alternative for receivers that do not POST."""
     locale: str = "en"
+    preferences_url: str | None = None
+    """The recipient's preference centre, linked beside the unsubscribe link in the body."""
 
 
 # RFC 5322 allows 998 characters per line: long List-Unsubscribe URLs stay one line, never RFC 2047 encoded-words
@@ -82,6 +84,10 @@ _SMTP_POLICY = _POLICY.clone(linesep="\r\n")
 _FOOTER = {
     "de": ("Sie möchten diese E-Mails nicht mehr erhalten? Hier abmelden: {url}", "Abmelden"),
     "en": ("Don't want these emails any more? Unsubscribe here: {url}", "Unsubscribe"),
+}
+_PREFERENCES = {
+    "de": ("Einstellungen (was Sie von uns erhalten): {url}", "Einstellungen"),
+    "en": ("Preferences (what you receive from us): {url}", "Preferences"),
 }
 
 
@@ -117,9 +123,15 @@ def compose(
         message["List-Unsubscribe"] = ", ".join(targets)
         message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
         sentence, label = _FOOTER.get(unsubscribe.locale, _FOOTER["en"])
-        text = f"{text.rstrip()}\n\n--\n{sentence.format(url=unsubscribe.page_url)}\n"
+        footer = sentence.format(url=unsubscribe.page_url)
+        links = f'<a href="{_attr(unsubscribe.page_url)}">{label}</a>'
+        if unsubscribe.preferences_url:
+            words, label = _PREFERENCES.get(unsubscribe.locale, _PREFERENCES["en"])
+            footer += "\n" + words.format(url=unsubscribe.preferences_url)
+            links += f' &middot; <a href="{_attr(unsubscribe.preferences_url)}">{label}</a>'
+        text = f"{text.rstrip()}\n\n--\n{footer}\n"
         if html is not None:
-            link = f'<p style="font-size:12px;color:#555"><a href="{_attr(unsubscribe.page_url)}">{label}</a></p>'
+            link = f'<p style="font-size:12px;color:#555">{links}</p>'
             html = html.replace("</body>", f"{link}</body>") if "</body>" in html else html + link
     message.set_content(text)
     if html is not None:

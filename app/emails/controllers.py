@@ -64,9 +64,19 @@ def _lang(request: Request[Any, Any, Any]) -> str:
     return render.locale_of(*accepted)
 
 
-def _link_page(link: service.ConfirmationLink, token: str, fallback_lang: str) -> Response[str]:
-    """The page for a confirmation link in any status."""
+_LINKS_PREFERENCES = (LinkStatus.CONFIRMABLE, LinkStatus.CONFIRMED, LinkStatus.ALREADY)
+
+
+def _link_page(
+    link: service.ConfirmationLink, token: str, fallback_lang: str, keys: Keys | None = None
+) -> Response[str]:
+    """The page for a confirmation link in any status; a live one links to the address's preference centre."""
     status = link.status
+    preferences = (
+        service.preferences_path(keys, link.point.id)
+        if keys is not None and link.point is not None and status in _LINKS_PREFERENCES
+        else None
+    )
     lang = link.lang if link.token else fallback_lang
     values = {"address": link.address, "purpose": link.purpose, "brand": link.brand}
     form: Form | None = None
@@ -77,7 +87,8 @@ def _link_page(link: service.ConfirmationLink, token: str, fallback_lang: str) -
         form = Form(action=f"/c/{token}/renew", button=word(lang, "renew_button"))
     elif status is LinkStatus.UNKNOWN and link.signup_url:
         extra = Link(link.signup_url, word(lang, "signup_again"))
-    return _html(page(lang, status.value, form=form, link=extra, **values), service.STATUS_CODES[status])
+    body = page(lang, status.value, form=form, link=extra, preferences=preferences, **values)
+    return _html(body, service.STATUS_CODES[status])
 
 
 class ConfirmationPages(Controller):
@@ -93,25 +104,33 @@ class ConfirmationPages(Controller):
         responses=pages(404, 410),
     )
     async def show(
-        self, request: Request[Any, Any, Any], token: FromPath[str], db: NamedDependency[AsyncSession]
+        self,
+        request: Request[Any, Any, Any],
+        token: FromPath[str],
+        db: NamedDependency[AsyncSession],
+        keys: NamedDependency[Keys],
     ) -> Response[str]:
         """The page with a confirm button; changes nothing (404 unknown, 410 expired or replaced)."""
         if len(token) > _MAX_TOKEN:
             return _link_page(service.ConfirmationLink(LinkStatus.UNKNOWN), token, _lang(request))
         async with db.begin():
             link = await service.look_up(db, token)
-        return _link_page(link, token, _lang(request))
+        return _link_page(link, token, _lang(request), keys)
 
     @post(operation_id="confirm", status_code=200, media_type=MediaType.HTML, responses=pages(404, 410))
     async def confirm(
-        self, request: Request[Any, Any, Any], token: FromPath[str], db: NamedDependency[AsyncSession]
+        self,
+        request: Request[Any, Any, Any],
+        token: FromPath[str],
+        db: NamedDependency[AsyncSession],
+        keys: NamedDependency[Keys],
     ) -> Response[str]:
         """Confirm: records time, IP, user agent and scanner signals; a repeat shows "already confirmed"."""
         if len(token) > _MAX_TOKEN:
             return _link_page(service.ConfirmationLink(LinkStatus.UNKNOWN), token, _lang(request))
         async with db.begin():
             link = await service.confirm(db, token, _meta(request))
-        return _link_page(link, token, _lang(request))
+        return _link_page(link, token, _lang(request), keys)
 
     @post(
         "/renew",
@@ -198,7 +217,15 @@ class UnsubscribePages(Controller):
             await service.unsubscribe(db, recipient, everything=everything, evidence=evidence)
         lang = recipient.lang
         what = word(lang, "everything") if everything or recipient.purpose is None else recipient.purpose.name
-        return _html(page(lang, "unsubscribed", address=recipient.address, brand=recipient.brand, what=what))
+        body = page(
+            lang,
+            "unsubscribed",
+            preferences=service.PREFERENCES_VIA + token,
+            address=recipient.address,
+            brand=recipient.brand,
+            what=what,
+        )
+        return _html(body)
 
     @post(
         "/one-click",
@@ -245,7 +272,14 @@ class UnsubscribePages(Controller):
                 Option("all", word(lang, "unsubscribe_all")),
             )
         form = Form(action=f"/u/{token}", button=word(lang, "unsubscribe_button"), options=options)
-        return page(lang, "unsubscribe", form=form, address=recipient.address, brand=recipient.brand)
+        return page(
+            lang,
+            "unsubscribe",
+            form=form,
+            preferences=service.PREFERENCES_VIA + token,
+            address=recipient.address,
+            brand=recipient.brand,
+        )
 
 
 class EmailWebhookController(Controller):

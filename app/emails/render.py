@@ -46,6 +46,15 @@ MAIL = {
             "If this was not you, simply ignore this email.\n\n"
             "{brand}\n"
         ),
+        "preferences_subject": "Your preferences at {brand}",
+        "preferences_body": (
+            "Hello,\n\n"
+            "someone, hopefully you, asked for a link to manage what {brand} may send to this email address.\n\n"
+            "Open this link to see and change your preferences:\n\n{link}\n\n"
+            "The link is valid until {expires}. Do not forward this email: the link opens your preferences.\n\n"
+            "If this was not you, simply ignore this email: nothing has changed.\n\n"
+            "{brand}\n"
+        ),
     },
     "de": {
         "subject": "Bitte bestätigen: {purpose} von {brand}",
@@ -67,6 +76,17 @@ MAIL = {
             "Falls Sie das nicht waren, ignorieren Sie diese E-Mail einfach.\n\n"
             "{brand}\n"
         ),
+        "preferences_subject": "Ihre Einstellungen bei {brand}",
+        "preferences_body": (
+            "Hallo,\n\n"
+            "jemand, hoffentlich Sie, hat einen Link angefordert, um festzulegen, was {brand} an diese "
+            "E-Mail-Adresse senden darf.\n\n"
+            "Mit diesem Link sehen und ändern Sie Ihre Einstellungen:\n\n{link}\n\n"
+            "Der Link ist gültig bis {expires}. Bitte leiten Sie diese E-Mail nicht weiter: Der Link öffnet Ihre "
+            "Einstellungen.\n\n"
+            "Falls Sie das nicht waren, ignorieren Sie diese E-Mail einfach: Es hat sich nichts geändert.\n\n"
+            "{brand}\n"
+        ),
     },
 }
 
@@ -79,6 +99,7 @@ _MAIL_HTML = """<!doctype html>
 """
 
 _BUTTON = {"en": "Confirm my subscription", "de": "Anmeldung bestätigen"}
+_PREFERENCES_BUTTON = {"en": "Open my preferences", "de": "Meine Einstellungen öffnen"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,10 +134,19 @@ def already_subscribed_mail(lang: str, *, brand: str, purpose: str) -> Mail:
     return Mail(subject, text, _html(lang, subject, text, None))
 
 
-def _html(lang: str, subject: str, text: str, link: str | None) -> str:
+def preference_link_mail(lang: str, *, brand: str, link: str, expires: datetime, timezone: str) -> Mail:
+    """The mail a person asked for at ``/p``: a link to their preference centre, and nothing that advertises."""
+    words = MAIL[lang]
+    values = {"brand": brand, "link": link, "expires": _format_time(expires, timezone, lang)}
+    subject = words["preferences_subject"].format(**values)
+    text = words["preferences_body"].format(**values)
+    return Mail(subject, text, _html(lang, subject, text, link, _PREFERENCES_BUTTON[lang]))
+
+
+def _html(lang: str, subject: str, text: str, link: str | None, button: str | None = None) -> str:
     paragraphs = [part.replace("\n", " ").strip() for part in text.split("\n\n") if part.strip()]
     return _env.from_string(_MAIL_HTML).render(
-        lang=lang, subject=subject, paragraphs=paragraphs, link=link, button=_BUTTON[lang]
+        lang=lang, subject=subject, paragraphs=paragraphs, link=link, button=button or _BUTTON[lang]
     )
 
 
@@ -158,6 +188,7 @@ PAGES: dict[str, dict[str, str]] = {
         "everything": "marketing emails",
         "unsubscribe_unknown_title": "Link not found",
         "unsubscribe_unknown_text": "This unsubscribe link is not valid. Please copy the whole link from the email.",
+        "preferences_link": "Preferences: choose everything {brand} may send you",
     },
     "de": {
         "confirm_title": "Anmeldung bestätigen",
@@ -203,6 +234,7 @@ PAGES: dict[str, dict[str, str]] = {
         "unsubscribe_unknown_text": (
             "Dieser Abmeldelink ist nicht gültig. Bitte kopieren Sie den ganzen Link aus der E-Mail."
         ),
+        "preferences_link": "Einstellungen: wählen Sie alles, was {brand} Ihnen senden darf",
     },
 }
 
@@ -226,6 +258,7 @@ label{display:block;margin:.4em 0}
 {% endfor %}<button type="submit">{{ form.button }}</button>
 </form>{% endif %}
 {% if link %}<p><a href="{{ link.href }}">{{ link.label }}</a></p>{% endif %}
+{% if preferences %}<p><a href="{{ preferences.href }}">{{ preferences.label }}</a></p>{% endif %}
 </main></body></html>
 """
 
@@ -259,12 +292,29 @@ class Link:
     label: str
 
 
-def page(lang: str, name: str, *, form: Form | None = None, link: Link | None = None, **values: str) -> str:
-    """Render page ``name`` (``confirm``, ``expired``…) in ``lang``; ``values`` fill the text's placeholders."""
+def page(
+    lang: str,
+    name: str,
+    *,
+    form: Form | None = None,
+    link: Link | None = None,
+    preferences: str | None = None,
+    **values: str,
+) -> str:
+    """Render page ``name`` (``confirm``, ``expired``…) in ``lang``; ``values`` fill the text's placeholders.
+
+    ``preferences`` is the URL of the person's preference centre (``/p/via/…``), linked below the page's text.
+    """
     words = PAGES[lang]
     title = words[f"{name}_title"]
+    shown = Link(preferences, words["preferences_link"].format(brand=values.get("brand", ""))) if preferences else None
     return _page_template.render(
-        lang=lang, title=title, text=words[f"{name}_text"].format(**values), form=form, link=link
+        lang=lang,
+        title=title,
+        text=words[f"{name}_text"].format(**values),
+        form=form,
+        link=link,
+        preferences=shown,
     )
 
 

@@ -133,8 +133,25 @@ async def request_confirmation(
     return Outgoing(workspace_id, row.id, _compose(app_settings, settings, point.value, mail))
 
 
-async def deliver(session: AsyncSession, sender: MailSender, outgoing: Outgoing) -> MailResult:
-    """Send ``outgoing`` and keep the relay's answer with its token (the caller commits)."""
+async def preference_link_mail(
+    session: AsyncSession, app_settings: Settings, point: ContactPoint, *, url: str, expires: datetime
+) -> Outgoing:
+    """The mail with a preference link a person asked for at ``/p``, to ``point``.
+
+    In the contact's language (else the workspace's), from the workspace's sender; :func:`deliver` sends it like a
+    confirmation mail.
+    """
+    settings, brand = await _workspace(session, point.workspace_id)
+    contact = await ledger.get_contact(session, point.contact_id)
+    lang = render.locale_of(contact.locale, settings.locale)
+    mail = render.preference_link_mail(lang, brand=brand, link=url, expires=expires, timezone=settings.timezone)
+    return Outgoing(point.workspace_id, None, _compose(app_settings, settings, point.value, mail))
+
+
+async def deliver(
+    session: AsyncSession, sender: MailSender, outgoing: Outgoing, *, kind: str = "confirmation_mail"
+) -> MailResult:
+    """Send ``outgoing`` and keep the relay's answer with its token (the caller commits); logged as ``kind``."""
     result = await sender.send(outgoing.message)
     if outgoing.token_id is not None:
         await repository.record_mail(
@@ -146,7 +163,7 @@ async def deliver(session: AsyncSession, sender: MailSender, outgoing: Outgoing)
             response=result.response[:1000],
         )
     log.info(
-        "confirmation_mail",
+        kind,
         workspace_id=str(outgoing.workspace_id),
         outcome=result.outcome.value,
         token_id=str(outgoing.token_id) if outgoing.token_id else None,
@@ -384,11 +401,29 @@ async def _lapse(session: AsyncSession, row: ConfirmationToken, now: datetime) -
 # --- unsubscribing -----------------------------------------------------------------------------------------
 
 
+PREFERENCES_VIA = "/p/via/"
+"""The path that turns an unsubscribe token into a fresh preference link (served by :mod:`app.preferences`)."""
+
+
 def unsubscribe_urls(app_settings: Settings, keys: Keys, target: UnsubscribeTarget, lang: str = "en") -> Unsubscribe:
-    """The one-click target and the page of one recipient, for :func:`channel_providers.email.compose`."""
+    """The one-click target, the page and the preference centre of one recipient (for ``compose``).
+
+    The preference link carries the same stateless token as the unsubscribe link: no row per marketing mail; a
+    preference link is minted only when the person asks for it on that page (a ``POST``).
+    """
     token = sign_unsubscribe(keys.unsubscribe, target)
     base = f"{app_settings.public_base_url}/u/{token}"
-    return Unsubscribe(url=f"{base}/one-click", page_url=base, locale=lang)
+    return Unsubscribe(
+        url=f"{base}/one-click",
+        page_url=base,
+        locale=lang,
+        preferences_url=f"{app_settings.public_base_url}{PREFERENCES_VIA}{token}",
+    )
+
+
+def preferences_path(keys: Keys, point_id: uuid.UUID) -> str:
+    """``/p/via/{token}`` for one address: how the hosted pages link to the person's preference centre."""
+    return PREFERENCES_VIA + sign_unsubscribe(keys.unsubscribe, UnsubscribeTarget(point_id, None))
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,9 +4,9 @@
   anything. Single use and expiring: the row says when.
 - **Unsubscribe** tokens must work for months, unattended (RFC 8058 one-click POSTs carry no cookies), so they
   are stateless: the contact point and purpose, authenticated with an HMAC under a key derived from
-  ``CONSENT_SECRET_KEY``. They can do one thing only: unsubscribe that address. Version 2 also names the message
-  the link came in, so reports can say which campaign an opt-out followed; version 1 tokens (mails sent before)
-  keep working.
+  ``CONSENT_SECRET_KEY``. They can unsubscribe that address, and (``/p/via``) open its preference centre.
+  Version 2 also names the message the link came in, so reports can say which campaign an opt-out followed;
+  version 1 tokens (mails sent before) keep working.
 """
 
 from __future__ import annotations
