@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -90,7 +91,13 @@ def main() -> None:
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="TCP port.")
 @click.option("--dev", is_flag=True, help="Generate missing secrets into the data folder (development).")
 @click.option("--migrate", "auto_migrate", is_flag=True, help="Apply migrations on start-up (external database).")
-def serve(host: str, port: int, dev: bool, auto_migrate: bool) -> None:  # noqa: FBT001  # click flags
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Server processes sharing the port [default: the CPU count; 1 with --dev].",
+)
+def serve(host: str, port: int, dev: bool, auto_migrate: bool, workers: int | None) -> None:  # noqa: FBT001  # click flags
     """Run the API. Without DATABASE_URL, on an embedded PostgreSQL in CONSENT_DATA_DIR."""
     import uvicorn  # noqa: PLC0415  # only this command needs the server
 
@@ -106,21 +113,72 @@ def serve(host: str, port: int, dev: bool, auto_migrate: bool) -> None:  # noqa:
     if auto_migrate:
         changes["database"] = msgspec.structs.replace(settings.database, auto_migrate=True)
     settings = msgspec.structs.replace(settings, **changes)
-    config = uvicorn.Config(
-        create_app(settings),
-        host=host,
-        port=port,
-        lifespan="on",
-        log_config=None,
-        access_log=False,
-        server_header=False,
-        proxy_headers=True,
-        timeout_graceful_shutdown=20,
-    )
-    server = uvicorn.Server(config)
+    count = workers or (1 if dev else os.cpu_count() or 1)
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "lifespan": "on",
+        "log_config": None,
+        "access_log": False,
+        "server_header": False,
+        "proxy_headers": True,
+        "timeout_graceful_shutdown": 20,
+    }
+    if count > 1:
+        _serve_processes(settings, count, options)
+        return
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), **options))
     server.run()
     if not server.started:
         sys.exit(3)
+
+
+def _serve_processes(settings: Settings, count: int, options: dict[str, Any]) -> None:
+    """``count`` server processes on one port (uvicorn's supervisor restarts one that dies).
+
+    This process prepares what must happen once: it starts the embedded PostgreSQL (and owns it, so a worker's
+    restart never stops it) and applies the migrations. The workers get the settings through their environment,
+    with the database URL, the secret key and the public URL filled in, and ``PROMETHEUS_MULTIPROC_DIR``: their
+    metrics are added up in ``/metrics`` whichever process answers. Background work (the dispatcher, the
+    webhook sender, the sweeps) runs in every worker; each claims its rows with ``SKIP LOCKED``.
+    """
+    import uvicorn  # noqa: PLC0415
+
+    assert settings.secret_key is not None  # checked by the caller
+    embedded = EmbeddedPostgres(settings.data_dir / "postgres") if settings.database.url is None else None
+
+    async def prepare() -> str:
+        url = await embedded.start() if embedded is not None else settings.database.url
+        assert url is not None
+        if embedded is not None or settings.database.auto_migrate:
+            database = Database.from_url(url, pool_size=1)
+            assert database.engine is not None
+            try:
+                await migrate(database.engine)
+            finally:
+                await database.dispose()
+        return url
+
+    url = asyncio.run(prepare())
+    metrics_dir = settings.metrics_multiprocess_dir or settings.data_dir / "metrics"
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    for stale in metrics_dir.glob("*.db"):  # counters of an earlier run's processes
+        stale.unlink()
+    os.environ.update(
+        {
+            "DATABASE_URL": url,
+            "CONSENT_SECRET_KEY": settings.secret_key.hex(),
+            "PUBLIC_BASE_URL": settings.public_base_url,
+            "CONSENT_DATA_DIR": str(settings.data_dir),
+            "CONSENT_DEV_OUTBOX": "on" if settings.dev_outbox else "off",
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        }
+    )
+    try:
+        uvicorn.run("app.main:app_from_environment", factory=True, workers=count, **options)
+    finally:
+        if embedded is not None:
+            asyncio.run(embedded.stop())
 
 
 @main.command(name="migrate")

@@ -169,6 +169,11 @@ def mail_sender(settings: Settings) -> MailSender:
     return sender_for(smtp, settings.data_dir / "outbox" / "email")
 
 
+def app_from_environment() -> Litestar:
+    """The app of one process of ``consent serve --workers N``: the settings its parent put in the environment."""
+    return create_app(Settings.from_env())
+
+
 def create_app(settings: Settings | None = None, *, database: Database | None = None) -> Litestar:
     """The service. ``database`` injects a ready database (tests); otherwise the lifespan opens one.
 

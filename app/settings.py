@@ -48,6 +48,8 @@ ENVIRONMENT: dict[str, str] = {
     "CONSENT_WEB_PUSH_SERVICES": "Host names a web push endpoint may have, comma-separated ('*.example.com' for "
     "any name below); '*': any public host. Default: the push services of Chrome, Firefox, Edge and Safari.",
     "METRICS_TOKEN": "If set, GET /metrics requires 'Authorization: Bearer <token>'.",
+    "PROMETHEUS_MULTIPROC_DIR": "Folder where the processes of consent serve --workers N keep their metrics, added "
+    "up by /metrics (set by consent serve; default <CONSENT_DATA_DIR>/metrics).",
     "CONSENT_LOG_LEVEL": "debug | info | warning | error.",
     "CONSENT_LOG_FORMAT": "auto (pretty on a terminal, JSON otherwise) | json | console.",
     "CONSENT_DB_POOL_SIZE": "Connections per process in the database pool.",
@@ -149,6 +151,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Root secret; ``None`` is allowed only for tooling that never serves (OpenAPI export)."""
     metrics_token: str | None = None
     """Bearer token protecting ``/metrics`` when set."""
+    metrics_multiprocess_dir: Path | None = None
+    """Where several server processes keep their metrics (Prometheus multiprocess mode); ``None``: one process."""
     log_level: str = "info"
     """Minimum log level."""
     log_format: LogFormat = "auto"
@@ -213,6 +217,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             public_base_url_configured=get("PUBLIC_BASE_URL") is not None,
             secret_key=parse_secret_key(secret) if secret else None,
             metrics_token=get("METRICS_TOKEN"),
+            metrics_multiprocess_dir=Path(multiproc) if (multiproc := get("PROMETHEUS_MULTIPROC_DIR")) else None,
             log_level=log_level,
             log_format=log_format,  # type: ignore[arg-type]  # checked against the Literal above
             database=DatabaseSettings(

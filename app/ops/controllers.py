@@ -9,7 +9,8 @@ import msgspec
 import structlog
 from litestar import MediaType, Request, Response, get
 from litestar.di import NamedDependency
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.lib.db import Database, current_revision
@@ -80,6 +81,10 @@ async def metrics(
         raise Unauthenticated(
             "GET /metrics needs 'Authorization: Bearer <METRICS_TOKEN>'.", code="invalid_metrics_token"
         )
+    registry = metrics_registry.registry
+    if settings.metrics_multiprocess_dir is not None:  # consent serve --workers N: every process's counts, added up
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=str(settings.metrics_multiprocess_dir))  # type: ignore[no-untyped-call]
     # The exposition format's content type already names its charset: given as the header itself, because a
     # ``media_type`` starting with ``text/`` gets Litestar's "; charset=utf-8" appended a second time.
-    return Response(generate_latest(metrics_registry.registry), headers={"content-type": CONTENT_TYPE_LATEST})
+    return Response(generate_latest(registry), headers={"content-type": CONTENT_TYPE_LATEST})

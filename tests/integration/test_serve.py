@@ -162,3 +162,63 @@ def test_serve_without_secret_refuses_with_a_clear_message(tmp_path):
     )
     assert result.returncode != 0
     assert "CONSENT_SECRET_KEY is not set" in result.stderr
+
+
+def worker_pids(parent: int) -> list[int]:
+    """The server processes uvicorn's supervisor spawned under ``parent`` (not the embedded PostgreSQL)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (proc / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and b"spawn_main" in cmdline:  # not the resource tracker
+            found.append(int(proc.name))
+    return found
+
+
+def test_serve_with_two_workers_shares_the_port_the_database_and_the_metrics(tmp_path):
+    data_dir = tmp_path / "data"
+    port = free_port()
+    env = {**service_env(data_dir), "METRICS_TOKEN": "m" * 32}
+    with (tmp_path / "serve.log").open("ab") as log:
+        process = subprocess.Popen(
+            [CONSENT, "serve", "--dev", "--workers", "2", "--port", str(port)], env=env, stdout=log, stderr=log
+        )
+    try:
+        wait_healthy(port, process, timeout=60)
+        deadline = time.monotonic() + 30
+        while len(worker_pids(process.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(worker_pids(process.pid)) == 2, "two server processes"
+        assert len(postgres_pids(data_dir)) >= 1, "one embedded server, started by the supervisor"
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(3):  # every worker reaches the database (each answers some of these)
+            assert httpx.get(f"{base}/ready", timeout=10).status_code == 200
+
+        def health_count() -> float:
+            metrics = httpx.get(f"{base}/metrics", headers={"Authorization": "Bearer " + "m" * 32}, timeout=5)
+            assert metrics.status_code == 200
+            return sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in metrics.text.splitlines()
+                if line.startswith("consent_http_requests_total{") and 'route="/health"' in line
+            )
+
+        def counting() -> set[str]:  # the processes that counted a request: a file of counters each
+            return {path.stem.rsplit("_", 1)[1] for path in (data_dir / "metrics").glob("counter_*.db")}
+
+        before, served = health_count(), 0
+        while served < 40 or (len(counting()) < 2 and served < 1000):  # new connections: the kernel spreads them
+            assert httpx.get(f"{base}/health", timeout=5, headers={"Connection": "close"}).status_code == 200
+            served += 1
+        assert len(counting()) == 2, "both processes answered requests"
+        assert health_count() - before == served, "the counts of both processes, added up, whichever answers"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    assert process.returncode in {0, -signal.SIGTERM}
+    assert wait_gone(data_dir, timeout=5) == [], "the supervisor stops the embedded server it started"
