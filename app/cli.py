@@ -144,7 +144,6 @@ def _serve_processes(settings: Settings, count: int, options: dict[str, Any]) ->
     """
     import uvicorn  # noqa: PLC0415
 
-    assert settings.secret_key is not None  # checked by the caller
     embedded = EmbeddedPostgres(settings.data_dir / "postgres") if settings.database.url is None else None
 
     async def prepare() -> str:
@@ -164,16 +163,7 @@ def _serve_processes(settings: Settings, count: int, options: dict[str, Any]) ->
     metrics_dir.mkdir(parents=True, exist_ok=True)
     for stale in metrics_dir.glob("*.db"):  # counters of an earlier run's processes
         stale.unlink()
-    os.environ.update(
-        {
-            "DATABASE_URL": url,
-            "CONSENT_SECRET_KEY": settings.secret_key.hex(),
-            "PUBLIC_BASE_URL": settings.public_base_url,
-            "CONSENT_DATA_DIR": str(settings.data_dir),
-            "CONSENT_DEV_OUTBOX": "on" if settings.dev_outbox else "off",
-            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
-        }
-    )
+    settings.export_for_workers(url, metrics_dir)
     try:
         uvicorn.run("app.main:app_from_environment", factory=True, workers=count, **options)
     finally:

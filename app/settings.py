@@ -261,6 +261,24 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             import_max_bytes=_bytes(get("CONSENT_IMPORT_MAX_BYTES"), "CONSENT_IMPORT_MAX_BYTES"),
         )
 
+    def export_for_workers(self, database_url: str, metrics_dir: Path) -> None:
+        """Put these settings where the processes of ``consent serve --workers N`` read them: the environment.
+
+        What the supervisor decided (the embedded database's URL, a generated dev secret, the public URL made of
+        host and port) is written over what the environment said; the workers' :meth:`from_env` reads it back.
+        """
+        assert self.secret_key is not None
+        os.environ.update(
+            {
+                "DATABASE_URL": database_url,
+                "CONSENT_SECRET_KEY": self.secret_key.hex(),
+                "PUBLIC_BASE_URL": self.public_base_url,
+                "CONSENT_DATA_DIR": str(self.data_dir),
+                "CONSENT_DEV_OUTBOX": "on" if self.dev_outbox else "off",
+                "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+            }
+        )
+
     def with_dev_secrets(self) -> Settings:
         """Fill a missing secret key from ``<data_dir>/secret_key``, generating it on first use."""
         if self.secret_key is not None:
