@@ -12,7 +12,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.lib.auth import Principal
+from app.lib.auth import Caller, OperatorPrincipal, Principal
 from app.workspaces.models import ApiKey, SenderIdentity, Workspace
 
 
@@ -56,14 +56,22 @@ async def list_api_keys(session: AsyncSession, workspace_id: uuid.UUID) -> Seque
     return result.all()
 
 
-_ACTIVE_KEY = "SELECT id, workspace_id, scopes FROM api_keys WHERE secret_hash = $1 AND revoked_at IS NULL"
+_ACTIVE_KEY = (
+    "SELECT id, workspace_id, scopes FROM api_keys WHERE secret_hash = $1 AND revoked_at IS NULL "
+    "UNION ALL SELECT id, NULL, NULL FROM operator_keys WHERE secret_hash = $1 AND revoked_at IS NULL"
+)
 
 
-async def find_active_key(driver: asyncpg.Connection, secret_hash: bytes) -> Principal | None:
-    """The principal of an unrevoked key by its hash (every authenticated request; plain asyncpg, one index probe)."""
+async def find_active_key(driver: asyncpg.Connection, secret_hash: bytes) -> Caller | None:
+    """The principal of an unrevoked key by its hash, a workspace's or the operator's.
+
+    Every authenticated request (not cached) asks: plain asyncpg, one index probe in each key table.
+    """
     row = await driver.fetchrow(_ACTIVE_KEY, secret_hash)
     if row is None:
         return None
+    if row["workspace_id"] is None:
+        return OperatorPrincipal(operator_key_id=row["id"])
     return Principal(workspace_id=row["workspace_id"], api_key_id=row["id"], scopes=frozenset(row["scopes"]))
 
 
