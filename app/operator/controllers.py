@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.channels import outbox_files
 from app.lib.auth import KeyCache, OperatorPrincipal, Scope, provide_operator
 from app.lib.db import Database
-from app.lib.errors import Conflict, Unavailable
+from app.lib.errors import Conflict
 from app.lib.keys import Keys
 from app.lib.openapi import errors
 from app.settings import Settings
@@ -40,7 +40,6 @@ from app.workspaces.schemas import (
 )
 
 log = structlog.get_logger(__name__)
-_ATTEMPTS = 3
 
 
 def _out(workspace: Workspace) -> OperatorWorkspaceOut:
@@ -180,7 +179,7 @@ class OperatorWorkspaceController(Controller):
         *,
         workspace_id: FromPath[uuid.UUID],
         operator: NamedDependency[OperatorPrincipal],
-        db: NamedDependency[AsyncSession],
+        database: NamedDependency[Database],
         settings: NamedDependency[Settings],
         key_cache: NamedDependency[KeyCache],
         keep_suppressions: Annotated[
@@ -195,28 +194,13 @@ class OperatorWorkspaceController(Controller):
         holding only its suppression keys (and the purposes they name); a later DELETE without it finishes the
         deletion. Idempotent: a repeated DELETE answers what was done (`deleted` then counts nothing new).
         """
-        done: workspaces.Deleted | None = None
-        for attempt in range(1, _ATTEMPTS + 1):
-            try:
-                async with db.begin():
-                    done = await workspaces.delete_workspace(
-                        db,
-                        workspace_id,
-                        keep_suppressions=keep_suppressions,
-                        force=force,
-                        operator_key_id=operator.operator_key_id,
-                    )
-                break
-            except Exception as exc:
-                if not workspaces.is_retryable(exc):
-                    raise
-                log.warning("workspace_deletion_retried", attempt=attempt)
-        if done is None:
-            raise Unavailable(
-                "The workspace is busy (concurrent writes); try the deletion again.",
-                code="workspace_busy",
-                headers={"Retry-After": "1"},
-            )
+        done = await workspaces.delete_workspace(
+            database,
+            workspace_id,
+            keep_suppressions=keep_suppressions,
+            force=force,
+            operator_key_id=operator.operator_key_id,
+        )
         key_cache.clear()
         out = msgspec.convert(done.report, WorkspaceDeletedOut)
         if done.repeated:

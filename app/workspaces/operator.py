@@ -1,50 +1,59 @@
 """The service operator's workspace operations: create (with a first admin key), list, export, delete.
 
-Deletion (``DELETE /v1/workspaces/{id}``) in one transaction:
+Deletion (``DELETE /v1/workspaces/{id}``), in short transactions, each retried after a deadlock with a writer:
 
-1. the workspace row is locked and marked ``deleted_at``; the ledger's chain head is locked too, so no consent
-   event is appended meanwhile, and the export is checked: one must have been taken (``409 export_required``)
-   that holds the ledger's last event (``409 export_outdated``), unless ``force``;
-2. every table with a ``workspace_id`` column (found in the catalogue, so a table added later is covered without
-   a change here) loses the workspace's rows, children before parents (foreign keys read from the catalogue);
-   the message events go with their messages. The append-only ledger lets its rows go only here: the trigger
-   allows a DELETE when the transaction names the workspace in ``consent.deleting_workspace`` and the workspace
-   is marked deleted (migration 0026);
-3. without ``keep_suppressions`` the workspace row goes too, and a :class:`WorkspaceDeletion` record (counts per
-   table, when, which operator key, when the export was taken; no personal data) answers every later DELETE of
-   that id. With ``keep_suppressions`` the row stays as a tombstone: name and ``deleted_at`` only (settings,
-   operator mail domains and every key gone), holding the suppression keys and the purposes that purpose-scoped
-   ones name (a purpose is the tenant's definition, no personal data; without it the key would mean nothing).
-   A later DELETE without ``keep_suppressions`` finishes the deletion.
+1. the workspace is marked ``deleted_at`` and its ledger goes: the chain head first (an append holding it
+   finishes, so the last ``seq`` deleted is the real last one), checked against the export unless ``force`` (one
+   must have been taken, ``409 export_required``, and hold that ``seq``, ``409 export_outdated``; a refusal
+   rolls everything back), then the events. The append-only ledger lets its rows go only here: its trigger allows
+   a DELETE when the transaction names the workspace in ``consent.deleting_workspace`` and the workspace is marked
+   deleted (migration 0026);
+2. rounds over every table with a ``workspace_id`` column (found in the catalogue, so a table added later is
+   covered without a change here), children before parents (foreign keys read from the catalogue), one
+   transaction a table, until a round finds nothing left; the message events go with their deliveries;
+3. without ``keep_suppressions`` the workspace row goes (with anything a late writer added: the foreign keys
+   cascade) and a :class:`WorkspaceDeletion` record (counts per table, when, which operator key, when the export
+   was taken; no personal data) answers every later DELETE of that id. With ``keep_suppressions`` the row stays
+   as a tombstone: name and ``deleted_at`` only (settings, operator mail domains and every key gone), holding the
+   suppression keys and the purposes that purpose-scoped ones name (a purpose is the tenant's definition, no
+   personal data; without it such a key would mean nothing). A later DELETE without ``keep_suppressions``
+   finishes the deletion.
 
-Concurrency: a writer of the workspace (the dispatcher recording an outcome, an inbound webhook, a request that
-passed authentication before the keys went) either committed before the locks were taken (its rows are deleted
-with the rest) or waits for them and then fails on the missing workspace (foreign keys) or finds its rows gone.
-A deadlock with such a writer aborts one side; the caller retries the deletion (:func:`is_retryable`). The files
-on disk are the caller's (a higher layer): :class:`Deleted` carries what names them.
+A deletion cut short (a crash, ``503 workspace_busy``) leaves the workspace marked deleted: the next DELETE goes
+on where it stopped. Concurrency: the workspace row is locked ``FOR NO KEY UPDATE`` only, so no writer's foreign
+key check waits for the deletion while it holds locks the deletion needs (no lock cycle through the workspace
+row); a writer either committed before a table's round (its rows go in that round or the next) or fails on the
+missing workspace, contact or address once the deletion commits. The files on disk are the caller's (a higher
+layer): :class:`Deleted` carries what names them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import msgspec
-from sqlalchemy import select, text, update
+import structlog
+from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.lib.auth import Scope, generate_key
 from app.lib.db import Database
-from app.lib.errors import Conflict, NotFound
+from app.lib.errors import Conflict, NotFound, Unavailable
 from app.lib.keys import Keys
 from app.lib.orm import utcnow
 from app.settings import MailSettings
 from app.workspaces import repository, service
 from app.workspaces.models import ApiKey, OperatorKey, Workspace, WorkspaceDeletion
 from app.workspaces.schemas import WorkspaceSettingsIn
+
+T = TypeVar("T")
+log = structlog.get_logger(__name__)
 
 DELETING_SETTING = "consent.deleting_workspace"
 """The transaction-local setting the ledger's append-only trigger reads (migration 0026)."""
@@ -170,99 +179,195 @@ class Deleted:
     repeated: bool = False
 
 
+_ATTEMPTS = 5
+_MAX_ROUNDS = 10
+
+
+async def _step(database: Database, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """Run ``work`` in a transaction of its own, again after a deadlock with a concurrent writer (a few times)."""
+    for attempt in range(1, _ATTEMPTS + 1):
+        try:
+            async with database.sessionmaker() as session, session.begin():
+                return await work(session)
+        except DBAPIError as exc:
+            if not is_retryable(exc) or attempt == _ATTEMPTS:
+                if is_retryable(exc):
+                    raise Unavailable(
+                        "The workspace is busy (concurrent writes); try the deletion again: it goes on where it "
+                        "stopped.",
+                        code="workspace_busy",
+                        headers={"Retry-After": "1"},
+                    ) from None
+                raise
+            log.info("workspace_deletion_step_retried", attempt=attempt)
+            await asyncio.sleep(0.05 * attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 async def delete_workspace(
-    session: AsyncSession,
+    database: Database,
     workspace_id: uuid.UUID,
     *,
     keep_suppressions: bool,
     force: bool,
     operator_key_id: uuid.UUID | None,
 ) -> Deleted:
-    """Delete every row of the workspace (see the module's docstring); the caller commits. Idempotent."""
-    record = await session.get(WorkspaceDeletion, workspace_id)
-    if record is not None:
-        return Deleted(report=record.report, repeated=True)
-    head = await session.scalar(
-        text("SELECT last_seq FROM ledger_heads WHERE workspace_id = :ws FOR UPDATE"), {"ws": workspace_id}
-    )
-    workspace = await repository.lock_workspace(session, workspace_id)
-    if workspace is None:
-        raise NotFound("No workspace with this id.", code="workspace_not_found")
-    if workspace.deleted_at is not None and keep_suppressions:
-        return Deleted(report=await _tombstone_report(session, workspace), repeated=True)
-    if workspace.deleted_at is None and not force:
-        _check_export(workspace, head)
-    now = utcnow()
-    first_deleted_at = workspace.deleted_at or now
-    await session.execute(update(Workspace).where(Workspace.id == workspace_id).values(deleted_at=first_deleted_at))
-    await session.execute(
-        text("SELECT set_config(:name, :ws, true)"), {"name": DELETING_SETTING, "ws": str(workspace_id)}
-    )
-    delivery_ids = [
-        str(i)
-        for i in (
-            await session.scalars(text("SELECT id FROM deliveries WHERE workspace_id = :ws"), {"ws": workspace_id})
-        ).all()
-    ]
-    emails = list(
-        (
-            await session.scalars(
-                text("SELECT value FROM contact_points WHERE workspace_id = :ws AND channel = 'email'"),
-                {"ws": workspace_id},
-            )
-        ).all()
-    )
-    counts: dict[str, int] = {}
-    counts["message_events"] = await _count(
-        session,
-        "SELECT count(*) FROM message_events e JOIN messages m ON m.id = e.message_id WHERE m.workspace_id = :ws",
-        workspace_id,
-    )
-    for table in await workspace_tables(session):
-        if keep_suppressions and table == "suppressions":
-            continue
+    """Delete every row of the workspace (see the module's docstring). Idempotent, and resumable after a failure.
+
+    Short transactions, each retried after a deadlock: a first one marks the workspace deleted and takes its
+    ledger (chain head first, so an append under way finishes and is counted: the export check sees the last
+    event); then rounds over every table until a round finds nothing; a last one removes the workspace row
+    (or makes it a tombstone) and keeps the record.
+    """
+    run = _Deletion(database, workspace_id, keep_suppressions=keep_suppressions, force=force)
+    started = await _step(database, run.begin)
+    if isinstance(started, Deleted):
+        return started
+    for _ in range(_MAX_ROUNDS):
+        tables = await _step(database, workspace_tables)
+        run.add("message_events", await _step(database, run.count_message_events))
+        found = 0
+        for table in tables:
+            if keep_suppressions and table == "suppressions":
+                continue
+            found += run.add(table, await _step(database, partial(run.sweep, table)))
+        if not found:
+            break
+    report = await _step(database, partial(run.finish, operator_key_id))
+    report["deleted"] = run.deleted()
+    return Deleted(report=report, delivery_ids=run.delivery_ids, emails=run.emails)
+
+
+class _Deletion:
+    """The steps of one workspace deletion and what they found."""
+
+    def __init__(self, database: Database, workspace_id: uuid.UUID, *, keep_suppressions: bool, force: bool) -> None:
+        self.database = database
+        self.workspace_id = workspace_id
+        self.keep_suppressions = keep_suppressions
+        self.force = force
+        self.workspace: Workspace | None = None
+        self.deleted_at = utcnow()
+        self.counts: dict[str, int] = {}
+        self.delivery_ids: list[str] = []
+        self.emails: list[str] = []
+
+    def add(self, table: str, count: int) -> int:
+        self.counts[table] = self.counts.get(table, 0) + count
+        return count
+
+    def deleted(self) -> dict[str, int]:
+        return {name: count for name, count in sorted(self.counts.items()) if count}
+
+    async def _open(self, session: AsyncSession) -> None:
+        """Let this transaction delete the workspace's ledger rows (the trigger checks this and ``deleted_at``)."""
+        await session.execute(
+            text("SELECT set_config(:name, :ws, true)"), {"name": DELETING_SETTING, "ws": str(self.workspace_id)}
+        )
+
+    async def begin(self, session: AsyncSession) -> Deleted | Workspace:
+        """Mark the workspace deleted and take its ledger; the earlier answer when it was already done."""
+        ws = self.workspace_id
+        record = await session.get(WorkspaceDeletion, ws)
+        if record is not None:
+            return Deleted(report=record.report, repeated=True)
+        workspace = await session.scalar(
+            select(Workspace)
+            .where(Workspace.id == ws)
+            .with_for_update(key_share=True)  # FOR NO KEY UPDATE: writers' foreign key checks go on meanwhile
+            .execution_options(populate_existing=True)
+        )
+        if workspace is None:
+            raise NotFound("No workspace with this id.", code="workspace_not_found")
+        tombstone = workspace.deleted_at is not None and workspace.settings == {}
+        if self.keep_suppressions and tombstone and not await _has_rows_beyond_suppressions(session, ws):
+            return Deleted(report=await _tombstone_report(session, workspace), repeated=True)
+        # the chain head goes first: an append holding it finishes, and the last seq is the one deleted here
+        head = await session.scalar(
+            text("DELETE FROM ledger_heads WHERE workspace_id = :ws RETURNING last_seq"), {"ws": ws}
+        )
+        if workspace.deleted_at is None and not self.force:
+            _check_export(workspace, head)
+        await session.execute(
+            update(Workspace).where(Workspace.id == ws).values(deleted_at=func.coalesce(Workspace.deleted_at, utcnow()))
+        )
+        await self._open(session)
+        events = await session.execute(text("DELETE FROM consent_events WHERE workspace_id = :ws"), {"ws": ws})
+        self.counts = {"ledger_heads": int(head is not None), "consent_events": int(events.rowcount)}  # type: ignore[attr-defined]  # a DML result
+        self.workspace = workspace
+        return workspace
+
+    async def count_message_events(self, session: AsyncSession) -> int:
+        """The workspace's message events (they have no workspace column: they go with their deliveries)."""
+        sql = "SELECT count(*) FROM message_events e JOIN messages m ON m.id = e.message_id WHERE m.workspace_id = :ws"
+        return await _count(session, sql, self.workspace_id)
+
+    async def sweep(self, table: str, session: AsyncSession) -> int:
+        """Delete the workspace's rows of ``table``; keep what names the files on disk."""
+        await self._open(session)
         where = "workspace_id = :ws"
-        if keep_suppressions and table == "purposes":
+        if self.keep_suppressions and table == "purposes":
             where += (
                 " AND id NOT IN (SELECT purpose_id FROM suppressions WHERE workspace_id = :ws "
                 "AND purpose_id IS NOT NULL)"
             )
-        result = await session.execute(text(f'DELETE FROM "{table}" WHERE {where}'), {"ws": workspace_id})  # noqa: S608  # names from the catalogue
-        counts[table] = int(result.rowcount)  # type: ignore[attr-defined]  # a DML result has a rowcount
-    await session.execute(text("SELECT set_config(:name, '', true)"), {"name": DELETING_SETTING})
-    deleted = {name: count for name, count in sorted(counts.items()) if count}
-    if keep_suppressions:
-        await session.execute(
-            update(Workspace)
-            .where(Workspace.id == workspace_id)
-            .values(settings={}, mail_domains=None, exported_at=None, exported_seq=None)
+        returning = {"deliveries": "id::text", "contact_points": "CASE WHEN channel = 'email' THEN value END"}
+        sql = f'DELETE FROM "{table}" WHERE {where} RETURNING {returning.get(table, "1")}'  # noqa: S608  # catalogue
+        values = (await session.scalars(text(sql), {"ws": self.workspace_id})).all()
+        if table == "deliveries":
+            self.delivery_ids.extend(str(v) for v in values)
+        elif table == "contact_points":
+            self.emails.extend(str(v) for v in values if v)
+        return len(values)
+
+    async def finish(self, operator_key_id: uuid.UUID | None, session: AsyncSession) -> dict[str, Any]:
+        """Make the row a tombstone, or delete it (with whatever a late writer added) and keep the record."""
+        ws = self.workspace_id
+        await self._open(session)
+        if self.keep_suppressions:
+            await session.execute(
+                update(Workspace)
+                .where(Workspace.id == ws)
+                .values(settings={}, mail_domains=None, exported_at=None, exported_seq=None)
+            )
+            tombstone = await repository.lock_workspace(session, ws)
+            assert tombstone is not None
+            return await _tombstone_report(session, tombstone)
+        assert self.workspace is not None
+        await session.execute(text("DELETE FROM workspaces WHERE id = :ws"), {"ws": ws})
+        exported_at = self.workspace.exported_at
+        report = {
+            "workspace_id": str(ws),
+            "state": "deleted",
+            "deleted_at": self.deleted_at.isoformat(),
+            "exported_at": exported_at.isoformat() if exported_at else None,
+            "forced": self.force,
+            "deleted": self.deleted(),
+            "kept": {},
+        }
+        session.add(
+            WorkspaceDeletion(
+                id=ws,
+                deleted_at=self.deleted_at,
+                operator_key_id=operator_key_id,
+                exported_at=exported_at,
+                report=report,
+            )
         )
-        refreshed = await repository.lock_workspace(session, workspace_id)
-        assert refreshed is not None
-        report = await _tombstone_report(session, refreshed)
-        report["deleted"] = deleted
-        return Deleted(report=report, delivery_ids=delivery_ids, emails=emails)
-    await session.execute(text("DELETE FROM workspaces WHERE id = :ws"), {"ws": workspace_id})
-    report = {
-        "workspace_id": str(workspace_id),
-        "state": "deleted",
-        "deleted_at": now.isoformat(),
-        "exported_at": workspace.exported_at.isoformat() if workspace.exported_at else None,
-        "forced": workspace.exported_at is None or force,
-        "deleted": deleted,
-        "kept": {},
-    }
-    session.add(
-        WorkspaceDeletion(
-            id=workspace_id,
-            deleted_at=now,
-            operator_key_id=operator_key_id,
-            exported_at=workspace.exported_at,
-            report=report,
-        )
-    )
-    await session.flush()
-    return Deleted(report=report, delivery_ids=delivery_ids, emails=emails)
+        await session.flush()
+        return report
+
+
+async def _has_rows_beyond_suppressions(session: AsyncSession, workspace_id: uuid.UUID) -> bool:
+    """Whether a tombstone still holds more than its suppressions and their purposes (a deletion cut short)."""
+    for table in await workspace_tables(session):
+        if table in {"suppressions", "purposes"}:
+            continue
+        sql = f'SELECT 1 FROM "{table}" WHERE workspace_id = :ws LIMIT 1'  # noqa: S608  # names from the catalogue
+        found = await session.scalar(text(sql), {"ws": workspace_id})
+        if found:
+            return True
+    return False
 
 
 def _check_export(workspace: Workspace, head: int | None) -> None:

@@ -493,3 +493,60 @@ async def test_cli_creates_and_revokes_an_operator_key(pg_server):
             await conn.close()
     finally:
         await pg_server.drop_database(url)
+
+
+# --- concurrency (committed data, separate connections) --------------------------------------------------------
+
+
+async def test_deletion_under_concurrent_ledger_writes_leaves_nothing(engine, settings):
+    """Writers keep appending to the workspace's ledger from their own connections while the operator deletes it:
+    the deletion goes through (retrying a deadlock if one comes), every writer either committed before (its rows
+    are deleted) or fails, and no row of the workspace is left."""
+    import asyncio  # noqa: PLC0415
+
+    import httpx  # noqa: PLC0415
+
+    from app.lib.db import Database  # noqa: PLC0415
+    from app.main import create_app  # noqa: PLC0415
+    from tests.conftest import Ledger, running  # noqa: PLC0415
+
+    database = Database.from_url(engine.url.render_as_string(hide_password=False), pool_size=6)
+    try:
+        async with database.sessionmaker() as db_session, db_session.begin():
+            _, secret = await workspaces_operator.create_operator_key(db_session, "ops")
+        operator_headers = {"Authorization": f"Bearer {secret}"}
+        application = create_app(settings, database=database)
+        async with running(application):
+            transport = httpx.ASGITransport(app=application)
+            async with httpx.AsyncClient(transport=transport, base_url="https://consent.example.com") as client:
+                created = await client.post("/v1/workspaces", json={"name": "Doomed"}, headers=operator_headers)
+                workspace_id = uuid.UUID(created.json()["id"])
+                ledger = Ledger(database, workspace_id)
+                purpose = await ledger.purpose("newsletter")
+                points = [await ledger.point("sms", f"+491510000{n:04d}") for n in range(4)]
+                stop = asyncio.Event()
+                outcomes = {"written": 0, "refused": 0}
+
+                async def write(point) -> None:
+                    while not stop.is_set():
+                        try:
+                            await ledger.apply(point, purpose.id, "stop_word", "start_word")
+                            outcomes["written"] += 1
+                        except Exception:  # noqa: BLE001  # the workspace went: refused, whatever the error
+                            outcomes["refused"] += 1
+                            await asyncio.sleep(0.01)
+
+                writers = [asyncio.create_task(write(p)) for p in points]
+                await asyncio.sleep(0.3)
+                deleted = await client.delete(f"/v1/workspaces/{workspace_id}?force=true", headers=operator_headers)
+                await asyncio.sleep(0.2)
+                stop.set()
+                await asyncio.gather(*writers)
+                assert deleted.status_code == 200, deleted.text
+                assert outcomes["written"] > 0
+                assert outcomes["refused"] > 0, "writers after the deletion must fail"
+                async with database.sessionmaker() as db_session:
+                    left = await _counts(db_session, workspace_id)
+                assert left == dict.fromkeys(left, 0), {t: n for t, n in left.items() if n}
+    finally:
+        await database.dispose()
