@@ -38,7 +38,6 @@ from typing import Any, TypeVar
 
 import msgspec
 import structlog
-from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -55,8 +54,6 @@ from app.workspaces.schemas import WorkspaceSettingsIn
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
 
-DELETING_SETTING = "consent.deleting_workspace"
-"""The transaction-local setting the ledger's append-only trigger reads (migration 0026)."""
 
 _RETRYABLE = {"40P01", "40001"}  # deadlock detected, serialization failure
 
@@ -74,20 +71,13 @@ async def create_operator_key(session: AsyncSession, name: str) -> tuple[Operato
     """A new operator key; the secret is returned once and not stored."""
     secret, secret_hash = generate_key()
     key = OperatorKey(name=name, display_prefix=secret[:10], secret_hash=secret_hash)
-    session.add(key)
-    await session.flush()
-    await session.refresh(key)
-    return key, secret
+    return await repository.add_operator_key(session, key), secret
 
 
 async def revoke_operator_key(session: AsyncSession, key_id: uuid.UUID) -> None:
     """Revoke an operator key at once (a second revoke keeps the first time); 404 if unknown."""
-    key = await session.get(OperatorKey, key_id)
-    if key is None:
+    if not await repository.revoke_operator_key(session, key_id, utcnow()):
         raise NotFound("No operator key with this id.", code="api_key_not_found")
-    if key.revoked_at is None:
-        key.revoked_at = utcnow()
-        await session.flush()
 
 
 async def create_workspace(
@@ -118,10 +108,7 @@ async def create_workspace(
 
 async def list_workspaces(session: AsyncSession, *, after: uuid.UUID | None, limit: int) -> Sequence[Workspace]:
     """Workspaces (tombstones included) in id order, the page after ``after``."""
-    query = select(Workspace).order_by(Workspace.id).limit(limit)
-    if after is not None:
-        query = query.where(Workspace.id > after)
-    return (await session.scalars(query)).all()
+    return await repository.list_workspaces(session, after=after, limit=limit)
 
 
 async def get_workspace(session: AsyncSession, workspace_id: uuid.UUID) -> Workspace:
@@ -134,24 +121,7 @@ async def get_workspace(session: AsyncSession, workspace_id: uuid.UUID) -> Works
 
 async def workspace_tables(session: AsyncSession) -> list[str]:
     """Every table with a ``workspace_id`` column, children before the tables they reference."""
-    names = set(
-        (
-            await session.scalars(
-                text(
-                    "SELECT table_name FROM information_schema.columns WHERE table_schema = current_schema() "
-                    "AND column_name = 'workspace_id'"
-                )
-            )
-        ).all()
-    )
-    edges = (
-        await session.execute(
-            text(
-                "SELECT c.conrelid::regclass::text AS child, c.confrelid::regclass::text AS parent "
-                "FROM pg_constraint c WHERE c.contype = 'f' AND c.connamespace = current_schema()::regnamespace"
-            )
-        )
-    ).all()
+    names, edges = await repository.workspace_table_graph(session)
     parents: dict[str, set[str]] = {name: set() for name in names}
     for child, parent in edges:
         if child in names and parent in names and child != parent:
@@ -261,59 +231,46 @@ class _Deletion:
 
     async def _open(self, session: AsyncSession) -> None:
         """Let this transaction delete the workspace's ledger rows (the trigger checks this and ``deleted_at``)."""
-        await session.execute(
-            text("SELECT set_config(:name, :ws, true)"), {"name": DELETING_SETTING, "ws": str(self.workspace_id)}
-        )
+        await repository.allow_ledger_deletion(session, self.workspace_id)
 
     async def begin(self, session: AsyncSession) -> Deleted | Workspace:
         """Mark the workspace deleted and take its ledger; the earlier answer when it was already done."""
         ws = self.workspace_id
-        record = await session.get(WorkspaceDeletion, ws)
+        record = await repository.find_deletion(session, ws)
         if record is not None:
             return Deleted(report=record.report, repeated=True)
-        workspace = await session.scalar(
-            select(Workspace)
-            .where(Workspace.id == ws)
-            .with_for_update(key_share=True)  # FOR NO KEY UPDATE: writers' foreign key checks go on meanwhile
-            .execution_options(populate_existing=True)
-        )
+        workspace = await repository.lock_workspace_for_deletion(session, ws)
         if workspace is None:
             raise NotFound("No workspace with this id.", code="workspace_not_found")
         tombstone = workspace.deleted_at is not None and workspace.settings == {}
         if self.keep_suppressions and tombstone and not await _has_rows_beyond_suppressions(session, ws):
             return Deleted(report=await _tombstone_report(session, workspace), repeated=True)
         # the chain head goes first: an append holding it finishes, and the last seq is the one deleted here
-        head = await session.scalar(
-            text("DELETE FROM ledger_heads WHERE workspace_id = :ws RETURNING last_seq"), {"ws": ws}
-        )
+        head = await repository.delete_ledger_head(session, ws)
         if workspace.deleted_at is None and not self.force:
             _check_export(workspace, head)
-        await session.execute(
-            update(Workspace).where(Workspace.id == ws).values(deleted_at=func.coalesce(Workspace.deleted_at, utcnow()))
-        )
+        await repository.mark_deleted(session, ws, utcnow())
         await self._open(session)
-        events = await session.execute(text("DELETE FROM consent_events WHERE workspace_id = :ws"), {"ws": ws})
-        self.counts = {"ledger_heads": int(head is not None), "consent_events": int(events.rowcount)}  # type: ignore[attr-defined]  # a DML result
+        events = await repository.delete_rows(session, "consent_events", ws)
+        self.counts = {"ledger_heads": int(head is not None), "consent_events": len(events)}
         self.workspace = workspace
         return workspace
 
     async def count_message_events(self, session: AsyncSession) -> int:
         """The workspace's message events (they have no workspace column: they go with their deliveries)."""
-        sql = "SELECT count(*) FROM message_events e JOIN messages m ON m.id = e.message_id WHERE m.workspace_id = :ws"
-        return await _count(session, sql, self.workspace_id)
+        return await repository.count_message_events(session, self.workspace_id)
 
     async def sweep(self, table: str, session: AsyncSession) -> int:
         """Delete the workspace's rows of ``table``; keep what names the files on disk."""
         await self._open(session)
-        where = "workspace_id = :ws"
-        if self.keep_suppressions and table == "purposes":
-            where += (
-                " AND id NOT IN (SELECT purpose_id FROM suppressions WHERE workspace_id = :ws "
-                "AND purpose_id IS NOT NULL)"
-            )
         returning = {"deliveries": "id::text", "contact_points": "CASE WHEN channel = 'email' THEN value END"}
-        sql = f'DELETE FROM "{table}" WHERE {where} RETURNING {returning.get(table, "1")}'  # noqa: S608  # catalogue
-        values = (await session.scalars(text(sql), {"ws": self.workspace_id})).all()
+        values = await repository.delete_rows(
+            session,
+            table,
+            self.workspace_id,
+            returning=returning.get(table, "1"),
+            keep_named_purposes=self.keep_suppressions and table == "purposes",
+        )
         if table == "deliveries":
             self.delivery_ids.extend(str(v) for v in values)
         elif table == "contact_points":
@@ -325,16 +282,12 @@ class _Deletion:
         ws = self.workspace_id
         await self._open(session)
         if self.keep_suppressions:
-            await session.execute(
-                update(Workspace)
-                .where(Workspace.id == ws)
-                .values(settings={}, mail_domains=None, exported_at=None, exported_seq=None)
-            )
+            await repository.make_tombstone(session, ws)
             tombstone = await repository.lock_workspace(session, ws)
             assert tombstone is not None
             return await _tombstone_report(session, tombstone)
         assert self.workspace is not None
-        await session.execute(text("DELETE FROM workspaces WHERE id = :ws"), {"ws": ws})
+        await repository.delete_workspace_row(session, ws)
         exported_at = self.workspace.exported_at
         report = {
             "workspace_id": str(ws),
@@ -345,16 +298,10 @@ class _Deletion:
             "deleted": self.deleted(),
             "kept": {},
         }
-        session.add(
-            WorkspaceDeletion(
-                id=ws,
-                deleted_at=self.deleted_at,
-                operator_key_id=operator_key_id,
-                exported_at=exported_at,
-                report=report,
-            )
+        record = WorkspaceDeletion(
+            id=ws, deleted_at=self.deleted_at, operator_key_id=operator_key_id, exported_at=exported_at, report=report
         )
-        await session.flush()
+        await repository.add_deletion(session, record)
         return report
 
 
@@ -363,9 +310,7 @@ async def _has_rows_beyond_suppressions(session: AsyncSession, workspace_id: uui
     for table in await workspace_tables(session):
         if table in {"suppressions", "purposes"}:
             continue
-        sql = f'SELECT 1 FROM "{table}" WHERE workspace_id = :ws LIMIT 1'  # noqa: S608  # names from the catalogue
-        found = await session.scalar(text(sql), {"ws": workspace_id})
-        if found:
+        if await repository.has_rows(session, table, workspace_id):
             return True
     return False
 
@@ -386,12 +331,7 @@ def _check_export(workspace: Workspace, head: int | None) -> None:
 
 async def _tombstone_report(session: AsyncSession, workspace: Workspace) -> dict[str, Any]:
     assert workspace.deleted_at is not None
-    kept = {
-        "suppressions": await _count(
-            session, "SELECT count(*) FROM suppressions WHERE workspace_id = :ws", workspace.id
-        ),
-        "purposes": await _count(session, "SELECT count(*) FROM purposes WHERE workspace_id = :ws", workspace.id),
-    }
+    kept = {table: await repository.count_rows(session, table, workspace.id) for table in ("suppressions", "purposes")}
     return {
         "workspace_id": str(workspace.id),
         "state": "tombstone",
@@ -403,12 +343,7 @@ async def _tombstone_report(session: AsyncSession, workspace: Workspace) -> dict
     }
 
 
-async def _count(session: AsyncSession, sql: str, workspace_id: uuid.UUID) -> int:
-    return int(await session.scalar(text(sql), {"ws": workspace_id}) or 0)
-
-
 _SEALED_SUFFIX = "_sealed"
-_HIDDEN_COLUMNS = {"api_keys": ("secret_hash",)}
 
 
 def _without_sealed(value: Any) -> Any:
@@ -433,56 +368,23 @@ async def export_lines(database: Database, workspace_id: uuid.UUID) -> AsyncIter
         workspace = await repository.get_workspace(session, workspace_id)
         if workspace is None:
             raise NotFound("No workspace with this id.", code="workspace_not_found")
-        seq = int(
-            await session.scalar(
-                text("SELECT last_seq FROM ledger_heads WHERE workspace_id = :ws"), {"ws": workspace_id}
-            )
-            or 0
-        )
-        yield (
-            encoder.encode(
-                {
-                    "type": "workspace",
-                    "id": workspace.id,
-                    "name": workspace.name,
-                    "created_at": workspace.created_at,
-                    "settings": _without_sealed(workspace.settings),
-                    "mail_domains": workspace.mail_domains,
-                    "exported_at": started,
-                    "ledger_seq": seq,
-                }
-            )
-            + b"\n"
-        )
+        seq = await repository.ledger_seq(session, workspace_id)
+        header = {
+            "type": "workspace",
+            "id": workspace.id,
+            "name": workspace.name,
+            "created_at": workspace.created_at,
+            "settings": _without_sealed(workspace.settings),
+            "mail_domains": workspace.mail_domains,
+            "exported_at": started,
+            "ledger_seq": seq,
+        }
+        yield encoder.encode(header) + b"\n"
         rows = 0
-        queries = [(table, _select(table)) for table in sorted(await workspace_tables(session))]
-        queries.append(
-            (
-                "message_events",
-                (
-                    "SELECT row_to_json(t)::text FROM message_events t JOIN messages m ON m.id = t.message_id "
-                    "WHERE m.workspace_id = :ws ORDER BY t.id"
-                ),
-            )
-        )
-        for table, sql in queries:
-            result = await session.stream(text(sql), {"ws": workspace_id, "seq": seq})
-            async for (row,) in result:
-                rows += 1
-                yield b'{"type":"row","table":"' + table.encode() + b'","row":' + row.encode() + b"}\n"
+        tables = sorted(await workspace_tables(session))
+        async for table, row in repository.export_rows(session, tables, workspace_id, seq):
+            rows += 1
+            yield b'{"type":"row","table":"' + table.encode() + b'","row":' + row.encode() + b"}\n"
     async with database.sessionmaker() as session, session.begin():
-        await session.execute(
-            update(Workspace)
-            .where(Workspace.id == workspace_id, Workspace.deleted_at.is_(None))
-            .values(exported_at=started, exported_seq=seq)
-        )
+        await repository.record_export(session, workspace_id, started, seq)
     yield encoder.encode({"type": "end", "rows": rows, "ledger_seq": seq}) + b"\n"
-
-
-def _select(table: str) -> str:
-    hidden = "".join(f" - '{column}'" for column in _HIDDEN_COLUMNS.get(table, ()))
-    row = f"(to_jsonb(t){hidden})::text" if hidden else "row_to_json(t)::text"
-    where = "t.workspace_id = :ws"
-    if table == "consent_events":
-        where += " AND t.seq <= :seq ORDER BY t.seq"
-    return f'SELECT {row} FROM "{table}" t WHERE {where}'  # noqa: S608  # names from the catalogue
