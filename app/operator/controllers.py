@@ -203,9 +203,10 @@ class OperatorWorkspaceController(Controller):
         )
         key_cache.clear()
         out = msgspec.convert(done.report, WorkspaceDeletedOut)
-        if done.repeated:
-            return msgspec.structs.replace(out, deleted={})
         outbox = settings.data_dir / "outbox"
-        removed = await asyncio.to_thread(outbox_files.erase, outbox, workspace_id, done.delivery_ids, done.emails)
+        removed = 0
+        if not done.repeated:
+            removed = await asyncio.to_thread(outbox_files.erase, outbox, workspace_id, done.delivery_ids, done.emails)
+        # a repeat too: a send that was in flight during the deletion may have written its file since
         removed += await asyncio.to_thread(_remove_folder, outbox / str(workspace_id))
-        return msgspec.structs.replace(out, outbox_files=removed)
+        return msgspec.structs.replace(out, deleted={} if done.repeated else out.deleted, outbox_files=removed)

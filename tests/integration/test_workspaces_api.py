@@ -376,8 +376,13 @@ async def test_deletion_needs_a_current_export_and_leaves_no_row_of_the_workspac
 
     # the keys are gone; a repeat answers the same deletion; the workspace is unknown now
     assert (await client.get("/v1/workspace", headers=world["admin"])).status_code == 401
+    late = settings.data_dir / "outbox" / str(tenant.id) / "sms"  # a send in flight wrote its file after all
+    late.mkdir(parents=True)
+    (late / f"{uuid.uuid4()}.json").write_text("{}")
     repeat = await client.delete(f"/v1/workspaces/{tenant.id}", headers=operator)
     assert repeat.status_code == 200
+    assert repeat.json()["outbox_files"] == 1
+    assert not (settings.data_dir / "outbox" / str(tenant.id)).exists()
     assert repeat.json()["state"] == "deleted"
     assert repeat.json()["deleted"] == {}
     assert repeat.json()["deleted_at"] == report["deleted_at"]
