@@ -265,7 +265,9 @@ def apikey() -> None:
     """API keys."""
 
 
-def _parse_scopes(_ctx: click.Context, _param: click.Parameter, value: str) -> list[Scope]:
+def _parse_scopes(_ctx: click.Context, _param: click.Parameter, value: str | None) -> list[Scope] | None:
+    if value is None:
+        return None
     try:
         scopes = [Scope(part.strip()) for part in value.split(",") if part.strip()]
     except ValueError:
@@ -276,40 +278,71 @@ def _parse_scopes(_ctx: click.Context, _param: click.Parameter, value: str) -> l
 
 
 @apikey.command(name="create")
-@click.option("--workspace", "workspace_id", required=True, type=click.UUID, help="Workspace id.")
-@click.option("--scopes", required=True, callback=_parse_scopes, help="Comma-separated, e.g. admin,eligibility:read")
+@click.option("--workspace", "workspace_id", type=click.UUID, help="Workspace id (not with --operator).")
+@click.option("--scopes", callback=_parse_scopes, help="Comma-separated, e.g. admin,eligibility:read")
+@click.option(
+    "--operator", is_flag=True, help="An operator key: manages workspaces (/v1/workspaces), no workspace's data."
+)
 @click.option("--name", default="cli", show_default=True, help="A label for the key.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def apikey_create(workspace_id: uuid.UUID, scopes: list[Scope], name: str, as_json: bool) -> None:  # noqa: FBT001
-    """Create an API key; the secret is printed once and is not stored."""
+def apikey_create(
+    workspace_id: uuid.UUID | None,
+    scopes: list[Scope] | None,
+    operator: bool,  # noqa: FBT001
+    name: str,
+    as_json: bool,  # noqa: FBT001
+) -> None:
+    """Create an API key; the secret is printed once and is not stored.
+
+    A workspace's key needs --workspace and --scopes; an operator key (--operator) takes neither: it belongs to
+    no workspace and carries the one scope ``operator``.
+    """
+    from app.workspaces import operator as operators  # noqa: PLC0415
     from app.workspaces import service  # noqa: PLC0415
 
+    if operator and (workspace_id is not None or scopes):
+        raise click.UsageError("--operator takes neither --workspace nor --scopes: an operator key has no workspace")
+    if not operator and (workspace_id is None or not scopes):
+        raise click.UsageError("a workspace's key needs --workspace and --scopes (or pass --operator)")
     settings = _settings()
 
     async def action() -> tuple[uuid.UUID, str]:
         async with open_database(settings) as database, database.sessionmaker() as session, session.begin():
-            key, secret = await service.create_api_key(session, workspace_id, name, scopes)
+            if operator:
+                made, secret = await operators.create_operator_key(session, name)
+                return made.id, secret
+            assert workspace_id is not None
+            key, secret = await service.create_api_key(session, workspace_id, name, scopes or [])
             return key.id, secret
 
     key_id, secret = _run(action)
+    granted = [Scope.OPERATOR.value] if operator else [s.value for s in scopes or []]
     if as_json:
-        click.echo(json.dumps({"id": str(key_id), "secret": secret, "scopes": [s.value for s in scopes]}))
+        click.echo(json.dumps({"id": str(key_id), "secret": secret, "scopes": granted}))
     else:
         click.echo(f"id:     {key_id}\nsecret: {secret}\n(store the secret now: it cannot be shown again)")
 
 
 @apikey.command(name="revoke")
-@click.option("--workspace", "workspace_id", required=True, type=click.UUID, help="Workspace id.")
+@click.option("--workspace", "workspace_id", type=click.UUID, help="Workspace id (not with --operator).")
+@click.option("--operator", is_flag=True, help="The key is an operator key.")
 @click.argument("key_id", type=click.UUID)
-def apikey_revoke(workspace_id: uuid.UUID, key_id: uuid.UUID) -> None:
+def apikey_revoke(workspace_id: uuid.UUID | None, operator: bool, key_id: uuid.UUID) -> None:  # noqa: FBT001
     """Revoke an API key at once."""
+    from app.workspaces import operator as operators  # noqa: PLC0415
     from app.workspaces import service  # noqa: PLC0415
 
+    if operator == (workspace_id is not None):
+        raise click.UsageError("pass --workspace for a workspace's key, or --operator for an operator key")
     settings = _settings()
 
     async def action() -> None:
         async with open_database(settings) as database, database.sessionmaker() as session, session.begin():
-            await service.revoke_api_key(session, workspace_id, key_id)
+            if operator:
+                await operators.revoke_operator_key(session, key_id)
+            else:
+                assert workspace_id is not None
+                await service.revoke_api_key(session, workspace_id, key_id)
 
     _run(action)
     click.echo("revoked")

@@ -43,6 +43,7 @@ from app.lib.orm import utcnow
 from app.lib.repository import prune_callbacks
 from app.messages.controllers import MessageController
 from app.messages.dispatcher import Dispatcher
+from app.operator.controllers import OperatorWorkspaceController
 from app.ops.controllers import health, metrics, ready
 from app.preferences.controllers import PreferenceLinkController, PreferencePages
 from app.preferences.request import PreferenceRequestPages, PreferenceViaPages
@@ -220,6 +221,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         route_handlers=[
             ApiKeyController,
             WorkspaceController,
+            OperatorWorkspaceController,
             PurposeController,
             NoticeController,
             ContactController,

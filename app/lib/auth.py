@@ -3,6 +3,12 @@
 A key is ``csk_`` + 43 characters of base64url (256 random bits). Only its SHA-256 is stored: the secret
 has full entropy, so a slow password hash would add latency to every request and no safety. A key belongs
 to one workspace; every query a request makes is filtered by the principal's workspace.
+
+An operator key (scope ``operator``, made by ``consent apikey create --operator``, stored in ``operator_keys``)
+belongs to no workspace: it may call the operator endpoints (``/v1/workspaces``) and nothing else. The guard
+refuses it on every tenant route (``403 operator_key_not_allowed``) and refuses every tenant key, admin included,
+on the operator routes (``403 insufficient_scope``); :func:`authenticate`, which the tenant code paths use, never
+answers an operator principal.
 """
 
 from __future__ import annotations
@@ -36,6 +42,12 @@ class Scope(enum.StrEnum):
     ELIGIBILITY_READ = "eligibility:read"
     MESSAGES_SEND = "messages:send"
     AUDIT_READ = "audit:read"
+    OPERATOR = "operator"
+    """The service operator's: workspaces only, never a workspace's data (no tenant key can carry it)."""
+
+
+TENANT_SCOPES = tuple(scope for scope in Scope if scope is not Scope.OPERATOR)
+"""The scopes a workspace's key may carry."""
 
 
 class Principal(msgspec.Struct, frozen=True):
@@ -46,8 +58,16 @@ class Principal(msgspec.Struct, frozen=True):
     scopes: frozenset[str]
 
     def allows(self, scope: Scope) -> bool:
-        """True when the key carries ``scope`` or ``admin``."""
+        """True when the key carries ``scope`` or ``admin`` (``admin`` never stands for ``operator``)."""
+        if scope is Scope.OPERATOR:
+            return False
         return Scope.ADMIN in self.scopes or scope in self.scopes
+
+
+class OperatorPrincipal(msgspec.Struct, frozen=True):
+    """The service operator's key: may manage workspaces, reads and writes no workspace's data."""
+
+    operator_key_id: uuid.UUID
 
 
 def generate_key() -> tuple[str, bytes]:
@@ -61,8 +81,9 @@ def hash_key(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
 
 
-KeyLookup = Callable[[asyncpg.Connection, bytes], Awaitable[Principal | None]]
-"""Finds the principal of an active (unrevoked) key by the SHA-256 of its secret, on a driver connection."""
+Caller = Principal | OperatorPrincipal
+KeyLookup = Callable[[asyncpg.Connection, bytes], Awaitable[Caller | None]]
+"""Finds the principal of an active (unrevoked) key, tenant or operator, by the SHA-256 of its secret."""
 
 
 def bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
@@ -89,16 +110,16 @@ class KeyCache:
         self.lookup = lookup
         self.ttl = ttl
         self.size = size
-        self._entries: dict[bytes, tuple[Principal, float]] = {}
+        self._entries: dict[bytes, tuple[Caller, float]] = {}
 
-    def get(self, digest: bytes) -> Principal | None:
+    def get(self, digest: bytes) -> Caller | None:
         """A principal verified less than ``ttl`` seconds ago."""
         entry = self._entries.get(digest)
         if entry is None or entry[1] < time.monotonic():
             return None
         return entry[0]
 
-    def put(self, digest: bytes, principal: Principal) -> None:
+    def put(self, digest: bytes, principal: Caller) -> None:
         """Remember a verified key."""
         if len(self._entries) >= self.size:
             self._entries.clear()
@@ -110,7 +131,26 @@ class KeyCache:
 
 
 async def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
-    """Resolve the bearer key to a principal (401 if missing, malformed, unknown or revoked)."""
+    """Resolve the bearer key to a workspace's principal.
+
+    401 if missing, malformed, unknown or revoked; 403 for an operator key, which reads no workspace's data.
+    """
+    caller = await authenticate_caller(connection)
+    if isinstance(caller, OperatorPrincipal):
+        raise _operator_refused()
+    return caller
+
+
+def _operator_refused() -> Forbidden:
+    return Forbidden(
+        "An operator key manages workspaces only (/v1/workspaces); it reads and writes no workspace's data. "
+        "Use a key of the workspace.",
+        code="operator_key_not_allowed",
+    )
+
+
+async def authenticate_caller(connection: ASGIConnection[Any, Any, Any, Any]) -> Caller:
+    """Resolve the bearer key to a tenant's or the operator's principal (401 as :func:`authenticate`)."""
     token = bearer_token(connection)
     if not token.startswith(KEY_PREFIX) or len(token) > _MAX_KEY_LENGTH:
         raise Unauthenticated("The API key is not valid.", code="invalid_api_key")
@@ -135,9 +175,15 @@ async def api_key_guard(connection: ASGIConnection[Any, Any, Any, Any], handler:
     """
     if handler.opt.get("public"):
         return
-    principal = await authenticate(connection)
-    connection.scope["auth"] = principal
-    require_scope(principal, handler)
+    caller = await authenticate_caller(connection)
+    operator_route = handler.opt.get("scope") is Scope.OPERATOR
+    if isinstance(caller, OperatorPrincipal):
+        if not operator_route:  # every tenant route, whatever scope it declares (or none)
+            raise _operator_refused()
+        connection.scope["auth"] = caller
+        return
+    connection.scope["auth"] = caller
+    require_scope(caller, handler)  # an operator route: no tenant key passes (``allows`` never grants operator)
 
 
 def require_scope(principal: Principal, handler: BaseRouteHandler) -> None:
@@ -153,6 +199,14 @@ def require_scope(principal: Principal, handler: BaseRouteHandler) -> None:
             code="insufficient_scope",
             extra={"required_scope": str(accepted[0]), "accepted_scopes": [str(s) for s in accepted]},
         )
+
+
+async def provide_operator(request: Request[Any, Any, Any]) -> OperatorPrincipal:
+    """Dependency of the operator routes: the operator's principal set by :func:`api_key_guard`."""
+    principal = request.scope.get("auth")
+    if not isinstance(principal, OperatorPrincipal):  # pragma: no cover - the guard refuses every other key
+        raise Forbidden("This route needs an operator key.", code="insufficient_scope")
+    return principal
 
 
 async def provide_principal(request: Request[Any, Any, Any]) -> Principal:

@@ -65,6 +65,8 @@ HOOKS: tuple[PrivacyHook, ...] = (SHARED, MESSAGES, WEBHOOKS, EMAILS, PREFERENCE
 NO_PERSONAL_DATA = {
     "workspaces": "the tenant: its name and settings (sealed provider credentials), nobody's personal data",
     "api_keys": "the tenant's keys: hashed secrets, names and scopes",
+    "operator_keys": "the service operator's keys: hashed secrets and names, no workspace's",
+    "workspace_deletions": "the record of a deleted workspace: counts per table and times, no personal data",
     "purposes": "the tenant's purposes",
     "notices": "the texts shown to everyone who signed up",
     "ledger_heads": "the hash of each workspace's last event",

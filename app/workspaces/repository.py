@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
 import asyncpg
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.lib.auth import Principal
-from app.workspaces.models import ApiKey, SenderIdentity, Workspace
+from app.lib.auth import Caller, OperatorPrincipal, Principal
+from app.workspaces.models import ApiKey, OperatorKey, SenderIdentity, Workspace, WorkspaceDeletion
 
 
 async def add_workspace(session: AsyncSession, name: str) -> Workspace:
@@ -56,14 +56,22 @@ async def list_api_keys(session: AsyncSession, workspace_id: uuid.UUID) -> Seque
     return result.all()
 
 
-_ACTIVE_KEY = "SELECT id, workspace_id, scopes FROM api_keys WHERE secret_hash = $1 AND revoked_at IS NULL"
+_ACTIVE_KEY = (
+    "SELECT id, workspace_id, scopes FROM api_keys WHERE secret_hash = $1 AND revoked_at IS NULL "
+    "UNION ALL SELECT id, NULL, NULL FROM operator_keys WHERE secret_hash = $1 AND revoked_at IS NULL"
+)
 
 
-async def find_active_key(driver: asyncpg.Connection, secret_hash: bytes) -> Principal | None:
-    """The principal of an unrevoked key by its hash (every authenticated request; plain asyncpg, one index probe)."""
+async def find_active_key(driver: asyncpg.Connection, secret_hash: bytes) -> Caller | None:
+    """The principal of an unrevoked key by its hash, a workspace's or the operator's.
+
+    Every authenticated request (not cached) asks: plain asyncpg, one index probe in each key table.
+    """
     row = await driver.fetchrow(_ACTIVE_KEY, secret_hash)
     if row is None:
         return None
+    if row["workspace_id"] is None:
+        return OperatorPrincipal(operator_key_id=row["id"])
     return Principal(workspace_id=row["workspace_id"], api_key_id=row["id"], scopes=frozenset(row["scopes"]))
 
 
@@ -131,3 +139,198 @@ async def owns_sender(session: AsyncSession, workspace_id: uuid.UUID, identities
 async def set_mail_domains(session: AsyncSession, workspace_id: uuid.UUID, domains: list[str] | None) -> None:
     """Replace the operator's list of mail domains (``None``: back to the default)."""
     await session.execute(update(Workspace).where(Workspace.id == workspace_id).values(mail_domains=domains))
+
+
+# --- the operator's workspace operations (app.workspaces.operator) -----------------------------------------------
+
+
+async def add_operator_key(session: AsyncSession, key: OperatorKey) -> OperatorKey:
+    """Insert an operator key."""
+    session.add(key)
+    await session.flush()
+    await session.refresh(key)
+    return key
+
+
+async def revoke_operator_key(session: AsyncSession, key_id: uuid.UUID, at: datetime) -> bool:
+    """Revoke an operator key (a second revoke keeps the first time); False if there is no such key."""
+    result = await session.execute(
+        update(OperatorKey)
+        .where(OperatorKey.id == key_id)
+        .values(revoked_at=func.coalesce(OperatorKey.revoked_at, at))
+        .returning(OperatorKey.id)
+    )
+    return result.scalar_one_or_none() is not None
+
+
+async def list_workspaces(session: AsyncSession, *, after: uuid.UUID | None, limit: int) -> Sequence[Workspace]:
+    """Workspaces (tombstones included) in id order, the page after ``after``."""
+    query = select(Workspace).order_by(Workspace.id).limit(limit)
+    if after is not None:
+        query = query.where(Workspace.id > after)
+    return (await session.scalars(query)).all()
+
+
+async def workspace_table_graph(session: AsyncSession) -> tuple[set[str], list[tuple[str, str]]]:
+    """The tables with a ``workspace_id`` column, and every foreign key as (child table, parent table)."""
+    names = set(
+        (
+            await session.scalars(
+                text(
+                    "SELECT table_name FROM information_schema.columns WHERE table_schema = current_schema() "
+                    "AND column_name = 'workspace_id'"
+                )
+            )
+        ).all()
+    )
+    edges = await session.execute(
+        text(
+            "SELECT c.conrelid::regclass::text, c.confrelid::regclass::text FROM pg_constraint c "
+            "WHERE c.contype = 'f' AND c.connamespace = current_schema()::regnamespace"
+        )
+    )
+    return names, [(child, parent) for child, parent in edges.all()]
+
+
+async def find_deletion(session: AsyncSession, workspace_id: uuid.UUID) -> WorkspaceDeletion | None:
+    """The record of the workspace's deletion, if it was deleted for good."""
+    return await session.get(WorkspaceDeletion, workspace_id)
+
+
+async def add_deletion(session: AsyncSession, record: WorkspaceDeletion) -> None:
+    """Keep the record of a deletion."""
+    session.add(record)
+    await session.flush()
+
+
+async def lock_workspace_for_deletion(session: AsyncSession, workspace_id: uuid.UUID) -> Workspace | None:
+    """The workspace row, locked ``FOR NO KEY UPDATE``: writers' foreign key checks (``KEY SHARE``) go on."""
+    return await session.scalar(
+        select(Workspace)
+        .where(Workspace.id == workspace_id)
+        .with_for_update(key_share=True)
+        .execution_options(populate_existing=True)
+    )
+
+
+async def allow_ledger_deletion(session: AsyncSession, workspace_id: uuid.UUID) -> None:
+    """Name the workspace in ``consent.deleting_workspace`` for this transaction (the ledger trigger reads it)."""
+    await session.execute(text("SELECT set_config('consent.deleting_workspace', :ws, true)"), {"ws": str(workspace_id)})
+
+
+async def delete_ledger_head(session: AsyncSession, workspace_id: uuid.UUID) -> int | None:
+    """Delete the chain head (waiting for an append that holds it); its last seq, ``None`` if there was none."""
+    seq = await session.scalar(
+        text("DELETE FROM ledger_heads WHERE workspace_id = :ws RETURNING last_seq"), {"ws": workspace_id}
+    )
+    return None if seq is None else int(seq)
+
+
+async def ledger_seq(session: AsyncSession, workspace_id: uuid.UUID) -> int:
+    """The chain head's last seq (0 before the first event)."""
+    seq = await session.scalar(text("SELECT last_seq FROM ledger_heads WHERE workspace_id = :ws"), {"ws": workspace_id})
+    return int(seq or 0)
+
+
+async def mark_deleted(session: AsyncSession, workspace_id: uuid.UUID, at: datetime) -> None:
+    """Set ``deleted_at`` (kept if set)."""
+    await session.execute(
+        update(Workspace).where(Workspace.id == workspace_id).values(deleted_at=func.coalesce(Workspace.deleted_at, at))
+    )
+
+
+async def delete_rows(
+    session: AsyncSession,
+    table: str,
+    workspace_id: uuid.UUID,
+    *,
+    returning: str = "1",
+    keep_named_purposes: bool = False,
+) -> Sequence[Any]:
+    """Delete the workspace's rows of ``table`` (a name from the catalogue); the ``returning`` expression of each.
+
+    ``keep_named_purposes``: of ``purposes``, keep those a suppression of the workspace names.
+    """
+    where = "workspace_id = :ws"
+    if keep_named_purposes:
+        where += (
+            " AND id NOT IN (SELECT purpose_id FROM suppressions WHERE workspace_id = :ws AND purpose_id IS NOT NULL)"
+        )
+    sql = f'DELETE FROM "{table}" WHERE {where} RETURNING {returning}'  # noqa: S608  # names from the catalogue
+    return (await session.scalars(text(sql), {"ws": workspace_id})).all()
+
+
+async def has_rows(session: AsyncSession, table: str, workspace_id: uuid.UUID) -> bool:
+    """Whether ``table`` (a name from the catalogue) holds a row of the workspace."""
+    sql = f'SELECT 1 FROM "{table}" WHERE workspace_id = :ws LIMIT 1'  # noqa: S608  # names from the catalogue
+    return await session.scalar(text(sql), {"ws": workspace_id}) is not None
+
+
+async def count_rows(session: AsyncSession, table: str, workspace_id: uuid.UUID) -> int:
+    """The workspace's rows of ``table`` (a name from the catalogue)."""
+    sql = f'SELECT count(*) FROM "{table}" WHERE workspace_id = :ws'  # noqa: S608  # names from the catalogue
+    return int(await session.scalar(text(sql), {"ws": workspace_id}) or 0)
+
+
+async def count_message_events(session: AsyncSession, workspace_id: uuid.UUID) -> int:
+    """The workspace's message events (no workspace column: they belong to its messages)."""
+    sql = "SELECT count(*) FROM message_events e JOIN messages m ON m.id = e.message_id WHERE m.workspace_id = :ws"
+    return int(await session.scalar(text(sql), {"ws": workspace_id}) or 0)
+
+
+async def make_tombstone(session: AsyncSession, workspace_id: uuid.UUID) -> None:
+    """Clear everything of the workspace row but its id, name, creation and deletion times."""
+    await session.execute(
+        update(Workspace)
+        .where(Workspace.id == workspace_id)
+        .values(settings={}, mail_domains=None, exported_at=None, exported_seq=None)
+    )
+
+
+async def delete_workspace_row(session: AsyncSession, workspace_id: uuid.UUID) -> None:
+    """Delete the workspace row (its remaining rows cascade)."""
+    await session.execute(delete(Workspace).where(Workspace.id == workspace_id))
+
+
+async def record_export(session: AsyncSession, workspace_id: uuid.UUID, at: datetime, seq: int) -> None:
+    """Remember a complete export (not on a tombstone)."""
+    await session.execute(
+        update(Workspace)
+        .where(Workspace.id == workspace_id, Workspace.deleted_at.is_(None))
+        .values(exported_at=at, exported_seq=seq)
+    )
+
+
+_HIDDEN_COLUMNS = {"api_keys": ("secret_hash",)}
+
+
+def _export_query(table: str) -> str:
+    hidden = "".join(f" - '{column}'" for column in _HIDDEN_COLUMNS.get(table, ()))
+    row = f"(to_jsonb(t){hidden})::text" if hidden else "row_to_json(t)::text"
+    where = "t.workspace_id = :ws"
+    if table == "consent_events":
+        where += " AND t.seq <= :seq ORDER BY t.seq"
+    return f'SELECT {row} FROM "{table}" t WHERE {where}'  # noqa: S608  # names from the catalogue
+
+
+async def export_rows(
+    session: AsyncSession, tables: Sequence[str], workspace_id: uuid.UUID, seq: int
+) -> AsyncIterator[tuple[str, str]]:
+    """(table, row as JSON) of every row of the workspace in ``tables``, then of its message events.
+
+    Streamed with a server-side cursor; the ledger up to ``seq``, in chain order; key hashes left out.
+    """
+    queries = [(table, _export_query(table)) for table in tables]
+    queries.append(
+        (
+            "message_events",
+            (
+                "SELECT row_to_json(t)::text FROM message_events t JOIN messages m ON m.id = t.message_id "
+                "WHERE m.workspace_id = :ws ORDER BY t.id"
+            ),
+        )
+    )
+    for table, sql in queries:
+        result = await session.stream(text(sql), {"ws": workspace_id, "seq": seq})
+        async for (row,) in result:
+            yield table, row

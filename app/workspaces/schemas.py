@@ -250,3 +250,53 @@ def _check_fcm_token_uri(account: str | None, *, allow_private: bool) -> None:
         raise InvalidInput(
             f"app_push.fcm_service_account's token_uri must be {GOOGLE_TOKEN_URI}.", code="fcm_token_uri_not_allowed"
         )
+
+
+class WorkspaceCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A new workspace (operator): its name, optionally its settings and the operator's mail domains."""
+
+    name: Name
+    settings: WorkspaceSettingsIn | None = None
+    """As ``PUT /v1/workspace/settings`` takes them (the same checks); omitted: the defaults."""
+    mail_domains: (
+        Annotated[
+            list[Annotated[str, msgspec.Meta(min_length=1, max_length=253)]],
+            msgspec.Meta(max_length=100, description="Domains email.from_address may use (the operator's list)."),
+        ]
+        | None
+    ) = None
+    admin_key_name: Name = "admin"
+
+
+class OperatorWorkspaceOut(msgspec.Struct, kw_only=True):
+    """A workspace as the operator sees it: no settings, no data."""
+
+    id: uuid.UUID
+    name: str
+    created_at: datetime
+    state: Annotated[str, msgspec.Meta(description="`active`, or `tombstone`: deleted, its suppressions kept")]
+    mail_domains: list[str] | None
+    exported_at: datetime | None
+    deleted_at: datetime | None
+
+
+class WorkspaceCreated(OperatorWorkspaceOut, kw_only=True):
+    """A new workspace and its first admin key (the secret is in this answer only)."""
+
+    admin_key: ApiKeyCreated
+
+
+class WorkspaceDeletedOut(msgspec.Struct, kw_only=True):
+    """What a workspace deletion did (answered again by every later DELETE of the same id)."""
+
+    workspace_id: uuid.UUID
+    state: Annotated[str, msgspec.Meta(description="`deleted` (nothing left but this record) or `tombstone`")]
+    deleted_at: datetime
+    exported_at: datetime | None
+    forced: bool
+    deleted: dict[str, int]
+    """Rows deleted per table (by this request; empty when repeated)."""
+    kept: dict[str, int]
+    """Rows kept per table: the tombstone's suppressions and the purposes they name."""
+    outbox_files: int = 0
+    """Files of the workspace removed from the outbox folder (dev outbox, print batches)."""

@@ -46,7 +46,15 @@ async def create_api_key(
     session: AsyncSession, workspace_id: uuid.UUID, name: str, scopes: Iterable[Scope]
 ) -> tuple[ApiKey, str]:
     """Create a key; returns the row and the secret, which is not stored and cannot be shown again."""
-    if await repository.get_workspace(session, workspace_id) is None:
+    scopes = [Scope(scope) for scope in scopes]
+    if Scope.OPERATOR in scopes:
+        raise InvalidInput(
+            "A workspace's key cannot carry the operator scope: operator keys are made with "
+            "'consent apikey create --operator' and belong to no workspace.",
+            code="operator_scope_not_allowed",
+        )
+    workspace = await repository.get_workspace(session, workspace_id)
+    if workspace is None or workspace.deleted_at is not None:
         raise NotFound(f"Workspace {workspace_id} does not exist.", code="workspace_not_found")
     secret, secret_hash = generate_key()
     key = ApiKey(

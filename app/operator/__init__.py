@@ -1,0 +1,1 @@
+"""The service operator's API: workspaces by API (scope ``operator``)."""
