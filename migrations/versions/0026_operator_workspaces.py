@@ -10,7 +10,7 @@ way the append-only ledger may lose rows: with its whole workspace.
   UPDATE (beyond erasing the personal part) and TRUNCATE stay refused.
 
 Revision ID: 0026
-Revises: 0021
+Revises: 0024
 Create Date: 2026-12-04 23:40:00.000000
 """
 
@@ -21,7 +21,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0026"
-down_revision: str | None = "0021"
+down_revision: str | None = "0024"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
