@@ -10,13 +10,16 @@ import re
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
+import asyncpg
 import httpx
 import pytest
 from sqlalchemy import select, update
+from sqlalchemy.engine import make_url
 
 from app.console.models import ConsoleLink, ConsoleSession
 from app.ledger.models import Contact
 from app.lib.auth import Scope
+from tests.conftest import consent_cli
 
 BASE = "https://consent.example.com"
 SAME_ORIGIN = {"Origin": BASE, "Sec-Fetch-Site": "same-origin"}
@@ -315,3 +318,34 @@ async def test_signing_out_ends_the_session(client, admin):
     out = await client.post("/console/logout", data={"csrf": token}, headers=SAME_ORIGIN)
     assert out.status_code == 200
     assert (await client.get("/console")).status_code == 401
+
+
+async def test_the_console_link_command_makes_a_link_through_a_key_of_its_own(pg_server):
+    url = await pg_server.create_database("consent_cli_console")
+    run = consent_cli(url)
+    try:
+        assert run("migrate").returncode == 0
+        workspace = json.loads(run("workspace", "create", "Acme", "--json").stdout.strip().splitlines()[-1])
+        made = run("console-link", "--workspace", workspace["id"], "--json")
+        assert made.returncode == 0, made.stderr
+        answer = json.loads(made.stdout.strip().splitlines()[-1])
+        token = parse_qs(urlsplit(answer["url"]).query)["token"][0]
+        assert urlsplit(answer["url"]).path == "/console/login"
+        assert token not in made.stderr, "the token must never reach the logs"
+        conn = await asyncpg.connect(make_url(url).set(drivername="postgresql").render_as_string(hide_password=False))
+        try:
+            link = await conn.fetchrow("SELECT token_hash, api_key_id, used_at FROM console_links")
+            key = await conn.fetchrow("SELECT id, name, scopes FROM api_keys")
+        finally:
+            await conn.close()
+        assert bytes(link["token_hash"]) == hashlib.sha256(token.encode()).digest()
+        assert link["used_at"] is None
+        assert (str(key["id"]), key["name"], key["scopes"]) == (answer["api_key_id"], "console-link", ["audit:read"])
+        admin = run("console-link", "--workspace", workspace["id"], "--admin")
+        assert admin.returncode == 0
+        assert "api_key_id:" in admin.stdout
+        missing = run("console-link", "--workspace", "0193a7e0-0000-7000-8000-000000000000")
+        assert missing.returncode != 0
+        assert "No workspace" in missing.stderr
+    finally:
+        await pg_server.drop_database(url)
