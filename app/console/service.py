@@ -41,6 +41,7 @@ COOKIE = "consent_console"
 MAX_QUERY = 320  # the longest address there is
 _MAX_TOKEN = 100  # longer than any token issued here: refused without a lookup
 CHANNELS = tuple(Channel)
+_FIRST_YEAR, _LAST_YEAR = 1970, 9998  # a period's end (the next midnight) stays a valid datetime
 
 
 def _hash(token: str) -> bytes:
@@ -243,6 +244,8 @@ def period_of(first: str | None, last: str | None, today: date) -> Period:
         start = date.fromisoformat(first) if first else end - timedelta(days=29)
     except ValueError:
         raise InvalidInput("Dates are written YYYY-MM-DD.", code="invalid_date") from None
+    if not (_FIRST_YEAR <= start.year and end.year <= _LAST_YEAR):
+        raise InvalidInput(f"Dates lie between {_FIRST_YEAR} and {_LAST_YEAR}.", code="invalid_range")
     if end < start:
         raise InvalidInput("'to' must not be before 'from'.", code="invalid_range")
     if (end - start).days + 1 > reports.MAX_RANGE.days:

@@ -8,7 +8,7 @@ import io
 import json
 import re
 from datetime import UTC, datetime, timedelta
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import asyncpg
 import httpx
@@ -349,3 +349,24 @@ async def test_the_console_link_command_makes_a_link_through_a_key_of_its_own(pg
         assert "No workspace" in missing.stderr
     finally:
         await pg_server.drop_database(url)
+
+
+async def test_wrong_input_gets_a_page_never_a_server_error(client, admin, jane):
+    await sign_in(client, admin)
+    for path, params in (
+        ("/console", {"from": "9999-12-31", "to": "9999-12-31"}),
+        ("/console", {"from": "0001-01-01", "to": "0001-01-02"}),
+        ("/console", {"from": "2026-12-04", "to": "2026-01-01"}),
+        ("/console", {"from": "2020-01-01", "to": "2026-01-01"}),
+        ("/console/reports/consents.csv", {"to": "9999-12-31"}),
+        ("/console/reports/messages.csv", {"group_by": "trigger"}),
+        ("/console/audit/events", {"from": "9999-12-31", "to": "9999-12-31"}),
+    ):
+        answer = await client.get(path, params=params)
+        assert answer.status_code == 422, (path, params, answer.status_code)
+        assert "text/html" in answer.headers["content-type"]
+    for ref in ("\x00", "%", "a" * 400, "../../etc/passwd", "' OR 1=1 --"):
+        answer = await client.get("/console/contacts", params={"q": ref})
+        assert answer.status_code == (422 if ref == "\x00" else 404), ref  # NUL: refused before any handler
+        exported = await client.get(f"/console/contacts/{quote(ref, safe='')}/export")
+        assert exported.status_code in (404, 422), ref
