@@ -244,7 +244,7 @@ def period_of(first: str | None, last: str | None, today: date) -> Period:
         start = date.fromisoformat(first) if first else end - timedelta(days=29)
     except ValueError:
         raise InvalidInput("Dates are written YYYY-MM-DD.", code="invalid_date") from None
-    if not (_FIRST_YEAR <= start.year and end.year <= _LAST_YEAR):
+    if not (start.year >= _FIRST_YEAR and end.year <= _LAST_YEAR):
         raise InvalidInput(f"Dates lie between {_FIRST_YEAR} and {_LAST_YEAR}.", code="invalid_range")
     if end < start:
         raise InvalidInput("'to' must not be before 'from'.", code="invalid_range")
