@@ -278,6 +278,11 @@ CHANNEL_NAMES = {
 }
 TRIGGER_NAMES = {
     "en": {
+        "signup": "Signup",
+        "confirm": "Confirmed",
+        "start_word": "START word",
+        "permission_granted": "Permission granted",
+        "lapse": "Confirmation lapsed",
         "stop_word": "STOP word",
         "unsubscribe": "Unsubscribe link",
         "complaint": "Complaint",
@@ -292,6 +297,11 @@ TRIGGER_NAMES = {
         "import": "Import",
     },
     "de": {
+        "signup": "Anmeldung",
+        "confirm": "Bestätigt",
+        "start_word": "START-Wort",
+        "permission_granted": "Erlaubnis erteilt",
+        "lapse": "Bestätigung verfallen",
         "stop_word": "STOP-Wort",
         "unsubscribe": "Abmeldelink",
         "complaint": "Beschwerde",
