@@ -33,7 +33,7 @@ from app.domain.model import ActorType, Channel
 from app.emails.render import locale_of
 from app.ledger import repository as ledger
 from app.ledger.service import Actor
-from app.lib.auth import Scope
+from app.lib.auth import Principal, Scope
 from app.lib.copystream import copy_response
 from app.lib.db import Database
 from app.lib.errors import InvalidInput, Unavailable
@@ -83,7 +83,7 @@ class ConsoleLinkController(Controller):
     @post(operation_id="createConsoleLink", status_code=201, responses=errors(401, 403))
     async def create(
         self,
-        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
         db: NamedDependency[AsyncSession],
         settings: NamedDependency[Settings],
     ) -> ConsoleLinkOut:
@@ -94,7 +94,7 @@ class ConsoleLinkController(Controller):
         key is revoked.
         """
         async with db.begin():
-            issued = await service.issue_link(db, request.scope["auth"])
+            issued = await service.issue_link(db, principal)
         return ConsoleLinkOut(url=login_url(settings, issued.token), expires_at=issued.expires_at)
 
 

@@ -370,3 +370,30 @@ async def test_wrong_input_gets_a_page_never_a_server_error(client, admin, jane)
         assert answer.status_code == (422 if ref == "\x00" else 404), ref  # NUL: refused before any handler
         exported = await client.get(f"/console/contacts/{quote(ref, safe='')}/export")
         assert exported.status_code in (404, 422), ref
+
+
+def test_vendored_chart_js_is_the_version_in_package_lock(project_root):
+    vendored = project_root / "app" / "static" / "vendor" / "chart.js"
+    manifest = json.loads((vendored / "VENDORED.json").read_text())
+    lock = json.loads((project_root / "package-lock.json").read_text())["packages"]["node_modules/chart.js"]
+    assert (manifest["package"], manifest["version"], manifest["integrity"]) == (
+        "chart.js",
+        lock["version"],
+        lock["integrity"],
+    )
+    assert json.loads((project_root / "package.json").read_text())["devDependencies"]["chart.js"] == lock["version"]
+    for name, digest in manifest["files"].items():
+        assert hashlib.sha256((vendored / name).read_bytes()).hexdigest() == digest, name
+    assert set(manifest["files"]) == {"dist/chart.umd.min.js", "LICENSE.md"}
+    installed = project_root / "node_modules" / "chart.js"
+    if installed.is_dir():  # npm ci: the committed copy is the package's own file
+        for name in manifest["files"]:
+            assert (vendored / name).read_bytes() == (installed / name).read_bytes(), name
+
+
+async def test_the_vendored_chart_library_is_served_to_the_console(client):
+    answer = await client.get("/static/vendor/chart.js/dist/chart.umd.min.js")
+    assert answer.status_code == 200
+    assert "Chart.js v4" in answer.text[:200]
+    assert (await client.get("/console/assets/console.js")).status_code == 200
+    assert (await client.get("/console/assets/console.css")).status_code == 200
