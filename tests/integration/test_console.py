@@ -131,6 +131,13 @@ async def test_a_session_idle_too_long_is_over(client, admin, session):
     assert "sign" in over.text.lower() or "anmelden" in over.text.lower()
 
 
+async def test_a_session_ends_after_its_lifetime_even_in_use(client, admin, session):
+    await sign_in(client, admin)
+    assert (await client.get("/console")).status_code == 200
+    await session.execute(update(ConsoleSession).values(expires_at=ConsoleSession.created_at))
+    assert (await client.get("/console")).status_code == 401
+
+
 async def test_revoking_the_key_ends_the_session(client, tenant, admin):
     reader = await tenant.key(Scope.AUDIT_READ)
     await sign_in(client, reader)
