@@ -665,3 +665,37 @@ def reports_rebuild(workspace_id: uuid.UUID | None, as_json: bool) -> None:  # n
 def reports_catch_up(workspace_id: uuid.UUID | None, as_json: bool) -> None:  # noqa: FBT001
     """Count what the ledger and the message history gained since the last catch-up (reports do it themselves)."""
     _echo_counted(_count_rollups(workspace_id, rebuild=False), as_json=as_json)
+
+
+@main.command(name="console-link")
+@click.option("--workspace", "workspace_id", required=True, type=click.UUID, help="Workspace id.")
+@click.option("--admin", is_flag=True, help="Sign in with the 'admin' scope (erasure) instead of 'audit:read'.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def console_link(workspace_id: uuid.UUID, admin: bool, as_json: bool) -> None:  # noqa: FBT001  # click flags
+    """A single-use login link to the console (valid 10 minutes), through a new API key named 'console-link'.
+
+    Revoking that key (its id is printed) ends every session the link opened.
+    """
+    from app.console import controllers as console  # noqa: PLC0415
+    from app.console import service as console_service  # noqa: PLC0415
+    from app.lib.auth import Principal  # noqa: PLC0415
+    from app.workspaces import repository, service  # noqa: PLC0415
+
+    settings = _settings()
+    scope = Scope.ADMIN if admin else Scope.AUDIT_READ
+
+    async def action() -> tuple[uuid.UUID, Any]:
+        async with open_database(settings) as database, database.sessionmaker() as session, session.begin():
+            if await repository.get_workspace(session, workspace_id) is None:
+                raise click.ClickException(f"No workspace {workspace_id}.")
+            key, _secret = await service.create_api_key(session, workspace_id, "console-link", [scope])
+            principal = Principal(workspace_id=workspace_id, api_key_id=key.id, scopes=frozenset({scope.value}))
+            return key.id, await console_service.issue_link(session, principal)
+
+    key_id, issued = _run(action)
+    url = console.login_url(settings, issued.token)
+    if as_json:
+        click.echo(json.dumps({"url": url, "expires_at": issued.expires_at.isoformat(), "api_key_id": str(key_id)}))
+    else:
+        click.echo(f"url:        {url}\nexpires_at: {issued.expires_at.isoformat()}\napi_key_id: {key_id}")
+        click.echo("(single use; revoke the key to end the sessions it opens)")

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.channels import outbox_files
 from app.channels.adapters import Adapters
+from app.console import controllers as console
 from app.eligibility.controllers import EligibilityController
 from app.eligibility.fastpath import eligibility_fast_path
 from app.emails.controllers import ConfirmationPages, EmailWebhookController, UnsubscribePages
@@ -232,6 +233,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
             ObjectionController,
             AuditController,
             ReportController,
+            console.ConsoleLinkController,
             SignupController,
             EligibilityController,
             ImportController,
@@ -259,6 +261,8 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
             MyDataPages,
             PreferenceRequestPages,
             PreferenceViaPages,
+            console.ConsolePages,
+            console.assets_router(),
             create_static_files_router(
                 path="/static", directories=[STATIC_DIR], include_in_schema=False, opt={"public": True}
             ),

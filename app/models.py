@@ -1,5 +1,6 @@
 """Every model, imported in one place so that Alembic and the drift test see the whole schema."""
 
+from app.console.models import ChainCheck, ConsoleLink, ConsoleSession
 from app.emails.models import ConfirmationToken
 from app.ledger.models import Consent, ConsentEvent, Contact, ContactPoint, LedgerHead, Suppression
 from app.lib.models import IdempotencyKey, ProviderCallback, RateLimitHit
@@ -25,9 +26,12 @@ metadata = Base.metadata
 
 __all__ = [
     "ApiKey",
+    "ChainCheck",
     "ConfirmationToken",
     "Consent",
     "ConsentEvent",
+    "ConsoleLink",
+    "ConsoleSession",
     "Contact",
     "ContactPoint",
     "Delivery",

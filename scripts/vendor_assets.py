@@ -29,6 +29,7 @@ MANIFEST = "VENDORED.json"
 # package -> the files of it the service serves (plus its licence texts, which Apache-2.0 asks us to pass on)
 ASSETS: dict[str, tuple[str, ...]] = {
     "swagger-ui-dist": ("swagger-ui-bundle.js", "swagger-ui.css", "LICENSE", "NOTICE"),
+    "chart.js": ("dist/chart.umd.min.js", "LICENSE.md"),  # the console's charts (app/console)
 }
 
 
@@ -67,6 +68,7 @@ def vendor(package: str) -> None:
         shutil.rmtree(target)
     target.mkdir(parents=True)
     for name in ASSETS[package]:
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(NODE_MODULES / package / name, target / name)
     (target / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     sys.stdout.write(f"vendored {package} {manifest['version']} into {target.relative_to(ROOT)}\n")

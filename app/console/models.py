@@ -1,0 +1,63 @@
+"""Login links and sessions of the console, and the audit page's chain checks. Only hashes of secrets are stored."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, Integer, LargeBinary, Text
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.lib.orm import Base, CreatedAt, UUIDPrimaryKey
+
+
+class ConsoleLink(UUIDPrimaryKey, CreatedAt, Base):
+    """A single-use login link: 256 random bits, of which only the SHA-256 is kept; consumed by a ``POST``.
+
+    It signs in as the API key that created it (its workspace, its scopes); deleted with that key.
+    """
+
+    __tablename__ = "console_links"
+
+    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    api_key_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary, unique=True)
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+
+    __table_args__ = (CheckConstraint("octet_length(token_hash) = 32", name="token_hash_sha256"),)
+
+
+class ConsoleSession(UUIDPrimaryKey, CreatedAt, Base):
+    """A signed-in browser: the cookie's SHA-256, the key it acts as (workspace, scopes) and its idle clock.
+
+    Every request checks the key is still unrevoked; a session idle longer than the idle limit, or older than
+    ``expires_at``, is over.
+    """
+
+    __tablename__ = "console_sessions"
+
+    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    api_key_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), index=True)
+    id_hash: Mapped[bytes] = mapped_column(LargeBinary, unique=True)
+    scopes: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    last_seen_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+
+    __table_args__ = (CheckConstraint("octet_length(id_hash) = 32", name="id_hash_sha256"),)
+
+
+class ChainCheck(UUIDPrimaryKey, Base):
+    """One verification of a workspace's hash chain run from the console's audit page (the newest is shown)."""
+
+    __tablename__ = "console_chain_checks"
+
+    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    checked_at: Mapped[datetime]
+    valid: Mapped[bool] = mapped_column(Boolean)
+    events_checked: Mapped[int] = mapped_column(Integer)
+    first_broken_seq: Mapped[int | None] = mapped_column(Integer)
+    reason: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_console_chain_checks_workspace_id_checked_at", "workspace_id", "checked_at"),)
