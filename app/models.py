@@ -1,5 +1,6 @@
 """Every model, imported in one place so that Alembic and the drift test see the whole schema."""
 
+from app.chains.models import Chain, ChainRun, ChainStep
 from app.emails.models import ConfirmationToken
 from app.ledger.models import Consent, ConsentEvent, Contact, ContactPoint, LedgerHead, Suppression
 from app.lib.models import IdempotencyKey, ProviderCallback, RateLimitHit
@@ -25,6 +26,9 @@ metadata = Base.metadata
 
 __all__ = [
     "ApiKey",
+    "Chain",
+    "ChainRun",
+    "ChainStep",
     "ConfirmationToken",
     "Consent",
     "ConsentEvent",
