@@ -121,6 +121,21 @@ async def steps_of(session: AsyncSession, workspace_id: uuid.UUID, run_id: uuid.
     ).all()
 
 
+async def steps_of_runs(
+    session: AsyncSession, workspace_ids: Collection[uuid.UUID], run_ids: Collection[uuid.UUID]
+) -> dict[uuid.UUID, list[ChainStep]]:
+    """The steps of each run, in order, of the given workspaces only."""
+    rows = await session.scalars(
+        select(ChainStep)
+        .where(ChainStep.run_id.in_(list(run_ids)), ChainStep.workspace_id.in_(list(workspace_ids)))
+        .order_by(ChainStep.run_id, ChainStep.position)
+    )
+    found: dict[uuid.UUID, list[ChainStep]] = {}
+    for row in rows:
+        found.setdefault(row.run_id, []).append(row)
+    return found
+
+
 async def close_pending(
     session: AsyncSession,
     workspace_id: uuid.UUID,
@@ -174,14 +189,14 @@ async def runs_by_id(
 
 
 async def delivery_facts(
-    session: AsyncSession, workspace_id: uuid.UUID, message_ids: Collection[uuid.UUID]
+    session: AsyncSession, workspace_ids: Collection[uuid.UUID], message_ids: Collection[uuid.UUID]
 ) -> dict[uuid.UUID, list[tuple[str, str]]]:
-    """Each message's deliveries as ``(channel, status)``."""
+    """Each message's deliveries as ``(channel, status)``, of the given workspaces only."""
     if not message_ids:
         return {}
     rows = await session.execute(
         select(Delivery.message_id, Delivery.channel, Delivery.status).where(
-            Delivery.message_id.in_(list(message_ids)), Delivery.workspace_id == workspace_id
+            Delivery.message_id.in_(list(message_ids)), Delivery.workspace_id.in_(list(workspace_ids))
         )
     )
     found: dict[uuid.UUID, list[tuple[str, str]]] = {}
@@ -215,36 +230,31 @@ _ENDING = or_(
 
 async def ending_events(
     session: AsyncSession,
-    workspace_id: uuid.UUID,
-    contact_id: uuid.UUID,
-    purpose_id: uuid.UUID,
+    workspace_ids: Collection[uuid.UUID],
+    contact_ids: Collection[uuid.UUID],
     *,
     since: datetime,
-    marketing: bool,
-) -> Sequence[ConsentEvent]:
-    """The contact's ledger events since ``since`` that ended consent to the purpose, in ledger order.
+) -> dict[uuid.UUID, list[ConsentEvent]]:
+    """The contacts' ledger events since ``since`` that ended a consent, per contact in ledger order.
 
-    An event on every marketing purpose of a channel (``purpose_id`` empty: an objection, "withdraw everything")
-    counts for a marketing purpose.
+    The caller picks those of its purpose: an event on every marketing purpose of a channel (``purpose_id``
+    empty: an objection, "withdraw everything") counts for each marketing purpose.
     """
-    purpose = (
-        or_(ConsentEvent.purpose_id == purpose_id, ConsentEvent.purpose_id.is_(None))
-        if marketing
-        else ConsentEvent.purpose_id == purpose_id
-    )
-    return (
-        await session.scalars(
-            select(ConsentEvent)
-            .where(
-                ConsentEvent.workspace_id == workspace_id,
-                ConsentEvent.contact_id == contact_id,
-                ConsentEvent.recorded_at >= since,
-                purpose,
-                _ENDING,
-            )
-            .order_by(ConsentEvent.seq)
+    rows = await session.scalars(
+        select(ConsentEvent)
+        .where(
+            ConsentEvent.workspace_id.in_(list(workspace_ids)),
+            ConsentEvent.contact_id.in_(list(contact_ids)),
+            ConsentEvent.recorded_at >= since,
+            _ENDING,
         )
-    ).all()
+        .order_by(ConsentEvent.workspace_id, ConsentEvent.seq)
+    )
+    found: dict[uuid.UUID, list[ConsentEvent]] = {}
+    for row in rows:
+        assert row.contact_id is not None  # filtered on it
+        found.setdefault(row.contact_id, []).append(row)
+    return found
 
 
 async def runs_of_contact(session: AsyncSession, workspace_id: uuid.UUID, contact_id: uuid.UUID) -> Sequence[ChainRun]:

@@ -36,6 +36,7 @@ from app.chains.models import Chain, ChainRun, ChainStep, RunStatus, StepStatus
 from app.channels import registry
 from app.channels.base import Report
 from app.domain.model import PurposeKind
+from app.ledger.models import ConsentEvent
 from app.lib.db import Database
 from app.lib.errors import AppError
 from app.lib.orm import utcnow
@@ -75,7 +76,19 @@ class ChainRunner:
         )
 
     async def run_once(self) -> int:
-        """Claim one batch of due steps and decide them in one transaction; answers how many were claimed."""
+        """Claim one batch of due steps and decide them in one transaction; answers how many were claimed.
+
+        The batch is first decided in one go; if a step fails, that transaction is rolled back (nothing of the
+        batch happened) and the batch is decided again with a savepoint per step, so the failure stays with
+        its step (retried later, then skipped) and the others are decided.
+        """
+        try:
+            return await self._round(isolated=False)
+        except Exception:  # noqa: BLE001  # decided again step by step: the failure stays with its step
+            log.warning("chain_batch_retried_step_by_step", worker=self.worker_id)
+            return await self._round(isolated=True)
+
+    async def _round(self, *, isolated: bool) -> int:
         async with self.database.sessionmaker() as session, session.begin():
             claimed = await repository.claim_due(session, batch=self.config.batch)
             if not claimed:
@@ -87,17 +100,24 @@ class ChainRunner:
             purposes = await purposes_repository.purposes_by_ids(
                 session, sorted(workspace_ids), sorted({c.purpose_id for c in chains.values()})
             )
+            known = await _load(session, workspace_ids, runs)
+            now = utcnow()
             for step in steps:
                 run = runs[step.run_id]
                 chain = chains[run.chain_id]
-                await self._one(session, step, run, chain, purposes[chain.purpose_id])
+                if isolated:
+                    await self._one(session, step, run, chain, purposes[chain.purpose_id], known)
+                else:
+                    await decide(session, step, run, chain, purposes[chain.purpose_id], known=known, now=now)
         return len(claimed)
 
-    async def _one(self, session: AsyncSession, step: ChainStep, run: ChainRun, chain: Chain, purpose: Purpose) -> None:
+    async def _one(  # noqa: PLR0917  # the step and what it is decided on
+        self, session: AsyncSession, step: ChainStep, run: ChainRun, chain: Chain, purpose: Purpose, known: _Known
+    ) -> None:
         step_id, attempts = step.id, step.attempts
         try:
             async with session.begin_nested():
-                await decide(session, step, run, chain, purpose, now=utcnow())
+                await decide(session, step, run, chain, purpose, known=known, now=utcnow())
         except Exception as exc:  # one step's failure must not stop the batch: retried, then skipped
             log.exception("chain_step_failed", step_id=str(step_id), worker=self.worker_id)
             now = utcnow()
@@ -116,23 +136,66 @@ class ChainRunner:
             await repository.retry_later(session, step_id, **values)
             if attempts >= self.config.max_attempts:
                 await repository.reload(session, step, run)
-                await _arm_next(session, run, chain, step.position, now)
+                _arm_next(known, run, chain, step.position, now)
+
+
+@dataclass(frozen=True, slots=True)
+class _Known:
+    """What a batch's steps are decided on, loaded with one query per table for the whole batch.
+
+    Read when the batch begins: an opt-out recorded while the batch runs is seen by the dispatcher's check at
+    send time (``blocked_at_send``) and by the run's next step.
+    """
+
+    steps: Mapping[uuid.UUID, list[ChainStep]]
+    """Each claimed run's steps, in order."""
+    deliveries: Mapping[uuid.UUID, list[tuple[str, str]]]
+    history: Mapping[uuid.UUID, set[str]]
+    events: Mapping[uuid.UUID, list[ConsentEvent]]
+    """Ledger events that ended a consent since the earliest start, per contact."""
+
+    def ending(self, run: ChainRun, purpose: Purpose) -> list[ConsentEvent]:
+        """The events since the run started that ended consent to the purpose (any channel), in ledger order."""
+        marketing = PurposeKind(purpose.kind) is PurposeKind.MARKETING
+        return [
+            e
+            for e in self.events.get(run.contact_id, [])
+            if e.workspace_id == run.workspace_id
+            and e.recorded_at >= run.started_at
+            and (e.purpose_id == purpose.id or (e.purpose_id is None and marketing))
+        ]
+
+
+async def _load(session: AsyncSession, workspace_ids: set[uuid.UUID], runs: Mapping[uuid.UUID, ChainRun]) -> _Known:
+    steps = await repository.steps_of_runs(session, workspace_ids, list(runs))
+    sent = [s.message_id for ss in steps.values() for s in ss if s.status == StepStatus.SENT and s.message_id]
+    return _Known(
+        steps=steps,
+        deliveries=await repository.delivery_facts(session, workspace_ids, sent),
+        history=await repository.message_signals(session, sent),
+        events=await repository.ending_events(
+            session,
+            workspace_ids,
+            {r.contact_id for r in runs.values()},
+            since=min(r.started_at for r in runs.values()),
+        ),
+    )
 
 
 async def decide(
-    session: AsyncSession, step: ChainStep, run: ChainRun, chain: Chain, purpose: Purpose, *, now: datetime
+    session: AsyncSession,
+    step: ChainStep,
+    run: ChainRun,
+    chain: Chain,
+    purpose: Purpose,
+    *,
+    known: _Known,
+    now: datetime,
 ) -> None:
     """Decide one due step (see the module's description) and arm the next one."""
     definition = chain.steps[step.position]
     route = service.channels_of(definition)
-    events = await repository.ending_events(
-        session,
-        run.workspace_id,
-        run.contact_id,
-        purpose.id,
-        since=run.started_at,
-        marketing=PurposeKind(purpose.kind) is PurposeKind.MARKETING,
-    )
+    events = known.ending(run, purpose)
     if events and chain.stop_on_opt_out == "purpose":
         event = events[0]
         _close(
@@ -170,10 +233,10 @@ async def decide(
                 event_id=event.id,
                 detail={"channel": event.channel, "trigger": event.trigger},
             )
-            await _arm_next(session, run, chain, step.position, now)
+            _arm_next(known, run, chain, step.position, now)
             return
         route = remaining
-    earlier = await _outcomes(session, run, step.position)
+    earlier = _outcomes(known, run, step.position)
     evaluated = evaluate(definition.get("when"), earlier)
     detail: dict[str, Any] = {"when": evaluated.terms} if definition.get("when") else {}
     if evaluated.value is False:
@@ -184,7 +247,7 @@ async def decide(
         if evaluated.value is None:
             detail["on_unknown"] = "send"
         await _send(session, step, run, definition, route=route, purpose=purpose, now=now, detail=detail)
-    await _arm_next(session, run, chain, step.position, now)
+    _arm_next(known, run, chain, step.position, now)
 
 
 async def _send(
@@ -200,17 +263,16 @@ async def _send(
 ) -> None:
     """Create the step's message through the normal path (the send gate routes it)."""
     content = service.fill(definition["content"], run.variables or {})
-    try:
-        async with session.begin_nested():
-            message = MessageIn(
-                contact=str(run.contact_id),
-                purpose=purpose.key,
-                route=list(route),
-                strategy=definition["strategy"],
-                content=msgspec.convert(content, Content),
-                campaign=run.campaign,
-            )
-            answer = await create_message(session, run.workspace_id, message)
+    try:  # what create_message refuses, it refuses before writing anything
+        message = MessageIn(
+            contact=str(run.contact_id),
+            purpose=purpose.key,
+            route=list(route),
+            strategy=definition["strategy"],
+            content=msgspec.convert(content, Content),
+            campaign=run.campaign,
+        )
+        answer = await create_message(session, run.workspace_id, message)
     except (AppError, msgspec.ValidationError) as exc:  # the content the variables made cannot be sent
         code = exc.code if isinstance(exc, AppError) else "content_invalid"
         _close(step, StepStatus.SKIPPED, now, reason="content_invalid", detail={**detail, "error": code})
@@ -237,9 +299,9 @@ def _close(
     step.detail = detail or None
 
 
-async def _arm_next(session: AsyncSession, run: ChainRun, chain: Chain, position: int, now: datetime) -> None:
+def _arm_next(known: _Known, run: ChainRun, chain: Chain, position: int, now: datetime) -> None:
     """Give the next step its due time, or complete the run after the last one."""
-    steps = await repository.steps_of(session, run.workspace_id, run.id)
+    steps = known.steps[run.id]
     following = next((s for s in steps if s.position == position + 1), None)
     if following is None:
         if run.status == RunStatus.ACTIVE:
@@ -249,12 +311,10 @@ async def _arm_next(session: AsyncSession, run: ChainRun, chain: Chain, position
         following.due_at = service.due_after(chain.steps[position + 1], started_at=run.started_at, previous_at=now)
 
 
-async def _outcomes(session: AsyncSession, run: ChainRun, position: int) -> dict[str, Outcomes]:
+def _outcomes(known: _Known, run: ChainRun, position: int) -> dict[str, Outcomes]:
     """What is known of every earlier step's message (:class:`~app.chains.conditions.Outcomes`)."""
-    steps = [s for s in await repository.steps_of(session, run.workspace_id, run.id) if s.position < position]
-    message_ids = [s.message_id for s in steps if s.message_id is not None and s.status == StepStatus.SENT]
-    deliveries = await repository.delivery_facts(session, run.workspace_id, message_ids)
-    history = await repository.message_signals(session, message_ids)
+    steps = [s for s in known.steps[run.id] if s.position < position]
+    deliveries, history = known.deliveries, known.history
     found: dict[str, Outcomes] = {}
     for s in steps:
         if s.status != StepStatus.SENT or s.message_id is None:

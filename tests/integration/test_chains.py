@@ -538,3 +538,46 @@ async def test_a_step_that_fails_is_retried_then_skipped_and_the_batch_goes_on(c
     assert (run["steps"][0]["status"], run["steps"][0]["reason"]) == ("skipped", "step_failed")
     assert run["steps"][1]["status"] == "pending"
     assert "due_at" in run["steps"][1], "the next step is armed"
+
+
+async def test_a_runner_killed_mid_step_loses_nothing_and_the_next_sends_once(committed, monkeypatch):
+    from app.chains import runner as runner_module  # noqa: PLC0415
+
+    database, start_runs = committed
+    await start_runs(1)
+    real = runner_module.create_message
+    written = asyncio.Event()
+
+    async def then_hang(session, workspace_id, data):
+        answer = await real(session, workspace_id, data)  # the message is written, not committed
+        written.set()
+        await asyncio.sleep(3600)
+        return answer
+
+    monkeypatch.setattr(runner_module, "create_message", then_hang)
+    killed = asyncio.create_task(ChainRunner(database, worker_id="killed").run_once())
+    await asyncio.wait_for(written.wait(), 10)
+    killed.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await killed
+    monkeypatch.setattr(runner_module, "create_message", real)
+    async with database.sessionmaker() as session:
+        assert await session.scalar(select(func.count()).select_from(Message)) == 0, "rolled back with the step"
+        assert await session.scalar(select(ChainStep.status)) == "pending"
+    assert await ChainRunner(database, worker_id="next").run_once() == 1
+    assert await ChainRunner(database, worker_id="third").run_once() == 0
+    async with database.sessionmaker() as session:
+        assert await session.scalar(select(func.count()).select_from(Message)) == 1
+        assert await session.scalar(select(ChainStep.status)) == "sent"
+
+
+async def test_an_opt_out_before_the_run_started_does_not_end_it(client, world, runner, ledger, providers, dispatcher):
+    """Consent given again before the start: the run goes on (only what happened since the start counts)."""
+    await ledger.apply(world["sms"], world["newsletter"].id, "stop_word", "start_word")
+    chain = await define(client, world, [step("sms", ["sms"], SMS)])
+    run_id = await start(client, world, chain["id"])
+    await runner.run_once()
+    run = await shown(client, world, run_id)
+    assert (run["status"], run["steps"][0]["status"]) == ("completed", "sent")
+    await dispatcher.run_once()
+    assert len(providers["twilio"].requests) == 1
