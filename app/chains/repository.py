@@ -21,12 +21,14 @@ from app.ledger.models import ConsentEvent
 from app.messages.models import Delivery, MessageEvent
 
 #: Due steps of active runs, each locked with its run (``SKIP LOCKED``: a step another runner or a cancellation
-#: holds is left alone). Its WHERE clause implies the predicate of the partial index ``ix_chain_steps_due``.
+#: holds is left alone). Its WHERE clause implies the predicate of the partial index ``ix_chain_steps_due``, and
+#: the time is a parameter, not ``clock_timestamp()`` (volatile: no index condition), so the scan stops at the
+#: first step not yet due however many runs wait for days.
 _CLAIM = text(
     """
     SELECT s.id
       FROM chain_steps s JOIN chain_runs r ON r.id = s.run_id
-     WHERE s.status = 'pending' AND s.due_at IS NOT NULL AND s.due_at <= clock_timestamp()
+     WHERE s.status = 'pending' AND s.due_at IS NOT NULL AND s.due_at <= :now
        AND r.status = 'active'
      ORDER BY s.due_at
      LIMIT :batch
@@ -163,9 +165,9 @@ async def close_pending(
     return int(result.rowcount)  # type: ignore[attr-defined]  # a CursorResult
 
 
-async def claim_due(session: AsyncSession, *, batch: int) -> list[uuid.UUID]:
-    """Lock up to ``batch`` due steps of active runs (of every workspace) until the transaction ends."""
-    rows = await session.execute(_CLAIM, {"batch": batch})
+async def claim_due(session: AsyncSession, *, now: datetime, batch: int) -> list[uuid.UUID]:
+    """Lock up to ``batch`` steps of active runs (of every workspace) due at ``now`` until the transaction ends."""
+    rows = await session.execute(_CLAIM, {"now": now, "batch": batch})
     return [row[0] for row in rows.all()]
 
 

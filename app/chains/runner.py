@@ -90,7 +90,7 @@ class ChainRunner:
 
     async def _round(self, *, isolated: bool) -> int:
         async with self.database.sessionmaker() as session, session.begin():
-            claimed = await repository.claim_due(session, batch=self.config.batch)
+            claimed = await repository.claim_due(session, now=utcnow(), batch=self.config.batch)
             if not claimed:
                 return 0
             steps = await repository.steps_by_id(session, claimed)

@@ -581,3 +581,13 @@ async def test_an_opt_out_before_the_run_started_does_not_end_it(client, world, 
     assert (run["status"], run["steps"][0]["status"]) == ("completed", "sent")
     await dispatcher.run_once()
     assert len(providers["twilio"].requests) == 1
+
+
+async def test_the_claim_reads_only_due_steps_through_the_index(session):
+    from app.chains.repository import _CLAIM  # noqa: PLC0415
+
+    explained = await session.execute(text(f"EXPLAIN {_CLAIM.text}"), {"now": utcnow(), "batch": 100})
+    plan = "\n".join(explained.scalars())
+    assert "ix_chain_steps_due" in plan, plan
+    assert any("Index Cond" in line and "due_at <=" in line for line in plan.splitlines()), "the time bounds the scan"
+    assert "Seq Scan on chain_steps" not in plan, plan
