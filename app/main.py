@@ -21,6 +21,8 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.static_files import create_static_files_router
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.chains.controllers import ChainController, ChainRunController
+from app.chains.runner import ChainRunner
 from app.channels import outbox_files
 from app.channels.adapters import Adapters
 from app.console import controllers as console
@@ -132,7 +134,7 @@ async def _lapse_loop(database: Database, settings: Settings) -> None:
 
 @asynccontextmanager
 async def _background(app: Litestar, settings: Settings, database: Database) -> AsyncIterator[None]:
-    """The lapse sweep and (unless switched off) a dispatcher and a webhook sender, for as long as the service runs."""
+    """The lapse sweep and (unless switched off) a dispatcher, a webhook sender and a chain runner."""
     sweeper = asyncio.create_task(_lapse_loop(database, settings))
     stop = asyncio.Event()
     keys: Keys | None = app.state.derived_keys
@@ -142,6 +144,7 @@ async def _background(app: Litestar, settings: Settings, database: Database) -> 
         sender = WebhookSender(database, keys, allow_private=settings.webhooks_allow_private)
         workers["dispatcher"] = asyncio.create_task(Dispatcher(database, keys, settings, adapters).run(stop))
         workers["webhook_sender"] = asyncio.create_task(sender.run(stop))
+        workers["chain_runner"] = asyncio.create_task(ChainRunner(database).run(stop))
     try:
         yield
     finally:
@@ -239,6 +242,8 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
             ImportController,
             PushController,
             MessageController,
+            ChainController,
+            ChainRunController,
             WebhookSubscriptionController,
         ],
         guards=[api_key_guard],

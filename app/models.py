@@ -1,5 +1,6 @@
 """Every model, imported in one place so that Alembic and the drift test see the whole schema."""
 
+from app.chains.models import Chain, ChainRun, ChainStep
 from app.console.models import ChainCheck, ConsoleLink, ConsoleSession
 from app.emails.models import ConfirmationToken
 from app.ledger.models import Consent, ConsentEvent, Contact, ContactPoint, LedgerHead, Suppression
@@ -26,7 +27,10 @@ metadata = Base.metadata
 
 __all__ = [
     "ApiKey",
+    "Chain",
     "ChainCheck",
+    "ChainRun",
+    "ChainStep",
     "ConfirmationToken",
     "Consent",
     "ConsentEvent",

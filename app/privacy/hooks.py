@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.chains.privacy import HOOK as CHAINS
 from app.emails.privacy import HOOK as EMAILS
 from app.ledger.privacy import HOOK as LEDGER
 from app.lib.orm import utcnow
@@ -60,7 +61,7 @@ PRIVACY = PrivacyHook(
 )
 
 #: The ledger's rows go last: the other packages' rows reference its contacts and addresses.
-HOOKS: tuple[PrivacyHook, ...] = (SHARED, MESSAGES, WEBHOOKS, EMAILS, PREFERENCES, TWILIO, PRIVACY, LEDGER)
+HOOKS: tuple[PrivacyHook, ...] = (SHARED, CHAINS, MESSAGES, WEBHOOKS, EMAILS, PREFERENCES, TWILIO, PRIVACY, LEDGER)
 
 NO_PERSONAL_DATA = {
     "workspaces": "the tenant: its name and settings (sealed provider credentials), nobody's personal data",
@@ -71,6 +72,7 @@ NO_PERSONAL_DATA = {
     "console_chain_checks": "when the ledger's chain was last verified from the console, and the result",
     "workspace_deletions": "the record of a deleted workspace: counts per table and times, no personal data",
     "purposes": "the tenant's purposes",
+    "chains": "the tenant's chain definitions (steps, content templates), nobody's personal data",
     "notices": "the texts shown to everyone who signed up",
     "ledger_heads": "the hash of each workspace's last event",
     "webhook_subscriptions": "the tenant's receiver URLs and sealed signing secrets",

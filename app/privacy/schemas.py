@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from app.chains.schemas import RunOut
 from app.domain.model import Channel, Reachability, State
 from app.ledger.schemas import EventOut
 from app.messages.schemas import ExportedMessage
@@ -34,6 +35,8 @@ class ErasedCounts(msgspec.Struct, kw_only=True):
     """Outbox files and print batch lines (not yet collected) with the person's deliveries, deleted from disk."""
     preference_links: int = 0
     """Links to the person's preference centre (hashes only): none of them opens anything any more."""
+    chain_runs: int = 0
+    """The person's chain runs (with their variables and steps): none of their remaining steps is sent."""
 
 
 class Kept(msgspec.Struct, kw_only=True):
@@ -194,6 +197,7 @@ class SubjectAccessOut(msgspec.Struct, kw_only=True):
     consent_receipts: list[ConsentReceipt]
     erasure_requests: list[ExportedErasureRequest] = msgspec.field(default_factory=list)
     """Erasures asked for on the preference centre (pending, or rejected)."""
+    chain_runs: list[RunOut] = msgspec.field(default_factory=list)
 
 
 class ErasureRequestOut(msgspec.Struct, kw_only=True):

@@ -1,0 +1,118 @@
+"""Chains (versioned definitions), their runs, and each run's steps: the rows the chain runner claims."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, Text, UniqueConstraint, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.lib.orm import Base, CreatedAt, UUIDPrimaryKey
+
+
+class RunStatus(enum.StrEnum):
+    """Where a run stands (``chain_runs.status``)."""
+
+    ACTIVE = "active"
+    """A step is still to be decided."""
+    COMPLETED = "completed"
+    """Every step was decided (sent or skipped)."""
+    CANCELLED = "cancelled"
+    """``DELETE``: the remaining steps were cancelled."""
+    ENDED = "ended"
+    """An opt-out or objection on the chain's purpose ended the remaining steps."""
+
+
+class StepStatus(enum.StrEnum):
+    """What became of one step of a run (``chain_steps.status``)."""
+
+    PENDING = "pending"
+    """Not decided yet: due at ``due_at``, or (``due_at`` empty) once the step before it is decided."""
+    SENT = "sent"
+    """A message was accepted for it (its delivery outcome is the message's)."""
+    SKIPPED = "skipped"
+    """Decided not to send: ``reason`` says why."""
+    CANCELLED = "cancelled"
+    """The run was cancelled before the step was due."""
+    ENDED = "ended"
+    """An opt-out or objection (``event_id``) ended it."""
+
+
+def _known(column: str, values: type[enum.StrEnum]) -> CheckConstraint:
+    return CheckConstraint(f"{column} IN ({', '.join(repr(v.value) for v in values)})", name=f"{column}_known")
+
+
+class Chain(UUIDPrimaryKey, CreatedAt, Base):
+    """One immutable version of a workspace's chain: a new definition under the same key is version n+1."""
+
+    __tablename__ = "chains"
+
+    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(Text)
+    version: Mapped[int] = mapped_column(Integer)
+    purpose_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("purposes.id", ondelete="RESTRICT"))
+    steps: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+    stop_on_opt_out: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (
+        UniqueConstraint("workspace_id", "key", "version"),
+        CheckConstraint("key ~ '^[a-z][a-z0-9_-]{0,62}$'", name="key_format"),
+        CheckConstraint("version >= 1", name="version_positive"),
+        CheckConstraint("stop_on_opt_out IN ('purpose', 'channel')", name="stop_on_opt_out_known"),
+    )
+
+
+class ChainRun(UUIDPrimaryKey, CreatedAt, Base):
+    """One contact going through one chain version."""
+
+    __tablename__ = "chain_runs"
+
+    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    chain_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("chains.id", ondelete="CASCADE"))
+    contact_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    variables: Mapped[dict[str, str] | None] = mapped_column(JSONB)
+    campaign: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text)
+    started_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+    ended_by_event_id: Mapped[uuid.UUID | None]
+    """The ledger event (an opt-out or objection) that ended the run, kept as an id like the ledger keeps ids."""
+
+    __table_args__ = (
+        _known("status", RunStatus),
+        CheckConstraint("char_length(campaign) BETWEEN 1 AND 100", name="campaign_length"),
+        Index("ix_chain_runs_contact_id", "contact_id"),
+        Index("ix_chain_runs_chain_id", "chain_id"),
+    )
+
+
+class ChainStep(UUIDPrimaryKey, Base):
+    """One step of a run: pending until its ``due_at``, then decided once by whichever runner claims it."""
+
+    __tablename__ = "chain_steps"
+
+    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("chain_runs.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    key: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text)
+    due_at: Mapped[datetime | None]
+    """When the step is decided; empty while it waits for the step before it (``after_previous`` or order)."""
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    decided_at: Mapped[datetime | None]
+    message_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"))
+    reason: Mapped[str | None] = mapped_column(Text)
+    event_id: Mapped[uuid.UUID | None]
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+
+    __table_args__ = (
+        UniqueConstraint("run_id", "position"),
+        _known("status", StepStatus),
+        # what runners scan: armed steps that are still pending
+        Index("ix_chain_steps_due", "due_at", postgresql_where=text("status = 'pending' AND due_at IS NOT NULL")),
+        Index("ix_chain_steps_message_id", "message_id", postgresql_where=text("message_id IS NOT NULL")),
+    )

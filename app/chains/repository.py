@@ -1,0 +1,280 @@
+"""All SQL of chains.
+
+Every function takes the workspace and filters on it, except :func:`claim_due` (the runner's claim across
+workspaces, like the dispatcher's :func:`app.messages.repository.claim_due`) and :func:`steps_by_id` (the steps it
+just claimed); what the runner reads afterwards is scoped to the workspaces of the claimed steps.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, or_, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.chains.models import Chain, ChainRun, ChainStep, StepStatus
+from app.domain.model import State
+from app.ledger.models import ConsentEvent
+from app.messages.models import Delivery, MessageEvent
+
+#: Due steps of active runs, each locked with its run (``SKIP LOCKED``: a step another runner or a cancellation
+#: holds is left alone). Its WHERE clause implies the predicate of the partial index ``ix_chain_steps_due``, and
+#: the time is a parameter, not ``clock_timestamp()`` (volatile: no index condition), so the scan stops at the
+#: first step not yet due however many runs wait for days.
+_CLAIM = text(
+    """
+    SELECT s.id
+      FROM chain_steps s JOIN chain_runs r ON r.id = s.run_id
+     WHERE s.status = 'pending' AND s.due_at IS NOT NULL AND s.due_at <= :now
+       AND r.status = 'active'
+     ORDER BY s.due_at
+     LIMIT :batch
+       FOR UPDATE OF s, r SKIP LOCKED
+    """
+)
+
+
+async def lock_key(session: AsyncSession, workspace_id: uuid.UUID, key: str) -> None:
+    """Serialise the numbering of a chain key's versions (until the transaction ends)."""
+    await session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(f"chain:{workspace_id}:{key}", 0))))
+
+
+async def newest(session: AsyncSession, workspace_id: uuid.UUID, key: str) -> Chain | None:
+    """The newest version of the chain ``key``."""
+    return await session.scalar(
+        select(Chain)
+        .where(Chain.workspace_id == workspace_id, Chain.key == key)
+        .order_by(Chain.version.desc())
+        .limit(1)
+    )
+
+
+async def add_chain(session: AsyncSession, chain: Chain) -> Chain:
+    """Write a new chain version (with its ``created_at``)."""
+    session.add(chain)
+    await session.flush()
+    await session.refresh(chain, ["created_at"])
+    return chain
+
+
+async def add_run(session: AsyncSession, run: ChainRun, steps: Sequence[ChainStep]) -> None:
+    """Write a run and its steps."""
+    session.add(run)
+    await session.flush()
+    session.add_all(steps)
+    await session.flush()
+
+
+async def reload(session: AsyncSession, *rows: ChainRun | ChainStep) -> None:
+    """Read rows again (after a savepoint that changed them was rolled back)."""
+    for row in rows:
+        await session.refresh(row)
+
+
+async def retry_later(session: AsyncSession, step_id: uuid.UUID, **values: Any) -> None:
+    """Write a failed step's next attempt (or its giving up) past the ORM, whose copy the rollback expired."""
+    await session.execute(
+        update(ChainStep).where(ChainStep.id == step_id).values(**values).execution_options(synchronize_session=False)
+    )
+
+
+async def get_chain(session: AsyncSession, workspace_id: uuid.UUID, chain_id: uuid.UUID) -> Chain | None:
+    """One chain version of the workspace."""
+    return await session.scalar(select(Chain).where(Chain.id == chain_id, Chain.workspace_id == workspace_id))
+
+
+async def list_chains(session: AsyncSession, workspace_id: uuid.UUID, key: str | None) -> Sequence[Chain]:
+    """The workspace's chain versions (of one key), by key and version."""
+    query = select(Chain).where(Chain.workspace_id == workspace_id)
+    if key is not None:
+        query = query.where(Chain.key == key)
+    return (await session.scalars(query.order_by(Chain.key, Chain.version))).all()
+
+
+async def chains_by_id(
+    session: AsyncSession, workspace_ids: Collection[uuid.UUID], chain_ids: Collection[uuid.UUID]
+) -> dict[uuid.UUID, Chain]:
+    """Chain versions by id, of the given workspaces only."""
+    rows = await session.scalars(
+        select(Chain).where(Chain.id.in_(list(chain_ids)), Chain.workspace_id.in_(list(workspace_ids)))
+    )
+    return {c.id: c for c in rows}
+
+
+async def get_run(
+    session: AsyncSession, workspace_id: uuid.UUID, run_id: uuid.UUID, *, lock: bool = False
+) -> ChainRun | None:
+    """One run of the workspace (locked for an update with ``lock``)."""
+    query = select(ChainRun).where(ChainRun.id == run_id, ChainRun.workspace_id == workspace_id)
+    return await session.scalar(query.with_for_update() if lock else query)
+
+
+async def steps_of(session: AsyncSession, workspace_id: uuid.UUID, run_id: uuid.UUID) -> Sequence[ChainStep]:
+    """A run's steps in order."""
+    return (
+        await session.scalars(
+            select(ChainStep)
+            .where(ChainStep.run_id == run_id, ChainStep.workspace_id == workspace_id)
+            .order_by(ChainStep.position)
+        )
+    ).all()
+
+
+async def steps_of_runs(
+    session: AsyncSession, workspace_ids: Collection[uuid.UUID], run_ids: Collection[uuid.UUID]
+) -> dict[uuid.UUID, list[ChainStep]]:
+    """The steps of each run, in order, of the given workspaces only."""
+    rows = await session.scalars(
+        select(ChainStep)
+        .where(ChainStep.run_id.in_(list(run_ids)), ChainStep.workspace_id.in_(list(workspace_ids)))
+        .order_by(ChainStep.run_id, ChainStep.position)
+    )
+    found: dict[uuid.UUID, list[ChainStep]] = {}
+    for row in rows:
+        found.setdefault(row.run_id, []).append(row)
+    return found
+
+
+async def close_pending(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    run_id: uuid.UUID,
+    status: StepStatus,
+    *,
+    at: datetime,
+    reason: str | None = None,
+    event_id: uuid.UUID | None = None,
+    detail: dict[str, Any] | None = None,
+    besides: uuid.UUID | None = None,
+) -> int:
+    """Close every step of the run still pending (cancelled, or ended by a ledger event) but ``besides``."""
+    result = await session.execute(
+        update(ChainStep)
+        .where(
+            ChainStep.run_id == run_id,
+            ChainStep.workspace_id == workspace_id,
+            ChainStep.status == StepStatus.PENDING,
+            ChainStep.id != besides if besides is not None else ChainStep.id.is_not(None),
+        )
+        .values(status=status, decided_at=at, reason=reason, event_id=event_id, detail=detail, due_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]  # a CursorResult
+
+
+async def claim_due(session: AsyncSession, *, now: datetime, batch: int) -> list[uuid.UUID]:
+    """Lock up to ``batch`` steps of active runs (of every workspace) due at ``now`` until the transaction ends."""
+    rows = await session.execute(_CLAIM, {"now": now, "batch": batch})
+    return [row[0] for row in rows.all()]
+
+
+async def steps_by_id(session: AsyncSession, step_ids: Collection[uuid.UUID]) -> Sequence[ChainStep]:
+    """The claimed steps (already locked by :func:`claim_due`), in due order."""
+    return (
+        await session.scalars(
+            select(ChainStep).where(ChainStep.id.in_(list(step_ids))).order_by(ChainStep.due_at, ChainStep.id)
+        )
+    ).all()
+
+
+async def runs_by_id(
+    session: AsyncSession, workspace_ids: Collection[uuid.UUID], run_ids: Collection[uuid.UUID]
+) -> dict[uuid.UUID, ChainRun]:
+    """Runs by id, of the given workspaces only."""
+    rows = await session.scalars(
+        select(ChainRun).where(ChainRun.id.in_(list(run_ids)), ChainRun.workspace_id.in_(list(workspace_ids)))
+    )
+    return {r.id: r for r in rows}
+
+
+async def delivery_facts(
+    session: AsyncSession, workspace_ids: Collection[uuid.UUID], message_ids: Collection[uuid.UUID]
+) -> dict[uuid.UUID, list[tuple[str, str]]]:
+    """Each message's deliveries as ``(channel, status)``, of the given workspaces only."""
+    if not message_ids:
+        return {}
+    rows = await session.execute(
+        select(Delivery.message_id, Delivery.channel, Delivery.status).where(
+            Delivery.message_id.in_(list(message_ids)), Delivery.workspace_id.in_(list(workspace_ids))
+        )
+    )
+    found: dict[uuid.UUID, list[tuple[str, str]]] = {}
+    for message_id, channel, status in rows:
+        found.setdefault(message_id, []).append((channel, status))
+    return found
+
+
+async def message_signals(session: AsyncSession, message_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, set[str]]:
+    """The statuses each message's history recorded (engagement signals appear here once they are recorded)."""
+    if not message_ids:
+        return {}
+    rows = await session.execute(
+        select(MessageEvent.message_id, MessageEvent.status)
+        .where(MessageEvent.message_id.in_(list(message_ids)))
+        .distinct()
+    )
+    found: dict[uuid.UUID, set[str]] = {}
+    for message_id, status in rows:
+        found.setdefault(message_id, set()).add(status)
+    return found
+
+
+#: Ledger transitions that end a consent: an opt-out or objection, or an opted-in consent lapsing or otherwise
+#: leaving ``opted_in``.
+_ENDING = or_(
+    ConsentEvent.to_state.in_([State.OPTED_OUT.value, State.OBJECTED.value]),
+    (ConsentEvent.from_state == State.OPTED_IN.value) & (ConsentEvent.to_state != State.OPTED_IN.value),
+)
+
+
+async def ending_events(
+    session: AsyncSession,
+    workspace_ids: Collection[uuid.UUID],
+    contact_ids: Collection[uuid.UUID],
+    *,
+    since: datetime,
+) -> dict[uuid.UUID, list[ConsentEvent]]:
+    """The contacts' ledger events since ``since`` that ended a consent, per contact in ledger order.
+
+    The caller picks those of its purpose: an event on every marketing purpose of a channel (``purpose_id``
+    empty: an objection, "withdraw everything") counts for each marketing purpose.
+    """
+    rows = await session.scalars(
+        select(ConsentEvent)
+        .where(
+            ConsentEvent.workspace_id.in_(list(workspace_ids)),
+            ConsentEvent.contact_id.in_(list(contact_ids)),
+            ConsentEvent.recorded_at >= since,
+            _ENDING,
+        )
+        .order_by(ConsentEvent.workspace_id, ConsentEvent.seq)
+    )
+    found: dict[uuid.UUID, list[ConsentEvent]] = {}
+    for row in rows:
+        assert row.contact_id is not None  # filtered on it
+        found.setdefault(row.contact_id, []).append(row)
+    return found
+
+
+async def runs_of_contact(session: AsyncSession, workspace_id: uuid.UUID, contact_id: uuid.UUID) -> Sequence[ChainRun]:
+    """The contact's runs, oldest first."""
+    return (
+        await session.scalars(
+            select(ChainRun)
+            .where(ChainRun.workspace_id == workspace_id, ChainRun.contact_id == contact_id)
+            .order_by(ChainRun.started_at, ChainRun.id)
+        )
+    ).all()
+
+
+async def delete_runs_of_contact(session: AsyncSession, workspace_id: uuid.UUID, contact_id: uuid.UUID) -> int:
+    """Delete the contact's runs (their steps go with them); answers how many."""
+    result = await session.execute(
+        delete(ChainRun)
+        .where(ChainRun.workspace_id == workspace_id, ChainRun.contact_id == contact_id)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]  # a CursorResult

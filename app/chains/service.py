@@ -1,0 +1,291 @@
+"""Defining chains (validated strictly, versioned by key), starting, showing and cancelling runs.
+
+A run's steps are written when it starts, all ``pending``; only the first has a ``due_at``. The chain runner
+(:mod:`app.chains.runner`) decides a step when it is due and then arms the next one, so steps are decided in
+order and a ``when`` always sees its earlier steps decided.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.chains import durations, repository
+from app.chains.models import Chain, ChainRun, ChainStep, RunStatus, StepStatus
+from app.chains.schemas import ChainIn, ChainOut, RunIn, RunOut, StepIn, StepOut
+from app.domain import content as content_rules
+from app.domain.model import Channel
+from app.ledger.service import require_contact
+from app.lib.errors import InvalidInput, NotFound
+from app.lib.ids import uuid7
+from app.lib.orm import utcnow
+from app.purposes import repository as purposes
+
+#: ``{{name}}`` in a step's content: replaced by the run's variable ``name``.
+PLACEHOLDER = re.compile(r"\{\{\s*([a-zA-Z_][a-zA-Z0-9_]{0,62})\s*\}\}")
+
+
+def _invalid(field: str, message: str, code: str) -> InvalidInput:
+    return InvalidInput(
+        f"{field}: {message.rstrip('.')}.", code=code, extra={"errors": [{"field": field, "message": message}]}
+    )
+
+
+async def define_chain(session: AsyncSession, workspace_id: uuid.UUID, data: ChainIn) -> tuple[Chain, bool]:
+    """A new version of the chain ``data.key`` (version 1 for a new key); answers it and whether it was created.
+
+    The newest version's exact definition again returns that version unchanged.
+    """
+    purpose = await purposes.get_by_key(session, workspace_id, data.purpose)
+    if purpose is None:
+        raise _invalid("purpose", f"no purpose with key '{data.purpose}'", "purpose_not_found")
+    every = {step.key for step in data.steps}
+    steps = [_checked_step(i, step, data.steps[:i], every) for i, step in enumerate(data.steps)]
+    await repository.lock_key(session, workspace_id, data.key)
+    latest = await repository.newest(session, workspace_id, data.key)
+    if (
+        latest is not None
+        and latest.purpose_id == purpose.id
+        and latest.steps == steps
+        and latest.stop_on_opt_out == data.stop_on_opt_out
+    ):
+        return latest, False
+    chain = await repository.add_chain(
+        session,
+        Chain(
+            workspace_id=workspace_id,
+            key=data.key,
+            version=(latest.version if latest else 0) + 1,
+            purpose_id=purpose.id,
+            steps=steps,
+            stop_on_opt_out=data.stop_on_opt_out,
+        ),
+    )
+    return chain, True
+
+
+def _checked_step(index: int, step: StepIn, earlier: Sequence[StepIn], every: set[str]) -> dict[str, Any]:
+    """One step checked (keys, condition, delay, route and content as ``POST /v1/messages``), as stored."""
+    at = f"steps[{index}]"
+    if step.key in {e.key for e in earlier}:
+        raise _invalid(f"{at}.key", f"'{step.key}' is used by an earlier step; step keys are unique", "duplicate_step")
+    try:
+        durations.parse(step.after)
+    except durations.DurationError as exc:
+        raise _invalid(f"{at}.after", str(exc), "invalid_duration") from None
+    if step.when is not None:
+        _check_when(at, step, earlier, every)
+    given = msgspec.to_builtins(step.content)
+    for channel in dict.fromkeys(step.route):
+        content = given.get(channel.value)
+        if content is None:
+            raise _invalid(
+                f"{at}.content.{channel}", f"the route names {channel} but its content is missing", "content_missing"
+            )
+        try:
+            content_rules.check(channel, content)
+        except content_rules.ContentError as exc:
+            raise _invalid(f"{at}.content.{channel}", str(exc), exc.code) from None
+    route = [c.value for c in dict.fromkeys(step.route)]
+    stored: dict[str, Any] = {
+        "key": step.key,
+        "route": route,
+        "strategy": step.strategy,
+        "content": {c: v for c, v in given.items() if c in route},
+        "after": step.after,
+        "after_previous": step.after_previous,
+        "on_unknown": step.on_unknown,
+    }
+    if step.when is not None:
+        stored["when"] = msgspec.to_builtins(step.when)
+    return stored
+
+
+def _check_when(at: str, step: StepIn, earlier: Sequence[StepIn], every: set[str]) -> None:
+    when = step.when
+    assert when is not None
+    if (when.all is None) == (when.any is None):
+        raise _invalid(f"{at}.when", "give exactly one of `all` and `any`", "invalid_condition")
+    keys = [e.key for e in earlier]
+    for j, term in enumerate(when.all or when.any or []):
+        field = f"{at}.when.{'all' if when.all is not None else 'any'}[{j}]"
+        if (term.has is None) == (term.has_not is None):
+            raise _invalid(field, "give exactly one of `has` and `has_not`", "invalid_condition")
+        if term.step in keys:
+            continue
+        if term.step in every:
+            message = f"'{term.step}' is not an earlier step; a condition may only name steps before this one"
+            raise _invalid(f"{field}.step", message, "condition_not_earlier")
+        raise _invalid(f"{field}.step", f"no step '{term.step}' in this chain", "unknown_step")
+
+
+def chain_out(chain: Chain, purpose_key: str) -> ChainOut:
+    """A chain version as the API shows it."""
+    return ChainOut(
+        id=chain.id,
+        key=chain.key,
+        version=chain.version,
+        purpose=purpose_key,
+        steps=msgspec.convert(chain.steps, list[StepIn]),
+        stop_on_opt_out=chain.stop_on_opt_out,
+        created_at=chain.created_at,
+    )
+
+
+async def require_chain(session: AsyncSession, workspace_id: uuid.UUID, chain_id: uuid.UUID) -> Chain:
+    """A chain version of the workspace, or 404 (the same for another workspace's)."""
+    chain = await repository.get_chain(session, workspace_id, chain_id)
+    if chain is None:
+        raise NotFound("No chain with this id.", code="chain_not_found")
+    return chain
+
+
+async def show_chain(session: AsyncSession, workspace_id: uuid.UUID, chain: Chain) -> ChainOut:
+    """A chain version with its purpose's key."""
+    by_id = await purposes.purposes_by_id(session, workspace_id)
+    return chain_out(chain, by_id[chain.purpose_id].key)
+
+
+async def list_chains(session: AsyncSession, workspace_id: uuid.UUID, key: str | None) -> list[ChainOut]:
+    """The workspace's chain versions (of one key), by key and version."""
+    by_id = await purposes.purposes_by_id(session, workspace_id)
+    return [chain_out(c, by_id[c.purpose_id].key) for c in await repository.list_chains(session, workspace_id, key)]
+
+
+def placeholders(steps: Sequence[Mapping[str, Any]]) -> set[str]:
+    """The variable names the steps' content uses."""
+    found: set[str] = set()
+
+    def walk(value: Any) -> None:
+        if isinstance(value, str):
+            found.update(PLACEHOLDER.findall(value))
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    for step in steps:
+        walk(step["content"])
+    return found
+
+
+def fill(value: Any, variables: Mapping[str, str]) -> Any:
+    """``value`` (a step's content) with every ``{{name}}`` replaced by its variable."""
+    if isinstance(value, str):
+        return PLACEHOLDER.sub(lambda m: variables.get(m.group(1), m.group(0)), value)
+    if isinstance(value, dict):
+        return {k: fill(v, variables) for k, v in value.items()}
+    if isinstance(value, list):
+        return [fill(v, variables) for v in value]
+    return value
+
+
+async def start_run(session: AsyncSession, workspace_id: uuid.UUID, chain_id: uuid.UUID, data: RunIn) -> ChainRun:
+    """Write the run and its steps; the first step is due after its delay, the others wait for their turn."""
+    chain = await require_chain(session, workspace_id, chain_id)
+    contact = await require_contact(session, workspace_id, data.contact)
+    missing = sorted(placeholders(chain.steps) - set(data.variables or {}))
+    if missing:
+        raise _invalid("variables", f"the chain's content uses {', '.join(missing)}, not given", "variable_missing")
+    now = utcnow()
+    run = ChainRun(
+        id=uuid7(),
+        workspace_id=workspace_id,
+        chain_id=chain.id,
+        contact_id=contact.id,
+        variables=data.variables,
+        campaign=data.campaign,
+        status=RunStatus.ACTIVE,
+        started_at=now,
+    )
+    steps = [
+        ChainStep(
+            workspace_id=workspace_id,
+            run_id=run.id,
+            position=position,
+            key=step["key"],
+            status=StepStatus.PENDING,
+            due_at=now + durations.parse(step["after"]) if position == 0 else None,
+            attempts=0,
+        )
+        for position, step in enumerate(chain.steps)
+    ]
+    await repository.add_run(session, run, steps)
+    return run
+
+
+async def require_run(
+    session: AsyncSession, workspace_id: uuid.UUID, run_id: uuid.UUID, *, lock: bool = False
+) -> ChainRun:
+    """A run of the workspace, or 404 (the same for another workspace's)."""
+    run = await repository.get_run(session, workspace_id, run_id, lock=lock)
+    if run is None:
+        raise NotFound("No chain run with this id.", code="chain_run_not_found")
+    return run
+
+
+async def show_run(session: AsyncSession, workspace_id: uuid.UUID, run: ChainRun) -> RunOut:
+    """The run with each step's decision."""
+    chain = await require_chain(session, workspace_id, run.chain_id)
+    steps = await repository.steps_of(session, workspace_id, run.id)
+    return RunOut(
+        run_id=run.id,
+        chain_id=chain.id,
+        chain_key=chain.key,
+        chain_version=chain.version,
+        contact_id=run.contact_id,
+        status=run.status,  # type: ignore[arg-type]  # the CHECK constraint keeps it to the Literal
+        started_at=run.started_at,
+        ended_at=run.ended_at,
+        ended_by_event_id=run.ended_by_event_id,
+        campaign=run.campaign,
+        variables=run.variables,
+        steps=[_step_out(s) for s in steps],
+    )
+
+
+def _step_out(step: ChainStep) -> StepOut:
+    return StepOut(
+        key=step.key,
+        status=step.status,  # type: ignore[arg-type]  # the CHECK constraint keeps it to the Literal
+        due_at=step.due_at,
+        decided_at=step.decided_at,
+        message_id=step.message_id,
+        reason=step.reason,
+        event_id=step.event_id,
+        detail=step.detail,
+    )
+
+
+async def cancel_run(session: AsyncSession, workspace_id: uuid.UUID, run_id: uuid.UUID) -> ChainRun:
+    """Cancel the steps not yet decided (a run already over stays as it is).
+
+    The run is locked first; a step a runner is deciding right now is waited for (its decision stands).
+    """
+    run = await require_run(session, workspace_id, run_id, lock=True)
+    if run.status != RunStatus.ACTIVE:
+        return run
+    now = utcnow()
+    await repository.close_pending(session, workspace_id, run.id, StepStatus.CANCELLED, at=now, reason="cancelled")
+    run.status = RunStatus.CANCELLED
+    run.ended_at = now
+    return run
+
+
+def channels_of(step: Mapping[str, Any]) -> list[Channel]:
+    """A stored step's route."""
+    return [Channel(c) for c in step["route"]]
+
+
+def due_after(step: Mapping[str, Any], *, started_at: datetime, previous_at: datetime) -> datetime:
+    """When a step is due: its delay after the run's start, or after the step before (``after_previous``)."""
+    base = previous_at if step.get("after_previous") else started_at
+    return max(base + durations.parse(step["after"]), previous_at)
