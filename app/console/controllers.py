@@ -40,8 +40,8 @@ from app.lib.errors import InvalidInput, Unavailable
 from app.lib.keys import Keys
 from app.lib.openapi import errors
 from app.lib.orm import utcnow
-from app.privacy import access, erasure
-from app.privacy.schemas import REQUEST_REF_PATTERN
+from app.privacy import access, erasure, requests
+from app.privacy.schemas import REQUEST_REF_PATTERN, ErasureRequestStatus
 from app.reports import service as reports
 from app.reports.schemas import ReportOut, ReportRowOut, to_csv
 from app.settings import Settings
@@ -521,10 +521,11 @@ class ConsolePages(Controller):
         request: Request[Any, Any, Any],
         db: NamedDependency[AsyncSession],
     ) -> Response[str]:
-        """Chain verification status with the time of the last check, and the audit stream for a period."""
+        """Chain verification status with the time of the last check, pending erasure requests, the audit stream."""
         async with db.begin():
             staff = await _staff(request, db)
             check = await service.last_check(db, staff.workspace_id)
+            pending = await requests.list_requests(db, staff.workspace_id, ErasureRequestStatus.PENDING, 200)
         return _html(
             request,
             "audit.html",
@@ -532,6 +533,7 @@ class ConsolePages(Controller):
             staff=staff,
             section="audit",
             check=check,
+            pending=pending,
             period=service.period_of(None, None, utcnow().date()),
         )
 

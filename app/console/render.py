@@ -129,6 +129,18 @@ WORDS: dict[str, dict[str, str]] = {
         "verify_button": "Verify the chain now",
         "stream_title": "Audit stream",
         "stream_text": "Every ledger event recorded in the period, with what its hash covers (verifiable on its own).",
+        "requests_title": "Pending erasure requests",
+        "requests_text": (
+            "Asked for by the person on the preference centre while the workspace reviews erasures "
+            "(setting erasure_review). Each must be executed or rejected by its due date, one month after the "
+            "request: with an admin key, POST /v1/erasure-requests/{id}/execute or …/reject."
+        ),
+        "requests_none": "No erasure request is waiting.",
+        "requests_caption": "Erasure requests waiting for a decision, earliest due first",
+        "request_contact": "Contact",
+        "request_asked": "Asked",
+        "request_due": "Due",
+        "request_overdue": "overdue",
         "format": "Format",
         "download": "Download",
         "invalid_title": "This could not be shown",
@@ -250,6 +262,18 @@ WORDS: dict[str, dict[str, str]] = {
         "checked_at": "Letzte Prüfung: {at}",
         "verify_button": "Kette jetzt prüfen",
         "stream_title": "Prüfprotokoll",
+        "requests_title": "Offene Löschanfragen",
+        "requests_text": (
+            "Von der Person im Präferenzzentrum gestellt, während der Workspace Löschungen prüft (Einstellung "
+            "erasure_review). Jede muss bis zur Frist, einen Monat nach der Anfrage, ausgeführt oder abgelehnt "
+            "werden: mit einem Admin-Schlüssel, POST /v1/erasure-requests/{id}/execute oder …/reject."
+        ),
+        "requests_none": "Keine Löschanfrage wartet.",
+        "requests_caption": "Löschanfragen, die auf eine Entscheidung warten, früheste Frist zuerst",
+        "request_contact": "Kontakt",
+        "request_asked": "Gestellt",
+        "request_due": "Frist",
+        "request_overdue": "überfällig",
         "stream_text": (
             "Jedes im Zeitraum erfasste Ledger-Ereignis mit allem, was sein Hash abdeckt (für sich prüfbar)."
         ),

@@ -642,6 +642,21 @@ async def move_contact_references(session: AsyncSession, survivor: uuid.UUID, du
         )
         if result.rowcount:  # type: ignore[attr-defined]
             moved[row.tbl.strip('"')] = result.rowcount  # type: ignore[attr-defined]
+    # Erasure requests name the contact without a foreign key (the id outlives the contact): a pending one of the
+    # duplicate is the survivor's now (the person asked), unless the survivor has one pending already.
+    requests = await session.execute(
+        text(
+            """
+            UPDATE erasure_requests r SET contact_id = :survivor
+             WHERE r.contact_id = :duplicate
+               AND NOT EXISTS (SELECT 1 FROM erasure_requests o
+                                WHERE o.contact_id = :survivor AND o.status = 'pending' AND r.status = 'pending')
+            """
+        ),
+        {"survivor": survivor, "duplicate": duplicate},
+    )
+    if requests.rowcount:  # type: ignore[attr-defined]
+        moved["erasure_requests"] = requests.rowcount  # type: ignore[attr-defined]
     return moved
 
 

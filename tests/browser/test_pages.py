@@ -35,7 +35,7 @@ async def test_landing_page_works_without_javascript(new_visit):
     assert await page.get_by_role("main").is_visible()
     assert await page.get_by_role("navigation", name="Service").is_visible()
     assert await page.get_by_role("row", name="WhatsApp").is_visible()
-    assert await page.get_by_text("There is no web console yet").is_visible()
+    assert await page.get_by_text("Staff sign in to the").is_visible()
 
     # the stylesheet applied (it is not inline, so the CSP let the file through)
     body_font = await page.evaluate("getComputedStyle(document.body).fontFamily")

@@ -7,13 +7,14 @@ import hashlib
 import io
 import json
 import re
+import uuid
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, quote, urlsplit
 
 import asyncpg
 import httpx
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.engine import make_url
 
 from app.console.models import ConsoleLink, ConsoleSession
@@ -404,3 +405,24 @@ async def test_the_vendored_chart_library_is_served_to_the_console(client):
     assert "Chart.js v4" in answer.text[:200]
     assert (await client.get("/console/assets/console.js")).status_code == 200
     assert (await client.get("/console/assets/console.css")).status_code == 200
+
+
+async def test_the_audit_page_lists_pending_erasure_requests_of_this_workspace_only(
+    client, admin, jane, tenant, other_tenant, session
+):
+    for workspace_id, contact_id in ((tenant.id, jane["contact_id"]), (other_tenant.id, uuid.uuid4())):
+        await session.execute(
+            text(
+                "INSERT INTO erasure_requests (id, workspace_id, contact_id, requested_at, due_at, source, status)"
+                " VALUES (gen_random_uuid(), :ws, :c, now() - interval '40 days', now() - interval '9 days',"
+                " 'preference_centre', 'pending')"
+            ),
+            {"ws": workspace_id, "c": contact_id},
+        )
+    await session.commit()
+    await sign_in(client, admin)
+    page = (await client.get("/console/audit")).text
+    assert "Pending erasure requests" in page
+    assert str(jane["contact_id"]) in page
+    assert "overdue" in page
+    assert page.count("/console/contacts?q=") == 1, "another workspace's request is not shown"

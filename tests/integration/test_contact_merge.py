@@ -354,3 +354,23 @@ async def test_an_import_line_naming_the_duplicate_lands_on_the_survivor(client,
     assert response.json()["recorded"] == 1, response.text
     survivor = (await client.get("/v1/contacts/b", headers=key)).json()
     assert "+4915123456789" in {p["address"] for p in survivor["contact_points"]}
+
+
+async def test_a_pending_erasure_request_of_the_duplicate_follows_the_person(client, tenant, ledger, database):
+    key = await tenant.key(Scope.CONSENTS_WRITE)
+    a = await ledger.point("email", "a@example.com", external_id="a")
+    b = await ledger.point("email", "b@example.com", external_id="b")
+    async with database.sessionmaker() as session, session.begin():
+        await session.execute(
+            text(
+                "INSERT INTO erasure_requests (id, workspace_id, contact_id, requested_at, due_at, source, status)"
+                " VALUES (gen_random_uuid(), :ws, :c, now(), now() + interval '1 month', 'preference_centre',"
+                " 'pending')"
+            ),
+            {"ws": tenant.id, "c": a.contact_id},
+        )
+    response = await merge(client, key, "b", "a")
+    assert response.json()["moved"]["erasure_requests"] == 1
+    async with database.sessionmaker() as session:
+        owner = await session.scalar(text("SELECT contact_id FROM erasure_requests"))
+    assert owner == b.contact_id

@@ -65,7 +65,7 @@ async def test_landing_page_says_what_the_service_is_without_an_api_key(client):
     assert '<html lang="en">' in page
     for channel in ("Email", "SMS", "WhatsApp", "App push", "Web push", "Print"):
         assert f">{channel}<" in page
-    assert "There is no web console yet" in page
+    assert "Staff sign in to the" in page
     links = references(page).links
     for target in ("/schema", "/schema/openapi.json", "/health", "/ready"):
         assert target in links
