@@ -2,8 +2,10 @@
 
 A link is a capability for one contact in one workspace: 256 random bits, only their SHA-256 stored, expiring.
 What it may do in this slice is withdraw — one purpose on one address, everything at once, or object to postal
-advertising (Art. 21) — because withdrawing needs no proof beyond being asked (Art. 7(3)). Every change goes
-through :func:`app.ledger.service.apply_changes` with the person as actor and the link's id, IP and user agent as
+advertising (Art. 21) — because withdrawing needs no proof beyond being asked (Art. 7(3)), and pause all
+marketing to one address or all of them for a while (a ``paused`` suppression with an end) or end a pause early.
+Every change goes through :func:`app.ledger.service.apply_changes` (a pause, which moves no consent, through
+:func:`app.ledger.service.record_notes`) with the person as actor and the link's id, IP and user agent as
 evidence. The form token that guards the POST is an HMAC of the link's id, so a page of one link cannot be posted
 to another, and a cross-site page, which cannot read ours, cannot know it.
 """
