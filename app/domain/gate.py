@@ -8,9 +8,12 @@ audience export builds its SQL filter from the same tables below.
 
 Precedence when several reasons apply — the person's own expressed will first, then our records of it, then
 facts about the address, then time:
-``objected`` > ``opted_out`` > ``suppressed`` > ``declined`` > ``expired`` > ``pending_confirmation`` >
+``objected`` > ``opted_out`` > ``suppressed`` > ``paused`` > ``declined`` > ``expired`` > ``pending_confirmation`` >
 ``no_consent`` > ``unverified_address`` > ``provider_blocked`` > ``undeliverable`` > ``address_expired`` >
 ``outside_send_window``.
+
+A pause (the person's "pause all marketing for N weeks") is a suppression with an end: it stops marketing while
+its end is after the moment decided for, and is answered as ``paused`` with the end (``paused_until``).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ class Reason(enum.StrEnum):
     OBJECTED = "objected"
     OPTED_OUT = "opted_out"
     SUPPRESSED = "suppressed"
+    PAUSED = "paused"
     DECLINED = "declined"
     EXPIRED = "expired"
     PENDING_CONFIRMATION = "pending_confirmation"
@@ -52,6 +56,7 @@ PRECEDENCE: tuple[Reason, ...] = (
     Reason.OBJECTED,
     Reason.OPTED_OUT,
     Reason.SUPPRESSED,
+    Reason.PAUSED,
     Reason.DECLINED,
     Reason.EXPIRED,
     Reason.PENDING_CONFIRMATION,
@@ -99,6 +104,8 @@ class PointFacts:
 
     ``verified``: the address is known to be the contact's (``contact_points.verified_at`` is set); only
     transactional purposes ask, marketing rests on the consent the address itself gave.
+    ``paused_until``: the latest end of the pauses of the address (marketing only), running or over; the gate
+    compares it with the moment it decides for.
     """
 
     id: uuid.UUID
@@ -110,6 +117,7 @@ class PointFacts:
     suppression_scopes: frozenset[SuppressionScope]
     timezone: str | None
     verified: bool
+    paused_until: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +147,7 @@ class GateDecision:
     reason: Reason
     evidence_event_id: uuid.UUID | None
     next_window_opens_at: datetime | None = None
+    paused_until: datetime | None = None
 
 
 def effective_consent(facts: PointFacts) -> ConsentFact | None:
@@ -176,10 +185,19 @@ def decide_point(
     reasons = [] if permission in ELIGIBLE else [permission]
     if is_suppressed(facts.suppression_scopes, kind):  # here: the marketing scopes (``all`` stopped it above)
         reasons.append(Reason.SUPPRESSED)
+    paused = is_paused(facts.paused_until, now)
+    if paused:
+        reasons.append(Reason.PAUSED)
     if (blocked := REACHABILITY_REASON[facts.reachability]) is not None:
         reasons.append(blocked)
     if reasons:
-        return GateDecision(eligible=False, reason=min(reasons, key=RANK.__getitem__), evidence_event_id=event_id)
+        reason = min(reasons, key=RANK.__getitem__)
+        return GateDecision(
+            eligible=False,
+            reason=reason,
+            evidence_event_id=event_id,
+            paused_until=facts.paused_until if reason is Reason.PAUSED else None,
+        )
     if window is not None:
         opens = next_opening(window, now, facts.timezone or default_timezone)
         if opens is not None:
@@ -253,6 +271,11 @@ def strongest(decisions: list[GateDecision]) -> GateDecision | None:
     if eligible:
         return eligible[0]
     return min(decisions, key=lambda d: RANK[d.reason])
+
+
+def is_paused(paused_until: datetime | None, now: datetime) -> bool:
+    """Whether a pause ending at ``paused_until`` still holds at ``now`` (it ends by itself: nothing is swept)."""
+    return paused_until is not None and paused_until > now
 
 
 def is_suppressed(scopes: Collection[SuppressionScope], kind: PurposeKind) -> bool:

@@ -52,6 +52,11 @@ class Trigger(enum.StrEnum):
     IMPORT = "import"
     ERASURE = "erasure"
     MERGED = "merged"
+    #: A pause of all marketing to an address until a given time (the preference centre); the consent's state
+    #: stays as it is (the event is recorded with ``from_state = to_state``), a ``paused`` suppression does the rest.
+    PAUSE = "pause"
+    #: The person ended a pause early.
+    PAUSE_ENDED = "pause_ended"
 
 
 class LegalBasis(enum.StrEnum):
@@ -130,6 +135,8 @@ class SuppressionReason(enum.StrEnum):
     ERASURE = "erasure"
     PROVIDER_BLOCK = "provider_block"
     ROBINSON = "robinson"
+    #: The person paused marketing until ``suppressions.until`` (the only reason with an end; never scope ``all``).
+    PAUSED = "paused"
 
 
 class RequestChannel(enum.StrEnum):

@@ -21,8 +21,10 @@ _FACTS = text(
           FROM contact_points cp
          WHERE cp.workspace_id = :workspace_id AND cp.contact_id = ANY(:contact_ids) AND cp.channel = ANY(:channels)
     ), sup AS (
-        -- one hash join for the whole set (a per-row lookup rebuilds its hash for every row)
-        SELECT pts.id, array_agg(DISTINCT s.scope) AS scopes
+        -- one hash join for the whole set (a per-row lookup rebuilds its hash for every row); a pause (a row with
+        -- an end) is no scope but an end the gate compares with the moment it decides for
+        SELECT pts.id, array_agg(DISTINCT s.scope) FILTER (WHERE s.until IS NULL) AS scopes,
+               max(s.until) AS paused_until
           FROM pts CROSS JOIN LATERAL unnest(pts.suppression_keys) AS k(key)
           JOIN suppressions s ON s.workspace_id = :workspace_id AND s.key = k.key
          WHERE s.scope <> 'purpose' OR s.purpose_id = :purpose_id
@@ -31,7 +33,7 @@ _FACTS = text(
     SELECT pts.id, pts.contact_id, pts.channel, pts.value, pts.reachability, pts.verified_at, c.timezone,
            pc.state AS p_state, pc.since AS p_since, pc.last_event_id AS p_event,
            cc.state AS c_state, cc.since AS c_since, cc.last_event_id AS c_event,
-           coalesce(sup.scopes, '{}') AS scopes
+           coalesce(sup.scopes, '{}') AS scopes, sup.paused_until
       FROM pts
       JOIN contacts c ON c.id = pts.contact_id
       LEFT JOIN sup ON sup.id = pts.id
@@ -79,6 +81,7 @@ async def point_facts(
                 suppression_scopes=frozenset(SuppressionScope(s) for s in row.scopes),
                 timezone=row.timezone,
                 verified=row.verified_at is not None,
+                paused_until=row.paused_until,
             ),
         )
         for row in rows
@@ -120,6 +123,7 @@ def blocked_sql(kind: PurposeKind, channels: Sequence[Channel]) -> str:
           FROM suppressions s JOIN contact_points p ON p.suppression_keys @> ARRAY[s.key]
          WHERE s.workspace_id = $1 AND p.workspace_id = $1 AND p.channel IN ({_literals([c.value for c in channels])})
            AND (s.scope IN ({_literals(blocking)}) {purpose_scoped})
+           AND (s.until IS NULL OR s.until > now())  -- a pause blocks until its end (never scope 'all')
     """  # noqa: S608
 
 
@@ -277,7 +281,10 @@ SELECT w.settings::text AS settings, p.id AS purpose_id, p.kind, c.id AS contact
        cc.state AS c_state, cc.since AS c_since, cc.last_event_id AS c_event,
        ARRAY(SELECT DISTINCT s.scope FROM unnest(cp.suppression_keys) AS k(key)
                JOIN suppressions s ON s.workspace_id = cp.workspace_id AND s.key = k.key
-              WHERE s.scope <> 'purpose' OR s.purpose_id = p.id) AS scopes
+              WHERE (s.scope <> 'purpose' OR s.purpose_id = p.id) AND s.until IS NULL) AS scopes,
+       (SELECT max(s.until) FROM unnest(cp.suppression_keys) AS k(key)
+          JOIN suppressions s ON s.workspace_id = cp.workspace_id AND s.key = k.key
+         WHERE (s.scope <> 'purpose' OR s.purpose_id = p.id) AND s.until IS NOT NULL) AS paused_until
   FROM workspaces w
   LEFT JOIN p ON TRUE
   LEFT JOIN c ON TRUE
@@ -310,6 +317,7 @@ async def single_facts(
             suppression_scopes=frozenset(SuppressionScope(s) for s in row["scopes"]),
             timezone=row["timezone"],
             verified=row["verified_at"] is not None,
+            paused_until=row["paused_until"],
         )
         for row in rows
         if row["id"] is not None
@@ -345,7 +353,8 @@ WITH wanted AS (
                            WHERE contact_id = w.contact_id AND workspace_id = $1 AND channel = ANY($4::text[])
                           OFFSET 0) cp
 ), sup AS (
-    SELECT pts.id, array_agg(DISTINCT s.scope) AS scopes
+    SELECT pts.id, array_agg(DISTINCT s.scope) FILTER (WHERE s.until IS NULL) AS scopes,
+           max(s.until) AS paused_until
       FROM pts CROSS JOIN LATERAL unnest(pts.suppression_keys) AS k(key)
       JOIN suppressions s ON s.workspace_id = $1 AND s.key = k.key
      WHERE s.scope <> 'purpose' OR s.purpose_id = $5
@@ -355,7 +364,7 @@ SELECT w.contact_id, w.external_id, w.timezone,
        pts.id, pts.channel, pts.value, pts.reachability, pts.verified_at,
        pc.state AS p_state, pc.since AS p_since, pc.last_event_id AS p_event,
        cc.state AS c_state, cc.since AS c_since, cc.last_event_id AS c_event,
-       sup.scopes
+       sup.scopes, sup.paused_until
   FROM wanted w
   LEFT JOIN pts ON pts.contact_id = w.contact_id
   LEFT JOIN sup ON sup.id = pts.id
@@ -418,6 +427,7 @@ async def batch_facts(
                 suppression_scopes=frozenset(_SCOPES[s] for s in scopes) if scopes else _NO_SCOPES,
                 timezone=row["timezone"],
                 verified=row["verified_at"] is not None,
+                paused_until=row["paused_until"],
             )
         )
     resolved = {ref: by_id.get(ref) or by_external[ref] for ref in refs if ref in by_id or ref in by_external}

@@ -27,7 +27,9 @@ class EligibilityOut(msgspec.Struct, kw_only=True):
     """May we contact the person on this channel for this purpose, now, and why.
 
     `reason` is the eligible point's reason, else the strongest reason of all points; `evidence_event_id` is
-    the ledger event the decision rests on; `next_window_opens_at` is set for `outside_send_window`.
+    the ledger event the decision rests on; `next_window_opens_at` is set for `outside_send_window`;
+    `paused_until` is set for `paused` (the person paused marketing on the preference centre until then; the
+    pause ends by itself).
     """
 
     eligible: bool
@@ -39,6 +41,7 @@ class EligibilityOut(msgspec.Struct, kw_only=True):
     evidence_event_id: uuid.UUID | None
     decided_at: datetime
     next_window_opens_at: datetime | None = None
+    paused_until: datetime | None = None
 
 
 class BatchIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -50,7 +53,10 @@ class BatchIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class BatchDecision(msgspec.Struct, kw_only=True):
-    """One contact x channel. An unknown contact is answered with reason `contact_not_found`."""
+    """One contact x channel. An unknown contact is answered with reason `contact_not_found`.
+
+    `paused_until` is set for `paused`: marketing is paused until then (it ends by itself).
+    """
 
     contact: str
     contact_id: uuid.UUID | None
@@ -60,6 +66,7 @@ class BatchDecision(msgspec.Struct, kw_only=True):
     evidence_event_id: uuid.UUID | None
     contact_point_ids: list[uuid.UUID]
     next_window_opens_at: datetime | None = None
+    paused_until: datetime | None = None
 
 
 class BatchOut(msgspec.Struct, kw_only=True):

@@ -72,6 +72,7 @@ async def single(
         evidence_event_id=best.evidence_event_id,
         decided_at=now,
         next_window_opens_at=best.next_window_opens_at,
+        paused_until=best.paused_until,
     )
 
 
@@ -127,6 +128,7 @@ async def batch(
                     evidence_event_id=best.evidence_event_id if best else None,
                     contact_point_ids=[f.id for f, d in decided if d.eligible],
                     next_window_opens_at=best.next_window_opens_at if best else None,
+                    paused_until=best.paused_until if best else None,
                 )
             )
     return context["purpose_key"], now, decisions

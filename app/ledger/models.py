@@ -200,7 +200,12 @@ class LedgerHead(Base):
 
 
 class Suppression(UUIDPrimaryKey, CreatedAt, Base):
-    """A keyed hash of a normalised identifier that must not be contacted; survives erasure (no clear text)."""
+    """A keyed hash of a normalised identifier that must not be contacted; survives erasure (no clear text).
+
+    ``until`` is set only for a pause (reason ``paused``): the suppression holds while ``until`` is in the future
+    and every reader compares it with the time it decides for, so a pause ends by itself (migration 0022).
+    A permanent suppression of the same key and scope replaces a pause (:func:`app.ledger.repository.add_suppressions`).
+    """
 
     __tablename__ = "suppressions"
 
@@ -211,6 +216,7 @@ class Suppression(UUIDPrimaryKey, CreatedAt, Base):
     scope: Mapped[str] = mapped_column(Text)
     purpose_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("purposes.id", ondelete="CASCADE"))
     reason: Mapped[str] = mapped_column(Text)
+    until: Mapped[datetime | None]
 
     __table_args__ = (
         UniqueConstraint(
@@ -219,4 +225,10 @@ class Suppression(UUIDPrimaryKey, CreatedAt, Base):
         CheckConstraint(_one_of("scope", SuppressionScope), name="scope_known"),
         CheckConstraint(_one_of("reason", SuppressionReason), name="reason_known"),
         CheckConstraint("(scope = 'purpose') = (purpose_id IS NOT NULL)", name="purpose_iff_scoped"),
+        # a pause has an end and nothing else has; it pauses marketing only (transactional messages go on)
+        CheckConstraint(
+            f"(reason = '{SuppressionReason.PAUSED.value}') = (until IS NOT NULL) AND "
+            f"(until IS NULL OR scope <> '{SuppressionScope.ALL.value}')",
+            name="until_iff_paused",
+        ),
     )

@@ -292,12 +292,90 @@ async def workspaces_with_events(session: AsyncSession) -> Sequence[uuid.UUID]:
     return (await session.scalars(select(LedgerHead.workspace_id).order_by(LedgerHead.workspace_id))).all()
 
 
+_SUPPRESSION_UNIQUE = "uq_suppressions_workspace_id_key_key_version_scope_purpose_id"
+
+
+def _suppression_identity(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (row["workspace_id"], bytes(row["key"]), row["key_version"], row["scope"], row.get("purpose_id"))
+
+
 async def add_suppressions(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert suppression keys; existing identical ones are kept as they are."""
-    if rows:
+    """Insert suppression keys; existing identical ones are kept as they are, and a pause becomes permanent.
+
+    A pause (reason ``paused``, with an end) of the same key and scope is replaced: a withdrawal, complaint or
+    erasure must not end when the pause does.
+    """
+    unique = {_suppression_identity(row): row for row in rows}  # one statement may touch a row only once
+    if unique:
+        statement = insert(Suppression).values([{"id": uuid7(), **row} for row in unique.values()])
         await session.execute(
-            insert(Suppression).values([{"id": uuid7(), **row} for row in rows]).on_conflict_do_nothing()
+            statement.on_conflict_do_update(
+                constraint=_SUPPRESSION_UNIQUE,
+                set_={"reason": statement.excluded.reason, "until": None},
+                where=Suppression.until.is_not(None),
+            )
         )
+
+
+async def pause_keys(session: AsyncSession, rows: Sequence[dict[str, Any]], until: datetime) -> None:
+    """Pause marketing to these keys (``all_marketing`` rows of reason ``paused``) until ``until``.
+
+    An existing pause of the key gets the new end (shorter or longer: the person's latest choice); a permanent
+    suppression stays as it is (it already stops everything a pause would).
+    """
+    unique = {_suppression_identity(row): row for row in rows}
+    if not unique:
+        return
+    values = [
+        {
+            "id": uuid7(),
+            **row,
+            "scope": SuppressionScope.ALL_MARKETING.value,
+            "purpose_id": None,
+            "reason": SuppressionReason.PAUSED.value,
+            "until": until,
+        }
+        for row in unique.values()
+    ]
+    statement = insert(Suppression).values(values)
+    await session.execute(
+        statement.on_conflict_do_update(
+            constraint=_SUPPRESSION_UNIQUE,
+            set_={"until": statement.excluded.until},
+            where=Suppression.until.is_not(None),
+        )
+    )
+
+
+async def end_pauses(session: AsyncSession, workspace_id: uuid.UUID, keys: Collection[bytes]) -> int:
+    """Delete the pauses (running or over) of these keys; answers how many were running or over."""
+    if not keys:
+        return 0
+    deleted = await session.execute(
+        text("DELETE FROM suppressions WHERE workspace_id = :workspace_id AND key = ANY(:keys) AND until IS NOT NULL"),
+        {"workspace_id": workspace_id, "keys": list(keys)},
+    )
+    return int(deleted.rowcount)  # type: ignore[attr-defined]  # CursorResult of a DELETE
+
+
+async def pauses_of(
+    session: AsyncSession, workspace_id: uuid.UUID, keys: Collection[bytes], now: datetime
+) -> dict[bytes, datetime]:
+    """The end of the running pause of each of these keys that has one (``until`` after ``now``)."""
+    if not keys:
+        return {}
+    rows = await session.execute(
+        select(Suppression.key, Suppression.until).where(
+            Suppression.workspace_id == workspace_id,
+            Suppression.key.in_(list(keys)),
+            Suppression.until > now,
+        )
+    )
+    found: dict[bytes, datetime] = {}
+    for key, until in rows.all():
+        if until is not None:
+            found[bytes(key)] = max(until, found.get(bytes(key), until))
+    return found
 
 
 async def set_reachability(session: AsyncSession, point_id: uuid.UUID, reachability: str, at: datetime) -> None:
@@ -520,10 +598,13 @@ async def external_ids(
 async def suppressions_with_keys(
     session: AsyncSession, workspace_id: uuid.UUID, keys: Collection[bytes]
 ) -> set[tuple[bytes, SuppressionScope, uuid.UUID | None]]:
-    """``(key, scope, purpose id)`` of the workspace's suppressions holding one of ``keys``."""
+    """``(key, scope, purpose id)`` of the workspace's permanent suppressions holding one of ``keys``.
+
+    A pause is left out: it stops sends for a while, not the recording of a consent.
+    """
     rows = await session.execute(
         select(Suppression.key, Suppression.scope, Suppression.purpose_id).where(
-            Suppression.workspace_id == workspace_id, Suppression.key.in_(keys)
+            Suppression.workspace_id == workspace_id, Suppression.key.in_(keys), Suppression.until.is_(None)
         )
     )
     return {(bytes(key), SuppressionScope(scope), purpose_id) for key, scope, purpose_id in rows.all()}
@@ -548,13 +629,16 @@ async def add_suppressions_from_table(
     """Suppress every key of ``keys_table`` (columns ``id, key, key_version``); returns how many were new.
 
     For lists too long to pass as parameters: the caller fills a (temporary) table of its own, e.g. by COPY.
+    A pause of a key becomes this permanent suppression (counted as new).
     """
     inserted = await session.execute(
         text(
             f"""
             INSERT INTO suppressions (id, workspace_id, key, key_version, channel, scope, purpose_id, reason)
-            SELECT id, :workspace_id, key, key_version, :channel, :scope, NULL, :reason FROM {_keys_table(keys_table)}
-            ON CONFLICT DO NOTHING
+            SELECT DISTINCT ON (key, key_version) id, :workspace_id, key, key_version, :channel, :scope, NULL, :reason
+              FROM {_keys_table(keys_table)}
+            ON CONFLICT ON CONSTRAINT {_SUPPRESSION_UNIQUE}
+               DO UPDATE SET reason = EXCLUDED.reason, until = NULL WHERE suppressions.until IS NOT NULL
             """  # noqa: S608  # the table name is checked to be an identifier, the values are parameters
         ),
         {"workspace_id": workspace_id, "channel": channel.value, "scope": scope.value, "reason": reason.value},

@@ -245,6 +245,63 @@ async def _append(
     return event_ids
 
 
+@dataclass(frozen=True, slots=True)
+class Note:
+    """An event that records what the person asked for without moving a consent (a pause and its end)."""
+
+    contact_point: ContactPoint
+    trigger: Trigger
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+
+
+async def record_notes(
+    session: AsyncSession, workspace_id: uuid.UUID, notes: Sequence[Note], actor: Actor
+) -> list[uuid.UUID]:
+    """Chain one event per note that leaves every consent as it is; answers their ids in the order of ``notes``.
+
+    The event is the channel's (``purpose_id`` NULL) with ``from_state = to_state`` = that consent's state (``none``
+    where there is none) and no legal basis; the projection is not moved, so a consent's ``since`` and evidence
+    stay those of the change that made it. Only the chain head is locked (the last lock of every writer).
+    """
+    if not notes:
+        return []
+    states: dict[uuid.UUID, State] = {}
+    for contact_id in {note.contact_point.contact_id for note in notes}:
+        for consent in await repository.consents_of(session, contact_id):
+            if consent.purpose_id is None:
+                states[consent.contact_point_id] = State(consent.state)
+    now = utcnow()
+    last_seq, last_hash = await repository.lock_head(session, workspace_id)
+    rows: list[dict[str, Any]] = []
+    for note in notes:
+        state = states.get(note.contact_point.id, State.NONE).value
+        personal = new_personal(note.evidence)
+        fields = ChainFields(
+            id=uuid7(),
+            workspace_id=workspace_id,
+            seq=last_seq + 1,
+            contact_id=note.contact_point.contact_id,
+            contact_point_id=note.contact_point.id,
+            purpose_id=None,
+            channel=note.contact_point.channel,
+            trigger=note.trigger.value,
+            from_state=state,
+            to_state=state,
+            legal_basis=None,
+            notice_id=None,
+            actor_type=actor.type.value,
+            actor_id=actor.id,
+            occurred_at=now,
+            recorded_at=now,
+            personal_digest=personal_digest(personal),
+        )
+        digest = event_hash(fields, last_hash)
+        rows.append({**asdict(fields), "personal": personal, "prev_hash": last_hash, "hash": digest})
+        last_seq, last_hash = fields.seq, digest
+    await repository.append_events(session, rows, workspace_id)
+    return [row["id"] for row in rows]
+
+
 async def _verify(
     session: AsyncSession,
     changes: Sequence[Change],

@@ -164,6 +164,8 @@ class PreferencePages(Controller):
     ) -> Response[str]:
         """Apply one form of the page (`action`: `withdraw` with `point` and `purpose`, `withdraw_all`, `object_print`).
 
+        A pause: `pause` with `point` (an address or `all`) and `weeks` (1, 4 or 12), `end_pause` with `point`.
+
         Needs the page's `form_token` and a same-origin request; each change is a ledger event by the person.
         """
         form = await request.form()
@@ -219,7 +221,34 @@ class PreferencePages(Controller):
         if action is Action.OBJECT_PRINT:
             applied = await service.object_to_print(db, keys, link, proof)
             return render.word(lang, "done_print" if applied else "done_nothing")
+        if action in (Action.PAUSE, Action.END_PAUSE):
+            return await PreferencePages._pause(db, keys, link, action=action, form=form, proof=proof, before=before)
         raise InvalidInput("Unknown action.", code="unknown_action")
+
+    @staticmethod
+    async def _pause(
+        db: AsyncSession,
+        keys: Keys,
+        link: PreferenceLink,
+        *,
+        action: Action,
+        form: Any,
+        proof: dict[str, Any],
+        before: service.View,
+    ) -> str:
+        """Pause one address or all of them (``point``: an address id or ``all``) for ``weeks``, or end the pause."""
+        lang, point_id = before.lang, str(form.get("point", ""))
+        if action is Action.PAUSE:
+            paused = await service.pause(
+                db, keys, link, point_id=point_id, weeks=str(form.get("weeks", "")), proof=proof
+            )
+            assert paused.until is not None
+            until = render.date(lang, paused.until, before.timezone)
+            return render.word(lang, "done_pause", what=render.paused_what(lang, paused.points), until=until)
+        ended = await service.end_pause(db, keys, link, point_id=point_id, proof=proof)
+        if not ended.points:
+            return render.word(lang, "done_nothing_paused")
+        return render.word(lang, "done_end_pause", what=render.paused_what(lang, ended.points))
 
     @staticmethod
     def _meta(request: Request[Any, Any, Any]) -> dict[str, Any]:

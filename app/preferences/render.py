@@ -7,14 +7,18 @@ or for screen readers where the row already shows it).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from app.domain.model import Channel
-from app.preferences.service import Shown, View
+from app.ledger.models import ContactPoint
+from app.preferences.service import PAUSE_WEEKS, Shown, View
 
 WORDS: dict[str, dict[str, str]] = {
     "en": {
@@ -42,7 +46,27 @@ WORDS: dict[str, dict[str, str]] = {
         "done_everything": "Done: {brand} will send you no more marketing on any channel.",
         "done_print": "Done: your objection to advertising by post is recorded.",
         "done_nothing": "Nothing changed: this was already switched off.",
-        "not_yet": "Opting in again and pausing are not on this page yet.",
+        "not_yet": "Opting in again is not on this page yet.",
+        "pause_title": "Take a break",
+        "pause_text": (
+            "Pause all advertising for 1, 4 or 12 weeks: it starts again by itself when the pause ends, and you can "
+            "end a pause early here. Messages you need for a contract (orders, invoices) still reach you."
+        ),
+        "pause_everywhere": "on all channels",
+        "pause_all_row": "All channels",
+        "pause_label": "How long to pause advertising {by}",
+        "pause_button": "Pause advertising {by}",
+        "pause_weeks_1": "1 week",
+        "pause_weeks_4": "4 weeks",
+        "pause_weeks_12": "12 weeks",
+        "paused_state": "Paused until {until}.",
+        "not_paused_state": "Not paused.",
+        "end_pause_button": "End the pause of advertising {by} now",
+        "pause_what_one": "advertising {by}",
+        "pause_what_all": "all advertising",
+        "done_pause": "Done: {what} is paused until {until}. It starts again by itself.",
+        "done_end_pause": "Done: the pause of {what} has ended.",
+        "done_nothing_paused": "Nothing changed: this was not paused.",
         "unknown_title": "Link not found",
         "unknown_text": (
             "This link opens nothing: it is incomplete, or the data it led to has been deleted. If you copied it, "
@@ -146,7 +170,28 @@ WORDS: dict[str, dict[str, str]] = {
         "done_everything": "Erledigt: {brand} sendet Ihnen auf keinem Kanal mehr Werbung.",
         "done_print": "Erledigt: Ihr Widerspruch gegen Werbung per Post ist eingetragen.",
         "done_nothing": "Nichts geändert: Das war bereits abbestellt.",
-        "not_yet": "Wieder anmelden und pausieren gibt es auf dieser Seite noch nicht.",
+        "not_yet": "Wieder anmelden gibt es auf dieser Seite noch nicht.",
+        "pause_title": "Eine Pause einlegen",
+        "pause_text": (
+            "Pausieren Sie jegliche Werbung für 1, 4 oder 12 Wochen: Sie beginnt von selbst wieder, wenn die Pause "
+            "endet, und Sie können eine Pause hier vorzeitig beenden. Nachrichten zu einem Vertrag (Bestellungen, "
+            "Rechnungen) erhalten Sie weiterhin."
+        ),
+        "pause_everywhere": "auf allen Kanälen",
+        "pause_all_row": "Alle Kanäle",
+        "pause_label": "Wie lange Werbung {by} pausieren",
+        "pause_button": "Werbung {by} pausieren",
+        "pause_weeks_1": "1 Woche",
+        "pause_weeks_4": "4 Wochen",
+        "pause_weeks_12": "12 Wochen",
+        "paused_state": "Pausiert bis {until}.",
+        "not_paused_state": "Nicht pausiert.",
+        "end_pause_button": "Pause der Werbung {by} jetzt beenden",
+        "pause_what_one": "Werbung {by}",
+        "pause_what_all": "jegliche Werbung",
+        "done_pause": "Erledigt: {what} ist bis {until} pausiert. Sie beginnt danach von selbst wieder.",
+        "done_end_pause": "Erledigt: Die Pause für {what} ist beendet.",
+        "done_nothing_paused": "Nichts geändert: Das war nicht pausiert.",
         "unknown_title": "Link nicht gefunden",
         "unknown_text": (
             "Dieser Link öffnet nichts: Er ist unvollständig, oder die Daten, zu denen er führte, wurden gelöscht. "
@@ -234,6 +279,34 @@ def word(lang: str, key: str, **values: str) -> str:
     return WORDS[lang][key].format(**values)
 
 
+_MONTHS = {
+    "en": ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+           "November", "December"),
+    "de": ("Januar", "Februar", "März", "April", "Mai", "Juni", "Juli", "August", "September", "Oktober",
+           "November", "Dezember"),
+}  # fmt: skip
+
+
+def date(lang: str, moment: datetime, timezone: str = "UTC") -> str:
+    """A day in words, on the person's clock: "3 January 2027", "3. Januar 2027"."""
+    try:
+        zone = ZoneInfo(timezone)
+    except (ValueError, ZoneInfoNotFoundError):  # a zone stored before it was checked: the day in UTC
+        zone = ZoneInfo("UTC")
+    local = moment.astimezone(zone)
+    month = _MONTHS[lang][local.month - 1]
+    return f"{local.day}. {month} {local.year}" if lang == "de" else f"{local.day} {month} {local.year}"
+
+
+def paused_what(lang: str, points: Sequence[ContactPoint]) -> str:
+    """What a pause covers, in words: advertising on one channel, or all advertising."""
+    channels = {Channel(p.channel) for p in points}
+    if len(channels) == 1:
+        [channel] = channels
+        return word(lang, "pause_what_one", by=word(lang, "by_" + channel))
+    return word(lang, "pause_what_all")
+
+
 @cache
 def _templates() -> Environment:
     return Environment(
@@ -248,10 +321,23 @@ def preferences_page(view: View, *, action: str, form_token: str, notice: str | 
     def say(key: str, **values: Any) -> str:
         return word(lang, key, brand=view.brand, **values)
 
+    def day(moment: datetime) -> str:
+        return date(lang, moment, view.timezone)
+
     return (
         _templates()
         .get_template("preferences.html")
-        .render(view=view, lang=lang, say=say, action=action, form_token=form_token, notice=notice, Channel=Channel)
+        .render(
+            view=view,
+            lang=lang,
+            say=say,
+            day=day,
+            action=action,
+            form_token=form_token,
+            notice=notice,
+            Channel=Channel,
+            pause_weeks=PAUSE_WEEKS,
+        )
     )
 
 

@@ -2,8 +2,10 @@
 
 A link is a capability for one contact in one workspace: 256 random bits, only their SHA-256 stored, expiring.
 What it may do in this slice is withdraw — one purpose on one address, everything at once, or object to postal
-advertising (Art. 21) — because withdrawing needs no proof beyond being asked (Art. 7(3)). Every change goes
-through :func:`app.ledger.service.apply_changes` with the person as actor and the link's id, IP and user agent as
+advertising (Art. 21) — because withdrawing needs no proof beyond being asked (Art. 7(3)), and pause all
+marketing to one address or all of them for a while (a ``paused`` suppression with an end) or end a pause early.
+Every change goes through :func:`app.ledger.service.apply_changes` (a pause, which moves no consent, through
+:func:`app.ledger.service.record_notes`) with the person as actor and the link's id, IP and user agent as
 evidence. The form token that guards the POST is an HMAC of the link's id, so a page of one link cannot be posted
 to another, and a cross-site page, which cannot read ours, cannot know it.
 """
@@ -23,12 +25,21 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.identifiers import mask
-from app.domain.model import WITHDRAWN_STATES, ActorType, Channel, ObjectionKind, PurposeKind, State, Trigger
+from app.domain.model import (
+    WITHDRAWN_STATES,
+    ActorType,
+    Channel,
+    ObjectionKind,
+    PurposeKind,
+    State,
+    SuppressionReason,
+    Trigger,
+)
 from app.emails.render import locale_of
 from app.ledger import repository as ledger
-from app.ledger.actions import object_to_marketing, withdraw_point
+from app.ledger.actions import object_to_marketing, suppression_rows, withdraw_point
 from app.ledger.models import Contact, ContactPoint
-from app.ledger.service import Actor, Applied, require_contact
+from app.ledger.service import Actor, Applied, Note, record_notes, require_contact
 from app.lib.errors import InvalidInput
 from app.lib.keys import Keys
 from app.lib.orm import utcnow
@@ -150,6 +161,8 @@ class Address:
     rows: tuple[Row, ...]
     print_state: Shown | None = None
     """Print only: objected or allowed (legitimate interest)."""
+    paused_until: datetime | None = None
+    """The end of the running pause of all marketing to this address (``None``: not paused)."""
 
     @property
     def channel(self) -> Channel:
@@ -166,6 +179,19 @@ class View:
     brand: str
     lang: str
     addresses: tuple[Address, ...]
+    timezone: str = "UTC"
+    """The person's clock for dates on the page (the contact's time zone, else the workspace's)."""
+
+    @property
+    def paused(self) -> tuple[Address, ...]:
+        """The addresses with a running pause."""
+        return tuple(a for a in self.addresses if a.paused_until is not None)
+
+    @property
+    def all_paused_until(self) -> datetime | None:
+        """The earliest end of the pauses when every address is paused (``None``: some address is not)."""
+        ends = [a.paused_until for a in self.addresses]
+        return min(ends) if ends and all(end is not None for end in ends) else None  # type: ignore[type-var]
 
     @property
     def anything_to_withdraw(self) -> bool:
@@ -205,17 +231,23 @@ async def view(session: AsyncSession, link: PreferenceLink, lang: str | None = N
     points = sorted(
         await ledger.contact_points_of(session, contact.id), key=lambda p: _CHANNEL_ORDER[Channel(p.channel)]
     )
+    pauses = await ledger.pauses_of(
+        session, link.workspace_id, [key for p in points for key in p.suppression_keys], utcnow()
+    )
     for point in points:
         channel = Channel(point.channel)
         channel_state = states.get((point.id, None))
+        paused = max((pauses[bytes(k)] for k in point.suppression_keys if bytes(k) in pauses), default=None)
         if channel is Channel.PRINT:
             shown = Shown.OBJECTED if channel_state in WITHDRAWN_STATES else Shown.POSTAL_ALLOWED
-            addresses.append(Address(point, mask(channel, point.value), (), shown))
+            addresses.append(Address(point, mask(channel, point.value), (), shown, paused))
             continue
         rows = tuple(Row(p, _shown(states.get((point.id, p.id)), channel_state)) for p in marketing)
-        addresses.append(Address(point, mask(channel, point.value), rows))
+        addresses.append(Address(point, mask(channel, point.value), rows, paused_until=paused))
     chosen = lang if lang in ("de", "en") else locale_of(contact.locale, settings.locale)
-    return View(link, contact, settings.brand or workspace.name, chosen, tuple(addresses))
+    return View(
+        link, contact, settings.brand or workspace.name, chosen, tuple(addresses), contact.timezone or settings.timezone
+    )
 
 
 # --- changes -----------------------------------------------------------------------------------------------
@@ -227,6 +259,8 @@ class Action(enum.StrEnum):
     WITHDRAW = "withdraw"
     WITHDRAW_ALL = "withdraw_all"
     OBJECT_PRINT = "object_print"
+    PAUSE = "pause"
+    END_PAUSE = "end_pause"
 
 
 def evidence(link: PreferenceLink, meta: Mapping[str, Any], action: Action) -> dict[str, Any]:
@@ -315,3 +349,77 @@ async def withdraw_everything(
     if any(p.channel == Channel.PRINT for p in points):
         applied += await object_to_print(session, keys, link, proof)
     return applied
+
+
+# --- pauses --------------------------------------------------------------------------------------------------
+
+#: The lengths of a pause the page offers, in weeks.
+PAUSE_WEEKS = (1, 4, 12)
+ALL_ADDRESSES = "all"
+"""The form's ``point`` for every address of the contact at once."""
+
+
+def _chosen_points(points: Sequence[ContactPoint], point_id: str) -> list[ContactPoint]:
+    """The address a form names, or every address for :data:`ALL_ADDRESSES`."""
+    if point_id == ALL_ADDRESSES:
+        if not points:
+            raise InvalidInput("No address is known for you.", code="no_contact_point")
+        return list(points)
+    return [_own_point(points, point_id)]
+
+
+@dataclass(frozen=True, slots=True)
+class Paused:
+    """What a pause (or its end) recorded: the addresses, the end, and the ledger events."""
+
+    points: tuple[ContactPoint, ...]
+    until: datetime | None
+    event_ids: tuple[uuid.UUID, ...]
+
+
+async def pause(
+    session: AsyncSession,
+    keys: Keys,
+    link: PreferenceLink,
+    *,
+    point_id: str,
+    weeks: str,
+    proof: Mapping[str, Any],
+    now: datetime | None = None,
+) -> Paused:
+    """Pause all marketing to one address (or all of them) for 1, 4 or 12 weeks: it ends by itself.
+
+    A ``paused`` suppression with an end under each address's keys, and a ledger event per address (the consent
+    states stay as they are). Pausing again sets the new end. Transactional messages are not paused.
+    """
+    try:
+        length = int(weeks)
+    except ValueError:
+        length = 0
+    if length not in PAUSE_WEEKS:
+        raise InvalidInput("A pause lasts 1, 4 or 12 weeks.", code="invalid_pause")
+    chosen = _chosen_points(await ledger.contact_points_of(session, link.contact_id), point_id)
+    until = (now or utcnow()) + timedelta(weeks=length)
+    await ledger.pause_keys(session, suppression_rows(keys, link.workspace_id, chosen, SuppressionReason.PAUSED), until)
+    noted = {**proof, "paused_until": until.isoformat(), "weeks": length}
+    events = await record_notes(
+        session, link.workspace_id, [Note(point, Trigger.PAUSE, noted) for point in chosen], PERSON
+    )
+    return Paused(tuple(chosen), until, tuple(events))
+
+
+async def end_pause(
+    session: AsyncSession, keys: Keys, link: PreferenceLink, *, point_id: str, proof: Mapping[str, Any]
+) -> Paused:
+    """End the running pause of one address (or of all of them) early; an address without one records nothing."""
+    chosen = _chosen_points(await ledger.contact_points_of(session, link.contact_id), point_id)
+    running = await ledger.pauses_of(
+        session, link.workspace_id, [key for p in chosen for key in p.suppression_keys], utcnow()
+    )
+    ended = [p for p in chosen if any(bytes(k) in running for k in p.suppression_keys)]
+    rows = suppression_rows(keys, link.workspace_id, chosen, SuppressionReason.PAUSED)
+    await ledger.end_pauses(session, link.workspace_id, [row["key"] for row in rows])
+    events = await record_notes(
+        session, link.workspace_id, [Note(point, Trigger.PAUSE_ENDED, proof) for point in ended], PERSON
+    )
+    return Paused(tuple(ended), None, tuple(events))

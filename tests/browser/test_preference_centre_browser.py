@@ -197,3 +197,32 @@ async def test_every_page_state_has_no_wcag_22_aa_violations_and_screenshots(new
     assert report == ""
     assert [e for e in tab.errors if "status of 404" not in e] == [], "only the unknown link's own 404"
     assert tab.left_localhost() == []
+
+
+@pytest.mark.parametrize("javascript", [True, False], ids=["js-on", "js-off"])
+async def test_pause_sms_for_4_weeks_then_end_it(new_visit, shop, base_url, javascript):
+    url, contact_id = await new_link(shop, base_url)
+    tab = await new_visit(java_script_enabled=javascript)
+    page = tab.page
+    await page.goto(url)
+    length = page.get_by_label("Wie lange Werbung per SMS")
+    await length.select_option(label="4 Wochen")
+    await page.get_by_role("button", name="Werbung per SMS").filter(has_text="pausieren").click()
+    await page.get_by_role("status").wait_for()
+    assert "Erledigt: Werbung per SMS ist bis" in await page.get_by_role("status").inner_text()
+    sms = await decision(shop, base_url, contact_id, "sms", "newsletter")
+    assert (sms["eligible"], sms["reason"]) == (False, "paused")
+    assert sms["paused_until"] is not None
+    assert (await decision(shop, base_url, contact_id, "email", "newsletter"))["eligible"] is True
+    assert await page.get_by_text("Pausiert bis").count() == 1
+    if javascript:  # axe-core runs as a script in the page
+        violations = await tab.axe()
+        assert violations == [], describe(violations)
+        await page.screenshot(path=SCREENSHOTS / "preferences-de-paused.png", full_page=True)
+
+    await page.get_by_role("button", name="Pause der Werbung per SMS").click()
+    await page.get_by_text("Die Pause für Werbung per SMS ist beendet").wait_for()
+    ended = await decision(shop, base_url, contact_id, "sms", "newsletter")
+    assert ended["reason"] in ("opted_in", "outside_send_window"), "no longer paused (SMS has a send window)"
+    assert tab.errors == [], tab.errors
+    assert tab.left_localhost() == []

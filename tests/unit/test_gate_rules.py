@@ -47,6 +47,7 @@ ORDER = [
     "objected",
     "opted_out",
     "suppressed",
+    "paused",
     "declined",
     "expired",
     "pending_confirmation",
