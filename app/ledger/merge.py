@@ -31,7 +31,7 @@ from app.domain.transitions import most_restrictive
 from app.ledger import repository
 from app.ledger.actions import CONTACT_WIDE
 from app.ledger.models import Consent, ConsentEvent, Contact, ContactPoint
-from app.ledger.service import Actor, Applied, Change, apply_changes, refuse_merged, require_contact
+from app.ledger.service import Actor, Applied, Change, Note, apply_changes, record_notes, refuse_merged, require_contact
 from app.lib.errors import Conflict, InvalidInput
 from app.lib.orm import utcnow
 from app.purposes import repository as purposes
@@ -160,7 +160,24 @@ async def merge(
     await repository.reload(session, points)  # their contact is the survivor now
     states = {(c.contact_point_id, c.purpose_id): State(c.state) for side in sides.values() for c in side[1]}
     record = {**evidence, "merge": {"survivor": str(survivor.id), "duplicate": str(duplicate.id)}}
-    applied = await apply_changes(session, workspace_id, _merged_events(points, states, wanted, record), actor)
+    changes, untouched = _merged_events(points, states, wanted, record)
+    applied = await apply_changes(session, workspace_id, changes, actor)
+    # the addresses the merge tightens nothing on get a note: it must not move the consent's ``since``, or the
+    # channel-level row (``none``) would look newer than the purpose's consent and hide it from the gate
+    notes = [Note(point, Trigger.MERGED, dict(record)) for point in untouched]
+    noted = await record_notes(session, workspace_id, notes, actor)
+    applied += [
+        Applied(
+            consent_id=None,
+            contact_point_id=point.id,
+            channel=Channel(point.channel),
+            purpose_id=None,
+            from_state=states.get((point.id, None), State.NONE),
+            to_state=states.get((point.id, None), State.NONE),
+            event_id=event_id,
+        )
+        for point, event_id in zip(untouched, noted, strict=True)
+    ]
     await repository.queue_contact_merged(session, workspace_id, survivor, duplicate.id, now)
     return Merged(survivor=survivor, duplicate_id=duplicate.id, moved=moved, applied=applied)
 
@@ -211,17 +228,21 @@ def _merged_events(
     states: Mapping[tuple[uuid.UUID, uuid.UUID | None], State],
     wanted: Mapping[tuple[uuid.UUID, uuid.UUID | None], tuple[State, int]],
     record: Mapping[str, Any],
-) -> list[Change]:
-    """A ``merged`` event on each address's channel-level consent, and one on each consent the merge tightens."""
+) -> tuple[list[Change], list[ContactPoint]]:
+    """The ``merged`` changes of the consents the merge tightens, and the addresses where it tightens nothing."""
     changes: list[Change] = []
+    untouched: list[ContactPoint] = []
     for point in points:
-        keys = sorted((k for k in wanted if k[0] == point.id and k[1] is not None), key=lambda k: str(k[1]))
-        for key in [(point.id, None), *keys]:
+        purposes = sorted((k for k in wanted if k[0] == point.id and k[1] is not None), key=lambda k: str(k[1]))
+        keys: list[tuple[uuid.UUID, uuid.UUID | None]] = [(point.id, None), *purposes]
+        tightened = False
+        for key in keys:
             current = states.get(key, State.NONE)
             target, seq = wanted.get(key, (current, 0))
-            target = most_restrictive((current, target))
-            if key[1] is not None and target is current:
-                continue  # a purpose the merge leaves as it is: the channel-level event records the merge
-            proof = {**record, "covered_by_seq": seq} if target is not current else dict(record)
-            changes.append(Change(point, key[1], Trigger.MERGED, proof, target=target))
-    return changes
+            if most_restrictive((current, target)) is current:
+                continue
+            changes.append(Change(point, key[1], Trigger.MERGED, {**record, "covered_by_seq": seq}, target=target))
+            tightened = True
+        if not tightened:
+            untouched.append(point)
+    return changes, untouched

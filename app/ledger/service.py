@@ -54,7 +54,8 @@ class Change:
 class Applied:
     """What happened to one change. ``event_id`` is ``None`` when it was skipped (``skipped`` says why)."""
 
-    consent_id: uuid.UUID
+    consent_id: uuid.UUID | None
+    """``None`` for a note (:func:`record_notes`), which moves no consent."""
     contact_point_id: uuid.UUID
     channel: Channel
     purpose_id: uuid.UUID | None

@@ -374,3 +374,25 @@ async def test_a_pending_erasure_request_of_the_duplicate_follows_the_person(cli
     async with database.sessionmaker() as session:
         owner = await session.scalar(text("SELECT contact_id FROM erasure_requests"))
     assert owner == b.contact_id
+
+
+async def test_an_opted_in_survivor_stays_eligible_and_keeps_its_consents_since(client, tenant, ledger, database):
+    """The merge's note on an address must not look newer than the consent it leaves alone (newcomer review)."""
+    key = await tenant.key(Scope.CONSENTS_WRITE)
+    reader = await tenant.key(Scope.ELIGIBILITY_READ)
+    news = await ledger.purpose("newsletter")
+    eva = await ledger.point("email", "eva@example.com", external_id="crm-60")
+    await ledger.apply(eva, news.id, "signup", "confirm")
+    await ledger.point("sms", "+4915123456789", external_id="crm-61")
+    query = {"contact": "crm-60", "channel": "email", "purpose": "newsletter"}
+    before = (await client.get("/v1/eligibility", params=query, headers=reader)).json()
+    assert before["eligible"] is True
+    async with database.sessionmaker() as session:
+        since = await session.scalar(select(Consent.since).where(Consent.contact_point_id == eva.id))
+    assert (await merge(client, key, "crm-60", "crm-61")).status_code == 200
+    after = (await client.get("/v1/eligibility", params=query, headers=reader)).json()
+    assert after["eligible"] is True, after
+    async with database.sessionmaker() as session:
+        rows = (await session.scalars(select(Consent).where(Consent.contact_point_id == eva.id))).all()
+    assert [row.since for row in rows if row.purpose_id == news.id] == [since]
+    assert all(row.purpose_id is not None for row in rows), "a note creates no channel-level row"
