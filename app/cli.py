@@ -165,7 +165,11 @@ def _serve_processes(settings: Settings, count: int, options: dict[str, Any]) ->
         stale.unlink()
     settings.export_for_workers(url, metrics_dir)
     try:
-        uvicorn.run("app.main:app_from_environment", factory=True, workers=count, **options)
+        # a worker imports the whole service before it answers the supervisor's health check (about 3 s on a
+        # busy machine): uvicorn's default 5 s killed the first worker of a loaded start (newcomer review)
+        uvicorn.run(
+            "app.main:app_from_environment", factory=True, workers=count, timeout_worker_healthcheck=30, **options
+        )
     finally:
         if embedded is not None:
             asyncio.run(embedded.stop())
@@ -671,11 +675,16 @@ def reports_catch_up(workspace_id: uuid.UUID | None, as_json: bool) -> None:  # 
 @main.command(name="console-link")
 @click.option("--workspace", "workspace_id", required=True, type=click.UUID, help="Workspace id.")
 @click.option("--admin", is_flag=True, help="Sign in with the 'admin' scope (erasure) instead of 'audit:read'.")
+@click.option(
+    "--base-url",
+    help="Where the service is reached (default PUBLIC_BASE_URL, else http://127.0.0.1:8000): pass "
+    "http://127.0.0.1:PORT for a local `consent serve --port PORT`.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def console_link(workspace_id: uuid.UUID, admin: bool, as_json: bool) -> None:  # noqa: FBT001  # click flags
+def console_link(workspace_id: uuid.UUID, admin: bool, base_url: str | None, as_json: bool) -> None:  # noqa: FBT001  # click flags
     """A single-use login link to the console (valid 10 minutes), through a new API key named 'console-link'.
 
-    Revoking that key (its id is printed) ends every session the link opened.
+    Each call makes a new key; revoking it (its id is printed) ends every session its link opened.
     """
     from app.console import controllers as console  # noqa: PLC0415
     from app.console import service as console_service  # noqa: PLC0415
@@ -683,6 +692,11 @@ def console_link(workspace_id: uuid.UUID, admin: bool, as_json: bool) -> None:  
     from app.workspaces import repository, service  # noqa: PLC0415
 
     settings = _settings()
+    if base_url is not None:
+        try:
+            settings = msgspec.structs.replace(settings, public_base_url=Settings.base_url(base_url))
+        except SettingsError as exc:
+            raise click.BadParameter(str(exc), param_hint="--base-url") from None
     scope = Scope.ADMIN if admin else Scope.AUDIT_READ
 
     async def action() -> tuple[uuid.UUID, Any]:

@@ -261,6 +261,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             import_max_bytes=_bytes(get("CONSENT_IMPORT_MAX_BYTES"), "CONSENT_IMPORT_MAX_BYTES"),
         )
 
+    @staticmethod
+    def base_url(value: str) -> str:
+        """A base URL as ``PUBLIC_BASE_URL`` takes it (http or https, no trailing slash), or :class:`SettingsError`."""
+        return _base_url(value, "--base-url")
+
     def export_for_workers(self, database_url: str, metrics_dir: Path) -> None:
         """Put these settings where the processes of ``consent serve --workers N`` read them: the environment.
 

@@ -11,11 +11,11 @@ import asyncio
 import shutil
 import uuid
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 import structlog
-from litestar import Controller, delete, get, post
+from litestar import Controller, Request, delete, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.response import Stream
@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.channels import outbox_files
 from app.lib.auth import KeyCache, OperatorPrincipal, Scope, provide_operator
 from app.lib.db import Database
-from app.lib.errors import Conflict
+from app.lib.errors import Conflict, InvalidInput
 from app.lib.keys import Keys
 from app.lib.openapi import errors
 from app.settings import Settings
@@ -76,8 +76,9 @@ class OperatorWorkspaceController(Controller):
     dependencies = {"operator": Provide(provide_operator)}  # noqa: RUF012
 
     @post(operation_id="createWorkspace", status_code=201, responses=errors(401, 403, 409, 422))
-    async def create(
+    async def create(  # noqa: PLR0917  # Litestar passes what a handler names
         self,
+        request: Request[Any, Any, Any],
         data: JSONBody[WorkspaceCreate],
         operator: NamedDependency[OperatorPrincipal],  # noqa: ARG002  # the guard checked it
         db: NamedDependency[AsyncSession],
@@ -87,8 +88,15 @@ class OperatorWorkspaceController(Controller):
         """Create a workspace and its first `admin` key: the secret is in this answer only.
 
         Name, optional settings (as `PUT /v1/workspace/settings` takes them, with the same checks) and the
-        operator's mail domains.
+        operator's mail domains. An `Idempotency-Key` is refused (422): the answer holds a secret that is never
+        stored, so a repeat could not be answered; list the workspaces to see whether a lost answer's one exists.
         """
+        if "idempotency-key" in request.headers:
+            raise InvalidInput(
+                "POST /v1/workspaces takes no Idempotency-Key: its answer holds the first admin key, which is never "
+                "stored to be answered again. After a lost answer, GET /v1/workspaces shows whether it was created.",
+                code="idempotency_not_supported",
+            )
         if data.settings is not None:
             await check_outbound_urls(data.settings, allow_private=settings.webhooks_allow_private)
         async with db.begin():

@@ -83,6 +83,12 @@ WORDS: dict[str, dict[str, str]] = {
         ),
         "invalid_title": "This could not be changed",
         "invalid_text": "The form named something that is not yours. Nothing changed.",
+        "mydata_needs_link_title": "Your data needs a link of your own",
+        "mydata_needs_link_text": (
+            "This page was opened from a link in a marketing mail, which others may have seen. To download or "
+            "delete your data, ask {brand} for a link by email (the preferences page on its website mails one to "
+            "your address), or ask {brand} directly."
+        ),
         "mydata_title": "Your data",
         "mydata_text": (
             "Download everything {brand} holds about you as a file (JSON), or have all of it deleted. Deleting asks "
@@ -209,6 +215,13 @@ WORDS: dict[str, dict[str, str]] = {
         ),
         "invalid_title": "Das ließ sich nicht ändern",
         "invalid_text": "Das Formular nannte etwas, das nicht Ihres ist. Es hat sich nichts geändert.",
+        "mydata_needs_link_title": "Für Ihre Daten brauchen Sie einen eigenen Link",
+        "mydata_needs_link_text": (
+            "Diese Seite wurde über einen Link in einer Werbe-E-Mail geöffnet, die auch andere gesehen haben "
+            "können. Um Ihre Daten herunterzuladen oder zu löschen, fordern Sie bei {brand} einen Link per E-Mail an "
+            "(die Einstellungsseite auf der Website schickt ihn an Ihre Adresse), oder wenden Sie sich direkt an "
+            "{brand}."
+        ),
         "mydata_title": "Ihre Daten",
         "mydata_text": (
             "Laden Sie alles, was {brand} über Sie gespeichert hat, als Datei (JSON) herunter, oder lassen Sie alles "

@@ -92,6 +92,11 @@ WORDS: dict[str, dict[str, str]] = {
         "limited_text": "Too many links were asked for from here or for this address. Please try again later.",
         "refused_title": "Please reload the page",
         "refused_text": "This form could not be accepted (it came from another page or is too old). Nothing was sent.",
+        "unverified_title": "This address is not confirmed yet",
+        "unverified_text": (
+            "The preferences open only for an address known to be yours: confirm it with the link in the "
+            "confirmation mail first, or ask the company that writes to you."
+        ),
         "nowhere_title": "Page not found",
         "nowhere_text": (
             "Please use the preferences link on the website or in a message of the company that writes to you."
@@ -126,6 +131,11 @@ WORDS: dict[str, dict[str, str]] = {
         "refused_text": (
             "Dieses Formular wurde nicht angenommen (es kam von einer anderen Seite oder ist zu alt). "
             "Es wurde nichts gesendet."
+        ),
+        "unverified_title": "Diese Adresse ist noch nicht bestätigt",
+        "unverified_text": (
+            "Die Einstellungen öffnen sich nur für eine Adresse, die nachweislich Ihre ist: Bestätigen Sie sie "
+            "zuerst mit dem Link in der Bestätigungsmail, oder fragen Sie das Unternehmen, das Ihnen schreibt."
         ),
         "nowhere_title": "Seite nicht gefunden",
         "nowhere_text": (
@@ -214,6 +224,11 @@ async def send_link_if_known(
                     point = await ledger.find_contact_point(session, workspace_id, Channel.EMAIL, address.lower())
                 if point is None:
                     log.info("preference_link_requested", workspace_id=str(workspace_id), known=False)
+                    return False
+                if not service.may_receive_link(point):
+                    # an address nobody proved is the contact's (a form's signup, unconfirmed or attached to a
+                    # customer id) gets no link: its holder could otherwise see and change that contact
+                    log.info("preference_link_requested", workspace_id=str(workspace_id), known=True, verified=False)
                     return False
                 issued = await service.issue_link(
                     session, workspace_id, str(point.contact_id), issued_by="request:email", point_id=point.id
@@ -436,6 +451,9 @@ class PreferenceViaPages(Controller):
             if not _same_origin(request, settings):
                 body = _render(lang, title_key="refused_title", text_key="refused_text")
                 return _html(body, 403)
+            if not service.may_receive_link(recipient.point):
+                body = _render(lang, title_key="unverified_title", text_key="unverified_text")
+                return _html(body, 403)
             key = keys.rate_limit_key("preference-via", str(recipient.point.id))
             try:
                 await _take_limits(db, recipient.workspace_id, [(key, VIA_LIMIT)])
@@ -446,7 +464,7 @@ class PreferenceViaPages(Controller):
                 db,
                 recipient.workspace_id,
                 str(recipient.point.contact_id),
-                issued_by="unsubscribe_token",
+                issued_by=service.FROM_A_MAIL,
                 point_id=recipient.point.id,
             )
         return _html("", 303, {"Location": f"/p/{issued.token}"})

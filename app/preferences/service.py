@@ -31,6 +31,7 @@ from app.domain.model import (
     Channel,
     ObjectionKind,
     PurposeKind,
+    Reachability,
     State,
     SuppressionReason,
     Trigger,
@@ -69,6 +70,30 @@ class IssuedLink:
     token: str
     expires_at: datetime
     link_id: uuid.UUID
+
+
+#: Who issued a link that came from a forwardable mail: it opens the page, but not the person's data.
+FROM_A_MAIL = "unsubscribe_token"
+
+
+def may_receive_link(point: ContactPoint) -> bool:
+    """Whether a link may be mailed to (or minted from the mail of) this address: one proved to be the contact's.
+
+    ``verified_at`` is set by the address's own proof (a confirmed signup, a start word) or the tenant's records; an
+    address a form attached to a customer id stays unverified whatever its holder confirms, and an unconfirmed
+    signup is anybody's. Undeliverable addresses get nothing either.
+    """
+    return point.verified_at is not None and point.reachability == Reachability.REACHABLE
+
+
+def proves_identity(link: PreferenceLink) -> bool:
+    """Whether the link may open the person's data (download, erasure): not one minted from a mail's footer.
+
+    A marketing mail is forwarded, shown to others and its ``List-Unsubscribe`` header read by mail providers; a
+    link the brand issued (``api_key:…``) or one mailed on request to a verified address (``request:email``) is
+    the person's.
+    """
+    return link.issued_by != FROM_A_MAIL
 
 
 async def issue_link(

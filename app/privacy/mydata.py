@@ -222,6 +222,9 @@ class MyDataPages(Controller):
         ):
             view = await service.view(db, link, lang)
             return None, _html(render.message_page(view.lang, "refused", brand=view.brand), 403)
+        if not service.proves_identity(link):  # a link from a mail's footer: forwardable, not the person's proof
+            view = await service.view(db, link, lang)
+            return None, _html(render.message_page(view.lang, "mydata_needs_link", brand=view.brand), 403)
         return link, None
 
     @staticmethod
