@@ -80,7 +80,13 @@ class ConsoleLinkController(Controller):
     tags = ["reports"]  # noqa: RUF012  # Litestar reads class attributes
     opt = {"scope": (Scope.AUDIT_READ, Scope.ADMIN)}  # noqa: RUF012
 
-    @post(operation_id="createConsoleLink", status_code=201, responses=errors(401, 403))
+    # the answer holds the login token, of which only the hash is stored: never kept for an Idempotency-Key replay
+    @post(
+        operation_id="createConsoleLink",
+        status_code=201,
+        responses=errors(401, 403, 409),
+        opt={"answer_holds_secret": True},
+    )
     async def create(
         self,
         principal: NamedDependency[Principal],

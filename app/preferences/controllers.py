@@ -53,7 +53,13 @@ class PreferenceLinkController(Controller):
     tags = ["preference centre"]  # noqa: RUF012  # Litestar reads class attributes
     opt = {"scope": Scope.CONSENTS_WRITE}  # noqa: RUF012
 
-    @post(operation_id="createPreferenceLink", status_code=201, responses=errors(401, 403, 404))
+    # the answer holds the link's token, of which only the hash is stored: never kept for an Idempotency-Key replay
+    @post(
+        operation_id="createPreferenceLink",
+        status_code=201,
+        responses=errors(401, 403, 404, 409),
+        opt={"answer_holds_secret": True},
+    )
     async def create(
         self,
         contact: FromPath[str],

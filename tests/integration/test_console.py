@@ -426,3 +426,15 @@ async def test_the_audit_page_lists_pending_erasure_requests_of_this_workspace_o
     assert str(jane["contact_id"]) in page
     assert "overdue" in page
     assert page.count("/console/contacts?q=") == 1, "another workspace's request is not shown"
+
+
+async def test_a_login_link_is_never_kept_for_an_idempotency_replay(client, tenant, admin, session):
+    """Hostile review: a replay by another key of the workspace handed out the admin's link (and a session)."""
+    first = await client.post("/v1/console-links", headers={**admin, "Idempotency-Key": "console-link-1"})
+    assert first.status_code == 201
+    reader = await tenant.key(Scope.AUDIT_READ)
+    again = await client.post("/v1/console-links", headers={**reader, "Idempotency-Key": "console-link-1"})
+    assert (again.status_code, again.json()["code"]) == (409, "idempotency_answer_not_kept")
+    token = first.json()["url"].rsplit("token=", 1)[1]
+    stored = (await session.execute(text("SELECT body FROM idempotency_keys"))).scalars().all()
+    assert all(token.encode() not in (body or b"") for body in stored)
