@@ -432,9 +432,16 @@ async def suppressions_of(
 
 
 async def lock_contact(session: AsyncSession, workspace_id: uuid.UUID, contact_id: uuid.UUID) -> bool:
-    """Lock the contact's row for the rest of the transaction; ``False`` when it is gone (erased meanwhile)."""
+    """Lock the contact's row for the rest of the transaction; ``False`` when it is gone (erased meanwhile).
+
+    The contact as loaded in the session is read again with the lock (``populate_existing``): what a merge that
+    committed while this waited wrote (``merged_into``) is seen.
+    """
     locked = await session.scalar(
-        select(Contact.id).where(Contact.workspace_id == workspace_id, Contact.id == contact_id).with_for_update()
+        select(Contact)
+        .where(Contact.workspace_id == workspace_id, Contact.id == contact_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
     )
     return locked is not None
 

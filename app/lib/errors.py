@@ -289,6 +289,21 @@ def database_unreachable(exc: BaseException) -> bool:
     return False
 
 
+#: Raised by the trigger of migration 0031: a row for a contact that a merge committed meanwhile
+_MERGED_MEANWHILE = "CM001"
+
+
+def _sqlstate_in_chain(exc: BaseException, states: frozenset[str] | set[str]) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        if getattr(seen, "sqlstate", None) in states:
+            return True
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return False
+
+
 def _unhandled(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     if database_unreachable(exc):
         log.warning("database_unavailable", error_type=type(exc).__name__)
@@ -308,6 +323,15 @@ def _unhandled(request: Request[Any, Any, Any], exc: Exception) -> Response[dict
             code="nul_character",
             title="Invalid input",
             detail="The input contains a character that cannot be stored (a NUL, \\u0000). Remove it and send again.",
+        )
+    if _sqlstate_in_chain(exc, {_MERGED_MEANWHILE}):
+        return problem_response(
+            request,
+            status=409,
+            code="contact_merged",
+            title="Conflict",
+            detail="The contact was merged into another while this request ran; nothing was recorded. "
+            "GET /v1/contacts/{contact} names the survivor: send the request for it.",
         )
     log.error("unhandled_exception", error_type=type(exc).__name__, exc_info=exc)
     return problem_response(

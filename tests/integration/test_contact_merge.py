@@ -8,9 +8,11 @@ from __future__ import annotations
 import contextlib
 import uuid
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.domain.model import Channel, State, Trigger
 from app.domain.transitions import RESTRICTIVENESS, TransitionNotAllowed, decide, decide_import, decide_merge
@@ -396,3 +398,124 @@ async def test_an_opted_in_survivor_stays_eligible_and_keeps_its_consents_since(
         rows = (await session.scalars(select(Consent).where(Consent.contact_point_id == eva.id))).all()
     assert [row.since for row in rows if row.purpose_id == news.id] == [since]
     assert all(row.purpose_id is not None for row in rows), "a note creates no channel-level row"
+
+
+@pytest.fixture
+async def race_engine(pg_server):
+    """A database of its own for the races, whose rows must commit (the shared one is rolled back per test)."""
+    from app.lib.db import migrate  # noqa: PLC0415
+
+    url = await pg_server.create_database("consent_merge_races")
+    engine = create_async_engine(url, pool_size=4)
+    await migrate(engine)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+        await pg_server.drop_database(url)
+
+
+async def _race_world(engine, name):
+    from sqlalchemy.ext.asyncio import async_sessionmaker  # noqa: PLC0415
+
+    from app.lib.db import Database  # noqa: PLC0415
+
+    maker = async_sessionmaker(engine, expire_on_commit=False)
+    async with maker() as session, session.begin():
+        workspace_id = (await workspace_service.create_workspace(session, name)).id
+    return maker, Ledger(Database(engine, maker), workspace_id)
+
+
+async def test_an_erasure_of_the_duplicate_waiting_on_a_merge_is_refused_not_lost(race_engine):
+    """Hostile review: the erasure read the duplicate before the merge committed and 'erased' the empty stub."""
+    import asyncio  # noqa: PLC0415
+
+    import pytest  # noqa: PLC0415
+
+    from app.domain.model import ActorType  # noqa: PLC0415
+    from app.ledger import merge as merging  # noqa: PLC0415
+    from app.ledger.service import Actor  # noqa: PLC0415
+    from app.lib.errors import Conflict  # noqa: PLC0415
+    from app.lib.keys import Keys  # noqa: PLC0415
+    from app.privacy import erasure  # noqa: PLC0415
+    from tests.conftest import TEST_SECRET  # noqa: PLC0415
+
+    maker, ledger = await _race_world(race_engine, "Race")
+    news = await ledger.purpose("newsletter")
+    dup = await ledger.point("email", f"dup-{uuid.uuid4().hex[:6]}@example.com", external_id=uuid.uuid4().hex)
+    survivor = await ledger.point("sms", "+4915123456780", external_id=uuid.uuid4().hex)
+    await ledger.apply(dup, news.id, "signup", "confirm")
+    actor = Actor(ActorType.API_KEY, "test")
+    merging_session = maker()
+    await merging_session.begin()
+    await merging.merge(
+        merging_session,
+        ledger.workspace_id,
+        survivor_ref=str(survivor.contact_id),
+        duplicate_ref=str(dup.contact_id),
+        evidence={},
+        actor=actor,
+    )
+
+    async def erase_the_duplicate():
+        async with maker() as session, session.begin():
+            return await erasure.erase(
+                session, Keys(TEST_SECRET), ledger.workspace_id, str(dup.contact_id),
+                request_ref=None, received_via=None, actor=actor,
+            )  # fmt: skip
+
+    waiting = asyncio.create_task(erase_the_duplicate())
+    await asyncio.sleep(0.5)  # the erasure waits for the merge's lock on the duplicate
+    await merging_session.commit()
+    await merging_session.close()
+    with pytest.raises(Conflict) as refused:
+        await waiting
+    assert refused.value.code == "contact_merged"
+    async with maker() as session:
+        left = await session.scalar(
+            text("SELECT count(*) FROM contact_points WHERE contact_id = :c"), {"c": survivor.contact_id}
+        )
+    assert left == 2, "nothing was erased behind the caller's back"
+
+
+async def test_an_address_for_the_duplicate_waiting_on_a_merge_is_refused(race_engine):
+    """Hostile review: an address added while the merge ran landed on the stub, invisible on the survivor."""
+    import asyncio  # noqa: PLC0415
+
+    import pytest  # noqa: PLC0415
+    from sqlalchemy.exc import DBAPIError  # noqa: PLC0415
+
+    from app.domain.model import ActorType  # noqa: PLC0415
+    from app.ledger import actions  # noqa: PLC0415
+    from app.ledger import merge as merging  # noqa: PLC0415
+    from app.ledger.schemas import PostalAddressIn  # noqa: PLC0415
+    from app.ledger.service import Actor, require_contact  # noqa: PLC0415
+    from app.lib.keys import Keys  # noqa: PLC0415
+    from tests.conftest import TEST_SECRET  # noqa: PLC0415
+
+    maker, ledger = await _race_world(race_engine, "Race2")
+    dup_ref, survivor_ref = uuid.uuid4().hex, uuid.uuid4().hex
+    await ledger.point("email", f"{dup_ref}@example.com", external_id=dup_ref)
+    await ledger.point("email", f"{survivor_ref}@example.com", external_id=survivor_ref)
+    merging_session = maker()
+    await merging_session.begin()
+    await merging.merge(
+        merging_session, ledger.workspace_id, survivor_ref=survivor_ref, duplicate_ref=dup_ref, evidence={},
+        actor=Actor(ActorType.API_KEY, "test"),
+    )  # fmt: skip
+
+    async def add_a_postal_address():
+        async with maker() as session, session.begin():
+            found = await require_contact(session, ledger.workspace_id, dup_ref)  # read before the merge commits
+            address = PostalAddressIn(street="Hauptstr. 1", postcode="10115", city="Berlin", name="Jane Doe")
+            return await actions.add_postal_address(
+                session, Keys(TEST_SECRET), ledger.workspace_id, found, address.normalised()
+            )
+
+    waiting = asyncio.create_task(add_a_postal_address())
+    await asyncio.sleep(0.5)
+    await merging_session.commit()
+    await merging_session.close()
+    with pytest.raises(DBAPIError) as refused:
+        await waiting
+    assert "CM001" in str(refused.value.orig.sqlstate if hasattr(refused.value.orig, "sqlstate") else refused.value)
