@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -38,8 +38,6 @@ from app.purposes import repository as purposes
 
 #: Where the person said no after all: the states a statement leaves.
 _NO = (State.OPTED_OUT, State.OBJECTED)
-#: A later move into one of these (by the same contact, for the same purpose) ends a statement.
-_YES = (State.OPTED_IN, State.PENDING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +48,8 @@ class Statement:
     every_channel: bool
     """``False``: postal advertising only (an objection to print)."""
     seq: int
+    excepted: frozenset[uuid.UUID] = frozenset()
+    """Purposes the contact opted in to again after a no for every purpose: the no stands for the others."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +81,12 @@ def _kind(event: ConsentEvent) -> tuple[bool, bool] | None:
 
 
 def statements(events: Sequence[ConsentEvent]) -> list[Statement]:
-    """The contact-wide statements of a contact's history that still stand (a later opt-in ends one)."""
+    """The contact-wide statements of a contact's history that still stand.
+
+    Only an opt-in by the person ends one (a pending signup does not: anyone may type an address into a form): an
+    opt-in to a purpose ends a no for that purpose, and takes that purpose out of a no for every purpose; lifting
+    a print objection ends a no to postal advertising.
+    """
     found: dict[tuple[uuid.UUID | None, bool], Statement] = {}
     for event in events:  # oldest first
         kind = _kind(event)
@@ -89,12 +94,15 @@ def statements(events: Sequence[ConsentEvent]) -> list[Statement]:
             key = (event.purpose_id, kind[1])
             found[key] = Statement(event.purpose_id, kind[1], event.seq)
             continue
-        if event.to_state in _YES or (event.channel == Channel.PRINT and event.trigger == Trigger.OBJECTION_WITHDRAWN):
-            for key in list(found):  # the person said yes again: a no for that purpose (or for all) ends
-                purpose_id, every_channel = key
-                on_print = event.channel == Channel.PRINT
-                if (purpose_id in (None, event.purpose_id)) and (every_channel or on_print):
-                    del found[key]
+        if event.channel == Channel.PRINT and event.trigger == Trigger.OBJECTION_WITHDRAWN:
+            found.pop((None, False), None)
+        elif event.to_state == State.OPTED_IN and event.from_state != State.OPTED_IN:
+            if event.purpose_id is None:
+                found.pop((None, True), None)
+                continue
+            found.pop((event.purpose_id, True), None)
+            if (every := found.get((None, True))) is not None:
+                found[None, True] = replace(every, excepted=every.excepted | {event.purpose_id})
     return sorted(found.values(), key=lambda s: s.seq)
 
 
@@ -118,8 +126,9 @@ def targets(
             if statement.purpose_id is not None:
                 wanted[point.id, statement.purpose_id] = (State.OPTED_OUT, statement.seq)
                 continue
-            wanted[point.id, None] = (State.OPTED_OUT, statement.seq)
-            for purpose_id in marketing:
+            if not statement.excepted:  # the channel-level row would cover the purposes said yes to again too
+                wanted[point.id, None] = (State.OPTED_OUT, statement.seq)
+            for purpose_id in marketing - statement.excepted:
                 if (point.id, purpose_id) in held:
                     wanted[point.id, purpose_id] = (State.OPTED_OUT, statement.seq)
     return wanted

@@ -519,3 +519,41 @@ async def test_an_address_for_the_duplicate_waiting_on_a_merge_is_refused(race_e
     with pytest.raises(DBAPIError) as refused:
         await waiting
     assert "CM001" in str(refused.value.orig.sqlstate if hasattr(refused.value.orig, "sqlstate") else refused.value)
+
+
+async def test_a_pending_signup_by_anyone_does_not_end_a_no_to_everything(client, tenant, ledger):
+    """Hostile review: a form signup (never confirmed) for the person's address undid their "nothing at all"."""
+    key = await tenant.key(Scope.CONSENTS_WRITE)
+    news = await ledger.purpose("newsletter")
+    offers = await ledger.purpose("offers")
+    a = await ledger.point("email", "a@example.com", external_id="a")
+    await ledger.apply(a, news.id, "signup", "confirm")
+    b = await ledger.point("sms", "+4915123456789", external_id="b")
+    await ledger.apply(b, news.id, "signup", "start_word")
+    await ledger.apply(b, offers.id, "signup", "start_word")
+    everything = {"contact": "a", "channel": "all", "purpose": "all"}
+    assert (await client.post("/v1/withdrawals", json=everything, headers=key)).status_code == 200
+    await ledger.apply(a, offers.id, "signup")  # pending: whoever typed the address in, it proves nothing
+    assert (await merge(client, key, "b", "a")).status_code == 200
+    after = await states(client, key, "b")
+    assert after["+4915123456789", "offers"] == "opted_out"
+    assert after["+4915123456789", "newsletter"] == "opted_out"
+    assert after["+4915123456789", None] == "opted_out"
+
+
+async def test_an_opt_in_after_a_no_to_everything_keeps_that_purpose_only(client, tenant, ledger):
+    key = await tenant.key(Scope.CONSENTS_WRITE)
+    news = await ledger.purpose("newsletter")
+    offers = await ledger.purpose("offers")
+    a = await ledger.point("email", "a@example.com", external_id="a")
+    await ledger.apply(a, news.id, "signup", "confirm")
+    b = await ledger.point("sms", "+4915123456789", external_id="b")
+    await ledger.apply(b, news.id, "signup", "start_word")
+    await ledger.apply(b, offers.id, "signup", "start_word")
+    everything = {"contact": "a", "channel": "all", "purpose": "all"}
+    assert (await client.post("/v1/withdrawals", json=everything, headers=key)).status_code == 200
+    await ledger.apply(a, offers.id, "signup", "confirm")  # the person asked for offers again, with proof
+    assert (await merge(client, key, "b", "a")).status_code == 200
+    after = await states(client, key, "b")
+    assert after["+4915123456789", "offers"] == "opted_in", "the purpose said yes to again"
+    assert after["+4915123456789", "newsletter"] == "opted_out", "the no still stands for the rest"
