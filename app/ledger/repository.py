@@ -759,6 +759,17 @@ def _identifier(name: str) -> str:
     return f'"{bare}"'
 
 
+async def merged_into(session: AsyncSession, workspace_id: uuid.UUID, contact_id: uuid.UUID) -> list[uuid.UUID]:
+    """The contacts merged into this one (their stubs)."""
+    return list(
+        (
+            await session.scalars(
+                select(Contact.id).where(Contact.workspace_id == workspace_id, Contact.merged_into == contact_id)
+            )
+        ).all()
+    )
+
+
 async def repoint_stubs(
     session: AsyncSession, workspace_id: uuid.UUID, survivor: uuid.UUID, duplicate: uuid.UUID
 ) -> None:

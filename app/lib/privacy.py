@@ -30,6 +30,13 @@ class Subject:
     """Purpose ids to the keys the API shows (for exports)."""
     keep_event_ids: tuple[uuid.UUID, ...] = ()
     """Ledger events an erasure keeps whole: its own, which say how it was requested."""
+    merged_ids: tuple[uuid.UUID, ...] = ()
+    """Contacts merged into this one (:mod:`app.ledger.merge`): rows naming their ids are the person's too."""
+
+    @property
+    def contact_ids(self) -> tuple[uuid.UUID, ...]:
+        """The contact and the contacts merged into it."""
+        return (self.contact_id, *self.merged_ids)
 
 
 Eraser = Callable[[AsyncSession, Subject], Awaitable[Mapping[str, int]]]
@@ -50,7 +57,10 @@ class PrivacyHook:
 
 
 async def _erase(session: AsyncSession, subject: Subject) -> Mapping[str, int]:
-    return {"stored_answers": await repository.erase_answers_naming(session, subject.workspace_id, subject.contact_id)}
+    erased = 0
+    for contact_id in subject.contact_ids:
+        erased += await repository.erase_answers_naming(session, subject.workspace_id, contact_id)
+    return {"stored_answers": erased}
 
 
 #: The shared tables' part: stored idempotent answers (a POST /v1/contacts answer holds the person's addresses).

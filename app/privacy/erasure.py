@@ -85,7 +85,13 @@ async def erase(
     closed = await close_for_erasure(session, keys, workspace_id, contact_ref, evidence=given, actor=actor)
     if closed is None:
         return await _earlier(session, workspace_id, contact_ref)
-    subject = Subject(workspace_id, closed.contact_id, closed.point_ids, keep_event_ids=closed.event_ids)
+    subject = Subject(
+        workspace_id,
+        closed.contact_id,
+        closed.point_ids,
+        keep_event_ids=closed.event_ids,
+        merged_ids=tuple(await ledger_repository.merged_into(session, workspace_id, closed.contact_id)),
+    )
     # what the files on disk are named by, read before the hooks delete the rows
     delivery_ids = await repository.delivery_ids_of_contact(session, workspace_id, closed.contact_id)
     emails = [

@@ -12,9 +12,11 @@ from app.webhooks import repository
 
 async def _erase(session: AsyncSession, subject: Subject) -> Mapping[str, int]:
     # the erasure's own events still go out, so the systems that hold the person too learn of it
-    deleted = await repository.erase_payloads_naming(
-        session, subject.workspace_id, subject.contact_id, keep_events=subject.keep_event_ids
-    )
+    deleted = 0
+    for contact_id in subject.contact_ids:  # a merged duplicate's deliveries name its own id
+        deleted += await repository.erase_payloads_naming(
+            session, subject.workspace_id, contact_id, keep_events=subject.keep_event_ids
+        )
     return {"webhook_deliveries": deleted}
 
 

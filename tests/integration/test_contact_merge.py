@@ -557,3 +557,26 @@ async def test_an_opt_in_after_a_no_to_everything_keeps_that_purpose_only(client
     after = await states(client, key, "b")
     assert after["+4915123456789", "offers"] == "opted_in", "the purpose said yes to again"
     assert after["+4915123456789", "newsletter"] == "opted_out", "the no still stands for the rest"
+
+
+async def test_erasing_the_survivor_forgets_what_names_the_duplicate(client, tenant, ledger, database):
+    """Hostile review: the duplicate's stored idempotent answer (name, postal address) outlived the erasure."""
+    key = await tenant.key(Scope.CONSENTS_WRITE)
+    admin = await tenant.key(Scope.ADMIN)
+    created = await client.post(
+        "/v1/contacts",
+        json={
+            "external_id": "dup-crm-1",
+            "postal_address": {"name": "Jane Doe", "street": "Hauptstr. 1", "postcode": "10115", "city": "Berlin"},
+        },
+        headers={**key, "Idempotency-Key": "create-dup-1"},
+    )
+    assert created.status_code == 201, created.text
+    duplicate_id = created.json()["id"]
+    await ledger.point("email", "jane@example.com", external_id="survivor")
+    assert (await merge(client, key, "survivor", "dup-crm-1")).status_code == 200
+    assert (await client.delete("/v1/contacts/survivor", headers=admin)).status_code == 200
+    async with database.sessionmaker() as session:
+        bodies = (await session.execute(text("SELECT body FROM idempotency_keys"))).scalars().all()
+    assert not [b for b in bodies if b and duplicate_id.encode() in b]
+    assert not [b for b in bodies if b and b"hauptstr" in b.lower()]
