@@ -427,7 +427,7 @@ class ConsolePages(Controller):
         """The contact's Art. 15 export (as ``GET /v1/contacts/{contact}/export``), as a JSON download."""
         async with db.begin():
             staff = await _staff(request, db)
-            found = await ledger.find_contact(db, staff.workspace_id, contact)
+            found = await service.live_contact(db, staff.workspace_id, contact)
             if found is None:
                 return _message(
                     request, "invalid", 404, staff=staff, text=render.say(_lang(request), "not_found", q=contact[:80])
@@ -447,7 +447,7 @@ class ConsolePages(Controller):
             staff = await _staff(request, db)
             if not staff.is_admin:
                 return _message(request, "forbidden", 403, staff=staff)
-            found = await ledger.find_contact(db, staff.workspace_id, contact)
+            found = await service.live_contact(db, staff.workspace_id, contact)
         if found is None:
             text = render.say(_lang(request), "not_found", q=contact[:80])
             return _message(request, "invalid", 404, staff=staff, text=text)
@@ -476,7 +476,7 @@ class ConsolePages(Controller):
             staff, form = await _form_staff(request, db, settings)
             if not staff.is_admin:
                 return _message(request, "forbidden", 403, staff=staff)
-            found = await ledger.find_contact(db, staff.workspace_id, contact)
+            found = await service.live_contact(db, staff.workspace_id, contact)
             if found is None:
                 return _message(
                     request, "invalid", 404, staff=staff, text=render.say(lang, "not_found", q=contact[:80])

@@ -162,6 +162,14 @@ def csrf_valid(secret: bytes, staff: Staff, token: str) -> bool:
 # --- contact lookup ------------------------------------------------------------------------------------------
 
 
+async def live_contact(session: AsyncSession, workspace_id: uuid.UUID, ref: str) -> Contact | None:
+    """The contact by id or external id; one merged into another is shown as that survivor (staff see the person)."""
+    found = await ledger.find_contact(session, workspace_id, ref)
+    if found is not None and found.merged_into is not None:
+        return await ledger.get_contact(session, found.merged_into)
+    return found
+
+
 async def find_contact(session: AsyncSession, workspace_id: uuid.UUID, query: str) -> Contact | None:
     """A contact of the workspace by id, external id, email address or phone number (SMS or WhatsApp).
 
@@ -170,7 +178,7 @@ async def find_contact(session: AsyncSession, workspace_id: uuid.UUID, query: st
     query = query.strip()
     if not query or len(query) > MAX_QUERY:
         return None
-    found = await ledger.find_contact(session, workspace_id, query)
+    found = await live_contact(session, workspace_id, query)
     if found is not None:
         return found
     candidates: list[tuple[Channel, str]] = []

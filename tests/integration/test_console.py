@@ -438,3 +438,21 @@ async def test_a_login_link_is_never_kept_for_an_idempotency_replay(client, tena
     token = first.json()["url"].rsplit("token=", 1)[1]
     stored = (await session.execute(text("SELECT body FROM idempotency_keys"))).scalars().all()
     assert all(token.encode() not in (body or b"") for body in stored)
+
+
+async def test_a_merged_contact_is_shown_as_its_survivor(client, admin, jane, ledger):
+    """Hostile review: the console answered a raw 409 for a merged duplicate's id."""
+    duplicate = await ledger.point("email", "jane.old@example.com", external_id="crm-old")
+    merged = await client.post("/v1/contacts/crm-7/merge", json={"duplicate": "crm-old"}, headers=admin)
+    assert merged.status_code == 200, merged.text
+    await sign_in(client, admin)
+    for ref in (str(duplicate.contact_id), "crm-old"):
+        page = await client.get("/console/contacts", params={"q": ref})
+        assert page.status_code == 200
+        assert str(jane["contact_id"]) in page.text
+    export = await client.get(f"/console/contacts/{duplicate.contact_id}/export")
+    assert export.status_code == 200
+    assert export.json()["contact"]["id"] == str(jane["contact_id"])
+    erase_page = await client.get(f"/console/contacts/{duplicate.contact_id}/erase")
+    assert erase_page.status_code == 200
+    assert f"/console/contacts/{jane['contact_id']}/erase" in erase_page.text
