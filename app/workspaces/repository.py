@@ -301,7 +301,19 @@ async def record_export(session: AsyncSession, workspace_id: uuid.UUID, at: date
     )
 
 
-_HIDDEN_COLUMNS = {"api_keys": ("secret_hash",)}
+#: Credentials and capabilities an export leaves out: hashes of keys, links and sessions, sealed secrets
+#: (hostile review: the export is a file that travels; none of these is the workspace's data)
+_HIDDEN_COLUMNS = {
+    "api_keys": ("secret_hash",),
+    "webhook_subscriptions": ("secret_sealed",),
+    "preference_links": ("token_hash",),
+    "confirmation_tokens": ("token_hash",),
+    "console_links": ("token_hash",),
+    "console_sessions": ("id_hash",),
+}
+#: Tables an export leaves out whole: stored answers of idempotent requests (a replay cache, which may hold
+#: what a POST answered) and the console's sessions and login links (staff access, not the workspace's data)
+SKIPPED_TABLES = frozenset({"idempotency_keys", "console_links", "console_sessions"})
 
 
 def _export_query(table: str) -> str:
@@ -320,7 +332,7 @@ async def export_rows(
 
     Streamed with a server-side cursor; the ledger up to ``seq``, in chain order; key hashes left out.
     """
-    queries = [(table, _export_query(table)) for table in tables]
+    queries = [(table, _export_query(table)) for table in tables if table not in SKIPPED_TABLES]
     queries.append(
         (
             "message_events",

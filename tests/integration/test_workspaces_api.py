@@ -333,6 +333,9 @@ async def test_deletion_needs_a_current_export_and_leaves_no_row_of_the_workspac
     } <= exported_tables
     assert sum(1 for r in rows if r["table"] == "consent_events") == before["consent_events"]
     assert all("secret_hash" not in r["row"] for r in rows if r["table"] == "api_keys")
+    for row in rows:  # no credential or capability travels in the file (hostile review)
+        assert not {"token_hash", "secret_sealed", "id_hash", "secret_hash"} & set(row["row"]), row["table"]
+    assert not {"idempotency_keys", "console_links", "console_sessions"} & exported_tables
     assert all(r["row"]["workspace_id"] == str(tenant.id) for r in rows if "workspace_id" in r["row"])
     assert "jane@example.com" in export.text
     got = (await client.get(f"/v1/workspaces/{tenant.id}", headers=operator)).json()
