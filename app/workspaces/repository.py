@@ -56,8 +56,10 @@ async def list_api_keys(session: AsyncSession, workspace_id: uuid.UUID) -> Seque
     return result.all()
 
 
+#: A key of a workspace being deleted stops at once (``deleted_at`` is set first), not when its row is swept
 _ACTIVE_KEY = (
-    "SELECT id, workspace_id, scopes FROM api_keys WHERE secret_hash = $1 AND revoked_at IS NULL "
+    "SELECT k.id, k.workspace_id, k.scopes FROM api_keys k JOIN workspaces w ON w.id = k.workspace_id "
+    "WHERE k.secret_hash = $1 AND k.revoked_at IS NULL AND w.deleted_at IS NULL "
     "UNION ALL SELECT id, NULL, NULL FROM operator_keys WHERE secret_hash = $1 AND revoked_at IS NULL"
 )
 

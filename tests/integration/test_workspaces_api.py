@@ -564,3 +564,12 @@ async def test_deletion_under_concurrent_ledger_writes_leaves_nothing(engine, se
                 assert left == dict.fromkeys(left, 0), {t: n for t, n in left.items() if n}
     finally:
         await database.dispose()
+
+
+async def test_a_key_of_a_workspace_being_deleted_stops_at_once(client, tenant, session):
+    """Hostile review: keys worked until their rows were swept, so late writes could land in a tombstone."""
+    key = await tenant.key(Scope.CONSENTS_WRITE)
+    await session.execute(text("UPDATE workspaces SET deleted_at = now() WHERE id = :ws"), {"ws": tenant.id})
+    await session.commit()
+    response = await client.get("/v1/purposes", headers=key)
+    assert response.status_code == 401
