@@ -262,8 +262,8 @@ async def _send(
     detail: dict[str, Any],
 ) -> None:
     """Create the step's message through the normal path (the send gate routes it)."""
-    content = service.fill(definition["content"], run.variables or {})
     try:  # what create_message refuses, it refuses before writing anything
+        content = service.fill(definition["content"], run.variables or {})
         message = MessageIn(
             contact=str(run.contact_id),
             purpose=purpose.key,
@@ -273,7 +273,7 @@ async def _send(
             campaign=run.campaign,
         )
         answer = await create_message(session, run.workspace_id, message)
-    except (AppError, msgspec.ValidationError) as exc:  # the content the variables made cannot be sent
+    except (AppError, msgspec.ValidationError, service.ContentTooLarge) as exc:  # content that cannot be sent
         code = exc.code if isinstance(exc, AppError) else "content_invalid"
         _close(step, StepStatus.SKIPPED, now, reason="content_invalid", detail={**detail, "error": code})
         return

@@ -11,6 +11,7 @@ import re
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from html import escape
 from typing import Any
 
 import msgspec
@@ -177,15 +178,40 @@ def placeholders(steps: Sequence[Mapping[str, Any]]) -> set[str]:
     return found
 
 
-def fill(value: Any, variables: Mapping[str, str]) -> Any:
-    """``value`` (a step's content) with every ``{{name}}`` replaced by its variable."""
+#: The longest text one filled field may become (the longest content field, an email's HTML, takes 500,000):
+#: checked before the text is built, so variables repeated by many placeholders cannot make it huge
+MAX_FILLED = 500_000
+
+
+class ContentTooLarge(ValueError):
+    """The variables would make a field longer than :data:`MAX_FILLED`."""
+
+
+def fill(value: Any, variables: Mapping[str, str], *, html: bool = False) -> Any:
+    """``value`` (a step's content) with every ``{{name}}`` replaced by its variable: plain text substitution.
+
+    In an email's ``html`` a value is HTML-escaped: it is text the caller passed (a name, a code), never markup,
+    so a variable cannot put a link or an image into a brand's mail. :class:`ContentTooLarge` when a field would
+    grow past :data:`MAX_FILLED`.
+    """
     if isinstance(value, str):
-        return PLACEHOLDER.sub(lambda m: variables.get(m.group(1), m.group(0)), value)
+        found = PLACEHOLDER.findall(value)
+        grown = len(value) + sum(len(variables.get(name, "")) for name in found)
+        if grown > MAX_FILLED:
+            raise ContentTooLarge(f"the variables would make a field {grown} characters long")
+        return PLACEHOLDER.sub(lambda m: _value(variables, m, html=html), value)
     if isinstance(value, dict):
-        return {k: fill(v, variables) for k, v in value.items()}
+        return {k: fill(v, variables, html=html or k == "html") for k, v in value.items()}
     if isinstance(value, list):
-        return [fill(v, variables) for v in value]
+        return [fill(v, variables, html=html) for v in value]
     return value
+
+
+def _value(variables: Mapping[str, str], match: re.Match[str], *, html: bool) -> str:
+    found = variables.get(match.group(1))
+    if found is None:
+        return match.group(0)
+    return escape(found, quote=True) if html else found
 
 
 async def start_run(session: AsyncSession, workspace_id: uuid.UUID, chain_id: uuid.UUID, data: RunIn) -> ChainRun:
