@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import time
 import uuid
 from datetime import timedelta
@@ -177,7 +178,23 @@ def _lang(request: Request[Any, Any, Any], chosen: str | None, fallback: str | N
 
 
 def _client_ip(request: Request[Any, Any, Any]) -> str | None:
-    return request.client.host if request.client else None
+    """The client's address as the per-IP limit counts it.
+
+    An IPv6 address counts by its /64 (one subscriber's network, in which every device may choose any address),
+    an IPv4 address whole.
+    """
+    host = request.client.host if request.client else None
+    if host is None:
+        return None
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 # --- the request form's token: stateless, bound to the workspace and the time the page was shown -------------

@@ -26,6 +26,7 @@ from app.lib.errors import Conflict, NotFound
 from app.lib.ids import uuid7
 from app.lib.keys import Keys
 from app.lib.orm import utcnow
+from app.preferences import service as preferences
 from app.preferences.models import PreferenceLink
 from app.preferences.service import PERSON, SOURCE
 from app.privacy import erasure, repository
@@ -94,6 +95,8 @@ async def request_erasure(
         evidence=dict(proof),
     )
     if await review_required(session, link.workspace_id):
+        # while staff review it, nothing more is marketed to the person: who asks to be deleted wants no mail
+        await preferences.withdraw_everything(session, keys, link, {**proof, "method": "erasure_requested"})
         await repository.add_request(session, row)
         return Requested(ErasureOutcome.QUEUED, row)
     erasure_id = await _erase(session, keys, row, outbox=outbox, approved_by=None)

@@ -91,3 +91,18 @@ async def test_a_link_mailed_on_request_to_a_verified_address_opens_the_data(cli
     page = await client.get(path)
     exported = await client.post(f"{path}/export", data={"form_token": form_token(page.text)})
     assert exported.status_code == 200, exported.text
+
+
+def test_the_per_ip_limit_counts_an_ipv6_network_not_each_address():
+    """Hostile review: 30 requests from one /64 were 30 different clients."""
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    from app.preferences.request import _client_ip  # noqa: PLC0415
+
+    def ip(host):
+        return _client_ip(SimpleNamespace(client=SimpleNamespace(host=host)))  # type: ignore[arg-type]
+
+    assert ip("2001:db8:1:2::1") == ip("2001:db8:1:2:ffff::1e") == "2001:db8:1:2::/64"
+    assert ip("2001:db8:1:3::1") != ip("2001:db8:1:2::1")
+    assert ip("198.51.100.7") == "198.51.100.7"
+    assert ip("::ffff:198.51.100.7") == "198.51.100.7"

@@ -307,3 +307,17 @@ async def test_her_download_shows_her_pending_request(client, tenant, admin, jan
     johns = form_token((await client.get(john)).text)
     other = (await client.post(f"{john}/export", data={"form_token": johns}, headers=SAME_SITE)).json()
     assert other["erasure_requests"] == []
+
+
+async def test_while_her_request_waits_for_review_nothing_is_marketed_to_her(client, tenant, admin, jane):
+    """Hostile review: a queued "delete me" left her eligible for a month of campaigns."""
+    await review(client, admin, on=True)
+    reader = await tenant.key(Scope.ELIGIBILITY_READ)
+    query = {"contact": str(jane["contact_id"]), "channel": "email", "purpose": "newsletter"}
+    assert (await client.get("/v1/eligibility", params=query, headers=reader)).json()["eligible"] is True
+    path, token = await page_of(client, tenant, jane["contact_id"])
+    queued = await client.post(f"{path}/erase?lang=en", data={"form_token": token, "confirm": "yes"}, headers=SAME_SITE)
+    assert queued.status_code == 200
+    assert (await client.get("/v1/eligibility", params=query, headers=reader)).json()["eligible"] is False
+    sms = {**query, "channel": "sms"}
+    assert (await client.get("/v1/eligibility", params=sms, headers=reader)).json()["eligible"] is False
