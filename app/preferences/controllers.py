@@ -96,8 +96,9 @@ def _browser_lang(request: Request[Any, Any, Any], chosen: str | None) -> str:
 def _same_origin(request: Request[Any, Any, Any], settings: Settings) -> bool:
     """A form POST from our own page: no cross-site fetch metadata, and an ``Origin`` (if sent) that is ours.
 
-    Ours is the configured public URL's host, or the host the request was sent to (which a page of another site
-    cannot choose).
+    Ours is the configured public URL's host; without a configured one (development), also the host the request
+    was sent to. With ``PUBLIC_BASE_URL`` set, the ``Host`` header is not trusted: a rebound DNS name could make a
+    page of another site send our host.
     """
     if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
         return False
@@ -105,7 +106,10 @@ def _same_origin(request: Request[Any, Any, Any], settings: Settings) -> bool:
     if origin is None:
         return True  # no browser omits it on a cross-site POST; tools that omit it still need the form token
     host = urlsplit(origin).netloc
-    return bool(host) and host in {urlsplit(settings.public_base_url).netloc, request.headers.get("host", "")}
+    ours = {urlsplit(settings.public_base_url).netloc}
+    if not settings.public_base_url_configured:
+        ours.add(request.headers.get("host", ""))
+    return bool(host) and host in ours
 
 
 async def _link(db: AsyncSession, token: str) -> tuple[LinkState, PreferenceLink | None]:

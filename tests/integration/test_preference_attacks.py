@@ -106,3 +106,22 @@ def test_the_per_ip_limit_counts_an_ipv6_network_not_each_address():
     assert ip("2001:db8:1:3::1") != ip("2001:db8:1:2::1")
     assert ip("198.51.100.7") == "198.51.100.7"
     assert ip("::ffff:198.51.100.7") == "198.51.100.7"
+
+
+def test_with_a_public_url_the_host_header_does_not_make_an_origin_ours():
+    """Hostile review: a rebound DNS name sends our Host header from another site's page."""
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    import msgspec  # noqa: PLC0415
+
+    from app.preferences.controllers import _same_origin  # noqa: PLC0415
+    from app.settings import Settings  # noqa: PLC0415
+
+    def post(origin, host):
+        return SimpleNamespace(headers={"origin": origin, "host": host})
+
+    configured = Settings(public_base_url="https://consent.example.com", public_base_url_configured=True)
+    assert _same_origin(post("https://consent.example.com", "consent.example.com"), configured)  # type: ignore[arg-type]
+    assert not _same_origin(post("http://rebound.example", "rebound.example"), configured)  # type: ignore[arg-type]
+    development = msgspec.structs.replace(configured, public_base_url_configured=False)
+    assert _same_origin(post("http://127.0.0.1:8000", "127.0.0.1:8000"), development)  # type: ignore[arg-type]
