@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from channel_providers._http import UNREACHED, unreached
-from channel_providers.base import ChannelAdapter, Outbound, Outcome, SendResult, outcome_for_status
+from channel_providers.base import ChannelAdapter, Outbound, Outcome, SendResult, outcome_for_status, provider_of
 
 PRODUCTION = "https://api.push.apple.com"
 SANDBOX = "https://api.sandbox.push.apple.com"
@@ -38,6 +38,9 @@ def load_key(pem: str) -> ec.EllipticCurvePrivateKey:
 
 class ApnsAdapter:
     """Sends alerts for one app (``topic`` = its bundle id)."""
+
+    provider = "apns"
+    """The provider a report names (``group_by=provider``)."""
 
     def __init__(
         self,
@@ -128,7 +131,13 @@ class AppPushRouter:
 
     async def send(self, outbound: Outbound) -> SendResult:
         """Pick the provider for the installation's platform."""
+        return await self._target(outbound).send(outbound)
+
+    def provider_for(self, outbound: Outbound) -> str | None:
+        """The provider the installation's platform goes to."""
+        return provider_of(self._target(outbound), outbound)
+
+    def _target(self, outbound: Outbound) -> ChannelAdapter:
         if outbound.details.get("platform") == "ios" and self.apns is not None:
-            return await self.apns.send(outbound)
-        target = self.fcm if self.fcm is not None else self.fallback
-        return await target.send(outbound)
+            return self.apns
+        return self.fcm if self.fcm is not None else self.fallback

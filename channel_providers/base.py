@@ -94,8 +94,22 @@ class SendResult:
 
 
 class ChannelAdapter(Protocol):
-    """Sends one delivery on its channel."""
+    """Sends one delivery on its channel.
+
+    An adapter names its provider for reports in a ``provider`` attribute (``twilio``, ``smtp``, ``fcm``, …), or,
+    where the provider depends on the delivery, with ``provider_for(outbound)`` (:func:`provider_of`).
+    """
 
     async def send(self, outbound: Outbound) -> SendResult:
         """Hand the delivery to the provider; never raises for delivery problems."""
         ...
+
+
+def provider_of(adapter: object, outbound: Outbound) -> str | None:
+    """The provider that carries ``outbound`` through ``adapter``, as reports name it (``None``: unknown)."""
+    choose = getattr(adapter, "provider_for", None)
+    if callable(choose):
+        found = choose(outbound)
+        return found if isinstance(found, str) else None
+    named = getattr(adapter, "provider", None)
+    return named if isinstance(named, str) else None

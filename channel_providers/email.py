@@ -147,6 +147,9 @@ def _attr(value: str) -> str:
 class MailSender(Protocol):
     """Sends one composed message."""
 
+    provider: str
+    """The provider a report names: ``smtp`` (the relay) or ``dev_outbox``."""
+
     async def send(self, message: EmailMessage) -> MailResult:
         """Hand ``message`` on; never raises for delivery problems."""
         ...
@@ -167,6 +170,9 @@ class SmtpConfig:
 
 class SmtpSender:
     """Sends through an SMTP relay with aiosmtplib; one connection per message."""
+
+    provider = "smtp"
+    """The provider a report names (``group_by=provider``)."""
 
     def __init__(self, config: SmtpConfig) -> None:
         self.config = config
@@ -215,6 +221,9 @@ class SmtpSender:
 class OutboxSender:
     """Writes each message as an ``.eml`` file into ``folder`` (development, no relay needed)."""
 
+    provider = "dev_outbox"
+    """The provider a report names (``group_by=provider``): the development outbox folder."""
+
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
@@ -256,6 +265,11 @@ class EmailAdapter:
 
     def __init__(self, sender: MailSender) -> None:
         self.sender = sender
+
+    @property
+    def provider(self) -> str:
+        """The provider a report names: the mail sender's."""
+        return self.sender.provider
 
     async def send(self, outbound: Outbound) -> SendResult:
         """Compose and send; a 5xx refusal is permanent (the address is undeliverable)."""

@@ -65,6 +65,9 @@ class FcmAdapter:
     outbound guard) carries the token request.
     """
 
+    provider = "fcm"
+    """The provider a report names (``group_by=provider``)."""
+
     def __init__(
         self,
         account: dict[str, str],

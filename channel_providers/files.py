@@ -31,6 +31,9 @@ log = structlog.get_logger(__name__)
 class FileDropAdapter:
     """One JSON file per delivery; the file name is the delivery id (a repeat overwrites, never duplicates)."""
 
+    provider = "dev_outbox"
+    """The provider a report names (``group_by=provider``): the development outbox folder."""
+
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
@@ -59,6 +62,9 @@ class FileDropAdapter:
 
 class PrintBatchAdapter:
     """Appends letters to the day's batch file (one JSON line each, flushed and synced before answering)."""
+
+    provider = "print_batch"
+    """The provider a report names (``group_by=provider``): the daily batch file a print house collects."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -113,6 +119,9 @@ class PrintHouseAdapter:
     The URL is the tenant's: the service passes its outbound guard as ``transport`` (public addresses only, the
     connection to the checked address, a capped answer). An answer's body is never kept beyond the job id.
     """
+
+    provider = "print_house"
+    """The provider a report names (``group_by=provider``)."""
 
     def __init__(
         self,

@@ -46,6 +46,9 @@ class _HeaderAuthClient(AsyncTwilioHttpClient):  # type: ignore[misc]  # twilio 
 class TwilioAdapter:
     """Sends through one Twilio account."""
 
+    provider = "twilio"
+    """The provider a report names (``group_by=provider``)."""
+
     def __init__(
         self, account_sid: str, auth_token: str, *, base_url: str | None = None, timeout: float = 10.0
     ) -> None:

@@ -31,6 +31,9 @@ _MAX_LOCATION = 500
 class WebPushAdapter:
     """Sends encrypted notifications to browser push services."""
 
+    provider = "web_push_service"
+    """The provider a report names (``group_by=provider``): the browser's push service."""
+
     def __init__(self, timeout: float = 10.0, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.timeout = timeout
         self.transport = transport

@@ -31,6 +31,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -59,7 +60,7 @@ from app.purposes.models import Purpose
 from app.settings import Settings
 from app.workspaces.service import settings_by_workspace
 from app.workspaces.settings import WorkspaceSettings, window_of
-from channel_providers.base import ChannelAdapter, Outbound, Outcome, SendResult
+from channel_providers.base import ChannelAdapter, Outbound, Outcome, SendResult, provider_of
 
 log = structlog.get_logger(__name__)
 
@@ -413,8 +414,11 @@ class Dispatcher:
                 held |= await repository.mark_in_flight(session, workspace_ids, starting, self.worker_id, at=utcnow())
             if results:
                 kinds = {e.item.delivery_id: e.item.kind for e in entries}
+                providers = {e.item.delivery_id: _provider(e.item) for e in entries}
                 for delivery in await repository.lock_held(session, workspace_ids, list(results), self.worker_id):
-                    await self._apply(session, delivery, results[delivery.id], kinds.get(delivery.id))
+                    await self._apply(
+                        session, delivery, results[delivery.id], kinds.get(delivery.id), providers.get(delivery.id)
+                    )
                     held.add(delivery.id)
                 for lost in set(results) - held:
                     log.warning("delivery_lease_lost", delivery_id=str(lost), worker=self.worker_id)
@@ -426,11 +430,19 @@ class Dispatcher:
         await self._write([_Entry(item, result)])
 
     async def _apply(
-        self, session: AsyncSession, delivery: Delivery, result: SendResult, kind: PurposeKind | None = None
+        self,
+        session: AsyncSession,
+        delivery: Delivery,
+        result: SendResult,
+        kind: PurposeKind | None = None,
+        provider: str | None = None,
     ) -> None:
         error = f"{result.error_code}: {result.detail}" if result.error_code else result.detail or None
+        named = {"provider": provider} if provider else None  # reports count per provider (``group_by=provider``)
         if result.outcome is Outcome.ACCEPTED:
-            await self._finish(session, delivery, DeliveryStatus.SENT, provider_id=result.provider_message_id)
+            await self._finish(
+                session, delivery, DeliveryStatus.SENT, provider_id=result.provider_message_id, detail=named
+            )
         elif (
             result.outcome is Outcome.TRANSIENT
             and result.maybe_delivered
@@ -443,6 +455,7 @@ class Dispatcher:
                 delivery,
                 DeliveryStatus.UNKNOWN,
                 error=f"{error}; the provider may have accepted it: not sent again (marketing: at most once)",
+                detail=named,
             )
         elif result.outcome is Outcome.TRANSIENT and delivery.attempts < self.config.max_attempts:
             delay = backoff(delivery.attempts, self.config.base_backoff, self.config.max_backoff)
@@ -455,10 +468,10 @@ class Dispatcher:
                 delivery.channel,
                 Step.RETRY_SCHEDULED,
                 error=error,
-                detail={"attempt": delivery.attempts, "next_attempt_at": retry_at.isoformat()},
+                detail={"attempt": delivery.attempts, "next_attempt_at": retry_at.isoformat(), **(named or {})},
             )
         else:
-            await self._finish(session, delivery, DeliveryStatus.FAILED, error=error)
+            await self._finish(session, delivery, DeliveryStatus.FAILED, error=error, detail=named)
             await self._feedback(session, delivery, result)
 
     async def _feedback(self, session: AsyncSession, delivery: Delivery, result: SendResult) -> None:
@@ -486,6 +499,7 @@ class Dispatcher:
         *,
         provider_id: str | None = None,
         error: str | None = None,
+        detail: dict[str, Any] | None = None,
     ) -> None:
         repository.settle(delivery, status, provider_id=provider_id, error=error, at=utcnow())
         add_event(
@@ -496,6 +510,7 @@ class Dispatcher:
             step_of(status),
             provider_id=provider_id,
             error=error,
+            detail=detail,
         )
         log.debug("delivery", channel=delivery.channel, status=status, attempts=delivery.attempts)
 
@@ -510,6 +525,13 @@ class Dispatcher:
             Step.WAITING_FOR_SEND_WINDOW,
             detail={"opens_at": opens.isoformat()},
         )
+
+
+def _provider(item: _Prepared) -> str | None:
+    """The provider the delivery went to (``None`` where it never reached an adapter)."""
+    if item.adapter is None or item.outbound is None:
+        return None
+    return provider_of(item.adapter, item.outbound)
 
 
 def _failure(exc: Exception) -> str:

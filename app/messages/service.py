@@ -217,8 +217,11 @@ async def record_provider_status(
     error: str | None,
     *,
     delivery_id: uuid.UUID | None = None,
+    provider: str | None = None,
 ) -> None:
     """A delivery report from the provider: a sent delivery becomes ``delivered`` or ``failed``.
+
+    ``provider`` (``twilio``) is recorded with the step, for reports per provider.
 
     The delivery's channel says which of the provider's statuses count (:attr:`ChannelSpec.reports`).
     ``delivery_id`` is the delivery the report's callback URL names: a report of any status for an ``unknown``
@@ -243,7 +246,7 @@ async def record_provider_status(
                 delivery.channel,
                 Step.SENT,
                 provider_id=provider_message_id,
-                detail={"provider_status": status, "reconciled": was},
+                detail={"provider_status": status, "reconciled": was, **({"provider": provider} if provider else {})},
                 at=now,
             )
     if delivery is None or status not in registry.REPORT_STATUSES:
@@ -264,7 +267,7 @@ async def record_provider_status(
         step_of(target),
         provider_id=provider_message_id,
         error=error,
-        detail={"provider_status": status},
+        detail={"provider_status": status, **({"provider": provider} if provider else {})},
         at=now,
     )
 

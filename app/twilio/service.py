@@ -182,6 +182,7 @@ async def handle_status(
         params["MessageStatus"],
         error_code,
         delivery_id=parse_uuid(params.get("delivery")),
+        provider=PROVIDER,
     )
     if error_code == ERROR_STOPPED and params.get("To"):
         try:

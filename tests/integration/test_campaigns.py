@@ -158,3 +158,15 @@ async def test_a_campaign_label_is_checked(client, world):
         response = await send(client, world, ["sms"], campaign=bad)
         assert response.status_code in (400, 422), response.text
         assert "campaign" in response.text
+
+
+async def test_messages_are_counted_per_provider_that_carried_them(client, world, dispatcher, tenant):
+    await send(client, world, ["email", "sms"], strategy="all_eligible")
+    assert await dispatcher.run_once() == 2
+    reader = await tenant.key(Scope.AUDIT_READ)
+    body = await report(client, reader, "messages", group_by="provider")
+    sent: dict[str | None, int] = {}
+    for row in body["series"]:
+        name = row["group"]["provider"]
+        sent[name] = sent.get(name, 0) + (row["metrics"]["sent"] or 0)
+    assert {k: v for k, v in sent.items() if v} == {"smtp": 1, "twilio": 1}
