@@ -106,6 +106,19 @@ async def test_another_contacts_address_is_refused_and_changes_nothing(client, t
     assert (await eligibility(client, tenant, john.contact_id, "email", "newsletter"))["eligible"] is True
 
 
+async def test_a_purpose_of_another_workspace_is_refused(client, other_tenant, database, jane, api, session):  # noqa: F811
+    from tests.conftest import Ledger  # noqa: PLC0415
+
+    foreign = await Ledger(database, other_tenant.id).purpose("newsletter")
+    before = await event_count(session)
+    answer = await client.post(
+        api, json={"action": "withdraw", "point": str(jane["email"].id), "purpose": str(foreign.id)}
+    )
+    assert answer.status_code == 422
+    assert answer.json()["code"] == "purpose_not_found"
+    assert await event_count(session) == before
+
+
 async def test_cors_answers_only_a_configured_origin(client, admin, api):
     assert (await set_origins(client, admin, [SHOP])).status_code == 200
     preflight = await client.options(
