@@ -48,6 +48,7 @@ from app.messages.controllers import MessageController
 from app.messages.dispatcher import Dispatcher
 from app.operator.controllers import OperatorWorkspaceController
 from app.ops.controllers import health, metrics, ready
+from app.preferences.api import PreferenceApi
 from app.preferences.controllers import PreferenceLinkController, PreferencePages
 from app.preferences.request import PreferenceRequestPages, PreferenceViaPages
 from app.privacy.controllers import DataSubjectController
@@ -263,6 +264,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
             ConfirmationPages,
             UnsubscribePages,
             PreferencePages,
+            PreferenceApi,
             MyDataPages,
             PreferenceRequestPages,
             PreferenceViaPages,

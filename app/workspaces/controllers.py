@@ -128,6 +128,7 @@ def _settings_out(settings: WorkspaceSettings) -> WorkspaceSettingsOut:
         ),
         send_windows=settings.send_windows,
         erasure_review=settings.erasure_review,
+        preference_origins=settings.preference_origins,
     )
 
 

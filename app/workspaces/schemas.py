@@ -14,7 +14,14 @@ from app.domain.model import Channel
 from app.lib import outbound
 from app.lib.auth import Scope
 from app.lib.errors import InvalidInput
-from app.workspaces.settings import EmailSettings, PhoneSettings, RateLimit, SendWindow, default_windows
+from app.workspaces.settings import (
+    EmailSettings,
+    PhoneSettings,
+    PreferenceOrigins,
+    RateLimit,
+    SendWindow,
+    default_windows,
+)
 from channel_providers.fcm import GOOGLE_TOKEN_URI
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, description="A label people recognise.")]
@@ -197,6 +204,8 @@ class WorkspaceSettingsIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tr
     erasure_review: bool = False
     """Whether a "delete me" on the preference centre waits for an ``admin`` key (``/v1/erasure-requests``, due
     within one month) instead of being executed at once."""
+    preference_origins: PreferenceOrigins = msgspec.field(default_factory=list)
+    """The brand's https origins (at most 20) whose pages may call ``/p/{token}/preferences`` from the browser."""
 
 
 class WorkspaceSettingsOut(msgspec.Struct, kw_only=True):
@@ -214,6 +223,7 @@ class WorkspaceSettingsOut(msgspec.Struct, kw_only=True):
     print_house: PrintHouseSettingsOut
     send_windows: dict[Channel, SendWindow]
     erasure_review: bool
+    preference_origins: list[str]
 
 
 _RESOLVE_SECONDS = 3.0

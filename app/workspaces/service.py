@@ -160,6 +160,7 @@ async def replace_settings(
         print_house=print_house,
         send_windows=new.send_windows,
         erasure_review=new.erasure_review,
+        preference_origins=new.preference_origins,
     )
     await _claim_senders(session, workspace_id, new)
     await repository.save_settings(session, workspace_id, settings.dump())

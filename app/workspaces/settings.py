@@ -21,6 +21,27 @@ from app.domain.model import Channel
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=640)]
 Language = Annotated[str, msgspec.Meta(pattern=r"^[a-z]{2,3}$")]
 
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_PORT = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+ORIGIN_PATTERN = rf"^https://(?:{_LABEL}\.)*{_LABEL}(?::{_PORT})?$"
+"""An https origin: scheme, host name and optional port; no path, query, user info or trailing slash."""
+WebOrigin = Annotated[
+    str,
+    msgspec.Meta(
+        max_length=300,
+        pattern=ORIGIN_PATTERN,
+        description="An https origin such as https://shop.example or https://shop.example:8443 (no path).",
+    ),
+]
+MAX_PREFERENCE_ORIGINS = 20
+PreferenceOrigins = Annotated[list[WebOrigin], msgspec.Meta(max_length=MAX_PREFERENCE_ORIGINS)]
+
+
+def normal_origin(origin: str) -> str:
+    """An origin as browsers send it: lower case, without the default port ``:443``."""
+    lowered = origin.lower()
+    return lowered.removesuffix(":443") if lowered.startswith("https://") else lowered
+
 
 class ReplyTexts(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
     """Replies in one language; unset ones use the built-in English or German default.
@@ -162,6 +183,13 @@ class WorkspaceSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
     erasure_review: bool = False
     """Whether a "delete me" on the preference centre waits for an ``admin`` key (``/v1/erasure-requests``, due
     within one month) instead of being executed at once."""
+    preference_origins: PreferenceOrigins = msgspec.field(default_factory=list)
+    """The brand's own web origins (https, at most 20) whose pages may call the preference API
+    ``/p/{token}/preferences`` from the browser (CORS); any other site's POST is refused."""
+
+    def allows_origin(self, origin: str) -> bool:
+        """Whether ``origin`` (an ``Origin`` header) is one of :attr:`preference_origins`."""
+        return normal_origin(origin) in {normal_origin(o) for o in self.preference_origins}
 
     @classmethod
     def load(cls, stored: dict[str, Any]) -> WorkspaceSettings:
