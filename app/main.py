@@ -48,6 +48,7 @@ from app.messages.controllers import MessageController
 from app.messages.dispatcher import Dispatcher
 from app.operator.controllers import OperatorWorkspaceController
 from app.ops.controllers import health, metrics, ready
+from app.preferences.brand import BrandStylesheet
 from app.preferences.controllers import PreferenceLinkController, PreferencePages
 from app.preferences.request import PreferenceRequestPages, PreferenceViaPages
 from app.privacy.controllers import DataSubjectController
@@ -266,6 +267,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
             MyDataPages,
             PreferenceRequestPages,
             PreferenceViaPages,
+            BrandStylesheet,
             console.ConsolePages,
             console.assets_router(),
             create_static_files_router(

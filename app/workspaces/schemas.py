@@ -14,7 +14,14 @@ from app.domain.model import Channel
 from app.lib import outbound
 from app.lib.auth import Scope
 from app.lib.errors import InvalidInput
-from app.workspaces.settings import EmailSettings, PhoneSettings, RateLimit, SendWindow, default_windows
+from app.workspaces.settings import (
+    BrandingSettings,
+    EmailSettings,
+    PhoneSettings,
+    RateLimit,
+    SendWindow,
+    default_windows,
+)
 from channel_providers.fcm import GOOGLE_TOKEN_URI
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, description="A label people recognise.")]
@@ -184,6 +191,8 @@ class WorkspaceSettingsIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tr
     """The whole settings object (unset fields take their defaults)."""
 
     brand: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
+    branding: BrandingSettings = msgspec.field(default_factory=BrandingSettings)
+    """The hosted pages' logo (https) and colours (``#rrggbb``; the primary one at least 4.5:1 against white)."""
     locale: Annotated[str, msgspec.Meta(pattern=r"^[a-z]{2,3}$")] = "de"
     default_region: Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{2}$")] = "DE"
     timezone: Annotated[str, msgspec.Meta(max_length=64)] = "Europe/Berlin"
@@ -203,6 +212,7 @@ class WorkspaceSettingsOut(msgspec.Struct, kw_only=True):
     """The settings in force."""
 
     brand: str | None
+    branding: BrandingSettings
     locale: str
     default_region: str
     timezone: str
