@@ -6,10 +6,12 @@ from __future__ import annotations
 import re
 
 import pytest
+from sqlalchemy import update
 
 from app.emails.tokens import UnsubscribeTarget, sign_unsubscribe
 from app.lib.auth import Scope
 from app.lib.keys import Keys
+from app.workspaces.models import Workspace
 from app.workspaces.settings import contrast, logo_origin, text_on
 from tests.conftest import TEST_SECRET
 from tests.integration.test_preference_centre import BASE, form_token, link_of
@@ -254,3 +256,15 @@ async def test_any_other_stylesheet_name_is_not_found(client, name):
     answer = await client.get(f"/brand/v1/{name}")
     assert answer.status_code == 404
     assert "0b5394" not in answer.text
+
+
+async def test_a_stored_logo_that_no_longer_passes_is_not_shown(client, tenant, jane, session):
+    """Settings written before the checks (or by hand) cannot widen the CSP: the page checks the logo again."""
+    stored = {"brand": "Acme Mode", "branding": {"logo_url": "https://cdn.acme.example;script-src *"}}
+    await session.execute(update(Workspace).where(Workspace.id == tenant.id).values(settings=stored))
+    await session.commit()
+    page = await client.get(await link_of(client, tenant, jane["contact_id"]))
+    assert page.status_code == 200
+    assert page.headers["content-security-policy"] == STRICT
+    assert "<img" not in page.text
+    assert '<p class="brand">Acme Mode</p>' in page.text
