@@ -49,6 +49,7 @@ from app.messages.dispatcher import Dispatcher
 from app.operator.controllers import OperatorWorkspaceController
 from app.ops.controllers import health, metrics, ready
 from app.preferences.api import PreferenceApi
+from app.preferences.brand import BrandStylesheet
 from app.preferences.controllers import PreferenceLinkController, PreferencePages
 from app.preferences.request import PreferenceRequestPages, PreferenceViaPages
 from app.privacy.controllers import DataSubjectController
@@ -268,6 +269,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
             MyDataPages,
             PreferenceRequestPages,
             PreferenceViaPages,
+            BrandStylesheet,
             console.ConsolePages,
             console.assets_router(),
             create_static_files_router(

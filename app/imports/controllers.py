@@ -17,21 +17,13 @@ from app.imports.robinson import import_robinson
 from app.imports.schemas import ConsentImportReportOut, RobinsonReportOut
 from app.ledger.service import Actor
 from app.lib.auth import Principal, Scope
-from app.lib.errors import AppError
+from app.lib.errors import UnsupportedMediaType
 from app.lib.keys import Keys
 from app.lib.openapi import errors
 from app.settings import Settings
 
 #: Content types of NDJSON in use (none is registered).
 NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl", "application/jsonlines"})
-
-
-class UnsupportedMediaType(AppError):
-    """The body's content type is not one the endpoint reads (415)."""
-
-    status = 415
-    code = "unsupported_media_type"
-    title = "Unsupported media type"
 
 
 def _body(request: Request[Any, Any, Any], settings: Settings) -> AsyncIterator[bytes]:

@@ -100,6 +100,14 @@ class Conflict(AppError):
     title = "Conflict"
 
 
+class UnsupportedMediaType(AppError):
+    """The body's content type is not one the endpoint reads (415)."""
+
+    status = 415
+    code = "unsupported_media_type"
+    title = "Unsupported media type"
+
+
 class RateLimited(AppError):
     """Too many requests of this kind for now (429, with ``Retry-After`` in seconds)."""
 

@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.model import Channel
 from app.lib.db import Database
-from app.lib.errors import AppError, Forbidden, InvalidInput, NotFound, exception_handlers
+from app.lib.errors import AppError, Forbidden, InvalidInput, NotFound, UnsupportedMediaType, exception_handlers
 from app.lib.inputs import refuse_nul
 from app.lib.keys import Keys
 from app.lib.openapi import errors
@@ -58,14 +58,6 @@ _HEADERS = {
     "Cross-Origin-Resource-Policy": "same-origin",  # CORS reads are not affected; no-cors embedding is refused
     "Vary": "Origin",
 }
-
-
-class UnsupportedMediaType(AppError):
-    """A body that is not JSON (415)."""
-
-    status = 415
-    code = "unsupported_media_type"
-    title = "Unsupported content type"
 
 
 class LinkGone(AppError):

@@ -24,6 +24,7 @@ from app.lib.errors import InvalidInput
 from app.lib.keys import Keys
 from app.lib.openapi import errors, pages
 from app.preferences import render, service
+from app.preferences.brand import Look, look_for, page_headers
 from app.preferences.models import PreferenceLink
 from app.preferences.schemas import PreferenceLinkOut
 from app.preferences.service import Action, LinkState
@@ -39,7 +40,8 @@ _PAGE_HEADERS = {
     "X-Frame-Options": "DENY",
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",
-    # its own stylesheet and nothing else: no script, no image, no third party; forms post back here only
+    # its own stylesheets and nothing else: no script, no third party; forms post back here only; a page showing the
+    # workspace's logo adds "img-src" of exactly the logo's origin (app/preferences/brand.py), no other image source
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; base-uri 'none'; form-action 'self'; "
     "frame-ancestors 'none'",
 }
@@ -82,8 +84,8 @@ def _per_method(name: str) -> Callable[[Any, Any, Any], str]:
     return lambda _handler, method, _path: name if method == HttpMethod.GET else f"{name}Head"
 
 
-def _html(body: str, status: int = 200) -> Response[str]:
-    return Response(body, status_code=status, media_type="text/html", headers=_PAGE_HEADERS)
+def _html(body: str, status: int = 200, look: Look | None = None) -> Response[str]:
+    return Response(body, status_code=status, media_type="text/html", headers=page_headers(_PAGE_HEADERS, look))
 
 
 def _browser_lang(request: Request[Any, Any, Any], chosen: str | None) -> str:
@@ -154,7 +156,8 @@ class PreferencePages(Controller):
             if status is not LinkState.VALID or link is None:
                 return await _refusal(db, status, link, _browser_lang(request, lang), lang)
             view = await service.view(db, link, lang)
-        return _html(self._page(view, token, keys))
+            look = await look_for(db, link.workspace_id)
+        return _html(self._page(view, token, keys, look=look), look=look)
 
     @post(
         operation_id="changePreferences",
@@ -199,9 +202,10 @@ class PreferencePages(Controller):
                 proof = service.evidence(link, self._meta(request), action or Action.WITHDRAW)
                 notice = await self._apply(db, keys, link, action=action, form=form, proof=proof, before=before)
                 view = await service.view(db, link, lang)
+                look = await look_for(db, link.workspace_id)
         except InvalidInput:  # a form naming what is not this link's: rolled back, nothing changed
             return _html(render.message_page(page_lang, "invalid", brand=brand), 403)
-        return _html(self._page(view, token, keys, notice))
+        return _html(self._page(view, token, keys, notice, look=look), look=look)
 
     @staticmethod
     async def _apply(
@@ -266,8 +270,10 @@ class PreferencePages(Controller):
         return {"ip": request.client.host if request.client else None, "user_agent": agent[:1000] if agent else None}
 
     @staticmethod
-    def _page(view: service.View, token: str, keys: Keys, notice: str | None = None) -> str:
+    def _page(
+        view: service.View, token: str, keys: Keys, notice: str | None = None, *, look: Look | None = None
+    ) -> str:
         action = f"/p/{token}?lang={view.lang}"
         return render.preferences_page(
-            view, action=action, form_token=service.form_token(keys, view.link), notice=notice
+            view, action=action, form_token=service.form_token(keys, view.link), notice=notice, look=look
         )

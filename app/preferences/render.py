@@ -18,6 +18,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from app.domain.model import Channel
 from app.ledger.models import ContactPoint
+from app.preferences.brand import Look
 from app.preferences.service import PAUSE_WEEKS, Shown, View
 
 WORDS: dict[str, dict[str, str]] = {
@@ -327,8 +328,13 @@ def _templates() -> Environment:
     )
 
 
-def preferences_page(view: View, *, action: str, form_token: str, notice: str | None = None) -> str:
-    """The page: every address with its purposes and their state, and the forms that change them."""
+def preferences_page(
+    view: View, *, action: str, form_token: str, notice: str | None = None, look: Look | None = None
+) -> str:
+    """The page: every address with its purposes and their state, and the forms that change them.
+
+    ``look``: the workspace's logo and colour stylesheet (:mod:`app.preferences.brand`); ``None``: the name only.
+    """
     lang = view.lang
 
     def say(key: str, **values: Any) -> str:
@@ -348,6 +354,7 @@ def preferences_page(view: View, *, action: str, form_token: str, notice: str | 
             action=action,
             form_token=form_token,
             notice=notice,
+            look=look,
             Channel=Channel,
             pause_weeks=PAUSE_WEEKS,
         )

@@ -52,6 +52,7 @@ from app.lib.keys import Keys
 from app.lib.openapi import pages
 from app.lib.orm import utcnow
 from app.preferences import service
+from app.preferences.brand import Look, look_for, page_headers
 from app.preferences.controllers import _PAGE_HEADERS, _per_method, _same_origin
 from app.settings import Settings
 from app.workspaces import repository as workspaces
@@ -165,8 +166,11 @@ def _render(lang: str, **context: Any) -> str:
     return _templates().get_template("request.html").render(lang=lang, say=say, **context)
 
 
-def _html(body: str, status: int = 200, headers: dict[str, str] | None = None) -> Response[str]:
-    return Response(body, status_code=status, media_type="text/html", headers={**_PAGE_HEADERS, **(headers or {})})
+def _html(
+    body: str, status: int = 200, headers: dict[str, str] | None = None, look: Look | None = None
+) -> Response[str]:
+    page = page_headers(_PAGE_HEADERS, look)  # img-src of the logo's origin when the page shows one
+    return Response(body, status_code=status, media_type="text/html", headers={**page, **(headers or {})})
 
 
 def _lang(request: Request[Any, Any, Any], chosen: str | None, fallback: str | None = None) -> str:
@@ -334,12 +338,13 @@ class PreferenceRequestPages(Controller):
         workspace_id = _workspace_id(w)
         async with db.begin():
             found = await _brand(db, workspace_id) if workspace_id else None
+            look = await look_for(db, workspace_id) if workspace_id and found else None
         if workspace_id is None or found is None:
             page_lang = _lang(request, lang)
             return _html(_render(page_lang, title_key="nowhere_title", text_key="nowhere_text"), 404)
         brand, locale = found
         page_lang = _lang(request, lang, locale)
-        return _html(self._form(page_lang, brand, workspace_id, keys))
+        return _html(self._form(page_lang, brand, workspace_id, keys, look=look), look=look)
 
     @post(
         operation_id="requestPreferenceLink",
@@ -367,6 +372,7 @@ class PreferenceRequestPages(Controller):
         workspace_id = _workspace_id(w)
         async with db.begin():
             found = await _brand(db, workspace_id) if workspace_id else None
+            look = await look_for(db, workspace_id) if workspace_id and found else None
         if workspace_id is None or found is None:
             return _html(_render(_lang(request, lang), title_key="nowhere_title", text_key="nowhere_text"), 404)
         brand, locale = found
@@ -374,13 +380,15 @@ class PreferenceRequestPages(Controller):
         if not _same_origin(request, settings) or not form_token_valid(
             keys, workspace_id, str(form.get("form_token", ""))
         ):
-            body = _render(page_lang, title_key="refused_title", text_key="refused_text", again=self._again(w, lang))
-            return _html(body, 403)
+            body = _render(
+                page_lang, title_key="refused_title", text_key="refused_text", again=self._again(w, lang), look=look
+            )
+            return _html(body, 403, look=look)
         typed = str(form.get("email", ""))
         address = _address(typed)
         if address is None:
-            body = self._form(page_lang, brand, workspace_id, keys, typed=typed[:_MAX_ADDRESS], invalid=True)
-            return _html(body, 400)
+            body = self._form(page_lang, brand, workspace_id, keys, typed=typed[:_MAX_ADDRESS], invalid=True, look=look)
+            return _html(body, 400, look=look)
         counters = [(keys.rate_limit_key("preference-request-email", address.lower()), ADDRESS_LIMIT)]
         if ip := _client_ip(request):
             counters.append((keys.rate_limit_key("preference-request-ip", ip), IP_LIMIT))
@@ -388,10 +396,14 @@ class PreferenceRequestPages(Controller):
             async with db.begin():
                 await _take_limits(db, workspace_id, counters)
         except RateLimited as exc:
-            body = _render(page_lang, title_key="limited_title", text_key="limited_text", again=self._again(w, lang))
-            return _html(body, 429, {"Retry-After": str(exc.retry_after)})
-        body = _render(page_lang, title_key="sent_title", text_key="sent_text", brand=brand, again=self._again(w, lang))
-        response = _html(body)
+            body = _render(
+                page_lang, title_key="limited_title", text_key="limited_text", again=self._again(w, lang), look=look
+            )
+            return _html(body, 429, {"Retry-After": str(exc.retry_after)}, look=look)
+        body = _render(
+            page_lang, title_key="sent_title", text_key="sent_text", brand=brand, again=self._again(w, lang), look=look
+        )
+        response = _html(body, look=look)
         response.background = BackgroundTask(send_link_if_known, database, mail_sender, settings, workspace_id, address)
         return response
 
@@ -401,7 +413,14 @@ class PreferenceRequestPages(Controller):
 
     @staticmethod
     def _form(
-        lang: str, brand: str, workspace_id: uuid.UUID, keys: Keys, *, typed: str = "", invalid: bool = False
+        lang: str,
+        brand: str,
+        workspace_id: uuid.UUID,
+        keys: Keys,
+        *,
+        typed: str = "",
+        invalid: bool = False,
+        look: Look | None = None,
     ) -> str:
         query = urlencode({"w": str(workspace_id), "lang": lang})
         return _render(
@@ -412,6 +431,7 @@ class PreferenceRequestPages(Controller):
             request_form={"action": f"/p?{query}", "form_token": form_token(keys, workspace_id), "typed": typed},
             invalid=invalid,
             languages={code: "?" + urlencode({"w": str(workspace_id), "lang": code}) for code in ("de", "en")},
+            look=look,
         )
 
 
@@ -437,6 +457,7 @@ class PreferenceViaPages(Controller):
         """One button that opens the preference centre of the token's address; changes nothing."""
         async with db.begin():
             recipient = await self._recipient(db, keys, token)
+            look = await look_for(db, recipient.workspace_id) if recipient else None
         if recipient is None:
             return self._unknown(request)
         body = _render(
@@ -446,8 +467,9 @@ class PreferenceViaPages(Controller):
             brand=recipient.brand,
             address=recipient.address,
             via_form={"action": f"/p/via/{token}", "button": WORDS[recipient.lang]["via_button"]},
+            look=look,
         )
-        return _html(body)
+        return _html(body, look=look)
 
     @post(operation_id="openPreferencesVia", status_code=303, media_type=MediaType.HTML, responses=pages(403, 404, 429))
     async def open(

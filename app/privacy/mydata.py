@@ -31,6 +31,7 @@ from app.lib.keys import Keys
 from app.lib.openapi import pages
 from app.lib.orm import utcnow
 from app.preferences import render, service
+from app.preferences.brand import look_for
 from app.preferences.controllers import (  # the page's own guards, shared so that they cannot drift apart
     _PAGE_HEADERS,
     _browser_lang,
@@ -168,6 +169,7 @@ class MyDataPages(Controller):
             assert link is not None
             view = await service.view(db, link, lang)
             page_lang, brand = view.lang, view.brand
+            look = await look_for(db, link.workspace_id)
             pending = await requests.pending_of(db, link)
             if pending is None and form.get("confirm") != "yes":
                 review = await requests.review_required(db, link.workspace_id)
@@ -181,7 +183,9 @@ class MyDataPages(Controller):
                         form_token=service.form_token(keys, link),
                         review=review,
                         due=_date(page_lang, requests.one_month_after(utcnow())),
-                    )
+                        look=look,
+                    ),
+                    look=look,
                 )
             outcome = ErasureOutcome.ALREADY_PENDING
             if pending is None:
@@ -189,7 +193,9 @@ class MyDataPages(Controller):
                 requested = await requests.request_erasure(db, keys, link, proof, outbox=settings.data_dir / "outbox")
                 outcome, pending = requested.outcome, requested.request
         if outcome in (ErasureOutcome.ERASED, ErasureOutcome.GONE):
-            return _html(_render("mydata_outcome.html", page_lang, brand, name="erased", back=None))
+            return _html(
+                _render("mydata_outcome.html", page_lang, brand, name="erased", back=None, look=look), look=look
+            )
         assert pending is not None
         return _html(
             _render(
@@ -199,7 +205,9 @@ class MyDataPages(Controller):
                 name="queued",
                 due=_date(page_lang, pending.due_at),
                 back=f"/p/{token}?lang={page_lang}",
-            )
+                look=look,
+            ),
+            look=look,
         )
 
     @staticmethod

@@ -92,6 +92,7 @@ class ApiKeyController(Controller):
 def _settings_out(settings: WorkspaceSettings) -> WorkspaceSettingsOut:
     return WorkspaceSettingsOut(
         brand=settings.brand,
+        branding=settings.branding,
         locale=settings.locale,
         default_region=settings.default_region,
         timezone=settings.timezone,

@@ -15,6 +15,7 @@ from app.lib import outbound
 from app.lib.auth import Scope
 from app.lib.errors import InvalidInput
 from app.workspaces.settings import (
+    BrandingSettings,
     EmailSettings,
     PhoneSettings,
     PreferenceOrigins,
@@ -191,6 +192,8 @@ class WorkspaceSettingsIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tr
     """The whole settings object (unset fields take their defaults)."""
 
     brand: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
+    branding: BrandingSettings = msgspec.field(default_factory=BrandingSettings)
+    """The hosted pages' logo (https) and colours (``#rrggbb``; the primary one at least 4.5:1 against white)."""
     locale: Annotated[str, msgspec.Meta(pattern=r"^[a-z]{2,3}$")] = "de"
     default_region: Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{2}$")] = "DE"
     timezone: Annotated[str, msgspec.Meta(max_length=64)] = "Europe/Berlin"
@@ -212,6 +215,7 @@ class WorkspaceSettingsOut(msgspec.Struct, kw_only=True):
     """The settings in force."""
 
     brand: str | None
+    branding: BrandingSettings
     locale: str
     default_region: str
     timezone: str

@@ -30,6 +30,7 @@ from app.workspaces.settings import (
     TwilioSettings,
     WebPushSettings,
     WorkspaceSettings,
+    branding_problem,
     known_time_zone,
     template_problem,
 )
@@ -149,6 +150,7 @@ async def replace_settings(
     print_house = PrintHouseSettings(url=new.print_house.url, token_sealed=print_token)
     settings = WorkspaceSettings(
         brand=new.brand,
+        branding=new.branding,
         locale=new.locale,
         default_region=new.default_region,
         timezone=new.timezone,
@@ -407,6 +409,8 @@ def _check_texts(new: WorkspaceSettingsIn) -> None:
     for field, value in single_line.items():
         if value is not None and _CONTROL.search(value):
             raise _invalid(field, "must be one line without control characters (CR, LF, tab…)", "invalid_text")
+    if (branding := branding_problem(new.branding)) is not None:
+        raise _invalid(*branding, "invalid_branding")
     for language, texts in sorted(new.phone.texts.items()):
         for kind in ("opt_in", "help", "stop", "not_subscribed"):
             text = getattr(texts, kind)

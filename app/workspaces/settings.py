@@ -7,9 +7,11 @@ derived from ``CONSENT_SECRET_KEY`` (it must stay usable: it is the key of Twili
 from __future__ import annotations
 
 import functools
+import re
 import string
 from datetime import time
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 from zoneinfo import available_timezones
 
 import msgspec
@@ -166,10 +168,96 @@ def default_windows() -> dict[Channel, SendWindow]:
     }
 
 
+Colour = Annotated[str, msgspec.Meta(pattern=r"^#[0-9a-fA-F]{6}$", description="#rrggbb")]
+
+
+class BrandingSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    """How the hosted preference pages look: the brand's logo and two colours (the name is ``brand``).
+
+    The logo is never fetched by this service: the person's browser loads it, and the pages' Content-Security-Policy
+    allows images from exactly the logo's origin. The colours reach the pages as a stylesheet generated from these
+    validated values only (``/brand/v1/{primary}-{accent}.css``).
+    """
+
+    logo_url: Annotated[str, msgspec.Meta(max_length=2000, description="https only.")] | None = None
+    primary_color: Colour | None = None
+    """Buttons (white text on it), links, outlined buttons' text: must reach 4.5:1 against white."""
+    accent_color: Colour | None = None
+    """The page background around the content; the header's text on it is black or white, whichever contrasts more."""
+
+
+MIN_CONTRAST = 4.5
+"""WCAG 2.2 AA (1.4.3) for normal text."""
+_HOST = re.compile(r"(?=.{1,253}\Z)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*")
+_COLOUR = re.compile(r"#[0-9a-fA-F]{6}")
+
+
+def luminance(colour: str) -> float:
+    """The relative luminance of ``#rrggbb`` (WCAG 2.2, sRGB)."""
+    channels = [int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    r, g, b = (c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)  # noqa: PLR2004
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def contrast(one: str, other: str) -> float:
+    """The WCAG contrast ratio of two ``#rrggbb`` colours, 1 to 21."""
+    light, dark = sorted((luminance(one), luminance(other)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def text_on(background: str) -> str:
+    """Black or white, whichever contrasts more with ``background`` (never below 4.58:1)."""
+    return "#000000" if contrast("#000000", background) >= contrast("#ffffff", background) else "#ffffff"
+
+
+def logo_origin(url: str) -> str | None:
+    """``https://host[:port]`` of a logo URL, or ``None`` if it is not a plain https URL of a DNS name.
+
+    The origin goes into a Content-Security-Policy header, so only what a host-source can hold safely passes: no
+    user info, no IP literal tricks beyond dotted names, no characters that would end a directive (``;``, ``,``,
+    spaces).
+    """
+    if len(url) > 2000 or any(c.isspace() or ord(c) < 0x20 or c in "\\\"'<>`" for c in url):  # noqa: PLR2004
+        return None
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    host = parts.hostname or ""
+    if parts.scheme != "https" or parts.username is not None or parts.password is not None or not _HOST.fullmatch(host):
+        return None
+    if parts.netloc.lower() != (f"{host}:{port}" if port is not None else host):
+        return None  # anything else in the authority (an upper-case host is fine, it is lowered)
+    return f"https://{host}" + (f":{port}" if port is not None and port != 443 else "")  # noqa: PLR2004
+
+
+def branding_problem(branding: BrandingSettings) -> tuple[str, str] | None:
+    """The field and what is wrong with it, or ``None``: https logo of a DNS name, AA contrast of the primary."""
+    if branding.logo_url is not None and logo_origin(branding.logo_url) is None:
+        return "branding.logo_url", "must be an https URL of a host name (https://cdn.example.com/logo.png)"
+    for field in ("primary_color", "accent_color"):
+        colour = getattr(branding, field)
+        if colour is not None and not _COLOUR.fullmatch(colour):  # the pattern's "$" would pass a final line feed
+            return f"branding.{field}", "must be a colour as #rrggbb"
+    if branding.primary_color is not None:
+        ratio = contrast(branding.primary_color, "#ffffff")
+        if ratio < MIN_CONTRAST:
+            return (
+                "branding.primary_color",
+                (
+                    f"has a contrast of {ratio:.2f}:1 against the white page (and under the buttons' white text); "
+                    f"WCAG 2.2 AA needs at least {MIN_CONTRAST}:1, choose a darker colour"
+                ),
+            )
+    return None
+
+
 class WorkspaceSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
     """Everything configurable per workspace."""
 
     brand: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
+    branding: BrandingSettings = msgspec.field(default_factory=BrandingSettings)
     locale: Language = "de"
     default_region: Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{2}$")] = "DE"
     timezone: Annotated[str, msgspec.Meta(max_length=64)] = "Europe/Berlin"
