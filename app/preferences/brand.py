@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from litestar import Controller, HttpMethod, Request, Response, route
+from litestar.openapi import ResponseSpec
 from litestar.params import FromPath
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.lib.openapi import pages
 from app.workspaces import repository as workspaces
 from app.workspaces.settings import WorkspaceSettings, logo_origin, text_on
 
@@ -105,7 +105,12 @@ class BrandStylesheet(Controller):
         http_method=[HttpMethod.GET, HttpMethod.HEAD],
         operation_id=lambda _h, method, _p: "brandStylesheet" if method == HttpMethod.GET else "brandStylesheetHead",
         media_type="text/css",
-        responses=pages(404),
+        responses={
+            304: ResponseSpec(data_container=None, description="Not modified (the `ETag` of `If-None-Match`)."),
+            404: ResponseSpec(
+                data_container=str, media_type="text/css", description="No such stylesheet.", generate_examples=False
+            ),
+        },
     )
     async def show(self, request: Request[Any, Any, Any], name: FromPath[str]) -> Response[str]:
         """The stylesheet of two colours, `{primary}-{accent}.css` as lower-case `rrggbb`; the same for everyone."""
