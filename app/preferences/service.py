@@ -284,6 +284,7 @@ async def view(session: AsyncSession, link: PreferenceLink, lang: str | None = N
     marketing = [p for p in await purposes.list_purposes(session, link.workspace_id) if p.kind == PurposeKind.MARKETING]
     consents = await ledger.consents_of(session, contact.id)
     states = {(c.contact_point_id, c.purpose_id): State(c.state) for c in consents}
+    since = {(c.contact_point_id, c.purpose_id): c.since for c in consents}
     addresses = []
     points = sorted(
         await ledger.contact_points_of(session, contact.id), key=lambda p: _CHANNEL_ORDER[Channel(p.channel)]
@@ -302,7 +303,11 @@ async def view(session: AsyncSession, link: PreferenceLink, lang: str | None = N
             addresses.append(Address(point, mask(channel, point.value), (), shown, paused))
             continue
         rows = tuple(
-            Row(p, _shown(state, channel_state), _offer(state, p.id, blocked, bound=point is bound))
+            Row(
+                p,
+                _shown(state, _channel_wins(since, point.id, p.id, channel_state)),
+                _offer(state, p.id, blocked, bound=point is bound),
+            )
             for p in marketing
             for state in [states.get((point.id, p.id))]
         )
@@ -319,6 +324,22 @@ async def view(session: AsyncSession, link: PreferenceLink, lang: str | None = N
         whatsapp_from=settings.phone.whatsapp_from,
         start_word=next(iter(settings.phone.start_words), "START"),
     )
+
+
+def _channel_wins(
+    since: Mapping[tuple[uuid.UUID, uuid.UUID | None], datetime | None],
+    point_id: uuid.UUID,
+    purpose_id: uuid.UUID,
+    channel_state: State | None,
+) -> State | None:
+    """The channel-level state where it is the later word (as the send gate decides); ``None`` where it is not.
+
+    A fresh opt-in to one purpose after "nothing at all" is received, as the gate says, and shown so.
+    """
+    purpose_since, channel_since = since.get((point_id, purpose_id)), since.get((point_id, None))
+    if purpose_since is not None and channel_since is not None and purpose_since > channel_since:
+        return None
+    return channel_state
 
 
 def _offer(state: State | None, purpose_id: uuid.UUID, blocked: set[uuid.UUID | None], *, bound: bool) -> Offer:

@@ -198,3 +198,16 @@ async def test_other_channels_explain_their_own_proof(client, database, tenant, 
         await workspace_repository.save_settings(db, tenant.id, {})
     unconfigured = (await client.get(path)).text
     assert "per SMS an" not in unconfigured, "no number configured: no instruction naming none"
+
+
+async def test_opting_in_after_nothing_at_all_is_received_and_shown_so(client, database, tenant, jane):
+    path = await link_to(database, tenant, jane, jane["first"])
+    page = await client.get(path)
+    everything = {"action": "withdraw_all", "form_token": form_token(page.text)}
+    assert (await client.post(path, data=everything, headers=SAME_ORIGIN)).status_code == 200
+    _, answer = await post_opt_in(client, path, jane["first"], jane["newsletter"])
+    assert answer.status_code == 200, answer.text
+    assert (await eligibility(client, tenant, jane["contact_id"]))["eligible"] is True
+    first = answer.text.split("j***@example.com</span></h2>", 1)[1].split("</section>", 1)[0]
+    assert "Sie erhalten dies." in first, "the fresh opt-in is the later word, as the send gate says"
+    assert "Newsletter per E-Mail abbestellen" in first
