@@ -57,6 +57,9 @@ class Trigger(enum.StrEnum):
     PAUSE = "pause"
     #: The person ended a pause early.
     PAUSE_ENDED = "pause_ended"
+    #: The person opted in again on the preference centre, on the email address the link was mailed to or named
+    #: (the link is the proof of control of that address; never from a mail's footer link).
+    PREFERENCE_OPT_IN = "preference_opt_in"
 
 
 class LegalBasis(enum.StrEnum):

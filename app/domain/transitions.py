@@ -45,6 +45,8 @@ _EMAIL = (
     _rule(T.SIGNUP, (S.NONE, S.PENDING, S.EXPIRED, S.OPTED_OUT, S.DECLINED), S.PENDING),
     _rule(T.RESEND, (S.PENDING,), S.PENDING),
     _rule(T.CONFIRM, (S.PENDING,), S.OPTED_IN, _CONSENT),
+    # the preference centre's "opt in again" on the address its link was mailed to: the link proves control of it
+    _rule(T.PREFERENCE_OPT_IN, (S.NONE, S.PENDING, S.OPTED_OUT, S.EXPIRED, S.DECLINED), S.OPTED_IN, _CONSENT),
     _rule(T.LAPSE, (S.PENDING,), S.EXPIRED),
     _rule(T.UNSUBSCRIBE, _WITHDRAWABLE, S.OPTED_OUT),
     _rule(T.COMPLAINT, _WITHDRAWABLE, S.OPTED_OUT),

@@ -177,6 +177,9 @@ class PreferencePages(Controller):
     ) -> Response[str]:
         """Apply one form of the page (`action`: `withdraw` with `point` and `purpose`, `withdraw_all`, `object_print`).
 
+        `opt_in` with `point` and `purpose`: only on the email address a link mailed on request (or a brand's link
+        naming it) proves control of; any other link or address, or a suppressed one, is refused (403).
+
         A pause: `pause` with `point` (an address or `all`) and `weeks` (1, 4 or 12), `end_pause` with `point`.
 
         Needs the page's `form_token` and a same-origin request; each change is a ledger event by the person.
@@ -195,16 +198,22 @@ class PreferencePages(Controller):
                     keys, link, str(form.get("form_token", ""))
                 ):
                     return _html(render.message_page(page_lang, "refused", brand=brand), 403)
-                try:
-                    action: Action | None = Action(str(form.get("action", "")))
-                except ValueError:
-                    action = None
-                proof = service.evidence(link, self._meta(request), action or Action.WITHDRAW)
-                notice = await self._apply(db, keys, link, action=action, form=form, proof=proof, before=before)
+                if form.get("action") == service.OPT_IN:
+                    proof = service.evidence(link, self._meta(request), service.OPT_IN)
+                    notice = await self._opt_in(db, link, form=form, proof=proof, before=before)
+                else:
+                    try:
+                        action: Action | None = Action(str(form.get("action", "")))
+                    except ValueError:
+                        action = None
+                    proof = service.evidence(link, self._meta(request), action or Action.WITHDRAW)
+                    notice = await self._apply(db, keys, link, action=action, form=form, proof=proof, before=before)
                 view = await service.view(db, link, lang)
                 look = await look_for(db, link.workspace_id)
         except InvalidInput:  # a form naming what is not this link's: rolled back, nothing changed
             return _html(render.message_page(page_lang, "invalid", brand=brand), 403)
+        except service.OptInSuppressed:  # the person's (or an erasure's) do-not-contact: never lifted here
+            return _html(render.message_page(page_lang, "optin_suppressed", brand=brand), 403)
         return _html(self._page(view, token, keys, notice, look=look), look=look)
 
     @staticmethod
@@ -238,6 +247,19 @@ class PreferencePages(Controller):
         if action in (Action.PAUSE, Action.END_PAUSE):
             return await PreferencePages._pause(db, keys, link, action=action, form=form, proof=proof, before=before)
         raise InvalidInput("Unknown action.", code="unknown_action")
+
+    @staticmethod
+    async def _opt_in(
+        db: AsyncSession, link: PreferenceLink, *, form: Any, proof: dict[str, Any], before: service.View
+    ) -> str:
+        """Opt in again on the email address this link proves control of (the service refuses any other)."""
+        lang, point_id, purpose_id = before.lang, str(form.get("point", "")), str(form.get("purpose", ""))
+        applied = await service.opt_in(db, link, point_id=point_id, purpose_id=purpose_id, proof=proof)
+        if not any(a.event_id for a in applied):
+            return render.word(lang, "done_nothing_opted_in")
+        [address] = [a for a in before.addresses if str(a.point.id) == point_id]
+        [row] = [r for r in address.rows if str(r.purpose.id) == purpose_id]
+        return render.word(lang, "done_opt_in", purpose=row.purpose.name, address=address.masked)
 
     @staticmethod
     async def _pause(

@@ -47,7 +47,32 @@ WORDS: dict[str, dict[str, str]] = {
         "done_everything": "Done: {brand} will send you no more marketing on any channel.",
         "done_print": "Done: your objection to advertising by post is recorded.",
         "done_nothing": "Nothing changed: this was already switched off.",
-        "not_yet": "Opting in again is not on this page yet.",
+        "opt_in_label": "Opt in again to {purpose} {by}",
+        "opt_in_suppressed": (
+            "This address is on {brand}'s do-not-contact list (at your request or after a deletion): to receive "
+            "this again, please sign up afresh on {brand}'s website."
+        ),
+        "done_opt_in": "Done: you receive {purpose} by email at {address} again.",
+        "done_nothing_opted_in": "Nothing changed: you already receive this.",
+        "optin_suppressed_title": "A fresh signup is needed",
+        "optin_suppressed_text": (
+            "This address is on the do-not-contact list for this, at your request or after a deletion, and this "
+            "page does not lift that. To receive it again, please sign up afresh on {brand}'s website. Nothing "
+            "changed."
+        ),
+        "own_proof_email": (
+            "To receive something at this address, sign up on {brand}'s website with it: {brand} mails a "
+            "confirmation link to it, and it starts once you confirm."
+        ),
+        "own_proof_sms": "To receive something by SMS, text {word} to {number} from this number.",
+        "own_proof_whatsapp": "To receive something on WhatsApp, send {word} to {number} on WhatsApp from this number.",
+        "own_proof_app_push": (
+            "To receive app notifications, allow notifications for {brand}'s app (in the app or in your phone's "
+            "settings)."
+        ),
+        "own_proof_web_push": (
+            "To receive browser notifications, allow notifications in your browser on {brand}'s website."
+        ),
         "pause_title": "Take a break",
         "pause_text": (
             "Pause all advertising for 1, 4 or 12 weeks: it starts again by itself when the pause ends, and you can "
@@ -177,7 +202,35 @@ WORDS: dict[str, dict[str, str]] = {
         "done_everything": "Erledigt: {brand} sendet Ihnen auf keinem Kanal mehr Werbung.",
         "done_print": "Erledigt: Ihr Widerspruch gegen Werbung per Post ist eingetragen.",
         "done_nothing": "Nichts geändert: Das war bereits abbestellt.",
-        "not_yet": "Wieder anmelden gibt es auf dieser Seite noch nicht.",
+        "opt_in_label": "{purpose} {by} wieder anmelden",
+        "opt_in_suppressed": (
+            "Diese Adresse steht auf der Sperrliste von {brand} (auf Ihren Wunsch oder nach einer Löschung): Um dies "
+            "wieder zu erhalten, melden Sie sich bitte auf der Website von {brand} neu an."
+        ),
+        "done_opt_in": "Erledigt: Sie erhalten {purpose} per E-Mail an {address} wieder.",
+        "done_nothing_opted_in": "Nichts geändert: Sie erhalten dies bereits.",
+        "optin_suppressed_title": "Dafür ist eine neue Anmeldung nötig",
+        "optin_suppressed_text": (
+            "Diese Adresse steht dafür auf der Sperrliste, auf Ihren Wunsch oder nach einer Löschung, und diese "
+            "Seite hebt das nicht auf. Um es wieder zu erhalten, melden Sie sich bitte auf der Website von {brand} "
+            "neu an. Es hat sich nichts geändert."
+        ),
+        "own_proof_email": (
+            "Um an diese Adresse etwas zu erhalten, melden Sie sich mit ihr auf der Website von {brand} an: {brand} "
+            "schickt einen Bestätigungslink an die Adresse, und es beginnt, sobald Sie bestätigen."
+        ),
+        "own_proof_sms": "Um etwas per SMS zu erhalten, senden Sie von dieser Nummer {word} per SMS an {number}.",
+        "own_proof_whatsapp": (
+            "Um etwas per WhatsApp zu erhalten, senden Sie von dieser Nummer {word} per WhatsApp an {number}."
+        ),
+        "own_proof_app_push": (
+            "Um App-Mitteilungen zu erhalten, erlauben Sie Mitteilungen für die App von {brand} (in der App oder in "
+            "den Einstellungen Ihres Telefons)."
+        ),
+        "own_proof_web_push": (
+            "Um Browser-Mitteilungen zu erhalten, erlauben Sie Mitteilungen in Ihrem Browser auf der Website von "
+            "{brand}."
+        ),
         "pause_title": "Eine Pause einlegen",
         "pause_text": (
             "Pausieren Sie jegliche Werbung für 1, 4 oder 12 Wochen: Sie beginnt von selbst wieder, wenn die Pause "
@@ -312,6 +365,22 @@ def date(lang: str, moment: datetime, timezone: str = "UTC") -> str:
     return f"{local.day}. {month} {local.year}" if lang == "de" else f"{local.day} {month} {local.year}"
 
 
+def how_to_opt_in(view: View, channel: Channel) -> str | None:
+    """How to opt in on ``channel`` with its own proof, in words; ``None`` where the workspace gave no number.
+
+    Print is not here: it needs no opt-in, and lifting an objection is explained beside it (``print_lift``).
+    """
+    values = {"brand": view.brand, "word": view.start_word}
+    if channel is Channel.SMS or channel is Channel.WHATSAPP:
+        number = view.sms_from if channel is Channel.SMS else view.whatsapp_from
+        if not number:
+            return None
+        values["number"] = number
+    elif channel is Channel.PRINT:
+        return None
+    return word(view.lang, "own_proof_" + channel, **values)
+
+
 def paused_what(lang: str, points: Sequence[ContactPoint]) -> str:
     """What a pause covers, in words: advertising on one channel, or all advertising."""
     channels = {Channel(p.channel) for p in points}
@@ -357,6 +426,7 @@ def preferences_page(
             look=look,
             Channel=Channel,
             pause_weeks=PAUSE_WEEKS,
+            how_to_opt_in=lambda channel: how_to_opt_in(view, channel),
         )
     )
 

@@ -4,6 +4,8 @@ A link is a capability for one contact in one workspace: 256 random bits, only t
 What it may do in this slice is withdraw — one purpose on one address, everything at once, or object to postal
 advertising (Art. 21) — because withdrawing needs no proof beyond being asked (Art. 7(3)), and pause all
 marketing to one address or all of them for a while (a ``paused`` suppression with an end) or end a pause early.
+Opting in again is offered only on the email address the link proves control of (:func:`opt_in`); every other
+channel or address needs its own proof, which the page explains.
 Every change goes through :func:`app.ledger.service.apply_changes` (a pause, which moves no consent, through
 :func:`app.ledger.service.record_notes`) with the person as actor and the link's id, IP and user agent as
 evidence. The form token that guards the POST is an HMAC of the link's id, so a page of one link cannot be posted
@@ -34,20 +36,21 @@ from app.domain.model import (
     Reachability,
     State,
     SuppressionReason,
+    SuppressionScope,
     Trigger,
 )
 from app.emails.render import locale_of
 from app.ledger import repository as ledger
 from app.ledger.actions import object_to_marketing, suppression_rows, withdraw_point
 from app.ledger.models import Contact, ContactPoint
-from app.ledger.service import Actor, Applied, Note, record_notes, require_contact
+from app.ledger.service import Actor, Applied, Change, Note, apply_changes, record_notes, require_contact
 from app.lib.errors import InvalidInput
 from app.lib.keys import Keys
 from app.lib.orm import utcnow
 from app.preferences import repository
 from app.preferences.models import PreferenceLink
 from app.purposes import repository as purposes
-from app.purposes.models import Purpose
+from app.purposes.models import Notice, Purpose
 from app.workspaces import repository as workspaces
 from app.workspaces.settings import WorkspaceSettings
 
@@ -164,12 +167,30 @@ class Shown(enum.StrEnum):
     POSTAL_ALLOWED = "postal_allowed"
 
 
+class Offer(enum.StrEnum):
+    """How the page offers opting in to a purpose on an address that does not receive it."""
+
+    NONE = "none"
+    """Nothing to offer: the person receives it, waits for a confirmation, or objected."""
+    BUTTON = "button"
+    """One click: the email address this link was mailed to (the link proves control of it)."""
+    SUPPRESSED = "suppressed"
+    """The address is on the do-not-contact list for this purpose: only a fresh signup can lift that."""
+    OWN_PROOF = "own_proof"
+    """Another channel or another address: that channel's own proof (start word, permission, confirmation mail)."""
+
+
+#: The states from which the page offers opting in again.
+_NOT_OPTED_IN = frozenset({None, State.NONE, State.OPTED_OUT, State.EXPIRED, State.DECLINED})
+
+
 @dataclass(frozen=True, slots=True)
 class Row:
     """One purpose on one address."""
 
     purpose: Purpose
     shown: Shown
+    offer: Offer = Offer.NONE
 
     @property
     def can_withdraw(self) -> bool:
@@ -194,6 +215,11 @@ class Address:
         """The address's channel."""
         return Channel(self.point.channel)
 
+    @property
+    def needs_own_proof(self) -> bool:
+        """Whether some purpose here can only be opted in to by the channel's own proof (the page explains how)."""
+        return any(r.offer is Offer.OWN_PROOF for r in self.rows)
+
 
 @dataclass(frozen=True, slots=True)
 class View:
@@ -206,6 +232,12 @@ class View:
     addresses: tuple[Address, ...]
     timezone: str = "UTC"
     """The person's clock for dates on the page (the contact's time zone, else the workspace's)."""
+    sms_from: str | None = None
+    """The workspace's SMS number a start word is texted to (``None``: not configured, nothing said)."""
+    whatsapp_from: str | None = None
+    """The workspace's WhatsApp number a start word is sent to."""
+    start_word: str = "START"
+    """The word to text: the workspace's first own start word, else ``START``."""
 
     @property
     def paused(self) -> tuple[Address, ...]:
@@ -252,6 +284,7 @@ async def view(session: AsyncSession, link: PreferenceLink, lang: str | None = N
     marketing = [p for p in await purposes.list_purposes(session, link.workspace_id) if p.kind == PurposeKind.MARKETING]
     consents = await ledger.consents_of(session, contact.id)
     states = {(c.contact_point_id, c.purpose_id): State(c.state) for c in consents}
+    since = {(c.contact_point_id, c.purpose_id): c.since for c in consents}
     addresses = []
     points = sorted(
         await ledger.contact_points_of(session, contact.id), key=lambda p: _CHANNEL_ORDER[Channel(p.channel)]
@@ -259,6 +292,8 @@ async def view(session: AsyncSession, link: PreferenceLink, lang: str | None = N
     pauses = await ledger.pauses_of(
         session, link.workspace_id, [key for p in points for key in p.suppression_keys], utcnow()
     )
+    bound = _bound_point(link, points)
+    blocked = await _suppressed_purposes(session, link.workspace_id, bound) if bound is not None else set()
     for point in points:
         channel = Channel(point.channel)
         channel_state = states.get((point.id, None))
@@ -267,12 +302,74 @@ async def view(session: AsyncSession, link: PreferenceLink, lang: str | None = N
             shown = Shown.OBJECTED if channel_state in WITHDRAWN_STATES else Shown.POSTAL_ALLOWED
             addresses.append(Address(point, mask(channel, point.value), (), shown, paused))
             continue
-        rows = tuple(Row(p, _shown(states.get((point.id, p.id)), channel_state)) for p in marketing)
+        rows = tuple(
+            Row(
+                p,
+                _shown(state, _channel_wins(since, point.id, p.id, channel_state)),
+                _offer(state, p.id, blocked, bound=point is bound),
+            )
+            for p in marketing
+            for state in [states.get((point.id, p.id))]
+        )
         addresses.append(Address(point, mask(channel, point.value), rows, paused_until=paused))
     chosen = lang if lang in ("de", "en") else locale_of(contact.locale, settings.locale)
     return View(
-        link, contact, settings.brand or workspace.name, chosen, tuple(addresses), contact.timezone or settings.timezone
+        link,
+        contact,
+        settings.brand or workspace.name,
+        chosen,
+        tuple(addresses),
+        contact.timezone or settings.timezone,
+        sms_from=settings.phone.sms_from,
+        whatsapp_from=settings.phone.whatsapp_from,
+        start_word=next(iter(settings.phone.start_words), "START"),
     )
+
+
+def _channel_wins(
+    since: Mapping[tuple[uuid.UUID, uuid.UUID | None], datetime | None],
+    point_id: uuid.UUID,
+    purpose_id: uuid.UUID,
+    channel_state: State | None,
+) -> State | None:
+    """The channel-level state where it is the later word (as the send gate decides); ``None`` where it is not.
+
+    A fresh opt-in to one purpose after "nothing at all" is received, as the gate says, and shown so.
+    """
+    purpose_since, channel_since = since.get((point_id, purpose_id)), since.get((point_id, None))
+    if purpose_since is not None and channel_since is not None and purpose_since > channel_since:
+        return None
+    return channel_state
+
+
+def _offer(state: State | None, purpose_id: uuid.UUID, blocked: set[uuid.UUID | None], *, bound: bool) -> Offer:
+    if state not in _NOT_OPTED_IN:
+        return Offer.NONE
+    if not bound:
+        return Offer.OWN_PROOF
+    return Offer.SUPPRESSED if None in blocked or purpose_id in blocked else Offer.BUTTON
+
+
+def _bound_point(link: PreferenceLink, points: Sequence[ContactPoint]) -> ContactPoint | None:
+    """The email address whose control this link proves, if it may opt in there; ``None`` for any other link.
+
+    Not a link from a mail's footer (forwardable), not one naming no address or an address on another channel,
+    and only a verified, reachable address (:func:`may_receive_link`).
+    """
+    if not proves_identity(link) or link.contact_point_id is None:
+        return None
+    for point in points:
+        if point.id == link.contact_point_id and point.channel == Channel.EMAIL and may_receive_link(point):
+            return point
+    return None
+
+
+async def _suppressed_purposes(
+    session: AsyncSession, workspace_id: uuid.UUID, point: ContactPoint
+) -> set[uuid.UUID | None]:
+    """The purposes a permanent suppression of the address stops (``None`` in the set: every marketing purpose)."""
+    found = await ledger.suppressions_with_keys(session, workspace_id, [bytes(k) for k in point.suppression_keys])
+    return {None if scope is not SuppressionScope.PURPOSE else purpose_id for _, scope, purpose_id in found}
 
 
 # --- changes -----------------------------------------------------------------------------------------------
@@ -288,9 +385,14 @@ class Action(enum.StrEnum):
     END_PAUSE = "end_pause"
 
 
-def evidence(link: PreferenceLink, meta: Mapping[str, Any], action: Action) -> dict[str, Any]:
+OPT_IN = "opt_in"
+"""The page's ``action`` for opting in again: the hosted page only (its link was mailed to the address), not the
+JSON API, which a brand's own page calls with a link it may have got from anywhere."""
+
+
+def evidence(link: PreferenceLink, meta: Mapping[str, Any], action: Action | str) -> dict[str, Any]:
     """The proof of a change made on the page: the request and the link that authorised it."""
-    return {**meta, "source": SOURCE, "method": action.value, "preference_link_id": str(link.id)}
+    return {**meta, "source": SOURCE, "method": str(action), "preference_link_id": str(link.id)}
 
 
 def _own_point(points: Sequence[ContactPoint], point_id: str) -> ContactPoint:
@@ -374,6 +476,56 @@ async def withdraw_everything(
     if any(p.channel == Channel.PRINT for p in points):
         applied += await object_to_print(session, keys, link, proof)
     return applied
+
+
+class OptInSuppressed(Exception):
+    """The address is on the do-not-contact list for the purpose: only a fresh signup may lift that."""
+
+
+async def opt_in(
+    session: AsyncSession, link: PreferenceLink, *, point_id: str, purpose_id: str, proof: Mapping[str, Any]
+) -> list[Applied]:
+    """Opt in again to one marketing purpose on the email address this link proves control of.
+
+    Refused (:class:`InvalidInput`) for any other link or address (a footer link, another address, another
+    channel, an unverified or unreachable address), and (:class:`OptInSuppressed`) where a suppression stops the
+    purpose: it is never lifted here. Records ``preference_opt_in`` with the purpose's newest email notice in the
+    contact's language, if one exists; a purpose already opted in records nothing.
+    """
+    points = await ledger.contact_points_of(session, link.contact_id)
+    point = _own_point(points, point_id)
+    bound = _bound_point(link, points)
+    if bound is None or bound.id != point.id:
+        raise InvalidInput("This link cannot opt in this address.", code="opt_in_not_here")
+    try:
+        purpose_uuid = uuid.UUID(purpose_id)
+    except ValueError:
+        raise InvalidInput("Unknown purpose.", code="purpose_not_found") from None
+    purpose = await purposes.get_purpose(session, link.workspace_id, purpose_uuid)
+    if purpose is None or purpose.kind != PurposeKind.MARKETING:
+        raise InvalidInput("Unknown purpose.", code="purpose_not_found")
+    blocked = await _suppressed_purposes(session, link.workspace_id, point)
+    if None in blocked or purpose.id in blocked:
+        raise OptInSuppressed
+    states = {c.purpose_id: State(c.state) for c in await ledger.consents_of_point(session, point.id)}
+    if states.get(purpose.id) is State.OPTED_IN:
+        return []
+    contact = await ledger.get_contact(session, link.contact_id)
+    workspace = await workspaces.get_workspace(session, link.workspace_id)
+    assert workspace is not None
+    lang = locale_of(contact.locale, WorkspaceSettings.load(workspace.settings).locale)
+    notice = await _notice_for(session, purpose, [contact.locale, lang])
+    change = Change(point, purpose.id, Trigger.PREFERENCE_OPT_IN, proof, notice=notice)
+    return await apply_changes(session, link.workspace_id, [change], PERSON)
+
+
+async def _notice_for(session: AsyncSession, purpose: Purpose, locales: Sequence[str | None]) -> Notice | None:
+    """The purpose's newest email notice in the first of ``locales`` that has one (what the person opts in to)."""
+    for locale in dict.fromkeys(loc for loc in locales if loc):
+        notice = await purposes.latest_notice(session, purpose.id, locale)
+        if notice is not None and Channel.EMAIL.value in notice.channels:
+            return notice
+    return None
 
 
 # --- pauses --------------------------------------------------------------------------------------------------

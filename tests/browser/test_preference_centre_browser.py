@@ -21,6 +21,7 @@ from app.ledger.service import Actor, Change, add_point, apply_changes
 from app.lib.auth import Scope
 from app.lib.db import Database
 from app.lib.keys import Keys
+from app.preferences import service as preferences
 from app.purposes import service as purposes
 from app.workspaces import service as workspaces
 
@@ -226,3 +227,35 @@ async def test_pause_sms_for_4_weeks_then_end_it(new_visit, shop, base_url, java
     assert ended["reason"] in ("opted_in", "outside_send_window"), "no longer paused (SMS has a send window)"
     assert tab.errors == [], tab.errors
     assert tab.left_localhost() == []
+
+
+async def mailed_link(shop: Shop, base_url: str) -> tuple[str, uuid.UUID]:
+    """A link as the request form mails it to the contact's email address (it proves control of that address)."""
+    _, contact_id = await new_link(shop, base_url)
+    async with shop.database.sessionmaker() as session, session.begin():
+        [email] = [p for p in await ledger.contact_points_of(session, contact_id) if p.channel == "email"]
+        issued = await preferences.issue_link(
+            session, shop.workspace_id, str(contact_id), issued_by="request:email", point_id=email.id
+        )
+    return f"{base_url}/p/{issued.token}", contact_id
+
+
+async def test_opt_in_again_on_the_mailed_address_passes_axe(new_visit, shop, base_url):
+    url, contact_id = await mailed_link(shop, base_url)
+    tab = await new_visit()
+    page = tab.page
+    await page.goto(url)
+    opt_in = page.get_by_role("button", name="Newsletter per E-Mail wieder anmelden")
+    assert await opt_in.count() == 0, "received: nothing to opt in to"
+    await page.get_by_role("button", name="Newsletter per E-Mail abbestellen").click()
+    await page.get_by_role("status").wait_for()
+    assert await opt_in.is_visible()
+    found = {"withdrawn": await tab.axe()}
+    await opt_in.click()
+    await page.get_by_text("Erledigt: Sie erhalten Newsletter per E-Mail an").wait_for()
+    found["opted in again"] = await tab.axe()
+    assert (await decision(shop, base_url, contact_id, "email", "newsletter"))["eligible"] is True
+    assert await page.get_by_role("button", name="Newsletter per E-Mail abbestellen").is_visible()
+    report = "\n".join(f"{state}:\n{describe(violations)}" for state, violations in found.items() if violations)
+    assert report == ""
+    assert tab.errors == [], tab.errors

@@ -35,6 +35,7 @@ VOCABULARY: dict[type[enum.StrEnum], list[str]] = {
         "merged",
         "pause",
         "pause_ended",
+        "preference_opt_in",
     ],
     model.LegalBasis: ["consent", "legitimate_interest", "uwg_7_3"],
     model.ActorType: ["api_key", "subject", "provider", "system"],

@@ -40,6 +40,8 @@ EMAIL: Spec = {
     Trigger.SIGNUP: ({NONE, PENDING, EXPIRED, OPTED_OUT, DECLINED}, PENDING, None),
     Trigger.RESEND: ({PENDING}, PENDING, None),
     Trigger.CONFIRM: ({PENDING}, OPTED_IN, CONSENT),  # double opt-in: only a pending signup is confirmed
+    # the preference centre, on the address its link was mailed to (the link is the proof); email only
+    Trigger.PREFERENCE_OPT_IN: ({NONE, PENDING, OPTED_OUT, EXPIRED, DECLINED}, OPTED_IN, CONSENT),
     Trigger.LAPSE: ({PENDING}, EXPIRED, None),
     Trigger.UNSUBSCRIBE: (ANY_BUT_OBJECTED, OPTED_OUT, None),
     Trigger.COMPLAINT: (ANY_BUT_OBJECTED, OPTED_OUT, None),  # CHANNEL_RULES E37: a complaint is an opt-out
