@@ -99,7 +99,10 @@ async def new_link(shop: Shop, base_url: str, locale: str = "de") -> tuple[str, 
         await apply_changes(session, shop.workspace_id, confirms, actor)
     async with httpx.AsyncClient(base_url=base_url, headers=shop.admin) as client:
         number = str(uuid.uuid4().int % 900 + 1)
-        postal = {"name": "Jane Doe", "street": f"Hauptstraße {number}", "postcode": "10115", "city": "Berlin"}
+        # a postal address is one per workspace: a name of its own keeps the module's many links apart (with the
+        # house number alone, two of them met now and then: 409)
+        name = "Jane " + "".join(chr(ord("a") + b % 26) for b in uuid.uuid4().bytes[:10]).capitalize()
+        postal = {"name": name, "street": f"Hauptstraße {number}", "postcode": "10115", "city": "Berlin"}
         assert (await client.post(f"/v1/contacts/{contact.id}/postal-addresses", json=postal)).status_code == 201
         answer = await client.post(f"/v1/contacts/{contact.id}/preference-link")
         assert answer.status_code == 201, answer.text
