@@ -30,7 +30,7 @@ from app.preferences.schemas import PreferenceLinkOut
 from app.preferences.service import Action, LinkState
 from app.settings import Settings
 
-_PAGE_HEADERS = {
+PAGE_HEADERS = {
     "Cache-Control": "no-store",
     # not no-referrer: with it, browsers send "Origin: null" on the page's own POSTs, and the origin check could not
     # tell them from a sandboxed frame's; same-origin still sends the token-bearing URL to nobody else
@@ -45,7 +45,6 @@ _PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; base-uri 'none'; form-action 'self'; "
     "frame-ancestors 'none'",
 }
-_MAX_TOKEN = 200  # longer than any token we issue: answered as unknown without a lookup
 
 
 class PreferenceLinkController(Controller):
@@ -79,23 +78,28 @@ class PreferenceLinkController(Controller):
         )
 
 
-def _per_method(name: str) -> Callable[[Any, Any, Any], str]:
+def per_method(name: str) -> Callable[[Any, Any, Any], str]:
     """An operation id per method of a ``GET``/``HEAD`` route (OpenAPI needs them unique)."""
     return lambda _handler, method, _path: name if method == HttpMethod.GET else f"{name}Head"
 
 
-def _html(body: str, status: int = 200, look: Look | None = None) -> Response[str]:
-    return Response(body, status_code=status, media_type="text/html", headers=page_headers(_PAGE_HEADERS, look))
+def page_response(
+    body: str, status: int = 200, headers: dict[str, str] | None = None, look: Look | None = None
+) -> Response[str]:
+    """A hosted page with the pages' headers (``img-src`` of the logo's origin when the page shows one)."""
+    page = page_headers(PAGE_HEADERS, look)
+    return Response(body, status_code=status, media_type="text/html", headers={**page, **(headers or {})})
 
 
-def _browser_lang(request: Request[Any, Any, Any], chosen: str | None) -> str:
+def browser_lang(request: Request[Any, Any, Any], chosen: str | None, fallback: str | None = None) -> str:
+    """The language asked for, else the browser's first one we speak, else ``fallback``'s (else English)."""
     if chosen in ("de", "en"):
         return chosen
     accepted = [part.split(";")[0].strip() for part in request.headers.get("accept-language", "").split(",")]
-    return locale_of(*accepted)
+    return locale_of(*accepted, fallback)
 
 
-def _same_origin(request: Request[Any, Any, Any], settings: Settings) -> bool:
+def same_origin(request: Request[Any, Any, Any], settings: Settings) -> bool:
     """A form POST from our own page: no cross-site fetch metadata, and an ``Origin`` (if sent) that is ours.
 
     Ours is the configured public URL's host; without a configured one (development), also the host the request
@@ -114,20 +118,14 @@ def _same_origin(request: Request[Any, Any, Any], settings: Settings) -> bool:
     return bool(host) and host in ours
 
 
-async def _link(db: AsyncSession, token: str) -> tuple[LinkState, PreferenceLink | None]:
-    if len(token) > _MAX_TOKEN:
-        return LinkState.UNKNOWN, None
-    return await service.open_link(db, token)
-
-
-async def _refusal(
+async def refusal(
     db: AsyncSession, status: LinkState, link: PreferenceLink | None, lang: str, chosen: str | None
 ) -> Response[str]:
     """The 404 or 410 page; an expired link still knows its contact, so the page speaks their language."""
     if link is not None:
         lang = (await service.view(db, link, chosen)).lang
     name = "expired" if status is LinkState.EXPIRED else "unknown"
-    return _html(render.message_page(lang, name), status.value)
+    return page_response(render.message_page(lang, name), status.value)
 
 
 class PreferencePages(Controller):
@@ -138,7 +136,7 @@ class PreferencePages(Controller):
 
     @route(
         http_method=[HttpMethod.GET, HttpMethod.HEAD],
-        operation_id=_per_method("preferencePage"),
+        operation_id=per_method("preferencePage"),
         media_type=MediaType.HTML,
         responses=pages(404, 410),
     )
@@ -152,12 +150,12 @@ class PreferencePages(Controller):
     ) -> Response[str]:
         """Every address of the contact with every marketing purpose and its state; changes nothing."""
         async with db.begin():
-            status, link = await _link(db, token)
+            status, link = await service.open_link(db, token)
             if status is not LinkState.VALID or link is None:
-                return await _refusal(db, status, link, _browser_lang(request, lang), lang)
+                return await refusal(db, status, link, browser_lang(request, lang), lang)
             view = await service.view(db, link, lang)
             look = await look_for(db, link.workspace_id)
-        return _html(self._page(view, token, keys, look=look), look=look)
+        return page_response(self._page(view, token, keys, look=look), look=look)
 
     @post(
         operation_id="changePreferences",
@@ -185,19 +183,19 @@ class PreferencePages(Controller):
         Needs the page's `form_token` and a same-origin request; each change is a ledger event by the person.
         """
         form = await request.form()
-        page_lang = _browser_lang(request, lang)
+        page_lang = browser_lang(request, lang)
         brand = ""
         try:
             async with db.begin():
-                status, link = await _link(db, token)
+                status, link = await service.open_link(db, token)
                 if status is not LinkState.VALID or link is None:
-                    return await _refusal(db, status, link, page_lang, lang)
+                    return await refusal(db, status, link, page_lang, lang)
                 before = await service.view(db, link, lang)
                 page_lang, brand = before.lang, before.brand
-                if not _same_origin(request, settings) or not service.form_token_valid(
+                if not same_origin(request, settings) or not service.form_token_valid(
                     keys, link, str(form.get("form_token", ""))
                 ):
-                    return _html(render.message_page(page_lang, "refused", brand=brand), 403)
+                    return page_response(render.message_page(page_lang, "refused", brand=brand), 403)
                 if form.get("action") == service.OPT_IN:
                     proof = service.evidence(link, self._meta(request), service.OPT_IN)
                     notice = await self._opt_in(db, link, form=form, proof=proof, before=before)
@@ -211,10 +209,10 @@ class PreferencePages(Controller):
                 view = await service.view(db, link, lang)
                 look = await look_for(db, link.workspace_id)
         except InvalidInput:  # a form naming what is not this link's: rolled back, nothing changed
-            return _html(render.message_page(page_lang, "invalid", brand=brand), 403)
+            return page_response(render.message_page(page_lang, "invalid", brand=brand), 403)
         except service.OptInSuppressed:  # the person's (or an erasure's) do-not-contact: never lifted here
-            return _html(render.message_page(page_lang, "optin_suppressed", brand=brand), 403)
-        return _html(self._page(view, token, keys, notice, look=look), look=look)
+            return page_response(render.message_page(page_lang, "optin_suppressed", brand=brand), 403)
+        return page_response(self._page(view, token, keys, notice, look=look), look=look)
 
     @staticmethod
     async def _apply(

@@ -42,7 +42,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.domain.identifiers import InvalidIdentifier, normalise_email
 from app.domain.model import Channel
 from app.emails import service as emails
-from app.emails.render import locale_of
 from app.emails.tokens import verify_unsubscribe
 from app.ledger import repository as ledger
 from app.lib import ratelimit
@@ -52,8 +51,8 @@ from app.lib.keys import Keys
 from app.lib.openapi import pages
 from app.lib.orm import utcnow
 from app.preferences import service
-from app.preferences.brand import Look, look_for, page_headers
-from app.preferences.controllers import _PAGE_HEADERS, _per_method, _same_origin
+from app.preferences.brand import Look, look_for
+from app.preferences.controllers import browser_lang, page_response, per_method, same_origin
 from app.settings import Settings
 from app.workspaces import repository as workspaces
 from app.workspaces.settings import WorkspaceSettings
@@ -164,21 +163,6 @@ def _render(lang: str, **context: Any) -> str:
         return WORDS[lang][key].format(**values)
 
     return _templates().get_template("request.html").render(lang=lang, say=say, **context)
-
-
-def _html(
-    body: str, status: int = 200, headers: dict[str, str] | None = None, look: Look | None = None
-) -> Response[str]:
-    page = page_headers(_PAGE_HEADERS, look)  # img-src of the logo's origin when the page shows one
-    return Response(body, status_code=status, media_type="text/html", headers={**page, **(headers or {})})
-
-
-def _lang(request: Request[Any, Any, Any], chosen: str | None, fallback: str | None = None) -> str:
-    """The language asked for, else the browser's first one we speak, else ``fallback``'s."""
-    if chosen in ("de", "en"):
-        return chosen
-    accepted = [part.split(";")[0].strip() for part in request.headers.get("accept-language", "").split(",")]
-    return locale_of(*accepted, fallback)
 
 
 def _client_ip(request: Request[Any, Any, Any]) -> str | None:
@@ -322,7 +306,7 @@ class PreferenceRequestPages(Controller):
 
     @route(
         http_method=[HttpMethod.GET, HttpMethod.HEAD],
-        operation_id=_per_method("preferenceRequestPage"),
+        operation_id=per_method("preferenceRequestPage"),
         media_type=MediaType.HTML,
         responses=pages(404),
     )
@@ -340,11 +324,11 @@ class PreferenceRequestPages(Controller):
             found = await _brand(db, workspace_id) if workspace_id else None
             look = await look_for(db, workspace_id) if workspace_id and found else None
         if workspace_id is None or found is None:
-            page_lang = _lang(request, lang)
-            return _html(_render(page_lang, title_key="nowhere_title", text_key="nowhere_text"), 404)
+            page_lang = browser_lang(request, lang)
+            return page_response(_render(page_lang, title_key="nowhere_title", text_key="nowhere_text"), 404)
         brand, locale = found
-        page_lang = _lang(request, lang, locale)
-        return _html(self._form(page_lang, brand, workspace_id, keys, look=look), look=look)
+        page_lang = browser_lang(request, lang, locale)
+        return page_response(self._form(page_lang, brand, workspace_id, keys, look=look), look=look)
 
     @post(
         operation_id="requestPreferenceLink",
@@ -374,21 +358,23 @@ class PreferenceRequestPages(Controller):
             found = await _brand(db, workspace_id) if workspace_id else None
             look = await look_for(db, workspace_id) if workspace_id and found else None
         if workspace_id is None or found is None:
-            return _html(_render(_lang(request, lang), title_key="nowhere_title", text_key="nowhere_text"), 404)
+            return page_response(
+                _render(browser_lang(request, lang), title_key="nowhere_title", text_key="nowhere_text"), 404
+            )
         brand, locale = found
-        page_lang = _lang(request, lang, locale)
-        if not _same_origin(request, settings) or not form_token_valid(
+        page_lang = browser_lang(request, lang, locale)
+        if not same_origin(request, settings) or not form_token_valid(
             keys, workspace_id, str(form.get("form_token", ""))
         ):
             body = _render(
                 page_lang, title_key="refused_title", text_key="refused_text", again=self._again(w, lang), look=look
             )
-            return _html(body, 403, look=look)
+            return page_response(body, 403, look=look)
         typed = str(form.get("email", ""))
         address = _address(typed)
         if address is None:
             body = self._form(page_lang, brand, workspace_id, keys, typed=typed[:_MAX_ADDRESS], invalid=True, look=look)
-            return _html(body, 400, look=look)
+            return page_response(body, 400, look=look)
         counters = [(keys.rate_limit_key("preference-request-email", address.lower()), ADDRESS_LIMIT)]
         if ip := _client_ip(request):
             counters.append((keys.rate_limit_key("preference-request-ip", ip), IP_LIMIT))
@@ -399,11 +385,11 @@ class PreferenceRequestPages(Controller):
             body = _render(
                 page_lang, title_key="limited_title", text_key="limited_text", again=self._again(w, lang), look=look
             )
-            return _html(body, 429, {"Retry-After": str(exc.retry_after)}, look=look)
+            return page_response(body, 429, {"Retry-After": str(exc.retry_after)}, look=look)
         body = _render(
             page_lang, title_key="sent_title", text_key="sent_text", brand=brand, again=self._again(w, lang), look=look
         )
-        response = _html(body, look=look)
+        response = page_response(body, look=look)
         response.background = BackgroundTask(send_link_if_known, database, mail_sender, settings, workspace_id, address)
         return response
 
@@ -443,7 +429,7 @@ class PreferenceViaPages(Controller):
 
     @route(
         http_method=[HttpMethod.GET, HttpMethod.HEAD],
-        operation_id=_per_method("preferenceViaPage"),
+        operation_id=per_method("preferenceViaPage"),
         media_type=MediaType.HTML,
         responses=pages(404),
     )
@@ -469,7 +455,7 @@ class PreferenceViaPages(Controller):
             via_form={"action": f"/p/via/{token}", "button": WORDS[recipient.lang]["via_button"]},
             look=look,
         )
-        return _html(body, look=look)
+        return page_response(body, look=look)
 
     @post(operation_id="openPreferencesVia", status_code=303, media_type=MediaType.HTML, responses=pages(403, 404, 429))
     async def open(
@@ -487,18 +473,18 @@ class PreferenceViaPages(Controller):
             if recipient is None:
                 return self._unknown(request)
             lang = recipient.lang
-            if not _same_origin(request, settings):
+            if not same_origin(request, settings):
                 body = _render(lang, title_key="refused_title", text_key="refused_text")
-                return _html(body, 403)
+                return page_response(body, 403)
             if not service.may_receive_link(recipient.point):
                 body = _render(lang, title_key="unverified_title", text_key="unverified_text")
-                return _html(body, 403)
+                return page_response(body, 403)
             key = keys.rate_limit_key("preference-via", str(recipient.point.id))
             try:
                 await _take_limits(db, recipient.workspace_id, [(key, VIA_LIMIT)])
             except RateLimited as exc:
                 body = _render(lang, title_key="limited_title", text_key="limited_text")
-                return _html(body, 429, {"Retry-After": str(exc.retry_after)})
+                return page_response(body, 429, {"Retry-After": str(exc.retry_after)})
             issued = await service.issue_link(
                 db,
                 recipient.workspace_id,
@@ -506,7 +492,7 @@ class PreferenceViaPages(Controller):
                 issued_by=service.FROM_A_MAIL,
                 point_id=recipient.point.id,
             )
-        return _html("", 303, {"Location": f"/p/{issued.token}"})
+        return page_response("", 303, {"Location": f"/p/{issued.token}"})
 
     @staticmethod
     async def _recipient(db: AsyncSession, keys: Keys, token: str) -> emails.Recipient | None:
@@ -515,5 +501,5 @@ class PreferenceViaPages(Controller):
 
     @staticmethod
     def _unknown(request: Request[Any, Any, Any]) -> Response[str]:
-        lang = _lang(request, None)
-        return _html(_render(lang, title_key="via_unknown_title", text_key="via_unknown_text"), 404)
+        lang = browser_lang(request, None)
+        return page_response(_render(lang, title_key="via_unknown_title", text_key="via_unknown_text"), 404)

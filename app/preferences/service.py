@@ -132,8 +132,14 @@ class LinkState(enum.Enum):
     UNKNOWN = 404
 
 
+#: Longer than any link token issued: such a token is unknown without a lookup
+MAX_TOKEN = 200
+
+
 async def open_link(session: AsyncSession, token: str) -> tuple[LinkState, PreferenceLink | None]:
     """The link of ``token`` and whether it still works; changes nothing."""
+    if not token or len(token) > MAX_TOKEN:
+        return LinkState.UNKNOWN, None
     row = await repository.find_by_hash(session, token_hash(token))
     if row is None:
         return LinkState.UNKNOWN, None

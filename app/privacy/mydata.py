@@ -33,12 +33,11 @@ from app.lib.orm import utcnow
 from app.preferences import render, service
 from app.preferences.brand import look_for
 from app.preferences.controllers import (  # the page's own guards, shared so that they cannot drift apart
-    _PAGE_HEADERS,
-    _browser_lang,
-    _html,
-    _link,
-    _refusal,
-    _same_origin,
+    PAGE_HEADERS,
+    browser_lang,
+    page_response,
+    refusal,
+    same_origin,
 )
 from app.preferences.models import PreferenceLink
 from app.preferences.service import SOURCE, LinkState
@@ -134,7 +133,7 @@ class MyDataPages(Controller):
         return Response(
             msgspec.json.encode(data),
             media_type=MediaType.JSON,
-            headers={**_PAGE_HEADERS, "Content-Disposition": f'attachment; filename="{name}"'},
+            headers={**PAGE_HEADERS, "Content-Disposition": f'attachment; filename="{name}"'},
         )
 
     @post(
@@ -173,7 +172,7 @@ class MyDataPages(Controller):
             pending = await requests.pending_of(db, link)
             if pending is None and form.get("confirm") != "yes":
                 review = await requests.review_required(db, link.workspace_id)
-                return _html(
+                return page_response(
                     _render(
                         "mydata_confirm.html",
                         page_lang,
@@ -193,11 +192,11 @@ class MyDataPages(Controller):
                 requested = await requests.request_erasure(db, keys, link, proof, outbox=settings.data_dir / "outbox")
                 outcome, pending = requested.outcome, requested.request
         if outcome in (ErasureOutcome.ERASED, ErasureOutcome.GONE):
-            return _html(
+            return page_response(
                 _render("mydata_outcome.html", page_lang, brand, name="erased", back=None, look=look), look=look
             )
         assert pending is not None
-        return _html(
+        return page_response(
             _render(
                 "mydata_outcome.html",
                 page_lang,
@@ -222,17 +221,17 @@ class MyDataPages(Controller):
         form: Any,
     ) -> tuple[PreferenceLink | None, Response[str] | None]:
         """The link, or the page that refuses: unknown or expired link (404, 410), forged form (403)."""
-        status, link = await _link(db, token)
+        status, link = await service.open_link(db, token)
         if status is not LinkState.VALID or link is None:
-            return None, await _refusal(db, status, link, _browser_lang(request, lang), lang)
-        if not _same_origin(request, settings) or not service.form_token_valid(
+            return None, await refusal(db, status, link, browser_lang(request, lang), lang)
+        if not same_origin(request, settings) or not service.form_token_valid(
             keys, link, str(form.get("form_token", ""))
         ):
             view = await service.view(db, link, lang)
-            return None, _html(render.message_page(view.lang, "refused", brand=view.brand), 403)
+            return None, page_response(render.message_page(view.lang, "refused", brand=view.brand), 403)
         if not service.proves_identity(link):  # a link from a mail's footer: forwardable, not the person's proof
             view = await service.view(db, link, lang)
-            return None, _html(render.message_page(view.lang, "mydata_needs_link", brand=view.brand), 403)
+            return None, page_response(render.message_page(view.lang, "mydata_needs_link", brand=view.brand), 403)
         return link, None
 
     @staticmethod

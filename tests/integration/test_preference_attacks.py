@@ -114,14 +114,14 @@ def test_with_a_public_url_the_host_header_does_not_make_an_origin_ours():
 
     import msgspec  # noqa: PLC0415
 
-    from app.preferences.controllers import _same_origin  # noqa: PLC0415
+    from app.preferences.controllers import same_origin  # noqa: PLC0415
     from app.settings import Settings  # noqa: PLC0415
 
     def post(origin, host):
         return SimpleNamespace(headers={"origin": origin, "host": host})
 
     configured = Settings(public_base_url="https://consent.example.com", public_base_url_configured=True)
-    assert _same_origin(post("https://consent.example.com", "consent.example.com"), configured)  # type: ignore[arg-type]
-    assert not _same_origin(post("http://rebound.example", "rebound.example"), configured)  # type: ignore[arg-type]
+    assert same_origin(post("https://consent.example.com", "consent.example.com"), configured)  # type: ignore[arg-type]
+    assert not same_origin(post("http://rebound.example", "rebound.example"), configured)  # type: ignore[arg-type]
     development = msgspec.structs.replace(configured, public_base_url_configured=False)
-    assert _same_origin(post("http://127.0.0.1:8000", "127.0.0.1:8000"), development)  # type: ignore[arg-type]
+    assert same_origin(post("http://127.0.0.1:8000", "127.0.0.1:8000"), development)  # type: ignore[arg-type]
