@@ -252,7 +252,10 @@ class PreferencePages(Controller):
     ) -> str:
         """Opt in again on the email address this link proves control of (the service refuses any other)."""
         lang, point_id, purpose_id = before.lang, str(form.get("point", "")), str(form.get("purpose", ""))
-        applied = await service.opt_in(db, link, point_id=point_id, purpose_id=purpose_id, proof=proof)
+        notice_id = str(form.get("notice", "")) or None
+        applied = await service.opt_in(
+            db, link, point_id=point_id, purpose_id=purpose_id, proof=proof, notice_id=notice_id
+        )
         if not any(a.event_id for a in applied):
             return render.word(lang, "done_nothing_opted_in")
         [address] = [a for a in before.addresses if str(a.point.id) == point_id]

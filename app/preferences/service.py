@@ -197,6 +197,9 @@ class Row:
     purpose: Purpose
     shown: Shown
     offer: Offer = Offer.NONE
+    notice: Notice | None = None
+    """Where opting in is one click: the consent text the person agrees to (the purpose's newest email notice in the
+    page's language, else the contact's or the workspace's); shown beside the button, and its version recorded."""
 
     @property
     def can_withdraw(self) -> bool:
@@ -300,6 +303,7 @@ async def view(session: AsyncSession, link: PreferenceLink, lang: str | None = N
     )
     bound = _bound_point(link, points)
     blocked = await _suppressed_purposes(session, link.workspace_id, bound) if bound is not None else set()
+    chosen = lang if lang in ("de", "en") else locale_of(contact.locale, settings.locale)
     for point in points:
         channel = Channel(point.channel)
         channel_state = states.get((point.id, None))
@@ -308,17 +312,16 @@ async def view(session: AsyncSession, link: PreferenceLink, lang: str | None = N
             shown = Shown.OBJECTED if channel_state in WITHDRAWN_STATES else Shown.POSTAL_ALLOWED
             addresses.append(Address(point, mask(channel, point.value), (), shown, paused))
             continue
-        rows = tuple(
-            Row(
-                p,
-                _shown(state, _channel_wins(since, point.id, p.id, channel_state)),
-                _offer(state, p.id, blocked, bound=point is bound),
-            )
-            for p in marketing
-            for state in [states.get((point.id, p.id))]
-        )
-        addresses.append(Address(point, mask(channel, point.value), rows, paused_until=paused))
-    chosen = lang if lang in ("de", "en") else locale_of(contact.locale, settings.locale)
+        rows = []
+        for purpose in marketing:
+            state = states.get((point.id, purpose.id))
+            offer = _offer(state, purpose.id, blocked, bound=point is bound)
+            notice = None
+            if offer is Offer.BUTTON:
+                notice = await _notice_for(session, purpose, [chosen, contact.locale, settings.locale])
+            shown = _shown(state, _channel_wins(since, point.id, purpose.id, channel_state))
+            rows.append(Row(purpose, shown, offer, notice))
+        addresses.append(Address(point, mask(channel, point.value), tuple(rows), paused_until=paused))
     return View(
         link,
         contact,
@@ -489,14 +492,21 @@ class OptInSuppressed(Exception):
 
 
 async def opt_in(
-    session: AsyncSession, link: PreferenceLink, *, point_id: str, purpose_id: str, proof: Mapping[str, Any]
+    session: AsyncSession,
+    link: PreferenceLink,
+    *,
+    point_id: str,
+    purpose_id: str,
+    proof: Mapping[str, Any],
+    notice_id: str | None = None,
 ) -> list[Applied]:
     """Opt in again to one marketing purpose on the email address this link proves control of.
 
     Refused (:class:`InvalidInput`) for any other link or address (a footer link, another address, another
     channel, an unverified or unreachable address), and (:class:`OptInSuppressed`) where a suppression stops the
-    purpose: it is never lifted here. Records ``preference_opt_in`` with the purpose's newest email notice in the
-    contact's language, if one exists; a purpose already opted in records nothing.
+    purpose: it is never lifted here. Records ``preference_opt_in`` with the notice the page showed beside the button
+    (``notice_id``: one of this purpose's email notices, else refused), or without one the purpose's newest email
+    notice in the contact's language, if one exists; a purpose already opted in records nothing.
     """
     points = await ledger.contact_points_of(session, link.contact_id)
     point = _own_point(points, point_id)
@@ -519,10 +529,28 @@ async def opt_in(
     contact = await ledger.get_contact(session, link.contact_id)
     workspace = await workspaces.get_workspace(session, link.workspace_id)
     assert workspace is not None
-    lang = locale_of(contact.locale, WorkspaceSettings.load(workspace.settings).locale)
-    notice = await _notice_for(session, purpose, [contact.locale, lang])
+    if notice_id:
+        notice = await _shown_notice(session, purpose, notice_id)
+    else:
+        lang = locale_of(contact.locale, WorkspaceSettings.load(workspace.settings).locale)
+        notice = await _notice_for(session, purpose, [contact.locale, lang])
     change = Change(point, purpose.id, Trigger.PREFERENCE_OPT_IN, proof, notice=notice)
     return await apply_changes(session, link.workspace_id, [change], PERSON)
+
+
+async def _shown_notice(session: AsyncSession, purpose: Purpose, notice_id: str) -> Notice:
+    """The notice a form says the page showed, else :class:`InvalidInput`.
+
+    Any version of ``purpose``'s email notices: the one the person read, even if a newer one came since.
+    """
+    try:
+        wanted = uuid.UUID(notice_id)
+    except ValueError:
+        raise InvalidInput("Unknown notice.", code="notice_not_found") from None
+    found = (await purposes.notices_by_id(session, purpose.workspace_id, [wanted])).get(wanted)
+    if found is None or found.purpose_id != purpose.id or Channel.EMAIL.value not in found.channels:
+        raise InvalidInput("Unknown notice.", code="notice_not_found")
+    return found
 
 
 async def _notice_for(session: AsyncSession, purpose: Purpose, locales: Sequence[str | None]) -> Notice | None:

@@ -211,3 +211,55 @@ async def test_opting_in_after_nothing_at_all_is_received_and_shown_so(client, d
     first = answer.text.split("j***@example.com</span></h2>", 1)[1].split("</section>", 1)[0]
     assert "Sie erhalten dies." in first, "the fresh opt-in is the later word, as the send gate says"
     assert "Newsletter per E-Mail abbestellen" in first
+
+
+async def test_the_consent_text_is_shown_beside_the_button_and_the_version_read_is_recorded(
+    client, database, tenant, jane, session
+):
+    async with database.sessionmaker() as db, db.begin():
+        english, _ = await purposes.create_notice(
+            db, tenant.id, purpose_key="newsletter", channels=["email"], locale="en", text="Yes, <b>news</b> weekly."
+        )
+    path = await link_to(database, tenant, jane, jane["first"])
+    german = (await client.get(path)).text
+    assert f'<p class="consent-text" id="consent-{jane["first"].id}-{jane["newsletter"].id}">Ja, Newsletter.</p>' in (
+        german
+    )
+    assert f'aria-describedby="consent-{jane["first"].id}-{jane["newsletter"].id}"' in german
+    page = (await client.get(path, params={"lang": "en"})).text
+    assert "Yes, &lt;b&gt;news&lt;/b&gt; weekly." in page, "the page's language, and a tenant's text is only text"
+    data = {
+        "action": "opt_in",
+        "form_token": form_token(page),
+        "point": str(jane["first"].id),
+        "purpose": str(jane["newsletter"].id),
+        "notice": re.findall(r'name="notice" value="([^"]+)"', page)[0],
+    }
+    answer = await client.post(path, params={"lang": "en"}, data=data, headers=SAME_ORIGIN)
+    assert answer.status_code == 200, answer.text
+    event = await session.scalar(select(ConsentEvent).order_by(ConsentEvent.seq.desc()).limit(1))
+    assert (event.trigger, event.notice_id) == ("preference_opt_in", english.id), "the text the person read"
+
+
+@pytest.mark.parametrize("notice", ["not-a-uuid", "other_purpose"])
+async def test_a_form_naming_a_notice_not_of_this_purpose_is_refused(client, database, tenant, jane, session, notice):
+    if notice == "other_purpose":
+        async with database.sessionmaker() as db, db.begin():
+            await purposes.create_purpose(db, tenant.id, "offers", "Offers", "marketing")
+            other, _ = await purposes.create_notice(
+                db, tenant.id, purpose_key="offers", channels=["email"], locale="de", text="Ja, Angebote."
+            )
+        notice = str(other.id)
+    path = await link_to(database, tenant, jane, jane["first"])
+    page = (await client.get(path)).text
+    before = await event_count(session)
+    data = {
+        "action": "opt_in",
+        "form_token": form_token(page),
+        "point": str(jane["first"].id),
+        "purpose": str(jane["newsletter"].id),
+        "notice": notice,
+    }
+    answer = await client.post(path, data=data, headers=SAME_ORIGIN)
+    assert answer.status_code == 403
+    assert await event_count(session) == before
