@@ -529,6 +529,7 @@ async def opt_in(
     contact = await ledger.get_contact(session, link.contact_id)
     workspace = await workspaces.get_workspace(session, link.workspace_id)
     assert workspace is not None
+    notice: Notice | None
     if notice_id:
         notice = await _shown_notice(session, purpose, notice_id)
     else:
