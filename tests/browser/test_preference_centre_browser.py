@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -117,56 +118,108 @@ async def decision(shop: Shop, base_url: str, contact_id: uuid.UUID, channel: st
         return answer
 
 
-@pytest.mark.parametrize("javascript", [True, False], ids=["js-on", "js-off"])
-async def test_withdraw_newsletter_by_email_and_object_to_print(new_visit, shop, base_url, javascript):
-    url, contact_id = await new_link(shop, base_url)
-    tab = await new_visit(java_script_enabled=javascript)
-    page = tab.page
-    response = await page.goto(url)
-    assert response is not None
-    assert response.status == 200
-    assert await page.get_by_role("heading", level=1).inner_text() == "Ihre Einstellungen"
-    assert (await decision(shop, base_url, contact_id, "email", "newsletter"))["eligible"] is True
-
-    await page.get_by_role("button", name="Newsletter per E-Mail abbestellen").click()
-    await page.get_by_role("status").wait_for()
-    assert "Erledigt: Sie erhalten Newsletter per E-Mail nicht mehr." in await page.get_by_role("status").inner_text()
-    assert await page.get_by_role("button", name="Newsletter per E-Mail abbestellen").count() == 0
-    assert await page.get_by_role("button", name="Sonderangebote per E-Mail abbestellen").is_visible()
-    newsletter = await decision(shop, base_url, contact_id, "email", "newsletter")
-    assert (newsletter["eligible"], newsletter["reason"]) == (False, "opted_out")
-    assert (await decision(shop, base_url, contact_id, "email", "offers"))["eligible"] is True
-
-    await page.get_by_role("button", name="Werbung per Post widersprechen").click()
-    await page.get_by_text("Ihr Widerspruch gegen Werbung per Post ist eingetragen").wait_for()
-    printed = await decision(shop, base_url, contact_id, "print", "newsletter")
-    assert (printed["eligible"], printed["reason"]) == (False, "objected")
-
-    assert tab.errors == [], tab.errors  # a CSP violation would be one
-    assert tab.left_localhost() == []
+#: What a keyboard can reach on a page (hidden fields aside).
+CONTROLS = "a[href], button, select, input:not([type=hidden]), textarea, summary, [tabindex]:not([tabindex='-1'])"
 
 
-async def test_keyboard_alone_reaches_and_uses_a_control(new_visit, shop, base_url):
-    url, contact_id = await new_link(shop, base_url, locale="en")
-    tab = await new_visit()
-    page = tab.page
-    await page.goto(url)
-    target = page.get_by_role("button", name="Stop Sonderangebote by email")
-    for _ in range(30):
+async def focus_is_visible(page: Any) -> None:
+    outline = await page.evaluate(
+        "() => { const s = getComputedStyle(document.activeElement); return [s.outlineStyle, s.outlineWidth]; }"
+    )
+    assert outline == ["solid", "3px"], "focus is always visible"
+
+
+async def tab_to(page: Any, target: Any, limit: int = 80) -> None:
+    """Press Tab from the top of the page until ``target`` has the focus (never the mouse)."""
+    for _ in range(limit):
         await page.keyboard.press("Tab")
-        outline = await page.evaluate(
-            "() => { const s = getComputedStyle(document.activeElement); return [s.outlineStyle, s.outlineWidth]; }"
-        )
-        assert outline == ["solid", "3px"], "focus is always visible"
+        await focus_is_visible(page)
         if await target.evaluate("element => element === document.activeElement"):
+            return
+    pytest.fail(f"Tab never reached {target}")
+
+
+async def every_control_is_reached(page: Any) -> int:
+    """Tab through the whole page once: every control gets the focus, visibly; answers how many there are."""
+    total = await page.evaluate(
+        f"() => {{ const all = document.querySelectorAll({CONTROLS!r}); all.forEach((e, i) => e.dataset.kb = i); "
+        "return all.length; }"
+    )
+    reached: list[str] = []
+    for _ in range(total + 5):
+        await page.keyboard.press("Tab")
+        index = await page.evaluate("() => document.activeElement.dataset.kb ?? null")
+        if index is None or index in reached:
             break
-    else:
-        pytest.fail("Tab never reached the button")
-    await page.keyboard.press("Enter")
-    await page.get_by_role("status").wait_for()
-    offers = await decision(shop, base_url, contact_id, "email", "offers")
-    assert (offers["eligible"], offers["reason"]) == (False, "opted_out")
-    assert (await decision(shop, base_url, contact_id, "email", "newsletter"))["eligible"] is True
+        await focus_is_visible(page)
+        reached.append(index)
+    assert sorted(reached, key=int) == [str(i) for i in range(total)], "in document order, none skipped"
+    return int(total)
+
+
+async def test_keyboard_alone_reaches_and_operates_every_control(new_visit, shop, base_url):
+    url, contact_id = await mailed_link(shop, base_url)
+    tab = await new_visit(accept_downloads=True)
+    page = tab.page
+    await page.goto(url + "?lang=en")
+    assert await every_control_is_reached(page) >= 14
+
+    async def press(name: str, key: str = "Enter", role: str = "button", navigates: bool = True) -> None:
+        await tab_to(page, page.get_by_role(role, name=name))  # type: ignore[arg-type]
+        if not navigates:
+            await page.keyboard.press(key)
+            return
+        async with page.expect_navigation():
+            await page.keyboard.press(key)
+
+    async def reason(channel: str, purpose: str = "newsletter") -> str:
+        answer = await decision(shop, base_url, contact_id, channel, purpose)
+        return "eligible" if answer["eligible"] else str(answer["reason"])
+
+    await press("Deutsch", role="link")
+    assert await page.evaluate("document.documentElement.lang") == "de"
+    await press("English", role="link")
+    assert await page.evaluate("document.documentElement.lang") == "en"
+
+    await press("Stop Newsletter by email")
+    assert await reason("email") == "opted_out"
+    await press("Opt in again to Newsletter by email", key="Space")
+    assert await reason("email") == "eligible"
+    await press("Stop Sonderangebote by email", key="Space")
+    assert await reason("email", "offers") == "opted_out"
+    await press("Stop Newsletter by SMS")
+    assert await reason("sms") == "opted_out"
+
+    weeks = page.get_by_label("How long to pause advertising by email")
+    await tab_to(page, weeks)
+    await page.keyboard.press("ArrowDown")  # 4 weeks → 12 weeks, without opening the list
+    assert await weeks.input_value() == "12"
+    await page.keyboard.press("Tab")
+    async with page.expect_navigation():
+        await page.keyboard.press("Enter")
+    paused = await decision(shop, base_url, contact_id, "email", "newsletter")
+    assert paused["reason"] == "paused"
+    assert datetime.fromisoformat(paused["paused_until"]) - datetime.now(UTC) > timedelta(weeks=11)
+    await press("End the pause of advertising by email")
+    assert await reason("email") == "eligible"
+    await press("Pause advertising on all channels")
+    assert await reason("email") == "paused"
+    await press("End the pause of advertising on all channels")
+    assert await reason("email") == "eligible"
+
+    await press("Object to advertising by post")
+    assert await reason("print") == "objected"
+    await press("Send me nothing at all")
+    assert await reason("email") == "opted_out"
+
+    async with page.expect_download() as download_info:
+        await press("Download my data", navigates=False)
+    assert (await download_info.value).suggested_filename.startswith("my-data-")
+    await press("Delete my data …")
+    await page.get_by_role("heading", level=1, name="Delete all your data?").wait_for()
+    await press("Yes, delete all my data")
+    await page.get_by_role("heading", level=1, name="Your data has been deleted").wait_for()
+    assert tab.errors == [], tab.errors
 
 
 async def test_every_page_state_has_no_wcag_22_aa_violations_and_screenshots(new_visit, shop, base_url):
@@ -203,10 +256,10 @@ async def test_every_page_state_has_no_wcag_22_aa_violations_and_screenshots(new
     assert tab.left_localhost() == []
 
 
-@pytest.mark.parametrize("javascript", [True, False], ids=["js-on", "js-off"])
-async def test_pause_sms_for_4_weeks_then_end_it(new_visit, shop, base_url, javascript):
+async def test_pause_sms_for_4_weeks_then_end_it(new_visit, shop, base_url):
+    """With JavaScript on (the journey in test_preference_request_browser pauses with it off too)."""
     url, contact_id = await new_link(shop, base_url)
-    tab = await new_visit(java_script_enabled=javascript)
+    tab = await new_visit()
     page = tab.page
     await page.goto(url)
     length = page.get_by_label("Wie lange Werbung per SMS")
@@ -219,10 +272,9 @@ async def test_pause_sms_for_4_weeks_then_end_it(new_visit, shop, base_url, java
     assert sms["paused_until"] is not None
     assert (await decision(shop, base_url, contact_id, "email", "newsletter"))["eligible"] is True
     assert await page.get_by_text("Pausiert bis").count() == 1
-    if javascript:  # axe-core runs as a script in the page
-        violations = await tab.axe()
-        assert violations == [], describe(violations)
-        await page.screenshot(path=SCREENSHOTS / "preferences-de-paused.png", full_page=True)
+    violations = await tab.axe()
+    assert violations == [], describe(violations)
+    await page.screenshot(path=SCREENSHOTS / "preferences-de-paused.png", full_page=True)
 
     await page.get_by_role("button", name="Pause der Werbung per SMS").click()
     await page.get_by_text("Die Pause für Werbung per SMS ist beendet").wait_for()
@@ -244,6 +296,14 @@ async def mailed_link(shop: Shop, base_url: str) -> tuple[str, uuid.UUID]:
 
 
 async def test_opt_in_again_on_the_mailed_address_passes_axe(new_visit, shop, base_url):
+    async with shop.database.sessionmaker() as session, session.begin():
+        text = (
+            "Ja, ich möchte den Newsletter von Acme Mode mit Neuheiten und Angeboten per E-Mail erhalten. Meine "
+            "Einwilligung kann ich jederzeit widerrufen, z. B. über den Abmeldelink in jeder E-Mail."
+        )
+        await purposes.create_notice(
+            session, shop.workspace_id, purpose_key="newsletter", channels=["email"], locale="de", text=text
+        )
     url, contact_id = await mailed_link(shop, base_url)
     tab = await new_visit()
     page = tab.page
@@ -253,7 +313,10 @@ async def test_opt_in_again_on_the_mailed_address_passes_axe(new_visit, shop, ba
     await page.get_by_role("button", name="Newsletter per E-Mail abbestellen").click()
     await page.get_by_role("status").wait_for()
     assert await opt_in.is_visible()
+    assert await opt_in.get_attribute("aria-describedby"), "the consent text describes the button"
+    assert "Meine Einwilligung kann ich jederzeit widerrufen" in await page.locator(".consent-text").inner_text()
     found = {"withdrawn": await tab.axe()}
+    await page.screenshot(path=SCREENSHOTS / "preferences-de-opt-in.png", full_page=True)
     await opt_in.click()
     await page.get_by_text("Erledigt: Sie erhalten Newsletter per E-Mail an").wait_for()
     found["opted in again"] = await tab.axe()

@@ -1,6 +1,10 @@
-"""Reaching the preference centre in a real browser (issue 17, "Reaching it"): ask for a link at ``/p`` → the mail
-arrives at an in-process aiosmtpd → open its link → the page shows; the footer's ``/p/via`` button; axe-core
-(WCAG 2.2 AA) on every state of the request page; screenshots in German and English."""
+"""The preference centre in a real browser, the way a person reaches and uses it (issue 17).
+
+The whole journey, with JavaScript on and off: ask for a link at ``/p`` → the mail arrives at an in-process
+aiosmtpd → open its link → stop the newsletter by email (the ledger shows the withdrawal by the person) → pause SMS
+for 4 weeks (eligibility: ``paused``) → object to postal advertising (eligibility: ``objected``). Then: no
+enumeration, the footer's ``/p/via`` button, and axe-core (WCAG 2.2 AA) on every state of the request page with
+screenshots in German and English."""
 
 from __future__ import annotations
 
@@ -14,7 +18,9 @@ import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -25,6 +31,7 @@ from app.domain.model import ActorType, Trigger, VerifiedVia
 from app.emails.tokens import UnsubscribeTarget, sign_unsubscribe
 from app.ledger import repository as ledger
 from app.ledger.service import Actor, Change, add_point, apply_changes
+from app.lib.auth import Scope
 from app.lib.db import Database
 from app.lib.keys import Keys
 from app.purposes import service as purposes
@@ -125,14 +132,15 @@ def base_url(served: Served) -> str:
 
 
 @pytest.fixture(scope="module")
-async def shop(served: Served) -> dict[str, uuid.UUID]:
+async def shop(served: Served) -> dict[str, Any]:
     async with served.database.sessionmaker() as session, session.begin():
         workspace = await workspaces.create_workspace(session, "Acme Mode")
         newsletter = await purposes.create_purpose(session, workspace.id, "newsletter", "Newsletter", "marketing")
-    return {"workspace_id": workspace.id, "newsletter": newsletter.id}
+        _, secret = await workspaces.create_api_key(session, workspace.id, "browser", (Scope.ADMIN,))
+    return {"workspace_id": workspace.id, "newsletter": newsletter.id, "admin": {"Authorization": f"Bearer {secret}"}}
 
 
-async def contact(served: Served, shop: dict[str, uuid.UUID], locale: str = "de") -> tuple[str, uuid.UUID]:
+async def contact(served: Served, shop: dict[str, Any], locale: str = "de") -> tuple[str, uuid.UUID]:
     """A contact opted in to the newsletter by email; its address and contact point id."""
     address = f"jane.{uuid.uuid4().hex[:6]}@example.com"
     workspace_id = shop["workspace_id"]
@@ -155,30 +163,86 @@ async def contact(served: Served, shop: dict[str, uuid.UUID], locale: str = "de"
     return address, point.id
 
 
-async def test_ask_for_a_link_get_the_mail_and_open_it(new_visit, served, shop, inbox):
-    address, _ = await contact(served, shop)
-    tab = await new_visit(locale="de-DE")
+async def journey_contact(served: Served, shop: dict[str, Any]) -> tuple[str, uuid.UUID]:
+    """A contact receiving the newsletter by email and by SMS, with a postal address: its email address and id."""
+    address, point_id = await contact(served, shop)
+    async with served.database.sessionmaker() as session, session.begin():
+        email_point = await ledger.get_contact_point(session, shop["workspace_id"], point_id)
+        assert email_point is not None
+        contact_id = email_point.contact_id
+        sms = await add_point(
+            session,
+            SERVER_KEYS,
+            shop["workspace_id"],
+            contact_id=contact_id,
+            channel="sms",
+            value=f"+49151{uuid.uuid4().int % 10**8:08d}",
+            details=None,
+            verified=VerifiedVia.API,
+        )
+        for trigger in (Trigger.SIGNUP, Trigger.START_WORD):
+            change = Change(sms, shop["newsletter"], trigger, {})
+            await apply_changes(session, shop["workspace_id"], [change], Actor(ActorType.SYSTEM))
+    async with httpx.AsyncClient(base_url=served.url, headers=shop["admin"]) as client:
+        name = "Jane " + "".join(chr(ord("a") + b % 26) for b in uuid.uuid4().bytes[:10]).capitalize()
+        postal = {"name": name, "street": "Hauptstraße 1", "postcode": "10115", "city": "Berlin"}
+        added = await client.post(f"/v1/contacts/{contact_id}/postal-addresses", json=postal)
+        assert added.status_code == 201, added.text
+    return address, contact_id
+
+
+async def eligibility(served: Served, shop: dict[str, Any], contact_id: uuid.UUID, channel: str) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=served.url, headers=shop["admin"]) as client:
+        query = {"contact": str(contact_id), "channel": channel, "purpose": "newsletter"}
+        answer: dict[str, Any] = (await client.get("/v1/eligibility", params=query)).json()
+        return answer
+
+
+@pytest.mark.parametrize("javascript", [True, False], ids=["js-on", "js-off"])
+async def test_request_a_link_withdraw_pause_sms_and_object_to_print(new_visit, served, shop, inbox, javascript):
+    address, contact_id = await journey_contact(served, shop)
+    tab = await new_visit(locale="de-DE", java_script_enabled=javascript)
     page = tab.page
-    response = await page.goto(f"{served.url}/p?w={shop['workspace_id']}")
-    assert response is not None
-    assert response.status == 200
-    assert await page.get_by_role("heading", level=1).inner_text() == "Ihre Einstellungen"
+    await page.goto(f"{served.url}/p?w={shop['workspace_id']}")
     await page.get_by_label("E-Mail-Adresse").fill(address)
     await page.get_by_role("button", name="Link zusenden").click()
     await page.get_by_role("heading", name="Bitte sehen Sie in Ihren Posteingang").wait_for()
-
     mail = await inbox.mail_to(address)
-    assert mail["Subject"] == "Ihre Einstellungen bei Acme Mode"
     found = re.search(rf"{re.escape(served.url)}/p/[A-Za-z0-9_\-]{{43}}", mail.get_body(("plain",)).get_content())
     assert found is not None
-    opened = await page.goto(found.group(0))
-    assert opened is not None
-    assert opened.status == 200
+    await page.goto(found.group(0))
     assert await page.get_by_role("heading", level=1).inner_text() == "Ihre Einstellungen"
-    masked = address[0] + "***@example.com"
-    assert masked in await page.content()
-    assert await page.get_by_role("button", name="Newsletter per E-Mail abbestellen").is_visible()
-    assert tab.errors == [], tab.errors
+
+    await page.get_by_role("button", name="Newsletter per E-Mail abbestellen").click()
+    await page.get_by_role("status").wait_for()
+    assert "Erledigt: Sie erhalten Newsletter per E-Mail nicht mehr." in await page.get_by_role("status").inner_text()
+    email = await eligibility(served, shop, contact_id, "email")
+    assert (email["eligible"], email["reason"]) == (False, "opted_out")
+    async with httpx.AsyncClient(base_url=served.url, headers=shop["admin"]) as client:
+        events = (await client.get(f"/v1/contacts/{contact_id}/events")).json()
+    withdrawal = events[-1]
+    assert (withdrawal["channel"], withdrawal["purpose"]) == ("email", "newsletter")
+    assert (withdrawal["from_state"], withdrawal["to_state"]) == ("opted_in", "opted_out")
+    assert withdrawal["actor_type"] == "subject", "the person, not the brand"
+    assert withdrawal["evidence"]["source"] == "preference_centre"
+    assert withdrawal["evidence"]["preference_link_id"]
+    assert withdrawal["evidence"]["user_agent"]
+    assert withdrawal["evidence"]["ip"] == "127.0.0.1"
+
+    await page.get_by_label("Wie lange Werbung per SMS").select_option(label="4 Wochen")
+    await page.get_by_role("button", name="Werbung per SMS").filter(has_text="pausieren").click()
+    await page.get_by_role("status").wait_for()
+    assert "Erledigt: Werbung per SMS ist bis" in await page.get_by_role("status").inner_text()
+    sms = await eligibility(served, shop, contact_id, "sms")
+    assert (sms["eligible"], sms["reason"]) == (False, "paused")
+    paused_for = datetime.fromisoformat(sms["paused_until"]) - datetime.now(UTC)
+    assert timedelta(days=27) < paused_for <= timedelta(weeks=4)
+
+    await page.get_by_role("button", name="Werbung per Post widersprechen").click()
+    await page.get_by_text("Ihr Widerspruch gegen Werbung per Post ist eingetragen").wait_for()
+    printed = await eligibility(served, shop, contact_id, "print")
+    assert (printed["eligible"], printed["reason"]) == (False, "objected")
+    assert tab.errors == [], tab.errors  # a CSP violation would be one
     assert tab.left_localhost() == []
 
 
