@@ -157,6 +157,17 @@ async def every_control_is_reached(page: Any) -> int:
     return int(total)
 
 
+async def pause_for_12_weeks(page: Any, label: str) -> None:
+    """Choose 12 weeks in the pause's list and press its button, by keyboard."""
+    weeks = page.get_by_label(label)
+    await tab_to(page, weeks)
+    await page.keyboard.press("ArrowDown")  # 4 weeks → 12 weeks, without opening the list
+    assert await weeks.input_value() == "12"
+    await page.keyboard.press("Tab")
+    async with page.expect_navigation():
+        await page.keyboard.press("Enter")
+
+
 async def test_keyboard_alone_reaches_and_operates_every_control(new_visit, shop, base_url):
     url, contact_id = await mailed_link(shop, base_url)
     tab = await new_visit(accept_downloads=True)
@@ -190,13 +201,7 @@ async def test_keyboard_alone_reaches_and_operates_every_control(new_visit, shop
     await press("Stop Newsletter by SMS")
     assert await reason("sms") == "opted_out"
 
-    weeks = page.get_by_label("How long to pause advertising by email")
-    await tab_to(page, weeks)
-    await page.keyboard.press("ArrowDown")  # 4 weeks → 12 weeks, without opening the list
-    assert await weeks.input_value() == "12"
-    await page.keyboard.press("Tab")
-    async with page.expect_navigation():
-        await page.keyboard.press("Enter")
+    await pause_for_12_weeks(page, "How long to pause advertising by email")
     paused = await decision(shop, base_url, contact_id, "email", "newsletter")
     assert paused["reason"] == "paused"
     assert datetime.fromisoformat(paused["paused_until"]) - datetime.now(UTC) > timedelta(weeks=11)
