@@ -352,3 +352,45 @@ async def close_for_erasure(
         suppressions=suppressions,
         events=await repository.count_events_of(session, workspace_id, found.id),
     )
+
+
+# --- a fresh opt-in by the person lifts their own "no" ------------------------------------------------------
+
+#: The person's own "no" to marketing (an unsubscribe, an Art. 21 objection, a spam complaint): a fresh, provable
+#: opt-in by the person lifts it for the purpose opted in to (CHANNEL_RULES.md X5), and that opt-in's evidence
+#: says so. Never lifted this way: an erasure's tombstone, a list's entry (Robinson), facts about the address
+#: (a hard bounce, a provider's block), nor a suppression of everything (scope ``all``).
+LIFTED_BY_OPT_IN = frozenset(
+    {SuppressionReason.UNSUBSCRIBE, SuppressionReason.OBJECTION_ART21, SuppressionReason.COMPLAINT}
+)
+
+
+async def own_suppressions(session: AsyncSession, point: ContactPoint, purpose_id: uuid.UUID) -> Sequence[Suppression]:
+    """The suppressions of ``point``'s keys that a fresh opt-in by the person to ``purpose_id`` would lift."""
+    keys = [bytes(key) for key in point.suppression_keys]
+    return await repository.own_suppressions(session, point.workspace_id, keys, purpose_id, LIFTED_BY_OPT_IN)
+
+
+def lifted_evidence(rows: Sequence[Suppression]) -> list[dict[str, Any]]:
+    """What an opt-in's evidence says it lifted: each reason and scope once, with the time it was first recorded."""
+    seen: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in rows:
+        seen.setdefault(
+            (row.reason, row.scope), {"reason": row.reason, "scope": row.scope, "since": row.created_at.isoformat()}
+        )
+    return list(seen.values())
+
+
+async def lift_own_suppressions(
+    session: AsyncSession, point: ContactPoint, purpose_id: uuid.UUID, rows: Sequence[Suppression]
+) -> None:
+    """Lift ``rows`` (from :func:`own_suppressions`) for ``purpose_id`` only, after the person's opt-in is recorded.
+
+    A "no" to all marketing stays a no to every other marketing purpose: it is narrowed to them, not removed.
+    """
+    if not rows:
+        return
+    others = [
+        p.id for p in await purposes.list_purposes(session, point.workspace_id) if p.kind == PurposeKind.MARKETING
+    ]
+    await repository.narrow_suppressions(session, rows, purpose_id, others)
