@@ -70,4 +70,4 @@ class Keys:
     def suppression_keys(self, channel: str, normalised: str) -> dict[int, bytes]:
         """``HMAC-SHA256(pepper_vN, channel:identifier)`` for every pepper version (CHANNEL_RULES.md §8 X4)."""
         message = f"{channel}:{normalised}".encode()
-        return {version: hmac.new(pepper, message, hashlib.sha256).digest() for version, pepper in self.peppers.items()}
+        return {version: hmac.digest(pepper, message, "sha256") for version, pepper in self.peppers.items()}

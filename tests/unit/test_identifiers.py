@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+import unicodedata
 
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from app.domain import identifiers
 from app.domain.identifiers import (
     InvalidIdentifier,
     PostalAddress,
@@ -390,3 +395,17 @@ def test_other_push_endpoints_are_refused(raw):
 )
 def test_masks(channel, value, masked):
     assert mask(channel, value) == masked
+
+
+def _full_fold(text: str) -> str:
+    """:func:`fold` without its short cuts: the definition the stored suppression keys rest on."""
+    lowered = unicodedata.normalize("NFKC", text).lower().translate(identifiers._FOLD)
+    decomposed = unicodedata.normalize("NFKD", lowered)
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+@given(
+    st.text(alphabet=st.characters(codec="utf-8"), max_size=40) | st.text(alphabet="aäoöuüßẞAÄÖÜéÉ-. 'ﬁ", max_size=20)
+)
+def test_the_short_cuts_of_fold_give_what_the_full_path_gives(text):
+    assert identifiers.fold(text) == _full_fold(text)
