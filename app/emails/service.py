@@ -30,14 +30,7 @@ from app.emails import render, repository
 from app.emails.models import ConfirmationToken
 from app.emails.tokens import UnsubscribeTarget, new_confirmation_token, sign_unsubscribe, token_hash
 from app.ledger import repository as ledger
-from app.ledger.actions import (
-    identifier_suppression_rows,
-    lift_own_suppressions,
-    lifted_evidence,
-    own_suppressions,
-    suppression_rows,
-    withdraw_point,
-)
+from app.ledger.actions import identifier_suppression_rows, suppression_rows, withdraw_point
 from app.ledger.models import ContactPoint
 from app.ledger.service import Actor, Applied, Change, apply_changes
 from app.lib import ratelimit
@@ -334,9 +327,6 @@ async def confirm(session: AsyncSession, token: str, meta: RequestMeta) -> Confi
         "seconds_after_sending": round(seconds, 3) if seconds is not None else None,
         "signals": scanner_signals(meta.user_agent, seconds, settings.email.scanner_seconds),
     }
-    own_no = await own_suppressions(session, point, row.purpose_id)  # the person's earlier no: lifted, and said so
-    if own_no:
-        evidence["lifted_suppressions"] = lifted_evidence(own_no)
     [applied] = await apply_changes(
         session,
         row.workspace_id,
@@ -346,7 +336,6 @@ async def confirm(session: AsyncSession, token: str, meta: RequestMeta) -> Confi
     )
     if applied.event_id is None:
         return _with(link, LinkStatus.INVALID)
-    await lift_own_suppressions(session, point, row.purpose_id, own_no)
     repository.mark_used(row, now)
     if point.reachability == Reachability.UNDELIVERABLE:  # the mail arrived: the address works again
         await ledger.set_reachability(session, point.id, Reachability.REACHABLE.value, now)

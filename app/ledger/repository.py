@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, text, update
+from sqlalchemy import or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
@@ -317,66 +317,6 @@ async def add_suppressions(session: AsyncSession, rows: Sequence[dict[str, Any]]
         )
 
 
-async def own_suppressions(
-    session: AsyncSession,
-    workspace_id: uuid.UUID,
-    keys: Collection[bytes],
-    purpose_id: uuid.UUID,
-    reasons: Collection[SuppressionReason],
-) -> Sequence[Suppression]:
-    """The permanent suppressions of ``keys`` with one of ``reasons`` that stop ``purpose_id``, oldest first.
-
-    Those of the purpose itself and those of all marketing.
-    """
-    if not keys:
-        return []
-    found = await session.scalars(
-        select(Suppression)
-        .where(
-            Suppression.workspace_id == workspace_id,
-            Suppression.key.in_(list(keys)),
-            Suppression.until.is_(None),
-            Suppression.reason.in_([r.value for r in reasons]),
-            or_(
-                and_(Suppression.scope == SuppressionScope.PURPOSE.value, Suppression.purpose_id == purpose_id),
-                Suppression.scope == SuppressionScope.ALL_MARKETING.value,
-            ),
-        )
-        .order_by(Suppression.created_at, Suppression.id)
-    )
-    return found.all()
-
-
-async def narrow_suppressions(
-    session: AsyncSession, rows: Sequence[Suppression], purpose_id: uuid.UUID, others: Collection[uuid.UUID]
-) -> None:
-    """Lift ``rows`` for ``purpose_id`` only.
-
-    Each row is deleted; one of all marketing is kept for each of ``others`` (the workspace's other marketing
-    purposes), with its reason and its time.
-    """
-    kept = [
-        {
-            "id": uuid7(),
-            "workspace_id": row.workspace_id,
-            "key": row.key,
-            "key_version": row.key_version,
-            "channel": row.channel,
-            "scope": SuppressionScope.PURPOSE.value,
-            "purpose_id": other,
-            "reason": row.reason,
-            "created_at": row.created_at,
-        }
-        for row in rows
-        if row.scope == SuppressionScope.ALL_MARKETING.value
-        for other in others
-        if other != purpose_id
-    ]
-    await session.execute(delete(Suppression).where(Suppression.id.in_([row.id for row in rows])))
-    if kept:
-        await session.execute(insert(Suppression).values(kept).on_conflict_do_nothing())
-
-
 async def pause_keys(session: AsyncSession, rows: Sequence[dict[str, Any]], until: datetime) -> None:
     """Pause marketing to these keys (``all_marketing`` rows of reason ``paused``) until ``until``.
 
@@ -663,26 +603,15 @@ async def external_ids(
 
 
 async def suppressions_with_keys(
-    session: AsyncSession,
-    workspace_id: uuid.UUID,
-    keys: Collection[bytes],
-    *,
-    ignoring: Collection[SuppressionReason] = (),
+    session: AsyncSession, workspace_id: uuid.UUID, keys: Collection[bytes]
 ) -> set[tuple[bytes, SuppressionScope, uuid.UUID | None]]:
     """``(key, scope, purpose id)`` of the workspace's permanent suppressions holding one of ``keys``.
 
-    A pause is left out: it stops sends for a while, not the recording of a consent; so are the ``ignoring``
-    reasons, except in a suppression of everything.
+    A pause is left out: it stops sends for a while, not the recording of a consent.
     """
     rows = await session.execute(
         select(Suppression.key, Suppression.scope, Suppression.purpose_id).where(
-            Suppression.workspace_id == workspace_id,
-            Suppression.key.in_(keys),
-            Suppression.until.is_(None),
-            or_(
-                Suppression.reason.not_in([r.value for r in ignoring]),
-                Suppression.scope == SuppressionScope.ALL.value,  # a no to everything is never ignored
-            ),
+            Suppression.workspace_id == workspace_id, Suppression.key.in_(keys), Suppression.until.is_(None)
         )
     )
     return {(bytes(key), SuppressionScope(scope), purpose_id) for key, scope, purpose_id in rows.all()}

@@ -49,17 +49,16 @@ WORDS: dict[str, dict[str, str]] = {
         "done_nothing": "Nothing changed: this was already switched off.",
         "opt_in_label": "Opt in again to {purpose} {by}",
         "opt_in_suppressed": (
-            "This address is on {brand}'s do-not-contact list (after a deletion, or because mail to it could not be "
-            "delivered), which this page cannot lift: please contact {brand} if you want to receive this again."
+            "This address is on {brand}'s do-not-contact list (at your request or after a deletion): to receive "
+            "this again, please sign up afresh on {brand}'s website."
         ),
-        "opt_in_lifts": "Opting in lifts the do-not-contact entry you asked for earlier, for this only.",
         "done_opt_in": "Done: you receive {purpose} by email at {address} again.",
         "done_nothing_opted_in": "Nothing changed: you already receive this.",
-        "optin_suppressed_title": "This page cannot lift that",
+        "optin_suppressed_title": "A fresh signup is needed",
         "optin_suppressed_text": (
-            "This address is on the do-not-contact list for this, after a deletion or because mail to it could not "
-            "be delivered, and this page cannot lift that. Please contact {brand} if you want to receive it again. "
-            "Nothing changed."
+            "This address is on the do-not-contact list for this, at your request or after a deletion, and this "
+            "page does not lift that. To receive it again, please sign up afresh on {brand}'s website. Nothing "
+            "changed."
         ),
         "own_proof_email": (
             "To receive something at this address, sign up on {brand}'s website with it: {brand} mails a "
@@ -205,18 +204,16 @@ WORDS: dict[str, dict[str, str]] = {
         "done_nothing": "Nichts geändert: Das war bereits abbestellt.",
         "opt_in_label": "{purpose} {by} wieder anmelden",
         "opt_in_suppressed": (
-            "Diese Adresse steht auf der Sperrliste von {brand} (nach einer Löschung, oder weil E-Mails an sie nicht "
-            "zugestellt werden konnten), die diese Seite nicht aufheben kann: Wenden Sie sich bitte an {brand}, wenn "
-            "Sie dies wieder erhalten möchten."
+            "Diese Adresse steht auf der Sperrliste von {brand} (auf Ihren Wunsch oder nach einer Löschung): Um dies "
+            "wieder zu erhalten, melden Sie sich bitte auf der Website von {brand} neu an."
         ),
-        "opt_in_lifts": "Die Anmeldung hebt Ihren früheren Sperrwunsch auf, nur hierfür.",
         "done_opt_in": "Erledigt: Sie erhalten {purpose} per E-Mail an {address} wieder.",
         "done_nothing_opted_in": "Nichts geändert: Sie erhalten dies bereits.",
-        "optin_suppressed_title": "Diese Seite kann das nicht aufheben",
+        "optin_suppressed_title": "Dafür ist eine neue Anmeldung nötig",
         "optin_suppressed_text": (
-            "Diese Adresse steht dafür auf der Sperrliste, nach einer Löschung oder weil E-Mails an sie nicht "
-            "zugestellt werden konnten, und diese Seite kann das nicht aufheben. Wenden Sie sich bitte an {brand}, "
-            "wenn Sie es wieder erhalten möchten. Es hat sich nichts geändert."
+            "Diese Adresse steht dafür auf der Sperrliste, auf Ihren Wunsch oder nach einer Löschung, und diese "
+            "Seite hebt das nicht auf. Um es wieder zu erhalten, melden Sie sich bitte auf der Website von {brand} "
+            "neu an. Es hat sich nichts geändert."
         ),
         "own_proof_email": (
             "Um an diese Adresse etwas zu erhalten, melden Sie sich mit ihr auf der Website von {brand} an: {brand} "

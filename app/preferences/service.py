@@ -41,15 +41,7 @@ from app.domain.model import (
 )
 from app.emails.render import locale_of
 from app.ledger import repository as ledger
-from app.ledger.actions import (
-    LIFTED_BY_OPT_IN,
-    lift_own_suppressions,
-    lifted_evidence,
-    object_to_marketing,
-    own_suppressions,
-    suppression_rows,
-    withdraw_point,
-)
+from app.ledger.actions import object_to_marketing, suppression_rows, withdraw_point
 from app.ledger.models import Contact, ContactPoint
 from app.ledger.service import Actor, Applied, Change, Note, apply_changes, record_notes, require_contact
 from app.lib.errors import InvalidInput
@@ -208,8 +200,6 @@ class Row:
     notice: Notice | None = None
     """Where opting in is one click: the consent text the person agrees to (the purpose's newest email notice in the
     page's language, else the contact's or the workspace's); shown beside the button, and its version recorded."""
-    lifts: bool = False
-    """Where opting in is one click: whether it lifts the person's own earlier do-not-contact entry (said beside it)."""
 
     @property
     def can_withdraw(self) -> bool:
@@ -326,12 +316,11 @@ async def view(session: AsyncSession, link: PreferenceLink, lang: str | None = N
         for purpose in marketing:
             state = states.get((point.id, purpose.id))
             offer = _offer(state, purpose.id, blocked, bound=point is bound)
-            notice, lifts = None, False
+            notice = None
             if offer is Offer.BUTTON:
                 notice = await _notice_for(session, purpose, [chosen, contact.locale, settings.locale])
-                lifts = bool(await own_suppressions(session, point, purpose.id))
             shown = _shown(state, _channel_wins(since, point.id, purpose.id, channel_state))
-            rows.append(Row(purpose, shown, offer, notice, lifts))
+            rows.append(Row(purpose, shown, offer, notice))
         addresses.append(Address(point, mask(channel, point.value), tuple(rows), paused_until=paused))
     return View(
         link,
@@ -387,12 +376,8 @@ def _bound_point(link: PreferenceLink, points: Sequence[ContactPoint]) -> Contac
 async def _suppressed_purposes(
     session: AsyncSession, workspace_id: uuid.UUID, point: ContactPoint
 ) -> set[uuid.UUID | None]:
-    """The purposes a permanent suppression stops that the person's opt-in here cannot lift (``None``: all).
-
-    Their own earlier no (:data:`LIFTED_BY_OPT_IN`) is not one: opting in lifts it.
-    """
-    keys = [bytes(k) for k in point.suppression_keys]
-    found = await ledger.suppressions_with_keys(session, workspace_id, keys, ignoring=LIFTED_BY_OPT_IN)
+    """The purposes a permanent suppression of the address stops (``None`` in the set: every marketing purpose)."""
+    found = await ledger.suppressions_with_keys(session, workspace_id, [bytes(k) for k in point.suppression_keys])
     return {None if scope is not SuppressionScope.PURPOSE else purpose_id for _, scope, purpose_id in found}
 
 
@@ -541,7 +526,6 @@ async def opt_in(
     states = {c.purpose_id: State(c.state) for c in await ledger.consents_of_point(session, point.id)}
     if states.get(purpose.id) is State.OPTED_IN:
         return []
-    own_no = await own_suppressions(session, point, purpose.id)  # the person's earlier no: lifted, and said so
     contact = await ledger.get_contact(session, link.contact_id)
     workspace = await workspaces.get_workspace(session, link.workspace_id)
     assert workspace is not None
@@ -551,12 +535,8 @@ async def opt_in(
     else:
         lang = locale_of(contact.locale, WorkspaceSettings.load(workspace.settings).locale)
         notice = await _notice_for(session, purpose, [contact.locale, lang])
-    if own_no:
-        proof = {**proof, "lifted_suppressions": lifted_evidence(own_no)}
     change = Change(point, purpose.id, Trigger.PREFERENCE_OPT_IN, proof, notice=notice)
-    applied = await apply_changes(session, link.workspace_id, [change], PERSON)
-    await lift_own_suppressions(session, point, purpose.id, own_no)
-    return applied
+    return await apply_changes(session, link.workspace_id, [change], PERSON)
 
 
 async def _shown_notice(session: AsyncSession, purpose: Purpose, notice_id: str) -> Notice:

@@ -14,16 +14,11 @@ import pytest
 from aiosmtpd.smtp import SMTP
 from sqlalchemy import func, select, update
 
-from app.domain.identifiers import email_suppression_form
-from app.domain.model import SuppressionReason
 from app.emails import repository as email_repository
 from app.emails import service as emails
 from app.emails.models import ConfirmationToken
-from app.ledger import repository as ledger_repository
-from app.ledger.actions import identifier_suppression_rows
-from app.ledger.models import ConsentEvent, Suppression
+from app.ledger.models import ConsentEvent
 from app.lib.auth import Scope
-from app.lib.keys import Keys
 from app.lib.models import RateLimitHit
 from app.lib.orm import utcnow
 from app.main import create_app
@@ -581,36 +576,3 @@ async def test_the_confirmation_link_verifies_the_address_for_transactional_mail
     assert point["verified_at"] is not None
     after = (await client.get("/v1/eligibility", params=query, headers=admin)).json()
     assert (after["eligible"], after["reason"]) == (True, "transactional")
-
-
-@pytest.mark.parametrize("reason", ["unsubscribe", "objection_art21", "complaint", "erasure", "hard_bounce"])
-async def test_a_confirmation_lifts_the_persons_own_no_for_that_purpose_only(
-    client, admin, form, inbox, database, tenant, ledger, session, reason
-):
-    """CHANNEL_RULES X5: a fresh, provable opt-in by the person lifts their own earlier no, never silently; a
-    deletion's tombstone or a fact about the address stays."""
-    offers = await ledger.purpose("offers")
-    async with database.sessionmaker() as db, db.begin():
-        identifier = email_suppression_form("Jane.Doe@Example.COM")
-        rows = identifier_suppression_rows(Keys(TEST_SECRET), tenant.id, "email", identifier, SuppressionReason(reason))
-        await ledger_repository.add_suppressions(db, rows)
-    contact_id = (await sign_up(client, form)).json()["contact_id"]
-    assert (await client.post(path_of(inbox.last_link()))).status_code == 200
-    *_, confirm = await events_of(client, admin, contact_id)
-    assert confirm["trigger"] == "confirm"
-
-    async def decided(purpose):
-        query = {"contact": contact_id, "channel": "email", "purpose": purpose}
-        answer = (await client.get("/v1/eligibility", params=query, headers=admin)).json()
-        return "eligible" if answer["eligible"] else answer["reason"]
-
-    if reason in ("unsubscribe", "objection_art21", "complaint"):
-        [lifted] = confirm["evidence"]["lifted_suppressions"]
-        assert (lifted["reason"], lifted["scope"]) == (reason, "all_marketing")
-        assert await decided("newsletter") == "eligible"
-        assert await decided("offers") == "suppressed", "a no to all marketing stays a no to the rest"
-        kept = (await session.scalars(select(Suppression).where(Suppression.workspace_id == tenant.id))).all()
-        assert {(k.scope, k.purpose_id, k.reason) for k in kept} == {("purpose", offers.id, reason)}
-    else:
-        assert "lifted_suppressions" not in confirm["evidence"]
-        assert await decided("newsletter") == "suppressed"

@@ -172,9 +172,9 @@ async def test_no_opt_in_where_the_link_proves_no_usable_address(client, databas
     assert await event_count(session) == before
 
 
-async def test_a_deletions_tombstone_is_not_lifted_here(client, database, tenant, jane, session):
+async def test_a_suppressed_address_needs_a_fresh_signup(client, database, tenant, jane, session):
     async with database.sessionmaker() as db, db.begin():
-        rows = suppression_rows(Keys(TEST_SECRET), tenant.id, [jane["first"]], SuppressionReason.ERASURE)
+        rows = suppression_rows(Keys(TEST_SECRET), tenant.id, [jane["first"]], SuppressionReason.OBJECTION_ART21)
         await ledger_repository.add_suppressions(db, rows)
     path = await link_to(database, tenant, jane, jane["first"])
     before = await event_count(session)
@@ -182,7 +182,7 @@ async def test_a_deletions_tombstone_is_not_lifted_here(client, database, tenant
     assert opt_in_points(page) == []
     assert "steht auf der Sperrliste" in page
     assert answer.status_code == 403
-    assert "Diese Seite kann das nicht aufheben" in answer.text
+    assert "Dafür ist eine neue Anmeldung nötig" in answer.text
     assert await event_count(session) == before
     assert (await eligibility(client, tenant, jane["contact_id"]))["eligible"] is False
 
@@ -263,24 +263,3 @@ async def test_a_form_naming_a_notice_not_of_this_purpose_is_refused(client, dat
     answer = await client.post(path, data=data, headers=SAME_ORIGIN)
     assert answer.status_code == 403
     assert await event_count(session) == before
-
-
-async def test_opting_in_lifts_the_persons_own_objection_for_that_purpose_and_says_so(
-    client, database, tenant, jane, session
-):
-    async with database.sessionmaker() as db, db.begin():
-        await purposes.create_purpose(db, tenant.id, "offers", "Offers", "marketing")
-        rows = suppression_rows(Keys(TEST_SECRET), tenant.id, [jane["first"]], SuppressionReason.OBJECTION_ART21)
-        await ledger_repository.add_suppressions(db, rows)
-    assert (await eligibility(client, tenant, jane["contact_id"]))["eligible"] is False
-    path = await link_to(database, tenant, jane, jane["first"])
-    page, answer = await post_opt_in(client, path, jane["first"], jane["newsletter"])
-    assert str(jane["first"].id) in opt_in_points(page)
-    assert "Die Anmeldung hebt Ihren früheren Sperrwunsch auf, nur hierfür." in page, "never silently"
-    assert answer.status_code == 200, answer.text
-    assert (await eligibility(client, tenant, jane["contact_id"]))["eligible"] is True
-    offered = await eligibility(client, tenant, jane["contact_id"], purpose="offers")
-    assert offered["reason"] == "suppressed", "the objection stands for everything else"
-    event = await session.scalar(select(ConsentEvent).order_by(ConsentEvent.seq.desc()).limit(1))
-    [lifted] = event.personal["evidence"]["lifted_suppressions"]
-    assert (lifted["reason"], lifted["scope"]) == ("objection_art21", "all_marketing")
