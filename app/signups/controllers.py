@@ -45,7 +45,15 @@ class SignupController(Controller):
         """
         async with db.begin():
             actor = Actor(ActorType.API_KEY, str(principal.api_key_id))
-            out, outgoing = await service.sign_up(db, keys, settings, principal.workspace_id, data, actor=actor)
+            out, outgoing = await service.sign_up(
+                db,
+                keys,
+                settings,
+                principal.workspace_id,
+                data,
+                actor=actor,
+                tenant_records=principal.allows(Scope.CONSENTS_WRITE),
+            )
         if outgoing is not None:
             await deliver_or_fail(db, mail_sender, outgoing)
         return out

@@ -24,11 +24,20 @@ from app.workspaces.settings import WorkspaceSettings
 
 
 async def sign_up(
-    session: AsyncSession, keys: Keys, app_settings: Settings, workspace_id: uuid.UUID, data: SignupIn, *, actor: Actor
+    session: AsyncSession,
+    keys: Keys,
+    app_settings: Settings,
+    workspace_id: uuid.UUID,
+    data: SignupIn,
+    *,
+    actor: Actor,
+    tenant_records: bool = False,
 ) -> tuple[SignupOut, Outgoing | None]:
     """Record ``signup`` (state ``pending``); an address already opted in stays as it is.
 
-    Email answers the confirmation mail to send once the caller's transaction has committed.
+    Email answers the confirmation mail to send once the caller's transaction has committed. ``tenant_records``:
+    the caller's key may write consents (``consents:write`` or ``admin``), so an ``external_id`` it names is the
+    tenant's own record, not a form's claim.
     """
     settings = await settings_of(session, workspace_id)
     channel = Channel(data.channel)
@@ -44,7 +53,9 @@ async def sign_up(
     notice = await require_notice(session, workspace_id, data.notice_id)
     if channel.value not in notice.channels:
         raise InvalidInput(f"The notice was not written for the {channel} channel.", code="notice_mismatch")
-    point = await _contact_point(session, keys, workspace_id, data, channel=channel, value=value)
+    point = await _contact_point(
+        session, keys, workspace_id, data, channel=channel, value=value, tenant_records=tenant_records
+    )
     evidence = {
         **msgspec.to_builtins(data.evidence),
         "collection_method": f"web_form:{data.evidence.form_id or 'unknown'}",
@@ -80,7 +91,14 @@ async def sign_up(
 
 
 async def _contact_point(
-    session: AsyncSession, keys: Keys, workspace_id: uuid.UUID, data: SignupIn, *, channel: Channel, value: str
+    session: AsyncSession,
+    keys: Keys,
+    workspace_id: uuid.UUID,
+    data: SignupIn,
+    *,
+    channel: Channel,
+    value: str,
+    tenant_records: bool,
 ) -> ContactPoint:
     """The address's contact point; the address identifies the person, so a known one keeps its contact.
 
@@ -89,7 +107,8 @@ async def _contact_point(
     Named for an ``external_id``, even that proof does not verify it (``attached_by_form``): anyone may type a
     customer's id beside an address of their own and confirm it, for a contact the tenant already has or, before
     the tenant's records name it, one the form creates (the records would then join it). The tenant's records
-    (an import, a ``consents:write`` key) verify such an address.
+    (an import, a ``consents:write`` key) verify such an address; a signup made with such a key is one of them
+    (``tenant_records``), so its confirmation verifies the address as any other.
     """
     point = await ledger.find_contact_point(session, workspace_id, channel, value)
     if point is not None:
@@ -103,7 +122,7 @@ async def _contact_point(
         contact_id=contact.id,
         channel=channel,
         value=value,
-        attached_by_form=given.external_id is not None,
+        attached_by_form=given.external_id is not None and not tenant_records,
     )
 
 

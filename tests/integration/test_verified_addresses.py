@@ -54,7 +54,7 @@ async def shop(client, admin, tenant, ledger):
     }
 
 
-async def form_signup(client, shop, address=ATTACKER, external_id="cust-42"):
+async def form_signup(client, shop, address=ATTACKER, external_id="cust-42", key="form"):
     response = await client.post(
         "/v1/signups",
         json={
@@ -65,7 +65,7 @@ async def form_signup(client, shop, address=ATTACKER, external_id="cust-42"):
             "contact": {"external_id": external_id} if external_id else {},
             "evidence": {"ip": "198.51.100.66"},
         },
-        headers=shop["form"],
+        headers=shop[key],
     )
     assert response.status_code == 202, response.text
     return response.json()
@@ -408,3 +408,15 @@ async def test_a_form_key_cannot_tell_which_customer_ids_exist_through_push(clie
     assert set(known.json()) == set(unknown.json())
     shown = (await client.get("/v1/contacts/cust-1002", headers=admin)).json()
     assert [p["verified_via"] for p in shown["contact_points"]] == [None], "a form's device for a customer id"
+
+
+async def test_a_signup_by_a_key_that_writes_consents_is_the_tenants_record_and_its_confirmation_verifies(
+    client, admin, shop, ledger, session
+):
+    """The README's first steps sign up with an admin key naming an external id: confirmed, the address is usable."""
+    shop = {**shop, "admin": admin}
+    await form_signup(client, shop, address="jane@example.com", external_id="crm-42", key="admin")
+    [jane] = (await session.execute(select(ContactPoint).where(ContactPoint.value == "jane@example.com"))).scalars()
+    assert jane.attached_by_form is False, "the tenant's own key, not a form's claim"
+    await ledger.apply(jane, shop["newsletter"].id, "confirm")
+    assert (await eligibility(client, shop, contact="crm-42"))["reason"] == "transactional"
