@@ -79,10 +79,21 @@ PointRef = Annotated[
 ]
 
 
+PurposeRef = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=100,
+        description="A purpose's `purpose_id` from the view, or its `key`.",
+    ),
+]
+
+
 class PreferenceChange(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """One change, as one form of the page makes it.
 
-    * `withdraw`: `point` and `purpose` — stop one marketing purpose on one address;
+    * `withdraw`: `point` (an address's `point_id`) and `purpose` (its `purpose_id` or `key`) — stop one marketing
+      purpose on one address;
     * `withdraw_all`: nothing else — every marketing purpose on every address, and object to postal advertising;
     * `object_print`: nothing else — object to advertising by post (Art. 21 GDPR);
     * `pause`: `point` (an address or `all`) and `weeks` (1, 4 or 12) — all marketing stops until then;
@@ -91,7 +102,7 @@ class PreferenceChange(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
 
     action: Action
     point: PointRef | None = None
-    purpose: uuid.UUID | None = None
+    purpose: PurposeRef | None = None
     weeks: Literal[1, 4, 12] | None = None
 
 

@@ -78,6 +78,10 @@ class PreferenceLinkController(Controller):
         )
 
 
+#: The refusals of a form that names what is not this link's (403); any other is an incomplete form (400).
+NOT_YOURS = frozenset({"not_this_contact", "opt_in_not_here", "purpose_not_found", "notice_not_found"})
+
+
 def per_method(name: str) -> Callable[[Any, Any, Any], str]:
     """An operation id per method of a ``GET``/``HEAD`` route (OpenAPI needs them unique)."""
     return lambda _handler, method, _path: name if method == HttpMethod.GET else f"{name}Head"
@@ -161,7 +165,7 @@ class PreferencePages(Controller):
         operation_id="changePreferences",
         status_code=200,
         media_type=MediaType.HTML,
-        responses=pages(403, 404, 410),
+        responses=pages(400, 403, 404, 410),
     )
     async def change(
         self,
@@ -208,8 +212,10 @@ class PreferencePages(Controller):
                     notice = await self._apply(db, keys, link, action=action, form=form, proof=proof, before=before)
                 view = await service.view(db, link, lang)
                 look = await look_for(db, link.workspace_id)
-        except InvalidInput:  # a form naming what is not this link's: rolled back, nothing changed
-            return page_response(render.message_page(page_lang, "invalid", brand=brand), 403)
+        except InvalidInput as exc:  # rolled back, nothing changed
+            if exc.code in NOT_YOURS:  # a form naming what is not this link's
+                return page_response(render.message_page(page_lang, "invalid", brand=brand), 403)
+            return page_response(render.message_page(page_lang, "incomplete", brand=brand), 400)
         except service.OptInSuppressed:  # the person's (or an erasure's) do-not-contact: never lifted here
             return page_response(render.message_page(page_lang, "optin_suppressed", brand=brand), 403)
         return page_response(self._page(view, token, keys, notice, look=look), look=look)

@@ -37,6 +37,10 @@ WORDS: dict[str, dict[str, str]] = {
             "One click withdraws every marketing permission on every channel and objects to advertising by post. "
             "Messages you need for a contract (orders, invoices) still reach you."
         ),
+        "everything_text_no_post": (
+            "One click withdraws every marketing permission on every channel. Messages you need for a contract "
+            "(orders, invoices) still reach you."
+        ),
         "everything_button": "Send me nothing at all",
         "print_object_button": "Object to advertising by post",
         "print_lift": (
@@ -48,17 +52,19 @@ WORDS: dict[str, dict[str, str]] = {
         "done_print": "Done: your objection to advertising by post is recorded.",
         "done_nothing": "Nothing changed: this was already switched off.",
         "opt_in_label": "Opt in again to {purpose} {by}",
+        "opt_in_first_label": "Opt in to {purpose} {by}",
         "opt_in_suppressed": (
-            "This address is on {brand}'s do-not-contact list (at your request or after a deletion): to receive "
-            "this again, please sign up afresh on {brand}'s website."
+            "This address is on {brand}'s do-not-contact list (at your request, after a deletion, or because mail to "
+            "it could not be delivered), which this page cannot lift: please contact {brand} if you want to receive "
+            "this again."
         ),
         "done_opt_in": "Done: you receive {purpose} by email at {address} again.",
         "done_nothing_opted_in": "Nothing changed: you already receive this.",
-        "optin_suppressed_title": "A fresh signup is needed",
+        "optin_suppressed_title": "This page cannot lift that",
         "optin_suppressed_text": (
-            "This address is on the do-not-contact list for this, at your request or after a deletion, and this "
-            "page does not lift that. To receive it again, please sign up afresh on {brand}'s website. Nothing "
-            "changed."
+            "This address is on the do-not-contact list for this (at your request, after a deletion, or because "
+            "mail to it could not be delivered), and this page cannot lift that. Please contact {brand} if you want "
+            "to receive it again. Nothing changed."
         ),
         "own_proof_email": (
             "To receive something at this address, sign up on {brand}'s website with it: {brand} mails a "
@@ -87,6 +93,7 @@ WORDS: dict[str, dict[str, str]] = {
         "pause_weeks_12": "12 weeks",
         "paused_state": "Paused until {until}.",
         "not_paused_state": "Not paused.",
+        "partly_paused_state": "Partly paused.",
         "end_pause_button": "End the pause of advertising {by} now",
         "pause_what_one": "advertising {by}",
         "pause_what_all": "all advertising",
@@ -109,12 +116,14 @@ WORDS: dict[str, dict[str, str]] = {
         ),
         "invalid_title": "This could not be changed",
         "invalid_text": "The form named something that is not yours. Nothing changed.",
+        "incomplete_title": "This form is incomplete",
+        "incomplete_text": "The form lacked something or is out of date: please reload the page. Nothing changed.",
         "mydata_needs_link_title": "Your data needs a link of your own",
         "mydata_needs_link_text": (
-            "This page was opened from a link in a marketing mail, which others may have seen. To download or "
-            "delete your data, ask {brand} for a link by email (the preferences page on its website mails one to "
-            "your address), or ask {brand} directly."
+            "This page was opened from a link in a message, which others may have seen. To download or delete your "
+            "data, ask for a link by email (it is mailed to your address), or ask {brand} directly."
         ),
+        "mydata_request_link": "Ask for a link by email",
         "mydata_title": "Your data",
         "mydata_text": (
             "Download everything {brand} holds about you as a file (JSON), or have all of it deleted. Deleting asks "
@@ -192,6 +201,10 @@ WORDS: dict[str, dict[str, str]] = {
             "Ein Klick widerruft jede Werbeeinwilligung auf jedem Kanal und widerspricht Werbung per Post. "
             "Nachrichten zu einem Vertrag (Bestellungen, Rechnungen) erhalten Sie weiterhin."
         ),
+        "everything_text_no_post": (
+            "Ein Klick widerruft jede Werbeeinwilligung auf jedem Kanal. Nachrichten zu einem Vertrag (Bestellungen, "
+            "Rechnungen) erhalten Sie weiterhin."
+        ),
         "everything_button": "Nichts mehr senden",
         "print_object_button": "Werbung per Post widersprechen",
         "print_lift": (
@@ -203,17 +216,19 @@ WORDS: dict[str, dict[str, str]] = {
         "done_print": "Erledigt: Ihr Widerspruch gegen Werbung per Post ist eingetragen.",
         "done_nothing": "Nichts geändert: Das war bereits abbestellt.",
         "opt_in_label": "{purpose} {by} wieder anmelden",
+        "opt_in_first_label": "{purpose} {by} anmelden",
         "opt_in_suppressed": (
-            "Diese Adresse steht auf der Sperrliste von {brand} (auf Ihren Wunsch oder nach einer Löschung): Um dies "
-            "wieder zu erhalten, melden Sie sich bitte auf der Website von {brand} neu an."
+            "Diese Adresse steht auf der Sperrliste von {brand} (auf Ihren Wunsch, nach einer Löschung oder weil "
+            "E-Mails an sie nicht zugestellt werden konnten), die diese Seite nicht aufheben kann: Wenden Sie sich "
+            "bitte an {brand}, wenn Sie dies wieder erhalten möchten."
         ),
         "done_opt_in": "Erledigt: Sie erhalten {purpose} per E-Mail an {address} wieder.",
         "done_nothing_opted_in": "Nichts geändert: Sie erhalten dies bereits.",
-        "optin_suppressed_title": "Dafür ist eine neue Anmeldung nötig",
+        "optin_suppressed_title": "Diese Seite kann das nicht aufheben",
         "optin_suppressed_text": (
-            "Diese Adresse steht dafür auf der Sperrliste, auf Ihren Wunsch oder nach einer Löschung, und diese "
-            "Seite hebt das nicht auf. Um es wieder zu erhalten, melden Sie sich bitte auf der Website von {brand} "
-            "neu an. Es hat sich nichts geändert."
+            "Diese Adresse steht dafür auf der Sperrliste (auf Ihren Wunsch, nach einer Löschung oder weil E-Mails "
+            "an sie nicht zugestellt werden konnten), und diese Seite kann das nicht aufheben. Wenden Sie sich bitte "
+            "an {brand}, wenn Sie es wieder erhalten möchten. Es hat sich nichts geändert."
         ),
         "own_proof_email": (
             "Um an diese Adresse etwas zu erhalten, melden Sie sich mit ihr auf der Website von {brand} an: {brand} "
@@ -246,6 +261,7 @@ WORDS: dict[str, dict[str, str]] = {
         "pause_weeks_12": "12 Wochen",
         "paused_state": "Pausiert bis {until}.",
         "not_paused_state": "Nicht pausiert.",
+        "partly_paused_state": "Teilweise pausiert.",
         "end_pause_button": "Pause der Werbung {by} jetzt beenden",
         "pause_what_one": "Werbung {by}",
         "pause_what_all": "jegliche Werbung",
@@ -269,12 +285,17 @@ WORDS: dict[str, dict[str, str]] = {
         ),
         "invalid_title": "Das ließ sich nicht ändern",
         "invalid_text": "Das Formular nannte etwas, das nicht Ihres ist. Es hat sich nichts geändert.",
+        "incomplete_title": "Das Formular ist unvollständig",
+        "incomplete_text": (
+            "Dem Formular fehlte etwas, oder es ist veraltet: Bitte laden Sie die Seite neu. Es hat sich nichts "
+            "geändert."
+        ),
         "mydata_needs_link_title": "Für Ihre Daten brauchen Sie einen eigenen Link",
+        "mydata_request_link": "Link per E-Mail anfordern",
         "mydata_needs_link_text": (
-            "Diese Seite wurde über einen Link in einer Werbe-E-Mail geöffnet, die auch andere gesehen haben "
-            "können. Um Ihre Daten herunterzuladen oder zu löschen, fordern Sie bei {brand} einen Link per E-Mail an "
-            "(die Einstellungsseite auf der Website schickt ihn an Ihre Adresse), oder wenden Sie sich direkt an "
-            "{brand}."
+            "Diese Seite wurde über einen Link in einer Nachricht geöffnet, die auch andere gesehen haben können. Um "
+            "Ihre Daten herunterzuladen oder zu löschen, fordern Sie einen Link per E-Mail an (er wird an Ihre "
+            "Adresse geschickt), oder wenden Sie sich direkt an {brand}."
         ),
         "mydata_title": "Ihre Daten",
         "mydata_text": (

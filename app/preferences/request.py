@@ -89,8 +89,10 @@ WORDS: dict[str, dict[str, str]] = {
             "for 30 days. No mail within a few minutes? Look in the spam folder, or ask again later."
         ),
         "again": "Ask for another link",
-        "limited_title": "Please wait a moment",
-        "limited_text": "Too many links were asked for from here or for this address. Please try again later.",
+        "limited_title": "Too many links asked for",
+        "limited_text": (
+            "Too many links were asked for from here or for this address. Please try again in {minutes} minutes."
+        ),
         "refused_title": "Please reload the page",
         "refused_text": "This form could not be accepted (it came from another page or is too old). Nothing was sent.",
         "unverified_title": "This address is not confirmed yet",
@@ -124,9 +126,10 @@ WORDS: dict[str, dict[str, str]] = {
             "fragen Sie später noch einmal."
         ),
         "again": "Einen weiteren Link anfordern",
-        "limited_title": "Bitte warten Sie einen Moment",
+        "limited_title": "Zu viele Links angefordert",
         "limited_text": (
-            "Von hier oder für diese Adresse wurden zu viele Links angefordert. Bitte versuchen Sie es später erneut."
+            "Von hier oder für diese Adresse wurden zu viele Links angefordert. Bitte versuchen Sie es in {minutes} "
+            "Minuten erneut."
         ),
         "refused_title": "Bitte laden Sie die Seite neu",
         "refused_text": (
@@ -156,6 +159,16 @@ def _templates() -> Environment:
     return Environment(
         loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape(), auto_reload=False
     )
+
+
+def _chosen(asked: str | None, default: str) -> str:
+    """The language a ``?lang=`` asks for, if the pages speak it, else ``default``."""
+    return asked if asked in WORDS else default
+
+
+def _minutes(seconds: int) -> str:
+    """A wait in whole minutes, rounded up (at least one)."""
+    return str(max(1, -(-int(seconds) // 60)))
 
 
 def _render(lang: str, **context: Any) -> str:
@@ -236,7 +249,7 @@ async def send_link_if_known(
                     log.info("preference_link_requested", workspace_id=str(workspace_id), known=True, verified=False)
                     return False
                 issued = await service.issue_link(
-                    session, workspace_id, str(point.contact_id), issued_by="request:email", point_id=point.id
+                    session, workspace_id, str(point.contact_id), issued_by=service.ON_REQUEST, point_id=point.id
                 )
                 url = f"{app_settings.public_base_url}/p/{issued.token}"
                 outgoing = await emails.preference_link_mail(
@@ -383,7 +396,12 @@ class PreferenceRequestPages(Controller):
                 await _take_limits(db, workspace_id, counters)
         except RateLimited as exc:
             body = _render(
-                page_lang, title_key="limited_title", text_key="limited_text", again=self._again(w, lang), look=look
+                page_lang,
+                title_key="limited_title",
+                text_key="limited_text",
+                minutes=_minutes(exc.retry_after),
+                again=self._again(w, lang),
+                look=look,
             )
             return page_response(body, 429, {"Retry-After": str(exc.retry_after)}, look=look)
         body = _render(
@@ -439,6 +457,7 @@ class PreferenceViaPages(Controller):
         token: FromPath[str],
         db: NamedDependency[AsyncSession],
         keys: NamedDependency[Keys],
+        lang: FromQuery[str | None] = None,
     ) -> Response[str]:
         """One button that opens the preference centre of the token's address; changes nothing."""
         async with db.begin():
@@ -446,13 +465,15 @@ class PreferenceViaPages(Controller):
             look = await look_for(db, recipient.workspace_id) if recipient else None
         if recipient is None:
             return self._unknown(request)
+        page_lang = _chosen(lang, recipient.lang)
+        action = f"/p/via/{token}" + (f"?lang={page_lang}" if lang == page_lang else "")
         body = _render(
-            recipient.lang,
+            page_lang,
             title_key="title",
             text_key="via_text",
             brand=recipient.brand,
             address=recipient.address,
-            via_form={"action": f"/p/via/{token}", "button": WORDS[recipient.lang]["via_button"]},
+            via_form={"action": action, "button": WORDS[page_lang]["via_button"]},
             look=look,
         )
         return page_response(body, look=look)
@@ -466,13 +487,15 @@ class PreferenceViaPages(Controller):
         db: NamedDependency[AsyncSession],
         keys: NamedDependency[Keys],
         settings: NamedDependency[Settings],
+        lang: FromQuery[str | None] = None,
     ) -> Response[str]:
         """A fresh preference link for the token's address (30 days), and a 303 to it; same origin only."""
+        asked = lang
         async with db.begin():
             recipient = await self._recipient(db, keys, token)
             if recipient is None:
                 return self._unknown(request)
-            lang = recipient.lang
+            lang = _chosen(asked, recipient.lang)
             if not same_origin(request, settings):
                 body = _render(lang, title_key="refused_title", text_key="refused_text")
                 return page_response(body, 403)
@@ -483,7 +506,9 @@ class PreferenceViaPages(Controller):
             try:
                 await _take_limits(db, recipient.workspace_id, [(key, VIA_LIMIT)])
             except RateLimited as exc:
-                body = _render(lang, title_key="limited_title", text_key="limited_text")
+                body = _render(
+                    lang, title_key="limited_title", text_key="limited_text", minutes=_minutes(exc.retry_after)
+                )
                 return page_response(body, 429, {"Retry-After": str(exc.retry_after)})
             issued = await service.issue_link(
                 db,
@@ -492,7 +517,8 @@ class PreferenceViaPages(Controller):
                 issued_by=service.FROM_A_MAIL,
                 point_id=recipient.point.id,
             )
-        return page_response("", 303, {"Location": f"/p/{issued.token}"})
+        query = f"?lang={lang}" if asked == lang else ""
+        return page_response("", 303, {"Location": f"/p/{issued.token}{query}"})
 
     @staticmethod
     async def _recipient(db: AsyncSession, keys: Keys, token: str) -> emails.Recipient | None:

@@ -77,6 +77,8 @@ class IssuedLink:
 
 #: Who issued a link that came from a forwardable mail: it opens the page, but not the person's data.
 FROM_A_MAIL = "unsubscribe_token"
+#: Who issued a link that the person asked for at ``/p``, mailed to their verified address.
+ON_REQUEST = "request:email"
 
 
 def may_receive_link(point: ContactPoint) -> bool:
@@ -90,13 +92,15 @@ def may_receive_link(point: ContactPoint) -> bool:
 
 
 def proves_identity(link: PreferenceLink) -> bool:
-    """Whether the link may open the person's data (download, erasure): not one minted from a mail's footer.
+    """Whether the link may open the person's data (download, erasure) and opt in: only one the person asked for.
 
-    A marketing mail is forwarded, shown to others and its ``List-Unsubscribe`` header read by mail providers; a
-    link the brand issued (``api_key:…``) or one mailed on request to a verified address (``request:email``) is
-    the person's.
+    A message is forwarded, shown to others and its ``List-Unsubscribe`` header read by mail providers: a link
+    minted from a mail's footer, and one the brand put into its own messages (``api_key:…``), manage consent
+    (withdraw, pause, object) but are not the person's proof. A link mailed on the person's request at ``/p`` to
+    their verified address (``request:email``) is (hostile review: a brand's newsletter link, forwarded, handed
+    out the full subject access export).
     """
-    return link.issued_by != FROM_A_MAIL
+    return link.issued_by == ON_REQUEST
 
 
 async def issue_link(
@@ -181,7 +185,7 @@ class Offer(enum.StrEnum):
     BUTTON = "button"
     """One click: the email address this link was mailed to (the link proves control of it)."""
     SUPPRESSED = "suppressed"
-    """The address is on the do-not-contact list for this purpose: only a fresh signup can lift that."""
+    """The address is on the do-not-contact list for this purpose: this page never lifts that."""
     OWN_PROOF = "own_proof"
     """Another channel or another address: that channel's own proof (start word, permission, confirmation mail)."""
 
@@ -247,6 +251,16 @@ class View:
     """The workspace's WhatsApp number a start word is sent to."""
     start_word: str = "START"
     """The word to text: the workspace's first own start word, else ``START``."""
+
+    @property
+    def has_postal(self) -> bool:
+        """Whether a postal address is known (then "nothing at all" objects to advertising by post too)."""
+        return any(a.channel is Channel.PRINT for a in self.addresses)
+
+    @property
+    def proves_identity(self) -> bool:
+        """Whether this link opens the person's data and may opt in (:func:`proves_identity`)."""
+        return proves_identity(self.link)
 
     @property
     def paused(self) -> tuple[Address, ...]:
@@ -319,6 +333,8 @@ async def view(session: AsyncSession, link: PreferenceLink, lang: str | None = N
             notice = None
             if offer is Offer.BUTTON:
                 notice = await _notice_for(session, purpose, [chosen, contact.locale, settings.locale])
+                if notice is None:  # no text to agree to: no informed consent here, the channel's own way only
+                    offer = Offer.OWN_PROOF
             shown = _shown(state, _channel_wins(since, point.id, purpose.id, channel_state))
             rows.append(Row(purpose, shown, offer, notice))
         addresses.append(Address(point, mask(channel, point.value), tuple(rows), paused_until=paused))
@@ -404,6 +420,19 @@ def evidence(link: PreferenceLink, meta: Mapping[str, Any], action: Action | str
     return {**meta, "source": SOURCE, "method": str(action), "preference_link_id": str(link.id)}
 
 
+async def _marketing_purpose(session: AsyncSession, workspace_id: uuid.UUID, ref: str) -> Purpose:
+    """A marketing purpose of the workspace named by its id (the page's forms) or its key (a brand's own page)."""
+    try:
+        purpose = await purposes.get_purpose(session, workspace_id, uuid.UUID(ref))
+    except ValueError:
+        purpose = await purposes.get_by_key(session, workspace_id, ref)
+    if purpose is None or purpose.kind != PurposeKind.MARKETING:
+        raise InvalidInput(
+            "Unknown purpose: name a marketing purpose by its purpose_id or key.", code="purpose_not_found"
+        )
+    return purpose
+
+
 def _own_point(points: Sequence[ContactPoint], point_id: str) -> ContactPoint:
     """The contact's own address named by a form field; anything else (another contact's id) is refused."""
     for point in points:
@@ -419,14 +448,10 @@ async def withdraw(
     points = await ledger.contact_points_of(session, link.contact_id)
     point = _own_point(points, point_id)
     if point.channel == Channel.PRINT:
-        raise InvalidInput("Postal advertising is objected to, not withdrawn.", code="not_this_contact")
-    try:
-        purpose_uuid = uuid.UUID(purpose_id)
-    except ValueError:
-        raise InvalidInput("Unknown purpose.", code="purpose_not_found") from None
-    purpose = await purposes.get_purpose(session, link.workspace_id, purpose_uuid)
-    if purpose is None or purpose.kind != PurposeKind.MARKETING:
-        raise InvalidInput("Unknown purpose.", code="purpose_not_found")
+        raise InvalidInput(
+            "Postal advertising is objected to, not withdrawn: use the action object_print.", code="use_object_print"
+        )
+    purpose = await _marketing_purpose(session, link.workspace_id, purpose_id)
     return await withdraw_point(
         session,
         link.workspace_id,
@@ -488,7 +513,7 @@ async def withdraw_everything(
 
 
 class OptInSuppressed(Exception):
-    """The address is on the do-not-contact list for the purpose: only a fresh signup may lift that."""
+    """The address is on the do-not-contact list for the purpose: this page never lifts that."""
 
 
 async def opt_in(
@@ -506,20 +531,15 @@ async def opt_in(
     channel, an unverified or unreachable address), and (:class:`OptInSuppressed`) where a suppression stops the
     purpose: it is never lifted here. Records ``preference_opt_in`` with the notice the page showed beside the button
     (``notice_id``: one of this purpose's email notices, else refused), or without one the purpose's newest email
-    notice in the contact's language, if one exists; a purpose already opted in records nothing.
+    notice in the contact's language; a purpose with no email notice is refused (no text, no informed consent). A
+    purpose already opted in records nothing.
     """
     points = await ledger.contact_points_of(session, link.contact_id)
     point = _own_point(points, point_id)
     bound = _bound_point(link, points)
     if bound is None or bound.id != point.id:
         raise InvalidInput("This link cannot opt in this address.", code="opt_in_not_here")
-    try:
-        purpose_uuid = uuid.UUID(purpose_id)
-    except ValueError:
-        raise InvalidInput("Unknown purpose.", code="purpose_not_found") from None
-    purpose = await purposes.get_purpose(session, link.workspace_id, purpose_uuid)
-    if purpose is None or purpose.kind != PurposeKind.MARKETING:
-        raise InvalidInput("Unknown purpose.", code="purpose_not_found")
+    purpose = await _marketing_purpose(session, link.workspace_id, purpose_id)
     blocked = await _suppressed_purposes(session, link.workspace_id, point)
     if None in blocked or purpose.id in blocked:
         raise OptInSuppressed
@@ -535,6 +555,8 @@ async def opt_in(
     else:
         lang = locale_of(contact.locale, WorkspaceSettings.load(workspace.settings).locale)
         notice = await _notice_for(session, purpose, [contact.locale, lang])
+    if notice is None:
+        raise InvalidInput("This purpose has no consent text for email to agree to.", code="notice_required")
     change = Change(point, purpose.id, Trigger.PREFERENCE_OPT_IN, proof, notice=notice)
     return await apply_changes(session, link.workspace_id, [change], PERSON)
 

@@ -154,6 +154,7 @@ def _points(
                     purpose=keys.get(s.purpose_id) if s.purpose_id else None,
                     reason=s.reason,
                     since=s.created_at,
+                    until=s.until,
                 )
                 for position, key in enumerate(bytes(k) for k in point.suppression_keys)
                 for s in suppressions

@@ -71,6 +71,8 @@ class ExportedSuppression(msgspec.Struct, kw_only=True):
     purpose: str | None
     reason: str
     since: datetime
+    until: datetime | None = None
+    """A pause's end (reason `paused`; it ends by itself then); `null` for a suppression without end."""
 
 
 class ExportedPoint(msgspec.Struct, kw_only=True):

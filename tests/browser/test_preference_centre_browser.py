@@ -30,6 +30,13 @@ pytestmark = pytest.mark.slow
 
 SERVER_KEYS = Keys(bytes.fromhex("ab" * 32))  # CONSENT_SECRET_KEY of the served app (tests/browser/conftest.py)
 MOBILE = {"width": 390, "height": 844}
+NEWSLETTER_NOTICES = {
+    "de": (
+        "Ja, ich möchte den Newsletter von Acme Mode mit Neuheiten und Angeboten per E-Mail erhalten. Meine "
+        "Einwilligung kann ich jederzeit widerrufen, z. B. über den Abmeldelink in jeder E-Mail."
+    ),
+    "en": "Yes, send me Acme Mode's newsletter by email. I can withdraw at any time, e.g. by the link in every mail.",
+}
 
 
 @dataclass
@@ -60,6 +67,10 @@ async def shop(base_url, pg_server) -> AsyncIterator[Shop]:
             key: await purposes.create_purpose(session, workspace.id, key, label, "marketing")
             for key, label in (("newsletter", "Newsletter"), ("offers", "Sonderangebote"))
         }
+        for locale, text in NEWSLETTER_NOTICES.items():  # what opting in on the page agrees to
+            await purposes.create_notice(
+                session, workspace.id, purpose_key="newsletter", channels=["email"], locale=locale, text=text
+            )
     assert make_url(pg_server.url(name)).database == name
     try:
         yield Shop(database, workspace.id, {"Authorization": f"Bearer {secret}"}, found)
@@ -289,9 +300,9 @@ async def test_pause_sms_for_4_weeks_then_end_it(new_visit, shop, base_url):
     assert tab.left_localhost() == []
 
 
-async def mailed_link(shop: Shop, base_url: str) -> tuple[str, uuid.UUID]:
+async def mailed_link(shop: Shop, base_url: str, locale: str = "de") -> tuple[str, uuid.UUID]:
     """A link as the request form mails it to the contact's email address (it proves control of that address)."""
-    _, contact_id = await new_link(shop, base_url)
+    _, contact_id = await new_link(shop, base_url, locale)
     async with shop.database.sessionmaker() as session, session.begin():
         [email] = [p for p in await ledger.contact_points_of(session, contact_id) if p.channel == "email"]
         issued = await preferences.issue_link(
@@ -301,14 +312,6 @@ async def mailed_link(shop: Shop, base_url: str) -> tuple[str, uuid.UUID]:
 
 
 async def test_opt_in_again_on_the_mailed_address_passes_axe(new_visit, shop, base_url):
-    async with shop.database.sessionmaker() as session, session.begin():
-        text = (
-            "Ja, ich möchte den Newsletter von Acme Mode mit Neuheiten und Angeboten per E-Mail erhalten. Meine "
-            "Einwilligung kann ich jederzeit widerrufen, z. B. über den Abmeldelink in jeder E-Mail."
-        )
-        await purposes.create_notice(
-            session, shop.workspace_id, purpose_key="newsletter", channels=["email"], locale="de", text=text
-        )
     url, contact_id = await mailed_link(shop, base_url)
     tab = await new_visit()
     page = tab.page

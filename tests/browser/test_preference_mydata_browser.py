@@ -7,14 +7,14 @@ import json
 
 import pytest
 from conftest import SCREENSHOTS, describe
-from test_preference_centre_browser import decision, new_link, shop  # noqa: F401  # shop: the module's fixture
+from test_preference_centre_browser import decision, mailed_link, shop  # noqa: F401  # shop: the module's fixture
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize("javascript", [True, False], ids=["js-on", "js-off"])
 async def test_download_then_delete_me_with_a_confirmation(new_visit, shop, base_url, javascript, tmp_path):  # noqa: F811
-    url, contact_id = await new_link(shop, base_url, locale="en")
+    url, contact_id = await mailed_link(shop, base_url, locale="en")
     tab = await new_visit(java_script_enabled=javascript, accept_downloads=True)
     page = tab.page
     await page.goto(url)
@@ -54,7 +54,7 @@ async def test_download_then_delete_me_with_a_confirmation(new_visit, shop, base
 
 
 async def test_back_from_the_confirmation_keeps_everything(new_visit, shop, base_url):  # noqa: F811
-    url, contact_id = await new_link(shop, base_url, locale="de")
+    url, contact_id = await mailed_link(shop, base_url, locale="de")
     tab = await new_visit()
     page = tab.page
     await page.goto(url)

@@ -14,7 +14,7 @@ from app.lib.keys import Keys
 from app.workspaces.models import Workspace
 from app.workspaces.settings import contrast, logo_origin, text_on
 from tests.conftest import TEST_SECRET
-from tests.integration.test_preference_centre import BASE, form_token, link_of
+from tests.integration.test_preference_centre import BASE, form_token, link_of, requested_link_of
 
 KEYS = Keys(TEST_SECRET)
 SAME_SITE = {"Origin": BASE, "Sec-Fetch-Site": "same-origin"}
@@ -168,12 +168,12 @@ async def test_without_a_logo_no_image_is_allowed(client, tenant, admin, jane):
     assert '<link rel="stylesheet" href="/brand/v1/1a4f9c-202020.css">' in coloured.text, "default primary"
 
 
-async def test_the_request_via_and_my_data_pages_are_branded(client, tenant, admin, jane):
+async def test_the_request_via_and_my_data_pages_are_branded(client, database, tenant, admin, jane):
     assert (await put_branding(client, admin, BRANDING)).status_code == 200
     pages = {"request": await client.get("/p", params={"w": str(tenant.id), "lang": "en"})}
     token = sign_unsubscribe(KEYS.unsubscribe, UnsubscribeTarget(jane["email"].id, jane["newsletter"].id))
     pages["via"] = await client.get(f"/p/via/{token}")
-    path = await link_of(client, tenant, jane["contact_id"])
+    path = await requested_link_of(database, tenant, jane["contact_id"])
     html = (await client.get(path)).text
     pages["erase"] = await client.post(f"{path}/erase", data={"form_token": form_token(html)}, headers=SAME_SITE)
     pages["sent"] = await client.post(

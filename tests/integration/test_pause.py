@@ -278,8 +278,8 @@ async def test_a_pause_stays_with_its_contact(client, tenant, world, page, ledge
 @pytest.mark.parametrize("weeks", ["3", "0", "", "four", "-1", "1" * 400])
 async def test_only_1_4_or_12_weeks(client, tenant, world, page, session, weeks):
     answer = await page["post"]("pause", point=str(world["sms"].id), weeks=weeks)
-    assert answer.status_code == 403
-    assert "Das ließ sich nicht ändern" in answer.text
+    assert answer.status_code == 400
+    assert "Das Formular ist unvollständig" in answer.text
     assert await session.scalar(select(Suppression)) is None
     assert await events(session, tenant.id, "pause") == []
 
@@ -292,3 +292,14 @@ async def test_a_forged_pause_is_refused(client, tenant, world, page, session):
     assert cross_site.status_code == 403
     assert await session.scalar(select(Suppression)) is None
     assert (await eligibility(client, tenant, "email"))["eligible"] is True
+
+
+async def test_the_subject_access_export_says_when_a_pause_ends(client, admin, world, page):
+    """Newcomer review: the export listed a pause without its end."""
+    assert (await page["post"]("pause", point=str(world["sms"].id), weeks="4")).status_code == 200
+    export = (await client.get(f"/v1/contacts/{world['sms'].contact_id}/export", headers=admin)).json()
+    [sms] = [p for p in export["contact_points"] if p["channel"] == "sms"]
+    [pause] = sms["suppressions"]
+    assert pause["reason"] == "paused"
+    ends = datetime.fromisoformat(pause["until"]) - datetime.now(UTC)
+    assert timedelta(days=27) < ends <= timedelta(weeks=4)

@@ -284,3 +284,21 @@ async def test_preference_origins_are_stored_and_shown(client, admin):
     assert answer.status_code == 200, answer.text
     assert answer.json()["preference_origins"] == origins
     assert (await client.get("/v1/workspace/settings", headers=admin)).json()["preference_origins"] == origins
+
+
+async def test_a_purpose_may_be_named_by_its_key_and_print_is_objected_not_withdrawn(client, tenant, jane, api):  # noqa: F811
+    """Newcomer review: a brand's page names purposes by key, as every /v1 call does; a withdrawal of a postal
+    address is told to object instead (422), not refused as someone else's."""
+    by_key = {"action": "withdraw", "point": str(jane["email"].id), "purpose": "offers"}
+    answer = await client.post(api, json=by_key, headers={"Origin": BASE})
+    assert answer.status_code == 200, answer.text
+    decision = await eligibility(client, tenant, jane["contact_id"], "email", "offers")
+    assert (decision["eligible"], decision["reason"]) == (False, "opted_out")
+    unknown = await client.post(api, json={**by_key, "purpose": "no-such-purpose"}, headers={"Origin": BASE})
+    assert unknown.status_code == 422
+    assert unknown.json()["code"] == "purpose_not_found"
+    [postal] = [a for a in (await client.get(api)).json()["addresses"] if a["channel"] == "print"]
+    on_post = {"action": "withdraw", "point": postal["point_id"], "purpose": "newsletter"}
+    refused = await client.post(api, json=on_post, headers={"Origin": BASE})
+    assert refused.status_code == 422
+    assert refused.json()["code"] == "use_object_print"

@@ -9,8 +9,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select, update
 
+from app.ledger import repository as ledger_repository
 from app.ledger.models import ConsentEvent
 from app.lib.auth import Scope
+from app.preferences import service
 from app.preferences.models import PreferenceLink
 
 BASE = "https://consent.example.com"
@@ -37,6 +39,17 @@ async def link_of(client, tenant, contact_id) -> str:
     answer = await client.post(f"/v1/contacts/{contact_id}/preference-link", headers=writer)
     assert answer.status_code == 201, answer.text
     return answer.json()["url"].removeprefix(BASE)
+
+
+async def requested_link_of(database, tenant, contact_id) -> str:
+    """A link as ``/p`` mails it on the person's request to their (verified) email address: it opens My data."""
+    async with database.sessionmaker() as session, session.begin():
+        points = await ledger_repository.contact_points_of(session, contact_id)
+        [email] = [p for p in points if p.channel == "email"]
+        issued = await service.issue_link(
+            session, tenant.id, str(contact_id), issued_by=service.ON_REQUEST, point_id=email.id
+        )
+    return f"/p/{issued.token}"
 
 
 def form_token(html: str) -> str:
@@ -251,3 +264,26 @@ async def last_event(session, workspace_id):
     return await session.scalar(
         select(ConsentEvent).where(ConsentEvent.workspace_id == workspace_id).order_by(ConsentEvent.seq.desc()).limit(1)
     )
+
+
+async def test_the_page_fits_what_the_person_has(client, tenant, jane):
+    """Newcomer review: an objected postal address offers no pause; some addresses paused reads "partly paused";
+    without a postal address "nothing at all" does not speak of post; a never-received purpose is "opted in to"."""
+    path = await link_of(client, tenant, jane["contact_id"])
+    page = (await client.get(path)).text
+    assert "Wie lange Werbung per Post" in page
+    assert "und widerspricht Werbung per Post" in page, "a postal address is known"
+    token = form_token(page)
+    await client.post(path, data={"action": "object_print", "form_token": token})
+    pause = {"action": "pause", "point": str(jane["sms"].id), "weeks": "4", "form_token": token}
+    after = (await client.post(path, data=pause)).text
+    assert "Wie lange Werbung per Post" not in after, "objected: nothing to pause"
+    assert "Teilweise pausiert." in after
+
+
+async def test_without_a_postal_address_nothing_at_all_does_not_speak_of_post(client, tenant, ledger, jane):
+    john = await ledger.point("email", "john@example.com")
+    await ledger.apply(john, jane["newsletter"].id, "signup", "confirm")
+    page = (await client.get(await link_of(client, tenant, john.contact_id))).text
+    assert "Ein Klick widerruft jede Werbeeinwilligung auf jedem Kanal. Nachrichten" in page
+    assert "Werbung per Post" not in page

@@ -14,7 +14,7 @@ from app.lib.auth import Scope
 from app.preferences.models import PreferenceLink
 from app.privacy.models import Erasure, ErasureRequest
 from app.privacy.requests import one_month_after
-from tests.integration.test_preference_centre import BASE, eligibility, form_token, link_of
+from tests.integration.test_preference_centre import BASE, eligibility, form_token, link_of, requested_link_of
 
 SAME_SITE = {"Origin": BASE, "Sec-Fetch-Site": "same-origin", "User-Agent": "Jane's browser"}
 
@@ -32,9 +32,9 @@ async def jane(ledger, client, admin):
     return {"contact_id": email.contact_id, "email": email, "john": john, "newsletter": newsletter}
 
 
-async def page_of(client, tenant, contact_id) -> tuple[str, str]:
-    """A link's path and the form token of its page."""
-    path = await link_of(client, tenant, contact_id)
+async def page_of(client, database, tenant, contact_id) -> tuple[str, str]:
+    """A link's path (one the person asked for: it opens My data) and the form token of its page."""
+    path = await requested_link_of(database, tenant, contact_id)
     page = await client.get(path)
     assert page.status_code == 200
     return path, form_token(page.text)
@@ -50,8 +50,8 @@ async def contacts(session, contact_id) -> int:
     return await session.scalar(select(func.count()).select_from(Contact).where(Contact.id == contact_id))
 
 
-async def test_the_page_offers_download_and_deletion(client, tenant, jane):
-    path = await link_of(client, tenant, jane["contact_id"])
+async def test_the_page_offers_download_and_deletion(client, database, tenant, jane):
+    path = await requested_link_of(database, tenant, jane["contact_id"])
     html = (await client.get(path, params={"lang": "en"})).text
     assert "Your data" in html
     assert f'action="{path}/export?lang=en"' in html
@@ -59,8 +59,10 @@ async def test_the_page_offers_download_and_deletion(client, tenant, jane):
     assert "Meine Daten herunterladen" in (await client.get(path)).text
 
 
-async def test_the_download_is_a_file_with_her_data_and_nothing_of_another_contact(client, tenant, jane, session):
-    path, token = await page_of(client, tenant, jane["contact_id"])
+async def test_the_download_is_a_file_with_her_data_and_nothing_of_another_contact(
+    client, database, tenant, jane, session
+):
+    path, token = await page_of(client, database, tenant, jane["contact_id"])
     events = await session.scalar(select(func.count()).select_from(ConsentEvent))
     answer = await client.post(f"{path}/export", data={"form_token": token}, headers=SAME_SITE)
     assert answer.status_code == 200, answer.text
@@ -89,8 +91,10 @@ async def test_the_download_is_a_file_with_her_data_and_nothing_of_another_conta
     ],
     ids=["missing-token", "wrong-token", "foreign-origin", "cross-site"],
 )
-async def test_a_forged_post_gets_no_data_and_deletes_nothing(client, tenant, jane, session, what, token, headers):
-    path, real = await page_of(client, tenant, jane["contact_id"])
+async def test_a_forged_post_gets_no_data_and_deletes_nothing(
+    client, database, tenant, jane, session, what, token, headers
+):
+    path, real = await page_of(client, database, tenant, jane["contact_id"])
     data = {"confirm": "yes"}
     if token is not None:
         data["form_token"] = real if token == "valid" else token
@@ -116,8 +120,8 @@ async def test_unknown_and_expired_links_refuse_both(client, tenant, jane):
         assert (await client.post(f"/p/{'x' * 43}/{what}", data={"form_token": "0" * 64})).status_code == 404
 
 
-async def test_deleting_asks_first_and_says_what_is_kept(client, tenant, jane, session):
-    path, token = await page_of(client, tenant, jane["contact_id"])
+async def test_deleting_asks_first_and_says_what_is_kept(client, database, tenant, jane, session):
+    path, token = await page_of(client, database, tenant, jane["contact_id"])
     asked = await client.post(f"{path}/erase?lang=en", data={"form_token": token}, headers=SAME_SITE)
     assert asked.status_code == 200
     assert "Delete all your data?" in asked.text
@@ -129,8 +133,10 @@ async def test_deleting_asks_first_and_says_what_is_kept(client, tenant, jane, s
     assert await session.scalar(select(func.count()).select_from(ErasureRequest)) == 0
 
 
-async def test_a_confirmed_deletion_erases_her_and_keeps_the_suppression(client, tenant, admin, jane, session, ledger):
-    path, token = await page_of(client, tenant, jane["contact_id"])
+async def test_a_confirmed_deletion_erases_her_and_keeps_the_suppression(
+    client, database, tenant, admin, jane, session, ledger
+):
+    path, token = await page_of(client, database, tenant, jane["contact_id"])
     link = await session.scalar(select(PreferenceLink).where(PreferenceLink.contact_id == jane["contact_id"]))
     done = await client.post(f"{path}/erase?lang=en", data={"form_token": token, "confirm": "yes"}, headers=SAME_SITE)
     assert done.status_code == 200, done.text
@@ -175,9 +181,9 @@ async def test_a_confirmed_deletion_erases_her_and_keeps_the_suppression(client,
     assert (await client.post(f"{path}/export", data={"form_token": token}, headers=SAME_SITE)).status_code == 404
 
 
-async def test_with_review_the_request_waits_a_month_for_an_admin(client, tenant, admin, jane, session):
+async def test_with_review_the_request_waits_a_month_for_an_admin(client, database, tenant, admin, jane, session):
     await review(client, admin, on=True)
-    path, token = await page_of(client, tenant, jane["contact_id"])
+    path, token = await page_of(client, database, tenant, jane["contact_id"])
     asked = await client.post(f"{path}/erase?lang=en", data={"form_token": token}, headers=SAME_SITE)
     assert "checks deletion requests before carrying them out" in asked.text
     before = datetime.now(UTC)
@@ -233,9 +239,11 @@ async def test_with_review_the_request_waits_a_month_for_an_admin(client, tenant
     assert (await client.get(path)).status_code == 404
 
 
-async def test_a_rejected_request_deletes_nothing_and_drops_its_evidence(client, tenant, admin, jane, session):
+async def test_a_rejected_request_deletes_nothing_and_drops_its_evidence(
+    client, database, tenant, admin, jane, session
+):
     await review(client, admin, on=True)
-    path, token = await page_of(client, tenant, jane["contact_id"])
+    path, token = await page_of(client, database, tenant, jane["contact_id"])
     await client.post(f"{path}/erase", data={"form_token": token, "confirm": "yes"}, headers=SAME_SITE)
     request = await session.scalar(select(ErasureRequest))
     rejected = await client.post(f"/v1/erasure-requests/{request.id}/reject", headers=admin)
@@ -252,10 +260,10 @@ async def test_a_rejected_request_deletes_nothing_and_drops_its_evidence(client,
 
 
 async def test_erasure_requests_are_for_admin_keys_of_their_workspace_only(
-    client, tenant, other_tenant, admin, jane, session
+    client, database, tenant, other_tenant, admin, jane, session
 ):
     await review(client, admin, on=True)
-    path, token = await page_of(client, tenant, jane["contact_id"])
+    path, token = await page_of(client, database, tenant, jane["contact_id"])
     await client.post(f"{path}/erase", data={"form_token": token, "confirm": "yes"}, headers=SAME_SITE)
     request = await session.scalar(select(ErasureRequest))
     for scope in (Scope.AUDIT_READ, Scope.CONSENTS_WRITE):
@@ -273,9 +281,9 @@ async def test_erasure_requests_are_for_admin_keys_of_their_workspace_only(
     assert await contacts(session, jane["contact_id"]) == 1
 
 
-async def test_an_erasure_by_the_api_closes_a_pending_request(client, tenant, admin, jane, session):
+async def test_an_erasure_by_the_api_closes_a_pending_request(client, database, tenant, admin, jane, session):
     await review(client, admin, on=True)
-    path, token = await page_of(client, tenant, jane["contact_id"])
+    path, token = await page_of(client, database, tenant, jane["contact_id"])
     await client.post(f"{path}/erase", data={"form_token": token, "confirm": "yes"}, headers=SAME_SITE)
     assert (await client.delete(f"/v1/contacts/{jane['contact_id']}", headers=admin)).status_code == 200
     request = await session.scalar(select(ErasureRequest))
@@ -295,29 +303,45 @@ def test_one_month_is_a_calendar_month(made, due):
     assert one_month_after(made) == due
 
 
-async def test_her_download_shows_her_pending_request(client, tenant, admin, jane):
+async def test_her_download_shows_her_pending_request(client, database, tenant, admin, jane):
     await review(client, admin, on=True)
-    path, token = await page_of(client, tenant, jane["contact_id"])
+    path, token = await page_of(client, database, tenant, jane["contact_id"])
     await client.post(f"{path}/erase", data={"form_token": token, "confirm": "yes"}, headers=SAME_SITE)
     data = (await client.post(f"{path}/export", data={"form_token": token}, headers=SAME_SITE)).json()
     [request] = data["erasure_requests"]
     assert (request["status"], request["source"]) == ("pending", "preference_centre")
     assert request["evidence"]["user_agent"] == "Jane's browser"
-    john = await link_of(client, tenant, jane["john"].contact_id)
+    john = await requested_link_of(database, tenant, jane["john"].contact_id)
     johns = form_token((await client.get(john)).text)
     other = (await client.post(f"{john}/export", data={"form_token": johns}, headers=SAME_SITE)).json()
     assert other["erasure_requests"] == []
 
 
-async def test_while_her_request_waits_for_review_nothing_is_marketed_to_her(client, tenant, admin, jane):
+async def test_while_her_request_waits_for_review_nothing_is_marketed_to_her(client, database, tenant, admin, jane):
     """Hostile review: a queued "delete me" left her eligible for a month of campaigns."""
     await review(client, admin, on=True)
     reader = await tenant.key(Scope.ELIGIBILITY_READ)
     query = {"contact": str(jane["contact_id"]), "channel": "email", "purpose": "newsletter"}
     assert (await client.get("/v1/eligibility", params=query, headers=reader)).json()["eligible"] is True
-    path, token = await page_of(client, tenant, jane["contact_id"])
+    path, token = await page_of(client, database, tenant, jane["contact_id"])
     queued = await client.post(f"{path}/erase?lang=en", data={"form_token": token, "confirm": "yes"}, headers=SAME_SITE)
     assert queued.status_code == 200
     assert (await client.get("/v1/eligibility", params=query, headers=reader)).json()["eligible"] is False
     sms = {**query, "channel": "sms"}
     assert (await client.get("/v1/eligibility", params=sms, headers=reader)).json()["eligible"] is False
+
+
+async def test_a_brands_own_link_manages_consent_but_opens_no_data(client, tenant, jane, session):
+    """Hostile review: a brand puts its links into newsletters, which are forwarded; only a link the person asked for
+    at /p (mailed to their address) downloads or deletes their data."""
+    path = await link_of(client, tenant, jane["contact_id"])
+    html = (await client.get(path, params={"lang": "en"})).text
+    assert f'action="{path}/export' not in html
+    assert "ask for a link by email" in html
+    assert f'href="/p?w={tenant.id}&amp;lang=en"' in html
+    token = form_token(html)
+    for what in ("export", "erase"):
+        answer = await client.post(f"{path}/{what}", data={"form_token": token, "confirm": "yes"}, headers=SAME_SITE)
+        assert answer.status_code == 403, what
+        assert "jane@example.com" not in answer.text
+    assert await contacts(session, jane["contact_id"]) == 1

@@ -172,7 +172,7 @@ async def test_no_opt_in_where_the_link_proves_no_usable_address(client, databas
     assert await event_count(session) == before
 
 
-async def test_a_suppressed_address_needs_a_fresh_signup(client, database, tenant, jane, session):
+async def test_a_suppressed_address_is_not_lifted_here(client, database, tenant, jane, session):
     async with database.sessionmaker() as db, db.begin():
         rows = suppression_rows(Keys(TEST_SECRET), tenant.id, [jane["first"]], SuppressionReason.OBJECTION_ART21)
         await ledger_repository.add_suppressions(db, rows)
@@ -182,7 +182,7 @@ async def test_a_suppressed_address_needs_a_fresh_signup(client, database, tenan
     assert opt_in_points(page) == []
     assert "steht auf der Sperrliste" in page
     assert answer.status_code == 403
-    assert "Dafür ist eine neue Anmeldung nötig" in answer.text
+    assert "Diese Seite kann das nicht aufheben" in answer.text
     assert await event_count(session) == before
     assert (await eligibility(client, tenant, jane["contact_id"]))["eligible"] is False
 
@@ -222,9 +222,8 @@ async def test_the_consent_text_is_shown_beside_the_button_and_the_version_read_
         )
     path = await link_to(database, tenant, jane, jane["first"])
     german = (await client.get(path)).text
-    assert f'<p class="consent-text" id="consent-{jane["first"].id}-{jane["newsletter"].id}">Ja, Newsletter.</p>' in (
-        german
-    )
+    consent_text = f'<p class="consent-text" id="consent-{jane["first"].id}-{jane["newsletter"].id}" lang="de">'
+    assert consent_text + "Ja, Newsletter.</p>" in german
     assert f'aria-describedby="consent-{jane["first"].id}-{jane["newsletter"].id}"' in german
     page = (await client.get(path, params={"lang": "en"})).text
     assert "Yes, &lt;b&gt;news&lt;/b&gt; weekly." in page, "the page's language, and a tenant's text is only text"
@@ -262,4 +261,24 @@ async def test_a_form_naming_a_notice_not_of_this_purpose_is_refused(client, dat
     }
     answer = await client.post(path, data=data, headers=SAME_ORIGIN)
     assert answer.status_code == 403
+    assert await event_count(session) == before
+
+
+async def test_no_consent_text_no_button_and_a_forged_opt_in_is_refused(client, database, tenant, jane, session):
+    """Hostile review: an opt-in without a text the person read is no informed consent."""
+    async with database.sessionmaker() as db, db.begin():
+        offers = await purposes.create_purpose(db, tenant.id, "offers", "Offers", "marketing")
+    path = await link_to(database, tenant, jane, jane["first"])
+    page = (await client.get(path)).text
+    assert "Offers per E-Mail anmelden" not in page, "no notice for email: no button"
+    assert "Newsletter per E-Mail wieder anmelden" in page, "withdrawn, with a notice: again"
+    before = await event_count(session)
+    data = {
+        "action": "opt_in",
+        "form_token": form_token(page),
+        "point": str(jane["first"].id),
+        "purpose": str(offers.id),
+    }
+    answer = await client.post(path, data=data, headers=SAME_ORIGIN)
+    assert answer.status_code == 400
     assert await event_count(session) == before

@@ -309,7 +309,9 @@ async def test_the_limit_per_address_holds_across_ips_and_says_nothing_about_exi
             async with client_from(f"198.51.100.{index + 1}") as http:
                 answers.append(await ask(http, tenant.id, address))
         assert [a.status_code for a in answers] == [200] * count + [429], address
-        assert int(answers[-1].headers["Retry-After"]) > 0
+        wait = int(answers[-1].headers["Retry-After"])
+        assert wait > 0
+        assert f"in {-(-wait // 60)} Minuten erneut" in answers[-1].text, "the wait in words, not 'a moment'"
     assert len(inbox.messages) == count, "only the known address got mail, and only up to the limit"
     async with client_from("198.51.100.1") as http:
         known, unknown = (
@@ -425,7 +427,11 @@ async def test_the_footer_link_refuses_cross_site_posts_forgeries_and_floods(cli
     for bad in (forged, token[:-2], "x" * 500):
         assert (await client.get(f"/p/via/{bad}")).status_code == 404
         assert (await client.post(f"/p/via/{bad}", headers=SAME_ORIGIN)).status_code == 404
-    for _ in range(preference_request.VIA_LIMIT.count):
+    english = await client.get(path, params={"lang": "en"})
+    assert f'action="{path}?lang=en"' in english.text, "the language chosen goes on to the page"
+    opened = await client.post(path, params={"lang": "en"}, headers=SAME_ORIGIN)
+    assert opened.headers["location"].endswith("?lang=en")
+    for _ in range(preference_request.VIA_LIMIT.count - 1):
         assert (await client.post(path, headers=SAME_ORIGIN)).status_code == 303
     assert (await client.post(path, headers=SAME_ORIGIN)).status_code == 429
     assert len(await links(session)) == preference_request.VIA_LIMIT.count
