@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 from datetime import datetime
 from typing import Annotated
@@ -15,10 +16,12 @@ from app.lib import outbound
 from app.lib.auth import Scope
 from app.lib.errors import InvalidInput
 from app.workspaces.settings import (
+    MAX_PREFERENCE_ORIGINS,
+    ORIGIN_PATTERN,
+    WEB_ORIGIN_DESCRIPTION,
     BrandingSettings,
     EmailSettings,
     PhoneSettings,
-    PreferenceOrigins,
     RateLimit,
     SendWindow,
     default_windows,
@@ -188,6 +191,14 @@ class PrintHouseSettingsOut(msgspec.Struct, kw_only=True):
     token_set: bool
 
 
+#: ``preference_origins`` as given: checked in ``__post_init__`` to answer in words (then stored as
+#: :data:`PreferenceOrigins`).
+GivenOrigins = Annotated[
+    list[Annotated[str, msgspec.Meta(max_length=300, description=WEB_ORIGIN_DESCRIPTION)]],
+    msgspec.Meta(max_length=MAX_PREFERENCE_ORIGINS),
+]
+
+
 class WorkspaceSettingsIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """The whole settings object (unset fields take their defaults)."""
 
@@ -207,8 +218,17 @@ class WorkspaceSettingsIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tr
     erasure_review: bool = False
     """Whether a "delete me" on the preference centre waits for an ``admin`` key (``/v1/erasure-requests``, due
     within one month) instead of being executed at once."""
-    preference_origins: PreferenceOrigins = msgspec.field(default_factory=list)
+    preference_origins: GivenOrigins = msgspec.field(default_factory=list)
     """The brand's https origins (at most 20) whose pages may call ``/p/{token}/preferences`` from the browser."""
+
+    def __post_init__(self) -> None:
+        """Say in words what an origin is (msgspec would answer with the whole regular expression)."""
+        for origin in self.preference_origins:
+            if not re.fullmatch(ORIGIN_PATTERN, origin):
+                raise ValueError(
+                    f"preference_origins: {origin[:100]!r} is not an https origin: scheme and host name, an optional "
+                    "port, nothing after it (no path, not even a trailing slash), e.g. https://shop.example"
+                )
 
 
 class WorkspaceSettingsOut(msgspec.Struct, kw_only=True):

@@ -27,14 +27,8 @@ _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _PORT = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
 ORIGIN_PATTERN = rf"^https://(?:{_LABEL}\.)*{_LABEL}(?::{_PORT})?$"
 """An https origin: scheme, host name and optional port; no path, query, user info or trailing slash."""
-WebOrigin = Annotated[
-    str,
-    msgspec.Meta(
-        max_length=300,
-        pattern=ORIGIN_PATTERN,
-        description="An https origin such as https://shop.example or https://shop.example:8443 (no path).",
-    ),
-]
+WEB_ORIGIN_DESCRIPTION = "An https origin such as https://shop.example or https://shop.example:8443 (no path)."
+WebOrigin = Annotated[str, msgspec.Meta(max_length=300, pattern=ORIGIN_PATTERN, description=WEB_ORIGIN_DESCRIPTION)]
 MAX_PREFERENCE_ORIGINS = 20
 PreferenceOrigins = Annotated[list[WebOrigin], msgspec.Meta(max_length=MAX_PREFERENCE_ORIGINS)]
 
