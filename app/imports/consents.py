@@ -276,7 +276,7 @@ async def _take(
 ) -> None:
     """One batch in one transaction: lines checked, what they name looked up at once, then recorded."""
     problems: list[RowProblem] = []
-    reassigned = await _reassign_numbers(session, context, batch, problems)
+    reassigned = await _reassign_numbers(session, context, batch)
     async with session.begin():
         prepared: list[_PreparedLine] = []
         for number, line in batch:
@@ -551,7 +551,7 @@ class _Reassigned:
     """The numbers a batch reports as reassigned (E.164 → latest date), and its lines refused for that."""
 
     dates: dict[str, datetime] = field(default_factory=dict)
-    refused: set[int] = field(default_factory=set)
+    refused: dict[int, RowProblem] = field(default_factory=dict)
 
     def keep(self, batch: list[_PreparedLine], problems: list[RowProblem]) -> list[_PreparedLine]:
         """The lines to record: not those refused, nor an opt-in for such a number captured before its date."""
@@ -559,47 +559,44 @@ class _Reassigned:
         for item in batch:
             before = self.dates.get(item.value) if item.channel in PHONE_CHANNELS else None
             if item.number in self.refused:
-                continue
-            if before is not None and item.target is State.OPTED_IN and item.line.captured_at < before:
+                problems.append(self.refused[item.number])
+            elif before is not None and item.target is State.OPTED_IN and item.line.captured_at < before:
                 problems.append(RowProblem(item.number, "skipped", "before_reassignment", BEFORE_REASSIGNMENT))
-                continue
-            kept.append(item)
+            else:
+                kept.append(item)
         return kept
 
 
 async def _reassign_numbers(
-    session: AsyncSession,
-    context: _Context,
-    batch: Sequence[tuple[int, ImportLine | LineRejected]],
-    problems: list[RowProblem],
+    session: AsyncSession, context: _Context, batch: Sequence[tuple[int, ImportLine | LineRejected]]
 ) -> _Reassigned:
     """Lines with ``reassigned_at``: the number's former owner's consents end, as the API's report does.
 
-    Each in a transaction of its own before the batch's (each locks consents, then the chain head, as one
-    writer must), so that the batch's opt-ins of the new owner are recorded after it.
+    Only for a line that passes every other check (a refused line changes nothing; the batch reports it). Each in
+    a transaction of its own before the batch's, as one writer locks consents, then the chain head, once; the
+    batch's opt-ins of the new owner are recorded after it.
     """
     found = _Reassigned()
     for number, line in batch:
         if isinstance(line, LineRejected) or line.reassigned_at is None:
             continue
-        if line.channel not in PHONE_CHANNELS:
-            problems.append(RowProblem(number, "rejected", "invalid_reassigned_at", NOT_A_NUMBER))
-            found.refused.add(number)
-            continue
         try:
+            if line.channel not in PHONE_CHANNELS:
+                raise InvalidInput(NOT_A_NUMBER)  # noqa: TRY301  # one refusal for every reason
             when = check_date(line.reassigned_at, context.now)
-            value, _ = _address(line, line.channel, context.settings)
-        except (InvalidInput, LineRejected) as refused:
-            if isinstance(refused, InvalidInput):  # a wrong address is the batch's to report
-                problems.append(RowProblem(number, "rejected", "invalid_reassigned_at", refused.detail))
-                found.refused.add(number)
+        except InvalidInput as refused:
+            found.refused[number] = RowProblem(number, "rejected", "invalid_reassigned_at", refused.detail)
             continue
-        evidence = {**line.evidence.as_dict(), "source": line.source, "import_line": number}
         async with session.begin():
+            try:
+                item = await _prepare(session, context, number, line)
+            except LineRejected:
+                continue
+            evidence = {**line.evidence.as_dict(), "source": line.source, "import_line": number}
             await reassign(
-                session, context.keys, context.workspace_id, value, when, evidence=evidence, actor=context.actor
+                session, context.keys, context.workspace_id, item.value, when, evidence=evidence, actor=context.actor
             )
-        found.dates[value] = max(when, found.dates.get(value, when))
+        found.dates[item.value] = max(when, found.dates.get(item.value, when))
     return found
 
 

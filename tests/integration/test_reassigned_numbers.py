@@ -9,6 +9,7 @@ a number that cannot receive (send answer and signed status callback) against th
 from __future__ import annotations
 
 import io
+import json
 from datetime import timedelta
 
 import pytest
@@ -20,6 +21,7 @@ from app.lib.auth import Scope
 from app.lib.orm import utcnow
 from channel_providers.base import Outcome
 from channel_providers.twilio import _mapped
+from tests.conftest import consent_cli
 from tests.integration import test_messages
 from tests.integration.test_messages import (  # the provider stand-ins and Jane, opted in by SMS and email
     adapters,  # noqa: F401  # fixture
@@ -355,3 +357,43 @@ async def test_an_imported_opt_in_after_the_date_is_the_new_owners(client, tenan
     assert (await consents(client, tenant, "anna"))["sms"]["newsletter"] == "opted_in"
     point = await session.scalar(select(ContactPoint).where(ContactPoint.channel == "sms"))
     assert point is not None
+
+
+async def test_an_import_line_refused_changes_nothing(client, tenant, holders, session):
+    when = utcnow().isoformat()
+    ahead = (utcnow() + timedelta(days=1)).isoformat()
+    text = (
+        CSV_HEAD
+        + f"anna,sms,{PERSON},no-such-purpose,opted_out,{when},crm,,{when}\n"  # refused: its number stays as it is
+        + f"anna,sms,{PERSON},newsletter,opted_out,{when},crm,,{ahead}\n"  # a date in the future
+    )
+    report = await _import(client, tenant, text)
+    assert {p["line"]: p["code"] for p in report["problems"]} == {2: "purpose_not_found", 3: "invalid_reassigned_at"}
+    assert await events(session, trigger="reassigned") == 0
+    assert (await consents(client, tenant, "anna"))["sms"]["newsletter"] == "opted_in"
+
+
+@pytest.mark.slow
+async def test_the_cli_import_reads_the_column(pg_server, tmp_path):
+    url = await pg_server.create_database("consent_reassigned_cli")
+    run = consent_cli(url)
+    line = {  # a line that is right but for its reassigned_at, which only a number may have
+        "contact": "crm-1",
+        "channel": "print",
+        "postal_address": {"name": "Anna Roe", "street": "Schulstr. 1", "postcode": "10115", "city": "Berlin"},
+        "state": "objected",
+        "captured_at": "2024-01-01T00:00:00Z",
+        "source": "letter",
+        "reassigned_at": "2025-01-01T00:00:00Z",
+    }
+    try:
+        assert run("migrate").returncode == 0
+        workspace = json.loads(run("workspace", "create", "Acme", "--json").stdout.strip().splitlines()[-1])
+        lines = tmp_path / "consents.ndjson"
+        lines.write_text(json.dumps(line) + "\n")
+        result = run("import", "consents", "--workspace", workspace["id"], str(lines), "--json")
+        assert result.returncode == 0, result.stderr
+        report = json.loads(result.stdout.strip().splitlines()[-1])
+        assert [p["code"] for p in report["problems"]] == ["invalid_reassigned_at"], "read, and refused for print"
+    finally:
+        await pg_server.drop_database(url)
