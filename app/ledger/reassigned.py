@@ -64,9 +64,13 @@ def check_date(reassigned_at: datetime, now: datetime) -> datetime:
         raise InvalidInput(
             "'reassigned_at' needs a time zone (RFC 3339, e.g. 2026-03-01T00:00:00Z).", code="timezone_required"
         )
-    if reassigned_at > now + FUTURE_SKEW:
+    try:  # year 1 at +14:00 has no UTC time
+        utc = reassigned_at.astimezone(UTC)
+    except OverflowError:
+        raise InvalidInput("'reassigned_at' lies outside the UTC calendar.", code="invalid_reassigned_at") from None
+    if utc > now + FUTURE_SKEW:
         raise InvalidInput("'reassigned_at' lies in the future.", code="reassigned_at_in_future")
-    return min(reassigned_at.astimezone(UTC), now)
+    return min(utc, now)
 
 
 async def report(

@@ -133,6 +133,7 @@ async def test_a_withdrawal_of_the_former_owner_stays_and_binds_nobody_new(clien
         ("anna", {"number": "+4915199999999"}, 422, "number_not_held"),
         ("anna", {"number": PERSON, "reassigned_at": "2026-01-01T00:00:00"}, 422, "timezone_required"),
         ("anna", {"number": PERSON, "reassigned_at": "2999-01-01T00:00:00Z"}, 422, "reassigned_at_in_future"),
+        ("anna", {"number": PERSON, "reassigned_at": "0001-01-01T00:00:00+14:00"}, 422, "invalid_reassigned_at"),
     ],
 )
 async def test_bad_reports_are_refused_and_change_nothing(
