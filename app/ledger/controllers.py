@@ -241,7 +241,7 @@ class ContactController(Controller):
         when = reassigned.check_date(data.reassigned_at, utcnow())
         async with db.begin():
             number = normalise_phone(data.number, (await settings_of(db, principal.workspace_id)).default_region)
-            done = await reassigned.report(
+            found, done = await reassigned.report(
                 db,
                 keys,
                 principal.workspace_id,
@@ -251,7 +251,6 @@ class ContactController(Controller):
                 evidence=data.evidence.as_dict(),
                 actor=_actor(principal),
             )
-            found = await require_contact(db, principal.workspace_id, contact)
             changed = await _changes(db, principal.workspace_id, found.id, done.applied)
         return ReassignedNumberOut(
             contact_id=found.id,

@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.model import Channel, State, Trigger
 from app.ledger import repository
-from app.ledger.models import ContactPoint
+from app.ledger.models import Contact, ContactPoint
 from app.ledger.service import Actor, Applied, Change, Note, apply_changes, record_notes, require_contact
 from app.lib.errors import InvalidInput
 from app.lib.keys import Keys
@@ -83,7 +83,7 @@ async def report(
     reassigned_at: datetime,
     evidence: Mapping[str, Any],
     actor: Actor,
-) -> Reassignment:
+) -> tuple[Contact, Reassignment]:
     """The API's report: the contact must hold ``number`` (E.164) on SMS or WhatsApp; then :func:`reassign`."""
     contact = await require_contact(session, workspace_id, contact_ref)
     held = [p for p in await repository.contact_points_of(session, contact.id) if p.channel in PHONE_CHANNELS]
@@ -93,7 +93,7 @@ async def report(
             code="number_not_held",
         )
     record = {**evidence, "reported_for_contact": str(contact.id)}
-    return await reassign(session, keys, workspace_id, number, reassigned_at, evidence=record, actor=actor)
+    return contact, await reassign(session, keys, workspace_id, number, reassigned_at, evidence=record, actor=actor)
 
 
 async def reassign(
