@@ -398,3 +398,22 @@ async def test_the_cli_import_reads_the_column(pg_server, tmp_path):
         assert [p["code"] for p in report["problems"]] == ["invalid_reassigned_at"], "read, and refused for print"
     finally:
         await pg_server.drop_database(url)
+
+
+async def test_each_ended_consent_is_a_consent_changed_webhook(client, admin, tenant, holders, session):
+    from app.webhooks.models import WebhookDelivery  # noqa: PLC0415
+
+    subscribed = await client.post(
+        "/v1/webhook-subscriptions",
+        json={"url": "https://crm.example.com/hooks", "events": ["consent.changed"]},
+        headers=admin,
+    )
+    assert subscribed.status_code == 201, subscribed.text
+    await report(client, tenant, "anna", PERSON, utcnow())
+    payloads = (await session.scalars(select(WebhookDelivery.payload))).all()
+    changed = [p["data"] for p in payloads if p["data"].get("trigger") == "reassigned"]
+    assert sorted((d["channel"], d["to_state"]) for d in changed) == [
+        ("sms", "expired"),
+        ("sms", "expired"),
+        ("whatsapp", "expired"),
+    ]
