@@ -1,6 +1,8 @@
 """SMS and WhatsApp through Twilio's Messages API with the twilio library's async client.
 
-Errors map to outcomes: 21610 (the recipient texted STOP to Twilio) is ``BLOCKED``; the rest follows the HTTP
+Errors map to outcomes: 21610 (the recipient texted STOP to Twilio) is ``BLOCKED``; the codes of
+:data:`UNREACHABLE` (the number cannot receive: invalid, a landline, no longer in service, no WhatsApp) are
+``GONE``; the rest follows the HTTP
 status (:func:`~channel_providers.base.outcome_for_status`): 4xx are ``PERMANENT`` (invalid number, unverified
 sender…), 429 and 5xx ``TRANSIENT``, and so are timeouts and connection errors.
 The API base URL is configurable (a regional edge, or a local stand-in in tests).
@@ -21,6 +23,12 @@ from twilio.rest import Client
 from channel_providers.base import Outbound, Outcome, SendResult, outcome_for_status
 
 STOPPED = 21610
+#: Twilio's error codes saying the number itself cannot receive (https://www.twilio.com/docs/api/errors/<code>):
+#: 21211 invalid 'To' number, 21614 'To' is not a mobile number, 21635 'To' is a landline, 30005 unknown destination
+#: handset (no longer in service: a number recycled, or not yet), 30006 landline or unreachable carrier, 63024 not a
+#: valid WhatsApp recipient. Not here, as they pass or concern the message rather than the number: 30003 (handset
+#: off or out of coverage), 30004 (blocked), 30007 (carrier filtering), 30008 (unknown), 21612 (route).
+UNREACHABLE = frozenset({21211, 21614, 21635, 30005, 30006, 63024})
 
 
 class _HeaderAuthClient(AsyncTwilioHttpClient):  # type: ignore[misc]  # twilio ships no type information
@@ -115,4 +123,6 @@ def _mapped(exc: TwilioRestException) -> SendResult:
     detail = f"HTTP {exc.status}: {exc.msg}"
     if exc.code == STOPPED:  # Twilio's error code, whatever the status
         return SendResult(Outcome.BLOCKED, error_code=code, detail=detail)
+    if exc.code in UNREACHABLE:
+        return SendResult(Outcome.GONE, error_code=code, detail=detail)
     return SendResult(outcome_for_status(exc.status), error_code=code, detail=detail)

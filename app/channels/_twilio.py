@@ -1,4 +1,4 @@
-"""What SMS and WhatsApp share: Twilio (one client per account), its status callbacks and its error 21610."""
+"""What SMS and WhatsApp share: Twilio (one client per account), its status callbacks and its error codes."""
 
 from __future__ import annotations
 
@@ -11,10 +11,17 @@ from app.domain.model import Reachability, Trigger
 from app.workspaces.service import sealing_context
 from app.workspaces.settings import WorkspaceSettings
 from channel_providers.base import Outcome
-from channel_providers.twilio import TwilioAdapter
+from channel_providers.twilio import UNREACHABLE, TwilioAdapter
 
 #: Twilio's error 21610: the person texted STOP to the carrier. The number is blocked and its consents end.
-FEEDBACK = {Outcome.BLOCKED: Effect(Reachability.PROVIDER_BLOCKED, withdraw=Trigger.PROVIDER_BLOCK)}
+#: The codes of :data:`~channel_providers.twilio.UNREACHABLE` (``GONE``): the number cannot receive, so it is
+#: ``undeliverable``; its consents stay (no one withdrew them), and an inbound start word from it lifts the mark.
+FEEDBACK = {
+    Outcome.BLOCKED: Effect(Reachability.PROVIDER_BLOCKED, withdraw=Trigger.PROVIDER_BLOCK),
+    Outcome.GONE: Effect(Reachability.UNDELIVERABLE),
+}
+#: The same codes as a status callback's ``ErrorCode`` names them.
+UNREACHABLE_CODES = frozenset(str(code) for code in UNREACHABLE)
 
 #: Twilio's ``MessageStatus`` values that settle a sent message ("read" is WhatsApp's).
 REPORTS = {

@@ -60,6 +60,9 @@ class Trigger(enum.StrEnum):
     #: The person opted in again on the preference centre, on the email address the link was mailed to or named
     #: (the link is the proof of control of that address; never from a mail's footer link).
     PREFERENCE_OPT_IN = "preference_opt_in"
+    #: The phone number went to someone else (a recycled number): the SMS and WhatsApp consents given before that
+    #: date end (``expired``); the new owner starts afresh (``POST /v1/contacts/{contact}/reassigned-numbers``).
+    REASSIGNED = "reassigned"
 
 
 class LegalBasis(enum.StrEnum):

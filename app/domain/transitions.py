@@ -69,6 +69,9 @@ _PHONE = (
     _rule(T.LAPSE, (S.PENDING,), S.EXPIRED),
     _rule(T.VALIDITY_ENDED, (S.OPTED_IN,), S.EXPIRED),
     _ERASED,
+    # a recycled number: what the former owner agreed to, or was asked, ends; a withdrawal stays as it is (it binds
+    # nobody new: the start word, or a signup, moves on from it)
+    _rule(T.REASSIGNED, (S.PENDING, S.OPTED_IN), S.EXPIRED),
 )
 
 _PUSH = (

@@ -46,6 +46,7 @@ from app.imports.limits import BodyLimitReached, too_large
 from app.ledger import repository
 from app.ledger.actions import postal_details, print_value
 from app.ledger.models import Contact, ContactPoint
+from app.ledger.reassigned import PHONE_CHANNELS, check_date, reassign
 from app.ledger.schemas import ContactRef, Evidence, PostalAddressIn
 from app.ledger.service import Actor, Applied, Change, add_point, apply_changes
 from app.lib.errors import InvalidInput
@@ -84,6 +85,8 @@ class ImportLine(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     locale: Annotated[str, msgspec.Meta(pattern=r"^[a-z]{2,3}(-[A-Z]{2})?$")] | None = None
     timezone: Annotated[str, msgspec.Meta(max_length=64)] | None = None
     evidence: Evidence = msgspec.field(default_factory=Evidence)
+    #: sms/whatsapp: the number went to someone else then (:mod:`app.ledger.reassigned`, applied before the batch).
+    reassigned_at: datetime | None = None
 
     def __post_init__(self) -> None:
         """An unknown time zone rejects the line here, not the dispatcher's batch at send time."""
@@ -273,6 +276,7 @@ async def _take(
 ) -> None:
     """One batch in one transaction: lines checked, what they name looked up at once, then recorded."""
     problems: list[RowProblem] = []
+    reassigned = await _reassign_numbers(session, context, batch)
     async with session.begin():
         prepared: list[_PreparedLine] = []
         for number, line in batch:
@@ -282,6 +286,7 @@ async def _take(
                 prepared.append(await _prepare(session, context, number, line))
             except LineRejected as refused:
                 problems.append(RowProblem(number, "rejected", refused.code, refused.message))
+        prepared = reassigned.keep(prepared, problems)
         found = await _Found.of(session, context.workspace_id, prepared)
         changes: list[tuple[int, Change]] = []
         for item in prepared:
@@ -539,3 +544,63 @@ def _address(line: ImportLine, channel: Channel, settings: WorkspaceSettings) ->
         return normalise_phone(line.address, settings.default_region), None
     except InvalidIdentifier as exc:
         raise LineRejected(exc.code, exc.message) from None
+
+
+@dataclass(slots=True)
+class _Reassigned:
+    """The numbers a batch reports as reassigned (E.164 → latest date), and its lines refused for that."""
+
+    dates: dict[str, datetime] = field(default_factory=dict)
+    refused: dict[int, RowProblem] = field(default_factory=dict)
+
+    def keep(self, batch: list[_PreparedLine], problems: list[RowProblem]) -> list[_PreparedLine]:
+        """The lines to record: not those refused, nor an opt-in for such a number captured before its date."""
+        kept = []
+        for item in batch:
+            before = self.dates.get(item.value) if item.channel in PHONE_CHANNELS else None
+            if item.number in self.refused:
+                problems.append(self.refused[item.number])
+            elif before is not None and item.target is State.OPTED_IN and item.line.captured_at < before:
+                problems.append(RowProblem(item.number, "skipped", "before_reassignment", BEFORE_REASSIGNMENT))
+            else:
+                kept.append(item)
+        return kept
+
+
+async def _reassign_numbers(
+    session: AsyncSession, context: _Context, batch: Sequence[tuple[int, ImportLine | LineRejected]]
+) -> _Reassigned:
+    """Lines with ``reassigned_at``: the number's former owner's consents end, as the API's report does.
+
+    Only for a line that passes every other check (a refused line changes nothing; the batch reports it). Each in
+    a transaction of its own before the batch's, as one writer locks consents, then the chain head, once; the
+    batch's opt-ins of the new owner are recorded after it.
+    """
+    found = _Reassigned()
+    for number, line in batch:
+        if isinstance(line, LineRejected) or line.reassigned_at is None:
+            continue
+        try:
+            if line.channel not in PHONE_CHANNELS:
+                raise InvalidInput(NOT_A_NUMBER)  # noqa: TRY301  # one refusal for every reason
+            when = check_date(line.reassigned_at, context.now)
+        except InvalidInput as refused:
+            found.refused[number] = RowProblem(number, "rejected", "invalid_reassigned_at", refused.detail)
+            continue
+        async with session.begin():
+            try:
+                item = await _prepare(session, context, number, line)
+            except LineRejected:
+                continue
+            evidence = {**line.evidence.as_dict(), "source": line.source, "import_line": number}
+            await reassign(
+                session, context.keys, context.workspace_id, item.value, when, evidence=evidence, actor=context.actor
+            )
+        found.dates[item.value] = max(when, found.dates.get(item.value, when))
+    return found
+
+
+NOT_A_NUMBER = "'reassigned_at' is for sms and whatsapp numbers."
+BEFORE_REASSIGNMENT = (
+    "The opt-in was captured before the number went to someone else ('reassigned_at'): it was the former owner's."
+)

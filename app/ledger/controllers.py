@@ -13,9 +13,9 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.response import Stream
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.domain.identifiers import mask
+from app.domain.identifiers import mask, normalise_phone
 from app.domain.model import ActorType, Channel, Reachability, State, VerifiedVia
-from app.ledger import actions, merge, repository
+from app.ledger import actions, merge, reassigned, repository
 from app.ledger.audit import verify_chain
 from app.ledger.models import Contact
 from app.ledger.schemas import (
@@ -31,6 +31,8 @@ from app.ledger.schemas import (
     ObjectionIn,
     ObjectionWithdrawalIn,
     PostalAddressIn,
+    ReassignedNumberIn,
+    ReassignedNumberOut,
     VerificationOut,
     WithdrawalIn,
     event_out,
@@ -42,7 +44,9 @@ from app.lib.db import Database
 from app.lib.errors import Conflict, InvalidInput
 from app.lib.keys import Keys
 from app.lib.openapi import errors
+from app.lib.orm import utcnow
 from app.purposes import repository as purposes
+from app.workspaces.service import settings_of
 
 _READ = (Scope.CONSENTS_WRITE, Scope.AUDIT_READ)
 
@@ -209,6 +213,50 @@ class ContactController(Controller):
             contact_id=done.survivor.id,
             merged_contact_id=done.duplicate_id,
             moved=done.moved,
+            changes=changed.changes,
+        )
+
+    @post(
+        "/{contact:str}/reassigned-numbers",
+        operation_id="reportReassignedNumber",
+        status_code=200,
+        responses=errors(401, 403, 404, 409, 422),
+        opt={"scope": Scope.CONSENTS_WRITE},
+    )
+    async def reassigned_number(
+        self,
+        contact: FromPath[str],
+        data: JSONBody[ReassignedNumberIn],
+        principal: NamedDependency[Principal],
+        db: NamedDependency[AsyncSession],
+        keys: NamedDependency[Keys],
+    ) -> ReassignedNumberOut:
+        """A recycled number: this contact's `number` went to someone else at `reassigned_at`.
+
+        Every SMS and WhatsApp consent of the number given before that date ends (`reassigned` → `expired`), on
+        the addresses of whichever contacts of the workspace hold it; consents given since stay. The number's
+        suppressions from before the date are lifted, so the new owner can opt in by texting the start word.
+        422 `number_not_held` when this contact holds the number on neither channel. Repeating it records nothing.
+        """
+        when = reassigned.check_date(data.reassigned_at, utcnow())
+        async with db.begin():
+            number = normalise_phone(data.number, (await settings_of(db, principal.workspace_id)).default_region)
+            found, done = await reassigned.report(
+                db,
+                keys,
+                principal.workspace_id,
+                contact_ref=contact,
+                number=number,
+                reassigned_at=when,
+                evidence=data.evidence.as_dict(),
+                actor=_actor(principal),
+            )
+            changed = await _changes(db, principal.workspace_id, found.id, done.applied)
+        return ReassignedNumberOut(
+            contact_id=found.id,
+            number=number,
+            reassigned_at=when,
+            suppressions_lifted=len(done.suppressions_lifted),
             changes=changed.changes,
         )
 

@@ -821,3 +821,22 @@ async def queue_contact_merged(
             "duplicate": str(duplicate_id),
         },
     )
+
+
+async def lift_suppressions(
+    session: AsyncSession, workspace_id: uuid.UUID, keys: Collection[bytes], before: datetime
+) -> list[str]:
+    """Delete the workspace's suppressions of these keys made before ``before``; answers their reasons, sorted.
+
+    For a recycled phone number (:mod:`app.ledger.reassigned`): they spoke for its former owner.
+    """
+    if not keys:
+        return []
+    deleted = await session.execute(
+        text(
+            "DELETE FROM suppressions WHERE workspace_id = :workspace_id AND key = ANY(:keys) AND created_at < :before "
+            "RETURNING reason"
+        ),
+        {"workspace_id": workspace_id, "keys": list(keys), "before": before},
+    )
+    return sorted(deleted.scalars().all())

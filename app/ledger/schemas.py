@@ -244,3 +244,27 @@ def event_out(event: ConsentEvent, purpose_keys: Mapping[uuid.UUID, str]) -> Eve
         prev_hash=bytes(event.prev_hash).hex(),
         hash=bytes(event.hash).hex(),
     )
+
+
+class ReassignedNumberIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A phone number of this contact that went to someone else (a recycled number), and since when."""
+
+    number: Annotated[str, msgspec.Meta(min_length=1, max_length=64, description="The number; normalised to E.164.")]
+    reassigned_at: Annotated[
+        datetime,
+        msgspec.Meta(description="When the number changed hands (RFC 3339 with a time zone; not in the future)."),
+    ]
+    evidence: Evidence = msgspec.field(default_factory=Evidence)
+
+
+class ReassignedNumberOut(msgspec.Struct, kw_only=True):
+    """The `reassigned` events: the consents given before the date, on the number's SMS and WhatsApp addresses.
+
+    `suppressions_lifted`: suppression rows of the number made before the date (the former owner's), deleted.
+    """
+
+    contact_id: uuid.UUID
+    number: str
+    reassigned_at: datetime
+    suppressions_lifted: int
+    changes: list[ConsentChange]

@@ -135,7 +135,11 @@ class TwilioWebhookController(Controller):
         keys: NamedDependency[Keys],
         settings: NamedDependency[Settings],
     ) -> None:
-        """A message status callback; error 21610 marks the number `provider_blocked` and withdraws consent."""
+        """A message status callback; error 21610 marks the number `provider_blocked` and withdraws consent.
+
+        The error codes of a number that cannot receive (21211, 21614, 21635, 30005, 30006, 63024) mark it
+        `undeliverable` (consent stays); other codes change nothing about the number.
+        """
         async with db.begin():
             workspace, params = await _authenticated(request, settings, keys, db, workspace_id, our_number="From")
             names = ("MessageSid", "MessageStatus", "ErrorCode", "To", "From")

@@ -7,6 +7,11 @@
   so purposes created later are covered); a STOP from an unknown number is recorded too.
 - A start word opts in the purposes with a pending signup, or the purpose of a workspace start word; with no
   pending signup only where the workspace allows keyword-only opt-in.
+- Reachability mirrors Twilio both ways: 21610 marks the number ``provider_blocked`` and Twilio's own opt-in words
+  (START, YES, UNSTOP, or ``OptOutType=START`` for an Advanced Opt-Out keyword) lift it, as they lift Twilio's block
+  (CHANNEL_RULES.md §0.3, §2.2); the error codes of a number that cannot receive mark it ``undeliverable``
+  (:data:`~app.channels._twilio.UNREACHABLE_CODES`), and any message texted from it lifts that (a recycled
+  number's new owner opts in so).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 from twilio.twiml.messaging_response import MessagingResponse
 
+from app.channels._twilio import UNREACHABLE_CODES
 from app.domain.chain import canonical_json
 from app.domain.identifiers import InvalidIdentifier, normalise_phone
 from app.domain.keywords import Classification, Intent, classify
@@ -48,6 +54,8 @@ TWILIO = Actor(ActorType.PROVIDER, PROVIDER)
 #: A STOP is attributed to the last SMS or WhatsApp message sent to the number within this time (reports).
 STOP_ATTRIBUTION = timedelta(days=7)
 ERROR_STOPPED = "21610"  # "Attempt to send to unsubscribed recipient": the person texted STOP to Twilio
+#: The words with which Twilio lifts its STOP block by default (exact single word, any case; CHANNEL_RULES.md §2.2).
+TWILIO_OPT_IN_WORDS = frozenset({"start", "yes", "unstop"})
 
 
 def twiml(text: str | None) -> str:
@@ -110,6 +118,8 @@ async def handle_inbound(
         natural_language=settings.phone.natural_language_opt_out,
     )
     point = await ledger.find_contact_point(session, workspace_id, channel, number)
+    if point is not None:
+        await _reachable_again(session, workspace_id, point, message)
     language = reading.language or await _contact_language(session, point) or settings.locale
     evidence = _evidence(message, reading)
     if reading.intent is Intent.OPT_OUT:
@@ -164,7 +174,10 @@ async def handle_inbound(
 async def handle_status(
     session: AsyncSession, workspace_id: uuid.UUID, settings: WorkspaceSettings, params: Mapping[str, str]
 ) -> bool:
-    """Process a status callback once per (MessageSid, status); False for a repeat. 21610 blocks the number."""
+    """Process a status callback once per (MessageSid, status); False for a repeat.
+
+    21610 blocks the number; the codes of a number that cannot receive mark it ``undeliverable``.
+    """
     error_code = params.get("ErrorCode") or None
     if not await claim_callback(
         session,
@@ -184,6 +197,15 @@ async def handle_status(
         delivery_id=parse_uuid(params.get("delivery")),
         provider=PROVIDER,
     )
+    if error_code in UNREACHABLE_CODES and params["MessageStatus"] in {"failed", "undelivered"} and params.get("To"):
+        try:
+            channel, number = channel_and_number(params["To"], settings.default_region)
+        except InvalidIdentifier:
+            return True
+        point = await ledger.find_contact_point(session, workspace_id, channel, number)
+        if point is not None:
+            await ledger.set_reachability(session, point.id, Reachability.UNDELIVERABLE.value, utcnow())
+            log.info("twilio_undeliverable", workspace_id=str(workspace_id), contact_point_id=str(point.id))
     if error_code == ERROR_STOPPED and params.get("To"):
         try:
             channel, number = channel_and_number(params["To"], settings.default_region)
@@ -202,6 +224,19 @@ async def handle_status(
             )
             log.info("twilio_provider_block", workspace_id=str(workspace_id), contact_point_id=str(point.id))
     return True
+
+
+async def _reachable_again(
+    session: AsyncSession, workspace_id: uuid.UUID, point: ContactPoint, message: Inbound
+) -> None:
+    """What a message from the number says about it: it can receive again (see the module's rules)."""
+    twilio_opt_in = (
+        message.first("OptOutType") or ""
+    ).upper() == "START" or message.body.strip().casefold() in TWILIO_OPT_IN_WORDS
+    blocked = point.reachability == Reachability.PROVIDER_BLOCKED
+    if point.reachability == Reachability.UNDELIVERABLE or (blocked and twilio_opt_in):
+        await ledger.set_reachability(session, point.id, Reachability.REACHABLE.value, utcnow())
+        log.info("twilio_reachable_again", workspace_id=str(workspace_id), contact_point_id=str(point.id))
 
 
 async def _opt_in(

@@ -142,10 +142,15 @@ def test_app_push_and_print_send_the_content_alone(channel, tmp_path):
     assert (outbound.sender, outbound.extras) == (None, {})
 
 
+# Twilio: 21610 is the person's STOP at Twilio; the codes of a number that cannot receive (``GONE``) leave consent
+_TWILIO = {
+    Outcome.BLOCKED: Effect(Reachability.PROVIDER_BLOCKED, withdraw=Trigger.PROVIDER_BLOCK),
+    Outcome.GONE: Effect(Reachability.UNDELIVERABLE),
+}
 EXPECTED_FEEDBACK = {
     Channel.EMAIL: {Outcome.PERMANENT: Effect(Reachability.UNDELIVERABLE)},
-    Channel.SMS: {Outcome.BLOCKED: Effect(Reachability.PROVIDER_BLOCKED, withdraw=Trigger.PROVIDER_BLOCK)},
-    Channel.WHATSAPP: {Outcome.BLOCKED: Effect(Reachability.PROVIDER_BLOCKED, withdraw=Trigger.PROVIDER_BLOCK)},
+    Channel.SMS: _TWILIO,
+    Channel.WHATSAPP: _TWILIO,
     Channel.APP_PUSH: {Outcome.GONE: Effect(Reachability.EXPIRED, withdraw=Trigger.PROVIDER_GONE)},
     Channel.WEB_PUSH: {Outcome.GONE: Effect(Reachability.EXPIRED, withdraw=Trigger.PROVIDER_GONE)},
     Channel.PRINT: {},

@@ -63,6 +63,8 @@ PHONE: Spec = {
     Trigger.LAPSE: ({PENDING}, EXPIRED, None),
     Trigger.VALIDITY_ENDED: ({OPTED_IN}, EXPIRED, None),
     Trigger.ERASURE: (EVERY_STATE, OPTED_OUT, None),
+    # a recycled number (issue 19): the former owner's consent or pending request ends; a withdrawal stays
+    Trigger.REASSIGNED: ({PENDING, OPTED_IN}, EXPIRED, None),
 }
 PUSH: Spec = {
     # DESIGN.md: none/declined/opted_out -[permission granted + registered]-> opted_in; also after an expired
