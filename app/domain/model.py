@@ -60,6 +60,9 @@ class Trigger(enum.StrEnum):
     #: The person opted in again on the preference centre, on the email address the link was mailed to or named
     #: (the link is the proof of control of that address; never from a mail's footer link).
     PREFERENCE_OPT_IN = "preference_opt_in"
+    #: A sale recorded for an email address (``POST /v1/contacts/{contact}/purchases``): a note on the address
+    #: that moves no consent; it is the evidence of the existing-customer basis (UWG §7(3), :attr:`LegalBasis.UWG_7_3`).
+    PURCHASE = "purchase"
 
 
 class LegalBasis(enum.StrEnum):
