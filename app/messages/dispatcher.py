@@ -40,7 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.channels import registry
 from app.channels.adapters import Adapters
-from app.channels.base import Sending
+from app.channels.base import ChannelSpec, Sending
 from app.domain.gate import PointFacts, Reason, decide_point
 from app.domain.model import ActorType, Channel, LegalBasis, PurposeKind
 from app.eligibility import repository as facts_repository
@@ -356,9 +356,8 @@ class Dispatcher:
                 legal_basis=LegalBasis.UWG_7_3 if customer else None,
             )
         )
-        if customer and not (spec.carries_objection_notice and spec.carries_objection_notice(outbound)):
-            # UWG §7(3) No. 4: no mail to an existing customer without the notice; blocked, never sent without it
-            await self._finish(session, delivery, DeliveryStatus.BLOCKED_AT_SEND, error=OBJECTION_NOTICE_MISSING)
+        if (refusal := notice_refusal(spec, decision.reason, outbound)) is not None:
+            await self._finish(session, delivery, DeliveryStatus.BLOCKED_AT_SEND, error=refusal)
             return None
         adapter = spec.adapter(self.adapters, delivery.workspace_id, settings)
         return _Prepared(delivery.id, delivery.workspace_id, channel, outbound, adapter, PurposeKind(purpose.kind))
@@ -537,6 +536,19 @@ class Dispatcher:
             Step.WAITING_FOR_SEND_WINDOW,
             detail={"opens_at": opens.isoformat()},
         )
+
+
+def notice_refusal(spec: ChannelSpec, reason: Reason, outbound: Outbound) -> str | None:
+    """Why a delivery permitted on ``reason`` must not go out as composed; ``None``: it may.
+
+    UWG §7(3) No. 4: a message to an existing customer (``existing_customer``) must carry the objection notice; one
+    that cannot (a channel with no way to carry it, a composition without it) is blocked, never sent without it.
+    """
+    if reason is not Reason.EXISTING_CUSTOMER:
+        return None
+    if spec.carries_objection_notice is not None and spec.carries_objection_notice(outbound):
+        return None
+    return OBJECTION_NOTICE_MISSING
 
 
 def _provider(item: _Prepared) -> str | None:
