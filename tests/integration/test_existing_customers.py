@@ -482,3 +482,30 @@ async def send(client, shop, contact="jane"):
     response = await client.post("/v1/messages", json=body, headers=shop["sender"])
     assert response.status_code == 202, response.text
     return response.json()
+
+
+async def test_a_merge_moves_the_purchase_with_its_address_and_a_duplicates_objection_ends_the_basis(
+    client, shop, ledger
+):
+    bought = (await buy(client, shop, contact="jane")).json()
+    writer = shop["writer"]
+    assert (await client.post("/v1/contacts", json={"external_id": "jane-2"}, headers=writer)).status_code == 201
+    merged = await client.post("/v1/contacts/jane-2/merge", json={"duplicate": "jane"}, headers=writer)
+    assert merged.status_code == 200, merged.text
+    decision = await eligibility(client, shop, contact="jane-2")
+    assert (decision["reason"], decision["evidence_event_id"]) == ("existing_customer", bought["event_id"])
+    assert [p["reference"] for p in (await client.get("/v1/contacts/jane-2/purchases", headers=writer)).json()] == [
+        "A-1001"
+    ]
+
+    # a duplicate that objected to all marketing: the merged contact's addresses take its no, for good
+    await ledger.point("sms", "+4915199999999", external_id="jane-3")
+    objected = await client.post(
+        "/v1/objections", json={"contact": "jane-3", "scope": "all_marketing", "kind": "art21"}, headers=writer
+    )
+    assert objected.status_code == 201, objected.text
+    assert (
+        await client.post("/v1/contacts/jane-2/merge", json={"duplicate": "jane-3"}, headers=writer)
+    ).status_code == 200
+    decision = await eligibility(client, shop, contact="jane-2")
+    assert (decision["eligible"], decision["reason"]) == (False, "opted_out")
