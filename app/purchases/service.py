@@ -97,18 +97,20 @@ async def record_purchase(
 async def _point_of(
     session: AsyncSession, keys: Keys, workspace_id: uuid.UUID, contact_id: uuid.UUID, address: str
 ) -> ContactPoint:
-    """The contact's email address ``address``, attached to it if new (verified: a ``consents:write`` key names it)."""
-    point = await ledger.find_contact_point(session, workspace_id, Channel.EMAIL.value, address)
-    if point is None:
-        point = await add_point(
-            session,
-            keys,
-            workspace_id,
-            contact_id=contact_id,
-            channel=Channel.EMAIL.value,
-            value=address,
-            verified=VerifiedVia.API,
-        )
+    """The contact's email address ``address``, attached to it if new.
+
+    A ``consents:write`` key names it for the contact: the tenant's records, which verify it (``api``), as an import
+    does. An address of another contact is refused (409 ``address_of_another_contact``).
+    """
+    point = await add_point(
+        session,
+        keys,
+        workspace_id,
+        contact_id=contact_id,
+        channel=Channel.EMAIL.value,
+        value=address,
+        verified=VerifiedVia.API,
+    )
     if point.contact_id != contact_id:
         raise Conflict("This email address belongs to another contact.", code="address_of_another_contact")
     return point

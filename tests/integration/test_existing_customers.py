@@ -509,3 +509,12 @@ async def test_a_merge_moves_the_purchase_with_its_address_and_a_duplicates_obje
     ).status_code == 200
     decision = await eligibility(client, shop, contact="jane-2")
     assert (decision["eligible"], decision["reason"]) == (False, "opted_out")
+
+
+async def test_an_address_the_contact_already_has_is_used_and_verified_by_the_shops_records(client, shop, ledger):
+    contact_id = shop["contact_id"]
+    known = await ledger.point("email", "jane@example.com", contact_id=contact_id, verified=None)  # a form brought it
+    bought = (await buy(client, shop, address="  jane@EXAMPLE.com ")).json()
+    assert bought["contact_point_id"] == str(known.id)
+    [point] = (await client.get("/v1/contacts/jane", headers=shop["writer"])).json()["contact_points"]
+    assert point["verified_via"] == "api"
