@@ -5,6 +5,7 @@ eligibility, audiences and routing, its end by any withdrawal or objection, and 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email
 import email.policy
 import json
@@ -518,3 +519,56 @@ async def test_an_address_the_contact_already_has_is_used_and_verified_by_the_sh
     assert bought["contact_point_id"] == str(known.id)
     [point] = (await client.get("/v1/contacts/jane", headers=shop["writer"])).json()["contact_points"]
     assert point["verified_via"] == "api"
+
+
+async def test_the_audience_sql_and_the_gate_agree_on_random_customers_and_histories(
+    client, shop, ledger, session, database
+):
+    """The export's SQL and decide_point give the same points, reasons and evidence with purchases in the mix."""
+    import random  # noqa: PLC0415
+    from datetime import UTC, datetime, timedelta  # noqa: PLC0415
+
+    from app.domain.gate import decide_point  # noqa: PLC0415
+    from app.domain.model import Channel, PurposeKind  # noqa: PLC0415
+    from app.domain.transitions import TransitionNotAllowed  # noqa: PLC0415
+    from app.eligibility import repository  # noqa: PLC0415
+
+    rng = random.Random(20261205)  # noqa: S311  # reproducible test data, not cryptography
+    coffee = await purpose_of(session, "coffee_offers")
+    points = []
+    for i in range(40):
+        channel = rng.choice([Channel.EMAIL, Channel.EMAIL, Channel.EMAIL, Channel.SMS])
+        value = f"c{i}@example.com" if channel is Channel.EMAIL else f"+49151000{i:05d}"
+        point = await ledger.point(channel.value, value, external_id=f"c{i}")
+        points.append(point)
+        for step in range(rng.randint(0, 3)):
+            if channel is Channel.EMAIL and rng.random() < 0.5:
+                when = (datetime(2026, 11, 1, tzinfo=UTC) + timedelta(days=step)).isoformat()
+                bought = await client.post(
+                    f"/v1/contacts/c{i}/purchases",
+                    json=sale(f"R-{i}-{step}", rng.choice(["coffee", "tea", "shoes"]), value, purchased_at=when),
+                    headers=shop["writer"],
+                )
+                assert bought.status_code == 201, bought.text
+            else:
+                trigger = rng.choice(["signup", "confirm", "unsubscribe", "complaint", "objection", "lapse"])
+                if channel is Channel.SMS:
+                    trigger = rng.choice(["signup", "start_word", "stop_word"])
+                with contextlib.suppress(TransitionNotAllowed):
+                    await ledger.apply(point, rng.choice([coffee, None]), trigger)
+    contact_ids = sorted({p.contact_id for p in points})
+    facts = await repository.point_facts(session, ledger.workspace_id, contact_ids, ["email", "sms"], coffee)
+    by_gate = {}
+    for _, f in facts:
+        decision = decide_point(
+            f, PurposeKind.MARKETING, now=datetime.now(UTC), window=None, default_timezone="Europe/Berlin"
+        )
+        if decision.eligible:
+            by_gate[str(f.id)] = (decision.reason.value, str(decision.evidence_event_id))
+    rows = await audience(client, shop, channels=("email", "sms"))
+    by_sql = {r["contact_point_id"]: (r["reason"], str(r["evidence_event_id"])) for r in rows}
+    assert by_sql == by_gate
+    reasons = {reason for reason, _ in by_gate.values()}
+    assert reasons == {"existing_customer", "opted_in"}, "the random data should hold both bases"
+    assert len(by_gate) < len(points), "and points that are not eligible"
+    assert any(f.customer_event_id and f.customer_withdrawn for _, f in facts), "and customers who withdrew"
