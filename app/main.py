@@ -55,6 +55,7 @@ from app.preferences.request import PreferenceRequestPages, PreferenceViaPages
 from app.privacy.controllers import DataSubjectController
 from app.privacy.erasure_requests import ErasureRequestController
 from app.privacy.mydata import MyDataPages
+from app.purchases.controllers import PurchaseController
 from app.purposes.controllers import NoticeController, PurposeController
 from app.push.controllers import PushController
 from app.reports.controllers import ReportController
@@ -247,6 +248,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
             ChainController,
             ChainRunController,
             WebhookSubscriptionController,
+            PurchaseController,
         ],
         guards=[api_key_guard],
         middleware=[idempotency_middleware],

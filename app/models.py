@@ -9,6 +9,7 @@ from app.lib.orm import Base
 from app.messages.models import Delivery, Message, MessageEvent
 from app.preferences.models import PreferenceLink
 from app.privacy.models import Erasure, ErasureRequest
+from app.purchases.models import Purchase
 from app.purposes.models import Notice, Purpose
 from app.reports.models import (
     ReportConsentCount,
@@ -49,6 +50,7 @@ __all__ = [
     "Notice",
     "PreferenceLink",
     "ProviderCallback",
+    "Purchase",
     "Purpose",
     "RateLimitHit",
     "ReportConsentCount",

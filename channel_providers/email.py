@@ -74,6 +74,9 @@ class Unsubscribe:
     locale: str = "en"
     preferences_url: str | None = None
     """The recipient's preference centre, linked beside the unsubscribe link in the body."""
+    objection_notice: bool = False
+    """Add the objection notice (UWG §7(3) No. 4: mail to existing customers without consent) to every body part,
+    with the unsubscribe page as the place to object."""
 
 
 # RFC 5322 allows 998 characters per line: long List-Unsubscribe URLs stay one line, never RFC 2047 encoded-words
@@ -84,6 +87,24 @@ _SMTP_POLICY = _POLICY.clone(linesep="\r\n")
 _FOOTER = {
     "de": ("Sie möchten diese E-Mails nicht mehr erhalten? Hier abmelden: {url}", "Abmelden"),
     "en": ("Don't want these emails any more? Unsubscribe here: {url}", "Unsubscribe"),
+}
+#: UWG §7(3) No. 4: told in every mail that they may object at any time, at basic transmission rates only.
+OBJECTION_NOTICE = {
+    "de": (
+        (
+            "Sie erhalten diese E-Mail, weil Sie bei uns gekauft haben. Sie können der Verwendung Ihrer E-Mail-Adresse "
+            "für Werbung jederzeit widersprechen, ohne dass hierfür andere als die Übermittlungskosten nach den "
+            "Basistarifen entstehen: {url}"
+        ),
+        "Widersprechen",
+    ),
+    "en": (
+        (
+            "You receive this email because you bought from us. You can object to this use of your address at any "
+            "time; it costs you nothing but the basic transmission rate: {url}"
+        ),
+        "Object",
+    ),
 }
 _PREFERENCES = {
     "de": ("Einstellungen (was Sie von uns erhalten): {url}", "Einstellungen"),
@@ -125,6 +146,11 @@ def compose(
         sentence, label = _FOOTER.get(unsubscribe.locale, _FOOTER["en"])
         footer = sentence.format(url=unsubscribe.page_url)
         links = f'<a href="{_attr(unsubscribe.page_url)}">{label}</a>'
+        if unsubscribe.objection_notice:
+            notice, label = OBJECTION_NOTICE.get(unsubscribe.locale, OBJECTION_NOTICE["en"])
+            footer = notice.format(url=unsubscribe.page_url) + "\n" + footer
+            words = _html_text(notice.format(url="").rstrip(": "))
+            links = f'{words}: <a href="{_attr(unsubscribe.page_url)}">{label}</a><br>{links}'
         if unsubscribe.preferences_url:
             words, label = _PREFERENCES.get(unsubscribe.locale, _PREFERENCES["en"])
             footer += "\n" + words.format(url=unsubscribe.preferences_url)
@@ -137,6 +163,10 @@ def compose(
     if html is not None:
         message.add_alternative(html, subtype="html")
     return message
+
+
+def _html_text(value: str) -> str:
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _attr(value: str) -> str:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.channels.adapters import Adapters
-from app.domain.model import Channel, PurposeKind, Reachability, Trigger
+from app.domain.model import Channel, LegalBasis, PurposeKind, Reachability, Trigger
 from app.lib.keys import Keys
 from app.settings import Settings
 from app.workspaces.settings import WorkspaceSettings
@@ -39,6 +39,9 @@ class Sending:
     """The contact's locale, if known."""
     message_id: uuid.UUID | None = None
     """The message this delivery belongs to (its unsubscribe link names it, for campaign reports)."""
+    legal_basis: LegalBasis | None = None
+    """The basis the send gate permitted it on, where the message must say so: ``uwg_7_3`` (existing customers) needs
+    the objection notice in every mail (CHANNEL_RULES.md E3 (4)); ``None`` otherwise."""
 
     def outbound(self, *, sender: str | None = None, extras: dict[str, Any] | None = None) -> Outbound:
         """The provider request every channel starts from: delivery id, address, content and details."""
@@ -86,6 +89,9 @@ class ChannelSpec:
     """What a send's final outcome says about the address (an outcome not listed changes nothing)."""
     reports: Mapping[str, Report] = field(default_factory=dict)
     """The provider's delivery-report statuses that settle a sent delivery (a status not listed changes nothing)."""
+    carries_objection_notice: Callable[[Outbound], bool] | None = None
+    """Whether a composed request carries the objection notice mail to existing customers must carry (UWG §7(3)
+    No. 4); ``None``: the channel cannot carry one, so nothing is sent on it on that basis."""
 
 
 def plain(sending: Sending) -> Outbound:

@@ -14,6 +14,15 @@ facts about the address, then time:
 
 A pause (the person's "pause all marketing for N weeks") is a suppression with an end: it stops marketing while
 its end is after the moment decided for, and is answered as ``paused`` with the end (``paused_until``).
+
+``existing_customer`` (UWG §7(3), CHANNEL_RULES.md E3) permits like ``opted_in``, on email only and for marketing
+purposes whose ``similar_products_of`` names the category of a purchase made with that address: it answers where
+the consent alone would answer ``no_consent``, ``pending_confirmation``, ``expired`` or ``declined``, with the
+purchase's ledger event as evidence. Everything that stops ``opted_in`` stops it too (an objection, an opt-out, a
+suppression, a pause, the address's reachability, the send window), and a consent that is ``opted_in`` is answered
+as ``opted_in`` (consent is the stronger basis). It ends for good with the first withdrawal or objection ever
+recorded for the address on that purpose or on all of them (:attr:`PointFacts.customer_withdrawn`): a later
+purchase or a new sign-up that was never confirmed does not bring it back.
 """
 
 from __future__ import annotations
@@ -49,6 +58,8 @@ class Reason(enum.StrEnum):
     ADDRESS_EXPIRED = "address_expired"
     OUTSIDE_SEND_WINDOW = "outside_send_window"
     NO_CONTACT_POINT = "no_contact_point"
+    #: UWG §7(3): email to an existing customer about similar products, without consent until they object.
+    EXISTING_CUSTOMER = "existing_customer"
 
 
 #: Lower is stronger; when no contact point of a channel is eligible, the strongest reason is answered.
@@ -86,7 +97,13 @@ REACHABILITY_REASON: dict[Reachability, Reason | None] = {
     Reachability.UNDELIVERABLE: Reason.UNDELIVERABLE,
     Reachability.EXPIRED: Reason.ADDRESS_EXPIRED,
 }
-ELIGIBLE = frozenset({Reason.OPTED_IN, Reason.LEGITIMATE_INTEREST, Reason.TRANSACTIONAL})
+ELIGIBLE = frozenset({Reason.OPTED_IN, Reason.LEGITIMATE_INTEREST, Reason.TRANSACTIONAL, Reason.EXISTING_CUSTOMER})
+#: The consent states the existing-customer basis stands in for (never a withdrawal or objection; not ``opted_in``,
+#: which is answered as itself).
+CUSTOMER_REPLACES = frozenset({State.NONE, State.PENDING, State.EXPIRED, State.DECLINED})
+#: The only channel of the existing-customer basis (UWG §7(3) speaks of electronic mail; SMS, WhatsApp and push
+#: are never reached by it here, print has its own basis).
+CUSTOMER_CHANNELS = frozenset({Channel.EMAIL})
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +135,12 @@ class PointFacts:
     timezone: str | None
     verified: bool
     paused_until: datetime | None = None
+    customer_event_id: uuid.UUID | None = None
+    """The ledger event of the newest purchase made with this address in a category the purpose names
+    (``similar_products_of``); ``None``: no such purchase."""
+    customer_withdrawn: bool = False
+    """A withdrawal or objection was ever recorded for this address on the purpose or on all purposes: the
+    existing-customer basis has ended for good."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,11 +200,7 @@ def decide_point(
     if kind is PurposeKind.TRANSACTIONAL:
         return _transactional(facts, event_id)
 
-    state = consent.state if consent else State.NONE
-    if facts.channel is Channel.PRINT:
-        permission = Reason.OBJECTED if state is State.OBJECTED else Reason.LEGITIMATE_INTEREST
-    else:
-        permission = STATE_REASON[state]
+    permission, event_id = _permission(facts, consent.state if consent else State.NONE, event_id)
     reasons = [] if permission in ELIGIBLE else [permission]
     if is_suppressed(facts.suppression_scopes, kind):  # here: the marketing scopes (``all`` stopped it above)
         reasons.append(Reason.SUPPRESSED)
@@ -208,6 +227,29 @@ def decide_point(
                 next_window_opens_at=opens,
             )
     return GateDecision(eligible=True, reason=permission, evidence_event_id=event_id)
+
+
+def _permission(facts: PointFacts, state: State, event_id: uuid.UUID | None) -> tuple[Reason, uuid.UUID | None]:
+    """The reason the consent (or the basis beside it) gives a marketing purpose, and the event it rests on."""
+    if facts.channel is Channel.PRINT:
+        return (Reason.OBJECTED if state is State.OBJECTED else Reason.LEGITIMATE_INTEREST), event_id
+    if is_existing_customer(facts, state):
+        return Reason.EXISTING_CUSTOMER, facts.customer_event_id
+    return STATE_REASON[state], event_id
+
+
+def is_existing_customer(facts: PointFacts, state: State) -> bool:
+    """Whether the existing-customer basis (UWG §7(3)) permits marketing to this address in consent ``state``.
+
+    All of: an email address, a purchase in a category the purpose names, never a withdrawal or objection on the
+    purpose or on all purposes, and a consent state it may stand in for (:data:`CUSTOMER_REPLACES`).
+    """
+    return (
+        facts.channel in CUSTOMER_CHANNELS
+        and facts.customer_event_id is not None
+        and not facts.customer_withdrawn
+        and state in CUSTOMER_REPLACES
+    )
 
 
 def _transactional(facts: PointFacts, event_id: uuid.UUID | None) -> GateDecision:

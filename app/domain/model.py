@@ -63,6 +63,9 @@ class Trigger(enum.StrEnum):
     #: The phone number went to someone else (a recycled number): the SMS and WhatsApp consents given before that
     #: date end (``expired``); the new owner starts afresh (``POST /v1/contacts/{contact}/reassigned-numbers``).
     REASSIGNED = "reassigned"
+    #: A sale recorded for an email address (``POST /v1/contacts/{contact}/purchases``): a note on the address
+    #: that moves no consent; it is the evidence of the existing-customer basis (UWG §7(3), :attr:`LegalBasis.UWG_7_3`).
+    PURCHASE = "purchase"
 
 
 class LegalBasis(enum.StrEnum):

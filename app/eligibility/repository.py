@@ -10,9 +10,34 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.domain.gate import ELIGIBLE, STATE_REASON, ConsentFact, PointFacts
-from app.domain.model import Channel, PurposeKind, Reachability, State, SuppressionScope
+from app.domain.gate import CUSTOMER_CHANNELS, CUSTOMER_REPLACES, ELIGIBLE, STATE_REASON, ConsentFact, PointFacts
+from app.domain.model import WITHDRAWN_STATES, Channel, PurposeKind, Reachability, State, SuppressionScope
 from app.lib.copystream import copy_rows, csv_cell
+
+#: The consent states the existing-customer basis stands in for, as SQL literals (:data:`CUSTOMER_REPLACES`).
+_CUSTOMER_STATES = ", ".join(sorted(f"'{s.value}'" for s in CUSTOMER_REPLACES))
+_WITHDRAWN = ", ".join(sorted(f"'{s.value}'" for s in WITHDRAWN_STATES))
+
+
+def _customer_join(point: str, purpose: str) -> str:
+    """UWG §7(3) facts of the address ``point`` for the purpose ``purpose`` (SQL expressions, never input).
+
+    ``cu.event_id``: the ledger event of the newest purchase made with the email address in a category the purpose
+    names; ``cu.withdrawn``: a withdrawal or objection was ever recorded for the address on the purpose or on all
+    purposes (one probe of ``ix_consent_events_withdrawals``, only for an address with such a purchase).
+    """
+    return f"""
+      LEFT JOIN LATERAL (
+          SELECT pu.event_id,
+                 EXISTS (SELECT 1 FROM consent_events e
+                          WHERE e.contact_point_id = pu.contact_point_id AND e.to_state IN ({_WITHDRAWN})
+                            AND (e.purpose_id IS NULL OR e.purpose_id = {purpose})) AS withdrawn
+            FROM purchases pu
+           WHERE {point}.channel = '{Channel.EMAIL.value}' AND pu.contact_point_id = {point}.id
+             AND pu.category = ANY((SELECT similar_products_of FROM purposes WHERE id = {purpose})::text[])
+           ORDER BY pu.purchased_at DESC, pu.id DESC
+           LIMIT 1) cu ON TRUE"""  # noqa: S608  # enum values and SQL expressions of this module only
+
 
 _FACTS = text(
     """
@@ -33,10 +58,13 @@ _FACTS = text(
     SELECT pts.id, pts.contact_id, pts.channel, pts.value, pts.reachability, pts.verified_at, c.timezone,
            pc.state AS p_state, pc.since AS p_since, pc.last_event_id AS p_event,
            cc.state AS c_state, cc.since AS c_since, cc.last_event_id AS c_event,
-           coalesce(sup.scopes, '{}') AS scopes, sup.paused_until
+           coalesce(sup.scopes, '{}') AS scopes, sup.paused_until,
+           cu.event_id AS customer_event, coalesce(cu.withdrawn, FALSE) AS customer_withdrawn
       FROM pts
       JOIN contacts c ON c.id = pts.contact_id
-      LEFT JOIN sup ON sup.id = pts.id
+      LEFT JOIN sup ON sup.id = pts.id"""  # noqa: S608  # joined with enum values only; every input is a bind parameter
+    + _customer_join("pts", ":purpose_id")
+    + """
       -- per-address index lookups (see _BATCH_FACTS)
       LEFT JOIN LATERAL (SELECT state, since, last_event_id FROM consents
                           WHERE contact_point_id = pts.id AND purpose_id = :purpose_id LIMIT 1) pc ON TRUE
@@ -82,6 +110,8 @@ async def point_facts(
                 timezone=row.timezone,
                 verified=row.verified_at is not None,
                 paused_until=row.paused_until,
+                customer_event_id=row.customer_event,
+                customer_withdrawn=row.customer_withdrawn,
             ),
         )
         for row in rows
@@ -131,8 +161,9 @@ def audience_sql(kind: PurposeKind, channels: Sequence[Channel], *, blocked_give
     """The send gate as a SQL filter over contact points (the send window is a send-time check, not applied).
 
     Built from the gate's own tables: which states permit, which reachability passes, which suppression
-    scopes block; transactional purposes take verified addresses only. A test compares its result with
-    :func:`app.domain.gate.decide_point` on the same data.
+    scopes block; transactional purposes take verified addresses only; marketing email also takes the existing
+    customers the gate permits (UWG §7(3), :func:`app.domain.gate.is_existing_customer`). A test compares its
+    result with :func:`app.domain.gate.decide_point` on the same data.
     Parameters: $1 workspace, $2 purpose and, with ``blocked_given``, $3 the ids :func:`blocked_sql` found
     (as a literal array PostgreSQL hashes once; else they are found by a subquery in the same statement).
     The rows come in no particular order: sorting a million rows would hold the first byte back until the
@@ -142,17 +173,41 @@ def audience_sql(kind: PurposeKind, channels: Sequence[Channel], *, blocked_give
     effective = (
         "CASE WHEN cc.since IS NOT NULL AND (pc.since IS NULL OR cc.since > pc.since) THEN cc.state ELSE pc.state END"
     )
+    # UWG §7(3) existing customers (marketing by email only): see _customer_join and app.domain.gate
+    customers = [c.value for c in channels if c in CUSTOMER_CHANNELS] if kind is PurposeKind.MARKETING else []
+    customer = (
+        f"(cp.channel IN ({_literals(customers)}) AND cu.event_id IS NOT NULL "
+        f"AND coalesce({effective}, 'none') IN ({_CUSTOMER_STATES}))"
+        if customers
+        else "FALSE"
+    )
     if kind is PurposeKind.TRANSACTIONAL:
         permission = "cp.verified_at IS NOT NULL"  # an address a form attached is not the contact's until verified
     else:
         permission = (
             f"CASE WHEN cp.channel = 'print' THEN coalesce({effective}, 'none') <> '{State.OBJECTED.value}' "
-            f"ELSE coalesce({effective}, 'none') IN ({_literals(permitting)}) END"
+            f"ELSE coalesce({effective}, 'none') IN ({_literals(permitting)}) OR {customer} END"
         )
     reason = (
         "'transactional'"
         if kind is PurposeKind.TRANSACTIONAL
-        else "CASE WHEN cp.channel = 'print' THEN 'legitimate_interest' ELSE 'opted_in' END"
+        else f"CASE WHEN cp.channel = 'print' THEN 'legitimate_interest' WHEN {customer} THEN 'existing_customer' "
+        "ELSE 'opted_in' END"
+    )
+    customer_evidence = f"WHEN {customer} THEN cu.event_id\n                " if customers else ""
+    # one hash join of the workspace's customers in the purpose's categories (never withdrawn), not a probe per row
+    customer_join = (
+        f"""
+      LEFT JOIN (SELECT DISTINCT ON (pu.contact_point_id) pu.contact_point_id, pu.event_id
+                   FROM purchases pu
+                  WHERE pu.workspace_id = $1
+                    AND pu.category = ANY((SELECT similar_products_of FROM purposes WHERE id = $2)::text[])
+                    AND NOT EXISTS (SELECT 1 FROM consent_events e
+                                     WHERE e.contact_point_id = pu.contact_point_id AND e.to_state IN ({_WITHDRAWN})
+                                       AND (e.purpose_id IS NULL OR e.purpose_id = $2))
+                  ORDER BY pu.contact_point_id, pu.purchased_at DESC, pu.id DESC) cu ON cu.contact_point_id = cp.id"""  # noqa: S608  # enum values and SQL expressions of this module only
+        if customers
+        else ""
     )
     if blocked_given:
         # a constant array: hashed once, tested in the scan of every worker (a subquery's size is guessed,
@@ -167,14 +222,14 @@ def audience_sql(kind: PurposeKind, channels: Sequence[Channel], *, blocked_give
     SELECT cp.contact_id, cp.contact_external_id AS external_id, cp.id AS contact_point_id, cp.channel,
            cp.value AS address,
            {reason} AS reason,
-           CASE WHEN cc.since IS NOT NULL AND (pc.since IS NULL OR cc.since > pc.since)
+           CASE {customer_evidence}WHEN cc.since IS NOT NULL AND (pc.since IS NULL OR cc.since > pc.since)
                 THEN cc.last_event_id ELSE pc.last_event_id END AS evidence_event_id
       FROM contact_points cp  -- the contact's external id is kept on its points: no join with contacts
       -- a consent's channel is its address's: the channel test only lets fewer rows into the joins
       LEFT JOIN consents pc ON pc.contact_point_id = cp.id AND pc.workspace_id = $1 AND pc.purpose_id = $2
                            AND pc.channel IN ({in_channels})
       LEFT JOIN consents cc ON cc.contact_point_id = cp.id AND cc.workspace_id = $1 AND cc.purpose_id IS NULL
-                           AND cc.channel IN ({in_channels})
+                           AND cc.channel IN ({in_channels}){customer_join}
      WHERE cp.workspace_id = $1 AND cp.channel IN ({in_channels})
        AND cp.reachability = '{Reachability.REACHABLE.value}'
        AND {permission}
@@ -269,7 +324,8 @@ async def copy_audience(
         await copy_rows(driver, as_csv_rows(sql), as_ndjson(sql), *args, as_csv=as_csv, sink=sink)
 
 
-_SINGLE = """
+_SINGLE = (
+    """
 WITH p AS (SELECT id, kind FROM purposes WHERE workspace_id = $1 AND key = $2),
      c AS ((SELECT id, timezone, 0 AS rank FROM contacts WHERE id = $4 AND workspace_id = $1)
            UNION ALL
@@ -284,16 +340,20 @@ SELECT w.settings::text AS settings, p.id AS purpose_id, p.kind, c.id AS contact
               WHERE (s.scope <> 'purpose' OR s.purpose_id = p.id) AND s.until IS NULL) AS scopes,
        (SELECT max(s.until) FROM unnest(cp.suppression_keys) AS k(key)
           JOIN suppressions s ON s.workspace_id = cp.workspace_id AND s.key = k.key
-         WHERE (s.scope <> 'purpose' OR s.purpose_id = p.id) AND s.until IS NOT NULL) AS paused_until
+         WHERE (s.scope <> 'purpose' OR s.purpose_id = p.id) AND s.until IS NOT NULL) AS paused_until,
+       cu.event_id AS customer_event, coalesce(cu.withdrawn, FALSE) AS customer_withdrawn
   FROM workspaces w
   LEFT JOIN p ON TRUE
   LEFT JOIN c ON TRUE
   LEFT JOIN contact_points cp ON cp.contact_id = c.id AND cp.channel = $5
   LEFT JOIN consents pc ON pc.contact_point_id = cp.id AND pc.purpose_id = p.id
-  LEFT JOIN consents cc ON cc.contact_point_id = cp.id AND cc.purpose_id IS NULL
+  LEFT JOIN consents cc ON cc.contact_point_id = cp.id AND cc.purpose_id IS NULL"""  # noqa: S608  # joined with enum values only; every input is a bind parameter
+    + _customer_join("cp", "p.id")
+    + """
  WHERE w.id = $1
  ORDER BY cp.id
 """
+)
 
 
 async def single_facts(
@@ -318,6 +378,8 @@ async def single_facts(
             timezone=row["timezone"],
             verified=row["verified_at"] is not None,
             paused_until=row["paused_until"],
+            customer_event_id=row["customer_event"],
+            customer_withdrawn=row["customer_withdrawn"],
         )
         for row in rows
         if row["id"] is not None
@@ -331,7 +393,8 @@ SELECT w.settings::text AS settings, p.id AS purpose_id, p.key AS purpose_key, p
  WHERE w.id = $1
 """
 
-_BATCH_FACTS = """
+_BATCH_FACTS = (
+    """
 WITH wanted AS (
     -- One index probe per reference and per contact: each LATERAL ... OFFSET 0 is a subquery the planner cannot
     -- flatten into a join. As joins, a plan for 10,000 references hashed all 1M addresses of the workspace
@@ -364,10 +427,13 @@ SELECT w.contact_id, w.external_id, w.timezone,
        pts.id, pts.channel, pts.value, pts.reachability, pts.verified_at,
        pc.state AS p_state, pc.since AS p_since, pc.last_event_id AS p_event,
        cc.state AS c_state, cc.since AS c_since, cc.last_event_id AS c_event,
-       sup.scopes, sup.paused_until
+       sup.scopes, sup.paused_until,
+       cu.event_id AS customer_event, coalesce(cu.withdrawn, FALSE) AS customer_withdrawn
   FROM wanted w
   LEFT JOIN pts ON pts.contact_id = w.contact_id
-  LEFT JOIN sup ON sup.id = pts.id
+  LEFT JOIN sup ON sup.id = pts.id"""  # noqa: S608  # joined with enum values only; every input is a bind parameter
+    + _customer_join("pts", "$5")
+    + """
   -- per-address index lookups (LIMIT keeps the planner from flattening them into a hash join that reads every
   -- consent of the workspace; the rows are unique anyway)
   LEFT JOIN LATERAL (SELECT state, since, last_event_id FROM consents
@@ -376,6 +442,7 @@ SELECT w.contact_id, w.external_id, w.timezone,
                       WHERE contact_point_id = pts.id AND purpose_id IS NULL LIMIT 1) cc ON TRUE
  ORDER BY pts.id
 """
+)
 
 _STATES = {state.value: state for state in State}
 _REACHABILITY = {value.value: value for value in Reachability}
@@ -428,6 +495,8 @@ async def batch_facts(
                 timezone=row["timezone"],
                 verified=row["verified_at"] is not None,
                 paused_until=row["paused_until"],
+                customer_event_id=row["customer_event"],
+                customer_withdrawn=row["customer_withdrawn"],
             )
         )
     resolved = {ref: by_id.get(ref) or by_external[ref] for ref in refs if ref in by_id or ref in by_external}

@@ -18,7 +18,16 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.chain import ChainFields, event_hash, new_personal, personal_digest
-from app.domain.model import VERIFYING_TRIGGERS, WITHDRAWN_STATES, ActorType, Channel, State, Trigger, VerifiedVia
+from app.domain.model import (
+    VERIFYING_TRIGGERS,
+    WITHDRAWN_STATES,
+    ActorType,
+    Channel,
+    LegalBasis,
+    State,
+    Trigger,
+    VerifiedVia,
+)
 from app.domain.transitions import Rule, TransitionNotAllowed, decide, decide_import, decide_merge
 from app.ledger import repository
 from app.ledger.models import Consent, Contact, ContactPoint
@@ -253,6 +262,9 @@ class Note:
     contact_point: ContactPoint
     trigger: Trigger
     evidence: Mapping[str, Any] = field(default_factory=dict)
+    legal_basis: LegalBasis | None = None
+    """The basis the note is evidence of (a purchase: ``uwg_7_3``); it moves no consent all the same."""
+    occurred_at: datetime | None = None
 
 
 async def record_notes(
@@ -261,8 +273,8 @@ async def record_notes(
     """Chain one event per note that leaves every consent as it is; answers their ids in the order of ``notes``.
 
     The event is the channel's (``purpose_id`` NULL) with ``from_state = to_state`` = that consent's state (``none``
-    where there is none) and no legal basis; the projection is not moved, so a consent's ``since`` and evidence
-    stay those of the change that made it. Only the chain head is locked (the last lock of every writer).
+    where there is none) and the note's legal basis (if any); the projection is not moved, so a consent's ``since``
+    and evidence stay those of the change that made it. Only the chain head is locked (the last lock of every writer).
     """
     if not notes:
         return []
@@ -288,11 +300,11 @@ async def record_notes(
             trigger=note.trigger.value,
             from_state=state,
             to_state=state,
-            legal_basis=None,
+            legal_basis=note.legal_basis.value if note.legal_basis else None,
             notice_id=None,
             actor_type=actor.type.value,
             actor_id=actor.id,
-            occurred_at=now,
+            occurred_at=note.occurred_at or now,
             recorded_at=now,
             personal_digest=personal_digest(personal),
         )

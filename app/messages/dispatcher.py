@@ -4,7 +4,9 @@
   (``consent serve`` runs one, ``consent worker`` more) never claim the same row. A worker that dies leaves its
   rows leased; when the lease runs out another worker takes them over.
 - **At send time** the gate is asked again: a consent withdrawn after queueing makes the delivery
-  ``blocked_at_send`` (nothing is sent); outside the send window it waits for the next opening.
+  ``blocked_at_send`` (nothing is sent); outside the send window it waits for the next opening. A delivery the
+  gate permits as an existing customer's (``existing_customer``, UWG §7(3)) is composed with the objection notice;
+  a channel whose message cannot carry it blocks the delivery (``objection_notice_missing``), nothing goes out.
 - What differs between channels (the provider adapter, what goes into the request, what a provider's answer
   means for the address) comes from the channel registry (:mod:`app.channels`); nothing here names a channel.
 - Every provider call has a deadline. Transient failures are retried with exponential backoff and jitter up to
@@ -38,9 +40,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.channels import registry
 from app.channels.adapters import Adapters
-from app.channels.base import Sending
+from app.channels.base import ChannelSpec, Sending
 from app.domain.gate import PointFacts, Reason, decide_point
-from app.domain.model import ActorType, Channel, PurposeKind
+from app.domain.model import ActorType, Channel, LegalBasis, PurposeKind
 from app.eligibility import repository as facts_repository
 from app.ledger import repository as ledger
 from app.ledger.actions import withdraw_point
@@ -63,6 +65,10 @@ from app.workspaces.settings import WorkspaceSettings, window_of
 from channel_providers.base import ChannelAdapter, Outbound, Outcome, SendResult, provider_of
 
 log = structlog.get_logger(__name__)
+
+#: The error of a delivery the gate permitted as an existing customer's (UWG §7(3)) whose composed message cannot
+#: carry the objection notice: it is blocked at send time instead of going out without one.
+OBJECTION_NOTICE_MISSING = "objection_notice_missing: the message cannot carry the objection notice UWG §7(3) requires"
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,6 +336,7 @@ class Dispatcher:
             return None
         contact = contacts.get(point.contact_id)
         spec = registry.spec(channel)
+        customer = decision.reason is Reason.EXISTING_CUSTOMER
         outbound = spec.compose(
             Sending(
                 channel=channel,
@@ -346,8 +353,12 @@ class Dispatcher:
                 purpose_kind=PurposeKind(purpose.kind),
                 locale=contact.locale if contact else None,
                 message_id=delivery.message_id,
+                legal_basis=LegalBasis.UWG_7_3 if customer else None,
             )
         )
+        if (refusal := notice_refusal(spec, decision.reason, outbound)) is not None:
+            await self._finish(session, delivery, DeliveryStatus.BLOCKED_AT_SEND, error=refusal)
+            return None
         adapter = spec.adapter(self.adapters, delivery.workspace_id, settings)
         return _Prepared(delivery.id, delivery.workspace_id, channel, outbound, adapter, PurposeKind(purpose.kind))
 
@@ -525,6 +536,19 @@ class Dispatcher:
             Step.WAITING_FOR_SEND_WINDOW,
             detail={"opens_at": opens.isoformat()},
         )
+
+
+def notice_refusal(spec: ChannelSpec, reason: Reason, outbound: Outbound) -> str | None:
+    """Why a delivery permitted on ``reason`` must not go out as composed; ``None``: it may.
+
+    UWG §7(3) No. 4: a message to an existing customer (``existing_customer``) must carry the objection notice; one
+    that cannot (a channel with no way to carry it, a composition without it) is blocked, never sent without it.
+    """
+    if reason is not Reason.EXISTING_CUSTOMER:
+        return None
+    if spec.carries_objection_notice is not None and spec.carries_objection_notice(outbound):
+        return None
+    return OBJECTION_NOTICE_MISSING
 
 
 def _provider(item: _Prepared) -> str | None:

@@ -21,6 +21,7 @@ from app.messages.privacy import HOOK as MESSAGES
 from app.preferences.privacy import HOOK as PREFERENCES
 from app.privacy import repository
 from app.privacy.schemas import ErasureRequestStatus, ExportedErasureRequest
+from app.purchases.privacy import HOOK as PURCHASES
 from app.twilio.privacy import HOOK as TWILIO
 from app.webhooks.privacy import HOOK as WEBHOOKS
 
@@ -61,7 +62,18 @@ PRIVACY = PrivacyHook(
 )
 
 #: The ledger's rows go last: the other packages' rows reference its contacts and addresses.
-HOOKS: tuple[PrivacyHook, ...] = (SHARED, CHAINS, MESSAGES, WEBHOOKS, EMAILS, PREFERENCES, TWILIO, PRIVACY, LEDGER)
+HOOKS: tuple[PrivacyHook, ...] = (
+    SHARED,
+    CHAINS,
+    MESSAGES,
+    WEBHOOKS,
+    EMAILS,
+    PREFERENCES,
+    TWILIO,
+    PRIVACY,
+    PURCHASES,
+    LEDGER,
+)
 
 NO_PERSONAL_DATA = {
     "workspaces": "the tenant: its name and settings (sealed provider credentials), nobody's personal data",

@@ -13,6 +13,7 @@ from app.chains.schemas import RunOut
 from app.domain.model import Channel, Reachability, State
 from app.ledger.schemas import EventOut
 from app.messages.schemas import ExportedMessage
+from app.purchases.schemas import ExportedPurchase
 
 #: A caller's reference of a data-subject request (a ticket number): visible ASCII, no spaces.
 REQUEST_REF_PATTERN = r"^[\x21-\x7e]+$"
@@ -37,6 +38,8 @@ class ErasedCounts(msgspec.Struct, kw_only=True):
     """Links to the person's preference centre (hashes only): none of them opens anything any more."""
     chain_runs: int = 0
     """The person's chain runs (with their variables and steps): none of their remaining steps is sent."""
+    purchases: int = 0
+    """Sales recorded with the person's email addresses (UWG §7(3) existing customers)."""
 
 
 class Kept(msgspec.Struct, kw_only=True):
@@ -200,6 +203,8 @@ class SubjectAccessOut(msgspec.Struct, kw_only=True):
     erasure_requests: list[ExportedErasureRequest] = msgspec.field(default_factory=list)
     """Erasures asked for on the preference centre (pending, or rejected)."""
     chain_runs: list[RunOut] = msgspec.field(default_factory=list)
+    purchases: list[ExportedPurchase] = msgspec.field(default_factory=list)
+    """Sales made with the person's email addresses (the evidence of the existing-customer basis, UWG §7(3))."""
 
 
 class ErasureRequestOut(msgspec.Struct, kw_only=True):

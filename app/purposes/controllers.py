@@ -24,6 +24,7 @@ def _out(purpose: Purpose) -> PurposeOut:
         name=purpose.name,
         kind=purpose.kind,  # type: ignore[arg-type]  # the CHECK constraint keeps it to the Literal
         created_at=purpose.created_at,
+        similar_products_of=list(purpose.similar_products_of),
     )
 
 
@@ -40,7 +41,9 @@ class PurposeController(Controller):
     ) -> PurposeOut:
         """Create a purpose; its key is what callers name it by."""
         async with db.begin():
-            purpose = await service.create_purpose(db, principal.workspace_id, data.key, data.name, data.kind)
+            purpose = await service.create_purpose(
+                db, principal.workspace_id, data.key, data.name, data.kind, similar_products_of=data.similar_products_of
+            )
         return _out(purpose)
 
     @get(operation_id="listPurposes", responses=errors(401, 403))

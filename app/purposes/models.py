@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import CheckConstraint, ForeignKey, Integer, Text, UniqueConstraint
+from sqlalchemy import CheckConstraint, ForeignKey, Integer, Text, UniqueConstraint, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -20,12 +20,17 @@ class Purpose(UUIDPrimaryKey, CreatedAt, Base):
     key: Mapped[str] = mapped_column(Text)
     name: Mapped[str] = mapped_column(Text)
     kind: Mapped[str] = mapped_column(Text)
+    #: Product categories whose buyers may get this purpose's email without consent (UWG §7(3), migration 0033).
+    similar_products_of: Mapped[list[str]] = mapped_column(
+        ARRAY(Text), server_default=text("'{}'::text[]"), default=list
+    )
 
     __table_args__ = (
         UniqueConstraint("workspace_id", "key"),
         CheckConstraint("kind IN ('marketing', 'transactional')", name="kind_known"),
         CheckConstraint("key ~ '^[a-z][a-z0-9_]{0,62}$'", name="key_format"),
         CheckConstraint("length(name) BETWEEN 1 AND 200", name="name_length"),
+        CheckConstraint("cardinality(similar_products_of) <= 50", name="similar_products_of_size"),
     )
 
 

@@ -13,13 +13,21 @@ from app.purposes.models import Notice, Purpose
 
 
 async def insert_purpose(
-    session: AsyncSession, workspace_id: uuid.UUID, key: str, name: str, kind: str
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    key: str,
+    name: str,
+    kind: str,
+    *,
+    similar_products_of: Sequence[str] = (),
 ) -> Purpose | None:
     """Insert; ``None`` when the workspace already has a purpose with this key."""
     return (
         await session.execute(
             insert(Purpose)
-            .values(workspace_id=workspace_id, key=key, name=name, kind=kind)
+            .values(
+                workspace_id=workspace_id, key=key, name=name, kind=kind, similar_products_of=list(similar_products_of)
+            )
             .on_conflict_do_nothing(index_elements=["workspace_id", "key"])
             .returning(Purpose)
         )

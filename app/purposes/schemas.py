@@ -13,6 +13,25 @@ from app.lib.text import SINGLE_LINE
 
 PurposeKind = Literal["marketing", "transactional"]
 
+#: Product categories (the ``category`` of purchases) whose buyers may get a marketing purpose's email without
+#: consent, as existing customers (UWG §7(3)): the purpose must advertise the company's own similar products.
+SimilarProducts = Annotated[
+    list[
+        Annotated[
+            str,
+            msgspec.Meta(
+                pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$",
+                description="A product category (lower case, digits, `_`, `-`).",
+            ),
+        ]
+    ],
+    msgspec.Meta(
+        max_length=50,
+        description="Product categories whose buyers may get this marketing purpose by email without consent "
+        "(UWG §7(3) existing customers: the company's own similar products), until they object. Email only.",
+    ),
+]
+
 
 class PurposeCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """A new purpose."""
@@ -26,6 +45,7 @@ class PurposeCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     ]
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=200), SINGLE_LINE]  # shown in mail subjects
     kind: PurposeKind
+    similar_products_of: SimilarProducts = msgspec.field(default_factory=list)
 
 
 class PurposeOut(msgspec.Struct, kw_only=True):
@@ -36,6 +56,7 @@ class PurposeOut(msgspec.Struct, kw_only=True):
     name: str
     kind: PurposeKind
     created_at: datetime
+    similar_products_of: list[str] = msgspec.field(default_factory=list)
 
 
 Locale = Annotated[

@@ -4,18 +4,36 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.lib.errors import Conflict, NotFound
+from app.domain.model import PurposeKind
+from app.lib.errors import Conflict, InvalidInput, NotFound
 from app.purposes import repository
 from app.purposes.models import Notice, Purpose
 
 
-async def create_purpose(session: AsyncSession, workspace_id: uuid.UUID, key: str, name: str, kind: str) -> Purpose:
-    """Create a purpose; 409 ``purpose_exists`` when the key is taken in this workspace."""
-    purpose = await repository.insert_purpose(session, workspace_id, key, name, kind)
+async def create_purpose(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    key: str,
+    name: str,
+    kind: str,
+    *,
+    similar_products_of: Sequence[str] = (),
+) -> Purpose:
+    """Create a purpose; 409 ``purpose_exists`` when the key is taken in this workspace.
+
+    ``similar_products_of`` (UWG §7(3) existing customers) is for marketing purposes only (422 otherwise).
+    """
+    similar = list(dict.fromkeys(similar_products_of))
+    if similar and kind != PurposeKind.MARKETING:
+        raise InvalidInput(
+            "'similar_products_of' is for marketing purposes: a transactional purpose needs no basis for advertising.",
+            code="similar_products_of_marketing_only",
+        )
+    purpose = await repository.insert_purpose(session, workspace_id, key, name, kind, similar_products_of=similar)
     if purpose is None:
         raise Conflict(f"A purpose with key '{key}' already exists.", code="purpose_exists")
     return purpose

@@ -59,7 +59,7 @@ ORDER = [
     "outside_send_window",
     "no_contact_point",
 ]
-PERMITTING = ["opted_in", "legitimate_interest", "transactional"]
+PERMITTING = ["opted_in", "legitimate_interest", "transactional", "existing_customer"]
 BY_STATE = {
     "opted_in": "opted_in",
     "objected": "objected",

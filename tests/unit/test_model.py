@@ -37,6 +37,7 @@ VOCABULARY: dict[type[enum.StrEnum], list[str]] = {
         "pause_ended",
         "preference_opt_in",
         "reassigned",
+        "purchase",
     ],
     model.LegalBasis: ["consent", "legitimate_interest", "uwg_7_3"],
     model.ActorType: ["api_key", "subject", "provider", "system"],
