@@ -37,6 +37,7 @@ from app.lib.orm import utcnow
 from app.lib.repository import claim_callback
 from app.messages import repository as messages_repository
 from app.messages import service as messages
+from app.messages import signals
 from app.purposes import repository as purposes
 from app.twilio import repository
 from app.workspaces.settings import WorkspaceSettings, reply_text
@@ -184,6 +185,8 @@ async def handle_status(
         delivery_id=parse_uuid(params.get("delivery")),
         provider=PROVIDER,
     )
+    if params["MessageStatus"] == "read":  # WhatsApp's read receipt: the message was opened (engagement signal)
+        await signals.provider_read(session, workspace_id, params["MessageSid"])
     if error_code == ERROR_STOPPED and params.get("To"):
         try:
             channel, number = channel_and_number(params["To"], settings.default_region)
