@@ -455,6 +455,10 @@ async def find_by_provider_id(
     )
 
 
+#: The predicate of ``uq_message_events_signal``, as written in the index (literals: the planner matches it).
+_SIGNAL_INDEX_WHERE = text(f"status IN ({', '.join(repr(s.value) for s in SIGNAL_STEPS)})")
+
+
 async def add_signal(  # the event's own fields, in the table's order
     session: AsyncSession,
     message_id: uuid.UUID,
@@ -477,9 +481,7 @@ async def add_signal(  # the event's own fields, in the table's order
             detail=detail,
             at=at,
         )
-        .on_conflict_do_nothing(
-            index_elements=["message_id", "status"], index_where=MessageEvent.status.in_(SIGNAL_STEPS)
-        )
+        .on_conflict_do_nothing(index_elements=["message_id", "status"], index_where=_SIGNAL_INDEX_WHERE)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]  # CursorResult of an INSERT
 
