@@ -489,3 +489,21 @@ async def add_signal(  # the event's own fields, in the table's order
 async def delivery_channel(session: AsyncSession, delivery_id: uuid.UUID) -> str | None:
     """The channel of a delivery named by a token of its own (the token scoped it)."""
     return await session.scalar(select(Delivery.channel).where(Delivery.id == delivery_id))
+
+
+async def still_tracked(
+    session: AsyncSession, workspace_id: uuid.UUID, delivery_id: uuid.UUID, purpose_key: str
+) -> bool:
+    """Whether the delivery's address is still ``opted_in`` to the tracking purpose ``purpose_key``."""
+    found = await session.scalar(
+        text(
+            """
+            SELECT 1 FROM deliveries d
+              JOIN purposes p ON p.workspace_id = d.workspace_id AND p.key = :key
+              JOIN consents c ON c.contact_point_id = d.contact_point_id AND c.purpose_id = p.id
+             WHERE d.id = :delivery AND d.workspace_id = :ws AND c.state = 'opted_in'
+            """
+        ),
+        {"ws": workspace_id, "delivery": delivery_id, "key": purpose_key},
+    )
+    return found is not None

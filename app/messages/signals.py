@@ -7,8 +7,10 @@
   reported it with the push message's event token (or the shop with an API key, for a message sent with tracking).
 - ``converted``: the shop reported a conversion with an API key.
 
-A repeated signal changes nothing (the first one stands). Nothing here says a signal did *not* happen: that is
-what :attr:`app.chains.conditions.Outcomes.tracked` decides from the tokens a message was sent with.
+Opens and clicks are recorded only while the address still consents to the tracking purpose: after a withdrawal
+a tracked link still redirects, but nothing is recorded. A repeated signal changes nothing (the first one
+stands). Nothing here says a signal did *not* happen: that is what
+:attr:`app.chains.conditions.Outcomes.tracked` decides from the tokens a message was sent with.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ async def follow_link(session: AsyncSession, token: str, user_agent: str | None)
         return None
     now = utcnow()
     settings = await settings_of(session, found.workspace_id)
+    if not await _consenting(session, found, settings.tracking_purpose):
+        return found.url  # the link still works; the click is not recorded (tracking consent withdrawn since)
     seconds = (now - found.created_at).total_seconds()
     detail: dict[str, Any] = {"via": "link"}
     if evidence := scanner_signals(user_agent, seconds, settings.email.scanner_seconds):
@@ -56,6 +60,8 @@ async def pixel_loaded(session: AsyncSession, token: str, user_agent: str | None
     """The open pixel was fetched: ``opened`` once per message (an unknown token records nothing)."""
     found = await _token(session, token, TokenKind.OPEN)
     if found is None:
+        return
+    if not await _consenting(session, found, (await settings_of(session, found.workspace_id)).tracking_purpose):
         return
     detail: dict[str, Any] = {"via": "pixel"}
     if evidence := scanner_signals(user_agent, None, 0):
@@ -91,6 +97,8 @@ async def report_with_token(session: AsyncSession, message_id: uuid.UUID, data: 
         raise Forbidden(
             "An event token reports 'opened' only; a conversion needs an API key.", code="event_type_not_allowed"
         )
+    if not await _consenting(session, found, (await settings_of(session, found.workspace_id)).tracking_purpose):
+        return MessageEventOut(message_id=found.message_id, type=data.type, recorded=False)
     return await _record(session, found.message_id, found.delivery_id, data, via="device")
 
 
@@ -142,3 +150,10 @@ async def _token(session: AsyncSession, token: str, kind: TokenKind) -> MessageT
         return None
     found = await repository.find_token(session, token_hash(token))
     return found if found is not None and found.kind == kind.value else None
+
+
+async def _consenting(session: AsyncSession, token: MessageToken, purpose_key: str | None) -> bool:
+    """Whether the token's address still consents to tracking: a withdrawal after the send stops the recording."""
+    return purpose_key is not None and await repository.still_tracked(
+        session, token.workspace_id, token.delivery_id, purpose_key
+    )

@@ -2,7 +2,7 @@
 
 TTDSG §25 / ePrivacy: a tracked link or an open pixel reads from the person's device, so it needs consent. The
 workspace names the purpose standing for it (``tracking_purpose``); a delivery whose address is ``opted_in`` to
-it gets, when the dispatcher prepares it:
+it gets, when the dispatcher prepares it (only once ``PUBLIC_BASE_URL`` is set):
 
 - **email**: every ``http(s)`` URL of the content's text and HTML (links of our own hosted pages excepted) is
   rewritten to ``PUBLIC_BASE_URL/l/{token}``, one token per distinct URL; with ``tracking_pixel`` the HTML part
@@ -118,7 +118,8 @@ async def prepare(  # noqa: PLR0917  # what the dispatcher loaded for the batch
 
     One query per workspace that tracks (its purpose and its contacts' consents), one for the tokens.
     """
-    base = service.public_base_url.rstrip("/") if service.public_base_url else None
+    # links to a default address would not open anywhere: no tracking until PUBLIC_BASE_URL is set
+    base = service.public_base_url.rstrip("/") if service.public_base_url_configured else None
     wanted = [
         d
         for d in deliveries

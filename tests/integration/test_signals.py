@@ -18,6 +18,8 @@ from twilio.request_validator import RequestValidator
 
 from app.lib.auth import Scope
 from app.messages.models import MessageEvent, MessageToken
+from app.settings import MailSettings, Settings, TwilioDefaults
+from tests.conftest import TEST_SECRET
 from tests.integration.test_chains import define, runner, shown, start, step  # noqa: F401  # runner: a fixture
 from tests.integration.test_messages import (  # the provider stand-ins and Jane, opted in by SMS and email
     PHONE,
@@ -25,7 +27,6 @@ from tests.integration.test_messages import (  # the provider stand-ins and Jane
     adapters,  # noqa: F401  # fixture
     dispatcher,  # noqa: F401  # fixture
     providers,  # noqa: F401  # fixture
-    settings,  # noqa: F401  # fixture
     world,  # noqa: F401  # fixture
 )
 
@@ -42,6 +43,23 @@ NEWSLETTER = {
 WHATSAPP = {"whatsapp": {"text": "Nur heute: 10 % mit {{code}}"}}
 SMS = {"sms": {"text": "Herbst im Shop. STOP zum Abmelden"}}
 TRACKED_LINK = re.compile(re.escape(BASE) + r"/l/([A-Za-z0-9_-]{43})")
+
+
+@pytest.fixture
+def settings(tmp_path, providers):
+    """As in test_messages, with ``PUBLIC_BASE_URL`` set: tracking needs it (and Twilio gets our callback URL)."""
+    return Settings(
+        data_dir=tmp_path / "data",
+        secret_key=TEST_SECRET,
+        public_base_url=BASE,
+        public_base_url_configured=True,
+        mail=MailSettings(
+            host="127.0.0.1", port=providers["smtp_port"], tls="none", mail_from="Acme <news@acme.example>"
+        ),
+        twilio=TwilioDefaults(api_base_url=providers["twilio"].url),
+        fcm_api_base_url=providers["fcm"].url,
+        webhooks_allow_private=True,  # the provider stand-ins are local
+    )
 
 
 @pytest.fixture
@@ -256,6 +274,25 @@ async def test_a_tracked_link_redirects_only_to_its_own_url_and_counts_one_click
     assert (await client.get(f"/o/{'B' * 43}")).status_code == 200, "any token gets the image, records nothing"
     opened = await session.scalar(select(func.count()).select_from(MessageEvent).where(MessageEvent.status == "opened"))
     assert opened == 1
+
+
+async def test_after_tracking_consent_is_withdrawn_a_link_still_works_and_records_nothing(
+    client, world, tracking, ledger, providers, dispatcher, session
+):
+    await consent_to_tracking(ledger, world, tracking)
+    body = {"contact": "jane", "purpose": "newsletter", "route": ["email"], "content": NEWSLETTER}
+    assert (await client.post("/v1/messages", json=body, headers=world["key"])).status_code == 202
+    await dispatcher.run_once()
+    text, html = bodies(providers["inbox"].messages[0])
+    [token] = set(TRACKED_LINK.findall(text))
+    pixel = re.search(re.escape(BASE) + r"/o/([A-Za-z0-9_-]{43})", html)
+    assert pixel is not None
+    await ledger.apply(world["email"], tracking.id, "unsubscribe")
+    followed = await client.get(f"/l/{token}", follow_redirects=False)
+    assert (followed.status_code, followed.headers["location"]) == (302, SHOP)
+    assert (await client.get(f"/o/{pixel.group(1)}")).status_code == 200
+    signals = select(func.count()).select_from(MessageEvent).where(MessageEvent.status.in_(["opened", "clicked"]))
+    assert await session.scalar(signals) == 0
 
 
 @pytest.fixture
