@@ -191,8 +191,8 @@ class MessageEventIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, o
     """
 
     type: Literal["opened", "converted"]
-    occurred_at: datetime | None = None
-    """When it happened (default: now; at most a few minutes in the future)."""
+    occurred_at: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
+    """When it happened, with a time zone (default: now; at most a few minutes in the future)."""
     token: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
     """The push message's ``event_token`` (from its payload): the device's credential, instead of an API key."""
     reference: Annotated[str, msgspec.Meta(min_length=1, max_length=200), SINGLE_LINE] | None = None

@@ -381,6 +381,9 @@ async def test_the_shop_reports_a_conversion_with_an_api_key(
     untracked = await client.post(path, json={"type": "opened"}, headers=world["key"])
     assert (untracked.status_code, untracked.json()["code"]) == (422, "not_tracked")
 
+    for when in ("2999-01-01T00:00:00Z", "2026-01-01T00:00:00"):  # in the future; without a time zone
+        wrong = await client.post(path, json={"type": "converted", "occurred_at": when}, headers=world["key"])
+        assert wrong.status_code == 422, wrong.text
     body = {"type": "converted", "reference": "order-4711"}
     first = await client.post(path, json=body, headers=world["key"])
     assert first.json() == {"message_id": message_id, "type": "converted", "recorded": True}
