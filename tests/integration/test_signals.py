@@ -407,3 +407,40 @@ async def test_the_shop_reports_a_conversion_with_an_api_key(
         }
     ]
     assert (await client.get(f"/v1/chains/{chain['id']}/report", headers=stranger)).status_code == 404
+
+
+async def test_whatsapp_read_and_a_conversion_are_what_the_next_step_asks(
+    client, world, tracking, providers, dispatcher, runner
+):
+    steps = [
+        step("offer", ["whatsapp"], WHATSAPP),
+        step(
+            "thanks",
+            ["sms"],
+            SMS,
+            after="PT1S",
+            when={"all": [{"step": "offer", "has": "opened"}, {"step": "offer", "has": "converted"}]},
+            on_unknown="send",
+        ),
+    ]
+    chain = await define(client, world, steps, key="offer")
+    read_run = await start(client, world, chain["id"])
+    await runner.run_once()
+    await dispatcher.run_once()
+    offer = (await shown(client, world, read_run))["steps"][0]["message_id"]
+    await status_callback(client, world, providers, 0, "read")
+    converted = await client.post(f"/v1/messages/{offer}/events", json={"type": "converted"}, headers=world["key"])
+    assert converted.json()["recorded"] is True
+    await until_due(runner)
+    thanks = (await shown(client, world, read_run))["steps"][1]
+    assert thanks["status"] == "sent", thanks
+    assert [t["outcome"] for t in thanks["detail"]["when"]] == ["true", "true"]
+
+    # no read receipt (they can be switched off: unknown) and no conversion (known: false) → all() is false
+    quiet_run = await start(client, world, chain["id"])
+    await runner.run_once()
+    await dispatcher.run_once()
+    await until_due(runner)
+    quiet = (await shown(client, world, quiet_run))["steps"][1]
+    assert (quiet["status"], quiet["reason"]) == ("skipped", "condition_not_met")
+    assert [t["outcome"] for t in quiet["detail"]["when"]] == ["unknown", "false"]
