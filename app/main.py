@@ -44,7 +44,7 @@ from app.lib.observability import Metrics, configure_logging, request_middleware
 from app.lib.openapi import declare_common_responses
 from app.lib.orm import utcnow
 from app.lib.repository import prune_callbacks
-from app.messages.controllers import MessageController
+from app.messages.controllers import MessageController, TrackingPages
 from app.messages.dispatcher import Dispatcher
 from app.operator.controllers import OperatorWorkspaceController
 from app.ops.controllers import health, metrics, ready
@@ -277,6 +277,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
             create_static_files_router(
                 path="/static", directories=[STATIC_DIR], include_in_schema=False, opt={"public": True}
             ),
+            TrackingPages,
         ],
         lifespan=[lifespan],
         dependencies={

@@ -7,10 +7,12 @@ history (:class:`Outcomes`):
 - ``sent``, ``delivered``, ``failed``: from the earlier step's deliveries. ``delivered`` is known only on channels
   whose provider reports deliveries (SMS, WhatsApp); an email accepted by the relay is ``sent``, its delivery
   unknown. A delivery whose outcome is ``unknown`` (its worker died during the call) leaves both unknown.
-- ``opened``, ``clicked``, ``converted``: engagement signals. Known only where the message records the signal
-  (:attr:`Outcomes.tracked`: tracking permitted and set up for that message); otherwise unknown. Nothing records
-  them yet, so today they are unknown for every sent message; a signal's producer plugs in by recording the
-  event and naming the signal in ``tracked``.
+- ``opened``, ``clicked``, ``converted``: engagement signals, message events recorded once per message
+  (:mod:`app.messages.signals`). True once recorded; false only where the message could record it
+  (:attr:`Outcomes.tracked`, from the tokens it was sent with: tracked links and the open pixel of a mail, a push
+  message's event token, all only with consent to the workspace's tracking purpose); otherwise unknown, never
+  false. ``converted`` is known for every sent message (the shop reports it). WhatsApp's ``read`` is an open, but
+  read receipts can be switched off: no read is unknown. A click implies an open.
 
 A step that sent nothing (skipped, ended) has known outcomes: nothing was sent, delivered, opened or clicked.
 """

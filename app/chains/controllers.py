@@ -10,7 +10,7 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.chains import service
-from app.chains.schemas import ChainIn, ChainOut, RunIn, RunOut, RunStarted
+from app.chains.schemas import ChainIn, ChainOut, ChainReport, RunIn, RunOut, RunStarted
 from app.lib.auth import Principal, Scope
 from app.lib.openapi import answer, errors
 
@@ -84,6 +84,17 @@ class ChainController(Controller):
         async with db.begin():
             run = await service.start_run(db, principal.workspace_id, chain_id, data)
         return RunStarted(run_id=run.id)
+
+    @get("/{chain_id:uuid}/report", operation_id="getChainReport", responses=errors(401, 403, 404))
+    async def report(
+        self, chain_id: FromPath[uuid.UUID], principal: NamedDependency[Principal], db: NamedDependency[AsyncSession]
+    ) -> ChainReport:
+        """How this chain version's runs went, step by step.
+
+        Per step: how many runs reached it, were sent, skipped (by reason), ended by an opt-out, cancelled, are
+        still waiting, and how many sent steps' messages converted.
+        """
+        return await service.chain_report(db, principal.workspace_id, chain_id)
 
 
 class ChainRunController(Controller):

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.chains.models import Chain, ChainRun, ChainStep, StepStatus
 from app.domain.model import State
 from app.ledger.models import ConsentEvent
-from app.messages.models import Delivery, MessageEvent
+from app.messages.models import Delivery, MessageEvent, MessageToken
 
 #: Due steps of active runs, each locked with its run (``SKIP LOCKED``: a step another runner or a cancellation
 #: holds is left alone). Its WHERE clause implies the predicate of the partial index ``ix_chain_steps_due``, and
@@ -278,3 +278,52 @@ async def delete_runs_of_contact(session: AsyncSession, workspace_id: uuid.UUID,
         .execution_options(synchronize_session=False)
     )
     return int(result.rowcount)  # type: ignore[attr-defined]  # a CursorResult
+
+
+async def message_tracking(session: AsyncSession, message_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, set[str]]:
+    """The kinds of token each message was sent with (``link``, ``open``, ``event``): what it can record."""
+    if not message_ids:
+        return {}
+    rows = await session.execute(
+        select(MessageToken.message_id, MessageToken.kind)
+        .where(MessageToken.message_id.in_(list(message_ids)))
+        .distinct()
+    )
+    found: dict[uuid.UUID, set[str]] = {}
+    for message_id, kind in rows:
+        found.setdefault(message_id, set()).add(kind)
+    return found
+
+
+async def step_counts(session: AsyncSession, workspace_id: uuid.UUID, chain_id: uuid.UUID) -> list[Any]:
+    """Per step position, status and reason: how many steps of the chain's runs, and how many of them converted."""
+    converted = (
+        select(MessageEvent.id)
+        .where(MessageEvent.message_id == ChainStep.message_id, MessageEvent.status == "converted")
+        .exists()
+    )
+    rows = await session.execute(
+        select(
+            ChainStep.position,
+            ChainStep.status,
+            ChainStep.reason,
+            func.count(),
+            func.count().filter(converted),
+        )
+        .join(ChainRun, ChainRun.id == ChainStep.run_id)
+        .where(
+            ChainRun.chain_id == chain_id, ChainRun.workspace_id == workspace_id, ChainStep.workspace_id == workspace_id
+        )
+        .group_by(ChainStep.position, ChainStep.status, ChainStep.reason)
+    )
+    return list(rows)
+
+
+async def run_counts(session: AsyncSession, workspace_id: uuid.UUID, chain_id: uuid.UUID) -> dict[str, int]:
+    """How many of the chain's runs are in each status."""
+    rows = await session.execute(
+        select(ChainRun.status, func.count())
+        .where(ChainRun.chain_id == chain_id, ChainRun.workspace_id == workspace_id)
+        .group_by(ChainRun.status)
+    )
+    return {status: int(n) for status, n in rows}

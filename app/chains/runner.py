@@ -151,6 +151,8 @@ class _Known:
     """Each claimed run's steps, in order."""
     deliveries: Mapping[uuid.UUID, list[tuple[str, str]]]
     history: Mapping[uuid.UUID, set[str]]
+    tracking: Mapping[uuid.UUID, set[str]]
+    """The kinds of token each sent message carried (:mod:`app.messages.tracking`): which signals it can record."""
     events: Mapping[uuid.UUID, list[ConsentEvent]]
     """Ledger events that ended a consent since the earliest start, per contact."""
 
@@ -173,6 +175,7 @@ async def _load(session: AsyncSession, workspace_ids: set[uuid.UUID], runs: Mapp
         steps=steps,
         deliveries=await repository.delivery_facts(session, workspace_ids, sent),
         history=await repository.message_signals(session, sent),
+        tracking=await repository.message_tracking(session, sent),
         events=await repository.ending_events(
             session,
             workspace_ids,
@@ -326,7 +329,7 @@ def _outcomes(known: _Known, run: ChainRun, position: int) -> dict[str, Outcomes
             statuses=frozenset(status for _, status in rows),
             reporting=bool(rows) and all(_reports_delivery(channel) for channel, _ in rows),
             signals=frozenset(_signals(history.get(s.message_id, set()))),
-            tracked=frozenset(),  # no engagement signal is recorded yet (click, open, conversion: issue 20 part 3)
+            tracked=_tracked(known.tracking.get(s.message_id, set())),
         )
     return found
 
@@ -336,4 +339,24 @@ def _reports_delivery(channel: str) -> bool:
 
 
 def _signals(statuses: set[str]) -> list[Signal]:
-    return [s for s in ENGAGEMENT if s.value in statuses]
+    """The signals recorded; a click implies the mail was opened (a pixel the mail client blocked or none)."""
+    found = [s for s in ENGAGEMENT if s.value in statuses]
+    return [*found, Signal.OPENED] if Signal.CLICKED in found and Signal.OPENED not in found else found
+
+
+#: What a message can record, by the kind of its tokens: a tracked mail's links (a click, else known not clicked),
+#: its open pixel (an open, else known not opened; no click either without one), a push message's event token.
+_TRACKED = {
+    "link": frozenset({Signal.CLICKED}),
+    "open": frozenset({Signal.OPENED, Signal.CLICKED}),
+    "event": frozenset({Signal.OPENED}),
+}
+
+
+def _tracked(kinds: set[str]) -> frozenset[Signal]:
+    """Which signals are known for a sent message.
+
+    A conversion always (the shop reports it with its key, whether or not the message was tracked); opens and
+    clicks only as its tokens say (none without tracking consent).
+    """
+    return frozenset({Signal.CONVERTED}).union(*(_TRACKED[k] for k in kinds if k in _TRACKED))

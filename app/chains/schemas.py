@@ -134,3 +134,32 @@ class RunOut(msgspec.Struct, kw_only=True, omit_defaults=True):
     ended_by_event_id: uuid.UUID | None = None
     campaign: str | None = None
     variables: dict[str, str] | None = None
+
+
+class StepReport(msgspec.Struct, kw_only=True):
+    """One step over all the chain version's runs.
+
+    ``reached``: decided (``sent`` + skipped); ``skipped`` by reason; ``ended``: the run had ended (an opt-out)
+    when the step came; ``waiting``: still pending; ``converted``: sent steps whose message the shop reported
+    converted.
+    """
+
+    key: str
+    reached: int
+    sent: int
+    skipped: dict[str, int]
+    ended: int
+    cancelled: int
+    waiting: int
+    converted: int
+
+
+class ChainReport(msgspec.Struct, kw_only=True):
+    """How a chain version's runs went, step by step."""
+
+    chain_id: uuid.UUID
+    key: str
+    version: int
+    runs: dict[str, int]
+    """Runs by status (``active``, ``completed``, ``cancelled``, ``ended``)."""
+    steps: list[StepReport]

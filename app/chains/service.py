@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.chains import durations, repository
 from app.chains.models import Chain, ChainRun, ChainStep, RunStatus, StepStatus
-from app.chains.schemas import ChainIn, ChainOut, RunIn, RunOut, StepIn, StepOut
+from app.chains.schemas import ChainIn, ChainOut, ChainReport, RunIn, RunOut, StepIn, StepOut, StepReport
 from app.domain import content as content_rules
 from app.domain.model import Channel
 from app.ledger.service import require_contact
@@ -315,3 +315,30 @@ def due_after(step: Mapping[str, Any], *, started_at: datetime, previous_at: dat
     """When a step is due: its delay after the run's start, or after the step before (``after_previous``)."""
     base = previous_at if step.get("after_previous") else started_at
     return max(base + durations.parse(step["after"]), previous_at)
+
+
+async def chain_report(session: AsyncSession, workspace_id: uuid.UUID, chain_id: uuid.UUID) -> ChainReport:
+    """Per step of the chain version: how many runs reached it, sent, skipped (by reason), converted."""
+    chain = await require_chain(session, workspace_id, chain_id)
+    rows = await repository.step_counts(session, workspace_id, chain.id)
+    steps = [
+        StepReport(key=s["key"], reached=0, sent=0, skipped={}, ended=0, cancelled=0, waiting=0, converted=0)
+        for s in chain.steps
+    ]
+    for position, status, reason, n, converted in rows:
+        step = steps[position]
+        if status == StepStatus.SENT:
+            step.sent += n
+            step.converted += converted
+        elif status == StepStatus.SKIPPED:
+            step.skipped[reason or "unknown"] = step.skipped.get(reason or "unknown", 0) + n
+        elif status == StepStatus.ENDED:
+            step.ended += n
+        elif status == StepStatus.CANCELLED:
+            step.cancelled += n
+        else:
+            step.waiting += n
+    for step in steps:
+        step.reached = step.sent + sum(step.skipped.values())
+    runs = {status.value: 0 for status in RunStatus} | await repository.run_counts(session, workspace_id, chain.id)
+    return ChainReport(chain_id=chain.id, key=chain.key, version=chain.version, runs=runs, steps=steps)

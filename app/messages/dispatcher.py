@@ -52,7 +52,7 @@ from app.lib.db import Database
 from app.lib.keys import Keys
 from app.lib.orm import utcnow
 from app.lib.rounds import backoff, work_until
-from app.messages import repository
+from app.messages import repository, tracking
 from app.messages.models import Delivery, Message
 from app.messages.policy import AfterCrash, after_crash
 from app.messages.repository import Claimed, add_event
@@ -161,6 +161,8 @@ class _Loaded:
     contacts: Mapping[uuid.UUID, Contact]
     settings: Mapping[uuid.UUID, WorkspaceSettings]
     facts: Mapping[tuple[uuid.UUID, uuid.UUID], PointFacts]
+    tracked: Mapping[uuid.UUID, dict[str, Any]]
+    """The content of each delivery sent with tracking (consented: :mod:`app.messages.tracking`), by its id."""
 
 
 class Dispatcher:
@@ -270,13 +272,17 @@ class Dispatcher:
                 session, workspace_ids, _ids(m.purpose_id for m in messages.values())
             )
             contacts = await ledger.contacts_by_id(session, workspace_ids, _ids(p.contact_id for p in points.values()))
+            by_workspace = await settings_by_workspace(session, workspace_ids)
             loaded = _Loaded(
                 messages=messages,
                 points=points,
                 purposes=purposes,
                 contacts=contacts,
-                settings=await settings_by_workspace(session, workspace_ids),
+                settings=by_workspace,
                 facts=await self._facts(session, deliveries, messages, points),
+                tracked=await tracking.prepare(
+                    session, self.keys, self.settings, deliveries, messages, points, by_workspace
+                ),
             )
             now = utcnow()
             for delivery in deliveries:
@@ -348,7 +354,7 @@ class Dispatcher:
                 point_id=point.id,
                 address=point.value,
                 details=point.details,
-                content=message.content[channel.value],
+                content=loaded.tracked.get(delivery.id) or message.content[channel.value],
                 purpose_id=purpose.id,
                 purpose_kind=PurposeKind(purpose.kind),
                 locale=contact.locale if contact else None,

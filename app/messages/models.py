@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, Text, text
+from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, LargeBinary, Text, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -98,4 +98,50 @@ class MessageEvent(UUIDPrimaryKey, Base):
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     at: Mapped[datetime]
 
-    __table_args__ = (Index("ix_message_events_message_id_at", "message_id", "at"), _known(Step))
+    __table_args__ = (
+        Index("ix_message_events_message_id_at", "message_id", "at"),
+        _known(Step),
+        # an engagement signal is recorded once per message (a second click, a repeated report: nothing new)
+        Index(
+            "uq_message_events_signal",
+            "message_id",
+            "status",
+            unique=True,
+            postgresql_where=text("status IN ('opened', 'clicked', 'converted')"),
+        ),
+    )
+
+
+class TokenKind(enum.StrEnum):
+    """What a message token stands for (``message_tokens.kind``)."""
+
+    LINK = "link"
+    """A tracked link of an email: ``/l/{token}`` redirects to ``url``, a URL that was in the mail."""
+    OPEN = "open"
+    """An email's open pixel (``/o/{token}``)."""
+    EVENT = "event"
+    """A push message's event token: the device reports ``opened`` with it (``POST /v1/messages/{id}/events``)."""
+
+
+class MessageToken(CreatedAt, Base):
+    """A token minted at send time for one message's engagement signals; only its SHA-256 is stored.
+
+    Tokens exist only where the contact consented to the workspace's tracking purpose: a message without any
+    has its opens and clicks unknown, never false.
+    """
+
+    __tablename__ = "message_tokens"
+
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary, primary_key=True)
+    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    message_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    delivery_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("deliveries.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(Text)
+    url: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        Index("ix_message_tokens_message_id", "message_id"),
+        Index("ix_message_tokens_delivery_id", "delivery_id"),
+        CheckConstraint("kind IN ('link', 'open', 'event')", name="kind_known"),
+        CheckConstraint("(kind = 'link') = (url IS NOT NULL)", name="url_of_links"),
+    )

@@ -44,6 +44,7 @@ HOOK = PrivacyHook(
         "messages": "deleted (content and routing decision)",
         "deliveries": "deleted with their message",
         "message_events": "deleted with their message",
+        "message_tokens": "deleted with their message (token hashes and the tracked links' URLs)",
     },
     erase=_erase,
     export=_export,

@@ -18,12 +18,13 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import delete, select, text, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.lib.ids import uuid7
 from app.lib.orm import utcnow
-from app.messages.models import Delivery, Message, MessageEvent
-from app.messages.status import DeliveryStatus, MessageStatus, Step
+from app.messages.models import Delivery, Message, MessageEvent, MessageToken
+from app.messages.status import SIGNAL_STEPS, DeliveryStatus, MessageStatus, Step
 
 #: The claim of due deliveries. Its inner SELECT must stay as it is: its WHERE clause implies the predicate of the
 #: partial index ``ix_deliveries_due`` (``status IN ('queued', 'sending')``), so the scan reads only work that is
@@ -417,3 +418,92 @@ async def last_sent_to(
         )
     ).first()
     return LastSent(row.message_id, row.purpose_id, row.campaign, row.at) if row else None
+
+
+# --- engagement signals (issue 20): message tokens and the once-per-message signal steps ---------------------
+
+
+async def add_tokens(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Store minted tokens (hashes); one already stored (the same delivery prepared again) is kept."""
+    if rows:
+        await session.execute(insert(MessageToken).values(list(rows)).on_conflict_do_nothing())
+
+
+async def find_token(session: AsyncSession, token_hash: bytes) -> MessageToken | None:
+    """The token stored under ``token_hash`` (a token is looked up by its hash alone: it names its message)."""
+    return await session.scalar(select(MessageToken).where(MessageToken.token_hash == token_hash))
+
+
+async def is_tracked(session: AsyncSession, workspace_id: uuid.UUID, message_id: uuid.UUID) -> bool:
+    """Whether the message was sent with tracking (it has a token)."""
+    found = await session.scalar(
+        select(MessageToken.message_id)
+        .where(MessageToken.message_id == message_id, MessageToken.workspace_id == workspace_id)
+        .limit(1)
+    )
+    return found is not None
+
+
+async def find_by_provider_id(
+    session: AsyncSession, workspace_id: uuid.UUID, provider_message_id: str
+) -> Delivery | None:
+    """The workspace's delivery the provider knows as ``provider_message_id`` (not locked)."""
+    return await session.scalar(
+        select(Delivery).where(
+            Delivery.workspace_id == workspace_id, Delivery.provider_message_id == provider_message_id
+        )
+    )
+
+
+#: The predicate of ``uq_message_events_signal``, as written in the index (literals: the planner matches it).
+_SIGNAL_INDEX_WHERE = text(f"status IN ({', '.join(repr(s.value) for s in SIGNAL_STEPS)})")
+
+
+async def add_signal(  # the event's own fields, in the table's order
+    session: AsyncSession,
+    message_id: uuid.UUID,
+    delivery_id: uuid.UUID | None,
+    channel: str | None,
+    status: Step,
+    *,
+    detail: dict[str, Any] | None,
+    at: datetime,
+) -> bool:
+    """Record an engagement signal unless the message already has it (``uq_message_events_signal``); True if new."""
+    result = await session.execute(
+        insert(MessageEvent)
+        .values(
+            id=uuid7(),
+            message_id=message_id,
+            delivery_id=delivery_id,
+            channel=channel,
+            status=status.value,
+            detail=detail,
+            at=at,
+        )
+        .on_conflict_do_nothing(index_elements=["message_id", "status"], index_where=_SIGNAL_INDEX_WHERE)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]  # CursorResult of an INSERT
+
+
+async def delivery_channel(session: AsyncSession, delivery_id: uuid.UUID) -> str | None:
+    """The channel of a delivery named by a token of its own (the token scoped it)."""
+    return await session.scalar(select(Delivery.channel).where(Delivery.id == delivery_id))
+
+
+async def still_tracked(
+    session: AsyncSession, workspace_id: uuid.UUID, delivery_id: uuid.UUID, purpose_key: str
+) -> bool:
+    """Whether the delivery's address is still ``opted_in`` to the tracking purpose ``purpose_key``."""
+    found = await session.scalar(
+        text(
+            """
+            SELECT 1 FROM deliveries d
+              JOIN purposes p ON p.workspace_id = d.workspace_id AND p.key = :key
+              JOIN consents c ON c.contact_point_id = d.contact_point_id AND c.purpose_id = p.id
+             WHERE d.id = :delivery AND d.workspace_id = :ws AND c.state = 'opted_in'
+            """
+        ),
+        {"ws": workspace_id, "delivery": delivery_id, "key": purpose_key},
+    )
+    return found is not None

@@ -181,3 +181,27 @@ class ExportedMessage(msgspec.Struct, kw_only=True):
     decision: dict[str, Any]
     deliveries: list[DeliveryOut]
     history: list[StatusEntry]
+
+
+class MessageEventIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    """An engagement signal of a message.
+
+    ``opened``: the device, with the push message's ``token`` (or an API key, for a message sent with tracking);
+    ``converted``: the shop, with an API key.
+    """
+
+    type: Literal["opened", "converted"]
+    occurred_at: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
+    """When it happened, with a time zone (default: now; at most a few minutes in the future)."""
+    token: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
+    """The push message's ``event_token`` (from its payload): the device's credential, instead of an API key."""
+    reference: Annotated[str, msgspec.Meta(min_length=1, max_length=200), SINGLE_LINE] | None = None
+    """The shop's own reference of the conversion (an order number; no personal data)."""
+
+
+class MessageEventOut(msgspec.Struct, kw_only=True):
+    """The signal, and whether it was new (a message records each signal once; a repeat changes nothing)."""
+
+    message_id: uuid.UUID
+    type: str
+    recorded: bool

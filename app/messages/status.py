@@ -52,6 +52,16 @@ class Step(enum.StrEnum):
     NO_ELIGIBLE_CHANNEL = "no_eligible_channel"
     UNKNOWN = "unknown"
     """The provider call was in flight when its worker died (marketing: not re-sent, see :class:`DeliveryStatus`)."""
+    OPENED = "opened"
+    """Engagement (recorded once per message): the open pixel loaded, WhatsApp's ``read``, a push open reported."""
+    CLICKED = "clicked"
+    """Engagement (once per message): a tracked link was followed (:mod:`app.messages.tracking`)."""
+    CONVERTED = "converted"
+    """Engagement (once per message): the shop reported a conversion with an API key."""
+
+
+#: The engagement signals among the steps: each recorded at most once per message.
+SIGNAL_STEPS = (Step.OPENED, Step.CLICKED, Step.CONVERTED)
 
 
 def step_of(status: DeliveryStatus | MessageStatus) -> Step:

@@ -43,6 +43,7 @@ from app.lib.orm import utcnow
 from app.lib.repository import claim_callback
 from app.messages import repository as messages_repository
 from app.messages import service as messages
+from app.messages import signals
 from app.purposes import repository as purposes
 from app.twilio import repository
 from app.workspaces.settings import WorkspaceSettings, reply_text
@@ -206,6 +207,8 @@ async def handle_status(
         if point is not None:
             await ledger.set_reachability(session, point.id, Reachability.UNDELIVERABLE.value, utcnow())
             log.info("twilio_undeliverable", workspace_id=str(workspace_id), contact_point_id=str(point.id))
+    if params["MessageStatus"] == "read":  # WhatsApp's read receipt: the message was opened (engagement signal)
+        await signals.provider_read(session, workspace_id, params["MessageSid"])
     if error_code == ERROR_STOPPED and params.get("To"):
         try:
             channel, number = channel_and_number(params["To"], settings.default_region)

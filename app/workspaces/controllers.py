@@ -130,6 +130,8 @@ def _settings_out(settings: WorkspaceSettings) -> WorkspaceSettingsOut:
         send_windows=settings.send_windows,
         erasure_review=settings.erasure_review,
         preference_origins=settings.preference_origins,
+        tracking_purpose=settings.tracking_purpose,
+        tracking_pixel=settings.tracking_pixel,
     )
 
 

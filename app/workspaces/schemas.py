@@ -220,6 +220,11 @@ class WorkspaceSettingsIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tr
     within one month) instead of being executed at once."""
     preference_origins: GivenOrigins = msgspec.field(default_factory=list)
     """The brand's https origins (at most 20) whose pages may call ``/p/{token}/preferences`` from the browser."""
+    tracking_purpose: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
+    """The key of the purpose standing for tracking consent: only its consenting contacts get tracked links, the
+    open pixel and push event tokens (TTDSG §25); unset, nobody is tracked and opens and clicks stay unknown."""
+    tracking_pixel: bool = False
+    """Whether tracked HTML mail carries a 1x1 open pixel."""
 
     def __post_init__(self) -> None:
         """Say in words what an origin is (msgspec would answer with the whole regular expression)."""
@@ -248,6 +253,8 @@ class WorkspaceSettingsOut(msgspec.Struct, kw_only=True):
     send_windows: dict[Channel, SendWindow]
     erasure_review: bool
     preference_origins: list[str]
+    tracking_purpose: str | None = None
+    tracking_pixel: bool = False
 
 
 _RESOLVE_SECONDS = 3.0

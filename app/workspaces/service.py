@@ -111,6 +111,7 @@ async def replace_settings(
     _check_from_address(new.email.from_address, allowed_mail_domains(workspace.mail_domains, mail))
     current = WorkspaceSettings.load(workspace.settings)
     named = {*new.phone.start_words.values(), *([new.phone.default_purpose] if new.phone.default_purpose else [])}
+    named |= {new.tracking_purpose} if new.tracking_purpose else set()
     for key in sorted(named):
         if await purposes.find_purpose(session, workspace_id, key) is None:
             raise InvalidInput(
@@ -163,6 +164,8 @@ async def replace_settings(
         send_windows=new.send_windows,
         erasure_review=new.erasure_review,
         preference_origins=new.preference_origins,
+        tracking_purpose=new.tracking_purpose,
+        tracking_pixel=new.tracking_pixel,
     )
     await _claim_senders(session, workspace_id, new)
     await repository.save_settings(session, workspace_id, settings.dump())

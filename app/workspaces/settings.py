@@ -268,6 +268,11 @@ class WorkspaceSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
     preference_origins: PreferenceOrigins = msgspec.field(default_factory=list)
     """The brand's own web origins (https, at most 20) whose pages may call the preference API
     ``/p/{token}/preferences`` from the browser (CORS); any other site's POST is refused."""
+    tracking_purpose: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
+    """The key of the purpose that stands for tracking (TTDSG §25, ePrivacy): only a contact who consented to it
+    gets tracked links, the open pixel and push event tokens; for everyone else opens and clicks stay unknown."""
+    tracking_pixel: bool = False
+    """Whether tracked HTML mail also carries a 1x1 open pixel (``/o/{token}``)."""
 
     def allows_origin(self, origin: str) -> bool:
         """Whether ``origin`` (an ``Origin`` header) is one of :attr:`preference_origins`."""
