@@ -60,6 +60,9 @@ class Trigger(enum.StrEnum):
     #: The person opted in again on the preference centre, on the email address the link was mailed to or named
     #: (the link is the proof of control of that address; never from a mail's footer link).
     PREFERENCE_OPT_IN = "preference_opt_in"
+    #: The person kept an opted-in consent before its end (the re-permission message's "keep me subscribed"
+    #: button); the state stays ``opted_in`` and the purpose's validity counts from this event.
+    RENEWED = "renewed"
 
 
 class LegalBasis(enum.StrEnum):

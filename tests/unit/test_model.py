@@ -36,6 +36,7 @@ VOCABULARY: dict[type[enum.StrEnum], list[str]] = {
         "pause",
         "pause_ended",
         "preference_opt_in",
+        "renewed",
     ],
     model.LegalBasis: ["consent", "legitimate_interest", "uwg_7_3"],
     model.ActorType: ["api_key", "subject", "provider", "system"],
