@@ -44,6 +44,8 @@ from app.lib.observability import Metrics, configure_logging, request_middleware
 from app.lib.openapi import declare_common_responses
 from app.lib.orm import utcnow
 from app.lib.repository import prune_callbacks
+from app.lifecycle import service as lifecycle
+from app.lifecycle.controllers import RepermissionPages
 from app.messages.controllers import MessageController
 from app.messages.dispatcher import Dispatcher
 from app.operator.controllers import OperatorWorkspaceController
@@ -131,6 +133,11 @@ async def _lapse_loop(database: Database, settings: Settings) -> None:
                 log.info("confirmations_lapsed", count=lapsed)
         except Exception:  # a failed round is logged and retried; the loop must not die
             log.exception("lapse_sweep_failed")
+        try:  # consents past their validity or inactivity end; re-permission messages (app/lifecycle)
+            async with database.sessionmaker() as session, session.begin():
+                await lifecycle.sweep(session, base_url=settings.public_base_url)
+        except Exception:
+            log.exception("lifecycle_sweep_failed")
         await asyncio.sleep(_LAPSE_INTERVAL_SECONDS)
 
 
@@ -272,6 +279,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
             BrandStylesheet,
             console.ConsolePages,
             console.assets_router(),
+            RepermissionPages,
             create_static_files_router(
                 path="/static", directories=[STATIC_DIR], include_in_schema=False, opt={"public": True}
             ),

@@ -91,11 +91,17 @@ ELIGIBLE = frozenset({Reason.OPTED_IN, Reason.LEGITIMATE_INTEREST, Reason.TRANSA
 
 @dataclass(frozen=True, slots=True)
 class ConsentFact:
-    """A consent row as the gate sees it."""
+    """A consent row as the gate sees it.
+
+    ``ends_at``: for an opted-in consent of a purpose with ``validity`` or ``inactivity``, the instant it ends
+    (:func:`app.domain.validity.consent_end`); from then on it permits nothing and is answered ``expired``, whether
+    or not the sweep has recorded ``validity_ended`` yet.
+    """
 
     state: State
     since: datetime | None
     event_id: uuid.UUID | None
+    ends_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +154,9 @@ class GateDecision:
     evidence_event_id: uuid.UUID | None
     next_window_opens_at: datetime | None = None
     paused_until: datetime | None = None
+    expires_at: datetime | None = None
+    """When the consent the decision rests on ends or ended: the end of an opted-in consent with a validity or
+    inactivity rule (future, or past: ``expired`` before the sweep), the moment an ``expired`` consent expired."""
 
 
 def effective_consent(facts: PointFacts) -> ConsentFact | None:
@@ -178,10 +187,8 @@ def decide_point(
         return _transactional(facts, event_id)
 
     state = consent.state if consent else State.NONE
-    if facts.channel is Channel.PRINT:
-        permission = Reason.OBJECTED if state is State.OBJECTED else Reason.LEGITIMATE_INTEREST
-    else:
-        permission = STATE_REASON[state]
+    expires_at = expiry(consent)
+    permission = _permission(facts.channel, state, expires_at, now)
     reasons = [] if permission in ELIGIBLE else [permission]
     if is_suppressed(facts.suppression_scopes, kind):  # here: the marketing scopes (``all`` stopped it above)
         reasons.append(Reason.SUPPRESSED)
@@ -197,6 +204,7 @@ def decide_point(
             reason=reason,
             evidence_event_id=event_id,
             paused_until=facts.paused_until if reason is Reason.PAUSED else None,
+            expires_at=expires_at,
         )
     if window is not None:
         opens = next_opening(window, now, facts.timezone or default_timezone)
@@ -206,8 +214,29 @@ def decide_point(
                 reason=Reason.OUTSIDE_SEND_WINDOW,
                 evidence_event_id=event_id,
                 next_window_opens_at=opens,
+                expires_at=expires_at,
             )
-    return GateDecision(eligible=True, reason=permission, evidence_event_id=event_id)
+    return GateDecision(eligible=True, reason=permission, evidence_event_id=event_id, expires_at=expires_at)
+
+
+def expiry(consent: ConsentFact | None) -> datetime | None:
+    """When ``consent`` ends (opted in, with an end) or expired (state ``expired``: since when); else ``None``."""
+    if consent is None:
+        return None
+    if consent.state is State.OPTED_IN:
+        return consent.ends_at
+    if consent.state is State.EXPIRED:
+        return consent.since
+    return None
+
+
+def _permission(channel: Channel, state: State, expires_at: datetime | None, now: datetime) -> Reason:
+    """What the consent state says (an opted-in consent past its end is ``expired`` before any sweep records it)."""
+    if channel is Channel.PRINT:
+        return Reason.OBJECTED if state is State.OBJECTED else Reason.LEGITIMATE_INTEREST
+    if state is State.OPTED_IN and expires_at is not None and expires_at <= now:
+        return Reason.EXPIRED
+    return STATE_REASON[state]
 
 
 def _transactional(facts: PointFacts, event_id: uuid.UUID | None) -> GateDecision:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import text
@@ -12,10 +15,68 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.gate import ELIGIBLE, STATE_REASON, ConsentFact, PointFacts
 from app.domain.model import Channel, PurposeKind, Reachability, State, SuppressionScope
+from app.domain.validity import Policy, Span, consent_end, policy_of
 from app.lib.copystream import copy_rows, csv_cell
+from app.workspaces.settings import WorkspaceSettings
+
+#: The workspace time zone when its settings name none (the settings' default, omitted from the stored JSON).
+DEFAULT_TIMEZONE = WorkspaceSettings().timezone
+
+#: Message steps that count as engagement on an address for a purpose's ``inactivity`` (``opened`` and ``clicked``
+#: where the messages package records them; a step it does not know matches nothing).
+ENGAGEMENT_STEPS = ("delivered", "opened", "clicked")
+
+
+def engaged_sql(point: str, workspace: str) -> str:
+    """The latest engagement on the address ``point`` (an SQL expression; ``workspace`` its workspace id)."""
+    steps = ", ".join(f"'{step}'" for step in ENGAGEMENT_STEPS)
+    return f"""(SELECT max(e.at) FROM deliveries d
+                 JOIN message_events e ON e.message_id = d.message_id AND e.delivery_id = d.id
+                WHERE d.contact_point_id = {point} AND d.workspace_id = {workspace} AND e.status IN ({steps}))"""  # noqa: S608
+
+
+def span_end_sql(start: str, span: Span, timezone: str) -> str:
+    """``start`` + ``span`` on the wall clock of ``timezone`` in SQL: :func:`app.domain.validity.add_span`'s instant.
+
+    ``timestamptz AT TIME ZONE`` gives the wall clock, ``+ interval`` adds months (clamped at the month's end) then
+    days, and ``AT TIME ZONE`` back reads a skipped or repeated wall-clock time the later way, as the domain
+    does (a test compares both). ``span`` holds integers only; ``start`` and ``timezone`` are SQL expressions.
+    """
+    return (
+        f"((({start}) AT TIME ZONE {timezone}) + interval '{int(span.months)} months {int(span.days)} days') "
+        f"AT TIME ZONE {timezone}"
+    )
+
+
+def lapsed_sql(policy: Policy, *, since: str, point: str, workspace: str, timezone: str, now: str) -> str:
+    """Whether a consent given at ``since`` on the address ``point`` has ended by ``now`` under ``policy`` (SQL)."""
+    ends: list[str] = []
+    if policy.validity is not None:
+        ends.append(f"{span_end_sql(since, policy.validity, timezone)} <= {now}")
+    if policy.inactivity is not None:
+        active = f"greatest({since}, {engaged_sql(point, workspace)})"
+        ends.append(f"{span_end_sql(active, policy.inactivity, timezone)} <= {now}")
+    return f"({' OR '.join(ends)})" if ends else "FALSE"
+
+
+@functools.lru_cache(maxsize=1024)
+def lifecycle_policy(validity: str | None, inactivity: str | None) -> Policy:
+    """A purpose's validity and inactivity, parsed once per distinct pair."""
+    return policy_of(validity, inactivity)
+
+
+def with_end(
+    consent: ConsentFact | None, policy: Policy, timezone: str, engaged_at: datetime | None
+) -> ConsentFact | None:
+    """``consent`` with its end (``ends_at``) where it is opted in and the purpose's consents end."""
+    if consent is None or consent.state is not State.OPTED_IN or consent.since is None or not policy.ends:
+        return consent
+    end = consent_end(policy, given_at=consent.since, last_engagement=engaged_at, timezone=timezone)
+    return dataclasses.replace(consent, ends_at=end.at if end else None)
+
 
 _FACTS = text(
-    """
+    f"""
     WITH pts AS (
         SELECT cp.id, cp.contact_id, cp.channel, cp.value, cp.reachability, cp.suppression_keys, cp.verified_at
           FROM contact_points cp
@@ -29,13 +90,21 @@ _FACTS = text(
           JOIN suppressions s ON s.workspace_id = :workspace_id AND s.key = k.key
          WHERE s.scope <> 'purpose' OR s.purpose_id = :purpose_id
          GROUP BY pts.id
+    ), pol AS (
+        -- the purpose's lifecycle (app.domain.validity) and the workspace's time zone it is counted in
+        SELECT p.validity, p.inactivity, coalesce(w.settings->>'timezone', :default_tz) AS tz
+          FROM purposes p JOIN workspaces w ON w.id = p.workspace_id
+         WHERE p.id = :purpose_id AND p.workspace_id = :workspace_id
     )
     SELECT pts.id, pts.contact_id, pts.channel, pts.value, pts.reachability, pts.verified_at, c.timezone,
            pc.state AS p_state, pc.since AS p_since, pc.last_event_id AS p_event,
            cc.state AS c_state, cc.since AS c_since, cc.last_event_id AS c_event,
-           coalesce(sup.scopes, '{}') AS scopes, sup.paused_until
+           coalesce(sup.scopes, '{{}}') AS scopes, sup.paused_until,
+           pol.validity, pol.inactivity, pol.tz,
+           CASE WHEN pol.inactivity IS NOT NULL THEN {engaged_sql("pts.id", ":workspace_id")} END AS engaged_at
       FROM pts
       JOIN contacts c ON c.id = pts.contact_id
+      LEFT JOIN pol ON TRUE
       LEFT JOIN sup ON sup.id = pts.id
       -- per-address index lookups (see _BATCH_FACTS)
       LEFT JOIN LATERAL (SELECT state, since, last_event_id FROM consents
@@ -43,7 +112,7 @@ _FACTS = text(
       LEFT JOIN LATERAL (SELECT state, since, last_event_id FROM consents
                           WHERE contact_point_id = pts.id AND purpose_id IS NULL LIMIT 1) cc ON TRUE
      ORDER BY pts.contact_id, pts.channel, pts.id
-    """
+    """  # noqa: S608  # engaged_sql interpolates our own column names and words
 )
 
 
@@ -66,26 +135,31 @@ async def point_facts(
             "contact_ids": list(contact_ids),
             "channels": list(channels),
             "purpose_id": purpose_id,
+            "default_tz": DEFAULT_TIMEZONE,
         },
     )
-    return [
-        (
-            row.contact_id,
-            PointFacts(
-                id=row.id,
-                channel=Channel(row.channel),
-                value=row.value,
-                reachability=Reachability(row.reachability),
-                purpose_consent=_consent(row.p_state, row.p_since, row.p_event),
-                channel_consent=_consent(row.c_state, row.c_since, row.c_event),
-                suppression_scopes=frozenset(SuppressionScope(s) for s in row.scopes),
-                timezone=row.timezone,
-                verified=row.verified_at is not None,
-                paused_until=row.paused_until,
-            ),
+    facts: list[tuple[uuid.UUID, PointFacts]] = []
+    for row in rows:
+        policy = lifecycle_policy(row.validity, row.inactivity)
+        tz, engaged = row.tz or DEFAULT_TIMEZONE, row.engaged_at
+        facts.append(
+            (
+                row.contact_id,
+                PointFacts(
+                    id=row.id,
+                    channel=Channel(row.channel),
+                    value=row.value,
+                    reachability=Reachability(row.reachability),
+                    purpose_consent=with_end(_consent(row.p_state, row.p_since, row.p_event), policy, tz, engaged),
+                    channel_consent=with_end(_consent(row.c_state, row.c_since, row.c_event), policy, tz, engaged),
+                    suppression_scopes=frozenset(SuppressionScope(s) for s in row.scopes),
+                    timezone=row.timezone,
+                    verified=row.verified_at is not None,
+                    paused_until=row.paused_until,
+                ),
+            )
         )
-        for row in rows
-    ]
+    return facts
 
 
 #: ``work_mem`` of the audience export's transaction (see :func:`copy_audience`).
@@ -127,12 +201,16 @@ def blocked_sql(kind: PurposeKind, channels: Sequence[Channel]) -> str:
     """  # noqa: S608
 
 
-def audience_sql(kind: PurposeKind, channels: Sequence[Channel], *, blocked_given: bool = False) -> str:
+def audience_sql(
+    kind: PurposeKind, channels: Sequence[Channel], *, blocked_given: bool = False, policy: Policy | None = None
+) -> str:
     """The send gate as a SQL filter over contact points (the send window is a send-time check, not applied).
 
     Built from the gate's own tables: which states permit, which reachability passes, which suppression
     scopes block; transactional purposes take verified addresses only. A test compares its result with
     :func:`app.domain.gate.decide_point` on the same data.
+    With ``policy`` (the purpose's validity and inactivity), an opted-in consent past its end is left out, as
+    the gate answers it ``expired`` (:func:`lapsed_sql`, the same instant as :mod:`app.domain.validity`).
     Parameters: $1 workspace, $2 purpose and, with ``blocked_given``, $3 the ids :func:`blocked_sql` found
     (as a literal array PostgreSQL hashes once; else they are found by a subquery in the same statement).
     The rows come in no particular order: sorting a million rows would hold the first byte back until the
@@ -162,6 +240,15 @@ def audience_sql(kind: PurposeKind, channels: Sequence[Channel], *, blocked_give
         # an anti-join, hashed whatever the estimate (NOT IN falls back to a rescan per row)
         not_blocked = f"NOT EXISTS (SELECT 1 FROM ({blocked_sql(kind, channels)}) b WHERE b.id = cp.id)"  # noqa: S608
     in_channels = _literals([c.value for c in channels])
+    if kind is PurposeKind.MARKETING and policy is not None and policy.ends:
+        since = (
+            "CASE WHEN cc.since IS NOT NULL AND (pc.since IS NULL OR cc.since > pc.since) "
+            "THEN cc.since ELSE pc.since END"
+        )
+        # the workspace's time zone, read once for the statement (an InitPlan)
+        zone = f"(SELECT coalesce(settings->>'timezone', '{DEFAULT_TIMEZONE}') FROM workspaces WHERE id = $1)"  # noqa: S608
+        lapsed = lapsed_sql(policy, since=since, point="cp.id", workspace="$1", timezone=zone, now="now()")
+        permission = f"{permission} AND NOT ({effective} = '{State.OPTED_IN.value}' AND {lapsed})"
     # Only enum values of the domain are interpolated; every input is a bind parameter.
     return f"""
     SELECT cp.contact_id, cp.contact_external_id AS external_id, cp.id AS contact_point_id, cp.channel,
@@ -249,6 +336,7 @@ async def copy_audience(
     *,
     as_csv: bool,
     sink: Callable[[bytes], Awaitable[None]],
+    policy: Policy | None = None,
 ) -> None:
     """Every eligible contact point as NDJSON lines or CSV (with a header), written by ``COPY … TO STDOUT``.
 
@@ -265,17 +353,19 @@ async def copy_audience(
         args: tuple[Any, ...] = (
             (workspace_id, purpose_id, [row["id"] for row in blocked]) if inline else (workspace_id, purpose_id)
         )
-        sql = audience_sql(kind, channels, blocked_given=inline)
+        sql = audience_sql(kind, channels, blocked_given=inline, policy=policy)
         await copy_rows(driver, as_csv_rows(sql), as_ndjson(sql), *args, as_csv=as_csv, sink=sink)
 
 
-_SINGLE = """
-WITH p AS (SELECT id, kind FROM purposes WHERE workspace_id = $1 AND key = $2),
+_SINGLE = f"""
+WITH p AS (SELECT id, kind, validity, inactivity FROM purposes WHERE workspace_id = $1 AND key = $2),
      c AS ((SELECT id, timezone, 0 AS rank FROM contacts WHERE id = $4 AND workspace_id = $1)
            UNION ALL
            (SELECT id, timezone, 1 AS rank FROM contacts WHERE workspace_id = $1 AND external_id = $3)
            ORDER BY rank LIMIT 1)
 SELECT w.settings::text AS settings, p.id AS purpose_id, p.kind, c.id AS contact_id, c.timezone,
+       p.validity, p.inactivity, coalesce(w.settings->>'timezone', $6) AS tz,
+       CASE WHEN p.inactivity IS NOT NULL AND cp.id IS NOT NULL THEN {engaged_sql("cp.id", "$1")} END AS engaged_at,
        cp.id, cp.value, cp.reachability, cp.verified_at,
        pc.state AS p_state, pc.since AS p_since, pc.last_event_id AS p_event,
        cc.state AS c_state, cc.since AS c_since, cc.last_event_id AS c_event,
@@ -293,7 +383,7 @@ SELECT w.settings::text AS settings, p.id AS purpose_id, p.kind, c.id AS contact
   LEFT JOIN consents cc ON cc.contact_point_id = cp.id AND cc.purpose_id IS NULL
  WHERE w.id = $1
  ORDER BY cp.id
-"""
+"""  # noqa: S608  # engaged_sql interpolates our own column names and words
 
 
 async def single_facts(
@@ -304,16 +394,23 @@ async def single_facts(
         contact_uuid: uuid.UUID | None = uuid.UUID(contact_ref)
     except ValueError:
         contact_uuid = None
-    rows = await driver.fetch(_SINGLE, workspace_id, purpose_key, contact_ref, contact_uuid, channel.value)
+    rows = await driver.fetch(
+        _SINGLE, workspace_id, purpose_key, contact_ref, contact_uuid, channel.value, DEFAULT_TIMEZONE
+    )
     first = rows[0]
+    policy, tz = lifecycle_policy(first["validity"], first["inactivity"]), first["tz"]
     facts = [
         PointFacts(
             id=row["id"],
             channel=channel,
             value=row["value"],
             reachability=Reachability(row["reachability"]),
-            purpose_consent=_consent(row["p_state"], row["p_since"], row["p_event"]),
-            channel_consent=_consent(row["c_state"], row["c_since"], row["c_event"]),
+            purpose_consent=with_end(
+                _consent(row["p_state"], row["p_since"], row["p_event"]), policy, tz, row["engaged_at"]
+            ),
+            channel_consent=with_end(
+                _consent(row["c_state"], row["c_since"], row["c_event"]), policy, tz, row["engaged_at"]
+            ),
             suppression_scopes=frozenset(SuppressionScope(s) for s in row["scopes"]),
             timezone=row["timezone"],
             verified=row["verified_at"] is not None,
@@ -326,12 +423,13 @@ async def single_facts(
 
 
 _BATCH_CONTEXT = """
-SELECT w.settings::text AS settings, p.id AS purpose_id, p.key AS purpose_key, p.kind
+SELECT w.settings::text AS settings, p.id AS purpose_id, p.key AS purpose_key, p.kind,
+       p.validity, p.inactivity, coalesce(w.settings->>'timezone', $3) AS tz
   FROM workspaces w LEFT JOIN purposes p ON p.workspace_id = w.id AND p.key = $2
  WHERE w.id = $1
 """
 
-_BATCH_FACTS = """
+_BATCH_FACTS = f"""
 WITH wanted AS (
     -- One index probe per reference and per contact: each LATERAL ... OFFSET 0 is a subquery the planner cannot
     -- flatten into a join. As joins, a plan for 10,000 references hashed all 1M addresses of the workspace
@@ -364,7 +462,8 @@ SELECT w.contact_id, w.external_id, w.timezone,
        pts.id, pts.channel, pts.value, pts.reachability, pts.verified_at,
        pc.state AS p_state, pc.since AS p_since, pc.last_event_id AS p_event,
        cc.state AS c_state, cc.since AS c_since, cc.last_event_id AS c_event,
-       sup.scopes, sup.paused_until
+       sup.scopes, sup.paused_until,
+       CASE WHEN $6 AND pts.id IS NOT NULL THEN {engaged_sql("pts.id", "$1")} END AS engaged_at
   FROM wanted w
   LEFT JOIN pts ON pts.contact_id = w.contact_id
   LEFT JOIN sup ON sup.id = pts.id
@@ -375,7 +474,7 @@ SELECT w.contact_id, w.external_id, w.timezone,
   LEFT JOIN LATERAL (SELECT state, since, last_event_id FROM consents
                       WHERE contact_point_id = pts.id AND purpose_id IS NULL LIMIT 1) cc ON TRUE
  ORDER BY pts.id
-"""
+"""  # noqa: S608  # engaged_sql interpolates our own column names and words
 
 _STATES = {state.value: state for state in State}
 _REACHABILITY = {value.value: value for value in Reachability}
@@ -386,20 +485,33 @@ _NO_SCOPES: frozenset[SuppressionScope] = frozenset()
 
 async def batch_context(driver: Any, workspace_id: uuid.UUID, purpose_key: str) -> Any:
     """The workspace's settings JSON and the purpose (id, key, kind; NULL when unknown) in one round trip."""
-    return await driver.fetchrow(_BATCH_CONTEXT, workspace_id, purpose_key)
+    return await driver.fetchrow(_BATCH_CONTEXT, workspace_id, purpose_key, DEFAULT_TIMEZONE)
 
 
 async def batch_facts(
-    driver: Any, workspace_id: uuid.UUID, refs: Sequence[str], channels: Sequence[str], purpose_id: uuid.UUID
+    driver: Any,
+    workspace_id: uuid.UUID,
+    refs: Sequence[str],
+    channels: Sequence[str],
+    purpose_id: uuid.UUID,
+    *,
+    policy: Policy | None = None,
+    timezone: str = DEFAULT_TIMEZONE,
 ) -> tuple[dict[str, uuid.UUID], dict[tuple[uuid.UUID, Channel], list[PointFacts]]]:
-    """Contact references resolved and every address's facts, in one round trip on the driver connection."""
+    """Contact references resolved and every address's facts, in one round trip on the driver connection.
+
+    ``policy``: the purpose's validity and inactivity (:func:`batch_context` reads them), counted in ``timezone``.
+    """
+    policy = policy or Policy()
     ids: list[uuid.UUID] = []
     for ref in refs:
         try:
             ids.append(uuid.UUID(ref))
         except ValueError:
             continue
-    rows = await driver.fetch(_BATCH_FACTS, workspace_id, ids, list(refs), list(channels), purpose_id)
+    rows = await driver.fetch(
+        _BATCH_FACTS, workspace_id, ids, list(refs), list(channels), purpose_id, policy.inactivity is not None
+    )
     by_id: dict[str, uuid.UUID] = {}
     by_external: dict[str, uuid.UUID] = {}
     facts: dict[tuple[uuid.UUID, Channel], list[PointFacts]] = {}
@@ -420,10 +532,14 @@ async def batch_facts(
                 reachability=_REACHABILITY[row["reachability"]],
                 purpose_consent=None
                 if p_state is None
-                else ConsentFact(_STATES[p_state], row["p_since"], row["p_event"]),
+                else with_end(
+                    ConsentFact(_STATES[p_state], row["p_since"], row["p_event"]), policy, timezone, row["engaged_at"]
+                ),
                 channel_consent=None
                 if c_state is None
-                else ConsentFact(_STATES[c_state], row["c_since"], row["c_event"]),
+                else with_end(
+                    ConsentFact(_STATES[c_state], row["c_since"], row["c_event"]), policy, timezone, row["engaged_at"]
+                ),
                 suppression_scopes=frozenset(_SCOPES[s] for s in scopes) if scopes else _NO_SCOPES,
                 timezone=row["timezone"],
                 verified=row["verified_at"] is not None,

@@ -17,6 +17,7 @@ from app.ledger.privacy import HOOK as LEDGER
 from app.lib.orm import utcnow
 from app.lib.privacy import HOOK as SHARED
 from app.lib.privacy import PrivacyHook, Subject
+from app.lifecycle.privacy import HOOK as LIFECYCLE
 from app.messages.privacy import HOOK as MESSAGES
 from app.preferences.privacy import HOOK as PREFERENCES
 from app.privacy import repository
@@ -61,7 +62,18 @@ PRIVACY = PrivacyHook(
 )
 
 #: The ledger's rows go last: the other packages' rows reference its contacts and addresses.
-HOOKS: tuple[PrivacyHook, ...] = (SHARED, CHAINS, MESSAGES, WEBHOOKS, EMAILS, PREFERENCES, TWILIO, PRIVACY, LEDGER)
+HOOKS: tuple[PrivacyHook, ...] = (
+    SHARED,
+    CHAINS,
+    MESSAGES,
+    WEBHOOKS,
+    EMAILS,
+    PREFERENCES,
+    TWILIO,
+    PRIVACY,
+    LIFECYCLE,
+    LEDGER,
+)
 
 NO_PERSONAL_DATA = {
     "workspaces": "the tenant: its name and settings (sealed provider credentials), nobody's personal data",

@@ -24,6 +24,9 @@ def _out(purpose: Purpose) -> PurposeOut:
         name=purpose.name,
         kind=purpose.kind,  # type: ignore[arg-type]  # the CHECK constraint keeps it to the Literal
         created_at=purpose.created_at,
+        validity=purpose.validity,
+        inactivity=purpose.inactivity,
+        repermission_before=purpose.repermission_before,
     )
 
 
@@ -40,7 +43,16 @@ class PurposeController(Controller):
     ) -> PurposeOut:
         """Create a purpose; its key is what callers name it by."""
         async with db.begin():
-            purpose = await service.create_purpose(db, principal.workspace_id, data.key, data.name, data.kind)
+            purpose = await service.create_purpose(
+                db,
+                principal.workspace_id,
+                data.key,
+                data.name,
+                data.kind,
+                validity=data.validity,
+                inactivity=data.inactivity,
+                repermission_before=data.repermission_before,
+            )
         return _out(purpose)
 
     @get(operation_id="listPurposes", responses=errors(401, 403))

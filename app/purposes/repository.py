@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
@@ -13,13 +13,19 @@ from app.purposes.models import Notice, Purpose
 
 
 async def insert_purpose(
-    session: AsyncSession, workspace_id: uuid.UUID, key: str, name: str, kind: str
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    key: str,
+    name: str,
+    kind: str,
+    *,
+    spans: Mapping[str, str | None] | None = None,
 ) -> Purpose | None:
-    """Insert; ``None`` when the workspace already has a purpose with this key."""
+    """Insert; ``None`` when the workspace already has a purpose with this key (``spans``: the lifecycle columns)."""
     return (
         await session.execute(
             insert(Purpose)
-            .values(workspace_id=workspace_id, key=key, name=name, kind=kind)
+            .values(workspace_id=workspace_id, key=key, name=name, kind=kind, **(spans or {}))
             .on_conflict_do_nothing(index_elements=["workspace_id", "key"])
             .returning(Purpose)
         )

@@ -8,17 +8,59 @@ from collections.abc import Collection
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.lib.errors import Conflict, NotFound
+from app.domain.model import PurposeKind
+from app.domain.validity import SpanError, parse_span
+from app.lib.errors import Conflict, InvalidInput, NotFound
 from app.purposes import repository
 from app.purposes.models import Notice, Purpose
 
 
-async def create_purpose(session: AsyncSession, workspace_id: uuid.UUID, key: str, name: str, kind: str) -> Purpose:
-    """Create a purpose; 409 ``purpose_exists`` when the key is taken in this workspace."""
-    purpose = await repository.insert_purpose(session, workspace_id, key, name, kind)
+async def create_purpose(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    key: str,
+    name: str,
+    kind: str,
+    *,
+    validity: str | None = None,
+    inactivity: str | None = None,
+    repermission_before: str | None = None,
+) -> Purpose:
+    """Create a purpose; 409 ``purpose_exists`` when the key is taken in this workspace.
+
+    The lifecycle spans (:mod:`app.domain.validity`) are checked: 422 ``invalid_validity`` for a span of zero or
+    longer than 100 years, a re-permission without an end, or an end on a transactional purpose.
+    """
+    spans = check_lifecycle(kind, validity, inactivity, repermission_before)
+    purpose = await repository.insert_purpose(session, workspace_id, key, name, kind, spans=spans)
     if purpose is None:
         raise Conflict(f"A purpose with key '{key}' already exists.", code="purpose_exists")
     return purpose
+
+
+def check_lifecycle(
+    kind: str, validity: str | None, inactivity: str | None, repermission_before: str | None
+) -> dict[str, str | None]:
+    """The purpose's lifecycle spans, checked (422 ``invalid_validity`` naming the field)."""
+    spans = {"validity": validity, "inactivity": inactivity, "repermission_before": repermission_before}
+    for field, value in spans.items():
+        if value is None:
+            continue
+        try:
+            parse_span(value)
+        except SpanError as exc:
+            raise InvalidInput(f"{field} {exc}.", code="invalid_validity") from exc
+    if repermission_before is not None and validity is None and inactivity is None:
+        raise InvalidInput(
+            "repermission_before needs validity or inactivity: a consent without an end is never re-asked.",
+            code="invalid_validity",
+        )
+    if kind == PurposeKind.TRANSACTIONAL and (validity or inactivity):
+        raise InvalidInput(
+            "A transactional purpose rests on no consent, so validity and inactivity do not apply.",
+            code="invalid_validity",
+        )
+    return spans
 
 
 async def require_purpose(session: AsyncSession, workspace_id: uuid.UUID, key: str) -> Purpose:

@@ -102,11 +102,9 @@ def test_repermission_starts_before_the_end() -> None:
     assert repermission_from(Policy(validity=Span(1, 0)), end, "UTC") is None
 
 
-instants = st.datetimes(
-    min_value=datetime(2000, 1, 1),
-    max_value=datetime(2060, 1, 1),
-    timezones=st.just(UTC),  # noqa: DTZ001 (naive bounds, hypothesis' API)
-)
+_EARLIEST = datetime(2000, 1, 1)  # noqa: DTZ001  # hypothesis takes naive bounds
+_LATEST = datetime(2060, 1, 1)  # noqa: DTZ001
+instants = st.datetimes(min_value=_EARLIEST, max_value=_LATEST, timezones=st.just(UTC))
 spans = st.builds(Span, months=st.integers(0, 60), days=st.integers(0, 400)).filter(lambda s: s.months or s.days)
 
 
