@@ -548,3 +548,14 @@ async def batch_facts(
         )
     resolved = {ref: by_id.get(ref) or by_external[ref] for ref in refs if ref in by_id or ref in by_external}
     return resolved, facts
+
+
+async def last_engagements(
+    session: AsyncSession, workspace_id: uuid.UUID, point_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, datetime]:
+    """The latest engagement on each of these addresses (those with none are left out)."""
+    sql = text(
+        f"SELECT p.id, {engaged_sql('p.id', ':workspace_id')} AS at FROM unnest(CAST(:ids AS uuid[])) AS p(id)"  # noqa: S608
+    )
+    rows = await session.execute(sql, {"workspace_id": workspace_id, "ids": list(point_ids)})
+    return {row.id: row.at for row in rows if row.at is not None}

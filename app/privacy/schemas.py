@@ -37,6 +37,8 @@ class ErasedCounts(msgspec.Struct, kw_only=True):
     """Links to the person's preference centre (hashes only): none of them opens anything any more."""
     chain_runs: int = 0
     """The person's chain runs (with their variables and steps): none of their remaining steps is sent."""
+    repermissions: int = 0
+    """The person's "keep me subscribed" links (hashes only): none of them renews anything any more."""
 
 
 class Kept(msgspec.Struct, kw_only=True):

@@ -125,6 +125,7 @@ async def test_erasure_deletes_the_person_and_reports_what_it_kept(client, admin
         "outbox_files": 0,  # the message is still queued (see test_erasure_deletes_her_files_from_the_outbox)
         "preference_links": 0,
         "chain_runs": 0,  # none started (see test_chains)
+        "repermissions": 0,  # none sent (see test_repermission)
     }
     kept = {k["what"]: k for k in report["kept"]}
     assert kept["ledger_events"]["count"] == 6, "three events of consent, three of the erasure"

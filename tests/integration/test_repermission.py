@@ -180,3 +180,14 @@ async def test_the_page_escapes_the_tenants_words(client, database, tenant, ledg
     assert "<script>" not in page.text
     assert "&lt;script&gt;" in page.text
     assert page.headers["cache-control"] == "no-store"
+
+
+async def test_an_erasure_deletes_the_link(client, database, tenant, ledger, session, admin):
+    purpose = await make_purpose(database, tenant, validity="P24M", repermission_before="P30D")
+    await consent_ending_in(database, tenant, ledger, purpose, 20)
+    await lifecycle.sweep(session, base_url=BASE_URL)
+    token = token_of((await queued(session, tenant))[0])
+    erased = await client.delete("/v1/contacts/jane", params={"received_via": "email"}, headers=admin)
+    assert erased.status_code == 200, erased.text
+    assert erased.json()["deleted"]["repermissions"] == 1
+    assert (await client.get(f"/r/{token}")).status_code == 404
