@@ -463,7 +463,9 @@ SELECT w.contact_id, w.external_id, w.timezone,
        pc.state AS p_state, pc.since AS p_since, pc.last_event_id AS p_event,
        cc.state AS c_state, cc.since AS c_since, cc.last_event_id AS c_event,
        sup.scopes, sup.paused_until,
-       CASE WHEN $6 AND pts.id IS NOT NULL THEN {engaged_sql("pts.id", "$1")} END AS engaged_at
+       -- the purpose's inactivity is read once (an InitPlan); without one no engagement is looked up
+       CASE WHEN pts.id IS NOT NULL AND (SELECT inactivity IS NOT NULL FROM purposes WHERE id = $5)
+            THEN {engaged_sql("pts.id", "$1")} END AS engaged_at
   FROM wanted w
   LEFT JOIN pts ON pts.contact_id = w.contact_id
   LEFT JOIN sup ON sup.id = pts.id
@@ -509,9 +511,7 @@ async def batch_facts(
             ids.append(uuid.UUID(ref))
         except ValueError:
             continue
-    rows = await driver.fetch(
-        _BATCH_FACTS, workspace_id, ids, list(refs), list(channels), purpose_id, policy.inactivity is not None
-    )
+    rows = await driver.fetch(_BATCH_FACTS, workspace_id, ids, list(refs), list(channels), purpose_id)
     by_id: dict[str, uuid.UUID] = {}
     by_external: dict[str, uuid.UUID] = {}
     facts: dict[tuple[uuid.UUID, Channel], list[PointFacts]] = {}

@@ -26,6 +26,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import structlog
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.identifiers import mask
@@ -35,6 +36,7 @@ from app.emails.service import RequestMeta
 from app.emails.tokens import new_confirmation_token, token_hash
 from app.ledger import repository as ledger
 from app.ledger.service import Actor, Change, apply_changes
+from app.lib.errors import AppError
 from app.lib.orm import utcnow
 from app.lifecycle import repository
 from app.lifecycle.models import Repermission
@@ -175,13 +177,18 @@ async def _ask(  # one round's context, keyword-only
         )
         if content is None:
             continue
-        out = await create_message(
-            session,
-            purpose.workspace_id,
-            MessageIn(
-                contact=str(row.contact_id), purpose=purpose.key, route=[channel], content=content, campaign=CAMPAIGN
-            ),
+        message = MessageIn(
+            contact=str(row.contact_id), purpose=purpose.key, route=[channel], content=content, campaign=CAMPAIGN
         )
+        try:
+            # a savepoint: a message the router refuses (a contact merged meanwhile) costs this consent its message
+            # for the period (the link row stays, so it is not retried every minute), never the round
+            async with session.begin_nested():
+                out = await create_message(session, purpose.workspace_id, message)
+        except (AppError, DBAPIError) as exc:
+            code = exc.code if isinstance(exc, AppError) else type(exc).__name__
+            log.warning("repermission_not_queued", consent_id=str(row.id), code=code)
+            continue
         await repository.set_message(session, link_id, out.message_id)
         asked += 1
     if asked:
