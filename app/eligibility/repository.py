@@ -30,8 +30,11 @@ ENGAGEMENT_STEPS = ("delivered", "opened", "clicked")
 def engaged_sql(point: str, workspace: str) -> str:
     """The latest engagement on the address ``point`` (an SQL expression; ``workspace`` its workspace id)."""
     steps = ", ".join(f"'{step}'" for step in ENGAGEMENT_STEPS)
+    # an event of the delivery to the address, or one of its message on its channel that names no delivery (an
+    # open or click recorded for the message)
     return f"""(SELECT max(e.at) FROM deliveries d
-                 JOIN message_events e ON e.message_id = d.message_id AND e.delivery_id = d.id
+                 JOIN message_events e ON e.message_id = d.message_id
+                                      AND (e.delivery_id = d.id OR (e.delivery_id IS NULL AND e.channel = d.channel))
                 WHERE d.contact_point_id = {point} AND d.workspace_id = {workspace} AND e.status IN ({steps}))"""  # noqa: S608
 
 

@@ -13,6 +13,7 @@ from sqlalchemy import text
 from app.domain.gate import Reason, decide_point
 from app.domain.model import ActorType, PurposeKind, State, Trigger
 from app.domain.validity import Span, add_span
+from app.eligibility import fastpath
 from app.eligibility import repository as facts_repository
 from app.ledger.service import Actor, Change, apply_changes
 from app.lib.auth import Scope
@@ -338,3 +339,28 @@ async def test_the_sweep_records_the_rule_and_the_instants_as_evidence(database,
     for expected in ('"rule": "validity"', '"validity": "P24M"', "2023-03-31T00:30:00+00:00", str(event_id)):
         assert expected in evidence
     assert row.actor_type == "system"
+
+
+async def test_the_hot_path_and_the_route_answer_the_same_end(client, database, tenant, ledger, reader, monkeypatch):
+    served = []
+    encoder = fastpath._encoder
+
+    class Counting:
+        def encode(self, value):
+            served.append(value)
+            return encoder.encode(value)
+
+    monkeypatch.setattr(fastpath, "_encoder", Counting())
+    purpose = await make_purpose(database, tenant, validity="P24M", inactivity="P18M")
+    for name, days in (("old", 800), ("fresh", 30)):
+        point = await ledger.point("email", f"{name}@example.com", external_id=name)
+        await given(database, tenant, point, purpose.id, utcnow() - timedelta(days=days))
+    for name in ("old", "fresh"):
+        query = {"contact": name, "channel": "email", "purpose": "newsletter"}
+        fast = (await client.get("/v1/eligibility", params=query, headers=reader)).json()
+        routed = (await client.get("/v1/eligibility", params={**query, "via": "route"}, headers=reader)).json()
+        assert {k: v for k, v in fast.items() if k != "decided_at"} == {
+            k: v for k, v in routed.items() if k != "decided_at"
+        }
+        assert fast["expires_at"] is not None
+    assert len(served) == 2
