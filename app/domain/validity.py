@@ -77,28 +77,37 @@ def _add_months(day: date, months: int) -> date:
 
 
 def _local_instant(wall: datetime, zone: ZoneInfo) -> datetime:
-    """The instant a naive wall-clock time names in ``zone``: the later reading where there are two or none."""
-    first = wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
-    second = wall.replace(tzinfo=zone, fold=1).astimezone(UTC)
-    return max(first, second)
+    """The instant a naive wall-clock time names in ``zone``: the later reading where there are two or none.
+
+    Both readings are ``wall`` minus an offset (fold 0: the offset before a change, fold 1: after it); the later
+    instant is the one with the smaller offset.
+    """
+    offset = zone.utcoffset(wall)
+    other = zone.utcoffset(wall.replace(fold=1))
+    assert offset is not None  # a ZoneInfo always has one
+    if other is not None and other < offset:
+        offset = other
+    return (wall - offset).replace(tzinfo=UTC)
+
+
+def _shifted(start: datetime, span: Span, timezone: str, *, back: bool) -> datetime:
+    zone = ZoneInfo(timezone)
+    local = start.astimezone(zone).replace(tzinfo=None, fold=0)
+    if back:
+        day = _add_months(local.date() - timedelta(days=span.days), -span.months)
+    else:
+        day = _add_months(local.date(), span.months) + timedelta(days=span.days)
+    return _local_instant(local.replace(year=day.year, month=day.month, day=day.day), zone)
 
 
 def add_span(start: datetime, span: Span, timezone: str) -> datetime:
     """``start`` plus ``span`` on the wall clock of ``timezone`` (module docstring), as a UTC instant."""
-    zone = ZoneInfo(timezone)
-    local = start.astimezone(zone)
-    day = _add_months(local.date(), span.months) + timedelta(days=span.days)
-    wall = datetime.combine(day, local.time().replace(tzinfo=None))
-    return _local_instant(wall, zone)
+    return _shifted(start, span, timezone, back=False)
 
 
 def subtract_span(end: datetime, span: Span, timezone: str) -> datetime:
     """``end`` minus ``span`` on the wall clock (days first, then months; clamped as :func:`add_span` is)."""
-    zone = ZoneInfo(timezone)
-    local = end.astimezone(zone)
-    day = _add_months(local.date() - timedelta(days=span.days), -span.months)
-    wall = datetime.combine(day, local.time().replace(tzinfo=None))
-    return _local_instant(wall, zone)
+    return _shifted(end, span, timezone, back=True)
 
 
 @dataclass(frozen=True, slots=True)
