@@ -51,14 +51,36 @@ def span_end_sql(start: str, span: Span, timezone: str) -> str:
     )
 
 
+def _bounds(span: Span) -> tuple[int, int]:
+    """Whole days a span lasts at least and at most, whatever the calendar and the clock changes.
+
+    A month is 28 to 31 days (a clamped day only shortens it); a change of UTC offset moves the end by less than two
+    days either way (the largest on record, Samoa skipping 30 December 2011, was one day).
+    """
+    return span.months * 28 + span.days - 2, span.months * 31 + span.days + 2
+
+
 def lapsed_sql(policy: Policy, *, since: str, point: str, workspace: str, timezone: str, now: str) -> str:
-    """Whether a consent given at ``since`` on the address ``point`` has ended by ``now`` under ``policy`` (SQL)."""
+    """Whether a consent given at ``since`` on the address ``point`` has ended by ``now`` under ``policy`` (SQL).
+
+    The exact instant (:func:`span_end_sql`) is computed only where cheap bounds cannot tell: a consent given more
+    than the longest reading of the span ago has ended, one given less than the shortest has not (and needs no
+    look-up of its engagement). The end is monotonic in the start, so the bounds never change the answer.
+    """
     ends: list[str] = []
+    at = f"CAST({now} AS timestamptz)"  # a bind parameter's type is not guessed from an interval beside it
     if policy.validity is not None:
-        ends.append(f"{span_end_sql(since, policy.validity, timezone)} <= {now}")
+        shortest, longest = _bounds(policy.validity)
+        exact = f"{span_end_sql(since, policy.validity, timezone)} <= {now}"
+        ends.append(
+            f"({since} <= {at} - interval '{longest} days'"
+            f" OR ({since} < {at} - interval '{shortest} days' AND {exact}))"
+        )
     if policy.inactivity is not None:
+        shortest, _ = _bounds(policy.inactivity)
         active = f"greatest({since}, {engaged_sql(point, workspace)})"
-        ends.append(f"{span_end_sql(active, policy.inactivity, timezone)} <= {now}")
+        exact = f"{span_end_sql(active, policy.inactivity, timezone)} <= {now}"
+        ends.append(f"({since} < {at} - interval '{shortest} days' AND {exact})")
     return f"({' OR '.join(ends)})" if ends else "FALSE"
 
 

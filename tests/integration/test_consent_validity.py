@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from app.domain.gate import Reason, decide_point
 from app.domain.model import ActorType, PurposeKind, State, Trigger
-from app.domain.validity import Span, add_span
+from app.domain.validity import Policy, Span, add_span
 from app.eligibility import fastpath
 from app.eligibility import repository as facts_repository
 from app.ledger.service import Actor, Change, apply_changes
@@ -138,6 +138,27 @@ async def test_the_sql_end_instant_equals_the_domain_end_across_time_zones_and_d
             expected = [add_span(moment, span, zone) for moment in instants]
             wrong = [(i, e, x) for i, e, x in zip(instants, ends, expected, strict=True) if e != x]
             assert wrong == [], (zone, span, wrong[:3])
+
+
+async def test_the_sql_says_ended_exactly_from_the_domain_end_on(session):
+    """The cheap bounds before the exact instant (lapsed_sql) never change the answer, right at the end either."""
+    instants = _instants()[::3]
+    for zone in ZONES:
+        for span in SPANS:
+            policy = Policy(validity=span)
+            ends = [add_span(moment, span, zone) for moment in instants]
+            lapsed = facts_repository.lapsed_sql(
+                policy, since="u.s", point="NULL", workspace="NULL", timezone=":tz", now="u.n"
+            )
+            sql = text(
+                f"SELECT {lapsed} AS ended FROM unnest(CAST(:starts AS timestamptz[]), CAST(:nows AS timestamptz[]))"  # noqa: S608
+                " WITH ORDINALITY AS u(s, n, i) ORDER BY i"
+            )
+            for shift, expected in ((timedelta(0), True), (timedelta(microseconds=-1), False)):
+                nows = [end + shift for end in ends]
+                got = (await session.execute(sql, {"starts": instants, "nows": nows, "tz": zone})).scalars().all()
+                wrong = [m for m, g in zip(instants, got, strict=True) if g is not expected]
+                assert wrong == [], (zone, span, shift, wrong[:3])
 
 
 # --- the read path -----------------------------------------------------------------------------------------------
