@@ -12,8 +12,9 @@
   records ``renewed`` (the person as actor; IP, user agent and link id as evidence), from which validity counts
   again.
 
-The sweep runs in every process's background loop, like the lapse sweep: each claims its rows with ``FOR UPDATE
-SKIP LOCKED``, in batches, so processes share the work and never end or ask for one consent twice.
+The sweep runs in the background loop of every ``consent serve`` process, beside the lapse sweep: each claims its
+rows with ``FOR UPDATE SKIP LOCKED``, in batches, so processes share the work and never end or ask for one consent
+twice.
 """
 
 from __future__ import annotations
