@@ -102,6 +102,8 @@ def _provide_keys(state: State) -> Keys:
 
 _LAPSE_INTERVAL_SECONDS = 60.0
 _FILES_INTERVAL_SECONDS = 3600.0
+#: Lifecycle batches (500 consents a purpose each) one round may run before the loop sleeps.
+_LIFECYCLE_BATCHES = 20
 _SHUTDOWN_GRACE_SECONDS = 20.0
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -134,8 +136,11 @@ async def _lapse_loop(database: Database, settings: Settings) -> None:
         except Exception:  # a failed round is logged and retried; the loop must not die
             log.exception("lapse_sweep_failed")
         try:  # consents past their validity or inactivity end; re-permission messages (app/lifecycle)
-            async with database.sessionmaker() as session, session.begin():
-                await lifecycle.sweep(session, base_url=settings.public_base_url)
+            for _ in range(_LIFECYCLE_BATCHES):  # a backlog goes in batches of short transactions
+                async with database.sessionmaker() as session, session.begin():
+                    swept = await lifecycle.sweep(session, base_url=settings.public_base_url)
+                if not swept.more:
+                    break
         except Exception:
             log.exception("lifecycle_sweep_failed")
         await asyncio.sleep(_LAPSE_INTERVAL_SECONDS)

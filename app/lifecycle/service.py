@@ -72,6 +72,8 @@ class SweepResult:
 
     ended: int
     asked: int
+    more: bool = False
+    """A purpose had a full batch: more may be waiting (the caller runs another round at once)."""
 
 
 async def sweep(
@@ -80,19 +82,22 @@ async def sweep(
     """End every consent past its end and queue the re-permission messages due, in the caller's transaction."""
     now = now or utcnow()
     ended = asked = 0
+    more = False
     for purpose in await repository.purposes_that_end(session):
         try:
             policy = policy_of(purpose.validity, purpose.inactivity, purpose.repermission_before)
         except SpanError:  # only a hand-edited row can hold one (the API and the check constraints refuse it)
             log.warning("purpose_lifecycle_invalid", purpose_id=str(purpose.id))
             continue
-        ended += await _end(session, purpose, policy, now, limit)
+        done, full = await _end(session, purpose, policy, now, limit)
+        ended, more = ended + done, more or full
         if policy.repermission_before is not None:
-            asked += await _ask(session, purpose, policy, now=now, limit=limit, base_url=base_url)
-    return SweepResult(ended=ended, asked=asked)
+            done, full = await _ask(session, purpose, policy, now=now, limit=limit, base_url=base_url)
+            asked, more = asked + done, more or full
+    return SweepResult(ended=ended, asked=asked, more=more)
 
 
-async def _end(session: AsyncSession, purpose: Any, policy: Policy, now: datetime, limit: int) -> int:
+async def _end(session: AsyncSession, purpose: Any, policy: Policy, now: datetime, limit: int) -> tuple[int, bool]:
     rows = await repository.lock_ending(
         session,
         workspace_id=purpose.workspace_id,
@@ -125,12 +130,12 @@ async def _end(session: AsyncSession, purpose: Any, policy: Policy, now: datetim
     done = sum(1 for a in applied if a.event_id is not None)
     if done:
         log.info("consents_validity_ended", workspace_id=str(purpose.workspace_id), purpose=purpose.key, count=done)
-    return done
+    return done, len(rows) >= limit
 
 
 async def _ask(  # one round's context, keyword-only
     session: AsyncSession, purpose: Any, policy: Policy, *, now: datetime, limit: int, base_url: str
-) -> int:
+) -> tuple[int, bool]:
     assert policy.repermission_before is not None
     horizon = add_span(now, policy.repermission_before, purpose.tz) + _LOOKAHEAD
     rows = await repository.lock_ending(
@@ -194,7 +199,9 @@ async def _ask(  # one round's context, keyword-only
         asked += 1
     if asked:
         log.info("repermissions_queued", workspace_id=str(purpose.workspace_id), purpose=purpose.key, count=asked)
-    return asked
+    # consents that are due later within the look-ahead are selected again each round: only a batch of due ones
+    # says more may be waiting
+    return asked, asked >= limit
 
 
 def _lang(*candidates: str | None) -> str:

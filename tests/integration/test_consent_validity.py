@@ -385,3 +385,14 @@ async def test_the_hot_path_and_the_route_answer_the_same_end(client, database, 
         }
         assert fast["expires_at"] is not None
     assert len(served) == 2
+
+
+async def test_the_sweep_goes_in_batches_and_says_when_more_may_wait(database, tenant, ledger, session):
+    purpose = await make_purpose(database, tenant, validity="P12M")
+    for n in range(3):
+        point = await ledger.point("email", f"b{n}@example.com", external_id=f"b{n}")
+        await given(database, tenant, point, purpose.id, utcnow() - timedelta(days=400 + n))
+    first = await lifecycle.sweep(session, base_url=BASE_URL, limit=2)
+    assert (first.ended, first.more) == (2, True)
+    second = await lifecycle.sweep(session, base_url=BASE_URL, limit=2)
+    assert (second.ended, second.more) == (1, False)
