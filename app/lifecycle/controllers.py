@@ -75,7 +75,10 @@ def render(view: RepermissionView, token: str, lang: str, *, forbidden: bool = F
     return (
         f'<!doctype html><html lang="{lang}"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{escape(words['title'])}</title></head>"
+        '<meta name="robots" content="noindex, nofollow">'
+        f"<title>{escape(words['title'])}</title>"
+        # the hosted pages' own stylesheet (the preference centre's; CSP: style-src 'self')
+        '<link rel="stylesheet" href="/assets/preferences.css"></head>'
         f"<body><main><h1>{escape(words['title'])}</h1><p>{text}</p>{form}</main></body></html>"
     )
 
