@@ -130,3 +130,11 @@ async def purposes_by_ids(
         select(Purpose).where(Purpose.id.in_(purpose_ids), Purpose.workspace_id.in_(workspace_ids))
     )
     return {purpose.id: purpose for purpose in rows}
+
+
+async def set_lifecycle(session: AsyncSession, purpose: Purpose, spans: Mapping[str, str | None]) -> None:
+    """Replace the purpose's validity, inactivity and re-permission spans (written with the transaction)."""
+    purpose.validity = spans["validity"]
+    purpose.inactivity = spans["inactivity"]
+    purpose.repermission_before = spans["repermission_before"]
+    await session.flush()

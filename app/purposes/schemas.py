@@ -59,6 +59,14 @@ class PurposeCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     repermission_before: RepermissionSpan | None = None
 
 
+class PurposeLifecycleIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A purpose's lifecycle as a whole: a field left out (or null) is cleared."""
+
+    validity: Span | None = None
+    inactivity: InactivitySpan | None = None
+    repermission_before: RepermissionSpan | None = None
+
+
 class PurposeOut(msgspec.Struct, kw_only=True):
     """A purpose."""
 

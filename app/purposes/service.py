@@ -63,6 +63,27 @@ def check_lifecycle(
     return spans
 
 
+async def set_lifecycle(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    key: str,
+    *,
+    validity: str | None,
+    inactivity: str | None,
+    repermission_before: str | None,
+) -> Purpose:
+    """Replace a purpose's lifecycle spans (checked as on creation); 404 ``purpose_not_found``.
+
+    Ends are computed from the spans, never stored: the change applies at once to every consent of the purpose on
+    the read path; consents already ended stay ended (the ledger holds their ``validity_ended``).
+    """
+    purpose = await require_purpose(session, workspace_id, key)
+    spans = check_lifecycle(purpose.kind, validity, inactivity, repermission_before)
+    await repository.lock_purpose(session, purpose.id)
+    await repository.set_lifecycle(session, purpose, spans)
+    return purpose
+
+
 async def require_purpose(session: AsyncSession, workspace_id: uuid.UUID, key: str) -> Purpose:
     """A purpose by key, or 404 ``purpose_not_found``."""
     purpose = await repository.get_by_key(session, workspace_id, key)

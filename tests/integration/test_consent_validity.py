@@ -396,3 +396,47 @@ async def test_the_sweep_goes_in_batches_and_says_when_more_may_wait(database, t
     assert (first.ended, first.more) == (2, True)
     second = await lifecycle.sweep(session, base_url=BASE_URL, limit=2)
     assert (second.ended, second.more) == (1, False)
+
+
+async def test_setting_a_validity_on_an_existing_purpose_applies_at_once_and_clearing_it_too(
+    client, admin, database, tenant, ledger, reader
+):
+    purpose = await make_purpose(database, tenant)
+    point = await ledger.point("email", "old@example.com", external_id="old")
+    given_at = utcnow() - timedelta(days=800)
+    await given(database, tenant, point, purpose.id, given_at)
+    assert (await ask(client, reader, "old"))["reason"] == "opted_in"
+
+    response = await client.put(
+        "/v1/purposes/newsletter/lifecycle", json={"validity": "P24M", "repermission_before": "P30D"}, headers=admin
+    )
+    assert response.status_code == 200, response.text
+    assert (response.json()["validity"], response.json()["repermission_before"]) == ("P24M", "P30D")
+    answer = await ask(client, reader, "old")
+    assert (answer["reason"], answer["expires_at"]) == (
+        "expired",
+        iso(add_span(given_at, Span(24, 0), "Europe/Berlin")),
+    )
+
+    cleared = await client.put("/v1/purposes/newsletter/lifecycle", json={}, headers=admin)
+    assert cleared.json()["validity"] is None
+    assert (await ask(client, reader, "old"))["reason"] == "opted_in"
+
+
+@pytest.mark.parametrize(
+    ("key", "body", "status"),
+    [
+        ("unknown", {"validity": "P24M"}, 404),
+        ("newsletter", {"repermission_before": "P30D"}, 422),
+        ("newsletter", {"validity": "P0D"}, 422),
+        ("orders", {"validity": "P24M"}, 422),
+    ],
+)
+async def test_a_lifecycle_that_cannot_apply_is_refused(client, admin, database, tenant, key, body, status):
+    await make_purpose(database, tenant)
+    async with database.sessionmaker() as session, session.begin():
+        await purposes.create_purpose(session, tenant.id, "orders", "Orders", "transactional")
+    response = await client.put(f"/v1/purposes/{key}/lifecycle", json=body, headers=admin)
+    assert response.status_code == status, response.text
+    listed = {p["key"]: p["validity"] for p in (await client.get("/v1/purposes", headers=admin)).json()}
+    assert listed == {"newsletter": None, "orders": None}
