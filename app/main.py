@@ -44,6 +44,8 @@ from app.lib.observability import Metrics, configure_logging, request_middleware
 from app.lib.openapi import declare_common_responses
 from app.lib.orm import utcnow
 from app.lib.repository import prune_callbacks
+from app.lifecycle import service as lifecycle
+from app.lifecycle.controllers import RepermissionPages
 from app.messages.controllers import MessageController, TrackingPages
 from app.messages.dispatcher import Dispatcher
 from app.operator.controllers import OperatorWorkspaceController
@@ -101,6 +103,8 @@ def _provide_keys(state: State) -> Keys:
 
 _LAPSE_INTERVAL_SECONDS = 60.0
 _FILES_INTERVAL_SECONDS = 3600.0
+#: Lifecycle batches (500 consents a purpose each) one round may run before the loop sleeps.
+_LIFECYCLE_BATCHES = 20
 _SHUTDOWN_GRACE_SECONDS = 20.0
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -132,6 +136,14 @@ async def _lapse_loop(database: Database, settings: Settings) -> None:
                 log.info("confirmations_lapsed", count=lapsed)
         except Exception:  # a failed round is logged and retried; the loop must not die
             log.exception("lapse_sweep_failed")
+        try:  # consents past their validity or inactivity end; re-permission messages (app/lifecycle)
+            for _ in range(_LIFECYCLE_BATCHES):  # a backlog goes in batches of short transactions
+                async with database.sessionmaker() as session, session.begin():
+                    swept = await lifecycle.sweep(session, base_url=settings.public_base_url)
+                if not swept.more:
+                    break
+        except Exception:
+            log.exception("lifecycle_sweep_failed")
         await asyncio.sleep(_LAPSE_INTERVAL_SECONDS)
 
 
@@ -274,6 +286,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
             BrandStylesheet,
             console.ConsolePages,
             console.assets_router(),
+            RepermissionPages,
             create_static_files_router(
                 path="/static", directories=[STATIC_DIR], include_in_schema=False, opt={"public": True}
             ),

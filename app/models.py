@@ -6,6 +6,7 @@ from app.emails.models import ConfirmationToken
 from app.ledger.models import Consent, ConsentEvent, Contact, ContactPoint, LedgerHead, Suppression
 from app.lib.models import IdempotencyKey, ProviderCallback, RateLimitHit
 from app.lib.orm import Base
+from app.lifecycle.models import Repermission
 from app.messages.models import Delivery, Message, MessageEvent
 from app.preferences.models import PreferenceLink
 from app.privacy.models import Erasure, ErasureRequest
@@ -53,6 +54,7 @@ __all__ = [
     "Purchase",
     "Purpose",
     "RateLimitHit",
+    "Repermission",
     "ReportConsentCount",
     "ReportConsentDaily",
     "ReportDoi",

@@ -108,11 +108,17 @@ CUSTOMER_CHANNELS = frozenset({Channel.EMAIL})
 
 @dataclass(frozen=True, slots=True)
 class ConsentFact:
-    """A consent row as the gate sees it."""
+    """A consent row as the gate sees it.
+
+    ``ends_at``: for an opted-in consent of a purpose with ``validity`` or ``inactivity``, the instant it ends
+    (:func:`app.domain.validity.consent_end`); from then on it permits nothing and is answered ``expired``, whether
+    or not the sweep has recorded ``validity_ended`` yet.
+    """
 
     state: State
     since: datetime | None
     event_id: uuid.UUID | None
+    ends_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +177,9 @@ class GateDecision:
     evidence_event_id: uuid.UUID | None
     next_window_opens_at: datetime | None = None
     paused_until: datetime | None = None
+    expires_at: datetime | None = None
+    """When the consent the decision rests on ends or ended: the end of an opted-in consent with a validity or
+    inactivity rule (future, or past: ``expired`` before the sweep), the moment an ``expired`` consent expired."""
 
 
 def effective_consent(facts: PointFacts) -> ConsentFact | None:
@@ -200,7 +209,9 @@ def decide_point(
     if kind is PurposeKind.TRANSACTIONAL:
         return _transactional(facts, event_id)
 
-    permission, event_id = _permission(facts, consent.state if consent else State.NONE, event_id)
+    state = consent.state if consent else State.NONE
+    expires_at = expiry(consent)
+    permission, event_id = _permission(facts, state, expires_at, now, event_id)
     reasons = [] if permission in ELIGIBLE else [permission]
     if is_suppressed(facts.suppression_scopes, kind):  # here: the marketing scopes (``all`` stopped it above)
         reasons.append(Reason.SUPPRESSED)
@@ -216,6 +227,7 @@ def decide_point(
             reason=reason,
             evidence_event_id=event_id,
             paused_until=facts.paused_until if reason is Reason.PAUSED else None,
+            expires_at=expires_at,
         )
     if window is not None:
         opens = next_opening(window, now, facts.timezone or default_timezone)
@@ -225,14 +237,34 @@ def decide_point(
                 reason=Reason.OUTSIDE_SEND_WINDOW,
                 evidence_event_id=event_id,
                 next_window_opens_at=opens,
+                expires_at=expires_at,
             )
-    return GateDecision(eligible=True, reason=permission, evidence_event_id=event_id)
+    return GateDecision(eligible=True, reason=permission, evidence_event_id=event_id, expires_at=expires_at)
 
 
-def _permission(facts: PointFacts, state: State, event_id: uuid.UUID | None) -> tuple[Reason, uuid.UUID | None]:
-    """The reason the consent (or the basis beside it) gives a marketing purpose, and the event it rests on."""
+def expiry(consent: ConsentFact | None) -> datetime | None:
+    """When ``consent`` ends (opted in, with an end) or expired (state ``expired``: since when); else ``None``."""
+    if consent is None:
+        return None
+    if consent.state is State.OPTED_IN:
+        return consent.ends_at
+    if consent.state is State.EXPIRED:
+        return consent.since
+    return None
+
+
+def _permission(
+    facts: PointFacts, state: State, expires_at: datetime | None, now: datetime, event_id: uuid.UUID | None
+) -> tuple[Reason, uuid.UUID | None]:
+    """The reason the consent (or the basis beside it) gives a marketing purpose, and the event it rests on.
+
+    An opted-in consent past its end is ``expired`` before any sweep records it (and there, as for a recorded
+    expiry, the existing-customer basis may stand in).
+    """
     if facts.channel is Channel.PRINT:
         return (Reason.OBJECTED if state is State.OBJECTED else Reason.LEGITIMATE_INTEREST), event_id
+    if state is State.OPTED_IN and expires_at is not None and expires_at <= now:
+        state = State.EXPIRED
     if is_existing_customer(facts, state):
         return Reason.EXISTING_CUSTOMER, facts.customer_event_id
     return STATE_REASON[state], event_id

@@ -66,6 +66,9 @@ class Trigger(enum.StrEnum):
     #: A sale recorded for an email address (``POST /v1/contacts/{contact}/purchases``): a note on the address
     #: that moves no consent; it is the evidence of the existing-customer basis (UWG §7(3), :attr:`LegalBasis.UWG_7_3`).
     PURCHASE = "purchase"
+    #: The person kept an opted-in consent before its end (the re-permission message's "keep me subscribed"
+    #: button); the state stays ``opted_in`` and the purpose's validity counts from this event.
+    RENEWED = "renewed"
 
 
 class LegalBasis(enum.StrEnum):

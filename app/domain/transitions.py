@@ -40,6 +40,8 @@ _WITHDRAWABLE = (S.NONE, S.PENDING, S.OPTED_IN, S.DECLINED, S.OPTED_OUT, S.EXPIR
 # Erasure (Art. 17) is the last event of every address, whatever its state: the address is deleted right after,
 # and its suppression keys keep it from marketing if it comes back (so it ends withdrawn, or objected for print).
 _ERASED = _rule(T.ERASURE, ALL_STATES, S.OPTED_OUT)
+# "Keep me subscribed" before a consent's end: only a consent still in force can be renewed (app/lifecycle).
+_RENEWED = _rule(T.RENEWED, (S.OPTED_IN,), S.OPTED_IN, _CONSENT)
 
 _EMAIL = (
     _rule(T.SIGNUP, (S.NONE, S.PENDING, S.EXPIRED, S.OPTED_OUT, S.DECLINED), S.PENDING),
@@ -52,6 +54,7 @@ _EMAIL = (
     _rule(T.COMPLAINT, _WITHDRAWABLE, S.OPTED_OUT),
     _rule(T.OBJECTION, _WITHDRAWABLE, S.OPTED_OUT),
     _rule(T.VALIDITY_ENDED, (S.OPTED_IN,), S.EXPIRED),
+    _RENEWED,
     _ERASED,
 )
 
@@ -68,6 +71,7 @@ _PHONE = (
     _rule(T.OBJECTION, _WITHDRAWABLE, S.OPTED_OUT),
     _rule(T.LAPSE, (S.PENDING,), S.EXPIRED),
     _rule(T.VALIDITY_ENDED, (S.OPTED_IN,), S.EXPIRED),
+    _RENEWED,
     _ERASED,
     # a recycled number: what the former owner agreed to, or was asked, ends; a withdrawal stays as it is (it binds
     # nobody new: the start word, or a signup, moves on from it)
@@ -83,6 +87,7 @@ _PUSH = (
     _rule(T.UNSUBSCRIBE, _WITHDRAWABLE, S.OPTED_OUT),
     _rule(T.OBJECTION, _WITHDRAWABLE, S.OPTED_OUT),
     _rule(T.VALIDITY_ENDED, (S.OPTED_IN,), S.EXPIRED),
+    _RENEWED,
     _ERASED,
 )
 

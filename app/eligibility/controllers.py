@@ -98,7 +98,14 @@ class EligibilityController(Controller):
 
         async def copy(driver: Any, sink: Callable[[bytes], Awaitable[None]]) -> None:
             await repository.copy_audience(
-                driver, principal.workspace_id, found.id, kind, channels, as_csv=as_csv, sink=sink
+                driver,
+                principal.workspace_id,
+                found.id,
+                kind,
+                channels,
+                as_csv=as_csv,
+                sink=sink,
+                policy=repository.lifecycle_policy(found.validity, found.inactivity),
             )
 
         return copy_response(request, database, copy, as_csv=as_csv)

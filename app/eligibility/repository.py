@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import text
@@ -12,7 +15,90 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.gate import CUSTOMER_CHANNELS, CUSTOMER_REPLACES, ELIGIBLE, STATE_REASON, ConsentFact, PointFacts
 from app.domain.model import WITHDRAWN_STATES, Channel, PurposeKind, Reachability, State, SuppressionScope
+from app.domain.validity import Policy, Span, consent_end, policy_of
 from app.lib.copystream import copy_rows, csv_cell
+from app.workspaces.settings import WorkspaceSettings
+
+#: The workspace time zone when its settings name none (the settings' default, omitted from the stored JSON).
+DEFAULT_TIMEZONE = WorkspaceSettings().timezone
+
+#: Message steps that count as engagement on an address for a purpose's ``inactivity`` (``opened`` and ``clicked``
+#: where the messages package records them; a step it does not know matches nothing).
+ENGAGEMENT_STEPS = ("delivered", "opened", "clicked")
+
+
+def engaged_sql(point: str, workspace: str) -> str:
+    """The latest engagement on the address ``point`` (an SQL expression; ``workspace`` its workspace id)."""
+    steps = ", ".join(f"'{step}'" for step in ENGAGEMENT_STEPS)
+    # an event of the delivery to the address, or one of its message on its channel that names no delivery (an
+    # open or click recorded for the message)
+    return f"""(SELECT max(e.at) FROM deliveries d
+                 JOIN message_events e ON e.message_id = d.message_id
+                                      AND (e.delivery_id = d.id OR (e.delivery_id IS NULL AND e.channel = d.channel))
+                WHERE d.contact_point_id = {point} AND d.workspace_id = {workspace} AND e.status IN ({steps}))"""  # noqa: S608
+
+
+def span_end_sql(start: str, span: Span, timezone: str) -> str:
+    """``start`` + ``span`` on the wall clock of ``timezone`` in SQL: :func:`app.domain.validity.add_span`'s instant.
+
+    ``timestamptz AT TIME ZONE`` gives the wall clock, ``+ interval`` adds months (clamped at the month's end) then
+    days, and ``AT TIME ZONE`` back reads a skipped or repeated wall-clock time the later way, as the domain
+    does (a test compares both). ``span`` holds integers only; ``start`` and ``timezone`` are SQL expressions.
+    """
+    return (
+        f"((({start}) AT TIME ZONE {timezone}) + interval '{int(span.months)} months {int(span.days)} days') "
+        f"AT TIME ZONE {timezone}"
+    )
+
+
+def _bounds(span: Span) -> tuple[int, int]:
+    """Whole days a span lasts at least and at most, whatever the calendar and the clock changes.
+
+    A month is 28 to 31 days (a clamped day only shortens it); a change of UTC offset moves the end by less than two
+    days either way (the largest on record, Samoa skipping 30 December 2011, was one day).
+    """
+    return span.months * 28 + span.days - 2, span.months * 31 + span.days + 2
+
+
+def lapsed_sql(policy: Policy, *, since: str, point: str, workspace: str, timezone: str, now: str) -> str:
+    """Whether a consent given at ``since`` on the address ``point`` has ended by ``now`` under ``policy`` (SQL).
+
+    The exact instant (:func:`span_end_sql`) is computed only where cheap bounds cannot tell: a consent given more
+    than the longest reading of the span ago has ended, one given less than the shortest has not (and needs no
+    look-up of its engagement). The end is monotonic in the start, so the bounds never change the answer.
+    """
+    ends: list[str] = []
+    at = f"CAST({now} AS timestamptz)"  # a bind parameter's type is not guessed from an interval beside it
+    if policy.validity is not None:
+        shortest, longest = _bounds(policy.validity)
+        exact = f"{span_end_sql(since, policy.validity, timezone)} <= {now}"
+        ends.append(
+            f"({since} <= {at} - interval '{longest} days'"
+            f" OR ({since} < {at} - interval '{shortest} days' AND {exact}))"
+        )
+    if policy.inactivity is not None:
+        shortest, _ = _bounds(policy.inactivity)
+        active = f"greatest({since}, {engaged_sql(point, workspace)})"
+        exact = f"{span_end_sql(active, policy.inactivity, timezone)} <= {now}"
+        ends.append(f"({since} < {at} - interval '{shortest} days' AND {exact})")
+    return f"({' OR '.join(ends)})" if ends else "FALSE"
+
+
+@functools.lru_cache(maxsize=1024)
+def lifecycle_policy(validity: str | None, inactivity: str | None) -> Policy:
+    """A purpose's validity and inactivity, parsed once per distinct pair."""
+    return policy_of(validity, inactivity)
+
+
+def with_end(
+    consent: ConsentFact | None, policy: Policy, timezone: str, engaged_at: datetime | None
+) -> ConsentFact | None:
+    """``consent`` with its end (``ends_at``) where it is opted in and the purpose's consents end."""
+    if consent is None or consent.state is not State.OPTED_IN or consent.since is None or not policy.ends:
+        return consent
+    end = consent_end(policy, given_at=consent.since, last_engagement=engaged_at, timezone=timezone)
+    return dataclasses.replace(consent, ends_at=end.at if end else None)
+
 
 #: The consent states the existing-customer basis stands in for, as SQL literals (:data:`CUSTOMER_REPLACES`).
 _CUSTOMER_STATES = ", ".join(sorted(f"'{s.value}'" for s in CUSTOMER_REPLACES))
@@ -40,7 +126,7 @@ def _customer_join(point: str, purpose: str) -> str:
 
 
 _FACTS = text(
-    """
+    f"""
     WITH pts AS (
         SELECT cp.id, cp.contact_id, cp.channel, cp.value, cp.reachability, cp.suppression_keys, cp.verified_at
           FROM contact_points cp
@@ -54,15 +140,23 @@ _FACTS = text(
           JOIN suppressions s ON s.workspace_id = :workspace_id AND s.key = k.key
          WHERE s.scope <> 'purpose' OR s.purpose_id = :purpose_id
          GROUP BY pts.id
+    ), pol AS (
+        -- the purpose's lifecycle (app.domain.validity) and the workspace's time zone it is counted in
+        SELECT p.validity, p.inactivity, coalesce(w.settings->>'timezone', :default_tz) AS tz
+          FROM purposes p JOIN workspaces w ON w.id = p.workspace_id
+         WHERE p.id = :purpose_id AND p.workspace_id = :workspace_id
     )
     SELECT pts.id, pts.contact_id, pts.channel, pts.value, pts.reachability, pts.verified_at, c.timezone,
            pc.state AS p_state, pc.since AS p_since, pc.last_event_id AS p_event,
            cc.state AS c_state, cc.since AS c_since, cc.last_event_id AS c_event,
-           coalesce(sup.scopes, '{}') AS scopes, sup.paused_until,
+           coalesce(sup.scopes, '{{}}') AS scopes, sup.paused_until,
+           pol.validity, pol.inactivity, pol.tz,
+           CASE WHEN pol.inactivity IS NOT NULL THEN {engaged_sql("pts.id", ":workspace_id")} END AS engaged_at,
            cu.event_id AS customer_event, coalesce(cu.withdrawn, FALSE) AS customer_withdrawn
       FROM pts
       JOIN contacts c ON c.id = pts.contact_id
-      LEFT JOIN sup ON sup.id = pts.id"""  # noqa: S608  # joined with enum values only; every input is a bind parameter
+      LEFT JOIN pol ON TRUE
+      LEFT JOIN sup ON sup.id = pts.id"""  # noqa: S608  # engaged_sql interpolates our own column names and words
     + _customer_join("pts", ":purpose_id")
     + """
       -- per-address index lookups (see _BATCH_FACTS)
@@ -94,28 +188,33 @@ async def point_facts(
             "contact_ids": list(contact_ids),
             "channels": list(channels),
             "purpose_id": purpose_id,
+            "default_tz": DEFAULT_TIMEZONE,
         },
     )
-    return [
-        (
-            row.contact_id,
-            PointFacts(
-                id=row.id,
-                channel=Channel(row.channel),
-                value=row.value,
-                reachability=Reachability(row.reachability),
-                purpose_consent=_consent(row.p_state, row.p_since, row.p_event),
-                channel_consent=_consent(row.c_state, row.c_since, row.c_event),
-                suppression_scopes=frozenset(SuppressionScope(s) for s in row.scopes),
-                timezone=row.timezone,
-                verified=row.verified_at is not None,
-                paused_until=row.paused_until,
-                customer_event_id=row.customer_event,
-                customer_withdrawn=row.customer_withdrawn,
-            ),
+    facts: list[tuple[uuid.UUID, PointFacts]] = []
+    for row in rows:
+        policy = lifecycle_policy(row.validity, row.inactivity)
+        tz, engaged = row.tz or DEFAULT_TIMEZONE, row.engaged_at
+        facts.append(
+            (
+                row.contact_id,
+                PointFacts(
+                    id=row.id,
+                    channel=Channel(row.channel),
+                    value=row.value,
+                    reachability=Reachability(row.reachability),
+                    purpose_consent=with_end(_consent(row.p_state, row.p_since, row.p_event), policy, tz, engaged),
+                    channel_consent=with_end(_consent(row.c_state, row.c_since, row.c_event), policy, tz, engaged),
+                    suppression_scopes=frozenset(SuppressionScope(s) for s in row.scopes),
+                    timezone=row.timezone,
+                    verified=row.verified_at is not None,
+                    paused_until=row.paused_until,
+                    customer_event_id=row.customer_event,
+                    customer_withdrawn=row.customer_withdrawn,
+                ),
+            )
         )
-        for row in rows
-    ]
+    return facts
 
 
 #: ``work_mem`` of the audience export's transaction (see :func:`copy_audience`).
@@ -157,13 +256,18 @@ def blocked_sql(kind: PurposeKind, channels: Sequence[Channel]) -> str:
     """  # noqa: S608
 
 
-def audience_sql(kind: PurposeKind, channels: Sequence[Channel], *, blocked_given: bool = False) -> str:
+def audience_sql(
+    kind: PurposeKind, channels: Sequence[Channel], *, blocked_given: bool = False, policy: Policy | None = None
+) -> str:
     """The send gate as a SQL filter over contact points (the send window is a send-time check, not applied).
 
     Built from the gate's own tables: which states permit, which reachability passes, which suppression
     scopes block; transactional purposes take verified addresses only; marketing email also takes the existing
     customers the gate permits (UWG §7(3), :func:`app.domain.gate.is_existing_customer`). A test compares its
     result with :func:`app.domain.gate.decide_point` on the same data.
+    With ``policy`` (the purpose's validity and inactivity), an opted-in consent past its end is left out, as
+    the gate answers it ``expired`` (:func:`lapsed_sql`, the same instant as :mod:`app.domain.validity`), and
+    there the existing-customer basis may stand in, as for a recorded expiry.
     Parameters: $1 workspace, $2 purpose and, with ``blocked_given``, $3 the ids :func:`blocked_sql` found
     (as a literal array PostgreSQL hashes once; else they are found by a subquery in the same statement).
     The rows come in no particular order: sorting a million rows would hold the first byte back until the
@@ -173,11 +277,23 @@ def audience_sql(kind: PurposeKind, channels: Sequence[Channel], *, blocked_give
     effective = (
         "CASE WHEN cc.since IS NOT NULL AND (pc.since IS NULL OR cc.since > pc.since) THEN cc.state ELSE pc.state END"
     )
-    # UWG §7(3) existing customers (marketing by email only): see _customer_join and app.domain.gate
+    # an opted-in consent past its end (validity, inactivity): the gate answers it expired before any sweep
+    lapsed = "FALSE"
+    if kind is PurposeKind.MARKETING and policy is not None and policy.ends:
+        since = (
+            "CASE WHEN cc.since IS NOT NULL AND (pc.since IS NULL OR cc.since > pc.since) "
+            "THEN cc.since ELSE pc.since END"
+        )
+        # the workspace's time zone, read once for the statement (an InitPlan)
+        zone = f"(SELECT coalesce(settings->>'timezone', '{DEFAULT_TIMEZONE}') FROM workspaces WHERE id = $1)"  # noqa: S608
+        ended = lapsed_sql(policy, since=since, point="cp.id", workspace="$1", timezone=zone, now="now()")
+        lapsed = f"({effective} = '{State.OPTED_IN.value}' AND {ended})"
+    # UWG §7(3) existing customers (marketing by email only): see _customer_join and app.domain.gate; the basis
+    # stands in where consent gives none, an ended one included
     customers = [c.value for c in channels if c in CUSTOMER_CHANNELS] if kind is PurposeKind.MARKETING else []
     customer = (
         f"(cp.channel IN ({_literals(customers)}) AND cu.event_id IS NOT NULL "
-        f"AND coalesce({effective}, 'none') IN ({_CUSTOMER_STATES}))"
+        f"AND (coalesce({effective}, 'none') IN ({_CUSTOMER_STATES}) OR {lapsed}))"
         if customers
         else "FALSE"
     )
@@ -186,7 +302,7 @@ def audience_sql(kind: PurposeKind, channels: Sequence[Channel], *, blocked_give
     else:
         permission = (
             f"CASE WHEN cp.channel = 'print' THEN coalesce({effective}, 'none') <> '{State.OBJECTED.value}' "
-            f"ELSE coalesce({effective}, 'none') IN ({_literals(permitting)}) OR {customer} END"
+            f"ELSE (coalesce({effective}, 'none') IN ({_literals(permitting)}) AND NOT {lapsed}) OR {customer} END"
         )
     reason = (
         "'transactional'"
@@ -304,6 +420,7 @@ async def copy_audience(
     *,
     as_csv: bool,
     sink: Callable[[bytes], Awaitable[None]],
+    policy: Policy | None = None,
 ) -> None:
     """Every eligible contact point as NDJSON lines or CSV (with a header), written by ``COPY … TO STDOUT``.
 
@@ -320,18 +437,20 @@ async def copy_audience(
         args: tuple[Any, ...] = (
             (workspace_id, purpose_id, [row["id"] for row in blocked]) if inline else (workspace_id, purpose_id)
         )
-        sql = audience_sql(kind, channels, blocked_given=inline)
+        sql = audience_sql(kind, channels, blocked_given=inline, policy=policy)
         await copy_rows(driver, as_csv_rows(sql), as_ndjson(sql), *args, as_csv=as_csv, sink=sink)
 
 
 _SINGLE = (
-    """
-WITH p AS (SELECT id, kind FROM purposes WHERE workspace_id = $1 AND key = $2),
+    f"""
+WITH p AS (SELECT id, kind, validity, inactivity FROM purposes WHERE workspace_id = $1 AND key = $2),
      c AS ((SELECT id, timezone, 0 AS rank FROM contacts WHERE id = $4 AND workspace_id = $1)
            UNION ALL
            (SELECT id, timezone, 1 AS rank FROM contacts WHERE workspace_id = $1 AND external_id = $3)
            ORDER BY rank LIMIT 1)
 SELECT w.settings::text AS settings, p.id AS purpose_id, p.kind, c.id AS contact_id, c.timezone,
+       p.validity, p.inactivity, coalesce(w.settings->>'timezone', $6) AS tz,
+       CASE WHEN p.inactivity IS NOT NULL AND cp.id IS NOT NULL THEN {engaged_sql("cp.id", "$1")} END AS engaged_at,
        cp.id, cp.value, cp.reachability, cp.verified_at,
        pc.state AS p_state, pc.since AS p_since, pc.last_event_id AS p_event,
        cc.state AS c_state, cc.since AS c_since, cc.last_event_id AS c_event,
@@ -364,16 +483,23 @@ async def single_facts(
         contact_uuid: uuid.UUID | None = uuid.UUID(contact_ref)
     except ValueError:
         contact_uuid = None
-    rows = await driver.fetch(_SINGLE, workspace_id, purpose_key, contact_ref, contact_uuid, channel.value)
+    rows = await driver.fetch(
+        _SINGLE, workspace_id, purpose_key, contact_ref, contact_uuid, channel.value, DEFAULT_TIMEZONE
+    )
     first = rows[0]
+    policy, tz = lifecycle_policy(first["validity"], first["inactivity"]), first["tz"]
     facts = [
         PointFacts(
             id=row["id"],
             channel=channel,
             value=row["value"],
             reachability=Reachability(row["reachability"]),
-            purpose_consent=_consent(row["p_state"], row["p_since"], row["p_event"]),
-            channel_consent=_consent(row["c_state"], row["c_since"], row["c_event"]),
+            purpose_consent=with_end(
+                _consent(row["p_state"], row["p_since"], row["p_event"]), policy, tz, row["engaged_at"]
+            ),
+            channel_consent=with_end(
+                _consent(row["c_state"], row["c_since"], row["c_event"]), policy, tz, row["engaged_at"]
+            ),
             suppression_scopes=frozenset(SuppressionScope(s) for s in row["scopes"]),
             timezone=row["timezone"],
             verified=row["verified_at"] is not None,
@@ -388,13 +514,14 @@ async def single_facts(
 
 
 _BATCH_CONTEXT = """
-SELECT w.settings::text AS settings, p.id AS purpose_id, p.key AS purpose_key, p.kind
+SELECT w.settings::text AS settings, p.id AS purpose_id, p.key AS purpose_key, p.kind,
+       p.validity, p.inactivity, coalesce(w.settings->>'timezone', $3) AS tz
   FROM workspaces w LEFT JOIN purposes p ON p.workspace_id = w.id AND p.key = $2
  WHERE w.id = $1
 """
 
 _BATCH_FACTS = (
-    """
+    f"""
 WITH wanted AS (
     -- One index probe per reference and per contact: each LATERAL ... OFFSET 0 is a subquery the planner cannot
     -- flatten into a join. As joins, a plan for 10,000 references hashed all 1M addresses of the workspace
@@ -428,7 +555,10 @@ SELECT w.contact_id, w.external_id, w.timezone,
        pc.state AS p_state, pc.since AS p_since, pc.last_event_id AS p_event,
        cc.state AS c_state, cc.since AS c_since, cc.last_event_id AS c_event,
        sup.scopes, sup.paused_until,
-       cu.event_id AS customer_event, coalesce(cu.withdrawn, FALSE) AS customer_withdrawn
+       cu.event_id AS customer_event, coalesce(cu.withdrawn, FALSE) AS customer_withdrawn,
+       -- the purpose's inactivity is read once (an InitPlan); without one no engagement is looked up
+       CASE WHEN pts.id IS NOT NULL AND (SELECT inactivity IS NOT NULL FROM purposes WHERE id = $5)
+            THEN {engaged_sql("pts.id", "$1")} END AS engaged_at
   FROM wanted w
   LEFT JOIN pts ON pts.contact_id = w.contact_id
   LEFT JOIN sup ON sup.id = pts.id"""  # noqa: S608  # joined with enum values only; every input is a bind parameter
@@ -453,13 +583,24 @@ _NO_SCOPES: frozenset[SuppressionScope] = frozenset()
 
 async def batch_context(driver: Any, workspace_id: uuid.UUID, purpose_key: str) -> Any:
     """The workspace's settings JSON and the purpose (id, key, kind; NULL when unknown) in one round trip."""
-    return await driver.fetchrow(_BATCH_CONTEXT, workspace_id, purpose_key)
+    return await driver.fetchrow(_BATCH_CONTEXT, workspace_id, purpose_key, DEFAULT_TIMEZONE)
 
 
 async def batch_facts(
-    driver: Any, workspace_id: uuid.UUID, refs: Sequence[str], channels: Sequence[str], purpose_id: uuid.UUID
+    driver: Any,
+    workspace_id: uuid.UUID,
+    refs: Sequence[str],
+    channels: Sequence[str],
+    purpose_id: uuid.UUID,
+    *,
+    policy: Policy | None = None,
+    timezone: str = DEFAULT_TIMEZONE,
 ) -> tuple[dict[str, uuid.UUID], dict[tuple[uuid.UUID, Channel], list[PointFacts]]]:
-    """Contact references resolved and every address's facts, in one round trip on the driver connection."""
+    """Contact references resolved and every address's facts, in one round trip on the driver connection.
+
+    ``policy``: the purpose's validity and inactivity (:func:`batch_context` reads them), counted in ``timezone``.
+    """
+    policy = policy or Policy()
     ids: list[uuid.UUID] = []
     for ref in refs:
         try:
@@ -487,10 +628,14 @@ async def batch_facts(
                 reachability=_REACHABILITY[row["reachability"]],
                 purpose_consent=None
                 if p_state is None
-                else ConsentFact(_STATES[p_state], row["p_since"], row["p_event"]),
+                else with_end(
+                    ConsentFact(_STATES[p_state], row["p_since"], row["p_event"]), policy, timezone, row["engaged_at"]
+                ),
                 channel_consent=None
                 if c_state is None
-                else ConsentFact(_STATES[c_state], row["c_since"], row["c_event"]),
+                else with_end(
+                    ConsentFact(_STATES[c_state], row["c_since"], row["c_event"]), policy, timezone, row["engaged_at"]
+                ),
                 suppression_scopes=frozenset(_SCOPES[s] for s in scopes) if scopes else _NO_SCOPES,
                 timezone=row["timezone"],
                 verified=row["verified_at"] is not None,
@@ -501,3 +646,14 @@ async def batch_facts(
         )
     resolved = {ref: by_id.get(ref) or by_external[ref] for ref in refs if ref in by_id or ref in by_external}
     return resolved, facts
+
+
+async def last_engagements(
+    session: AsyncSession, workspace_id: uuid.UUID, point_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, datetime]:
+    """The latest engagement on each of these addresses (those with none are left out)."""
+    sql = text(
+        f"SELECT p.id, {engaged_sql('p.id', ':workspace_id')} AS at FROM unnest(CAST(:ids AS uuid[])) AS p(id)"  # noqa: S608
+    )
+    rows = await session.execute(sql, {"workspace_id": workspace_id, "ids": list(point_ids)})
+    return {row.id: row.at for row in rows if row.at is not None}

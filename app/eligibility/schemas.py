@@ -29,7 +29,10 @@ class EligibilityOut(msgspec.Struct, kw_only=True):
     `reason` is the eligible point's reason, else the strongest reason of all points; `evidence_event_id` is
     the ledger event the decision rests on; `next_window_opens_at` is set for `outside_send_window`;
     `paused_until` is set for `paused` (the person paused marketing on the preference centre until then; the
-    pause ends by itself).
+    pause ends by itself). `expires_at` is when the consent the answer rests on ends under its purpose's
+    `validity` or `inactivity`: in the future for `opted_in`; for `expired`, when it ended (the end of its
+    validity, answered from that instant on even before the sweep records `validity_ended`, or when a pending
+    signup lapsed).
     """
 
     eligible: bool
@@ -42,6 +45,7 @@ class EligibilityOut(msgspec.Struct, kw_only=True):
     decided_at: datetime
     next_window_opens_at: datetime | None = None
     paused_until: datetime | None = None
+    expires_at: datetime | None = None
 
 
 class BatchIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -55,7 +59,8 @@ class BatchIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class BatchDecision(msgspec.Struct, kw_only=True):
     """One contact x channel. An unknown contact is answered with reason `contact_not_found`.
 
-    `paused_until` is set for `paused`: marketing is paused until then (it ends by itself).
+    `paused_until` is set for `paused`: marketing is paused until then (it ends by itself). `expires_at` as in
+    the single answer: when the consent ends (`opted_in`) or ended (`expired`).
     """
 
     contact: str
@@ -67,6 +72,7 @@ class BatchDecision(msgspec.Struct, kw_only=True):
     contact_point_ids: list[uuid.UUID]
     next_window_opens_at: datetime | None = None
     paused_until: datetime | None = None
+    expires_at: datetime | None = None
 
 
 class BatchOut(msgspec.Struct, kw_only=True):

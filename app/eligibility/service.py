@@ -73,6 +73,7 @@ async def single(
         decided_at=now,
         next_window_opens_at=best.next_window_opens_at,
         paused_until=best.paused_until,
+        expires_at=best.expires_at,
     )
 
 
@@ -90,7 +91,13 @@ async def batch(
         if context is None or context["purpose_id"] is None:
             raise NotFound(f"No purpose with key '{purpose_key}'.", code="purpose_not_found")
         resolved, facts = await repository.batch_facts(
-            driver, workspace_id, refs, [c.value for c in channels], context["purpose_id"]
+            driver,
+            workspace_id,
+            refs,
+            [c.value for c in channels],
+            context["purpose_id"],
+            policy=repository.lifecycle_policy(context["validity"], context["inactivity"]),
+            timezone=context["tz"],
         )
     settings = msgspec.json.decode(context["settings"], type=WorkspaceSettings)
     kind = PurposeKind(context["kind"])
@@ -129,6 +136,7 @@ async def batch(
                     contact_point_ids=[f.id for f, d in decided if d.eligible],
                     next_window_opens_at=best.next_window_opens_at if best else None,
                     paused_until=best.paused_until if best else None,
+                    expires_at=best.expires_at if best else None,
                 )
             )
     return context["purpose_key"], now, decisions

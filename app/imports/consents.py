@@ -34,6 +34,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.domain.gate import is_suppressed
 from app.domain.identifiers import InvalidIdentifier, normalise_email, normalise_phone, valid_external_id
 from app.domain.model import WITHDRAWN_STATES, Channel, PurposeKind, State, SuppressionScope, Trigger
+from app.domain.validity import consent_end
+from app.eligibility.repository import last_engagements, lifecycle_policy
 from app.imports.csvstream import (
     NUL_IN_LINE,
     CsvError,
@@ -133,6 +135,8 @@ class ImportReport:
     contacts_created: int = 0
     problems: list[RowProblem] = field(default_factory=list)
     problems_truncated: bool = False
+    expired: int = 0
+    """Recorded opt-ins already past their purpose's end: recorded, then ended at once (:func:`_end_lapsed`)."""
 
     def add(self, problem: RowProblem) -> None:
         """Count a line that was not recorded; list it while the list is short."""
@@ -308,8 +312,53 @@ async def _take(
                 report.recorded += 1
             else:
                 problems.append(_not_recorded(number, change, outcome))
+        report.expired += await _end_lapsed(session, context, [c for _, c in changes], applied)
     for each in sorted(problems, key=lambda p: p.line):  # in the order of the file
         report.add(each)
+
+
+async def _end_lapsed(
+    session: AsyncSession, context: _Context, changes: Sequence[Change], applied: Sequence[Applied]
+) -> int:
+    """End at once the recorded opt-ins whose purpose's validity or inactivity is over (issue 19, E11).
+
+    Recorded, then ended: the import keeps its proof of the consent as given, and ``validity_ended`` at the end
+    instant says when it lapsed, with the same evidence the sweep records (:mod:`app.lifecycle.service`).
+    """
+    by_id = {p.id: p for p in context.purposes.values() if p is not None}
+    ending: list[tuple[Change, Applied, Purpose]] = []
+    for change, outcome in zip(changes, applied, strict=True):
+        purpose = by_id.get(change.purpose_id) if change.purpose_id else None
+        if outcome.event_id is not None and outcome.to_state is State.OPTED_IN and purpose is not None:
+            ending.append((change, outcome, purpose))
+    policies = {p.id: lifecycle_policy(p.validity, p.inactivity) for _, _, p in ending}
+    ending = [e for e in ending if policies[e[2].id].ends]
+    if not ending:
+        return 0
+    tz = context.settings.timezone
+    engaged = await last_engagements(session, context.workspace_id, [c.contact_point.id for c, _, _ in ending])
+    now = utcnow()
+    ends: list[Change] = []
+    for change, outcome, purpose in ending:
+        given_at = change.occurred_at or now
+        last = engaged.get(change.contact_point.id)
+        end = consent_end(policies[purpose.id], given_at=given_at, last_engagement=last, timezone=tz)
+        if end is None or end.at > now:
+            continue
+        evidence = {
+            "rule": end.rule,
+            "validity": purpose.validity,
+            "inactivity": purpose.inactivity,
+            "timezone": tz,
+            "given_at": given_at.isoformat(),
+            "given_event_id": str(outcome.event_id),
+            "last_engagement": last.isoformat() if last else None,
+            "ended_at": end.at.isoformat(),
+            "on": "import",
+        }
+        ends.append(Change(change.contact_point, purpose.id, Trigger.VALIDITY_ENDED, evidence, occurred_at=end.at))
+    done = await apply_changes(session, context.workspace_id, ends, context.actor, skip_not_allowed=True)
+    return sum(1 for a in done if a.event_id is not None)
 
 
 def _not_recorded(number: int, change: Change, outcome: Applied) -> RowProblem:

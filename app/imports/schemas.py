@@ -44,8 +44,14 @@ class ImportProblemOut(msgspec.Struct, kw_only=True):
     message: str
 
 
-class ConsentImportReportOut(msgspec.Struct, kw_only=True):
-    """What the import did. `problems` lists the first 1,000 lines not recorded (all are counted)."""
+class ConsentImportReportOut(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """What the import did. `problems` lists the first 1,000 lines not recorded (all are counted).
+
+    `expired`: recorded opt-ins whose purpose's `validity` or `inactivity` had already ended at their
+    `captured_at` plus that span: recorded as given, then ended (`validity_ended`, state `expired`) at once. They
+    are counted in `recorded` too; not an error. Left out while 0 (the report stays as it was for purposes
+    without an end).
+    """
 
     lines: int
     recorded: int
@@ -54,3 +60,4 @@ class ConsentImportReportOut(msgspec.Struct, kw_only=True):
     contacts_created: int
     problems: list[ImportProblemOut]
     problems_truncated: bool
+    expired: int = 0

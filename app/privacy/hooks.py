@@ -17,6 +17,7 @@ from app.ledger.privacy import HOOK as LEDGER
 from app.lib.orm import utcnow
 from app.lib.privacy import HOOK as SHARED
 from app.lib.privacy import PrivacyHook, Subject
+from app.lifecycle.privacy import HOOK as LIFECYCLE
 from app.messages.privacy import HOOK as MESSAGES
 from app.preferences.privacy import HOOK as PREFERENCES
 from app.privacy import repository
@@ -72,6 +73,7 @@ HOOKS: tuple[PrivacyHook, ...] = (
     TWILIO,
     PRIVACY,
     PURCHASES,
+    LIFECYCLE,
     LEDGER,
 )
 

@@ -40,6 +40,8 @@ class ErasedCounts(msgspec.Struct, kw_only=True):
     """The person's chain runs (with their variables and steps): none of their remaining steps is sent."""
     purchases: int = 0
     """Sales recorded with the person's email addresses (UWG §7(3) existing customers)."""
+    repermissions: int = 0
+    """The person's "keep me subscribed" links (hashes only): none of them renews anything any more."""
 
 
 class Kept(msgspec.Struct, kw_only=True):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from litestar import Controller, Response, get, post
+from litestar import Controller, Response, get, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -14,7 +14,7 @@ from app.lib.auth import Principal, Scope
 from app.lib.openapi import answer, errors
 from app.purposes import repository, service
 from app.purposes.models import Notice, Purpose
-from app.purposes.schemas import NoticeCreate, NoticeOut, PurposeCreate, PurposeOut
+from app.purposes.schemas import NoticeCreate, NoticeOut, PurposeCreate, PurposeLifecycleIn, PurposeOut
 
 
 def _out(purpose: Purpose) -> PurposeOut:
@@ -25,6 +25,9 @@ def _out(purpose: Purpose) -> PurposeOut:
         kind=purpose.kind,  # type: ignore[arg-type]  # the CHECK constraint keeps it to the Literal
         created_at=purpose.created_at,
         similar_products_of=list(purpose.similar_products_of),
+        validity=purpose.validity,
+        inactivity=purpose.inactivity,
+        repermission_before=purpose.repermission_before,
     )
 
 
@@ -42,7 +45,15 @@ class PurposeController(Controller):
         """Create a purpose; its key is what callers name it by."""
         async with db.begin():
             purpose = await service.create_purpose(
-                db, principal.workspace_id, data.key, data.name, data.kind, similar_products_of=data.similar_products_of
+                db,
+                principal.workspace_id,
+                data.key,
+                data.name,
+                data.kind,
+                similar_products_of=data.similar_products_of,
+                validity=data.validity,
+                inactivity=data.inactivity,
+                repermission_before=data.repermission_before,
             )
         return _out(purpose)
 
@@ -52,6 +63,30 @@ class PurposeController(Controller):
     ) -> list[PurposeOut]:
         """All purposes of the workspace."""
         return [_out(p) for p in await repository.list_purposes(db, principal.workspace_id)]
+
+    @put("/{key:str}/lifecycle", operation_id="setPurposeLifecycle", responses=errors(401, 403, 404, 422))
+    async def set_lifecycle(
+        self,
+        key: FromPath[str],
+        data: JSONBody[PurposeLifecycleIn],
+        principal: NamedDependency[Principal],
+        db: NamedDependency[AsyncSession],
+    ) -> PurposeOut:
+        """Replace the purpose's `validity`, `inactivity` and `repermission_before` (a field left out is cleared).
+
+        Applies at once to every consent of the purpose: eligibility and audiences compute each consent's end from
+        these spans; consents already ended stay ended.
+        """
+        async with db.begin():
+            purpose = await service.set_lifecycle(
+                db,
+                principal.workspace_id,
+                key,
+                validity=data.validity,
+                inactivity=data.inactivity,
+                repermission_before=data.repermission_before,
+            )
+        return _out(purpose)
 
 
 def _notice_out(notice: Notice, purpose_key: str) -> NoticeOut:

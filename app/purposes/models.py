@@ -8,7 +8,10 @@ from sqlalchemy import CheckConstraint, ForeignKey, Integer, Text, UniqueConstra
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
+from app.domain.validity import SPAN_PATTERN
 from app.lib.orm import Base, CreatedAt, UUIDPrimaryKey
+
+_SPANS = ("validity", "inactivity", "repermission_before")
 
 
 class Purpose(UUIDPrimaryKey, CreatedAt, Base):
@@ -24,6 +27,11 @@ class Purpose(UUIDPrimaryKey, CreatedAt, Base):
     similar_products_of: Mapped[list[str]] = mapped_column(
         ARRAY(Text), server_default=text("'{}'::text[]"), default=list
     )
+    #: How long a consent lasts since it was given, and without engagement (ISO 8601 calendar spans,
+    #: :mod:`app.domain.validity`), and how long before its end a re-permission message is queued.
+    validity: Mapped[str | None] = mapped_column(Text)
+    inactivity: Mapped[str | None] = mapped_column(Text)
+    repermission_before: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         UniqueConstraint("workspace_id", "key"),
@@ -31,6 +39,11 @@ class Purpose(UUIDPrimaryKey, CreatedAt, Base):
         CheckConstraint("key ~ '^[a-z][a-z0-9_]{0,62}$'", name="key_format"),
         CheckConstraint("length(name) BETWEEN 1 AND 200", name="name_length"),
         CheckConstraint("cardinality(similar_products_of) <= 50", name="similar_products_of_size"),
+        *(CheckConstraint(f"{c} ~ '{SPAN_PATTERN}' AND {c} <> 'P'", name=f"{c}_span") for c in _SPANS),
+        CheckConstraint(
+            "repermission_before IS NULL OR validity IS NOT NULL OR inactivity IS NOT NULL",
+            name="repermission_needs_an_end",
+        ),
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
@@ -20,13 +20,19 @@ async def insert_purpose(
     kind: str,
     *,
     similar_products_of: Sequence[str] = (),
+    spans: Mapping[str, str | None] | None = None,
 ) -> Purpose | None:
-    """Insert; ``None`` when the workspace already has a purpose with this key."""
+    """Insert; ``None`` when the workspace already has a purpose with this key (``spans``: the lifecycle columns)."""
     return (
         await session.execute(
             insert(Purpose)
             .values(
-                workspace_id=workspace_id, key=key, name=name, kind=kind, similar_products_of=list(similar_products_of)
+                workspace_id=workspace_id,
+                key=key,
+                name=name,
+                kind=kind,
+                similar_products_of=list(similar_products_of),
+                **(spans or {}),
             )
             .on_conflict_do_nothing(index_elements=["workspace_id", "key"])
             .returning(Purpose)
@@ -132,3 +138,11 @@ async def purposes_by_ids(
         select(Purpose).where(Purpose.id.in_(purpose_ids), Purpose.workspace_id.in_(workspace_ids))
     )
     return {purpose.id: purpose for purpose in rows}
+
+
+async def set_lifecycle(session: AsyncSession, purpose: Purpose, spans: Mapping[str, str | None]) -> None:
+    """Replace the purpose's validity, inactivity and re-permission spans (written with the transaction)."""
+    purpose.validity = spans["validity"]
+    purpose.inactivity = spans["inactivity"]
+    purpose.repermission_before = spans["repermission_before"]
+    await session.flush()

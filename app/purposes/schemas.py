@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from app.domain.model import Channel
+from app.domain.validity import SPAN_PATTERN
 from app.lib.text import SINGLE_LINE
 
 PurposeKind = Literal["marketing", "transactional"]
@@ -31,6 +32,32 @@ SimilarProducts = Annotated[
         "(UWG §7(3) existing customers: the company's own similar products), until they object. Email only.",
     ),
 ]
+Span = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=SPAN_PATTERN,
+        description="How long a consent lasts since it was given: an ISO 8601 duration of years, months, weeks or "
+        "days (`P24M`), counted on the workspace's wall clock (end of month clamped). Past it, eligibility answers "
+        "`expired` and the sweep records `validity_ended`. Marketing purposes only.",
+    ),
+]
+InactivitySpan = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=SPAN_PATTERN,
+        description="A consent ends after this long without engagement on its address (no delivered, opened or "
+        "clicked message there; counted from the consent if there was none since), e.g. `P18M`.",
+    ),
+]
+RepermissionSpan = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=SPAN_PATTERN,
+        description='How long before a consent\'s end a re-permission message with a "keep me subscribed" link is '
+        "queued (once per consent period, while the consent is in force), e.g. `P30D`. Needs `validity` or "
+        "`inactivity`.",
+    ),
+]
 
 
 class PurposeCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -46,6 +73,17 @@ class PurposeCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=200), SINGLE_LINE]  # shown in mail subjects
     kind: PurposeKind
     similar_products_of: SimilarProducts = msgspec.field(default_factory=list)
+    validity: Span | None = None
+    inactivity: InactivitySpan | None = None
+    repermission_before: RepermissionSpan | None = None
+
+
+class PurposeLifecycleIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A purpose's lifecycle as a whole: a field left out (or null) is cleared."""
+
+    validity: Span | None = None
+    inactivity: InactivitySpan | None = None
+    repermission_before: RepermissionSpan | None = None
 
 
 class PurposeOut(msgspec.Struct, kw_only=True):
@@ -57,6 +95,9 @@ class PurposeOut(msgspec.Struct, kw_only=True):
     kind: PurposeKind
     created_at: datetime
     similar_products_of: list[str] = msgspec.field(default_factory=list)
+    validity: str | None = None
+    inactivity: str | None = None
+    repermission_before: str | None = None
 
 
 Locale = Annotated[

@@ -9,6 +9,7 @@ from collections.abc import Collection, Sequence
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.model import PurposeKind
+from app.domain.validity import SpanError, parse_span
 from app.lib.errors import Conflict, InvalidInput, NotFound
 from app.purposes import repository
 from app.purposes.models import Notice, Purpose
@@ -22,10 +23,15 @@ async def create_purpose(
     kind: str,
     *,
     similar_products_of: Sequence[str] = (),
+    validity: str | None = None,
+    inactivity: str | None = None,
+    repermission_before: str | None = None,
 ) -> Purpose:
     """Create a purpose; 409 ``purpose_exists`` when the key is taken in this workspace.
 
-    ``similar_products_of`` (UWG §7(3) existing customers) is for marketing purposes only (422 otherwise).
+    ``similar_products_of`` (UWG §7(3) existing customers) is for marketing purposes only (422 otherwise). The
+    lifecycle spans (:mod:`app.domain.validity`) are checked: 422 ``invalid_validity`` for a span of zero or
+    longer than 100 years, a re-permission without an end, or an end on a transactional purpose.
     """
     similar = list(dict.fromkeys(similar_products_of))
     if similar and kind != PurposeKind.MARKETING:
@@ -33,9 +39,58 @@ async def create_purpose(
             "'similar_products_of' is for marketing purposes: a transactional purpose needs no basis for advertising.",
             code="similar_products_of_marketing_only",
         )
-    purpose = await repository.insert_purpose(session, workspace_id, key, name, kind, similar_products_of=similar)
+    spans = check_lifecycle(kind, validity, inactivity, repermission_before)
+    purpose = await repository.insert_purpose(
+        session, workspace_id, key, name, kind, similar_products_of=similar, spans=spans
+    )
     if purpose is None:
         raise Conflict(f"A purpose with key '{key}' already exists.", code="purpose_exists")
+    return purpose
+
+
+def check_lifecycle(
+    kind: str, validity: str | None, inactivity: str | None, repermission_before: str | None
+) -> dict[str, str | None]:
+    """The purpose's lifecycle spans, checked (422 ``invalid_validity`` naming the field)."""
+    spans = {"validity": validity, "inactivity": inactivity, "repermission_before": repermission_before}
+    for field, value in spans.items():
+        if value is None:
+            continue
+        try:
+            parse_span(value)
+        except SpanError as exc:
+            raise InvalidInput(f"{field} {exc}.", code="invalid_validity") from exc
+    if repermission_before is not None and validity is None and inactivity is None:
+        raise InvalidInput(
+            "repermission_before needs validity or inactivity: a consent without an end is never re-asked.",
+            code="invalid_validity",
+        )
+    if kind == PurposeKind.TRANSACTIONAL and (validity or inactivity):
+        raise InvalidInput(
+            "A transactional purpose rests on no consent, so validity and inactivity do not apply.",
+            code="invalid_validity",
+        )
+    return spans
+
+
+async def set_lifecycle(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    key: str,
+    *,
+    validity: str | None,
+    inactivity: str | None,
+    repermission_before: str | None,
+) -> Purpose:
+    """Replace a purpose's lifecycle spans (checked as on creation); 404 ``purpose_not_found``.
+
+    Ends are computed from the spans, never stored: the change applies at once to every consent of the purpose on
+    the read path; consents already ended stay ended (the ledger holds their ``validity_ended``).
+    """
+    purpose = await require_purpose(session, workspace_id, key)
+    spans = check_lifecycle(purpose.kind, validity, inactivity, repermission_before)
+    await repository.lock_purpose(session, purpose.id)
+    await repository.set_lifecycle(session, purpose, spans)
     return purpose
 
 

@@ -126,6 +126,7 @@ async def test_erasure_deletes_the_person_and_reports_what_it_kept(client, admin
         "preference_links": 0,
         "chain_runs": 0,  # none started (see test_chains)
         "purchases": 0,  # none recorded (see test_existing_customers)
+        "repermissions": 0,  # none sent (see test_repermission)
     }
     kept = {k["what"]: k for k in report["kept"]}
     assert kept["ledger_events"]["count"] == 6, "three events of consent, three of the erasure"

@@ -9,6 +9,8 @@ import contextlib
 import email
 import email.policy
 import json
+import uuid
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 import pytest
@@ -23,6 +25,7 @@ from app.messages.dispatcher import DispatchConfig, Dispatcher
 from app.purchases.models import Purchase
 from app.settings import MailSettings, Settings
 from tests.conftest import TEST_SECRET
+from tests.integration.test_consent_validity import given
 
 NOTICE_EN = (
     "You can object to this use of your address at any time; it costs you nothing but the basic transmission rate"
@@ -572,3 +575,24 @@ async def test_the_audience_sql_and_the_gate_agree_on_random_customers_and_histo
     assert reasons == {"existing_customer", "opted_in"}, "the random data should hold both bases"
     assert len(by_gate) < len(points), "and points that are not eligible"
     assert any(f.customer_event_id and f.customer_withdrawn for _, f in facts), "and customers who withdrew"
+
+
+async def test_a_consent_past_its_validity_leaves_the_customer_basis_standing_in_the_gate_and_the_audience(
+    client, shop, admin, database, tenant, ledger
+):
+    """Both lifecycle rules at once (issue 19 items 1 and 2): an opted-in consent past its end is expired before
+    any sweep, and there, as for a recorded expiry, the existing-customer basis stands in — the single check and
+    the audience export agree."""
+    lifecycle = {"validity": "P1M", "inactivity": None, "repermission_before": None}
+    assert (await client.put("/v1/purposes/coffee_offers/lifecycle", json=lifecycle, headers=admin)).status_code == 200
+    listed = (await client.get("/v1/purposes", headers=admin)).json()
+    purpose_id = uuid.UUID(next(p["id"] for p in listed if p["key"] == "coffee_offers"))
+    point = await ledger.point("email", "jane@example.com", contact_id=uuid.UUID(shop["contact_id"]))
+    await given(database, tenant, point, purpose_id, datetime.now(UTC) - timedelta(days=90))
+    assert (await eligibility(client, shop))["reason"] == "expired", "no purchase yet: the consent has ended"
+    assert await audience(client, shop) == []
+    assert (await buy(client, shop, address="jane@example.com")).status_code == 201
+    decided = await eligibility(client, shop)
+    assert (decided["eligible"], decided["reason"]) == (True, "existing_customer")
+    [row] = await audience(client, shop)
+    assert (row["contact_point_id"], row["reason"]) == (str(point.id), "existing_customer")

@@ -38,6 +38,7 @@ VOCABULARY: dict[type[enum.StrEnum], list[str]] = {
         "preference_opt_in",
         "reassigned",
         "purchase",
+        "renewed",
     ],
     model.LegalBasis: ["consent", "legitimate_interest", "uwg_7_3"],
     model.ActorType: ["api_key", "subject", "provider", "system"],

@@ -47,6 +47,7 @@ EMAIL: Spec = {
     Trigger.COMPLAINT: (ANY_BUT_OBJECTED, OPTED_OUT, None),  # CHANNEL_RULES E37: a complaint is an opt-out
     Trigger.OBJECTION: (ANY_BUT_OBJECTED, OPTED_OUT, None),
     Trigger.VALIDITY_ENDED: ({OPTED_IN}, EXPIRED, None),  # consent ageing (E11)
+    Trigger.RENEWED: ({OPTED_IN}, OPTED_IN, CONSENT),  # "keep me subscribed" before the end (E11)
     Trigger.ERASURE: (EVERY_STATE, OPTED_OUT, None),  # Art. 17: the last event of an address, whatever its state
 }
 PHONE: Spec = {
@@ -62,6 +63,7 @@ PHONE: Spec = {
     Trigger.OBJECTION: (ANY_BUT_OBJECTED, OPTED_OUT, None),
     Trigger.LAPSE: ({PENDING}, EXPIRED, None),
     Trigger.VALIDITY_ENDED: ({OPTED_IN}, EXPIRED, None),
+    Trigger.RENEWED: ({OPTED_IN}, OPTED_IN, CONSENT),
     Trigger.ERASURE: (EVERY_STATE, OPTED_OUT, None),
     # a recycled number (issue 19): the former owner's consent or pending request ends; a withdrawal stays
     Trigger.REASSIGNED: ({PENDING, OPTED_IN}, EXPIRED, None),
@@ -78,6 +80,7 @@ PUSH: Spec = {
     Trigger.UNSUBSCRIBE: (ANY_BUT_OBJECTED, OPTED_OUT, None),
     Trigger.OBJECTION: (ANY_BUT_OBJECTED, OPTED_OUT, None),
     Trigger.VALIDITY_ENDED: ({OPTED_IN}, EXPIRED, None),
+    Trigger.RENEWED: ({OPTED_IN}, OPTED_IN, CONSENT),
     Trigger.ERASURE: (EVERY_STATE, OPTED_OUT, None),
 }
 PRINT: Spec = {

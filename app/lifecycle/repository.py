@@ -1,0 +1,168 @@
+"""All SQL of the consent lifecycle: purposes whose consents end, the consents the sweep ends or re-asks, links.
+
+The end of a consent in SQL comes from :func:`app.eligibility.repository.lapsed_sql`, the same expression the
+audience export filters with; the sweep then recomputes each candidate's end with :mod:`app.domain.validity` and
+acts on that.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.domain.model import State
+from app.domain.validity import Policy
+from app.eligibility.repository import DEFAULT_TIMEZONE, engaged_sql, lapsed_sql
+from app.lifecycle.models import Repermission
+
+_PURPOSES = text(
+    """
+    SELECT p.id, p.workspace_id, p.key, p.name, p.validity, p.inactivity, p.repermission_before,
+           coalesce(w.settings->>'timezone', :default_tz) AS tz
+      FROM purposes p JOIN workspaces w ON w.id = p.workspace_id
+     WHERE p.kind = 'marketing' AND (p.validity IS NOT NULL OR p.inactivity IS NOT NULL)
+     ORDER BY p.workspace_id, p.id
+    """
+)
+
+
+async def purposes_that_end(session: AsyncSession) -> Sequence[Any]:
+    """Every workspace's marketing purposes with a validity or inactivity, with the workspace's time zone."""
+    return (await session.execute(_PURPOSES, {"default_tz": DEFAULT_TIMEZONE})).all()
+
+
+def _candidates_sql(policy: Policy, *, extra: str = "") -> str:
+    engaged = engaged_sql("c.contact_point_id", "c.workspace_id") if policy.inactivity is not None else "NULL"
+    lapsed = lapsed_sql(
+        policy, since="c.since", point="c.contact_point_id", workspace="c.workspace_id", timezone=":tz", now=":by"
+    )
+    return f"""
+        SELECT c.id, c.contact_id, c.contact_point_id, c.since, c.last_event_id, {engaged} AS engaged_at
+          FROM consents c
+         WHERE c.workspace_id = :workspace_id AND c.purpose_id = :purpose_id AND c.state = '{State.OPTED_IN.value}'
+           AND c.since IS NOT NULL AND {lapsed} {extra}
+         ORDER BY c.since, c.id
+         LIMIT :limit
+           FOR UPDATE OF c SKIP LOCKED
+    """  # noqa: S608  # our own column names, enum values and integers; every input is a bind parameter
+
+
+async def lock_ending(  # one purpose's coordinates, keyword-only
+    session: AsyncSession,
+    *,
+    workspace_id: uuid.UUID,
+    purpose_id: uuid.UUID,
+    policy: Policy,
+    timezone: str,
+    by: datetime,
+    limit: int,
+    without_link: bool = False,
+) -> Sequence[Any]:
+    """Opted-in consents of the purpose that end by ``by`` (SQL's reading of the rules), locked, ``SKIP LOCKED``.
+
+    ``without_link``: only those with no re-permission link for their current period yet.
+    """
+    extra = (
+        "AND NOT EXISTS (SELECT 1 FROM repermissions r WHERE r.consent_id = c.id AND r.period_since = c.since)"
+        if without_link
+        else ""
+    )
+    params = {
+        "workspace_id": workspace_id,
+        "purpose_id": purpose_id,
+        "tz": timezone,
+        "by": by,
+        "limit": limit,
+    }
+    return (await session.execute(text(_candidates_sql(policy, extra=extra)), params)).all()
+
+
+async def add_link(  # the link's fields, keyword-only
+    session: AsyncSession,
+    *,
+    workspace_id: uuid.UUID,
+    consent_id: uuid.UUID,
+    contact_point_id: uuid.UUID,
+    purpose_id: uuid.UUID,
+    period_since: datetime,
+    ends_at: datetime,
+    token_hash: bytes,
+) -> uuid.UUID | None:
+    """A new link for the consent's period; ``None`` when the period has one already (never two per period)."""
+    return (
+        await session.execute(
+            insert(Repermission)
+            .values(
+                workspace_id=workspace_id,
+                consent_id=consent_id,
+                contact_point_id=contact_point_id,
+                purpose_id=purpose_id,
+                period_since=period_since,
+                ends_at=ends_at,
+                token_hash=token_hash,
+            )
+            .on_conflict_do_nothing(index_elements=["consent_id", "period_since"])
+            .returning(Repermission.id)
+        )
+    ).scalar_one_or_none()
+
+
+async def set_message(session: AsyncSession, link_id: uuid.UUID, message_id: uuid.UUID) -> None:
+    """The message that carries the link."""
+    await session.execute(update(Repermission).where(Repermission.id == link_id).values(message_id=message_id))
+
+
+async def link_by_hash(session: AsyncSession, token_hash: bytes, *, lock: bool = False) -> Repermission | None:
+    """The link of a token (any workspace: the token is the capability), locked for the renewal if asked."""
+    query = select(Repermission).where(Repermission.token_hash == token_hash)
+    if lock:
+        query = query.with_for_update()
+    return (await session.scalars(query)).one_or_none()
+
+
+_CONSENT = text(
+    """
+    SELECT c.id, c.state, c.since, p.key AS purpose_key, p.name AS purpose_name, cp.channel, cp.value,
+           ct.locale, w.settings->>'locale' AS workspace_locale, w.settings->>'brand' AS brand, w.name AS workspace,
+           coalesce(w.settings->>'timezone', :default_tz) AS tz
+      FROM consents c
+      JOIN purposes p ON p.id = c.purpose_id
+      JOIN contact_points cp ON cp.id = c.contact_point_id
+      JOIN contacts ct ON ct.id = c.contact_id
+      JOIN workspaces w ON w.id = c.workspace_id
+     WHERE c.id = :consent_id
+    """
+)
+
+
+async def consent_of(session: AsyncSession, consent_id: uuid.UUID) -> Any:
+    """The consent a link belongs to, with what its page says (purpose, address, languages, brand)."""
+    return (await session.execute(_CONSENT, {"consent_id": consent_id, "default_tz": DEFAULT_TIMEZONE})).one_or_none()
+
+
+def mark_renewed(link: Repermission, at: datetime, event_id: uuid.UUID | None) -> None:
+    """The person kept the consent with this link (written with the transaction)."""
+    link.renewed_at = at
+    link.renewed_event_id = event_id
+
+
+async def erase_links(session: AsyncSession, workspace_id: uuid.UUID, point_ids: Collection[uuid.UUID]) -> int:
+    """Delete the links of these addresses (an erasure)."""
+    result = await session.execute(
+        delete(Repermission).where(
+            Repermission.workspace_id == workspace_id, Repermission.contact_point_id.in_(list(point_ids))
+        )
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def latest_engagement(session: AsyncSession, point_id: uuid.UUID, workspace_id: uuid.UUID) -> datetime | None:
+    """The latest delivered, opened or clicked message on the address (for a renewal's evidence)."""
+    sql = text(f"SELECT {engaged_sql(':point_id', ':workspace_id')} AS at")  # our own SQL
+    return (await session.execute(sql, {"point_id": point_id, "workspace_id": workspace_id})).scalar_one_or_none()

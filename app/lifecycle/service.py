@@ -1,0 +1,354 @@
+"""Consents that end (CHANNEL_RULES.md E11): the sweep that records their end, re-permission and renewal.
+
+- **The read path needs no sweep.** Eligibility, audiences, routing and the dispatcher compute a consent's end
+  from its purpose's ``validity``/``inactivity`` (:mod:`app.domain.validity`) and answer ``expired`` from that
+  instant on. The sweep only writes down what already holds: it records ``validity_ended`` (state ``expired``) as
+  a chained ledger event at the end instant, with the rule, when the consent was given, the last engagement and
+  the end as evidence.
+- **Re-permission**: ``repermission_before`` the end, while the consent is still in force, the sweep queues one
+  message per consent period through the normal router (:func:`app.messages.service.create_message`) on the
+  consent's own address, carrying a "keep me subscribed" link: 256 random bits, only the SHA-256 stored, usable
+  once until the consent's end. A ``GET`` of the link shows a page and changes nothing; its button ``POST``
+  records ``renewed`` (the person as actor; IP, user agent and link id as evidence), from which validity counts
+  again.
+
+The sweep runs in the background loop of every ``consent serve`` process, beside the lapse sweep: each claims its
+rows with ``FOR UPDATE SKIP LOCKED``, in batches, so processes share the work and never end or ask for one consent
+twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import structlog
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.domain.identifiers import mask
+from app.domain.model import ActorType, Channel, State, Trigger
+from app.domain.validity import Policy, SpanError, add_span, consent_end, policy_of, repermission_from
+from app.emails.service import RequestMeta
+from app.emails.tokens import new_confirmation_token, token_hash
+from app.ledger import repository as ledger
+from app.ledger.service import Actor, Change, apply_changes
+from app.lib.errors import AppError
+from app.lib.orm import utcnow
+from app.lifecycle import repository
+from app.lifecycle.models import Repermission
+from app.messages.schemas import (
+    AppPushContent,
+    Content,
+    EmailContent,
+    MessageIn,
+    SmsContent,
+    WebPushContent,
+    WhatsAppContent,
+)
+from app.messages.service import create_message
+
+log = structlog.get_logger()
+
+SYSTEM = Actor(ActorType.SYSTEM, "lifecycle")
+#: Consents ended (or asked) per purpose and round; the rest waits for the next round.
+BATCH = 500
+#: The SQL pre-selection of consents to re-ask looks this much further ahead than ``repermission_before`` (a
+#: month's end clamped back is up to 3 days, a DST change an hour); the domain then decides exactly.
+_LOOKAHEAD = timedelta(days=4)
+#: The campaign label of re-permission messages (reports: ``group_by=campaign``).
+CAMPAIGN = "repermission"
+#: The path of the "keep me subscribed" page.
+PATH = "/r/"
+
+
+@dataclass(frozen=True, slots=True)
+class SweepResult:
+    """What one round did."""
+
+    ended: int
+    asked: int
+    more: bool = False
+    """A purpose had a full batch: more may be waiting (the caller runs another round at once)."""
+
+
+async def sweep(
+    session: AsyncSession, *, base_url: str, now: datetime | None = None, limit: int = BATCH
+) -> SweepResult:
+    """End every consent past its end and queue the re-permission messages due, in the caller's transaction."""
+    now = now or utcnow()
+    ended = asked = 0
+    more = False
+    for purpose in await repository.purposes_that_end(session):
+        try:
+            policy = policy_of(purpose.validity, purpose.inactivity, purpose.repermission_before)
+        except SpanError:  # only a hand-edited row can hold one (the API and the check constraints refuse it)
+            log.warning("purpose_lifecycle_invalid", purpose_id=str(purpose.id))
+            continue
+        done, full = await _end(session, purpose, policy, now, limit)
+        ended, more = ended + done, more or full
+        if policy.repermission_before is not None:
+            done, full = await _ask(session, purpose, policy, now=now, limit=limit, base_url=base_url)
+            asked, more = asked + done, more or full
+    return SweepResult(ended=ended, asked=asked, more=more)
+
+
+async def _end(session: AsyncSession, purpose: Any, policy: Policy, now: datetime, limit: int) -> tuple[int, bool]:
+    rows = await repository.lock_ending(
+        session,
+        workspace_id=purpose.workspace_id,
+        purpose_id=purpose.id,
+        policy=policy,
+        timezone=purpose.tz,
+        by=now,
+        limit=limit,
+    )
+    changes: list[Change] = []
+    for row in rows:
+        end = consent_end(policy, given_at=row.since, last_engagement=row.engaged_at, timezone=purpose.tz)
+        if end is None or end.at > now:  # the SQL selected it; the domain decides (a test shows both agree)
+            continue
+        point = await ledger.get_contact_point(session, purpose.workspace_id, row.contact_point_id)
+        if point is None:
+            continue
+        evidence = {
+            "rule": end.rule,
+            "validity": purpose.validity,
+            "inactivity": purpose.inactivity,
+            "timezone": purpose.tz,
+            "given_at": row.since.isoformat(),
+            "given_event_id": str(row.last_event_id) if row.last_event_id else None,
+            "last_engagement": row.engaged_at.isoformat() if row.engaged_at else None,
+            "ended_at": end.at.isoformat(),
+        }
+        changes.append(Change(point, purpose.id, Trigger.VALIDITY_ENDED, evidence, occurred_at=end.at))
+    applied = await apply_changes(session, purpose.workspace_id, changes, SYSTEM, skip_not_allowed=True)
+    done = sum(1 for a in applied if a.event_id is not None)
+    if done:
+        log.info("consents_validity_ended", workspace_id=str(purpose.workspace_id), purpose=purpose.key, count=done)
+    return done, len(rows) >= limit
+
+
+async def _ask(  # one round's context, keyword-only
+    session: AsyncSession, purpose: Any, policy: Policy, *, now: datetime, limit: int, base_url: str
+) -> tuple[int, bool]:
+    assert policy.repermission_before is not None
+    horizon = add_span(now, policy.repermission_before, purpose.tz) + _LOOKAHEAD
+    rows = await repository.lock_ending(
+        session,
+        workspace_id=purpose.workspace_id,
+        purpose_id=purpose.id,
+        policy=policy,
+        timezone=purpose.tz,
+        by=horizon,
+        limit=limit,
+        without_link=True,
+    )
+    asked = 0
+    for row in rows:
+        end = consent_end(policy, given_at=row.since, last_engagement=row.engaged_at, timezone=purpose.tz)
+        if end is None or end.at <= now:  # ended: not asked any more (the consent must still be in force)
+            continue
+        starts = repermission_from(policy, end, purpose.tz)
+        if starts is None or starts > now:
+            continue
+        token, digest = new_confirmation_token()
+        link_id = await repository.add_link(
+            session,
+            workspace_id=purpose.workspace_id,
+            consent_id=row.id,
+            contact_point_id=row.contact_point_id,
+            purpose_id=purpose.id,
+            period_since=row.since,
+            ends_at=end.at,
+            token_hash=digest,
+        )
+        if link_id is None:  # another round asked for this period already
+            continue
+        about = await repository.consent_of(session, row.id)
+        channel = Channel(about.channel)
+        lang = _lang(about.locale, about.workspace_locale)
+        content = repermission_content(
+            channel,
+            lang,
+            brand=about.brand or about.workspace,
+            purpose=about.purpose_name,
+            link=f"{base_url}{PATH}{token}",
+            ends=end.at,
+            timezone=purpose.tz,
+        )
+        if content is None:
+            continue
+        message = MessageIn(
+            contact=str(row.contact_id), purpose=purpose.key, route=[channel], content=content, campaign=CAMPAIGN
+        )
+        try:
+            # a savepoint: a message the router refuses (a contact merged meanwhile) costs this consent its message
+            # for the period (the link row stays, so it is not retried every minute), never the round
+            async with session.begin_nested():
+                out = await create_message(session, purpose.workspace_id, message)
+        except (AppError, DBAPIError) as exc:
+            code = exc.code if isinstance(exc, AppError) else type(exc).__name__
+            log.warning("repermission_not_queued", consent_id=str(row.id), code=code)
+            continue
+        await repository.set_message(session, link_id, out.message_id)
+        asked += 1
+    if asked:
+        log.info("repermissions_queued", workspace_id=str(purpose.workspace_id), purpose=purpose.key, count=asked)
+    # consents that are due later within the look-ahead are selected again each round: only a batch of due ones
+    # says more may be waiting
+    return asked, asked >= limit
+
+
+def _lang(*candidates: str | None) -> str:
+    for candidate in candidates:
+        if candidate and candidate[:2] in _TEXTS:
+            return candidate[:2]
+    return "en"
+
+
+_TEXTS = {
+    "de": {
+        "subject": "Möchten Sie „{purpose}“ von {brand} weiter erhalten?",
+        "short": "{brand}: Möchten Sie „{purpose}“ weiter erhalten? Ihre Einwilligung endet am {date}. "
+        "Hier bestätigen: {link}",
+        "body": "Guten Tag,\n\nSie erhalten „{purpose}“ von {brand}, weil Sie eingewilligt haben. Diese Einwilligung "
+        "endet am {date}.\n\nWenn Sie weiter von uns hören möchten, bestätigen Sie das bitte hier:\n{link}\n\n"
+        "Wenn Sie nichts tun, schreiben wir Ihnen danach nicht mehr dazu.\n",
+        "title": "Weiter informiert bleiben?",
+    },
+    "en": {
+        "subject": "Would you like to keep receiving “{purpose}” from {brand}?",
+        "short": "{brand}: Keep receiving “{purpose}”? Your consent ends on {date}. Confirm here: {link}",
+        "body": "Hello,\n\nYou receive “{purpose}” from {brand} because you agreed to. That consent ends on {date}.\n\n"
+        "If you would like to keep hearing from us, please confirm here:\n{link}\n\n"
+        "If you do nothing, we will not write to you about it after that.\n",
+        "title": "Stay subscribed?",
+    },
+}
+
+
+def repermission_content(  # the message's words, keyword-only
+    channel: Channel, lang: str, *, brand: str, purpose: str, link: str, ends: datetime, timezone: str
+) -> Content | None:
+    """The built-in German or English re-permission message for ``channel`` (``None``: print, which needs none)."""
+    local = ends.astimezone(ZoneInfo(timezone))
+    date = local.strftime("%d.%m.%Y") if lang == "de" else local.strftime("%Y-%m-%d")
+    words = {
+        key: value.format(brand=brand, purpose=purpose, link=link, date=date) for key, value in _TEXTS[lang].items()
+    }
+    if channel is Channel.EMAIL:
+        return Content(email=EmailContent(subject=words["subject"], text=words["body"]))
+    if channel is Channel.SMS:
+        return Content(sms=SmsContent(text=words["short"]))
+    if channel is Channel.WHATSAPP:
+        return Content(whatsapp=WhatsAppContent(text=words["short"]))
+    if channel is Channel.APP_PUSH:
+        return Content(app_push=AppPushContent(title=words["title"], body=words["short"], data={"url": link}))
+    if channel is Channel.WEB_PUSH:
+        url = link if link.startswith("https://") else None
+        return Content(web_push=WebPushContent(title=words["title"], body=words["short"], url=url))
+    return None
+
+
+# --- the "keep me subscribed" link ---------------------------------------------------------------------------
+
+
+class RepermissionStatus(enum.StrEnum):
+    """Where a re-permission link stands (the page says it; the status code follows)."""
+
+    OPEN = "open"
+    RENEWED = "renewed"
+    EXPIRED = "expired"
+    ENDED = "ended"
+    UNKNOWN = "unknown"
+
+
+STATUS_CODES = {
+    RepermissionStatus.OPEN: 200,
+    RepermissionStatus.RENEWED: 200,
+    RepermissionStatus.EXPIRED: 410,
+    RepermissionStatus.ENDED: 410,
+    RepermissionStatus.UNKNOWN: 404,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RepermissionView:
+    """What the page shows."""
+
+    status: RepermissionStatus
+    lang: str = "en"
+    brand: str = ""
+    purpose: str = ""
+    address: str = ""
+    ends_at: datetime | None = None
+    timezone: str = "UTC"
+
+
+async def _view(session: AsyncSession, link: Repermission | None, now: datetime) -> tuple[RepermissionView, Any]:
+    if link is None:
+        return RepermissionView(RepermissionStatus.UNKNOWN), None
+    about = await repository.consent_of(session, link.consent_id)
+    if about is None:
+        return RepermissionView(RepermissionStatus.UNKNOWN), None
+    if link.renewed_at is not None:
+        status = RepermissionStatus.RENEWED
+    elif now >= link.ends_at:
+        status = RepermissionStatus.EXPIRED
+    elif State(about.state) is not State.OPTED_IN:
+        status = RepermissionStatus.ENDED  # withdrawn (or ended) since the message was sent: nothing to keep
+    else:
+        status = RepermissionStatus.OPEN
+    view = RepermissionView(
+        status=status,
+        lang=_lang(about.locale, about.workspace_locale),
+        brand=about.brand or about.workspace,
+        purpose=about.purpose_name,
+        address=mask(Channel(about.channel), about.value),
+        ends_at=link.ends_at,
+        timezone=about.tz,
+    )
+    return view, about
+
+
+async def look_up(session: AsyncSession, token: str) -> RepermissionView:
+    """The page of a link; changes nothing (a mail scanner's ``GET`` is harmless)."""
+    link = await repository.link_by_hash(session, token_hash(token))
+    view, _ = await _view(session, link, utcnow())
+    return view
+
+
+async def renew(session: AsyncSession, token: str, meta: RequestMeta) -> RepermissionView:
+    """Keep the consent: ``renewed`` with the request's evidence; a repeat shows "kept" and records nothing."""
+    link = await repository.link_by_hash(session, token_hash(token), lock=True)
+    now = utcnow()
+    view, _ = await _view(session, link, now)
+    if view.status is not RepermissionStatus.OPEN or link is None:
+        return view
+    point = await ledger.get_contact_point(session, link.workspace_id, link.contact_point_id)
+    if point is None:
+        return RepermissionView(RepermissionStatus.UNKNOWN)
+    evidence = {
+        "ip": meta.ip,
+        "user_agent": meta.user_agent,
+        "link_id": str(link.id),
+        "method": "button",
+        "previous_since": link.period_since.isoformat(),
+        "previous_end": link.ends_at.isoformat(),
+    }
+    applied = await apply_changes(
+        session,
+        link.workspace_id,
+        [Change(point, link.purpose_id, Trigger.RENEWED, evidence, occurred_at=now)],
+        Actor(ActorType.SUBJECT),
+        skip_not_allowed=True,
+    )
+    if not applied or applied[0].event_id is None:
+        return dataclasses.replace(view, status=RepermissionStatus.ENDED)
+    repository.mark_renewed(link, now, applied[0].event_id)
+    return dataclasses.replace(view, status=RepermissionStatus.RENEWED)

@@ -1,0 +1,193 @@
+"""Re-permission (issue 19 item 1): one message per consent period before its end; the link's button renews."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import text
+
+from app.domain.validity import Span, add_span, subtract_span
+from app.lib.auth import Scope
+from app.lib.orm import utcnow
+from app.lifecycle import service as lifecycle
+from tests.integration.test_consent_validity import BASE_URL, ask, given, iso, make_purpose
+
+BERLIN = "Europe/Berlin"
+
+
+@pytest.fixture
+async def reader(tenant):
+    return await tenant.key(Scope.ELIGIBILITY_READ)
+
+
+async def consent_ending_in(database, tenant, ledger, purpose, days: float, address="jane@example.com", ext="jane"):
+    """An opted-in email consent under P24M whose end is ``days`` from now; returns (point, end)."""
+    end = utcnow() + timedelta(days=days)
+    given_at = subtract_span(end, Span(24, 0), BERLIN)
+    point = await ledger.point("email", address, external_id=ext)
+    await given(database, tenant, point, purpose.id, given_at)
+    return point, add_span(given_at, Span(24, 0), BERLIN)
+
+
+async def queued(session, tenant):
+    rows = await session.execute(
+        text("SELECT id, route, content, campaign FROM messages WHERE workspace_id = :w ORDER BY created_at"),
+        {"w": tenant.id},
+    )
+    return rows.all()
+
+
+def token_of(message) -> str:
+    found = re.search(r"/r/([A-Za-z0-9_-]+)", message.content["email"]["text"])
+    assert found is not None
+    return found.group(1)
+
+
+async def events(session, tenant, trigger: str):
+    rows = await session.execute(
+        text("SELECT * FROM consent_events WHERE workspace_id = :w AND trigger = :t ORDER BY seq"),
+        {"w": tenant.id, "t": trigger},
+    )
+    return rows.all()
+
+
+async def test_one_message_per_period_is_queued_before_the_end_with_a_hashed_link(database, tenant, ledger, session):
+    purpose = await make_purpose(database, tenant, validity="P24M", repermission_before="P30D")
+    _, end = await consent_ending_in(database, tenant, ledger, purpose, 20)
+    await consent_ending_in(database, tenant, ledger, purpose, 45, "later@example.com", "later")  # not due yet
+    await consent_ending_in(database, tenant, ledger, purpose, -1, "over@example.com", "over")  # ended: not asked
+
+    result = await lifecycle.sweep(session, base_url=BASE_URL)
+    assert (result.ended, result.asked) == (1, 1)
+    [message] = await queued(session, tenant)
+    assert (message.route, message.campaign) == (["email"], "repermission")
+    token = token_of(message)
+    assert f"{BASE_URL}/r/{token}" in message.content["email"]["text"]
+    assert len(token) >= 43  # 256 bits, base64url
+    link = (await session.execute(text("SELECT * FROM repermissions WHERE workspace_id = :w"), {"w": tenant.id})).one()
+    assert link.token_hash == hashlib.sha256(token.encode()).digest()
+    assert token.encode() not in json.dumps([str(v) for v in link]).encode()
+    assert (link.ends_at, link.message_id) == (end, message.id)
+
+    again = await lifecycle.sweep(session, base_url=BASE_URL)
+    assert again.asked == 0  # never twice for the same consent period
+    assert len(await queued(session, tenant)) == 1
+
+
+async def test_a_german_contact_gets_the_german_text(database, tenant, ledger, session):
+    purpose = await make_purpose(database, tenant, validity="P24M", repermission_before="P30D")
+    await consent_ending_in(database, tenant, ledger, purpose, 10)  # the test contacts speak German
+    await lifecycle.sweep(session, base_url=BASE_URL)
+    [message] = await queued(session, tenant)
+    assert message.content["email"]["subject"].startswith("Möchten Sie")
+
+
+async def test_no_message_without_repermission_before(database, tenant, ledger, session):
+    purpose = await make_purpose(database, tenant, validity="P24M")
+    await consent_ending_in(database, tenant, ledger, purpose, 5)
+    assert (await lifecycle.sweep(session, base_url=BASE_URL)).asked == 0
+    assert await queued(session, tenant) == []
+
+
+async def test_the_link_page_changes_nothing_and_its_button_renews_with_evidence(
+    client, database, tenant, ledger, session, reader
+):
+    purpose = await make_purpose(database, tenant, validity="P24M", repermission_before="P30D")
+    await consent_ending_in(database, tenant, ledger, purpose, 20)
+    await lifecycle.sweep(session, base_url=BASE_URL)
+    token = token_of((await queued(session, tenant))[0])
+    events_before = len(await events(session, tenant, "import"))
+
+    page = await client.get(f"/r/{token}")
+    assert page.status_code == 200
+    assert f'action="/r/{token}"' in page.text
+    assert "<button" in page.text
+    assert (await client.head(f"/r/{token}")).status_code == 200
+    assert await events(session, tenant, "renewed") == []
+
+    forged = await client.post(f"/r/{token}", headers={"Sec-Fetch-Site": "cross-site"})
+    assert forged.status_code == 403
+    assert await events(session, tenant, "renewed") == []
+
+    kept = await client.post(
+        f"/r/{token}", headers={"Origin": "https://consent.example.com", "User-Agent": "Browser/1.0"}
+    )
+    assert kept.status_code == 200, kept.text
+    assert "<button" not in kept.text
+    [renewed] = await events(session, tenant, "renewed")
+    assert (renewed.from_state, renewed.to_state, renewed.legal_basis, renewed.actor_type) == (
+        "opted_in",
+        "opted_in",
+        "consent",
+        "subject",
+    )
+    evidence = json.dumps(renewed.personal)
+    link_id = (
+        await session.execute(text("SELECT id FROM repermissions WHERE workspace_id = :w"), {"w": tenant.id})
+    ).scalar()
+    for expected in ("Browser/1.0", str(link_id), '"ip"'):
+        assert expected in evidence
+    assert len(await events(session, tenant, "import")) == events_before
+
+    answer = await ask(client, reader, "jane")
+    assert (answer["reason"], answer["expires_at"]) == (
+        "opted_in",
+        iso(add_span(renewed.occurred_at, Span(24, 0), BERLIN)),
+    )
+    repeat = await client.post(f"/r/{token}")
+    assert repeat.status_code == 200
+    assert len(await events(session, tenant, "renewed")) == 1  # a second click records nothing
+    verified = await client.get("/v1/audit/verify", headers=await tenant.key(Scope.AUDIT_READ))
+    assert verified.json()["valid"] is True
+
+
+async def test_an_expired_unknown_or_withdrawn_link_renews_nothing(client, database, tenant, ledger, session):
+    purpose = await make_purpose(database, tenant, validity="P24M", repermission_before="P30D")
+    point, _ = await consent_ending_in(database, tenant, ledger, purpose, 20)
+    await lifecycle.sweep(session, base_url=BASE_URL)
+    token = token_of((await queued(session, tenant))[0])
+
+    assert (await client.get("/r/" + "x" * 43)).status_code == 404
+    assert (await client.post("/r/" + "x" * 43)).status_code == 404
+
+    await ledger.apply(point, purpose.id, "unsubscribe")
+    assert (await client.get(f"/r/{token}")).status_code == 410
+    assert (await client.post(f"/r/{token}")).status_code == 410
+    assert await events(session, tenant, "renewed") == []
+
+    await session.execute(
+        text("UPDATE repermissions SET ends_at = :at WHERE workspace_id = :w"),
+        {"at": utcnow() - timedelta(seconds=1), "w": tenant.id},
+    )
+    await session.flush()
+    page = await client.get(f"/r/{token}")
+    assert page.status_code == 410
+    assert "<button" not in page.text
+
+
+async def test_the_page_escapes_the_tenants_words(client, database, tenant, ledger, session, admin):
+    response = await client.put("/v1/workspace/settings", json={"brand": "<script>x</script>"}, headers=admin)
+    assert response.status_code == 200
+    purpose = await make_purpose(database, tenant, validity="P24M", repermission_before="P30D")
+    await consent_ending_in(database, tenant, ledger, purpose, 20)
+    await lifecycle.sweep(session, base_url=BASE_URL)
+    token = token_of((await queued(session, tenant))[0])
+    page = await client.get(f"/r/{token}")
+    assert "<script>" not in page.text
+    assert "&lt;script&gt;" in page.text
+    assert page.headers["cache-control"] == "no-store"
+
+
+async def test_an_erasure_deletes_the_link(client, database, tenant, ledger, session, admin):
+    purpose = await make_purpose(database, tenant, validity="P24M", repermission_before="P30D")
+    await consent_ending_in(database, tenant, ledger, purpose, 20)
+    await lifecycle.sweep(session, base_url=BASE_URL)
+    token = token_of((await queued(session, tenant))[0])
+    erased = await client.delete("/v1/contacts/jane", params={"received_via": "email"}, headers=admin)
+    assert erased.status_code == 200, erased.text
+    assert erased.json()["deleted"]["repermissions"] == 1
+    assert (await client.get(f"/r/{token}")).status_code == 404
