@@ -15,9 +15,18 @@ The rules (issue 19 item 5; CHANNEL_RULES.md §2 and §3):
   owner can opt in by texting the start word. Which reasons were lifted is in the events' evidence; where no
   consent ended, each address gets a ``reassigned`` note (its state stays) so that the lift is in the ledger.
   Suppressions made on or after the date stay (the new owner's own).
+- **The number leaves its former owner's contact** (the API's report, which names the former holder; an import
+  line names the number's holder as the CRM knows it now, so nothing moves there): an address held since before
+  the date by a contact that existed before it moves, with its consents, to a new contact of its own (no
+  external id, unverified): the new
+  owner, who gets none of the former owner's transactional messages (they need a verified address of the
+  contact) and whose START opts in that new contact, not the former owner's record. The history — ledger events,
+  messages, deliveries — stays with the contact it was recorded for, so each person's export shows only their
+  own. The CRM gives the former owner their new number as usual.
 - Reachability is left alone: Twilio's STOP block (``provider_blocked``) holds until the new owner texts START,
   which lifts it there and here (:mod:`app.twilio.service`).
-- Idempotent: repeating a report finds nothing given before the date and nothing to lift, and records nothing.
+- Idempotent: repeating a report finds nothing given before the date, nothing to lift and nothing to move, and
+  records nothing (the contact named once held the number: the ledger says so).
 """
 
 from __future__ import annotations
@@ -87,13 +96,16 @@ async def report(
     """The API's report: the contact must hold ``number`` (E.164) on SMS or WhatsApp; then :func:`reassign`."""
     contact = await require_contact(session, workspace_id, contact_ref)
     held = [p for p in await repository.contact_points_of(session, contact.id) if p.channel in PHONE_CHANNELS]
-    if not any(p.value == number for p in held):
+    if not any(p.value == number for p in held) and not await _held_once(session, workspace_id, contact, number):
         raise InvalidInput(
             "The contact holds this number neither for SMS nor for WhatsApp: nothing was changed.",
             code="number_not_held",
         )
     record = {**evidence, "reported_for_contact": str(contact.id)}
-    return contact, await reassign(session, keys, workspace_id, number, reassigned_at, evidence=record, actor=actor)
+    reassigned = await reassign(
+        session, keys, workspace_id, number, reassigned_at, evidence=record, actor=actor, detach=True
+    )
+    return contact, reassigned
 
 
 async def reassign(
@@ -105,10 +117,12 @@ async def reassign(
     *,
     evidence: Mapping[str, Any],
     actor: Actor,
+    detach: bool = False,
 ) -> Reassignment:
     """End what the number's former owner agreed to before ``reassigned_at`` and lift their suppressions.
 
-    In the caller's transaction; ``number`` is E.164 and ``reassigned_at`` checked (:func:`check_date`).
+    In the caller's transaction; ``number`` is E.164 and ``reassigned_at`` checked (:func:`check_date`). With
+    ``detach`` the former owner's contact loses the number to a new contact (:func:`_detach`).
     """
     points = sorted(
         (
@@ -131,7 +145,35 @@ async def reassign(
     if lifted and not any(a.event_id for a in applied):
         notes = await record_notes(session, workspace_id, [Note(p, Trigger.REASSIGNED, record) for p in points], actor)
         applied += [await _noted(session, point, event_id) for point, event_id in zip(points, notes, strict=True)]
+    if detach:
+        await _detach(session, workspace_id, points, reassigned_at)
     return Reassignment(number=number, points=points, applied=applied, suppressions_lifted=lifted)
+
+
+async def _detach(
+    session: AsyncSession, workspace_id: uuid.UUID, points: Sequence[ContactPoint], reassigned_at: datetime
+) -> None:
+    """Move the addresses the former owner's contact held since before the date to one new contact (the new owner)."""
+    former = [
+        point
+        for point in points
+        if point.created_at < reassigned_at
+        and (await repository.get_contact(session, point.contact_id)).created_at < reassigned_at
+    ]
+    if not former:
+        return
+    owner = await repository.add_contact(session, workspace_id, None, None, None)
+    await repository.detach_points(session, former, owner.id)
+
+
+async def _held_once(session: AsyncSession, workspace_id: uuid.UUID, contact: Contact, number: str) -> bool:
+    """Whether ``contact`` held ``number`` before a reassignment moved it away (a repeated report)."""
+    points = [
+        p.id
+        for p in await repository.contact_points_with_values(session, workspace_id, [number])
+        if p.channel in PHONE_CHANNELS
+    ]
+    return bool(points) and await repository.held_before(session, contact.id, points)
 
 
 async def _given_before(

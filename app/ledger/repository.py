@@ -840,3 +840,39 @@ async def lift_suppressions(
         {"workspace_id": workspace_id, "keys": list(keys), "before": before},
     )
     return sorted(deleted.scalars().all())
+
+
+# --- recycled numbers (:mod:`app.ledger.reassigned`) -----------------------------------------------------------
+
+
+async def detach_points(session: AsyncSession, points: Sequence[ContactPoint], contact_id: uuid.UUID) -> None:
+    """Move addresses and their consents to ``contact_id`` (a new owner's); unverified, no external id.
+
+    The ledger events, messages and deliveries stay with the contact they were recorded for. ``points`` are
+    read again afterwards.
+    """
+    ids = [point.id for point in points]
+    await session.execute(
+        update(ContactPoint)
+        .where(ContactPoint.id.in_(ids))
+        .values(contact_id=contact_id, contact_external_id=None, verified_at=None, verified_via=None)
+        .execution_options(synchronize_session=False)
+    )
+    await session.execute(
+        update(Consent)
+        .where(Consent.contact_point_id.in_(ids))
+        .values(contact_id=contact_id)
+        .execution_options(synchronize_session=False)
+    )
+    for point in points:
+        await session.refresh(point)
+
+
+async def held_before(session: AsyncSession, contact_id: uuid.UUID, point_ids: Sequence[uuid.UUID]) -> bool:
+    """Whether the ledger records an event of ``contact_id`` on one of the addresses (it held them once)."""
+    found = await session.scalar(
+        select(ConsentEvent.id)
+        .where(ConsentEvent.contact_id == contact_id, ConsentEvent.contact_point_id.in_(list(point_ids)))
+        .limit(1)
+    )
+    return found is not None

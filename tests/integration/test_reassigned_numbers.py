@@ -56,6 +56,13 @@ async def consents(client, tenant, contact):
     }
 
 
+async def holder(session, channel):
+    """The contact that holds the number on ``channel`` now (after a report: the new owner's, not the former's)."""
+    session.expire_all()
+    point = await session.scalar(select(ContactPoint).where(ContactPoint.channel == channel))
+    return str(point.contact_id)
+
+
 async def report(client, tenant, contact, number, when, **extra):
     body = {"number": number, "reassigned_at": when.isoformat(), **extra}
     return await client.post(PATH.format(contact), json=body, headers=await tenant.key(Scope.CONSENTS_WRITE))
@@ -86,9 +93,15 @@ async def test_every_holder_of_the_number_loses_the_consents_given_before_the_da
         ("sms", "offers", "pending", "expired"),
         ("whatsapp", "newsletter", "opted_in", "expired"),  # Ben's: the number is reassigned for every holder
     }
-    anna = (await consents(client, tenant, "anna"))["sms"]
-    assert (anna["newsletter"], anna["offers"]) == ("expired", "expired")
-    assert (await consents(client, tenant, "ben"))["whatsapp"]["newsletter"] == "expired"
+    assert "sms" not in await consents(client, tenant, "anna"), "the former owner's contact loses the number"
+    assert "whatsapp" not in await consents(client, tenant, "ben")
+    new_owner = await holder(session, "sms")
+    assert new_owner == await holder(session, "whatsapp"), "one new contact holds the number on both channels"
+    moved = await consents(client, tenant, new_owner)
+    assert (moved["sms"]["newsletter"], moved["sms"]["offers"], moved["whatsapp"]["newsletter"]) == ("expired",) * 3
+    shown = (await client.get(f"/v1/contacts/{new_owner}", headers=await tenant.key(Scope.AUDIT_READ))).json()
+    assert shown["external_id"] is None
+    assert {p["verified_via"] for p in shown["contact_points"]} == {None}, "the new owner has proven nothing yet"
     recorded = (await session.scalars(select(ConsentEvent).where(ConsentEvent.trigger == "reassigned"))).all()
     assert len(recorded) == 3
     for event in recorded:
@@ -110,7 +123,7 @@ async def test_consents_given_after_the_date_stay_and_a_repeat_records_nothing(
     first = await report(client, tenant, "ben", PERSON, reassigned_at)
     assert first.status_code == 200, first.text
     assert len(first.json()["changes"]) == 3
-    assert (await consents(client, tenant, "ben"))["whatsapp"]["offers"] == "opted_in"
+    assert (await consents(client, tenant, await holder(session, "whatsapp")))["whatsapp"]["offers"] == "opted_in"
     before = await events(session)
     again = await report(client, tenant, "ben", PERSON, reassigned_at)
     assert again.status_code == 200
@@ -118,11 +131,11 @@ async def test_consents_given_after_the_date_stay_and_a_repeat_records_nothing(
     assert await events(session) == before, "a repeated report records nothing"
 
 
-async def test_a_withdrawal_of_the_former_owner_stays_and_binds_nobody_new(client, tenant, holders, ledger):
+async def test_a_withdrawal_of_the_former_owner_stays_and_binds_nobody_new(client, tenant, holders, ledger, session):
     await ledger.apply(holders["sms"], holders["newsletter"].id, "stop_word")
     response = await report(client, tenant, "anna", PERSON, utcnow())
     assert ("sms", "newsletter") not in {(c["channel"], c["purpose"]) for c in response.json()["changes"]}
-    assert (await consents(client, tenant, "anna"))["sms"]["newsletter"] == "opted_out"
+    assert (await consents(client, tenant, await holder(session, "sms")))["sms"]["newsletter"] == "opted_out"
 
 
 @pytest.mark.parametrize(
@@ -212,9 +225,11 @@ async def test_the_former_owners_suppression_goes_so_the_new_owner_can_text_star
     assert await events(session) == before
 
     await phone.text("START")  # the new owner
-    decision = await _eligibility(client, tenant, "anna")
+    decision = await _eligibility(client, tenant, await holder(session, "sms"))
     assert decision["eligible"] is True, decision
     assert decision["reason"] == "opted_in"
+    former = await _eligibility(client, tenant, "anna")
+    assert (former["eligible"], former["reason"]) == (False, "no_contact_point"), "the START is not Anna's"
 
 
 async def test_a_suppression_made_after_the_date_stays(client, tenant, keyword_only, ledger, session):
