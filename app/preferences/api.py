@@ -113,7 +113,8 @@ class PurposeStateOut(msgspec.Struct, kw_only=True):
     key: str
     name: str
     state: Shown
-    """`receiving`, `pending` (waiting for the person's confirmation), `not_receiving`, `withdrawn` or `objected`."""
+    """`receiving`, `customer` (received without consent as an existing customer, UWG §7(3); withdrawing objects),
+    `pending` (waiting for the person's confirmation), `not_receiving`, `withdrawn` or `objected`."""
     can_withdraw: bool
     """Whether `withdraw` would change anything (something is flowing or about to)."""
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.domain.gate import effective_consent, is_existing_customer
 from app.domain.identifiers import mask
 from app.domain.model import (
     WITHDRAWN_STATES,
@@ -39,6 +40,7 @@ from app.domain.model import (
     SuppressionScope,
     Trigger,
 )
+from app.eligibility import repository as eligibility
 from app.emails.render import locale_of
 from app.ledger import repository as ledger
 from app.ledger.actions import object_to_marketing, suppression_rows, withdraw_point
@@ -170,6 +172,8 @@ class Shown(enum.StrEnum):
     """A consent's state as the page says it (plain words in :mod:`app.preferences.render`)."""
 
     RECEIVING = "receiving"
+    CUSTOMER = "customer"
+    """Received without consent, as an existing customer (UWG §7(3)): the person may object at any time."""
     PENDING = "pending"
     NOT_RECEIVING = "not_receiving"
     WITHDRAWN = "withdrawn"
@@ -208,7 +212,7 @@ class Row:
     @property
     def can_withdraw(self) -> bool:
         """Withdrawing is offered where something is flowing or about to (opted in, or waiting for confirmation)."""
-        return self.shown in (Shown.RECEIVING, Shown.PENDING)
+        return self.shown in (Shown.RECEIVING, Shown.CUSTOMER, Shown.PENDING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,6 +321,7 @@ async def view(session: AsyncSession, link: PreferenceLink, lang: str | None = N
     )
     bound = _bound_point(link, points)
     blocked = await _suppressed_purposes(session, link.workspace_id, bound) if bound is not None else set()
+    customer = await _customer_rows(session, link, marketing)
     chosen = lang if lang in ("de", "en") else locale_of(contact.locale, settings.locale)
     for point in points:
         channel = Channel(point.channel)
@@ -336,6 +341,8 @@ async def view(session: AsyncSession, link: PreferenceLink, lang: str | None = N
                 if notice is None:  # no text to agree to: no informed consent here, the channel's own way only
                     offer = Offer.OWN_PROOF
             shown = _shown(state, _channel_wins(since, point.id, purpose.id, channel_state))
+            if (point.id, purpose.id) in customer and shown is Shown.NOT_RECEIVING:
+                shown, offer = Shown.CUSTOMER, Offer.NONE
             rows.append(Row(purpose, shown, offer, notice))
         addresses.append(Address(point, mask(channel, point.value), tuple(rows), paused_until=paused))
     return View(
@@ -349,6 +356,22 @@ async def view(session: AsyncSession, link: PreferenceLink, lang: str | None = N
         whatsapp_from=settings.phone.whatsapp_from,
         start_word=next(iter(settings.phone.start_words), "START"),
     )
+
+
+async def _customer_rows(
+    session: AsyncSession, link: PreferenceLink, marketing: Sequence[Purpose]
+) -> set[tuple[uuid.UUID, uuid.UUID]]:
+    """(address, purpose) where the contact receives email as an existing customer (UWG §7(3)), as the gate says."""
+    found: set[tuple[uuid.UUID, uuid.UUID]] = set()
+    for purpose in marketing:
+        if not purpose.similar_products_of:
+            continue
+        facts = await eligibility.point_facts(session, link.workspace_id, [link.contact_id], ["email"], purpose.id)
+        for _, fact in facts:
+            consent = effective_consent(fact)
+            if is_existing_customer(fact, consent.state if consent else State.NONE):
+                found.add((fact.id, purpose.id))
+    return found
 
 
 def _channel_wins(

@@ -596,3 +596,24 @@ async def test_a_consent_past_its_validity_leaves_the_customer_basis_standing_in
     assert (decided["eligible"], decided["reason"]) == (True, "existing_customer")
     [row] = await audience(client, shop)
     assert (row["contact_point_id"], row["reason"]) == (str(point.id), "existing_customer")
+
+
+async def test_the_preference_page_shows_the_customer_basis_and_withdrawing_objects_to_it(client, shop):
+    """Helper review: an existing customer saw "not receiving" and had no way to object on the page."""
+    assert (await buy(client, shop, address="jane@example.com")).status_code == 201
+    link = await client.post(f"/v1/contacts/{shop['contact_id']}/preference-link", headers=shop["writer"])
+    path = "/p/" + link.json()["url"].rsplit("/p/", 1)[1]
+    page = (await client.get(path, params={"lang": "en"})).text
+    assert "You receive this as a customer of" in page
+    view = (await client.get(f"{path}/preferences")).json()
+    [email] = [a for a in view["addresses"] if a["channel"] == "email"]
+    coffee = next(p for p in email["purposes"] if p["key"] == "coffee_offers")
+    assert (coffee["state"], coffee["can_withdraw"]) == ("customer", True)
+    change = {"action": "withdraw", "point": email["point_id"], "purpose": "coffee_offers"}
+    answer = await client.post(f"{path}/preferences", json=change, headers={"Origin": "https://consent.example.com"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["changed"] is True
+    decided = await eligibility(client, shop)
+    assert (decided["eligible"], decided["reason"]) == (False, "opted_out")
+    assert (await buy(client, shop, reference="A-2002", address="jane@example.com")).status_code == 201
+    assert (await eligibility(client, shop))["eligible"] is False, "a new purchase brings nothing back"
