@@ -269,6 +269,7 @@ class Ledger:
     def __init__(self, database: Database, workspace_id: uuid.UUID) -> None:
         self.database = database
         self.workspace_id = workspace_id
+        self._bulk = 0  # contacts made by opted_in_in_bulk so far ('bulk-1' …)
 
     async def purpose(self, key: str = "newsletter", kind: str = "marketing") -> Any:
         from app.purposes import service as purposes  # noqa: PLC0415
@@ -308,29 +309,44 @@ class Ledger:
             )
 
     async def opted_in_in_bulk(self, purpose_id: uuid.UUID, count: int) -> None:
-        """``count`` contacts with an opted-in email address each, in one statement, then ANALYZE."""
+        """``count`` contacts with an opted-in email address each, a statement per table, then ANALYZE.
+
+        One statement per table, each table analysed before the next reads it: as one statement of CTEs, the rows
+        of ``contacts`` appear while those of ``contact_points`` go in, and the plans of the foreign key check
+        and the merged-contact trigger, made for a table that was a page when the statement began, scanned all of
+        it for every row (2.3 s alone, 163 s once other tests had left ``contacts`` analysed small).
+        """
+        params = {"ws": self.workspace_id, "purpose": purpose_id, "first": self._bulk + 1, "last": self._bulk + count}
+        self._bulk += count
+        statements = [
+            """
+            INSERT INTO contacts (id, workspace_id, external_id)
+            SELECT gen_random_uuid(), :ws, 'bulk-' || n FROM generate_series(CAST(:first AS int), CAST(:last AS int)) n
+            """,
+            "ANALYZE contacts",
+            """
+            INSERT INTO contact_points (id, workspace_id, contact_id, channel, value)
+            SELECT gen_random_uuid(), :ws, c.id, 'email', c.external_id || '@example.com'
+              FROM contacts c
+             WHERE c.workspace_id = :ws
+               AND c.external_id IN (SELECT 'bulk-' || n
+                                       FROM generate_series(CAST(:first AS int), CAST(:last AS int)) n)
+            """,
+            "ANALYZE contact_points",
+            """
+            INSERT INTO consents (id, workspace_id, contact_id, contact_point_id, purpose_id, channel, state, since)
+            SELECT gen_random_uuid(), :ws, p.contact_id, p.id, :purpose, 'email', 'opted_in', now()
+              FROM contact_points p
+             WHERE p.workspace_id = :ws AND p.channel = 'email'
+               AND p.value IN (SELECT 'bulk-' || n || '@example.com'
+                                 FROM generate_series(CAST(:first AS int), CAST(:last AS int)) n)
+            """,
+            "ANALYZE consents",  # as autovacuum would after a bulk load
+        ]
         async with self.database.sessionmaker() as db_session, db_session.begin():
-            await db_session.execute(
-                text(
-                    """
-                    WITH c AS (
-                        INSERT INTO contacts (id, workspace_id, external_id)
-                        SELECT gen_random_uuid(), :ws, 'bulk-' || n FROM generate_series(1, :count) n
-                        RETURNING id, external_id
-                    ), p AS (
-                        INSERT INTO contact_points (id, workspace_id, contact_id, channel, value)
-                        SELECT gen_random_uuid(), :ws, c.id, 'email', c.external_id || '@example.com' FROM c
-                        RETURNING id, contact_id
-                    )
-                    INSERT INTO consents (id, workspace_id, contact_id, contact_point_id, purpose_id, channel, state,
-                                          since)
-                    SELECT gen_random_uuid(), :ws, p.contact_id, p.id, :purpose, 'email', 'opted_in', now() FROM p
-                    """
-                ),
-                {"ws": self.workspace_id, "purpose": purpose_id, "count": count},
-            )
-            for table in ("contacts", "contact_points", "consents"):  # as autovacuum would after a bulk load
-                await db_session.execute(text(f"ANALYZE {table}"))
+            for statement in statements:
+                used = {k: v for k, v in params.items() if f":{k}" in statement}
+                await db_session.execute(text(statement), used)
 
     async def apply(self, point: Any, purpose_id: uuid.UUID | None, *triggers: str, **kwargs: Any) -> list[Any]:
         from app.domain.model import ActorType, Trigger  # noqa: PLC0415
