@@ -45,7 +45,7 @@ from app.lib.openapi import declare_common_responses
 from app.lib.orm import utcnow
 from app.lib.repository import prune_callbacks
 from app.lifecycle import service as lifecycle
-from app.lifecycle.controllers import RepermissionPages
+from app.lifecycle.controllers import PurposeLifecycleController, RepermissionPages
 from app.messages.controllers import MessageController, TrackingPages
 from app.messages.dispatcher import Dispatcher
 from app.operator.controllers import OperatorWorkspaceController
@@ -242,6 +242,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
             WorkspaceController,
             OperatorWorkspaceController,
             PurposeController,
+            PurposeLifecycleController,
             NoticeController,
             ContactController,
             DataSubjectController,

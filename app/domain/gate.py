@@ -212,6 +212,8 @@ def decide_point(
     state = consent.state if consent else State.NONE
     expires_at = expiry(consent)
     permission, event_id = _permission(facts, state, expires_at, now, event_id)
+    if permission is Reason.EXISTING_CUSTOMER:
+        expires_at = None  # the basis stands in for the consent; the consent's end says nothing about it
     reasons = [] if permission in ELIGIBLE else [permission]
     if is_suppressed(facts.suppression_scopes, kind):  # here: the marketing scopes (``all`` stopped it above)
         reasons.append(Reason.SUPPRESSED)

@@ -12,16 +12,20 @@ from html import escape
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from litestar import Controller, HttpMethod, MediaType, Request, Response, post, route
+from litestar import Controller, HttpMethod, MediaType, Request, Response, post, put, route
 from litestar.di import NamedDependency
-from litestar.params import FromPath
+from litestar.params import FromPath, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.emails.service import RequestMeta
-from app.lib.openapi import pages
+from app.lib.auth import Principal, Scope
+from app.lib.openapi import errors, pages
 from app.lifecycle import service
 from app.lifecycle.service import RepermissionStatus, RepermissionView
 from app.preferences.controllers import browser_lang, page_response, per_method, same_origin
+from app.purposes import service as purposes
+from app.purposes.controllers import purpose_out
+from app.purposes.schemas import PurposeLifecycleIn, PurposeOut
 from app.settings import Settings
 
 #: Longer than any token we issue: answered as unknown without a lookup.
@@ -132,3 +136,39 @@ class RepermissionPages(Controller):
             view = await service.renew(db, token, _meta(request))
         lang = browser_lang(request, view.lang if view.status is not RepermissionStatus.UNKNOWN else None)
         return page_response(render(view, token, lang), service.STATUS_CODES[view.status])
+
+
+class PurposeLifecycleController(Controller):
+    """When a purpose's consents end (scope `admin`)."""
+
+    path = "/purposes"
+    tags = ["setup"]  # noqa: RUF012  # Litestar reads class attributes
+    opt = {"scope": Scope.ADMIN}  # noqa: RUF012
+
+    @put("/{key:str}/lifecycle", operation_id="setPurposeLifecycle", responses=errors(401, 403, 404, 422))
+    async def set_lifecycle(
+        self,
+        key: FromPath[str],
+        data: JSONBody[PurposeLifecycleIn],
+        principal: NamedDependency[Principal],
+        db: NamedDependency[AsyncSession],
+    ) -> PurposeOut:
+        """Replace the purpose's `validity`, `inactivity` and `repermission_before` (a field left out is cleared).
+
+        Applies at once to every consent of the purpose: eligibility and audiences compute each consent's end from
+        these spans. Consents already past their end under the old spans are ended first (`validity_ended`, dated
+        at their end), so they stay ended whatever the new spans say, whether or not the sweep had got to them.
+        """
+        async with db.begin():
+            purpose = await purposes.require_purpose(db, principal.workspace_id, key)
+            purposes.check_lifecycle(purpose.kind, data.validity, data.inactivity, data.repermission_before)
+            await service.end_due(db, purpose.id)
+            purpose = await purposes.set_lifecycle(
+                db,
+                principal.workspace_id,
+                key,
+                validity=data.validity,
+                inactivity=data.inactivity,
+                repermission_before=data.repermission_before,
+            )
+        return purpose_out(purpose)

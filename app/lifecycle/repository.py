@@ -20,6 +20,7 @@ from app.domain.model import State
 from app.domain.validity import Policy
 from app.eligibility.repository import DEFAULT_TIMEZONE, engaged_sql, lapsed_sql
 from app.lifecycle.models import Repermission
+from app.workspaces.settings import WorkspaceSettings
 
 _PURPOSES = text(
     """
@@ -32,9 +33,13 @@ _PURPOSES = text(
 )
 
 
-async def purposes_that_end(session: AsyncSession) -> Sequence[Any]:
-    """Every workspace's marketing purposes with a validity or inactivity, with the workspace's time zone."""
-    return (await session.execute(_PURPOSES, {"default_tz": DEFAULT_TIMEZONE})).all()
+async def purposes_that_end(session: AsyncSession, purpose_id: uuid.UUID | None = None) -> Sequence[Any]:
+    """Every workspace's marketing purposes with a validity or inactivity, with the workspace's time zone.
+
+    With ``purpose_id``: that one only, if its consents end.
+    """
+    rows = (await session.execute(_PURPOSES, {"default_tz": DEFAULT_TIMEZONE})).all()
+    return rows if purpose_id is None else [row for row in rows if row.id == purpose_id]
 
 
 def _candidates_sql(policy: Policy, *, extra: str = "") -> str:
@@ -126,10 +131,14 @@ async def link_by_hash(session: AsyncSession, token_hash: bytes, *, lock: bool =
     return (await session.scalars(query)).one_or_none()
 
 
+#: The workspace language when its settings name none (the settings' default, not stored in their JSON).
+DEFAULT_LOCALE = WorkspaceSettings().locale
+
 _CONSENT = text(
     """
     SELECT c.id, c.state, c.since, p.key AS purpose_key, p.name AS purpose_name, cp.channel, cp.value,
-           ct.locale, w.settings->>'locale' AS workspace_locale, w.settings->>'brand' AS brand, w.name AS workspace,
+           ct.locale, coalesce(w.settings->>'locale', :default_locale) AS workspace_locale,
+           w.settings->>'brand' AS brand, w.name AS workspace,
            coalesce(w.settings->>'timezone', :default_tz) AS tz
       FROM consents c
       JOIN purposes p ON p.id = c.purpose_id
@@ -143,7 +152,8 @@ _CONSENT = text(
 
 async def consent_of(session: AsyncSession, consent_id: uuid.UUID) -> Any:
     """The consent a link belongs to, with what its page says (purpose, address, languages, brand)."""
-    return (await session.execute(_CONSENT, {"consent_id": consent_id, "default_tz": DEFAULT_TIMEZONE})).one_or_none()
+    params = {"consent_id": consent_id, "default_tz": DEFAULT_TIMEZONE, "default_locale": DEFAULT_LOCALE}
+    return (await session.execute(_CONSENT, params)).one_or_none()
 
 
 def mark_renewed(link: Repermission, at: datetime, event_id: uuid.UUID | None) -> None:

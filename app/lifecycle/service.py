@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -95,6 +96,24 @@ async def sweep(
             done, full = await _ask(session, purpose, policy, now=now, limit=limit, base_url=base_url)
             asked, more = asked + done, more or full
     return SweepResult(ended=ended, asked=asked, more=more)
+
+
+async def end_due(session: AsyncSession, purpose_id: uuid.UUID, now: datetime | None = None) -> int:
+    """Record ``validity_ended`` for every consent of the purpose past its end now, under its current spans.
+
+    Before the spans change (``PUT /v1/purposes/{key}/lifecycle``): a consent that eligibility already answered
+    ``expired`` stays ended, whether or not the sweep had got to it (a looser rule must not bring it back).
+    """
+    now = now or utcnow()
+    ended = 0
+    for purpose in await repository.purposes_that_end(session, purpose_id):
+        policy = policy_of(purpose.validity, purpose.inactivity, purpose.repermission_before)
+        while True:
+            done, full = await _end(session, purpose, policy, now, BATCH)
+            ended += done
+            if not full or not done:  # a full batch of which nothing ended: the rest is not due either
+                break
+    return ended
 
 
 async def _end(session: AsyncSession, purpose: Any, policy: Policy, now: datetime, limit: int) -> tuple[int, bool]:

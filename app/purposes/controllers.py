@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from litestar import Controller, Response, get, post, put
+from litestar import Controller, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -14,10 +14,11 @@ from app.lib.auth import Principal, Scope
 from app.lib.openapi import answer, errors
 from app.purposes import repository, service
 from app.purposes.models import Notice, Purpose
-from app.purposes.schemas import NoticeCreate, NoticeOut, PurposeCreate, PurposeLifecycleIn, PurposeOut
+from app.purposes.schemas import NoticeCreate, NoticeOut, PurposeCreate, PurposeOut
 
 
-def _out(purpose: Purpose) -> PurposeOut:
+def purpose_out(purpose: Purpose) -> PurposeOut:
+    """A purpose as the API shows it."""
     return PurposeOut(
         id=purpose.id,
         key=purpose.key,
@@ -55,38 +56,14 @@ class PurposeController(Controller):
                 inactivity=data.inactivity,
                 repermission_before=data.repermission_before,
             )
-        return _out(purpose)
+        return purpose_out(purpose)
 
     @get(operation_id="listPurposes", responses=errors(401, 403))
     async def list_purposes(
         self, principal: NamedDependency[Principal], db: NamedDependency[AsyncSession]
     ) -> list[PurposeOut]:
         """All purposes of the workspace."""
-        return [_out(p) for p in await repository.list_purposes(db, principal.workspace_id)]
-
-    @put("/{key:str}/lifecycle", operation_id="setPurposeLifecycle", responses=errors(401, 403, 404, 422))
-    async def set_lifecycle(
-        self,
-        key: FromPath[str],
-        data: JSONBody[PurposeLifecycleIn],
-        principal: NamedDependency[Principal],
-        db: NamedDependency[AsyncSession],
-    ) -> PurposeOut:
-        """Replace the purpose's `validity`, `inactivity` and `repermission_before` (a field left out is cleared).
-
-        Applies at once to every consent of the purpose: eligibility and audiences compute each consent's end from
-        these spans; consents already ended stay ended.
-        """
-        async with db.begin():
-            purpose = await service.set_lifecycle(
-                db,
-                principal.workspace_id,
-                key,
-                validity=data.validity,
-                inactivity=data.inactivity,
-                repermission_before=data.repermission_before,
-            )
-        return _out(purpose)
+        return [purpose_out(p) for p in await repository.list_purposes(db, principal.workspace_id)]
 
 
 def _notice_out(notice: Notice, purpose_key: str) -> NoticeOut:

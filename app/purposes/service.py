@@ -65,6 +65,15 @@ def check_lifecycle(
             "repermission_before needs validity or inactivity: a consent without an end is never re-asked.",
             code="invalid_validity",
         )
+    if repermission_before is not None:
+        ask = parse_span(repermission_before)
+        shortest = min(span.months * 28 + span.days for span in map(parse_span, filter(None, (validity, inactivity))))
+        if ask.months * 31 + ask.days >= shortest:  # the longest reading of the one against the shortest of the other
+            raise InvalidInput(
+                "repermission_before must be shorter than validity and inactivity: the message is queued that long "
+                "before the end, so a consent would be re-asked as soon as it was given.",
+                code="invalid_validity",
+            )
     if kind == PurposeKind.TRANSACTIONAL and (validity or inactivity):
         raise InvalidInput(
             "A transactional purpose rests on no consent, so validity and inactivity do not apply.",

@@ -398,8 +398,8 @@ async def test_the_sweep_goes_in_batches_and_says_when_more_may_wait(database, t
     assert (second.ended, second.more) == (1, False)
 
 
-async def test_setting_a_validity_on_an_existing_purpose_applies_at_once_and_clearing_it_too(
-    client, admin, database, tenant, ledger, reader
+async def test_setting_a_validity_on_an_existing_purpose_applies_at_once_and_an_ended_consent_stays_ended(
+    client, admin, database, tenant, ledger, reader, session
 ):
     purpose = await make_purpose(database, tenant)
     point = await ledger.point("email", "old@example.com", external_id="old")
@@ -418,9 +418,21 @@ async def test_setting_a_validity_on_an_existing_purpose_applies_at_once_and_cle
         iso(add_span(given_at, Span(24, 0), "Europe/Berlin")),
     )
 
+    fresh = await ledger.point("email", "fresh@example.com", external_id="fresh")
+    await given(database, tenant, fresh, purpose.id, utcnow() - timedelta(days=10))
     cleared = await client.put("/v1/purposes/newsletter/lifecycle", json={}, headers=admin)
     assert cleared.json()["validity"] is None
-    assert (await ask(client, reader, "old"))["reason"] == "opted_in"
+    # newcomer review: eligibility had said expired; a looser rule must not bring the consent back, whether or
+    # not the sweep had recorded it (the PUT records it first, dated at its end)
+    assert (await ask(client, reader, "old"))["reason"] == "expired"
+    assert (await ask(client, reader, "fresh"))["reason"] == "opted_in", "a consent in force stays in force"
+    ended = (
+        await session.execute(
+            text("SELECT occurred_at FROM consent_events WHERE trigger = 'validity_ended' AND contact_point_id = :p"),
+            {"p": point.id},
+        )
+    ).scalar_one()
+    assert ended == add_span(given_at, Span(24, 0), "Europe/Berlin")
 
 
 @pytest.mark.parametrize(
@@ -429,6 +441,8 @@ async def test_setting_a_validity_on_an_existing_purpose_applies_at_once_and_cle
         ("unknown", {"validity": "P24M"}, 404),
         ("newsletter", {"repermission_before": "P30D"}, 422),
         ("newsletter", {"validity": "P0D"}, 422),
+        ("newsletter", {"validity": "P1M", "repermission_before": "P60D"}, 422),  # re-asked on the day it is given
+        ("newsletter", {"validity": "P1M", "repermission_before": "P4W"}, 422),  # February has 28 days
         ("orders", {"validity": "P24M"}, 422),
     ],
 )

@@ -594,6 +594,7 @@ async def test_a_consent_past_its_validity_leaves_the_customer_basis_standing_in
     assert (await buy(client, shop, address="jane@example.com")).status_code == 201
     decided = await eligibility(client, shop)
     assert (decided["eligible"], decided["reason"]) == (True, "existing_customer")
+    assert decided.get("expires_at") is None, "the ended consent's date is not the basis's end"
     [row] = await audience(client, shop)
     assert (row["contact_point_id"], row["reason"]) == (str(point.id), "existing_customer")
 

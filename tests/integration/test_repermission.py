@@ -191,3 +191,14 @@ async def test_an_erasure_deletes_the_link(client, database, tenant, ledger, ses
     assert erased.status_code == 200, erased.text
     assert erased.json()["deleted"]["repermissions"] == 1
     assert (await client.get(f"/r/{token}")).status_code == 404
+
+
+async def test_a_contact_without_a_language_gets_the_workspaces_default(database, tenant, ledger, session):
+    """Newcomer review: the workspace's default language (German, not stored in its settings) was read as none."""
+    purpose = await make_purpose(database, tenant, validity="P24M", repermission_before="P30D")
+    point, _ = await consent_ending_in(database, tenant, ledger, purpose, 10)
+    await session.execute(text("UPDATE contacts SET locale = NULL WHERE id = :c"), {"c": point.contact_id})
+    await session.commit()
+    await lifecycle.sweep(session, base_url=BASE_URL)
+    [message] = await queued(session, tenant)
+    assert message.content["email"]["subject"].startswith("Möchten Sie")
