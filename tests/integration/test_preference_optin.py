@@ -236,7 +236,9 @@ async def test_the_consent_text_is_shown_beside_the_button_and_the_version_read_
     }
     answer = await client.post(path, params={"lang": "en"}, data=data, headers=SAME_ORIGIN)
     assert answer.status_code == 200, answer.text
-    event = await session.scalar(select(ConsentEvent).order_by(ConsentEvent.seq.desc()).limit(1))
+    event = await session.scalar(
+        select(ConsentEvent).where(ConsentEvent.workspace_id == tenant.id).order_by(ConsentEvent.seq.desc()).limit(1)
+    )
     assert (event.trigger, event.notice_id) == ("preference_opt_in", english.id), "the text the person read"
 
 
