@@ -24,6 +24,11 @@ from app.settings import Settings
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
 
 
+def console_renderer() -> Any:
+    """The human-readable renderer, its tracebacks without local variables (they held API keys and bodies)."""
+    return structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
+
+
 def configure_logging(settings: Settings) -> None:
     """Structlog for our events, stdlib logging (uvicorn, alembic) routed through the same renderer."""
     pretty = settings.log_format == "console" or (settings.log_format == "auto" and sys.stderr.isatty())
@@ -32,7 +37,7 @@ def configure_logging(settings: Settings) -> None:
         structlog.stdlib.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
-    renderer: Any = structlog.dev.ConsoleRenderer() if pretty else structlog.processors.JSONRenderer()
+    renderer: Any = console_renderer() if pretty else structlog.processors.JSONRenderer()
     structlog.configure(
         # filter_by_level first: a message below the level costs nothing more (the access log is on the hot path)
         processors=[structlog.stdlib.filter_by_level, *shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
