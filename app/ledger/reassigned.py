@@ -14,7 +14,9 @@ The rules (issue 19 item 5; CHANNEL_RULES.md §2 and §3):
   before the date — an objection, an erasure's tombstone, a pause of the former owner — are deleted, so the new
   owner can opt in by texting the start word. Which reasons were lifted is in the events' evidence; where no
   consent ended, each address gets a ``reassigned`` note (its state stays) so that the lift is in the ledger.
-  Suppressions made on or after the date stay (the new owner's own).
+  Suppressions made on or after the date stay (the new owner's own); and where the ledger records a no on the
+  number since the date (a withdrawal, objection or pause: the new owner's), none is lifted, since a suppression
+  said again keeps its first date and the keys cannot tell whose it is.
 - **The number leaves its former owner's contact** (the API's report, which names the former holder; an import
   line names the number's holder as the CRM knows it now, so nothing moves there): an address held since before
   the date by a contact that existed before it moves, with its consents, to a new contact of its own (no
@@ -135,7 +137,12 @@ async def reassign(
     suppression_keys = [
         key for channel in PHONE_CHANNELS for key in keys.suppression_keys(channel.value, number).values()
     ]
-    lifted = await repository.lift_suppressions(session, workspace_id, suppression_keys, reassigned_at)
+    # a no said on the number since the date is the new owner's, and the keys cannot tell whose a suppression is:
+    # then none is lifted (hostile review: a report dated before the new owner's STOP deleted it)
+    if await repository.said_no_since(session, [p.id for p in points], reassigned_at):
+        lifted: list[str] = []
+    else:
+        lifted = await repository.lift_suppressions(session, workspace_id, suppression_keys, reassigned_at)
     record = {**evidence, "reassigned_at": reassigned_at.isoformat(), "suppressions_lifted": lifted}
     changes = [
         Change(point, purpose_id, Trigger.REASSIGNED, record, occurred_at=reassigned_at)

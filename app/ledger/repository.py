@@ -15,7 +15,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app.domain.chain import GENESIS
-from app.domain.model import Channel, State, SuppressionReason, SuppressionScope, VerifiedVia
+from app.domain.model import (
+    WITHDRAWN_STATES,
+    Channel,
+    State,
+    SuppressionReason,
+    SuppressionScope,
+    Trigger,
+    VerifiedVia,
+)
 from app.ledger.models import Consent, ConsentEvent, Contact, ContactPoint, LedgerHead, Suppression
 from app.lib.copystream import copy_rows, csv_cell
 from app.lib.ids import opaque_id, uuid7
@@ -843,6 +851,24 @@ async def lift_suppressions(
 
 
 # --- recycled numbers (:mod:`app.ledger.reassigned`) -----------------------------------------------------------
+
+
+async def said_no_since(session: AsyncSession, point_ids: Sequence[uuid.UUID], since: datetime) -> bool:
+    """Whether the ledger records a no on one of the addresses at or after ``since``.
+
+    A withdrawal, an objection or a pause, said again or anew: a suppression's ``created_at`` stays that of its
+    first row when the same no is said again, so only the ledger knows who said it last.
+    """
+    found = await session.scalar(
+        select(ConsentEvent.id)
+        .where(
+            ConsentEvent.contact_point_id.in_(list(point_ids)),
+            ConsentEvent.occurred_at >= since,
+            or_(ConsentEvent.to_state.in_([s.value for s in WITHDRAWN_STATES]), ConsentEvent.trigger == Trigger.PAUSE),
+        )
+        .limit(1)
+    )
+    return found is not None
 
 
 async def detach_points(session: AsyncSession, points: Sequence[ContactPoint], contact_id: uuid.UUID) -> None:

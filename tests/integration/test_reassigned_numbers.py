@@ -13,7 +13,7 @@ import json
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from twilio.base.exceptions import TwilioRestException
 
 from app.ledger.models import ConsentEvent, ContactPoint, Suppression
@@ -432,3 +432,19 @@ async def test_each_ended_consent_is_a_consent_changed_webhook(client, admin, te
         ("sms", "expired"),
         ("whatsapp", "expired"),
     ]
+
+
+async def test_a_no_said_on_the_number_since_the_date_is_the_new_owners_and_stays(client, tenant, ledger, session):
+    """Hostile review: the former owner objected 30 days ago, the number went to someone else 10 days ago, the new
+    owner objects today; the same suppression keeps its first date, so a report dated 10 days ago deleted it."""
+    await ledger.point("sms", PERSON, external_id="anna")
+    writer = await tenant.key(Scope.CONSENTS_WRITE)
+    objection = {"contact": "anna", "scope": "all_marketing", "kind": "art21"}
+    assert (await client.post("/v1/objections", json=objection, headers=writer)).status_code == 201
+    async with ledger.database.sessionmaker() as db, db.begin():
+        await db.execute(text("UPDATE suppressions SET created_at = now() - interval '30 days'"))
+    assert (await client.post("/v1/objections", json=objection, headers=writer)).status_code == 201  # today's
+    response = await report(client, tenant, "anna", PERSON, utcnow() - timedelta(days=10))
+    assert response.status_code == 200, response.text
+    assert response.json()["suppressions_lifted"] == 0
+    assert await session.scalar(select(func.count()).select_from(Suppression)) > 0
