@@ -641,6 +641,12 @@ async def _reassign_numbers(
                 item = await _prepare(session, context, number, line)
             except LineRejected:
                 continue
+            held = await repository.contact_points_with_values(session, context.workspace_id, [item.value])
+            if not any(
+                p.channel in PHONE_CHANNELS and line.contact in (p.contact_external_id, str(p.contact_id)) for p in held
+            ):  # as the API's report: a line naming another contact (a typo, a stranger) ends nobody's consents
+                found.refused[number] = RowProblem(number, "rejected", "number_not_held", NUMBER_NOT_HELD)
+                continue
             evidence = {**line.evidence.as_dict(), "source": line.source, "import_line": number}
             await reassign(
                 session, context.keys, context.workspace_id, item.value, when, evidence=evidence, actor=context.actor
@@ -650,6 +656,9 @@ async def _reassign_numbers(
 
 
 NOT_A_NUMBER = "'reassigned_at' is for sms and whatsapp numbers."
+NUMBER_NOT_HELD = (
+    "'reassigned_at': the line's contact holds this number neither for SMS nor for WhatsApp, so nothing was ended."
+)
 BEFORE_REASSIGNMENT = (
     "The opt-in was captured before the number went to someone else ('reassigned_at'): it was the former owner's."
 )

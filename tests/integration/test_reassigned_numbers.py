@@ -448,3 +448,14 @@ async def test_a_no_said_on_the_number_since_the_date_is_the_new_owners_and_stay
     assert response.status_code == 200, response.text
     assert response.json()["suppressions_lifted"] == 0
     assert await session.scalar(select(func.count()).select_from(Suppression)) > 0
+
+
+async def test_an_import_line_naming_another_contact_ends_nobodys_consents(client, tenant, holders, session):
+    """Hostile review: the API refuses a report by a contact that does not hold the number; so does the import."""
+    now = utcnow().isoformat()
+    before = await events(session)
+    result = await _import(client, tenant, CSV_HEAD + f"zed,sms,{PERSON},newsletter,opted_out,{now},crm,,{now}\n")
+    assert {p["line"]: p["code"] for p in result["problems"]} == {2: "number_not_held"}
+    assert (await consents(client, tenant, "anna"))["sms"]["newsletter"] == "opted_in"
+    assert (await consents(client, tenant, "ben"))["whatsapp"]["newsletter"] == "opted_in"
+    assert await events(session) == before
