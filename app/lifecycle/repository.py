@@ -136,7 +136,7 @@ DEFAULT_LOCALE = WorkspaceSettings().locale
 
 _CONSENT = text(
     """
-    SELECT c.id, c.state, c.since, p.key AS purpose_key, p.name AS purpose_name, cp.channel, cp.value,
+    SELECT c.id, c.state, c.since, c.contact_id, p.key AS purpose_key, p.name AS purpose_name, cp.channel, cp.value,
            ct.locale, coalesce(w.settings->>'locale', :default_locale) AS workspace_locale,
            w.settings->>'brand' AS brand, w.name AS workspace,
            coalesce(w.settings->>'timezone', :default_tz) AS tz

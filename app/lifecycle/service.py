@@ -31,9 +31,11 @@ import structlog
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.domain.gate import Reason, decide_point
 from app.domain.identifiers import mask
-from app.domain.model import ActorType, Channel, State, Trigger
+from app.domain.model import ActorType, Channel, PurposeKind, State, Trigger
 from app.domain.validity import Policy, SpanError, add_span, consent_end, policy_of, repermission_from
+from app.eligibility import repository as eligibility
 from app.emails.service import RequestMeta
 from app.emails.tokens import new_confirmation_token, token_hash
 from app.ledger import repository as ledger
@@ -319,7 +321,7 @@ async def _view(session: AsyncSession, link: Repermission | None, now: datetime)
         status = RepermissionStatus.RENEWED
     elif now >= link.ends_at:
         status = RepermissionStatus.EXPIRED
-    elif State(about.state) is not State.OPTED_IN:
+    elif State(about.state) is not State.OPTED_IN or not await _in_force(session, link, about, now):
         status = RepermissionStatus.ENDED  # withdrawn (or ended) since the message was sent: nothing to keep
     else:
         status = RepermissionStatus.OPEN
@@ -333,6 +335,30 @@ async def _view(session: AsyncSession, link: Repermission | None, now: datetime)
         timezone=about.tz,
     )
     return view, about
+
+
+#: What the send gate may answer for a consent the link may still renew (a pause is the person's, for a while).
+_RENEWABLE = frozenset({Reason.OPTED_IN, Reason.PAUSED})
+
+
+async def _in_force(session: AsyncSession, link: Repermission, about: Any, now: datetime) -> bool:
+    """Whether the consent the link asks about is still the one of its period and still in force, as the gate says.
+
+    Not when a new period began (another signup and confirmation since: that consent was not asked about), nor
+    when the purpose's spans now end it, nor when a withdrawal or objection of the whole channel or a suppression
+    stops it (hostile review: an objection recorded after the mail left the purpose's own row opted in, and the
+    button renewed it).
+    """
+    if about.since != link.period_since:
+        return False
+    facts = await eligibility.point_facts(
+        session, link.workspace_id, [about.contact_id], [about.channel], link.purpose_id
+    )
+    fact = next((f for _, f in facts if f.id == link.contact_point_id), None)
+    if fact is None:
+        return False
+    decision = decide_point(fact, PurposeKind.MARKETING, now=now, window=None, default_timezone=about.tz)
+    return decision.reason in _RENEWABLE
 
 
 async def look_up(session: AsyncSession, token: str) -> RepermissionView:

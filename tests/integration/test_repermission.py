@@ -202,3 +202,31 @@ async def test_a_contact_without_a_language_gets_the_workspaces_default(database
     await lifecycle.sweep(session, base_url=BASE_URL)
     [message] = await queued(session, tenant)
     assert message.content["email"]["subject"].startswith("Möchten Sie")
+
+
+@pytest.mark.parametrize("since_then", ["objection", "new_period", "shorter_validity"])
+async def test_a_link_renews_only_the_consent_it_asked_about_while_in_force(
+    client, admin, database, tenant, ledger, session, reader, since_then
+):
+    """Hostile review: an objection of all marketing left the purpose's own row opted in and the button renewed it;
+    a link of an earlier period renewed a later consent; a link outlived a shortened validity."""
+    purpose = await make_purpose(database, tenant, validity="P24M", repermission_before="P30D")
+    point, _ = await consent_ending_in(database, tenant, ledger, purpose, 20)
+    await lifecycle.sweep(session, base_url=BASE_URL)
+    token = token_of((await queued(session, tenant))[0])
+    writer = await tenant.key(Scope.CONSENTS_WRITE)
+    if since_then == "objection":
+        objection = {"contact": "jane", "scope": "all_marketing", "kind": "art21"}
+        assert (await client.post("/v1/objections", json=objection, headers=writer)).status_code == 201
+    elif since_then == "new_period":
+        await ledger.apply(point, purpose.id, "unsubscribe", "signup", "confirm")
+    else:
+        lifecycle_body = {"validity": "P12M", "repermission_before": "P30D"}
+        assert (
+            await client.put("/v1/purposes/newsletter/lifecycle", json=lifecycle_body, headers=admin)
+        ).status_code == 200
+    page = await client.get(f"/r/{token}")
+    assert page.status_code == 410, page.text
+    answer = await client.post(f"/r/{token}", headers={"Origin": "https://consent.example.com"})
+    assert answer.status_code == 410
+    assert await events(session, tenant, "renewed") == []
