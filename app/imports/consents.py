@@ -421,6 +421,10 @@ async def _prepare(session: AsyncSession, context: _Context, number: int, line: 
         )
     if line.captured_at.tzinfo is None:
         raise LineRejected("invalid_captured_at", "'captured_at' needs a time zone (RFC 3339, e.g. …T10:00:00Z).")
+    try:
+        line.captured_at.astimezone(UTC)
+    except OverflowError:
+        raise LineRejected("invalid_captured_at", "'captured_at' lies outside the calendar.") from None
     if line.captured_at > context.now + FUTURE_SKEW:
         raise LineRejected("invalid_captured_at", "'captured_at' lies in the future.")
     target = State(line.state)

@@ -9,6 +9,7 @@ runs. Bodies of other types (the streamed imports) are not read here.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 from litestar import Request
@@ -50,3 +51,15 @@ async def refuse_nul(request: Request[Any, Any, Any]) -> None:
             f"The {place} contains a NUL character (\\u0000), which cannot be stored. Remove it and send again.",
             code="nul_character",
         )
+
+
+def in_utc(moment: datetime, field: str) -> datetime:
+    """``moment`` in UTC; 422 ``invalid_datetime`` for a time outside the UTC calendar (year 1 at +14:00).
+
+    Comparing or storing one raises ``OverflowError`` deep in the service (a 500, hostile review); every instant a
+    caller gives is converted here first.
+    """
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise InvalidInput(f"'{field}' lies outside the calendar.", code="invalid_datetime") from None

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.domain.model import Channel
 from app.domain.scanners import scanner_signals
 from app.lib.errors import Forbidden, InvalidInput, NotFound, Unauthenticated
+from app.lib.inputs import in_utc
 from app.lib.orm import utcnow
 from app.messages import repository
 from app.messages.models import MessageToken, TokenKind
@@ -129,7 +130,7 @@ async def _record(
     channel: str | None = None,
 ) -> MessageEventOut:
     now = utcnow()
-    if data.occurred_at is not None and data.occurred_at > now + _SKEW:
+    if data.occurred_at is not None and in_utc(data.occurred_at, "occurred_at") > now + _SKEW:
         raise InvalidInput(
             "occurred_at lies in the future.",
             code="occurred_in_future",

@@ -19,6 +19,7 @@ from app.ledger import repository as ledger
 from app.ledger.models import ContactPoint
 from app.ledger.service import Actor, Note, add_point, record_notes, require_contact
 from app.lib.errors import Conflict, InvalidInput
+from app.lib.inputs import in_utc
 from app.lib.keys import Keys
 from app.lib.orm import utcnow
 from app.purchases import repository
@@ -54,7 +55,7 @@ async def record_purchase(
             "advertising at any time at no cost beyond the basic transmission rate.",
             code="objection_notice_required",
         )
-    if data.purchased_at > utcnow() + CLOCK_SKEW:
+    if in_utc(data.purchased_at, "purchased_at") > utcnow() + CLOCK_SKEW:
         raise InvalidInput("'purchased_at' lies in the future.", code="purchased_at_in_future")
     try:
         address = normalise_email(data.email)

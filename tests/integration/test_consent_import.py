@@ -532,3 +532,13 @@ async def test_a_line_that_is_not_utf8_is_that_lines_error_after_committed_batch
     assert report["recorded"] == 600
     assert [(p["line"], p["code"]) for p in report["problems"]][:1] == [(601, "malformed_json")]
     assert report["lines"] == 602, "the line after it was read too"
+
+
+async def test_a_time_outside_the_calendar_is_that_lines_error_not_a_500(client, admin, purposes, session):
+    """Hostile review: year 1 at +14:00 has no UTC time; converting it failed the whole import with a 500."""
+    body = ndjson(email_line(captured_at="0001-01-01T00:00:00+14:00"), email_line(contact="crm-2", address="j2@x.de"))
+    answer = await post(client, admin, body)
+    assert answer.status_code == 200, answer.text
+    report = answer.json()
+    assert {p["line"]: p["code"] for p in report["problems"]} == {1: "invalid_captured_at"}
+    assert report["recorded"] == 1

@@ -618,3 +618,10 @@ async def test_the_preference_page_shows_the_customer_basis_and_withdrawing_obje
     assert (decided["eligible"], decided["reason"]) == (False, "opted_out")
     assert (await buy(client, shop, reference="A-2002", address="jane@example.com")).status_code == 201
     assert (await eligibility(client, shop))["eligible"] is False, "a new purchase brings nothing back"
+
+
+async def test_a_purchase_time_outside_the_calendar_is_422_not_a_500(client, shop):
+    """Hostile review: year 1 at +14:00 has no UTC time; it failed in the ledger's hash with a 500."""
+    answer = await buy(client, shop, purchased_at="0001-01-01T00:00:00+14:00")
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["code"] == "invalid_datetime"
