@@ -25,6 +25,8 @@ DEFAULT_TIMEZONE = WorkspaceSettings().timezone
 #: Message steps that count as engagement on an address for a purpose's ``inactivity`` (``opened`` and ``clicked``
 #: where the messages package records them; a step it does not know matches nothing).
 ENGAGEMENT_STEPS = ("delivered", "opened", "clicked")
+#: The campaign label of re-permission messages (:mod:`app.lifecycle`): their own steps are no engagement.
+REPERMISSION_CAMPAIGN = "repermission"
 
 
 def engaged_sql(point: str, workspace: str) -> str:
@@ -32,10 +34,15 @@ def engaged_sql(point: str, workspace: str) -> str:
     steps = ", ".join(f"'{step}'" for step in ENGAGEMENT_STEPS)
     # an event of the delivery to the address, or one of its message on its channel that names no delivery (an
     # open or click recorded for the message)
+    # not the re-permission message itself (its delivery must not renew what only its button may: hostile review),
+    # nor a step with a mail scanner's signs (a scanner's click is nobody's engagement)
     return f"""(SELECT max(e.at) FROM deliveries d
+                 JOIN messages m ON m.id = d.message_id
                  JOIN message_events e ON e.message_id = d.message_id
                                       AND (e.delivery_id = d.id OR (e.delivery_id IS NULL AND e.channel = d.channel))
-                WHERE d.contact_point_id = {point} AND d.workspace_id = {workspace} AND e.status IN ({steps}))"""  # noqa: S608
+                WHERE d.contact_point_id = {point} AND d.workspace_id = {workspace} AND e.status IN ({steps})
+                  AND m.campaign IS DISTINCT FROM '{REPERMISSION_CAMPAIGN}'
+                  AND NOT coalesce(e.detail ? 'scanner_signals', FALSE))"""  # noqa: S608
 
 
 def span_end_sql(start: str, span: Span, timezone: str) -> str:

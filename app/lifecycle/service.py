@@ -36,6 +36,7 @@ from app.domain.identifiers import mask
 from app.domain.model import ActorType, Channel, PurposeKind, State, Trigger
 from app.domain.validity import Policy, SpanError, add_span, consent_end, policy_of, repermission_from
 from app.eligibility import repository as eligibility
+from app.eligibility.repository import REPERMISSION_CAMPAIGN
 from app.emails.service import RequestMeta
 from app.emails.tokens import new_confirmation_token, token_hash
 from app.ledger import repository as ledger
@@ -64,7 +65,7 @@ BATCH = 500
 #: month's end clamped back is up to 3 days, a DST change an hour); the domain then decides exactly.
 _LOOKAHEAD = timedelta(days=4)
 #: The campaign label of re-permission messages (reports: ``group_by=campaign``).
-CAMPAIGN = "repermission"
+CAMPAIGN = REPERMISSION_CAMPAIGN
 #: The path of the "keep me subscribed" page.
 PATH = "/r/"
 

@@ -230,3 +230,28 @@ async def test_a_link_renews_only_the_consent_it_asked_about_while_in_force(
     answer = await client.post(f"/r/{token}", headers={"Origin": "https://consent.example.com"})
     assert answer.status_code == 410
     assert await events(session, tenant, "renewed") == []
+
+
+async def test_the_repermission_mail_delivered_is_no_engagement(client, database, tenant, ledger, session, reader):
+    """Hostile review: under inactivity the re-permission mail's own delivery moved the end 18 months on, so the
+    question renewed the consent by itself; only its button may."""
+    purpose = await make_purpose(database, tenant, inactivity="P18M", repermission_before="P30D")
+    given_at = subtract_span(utcnow() + timedelta(days=20), Span(18, 0), BERLIN)
+    point = await ledger.point("email", "jane@example.com", external_id="jane")
+    await given(database, tenant, point, purpose.id, given_at)
+    before = await ask(client, reader, "jane")
+    await lifecycle.sweep(session, base_url=BASE_URL)
+    [message] = await queued(session, tenant)
+    delivery = (
+        await session.execute(text("SELECT id FROM deliveries WHERE message_id = :m"), {"m": message.id})
+    ).scalar_one()
+    await session.execute(
+        text(
+            "INSERT INTO message_events (id, message_id, delivery_id, channel, status, at) "
+            "VALUES (gen_random_uuid(), :m, :d, 'email', 'delivered', now())"
+        ),
+        {"m": message.id, "d": delivery},
+    )
+    await session.commit()
+    after = await ask(client, reader, "jane")
+    assert after["expires_at"] == before["expires_at"], "only the button renews"
