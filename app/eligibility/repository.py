@@ -116,15 +116,15 @@ def _customer_join(point: str, purpose: str) -> str:
     """UWG §7(3) facts of the address ``point`` for the purpose ``purpose`` (SQL expressions, never input).
 
     ``cu.event_id``: the ledger event of the newest purchase made with the email address in a category the purpose
-    names; ``cu.withdrawn``: a withdrawal or objection was ever recorded for the address on the purpose or on all
-    purposes (one probe of ``ix_consent_events_withdrawals``, only for an address with such a purchase).
+    names; ``cu.withdrawn``: a withdrawal or objection was ever recorded for the address, on any purpose (the issue:
+    "any objection or unsubscribe ends it"; one probe of ``ix_consent_events_withdrawals``, only for an address
+    with such a purchase).
     """
     return f"""
       LEFT JOIN LATERAL (
           SELECT pu.event_id,
                  EXISTS (SELECT 1 FROM consent_events e
-                          WHERE e.contact_point_id = pu.contact_point_id AND e.to_state IN ({_WITHDRAWN})
-                            AND (e.purpose_id IS NULL OR e.purpose_id = {purpose})) AS withdrawn
+                          WHERE e.contact_point_id = pu.contact_point_id AND e.to_state IN ({_WITHDRAWN})) AS withdrawn
             FROM purchases pu
            WHERE {point}.channel = '{Channel.EMAIL.value}' AND pu.contact_point_id = {point}.id
              AND pu.category = ANY((SELECT similar_products_of FROM purposes WHERE id = {purpose})::text[])
@@ -326,8 +326,7 @@ def audience_sql(
                   WHERE pu.workspace_id = $1
                     AND pu.category = ANY((SELECT similar_products_of FROM purposes WHERE id = $2)::text[])
                     AND NOT EXISTS (SELECT 1 FROM consent_events e
-                                     WHERE e.contact_point_id = pu.contact_point_id AND e.to_state IN ({_WITHDRAWN})
-                                       AND (e.purpose_id IS NULL OR e.purpose_id = $2))
+                                     WHERE e.contact_point_id = pu.contact_point_id AND e.to_state IN ({_WITHDRAWN}))
                   ORDER BY pu.contact_point_id, pu.purchased_at DESC, pu.id DESC) cu ON cu.contact_point_id = cp.id"""  # noqa: S608  # enum values and SQL expressions of this module only
         if customers
         else ""

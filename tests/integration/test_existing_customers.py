@@ -327,7 +327,8 @@ async def test_any_withdrawal_ends_it_for_good_and_a_later_purchase_does_not_bri
     decision = await eligibility(client, shop)
     assert (decision["eligible"], decision["reason"]) == (False, "pending_confirmation")
     assert await audience(client, shop) == []
-    # a purpose-level withdrawal ends only that purpose's basis
+    # any withdrawal ends the basis for every purpose, a purpose's own included (issue 19: "any objection or
+    # unsubscribe ends it")
     other = await client.post(
         "/v1/purposes",
         json={"key": "tea_offers", "name": "Tea", "kind": "marketing", "similar_products_of": ["coffee"]},
@@ -335,7 +336,7 @@ async def test_any_withdrawal_ends_it_for_good_and_a_later_purchase_does_not_bri
     )
     assert other.status_code == 201
     tea = await eligibility(client, shop, purpose="tea_offers")
-    assert tea["eligible"] is on_purpose, tea
+    assert tea["eligible"] is False, tea
 
 
 async def test_a_confirmed_opt_in_after_an_objection_is_consent_again_not_the_old_basis(client, shop, ledger, session):
