@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
 from typing import Annotated, Literal
@@ -21,8 +22,8 @@ SimilarProducts = Annotated[
         Annotated[
             str,
             msgspec.Meta(
-                pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$",
-                description="A product category (lower case, digits, `_`, `-`).",
+                max_length=63,
+                description="A product category: lower case letters, digits, `_` and `-`, from a letter or digit.",
             ),
         ]
     ],
@@ -35,7 +36,7 @@ SimilarProducts = Annotated[
 Span = Annotated[
     str,
     msgspec.Meta(
-        pattern=SPAN_PATTERN,
+        max_length=40,
         description="How long a consent lasts since it was given: an ISO 8601 duration of years, months, weeks or "
         "days (`P24M`), counted on the workspace's wall clock (end of month clamped). Past it, eligibility answers "
         "`expired` and the sweep records `validity_ended`. Marketing purposes only.",
@@ -44,7 +45,7 @@ Span = Annotated[
 InactivitySpan = Annotated[
     str,
     msgspec.Meta(
-        pattern=SPAN_PATTERN,
+        max_length=40,
         description="A consent ends after this long without engagement on its address (no delivered, opened or "
         "clicked message there; counted from the consent if there was none since), e.g. `P18M`.",
     ),
@@ -52,7 +53,7 @@ InactivitySpan = Annotated[
 RepermissionSpan = Annotated[
     str,
     msgspec.Meta(
-        pattern=SPAN_PATTERN,
+        max_length=40,
         description='How long before a consent\'s end a re-permission message with a "keep me subscribed" link is '
         "queued (once per consent period, while the consent is in force), e.g. `P30D`. Needs `validity` or "
         "`inactivity`.",
@@ -77,6 +78,16 @@ class PurposeCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     inactivity: InactivitySpan | None = None
     repermission_before: RepermissionSpan | None = None
 
+    def __post_init__(self) -> None:
+        """Say in words what is wrong (msgspec would answer with the whole regular expression)."""
+        check_spans(self.validity, self.inactivity, self.repermission_before)
+        for category in self.similar_products_of:
+            if not _CATEGORY.fullmatch(category):
+                raise ValueError(
+                    f"similar_products_of: {category[:70]!r} is not a category: lower-case letters, digits, '_' and "
+                    "'-', starting with a letter or digit (as the purchases name it, e.g. 'coffee')"
+                )
+
 
 class PurposeLifecycleIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """A purpose's lifecycle as a whole: a field left out (or null) is cleared."""
@@ -84,6 +95,28 @@ class PurposeLifecycleIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tru
     validity: Span | None = None
     inactivity: InactivitySpan | None = None
     repermission_before: RepermissionSpan | None = None
+
+    def __post_init__(self) -> None:
+        """Say in words what is wrong (msgspec would answer with the whole regular expression)."""
+        check_spans(self.validity, self.inactivity, self.repermission_before)
+
+
+_CATEGORY = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+_SPAN = re.compile(SPAN_PATTERN)
+
+
+def check_spans(validity: str | None, inactivity: str | None, repermission_before: str | None) -> None:
+    """Each span given is an ISO 8601 duration of the kind a purpose takes, else a ``ValueError`` saying so."""
+    for name, value in (
+        ("validity", validity),
+        ("inactivity", inactivity),
+        ("repermission_before", repermission_before),
+    ):
+        if value is not None and not _SPAN.fullmatch(value):
+            raise ValueError(
+                f"{name}: {value[:40]!r} is not a span: an ISO 8601 duration of years, months, weeks or days such "
+                "as P24M, P2Y, P6W or P30D (upper case; no hours)"
+            )
 
 
 class PurposeOut(msgspec.Struct, kw_only=True):

@@ -92,7 +92,15 @@ async def test_a_span_that_is_no_calendar_span_or_a_repermission_without_an_end_
     response = await client.post("/v1/purposes", json=body, headers=admin)
     assert response.status_code in (400, 422), response.text
     assert response.headers["content-type"].startswith("application/problem+json")
+    assert "([0-9]" not in response.json()["detail"], "said in words, not as a regular expression"
     assert (await client.get("/v1/purposes", headers=admin)).json() == []
+
+
+async def test_a_category_that_purchases_cannot_name_is_refused_in_words(client, admin):
+    body = {"key": "offers", "name": "Offers", "kind": "marketing", "similar_products_of": ["Coffee Beans"]}
+    response = await client.post("/v1/purposes", json=body, headers=admin)
+    assert response.status_code in (400, 422), response.text
+    assert "'Coffee Beans' is not a category" in response.json()["detail"]
 
 
 async def test_a_transactional_purpose_has_no_validity(client, admin):
