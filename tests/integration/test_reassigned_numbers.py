@@ -56,10 +56,14 @@ async def consents(client, tenant, contact):
     }
 
 
-async def holder(session, channel):
+async def holder(session, tenant, channel):
     """The contact that holds the number on ``channel`` now (after a report: the new owner's, not the former's)."""
     session.expire_all()
-    point = await session.scalar(select(ContactPoint).where(ContactPoint.channel == channel))
+    point = await session.scalar(
+        select(ContactPoint).where(
+            ContactPoint.workspace_id == tenant.id, ContactPoint.channel == channel, ContactPoint.value == PERSON
+        )
+    )
     return str(point.contact_id)
 
 
@@ -95,8 +99,8 @@ async def test_every_holder_of_the_number_loses_the_consents_given_before_the_da
     }
     assert "sms" not in await consents(client, tenant, "anna"), "the former owner's contact loses the number"
     assert "whatsapp" not in await consents(client, tenant, "ben")
-    new_owner = await holder(session, "sms")
-    assert new_owner == await holder(session, "whatsapp"), "one new contact holds the number on both channels"
+    new_owner = await holder(session, tenant, "sms")
+    assert new_owner == await holder(session, tenant, "whatsapp"), "one new contact holds the number on both channels"
     moved = await consents(client, tenant, new_owner)
     assert (moved["sms"]["newsletter"], moved["sms"]["offers"], moved["whatsapp"]["newsletter"]) == ("expired",) * 3
     shown = (await client.get(f"/v1/contacts/{new_owner}", headers=await tenant.key(Scope.AUDIT_READ))).json()
@@ -123,7 +127,9 @@ async def test_consents_given_after_the_date_stay_and_a_repeat_records_nothing(
     first = await report(client, tenant, "ben", PERSON, reassigned_at)
     assert first.status_code == 200, first.text
     assert len(first.json()["changes"]) == 3
-    assert (await consents(client, tenant, await holder(session, "whatsapp")))["whatsapp"]["offers"] == "opted_in"
+    assert (await consents(client, tenant, await holder(session, tenant, "whatsapp")))["whatsapp"][
+        "offers"
+    ] == "opted_in"
     before = await events(session)
     again = await report(client, tenant, "ben", PERSON, reassigned_at)
     assert again.status_code == 200
@@ -135,7 +141,7 @@ async def test_a_withdrawal_of_the_former_owner_stays_and_binds_nobody_new(clien
     await ledger.apply(holders["sms"], holders["newsletter"].id, "stop_word")
     response = await report(client, tenant, "anna", PERSON, utcnow())
     assert ("sms", "newsletter") not in {(c["channel"], c["purpose"]) for c in response.json()["changes"]}
-    assert (await consents(client, tenant, await holder(session, "sms")))["sms"]["newsletter"] == "opted_out"
+    assert (await consents(client, tenant, await holder(session, tenant, "sms")))["sms"]["newsletter"] == "opted_out"
 
 
 @pytest.mark.parametrize(
@@ -225,7 +231,7 @@ async def test_the_former_owners_suppression_goes_so_the_new_owner_can_text_star
     assert await events(session) == before
 
     await phone.text("START")  # the new owner
-    decision = await _eligibility(client, tenant, await holder(session, "sms"))
+    decision = await _eligibility(client, tenant, await holder(session, tenant, "sms"))
     assert decision["eligible"] is True, decision
     assert decision["reason"] == "opted_in"
     former = await _eligibility(client, tenant, "anna")
