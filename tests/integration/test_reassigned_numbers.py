@@ -56,6 +56,12 @@ async def consents(client, tenant, contact):
     }
 
 
+async def suppressions(session, tenant):
+    """How many suppressions the test's workspace holds (a full run's database holds other workspaces' too)."""
+    query = select(func.count()).select_from(Suppression).where(Suppression.workspace_id == tenant.id)
+    return await session.scalar(query)
+
+
 async def holder(session, tenant, channel):
     """The contact that holds the number on ``channel`` now (after a report: the new owner's, not the former's)."""
     session.expire_all()
@@ -218,11 +224,11 @@ async def test_the_former_owners_suppression_goes_so_the_new_owner_can_text_star
         headers=await tenant.key(Scope.CONSENTS_WRITE),
     )
     assert objection.status_code == 201, objection.text
-    assert await session.scalar(select(func.count()).select_from(Suppression)) > 0
+    assert await suppressions(session, tenant) > 0
     response = await report(client, tenant, "anna", PERSON, utcnow(), evidence={"agent_id": "desk-3"})
     assert response.status_code == 200, response.text
     assert response.json()["suppressions_lifted"] > 0
-    assert await session.scalar(select(func.count()).select_from(Suppression)) == 0
+    assert await suppressions(session, tenant) == 0
     # no consent was left to end (the objection ended it): the lift is noted in the ledger all the same
     [note] = response.json()["changes"]
     assert (note["channel"], note["from_state"], note["state"]) == ("sms", "opted_out", "opted_out")
@@ -247,10 +253,10 @@ async def test_a_suppression_made_after_the_date_stays(client, tenant, keyword_o
         json={"contact": "anna", "scope": "all_marketing", "kind": "art21"},
         headers=await tenant.key(Scope.CONSENTS_WRITE),
     )
-    kept = await session.scalar(select(func.count()).select_from(Suppression))
+    kept = await suppressions(session, tenant)
     response = await report(client, tenant, "anna", PERSON, reassigned_at)
     assert response.json()["suppressions_lifted"] == 0
-    assert await session.scalar(select(func.count()).select_from(Suppression)) == kept
+    assert await suppressions(session, tenant) == kept
 
 
 async def test_twilio_start_lifts_its_block_and_a_campaign_word_does_not(client, tenant, keyword_only, ledger, phone):
@@ -448,12 +454,15 @@ async def test_a_no_said_on_the_number_since_the_date_is_the_new_owners_and_stay
     objection = {"contact": "anna", "scope": "all_marketing", "kind": "art21"}
     assert (await client.post("/v1/objections", json=objection, headers=writer)).status_code == 201
     async with ledger.database.sessionmaker() as db, db.begin():
-        await db.execute(text("UPDATE suppressions SET created_at = now() - interval '30 days'"))
+        await db.execute(
+            text("UPDATE suppressions SET created_at = now() - interval '30 days' WHERE workspace_id = :w"),
+            {"w": tenant.id},
+        )
     assert (await client.post("/v1/objections", json=objection, headers=writer)).status_code == 201  # today's
     response = await report(client, tenant, "anna", PERSON, utcnow() - timedelta(days=10))
     assert response.status_code == 200, response.text
     assert response.json()["suppressions_lifted"] == 0
-    assert await session.scalar(select(func.count()).select_from(Suppression)) > 0
+    assert await suppressions(session, tenant) > 0
 
 
 async def test_an_import_line_naming_another_contact_ends_nobodys_consents(client, tenant, holders, session):
