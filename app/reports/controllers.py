@@ -18,6 +18,7 @@ from app.lib.openapi import errors
 from app.lib.orm import utcnow
 from app.reports import service
 from app.reports.schemas import ReportOut, ReportRowOut, to_csv
+from app.workspaces import repository as workspaces
 
 Granularity = Literal["hour", "day", "week", "month"]
 From = Annotated[
@@ -147,8 +148,18 @@ async def _answer(
         metrics=list(metrics),
         series=[ReportRowOut(bucket=r.bucket, group=r.group, metrics=r.metrics) for r in series],
     )
+    if "source" in query.group_by:
+        async with db.begin():
+            report.source_names = await _source_names(db, principal.workspace_id, report.series)
     headers = {"Cache-Control": "no-store"}
     if wants_csv(request.headers.get("accept", "")):
         csv_body: Any = to_csv(report)
         return Response(csv_body, media_type="text/csv; charset=utf-8", headers=headers)
     return Response(report, headers=headers)
+
+
+async def _source_names(db: AsyncSession, workspace_id: Any, series: Sequence[ReportRowOut]) -> dict[str, str]:
+    """``api_key:<id>`` source values → the key's name (the workspace's own keys only)."""
+    wanted = {row.group.get("source") for row in series}
+    names = {f"api_key:{key.id}": key.name for key in await workspaces.list_api_keys(db, workspace_id)}
+    return {source: names[source] for source in wanted if source in names}

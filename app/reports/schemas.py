@@ -30,6 +30,9 @@ class ReportOut(msgspec.Struct, kw_only=True):
     group_by: list[str]
     metrics: list[str]
     series: list[ReportRowOut]
+    source_names: dict[str, str] = msgspec.field(default_factory=dict)
+    """Grouped by `source`: the name of each API key a source value names (`api_key:<id>` → the key's name, as
+    given when it was created; a key deleted since has none)."""
 
 
 def csv_safe(value: str) -> str:
@@ -43,11 +46,14 @@ def to_csv(report: ReportOut) -> str:
     """The report as CSV: ``bucket``, one column per group, one per metric; empty cells for no value."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(["bucket", *report.group_by, *report.metrics])
+    named = "source" in report.group_by
+    writer.writerow(["bucket", *report.group_by, *(["source_name"] if named else []), *report.metrics])
     for row in report.series:
+        source = row.group.get("source")
         cells: Sequence[object] = [
             row.bucket.isoformat().replace("+00:00", "Z"),
             *(row.group.get(name) for name in report.group_by),
+            *([report.source_names.get(source) if source else None] if named else []),
             *(row.metrics.get(name) for name in report.metrics),
         ]
         writer.writerow(["" if cell is None else csv_safe(str(cell)) for cell in cells])

@@ -438,3 +438,26 @@ async def test_deleted_messages_keep_their_counts_and_unqueued_ones_go_with_them
         await messages.delete_messages_of_contact(session, tenant.id, mail.contact_id)
         assert await repository.queued_messages(session, tenant.id) == 0
     assert await accepted() == 5
+
+
+async def test_a_source_that_is_an_api_key_is_named_by_the_keys_name(client, database, tenant, other_tenant, ledger):
+    """Issue 18: sources by API key name; another workspace's key of the same id shape is never named."""
+    reader = await tenant.key(Scope.AUDIT_READ)
+    async with database.sessionmaker() as session, session.begin():
+        key, _ = await workspace_service.create_api_key(session, tenant.id, "Shop backend", (Scope.CONSENTS_WRITE,))
+        foreign, _ = await workspace_service.create_api_key(session, other_tenant.id, "Theirs", (Scope.ADMIN,))
+    purpose = await ledger.purpose("newsletter")
+    mail = await ledger.point("email", "named@example.com", external_id="named")
+    await record(ledger, mail, purpose.id, "signup", BASE, actor=Actor(ActorType.API_KEY, str(key.id)))
+    other = await ledger.point("email", "foreign@example.com", external_id="foreign")
+    await record(ledger, other, purpose.id, "signup", BASE, actor=Actor(ActorType.API_KEY, str(foreign.id)))
+    answer = await report(client, reader, group_by="source", **span())
+    assert answer["source_names"] == {f"api_key:{key.id}": "Shop backend"}
+    response = await client.get(
+        "/v1/reports/consents", params={"group_by": "source", **span()}, headers={**reader, "Accept": "text/csv"}
+    )
+    table = list(csv.DictReader(io.StringIO(response.text)))
+    assert {r["source"]: r["source_name"] for r in table} == {
+        f"api_key:{key.id}": "Shop backend",
+        f"api_key:{foreign.id}": "",
+    }

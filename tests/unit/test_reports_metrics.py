@@ -115,5 +115,9 @@ def test_csv_cells_are_neutralised_like_the_other_exports():
     report = ReportOut(
         from_=NOW, to=NOW, granularity="day", group_by=["source"], metrics=["opt_ins", "opted_in_total"],
         series=[ReportRowOut(bucket=NOW, group={"source": "=cmd"}, metrics={"opt_ins": 1, "opted_in_total": None})],
+        source_names={"=cmd": "@key name"},
     )  # fmt: skip
-    assert to_csv(report).splitlines() == ["bucket,source,opt_ins,opted_in_total", "2026-12-04T21:17:00Z,'=cmd,1,"]
+    assert to_csv(report).splitlines() == [
+        "bucket,source,source_name,opt_ins,opted_in_total",
+        "2026-12-04T21:17:00Z,'=cmd,'@key name,1,",
+    ]
