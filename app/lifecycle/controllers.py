@@ -161,14 +161,8 @@ class PurposeLifecycleController(Controller):
         """
         async with db.begin():
             purpose = await purposes.require_purpose(db, principal.workspace_id, key)
-            purposes.check_lifecycle(purpose.kind, data.validity, data.inactivity, data.repermission_before)
+            spans = purposes.check_lifecycle(purpose.kind, data.validity, data.inactivity, data.repermission_before)
+            await purposes.lock_purpose(db, purpose)
             await service.end_due(db, purpose.id)
-            purpose = await purposes.set_lifecycle(
-                db,
-                principal.workspace_id,
-                key,
-                validity=data.validity,
-                inactivity=data.inactivity,
-                repermission_before=data.repermission_before,
-            )
+            await purposes.set_lifecycle(db, purpose, spans)
         return purpose_out(purpose)

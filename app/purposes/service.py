@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -82,25 +82,18 @@ def check_lifecycle(
     return spans
 
 
-async def set_lifecycle(
-    session: AsyncSession,
-    workspace_id: uuid.UUID,
-    key: str,
-    *,
-    validity: str | None,
-    inactivity: str | None,
-    repermission_before: str | None,
-) -> Purpose:
-    """Replace a purpose's lifecycle spans (checked as on creation); 404 ``purpose_not_found``.
+async def lock_purpose(session: AsyncSession, purpose: Purpose) -> None:
+    """Hold the purpose's row until the transaction ends (one lifecycle change at a time)."""
+    await repository.lock_purpose(session, purpose.id)
+
+
+async def set_lifecycle(session: AsyncSession, purpose: Purpose, spans: Mapping[str, str | None]) -> None:
+    """Replace a purpose's lifecycle spans (checked by :func:`check_lifecycle`, the purpose locked).
 
     Ends are computed from the spans, never stored: the change applies at once to every consent of the purpose on
-    the read path; consents already ended stay ended (the ledger holds their ``validity_ended``).
+    the read path (the caller ends first what the old spans ended: :func:`app.lifecycle.service.end_due`).
     """
-    purpose = await require_purpose(session, workspace_id, key)
-    spans = check_lifecycle(purpose.kind, validity, inactivity, repermission_before)
-    await repository.lock_purpose(session, purpose.id)
     await repository.set_lifecycle(session, purpose, spans)
-    return purpose
 
 
 async def require_purpose(session: AsyncSession, workspace_id: uuid.UUID, key: str) -> Purpose:
