@@ -72,7 +72,8 @@ def lapsed_sql(policy: Policy, *, since: str, point: str, workspace: str, timezo
 
     The exact instant (:func:`span_end_sql`) is computed only where cheap bounds cannot tell: a consent given more
     than the longest reading of the span ago has ended, one given less than the shortest has not (and needs no
-    look-up of its engagement). The end is monotonic in the start, so the bounds never change the answer.
+    look-up of its engagement). Every end lies within those readings of its own start, so the bounds never change
+    the answer.
     """
     ends: list[str] = []
     at = f"CAST({now} AS timestamptz)"  # a bind parameter's type is not guessed from an interval beside it
