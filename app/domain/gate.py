@@ -111,8 +111,8 @@ class ConsentFact:
     """A consent row as the gate sees it.
 
     ``ends_at``: for an opted-in consent of a purpose with ``validity`` or ``inactivity``, the instant it ends
-    (:func:`app.domain.validity.consent_end`); from then on it permits nothing and is answered ``expired``, whether
-    or not the sweep has recorded ``validity_ended`` yet.
+    (computed by the database: :func:`app.eligibility.repository.span_end_sql`); from then on it permits nothing
+    and is answered ``expired``, whether or not the sweep has recorded ``validity_ended`` yet.
     """
 
     state: State

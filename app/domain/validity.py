@@ -10,20 +10,24 @@ without engagement on its address (``P18M``: no delivered, opened or clicked mes
   (2024-01-15 10:00 Europe/Berlin + P6M = 2024-07-15 10:00, which is 08:00 UTC instead of 09:00);
 - a wall-clock time that does not exist on the target day (the hour skipped in spring) or exists twice (the hour
   repeated in autumn) is read the later way: a skipped 02:30 is read with the offset before the change (the clock
-  shows 03:30), a repeated 02:30 is its second occurrence. This is also how PostgreSQL reads local times, so the
-  audience export's SQL (:func:`app.eligibility.repository.audience_sql`) computes the same instant; a test checks
-  that both agree.
+  shows 03:30), a repeated 02:30 is its second occurrence (PostgreSQL's reading of a local time).
 
-The consent ends at the earlier of the two ends. Nothing here reads a clock or a database.
+The consent ends at the earlier of the two ends (on a tie, ``validity`` is named); inactivity counts from the latest
+engagement, or from when the consent was given where there was none since. A re-permission may be asked from
+``repermission_before`` before the end (days first, then months, on the wall clock).
+
+**One source.** The instants are computed by the database only
+(:func:`app.eligibility.repository.span_end_sql`), for eligibility, the audience export, the sweep and the import
+alike: the time-zone rules of the server and of the application may be different releases (they differ for
+America/Vancouver from November 2026, for instance), and an end computed twice could then differ by an hour near a
+clock change. This module parses and validates the spans; nothing here reads a clock or a database.
 """
 
 from __future__ import annotations
 
-import calendar
 import re
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import datetime
 
 #: The longest span accepted (100 years): anything longer means "no end" and is better left unset.
 MAX_MONTHS = 1200
@@ -69,47 +73,6 @@ def parse_span(value: str) -> Span:
     return span
 
 
-def _add_months(day: date, months: int) -> date:
-    index = day.year * 12 + day.month - 1 + months
-    year, month = divmod(index, 12)
-    month += 1
-    return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
-
-
-def _local_instant(wall: datetime, zone: ZoneInfo) -> datetime:
-    """The instant a naive wall-clock time names in ``zone``: the later reading where there are two or none.
-
-    Both readings are ``wall`` minus an offset (fold 0: the offset before a change, fold 1: after it); the later
-    instant is the one with the smaller offset.
-    """
-    offset = zone.utcoffset(wall)
-    other = zone.utcoffset(wall.replace(fold=1))
-    assert offset is not None  # a ZoneInfo always has one
-    if other is not None and other < offset:
-        offset = other
-    return (wall - offset).replace(tzinfo=UTC)
-
-
-def _shifted(start: datetime, span: Span, timezone: str, *, back: bool) -> datetime:
-    zone = ZoneInfo(timezone)
-    local = start.astimezone(zone).replace(tzinfo=None, fold=0)
-    if back:
-        day = _add_months(local.date() - timedelta(days=span.days), -span.months)
-    else:
-        day = _add_months(local.date(), span.months) + timedelta(days=span.days)
-    return _local_instant(local.replace(year=day.year, month=day.month, day=day.day), zone)
-
-
-def add_span(start: datetime, span: Span, timezone: str) -> datetime:
-    """``start`` plus ``span`` on the wall clock of ``timezone`` (module docstring), as a UTC instant."""
-    return _shifted(start, span, timezone, back=False)
-
-
-def subtract_span(end: datetime, span: Span, timezone: str) -> datetime:
-    """``end`` minus ``span`` on the wall clock (days first, then months; clamped as :func:`add_span` is)."""
-    return _shifted(end, span, timezone, back=True)
-
-
 @dataclass(frozen=True, slots=True)
 class Policy:
     """A purpose's rules for the life of a consent (either may be unset)."""
@@ -139,25 +102,3 @@ class End:
 
     at: datetime
     rule: str
-
-
-def consent_end(policy: Policy, *, given_at: datetime, last_engagement: datetime | None, timezone: str) -> End | None:
-    """When a consent given at ``given_at`` ends under ``policy`` (``None``: never).
-
-    Inactivity counts from the latest engagement on the address, or from ``given_at`` where there was none since
-    (a consent given yesterday is not inactive because of an old message). On a tie, ``validity`` is named.
-    """
-    ends: list[End] = []
-    if policy.validity is not None:
-        ends.append(End(add_span(given_at, policy.validity, timezone), "validity"))
-    if policy.inactivity is not None:
-        active = max(given_at, last_engagement) if last_engagement is not None else given_at
-        ends.append(End(add_span(active, policy.inactivity, timezone), "inactivity"))
-    return min(ends, key=lambda end: end.at) if ends else None
-
-
-def repermission_from(policy: Policy, end: End, timezone: str) -> datetime | None:
-    """From when a re-permission message may be queued for a consent ending at ``end`` (``None``: never)."""
-    if policy.repermission_before is None:
-        return None
-    return subtract_span(end.at, policy.repermission_before, timezone)

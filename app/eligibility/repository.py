@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.gate import CUSTOMER_CHANNELS, CUSTOMER_REPLACES, ELIGIBLE, STATE_REASON, ConsentFact, PointFacts
 from app.domain.model import WITHDRAWN_STATES, Channel, PurposeKind, Reachability, State, SuppressionScope
-from app.domain.validity import Policy, Span, consent_end, policy_of
+from app.domain.validity import End, Policy, Span, policy_of
 from app.lib.copystream import copy_rows, csv_cell
 from app.workspaces.settings import WorkspaceSettings
 
@@ -45,20 +45,79 @@ def engaged_sql(point: str, workspace: str) -> str:
                   AND NOT coalesce(e.detail ? 'scanner_signals', FALSE))"""  # noqa: S608
 
 
-def span_end_sql(start: str, span: Span, timezone: str) -> str:
-    """``start`` + ``span`` on the wall clock of ``timezone`` in SQL: :func:`app.domain.validity.add_span`'s instant.
+def interval_sql(span: Span | str) -> str:
+    """An SQL interval: a parsed span as a literal, or a stored span (``'P24M'``, an SQL text expression) cast.
+
+    PostgreSQL reads the stored ISO 8601 text the way :func:`app.domain.validity.parse_span` does: years as
+    12 months, weeks as 7 days.
+    """
+    if isinstance(span, Span):
+        return f"interval '{int(span.months)} months {int(span.days)} days'"
+    return f"CAST({span} AS interval)"
+
+
+def span_end_sql(start: str, span: Span | str, timezone: str) -> str:
+    """``start`` + ``span`` on the wall clock of ``timezone`` in SQL: the one place an end instant is computed.
 
     ``timestamptz AT TIME ZONE`` gives the wall clock, ``+ interval`` adds months (clamped at the month's end) then
-    days, and ``AT TIME ZONE`` back reads a skipped or repeated wall-clock time the later way, as the domain
-    does (a test compares both). ``span`` holds integers only; ``start`` and ``timezone`` are SQL expressions.
+    days, and ``AT TIME ZONE`` back reads a skipped or repeated wall-clock time the later way
+    (:mod:`app.domain.validity` states the rules). ``span``: a parsed span, or an SQL expression of a stored one
+    (NULL: no end); ``start`` and ``timezone`` are SQL expressions.
+
+    Every end, the audience export's, eligibility's, the sweep's and the import's, is this expression, computed by
+    the database with the database's time-zone data: where the application's own tz database differs from the
+    server's (another release, other rules near a clock change), nothing can disagree.
+    """
+    return f"((({start}) AT TIME ZONE {timezone}) + {interval_sql(span)}) AT TIME ZONE {timezone}"
+
+
+def span_start_sql(end: str, span: Span, timezone: str) -> str:
+    """``end`` minus ``span`` on the wall clock of ``timezone``: from when a re-permission may be asked.
+
+    Days first, then months; clamped and read as :func:`span_end_sql` does.
     """
     return (
-        f"((({start}) AT TIME ZONE {timezone}) + interval '{int(span.months)} months {int(span.days)} days') "
-        f"AT TIME ZONE {timezone}"
+        f"((({end}) AT TIME ZONE {timezone}) - interval '{int(span.days)} days'"
+        f" - interval '{int(span.months)} months') AT TIME ZONE {timezone}"
     )
 
 
-def _bounds(span: Span) -> tuple[int, int]:
+def ends_sql(
+    since: str, *, engaged: str, validity: Span | str | None, inactivity: Span | str | None, timezone: str
+) -> tuple[str, str]:
+    """(validity end, inactivity end) of a consent given at ``since``, as SQL expressions (NULL: the rule is unset).
+
+    Inactivity counts from the latest engagement on the address (``engaged``, NULL: none), or from ``since`` where
+    there was none since (a consent given yesterday is not inactive because of an old message).
+    The consent ends at the earlier of the two (:func:`end_sql`; on a tie, ``validity`` is named).
+    """
+    by_validity = "NULL::timestamptz" if validity is None else span_end_sql(since, validity, timezone)
+    by_inactivity = (
+        "NULL::timestamptz"
+        if inactivity is None
+        else span_end_sql(f"greatest({since}, {engaged})", inactivity, timezone)
+    )
+    return by_validity, by_inactivity
+
+
+def end_sql(
+    since: str, *, engaged: str, validity: Span | str | None, inactivity: Span | str | None, timezone: str
+) -> str:
+    """The instant a consent given at ``since`` ends (SQL; NULL: never): the earlier of :func:`ends_sql`."""
+    by_validity, by_inactivity = ends_sql(
+        since, engaged=engaged, validity=validity, inactivity=inactivity, timezone=timezone
+    )
+    return f"least({by_validity}, {by_inactivity})"  # least() passes over NULL
+
+
+def earlier_end(by_validity: datetime | None, by_inactivity: datetime | None) -> End | None:
+    """The end of a consent from its two ends as the database computed them (:func:`ends_sql`)."""
+    if by_validity is not None and (by_inactivity is None or by_validity <= by_inactivity):
+        return End(by_validity, "validity")
+    return End(by_inactivity, "inactivity") if by_inactivity is not None else None
+
+
+def span_bounds(span: Span) -> tuple[int, int]:
     """Whole days a span lasts at least and at most, whatever the calendar and the clock changes.
 
     A month is 28 to 31 days (a clamped day only shortens it); a change of UTC offset moves the end by less than two
@@ -70,7 +129,8 @@ def _bounds(span: Span) -> tuple[int, int]:
 def lapsed_sql(policy: Policy, *, since: str, point: str, workspace: str, timezone: str, now: str) -> str:
     """Whether a consent given at ``since`` on the address ``point`` has ended by ``now`` under ``policy`` (SQL).
 
-    The exact instant (:func:`span_end_sql`) is computed only where cheap bounds cannot tell: a consent given more
+    The exact instant (:func:`span_end_sql`, the same expression every reader of an end uses) is computed only where
+    cheap bounds cannot tell: a consent given more
     than the longest reading of the span ago has ended, one given less than the shortest has not (and needs no
     look-up of its engagement). Every end lies within those readings of its own start, so the bounds never change
     the answer.
@@ -78,14 +138,14 @@ def lapsed_sql(policy: Policy, *, since: str, point: str, workspace: str, timezo
     ends: list[str] = []
     at = f"CAST({now} AS timestamptz)"  # a bind parameter's type is not guessed from an interval beside it
     if policy.validity is not None:
-        shortest, longest = _bounds(policy.validity)
+        shortest, longest = span_bounds(policy.validity)
         exact = f"{span_end_sql(since, policy.validity, timezone)} <= {now}"
         ends.append(
             f"({since} <= {at} - interval '{longest} days'"
             f" OR ({since} < {at} - interval '{shortest} days' AND {exact}))"
         )
     if policy.inactivity is not None:
-        shortest, _ = _bounds(policy.inactivity)
+        shortest, _ = span_bounds(policy.inactivity)
         active = f"greatest({since}, {engaged_sql(point, workspace)})"
         exact = f"{span_end_sql(active, policy.inactivity, timezone)} <= {now}"
         ends.append(f"({since} < {at} - interval '{shortest} days' AND {exact})")
@@ -98,15 +158,35 @@ def lifecycle_policy(validity: str | None, inactivity: str | None) -> Policy:
     return policy_of(validity, inactivity)
 
 
-def with_end(
-    consent: ConsentFact | None, policy: Policy, timezone: str, engaged_at: datetime | None
-) -> ConsentFact | None:
-    """``consent`` with its end (``ends_at``) where it is opted in and the purpose's consents end."""
-    if consent is None or consent.state is not State.OPTED_IN or consent.since is None or not policy.ends:
-        return consent
-    end = consent_end(policy, given_at=consent.since, last_engagement=engaged_at, timezone=timezone)
-    return dataclasses.replace(consent, ends_at=end.at if end else None)
+def _ends_column(consent: str, *, engaged: str, validity: str, inactivity: str, timezone: str) -> str:
+    """The end of the consent row ``consent`` (``pc``/``cc``) where it is opted in and its purpose's consents end.
 
+    ``validity`` and ``inactivity``: SQL expressions of the purpose's stored spans; ``engaged``: the address's
+    latest engagement. The database computes it (:func:`span_end_sql`): eligibility and the export read the same
+    instant.
+    """
+    end = end_sql(f"{consent}.since", engaged=engaged, validity=validity, inactivity=inactivity, timezone=timezone)
+    return (
+        f"CASE WHEN {consent}.state = '{State.OPTED_IN.value}' AND {consent}.since IS NOT NULL"
+        f" AND ({validity} IS NOT NULL OR {inactivity} IS NOT NULL) THEN {end} END"
+    )
+
+
+def with_end(consent: ConsentFact | None, ends_at: datetime | None) -> ConsentFact | None:
+    """``consent`` with the end the database computed for it (:func:`_ends_column`), where it has one."""
+    if consent is None or ends_at is None or consent.state is not State.OPTED_IN:
+        return consent
+    return dataclasses.replace(consent, ends_at=ends_at)
+
+
+#: The ends of the purpose consent (``pc``) and the channel consent (``cc``) where the query names the purpose's
+#: lifecycle ``pol`` and the engagement ``eg``.
+_POL_PC_ENDS = _ends_column(
+    "pc", engaged="eg.at", validity="pol.validity", inactivity="pol.inactivity", timezone="pol.tz"
+)
+_POL_CC_ENDS = _ends_column(
+    "cc", engaged="eg.at", validity="pol.validity", inactivity="pol.inactivity", timezone="pol.tz"
+)
 
 #: The consent states the existing-customer basis stands in for, as SQL literals (:data:`CUSTOMER_REPLACES`).
 _CUSTOMER_STATES = ", ".join(sorted(f"'{s.value}'" for s in CUSTOMER_REPLACES))
@@ -158,8 +238,10 @@ _FACTS = text(
            pc.state AS p_state, pc.since AS p_since, pc.last_event_id AS p_event,
            cc.state AS c_state, cc.since AS c_since, cc.last_event_id AS c_event,
            coalesce(sup.scopes, '{{}}') AS scopes, sup.paused_until,
-           pol.validity, pol.inactivity, pol.tz,
-           CASE WHEN pol.inactivity IS NOT NULL THEN {engaged_sql("pts.id", ":workspace_id")} END AS engaged_at,
+           {_POL_PC_ENDS}
+               AS p_ends,
+           {_POL_CC_ENDS}
+               AS c_ends,
            cu.event_id AS customer_event, coalesce(cu.withdrawn, FALSE) AS customer_withdrawn
       FROM pts
       JOIN contacts c ON c.id = pts.contact_id
@@ -172,6 +254,10 @@ _FACTS = text(
                           WHERE contact_point_id = pts.id AND purpose_id = :purpose_id LIMIT 1) pc ON TRUE
       LEFT JOIN LATERAL (SELECT state, since, last_event_id FROM consents
                           WHERE contact_point_id = pts.id AND purpose_id IS NULL LIMIT 1) cc ON TRUE
+      -- the latest engagement, looked up once and only where the purpose has an inactivity
+      LEFT JOIN LATERAL (SELECT CASE WHEN pol.inactivity IS NOT NULL THEN """
+    + engaged_sql("pts.id", ":workspace_id")
+    + """ END AS at) eg ON TRUE
      ORDER BY pts.contact_id, pts.channel, pts.id
     """
 )
@@ -199,30 +285,26 @@ async def point_facts(
             "default_tz": DEFAULT_TIMEZONE,
         },
     )
-    facts: list[tuple[uuid.UUID, PointFacts]] = []
-    for row in rows:
-        policy = lifecycle_policy(row.validity, row.inactivity)
-        tz, engaged = row.tz or DEFAULT_TIMEZONE, row.engaged_at
-        facts.append(
-            (
-                row.contact_id,
-                PointFacts(
-                    id=row.id,
-                    channel=Channel(row.channel),
-                    value=row.value,
-                    reachability=Reachability(row.reachability),
-                    purpose_consent=with_end(_consent(row.p_state, row.p_since, row.p_event), policy, tz, engaged),
-                    channel_consent=with_end(_consent(row.c_state, row.c_since, row.c_event), policy, tz, engaged),
-                    suppression_scopes=frozenset(SuppressionScope(s) for s in row.scopes),
-                    timezone=row.timezone,
-                    verified=row.verified_at is not None,
-                    paused_until=row.paused_until,
-                    customer_event_id=row.customer_event,
-                    customer_withdrawn=row.customer_withdrawn,
-                ),
-            )
+    return [
+        (
+            row.contact_id,
+            PointFacts(
+                id=row.id,
+                channel=Channel(row.channel),
+                value=row.value,
+                reachability=Reachability(row.reachability),
+                purpose_consent=with_end(_consent(row.p_state, row.p_since, row.p_event), row.p_ends),
+                channel_consent=with_end(_consent(row.c_state, row.c_since, row.c_event), row.c_ends),
+                suppression_scopes=frozenset(SuppressionScope(s) for s in row.scopes),
+                timezone=row.timezone,
+                verified=row.verified_at is not None,
+                paused_until=row.paused_until,
+                customer_event_id=row.customer_event,
+                customer_withdrawn=row.customer_withdrawn,
+            ),
         )
-    return facts
+        for row in rows
+    ]
 
 
 #: ``work_mem`` of the audience export's transaction (see :func:`copy_audience`).
@@ -448,6 +530,9 @@ async def copy_audience(
         await copy_rows(driver, as_csv_rows(sql), as_ndjson(sql), *args, as_csv=as_csv, sink=sink)
 
 
+#: The workspace's time zone in :data:`_SINGLE` ($6: the default).
+_SINGLE_TZ = "coalesce(w.settings->>'timezone', $6)"
+
 _SINGLE = (
     f"""
 WITH p AS (SELECT id, kind, validity, inactivity FROM purposes WHERE workspace_id = $1 AND key = $2),
@@ -456,8 +541,10 @@ WITH p AS (SELECT id, kind, validity, inactivity FROM purposes WHERE workspace_i
            (SELECT id, timezone, 1 AS rank FROM contacts WHERE workspace_id = $1 AND external_id = $3)
            ORDER BY rank LIMIT 1)
 SELECT w.settings::text AS settings, p.id AS purpose_id, p.kind, c.id AS contact_id, c.timezone,
-       p.validity, p.inactivity, coalesce(w.settings->>'timezone', $6) AS tz,
-       CASE WHEN p.inactivity IS NOT NULL AND cp.id IS NOT NULL THEN {engaged_sql("cp.id", "$1")} END AS engaged_at,
+       {_ends_column("pc", engaged="eg.at", validity="p.validity", inactivity="p.inactivity", timezone=_SINGLE_TZ)}
+           AS p_ends,
+       {_ends_column("cc", engaged="eg.at", validity="p.validity", inactivity="p.inactivity", timezone=_SINGLE_TZ)}
+           AS c_ends,
        cp.id, cp.value, cp.reachability, cp.verified_at,
        pc.state AS p_state, pc.since AS p_since, pc.last_event_id AS p_event,
        cc.state AS c_state, cc.since AS c_since, cc.last_event_id AS c_event,
@@ -473,7 +560,9 @@ SELECT w.settings::text AS settings, p.id AS purpose_id, p.kind, c.id AS contact
   LEFT JOIN c ON TRUE
   LEFT JOIN contact_points cp ON cp.contact_id = c.id AND cp.channel = $5
   LEFT JOIN consents pc ON pc.contact_point_id = cp.id AND pc.purpose_id = p.id
-  LEFT JOIN consents cc ON cc.contact_point_id = cp.id AND cc.purpose_id IS NULL"""  # noqa: S608  # joined with enum values only; every input is a bind parameter
+  LEFT JOIN consents cc ON cc.contact_point_id = cp.id AND cc.purpose_id IS NULL
+  LEFT JOIN LATERAL (SELECT CASE WHEN p.inactivity IS NOT NULL AND cp.id IS NOT NULL
+                                 THEN {engaged_sql("cp.id", "$1")} END AS at) eg ON TRUE"""  # noqa: S608  # joined with enum values only; every input is a bind parameter
     + _customer_join("cp", "p.id")
     + """
  WHERE w.id = $1
@@ -494,19 +583,14 @@ async def single_facts(
         _SINGLE, workspace_id, purpose_key, contact_ref, contact_uuid, channel.value, DEFAULT_TIMEZONE
     )
     first = rows[0]
-    policy, tz = lifecycle_policy(first["validity"], first["inactivity"]), first["tz"]
     facts = [
         PointFacts(
             id=row["id"],
             channel=channel,
             value=row["value"],
             reachability=Reachability(row["reachability"]),
-            purpose_consent=with_end(
-                _consent(row["p_state"], row["p_since"], row["p_event"]), policy, tz, row["engaged_at"]
-            ),
-            channel_consent=with_end(
-                _consent(row["c_state"], row["c_since"], row["c_event"]), policy, tz, row["engaged_at"]
-            ),
+            purpose_consent=with_end(_consent(row["p_state"], row["p_since"], row["p_event"]), row["p_ends"]),
+            channel_consent=with_end(_consent(row["c_state"], row["c_since"], row["c_event"]), row["c_ends"]),
             suppression_scopes=frozenset(SuppressionScope(s) for s in row["scopes"]),
             timezone=row["timezone"],
             verified=row["verified_at"] is not None,
@@ -556,6 +640,11 @@ WITH wanted AS (
       JOIN suppressions s ON s.workspace_id = $1 AND s.key = k.key
      WHERE s.scope <> 'purpose' OR s.purpose_id = $5
      GROUP BY pts.id
+), pol AS (
+    -- the purpose's lifecycle and the workspace's time zone, read once ($6: the default zone)
+    SELECT p.validity, p.inactivity, coalesce(ws.settings->>'timezone', $6) AS tz
+      FROM workspaces ws LEFT JOIN purposes p ON p.id = $5 AND p.workspace_id = ws.id
+     WHERE ws.id = $1
 )
 SELECT w.contact_id, w.external_id, w.timezone,
        pts.id, pts.channel, pts.value, pts.reachability, pts.verified_at,
@@ -563,12 +652,17 @@ SELECT w.contact_id, w.external_id, w.timezone,
        cc.state AS c_state, cc.since AS c_since, cc.last_event_id AS c_event,
        sup.scopes, sup.paused_until,
        cu.event_id AS customer_event, coalesce(cu.withdrawn, FALSE) AS customer_withdrawn,
-       -- the purpose's inactivity is read once (an InitPlan); without one no engagement is looked up
-       CASE WHEN pts.id IS NOT NULL AND (SELECT inactivity IS NOT NULL FROM purposes WHERE id = $5)
-            THEN {engaged_sql("pts.id", "$1")} END AS engaged_at
+       {_POL_PC_ENDS}
+           AS p_ends,
+       {_POL_CC_ENDS}
+           AS c_ends
   FROM wanted w
+  CROSS JOIN pol
   LEFT JOIN pts ON pts.contact_id = w.contact_id
-  LEFT JOIN sup ON sup.id = pts.id"""  # noqa: S608  # joined with enum values only; every input is a bind parameter
+  LEFT JOIN sup ON sup.id = pts.id
+  -- the latest engagement, only where the purpose has an inactivity (no look-up without one)
+  LEFT JOIN LATERAL (SELECT CASE WHEN pts.id IS NOT NULL AND pol.inactivity IS NOT NULL
+                                 THEN {engaged_sql("pts.id", "$1")} END AS at) eg ON TRUE"""  # noqa: S608  # joined with enum values only; every input is a bind parameter
     + _customer_join("pts", "$5")
     + """
   -- per-address index lookups (LIMIT keeps the planner from flattening them into a hash join that reads every
@@ -599,22 +693,15 @@ async def batch_facts(
     refs: Sequence[str],
     channels: Sequence[str],
     purpose_id: uuid.UUID,
-    *,
-    policy: Policy | None = None,
-    timezone: str = DEFAULT_TIMEZONE,
 ) -> tuple[dict[str, uuid.UUID], dict[tuple[uuid.UUID, Channel], list[PointFacts]]]:
-    """Contact references resolved and every address's facts, in one round trip on the driver connection.
-
-    ``policy``: the purpose's validity and inactivity (:func:`batch_context` reads them), counted in ``timezone``.
-    """
-    policy = policy or Policy()
+    """Contact references resolved and every address's facts, in one round trip on the driver connection."""
     ids: list[uuid.UUID] = []
     for ref in refs:
         try:
             ids.append(uuid.UUID(ref))
         except ValueError:
             continue
-    rows = await driver.fetch(_BATCH_FACTS, workspace_id, ids, list(refs), list(channels), purpose_id)
+    rows = await driver.fetch(_BATCH_FACTS, workspace_id, ids, list(refs), list(channels), purpose_id, DEFAULT_TIMEZONE)
     by_id: dict[str, uuid.UUID] = {}
     by_external: dict[str, uuid.UUID] = {}
     facts: dict[tuple[uuid.UUID, Channel], list[PointFacts]] = {}
@@ -635,14 +722,10 @@ async def batch_facts(
                 reachability=_REACHABILITY[row["reachability"]],
                 purpose_consent=None
                 if p_state is None
-                else with_end(
-                    ConsentFact(_STATES[p_state], row["p_since"], row["p_event"]), policy, timezone, row["engaged_at"]
-                ),
+                else with_end(ConsentFact(_STATES[p_state], row["p_since"], row["p_event"]), row["p_ends"]),
                 channel_consent=None
                 if c_state is None
-                else with_end(
-                    ConsentFact(_STATES[c_state], row["c_since"], row["c_event"]), policy, timezone, row["engaged_at"]
-                ),
+                else with_end(ConsentFact(_STATES[c_state], row["c_since"], row["c_event"]), row["c_ends"]),
                 suppression_scopes=frozenset(_SCOPES[s] for s in scopes) if scopes else _NO_SCOPES,
                 timezone=row["timezone"],
                 verified=row["verified_at"] is not None,
@@ -655,12 +738,49 @@ async def batch_facts(
     return resolved, facts
 
 
-async def last_engagements(
-    session: AsyncSession, workspace_id: uuid.UUID, point_ids: Sequence[uuid.UUID]
-) -> dict[uuid.UUID, datetime]:
-    """The latest engagement on each of these addresses (those with none are left out)."""
-    sql = text(
-        f"SELECT p.id, {engaged_sql('p.id', ':workspace_id')} AS at FROM unnest(CAST(:ids AS uuid[])) AS p(id)"  # noqa: S608
-    )
-    rows = await session.execute(sql, {"workspace_id": workspace_id, "ids": list(point_ids)})
-    return {row.id: row.at for row in rows if row.at is not None}
+_IMPORTED_ENDS_BY = ends_sql(
+    "i.given", engaged="eg.at", validity="i.validity", inactivity="i.inactivity", timezone="CAST(:tz AS text)"
+)
+_IMPORTED_ENDS = text(
+    f"""
+    SELECT eg.at AS engaged_at, {_IMPORTED_ENDS_BY[0]} AS by_validity, {_IMPORTED_ENDS_BY[1]} AS by_inactivity
+      FROM unnest(CAST(:points AS uuid[]), CAST(:given AS timestamptz[]), CAST(:validity AS text[]),
+                  CAST(:inactivity AS text[])) WITH ORDINALITY AS i(point, given, validity, inactivity, n)
+      LEFT JOIN LATERAL (SELECT CASE WHEN i.inactivity IS NOT NULL THEN {engaged_sql("i.point", ":workspace_id")}
+                                END AS at) eg ON TRUE
+     ORDER BY i.n
+    """  # noqa: S608  # our own column names; every input is a bind parameter
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ConsentEnd:
+    """When a consent ends (``None``: never) and the latest engagement on its address it was counted from."""
+
+    end: End | None
+    engaged_at: datetime | None
+
+
+async def consent_ends(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    consents: Sequence[tuple[uuid.UUID, datetime, str | None, str | None]],
+    timezone: str,
+) -> list[ConsentEnd]:
+    """The end of each consent (address, given at, the purpose's stored validity and inactivity), in one statement.
+
+    Computed by the database (:func:`span_end_sql`) as every other end, in the order given.
+    """
+    if not consents:
+        return []
+    points, given, validity, inactivity = (list(column) for column in zip(*consents, strict=True))
+    params = {
+        "workspace_id": workspace_id,
+        "points": points,
+        "given": given,
+        "validity": validity,
+        "inactivity": inactivity,
+        "tz": timezone,
+    }
+    rows = await session.execute(_IMPORTED_ENDS, params)
+    return [ConsentEnd(earlier_end(row.by_validity, row.by_inactivity), row.engaged_at) for row in rows]

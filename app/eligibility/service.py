@@ -96,8 +96,6 @@ async def batch(
             refs,
             [c.value for c in channels],
             context["purpose_id"],
-            policy=repository.lifecycle_policy(context["validity"], context["inactivity"]),
-            timezone=context["tz"],
         )
     settings = msgspec.json.decode(context["settings"], type=WorkspaceSettings)
     kind = PurposeKind(context["kind"])

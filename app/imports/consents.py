@@ -34,8 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.domain.gate import is_suppressed
 from app.domain.identifiers import InvalidIdentifier, normalise_email, normalise_phone, valid_external_id
 from app.domain.model import WITHDRAWN_STATES, Channel, PurposeKind, State, SuppressionScope, Trigger
-from app.domain.validity import consent_end
-from app.eligibility.repository import last_engagements, lifecycle_policy
+from app.eligibility.repository import consent_ends, lifecycle_policy
 from app.imports.csvstream import (
     NUL_IN_LINE,
     CsvError,
@@ -336,13 +335,20 @@ async def _end_lapsed(
     if not ending:
         return 0
     tz = context.settings.timezone
-    engaged = await last_engagements(session, context.workspace_id, [c.contact_point.id for c, _, _ in ending])
     now = utcnow()
+    given = [change.occurred_at or now for change, _, _ in ending]
+    computed = await consent_ends(
+        session,
+        context.workspace_id,
+        [
+            (change.contact_point.id, at, purpose.validity, purpose.inactivity)
+            for (change, _, purpose), at in zip(ending, given, strict=True)
+        ],
+        tz,
+    )
     ends: list[Change] = []
-    for change, outcome, purpose in ending:
-        given_at = change.occurred_at or now
-        last = engaged.get(change.contact_point.id)
-        end = consent_end(policies[purpose.id], given_at=given_at, last_engagement=last, timezone=tz)
+    for (change, outcome, purpose), given_at, found in zip(ending, given, computed, strict=True):
+        end, last = found.end, found.engaged_at
         if end is None or end.at > now:
             continue
         evidence = {

@@ -1,8 +1,8 @@
 """All SQL of the consent lifecycle: purposes whose consents end, the consents the sweep ends or re-asks, links.
 
-The end of a consent in SQL comes from :func:`app.eligibility.repository.lapsed_sql`, the same expression the
-audience export filters with; the sweep then recomputes each candidate's end with :mod:`app.domain.validity` and
-acts on that.
+The end of a consent comes from :func:`app.eligibility.repository.span_end_sql`, computed by the database, the
+same expression the audience export filters with and eligibility reads: the sweep acts on the instants the
+database gives (never on a second computation with the application's own time-zone data).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.model import State
 from app.domain.validity import Policy
-from app.eligibility.repository import DEFAULT_TIMEZONE, engaged_sql, lapsed_sql
+from app.eligibility.repository import DEFAULT_TIMEZONE, ends_sql, engaged_sql, lapsed_sql, span_start_sql
 from app.lifecycle.models import Repermission
 from app.workspaces.settings import WorkspaceSettings
 
@@ -47,14 +47,24 @@ def _candidates_sql(policy: Policy, *, extra: str = "") -> str:
     lapsed = lapsed_sql(
         policy, since="c.since", point="c.contact_point_id", workspace="c.workspace_id", timezone=":tz", now=":by"
     )
+    # the ends of the rows claimed, computed by the database as everywhere else (span_end_sql)
+    by_validity, by_inactivity = ends_sql(
+        "x.since", engaged="x.engaged_at", validity=policy.validity, inactivity=policy.inactivity, timezone=":tz"
+    )
+    asks_from = (
+        span_start_sql(f"least({by_validity}, {by_inactivity})", policy.repermission_before, ":tz")
+        if policy.repermission_before is not None
+        else "NULL::timestamptz"
+    )
     return f"""
-        SELECT c.id, c.contact_id, c.contact_point_id, c.since, c.last_event_id, {engaged} AS engaged_at
-          FROM consents c
-         WHERE c.workspace_id = :workspace_id AND c.purpose_id = :purpose_id AND c.state = '{State.OPTED_IN.value}'
-           AND c.since IS NOT NULL AND {lapsed} {extra}
-         ORDER BY c.since, c.id
-         LIMIT :limit
-           FOR UPDATE OF c SKIP LOCKED
+        SELECT x.*, {by_validity} AS by_validity, {by_inactivity} AS by_inactivity, {asks_from} AS asks_from
+          FROM (SELECT c.id, c.contact_id, c.contact_point_id, c.since, c.last_event_id, {engaged} AS engaged_at
+                  FROM consents c
+                 WHERE c.workspace_id = :workspace_id AND c.purpose_id = :purpose_id
+                   AND c.state = '{State.OPTED_IN.value}' AND c.since IS NOT NULL AND {lapsed} {extra}
+                 ORDER BY c.since, c.id
+                 LIMIT :limit
+                   FOR UPDATE OF c SKIP LOCKED) x
     """  # noqa: S608  # our own column names, enum values and integers; every input is a bind parameter
 
 
@@ -69,8 +79,10 @@ async def lock_ending(  # one purpose's coordinates, keyword-only
     limit: int,
     without_link: bool = False,
 ) -> Sequence[Any]:
-    """Opted-in consents of the purpose that end by ``by`` (SQL's reading of the rules), locked, ``SKIP LOCKED``.
+    """Opted-in consents of the purpose that end by ``by``, locked, ``SKIP LOCKED``, with their ends.
 
+    Each row carries ``by_validity`` and ``by_inactivity`` (NULL: the rule is unset) and ``asks_from`` (from when a
+    re-permission may be asked; NULL without ``repermission_before``), computed by the database.
     ``without_link``: only those with no re-permission link for their current period yet.
     """
     extra = (

@@ -1,10 +1,10 @@
 """Consents that end (CHANNEL_RULES.md E11): the sweep that records their end, re-permission and renewal.
 
 - **The read path needs no sweep.** Eligibility, audiences, routing and the dispatcher compute a consent's end
-  from its purpose's ``validity``/``inactivity`` (:mod:`app.domain.validity`) and answer ``expired`` from that
-  instant on. The sweep only writes down what already holds: it records ``validity_ended`` (state ``expired``) as
-  a chained ledger event at the end instant, with the rule, when the consent was given, the last engagement and
-  the end as evidence.
+  from its purpose's ``validity``/``inactivity`` (:mod:`app.domain.validity`; the instant is the database's,
+  :func:`app.eligibility.repository.span_end_sql`) and answer ``expired`` from that instant on. The sweep only
+  writes down what already holds: it records ``validity_ended`` (state ``expired``) as a chained ledger event at
+  the end instant, with the rule, when the consent was given, the last engagement and the end as evidence.
 - **Re-permission**: ``repermission_before`` the end, while the consent is still in force, the sweep queues one
   message per consent period through the normal router (:func:`app.messages.service.create_message`) on the
   consent's own address, carrying a "keep me subscribed" link: 256 random bits, only the SHA-256 stored, usable
@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.domain.gate import Reason, decide_point
 from app.domain.identifiers import mask
 from app.domain.model import ActorType, Channel, PurposeKind, State, Trigger
-from app.domain.validity import Policy, SpanError, add_span, consent_end, policy_of, repermission_from
+from app.domain.validity import Policy, SpanError, policy_of
 from app.eligibility import repository as eligibility
 from app.eligibility.repository import REPERMISSION_CAMPAIGN
 from app.emails.service import RequestMeta
@@ -61,9 +61,6 @@ log = structlog.get_logger()
 SYSTEM = Actor(ActorType.SYSTEM, "lifecycle")
 #: Consents ended (or asked) per purpose and round; the rest waits for the next round.
 BATCH = 500
-#: The SQL pre-selection of consents to re-ask looks this much further ahead than ``repermission_before`` (a
-#: month's end clamped back is up to 3 days, a DST change an hour); the domain then decides exactly.
-_LOOKAHEAD = timedelta(days=4)
 #: The campaign label of re-permission messages (reports: ``group_by=campaign``).
 CAMPAIGN = REPERMISSION_CAMPAIGN
 #: The path of the "keep me subscribed" page.
@@ -131,8 +128,8 @@ async def _end(session: AsyncSession, purpose: Any, policy: Policy, now: datetim
     )
     changes: list[Change] = []
     for row in rows:
-        end = consent_end(policy, given_at=row.since, last_engagement=row.engaged_at, timezone=purpose.tz)
-        if end is None or end.at > now:  # the SQL selected it; the domain decides (a test shows both agree)
+        end = eligibility.earlier_end(row.by_validity, row.by_inactivity)
+        if end is None or end.at > now:  # never: the rows are those the same instants end by now
             continue
         point = await ledger.get_contact_point(session, purpose.workspace_id, row.contact_point_id)
         if point is None:
@@ -159,7 +156,9 @@ async def _ask(  # one round's context, keyword-only
     session: AsyncSession, purpose: Any, policy: Policy, *, now: datetime, limit: int, base_url: str
 ) -> tuple[int, bool]:
     assert policy.repermission_before is not None
-    horizon = add_span(now, policy.repermission_before, purpose.tz) + _LOOKAHEAD
+    # consents that end within the longest reading of repermission_before (the database then says exactly when
+    # each may be asked: asks_from)
+    horizon = now + timedelta(days=eligibility.span_bounds(policy.repermission_before)[1])
     rows = await repository.lock_ending(
         session,
         workspace_id=purpose.workspace_id,
@@ -172,11 +171,10 @@ async def _ask(  # one round's context, keyword-only
     )
     asked = 0
     for row in rows:
-        end = consent_end(policy, given_at=row.since, last_engagement=row.engaged_at, timezone=purpose.tz)
+        end = eligibility.earlier_end(row.by_validity, row.by_inactivity)
         if end is None or end.at <= now:  # ended: not asked any more (the consent must still be in force)
             continue
-        starts = repermission_from(policy, end, purpose.tz)
-        if starts is None or starts > now:
+        if row.asks_from is None or row.asks_from > now:
             continue
         token, digest = new_confirmation_token()
         link_id = await repository.add_link(

@@ -14,7 +14,7 @@ from conftest import SCREENSHOTS, describe
 from sqlalchemy import text
 
 from app.domain.model import ActorType, State, Trigger, VerifiedVia
-from app.domain.validity import Span, subtract_span
+from app.domain.validity import Span
 from app.ledger import repository as ledger
 from app.ledger.service import Actor, Change, add_point, apply_changes
 from app.lib.db import Database
@@ -23,6 +23,7 @@ from app.lib.orm import utcnow
 from app.lifecycle import service as lifecycle
 from app.purposes import service as purposes
 from app.workspaces import service as workspaces
+from tests.validity_oracle import subtract_span
 
 pytestmark = pytest.mark.slow
 

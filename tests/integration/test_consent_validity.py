@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from app.domain.gate import Reason, decide_point
 from app.domain.model import ActorType, PurposeKind, State, Trigger
-from app.domain.validity import Policy, Span, add_span
+from app.domain.validity import Policy, Span
 from app.eligibility import fastpath
 from app.eligibility import repository as facts_repository
 from app.ledger.service import Actor, Change, apply_changes
@@ -20,6 +20,7 @@ from app.lib.auth import Scope
 from app.lib.orm import utcnow
 from app.lifecycle import service as lifecycle
 from app.purposes import service as purposes
+from tests.validity_oracle import add_span
 
 BASE_URL = "https://consent.example.com"
 
@@ -462,3 +463,83 @@ async def test_a_lifecycle_that_cannot_apply_is_refused(client, admin, database,
     assert response.status_code == status, response.text
     listed = {p["key"]: p["validity"] for p in (await client.get("/v1/purposes", headers=admin)).json()}
     assert listed == {"newsletter": None, "orders": None}
+
+
+# --- one source of ends ------------------------------------------------------------------------------------------
+
+
+async def test_every_reader_takes_the_databases_end_where_two_tz_releases_disagree(
+    client, admin, database, tenant, ledger, reader, session
+):
+    """One source: the database computes every end (hostile review of 2026-12-05).
+
+    From November 2026, tz releases disagree on Vancouver: older ones (Debian's 2025b here, Python's zoneinfo)
+    fall back to UTC-8, 2026's keep UTC-7 all year (the embedded PostgreSQL's). 2026-10-15 11:00 PDT + P1M is
+    2026-11-15 11:00, 18:00 or 19:00 UTC by which release reads it; + P10Y3M 2037-01-15 11:00 likewise. Whatever the
+    server's release says, eligibility (hot path, route, batch), the sweep, the import and the export say the same.
+    """
+    from tests.integration.test_consent_import import email_line, ndjson, post  # noqa: PLC0415  # no cycle at load
+
+    vancouver = "America/Vancouver"
+    assert (await client.put("/v1/workspace/settings", json={"timezone": vancouver}, headers=admin)).status_code == 200
+    given_at = datetime(2026, 10, 15, 18, tzinfo=UTC)  # 11:00 PDT
+    ten_years = await make_purpose(database, tenant, validity="P10Y3M")
+    one_month = await make_purpose(database, tenant, "offers", validity="P1M")
+
+    async def database_end(span: Span) -> datetime:
+        sql = f"SELECT {facts_repository.span_end_sql('CAST(:s AS timestamptz)', span, 'CAST(:tz AS text)')}"
+        return (await session.execute(text(sql), {"s": given_at, "tz": vancouver})).scalar_one()
+
+    long_end, short_end = await database_end(Span(123, 0)), await database_end(Span(1, 0))
+    assert long_end in (datetime(2037, 1, 15, 18, tzinfo=UTC), datetime(2037, 1, 15, 19, tzinfo=UTC))
+
+    point = await ledger.point("email", "bc@example.com", external_id="bc")
+    await given(database, tenant, point, ten_years.id, given_at)
+    await given(database, tenant, point, one_month.id, given_at)
+    answer = await ask(client, reader, "bc")
+    routed = await client.get(
+        "/v1/eligibility",
+        params={"contact": "bc", "channel": "email", "purpose": "newsletter", "via": "route"},
+        headers=reader,
+    )
+    batch = await client.post(
+        "/v1/eligibility/batch",
+        json={"contacts": ["bc"], "channels": ["email"], "purpose": "newsletter"},
+        headers=reader,
+    )
+    assert (answer["reason"], answer["expires_at"]) == ("opted_in", iso(long_end))
+    assert routed.json()["expires_at"] == iso(long_end)
+    assert batch.json()["decisions"][0]["expires_at"] == iso(long_end)
+    assert (await ask(client, reader, "bc", "offers"))["expires_at"] == iso(short_end)
+
+    assert (await lifecycle.sweep(session, base_url=BASE_URL)).ended == 1
+    swept = (
+        await session.execute(
+            text(
+                "SELECT occurred_at, personal FROM consent_events"
+                " WHERE trigger = 'validity_ended' AND workspace_id = :w AND contact_point_id = :p"
+            ),
+            {"w": tenant.id, "p": point.id},
+        )
+    ).one()
+    assert swept.occurred_at == short_end
+    assert swept.personal["evidence"]["ended_at"] == short_end.isoformat()
+
+    imported = await post(
+        client,
+        admin,
+        ndjson(
+            email_line(contact="bc-2", address="bc2@example.com", purpose="offers", captured_at="2026-10-15T18:00:00Z")
+        ),
+    )
+    assert imported.json()["expired"] == 1, imported.text
+    ended_on_arrival = (
+        await session.execute(
+            text(
+                "SELECT e.occurred_at FROM consent_events e JOIN contacts c ON c.id = e.contact_id"
+                " WHERE e.workspace_id = :w AND c.external_id = 'bc-2' AND e.trigger = 'validity_ended'"
+            ),
+            {"w": tenant.id},
+        )
+    ).scalar_one()
+    assert ended_on_arrival == short_end

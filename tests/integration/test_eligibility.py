@@ -200,6 +200,7 @@ async def test_batch_probes_the_index_per_contact_whatever_the_statistics(databa
             refs,
             ["email", "sms"],
             purpose.id,
+            "Europe/Berlin",
         )
 
     def scans(node: dict) -> list[tuple[str, str]]:

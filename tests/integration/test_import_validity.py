@@ -6,10 +6,11 @@ from datetime import datetime
 
 from sqlalchemy import text
 
-from app.domain.validity import Span, add_span
+from app.domain.validity import Span
 from app.lib.auth import Scope
 from tests.integration.test_consent_import import email_line, ndjson, post
 from tests.integration.test_consent_validity import ask, iso, make_purpose
+from tests.validity_oracle import add_span
 
 
 async def test_a_2019_consent_under_24_months_validity_is_expired_on_arrival(client, admin, database, tenant, session):

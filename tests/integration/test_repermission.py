@@ -10,11 +10,12 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import text
 
-from app.domain.validity import Span, add_span, subtract_span
+from app.domain.validity import Span
 from app.lib.auth import Scope
 from app.lib.orm import utcnow
 from app.lifecycle import service as lifecycle
 from tests.integration.test_consent_validity import BASE_URL, ask, given, iso, make_purpose
+from tests.validity_oracle import add_span, subtract_span
 
 BERLIN = "Europe/Berlin"
 
