@@ -18,6 +18,7 @@ from app.domain.chain import GENESIS
 from app.domain.model import (
     WITHDRAWN_STATES,
     Channel,
+    Reachability,
     State,
     SuppressionReason,
     SuppressionScope,
@@ -387,12 +388,16 @@ async def pauses_of(
 
 
 async def set_reachability(session: AsyncSession, point_id: uuid.UUID, reachability: str, at: datetime) -> None:
-    """Record what a provider told us about an address (kept apart from permission)."""
-    await session.execute(
-        update(ContactPoint)
-        .where(ContactPoint.id == point_id)
-        .values(reachability=reachability, reachability_changed_at=at)
-    )
+    """Record what a provider told us about an address (kept apart from permission).
+
+    ``undeliverable`` never replaces ``provider_blocked``: the provider blocks sends to the number until the person
+    texts START, and a late failure report (a 30005 of an earlier message) must not turn the block into a state
+    that any text from the number clears (hostile review of 2026-12-05).
+    """
+    query = update(ContactPoint).where(ContactPoint.id == point_id)
+    if reachability == Reachability.UNDELIVERABLE.value:
+        query = query.where(ContactPoint.reachability != Reachability.PROVIDER_BLOCKED.value)
+    await session.execute(query.values(reachability=reachability, reachability_changed_at=at))
 
 
 async def update_details(session: AsyncSession, point_id: uuid.UUID, details: dict[str, Any]) -> None:

@@ -318,6 +318,23 @@ async def test_a_status_callback_marks_a_number_that_cannot_receive(
     assert shown["newsletter"] == "opted_in", "the consent stays: no one withdrew it"
 
 
+async def test_a_late_unreachable_report_does_not_turn_twilios_block_into_undeliverable(
+    client, tenant, configured, keyword_only, ledger, phone
+):
+    """Hostile review of 2026-12-05: a 30005 of an earlier message, reported after a 21610, left the number
+    ``undeliverable``, which any text from it clears, while Twilio still refuses sends until START."""
+    point = await ledger.point("sms", PERSON, external_id="anna")
+    await ledger.apply(point, configured["purpose"].id, "signup", "start_word")
+    await _status(phone, "21610", status="failed")  # Twilio: the number texted STOP to Twilio
+    assert (await consents(client, tenant, "anna"))["sms"]["reachability"] == "provider_blocked"
+    await _status(phone, "30005")  # an earlier message's failure, reported late
+    assert (await consents(client, tenant, "anna"))["sms"]["reachability"] == "provider_blocked"
+    await phone.text("Hello?")  # not Twilio's START: its block holds
+    assert (await consents(client, tenant, "anna"))["sms"]["reachability"] == "provider_blocked"
+    await phone.text("START")
+    assert (await consents(client, tenant, "anna"))["sms"]["reachability"] == "reachable"
+
+
 @pytest.mark.parametrize(
     ("code", "reachability"), [(21211, "undeliverable"), (21614, "undeliverable"), (21617, "reachable")]
 )
