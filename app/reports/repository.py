@@ -124,8 +124,9 @@ _FROM_LEDGER = _from_ledger("report_message_counts", "hour")
 _FROM_LEDGER_DAILY = _from_ledger("report_message_daily", "day")
 
 #: Consume up to :batch queued message events and count them. A failure reported by the provider after the send
-#: is a bounce; a retry is a transient failure; ``sent`` carries its queue-to-sent latency, measured from the later
-#: of the queueing and the time the delivery was held back to (``not_before``: a send_at or a quiet time).
+#: is a bounce; a retry is a transient failure; an open or click with a mail scanner's signs is the scanner's;
+#: ``sent`` carries its queue-to-sent latency, measured from the later of the queueing and the time the delivery
+#: was held back to (``not_before``: a send_at or a quiet time).
 _MESSAGES = f"""
     WITH taken AS (
         DELETE FROM report_message_queue q
@@ -135,8 +136,10 @@ _MESSAGES = f"""
     ), counted AS (
         SELECT date_trunc('hour', e.at, 'UTC') AS hour, e.channel,
                coalesce(e.detail ->> 'provider', e.channel) AS provider, m.purpose_id, m.campaign,
-               CASE WHEN e.status = 'failed' AND e.detail ? 'provider_status' THEN 'bounced' ELSE e.status END
-                   AS outcome,
+               CASE WHEN e.status = 'failed' AND e.detail ? 'provider_status' THEN 'bounced'
+                    WHEN e.status IN ('opened', 'clicked') AND e.detail ? 'scanner_signals'
+                    THEN e.status || '_by_scanner'
+                    ELSE e.status END AS outcome,
                CASE WHEN e.status = 'sent' THEN
                    {
     _two_digits("extract(epoch FROM e.at - greatest(q.at, (q.detail ->> 'not_before')::timestamptz)) * 1000")

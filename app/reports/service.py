@@ -73,6 +73,11 @@ MESSAGE_METRICS = (
     "no_eligible_channel",
     "waiting_for_send_window",
     "outcome_unknown",
+    "opened",
+    "clicked",
+    "converted",
+    "opened_by_scanner",
+    "clicked_by_scanner",
     "opt_outs_caused",
     "latency_p50_ms",
     "latency_p99_ms",
@@ -92,6 +97,12 @@ _OUTCOMES: Mapping[str, tuple[str, ...]] = {
     "no_eligible_channel": ("no_eligible_channel",),
     "waiting_for_send_window": ("waiting_for_send_window",),
     "unknown": ("outcome_unknown",),  # a provider call in flight when its worker died (messages, after 0017)
+    # engagement signals (issue 20): each recorded once per message; a mail scanner's open or click apart
+    "opened": ("opened",),
+    "clicked": ("clicked",),
+    "converted": ("converted",),
+    "opened_by_scanner": ("opened_by_scanner",),
+    "clicked_by_scanner": ("clicked_by_scanner",),
     "opt_out": ("opt_outs_caused",),  # from the ledger: an opt-out attributed to a message (link, STOP after it)
 }
 

@@ -239,6 +239,17 @@ async def message_history(database, workspace_id, purpose_id, mail, phone, at) -
             messages.add_event(session, m, d, "email", Step.SENT, at=at + timedelta(seconds=seconds))
             if n == 0:
                 messages.add_event(session, m, d, "email", Step.DELIVERED, at=at + timedelta(seconds=30))
+            # engagement: the first mail opened, clicked and converted; the second clicked by a mail scanner, the
+            # third opened by one (its pixel fetched by a proxy)
+            later = at + timedelta(minutes=1)
+            scanned = {"scanner_signals": ["user_agent"]}
+            signals = [
+                [(Step.OPENED, {"via": "pixel"}), (Step.CLICKED, {"via": "link"}), (Step.CONVERTED, {})],
+                [(Step.CLICKED, {"via": "link", **scanned})],
+                [(Step.OPENED, {"via": "pixel", **scanned})],
+            ][n]
+            for step, detail in signals:
+                messages.add_event(session, m, d, "email", step, detail=detail, at=later)
         m = await message()  # an SMS: one retry, sent after 100 s, then the provider reports it failed (bounce)
         d = await delivery(m, phone)
         messages.add_event(session, m, d, "sms", Step.QUEUED, detail={"not_before": at.isoformat()}, at=at)
@@ -282,6 +293,9 @@ async def test_message_outcomes_latency_and_a_rebuild(client, tenant, ledger, da
     assert totals["email"]["delivered"] == 1
     assert totals["email"]["blocked_at_send"] == 1
     assert totals["email"]["complaints"] == 1
+    assert (totals["email"]["opened"], totals["email"]["clicked"], totals["email"]["converted"]) == (1, 1, 1)
+    assert (totals["email"]["opened_by_scanner"], totals["email"]["clicked_by_scanner"]) == (1, 1)
+    assert totals["sms"].get("opened", 0) == 0, "no signal of the SMS: none counted"
     assert totals["email"]["latency_p50_ms"] == 4000
     assert totals["email"]["latency_p99_ms"] == 8000
     assert totals["sms"]["failed"] == 1
