@@ -60,6 +60,7 @@ from app.privacy.mydata import MyDataPages
 from app.purchases.controllers import PurchaseController
 from app.purposes.controllers import NoticeController, PurposeController
 from app.push.controllers import PushController
+from app.reports import service as reports
 from app.reports.controllers import ReportController
 from app.settings import Settings
 from app.signups.controllers import SignupController
@@ -113,7 +114,8 @@ async def _lapse_loop(database: Database, settings: Settings) -> None:
     """Expire lapsed signups and forget old keys and deliveries each minute; prune outbox files each hour.
 
     Once a minute: signups whose link lapsed expire, old idempotency keys and ended webhook deliveries are
-    forgotten; once an hour, outbox and print batch files past their retention are deleted. Any process may run it.
+    forgotten, consents past their end are recorded, the reports' standing snapshots that are due are taken; once
+    an hour, outbox and print batch files past their retention are deleted. Any process may run it.
     """
     files_pruned_at = 0.0
     while True:
@@ -144,7 +146,23 @@ async def _lapse_loop(database: Database, settings: Settings) -> None:
                     break
         except Exception:
             log.exception("lifecycle_sweep_failed")
+        await _standing_round(database)
         await asyncio.sleep(_LAPSE_INTERVAL_SECONDS)
+
+
+async def _standing_round(database: Database) -> None:
+    """The reports' standing snapshots (eligible addresses, suppressions) that are due: one transaction each.
+
+    Hourly per workspace; several processes share them (an advisory lock per workspace).
+    """
+    try:
+        async with database.sessionmaker() as session:
+            due = await reports.standing_due(session)
+        for workspace_id in due:
+            async with database.sessionmaker() as session, session.begin():
+                await reports.take_standing_if_due(session, workspace_id)
+    except Exception:  # a failed round is logged and retried; the loop must not die
+        log.exception("report_standing_failed")
 
 
 @asynccontextmanager

@@ -98,4 +98,5 @@ NO_PERSONAL_DATA = {
     "report_message_counts": "counts of message outcomes per hour, channel, provider and purpose",
     "report_message_daily": "the same counts per day",
     "report_message_queue": "ids of message events not counted yet; they go with the event when it is erased",
+    "report_standing_daily": "daily snapshots of eligible addresses and suppressions per channel and purpose",
 }

@@ -211,3 +211,33 @@ class ReportMessageQueue(Base):
         Index("ix_report_message_queue_workspace_id", "workspace_id"),
         Index("ix_report_message_queue_event_id", "event_id"),
     )
+
+
+class ReportStandingDaily(_Counter, Base):
+    """Standing totals no ledger event dates, taken as snapshots: the day's row is its last snapshot.
+
+    ``metric``: ``eligible_total`` (addresses the send gate permits for the purpose now: permitted, reachable, not
+    suppressed — the audience export's count; one row per channel x purpose, zeros included),
+    ``suppressions_total`` (suppressions in force per channel; ``purpose_id`` set for a purpose-scoped one) and
+    ``suppressions_added`` (of those, the ones made that UTC day). ``taken_at``: when the snapshot was taken.
+    """
+
+    __tablename__ = "report_standing_daily"
+
+    day: Mapped[datetime]
+    metric: Mapped[str] = mapped_column(Text)
+    channel: Mapped[str] = mapped_column(Text)
+    purpose_id: Mapped[uuid.UUID | None]
+    taken_at: Mapped[datetime]
+
+    __table_args__ = (
+        UniqueConstraint(
+            "workspace_id",
+            "day",
+            "metric",
+            "channel",
+            "purpose_id",
+            name="uq_report_standing_daily_key",
+            postgresql_nulls_not_distinct=True,
+        ),
+    )

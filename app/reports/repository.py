@@ -15,6 +15,10 @@ from typing import Any
 from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.domain.model import Channel, PurposeKind
+from app.domain.validity import Policy
+from app.eligibility.repository import audience_sql
+
 #: Where an event came from, without the free text an actor id may hold (a CLI import names its file).
 #: A signup form's id (from the evidence) wins over the actor, as the form is what a report compares.
 _SOURCE = """
@@ -459,3 +463,142 @@ async def stored_rollups(session: AsyncSession, workspace_id: uuid.UUID) -> dict
         rows = await session.execute(text(sql), {"ws": workspace_id})
         found[table] = sorted((tuple(row) for row in rows), key=repr)
     return found
+
+
+_STANDING_PURPOSES = text("SELECT id, kind, validity, inactivity FROM purposes WHERE workspace_id = :ws ORDER BY key")
+
+
+async def standing_purposes(session: AsyncSession, workspace_id: uuid.UUID) -> Sequence[Row[Any]]:
+    """The workspace's purposes with what their eligible count needs (kind, lifecycle)."""
+    return (await session.execute(_STANDING_PURPOSES, {"ws": workspace_id})).all()
+
+
+async def eligible_counts(
+    session: AsyncSession, workspace_id: uuid.UUID, purpose_id: uuid.UUID, kind: PurposeKind, policy: Policy
+) -> dict[str, int]:
+    """Addresses per channel the send gate permits for the purpose now: the audience export's rows, counted."""
+    raw = await (await session.connection()).get_raw_connection()
+    driver = raw.driver_connection
+    assert driver is not None
+    sql = audience_sql(kind, list(Channel), policy=policy)
+    rows = await driver.fetch(f"SELECT a.channel, count(*) AS n FROM ({sql}) a GROUP BY 1", workspace_id, purpose_id)  # noqa: S608  # audience_sql is built from the domain's own words
+    return {row["channel"]: int(row["n"]) for row in rows}
+
+
+_SUPPRESSIONS_IN_FORCE = text(
+    """
+    SELECT s.channel, s.purpose_id, count(*) AS total, count(*) FILTER (WHERE s.created_at >= :day) AS added
+      FROM suppressions s
+     WHERE s.workspace_id = :ws AND (s.until IS NULL OR s.until > :now)
+     GROUP BY 1, 2
+    """
+)
+
+
+async def suppressions_in_force(
+    session: AsyncSession, workspace_id: uuid.UUID, *, day: datetime, now: datetime
+) -> Sequence[Row[Any]]:
+    """Suppressions in force per channel and purpose (NULL: any purpose), and how many were made since ``day``."""
+    return (await session.execute(_SUPPRESSIONS_IN_FORCE, {"ws": workspace_id, "day": day, "now": now})).all()
+
+
+async def replace_standing(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    *,
+    day: datetime,
+    taken_at: datetime,
+    rows: Sequence[tuple[str, str, uuid.UUID | None, int]],
+) -> None:
+    """The day's snapshot (metric, channel, purpose id, n) in place of the one taken earlier that day."""
+    await session.execute(
+        text("DELETE FROM report_standing_daily WHERE workspace_id = :ws AND day = :day"),
+        {"ws": workspace_id, "day": day},
+    )
+    if rows:
+        await session.execute(
+            text(
+                "INSERT INTO report_standing_daily (workspace_id, day, metric, channel, purpose_id, n, taken_at)"
+                " VALUES (:ws, :day, :metric, :channel, :purpose_id, :n, :taken_at)"
+            ),
+            [
+                {
+                    "ws": workspace_id,
+                    "day": day,
+                    "metric": m,
+                    "channel": c,
+                    "purpose_id": p,
+                    "n": n,
+                    "taken_at": taken_at,
+                }
+                for m, c, p, n in rows
+            ],
+        )
+
+
+async def standing_due(
+    session: AsyncSession, *, stale: datetime, midnight: datetime, limit: int | None, only: uuid.UUID | None = None
+) -> list[uuid.UUID]:
+    """Workspaces (or just ``only``) whose snapshot is due, the longest waiting first.
+
+    Due: the last one was taken at ``stale`` or earlier, or before ``midnight``, or none was.
+    """
+    rows = await session.execute(
+        text(
+            """
+            SELECT w.id FROM workspaces w
+              LEFT JOIN LATERAL (SELECT max(taken_at) AS at FROM report_standing_daily r
+                                  WHERE r.workspace_id = w.id) last ON TRUE
+             WHERE (last.at IS NULL OR last.at <= :stale OR last.at < :midnight)
+               AND (CAST(:only AS uuid) IS NULL OR w.id = :only)
+             ORDER BY last.at NULLS FIRST, w.id
+             LIMIT :limit
+            """
+        ),
+        {"stale": stale, "midnight": midnight, "only": only, "limit": limit},
+    )
+    return [row.id for row in rows]
+
+
+async def try_lock_standing(session: AsyncSession, workspace_id: uuid.UUID) -> bool:
+    """One snapshot of a workspace at a time across processes (a transaction-level advisory lock, not waited for)."""
+    locked: bool = await session.scalar(
+        text("SELECT pg_try_advisory_xact_lock(hashtext('report_standing'), hashtext(CAST(:ws AS uuid)::text))"),
+        {"ws": workspace_id},
+    )
+    return locked
+
+
+async def standing_rows(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    selection: Selection,
+    *,
+    start: datetime,
+    end: datetime,
+    granularity: str,
+) -> Sequence[Row[Any]]:
+    """Per bucket x group x metric: the total of the bucket's last snapshot day, and the sum of its days.
+
+    A bucket's standing total is that of the last day in it with a snapshot (``total``); ``added`` counts add up
+    over its days (``summed``).
+    """
+    dims = _dimensions(selection.group_by, ("channel", "purpose"))
+    plain = dims.replace("r.", "")
+    filters = " AND r.channel = ANY(:channels)" if selection.channels else ""
+    if selection.purpose_ids:  # suppressions of every purpose (all, all_marketing) apply to the chosen ones too
+        filters += " AND (r.purpose_id = ANY(:purposes) OR (r.purpose_id IS NULL AND r.metric <> 'eligible_total'))"
+    sql = f"""
+        WITH days AS (
+            SELECT date_trunc(:g, r.day, 'UTC') AS bucket, r.day, r.metric{dims}, sum(r.n)::bigint AS n
+              FROM report_standing_daily r
+             WHERE r.workspace_id = :ws AND r.day >= :start AND r.day < :end{filters}
+             GROUP BY 1, 2, 3{dims}
+        )
+        SELECT DISTINCT ON (bucket, metric{plain}) bucket, metric{plain}, n AS total,
+               sum(n) OVER (PARTITION BY bucket, metric{plain})::bigint AS summed
+          FROM days
+         ORDER BY bucket, metric{plain}, day DESC
+    """  # noqa: S608  # columns from a closed list; values are bind parameters
+    params = _params(selection, ws=workspace_id, g=granularity, start=start, end=end)
+    return (await session.execute(text(sql), params)).all()

@@ -17,8 +17,10 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.domain.model import State, Trigger
+from app.domain.model import Channel, PurposeKind, State, Trigger
+from app.domain.validity import SpanError, policy_of
 from app.lib.errors import InvalidInput, NotFound
+from app.lib.orm import utcnow
 from app.reports import repository
 
 GRANULARITIES = ("hour", "day", "week", "month")
@@ -57,6 +59,9 @@ CONSENT_METRICS = (
     "opted_in_exits",
     "net_growth",
     "opted_in_total",
+    "eligible_total",
+    "suppressions_total",
+    "suppressions_added",
     "confirmation_rate",
     "time_to_confirm_p50_s",
     "time_to_confirm_p90_s",
@@ -137,6 +142,59 @@ async def rebuild(session: AsyncSession, workspace_id: uuid.UUID) -> Counted:
     await repository.lock_watermark(session, workspace_id)
     await repository.reset(session, workspace_id)
     return await catch_up(session, workspace_id)
+
+
+#: How often the standing snapshot of a workspace is taken again (the day keeps its last one).
+STANDING_INTERVAL = timedelta(hours=1)
+
+
+async def take_standing(session: AsyncSession, workspace_id: uuid.UUID, now: datetime | None = None) -> int:
+    """Count the workspace's eligible addresses and suppressions in force now, as its snapshot for today (UTC).
+
+    Eligible: per purpose and channel, the addresses the send gate permits (the audience export's rows, with the
+    purpose's validity and inactivity), zeros included. Suppressions: per channel (and purpose, where scoped to one),
+    every channel present. Replaces the snapshot taken earlier the same day; returns the rows written.
+    """
+    now = now or utcnow()
+    day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    rows: list[tuple[str, str, uuid.UUID | None, int]] = []
+    for purpose in await repository.standing_purposes(session, workspace_id):
+        try:
+            policy = policy_of(purpose.validity, purpose.inactivity)
+        except SpanError:  # a hand-edited row only (the API and the check constraints refuse it)
+            continue
+        counts = await repository.eligible_counts(session, workspace_id, purpose.id, PurposeKind(purpose.kind), policy)
+        rows += [("eligible_total", channel.value, purpose.id, counts.get(channel.value, 0)) for channel in Channel]
+    suppressed = {(c.value, None): (0, 0) for c in Channel}
+    for row in await repository.suppressions_in_force(session, workspace_id, day=day, now=now):
+        suppressed[row.channel, row.purpose_id] = (int(row.total), int(row.added))
+    for (channel, purpose_id), (total, added) in suppressed.items():
+        rows += [("suppressions_total", channel, purpose_id, total), ("suppressions_added", channel, purpose_id, added)]
+    await repository.replace_standing(session, workspace_id, day=day, taken_at=now, rows=rows)
+    return len(rows)
+
+
+def _due(now: datetime) -> tuple[datetime, datetime]:
+    """A snapshot is due again once :data:`STANDING_INTERVAL` old, or at once on a new UTC day: (stale, midnight)."""
+    return now - STANDING_INTERVAL, now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+async def standing_due(session: AsyncSession, now: datetime | None = None, limit: int = 100) -> list[uuid.UUID]:
+    """Workspaces whose snapshot is due (:func:`_due`), the longest waiting first."""
+    stale, midnight = _due(now or utcnow())
+    return await repository.standing_due(session, stale=stale, midnight=midnight, limit=limit)
+
+
+async def take_standing_if_due(session: AsyncSession, workspace_id: uuid.UUID, now: datetime | None = None) -> bool:
+    """Take the workspace's snapshot unless another process holds it or has just taken it (caller commits)."""
+    now = now or utcnow()
+    if not await repository.try_lock_standing(session, workspace_id):
+        return False
+    stale, midnight = _due(now)
+    if not await repository.standing_due(session, stale=stale, midnight=midnight, limit=1, only=workspace_id):
+        return False
+    await take_standing(session, workspace_id, now)
+    return True
 
 
 async def workspaces(session: AsyncSession) -> Sequence[uuid.UUID]:
@@ -410,7 +468,8 @@ async def consent_report(session: AsyncSession, workspace_id: uuid.UUID, query: 
             session, workspace_id, scope, start=query.start, end=query.end, granularity=query.granularity
         ):
             doi[row.bucket, _group_of(row, query.group_by, names)].append((row.confirm_s, row.n))
-    groups = sorted({g for _, g in counters} | set(baseline) | {g for _, g in doi}, key=repr)
+    standing = await _standing(session, workspace_id, scope, query, names)
+    groups = sorted({g for _, g in counters} | set(baseline) | {g for _, g in doi} | {g for _, g in standing}, key=repr)
     series = []
     for group in groups if query.group_by else [()]:
         running = baseline.get(group, 0)
@@ -421,16 +480,56 @@ async def consent_report(session: AsyncSession, workspace_id: uuid.UUID, query: 
             running += int(metrics["net_growth"] or 0)
             metrics["opted_in_total"] = running
             metrics |= _doi_metrics(doi.get((bucket, group), []) if query.granularity != "hour" else None)
+            metrics |= _standing_metrics(standing, bucket, group, query.granularity)
             series.append(SeriesRow(bucket, dict(zip(query.group_by, group, strict=True)), metrics))
     return series
 
 
 _NO_STANDING: dict[str, int | float | None] = {
     "opted_in_total": None,
+    "eligible_total": None,
+    "suppressions_total": None,
+    "suppressions_added": None,
     "confirmation_rate": None,
     "time_to_confirm_p50_s": None,
     "time_to_confirm_p90_s": None,
 }
+
+
+_STANDING_METRICS = ("eligible_total", "suppressions_total", "suppressions_added")
+
+
+async def _standing(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    scope: repository.Selection,
+    query: ReportQuery,
+    names: Mapping[uuid.UUID, str],
+) -> dict[tuple[datetime, Group], dict[str, int]]:
+    """The snapshots' figures per bucket and group (none per hour: snapshots are daily)."""
+    standing: dict[tuple[datetime, Group], dict[str, int]] = defaultdict(dict)
+    if query.granularity == "hour":
+        return standing
+    for row in await repository.standing_rows(
+        session, workspace_id, scope, start=query.start, end=query.end, granularity=query.granularity
+    ):
+        cell = standing[row.bucket, _group_of(row, query.group_by, names)]
+        cell[row.metric] = int(row.summed if row.metric == "suppressions_added" else row.total)
+    return standing
+
+
+def _standing_metrics(
+    standing: Mapping[tuple[datetime, Group], Mapping[str, int]], bucket: datetime, group: Group, granularity: str
+) -> dict[str, int | float | None]:
+    """The bucket's snapshot figures: ``None`` per hour and where no snapshot was taken in the bucket.
+
+    Any snapshot of the workspace in the bucket holds every group (zeros included), so a group missing from a
+    bucket with snapshots counts zero.
+    """
+    if granularity == "hour" or not any(key[0] == bucket for key in standing):
+        return dict.fromkeys(_STANDING_METRICS, None)
+    cell = standing.get((bucket, group), {})
+    return {metric: cell.get(metric, 0) for metric in _STANDING_METRICS}
 
 
 def _doi_metrics(cohort: list[tuple[int | None, int]] | None) -> dict[str, int | float | None]:

@@ -13,15 +13,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.domain.model import ActorType, Trigger
+from app.domain.model import ActorType, SuppressionReason, Trigger
 from app.domain.transitions import TransitionNotAllowed
+from app.ledger import repository as ledger_repository
+from app.ledger.actions import suppression_rows
 from app.ledger.service import Actor, Change, apply_changes
 from app.lib.auth import Scope
+from app.lib.keys import Keys
 from app.messages import repository as messages
 from app.messages.status import DeliveryStatus, MessageStatus, Step
 from app.reports import repository, service
 from app.workspaces import service as workspace_service
-from tests.conftest import Ledger, Tenant
+from tests.conftest import TEST_SECRET, Ledger, Tenant
 
 NOW = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
 BASE = NOW - timedelta(days=10)
@@ -475,3 +478,81 @@ async def test_a_source_that_is_an_api_key_is_named_by_the_keys_name(client, dat
         f"api_key:{key.id}": "Shop backend",
         f"api_key:{foreign.id}": "",
     }
+
+
+# --- standing snapshots: eligible addresses and suppressions per day ------------------------------------------
+
+
+async def test_eligible_totals_and_suppressions_per_day_come_from_the_days_last_snapshot(
+    client, tenant, other_tenant, ledger, database
+):
+    reader = await tenant.key(Scope.AUDIT_READ)
+    purpose = await ledger.purpose("newsletter")
+    jane = await ledger.point("email", "jane@example.com", external_id="jane")
+    max_ = await ledger.point("email", "max@example.com", external_id="max")
+    phone = await ledger.point("sms", "+4915112340001", contact_id=jane.contact_id)
+    for point, steps in ((jane, ("signup", "confirm")), (max_, ("signup", "confirm")), (phone, ("start_word",))):
+        for step in steps:
+            assert await record(ledger, point, purpose.id, step, NOW - timedelta(days=3))
+    today = NOW.replace(hour=0)
+    yesterday = today - timedelta(days=1)
+    async with database.sessionmaker() as session, session.begin():
+        assert await service.take_standing(session, tenant.id, now=yesterday + timedelta(hours=9)) > 0
+        await service.take_standing(session, tenant.id, now=yesterday + timedelta(hours=23))  # the day's last
+        # max objects: his address is suppressed for every marketing purpose
+        await ledger_repository.add_suppressions(
+            session, suppression_rows(Keys(TEST_SECRET), tenant.id, [max_], SuppressionReason.OBJECTION_ART21)
+        )
+        await service.take_standing(session, tenant.id, now=NOW)
+
+    window = {"from": (yesterday - timedelta(days=1)).isoformat(), "to": (today + timedelta(days=1)).isoformat()}
+    body = await report(client, reader, granularity="day", group_by="channel", **window)
+    by_day = {
+        (row["bucket"][:10], row["group"]["channel"]): row["metrics"]
+        for row in body["series"]
+        if row["group"]["channel"] in ("email", "sms")
+    }
+    day_before, first, second = (d.date().isoformat() for d in (yesterday - timedelta(days=1), yesterday, today))
+    standing = ("eligible_total", "suppressions_total", "suppressions_added")
+    assert [by_day[second, "email"][m] for m in standing] == [1, 1, 1]
+    assert [by_day[first, "email"][m] for m in standing] == [2, 0, 0]
+    assert [by_day[second, "sms"][m] for m in standing] == [1, 0, 0]
+    assert [by_day[day_before, "email"][m] for m in standing] == [None, None, None], "no snapshot that day"
+    assert [by_day[first, "email"]["opted_in_total"], by_day[second, "email"]["opted_in_total"]] == [2, 2]
+
+    # the standing eligible total is the audience export's size
+    audience = await client.get(
+        "/v1/audiences",
+        params={"purpose": "newsletter", "channel": "email"},
+        headers=await tenant.key(Scope.ELIGIBILITY_READ),
+    )
+    assert len(audience.text.splitlines()) == by_day[second, "email"]["eligible_total"]
+
+    # a month: the last snapshot's totals, the added ones summed; per purpose; per hour: none (daily snapshots)
+    month = await report(client, reader, granularity="month", group_by="purpose", **window)
+    newsletter = [row["metrics"] for row in month["series"] if row["group"]["purpose"] == "newsletter"]
+    assert sum(m["eligible_total"] or 0 for m in newsletter) == 2  # jane's email and her phone, today
+    hourly = await report(client, reader, granularity="hour", **span(NOW - timedelta(hours=2), NOW))
+    assert all(row["metrics"]["eligible_total"] is None for row in hourly["series"])
+    filtered = await report(client, reader, granularity="day", channel="email", purpose="newsletter", **window)
+    assert [r["metrics"]["suppressions_total"] for r in filtered["series"]][-2:] == [0, 1], "all-purpose ones count"
+
+    # another workspace's key sees none of it
+    theirs = await report(client, await other_tenant.key(Scope.AUDIT_READ), granularity="day", **window)
+    assert all(row["metrics"]["eligible_total"] is None for row in theirs["series"])
+
+
+async def test_a_snapshot_is_taken_once_an_hour_and_again_on_a_new_day(tenant, ledger, database):
+    await ledger.purpose("newsletter")
+    at = NOW.replace(hour=10)
+    async with database.sessionmaker() as session, session.begin():
+        assert tenant.id in await service.standing_due(session, now=at, limit=10_000)
+        assert await service.take_standing_if_due(session, tenant.id, now=at)
+        assert not await service.take_standing_if_due(session, tenant.id, now=at + timedelta(minutes=59))
+        assert tenant.id not in await service.standing_due(session, now=at + timedelta(minutes=59), limit=10_000)
+        assert await service.take_standing_if_due(session, tenant.id, now=at + timedelta(hours=1))
+        assert await service.take_standing_if_due(session, tenant.id, now=at.replace(hour=23, minute=59))
+        # a new UTC day is due at once, even within the hour
+        assert tenant.id in await service.standing_due(
+            session, now=at.replace(hour=23, minute=59) + timedelta(minutes=2), limit=10_000
+        )
