@@ -280,6 +280,8 @@ class ChannelFigures:
     """One channel's figures over the period."""
 
     audience: int = 0
+    eligible: int | None = None
+    """Addresses the send gate permits, at the period's last standing snapshot (``None``: none in the period)."""
     opt_ins: int = 0
     opt_outs: int = 0
     net_growth: int = 0
@@ -293,6 +295,8 @@ class ChannelFigures:
     failed: int = 0
     bounced: int = 0
     complaints: int = 0
+    opened: int = 0
+    clicked: int = 0
     opt_outs_by_trigger: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -345,6 +349,8 @@ async def overview(  # noqa: C901  # one pass per report, each a few branches
             cell.cohort_confirmed += float(rate) * float(m["signups"] or 0)
         if row.bucket in index:
             audience[channel][index[row.bucket]] = int(m.get("opted_in_total") or 0)
+        if m.get("eligible_total") is not None:  # the rows come in time order: the last snapshot stays
+            cell.eligible = int(m["eligible_total"] or 0)
     for channel, series in audience.items():
         figures[channel].audience = series[-1] if series else 0
     triggers: set[str] = set()
@@ -363,6 +369,6 @@ async def overview(  # noqa: C901  # one pass per report, each a few branches
         if channel not in figures:
             continue
         cell, m = figures[channel], row.metrics
-        for name in ("accepted", "sent", "delivered", "failed", "bounced", "complaints"):
+        for name in ("accepted", "sent", "delivered", "failed", "bounced", "complaints", "opened", "clicked"):
             setattr(cell, name, getattr(cell, name) + int(m.get(name) or 0))
     return Overview(period, figures, [d.date() for d in days], audience, sorted(triggers))

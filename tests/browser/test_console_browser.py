@@ -23,6 +23,7 @@ from app.lib.auth import Scope
 from app.lib.db import Database
 from app.lib.keys import Keys
 from app.purposes import service as purposes
+from app.reports import service as reports
 from app.workspaces import service as workspaces
 
 pytestmark = pytest.mark.slow
@@ -108,6 +109,8 @@ async def shop(base_url, pg_server) -> AsyncIterator[Shop]:
                         when = moment + timedelta(hours=3 * k + rng.randint(0, 2))
                         change = Change(added, newsletter.id, trigger, {"ip": "198.51.100.9"}, occurred_at=when)
                         await apply_changes(session, workspace.id, [change], actor)
+    async with database.sessionmaker() as session, session.begin():
+        await reports.take_standing(session, workspace.id)  # what the served app's hourly round would take
     try:
         yield Shop(database, workspace.id, {"Authorization": f"Bearer {secret}"}, jane_email, jane.id)
     finally:

@@ -20,6 +20,7 @@ from sqlalchemy.engine import make_url
 from app.console.models import ConsoleLink, ConsoleSession
 from app.ledger.models import Contact
 from app.lib.auth import Scope
+from app.reports import service as reports
 from tests.conftest import consent_cli
 
 BASE = "https://consent.example.com"
@@ -213,6 +214,24 @@ async def test_the_art_15_export_downloads_as_the_api_answers_it(client, admin, 
     api = (await client.get(f"/v1/contacts/{jane['contact_id']}/export", headers=admin)).json()
     assert exported["events"] == api["events"]
     assert exported["contact"] == api["contact"]
+
+
+async def test_the_overview_shows_the_eligible_audience_of_the_last_snapshot(client, tenant, jane, database):
+    reader = await tenant.key(Scope.AUDIT_READ)
+    await sign_in(client, reader)
+
+    def eligible_row(page: str) -> list[str]:
+        row = re.search(r"<tr><th scope=\"row\">Eligible now[^<]*</th>(.*?)</tr>", page)
+        assert row is not None
+        return re.findall(r"<td>([^<]*)</td>", row.group(1))
+
+    before = eligible_row((await client.get("/console", params={"lang": "en"})).text)
+    assert set(before) == {"\N{EN DASH}"}, "no snapshot yet: no figure, not zero"
+    async with database.sessionmaker() as session, session.begin():
+        await reports.take_standing(session, tenant.id)
+    after = eligible_row((await client.get("/console", params={"lang": "en"})).text)
+    # email, SMS, WhatsApp, app push, web push, print: Jane's email is eligible, her SMS sent STOP
+    assert after == ["1", "0", "0", "0", "0", "0"]
 
 
 async def test_the_overview_shows_the_channels_and_its_csv_is_the_reports_csv(client, tenant, jane):
