@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -348,3 +349,26 @@ async def export_rows(
         result = await session.stream(text(sql), {"ws": workspace_id, "seq": seq})
         async for (row,) in result:
             yield table, row
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseTimeZone:
+    """How the database reads a time-zone name: whether it knows the zone, and the fixed offset it reads first."""
+
+    known: bool
+    fixed_offset: timedelta | None
+    """The offset of the abbreviation of that name (PostgreSQL reads an abbreviation before a zone)."""
+
+
+_TIME_ZONE = text(
+    """
+    SELECT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = :name) AS known,
+           (SELECT utc_offset FROM pg_timezone_abbrevs WHERE upper(abbrev) = upper(:name) LIMIT 1) AS fixed_offset
+    """
+)
+
+
+async def database_time_zone(session: AsyncSession, name: str) -> DatabaseTimeZone:
+    """What the database makes of the time-zone name (a settings check; it reads the zone files: not hot)."""
+    row = (await session.execute(_TIME_ZONE, {"name": name})).one()
+    return DatabaseTimeZone(known=bool(row.known), fixed_offset=row.fixed_offset)

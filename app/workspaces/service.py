@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import msgspec
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -105,6 +107,7 @@ async def replace_settings(
     """
     _check_send_windows(new.send_windows)
     _check_texts(new)
+    await _check_time_zone_in_database(session, new.timezone)
     workspace = await repository.lock_workspace(session, workspace_id)  # against the operator's list changing
     if workspace is None:
         raise NotFound("No such workspace.", code="workspace_not_found")
@@ -387,6 +390,34 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 def _invalid(field: str, message: str, code: str) -> InvalidInput:
     return InvalidInput(f"{field} {message}.", code=code, extra={"errors": [{"field": field, "message": message}]})
+
+
+async def _check_time_zone_in_database(session: AsyncSession, name: str) -> None:
+    """The database computes every consent end on the workspace's wall clock: it must read the zone as Python does.
+
+    Refused: a name the database does not know (``localtime``: a file on this machine, not a zone; it would make
+    every read of the workspace's ends fail), and a name the database reads as a fixed abbreviation although the
+    zone keeps summer time (``CET``, ``EET``, ``MET``, ``WET``: PostgreSQL reads abbreviations first, an hour off
+    in summer). Fixed zones whose abbreviation means the same (``UTC``, ``EST``) pass (hostile review 2026-12-05).
+    """
+    found = await repository.database_time_zone(session, name)
+    if not found.known:
+        raise _invalid(
+            "timezone",
+            f"is not a time zone the database knows (got {name[:64]!r}); use one such as Europe/Berlin",
+            "invalid_timezone",
+        )
+    if found.fixed_offset is not None:
+        zone = ZoneInfo(name)
+        year = utcnow().year
+        offsets = {zone.utcoffset(datetime(year, month, 15)) for month in (1, 7)}  # noqa: DTZ001  # wall clock
+        if offsets != {found.fixed_offset}:
+            raise _invalid(
+                "timezone",
+                f"is read by the database as a fixed abbreviation without summer time (got {name[:64]!r}); "
+                "use the region's name, such as Europe/Berlin",
+                "invalid_timezone",
+            )
 
 
 def _check_texts(new: WorkspaceSettingsIn) -> None:

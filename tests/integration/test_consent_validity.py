@@ -543,3 +543,27 @@ async def test_every_reader_takes_the_databases_end_where_two_tz_releases_disagr
         )
     ).scalar_one()
     assert ended_on_arrival == short_end
+
+
+@pytest.mark.parametrize(
+    ("zone", "status"),
+    [
+        ("Europe/Berlin", 200),
+        ("America/Vancouver", 200),
+        ("UTC", 200),  # an abbreviation too, of the same fixed offset
+        ("EST", 200),  # a fixed zone whose abbreviation means the same
+        ("CET", 422),  # the database reads the abbreviation (+01:00 all year), the zone keeps summer time
+        ("WET", 422),
+        ("localtime", 422),  # a file of this machine's zoneinfo folder, unknown to the database
+        ("Mars/Olympus", 422),
+    ],
+)
+async def test_a_workspace_time_zone_must_be_read_by_the_database_as_the_zone(client, admin, zone, status):
+    """Hostile review of 2026-12-05: the database computes every end; a name it cannot read, or reads as a
+    fixed abbreviation, would break every read of the workspace's ends or shift them by an hour in summer."""
+    response = await client.put("/v1/workspace/settings", json={"timezone": zone}, headers=admin)
+    assert response.status_code == status, response.text
+    if status == 422:
+        assert response.json()["code"] == "invalid_timezone"
+        current = await client.get("/v1/workspace/settings", headers=admin)
+        assert current.json()["timezone"] == "Europe/Berlin", "nothing stored"
