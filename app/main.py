@@ -158,11 +158,15 @@ async def _standing_round(database: Database) -> None:
     try:
         async with database.sessionmaker() as session:
             due = await reports.standing_due(session)
-        for workspace_id in due:
-            async with database.sessionmaker() as session, session.begin():
-                await reports.take_standing_if_due(session, workspace_id)
     except Exception:  # a failed round is logged and retried; the loop must not die
         log.exception("report_standing_failed")
+        return
+    for workspace_id in due:  # one workspace's failure (a stored time zone the database refuses) is its own
+        try:
+            async with database.sessionmaker() as session, session.begin():
+                await reports.take_standing_if_due(session, workspace_id)
+        except Exception:
+            log.exception("report_standing_failed", workspace_id=str(workspace_id))
 
 
 @asynccontextmanager

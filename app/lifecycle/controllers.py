@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from html import escape
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from litestar import Controller, HttpMethod, MediaType, Request, Response, post, put, route
 from litestar.di import NamedDependency
@@ -64,9 +63,8 @@ def render(view: RepermissionView, token: str, lang: str, *, forbidden: bool = F
     """The page: the question and its button, or what happened. Tenant text is escaped, never markup."""
     words = _WORDS[lang if lang in _WORDS else "en"]
     date = ""
-    if view.ends_at is not None:
-        local = view.ends_at.astimezone(ZoneInfo(view.timezone))
-        date = local.strftime("%d.%m.%Y") if lang == "de" else local.strftime("%Y-%m-%d")
+    if view.ends_on is not None:
+        date = view.ends_on.strftime("%d.%m.%Y") if lang == "de" else view.ends_on.isoformat()
     values = {"purpose": view.purpose, "brand": view.brand, "address": view.address, "date": date}
     key = "forbidden" if forbidden else view.status.value
     text = escape(words[key].format(**values))

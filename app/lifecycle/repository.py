@@ -18,7 +18,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.model import State
 from app.domain.validity import Policy
-from app.eligibility.repository import DEFAULT_TIMEZONE, ends_sql, engaged_sql, lapsed_sql, span_start_sql
+from app.eligibility.repository import (
+    DEFAULT_TIMEZONE,
+    end_sql,
+    ends_sql,
+    engaged_sql,
+    lapsed_sql,
+    span_start_sql,
+)
 from app.lifecycle.models import Repermission
 from app.workspaces.settings import WorkspaceSettings
 
@@ -42,11 +49,19 @@ async def purposes_that_end(session: AsyncSession, purpose_id: uuid.UUID | None 
     return rows if purpose_id is None else [row for row in rows if row.id == purpose_id]
 
 
-def _candidates_sql(policy: Policy, *, extra: str = "") -> str:
+def _candidates_sql(policy: Policy, *, extra: str = "", asked: bool = False) -> str:
     engaged = engaged_sql("c.contact_point_id", "c.workspace_id") if policy.inactivity is not None else "NULL"
     lapsed = lapsed_sql(
         policy, since="c.since", point="c.contact_point_id", workspace="c.workspace_id", timezone=":tz", now=":by"
     )
+    if asked and policy.repermission_before is not None:
+        # only those whose re-permission is due by :asks_by, before the LIMIT: rows that end within the horizon
+        # but are not due yet must not fill the batch (hostile review 2026-12-05: with inactivity an older consent
+        # may end later, and the due ones starved behind them)
+        end = end_sql(
+            "c.since", engaged=engaged, validity=policy.validity, inactivity=policy.inactivity, timezone=":tz"
+        )
+        extra += f" AND {span_start_sql(end, policy.repermission_before, ':tz')} <= :asks_by"
     # the ends of the rows claimed, computed by the database as everywhere else (span_end_sql)
     by_validity, by_inactivity = ends_sql(
         "x.since", engaged="x.engaged_at", validity=policy.validity, inactivity=policy.inactivity, timezone=":tz"
@@ -78,12 +93,14 @@ async def lock_ending(  # one purpose's coordinates, keyword-only
     by: datetime,
     limit: int,
     without_link: bool = False,
+    asks_by: datetime | None = None,
 ) -> Sequence[Any]:
     """Opted-in consents of the purpose that end by ``by``, locked, ``SKIP LOCKED``, with their ends.
 
     Each row carries ``by_validity`` and ``by_inactivity`` (NULL: the rule is unset) and ``asks_from`` (from when a
     re-permission may be asked; NULL without ``repermission_before``), computed by the database.
-    ``without_link``: only those with no re-permission link for their current period yet.
+    ``without_link``: only those with no re-permission link for their current period yet; ``asks_by``: only those
+    whose re-permission may be asked by then.
     """
     extra = (
         "AND NOT EXISTS (SELECT 1 FROM repermissions r WHERE r.consent_id = c.id AND r.period_since = c.since)"
@@ -96,8 +113,10 @@ async def lock_ending(  # one purpose's coordinates, keyword-only
         "tz": timezone,
         "by": by,
         "limit": limit,
+        "asks_by": asks_by,
     }
-    return (await session.execute(text(_candidates_sql(policy, extra=extra)), params)).all()
+    sql = _candidates_sql(policy, extra=extra, asked=asks_by is not None)
+    return (await session.execute(text(sql), params)).all()
 
 
 async def add_link(  # the link's fields, keyword-only
@@ -151,7 +170,10 @@ _CONSENT = text(
     SELECT c.id, c.state, c.since, c.contact_id, p.key AS purpose_key, p.name AS purpose_name, cp.channel, cp.value,
            ct.locale, coalesce(w.settings->>'locale', :default_locale) AS workspace_locale,
            w.settings->>'brand' AS brand, w.name AS workspace,
-           coalesce(w.settings->>'timezone', :default_tz) AS tz
+           coalesce(w.settings->>'timezone', :default_tz) AS tz,
+           -- the day an end falls on, on the workspace's wall clock: the database's reading, as the end's own
+           CAST(CAST(:ends_at AS timestamptz) AT TIME ZONE coalesce(w.settings->>'timezone', :default_tz) AS date)
+               AS ends_on
       FROM consents c
       JOIN purposes p ON p.id = c.purpose_id
       JOIN contact_points cp ON cp.id = c.contact_point_id
@@ -162,9 +184,17 @@ _CONSENT = text(
 )
 
 
-async def consent_of(session: AsyncSession, consent_id: uuid.UUID) -> Any:
-    """The consent a link belongs to, with what its page says (purpose, address, languages, brand)."""
-    params = {"consent_id": consent_id, "default_tz": DEFAULT_TIMEZONE, "default_locale": DEFAULT_LOCALE}
+async def consent_of(session: AsyncSession, consent_id: uuid.UUID, ends_at: datetime | None = None) -> Any:
+    """The consent a link belongs to, with what its page says (purpose, address, languages, brand).
+
+    ``ends_on``: the local day of ``ends_at`` in the workspace's time zone (``None`` without one).
+    """
+    params = {
+        "consent_id": consent_id,
+        "default_tz": DEFAULT_TIMEZONE,
+        "default_locale": DEFAULT_LOCALE,
+        "ends_at": ends_at,
+    }
     return (await session.execute(_CONSENT, params)).one_or_none()
 
 

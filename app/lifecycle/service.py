@@ -23,9 +23,8 @@ import dataclasses
 import enum
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import structlog
 from sqlalchemy.exc import DBAPIError
@@ -90,11 +89,18 @@ async def sweep(
         except SpanError:  # only a hand-edited row can hold one (the API and the check constraints refuse it)
             log.warning("purpose_lifecycle_invalid", purpose_id=str(purpose.id))
             continue
-        done, full = await _end(session, purpose, policy, now, limit)
-        ended, more = ended + done, more or full
-        if policy.repermission_before is not None:
-            done, full = await _ask(session, purpose, policy, now=now, limit=limit, base_url=base_url)
-            asked, more = asked + done, more or full
+        try:
+            # a savepoint per purpose: one workspace's failure (a stored time zone the database refuses) must not
+            # stop the sweep of every other workspace (hostile review 2026-12-05)
+            async with session.begin_nested():
+                done, full = await _end(session, purpose, policy, now, limit)
+                queued, full_too = 0, False
+                if policy.repermission_before is not None:
+                    queued, full_too = await _ask(session, purpose, policy, now=now, limit=limit, base_url=base_url)
+        except DBAPIError:
+            log.exception("lifecycle_purpose_failed", purpose_id=str(purpose.id))
+            continue
+        ended, asked, more = ended + done, asked + queued, more or full or full_too
     return SweepResult(ended=ended, asked=asked, more=more)
 
 
@@ -168,6 +174,7 @@ async def _ask(  # one round's context, keyword-only
         by=horizon,
         limit=limit,
         without_link=True,
+        asks_by=now,
     )
     asked = 0
     for row in rows:
@@ -189,7 +196,7 @@ async def _ask(  # one round's context, keyword-only
         )
         if link_id is None:  # another round asked for this period already
             continue
-        about = await repository.consent_of(session, row.id)
+        about = await repository.consent_of(session, row.id, end.at)
         channel = Channel(about.channel)
         lang = _lang(about.locale, about.workspace_locale)
         content = repermission_content(
@@ -198,8 +205,7 @@ async def _ask(  # one round's context, keyword-only
             brand=about.brand or about.workspace,
             purpose=about.purpose_name,
             link=f"{base_url}{PATH}{token}",
-            ends=end.at,
-            timezone=purpose.tz,
+            ends_on=about.ends_on,
         )
         if content is None:
             continue
@@ -253,13 +259,15 @@ _TEXTS = {
 
 
 def repermission_content(  # the message's words, keyword-only
-    channel: Channel, lang: str, *, brand: str, purpose: str, link: str, ends: datetime, timezone: str
+    channel: Channel, lang: str, *, brand: str, purpose: str, link: str, ends_on: date
 ) -> Content | None:
-    """The built-in German or English re-permission message for ``channel`` (``None``: print, which needs none)."""
-    local = ends.astimezone(ZoneInfo(timezone))
-    date = local.strftime("%d.%m.%Y") if lang == "de" else local.strftime("%Y-%m-%d")
+    """The built-in German or English re-permission message for ``channel`` (``None``: print, which needs none).
+
+    ``ends_on``: the day the consent ends on the workspace's wall clock, as the database reads it.
+    """
+    shown = ends_on.strftime("%d.%m.%Y") if lang == "de" else ends_on.isoformat()
     words = {
-        key: value.format(brand=brand, purpose=purpose, link=link, date=date) for key, value in _TEXTS[lang].items()
+        key: value.format(brand=brand, purpose=purpose, link=link, date=shown) for key, value in _TEXTS[lang].items()
     }
     if channel is Channel.EMAIL:
         return Content(email=EmailContent(subject=words["subject"], text=words["body"]))
@@ -306,14 +314,14 @@ class RepermissionView:
     brand: str = ""
     purpose: str = ""
     address: str = ""
-    ends_at: datetime | None = None
-    timezone: str = "UTC"
+    ends_on: date | None = None
+    """The day the consent ends, on the workspace's wall clock (the database's reading)."""
 
 
 async def _view(session: AsyncSession, link: Repermission | None, now: datetime) -> tuple[RepermissionView, Any]:
     if link is None:
         return RepermissionView(RepermissionStatus.UNKNOWN), None
-    about = await repository.consent_of(session, link.consent_id)
+    about = await repository.consent_of(session, link.consent_id, link.ends_at)
     if about is None:
         return RepermissionView(RepermissionStatus.UNKNOWN), None
     if link.renewed_at is not None:
@@ -330,8 +338,7 @@ async def _view(session: AsyncSession, link: Repermission | None, now: datetime)
         brand=about.brand or about.workspace,
         purpose=about.purpose_name,
         address=mask(Channel(about.channel), about.value),
-        ends_at=link.ends_at,
-        timezone=about.tz,
+        ends_on=about.ends_on,
     )
     return view, about
 

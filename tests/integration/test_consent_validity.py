@@ -20,6 +20,7 @@ from app.lib.auth import Scope
 from app.lib.orm import utcnow
 from app.lifecycle import service as lifecycle
 from app.purposes import service as purposes
+from tests.conftest import Ledger
 from tests.validity_oracle import add_span
 
 BASE_URL = "https://consent.example.com"
@@ -567,3 +568,45 @@ async def test_a_workspace_time_zone_must_be_read_by_the_database_as_the_zone(cl
         assert response.json()["code"] == "invalid_timezone"
         current = await client.get("/v1/workspace/settings", headers=admin)
         assert current.json()["timezone"] == "Europe/Berlin", "nothing stored"
+
+
+async def test_a_stored_time_zone_the_database_refuses_stops_only_its_own_workspace(
+    database, tenant, other_tenant, ledger, session, monkeypatch
+):
+    """Stored before the settings check (or by hand): the sweep and the snapshots go on for every other workspace."""
+    from app.main import _standing_round  # noqa: PLC0415  # the background round itself
+    from app.reports import service as reports  # noqa: PLC0415
+
+    broken = await make_purpose(database, other_tenant, validity="P1M")
+    async with database.sessionmaker() as db, db.begin():
+        await db.execute(
+            text('UPDATE workspaces SET settings = settings || \'{"timezone": "localtime"}\' WHERE id = :w'),
+            {"w": other_tenant.id},
+        )
+    their_point = await Ledger(database, other_tenant.id).point("email", "x@example.com", external_id="x")
+    # given 30 days ago: within the bounds of P1M, so its exact end (in the refused zone) must be computed
+    await given(database, other_tenant, their_point, broken.id, utcnow() - timedelta(days=30))
+    purpose = await make_purpose(database, tenant, validity="P1M")
+    point = await ledger.point("email", "mine@example.com", external_id="mine")
+    await given(database, tenant, point, purpose.id, utcnow() - timedelta(days=90))
+
+    assert (await lifecycle.sweep(session, base_url=BASE_URL)).ended >= 1
+    mine = await session.execute(
+        text("SELECT count(*) FROM consent_events WHERE workspace_id = :w AND trigger = 'validity_ended'"),
+        {"w": tenant.id},
+    )
+    assert mine.scalar_one() == 1
+
+    async def both(*_: object, **__: object) -> list[uuid.UUID]:
+        return [other_tenant.id, tenant.id]  # the broken one first, as the longest waiting
+
+    monkeypatch.setattr(reports, "standing_due", both)
+    await _standing_round(database)
+    monkeypatch.undo()
+    async with database.sessionmaker() as db:
+        taken = await db.execute(
+            text("SELECT DISTINCT workspace_id FROM report_standing_daily WHERE workspace_id IN (:a, :b)"),
+            {"a": tenant.id, "b": other_tenant.id},
+        )
+        assert {row.workspace_id for row in taken} == {tenant.id}
+        assert other_tenant.id in await reports.standing_due(db, limit=100_000)

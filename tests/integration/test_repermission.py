@@ -11,10 +11,11 @@ import pytest
 from sqlalchemy import text
 
 from app.domain.validity import Span
+from app.eligibility import repository as facts_repository
 from app.lib.auth import Scope
 from app.lib.orm import utcnow
 from app.lifecycle import service as lifecycle
-from tests.integration.test_consent_validity import BASE_URL, ask, given, iso, make_purpose
+from tests.integration.test_consent_validity import BASE_URL, ask, deliver, given, iso, make_purpose
 from tests.validity_oracle import add_span, subtract_span
 
 BERLIN = "Europe/Berlin"
@@ -256,3 +257,49 @@ async def test_the_repermission_mail_delivered_is_no_engagement(client, database
     await session.commit()
     after = await ask(client, reader, "jane")
     assert after["expires_at"] == before["expires_at"], "only the button renews"
+
+
+async def test_due_consents_are_asked_even_behind_many_that_end_soon_but_are_not_due(database, tenant, ledger, session):
+    """Hostile review of 2026-12-05: with inactivity an older consent may end later; such rows, within the horizon
+    but not due, filled the batch and the due one was not asked (it could lapse unasked)."""
+    purpose = await make_purpose(database, tenant, inactivity="P24M", repermission_before="P12M")
+    now = utcnow()
+    for n in range(2):  # given long ago, engaged recently: they end in about a year, asked from in about a week
+        point = await ledger.point("email", f"blocker{n}@example.com", external_id=f"blocker{n}")
+        await given(database, tenant, point, purpose.id, now - timedelta(days=700 + n))
+        await deliver(session, tenant, point, purpose.id, now - timedelta(days=358))
+    due = await ledger.point("email", "due@example.com", external_id="due")
+    await given(database, tenant, due, purpose.id, now - timedelta(days=400))  # ends in ~330 days: due
+    result = await lifecycle.sweep(session, base_url=BASE_URL, limit=2, now=now)
+    assert result.asked == 1
+    [link] = (
+        await session.execute(
+            text("SELECT contact_point_id FROM repermissions WHERE workspace_id = :w"), {"w": tenant.id}
+        )
+    ).all()
+    assert link.contact_point_id == due.id
+
+
+async def test_the_end_date_in_the_message_and_on_the_page_is_the_databases_day(
+    client, admin, database, tenant, ledger, session
+):
+    """Hostile review of 2026-12-05: the day was read with Python's tz data; for Vancouver from November 2026 the
+    releases disagree (UTC-7 all year, or UTC-8), and 07:30 UTC is 00:30 of one day or 23:30 of the one before."""
+    zone = "America/Vancouver"
+    assert (await client.put("/v1/workspace/settings", json={"timezone": zone}, headers=admin)).status_code == 200
+    purpose = await make_purpose(database, tenant, validity="P2M", repermission_before="P30D")
+    target = (utcnow() + timedelta(days=10)).replace(hour=7, minute=30, second=0, microsecond=0)
+    tz = "CAST(:tz AS text)"
+    back = facts_repository.span_start_sql("CAST(:e AS timestamptz)", Span(2, 0), tz)
+    given_at = (await session.execute(text(f"SELECT {back}"), {"e": target, "tz": zone})).scalar_one()
+    point = await ledger.point("email", "bc@example.com", external_id="bc")
+    await given(database, tenant, point, purpose.id, given_at)
+    end = facts_repository.span_end_sql("CAST(:s AS timestamptz)", Span(2, 0), tz)
+    day = await session.execute(text(f"SELECT CAST(({end}) AT TIME ZONE {tz} AS date)"), {"s": given_at, "tz": zone})
+    shown = day.scalar_one().strftime("%d.%m.%Y")  # the test contacts speak German
+
+    assert (await lifecycle.sweep(session, base_url=BASE_URL)).asked == 1
+    [message] = await queued(session, tenant)
+    assert f"endet am {shown}" in message.content["email"]["text"]
+    page = await client.get(f"/r/{token_of(message)}")
+    assert shown in page.text
