@@ -41,6 +41,20 @@ _SPAN = re.compile(
 SPAN_PATTERN = r"^P([0-9]{1,3}Y)?([0-9]{1,4}M)?([0-9]{1,4}W)?([0-9]{1,5}D)?$"
 
 
+def span_check_sql(column: str) -> str:
+    """The database's check of a stored span: :data:`SPAN_PATTERN`, longer than zero, at most 100 years.
+
+    The same limits as :func:`parse_span` (:data:`MAX_MONTHS`, :data:`MAX_DAYS`): the facts queries cast the stored
+    text as it is, so a span the API would refuse (``P0D``: every consent expired at once) must not be storable.
+    """
+    interval = f"CAST({column} AS interval)"
+    return (
+        f"{column} ~ '{SPAN_PATTERN}' AND {column} <> 'P' AND {interval} <> interval '0'"
+        f" AND extract(year FROM {interval}) * 12 + extract(month FROM {interval}) <= {MAX_MONTHS}"
+        f" AND extract(day FROM {interval}) <= {MAX_DAYS}"
+    )
+
+
 class SpanError(ValueError):
     """Not a calendar span a purpose can carry (the message says why)."""
 

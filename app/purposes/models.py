@@ -8,7 +8,7 @@ from sqlalchemy import CheckConstraint, ForeignKey, Integer, Text, UniqueConstra
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.domain.validity import SPAN_PATTERN
+from app.domain.validity import span_check_sql
 from app.lib.orm import Base, CreatedAt, UUIDPrimaryKey
 
 _SPANS = ("validity", "inactivity", "repermission_before")
@@ -39,7 +39,7 @@ class Purpose(UUIDPrimaryKey, CreatedAt, Base):
         CheckConstraint("key ~ '^[a-z][a-z0-9_]{0,62}$'", name="key_format"),
         CheckConstraint("length(name) BETWEEN 1 AND 200", name="name_length"),
         CheckConstraint("cardinality(similar_products_of) <= 50", name="similar_products_of_size"),
-        *(CheckConstraint(f"{c} ~ '{SPAN_PATTERN}' AND {c} <> 'P'", name=f"{c}_span") for c in _SPANS),
+        *(CheckConstraint(span_check_sql(c), name=f"{c}_span") for c in _SPANS),
         CheckConstraint(
             "repermission_before IS NULL OR validity IS NOT NULL OR inactivity IS NOT NULL",
             name="repermission_needs_an_end",

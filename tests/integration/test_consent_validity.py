@@ -610,3 +610,23 @@ async def test_a_stored_time_zone_the_database_refuses_stops_only_its_own_worksp
         )
         assert {row.workspace_id for row in taken} == {tenant.id}
         assert other_tenant.id in await reports.standing_due(db, limit=100_000)
+
+
+@pytest.mark.parametrize(
+    ("stored", "accepted"),
+    [("P100Y", True), ("P1200M", True), ("P36500D", True), ("P0D", False), ("P0Y0M", False), ("P999Y", False),
+     ("P1201M", False), ("P36501D", False), ("P5300W", False)],
+)  # fmt: skip
+async def test_the_database_refuses_a_span_the_api_would_refuse(database, tenant, stored, accepted):
+    """The facts queries cast the stored span as it is: a hand-edited P0D would end every consent at once."""
+    from sqlalchemy.exc import IntegrityError  # noqa: PLC0415
+
+    purpose = await make_purpose(database, tenant)
+    update = text("UPDATE purposes SET validity = :v WHERE id = :p")
+    if accepted:
+        async with database.sessionmaker() as db, db.begin():
+            await db.execute(update, {"v": stored, "p": purpose.id})
+        return
+    with pytest.raises(IntegrityError, match="ck_purposes_validity_span"):
+        async with database.sessionmaker() as db, db.begin():
+            await db.execute(update, {"v": stored, "p": purpose.id})
