@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -75,3 +75,23 @@ async def unlink_points(session: AsyncSession, workspace_id: uuid.UUID, point_id
         .values(contact_point_id=None)
     )
     return int(result.rowcount)  # type: ignore[attr-defined]  # CursorResult of an UPDATE
+
+
+async def sent_at(session: AsyncSession, workspace_id: uuid.UUID, provider_message_id: str) -> datetime | None:
+    """When the workspace's delivery Twilio knows as ``provider_message_id`` went out (``None``: not ours, or unsent).
+
+    The time of its ``sent`` step (the provider accepted it), else of the first attempt in flight.
+    """
+    found: datetime | None = await session.scalar(
+        text(
+            """
+            SELECT coalesce((SELECT min(e.at) FROM message_events e
+                              WHERE e.delivery_id = d.id AND e.status = 'sent'), d.in_flight_at)
+              FROM deliveries d
+             WHERE d.workspace_id = :ws AND d.provider_message_id = :sid
+             LIMIT 1
+            """
+        ),
+        {"ws": workspace_id, "sid": provider_message_id},
+    )
+    return found

@@ -199,22 +199,14 @@ async def handle_status(
         provider=PROVIDER,
     )
     if error_code in UNREACHABLE_CODES and params["MessageStatus"] in {"failed", "undelivered"} and params.get("To"):
-        try:
-            channel, number = channel_and_number(params["To"], settings.default_region)
-        except InvalidIdentifier:
-            return True
-        point = await ledger.find_contact_point(session, workspace_id, channel, number)
+        point = await _reported_point(session, workspace_id, settings, params)
         if point is not None:
             await ledger.set_reachability(session, point.id, Reachability.UNDELIVERABLE.value, utcnow())
             log.info("twilio_undeliverable", workspace_id=str(workspace_id), contact_point_id=str(point.id))
     if params["MessageStatus"] == "read":  # WhatsApp's read receipt: the message was opened (engagement signal)
         await signals.provider_read(session, workspace_id, params["MessageSid"])
     if error_code == ERROR_STOPPED and params.get("To"):
-        try:
-            channel, number = channel_and_number(params["To"], settings.default_region)
-        except InvalidIdentifier:
-            return True
-        point = await ledger.find_contact_point(session, workspace_id, channel, number)
+        point = await _reported_point(session, workspace_id, settings, params)
         if point is not None:
             await ledger.set_reachability(session, point.id, Reachability.PROVIDER_BLOCKED.value, utcnow())
             evidence = {
@@ -227,6 +219,29 @@ async def handle_status(
             )
             log.info("twilio_provider_block", workspace_id=str(workspace_id), contact_point_id=str(point.id))
     return True
+
+
+async def _reported_point(
+    session: AsyncSession, workspace_id: uuid.UUID, settings: WorkspaceSettings, params: Mapping[str, str]
+) -> ContactPoint | None:
+    """The address a failure report is about, unless the report is stale (``None``: leave the address alone).
+
+    Stale: the number was found reachable again (a START, a text from it) after the reported message went out, so
+    a late 21610 or 30005 of an earlier message says nothing about it any more (hostile review 2026-12-05: a late
+    21610 after START blocked the number again and recorded a withdrawal nobody made).
+    """
+    try:
+        channel, number = channel_and_number(params["To"], settings.default_region)
+    except InvalidIdentifier:
+        return None
+    point = await ledger.find_contact_point(session, workspace_id, channel, number)
+    if point is None or point.reachability != Reachability.REACHABLE or point.reachability_changed_at is None:
+        return point
+    went_out = await repository.sent_at(session, workspace_id, params["MessageSid"])
+    if went_out is not None and went_out < point.reachability_changed_at:
+        log.info("twilio_stale_status_ignored", workspace_id=str(workspace_id), contact_point_id=str(point.id))
+        return None
+    return point
 
 
 async def _reachable_again(

@@ -282,9 +282,9 @@ async def test_an_undeliverable_number_that_texts_us_is_reachable_again(client, 
     assert (await consents(client, tenant, "anna"))["sms"]["reachability"] == "reachable"
 
 
-async def _status(phone, code, *, to=PERSON, status="undelivered", whatsapp=False):
+async def _status(phone, code, *, to=PERSON, status="undelivered", whatsapp=False, message_sid=None):
     params = {
-        "MessageSid": sid(),
+        "MessageSid": message_sid or sid(),
         "MessageStatus": status,
         "AccountSid": ACCOUNT,
         "To": f"whatsapp:{to}" if whatsapp else to,
@@ -333,6 +333,65 @@ async def test_a_late_unreachable_report_does_not_turn_twilios_block_into_undeli
     assert (await consents(client, tenant, "anna"))["sms"]["reachability"] == "provider_blocked"
     await phone.text("START")
     assert (await consents(client, tenant, "anna"))["sms"]["reachability"] == "reachable"
+
+
+async def _sent_sms(database, tenant, point, purpose_id, at) -> str:
+    """A message of ours to ``point`` that Twilio took at ``at``: its MessageSid."""
+    from app.messages import repository as messages  # noqa: PLC0415
+    from app.messages.status import DeliveryStatus, Step  # noqa: PLC0415
+
+    message_sid = sid()
+    async with database.sessionmaker() as db, db.begin():
+        message = await messages.add_message(
+            db, tenant.id, contact_id=point.contact_id, purpose_id=purpose_id, strategy="first_eligible",
+            route=["sms"], content={}, decision={}, status="queued", send_at=None,
+        )  # fmt: skip
+        delivery = await messages.add_delivery(
+            db, tenant.id, message.id, channel="sms", contact_point_id=point.id, status=DeliveryStatus.SENT,
+            next_attempt_at=at, at=at,
+        )  # fmt: skip
+        messages.add_event(db, message.id, delivery.id, "sms", Step.SENT, at=at)
+        await messages.write_staged(db)
+        await db.execute(
+            text("UPDATE deliveries SET provider_message_id = :sid WHERE id = :d"),
+            {"sid": message_sid, "d": delivery.id},
+        )
+    return message_sid
+
+
+async def test_a_late_block_report_of_a_message_sent_before_start_neither_blocks_nor_withdraws(
+    client, tenant, configured, keyword_only, ledger, phone, database, session
+):
+    """Hostile review of 2026-12-05: after START, a late 21610 of an earlier message blocked the number again and
+    recorded a withdrawal nobody made."""
+    point = await ledger.point("sms", PERSON, external_id="anna")
+    purpose_id = configured["purpose"].id
+    await ledger.apply(point, purpose_id, "signup", "start_word")
+    earlier = await _sent_sms(database, tenant, point, purpose_id, utcnow() - timedelta(minutes=10))
+    await _status(phone, "21610", status="failed")  # Twilio blocks the number: the person texted STOP to Twilio
+    await phone.text("START")
+
+    async def shown() -> tuple[str, str]:
+        sms = (await consents(client, tenant, "anna"))["sms"]
+        return sms["reachability"], sms["newsletter"]
+
+    assert await shown() == ("reachable", "opted_in")
+    blocks = (
+        select(func.count())
+        .select_from(ConsentEvent)
+        .where(ConsentEvent.contact_point_id == point.id, ConsentEvent.trigger == "provider_block")
+    )
+    before = await session.scalar(blocks)
+
+    await _status(phone, "21610", status="failed", message_sid=earlier)  # sent before START, reported late
+    await _status(phone, "30005", message_sid=earlier)
+    assert await shown() == ("reachable", "opted_in")
+    assert await session.scalar(blocks) == before
+
+    later = await _sent_sms(database, tenant, point, purpose_id, utcnow() + timedelta(seconds=1))
+    await _status(phone, "21610", status="failed", message_sid=later)  # a message after START: Twilio blocks again
+    assert (await consents(client, tenant, "anna"))["sms"]["reachability"] == "provider_blocked"
+    assert await session.scalar(blocks) > before
 
 
 @pytest.mark.parametrize(
