@@ -71,6 +71,7 @@ from app.webhooks.controllers import WebhookSubscriptionController
 from app.webhooks.outbox import prune_deliveries
 from app.webhooks.sender import WebhookSender
 from app.workspaces import repository as workspaces_repository
+from app.workspaces import service as workspace_service
 from app.workspaces.controllers import ApiKeyController, WorkspaceController
 from channel_providers.email import MailSender, SmtpConfig, sender_for
 
@@ -148,6 +149,24 @@ async def _lapse_loop(database: Database, settings: Settings) -> None:
             log.exception("lifecycle_sweep_failed")
         await _standing_round(database)
         await asyncio.sleep(_LAPSE_INTERVAL_SECONDS)
+
+
+async def _check_time_zones(database: Database) -> None:
+    """Warn where the database's tz release reads a zone in use otherwise than the service's (never fatal)."""
+    try:
+        async with database.sessionmaker() as session:
+            drift = await workspace_service.time_zone_drift(session)
+    except Exception:
+        log.exception("time_zone_check_failed")
+        return
+    for zone, instants in drift.items():
+        log.warning(
+            "time_zone_data_differs",
+            zone=zone,
+            first=instants[0].isoformat(),
+            count=len(instants),
+            hint="consent ends follow the database; send windows and shown dates the service: update the older",
+        )
 
 
 async def _standing_round(database: Database) -> None:
@@ -244,6 +263,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
                 await migrate(opened.engine)
             await opened.open_driver_pool(settings.database.pool_size, streams=settings.streams.total)
             app.state.database = opened
+            await _check_time_zones(opened)
             # Everything alive now lives as long as the process: leave it out of the cyclic collector's full
             # passes, which otherwise walk the whole application on every oldest-generation collection
             # (a pause that lands on whichever request allocates at that moment).

@@ -372,3 +372,28 @@ async def database_time_zone(session: AsyncSession, name: str) -> DatabaseTimeZo
     """What the database makes of the time-zone name (a settings check; it reads the zone files: not hot)."""
     row = (await session.execute(_TIME_ZONE, {"name": name})).one()
     return DatabaseTimeZone(known=bool(row.known), fixed_offset=row.fixed_offset)
+
+
+_OFFSETS = text(
+    """
+    SELECT z.name, t.at, extract(epoch FROM (t.at AT TIME ZONE z.name) - (t.at AT TIME ZONE 'UTC'))::int AS seconds
+      FROM unnest(CAST(:zones AS text[])) AS z(name)
+     CROSS JOIN unnest(CAST(:instants AS timestamptz[])) AS t(at)
+    """
+)
+
+
+async def database_offsets(
+    session: AsyncSession, zones: Sequence[str], instants: Sequence[datetime]
+) -> list[tuple[str, datetime, int]]:
+    """(zone, instant, UTC offset in seconds) as the database reads each zone at each instant."""
+    rows = await session.execute(_OFFSETS, {"zones": list(zones), "instants": list(instants)})
+    return [(row.name, row.at, int(row.seconds)) for row in rows]
+
+
+async def time_zones_in_use(session: AsyncSession, default: str) -> list[str]:
+    """The workspaces' time zones (``default`` for those that name none)."""
+    rows = await session.execute(
+        text("SELECT DISTINCT coalesce(settings->>'timezone', :default) AS zone FROM workspaces"), {"default": default}
+    )
+    return sorted(row.zone for row in rows)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+import zoneinfo
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -450,3 +451,36 @@ def _check_texts(new: WorkspaceSettingsIn) -> None:
             text = getattr(texts, kind)
             if text is not None and (problem := template_problem(text)) is not None:
                 raise _invalid(f"phone.texts.{language}.{kind}", problem, "invalid_reply_text")
+
+
+async def time_zone_drift(session: AsyncSession, *, months: int = 36) -> dict[str, list[datetime]]:
+    """Zones in use that the database reads with another UTC offset than the service, and at which instants.
+
+    Consent ends are the database's alone, but send windows and shown dates are the service's (its pinned
+    ``tzdata``): a difference means the two releases differ for that zone (update the server's tz data, or the
+    package). Checked on the 1st and 15th of each month from now on, at noon UTC.
+    """
+    zones = [
+        zone for zone in await repository.time_zones_in_use(session, WorkspaceSettings().timezone) if _readable(zone)
+    ]
+    start = utcnow().replace(day=1, hour=12, minute=0, second=0, microsecond=0)
+    instants = []
+    for n in range(months):
+        year, month = divmod(start.month - 1 + n, 12)
+        first = start.replace(year=start.year + year, month=month + 1)
+        instants += [first, first.replace(day=15)]
+    drift: dict[str, list[datetime]] = {}
+    for zone, at, seconds in await repository.database_offsets(session, zones, instants):
+        offset = at.astimezone(ZoneInfo(zone)).utcoffset()
+        if offset is None or int(offset.total_seconds()) != seconds:
+            drift.setdefault(zone, []).append(at)
+    return drift
+
+
+def _readable(zone: str) -> bool:
+    """A zone the service itself can read (one stored before the settings checked it may not be)."""
+    try:
+        ZoneInfo(zone)
+    except (ValueError, OSError, zoneinfo.ZoneInfoNotFoundError):
+        return False
+    return True

@@ -474,8 +474,8 @@ async def test_every_reader_takes_the_databases_end_where_two_tz_releases_disagr
 ):
     """One source: the database computes every end (hostile review of 2026-12-05).
 
-    From November 2026, tz releases disagree on Vancouver: older ones (Debian's 2025b here, Python's zoneinfo)
-    fall back to UTC-8, 2026's keep UTC-7 all year (the embedded PostgreSQL's). 2026-10-15 11:00 PDT + P1M is
+    From November 2026, tz releases disagree on Vancouver: older ones (Debian 12's 2025b, which Python read before
+    the service pinned the tzdata package) fall back to UTC-8, 2026's keep UTC-7 all year. 2026-10-15 11:00 PDT + P1M is
     2026-11-15 11:00, 18:00 or 19:00 UTC by which release reads it; + P10Y3M 2037-01-15 11:00 likewise. Whatever the
     server's release says, eligibility (hot path, route, batch), the sweep, the import and the export say the same.
     """
@@ -630,3 +630,29 @@ async def test_the_database_refuses_a_span_the_api_would_refuse(database, tenant
     with pytest.raises(IntegrityError, match="ck_purposes_validity_span"):
         async with database.sessionmaker() as db, db.begin():
             await db.execute(update, {"v": stored, "p": purpose.id})
+
+
+async def test_the_service_reads_time_zones_as_the_database_does_and_says_where_not(
+    client, admin, session, monkeypatch
+):
+    """The service pins its tz data (the tzdata package, not the machine's): with the embedded server's release
+    it reads Vancouver as the database does; a zone read otherwise is named at start-up (send windows, dates)."""
+    from datetime import timezone  # noqa: PLC0415
+
+    from app.workspaces import service as workspace_service  # noqa: PLC0415
+
+    vancouver = "America/Vancouver"
+    assert (await client.put("/v1/workspace/settings", json={"timezone": vancouver}, headers=admin)).status_code == 200
+    drift = await workspace_service.time_zone_drift(session)
+    assert vancouver not in drift
+    assert "Europe/Berlin" not in drift
+
+    real = workspace_service.ZoneInfo
+
+    def older_release(name: str):  # what a 2025 release says: Vancouver falls back to UTC-8 in November 2026
+        return timezone(timedelta(hours=-8)) if name == vancouver else real(name)
+
+    monkeypatch.setattr(workspace_service, "ZoneInfo", older_release)
+    drift = await workspace_service.time_zone_drift(session, months=24)
+    assert len(drift[vancouver]) >= 24  # every instant: UTC-7 all year in the database's release
+    assert "Europe/Berlin" not in drift
