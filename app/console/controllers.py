@@ -326,8 +326,10 @@ class ConsolePages(Controller):
         request: Request[Any, Any, Any],
         db: NamedDependency[AsyncSession],
         to: FromQuery[str | None] = None,
+        purpose: FromQuery[str | None] = None,
+        campaign: FromQuery[str | None] = None,
     ) -> Response[str]:
-        """The six channels side by side over a period, with charts and their tables."""
+        """The six channels side by side over a period, with charts and their tables; one purpose or campaign."""
         lang = _lang(request)
         problem = None
         today = utcnow().date()
@@ -335,9 +337,15 @@ class ConsolePages(Controller):
             period = service.period_of(request.query_params.get("from"), to, today)
         except InvalidInput as exc:
             problem, period = exc.detail, service.period_of(None, None, today)
+        filters = service.Filters.of(purpose, campaign)
         async with db.begin():
             staff = await _staff(request, db)
-            data = await service.overview(db, staff.workspace_id, period)
+            try:
+                async with db.begin_nested():
+                    data = await service.overview(db, staff.workspace_id, period, filters)
+            except InvalidInput as exc:  # a purpose the workspace does not have: say so, show everything
+                problem = exc.detail
+                data = await service.overview(db, staff.workspace_id, period)
         return _html(
             request,
             "overview.html",
@@ -357,8 +365,11 @@ class ConsolePages(Controller):
         request: Request[Any, Any, Any],
         name: FromPath[str],
         db: NamedDependency[AsyncSession],
+        *,
         to: FromQuery[str | None] = None,
         group_by: FromQuery[str] = "channel",
+        purpose: FromQuery[str | None] = None,
+        campaign: FromQuery[str | None] = None,
     ) -> Response[Any]:
         """A chart's report as CSV (the reports API's CSV), for the session's workspace."""
         kinds = {
@@ -372,7 +383,7 @@ class ConsolePages(Controller):
             build, metrics, groups = kinds[name]
             try:
                 period = service.period_of(request.query_params.get("from"), to, utcnow().date())
-                query = service.report_query(period, group_by[:200], groups)
+                query = service.report_query(period, group_by[:200], groups, service.Filters.of(purpose, campaign))
             except InvalidInput as exc:
                 lang = _lang(request)
                 return _html(

@@ -49,6 +49,11 @@ WORDS: dict[str, dict[str, str]] = {
         "from": "From",
         "to": "To",
         "show": "Show",
+        "purpose_filter": "Purpose",
+        "every_purpose": "All purposes",
+        "campaign_filter": "Campaign",
+        "campaign_hint": "A campaign label of the messages (blank: all). With a campaign, the figures are its "
+        "messages and the opt-outs they caused; audience figures are not kept per campaign.",
         "channel": "Channel",
         "metric": "Figure",
         "audience": "Opted-in audience (end of period)",
@@ -186,6 +191,11 @@ WORDS: dict[str, dict[str, str]] = {
         "from": "Von",
         "to": "Bis",
         "show": "Anzeigen",
+        "purpose_filter": "Zweck",
+        "every_purpose": "Alle Zwecke",
+        "campaign_filter": "Kampagne",
+        "campaign_hint": "Die Kampagnen-Kennung der Nachrichten (leer: alle). Mit einer Kampagne zeigen die Zahlen "
+        "ihre Nachrichten und die Abmeldungen, die sie ausgelöst haben; Empfängerzahlen gibt es nicht je Kampagne.",
         "channel": "Kanal",
         "metric": "Kennzahl",
         "audience": "Eingewilligte Empfänger (Ende des Zeitraums)",

@@ -32,6 +32,7 @@ from app.lib.auth import Principal, Scope
 from app.lib.errors import InvalidInput
 from app.lib.keys import derive
 from app.lib.orm import utcnow
+from app.purposes import repository as purposes_repository
 from app.reports import service as reports
 
 LINK_LIFETIME = timedelta(minutes=10)
@@ -261,7 +262,25 @@ def period_of(first: str | None, last: str | None, today: date) -> Period:
     return Period(start, end)
 
 
-def report_query(period: Period, group_by: str, allowed: Sequence[str] = reports.CONSENT_GROUPS) -> reports.ReportQuery:
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """The overview's narrowing: one purpose (its key) and/or one campaign label; ``None``: all."""
+
+    purpose: str | None = None
+    campaign: str | None = None
+
+    @classmethod
+    def of(cls, purpose: str | None, campaign: str | None) -> Filters:
+        """From the form's fields (blank: all; capped at the API's lengths)."""
+        return cls((purpose or "").strip()[:63] or None, (campaign or "").strip()[:100] or None)
+
+
+def report_query(
+    period: Period,
+    group_by: str,
+    allowed: Sequence[str] = reports.CONSENT_GROUPS,
+    filters: Filters = Filters(),  # frozen: one shared "all" is safe
+) -> reports.ReportQuery:
     """The report request behind a chart (by day), checked as the API checks it."""
     return reports.parse_query(
         start=period.start,
@@ -269,9 +288,10 @@ def report_query(period: Period, group_by: str, allowed: Sequence[str] = reports
         granularity="day",
         group_by=group_by,
         channels=(),
-        purposes=(),
+        purposes=(filters.purpose,) if filters.purpose else (),
         allowed_groups=allowed,
         now=utcnow(),
+        campaigns=(filters.campaign,) if filters.campaign else (),
     )
 
 
@@ -319,17 +339,23 @@ class Overview:
     days: list[date]
     audience_by_day: dict[str, list[int]]
     triggers: list[str]
+    filters: Filters = Filters()  # frozen: one shared "all" is safe
+    purposes: list[tuple[str, str]] = field(default_factory=list)
+    """The workspace's purposes (key, name), for the filter."""
 
 
 async def overview(  # noqa: C901  # one pass per report, each a few branches
-    session: AsyncSession, workspace_id: uuid.UUID, period: Period
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    period: Period,
+    filters: Filters = Filters(),
 ) -> Overview:
     """The figures of the overview, from the reports (rollups) after their catch-up.
 
     The caller holds the transaction.
     """
     figures = {channel.value: ChannelFigures() for channel in CHANNELS}
-    by_channel = await reports.consent_report(session, workspace_id, report_query(period, "channel"))
+    by_channel = await reports.consent_report(session, workspace_id, report_query(period, "channel", filters=filters))
     days = reports.buckets(period.start, period.end, "day")
     audience: dict[str, list[int]] = {channel.value: [0] * len(days) for channel in CHANNELS}
     index = {day: i for i, day in enumerate(days)}
@@ -355,7 +381,8 @@ async def overview(  # noqa: C901  # one pass per report, each a few branches
         figures[channel].audience = series[-1] if series else 0
     triggers: set[str] = set()
     causes: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for row in await reports.consent_report(session, workspace_id, report_query(period, "channel,trigger")):
+    causes_query = report_query(period, "channel,trigger", filters=filters)
+    for row in await reports.consent_report(session, workspace_id, causes_query):
         channel, trigger, count = row.group.get("channel"), row.group.get("trigger"), int(row.metrics["opt_outs"] or 0)
         if channel in figures and trigger and count:
             causes[channel][trigger] += count
@@ -363,7 +390,7 @@ async def overview(  # noqa: C901  # one pass per report, each a few branches
     for channel, counts in causes.items():
         figures[channel].opt_outs_by_trigger = dict(counts)
     for row in await reports.message_report(
-        session, workspace_id, report_query(period, "channel", reports.MESSAGE_GROUPS)
+        session, workspace_id, report_query(period, "channel", reports.MESSAGE_GROUPS, filters)
     ):
         channel = row.group.get("channel")
         if channel not in figures:
@@ -371,4 +398,5 @@ async def overview(  # noqa: C901  # one pass per report, each a few branches
         cell, m = figures[channel], row.metrics
         for name in ("accepted", "sent", "delivered", "failed", "bounced", "complaints", "opened", "clicked"):
             setattr(cell, name, getattr(cell, name) + int(m.get(name) or 0))
-    return Overview(period, figures, [d.date() for d in days], audience, sorted(triggers))
+    choices = [(p.key, p.name) for p in await purposes_repository.list_purposes(session, workspace_id)]
+    return Overview(period, figures, [d.date() for d in days], audience, sorted(triggers), filters, choices)

@@ -234,6 +234,48 @@ async def test_the_overview_shows_the_eligible_audience_of_the_last_snapshot(cli
     assert after == ["1", "0", "0", "0", "0", "0"]
 
 
+async def test_the_overview_narrows_to_one_purpose_or_campaign(client, tenant, jane, ledger):
+    offers = await ledger.purpose("offers")
+    max_ = await ledger.point("email", "max@example.com", external_id="max")
+    await ledger.apply(max_, offers.id, "signup", "confirm")
+    await sign_in(client, await tenant.key(Scope.AUDIT_READ))
+
+    def row(page: str, label: str) -> list[str]:
+        found = re.search(rf"<tr><th scope=\"row\">{label}</th>(.*?)</tr>", page)
+        assert found is not None, label
+        return re.findall(r"<td>([^<]*)</td>", found.group(1))[:2]  # email, SMS
+
+    everything = (await client.get("/console", params={"lang": "en"})).text
+    assert row(everything, "Opt-ins") == ["2", "1"]
+    only_offers = await client.get("/console", params={"lang": "en", "purpose": "offers"})
+    assert only_offers.status_code == 200
+    assert (row(only_offers.text, "Opt-ins"), row(only_offers.text, "Opt-outs")) == (["1", "0"], ["0", "0"])
+    assert '<option value="offers" selected>' in only_offers.text
+    assert "purpose=offers" in only_offers.text  # the CSV downloads keep the filter
+    newsletter = (await client.get("/console", params={"lang": "en", "purpose": "newsletter"})).text
+    assert (row(newsletter, "Opt-ins"), row(newsletter, "Opt-outs")) == (["1", "1"], ["0", "1"])
+
+    unknown = await client.get("/console", params={"lang": "en", "purpose": "nope"})
+    assert unknown.status_code == 422
+    assert re.search(r'role="alert">No purpose [^<]*nope', unknown.text)
+    assert row(unknown.text, "Opt-ins") == ["2", "1"], "everything is shown instead"
+
+    spring = await client.get("/console", params={"lang": "en", "campaign": "spring"})
+    assert spring.status_code == 200
+    assert 'value="spring"' in spring.text
+    assert "campaign=spring" in spring.text
+    assert row(spring.text, "Opt-ins") == ["0", "0"], "no opt-in belongs to a campaign"
+
+    today = datetime.now(UTC).date()
+    csv_rows = await client.get(
+        "/console/reports/consents.csv",
+        params={"from": str(today - timedelta(days=2)), "to": str(today), "group_by": "channel,purpose",
+                "purpose": "offers"},
+    )  # fmt: skip
+    assert csv_rows.status_code == 200
+    assert {r["purpose"] for r in csv.DictReader(io.StringIO(csv_rows.text))} == {"offers"}
+
+
 async def test_the_overview_shows_the_channels_and_its_csv_is_the_reports_csv(client, tenant, jane):
     reader = await tenant.key(Scope.AUDIT_READ)
     await sign_in(client, reader)
