@@ -1,7 +1,8 @@
 """Test harness: real PostgreSQL (embedded by default, ``TEST_DATABASE_URL`` for another server).
 
-Migrations run once per session with Alembic; each test runs inside an outer transaction that is rolled back,
-and the app is driven in the same event loop over HTTP (httpx's ASGI transport + the app's own lifespan).
+Migrations run once per session with Alembic (a database at head is a copy of that one:
+``create_database(migrated=True)``); each test runs inside an outer transaction that is rolled back, and the app
+is driven in the same event loop over HTTP (httpx's ASGI transport + the app's own lifespan).
 """
 
 from __future__ import annotations
@@ -456,8 +457,12 @@ def run_cli_in_process(
     from app.cli import main  # noqa: PLC0415
 
     runner = CliRunner()
-    with _logging_kept(), ThreadPoolExecutor(1, thread_name_prefix="consent-cli") as thread:
-        result = thread.submit(runner.invoke, main, list(args), env=dict(env), prog_name="consent").result(timeout)
+    thread = ThreadPoolExecutor(1, thread_name_prefix="consent-cli")
+    try:
+        with _logging_kept():
+            result = thread.submit(runner.invoke, main, list(args), env=dict(env), prog_name="consent").result(timeout)
+    finally:
+        thread.shutdown(wait=False)  # after a timeout (TimeoutError) the test fails instead of waiting for ever
     stderr = result.stderr
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         assert result.exc_info is not None
