@@ -1,31 +1,37 @@
 """Test harness: real PostgreSQL (embedded by default, ``TEST_DATABASE_URL`` for another server).
 
-Migrations run once per session with Alembic; each test runs inside an outer transaction that is rolled back,
-and the app is driven in the same event loop over HTTP (httpx's ASGI transport + the app's own lifespan).
+Migrations run once per session with Alembic (a database at head is a copy of that one:
+``create_database(migrated=True)``); each test runs inside an outer transaction that is rolled back, and the app
+is driven in the same event loop over HTTP (httpx's ASGI transport + the app's own lifespan).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import traceback
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
+import structlog
 from aiohttp import web
 from litestar import Litestar
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from app.lib.auth import Scope
 from app.lib.db import Database, migrate
@@ -44,20 +50,40 @@ class PgServer:
     def __init__(self, admin_dsn: str, sqlalchemy_url_for: str) -> None:
         self.admin_dsn = admin_dsn  # asyncpg DSN of a maintenance database
         self._template = sqlalchemy_url_for  # SQLAlchemy URL with {db} placeholder
+        self._migrated: str | None = None  # name of the database migrated to head once, copied by create_database
+        self._migrating = asyncio.Lock()
 
     def url(self, database: str) -> str:
         """SQLAlchemy URL of ``database`` on this server."""
         return self._template.replace("{db}", database)
 
-    async def create_database(self, prefix: str = "consent_test") -> str:
-        """A new empty database; returns its SQLAlchemy URL."""
+    async def create_database(self, prefix: str = "consent_test", *, migrated: bool = False) -> str:
+        """A new database, empty or (``migrated``) at head; returns its SQLAlchemy URL.
+
+        A migrated one is a copy (``CREATE DATABASE … TEMPLATE``) of a database that Alembic migrated once for the
+        session: a copy takes a fraction of a second, the migrations about two.
+        """
         name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        template = f' TEMPLATE "{await self._migrated_template()}"' if migrated else ""
         conn = await asyncpg.connect(self.admin_dsn)
         try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
+            await conn.execute(f'CREATE DATABASE "{name}"{template}')
         finally:
             await conn.close()
         return self.url(name)
+
+    async def _migrated_template(self) -> str:
+        async with self._migrating:
+            if self._migrated is None:
+                url = await self.create_database("consent_template")
+                engine = create_async_engine(url, poolclass=NullPool)  # no connection may stay open on a template
+                try:
+                    await migrate(engine)
+                finally:
+                    await engine.dispose()
+                self._migrated = make_url(url).database
+            assert self._migrated is not None
+            return self._migrated
 
     async def drop_database(self, url: str) -> None:
         """Drop a database made by :meth:`create_database` (closing its sessions)."""
@@ -68,6 +94,12 @@ class PgServer:
         finally:
             await conn.close()
 
+    async def close(self) -> None:
+        """Drop the migrated template (on a server of ``TEST_DATABASE_URL``, which outlives the session)."""
+        if self._migrated is not None:
+            await self.drop_database(self.url(self._migrated))
+            self._migrated = None
+
 
 @pytest.fixture(scope="session")
 async def pg_server() -> AsyncIterator[PgServer]:
@@ -76,9 +108,13 @@ async def pg_server() -> AsyncIterator[PgServer]:
     if external:
         url = make_url(external).set(drivername="postgresql+asyncpg")
         admin = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        yield PgServer(
+        server = PgServer(
             admin, url.set(database="{db}").render_as_string(hide_password=False).replace("%7Bdb%7D", "{db}")
         )
+        try:
+            yield server
+        finally:
+            await server.close()
         return
     folder = Path(tempfile.mkdtemp(prefix="consent-test-"))
     server = EmbeddedPostgres(
@@ -98,10 +134,9 @@ async def pg_server() -> AsyncIterator[PgServer]:
 
 @pytest.fixture(scope="session")
 async def engine(pg_server: PgServer) -> AsyncIterator[AsyncEngine]:
-    """A database migrated to head once for the whole session."""
-    url = await pg_server.create_database()
+    """A database at head for the whole session (a copy of the one the migrations made)."""
+    url = await pg_server.create_database(migrated=True)
     engine = create_async_engine(url, pool_size=5, max_overflow=20)
-    await migrate(engine)
     try:
         yield engine
     finally:
@@ -383,17 +418,70 @@ async def local_http(application: web.Application) -> AsyncIterator[str]:
         await runner.cleanup()
 
 
-def consent_cli(url: str) -> Callable[..., subprocess.CompletedProcess[str]]:
-    """``run(*args)``: the ``consent`` command against the database at ``url``, its output captured."""
-    env = {
-        **os.environ,
+def consent_cli(url: str, *, in_process: bool = True) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``run(*args)``: the ``consent`` command against the database at ``url``, its output captured.
+
+    In this process by default (click's entry point, as the console script calls it, with the same environment,
+    exit status, stdout and stderr): a subprocess spends about two seconds importing the service before it does
+    anything. ``in_process=False`` starts the installed ``consent`` script, for tests of the process boundary.
+    """
+    changes = {
         "DATABASE_URL": url.replace("+asyncpg", ""),
         "CONSENT_LOG_FORMAT": "json",
         "CONSENT_SECRET_KEY": "ab" * 32,
     }
+    if in_process:
+        return lambda *args: run_cli_in_process(args, changes)
+    env = {**os.environ, **changes}
     command = str(Path(sys.executable).parent / "consent")
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([command, *args], env=env, capture_output=True, text=True, timeout=60, check=False)
 
     return run
+
+
+def run_cli_in_process(
+    args: Sequence[str], env: Mapping[str, str | None], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """``consent *args`` through click's entry point in this process, as a subprocess would report it.
+
+    The command runs in a thread of its own (it calls ``asyncio.run``, which a thread with a running event loop
+    may not) while this one waits, as it would for a subprocess; ``env`` changes ``os.environ`` meanwhile (``None``
+    removes a variable). The command configures logging for itself (to its stderr, captured here); the test
+    process's logging configuration is put back afterwards. An exception that escapes the command is reported as
+    the interpreter would: its traceback on stderr, exit status 1.
+    """
+    from click.testing import CliRunner  # noqa: PLC0415
+
+    from app.cli import main  # noqa: PLC0415
+
+    runner = CliRunner()
+    thread = ThreadPoolExecutor(1, thread_name_prefix="consent-cli")
+    try:
+        with _logging_kept():
+            result = thread.submit(runner.invoke, main, list(args), env=dict(env), prog_name="consent").result(timeout)
+    finally:
+        thread.shutdown(wait=False)  # after a timeout (TimeoutError) the test fails instead of waiting for ever
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        assert result.exc_info is not None
+        stderr += "".join(traceback.format_exception(*result.exc_info))
+    return subprocess.CompletedProcess(["consent", *args], result.exit_code, result.stdout, stderr)
+
+
+@contextmanager
+def _logging_kept() -> Iterator[None]:
+    """Restore structlog's and the standard library's logging configuration on exit."""
+    structlog_config = structlog.get_config()
+    loggers = [logging.getLogger(), *(logging.getLogger(name) for name in list(logging.root.manager.loggerDict))]
+    saved = [(logger, logger.handlers[:], logger.level, logger.propagate, logger.disabled) for logger in loggers]
+    try:
+        yield
+    finally:
+        structlog.configure(**structlog_config)
+        for logger, handlers, level, propagate, disabled in saved:
+            logger.handlers[:] = handlers
+            logger.setLevel(level)
+            logger.propagate = propagate
+            logger.disabled = disabled

@@ -61,13 +61,22 @@ def _free_port() -> int:
         return port
 
 
-@pytest.fixture(scope="module")
-async def base_url(browser_tools, pg_server, tmp_path_factory) -> AsyncIterator[str]:
+@dataclass(frozen=True)
+class Service:
+    """The served app: where it answers, and its database (SQLAlchemy URL)."""
+
+    url: str
+    database_url: str
+
+
+@pytest.fixture(scope="session")
+async def service(browser_tools, pg_server, tmp_path_factory) -> AsyncIterator[Service]:
     """The real service (``consent serve``) on a free loopback port, on a database of its own.
 
-    Module-scoped: the process and the browser stop when the browser tests are done, not at the end of the run.
+    One for the browser modules (each arranges a workspace of its own): starting it takes seconds (processes
+    importing the service). It stops at the end of the run.
     """
-    database_url = await pg_server.create_database("consent_browser")
+    database_url = await pg_server.create_database("consent_browser", migrated=True)
     data_dir = tmp_path_factory.mktemp("browser-service")
     port = _free_port()
     env = {
@@ -94,16 +103,22 @@ async def base_url(browser_tools, pg_server, tmp_path_factory) -> AsyncIterator[
                 await asyncio.sleep(0.1)
             else:
                 pytest.fail("consent serve did not answer /health within 30 s")
-        yield url
+        yield Service(url, database_url)
     finally:
         process.terminate()
         process.wait(timeout=30)
         await pg_server.drop_database(database_url)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
+def base_url(service: Service) -> str:
+    """Where the tabs of ``new_visit`` go: the shared service (a module may serve its own instead)."""
+    return service.url
+
+
+@pytest.fixture(scope="session")
 async def browser(browser_tools) -> AsyncIterator[Browser]:
-    """Debian's Chromium, headless."""
+    """Debian's Chromium, headless, for every browser module (each tab gets a fresh context)."""
     async with async_playwright() as playwright:
         chromium = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 from conftest import SCREENSHOTS, Visit, describe
@@ -63,16 +62,9 @@ def _address(channel: str, n: int) -> str:
 
 
 @pytest.fixture(scope="module")
-async def shop(base_url, pg_server) -> AsyncIterator[Shop]:
-    """The served app's database is the newest ``consent_browser_*`` one (this module's ``base_url`` made it)."""
-    conn = await asyncpg.connect(pg_server.admin_dsn)
-    try:
-        name = await conn.fetchval(
-            "SELECT datname FROM pg_database WHERE datname LIKE 'consent_browser_%' ORDER BY oid DESC LIMIT 1"
-        )
-    finally:
-        await conn.close()
-    database = Database.from_url(pg_server.url(name), pool_size=2)
+async def shop(service) -> AsyncIterator[Shop]:
+    """On the served app's database (``service``, which the browser modules share; each has a workspace of its own)."""
+    database = Database.from_url(service.database_url, pool_size=2)
     rng = random.Random(18)  # noqa: S311  # a repeatable history, not a secret
     now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     actor = Actor(ActorType.SYSTEM)

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 from conftest import SCREENSHOTS, describe
@@ -50,16 +49,9 @@ class Shop:
 
 
 @pytest.fixture(scope="module")
-async def shop(base_url, pg_server) -> AsyncIterator[Shop]:
-    """The served app's database is the newest ``consent_browser_*`` one (this module's ``base_url`` made it)."""
-    conn = await asyncpg.connect(pg_server.admin_dsn)
-    try:
-        name = await conn.fetchval(
-            "SELECT datname FROM pg_database WHERE datname LIKE 'consent_browser_%' ORDER BY oid DESC LIMIT 1"
-        )
-    finally:
-        await conn.close()
-    database = Database.from_url(pg_server.url(name), pool_size=2)
+async def shop(service) -> AsyncIterator[Shop]:
+    """On the served app's database (``service``, which the browser modules share; each has a workspace of its own)."""
+    database = Database.from_url(service.database_url, pool_size=2)
     async with database.sessionmaker() as session, session.begin():
         workspace = await workspaces.create_workspace(session, "Acme Mode")
         _, secret = await workspaces.create_api_key(session, workspace.id, "browser", (Scope.ADMIN,))
@@ -71,7 +63,7 @@ async def shop(base_url, pg_server) -> AsyncIterator[Shop]:
             await purposes.create_notice(
                 session, workspace.id, purpose_key="newsletter", channels=["email"], locale=locale, text=text
             )
-    assert make_url(pg_server.url(name)).database == name
+    assert make_url(service.database_url).database.startswith("consent_browser_")
     try:
         yield Shop(database, workspace.id, {"Authorization": f"Bearer {secret}"}, found)
     finally:

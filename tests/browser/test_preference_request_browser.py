@@ -84,7 +84,7 @@ class Served:
 @pytest.fixture(scope="module")
 async def served(browser_tools, pg_server, tmp_path_factory, inbox) -> AsyncIterator[Served]:
     """``consent serve`` on its own database, sending mail to :func:`inbox` over SMTP."""
-    database_url = await pg_server.create_database("consent_browser_request")
+    database_url = await pg_server.create_database("consent_browser_request", migrated=True)
     data_dir = tmp_path_factory.mktemp("browser-request")
     port = _free_port()
     url = f"http://127.0.0.1:{port}"

@@ -8,7 +8,6 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
-import asyncpg
 import pytest
 from conftest import SCREENSHOTS, describe
 from sqlalchemy import text
@@ -31,16 +30,9 @@ SERVER_KEYS = Keys(bytes.fromhex("ab" * 32))  # CONSENT_SECRET_KEY of the served
 
 
 @pytest.fixture(scope="module")
-async def served_database(base_url, pg_server) -> AsyncIterator[Database]:
-    """The served app's database is the newest ``consent_browser_*`` one (this module's ``base_url`` made it)."""
-    conn = await asyncpg.connect(pg_server.admin_dsn)
-    try:
-        name = await conn.fetchval(
-            "SELECT datname FROM pg_database WHERE datname LIKE 'consent_browser_%' ORDER BY oid DESC LIMIT 1"
-        )
-    finally:
-        await conn.close()
-    database = Database.from_url(pg_server.url(name), pool_size=2)
+async def served_database(service) -> AsyncIterator[Database]:
+    """On the served app's database (``service``, which the browser modules share; each has a workspace of its own)."""
+    database = Database.from_url(service.database_url, pool_size=2)
     try:
         yield database
     finally:

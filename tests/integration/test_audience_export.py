@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import text
 
 from app.lib.auth import Scope
-from app.lib.db import Database, migrate
+from app.lib.db import Database
 from app.main import create_app
 from app.workspaces import service as workspace_service
 from tests.conftest import Ledger, Tenant, audience_request, request_then_disconnect, running
@@ -25,11 +25,9 @@ ROWS = 30_000
 @pytest.fixture
 async def pooled(pg_server) -> AsyncIterator[Database]:
     """A migrated database of its own behind a driver pool of one connection (as the service opens it)."""
-    url = await pg_server.create_database("consent_export")
+    url = await pg_server.create_database("consent_export", migrated=True)
     database = Database.from_url(url, pool_size=1)
     try:
-        assert database.engine is not None
-        await migrate(database.engine)
         await database.open_driver_pool(1)
         yield database
     finally:

@@ -1,4 +1,8 @@
-"""The ``consent`` admin commands against a real database."""
+"""The ``consent`` admin commands against a real database.
+
+The first test starts the installed ``consent`` script (the process boundary: entry point, exit status, the
+streams); the others call the same click entry point in this process (``tests.conftest.consent_cli``).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import consent_cli
 
 pytestmark = pytest.mark.slow
 
@@ -65,12 +71,11 @@ async def test_audit_verify_command_reports_valid_and_broken_chains(pg_server):
     import asyncpg  # noqa: PLC0415
     from sqlalchemy.engine import make_url  # noqa: PLC0415
 
-    url = await pg_server.create_database("consent_cli_audit")
+    url = await pg_server.create_database("consent_cli_audit", migrated=True)
+    cli = consent_cli(url)
     try:
-        assert run("migrate", database_url=url).returncode == 0
-        workspace = json.loads(
-            run("workspace", "create", "Acme", "--json", database_url=url).stdout.strip().splitlines()[-1]
-        )
+        assert cli("migrate").returncode == 0
+        workspace = json.loads(cli("workspace", "create", "Acme", "--json").stdout.strip().splitlines()[-1])
         # two events through the real service, committed
         from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine  # noqa: PLC0415
 
@@ -96,7 +101,7 @@ async def test_audit_verify_command_reports_valid_and_broken_chains(pg_server):
                 await apply_changes(session, workspace_id, [Change(point, None, trigger)], Actor(ActorType.SYSTEM))
         await engine.dispose()
 
-        ok = run("audit", "verify", "--json", database_url=url)
+        ok = cli("audit", "verify", "--json")
         assert ok.returncode == 0, ok.stderr
         assert json.loads(ok.stdout.strip().splitlines()[-1])["events_checked"] == 2
 
@@ -105,7 +110,7 @@ async def test_audit_verify_command_reports_valid_and_broken_chains(pg_server):
         await conn.execute("SET session_replication_role = replica")
         await conn.execute("UPDATE consent_events SET to_state = 'pending' WHERE seq = 1")
         await conn.close()
-        broken = run("audit", "verify", database_url=url)
+        broken = cli("audit", "verify")
         assert broken.returncode == 1
         assert "BROKEN" in broken.stdout
         assert "seq 1" in broken.stdout
@@ -119,7 +124,7 @@ async def test_makemigration_writes_nothing_when_the_models_and_migrations_agree
     versions = Path(__file__).parents[2] / "migrations" / "versions"
     before = sorted(p.name for p in versions.glob("*.py"))
     try:
-        result = run("makemigration", "nothing changed", database_url=url)
+        result = consent_cli(url)("makemigration", "nothing changed")
         assert result.returncode == 0, result.stderr
         assert "no changes" in result.stdout
         assert sorted(p.name for p in versions.glob("*.py")) == before

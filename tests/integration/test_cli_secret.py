@@ -1,16 +1,16 @@
-"""Only ``consent serve --dev`` may generate a secret key; every other command that needs one refuses without it."""
+"""Only ``consent serve --dev`` may generate a secret key; every other command that needs one refuses without it.
+
+The commands run in this process (``tests.conftest.run_cli_in_process``: click's entry point, the environment as
+given, the exit status and streams as a subprocess would report them).
+"""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
-from pathlib import Path
 
 import pytest
 
-CONSENT = str(Path(sys.executable).parent / "consent")
+from tests.conftest import run_cli_in_process
 
 
 @pytest.mark.parametrize(
@@ -26,11 +26,14 @@ def test_commands_other_than_serve_dev_refuse_without_a_secret_key(tmp_path, com
     data_dir = tmp_path / "data"
     listed = tmp_path / "list.csv"
     listed.write_text("")
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "CONSENT_SECRET_KEY"}}
     # a database that does not answer: the command must refuse before it would open one
-    env.update(CONSENT_DATA_DIR=str(data_dir), DATABASE_URL="postgresql://nobody@127.0.0.1:1/none")
+    env = {
+        "CONSENT_SECRET_KEY": None,
+        "CONSENT_DATA_DIR": str(data_dir),
+        "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none",
+    }
     args = [part.replace("{file}", str(listed)) for part in command]
-    result = subprocess.run([CONSENT, *args], env=env, capture_output=True, text=True, timeout=60, check=False)
+    result = run_cli_in_process(args, env)
     assert result.returncode != 0
     assert "CONSENT_SECRET_KEY is not set" in result.stderr
     assert not (data_dir / "secret_key").exists()
@@ -43,9 +46,8 @@ def test_on_the_embedded_database_the_key_serve_dev_made_is_read(tmp_path):
     (data_dir / "secret_key").write_text("ab" * 32 + "\n")
     lines = tmp_path / "lines.ndjson"
     lines.write_text("")
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "CONSENT_SECRET_KEY"}}
-    env.update(CONSENT_DATA_DIR=str(data_dir))
+    env = {"DATABASE_URL": None, "CONSENT_SECRET_KEY": None, "CONSENT_DATA_DIR": str(data_dir)}
     args = ["import", "consents", "--workspace", str(uuid.uuid4()), str(lines)]
-    result = subprocess.run([CONSENT, *args], env=env, capture_output=True, text=True, timeout=120, check=False)
+    result = run_cli_in_process(args, env, timeout=120)
     assert "CONSENT_SECRET_KEY is not set" not in result.stderr, result.stderr
     assert (data_dir / "secret_key").read_text() == "ab" * 32 + "\n", "read, never replaced"

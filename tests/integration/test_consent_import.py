@@ -313,7 +313,7 @@ async def test_a_line_dated_slightly_ahead_of_our_clock_does_not_hide_what_happe
 
 @pytest.mark.slow
 async def test_the_cli_imports_ndjson_and_csv_with_a_report(pg_server, tmp_path):
-    url = await pg_server.create_database("consent_import_cli")
+    url = await pg_server.create_database("consent_import_cli", migrated=True)
     run = consent_cli(url)
 
     objection = {

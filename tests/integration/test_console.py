@@ -390,7 +390,7 @@ async def test_signing_out_ends_the_session(client, admin):
 
 
 async def test_the_console_link_command_makes_a_link_through_a_key_of_its_own(pg_server):
-    url = await pg_server.create_database("consent_cli_console")
+    url = await pg_server.create_database("consent_cli_console", migrated=True)
     run = consent_cli(url)
     try:
         assert run("migrate").returncode == 0

@@ -403,11 +403,8 @@ async def test_an_opted_in_survivor_stays_eligible_and_keeps_its_consents_since(
 @pytest.fixture
 async def race_engine(pg_server):
     """A database of its own for the races, whose rows must commit (the shared one is rolled back per test)."""
-    from app.lib.db import migrate  # noqa: PLC0415
-
-    url = await pg_server.create_database("consent_merge_races")
+    url = await pg_server.create_database("consent_merge_races", migrated=True)
     engine = create_async_engine(url, pool_size=4)
-    await migrate(engine)
     try:
         yield engine
     finally:

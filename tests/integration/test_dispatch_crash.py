@@ -23,7 +23,7 @@ from aiohttp import web
 from sqlalchemy import func, select, update
 
 from app.channels.adapters import Adapters
-from app.lib.db import Database, migrate
+from app.lib.db import Database
 from app.lib.keys import Keys
 from app.main import mail_sender
 from app.messages import service as messages
@@ -71,9 +71,8 @@ async def stand_in():
 @pytest.fixture
 async def world(pg_server):
     """A database of its own: a workspace sending SMS, Jane's number opted in to 'news' (marketing); 'orders'."""
-    url = await pg_server.create_database("consent_dispatch_crash")
+    url = await pg_server.create_database("consent_dispatch_crash", migrated=True)
     database = Database.from_url(url, pool_size=4)
-    await migrate(database.engine)
     from app.domain.model import ActorType, Trigger  # noqa: PLC0415
     from app.ledger import repository  # noqa: PLC0415
     from app.ledger.service import Actor, Change, add_point, apply_changes  # noqa: PLC0415

@@ -479,7 +479,7 @@ async def test_an_import_line_refused_changes_nothing(client, tenant, holders, s
 
 @pytest.mark.slow
 async def test_the_cli_import_reads_the_column(pg_server, tmp_path):
-    url = await pg_server.create_database("consent_reassigned_cli")
+    url = await pg_server.create_database("consent_reassigned_cli", migrated=True)
     run = consent_cli(url)
     line = {  # a line that is right but for its reassigned_at, which only a number may have
         "contact": "crm-1",

@@ -403,7 +403,7 @@ async def test_the_rebuild_and_catch_up_commands(pg_server):
     from app.ledger import repository as ledger_repository  # noqa: PLC0415
     from tests.conftest import consent_cli  # noqa: PLC0415
 
-    url = await pg_server.create_database("consent_cli_reports")
+    url = await pg_server.create_database("consent_cli_reports", migrated=True)
     run = consent_cli(url)
     try:
         assert run("migrate").returncode == 0

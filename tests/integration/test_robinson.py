@@ -216,7 +216,7 @@ async def test_rows_that_cannot_be_read_are_their_rows_errors_and_the_rest_is_ta
 
 @pytest.mark.slow
 async def test_the_cli_imports_with_a_report(pg_server, tmp_path):
-    url = await pg_server.create_database("consent_robinson_cli")
+    url = await pg_server.create_database("consent_robinson_cli", migrated=True)
     run = consent_cli(url)
 
     try:

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import subprocess
-import sys
 import uuid
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, text
@@ -30,6 +27,7 @@ from app.settings import MailSettings
 from app.twilio.models import InboundMessage
 from app.workspaces import service
 from app.workspaces.schemas import EmailSettingsIn, WorkspaceSettingsIn
+from tests.conftest import run_cli_in_process
 
 PUBLIC = "https://consent.example.com"
 ACCOUNT = "AC" + "0123456789abcdef" * 2  # one Twilio account, shared by both workspaces
@@ -243,17 +241,16 @@ async def test_removing_a_domain_clears_a_from_address_on_it(client, tenant, adm
 
 # --- the operator's command ----------------------------------------------------------------------------------
 
-CONSENT = str(Path(sys.executable).parent / "consent")
-
 
 def consent(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DATABASE_URL": database_url.replace("+asyncpg", ""), "CONSENT_LOG_FORMAT": "json"}
-    return subprocess.run([CONSENT, *args], env=env, capture_output=True, text=True, timeout=60, check=False)
+    """The ``consent`` command, in this process (as ``tests.conftest.consent_cli``), without a secret key."""
+    env = {"DATABASE_URL": database_url.replace("+asyncpg", ""), "CONSENT_LOG_FORMAT": "json"}
+    return run_cli_in_process(args, env)
 
 
 @pytest.mark.slow
 async def test_the_operator_sets_the_list_with_the_cli(pg_server):
-    url = await pg_server.create_database("consent_mail_domains")
+    url = await pg_server.create_database("consent_mail_domains", migrated=True)
     try:
         assert consent("migrate", database_url=url).returncode == 0
         created = consent("workspace", "create", "Acme", "--json", database_url=url)
@@ -293,14 +290,11 @@ async def test_two_workspaces_racing_for_one_number_cannot_both_get_it(pg_server
     """Committed transactions on their own connections: the second claim waits for the first, then sees it."""
     import asyncio  # noqa: PLC0415
 
-    from app.lib.db import migrate  # noqa: PLC0415
     from app.workspaces import repository  # noqa: PLC0415
 
-    url = await pg_server.create_database("consent_sender_race")
+    url = await pg_server.create_database("consent_sender_race", migrated=True)
     database = Database.from_url(url, pool_size=3)
     try:
-        assert database.engine is not None
-        await migrate(database.engine)
         async with database.sessionmaker() as db, db.begin():
             a = (await service.create_workspace(db, "Acme")).id
             b = (await service.create_workspace(db, "Globex")).id

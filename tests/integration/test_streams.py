@@ -21,7 +21,7 @@ from litestar import Litestar
 from sqlalchemy import text
 
 from app.lib.auth import Scope
-from app.lib.db import Database, migrate
+from app.lib.db import Database
 from app.main import create_app
 from app.settings import Settings, StreamSettings
 from app.workspaces import service as workspace_service
@@ -42,11 +42,9 @@ class World(msgspec.Struct):
 
 @pytest.fixture(scope="module")
 async def world(pg_server) -> AsyncIterator[World]:
-    url = await pg_server.create_database("consent_streams")
+    url = await pg_server.create_database("consent_streams", migrated=True)
     database = Database.from_url(url, pool_size=POOL)
     try:
-        assert database.engine is not None
-        await migrate(database.engine)
         await database.open_driver_pool(POOL, streams=BUDGET)
         async with database.sessionmaker() as session, session.begin():
             acme = await workspace_service.create_workspace(session, "Acme")

@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 from sqlalchemy import select
 
-from app.lib.db import Database, migrate
+from app.lib.db import Database
 from app.lib.keys import Keys
 from app.messages import service as messages
 from app.messages.models import Delivery
@@ -57,10 +57,9 @@ async def stand_in():
 @pytest.fixture
 async def queued(pg_server):
     """A database of its own (workers need real, committed rows) with a workspace and an opted-in number."""
-    url = await pg_server.create_database("consent_workers")
+    url = await pg_server.create_database("consent_workers", migrated=True)
     database = Database.from_url(url, pool_size=2)
     engine = database.engine
-    await migrate(engine)
     from app.domain.model import ActorType, Trigger  # noqa: PLC0415
     from app.ledger import repository  # noqa: PLC0415
     from app.ledger.service import Actor, Change, add_point, apply_changes  # noqa: PLC0415

@@ -468,7 +468,7 @@ async def test_cli_creates_and_revokes_an_operator_key(pg_server):
     from app.lib.auth import OperatorPrincipal  # noqa: PLC0415
     from app.workspaces.repository import find_active_key  # noqa: PLC0415
 
-    url = await pg_server.create_database("consent_cli_operator")
+    url = await pg_server.create_database("consent_cli_operator", migrated=True)
     run = consent_cli(url)
     try:
         assert run("migrate").returncode == 0
