@@ -218,17 +218,20 @@ async def decide(
     :func:`~app.messages.service.create_messages` per workspace (each decided with the send gate as alone).
     """
     sends: list[_Send] = []
-    for step, run in batch:
-        chain = chains[run.chain_id]
-        send = await _decide_one(session, step, run, chain, purposes[chain.purpose_id], known=known, now=now)
-        if send is not None:
-            sends.append(send)
-    for workspace_id in dict.fromkeys(s.run.workspace_id for s in sends):
-        of_workspace = [s for s in sends if s.run.workspace_id == workspace_id]
-        answers = await create_messages(session, workspace_id, [s.message for s in of_workspace])
-        for send, answer in zip(of_workspace, answers, strict=True):
-            _record(send, answer, now)
-            _arm_next(known, send.run, send.chain, send.step.position, now)
+    with session.no_autoflush:  # the decisions are written together at the end (repository.write_changes)
+        for step, run in batch:
+            chain = chains[run.chain_id]
+            send = await _decide_one(session, step, run, chain, purposes[chain.purpose_id], known=known, now=now)
+            if send is not None:
+                sends.append(send)
+        for workspace_id in dict.fromkeys(s.run.workspace_id for s in sends):
+            of_workspace = [s for s in sends if s.run.workspace_id == workspace_id]
+            answers = await create_messages(session, workspace_id, [s.message for s in of_workspace])
+            for send, answer in zip(of_workspace, answers, strict=True):
+                _record(send, answer, now)
+                _arm_next(known, send.run, send.chain, send.step.position, now)
+        runs = list({run.id: run for _, run in batch}.values())
+        await repository.write_changes(session, [*(s for run in runs for s in known.steps[run.id]), *runs])
 
 
 async def _decide_one(

@@ -15,9 +15,9 @@ import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import Table, delete, select, text, update
 from sqlalchemy import insert as sa_insert
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -350,8 +350,8 @@ async def add_messages(
     :func:`message_row`, :func:`delivery_row` and :func:`event_row`, every row of a table with the same keys.
     """
     for model, rows in ((Message, messages), (Delivery, deliveries), (MessageEvent, events)):
-        if rows:
-            await session.execute(sa_insert(model), list(rows))
+        if rows:  # the table, not the entity: no ORM bookkeeping per row
+            await session.execute(sa_insert(cast("Table", model.__table__)), list(rows))
 
 
 def add_event(  # the event's own fields, in the table's order

@@ -8,8 +8,9 @@ chosen and waits for the window to open.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -24,6 +25,7 @@ from app.domain.gate import PointFacts, Reason, decide_point, strongest
 from app.domain.model import Channel, PurposeKind
 from app.eligibility import repository as facts_repository
 from app.ledger import repository as ledger_repository
+from app.ledger.models import Contact
 from app.ledger.service import refuse_merged, require_contact
 from app.lib.errors import AppError, InvalidInput, NotFound
 from app.lib.ids import uuid7
@@ -70,8 +72,11 @@ async def create_messages(
     facts query per purpose) and the messages, deliveries and history steps are written with one multi-row
     ``INSERT`` per table: a batch costs a handful of round trips instead of about seven per message.
     """
-    found = await ledger_repository.contacts_by_refs(session, workspace_id, {d.contact for d in batch})
-    by_id = {str(c.id): c for c in found}
+    refs = {d.contact: _as_uuid(d.contact) for d in batch}
+    by_id = await ledger_repository.contacts_by_id(session, [workspace_id], [i for i in refs.values() if i])
+    # an id match wins (as create_message's lookup); only the other references are looked up as external ids
+    rest = {ref for ref, i in refs.items() if i not in by_id or str(i) != ref}
+    found = await ledger_repository.contacts_by_refs(session, workspace_id, rest) if rest else []
     by_external = {c.external_id: c for c in found if c.external_id is not None}
     purposes_by_key: dict[str, Purpose | AppError] = {}
     for key in dict.fromkeys(d.purpose for d in batch):
@@ -83,10 +88,7 @@ async def create_messages(
     accepted: list[_Accepted] = []
     for data in batch:
         try:  # in create_message's order: the contact, the purpose, the content
-            contact = by_id.get(data.contact) or by_external.get(data.contact)
-            if contact is None:
-                raise NotFound("No contact with this id or external id.", code="contact_not_found")
-            refuse_merged(contact)
+            contact = _contact_of(data.contact, refs[data.contact], by_id, by_external)
             purpose = purposes_by_key[data.purpose]
             if isinstance(purpose, AppError):
                 raise purpose
@@ -97,6 +99,25 @@ async def create_messages(
             answers.append(exc)
     written = iter(await _accept(session, workspace_id, accepted) if accepted else [])
     return [answer if answer is not None else next(written) for answer in answers]
+
+
+def _as_uuid(ref: str) -> uuid.UUID | None:
+    with contextlib.suppress(ValueError):
+        return uuid.UUID(ref)
+    return None
+
+
+def _contact_of(
+    ref: str, parsed: uuid.UUID | None, by_id: Mapping[uuid.UUID, Contact], by_external: Mapping[str, Contact]
+) -> Contact:
+    """The contact ``ref`` names, as :func:`require_contact` finds it (an id match wins), or its error."""
+    found = by_id.get(parsed) if parsed is not None else None
+    if found is None or str(found.id) != ref:
+        found = by_external.get(ref) or found
+    if found is None:
+        raise NotFound("No contact with this id or external id.", code="contact_not_found")
+    refuse_merged(found)
+    return found
 
 
 @dataclass(frozen=True, slots=True)
