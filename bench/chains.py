@@ -33,6 +33,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -174,7 +175,7 @@ async def measure_api(dsn: str, conn: asyncpg.Connection, args: argparse.Namespa
     secret = await api_key(dsn, workspace)
     contacts = [str(r["id"]) for r in await conn.fetch("SELECT id FROM contacts LIMIT 5000")]
     server = subprocess.Popen(
-        [sys.executable, str(Path(__file__).parent / "server.py"), "--database-url", dsn, "--port", str(args.port)],
+        [sys.executable, __file__, "--serve", dsn, "--port", str(args.port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
@@ -203,7 +204,7 @@ async def measure_api(dsn: str, conn: asyncpg.Connection, args: argparse.Namespa
 
 
 def _runs_script(path: str, headers: dict[str, str], contacts: list[str]) -> Path:
-    """POSTs starting runs for the contacts in turn, each with an ``Idempotency-Key`` of its own."""
+    """POSTs starting runs for the contacts in turn, each with an ``Idempotency-Key`` of its own (in every script)."""
     script = Path(tempfile.mkstemp(suffix=".lua")[1])
     header_items = ", ".join(f"[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items())
     items = ",\n".join(json.dumps(c) for c in contacts)
@@ -213,7 +214,7 @@ def _runs_script(path: str, headers: dict[str, str], contacts: list[str]) -> Pat
         f"local contacts = {{\n{items}\n}}\nlocal i = 0\n"
         "request = function()\n  i = i + 1\n"
         f"  local headers = {{{header_items}}}\n"
-        "  headers['Idempotency-Key'] = 'bench-' .. tid .. '-' .. i\n"
+        f"  headers['Idempotency-Key'] = '{uuid.uuid4().hex[:8]}-' .. tid .. '-' .. i\n"
         "  local body = '{\"contact\": \"' .. contacts[i % #contacts + 1] .. '\"}'\n"
         f"  return wrk.format('POST', {json.dumps(path)}, headers, body)\n"
         "end\n"
@@ -294,6 +295,36 @@ async def run(args: argparse.Namespace) -> None:
         await embedded.stop()
 
 
+def serve(dsn: str, port: int) -> None:
+    """The service as ``bench/server.py`` runs it (with its baseline route), but without the in-process dispatcher
+    and chain runner: the runs' steps wait, so only their creation is measured, not their sending."""
+    import uvicorn  # noqa: PLC0415
+
+    from app.main import create_app  # noqa: PLC0415
+    from app.settings import DatabaseSettings, Settings  # noqa: PLC0415
+    from bench.server import BENCH_SECRET, baseline  # noqa: PLC0415
+
+    settings = Settings(
+        secret_key=BENCH_SECRET,
+        log_level="warning",
+        log_format="json",
+        dispatcher=False,
+        database=DatabaseSettings(url=dsn.replace("postgresql://", "postgresql+asyncpg://", 1), pool_size=10),
+    )
+    app = create_app(settings)
+
+    async def open_pool(application: Any) -> None:
+        application.state.bench_pool = await asyncpg.create_pool(dsn, min_size=10, max_size=10)
+
+    async def close_pool(application: Any) -> None:
+        await application.state.bench_pool.close()
+
+    app.on_startup.append(open_pool)
+    app.on_shutdown.append(close_pool)
+    app.register(baseline)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_config=None, access_log=False, loop="uvloop", http="httptools")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=100_000)
@@ -303,7 +334,12 @@ def main() -> None:
     parser.add_argument("--api-connections", type=int, default=32)
     parser.add_argument("--api-only", action="store_true", help="only the runs started through the API")
     parser.add_argument("--port", type=int, default=8791)
-    asyncio.run(run(parser.parse_args()))
+    parser.add_argument("--serve", metavar="DSN", help=argparse.SUPPRESS)  # the server of the API phase
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.port)
+    else:
+        asyncio.run(run(args))
 
 
 if __name__ == "__main__":

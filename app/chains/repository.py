@@ -7,6 +7,7 @@ just claimed); what the runner reads afterwards is scoped to the workspaces of t
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
@@ -61,12 +62,48 @@ async def add_chain(session: AsyncSession, chain: Chain) -> Chain:
     return chain
 
 
+#: A run and its steps in one statement (one round trip; the run is a data-modifying ``WITH``, and the steps'
+#: foreign key is checked at the statement's end, when the run is there). Text, so it is compiled once.
+_ADD_RUN = text(
+    """
+    WITH run AS (
+        INSERT INTO chain_runs (id, workspace_id, chain_id, contact_id, variables, campaign, status, started_at)
+        VALUES (:run_id, :workspace_id, :chain_id, :contact_id, CAST(:variables AS jsonb), :campaign, :status,
+                :started_at))
+    INSERT INTO chain_steps (id, workspace_id, run_id, position, key, status, due_at, attempts)
+    SELECT s.id, :workspace_id, :run_id, s.position, s.key, s.status, s.due_at, s.attempts
+      FROM unnest(CAST(:ids AS uuid[]), CAST(:positions AS int[]), CAST(:keys AS text[]), CAST(:statuses AS text[]),
+                  CAST(:due AS timestamptz[]), CAST(:attempts AS int[]))
+           AS s(id, position, key, status, due_at, attempts)
+    """
+)
+
+
 async def add_run(session: AsyncSession, run: ChainRun, steps: Sequence[ChainStep]) -> None:
-    """Write a run and its steps."""
-    session.add(run)
-    await session.flush()
-    session.add_all(steps)
-    await session.flush()
+    """Write a run and its steps in one statement.
+
+    The rows are written past the ORM: ``run`` and ``steps`` stay as given (not added to the session).
+    """
+    assert all(step.run_id == run.id and step.workspace_id == run.workspace_id for step in steps)
+    await session.execute(
+        _ADD_RUN,
+        {
+            "run_id": run.id,
+            "workspace_id": run.workspace_id,
+            "chain_id": run.chain_id,
+            "contact_id": run.contact_id,
+            "variables": json.dumps(run.variables) if run.variables is not None else None,
+            "campaign": run.campaign,
+            "status": run.status,
+            "started_at": run.started_at,
+            "ids": [step.id for step in steps],
+            "positions": [step.position for step in steps],
+            "keys": [step.key for step in steps],
+            "statuses": [step.status for step in steps],
+            "due": [step.due_at for step in steps],
+            "attempts": [step.attempts for step in steps],
+        },
+    )
 
 
 async def reload(session: AsyncSession, *rows: ChainRun | ChainStep) -> None:
