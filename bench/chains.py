@@ -7,32 +7,46 @@ written (as ``POST /v1/chains/{id}/runs`` writes them: the run, its three steps,
 worker decides every step (the send gate at the due time, a message per step) and sends the 3 x ``--runs``
 messages. The chains' rate is their messages sent per second; issue 20 asks for at least 70 % of the plain rate.
 
+Then runs are started through the API: the service (``bench/server.py``: the app plus a baseline route) and wrk
+posting ``POST /v1/chains/{id}/runs`` (each with an ``Idempotency-Key`` of its own, over the loaded contacts) for
+``--api-seconds``; runs/s is wrk's rate, checked against the runs the database holds afterwards. Baseline in the
+same server: ``GET /bench/baseline/{contact_id}`` (one raw asyncpg primary-key read, no auth, no ORM). Issue 20
+asks for at least 2,000 runs/s.
+
     uv run python bench/chains.py                       # embedded PostgreSQL in ./.bench-chains, 100,000 runs
     uv run python bench/chains.py --runs 10000 --concurrency 64
+    uv run python bench/chains.py --runs 5000 --api-only  # only the runs started through the API
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
+import re
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import asyncpg
+import httpx
 import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.chains import service as chains
 from app.chains.schemas import ChainIn
+from app.lib.auth import Scope
 from app.lib.db import Database
 from app.lib.ids import uuid7
+from app.workspaces.service import create_api_key
 from bench.dispatch import ACCOUNT, CONSENT, SECRET, TOKEN, load, run_stand_in_process
 
 STEPS = [
@@ -103,6 +117,111 @@ async def measure(conn: asyncpg.Connection, env: dict[str, str], concurrency: in
         worker.wait(timeout=60)
 
 
+async def api_key(dsn: str, workspace: uuid.UUID) -> str:
+    """An API key with the scope ``POST /v1/chains/{id}/runs`` needs."""
+    database = Database.from_url(dsn.replace("postgresql://", "postgresql+asyncpg://", 1), pool_size=1)
+    try:
+        async with database.sessionmaker() as session, session.begin():
+            _, secret = await create_api_key(session, workspace, "bench", [Scope.MESSAGES_SEND])
+            return secret
+    finally:
+        await database.dispose()
+
+
+def get_script(paths: list[str]) -> Path:
+    """A wrk script cycling through ``paths`` (GET)."""
+    script = Path(tempfile.mkstemp(suffix=".lua")[1])
+    items = ",\n".join(json.dumps(p) for p in paths)
+    script.write_text(
+        f"local paths = {{\n{items}\n}}\nlocal i = 0\n"
+        "request = function()\n  i = i + 1\n  return wrk.format('GET', paths[i % #paths + 1])\nend\n"
+    )
+    return script
+
+
+def wrk(url: str, script: Path, seconds: int, connections: int) -> dict[str, float]:
+    """Run wrk: requests/s, how many, p50 and p99 (ms), non-2xx answers."""
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+    def ms(label: str) -> float:
+        match = re.search(rf"^\s*{label}\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
+        assert match, out
+        value, unit = float(match.group(1)), match.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    total = re.search(r"(\d+) requests in", out)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    assert rate, out
+    assert total, out
+    return {
+        "rps": float(rate.group(1)),
+        "requests": float(total.group(1)),
+        "p50": ms("50%"),
+        "p99": ms("99%"),
+        "non_2xx": float(errors.group(1)) if errors else 0.0,
+    }
+
+
+async def measure_api(dsn: str, conn: asyncpg.Connection, args: argparse.Namespace) -> tuple[dict[str, float], ...]:
+    """Runs started through the API (wrk), and the baseline read in the same server; the runs the database holds."""
+    workspace = await conn.fetchval("SELECT id FROM workspaces LIMIT 1")
+    chain = await conn.fetchval("SELECT id FROM chains WHERE key = 'bench'") or await define(dsn, workspace)
+    secret = await api_key(dsn, workspace)
+    contacts = [str(r["id"]) for r in await conn.fetch("SELECT id FROM contacts LIMIT 5000")]
+    server = subprocess.Popen(
+        [sys.executable, __file__, "--serve", dsn, "--port", str(args.port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    base = f"http://127.0.0.1:{args.port}"
+    try:
+        for _ in range(150):
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        auth = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
+        script = _runs_script(f"/v1/chains/{chain}/runs", auth, contacts)
+        wrk(base, script, 2, args.api_connections)  # warm-up (its runs are not counted)
+        before = await conn.fetchval("SELECT count(*) FROM chain_runs")
+        runs = wrk(
+            base, _runs_script(f"/v1/chains/{chain}/runs", auth, contacts), args.api_seconds, args.api_connections
+        )
+        written = await conn.fetchval("SELECT count(*) FROM chain_runs") - before
+        baseline = wrk(base, get_script([f"/bench/baseline/{c}" for c in contacts]), 5, args.api_connections)
+        return runs, baseline, {"written": float(written)}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _runs_script(path: str, headers: dict[str, str], contacts: list[str]) -> Path:
+    """POSTs starting runs for the contacts in turn, each with an ``Idempotency-Key`` of its own (in every script)."""
+    script = Path(tempfile.mkstemp(suffix=".lua")[1])
+    header_items = ", ".join(f"[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items())
+    items = ",\n".join(json.dumps(c) for c in contacts)
+    script.write_text(
+        "local counter = 0\n"
+        "function setup(thread)\n  counter = counter + 1\n  thread:set('tid', counter)\nend\n"
+        f"local contacts = {{\n{items}\n}}\nlocal i = 0\n"
+        "request = function()\n  i = i + 1\n"
+        f"  local headers = {{{header_items}}}\n"
+        f"  headers['Idempotency-Key'] = '{uuid.uuid4().hex[:8]}-' .. tid .. '-' .. i\n"
+        "  local body = '{\"contact\": \"' .. contacts[i % #contacts + 1] .. '\"}'\n"
+        f"  return wrk.format('POST', {json.dumps(path)}, headers, body)\n"
+        "end\n"
+    )
+    return script
+
+
 async def run(args: argparse.Namespace) -> None:
     from app.lib.embedded_pg import EmbeddedPostgres  # noqa: PLC0415
 
@@ -136,30 +255,74 @@ async def run(args: argparse.Namespace) -> None:
         }
         conn = await asyncpg.connect(dsn)
         try:
-            plain = await measure(conn, env, args.concurrency, args.runs)
-            workspace = await conn.fetchval("SELECT id FROM workspaces LIMIT 1")
-            chain = await define(dsn, workspace)
-            started = time.perf_counter()
-            await start_runs(dsn, workspace, chain)
-            written = time.perf_counter() - started
-            chained = await measure(conn, env, args.concurrency, 3 * args.runs)
-            decided = await conn.fetchval("SELECT count(*) FROM chain_steps WHERE status = 'sent'")
-            completed = await conn.fetchval("SELECT count(*) FROM chain_runs WHERE status = 'completed'")
+            if not args.api_only:
+                plain = await measure(conn, env, args.concurrency, args.runs)
+                workspace = await conn.fetchval("SELECT id FROM workspaces LIMIT 1")
+                chain = await define(dsn, workspace)
+                started = time.perf_counter()
+                await start_runs(dsn, workspace, chain)
+                written = time.perf_counter() - started
+                chained = await measure(conn, env, args.concurrency, 3 * args.runs)
+                decided = await conn.fetchval("SELECT count(*) FROM chain_steps WHERE status = 'sent'")
+                completed = await conn.fetchval("SELECT count(*) FROM chain_runs WHERE status = 'completed'")
+            api = await measure_api(dsn, conn, args) if args.api_seconds else None
         finally:
             await conn.close()
         print()
         print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-        print(f"runs written by COPY in {written:.1f} s; steps sent {decided:,}, runs completed {completed:,}")
-        print()
-        print("| runs | concurrency | plain single-step messages | three-step chains (messages) | chains / plain |")
-        print("|---:|---:|---:|---:|---:|")
-        print(
-            f"| {args.runs:,} | {args.concurrency} | {plain:,.0f} msg/s | {chained:,.0f} msg/s "
-            f"| {chained / plain:.0%} |"
-        )
+        if not args.api_only:
+            print(f"runs written by COPY in {written:.1f} s; steps sent {decided:,}, runs completed {completed:,}")
+            print()
+            print("| runs | concurrency | plain single-step messages | three-step chains (messages) | chains / plain |")
+            print("|---:|---:|---:|---:|---:|")
+            print(
+                f"| {args.runs:,} | {args.concurrency} | {plain:,.0f} msg/s | {chained:,.0f} msg/s "
+                f"| {chained / plain:.0%} |"
+            )
+        if api is not None:
+            runs, baseline, counted = api
+            print()
+            print(f"runs started through the API: wrk -t2 -c{args.api_connections} -d{args.api_seconds}s")
+            print()
+            print("| POST /v1/chains/{id}/runs | p50 / p99 | non-2xx | runs written | baseline read (same server) |")
+            print("|---:|---:|---:|---:|---:|")
+            print(
+                f"| {runs['rps']:,.0f} runs/s | {runs['p50']:.1f} / {runs['p99']:.1f} ms | {runs['non_2xx']:.0f} "
+                f"| {counted['written']:,.0f} of {runs['requests']:,.0f} | {baseline['rps']:,.0f} req/s |"
+            )
     finally:
         stand_in.terminate()
         await embedded.stop()
+
+
+def serve(dsn: str, port: int) -> None:
+    """The service as ``bench/server.py`` runs it (with its baseline route), but without the in-process dispatcher
+    and chain runner: the runs' steps wait, so only their creation is measured, not their sending."""
+    import uvicorn  # noqa: PLC0415
+
+    from app.main import create_app  # noqa: PLC0415
+    from app.settings import DatabaseSettings, Settings  # noqa: PLC0415
+    from bench.server import BENCH_SECRET, baseline  # noqa: PLC0415
+
+    settings = Settings(
+        secret_key=BENCH_SECRET,
+        log_level="warning",
+        log_format="json",
+        dispatcher=False,
+        database=DatabaseSettings(url=dsn.replace("postgresql://", "postgresql+asyncpg://", 1), pool_size=10),
+    )
+    app = create_app(settings)
+
+    async def open_pool(application: Any) -> None:
+        application.state.bench_pool = await asyncpg.create_pool(dsn, min_size=10, max_size=10)
+
+    async def close_pool(application: Any) -> None:
+        await application.state.bench_pool.close()
+
+    app.on_startup.append(open_pool)
+    app.on_shutdown.append(close_pool)
+    app.register(baseline)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_config=None, access_log=False, loop="uvloop", http="httptools")
 
 
 def main() -> None:
@@ -167,7 +330,16 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=100_000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--data-dir", default=".bench-chains")
-    asyncio.run(run(parser.parse_args()))
+    parser.add_argument("--api-seconds", type=int, default=10, help="wrk's duration for the runs (0: not measured)")
+    parser.add_argument("--api-connections", type=int, default=32)
+    parser.add_argument("--api-only", action="store_true", help="only the runs started through the API")
+    parser.add_argument("--port", type=int, default=8791)
+    parser.add_argument("--serve", metavar="DSN", help=argparse.SUPPRESS)  # the server of the API phase
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.port)
+    else:
+        asyncio.run(run(args))
 
 
 if __name__ == "__main__":

@@ -7,13 +7,15 @@ just claimed); what the runner reads afterwards is scoped to the workspaces of t
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, text, update
+from sqlalchemy import Table, bindparam, delete, func, inspect, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstanceState
 
 from app.chains.models import Chain, ChainRun, ChainStep, StepStatus
 from app.domain.model import State
@@ -60,18 +62,80 @@ async def add_chain(session: AsyncSession, chain: Chain) -> Chain:
     return chain
 
 
+#: A run and its steps in one statement (one round trip; the run is a data-modifying ``WITH``, and the steps'
+#: foreign key is checked at the statement's end, when the run is there). Text, so it is compiled once.
+_ADD_RUN = text(
+    """
+    WITH run AS (
+        INSERT INTO chain_runs (id, workspace_id, chain_id, contact_id, variables, campaign, status, started_at)
+        VALUES (:run_id, :workspace_id, :chain_id, :contact_id, CAST(:variables AS jsonb), :campaign, :status,
+                :started_at))
+    INSERT INTO chain_steps (id, workspace_id, run_id, position, key, status, due_at, attempts)
+    SELECT s.id, :workspace_id, :run_id, s.position, s.key, s.status, s.due_at, s.attempts
+      FROM unnest(CAST(:ids AS uuid[]), CAST(:positions AS int[]), CAST(:keys AS text[]), CAST(:statuses AS text[]),
+                  CAST(:due AS timestamptz[]), CAST(:attempts AS int[]))
+           AS s(id, position, key, status, due_at, attempts)
+    """
+)
+
+
 async def add_run(session: AsyncSession, run: ChainRun, steps: Sequence[ChainStep]) -> None:
-    """Write a run and its steps."""
-    session.add(run)
-    await session.flush()
-    session.add_all(steps)
-    await session.flush()
+    """Write a run and its steps in one statement.
+
+    The rows are written past the ORM: ``run`` and ``steps`` stay as given (not added to the session).
+    """
+    assert all(step.run_id == run.id and step.workspace_id == run.workspace_id for step in steps)
+    await session.execute(
+        _ADD_RUN,
+        {
+            "run_id": run.id,
+            "workspace_id": run.workspace_id,
+            "chain_id": run.chain_id,
+            "contact_id": run.contact_id,
+            "variables": json.dumps(run.variables) if run.variables is not None else None,
+            "campaign": run.campaign,
+            "status": run.status,
+            "started_at": run.started_at,
+            "ids": [step.id for step in steps],
+            "positions": [step.position for step in steps],
+            "keys": [step.key for step in steps],
+            "statuses": [step.status for step in steps],
+            "due": [step.due_at for step in steps],
+            "attempts": [step.attempts for step in steps],
+        },
+    )
 
 
 async def reload(session: AsyncSession, *rows: ChainRun | ChainStep) -> None:
     """Read rows again (after a savepoint that changed them was rolled back)."""
     for row in rows:
         await session.refresh(row)
+
+
+async def write_changes(session: AsyncSession, rows: Iterable[ChainRun | ChainStep]) -> None:
+    """Write what changed in these loaded rows: one ``executemany`` UPDATE per table and set of changed columns.
+
+    Instead of the unit of work's flush, which writes a round's rows one UPDATE each (it batches only consecutive
+    rows with the same changes, and a round's rows alternate: a decided step, its run's next step, the run). The
+    rows written are expunged, so no flush writes them again; unchanged rows stay as they are.
+    """
+    groups: dict[tuple[Table, tuple[str, ...]], list[dict[str, Any]]] = {}
+    written = []
+    for row in rows:
+        state: InstanceState[Any] = inspect(row)
+        if not state.modified or state.session_id is None:
+            continue
+        changed = tuple(sorted(state.committed_state))  # the attributes set since the row was loaded
+        if changed:
+            table = row.__table__
+            assert isinstance(table, Table)
+            groups.setdefault((table, changed), []).append({"row_id": row.id, **{k: getattr(row, k) for k in changed}})
+            written.append(row)
+    for (table, changed), params in groups.items():
+        statement = update(table).where(table.c.id == bindparam("row_id")).values({k: bindparam(k) for k in changed})
+        await session.execute(statement, params)
+    for row in written:
+        session.expunge(row)
 
 
 async def retry_later(session: AsyncSession, step_id: uuid.UUID, **values: Any) -> None:

@@ -9,8 +9,11 @@
   channel`` only the step's channels, which are then left out of its route). Found, the run's remaining steps end
   with that event. Then the step's ``when`` is evaluated on the earlier steps' outcomes
   (:mod:`app.chains.conditions`; unknown follows ``on_unknown``), and a message is created through the normal
-  path (:func:`app.messages.service.create_message`): the send gate routes it now, and the dispatcher asks again
-  at send time (``blocked_at_send``).
+  path: the send gate routes it now, and the dispatcher asks again at send time (``blocked_at_send``).
+- **Batches**: the steps of a round are decided one by one in Python on what was read for the whole batch (one
+  query per table), and the messages of those that send are created together
+  (:func:`app.messages.service.create_messages`: each decided as :func:`~app.messages.service.create_message`
+  decides it alone, written with one ``INSERT`` per table), so a step costs no round trip of its own.
 - One step's failure is its own: it is retried with backoff (in a savepoint) and, after
   :attr:`RunnerConfig.max_attempts`, skipped as ``step_failed``; the rest of the batch goes on.
 """
@@ -41,8 +44,8 @@ from app.lib.db import Database
 from app.lib.errors import AppError
 from app.lib.orm import utcnow
 from app.lib.rounds import backoff, work_until
-from app.messages.schemas import Content, MessageIn
-from app.messages.service import create_message
+from app.messages.schemas import Content, MessageIn, MessageOut
+from app.messages.service import create_messages
 from app.messages.status import MessageStatus
 from app.purposes import repository as purposes_repository
 from app.purposes.models import Purpose
@@ -101,23 +104,27 @@ class ChainRunner:
                 session, sorted(workspace_ids), sorted({c.purpose_id for c in chains.values()})
             )
             known = await _load(session, workspace_ids, runs)
-            now = utcnow()
-            for step in steps:
-                run = runs[step.run_id]
-                chain = chains[run.chain_id]
-                if isolated:
-                    await self._one(session, step, run, chain, purposes[chain.purpose_id], known)
-                else:
-                    await decide(session, step, run, chain, purposes[chain.purpose_id], known=known, now=now)
+            batch = [(step, runs[step.run_id]) for step in steps]
+            if isolated:
+                for step, run in batch:
+                    await self._one(session, step, run, chains, purposes, known)
+            else:
+                await decide(session, batch, chains, purposes, known=known, now=utcnow())
         return len(claimed)
 
     async def _one(  # noqa: PLR0917  # the step and what it is decided on
-        self, session: AsyncSession, step: ChainStep, run: ChainRun, chain: Chain, purpose: Purpose, known: _Known
+        self,
+        session: AsyncSession,
+        step: ChainStep,
+        run: ChainRun,
+        chains: Mapping[uuid.UUID, Chain],
+        purposes: Mapping[uuid.UUID, Purpose],
+        known: _Known,
     ) -> None:
         step_id, attempts = step.id, step.attempts
         try:
             async with session.begin_nested():
-                await decide(session, step, run, chain, purpose, known=known, now=utcnow())
+                await decide(session, [(step, run)], chains, purposes, known=known, now=utcnow())
         except Exception as exc:  # one step's failure must not stop the batch: retried, then skipped
             log.exception("chain_step_failed", step_id=str(step_id), worker=self.worker_id)
             now = utcnow()
@@ -136,7 +143,7 @@ class ChainRunner:
             await repository.retry_later(session, step_id, **values)
             if attempts >= self.config.max_attempts:
                 await repository.reload(session, step, run)
-                _arm_next(known, run, chain, step.position, now)
+                _arm_next(known, run, chains[run.chain_id], step.position, now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +192,49 @@ async def _load(session: AsyncSession, workspace_ids: set[uuid.UUID], runs: Mapp
     )
 
 
+@dataclass(slots=True)
+class _Send:
+    """A step whose message is to be created (its route and condition decided): written with its batch."""
+
+    step: ChainStep
+    run: ChainRun
+    chain: Chain
+    message: MessageIn
+    detail: dict[str, Any]
+
+
 async def decide(
+    session: AsyncSession,
+    batch: Sequence[tuple[ChainStep, ChainRun]],
+    chains: Mapping[uuid.UUID, Chain],
+    purposes: Mapping[uuid.UUID, Purpose],
+    *,
+    known: _Known,
+    now: datetime,
+) -> None:
+    """Decide a batch of due steps, one per run (see the module's description), and arm each run's next step.
+
+    Each step is decided on its own; the messages of the steps that send are then created together, one
+    :func:`~app.messages.service.create_messages` per workspace (each decided with the send gate as alone).
+    """
+    sends: list[_Send] = []
+    with session.no_autoflush:  # the decisions are written together at the end (repository.write_changes)
+        for step, run in batch:
+            chain = chains[run.chain_id]
+            send = await _decide_one(session, step, run, chain, purposes[chain.purpose_id], known=known, now=now)
+            if send is not None:
+                sends.append(send)
+        for workspace_id in dict.fromkeys(s.run.workspace_id for s in sends):
+            of_workspace = [s for s in sends if s.run.workspace_id == workspace_id]
+            answers = await create_messages(session, workspace_id, [s.message for s in of_workspace])
+            for send, answer in zip(of_workspace, answers, strict=True):
+                _record(send, answer, now)
+                _arm_next(known, send.run, send.chain, send.step.position, now)
+        runs = list({run.id: run for _, run in batch}.values())
+        await repository.write_changes(session, [*(s for run in runs for s in known.steps[run.id]), *runs])
+
+
+async def _decide_one(
     session: AsyncSession,
     step: ChainStep,
     run: ChainRun,
@@ -194,8 +243,8 @@ async def decide(
     *,
     known: _Known,
     now: datetime,
-) -> None:
-    """Decide one due step (see the module's description) and arm the next one."""
+) -> _Send | None:
+    """Decide one due step up to its message: closed (and the next armed) here, or the message it is to send."""
     definition = chain.steps[step.position]
     route = service.channels_of(definition)
     events = known.ending(run, purpose)
@@ -222,7 +271,7 @@ async def decide(
         )
         run.status, run.ended_at, run.ended_by_event_id = RunStatus.ENDED, now, event.id
         log.info("chain_run_ended", run_id=str(run.id), event_id=str(event.id))
-        return
+        return None
     if events:  # stop_on_opt_out: channel — the channels opted out since the start are left out of the route
         closed = {e.channel: e for e in reversed(events)}  # the first event of each channel
         remaining = [c for c in route if c.value not in closed]
@@ -237,7 +286,7 @@ async def decide(
                 detail={"channel": event.channel, "trigger": event.trigger},
             )
             _arm_next(known, run, chain, step.position, now)
-            return
+            return None
         route = remaining
     earlier = _outcomes(known, run, step.position)
     evaluated = evaluate(definition.get("when"), earlier)
@@ -249,36 +298,31 @@ async def decide(
     else:
         if evaluated.value is None:
             detail["on_unknown"] = "send"
-        await _send(session, step, run, definition, route=route, purpose=purpose, now=now, detail=detail)
+        try:  # content the variables made invalid: create_messages would refuse it before writing anything
+            content = service.fill(definition["content"], run.variables or {})
+            message = MessageIn(
+                contact=str(run.contact_id),
+                purpose=purpose.key,
+                route=list(route),
+                strategy=definition["strategy"],
+                content=msgspec.convert(content, Content),
+                campaign=run.campaign,
+            )
+        except (msgspec.ValidationError, service.ContentTooLarge):
+            _close(
+                step, StepStatus.SKIPPED, now, reason="content_invalid", detail={**detail, "error": "content_invalid"}
+            )
+        else:
+            return _Send(step, run, chain, message, detail)
     _arm_next(known, run, chain, step.position, now)
+    return None
 
 
-async def _send(
-    session: AsyncSession,
-    step: ChainStep,
-    run: ChainRun,
-    definition: Mapping[str, Any],
-    *,
-    route: Sequence[Any],
-    purpose: Purpose,
-    now: datetime,
-    detail: dict[str, Any],
-) -> None:
-    """Create the step's message through the normal path (the send gate routes it)."""
-    try:  # what create_message refuses, it refuses before writing anything
-        content = service.fill(definition["content"], run.variables or {})
-        message = MessageIn(
-            contact=str(run.contact_id),
-            purpose=purpose.key,
-            route=list(route),
-            strategy=definition["strategy"],
-            content=msgspec.convert(content, Content),
-            campaign=run.campaign,
-        )
-        answer = await create_message(session, run.workspace_id, message)
-    except (AppError, msgspec.ValidationError, service.ContentTooLarge) as exc:  # content that cannot be sent
-        code = exc.code if isinstance(exc, AppError) else "content_invalid"
-        _close(step, StepStatus.SKIPPED, now, reason="content_invalid", detail={**detail, "error": code})
+def _record(send: _Send, answer: MessageOut | AppError, now: datetime) -> None:
+    """The step's decision from its message's answer: sent, or skipped (refused, or no channel eligible)."""
+    step, detail = send.step, send.detail
+    if isinstance(answer, AppError):  # content that cannot be sent (create_message would have refused it)
+        _close(step, StepStatus.SKIPPED, now, reason="content_invalid", detail={**detail, "error": answer.code})
         return
     if answer.status == MessageStatus.NO_ELIGIBLE_CHANNEL.value:
         skipped = [{"channel": s.channel.value, "reason": s.reason} for s in answer.decision.skipped]

@@ -234,6 +234,7 @@ async def start_run(session: AsyncSession, workspace_id: uuid.UUID, chain_id: uu
     )
     steps = [
         ChainStep(
+            id=uuid7(),
             workspace_id=workspace_id,
             run_id=run.id,
             position=position,

@@ -15,9 +15,10 @@ import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import Table, delete, select, text, update
+from sqlalchemy import insert as sa_insert
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -256,6 +257,101 @@ async def add_delivery(
     session.add(delivery)
     await session.flush()
     return delivery
+
+
+def message_row(  # the row's own fields
+    workspace_id: uuid.UUID,
+    message_id: uuid.UUID,
+    *,
+    contact_id: uuid.UUID,
+    purpose_id: uuid.UUID,
+    strategy: str,
+    route: list[str],
+    content: dict[str, Any],
+    decision: dict[str, Any],
+    status: MessageStatus,
+    send_at: datetime | None,
+    campaign: str | None,
+) -> dict[str, Any]:
+    """A message row for :func:`add_messages`."""
+    return {
+        "id": message_id,
+        "workspace_id": workspace_id,
+        "contact_id": contact_id,
+        "purpose_id": purpose_id,
+        "strategy": strategy,
+        "route": route,
+        "content": content,
+        "decision": decision,
+        "status": status.value,
+        "send_at": send_at,
+        "campaign": campaign,
+    }
+
+
+def delivery_row(  # the row's own fields
+    workspace_id: uuid.UUID,
+    message_id: uuid.UUID,
+    delivery_id: uuid.UUID,
+    *,
+    channel: str,
+    contact_point_id: uuid.UUID,
+    status: DeliveryStatus,
+    next_attempt_at: datetime,
+    at: datetime,
+) -> dict[str, Any]:
+    """A delivery row for :func:`add_messages` (the outbox row dispatchers claim once ``next_attempt_at`` has come)."""
+    return {
+        "id": delivery_id,
+        "workspace_id": workspace_id,
+        "message_id": message_id,
+        "channel": channel,
+        "contact_point_id": contact_point_id,
+        "status": status.value,
+        "attempts": 0,
+        "next_attempt_at": next_attempt_at,
+        "updated_at": at,
+    }
+
+
+def event_row(  # the event's own fields, in the table's order
+    message_id: uuid.UUID,
+    delivery_id: uuid.UUID | None,
+    channel: str | None,
+    status: Step,
+    *,
+    detail: dict[str, Any] | None,
+    at: datetime,
+) -> dict[str, Any]:
+    """A history step for :func:`add_messages` (events carry no workspace: a message the caller writes names it)."""
+    return {
+        "id": uuid7(),
+        "message_id": message_id,
+        "delivery_id": delivery_id,
+        "channel": channel,
+        "status": status.value,
+        "provider_message_id": None,
+        "error": None,
+        "detail": detail,
+        "at": at,
+    }
+
+
+async def add_messages(
+    session: AsyncSession,
+    messages: Sequence[dict[str, Any]],
+    deliveries: Sequence[dict[str, Any]],
+    events: Sequence[dict[str, Any]],
+) -> None:
+    """Insert new messages, their deliveries and history steps: one batched ``INSERT`` per table.
+
+    Past the ORM (nothing of it is loaded into the session), in the caller's transaction: each table's rows go as
+    one ``executemany`` of one prepared statement (asyncpg sends them in one pipeline). The rows come from
+    :func:`message_row`, :func:`delivery_row` and :func:`event_row`, every row of a table with the same keys.
+    """
+    for model, rows in ((Message, messages), (Delivery, deliveries), (MessageEvent, events)):
+        if rows:  # the table, not the entity: no ORM bookkeeping per row
+            await session.execute(sa_insert(cast("Table", model.__table__)), list(rows))
 
 
 def add_event(  # the event's own fields, in the table's order

@@ -8,8 +8,10 @@ chosen and waits for the window to open.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -22,8 +24,11 @@ from app.domain import content as content_rules
 from app.domain.gate import PointFacts, Reason, decide_point, strongest
 from app.domain.model import Channel, PurposeKind
 from app.eligibility import repository as facts_repository
-from app.ledger.service import require_contact
-from app.lib.errors import InvalidInput, NotFound
+from app.ledger import repository as ledger_repository
+from app.ledger.models import Contact
+from app.ledger.service import refuse_merged, require_contact
+from app.lib.errors import AppError, InvalidInput, NotFound
+from app.lib.ids import uuid7
 from app.lib.orm import utcnow
 from app.messages import repository
 from app.messages.models import Delivery, MessageEvent
@@ -52,67 +57,170 @@ async def create_message(session: AsyncSession, workspace_id: uuid.UUID, data: M
     purpose = await require_purpose(session, workspace_id, data.purpose)
     route = list(dict.fromkeys(data.route))
     contents = _contents(route, data)
+    [answer] = await _accept(session, workspace_id, [_Accepted(contact.id, purpose, route, contents, data)])
+    return answer
+
+
+async def create_messages(
+    session: AsyncSession, workspace_id: uuid.UUID, batch: Sequence[MessageIn]
+) -> list[MessageOut | AppError]:
+    """Accept a batch of one workspace's messages, each as :func:`create_message` accepts it alone.
+
+    For each message in order: its answer, or the error :func:`create_message` would raise for it (nothing is
+    written for that one). Each is decided on its own with the send gate (the same checks, decision and outbox
+    rows as alone), but the contacts, purposes, settings and the gate's facts are read once for the batch (one
+    facts query per purpose) and the messages, deliveries and history steps are written with one multi-row
+    ``INSERT`` per table: a batch costs a handful of round trips instead of about seven per message.
+    """
+    refs = {d.contact: _as_uuid(d.contact) for d in batch}
+    by_id = await ledger_repository.contacts_by_id(session, [workspace_id], [i for i in refs.values() if i])
+    # an id match wins (as create_message's lookup); only the other references are looked up as external ids
+    rest = {ref for ref, i in refs.items() if i not in by_id or str(i) != ref}
+    found = await ledger_repository.contacts_by_refs(session, workspace_id, rest) if rest else []
+    by_external = {c.external_id: c for c in found if c.external_id is not None}
+    purposes_by_key: dict[str, Purpose | AppError] = {}
+    for key in dict.fromkeys(d.purpose for d in batch):
+        try:
+            purposes_by_key[key] = await require_purpose(session, workspace_id, key)
+        except AppError as exc:
+            purposes_by_key[key] = exc
+    answers: list[MessageOut | AppError | None] = []
+    accepted: list[_Accepted] = []
+    for data in batch:
+        try:  # in create_message's order: the contact, the purpose, the content
+            contact = _contact_of(data.contact, refs[data.contact], by_id, by_external)
+            purpose = purposes_by_key[data.purpose]
+            if isinstance(purpose, AppError):
+                raise purpose
+            route = list(dict.fromkeys(data.route))
+            accepted.append(_Accepted(contact.id, purpose, route, _contents(route, data), data))
+            answers.append(None)
+        except AppError as exc:
+            answers.append(exc)
+    written = iter(await _accept(session, workspace_id, accepted) if accepted else [])
+    return [answer if answer is not None else next(written) for answer in answers]
+
+
+def _as_uuid(ref: str) -> uuid.UUID | None:
+    with contextlib.suppress(ValueError):
+        return uuid.UUID(ref)
+    return None
+
+
+def _contact_of(
+    ref: str, parsed: uuid.UUID | None, by_id: Mapping[uuid.UUID, Contact], by_external: Mapping[str, Contact]
+) -> Contact:
+    """The contact ``ref`` names, as :func:`require_contact` finds it (an id match wins), or its error."""
+    found = by_id.get(parsed) if parsed is not None else None
+    if found is None or str(found.id) != ref:
+        found = by_external.get(ref) or found
+    if found is None:
+        raise NotFound("No contact with this id or external id.", code="contact_not_found")
+    refuse_merged(found)
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class _Accepted:
+    """A message whose contact, purpose and content passed the checks: what :func:`_accept` decides and writes."""
+
+    contact_id: uuid.UUID
+    purpose: Purpose
+    route: list[Channel]
+    contents: dict[str, Any]
+    data: MessageIn
+
+
+async def _accept(session: AsyncSession, workspace_id: uuid.UUID, batch: Sequence[_Accepted]) -> list[MessageOut]:
+    """Decide each message's route with the send gate and write the messages with their deliveries and history."""
     settings = await settings_of(session, workspace_id)
     now = utcnow()
-    not_before = max(data.send_at, now) if data.send_at else now
-    facts = await facts_repository.point_facts(
-        session, workspace_id, [contact.id], [c.value for c in route], purpose.id
-    )
-    chosen, skipped = decide_route(
-        route, [f for _, f in facts], purpose, settings, at=not_before, all_eligible=data.strategy == "all_eligible"
-    )
-    decision = Decision(
-        channel=chosen[0].channel if chosen else None,
-        contact_point_id=chosen[0].contact_point_id if chosen else None,
-        chosen=chosen,
-        skipped=skipped,
-    )
-    status = MessageStatus.QUEUED if chosen else MessageStatus.NO_ELIGIBLE_CHANNEL
-    message = await repository.add_message(
-        session,
-        workspace_id,
-        contact_id=contact.id,
-        purpose_id=purpose.id,
-        strategy=data.strategy,
-        route=[c.value for c in route],
-        content=contents,
-        decision=msgspec.to_builtins(decision),
-        status=status,
-        send_at=data.send_at,
-        campaign=data.campaign,
-    )
-    for pick in chosen:
-        delivery = await repository.add_delivery(
-            session,
-            workspace_id,
-            message.id,
-            channel=pick.channel.value,
-            contact_point_id=pick.contact_point_id,
-            status=DeliveryStatus.QUEUED,
-            next_attempt_at=pick.not_before or not_before,
-            at=now,
+    facts: dict[tuple[uuid.UUID, uuid.UUID], list[PointFacts]] = {}
+    for purpose_id in dict.fromkeys(a.purpose.id for a in batch):
+        of_purpose = [a for a in batch if a.purpose.id == purpose_id]
+        contacts = list(dict.fromkeys(a.contact_id for a in of_purpose))
+        channels = list(dict.fromkeys(c.value for a in of_purpose for c in a.route))
+        for contact_id, fact in await facts_repository.point_facts(
+            session, workspace_id, contacts, channels, purpose_id
+        ):
+            facts.setdefault((purpose_id, contact_id), []).append(fact)
+    messages: list[dict[str, Any]] = []
+    deliveries: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    answers: list[MessageOut] = []
+    for accepted in batch:
+        data = accepted.data
+        not_before = max(data.send_at, now) if data.send_at else now
+        chosen, skipped = decide_route(
+            accepted.route,
+            facts.get((accepted.purpose.id, accepted.contact_id), []),
+            accepted.purpose,
+            settings,
+            at=not_before,
+            all_eligible=data.strategy == "all_eligible",
         )
-        add_event(
-            session,
-            message.id,
-            delivery.id,
-            pick.channel.value,
-            Step.QUEUED,
-            detail={"not_before": (pick.not_before or not_before).isoformat()},
-            at=now,
+        decision = Decision(
+            channel=chosen[0].channel if chosen else None,
+            contact_point_id=chosen[0].contact_point_id if chosen else None,
+            chosen=chosen,
+            skipped=skipped,
         )
-    if not chosen:
-        add_event(
-            session,
-            message.id,
-            None,
-            None,
-            Step.NO_ELIGIBLE_CHANNEL,
-            detail={"skipped": msgspec.to_builtins(skipped)},
-            at=now,
+        status = MessageStatus.QUEUED if chosen else MessageStatus.NO_ELIGIBLE_CHANNEL
+        message_id = uuid7()
+        messages.append(
+            repository.message_row(
+                workspace_id,
+                message_id,
+                contact_id=accepted.contact_id,
+                purpose_id=accepted.purpose.id,
+                strategy=data.strategy,
+                route=[c.value for c in accepted.route],
+                content=accepted.contents,
+                decision=msgspec.to_builtins(decision),
+                status=status,
+                send_at=data.send_at,
+                campaign=data.campaign,
+            )
         )
-    await repository.write_staged(session)
-    return MessageOut(message_id=message.id, status=status, decision=decision)  # type: ignore[arg-type]
+        for pick in chosen:
+            delivery_id = uuid7()
+            due = pick.not_before or not_before
+            deliveries.append(
+                repository.delivery_row(
+                    workspace_id,
+                    message_id,
+                    delivery_id,
+                    channel=pick.channel.value,
+                    contact_point_id=pick.contact_point_id,
+                    status=DeliveryStatus.QUEUED,
+                    next_attempt_at=due,
+                    at=now,
+                )
+            )
+            events.append(
+                repository.event_row(
+                    message_id,
+                    delivery_id,
+                    pick.channel.value,
+                    Step.QUEUED,
+                    detail={"not_before": due.isoformat()},
+                    at=now,
+                )
+            )
+        if not chosen:
+            events.append(
+                repository.event_row(
+                    message_id,
+                    None,
+                    None,
+                    Step.NO_ELIGIBLE_CHANNEL,
+                    detail={"skipped": msgspec.to_builtins(skipped)},
+                    at=now,
+                )
+            )
+        answers.append(MessageOut(message_id=message_id, status=status, decision=decision))  # type: ignore[arg-type]
+    await repository.add_messages(session, messages, deliveries, events)
+    return answers
 
 
 def decide_route(

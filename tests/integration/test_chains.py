@@ -520,14 +520,14 @@ async def test_a_step_that_fails_is_retried_then_skipped_and_the_batch_goes_on(c
     chain = await define(client, world, [step("a", ["sms"], SMS), step("b", ["sms"], SMS)])
     failing = await start(client, world, chain["id"], campaign="fails")
     working = await start(client, world, chain["id"])
-    real = runner_module.create_message
+    real = runner_module.create_messages
 
-    async def flaky(session, workspace_id, data):
-        if data.campaign == "fails":
+    async def flaky(session, workspace_id, batch):
+        if any(data.campaign == "fails" for data in batch):
             raise RuntimeError("boom")
-        return await real(session, workspace_id, data)
+        return await real(session, workspace_id, batch)
 
-    monkeypatch.setattr(runner_module, "create_message", flaky)
+    monkeypatch.setattr(runner_module, "create_messages", flaky)
     runner = ChainRunner(database, config=RunnerConfig(base_backoff=0.0, max_attempts=2))
     assert await runner.run_once() == 2
     first = (await shown(client, world, failing))["steps"][0]
@@ -545,22 +545,22 @@ async def test_a_runner_killed_mid_step_loses_nothing_and_the_next_sends_once(co
 
     database, start_runs = committed
     await start_runs(1)
-    real = runner_module.create_message
+    real = runner_module.create_messages
     written = asyncio.Event()
 
-    async def then_hang(session, workspace_id, data):
-        answer = await real(session, workspace_id, data)  # the message is written, not committed
+    async def then_hang(session, workspace_id, batch):
+        answer = await real(session, workspace_id, batch)  # the message is written, not committed
         written.set()
         await asyncio.sleep(3600)
         return answer
 
-    monkeypatch.setattr(runner_module, "create_message", then_hang)
+    monkeypatch.setattr(runner_module, "create_messages", then_hang)
     killed = asyncio.create_task(ChainRunner(database, worker_id="killed").run_once())
     await asyncio.wait_for(written.wait(), 10)
     killed.cancel()
     with pytest.raises(asyncio.CancelledError):
         await killed
-    monkeypatch.setattr(runner_module, "create_message", real)
+    monkeypatch.setattr(runner_module, "create_messages", real)
     async with database.sessionmaker() as session:
         assert await session.scalar(select(func.count()).select_from(Message)) == 0, "rolled back with the step"
         assert await session.scalar(select(ChainStep.status)) == "pending"
