@@ -36,6 +36,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.channels import registry
@@ -151,6 +152,10 @@ class _Journal:
             waiting.set_result(e.item.delivery_id in held)
 
 
+class FactsUnavailable(RuntimeError):
+    """The database refused to compute a delivery's gate facts (its workspace's stored time zone, say)."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Loaded:
     """What a batch's deliveries need, loaded with one query per table."""
@@ -163,6 +168,8 @@ class _Loaded:
     facts: Mapping[tuple[uuid.UUID, uuid.UUID], PointFacts]
     tracked: Mapping[uuid.UUID, dict[str, Any]]
     """The content of each delivery sent with tracking (consented: :mod:`app.messages.tracking`), by its id."""
+    unreadable: frozenset[tuple[uuid.UUID, uuid.UUID]] = frozenset()
+    """(workspace, purpose) whose facts the database refused to compute: their deliveries wait and retry."""
 
 
 class Dispatcher:
@@ -273,13 +280,15 @@ class Dispatcher:
             )
             contacts = await ledger.contacts_by_id(session, workspace_ids, _ids(p.contact_id for p in points.values()))
             by_workspace = await settings_by_workspace(session, workspace_ids)
+            facts, unreadable = await self._facts(session, deliveries, messages, points)
             loaded = _Loaded(
                 messages=messages,
                 points=points,
                 purposes=purposes,
                 contacts=contacts,
                 settings=by_workspace,
-                facts=await self._facts(session, deliveries, messages, points),
+                facts=facts,
+                unreadable=unreadable,
                 tracked=await tracking.prepare(
                     session, self.keys, self.settings, deliveries, messages, points, by_workspace
                 ),
@@ -319,6 +328,8 @@ class Dispatcher:
                 session, delivery, DeliveryStatus.FAILED, error="the message or its address no longer exists"
             )
             return None
+        if (delivery.workspace_id, purpose.id) in loaded.unreadable:
+            raise FactsUnavailable("the send gate's facts could not be read for this workspace and purpose")
         if delivery.in_flight_at is not None and not await self._resend_after_crash(session, delivery, purpose):
             return None
         fact = facts.get((point.id, purpose.id))
@@ -398,8 +409,13 @@ class Dispatcher:
         deliveries: Sequence[Delivery],
         messages: Mapping[uuid.UUID, Message],
         points: Mapping[uuid.UUID, ContactPoint],
-    ) -> dict[tuple[uuid.UUID, uuid.UUID], PointFacts]:
-        """The gate's facts of every delivery's address, one query per (workspace, purpose)."""
+    ) -> tuple[dict[tuple[uuid.UUID, uuid.UUID], PointFacts], frozenset[tuple[uuid.UUID, uuid.UUID]]]:
+        """The gate's facts of every delivery's address, one query per (workspace, purpose), each in a savepoint.
+
+        Also answers the (workspace, purpose) groups the database refused (a stored time zone it does not know): a
+        batch holds many workspaces' deliveries, and one workspace's must not stop the others' (hostile review
+        2026-12-05); theirs are retried later.
+        """
         groups: dict[tuple[uuid.UUID, uuid.UUID], tuple[set[uuid.UUID], set[str]]] = {}
         for delivery in deliveries:
             message, point = messages.get(delivery.message_id), points.get(delivery.contact_point_id)
@@ -409,12 +425,19 @@ class Dispatcher:
             contacts.add(point.contact_id)
             channels.add(delivery.channel)
         found: dict[tuple[uuid.UUID, uuid.UUID], PointFacts] = {}
+        unreadable: set[tuple[uuid.UUID, uuid.UUID]] = set()
         for (workspace_id, purpose_id), (contacts, channels) in groups.items():
-            rows = await facts_repository.point_facts(
-                session, workspace_id, sorted(contacts), sorted(channels), purpose_id
-            )
+            try:
+                async with session.begin_nested():
+                    rows = await facts_repository.point_facts(
+                        session, workspace_id, sorted(contacts), sorted(channels), purpose_id
+                    )
+            except DBAPIError:
+                log.exception("delivery_facts_failed", workspace_id=str(workspace_id), purpose_id=str(purpose_id))
+                unreadable.add((workspace_id, purpose_id))
+                continue
             found.update({(fact.id, purpose_id): fact for _, fact in rows})
-        return found
+        return found, frozenset(unreadable)
 
     async def _write(self, entries: Sequence[_Entry]) -> set[uuid.UUID]:
         """One short transaction for the marks and outcomes that arrived together; answers the deliveries held.

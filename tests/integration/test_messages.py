@@ -849,3 +849,57 @@ async def test_another_workspaces_message_is_not_found(client, world, other_tena
     response = await client.get(f"/v1/messages/{body['message_id']}", headers=stranger)
     assert response.status_code == 404
     assert response.json()["code"] == "message_not_found"
+
+
+async def test_a_workspace_whose_facts_the_database_refuses_does_not_stop_the_others_sends(
+    client, world, providers, dispatcher, database, other_tenant, session
+):
+    """Hostile review of 2026-12-05: a batch holds many workspaces' deliveries; a stored time zone the database
+    does not know made the facts query of one fail the whole batch, again at every lease, for every tenant."""
+    from datetime import datetime  # noqa: PLC0415
+
+    from sqlalchemy import text  # noqa: PLC0415
+
+    from app.domain.model import ActorType, State, Trigger  # noqa: PLC0415
+    from app.ledger.service import Actor, Change, apply_changes  # noqa: PLC0415
+    from app.purposes import service as purposes  # noqa: PLC0415
+    from tests.conftest import Ledger  # noqa: PLC0415
+
+    other_admin = await other_tenant.key(Scope.ADMIN)
+    assert (
+        await client.put("/v1/workspace/settings", json={"send_windows": {}}, headers=other_admin)
+    ).status_code == 200
+    async with database.sessionmaker() as db, db.begin():
+        purpose = await purposes.create_purpose(
+            db, other_tenant.id, "newsletter", "Newsletter", "marketing", validity="P24M"
+        )
+    point = await Ledger(database, other_tenant.id).point("email", "o@example.com", external_id="o")
+    given_at: datetime = utcnow() - timedelta(days=10)
+    async with database.sessionmaker() as db, db.begin():
+        change = Change(
+            point, purpose.id, Trigger.IMPORT, {"source": "crm"}, occurred_at=given_at, target=State.OPTED_IN
+        )
+        await apply_changes(db, other_tenant.id, [change], Actor(ActorType.API_KEY))
+    theirs = await client.post(
+        "/v1/messages",
+        json={"contact": "o", "purpose": "newsletter", "route": ["email"], "content": {"email": CONTENT["email"]}},
+        headers=await other_tenant.key(Scope.MESSAGES_SEND),
+    )
+    assert theirs.status_code == 202, theirs.text
+    async with database.sessionmaker() as db, db.begin():  # stored before the settings checked it (or by hand)
+        await db.execute(
+            text('UPDATE workspaces SET settings = settings || \'{"timezone": "localtime"}\' WHERE id = :w'),
+            {"w": other_tenant.id},
+        )
+    mine = (await send(client, world, ["sms"])).json()
+
+    await dispatcher.run_once()
+    assert (await detail(client, world, mine["message_id"]))["status"] == "sent"
+    assert len(providers["twilio"].requests) == 1
+    waiting = (
+        await session.execute(
+            select(Delivery.status, Delivery.last_error).where(Delivery.message_id == theirs.json()["message_id"])
+        )
+    ).one()
+    assert waiting.status == "queued", "theirs waits and is tried again, neither sent nor blocked"
+    assert "facts could not be read" in (waiting.last_error or "")
