@@ -49,11 +49,14 @@ async def purposes_that_end(session: AsyncSession, purpose_id: uuid.UUID | None 
     return rows if purpose_id is None else [row for row in rows if row.id == purpose_id]
 
 
-def _candidates_sql(policy: Policy, *, extra: str = "", asked: bool = False) -> str:
+def _candidates_sql(policy: Policy, *, without_link: bool = False, asked: bool = False) -> str:
     engaged = engaged_sql("c.contact_point_id", "c.workspace_id") if policy.inactivity is not None else "NULL"
     lapsed = lapsed_sql(
         policy, since="c.since", point="c.contact_point_id", workspace="c.workspace_id", timezone=":tz", now=":by"
     )
+    extra = ""
+    if without_link:
+        extra = "AND NOT EXISTS (SELECT 1 FROM repermissions r WHERE r.consent_id = c.id AND r.period_since = c.since)"
     if asked and policy.repermission_before is not None:
         # only those whose re-permission is due by :asks_by, before the LIMIT: rows that end within the horizon
         # but are not due yet must not fill the batch (hostile review 2026-12-05: with inactivity an older consent
@@ -61,7 +64,15 @@ def _candidates_sql(policy: Policy, *, extra: str = "", asked: bool = False) -> 
         end = end_sql(
             "c.since", engaged=engaged, validity=policy.validity, inactivity=policy.inactivity, timezone=":tz"
         )
-        extra += f" AND {span_start_sql(end, policy.repermission_before, ':tz')} <= :asks_by"
+        extra = f" AND {span_start_sql(end, policy.repermission_before, ':tz')} <= :asks_by"
+        if without_link:
+            # a link of this period that was used, or asked about this end or a later one; an end moved later since
+            # (new engagement under inactivity, looser spans) is asked about again (hostile review 2026-12-05)
+            covered = f"r.renewed_at IS NOT NULL OR r.ends_at >= {end}"
+            extra += (
+                " AND NOT EXISTS (SELECT 1 FROM repermissions r"  # noqa: S608  # our own SQL expressions only
+                f" WHERE r.consent_id = c.id AND r.period_since = c.since AND ({covered}))"
+            )
     # the ends of the rows claimed, computed by the database as everywhere else (span_end_sql)
     by_validity, by_inactivity = ends_sql(
         "x.since", engaged="x.engaged_at", validity=policy.validity, inactivity=policy.inactivity, timezone=":tz"
@@ -102,11 +113,6 @@ async def lock_ending(  # one purpose's coordinates, keyword-only
     ``without_link``: only those with no re-permission link for their current period yet; ``asks_by``: only those
     whose re-permission may be asked by then.
     """
-    extra = (
-        "AND NOT EXISTS (SELECT 1 FROM repermissions r WHERE r.consent_id = c.id AND r.period_since = c.since)"
-        if without_link
-        else ""
-    )
     params = {
         "workspace_id": workspace_id,
         "purpose_id": purpose_id,
@@ -115,7 +121,7 @@ async def lock_ending(  # one purpose's coordinates, keyword-only
         "limit": limit,
         "asks_by": asks_by,
     }
-    sql = _candidates_sql(policy, extra=extra, asked=asks_by is not None)
+    sql = _candidates_sql(policy, without_link=without_link, asked=asks_by is not None)
     return (await session.execute(text(sql), params)).all()
 
 
@@ -130,7 +136,10 @@ async def add_link(  # the link's fields, keyword-only
     ends_at: datetime,
     token_hash: bytes,
 ) -> uuid.UUID | None:
-    """A new link for the consent's period; ``None`` when the period has one already (never two per period)."""
+    """A link for the consent's period; ``None`` when the period has one for this end already (one per period).
+
+    A link of the period for an earlier end, unused, is replaced: the end moved later since it was asked.
+    """
     return (
         await session.execute(
             insert(Repermission)
@@ -143,7 +152,13 @@ async def add_link(  # the link's fields, keyword-only
                 ends_at=ends_at,
                 token_hash=token_hash,
             )
-            .on_conflict_do_nothing(index_elements=["consent_id", "period_since"])
+            # the period's link asked about an earlier end (the end moved later since) and unused: the new ask
+            # replaces it (its old token stops working); otherwise never two per period
+            .on_conflict_do_update(
+                index_elements=["consent_id", "period_since"],
+                set_={"ends_at": ends_at, "token_hash": token_hash, "message_id": None},
+                where=(Repermission.ends_at < ends_at) & Repermission.renewed_at.is_(None),
+            )
             .returning(Repermission.id)
         )
     ).scalar_one_or_none()

@@ -303,3 +303,27 @@ async def test_the_end_date_in_the_message_and_on_the_page_is_the_databases_day(
     assert f"endet am {shown}" in message.content["email"]["text"]
     page = await client.get(f"/r/{token_of(message)}")
     assert shown in page.text
+
+
+async def test_an_end_moved_later_by_engagement_is_asked_about_again(client, database, tenant, ledger, session):
+    """Hostile review of 2026-12-05: a link asked about one end kept its period, so after new engagement moved the
+    end (inactivity) the consent was never asked again and could lapse unasked."""
+    purpose = await make_purpose(database, tenant, inactivity="P24M", repermission_before="P12M")
+    now = utcnow()
+    point = await ledger.point("email", "kept@example.com", external_id="kept")
+    await given(database, tenant, point, purpose.id, now - timedelta(days=400))  # ends in ~330 days: due
+    assert (await lifecycle.sweep(session, base_url=BASE_URL, now=now)).asked == 1
+    [first] = await queued(session, tenant)
+
+    await deliver(session, tenant, point, purpose.id, now)  # engagement: the end moves two years from now
+    assert (await lifecycle.sweep(session, base_url=BASE_URL, now=now)).asked == 0, "not due for the new end yet"
+    later = now + timedelta(days=400)  # within twelve months of the new end
+    assert (await lifecycle.sweep(session, base_url=BASE_URL, now=later)).asked == 1
+    messages = [m for m in await queued(session, tenant) if m.campaign == "repermission"]
+    assert len(messages) == 2
+    link = (await session.execute(text("SELECT * FROM repermissions WHERE workspace_id = :w"), {"w": tenant.id})).one()
+    assert link.message_id == messages[1].id
+    assert link.ends_at > now + timedelta(days=700)
+    assert (await client.get(f"/r/{token_of(first)}")).status_code == 404, "the first ask's token is replaced"
+    assert (await client.get(f"/r/{token_of(messages[1])}")).status_code == 200
+    assert (await lifecycle.sweep(session, base_url=BASE_URL, now=later)).asked == 0, "once per end"
