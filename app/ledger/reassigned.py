@@ -160,13 +160,13 @@ async def reassign(
 async def _detach(
     session: AsyncSession, workspace_id: uuid.UUID, points: Sequence[ContactPoint], reassigned_at: datetime
 ) -> None:
-    """Move the addresses the former owner's contact held since before the date to one new contact (the new owner)."""
-    former = [
-        point
-        for point in points
-        if point.created_at < reassigned_at
-        and (await repository.get_contact(session, point.contact_id)).created_at < reassigned_at
-    ]
+    """Move the addresses the former owner's contact held since before the date to one new contact (the new owner).
+
+    Held since: the earlier of the address's row and its first ledger event (an import dates its consent by
+    ``captured_at``: a number migrated from another system today was held since then, newcomer review 2026-12-05).
+    """
+    first = await repository.first_events(session, [point.id for point in points])
+    former = [point for point in points if min(point.created_at, first.get(point.id, point.created_at)) < reassigned_at]
     if not former:
         return
     owner = await repository.add_contact(session, workspace_id, None, None, None)

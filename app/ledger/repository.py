@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select, text, update
+from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
@@ -897,6 +897,16 @@ async def detach_points(session: AsyncSession, points: Sequence[ContactPoint], c
     )
     for point in points:
         await session.refresh(point)
+
+
+async def first_events(session: AsyncSession, point_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, datetime]:
+    """The earliest ledger event of each address (when it happened: an import's ``captured_at`` included)."""
+    rows = await session.execute(
+        select(ConsentEvent.contact_point_id, func.min(ConsentEvent.occurred_at))
+        .where(ConsentEvent.contact_point_id.in_(list(point_ids)))
+        .group_by(ConsentEvent.contact_point_id)
+    )
+    return {row[0]: row[1] for row in rows.all() if row[0] is not None}
 
 
 async def held_before(session: AsyncSession, contact_id: uuid.UUID, point_ids: Sequence[uuid.UUID]) -> bool:

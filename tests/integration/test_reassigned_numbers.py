@@ -550,3 +550,28 @@ async def test_an_import_line_naming_another_contact_ends_nobodys_consents(clien
     assert (await consents(client, tenant, "anna"))["sms"]["newsletter"] == "opted_in"
     assert (await consents(client, tenant, "ben"))["whatsapp"]["newsletter"] == "opted_in"
     assert await events(session) == before
+
+
+async def test_a_number_migrated_from_another_system_leaves_the_former_owners_contact(
+    client, admin, tenant, ledger, session
+):
+    """Newcomer review of 2026-12-05: an imported number (its contact made today, its consent captured in June) stayed
+    on the former owner's contact after a reassignment in November, and their order texts were still eligible."""
+    from tests.integration.test_consent_import import email_line, ndjson, post  # noqa: PLC0415
+
+    await ledger.purpose("newsletter")
+    orders = await ledger.purpose("orders", "transactional")
+    line = email_line(contact="crm-42", channel="sms", address=PERSON, captured_at="2026-06-01T10:00:00Z")
+    imported = await post(client, admin, ndjson(line))
+    assert imported.json()["recorded"] == 1, imported.text
+    when = utcnow() - timedelta(days=20)
+    assert (await report(client, tenant, "crm-42", PERSON, when)).status_code == 200
+    former = (await client.get("/v1/contacts/crm-42", headers=admin)).json()
+    assert [p for p in former["contact_points"] if p["channel"] == "sms"] == []
+    answer = await client.get(
+        "/v1/eligibility",
+        params={"contact": "crm-42", "channel": "sms", "purpose": orders.key},
+        headers=await tenant.key(Scope.ELIGIBILITY_READ),
+    )
+    assert answer.json()["eligible"] is False, "no order text of theirs goes to the number's new owner"
+    assert await holder(session, tenant, "sms") != former["id"]
