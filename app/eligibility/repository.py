@@ -536,11 +536,11 @@ _SINGLE_TZ = "coalesce(w.settings->>'timezone', $6)"
 _SINGLE = (
     f"""
 WITH p AS (SELECT id, kind, validity, inactivity FROM purposes WHERE workspace_id = $1 AND key = $2),
-     c AS ((SELECT id, timezone, 0 AS rank FROM contacts WHERE id = $4 AND workspace_id = $1)
+     c AS ((SELECT id, timezone, merged_into, 0 AS rank FROM contacts WHERE id = $4 AND workspace_id = $1)
            UNION ALL
-           (SELECT id, timezone, 1 AS rank FROM contacts WHERE workspace_id = $1 AND external_id = $3)
+           (SELECT id, timezone, merged_into, 1 AS rank FROM contacts WHERE workspace_id = $1 AND external_id = $3)
            ORDER BY rank LIMIT 1)
-SELECT w.settings::text AS settings, p.id AS purpose_id, p.kind, c.id AS contact_id, c.timezone,
+SELECT w.settings::text AS settings, p.id AS purpose_id, p.kind, c.id AS contact_id, c.timezone, c.merged_into,
        {_ends_column("pc", engaged="eg.at", validity="p.validity", inactivity="p.inactivity", timezone=_SINGLE_TZ)}
            AS p_ends,
        {_ends_column("cc", engaged="eg.at", validity="p.validity", inactivity="p.inactivity", timezone=_SINGLE_TZ)}
@@ -571,10 +571,22 @@ SELECT w.settings::text AS settings, p.id AS purpose_id, p.kind, c.id AS contact
 )
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class SingleFacts:
+    """What one check reads in its round trip (``None``: no such purpose or contact)."""
+
+    settings: str
+    purpose_id: uuid.UUID | None
+    kind: str | None
+    contact_id: uuid.UUID | None
+    merged_into: uuid.UUID | None
+    facts: list[PointFacts]
+
+
 async def single_facts(
     driver: Any, workspace_id: uuid.UUID, purpose_key: str, contact_ref: str, channel: Channel
-) -> tuple[str, uuid.UUID | None, str | None, uuid.UUID | None, list[PointFacts]]:
-    """One round trip for a single check: settings JSON, purpose id and kind, contact id, and the facts."""
+) -> SingleFacts:
+    """One round trip for a single check: the settings, the purpose, the contact (merged into?), the facts."""
     try:
         contact_uuid: uuid.UUID | None = uuid.UUID(contact_ref)
     except ValueError:
@@ -601,7 +613,9 @@ async def single_facts(
         for row in rows
         if row["id"] is not None
     ]
-    return first["settings"], first["purpose_id"], first["kind"], first["contact_id"], facts
+    return SingleFacts(
+        first["settings"], first["purpose_id"], first["kind"], first["contact_id"], first["merged_into"], facts
+    )
 
 
 _BATCH_CONTEXT = """
@@ -617,14 +631,14 @@ WITH wanted AS (
     -- One index probe per reference and per contact: each LATERAL ... OFFSET 0 is a subquery the planner cannot
     -- flatten into a join. As joins, a plan for 10,000 references hashed all 1M addresses of the workspace
     -- (1.1-1.5 s instead of 0.2 s), depending on statistics. An OR of both lookups would scan the table.
-    SELECT c.id AS contact_id, c.external_id, c.timezone
+    SELECT c.id AS contact_id, c.external_id, c.timezone, c.merged_into
       FROM unnest($2::uuid[]) AS r(id)
-      CROSS JOIN LATERAL (SELECT id, external_id, timezone FROM contacts
+      CROSS JOIN LATERAL (SELECT id, external_id, timezone, merged_into FROM contacts
                            WHERE workspace_id = $1 AND id = r.id OFFSET 0) c
     UNION
-    SELECT c.id, c.external_id, c.timezone
+    SELECT c.id, c.external_id, c.timezone, c.merged_into
       FROM unnest($3::text[]) AS r(ref)
-      CROSS JOIN LATERAL (SELECT id, external_id, timezone FROM contacts
+      CROSS JOIN LATERAL (SELECT id, external_id, timezone, merged_into FROM contacts
                            WHERE workspace_id = $1 AND external_id = r.ref OFFSET 0) c
 ), pts AS (
     SELECT cp.id, cp.contact_id, cp.channel, cp.value, cp.reachability, cp.suppression_keys, cp.verified_at
@@ -646,7 +660,7 @@ WITH wanted AS (
       FROM workspaces ws LEFT JOIN purposes p ON p.id = $5 AND p.workspace_id = ws.id
      WHERE ws.id = $1
 )
-SELECT w.contact_id, w.external_id, w.timezone,
+SELECT w.contact_id, w.external_id, w.timezone, w.merged_into,
        pts.id, pts.channel, pts.value, pts.reachability, pts.verified_at,
        pc.state AS p_state, pc.since AS p_since, pc.last_event_id AS p_event,
        cc.state AS c_state, cc.since AS c_since, cc.last_event_id AS c_event,
@@ -693,8 +707,11 @@ async def batch_facts(
     refs: Sequence[str],
     channels: Sequence[str],
     purpose_id: uuid.UUID,
-) -> tuple[dict[str, uuid.UUID], dict[tuple[uuid.UUID, Channel], list[PointFacts]]]:
-    """Contact references resolved and every address's facts, in one round trip on the driver connection."""
+) -> tuple[dict[str, uuid.UUID], dict[tuple[uuid.UUID, Channel], list[PointFacts]], dict[uuid.UUID, uuid.UUID]]:
+    """Contact references resolved, every address's facts, and merged contacts' survivors, in one round trip.
+
+    On the driver connection; the third map holds each contact merged into another, with the survivor's id.
+    """
     ids: list[uuid.UUID] = []
     for ref in refs:
         try:
@@ -705,9 +722,12 @@ async def batch_facts(
     by_id: dict[str, uuid.UUID] = {}
     by_external: dict[str, uuid.UUID] = {}
     facts: dict[tuple[uuid.UUID, Channel], list[PointFacts]] = {}
+    merged: dict[uuid.UUID, uuid.UUID] = {}
     for row in rows:
         contact_id = row["contact_id"]
         by_id[str(contact_id)] = contact_id
+        if row["merged_into"] is not None:
+            merged[contact_id] = row["merged_into"]
         if row["external_id"] is not None:
             by_external[row["external_id"]] = contact_id
         if row["id"] is None:
@@ -735,7 +755,7 @@ async def batch_facts(
             )
         )
     resolved = {ref: by_id.get(ref) or by_external[ref] for ref in refs if ref in by_id or ref in by_external}
-    return resolved, facts
+    return resolved, facts, merged
 
 
 _IMPORTED_ENDS_BY = ends_sql(

@@ -59,6 +59,9 @@ class BatchIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class BatchDecision(msgspec.Struct, kw_only=True):
     """One contact x channel. An unknown contact is answered with reason `contact_not_found`.
 
+    The duplicate of a merge is answered with reason `contact_merged` and the survivor's id in `merged_into` (use
+    that id from now on).
+
     `paused_until` is set for `paused`: marketing is paused until then (it ends by itself). `expires_at` as in
     the single answer: when the consent ends (`opted_in`) or ended (`expired`).
     """
@@ -73,6 +76,7 @@ class BatchDecision(msgspec.Struct, kw_only=True):
     next_window_opens_at: datetime | None = None
     paused_until: datetime | None = None
     expires_at: datetime | None = None
+    merged_into: uuid.UUID | None = None
 
 
 class BatchOut(msgspec.Struct, kw_only=True):

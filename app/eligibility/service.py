@@ -17,7 +17,7 @@ from app.domain.model import Channel, PurposeKind
 from app.eligibility import repository
 from app.eligibility.schemas import BatchDecision, EligibilityOut, PointDecision
 from app.lib.db import Database
-from app.lib.errors import NotFound
+from app.lib.errors import NotFound, contact_merged
 from app.lib.orm import utcnow
 from app.workspaces.settings import WorkspaceSettings, window_of
 
@@ -32,13 +32,20 @@ async def single(
 ) -> EligibilityOut:
     """The decision for one contact, channel and purpose: one database round trip, then the gate."""
     async with database.driver() as driver:
-        settings_json, purpose_id, kind, contact_id, facts = await repository.single_facts(
-            driver, workspace_id, purpose_key, contact_ref, channel
-        )
+        found = await repository.single_facts(driver, workspace_id, purpose_key, contact_ref, channel)
+    settings_json, purpose_id, kind, contact_id, facts = (
+        found.settings,
+        found.purpose_id,
+        found.kind,
+        found.contact_id,
+        found.facts,
+    )
     if purpose_id is None or kind is None:
         raise NotFound(f"No purpose with key '{purpose_key}'.", code="purpose_not_found")
     if contact_id is None:
         raise NotFound("No contact with this id or external id.", code="contact_not_found")
+    if found.merged_into is not None:  # the duplicate of a merge: its id answers 409 naming the survivor
+        raise contact_merged(found.merged_into)
     settings = msgspec.json.decode(settings_json, type=WorkspaceSettings)
     now = utcnow()
     window = window_of(settings, channel)
@@ -90,7 +97,7 @@ async def batch(
         context = await repository.batch_context(driver, workspace_id, purpose_key)
         if context is None or context["purpose_id"] is None:
             raise NotFound(f"No purpose with key '{purpose_key}'.", code="purpose_not_found")
-        resolved, facts = await repository.batch_facts(
+        resolved, facts, merged = await repository.batch_facts(
             driver,
             workspace_id,
             refs,
@@ -105,16 +112,17 @@ async def batch(
     for ref in refs:
         contact_id = resolved.get(ref)
         for channel in channels:
-            if contact_id is None:
+            if contact_id is None or contact_id in merged:
                 decisions.append(
                     BatchDecision(
                         contact=ref,
-                        contact_id=None,
+                        contact_id=contact_id,
                         channel=channel,
                         eligible=False,
-                        reason="contact_not_found",
+                        reason="contact_not_found" if contact_id is None else "contact_merged",
                         evidence_event_id=None,
                         contact_point_ids=[],
+                        merged_into=merged.get(contact_id) if contact_id else None,
                     )
                 )
                 continue

@@ -31,7 +31,7 @@ from app.domain.model import (
 from app.domain.transitions import Rule, TransitionNotAllowed, decide, decide_import, decide_merge
 from app.ledger import repository
 from app.ledger.models import Consent, Contact, ContactPoint
-from app.lib.errors import Conflict, InvalidInput, NotFound
+from app.lib.errors import InvalidInput, NotFound, contact_merged
 from app.lib.ids import uuid7
 from app.lib.keys import Keys
 from app.lib.orm import utcnow
@@ -400,8 +400,4 @@ async def require_contact(session: AsyncSession, workspace_id: uuid.UUID, ref: s
 def refuse_merged(contact: Contact) -> None:
     """409 ``contact_merged`` naming the survivor, for a contact merged into another."""
     if contact.merged_into is not None:
-        raise Conflict(
-            f"This contact was merged into {contact.merged_into}; use that id.",
-            code="contact_merged",
-            extra={"merged_into": str(contact.merged_into)},
-        )
+        raise contact_merged(contact.merged_into)

@@ -100,6 +100,15 @@ class Conflict(AppError):
     title = "Conflict"
 
 
+def contact_merged(merged_into: object) -> Conflict:
+    """409 ``contact_merged`` naming the survivor, for a contact merged into another (``merged_into``: its id)."""
+    return Conflict(
+        f"This contact was merged into {merged_into}; use that id.",
+        code="contact_merged",
+        extra={"merged_into": str(merged_into)},
+    )
+
+
 class UnsupportedMediaType(AppError):
     """The body's content type is not one the endpoint reads (415)."""
 

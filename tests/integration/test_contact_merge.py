@@ -577,3 +577,39 @@ async def test_erasing_the_survivor_forgets_what_names_the_duplicate(client, ten
         bodies = (await session.execute(text("SELECT body FROM idempotency_keys"))).scalars().all()
     assert not [b for b in bodies if b and duplicate_id.encode() in b]
     assert not [b for b in bodies if b and b"hauptstr" in b.lower()]
+
+
+async def test_eligibility_for_the_duplicates_id_answers_that_it_was_merged(client, tenant, ledger):
+    """Newcomer review of 2026-12-05: eligibility answered the duplicate's id with no_contact_point, so a CRM still
+    using it was never told of the merge; the single check answers 409 as every other route, the batch per entry."""
+    key = await tenant.key(Scope.CONSENTS_WRITE)
+    reader = await tenant.key(Scope.ELIGIBILITY_READ)
+    news = await ledger.purpose("newsletter")
+    survivor = await ledger.point("email", "keep@example.com", external_id="crm-keep")
+    duplicate = await ledger.point("email", "dup@example.com", external_id="crm-dup")
+    await ledger.apply(duplicate, news.id, "signup", "confirm")
+    assert (await merge(client, key, survivor.contact_id, "crm-dup")).status_code == 200
+
+    for ref in (str(duplicate.contact_id),):
+        for via in ({}, {"via": "route"}):
+            answer = await client.get(
+                "/v1/eligibility",
+                params={"contact": ref, "channel": "email", "purpose": "newsletter", **via},
+                headers=reader,
+            )
+            assert answer.status_code == 409, (via, answer.text)
+            assert answer.json()["code"] == "contact_merged"
+            assert answer.json()["merged_into"] == str(survivor.contact_id)
+    batch = await client.post(
+        "/v1/eligibility/batch",
+        json={"contacts": [str(duplicate.contact_id), "crm-keep"], "channels": ["email"], "purpose": "newsletter"},
+        headers=reader,
+    )
+    assert batch.status_code == 200
+    first, second = batch.json()["decisions"]
+    assert (first["reason"], first["merged_into"], first["eligible"]) == (
+        "contact_merged",
+        str(survivor.contact_id),
+        False,
+    )
+    assert (second["reason"], second["eligible"]) == ("opted_in", True), "the survivor holds the consent now"
