@@ -285,7 +285,7 @@ class _Deletion:
             await repository.make_tombstone(session, ws)
             tombstone = await repository.lock_workspace(session, ws)
             assert tombstone is not None
-            return await _tombstone_report(session, tombstone)
+            return await _tombstone_report(session, tombstone, forced=self.force)
         assert self.workspace is not None
         await repository.delete_workspace_row(session, ws)
         exported_at = self.workspace.exported_at
@@ -329,15 +329,15 @@ def _check_export(workspace: Workspace, head: int | None) -> None:
         )
 
 
-async def _tombstone_report(session: AsyncSession, workspace: Workspace) -> dict[str, Any]:
+async def _tombstone_report(session: AsyncSession, workspace: Workspace, *, forced: bool = False) -> dict[str, Any]:
     assert workspace.deleted_at is not None
     kept = {table: await repository.count_rows(session, table, workspace.id) for table in ("suppressions", "purposes")}
     return {
         "workspace_id": str(workspace.id),
         "state": "tombstone",
         "deleted_at": workspace.deleted_at.isoformat(),
-        "exported_at": None,
-        "forced": False,
+        "exported_at": workspace.exported_at.isoformat() if workspace.exported_at else None,
+        "forced": forced,
         "deleted": {},
         "kept": kept,
     }

@@ -282,12 +282,11 @@ async def count_message_events(session: AsyncSession, workspace_id: uuid.UUID) -
 
 
 async def make_tombstone(session: AsyncSession, workspace_id: uuid.UUID) -> None:
-    """Clear everything of the workspace row but its id, name, creation and deletion times."""
-    await session.execute(
-        update(Workspace)
-        .where(Workspace.id == workspace_id)
-        .values(settings={}, mail_domains=None, exported_at=None, exported_seq=None)
-    )
+    """Clear everything of the workspace row but its id, name, creation, deletion and last export times.
+
+    The export's time stays: the deletion's record names it (newcomer review 2026-12-05: it read null).
+    """
+    await session.execute(update(Workspace).where(Workspace.id == workspace_id).values(settings={}, mail_domains=None))
 
 
 async def delete_workspace_row(session: AsyncSession, workspace_id: uuid.UUID) -> None:

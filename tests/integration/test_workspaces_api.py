@@ -573,3 +573,20 @@ async def test_a_key_of_a_workspace_being_deleted_stops_at_once(client, tenant, 
     await session.commit()
     response = await client.get("/v1/purposes", headers=key)
     assert response.status_code == 401
+
+
+async def test_the_deletion_names_the_export_taken_before_with_suppressions_kept_and_after(
+    client, operator, tenant, ledger
+):
+    """Newcomer review of 2026-12-05: a tombstone forgot the export, so both answers and the lasting record said
+    exported_at null."""
+    await ledger.point("email", "jane@example.com", external_id="jane")
+    assert (await client.post(f"/v1/workspaces/{tenant.id}/export", headers=operator)).status_code == 200
+    kept = await client.delete(f"/v1/workspaces/{tenant.id}?keep_suppressions=true", headers=operator)
+    assert kept.status_code == 200, kept.text
+    assert (kept.json()["state"], kept.json()["forced"]) == ("tombstone", False)
+    assert kept.json()["exported_at"] is not None
+    gone = await client.delete(f"/v1/workspaces/{tenant.id}", headers=operator)
+    assert gone.status_code == 200, gone.text
+    assert gone.json()["state"] == "deleted"
+    assert gone.json()["exported_at"] == kept.json()["exported_at"]
