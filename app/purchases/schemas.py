@@ -34,7 +34,12 @@ class PurchaseIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         msgspec.Meta(min_length=1, max_length=200, description="Your order number; unique per workspace."),
         SINGLE_LINE,
     ]
-    purchased_at: Annotated[datetime, msgspec.Meta(tz=True, description="When the sale was made (with time zone).")]
+    purchased_at: (
+        Annotated[datetime, msgspec.Meta(tz=True, description="When the sale was made (with time zone).")] | None
+    ) = None
+    occurred_at: (
+        Annotated[datetime, msgspec.Meta(tz=True, description="`purchased_at` under the name API.md gives it.")] | None
+    ) = None
     category: Category
     email: Annotated[
         str,
@@ -50,6 +55,20 @@ class PurchaseIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         | None
     ) = None
     evidence: Evidence = msgspec.field(default_factory=Evidence)
+
+    def __post_init__(self) -> None:
+        """One time of sale: ``purchased_at``, or ``occurred_at`` (the contract's name), or both the same."""
+        if self.purchased_at is None and self.occurred_at is None:
+            raise ValueError("Object missing required field `purchased_at` (or `occurred_at`)")
+        if self.purchased_at is not None and self.occurred_at is not None and self.purchased_at != self.occurred_at:
+            raise ValueError("`purchased_at` and `occurred_at` name the same time; they differ")
+
+    @property
+    def sold_at(self) -> datetime:
+        """When the sale was made."""
+        at = self.purchased_at or self.occurred_at
+        assert at is not None  # __post_init__
+        return at
 
 
 class PurchaseOut(msgspec.Struct, kw_only=True):

@@ -55,7 +55,7 @@ async def record_purchase(
             "advertising at any time at no cost beyond the basic transmission rate.",
             code="objection_notice_required",
         )
-    if in_utc(data.purchased_at, "purchased_at") > utcnow() + CLOCK_SKEW:
+    if in_utc(data.sold_at, "purchased_at") > utcnow() + CLOCK_SKEW:
         raise InvalidInput("'purchased_at' lies in the future.", code="purchased_at_in_future")
     try:
         address = normalise_email(data.email)
@@ -70,14 +70,14 @@ async def record_purchase(
         **data.evidence.as_dict(),
         "reference": data.reference,
         "category": data.category,
-        "purchased_at": data.purchased_at.isoformat(),
+        "purchased_at": data.sold_at.isoformat(),
         "objection_notice_shown": True,
         **({"objection_notice_version": data.objection_notice_version} if data.objection_notice_version else {}),
     }
     [event_id] = await record_notes(
         session,
         workspace_id,
-        [Note(point, Trigger.PURCHASE, evidence, legal_basis=LegalBasis.UWG_7_3, occurred_at=data.purchased_at)],
+        [Note(point, Trigger.PURCHASE, evidence, legal_basis=LegalBasis.UWG_7_3, occurred_at=data.sold_at)],
         actor,
     )
     purchase = await repository.insert_purchase(
@@ -85,7 +85,7 @@ async def record_purchase(
         workspace_id,
         contact_point_id=point.id,
         reference=data.reference,
-        purchased_at=data.purchased_at,
+        purchased_at=data.sold_at,
         category=data.category,
         objection_notice_version=data.objection_notice_version,
         event_id=event_id,
@@ -126,7 +126,7 @@ async def _replayed(
         point is not None
         and point.contact_id == contact_id
         and point.value == address
-        and existing.purchased_at == data.purchased_at
+        and existing.purchased_at == data.sold_at
         and existing.category == data.category
         and existing.objection_notice_version == data.objection_notice_version
     )

@@ -192,6 +192,9 @@ async def test_without_the_objection_notice_at_collection_nothing_is_recorded(cl
     [
         ({"purchased_at": "2026-11-20T10:15:00"}, 422),  # no time zone
         ({"purchased_at": "2999-01-01T00:00:00Z"}, 422),
+        ({"purchased_at": None}, 422),  # no time of sale at all
+        ({"occurred_at": "2026-11-21T10:15:00+01:00"}, 422),  # two different times
+        ({"purchased_at": None, "occurred_at": "2999-01-01T00:00:00Z"}, 422),
         ({"category": "Coffee Beans"}, 422),
         ({"email": "not an address"}, 422),
         ({"reference": ""}, 422),
@@ -626,3 +629,12 @@ async def test_a_purchase_time_outside_the_calendar_is_422_not_a_500(client, sho
     answer = await buy(client, shop, purchased_at="0001-01-01T00:00:00+14:00")
     assert answer.status_code == 422, answer.text
     assert answer.json()["code"] == "invalid_datetime"
+
+
+async def test_a_purchase_may_name_its_time_occurred_at_as_the_contract_does(client, shop, session):
+    """API.md names the time of sale `occurred_at`; `purchased_at` is the service's own name: either is taken."""
+    answer = await buy(client, shop, purchased_at=None, occurred_at="2026-11-20T10:15:00+01:00")
+    assert answer.status_code == 201, answer.text
+    stored = await session.scalar(select(Purchase.purchased_at))
+    assert stored == datetime.fromisoformat("2026-11-20T10:15:00+01:00")
+    assert (await eligibility(client, shop))["reason"] == "existing_customer"
