@@ -636,7 +636,11 @@ def _count_rollups(workspace_id: uuid.UUID | None, *, rebuild: bool) -> list[tup
                 started = time.perf_counter()
                 async with database.sessionmaker() as session, session.begin():
                     counted = await (service.rebuild if rebuild else service.catch_up)(session, ws)
-                done.append((ws, counted, time.perf_counter() - started))
+                seconds = time.perf_counter() - started
+                if rebuild:  # today's standing snapshot at once (earlier days' cannot be taken again)
+                    async with database.sessionmaker() as session, session.begin():
+                        await service.take_standing(session, ws)
+                done.append((ws, counted, seconds))
             return done
 
     return _run(action)
@@ -660,7 +664,10 @@ def _echo_counted(results: list[tuple[uuid.UUID, Any, float]], *, as_json: bool)
 @click.option("--workspace", "workspace_id", type=click.UUID, help="One workspace (default: every workspace).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def reports_rebuild(workspace_id: uuid.UUID | None, as_json: bool) -> None:  # noqa: FBT001
-    """Delete the rollups and recount them from the ledger and the message history (same numbers as kept)."""
+    """Delete the rollups and recount them from the ledger and the message history (same numbers as kept).
+
+    Also takes today's snapshot of eligible addresses and suppressions at once.
+    """
     _echo_counted(_count_rollups(workspace_id, rebuild=True), as_json=as_json)
 
 

@@ -172,7 +172,7 @@ async def _check_time_zones(database: Database) -> None:
 async def _standing_round(database: Database) -> None:
     """The reports' standing snapshots (eligible addresses, suppressions) that are due: one transaction each.
 
-    Hourly per workspace; several processes share them (an advisory lock per workspace).
+    Every ``STANDING_INTERVAL`` per workspace; several processes share them (an advisory lock per workspace).
     """
     try:
         async with database.sessionmaker() as session:

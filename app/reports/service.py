@@ -144,8 +144,9 @@ async def rebuild(session: AsyncSession, workspace_id: uuid.UUID) -> Counted:
     return await catch_up(session, workspace_id)
 
 
-#: How often the standing snapshot of a workspace is taken again (the day keeps its last one).
-STANDING_INTERVAL = timedelta(hours=1)
+#: How often the standing snapshot of a workspace is taken again (the day keeps its last one): the audience
+#: count of each purpose, about 1-3 s per purpose at a million contacts.
+STANDING_INTERVAL = timedelta(minutes=15)
 
 
 async def take_standing(session: AsyncSession, workspace_id: uuid.UUID, now: datetime | None = None) -> int:

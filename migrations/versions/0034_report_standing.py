@@ -2,7 +2,7 @@
 
 The send gate's eligible total depends on reachability and suppressions, which no ledger event dates, so it
 cannot be replayed from the ledger: the service counts it (the audience export's count) and the suppressions in
-force once an hour per workspace and keeps each UTC day's last count. Nothing here names a person.
+force every few minutes per workspace and keeps each UTC day's last count. Nothing here names a person.
 
 Revision ID: 0034
 Revises: 0032

@@ -221,7 +221,7 @@ async def test_the_overview_shows_the_eligible_audience_of_the_last_snapshot(cli
     await sign_in(client, reader)
 
     def eligible_row(page: str) -> list[str]:
-        row = re.search(r"<tr><th scope=\"row\">Eligible now[^<]*</th>(.*?)</tr>", page)
+        row = re.search(r"<tr><th scope=\"row\">Eligible \([^<]*</th>(.*?)</tr>", page)
         assert row is not None
         return re.findall(r"<td>([^<]*)</td>", row.group(1))
 

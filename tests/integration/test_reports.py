@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import text
 
 from app.domain.model import ActorType, SuppressionReason, Trigger
 from app.domain.transitions import TransitionNotAllowed
@@ -427,6 +428,15 @@ async def test_the_rebuild_and_catch_up_commands(pg_server):
         rebuilt = run("reports", "rebuild", "--json")
         assert rebuilt.returncode == 0, rebuilt.stderr
         assert json.loads(rebuilt.stdout.splitlines()[-1])["ledger_events"] == 2
+        # and today's standing snapshot at once (newcomer review: a first one taken before any data stood for the
+        # whole interval)
+        engine = create_async_engine(url)
+        async with engine.connect() as conn:
+            taken = await conn.scalar(
+                text("SELECT count(*) FROM report_standing_daily WHERE workspace_id = :w"), {"w": workspace_id}
+            )
+        await engine.dispose()
+        assert taken > 0
         unknown = run("reports", "rebuild", "--workspace", str(uuid.uuid4()))
         assert unknown.returncode == 1
         assert "No workspace" in unknown.stderr
@@ -542,17 +552,19 @@ async def test_eligible_totals_and_suppressions_per_day_come_from_the_days_last_
     assert all(row["metrics"]["eligible_total"] is None for row in theirs["series"])
 
 
-async def test_a_snapshot_is_taken_once_an_hour_and_again_on_a_new_day(tenant, ledger, database):
+async def test_a_snapshot_is_taken_again_after_its_interval_and_on_a_new_day(tenant, ledger, database):
     await ledger.purpose("newsletter")
     at = NOW.replace(hour=10)
+    every = service.STANDING_INTERVAL
     async with database.sessionmaker() as session, session.begin():
         assert tenant.id in await service.standing_due(session, now=at, limit=10_000)
         assert await service.take_standing_if_due(session, tenant.id, now=at)
-        assert not await service.take_standing_if_due(session, tenant.id, now=at + timedelta(minutes=59))
-        assert tenant.id not in await service.standing_due(session, now=at + timedelta(minutes=59), limit=10_000)
-        assert await service.take_standing_if_due(session, tenant.id, now=at + timedelta(hours=1))
+        almost = at + every - timedelta(seconds=1)
+        assert not await service.take_standing_if_due(session, tenant.id, now=almost)
+        assert tenant.id not in await service.standing_due(session, now=almost, limit=10_000)
+        assert await service.take_standing_if_due(session, tenant.id, now=at + every)
         assert await service.take_standing_if_due(session, tenant.id, now=at.replace(hour=23, minute=59))
-        # a new UTC day is due at once, even within the hour
+        # a new UTC day is due at once, even within the interval
         assert tenant.id in await service.standing_due(
             session, now=at.replace(hour=23, minute=59) + timedelta(minutes=2), limit=10_000
         )
