@@ -115,8 +115,8 @@ async def _lapse_loop(database: Database, settings: Settings) -> None:
     """Expire lapsed signups and forget old keys and deliveries each minute; prune outbox files each hour.
 
     Once a minute: signups whose link lapsed expire, old idempotency keys and ended webhook deliveries are
-    forgotten, consents past their end are recorded, the reports' standing snapshots that are due are taken; once
-    an hour, outbox and print batch files past their retention are deleted. Any process may run it.
+    forgotten, consents past their end are recorded; once an hour, outbox and print batch files past their
+    retention are deleted. Any process may run it.
     """
     files_pruned_at = 0.0
     while True:
@@ -147,6 +147,16 @@ async def _lapse_loop(database: Database, settings: Settings) -> None:
                     break
         except Exception:
             log.exception("lifecycle_sweep_failed")
+        await asyncio.sleep(_LAPSE_INTERVAL_SECONDS)
+
+
+async def _standing_loop(database: Database) -> None:
+    """The reports' standing snapshots, in a loop of their own.
+
+    Counting a large workspace's audiences takes seconds per purpose: it must not hold back the lapse sweep and
+    the consent lifecycle.
+    """
+    while True:
         await _standing_round(database)
         await asyncio.sleep(_LAPSE_INTERVAL_SECONDS)
 
@@ -192,6 +202,7 @@ async def _standing_round(database: Database) -> None:
 async def _background(app: Litestar, settings: Settings, database: Database) -> AsyncIterator[None]:
     """The lapse sweep and (unless switched off) a dispatcher, a webhook sender and a chain runner."""
     sweeper = asyncio.create_task(_lapse_loop(database, settings))
+    snapshots = asyncio.create_task(_standing_loop(database))
     stop = asyncio.Event()
     keys: Keys | None = app.state.derived_keys
     adapters = Adapters(settings, keys, app.state.mail_sender) if keys is not None else None
@@ -205,9 +216,10 @@ async def _background(app: Litestar, settings: Settings, database: Database) -> 
         yield
     finally:
         stop.set()
-        sweeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sweeper
+        for task in (sweeper, snapshots):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         for name, task in workers.items():
             # let the batch in flight finish and record its outcomes (a cancelled send would be repeated by the
             # next worker once its lease runs out); cancel only if it takes too long
