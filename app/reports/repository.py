@@ -54,24 +54,42 @@ def _two_digits(expression: str) -> str:
     return f"(CASE WHEN {v} < 100 THEN round({v}) ELSE round({v} / {scale}) * {scale} END)::bigint"
 
 
-def _consent_counts(table: str, unit: str) -> str:
-    """The statement adding ledger events with ``:lo < seq <= :hi`` to ``table``, per ``unit`` (hour or day)."""
-    column = "hour" if unit == "hour" else "day"
+_CONSENT_KEY = "channel, purpose_id, source, trigger, from_state, to_state, detail, campaign"
+
+
+def _rollup_both(grouped: str, key: str, hourly: str, daily: str) -> str:
+    """One statement adding ``grouped``'s rows to the hourly table and, summed per day, to the daily one.
+
+    ``grouped``: rows of an ``hour``, the ``key`` columns and ``n``. The ledger is read and grouped once for both
+    (it was read once per table before: issue 18's rebuild rate).
+    """
     return f"""
-        INSERT INTO {table}
-               (workspace_id, {column}, channel, purpose_id, source, trigger, from_state, to_state, detail, campaign,
-                n)
-        SELECT :ws, date_trunc('{unit}', e.occurred_at, 'UTC'), e.channel, e.purpose_id, {_SOURCE}, e.trigger,
-               e.from_state, e.to_state, {_DETAIL}, {_CAMPAIGN}, count(*)
-          FROM consent_events e
-         WHERE e.workspace_id = :ws AND e.seq > :lo AND e.seq <= :hi
-         GROUP BY 2, 3, 4, 5, 6, 7, 8, 9, 10
-        ON CONFLICT ON CONSTRAINT uq_{table}_key DO UPDATE SET n = {table}.n + excluded.n
+        WITH grouped AS ({grouped}),
+        hourly AS (
+            INSERT INTO {hourly} (workspace_id, hour, {key}, n)
+            SELECT :ws, hour, {key}, n FROM grouped
+            ON CONFLICT ON CONSTRAINT uq_{hourly}_key DO UPDATE SET n = {hourly}.n + excluded.n
+        )
+        INSERT INTO {daily} (workspace_id, day, {key}, n)
+        SELECT :ws, date_trunc('day', hour, 'UTC'), {key}, sum(n)::bigint FROM grouped
+         GROUP BY 2, {key}
+        ON CONFLICT ON CONSTRAINT uq_{daily}_key DO UPDATE SET n = {daily}.n + excluded.n
     """  # noqa: S608  # constant names; every input is a bind parameter
 
 
-_CONSENT_COUNTS = _consent_counts("report_consent_counts", "hour")
-_CONSENT_DAILY = _consent_counts("report_consent_daily", "day")
+#: The ledger events with ``:lo < seq <= :hi`` added to the hourly and the daily consent rollups.
+_CONSENT_COUNTS = _rollup_both(
+    f"""
+    SELECT date_trunc('hour', e.occurred_at, 'UTC') AS hour, e.channel, e.purpose_id, {_SOURCE} AS source,
+           e.trigger, e.from_state, e.to_state, {_DETAIL} AS detail, {_CAMPAIGN} AS campaign, count(*) AS n
+      FROM consent_events e
+     WHERE e.workspace_id = :ws AND e.seq > :lo AND e.seq <= :hi
+     GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9
+    """,  # noqa: S608  # constant names; every input is a bind parameter
+    _CONSENT_KEY,
+    "report_consent_counts",
+    "report_consent_daily",
+)
 
 _DOI_STARTED = """
     INSERT INTO report_doi (workspace_id, cohort_day, channel, purpose_id, confirm_s, n)
@@ -102,30 +120,26 @@ _DOI_CONFIRMED = f"""
 """  # noqa: S608
 
 
-def _from_ledger(table: str, unit: str) -> str:
-    """Message outcomes that arrive as ledger events, per ``unit`` into ``table`` (hourly or daily rollup).
-
-    ``complaint``: provider feedback (a spam complaint). ``opt_out``: an opt-out attributed to a message we sent
-    (its unsubscribe link, or a STOP after it), counted under the message's campaign: once per address, by the
-    event of the message's own purpose (a STOP also ends the other purposes and the channel as a whole).
-    """
-    column = "hour" if unit == "hour" else "day"
-    return f"""
-        INSERT INTO {table} (workspace_id, {column}, channel, provider, purpose_id, outcome, latency_ms, campaign, n)
-        SELECT :ws, date_trunc('{unit}', e.occurred_at, 'UTC'), e.channel, e.channel, e.purpose_id,
-               CASE WHEN e.trigger = 'complaint' THEN 'complaint' ELSE 'opt_out' END, NULL, {_CAMPAIGN}, count(*)
-          FROM consent_events e
-         WHERE e.workspace_id = :ws AND e.seq > :lo AND e.seq <= :hi
-           AND (e.trigger = 'complaint'
-                OR (e.purpose_id::text = e.personal -> 'evidence' ->> 'attributed_purpose_id'
-                    AND e.to_state = 'opted_out' AND e.from_state <> 'opted_out'))
-         GROUP BY 2, 3, 4, 5, 6, 8
-        ON CONFLICT ON CONSTRAINT uq_{table}_key DO UPDATE SET n = {table}.n + excluded.n
-    """  # noqa: S608  # constant names; every input is a bind parameter
-
-
-_FROM_LEDGER = _from_ledger("report_message_counts", "hour")
-_FROM_LEDGER_DAILY = _from_ledger("report_message_daily", "day")
+#: Message outcomes that arrive as ledger events, added to the hourly and the daily message rollups.
+#: ``complaint``: provider feedback (a spam complaint). ``opt_out``: an opt-out attributed to a message we sent (its
+#: unsubscribe link, or a STOP after it), counted under the message's campaign: once per address, by the event of
+#: the message's own purpose (a STOP also ends the other purposes and the channel as a whole).
+_FROM_LEDGER = _rollup_both(
+    f"""
+    SELECT date_trunc('hour', e.occurred_at, 'UTC') AS hour, e.channel, e.channel AS provider, e.purpose_id,
+           CASE WHEN e.trigger = 'complaint' THEN 'complaint' ELSE 'opt_out' END AS outcome,
+           NULL::bigint AS latency_ms, {_CAMPAIGN} AS campaign, count(*) AS n
+      FROM consent_events e
+     WHERE e.workspace_id = :ws AND e.seq > :lo AND e.seq <= :hi
+       AND (e.trigger = 'complaint'
+            OR (e.purpose_id::text = e.personal -> 'evidence' ->> 'attributed_purpose_id'
+                AND e.to_state = 'opted_out' AND e.from_state <> 'opted_out'))
+     GROUP BY 1, 2, 3, 4, 5, 6, 7
+    """,  # noqa: S608  # constant names; every input is a bind parameter
+    "channel, provider, purpose_id, outcome, latency_ms, campaign",
+    "report_message_counts",
+    "report_message_daily",
+)
 
 #: Consume up to :batch queued message events and count them. A failure reported by the provider after the send
 #: is a bounce; a retry is a transient failure; an open or click with a mail scanner's signs is the scanner's;
@@ -202,7 +216,7 @@ async def ledger_head(session: AsyncSession, workspace_id: uuid.UUID) -> int:
 async def count_ledger(session: AsyncSession, workspace_id: uuid.UUID, lo: int, hi: int) -> None:
     """Add the ledger events with ``lo < seq <= hi`` to the rollups and move the watermark to ``hi``."""
     params = {"ws": workspace_id, "lo": lo, "hi": hi}
-    for statement in (_CONSENT_COUNTS, _CONSENT_DAILY, _DOI_STARTED, _DOI_CONFIRMED, _FROM_LEDGER, _FROM_LEDGER_DAILY):
+    for statement in (_CONSENT_COUNTS, _DOI_STARTED, _DOI_CONFIRMED, _FROM_LEDGER):
         await session.execute(text(statement), params)
     await session.execute(
         text("UPDATE report_watermarks SET ledger_seq = :hi WHERE workspace_id = :ws"), {"ws": workspace_id, "hi": hi}
