@@ -162,11 +162,21 @@ async def _detach(
 ) -> None:
     """Move the addresses the former owner's contact held since before the date to one new contact (the new owner).
 
-    Held since: the earlier of the address's row and its first ledger event (an import dates its consent by
-    ``captured_at``: a number migrated from another system today was held since then, newcomer review 2026-12-05).
+    Held since, by the contact that holds the address now: its first ledger event on the address (an import dates
+    a consent by ``captured_at``: a number migrated from another system today was held since then, newcomer review
+    2026-12-05), else the later of the address's row and the contact's. Not the address's own first event: after
+    a detach, the new owner's contact holds a row (and events) of the former owner's, and a repeated report must
+    not move the number away from the new owner again (hostile review 2026-12-05).
     """
-    first = await repository.first_events(session, [point.id for point in points])
-    former = [point for point in points if min(point.created_at, first.get(point.id, point.created_at)) < reassigned_at]
+    first = await repository.first_events(session, points)
+    former = []
+    for point in points:
+        held_since = first.get(point.id)
+        if held_since is None:
+            contact = await repository.get_contact(session, point.contact_id)
+            held_since = max(point.created_at, contact.created_at)
+        if held_since < reassigned_at:
+            former.append(point)
     if not former:
         return
     owner = await repository.add_contact(session, workspace_id, None, None, None)

@@ -899,11 +899,23 @@ async def detach_points(session: AsyncSession, points: Sequence[ContactPoint], c
         await session.refresh(point)
 
 
-async def first_events(session: AsyncSession, point_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, datetime]:
-    """The earliest ledger event of each address (when it happened: an import's ``captured_at`` included)."""
+async def first_events(session: AsyncSession, points: Sequence[ContactPoint]) -> dict[uuid.UUID, datetime]:
+    """The earliest ledger event of each address under the contact that holds it now; none: left out.
+
+    When it happened: an import's ``captured_at`` included.
+    """
+    if not points:
+        return {}
     rows = await session.execute(
         select(ConsentEvent.contact_point_id, func.min(ConsentEvent.occurred_at))
-        .where(ConsentEvent.contact_point_id.in_(list(point_ids)))
+        .where(
+            or_(
+                *(
+                    (ConsentEvent.contact_point_id == point.id) & (ConsentEvent.contact_id == point.contact_id)
+                    for point in points
+                )
+            )
+        )
         .group_by(ConsentEvent.contact_point_id)
     )
     return {row[0]: row[1] for row in rows.all() if row[0] is not None}

@@ -575,3 +575,31 @@ async def test_a_number_migrated_from_another_system_leaves_the_former_owners_co
     )
     assert answer.json()["eligible"] is False, "no order text of theirs goes to the number's new owner"
     assert await holder(session, tenant, "sms") != former["id"]
+
+
+async def test_a_repeated_report_does_not_take_the_number_from_its_new_owner(client, tenant, holders, ledger, session):
+    """Hostile review of 2026-12-05: after a detach, the new owner's contact holds the former owner's old row; a
+    repeated report (a retry, a corrected date) moved it on to yet another contact, with the new owner's consents."""
+    await session.execute(
+        text("UPDATE contact_points SET created_at = now() - interval '60 days' WHERE workspace_id = :w"),
+        {"w": tenant.id},
+    )
+    await session.execute(
+        text("UPDATE contacts SET created_at = now() - interval '60 days' WHERE workspace_id = :w"), {"w": tenant.id}
+    )
+    when = utcnow() - timedelta(days=3)
+    assert (await report(client, tenant, "anna", PERSON, when)).status_code == 200
+    new_owner = await holder(session, tenant, "sms")
+    point = await session.scalar(
+        select(ContactPoint).where(
+            ContactPoint.workspace_id == tenant.id, ContactPoint.channel == "sms", ContactPoint.value == PERSON
+        )
+    )
+    await ledger.apply(point, holders["offers"].id, "signup", "start_word")  # the new owner's own consent
+    again = await report(client, tenant, "anna", PERSON, when)
+    assert again.status_code == 200, again.text
+    assert await holder(session, tenant, "sms") == new_owner
+    shown = (await client.get(f"/v1/contacts/{new_owner}", headers=await tenant.key(Scope.AUDIT_READ))).json()
+    assert [c["state"] for p in shown["contact_points"] for c in p["consents"] if c["purpose"] == "offers"] == [
+        "opted_in"
+    ]
