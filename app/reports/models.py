@@ -240,4 +240,6 @@ class ReportStandingDaily(_Counter, Base):
             name="uq_report_standing_daily_key",
             postgresql_nulls_not_distinct=True,
         ),
+        # the last snapshot of each workspace, every minute in every process (migration 0038)
+        Index("ix_report_standing_daily_workspace_id_taken_at", "workspace_id", "taken_at"),
     )

@@ -574,10 +574,18 @@ async def standing_due(
     return [row.id for row in rows]
 
 
+_STANDING_LOCK = "hashtext('report_standing'), hashtext(CAST(:ws AS uuid)::text)"
+
+
+async def lock_standing(session: AsyncSession, workspace_id: uuid.UUID) -> None:
+    """The workspace's snapshot lock, waited for (a rebuild's snapshot beside the served app's round)."""
+    await session.execute(text(f"SELECT pg_advisory_xact_lock({_STANDING_LOCK})"), {"ws": workspace_id})
+
+
 async def try_lock_standing(session: AsyncSession, workspace_id: uuid.UUID) -> bool:
     """One snapshot of a workspace at a time across processes (a transaction-level advisory lock, not waited for)."""
     locked: bool = await session.scalar(
-        text("SELECT pg_try_advisory_xact_lock(hashtext('report_standing'), hashtext(CAST(:ws AS uuid)::text))"),
+        text(f"SELECT pg_try_advisory_xact_lock({_STANDING_LOCK})"),
         {"ws": workspace_id},
     )
     return locked
@@ -594,11 +602,12 @@ async def standing_rows(
 ) -> Sequence[Row[Any]]:
     """Per bucket x group x metric: the total of the bucket's last snapshot day, and the sum of its days.
 
-    A bucket's standing total is that of the last day in it with a snapshot (``total``); ``added`` counts add up
-    over its days (``summed``).
+    A bucket's standing total is that of the workspace's last snapshot day in it (``total``; a group without a row
+    that day counts 0, not its value of an earlier day: hostile review 2026-12-05); ``added`` counts add up over
+    its days (``summed``).
     """
     dims = _dimensions(selection.group_by, ("channel", "purpose"))
-    plain = dims.replace("r.", "")
+    plain = dims.replace("r.", "d.")
     filters = " AND r.channel = ANY(:channels)" if selection.channels else ""
     if selection.purpose_ids:  # suppressions of every purpose (all, all_marketing) apply to the chosen ones too
         filters += " AND (r.purpose_id = ANY(:purposes) OR (r.purpose_id IS NULL AND r.metric <> 'eligible_total'))"
@@ -608,11 +617,16 @@ async def standing_rows(
               FROM report_standing_daily r
              WHERE r.workspace_id = :ws AND r.day >= :start AND r.day < :end{filters}
              GROUP BY 1, 2, 3{dims}
+        ), last AS (  -- each bucket's last snapshot day of the workspace, whatever the filters keep
+            SELECT date_trunc(:g, r.day, 'UTC') AS bucket, max(r.day) AS day
+              FROM report_standing_daily r
+             WHERE r.workspace_id = :ws AND r.day >= :start AND r.day < :end
+             GROUP BY 1
         )
-        SELECT DISTINCT ON (bucket, metric{plain}) bucket, metric{plain}, n AS total,
-               sum(n) OVER (PARTITION BY bucket, metric{plain})::bigint AS summed
-          FROM days
-         ORDER BY bucket, metric{plain}, day DESC
+        SELECT d.bucket, d.metric{plain}, coalesce(sum(d.n) FILTER (WHERE d.day = l.day), 0)::bigint AS total,
+               sum(d.n)::bigint AS summed
+          FROM days d JOIN last l ON l.bucket = d.bucket
+         GROUP BY d.bucket, d.metric{plain}
     """  # noqa: S608  # columns from a closed list; values are bind parameters
     params = _params(selection, ws=workspace_id, g=granularity, start=start, end=end)
     return (await session.execute(text(sql), params)).all()

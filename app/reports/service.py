@@ -158,6 +158,7 @@ async def take_standing(session: AsyncSession, workspace_id: uuid.UUID, now: dat
     """
     now = now or utcnow()
     day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    await repository.lock_standing(session, workspace_id)  # one snapshot of a workspace at a time (its own already)
     rows: list[tuple[str, str, uuid.UUID | None, int]] = []
     for purpose in await repository.standing_purposes(session, workspace_id):
         try:

@@ -568,3 +568,33 @@ async def test_a_snapshot_is_taken_again_after_its_interval_and_on_a_new_day(ten
         assert tenant.id in await service.standing_due(
             session, now=at.replace(hour=23, minute=59) + timedelta(minutes=2), limit=10_000
         )
+
+
+async def test_a_week_reads_the_workspaces_last_snapshot_day_and_a_group_gone_that_day_counts_zero(
+    client, tenant, ledger, database
+):
+    """Hostile review of 2026-12-05: a purpose-scoped suppression lifted mid-week kept its Monday figure in the
+    week's total grouped by purpose (the group's own last row was read, not the week's last day)."""
+    reader = await tenant.key(Scope.AUDIT_READ)
+    purpose = await ledger.purpose("newsletter")
+    today = NOW.replace(hour=0)
+    monday = today - timedelta(days=today.weekday() + 7)
+    tuesday = monday + timedelta(days=1)
+    insert = text(
+        "INSERT INTO report_standing_daily (workspace_id, day, metric, channel, purpose_id, n, taken_at)"
+        " VALUES (:w, :d, :m, 'email', :p, :n, :d)"
+    )
+    async with database.sessionmaker() as session, session.begin():
+        for day, scoped in ((monday, 5), (tuesday, None)):  # Tuesday: lifted, so no purpose-scoped row
+            for metric in ("suppressions_total", "suppressions_added"):
+                await session.execute(insert, {"w": tenant.id, "d": day, "m": metric, "p": None, "n": 0})
+                if scoped:
+                    await session.execute(insert, {"w": tenant.id, "d": day, "m": metric, "p": purpose.id, "n": 5})
+            await session.execute(insert, {"w": tenant.id, "d": day, "m": "eligible_total", "p": purpose.id, "n": 3})
+    window = {"from": monday.isoformat(), "to": (monday + timedelta(days=7)).isoformat()}
+    body = await report(client, reader, granularity="week", group_by="purpose", **window)
+    newsletter = [row["metrics"] for row in body["series"] if row["group"]["purpose"] == "newsletter"]
+    assert [(m["suppressions_total"], m["suppressions_added"], m["eligible_total"]) for m in newsletter] == [(0, 5, 3)]
+    by_channel = await report(client, reader, granularity="week", group_by="channel", **window)
+    email = [row["metrics"] for row in by_channel["series"] if row["group"]["channel"] == "email"]
+    assert [(m["suppressions_total"], m["eligible_total"]) for m in email] == [(0, 3)]
