@@ -20,6 +20,10 @@ def _known(values: type[enum.StrEnum]) -> CheckConstraint:
     return CheckConstraint(f"status IN ({', '.join(repr(v.value) for v in values)})", name="status_known")
 
 
+#: Whether a message event carries a mail scanner's signs (an open or click a security gateway made).
+SCANNED = "coalesce(detail ? 'scanner_signals', false)"
+
+
 class Message(UUIDPrimaryKey, CreatedAt, Base):
     """A request to reach a contact, with the routing decision made when it was accepted."""
 
@@ -101,13 +105,22 @@ class MessageEvent(UUIDPrimaryKey, Base):
     __table_args__ = (
         Index("ix_message_events_message_id_at", "message_id", "at"),
         _known(Step),
-        # an engagement signal is recorded once per message (a second click, a repeated report: nothing new)
+        # an engagement signal is recorded once per message (a second click, a repeated report: nothing new), a
+        # person's apart from a mail scanner's: a scanner fetches first and must not take the person's place
+        # (migration 0039)
         Index(
             "uq_message_events_signal",
             "message_id",
             "status",
             unique=True,
-            postgresql_where=text("status IN ('opened', 'clicked', 'converted')"),
+            postgresql_where=text(f"status IN ('opened', 'clicked', 'converted') AND NOT {SCANNED}"),
+        ),
+        Index(
+            "uq_message_events_scanner_signal",
+            "message_id",
+            "status",
+            unique=True,
+            postgresql_where=text(f"status IN ('opened', 'clicked', 'converted') AND {SCANNED}"),
         ),
     )
 

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.lib.ids import uuid7
 from app.lib.orm import utcnow
-from app.messages.models import Delivery, Message, MessageEvent, MessageToken
+from app.messages.models import SCANNED, Delivery, Message, MessageEvent, MessageToken
 from app.messages.status import SIGNAL_STEPS, DeliveryStatus, MessageStatus, Step
 
 #: The claim of due deliveries. Its inner SELECT must stay as it is: its WHERE clause implies the predicate of the
@@ -552,7 +552,10 @@ async def find_by_provider_id(
 
 
 #: The predicate of ``uq_message_events_signal``, as written in the index (literals: the planner matches it).
-_SIGNAL_INDEX_WHERE = text(f"status IN ({', '.join(repr(s.value) for s in SIGNAL_STEPS)})")
+_SIGNALS = f"status IN ({', '.join(repr(s.value) for s in SIGNAL_STEPS)})"
+#: The predicates of ``uq_message_events_signal`` (a person's) and ``uq_message_events_scanner_signal``.
+_SIGNAL_INDEX_WHERE = text(f"{_SIGNALS} AND NOT {SCANNED}")
+_SCANNER_SIGNAL_INDEX_WHERE = text(f"{_SIGNALS} AND {SCANNED}")
 
 
 async def add_signal(  # the event's own fields, in the table's order
@@ -565,7 +568,12 @@ async def add_signal(  # the event's own fields, in the table's order
     detail: dict[str, Any] | None,
     at: datetime,
 ) -> bool:
-    """Record an engagement signal unless the message already has it (``uq_message_events_signal``); True if new."""
+    """Record an engagement signal unless the message already has it; True if new.
+
+    Once per message for a person's signal and once for a mail scanner's (``detail.scanner_signals``): a scanner
+    that fetched first does not keep the person's later click from being recorded (hostile review 2026-12-05).
+    """
+    scanned = bool(detail and "scanner_signals" in detail)
     result = await session.execute(
         insert(MessageEvent)
         .values(
@@ -577,7 +585,10 @@ async def add_signal(  # the event's own fields, in the table's order
             detail=detail,
             at=at,
         )
-        .on_conflict_do_nothing(index_elements=["message_id", "status"], index_where=_SIGNAL_INDEX_WHERE)
+        .on_conflict_do_nothing(
+            index_elements=["message_id", "status"],
+            index_where=_SCANNER_SIGNAL_INDEX_WHERE if scanned else _SIGNAL_INDEX_WHERE,
+        )
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]  # CursorResult of an INSERT
 

@@ -444,3 +444,36 @@ async def test_whatsapp_read_and_a_conversion_are_what_the_next_step_asks(
     quiet = (await shown(client, world, quiet_run))["steps"][1]
     assert (quiet["status"], quiet["reason"]) == ("skipped", "condition_not_met")
     assert [t["outcome"] for t in quiet["detail"]["when"]] == ["unknown", "false"]
+
+
+async def test_a_persons_click_after_a_mail_scanners_is_recorded_and_counted_apart(
+    client, world, tenant, tracking, ledger, providers, dispatcher, session
+):
+    """Hostile review of 2026-12-05: one click per message let a security gateway's fetch (seconds after sending)
+    take the place of the person's later click, so reports and inactivity never saw the person engage."""
+    from datetime import UTC, datetime, timedelta  # noqa: PLC0415
+
+    from sqlalchemy import update  # noqa: PLC0415
+
+    await consent_to_tracking(ledger, world, tracking)
+    body = {"contact": "jane", "purpose": "newsletter", "route": ["email"], "content": NEWSLETTER}
+    message = (await client.post("/v1/messages", json=body, headers=world["key"])).json()
+    await dispatcher.run_once()
+    [token] = set(TRACKED_LINK.findall(bodies(providers["inbox"].messages[0])[0]))
+    assert (await client.get(f"/l/{token}", follow_redirects=False)).status_code == 302  # the gateway, at once
+    await session.execute(  # an hour later, the person
+        update(MessageToken)
+        .where(MessageToken.message_id == message["message_id"])
+        .values(created_at=datetime.now(UTC) - timedelta(hours=1))
+    )
+    await session.commit()
+    person = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"}
+    assert (await client.get(f"/l/{token}", follow_redirects=False, headers=person)).status_code == 302
+    assert (await client.get(f"/l/{token}", follow_redirects=False, headers=person)).status_code == 302  # again
+    clicks = [e for e in await history(client, world, message["message_id"]) if e["status"] == "clicked"]
+    assert sorted("scanner_signals" in (c["detail"] or {}) for c in clicks) == [False, True], "one of each"
+
+    reader = await tenant.key(Scope.AUDIT_READ)
+    report = (await client.get("/v1/reports/messages", params={"group_by": "channel"}, headers=reader)).json()
+    email = [r["metrics"] for r in report["series"] if r["group"]["channel"] == "email"]
+    assert (sum(m["clicked"] for m in email), sum(m["clicked_by_scanner"] for m in email)) == (1, 1)
