@@ -619,8 +619,7 @@ async def single_facts(
 
 
 _BATCH_CONTEXT = """
-SELECT w.settings::text AS settings, p.id AS purpose_id, p.key AS purpose_key, p.kind,
-       p.validity, p.inactivity, coalesce(w.settings->>'timezone', $3) AS tz
+SELECT w.settings::text AS settings, p.id AS purpose_id, p.key AS purpose_key, p.kind
   FROM workspaces w LEFT JOIN purposes p ON p.workspace_id = w.id AND p.key = $2
  WHERE w.id = $1
 """
@@ -698,7 +697,7 @@ _NO_SCOPES: frozenset[SuppressionScope] = frozenset()
 
 async def batch_context(driver: Any, workspace_id: uuid.UUID, purpose_key: str) -> Any:
     """The workspace's settings JSON and the purpose (id, key, kind; NULL when unknown) in one round trip."""
-    return await driver.fetchrow(_BATCH_CONTEXT, workspace_id, purpose_key, DEFAULT_TIMEZONE)
+    return await driver.fetchrow(_BATCH_CONTEXT, workspace_id, purpose_key)
 
 
 async def batch_facts(

@@ -33,20 +33,14 @@ async def single(
     """The decision for one contact, channel and purpose: one database round trip, then the gate."""
     async with database.driver() as driver:
         found = await repository.single_facts(driver, workspace_id, purpose_key, contact_ref, channel)
-    settings_json, purpose_id, kind, contact_id, facts = (
-        found.settings,
-        found.purpose_id,
-        found.kind,
-        found.contact_id,
-        found.facts,
-    )
+    purpose_id, kind, contact_id, facts = found.purpose_id, found.kind, found.contact_id, found.facts
     if purpose_id is None or kind is None:
         raise NotFound(f"No purpose with key '{purpose_key}'.", code="purpose_not_found")
     if contact_id is None:
         raise NotFound("No contact with this id or external id.", code="contact_not_found")
     if found.merged_into is not None:  # the duplicate of a merge: its id answers 409 naming the survivor
         raise contact_merged(found.merged_into)
-    settings = msgspec.json.decode(settings_json, type=WorkspaceSettings)
+    settings = msgspec.json.decode(found.settings, type=WorkspaceSettings)
     now = utcnow()
     window = window_of(settings, channel)
     decided = [
