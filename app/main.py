@@ -257,6 +257,9 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        # what use() gave the app (create_app's arguments, or those of a later use)
+        settings: Settings = app.state.settings
+        database: Database | None = app.state.injected_database
         app.state.head_revision = head_revision()
         if database is not None:
             app.state.database = database
@@ -288,7 +291,6 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
             if embedded is not None:
                 await embedded.stop()
 
-    metrics_registry = Metrics()
     v1 = Router(
         path="/v1",
         route_handlers=[
@@ -359,21 +361,6 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         },
         exception_handlers=exception_handlers(),
         before_request=refuse_nul,  # a NUL character is refused before any handler could try to store it
-        state=State(
-            {
-                "settings": settings,
-                "metrics": metrics_registry,
-                "key_cache": KeyCache(workspaces_repository.find_active_key),
-                "streams": StreamBudget(
-                    settings.streams.total,
-                    settings.streams.per_key,
-                    settings.streams.send_timeout,
-                    per_workspace=settings.streams.per_workspace,
-                ),
-                "mail_sender": mail_sender(settings),
-                "derived_keys": Keys(settings.secret_key) if settings.secret_key is not None else None,
-            }
-        ),
         openapi_config=OpenAPIConfig(
             title="Consent Service API",
             version=version("consent-service"),
@@ -384,12 +371,42 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
                 security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer", description="API key")}
             ),
         ),
-        on_startup=[lambda: configure_logging(settings)] if database is None else [],
         logging_config=None,  # logging is ours (structlog); Litestar's default would override it
         debug=False,
     )
     declare_common_responses(app)
-    # Outermost, around routing and exception handling: every request gets an id, a log line and metrics,
-    # 404s and 500s included.
-    app.asgi_handler = request_middleware_factory(metrics_registry)(eligibility_fast_path(app.asgi_handler))
+    use(app, settings, database)
     return app
+
+
+def use(app: Litestar, settings: Settings, database: Database | None = None) -> None:
+    """Give ``app``, made by :func:`create_app`, ``settings``, ``database`` and a fresh state.
+
+    Afterwards ``app`` is what ``create_app(settings, database=database)`` returns: only its routes, the costly
+    part to build (a fifth of a second), stay. create_app calls it once; the tests call it again to pass one app
+    from test to test (never while its lifespan runs).
+    """
+    metrics_registry = Metrics()
+    app.state = State(
+        {
+            "settings": settings,
+            "metrics": metrics_registry,
+            "key_cache": KeyCache(workspaces_repository.find_active_key),
+            "streams": StreamBudget(
+                settings.streams.total,
+                settings.streams.per_key,
+                settings.streams.send_timeout,
+                per_workspace=settings.streams.per_workspace,
+            ),
+            "mail_sender": mail_sender(settings),
+            "derived_keys": Keys(settings.secret_key) if settings.secret_key is not None else None,
+            "injected_database": database,  # the lifespan opens a database only without one
+        }
+    )
+    app.on_startup = [lambda: configure_logging(settings)] if database is None else []
+    # Outermost, around routing and exception handling: every request gets an id, a log line and metrics,
+    # 404s and 500s included. Around the handler Litestar's constructor made (so a second use replaces the
+    # first one's middleware instead of wrapping it).
+    app.asgi_handler = request_middleware_factory(metrics_registry)(
+        eligibility_fast_path(app._create_asgi_handler())  # noqa: SLF001
+    )
