@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import time
 from collections.abc import AsyncIterator
@@ -94,6 +95,16 @@ def _from_state(name: str) -> Provide:
         return state[name]
 
     return Provide(provide, sync_to_thread=False)
+
+
+@functools.cache
+def _head_revision() -> str | None:
+    """The newest migration in the code, read once a process.
+
+    Alembic parses every migration script for it (30 ms, which each test that starts an app would pay again), and
+    the scripts do not change under a running process.
+    """
+    return head_revision()
 
 
 def _provide_keys(state: State) -> Keys:
@@ -260,7 +271,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         # what use() gave the app (create_app's arguments, or those of a later use)
         settings: Settings = app.state.settings
         database: Database | None = app.state.injected_database
-        app.state.head_revision = head_revision()
+        app.state.head_revision = _head_revision()
         if database is not None:
             app.state.database = database
             yield
