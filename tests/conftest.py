@@ -37,11 +37,21 @@ from app.lib.auth import Scope
 from app.lib.db import Database, migrate
 from app.lib.embedded_pg import EmbeddedPostgres
 from app.lib.keys import Keys
+from app.lib.observability import console_renderer
 from app.main import create_app, use
 from app.settings import Settings
 from app.workspaces import service as workspace_service
 
 TEST_SECRET = b"t" * 32
+
+
+def pytest_configure() -> None:
+    """Log as structlog does unconfigured (the app under test leaves logging alone), but with the service's console
+    tracebacks: structlog's default renders them with rich, every frame's source highlighted and its local variables
+    shown, about 3 s for each exception a test has logged (those of the background rounds that must survive one)."""
+    processors = structlog.get_config()["processors"]
+    assert isinstance(processors[-1], structlog.dev.ConsoleRenderer), processors
+    structlog.configure(processors=[*processors[:-1], console_renderer()])
 
 
 class PgServer:
