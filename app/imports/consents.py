@@ -21,6 +21,7 @@ error, never the whole import's.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -33,7 +34,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.gate import is_suppressed
 from app.domain.identifiers import InvalidIdentifier, normalise_email, normalise_phone, valid_external_id
-from app.domain.model import WITHDRAWN_STATES, Channel, PurposeKind, State, SuppressionScope, Trigger
+from app.domain.model import (
+    WITHDRAWN_STATES,
+    Channel,
+    PurposeKind,
+    State,
+    SuppressionScope,
+    Trigger,
+    VerifiedVia,
+)
 from app.eligibility.repository import consent_ends, lifecycle_policy
 from app.imports.csvstream import (
     NUL_IN_LINE,
@@ -46,12 +55,12 @@ from app.imports.csvstream import (
 from app.imports.limits import BodyLimitReached, too_large
 from app.ledger import repository
 from app.ledger.actions import postal_details, print_value
-from app.ledger.models import Contact, ContactPoint
+from app.ledger.models import Contact
 from app.ledger.reassigned import PHONE_CHANNELS, check_date, reassign
 from app.ledger.schemas import ContactRef, Evidence, PostalAddressIn
-from app.ledger.service import Actor, Applied, Change, add_point, apply_changes
+from app.ledger.service import Actor, Applied, Change, PointRef, apply_changes, record_batch
 from app.lib.errors import InvalidInput
-from app.lib.ids import parse_uuid
+from app.lib.ids import opaque_id, parse_uuid
 from app.lib.inputs import json_has_nul
 from app.lib.keys import Keys
 from app.lib.orm import utcnow
@@ -62,7 +71,7 @@ from app.workspaces.service import settings_of
 from app.workspaces.settings import WorkspaceSettings, known_time_zone
 
 #: Lines per transaction.
-BATCH = 500
+BATCH = 2_000
 #: Problems listed in the report (all are counted).
 MAX_PROBLEMS = 1_000
 #: A consent captured later than this ahead of our clock is refused (clock skew allowance).
@@ -277,7 +286,11 @@ async def import_consents(
 async def _take(
     session: AsyncSession, context: _Context, batch: list[tuple[int, ImportLine | LineRejected]], report: ImportReport
 ) -> None:
-    """One batch in one transaction: lines checked, what they name looked up at once, then recorded."""
+    """One batch in one transaction, set-based.
+
+    Lines checked, what they name read with a query per kind, new contacts and addresses inserted with a statement
+    per kind, then everything recorded by :func:`record_batch` (one pass over the chain, a few statements).
+    """
     problems: list[RowProblem] = []
     reassigned = await _reassign_numbers(session, context, batch)
     async with session.begin():
@@ -291,21 +304,15 @@ async def _take(
                 problems.append(RowProblem(number, "rejected", refused.code, refused.message))
         prepared = reassigned.keep(prepared, problems)
         found = await _Found.of(session, context.workspace_id, prepared)
+        planned = _plan_lines(found, prepared, problems)
+        report.contacts_created += await found.create(session, context.workspace_id)
         changes: list[tuple[int, Change]] = []
-        for item in prepared:
-            if item.target is State.OPTED_IN and found.suppressed(item):
-                problems.append(RowProblem(item.number, "skipped", "suppressed", SUPPRESSED))
-                continue
+        for item in planned:
             try:
-                point, created = await found.point(session, context, item)
-            except LineRejected as refused:
+                changes.append((item.number, item.change(found.point(item))))
+            except LineRejected as refused:  # another writer took the address meanwhile
                 problems.append(RowProblem(item.number, "rejected", refused.code, refused.message))
-                continue
-            report.contacts_created += created
-            changes.append((item.number, item.change(point)))
-        applied = await apply_changes(
-            session, context.workspace_id, [c for _, c in changes], context.actor, skip_not_allowed=True
-        )
+        applied = await record_batch(session, context.workspace_id, [c for _, c in changes], context.actor)
         for (number, change), outcome in zip(changes, applied, strict=True):
             if outcome.event_id is not None:
                 report.recorded += 1
@@ -314,6 +321,22 @@ async def _take(
         report.expired += await _end_lapsed(session, context, [c for _, c in changes], applied)
     for each in sorted(problems, key=lambda p: p.line):  # in the order of the file
         report.add(each)
+
+
+def _plan_lines(found: _Found, prepared: Sequence[_PreparedLine], problems: list[RowProblem]) -> list[_PreparedLine]:
+    """The lines to record, their contacts and addresses planned in the order of the file; the others reported."""
+    planned: list[_PreparedLine] = []
+    for item in prepared:
+        if item.target is State.OPTED_IN and found.suppressed(item):
+            problems.append(RowProblem(item.number, "skipped", "suppressed", SUPPRESSED))
+            continue
+        try:
+            found.plan(item)
+        except LineRejected as refused:
+            problems.append(RowProblem(item.number, "rejected", refused.code, refused.message))
+            continue
+        planned.append(item)
+    return planned
 
 
 async def _end_lapsed(
@@ -400,7 +423,7 @@ class _PreparedLine:
     details: dict[str, Any] | None
     keys: tuple[bytes, ...]
 
-    def change(self, point: ContactPoint) -> Change:
+    def change(self, point: PointRef) -> Change:
         """The ledger change of this line for its address."""
         line = self.line
         evidence = {**line.evidence.as_dict(), "source": line.source, "collection_method": f"import:{line.source}"}
@@ -441,34 +464,50 @@ async def _prepare(session: AsyncSession, context: _Context, number: int, line: 
     return _PreparedLine(number, line, channel, target, purpose, notice, value, details, keys)
 
 
+@dataclass(frozen=True, slots=True)
+class _Point:
+    """An address as the ledger needs it (:class:`app.ledger.service.PointRef`)."""
+
+    id: uuid.UUID
+    contact_id: uuid.UUID
+    channel: str
+
+
 @dataclass(slots=True)
 class _Found:
-    """The contacts, addresses and suppressions a batch names, read with one query each."""
+    """The contacts, addresses and suppressions a batch names, read with one query each; what it adds, planned.
 
-    contacts: dict[str, Contact]
-    points: dict[tuple[str, str], ContactPoint]
+    :meth:`plan` decides, line by line in the order of the file, which contact and address each line records for
+    (creating none yet); :meth:`create` inserts the new ones with one statement per kind; :meth:`point` answers
+    each planned line's address.
+    """
+
+    contacts: dict[str, uuid.UUID]
+    """A line's ``contact`` (id or external id) → the contact's id (a merged duplicate's: its survivor's)."""
+    points: dict[tuple[str, str], tuple[uuid.UUID, uuid.UUID]]
+    """``(channel, value)`` → ``(address id, contact id)``, known or planned."""
     suppressions: set[tuple[bytes, SuppressionScope, uuid.UUID | None]]
+    new_contacts: dict[str, repository.NewContact] = field(default_factory=dict)
+    new_points: dict[tuple[str, str], repository.NewPoint] = field(default_factory=dict)
 
     @classmethod
     async def of(cls, session: AsyncSession, workspace_id: uuid.UUID, batch: Sequence[_PreparedLine]) -> _Found:
         """What ``batch`` names, as it stands now."""
         refs = {item.line.contact for item in batch}
-        contacts: dict[str, Contact] = {}
+        contacts: dict[str, uuid.UUID] = {}
         if refs:
             rows = await repository.contacts_by_refs(session, workspace_id, refs)
-            merged = {str(row.merged_into) for row in rows if row.merged_into is not None}
-            survivors = {c.id: c for c in await repository.contacts_by_refs(session, workspace_id, merged)}
 
-            def live(row: Contact) -> Contact:  # a merged duplicate's line goes to its survivor
-                return survivors[row.merged_into] if row.merged_into is not None else row
+            def live(row: Contact) -> uuid.UUID:  # a merged duplicate's line goes to its survivor
+                return row.merged_into if row.merged_into is not None else row.id
 
             contacts |= {row.external_id: live(row) for row in rows if row.external_id in refs}
             contacts |= {str(row.id): live(row) for row in rows if str(row.id) in refs}  # an id match wins
         values = {item.value for item in batch}
-        points: dict[tuple[str, str], ContactPoint] = {}
+        points: dict[tuple[str, str], tuple[uuid.UUID, uuid.UUID]] = {}
         if values:
             found = await repository.contact_points_with_values(session, workspace_id, values)
-            points = {(row.channel, row.value): row for row in found}
+            points = {(row.channel, row.value): (row.id, row.contact_id) for row in found}
         keys = {key for item in batch if item.target is State.OPTED_IN for key in item.keys}
         suppressions: set[tuple[bytes, SuppressionScope, uuid.UUID | None]] = set()
         if keys:
@@ -486,20 +525,19 @@ class _Found:
         }
         return is_suppressed(scopes, PurposeKind.MARKETING)  # an imported opt-in is for a marketing purpose
 
-    async def point(self, session: AsyncSession, context: _Context, item: _PreparedLine) -> tuple[ContactPoint, int]:
-        """The line's address, created (with the contact, for an unknown external id) where new.
+    def plan(self, item: _PreparedLine) -> None:
+        """Decide the line's contact and address, planning them where new; nothing is written.
 
-        Nothing is created for a line that is refused; what is created is remembered for the rest of the batch.
+        A line that is refused plans nothing; what is planned holds for the rest of the batch, as if written.
         """
         line = item.line
-        contact = self.contacts.get(line.contact)
-        point = self.points.get((item.channel.value, item.value))
-        if point is not None:
-            if contact is None or point.contact_id != contact.id:
+        contact_id = self.contacts.get(line.contact)
+        held = self.points.get((item.channel.value, item.value))
+        if held is not None:
+            if contact_id is None or held[1] != contact_id:
                 raise LineRejected("address_of_another_contact", "This address belongs to another contact.")
-            return point, 0
-        created = 0
-        if contact is None:
+            return
+        if contact_id is None:
             if parse_uuid(line.contact) is not None:
                 raise LineRejected("contact_not_found", "No contact with this id (an unknown external id is created).")
             if not valid_external_id(line.contact):
@@ -508,22 +546,42 @@ class _Found:
                     "An external id has no '/' or control characters and is not '.' or '..' (it names the contact "
                     "in URLs).",
                 )
-            contact = await repository.add_contact(
-                session, context.workspace_id, line.contact, line.locale, line.timezone
-            )
-            self.contacts[line.contact] = contact
-            created = 1
-        point = await add_point(
-            session,
-            context.keys,
-            context.workspace_id,
-            contact_id=contact.id,
-            channel=item.channel,
-            value=item.value,
-            details=item.details,
+            contact = repository.NewContact(opaque_id(), line.contact, line.locale, line.timezone)
+            self.new_contacts[line.contact] = contact
+            self.contacts[line.contact] = contact_id = contact.id
+        point = repository.NewPoint(
+            opaque_id(),
+            contact_id,
+            item.channel.value,
+            item.value,
+            msgspec.json.encode(item.details or {}).decode(),
+            list(item.keys),
         )
-        self.points[item.channel.value, item.value] = point
-        return point, created
+        self.new_points[point.channel, point.value] = point
+        self.points[point.channel, point.value] = (point.id, contact_id)
+
+    async def create(self, session: AsyncSession, workspace_id: uuid.UUID) -> int:
+        """Insert the planned contacts and addresses (one statement each); answers how many contacts were new.
+
+        Another writer may have added the same external id or address meanwhile: theirs is taken (a planned
+        address of a contact someone else created goes to that contact), and :meth:`point` compares owners.
+        """
+        ids = await repository.insert_contacts(session, workspace_id, list(self.new_contacts.values()))
+        moved = {c.id: ids[c.external_id] for c in self.new_contacts.values() if ids[c.external_id] != c.id}
+        for ref, contact_id in self.contacts.items():
+            self.contacts[ref] = moved.get(contact_id, contact_id)
+        points = [
+            dataclasses.replace(p, contact_id=moved.get(p.contact_id, p.contact_id)) for p in self.new_points.values()
+        ]
+        self.points |= await repository.insert_points(session, workspace_id, points, verified=VerifiedVia.API)
+        return len(self.new_contacts) - len(moved)
+
+    def point(self, item: _PreparedLine) -> _Point:
+        """The planned line's address, as written."""
+        point_id, contact_id = self.points[item.channel.value, item.value]
+        if contact_id != self.contacts[item.line.contact]:
+            raise LineRejected("address_of_another_contact", "This address belongs to another contact.")
+        return _Point(point_id, contact_id, item.channel.value)
 
 
 async def _purpose(

@@ -929,3 +929,295 @@ async def held_before(session: AsyncSession, contact_id: uuid.UUID, point_ids: S
         .limit(1)
     )
     return found is not None
+
+
+# --- set-based writes of a large batch (the consent import): a few statements per batch, no ORM objects ---
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentRow:
+    """A locked consent row as :func:`lock_consent_rows` reads it: what planning and chaining need."""
+
+    id: uuid.UUID
+    state: str
+    since: datetime | None
+    notice_id: uuid.UUID | None
+    version: int
+
+
+async def lock_consent_rows(
+    session: AsyncSession, workspace_id: uuid.UUID, wanted: Sequence[ConsentKey]
+) -> dict[tuple[uuid.UUID, uuid.UUID | None], ConsentRow]:
+    """:func:`lock_consents` for a large batch: one statement, rows as tuples (no ORM objects to build).
+
+    The rows are taken in the order given (``WITH ORDINALITY`` … ``ORDER BY``): callers pass them sorted as
+    :func:`lock_consents` asks, so concurrent writers lock in one order. Loaded ORM objects of these rows are not
+    refreshed: only for sessions that hold none (the import's batches).
+    """
+    if not wanted:
+        return {}
+    rows = await session.execute(
+        text(
+            """
+            INSERT INTO consents (id, workspace_id, contact_id, contact_point_id, purpose_id, channel)
+            SELECT u.id, :workspace_id, u.contact_id, u.contact_point_id, u.purpose_id, u.channel
+              FROM unnest(CAST(:ids AS uuid[]), CAST(:contact_ids AS uuid[]), CAST(:point_ids AS uuid[]),
+                          CAST(:purpose_ids AS uuid[]), CAST(:channels AS text[]))
+                   WITH ORDINALITY AS u(id, contact_id, contact_point_id, purpose_id, channel, n)
+             ORDER BY u.n
+            ON CONFLICT ON CONSTRAINT uq_consents_contact_point_id_purpose_id
+            DO UPDATE SET version = consents.version
+            RETURNING id, contact_point_id, purpose_id, state, since, notice_id, version
+            """
+        ),
+        {
+            "workspace_id": workspace_id,
+            "ids": [uuid7() for _ in wanted],
+            "contact_ids": [key.contact_id for key in wanted],
+            "point_ids": [key.contact_point_id for key in wanted],
+            "purpose_ids": [key.purpose_id for key in wanted],
+            "channels": [key.channel for key in wanted],
+        },
+    )
+    return {
+        (row.contact_point_id, row.purpose_id): ConsentRow(row.id, row.state, row.since, row.notice_id, row.version)
+        for row in rows
+    }
+
+
+#: The columns of an event row, in the order :func:`insert_events` takes them.
+EVENT_COLUMNS = (
+    "id",
+    "seq",
+    "contact_id",
+    "contact_point_id",
+    "purpose_id",
+    "channel",
+    "trigger",
+    "from_state",
+    "to_state",
+    "legal_basis",
+    "notice_id",
+    "personal",
+    "personal_digest",
+    "occurred_at",
+    "prev_hash",
+    "hash",
+)
+_EVENT_TYPES = (
+    "uuid",
+    "bigint",
+    "uuid",
+    "uuid",
+    "uuid",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "uuid",
+    "text",
+    "bytea",
+    "timestamptz",
+    "bytea",
+    "bytea",
+)
+
+
+async def insert_events(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    events: Sequence[Mapping[str, Any]],
+    *,
+    actor_type: str,
+    actor_id: str | None,
+    recorded_at: datetime,
+) -> None:
+    """:func:`append_events` for a large batch of one actor: one ``INSERT … SELECT FROM unnest`` and the head.
+
+    ``personal`` comes as JSON text (the database stores it as ``jsonb``); the chain head moves to the last event.
+    """
+    arrays = ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in zip(EVENT_COLUMNS, _EVENT_TYPES, strict=True))
+    columns = ", ".join(EVENT_COLUMNS)
+    selected = ", ".join(f"u.{name}::jsonb" if name == "personal" else f"u.{name}" for name in EVENT_COLUMNS)
+    await session.execute(
+        text(
+            f"INSERT INTO consent_events ({columns}, workspace_id, actor_type, actor_id, recorded_at) "  # noqa: S608  # names of ours
+            f"SELECT {selected}, :workspace_id, :actor_type, :actor_id, :recorded_at "
+            f"FROM unnest({arrays}) AS u({columns})"
+        ),
+        {
+            **{name: [event[name] for event in events] for name in EVENT_COLUMNS},
+            "workspace_id": workspace_id,
+            "actor_type": actor_type,
+            "actor_id": actor_id,
+            "recorded_at": recorded_at,
+        },
+    )
+    last = events[-1]
+    await session.execute(
+        text("UPDATE ledger_heads SET last_seq = :seq, last_hash = :hash WHERE workspace_id = :workspace_id"),
+        {"seq": last["seq"], "hash": last["hash"], "workspace_id": workspace_id},
+    )
+
+
+async def update_projections(session: AsyncSession, workspace_id: uuid.UUID, rows: Sequence[Mapping[str, Any]]) -> None:
+    """:func:`update_consents` for a large batch: one ``UPDATE … FROM unnest``."""
+    if not rows:
+        return
+    await session.execute(
+        text(
+            """
+            UPDATE consents c
+               SET state = u.state, legal_basis = u.legal_basis, notice_id = u.notice_id, since = u.since,
+                   last_event_id = u.last_event_id, version = u.version
+              FROM unnest(CAST(:ids AS uuid[]), CAST(:states AS text[]), CAST(:bases AS text[]),
+                          CAST(:notices AS uuid[]), CAST(:sinces AS timestamptz[]), CAST(:events AS uuid[]),
+                          CAST(:versions AS int[]))
+                   AS u(id, state, legal_basis, notice_id, since, last_event_id, version)
+             WHERE c.id = u.id AND c.workspace_id = :workspace_id
+            """
+        ),
+        {
+            "workspace_id": workspace_id,
+            "ids": [row["id"] for row in rows],
+            "states": [row["state"] for row in rows],
+            "bases": [row["legal_basis"] for row in rows],
+            "notices": [row["notice_id"] for row in rows],
+            "sinces": [row["since"] for row in rows],
+            "events": [row["last_event_id"] for row in rows],
+            "versions": [row["version"] for row in rows],
+        },
+    )
+
+
+async def mark_verified_many(
+    session: AsyncSession, point_ids: Collection[uuid.UUID], via: VerifiedVia, at: datetime
+) -> None:
+    """:func:`mark_verified` for many addresses proved the same way: one statement."""
+    if not point_ids:
+        return
+    attached = "" if via is VerifiedVia.API else " AND NOT attached_by_form"
+    await session.execute(
+        text(
+            "UPDATE contact_points SET verified_at = :at, verified_via = :via "  # noqa: S608  # a fixed condition
+            f"WHERE id = ANY(:ids) AND verified_at IS NULL{attached}"
+        ),
+        {"at": at, "via": via.value, "ids": list(point_ids)},
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class NewContact:
+    """A contact a batch creates: its id (made by the caller), external id, locale and time zone."""
+
+    id: uuid.UUID
+    external_id: str
+    locale: str | None
+    timezone: str | None
+
+
+async def insert_contacts(
+    session: AsyncSession, workspace_id: uuid.UUID, contacts: Sequence[NewContact]
+) -> dict[str, uuid.UUID]:
+    """Insert contacts by external id in one statement; answers each external id's contact id.
+
+    A contact created meanwhile by another writer under the same external id is not inserted twice: its row is
+    read instead (and a merged duplicate's survivor answered, as :func:`add_contact` does).
+    """
+    if not contacts:
+        return {}
+    inserted = await session.execute(
+        text(
+            """
+            INSERT INTO contacts (id, workspace_id, external_id, locale, timezone)
+            SELECT u.id, :workspace_id, u.external_id, u.locale, u.timezone
+              FROM unnest(CAST(:ids AS uuid[]), CAST(:external_ids AS text[]), CAST(:locales AS text[]),
+                          CAST(:timezones AS text[])) AS u(id, external_id, locale, timezone)
+            ON CONFLICT (workspace_id, external_id) DO NOTHING
+            RETURNING id, external_id
+            """
+        ),
+        {
+            "workspace_id": workspace_id,
+            "ids": [c.id for c in contacts],
+            "external_ids": [c.external_id for c in contacts],
+            "locales": [c.locale for c in contacts],
+            "timezones": [c.timezone for c in contacts],
+        },
+    )
+    found = {row.external_id: row.id for row in inserted}
+    missing = [c.external_id for c in contacts if c.external_id not in found]
+    if missing:
+        rows = await session.execute(
+            text(
+                "SELECT external_id, coalesce(merged_into, id) AS id FROM contacts "
+                "WHERE workspace_id = :workspace_id AND external_id = ANY(:external_ids)"
+            ),
+            {"workspace_id": workspace_id, "external_ids": missing},
+        )
+        found |= {row.external_id: row.id for row in rows}
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class NewPoint:
+    """An address a batch creates; also what the ledger needs of any address (id, contact, channel)."""
+
+    id: uuid.UUID
+    contact_id: uuid.UUID
+    channel: str
+    value: str
+    details: str
+    """JSON text."""
+    suppression_keys: list[bytes]
+
+
+async def insert_points(
+    session: AsyncSession, workspace_id: uuid.UUID, points: Sequence[NewPoint], *, verified: VerifiedVia
+) -> dict[tuple[str, str], tuple[uuid.UUID, uuid.UUID]]:
+    """Insert addresses, verified by ``verified``, in one statement: ``(channel, value) → (id, contact id)``.
+
+    An address another writer added meanwhile is not inserted: its row is answered instead, which may belong to
+    another contact (the caller compares). The suppression keys go in as one ``bytea[]`` per address, sent as
+    arrays of hex text (a ragged array of arrays is no SQL array).
+    """
+    if not points:
+        return {}
+    inserted = await session.execute(
+        text(
+            """
+            INSERT INTO contact_points (id, workspace_id, contact_id, channel, value, details, suppression_keys,
+                                        verified_at, verified_via)
+            SELECT u.id, :workspace_id, u.contact_id, u.channel, u.value, u.details::jsonb,
+                   ARRAY(SELECT decode(k, 'hex') FROM unnest(string_to_array(u.keys, ',')) AS k), now(), :via
+              FROM unnest(CAST(:ids AS uuid[]), CAST(:contact_ids AS uuid[]), CAST(:channels AS text[]),
+                          CAST(:vals AS text[]), CAST(:details AS text[]), CAST(:keys AS text[]))
+                   AS u(id, contact_id, channel, value, details, keys)
+            ON CONFLICT (workspace_id, channel, value) DO NOTHING
+            RETURNING id, contact_id, channel, value
+            """
+        ),
+        {
+            "workspace_id": workspace_id,
+            "via": verified.value,
+            "ids": [p.id for p in points],
+            "contact_ids": [p.contact_id for p in points],
+            "channels": [p.channel for p in points],
+            "vals": [p.value for p in points],
+            "details": [p.details for p in points],
+            "keys": [",".join(key.hex() for key in p.suppression_keys) for p in points],
+        },
+    )
+    found = {(row.channel, row.value): (row.id, row.contact_id) for row in inserted}
+    missing = [p for p in points if (p.channel, p.value) not in found]
+    if missing:
+        rows = await session.execute(
+            text(
+                "SELECT id, contact_id, channel, value FROM contact_points "
+                "WHERE workspace_id = :workspace_id AND value = ANY(:vals)"
+            ),
+            {"workspace_id": workspace_id, "vals": [p.value for p in missing]},
+        )
+        found |= {(row.channel, row.value): (row.id, row.contact_id) for row in rows}
+    return found

@@ -13,11 +13,11 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.domain.chain import ChainFields, event_hash, new_personal, personal_digest
+from app.domain.chain import ChainFields, canonical_json, event_hash, new_personal, personal_digest
 from app.domain.model import (
     VERIFYING_TRIGGERS,
     WITHDRAWN_STATES,
@@ -46,11 +46,24 @@ class Actor:
     id: str | None = None
 
 
+class PointRef(Protocol):
+    """What the ledger needs of an address: a loaded row, or one a batch has just inserted."""
+
+    @property
+    def id(self) -> uuid.UUID: ...  # noqa: D102  # a protocol's attributes
+
+    @property
+    def contact_id(self) -> uuid.UUID: ...  # noqa: D102
+
+    @property
+    def channel(self) -> str: ...  # noqa: D102
+
+
 @dataclass(frozen=True, slots=True)
 class Change:
     """One requested consent event. ``target`` is set for imports and merges only."""
 
-    contact_point: ContactPoint
+    contact_point: PointRef
     purpose_id: uuid.UUID | None
     trigger: Trigger
     evidence: Mapping[str, Any] = field(default_factory=dict)
@@ -99,6 +112,15 @@ async def apply_changes(
         session, workspace_id, changes=changes, consents=consents, plan=plan, actor=actor, now=now
     )
     await _verify(session, changes, plan, event_ids, now)
+    return _applied(changes, consents, plan, event_ids)
+
+
+def _applied(
+    changes: Sequence[Change],
+    consents: Mapping[tuple[uuid.UUID, uuid.UUID | None], Consent | repository.ConsentRow],
+    plan: Sequence[_Step],
+    event_ids: Mapping[int, uuid.UUID],
+) -> list[Applied]:
     return [
         Applied(
             consent_id=consents[_key(changes[step.index])].id,
@@ -130,18 +152,23 @@ async def _lock_consents(
     session: AsyncSession, workspace_id: uuid.UUID, changes: Sequence[Change]
 ) -> dict[tuple[uuid.UUID, uuid.UUID | None], Consent]:
     """Lock every consent row the batch touches, in one fixed order (no deadlocks between batches)."""
+    return await repository.lock_consents(session, workspace_id, _lock_order(changes))
+
+
+def _lock_order(changes: Sequence[Change]) -> list[repository.ConsentKey]:
+    """The consent rows ``changes`` touch, once each, in the one order every writer locks them in."""
     wanted: dict[tuple[uuid.UUID, uuid.UUID | None], repository.ConsentKey] = {}
     for change in sorted(changes, key=lambda c: (str(c.contact_point.id), str(c.purpose_id or ""))):
         point = change.contact_point
         wanted.setdefault(
             _key(change), repository.ConsentKey(point.id, change.purpose_id, point.contact_id, point.channel)
         )
-    return await repository.lock_consents(session, workspace_id, list(wanted.values()))
+    return list(wanted.values())
 
 
 def _plan(
     changes: Sequence[Change],
-    consents: Mapping[tuple[uuid.UUID, uuid.UUID | None], Consent],
+    consents: Mapping[tuple[uuid.UUID, uuid.UUID | None], Consent | repository.ConsentRow],
     now: datetime,
     *,
     skip_not_allowed: bool,
@@ -200,23 +227,58 @@ async def _append(
     now: datetime,
 ) -> dict[int, uuid.UUID]:
     """Chain the planned events (the head is locked last) and move the projections; returns event ids."""
-    steps = [step for step in plan if step.rule is not None]
-    if not steps:
+    if not any(step.rule is not None for step in plan):
         return {}
-    last_seq, last_hash = await repository.lock_head(session, workspace_id)
-    rows: list[dict[str, Any]] = []
-    updates: dict[uuid.UUID, dict[str, Any]] = {}
-    event_ids: dict[int, uuid.UUID] = {}
-    for step in steps:
-        assert step.rule is not None
+    head = await repository.lock_head(session, workspace_id)
+    chained = _chain(workspace_id, changes, consents, plan, actor, now, head)
+    latest = _latest(chained)
+    for row in latest:
+        consent = consents[_key(changes[row["index"]])]
+        repository.set_projection(consent, {k: v for k, v in _projection(row).items() if k != "id"})
+    rows = [{**event, "workspace_id": workspace_id, **chained.common} for event in chained.events]
+    await repository.append_events(session, rows, workspace_id)
+    await repository.update_consents(session, [_projection(row) for row in latest])
+    return chained.event_ids
+
+
+@dataclass(slots=True)
+class _Chained:
+    """Events chained in one pass, with the projections they move the consents to."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    """Each event's own columns (:data:`repository.EVENT_COLUMNS`, ``personal`` as a mapping)."""
+    common: dict[str, Any] = field(default_factory=dict)
+    """The columns all events of the batch share: actor and ``recorded_at``."""
+    projections: list[dict[str, Any]] = field(default_factory=list)
+    """Per consent moved: ``index`` (of its change), ``id`` and the projection's columns."""
+    event_ids: dict[int, uuid.UUID] = field(default_factory=dict)
+
+
+def _chain(  # noqa: PLR0917  # one pass over what apply_changes has at hand
+    workspace_id: uuid.UUID,
+    changes: Sequence[Change],
+    consents: Mapping[tuple[uuid.UUID, uuid.UUID | None], Consent | repository.ConsentRow],
+    plan: Sequence[_Step],
+    actor: Actor,
+    now: datetime,
+    head: tuple[int, bytes],
+) -> _Chained:
+    """Chain the planned events after ``head`` (last seq, last hash): one pass, no statement."""
+    last_seq, last_hash = head
+    chained = _Chained(common={"actor_type": actor.type.value, "actor_id": actor.id, "recorded_at": now})
+    moved: dict[uuid.UUID, dict[str, Any]] = {}
+    for step in plan:
+        if step.rule is None:
+            continue
         change = changes[step.index]
         consent = consents[_key(change)]
+        earlier = moved.get(consent.id)
         personal = new_personal(change.evidence)
         # The notice a consent rests on: the one this change shows, else the one its request showed (a
         # confirmation or withdrawal refers to it); a new request starts afresh.
         notice_id = change.notice.id if change.notice else None
         if notice_id is None and step.rule.target is not State.PENDING:
-            notice_id = consent.notice_id
+            notice_id = earlier["notice_id"] if earlier else consent.notice_id
         fields = ChainFields(
             id=uuid7(),
             workspace_id=workspace_id,
@@ -237,22 +299,84 @@ async def _append(
             personal_digest=personal_digest(personal),
         )
         digest = event_hash(fields, last_hash)
-        rows.append({**asdict(fields), "personal": personal, "prev_hash": last_hash, "hash": digest})
+        chained.events.append(
+            {
+                "id": fields.id,
+                "seq": fields.seq,
+                "contact_id": fields.contact_id,
+                "contact_point_id": fields.contact_point_id,
+                "purpose_id": fields.purpose_id,
+                "channel": fields.channel,
+                "trigger": fields.trigger,
+                "from_state": fields.from_state,
+                "to_state": fields.to_state,
+                "legal_basis": fields.legal_basis,
+                "notice_id": fields.notice_id,
+                "personal": personal,
+                "personal_digest": fields.personal_digest,
+                "occurred_at": fields.occurred_at,
+                "prev_hash": last_hash,
+                "hash": digest,
+            }
+        )
         last_seq, last_hash = fields.seq, digest
-        event_ids[step.index] = fields.id
+        chained.event_ids[step.index] = fields.id
         projection = {
+            "index": step.index,
+            "id": consent.id,
             "state": step.rule.target.value,
             "legal_basis": fields.legal_basis,
             "notice_id": notice_id,
             "since": fields.occurred_at,
             "last_event_id": fields.id,
-            "version": consent.version + 1,
+            "version": (earlier["version"] if earlier else consent.version) + 1,
         }
-        repository.set_projection(consent, projection)
-        updates[consent.id] = {"id": consent.id, **projection}
-    await repository.append_events(session, rows, workspace_id)
-    await repository.update_consents(session, list(updates.values()))
-    return event_ids
+        moved[consent.id] = projection
+        chained.projections.append(projection)
+    return chained
+
+
+def _latest(chained: _Chained) -> list[dict[str, Any]]:
+    """The last projection of each consent the batch moved (one moved twice keeps its second)."""
+    return list({row["id"]: row for row in chained.projections}.values())
+
+
+def _projection(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A consent's projection columns (and id) of a :class:`_Chained` projection."""
+    return {name: value for name, value in row.items() if name != "index"}
+
+
+async def record_batch(
+    session: AsyncSession, workspace_id: uuid.UUID, changes: Sequence[Change], actor: Actor
+) -> list[Applied]:
+    """:func:`apply_changes` (with ``skip_not_allowed``) for a large batch, set-based: a few statements in all.
+
+    The same rules, locks in the same order and the same events as :func:`apply_changes`; what differs is how they
+    are written: the consent rows locked and read as tuples in one statement, every event chained in one pass and
+    inserted with one ``INSERT … SELECT FROM unnest``, the projections moved with one ``UPDATE``, the addresses the
+    batch proves marked verified with one ``UPDATE`` per way. For sessions that hold no loaded consent rows of the
+    batch (they are not refreshed): the consent import's.
+    """
+    if not changes:
+        return []
+    for change in changes:
+        _check_notice(change)
+    consents = await repository.lock_consent_rows(session, workspace_id, _lock_order(changes))
+    now = utcnow()
+    plan = _plan(changes, consents, now, skip_not_allowed=True)
+    event_ids: dict[int, uuid.UUID] = {}
+    if any(step.rule is not None for step in plan):
+        head = await repository.lock_head(session, workspace_id)
+        chained = _chain(workspace_id, changes, consents, plan, actor, now, head)
+        for event in chained.events:
+            event["personal"] = canonical_json(event["personal"]).decode()
+        await repository.insert_events(
+            session, workspace_id, chained.events, actor_type=actor.type.value, actor_id=actor.id, recorded_at=now
+        )
+        await repository.update_projections(session, workspace_id, [_projection(row) for row in _latest(chained)])
+        event_ids = chained.event_ids
+    await _verify(session, changes, plan, event_ids, now)
+    return _applied(changes, consents, plan, event_ids)
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,8 +458,8 @@ async def _verify(
         via = VERIFYING_TRIGGERS.get(change.trigger)
         if via is not None and (step.index in event_ids or change.trigger is Trigger.IMPORT):
             verified.setdefault(change.contact_point.id, via)
-    for point_id, via in verified.items():
-        await repository.mark_verified(session, point_id, via, now)
+    for via in set(verified.values()):
+        await repository.mark_verified_many(session, [p for p, v in verified.items() if v is via], via, now)
 
 
 def _check_notice(change: Change) -> None:
