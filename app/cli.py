@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -533,6 +534,7 @@ def import_consents(workspace_id: uuid.UUID, file: Path, as_json: bool) -> None:
     settings = _settings()
     secret = _secret_key(settings)
     read = consents.csv_lines if file.suffix.lower() == ".csv" else consents.ndjson_lines
+    size = file.stat().st_size
 
     async def action() -> consents.ImportReport:
         async with open_database(settings) as database, database.sessionmaker() as session:
@@ -540,7 +542,28 @@ def import_consents(workspace_id: uuid.UUID, file: Path, as_json: bool) -> None:
                 if await repository.get_workspace(session, workspace_id) is None:
                     raise click.ClickException(f"workspace {workspace_id} does not exist")
             actor = Actor(ActorType.SYSTEM, f"cli:{file.name}")
-            return await consents.import_consents(session, Keys(secret), workspace_id, read(_chunks(file)), actor=actor)
+            started = time.monotonic()
+            with click.progressbar(
+                length=size,
+                label="importing",
+                file=sys.stderr,
+                show_pos=False,
+                item_show_func=lambda shown: shown,
+            ) as bar:
+
+                async def read_chunks() -> AsyncIterator[bytes]:
+                    async for chunk in _chunks(file):
+                        bar.update(len(chunk))  # the bar and its ETA follow the bytes read
+                        yield chunk
+
+                def taken(report: consents.ImportReport) -> None:
+                    rate = report.lines / max(time.monotonic() - started, 1e-9)
+                    bar.current_item = f"{report.lines:,} lines, {rate:,.0f} lines/s"
+                    bar.render_progress()  # update() draws only when the bytes move
+
+                return await consents.import_consents(
+                    session, Keys(secret), workspace_id, read(read_chunks()), actor=actor, progress=taken
+                )
 
     report = _run(action)
     if as_json:

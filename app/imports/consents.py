@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -249,11 +249,13 @@ async def import_consents(
     lines: AsyncIterator[tuple[int, ImportLine | LineRejected]],
     *,
     actor: Actor,
+    progress: Callable[[ImportReport], None] | None = None,
 ) -> ImportReport:
     """Take every line it can, in batches of :data:`BATCH` (a transaction each); report the others.
 
     A body cut at the operator's limit (:class:`BodyLimitReached`) answers 413 saying which lines were taken:
-    the batches committed before stay, the one being read is dropped.
+    the batches committed before stay, the one being read is dropped. ``progress`` is called with the report so
+    far after each batch (the CLI's progress bar).
     """
     report = ImportReport()
     async with session.begin():
@@ -267,6 +269,8 @@ async def import_consents(
             if len(batch) >= BATCH:
                 await _take(session, context, batch, report)
                 taken_through, batch = batch[-1][0], []
+                if progress is not None:
+                    progress(report)
     except CsvError as exc:
         done = "" if not report.recorded else " The lines before it were imported; import the fixed file again."
         raise InvalidInput(f"{exc}{done}", code="invalid_csv") from None
@@ -280,6 +284,8 @@ async def import_consents(
         raise too_large(exc.limit, done, {"lines_taken_through": taken_through, "recorded": report.recorded}) from None
     if batch:
         await _take(session, context, batch, report)
+        if progress is not None:
+            progress(report)
     return report
 
 

@@ -28,7 +28,7 @@ from app.imports import repository
 from app.imports.csvstream import CsvError, LineError, records, too_many_fields
 from app.imports.limits import BodyLimitReached, too_large
 from app.ledger import repository as ledger
-from app.ledger.service import Actor, Change, apply_changes
+from app.ledger.service import Actor, Change, record_batch
 from app.lib.errors import InvalidInput
 from app.lib.ids import uuid7
 from app.lib.keys import Keys
@@ -38,7 +38,7 @@ log = structlog.get_logger(__name__)
 BATCH_ROWS = 5_000
 MAX_REPORTED_ERRORS = 100
 MAX_REPORTED_MATCHES = 10_000
-_MATCH_BATCH = 500
+_MATCH_BATCH = 2_000
 _NAME_COLUMNS = ("name", "first_name", "last_name", "vorname", "nachname")
 _ALIASES = {
     "strasse": "street",
@@ -244,12 +244,8 @@ async def _match(
         ids = point_ids[start : start + _MATCH_BATCH]
         found = await ledger.contact_points_by_id(session, [workspace_id], ids)
         chosen = [found[point_id] for point_id in sorted(found)]  # in id order, as the ledger locks them
-        applied = await apply_changes(
-            session,
-            workspace_id,
-            [Change(point, None, Trigger.ROBINSON_MATCH, evidence) for point in chosen],
-            actor,
-            skip_not_allowed=True,
+        applied = await record_batch(
+            session, workspace_id, [Change(point, None, Trigger.ROBINSON_MATCH, evidence) for point in chosen], actor
         )
         external = await ledger.external_ids(session, workspace_id, [point.contact_id for point in chosen])
         for point, result in zip(chosen, applied, strict=True):

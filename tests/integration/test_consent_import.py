@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import pty
+import subprocess
+import sys
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import msgspec
 import pytest
 from sqlalchemy import text
 
+from app.domain.model import ActorType
 from app.imports import consents as consent_import
 from app.ledger.models import ContactPoint
+from app.ledger.service import Actor
 from app.lib.auth import Scope
 from app.lib.keys import Keys
 from app.lib.orm import utcnow
@@ -342,6 +350,67 @@ async def test_the_cli_imports_ndjson_and_csv_with_a_report(pg_server, tmp_path)
         human = run("import", "consents", "--workspace", workspace["id"], str(table))
         assert "1 lines: 0 recorded, 1 skipped, 0 rejected" in human.stdout, human.stdout + human.stderr
         assert "already_recorded" in human.stdout
+    finally:
+        await pg_server.drop_database(url)
+
+
+async def test_progress_is_reported_after_every_batch(database, ledger, monkeypatch):
+    await ledger.purpose("newsletter")
+    monkeypatch.setattr(consent_import, "BATCH", 2)
+    seen = []
+
+    async def chunks():
+        yield ndjson(*(email_line(contact=f"crm-{n}", address=f"p{n}@example.com") for n in range(5)))
+
+    async with database.sessionmaker() as session:
+        await consent_import.import_consents(
+            session,
+            Keys(TEST_SECRET),
+            ledger.workspace_id,
+            consent_import.ndjson_lines(chunks()),
+            actor=Actor(ActorType.SYSTEM, "test"),
+            progress=lambda report: seen.append((report.lines, report.recorded)),
+        )
+
+    assert seen == [(2, 2), (4, 4), (5, 5)]
+
+
+async def test_the_cli_shows_lines_and_lines_per_second_on_a_terminal(pg_server, tmp_path):
+    url = await pg_server.create_database("consent_import_bar", migrated=True)
+    run = consent_cli(url)
+    try:
+        workspace = json.loads(run("workspace", "create", "Acme", "--json").stdout.strip().splitlines()[-1])
+        lines = tmp_path / "consents.ndjson"
+        objection = {
+            "contact": "crm-9",
+            "channel": "print",
+            "postal_address": {"name": "Max Roe", "street": "Schulstr. 1", "postcode": "10115", "city": "Berlin"},
+            "state": "objected",
+            "captured_at": CAPTURED,
+            "source": "letter",
+        }
+        lines.write_bytes(ndjson(objection))
+        terminal, attached = pty.openpty()  # click draws its bar only on a terminal
+        env = {**os.environ, "DATABASE_URL": url.replace("+asyncpg", ""), "CONSENT_SECRET_KEY": "ab" * 32}
+        command = [str(Path(sys.executable).parent / "consent"), "import", "consents", "--workspace"]
+        process = subprocess.run(  # a test waits for the CLI it runs
+            [*command, workspace["id"], str(lines)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=attached,
+            timeout=60,
+            check=False,
+        )
+        os.close(attached)
+        drawn = b""
+        with contextlib.suppress(OSError):  # EIO once the terminal's other end is closed and read empty
+            while chunk := os.read(terminal, 65536):
+                drawn += chunk
+        os.close(terminal)
+        assert process.returncode == 0, drawn
+        assert b"1 lines, " in drawn, drawn
+        assert b" lines/s" in drawn, drawn
+        assert b"1 lines: 1 recorded" in process.stdout
     finally:
         await pg_server.drop_database(url)
 
