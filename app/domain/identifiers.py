@@ -11,7 +11,8 @@ import unicodedata
 from dataclasses import dataclass
 
 import phonenumbers
-from email_validator import EmailNotValidError, validate_email
+from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
+from email_validator.rfc_constants import DOMAIN_MAX_LENGTH, EMAIL_MAX_LENGTH, LOCAL_PART_MAX_LENGTH
 
 from app.domain.model import Channel
 
@@ -28,9 +29,43 @@ class InvalidIdentifier(ValueError):
 # -- email --------------------------------------------------------------------------------------------------
 
 
+#: A plain address: an ASCII dot-atom local part, a lower-case LDH domain of two labels or more without ``--``
+#: (no Punycode) and a top-level domain of letters. email_validator answers such an address unchanged unless it is
+#: too long or under a special-use name (checked beside); every other address goes through email_validator.
+_PLAIN_EMAIL = re.compile(
+    r"(?P<local>[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]{1,64}(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*)"
+    r"@(?P<domain>(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63})"
+)
+_SPECIAL_USE = frozenset(SPECIAL_USE_DOMAIN_NAMES)
+
+
 def normalise_email(raw: str) -> str:
-    """Trim, check the syntax (no DNS), lower-case and IDNA-encode the domain; keep the local part."""
+    """Trim, check the syntax (no DNS), lower-case and IDNA-encode the domain; keep the local part.
+
+    A plain address (:data:`_PLAIN_EMAIL`) is answered as it is: what email_validator gives for it, at a tenth of
+    its cost (an import normalises millions); a property test holds the two to the same answers.
+    """
     candidate = raw.strip()
+    plain = _PLAIN_EMAIL.fullmatch(candidate)
+    if (
+        plain is not None
+        and len(candidate) <= EMAIL_MAX_LENGTH
+        and len(plain["local"]) <= LOCAL_PART_MAX_LENGTH
+        and len(plain["domain"]) <= DOMAIN_MAX_LENGTH
+        and "--" not in plain["domain"]
+        and not _special_use(plain["domain"])
+    ):
+        return candidate
+    return validated_email(candidate)
+
+
+def _special_use(domain: str) -> bool:
+    labels = domain.split(".")
+    return any(".".join(labels[start:]) in _SPECIAL_USE for start in range(len(labels)))
+
+
+def validated_email(candidate: str) -> str:
+    """:func:`normalise_email` by email_validator alone (every address it accepts, with its reasons to refuse)."""
     if not candidate:
         raise InvalidIdentifier("invalid_email", "The email address is empty.")
     try:

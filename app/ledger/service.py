@@ -9,6 +9,7 @@ Locking order, which keeps concurrent writers free of deadlocks: consent rows fi
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -252,6 +253,8 @@ class _Chained:
     projections: list[dict[str, Any]] = field(default_factory=list)
     """Per consent moved: ``index`` (of its change), ``id`` and the projection's columns."""
     event_ids: dict[int, uuid.UUID] = field(default_factory=dict)
+    personal_texts: list[bytes] = field(default_factory=list)
+    """Each event's personal part as canonical JSON (what its ``personal_digest`` is the SHA-256 of)."""
 
 
 def _chain(  # noqa: PLR0917  # one pass over what apply_changes has at hand
@@ -274,6 +277,7 @@ def _chain(  # noqa: PLR0917  # one pass over what apply_changes has at hand
         consent = consents[_key(change)]
         earlier = moved.get(consent.id)
         personal = new_personal(change.evidence)
+        personal_text = canonical_json(personal)  # once: the digest is of this text, a batch stores it as it is
         # The notice a consent rests on: the one this change shows, else the one its request showed (a
         # confirmation or withdrawal refers to it); a new request starts afresh.
         notice_id = change.notice.id if change.notice else None
@@ -296,9 +300,10 @@ def _chain(  # noqa: PLR0917  # one pass over what apply_changes has at hand
             actor_id=actor.id,
             occurred_at=change.occurred_at or now,
             recorded_at=now,
-            personal_digest=personal_digest(personal),
+            personal_digest=hashlib.sha256(personal_text).digest(),
         )
         digest = event_hash(fields, last_hash)
+        chained.personal_texts.append(personal_text)
         chained.events.append(
             {
                 "id": fields.id,
@@ -368,8 +373,8 @@ async def record_batch(
     if any(step.rule is not None for step in plan):
         head = await repository.lock_head(session, workspace_id)
         chained = _chain(workspace_id, changes, consents, plan, actor, now, head)
-        for event in chained.events:
-            event["personal"] = canonical_json(event["personal"]).decode()
+        for event, personal in zip(chained.events, chained.personal_texts, strict=True):
+            event["personal"] = personal.decode()
         await repository.insert_events(
             session, workspace_id, chained.events, actor_type=actor.type.value, actor_id=actor.id, recorded_at=now
         )

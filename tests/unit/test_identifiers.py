@@ -5,7 +5,7 @@ from __future__ import annotations
 import unicodedata
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.domain import identifiers
@@ -23,8 +23,64 @@ from app.domain.identifiers import (
     normalise_postal,
     normalise_push_endpoint,
     normalise_street,
+    validated_email,
 )
 from app.domain.model import Channel
+
+_ATEXT = "abcXYZ019!#$%&'*+/=?^_`{|}~-"
+_local_parts = st.one_of(
+    st.text(alphabet=_ATEXT + ".", max_size=70),
+    st.integers(60, 68).map(lambda n: "a" * n),
+    st.sampled_from(['"quoted"', "ä", "a b", "\\x", "(c)x", ".a", "a.", "a..b"]),
+)
+_labels = st.one_of(
+    st.text(alphabet="abz09-", max_size=12),
+    st.integers(60, 66).map(lambda n: "a" * n),
+    st.sampled_from(
+        [
+            "EXAMPLE",
+            "Com",
+            "xn--bcher-kva",
+            "xn--zz",
+            "a--b",
+            "ab--c",
+            "localhost",
+            "test",
+            "local",
+            "invalid",
+            "onion",
+            "arpa",
+            "home",
+            "alt",
+            "example",
+            "bücher",
+            "\uff41",
+            "1",
+            "com1",
+            "c",
+            "",
+        ]
+    ),
+)
+_domains = st.lists(_labels, min_size=1, max_size=5).map(".".join)
+_addresses = st.one_of(
+    st.builds(lambda local, domain: f"{local}@{domain}", _local_parts, _domains),
+    st.text(max_size=40),
+    st.sampled_from(["a@" + ".".join(["b" * 63] * 4), "a" * 64 + "@" + ".".join(["b" * 60] * 3) + ".de"]),
+)
+
+
+def _outcome(normalise, raw: str):
+    try:
+        return normalise(raw)
+    except InvalidIdentifier as refused:
+        return ("refused", refused.code, str(refused))
+
+
+@settings(max_examples=3_000)
+@given(_addresses)
+def test_the_plain_address_path_answers_what_email_validator_answers(raw):
+    assert _outcome(normalise_email, raw) == _outcome(validated_email, raw.strip())
 
 
 @pytest.mark.parametrize(
