@@ -509,11 +509,9 @@ class _Found:
 
             contacts |= {row.external_id: live(row) for row in rows if row.external_id in refs}
             contacts |= {str(row.id): live(row) for row in rows if str(row.id) in refs}  # an id match wins
-        values = {item.value for item in batch}
-        points: dict[tuple[str, str], tuple[uuid.UUID, uuid.UUID]] = {}
-        if values:
-            found = await repository.contact_points_with_values(session, workspace_id, values)
-            points = {(row.channel, row.value): (row.id, row.contact_id) for row in found}
+        points = await repository.points_by_values(
+            session, workspace_id, {(item.channel.value, item.value) for item in batch}
+        )
         keys = {key for item in batch if item.target is State.OPTED_IN for key in item.keys}
         suppressions: set[tuple[bytes, SuppressionScope, uuid.UUID | None]] = set()
         if keys:

@@ -1210,14 +1210,29 @@ async def insert_points(
         },
     )
     found = {(row.channel, row.value): (row.id, row.contact_id) for row in inserted}
-    missing = [p for p in points if (p.channel, p.value) not in found]
-    if missing:
-        rows = await session.execute(
-            text(
-                "SELECT id, contact_id, channel, value FROM contact_points "
-                "WHERE workspace_id = :workspace_id AND value = ANY(:vals)"
-            ),
-            {"workspace_id": workspace_id, "vals": [p.value for p in missing]},
-        )
-        found |= {(row.channel, row.value): (row.id, row.contact_id) for row in rows}
-    return found
+    missing = [(p.channel, p.value) for p in points if (p.channel, p.value) not in found]
+    return found | await points_by_values(session, workspace_id, missing)
+
+
+async def points_by_values(
+    session: AsyncSession, workspace_id: uuid.UUID, wanted: Collection[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[uuid.UUID, uuid.UUID]]:
+    """``(channel, value) → (address id, contact id)`` of the workspace's addresses among ``wanted``.
+
+    One index probe per pair (``workspace_id, channel, value``): a condition on the values alone cannot use that
+    index and read every address of the workspace for each batch of an import.
+    """
+    if not wanted:
+        return {}
+    rows = await session.execute(
+        text(
+            """
+            SELECT cp.id, cp.contact_id, cp.channel, cp.value
+              FROM unnest(CAST(:channels AS text[]), CAST(:vals AS text[])) AS u(channel, value)
+              JOIN contact_points cp
+                ON cp.workspace_id = :workspace_id AND cp.channel = u.channel AND cp.value = u.value
+            """
+        ),
+        {"workspace_id": workspace_id, "channels": [c for c, _ in wanted], "vals": [v for _, v in wanted]},
+    )
+    return {(row.channel, row.value): (row.id, row.contact_id) for row in rows}
