@@ -110,11 +110,14 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+_FCM_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
 class FcmStandIn:
     """Google's token endpoint (JWT bearer grant, RS256 verified) and FCM HTTP v1 ``messages:send``."""
 
     def __init__(self):
-        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.key = _FCM_KEY
         self.sent: list[dict] = []
         self.tokens_issued = 0
         self.url = ""
@@ -218,7 +221,7 @@ async def providers():
     application.router.add_post("/v1/projects/{project}/messages:send", fcm.send)
     application.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", twilio.create)
     application.router.add_post("/push/{id}", push.push)
-    runner = web.AppRunner(application)
+    runner = web.AppRunner(application, shutdown_timeout=0.1)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
