@@ -571,10 +571,13 @@ def import_consents(workspace_id: uuid.UUID, file: Path, as_json: bool) -> None:
         return
     click.echo(
         f"{report.lines} lines: {report.recorded} recorded, {report.skipped} skipped, {report.rejected} rejected, "
-        f"{report.contacts_created} contacts created"
+        f"{report.contacts_created} contacts created, {report.expired} expired on arrival"
     )
     for problem in report.problems:
         click.echo(f"  line {problem.line}: {problem.outcome}: {problem.code}: {problem.message}")
+    if report.problems_truncated:
+        unlisted = report.skipped + report.rejected - len(report.problems)
+        click.echo(f"  … {unlisted} more not listed (lines to fix are listed first)")
 
 
 async def _chunks(path: Path, size: int = 1 << 20) -> AsyncIterator[bytes]:

@@ -147,15 +147,25 @@ class ImportReport:
     """Recorded opt-ins already past their purpose's end: recorded, then ended at once (:func:`_end_lapsed`)."""
 
     def add(self, problem: RowProblem) -> None:
-        """Count a line that was not recorded; list it while the list is short."""
+        """Count a line that was not recorded; list it while the list is short.
+
+        Once the list is full, a line to fix (``rejected``) takes the place of the last listed line with nothing to
+        do (``skipped``): importing a file again skips every line, and the few wrong ones must still show.
+        """
         if problem.outcome == "rejected":
             self.rejected += 1
         else:
             self.skipped += 1
         if len(self.problems) < MAX_PROBLEMS:
             self.problems.append(problem)
-        else:
-            self.problems_truncated = True
+            return
+        self.problems_truncated = True
+        if problem.outcome == "rejected":
+            for index in range(len(self.problems) - 1, -1, -1):
+                if self.problems[index].outcome == "skipped":
+                    del self.problems[index]
+                    self.problems.append(problem)  # lines come in order: the list stays in the file's order
+                    return
 
 
 async def ndjson_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[int, ImportLine | LineRejected]]:

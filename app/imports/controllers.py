@@ -99,7 +99,7 @@ class ImportController(Controller):
         Each line becomes an `import` event dated `captured_at`. A line older than what the ledger holds changes
         nothing (importing the same file again records nothing; a later withdrawal stands), and an opt-in for an
         address on the do-not-contact list is skipped. Wrong lines are reported; the others are taken, in batches
-        of 500, each committed on its own. A line that cannot be read (longer than 256 KiB, a CSV quote never
+        of 2,000, each committed on its own. A line that cannot be read (longer than 256 KiB, a CSV quote never
         closed, a NUL character) is reported like any wrong line.
 
         A body larger than the server's `CONSENT_IMPORT_MAX_BYTES` (default 1 GiB) answers 413: at once when its

@@ -375,6 +375,17 @@ async def test_progress_is_reported_after_every_batch(database, ledger, monkeypa
     assert seen == [(2, 2), (4, 4), (5, 5)]
 
 
+async def test_a_full_list_of_problems_still_shows_the_lines_to_fix(client, admin, purposes, monkeypatch):
+    monkeypatch.setattr(consent_import, "MAX_PROBLEMS", 2)
+    lines = [email_line(contact=f"crm-{n}", address=f"p{n}@example.com") for n in range(4)]
+    await post(client, admin, ndjson(*lines))
+
+    again = (await post(client, admin, ndjson(*lines, {**lines[0], "purpose": "missing"}, *lines))).json()
+
+    assert (again["skipped"], again["rejected"], again["problems_truncated"]) == (8, 1, True)
+    assert [(p["line"], p["code"]) for p in again["problems"]] == [(1, "already_recorded"), (5, "purpose_not_found")]
+
+
 async def test_the_cli_shows_lines_and_lines_per_second_on_a_terminal(pg_server, tmp_path):
     url = await pg_server.create_database("consent_import_bar", migrated=True)
     run = consent_cli(url)
