@@ -133,9 +133,10 @@ async def run(args: argparse.Namespace) -> None:
                 command = ("import", "consents", "--workspace", str(workspace_id), str(path), "--json")
                 empty = Path(folder) / "empty.ndjson"
                 empty.write_bytes(b"")
-                # the CLI's fixed cost (interpreter, the service's modules, the database): subtracted below
-                start_up, _, _ = cli_run(
-                    dsn, "import", "consents", "--workspace", str(workspace_id), str(empty), "--json"
+                # the CLI's fixed cost (interpreter, the service's modules, the database), best of three: taken off
+                start_up = min(
+                    cli_run(dsn, "import", "consents", "--workspace", str(workspace_id), str(empty), "--json")[0]
+                    for _ in range(3)
                 )
                 first, peak_kb, report = cli_run(dsn, *command)
                 again, _, repeat = cli_run(dsn, *command)
@@ -157,10 +158,12 @@ async def run(args: argparse.Namespace) -> None:
         )
         print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for written, size, baseline, start_up, first, again, peak_kb, report, repeat in results:
-            work = max(first - start_up, 1e-3)
+            work = first - start_up
+            # a file the CLI takes in no longer than it needs to start says nothing about the rate
+            rate, ratio = (f"{written / work:,.0f}", f"{work / baseline:.0f}x") if work > 0.5 else ("—", "—")
             print(
                 f"| {written:,} | {size / 1e6:.0f} MB | {baseline:.2f} s | {start_up:.1f} s | {first:.1f} s | "
-                f"{written / work:,.0f} | {work / baseline:.0f}x | {report['recorded']:,} | {again:.1f} s | "
+                f"{rate} | {ratio} | {report['recorded']:,} | {again:.1f} s | "
                 f"{repeat['recorded']:,} | {peak_kb / 1024:.0f} MB |"
             )
 
