@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import msgspec
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.gate import is_suppressed
@@ -59,7 +60,7 @@ from app.ledger.models import Contact
 from app.ledger.reassigned import PHONE_CHANNELS, check_date, reassign
 from app.ledger.schemas import ContactRef, Evidence, PostalAddressIn
 from app.ledger.service import Actor, Applied, Change, PointRef, apply_changes, record_batch
-from app.lib.errors import InvalidInput
+from app.lib.errors import InvalidInput, merged_meanwhile
 from app.lib.ids import opaque_id, parse_uuid
 from app.lib.inputs import json_has_nul
 from app.lib.keys import Keys
@@ -277,7 +278,7 @@ async def import_consents(
             report.lines += 1
             batch.append(item)
             if len(batch) >= BATCH:
-                await _take(session, context, batch, report)
+                await _take_again_if_merged(session, context, batch, report)
                 taken_through, batch = batch[-1][0], []
                 if progress is not None:
                     progress(report)
@@ -293,10 +294,31 @@ async def import_consents(
         )
         raise too_large(exc.limit, done, {"lines_taken_through": taken_through, "recorded": report.recorded}) from None
     if batch:
-        await _take(session, context, batch, report)
+        await _take_again_if_merged(session, context, batch, report)
         if progress is not None:
             progress(report)
     return report
+
+
+async def _take_again_if_merged(
+    session: AsyncSession, context: _Context, batch: list[tuple[int, ImportLine | LineRejected]], report: ImportReport
+) -> None:
+    """:func:`_take`, once more when a merge of a contact the batch names committed while it ran.
+
+    The batch's transaction wrote nothing (the ledger refuses rows for a merged contact, migration 0031); read again,
+    its lines go to the survivor. A batch is idempotent, so taking it again is safe; a second refusal stands.
+    """
+    counted = (report.recorded, report.contacts_created, report.expired)
+    try:
+        await _take(session, context, batch, report)
+    except DBAPIError as exc:
+        if not merged_meanwhile(exc):
+            raise
+        report.recorded, report.contacts_created, report.expired = counted
+        # what the rolled-back transaction read or made (a notice version) is not to be taken from the cache
+        context.purposes.clear()
+        context.notices.clear()
+        await _take(session, context, batch, report)
 
 
 async def _take(
@@ -517,8 +539,14 @@ class _Found:
             def live(row: Contact) -> uuid.UUID:  # a merged duplicate's line goes to its survivor
                 return row.merged_into if row.merged_into is not None else row.id
 
-            contacts |= {row.external_id: live(row) for row in rows if row.external_id in refs}
-            contacts |= {str(row.id): live(row) for row in rows if str(row.id) in refs}  # an id match wins
+            by_external_id = {row.external_id: live(row) for row in rows}
+            by_id = {row.id: live(row) for row in rows}
+            for ref in refs:  # as find_contact: an id (in any spelling uuid takes) wins over an external id
+                as_id = parse_uuid(ref)
+                if as_id is not None and as_id in by_id:
+                    contacts[ref] = by_id[as_id]
+                elif ref in by_external_id:
+                    contacts[ref] = by_external_id[ref]
         points = await repository.points_by_values(
             session, workspace_id, {(item.channel.value, item.value) for item in batch}
         )
@@ -580,12 +608,16 @@ class _Found:
         Another writer may have added the same external id or address meanwhile: theirs is taken (a planned
         address of a contact someone else created goes to that contact), and :meth:`point` compares owners.
         """
-        ids = await repository.insert_contacts(session, workspace_id, list(self.new_contacts.values()))
+        # in one order every writer shares (an import naming the same new keys in another order waits, never
+        # deadlocks: each INSERT … ON CONFLICT waits on the rows another transaction inserted first)
+        contacts = sorted(self.new_contacts.values(), key=lambda c: c.external_id)
+        ids = await repository.insert_contacts(session, workspace_id, contacts)
         moved = {c.id: ids[c.external_id] for c in self.new_contacts.values() if ids[c.external_id] != c.id}
         for ref, contact_id in self.contacts.items():
             self.contacts[ref] = moved.get(contact_id, contact_id)
         points = [
-            dataclasses.replace(p, contact_id=moved.get(p.contact_id, p.contact_id)) for p in self.new_points.values()
+            dataclasses.replace(p, contact_id=moved.get(p.contact_id, p.contact_id))
+            for _, p in sorted(self.new_points.items())
         ]
         self.points |= await repository.insert_points(session, workspace_id, points, verified=VerifiedVia.API)
         return len(self.new_contacts) - len(moved)

@@ -28,7 +28,8 @@ from app.imports import repository
 from app.imports.csvstream import CsvError, LineError, records, too_many_fields
 from app.imports.limits import BodyLimitReached, too_large
 from app.ledger import repository as ledger
-from app.ledger.service import Actor, Change, record_batch
+from app.ledger.models import ContactPoint
+from app.ledger.service import Actor, Change, lock_consents_of, record_batch
 from app.lib.errors import InvalidInput
 from app.lib.ids import uuid7
 from app.lib.keys import Keys
@@ -240,17 +241,23 @@ async def _match(
     """Record ``robinson_match`` for every known print address on the list that is not objected yet."""
     point_ids = await ledger.unobjected_print_points_in_table(session, workspace_id, repository.KEYS_TABLE)
     evidence = {"kind": ObjectionKind.ROBINSON.value, "scope": "print", "source": source}
+    points: list[ContactPoint] = []
     for start in range(0, len(point_ids), _MATCH_BATCH):
-        ids = point_ids[start : start + _MATCH_BATCH]
-        found = await ledger.contact_points_by_id(session, [workspace_id], ids)
-        chosen = [found[point_id] for point_id in sorted(found)]  # in id order, as the ledger locks them
-        applied = await record_batch(
-            session, workspace_id, [Change(point, None, Trigger.ROBINSON_MATCH, evidence) for point in chosen], actor
-        )
-        external = await ledger.external_ids(session, workspace_id, [point.contact_id for point in chosen])
-        for point, result in zip(chosen, applied, strict=True):
+        found = await ledger.contact_points_by_id(session, [workspace_id], point_ids[start : start + _MATCH_BATCH])
+        points += found.values()
+    changes = [Change(point, None, Trigger.ROBINSON_MATCH, evidence) for point in points]
+    # Every consent row the matches move, locked before the first batch locks the chain head: the batches run in
+    # this one transaction, and a later batch locking consents while the head is held would invert the ledger's
+    # lock order (consents, then the head) against any other writer.
+    await lock_consents_of(session, workspace_id, changes)
+    for start in range(0, len(changes), _MATCH_BATCH):
+        chosen = changes[start : start + _MATCH_BATCH]
+        applied = await record_batch(session, workspace_id, chosen, actor)
+        external = await ledger.external_ids(session, workspace_id, [c.contact_point.contact_id for c in chosen])
+        for change, result in zip(chosen, applied, strict=True):
             if result.event_id is None:
                 continue
+            point = change.contact_point
             report.matched += 1
             if len(report.matches) < MAX_REPORTED_MATCHES:
                 report.matches.append(Match(point.contact_id, external.get(point.contact_id), point.id))

@@ -351,6 +351,22 @@ def _projection(row: Mapping[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in row.items() if name != "index"}
 
 
+async def lock_consents_of(session: AsyncSession, workspace_id: uuid.UUID, changes: Sequence[Change]) -> None:
+    """Lock (creating where missing) every consent row ``changes`` touch, in the ledger's one order.
+
+    For a caller that records ``changes`` with several :func:`record_batch` calls in one transaction: the first
+    call locks the chain head, so the later calls' consent rows must be locked before it (then they are held
+    already). In statements of :data:`_LOCK_AHEAD` rows.
+    """
+    keys = _lock_order(changes)
+    for start in range(0, len(keys), _LOCK_AHEAD):
+        await repository.lock_consent_rows(session, workspace_id, keys[start : start + _LOCK_AHEAD])
+
+
+#: Consent rows per statement of :func:`lock_consents_of`.
+_LOCK_AHEAD = 10_000
+
+
 async def record_batch(
     session: AsyncSession, workspace_id: uuid.UUID, changes: Sequence[Change], actor: Actor
 ) -> list[Applied]:

@@ -310,6 +310,11 @@ def database_unreachable(exc: BaseException) -> bool:
 _MERGED_MEANWHILE = "CM001"
 
 
+def merged_meanwhile(exc: BaseException) -> bool:
+    """Whether the database refused a row for a contact that a merge committed meanwhile (migration 0031)."""
+    return _sqlstate_in_chain(exc, {_MERGED_MEANWHILE})
+
+
 def _sqlstate_in_chain(exc: BaseException, states: frozenset[str] | set[str]) -> bool:
     seen: BaseException | None = exc
     for _ in range(5):

@@ -354,6 +354,15 @@ async def test_the_cli_imports_ndjson_and_csv_with_a_report(pg_server, tmp_path)
         await pg_server.drop_database(url)
 
 
+async def test_a_contact_named_by_its_id_in_capitals_is_that_contact(client, admin, purposes, ledger):
+    point = await ledger.point("email", "jane@example.com", external_id="crm-1")
+    line = email_line(contact=str(point.contact_id).upper())
+
+    report = (await post(client, admin, ndjson(line))).json()
+
+    assert (report["recorded"], report["contacts_created"]) == (1, 0), report["problems"]
+
+
 async def test_progress_is_reported_after_every_batch(database, ledger, monkeypatch):
     await ledger.purpose("newsletter")
     monkeypatch.setattr(consent_import, "BATCH", 2)
