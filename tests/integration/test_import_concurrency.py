@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 
+import pytest
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
@@ -18,8 +20,10 @@ from app.ledger.audit import verify_chain
 from app.ledger.merge import merge
 from app.ledger.models import ContactPoint
 from app.ledger.service import Actor, Change, apply_changes
+from app.lib.db import Database
 from app.lib.keys import Keys
 from app.purposes.service import create_purpose
+from app.workspaces.operator import delete_workspace
 from app.workspaces.service import create_workspace
 from tests.conftest import TEST_SECRET
 
@@ -53,15 +57,31 @@ async def read(body: bytes):
         yield item
 
 
+@pytest.fixture
+async def maker(engine):
+    """Sessions that commit (several connections at once); what they leave is deleted after the test.
+
+    Other tests read tables across workspaces (the shared test database), so committed workspaces go with their test.
+    """
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    made: list[uuid.UUID] = []
+    sessions.made = made  # type: ignore[attr-defined]  # the workspaces to delete
+    yield sessions
+    for workspace_id in made:
+        await delete_workspace(
+            Database(engine, sessions), workspace_id, keep_suppressions=False, force=True, operator_key_id=None
+        )
+
+
 async def workspace_with_purpose(maker):
     async with maker() as session, session.begin():
         workspace = await create_workspace(session, "Imports")
         await create_purpose(session, workspace.id, "newsletter", "News", "marketing")
+    maker.made.append(workspace.id)
     return workspace.id
 
 
-async def test_two_imports_naming_the_same_new_contacts_in_opposite_orders_both_finish(engine, monkeypatch):
-    maker = async_sessionmaker(engine, expire_on_commit=False)
+async def test_two_imports_naming_the_same_new_contacts_in_opposite_orders_both_finish(maker, monkeypatch):
     workspace_id = await workspace_with_purpose(maker)
     both_there = asyncio.Barrier(2)
     insert_contacts = repository.insert_contacts
@@ -91,8 +111,7 @@ async def test_two_imports_naming_the_same_new_contacts_in_opposite_orders_both_
         assert (await verify_chain(session, workspace_id)).valid
 
 
-async def test_a_merge_committed_while_a_batch_runs_sends_its_lines_to_the_survivor(engine, monkeypatch):
-    maker = async_sessionmaker(engine, expire_on_commit=False)
+async def test_a_merge_committed_while_a_batch_runs_sends_its_lines_to_the_survivor(maker, monkeypatch):
     workspace_id = await workspace_with_purpose(maker)
     async with maker() as session:
         await consents.import_consents(
@@ -140,9 +159,8 @@ async def test_a_merge_committed_while_a_batch_runs_sends_its_lines_to_the_survi
         assert (await verify_chain(session, workspace_id)).valid
 
 
-async def test_objections_while_a_robinson_list_matches_thousands_of_addresses_neither_deadlock(engine):
+async def test_objections_while_a_robinson_list_matches_thousands_of_addresses_neither_deadlock(maker):
     """The matches go in batches within one transaction: their consents are locked before the chain head."""
-    maker = async_sessionmaker(engine, expire_on_commit=False)
     workspace_id = await workspace_with_purpose(maker)
     keys = Keys(TEST_SECRET)
     count = 5_000
