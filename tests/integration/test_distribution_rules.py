@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -156,7 +155,6 @@ def _foreign_key_violations(
     return found
 
 
-@pytest.mark.xfail(strict=True, reason="the schema is brought to the rules by migration 0040")
 async def test_every_table_keeps_the_distribution_rules(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
         catalog = await read_catalog(conn)
