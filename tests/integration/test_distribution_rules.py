@@ -13,6 +13,7 @@ named, before it can fail ``create_distributed_table`` on a cluster.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -200,3 +201,17 @@ async def test_the_rules_catch_each_kind_of_break(engine: AsyncEngine) -> None:
     assert "is ON DELETE SET NULL and includes workspace_id" in found
     assert "is ON UPDATE CASCADE and includes workspace_id" in found
     assert "workspaces: not a tenant table, but its foreign key zz_ref_to_tenant references the tenant table" in found
+
+
+async def test_the_commands_name_every_table(engine: AsyncEngine) -> None:
+    """docs/scaling.md distributes every tenant table and makes every listed reference table one."""
+    commands = (Path(__file__).resolve().parents[2] / "docs" / "scaling.md").read_text()
+    async with engine.connect() as conn:
+        catalog = await read_catalog(conn)
+    missing = [name for name in REFERENCE_TABLES if f"create_reference_table('{name}')" not in commands]
+    missing += [
+        name
+        for name in sorted(catalog.tenant)
+        if f"create_distributed_table('{name}', '{DISTRIBUTION_COLUMN}'" not in commands
+    ]
+    assert not missing, f"docs/scaling.md has no command for: {missing}"
