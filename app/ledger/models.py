@@ -164,6 +164,9 @@ class ConsentEvent(UUIDPrimaryKey, TenantKey, Base):
 
     Ids of contacts and contact points are kept (pseudonymous) after erasure; the personal part (evidence)
     is deleted then, while its digest stays in the chain.
+
+    Partitioned by month of ``recorded_at`` (migration 0041, :mod:`app.ledger.partitions`): the primary key
+    includes it, as a partitioned table's keys must.
     """
 
     __tablename__ = "consent_events"
@@ -183,18 +186,21 @@ class ConsentEvent(UUIDPrimaryKey, TenantKey, Base):
     personal: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     personal_digest: Mapped[bytes] = mapped_column(LargeBinary)
     occurred_at: Mapped[datetime]
-    recorded_at: Mapped[datetime]
+    recorded_at: Mapped[datetime] = mapped_column(primary_key=True)
     prev_hash: Mapped[bytes] = mapped_column(LargeBinary)
     hash: Mapped[bytes] = mapped_column(LargeBinary)
 
     __table_args__ = (
-        UniqueConstraint("workspace_id", "seq"),
+        # (workspace_id, seq) is unique in each partition, by an index of the partition's own (migration 0041): one
+        # on the partitioned table would have to include recorded_at. Across months the chain head keeps one event
+        # per seq (its last_seq + 1 under its lock) and the chain's verification would find a second one
         CheckConstraint("seq >= 1", name="seq_positive"),
         CheckConstraint("octet_length(hash) = 32 AND octet_length(prev_hash) = 32", name="hash_sizes"),
         CheckConstraint(_one_of("to_state", State), name="to_state_known"),
         CheckConstraint(_one_of("from_state", State), name="from_state_known"),
         Index("ix_consent_events_contact_id_seq", "contact_id", "seq"),
         Index("ix_consent_events_workspace_recorded_at", "workspace_id", "recorded_at"),
+        {"postgresql_partition_by": "RANGE (recorded_at)"},
     )
 
 

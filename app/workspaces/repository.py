@@ -179,9 +179,10 @@ async def workspace_table_graph(session: AsyncSession) -> tuple[set[str], list[t
     names = set(
         (
             await session.scalars(
-                text(
-                    "SELECT table_name FROM information_schema.columns WHERE table_schema = current_schema() "
-                    "AND column_name = 'workspace_id'"
+                text(  # partitions are read and deleted through their table (the ledger's months, migration 0041)
+                    "SELECT c.relname FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid "
+                    "WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p') "
+                    "AND NOT c.relispartition AND a.attname = 'workspace_id' AND NOT a.attisdropped"
                 )
             )
         ).all()
