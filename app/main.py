@@ -32,6 +32,7 @@ from app.eligibility.fastpath import eligibility_fast_path
 from app.emails.controllers import ConfirmationPages, EmailWebhookController, UnsubscribePages
 from app.emails.service import lapse_expired
 from app.imports.controllers import ImportController
+from app.ledger import partitions
 from app.ledger.controllers import AuditController, ContactController, ObjectionController, WithdrawalController
 from app.lib.auth import KeyCache, api_key_guard, provide_principal
 from app.lib.copystream import StreamBudget
@@ -126,8 +127,9 @@ async def _lapse_loop(database: Database, settings: Settings) -> None:
     """Expire lapsed signups and forget old keys and deliveries each minute; prune outbox files each hour.
 
     Once a minute: signups whose link lapsed expire, old idempotency keys and ended webhook deliveries are
-    forgotten, consents past their end are recorded; once an hour, outbox and print batch files past their
-    retention are deleted. Any process may run it.
+    forgotten, consents past their end are recorded; once an hour (the first time at start-up), outbox and print
+    batch files past their retention are deleted and the ledger's coming monthly partitions are made. Any process
+    may run it.
     """
     files_pruned_at = 0.0
     while True:
@@ -140,6 +142,7 @@ async def _lapse_loop(database: Database, settings: Settings) -> None:
                     log.info("outbox_files_pruned", count=pruned)
             except OSError:
                 log.exception("outbox_prune_failed")
+            await _ensure_partitions(database)
         try:
             async with database.sessionmaker() as session, session.begin():
                 lapsed = await lapse_expired(session)
@@ -159,6 +162,20 @@ async def _lapse_loop(database: Database, settings: Settings) -> None:
         except Exception:
             log.exception("lifecycle_sweep_failed")
         await asyncio.sleep(_LAPSE_INTERVAL_SECONDS)
+
+
+async def _ensure_partitions(database: Database) -> None:
+    """The ledger's partitions for this month and the next ones (at start-up, then hourly; never fatal)."""
+    try:
+        async with database.sessionmaker() as session, session.begin():
+            done = await partitions.ensure_partitions(session)
+    except Exception:  # retried within the hour; until the month begins its events would go to the default
+        log.exception("ledger_partitions_failed")
+        return
+    if done.created:
+        log.info("ledger_partitions_created", partitions=done.created)
+    if done.left_in_default:
+        log.warning("ledger_partitions_left_in_default", partitions=done.left_in_default)
 
 
 async def _standing_loop(database: Database) -> None:

@@ -8,6 +8,7 @@ from alembic import context
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from app.ledger.partitions import include_name
 from app.models import metadata
 
 config = context.config
@@ -15,7 +16,11 @@ config = context.config
 
 def _run(connection: Connection) -> None:
     context.configure(
-        connection=connection, target_metadata=metadata, compare_type=True, transaction_per_migration=True
+        connection=connection,
+        target_metadata=metadata,
+        compare_type=True,
+        include_name=include_name,  # the ledger's monthly partitions are the database's, not the models'
+        transaction_per_migration=True,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -7,11 +7,11 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, Text, UniqueConstraint, text
+from sqlalchemy import CheckConstraint, Index, Integer, Text, UniqueConstraint, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.lib.orm import Base, CreatedAt, UUIDPrimaryKey
+from app.lib.orm import Base, CreatedAt, TenantKey, UUIDPrimaryKey, tenant_key
 
 
 class RunStatus(enum.StrEnum):
@@ -46,34 +46,33 @@ def _known(column: str, values: type[enum.StrEnum]) -> CheckConstraint:
     return CheckConstraint(f"{column} IN ({', '.join(repr(v.value) for v in values)})", name=f"{column}_known")
 
 
-class Chain(UUIDPrimaryKey, CreatedAt, Base):
+class Chain(UUIDPrimaryKey, TenantKey, CreatedAt, Base):
     """One immutable version of a workspace's chain: a new definition under the same key is version n+1."""
 
     __tablename__ = "chains"
 
-    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
     key: Mapped[str] = mapped_column(Text)
     version: Mapped[int] = mapped_column(Integer)
-    purpose_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("purposes.id", ondelete="RESTRICT"))
+    purpose_id: Mapped[uuid.UUID]
     steps: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
     stop_on_opt_out: Mapped[str] = mapped_column(Text)
 
     __table_args__ = (
         UniqueConstraint("workspace_id", "key", "version"),
+        tenant_key("purpose_id", "purposes", ondelete="RESTRICT"),
         CheckConstraint("key ~ '^[a-z][a-z0-9_-]{0,62}$'", name="key_format"),
         CheckConstraint("version >= 1", name="version_positive"),
         CheckConstraint("stop_on_opt_out IN ('purpose', 'channel')", name="stop_on_opt_out_known"),
     )
 
 
-class ChainRun(UUIDPrimaryKey, CreatedAt, Base):
+class ChainRun(UUIDPrimaryKey, TenantKey, CreatedAt, Base):
     """One contact going through one chain version."""
 
     __tablename__ = "chain_runs"
 
-    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
-    chain_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("chains.id", ondelete="CASCADE"))
-    contact_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    chain_id: Mapped[uuid.UUID]
+    contact_id: Mapped[uuid.UUID]
     variables: Mapped[dict[str, str] | None] = mapped_column(JSONB)
     campaign: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(Text)
@@ -83,6 +82,8 @@ class ChainRun(UUIDPrimaryKey, CreatedAt, Base):
     """The ledger event (an opt-out or objection) that ended the run, kept as an id like the ledger keeps ids."""
 
     __table_args__ = (
+        tenant_key("chain_id", "chains", ondelete="CASCADE"),
+        tenant_key("contact_id", "contacts", ondelete="CASCADE"),
         _known("status", RunStatus),
         CheckConstraint("char_length(campaign) BETWEEN 1 AND 100", name="campaign_length"),
         Index("ix_chain_runs_contact_id", "contact_id"),
@@ -90,13 +91,12 @@ class ChainRun(UUIDPrimaryKey, CreatedAt, Base):
     )
 
 
-class ChainStep(UUIDPrimaryKey, Base):
+class ChainStep(UUIDPrimaryKey, TenantKey, Base):
     """One step of a run: pending until its ``due_at``, then decided once by whichever runner claims it."""
 
     __tablename__ = "chain_steps"
 
-    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
-    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("chain_runs.id", ondelete="CASCADE"))
+    run_id: Mapped[uuid.UUID]
     position: Mapped[int] = mapped_column(Integer)
     key: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(Text)
@@ -104,13 +104,17 @@ class ChainStep(UUIDPrimaryKey, Base):
     """When the step is decided; empty while it waits for the step before it (``after_previous`` or order)."""
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
     decided_at: Mapped[datetime | None]
-    message_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"))
+    message_id: Mapped[uuid.UUID | None]
+    """The message sent for the step. No foreign key since migration 0040: ``ON DELETE SET NULL`` through a key
+    that includes ``workspace_id`` is what Citus cannot do, and a message goes only with its contact (the run goes
+    first: the chains' privacy hook runs before the messages') or with its workspace."""
     reason: Mapped[str | None] = mapped_column(Text)
     event_id: Mapped[uuid.UUID | None]
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
 
     __table_args__ = (
-        UniqueConstraint("run_id", "position"),
+        UniqueConstraint("run_id", "position", "workspace_id", name="uq_chain_steps_run_id_position"),
+        tenant_key("run_id", "chain_runs", ondelete="CASCADE"),
         _known("status", StepStatus),
         # what runners scan: armed steps that are still pending
         Index("ix_chain_steps_due", "due_at", postgresql_where=text("status = 'pending' AND due_at IS NOT NULL")),

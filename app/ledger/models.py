@@ -31,14 +31,14 @@ from app.domain.model import (
     VerifiedVia,
 )
 from app.lib.ids import opaque_id
-from app.lib.orm import Base, CreatedAt, UUIDPrimaryKey
+from app.lib.orm import Base, CreatedAt, TenantKey, UUIDPrimaryKey, tenant_key
 
 
 def _one_of(column: str, values: type[Any]) -> str:
     return f"{column} IN ({', '.join(repr(v.value) for v in values)})"
 
 
-class Contact(UUIDPrimaryKey, CreatedAt, Base):
+class Contact(UUIDPrimaryKey, TenantKey, CreatedAt, Base):
     """A person, as the caller knows them (``external_id``: CRM or shop id)."""
 
     __tablename__ = "contacts"
@@ -46,17 +46,17 @@ class Contact(UUIDPrimaryKey, CreatedAt, Base):
     #: random, not time-ordered: the id is answered to form keys (:func:`app.lib.ids.opaque_id`)
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=opaque_id)
 
-    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
     external_id: Mapped[str | None] = mapped_column(Text)
     locale: Mapped[str | None] = mapped_column(Text)
     timezone: Mapped[str | None] = mapped_column(Text)
     #: Merged into that contact (migration 0029): this row is left only so that its id and external id answer
     #: 409 ``contact_merged`` naming the survivor; it goes with the survivor (an erasure deletes both).
-    merged_into: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    merged_into: Mapped[uuid.UUID | None]
     merged_at: Mapped[datetime | None]
 
     __table_args__ = (
         UniqueConstraint("workspace_id", "external_id"),
+        tenant_key("merged_into", "contacts", ondelete="CASCADE"),
         CheckConstraint("(merged_into IS NULL) = (merged_at IS NULL)", name="merged_both"),
         CheckConstraint("merged_into <> id", name="merged_elsewhere"),
         Index("ix_contacts_merged_into", "merged_into", postgresql_where=text("merged_into IS NOT NULL")),
@@ -64,7 +64,7 @@ class Contact(UUIDPrimaryKey, CreatedAt, Base):
     )
 
 
-class ContactPoint(UUIDPrimaryKey, CreatedAt, Base):
+class ContactPoint(UUIDPrimaryKey, TenantKey, CreatedAt, Base):
     """One address on one channel; ``value`` is the normalised form, unique per workspace and channel."""
 
     __tablename__ = "contact_points"
@@ -72,8 +72,7 @@ class ContactPoint(UUIDPrimaryKey, CreatedAt, Base):
     #: random, not time-ordered: the id is answered to form keys (:func:`app.lib.ids.opaque_id`)
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=opaque_id)
 
-    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
-    contact_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    contact_id: Mapped[uuid.UUID]
     channel: Mapped[str] = mapped_column(Text)
     value: Mapped[str] = mapped_column(Text)
     details: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
@@ -97,6 +96,7 @@ class ContactPoint(UUIDPrimaryKey, CreatedAt, Base):
 
     __table_args__ = (
         UniqueConstraint("workspace_id", "channel", "value"),
+        tenant_key("contact_id", "contacts", ondelete="CASCADE"),
         CheckConstraint(_one_of("channel", Channel), name="channel_known"),
         CheckConstraint(_one_of("reachability", Reachability), name="reachability_known"),
         CheckConstraint(
@@ -118,7 +118,7 @@ class ContactPoint(UUIDPrimaryKey, CreatedAt, Base):
     )
 
 
-class Consent(UUIDPrimaryKey, Base):
+class Consent(UUIDPrimaryKey, TenantKey, Base):
     """The current state of one (contact point, purpose): a projection of the events, same transaction.
 
     ``purpose_id`` NULL is the consent for *every marketing purpose* of the channel: objections and
@@ -127,20 +127,30 @@ class Consent(UUIDPrimaryKey, Base):
 
     __tablename__ = "consents"
 
-    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
-    contact_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
-    contact_point_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("contact_points.id", ondelete="CASCADE"))
-    purpose_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("purposes.id", ondelete="RESTRICT"))
+    contact_id: Mapped[uuid.UUID]
+    contact_point_id: Mapped[uuid.UUID]
+    purpose_id: Mapped[uuid.UUID | None]
     channel: Mapped[str] = mapped_column(Text)
     state: Mapped[str] = mapped_column(Text, server_default=State.NONE.value)
     legal_basis: Mapped[str | None] = mapped_column(Text)
-    notice_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("notices.id", ondelete="RESTRICT"))
+    notice_id: Mapped[uuid.UUID | None]
     since: Mapped[datetime | None]
     last_event_id: Mapped[uuid.UUID | None]
     version: Mapped[int] = mapped_column(Integer, server_default="0")
 
     __table_args__ = (
-        UniqueConstraint("contact_point_id", "purpose_id", postgresql_nulls_not_distinct=True),
+        # the name from before workspace_id joined it (migration 0040): upserts name the constraint
+        UniqueConstraint(
+            "contact_point_id",
+            "purpose_id",
+            "workspace_id",
+            name="uq_consents_contact_point_id_purpose_id",
+            postgresql_nulls_not_distinct=True,
+        ),
+        tenant_key("contact_id", "contacts", ondelete="CASCADE"),
+        tenant_key("contact_point_id", "contact_points", ondelete="CASCADE"),
+        tenant_key("purpose_id", "purposes", ondelete="RESTRICT"),
+        tenant_key("notice_id", "notices", ondelete="RESTRICT"),
         CheckConstraint(_one_of("state", State), name="state_known"),
         CheckConstraint(_one_of("channel", Channel), name="channel_known"),
         CheckConstraint(f"legal_basis IS NULL OR {_one_of('legal_basis', LegalBasis)}", name="legal_basis_known"),
@@ -149,16 +159,18 @@ class Consent(UUIDPrimaryKey, Base):
     )
 
 
-class ConsentEvent(UUIDPrimaryKey, Base):
+class ConsentEvent(UUIDPrimaryKey, TenantKey, Base):
     """One ledger entry.
 
     Ids of contacts and contact points are kept (pseudonymous) after erasure; the personal part (evidence)
     is deleted then, while its digest stays in the chain.
+
+    Partitioned by month of ``recorded_at`` (migration 0041, :mod:`app.ledger.partitions`): the primary key
+    includes it, as a partitioned table's keys must.
     """
 
     __tablename__ = "consent_events"
 
-    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
     seq: Mapped[int] = mapped_column(BigInteger)
     contact_id: Mapped[uuid.UUID | None]
     contact_point_id: Mapped[uuid.UUID]
@@ -174,18 +186,21 @@ class ConsentEvent(UUIDPrimaryKey, Base):
     personal: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     personal_digest: Mapped[bytes] = mapped_column(LargeBinary)
     occurred_at: Mapped[datetime]
-    recorded_at: Mapped[datetime]
+    recorded_at: Mapped[datetime] = mapped_column(primary_key=True)
     prev_hash: Mapped[bytes] = mapped_column(LargeBinary)
     hash: Mapped[bytes] = mapped_column(LargeBinary)
 
     __table_args__ = (
-        UniqueConstraint("workspace_id", "seq"),
+        # (workspace_id, seq) is unique in each partition, by an index of the partition's own (migration 0041): one
+        # on the partitioned table would have to include recorded_at. Across months the chain head keeps one event
+        # per seq (its last_seq + 1 under its lock) and the chain's verification would find a second one
         CheckConstraint("seq >= 1", name="seq_positive"),
         CheckConstraint("octet_length(hash) = 32 AND octet_length(prev_hash) = 32", name="hash_sizes"),
         CheckConstraint(_one_of("to_state", State), name="to_state_known"),
         CheckConstraint(_one_of("from_state", State), name="from_state_known"),
         Index("ix_consent_events_contact_id_seq", "contact_id", "seq"),
         Index("ix_consent_events_workspace_recorded_at", "workspace_id", "recorded_at"),
+        {"postgresql_partition_by": "RANGE (recorded_at)"},
     )
 
 
@@ -199,7 +214,7 @@ class LedgerHead(Base):
     last_hash: Mapped[bytes] = mapped_column(LargeBinary)
 
 
-class Suppression(UUIDPrimaryKey, CreatedAt, Base):
+class Suppression(UUIDPrimaryKey, TenantKey, CreatedAt, Base):
     """A keyed hash of a normalised identifier that must not be contacted; survives erasure (no clear text).
 
     ``until`` is set only for a pause (reason ``paused``): the suppression holds while ``until`` is in the future
@@ -209,12 +224,11 @@ class Suppression(UUIDPrimaryKey, CreatedAt, Base):
 
     __tablename__ = "suppressions"
 
-    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
     key: Mapped[bytes] = mapped_column(LargeBinary)
     key_version: Mapped[int] = mapped_column(Integer)
     channel: Mapped[str] = mapped_column(Text)
     scope: Mapped[str] = mapped_column(Text)
-    purpose_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("purposes.id", ondelete="CASCADE"))
+    purpose_id: Mapped[uuid.UUID | None]
     reason: Mapped[str] = mapped_column(Text)
     until: Mapped[datetime | None]
 
@@ -222,6 +236,7 @@ class Suppression(UUIDPrimaryKey, CreatedAt, Base):
         UniqueConstraint(
             "workspace_id", "key", "key_version", "scope", "purpose_id", postgresql_nulls_not_distinct=True
         ),
+        tenant_key("purpose_id", "purposes", ondelete="CASCADE"),
         CheckConstraint(_one_of("scope", SuppressionScope), name="scope_known"),
         CheckConstraint(_one_of("reason", SuppressionReason), name="reason_known"),
         CheckConstraint("(scope = 'purpose') = (purpose_id IS NOT NULL)", name="purpose_iff_scoped"),

@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, ForeignKey, Identity, Index, Integer, LargeBinary, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.lib.orm import Base, UUIDPrimaryKey
+from app.lib.orm import Base, TenantKey, UUIDPrimaryKey
 
 
 class IdempotencyKey(Base):
@@ -30,25 +30,23 @@ class IdempotencyKey(Base):
     body: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
-class RateLimitHit(Base):
+class RateLimitHit(TenantKey, Base):
     """One counted event (e.g. a confirmation mail sent) under a keyed hash of an address or client IP."""
 
     __tablename__ = "rate_limit_hits"
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
-    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
     key: Mapped[bytes] = mapped_column(LargeBinary)
     at: Mapped[datetime]
 
     __table_args__ = (Index("ix_rate_limit_hits_workspace_key_at", "workspace_id", "key", "at"),)
 
 
-class ProviderCallback(UUIDPrimaryKey, Base):
+class ProviderCallback(UUIDPrimaryKey, TenantKey, Base):
     """A provider's delivery-status callback or feedback event by (message id, status): each is processed once."""
 
     __tablename__ = "provider_callbacks"
 
-    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
     provider: Mapped[str] = mapped_column(Text)
     message_sid: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(Text)

@@ -155,7 +155,7 @@ async def add_link(  # the link's fields, keyword-only
             # the period's link asked about an earlier end (the end moved later since) and unused: the new ask
             # replaces it (its old token stops working); otherwise never two per period
             .on_conflict_do_update(
-                index_elements=["consent_id", "period_since"],
+                index_elements=["consent_id", "period_since", "workspace_id"],
                 set_={"ends_at": ends_at, "token_hash": token_hash, "message_id": None},
                 where=(Repermission.ends_at < ends_at) & Repermission.renewed_at.is_(None),
             )

@@ -242,7 +242,13 @@ class Dispatcher:
             for row in claimed:
                 if row.attempts > 1:
                     add_event(
-                        session, row.message_id, row.id, row.channel, Step.SENDING, detail={"attempt": row.attempts}
+                        session,
+                        row.workspace_id,
+                        row.message_id,
+                        row.id,
+                        row.channel,
+                        Step.SENDING,
+                        detail={"attempt": row.attempts},
                     )
         return claimed
 
@@ -503,6 +509,7 @@ class Dispatcher:
             repository.requeue_for_retry(delivery, retry_at, error=error, at=utcnow())
             add_event(
                 session,
+                delivery.workspace_id,
                 delivery.message_id,
                 delivery.id,
                 delivery.channel,
@@ -544,6 +551,7 @@ class Dispatcher:
         repository.settle(delivery, status, provider_id=provider_id, error=error, at=utcnow())
         add_event(
             session,
+            delivery.workspace_id,
             delivery.message_id,
             delivery.id,
             delivery.channel,
@@ -559,6 +567,7 @@ class Dispatcher:
         repository.requeue_for_window(delivery, opens, at=utcnow())
         add_event(
             session,
+            delivery.workspace_id,
             delivery.message_id,
             delivery.id,
             delivery.channel,

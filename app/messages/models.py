@@ -11,7 +11,7 @@ from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, LargeBinary,
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.lib.orm import Base, CreatedAt, UUIDPrimaryKey
+from app.lib.orm import Base, CreatedAt, TenantKey, UUIDPrimaryKey, tenant_key
 from app.messages.status import DeliveryStatus, MessageStatus, Step
 
 
@@ -24,14 +24,13 @@ def _known(values: type[enum.StrEnum]) -> CheckConstraint:
 SCANNED = "coalesce(detail ? 'scanner_signals', false)"
 
 
-class Message(UUIDPrimaryKey, CreatedAt, Base):
+class Message(UUIDPrimaryKey, TenantKey, CreatedAt, Base):
     """A request to reach a contact, with the routing decision made when it was accepted."""
 
     __tablename__ = "messages"
 
-    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
-    contact_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
-    purpose_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("purposes.id", ondelete="RESTRICT"))
+    contact_id: Mapped[uuid.UUID]
+    purpose_id: Mapped[uuid.UUID]
     strategy: Mapped[str] = mapped_column(Text)
     route: Mapped[list[str]] = mapped_column(ARRAY(Text))
     content: Mapped[dict[str, Any]] = mapped_column(JSONB)
@@ -42,21 +41,22 @@ class Message(UUIDPrimaryKey, CreatedAt, Base):
     """The caller's label for reports (``group_by=campaign``)."""
 
     __table_args__ = (
+        tenant_key("contact_id", "contacts", ondelete="CASCADE"),
+        tenant_key("purpose_id", "purposes", ondelete="RESTRICT"),
         Index("ix_messages_contact_id", "contact_id"),
         _known(MessageStatus),
         CheckConstraint("char_length(campaign) BETWEEN 1 AND 100", name="campaign_length"),
     )
 
 
-class Delivery(UUIDPrimaryKey, Base):
+class Delivery(UUIDPrimaryKey, TenantKey, Base):
     """One channel's delivery of a message: the outbox row dispatchers claim (``FOR UPDATE SKIP LOCKED``)."""
 
     __tablename__ = "deliveries"
 
-    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
-    message_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    message_id: Mapped[uuid.UUID]
     channel: Mapped[str] = mapped_column(Text)
-    contact_point_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("contact_points.id", ondelete="CASCADE"))
+    contact_point_id: Mapped[uuid.UUID]
     status: Mapped[str] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
     next_attempt_at: Mapped[datetime]
@@ -70,6 +70,8 @@ class Delivery(UUIDPrimaryKey, Base):
     when the delivery is claimed again: the previous worker died (or lost its lease) during the call."""
 
     __table_args__ = (
+        tenant_key("message_id", "messages", ondelete="CASCADE"),
+        tenant_key("contact_point_id", "contact_points", ondelete="CASCADE"),
         _known(DeliveryStatus),
         Index("ix_deliveries_message_id", "message_id"),
         # a STOP's campaign (the last message sent to the number), and erasure's cascade from the address
@@ -88,13 +90,16 @@ class Delivery(UUIDPrimaryKey, Base):
     )
 
 
-class MessageEvent(UUIDPrimaryKey, Base):
-    """One step of a message's history (its status is a :class:`~app.messages.status.Step`)."""
+class MessageEvent(UUIDPrimaryKey, TenantKey, Base):
+    """One step of a message's history (its status is a :class:`~app.messages.status.Step`).
+
+    ``workspace_id`` since migration 0040 (the message's): the history lives on its message's shard under Citus.
+    """
 
     __tablename__ = "message_events"
 
-    message_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
-    delivery_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("deliveries.id", ondelete="CASCADE"))
+    message_id: Mapped[uuid.UUID]
+    delivery_id: Mapped[uuid.UUID | None]
     channel: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(Text)
     provider_message_id: Mapped[str | None] = mapped_column(Text)
@@ -103,6 +108,8 @@ class MessageEvent(UUIDPrimaryKey, Base):
     at: Mapped[datetime]
 
     __table_args__ = (
+        tenant_key("message_id", "messages", ondelete="CASCADE"),
+        tenant_key("delivery_id", "deliveries", ondelete="CASCADE"),
         Index("ix_message_events_message_id_at", "message_id", "at"),
         _known(Step),
         # an engagement signal is recorded once per message (a second click, a repeated report: nothing new), a
@@ -112,6 +119,7 @@ class MessageEvent(UUIDPrimaryKey, Base):
             "uq_message_events_signal",
             "message_id",
             "status",
+            "workspace_id",
             unique=True,
             postgresql_where=text(f"status IN ('opened', 'clicked', 'converted') AND NOT {SCANNED}"),
         ),
@@ -119,6 +127,7 @@ class MessageEvent(UUIDPrimaryKey, Base):
             "uq_message_events_scanner_signal",
             "message_id",
             "status",
+            "workspace_id",
             unique=True,
             postgresql_where=text(f"status IN ('opened', 'clicked', 'converted') AND {SCANNED}"),
         ),
@@ -146,13 +155,16 @@ class MessageToken(CreatedAt, Base):
     __tablename__ = "message_tokens"
 
     token_hash: Mapped[bytes] = mapped_column(LargeBinary, primary_key=True)
-    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
-    message_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
-    delivery_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("deliveries.id", ondelete="CASCADE"))
+    #: in the primary key for Citus (migration 0040; 256 random bits are unique anyway): found by the hash alone
+    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True)
+    message_id: Mapped[uuid.UUID]
+    delivery_id: Mapped[uuid.UUID]
     kind: Mapped[str] = mapped_column(Text)
     url: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
+        tenant_key("message_id", "messages", ondelete="CASCADE"),
+        tenant_key("delivery_id", "deliveries", ondelete="CASCADE"),
         Index("ix_message_tokens_message_id", "message_id"),
         Index("ix_message_tokens_delivery_id", "delivery_id"),
         CheckConstraint("kind IN ('link', 'open', 'event')", name="kind_known"),

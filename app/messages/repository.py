@@ -315,6 +315,7 @@ def delivery_row(  # the row's own fields
 
 
 def event_row(  # the event's own fields, in the table's order
+    workspace_id: uuid.UUID,
     message_id: uuid.UUID,
     delivery_id: uuid.UUID | None,
     channel: str | None,
@@ -323,9 +324,10 @@ def event_row(  # the event's own fields, in the table's order
     detail: dict[str, Any] | None,
     at: datetime,
 ) -> dict[str, Any]:
-    """A history step for :func:`add_messages` (events carry no workspace: a message the caller writes names it)."""
+    """A history step for :func:`add_messages` (``workspace_id``: the message's)."""
     return {
         "id": uuid7(),
+        "workspace_id": workspace_id,
         "message_id": message_id,
         "delivery_id": delivery_id,
         "channel": channel,
@@ -354,8 +356,9 @@ async def add_messages(
             await session.execute(sa_insert(cast("Table", model.__table__)), list(rows))
 
 
-def add_event(  # the event's own fields, in the table's order
+def add_event(  # noqa: PLR0917  # the event's own fields, in the table's order
     session: AsyncSession,
+    workspace_id: uuid.UUID,
     message_id: uuid.UUID,
     delivery_id: uuid.UUID | None,
     channel: str | None,
@@ -368,12 +371,13 @@ def add_event(  # the event's own fields, in the table's order
 ) -> None:
     """Add one step to a message's history (written with the caller's transaction).
 
-    Events have no workspace column: the caller names a message of its workspace (one it created or loaded
+    ``workspace_id`` is the message's: the caller names a message of its workspace (one it created or loaded
     through a scoped function of this module).
     """
     session.add(
         MessageEvent(
             id=uuid7(),
+            workspace_id=workspace_id,
             message_id=message_id,
             delivery_id=delivery_id,
             channel=channel,
@@ -558,8 +562,9 @@ _SIGNAL_INDEX_WHERE = text(f"{_SIGNALS} AND NOT {SCANNED}")
 _SCANNER_SIGNAL_INDEX_WHERE = text(f"{_SIGNALS} AND {SCANNED}")
 
 
-async def add_signal(  # the event's own fields, in the table's order
+async def add_signal(  # noqa: PLR0917  # the event's own fields, in the table's order
     session: AsyncSession,
+    workspace_id: uuid.UUID,
     message_id: uuid.UUID,
     delivery_id: uuid.UUID | None,
     channel: str | None,
@@ -578,6 +583,7 @@ async def add_signal(  # the event's own fields, in the table's order
         insert(MessageEvent)
         .values(
             id=uuid7(),
+            workspace_id=workspace_id,
             message_id=message_id,
             delivery_id=delivery_id,
             channel=channel,
@@ -586,7 +592,7 @@ async def add_signal(  # the event's own fields, in the table's order
             at=at,
         )
         .on_conflict_do_nothing(
-            index_elements=["message_id", "status"],
+            index_elements=["message_id", "status", "workspace_id"],
             index_where=_SCANNER_SIGNAL_INDEX_WHERE if scanned else _SIGNAL_INDEX_WHERE,
         )
     )

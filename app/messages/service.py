@@ -199,6 +199,7 @@ async def _accept(session: AsyncSession, workspace_id: uuid.UUID, batch: Sequenc
             )
             events.append(
                 repository.event_row(
+                    workspace_id,
                     message_id,
                     delivery_id,
                     pick.channel.value,
@@ -210,6 +211,7 @@ async def _accept(session: AsyncSession, workspace_id: uuid.UUID, batch: Sequenc
         if not chosen:
             events.append(
                 repository.event_row(
+                    workspace_id,
                     message_id,
                     None,
                     None,
@@ -349,6 +351,7 @@ async def record_provider_status(
             repository.reconcile(delivery, provider_message_id, at=now)
             add_event(
                 session,
+                delivery.workspace_id,
                 delivery.message_id,
                 delivery.id,
                 delivery.channel,
@@ -369,6 +372,7 @@ async def record_provider_status(
     repository.report(delivery, target, error=error, at=now)
     add_event(
         session,
+        delivery.workspace_id,
         delivery.message_id,
         delivery.id,
         delivery.channel,

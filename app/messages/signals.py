@@ -52,7 +52,14 @@ async def follow_link(session: AsyncSession, token: str, user_agent: str | None)
     if evidence := scanner_signals(user_agent, seconds, settings.email.scanner_seconds):
         detail["scanner_signals"] = evidence
     await repository.add_signal(
-        session, found.message_id, found.delivery_id, Channel.EMAIL.value, Step.CLICKED, detail=detail, at=now
+        session,
+        found.workspace_id,
+        found.message_id,
+        found.delivery_id,
+        Channel.EMAIL.value,
+        Step.CLICKED,
+        detail=detail,
+        at=now,
     )
     return found.url
 
@@ -68,7 +75,14 @@ async def pixel_loaded(session: AsyncSession, token: str, user_agent: str | None
     if evidence := scanner_signals(user_agent, None, 0):
         detail["scanner_signals"] = evidence
     await repository.add_signal(
-        session, found.message_id, found.delivery_id, Channel.EMAIL.value, Step.OPENED, detail=detail, at=utcnow()
+        session,
+        found.workspace_id,
+        found.message_id,
+        found.delivery_id,
+        Channel.EMAIL.value,
+        Step.OPENED,
+        detail=detail,
+        at=utcnow(),
     )
 
 
@@ -79,6 +93,7 @@ async def provider_read(session: AsyncSession, workspace_id: uuid.UUID, provider
         return
     await repository.add_signal(
         session,
+        delivery.workspace_id,
         delivery.message_id,
         delivery.id,
         delivery.channel,
@@ -100,7 +115,7 @@ async def report_with_token(session: AsyncSession, message_id: uuid.UUID, data: 
         )
     if not await _consenting(session, found, (await settings_of(session, found.workspace_id)).tracking_purpose):
         return MessageEventOut(message_id=found.message_id, type=data.type, recorded=False)
-    return await _record(session, found.message_id, found.delivery_id, data, via="device")
+    return await _record(session, found.workspace_id, found.message_id, found.delivery_id, data, via="device")
 
 
 async def report_with_key(
@@ -117,11 +132,14 @@ async def report_with_key(
             code="not_tracked",
             extra={"errors": [{"field": "type", "message": "this message was sent without tracking"}]},
         )
-    return await _record(session, message.id, None, data, via="api", channel=message.decision.get("channel"))
+    return await _record(
+        session, workspace_id, message.id, None, data, via="api", channel=message.decision.get("channel")
+    )
 
 
 async def _record(
     session: AsyncSession,
+    workspace_id: uuid.UUID,
     message_id: uuid.UUID,
     delivery_id: uuid.UUID | None,
     data: MessageEventIn,
@@ -141,7 +159,7 @@ async def _record(
     if delivery_id is not None and channel is None:
         channel = await repository.delivery_channel(session, delivery_id)
     recorded = await repository.add_signal(
-        session, message_id, delivery_id, channel, Step(data.type), detail=detail, at=at
+        session, workspace_id, message_id, delivery_id, channel, Step(data.type), detail=detail, at=at
     )
     return MessageEventOut(message_id=message_id, type=data.type, recorded=recorded)
 

@@ -6,14 +6,14 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, Text, UniqueConstraint, text
+from sqlalchemy import CheckConstraint, Index, Text, UniqueConstraint, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.lib.orm import Base, UUIDPrimaryKey
+from app.lib.orm import Base, TenantKey, UUIDPrimaryKey
 
 
-class Erasure(UUIDPrimaryKey, Base):
+class Erasure(UUIDPrimaryKey, TenantKey, Base):
     """The record of one erasure (GDPR Art. 17), kept as accountability evidence: when, by whom, what went.
 
     It names the erased contact only by its (now meaningless) id, the request by the caller's reference, and
@@ -22,7 +22,6 @@ class Erasure(UUIDPrimaryKey, Base):
 
     __tablename__ = "erasures"
 
-    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
     contact_id: Mapped[uuid.UUID]
     erased_at: Mapped[datetime]
     actor_type: Mapped[str] = mapped_column(Text)
@@ -34,7 +33,7 @@ class Erasure(UUIDPrimaryKey, Base):
     __table_args__ = (UniqueConstraint("workspace_id", "contact_id"),)
 
 
-class ErasureRequest(UUIDPrimaryKey, Base):
+class ErasureRequest(UUIDPrimaryKey, TenantKey, Base):
     """An erasure asked for on the preference centre (Art. 17), and what became of it.
 
     Executed at once, or, where the workspace reviews erasures (``erasure_review``), ``pending`` until an ``admin``
@@ -46,7 +45,6 @@ class ErasureRequest(UUIDPrimaryKey, Base):
 
     __tablename__ = "erasure_requests"
 
-    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
     contact_id: Mapped[uuid.UUID] = mapped_column(index=True)
     requested_at: Mapped[datetime]
     due_at: Mapped[datetime]

@@ -5,17 +5,17 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, Text, UniqueConstraint, text
+from sqlalchemy import CheckConstraint, Index, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.ledger.models import ConsentEvent
-from app.lib.orm import Base, CreatedAt, UUIDPrimaryKey
+from app.lib.orm import Base, CreatedAt, TenantKey, UUIDPrimaryKey, tenant_key
 
 #: A product category: lower case, digits, ``_`` and ``-`` (what purposes name in ``similar_products_of``).
 CATEGORY_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 
 
-class Purchase(UUIDPrimaryKey, CreatedAt, Base):
+class Purchase(UUIDPrimaryKey, TenantKey, CreatedAt, Base):
     """A sale made with an email address, recorded with the objection notice shown at collection (UWG §7(3)).
 
     Keyed on the address (not the contact): an identity merge moves addresses, and the purchase goes with its
@@ -24,8 +24,7 @@ class Purchase(UUIDPrimaryKey, CreatedAt, Base):
 
     __tablename__ = "purchases"
 
-    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
-    contact_point_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("contact_points.id", ondelete="CASCADE"))
+    contact_point_id: Mapped[uuid.UUID]
     reference: Mapped[str] = mapped_column(Text)
     purchased_at: Mapped[datetime]
     category: Mapped[str] = mapped_column(Text)
@@ -35,6 +34,7 @@ class Purchase(UUIDPrimaryKey, CreatedAt, Base):
 
     __table_args__ = (
         UniqueConstraint("workspace_id", "reference"),
+        tenant_key("contact_point_id", "contact_points", ondelete="CASCADE"),
         CheckConstraint("length(reference) BETWEEN 1 AND 200", name="reference_length"),
         CheckConstraint(f"category ~ '{CATEGORY_PATTERN}'", name="category_format"),
         CheckConstraint(

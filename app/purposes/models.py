@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import CheckConstraint, ForeignKey, Integer, Text, UniqueConstraint, text
+from sqlalchemy import CheckConstraint, Integer, Text, UniqueConstraint, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.domain.validity import span_check_sql
-from app.lib.orm import Base, CreatedAt, UUIDPrimaryKey
+from app.lib.orm import Base, CreatedAt, TenantKey, UUIDPrimaryKey, tenant_key
 
 _SPANS = ("validity", "inactivity", "repermission_before")
 
 
-class Purpose(UUIDPrimaryKey, CreatedAt, Base):
+class Purpose(UUIDPrimaryKey, TenantKey, CreatedAt, Base):
     """A purpose of a workspace (``newsletter``, ``order_updates``)."""
 
     __tablename__ = "purposes"
 
-    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
     key: Mapped[str] = mapped_column(Text)
     name: Mapped[str] = mapped_column(Text)
     kind: Mapped[str] = mapped_column(Text)
@@ -47,13 +46,12 @@ class Purpose(UUIDPrimaryKey, CreatedAt, Base):
     )
 
 
-class Notice(UUIDPrimaryKey, CreatedAt, Base):
+class Notice(UUIDPrimaryKey, TenantKey, CreatedAt, Base):
     """An immutable, versioned consent text shown to people; every consent given references one."""
 
     __tablename__ = "notices"
 
-    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
-    purpose_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("purposes.id", ondelete="RESTRICT"))
+    purpose_id: Mapped[uuid.UUID]
     channels: Mapped[list[str]] = mapped_column(ARRAY(Text))
     locale: Mapped[str] = mapped_column(Text)
     version: Mapped[int] = mapped_column(Integer)
@@ -61,7 +59,10 @@ class Notice(UUIDPrimaryKey, CreatedAt, Base):
     sha256: Mapped[str] = mapped_column(Text)
 
     __table_args__ = (
-        UniqueConstraint("purpose_id", "locale", "version"),
+        UniqueConstraint(
+            "purpose_id", "locale", "version", "workspace_id", name="uq_notices_purpose_id_locale_version"
+        ),
+        tenant_key("purpose_id", "purposes", ondelete="RESTRICT"),
         CheckConstraint("cardinality(channels) >= 1", name="channels_not_empty"),
         CheckConstraint("length(text) BETWEEN 1 AND 20000", name="text_length"),
         CheckConstraint("sha256 ~ '^[0-9a-f]{64}$'", name="sha256_hex"),

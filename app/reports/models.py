@@ -12,14 +12,13 @@ from datetime import date, datetime
 from sqlalchemy import BigInteger, Date, ForeignKey, Identity, Index, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.lib.orm import Base
+from app.lib.orm import Base, TenantKey, tenant_key
 
 
-class _Counter:
+class _Counter(TenantKey):
     """A surrogate key (the natural key has NULLs, held unique by ``NULLS NOT DISTINCT``) and the count."""
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
     n: Mapped[int] = mapped_column(BigInteger)
 
 
@@ -194,7 +193,7 @@ class ReportMessageDaily(_Counter, Base):
     )
 
 
-class ReportMessageQueue(Base):
+class ReportMessageQueue(TenantKey, Base):
     """Message events not counted yet, queued by a trigger on ``message_events`` (migration 0020).
 
     Message events carry no sequence that commits in order (as the ledger's ``seq`` does), so a watermark could
@@ -204,10 +203,10 @@ class ReportMessageQueue(Base):
     __tablename__ = "report_message_queue"
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
-    event_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("message_events.id", ondelete="CASCADE"))
+    event_id: Mapped[uuid.UUID]
 
     __table_args__ = (
+        tenant_key("event_id", "message_events", ondelete="CASCADE"),
         Index("ix_report_message_queue_workspace_id", "workspace_id"),
         Index("ix_report_message_queue_event_id", "event_id"),
     )

@@ -5,18 +5,17 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Text, UniqueConstraint
+from sqlalchemy import Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.lib.orm import Base, UUIDPrimaryKey
+from app.lib.orm import Base, TenantKey, UUIDPrimaryKey
 
 
-class InboundMessage(UUIDPrimaryKey, Base):
+class InboundMessage(UUIDPrimaryKey, TenantKey, Base):
     """An inbound message by provider id, with the reply it got (idempotency)."""
 
     __tablename__ = "inbound_messages"
 
-    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
     provider: Mapped[str] = mapped_column(Text)
     message_sid: Mapped[str] = mapped_column(Text)
     channel: Mapped[str] = mapped_column(Text)

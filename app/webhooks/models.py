@@ -6,20 +6,19 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, Text, UniqueConstraint, text
+from sqlalchemy import CheckConstraint, Index, Integer, Text, UniqueConstraint, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.lib.orm import Base, CreatedAt, UUIDPrimaryKey
+from app.lib.orm import Base, CreatedAt, TenantKey, UUIDPrimaryKey, tenant_key
 from app.webhooks.status import WebhookStatus
 
 
-class WebhookSubscription(UUIDPrimaryKey, CreatedAt, Base):
+class WebhookSubscription(UUIDPrimaryKey, TenantKey, CreatedAt, Base):
     """Where a workspace wants its change events sent; the signing secret is stored sealed (write-only)."""
 
     __tablename__ = "webhook_subscriptions"
 
-    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
     url: Mapped[str] = mapped_column(Text)
     events: Mapped[list[str]] = mapped_column(ARRAY(Text))
     secret_sealed: Mapped[str] = mapped_column(Text)
@@ -27,13 +26,12 @@ class WebhookSubscription(UUIDPrimaryKey, CreatedAt, Base):
     __table_args__ = (Index("ix_webhook_subscriptions_workspace_id", "workspace_id"),)
 
 
-class WebhookDelivery(UUIDPrimaryKey, CreatedAt, Base):
+class WebhookDelivery(UUIDPrimaryKey, TenantKey, CreatedAt, Base):
     """One event for one subscription: queued with the change, claimed by a sender, retried until it lands."""
 
     __tablename__ = "webhook_deliveries"
 
-    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
-    subscription_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("webhook_subscriptions.id", ondelete="CASCADE"))
+    subscription_id: Mapped[uuid.UUID]
     event_id: Mapped[uuid.UUID]
     event_type: Mapped[str] = mapped_column(Text)
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
@@ -45,7 +43,10 @@ class WebhookDelivery(UUIDPrimaryKey, CreatedAt, Base):
     delivered_at: Mapped[datetime | None]
 
     __table_args__ = (
-        UniqueConstraint("subscription_id", "event_id"),
+        UniqueConstraint(
+            "subscription_id", "event_id", "workspace_id", name="uq_webhook_deliveries_subscription_id_event_id"
+        ),
+        tenant_key("subscription_id", "webhook_subscriptions", ondelete="CASCADE"),
         CheckConstraint(f"status IN ({', '.join(repr(v.value) for v in WebhookStatus)})", name="status_known"),
         # what senders scan: due deliveries, and claims whose lease ran out (a claim moves next_attempt_at on)
         Index("ix_webhook_deliveries_due", "next_attempt_at", postgresql_where=text("status IN ('queued', 'sending')")),

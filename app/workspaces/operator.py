@@ -10,7 +10,8 @@ Deletion (``DELETE /v1/workspaces/{id}``), in short transactions, each retried a
    deleted (migration 0026);
 2. rounds over every table with a ``workspace_id`` column (found in the catalogue, so a table added later is
    covered without a change here), children before parents (foreign keys read from the catalogue), one
-   transaction a table, until a round finds nothing left; the message events go with their deliveries;
+   transaction a table, until a round finds nothing left (message events too: they carry ``workspace_id`` since
+   migration 0040);
 3. without ``keep_suppressions`` the workspace row goes (with anything a late writer added: the foreign keys
    cascade) and a :class:`WorkspaceDeletion` record (counts per table, when, which operator key, when the export
    was taken; no personal data) answers every later DELETE of that id. With ``keep_suppressions`` the row stays
@@ -195,7 +196,6 @@ async def delete_workspace(
         return started
     for _ in range(_MAX_ROUNDS):
         tables = await _step(database, workspace_tables)
-        run.add("message_events", await _step(database, run.count_message_events))
         found = 0
         for table in tables:
             if keep_suppressions and table == "suppressions":
@@ -255,10 +255,6 @@ class _Deletion:
         self.counts = {"ledger_heads": int(head is not None), "consent_events": len(events)}
         self.workspace = workspace
         return workspace
-
-    async def count_message_events(self, session: AsyncSession) -> int:
-        """The workspace's message events (they have no workspace column: they go with their deliveries)."""
-        return await repository.count_message_events(session, self.workspace_id)
 
     async def sweep(self, table: str, session: AsyncSession) -> int:
         """Delete the workspace's rows of ``table``; keep what names the files on disk."""
@@ -357,7 +353,7 @@ async def export_lines(database: Database, workspace_id: uuid.UUID) -> AsyncIter
     """The workspace's whole data as NDJSON lines, then a closing line; records the export when all was sent.
 
     First ``{"type": "workspace", ...}``, then ``{"type": "row", "table": ..., "row": {...}}`` for every row of
-    every table with a ``workspace_id`` (and the message events), table by table, the ledger in chain order up to
+    every table with a ``workspace_id`` (the message events last), table by table, the ledger in chain order up to
     the head read first, last ``{"type": "end", "rows": N, "ledger_seq": S}``. Key hashes and sealed credentials
     are left out. Each table is read as of its own query; the ledger up to ``ledger_seq``, which the export
     records: deletion refuses an export the ledger has grown past.

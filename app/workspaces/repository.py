@@ -179,9 +179,10 @@ async def workspace_table_graph(session: AsyncSession) -> tuple[set[str], list[t
     names = set(
         (
             await session.scalars(
-                text(
-                    "SELECT table_name FROM information_schema.columns WHERE table_schema = current_schema() "
-                    "AND column_name = 'workspace_id'"
+                text(  # partitions are read and deleted through their table (the ledger's months, migration 0041)
+                    "SELECT c.relname FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid "
+                    "WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p') "
+                    "AND NOT c.relispartition AND a.attname = 'workspace_id' AND NOT a.attisdropped"
                 )
             )
         ).all()
@@ -275,12 +276,6 @@ async def count_rows(session: AsyncSession, table: str, workspace_id: uuid.UUID)
     return int(await session.scalar(text(sql), {"ws": workspace_id}) or 0)
 
 
-async def count_message_events(session: AsyncSession, workspace_id: uuid.UUID) -> int:
-    """The workspace's message events (no workspace column: they belong to its messages)."""
-    sql = "SELECT count(*) FROM message_events e JOIN messages m ON m.id = e.message_id WHERE m.workspace_id = :ws"
-    return int(await session.scalar(text(sql), {"ws": workspace_id}) or 0)
-
-
 async def make_tombstone(session: AsyncSession, workspace_id: uuid.UUID) -> None:
     """Clear everything of the workspace row but its id, name, creation, deletion and last export times.
 
@@ -330,20 +325,14 @@ def _export_query(table: str) -> str:
 async def export_rows(
     session: AsyncSession, tables: Sequence[str], workspace_id: uuid.UUID, seq: int
 ) -> AsyncIterator[tuple[str, str]]:
-    """(table, row as JSON) of every row of the workspace in ``tables``, then of its message events.
+    """(table, row as JSON) of every row of the workspace in ``tables``, its message events last.
 
     Streamed with a server-side cursor; the ledger up to ``seq``, in chain order; key hashes left out.
     """
-    queries = [(table, _export_query(table)) for table in tables if table not in SKIPPED_TABLES]
-    queries.append(
-        (
-            "message_events",
-            (
-                "SELECT row_to_json(t)::text FROM message_events t JOIN messages m ON m.id = t.message_id "
-                "WHERE m.workspace_id = :ws ORDER BY t.id"
-            ),
-        )
-    )
+    queries = [
+        (table, _export_query(table)) for table in tables if table not in SKIPPED_TABLES and table != "message_events"
+    ]
+    queries.append(("message_events", f"{_export_query('message_events')} ORDER BY t.id"))
     for table, sql in queries:
         result = await session.stream(text(sql), {"ws": workspace_id, "seq": seq})
         async for (row,) in result:

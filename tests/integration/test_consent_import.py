@@ -194,7 +194,13 @@ async def test_a_suppression_stops_an_imported_opt_in_for_what_its_scope_covers(
 ):
     await ledger.purpose("offers")
     await ledger.purpose("other")
-    named = await session.scalar(text("SELECT id FROM purposes WHERE key = :key"), {"key": names}) if names else None
+    named = (
+        await session.scalar(
+            text("SELECT id FROM purposes WHERE key = :key AND workspace_id = :ws"), {"key": names, "ws": tenant.id}
+        )
+        if names
+        else None
+    )
     [key] = Keys(TEST_SECRET).point_keys("email", "jane@example.com", {})
     await session.execute(
         text(

@@ -249,10 +249,10 @@ async def deliver(session, tenant, point, purpose_id, at: datetime) -> None:
     )
     await session.execute(
         text(
-            "INSERT INTO message_events (id, message_id, delivery_id, channel, status, at)"
-            " VALUES (:e, :m, :d, 'email', 'delivered', :at)"
+            "INSERT INTO message_events (id, workspace_id, message_id, delivery_id, channel, status, at)"
+            " VALUES (:e, :w, :m, :d, 'email', 'delivered', :at)"
         ),
-        {"e": uuid.uuid4(), "m": message_id, "d": delivery_id, "at": at},
+        {"e": uuid.uuid4(), "w": tenant.id, "m": message_id, "d": delivery_id, "at": at},
     )
     await session.flush()
 

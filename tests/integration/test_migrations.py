@@ -7,6 +7,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from app.ledger.partitions import include_name
 from app.lib.db import downgrade, head_revision, migrate
 from app.models import metadata
 
@@ -38,7 +39,7 @@ async def test_upgrade_downgrade_upgrade_on_an_empty_database(pg_server):
 
 async def test_models_and_migrations_do_not_drift(engine):
     def diff(sync_conn):
-        context = MigrationContext.configure(sync_conn, opts={"compare_type": True})
+        context = MigrationContext.configure(sync_conn, opts={"compare_type": True, "include_name": include_name})
         return compare_metadata(context, metadata)
 
     async with engine.connect() as conn:

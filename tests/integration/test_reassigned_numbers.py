@@ -350,7 +350,7 @@ async def _sent_sms(database, tenant, point, purpose_id, at) -> str:
             db, tenant.id, message.id, channel="sms", contact_point_id=point.id, status=DeliveryStatus.SENT,
             next_attempt_at=at, at=at,
         )  # fmt: skip
-        messages.add_event(db, message.id, delivery.id, "sms", Step.SENT, at=at)
+        messages.add_event(db, tenant.id, message.id, delivery.id, "sms", Step.SENT, at=at)
         await messages.write_staged(db)
         await db.execute(
             text("UPDATE deliveries SET provider_message_id = :sid WHERE id = :d"),

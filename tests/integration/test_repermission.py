@@ -249,10 +249,10 @@ async def test_the_repermission_mail_delivered_is_no_engagement(client, database
     ).scalar_one()
     await session.execute(
         text(
-            "INSERT INTO message_events (id, message_id, delivery_id, channel, status, at) "
-            "VALUES (gen_random_uuid(), :m, :d, 'email', 'delivered', now())"
+            "INSERT INTO message_events (id, workspace_id, message_id, delivery_id, channel, status, at) "
+            "VALUES (gen_random_uuid(), :w, :m, :d, 'email', 'delivered', now())"
         ),
-        {"m": message.id, "d": delivery},
+        {"w": tenant.id, "m": message.id, "d": delivery},
     )
     await session.commit()
     after = await ask(client, reader, "jane")

@@ -239,10 +239,12 @@ async def message_history(database, workspace_id, purpose_id, mail, phone, at) -
         for n, seconds in enumerate((2, 4, 8)):  # three emails sent after 2, 4 and 8 s, one delivered
             m = await message()
             d = await delivery(m, mail)
-            messages.add_event(session, m, d, "email", Step.QUEUED, detail={"not_before": at.isoformat()}, at=at)
-            messages.add_event(session, m, d, "email", Step.SENT, at=at + timedelta(seconds=seconds))
+            messages.add_event(
+                session, workspace_id, m, d, "email", Step.QUEUED, detail={"not_before": at.isoformat()}, at=at
+            )
+            messages.add_event(session, workspace_id, m, d, "email", Step.SENT, at=at + timedelta(seconds=seconds))
             if n == 0:
-                messages.add_event(session, m, d, "email", Step.DELIVERED, at=at + timedelta(seconds=30))
+                messages.add_event(session, workspace_id, m, d, "email", Step.DELIVERED, at=at + timedelta(seconds=30))
             # engagement: the first mail opened, clicked and converted; the second clicked by a mail scanner, the
             # third opened by one (its pixel fetched by a proxy)
             later = at + timedelta(minutes=1)
@@ -253,22 +255,31 @@ async def message_history(database, workspace_id, purpose_id, mail, phone, at) -
                 [(Step.OPENED, {"via": "pixel", **scanned})],
             ][n]
             for step, detail in signals:
-                messages.add_event(session, m, d, "email", step, detail=detail, at=later)
+                messages.add_event(session, workspace_id, m, d, "email", step, detail=detail, at=later)
         m = await message()  # an SMS: one retry, sent after 100 s, then the provider reports it failed (bounce)
         d = await delivery(m, phone)
-        messages.add_event(session, m, d, "sms", Step.QUEUED, detail={"not_before": at.isoformat()}, at=at)
-        messages.add_event(session, m, d, "sms", Step.RETRY_SCHEDULED, at=at + timedelta(seconds=1))
-        messages.add_event(session, m, d, "sms", Step.SENDING, at=at + timedelta(seconds=99))
-        messages.add_event(session, m, d, "sms", Step.SENT, at=at + timedelta(seconds=100))
         messages.add_event(
-            session, m, d, "sms", Step.FAILED, detail={"provider_status": "undelivered"}, at=at + timedelta(seconds=200)
+            session, workspace_id, m, d, "sms", Step.QUEUED, detail={"not_before": at.isoformat()}, at=at
+        )
+        messages.add_event(session, workspace_id, m, d, "sms", Step.RETRY_SCHEDULED, at=at + timedelta(seconds=1))
+        messages.add_event(session, workspace_id, m, d, "sms", Step.SENDING, at=at + timedelta(seconds=99))
+        messages.add_event(session, workspace_id, m, d, "sms", Step.SENT, at=at + timedelta(seconds=100))
+        messages.add_event(
+            session,
+            workspace_id,
+            m,
+            d,
+            "sms",
+            Step.FAILED,
+            detail={"provider_status": "undelivered"},
+            at=at + timedelta(seconds=200),
         )
         m = await message()  # blocked at send time
         d = await delivery(m, mail)
-        messages.add_event(session, m, d, "email", Step.QUEUED, at=at)
-        messages.add_event(session, m, d, "email", Step.BLOCKED_AT_SEND, at=at + timedelta(seconds=5))
+        messages.add_event(session, workspace_id, m, d, "email", Step.QUEUED, at=at)
+        messages.add_event(session, workspace_id, m, d, "email", Step.BLOCKED_AT_SEND, at=at + timedelta(seconds=5))
         m = await message(MessageStatus.NO_ELIGIBLE_CHANNEL)
-        messages.add_event(session, m, None, None, Step.NO_ELIGIBLE_CHANNEL, at=at)
+        messages.add_event(session, workspace_id, m, None, None, Step.NO_ELIGIBLE_CHANNEL, at=at)
         await messages.write_staged(session)
 
 
