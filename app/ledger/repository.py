@@ -720,8 +720,8 @@ async def contacts_by_id(
 async def move_contact_references(session: AsyncSession, survivor: uuid.UUID, duplicate: uuid.UUID) -> dict[str, int]:
     """Point every row that references the duplicate contact at the survivor, in whatever table holds one.
 
-    The tables are read from the catalog (every single-column foreign key to ``contacts``), so a table added later
-    moves too. Answers the rows moved per table.
+    The tables are read from the catalog (every foreign key to ``contacts``, by its column beside ``workspace_id``),
+    so a table added later moves too. Answers the rows moved per table.
     """
     columns = (
         await session.execute(
@@ -729,8 +729,9 @@ async def move_contact_references(session: AsyncSession, survivor: uuid.UUID, du
                 """
                 SELECT c.conrelid::regclass::text AS tbl, a.attname AS col
                   FROM pg_constraint c
-                  JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
-                 WHERE c.contype = 'f' AND c.confrelid = 'contacts'::regclass AND cardinality(c.conkey) = 1
+                  JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY(c.conkey)
+                   AND a.attname <> 'workspace_id'  -- the keys are co-located (migration 0040)
+                 WHERE c.contype = 'f' AND c.confrelid = 'contacts'::regclass
                    AND c.conrelid <> 'contacts'::regclass
                  ORDER BY 1, 2
                 """

@@ -238,7 +238,8 @@ async def _append(
         repository.set_projection(consent, {k: v for k, v in _projection(row).items() if k != "id"})
     rows = [{**event, "workspace_id": workspace_id, **chained.common} for event in chained.events]
     await repository.append_events(session, rows, workspace_id)
-    await repository.update_consents(session, [_projection(row) for row in latest])
+    # the ORM's UPDATE by primary key names every key column: (id, workspace_id) since migration 0040
+    await repository.update_consents(session, [{**_projection(row), "workspace_id": workspace_id} for row in latest])
     return chained.event_ids
 
 
