@@ -1,7 +1,8 @@
 """Importing consents collected elsewhere (a former tool, a CRM), each with its original proof.
 
-Lines come as NDJSON or CSV, streamed in constant memory, and are recorded through :func:`apply_changes` as
-``import`` events dated when the consent was captured (DESIGN.md: "an import never overrides a later opt-out or
+Lines come as NDJSON or CSV, streamed in constant memory, and are recorded through :func:`record_batch` (the
+ledger's rules, written set-based: a few statements per batch) as ``import`` events dated when the consent was
+captured (DESIGN.md: "an import never overrides a later opt-out or
 objection"). Rules, per line:
 
 - opt-ins need proof: when (``captured_at``), how (``source``), and the text the person agreed to (``notice_id``,

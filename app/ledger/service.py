@@ -1,7 +1,8 @@
 """Applying consent events: check the transition → append to the chain → update the projection, one transaction.
 
 Every entry point (API, webhooks, pages, imports, provider feedback) records consent changes through
-:func:`apply_changes`; no other code writes consents or events.
+:func:`apply_changes`, or for a large batch through :func:`record_batch` (the same rules and locks, written
+set-based: the imports); no other code writes consents or events.
 
 Locking order, which keeps concurrent writers free of deadlocks: consent rows first, in a fixed order
 (contact point id, purpose id), then the workspace's chain head, held until commit.
