@@ -245,6 +245,7 @@ async def _match(
     for start in range(0, len(point_ids), _MATCH_BATCH):
         found = await ledger.contact_points_by_id(session, [workspace_id], point_ids[start : start + _MATCH_BATCH])
         points += found.values()
+    points.sort(key=lambda point: point.id)  # the matches chained and reported in id order, as the ledger locks
     changes = [Change(point, None, Trigger.ROBINSON_MATCH, evidence) for point in points]
     # Every consent row the matches move, locked before the first batch locks the chain head: the batches run in
     # this one transaction, and a later batch locking consents while the head is held would invert the ledger's
