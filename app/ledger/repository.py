@@ -125,20 +125,8 @@ async def add_contact_point(
 
 
 async def mark_verified(session: AsyncSession, point_id: uuid.UUID, via: VerifiedVia, at: datetime) -> None:
-    """Record how the address was verified, unless it already was (the first proof stays).
-
-    An address a form attached to an existing contact is verified only by the tenant's records (``api``): its own
-    proof shows control of the address, not that it is the contact's.
-    """
-    condition = [ContactPoint.id == point_id, ContactPoint.verified_at.is_(None)]
-    if via is not VerifiedVia.API:
-        condition.append(ContactPoint.attached_by_form.is_(False))
-    await session.execute(
-        update(ContactPoint)
-        .where(*condition)
-        .values(verified_at=at, verified_via=via.value)
-        .execution_options(synchronize_session=False)
-    )
+    """Record how the address was verified, unless it already was (:func:`mark_verified_many` for one address)."""
+    await mark_verified_many(session, [point_id], via, at)
 
 
 async def reload_point(session: AsyncSession, point_id: uuid.UUID) -> ContactPoint:
@@ -986,43 +974,26 @@ async def lock_consent_rows(
     }
 
 
-#: The columns of an event row, in the order :func:`insert_events` takes them.
-EVENT_COLUMNS = (
-    "id",
-    "seq",
-    "contact_id",
-    "contact_point_id",
-    "purpose_id",
-    "channel",
-    "trigger",
-    "from_state",
-    "to_state",
-    "legal_basis",
-    "notice_id",
-    "personal",
-    "personal_digest",
-    "occurred_at",
-    "prev_hash",
-    "hash",
-)
-_EVENT_TYPES = (
-    "uuid",
-    "bigint",
-    "uuid",
-    "uuid",
-    "uuid",
-    "text",
-    "text",
-    "text",
-    "text",
-    "text",
-    "uuid",
-    "text",
-    "bytea",
-    "timestamptz",
-    "bytea",
-    "bytea",
-)
+#: The columns of an event row that :func:`insert_events` takes per event, with their SQL types.
+_EVENT_COLUMN_TYPES = {
+    "id": "uuid",
+    "seq": "bigint",
+    "contact_id": "uuid",
+    "contact_point_id": "uuid",
+    "purpose_id": "uuid",
+    "channel": "text",
+    "trigger": "text",
+    "from_state": "text",
+    "to_state": "text",
+    "legal_basis": "text",
+    "notice_id": "uuid",
+    "personal": "text",  # JSON text, stored as jsonb
+    "personal_digest": "bytea",
+    "occurred_at": "timestamptz",
+    "prev_hash": "bytea",
+    "hash": "bytea",
+}
+EVENT_COLUMNS = tuple(_EVENT_COLUMN_TYPES)
 
 
 async def insert_events(
@@ -1038,7 +1009,7 @@ async def insert_events(
 
     ``personal`` comes as JSON text (the database stores it as ``jsonb``); the chain head moves to the last event.
     """
-    arrays = ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in zip(EVENT_COLUMNS, _EVENT_TYPES, strict=True))
+    arrays = ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _EVENT_COLUMN_TYPES.items())
     columns = ", ".join(EVENT_COLUMNS)
     selected = ", ".join(f"u.{name}::jsonb" if name == "personal" else f"u.{name}" for name in EVENT_COLUMNS)
     await session.execute(
@@ -1095,7 +1066,11 @@ async def update_projections(session: AsyncSession, workspace_id: uuid.UUID, row
 async def mark_verified_many(
     session: AsyncSession, point_ids: Collection[uuid.UUID], via: VerifiedVia, at: datetime
 ) -> None:
-    """:func:`mark_verified` for many addresses proved the same way: one statement."""
+    """Record how the addresses were verified, unless they already were (the first proof stays); one statement.
+
+    An address a form attached to an existing contact is verified only by the tenant's records (``api``): its own
+    proof shows control of the address, not that it is the contact's.
+    """
     if not point_ids:
         return
     attached = "" if via is VerifiedVia.API else " AND NOT attached_by_form"
