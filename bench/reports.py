@@ -42,24 +42,57 @@ from app.lib.orm import utcnow
 from app.reports import service
 from bench.common import new_database, server
 
-#: (channel, trigger, from, to, weight): the common paths of the state machine
-PATHS = [
-    ("email", "signup", "none", "pending", 30),
-    ("email", "confirm", "pending", "opted_in", 22),
-    ("email", "lapse", "pending", "expired", 5),
-    ("email", "unsubscribe", "opted_in", "opted_out", 6),
-    ("email", "complaint", "opted_in", "opted_out", 1),
-    ("sms", "signup", "none", "pending", 6),
-    ("sms", "start_word", "pending", "opted_in", 5),
-    ("sms", "stop_word", "opted_in", "opted_out", 2),
-    ("whatsapp", "start_word", "none", "opted_in", 3),
-    ("app_push", "permission_granted", "none", "opted_in", 8),
-    ("app_push", "uninstalled", "opted_in", "opted_out", 2),
-    ("web_push", "permission_granted", "none", "opted_in", 4),
-    ("web_push", "permission_denied", "none", "declined", 2),
-    ("print", "objection", "none", "objected", 3),
-    ("print", "robinson_match", "none", "objected", 1),
-]
+#: The stories of the seeded addresses: (weight, channel, three steps of (trigger, from, to, evidence kind)), the
+#: common paths of the state machine. The evidence kind decides what the event's evidence holds (as the service
+#: writes it): a signup form's id, a confirmation's scanner signals, an unsubscribe's method and the campaign and
+#: purpose of the message it came from, a STOP's attribution, an objection's kind.
+STORIES = [
+    (10, "email", [("signup", "none", "pending", "form"), ("confirm", "pending", "opted_in", "confirm"),
+                   ("unsubscribe", "opted_in", "opted_out", "unsubscribe")]),
+    (1, "email", [("signup", "none", "pending", "form"), ("confirm", "pending", "opted_in", "confirm"),
+                  ("complaint", "opted_in", "opted_out", "complaint")]),
+    (3, "email", [("signup", "none", "pending", "form"), ("lapse", "pending", "expired", "none"),
+                  ("signup", "expired", "pending", "form")]),
+    (3, "sms", [("signup", "none", "pending", "form"), ("start_word", "pending", "opted_in", "sms"),
+                ("stop_word", "opted_in", "opted_out", "stop")]),
+    (2, "whatsapp", [("start_word", "none", "opted_in", "sms"), ("stop_word", "opted_in", "opted_out", "stop"),
+                     ("start_word", "opted_out", "opted_in", "sms")]),
+    (3, "app_push", [("permission_granted", "none", "opted_in", "device"),
+                     ("uninstalled", "opted_in", "opted_out", "device"),
+                     ("permission_granted", "opted_out", "opted_in", "device")]),
+    (2, "web_push", [("permission_denied", "none", "declined", "device"),
+                     ("permission_granted", "declined", "opted_in", "device"),
+                     ("permission_revoked", "opted_in", "opted_out", "device")]),
+    (1, "print", [("objection", "none", "objected", "objection"),
+                  ("objection_withdrawn", "objected", "none", "objection"),
+                  ("robinson_match", "none", "objected", "robinson")]),
+]  # fmt: skip
+
+#: The evidence of each kind, in SQL over the address number ``k``, the event number ``g`` and the purpose ``pu``:
+#: what the service stores (an IP address and a user agent for the person's own actions, and the kind's fields).
+EVIDENCE = """
+    jsonb_build_object('salt', md5(g::text), 'evidence',
+      CASE WHEN s.kind IN ('form', 'confirm', 'unsubscribe')
+           THEN jsonb_build_object('ip', '203.0.113.' || (g % 250), 'user_agent',
+                                   'Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/' || (g % 40))
+           ELSE '{}'::jsonb END
+      || CASE s.kind
+           WHEN 'form' THEN jsonb_build_object('form_id', 'form-' || (k % 5), 'notice_version', 3)
+           WHEN 'confirm' THEN jsonb_build_object('method', 'link', 'token_id', md5(k::text),
+                'signals', CASE WHEN k % 10 = 0 THEN '["fast_click"]' ELSE '[]' END::jsonb)
+           WHEN 'unsubscribe' THEN jsonb_build_object('method',
+                CASE WHEN k % 2 = 0 THEN 'rfc8058_one_click' ELSE 'unsubscribe_page' END,
+                'campaign', 'campaign-' || (k % 12), 'attributed_purpose_id', pu,
+                'attributed_message_id', md5('m' || k)::uuid)
+           WHEN 'stop' THEN jsonb_build_object('body', 'STOP', 'message_sid', 'SM' || md5(g::text),
+                'campaign', 'campaign-' || (k % 12), 'attributed_purpose_id', pu)
+           WHEN 'sms' THEN jsonb_build_object('body', 'START', 'message_sid', 'SM' || md5(g::text))
+           WHEN 'objection' THEN jsonb_build_object('kind', CASE WHEN k % 2 = 0 THEN 'sticker' ELSE 'personal' END,
+                'scope', 'print')
+           WHEN 'robinson' THEN jsonb_build_object('kind', 'robinson', 'scope', 'print', 'source', 'list-2026')
+           WHEN 'complaint' THEN jsonb_build_object('feedback_type', 'abuse')
+           ELSE '{}'::jsonb END)
+"""
 
 
 async def seed(dsn: str, workspace_id: uuid.UUID, events: int, messages: int) -> None:
@@ -74,28 +107,40 @@ async def seed(dsn: str, workspace_id: uuid.UUID, events: int, messages: int) ->
                 workspace_id,
                 f"purpose{n}",
             )
-        paths = [p for p in PATHS for _ in range(p[4])]
+        stories = [story for story in STORIES for _ in range(story[0])]
         await conn.execute(
-            "CREATE TEMP TABLE paths (n int, channel text, trigger text, from_state text, to_state text)"
+            "CREATE TEMP TABLE steps (story int, pos int, channel text, trigger text, from_state text,"
+            " to_state text, kind text)"
         )
         await conn.executemany(
-            "INSERT INTO paths VALUES ($1, $2, $3, $4, $5)", [(i, *p[:4]) for i, p in enumerate(paths)]
+            "INSERT INTO steps VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            [
+                (n, pos, channel, *step)
+                for n, (_, channel, steps) in enumerate(stories)
+                for pos, step in enumerate(steps)
+            ],
         )
+        # event g (seq) is step (g - 1) % 3 of address k = (g - 1) / 3: an address's three events follow each other
+        # (a confirmation finds its signup, as the DOI cohorts need); the person's own actions carry their
+        # evidence; a form signup is recorded by the form's key
         await conn.execute(
-            """
+            f"""
             INSERT INTO consent_events (id, workspace_id, seq, contact_id, contact_point_id, purpose_id, channel,
                    trigger, from_state, to_state, legal_basis, actor_type, actor_id, personal, personal_digest,
                    occurred_at, recorded_at, prev_hash, hash)
-            SELECT gen_random_uuid(), $1, g, NULL, gen_random_uuid(), ($2::uuid[])[1 + g % 3], p.channel, p.trigger,
-                   p.from_state, p.to_state, NULL, 'api_key', 'key' || (g % 4), NULL, '\\x00',
+            SELECT gen_random_uuid(), $1, g, md5('c' || k)::uuid, md5('p' || k)::uuid, pu, s.channel, s.trigger,
+                   s.from_state, s.to_state, NULL, CASE WHEN s.kind = 'form' THEN 'api_key' ELSE 'subject' END,
+                   CASE WHEN s.kind = 'form' THEN 'key' || (k % 4) END, {EVIDENCE}, '\\x00',
                    now() - interval '180 days' * (1 - g::float8 / $3), now(),
                    sha256(int8send(g - 1)), sha256(int8send(g))
-              FROM generate_series(1, $3) g JOIN paths p ON p.n = g % $4
-            """,
+              FROM (SELECT g, (g - 1) / 3 AS k, ($2::uuid[])[1 + ((g - 1) / 3) % 3] AS pu
+                      FROM generate_series(1, $3) g) e
+              JOIN steps s ON s.story = e.k % $4 AND s.pos = (e.g - 1) % 3
+            """,  # noqa: S608  # a constant
             workspace_id,
             purposes,
             events,
-            len(paths),
+            len(stories),
         )
         await conn.execute(
             "INSERT INTO ledger_heads (workspace_id, last_seq, last_hash) VALUES ($1, $2, sha256(int8send($2::int8)))",
@@ -126,8 +171,8 @@ async def seed(dsn: str, workspace_id: uuid.UUID, events: int, messages: int) ->
                 SELECT gen_random_uuid(), $1, m.id, 'email', $3, 'sent', m.created_at, m.created_at FROM m
                 RETURNING id, message_id, next_attempt_at AS at
             )
-            INSERT INTO message_events (id, message_id, delivery_id, channel, status, detail, at)
-            SELECT gen_random_uuid(), d.message_id, d.id, 'email', s.status, s.detail,
+            INSERT INTO message_events (id, workspace_id, message_id, delivery_id, channel, status, detail, at)
+            SELECT gen_random_uuid(), $1, d.message_id, d.id, 'email', s.status, s.detail,
                    d.at + s.after * (1 + (hashtext(d.id::text) & 1023))
               FROM d CROSS JOIN LATERAL (VALUES
                     ('queued', jsonb_build_object('not_before', d.at), interval '0'),
@@ -273,62 +318,99 @@ def stage(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
-async def run(args: argparse.Namespace) -> None:
-    async with server(args.database_url, args.data_dir) as admin:
-        stage("server up")
-        dsn, workspace_id = await new_database(admin, "consent_reports")
-        stage(f"database made ({dsn}), seeding")
+async def raw_scan(dsn: str, workspace_id: uuid.UUID) -> float:
+    """Seconds a plain grouped read of every ledger and message event of the workspace takes: the baseline.
+
+    It reads the same rows a rebuild counts (one column of each, grouped), without any of the rollups' work.
+    """
+    conn = await asyncpg.connect(dsn)
+    try:
         started = time.perf_counter()
-        await seed(dsn, workspace_id, args.events, args.messages)
-        seeded = time.perf_counter() - started
+        await conn.fetch(
+            "SELECT channel, trigger, count(*) FROM consent_events WHERE workspace_id = $1 GROUP BY 1, 2", workspace_id
+        )
+        await conn.fetch(
+            "SELECT e.status, count(*) FROM messages m JOIN message_events e ON e.message_id = m.id"
+            " WHERE m.workspace_id = $1 GROUP BY 1",
+            workspace_id,
+        )
+        return time.perf_counter() - started
+    finally:
+        await conn.close()
+
+
+async def timed_rebuilds(
+    database: Database, dsn: str, workspace_id: uuid.UUID, rounds: int
+) -> tuple[service.Counted, list[float], list[float]]:
+    """``rounds`` rebuilds, each after a raw scan of the same events (alternating): what was counted, both times."""
+    rebuilds, scans = [], []
+    counted = service.Counted(0, 0)
+    for _ in range(rounds):
+        scans.append(await raw_scan(dsn, workspace_id))
+        started = time.perf_counter()
+        async with database.sessionmaker() as session, session.begin():
+            counted = await service.rebuild(session, workspace_id)
+        rebuilds.append(time.perf_counter() - started)
+    return counted, rebuilds, scans
+
+
+async def run(args: argparse.Namespace) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        seeded = 0.0
+        if args.seeded:
+            dsn, workspace_id = args.seeded, uuid.UUID(args.workspace)
+        else:
+            admin = await stack.enter_async_context(server(args.database_url, args.data_dir))
+            stage("server up")
+            dsn, workspace_id = await new_database(admin, "consent_reports")
+            stage(f"database made ({dsn}, workspace {workspace_id}), seeding")
+            started = time.perf_counter()
+            await seed(dsn, workspace_id, args.events, args.messages)
+            seeded = time.perf_counter() - started
         stage("seeded, rebuilding")
         database = Database.from_url(
             dsn.replace("postgresql://", "postgresql+asyncpg://", 1), pool_size=args.writers + 2
         )
-        try:
-            started = time.perf_counter()
-            async with database.sessionmaker() as session, session.begin():
-                counted = await service.rebuild(session, workspace_id)
-            rebuild_s = time.perf_counter() - started
-            stage("rebuilt, reports")
-            reports = await timed_reports(database, workspace_id, args.repeats)
-            stage("writes without the aggregator")
-            first, _ = await write_throughput(database, dsn, workspace_id, args.writers, args.seconds, aggregator=False)
-            stage("writes with the aggregator")
-            with_agg, agg_counted = await write_throughput(
-                database, dsn, workspace_id, args.writers, args.seconds, aggregator=True
-            )
-            stage("writes without the aggregator, again")
-            second, _ = await write_throughput(
+        stack.push_async_callback(database.dispose)
+        counted, rebuilds, scans = await timed_rebuilds(database, dsn, workspace_id, args.rebuilds)
+        stage("rebuilt, reports")
+        reports = await timed_reports(database, workspace_id, args.repeats)
+        ratios: list[tuple[float, float]] = []
+        for n in range(args.write_rounds):
+            stage(f"writes without and with the aggregator, round {n + 1}")
+            without, _ = await write_throughput(
                 database, dsn, workspace_id, args.writers, args.seconds, aggregator=False
             )
-            without = (first + second) / 2
-            after = await timed_reports(database, workspace_id, args.repeats)
-        finally:
-            await database.dispose()
+            with_agg, _ = await write_throughput(
+                database, dsn, workspace_id, args.writers, args.seconds, aggregator=True
+            )
+            ratios.append((without, with_agg))
+        after = await timed_reports(database, workspace_id, args.repeats) if ratios else reports
     total = counted.ledger_events + counted.message_events
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     )
-    print(f"seeded {args.events:,} ledger events and {args.messages:,} messages ({counted.message_events:,} message "
-          f"events) in {seeded:.1f} s")  # fmt: skip
+    print(f"{counted.ledger_events:,} ledger events and {counted.message_events:,} message events"
+          + (f", seeded in {seeded:.1f} s" if seeded else ""))  # fmt: skip
     print()
-    print(f"rebuild: {total:,} events in {rebuild_s:.2f} s = {total / rebuild_s:,.0f} events/s "
-          f"(ledger {counted.ledger_events:,}, messages {counted.message_events:,})")  # fmt: skip
+    rebuild_s, scan_s = statistics.median(rebuilds), statistics.median(scans)
+    print(f"rebuild (median of {len(rebuilds)}: {', '.join(f'{r:.2f}' for r in rebuilds)} s): {rebuild_s:.2f} s = "
+          f"{total / rebuild_s:,.0f} events/s; raw grouped scan of the same events (median of "
+          f"{', '.join(f'{r:.2f}' for r in scans)} s) {scan_s:.2f} s = {total / scan_s:,.0f} events/s; "
+          f"rebuild / scan: {rebuild_s / scan_s:.2f}x")  # fmt: skip
     print()
     print("| report (last 90 days, catch-up included) | median | rows | after the write test |")
     print("|---|---:|---:|---:|")
     for (name, seconds, rows), (_, later, _) in zip(reports, after, strict=True):
         print(f"| {name} | {seconds * 1000:.0f} ms | {rows:,} | {later * 1000:.0f} ms |")
-    print()
-    print(f"ledger writes ({args.writers} writers, {args.seconds:.0f} s each, one signup per transaction):")
-    print(
-        f"  without aggregator: {without:,.0f} events/s (mean of a run before and one after: {first:,.0f}, {second:,.0f})"
-    )
-    print(
-        f"  with an aggregator process catching up every 0.5 s: {with_agg:,.0f} events/s ({agg_counted:,} events counted meanwhile)"
-    )
-    print(f"  ratio: {with_agg / without:.3f} ({(1 - with_agg / without) * 100:+.1f} % cost)")
+    if ratios:
+        print()
+        print(f"ledger writes ({args.writers} writers, {args.seconds:.0f} s each, one signup per transaction), "
+              "without / with an aggregator process catching up every 0.5 s, alternating:")  # fmt: skip
+        for without, with_agg in ratios:
+            print(f"  {without:,.0f} / {with_agg:,.0f} events/s: ratio {with_agg / without:.3f}")
+        median = statistics.median(w / o for o, w in ratios)
+        print(f"  median ratio {median:.3f} ({(1 - median) * 100:+.1f} % cost)")
 
 
 def main() -> None:
@@ -343,6 +425,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--database-url", help="a server to create the benchmark database on (default: embedded)")
     parser.add_argument("--data-dir", default=".bench-reports")
+    parser.add_argument("--rebuilds", type=int, default=3, help="rebuilds, each after a raw scan (median reported)")
+    parser.add_argument("--write-rounds", type=int, default=3, help="pairs of write runs without/with the aggregator")
+    parser.add_argument("--seeded", metavar="DSN", help="a database seeded by an earlier run (with --workspace)")
+    parser.add_argument("--workspace", help="the workspace id of --seeded")
     asyncio.run(run(parser.parse_args()))
 
 

@@ -122,6 +122,7 @@ class Counted:
 
 async def catch_up(session: AsyncSession, workspace_id: uuid.UUID) -> Counted:
     """Count what the workspace's ledger and message history gained since the last catch-up (caller commits)."""
+    await repository.without_jit(session)
     low = await repository.lock_watermark(session, workspace_id)
     head = await repository.ledger_head(session, workspace_id)
     ledger = 0
@@ -139,9 +140,12 @@ async def rebuild(session: AsyncSession, workspace_id: uuid.UUID) -> Counted:
     """Delete the workspace's rollups and count its whole ledger and message history again (caller commits)."""
     if not await repository.workspace_exists(session, workspace_id):
         raise NotFound(f"No workspace {workspace_id}.", code="workspace_not_found")
+    await repository.for_a_rebuild(session)
     await repository.lock_watermark(session, workspace_id)
     await repository.reset(session, workspace_id)
-    return await catch_up(session, workspace_id)
+    head = await repository.ledger_head(session, workspace_id)
+    await repository.count_ledger(session, workspace_id, 0, head, whole=True)
+    return Counted(head, await repository.count_all_messages(session, workspace_id))
 
 
 #: How often the standing snapshot of a workspace is taken again (the day keeps its last one): the audience
@@ -441,8 +445,7 @@ async def consent_report(session: AsyncSession, workspace_id: uuid.UUID, query: 
     """
     await catch_up(session, workspace_id)
     names, purpose_ids = await _purpose_filter(session, workspace_id, query.purposes)
-    midnight = all(t.hour == 0 for t in (query.start, query.end))
-    daily = query.granularity != "hour" and midnight
+    daily = query.granularity != "hour"  # whole days from the daily rollup, the hours around them from the hourly
     scope = repository.Selection(query.group_by, query.channels, purpose_ids, daily=daily, campaigns=query.campaigns)
     rows = await repository.consent_rows(
         session, workspace_id, scope, start=query.start, end=query.end, granularity=query.granularity
@@ -550,7 +553,7 @@ async def message_report(session: AsyncSession, workspace_id: uuid.UUID, query: 
     """The message metrics per bucket and group, after a catch-up (the caller holds the transaction)."""
     await catch_up(session, workspace_id)
     names, purpose_ids = await _purpose_filter(session, workspace_id, query.purposes)
-    daily = query.granularity != "hour" and all(t.hour == 0 for t in (query.start, query.end))
+    daily = query.granularity != "hour"
     scope = repository.Selection(query.group_by, query.channels, purpose_ids, daily=daily, campaigns=query.campaigns)
     rows = await repository.message_rows(
         session, workspace_id, scope, start=query.start, end=query.end, granularity=query.granularity

@@ -174,6 +174,40 @@ async def test_opt_outs_by_stop_word_and_by_unsubscribe_link_and_one_click(clien
     assert sum(r["metrics"]["opt_ins"] for r in totals["series"]) == 3
 
 
+async def test_a_range_off_midnight_counts_its_hours_at_both_ends_and_the_whole_days_between(client, tenant, ledger):
+    """Whole days are read from the daily rollup, the hours before and after them from the hourly one: an event an
+    hour outside the range is not counted, one an hour inside is, and the standing total starts from every earlier
+    event, the same day's hours before the range included."""
+    reader = await tenant.key(Scope.AUDIT_READ)
+    purpose = await ledger.purpose("newsletter")
+    day0 = (BASE - timedelta(days=3)).replace(hour=0)
+    start, end = day0 + timedelta(hours=5), day0 + timedelta(days=3, hours=20)
+
+    early = await ledger.point("email", "early@example.com", external_id="early")
+    for trigger in ("signup", "confirm"):  # before the range, on its first day: in the standing total only
+        await record(ledger, early, purpose.id, trigger, day0 + timedelta(hours=4))
+    first = await ledger.point("email", "first@example.com", external_id="first")
+    await record(ledger, first, purpose.id, "signup", day0 + timedelta(hours=5))  # the range's first hour
+    await record(ledger, first, purpose.id, "confirm", day0 + timedelta(days=1, hours=12))  # a whole day
+    await record(ledger, early, purpose.id, "unsubscribe", day0 + timedelta(days=3, hours=19))  # the last hour
+    late = await ledger.point("email", "late@example.com", external_id="late")
+    await record(ledger, late, purpose.id, "signup", day0 + timedelta(days=3, hours=20))  # just after the range
+
+    for granularity in ("day", "week"):
+        body = await report(
+            client, reader, granularity=granularity, **{"from": start.isoformat(), "to": end.isoformat()}
+        )
+        totals = {name: sum(row["metrics"][name] for row in body["series"]) for name in ("signups", "opt_ins")}
+        assert totals == {"signups": 1, "opt_ins": 1}, granularity
+        assert sum(row["metrics"]["opt_outs"] for row in body["series"]) == 1
+        assert body["series"][0]["metrics"]["opted_in_total"] == 1  # early's opt-in at 04:00 of the first day
+        assert body["series"][-1]["metrics"]["opted_in_total"] == 1  # first's in, early's out
+
+    days = await report(client, reader, granularity="day", **{"from": start.isoformat(), "to": end.isoformat()})
+    by_day = {row["bucket"][:10]: row["metrics"] for row in days["series"]}
+    assert [by_day[(day0 + timedelta(days=n)).date().isoformat()]["opted_in_total"] for n in range(4)] == [1, 2, 2, 1]
+
+
 async def test_doi_confirmation_rate_and_time_to_confirm_per_signup_cohort(client, tenant, ledger):
     reader = await tenant.key(Scope.AUDIT_READ)
     purpose = await ledger.purpose("newsletter")
