@@ -73,6 +73,27 @@ def _two_digits(expression: str) -> str:
 
 _CONSENT_KEY = "channel, purpose_id, source, trigger, from_state, to_state, detail, campaign"
 _MESSAGE_KEY = "channel, provider, purpose_id, outcome, latency_ms, campaign"
+#: The rollup tables: (hourly, daily).
+_CONSENT_TABLES = ("report_consent_counts", "report_consent_daily")
+_MESSAGE_TABLES = ("report_message_counts", "report_message_daily")
+
+
+def _adding(table: str) -> str:
+    """The clause that adds a counted row to the one of the same key already in ``table``.
+
+    :func:`fresh` drops it where a rebuild writes into a workspace's emptied rollups: a plain insert is cheaper than
+    an upsert, and no other writer can add rows meanwhile (every writer holds the watermark's lock).
+    """
+    return f"ON CONFLICT ON CONSTRAINT uq_{table}_key DO UPDATE SET n = {table}.n + excluded.n"
+
+
+def fresh(statement: str, *tables: str) -> str:
+    """``statement`` inserting into ``tables`` without :func:`_adding` (into a workspace's emptied rollups)."""
+    for table in tables:
+        if _adding(table) not in statement:
+            raise ValueError(f"{table} is not added to by this statement")
+        statement = statement.replace(_adding(table), "")
+    return statement
 
 
 def _rollup_both(grouped: str, key: str, hourly: str, daily: str) -> str:
@@ -86,12 +107,12 @@ def _rollup_both(grouped: str, key: str, hourly: str, daily: str) -> str:
         hourly AS (
             INSERT INTO {hourly} (workspace_id, hour, {key}, n)
             SELECT :ws, hour, {key}, n FROM grouped
-            ON CONFLICT ON CONSTRAINT uq_{hourly}_key DO UPDATE SET n = {hourly}.n + excluded.n
+            {_adding(hourly)}
         )
         INSERT INTO {daily} (workspace_id, day, {key}, n)
         SELECT :ws, {_day("hour")}, {key}, sum(n)::bigint FROM grouped
          GROUP BY 2, {key}
-        ON CONFLICT ON CONSTRAINT uq_{daily}_key DO UPDATE SET n = {daily}.n + excluded.n
+        {_adding(daily)}
     """  # noqa: S608  # constant names; every input is a bind parameter
 
 
@@ -216,16 +237,14 @@ def _count_messages(head: str, events: str, answer: str) -> str:
                (workspace_id, hour, channel, provider, purpose_id, outcome, latency_ms, campaign, n)
         SELECT :ws, hour, channel, provider, purpose_id, outcome, latency_ms, campaign, count(*)
           FROM counted GROUP BY 2, 3, 4, 5, 6, 7, 8
-        ON CONFLICT ON CONSTRAINT uq_report_message_counts_key
-        DO UPDATE SET n = report_message_counts.n + excluded.n
+        {_adding("report_message_counts")}
     ), added_daily AS (
         INSERT INTO report_message_daily
                (workspace_id, day, channel, provider, purpose_id, outcome, latency_ms, campaign, n)
         SELECT :ws, {_day("hour")}, channel, provider, purpose_id, outcome, latency_ms, campaign,
                count(*)
           FROM counted GROUP BY 2, 3, 4, 5, 6, 7, 8
-        ON CONFLICT ON CONSTRAINT uq_report_message_daily_key
-        DO UPDATE SET n = report_message_daily.n + excluded.n
+        {_adding("report_message_daily")}
     )
     SELECT count(*) FROM {answer}
     """  # noqa: S608  # constant names; every input is a bind parameter
@@ -259,30 +278,36 @@ _MESSAGES = _count_messages(
 #: A rebuild's count of the whole message history in one pass: every event the queue would hold (all but
 #: ``sending``, as the queueing trigger takes them), each ``sent`` with its delivery's first ``queued`` event,
 #: found by one grouped read instead of a probe per event. The queue is emptied in the same statement, so what
-#: it sees and what it counts are one snapshot: an event committed later stays queued for the next catch-up.
-_ALL_MESSAGES = _count_messages(
-    """dropped AS (DELETE FROM report_message_queue WHERE workspace_id = :ws),
+#: it sees and what it counts are one snapshot: an event committed later stays queued for the next catch-up. Plain
+#: inserts: the rollups were emptied, and the ledger's message outcomes counted just before (``complaint``,
+#: ``opt_out``) are outcomes no message event has.
+_ALL_MESSAGES = fresh(
+    _count_messages(
+        """dropped AS (DELETE FROM report_message_queue WHERE workspace_id = :ws),
     queued AS (
         SELECT DISTINCT ON (qe.message_id, qe.delivery_id) qe.message_id, qe.delivery_id, qe.at, qe.detail
           FROM message_events qe
          WHERE qe.workspace_id = :ws AND qe.status = 'queued'
          ORDER BY qe.message_id, qe.delivery_id, qe.at
     ),""",
-    """FROM message_events e
+        """FROM message_events e
           JOIN messages m ON m.workspace_id = :ws AND m.id = e.message_id
           LEFT JOIN queued q ON e.status = 'sent' AND q.message_id = e.message_id AND q.delivery_id = e.delivery_id
          WHERE e.workspace_id = :ws AND e.status <> 'sending'""",
-    "counted",
+        "counted",
+    ),
+    *_MESSAGE_TABLES,
 )
 
 
 _LEDGER = (_CONSENT_COUNTS, _DOI_STARTED, _DOI_CONFIRMED, _FROM_LEDGER)
 #: The same over the whole ledger (a rebuild): without the lower bound the planner reads the ledger in one sequential
 #: pass (a prepared statement's generic plan for the bounded range walked the seq index: 3.6 s instead of 0.3 s for a
-#: million events), and the confirmations are paired in one sorted pass.
+#: million events), the confirmations are paired in one sorted pass, and the consent counts go into the emptied
+#: rollups by plain inserts.
 _WHOLE_LEDGER = tuple(
     statement.replace("e.seq > :lo AND e.seq <= :hi", "e.seq <= :hi")
-    for statement in (_CONSENT_COUNTS, _DOI_STARTED, _ALL_DOI_CONFIRMED, _FROM_LEDGER)
+    for statement in (fresh(_CONSENT_COUNTS, *_CONSENT_TABLES), _DOI_STARTED, _ALL_DOI_CONFIRMED, _FROM_LEDGER)
 )
 
 
@@ -407,11 +432,6 @@ class Selection:
     #: read whole UTC days from the daily counters (buckets of a day or longer); else every hour from the hourly ones
     daily: bool = False
     campaigns: Collection[str] = ()
-
-
-#: The rollup tables: (hourly, daily).
-_CONSENT_TABLES = ("report_consent_counts", "report_consent_daily")
-_MESSAGE_TABLES = ("report_message_counts", "report_message_daily")
 
 
 def _day_floor(moment: datetime) -> datetime:
