@@ -649,7 +649,7 @@ def reports() -> None:
 def _count_rollups(workspace_id: uuid.UUID | None, *, rebuild: bool) -> list[tuple[uuid.UUID, Any, float]]:
     import time  # noqa: PLC0415
 
-    from app.reports import service  # noqa: PLC0415
+    from app.reports import repository, service  # noqa: PLC0415
 
     settings = _settings()
 
@@ -667,6 +667,10 @@ def _count_rollups(workspace_id: uuid.UUID | None, *, rebuild: bool) -> list[tup
                     async with database.sessionmaker() as session, session.begin():
                         await service.take_standing(session, ws)
                 done.append((ws, counted, seconds))
+            if rebuild and done and database.engine is not None:
+                async with database.engine.connect() as connection:
+                    autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+                    await repository.vacuum_rollups(autocommit)
             return done
 
     return _run(action)

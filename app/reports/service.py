@@ -7,6 +7,7 @@ the ledger's history. Catch-ups of one workspace are serialised by the lock on i
 
 from __future__ import annotations
 
+import functools
 import math
 import uuid
 from collections import defaultdict
@@ -392,13 +393,15 @@ _COUNTS: tuple[tuple[str, Callable[[_Event], bool]], ...] = (
 )
 
 
-def consent_metrics_of(trigger: str, from_state: str, to_state: str, detail: str | None) -> list[str]:
+@functools.lru_cache(maxsize=4096)
+def consent_metrics_of(trigger: str, from_state: str, to_state: str, detail: str | None) -> tuple[str, ...]:
     """The consent counters one ledger event adds to (docs/reporting.md).
 
     A repeated request that changes no state (a second STOP) is evidence in the ledger, counted only in ``events``.
+    Remembered: a report asks for the same few dozen kinds of event for every one of its thousands of rollup rows.
     """
     event = (trigger, from_state, to_state, detail)
-    return [name for name, counts in _COUNTS if counts(event)]
+    return tuple(name for name, counts in _COUNTS if counts(event))
 
 
 Group = tuple[str | None, ...]
