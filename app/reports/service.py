@@ -562,13 +562,13 @@ async def message_report(session: AsyncSession, workspace_id: uuid.UUID, query: 
         session, workspace_id, scope, start=query.start, end=query.end, granularity=query.granularity
     )
     counters: dict[tuple[datetime, Group], dict[str, int]] = defaultdict(lambda: dict.fromkeys(_MESSAGE_COUNTERS, 0))
-    latencies: dict[tuple[datetime, Group], list[tuple[int, int]]] = defaultdict(list)
+    latencies: dict[tuple[datetime, Group], tuple[int | None, int | None]] = {}
     for row in rows:
         key = (row.bucket, _group_of(row, query.group_by, names))
         for metric in _OUTCOMES.get(row.outcome, ()):
             counters[key][metric] += row.n
-        if row.outcome == "sent" and row.latency_ms is not None:
-            latencies[key].append((row.latency_ms, row.n))
+        if row.outcome == "sent":
+            latencies[key] = (row.latency_p50_ms, row.latency_p99_ms)
     groups = sorted({g for _, g in counters}, key=repr) or ([()] if not query.group_by else [])
     series = []
     for group in groups:
@@ -576,7 +576,6 @@ async def message_report(session: AsyncSession, workspace_id: uuid.UUID, query: 
             metrics: dict[str, int | float | None] = dict(
                 counters.get((bucket, group)) or dict.fromkeys(_MESSAGE_COUNTERS, 0)
             )
-            metrics["latency_p50_ms"] = percentile(latencies.get((bucket, group), []), 0.5)
-            metrics["latency_p99_ms"] = percentile(latencies.get((bucket, group), []), 0.99)
+            metrics["latency_p50_ms"], metrics["latency_p99_ms"] = latencies.get((bucket, group), (None, None))
             series.append(SeriesRow(bucket, dict(zip(query.group_by, group, strict=True)), metrics))
     return series

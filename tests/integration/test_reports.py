@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
@@ -650,3 +650,43 @@ async def test_a_week_reads_the_workspaces_last_snapshot_day_and_a_group_gone_th
     by_channel = await report(client, reader, granularity="week", group_by="channel", **window)
     email = [row["metrics"] for row in by_channel["series"] if row["group"]["channel"] == "email"]
     assert [(m["suppressions_total"], m["eligible_total"]) for m in email] == [(0, 3)]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@example(counted=[(latency, 1) for latency in range(1, 101)] + [(None, 7)])  # p50 50, p99 99: every rank counts
+@given(
+    counted=st.lists(
+        st.tuples(st.one_of(st.none(), st.integers(0, 10**7)), st.integers(1, 1000)), min_size=0, max_size=30
+    )
+)
+async def test_latency_percentiles_computed_in_sql_equal_the_nearest_rank_of_the_counted_latencies(
+    tenant, database, counted
+):
+    """The report reads a row per outcome with its percentiles (computed by SQL from the latency counters of a
+    bucket): the same numbers as ``service.percentile`` over those counters, ``None`` where none was timed."""
+    hour = BASE.replace(hour=3)
+    async with database.sessionmaker() as session, session.begin():
+        await session.execute(text("DELETE FROM report_message_counts WHERE workspace_id = :ws"), {"ws": tenant.id})
+        merged: dict[int | None, int] = {}
+        for latency, n in counted:  # one counter per latency, as the rollup keeps them
+            merged[latency] = merged.get(latency, 0) + n
+        for latency, n in merged.items():
+            await session.execute(
+                text(
+                    "INSERT INTO report_message_counts (workspace_id, hour, channel, provider, purpose_id, outcome,"
+                    " latency_ms, campaign, n) VALUES (:ws, :hour, 'sms', 'sms', NULL, 'sent', :latency, NULL, :n)"
+                ),
+                {"ws": tenant.id, "hour": hour, "latency": latency, "n": n},
+            )
+        selection = repository.Selection((), (), (), daily=False)
+        rows = await repository.message_rows(
+            session, tenant.id, selection, start=hour, end=hour + timedelta(hours=1), granularity="hour"
+        )
+    timed = [(latency, n) for latency, n in merged.items() if latency is not None]
+    expected = (service.percentile(timed, 0.5), service.percentile(timed, 0.99))
+    if not merged:
+        assert rows == []
+        return
+    (row,) = rows
+    assert row.n == sum(merged.values())
+    assert (row.latency_p50_ms, row.latency_p99_ms) == expected
