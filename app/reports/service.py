@@ -440,6 +440,23 @@ def _standing_applies(query: ReportQuery) -> bool:
     return set(query.group_by) <= {"channel", "purpose"} and not query.campaigns
 
 
+def _consent_counters(
+    rows: Iterable[Any], group_by: Sequence[str], names: Mapping[uuid.UUID, str]
+) -> dict[tuple[datetime, Group], dict[str, int]]:
+    """The consent counters per bucket and group, from the rollup rows (each a kind of event and its count)."""
+    counters: dict[tuple[datetime, Group], dict[str, int]] = {}
+    for row in rows:
+        key = (row.bucket, _group_of(row, group_by, names))
+        cell = counters.get(key)
+        if cell is None:  # (not setdefault: its default, a dict of every counter, would be built for every row)
+            cell = counters[key] = dict.fromkeys(_CONSENT_COUNTERS, 0)
+        for metric in consent_metrics_of(row.trigger, row.from_state, row.to_state, row.detail):
+            cell[metric] += row.n
+    for cell in counters.values():
+        cell["net_growth"] = cell["opt_ins"] - cell["opted_in_exits"]
+    return counters
+
+
 async def consent_report(session: AsyncSession, workspace_id: uuid.UUID, query: ReportQuery) -> list[SeriesRow]:
     """The consent metrics per bucket and group, after a catch-up (the caller holds the transaction).
 
@@ -453,14 +470,7 @@ async def consent_report(session: AsyncSession, workspace_id: uuid.UUID, query: 
     rows = await repository.consent_rows(
         session, workspace_id, scope, start=query.start, end=query.end, granularity=query.granularity
     )
-    counters: dict[tuple[datetime, Group], dict[str, int]] = {}
-    for row in rows:
-        key = (row.bucket, _group_of(row, query.group_by, names))
-        cell = counters.setdefault(key, dict.fromkeys(_CONSENT_COUNTERS, 0))
-        for metric in consent_metrics_of(row.trigger, row.from_state, row.to_state, row.detail):
-            cell[metric] += row.n
-    for cell in counters.values():
-        cell["net_growth"] = cell["opt_ins"] - cell["opted_in_exits"]
+    counters = _consent_counters(rows, query.group_by, names)
     if not _standing_applies(query):
         return [
             SeriesRow(bucket, dict(zip(query.group_by, group, strict=True)), {**cell, **_NO_STANDING})
