@@ -96,49 +96,55 @@ def fresh(statement: str, *tables: str) -> str:
     return statement
 
 
-def _rollup_both(grouped: str, key: str, hourly: str, daily: str) -> str:
-    """One statement adding ``grouped``'s rows to the hourly table and, summed per day, to the daily one.
-
-    ``grouped``: rows of an ``hour``, the ``key`` columns and ``n``. The ledger is read and grouped once for both
-    (it was read once per table before: issue 18's rebuild rate).
-    """
-    return f"""
-        WITH grouped AS ({grouped}),
-        hourly AS (
-            INSERT INTO {hourly} (workspace_id, hour, {key}, n)
-            SELECT :ws, hour, {key}, n FROM grouped
-            {_adding(hourly)}
-        )
-        INSERT INTO {daily} (workspace_id, day, {key}, n)
-        SELECT :ws, {_day("hour")}, {key}, sum(n)::bigint FROM grouped
-         GROUP BY 2, {key}
-        {_adding(daily)}
-    """  # noqa: S608  # constant names; every input is a bind parameter
-
-
-#: The ledger events with ``:lo < seq <= :hi`` added to the hourly and the daily consent rollups.
-_CONSENT_COUNTS = _rollup_both(
-    f"""
-    SELECT {_hour("e.occurred_at")} AS hour, e.channel, e.purpose_id, {_SOURCE} AS source,
-           e.trigger, e.from_state, e.to_state, {_DETAIL} AS detail, {_CAMPAIGN} AS campaign, count(*) AS n
-      FROM consent_events e
-     WHERE e.workspace_id = :ws AND e.seq > :lo AND e.seq <= :hi
-     GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9
-    """,  # noqa: S608  # constant names; every input is a bind parameter
-    _CONSENT_KEY,
-    "report_consent_counts",
-    "report_consent_daily",
-)
-
-_DOI_STARTED = """
-    INSERT INTO report_doi (workspace_id, cohort_day, channel, purpose_id, confirm_s, n)
-    SELECT :ws, (e.occurred_at AT TIME ZONE 'UTC')::date, e.channel, e.purpose_id, NULL, count(*)
-      FROM consent_events e
-     WHERE e.workspace_id = :ws AND e.seq > :lo AND e.seq <= :hi
-       AND e.trigger = 'signup' AND e.from_state <> 'pending' AND e.to_state = 'pending'
-     GROUP BY 2, 3, 4
-    ON CONFLICT ON CONSTRAINT uq_report_doi_key DO UPDATE SET n = report_doi.n + excluded.n
-"""
+#: The ledger events with ``:lo < seq <= :hi``, read and grouped once, added to every rollup counted from them: the
+#: hourly and the daily consent counters, the DOI cohorts' starts (a signup that starts a pending state), and the
+#: message outcomes that arrive as ledger events. ``complaint``: provider feedback (a spam complaint).
+#: ``opt_out``: an opt-out attributed to a message we sent (its unsubscribe link, or a STOP after it), counted under
+#: the message's campaign: once per address, by the event of the message's own purpose (a STOP also ends the other
+#: purposes and the channel as a whole). (Three statements read the same events before: a rebuild's rate.)
+_LEDGER_COUNTS = f"""
+    WITH grouped AS (
+        SELECT {_hour("e.occurred_at")} AS hour, e.channel, e.purpose_id, {_SOURCE} AS source,
+               e.trigger, e.from_state, e.to_state, {_DETAIL} AS detail, {_CAMPAIGN} AS campaign,
+               coalesce(e.purpose_id::text = e.personal -> 'evidence' ->> 'attributed_purpose_id', false)
+                   AS attributed,
+               count(*) AS n
+          FROM consent_events e
+         WHERE e.workspace_id = :ws AND e.seq > :lo AND e.seq <= :hi
+         GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
+    ), hourly AS (
+        INSERT INTO report_consent_counts (workspace_id, hour, {_CONSENT_KEY}, n)
+        SELECT :ws, hour, {_CONSENT_KEY}, sum(n)::bigint FROM grouped
+         GROUP BY hour, {_CONSENT_KEY}
+        {_adding("report_consent_counts")}
+    ), daily AS (
+        INSERT INTO report_consent_daily (workspace_id, day, {_CONSENT_KEY}, n)
+        SELECT :ws, {_day("hour")}, {_CONSENT_KEY}, sum(n)::bigint FROM grouped
+         GROUP BY 2, {_CONSENT_KEY}
+        {_adding("report_consent_daily")}
+    ), started AS (
+        INSERT INTO report_doi (workspace_id, cohort_day, channel, purpose_id, confirm_s, n)
+        SELECT :ws, (hour AT TIME ZONE 'UTC')::date, channel, purpose_id, NULL, sum(n)::bigint FROM grouped
+         WHERE trigger = 'signup' AND from_state <> 'pending' AND to_state = 'pending'
+         GROUP BY 2, 3, 4
+        {_adding("report_doi")}
+    ), outcomes AS (
+        SELECT hour, channel, channel AS provider, purpose_id,
+               CASE WHEN trigger = 'complaint' THEN 'complaint' ELSE 'opt_out' END AS outcome,
+               NULL::bigint AS latency_ms, campaign, sum(n)::bigint AS n
+          FROM grouped
+         WHERE trigger = 'complaint' OR (attributed AND to_state = 'opted_out' AND from_state <> 'opted_out')
+         GROUP BY 1, 2, 3, 4, 5, 6, 7
+    ), outcomes_hourly AS (
+        INSERT INTO report_message_counts (workspace_id, hour, {_MESSAGE_KEY}, n)
+        SELECT :ws, hour, {_MESSAGE_KEY}, n FROM outcomes
+        {_adding("report_message_counts")}
+    )
+    INSERT INTO report_message_daily (workspace_id, day, {_MESSAGE_KEY}, n)
+    SELECT :ws, {_day("hour")}, {_MESSAGE_KEY}, sum(n)::bigint FROM outcomes
+     GROUP BY 2, {_MESSAGE_KEY}
+    {_adding("report_message_daily")}
+"""  # noqa: S608  # constant names; every input is a bind parameter
 
 #: A confirmation belongs to the signup that started its pending state: the newest such event of the same
 #: address and purpose before it (found through the contact's events, ``ix_consent_events_contact_id_seq``).
@@ -185,32 +191,6 @@ _ALL_DOI_CONFIRMED = f"""
 """  # noqa: S608
 
 
-#: Message outcomes that arrive as ledger events, added to the hourly and the daily message rollups.
-#: ``complaint``: provider feedback (a spam complaint). ``opt_out``: an opt-out attributed to a message we sent (its
-#: unsubscribe link, or a STOP after it), counted under the message's campaign: once per address, by the event of
-#: the message's own purpose (a STOP also ends the other purposes and the channel as a whole).
-_FROM_LEDGER = _rollup_both(
-    f"""
-    SELECT {_hour("e.occurred_at")} AS hour, e.channel, e.channel AS provider, e.purpose_id,
-           CASE WHEN e.trigger = 'complaint' THEN 'complaint' ELSE 'opt_out' END AS outcome,
-           NULL::bigint AS latency_ms, {_CAMPAIGN} AS campaign, count(*) AS n
-      FROM consent_events e
-     WHERE e.workspace_id = :ws AND e.seq > :lo AND e.seq <= :hi
-       AND (e.trigger = 'complaint'
-            OR (e.purpose_id::text = e.personal -> 'evidence' ->> 'attributed_purpose_id'
-                AND e.to_state = 'opted_out' AND e.from_state <> 'opted_out'))
-     GROUP BY 1, 2, 3, 4, 5, 6, 7
-    """,  # noqa: S608  # constant names; every input is a bind parameter
-    _MESSAGE_KEY,
-    "report_message_counts",
-    "report_message_daily",
-)
-
-
-#: Consume up to :batch queued message events and count them. A failure reported by the provider after the send
-#: is a bounce; a retry is a transient failure; an open or click with a mail scanner's signs is the scanner's;
-#: ``sent`` carries its queue-to-sent latency, measured from the later of the queueing and the time the delivery
-#: was held back to (``not_before``: a send_at or a quiet time).
 def _count_messages(head: str, events: str, answer: str) -> str:
     """One statement counting message events into the hourly and the daily message rollups; answers how many.
 
@@ -300,14 +280,14 @@ _ALL_MESSAGES = fresh(
 )
 
 
-_LEDGER = (_CONSENT_COUNTS, _DOI_STARTED, _DOI_CONFIRMED, _FROM_LEDGER)
+_LEDGER = (_LEDGER_COUNTS, _DOI_CONFIRMED)
 #: The same over the whole ledger (a rebuild): without the lower bound the planner reads the ledger in one sequential
 #: pass (a prepared statement's generic plan for the bounded range walked the seq index: 3.6 s instead of 0.3 s for a
 #: million events), the confirmations are paired in one sorted pass, and the consent counts go into the emptied
 #: rollups by plain inserts.
 _WHOLE_LEDGER = tuple(
     statement.replace("e.seq > :lo AND e.seq <= :hi", "e.seq <= :hi")
-    for statement in (fresh(_CONSENT_COUNTS, *_CONSENT_TABLES), _DOI_STARTED, _ALL_DOI_CONFIRMED, _FROM_LEDGER)
+    for statement in (fresh(_LEDGER_COUNTS, *_CONSENT_TABLES), _ALL_DOI_CONFIRMED)
 )
 
 
