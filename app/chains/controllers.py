@@ -14,6 +14,7 @@ from app.chains import service
 from app.chains.schemas import ChainIn, ChainOut, ChainReport, RunIn, RunOut, RunStarted
 from app.lib import idempotency
 from app.lib.auth import Principal, Scope
+from app.lib.db import Database
 from app.lib.openapi import answer, errors
 
 
@@ -78,7 +79,7 @@ class ChainController(Controller):
         chain_id: FromPath[uuid.UUID],
         data: JSONBody[RunIn],
         principal: NamedDependency[Principal],
-        db: NamedDependency[AsyncSession],
+        database: NamedDependency[Database],
     ) -> RunStarted:
         """Start a run of this chain version for a contact.
 
@@ -86,10 +87,12 @@ class ChainController(Controller):
         the run, the `when` is evaluated, and the message goes through the send gate (and again at send time).
         Send with an `Idempotency-Key`: a retried request returns the first run and starts none again.
         """
-        async with db.begin():
-            run = await service.start_run(db, principal.workspace_id, chain_id, data)
-            started = RunStarted(run_id=run.id)
-            await idempotency.keep(db, request, started, status=202)
+        # on the driver pool, not the ORM session: the hot path of issue 20 (runs/s), measured in bench/chains.py
+        async with database.driver() as connection, connection.transaction():
+            started = RunStarted(
+                run_id=await service.start_run_on_driver(connection, principal.workspace_id, chain_id, data)
+            )
+            await idempotency.keep_on_driver(connection, request, started, status=202)
         return started
 
     @get("/{chain_id:uuid}/report", operation_id="getChainReport", responses=errors(401, 403, 404))

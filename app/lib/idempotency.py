@@ -232,27 +232,18 @@ async def keep(
     When a concurrent request with the key committed first, raises :class:`Replayed` (its answer is the answer;
     the caller's transaction rolls back) or the 409 that request's answer calls for.
     """
-    pending = request.scope.get("state", {}).get(_PENDING)
-    if not isinstance(pending, Pending):
+    pending = _pending(request)
+    if pending is None:
         return
-    kept_headers = "\n".join(
-        [
-            "content-type: application/json",
-            *(f"{name.lower()}: {value}" for name, value in (headers or {}).items() if name.lower() == "location"),
-        ]
-    )
-    now = utcnow()
     claimed = await repository.keep_idempotency_answer(
         session,
         pending.workspace_id,
         pending.key,
         pending.fingerprint,
-        now=now,
+        now=utcnow(),
         retention=RETENTION,
         abandoned_after=ABANDONED_AFTER,
-        status=_SECRET_KEPT_BACK if pending.secret else status,
-        headers="" if pending.secret else kept_headers,
-        body=None if pending.secret else encode_json(answer),
+        **_kept(pending, answer, status, headers),
     )
     pending.settled = True
     if claimed:
@@ -261,6 +252,56 @@ async def keep(
     if row is None:  # pruned in between
         raise _just_failed()
     raise Replayed(*_stored_answer(row.fingerprint, row.status, row.headers, row.body, fingerprint=pending.fingerprint))
+
+
+async def keep_on_driver(
+    connection: Any,
+    request: Request[Any, Any, Any],
+    answer: object,
+    *,
+    status: int,
+    headers: Mapping[str, str] | None = None,
+) -> None:
+    """:func:`keep` on a raw asyncpg ``connection``, in its open transaction (a handler on the driver pool)."""
+    pending = _pending(request)
+    if pending is None:
+        return
+    now = utcnow()
+    claimed = await repository.keep_idempotency_answer_on_driver(
+        connection,
+        pending.workspace_id,
+        pending.key,
+        pending.fingerprint,
+        now=now,
+        retention=RETENTION,
+        abandoned_after=ABANDONED_AFTER,
+        **_kept(pending, answer, status, headers),
+    )
+    pending.settled = True
+    if claimed:
+        return
+    held = await repository.held_idempotency_key(
+        connection, pending.workspace_id, pending.key, now=now, retention=RETENTION, abandoned_after=ABANDONED_AFTER
+    )
+    if held is None:  # pruned in between
+        raise _just_failed()
+    raise Replayed(*_stored_answer(*held, fingerprint=pending.fingerprint))
+
+
+def _pending(request: Request[Any, Any, Any]) -> Pending | None:
+    pending = request.scope.get("state", {}).get(_PENDING)
+    return pending if isinstance(pending, Pending) else None
+
+
+def _kept(pending: Pending, answer: object, status: int, headers: Mapping[str, str] | None) -> dict[str, Any]:
+    """What a key keeps of an answer: status, the headers that matter, body (not the body of a secret)."""
+    if pending.secret:
+        return {"status": _SECRET_KEPT_BACK, "headers": "", "body": None}
+    kept_headers = [
+        "content-type: application/json",
+        *(f"{name.lower()}: {value}" for name, value in (headers or {}).items() if name.lower() == "location"),
+    ]
+    return {"status": status, "headers": "\n".join(kept_headers), "body": encode_json(answer)}
 
 
 def replayed_response(_request: Request[Any, Any, Any], replayed: Replayed) -> Response[bytes]:

@@ -97,6 +97,39 @@ async def keep_idempotency_answer(
     return claimed is not None
 
 
+_KEEP_ANSWER_DRIVER = """
+    INSERT INTO idempotency_keys AS k (workspace_id, key, fingerprint, created_at, completed_at, status, headers, body)
+    VALUES ($1, $2, $3, $4, $4, $5, $6, $7)
+    ON CONFLICT (workspace_id, key) DO UPDATE
+       SET fingerprint = excluded.fingerprint, created_at = excluded.created_at,
+           completed_at = excluded.completed_at, status = excluded.status, headers = excluded.headers,
+           body = excluded.body
+     WHERE k.created_at < $4::timestamptz - $8::interval
+        OR (k.completed_at IS NULL AND k.created_at < $4::timestamptz - $9::interval)
+    RETURNING k.key
+"""
+
+
+async def keep_idempotency_answer_on_driver(
+    connection: Any,
+    workspace_id: uuid.UUID,
+    key: str,
+    fingerprint: bytes,
+    *,
+    now: datetime,
+    retention: timedelta,
+    abandoned_after: timedelta,
+    status: int,
+    headers: str,
+    body: bytes | None,
+) -> bool:
+    """:func:`keep_idempotency_answer` on a raw asyncpg ``connection`` (in its open transaction)."""
+    claimed = await connection.fetchval(
+        _KEEP_ANSWER_DRIVER, workspace_id, key, fingerprint, now, status, headers, body, retention, abandoned_after
+    )
+    return claimed is not None
+
+
 _HELD_KEY = """
     SELECT fingerprint, status, headers, body FROM idempotency_keys
     WHERE workspace_id = $1 AND key = $2

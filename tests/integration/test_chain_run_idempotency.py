@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
-from sqlalchemy import event, func, insert, select
+from sqlalchemy import event, func, insert, select, text
 
 from app.chains import service as chains
 from app.chains.models import ChainRun
@@ -69,14 +69,24 @@ async def test_a_repeat_answers_the_first_answer_byte_for_byte(client, chain, se
 
 
 async def test_one_transaction_per_request(client, chain, connection, session):
-    # the test's sessions join its transaction through savepoints: one savepoint is one transaction of the app
-    savepoints: list[str] = []
-    event.listen(connection.sync_connection, "savepoint", lambda _conn, name: savepoints.append(name))
-    response = await client.post(
-        chain["path"], json={"contact": "jane"}, headers={**chain["key"], "Idempotency-Key": "run-tx"}
-    )
+    # the test's sessions and driver connections join its transaction through savepoints: one savepoint is one
+    # transaction of the app, taken by SQLAlchemy (its event) or by asyncpg itself (the driver's query logger)
+    statements: list[str] = []
+    event.listen(connection.sync_connection, "savepoint", lambda _conn, _name: statements.append("SAVEPOINT"))
+    driver = (await connection.get_raw_connection()).driver_connection
+
+    def logger(record: Any) -> None:
+        statements.append(record.query.split()[0].upper())
+
+    driver.add_query_logger(logger)
+    try:
+        response = await client.post(
+            chain["path"], json={"contact": "jane"}, headers={**chain["key"], "Idempotency-Key": "run-tx"}
+        )
+    finally:
+        driver.remove_query_logger(logger)
     assert response.status_code == 202, response.text
-    assert len(savepoints) == 1, "the key and its answer are written in the run's transaction"
+    assert statements.count("SAVEPOINT") == 1, statements
     kept = await session.scalar(select(IdempotencyKey).where(IdempotencyKey.key == "run-tx"))
     assert kept is not None
     assert (kept.status, kept.body, kept.completed_at is not None) == (202, response.content, True)
@@ -90,6 +100,31 @@ async def test_a_refused_request_keeps_no_key(client, chain, session):
     corrected = await client.post(chain["path"], json={"contact": "jane"}, headers=headers)
     assert corrected.status_code == 202, corrected.text
     assert "idempotent-replayed" not in corrected.headers
+    assert await runs(session) == 1
+
+
+async def test_runs_name_contacts_and_chains_as_before(client, chain, ledger, other_tenant, session):
+    """The run's path on the driver connection: the same contact and chain rules, the same errors."""
+    jane = await session.scalar(text("SELECT id FROM contacts WHERE external_id = 'jane'"))
+    by_id = await client.post(chain["path"], json={"contact": str(jane)}, headers=chain["key"])
+    assert by_id.status_code == 202, by_id.text
+    run = await session.scalar(select(ChainRun).where(ChainRun.id == uuid.UUID(by_id.json()["run_id"])))
+    assert run is not None
+    assert (run.contact_id, run.status) == (jane, "active")
+    unknown = await client.post(chain["path"], json={"contact": "nobody"}, headers=chain["key"])
+    assert (unknown.status_code, unknown.json()["code"]) == (404, "contact_not_found")
+    foreign_key = await other_tenant.key(Scope.MESSAGES_SEND)
+    foreign = await client.post(chain["path"], json={"contact": "jane"}, headers=foreign_key)
+    assert (foreign.status_code, foreign.json()["code"]) == (404, "chain_not_found")
+    survivor = await ledger.point("sms", "+4915199999999", external_id="june")
+    await session.execute(
+        text("UPDATE contacts SET merged_into = :into, merged_at = now() WHERE id = :id"),
+        {"into": survivor.contact_id, "id": jane},
+    )
+    await session.commit()
+    merged = await client.post(chain["path"], json={"contact": "jane"}, headers=chain["key"])
+    assert (merged.status_code, merged.json()["code"]) == (409, "contact_merged")
+    assert merged.json()["merged_into"] == str(survivor.contact_id)
     assert await runs(session) == 1
 
 
