@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -34,6 +35,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,7 @@ from typing import Any
 import asyncpg
 import httpx
 import msgspec
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -203,12 +206,18 @@ async def measure_api(dsn: str, conn: asyncpg.Connection, args: argparse.Namespa
         auth = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
         script = _runs_script(f"/v1/chains/{chain}/runs", auth, contacts)
         wrk(base, script, 2, args.api_connections)  # warm-up (its runs are not counted)
+        # the baseline first: after the runs, the server's database is busy with what they wrote (autovacuum)
+        read = _with_cpu(
+            server.pid, lambda: wrk(base, _get_script(f"/v1/chains/{chain}", auth), 5, args.api_connections)
+        )
         before = await conn.fetchval("SELECT count(*) FROM chain_runs")
-        runs = wrk(
-            base, _runs_script(f"/v1/chains/{chain}/runs", auth, contacts), args.api_seconds, args.api_connections
+        runs = _with_cpu(
+            server.pid,
+            lambda: wrk(
+                base, _runs_script(f"/v1/chains/{chain}/runs", auth, contacts), args.api_seconds, args.api_connections
+            ),
         )
         written = await conn.fetchval("SELECT count(*) FROM chain_runs") - before
-        read = wrk(base, _get_script(f"/v1/chains/{chain}", auth), 5, args.api_connections)
         raw = (
             wrk(base, get_script([f"/bench/baseline/{c}" for c in contacts]), 5, args.api_connections)
             if args.workers == 1
@@ -218,6 +227,38 @@ async def measure_api(dsn: str, conn: asyncpg.Connection, args: argparse.Namespa
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def _with_cpu(server: int, measure: Callable[[], dict[str, float]]) -> dict[str, float]:
+    """``measure`` (a wrk run), with the CPU time per request of the server's processes and of PostgreSQL's.
+
+    Processes that start or end during the run are not counted (the warm-up opened the pools' connections).
+    """
+
+    def times() -> tuple[dict[int, float], dict[int, float]]:
+        parent = psutil.Process(server)
+        served, database = {}, {}
+        for process in [parent, *parent.children(recursive=True)]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                served[process.pid] = sum(process.cpu_times()[:2])
+        for process in psutil.process_iter(["name"]):
+            if process.info["name"] and process.info["name"].startswith("postgres"):
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    database[process.pid] = sum(process.cpu_times()[:2])
+        return served, database
+
+    def spent(first: dict[int, float], then: dict[int, float]) -> float:
+        return sum(then[pid] - first[pid] for pid in first if pid in then)
+
+    first = times()
+    result = measure()
+    then = times()
+    count = max(result["requests"], 1)
+    return {
+        **result,
+        "server_ms": 1000 * spent(first[0], then[0]) / count,
+        "database_ms": 1000 * spent(first[1], then[1]) / count,
+    }
 
 
 def _get_script(path: str, headers: dict[str, str]) -> Path:
@@ -318,14 +359,15 @@ async def run(args: argparse.Namespace) -> None:
             print()
             print(
                 "| POST /v1/chains/{id}/runs | p50 / p99 | non-2xx | runs written | authenticated read GET /v1/chains/{id}"
-                " (p99) | runs / read | raw read (no auth) |"
+                " (p99) | runs / read | raw read (no auth) | CPU per run: server + PostgreSQL | per read |"
             )
-            print("|---:|---:|---:|---:|---:|---:|---:|")
+            print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
             print(
                 f"| {runs['rps']:,.0f} runs/s | {runs['p50']:.1f} / {runs['p99']:.1f} ms | {runs['non_2xx']:.0f} "
                 f"| {counted['written']:,.0f} of {runs['requests']:,.0f} | {read['rps']:,.0f} req/s "
                 f"({read['p99']:.1f} ms) | {runs['rps'] / read['rps']:.0%} "
-                f"| {raw_text} |"
+                f"| {raw_text} | {runs['server_ms']:.2f} + {runs['database_ms']:.2f} ms "
+                f"| {read['server_ms']:.2f} + {read['database_ms']:.2f} ms |"
             )
     finally:
         stand_in.terminate()
