@@ -88,7 +88,7 @@ class ChainController(Controller):
         Send with an `Idempotency-Key`: a retried request returns the first run and starts none again.
         """
         # on the driver pool, not the ORM session: the hot path of issue 20 (runs/s), measured in bench/chains.py
-        async with idempotency.driver(request, database) as connection, connection.transaction():
+        async with database.driver() as connection, connection.transaction():
             started = RunStarted(
                 run_id=await service.start_run_on_driver(connection, principal.workspace_id, chain_id, data)
             )

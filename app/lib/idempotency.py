@@ -27,8 +27,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -66,15 +65,13 @@ _PENDING = "consent.idempotency"  # where the middleware leaves a free key for k
 class Pending:
     """A free key of a request whose handler keeps the answer (:func:`keep`), and whether it did."""
 
-    __slots__ = ("connection", "fingerprint", "key", "secret", "settled", "workspace_id")
+    __slots__ = ("fingerprint", "key", "secret", "settled", "workspace_id")
 
-    def __init__(self, workspace_id: uuid.UUID, key: str, fingerprint: bytes, *, secret: bool, connection: Any) -> None:
+    def __init__(self, workspace_id: uuid.UUID, key: str, fingerprint: bytes, *, secret: bool) -> None:
         self.workspace_id = workspace_id
         self.key = key
         self.fingerprint = fingerprint
         self.secret = secret
-        self.connection = connection
-        """The driver connection the key was looked up on, for the handler's transaction (:func:`driver`)."""
         self.settled = False
 
 
@@ -132,21 +129,12 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
         database: Database = scope["app"].state.database
         secret = bool(handler.opt.get("answer_holds_secret"))
         if handler.opt.get("idempotency") == IN_TRANSACTION:
-            # one checkout for the look-up and the handler's transaction (:func:`driver`): a reset round trip less
-            async with database.driver() as connection:
-                held = await repository.held_idempotency_key(
-                    connection,
-                    principal.workspace_id,
-                    key,
-                    now=utcnow(),
-                    retention=RETENTION,
-                    abandoned_after=ABANDONED_AFTER,
-                )
-                if held is not None:
-                    await _send_replay(send, *_stored_answer(*held, fingerprint=fingerprint))
-                    return
-                pending = Pending(principal.workspace_id, key, fingerprint, secret=secret, connection=connection)
-                await _run_in_transaction(app, scope, body, send, database=database, pending=pending)
+            held = await _held(database, principal.workspace_id, key)
+            if held is not None:
+                await _send_replay(send, *_stored_answer(*held, fingerprint=fingerprint))
+                return
+            pending = Pending(principal.workspace_id, key, fingerprint, secret=secret)
+            await _run_in_transaction(app, scope, body, send, database=database, pending=pending)
             return
         replay = await _claim(database, principal.workspace_id, key, fingerprint)
         if replay is not None:
@@ -218,19 +206,14 @@ def _stored_answer(
     return status, headers or "", body
 
 
-@asynccontextmanager
-async def driver(request: Request[Any, Any, Any], database: Database) -> AsyncIterator[Any]:
-    """The driver connection for a handler's transaction on a route with ``opt={"idempotency": IN_TRANSACTION}``.
-
-    The one the middleware looked the key up on when the request has a free key (the middleware gives it back),
-    else one of the pool (:meth:`Database.driver`).
-    """
-    pending = _pending(request)
-    if pending is not None:
-        yield pending.connection
-        return
+async def _held(
+    database: Database, workspace_id: uuid.UUID, key: str
+) -> tuple[bytes, int | None, str | None, bytes | None] | None:
+    """The held key's fingerprint and answer, read on the raw pool (no session, no transaction)."""
     async with database.driver() as connection:
-        yield connection
+        return await repository.held_idempotency_key(
+            connection, workspace_id, key, now=utcnow(), retention=RETENTION, abandoned_after=ABANDONED_AFTER
+        )
 
 
 async def keep(

@@ -92,25 +92,6 @@ async def test_one_transaction_per_request(client, chain, connection, session):
     assert (kept.status, kept.body, kept.completed_at is not None) == (202, response.content, True)
 
 
-async def test_the_key_is_looked_up_on_the_connection_of_the_runs_transaction(client, chain, database, monkeypatch):
-    checkouts = 0
-    driver = database.driver
-
-    def counted() -> Any:
-        nonlocal checkouts
-        checkouts += 1
-        return driver()
-
-    monkeypatch.setattr(database, "driver", counted)
-    headers = {**chain["key"], "Idempotency-Key": "run-one-checkout"}
-    response = await client.post(chain["path"], json={"contact": "jane"}, headers=headers)
-    assert response.status_code == 202, response.text
-    assert checkouts == 1, "one driver connection for the key's look-up and the run's transaction"
-    without_key = await client.post(chain["path"], json={"contact": "jane"}, headers=chain["key"])
-    assert without_key.status_code == 202, without_key.text
-    assert checkouts == 2
-
-
 async def test_a_refused_request_keeps_no_key(client, chain, session):
     headers = {**chain["key"], "Idempotency-Key": "run-bad"}
     refused = await client.post(chain["path"], json={"contact": "nobody"}, headers=headers)
