@@ -29,7 +29,7 @@ from app.lib.models import IdempotencyKey
 from app.lib.orm import utcnow
 from app.main import create_app
 from app.purposes import service as purposes
-from app.settings import Settings
+from app.settings import DatabaseSettings, Settings
 from app.workspaces import service as workspaces
 from tests.conftest import TEST_SECRET, running
 
@@ -199,7 +199,7 @@ async def test_two_concurrent_requests_with_one_key_start_one_run(served, monkey
     http, database, path, key = served
     both_inside = asyncio.Event()
     inside = 0
-    start_run = chains.start_run
+    start_run = chains.start_run_on_driver
 
     async def start_run_together(*args: Any, **kwargs: Any) -> Any:
         # both requests are inside their transactions before either writes the key: the race the key row decides
@@ -210,12 +210,13 @@ async def test_two_concurrent_requests_with_one_key_start_one_run(served, monkey
         await asyncio.wait_for(both_inside.wait(), timeout=5)
         return await start_run(*args, **kwargs)
 
-    monkeypatch.setattr(chains, "start_run", start_run_together)
+    monkeypatch.setattr(chains, "start_run_on_driver", start_run_together)
     headers = {**key, "Idempotency-Key": "together"}
     first, second = await asyncio.gather(
         http.post(path, json={"contact": "jane"}, headers=headers),
         http.post(path, json={"contact": "jane"}, headers=headers),
     )
+    assert inside == 2, "both requests ran their transaction: the key's row decided, not the look-up before"
     assert (first.status_code, second.status_code) == (202, 202), (first.text, second.text)
     assert first.json() == second.json()
     assert sorted(r.headers.get("idempotent-replayed", "no") for r in (first, second)) == ["no", "true"]
@@ -223,3 +224,42 @@ async def test_two_concurrent_requests_with_one_key_start_one_run(served, monkey
         started = await session.scalars(select(ChainRun.id))
         assert [str(run) for run in started] == [first.json()["run_id"]]
         assert uuid.UUID(first.json()["run_id"])
+
+
+async def test_a_keyed_run_needs_one_driver_connection_at_a_time(pg_server, tmp_path):
+    """The look-up of the key, the API key's authentication (on a cache miss) and the run's transaction take the
+    driver pool's connections one after another, never two at once: with a pool of one connection and the key cache
+    empty, a keyed run answers (hostile review: the look-up's connection was held through the guard, and a pool
+    full of requests each waiting for a second connection froze the process for every tenant)."""
+    url = await pg_server.create_database("consent_runs_pool")
+    seeding = Database.from_url(url, pool_size=1)
+    assert seeding.engine is not None
+    await migrate(seeding.engine)
+    async with seeding.sessionmaker() as session, session.begin():
+        workspace = await workspaces.create_workspace(session, "Acme")
+        await purposes.create_purpose(session, workspace.id, "newsletter", "News", "marketing")
+        await ledger_repository.add_contact(session, workspace.id, "jane", "de", "Europe/Berlin")
+        definition = msgspec.convert({"key": "c", "purpose": "newsletter", "steps": STEPS}, ChainIn)
+        defined, _ = await chains.define_chain(session, workspace.id, definition)
+        _, secret = await workspaces.create_api_key(session, workspace.id, "test", [Scope.MESSAGES_SEND])
+    await seeding.dispose()
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        secret_key=TEST_SECRET,
+        dispatcher=False,
+        database=DatabaseSettings(url=url, pool_size=1),
+    )
+    app = create_app(settings)  # its own pools, as in production
+    try:
+        async with running(app):
+            transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
+            async with httpx.AsyncClient(transport=transport, base_url="https://consent.example.com") as http:
+                path, key = f"/v1/chains/{defined.id}/runs", {"Authorization": f"Bearer {secret}"}
+                app.state.key_cache.ttl = 0  # every authentication reads the database, as after a revocation
+                app.state.key_cache.clear()
+                answered = await asyncio.wait_for(
+                    http.post(path, json={"contact": "jane"}, headers={**key, "Idempotency-Key": "one"}), 10
+                )
+                assert answered.status_code == 202, answered.text
+    finally:
+        await pg_server.drop_database(url)
