@@ -39,7 +39,7 @@ from app.lib.copystream import StreamBudget
 from app.lib.db import Database, head_revision, migrate
 from app.lib.embedded_pg import EmbeddedPostgres
 from app.lib.errors import Unavailable, exception_handlers
-from app.lib.idempotency import idempotency_middleware, prune
+from app.lib.idempotency import Replayed, idempotency_middleware, prune, replayed_response
 from app.lib.inputs import refuse_nul
 from app.lib.keys import Keys
 from app.lib.observability import Metrics, configure_logging, request_middleware_factory
@@ -387,7 +387,8 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
             "metrics_registry": _from_state("metrics"),
             "head_revision": _from_state("head_revision"),
         },
-        exception_handlers=exception_handlers(),
+        # a request whose Idempotency-Key a concurrent one committed first answers that one's answer
+        exception_handlers={**exception_handlers(), Replayed: replayed_response},
         before_request=refuse_nul,  # a NUL character is refused before any handler could try to store it
         openapi_config=OpenAPIConfig(
             title="Consent Service API",

@@ -106,6 +106,50 @@ async def add_run(session: AsyncSession, run: ChainRun, steps: Sequence[ChainSte
     )
 
 
+#: :data:`_ADD_RUN` for the driver connection (asyncpg's numbered parameters).
+_ADD_RUN_DRIVER = """
+    WITH run AS (
+        INSERT INTO chain_runs (id, workspace_id, chain_id, contact_id, variables, campaign, status, started_at)
+        VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8))
+    INSERT INTO chain_steps (id, workspace_id, run_id, position, key, status, due_at, attempts)
+    SELECT s.id, $2, $1, s.position, s.key, s.status, s.due_at, s.attempts
+      FROM unnest($9::uuid[], $10::int[], $11::text[], $12::text[], $13::timestamptz[], $14::int[])
+           AS s(id, position, key, status, due_at, attempts)
+"""
+
+_CHAIN_STEPS_DRIVER = "SELECT steps::text FROM chains WHERE id = $1 AND workspace_id = $2"
+
+
+async def chain_steps_on_driver(
+    connection: Any, workspace_id: uuid.UUID, chain_id: uuid.UUID
+) -> list[dict[str, Any]] | None:
+    """The steps of a chain version of the workspace, on a raw asyncpg ``connection`` (the runs' hot path)."""
+    steps: str | None = await connection.fetchval(_CHAIN_STEPS_DRIVER, chain_id, workspace_id)
+    return None if steps is None else json.loads(steps)
+
+
+async def add_run_on_driver(connection: Any, run: ChainRun, steps: Sequence[ChainStep]) -> None:
+    """:func:`add_run` on a raw asyncpg ``connection`` (in the caller's transaction)."""
+    assert all(step.run_id == run.id and step.workspace_id == run.workspace_id for step in steps)
+    await connection.execute(
+        _ADD_RUN_DRIVER,
+        run.id,
+        run.workspace_id,
+        run.chain_id,
+        run.contact_id,
+        json.dumps(run.variables) if run.variables is not None else None,
+        run.campaign,
+        run.status,
+        run.started_at,
+        [step.id for step in steps],
+        [step.position for step in steps],
+        [step.key for step in steps],
+        [step.status for step in steps],
+        [step.due_at for step in steps],
+        [step.attempts for step in steps],
+    )
+
+
 async def reload(session: AsyncSession, *rows: ChainRun | ChainStep) -> None:
     """Read rows again (after a savepoint that changed them was rolled back)."""
     for row in rows:

@@ -22,7 +22,7 @@ from app.chains.models import Chain, ChainRun, ChainStep, RunStatus, StepStatus
 from app.chains.schemas import ChainIn, ChainOut, ChainReport, RunIn, RunOut, StepIn, StepOut, StepReport
 from app.domain import content as content_rules
 from app.domain.model import Channel
-from app.ledger.service import require_contact
+from app.ledger.service import require_contact, require_contact_on_driver
 from app.lib.errors import InvalidInput, NotFound
 from app.lib.ids import uuid7
 from app.lib.orm import utcnow
@@ -218,15 +218,43 @@ async def start_run(session: AsyncSession, workspace_id: uuid.UUID, chain_id: uu
     """Write the run and its steps; the first step is due after its delay, the others wait for their turn."""
     chain = await require_chain(session, workspace_id, chain_id)
     contact = await require_contact(session, workspace_id, data.contact)
-    missing = sorted(placeholders(chain.steps) - set(data.variables or {}))
+    run, steps = _new_run(workspace_id, chain.id, chain.steps, contact.id, data)
+    await repository.add_run(session, run, steps)
+    return run
+
+
+async def start_run_on_driver(connection: Any, workspace_id: uuid.UUID, chain_id: uuid.UUID, data: RunIn) -> uuid.UUID:
+    """:func:`start_run` on a raw asyncpg ``connection``, in its open transaction; answers the run's id.
+
+    The hot path of ``POST /v1/chains/{id}/runs`` (issue 20 asks for 2,000 runs/s): the same checks, errors and
+    rows, without the ORM's cost per statement.
+    """
+    chain_steps = await repository.chain_steps_on_driver(connection, workspace_id, chain_id)
+    if chain_steps is None:
+        raise NotFound("No chain with this id.", code="chain_not_found")
+    contact_id = await require_contact_on_driver(connection, workspace_id, data.contact)
+    run, steps = _new_run(workspace_id, chain_id, chain_steps, contact_id, data)
+    await repository.add_run_on_driver(connection, run, steps)
+    return run.id
+
+
+def _new_run(
+    workspace_id: uuid.UUID,
+    chain_id: uuid.UUID,
+    chain_steps: Sequence[Mapping[str, Any]],
+    contact_id: uuid.UUID,
+    data: RunIn,
+) -> tuple[ChainRun, list[ChainStep]]:
+    """The run and its steps (not written), or 422 when the content needs a variable not given."""
+    missing = sorted(placeholders(chain_steps) - set(data.variables or {}))
     if missing:
         raise _invalid("variables", f"the chain's content uses {', '.join(missing)}, not given", "variable_missing")
     now = utcnow()
     run = ChainRun(
         id=uuid7(),
         workspace_id=workspace_id,
-        chain_id=chain.id,
-        contact_id=contact.id,
+        chain_id=chain_id,
+        contact_id=contact_id,
         variables=data.variables,
         campaign=data.campaign,
         status=RunStatus.ACTIVE,
@@ -243,10 +271,9 @@ async def start_run(session: AsyncSession, workspace_id: uuid.UUID, chain_id: uu
             due_at=now + durations.parse(step["after"]) if position == 0 else None,
             attempts=0,
         )
-        for position, step in enumerate(chain.steps)
+        for position, step in enumerate(chain_steps)
     ]
-    await repository.add_run(session, run, steps)
-    return run
+    return run, steps
 
 
 async def require_run(

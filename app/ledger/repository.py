@@ -39,6 +39,26 @@ async def find_contact(session: AsyncSession, workspace_id: uuid.UUID, ref: str)
     return next((c for c in rows if str(c.id) == ref), rows[0] if rows else None)
 
 
+#: :func:`find_contact` for the driver connection: an id match wins over an external id match.
+_FIND_CONTACT_DRIVER = """
+    SELECT id, merged_into FROM contacts
+     WHERE workspace_id = $1 AND (external_id = $2 OR id = $3)
+     ORDER BY id = $3 DESC NULLS LAST
+     LIMIT 1
+"""
+
+
+async def find_contact_on_driver(
+    connection: Any, workspace_id: uuid.UUID, ref: str
+) -> tuple[uuid.UUID, uuid.UUID | None] | None:
+    """:func:`find_contact` on a raw asyncpg ``connection``: the contact's id and ``merged_into``."""
+    contact_id: uuid.UUID | None = None
+    with contextlib.suppress(ValueError):
+        contact_id = uuid.UUID(ref)
+    row = await connection.fetchrow(_FIND_CONTACT_DRIVER, workspace_id, ref, contact_id)
+    return None if row is None else (row[0], row[1])
+
+
 async def get_contact(session: AsyncSession, contact_id: uuid.UUID) -> Contact:
     """A contact known to exist (referenced by a row of the same workspace)."""
     contact = await session.get(Contact, contact_id)

@@ -544,6 +544,17 @@ async def require_contact(session: AsyncSession, workspace_id: uuid.UUID, ref: s
     return contact
 
 
+async def require_contact_on_driver(connection: Any, workspace_id: uuid.UUID, ref: str) -> uuid.UUID:
+    """:func:`require_contact` on a raw asyncpg ``connection`` (a hot path): the contact's id, or the same errors."""
+    found = await repository.find_contact_on_driver(connection, workspace_id, ref)
+    if found is None:
+        raise NotFound("No contact with this id or external id.", code="contact_not_found")
+    contact_id, merged_into = found
+    if merged_into is not None:
+        raise contact_merged(merged_into)
+    return contact_id
+
+
 def refuse_merged(contact: Contact) -> None:
     """409 ``contact_merged`` naming the survivor, for a contact merged into another."""
     if contact.merged_into is not None:

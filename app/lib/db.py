@@ -4,7 +4,9 @@ A request gets an ``AsyncSession``. The request's unit of work is its controller
 ``async with db.begin():`` around the service calls, so the commit finishes before the response is built and a
 failed commit becomes an error response. Services and repositories take the session and never begin, commit or
 roll back, so one transaction can span several services (a signup records the consent and the confirmation
-token together). Two kinds of work own their transactions instead: background workers (dispatcher, webhook
+token together). A hot write path may hold its transaction on a driver connection instead (``POST
+/v1/chains/{id}/runs``: ``async with database.driver() as c, c.transaction():``), with the same rule. Two
+kinds of work own their transactions instead: background workers (dispatcher, webhook
 sender, lapse sweep) and the idempotency middleware open a session per round or step, and a consent import
 commits each batch of rows itself (:mod:`app.imports.consents`), so a large file is not one transaction.
 

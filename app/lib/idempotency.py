@@ -13,20 +13,31 @@ with ``opt={"idempotent": False}``; handlers whose answer holds a secret shown o
 ``opt={"answer_holds_secret": True}``: their answer is not kept, and a repeat answers 409
 ``idempotency_answer_not_kept``. The body is read up to the route's size limit (413 beyond it); routes that
 stream their body without a limit (the imports) are left alone.
+
+A hot route may keep its answer in its own transaction instead (``opt={"idempotency": IN_TRANSACTION}``): the
+middleware only looks the key up (one statement on the raw asyncpg pool, no transaction) and answers a held key
+as above; a free key is claimed by the handler's call of :func:`keep`, which writes the key with its answer in the
+handler's transaction. One transaction per request instead of three; the key exists exactly when the request's
+work was committed, so a failed or crashed request leaves no claim behind, and a concurrent request with the same
+key waits on the key's row (the unique index) until the first commits, then answers the first answer (or, after a
+rollback, runs).
 """
 
 from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
 import structlog
+from litestar import Request, Response
 from litestar.connection import ASGIConnection
 from litestar.datastructures import MutableScopeHeaders
 from litestar.enums import ScopeType
 from litestar.handlers import HTTPRouteHandler
+from litestar.serialization import encode_json
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -46,6 +57,32 @@ _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _KEPT_HEADERS = ("content-type", "location")
 _SUCCESS = range(200, 400)
 _SECRET_KEPT_BACK = 204  # the status a completed claim records when its answer was not kept (it held a secret)
+IN_TRANSACTION = "in_transaction"
+"""The value of a route's ``opt["idempotency"]`` whose handler keeps its answer itself (:func:`keep`)."""
+_PENDING = "consent.idempotency"  # where the middleware leaves a free key for keep, in the request's scope state
+
+
+class Pending:
+    """A free key of a request whose handler keeps the answer (:func:`keep`), and whether it did."""
+
+    __slots__ = ("fingerprint", "key", "secret", "settled", "workspace_id")
+
+    def __init__(self, workspace_id: uuid.UUID, key: str, fingerprint: bytes, *, secret: bool) -> None:
+        self.workspace_id = workspace_id
+        self.key = key
+        self.fingerprint = fingerprint
+        self.secret = secret
+        self.settled = False
+
+
+class Replayed(Exception):  # not an error: the answer of the request that was first
+    """Raised by :func:`keep` when a concurrent request with the key committed first: its answer is the answer."""
+
+    def __init__(self, status: int, headers: str, body: bytes) -> None:
+        super().__init__("replayed")
+        self.status = status
+        self.headers = headers
+        self.body = body
 
 
 class BodyTooLarge(AppError):
@@ -90,11 +127,19 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
             raise Unavailable("CONSENT_SECRET_KEY is not configured.", code="secret_key_missing")
         fingerprint = keys.request_fingerprint(scope["path"].encode(), scope.get("query_string", b""), body)
         database: Database = scope["app"].state.database
+        secret = bool(handler.opt.get("answer_holds_secret"))
+        if handler.opt.get("idempotency") == IN_TRANSACTION:
+            held = await _held(database, principal.workspace_id, key)
+            if held is not None:
+                await _send_replay(send, *_stored_answer(*held, fingerprint=fingerprint))
+                return
+            pending = Pending(principal.workspace_id, key, fingerprint, secret=secret)
+            await _run_in_transaction(app, scope, body, send, database=database, pending=pending)
+            return
         replay = await _claim(database, principal.workspace_id, key, fingerprint)
         if replay is not None:
             await _send_replay(send, *replay)
             return
-        secret = bool(handler.opt.get("answer_holds_secret"))
         await _run_and_keep(
             app, scope, body, send, database=database, workspace_id=principal.workspace_id, key=key, secret=secret
         )
@@ -132,22 +177,143 @@ async def _claim(
             return None
         row = await repository.get_idempotency_key(session, workspace_id, key)
     if row is None:  # deleted in between (its first request failed): the client may simply retry
-        raise Conflict("The first request with this key just failed; retry.", code="idempotency_request_in_progress")
-    if row.fingerprint != fingerprint:
+        raise _just_failed()
+    return _stored_answer(row.fingerprint, row.status, row.headers, row.body, fingerprint=fingerprint)
+
+
+def _just_failed() -> Conflict:
+    return Conflict("The first request with this key just failed; retry.", code="idempotency_request_in_progress")
+
+
+def _stored_answer(
+    stored: bytes, status: int | None, headers: str | None, body: bytes | None, *, fingerprint: bytes
+) -> tuple[int, str, bytes]:
+    """The answer to replay for a held key (``stored``: the fingerprint of its first request), or a 409 raised."""
+    if stored != fingerprint:
         raise Conflict("This Idempotency-Key was already used with a different request.", code="idempotency_key_reused")
-    if row.status is None:
+    if status is None:
         raise Conflict(
             "A request with this Idempotency-Key is still being processed.",
             code="idempotency_request_in_progress",
             headers={"Retry-After": "1"},
         )
-    if row.body is None:
+    if body is None:
         raise Conflict(
             "The request with this Idempotency-Key succeeded; its answer held a secret that is shown only once "
             "and was not kept. List the resource to see it (without the secret).",
             code="idempotency_answer_not_kept",
         )
-    return row.status, row.headers or "", row.body
+    return status, headers or "", body
+
+
+async def _held(
+    database: Database, workspace_id: uuid.UUID, key: str
+) -> tuple[bytes, int | None, str | None, bytes | None] | None:
+    """The held key's fingerprint and answer, read on the raw pool (no session, no transaction)."""
+    async with database.driver() as connection:
+        return await repository.held_idempotency_key(
+            connection, workspace_id, key, now=utcnow(), retention=RETENTION, abandoned_after=ABANDONED_AFTER
+        )
+
+
+async def keep(
+    session: AsyncSession,
+    request: Request[Any, Any, Any],
+    answer: object,
+    *,
+    status: int,
+    headers: Mapping[str, str] | None = None,
+) -> None:
+    """Claim the request's ``Idempotency-Key`` with its answer, in the caller's (the handler's) open transaction.
+
+    For routes with ``opt={"idempotency": IN_TRANSACTION}``; does nothing for a request without the header.
+    ``answer`` is what the handler returns, with ``status`` and the ``headers`` it sets (only ``Location`` is
+    kept, as for other routes). Call it last in the transaction: the key's row is held from here to the commit.
+    When a concurrent request with the key committed first, raises :class:`Replayed` (its answer is the answer;
+    the caller's transaction rolls back) or the 409 that request's answer calls for.
+    """
+    pending = _pending(request)
+    if pending is None:
+        return
+    claimed = await repository.keep_idempotency_answer(
+        session,
+        pending.workspace_id,
+        pending.key,
+        pending.fingerprint,
+        now=utcnow(),
+        retention=RETENTION,
+        abandoned_after=ABANDONED_AFTER,
+        **_kept(pending, answer, status, headers),
+    )
+    pending.settled = True
+    if claimed:
+        return
+    row = await repository.get_idempotency_key(session, pending.workspace_id, pending.key)
+    if row is None:  # pruned in between
+        raise _just_failed()
+    raise Replayed(*_stored_answer(row.fingerprint, row.status, row.headers, row.body, fingerprint=pending.fingerprint))
+
+
+async def keep_on_driver(
+    connection: Any,
+    request: Request[Any, Any, Any],
+    answer: object,
+    *,
+    status: int,
+    headers: Mapping[str, str] | None = None,
+) -> None:
+    """:func:`keep` on a raw asyncpg ``connection``, in its open transaction (a handler on the driver pool)."""
+    pending = _pending(request)
+    if pending is None:
+        return
+    now = utcnow()
+    claimed = await repository.keep_idempotency_answer_on_driver(
+        connection,
+        pending.workspace_id,
+        pending.key,
+        pending.fingerprint,
+        now=now,
+        retention=RETENTION,
+        abandoned_after=ABANDONED_AFTER,
+        **_kept(pending, answer, status, headers),
+    )
+    pending.settled = True
+    if claimed:
+        return
+    held = await repository.held_idempotency_key(
+        connection, pending.workspace_id, pending.key, now=now, retention=RETENTION, abandoned_after=ABANDONED_AFTER
+    )
+    if held is None:  # pruned in between
+        raise _just_failed()
+    raise Replayed(*_stored_answer(*held, fingerprint=pending.fingerprint))
+
+
+def _pending(request: Request[Any, Any, Any]) -> Pending | None:
+    pending = request.scope.get("state", {}).get(_PENDING)
+    return pending if isinstance(pending, Pending) else None
+
+
+def _kept(pending: Pending, answer: object, status: int, headers: Mapping[str, str] | None) -> dict[str, Any]:
+    """What a key keeps of an answer: status, the headers that matter, body (not the body of a secret)."""
+    if pending.secret:
+        return {"status": _SECRET_KEPT_BACK, "headers": "", "body": None}
+    kept_headers = [
+        "content-type: application/json",
+        *(f"{name.lower()}: {value}" for name, value in (headers or {}).items() if name.lower() == "location"),
+    ]
+    return {"status": status, "headers": "\n".join(kept_headers), "body": encode_json(answer)}
+
+
+def replayed_response(_request: Request[Any, Any, Any], replayed: Replayed) -> Response[bytes]:
+    """The app's answer to :class:`Replayed`: the first request's answer, as :func:`_send_replay` sends it."""
+    raw = dict(line.split(": ", 1) for line in replayed.headers.splitlines() if ": " in line)
+    media_type = raw.pop("content-type", "application/json")
+    return Response(
+        replayed.body,
+        status_code=replayed.status,
+        media_type=media_type,
+        headers={**raw, "idempotent-replayed": "true"},
+    )
 
 
 async def _send_replay(send: Send, status: int, headers: str, body: bytes) -> None:
@@ -166,6 +332,64 @@ async def _send_replay(send: Send, status: int, headers: str, body: bytes) -> No
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
+async def _run_in_transaction(
+    app: ASGIApp, scope: Scope, body: bytes, send: Send, *, database: Database, pending: Pending
+) -> None:
+    """Run a handler that keeps its answer in its own transaction (:func:`keep`).
+
+    A successful answer the handler did not keep (a route that forgot to call :func:`keep`) is kept afterwards in
+    a transaction of its own, so the key is never silently lost; that is logged as the bug it is.
+    """
+    scope.setdefault("state", {})[_PENDING] = pending
+    status = 500
+    headers: list[str] = []
+    chunks: list[bytes] = []
+
+    async def capture(message: Message) -> None:
+        nonlocal status
+        if not pending.settled:
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                for name, value in message.get("headers", []):
+                    if name.decode().lower() in _KEPT_HEADERS:
+                        headers.append(f"{name.decode()}: {value.decode()}")
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+        await send(message)
+
+    await app(scope, _replay_receive(body), capture)
+    if pending.settled or status not in _SUCCESS:
+        return
+    log.error("idempotency_answer_not_kept_by_handler", path=scope["path"])
+    async with database.sessionmaker() as session, session.begin():
+        await repository.keep_idempotency_answer(
+            session,
+            pending.workspace_id,
+            pending.key,
+            pending.fingerprint,
+            now=utcnow(),
+            retention=RETENTION,
+            abandoned_after=ABANDONED_AFTER,
+            status=_SECRET_KEPT_BACK if pending.secret else status,
+            headers="" if pending.secret else "\n".join(headers),
+            body=None if pending.secret else b"".join(chunks),
+        )
+
+
+def _replay_receive(body: bytes) -> Any:
+    """An ASGI ``receive`` giving the buffered ``body``, then a disconnect."""
+    delivered = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
 async def _run_and_keep(
     app: ASGIApp,
     scope: Scope,
@@ -178,15 +402,6 @@ async def _run_and_keep(
     secret: bool,
 ) -> None:
     """Run the handler with the buffered body, pass its answer on, and keep it (or free the key)."""
-    delivered = False
-
-    async def replay_receive() -> dict[str, Any]:
-        nonlocal delivered
-        if not delivered:
-            delivered = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return {"type": "http.disconnect"}
-
     status = 500
     headers: list[str] = []
     chunks: list[bytes] = []
@@ -202,17 +417,17 @@ async def _run_and_keep(
             chunks.append(message.get("body", b""))
         await send(message)
 
-    keep = False
+    succeeded = False
     try:
-        await app(scope, replay_receive, capture)  # type: ignore[arg-type]  # our receive speaks the protocol
-        keep = status in _SUCCESS
+        await app(scope, _replay_receive(body), capture)
+        succeeded = status in _SUCCESS
     finally:
         async with database.sessionmaker() as session, session.begin():
-            if keep and secret:  # done, but the answer is not kept: it holds a secret shown once
+            if succeeded and secret:  # done, but the answer is not kept: it holds a secret shown once
                 await repository.complete_idempotency_key(
                     session, workspace_id, key, status=_SECRET_KEPT_BACK, headers="", body=None
                 )
-            elif keep:
+            elif succeeded:
                 await repository.complete_idempotency_key(
                     session, workspace_id, key, status=status, headers="\n".join(headers), body=b"".join(chunks)
                 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import delete, func, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as upsert
@@ -43,6 +44,118 @@ async def claim_idempotency_key(
         .returning(IdempotencyKey.key)
     )
     return claimed is not None
+
+
+async def keep_idempotency_answer(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    key: str,
+    fingerprint: bytes,
+    *,
+    now: datetime,
+    retention: timedelta,
+    abandoned_after: timedelta,
+    status: int,
+    headers: str,
+    body: bytes | None,
+) -> bool:
+    """Claim ``key`` and keep its answer in one statement, in the caller's transaction; False when it is held.
+
+    A concurrent transaction that wrote the same key and has not ended yet makes this wait for it (the unique
+    index): after its commit the key is held (False), after its rollback this claims it. A key free again (expired,
+    or a claim a crashed process left behind) is taken over, as :func:`claim_idempotency_key` does.
+    """
+    claimed = await session.scalar(
+        upsert(IdempotencyKey)
+        .values(
+            workspace_id=workspace_id,
+            key=key,
+            fingerprint=fingerprint,
+            created_at=now,
+            completed_at=now,
+            status=status,
+            headers=headers,
+            body=body,
+        )
+        .on_conflict_do_update(
+            index_elements=["workspace_id", "key"],
+            set_={
+                "fingerprint": fingerprint,
+                "created_at": now,
+                "completed_at": now,
+                "status": status,
+                "headers": headers,
+                "body": body,
+            },
+            where=or_(
+                IdempotencyKey.created_at < now - retention,
+                (IdempotencyKey.completed_at.is_(None)) & (IdempotencyKey.created_at < now - abandoned_after),
+            ),
+        )
+        .returning(IdempotencyKey.key)
+    )
+    return claimed is not None
+
+
+_KEEP_ANSWER_DRIVER = """
+    INSERT INTO idempotency_keys AS k (workspace_id, key, fingerprint, created_at, completed_at, status, headers, body)
+    VALUES ($1, $2, $3, $4, $4, $5, $6, $7)
+    ON CONFLICT (workspace_id, key) DO UPDATE
+       SET fingerprint = excluded.fingerprint, created_at = excluded.created_at,
+           completed_at = excluded.completed_at, status = excluded.status, headers = excluded.headers,
+           body = excluded.body
+     WHERE k.created_at < $4::timestamptz - $8::interval
+        OR (k.completed_at IS NULL AND k.created_at < $4::timestamptz - $9::interval)
+    RETURNING k.key
+"""
+
+
+async def keep_idempotency_answer_on_driver(
+    connection: Any,
+    workspace_id: uuid.UUID,
+    key: str,
+    fingerprint: bytes,
+    *,
+    now: datetime,
+    retention: timedelta,
+    abandoned_after: timedelta,
+    status: int,
+    headers: str,
+    body: bytes | None,
+) -> bool:
+    """:func:`keep_idempotency_answer` on a raw asyncpg ``connection`` (in its open transaction)."""
+    claimed = await connection.fetchval(
+        _KEEP_ANSWER_DRIVER, workspace_id, key, fingerprint, now, status, headers, body, retention, abandoned_after
+    )
+    return claimed is not None
+
+
+_HELD_KEY = """
+    SELECT fingerprint, status, headers, body FROM idempotency_keys
+    WHERE workspace_id = $1 AND key = $2
+      AND created_at >= $3::timestamptz - $4::interval
+      AND NOT (completed_at IS NULL AND created_at < $3::timestamptz - $5::interval)
+"""
+
+
+async def held_idempotency_key(
+    connection: Any,
+    workspace_id: uuid.UUID,
+    key: str,
+    *,
+    now: datetime,
+    retention: timedelta,
+    abandoned_after: timedelta,
+) -> tuple[bytes, int | None, str | None, bytes | None] | None:
+    """``key``'s fingerprint and answer (status, headers, body) when it is held, on a raw asyncpg ``connection``.
+
+    Held: neither expired nor a claim a crashed process left behind (those are free, as for
+    :func:`claim_idempotency_key`). One statement, no transaction: the hot path of a request with a new key.
+    """
+    row = await connection.fetchrow(_HELD_KEY, workspace_id, key, now, retention, abandoned_after)
+    if row is None:
+        return None
+    return bytes(row[0]), row[1], row[2], None if row[3] is None else bytes(row[3])
 
 
 async def get_idempotency_key(session: AsyncSession, workspace_id: uuid.UUID, key: str) -> IdempotencyKey | None:
