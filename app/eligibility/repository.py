@@ -213,6 +213,21 @@ def _customer_join(point: str, purpose: str) -> str:
            LIMIT 1) cu ON TRUE"""  # noqa: S608  # enum values and SQL expressions of this module only
 
 
+def _suppressions_sql(workspace: str, purpose: str) -> str:
+    """The workspace's suppressions that concern the purpose, as ``(key, scope, until)``, Robinson keys included.
+
+    Those of ``suppressions`` and of ``robinson_keys`` (migration 0042: print, all marketing, no end).
+
+    A ``UNION ALL`` of two plain scans, which the planner flattens: a join on ``key`` probes each table's
+    ``(workspace_id, key, …)`` B-tree, one probe more per key for the Robinson keys.
+    """
+    return f"""(SELECT s.key, s.scope, s.until FROM suppressions s
+                 WHERE s.workspace_id = {workspace} AND (s.scope <> 'purpose' OR s.purpose_id = {purpose})
+                UNION ALL
+                SELECT r.key, '{SuppressionScope.ALL_MARKETING.value}'::text, NULL::timestamptz
+                  FROM robinson_keys r WHERE r.workspace_id = {workspace})"""  # noqa: S608  # our own SQL only
+
+
 _FACTS = text(
     f"""
     WITH pts AS (
@@ -225,8 +240,7 @@ _FACTS = text(
         SELECT pts.id, array_agg(DISTINCT s.scope) FILTER (WHERE s.until IS NULL) AS scopes,
                max(s.until) AS paused_until
           FROM pts CROSS JOIN LATERAL unnest(pts.suppression_keys) AS k(key)
-          JOIN suppressions s ON s.workspace_id = :workspace_id AND s.key = k.key
-         WHERE s.scope <> 'purpose' OR s.purpose_id = :purpose_id
+          JOIN {_suppressions_sql(":workspace_id", ":purpose_id")} s ON s.key = k.key
          GROUP BY pts.id
     ), pol AS (
         -- the purpose's lifecycle (app.domain.validity) and the workspace's time zone it is counted in
@@ -337,12 +351,25 @@ def blocked_sql(kind: PurposeKind, channels: Sequence[Channel]) -> str:
         blocking.append(SuppressionScope.ALL_MARKETING.value)
     # $2 stays in the statement for every kind, so both statements of the export take the same parameters
     purpose_scoped = f"OR ({kind is PurposeKind.MARKETING} AND s.scope = 'purpose' AND s.purpose_id = $2)"
+    # the Robinson keys (migration 0042) stop marketing on print: joined by key, so that the planner goes from
+    # whichever side is smaller (a list of millions against the workspace's print addresses, or the other way)
+    robinson = (
+        f"""
+        UNION
+        SELECT p.id
+          FROM contact_points p CROSS JOIN LATERAL unnest(p.suppression_keys) AS k(key)
+          JOIN robinson_keys r ON r.workspace_id = $1 AND r.key = k.key
+         WHERE p.workspace_id = $1 AND p.channel = '{Channel.PRINT.value}'"""  # noqa: S608  # an enum value only
+        if kind is PurposeKind.MARKETING and Channel.PRINT in channels
+        else ""
+    )
     return f"""
         SELECT DISTINCT p.id
           FROM suppressions s JOIN contact_points p ON p.suppression_keys @> ARRAY[s.key]
          WHERE s.workspace_id = $1 AND p.workspace_id = $1 AND p.channel IN ({_literals([c.value for c in channels])})
            AND (s.scope IN ({_literals(blocking)}) {purpose_scoped})
            AND (s.until IS NULL OR s.until > now())  -- a pause blocks until its end (never scope 'all')
+        {robinson}
     """  # noqa: S608
 
 
@@ -549,8 +576,8 @@ SELECT w.settings::text AS settings, p.id AS purpose_id, p.kind, c.id AS contact
        pc.state AS p_state, pc.since AS p_since, pc.last_event_id AS p_event,
        cc.state AS c_state, cc.since AS c_since, cc.last_event_id AS c_event,
        ARRAY(SELECT DISTINCT s.scope FROM unnest(cp.suppression_keys) AS k(key)
-               JOIN suppressions s ON s.workspace_id = cp.workspace_id AND s.key = k.key
-              WHERE (s.scope <> 'purpose' OR s.purpose_id = p.id) AND s.until IS NULL) AS scopes,
+               JOIN {_suppressions_sql("cp.workspace_id", "p.id")} s ON s.key = k.key
+              WHERE s.until IS NULL) AS scopes,
        (SELECT max(s.until) FROM unnest(cp.suppression_keys) AS k(key)
           JOIN suppressions s ON s.workspace_id = cp.workspace_id AND s.key = k.key
          WHERE (s.scope <> 'purpose' OR s.purpose_id = p.id) AND s.until IS NOT NULL) AS paused_until,
@@ -650,8 +677,7 @@ WITH wanted AS (
     SELECT pts.id, array_agg(DISTINCT s.scope) FILTER (WHERE s.until IS NULL) AS scopes,
            max(s.until) AS paused_until
       FROM pts CROSS JOIN LATERAL unnest(pts.suppression_keys) AS k(key)
-      JOIN suppressions s ON s.workspace_id = $1 AND s.key = k.key
-     WHERE s.scope <> 'purpose' OR s.purpose_id = $5
+      JOIN {_suppressions_sql("$1", "$5")} s ON s.key = k.key
      GROUP BY pts.id
 ), pol AS (
     -- the purpose's lifecycle and the workspace's time zone, read once ($6: the default zone)

@@ -1,8 +1,9 @@
 """Robinson list import: postal advertising objections, stored as keyed hashes only (CHANNEL_RULES.md §6).
 
 Each row (name + postal address) is normalised as the ledger normalises print addresses, turned into the same
-HMAC a print contact point carries in ``suppression_keys``, and stored as a ``robinson`` suppression of print
-marketing. Nothing of the list is kept in clear. Then every known print address that matches is moved to
+HMAC a print contact point carries in ``suppression_keys``, and stored in ``robinson_keys``: a suppression of
+print marketing that every reader of suppressions reads beside them (migration 0042). Nothing of the list is kept
+in clear. Then every known print address that matches is moved to
 ``objected`` (trigger ``robinson_match``) in the ledger; addresses added later are suppressed by the stored keys.
 
 The file is streamed: rows are parsed and copied to a temporary table in batches, so memory stays flat for any
@@ -23,7 +24,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.identifiers import InvalidIdentifier, normalise_postal
-from app.domain.model import ActorType, Channel, ObjectionKind, SuppressionReason, SuppressionScope, Trigger
+from app.domain.model import ActorType, ObjectionKind, Trigger
 from app.imports import repository
 from app.imports.csvstream import CsvError, LineError, records, too_many_fields
 from app.imports.limits import BodyLimitReached, too_large
@@ -31,7 +32,6 @@ from app.ledger import repository as ledger
 from app.ledger.models import ContactPoint
 from app.ledger.service import Actor, Change, lock_consents_of, record_batch
 from app.lib.errors import InvalidInput
-from app.lib.ids import uuid7
 from app.lib.keys import Keys
 
 log = structlog.get_logger(__name__)
@@ -116,14 +116,7 @@ async def import_robinson(
         ) from None
     streamed = time.perf_counter()
     await repository.analyze_keys(session)
-    report.new_entries = await ledger.add_suppressions_from_table(
-        session,
-        workspace_id,
-        repository.KEYS_TABLE,
-        channel=Channel.PRINT,
-        scope=SuppressionScope.ALL_MARKETING,
-        reason=SuppressionReason.ROBINSON,
-    )
+    report.new_entries = await ledger.add_robinson_keys_from_table(session, workspace_id, repository.KEYS_TABLE)
     suppressed = time.perf_counter()
     await _match(session, workspace_id, report, actor=actor, source=source)
     log.info(
@@ -156,7 +149,7 @@ async def _stream_keys(
                 progress(len(chunk))
             yield chunk
 
-    batch: list[tuple[uuid.UUID, bytes, int]] = []
+    batch: list[tuple[bytes, int]] = []
     columns: dict[str, int] | None = None
     width = 0
     async for line, fields in records(counted()):
@@ -168,7 +161,7 @@ async def _stream_keys(
         if identifier is None:
             continue
         report.accepted += 1
-        batch.extend((uuid7(), key, version) for version, key in keys.suppression_keys("print", identifier).items())
+        batch.extend((key, version) for version, key in keys.suppression_keys("print", identifier).items())
         if len(batch) >= BATCH_ROWS:
             await repository.copy_keys(driver, batch)
             batch.clear()
