@@ -696,12 +696,13 @@ def _keys_table(name: str) -> str:
 async def add_robinson_keys_from_table(session: AsyncSession, workspace_id: uuid.UUID, keys_table: str) -> int:
     """Add every key of ``keys_table`` (columns ``key, key_version``) to the workspace's Robinson keys; how many new.
 
-    For lists too long to pass as parameters: the caller fills a (temporary) table of its own, e.g. by COPY, and
-    indexes it by ``key``. One insert in key order into one B-tree, no foreign key checked per row: the workspace
-    row is locked ``FOR SHARE`` once instead (a workspace deletion, which locks it ``FOR NO KEY UPDATE``, waits
-    for the import, and an import after a deletion began finds it marked and stops). Counted as new, as when the
-    keys were rows of ``suppressions`` (migration 0042): a key not yet stopping all marketing on print for good;
-    a pause of such a key becomes this permanent suppression (the pause row goes).
+    For lists too long to pass as parameters: the caller fills a (temporary) table of its own, e.g. by COPY.
+    One plain insert of the new keys in key order into one B-tree: no foreign key checked per row (the workspace
+    row is locked ``FOR SHARE`` once instead: a workspace deletion, which locks it ``FOR NO KEY UPDATE``, waits
+    for the import, and an import after a deletion began finds it marked and stops), no ``ON CONFLICT`` per row
+    (imports of one workspace take turns, under an advisory lock, so the keys found absent stay absent).
+    Counted as new, as when the keys were rows of ``suppressions`` (migration 0042): a key not yet stopping all
+    marketing on print for good; a pause of such a key becomes this permanent suppression (the pause row goes).
     """
     table = _keys_table(keys_table)
     locked = await session.scalar(
@@ -710,20 +711,22 @@ async def add_robinson_keys_from_table(session: AsyncSession, workspace_id: uuid
     )
     if not locked:
         raise NotFound("No workspace with this id.", code="workspace_not_found")
-    # the sort (and DISTINCT) of a million keys in memory rather than in temporary files, for this statement
+    await session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(f"robinson_keys:{workspace_id}", 0))))
+    # the sort of a million keys in memory rather than in temporary files, for this statement only
     work_mem = await session.scalar(text("SELECT current_setting('work_mem')"))
     await session.execute(text("SELECT set_config('work_mem', '128MB', true)"))
     inserted = await session.execute(
         text(
             f"""
             INSERT INTO robinson_keys (workspace_id, key, key_version)
-            SELECT :workspace_id, r.key, r.key_version
-              FROM (SELECT DISTINCT ON (key) key, key_version FROM {table} ORDER BY key, key_version) r
-             WHERE NOT EXISTS (SELECT 1 FROM suppressions s
+            SELECT :workspace_id, r.key, min(r.key_version)
+              FROM {table} r
+             WHERE NOT EXISTS (SELECT 1 FROM robinson_keys k WHERE k.workspace_id = :workspace_id AND k.key = r.key)
+               AND NOT EXISTS (SELECT 1 FROM suppressions s
                                 WHERE s.workspace_id = :workspace_id AND s.key = r.key AND s.scope = :scope
                                   AND s.purpose_id IS NULL AND s.until IS NULL)
+             GROUP BY r.key
              ORDER BY r.key
-            ON CONFLICT DO NOTHING
             """  # noqa: S608  # the table name is checked to be an identifier, the values are parameters
         ),
         {"workspace_id": workspace_id, "scope": SuppressionScope.ALL_MARKETING.value},

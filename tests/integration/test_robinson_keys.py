@@ -229,3 +229,63 @@ async def test_reports_count_robinson_keys_as_print_suppressions(database, tenan
     async with database.sessionmaker() as db_session:
         rows = await reports.suppressions_in_force(db_session, tenant.id, day=now.replace(hour=0, minute=0), now=now)
     assert [(r.channel, r.purpose_id, r.total, r.added) for r in rows] == [("print", None, 1, 1)]
+
+
+# --- rows normalised and hashed by worker processes -------------------------------------------------------------
+
+BODY = (
+    LIST
+    + 'Anna Korn;"Weg;1;10115;Berlin\n'  # a quote never closed; it swallows the next two rows
+    + "Nul\x00 Person;Weg;2;10115;Berlin\n"
+    + "Ida Ende;Weg;3;10115;Berlin\n"
+    + "Max Lang;"
+    + "Weg" * 100_000  # beyond the line limit
+    + ";4;10115;Berlin\n"
+    + "Eva Extra;Weg;5;10115;Berlin;DE;more\n"  # more fields than the header
+    + "".join(f"Person Nr{n};Weg;{n};10115;Berlin\n" for n in range(10, 40))
+    + "Jo Letzt;Weg;6;10115;Berlin"
+)
+
+
+@pytest.mark.parametrize("batch_rows", [1, 2, 7])
+async def test_worker_processes_give_the_same_keys_and_report_as_one_process(
+    database, tenant, other_tenant, monkeypatch, batch_rows
+):
+    from app.imports import robinson  # noqa: PLC0415
+    from app.lib.keys import Keys  # noqa: PLC0415
+    from tests.conftest import TEST_SECRET  # noqa: PLC0415
+
+    monkeypatch.setattr(robinson, "BATCH_ROWS", batch_rows)
+
+    async def run(workspace_id, workers):
+        async def chunks():
+            for start in range(0, len(BODY), 1000):
+                yield BODY[start : start + 1000].encode()
+
+        async with database.sessionmaker() as db_session, db_session.begin():
+            report = await robinson.import_robinson(
+                db_session,
+                Keys(TEST_SECRET),
+                workspace_id,
+                chunks(),
+                actor=robinson.SYSTEM_IMPORT,
+                source="test",
+                workers=workers,
+            )
+            stored = await db_session.scalars(
+                select(RobinsonKey.key).where(RobinsonKey.workspace_id == workspace_id).order_by(RobinsonKey.key)
+            )
+            return report, list(stored)
+
+    alone, alone_keys = await run(tenant.id, 1)
+    pooled, pooled_keys = await run(other_tenant.id, 2)
+    assert (pooled.rows, pooled.accepted, pooled.rejected, pooled.new_entries) == (41, 35, 6, 35)
+    assert pooled.errors == alone.errors
+    assert [(e.line, e.code) for e in pooled.errors][2:] == [
+        (7, "unclosed_quote"),
+        (8, "nul_character"),
+        (10, "line_too_long"),
+        (11, "too_many_fields"),
+    ]
+    assert (alone.rows, alone.accepted, alone.rejected, alone.new_entries) == (41, 35, 6, 35)
+    assert pooled_keys == alone_keys

@@ -1,0 +1,146 @@
+"""A Robinson list's rows to keys: normalise each row's postal address and name, and HMAC it (the per-row work).
+
+Kept apart from :mod:`app.imports.robinson` so that a worker process imports only this (the domain's
+normalisation and the HMAC), not the database layers: beyond its first batch, a list's batches are done by
+worker processes (:class:`RowBatches`) while this process reads the file and copies the keys. One function,
+:func:`keys_of_rows`, does a batch either way, so the keys and the errors are the same in both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+
+from app.domain.identifiers import InvalidIdentifier, normalise_postal
+from app.imports.csvstream import LineError, too_many_fields
+from app.lib.keys import suppression_keys
+
+#: The columns a name may come in; ``first_name`` and ``last_name`` are joined.
+NAME_COLUMNS = ("name", "first_name", "last_name", "vorname", "nachname")
+
+#: A row as the CSV reader gives it: its line and its fields, or why it cannot be read.
+Row = tuple[int, list[str] | LineError]
+
+
+@dataclass(frozen=True, slots=True)
+class Columns:
+    """Where each column is (by name, header aliases resolved) and how many the header has."""
+
+    index: dict[str, int]
+    width: int
+
+
+@dataclass(slots=True)
+class RowsDone:
+    """A batch's keys ``(key, key_version)``, and its rejected rows ``(line, code, message)`` in line order."""
+
+    keys: list[tuple[bytes, int]]
+    accepted: int
+    rejected: list[tuple[int, str, str]]
+
+
+def keys_of_rows(rows: Sequence[Row], columns: Columns, peppers: dict[int, bytes]) -> RowsDone:
+    """The keys of a batch of rows (the person-level print identifier of each, under every pepper version)."""
+    done = RowsDone([], 0, [])
+    for line, fields in rows:
+        identifier = _identifier(line, fields, columns, done)
+        if identifier is None:
+            continue
+        done.accepted += 1
+        done.keys.extend((key, version) for version, key in suppression_keys(peppers, "print", identifier).items())
+    return done
+
+
+def _identifier(line: int, fields: list[str] | LineError, columns: Columns, done: RowsDone) -> str | None:
+    """The print identifier of one row (person level), or ``None`` with the row's error recorded."""
+    if isinstance(fields, LineError):
+        done.rejected.append((line, fields.code, fields.message))
+        return None
+    if any(field.strip() for field in fields[columns.width :]):  # the header has ``width`` columns
+        extra = too_many_fields(len(fields), columns.width)
+        done.rejected.append((line, extra.code, extra.message))
+        return None
+    index = columns.index
+
+    def get(name: str) -> str:
+        at = index.get(name)
+        return fields[at] if at is not None and at < len(fields) else ""
+
+    name = get("name") or f"{get('first_name')} {get('last_name')}".strip()
+    try:
+        address = normalise_postal(
+            street=get("street"),
+            house_number=get("house_number") or None,
+            postcode=get("postcode"),
+            city=get("city"),
+            name=name,
+            country=get("country") or "DE",
+        )
+    except InvalidIdentifier as exc:
+        done.rejected.append((line, exc.code, str(exc)))
+        return None
+    if address.name_key is None:
+        done.rejected.append((line, "name_missing", "The row has no name (a Robinson entry names the person)."))
+        return None
+    return f"{address.key}#{address.name_key}"
+
+
+# -- worker processes ----------------------------------------------------------------------------------------------
+
+_peppers: dict[int, bytes] = {}
+
+
+def _start_worker(peppers: dict[int, bytes]) -> None:
+    """A worker's start: the peppers it hashes with (only these; no other key of the service)."""
+    _peppers.update(peppers)
+
+
+def _work(rows: Sequence[Row], columns: Columns) -> RowsDone:
+    return keys_of_rows(rows, columns, _peppers)
+
+
+class RowBatches:
+    """Full batches of rows done by ``workers`` worker processes, their results taken in the order given.
+
+    The first full batch starts the workers (a list shorter than a batch never starts them; ``workers`` < 2:
+    every batch is done here). At most two batches per worker are out at a time, so memory stays
+    bounded whatever the list's length. Workers are started with ``spawn`` (a fresh interpreter: nothing of this
+    process's threads, connections or event loop is copied into them).
+    """
+
+    def __init__(self, workers: int, peppers: dict[int, bytes]) -> None:
+        self._workers = workers
+        self._peppers = peppers
+        self._pool: ProcessPoolExecutor | None = None
+        self._out: deque[Future[RowsDone]] = deque()
+
+    async def full(self, rows: Sequence[Row], columns: Columns) -> list[RowsDone]:
+        """Give a full batch; answers the results to take now (the oldest ones, once enough are out)."""
+        if self._workers < 2:  # noqa: PLR2004  # one worker would only add the pickling
+            return [keys_of_rows(rows, columns, self._peppers)]
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                self._workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker,
+                initargs=(self._peppers,),
+            )
+        self._out.append(self._pool.submit(_work, rows, columns))
+        taken = []
+        while len(self._out) > 2 * self._workers:
+            taken.append(await asyncio.wrap_future(self._out.popleft()))
+        return taken
+
+    async def last(self, rows: Sequence[Row], columns: Columns) -> list[RowsDone]:
+        """Every batch still out, then the last (partial) one, done here."""
+        taken = [await asyncio.wrap_future(self._out.popleft()) for _ in range(len(self._out))]
+        return [*taken, keys_of_rows(rows, columns, self._peppers)]
+
+    def close(self) -> None:
+        """Stop the workers (batches not taken are dropped)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
