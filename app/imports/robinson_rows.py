@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import multiprocessing.context
+import threading
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -103,13 +105,25 @@ def _work(rows: Sequence[Row], columns: Columns) -> RowsDone:
     return keys_of_rows(rows, columns, _peppers)
 
 
+def _context() -> multiprocessing.context.BaseContext:
+    """``fork`` where this process runs one thread (the CLI), else ``spawn``.
+
+    A forked worker starts at once and runs only :func:`keys_of_rows` (no I/O, no logging; it never touches the
+    inherited event loop or connections, and leaves with ``os._exit``): with a single thread no lock can be held
+    at the fork. ``spawn`` (a server with threads) starts a fresh interpreter, which imports the main module
+    first: about 3 s for the CLI's, during which the first batches wait.
+    """
+    if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("spawn")
+
+
 class RowBatches:
     """Full batches of rows done by ``workers`` worker processes, their results taken in the order given.
 
     The first full batch starts the workers (a list shorter than a batch never starts them; ``workers`` < 2:
     every batch is done here). At most two batches per worker are out at a time, so memory stays
-    bounded whatever the list's length. Workers are started with ``spawn`` (a fresh interpreter: nothing of this
-    process's threads, connections or event loop is copied into them).
+    bounded whatever the list's length. How the workers start: see :func:`_context`.
     """
 
     def __init__(self, workers: int, peppers: dict[int, bytes]) -> None:
@@ -125,7 +139,7 @@ class RowBatches:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
                 self._workers,
-                mp_context=multiprocessing.get_context("spawn"),
+                mp_context=_context(),
                 initializer=_start_worker,
                 initargs=(self._peppers,),
             )

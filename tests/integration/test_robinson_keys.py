@@ -247,20 +247,23 @@ BODY = (
 )
 
 
-@pytest.mark.parametrize("batch_rows", [1, 2, 7])
+@pytest.mark.parametrize(("batch_rows", "start"), [(1, "fork"), (2, "spawn"), (7, "fork")])
 async def test_worker_processes_give_the_same_keys_and_report_as_one_process(
-    database, tenant, other_tenant, monkeypatch, batch_rows
+    database, tenant, other_tenant, monkeypatch, batch_rows, start
 ):
-    from app.imports import robinson  # noqa: PLC0415
+    import multiprocessing  # noqa: PLC0415
+
+    from app.imports import robinson, robinson_rows  # noqa: PLC0415
     from app.lib.keys import Keys  # noqa: PLC0415
     from tests.conftest import TEST_SECRET  # noqa: PLC0415
 
     monkeypatch.setattr(robinson, "BATCH_ROWS", batch_rows)
+    monkeypatch.setattr(robinson_rows, "_context", lambda: multiprocessing.get_context(start))
 
     async def run(workspace_id, workers):
         async def chunks():
-            for start in range(0, len(BODY), 1000):
-                yield BODY[start : start + 1000].encode()
+            for at in range(0, len(BODY), 1000):
+                yield BODY[at : at + 1000].encode()
 
         async with database.sessionmaker() as db_session, db_session.begin():
             report = await robinson.import_robinson(
