@@ -14,7 +14,6 @@ is that row's error like any other; a body beyond the operator's limit is refuse
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -97,19 +96,20 @@ async def import_robinson(
     actor: Actor,
     source: str,
     progress: Callable[[int], None] | None = None,
-    workers: int | None = None,
+    workers: int = 1,
 ) -> RobinsonReport:
     """Stream ``chunks`` (CSV bytes) into the workspace's Robinson suppressions and match known addresses.
 
     ``progress`` is called with the byte count of each chunk read (the CLI's progress bar). ``workers``: how many
-    worker processes normalise and hash the rows of a list longer than one batch (default: one per CPU; 1: none,
-    all in this process). Runs in the caller's transaction.
+    worker processes normalise and hash the rows of a list longer than one batch (1: none, all in this process;
+    on 2 cores shared with the database and other load they cost more than they gained, docs/benchmarks.md).
+    Runs in the caller's transaction.
     """
     report = RobinsonReport()
     started = time.perf_counter()
     driver = await repository.new_keys_table(session)
     try:
-        await _stream_keys(driver, keys, chunks, report, progress, workers=workers or os.cpu_count() or 1)
+        await _stream_keys(driver, keys, chunks, report, progress, workers=workers)
     except CsvError as exc:
         raise InvalidInput(str(exc), code="invalid_csv") from None
     except BodyLimitReached as exc:

@@ -15,9 +15,9 @@ import threading
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from app.domain.identifiers import InvalidIdentifier, normalise_postal
+from app.domain.identifiers import InvalidIdentifier, postal_keys
 from app.imports.csvstream import LineError, too_many_fields
 from app.lib.keys import suppression_keys
 
@@ -29,11 +29,35 @@ Row = tuple[int, list[str] | LineError]
 
 
 @dataclass(frozen=True, slots=True)
+class Positions:
+    """The position of each column a row is read from; -1: the header has no such column."""
+
+    name: int
+    first: int
+    last: int
+    street: int
+    house_number: int
+    postcode: int
+    city: int
+    country: int
+
+
+@dataclass(frozen=True, slots=True)
 class Columns:
     """Where each column is (by name, header aliases resolved) and how many the header has."""
 
     index: dict[str, int]
     width: int
+    at: Positions = field(init=False)
+
+    def __post_init__(self) -> None:
+        """The positions, found once for the list."""
+        where = self.index.get
+        positions = Positions(
+            *(where(name, -1) for name in ("name", "first_name", "last_name", "street", "house_number")),
+            *(where(name, -1) for name in ("postcode", "city", "country")),
+        )
+        object.__setattr__(self, "at", positions)
 
 
 @dataclass(slots=True)
@@ -62,33 +86,35 @@ def _identifier(line: int, fields: list[str] | LineError, columns: Columns, done
     if isinstance(fields, LineError):
         done.rejected.append((line, fields.code, fields.message))
         return None
-    if any(field.strip() for field in fields[columns.width :]):  # the header has ``width`` columns
-        extra = too_many_fields(len(fields), columns.width)
+    count = len(fields)
+    if count > columns.width and any(field.strip() for field in fields[columns.width :]):
+        extra = too_many_fields(count, columns.width)
         done.rejected.append((line, extra.code, extra.message))
         return None
-    index = columns.index
-
-    def get(name: str) -> str:
-        at = index.get(name)
-        return fields[at] if at is not None and at < len(fields) else ""
-
-    name = get("name") or f"{get('first_name')} {get('last_name')}".strip()
+    if count < columns.width:  # a short row: the missing fields are empty
+        fields = fields + [""] * (columns.width - count)
+    at = columns.at
+    name = (fields[at.name] if at.name >= 0 else "") or f"{_get(fields, at.first)} {_get(fields, at.last)}".strip()
     try:
-        address = normalise_postal(
-            street=get("street"),
-            house_number=get("house_number") or None,
-            postcode=get("postcode"),
-            city=get("city"),
+        key, name_key = postal_keys(
+            street=fields[at.street],
+            postcode=fields[at.postcode],
+            city=fields[at.city],
+            house_number=_get(fields, at.house_number) or None,
             name=name,
-            country=get("country") or "DE",
+            country=_get(fields, at.country) or "DE",
         )
     except InvalidIdentifier as exc:
         done.rejected.append((line, exc.code, str(exc)))
         return None
-    if address.name_key is None:
+    if name_key is None:
         done.rejected.append((line, "name_missing", "The row has no name (a Robinson entry names the person)."))
         return None
-    return f"{address.key}#{address.name_key}"
+    return f"{key}#{name_key}"
+
+
+def _get(fields: list[str], at: int) -> str:
+    return fields[at] if at >= 0 else ""
 
 
 # -- worker processes ----------------------------------------------------------------------------------------------
