@@ -96,7 +96,9 @@ async def known_addresses(dsn: str, workspace_id: uuid.UUID, count: int, seed: i
         await conn.close()
 
 
-def import_run(consent: str, dsn: str, workspace_id: uuid.UUID, path: Path) -> tuple[float, int, dict, dict]:
+def import_run(
+    consent: str, dsn: str, workspace_id: uuid.UUID, path: Path, workers: int | None
+) -> tuple[float, int, dict, dict]:
     """``consent import robinson`` as its own process: wall time, peak RSS (kB), the report, and its phases' seconds.
 
     The phases are those the import logs (``robinson_import``: reading, suppressing, matching), read from its log.
@@ -104,6 +106,8 @@ def import_run(consent: str, dsn: str, workspace_id: uuid.UUID, path: Path) -> t
     env = {**os.environ, "DATABASE_URL": dsn, "CONSENT_SECRET_KEY": SECRET_HEX, "CONSENT_LOG_LEVEL": "info"}
     env["CONSENT_LOG_FORMAT"] = "json"
     args = [consent, "import", "robinson", "--workspace", str(workspace_id), str(path), "--json"]
+    if workers is not None:
+        args[3:3] = ["--workers", str(workers)]
     with tempfile.TemporaryFile() as log:
         started = time.perf_counter()
         process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=log)
@@ -139,7 +143,7 @@ async def run(args: argparse.Namespace) -> None:
                     delimiter=";",
                     header=True,
                 )
-                elapsed, peak_kb, report, phases = import_run(args.consent, dsn, workspace_id, path)
+                elapsed, peak_kb, report, phases = import_run(args.consent, dsn, workspace_id, path, args.workers)
             results.append((rows, size, baseline, elapsed, peak_kb, report, known, phases))
             print(
                 f"{rows} rows: COPY {baseline:.1f} s, import {elapsed:.1f} s, peak {peak_kb / 1024:.0f} MB, {report['matched']} matched"
@@ -172,6 +176,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--database-url", help="a server to create the benchmark databases on (default: embedded)")
     parser.add_argument("--data-dir", default=".bench-robinson")
+    parser.add_argument("--workers", type=int, help="the import's --workers (the CLI's default when not given)")
     parser.add_argument("--consent", default=CONSENT, help="the CLI to run (another checkout's, for a before/after)")
     asyncio.run(run(parser.parse_args()))
 
