@@ -213,19 +213,25 @@ def _customer_join(point: str, purpose: str) -> str:
            LIMIT 1) cu ON TRUE"""  # noqa: S608  # enum values and SQL expressions of this module only
 
 
-def _suppressions_sql(workspace: str, purpose: str) -> str:
-    """The workspace's suppressions that concern the purpose, as ``(key, scope, until)``, Robinson keys included.
+def _suppressions_sql(source: str, workspace: str, purpose: str, carry: str = "") -> str:
+    """``(scope, until)`` of the suppressions under the keys ``k.key`` of ``source`` that concern the purpose.
 
-    Those of ``suppressions`` and of ``robinson_keys`` (migration 0042: print, all marketing, no end).
-
-    A ``UNION ALL`` of two plain scans, which the planner flattens: a join on ``key`` probes each table's
-    ``(workspace_id, key, …)`` B-tree, one probe more per key for the Robinson keys.
+    Those of ``suppressions`` and the Robinson keys (``robinson_keys``, migration 0042: print, all marketing, no
+    end), each joined by itself as ``suppressions`` was before: one index probe per key into a ``(workspace_id,
+    key, …)`` B-tree, one probe more per key for the Robinson keys. (One join against a ``UNION ALL`` of both
+    tables instead made the single check about half as fast in the benchmark: docs/benchmarks.md.)
+    ``carry``: columns of ``source`` to keep, each followed by a comma.
     """
-    return f"""(SELECT s.key, s.scope, s.until FROM suppressions s
-                 WHERE s.workspace_id = {workspace} AND (s.scope <> 'purpose' OR s.purpose_id = {purpose})
-                UNION ALL
-                SELECT r.key, '{SuppressionScope.ALL_MARKETING.value}'::text, NULL::timestamptz
-                  FROM robinson_keys r WHERE r.workspace_id = {workspace})"""  # noqa: S608  # our own SQL only
+    return f"""
+        SELECT {carry}s.scope, s.until FROM {source}
+          JOIN suppressions s ON s.workspace_id = {workspace} AND s.key = k.key
+         WHERE s.scope <> 'purpose' OR s.purpose_id = {purpose}
+        UNION ALL
+        SELECT {carry}'{SuppressionScope.ALL_MARKETING.value}'::text, NULL::timestamptz FROM {source}
+          JOIN robinson_keys r ON r.workspace_id = {workspace} AND r.key = k.key"""  # noqa: S608  # our own SQL only
+
+
+_PTS_KEYS = "pts CROSS JOIN LATERAL unnest(pts.suppression_keys) AS k(key)"
 
 
 _FACTS = text(
@@ -237,11 +243,10 @@ _FACTS = text(
     ), sup AS (
         -- one hash join for the whole set (a per-row lookup rebuilds its hash for every row); a pause (a row with
         -- an end) is no scope but an end the gate compares with the moment it decides for
-        SELECT pts.id, array_agg(DISTINCT s.scope) FILTER (WHERE s.until IS NULL) AS scopes,
+        SELECT s.id, array_agg(DISTINCT s.scope) FILTER (WHERE s.until IS NULL) AS scopes,
                max(s.until) AS paused_until
-          FROM pts CROSS JOIN LATERAL unnest(pts.suppression_keys) AS k(key)
-          JOIN {_suppressions_sql(":workspace_id", ":purpose_id")} s ON s.key = k.key
-         GROUP BY pts.id
+          FROM ({_suppressions_sql(_PTS_KEYS, ":workspace_id", ":purpose_id", "pts.id, ")}) s
+         GROUP BY s.id
     ), pol AS (
         -- the purpose's lifecycle (app.domain.validity) and the workspace's time zone it is counted in
         SELECT p.validity, p.inactivity, coalesce(w.settings->>'timezone', :default_tz) AS tz
@@ -575,8 +580,8 @@ SELECT w.settings::text AS settings, p.id AS purpose_id, p.kind, c.id AS contact
        cp.id, cp.value, cp.reachability, cp.verified_at,
        pc.state AS p_state, pc.since AS p_since, pc.last_event_id AS p_event,
        cc.state AS c_state, cc.since AS c_since, cc.last_event_id AS c_event,
-       ARRAY(SELECT DISTINCT s.scope FROM unnest(cp.suppression_keys) AS k(key)
-               JOIN {_suppressions_sql("cp.workspace_id", "p.id")} s ON s.key = k.key
+       ARRAY(SELECT DISTINCT s.scope
+               FROM ({_suppressions_sql("unnest(cp.suppression_keys) AS k(key)", "cp.workspace_id", "p.id")}) s
               WHERE s.until IS NULL) AS scopes,
        (SELECT max(s.until) FROM unnest(cp.suppression_keys) AS k(key)
           JOIN suppressions s ON s.workspace_id = cp.workspace_id AND s.key = k.key
@@ -674,11 +679,10 @@ WITH wanted AS (
                            WHERE contact_id = w.contact_id AND workspace_id = $1 AND channel = ANY($4::text[])
                           OFFSET 0) cp
 ), sup AS (
-    SELECT pts.id, array_agg(DISTINCT s.scope) FILTER (WHERE s.until IS NULL) AS scopes,
+    SELECT s.id, array_agg(DISTINCT s.scope) FILTER (WHERE s.until IS NULL) AS scopes,
            max(s.until) AS paused_until
-      FROM pts CROSS JOIN LATERAL unnest(pts.suppression_keys) AS k(key)
-      JOIN {_suppressions_sql("$1", "$5")} s ON s.key = k.key
-     GROUP BY pts.id
+      FROM ({_suppressions_sql(_PTS_KEYS, "$1", "$5", "pts.id, ")}) s
+     GROUP BY s.id
 ), pol AS (
     -- the purpose's lifecycle and the workspace's time zone, read once ($6: the default zone)
     SELECT p.validity, p.inactivity, coalesce(ws.settings->>'timezone', $6) AS tz
