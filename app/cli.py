@@ -481,8 +481,15 @@ def import_() -> None:
 @import_.command(name="robinson")
 @click.option("--workspace", "workspace_id", required=True, type=click.UUID, help="Workspace id.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Worker processes that normalise and hash the rows (for idle cores; see docs/benchmarks.md).",
+)
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def import_robinson(workspace_id: uuid.UUID, file: Path, as_json: bool) -> None:  # noqa: FBT001
+def import_robinson(workspace_id: uuid.UUID, file: Path, as_json: bool, workers: int) -> None:  # noqa: FBT001
     """Import a Robinson list (CSV) into a workspace: stored as keyed hashes, known addresses become objected."""
     from app.imports import robinson  # noqa: PLC0415
     from app.lib.keys import Keys  # noqa: PLC0415
@@ -505,6 +512,7 @@ def import_robinson(workspace_id: uuid.UUID, file: Path, as_json: bool) -> None:
                     actor=robinson.SYSTEM_IMPORT,
                     source=f"cli:{file.name}",
                     progress=bar.update,
+                    workers=workers,
                 )
 
     report = _run(action)

@@ -3,7 +3,7 @@
 from app.chains.models import Chain, ChainRun, ChainStep
 from app.console.models import ChainCheck, ConsoleLink, ConsoleSession
 from app.emails.models import ConfirmationToken
-from app.ledger.models import Consent, ConsentEvent, Contact, ContactPoint, LedgerHead, Suppression
+from app.ledger.models import Consent, ConsentEvent, Contact, ContactPoint, LedgerHead, RobinsonKey, Suppression
 from app.lib.models import IdempotencyKey, ProviderCallback, RateLimitHit
 from app.lib.orm import Base
 from app.lifecycle.models import Repermission
@@ -62,6 +62,7 @@ __all__ = [
     "ReportMessageDaily",
     "ReportMessageQueue",
     "ReportWatermark",
+    "RobinsonKey",
     "Suppression",
     "WebhookDelivery",
     "WebhookSubscription",

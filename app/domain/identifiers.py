@@ -6,6 +6,7 @@ typed two ways must come out the same. For suppression, over-matching is accepta
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -191,6 +192,38 @@ def normalise_postal(
     country: str = "DE",
 ) -> PostalAddress:
     """Parse and normalise a postal address (German rules; AT and CH postcodes are checked too)."""
+    country, code, street_text, number_text, key, name_key = _postal(
+        street=street, postcode=postcode, city=city, house_number=house_number, name=name, country=country
+    )
+    return PostalAddress(
+        country=country,
+        postcode=code,
+        city=" ".join(city.split()),
+        street=street_text,
+        house_number=number_text,
+        name=" ".join(name.split()) if name and name.strip() else None,
+        key=key,
+        name_key=name_key,
+    )
+
+
+def postal_keys(
+    *, street: str, postcode: str, city: str, house_number: str | None, name: str | None, country: str
+) -> tuple[str, str | None]:
+    """``(key, name_key)`` of :func:`normalise_postal` (the same checks and errors), without the display forms.
+
+    For a Robinson list's millions of rows, which need only the keys.
+    """
+    _, _, _, _, key, name_key = _postal(
+        street=street, postcode=postcode, city=city, house_number=house_number, name=name, country=country
+    )
+    return key, name_key
+
+
+def _postal(
+    *, street: str, postcode: str, city: str, house_number: str | None, name: str | None, country: str
+) -> tuple[str, str, str, str, str, str | None]:
+    """Country, postcode, street and house number as given (tidied), the household key and the person's key."""
     country = country.strip().upper()
     if not _COUNTRY.fullmatch(country):
         raise InvalidIdentifier("invalid_postal_address", "The country must be an ISO 3166 alpha-2 code (e.g. DE).")
@@ -211,22 +244,28 @@ def normalise_postal(
         raise InvalidIdentifier("invalid_postcode", f"'{postcode}' is not a valid postcode for {country}.")
     if not code:
         raise InvalidIdentifier("invalid_postcode", "The postcode is missing.")
-    street_key = normalise_street(street_text)
-    city_key = _compact(fold(city))
+    street_key = _street_key(street_text)
+    city_key = _city_key(city)
     if not street_key or not city_key:
         raise InvalidIdentifier("invalid_postal_address", "Street and city are required.")
     number_key = normalise_house_number(number_text)
     name_key = normalise_name(name) if name and name.strip() else None
-    return PostalAddress(
-        country=country,
-        postcode=code,
-        city=" ".join(city.split()),
-        street=street_text,
-        house_number=number_text,
-        name=" ".join(name.split()) if name and name.strip() else None,
-        key=f"{country}|{code}|{street_key}|{number_key}",
-        name_key=name_key or None,
-    )
+    return country, code, street_text, number_text, f"{country}|{code}|{street_key}|{number_key}", name_key or None
+
+
+#: How many distinct streets and cities :func:`_street_key` and :func:`_city_key` remember: a list repeats them
+#: (a few thousand towns, common street names), and each costs several regular expressions and Unicode folds.
+_REMEMBERED = 1 << 16
+
+
+@functools.lru_cache(maxsize=_REMEMBERED)
+def _street_key(street_text: str) -> str:
+    return normalise_street(street_text)
+
+
+@functools.lru_cache(maxsize=_REMEMBERED)
+def _city_key(city: str) -> str:
+    return _compact(fold(city))
 
 
 # -- push ---------------------------------------------------------------------------------------------------

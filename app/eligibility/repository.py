@@ -213,6 +213,27 @@ def _customer_join(point: str, purpose: str) -> str:
            LIMIT 1) cu ON TRUE"""  # noqa: S608  # enum values and SQL expressions of this module only
 
 
+def _suppressions_sql(source: str, workspace: str, purpose: str, carry: str = "") -> str:
+    """``(scope, until)`` of the suppressions under the keys ``k.key`` of ``source`` that concern the purpose.
+
+    Those of ``suppressions`` and the Robinson keys (``robinson_keys``, migration 0042: print, all marketing, no
+    end), each joined by itself as ``suppressions`` was before: one index probe per key into a ``(workspace_id,
+    key, …)`` B-tree, one probe more per key for the Robinson keys. (One join against a ``UNION ALL`` of both
+    tables instead made the single check about half as fast in the benchmark: docs/benchmarks.md.)
+    ``carry``: columns of ``source`` to keep, each followed by a comma.
+    """
+    return f"""
+        SELECT {carry}s.scope, s.until FROM {source}
+          JOIN suppressions s ON s.workspace_id = {workspace} AND s.key = k.key
+         WHERE s.scope <> 'purpose' OR s.purpose_id = {purpose}
+        UNION ALL
+        SELECT {carry}'{SuppressionScope.ALL_MARKETING.value}'::text, NULL::timestamptz FROM {source}
+          JOIN robinson_keys r ON r.workspace_id = {workspace} AND r.key = k.key"""  # noqa: S608  # our own SQL only
+
+
+_PTS_KEYS = "pts CROSS JOIN LATERAL unnest(pts.suppression_keys) AS k(key)"
+
+
 _FACTS = text(
     f"""
     WITH pts AS (
@@ -222,12 +243,10 @@ _FACTS = text(
     ), sup AS (
         -- one hash join for the whole set (a per-row lookup rebuilds its hash for every row); a pause (a row with
         -- an end) is no scope but an end the gate compares with the moment it decides for
-        SELECT pts.id, array_agg(DISTINCT s.scope) FILTER (WHERE s.until IS NULL) AS scopes,
+        SELECT s.id, array_agg(DISTINCT s.scope) FILTER (WHERE s.until IS NULL) AS scopes,
                max(s.until) AS paused_until
-          FROM pts CROSS JOIN LATERAL unnest(pts.suppression_keys) AS k(key)
-          JOIN suppressions s ON s.workspace_id = :workspace_id AND s.key = k.key
-         WHERE s.scope <> 'purpose' OR s.purpose_id = :purpose_id
-         GROUP BY pts.id
+          FROM ({_suppressions_sql(_PTS_KEYS, ":workspace_id", ":purpose_id", "pts.id, ")}) s
+         GROUP BY s.id
     ), pol AS (
         -- the purpose's lifecycle (app.domain.validity) and the workspace's time zone it is counted in
         SELECT p.validity, p.inactivity, coalesce(w.settings->>'timezone', :default_tz) AS tz
@@ -337,12 +356,25 @@ def blocked_sql(kind: PurposeKind, channels: Sequence[Channel]) -> str:
         blocking.append(SuppressionScope.ALL_MARKETING.value)
     # $2 stays in the statement for every kind, so both statements of the export take the same parameters
     purpose_scoped = f"OR ({kind is PurposeKind.MARKETING} AND s.scope = 'purpose' AND s.purpose_id = $2)"
+    # the Robinson keys (migration 0042) stop marketing on print: joined by key, so that the planner goes from
+    # whichever side is smaller (a list of millions against the workspace's print addresses, or the other way)
+    robinson = (
+        f"""
+        UNION
+        SELECT p.id
+          FROM contact_points p CROSS JOIN LATERAL unnest(p.suppression_keys) AS k(key)
+          JOIN robinson_keys r ON r.workspace_id = $1 AND r.key = k.key
+         WHERE p.workspace_id = $1 AND p.channel = '{Channel.PRINT.value}'"""  # noqa: S608  # an enum value only
+        if kind is PurposeKind.MARKETING and Channel.PRINT in channels
+        else ""
+    )
     return f"""
         SELECT DISTINCT p.id
           FROM suppressions s JOIN contact_points p ON p.suppression_keys @> ARRAY[s.key]
          WHERE s.workspace_id = $1 AND p.workspace_id = $1 AND p.channel IN ({_literals([c.value for c in channels])})
            AND (s.scope IN ({_literals(blocking)}) {purpose_scoped})
            AND (s.until IS NULL OR s.until > now())  -- a pause blocks until its end (never scope 'all')
+        {robinson}
     """  # noqa: S608
 
 
@@ -548,9 +580,9 @@ SELECT w.settings::text AS settings, p.id AS purpose_id, p.kind, c.id AS contact
        cp.id, cp.value, cp.reachability, cp.verified_at,
        pc.state AS p_state, pc.since AS p_since, pc.last_event_id AS p_event,
        cc.state AS c_state, cc.since AS c_since, cc.last_event_id AS c_event,
-       ARRAY(SELECT DISTINCT s.scope FROM unnest(cp.suppression_keys) AS k(key)
-               JOIN suppressions s ON s.workspace_id = cp.workspace_id AND s.key = k.key
-              WHERE (s.scope <> 'purpose' OR s.purpose_id = p.id) AND s.until IS NULL) AS scopes,
+       ARRAY(SELECT DISTINCT s.scope
+               FROM ({_suppressions_sql("unnest(cp.suppression_keys) AS k(key)", "cp.workspace_id", "p.id")}) s
+              WHERE s.until IS NULL) AS scopes,
        (SELECT max(s.until) FROM unnest(cp.suppression_keys) AS k(key)
           JOIN suppressions s ON s.workspace_id = cp.workspace_id AND s.key = k.key
          WHERE (s.scope <> 'purpose' OR s.purpose_id = p.id) AND s.until IS NOT NULL) AS paused_until,
@@ -647,12 +679,10 @@ WITH wanted AS (
                            WHERE contact_id = w.contact_id AND workspace_id = $1 AND channel = ANY($4::text[])
                           OFFSET 0) cp
 ), sup AS (
-    SELECT pts.id, array_agg(DISTINCT s.scope) FILTER (WHERE s.until IS NULL) AS scopes,
+    SELECT s.id, array_agg(DISTINCT s.scope) FILTER (WHERE s.until IS NULL) AS scopes,
            max(s.until) AS paused_until
-      FROM pts CROSS JOIN LATERAL unnest(pts.suppression_keys) AS k(key)
-      JOIN suppressions s ON s.workspace_id = $1 AND s.key = k.key
-     WHERE s.scope <> 'purpose' OR s.purpose_id = $5
-     GROUP BY pts.id
+      FROM ({_suppressions_sql(_PTS_KEYS, "$1", "$5", "pts.id, ")}) s
+     GROUP BY s.id
 ), pol AS (
     -- the purpose's lifecycle and the workspace's time zone, read once ($6: the default zone)
     SELECT p.validity, p.inactivity, coalesce(ws.settings->>'timezone', $6) AS tz

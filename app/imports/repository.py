@@ -6,7 +6,6 @@ Imports own no table: what they record goes through the ledger, whose repository
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,16 +14,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 #: The session's temporary table of a list's keys, dropped at commit.
 KEYS_TABLE = "robinson_import"
-_COLUMNS = ["id", "key", "key_version"]
+_COLUMNS = ["key", "key_version"]
 
 
 async def new_keys_table(session: AsyncSession) -> Any:
-    """An empty :data:`KEYS_TABLE` (``id uuid, key bytea, key_version int``) in the session's transaction.
+    """An empty :data:`KEYS_TABLE` (``key bytea, key_version int``) in the session's transaction.
 
     Returns the driver (asyncpg) connection to :func:`copy_keys` into, on the session's own connection.
     """
     await session.execute(
-        text(f"CREATE TEMP TABLE IF NOT EXISTS {KEYS_TABLE} (id uuid, key bytea, key_version int) ON COMMIT DROP")
+        text(f"CREATE TEMP TABLE IF NOT EXISTS {KEYS_TABLE} (key bytea, key_version int) ON COMMIT DROP")
     )
     await session.execute(text(f"TRUNCATE {KEYS_TABLE}"))
     raw = await (await session.connection()).get_raw_connection()
@@ -33,8 +32,8 @@ async def new_keys_table(session: AsyncSession) -> Any:
     return driver
 
 
-async def copy_keys(driver: Any, rows: Sequence[tuple[uuid.UUID, bytes, int]]) -> None:
-    """Append ``(id, key, key_version)`` rows to :data:`KEYS_TABLE` with COPY."""
+async def copy_keys(driver: Any, rows: Sequence[tuple[bytes, int]]) -> None:
+    """Append ``(key, key_version)`` rows to :data:`KEYS_TABLE` with COPY."""
     await driver.copy_records_to_table(KEYS_TABLE, records=rows, columns=_COLUMNS)
 
 

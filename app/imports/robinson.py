@@ -1,8 +1,9 @@
 """Robinson list import: postal advertising objections, stored as keyed hashes only (CHANNEL_RULES.md §6).
 
 Each row (name + postal address) is normalised as the ledger normalises print addresses, turned into the same
-HMAC a print contact point carries in ``suppression_keys``, and stored as a ``robinson`` suppression of print
-marketing. Nothing of the list is kept in clear. Then every known print address that matches is moved to
+HMAC a print contact point carries in ``suppression_keys``, and stored in ``robinson_keys``: a suppression of
+print marketing that every reader of suppressions reads beside them (migration 0042). Nothing of the list is kept
+in clear. Then every known print address that matches is moved to
 ``objected`` (trigger ``robinson_match``) in the ledger; addresses added later are suppressed by the stored keys.
 
 The file is streamed: rows are parsed and copied to a temporary table in batches, so memory stays flat for any
@@ -22,16 +23,15 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.domain.identifiers import InvalidIdentifier, normalise_postal
-from app.domain.model import ActorType, Channel, ObjectionKind, SuppressionReason, SuppressionScope, Trigger
+from app.domain.model import ActorType, ObjectionKind, Trigger
 from app.imports import repository
-from app.imports.csvstream import CsvError, LineError, records, too_many_fields
+from app.imports.csvstream import CsvError, LineError, records
 from app.imports.limits import BodyLimitReached, too_large
+from app.imports.robinson_rows import NAME_COLUMNS, Columns, Row, RowBatches, RowsDone
 from app.ledger import repository as ledger
 from app.ledger.models import ContactPoint
 from app.ledger.service import Actor, Change, lock_consents_of, record_batch
 from app.lib.errors import InvalidInput
-from app.lib.ids import uuid7
 from app.lib.keys import Keys
 
 log = structlog.get_logger(__name__)
@@ -40,7 +40,6 @@ BATCH_ROWS = 5_000
 MAX_REPORTED_ERRORS = 100
 MAX_REPORTED_MATCHES = 10_000
 _MATCH_BATCH = 2_000
-_NAME_COLUMNS = ("name", "first_name", "last_name", "vorname", "nachname")
 _ALIASES = {
     "strasse": "street",
     "straße": "street",
@@ -97,17 +96,20 @@ async def import_robinson(
     actor: Actor,
     source: str,
     progress: Callable[[int], None] | None = None,
+    workers: int = 1,
 ) -> RobinsonReport:
     """Stream ``chunks`` (CSV bytes) into the workspace's Robinson suppressions and match known addresses.
 
-    ``progress`` is called with the byte count of each chunk read (the CLI's progress bar). Runs in the
-    caller's transaction.
+    ``progress`` is called with the byte count of each chunk read (the CLI's progress bar). ``workers``: how many
+    worker processes normalise and hash the rows of a list longer than one batch (1: none, all in this process;
+    on 2 cores shared with the database and other load they cost more than they gained, docs/benchmarks.md).
+    Runs in the caller's transaction.
     """
     report = RobinsonReport()
     started = time.perf_counter()
     driver = await repository.new_keys_table(session)
     try:
-        await _stream_keys(driver, keys, chunks, report, progress)
+        await _stream_keys(driver, keys, chunks, report, progress, workers=workers)
     except CsvError as exc:
         raise InvalidInput(str(exc), code="invalid_csv") from None
     except BodyLimitReached as exc:
@@ -116,14 +118,7 @@ async def import_robinson(
         ) from None
     streamed = time.perf_counter()
     await repository.analyze_keys(session)
-    report.new_entries = await ledger.add_suppressions_from_table(
-        session,
-        workspace_id,
-        repository.KEYS_TABLE,
-        channel=Channel.PRINT,
-        scope=SuppressionScope.ALL_MARKETING,
-        reason=SuppressionReason.ROBINSON,
-    )
+    report.new_entries = await ledger.add_robinson_keys_from_table(session, workspace_id, repository.KEYS_TABLE)
     suppressed = time.perf_counter()
     await _match(session, workspace_id, report, actor=actor, source=source)
     log.info(
@@ -147,86 +142,65 @@ async def _stream_keys(
     chunks: AsyncIterator[bytes],
     report: RobinsonReport,
     progress: Callable[[int], None] | None,
+    *,
+    workers: int,
 ) -> None:
-    """Parse, normalise and hash every row, copying the keys to ``robinson_import`` in batches."""
+    """Parse, normalise and hash every row, copying the keys to ``robinson_import`` in batches.
 
-    async def counted() -> AsyncIterator[bytes]:
-        async for chunk in chunks:
-            if progress is not None:
-                progress(len(chunk))
-            yield chunk
-
-    batch: list[tuple[uuid.UUID, bytes, int]] = []
-    columns: dict[str, int] | None = None
-    width = 0
-    async for line, fields in records(counted()):
+    This process reads the rows; beyond the first batch, ``workers`` worker processes normalise and hash the
+    batches (:class:`RowBatches`) while it reads on and copies the keys of the batches done, in order.
+    """
+    batch: list[Row] = []
+    columns: Columns | None = None
+    batches = RowBatches(workers, keys.peppers)
+    try:
+        async for line, fields in records(_counted(chunks, progress)):
+            if columns is None:
+                columns = _header(line, fields)
+                continue
+            report.rows += 1
+            batch.append((line, fields))
+            if len(batch) >= BATCH_ROWS:
+                await _take(driver, report, await batches.full(batch, columns))
+                batch = []
         if columns is None:
-            columns, width = _header(line, fields)
-            continue
-        report.rows += 1
-        identifier = _identifier(line, fields, columns, width, report)
-        if identifier is None:
-            continue
-        report.accepted += 1
-        batch.extend((uuid7(), key, version) for version, key in keys.suppression_keys("print", identifier).items())
-        if len(batch) >= BATCH_ROWS:
-            await repository.copy_keys(driver, batch)
-            batch.clear()
-    if columns is None:
-        raise InvalidInput("The file is empty: a header line is needed.", code="invalid_csv")
-    if batch:
-        await repository.copy_keys(driver, batch)
+            raise InvalidInput("The file is empty: a header line is needed.", code="invalid_csv")
+        await _take(driver, report, await batches.last(batch, columns))
+    finally:
+        batches.close()
 
 
-def _header(line: int, fields: list[str] | LineError) -> tuple[dict[str, int], int]:
+async def _counted(chunks: AsyncIterator[bytes], progress: Callable[[int], None] | None) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        if progress is not None:
+            progress(len(chunk))
+        yield chunk
+
+
+async def _take(driver: Any, report: RobinsonReport, results: list[RowsDone]) -> None:
+    """Count the batches' rows, report their errors, copy their keys."""
+    for done in results:
+        report.accepted += done.accepted
+        for line, code, message in done.rejected:
+            _reject(report, line, code, message)
+        if done.keys:
+            await repository.copy_keys(driver, done.keys)
+
+
+def _header(line: int, fields: list[str] | LineError) -> Columns:
     """The header's columns by name, and how many it has."""
     if isinstance(fields, LineError):
         raise InvalidInput(f"The header (line {line}) cannot be read: {fields.message}", code="invalid_csv")
     names = [_ALIASES.get(name.strip().lower(), name.strip().lower()) for name in fields]
     columns = {name: index for index, name in enumerate(names)}
     missing = [name for name in ("street", "postcode", "city") if name not in columns]
-    if missing or not any(name in columns for name in _NAME_COLUMNS):
+    if missing or not any(name in columns for name in NAME_COLUMNS):
         raise InvalidInput(
             "The header needs the columns street, postcode, city and name (or first_name and last_name); "
             f"house_number and country are optional. Found: {', '.join(names)}.",
             code="invalid_csv_header",
         )
-    return columns, len(fields)
-
-
-def _identifier(
-    line: int, fields: list[str] | LineError, columns: dict[str, int], width: int, report: RobinsonReport
-) -> str | None:
-    """The print identifier of one row (person level), or ``None`` with the row's error recorded."""
-    if isinstance(fields, LineError):
-        _reject(report, line, fields.code, fields.message)
-        return None
-    if any(field.strip() for field in fields[width:]):  # the header has ``width`` columns
-        extra = too_many_fields(len(fields), width)
-        _reject(report, line, extra.code, extra.message)
-        return None
-
-    def get(name: str) -> str:
-        index = columns.get(name)
-        return fields[index] if index is not None and index < len(fields) else ""
-
-    name = get("name") or f"{get('first_name')} {get('last_name')}".strip()
-    try:
-        address = normalise_postal(
-            street=get("street"),
-            house_number=get("house_number") or None,
-            postcode=get("postcode"),
-            city=get("city"),
-            name=name,
-            country=get("country") or "DE",
-        )
-    except InvalidIdentifier as exc:
-        _reject(report, line, exc.code, str(exc))
-        return None
-    if address.name_key is None:
-        _reject(report, line, "name_missing", "The row has no name (a Robinson entry names the person).")
-        return None
-    return f"{address.key}#{address.name_key}"
+    return Columns(columns, len(fields))
 
 
 def _reject(report: RobinsonReport, line: int, code: str, message: str) -> None:

@@ -214,6 +214,23 @@ class LedgerHead(Base):
     last_hash: Mapped[bytes] = mapped_column(LargeBinary)
 
 
+class RobinsonKey(CreatedAt, Base):
+    """A Robinson list entry's keyed hash (print, all marketing, permanent): a suppression in a table of its own.
+
+    Read beside :class:`Suppression` by every reader of suppressions, as one of scope ``all_marketing``, channel
+    ``print``, reason ``robinson``, without end (migration 0042). Its own table so that an import of millions
+    of entries is one insert in key order into one B-tree; no foreign key is checked per row: the import locks the
+    workspace row once (:func:`app.ledger.repository.add_robinson_keys_from_table`), and a workspace deletion
+    treats these rows as it treats suppressions.
+    """
+
+    __tablename__ = "robinson_keys"
+
+    workspace_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    key: Mapped[bytes] = mapped_column(LargeBinary, primary_key=True)
+    key_version: Mapped[int] = mapped_column(Integer)
+
+
 class Suppression(UUIDPrimaryKey, TenantKey, CreatedAt, Base):
     """A keyed hash of a normalised identifier that must not be contacted; survives erasure (no clear text).
 

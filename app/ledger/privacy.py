@@ -25,6 +25,7 @@ HOOK = PrivacyHook(
         "consent_events": "kept without their evidence: the hash chain covers only its digest, so it still verifies "
         "and proves which (now anonymous) contact was permitted when",
         "suppressions": "kept: keyed hashes, no clear text, so the addresses are never marketed to again",
+        "robinson_keys": "kept: the Robinson list's keyed hashes, suppressions like the others (no clear text)",
     },
     erase=_erase,
 )

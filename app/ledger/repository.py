@@ -25,8 +25,9 @@ from app.domain.model import (
     Trigger,
     VerifiedVia,
 )
-from app.ledger.models import Consent, ConsentEvent, Contact, ContactPoint, LedgerHead, Suppression
+from app.ledger.models import Consent, ConsentEvent, Contact, ContactPoint, LedgerHead, RobinsonKey, Suppression
 from app.lib.copystream import copy_rows, csv_cell
+from app.lib.errors import NotFound
 from app.lib.ids import opaque_id, uuid7
 
 
@@ -316,6 +317,34 @@ def _suppression_identity(row: Mapping[str, Any]) -> tuple[Any, ...]:
     return (row["workspace_id"], bytes(row["key"]), row["key_version"], row["scope"], row.get("purpose_id"))
 
 
+def _robinson_like(row: Mapping[str, Any]) -> bool:
+    """Whether a suppression row is one a Robinson key stands for (print, all marketing, any purpose, no end)."""
+    return (
+        row.get("channel") == Channel.PRINT.value
+        and row.get("scope") == SuppressionScope.ALL_MARKETING.value
+        and row.get("purpose_id") is None
+    )
+
+
+async def _robinson_listed(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> set[tuple[Any, ...]]:
+    """The identities of those of ``rows`` (Robinson-like) whose key is in ``robinson_keys``: one query, if any.
+
+    Such a row is already in force, as a Robinson key, and is kept as it is: what ``ON CONFLICT`` did when the
+    Robinson entries were rows of ``suppressions`` (before migration 0042).
+    """
+    wanted = [row for row in rows if _robinson_like(row)]
+    if not wanted:
+        return set()
+    found = await session.execute(
+        select(RobinsonKey.workspace_id, RobinsonKey.key).where(
+            RobinsonKey.workspace_id.in_({row["workspace_id"] for row in wanted}),
+            RobinsonKey.key.in_({bytes(row["key"]) for row in wanted}),
+        )
+    )
+    listed = {(workspace_id, bytes(key)) for workspace_id, key in found.all()}
+    return {_suppression_identity(row) for row in wanted if (row["workspace_id"], bytes(row["key"])) in listed}
+
+
 async def add_suppressions(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
     """Insert suppression keys; existing identical ones are kept as they are, and a pause becomes permanent.
 
@@ -323,6 +352,8 @@ async def add_suppressions(session: AsyncSession, rows: Sequence[dict[str, Any]]
     erasure must not end when the pause does.
     """
     unique = {_suppression_identity(row): row for row in rows}  # one statement may touch a row only once
+    listed = await _robinson_listed(session, [row for row in unique.values() if _robinson_like(row)])
+    unique = {identity: row for identity, row in unique.items() if identity not in listed}
     if unique:
         statement = insert(Suppression).values([{"id": uuid7(), **row} for row in unique.values()])
         await session.execute(
@@ -341,6 +372,13 @@ async def pause_keys(session: AsyncSession, rows: Sequence[dict[str, Any]], unti
     suppression stays as it is (it already stops everything a pause would).
     """
     unique = {_suppression_identity(row): row for row in rows}
+    # a pause is all marketing: a key on the Robinson list already stops that for good
+    listed = await _robinson_listed(session, [{**row, "scope": SuppressionScope.ALL_MARKETING.value} for row in rows])
+    unique = {
+        identity: row
+        for identity, row in unique.items()
+        if (identity[0], identity[1], identity[2], SuppressionScope.ALL_MARKETING.value, None) not in listed
+    }
     if not unique:
         return
     values = [
@@ -425,12 +463,15 @@ async def count_soft_bounce(session: AsyncSession, point_id: uuid.UUID) -> None:
 
 
 async def count_suppressions(session: AsyncSession, workspace_id: uuid.UUID, keys: Sequence[bytes]) -> int:
-    """How many suppression rows of the workspace hold one of ``keys``."""
+    """How many suppression rows of the workspace hold one of ``keys`` (a Robinson key counts as one)."""
     if not keys:
         return 0
     return int(
         await session.scalar(
-            text("SELECT count(*) FROM suppressions WHERE workspace_id = :workspace_id AND key = ANY(:keys)"),
+            text(
+                "SELECT (SELECT count(*) FROM suppressions WHERE workspace_id = :workspace_id AND key = ANY(:keys))"
+                " + (SELECT count(*) FROM robinson_keys WHERE workspace_id = :workspace_id AND key = ANY(:keys))"
+            ),
             {"workspace_id": workspace_id, "keys": list(keys)},
         )
         or 0
@@ -440,16 +481,39 @@ async def count_suppressions(session: AsyncSession, workspace_id: uuid.UUID, key
 async def suppressions_of(
     session: AsyncSession, workspace_id: uuid.UUID, keys: Sequence[bytes]
 ) -> Sequence[Suppression]:
-    """The workspace's suppressions under any of ``keys``, oldest first."""
+    """The workspace's suppressions under any of ``keys``, oldest first.
+
+    A Robinson key is answered as the suppression it stands for (print, all marketing, reason ``robinson``, no
+    end): a transient object, never added to the session.
+    """
     if not keys:
         return []
-    return (
-        await session.scalars(
-            select(Suppression)
-            .where(Suppression.workspace_id == workspace_id, Suppression.key.in_(list(keys)))
-            .order_by(Suppression.created_at)
+    found = list(
+        (
+            await session.scalars(
+                select(Suppression).where(Suppression.workspace_id == workspace_id, Suppression.key.in_(list(keys)))
+            )
+        ).all()
+    )
+    listed = await session.scalars(
+        select(RobinsonKey).where(RobinsonKey.workspace_id == workspace_id, RobinsonKey.key.in_(list(keys)))
+    )
+    found += [
+        Suppression(
+            id=uuid.UUID(int=0),
+            workspace_id=workspace_id,
+            key=row.key,
+            key_version=row.key_version,
+            channel=Channel.PRINT.value,
+            scope=SuppressionScope.ALL_MARKETING.value,
+            purpose_id=None,
+            reason=SuppressionReason.ROBINSON.value,
+            until=None,
+            created_at=row.created_at,
         )
-    ).all()
+        for row in listed
+    ]
+    return sorted(found, key=lambda suppression: suppression.created_at)
 
 
 async def lock_contact(session: AsyncSession, workspace_id: uuid.UUID, contact_id: uuid.UUID) -> bool:
@@ -635,7 +699,11 @@ async def suppressions_with_keys(
             Suppression.workspace_id == workspace_id, Suppression.key.in_(keys), Suppression.until.is_(None)
         )
     )
-    return {(bytes(key), SuppressionScope(scope), purpose_id) for key, scope, purpose_id in rows.all()}
+    found = {(bytes(key), SuppressionScope(scope), purpose_id) for key, scope, purpose_id in rows.all()}
+    listed = await session.scalars(
+        select(RobinsonKey.key).where(RobinsonKey.workspace_id == workspace_id, RobinsonKey.key.in_(keys))
+    )
+    return found | {(bytes(key), SuppressionScope.ALL_MARKETING, None) for key in listed}
 
 
 def _keys_table(name: str) -> str:
@@ -645,31 +713,54 @@ def _keys_table(name: str) -> str:
     return name
 
 
-async def add_suppressions_from_table(
-    session: AsyncSession,
-    workspace_id: uuid.UUID,
-    keys_table: str,
-    *,
-    channel: Channel,
-    scope: SuppressionScope,
-    reason: SuppressionReason,
-) -> int:
-    """Suppress every key of ``keys_table`` (columns ``id, key, key_version``); returns how many were new.
+async def add_robinson_keys_from_table(session: AsyncSession, workspace_id: uuid.UUID, keys_table: str) -> int:
+    """Add every key of ``keys_table`` (columns ``key, key_version``) to the workspace's Robinson keys; how many new.
 
     For lists too long to pass as parameters: the caller fills a (temporary) table of its own, e.g. by COPY.
-    A pause of a key becomes this permanent suppression (counted as new).
+    One plain insert of the new keys in key order into one B-tree: no foreign key checked per row (the workspace
+    row is locked ``FOR SHARE`` once instead: a workspace deletion, which locks it ``FOR NO KEY UPDATE``, waits
+    for the import, and an import after a deletion began finds it marked and stops), no ``ON CONFLICT`` per row
+    (imports of one workspace take turns, under an advisory lock, so the keys found absent stay absent).
+    Counted as new, as when the keys were rows of ``suppressions`` (migration 0042): a key not yet stopping all
+    marketing on print for good; a pause of such a key becomes this permanent suppression (the pause row goes).
     """
+    table = _keys_table(keys_table)
+    locked = await session.scalar(
+        text("SELECT deleted_at IS NULL FROM workspaces WHERE id = :workspace_id FOR SHARE"),
+        {"workspace_id": workspace_id},
+    )
+    if not locked:
+        raise NotFound("No workspace with this id.", code="workspace_not_found")
+    await session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(f"robinson_keys:{workspace_id}", 0))))
+    # the sort of a million keys in memory rather than in temporary files, for this statement only
+    work_mem = await session.scalar(text("SELECT current_setting('work_mem')"))
+    await session.execute(text("SELECT set_config('work_mem', '128MB', true)"))
     inserted = await session.execute(
         text(
             f"""
-            INSERT INTO suppressions (id, workspace_id, key, key_version, channel, scope, purpose_id, reason)
-            SELECT DISTINCT ON (key, key_version) id, :workspace_id, key, key_version, :channel, :scope, NULL, :reason
-              FROM {_keys_table(keys_table)}
-            ON CONFLICT ON CONSTRAINT {_SUPPRESSION_UNIQUE}
-               DO UPDATE SET reason = EXCLUDED.reason, until = NULL WHERE suppressions.until IS NOT NULL
+            INSERT INTO robinson_keys (workspace_id, key, key_version)
+            SELECT :workspace_id, r.key, min(r.key_version)
+              FROM {table} r
+             WHERE NOT EXISTS (SELECT 1 FROM robinson_keys k WHERE k.workspace_id = :workspace_id AND k.key = r.key)
+               AND NOT EXISTS (SELECT 1 FROM suppressions s
+                                WHERE s.workspace_id = :workspace_id AND s.key = r.key AND s.scope = :scope
+                                  AND s.purpose_id IS NULL AND s.until IS NULL)
+             GROUP BY r.key
+             ORDER BY r.key
             """  # noqa: S608  # the table name is checked to be an identifier, the values are parameters
         ),
-        {"workspace_id": workspace_id, "channel": channel.value, "scope": scope.value, "reason": reason.value},
+        {"workspace_id": workspace_id, "scope": SuppressionScope.ALL_MARKETING.value},
+    )
+    await session.execute(text("SELECT set_config('work_mem', :value, true)"), {"value": work_mem})
+    await session.execute(
+        text(
+            f"""
+            DELETE FROM suppressions s
+             WHERE s.workspace_id = :workspace_id AND s.until IS NOT NULL AND s.scope = :scope
+               AND s.purpose_id IS NULL AND EXISTS (SELECT 1 FROM {table} r WHERE r.key = s.key)
+            """  # noqa: S608  # the table name is checked to be an identifier, the values are parameters
+        ),
+        {"workspace_id": workspace_id, "scope": SuppressionScope.ALL_MARKETING.value},
     )
     return int(inserted.rowcount)  # type: ignore[attr-defined]  # CursorResult of an INSERT
 

@@ -69,5 +69,10 @@ class Keys:
 
     def suppression_keys(self, channel: str, normalised: str) -> dict[int, bytes]:
         """``HMAC-SHA256(pepper_vN, channel:identifier)`` for every pepper version (CHANNEL_RULES.md §8 X4)."""
-        message = f"{channel}:{normalised}".encode()
-        return {version: hmac.digest(pepper, message, "sha256") for version, pepper in self.peppers.items()}
+        return suppression_keys(self.peppers, channel, normalised)
+
+
+def suppression_keys(peppers: dict[int, bytes], channel: str, normalised: str) -> dict[int, bytes]:
+    """:meth:`Keys.suppression_keys` with the peppers given: for a worker process that holds only these."""
+    message = f"{channel}:{normalised}".encode()
+    return {version: hmac.digest(pepper, message, "sha256") for version, pepper in peppers.items()}

@@ -693,8 +693,10 @@ async def eligible_counts(
 _SUPPRESSIONS_IN_FORCE = text(
     """
     SELECT s.channel, s.purpose_id, count(*) AS total, count(*) FILTER (WHERE s.created_at >= :day) AS added
-      FROM suppressions s
-     WHERE s.workspace_id = :ws AND (s.until IS NULL OR s.until > :now)
+      FROM (SELECT channel, purpose_id, created_at FROM suppressions
+             WHERE workspace_id = :ws AND (until IS NULL OR until > :now)
+            UNION ALL  -- a Robinson key is a suppression of print marketing (migration 0042)
+            SELECT 'print', NULL::uuid, created_at FROM robinson_keys WHERE workspace_id = :ws) s
      GROUP BY 1, 2
     """
 )

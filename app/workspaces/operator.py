@@ -56,6 +56,8 @@ T = TypeVar("T")
 log = structlog.get_logger(__name__)
 
 
+#: What a tombstone keeps besides the purposes they name: the suppressions, and the Robinson keys (migration 0042).
+SUPPRESSION_TABLES = ("suppressions", "robinson_keys")
 _RETRYABLE = {"40P01", "40001"}  # deadlock detected, serialization failure
 
 
@@ -198,7 +200,7 @@ async def delete_workspace(
         tables = await _step(database, workspace_tables)
         found = 0
         for table in tables:
-            if keep_suppressions and table == "suppressions":
+            if keep_suppressions and table in SUPPRESSION_TABLES:
                 continue
             found += run.add(table, await _step(database, partial(run.sweep, table)))
         if not found:
@@ -304,7 +306,7 @@ class _Deletion:
 async def _has_rows_beyond_suppressions(session: AsyncSession, workspace_id: uuid.UUID) -> bool:
     """Whether a tombstone still holds more than its suppressions and their purposes (a deletion cut short)."""
     for table in await workspace_tables(session):
-        if table in {"suppressions", "purposes"}:
+        if table in {*SUPPRESSION_TABLES, "purposes"}:
             continue
         if await repository.has_rows(session, table, workspace_id):
             return True
@@ -327,7 +329,9 @@ def _check_export(workspace: Workspace, head: int | None) -> None:
 
 async def _tombstone_report(session: AsyncSession, workspace: Workspace, *, forced: bool = False) -> dict[str, Any]:
     assert workspace.deleted_at is not None
-    kept = {table: await repository.count_rows(session, table, workspace.id) for table in ("suppressions", "purposes")}
+    # the Robinson keys are suppressions (they were rows of ``suppressions`` before migration 0042)
+    suppressions = sum([await repository.count_rows(session, table, workspace.id) for table in SUPPRESSION_TABLES])
+    kept = {"suppressions": suppressions, "purposes": await repository.count_rows(session, "purposes", workspace.id)}
     return {
         "workspace_id": str(workspace.id),
         "state": "tombstone",

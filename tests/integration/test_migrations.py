@@ -45,3 +45,38 @@ async def test_models_and_migrations_do_not_drift(engine):
     async with engine.connect() as conn:
         changes = await conn.run_sync(diff)
     assert changes == [], f"models differ from migrations; generate a migration: {changes}"
+
+
+async def test_0042_moves_the_robinson_suppressions_into_robinson_keys_and_back(pg_server):
+    """A list imported before 0042 stays listed (and an import of it again adds nothing); other rows stay put."""
+    url = await pg_server.create_database("consent_migration_0042")
+    engine = create_async_engine(url)
+    rows = """
+        INSERT INTO suppressions (id, workspace_id, key, key_version, channel, scope, purpose_id, reason, until)
+        VALUES (gen_random_uuid(), :ws, '\\x01', 1, 'print', 'all_marketing', NULL, 'robinson', NULL),
+               (gen_random_uuid(), :ws, '\\x02', 1, 'print', 'all_marketing', NULL, 'objection_art21', NULL),
+               (gen_random_uuid(), :ws, '\\x03', 1, 'email', 'all', NULL, 'erasure', NULL)
+    """
+    kept = "SELECT encode(key, 'hex'), reason FROM suppressions ORDER BY key"
+    try:
+        await migrate(engine, "0041")
+        async with engine.begin() as conn:
+            ws = (
+                await conn.execute(
+                    text("INSERT INTO workspaces (id, name) VALUES (gen_random_uuid(), 'W') RETURNING id")
+                )
+            ).scalar_one()
+            await conn.execute(text(rows), {"ws": ws})
+        await migrate(engine, "0042")
+        async with engine.connect() as conn:
+            listed = (await conn.execute(text("SELECT workspace_id, encode(key, 'hex') FROM robinson_keys"))).all()
+            left = (await conn.execute(text(kept))).all()
+        assert listed == [(ws, "01")]
+        assert left == [("02", "objection_art21"), ("03", "erasure")]
+        await downgrade(engine, "0041")
+        async with engine.connect() as conn:
+            back = (await conn.execute(text(kept))).all()
+        assert back == [("01", "robinson"), ("02", "objection_art21"), ("03", "erasure")]
+    finally:
+        await engine.dispose()
+        await pg_server.drop_database(url)

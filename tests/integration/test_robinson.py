@@ -10,7 +10,7 @@ from sqlalchemy import func, select, text
 
 from app.domain.identifiers import normalise_postal
 from app.ledger.actions import print_value
-from app.ledger.models import ConsentEvent, Suppression
+from app.ledger.models import ConsentEvent, RobinsonKey, Suppression
 from app.lib.auth import Scope
 from tests.conftest import consent_cli
 
@@ -99,14 +99,15 @@ async def test_the_match_is_in_the_ledger(client, tenant, known, letters, admin)
 
 async def test_only_keyed_hashes_are_kept(client, tenant, known, session):
     await upload(client, tenant, LIST)
-    rows = (await session.scalars(select(Suppression).where(Suppression.workspace_id == tenant.id))).all()
+    rows = (await session.scalars(select(RobinsonKey).where(RobinsonKey.workspace_id == tenant.id))).all()
     assert len(rows) == 3
-    assert all(len(row.key) == 32 and row.channel == "print" for row in rows)
+    assert all(len(row.key) == 32 for row in rows)
     # nothing of the list in clear anywhere in the database's tables
     for word in ("Musterfrau", "Normal", "Erika"):
         found = await session.scalar(
             text(
                 "SELECT count(*) FROM (SELECT row_to_json(t)::text AS j FROM suppressions t UNION ALL "
+                "SELECT row_to_json(t)::text FROM robinson_keys t UNION ALL "
                 "SELECT row_to_json(t)::text FROM consent_events t UNION ALL "
                 "SELECT row_to_json(t)::text FROM contact_points t UNION ALL "
                 "SELECT row_to_json(t)::text FROM contacts t) x WHERE j ILIKE :w"
@@ -168,7 +169,11 @@ async def test_the_import_needs_consents_write(client, tenant):
 
 
 async def suppressions(session, tenant):
-    return await session.scalar(
+    """The list's entries kept (the Robinson keys, migration 0042) and any suppression beside them."""
+    listed = await session.scalar(
+        select(func.count()).select_from(RobinsonKey).where(RobinsonKey.workspace_id == tenant.id)
+    )
+    return listed + await session.scalar(
         select(func.count()).select_from(Suppression).where(Suppression.workspace_id == tenant.id)
     )
 

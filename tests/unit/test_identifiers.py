@@ -465,3 +465,38 @@ def _full_fold(text: str) -> str:
 )
 def test_the_short_cuts_of_fold_give_what_the_full_path_gives(text):
     assert identifiers.fold(text) == _full_fold(text)
+
+
+_POSTAL_TEXT = st.text(alphabet="aäoöuüßAÄÖÜéSsTtRr. -,12345678 ", max_size=18)
+
+
+@settings(max_examples=500)
+@given(
+    street=st.one_of(_POSTAL_TEXT, st.sampled_from(["Hauptstraße 12a", "Schulstr.", "St.-Georg-Pl. 7", "Am Markt"])),
+    postcode=st.one_of(st.sampled_from(["10115", "1234", " 10 115", ""]), _POSTAL_TEXT),
+    city=st.one_of(st.sampled_from(["Berlin", "München", "Frankfurt am Main", ""]), _POSTAL_TEXT),
+    house_number=st.one_of(st.none(), st.sampled_from(["12", "12 A", "3-5", "x"]), _POSTAL_TEXT),
+    name=st.one_of(st.none(), st.sampled_from(["Dr. Müller, Hans", "", " "]), _POSTAL_TEXT),
+    country=st.sampled_from(["DE", "at", "CH", "FR", "D", "de "]),
+)
+def test_postal_keys_are_the_keys_of_normalise_postal(street, postcode, city, house_number, name, country):
+    """The Robinson import's lean path: the same keys and the same errors as the full normalisation."""
+    given = {
+        "street": street,
+        "postcode": postcode,
+        "city": city,
+        "house_number": house_number,
+        "name": name,
+        "country": country,
+    }
+    full = _postal_outcome(identifiers.normalise_postal, given)
+    if isinstance(full, identifiers.PostalAddress):
+        full = (full.key, full.name_key)
+    assert _postal_outcome(identifiers.postal_keys, given) == full
+
+
+def _postal_outcome(function, given):
+    try:
+        return function(**given)
+    except identifiers.InvalidIdentifier as exc:
+        return ("error", exc.code, str(exc))
