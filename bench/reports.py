@@ -34,6 +34,7 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import app.models  # noqa: F401  # every model mapped, so the ORM resolves the foreign keys of the rows it writes
 from app.domain.model import ActorType, Trigger
 from app.ledger.models import ContactPoint
 from app.ledger.service import Actor, Change, apply_changes

@@ -317,7 +317,7 @@ async def ledger_head(session: AsyncSession, workspace_id: uuid.UUID) -> int:
 async def for_a_rebuild(session: AsyncSession) -> None:
     """Memory for the rest of the transaction to group a whole ledger in memory (hash, not sort and spill), no JIT."""
     await without_jit(session)
-    await session.execute(text("SET LOCAL work_mem = '128MB'"))
+    await session.execute(text("SET LOCAL work_mem = '64MB'"))  # per hash node, times hash_mem_multiplier
 
 
 async def without_jit(session: AsyncSession) -> None:

@@ -48,10 +48,14 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # keys of a workspace row deleted by hand (this table has no foreign key): nothing to move them to
+    op.execute("DELETE FROM robinson_keys k WHERE NOT EXISTS (SELECT 1 FROM workspaces w WHERE w.id = k.workspace_id)")
+    # a pause of a listed key becomes the listing, for good (as the import made it before 0042)
     op.execute(
         "INSERT INTO suppressions (id, workspace_id, key, key_version, channel, scope, purpose_id, reason, created_at) "
         "SELECT gen_random_uuid(), workspace_id, key, key_version, 'print', 'all_marketing', NULL, 'robinson', "
         "created_at FROM robinson_keys "
-        "ON CONFLICT ON CONSTRAINT uq_suppressions_workspace_id_key_key_version_scope_purpose_id DO NOTHING"
+        "ON CONFLICT ON CONSTRAINT uq_suppressions_workspace_id_key_key_version_scope_purpose_id "
+        "DO UPDATE SET reason = EXCLUDED.reason, until = NULL WHERE suppressions.until IS NOT NULL"
     )
     op.drop_table("robinson_keys")

@@ -80,3 +80,42 @@ async def test_0042_moves_the_robinson_suppressions_into_robinson_keys_and_back(
     finally:
         await engine.dispose()
         await pg_server.drop_database(url)
+
+
+async def test_0042_back_keeps_a_listing_beside_a_pause_for_good_and_drops_keys_of_deleted_workspaces(pg_server):
+    """Hostile review: a pause of a listed key (a race of a pause with an import leaves both) must not turn the
+    listing into the pause on the way back; keys of a workspace row deleted by hand (no foreign key) must not
+    stop the downgrade."""
+    url = await pg_server.create_database("consent_migration_0042_back")
+    engine = create_async_engine(url)
+    try:
+        await migrate(engine, "0042")
+        async with engine.begin() as conn:
+            new_workspace = text("INSERT INTO workspaces (id, name) VALUES (gen_random_uuid(), 'W') RETURNING id")
+            ws = (await conn.execute(new_workspace)).scalar_one()
+            gone = (await conn.execute(new_workspace)).scalar_one()
+            await conn.execute(
+                text(
+                    "INSERT INTO robinson_keys (workspace_id, key, key_version)"
+                    " VALUES (:ws, '\\x01', 1), (:gone, '\\x02', 1)"
+                ),
+                {"ws": ws, "gone": gone},
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO suppressions (id, workspace_id, key, key_version, channel, scope, purpose_id, reason,"
+                    " until) VALUES (gen_random_uuid(), :ws, '\\x01', 1, 'print', 'all_marketing', NULL, 'paused',"
+                    " now() + interval '7 days')"
+                ),
+                {"ws": ws},
+            )
+            await conn.execute(text("DELETE FROM workspaces WHERE id = :gone"), {"gone": gone})
+        await downgrade(engine, "0041")
+        async with engine.connect() as conn:
+            back = (
+                await conn.execute(text("SELECT workspace_id, encode(key, 'hex'), reason, until FROM suppressions"))
+            ).all()
+        assert back == [(ws, "01", "robinson", None)]
+    finally:
+        await engine.dispose()
+        await pg_server.drop_database(url)
