@@ -132,7 +132,10 @@ def _work(rows: Sequence[Row], columns: Columns) -> RowsDone:
 
 
 def _context() -> multiprocessing.context.BaseContext:
-    """``fork`` where this process runs one thread (the CLI), else ``spawn``.
+    """``fork`` where this process runs one thread, else ``spawn``.
+
+    The CLI reads its file on a thread, so it spawns too (docs/security.md, "Open"): the fork path is taken only
+    by a one-thread caller (the tests).
 
     A forked worker starts at once and runs only :func:`keys_of_rows` (no I/O, no logging; it never touches the
     inherited event loop or connections, and leaves with ``os._exit``): with a single thread no lock can be held
