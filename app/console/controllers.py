@@ -399,7 +399,7 @@ class ConsolePages(Controller):
             series=[ReportRowOut(bucket=r.bucket, group=r.group, metrics=r.metrics) for r in series],
         )
         filename = f"{name[:-4]}-{period.first}-{period.last}-{'-'.join(query.group_by) or 'all'}.csv"
-        return _download(to_csv(report), "text/csv; charset=utf-8", filename)
+        return _download(to_csv(report), "text/csv", filename)
 
     @get("/contacts", media_type=MediaType.HTML)
     async def contacts(

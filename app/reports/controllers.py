@@ -154,7 +154,7 @@ async def _answer(
     headers = {"Cache-Control": "no-store"}
     if wants_csv(request.headers.get("accept", "")):
         csv_body: Any = to_csv(report)
-        return Response(csv_body, media_type="text/csv; charset=utf-8", headers=headers)
+        return Response(csv_body, media_type="text/csv", headers=headers)
     return Response(report, headers=headers)
 
 

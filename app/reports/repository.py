@@ -560,7 +560,12 @@ async def doi_rows(
     end: datetime,
     granularity: str,
 ) -> Sequence[Row[Any]]:
-    """Double opt-in cohorts (signup days in [start, end)) per bucket x group x seconds to confirm."""
+    """Double opt-in cohorts per bucket x group x seconds to confirm: every signup day [start, end) touches.
+
+    A cohort is a whole UTC day: a range that starts or ends within a day shows that day's whole cohort in its
+    bucket (as the bucket is named by the day), not a part of it (newcomer review: the day ``to`` fell in was
+    left out, and its cohort turned up in the next range's bucket instead).
+    """
     group_by = selection.group_by
     dims = _dimensions(group_by, ("channel", "purpose"))
     sql = f"""
@@ -568,7 +573,7 @@ async def doi_rows(
                sum(r.n)::bigint AS n
           FROM report_doi r
          WHERE r.workspace_id = :ws AND r.cohort_day >= (:start AT TIME ZONE 'UTC')::date
-           AND r.cohort_day < (:end AT TIME ZONE 'UTC')::date{_filters(selection)}
+           AND r.cohort_day <= ((:end AT TIME ZONE 'UTC') - interval '1 microsecond')::date{_filters(selection)}
          GROUP BY 1{dims}, r.confirm_s
     """  # noqa: S608  # (a report filtered by campaign reads no cohorts: report_doi has no campaign)
     params = _params(selection, ws=workspace_id, g=granularity, start=start, end=end)

@@ -30,6 +30,8 @@ MESSAGE_GROUPS = ("channel", "purpose", "provider", "campaign")
 #: The longest range of one report, and of one with hourly buckets (a bounded answer, a bounded read).
 MAX_RANGE = timedelta(days=400)
 MAX_HOURLY_RANGE = timedelta(days=31)
+#: The latest ``to`` a report takes: its buckets end before the year 9999 does (a month bucket ends a month on).
+LATEST = datetime(9998, 12, 31, tzinfo=UTC)
 DEFAULT_RANGE = timedelta(days=30)
 #: Ledger events per statement of a catch-up, and queued message events per statement.
 LEDGER_CHUNK = 250_000
@@ -124,6 +126,8 @@ class Counted:
 async def catch_up(session: AsyncSession, workspace_id: uuid.UUID) -> Counted:
     """Count what the workspace's ledger and message history gained since the last catch-up (caller commits)."""
     await repository.without_jit(session)
+    if not await repository.workspace_exists(session, workspace_id):
+        raise NotFound(f"No workspace {workspace_id}.", code="workspace_not_found")
     low = await repository.lock_watermark(session, workspace_id)
     head = await repository.ledger_head(session, workspace_id)
     ledger = 0
@@ -239,6 +243,27 @@ def _whole_hour(name: str, value: datetime) -> datetime:
     return utc
 
 
+def _range(start: datetime | None, end: datetime | None, granularity: str, now: datetime) -> tuple[datetime, datetime]:
+    """The report's ``[from, to)`` in UTC, checked; by default the 30 days up to the end of today (or this hour)."""
+    if end is not None:
+        until = _whole_hour("to", end)
+    elif granularity == "hour":  # the end of this hour
+        until = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    else:  # the end of today: whole days read the daily rollup
+        until = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    since = _whole_hour("from", start) if start is not None else until - DEFAULT_RANGE
+    if until <= since:
+        raise InvalidInput("'to' must be later than 'from'.", code="invalid_range")
+    if until > LATEST:  # the buckets of the last year would run past the calendar (a 500 before)
+        raise InvalidInput(f"'to' lies after {LATEST.date().isoformat()}.", code="invalid_range")
+    limit = MAX_HOURLY_RANGE if granularity == "hour" else MAX_RANGE
+    if until - since > limit:
+        raise InvalidInput(
+            f"A report with {granularity} buckets covers at most {limit.days} days.", code="range_too_long"
+        )
+    return since, until
+
+
 def parse_query(
     *,
     start: datetime | None,
@@ -257,20 +282,7 @@ def parse_query(
     """
     if granularity not in GRANULARITIES:
         raise InvalidInput(f"'granularity' must be one of {', '.join(GRANULARITIES)}.", code="invalid_granularity")
-    if end is not None:
-        until = _whole_hour("to", end)
-    elif granularity == "hour":  # the end of this hour
-        until = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
-    else:  # the end of today: whole days read the daily rollup
-        until = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
-    since = _whole_hour("from", start) if start is not None else until - DEFAULT_RANGE
-    if until <= since:
-        raise InvalidInput("'to' must be later than 'from'.", code="invalid_range")
-    limit = MAX_HOURLY_RANGE if granularity == "hour" else MAX_RANGE
-    if until - since > limit:
-        raise InvalidInput(
-            f"A report with {granularity} buckets covers at most {limit.days} days.", code="range_too_long"
-        )
+    since, until = _range(start, end, granularity, now)
     groups: list[str] = []
     for raw in (group_by or "").split(","):
         name = raw.strip()

@@ -296,7 +296,7 @@ async def test_the_overview_shows_the_channels_and_its_csv_is_the_reports_csv(cl
     period = {"from": str(today - timedelta(days=2)), "to": str(today)}
     downloaded = await client.get("/console/reports/consents.csv", params={**period, "group_by": "channel,trigger"})
     assert downloaded.status_code == 200
-    assert downloaded.headers["content-type"].startswith("text/csv")
+    assert downloaded.headers["content-type"] == "text/csv; charset=utf-8"
     assert "attachment" in downloaded.headers["content-disposition"]
     bounds = {"from": f"{period['from']}T00:00:00Z", "to": f"{today + timedelta(days=1)}T00:00:00Z"}
     api = await client.get(
