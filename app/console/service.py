@@ -21,6 +21,8 @@ from functools import cache
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.channels import registry
+from app.channels.base import Report
 from app.console import repository
 from app.console.models import ChainCheck, ConsoleSession
 from app.domain.identifiers import InvalidIdentifier, normalise_email, normalise_phone
@@ -318,6 +320,9 @@ class ChannelFigures:
     opened: int = 0
     clicked: int = 0
     opt_outs_by_trigger: dict[str, int] = field(default_factory=dict)
+    reports_delivery: bool = True
+    """Whether the channel's provider reports delivery: where it does not (email, push, print), the rate is
+    unknown, not 0 % (newcomer review: the console showed email's delivery rate as 0.0 %)."""
 
     @property
     def confirmation_rate(self) -> float | None:
@@ -326,8 +331,8 @@ class ChannelFigures:
 
     @property
     def delivery_rate(self) -> float | None:
-        """Delivered share of what was sent (where the provider reports delivery)."""
-        return self.delivered / self.sent if self.sent else None
+        """Delivered share of what was sent (where the provider reports delivery; else ``None``)."""
+        return self.delivered / self.sent if self.sent and self.reports_delivery else None
 
 
 @dataclass
@@ -354,7 +359,10 @@ async def overview(  # noqa: C901  # one pass per report, each a few branches
 
     The caller holds the transaction.
     """
-    figures = {channel.value: ChannelFigures() for channel in CHANNELS}
+    figures = {
+        channel.value: ChannelFigures(reports_delivery=Report.DELIVERED in registry.spec(channel).reports.values())
+        for channel in CHANNELS
+    }
     by_channel = await reports.consent_report(session, workspace_id, report_query(period, "channel", filters=filters))
     days = reports.buckets(period.start, period.end, "day")
     audience: dict[str, list[int]] = {channel.value: [0] * len(days) for channel in CHANNELS}

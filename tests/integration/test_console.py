@@ -517,3 +517,21 @@ async def test_a_merged_contact_is_shown_as_its_survivor(client, admin, jane, le
     erase_page = await client.get(f"/console/contacts/{duplicate.contact_id}/erase")
     assert erase_page.status_code == 200
     assert f"/console/contacts/{jane['contact_id']}/erase" in erase_page.text
+
+
+async def test_a_channel_whose_provider_reports_no_delivery_has_no_delivery_rate(tenant, database):
+    """Email, push and print never hear of a delivery: their rate is unknown (a dash), not 0 % (newcomer review);
+    SMS and WhatsApp (Twilio's status callbacks) have one."""
+    from app.console import service as console  # noqa: PLC0415
+
+    today = datetime.now(UTC).date()
+    async with database.sessionmaker() as session, session.begin():
+        shown = await console.overview(session, tenant.id, console.Period(today - timedelta(days=7), today))
+    reporting = {channel for channel, figures in shown.channels.items() if figures.reports_delivery}
+    assert reporting == {"sms", "whatsapp"}
+    email = shown.channels["email"]
+    email.sent, email.delivered = 10, 0
+    assert email.delivery_rate is None
+    sms = shown.channels["sms"]
+    sms.sent, sms.delivered = 10, 4
+    assert sms.delivery_rate == 0.4
