@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.domain.model import Channel
 from app.lib.auth import Principal, Scope
 from app.lib.copystream import wants_csv
+from app.lib.errors import InvalidInput
 from app.lib.openapi import errors
 from app.lib.orm import utcnow
 from app.reports import service
@@ -42,6 +43,7 @@ Campaigns = Annotated[
     QueryParameter(max_items=50, description="Only these campaign labels (`campaign` of `POST /v1/messages`)."),
 ]
 Build = Callable[[AsyncSession, Any, service.ReportQuery], Awaitable[list[service.SeriesRow]]]
+_PARAMETERS = frozenset({"from", "to", "granularity", "group_by", "channel", "purpose", "campaign"})
 
 
 class ReportController(Controller):
@@ -127,6 +129,13 @@ async def _answer(
     purposes: list[str] | None,
     campaigns: list[str] | None,
 ) -> Response[ReportOut]:
+    unknown = sorted(set(request.query_params) - _PARAMETERS)
+    if unknown:  # a misspelled parameter answered the default report as if it were right (newcomer review)
+        raise InvalidInput(
+            f"Unknown parameter {', '.join(repr(name[:40]) for name in unknown[:5])}; the parameters are "
+            f"{', '.join(sorted(_PARAMETERS))}.",
+            code="unknown_parameter",
+        )
     query = service.parse_query(
         start=start,
         end=end,

@@ -448,6 +448,9 @@ async def test_csv_answer(client, tenant, ledger):
         # the buckets of the last year ran past the calendar: a 500 (newcomer review)
         ("consents", {"from": "9999-12-31T00:00:00Z", "to": "9999-12-31T23:00:00Z"}, 422),
         ("messages", {"from": "9999-12-01T00:00:00Z", "to": "9999-12-31T00:00:00Z", "granularity": "month"}, 422),
+        # a misspelled parameter answered the default report as if it were right (newcomer review)
+        ("consents", {"groupby": "channel"}, 422),
+        ("messages", {"granularty": "week"}, 422),
     ],
 )
 async def test_bad_parameters_are_refused_with_a_problem(client, tenant, kind, params, status):
