@@ -301,7 +301,8 @@ def report_query(
 class ChannelFigures:
     """One channel's figures over the period."""
 
-    audience: int = 0
+    audience: int | None = 0
+    """The opted-in total at the period's end; ``None`` with a campaign filter (not kept per campaign)."""
     eligible: int | None = None
     """Addresses the send gate permits, at the period's last standing snapshot (``None``: none in the period)."""
     opt_ins: int = 0
@@ -342,7 +343,8 @@ class Overview:
     period: Period
     channels: dict[str, ChannelFigures]
     days: list[date]
-    audience_by_day: dict[str, list[int]]
+    audience_by_day: dict[str, list[int | None]]
+    """The standing opted-in total at each day's end; ``None`` where the report keeps none (a campaign filter)."""
     triggers: list[str]
     filters: Filters = Filters()  # frozen: one shared "all" is safe
     purposes: list[tuple[str, str]] = field(default_factory=list)
@@ -365,7 +367,10 @@ async def overview(  # noqa: C901  # one pass per report, each a few branches
     }
     by_channel = await reports.consent_report(session, workspace_id, report_query(period, "channel", filters=filters))
     days = reports.buckets(period.start, period.end, "day")
-    audience: dict[str, list[int]] = {channel.value: [0] * len(days) for channel in CHANNELS}
+    standing = not filters.campaign  # audiences are not kept per campaign: unknown there, not 0 (newcomer review)
+    audience: dict[str, list[int | None]] = {
+        channel.value: [0 if standing else None] * len(days) for channel in CHANNELS
+    }
     index = {day: i for i, day in enumerate(days)}
     for row in by_channel:
         channel = row.group.get("channel")
@@ -381,12 +386,12 @@ async def overview(  # noqa: C901  # one pass per report, each a few branches
         if rate is not None and m.get("signups"):
             cell.cohort_started += float(m["signups"] or 0)
             cell.cohort_confirmed += float(rate) * float(m["signups"] or 0)
-        if row.bucket in index:
+        if row.bucket in index and standing:
             audience[channel][index[row.bucket]] = int(m.get("opted_in_total") or 0)
         if m.get("eligible_total") is not None:  # the rows come in time order: the last snapshot stays
             cell.eligible = int(m["eligible_total"] or 0)
     for channel, series in audience.items():
-        figures[channel].audience = series[-1] if series else 0
+        figures[channel].audience = series[-1] if series else (0 if standing else None)
     triggers: set[str] = set()
     causes: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     causes_query = report_query(period, "channel,trigger", filters=filters)
