@@ -16,11 +16,11 @@ stream their body without a limit (the imports) are left alone.
 
 A hot route may keep its answer in its own transaction instead (``opt={"idempotency": IN_TRANSACTION}``): the
 middleware only looks the key up (one statement on the raw asyncpg pool, no transaction) and answers a held key
-as above; a free key is claimed by the handler's call of :func:`keep`, which writes the key with its answer in the
-handler's transaction. One transaction per request instead of three; the key exists exactly when the request's
-work was committed, so a failed or crashed request leaves no claim behind, and a concurrent request with the same
-key waits on the key's row (the unique index) until the first commits, then answers the first answer (or, after a
-rollback, runs).
+as above; a free key is claimed by the handler's call of :func:`keep_on_driver`, which writes the key with its
+answer in the handler's transaction. One transaction per request instead of three; the key exists exactly when the
+request's work was committed, so a failed or crashed request leaves no claim behind, and a concurrent request with
+the same key waits on the key's row (the unique index) until the first commits, then answers the first answer (or,
+after a rollback, runs).
 """
 
 from __future__ import annotations
@@ -58,12 +58,12 @@ _KEPT_HEADERS = ("content-type", "location")
 _SUCCESS = range(200, 400)
 _SECRET_KEPT_BACK = 204  # the status a completed claim records when its answer was not kept (it held a secret)
 IN_TRANSACTION = "in_transaction"
-"""The value of a route's ``opt["idempotency"]`` whose handler keeps its answer itself (:func:`keep`)."""
+"""The value of a route's ``opt["idempotency"]`` whose handler keeps its answer itself (:func:`keep_on_driver`)."""
 _PENDING = "consent.idempotency"  # where the middleware leaves a free key for keep, in the request's scope state
 
 
 class Pending:
-    """A free key of a request whose handler keeps the answer (:func:`keep`), and whether it did."""
+    """A free key of a request whose handler keeps the answer (:func:`keep_on_driver`), and whether it did."""
 
     __slots__ = ("fingerprint", "key", "secret", "settled", "workspace_id")
 
@@ -76,7 +76,7 @@ class Pending:
 
 
 class Replayed(Exception):  # not an error: the answer of the request that was first
-    """Raised by :func:`keep` when a concurrent request with the key committed first: its answer is the answer."""
+    """Raised by :func:`keep_on_driver` when a concurrent request with the key committed first (its answer counts)."""
 
     def __init__(self, status: int, headers: str, body: bytes) -> None:
         super().__init__("replayed")
@@ -216,44 +216,6 @@ async def _held(
         )
 
 
-async def keep(
-    session: AsyncSession,
-    request: Request[Any, Any, Any],
-    answer: object,
-    *,
-    status: int,
-    headers: Mapping[str, str] | None = None,
-) -> None:
-    """Claim the request's ``Idempotency-Key`` with its answer, in the caller's (the handler's) open transaction.
-
-    For routes with ``opt={"idempotency": IN_TRANSACTION}``; does nothing for a request without the header.
-    ``answer`` is what the handler returns, with ``status`` and the ``headers`` it sets (only ``Location`` is
-    kept, as for other routes). Call it last in the transaction: the key's row is held from here to the commit.
-    When a concurrent request with the key committed first, raises :class:`Replayed` (its answer is the answer;
-    the caller's transaction rolls back) or the 409 that request's answer calls for.
-    """
-    pending = _pending(request)
-    if pending is None:
-        return
-    claimed = await repository.keep_idempotency_answer(
-        session,
-        pending.workspace_id,
-        pending.key,
-        pending.fingerprint,
-        now=utcnow(),
-        retention=RETENTION,
-        abandoned_after=ABANDONED_AFTER,
-        **_kept(pending, answer, status, headers),
-    )
-    pending.settled = True
-    if claimed:
-        return
-    row = await repository.get_idempotency_key(session, pending.workspace_id, pending.key)
-    if row is None:  # pruned in between
-        raise _just_failed()
-    raise Replayed(*_stored_answer(row.fingerprint, row.status, row.headers, row.body, fingerprint=pending.fingerprint))
-
-
 async def keep_on_driver(
     connection: Any,
     request: Request[Any, Any, Any],
@@ -262,7 +224,14 @@ async def keep_on_driver(
     status: int,
     headers: Mapping[str, str] | None = None,
 ) -> None:
-    """:func:`keep` on a raw asyncpg ``connection``, in its open transaction (a handler on the driver pool)."""
+    """Claim the request's ``Idempotency-Key`` with its answer, in the handler's open transaction on ``connection``.
+
+    For routes with ``opt={"idempotency": IN_TRANSACTION}`` (a handler on the driver pool); does nothing for a
+    request without the header. ``answer`` is what the handler returns, with ``status`` and the ``headers`` it sets
+    (only ``Location`` is kept, as for other routes). Call it last in the transaction: the key's row is held from
+    here to the commit. When a concurrent request with the key committed first, raises :class:`Replayed` (its
+    answer is the answer; the caller's transaction rolls back) or the 409 that request's answer calls for.
+    """
     pending = _pending(request)
     if pending is None:
         return
@@ -335,10 +304,10 @@ async def _send_replay(send: Send, status: int, headers: str, body: bytes) -> No
 async def _run_in_transaction(
     app: ASGIApp, scope: Scope, body: bytes, send: Send, *, database: Database, pending: Pending
 ) -> None:
-    """Run a handler that keeps its answer in its own transaction (:func:`keep`).
+    """Run a handler that keeps its answer in its own transaction (:func:`keep_on_driver`).
 
-    A successful answer the handler did not keep (a route that forgot to call :func:`keep`) is kept afterwards in
-    a transaction of its own, so the key is never silently lost; that is logged as the bug it is.
+    A successful answer the handler did not keep (a route that forgot to call :func:`keep_on_driver`) is kept
+    afterwards in a transaction of its own, so the key is never silently lost; that is logged as the bug it is.
     """
     scope.setdefault("state", {})[_PENDING] = pending
     status = 500

@@ -170,13 +170,8 @@ async def test_claims_of_the_claim_and_answer_convention_are_honoured(client, ch
 # --- concurrent requests need committed rows: a database of their own ----------------------------------------------
 
 
-@pytest.fixture
-async def served(pg_server, tmp_path) -> AsyncIterator[tuple[httpx.AsyncClient, Database, str, dict[str, str]]]:
-    """The app on a database of its own (real transactions, real row locks): a chain, Jane, a key."""
-    url = await pg_server.create_database("consent_runs_idem")
-    database = Database.from_url(url, pool_size=4)
-    assert database.engine is not None
-    await migrate(database.engine)
+async def _seed(database: Database) -> tuple[str, dict[str, str]]:
+    """A workspace with a chain of one step, Jane, and a key that may start runs: the runs' path and the key."""
     async with database.sessionmaker() as session, session.begin():
         workspace = await workspaces.create_workspace(session, "Acme")
         await purposes.create_purpose(session, workspace.id, "newsletter", "News", "marketing")
@@ -184,12 +179,23 @@ async def served(pg_server, tmp_path) -> AsyncIterator[tuple[httpx.AsyncClient, 
         definition = msgspec.convert({"key": "c", "purpose": "newsletter", "steps": STEPS}, ChainIn)
         defined, _ = await chains.define_chain(session, workspace.id, definition)
         _, secret = await workspaces.create_api_key(session, workspace.id, "test", [Scope.MESSAGES_SEND])
+    return f"/v1/chains/{defined.id}/runs", {"Authorization": f"Bearer {secret}"}
+
+
+@pytest.fixture
+async def served(pg_server, tmp_path) -> AsyncIterator[tuple[httpx.AsyncClient, Database, str, dict[str, str]]]:
+    """The app on a database of its own (real transactions, real row locks): a chain, Jane, a key."""
+    url = await pg_server.create_database("consent_runs_idem")
+    database = Database.from_url(url, pool_size=4)
+    assert database.engine is not None
+    await migrate(database.engine)
+    path, key = await _seed(database)
     app = create_app(Settings(data_dir=tmp_path / "data", secret_key=TEST_SECRET, dispatcher=False), database=database)
     try:
         async with running(app):
             transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
             async with httpx.AsyncClient(transport=transport, base_url="https://consent.example.com") as http:
-                yield http, database, f"/v1/chains/{defined.id}/runs", {"Authorization": f"Bearer {secret}"}
+                yield http, database, path, key
     finally:
         await database.dispose()
         await pg_server.drop_database(url)
@@ -235,13 +241,7 @@ async def test_a_keyed_run_needs_one_driver_connection_at_a_time(pg_server, tmp_
     seeding = Database.from_url(url, pool_size=1)
     assert seeding.engine is not None
     await migrate(seeding.engine)
-    async with seeding.sessionmaker() as session, session.begin():
-        workspace = await workspaces.create_workspace(session, "Acme")
-        await purposes.create_purpose(session, workspace.id, "newsletter", "News", "marketing")
-        await ledger_repository.add_contact(session, workspace.id, "jane", "de", "Europe/Berlin")
-        definition = msgspec.convert({"key": "c", "purpose": "newsletter", "steps": STEPS}, ChainIn)
-        defined, _ = await chains.define_chain(session, workspace.id, definition)
-        _, secret = await workspaces.create_api_key(session, workspace.id, "test", [Scope.MESSAGES_SEND])
+    path, key = await _seed(seeding)
     await seeding.dispose()
     settings = Settings(
         data_dir=tmp_path / "data",
@@ -254,7 +254,6 @@ async def test_a_keyed_run_needs_one_driver_connection_at_a_time(pg_server, tmp_
         async with running(app):
             transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
             async with httpx.AsyncClient(transport=transport, base_url="https://consent.example.com") as http:
-                path, key = f"/v1/chains/{defined.id}/runs", {"Authorization": f"Bearer {secret}"}
                 app.state.key_cache.ttl = 0  # every authentication reads the database, as after a revocation
                 app.state.key_cache.clear()
                 answered = await asyncio.wait_for(
