@@ -607,7 +607,7 @@ async def _chunks(path: Path, size: int = 1 << 20) -> AsyncIterator[bytes]:
     "--deadline", type=click.FloatRange(0.1, 300), default=15.0, show_default=True, help="Seconds per provider call."
 )
 def worker(concurrency: int, lease_seconds: int, deadline: float) -> None:
-    """Run a dispatcher, a webhook sender and a chain runner: each claims its due rows with SKIP LOCKED.
+    """Run a dispatcher, a webhook sender, a chain runner and the ledger's sealer (SKIP LOCKED or locks: many may run).
 
     Any number may run.
     """
@@ -616,6 +616,7 @@ def worker(concurrency: int, lease_seconds: int, deadline: float) -> None:
 
     from app.chains.runner import ChainRunner  # noqa: PLC0415
     from app.channels.adapters import Adapters  # noqa: PLC0415
+    from app.ledger.sealer import Sealer  # noqa: PLC0415
     from app.lib.keys import Keys  # noqa: PLC0415
     from app.main import mail_sender  # noqa: PLC0415
     from app.messages.dispatcher import DispatchConfig, Dispatcher  # noqa: PLC0415
@@ -642,7 +643,9 @@ def worker(concurrency: int, lease_seconds: int, deadline: float) -> None:
             structlog.get_logger(__name__).info("worker_started", worker=dispatcher.worker_id)
             try:
                 sender = WebhookSender(database, keys, allow_private=settings.webhooks_allow_private)
-                await asyncio.gather(dispatcher.run(stop), sender.run(stop), ChainRunner(database).run(stop))
+                await asyncio.gather(
+                    dispatcher.run(stop), sender.run(stop), ChainRunner(database).run(stop), Sealer(database).run(stop)
+                )
             finally:
                 await adapters.aclose()
 

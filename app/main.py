@@ -34,6 +34,7 @@ from app.emails.service import lapse_expired
 from app.imports.controllers import ImportController
 from app.ledger import partitions
 from app.ledger.controllers import AuditController, ContactController, ObjectionController, WithdrawalController
+from app.ledger.sealer import Sealer
 from app.lib.auth import KeyCache, api_key_guard, provide_principal
 from app.lib.copystream import StreamBudget
 from app.lib.db import Database, head_revision, migrate
@@ -232,6 +233,9 @@ async def _background(app: Litestar, settings: Settings, database: Database) -> 
     sweeper = asyncio.create_task(_lapse_loop(database, settings))
     snapshots = asyncio.create_task(_standing_loop(database))
     stop = asyncio.Event()
+    metrics: Metrics = app.state.metrics
+    # always, in every process: the changes this process commits are chained by it (others' leftovers by polling)
+    sealing = asyncio.create_task(Sealer(database, lag=metrics.seal_lag).run(stop))
     keys: Keys | None = app.state.derived_keys
     adapters = Adapters(settings, keys, app.state.mail_sender) if keys is not None else None
     workers: dict[str, asyncio.Task[None]] = {}
@@ -248,7 +252,7 @@ async def _background(app: Litestar, settings: Settings, database: Database) -> 
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for name, task in workers.items():
+        for name, task in {"sealer": sealing, **workers}.items():
             # let the batch in flight finish and record its outcomes (a cancelled send would be repeated by the
             # next worker once its lease runs out); cancel only if it takes too long
             try:

@@ -2,8 +2,11 @@
 
 A campaign's STOP wave, a bulk withdrawal, one-click unsubscribes from many mail clients: each is one consent
 change, acknowledged only after its transaction committed. Every change here goes through the real path of a STOP
-webhook: find the address by its value, ``withdraw_point`` (lock the consent rows, plan the transition, append the
-event to the workspace's hash chain under its head row, the projection, the webhook outbox), commit.
+webhook: find the address by its value, ``withdraw_point`` (lock the consent rows, plan the transition, the event,
+the projection), commit. Two ways, each on half of a round's numbers: the event chained in the request, under the
+workspace's chain head (the way before migration 0043, still the way of a process that runs no sealer), and the event
+inserted unsealed and chained after commit by a running sealer (every server and worker process); the time from
+the last commit until every event is sealed is printed too, and the chain is verified at the end.
 
 Baseline in the same run, against the same server and at the same concurrency: one raw asyncpg
 ``INSERT … ; COMMIT`` per change into a plain table (a row the size of an event), the floor a durable
@@ -32,6 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from app.domain.model import ActorType, Channel, Trigger
 from app.ledger import repository as ledger
 from app.ledger.actions import withdraw_point
+from app.ledger.audit import verify_chain
+from app.ledger.sealer import Sealer
 from app.ledger.service import Actor
 from app.lib.db import Database
 from bench.common import new_database, server
@@ -138,6 +143,15 @@ async def baseline(dsn: str, count: int, clients: int) -> list[float]:
         await pool.close()
 
 
+async def all_sealed(database: Database, workspace_id: uuid.UUID) -> float:
+    """``perf_counter()`` when the workspace has no unsealed event left."""
+    while True:
+        async with database.sessionmaker() as session:
+            if not await ledger.has_unsealed(session, workspace_id):
+                return time.perf_counter()
+        await asyncio.sleep(0.005)
+
+
 def rate(latencies: list[float], elapsed: float) -> tuple[float, float, float]:
     """Changes/s, p50 and p99 latency in ms."""
     ordered = sorted(latencies)
@@ -152,6 +166,7 @@ async def run(args: argparse.Namespace) -> None:
         stage(f"database made ({dsn})")
         database = Database.from_url(dsn.replace("postgresql://", "postgresql+asyncpg://", 1), pool_size=max(levels))
         results: list[tuple[int, int, str, float, float, float]] = []
+        lags: list[tuple[int, int, float]] = []
         try:
             for round_ in (1, 2):
                 for clients in levels:
@@ -160,12 +175,29 @@ async def run(args: argparse.Namespace) -> None:
                     started = time.perf_counter()
                     raw = await baseline(dsn, args.changes, clients)
                     results.append((round_, clients, "raw INSERT; COMMIT", *rate(raw, time.perf_counter() - started)))
-                    stage(f"round {round_}, {clients} clients: STOP flood")
+                    half = len(numbers) // 2
+                    stage(f"round {round_}, {clients} clients: STOP flood, chained under the head")
                     started = time.perf_counter()
-                    stops = await flood(database, workspace_id, numbers, clients)
+                    stops = await flood(database, workspace_id, numbers[:half], clients)
                     results.append(
-                        (round_, clients, "STOP via withdraw_point", *rate(stops, time.perf_counter() - started))
+                        (round_, clients, "STOP, chained in the request", *rate(stops, time.perf_counter() - started))
                     )
+                    stage(f"round {round_}, {clients} clients: STOP flood, sealed after commit")
+                    stop = asyncio.Event()
+                    running = asyncio.create_task(Sealer(database).run(stop))
+                    await asyncio.sleep(0)
+                    started = time.perf_counter()
+                    stops = await flood(database, workspace_id, numbers[half:], clients)
+                    elapsed = time.perf_counter() - started
+                    lag = await all_sealed(database, workspace_id) - started - elapsed
+                    stop.set()
+                    await running
+                    results.append((round_, clients, "STOP, sealed after commit", *rate(stops, elapsed)))
+                    lags.append((round_, clients, lag))
+            async with database.sessionmaker() as session:
+                verified = await verify_chain(session, workspace_id)
+            assert verified.valid, verified
+            stage(f"chain verified: {verified.events_checked:,} events")
         finally:
             await database.dispose()
     print(
@@ -178,6 +210,9 @@ async def run(args: argparse.Namespace) -> None:
     for round_, clients, path, per_s, p50, p99 in results:
         ratio = per_s / raw_rates[round_, clients]
         print(f"| {round_} | {clients} | {path} | {per_s:,.0f} | {p50:.1f} ms | {p99:.1f} ms | {ratio:.2f} |")
+    print("\nLast change committed → every change sealed (the sealer's lag at the end of the flood):")
+    for round_, clients, lag in lags:
+        print(f"- round {round_}, {clients} clients: {max(lag, 0) * 1000:.0f} ms")
 
 
 def main() -> None:

@@ -358,7 +358,8 @@ async def ending_events(
             ConsentEvent.recorded_at >= since,
             _ENDING,
         )
-        .order_by(ConsentEvent.workspace_id, ConsentEvent.seq)
+        # those waiting for the sealer after the sealed ones, in the order the sealer will give them
+        .order_by(ConsentEvent.workspace_id, ConsentEvent.seq.asc().nulls_last(), ConsentEvent.intake)
     )
     found: dict[uuid.UUID, list[ConsentEvent]] = {}
     for row in rows:

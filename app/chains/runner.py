@@ -276,7 +276,7 @@ async def _decide_one(
         closed = {e.channel: e for e in reversed(events)}  # the first event of each channel
         remaining = [c for c in route if c.value not in closed]
         if not remaining:
-            event = min((closed[c.value] for c in route), key=lambda e: e.seq)
+            event = min((closed[c.value] for c in route), key=events.index)  # the first in ledger order
             _close(
                 step,
                 StepStatus.ENDED,

@@ -32,6 +32,7 @@ from app.domain.identifiers import mask
 from app.domain.model import ActorType, Channel
 from app.emails.render import locale_of
 from app.ledger import repository as ledger
+from app.ledger import sealer
 from app.ledger.service import Actor
 from app.lib.auth import Principal, Scope
 from app.lib.copystream import copy_response
@@ -589,6 +590,8 @@ class ConsolePages(Controller):
 
         async def copy(driver: Any, sink: Callable[[bytes], Awaitable[None]]) -> None:
             await ledger.copy_events(driver, workspace_id, start, end, as_csv=as_csv, sink=sink)
+
+        await sealer.seal_on_database(database, workspace_id)  # every committed event in chain order, with its hash
 
         request.scope["auth"] = staff.principal  # the stream budget counts it against the key
         stream = copy_response(request, database, copy, as_csv=as_csv)

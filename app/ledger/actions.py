@@ -264,16 +264,14 @@ async def withdraw_point(
     ``repeat=False`` leaves rows that are already withdrawn alone (a retried one-click POST records nothing new);
     with ``repeat`` a renewed request is recorded again, as evidence. Disallowed transitions are skipped.
     """
-    rows = await repository.consents_of_point(session, point.id)
+    rows = await repository.point_consent_kinds(session, workspace_id, point.id)  # one read: a STOP flood's path
     if purpose_id is not None:
         purpose_ids: list[uuid.UUID | None] = [purpose_id]
     else:
-        marketing = {
-            p.id for p in await purposes.list_purposes(session, workspace_id) if p.kind == PurposeKind.MARKETING
-        }
-        purpose_ids = [None, *sorted((r.purpose_id for r in rows if r.purpose_id in marketing), key=str)]
+        marketing = (p for p, _, kind in rows if p is not None and kind == PurposeKind.MARKETING)
+        purpose_ids = [None, *sorted(marketing, key=str)]
     if not repeat:
-        states = {r.purpose_id: r.state for r in rows}
+        states = {p: state for p, state, _ in rows}
         purpose_ids = [p for p in purpose_ids if states.get(p) not in WITHDRAWN_STATES]
     changes = [Change(point, p, trigger, evidence) for p in purpose_ids]
     return await apply_changes(session, workspace_id, changes, actor, skip_not_allowed=True)

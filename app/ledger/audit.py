@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.chain import GENESIS, ChainFields, event_hash, personal_digest
-from app.ledger import repository
+from app.ledger import repository, sealer
 from app.ledger.models import ConsentEvent
 
 
@@ -24,27 +24,32 @@ class Verification:
 
 
 async def verify_chain(session: AsyncSession, workspace_id: uuid.UUID) -> Verification:
-    """Walk the chain in order (streamed, constant memory) and check every link, hash and personal digest."""
+    """Walk the chain in order (streamed, constant memory) and check every link, hash and personal digest.
+
+    What waits for the sealer is sealed first: the check covers every event committed before it.
+    """
+    await sealer.seal_first(session, workspace_id)
+    # the head first: what the sealer chains while this reads lies beyond it and is left for the next check
+    head = await repository.head_of(session, workspace_id)
+    head_seq = head.last_seq if head else 0
     expected_seq, prev_hash, checked = 1, GENESIS, 0
-    async for event in repository.stream_chain(session, workspace_id):
+    async for event in repository.stream_chain(session, workspace_id, head_seq):
         checked += 1
         digest = event_hash(_fields_of(event), prev_hash)
         problem: str | None = None
         if event.seq != expected_seq:
             problem = f"sequence gap: expected {expected_seq}, found {event.seq} (an event was removed)"
-        elif bytes(event.prev_hash) != prev_hash:
+        elif bytes(event.prev_hash or b"") != prev_hash:  # sealed (seq <= head): never None
             problem = "the link to the previous event does not match"
         elif event.personal is not None and personal_digest(event.personal) != bytes(event.personal_digest):
             problem = "the personal part (evidence) was changed"
-        elif digest != bytes(event.hash):
+        elif digest != bytes(event.hash or b""):
             problem = "the event's content does not match its hash"
         if problem is not None:
             return Verification(
                 checked, valid=False, first_broken_event_id=event.id, first_broken_seq=event.seq, reason=problem
             )
         prev_hash, expected_seq = digest, expected_seq + 1
-    head = await repository.head_of(session, workspace_id)
-    head_seq = head.last_seq if head else 0
     if head_seq != checked or (head is not None and bytes(head.last_hash) != prev_hash):
         return Verification(
             checked,
@@ -58,7 +63,7 @@ def _fields_of(event: ConsentEvent) -> ChainFields:
     return ChainFields(
         id=event.id,
         workspace_id=event.workspace_id,
-        seq=event.seq,
+        seq=event.seq or 0,  # sealed: verify_chain reads no other
         contact_id=event.contact_id,
         contact_point_id=event.contact_point_id,
         purpose_id=event.purpose_id,

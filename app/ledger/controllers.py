@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.identifiers import mask, normalise_phone
 from app.domain.model import ActorType, Channel, Reachability, State, VerifiedVia
-from app.ledger import actions, merge, reassigned, repository
+from app.ledger import actions, merge, reassigned, repository, sealer
 from app.ledger.audit import verify_chain
 from app.ledger.models import Contact
 from app.ledger.schemas import (
@@ -199,6 +199,7 @@ class ContactController(Controller):
         `merged` event. The duplicate's id answers 409 `contact_merged` naming this contact from then on; webhook
         `contact.merged`.
         """
+        await sealer.seal_first(db, principal.workspace_id)  # the statements it finds name their events' seq
         async with db.begin():
             done = await merge.merge(
                 db,
@@ -271,9 +272,12 @@ class ContactController(Controller):
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 1000,
     ) -> list[EventOut]:
         """The contact's ledger entries, oldest first (page on with `after_seq` = the last `seq` seen)."""
+        await sealer.seal_first(db, principal.workspace_id)  # every committed event with its seq (the cursor)
         found = await require_contact(db, principal.workspace_id, contact)
         names = {p.id: p.key for p in await purposes.list_purposes(db, principal.workspace_id)}
-        return [event_out(e, names) for e in await repository.events_of_contact(db, found.id, after_seq, limit)]
+        events = await repository.events_of_contact(db, found.id, after_seq, limit)
+        # one committed since the seal above waits for its seq: the next page shows it
+        return [event_out(e, names) for e in events if e.seq is not None]
 
 
 _MAX_SEQ = 2**63 - 1  # a bigint: a larger value would overflow in PostgreSQL
@@ -417,6 +421,8 @@ class AuditController(Controller):
 
         async def copy(driver: Any, sink: Callable[[bytes], Awaitable[None]]) -> None:
             await repository.copy_events(driver, workspace_id, start, end, as_csv=as_csv, sink=sink)
+
+        await sealer.seal_on_database(database, workspace_id)  # every committed event in chain order, with its hash
 
         return copy_response(request, database, copy, as_csv=as_csv)
 

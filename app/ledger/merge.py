@@ -47,7 +47,10 @@ class Statement:
     purpose_id: uuid.UUID | None
     every_channel: bool
     """``False``: postal advertising only (an objection to print)."""
-    seq: int
+    seq: int | None
+    """The event's place in the chain (``None`` while it waits for the sealer)."""
+    order: int
+    """Its place in the contact's history (what the statements are sorted by)."""
     excepted: frozenset[uuid.UUID] = frozenset()
     """Purposes the contact opted in to again after a no for every purpose: the no stands for the others."""
 
@@ -88,11 +91,11 @@ def statements(events: Sequence[ConsentEvent]) -> list[Statement]:
     a print objection ends a no to postal advertising.
     """
     found: dict[tuple[uuid.UUID | None, bool], Statement] = {}
-    for event in events:  # oldest first
+    for order, event in enumerate(events):  # oldest first
         kind = _kind(event)
         if kind is not None:
             key = (event.purpose_id, kind[1])
-            found[key] = Statement(event.purpose_id, kind[1], event.seq)
+            found[key] = Statement(event.purpose_id, kind[1], event.seq, order)
             continue
         if event.channel == Channel.PRINT and event.trigger == Trigger.OBJECTION_WITHDRAWN:
             found.pop((None, False), None)
@@ -103,7 +106,7 @@ def statements(events: Sequence[ConsentEvent]) -> list[Statement]:
             found.pop((event.purpose_id, True), None)
             if (every := found.get((None, True))) is not None:
                 found[None, True] = replace(every, excepted=every.excepted | {event.purpose_id})
-    return sorted(found.values(), key=lambda s: s.seq)
+    return sorted(found.values(), key=lambda s: s.order)
 
 
 def targets(
@@ -111,10 +114,10 @@ def targets(
     consents: Iterable[Consent],
     covering: Iterable[Statement],
     marketing: frozenset[uuid.UUID],
-) -> dict[tuple[uuid.UUID, uuid.UUID | None], tuple[State, int]]:
+) -> dict[tuple[uuid.UUID, uuid.UUID | None], tuple[State, int | None]]:
     """The state each consent of ``points`` must at least reach under ``covering`` statements, and by which."""
     held = {(c.contact_point_id, c.purpose_id) for c in consents}
-    wanted: dict[tuple[uuid.UUID, uuid.UUID | None], tuple[State, int]] = {}
+    wanted: dict[tuple[uuid.UUID, uuid.UUID | None], tuple[State, int | None]] = {}
     for point in points:
         on_print = point.channel == Channel.PRINT
         for statement in covering:
@@ -155,7 +158,7 @@ async def merge(
             list(await repository.consents_of(session, contact.id)),
             statements(await repository.events_of_contact(session, contact.id, 0, None)),
         )
-    wanted: dict[tuple[uuid.UUID, uuid.UUID | None], tuple[State, int]] = {}
+    wanted: dict[tuple[uuid.UUID, uuid.UUID | None], tuple[State, int | None]] = {}
     for own, other in ((survivor.id, duplicate.id), (duplicate.id, survivor.id)):
         points, consents, _ = sides[own]
         for key, (state, seq) in targets(points, consents, sides[other][2], marketing).items():
@@ -235,7 +238,7 @@ async def _rehome(
 def _merged_events(
     points: Sequence[ContactPoint],
     states: Mapping[tuple[uuid.UUID, uuid.UUID | None], State],
-    wanted: Mapping[tuple[uuid.UUID, uuid.UUID | None], tuple[State, int]],
+    wanted: Mapping[tuple[uuid.UUID, uuid.UUID | None], tuple[State, int | None]],
     record: Mapping[str, Any],
 ) -> tuple[list[Change], list[ContactPoint]]:
     """The ``merged`` changes of the consents the merge tightens, and the addresses where it tightens nothing."""

@@ -167,11 +167,14 @@ class ConsentEvent(UUIDPrimaryKey, TenantKey, Base):
 
     Partitioned by month of ``recorded_at`` (migration 0041, :mod:`app.ledger.partitions`): the primary key
     includes it, as a partitioned table's keys must.
+
+    A consent change inserts its event *unsealed* (``seq``, ``prev_hash``, ``hash`` NULL) and the sealer
+    (:mod:`app.ledger.sealer`) gives it its place in the chain after commit, in ``intake`` order (migration 0043).
     """
 
     __tablename__ = "consent_events"
 
-    seq: Mapped[int] = mapped_column(BigInteger)
+    seq: Mapped[int | None] = mapped_column(BigInteger)
     contact_id: Mapped[uuid.UUID | None]
     contact_point_id: Mapped[uuid.UUID]
     purpose_id: Mapped[uuid.UUID | None]
@@ -187,8 +190,12 @@ class ConsentEvent(UUIDPrimaryKey, TenantKey, Base):
     personal_digest: Mapped[bytes] = mapped_column(LargeBinary)
     occurred_at: Mapped[datetime]
     recorded_at: Mapped[datetime] = mapped_column(primary_key=True)
-    prev_hash: Mapped[bytes] = mapped_column(LargeBinary)
-    hash: Mapped[bytes] = mapped_column(LargeBinary)
+    prev_hash: Mapped[bytes | None] = mapped_column(LargeBinary)
+    hash: Mapped[bytes | None] = mapped_column(LargeBinary)
+    intake: Mapped[int | None] = mapped_column(
+        BigInteger, server_default=text("nextval('consent_events_intake_seq'::regclass)")
+    )
+    """Drawn at insert (after the consent rows' locks): the order the sealer chains unsealed events in."""
 
     __table_args__ = (
         # (workspace_id, seq) is unique in each partition, by an index of the partition's own (migration 0041): one
@@ -196,10 +203,12 @@ class ConsentEvent(UUIDPrimaryKey, TenantKey, Base):
         # per seq (its last_seq + 1 under its lock) and the chain's verification would find a second one
         CheckConstraint("seq >= 1", name="seq_positive"),
         CheckConstraint("octet_length(hash) = 32 AND octet_length(prev_hash) = 32", name="hash_sizes"),
+        CheckConstraint("(seq IS NULL) = (hash IS NULL) AND (seq IS NULL) = (prev_hash IS NULL)", name="sealed_whole"),
         CheckConstraint(_one_of("to_state", State), name="to_state_known"),
         CheckConstraint(_one_of("from_state", State), name="from_state_known"),
         Index("ix_consent_events_contact_id_seq", "contact_id", "seq"),
         Index("ix_consent_events_workspace_recorded_at", "workspace_id", "recorded_at"),
+        Index("ix_consent_events_unsealed", "workspace_id", "intake", postgresql_where=text("seq IS NULL")),
         {"postgresql_partition_by": "RANGE (recorded_at)"},
     )
 

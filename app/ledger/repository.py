@@ -179,6 +179,20 @@ async def consents_of_point(session: AsyncSession, point_id: uuid.UUID) -> Seque
     return (await session.scalars(select(Consent).where(Consent.contact_point_id == point_id))).all()
 
 
+async def point_consent_kinds(
+    session: AsyncSession, workspace_id: uuid.UUID, point_id: uuid.UUID
+) -> Sequence[tuple[uuid.UUID | None, str, str | None]]:
+    """The address's consent rows as (purpose id, state, the purpose's kind): one light read (a withdrawal's)."""
+    rows = await session.execute(
+        text(
+            "SELECT c.purpose_id, c.state, p.kind FROM consents c LEFT JOIN purposes p ON p.id = c.purpose_id"
+            " WHERE c.workspace_id = :ws AND c.contact_point_id = :point"
+        ),
+        {"ws": workspace_id, "point": point_id},
+    )
+    return [(row.purpose_id, row.state, row.kind) for row in rows]
+
+
 _LOCK_CHUNK = 1_000  # rows per INSERT (6 parameters each, well below PostgreSQL's 65,535)
 
 
@@ -252,6 +266,95 @@ async def append_events(session: AsyncSession, events: Sequence[dict[str, Any]],
     )
 
 
+async def insert_unsealed(session: AsyncSession, events: Sequence[dict[str, Any]]) -> None:
+    """Insert events without their place in the chain (``seq``, ``prev_hash``, ``hash`` None): the sealer's to chain."""
+    await session.execute(insert(ConsentEvent), list(events))
+
+
+async def has_unsealed(session: AsyncSession, workspace_id: uuid.UUID) -> bool:
+    """Whether committed events of the workspace wait for the sealer (``ix_consent_events_unsealed``).
+
+    Not of a workspace being deleted: its deletion takes its events (and its chain head) away.
+    """
+    return bool(
+        await session.scalar(
+            text(
+                "SELECT EXISTS (SELECT 1 FROM consent_events WHERE workspace_id = :ws AND seq IS NULL)"
+                " AND EXISTS (SELECT 1 FROM workspaces WHERE id = :ws AND deleted_at IS NULL)"
+            ),
+            {"ws": workspace_id},
+        )
+    )
+
+
+async def workspaces_with_unsealed(session: AsyncSession) -> Sequence[uuid.UUID]:
+    """The workspaces (not being deleted) with events that wait for the sealer."""
+    return (
+        await session.scalars(
+            text(
+                "SELECT DISTINCT e.workspace_id FROM consent_events e JOIN workspaces w ON w.id = e.workspace_id"
+                " WHERE e.seq IS NULL AND w.deleted_at IS NULL"
+            )
+        )
+    ).all()
+
+
+#: What the sealer reads of a waiting event: everything its hash covers.
+_UNSEALED_SQL = text(
+    """
+    SELECT id, contact_id, contact_point_id, purpose_id, channel, trigger, from_state, to_state, legal_basis,
+           notice_id, actor_type, actor_id, occurred_at, recorded_at, personal_digest
+      FROM consent_events
+     WHERE workspace_id = :ws AND seq IS NULL
+     ORDER BY intake
+     LIMIT :limit
+       FOR UPDATE SKIP LOCKED
+    """
+)
+
+
+async def unsealed_events(session: AsyncSession, workspace_id: uuid.UUID, limit: int) -> Sequence[Any]:
+    """Up to ``limit`` committed events of the workspace waiting for their place, oldest intake first, locked.
+
+    Those an erasure has locked (its ``UPDATE`` of their evidence; nobody else locks ledger rows) are left for a
+    later round: waiting for it could deadlock a batch writer that seals under the head while the erasure waits
+    for that writer's consent rows. All of the erased contact's waiting events are locked alike, so its own order
+    holds; the others' is untouched.
+    """
+    return (await session.execute(_UNSEALED_SQL, {"ws": workspace_id, "limit": limit})).all()
+
+
+async def seal_events(session: AsyncSession, workspace_id: uuid.UUID, sealed: Sequence[Mapping[str, Any]]) -> None:
+    """Give waiting events their place (``id``, ``recorded_at``, ``seq``, ``prev_hash``, ``hash``) and move the head.
+
+    The caller holds the head's lock. ``seq IS NULL`` in the condition: a place is given once (the append-only
+    trigger refuses any other change of it too).
+    """
+    await session.execute(
+        text(
+            """
+            UPDATE consent_events e SET seq = u.seq, prev_hash = u.prev_hash, hash = u.hash
+              FROM unnest(CAST(:ids AS uuid[]), CAST(:recorded AS timestamptz[]), CAST(:seqs AS bigint[]),
+                          CAST(:prevs AS bytea[]), CAST(:hashes AS bytea[])) AS u(id, recorded_at, seq, prev_hash, hash)
+             WHERE e.workspace_id = :ws AND e.id = u.id AND e.recorded_at = u.recorded_at AND e.seq IS NULL
+            """
+        ),
+        {
+            "ws": workspace_id,
+            "ids": [row["id"] for row in sealed],
+            "recorded": [row["recorded_at"] for row in sealed],
+            "seqs": [row["seq"] for row in sealed],
+            "prevs": [row["prev_hash"] for row in sealed],
+            "hashes": [row["hash"] for row in sealed],
+        },
+    )
+    last = sealed[-1]
+    await session.execute(
+        text("UPDATE ledger_heads SET last_seq = :seq, last_hash = :hash WHERE workspace_id = :ws"),
+        {"seq": last["seq"], "hash": last["hash"], "ws": workspace_id},
+    )
+
+
 def set_projection(consent: Consent, values: Mapping[str, Any]) -> None:
     """Give the loaded row the values :func:`update_consents` writes, without marking it dirty."""
     for name, value in values.items():
@@ -280,18 +383,22 @@ async def events_of_contact(
     return (
         await session.scalars(
             select(ConsentEvent)
-            .where(ConsentEvent.contact_id.in_(_merged_with(contact_id)), ConsentEvent.seq > after_seq)
-            .order_by(ConsentEvent.seq)
+            .where(
+                ConsentEvent.contact_id.in_(_merged_with(contact_id)),
+                # those waiting for the sealer come last (a reader that pages by seq seals first)
+                or_(ConsentEvent.seq > after_seq, ConsentEvent.seq.is_(None)),
+            )
+            .order_by(ConsentEvent.seq.asc().nulls_last(), ConsentEvent.intake)
             .limit(limit)
         )
     ).all()
 
 
-async def stream_chain(session: AsyncSession, workspace_id: uuid.UUID) -> AsyncIterator[ConsentEvent]:
-    """Every event of the workspace in chain order, streamed with a server-side cursor."""
+async def stream_chain(session: AsyncSession, workspace_id: uuid.UUID, upto: int) -> AsyncIterator[ConsentEvent]:
+    """The workspace's sealed events up to seq ``upto`` in chain order, streamed with a server-side cursor."""
     result = await session.stream_scalars(
         select(ConsentEvent)
-        .where(ConsentEvent.workspace_id == workspace_id)
+        .where(ConsentEvent.workspace_id == workspace_id, ConsentEvent.seq <= upto)
         .order_by(ConsentEvent.seq)
         # An audit reads what is stored, never objects this session happens to hold already.
         .execution_options(yield_per=1000, populate_existing=True)

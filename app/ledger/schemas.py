@@ -192,10 +192,14 @@ class ContactOut(msgspec.Struct, kw_only=True):
 
 
 class EventOut(msgspec.Struct, kw_only=True):
-    """One ledger entry with its chain hashes (hex)."""
+    """One ledger entry with its chain hashes (hex).
+
+    ``seq``, ``prev_hash`` and ``hash`` are null while the entry waits for its place in the chain: it is sealed
+    within milliseconds of its commit, and readers of the history seal first, so it is seen only in a race.
+    """
 
     id: uuid.UUID
-    seq: int
+    seq: int | None
     contact_point_id: uuid.UUID
     channel: Channel
     purpose: str | None
@@ -209,8 +213,8 @@ class EventOut(msgspec.Struct, kw_only=True):
     evidence: dict[str, Any] | None
     occurred_at: datetime
     recorded_at: datetime
-    prev_hash: str
-    hash: str
+    prev_hash: str | None
+    hash: str | None
 
 
 class VerificationOut(msgspec.Struct, kw_only=True):
@@ -241,8 +245,8 @@ def event_out(event: ConsentEvent, purpose_keys: Mapping[uuid.UUID, str]) -> Eve
         evidence=event.personal.get("evidence") if event.personal is not None else None,
         occurred_at=event.occurred_at,
         recorded_at=event.recorded_at,
-        prev_hash=bytes(event.prev_hash).hex(),
-        hash=bytes(event.hash).hex(),
+        prev_hash=bytes(event.prev_hash).hex() if event.prev_hash is not None else None,
+        hash=bytes(event.hash).hex() if event.hash is not None else None,
     )
 
 

@@ -5,7 +5,9 @@ Every entry point (API, webhooks, pages, imports, provider feedback) records con
 set-based: the imports); no other code writes consents or events.
 
 Locking order, which keeps concurrent writers free of deadlocks: consent rows first, in a fixed order
-(contact point id, purpose id), then the workspace's chain head, held until commit.
+(contact point id, purpose id), then the workspace's chain head, held until commit. :func:`apply_changes` takes no
+chain head: its events are inserted unsealed and chained after commit (:mod:`app.ledger.sealer`); the batch writers
+(:func:`record_batch`, :func:`record_notes`) still append under the head, sealing what waits first.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.domain.chain import ChainFields, canonical_json, event_hash, new_personal, personal_digest
+from app.domain.chain import GENESIS, ChainFields, canonical_json, event_hash, new_personal, personal_digest
 from app.domain.model import (
     VERIFYING_TRIGGERS,
     WITHDRAWN_STATES,
@@ -31,7 +33,7 @@ from app.domain.model import (
     VerifiedVia,
 )
 from app.domain.transitions import Rule, TransitionNotAllowed, decide, decide_import, decide_merge
-from app.ledger import repository
+from app.ledger import repository, sealer
 from app.ledger.models import Consent, Contact, ContactPoint
 from app.lib.errors import InvalidInput, NotFound, contact_merged
 from app.lib.ids import uuid7
@@ -228,17 +230,27 @@ async def _append(
     actor: Actor,
     now: datetime,
 ) -> dict[int, uuid.UUID]:
-    """Chain the planned events (the head is locked last) and move the projections; returns event ids."""
+    """Insert the planned events and move the projections; returns event ids.
+
+    Where this process runs a sealer (every server and worker process) the events are inserted unsealed and the
+    chain head is not touched: they take their place in the chain after commit (:mod:`app.ledger.sealer`), so that
+    changes of one workspace commit together rather than one at a time. Elsewhere (a command-line tool, the tests'
+    app on one connection) they are chained here, under the head's lock, after what waits.
+    """
     if not any(step.rule is not None for step in plan):
         return {}
-    head = await repository.lock_head(session, workspace_id)
+    head = None if sealer.deferred() else await sealer.lock_head(session, workspace_id)
     chained = _chain(workspace_id, changes, consents, plan, actor, now, head)
     latest = _latest(chained)
     for row in latest:
         consent = consents[_key(changes[row["index"]])]
         repository.set_projection(consent, {k: v for k, v in _projection(row).items() if k != "id"})
     rows = [{**event, "workspace_id": workspace_id, **chained.common} for event in chained.events]
-    await repository.append_events(session, rows, workspace_id)
+    if head is None:
+        await repository.insert_unsealed(session, rows)
+        sealer.note_unsealed(session, workspace_id)
+    else:
+        await repository.append_events(session, rows, workspace_id)
     # the ORM's UPDATE by primary key names every key column: (id, workspace_id) since migration 0040
     await repository.update_consents(session, [{**_projection(row), "workspace_id": workspace_id} for row in latest])
     return chained.event_ids
@@ -266,10 +278,13 @@ def _chain(  # noqa: PLR0917  # one pass over what apply_changes has at hand
     plan: Sequence[_Step],
     actor: Actor,
     now: datetime,
-    head: tuple[int, bytes],
+    head: tuple[int, bytes] | None,
 ) -> _Chained:
-    """Chain the planned events after ``head`` (last seq, last hash): one pass, no statement."""
-    last_seq, last_hash = head
+    """Chain the planned events after ``head`` (last seq, last hash): one pass, no statement.
+
+    Without ``head`` the events are left unsealed (``seq``, ``prev_hash``, ``hash`` None): the sealer chains them.
+    """
+    last_seq, last_hash = head or (0, GENESIS)
     chained = _Chained(common={"actor_type": actor.type.value, "actor_id": actor.id, "recorded_at": now})
     moved: dict[uuid.UUID, dict[str, Any]] = {}
     for step in plan:
@@ -304,12 +319,12 @@ def _chain(  # noqa: PLR0917  # one pass over what apply_changes has at hand
             recorded_at=now,
             personal_digest=hashlib.sha256(personal_text).digest(),
         )
-        digest = event_hash(fields, last_hash)
+        digest = event_hash(fields, last_hash) if head is not None else None
         chained.personal_texts.append(personal_text)
         chained.events.append(
             {
                 "id": fields.id,
-                "seq": fields.seq,
+                "seq": fields.seq if digest is not None else None,
                 "contact_id": fields.contact_id,
                 "contact_point_id": fields.contact_point_id,
                 "purpose_id": fields.purpose_id,
@@ -322,11 +337,12 @@ def _chain(  # noqa: PLR0917  # one pass over what apply_changes has at hand
                 "personal": personal,
                 "personal_digest": fields.personal_digest,
                 "occurred_at": fields.occurred_at,
-                "prev_hash": last_hash,
+                "prev_hash": last_hash if digest is not None else None,
                 "hash": digest,
             }
         )
-        last_seq, last_hash = fields.seq, digest
+        if digest is not None:
+            last_seq, last_hash = fields.seq, digest
         chained.event_ids[step.index] = fields.id
         projection = {
             "index": step.index,
@@ -389,7 +405,7 @@ async def record_batch(
     plan = _plan(changes, consents, now, skip_not_allowed=True)
     event_ids: dict[int, uuid.UUID] = {}
     if any(step.rule is not None for step in plan):
-        head = await repository.lock_head(session, workspace_id)
+        head = await sealer.lock_head(session, workspace_id)
         chained = _chain(workspace_id, changes, consents, plan, actor, now, head)
         for event, personal in zip(chained.events, chained.personal_texts, strict=True):
             event["personal"] = personal.decode()
@@ -431,7 +447,7 @@ async def record_notes(
             if consent.purpose_id is None:
                 states[consent.contact_point_id] = State(consent.state)
     now = utcnow()
-    last_seq, last_hash = await repository.lock_head(session, workspace_id)
+    last_seq, last_hash = await sealer.lock_head(session, workspace_id)
     rows: list[dict[str, Any]] = []
     for note in notes:
         state = states.get(note.contact_point.id, State.NONE).value

@@ -90,6 +90,12 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
             registry=self.registry,
         )
+        self.seal_lag = Histogram(
+            "consent_ledger_seal_lag_seconds",
+            "From a consent event's commit until the sealer gave it its place in the chain (the oldest of a batch).",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0),
+            registry=self.registry,
+        )
 
 
 def request_middleware_factory(metrics: Metrics) -> Any:

@@ -22,6 +22,7 @@ from litestar.response import Stream
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.channels import outbox_files
+from app.ledger import sealer
 from app.lib.auth import KeyCache, OperatorPrincipal, Scope, provide_operator
 from app.lib.db import Database
 from app.lib.errors import Conflict, InvalidInput
@@ -170,6 +171,7 @@ class OperatorWorkspaceController(Controller):
                 code="workspace_deleted",
             )
         await db.close()
+        await sealer.seal_on_database(database, workspace_id)  # the ledger up to its head: every committed event
         return Stream(
             workspaces.export_lines(database, workspace_id),
             media_type="application/x-ndjson",
@@ -202,6 +204,9 @@ class OperatorWorkspaceController(Controller):
         holding only its suppression keys (and the purposes they name); a later DELETE without it finishes the
         deletion. Idempotent: a repeated DELETE answers what was done (`deleted` then counts nothing new).
         """
+        # sealed first, so that the export check compares the head with every event committed until now (one that
+        # commits after this is still unsealed, and deletion counts that as outdated too)
+        await sealer.seal_on_database(database, workspace_id)
         done = await workspaces.delete_workspace(
             database,
             workspace_id,

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.model import Channel, PurposeKind, Reachability, State, Trigger
+from app.ledger import sealer
 from app.ledger.actions import records_of
 from app.ledger.models import Consent, ConsentEvent, ContactPoint, Suppression
 from app.ledger.schemas import event_out
@@ -77,6 +78,7 @@ THIRD_PARTY = {
 
 async def subject_access(session: AsyncSession, workspace_id: uuid.UUID, contact_ref: str) -> SubjectAccessOut:
     """Everything held about the contact named by id or external id."""
+    await sealer.seal_first(session, workspace_id)  # the events with their place in the chain
     contact = await require_contact(session, workspace_id, contact_ref)
     name, settings = await name_and_settings(session, workspace_id)
     controller = ReceiptController(pii_controller=settings.brand or name, contact=settings.phone.help_contact)

@@ -250,7 +250,7 @@ class _Deletion:
         # the chain head goes first: an append holding it finishes, and the last seq is the one deleted here
         head = await repository.delete_ledger_head(session, ws)
         if workspace.deleted_at is None and not self.force:
-            _check_export(workspace, head)
+            _check_export(workspace, head, unsealed=await repository.has_unsealed_events(session, ws))
         await repository.mark_deleted(session, ws, utcnow())
         await self._open(session)
         events = await repository.delete_rows(session, "consent_events", ws)
@@ -313,13 +313,14 @@ async def _has_rows_beyond_suppressions(session: AsyncSession, workspace_id: uui
     return False
 
 
-def _check_export(workspace: Workspace, head: int | None) -> None:
+def _check_export(workspace: Workspace, head: int | None, *, unsealed: bool) -> None:
+    """Refuse deletion without an export that holds every event (``unsealed``: some still wait for the sealer)."""
     if workspace.exported_at is None:
         raise Conflict(
             "Take the workspace's export first (POST /v1/workspaces/{id}/export), or delete with force=true.",
             code="export_required",
         )
-    if (head or 0) > (workspace.exported_seq or 0):
+    if unsealed or (head or 0) > (workspace.exported_seq or 0):
         raise Conflict(
             "The ledger has events the last export does not hold: take the export again, or delete with force=true.",
             code="export_outdated",

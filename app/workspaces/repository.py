@@ -230,6 +230,16 @@ async def delete_ledger_head(session: AsyncSession, workspace_id: uuid.UUID) -> 
     return None if seq is None else int(seq)
 
 
+async def has_unsealed_events(session: AsyncSession, workspace_id: uuid.UUID) -> bool:
+    """Whether committed ledger events of the workspace wait for the sealer (no export can hold them yet)."""
+    return bool(
+        await session.scalar(
+            text("SELECT EXISTS (SELECT 1 FROM consent_events WHERE workspace_id = :ws AND seq IS NULL)"),
+            {"ws": workspace_id},
+        )
+    )
+
+
 async def ledger_seq(session: AsyncSession, workspace_id: uuid.UUID) -> int:
     """The chain head's last seq (0 before the first event)."""
     seq = await session.scalar(text("SELECT last_seq FROM ledger_heads WHERE workspace_id = :ws"), {"ws": workspace_id})

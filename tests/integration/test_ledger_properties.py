@@ -13,6 +13,7 @@ from sqlalchemy import select, text
 
 from app.domain.model import Channel, State, Trigger
 from app.domain.transitions import TransitionNotAllowed, decide
+from app.ledger import sealer
 from app.ledger.audit import verify_chain
 from app.ledger.models import Consent, ConsentEvent
 
@@ -66,6 +67,8 @@ async def chain(ledger):
 
 
 async def events_in_order(session, workspace_id):
+    """The workspace's events in chain order, sealed first (tampering before the seal is the sealer's window)."""
+    await sealer.seal(session, workspace_id)
     return (
         await session.scalars(
             select(ConsentEvent).where(ConsentEvent.workspace_id == workspace_id).order_by(ConsentEvent.seq)
