@@ -275,3 +275,60 @@ async def test_what_a_killed_process_left_unsealed_is_sealed_by_the_next_poll(en
         await running
     async with maker() as db:
         assert (await verify_chain(db, workspace.id)).valid
+
+
+async def test_deletion_under_concurrent_unsealed_writes_leaves_nothing(engine, settings):
+    """Writers whose events wait for a running sealer, while the operator deletes the workspace: nothing is left,
+    and the sealer does not bring the deleted workspace's chain head back."""
+    import httpx  # noqa: PLC0415
+
+    from app.main import create_app  # noqa: PLC0415
+    from app.workspaces import operator as workspaces_operator  # noqa: PLC0415
+    from tests.conftest import Ledger, running  # noqa: PLC0415
+    from tests.integration.test_workspaces_api import _counts  # noqa: PLC0415
+
+    database = Database.from_url(engine.url.render_as_string(hide_password=False), pool_size=6)
+    stop = asyncio.Event()
+    sealing = asyncio.create_task(sealer.Sealer(database, poll_seconds=0.05).run(stop))
+    try:
+        async with database.sessionmaker() as db_session, db_session.begin():
+            _, secret = await workspaces_operator.create_operator_key(db_session, "ops")
+        operator_headers = {"Authorization": f"Bearer {secret}"}
+        application = create_app(settings, database=database)
+        async with running(application):
+            transport = httpx.ASGITransport(app=application)
+            async with httpx.AsyncClient(transport=transport, base_url="https://consent.example.com") as client:
+                created = await client.post("/v1/workspaces", json={"name": "Doomed"}, headers=operator_headers)
+                workspace_id = uuid.UUID(created.json()["id"])
+                ledger = Ledger(database, workspace_id)
+                purpose = await ledger.purpose("newsletter")
+                points = [await ledger.point("sms", f"+491510001{n:04d}") for n in range(4)]
+                assert sealer.deferred()
+                halt = asyncio.Event()
+                outcomes = {"written": 0, "refused": 0}
+
+                async def write(point) -> None:
+                    while not halt.is_set():
+                        try:
+                            await ledger.apply(point, purpose.id, "stop_word", "start_word")
+                            outcomes["written"] += 1
+                        except Exception:  # noqa: BLE001  # the workspace went: refused, whatever the error
+                            outcomes["refused"] += 1
+                            await asyncio.sleep(0.01)
+
+                writers = [asyncio.create_task(write(p)) for p in points]
+                await asyncio.sleep(0.3)
+                deleted = await client.delete(f"/v1/workspaces/{workspace_id}?force=true", headers=operator_headers)
+                await asyncio.sleep(0.2)
+                halt.set()
+                await asyncio.gather(*writers)
+                await asyncio.sleep(0.3)  # the sealer's polls after the last write
+                assert deleted.status_code == 200, deleted.text
+                assert outcomes["written"] > 0
+                async with database.sessionmaker() as db_session:
+                    left = await _counts(db_session, workspace_id)
+                assert left == dict.fromkeys(left, 0), {t: n for t, n in left.items() if n}
+    finally:
+        stop.set()
+        await sealing
+        await database.dispose()
