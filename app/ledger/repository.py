@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -13,6 +13,7 @@ from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 
 from app.domain.chain import GENESIS
 from app.domain.model import (
@@ -266,11 +267,6 @@ async def append_events(session: AsyncSession, events: Sequence[dict[str, Any]],
     )
 
 
-async def insert_unsealed(session: AsyncSession, events: Sequence[dict[str, Any]]) -> None:
-    """Insert events without their place in the chain (``seq``, ``prev_hash``, ``hash`` None): the sealer's to chain."""
-    await session.execute(insert(ConsentEvent), list(events))
-
-
 async def has_unsealed(session: AsyncSession, workspace_id: uuid.UUID) -> bool:
     """Whether committed events of the workspace wait for the sealer (``ix_consent_events_unsealed``).
 
@@ -353,18 +349,6 @@ async def seal_events(session: AsyncSession, workspace_id: uuid.UUID, sealed: Se
         text("UPDATE ledger_heads SET last_seq = :seq, last_hash = :hash WHERE workspace_id = :ws"),
         {"seq": last["seq"], "hash": last["hash"], "ws": workspace_id},
     )
-
-
-def set_projection(consent: Consent, values: Mapping[str, Any]) -> None:
-    """Give the loaded row the values :func:`update_consents` writes, without marking it dirty."""
-    for name, value in values.items():
-        set_committed_value(consent, name, value)
-
-
-async def update_consents(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Move projections to the state of their newest event, one ``executemany`` by primary key."""
-    if rows:
-        await session.execute(update(Consent), list(rows))
 
 
 def _merged_with(contact_id: uuid.UUID) -> Any:
@@ -1150,6 +1134,26 @@ class ConsentRow:
     since: datetime | None
     notice_id: uuid.UUID | None
     version: int
+    legal_basis: str | None = None
+    last_event_id: uuid.UUID | None = None
+
+
+#: A consent's projection: the columns a change moves (and what a loaded ORM object is refreshed with).
+PROJECTION = ("state", "legal_basis", "notice_id", "since", "last_event_id", "version")
+
+
+def refresh_loaded(session: AsyncSession, rows: Iterable[tuple[uuid.UUID, Mapping[str, Any]]]) -> None:
+    """Give the consents this session has loaded the projection values written by SQL (``(id, values)`` pairs).
+
+    What ``populate_existing`` does for an ORM statement: a caller that holds a :class:`Consent` of a row that a
+    statement on tuples locked or moved sees what was locked or written, without a read.
+    """
+    identity_map = session.sync_session.identity_map
+    for consent_id, values in rows:
+        loaded = identity_map.get(identity_key(Consent, (consent_id,)))  # the mapper's identity is the id
+        if loaded is not None:
+            for name, value in values.items():
+                set_committed_value(loaded, name, value)
 
 
 async def lock_consent_rows(
@@ -1159,7 +1163,7 @@ async def lock_consent_rows(
 
     The rows are taken in the order given (``WITH ORDINALITY`` … ``ORDER BY``): callers pass them sorted as
     :func:`lock_consents` asks, so concurrent writers lock in one order. Loaded ORM objects of these rows are not
-    refreshed: only for sessions that hold none (the import's batches).
+    refreshed here: the caller does that (:func:`refresh_loaded`).
     """
     if not wanted:
         return {}
@@ -1174,7 +1178,7 @@ async def lock_consent_rows(
              ORDER BY u.n
             ON CONFLICT ON CONSTRAINT uq_consents_contact_point_id_purpose_id
             DO UPDATE SET version = consents.version
-            RETURNING id, contact_point_id, purpose_id, state, since, notice_id, version
+            RETURNING id, contact_point_id, purpose_id, state, since, notice_id, version, legal_basis, last_event_id
             """
         ),
         {
@@ -1187,7 +1191,9 @@ async def lock_consent_rows(
         },
     )
     return {
-        (row.contact_point_id, row.purpose_id): ConsentRow(row.id, row.state, row.since, row.notice_id, row.version)
+        (row.contact_point_id, row.purpose_id): ConsentRow(
+            row.id, row.state, row.since, row.notice_id, row.version, row.legal_basis, row.last_event_id
+        )
         for row in rows
     }
 
@@ -1225,7 +1231,8 @@ async def insert_events(
 ) -> None:
     """:func:`append_events` for a large batch of one actor: one ``INSERT … SELECT FROM unnest`` and the head.
 
-    ``personal`` comes as JSON text (the database stores it as ``jsonb``); the chain head moves to the last event.
+    ``personal`` comes as JSON text (the database stores it as ``jsonb``); the chain head moves to the last event,
+    unless the events are unsealed (``seq`` None: the sealer's to chain).
     """
     arrays = ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _EVENT_COLUMN_TYPES.items())
     columns = ", ".join(EVENT_COLUMNS)
@@ -1245,6 +1252,8 @@ async def insert_events(
         },
     )
     last = events[-1]
+    if last["seq"] is None:
+        return
     await session.execute(
         text("UPDATE ledger_heads SET last_seq = :seq, last_hash = :hash WHERE workspace_id = :workspace_id"),
         {"seq": last["seq"], "hash": last["hash"], "workspace_id": workspace_id},
@@ -1252,7 +1261,7 @@ async def insert_events(
 
 
 async def update_projections(session: AsyncSession, workspace_id: uuid.UUID, rows: Sequence[Mapping[str, Any]]) -> None:
-    """:func:`update_consents` for a large batch: one ``UPDATE … FROM unnest``."""
+    """Move the projections of a batch to the state of their newest event: one ``UPDATE … FROM unnest``."""
     if not rows:
         return
     await session.execute(

@@ -105,16 +105,54 @@ async def apply_changes(
     transaction is rolled back), or with ``skip_not_allowed`` (webhooks, provider feedback) is returned as
     skipped with the reason. An import never overrides a withdrawal or objection that happened after it.
     """
+    return await _write(
+        session, workspace_id, changes, actor, skip_not_allowed=skip_not_allowed, unsealed=sealer.deferred()
+    )
+
+
+async def _write(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    changes: Sequence[Change],
+    actor: Actor,
+    *,
+    skip_not_allowed: bool,
+    unsealed: bool,
+) -> list[Applied]:
+    """Lock, plan, write: a few statements whatever the batch's size.
+
+    The consent rows locked and read as tuples in one statement, every event in one ``INSERT … SELECT FROM
+    unnest``, the projections moved with one ``UPDATE``.
+
+    ``unsealed``: the events are left to the sealer (:mod:`app.ledger.sealer`) and the chain head is not touched,
+    so that changes of one workspace commit together; otherwise they are chained here, under the head's lock, after
+    what waits. Consents the session has loaded are given what was locked and written (as ``populate_existing``).
+    """
     if not changes:
         return []
     for change in changes:
         _check_notice(change)
-    consents = await _lock_consents(session, workspace_id, changes)
+    consents = await repository.lock_consent_rows(session, workspace_id, _lock_order(changes))
+    repository.refresh_loaded(
+        session, ((row.id, {name: getattr(row, name) for name in repository.PROJECTION}) for row in consents.values())
+    )
     now = utcnow()
     plan = _plan(changes, consents, now, skip_not_allowed=skip_not_allowed)
-    event_ids = await _append(
-        session, workspace_id, changes=changes, consents=consents, plan=plan, actor=actor, now=now
-    )
+    event_ids: dict[int, uuid.UUID] = {}
+    if any(step.rule is not None for step in plan):
+        head = None if unsealed else await sealer.lock_head(session, workspace_id)
+        chained = _chain(workspace_id, changes, consents, plan, actor, now, head)
+        for event, personal in zip(chained.events, chained.personal_texts, strict=True):
+            event["personal"] = personal.decode()
+        await repository.insert_events(
+            session, workspace_id, chained.events, actor_type=actor.type.value, actor_id=actor.id, recorded_at=now
+        )
+        if head is None:
+            sealer.note_unsealed(session, workspace_id)
+        latest = [_projection(row) for row in _latest(chained)]
+        await repository.update_projections(session, workspace_id, latest)
+        repository.refresh_loaded(session, ((row["id"], {k: v for k, v in row.items() if k != "id"}) for row in latest))
+        event_ids = chained.event_ids
     await _verify(session, changes, plan, event_ids, now)
     return _applied(changes, consents, plan, event_ids)
 
@@ -150,13 +188,6 @@ class _Step:
 
 def _key(change: Change) -> tuple[uuid.UUID, uuid.UUID | None]:
     return (change.contact_point.id, change.purpose_id)
-
-
-async def _lock_consents(
-    session: AsyncSession, workspace_id: uuid.UUID, changes: Sequence[Change]
-) -> dict[tuple[uuid.UUID, uuid.UUID | None], Consent]:
-    """Lock every consent row the batch touches, in one fixed order (no deadlocks between batches)."""
-    return await repository.lock_consents(session, workspace_id, _lock_order(changes))
 
 
 def _lock_order(changes: Sequence[Change]) -> list[repository.ConsentKey]:
@@ -218,42 +249,6 @@ def _decide(
             # an older one, records nothing (imports are idempotent)
             return None, "the ledger holds this consent from this time or later"
     return rule, None
-
-
-async def _append(
-    session: AsyncSession,
-    workspace_id: uuid.UUID,
-    *,
-    changes: Sequence[Change],
-    consents: Mapping[tuple[uuid.UUID, uuid.UUID | None], Consent],
-    plan: Sequence[_Step],
-    actor: Actor,
-    now: datetime,
-) -> dict[int, uuid.UUID]:
-    """Insert the planned events and move the projections; returns event ids.
-
-    Where this process runs a sealer (every server and worker process) the events are inserted unsealed and the
-    chain head is not touched: they take their place in the chain after commit (:mod:`app.ledger.sealer`), so that
-    changes of one workspace commit together rather than one at a time. Elsewhere (a command-line tool, the tests'
-    app on one connection) they are chained here, under the head's lock, after what waits.
-    """
-    if not any(step.rule is not None for step in plan):
-        return {}
-    head = None if sealer.deferred() else await sealer.lock_head(session, workspace_id)
-    chained = _chain(workspace_id, changes, consents, plan, actor, now, head)
-    latest = _latest(chained)
-    for row in latest:
-        consent = consents[_key(changes[row["index"]])]
-        repository.set_projection(consent, {k: v for k, v in _projection(row).items() if k != "id"})
-    rows = [{**event, "workspace_id": workspace_id, **chained.common} for event in chained.events]
-    if head is None:
-        await repository.insert_unsealed(session, rows)
-        sealer.note_unsealed(session, workspace_id)
-    else:
-        await repository.append_events(session, rows, workspace_id)
-    # the ORM's UPDATE by primary key names every key column: (id, workspace_id) since migration 0040
-    await repository.update_consents(session, [{**_projection(row), "workspace_id": workspace_id} for row in latest])
-    return chained.event_ids
 
 
 @dataclass(slots=True)
@@ -388,34 +383,12 @@ _LOCK_AHEAD = 10_000
 async def record_batch(
     session: AsyncSession, workspace_id: uuid.UUID, changes: Sequence[Change], actor: Actor
 ) -> list[Applied]:
-    """:func:`apply_changes` (with ``skip_not_allowed``) for a large batch, set-based: a few statements in all.
+    """:func:`apply_changes` with ``skip_not_allowed`` for a large batch (the consent import's).
 
-    The same rules, locks in the same order and the same events as :func:`apply_changes`; what differs is how they
-    are written: the consent rows locked and read as tuples in one statement, every event chained in one pass and
-    inserted with one ``INSERT … SELECT FROM unnest``, the projections moved with one ``UPDATE``, the addresses the
-    batch proves marked verified with one ``UPDATE`` per way. For sessions that hold no loaded consent rows of the
-    batch (they are not refreshed): the consent import's.
+    The same statements; the events are always chained in the batch's transaction, under the head (a batch of
+    thousands is chained at once; leaving it to the sealer would only move that work).
     """
-    if not changes:
-        return []
-    for change in changes:
-        _check_notice(change)
-    consents = await repository.lock_consent_rows(session, workspace_id, _lock_order(changes))
-    now = utcnow()
-    plan = _plan(changes, consents, now, skip_not_allowed=True)
-    event_ids: dict[int, uuid.UUID] = {}
-    if any(step.rule is not None for step in plan):
-        head = await sealer.lock_head(session, workspace_id)
-        chained = _chain(workspace_id, changes, consents, plan, actor, now, head)
-        for event, personal in zip(chained.events, chained.personal_texts, strict=True):
-            event["personal"] = personal.decode()
-        await repository.insert_events(
-            session, workspace_id, chained.events, actor_type=actor.type.value, actor_id=actor.id, recorded_at=now
-        )
-        await repository.update_projections(session, workspace_id, [_projection(row) for row in _latest(chained)])
-        event_ids = chained.event_ids
-    await _verify(session, changes, plan, event_ids, now)
-    return _applied(changes, consents, plan, event_ids)
+    return await _write(session, workspace_id, changes, actor, skip_not_allowed=True, unsealed=False)
 
 
 @dataclass(frozen=True, slots=True)
