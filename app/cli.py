@@ -442,9 +442,14 @@ def audit_verify(workspace_id: uuid.UUID | None, as_json: bool) -> None:  # noqa
     settings = _settings()
 
     async def action() -> list[tuple[uuid.UUID, Verification]]:
-        async with open_database(settings) as database, database.sessionmaker() as session:
-            ids = [workspace_id] if workspace_id else list(await repository.workspaces_with_events(session))
-            return [(ws, await verify_chain(session, ws)) for ws in ids]
+        async with open_database(settings) as database:
+            async with database.sessionmaker() as session:
+                ids = [workspace_id] if workspace_id else list(await repository.workspaces_with_events(session))
+            checked = []
+            for ws in ids:  # a session each: what waits is sealed (and committed) before each check
+                async with database.sessionmaker() as session:
+                    checked.append((ws, await verify_chain(session, ws)))
+            return checked
 
     results = _run(action)
     for ws, result in results:

@@ -335,6 +335,10 @@ async def close_for_erasure(
     if found is None or not await repository.lock_contact(session, workspace_id, found.id):
         return None
     refuse_merged(found)  # the person is the survivor now: erase that one
+    # the contact's events that wait for the sealer stay waiting until the erasure has removed their evidence: the
+    # sealer would otherwise announce them (consent.changed, naming the contact) between the webhooks' erasure and
+    # the ledger's (the sealer passes over locked events, and seals none after them)
+    await repository.lock_unsealed_of_contact(session, workspace_id, found.id)
     points = list(await repository.contact_points_of(session, found.id))
     applied = await apply_changes(
         session, workspace_id, [Change(point, None, Trigger.ERASURE, evidence) for point in points], actor

@@ -30,7 +30,7 @@ async def verify_chain(session: AsyncSession, workspace_id: uuid.UUID) -> Verifi
     """
     await sealer.seal_first(session, workspace_id)
     # the head first: what the sealer chains while this reads lies beyond it and is left for the next check
-    head = await repository.head_of(session, workspace_id)
+    head = await repository.head_of(session, workspace_id, fresh=True)
     head_seq = head.last_seq if head else 0
     expected_seq, prev_hash, checked = 1, GENESIS, 0
     async for event in repository.stream_chain(session, workspace_id, head_seq):
@@ -56,6 +56,18 @@ async def verify_chain(session: AsyncSession, workspace_id: uuid.UUID) -> Verifi
             valid=False,
             reason=f"the chain ends at {checked} events but its head records {head_seq}: newest events were removed",
         )
+    # An event placed beyond the head by hand would escape the walk above (and stop the sealer at that place):
+    # legitimately only the sealer places events beyond what was read, and it moves the head with them.
+    beyond = await repository.first_place_beyond(session, workspace_id, head_seq)
+    if beyond is not None:
+        now = await repository.head_of(session, workspace_id, fresh=True)
+        if now is None or beyond > now.last_seq:
+            return Verification(
+                checked,
+                valid=False,
+                first_broken_seq=beyond,
+                reason=f"an event holds place {beyond}, beyond the chain's head: it was placed there by hand",
+            )
     return Verification(checked, valid=True)
 
 

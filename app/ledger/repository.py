@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
@@ -256,6 +257,50 @@ async def lock_head(session: AsyncSession, workspace_id: uuid.UUID) -> tuple[int
     return int(row.last_seq), bytes(row.last_hash)
 
 
+async def lock_live_head(
+    session: AsyncSession, workspace_id: uuid.UUID, *, skip_locked: bool
+) -> tuple[int, bytes] | None:
+    """The sealer's lock of the chain head: (last seq, last hash), or ``None``.
+
+    ``None`` when the workspace is being deleted (no head is created for it again), or with ``skip_locked`` when
+    another transaction holds the head (it seals what waits itself, or the next round does).
+    """
+    skip = " SKIP LOCKED" if skip_locked else ""
+    row = (
+        await session.execute(
+            text(f"SELECT last_seq, last_hash FROM ledger_heads WHERE workspace_id = :ws FOR UPDATE{skip}"),  # noqa: S608  # a constant
+            {"ws": workspace_id},
+        )
+    ).first()
+    if row is None:
+        # no head, or (with skip_locked) one that is held: creating it would then wait for its holder (a head made
+        # in a transaction still open), so it may wait only briefly (the holder seals what waits itself)
+        try:
+            async with session.begin_nested():
+                if skip_locked:
+                    await session.execute(text("SET LOCAL lock_timeout = '50ms'"))
+                row = (
+                    await session.execute(
+                        text(
+                            "INSERT INTO ledger_heads (workspace_id, last_seq, last_hash)"
+                            " SELECT :ws, 0, :genesis"
+                            " WHERE EXISTS (SELECT 1 FROM workspaces WHERE id = :ws AND deleted_at IS NULL)"
+                            " ON CONFLICT (workspace_id) DO NOTHING RETURNING last_seq, last_hash"
+                        ),
+                        {"ws": workspace_id, "genesis": GENESIS},
+                    )
+                ).first()
+        except DBAPIError as error:
+            if getattr(error.orig, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
+                raise
+            return None
+    return None if row is None else (int(row.last_seq), bytes(row.last_hash))
+
+
+#: PostgreSQL's ``lock_not_available`` (a ``lock_timeout`` ran out).
+_LOCK_NOT_AVAILABLE = "55P03"
+
+
 async def append_events(session: AsyncSession, events: Sequence[dict[str, Any]], workspace_id: uuid.UUID) -> None:
     """Insert events (already chained) and move the head to the last one."""
     await session.execute(insert(ConsentEvent), list(events))
@@ -265,6 +310,15 @@ async def append_events(session: AsyncSession, events: Sequence[dict[str, Any]],
         .where(LedgerHead.workspace_id == workspace_id)
         .values(last_seq=last["seq"], last_hash=last["hash"])
     )
+
+
+async def first_place_beyond(session: AsyncSession, workspace_id: uuid.UUID, head_seq: int) -> int | None:
+    """The lowest seq of the workspace's events beyond ``head_seq`` (sealed since, or placed there by hand)."""
+    found = await session.scalar(
+        text("SELECT min(seq) FROM consent_events WHERE workspace_id = :ws AND seq > :head"),
+        {"ws": workspace_id, "head": head_seq},
+    )
+    return None if found is None else int(found)
 
 
 async def has_unsealed(session: AsyncSession, workspace_id: uuid.UUID) -> bool:
@@ -283,6 +337,17 @@ async def has_unsealed(session: AsyncSession, workspace_id: uuid.UUID) -> bool:
     )
 
 
+async def lock_unsealed_of_contact(session: AsyncSession, workspace_id: uuid.UUID, contact_id: uuid.UUID) -> None:
+    """Lock the contact's events that wait for the sealer, until the transaction ends (an erasure's)."""
+    await session.execute(
+        text(
+            "SELECT id FROM consent_events"  # noqa: S608  # a constant
+            f" WHERE workspace_id = :ws AND contact_id IN {_MERGED_WITH} AND seq IS NULL FOR UPDATE"
+        ),
+        {"ws": workspace_id, "contact_id": contact_id},
+    )
+
+
 async def workspaces_with_unsealed(session: AsyncSession) -> Sequence[uuid.UUID]:
     """The workspaces (not being deleted) with events that wait for the sealer."""
     return (
@@ -295,29 +360,41 @@ async def workspaces_with_unsealed(session: AsyncSession) -> Sequence[uuid.UUID]
     ).all()
 
 
-#: What the sealer reads of a waiting event: everything its hash covers.
+#: The waiting events of a workspace in intake order (a snapshot, no locks taken).
+_WAITING_SQL = text(
+    "SELECT id FROM consent_events WHERE workspace_id = :ws AND seq IS NULL ORDER BY intake LIMIT :limit"
+)
+#: What the sealer reads of waiting events: everything the hash covers; those another transaction has locked are
+#: passed over (an erasure removing their evidence).
 _UNSEALED_SQL = text(
     """
     SELECT id, contact_id, contact_point_id, purpose_id, channel, trigger, from_state, to_state, legal_basis,
            notice_id, actor_type, actor_id, occurred_at, recorded_at, personal_digest
       FROM consent_events
-     WHERE workspace_id = :ws AND seq IS NULL
-     ORDER BY intake
-     LIMIT :limit
+     WHERE workspace_id = :ws AND seq IS NULL AND id = ANY(CAST(:ids AS uuid[]))
        FOR UPDATE SKIP LOCKED
     """
 )
 
 
-async def unsealed_events(session: AsyncSession, workspace_id: uuid.UUID, limit: int) -> Sequence[Any]:
-    """Up to ``limit`` committed events of the workspace waiting for their place, oldest intake first, locked.
+async def unsealed_events(session: AsyncSession, workspace_id: uuid.UUID, limit: int) -> list[Any]:
+    """Up to ``limit`` committed events of the workspace waiting for their place, in intake order, locked.
 
-    Those an erasure has locked (its ``UPDATE`` of their evidence; nobody else locks ledger rows) are left for a
-    later round: waiting for it could deadlock a batch writer that seals under the head while the erasure waits
-    for that writer's consent rows. All of the erased contact's waiting events are locked alike, so its own order
-    holds; the others' is untouched.
+    Only the run of waiting events before the first that another transaction holds: an erasure locks its
+    contact's waiting events while it removes their evidence (nobody else locks ledger rows), and what came after
+    them waits too, so that every consent's events keep their order. Never waits for a lock.
     """
-    return (await session.execute(_UNSEALED_SQL, {"ws": workspace_id, "limit": limit})).all()
+    waiting = (await session.scalars(_WAITING_SQL, {"ws": workspace_id, "limit": limit})).all()
+    if not waiting:
+        return []
+    locked = {row.id: row for row in await session.execute(_UNSEALED_SQL, {"ws": workspace_id, "ids": waiting})}
+    run: list[Any] = []
+    for event_id in waiting:
+        row = locked.get(event_id)
+        if row is None:  # held by another transaction (or sealed meanwhile by another sealer: then so are the rest)
+            break
+        run.append(row)
+    return run
 
 
 async def seal_events(session: AsyncSession, workspace_id: uuid.UUID, sealed: Sequence[Mapping[str, Any]]) -> None:
@@ -391,14 +468,21 @@ async def stream_chain(session: AsyncSession, workspace_id: uuid.UUID, upto: int
         yield event
 
 
-async def head_of(session: AsyncSession, workspace_id: uuid.UUID) -> LedgerHead | None:
-    """The chain head row."""
-    return await session.get(LedgerHead, workspace_id)
+async def head_of(session: AsyncSession, workspace_id: uuid.UUID, *, fresh: bool = False) -> LedgerHead | None:
+    """The chain head row (``fresh``: read again, whatever the session holds)."""
+    return await session.get(LedgerHead, workspace_id, populate_existing=fresh)
 
 
 async def workspaces_with_events(session: AsyncSession) -> Sequence[uuid.UUID]:
-    """Every workspace that has a chain."""
-    return (await session.scalars(select(LedgerHead.workspace_id).order_by(LedgerHead.workspace_id))).all()
+    """Every workspace that has a chain, or events waiting for their place in one."""
+    return (
+        await session.scalars(
+            text(
+                "SELECT workspace_id FROM ledger_heads"
+                " UNION SELECT DISTINCT workspace_id FROM consent_events WHERE seq IS NULL ORDER BY 1"
+            )
+        )
+    ).all()
 
 
 _SUPPRESSION_UNIQUE = "uq_suppressions_workspace_id_key_key_version_scope_purpose_id"
@@ -681,6 +765,7 @@ _EVENTS_SQL = f"""
            encode(e.prev_hash, 'hex') AS prev_hash, encode(e.hash, 'hex') AS hash
       FROM consent_events e LEFT JOIN purposes p ON p.id = e.purpose_id
      WHERE e.workspace_id = $1 AND e.recorded_at >= $2 AND e.recorded_at < $3
+       AND e.seq IS NOT NULL  -- one that waits for the sealer is streamed once sealed
      ORDER BY e.seq
 """  # noqa: S608  # constant text; every input is a bind parameter
 EVENTS_SQL = _EVENTS_SQL.format(actor_id="e.actor_id")

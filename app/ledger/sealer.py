@@ -55,14 +55,18 @@ async def lock_head(session: AsyncSession, workspace_id: uuid.UUID) -> tuple[int
             return head
 
 
-async def seal(session: AsyncSession, workspace_id: uuid.UUID) -> int:
+async def seal(session: AsyncSession, workspace_id: uuid.UUID, *, skip_busy: bool = False) -> int:
     """Seal every committed event of the workspace that waits, in the caller's transaction; how many.
 
-    Costs one look at an (almost always empty) index when nothing waits; takes the head's lock only then.
+    Costs one look at an (almost always empty) index when nothing waits; takes the head's lock only then, and with
+    ``skip_busy`` (the background sealer) not at all while another transaction holds it: one busy workspace must
+    not hold up the sealing of the others. Never for a workspace being deleted.
     """
     if not await repository.has_unsealed(session, workspace_id):
         return 0
-    head = await repository.lock_head(session, workspace_id)
+    head = await repository.lock_live_head(session, workspace_id, skip_locked=skip_busy)
+    if head is None:
+        return 0
     total = 0
     while True:
         head, sealed = await _seal_batch(session, workspace_id, head)
@@ -72,13 +76,13 @@ async def seal(session: AsyncSession, workspace_id: uuid.UUID) -> int:
 
 
 async def seal_first(session: AsyncSession, workspace_id: uuid.UUID) -> None:
-    """For a reader of the chain in order: seal what waits, so that every committed event is read with its place.
+    """For a reader of the chain in order: seal what waits first, in a short transaction of its own.
 
-    Committed on its own when ``session`` has no transaction open yet (a long read then holds no lock the sealer
-    needs); inside the caller's transaction otherwise.
+    Only when ``session`` has no transaction open yet: sealing inside the reader's transaction would hold the chain
+    head for as long as the reader reads (a verification walks the whole chain). A reader inside a transaction
+    reads what is sealed; what waits is sealed within the sealer's lag and shown with a null ``seq`` meanwhile.
     """
     if session.in_transaction():
-        await seal(session, workspace_id)
         return
     async with session.begin():
         await seal(session, workspace_id)
@@ -86,8 +90,8 @@ async def seal_first(session: AsyncSession, workspace_id: uuid.UUID) -> None:
 
 async def seal_on_database(database: Database, workspace_id: uuid.UUID) -> None:
     """:func:`seal_first` in a session of its own (for readers that stream on a driver connection)."""
-    async with database.sessionmaker() as session, session.begin():
-        await seal(session, workspace_id)
+    async with database.sessionmaker() as session:
+        await seal_first(session, workspace_id)
 
 
 async def _seal_batch(
@@ -216,6 +220,6 @@ class Sealer:
                     workspaces = set(await repository.workspaces_with_unsealed(session)) | self._take()
             for workspace_id in workspaces:
                 async with self.database.sessionmaker() as session, session.begin():
-                    await seal(session, workspace_id)
+                    await seal(session, workspace_id, skip_busy=True)
         except Exception:  # logged; the next poll finds what is left (a deleted workspace's events it skips)
             log.exception("ledger_seal_failed")

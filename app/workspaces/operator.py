@@ -250,6 +250,9 @@ class _Deletion:
         # the chain head goes first: an append holding it finishes, and the last seq is the one deleted here
         head = await repository.delete_ledger_head(session, ws)
         if workspace.deleted_at is None and not self.force:
+            # consent changes no longer take the chain head (their events are sealed after commit): wait for those
+            # in flight, whose event inserts hold the workspace row's KEY SHARE, so that the check sees them
+            await repository.wait_for_ledger_writers(session, ws)
             _check_export(workspace, head, unsealed=await repository.has_unsealed_events(session, ws))
         await repository.mark_deleted(session, ws, utcnow())
         await self._open(session)

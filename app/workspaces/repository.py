@@ -230,6 +230,14 @@ async def delete_ledger_head(session: AsyncSession, workspace_id: uuid.UUID) -> 
     return None if seq is None else int(seq)
 
 
+async def wait_for_ledger_writers(session: AsyncSession, workspace_id: uuid.UUID) -> None:
+    """Lock the workspace row ``FOR UPDATE``: wait for the writers in flight.
+
+    Their rows' foreign key checks hold it (``KEY SHARE``) until they end; later ones wait for this transaction.
+    """
+    await session.execute(text("SELECT 1 FROM workspaces WHERE id = :ws FOR UPDATE"), {"ws": workspace_id})
+
+
 async def has_unsealed_events(session: AsyncSession, workspace_id: uuid.UUID) -> bool:
     """Whether committed ledger events of the workspace wait for the sealer (no export can hold them yet)."""
     return bool(

@@ -14,7 +14,8 @@ one address's events keep their order), in batches, by an ``UPDATE`` that sets t
   position, nothing else changed). A sealed event's position can never change, and no event can be unsealed;
 - ``consent.changed`` webhooks are queued when an event is sealed (they carry its ``seq``): the insert trigger
   queues only events inserted sealed (imports, notes, merges, which still append under the head's lock), a new
-  statement trigger on ``UPDATE`` those the sealer seals.
+  statement trigger on ``UPDATE`` those the sealer seals (not those an erasure has emptied meanwhile: they would
+  name the erased contact).
 
 Revision ID: 0043
 Revises: 0042
@@ -132,7 +133,9 @@ def upgrade() -> None:
         _webhooks(
             "consent_events_queue_sealed_webhooks",
             "sealed e JOIN unsealed o ON o.id = e.id AND o.recorded_at = e.recorded_at",
-            "WHERE o.seq IS NULL AND e.seq IS NOT NULL",
+            # an event whose evidence an erasure removed before it was sealed is not announced: it would name the
+            # erased contact, whose deliveries the erasure has just forgotten
+            "WHERE o.seq IS NULL AND e.seq IS NOT NULL AND e.personal IS NOT NULL",
         )
     )
     op.execute(
@@ -143,10 +146,11 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    # what the sealer has not sealed yet cannot be left without a position: seal first (`consent audit seal`)
+    # what the sealer has not sealed yet cannot be left without a position: seal first (`consent audit verify`
+    # seals every workspace's waiting events before it checks)
     op.execute(
         "DO $$ BEGIN IF EXISTS (SELECT 1 FROM consent_events WHERE seq IS NULL) THEN "
-        "RAISE EXCEPTION 'unsealed ledger events: run the sealer (consent audit seal) before downgrading'; "
+        "RAISE EXCEPTION 'unsealed ledger events: run consent audit verify (it seals them) before downgrading'; "
         "END IF; END $$"
     )
     op.execute("DROP TRIGGER consent_events_sealed_webhooks ON consent_events")
