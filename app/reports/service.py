@@ -142,15 +142,17 @@ async def catch_up(session: AsyncSession, workspace_id: uuid.UUID) -> Counted:
 
 
 async def rebuild(session: AsyncSession, workspace_id: uuid.UUID) -> Counted:
-    """Delete the workspace's rollups and count its whole ledger and message history again (caller commits)."""
+    """Count the workspace's whole ledger and message history again into its rollups (caller commits).
+
+    The rollups then hold exactly what the count found: rows that differ are replaced, missing ones added, others
+    deleted.
+    """
     if not await repository.workspace_exists(session, workspace_id):
         raise NotFound(f"No workspace {workspace_id}.", code="workspace_not_found")
     await repository.for_a_rebuild(session)
     await repository.lock_watermark(session, workspace_id)
-    await repository.reset(session, workspace_id)
     head = await repository.ledger_head(session, workspace_id)
-    await repository.count_ledger(session, workspace_id, 0, head, whole=True)
-    return Counted(head, await repository.count_all_messages(session, workspace_id))
+    return Counted(head, await repository.rebuild(session, workspace_id, head))
 
 
 #: How often the standing snapshot of a workspace is taken again (the day keeps its last one): the audience
