@@ -715,7 +715,7 @@ def _echo_counted(results: list[tuple[uuid.UUID, Any, float]], *, as_json: bool)
 @click.option("--workspace", "workspace_id", type=click.UUID, help="One workspace (default: every workspace).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def reports_rebuild(workspace_id: uuid.UUID | None, as_json: bool) -> None:  # noqa: FBT001
-    """Delete the rollups and recount them from the ledger and the message history (same numbers as kept).
+    """Recount the rollups from the ledger and the message history; rows that differ are rewritten.
 
     Also takes today's snapshot of eligible addresses and suppressions at once.
     """
