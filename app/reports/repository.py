@@ -169,12 +169,13 @@ _STAGE = "report_rebuild_ledger"
 _MESSAGE_STAGE = "report_rebuild_messages"
 _DIFF = "report_rebuild_diff"
 
-#: A rebuild's grouped read of the whole ledger, into :data:`_STAGE`. ``CREATE TABLE … AS`` is the one writing
-#: statement PostgreSQL plans with parallel workers (a data-modifying CTE, as in :data:`_LEDGER_COUNTS`, never is),
-#: and a statement of its own lets the rebuild group by hashing (the groups are misestimated as many as the events,
-#: so the planner would sort, and spill, the whole ledger). No lower ``seq`` bound: the planner reads the ledger in
-#: one sequential pass (a prepared statement's generic plan for the bounded range walked the seq index: 3.6 s
-#: instead of 0.3 s for a million events).
+#: A rebuild's grouped read of the whole ledger, into :data:`_STAGE`: a statement of its own, so the rebuild can group
+#: by hashing (the groups are misestimated as many as the events, so the planner would sort, and spill, the whole
+#: ledger). ``CREATE TABLE … AS`` may also be read by parallel workers, unlike a data-modifying CTE; with a lower
+#: ``parallel_tuple_cost`` it was (a parallel scan under the serial hash), no faster on two busy cores
+#: (docs/benchmarks.md), so the planner's settings are left as they are. No lower ``seq`` bound: the planner reads
+#: the ledger in one sequential pass (a prepared statement's generic plan for the bounded range walked the seq
+#: index: 3.6 s instead of 0.3 s for a million events).
 _STAGE_LEDGER = f"CREATE TEMPORARY TABLE {_STAGE} ON COMMIT DROP AS " + _GROUPED.replace(
     "e.seq > :lo AND e.seq <= :hi", "e.seq <= :hi"
 )
@@ -458,9 +459,10 @@ async def rebuild(session: AsyncSession, workspace_id: uuid.UUID, hi: int) -> in
     The queue is emptied and the watermark moved to ``hi``; answers how many message events were counted. Every
     count is staged first (temporary tables); then each rollup is given exactly the staged rows by deleting the
     rows that differ and inserting the missing ones, in the rollup's key order: a rebuild of right rollups writes
-    nothing, and one of lost or wrong rollups writes what it must. (Deleting every row and inserting all again
-    cost 60-70 % of a rebuild at a million events: a unique key of ten columns to check and extend, and a foreign
-    key to check, per row.) The caller holds the watermark's lock, so no catch-up writes meanwhile.
+    nothing, and one of lost or wrong rollups writes what it must. (Writing every row again was about 70 % of a
+    rebuild at a million events: per row, a unique key of ten text and nullable columns to check and extend, and a
+    foreign key to check; docs/benchmarks.md.) The caller holds the watermark's lock, so no catch-up writes
+    between these statements.
     """
     ws = {"ws": workspace_id}
     await _hashed(session, _STAGE_LEDGER, {**ws, "hi": hi})
