@@ -23,7 +23,9 @@ from litestar.static_files import create_static_files_router
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.chains.controllers import ChainController, ChainRunController
+from app.chains.fastpath import chain_runs_fast_path
 from app.chains.runner import ChainRunner
+from app.chains.service import RunPlans
 from app.channels import outbox_files
 from app.channels.adapters import Adapters
 from app.console import controllers as console
@@ -425,6 +427,7 @@ def use(app: Litestar, settings: Settings, database: Database | None = None) -> 
             "settings": settings,
             "metrics": metrics_registry,
             "key_cache": KeyCache(workspaces_repository.find_active_key),
+            "chain_run_plans": RunPlans(),  # the chains' steps a run needs, per version (app.chains.fastpath)
             "streams": StreamBudget(
                 settings.streams.total,
                 settings.streams.per_key,
@@ -441,5 +444,5 @@ def use(app: Litestar, settings: Settings, database: Database | None = None) -> 
     # 404s and 500s included. Around the handler Litestar's constructor made (so a second use replaces the
     # first one's middleware instead of wrapping it).
     app.asgi_handler = request_middleware_factory(metrics_registry)(
-        eligibility_fast_path(app._create_asgi_handler())  # noqa: SLF001
+        chain_runs_fast_path(eligibility_fast_path(app._create_asgi_handler()))  # noqa: SLF001
     )

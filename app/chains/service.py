@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping, Sequence
-from datetime import datetime
+from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime, timedelta
 from html import escape
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,6 +24,7 @@ from app.domain import content as content_rules
 from app.domain.model import Channel
 from app.ledger.service import require_contact, require_contact_on_driver
 from app.lib.errors import InvalidInput, NotFound
+from app.lib.idempotency import KeptAnswer
 from app.lib.ids import uuid7
 from app.lib.orm import utcnow
 from app.purposes import repository as purposes
@@ -238,6 +239,106 @@ async def start_run_on_driver(connection: Any, workspace_id: uuid.UUID, chain_id
     return run.id
 
 
+class RunPlan(NamedTuple):
+    """What starting a run of a chain version needs of its steps (:func:`start_keyed_run`)."""
+
+    keys: tuple[str, ...]
+    first_after: timedelta
+    variables: frozenset[str]
+    """The variable names the steps' content uses: a run must give each."""
+
+
+def run_plan(chain_steps: Sequence[Mapping[str, Any]]) -> RunPlan:
+    """The plan of a chain version's stored steps."""
+    return RunPlan(
+        keys=tuple(step["key"] for step in chain_steps),
+        first_after=durations.parse(chain_steps[0]["after"]),
+        variables=frozenset(placeholders(chain_steps)),
+    )
+
+
+class RunPlans:
+    """The plans of recently started chain versions, by workspace and chain id: spares the hot path a read.
+
+    A chain version never changes (a new definition is a new version, with an id of its own), so a plan stays
+    right for as long as its chain exists. A chain goes only with its workspace (``ON DELETE CASCADE``), in this
+    process or another: the run's foreign key to its chain then fails the run's statement, which drops the plan
+    (:func:`start_keyed_run`). Keyed by the workspace too: a workspace's plan is never another's.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._plans: dict[tuple[uuid.UUID, uuid.UUID], RunPlan] = {}
+
+    def get(self, workspace_id: uuid.UUID, chain_id: uuid.UUID) -> RunPlan | None:
+        """The plan of the workspace's chain version, if known."""
+        return self._plans.get((workspace_id, chain_id))
+
+    def put(self, workspace_id: uuid.UUID, chain_id: uuid.UUID, plan: RunPlan) -> None:
+        """Remember a plan read from the database."""
+        if len(self._plans) >= self.size:
+            self._plans.clear()
+        self._plans[workspace_id, chain_id] = plan
+
+    def forget(self, workspace_id: uuid.UUID, chain_id: uuid.UUID) -> None:
+        """Drop a plan (its chain is gone)."""
+        self._plans.pop((workspace_id, chain_id), None)
+
+
+async def start_keyed_run(  # the request's parts, each checked by the caller
+    connection: Any,
+    plans: RunPlans,
+    workspace_id: uuid.UUID,
+    chain_id: uuid.UUID,
+    data: RunIn,
+    *,
+    run_id: uuid.UUID,
+    key: KeptAnswer,
+) -> bool:
+    """:func:`start_run_on_driver` and the request's ``Idempotency-Key`` with its answer, in one statement.
+
+    The hot path of ``POST /v1/chains/{id}/runs`` (issue 20, runs/s): on a raw asyncpg ``connection`` outside a
+    transaction: the chain's plan from ``plans`` (read once per process and chain version), then the contact, the
+    key, the run and its steps in one statement. True when the run was started; False when nothing was written and
+    the route must answer: the contact is unknown or merged (404, 409), the key is held (its answer is replayed, or
+    409), or the chain or the contact went away meanwhile. 404 for an unknown chain and 422 for missing variables,
+    as :func:`start_run_on_driver`.
+    """
+    plan = plans.get(workspace_id, chain_id)
+    if plan is None:
+        chain_steps = await repository.chain_steps_on_driver(connection, workspace_id, chain_id)
+        if chain_steps is None:
+            raise NotFound("No chain with this id.", code="chain_not_found")
+        plan = run_plan(chain_steps)
+        plans.put(workspace_id, chain_id, plan)
+    _require_variables(plan.variables, data)
+    now = utcnow()
+    started = await repository.start_keyed_run_on_driver(
+        connection,
+        run_id=run_id,
+        workspace_id=workspace_id,
+        chain_id=chain_id,
+        contact_ref=data.contact,
+        variables=data.variables,
+        campaign=data.campaign,
+        started_at=now,
+        first_due_at=now + plan.first_after,
+        step_ids=[uuid7() for _ in plan.keys],
+        step_keys=plan.keys,
+        key=key,
+    )
+    if started is None:  # a row it refers to is gone: the chain (with its workspace), or the contact
+        plans.forget(workspace_id, chain_id)
+        return False
+    return started
+
+
+def _require_variables(needed: Collection[str], data: RunIn) -> None:
+    missing = sorted(set(needed) - set(data.variables or {}))
+    if missing:
+        raise _invalid("variables", f"the chain's content uses {', '.join(missing)}, not given", "variable_missing")
+
+
 def _new_run(
     workspace_id: uuid.UUID,
     chain_id: uuid.UUID,
@@ -246,9 +347,7 @@ def _new_run(
     data: RunIn,
 ) -> tuple[ChainRun, list[ChainStep]]:
     """The run and its steps (not written), or 422 when the content needs a variable not given."""
-    missing = sorted(placeholders(chain_steps) - set(data.variables or {}))
-    if missing:
-        raise _invalid("variables", f"the chain's content uses {', '.join(missing)}, not given", "variable_missing")
+    _require_variables(placeholders(chain_steps), data)
     now = utcnow()
     run = ChainRun(
         id=uuid7(),

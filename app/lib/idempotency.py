@@ -29,7 +29,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 from litestar import Request, Response
@@ -57,9 +57,40 @@ _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _KEPT_HEADERS = ("content-type", "location")
 _SUCCESS = range(200, 400)
 _SECRET_KEPT_BACK = 204  # the status a completed claim records when its answer was not kept (it held a secret)
+_JSON_HEADERS = "content-type: application/json"  # what a JSON answer keeps of its headers
 IN_TRANSACTION = "in_transaction"
 """The value of a route's ``opt["idempotency"]`` whose handler keeps its answer itself (:func:`keep_on_driver`)."""
 _PENDING = "consent.idempotency"  # where the middleware leaves a free key for keep, in the request's scope state
+
+
+class KeptAnswer(NamedTuple):
+    """A key to claim with the answer it keeps, as one statement claiming both takes it.
+
+    The fast path of ``POST /v1/chains/{id}/runs`` (:mod:`app.chains.fastpath`).
+    """
+
+    key: str
+    fingerprint: bytes
+    status: int
+    headers: str
+    body: bytes
+    retention: timedelta
+    abandoned_after: timedelta
+
+
+def valid_key(key: str) -> bool:
+    """True when ``key`` has the form an ``Idempotency-Key`` must have (else the middleware answers 422)."""
+    return _KEY.match(key) is not None
+
+
+def request_fingerprint(keys: Keys, scope: Scope, body: bytes) -> bytes:
+    """What a request is recognised by under its key: its path, query and body (a keyed hash)."""
+    return keys.request_fingerprint(scope["path"].encode(), scope.get("query_string", b""), body)
+
+
+def kept_json_answer(key: str, fingerprint: bytes, status: int, body: bytes) -> KeptAnswer:
+    """``key`` keeping a JSON answer (no ``Location``, no secret), as :func:`keep_on_driver` would keep it."""
+    return KeptAnswer(key, fingerprint, status, _JSON_HEADERS, body, RETENTION, ABANDONED_AFTER)
 
 
 class Pending:
@@ -125,7 +156,7 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
         keys: Keys | None = scope["app"].state.derived_keys
         if keys is None:  # only tooling (OpenAPI export) builds an app without a secret key
             raise Unavailable("CONSENT_SECRET_KEY is not configured.", code="secret_key_missing")
-        fingerprint = keys.request_fingerprint(scope["path"].encode(), scope.get("query_string", b""), body)
+        fingerprint = request_fingerprint(keys, scope, body)
         database: Database = scope["app"].state.database
         secret = bool(handler.opt.get("answer_holds_secret"))
         if handler.opt.get("idempotency") == IN_TRANSACTION:
@@ -267,7 +298,7 @@ def _kept(pending: Pending, answer: object, status: int, headers: Mapping[str, s
     if pending.secret:
         return {"status": _SECRET_KEPT_BACK, "headers": "", "body": None}
     kept_headers = [
-        "content-type: application/json",
+        _JSON_HEADERS,
         *(f"{name.lower()}: {value}" for name, value in (headers or {}).items() if name.lower() == "location"),
     ]
     return {"status": status, "headers": "\n".join(kept_headers), "body": encode_json(answer)}

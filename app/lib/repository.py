@@ -97,17 +97,30 @@ async def keep_idempotency_answer(
     return claimed is not None
 
 
-_KEEP_ANSWER_DRIVER = """
+def keep_idempotency_answer_sql(source: str, *params: str) -> str:
+    """The statement of :func:`keep_idempotency_answer_on_driver` for asyncpg, to compose into a caller's statement.
+
+    ``source`` is what the row is selected from (``FROM`` and ``WHERE``: a key is claimed only when ``source``
+    yields a row); ``params`` are the SQL expressions of the workspace, key, fingerprint, now, status, headers,
+    body, retention (an interval) and abandoned-after (an interval), in this order. Answers ``k.key`` when the key
+    was claimed, no row when it is held (the caller's work must then depend on this statement's row).
+    """
+    workspace, key, fingerprint, now, status, headers, body, retention, abandoned_after = params
+    # built from the callers' own constant SQL (placeholders, casts), never from a value
+    return f"""
     INSERT INTO idempotency_keys AS k (workspace_id, key, fingerprint, created_at, completed_at, status, headers, body)
-    VALUES ($1, $2, $3, $4, $4, $5, $6, $7)
+    SELECT {workspace}, {key}, {fingerprint}, {now}, {now}, {status}, {headers}, {body} {source}
     ON CONFLICT (workspace_id, key) DO UPDATE
        SET fingerprint = excluded.fingerprint, created_at = excluded.created_at,
            completed_at = excluded.completed_at, status = excluded.status, headers = excluded.headers,
            body = excluded.body
-     WHERE k.created_at < $4::timestamptz - $8::interval
-        OR (k.completed_at IS NULL AND k.created_at < $4::timestamptz - $9::interval)
+     WHERE k.created_at < {now}::timestamptz - {retention}::interval
+        OR (k.completed_at IS NULL AND k.created_at < {now}::timestamptz - {abandoned_after}::interval)
     RETURNING k.key
-"""
+"""  # noqa: S608
+
+
+_KEEP_ANSWER_DRIVER = keep_idempotency_answer_sql("", "$1", "$2", "$3", "$4::timestamptz", "$5", "$6", "$7", "$8", "$9")
 
 
 async def keep_idempotency_answer_on_driver(

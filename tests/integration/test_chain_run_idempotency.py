@@ -18,6 +18,7 @@ import msgspec
 import pytest
 from sqlalchemy import event, func, insert, select, text
 
+from app.chains import repository as chains_repository
 from app.chains import service as chains
 from app.chains.models import ChainRun
 from app.chains.schemas import ChainIn
@@ -201,14 +202,19 @@ async def served(pg_server, tmp_path) -> AsyncIterator[tuple[httpx.AsyncClient, 
         await pg_server.drop_database(url)
 
 
-async def test_two_concurrent_requests_with_one_key_start_one_run(served, monkeypatch):
+@pytest.mark.parametrize("way", ["fast path", "route"])
+async def test_two_concurrent_requests_with_one_key_start_one_run(served, monkeypatch, way):
+    """Both through the fast path (one statement each), or both through the route (its transaction each)."""
     http, database, path, key = served
     both_inside = asyncio.Event()
     inside = 0
-    start_run = chains.start_run_on_driver
+    module, name = (
+        (chains_repository, "start_keyed_run_on_driver") if way == "fast path" else (chains, "start_run_on_driver")
+    )
+    start_run = getattr(module, name)
 
     async def start_run_together(*args: Any, **kwargs: Any) -> Any:
-        # both requests are inside their transactions before either writes the key: the race the key row decides
+        # both requests are about to write before either writes the key: the race the key row decides
         nonlocal inside
         inside += 1
         if inside == 2:
@@ -216,13 +222,15 @@ async def test_two_concurrent_requests_with_one_key_start_one_run(served, monkey
         await asyncio.wait_for(both_inside.wait(), timeout=5)
         return await start_run(*args, **kwargs)
 
-    monkeypatch.setattr(chains, "start_run_on_driver", start_run_together)
+    monkeypatch.setattr(module, name, start_run_together)
+    if way == "route":  # a chain id the fast path does not take (upper case) goes to the route
+        path = path.upper().replace("/V1/CHAINS/", "/v1/chains/").replace("/RUNS", "/runs")
     headers = {**key, "Idempotency-Key": "together"}
     first, second = await asyncio.gather(
         http.post(path, json={"contact": "jane"}, headers=headers),
         http.post(path, json={"contact": "jane"}, headers=headers),
     )
-    assert inside == 2, "both requests ran their transaction: the key's row decided, not the look-up before"
+    assert inside == 2, "both requests went to write: the key's row decided, not the look-up before"
     assert (first.status_code, second.status_code) == (202, 202), (first.text, second.text)
     assert first.json() == second.json()
     assert sorted(r.headers.get("idempotent-replayed", "no") for r in (first, second)) == ["no", "true"]
