@@ -207,12 +207,14 @@ async def measure_api(dsn: str, conn: asyncpg.Connection, args: argparse.Namespa
         script = _runs_script(f"/v1/chains/{chain}/runs", auth, contacts)
         wrk(base, script, 2, args.api_connections)  # warm-up (its runs are not counted)
         # the baseline first: after the runs, the server's database is busy with what they wrote (autovacuum)
+        postmaster = _postmaster(args.data_dir)
         read = _with_cpu(
-            server.pid, lambda: wrk(base, _get_script(f"/v1/chains/{chain}", auth), 5, args.api_connections)
+            server.pid, postmaster, lambda: wrk(base, _get_script(f"/v1/chains/{chain}", auth), 5, args.api_connections)
         )
         before = await conn.fetchval("SELECT count(*) FROM chain_runs")
         runs = _with_cpu(
             server.pid,
+            postmaster,
             lambda: wrk(
                 base, _runs_script(f"/v1/chains/{chain}/runs", auth, contacts), args.api_seconds, args.api_connections
             ),
@@ -229,10 +231,19 @@ async def measure_api(dsn: str, conn: asyncpg.Connection, args: argparse.Namespa
         server.wait(timeout=30)
 
 
-def _with_cpu(server: int, measure: Callable[[], dict[str, float]]) -> dict[str, float]:
+def _postmaster(data_dir: str) -> int | None:
+    """The process id of the bench's own embedded PostgreSQL (the first line of its ``postmaster.pid``)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        return int((Path(data_dir) / "pg" / "data" / "postmaster.pid").read_text().split()[0])
+    return None
+
+
+def _with_cpu(server: int, postmaster: int | None, measure: Callable[[], dict[str, float]]) -> dict[str, float]:
     """``measure`` (a wrk run), with the CPU time per request of the server's processes and of PostgreSQL's.
 
-    Processes that start or end during the run are not counted (the warm-up opened the pools' connections).
+    PostgreSQL's: the bench's own server (``postmaster`` and its children), not other PostgreSQL servers on a shared
+    machine (without ``postmaster``: every process named postgres). Processes that start or end during the run are
+    not counted (the warm-up opened the pools' connections).
     """
 
     def times() -> tuple[dict[int, float], dict[int, float]]:
@@ -241,10 +252,14 @@ def _with_cpu(server: int, measure: Callable[[], dict[str, float]]) -> dict[str,
         for process in [parent, *parent.children(recursive=True)]:
             with contextlib.suppress(psutil.NoSuchProcess):
                 served[process.pid] = sum(process.cpu_times()[:2])
-        for process in psutil.process_iter(["name"]):
-            if process.info["name"] and process.info["name"].startswith("postgres"):
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    database[process.pid] = sum(process.cpu_times()[:2])
+        if postmaster is not None:
+            own = psutil.Process(postmaster)
+            databases = [own, *own.children()]
+        else:
+            databases = [p for p in psutil.process_iter(["name"]) if (p.info["name"] or "").startswith("postgres")]
+        for process in databases:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                database[process.pid] = sum(process.cpu_times()[:2])
         return served, database
 
     def spent(first: dict[int, float], then: dict[int, float]) -> float:

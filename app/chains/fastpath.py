@@ -147,7 +147,8 @@ async def _run(
         idempotency_key, idempotency.request_fingerprint(keys, scope, body), _ACCEPTED, answer
     )
     database: Database = state.database
-    async with database.driver() as connection:
+    # stateless: the plan's read and the run's statement, each on its own, change nothing of the session
+    async with database.driver(stateless=True) as connection:
         started = await service.start_keyed_run(
             connection, state.chain_run_plans, principal.workspace_id, chain_id, data, run_id=run_id, key=kept
         )

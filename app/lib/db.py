@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -62,11 +63,14 @@ class Database:
         assert self.engine is not None
         dsn = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         # asyncpg's reset on release (a second round trip) stays: without it the single check ran 10-20 % faster
-        # but its p99 at saturation went from 25 ms to 74 ms (measured twice each, same server, 2026-11-22)
-        self._pool = await asyncpg.create_pool(dsn, min_size=1, max_size=size, connect=_connect)
+        # but its p99 at saturation went from 25 ms to 74 ms (measured twice each, same server, 2026-11-22). Only a
+        # checkout that declares it left no session state skips it (``driver(stateless=True)``).
+        self._pool = await asyncpg.create_pool(dsn, min_size=1, max_size=size, connect=_connect, reset=_reset)
         if streams:
             # opened on demand: most processes serve few streams
-            self._stream_pool = await asyncpg.create_pool(dsn, min_size=0, max_size=streams, connect=_connect)
+            self._stream_pool = await asyncpg.create_pool(
+                dsn, min_size=0, max_size=streams, connect=_connect, reset=_reset
+            )
 
     @classmethod
     def from_url(cls, url: str, *, pool_size: int = 10) -> Database:
@@ -106,16 +110,19 @@ class Database:
             yield connection
 
     @asynccontextmanager
-    async def driver(self) -> AsyncIterator[Any]:
+    async def driver(self, *, stateless: bool = False) -> AsyncIterator[Any]:
         """The asyncpg connection itself, for hot read paths (no ORM, no transaction round trips).
 
-        From the pool in production; in tests, the test's own connection (inside its transaction).
+        From the pool in production; in tests, the test's own connection (inside its transaction). ``stateless``:
+        the caller runs only single statements outside a transaction that leave no session state behind (no ``SET``,
+        ``LISTEN``, cursor, advisory lock or temporary table), so the connection goes back to the pool without the
+        reset query (a round trip; an open transaction is still rolled back, by asyncpg).
         """
         if self._bound is not None:
             yield (await self._bound.get_raw_connection()).driver_connection
             return
         if self._pool is not None:
-            async with _pooled(self._pool) as connection:
+            async with _pooled(self._pool, stateless=stateless) as connection:
                 yield connection
             return
         assert self.engine is not None
@@ -137,8 +144,24 @@ class Database:
             await self.engine.dispose()
 
 
+#: Set while a ``driver(stateless=True)`` checkout is given back: :func:`_reset` then sends no reset query.
+_STATELESS: ContextVar[bool] = ContextVar("stateless_checkout", default=False)
+
+
+async def _reset(connection: asyncpg.Connection) -> None:
+    """The pools' reset on release: asyncpg's reset query, unless the checkout declared it left no session state.
+
+    asyncpg has already rolled back an open transaction and dropped the listeners when it calls this.
+    """
+    if _STATELESS.get():
+        return
+    query = connection.get_reset_query()
+    if query:
+        await connection.execute(query)
+
+
 @asynccontextmanager
-async def _pooled(pool: asyncpg.Pool) -> AsyncIterator[Any]:
+async def _pooled(pool: asyncpg.Pool, *, stateless: bool = False) -> AsyncIterator[Any]:
     """A connection of ``pool``, given back even when the server went away while the caller had it.
 
     A connection whose protocol broke (:class:`asyncpg.InternalClientError`) is closed and reported as the broken
@@ -158,10 +181,13 @@ async def _pooled(pool: asyncpg.Pool) -> AsyncIterator[Any]:
         connection.terminate()
         raise ConnectionResetError("the database connection broke off") from error
     finally:
+        token = _STATELESS.set(stateless)
         try:
             await pool.release(connection)
         except Exception as error:  # noqa: BLE001  # asyncpg has terminated the connection; nothing is lost
             log.warning("database_connection_dropped_at_release", error_type=type(error).__name__)
+        finally:
+            _STATELESS.reset(token)
 
 
 async def _connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:

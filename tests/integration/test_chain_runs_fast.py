@@ -21,6 +21,7 @@ from app.chains.fastpath import PATH_TEMPLATE
 from app.chains.models import ChainRun, ChainStep
 from app.ledger import repository as ledger_repository
 from app.lib.auth import Scope
+from app.lib.db import Database
 from app.lib.models import IdempotencyKey
 
 STEPS = [
@@ -278,3 +279,24 @@ async def test_a_chain_gone_since_its_plan_was_cached_starts_no_run(client, app,
     assert app.state.chain_run_plans.get(tenant.id, chain_id) is None
     assert await session.scalar(select(func.count()).select_from(ChainRun)) == 0
     assert await session.scalar(select(IdempotencyKey).where(IdempotencyKey.key == "g-2")) is None
+
+
+async def test_a_stateless_checkout_goes_back_without_the_reset_query_and_others_with_it(pg_server):
+    """``driver(stateless=True)`` (the fast path's) spares the reset round trip; every other checkout is reset."""
+    url = await pg_server.create_database("consent_stateless")
+    database = Database.from_url(url, pool_size=1)
+    try:
+        await database.open_driver_pool(1)
+        async with database.driver(stateless=True) as connection:
+            await connection.execute("SET application_name = 'left_behind'")  # what a stateless caller must not do
+        async with database.driver() as connection:  # the pool's one connection again
+            assert await connection.fetchval("SHOW application_name") == "left_behind", "no reset query was sent"
+            await connection.execute("SET application_name = 'reset_me'")
+        async with database.driver() as connection:
+            assert await connection.fetchval("SHOW application_name") == "", "reset as always"
+            await connection.execute("BEGIN")
+        async with database.driver(stateless=True) as connection:
+            assert not connection.is_in_transaction(), "an open transaction is rolled back all the same"
+    finally:
+        await database.dispose()
+        await pg_server.drop_database(url)
