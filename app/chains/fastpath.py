@@ -33,6 +33,7 @@ from litestar.serialization import encode_json
 from litestar.types import ASGIApp, Receive, ReceiveMessage, Scope, Send
 
 from app.chains import service
+from app.chains.controllers import ChainController
 from app.chains.schemas import RunIn, RunStarted
 from app.lib import idempotency
 from app.lib.auth import Scope as ApiScope
@@ -51,6 +52,8 @@ _MAX_BODY = 64 * 1024
 _JSON = re.compile(rb"^application/json\s*(?:;\s*charset=utf-8\s*)?$", re.IGNORECASE)
 _ACCEPTED = 202
 _decoder = msgspec.json.Decoder(RunIn)
+#: The scope the route declares (its controller's): the fast path checks the same one.
+_SCOPE: ApiScope = ChainController.opt["scope"]
 
 
 class _Fallback(Exception):  # not an error: the route answers this request
@@ -132,7 +135,7 @@ async def _run(
         raise _Fallback
     # the key and its scope before the body is read, as the guard and the idempotency middleware do
     principal = await authenticate(ASGIConnection(scope))
-    if not principal.allows(ApiScope.MESSAGES_SEND):
+    if not principal.allows(_SCOPE):
         raise _Fallback
     body = await _body(receive, read, size)
     if json_has_nul(body):
