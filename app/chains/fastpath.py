@@ -3,9 +3,10 @@
 It starts the run of the plain case (a valid key with the scope, a well-formed JSON body, a known chain and contact,
 a free ``Idempotency-Key``) without Litestar's routing, guards, dependency injection and the idempotency middleware:
 the same authentication and scope check, the same body type, then the chain's plan (cached per process and chain
-version), the contact, and one statement that claims the key with its answer and writes the run and its steps
-(:func:`app.chains.service.start_keyed_run`). Three round trips and one driver connection, against eight round
-trips in three checkouts on the route.
+version), then one statement that finds the contact, claims the key with its answer and writes the run and its
+steps (:func:`app.chains.service.start_keyed_run`). One round trip on one driver connection given back without the
+reset query (two on the first run of a chain version in the process), against eight round trips on two checkouts on
+the route.
 
 Anything else is handed to the regular route with the body it was sent, which answers it exactly as before: a
 missing key (the route then runs without one), a malformed key, header or body, an unknown, revoked or operator
