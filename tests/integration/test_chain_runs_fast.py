@@ -12,6 +12,7 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+import msgspec
 import pytest
 from sqlalchemy import func, select, text
 
@@ -300,3 +301,57 @@ async def test_a_stateless_checkout_goes_back_without_the_reset_query_and_others
     finally:
         await database.dispose()
         await pg_server.drop_database(url)
+
+
+async def asgi_post(app, path: str, headers: dict[str, str], chunks: list[bytes]) -> tuple[int, bytes]:
+    """A POST straight through the app's ASGI interface, its body sent in ``chunks`` (one message each)."""
+    messages = [
+        {"type": "http.request", "body": chunk, "more_body": index < len(chunks) - 1}
+        for index, chunk in enumerate(chunks)
+    ]
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "https",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(name.lower().encode(), value.encode()) for name, value in headers.items()],
+        "server": ("consent.example.com", 443),
+        "client": ("203.0.113.7", 50000),
+    }
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    return status, b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+
+
+@pytest.mark.parametrize(
+    ("declared", "way"),
+    [("exact", "fast"), ("short", "route"), ("none", "route")],
+)
+async def test_a_body_in_several_messages_is_read_whole_or_left_to_the_route(app, world, session, ways, declared, way):
+    """The fast path reads a body of its ``Content-Length`` however it arrives; a body that does not match its
+    length, or one without a length, goes to the route with every message the fast path had read."""
+    body = b'{"contact": "jane", "variables": {"name": "Jane"}}'
+    headers = {**world["key"], "Idempotency-Key": f"chunks-{declared}", "Content-Type": "application/json"}
+    if declared == "exact":
+        headers["Content-Length"] = str(len(body))
+    elif declared == "short":
+        headers["Content-Length"] = str(len(body) - 5)
+    status, answer = await asgi_post(app, world["path"], headers, [body[:10], body[10:30], body[30:]])
+    assert status == 202, answer  # the route, too, starts the run of the whole body it is replayed
+    assert (ways.fast, ways.route) == ((1, 0) if way == "fast" else (0, 1))
+    run, _ = await rows_of(session, msgspec.json.decode(answer)["run_id"])
+    assert run.contact_id == world["jane"]
