@@ -26,23 +26,10 @@ from app.webhooks.models import WebhookSubscription
 from app.webhooks.privacy import HOOK as WEBHOOKS
 from app.workspaces.operator import delete_workspace
 from app.workspaces.service import create_workspace
+from tests.integration.test_ledger_sealer import committed_setup
 
 # --- test_x.py
 SYSTEM = Actor(ActorType.SYSTEM)
-
-
-async def committed_setup(maker, phones):
-    async with maker() as db, db.begin():
-        workspace = await create_workspace(db, f"Hostile {uuid.uuid4()}")
-        purpose = await create_purpose(db, workspace.id, "newsletter", "Newsletter", "marketing")
-        contact = await repository.add_contact(db, workspace.id, None, None, None)
-        points = [
-            await repository.add_contact_point(
-                db, workspace.id, contact_id=contact.id, channel="sms", value=p, details={}, suppression_keys=[]
-            )
-            for p in phones
-        ]
-    return workspace, purpose, points
 
 
 async def wait_sealed(maker, workspace_id, timeout):
