@@ -14,7 +14,7 @@ import uuid
 import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from app.domain.model import ActorType, State, Trigger
 from app.ledger import repository, sealer
@@ -26,6 +26,19 @@ from app.purposes.service import create_purpose
 from app.workspaces.service import create_workspace
 
 SYSTEM = Actor(ActorType.SYSTEM)
+
+
+@pytest.fixture(scope="module")
+async def engine(pg_server):
+    """A database of this module's own: its tests commit workspaces, subscriptions and suppressions that tests
+    counting such rows across the shared database must not see."""
+    url = await pg_server.create_database(migrated=True)
+    own = create_async_engine(url, pool_size=5, max_overflow=20)
+    try:
+        yield own
+    finally:
+        await own.dispose()
+        await pg_server.drop_database(url)
 
 
 @pytest.fixture

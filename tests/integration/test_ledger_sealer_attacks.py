@@ -9,7 +9,7 @@ import uuid
 import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from app.domain.model import ActorType, Trigger
 from app.ledger import repository, sealer
@@ -30,6 +30,19 @@ from tests.integration.test_ledger_sealer import committed_setup
 
 # --- test_x.py
 SYSTEM = Actor(ActorType.SYSTEM)
+
+
+@pytest.fixture(scope="module")
+async def engine(pg_server):
+    """A database of this module's own: its tests commit workspaces, subscriptions and suppressions that tests
+    counting such rows across the shared database must not see."""
+    url = await pg_server.create_database(migrated=True)
+    own = create_async_engine(url, pool_size=5, max_overflow=20)
+    try:
+        yield own
+    finally:
+        await own.dispose()
+        await pg_server.drop_database(url)
 
 
 async def wait_sealed(maker, workspace_id, timeout):
