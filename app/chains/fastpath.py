@@ -143,7 +143,8 @@ async def _run(
         raise _Fallback
     try:
         data = _decoder.decode(body)
-    except msgspec.MsgspecError:  # malformed, or not what the route takes: it says why
+    except (msgspec.MsgspecError, UnicodeDecodeError):  # malformed, or not what the route takes: it says why
+        # (msgspec reports invalid UTF-8 inside a string as a UnicodeDecodeError, not as one of its own errors)
         raise _Fallback from None
     run_id = uuid7()
     answer = encode_json(RunStarted(run_id=run_id))

@@ -168,6 +168,27 @@ async def test_what_the_fast_path_does_not_take_is_answered_by_the_route(
     assert "idempotent-replayed" not in corrected.headers
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"contact":"ja\xffne","variables":{"name":"x"}}',  # not UTF-8
+        b'{"contact":"ja\xed\xa0\x80ne","variables":{"name":"x"}}',  # a lone surrogate, UTF-8-encoded
+    ],
+)
+async def test_a_body_that_is_not_utf8_is_answered_by_the_route(client, world, session, raw):
+    """Hostile review: msgspec reports invalid UTF-8 in a string as a UnicodeDecodeError, which left the fast path as
+    a bare 500 (the route answers 400)."""
+    answers = [
+        await client.post(
+            path, content=raw, headers={**world["key"], "Idempotency-Key": key, "Content-Type": "application/json"}
+        )
+        for key, path in (("k-fast", world["path"]), ("k-route", route_path(world["path"])))
+    ]
+    assert [a.status_code for a in answers] == [400, 400], [a.text for a in answers]
+    assert answers[0].json()["code"] == answers[1].json()["code"]
+    assert await session.scalar(select(func.count()).select_from(ChainRun)) == 0
+
+
 async def test_a_merged_contact_is_refused_with_its_survivor(client, world, ledger, session):
     survivor = await ledger.point("sms", "+4915199999999", external_id="june")
     await session.execute(
