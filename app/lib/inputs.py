@@ -14,7 +14,7 @@ from typing import Any
 
 from litestar import Request
 
-from app.lib.errors import InvalidInput
+from app.lib.errors import AppError, InvalidInput
 
 # A JSON ``\u0000`` escape that is not itself escaped (``\\u0000`` is a backslash followed by the text "u0000"):
 # an even number of backslashes before it, counted from a character that is not one.
@@ -28,13 +28,38 @@ def json_has_nul(body: bytes) -> bool:
     return b"\\u0000" in body and _JSON_NUL.search(body) is not None
 
 
+#: How deep a JSON body may nest (the service's bodies nest a few levels): msgspec's decoder recurses per level, and
+#: thousands of levels ran it out of stack (a ``RecursionError``: a 500 instead of a 400, hostile review).
+MAX_JSON_DEPTH = 64
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_JSON_BRACKET = re.compile(rb"[\[\]{}]")
+
+
+def json_too_deep(body: bytes) -> bool:
+    """True when a JSON text nests arrays and objects deeper than :data:`MAX_JSON_DEPTH` (brackets in strings aside).
+
+    Two counts in C for every body; the brackets are walked only when there are more than the limit at all.
+    """
+    if body.count(b"[") + body.count(b"{") <= MAX_JSON_DEPTH:
+        return False
+    depth = 0
+    for bracket in _JSON_BRACKET.finditer(_JSON_STRING.sub(b'""', body)):
+        depth += 1 if bracket.group() in (b"[", b"{") else -1
+        if depth > MAX_JSON_DEPTH:
+            return True
+    return False
+
+
 def form_has_nul(body: bytes) -> bool:
     """True when a URL-encoded text holds a NUL character."""
     return b"%00" in body or b"\0" in body
 
 
 async def refuse_nul(request: Request[Any, Any, Any]) -> None:
-    """``before_request`` hook: 422 when the path, the query, or a JSON or form body carries a NUL character."""
+    """``before_request`` hook: 422 when the path, the query, or a JSON or form body carries a NUL character.
+
+    Also 400 ``json_too_deep`` for a JSON body nested deeper than :data:`MAX_JSON_DEPTH` levels.
+    """
     place = None
     if "\0" in request.scope["path"]:
         place = "path"
@@ -43,7 +68,13 @@ async def refuse_nul(request: Request[Any, Any, Any]) -> None:
     elif request.route_handler.resolve_request_max_body_size() is not None:  # a streamed body is not read here
         content_type = request.headers.get("content-type", "")
         if _JSON.match(content_type):
-            place = "JSON body" if json_has_nul(await request.body()) else None
+            body = await request.body()
+            if json_too_deep(body):
+                raise AppError(
+                    f"The JSON body nests deeper than {MAX_JSON_DEPTH} levels; no request of this service needs that.",
+                    code="json_too_deep",
+                )
+            place = "JSON body" if json_has_nul(body) else None
         elif content_type.lower().startswith(_FORM):
             place = "form body" if form_has_nul(await request.body()) else None
     if place is not None:

@@ -284,3 +284,18 @@ async def test_a_json_body_that_is_not_utf8_is_a_400_and_writes_nothing(client, 
     assert refused.status_code == 400, refused.text
     assert refused.json()["code"] == "invalid_utf8"
     assert (await session.execute(text("SELECT count(*) FROM contacts"))).scalar_one() == 0
+
+
+async def test_a_json_body_nested_thousands_deep_is_a_400_not_a_500(client, admin, session):
+    """Hostile review (2026-12-06): msgspec's decoder ran out of stack on it, a RecursionError and a 500."""
+    deep = b'{"key": "news", "name": "N", "kind": "marketing", "extra": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    response = await client.post("/v1/purposes", content=deep, headers={**admin, "content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert response.json()["code"] == "json_too_deep"
+    assert await session.scalar(text("SELECT count(*) FROM purposes")) == 0
+    # brackets inside strings are text, whatever their number
+    brackets = b'{"key": "news", "name": "' + b"[" * 150 + b'", "kind": "marketing"}'
+    accepted = await client.post(
+        "/v1/purposes", content=brackets, headers={**admin, "content-type": "application/json"}
+    )
+    assert accepted.status_code == 201, accepted.text
