@@ -376,3 +376,18 @@ async def test_a_body_in_several_messages_is_read_whole_or_left_to_the_route(app
     assert (ways.fast, ways.route) == ((1, 0) if way == "fast" else (0, 1))
     run, _ = await rows_of(session, msgspec.json.decode(answer)["run_id"])
     assert run.contact_id == world["jane"]
+
+
+def test_the_fast_path_checks_the_scope_the_route_is_registered_with(routed_app):
+    """Hostile review: the fast path reads its scope from the controller; a scope set on the route handler itself
+    later must not leave the fast path checking another one."""
+    from app.chains import fastpath  # noqa: PLC0415
+
+    [handler] = [
+        h
+        for route in routed_app.routes
+        if route.path_format == PATH_TEMPLATE
+        for h in route.route_handlers
+        if "POST" in h.http_methods
+    ]
+    assert handler.opt["scope"] == fastpath._SCOPE
