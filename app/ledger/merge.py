@@ -49,6 +49,8 @@ class Statement:
     """``False``: postal advertising only (an objection to print)."""
     seq: int | None
     """The event's place in the chain (``None`` while it waits for the sealer)."""
+    event_id: uuid.UUID
+    """The event (named in the evidence of the ``merged`` events it causes, whether or not it is sealed yet)."""
     order: int
     """Its place in the contact's history (what the statements are sorted by)."""
     excepted: frozenset[uuid.UUID] = frozenset()
@@ -95,7 +97,7 @@ def statements(events: Sequence[ConsentEvent]) -> list[Statement]:
         kind = _kind(event)
         if kind is not None:
             key = (event.purpose_id, kind[1])
-            found[key] = Statement(event.purpose_id, kind[1], event.seq, order)
+            found[key] = Statement(event.purpose_id, kind[1], event.seq, event.id, order)
             continue
         if event.channel == Channel.PRINT and event.trigger == Trigger.OBJECTION_WITHDRAWN:
             found.pop((None, False), None)
@@ -114,26 +116,26 @@ def targets(
     consents: Iterable[Consent],
     covering: Iterable[Statement],
     marketing: frozenset[uuid.UUID],
-) -> dict[tuple[uuid.UUID, uuid.UUID | None], tuple[State, int | None]]:
+) -> dict[tuple[uuid.UUID, uuid.UUID | None], tuple[State, Statement]]:
     """The state each consent of ``points`` must at least reach under ``covering`` statements, and by which."""
     held = {(c.contact_point_id, c.purpose_id) for c in consents}
-    wanted: dict[tuple[uuid.UUID, uuid.UUID | None], tuple[State, int | None]] = {}
+    wanted: dict[tuple[uuid.UUID, uuid.UUID | None], tuple[State, Statement]] = {}
     for point in points:
         on_print = point.channel == Channel.PRINT
         for statement in covering:
             if on_print:
-                wanted[point.id, None] = (State.OBJECTED, statement.seq)
+                wanted[point.id, None] = (State.OBJECTED, statement)
                 continue
             if not statement.every_channel:
                 continue
             if statement.purpose_id is not None:
-                wanted[point.id, statement.purpose_id] = (State.OPTED_OUT, statement.seq)
+                wanted[point.id, statement.purpose_id] = (State.OPTED_OUT, statement)
                 continue
             if not statement.excepted:  # the channel-level row would cover the purposes said yes to again too
-                wanted[point.id, None] = (State.OPTED_OUT, statement.seq)
+                wanted[point.id, None] = (State.OPTED_OUT, statement)
             for purpose_id in marketing - statement.excepted:
                 if (point.id, purpose_id) in held:
-                    wanted[point.id, purpose_id] = (State.OPTED_OUT, statement.seq)
+                    wanted[point.id, purpose_id] = (State.OPTED_OUT, statement)
     return wanted
 
 
@@ -158,12 +160,12 @@ async def merge(
             list(await repository.consents_of(session, contact.id)),
             statements(await repository.events_of_contact(session, contact.id, 0, None)),
         )
-    wanted: dict[tuple[uuid.UUID, uuid.UUID | None], tuple[State, int | None]] = {}
+    wanted: dict[tuple[uuid.UUID, uuid.UUID | None], tuple[State, Statement]] = {}
     for own, other in ((survivor.id, duplicate.id), (duplicate.id, survivor.id)):
         points, consents, _ = sides[own]
-        for key, (state, seq) in targets(points, consents, sides[other][2], marketing).items():
+        for key, (state, statement) in targets(points, consents, sides[other][2], marketing).items():
             if key not in wanted or most_restrictive((state, wanted[key][0])) is state:
-                wanted[key] = (state, seq)
+                wanted[key] = (state, statement)
 
     moved = await repository.move_contact_references(session, survivor.id, duplicate.id)
     now = utcnow()
@@ -238,7 +240,7 @@ async def _rehome(
 def _merged_events(
     points: Sequence[ContactPoint],
     states: Mapping[tuple[uuid.UUID, uuid.UUID | None], State],
-    wanted: Mapping[tuple[uuid.UUID, uuid.UUID | None], tuple[State, int | None]],
+    wanted: Mapping[tuple[uuid.UUID, uuid.UUID | None], tuple[State, Statement]],
     record: Mapping[str, Any],
 ) -> tuple[list[Change], list[ContactPoint]]:
     """The ``merged`` changes of the consents the merge tightens, and the addresses where it tightens nothing."""
@@ -250,10 +252,14 @@ def _merged_events(
         tightened = False
         for key in keys:
             current = states.get(key, State.NONE)
-            target, seq = wanted.get(key, (current, 0))
+            if key not in wanted:
+                continue
+            target, statement = wanted[key]
             if most_restrictive((current, target)) is current:
                 continue
-            changes.append(Change(point, key[1], Trigger.MERGED, {**record, "covered_by_seq": seq}, target=target))
+            # the statement's event by id (its seq is null while it waits for the sealer, in a race)
+            covered = {"covered_by_seq": statement.seq, "covered_by_event_id": str(statement.event_id)}
+            changes.append(Change(point, key[1], Trigger.MERGED, {**record, **covered}, target=target))
             tightened = True
         if not tightened:
             untouched.append(point)

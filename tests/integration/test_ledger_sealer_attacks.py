@@ -416,3 +416,31 @@ async def test_two_sealers_and_batch_writers(engine):
         for e in (e for e in events if e.contact_point_id == point.id):
             assert e.from_state == state
             state = e.to_state
+
+
+# --- test_merge.py (LOW; fixed by naming the statement's event by id)
+async def test_a_merge_names_the_statement_that_covers_even_while_it_waits(deferred, client, admin, ledger, session):
+    """A statement committed between the merge's seal and its transaction has no seq yet: its id is named."""
+    from app.ledger import merge  # noqa: PLC0415
+
+    purpose = await ledger.purpose()
+    survivor = await ledger.point("email", "a@example.com", external_id="keep")
+    await ledger.point("sms", "+4915100009041", external_id="dup")
+    await ledger.apply(survivor, purpose.id, "signup", "confirm")
+    await sealer.seal(session, ledger.workspace_id)  # what the controller's seal_first did ...
+    withdrawn = await client.post(  # ... and a withdrawal of the duplicate that commits right after it
+        "/v1/withdrawals", json={"contact": "dup", "channel": "all", "purpose": "newsletter"}, headers=admin
+    )
+    assert withdrawn.status_code == 200, withdrawn.text
+    statement = withdrawn.json()["changes"][0]["event_id"]
+    async with ledger.database.sessionmaker() as db, db.begin():  # the controller's transaction
+        await merge.merge(db, ledger.workspace_id, survivor_ref="keep", duplicate_ref="dup", evidence={}, actor=SYSTEM)
+    evidence = await session.scalar(
+        text(
+            "SELECT personal -> 'evidence' FROM consent_events"
+            " WHERE workspace_id = :ws AND trigger = 'merged' AND contact_point_id = :point"
+        ),
+        {"ws": ledger.workspace_id, "point": survivor.id},
+    )
+    assert evidence["covered_by_event_id"] in {c["event_id"] for c in withdrawn.json()["changes"]}, evidence
+    assert statement is not None
