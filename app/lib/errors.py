@@ -22,6 +22,7 @@ from litestar.exceptions import (
     TooManyRequestsException,
     ValidationException,
 )
+from litestar.params import ParameterKwarg
 from litestar.types import ExceptionHandlersMap
 
 from app.domain.identifiers import InvalidIdentifier
@@ -221,7 +222,11 @@ def _validation_error(request: Request[Any, Any, Any], exc: ValidationException)
         )
     errors = [
         # the source is Litestar's ParamType, a str enum whose f-string form would be "ParamType.QUERY"
-        {"field": item.get("key"), "in": str(getattr(source, "value", source)), "message": item.get("message")}
+        {
+            "field": _wire_name(request, item.get("key")),
+            "in": str(getattr(source, "value", source)),
+            "message": item.get("message"),
+        }
         for item in items
         if isinstance(item, dict)
         for source in [item.get("source")]
@@ -235,6 +240,20 @@ def _validation_error(request: Request[Any, Any, Any], exc: ValidationException)
         detail=f"Invalid {names}." if names else "Invalid request parameters.",
         extra={"errors": errors},
     )
+
+
+def _wire_name(request: Request[Any, Any, Any], key: Any) -> Any:
+    """A parameter's name as the caller wrote it (``from``), not the handler's argument it fills (``start``).
+
+    Litestar names the argument in its validation errors; an aliased parameter's caller never saw that name.
+    """
+    if not isinstance(key, str):
+        return key
+    field = request.route_handler.parsed_fn_signature.parameters.get(key)
+    kwarg = field.kwarg_definition if field is not None else None
+    if isinstance(kwarg, ParameterKwarg):
+        return kwarg.query or kwarg.header or kwarg.cookie or kwarg.name or key
+    return key
 
 
 _HTTP_CODES: dict[type[HTTPException], tuple[str, str]] = {

@@ -545,6 +545,18 @@ async def test_bad_parameters_are_refused_with_a_problem(client, tenant, kind, p
     assert response.headers["content-type"].startswith("application/problem+json")
 
 
+@pytest.mark.parametrize("value", ["2026-11-01", "yesterday"])
+async def test_an_unreadable_from_is_refused_naming_from_as_the_caller_wrote_it(client, tenant, value):
+    """The handler's argument is ``start`` (``from`` is a Python keyword): the caller never wrote that name."""
+    response = await client.get(
+        "/v1/reports/consents", params={"from": value}, headers=await tenant.key(Scope.AUDIT_READ)
+    )
+    assert response.status_code == 400, response.text
+    problem = response.json()
+    assert problem["detail"] == "Invalid query parameter 'from'."
+    assert [e["field"] for e in problem["errors"]] == ["from"]
+
+
 async def test_reports_need_the_audit_scope(client, tenant):
     response = await client.get("/v1/reports/consents", headers=await tenant.key(Scope.ELIGIBILITY_READ))
     assert response.status_code == 403
