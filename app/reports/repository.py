@@ -119,9 +119,12 @@ def _doi_starts(grouped: str) -> str:
 
 
 def _outcomes(grouped: str) -> str:
-    """SELECT of the message outcomes that arrive as ledger events, per hour (the message rollups' columns)."""
+    """SELECT of the message outcomes that arrive as ledger events, per hour (the message rollups' columns).
+
+    No provider (NULL): the ledger event of a complaint or of an opt-out names none.
+    """
     return f"""
-        SELECT hour, channel, channel AS provider, purpose_id,
+        SELECT hour, channel, NULL::text AS provider, purpose_id,
                CASE WHEN trigger = 'complaint' THEN 'complaint' ELSE 'opt_out' END AS outcome,
                NULL::bigint AS latency_ms, campaign,
                sum(CASE WHEN trigger = 'complaint' THEN n ELSE attributed END)::bigint AS n
@@ -228,11 +231,13 @@ def _counted(events: str) -> str:
     """SELECT of message events with what the message rollups count them by (one row per event).
 
     ``events``: the FROM/WHERE clause giving the events ``e``, their messages ``m`` and, for a ``sent`` event, its
-    delivery's first ``queued`` event ``q``.
+    delivery's first ``queued`` event ``q``. ``provider``: the one the step names (an attempt's, a provider's report),
+    else NULL, never the channel's name: the steps before the send (queued, waiting for a send window, blocked at
+    send, no eligible channel) are written before the dispatcher chooses a provider.
     """
     return f"""
         SELECT {_hour("e.at")} AS hour, e.channel,
-               coalesce(e.detail ->> 'provider', e.channel) AS provider, m.purpose_id, m.campaign,
+               e.detail ->> 'provider' AS provider, m.purpose_id, m.campaign,
                CASE WHEN e.status = 'failed' AND e.detail ? 'provider_status' THEN 'bounced'
                     WHEN e.status IN ('opened', 'clicked') AND e.detail ? 'scanner_signals'
                     THEN e.status || '_by_scanner'

@@ -170,3 +170,24 @@ async def test_messages_are_counted_per_provider_that_carried_them(client, world
         name = row["group"]["provider"]
         sent[name] = sent.get(name, 0) + (row["metrics"]["sent"] or 0)
     assert {k: v for k, v in sent.items() if v} == {"smtp": 1, "twilio": 1}
+
+
+async def test_steps_taken_before_a_provider_is_chosen_count_under_no_provider_not_the_channels_name(
+    client, world, dispatcher, tenant
+):
+    """``accepted`` is written when the message is queued; the dispatcher chooses the provider later, at send."""
+    await send(client, world, ["email", "sms"], strategy="all_eligible")
+    assert await dispatcher.run_once() == 2
+    reader = await tenant.key(Scope.AUDIT_READ)
+    body = await report(client, reader, "messages", group_by="channel,provider")
+    counted: dict[tuple[str | None, str | None], dict[str, int]] = {}
+    for row in body["series"]:
+        cell = counted.setdefault((row["group"]["channel"], row["group"]["provider"]), {"accepted": 0, "sent": 0})
+        for metric in cell:
+            cell[metric] += row["metrics"][metric] or 0
+    assert {key: cell for key, cell in counted.items() if any(cell.values())} == {
+        ("email", None): {"accepted": 1, "sent": 0},
+        ("sms", None): {"accepted": 1, "sent": 0},
+        ("email", "smtp"): {"accepted": 0, "sent": 1},
+        ("sms", "twilio"): {"accepted": 0, "sent": 1},
+    }
