@@ -345,6 +345,10 @@ TRIGGER_NAMES = {
         "reassigned": "Number reassigned",
         "purchase": "Purchase (existing customer)",
         "renewed": "Renewed (kept subscribed)",
+        # the overview's opt-out causes besides the triggers: an unsubscribe that came another way than a mail's link
+        "unsubscribe_preference_centre": "Preference centre",
+        "unsubscribe_api": "Withdrawn through the API",
+        "unsubscribe_other": "Unsubscribe, way not recorded",
     },
     "de": {
         "signup": "Anmeldung",
@@ -374,6 +378,9 @@ TRIGGER_NAMES = {
         "reassigned": "Nummer neu vergeben",
         "purchase": "Kauf (Bestandskunde)",
         "renewed": "Verlängert (angemeldet geblieben)",
+        "unsubscribe_preference_centre": "Präferenzzentrum",
+        "unsubscribe_api": "Widerruf über die API",
+        "unsubscribe_other": "Abmeldung, Weg nicht erfasst",
     },
 }
 

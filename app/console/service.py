@@ -13,8 +13,8 @@ import hashlib
 import hmac
 import secrets
 import uuid
-from collections import defaultdict
-from collections.abc import Sequence
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from functools import cache
@@ -26,7 +26,7 @@ from app.channels.base import Report
 from app.console import repository
 from app.console.models import ChainCheck, ConsoleSession
 from app.domain.identifiers import InvalidIdentifier, normalise_email, normalise_phone
-from app.domain.model import Channel
+from app.domain.model import Channel, Trigger
 from app.ledger import repository as ledger
 from app.ledger.audit import verify_chain
 from app.ledger.models import Contact
@@ -351,6 +351,27 @@ class Overview:
     """The workspace's purposes (key, name), for the filter."""
 
 
+#: The causes an ``unsubscribe`` opt-out is shown under, by the metric that counts it (docs/reporting.md): the link
+#: in a mail (its page or RFC 8058 one-click), the preference centre, an API key (``POST /v1/withdrawals``, a push
+#: report); ``unsubscribe_other``: the way is not known (counted before the way was kept apart, until a rebuild; a
+#: link's evidence cleared by an erasure before a rebuild).
+UNSUBSCRIBE_CAUSES = (
+    ("unsubscribe", ("opt_outs_unsubscribe_page", "opt_outs_one_click")),
+    ("unsubscribe_preference_centre", ("opt_outs_preference_centre",)),
+    ("unsubscribe_api", ("opt_outs_api",)),
+)
+
+
+def opt_out_causes(trigger: str, metrics: Mapping[str, int | float | None]) -> dict[str, int]:
+    """A report row's opt-outs by cause: its trigger, except an ``unsubscribe``, split by the way it came."""
+    total = int(metrics.get("opt_outs") or 0)
+    if trigger != Trigger.UNSUBSCRIBE:
+        return {trigger: total}
+    found = {cause: sum(int(metrics.get(name) or 0) for name in names) for cause, names in UNSUBSCRIBE_CAUSES}
+    found["unsubscribe_other"] = total - sum(found.values())
+    return found
+
+
 async def overview(  # noqa: C901  # one pass per report, each a few branches
     session: AsyncSession,
     workspace_id: uuid.UUID,
@@ -392,16 +413,15 @@ async def overview(  # noqa: C901  # one pass per report, each a few branches
             cell.eligible = int(m["eligible_total"] or 0)
     for channel, series in audience.items():
         figures[channel].audience = series[-1] if series else (0 if standing else None)
-    triggers: set[str] = set()
-    causes: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    causes: dict[str, Counter[str]] = defaultdict(Counter)
     causes_query = report_query(period, "channel,trigger", filters=filters)
     for row in await reports.consent_report(session, workspace_id, causes_query):
-        channel, trigger, count = row.group.get("channel"), row.group.get("trigger"), int(row.metrics["opt_outs"] or 0)
-        if channel in figures and trigger and count:
-            causes[channel][trigger] += count
-            triggers.add(trigger)
+        channel, trigger = row.group.get("channel"), row.group.get("trigger")
+        if channel in figures and trigger:
+            causes[channel].update(opt_out_causes(trigger, row.metrics))
     for channel, counts in causes.items():
-        figures[channel].opt_outs_by_trigger = dict(counts)
+        figures[channel].opt_outs_by_trigger = {cause: n for cause, n in counts.items() if n}
+    triggers = {cause for figure in figures.values() for cause in figure.opt_outs_by_trigger}
     for row in await reports.message_report(
         session, workspace_id, report_query(period, "channel", reports.MESSAGE_GROUPS, filters)
     ):

@@ -27,12 +27,17 @@ _SOURCE = """
          ELSE e.actor_type || coalesce(':' || CASE WHEN left(e.actor_id, 4) = 'cli:' THEN 'cli' ELSE e.actor_id END, '')
     END
 """
-#: The one enumerated word of the evidence a metric splits by: how an unsubscribe came (page or RFC 8058
-#: one-click), the kind of an objection, whether a confirmation carried a scanner signal. Never free text.
+#: The one enumerated word of the evidence a metric splits by: how an unsubscribe came (a mail's link: its page or
+#: RFC 8058 one-click, as the email unsubscribe path records it; else the preference centre or an API key, as the
+#: actor says, which an erasure keeps), the kind of an objection, whether a confirmation carried a scanner signal.
+#: Never free text. (An API withdrawal's evidence cannot name a ``method``: its schema has no such field.)
 _DETAIL = """
     CASE
       WHEN e.trigger = 'unsubscribe' AND e.personal -> 'evidence' ->> 'method'
            IN ('unsubscribe_page', 'rfc8058_one_click') THEN e.personal -> 'evidence' ->> 'method'
+      WHEN e.trigger = 'unsubscribe' AND e.actor_type = 'api_key' THEN 'api'
+      WHEN e.trigger = 'unsubscribe' AND e.actor_type = 'subject' AND e.actor_id = 'preference_centre'
+           THEN 'preference_centre'
       WHEN e.trigger IN ('objection', 'robinson_match') AND e.personal -> 'evidence' ->> 'kind'
            IN ('personal', 'sticker', 'art21', 'robinson') THEN e.personal -> 'evidence' ->> 'kind'
       WHEN e.trigger = 'confirm' AND jsonb_typeof(e.personal -> 'evidence' -> 'signals') = 'array'

@@ -46,6 +46,8 @@ CONSENT_METRICS = (
     "opt_outs",
     "opt_outs_unsubscribe_page",
     "opt_outs_one_click",
+    "opt_outs_preference_centre",
+    "opt_outs_api",
     "declined",
     "lapsed",
     "expired",
@@ -390,6 +392,16 @@ _COUNTS: tuple[tuple[str, Callable[[_Event], bool]], ...] = (
         lambda e: (
             e[2] == State.OPTED_OUT and e[1] != e[2] and e[0] == Trigger.UNSUBSCRIBE and e[3] == "rfc8058_one_click"
         ),
+    ),
+    (
+        "opt_outs_preference_centre",
+        lambda e: (
+            e[2] == State.OPTED_OUT and e[1] != e[2] and e[0] == Trigger.UNSUBSCRIBE and e[3] == "preference_centre"
+        ),
+    ),
+    (
+        "opt_outs_api",
+        lambda e: e[2] == State.OPTED_OUT and e[1] != e[2] and e[0] == Trigger.UNSUBSCRIBE and e[3] == "api",
     ),
     ("declined", lambda e: e[2] == State.DECLINED and e[1] != e[2]),
     ("lapsed", lambda e: e[0] == Trigger.LAPSE),

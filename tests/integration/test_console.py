@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 
 from app.console.models import ConsoleLink, ConsoleSession
 from app.console.render import DASH
+from app.domain.model import Trigger
 from app.ledger.models import Contact
 from app.lib.auth import Scope
 from app.reports import service as reports
@@ -542,3 +543,53 @@ async def test_a_channel_whose_provider_reports_no_delivery_has_no_delivery_rate
     sms = shown.channels["sms"]
     sms.sent, sms.delivered = 10, 4
     assert sms.delivery_rate == 0.4
+
+
+async def test_opt_outs_by_cause_count_under_the_link_only_what_came_through_a_mails_link(
+    client, tenant, ledger, database
+):
+    """The unsubscribe trigger is also what ``POST /v1/withdrawals`` and the preference centre record: those are
+    causes of their own, told apart by the evidence (the link's method) and the actor; a rebuild counts the same."""
+    from app.console import service as console  # noqa: PLC0415
+    from app.emails.service import SUBJECT  # noqa: PLC0415
+    from app.ledger.service import Change, apply_changes  # noqa: PLC0415
+    from app.preferences.service import PERSON, SOURCE  # noqa: PLC0415
+
+    newsletter = await ledger.purpose("newsletter")
+    points = {}
+    for way in ("api", "page", "one_click", "preference_centre"):
+        points[way] = await ledger.point("email", f"{way}@example.com", external_id=f"by-{way}")
+        await ledger.apply(points[way], newsletter.id, "signup", "confirm")
+    withdrawn = await client.post(
+        "/v1/withdrawals",
+        json={"contact": "by-api", "channel": "email", "purpose": "newsletter", "evidence": {"form_id": "footer"}},
+        headers=await tenant.key(Scope.CONSENTS_WRITE),
+    )
+    assert withdrawn.status_code == 200, withdrawn.text
+    by_subject = [  # as the email unsubscribe path and the preference centre record them
+        (points["page"], SUBJECT, {"ip": "198.51.100.4", "method": "unsubscribe_page", "scope": "purpose"}),
+        (points["one_click"], SUBJECT, {"ip": "198.51.100.4", "method": "rfc8058_one_click"}),
+        (points["preference_centre"], PERSON, {"ip": "198.51.100.4", "source": SOURCE, "method": "withdraw"}),
+    ]
+    for point, actor, evidence in by_subject:
+        async with database.sessionmaker() as session, session.begin():
+            change = Change(point, newsletter.id, Trigger.UNSUBSCRIBE, evidence)
+            await apply_changes(session, tenant.id, [change], actor)
+
+    today = datetime.now(UTC).date()
+    period = console.Period(today - timedelta(days=1), today)
+    expected = {"unsubscribe": 2, "unsubscribe_api": 1, "unsubscribe_preference_centre": 1}
+    async with database.sessionmaker() as session, session.begin():
+        shown = await console.overview(session, tenant.id, period)
+    assert shown.channels["email"].opt_outs_by_trigger == expected
+    assert shown.channels["email"].opt_outs == 4
+    async with database.sessionmaker() as session, session.begin():
+        await reports.rebuild(session, tenant.id)
+    async with database.sessionmaker() as session, session.begin():
+        assert (await console.overview(session, tenant.id, period)).channels["email"].opt_outs_by_trigger == expected
+
+    await sign_in(client, await tenant.key(Scope.AUDIT_READ))
+    page = await client.get("/console", params={"lang": "en"})
+    for name in ("Unsubscribe link", "Withdrawn through the API", "Preference centre"):
+        assert name in page.text, name
+    assert "way not recorded" not in page.text

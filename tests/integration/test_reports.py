@@ -65,8 +65,23 @@ def span(start: datetime = BASE - timedelta(days=1), end: datetime = NOW + timed
 
 EMAIL_STEPS = ("signup", "confirm", "lapse", "unsubscribe", "validity_ended", "complaint", "erasure")
 SMS_STEPS = ("signup", "start_word", "stop_word", "provider_block")
+#: Who records a step, and the evidence: the ways an unsubscribe comes are told apart by both (a mail's link, the
+#: preference centre, an API key), and the catch-ups and the rebuild must tell them apart alike.
+WAYS = (
+    (SYSTEM, {}),
+    (Actor(ActorType.API_KEY, "00000000-0000-0000-0000-000000000001"), {"form_id": "footer"}),
+    (Actor(ActorType.SUBJECT, "preference_centre"), {"source": "preference_centre", "method": "withdraw"}),
+    (Actor(ActorType.SUBJECT), {"method": "rfc8058_one_click"}),
+)
 steps = st.lists(
-    st.tuples(st.integers(0, 3), st.integers(0, 1), st.integers(0, 6), st.integers(0, 200), st.booleans()),
+    st.tuples(
+        st.integers(0, 3),
+        st.integers(0, 1),
+        st.integers(0, 6),
+        st.integers(0, 200),
+        st.booleans(),
+        st.integers(0, len(WAYS) - 1),
+    ),
     min_size=5,
     max_size=40,
 )
@@ -89,13 +104,15 @@ async def test_rollups_equal_a_recount_a_rebuild_and_the_audience_export(client,
         opt_in = ("signup", "confirm") if point.channel == "email" else ("signup", "start_word")
         for trigger in opt_in:
             assert await record(ledger, point, purposes[n % 2].id, trigger, BASE)
-    for i, (who, which, step, hours, look) in enumerate(history):
+    for i, (who, which, step, hours, look, way) in enumerate(history):
         point = points[who]
         names = EMAIL_STEPS if point.channel == "email" else SMS_STEPS
         trigger = names[step % len(names)]
         if trigger == "erasure":
             continue  # an erasure deletes the address; the other steps keep using it
-        await record(ledger, point, purposes[which].id, trigger, BASE + timedelta(hours=hours, seconds=i))
+        actor, evidence = WAYS[way]
+        at = BASE + timedelta(hours=hours, seconds=i)
+        await record(ledger, point, purposes[which].id, trigger, at, evidence, actor)
         if look:  # a report in between: the rollups grow in increments
             await report(client, reader, **span())
 

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from app.console.service import opt_out_causes
 from app.lib.errors import InvalidInput
 from app.reports.schemas import ReportOut, ReportRowOut, csv_safe, to_csv
 from app.reports.service import CONSENT_GROUPS, buckets, consent_metrics_of, parse_query, percentile
@@ -28,6 +29,11 @@ NOW = datetime(2026, 12, 4, 21, 17, tzinfo=UTC)
          {"events", "opt_outs", "opted_in_exits", "opt_outs_one_click"}),
         (("unsubscribe", "opted_in", "opted_out", "unsubscribe_page"),
          {"events", "opt_outs", "opted_in_exits", "opt_outs_unsubscribe_page"}),
+        (("unsubscribe", "opted_in", "opted_out", "preference_centre"),
+         {"events", "opt_outs", "opted_in_exits", "opt_outs_preference_centre"}),
+        (("unsubscribe", "opted_in", "opted_out", "api"), {"events", "opt_outs", "opted_in_exits", "opt_outs_api"}),
+        (("unsubscribe", "opted_in", "opted_out", None), {"events", "opt_outs", "opted_in_exits"}),  # way unknown
+        (("unsubscribe", "opted_out", "opted_out", "api"), {"events"}),  # a repeat changes nothing
         (("lapse", "pending", "expired", None), {"events", "lapsed"}),
         (("validity_ended", "opted_in", "expired", None), {"events", "expired", "opted_in_exits"}),
         (("objection", "none", "objected", "sticker"), {"events", "objections", "objections_sticker"}),
@@ -40,6 +46,18 @@ NOW = datetime(2026, 12, 4, 21, 17, tzinfo=UTC)
 )  # fmt: skip
 def test_each_event_adds_to_the_counters_docs_reporting_names(event, expected):
     assert set(consent_metrics_of(*event)) == expected
+
+
+def test_the_consoles_opt_out_causes_split_an_unsubscribe_by_the_way_it_came():
+    metrics = {"opt_outs": 7, "opt_outs_unsubscribe_page": 1, "opt_outs_one_click": 2, "opt_outs_api": 3,
+               "opt_outs_preference_centre": 0}  # fmt: skip
+    assert opt_out_causes("unsubscribe", metrics) == {
+        "unsubscribe": 3,  # the link in a mail: its page and one-click
+        "unsubscribe_preference_centre": 0,
+        "unsubscribe_api": 3,
+        "unsubscribe_other": 1,  # counted before the way was kept apart
+    }
+    assert opt_out_causes("stop_word", {"opt_outs": 2, "opt_outs_api": 0}) == {"stop_word": 2}
 
 
 def test_nearest_rank_percentiles_over_weighted_values():
