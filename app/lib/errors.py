@@ -247,9 +247,10 @@ def _wire_name(request: Request[Any, Any, Any], key: Any) -> Any:
 
     Litestar names the argument in its validation errors; an aliased parameter's caller never saw that name.
     """
-    if not isinstance(key, str):
+    signature = getattr(request.scope.get("route_handler"), "parsed_fn_signature", None)
+    if not isinstance(key, str) or signature is None:
         return key
-    field = request.route_handler.parsed_fn_signature.parameters.get(key)
+    field = signature.parameters.get(key)  # a dependency's own parameter is not the handler's: left as named
     kwarg = field.kwarg_definition if field is not None else None
     if isinstance(kwarg, ParameterKwarg):
         return kwarg.query or kwarg.header or kwarg.cookie or kwarg.name or key
