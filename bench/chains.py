@@ -101,23 +101,55 @@ async def start_runs(dsn: str, workspace: uuid.UUID, chain: uuid.UUID) -> int:
         await conn.close()
 
 
-async def measure(conn: asyncpg.Connection, env: dict[str, str], concurrency: int, target: int) -> float:
-    """Start a worker, wait until ``target`` deliveries are sent; messages/s from the first one sent in this phase."""
+async def measure(
+    conn: asyncpg.Connection,
+    env: dict[str, str],
+    concurrency: int,
+    target: int,
+    *,
+    poll: float = 0.2,
+    limit: float | None = None,
+    label: str = "",
+) -> tuple[float, int]:
+    """Start a worker, wait until ``target`` deliveries are sent; messages/s from the first one sent in this phase,
+    and how many were sent (fewer than ``target`` if the phase was stopped at ``limit`` seconds after its start).
+
+    The sent deliveries are counted every ``poll`` seconds (a scan of the table: at hundreds of thousands of rows
+    a count costs PostgreSQL tens to hundreds of milliseconds, so large runs poll less often; the end is then
+    seen up to ``poll`` late). Each tenth of ``target`` prints its own rate, so a rate falling as the tables grow
+    shows.
+    """
     before = await conn.fetchval("SELECT count(*) FROM deliveries WHERE status = 'sent'")
+    until = time.perf_counter() + limit if limit else None
     worker = subprocess.Popen([CONSENT, "worker", "--concurrency", str(concurrency)], env=env)
     try:
         first: tuple[float, int] | None = None  # start-up is not throughput
+        mark = first
         while True:
             sent = await conn.fetchval("SELECT count(*) FROM deliveries WHERE status = 'sent'") - before
+            now = time.perf_counter()
             if first is None and sent:
-                first = (time.perf_counter(), sent)
+                first = mark = (now, sent)
+            if mark is not None and (sent - mark[1] >= target / 10 or sent >= target):
+                print(
+                    f"{label} {datetime.now(UTC):%H:%M:%S} sent {sent:,} of {target:,}: "
+                    f"{(sent - mark[1]) / max(now - mark[0], 1e-9):,.0f} msg/s since the last line, "
+                    f"load {os.getloadavg()[0]:.1f}",
+                    flush=True,
+                )
+                mark = (now, sent)
             if sent >= target:
+                break
+            if until is not None and now > until and first is not None:
+                print(f"{label}: stopped at the time limit ({limit:,.0f} s), {sent:,} of {target:,} sent", flush=True)
                 break
             if worker.poll() is not None:
                 raise RuntimeError("the worker stopped")
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(poll)
         assert first is not None
-        return (target - first[1]) / (time.perf_counter() - first[0])
+        rate = (sent - first[1]) / (now - first[0])
+        print(f"{label}: {sent - first[1]:,} sent in {now - first[0]:,.1f} s after the first one: {rate:,.0f} msg/s")
+        return rate, sent
     finally:
         worker.terminate()
         worker.wait(timeout=60)
@@ -340,13 +372,17 @@ async def run(args: argparse.Namespace) -> None:
         conn = await asyncpg.connect(dsn)
         try:
             if not args.api_only:
-                plain = await measure(conn, env, args.concurrency, args.runs)
+                plain, plain_sent = await measure(
+                    conn, env, args.concurrency, args.runs, poll=args.poll, limit=args.time_limit, label="plain"
+                )
                 workspace = await conn.fetchval("SELECT id FROM workspaces LIMIT 1")
                 chain = await define(dsn, workspace)
                 started = time.perf_counter()
                 await start_runs(dsn, workspace, chain)
                 written = time.perf_counter() - started
-                chained = await measure(conn, env, args.concurrency, 3 * args.runs)
+                chained, chained_sent = await measure(
+                    conn, env, args.concurrency, 3 * args.runs, poll=args.poll, limit=args.time_limit, label="chains"
+                )
                 decided = await conn.fetchval("SELECT count(*) FROM chain_steps WHERE status = 'sent'")
                 completed = await conn.fetchval("SELECT count(*) FROM chain_runs WHERE status = 'completed'")
             api = await measure_api(dsn, conn, args) if args.api_seconds else None
@@ -363,6 +399,8 @@ async def run(args: argparse.Namespace) -> None:
                 f"| {args.runs:,} | {args.concurrency} | {plain:,.0f} msg/s | {chained:,.0f} msg/s "
                 f"| {chained / plain:.0%} |"
             )
+            if plain_sent < args.runs or chained_sent < 3 * args.runs:
+                print(f"(stopped at the time limit: {plain_sent:,} plain and {chained_sent:,} chain messages sent)")
         if api is not None:
             runs, read, raw, counted = api
             raw_text = f"{raw['rps']:,.0f} req/s" if raw else "-"
@@ -428,6 +466,12 @@ def main() -> None:
     parser.add_argument("--api-connections", type=int, default=32)
     parser.add_argument("--api-only", action="store_true", help="only the runs started through the API")
     parser.add_argument("--port", type=int, default=8791)
+    parser.add_argument(
+        "--time-limit", type=float, help="stop a sending phase after this many seconds (its rate: what was sent)"
+    )
+    parser.add_argument(
+        "--poll", type=float, default=0.2, help="seconds between counts of the sent messages (a table scan each)"
+    )
     parser.add_argument("--workers", type=int, default=1, help="server processes (consent serve --workers N)")
     parser.add_argument("--serve", metavar="DSN", help=argparse.SUPPRESS)  # the server of the API phase
     args = parser.parse_args()
