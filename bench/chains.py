@@ -112,7 +112,7 @@ async def measure(
     label: str = "",
 ) -> tuple[float, int]:
     """Start a worker, wait until ``target`` deliveries are sent; messages/s from the first one sent in this phase,
-    and how many were sent (fewer than ``target`` if the phase was stopped at ``limit`` seconds after its start).
+    and how many were sent (fewer than ``target`` if the phase was stopped ``limit`` seconds after the first one).
 
     The sent deliveries are counted every ``poll`` seconds (a scan of the table: at hundreds of thousands of rows
     a count costs PostgreSQL tens to hundreds of milliseconds, so large runs poll less often; the end is then
@@ -120,16 +120,17 @@ async def measure(
     shows.
     """
     before = await conn.fetchval("SELECT count(*) FROM deliveries WHERE status = 'sent'")
-    until = time.perf_counter() + limit if limit else None
     worker = subprocess.Popen([CONSENT, "worker", "--concurrency", str(concurrency)], env=env)
     try:
         first: tuple[float, int] | None = None  # start-up is not throughput
+        until: float | None = None
         mark = first
         while True:
             sent = await conn.fetchval("SELECT count(*) FROM deliveries WHERE status = 'sent'") - before
             now = time.perf_counter()
             if first is None and sent:
                 first = mark = (now, sent)
+                until = now + limit if limit else None
             if mark is not None and (sent - mark[1] >= target / 10 or sent >= target):
                 print(
                     f"{label} {datetime.now(UTC):%H:%M:%S} sent {sent:,} of {target:,}: "
@@ -140,14 +141,14 @@ async def measure(
                 mark = (now, sent)
             if sent >= target:
                 break
-            if until is not None and now > until and first is not None:
+            if first is not None and until is not None and now > until:
                 print(f"{label}: stopped at the time limit ({limit:,.0f} s), {sent:,} of {target:,} sent", flush=True)
                 break
             if worker.poll() is not None:
                 raise RuntimeError("the worker stopped")
             await asyncio.sleep(poll)
         assert first is not None
-        rate = (sent - first[1]) / (now - first[0])
+        rate = (sent - first[1]) / max(now - first[0], 1e-9)
         print(f"{label}: {sent - first[1]:,} sent in {now - first[0]:,.1f} s after the first one: {rate:,.0f} msg/s")
         return rate, sent
     finally:
@@ -467,7 +468,7 @@ def main() -> None:
     parser.add_argument("--api-only", action="store_true", help="only the runs started through the API")
     parser.add_argument("--port", type=int, default=8791)
     parser.add_argument(
-        "--time-limit", type=float, help="stop a sending phase after this many seconds (its rate: what was sent)"
+        "--time-limit", type=float, help="stop a sending phase this long after its first message (rate: what was sent)"
     )
     parser.add_argument(
         "--poll", type=float, default=0.2, help="seconds between counts of the sent messages (a table scan each)"
