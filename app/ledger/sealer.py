@@ -48,11 +48,8 @@ _UNSEALED = "consent_unsealed_workspaces"
 
 async def lock_head(session: AsyncSession, workspace_id: uuid.UUID) -> tuple[int, bytes]:
     """Lock the workspace's chain head and seal what waits; returns (last seq, last hash) to append after."""
-    head = await repository.lock_head(session, workspace_id)
-    while True:
-        head, sealed = await _seal_batch(session, workspace_id, head)
-        if sealed < SEAL_BATCH:
-            return head
+    head, _ = await _seal_waiting(session, workspace_id, await repository.lock_head(session, workspace_id))
+    return head
 
 
 async def seal(session: AsyncSession, workspace_id: uuid.UUID, *, skip_busy: bool = False) -> int:
@@ -67,12 +64,8 @@ async def seal(session: AsyncSession, workspace_id: uuid.UUID, *, skip_busy: boo
     head = await repository.lock_live_head(session, workspace_id, skip_locked=skip_busy)
     if head is None:
         return 0
-    total = 0
-    while True:
-        head, sealed = await _seal_batch(session, workspace_id, head)
-        total += sealed
-        if sealed < SEAL_BATCH:
-            return total
+    _, total = await _seal_waiting(session, workspace_id, head)
+    return total
 
 
 async def seal_first(session: AsyncSession, workspace_id: uuid.UUID) -> None:
@@ -92,6 +85,18 @@ async def seal_on_database(database: Database, workspace_id: uuid.UUID) -> None:
     """:func:`seal_first` in a session of its own (for readers that stream on a driver connection)."""
     async with database.sessionmaker() as session:
         await seal_first(session, workspace_id)
+
+
+async def _seal_waiting(
+    session: AsyncSession, workspace_id: uuid.UUID, head: tuple[int, bytes]
+) -> tuple[tuple[int, bytes], int]:
+    """Chain every waiting event after ``head`` (locked by the caller), a batch at a time; the new head, how many."""
+    total = 0
+    while True:
+        head, sealed = await _seal_batch(session, workspace_id, head)
+        total += sealed
+        if sealed < SEAL_BATCH:
+            return head, total
 
 
 async def _seal_batch(
