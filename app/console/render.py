@@ -13,6 +13,7 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from app.console.service import event_cause
 from app.domain.model import Channel
 
 DASH = "\N{EN DASH}"  # an empty cell
@@ -346,6 +347,7 @@ TRIGGER_NAMES = {
         "purchase": "Purchase (existing customer)",
         "renewed": "Renewed (kept subscribed)",
         # the overview's opt-out causes besides the triggers: an unsubscribe that came another way than a mail's link
+        "unsubscribe_one_click": "One-click unsubscribe in the mail program",
         "unsubscribe_preference_centre": "Preference centre",
         "unsubscribe_api": "Withdrawn through the API",
         "unsubscribe_other": "Unsubscribe, way not recorded",
@@ -378,6 +380,7 @@ TRIGGER_NAMES = {
         "reassigned": "Nummer neu vergeben",
         "purchase": "Kauf (Bestandskunde)",
         "renewed": "Verlängert (angemeldet geblieben)",
+        "unsubscribe_one_click": "Abmeldung mit einem Klick im Mailprogramm",
         "unsubscribe_preference_centre": "Präferenzzentrum",
         "unsubscribe_api": "Widerruf über die API",
         "unsubscribe_other": "Abmeldung, Weg nicht erfasst",
@@ -415,6 +418,9 @@ def page(template: str, lang: str, **context: Any) -> str:
     def trigger_name(trigger: str) -> str:
         return TRIGGER_NAMES[lang].get(trigger, trigger.replace("_", " "))
 
+    def event_name(event: Any) -> str:
+        return trigger_name(event_cause(event.trigger, event.actor_type, event.actor_id, event.evidence))
+
     def number(value: float | None) -> str:
         if value is None:
             return DASH
@@ -434,6 +440,7 @@ def page(template: str, lang: str, **context: Any) -> str:
             say=phrase,
             channel_name=channel_name,
             trigger_name=trigger_name,
+            event_name=event_name,
             number=number,
             percent=percent,
             **context,

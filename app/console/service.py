@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from functools import cache
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,7 +27,7 @@ from app.channels.base import Report
 from app.console import repository
 from app.console.models import ChainCheck, ConsoleSession
 from app.domain.identifiers import InvalidIdentifier, normalise_email, normalise_phone
-from app.domain.model import Channel, Trigger
+from app.domain.model import ActorType, Channel, Trigger
 from app.ledger import repository as ledger
 from app.ledger.audit import verify_chain
 from app.ledger.models import Contact
@@ -360,6 +361,27 @@ UNSUBSCRIBE_CAUSES = (
     ("unsubscribe_preference_centre", ("opt_outs_preference_centre",)),
     ("unsubscribe_api", ("opt_outs_api",)),
 )
+
+
+def event_cause(trigger: str, actor_type: str, actor_id: str | None, evidence: Mapping[str, Any] | None) -> str:
+    """What a timeline names one event by: its trigger, except an ``unsubscribe``, named by the way it came.
+
+    The same rule as the reports' split (``_DETAIL`` in app/reports/repository.py): the mail's link (its page or
+    RFC 8058 one-click, by the evidence's ``method``), else an API key, else the preference centre (by the actor);
+    ``unsubscribe_other`` where none of them is recorded (an erasure clears the evidence, not the actor).
+    """
+    if trigger != Trigger.UNSUBSCRIBE:
+        return trigger
+    method = (evidence or {}).get("method")
+    if method == "unsubscribe_page":
+        return "unsubscribe"
+    if method == "rfc8058_one_click":
+        return "unsubscribe_one_click"
+    if actor_type == ActorType.API_KEY:
+        return "unsubscribe_api"
+    if actor_type == ActorType.SUBJECT and actor_id == "preference_centre":
+        return "unsubscribe_preference_centre"
+    return "unsubscribe_other"
 
 
 def opt_out_causes(trigger: str, metrics: Mapping[str, int | float | None]) -> dict[str, int]:

@@ -593,3 +593,16 @@ async def test_opt_outs_by_cause_count_under_the_link_only_what_came_through_a_m
     for name in ("Unsubscribe link", "Withdrawn through the API", "Preference centre"):
         assert name in page.text, name
     assert "way not recorded" not in page.text
+
+    # a contact's timeline names each unsubscribe by the way it came, as the overview counts it
+    named = {
+        "by-api": "Withdrawn through the API",
+        "by-page": "Unsubscribe link",
+        "by-one_click": "One-click unsubscribe in the mail program",
+        "by-preference_centre": "Preference centre",
+    }
+    for external_id, name in named.items():
+        timeline = await client.get("/console/contacts", params={"q": external_id, "lang": "en"})
+        assert timeline.status_code == 200, timeline.text
+        shown = {other for other in named.values() if f"<strong>{other}</strong>" in timeline.text}
+        assert shown == {name}, (external_id, shown)
