@@ -149,7 +149,7 @@ async def _run(
     run_id = uuid7()
     answer = encode_json(RunStarted(run_id=run_id))
     kept = idempotency.kept_json_answer(
-        idempotency_key, idempotency.request_fingerprint(keys, scope, body), _ACCEPTED, answer
+        idempotency_key, idempotency.request_fingerprint(keys, scope, body).kept, _ACCEPTED, answer
     )
     database: Database = state.database
     # stateless: the plan's read and the run's statement, each on its own, change nothing of the session

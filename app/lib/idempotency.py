@@ -25,12 +25,14 @@ after a rollback, runs).
 
 from __future__ import annotations
 
+import hmac
 import re
 import uuid
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any, NamedTuple
 
+import msgspec
 import structlog
 from litestar import Request, Response
 from litestar.connection import ASGIConnection
@@ -45,6 +47,7 @@ from app.lib import repository
 from app.lib.auth import authenticate, require_scope
 from app.lib.db import Database
 from app.lib.errors import AppError, Conflict, InvalidInput, Unavailable
+from app.lib.inputs import json_too_deep
 from app.lib.keys import Keys
 from app.lib.orm import utcnow
 
@@ -83,9 +86,48 @@ def valid_key(key: str) -> bool:
     return _KEY.match(key) is not None
 
 
-def request_fingerprint(keys: Keys, scope: Scope, body: bytes) -> bytes:
-    """What a request is recognised by under its key: its path, query and body (a keyed hash)."""
-    return keys.request_fingerprint(scope["path"].encode(), scope.get("query_string", b""), body)
+class Fingerprint(NamedTuple):
+    """What a request is recognised by under its key (keyed hashes of its path, query and body)."""
+
+    kept: bytes
+    """The one stored with the key: a JSON body by its content (:func:`canonical_json`), not its spelling."""
+    raw: bytes
+    """The body's bytes as sent: what keys stored before 2026-12-06 were kept with, still recognised."""
+
+    def matches(self, stored: bytes) -> bool:
+        """True when ``stored`` (a held key's fingerprint) was kept for this request."""
+        return hmac.compare_digest(stored, self.kept) or hmac.compare_digest(stored, self.raw)
+
+
+def request_fingerprint(keys: Keys, scope: Scope, body: bytes) -> Fingerprint:
+    """What a request is recognised by under its key: its path, query and body, a JSON body by its content."""
+    path, query = scope["path"].encode(), scope.get("query_string", b"")
+    raw = keys.request_fingerprint(path, query, body)
+    canonical = canonical_json(body)
+    return Fingerprint(raw if canonical is body else keys.request_fingerprint(path, query, canonical), raw)
+
+
+def canonical_json(body: bytes) -> bytes:
+    """A JSON body with its object keys sorted and no insignificant whitespace; any other body as it is.
+
+    "The same body" (API.md) is the same JSON value: a client that retries with its fields in another order, or
+    pretty-printed, gets the first answer, not a 409. A body that is not JSON, or nests too deep to decode
+    safely, is compared byte for byte (the route refuses it anyway).
+    """
+    if body[:1] not in _JSON_STARTS and body.lstrip()[:1] not in _JSON_STARTS:
+        return body
+    if json_too_deep(body):
+        return body
+    try:
+        value = _json_value.decode(body)
+    except (msgspec.MsgspecError, UnicodeDecodeError):
+        return body
+    canonical = msgspec.json.encode(value, order="sorted")
+    return body if canonical == body else canonical
+
+
+_JSON_STARTS = (b"{", b"[")
+_json_value = msgspec.json.Decoder()
 
 
 def kept_json_answer(key: str, fingerprint: bytes, status: int, body: bytes) -> KeptAnswer:
@@ -98,7 +140,7 @@ class Pending:
 
     __slots__ = ("fingerprint", "key", "secret", "settled", "workspace_id")
 
-    def __init__(self, workspace_id: uuid.UUID, key: str, fingerprint: bytes, *, secret: bool) -> None:
+    def __init__(self, workspace_id: uuid.UUID, key: str, fingerprint: Fingerprint, *, secret: bool) -> None:
         self.workspace_id = workspace_id
         self.key = key
         self.fingerprint = fingerprint
@@ -196,13 +238,13 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
 
 
 async def _claim(
-    database: Database, workspace_id: uuid.UUID, key: str, fingerprint: bytes
+    database: Database, workspace_id: uuid.UUID, key: str, fingerprint: Fingerprint
 ) -> tuple[int, str, bytes] | None:
     """Claim ``key``; ``None`` when this request runs, else the stored answer to replay (or a 409 raised)."""
     now = utcnow()
     async with database.sessionmaker() as session, session.begin():
         claimed = await repository.claim_idempotency_key(
-            session, workspace_id, key, fingerprint, now=now, retention=RETENTION, abandoned_after=ABANDONED_AFTER
+            session, workspace_id, key, fingerprint.kept, now=now, retention=RETENTION, abandoned_after=ABANDONED_AFTER
         )
         if claimed:
             return None
@@ -217,10 +259,10 @@ def _just_failed() -> Conflict:
 
 
 def _stored_answer(
-    stored: bytes, status: int | None, headers: str | None, body: bytes | None, *, fingerprint: bytes
+    stored: bytes, status: int | None, headers: str | None, body: bytes | None, *, fingerprint: Fingerprint
 ) -> tuple[int, str, bytes]:
     """The answer to replay for a held key (``stored``: the fingerprint of its first request), or a 409 raised."""
-    if stored != fingerprint:
+    if not fingerprint.matches(stored):
         raise Conflict("This Idempotency-Key was already used with a different request.", code="idempotency_key_reused")
     if status is None:
         raise Conflict(
@@ -271,7 +313,7 @@ async def keep_on_driver(
         connection,
         pending.workspace_id,
         pending.key,
-        pending.fingerprint,
+        pending.fingerprint.kept,
         now=now,
         retention=RETENTION,
         abandoned_after=ABANDONED_AFTER,
@@ -366,7 +408,7 @@ async def _run_in_transaction(
             session,
             pending.workspace_id,
             pending.key,
-            pending.fingerprint,
+            pending.fingerprint.kept,
             now=utcnow(),
             retention=RETENTION,
             abandoned_after=ABANDONED_AFTER,

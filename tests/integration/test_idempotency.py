@@ -6,7 +6,7 @@ import hashlib
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
 
 from app.lib.auth import Scope
 from app.lib.keys import Keys
@@ -200,4 +200,52 @@ async def test_the_stored_fingerprint_is_keyed_not_a_plain_hash_of_the_body(clie
     [stored] = (await session.scalars(select(IdempotencyKey.fingerprint))).all()
     plain = hashlib.sha256(b"\0".join([b"/v1/purposes", b"", body])).digest()
     assert bytes(stored) != plain, "a guessed body must not be confirmed by its hash"
-    assert bytes(stored) == Keys(TEST_SECRET).request_fingerprint(b"/v1/purposes", b"", body)
+    canonical = b'{"key":"newsletter","kind":"marketing","name":"Newsletter"}'
+    assert bytes(stored) == Keys(TEST_SECRET).request_fingerprint(b"/v1/purposes", b"", canonical)
+
+
+async def test_the_same_json_spelt_otherwise_is_the_same_request(client, admin, session):
+    """API.md's "the same body" is the same JSON value: fields in another order, other whitespace, escapes."""
+    headers = {**admin, "Idempotency-Key": "spelt-1", "Content-Type": "application/json"}
+    first = await client.post(
+        "/v1/purposes", content=b'{"key": "newsletter", "name": "Newsletter", "kind": "marketing"}', headers=headers
+    )
+    assert first.status_code == 201, first.text
+    for spelt in (
+        b'{"kind":"marketing","name":"Newsletter","key":"newsletter"}',
+        b'\n  {\n  "name" : "Newsletter",\n  "key": "newsletter",\n  "kind": "marketing"\n}\n',
+        b'{"key": "newsletter", "name": "\\u004eewsletter", "kind": "marketing"}',
+    ):
+        again = await client.post("/v1/purposes", content=spelt, headers=headers)
+        assert again.status_code == 201, (spelt, again.text)
+        assert again.headers["idempotent-replayed"] == "true"
+        assert again.json() == first.json()
+    for other in (
+        b'{"key": "newsletter", "name": "Newsletter ", "kind": "marketing"}',
+        b'{"key": "newsletter", "name": "Newsletter", "kind": "marketing", "extra": null}',
+        b'[{"key": "newsletter", "name": "Newsletter", "kind": "marketing"}]',
+    ):
+        refused = await client.post("/v1/purposes", content=other, headers=headers)
+        assert refused.status_code == 409, (other, refused.text)
+        assert refused.json()["code"] == "idempotency_key_reused"
+    assert await purposes(session) == 1
+
+
+async def test_a_key_kept_with_the_raw_body_before_canonical_json_still_replays(client, admin, tenant, session):
+    """Keys stored before the fingerprint took the JSON value (2026-12-06) were kept with the body's bytes: a
+    retry after an upgrade, within the key's 24 hours, still gets its first answer."""
+    body = b'{"key": "newsletter", "name": "Newsletter", "kind": "marketing"}'
+    headers = {**admin, "Idempotency-Key": "before-upgrade", "Content-Type": "application/json"}
+    first = await client.post("/v1/purposes", content=body, headers=headers)
+    assert first.status_code == 201
+    raw = Keys(TEST_SECRET).request_fingerprint(b"/v1/purposes", b"", body)
+    await session.execute(update(IdempotencyKey).values(fingerprint=raw))
+    await session.commit()
+    again = await client.post("/v1/purposes", content=body, headers=headers)
+    assert again.status_code == 201, again.text
+    assert again.headers["idempotent-replayed"] == "true"
+    reordered = await client.post(
+        "/v1/purposes", content=b'{"name": "Newsletter", "key": "newsletter", "kind": "marketing"}', headers=headers
+    )
+    assert reordered.status_code == 409, "an old key recognises only the bytes it was kept with"
+    assert await purposes(session) == 1
