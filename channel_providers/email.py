@@ -3,7 +3,8 @@
 Two senders behind one Protocol:
 
 - :class:`SmtpSender` hands the message to the configured relay with aiosmtplib (plain, STARTTLS or implicit
-  TLS; optional login). A 5xx reply is a permanent failure, anything else that goes wrong is transient.
+  TLS; optional login). A 5xx reply is a permanent failure, anything else that goes wrong is transient; a
+  connection lost during ``DATA`` may have been accepted (marketing is then not sent again).
 - :class:`OutboxSender` writes ``.eml`` files to a local folder: the default when no ``SMTP_HOST`` is set, so
   the service runs with no mail account.
 
@@ -24,7 +25,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, getaddresses, make_msgid, parseaddr
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import aiosmtplib
 import structlog
@@ -54,6 +55,9 @@ class MailResult:
     message_id: str
     response: str
     """The relay's reply (or the reason the message did not get there), for the proof and the logs."""
+    maybe_accepted: bool = False
+    """A transient failure after the content was handed over (the connection lost or no answer in time during
+    ``DATA``): the relay may have queued the message, so sending it again could repeat it."""
 
     @property
     def accepted(self) -> bool:
@@ -208,7 +212,13 @@ class SmtpSender:
         self.config = config
 
     async def send(self, message: EmailMessage) -> MailResult:
-        """Send; 5xx replies are permanent failures, connection problems and 4xx replies transient ones."""
+        """Send; 5xx replies are permanent failures, connection problems and 4xx replies transient ones.
+
+        A connection lost or a timeout once the message's content was being handed over (the ``DATA`` phase) is
+        transient *and may have been accepted* (``MailResult.maybe_accepted``): the relay may have queued it
+        before its answer was lost, so sending it again could repeat it. Anything earlier (connecting, TLS,
+        login, the envelope) cannot have been accepted, and a reply, whatever it says, is an answer.
+        """
         config = self.config
         message_id = str(message["Message-ID"])
         # Serialised once, here, with our policy (CRLF, lines up to 998): handed a message object, the client
@@ -217,19 +227,18 @@ class SmtpSender:
         raw = message.as_bytes(policy=_SMTP_POLICY)
         sender = parseaddr(str(message["Sender"] or message["From"]))[1]
         recipients = [address for _, address in getaddresses([str(v) for v in message.get_all("To", [])])]
+        client = _Client(
+            hostname=config.host,
+            port=config.port,
+            username=config.username,
+            password=config.password,
+            use_tls=config.tls == "tls",
+            start_tls=True if config.tls == "starttls" else False,  # noqa: SIM210  # None would mean "if offered"
+            timeout=config.timeout,
+        )
         try:
-            errors, response = await aiosmtplib.send(
-                raw,
-                sender=sender,
-                recipients=recipients,
-                hostname=config.host,
-                port=config.port,
-                username=config.username,
-                password=config.password,
-                use_tls=config.tls == "tls",
-                start_tls=True if config.tls == "starttls" else False,  # noqa: SIM210  # None would mean "if offered"
-                timeout=config.timeout,
-            )
+            async with client:
+                errors, response = await client.sendmail(sender, recipients, raw)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [refused.code for refused in exc.recipients]
             outcome = (
@@ -241,11 +250,22 @@ class SmtpSender:
             outcome = MailOutcome.PERMANENT_FAILURE if exc.code >= _PERMANENT else MailOutcome.TRANSIENT_FAILURE
             return MailResult(outcome, message_id, f"{exc.code} {exc.message}")
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            return MailResult(MailOutcome.TRANSIENT_FAILURE, message_id, f"{type(exc).__name__}: {exc}")
+            detail = f"{type(exc).__name__}: {exc}"
+            return MailResult(MailOutcome.TRANSIENT_FAILURE, message_id, detail, maybe_accepted=client.data_started)
         if errors:  # some recipients refused, others taken (we send to one, so this is rare)
             detail = "; ".join(f"{response.code} {response.message}" for response in errors.values())
             return MailResult(MailOutcome.PERMANENT_FAILURE, message_id, detail)
         return MailResult(MailOutcome.ACCEPTED, message_id, response)
+
+
+class _Client(aiosmtplib.SMTP):
+    """aiosmtplib's client, remembering whether the message's content began to be handed over (``DATA``)."""
+
+    data_started = False
+
+    async def data(self, message: str | bytes, /, **kwargs: Any) -> aiosmtplib.SMTPResponse:
+        self.data_started = True
+        return await super().data(message, **kwargs)
 
 
 class OutboxSender:
@@ -320,4 +340,9 @@ class EmailAdapter:
             MailOutcome.PERMANENT_FAILURE: Outcome.PERMANENT,
             MailOutcome.TRANSIENT_FAILURE: Outcome.TRANSIENT,
         }[result.outcome]
-        return SendResult(outcome, provider_message_id=result.message_id, detail=result.response)
+        return SendResult(
+            outcome,
+            provider_message_id=result.message_id,
+            detail=result.response,
+            maybe_delivered=result.maybe_accepted,
+        )

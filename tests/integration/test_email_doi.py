@@ -6,6 +6,7 @@ import asyncio
 import email
 import email.policy
 import re
+import socket
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
@@ -576,3 +577,57 @@ async def test_the_confirmation_link_verifies_the_address_for_transactional_mail
     assert point["verified_at"] is not None
     after = (await client.get("/v1/eligibility", params=query, headers=admin)).json()
     assert (after["eligible"], after["reason"]) == (True, "transactional")
+
+
+async def _relay_result(inbox, **config):
+    from channel_providers.email import SmtpConfig, SmtpSender  # noqa: PLC0415
+
+    return await SmtpSender(SmtpConfig(host="127.0.0.1", port=inbox.port, tls="none", **config)).send(_message())
+
+
+async def test_a_relay_lost_while_it_takes_the_content_may_have_accepted_the_message(inbox):
+    """Gone silent or disconnected after the content was handed over (``DATA``): the relay may have queued it, so
+    the result says so (marketing is then not sent again); a failure before that cannot have been accepted."""
+    from channel_providers.email import MailOutcome  # noqa: PLC0415
+
+    async def silent(_server, _session, _envelope):
+        await asyncio.sleep(5)
+        return "250 OK"
+
+    async def hang_up(server, _session, _envelope):
+        server.transport.close()
+        return "250 OK"
+
+    for handler in (silent, hang_up):
+        inbox.handle_DATA = handler
+        result = await _relay_result(inbox, timeout=0.5)
+        assert result.outcome is MailOutcome.TRANSIENT_FAILURE, (handler.__name__, result)
+        assert result.maybe_accepted, handler.__name__
+
+    async def refused_data(_server, _session, _envelope):
+        return "451 4.3.0 Queue full"
+
+    inbox.handle_DATA = refused_data
+    answered = await _relay_result(inbox)
+    assert answered.outcome is MailOutcome.TRANSIENT_FAILURE
+    assert not answered.maybe_accepted, "a reply is an answer: not taken"
+
+    async def silent_at_rcpt(_server, _session, _envelope, _address, _options):
+        await asyncio.sleep(5)
+        return "250 OK"
+
+    inbox.handle_RCPT = silent_at_rcpt
+    early = await _relay_result(inbox, timeout=0.5)
+    assert early.outcome is MailOutcome.TRANSIENT_FAILURE
+    assert not early.maybe_accepted, "the envelope was not complete: nothing can have been queued"
+
+
+async def test_a_relay_not_listening_has_accepted_nothing():
+    from channel_providers.email import MailOutcome, SmtpConfig, SmtpSender  # noqa: PLC0415
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = await SmtpSender(SmtpConfig(host="127.0.0.1", port=port, tls="none", timeout=2)).send(_message())
+    assert result.outcome is MailOutcome.TRANSIENT_FAILURE
+    assert not result.maybe_accepted

@@ -906,3 +906,40 @@ async def test_a_workspace_whose_facts_the_database_refuses_does_not_stop_the_ot
     ).one()
     assert waiting.status == "queued", "theirs waits and is tried again, neither sent nor blocked"
     assert "facts could not be read" in (waiting.last_error or "")
+
+
+async def test_a_marketing_mail_the_relay_may_have_taken_is_not_sent_again(
+    client, world, providers, dispatcher, session
+):
+    """The relay hung up after taking the content (before its answer): the newsletter may be queued there, so it is
+    settled ``unknown`` (at most once); a hang-up before the content is a plain transient failure, retried."""
+    inbox = providers["inbox"]
+    taken = inbox.handle_DATA
+
+    async def hang_up_at_rcpt(server, _session, _envelope, _address, _options):
+        server.transport.close()
+        return "250 OK"
+
+    inbox.handle_RCPT = hang_up_at_rcpt
+    await send(client, world, ["email"])
+    await dispatcher.run_once()
+    delivery = await session.scalar(select(Delivery))
+    await session.refresh(delivery)
+    assert delivery.status == "queued", "nothing can have been taken: tried again"
+    assert delivery.attempts == 1
+
+    async def hang_up_at_data(server, _session, envelope):
+        await taken(server, _session, envelope)  # the relay queued it ...
+        server.transport.close()  # ... and its answer was lost
+        return "250 OK"
+
+    del inbox.handle_RCPT  # back to the class's
+    inbox.handle_DATA = hang_up_at_data
+    await session.execute(update(Delivery).values(next_attempt_at=utcnow()))
+    await session.commit()
+    await dispatcher.run_once()
+    await session.refresh(delivery)
+    assert delivery.status == "unknown"
+    assert "not sent again" in delivery.last_error
+    assert await dispatcher.run_once() == 0
+    assert len(inbox.messages) == 1
