@@ -19,7 +19,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from app.domain.model import Channel
 from app.ledger.models import ContactPoint
 from app.preferences.brand import Look
-from app.preferences.service import PAUSE_WEEKS, Shown, View
+from app.preferences.service import PAUSE_WEEKS, Address, Offer, Shown, View
 
 WORDS: dict[str, dict[str, str]] = {
     "en": {
@@ -71,6 +71,9 @@ WORDS: dict[str, dict[str, str]] = {
             "confirmation link to it, and it starts once you confirm."
         ),
         "own_proof_sms": "To receive something by SMS, text {word} to {number} from this number.",
+        "own_proof_phone_signup": "To receive something {by}, sign up for it with this number on {brand}'s website.",
+        "own_proof_phone_signup_url": "To receive something {by}, sign up for it with this number: {url}",
+        "or": " or ",
         "own_proof_whatsapp": "To receive something on WhatsApp, send {word} to {number} on WhatsApp from this number.",
         "own_proof_app_push": (
             "To receive app notifications, allow notifications for {brand}'s app (in the app or in your phone's "
@@ -236,6 +239,11 @@ WORDS: dict[str, dict[str, str]] = {
             "schickt einen Bestätigungslink an die Adresse, und es beginnt, sobald Sie bestätigen."
         ),
         "own_proof_sms": "Um etwas per SMS zu erhalten, senden Sie von dieser Nummer {word} per SMS an {number}.",
+        "own_proof_phone_signup": (
+            "Um etwas {by} zu erhalten, melden Sie sich mit dieser Nummer auf der Website von {brand} dafür an."
+        ),
+        "own_proof_phone_signup_url": "Um etwas {by} zu erhalten, melden Sie sich mit dieser Nummer dafür an: {url}",
+        "or": " oder ",
         "own_proof_whatsapp": (
             "Um etwas per WhatsApp zu erhalten, senden Sie von dieser Nummer {word} per WhatsApp an {number}."
         ),
@@ -388,20 +396,31 @@ def date(lang: str, moment: datetime, timezone: str = "UTC") -> str:
     return f"{local.day}. {month} {local.year}" if lang == "de" else f"{local.day} {month} {local.year}"
 
 
-def how_to_opt_in(view: View, channel: Channel) -> str | None:
-    """How to opt in on ``channel`` with its own proof, in words; ``None`` where the workspace gave no number.
+def how_to_opt_in(view: View, address: Address) -> str | None:
+    """How to opt ``address`` in with its channel's own proof, in words; ``None`` where there is nothing true to say.
 
-    Print is not here: it needs no opt-in, and lifting an objection is explained beside it (``print_lift``).
+    SMS and WhatsApp: the words a text from this number opts in with, for the purposes shown here that need one
+    (only where the workspace takes a start word without a pending signup), else its signup page; nothing where
+    the workspace gave no number. Print is not here: it needs no opt-in, and lifting an objection is explained
+    beside it (``print_lift``).
     """
-    values = {"brand": view.brand, "word": view.start_word}
-    if channel is Channel.SMS or channel is Channel.WHATSAPP:
-        number = view.sms_from if channel is Channel.SMS else view.whatsapp_from
-        if not number:
-            return None
-        values["number"] = number
-    elif channel is Channel.PRINT:
+    channel = address.channel
+    if channel is Channel.PRINT:
         return None
-    return word(view.lang, "own_proof_" + channel, **values)
+    if channel is not Channel.SMS and channel is not Channel.WHATSAPP:
+        return word(view.lang, "own_proof_" + channel, brand=view.brand)
+    number = view.sms_from if channel is Channel.SMS else view.whatsapp_from
+    if not number:
+        return None
+    needing = [row.purpose for row in address.rows if row.offer is Offer.OWN_PROOF]
+    words = [(view.start_words[p.key], p.name) for p in needing if p.key in view.start_words]
+    if words:
+        said = word(view.lang, "or").join(f"{text} ({name})" if len(words) > 1 else text for text, name in words)
+        return word(view.lang, "own_proof_" + channel, word=said, number=number)
+    by = word(view.lang, "by_" + channel)
+    if view.phone_signup_url:
+        return word(view.lang, "own_proof_phone_signup_url", by=by, brand=view.brand, url=view.phone_signup_url)
+    return word(view.lang, "own_proof_phone_signup", by=by, brand=view.brand)
 
 
 def paused_what(lang: str, points: Sequence[ContactPoint]) -> str:
@@ -449,7 +468,7 @@ def preferences_page(
             look=look,
             Channel=Channel,
             pause_weeks=PAUSE_WEEKS,
-            how_to_opt_in=lambda channel: how_to_opt_in(view, channel),
+            how_to_opt_in=lambda address: how_to_opt_in(view, address),
         )
     )
 

@@ -20,7 +20,7 @@ import hmac
 import secrets
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -253,8 +253,12 @@ class View:
     """The workspace's SMS number a start word is texted to (``None``: not configured, nothing said)."""
     whatsapp_from: str | None = None
     """The workspace's WhatsApp number a start word is sent to."""
-    start_word: str = "START"
-    """The word to text: the workspace's first own start word, else ``START``."""
+    start_words: Mapping[str, str] = field(default_factory=dict)
+    """The word a text opts a purpose in with, by purpose key: only where the workspace takes a start word from a
+    number without a pending signup (``phone.keyword_only_opt_in``): its own start word for the purpose, or
+    ``START`` for its ``phone.default_purpose``. Empty: a text opts nothing in, a new signup is needed."""
+    phone_signup_url: str | None = None
+    """Where a number signs up (``phone.signup_url``)."""
 
     @property
     def has_postal(self) -> bool:
@@ -354,8 +358,24 @@ async def view(session: AsyncSession, link: PreferenceLink, lang: str | None = N
         contact.timezone or settings.timezone,
         sms_from=settings.phone.sms_from,
         whatsapp_from=settings.phone.whatsapp_from,
-        start_word=next(iter(settings.phone.start_words), "START"),
+        start_words=_start_words(settings),
+        phone_signup_url=settings.phone.signup_url,
     )
+
+
+def _start_words(settings: WorkspaceSettings) -> dict[str, str]:
+    """By purpose key, the word a text from a number with no pending signup opts the purpose in with.
+
+    As the Twilio webhook decides it (``app.twilio.service``): none without ``phone.keyword_only_opt_in``.
+    """
+    if not settings.phone.keyword_only_opt_in:
+        return {}
+    words: dict[str, str] = {}
+    if settings.phone.default_purpose:
+        words[settings.phone.default_purpose] = "START"
+    for word, purpose in settings.phone.start_words.items():
+        words.setdefault(purpose, word)
+    return words
 
 
 async def _customer_rows(

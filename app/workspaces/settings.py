@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import re
 import string
+from collections.abc import Mapping
 from datetime import time
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -299,27 +300,67 @@ class WorkspaceSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
         return sets
 
 
-DEFAULT_TEXTS: dict[str, dict[str, str]] = {
+#: The built-in replies, sentence by sentence. A pair is a sentence naming a value the workspace may not have set
+#: (its help contact, its signup page) and what stands in its place without it: no reply ends in "or ." or "at .".
+DEFAULT_TEXTS: dict[str, dict[str, tuple[str | tuple[str, str], ...]]] = {
     "en": {
-        "opt_in": "{brand}: You are now subscribed to {purposes}. {frequency}. Msg&data rates may apply. "
-        "Reply HELP for help, STOP to cancel.",
-        "help": "{brand}: Help at {help_contact}. Msg&data rates may apply. {frequency}. Reply STOP to cancel.",
-        "stop": "You are unsubscribed from {brand}. You will no longer receive messages from us. "
-        "Reply HELP for help or contact {help_contact}.",
-        "not_subscribed": "{brand}: We have no signup for this number. To subscribe, please sign up first: "
-        "{signup_url}",
+        "opt_in": (
+            "{brand}: You are now subscribed to {purposes}.",
+            "{frequency}.",
+            "Msg&data rates may apply.",
+            "Reply HELP for help, STOP to cancel.",
+        ),
+        "help": (
+            ("{brand}: Help at {help_contact}.", "{brand}:"),
+            "Msg&data rates may apply.",
+            "{frequency}.",
+            "Reply STOP to cancel.",
+        ),
+        "stop": (
+            "You are unsubscribed from {brand}. You will no longer receive messages from us.",
+            ("Reply HELP for help or contact {help_contact}.", "Reply HELP for help."),
+        ),
+        "not_subscribed": (
+            "{brand}: We have no signup for this number.",
+            ("To subscribe, please sign up first: {signup_url}", "To subscribe, please sign up first."),
+        ),
     },
     "de": {
-        "opt_in": "{brand}: Sie sind jetzt für {purposes} angemeldet. {frequency}. Es können Kosten für SMS "
-        "und Daten anfallen. Hilfe: HILFE, Abmelden: STOPP.",
-        "help": "{brand}: Hilfe unter {help_contact}. Es können Kosten für SMS und Daten anfallen. {frequency}. "
-        "Abmelden: STOPP.",
-        "stop": "Sie sind von {brand} abgemeldet und erhalten keine Nachrichten mehr von uns. "
-        "Hilfe: HILFE oder {help_contact}.",
-        "not_subscribed": "{brand}: Für diese Nummer liegt keine Anmeldung vor. Bitte melden Sie sich zuerst an: "
-        "{signup_url}",
+        "opt_in": (
+            "{brand}: Sie sind jetzt für {purposes} angemeldet.",
+            "{frequency}.",
+            "Es können Kosten für SMS und Daten anfallen.",
+            "Hilfe: HILFE, Abmelden: STOPP.",
+        ),
+        "help": (
+            ("{brand}: Hilfe unter {help_contact}.", "{brand}:"),
+            "Es können Kosten für SMS und Daten anfallen.",
+            "{frequency}.",
+            "Abmelden: STOPP.",
+        ),
+        "stop": (
+            "Sie sind von {brand} abgemeldet und erhalten keine Nachrichten mehr von uns.",
+            ("Hilfe: HILFE oder {help_contact}.", "Hilfe: HILFE."),
+        ),
+        "not_subscribed": (
+            "{brand}: Für diese Nummer liegt keine Anmeldung vor.",
+            ("Bitte melden Sie sich zuerst an: {signup_url}", "Bitte melden Sie sich zuerst an."),
+        ),
     },
 }
+
+
+def _default_text(language: str, kind: str, values: Mapping[str, str]) -> str:
+    """The built-in reply: each pair's first sentence where every value it names is set, else its second."""
+    sentences = []
+    for part in DEFAULT_TEXTS[language][kind]:
+        if isinstance(part, tuple):
+            full, without = part
+            names = {name for _, name, _, _ in _FORMATTER.parse(full) if name}
+            sentences.append(full if all(values.get(name) for name in names) else without)
+        else:
+            sentences.append(part)
+    return " ".join(sentences)
 
 
 _DEFAULT_FREQUENCY = {"en": "Message frequency varies", "de": "Nachrichten nach Bedarf"}
@@ -332,20 +373,20 @@ def reply_text(settings: WorkspaceSettings, kind: str, language: str, **values: 
     for lang in (language, settings.locale, "en"):
         own = settings.phone.texts.get(lang)
         text = getattr(own, kind, None) if own else None
-        if text is None and lang in DEFAULT_TEXTS:
-            text = DEFAULT_TEXTS[lang][kind]
-        if text is not None:
+        if text is not None or lang in DEFAULT_TEXTS:
             used = lang
             break
-    assert text is not None
-    defaults = {
+    filled_in = {
         "frequency": settings.phone.frequency or _DEFAULT_FREQUENCY.get(used, _DEFAULT_FREQUENCY["en"]),
         "help_contact": settings.phone.help_contact or "",
         "signup_url": settings.phone.signup_url or "",
         "purposes": "",
         "brand": settings.brand or "",
+        **values,
     }
-    filled = fill_template(text, {**defaults, **values})
+    if text is None:
+        text = _default_text(used, kind, filled_in)
+    filled = fill_template(text, filled_in)
     # tidy what empty placeholders leave behind ("at .", ": .", double spaces)
     return " ".join(filled.replace(" .", ".").replace("..", ".").split()).strip(" :")
 

@@ -190,9 +190,25 @@ async def test_a_suppressed_address_is_not_lifted_here(client, database, tenant,
 async def test_other_channels_explain_their_own_proof(client, database, tenant, jane):
     path = await link_to(database, tenant, jane, jane["first"])
     page = (await client.get(path)).text
+    # a start word opts a number in without a new signup only with keyword-only opt-in (the Twilio webhook's rule):
+    # without it the page sends the person to a signup, never to a text that would be answered "no signup"
+    assert "NEWS" not in page
+    assert "melden Sie sich mit dieser Nummer auf der Website von" in page
+    async with database.sessionmaker() as db, db.begin():
+        phone = {"sms_from": SENDER, "start_words": {"NEWS": "newsletter"}, "signup_url": "https://acme.example/sms"}
+        await workspace_repository.save_settings(db, tenant.id, {"phone": phone})
+    assert "melden Sie sich mit dieser Nummer dafür an: https://acme.example/sms" in (await client.get(path)).text
+    async with database.sessionmaker() as db, db.begin():
+        phone = {"sms_from": SENDER, "start_words": {"NEWS": "newsletter"}, "keyword_only_opt_in": True}
+        await workspace_repository.save_settings(db, tenant.id, {"phone": phone})
+    page = (await client.get(path)).text
     assert f"senden Sie von dieser Nummer NEWS per SMS an {SENDER}" in page
     english = (await client.get(path, params={"lang": "en"})).text
     assert f"text NEWS to {SENDER}" in english
+    async with database.sessionmaker() as db, db.begin():
+        phone = {"sms_from": SENDER, "keyword_only_opt_in": True, "default_purpose": "newsletter"}
+        await workspace_repository.save_settings(db, tenant.id, {"phone": phone})
+    assert f"text START to {SENDER}" in (await client.get(path, params={"lang": "en"})).text
     assert 'value="opt_in">\n<input type="hidden" name="point" value="' + str(jane["sms"].id) not in page
     async with database.sessionmaker() as db, db.begin():
         await workspace_repository.save_settings(db, tenant.id, {})
