@@ -188,6 +188,12 @@ _STAGE_LEDGER = f"CREATE TEMPORARY TABLE {_STAGE} ON COMMIT DROP AS " + _GROUPED
     "e.seq > :lo AND e.seq <= :hi", "e.seq <= :hi"
 )
 
+#: What confirms a double opt-in: the mail's link (``confirm``), or the start word texted to complete a pending
+#: SMS/WhatsApp signup (``start_word`` from ``pending`` to ``opted_in``); the same rule as the ``confirmations``
+#: counter (``app.reports.service``).
+_CONFIRMS = """(e.trigger = 'confirm'
+                OR (e.trigger = 'start_word' AND e.from_state = 'pending' AND e.to_state = 'opted_in'))"""
+
 #: A confirmation belongs to the signup that started its pending state: the newest such event of the same
 #: address and purpose before it (found through the contact's events, ``ix_consent_events_contact_id_seq``).
 _DOI_CONFIRMED = f"""
@@ -201,7 +207,7 @@ _DOI_CONFIRMED = f"""
                AND s.contact_point_id = e.contact_point_id AND s.purpose_id IS NOT DISTINCT FROM e.purpose_id
                AND s.trigger = 'signup' AND s.from_state <> 'pending' AND s.to_state = 'pending'
              ORDER BY s.seq DESC LIMIT 1) s
-     WHERE e.workspace_id = :ws AND e.seq > :lo AND e.seq <= :hi AND e.trigger = 'confirm'
+     WHERE e.workspace_id = :ws AND e.seq > :lo AND e.seq <= :hi AND {_CONFIRMS}
      GROUP BY 2, 3, 4, 5
     ON CONFLICT ON CONSTRAINT uq_report_doi_key DO UPDATE SET n = report_doi.n + excluded.n
 """  # noqa: S608
@@ -215,19 +221,19 @@ _DOI_CONFIRMED = f"""
 _ALL_DOI_CONFIRMED = f"""
     SELECT (started_at AT TIME ZONE 'UTC')::date, channel, purpose_id,
            {_two_digits("extract(epoch FROM occurred_at - started_at)")}, count(*)
-      FROM (SELECT trigger, occurred_at, channel, purpose_id, run,
+      FROM (SELECT confirms, occurred_at, channel, purpose_id, run,
                    first_value(occurred_at) OVER (PARTITION BY contact_id, contact_point_id, purpose_id, run
                                                   ORDER BY seq) AS started_at
-              FROM (SELECT e.seq, e.trigger, e.occurred_at, e.channel, e.purpose_id, e.contact_id, e.contact_point_id,
-                           count(*) FILTER (WHERE e.trigger = 'signup')
+              FROM (SELECT e.seq, {_CONFIRMS} AS confirms, e.occurred_at, e.channel, e.purpose_id, e.contact_id,
+                           e.contact_point_id, count(*) FILTER (WHERE e.trigger = 'signup')
                                OVER (PARTITION BY e.contact_id, e.contact_point_id, e.purpose_id ORDER BY e.seq) AS run
                       FROM consent_events e
                      WHERE e.workspace_id = :ws AND e.seq <= :hi AND e.contact_id IS NOT NULL
-                       AND (e.trigger = 'confirm'
+                       AND ({_CONFIRMS}
                             OR (e.trigger = 'signup' AND e.from_state <> 'pending' AND e.to_state = 'pending'))
                    ) numbered
            ) paired
-     WHERE trigger = 'confirm' AND run > 0
+     WHERE confirms AND run > 0
      GROUP BY 1, 2, 3, 4
 """  # noqa: S608
 

@@ -373,10 +373,14 @@ def percentile(weighted: Iterable[tuple[int, int]], fraction: float) -> int | No
 
 #: Each consent counter and the events it counts: (trigger, from state, to state, detail) -> counted or not.
 _Event = tuple[str, str, str, str | None]
+_PENDING_TO_OPTED_IN = (State.PENDING, State.OPTED_IN)
 _COUNTS: tuple[tuple[str, Callable[[_Event], bool]], ...] = (
     ("events", lambda _: True),
     ("signups", lambda e: e[0] == Trigger.SIGNUP and e[1] != e[2] and e[2] == State.PENDING),
-    ("confirmations", lambda e: e[0] == Trigger.CONFIRM),
+    (  # the mail's link, or the start word texted to complete a pending SMS/WhatsApp signup
+        "confirmations",
+        lambda e: e[0] == Trigger.CONFIRM or (e[0] == Trigger.START_WORD and (e[1], e[2]) == _PENDING_TO_OPTED_IN),
+    ),
     ("confirmations_with_scanner_signal", lambda e: e[0] == Trigger.CONFIRM and e[3] == "scanner_signal"),
     ("opt_ins", lambda e: e[2] == State.OPTED_IN and e[1] != e[2]),
     ("opted_in_exits", lambda e: e[1] == State.OPTED_IN and e[1] != e[2]),

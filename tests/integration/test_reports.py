@@ -254,6 +254,40 @@ async def test_doi_confirmation_rate_and_time_to_confirm_per_signup_cohort(clien
     assert cohorts[(day + timedelta(days=2)).date().isoformat()]["confirmation_rate"] is None
 
 
+async def test_a_start_word_completing_an_sms_signup_is_its_double_opt_in_confirmation(client, tenant, ledger):
+    """An SMS/WhatsApp signup is confirmed by the start word texted from the number (pending → opted in): the
+    channel's confirmation rate counts it, in the live rollups and after a rebuild; a start word with no pending
+    signup (keyword-only opt-in) confirms nothing."""
+    reader = await tenant.key(Scope.AUDIT_READ)
+    purpose = await ledger.purpose("newsletter")
+    day = (BASE + timedelta(days=2)).replace(hour=10)
+    for n, seconds in enumerate((45, 300, None)):
+        phone = await ledger.point("sms", f"+4915112340{n:03d}", external_id=f"s{n}")
+        await record(ledger, phone, purpose.id, "signup", day)
+        if seconds is not None:
+            await record(ledger, phone, purpose.id, "start_word", day + timedelta(seconds=seconds))
+    keyword_only = await ledger.point("whatsapp", "+4915112349999", external_id="k")
+    assert await record(ledger, keyword_only, purpose.id, "start_word", day)
+
+    expected = {"sms": (3, 2, 0.6667, 45), "whatsapp": (0, 0, None, None)}  # rates to four places
+    for rebuilt in (False, True):
+        if rebuilt:
+            async with ledger.database.sessionmaker() as session, session.begin():
+                await service.rebuild(session, tenant.id)
+        body = await report(client, reader, granularity="day", group_by="channel", **span())
+        found = {
+            row["group"]["channel"]: (
+                row["metrics"]["signups"],
+                row["metrics"]["confirmations"],
+                row["metrics"]["confirmation_rate"],
+                row["metrics"]["time_to_confirm_p50_s"],
+            )
+            for row in body["series"]
+            if row["bucket"][:10] == day.date().isoformat()
+        }
+        assert found == expected, (rebuilt, found)
+
+
 async def test_a_range_ending_within_a_day_shows_that_days_signup_cohort(client, tenant, ledger):
     """A cohort is a whole UTC day, shown in the bucket named by its day whenever the range touches that day: the
     day ``to`` falls in was left out (newcomer review: its signups counted, its confirmation rate missing)."""

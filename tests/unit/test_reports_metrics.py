@@ -23,6 +23,8 @@ NOW = datetime(2026, 12, 4, 21, 17, tzinfo=UTC)
         (("signup", "pending", "pending", None), {"events"}),  # a repeated signup starts nothing
         (("confirm", "pending", "opted_in", "scanner_signal"), {"events", "confirmations", "opt_ins",
                                                               "confirmations_with_scanner_signal"}),
+        (("start_word", "pending", "opted_in", None), {"events", "confirmations", "opt_ins"}),  # SMS double opt-in
+        (("start_word", "none", "opted_in", None), {"events", "opt_ins"}),  # keyword-only: nothing was pending
         (("stop_word", "opted_in", "opted_out", None), {"events", "opt_outs", "opted_in_exits"}),
         (("stop_word", "opted_out", "opted_out", None), {"events"}),  # a second STOP is evidence, not an opt-out
         (("unsubscribe", "opted_in", "opted_out", "rfc8058_one_click"),
