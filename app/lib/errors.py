@@ -180,6 +180,7 @@ def _app_error(request: Request[Any, Any, Any], exc: AppError) -> Response[dict[
 
 _NOT_SINGLE_LINE = f"Expected `str` matching regex {SINGLE_LINE_PATTERN!r}"
 _MSGSPEC_PATH = re.compile(r" - at `\$\.data(?P<path>[^`]*)`$")
+_NAMED_FIELD = re.compile(r"^Object (?:missing required|contains unknown) field `(?P<name>[^`]*)`$")
 
 
 def _validation_error(request: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:
@@ -210,6 +211,9 @@ def _validation_error(request: Request[Any, Any, Any], exc: ValidationException)
         match = _MSGSPEC_PATH.search(cause)
         field = match.group("path").lstrip(".") if match else ""
         message = _MSGSPEC_PATH.sub("", cause)
+        named = _NAMED_FIELD.match(message)  # msgspec names a missing or unknown field in its message, at its parent
+        if named:
+            field = f"{field}.{named.group('name')}" if field else named.group("name")
         if message == _NOT_SINGLE_LINE:
             message = SINGLE_LINE_MESSAGE
         return problem_response(

@@ -299,3 +299,28 @@ async def test_a_json_body_nested_thousands_deep_is_a_400_not_a_500(client, admi
         "/v1/purposes", content=brackets, headers={**admin, "content-type": "application/json"}
     )
     assert accepted.status_code == 201, accepted.text
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "words"),
+    [
+        ({"key": "newsletter", "name": "Newsletter"}, "kind", "missing required field `kind`"),
+        ({"key": "newsletter", "name": "N", "kind": "marketing", "colour": "red"}, "colour", "unknown field"),
+    ],
+)
+async def test_a_missing_or_unknown_field_is_named_as_the_field(client, admin, session, body, field, words):
+    """msgspec reports these at the enclosing object; the answer names the field itself, so a client can map the
+    error to its form field."""
+    response = await client.post("/v1/purposes", json=body, headers=admin)
+    assert response.status_code == 422, response.text
+    [error] = response.json()["errors"]
+    assert error["field"] == field
+    assert words in error["message"]
+    assert await session.scalar(text("SELECT count(*) FROM purposes")) == 0
+
+
+async def test_a_nested_unknown_field_is_named_by_its_whole_path(client, admin):
+    body = {"key": "c", "purpose": "newsletter", "steps": [{"name": "mail", "route": ["email"], "content": {}}]}
+    response = await client.post("/v1/chains", json=body, headers=admin)
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["field"] == "steps[0].name"
