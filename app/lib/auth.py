@@ -194,10 +194,13 @@ def require_scope(principal: Principal, handler: BaseRouteHandler) -> None:
     accepted = declared if isinstance(declared, tuple) else (declared,)
     if not any(principal.allows(scope) for scope in accepted):
         names = " or ".join(f"'{scope}'" for scope in accepted)
+        # ``admin`` stands for every tenant scope (``Principal.allows``): name it among the scopes that pass
+        tenant = Scope.OPERATOR not in accepted
+        passing = [*accepted, Scope.ADMIN] if tenant and Scope.ADMIN not in accepted else list(accepted)
         raise Forbidden(
             f"This API key lacks the {names} scope needed here.",
             code="insufficient_scope",
-            extra={"required_scope": str(accepted[0]), "accepted_scopes": [str(s) for s in accepted]},
+            extra={"required_scope": str(accepted[0]), "accepted_scopes": [str(s) for s in passing]},
         )
 
 
