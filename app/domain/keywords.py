@@ -105,24 +105,36 @@ def classify(
     whole = normalise_keyword(body)
     custom = {normalise_keyword(word): purpose for word, purpose in (start_words or {}).items()}
     for intent, attribute in ((Intent.OPT_OUT, "opt_out"), (Intent.HELP, "help")):
-        for language, keywords in keyword_sets.items():
-            if whole in getattr(keywords, attribute):
-                return Classification(intent, keyword=whole, language=language)
+        languages = [language for language, keywords in keyword_sets.items() if whole in getattr(keywords, attribute)]
+        if languages:
+            return Classification(intent, keyword=whole, language=_only(languages))
     if whole in custom:
         return Classification(Intent.OPT_IN, keyword=whole, purpose=custom[whole])
-    for language, keywords in keyword_sets.items():
-        if whole in keywords.opt_in:
-            return Classification(Intent.OPT_IN, keyword=whole, language=language)
+    languages = [language for language, keywords in keyword_sets.items() if whole in keywords.opt_in]
+    if languages:
+        return Classification(Intent.OPT_IN, keyword=whole, language=_only(languages))
     words = _words(body)
     if natural_language and 0 < len(words) <= NATURAL_LANGUAGE_MAX_WORDS:
         joined = {normalise_keyword(w) for w in words} | {
             normalise_keyword(a + b)
             for a, b in itertools.pairwise(words)  # "opt out"
         }
-        for language, keywords in keyword_sets.items():
-            hit = sorted(joined & keywords.opt_out)
-            if hit:
-                return Classification(
-                    Intent.OPT_OUT, keyword=hit[0], language=language, natural_language=True, words=words
-                )
+        hits = {language: sorted(joined & keywords.opt_out) for language, keywords in keyword_sets.items()}
+        languages = [language for language, hit in hits.items() if hit]
+        if languages:
+            return Classification(
+                Intent.OPT_OUT,
+                keyword=hits[languages[0]][0],
+                language=_only(languages),
+                natural_language=True,
+                words=words,
+            )
     return Classification(Intent.NONE, words=words)
+
+
+def _only(languages: list[str]) -> str | None:
+    """The language a keyword tells, or ``None`` when it is a word of several (START, INFO, HELP).
+
+    The reply then takes the contact's language, else the workspace's.
+    """
+    return languages[0] if len(languages) == 1 else None

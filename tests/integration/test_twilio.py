@@ -417,3 +417,30 @@ async def test_a_message_for_a_number_the_workspace_does_not_hold_is_refused_and
     assert response.status_code == 403
     assert response.json()["code"] == "sender_not_owned"
     assert await state_of(client, tenant) == "pending"
+
+
+async def test_a_word_of_both_languages_is_answered_in_the_contacts_language(client, tenant, configured, phone):
+    """START and STOP are German words too: the reply takes the contact's language (here German), not English;
+    an English-only word (UNSUBSCRIBE) is answered in English whatever the contact's language."""
+    await signup(client, tenant, configured)  # the contact's locale: de
+    started = reply_of(await phone.text("Start"))
+    assert started is not None
+    assert started.startswith("Acme: Sie sind jetzt für Newsletter angemeldet."), started
+    stopped = reply_of(await phone.text("STOP"))
+    assert stopped is not None
+    assert stopped.startswith("Sie sind von Acme abgemeldet"), stopped
+    await client.post(
+        "/v1/signups",
+        json={
+            "channel": "sms",
+            "address": "0151 99999999",
+            "purpose": "newsletter",
+            "notice_id": configured["notice_id"],
+            "contact": {"external_id": "crm-2", "locale": "de"},
+        },
+        headers=await tenant.key(Scope.SIGNUP),
+    )
+    await phone.text("NEWS", sender="+4915199999999")
+    english = reply_of(await phone.text("unsubscribe", sender="+4915199999999"))
+    assert english is not None
+    assert english.startswith("You are unsubscribed from Acme."), english

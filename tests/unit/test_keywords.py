@@ -32,7 +32,7 @@ def test_every_default_opt_out_keyword_matches_in_odd_case_and_whitespace(word):
 
 
 @pytest.mark.parametrize(
-    ("word", "language"), [("START", "en"), ("YES", "en"), ("UNSTOP", "en"), ("JA", "de"), ("ANMELDEN", "de")]
+    ("word", "language"), [("START", None), ("YES", "en"), ("UNSTOP", "en"), ("JA", "de"), ("ANMELDEN", "de")]
 )
 def test_default_opt_in_keywords_match_exactly(word, language):
     for form in odd_forms(word):

@@ -1,8 +1,8 @@
 """Every default keyword, per language, with the language its reply goes out in (CHANNEL_RULES.md §2.2, §2.3).
 
 The lists are written out here from CHANNEL_RULES.md: Twilio's defaults for English, the recommended DACH set
-for German (NEIN left out: ambiguous outside a reply to an opt-in prompt). English is asked first, so a word in
-both lists (STOP, START, INFO, HELP) is answered in English.
+for German (NEIN left out: ambiguous outside a reply to an opt-in prompt). A word in both lists (STOP, START,
+INFO, HELP) tells no language: its reply goes out in the contact's language, else the workspace's.
 """
 
 from __future__ import annotations
@@ -31,7 +31,11 @@ GERMAN = {
 }
 ATTRIBUTE = {Intent.OPT_OUT: "opt_out", Intent.OPT_IN: "opt_in", Intent.HELP: "help"}
 EVERY_WORD = [
-    (intent, word, "en" if word in ENGLISH[intent] else "de")
+    (
+        intent,
+        word,
+        None if word in ENGLISH[intent] and word in GERMAN[intent] else "en" if word in ENGLISH[intent] else "de",
+    )
     for intent in ATTRIBUTE
     for word in dict.fromkeys(ENGLISH[intent] + GERMAN[intent])
 ]
@@ -62,9 +66,10 @@ def test_each_language_on_its_own_recognises_all_of_its_words(language, words):
             assert classify(word, alone) == Classification(intent, keyword=matching_form(word), language=language)
 
 
-def test_a_plain_stop_and_help_are_answered_in_english_and_the_german_words_in_german():
-    assert (classify("STOP").language, classify("HELP").language, classify("START").language) == ("en", "en", "en")
+def test_a_word_of_both_languages_tells_none_and_a_word_of_one_tells_it():
+    assert (classify("STOP").language, classify("HELP").language, classify("START").language) == (None, None, None)
     assert (classify("STOPP").language, classify("HILFE").language, classify("JA").language) == ("de", "de", "de")
+    assert (classify("UNSUBSCRIBE").language, classify("YES").language) == ("en", "en")
 
 
 @pytest.mark.parametrize(
@@ -127,7 +132,7 @@ def test_up_to_five_words_asking_to_stop_are_an_opt_out_and_six_are_a_conversati
     assert five == Classification(
         Intent.OPT_OUT,
         keyword="stop",
-        language="en",
+        language=None,  # a word of both lists
         natural_language=True,
         words=("please", "just", "do", "it", "stop"),
     )
