@@ -276,7 +276,8 @@ def _parse_scopes(_ctx: click.Context, _param: click.Parameter, value: str | Non
     try:
         scopes = [Scope(part.strip()) for part in value.split(",") if part.strip()]
     except ValueError:
-        raise click.BadParameter(f"known scopes: {', '.join(s.value for s in Scope)}") from None
+        known = ", ".join(s.value for s in Scope if s is not Scope.OPERATOR)  # an operator key: --operator
+        raise click.BadParameter(f"known scopes: {known}") from None
     if not scopes:
         raise click.BadParameter("at least one scope")
     return scopes

@@ -52,6 +52,7 @@ async def test_workspace_and_apikey_commands_print_json_once(pg_server):
         bad = run("apikey", "create", "--workspace", workspace["id"], "--scopes", "root", database_url=url)
         assert bad.returncode != 0
         assert "known scopes" in bad.stderr
+        assert "operator" not in bad.stderr.split("known scopes")[1], "a workspace key cannot carry it"
         missing = run(
             "apikey",
             "create",
