@@ -179,7 +179,8 @@ def _app_error(request: Request[Any, Any, Any], exc: AppError) -> Response[dict[
 
 
 _NOT_SINGLE_LINE = f"Expected `str` matching regex {SINGLE_LINE_PATTERN!r}"
-_MSGSPEC_PATH = re.compile(r" - at `\$\.data(?P<path>[^`]*)`$")
+_MSGSPEC_PATH = re.compile(r" - at (?:`key` in )?`\$\.data(?P<path>[^`]*)`$")
+"""msgspec's place of an error: ``- at `$.data.a.b``` (a value), ``- at `key` in `$.data.a``` (a mapping's key)."""
 _NAMED_FIELD = re.compile(r"^Object (?:missing required|contains unknown) field `(?P<name>[^`]*)`$")
 
 
@@ -214,6 +215,8 @@ def _validation_error(request: Request[Any, Any, Any], exc: ValidationException)
         named = _NAMED_FIELD.match(message)  # msgspec names a missing or unknown field in its message, at its parent
         if named:
             field = f"{field}.{named.group('name')}" if field else named.group("name")
+        elif match and cause.endswith(f"`key` in `$.data{match.group('path')}`"):
+            message = f"a key: {message}"  # the mapping's key is what is wrong, not one of its values
         if message == _NOT_SINGLE_LINE:
             message = SINGLE_LINE_MESSAGE
         return problem_response(

@@ -412,6 +412,17 @@ async def test_a_run_needs_the_variables_its_content_uses(client, world):
     assert response.json()["code"] == "variable_missing"
     unknown = await client.post(f"/v1/chains/{chain['id']}/runs", json={"contact": "nobody"}, headers=world["key"])
     assert unknown.status_code == 404
+    bad_name = await client.post(
+        f"/v1/chains/{chain['id']}/runs",
+        json={"contact": "jane", "variables": {"Not a name!": "X"}},
+        headers=world["key"],
+    )
+    assert bad_name.status_code == 422, bad_name.text
+    [error] = bad_name.json()["errors"]
+    assert error["field"] == "variables"
+    assert error["message"].startswith("a key: ")
+    assert "$.data" not in bad_name.text, "no internal path in the answer"
+    assert "`key` in" not in bad_name.text
 
 
 async def test_another_workspace_cannot_see_or_cancel_a_run(client, world, other_tenant):
