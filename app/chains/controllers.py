@@ -11,7 +11,7 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.chains import service
-from app.chains.schemas import ChainIn, ChainOut, ChainReport, RunIn, RunOut, RunStarted
+from app.chains.schemas import ChainIn, ChainOut, ChainReport, RunIn, RunOut, RunsBatchIn, RunsBatchOut, RunStarted
 from app.lib import idempotency
 from app.lib.auth import Principal, Scope
 from app.lib.db import Database
@@ -94,6 +94,42 @@ class ChainController(Controller):
             )
             await idempotency.keep_on_driver(connection, request, started, status=202)
         return started
+
+    @post(
+        "/{chain_id:uuid}/runs/batch",
+        operation_id="startChainRuns",
+        status_code=202,
+        responses=errors(401, 403, 404, 409, 422),
+        # as the single call: the request's key and answer are written in the runs' own transaction
+        opt={"idempotency": idempotency.IN_TRANSACTION},
+    )
+    async def start_batch(
+        self,
+        request: Request[Any, Any, Any],
+        chain_id: FromPath[uuid.UUID],
+        data: JSONBody[RunsBatchIn],
+        principal: NamedDependency[Principal],
+        database: NamedDependency[Database],
+    ) -> RunsBatchOut:
+        """Start runs of this chain version for up to 1,000 contacts at once (a campaign's audience).
+
+        Each item is what `POST /v1/chains/{id}/runs` takes (`contact`, `variables?`, `campaign?`) and an optional
+        `key`, and starts exactly the run that call would start. The answer lists every item in request order,
+        with its `index`: the `run_id`, or the `error` (`code`, `detail`) that call would have answered for it
+        (`contact_not_found` for an unknown contact or one of another workspace, `contact_merged`,
+        `variable_missing`, `validation_failed`); the other items start. An item's `key` names one run of this
+        chain version: a batch sent again (another `Idempotency-Key`, the same item keys) answers the runs already
+        started and starts nothing twice; the same key with another contact, variables or campaign answers
+        `idempotency_key_reused` in its entry. A body that is not a list of 1 to 1,000 objects starts nothing
+        (422). Send with an `Idempotency-Key`, as every creating POST.
+        """
+        # one transaction on one driver connection: the chain, the contacts, the keyed runs, all runs and steps
+        async with database.driver() as connection, connection.transaction():
+            answer = RunsBatchOut(
+                runs=await service.start_runs_on_driver(connection, principal.workspace_id, chain_id, data.runs)
+            )
+            await idempotency.keep_on_driver(connection, request, answer, status=202)
+        return answer
 
     @get("/{chain_id:uuid}/report", operation_id="getChainReport", responses=errors(401, 403, 404))
     async def report(

@@ -80,14 +80,28 @@ class ChainRun(UUIDPrimaryKey, TenantKey, CreatedAt, Base):
     ended_at: Mapped[datetime | None]
     ended_by_event_id: Mapped[uuid.UUID | None]
     """The ledger event (an opt-out or objection) that ended the run, kept as an id like the ledger keeps ids."""
+    key: Mapped[str | None] = mapped_column(Text)
+    """The caller's key of a run started in a batch (``POST /v1/chains/{id}/runs/batch``, an item's ``key``): one
+    run per chain version and key, however often the batch is retried. Empty for runs started one at a time."""
 
     __table_args__ = (
         tenant_key("chain_id", "chains", ondelete="CASCADE"),
         tenant_key("contact_id", "contacts", ondelete="CASCADE"),
         _known("status", RunStatus),
         CheckConstraint("char_length(campaign) BETWEEN 1 AND 100", name="campaign_length"),
+        # the form of an Idempotency-Key value: 1 to 255 visible ASCII characters
+        CheckConstraint("key ~ '^[!-~]{1,255}$'", name="key_format"),
         Index("ix_chain_runs_contact_id", "contact_id"),
         Index("ix_chain_runs_chain_id", "chain_id"),
+        # an item key names one run of the chain version (migration 0044); the workspace leads, as in every key
+        Index(
+            "uq_chain_runs_key",
+            "workspace_id",
+            "chain_id",
+            "key",
+            unique=True,
+            postgresql_where=text("key IS NOT NULL"),
+        ),
     )
 
 

@@ -12,7 +12,7 @@ import json
 import uuid
 from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 from sqlalchemy import Table, bindparam, delete, func, inspect, or_, select, text, update
@@ -152,6 +152,113 @@ async def add_run_on_driver(connection: Any, run: ChainRun, steps: Sequence[Chai
         [step.due_at for step in steps],
         [step.attempts for step in steps],
     )
+
+
+#: Runs of a batch and their steps in one statement (``POST /v1/chains/{id}/runs/batch``), the rows
+#: :func:`add_run_on_driver` writes, one per run, plus the item's ``key``. A key that names a run already (one a
+#: concurrent batch committed meanwhile: the insert waits for it on the unique index) writes neither that run nor its
+#: steps (they are joined to the runs written); the runs are written in key order, so two batches sharing keys wait
+#: for each other in one order and cannot deadlock. Answers the ids of the runs written.
+_ADD_RUNS_DRIVER = """
+    WITH run AS (
+        INSERT INTO chain_runs (id, workspace_id, chain_id, contact_id, variables, campaign, status, started_at, key)
+        SELECT r.id, $1, $2, r.contact_id, r.variables::jsonb, r.campaign, 'active', $3, r.key
+          FROM unnest($4::uuid[], $5::uuid[], $6::text[], $7::text[], $8::text[])
+               AS r(id, contact_id, variables, campaign, key)
+         ORDER BY r.key
+            ON CONFLICT (workspace_id, chain_id, key) WHERE key IS NOT NULL DO NOTHING
+        RETURNING id
+    ),
+    steps AS (
+        INSERT INTO chain_steps (id, workspace_id, run_id, position, key, status, due_at, attempts)
+        SELECT s.id, $1, s.run_id, s.position, s.key, 'pending', CASE WHEN s.position = 0 THEN $9::timestamptz END, 0
+          FROM unnest($10::uuid[], $11::uuid[], $12::int[], $13::text[]) AS s(id, run_id, position, key)
+          JOIN run ON run.id = s.run_id
+    )
+    SELECT id FROM run
+"""
+
+
+class NewRun(NamedTuple):
+    """A run of a batch to write (:func:`add_runs_on_driver`)."""
+
+    id: uuid.UUID
+    contact_id: uuid.UUID
+    variables: dict[str, str] | None
+    campaign: str | None
+    key: str | None
+    step_ids: Sequence[uuid.UUID]
+
+
+async def add_runs_on_driver(
+    connection: Any,
+    workspace_id: uuid.UUID,
+    chain_id: uuid.UUID,
+    runs: Sequence[NewRun],
+    step_keys: Sequence[str],
+    *,
+    started_at: datetime,
+    first_due_at: datetime,
+) -> set[uuid.UUID]:
+    """Write ``runs`` and their steps in one statement, in the caller's transaction; answers the ids written.
+
+    The runs ``active``, started at ``started_at``; their steps ``pending``, the first due at ``first_due_at``. A run
+    whose ``key`` names a run already is not written.
+    """
+    step_ids: list[uuid.UUID] = []
+    step_runs: list[uuid.UUID] = []
+    positions: list[int] = []
+    keys: list[str] = []
+    for run in runs:
+        assert len(run.step_ids) == len(step_keys)
+        step_ids += run.step_ids
+        step_runs += [run.id] * len(step_keys)
+        positions += range(len(step_keys))
+        keys += step_keys
+    rows = await connection.fetch(
+        _ADD_RUNS_DRIVER,
+        workspace_id,
+        chain_id,
+        started_at,
+        [run.id for run in runs],
+        [run.contact_id for run in runs],
+        [json.dumps(run.variables) if run.variables is not None else None for run in runs],
+        [run.campaign for run in runs],
+        [run.key for run in runs],
+        first_due_at,
+        step_ids,
+        step_runs,
+        positions,
+        keys,
+    )
+    return {row[0] for row in rows}
+
+
+class KeyedRun(NamedTuple):
+    """A run named by its ``key``: what a repeated item must match to be answered with it."""
+
+    id: uuid.UUID
+    contact_id: uuid.UUID
+    variables: dict[str, str] | None
+    campaign: str | None
+
+
+_RUNS_BY_KEY_DRIVER = """
+    SELECT key, id, contact_id, variables::text, campaign FROM chain_runs
+     WHERE workspace_id = $1 AND chain_id = $2 AND key = ANY($3::text[])
+"""
+
+
+async def runs_by_key_on_driver(
+    connection: Any, workspace_id: uuid.UUID, chain_id: uuid.UUID, keys: Collection[str]
+) -> dict[str, KeyedRun]:
+    """The runs of the chain version that ``keys`` name (one statement; the unique index answers it)."""
+    if not keys:
+        return {}
+    rows = await connection.fetch(_RUNS_BY_KEY_DRIVER, workspace_id, chain_id, list(keys))
+    return {
+        row[0]: KeyedRun(row[1], row[2], json.loads(row[3]) if row[3] is not None else None, row[4]) for row in rows
+    }
 
 
 #: The contact a run names, by id or external id, as :func:`app.ledger.repository.find_contact_on_driver` finds it

@@ -100,6 +100,62 @@ class RunStarted(msgspec.Struct, kw_only=True):
     run_id: uuid.UUID
 
 
+#: Runs one batch may start (Knock's workflow trigger takes up to 1,000 recipients per call).
+MAX_BATCH = 1000
+
+RunKey = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[\x21-\x7e]{1,255}$",
+        description="1 to 255 visible ASCII characters, as an `Idempotency-Key`: one run of this chain version per "
+        "key, however often the batch is sent again.",
+    ),
+]
+
+
+class RunItemIn(RunIn, forbid_unknown_fields=True, kw_only=True):
+    """One run of a batch: what ``POST /v1/chains/{id}/runs`` takes, and an optional ``key``."""
+
+    key: RunKey | None = None
+
+
+class RunsBatchIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Runs to start, each checked on its own (an item that would be refused is answered in its entry)."""
+
+    runs: Annotated[
+        list[dict[str, Any]],
+        msgspec.Meta(
+            min_length=1,
+            max_length=MAX_BATCH,
+            description="Items as `RunItemIn`: `contact`, `variables?`, `campaign?`, `key?`.",
+        ),
+    ]
+
+
+class ItemError(msgspec.Struct, kw_only=True):
+    """Why an item started no run: the ``code`` and ``detail`` the single call's problem would carry."""
+
+    code: str
+    detail: str
+
+
+class RunsBatchItem(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One item's outcome, by its ``index`` in the request.
+
+    The ``run_id`` started (or named by the item's ``key``), or the ``error`` that refused it.
+    """
+
+    index: int
+    run_id: uuid.UUID | None = None
+    error: ItemError | None = None
+
+
+class RunsBatchOut(msgspec.Struct, kw_only=True):
+    """Every item's outcome, in request order."""
+
+    runs: list[RunsBatchItem]
+
+
 class StepOut(msgspec.Struct, kw_only=True, omit_defaults=True):
     """One step's decision.
 
@@ -134,6 +190,8 @@ class RunOut(msgspec.Struct, kw_only=True, omit_defaults=True):
     ended_by_event_id: uuid.UUID | None = None
     campaign: str | None = None
     variables: dict[str, str] | None = None
+    key: str | None = None
+    """The item's ``key`` of a run started in a batch."""
 
 
 class StepReport(msgspec.Struct, kw_only=True):

@@ -19,11 +19,24 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.chains import durations, repository
 from app.chains.models import Chain, ChainRun, ChainStep, RunStatus, StepStatus
-from app.chains.schemas import ChainIn, ChainOut, ChainReport, RunIn, RunOut, StepIn, StepOut, StepReport
+from app.chains.schemas import (
+    ChainIn,
+    ChainOut,
+    ChainReport,
+    ItemError,
+    RunIn,
+    RunItemIn,
+    RunOut,
+    RunsBatchItem,
+    StepIn,
+    StepOut,
+    StepReport,
+)
 from app.domain import content as content_rules
 from app.domain.model import Channel
+from app.ledger import service as ledger
 from app.ledger.service import require_contact, require_contact_on_driver
-from app.lib.errors import InvalidInput, NotFound
+from app.lib.errors import AppError, InvalidInput, NotFound, item_validation_detail
 from app.lib.idempotency import KeptAnswer
 from app.lib.ids import uuid7
 from app.lib.orm import utcnow
@@ -333,6 +346,130 @@ async def start_keyed_run(  # the request's parts, each checked by the caller
     return started
 
 
+async def start_runs_on_driver(
+    connection: Any, workspace_id: uuid.UUID, chain_id: uuid.UUID, items: Sequence[Mapping[str, Any]]
+) -> list[RunsBatchItem]:
+    """Start a run for each item that the single call would start, in the caller's transaction on ``connection``.
+
+    ``POST /v1/chains/{id}/runs/batch``: answers every item's outcome in order, the run's id or the error the single
+    call (:func:`start_run_on_driver`) would answer, checked in its order: the item's form (422
+    ``validation_failed``), the contact (404, 409), the variables (422). An item's ``key`` names one run of the chain
+    version: a key already used (by an earlier batch, an earlier item of this one, or a concurrent batch that
+    committed first) answers that run when the item names the same contact, variables and campaign, else
+    ``idempotency_key_reused``. Set-based: the chain, the contacts (one statement, locked in id order), the keyed
+    runs, then every new run and its steps in one statement. 404 for an unknown chain, as the single call.
+    """
+    chain_steps = await repository.chain_steps_on_driver(connection, workspace_id, chain_id)
+    if chain_steps is None:
+        raise NotFound("No chain with this id.", code="chain_not_found")
+    plan = run_plan(chain_steps)
+    outcomes: list[RunsBatchItem] = [RunsBatchItem(index=i) for i in range(len(items))]
+    valid: list[tuple[int, RunItemIn]] = []
+    for index, raw in enumerate(items):
+        try:
+            valid.append((index, msgspec.convert(raw, RunItemIn)))
+        except msgspec.ValidationError as exc:
+            outcomes[index].error = ItemError(code="validation_failed", detail=item_validation_detail(str(exc)))
+    contacts = await ledger.contacts_on_driver(connection, workspace_id, [item.contact for _, item in valid])
+    taken = await repository.runs_by_key_on_driver(
+        connection, workspace_id, chain_id, {item.key for _, item in valid if item.key is not None}
+    )
+    new: list[repository.NewRun] = []
+    for (index, item), (contact_id, refused) in zip(valid, contacts, strict=True):
+        run = _item_run(outcomes[index], item, contact_id, refused, plan, taken)
+        if run is not None:
+            new.append(run)
+    now = utcnow()
+    written = await repository.add_runs_on_driver(
+        connection, workspace_id, chain_id, new, plan.keys, started_at=now, first_due_at=now + plan.first_after
+    )
+    if len(written) < len(new):
+        lost = {run.id: run for run in new if run.id not in written}
+        held = await repository.runs_by_key_on_driver(
+            connection, workspace_id, chain_id, {run.key for run in lost.values() if run.key is not None}
+        )
+        _answer_runs_taken_meanwhile(lost, held, outcomes, valid)
+    return outcomes
+
+
+def _item_run(  # noqa: PLR0917  # one item's parts, each checked in the single call's order
+    outcome: RunsBatchItem,
+    item: RunItemIn,
+    contact_id: uuid.UUID | None,
+    refused: AppError | None,
+    plan: RunPlan,
+    taken: dict[str, repository.KeyedRun],
+) -> repository.NewRun | None:
+    """The run an item starts (its id set in ``outcome``), or None with the ``outcome`` answered otherwise."""
+    if contact_id is None:
+        outcome.error = _item_error(refused)
+        return None
+    held = taken.get(item.key) if item.key is not None else None
+    if held is not None:
+        _answer_held(outcome, held, contact_id, item)
+        return None
+    if refused is not None:  # merged
+        outcome.error = _item_error(refused)
+        return None
+    try:
+        _require_variables(plan.variables, item)
+    except InvalidInput as exc:
+        outcome.error = _item_error(exc)
+        return None
+    run = repository.NewRun(
+        id=uuid7(),
+        contact_id=contact_id,
+        variables=item.variables,
+        campaign=item.campaign,
+        key=item.key,
+        step_ids=[uuid7() for _ in plan.keys],
+    )
+    outcome.run_id = run.id
+    if item.key is not None:  # a later item with this key is answered with this run
+        taken[item.key] = repository.KeyedRun(run.id, contact_id, item.variables, item.campaign)
+    return run
+
+
+def _answer_runs_taken_meanwhile(
+    lost: Mapping[uuid.UUID, repository.NewRun],
+    held: Mapping[str, repository.KeyedRun],
+    outcomes: list[RunsBatchItem],
+    valid: Sequence[tuple[int, RunItemIn]],
+) -> None:
+    """Answer the items whose run was not written (``lost``): a concurrent batch committed a run with its key first.
+
+    Each is answered with that run (``held``: read after the insert waited for the other's commit) as a repeated key
+    is.
+    """
+    for index, item in valid:
+        outcome = outcomes[index]
+        if outcome.run_id is None or outcome.run_id not in lost:
+            continue
+        mine = lost[outcome.run_id]
+        outcome.run_id = None
+        other = held.get(item.key) if item.key is not None else None
+        if other is None:  # the other batch's run is gone again (erased): nothing was started; a retry starts it
+            outcome.error = ItemError(code="run_key_conflict", detail="A concurrent request used this key; retry.")
+        else:
+            _answer_held(outcome, other, mine.contact_id, item)
+
+
+def _answer_held(outcome: RunsBatchItem, held: repository.KeyedRun, contact_id: uuid.UUID, item: RunItemIn) -> None:
+    """An item whose key names a run: that run if the item asks for the same run, else 409's code."""
+    if (held.contact_id, held.variables, held.campaign) == (contact_id, item.variables, item.campaign):
+        outcome.run_id = held.id
+    else:
+        outcome.error = ItemError(
+            code="idempotency_key_reused",
+            detail="This key already names a run of this chain version for another contact, variables or campaign.",
+        )
+
+
+def _item_error(error: AppError | None) -> ItemError:
+    assert error is not None
+    return ItemError(code=error.code, detail=error.detail)
+
+
 def _require_variables(needed: Collection[str], data: RunIn) -> None:
     missing = sorted(set(needed) - set(data.variables or {}))
     if missing:
@@ -401,6 +538,7 @@ async def show_run(session: AsyncSession, workspace_id: uuid.UUID, run: ChainRun
         ended_by_event_id=run.ended_by_event_id,
         campaign=run.campaign,
         variables=run.variables,
+        key=run.key,
         steps=[_step_out(s) for s in steps],
     )
 

@@ -62,6 +62,48 @@ async def find_contact_on_driver(
     return None if row is None else (row[0], row[1])
 
 
+#: :data:`_FIND_CONTACT_DRIVER` for many references at once (one statement), each contact found locked ``FOR KEY
+#: SHARE`` in id order: a run's foreign key takes that lock anyway, and merges lock their pair in id order, so a batch
+#: of runs waits for a merge instead of deadlocking with it; a contact a merge or an erasure changed meanwhile is
+#: read as it is now. Answers one row per reference, in order (``ordinality``), the contact empty when not found.
+_FIND_CONTACTS_DRIVER = """
+    WITH refs AS (
+        SELECT r.n, c.id
+          FROM unnest($2::text[], $3::uuid[]) WITH ORDINALITY AS r(ref, ref_id, n)
+          LEFT JOIN LATERAL (
+              SELECT id FROM contacts
+               WHERE workspace_id = $1 AND (external_id = r.ref OR id = r.ref_id)
+               ORDER BY id = r.ref_id DESC NULLS LAST
+               LIMIT 1
+          ) c ON true
+    ),
+    locked AS MATERIALIZED (
+        SELECT id, merged_into FROM contacts
+         WHERE workspace_id = $1 AND id IN (SELECT id FROM refs)
+         ORDER BY id
+           FOR KEY SHARE
+    )
+    SELECT locked.id, locked.merged_into FROM refs LEFT JOIN locked ON locked.id = refs.id ORDER BY refs.n
+"""
+
+
+async def find_contacts_on_driver(
+    connection: Any, workspace_id: uuid.UUID, refs: Sequence[str]
+) -> list[tuple[uuid.UUID, uuid.UUID | None] | None]:
+    """:func:`find_contact_on_driver` for each of ``refs`` in one statement, the contacts locked ``FOR KEY SHARE``.
+
+    In the caller's transaction (the locks hold to its end). One answer per reference, in order.
+    """
+    ids: list[uuid.UUID | None] = []
+    for ref in refs:
+        try:
+            ids.append(uuid.UUID(ref))
+        except ValueError:
+            ids.append(None)
+    rows = await connection.fetch(_FIND_CONTACTS_DRIVER, workspace_id, list(refs), ids)
+    return [None if row[0] is None else (row[0], row[1]) for row in rows]
+
+
 async def get_contact(session: AsyncSession, contact_id: uuid.UUID) -> Contact:
     """A contact known to exist (referenced by a row of the same workspace)."""
     contact = await session.get(Contact, contact_id)

@@ -35,7 +35,7 @@ from app.domain.model import (
 from app.domain.transitions import Rule, TransitionNotAllowed, decide, decide_import, decide_merge
 from app.ledger import repository, sealer
 from app.ledger.models import Consent, Contact, ContactPoint
-from app.lib.errors import InvalidInput, NotFound, contact_merged
+from app.lib.errors import Conflict, InvalidInput, NotFound, contact_merged
 from app.lib.ids import uuid7
 from app.lib.keys import Keys
 from app.lib.orm import utcnow
@@ -542,6 +542,25 @@ async def require_contact_on_driver(connection: Any, workspace_id: uuid.UUID, re
     if merged_into is not None:
         raise contact_merged(merged_into)
     return contact_id
+
+
+async def contacts_on_driver(
+    connection: Any, workspace_id: uuid.UUID, refs: Sequence[str]
+) -> list[tuple[uuid.UUID | None, NotFound | Conflict | None]]:
+    """:func:`require_contact_on_driver` for many references in one statement, the errors answered, not raised.
+
+    Per reference, in order: the contact's id (None when not found) and the error the single call would
+    raise for it (404 ``contact_not_found``, 409 ``contact_merged``), or None. The contacts found are locked ``FOR
+    KEY SHARE`` until the caller's transaction ends (in id order, as merges lock theirs).
+    """
+    answers: list[tuple[uuid.UUID | None, NotFound | Conflict | None]] = []
+    for found in await repository.find_contacts_on_driver(connection, workspace_id, refs):
+        if found is None:
+            answers.append((None, NotFound("No contact with this id or external id.", code="contact_not_found")))
+        else:
+            contact_id, merged_into = found
+            answers.append((contact_id, None if merged_into is None else contact_merged(merged_into)))
+    return answers
 
 
 def refuse_merged(contact: Contact) -> None:

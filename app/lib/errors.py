@@ -181,7 +181,33 @@ def _app_error(request: Request[Any, Any, Any], exc: AppError) -> Response[dict[
 _NOT_SINGLE_LINE = f"Expected `str` matching regex {SINGLE_LINE_PATTERN!r}"
 _MSGSPEC_PATH = re.compile(r" - at (?:`key` in )?`\$\.data(?P<path>[^`]*)`$")
 """msgspec's place of an error: ``- at `$.data.a.b``` (a value), ``- at `key` in `$.data.a``` (a mapping's key)."""
+_MSGSPEC_ITEM_PATH = re.compile(r" - at (?:`key` in )?`\$(?P<path>[^`]*)`$")
+"""The same within one item of a batch, decoded on its own (``$`` is the item)."""
 _NAMED_FIELD = re.compile(r"^Object (?:missing required|contains unknown) field `(?P<name>[^`]*)`$")
+
+
+def _field_and_message(error: str, place: re.Pattern[str]) -> tuple[str, str]:
+    """The field msgspec's ``error`` is about (a dotted path, ``""`` for the whole body) and its message."""
+    match = place.search(error)
+    field = match.group("path").lstrip(".") if match else ""
+    message = place.sub("", error)
+    if message == _NOT_SINGLE_LINE:
+        message = SINGLE_LINE_MESSAGE
+    named = _NAMED_FIELD.match(message)  # msgspec names a missing or unknown field in its message, at its parent
+    if named:
+        field = f"{field}.{named.group('name')}" if field else named.group("name")
+    elif match and "`key` in `" in match.group(0):
+        message = f"a key: {message}"  # the mapping's key is what is wrong, not one of its values
+    return field, message
+
+
+def item_validation_detail(error: str) -> str:
+    """The ``detail`` of a body's 422 ``validation_failed`` for msgspec's ``error`` about one item of a batch.
+
+    ``field: message``, the field relative to the item (``variables.name``), as the single call's problem says it.
+    """
+    field, message = _field_and_message(error, _MSGSPEC_ITEM_PATH)
+    return f"{field}: {message}" if field else message
 
 
 def _validation_error(request: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:
@@ -209,16 +235,7 @@ def _validation_error(request: Request[Any, Any, Any], exc: ValidationException)
                 title="Body required",
                 detail="This endpoint needs a JSON request body.",
             )
-        match = _MSGSPEC_PATH.search(cause)
-        field = match.group("path").lstrip(".") if match else ""
-        message = _MSGSPEC_PATH.sub("", cause)
-        named = _NAMED_FIELD.match(message)  # msgspec names a missing or unknown field in its message, at its parent
-        if named:
-            field = f"{field}.{named.group('name')}" if field else named.group("name")
-        elif match and cause.endswith(f"`key` in `$.data{match.group('path')}`"):
-            message = f"a key: {message}"  # the mapping's key is what is wrong, not one of its values
-        if message == _NOT_SINGLE_LINE:
-            message = SINGLE_LINE_MESSAGE
+        field, message = _field_and_message(cause, _MSGSPEC_PATH)
         return problem_response(
             request,
             status=422,
