@@ -15,10 +15,17 @@ and, with one process, ``GET /bench/baseline/{contact_id}`` (one raw asyncpg pri
 ``--workers 2`` serves with ``consent serve --workers 2`` instead (no raw baseline route there). Issue 20 asks for at
 least 2,000 runs/s.
 
+``--batch-sizes 100,1000`` measures ``POST /v1/chains/{id}/runs/batch`` too, in the same server: ``--rounds`` rounds,
+each of the authenticated read, the single call (wrk ``-c --api-connections``) and one batch size after another (wrk
+``-c --batch-connections``, each batch with an ``Idempotency-Key`` of its own and no item keys, the contacts in turn),
+the order reversed every other round. Runs/s of a batch: the runs the database holds afterwards per second of wrk's
+run (every item starts a run).
+
     uv run python bench/chains.py                       # embedded PostgreSQL in ./.bench-chains, 100,000 runs
     uv run python bench/chains.py --runs 10000 --concurrency 64
     uv run python bench/chains.py --runs 5000 --api-only  # only the runs started through the API
     uv run python bench/chains.py --runs 2000 --api-only --workers 2  # served by ``consent serve --workers 2``
+    uv run python bench/chains.py --runs 2000 --api-only --batch-sizes 100,1000 --rounds 3  # the batch endpoint
 """
 
 from __future__ import annotations
@@ -181,7 +188,7 @@ def get_script(paths: list[str]) -> Path:
 def wrk(url: str, script: Path, seconds: int, connections: int) -> dict[str, float]:
     """Run wrk: requests/s, how many, p50 and p99 (ms), non-2xx answers."""
     out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
         capture_output=True,
         text=True,
         check=True,
@@ -239,6 +246,8 @@ async def measure_api(dsn: str, conn: asyncpg.Connection, args: argparse.Namespa
         auth = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
         script = _runs_script(f"/v1/chains/{chain}/runs", auth, contacts)
         wrk(base, script, 2, args.api_connections)  # warm-up (its runs are not counted)
+        if args.batch_sizes:
+            return await _measure_batches(base, conn, args, chain=chain, auth=auth, contacts=contacts, server=server)
         # the baseline first: after the runs, the server's database is busy with what they wrote (autovacuum)
         postmaster = _postmaster(args.data_dir)
         read = _with_cpu(
@@ -262,6 +271,119 @@ async def measure_api(dsn: str, conn: asyncpg.Connection, args: argparse.Namespa
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+async def _measure_batches(
+    base: str,
+    conn: asyncpg.Connection,
+    args: argparse.Namespace,
+    *,
+    chain: uuid.UUID,
+    auth: dict[str, str],
+    contacts: list[str],
+    server: subprocess.Popen[bytes],
+) -> tuple[dict[str, float], ...]:
+    """Rounds of the authenticated read, the single call and each batch size, alternated; one row per measurement.
+
+    Each row: what it is, the round, wrk's figures, the CPU per request, and the runs the database holds afterwards.
+    """
+    postmaster = _postmaster(args.data_dir)
+    single_path = f"/v1/chains/{chain}/runs"
+    batch_path = f"/v1/chains/{chain}/runs/batch"
+    for size in args.batch_sizes:  # warm-up of the batch path (its runs are not counted)
+        wrk(base, _batch_script(batch_path, auth, contacts, size), 2, args.batch_connections)
+    if args.analyze:
+        # as autovacuum would within its first minute (naptime 60 s, then 50 rows + 10 %): the chain tables were
+        # analysed empty (load's ANALYZE), and the plans the server's connections cached for the foreign-key checks
+        # of the new rows (a scan of chain_runs per step) hold until statistics change. Without this, every figure
+        # of a fresh database falls as chain_runs grows (docs/benchmarks.md, "runs started in batches").
+        await conn.execute("ANALYZE")
+    kinds: list[tuple[str, int]] = [("read", 0), ("single", 1), *(("batch", size) for size in args.batch_sizes)]
+    rows: list[dict[str, float]] = []
+    for number in range(1, args.rounds + 1):
+        for kind, size in kinds if number % 2 else kinds[::-1]:
+            if kind == "read":
+                script, connections = _get_script(f"/v1/chains/{chain}", auth), args.api_connections
+            elif kind == "single":
+                script, connections = _runs_script(single_path, auth, contacts), args.api_connections
+            else:
+                script, connections = _batch_script(batch_path, auth, contacts, size), args.batch_connections
+            before = await conn.fetchval("SELECT count(*) FROM chain_runs")
+            measured = _with_cpu(
+                server.pid, postmaster, lambda s=script, c=connections: wrk(base, s, args.api_seconds, c)
+            )
+            written = await conn.fetchval("SELECT count(*) FROM chain_runs") - before
+            rows.append(
+                {
+                    **measured,
+                    "round": float(number),
+                    "size": float(size),
+                    "connections": float(connections),
+                    "written": float(written),
+                    "load": os.getloadavg()[0],
+                }
+            )
+            print(
+                f"round {number} {kind} {size}: {measured['rps']:,.1f} req/s, {written:,} runs written, "
+                f"load {os.getloadavg()[0]:.1f}",
+                flush=True,
+            )
+    return tuple(rows)
+
+
+def _print_batches(rows: tuple[dict[str, float], ...], args: argparse.Namespace) -> None:
+    """The batch rounds as a Markdown table: runs/s (from the database's count), against the read of the round."""
+    print()
+    print(
+        f"runs started through the API: wrk -t2 -d{args.api_seconds}s, single and read -c{args.api_connections}, "
+        f"batches -c{args.batch_connections}, {args.workers} server process(es), "
+        f"{'ANALYZE after the warm-up' if args.analyze else 'no ANALYZE (tables analysed empty)'}"
+    )
+    print()
+    print(
+        "| round | request | connections | req/s | runs/s (written) | p50 / p99 | non-2xx | runs / read's req/s "
+        "| CPU per run: server + PostgreSQL | load |"
+    )
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    reads = {row["round"]: row["rps"] for row in rows if row["size"] == 0}
+    for row in rows:
+        size = int(row["size"])
+        name = "GET /v1/chains/{id}" if size == 0 else "POST …/runs" if size == 1 else f"POST …/runs/batch ({size:,})"
+        per_run = max(size, 1)
+        runs = row["written"] / args.api_seconds if size else 0.0
+        ratio = f"{runs / reads[row['round']]:.0%}" if size else "-"
+        print(
+            f"| {row['round']:.0f} | {name} | {row['connections']:.0f} | {row['rps']:,.1f} "
+            f"| {f'{runs:,.0f}' if size else '-'} | {row['p50']:.1f} / {row['p99']:.1f} ms | {row['non_2xx']:.0f} "
+            f"| {ratio} "
+            f"| {row['server_ms'] / per_run:.3f} + {row['database_ms'] / per_run:.3f} ms | {row['load']:.1f} |"
+        )
+
+
+def _batch_script(path: str, headers: dict[str, str], contacts: list[str], size: int) -> Path:
+    """POSTs of batches of ``size`` runs for the contacts in turn, each with an ``Idempotency-Key`` of its own.
+
+    The bodies are built once, when the script loads (a body per ``size`` contacts, cycling), so wrk's threads only
+    pick one per request.
+    """
+    script = Path(tempfile.mkstemp(suffix=".lua")[1])
+    header_items = ", ".join(f"[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items())
+    bodies = []
+    for start in range(0, max(len(contacts), size), size):
+        chosen = [contacts[(start + n) % len(contacts)] for n in range(size)]
+        bodies.append(json.dumps({"runs": [{"contact": c} for c in chosen]}, separators=(",", ":")))
+    items = ",\n".join(json.dumps(b) for b in bodies)
+    script.write_text(
+        "local counter = 0\n"
+        "function setup(thread)\n  counter = counter + 1\n  thread:set('tid', counter)\nend\n"
+        f"local bodies = {{\n{items}\n}}\nlocal i = 0\n"
+        "request = function()\n  i = i + 1\n"
+        f"  local headers = {{{header_items}}}\n"
+        f"  headers['Idempotency-Key'] = '{uuid.uuid4().hex[:8]}-' .. tid .. '-' .. i\n"
+        f"  return wrk.format('POST', {json.dumps(path)}, headers, bodies[i % #bodies + 1])\n"
+        "end\n"
+    )
+    return script
 
 
 def _postmaster(data_dir: str) -> int | None:
@@ -402,7 +524,9 @@ async def run(args: argparse.Namespace) -> None:
             )
             if plain_sent < args.runs or chained_sent < 3 * args.runs:
                 print(f"(stopped at the time limit: {plain_sent:,} plain and {chained_sent:,} chain messages sent)")
-        if api is not None:
+        if api is not None and args.batch_sizes:
+            _print_batches(api, args)
+        elif api is not None:
             runs, read, raw, counted = api
             raw_text = f"{raw['rps']:,.0f} req/s" if raw else "-"
             print()
@@ -474,6 +598,20 @@ def main() -> None:
         "--poll", type=float, default=0.2, help="seconds between counts of the sent messages (a table scan each)"
     )
     parser.add_argument("--workers", type=int, default=1, help="server processes (consent serve --workers N)")
+    parser.add_argument(
+        "--batch-sizes",
+        type=lambda text: [int(n) for n in text.split(",")],
+        default=[],
+        help="also POST /v1/chains/{id}/runs/batch with these batch sizes (e.g. 100,1000), in --rounds rounds",
+    )
+    parser.add_argument("--batch-connections", type=int, default=4, help="wrk's connections for the batches")
+    parser.add_argument("--rounds", type=int, default=3, help="alternated rounds of the batch measurement")
+    parser.add_argument(
+        "--no-analyze",
+        dest="analyze",
+        action="store_false",
+        help="with --batch-sizes: measure on the warm-up's statistics (the chain tables analysed empty), as before",
+    )
     parser.add_argument("--serve", metavar="DSN", help=argparse.SUPPRESS)  # the server of the API phase
     args = parser.parse_args()
     if args.serve:
