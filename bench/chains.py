@@ -18,8 +18,9 @@ least 2,000 runs/s.
 ``--batch-sizes 100,1000`` measures ``POST /v1/chains/{id}/runs/batch`` too, in the same server: ``--rounds`` rounds,
 each of the authenticated read, the single call (wrk ``-c --api-connections``) and one batch size after another (wrk
 ``-c --batch-connections``, each batch with an ``Idempotency-Key`` of its own and no item keys, the contacts in turn),
-the order reversed every other round. Runs/s of a batch: the runs the database holds afterwards per second of wrk's
-run (every item starts a run).
+the order reversed every other round. Runs/s: wrk's answered requests per second times the batch size, beside the
+runs the database holds afterwards (every item starts a run; requests still in flight at wrk's end finish before
+the next measurement starts).
 
     uv run python bench/chains.py                       # embedded PostgreSQL in ./.bench-chains, 100,000 runs
     uv run python bench/chains.py --runs 10000 --concurrency 64
@@ -308,7 +309,7 @@ async def _measure_batches(
                 script, connections = _runs_script(single_path, auth, contacts), args.api_connections
             else:
                 script, connections = _batch_script(batch_path, auth, contacts, size), args.batch_connections
-            before = await conn.fetchval("SELECT count(*) FROM chain_runs")
+            before = await _settled(conn)  # the requests still in flight from the last wrk run done first
             measured = _with_cpu(
                 server.pid, postmaster, lambda s=script, c=connections: wrk(base, s, args.api_seconds, c)
             )
@@ -331,6 +332,17 @@ async def _measure_batches(
     return tuple(rows)
 
 
+async def _settled(conn: asyncpg.Connection) -> int:
+    """The runs the database holds once no request is still writing any (the count unchanged for 0.3 s)."""
+    count = await conn.fetchval("SELECT count(*) FROM chain_runs")
+    while True:
+        await asyncio.sleep(0.3)
+        now = await conn.fetchval("SELECT count(*) FROM chain_runs")
+        if now == count:
+            return int(now)
+        count = now
+
+
 def _print_batches(rows: tuple[dict[str, float], ...], args: argparse.Namespace) -> None:
     """The batch rounds as a Markdown table: runs/s (from the database's count), against the read of the round."""
     print()
@@ -341,20 +353,22 @@ def _print_batches(rows: tuple[dict[str, float], ...], args: argparse.Namespace)
     )
     print()
     print(
-        "| round | request | connections | req/s | runs/s (written) | p50 / p99 | non-2xx | runs / read's req/s "
-        "| CPU per run: server + PostgreSQL | load |"
+        "| round | request | connections | req/s | runs/s | runs written / answered | p50 / p99 | non-2xx "
+        "| runs / read's req/s | CPU per run: server + PostgreSQL | load |"
     )
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     reads = {row["round"]: row["rps"] for row in rows if row["size"] == 0}
     for row in rows:
         size = int(row["size"])
         name = "GET /v1/chains/{id}" if size == 0 else "POST …/runs" if size == 1 else f"POST …/runs/batch ({size:,})"
         per_run = max(size, 1)
-        runs = row["written"] / args.api_seconds if size else 0.0
+        runs = row["rps"] * size  # answered runs per second (wrk's); the database's count is checked beside it
+        written = f"{row['written']:,.0f} / {row['requests'] * size:,.0f}" if size else "-"
         ratio = f"{runs / reads[row['round']]:.0%}" if size else "-"
         print(
             f"| {row['round']:.0f} | {name} | {row['connections']:.0f} | {row['rps']:,.1f} "
-            f"| {f'{runs:,.0f}' if size else '-'} | {row['p50']:.1f} / {row['p99']:.1f} ms | {row['non_2xx']:.0f} "
+            f"| {f'{runs:,.0f}' if size else '-'} | {written} | {row['p50']:.1f} / {row['p99']:.1f} ms "
+            f"| {row['non_2xx']:.0f} "
             f"| {ratio} "
             f"| {row['server_ms'] / per_run:.3f} + {row['database_ms'] / per_run:.3f} ms | {row['load']:.1f} |"
         )
