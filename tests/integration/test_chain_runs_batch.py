@@ -206,6 +206,33 @@ async def test_items_are_refused_with_the_single_calls_codes_and_the_others_star
     assert await runs(session) == 2
 
 
+async def test_contacts_are_found_as_the_single_call_finds_them(client, chain, ledger, session):
+    """By id or external id, an id winning over another contact's equal external id (as ``find_contact_on_driver``)."""
+    shadow = await ledger.point("sms", "+4915100000001", external_id=str(chain["john"]))
+    refs = [str(chain["john"]), "jane", str(chain["jane"]), str(shadow.contact_id), str(chain["john"]).upper()]
+    answer = await client.post(
+        chain["path"],
+        json={"runs": [{"contact": ref, "variables": {"name": "N"}} for ref in refs]},
+        headers=chain["key"],
+    )
+    assert answer.status_code == 202, answer.text
+    found = await session.execute(text("SELECT id, contact_id FROM chain_runs"))
+    by_run = {str(run): contact for run, contact in found.all()}
+    started = [by_run[entry["run_id"]] for entry in answer.json()["runs"]]
+    singles = []
+    for ref in refs:
+        single = await client.post(
+            f"/v1/chains/{chain['id']}/runs", json={"contact": ref, "variables": {"name": "N"}}, headers=chain["key"]
+        )
+        assert single.status_code == 202, single.text
+        singles.append(
+            await session.scalar(
+                text("SELECT contact_id FROM chain_runs WHERE id = :id"), {"id": uuid.UUID(single.json()["run_id"])}
+            )
+        )
+    assert started == singles == [chain["john"], chain["jane"], chain["jane"], shadow.contact_id, chain["john"]]
+
+
 @pytest.mark.parametrize(
     ("body", "status"),
     [
