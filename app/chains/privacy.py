@@ -23,7 +23,7 @@ async def _erase(session: AsyncSession, subject: Subject) -> Mapping[str, int]:
 HOOK = PrivacyHook(
     package="chains",
     tables={
-        "chain_runs": "deleted (the run's variables and campaign)",
+        "chain_runs": "deleted (the run's variables, campaign and batch item key)",
         "chain_steps": "deleted with their run",
     },
     erase=_erase,
