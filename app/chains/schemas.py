@@ -127,7 +127,9 @@ class RunsBatchIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         msgspec.Meta(
             min_length=1,
             max_length=MAX_BATCH,
-            description="Items as `RunItemIn`: `contact`, `variables?`, `campaign?`, `key?`.",
+            description="Each item an object as `POST /v1/chains/{id}/runs` takes it (`RunIn`: `contact`, "
+            "`variables?`, `campaign?`) with an optional `key` (1 to 255 visible ASCII characters). An item that is "
+            "not an object refuses the whole body; an object the single call would refuse is answered in its entry.",
         ),
     ]
 
