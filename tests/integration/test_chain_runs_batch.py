@@ -406,3 +406,19 @@ async def test_concurrent_batches_with_the_same_item_keys_start_each_run_once(se
     async with database.sessionmaker() as session:
         assert await session.scalar(select(func.count()).select_from(ChainRun)) == 50
         assert await session.scalar(text("SELECT count(*) FROM chain_steps")) == 150
+
+
+async def test_two_concurrent_batches_with_one_request_key_start_one_batch(served):
+    """One batch starts; the other answers its answer, whether it found the key held or waited on the key's row
+    (its own runs then roll back)."""
+    http, database, path, key = served
+    items = [{"contact": f"c{n}", "variables": {"name": "N"}} for n in range(50)]
+    headers = {**key, "Idempotency-Key": "together"}
+    first, second = await asyncio.gather(
+        http.post(path, json={"runs": items}, headers=headers), http.post(path, json={"runs": items}, headers=headers)
+    )
+    assert (first.status_code, second.status_code) == (202, 202), (first.text, second.text)
+    assert first.content == second.content
+    assert sorted(r.headers.get("idempotent-replayed", "no") for r in (first, second)) == ["no", "true"]
+    async with database.sessionmaker() as session:
+        assert await session.scalar(select(func.count()).select_from(ChainRun)) == 50
