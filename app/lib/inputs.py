@@ -31,23 +31,41 @@ def json_has_nul(body: bytes) -> bool:
 #: How deep a JSON body may nest (the service's bodies nest a few levels): msgspec's decoder recurses per level, and
 #: thousands of levels ran it out of stack (a ``RecursionError``: a 500 instead of a 400, hostile review).
 MAX_JSON_DEPTH = 64
+#: How many arrays and objects a JSON body may hold. Bodies are decoded into Python objects before their schema is
+#: checked, so ten megabytes of ``[],`` cost seconds of CPU and hundreds of megabytes (hostile review of the batch
+#: runs); the largest legitimate body (a 1,000-run batch, every run with its variables) holds a few thousand.
+MAX_JSON_CONTAINERS = 100_000
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _JSON_BRACKET = re.compile(rb"[\[\]{}]")
 
 
-def json_too_deep(body: bytes) -> bool:
-    """True when a JSON text nests arrays and objects deeper than :data:`MAX_JSON_DEPTH` (brackets in strings aside).
+def json_too_complex(body: bytes) -> str | None:
+    """Why a JSON text is refused before it is decoded (``json_too_deep``, ``json_too_large``), or ``None``.
 
-    Two counts in C for every body; the brackets are walked only when there are more than the limit at all.
+    Two counts in C for every body; strings are taken out (brackets in them do not count) only when the counts are
+    above a limit at all, and the brackets walked for the depth only when there are at most
+    :data:`MAX_JSON_CONTAINERS` of them (so the walk is bounded too).
     """
-    if body.count(b"[") + body.count(b"{") <= MAX_JSON_DEPTH:
-        return False
+    opened = body.count(b"[") + body.count(b"{")
+    if opened <= MAX_JSON_DEPTH:
+        return None
+    bare = _JSON_STRING.sub(b'""', body) if b'"' in body else body
+    opened = bare.count(b"[") + bare.count(b"{")
+    if opened > MAX_JSON_CONTAINERS:
+        return "json_too_large"
+    if opened <= MAX_JSON_DEPTH:
+        return None
     depth = 0
-    for bracket in _JSON_BRACKET.finditer(_JSON_STRING.sub(b'""', body)):
+    for bracket in _JSON_BRACKET.finditer(bare):
         depth += 1 if bracket.group() in (b"[", b"{") else -1
         if depth > MAX_JSON_DEPTH:
-            return True
-    return False
+            return "json_too_deep"
+    return None
+
+
+def json_too_deep(body: bytes) -> bool:
+    """True when a JSON text is refused before it is decoded (:func:`json_too_complex`)."""
+    return json_too_complex(body) is not None
 
 
 def form_has_nul(body: bytes) -> bool:
@@ -58,7 +76,8 @@ def form_has_nul(body: bytes) -> bool:
 async def refuse_nul(request: Request[Any, Any, Any]) -> None:
     """``before_request`` hook: 422 when the path, the query, or a JSON or form body carries a NUL character.
 
-    Also 400 ``json_too_deep`` for a JSON body nested deeper than :data:`MAX_JSON_DEPTH` levels.
+    Also 400 ``json_too_deep`` for a JSON body nested deeper than :data:`MAX_JSON_DEPTH` levels, and 400
+    ``json_too_large`` for one holding more than :data:`MAX_JSON_CONTAINERS` arrays and objects.
     """
     place = None
     if "\0" in request.scope["path"]:
@@ -69,10 +88,17 @@ async def refuse_nul(request: Request[Any, Any, Any]) -> None:
         content_type = request.headers.get("content-type", "")
         if _JSON.match(content_type):
             body = await request.body()
-            if json_too_deep(body):
+            refused = json_too_complex(body)
+            if refused == "json_too_deep":
                 raise AppError(
                     f"The JSON body nests deeper than {MAX_JSON_DEPTH} levels; no request of this service needs that.",
                     code="json_too_deep",
+                )
+            if refused == "json_too_large":
+                raise AppError(
+                    f"The JSON body holds more than {MAX_JSON_CONTAINERS:,} arrays and objects; no request of this "
+                    "service needs that.",
+                    code="json_too_large",
                 )
             place = "JSON body" if json_has_nul(body) else None
         elif content_type.lower().startswith(_FORM):

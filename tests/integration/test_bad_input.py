@@ -324,3 +324,16 @@ async def test_a_nested_unknown_field_is_named_by_its_whole_path(client, admin):
     response = await client.post("/v1/chains", json=body, headers=admin)
     assert response.status_code == 422, response.text
     assert response.json()["errors"][0]["field"] == "steps[0].name"
+
+
+async def test_a_json_body_of_too_many_arrays_is_refused_before_it_is_decoded(client, admin, session):
+    """Hostile review (2026-12-06, batch runs): ten megabytes of ``[],`` decoded into Python objects before the schema
+    refused them took seconds and hundreds of megabytes on any JSON route; brackets in strings do not count."""
+    flat = b'{"contact": "x", "variables": [' + b"[]," * 200_000 + b"[]]}"
+    refused = await client.post("/v1/purposes", content=flat, headers={**admin, "content-type": "application/json"})
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["code"] == "json_too_large"
+    texts = b'{"key": "news", "name": "' + b"[]" * 60_000 + b'", "kind": "marketing"}'
+    named = await client.post("/v1/purposes", content=texts, headers={**admin, "content-type": "application/json"})
+    assert named.status_code == 422, named.text  # its name is too long, but it was read: not json_too_large
+    assert await session.scalar(text("SELECT count(*) FROM purposes")) == 0
