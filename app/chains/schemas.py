@@ -106,7 +106,8 @@ MAX_BATCH = 1000
 RunKey = Annotated[
     str,
     msgspec.Meta(
-        pattern=r"^[\x21-\x7e]{1,255}$",
+        # (?![\s\S]), not $: Python's $ also matches before a final newline, which the database's CHECK refuses
+        pattern=r"^[\x21-\x7e]{1,255}(?![\s\S])",
         description="1 to 255 visible ASCII characters, as an `Idempotency-Key`: one run of this chain version per "
         "key, however often the batch is sent again.",
     ),

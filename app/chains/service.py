@@ -404,12 +404,12 @@ def _item_run(  # noqa: PLR0917  # one item's parts, each checked in the single 
     if contact_id is None:
         outcome.error = _item_error(refused)
         return None
+    if refused is not None:  # merged: as the single call answers it, also for a key whose run moved with the merge
+        outcome.error = _MERGED
+        return None
     held = taken.get(item.key) if item.key is not None else None
     if held is not None:
         _answer_held(outcome, held, contact_id, item)
-        return None
-    if refused is not None:  # merged
-        outcome.error = _item_error(refused)
         return None
     try:
         _require_variables(plan.variables, item)
@@ -463,6 +463,15 @@ def _answer_held(outcome: RunsBatchItem, held: repository.KeyedRun, contact_id: 
             code="idempotency_key_reused",
             detail="This key already names a run of this chain version for another contact, variables or campaign.",
         )
+
+
+#: A merged contact's entry: the single call's code, without the survivor's id. A batch's answer is kept for its
+#: ``Idempotency-Key``, and an erasure deletes kept answers naming the erased contact, which would free the key of
+#: the whole batch and let a replay start its runs again (hostile review); the contact's record names the survivor.
+_MERGED = ItemError(
+    code="contact_merged",
+    detail="This contact was merged into another; start the run for that one (GET /v1/contacts/{contact} names it).",
+)
 
 
 def _item_error(error: AppError | None) -> ItemError:

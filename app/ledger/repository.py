@@ -62,35 +62,41 @@ async def find_contact_on_driver(
     return None if row is None else (row[0], row[1])
 
 
-#: :data:`_FIND_CONTACT_DRIVER` for many references at once (one statement), each contact found locked ``FOR KEY
+#: :data:`_FIND_CONTACT_DRIVER` for many references at once (one statement), each live contact found locked ``FOR KEY
 #: SHARE`` in id order: a run's foreign key takes that lock anyway, and merges lock their pair in id order, so a batch
-#: of runs waits for a merge instead of deadlocking with it; a contact a merge or an erasure changed meanwhile is
-#: read as it is now. Answers one row per reference, in order (``ordinality``), the contact empty when not found.
+#: of runs waits for a merge instead of deadlocking with it. A merged contact (a stub) is read, never locked: an
+#: erasure of the contact it was merged into locks that one and then deletes the stub with it, so locking stubs too
+#: made a cycle with it (hostile review); a stub stays a stub, so the unlocked read answers it. A contact live in the
+#: statement's snapshot but merged or deleted before its lock is answered as not found (``None``): the request raced
+#: a change of that contact. One row per reference, in order (``ordinality``).
 _FIND_CONTACTS_DRIVER = """
     WITH refs AS (
-        SELECT r.n, c.id
+        SELECT r.n, c.id, c.merged_into
           FROM unnest($2::text[], $3::uuid[]) WITH ORDINALITY AS r(ref, ref_id, n)
           LEFT JOIN LATERAL (
-              SELECT id FROM contacts
+              SELECT id, merged_into FROM contacts
                WHERE workspace_id = $1 AND (external_id = r.ref OR id = r.ref_id)
                ORDER BY id = r.ref_id DESC NULLS LAST
                LIMIT 1
           ) c ON true
     ),
     locked AS MATERIALIZED (
-        SELECT id, merged_into FROM contacts
-         WHERE workspace_id = $1 AND id IN (SELECT id FROM refs)
+        SELECT id FROM contacts
+         WHERE workspace_id = $1 AND merged_into IS NULL
+           AND id IN (SELECT id FROM refs WHERE merged_into IS NULL)
          ORDER BY id
            FOR KEY SHARE
     )
-    SELECT locked.id, locked.merged_into FROM refs LEFT JOIN locked ON locked.id = refs.id ORDER BY refs.n
+    SELECT CASE WHEN locked.id IS NOT NULL OR refs.merged_into IS NOT NULL THEN refs.id END,
+           CASE WHEN locked.id IS NULL THEN refs.merged_into END
+      FROM refs LEFT JOIN locked ON locked.id = refs.id ORDER BY refs.n
 """
 
 
 async def find_contacts_on_driver(
     connection: Any, workspace_id: uuid.UUID, refs: Sequence[str]
 ) -> list[tuple[uuid.UUID, uuid.UUID | None] | None]:
-    """:func:`find_contact_on_driver` for each of ``refs`` in one statement, the contacts locked ``FOR KEY SHARE``.
+    """:func:`find_contact_on_driver` for each of ``refs`` in one statement, live contacts locked ``FOR KEY SHARE``.
 
     In the caller's transaction (the locks hold to its end). One answer per reference, in order.
     """

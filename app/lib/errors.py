@@ -207,7 +207,12 @@ def item_validation_detail(error: str) -> str:
     ``field: message``, the field relative to the item (``variables.name``), as the single call's problem says it.
     """
     field, message = _field_and_message(error, _MSGSPEC_ITEM_PATH)
-    return f"{field}: {message}" if field else message
+    detail = f"{field}: {message}" if field else message
+    # msgspec quotes what it refuses (an unknown field's name): a batch answer, kept for its key, stays small
+    return detail if len(detail) <= _ITEM_DETAIL_MAX else detail[: _ITEM_DETAIL_MAX - 1] + "…"
+
+
+_ITEM_DETAIL_MAX = 300
 
 
 def _validation_error(request: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:

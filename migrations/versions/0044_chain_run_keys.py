@@ -5,6 +5,8 @@ key)``: an item's key names one run of the chain version, so a retried batch (a 
 item keys) starts nothing twice and answers the existing runs. The key lives exactly as long as its run (erased
 with the contact, deleted with the chain's workspace); the form of an ``Idempotency-Key`` value is checked.
 
+Downgrading drops every item key: a batch retried after a downgrade (and a later upgrade) starts its runs again.
+
 Revision ID: 0044
 Revises: 0043
 Create Date: 2026-12-06 09:00:00.000000
@@ -23,7 +25,7 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.add_column("chain_runs", sa.Column("key", sa.Text(), nullable=True))
-    op.create_check_constraint("ck_chain_runs_key_format", "chain_runs", "key ~ '^[!-~]{1,255}$'")
+    op.create_check_constraint(op.f("ck_chain_runs_key_format"), "chain_runs", "key ~ '^[!-~]{1,255}$'")
     op.create_index(
         "uq_chain_runs_key",
         "chain_runs",
@@ -35,5 +37,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("uq_chain_runs_key", table_name="chain_runs")
-    op.drop_constraint("ck_chain_runs_key_format", "chain_runs", type_="check")
+    op.drop_constraint(op.f("ck_chain_runs_key_format"), "chain_runs", type_="check")
     op.drop_column("chain_runs", "key")

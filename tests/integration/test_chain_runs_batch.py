@@ -191,7 +191,7 @@ async def test_items_are_refused_with_the_single_calls_codes_and_the_others_star
         single = await client.post(single_path, json=item, headers=chain["key"])
         assert single.status_code in {404, 409, 422}, single.text
         assert entry["error"]["code"] == single.json()["code"], (item, entry, single.json())
-        if entry["error"]["code"] != "validation_failed":  # the app's own message, word for word
+        if entry["error"]["code"] not in {"validation_failed", "contact_merged"}:  # the app's message, word for word
             assert entry["error"]["detail"] == single.json()["detail"], (item, entry, single.json())
     codes = [e["error"]["code"] for e in entries if "error" in e]
     assert codes == [
@@ -202,7 +202,9 @@ async def test_items_are_refused_with_the_single_calls_codes_and_the_others_star
         "variable_missing",
         *["validation_failed"] * 6,
     ]
-    assert str(survivor.contact_id) in entries[4]["error"]["detail"]
+    # a kept answer names no contact: an erasure of the survivor would delete it and free the batch's key (hostile
+    # review); the contact's own record names the survivor
+    assert str(survivor.contact_id) not in answer.text
     assert await runs(session) == 2
 
 
