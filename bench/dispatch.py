@@ -6,6 +6,7 @@ without the service's work: claiming, the send-time gate, recording the outcome)
 
     uv run python bench/dispatch.py                     # embedded PostgreSQL in ./.bench-dispatch, 20,000 messages
     uv run python bench/dispatch.py --messages 5000 --concurrency 64
+    uv run python bench/dispatch.py --messages 5000 --profile /tmp/worker.prof   # cProfile of the worker
 """
 
 from __future__ import annotations
@@ -36,6 +37,24 @@ CONSENT = str(Path(sys.executable).parent / "consent")
 SECRET = b"b" * 32
 ACCOUNT = "AC" + "ef" * 16
 TOKEN = "z" * 32
+
+
+#: Runs ``argv[2:]`` (the ``consent`` script and its arguments) under cProfile counting CPU time, not wall time
+#: (on a shared machine, wall time counts the waits for a core), and writes the stats to ``argv[1]``.
+PROFILED = """
+import cProfile, runpy, sys, time
+out, script = sys.argv[1], sys.argv[2]
+sys.argv = sys.argv[2:]
+profile = cProfile.Profile(time.process_time)
+profile.enable()
+try:
+    runpy.run_path(script, run_name="__main__")
+except SystemExit:
+    pass
+finally:
+    profile.disable()
+    profile.dump_stats(out)
+"""
 
 
 class StandIn:
@@ -230,7 +249,10 @@ async def run(args: argparse.Namespace) -> None:
             "CONSENT_LOG_LEVEL": "warning",
         }
         conn = await asyncpg.connect(dsn)
-        worker = subprocess.Popen([CONSENT, "worker", "--concurrency", str(args.concurrency)], env=env)
+        command = [CONSENT, "worker", "--concurrency", str(args.concurrency)]
+        if args.profile:  # CPU-time cProfile of the worker, written when it stops (SIGTERM stops it cleanly)
+            command = [sys.executable, "-c", PROFILED, args.profile, *command]
+        worker = subprocess.Popen(command, env=env)
         first: tuple[float, int] | None = None  # measured from the first sent message: start-up is not throughput
         while True:
             sent = await conn.fetchval("SELECT count(*) FROM deliveries WHERE status = 'sent'")
@@ -267,6 +289,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--data-dir", default=".bench-dispatch")
+    parser.add_argument("--profile", help="write a cProfile of the worker process to this file")
     asyncio.run(run(parser.parse_args()))
 
 

@@ -27,10 +27,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -152,6 +153,53 @@ class _Journal:
             waiting.set_result(e.item.delivery_id in held)
 
 
+class _Calls:
+    """The provider calls of one worker, across its batches: at most ``concurrency`` at once, begun in claim order.
+
+    Counts the calls under way and those queued (prepared, waiting for a slot), so that the pipeline claims the
+    next batch only once every queued call has begun, and marks in flight with the batch's load only the calls
+    that can begin at once.
+    """
+
+    def __init__(self, concurrency: int) -> None:
+        self.concurrency = concurrency
+        self._limit = asyncio.Semaphore(concurrency)
+        self._running = 0
+        self._waiting = 0
+        self._all_started = asyncio.Event()
+        self._all_started.set()
+
+    def room(self) -> int:
+        """How many calls could begin now (free slots no queued call waits for)."""
+        return max(self.concurrency - self._running - self._waiting, 0)
+
+    def queue(self, count: int) -> None:
+        """``count`` calls are prepared and will each take a slot (:meth:`slot`)."""
+        self._waiting += count
+        if self._waiting:
+            self._all_started.clear()
+
+    async def all_started(self) -> None:
+        """Wait until every queued call has taken its slot."""
+        await self._all_started.wait()
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """One queued call's slot, held for the call."""
+        try:
+            await self._limit.acquire()
+        finally:  # taken, or given up (cancelled): no longer queued either way
+            self._waiting -= 1
+            if not self._waiting:
+                self._all_started.set()
+        self._running += 1
+        try:
+            yield
+        finally:
+            self._running -= 1
+            self._limit.release()
+
+
 class FactsUnavailable(RuntimeError):
     """The database refused to compute a delivery's gate facts (its workspace's stored time zone, say)."""
 
@@ -193,10 +241,44 @@ class Dispatcher:
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Work until ``stop`` is set; sleeps briefly when nothing is due."""
-        await work_until(
-            stop, self.run_once, self.config.idle_sleep, failed="dispatch_round_failed", worker=self.worker_id
-        )
+        """Work until ``stop`` is set; sleeps briefly when nothing is due.
+
+        Pipelined: the next batch is claimed and prepared as soon as every call of the previous one has begun,
+        while those calls are still under way, and its calls take the slots the previous batch's free (at most
+        ``concurrency`` calls at once across batches, one journal for all). Waiting for every call of a batch
+        first, as :meth:`run_once` does, left the provider idle while the slowest call ended and the next batch
+        was claimed and loaded. A delivery waits at most for one batch's calls before its own begins, as in
+        :meth:`run_once`. On stop, the calls under way finish and their outcomes are written.
+        """
+        calls = _Calls(self.config.concurrency)
+        journal = _Journal(self._write)
+        batches: set[asyncio.Task[None]] = set()
+
+        async def one_round() -> int:
+            await calls.all_started()
+            claimed = await self._claim()
+            if not claimed:
+                return 0
+            prepared, marked = await self._prepare(claimed, room=calls.room())
+            calls.queue(len(prepared))
+            batch = asyncio.create_task(self._send_batch(prepared, marked, calls, journal))
+            batches.add(batch)
+            batch.add_done_callback(lambda done: self._batch_done(batches, done))
+            return len(claimed)
+
+        try:
+            await work_until(
+                stop, one_round, self.config.idle_sleep, failed="dispatch_round_failed", worker=self.worker_id
+            )
+        finally:
+            if batches:
+                await asyncio.wait(batches)
+
+    def _batch_done(self, batches: set[asyncio.Task[None]], batch: asyncio.Task[None]) -> None:
+        batches.discard(batch)
+        if not batch.cancelled() and (failure := batch.exception()) is not None:
+            # the database failed under the writes: the batch's leases run out and another round takes them
+            log.error("dispatch_round_failed", worker=self.worker_id, exc_info=failure)
 
     async def run_once(self) -> int:
         """Claim one batch and handle it; returns how many deliveries were claimed.
@@ -205,17 +287,28 @@ class Dispatcher:
         every delivery on its own: its in-flight mark is committed before its provider call and its outcome as
         soon as the call returns (:class:`_Journal`), so a slow call never holds back what others' providers
         already answered, and a worker dying mid-batch leaves each delivery either finished or marked in flight.
-        No transaction is held during a provider call.
+        No transaction is held during a provider call. Returns when every call of the batch has been answered and
+        written (:meth:`run` does not wait for that before the next claim).
         """
         claimed = await self._claim()
         if not claimed:
             return 0
-        prepared, marked = await self._prepare(claimed)
-        limit = asyncio.Semaphore(self.config.concurrency)
-        journal = _Journal(self._write)
+        calls = _Calls(self.config.concurrency)
+        prepared, marked = await self._prepare(claimed, room=calls.room())
+        calls.queue(len(prepared))
+        await self._send_batch(prepared, marked, calls, _Journal(self._write))
+        return len(claimed)
+
+    async def _send_batch(
+        self, prepared: Sequence[_Prepared], marked: set[uuid.UUID], calls: _Calls, journal: _Journal
+    ) -> None:
+        """Every prepared delivery's call (in ``calls``' slots) and its outcome written as it returns.
+
+        The caller has counted ``prepared`` in ``calls.queue`` before.
+        """
 
         async def one(item: _Prepared, *, marked: bool) -> None:
-            async with limit:
+            async with calls.slot():
                 if not marked and not await journal.write(_Entry(item)):
                     log.warning("delivery_lease_lost", delivery_id=str(item.delivery_id), worker=self.worker_id)
                     return
@@ -232,7 +325,6 @@ class Dispatcher:
         ]
         if failures:  # the database failed under the writes: the round fails, the leases run out
             raise failures[0]
-        return len(claimed)
 
     async def _claim(self) -> list[Claimed]:
         async with self.database.sessionmaker() as session, session.begin():
@@ -265,10 +357,11 @@ class Dispatcher:
             log.exception("adapter_failed", channel=item.channel.value)
             return SendResult(Outcome.TRANSIENT, detail=f"{type(exc).__name__}: {exc}", maybe_delivered=True)
 
-    async def _prepare(self, claimed: Sequence[Claimed]) -> tuple[list[_Prepared], set[uuid.UUID]]:
+    async def _prepare(self, claimed: Sequence[Claimed], *, room: int) -> tuple[list[_Prepared], set[uuid.UUID]]:
         """Load what the sends need and ask the gate again; blocked or waiting deliveries are settled here.
 
-        Answers the deliveries to send, and those of them already marked in flight (the first ``concurrency``).
+        Answers the deliveries to send, and those of them already marked in flight: the first ``room``, the calls
+        that can begin as soon as this commits.
 
         One query per table for the whole batch, each limited by the repositories to the workspaces of the claimed
         deliveries.
@@ -310,7 +403,7 @@ class Dispatcher:
                 if item is not None:
                     ready.append(item)
             # the first calls start as soon as this commits: their in-flight marks go with it (one write fewer)
-            starting = [item.delivery_id for item in ready[: self.config.concurrency]]
+            starting = [item.delivery_id for item in ready[:room]]
             marked = (
                 await repository.mark_in_flight(session, workspace_ids, starting, self.worker_id, at=now)
                 if starting
@@ -446,28 +539,43 @@ class Dispatcher:
         return found, frozenset(unreadable)
 
     async def _write(self, entries: Sequence[_Entry]) -> set[uuid.UUID]:
-        """One short transaction for the marks and outcomes that arrived together; answers the deliveries held.
+        """Write the marks and outcomes that arrived together; answers the deliveries held.
 
-        Only rows this worker still holds the lease of are written (checked in the statements), so a late worker
-        never overwrites the row's new owner.
+        Marks and acceptances (nearly every answer) go as one statement on a driver connection
+        (:func:`~app.messages.repository.mark_and_settle_sent`); the other outcomes (retries, failures and what
+        they say about the address, ``unknown``) through the ORM in one short transaction. Only rows this worker
+        still holds the lease of are written (checked in the statements), so a late worker never overwrites the
+        row's new owner.
         """
         workspace_ids = {e.item.workspace_id for e in entries}
         starting = [e.item.delivery_id for e in entries if e.result is None]
-        results = {e.item.delivery_id: e.result for e in entries if e.result is not None}
+        accepted = [
+            repository.Accepted(e.item.delivery_id, e.result.provider_message_id, _provider(e.item))
+            for e in entries
+            if e.result is not None and e.result.outcome is Outcome.ACCEPTED
+        ]
+        others = {
+            e.item.delivery_id: e.result
+            for e in entries
+            if e.result is not None and e.result.outcome is not Outcome.ACCEPTED
+        }
         held: set[uuid.UUID] = set()
-        async with self.database.sessionmaker() as session, session.begin():
-            if starting:
-                held |= await repository.mark_in_flight(session, workspace_ids, starting, self.worker_id, at=utcnow())
-            if results:
-                kinds = {e.item.delivery_id: e.item.kind for e in entries}
-                providers = {e.item.delivery_id: _provider(e.item) for e in entries}
-                for delivery in await repository.lock_held(session, workspace_ids, list(results), self.worker_id):
+        if starting or accepted:
+            async with self.database.driver(stateless=True) as connection:
+                held |= await repository.mark_and_settle_sent(
+                    connection, workspace_ids, self.worker_id, starting=starting, accepted=accepted, at=utcnow()
+                )
+        if others:
+            kinds = {e.item.delivery_id: e.item.kind for e in entries}
+            providers = {e.item.delivery_id: _provider(e.item) for e in entries}
+            async with self.database.sessionmaker() as session, session.begin():
+                for delivery in await repository.lock_held(session, workspace_ids, list(others), self.worker_id):
                     await self._apply(
-                        session, delivery, results[delivery.id], kinds.get(delivery.id), providers.get(delivery.id)
+                        session, delivery, others[delivery.id], kinds.get(delivery.id), providers.get(delivery.id)
                     )
                     held.add(delivery.id)
-                for lost in set(results) - held:
-                    log.warning("delivery_lease_lost", delivery_id=str(lost), worker=self.worker_id)
+        for lost in ({a.id for a in accepted} | set(others)) - held:
+            log.warning("delivery_lease_lost", delivery_id=str(lost), worker=self.worker_id)
         return held
 
     async def _record(self, claimed: Claimed, result: SendResult) -> None:
