@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -249,3 +250,88 @@ async def test_no_answer_in_time_is_a_crash_s_uncertainty_marketing_is_not_sent_
     final = await world["by_text"]()
     assert final["hang-offer"][0] == "unknown"
     assert final["hang-receipt"][0] == "sent"
+
+
+async def test_the_next_batch_is_claimed_and_sent_while_a_slow_call_of_the_last_one_is_under_way(
+    world, stand_in, dispatcher
+):
+    stand_in.hang = 4.0
+    quick = [f"quick-{n}" for n in range(12)]
+    await world["enqueue"](["hang-1"])
+    await world["enqueue"](quick)
+    # batches of twice the concurrency, as ``consent worker`` claims them: most of these are in the next batches
+    piped = Dispatcher(
+        dispatcher.database,
+        dispatcher.keys,
+        dispatcher.settings,
+        dispatcher.adapters,
+        config=replace(dispatcher.config, batch=8),
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(piped.run(stop))
+    try:
+
+        async def quick_ones_sent():
+            shown = await world["by_text"]()
+            return all(shown[text][0] == "sent" for text in quick)
+
+        assert await wait_for(quick_ones_sent, timeout=3.0), "the next batches wait for a slow call of the last"
+        assert (await world["by_text"]())["hang-1"][0] == "sending", "the slow call is still under way"
+    finally:
+        stop.set()
+        await running  # a stop lets the calls under way end, and writes their outcomes
+    assert (await world["by_text"]())["hang-1"][:2] == ("sent", 1)
+    assert Counter(stand_in.bodies) == Counter(["hang-1", *quick])
+
+
+async def test_an_acceptance_written_in_one_statement_is_what_the_orm_path_writes(world, dispatcher):
+    from app.messages.dispatcher import _Entry  # noqa: PLC0415
+    from app.messages.models import MessageEvent  # noqa: PLC0415
+    from app.messages.repository import lock_held  # noqa: PLC0415
+    from channel_providers.base import Outcome, SendResult  # noqa: PLC0415
+
+    await world["enqueue"](["fast", "orm"])
+    claimed = await dispatcher._claim()
+    prepared, marked = await dispatcher._prepare(claimed, room=2)
+    assert {item.delivery_id for item in prepared} == marked == {c.id for c in claimed}
+    by_text = {item.outbound.content["text"]: item for item in prepared}
+    answer = SendResult(Outcome.ACCEPTED, provider_message_id="SM" + "1" * 32)
+    fast = by_text["fast"]
+    assert await dispatcher._write([_Entry(fast, answer)]) == {fast.delivery_id}  # one statement, no ORM
+    orm = by_text["orm"]
+    async with world["database"].sessionmaker() as session, session.begin():  # what the ORM path writes
+        [delivery] = await lock_held(session, [orm.workspace_id], [orm.delivery_id], dispatcher.worker_id)
+        await dispatcher._apply(session, delivery, answer, orm.kind, "twilio")
+
+    async with world["database"].sessionmaker() as session:
+        deliveries = {
+            d.id: d for d in (await session.scalars(select(Delivery).where(Delivery.id.in_(list(marked))))).all()
+        }
+        events = {
+            e.delivery_id: e
+            for e in (
+                await session.scalars(select(MessageEvent).where(MessageEvent.delivery_id.in_(list(marked))))
+            ).all()
+            if e.status == "sent"
+        }
+        detail_types = dict(
+            (
+                await session.execute(
+                    select(MessageEvent.delivery_id, func.jsonb_typeof(MessageEvent.detail)).where(
+                        MessageEvent.delivery_id.in_(list(marked)), MessageEvent.status == "sent"
+                    )
+                )
+            ).all()
+        )
+
+    def row(delivery_id):
+        d, e = deliveries[delivery_id], events[delivery_id]
+        return (
+            (d.status, d.attempts, d.lease_until, d.leased_by, d.provider_message_id, d.last_error, d.in_flight_at),
+            (e.workspace_id, e.channel, e.status, e.provider_message_id, e.error, e.detail),
+            detail_types[delivery_id],
+        )
+
+    assert row(fast.delivery_id) == row(orm.delivery_id)
+    assert row(fast.delivery_id)[0][:2] == ("sent", 1)
+    assert row(fast.delivery_id)[1][-1] == {"provider": "twilio"}

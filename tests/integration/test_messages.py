@@ -573,8 +573,9 @@ async def test_print_goes_to_the_daily_batch_file(client, world, dispatcher, set
     assert "address_key" not in record["address"]
 
 
+@pytest.mark.parametrize("late", ["permanent", "accepted"])  # the ORM path; the one statement of acceptances
 async def test_an_expired_lease_is_taken_over_and_the_late_worker_writes_nothing(
-    client, world, providers, database, settings, adapters, session
+    client, world, providers, database, settings, adapters, session, late
 ):
     keys = Keys(TEST_SECRET)
     config = DispatchConfig(concurrency=1, deadline=1.0, base_backoff=0.0)
@@ -587,9 +588,11 @@ async def test_an_expired_lease_is_taken_over_and_the_late_worker_writes_nothing
     assert await second.run_once() == 1
     from channel_providers.base import Outcome, SendResult  # noqa: PLC0415
 
-    await first._record(claimed, SendResult(Outcome.PERMANENT, detail="late"))  # lease lost: ignored
+    answer = SendResult(Outcome(late), provider_message_id="SMlate" if late == "accepted" else None, detail="late")
+    await first._record(claimed, answer)  # lease lost: ignored
     shown = await detail(client, world, body["message_id"])
     assert shown["status"] == "sent"
+    assert shown["deliveries"][0]["provider_message_id"] != "SMlate"
     assert len(providers["twilio"].requests) == 1
     assert shown["deliveries"][0]["attempts"] == 2
 
