@@ -93,6 +93,25 @@ def run_stand_in_process(port_file: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-c", code])
 
 
+def cpu_seconds(pid: int, *, children: bool = False) -> float:
+    """CPU time (user + system) of process ``pid`` so far; ``children``: with its live and ended children's."""
+    ticks = os.sysconf("SC_CLK_TCK")
+
+    def own(one: int, *, ended: bool) -> float:
+        try:
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            return 0.0
+        used = int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if ended else 0)
+        return used / ticks
+
+    total = own(pid, ended=children)
+    if children:
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            total += own(int(child), ended=False)
+    return total
+
+
 async def baseline(url: str, count: int, concurrency: int) -> float:
     auth = aiohttp.BasicAuth(ACCOUNT, TOKEN).encode()
     limit = asyncio.Semaphore(concurrency)
@@ -238,7 +257,10 @@ async def run(args: argparse.Namespace) -> None:
                 break
             await asyncio.sleep(0.1)
         url = port_file.read_text()
+        stand_in_cpu, client_cpu = cpu_seconds(stand_in.pid), time.process_time()
         base_seconds = await baseline(url, args.messages, args.concurrency)
+        base_cpu = (time.process_time() - client_cpu, cpu_seconds(stand_in.pid) - stand_in_cpu)
+        postmaster = int((Path(args.data_dir) / "pg" / "data" / "postmaster.pid").read_text().split()[0])
         env = {
             **os.environ,
             "DATABASE_URL": dsn,
@@ -258,12 +280,18 @@ async def run(args: argparse.Namespace) -> None:
             sent = await conn.fetchval("SELECT count(*) FROM deliveries WHERE status = 'sent'")
             if first is None and sent:
                 first = (time.perf_counter(), sent)
+                cpu = (cpu_seconds(worker.pid), cpu_seconds(postmaster, children=True), cpu_seconds(stand_in.pid))
             if sent == args.messages:
                 break
             await asyncio.sleep(0.1)
         assert first is not None
         elapsed = time.perf_counter() - first[0]
         measured = args.messages - first[1]
+        used = (
+            cpu_seconds(worker.pid) - cpu[0],
+            cpu_seconds(postmaster, children=True) - cpu[1],
+            cpu_seconds(stand_in.pid) - cpu[2],
+        )
         worker.terminate()
         worker.wait(timeout=30)
         await conn.close()
@@ -278,6 +306,13 @@ async def run(args: argparse.Namespace) -> None:
         print(
             f"| {args.messages:,} | {args.concurrency} | {base_rate:,.0f} msg/s | {rate:,.0f} msg/s "
             f"| {rate / base_rate:.0%} |"
+        )
+        print()
+        shares = (*(1000 * part / args.messages for part in base_cpu), *(1000 * part / measured for part in used))
+        load_average = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+        print(
+            "CPU per message: baseline client {:.3f} ms, stand-in {:.3f} ms; worker {:.3f} ms, PostgreSQL {:.3f} ms, "
+            "stand-in {:.3f} ms; load average {}".format(*shares, load_average)
         )
     finally:
         stand_in.terminate()

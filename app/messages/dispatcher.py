@@ -348,7 +348,8 @@ class Dispatcher:
         assert item.adapter is not None
         assert item.outbound is not None
         try:
-            return await asyncio.wait_for(item.adapter.send(item.outbound), self.config.deadline)
+            async with asyncio.timeout(self.config.deadline):  # not ``wait_for``: it makes a task of every call
+                return await item.adapter.send(item.outbound)
         except TimeoutError:  # the request may have reached the provider: the policy decides on a repeat
             return SendResult(
                 Outcome.TRANSIENT, detail=f"no answer within {self.config.deadline} s", maybe_delivered=True
