@@ -3,7 +3,7 @@
 cProfile of the running worker cannot say which phase a cost belongs to: SQLAlchemy's async bridge switches
 greenlets, and the profiler then charges one task's work to another. Here each phase of the dispatcher runs on its
 own, one after the other, in this process, on the same data as ``bench/dispatch.py`` (queued SMS, the Twilio
-stand-in in its own process), and the process's CPU time is read around each:
+stand-in in its own process), and the CPU time of this process and of PostgreSQL's is read around each:
 
 - claim: ``Dispatcher._claim`` (the ``SKIP LOCKED`` claim with its lease), batches of ``2 * concurrency``;
 - prepare: ``Dispatcher._prepare`` (every table read, the send gate, composition, the in-flight marks);
@@ -35,7 +35,7 @@ from app.lib.keys import Keys
 from app.main import mail_sender
 from app.messages.dispatcher import DispatchConfig, Dispatcher, _Entry
 from app.settings import Settings, TwilioDefaults
-from bench.dispatch import ACCOUNT, SECRET, TOKEN, load, run_stand_in_process
+from bench.dispatch import ACCOUNT, SECRET, TOKEN, cpu_seconds, load, run_stand_in_process
 
 
 async def raw_sends(url: str, count: int, concurrency: int) -> None:
@@ -82,7 +82,19 @@ async def run(args: argparse.Namespace) -> None:
         adapters = Adapters(settings, keys, mail_sender(settings))
         config = DispatchConfig(batch=2 * args.concurrency, concurrency=args.concurrency)
         dispatcher = Dispatcher(database, keys, settings, adapters, config=config)
-        used = dict.fromkeys(("claim", "prepare", "send", "record", "raw client"), 0.0)
+        postmaster = int((Path(args.data_dir) / "pg" / "data" / "postmaster.pid").read_text().split()[0])
+        phases = ("claim", "prepare", "send", "record", "raw client")
+        used = dict.fromkeys(phases, 0.0)
+        database_used = dict.fromkeys(phases, 0.0)
+
+        def clocks() -> tuple[float, float]:
+            return time.process_time(), cpu_seconds(postmaster, children=True)
+
+        def count(phase: str, started: tuple[float, float]) -> None:
+            now = clocks()
+            used[phase] += now[0] - started[0]
+            database_used[phase] += now[1] - started[1]
+
         sent = 0
         limit = asyncio.Semaphore(args.concurrency)
 
@@ -91,32 +103,32 @@ async def run(args: argparse.Namespace) -> None:
                 return _Entry(item, await dispatcher._send(item))  # noqa: SLF001
 
         while True:
-            started = time.process_time()
+            started = clocks()
             claimed = await dispatcher._claim()  # noqa: SLF001
-            used["claim"] += time.process_time() - started
+            count("claim", started)
             if not claimed:
                 break
-            started = time.process_time()
+            started = clocks()
             prepared, _ = await dispatcher._prepare(claimed, room=len(claimed))  # noqa: SLF001
-            used["prepare"] += time.process_time() - started
-            started = time.process_time()
+            count("prepare", started)
+            started = clocks()
             entries = await asyncio.gather(*(send(item) for item in prepared))
-            used["send"] += time.process_time() - started
-            started = time.process_time()
+            count("send", started)
+            started = clocks()
             for at in range(0, len(entries), args.group):
                 await dispatcher._write(entries[at : at + args.group])  # noqa: SLF001
-            used["record"] += time.process_time() - started
+            count("record", started)
             sent += len(entries)
-        started = time.process_time()
+        started = clocks()
         await raw_sends(url, sent, args.concurrency)
-        used["raw client"] += time.process_time() - started
+        count("raw client", started)
         await adapters.aclose()
         await database.dispose()
         print(f"\n{sent:,} messages, batches of {2 * args.concurrency}, records in groups of {args.group}\n")
-        print("| phase | CPU per message |")
-        print("|---|---:|")
-        for phase, seconds in used.items():
-            print(f"| {phase} | {1000 * seconds / sent:.3f} ms |")
+        print("| phase | this process, CPU per message | PostgreSQL, CPU per message |")
+        print("|---|---:|---:|")
+        for phase in phases:
+            print(f"| {phase} | {1000 * used[phase] / sent:.3f} ms | {1000 * database_used[phase] / sent:.3f} ms |")
     finally:
         stand_in.terminate()
         await embedded.stop()

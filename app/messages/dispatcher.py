@@ -2,7 +2,8 @@
 
 - **Claiming** marks a batch ``sending`` with a lease (``FOR UPDATE SKIP LOCKED``), so any number of workers
   (``consent serve`` runs one, ``consent worker`` more) never claim the same row. A worker that dies leaves its
-  rows leased; when the lease runs out another worker takes them over.
+  rows leased; when the lease runs out another worker takes them over. A running dispatcher claims its next batch
+  while the previous one's calls are under way (:meth:`Dispatcher.run`).
 - **At send time** the gate is asked again: a consent withdrawn after queueing makes the delivery
   ``blocked_at_send`` (nothing is sent); outside the send window it waits for the next opening. A delivery the
   gate permits as an existing customer's (``existing_customer``, UWG §7(3)) is composed with the objection notice;
@@ -14,7 +15,8 @@
   into state: Twilio 21610 → ``provider_blocked`` and opted out; a push subscription gone → ``expired`` and
   opted out; an SMTP 5xx → ``undeliverable``.
 - Each delivery's ``in_flight_at`` mark is committed before its provider call and its outcome as soon as the
-  call returns (writes that arrive together share one short transaction; none waits for a slow sibling), only
+  call returns (writes that arrive together go together: marks and acceptances as one statement, other outcomes in
+  one short transaction; none waits for a slow sibling), only
   by the worker holding the lease (checked in the statements), so a late worker never overwrites the row's new
   owner. A worker dying mid-batch thus leaves every delivery finished, untouched, or marked in flight; one
   claimed again with the mark set is resolved by :mod:`app.messages.policy`: marketing becomes ``unknown`` (at
