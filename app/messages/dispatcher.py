@@ -250,7 +250,8 @@ class Dispatcher:
         ``concurrency`` calls at once across batches, one journal for all). Waiting for every call of a batch
         first, as :meth:`run_once` does, left the provider idle while the slowest call ended and the next batch
         was claimed and loaded. A delivery waits at most for one batch's calls before its own begins, as in
-        :meth:`run_once`. On stop, the calls under way finish and their outcomes are written.
+        :meth:`run_once`. On stop, the calls under way finish and their outcomes are written; cancelled, it cancels
+        them, as cancelling :meth:`run_once` did.
         """
         calls = _Calls(self.config.concurrency)
         journal = _Journal(self._write)
@@ -272,8 +273,12 @@ class Dispatcher:
             await work_until(
                 stop, one_round, self.config.idle_sleep, failed="dispatch_round_failed", worker=self.worker_id
             )
+        except asyncio.CancelledError:  # cancelled (a shutdown out of time): the calls under way are cancelled too
+            for batch in batches:
+                batch.cancel()
+            raise
         finally:
-            if batches:
+            if batches:  # stopped: the calls under way end and their outcomes are written; cancelled: they end
                 await asyncio.wait(batches)
 
     def _batch_done(self, batches: set[asyncio.Task[None]], batch: asyncio.Task[None]) -> None:

@@ -335,3 +335,23 @@ async def test_an_acceptance_written_in_one_statement_is_what_the_orm_path_write
     assert row(fast.delivery_id) == row(orm.delivery_id)
     assert row(fast.delivery_id)[0][:2] == ("sent", 1)
     assert row(fast.delivery_id)[1][-1] == {"provider": "twilio"}
+
+
+async def test_a_cancelled_dispatcher_cancels_its_calls_under_way(world, stand_in, dispatcher):
+    stand_in.hang = 30.0
+    await world["enqueue"](["hang-1", "quick-1"])
+    stop = asyncio.Event()
+    running = asyncio.create_task(dispatcher.run(stop))
+
+    async def called():
+        return len(stand_in.bodies) == 2
+
+    assert await wait_for(called)
+    running.cancel()
+    started = time.monotonic()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert time.monotonic() - started < 2.0, "the cancelled dispatcher waited for its slow call"
+    shown = await world["by_text"]()
+    assert shown["hang-1"][0] == "sending"
+    assert shown["hang-1"][2] is not None, "its call began: the mark says so to the next worker"
