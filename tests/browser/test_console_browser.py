@@ -80,7 +80,10 @@ async def shop(service) -> AsyncIterator[Shop]:
         )  # fmt: skip
         start = now - timedelta(days=5)
         for i, trigger in enumerate((Trigger.SIGNUP, Trigger.CONFIRM, Trigger.UNSUBSCRIBE)):
-            evidence = {"ip": "198.51.100.4", "form_id": "footer"} if trigger == Trigger.SIGNUP else {}
+            evidence = {  # jane signed up through the footer form and left through her newsletter's link
+                Trigger.SIGNUP: {"ip": "198.51.100.4", "form_id": "footer"},
+                Trigger.UNSUBSCRIBE: {"ip": "198.51.100.4", "method": "unsubscribe_page"},
+            }.get(trigger, {})
             change = Change(point, newsletter.id, trigger, evidence, occurred_at=start + timedelta(days=2 * i))
             await apply_changes(session, workspace.id, [change], actor)
         n = 0
