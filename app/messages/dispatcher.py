@@ -2,8 +2,7 @@
 
 - **Claiming** marks a batch ``sending`` with a lease (``FOR UPDATE SKIP LOCKED``), so any number of workers
   (``consent serve`` runs one, ``consent worker`` more) never claim the same row. A worker that dies leaves its
-  rows leased; when the lease runs out another worker takes them over. A running dispatcher claims its next batch
-  while the previous one's calls are under way (:meth:`Dispatcher.run`).
+  rows leased; when the lease runs out another worker takes them over.
 - **At send time** the gate is asked again: a consent withdrawn after queueing makes the delivery
   ``blocked_at_send`` (nothing is sent); outside the send window it waits for the next opening. A delivery the
   gate permits as an existing customer's (``existing_customer``, UWG §7(3)) is composed with the objection notice;
@@ -156,20 +155,13 @@ class _Journal:
 
 
 class _Calls:
-    """The provider calls of one worker, across its batches: at most ``concurrency`` at once, begun in claim order.
-
-    Counts the calls under way and those queued (prepared, waiting for a slot), so that the pipeline claims the
-    next batch only once every queued call has begun, and marks in flight with the batch's load only the calls
-    that can begin at once.
-    """
+    """The provider calls of one batch: at most ``concurrency`` at once, begun in claim order."""
 
     def __init__(self, concurrency: int) -> None:
         self.concurrency = concurrency
         self._limit = asyncio.Semaphore(concurrency)
         self._running = 0
         self._waiting = 0
-        self._all_started = asyncio.Event()
-        self._all_started.set()
 
     def room(self) -> int:
         """How many calls could begin now (free slots no queued call waits for)."""
@@ -178,12 +170,6 @@ class _Calls:
     def queue(self, count: int) -> None:
         """``count`` calls are prepared and will each take a slot (:meth:`slot`)."""
         self._waiting += count
-        if self._waiting:
-            self._all_started.clear()
-
-    async def all_started(self) -> None:
-        """Wait until every queued call has taken its slot."""
-        await self._all_started.wait()
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
@@ -192,8 +178,6 @@ class _Calls:
             await self._limit.acquire()
         finally:  # taken, or given up (cancelled): no longer queued either way
             self._waiting -= 1
-            if not self._waiting:
-                self._all_started.set()
         self._running += 1
         try:
             yield
@@ -245,47 +229,14 @@ class Dispatcher:
     async def run(self, stop: asyncio.Event) -> None:
         """Work until ``stop`` is set; sleeps briefly when nothing is due.
 
-        Pipelined: the next batch is claimed and prepared as soon as every call of the previous one has begun,
-        while those calls are still under way, and its calls take the slots the previous batch's free (at most
-        ``concurrency`` calls at once across batches, one journal for all). Waiting for every call of a batch
-        first, as :meth:`run_once` does, left the provider idle while the slowest call ended and the next batch
-        was claimed and loaded. A delivery waits at most for one batch's calls before its own begins, as in
-        :meth:`run_once`. On stop, the calls under way finish and their outcomes are written; cancelled, it cancels
-        them, as cancelling :meth:`run_once` did.
+        One batch at a time (:meth:`run_once`): the next is claimed when every call of this one has ended. Claiming
+        the next batch while this one's calls were under way (a pipeline, tried 2026-12-06) let a call outlive its
+        lease, so this worker's own next claim or another worker took the delivery over and sent it again, and
+        gated a batch long before its calls began (hostile review): not kept.
         """
-        calls = _Calls(self.config.concurrency)
-        journal = _Journal(self._write)
-        batches: set[asyncio.Task[None]] = set()
-
-        async def one_round() -> int:
-            await calls.all_started()
-            claimed = await self._claim()
-            if not claimed:
-                return 0
-            prepared, marked = await self._prepare(claimed, room=calls.room())
-            calls.queue(len(prepared))
-            batch = asyncio.create_task(self._send_batch(prepared, marked, calls, journal))
-            batches.add(batch)
-            batch.add_done_callback(lambda done: self._batch_done(batches, done))
-            return len(claimed)
-
-        try:
-            await work_until(
-                stop, one_round, self.config.idle_sleep, failed="dispatch_round_failed", worker=self.worker_id
-            )
-        except asyncio.CancelledError:  # cancelled (a shutdown out of time): the calls under way are cancelled too
-            for batch in batches:
-                batch.cancel()
-            raise
-        finally:
-            if batches:  # stopped: the calls under way end and their outcomes are written; cancelled: they end
-                await asyncio.wait(batches)
-
-    def _batch_done(self, batches: set[asyncio.Task[None]], batch: asyncio.Task[None]) -> None:
-        batches.discard(batch)
-        if not batch.cancelled() and (failure := batch.exception()) is not None:
-            # the database failed under the writes: the batch's leases run out and another round takes them
-            log.error("dispatch_round_failed", worker=self.worker_id, exc_info=failure)
+        await work_until(
+            stop, self.run_once, self.config.idle_sleep, failed="dispatch_round_failed", worker=self.worker_id
+        )
 
     async def run_once(self) -> int:
         """Claim one batch and handle it; returns how many deliveries were claimed.

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -250,38 +249,6 @@ async def test_no_answer_in_time_is_a_crash_s_uncertainty_marketing_is_not_sent_
     final = await world["by_text"]()
     assert final["hang-offer"][0] == "unknown"
     assert final["hang-receipt"][0] == "sent"
-
-
-async def test_the_next_batch_is_claimed_and_sent_while_a_slow_call_of_the_last_one_is_under_way(
-    world, stand_in, dispatcher
-):
-    stand_in.hang = 4.0
-    quick = [f"quick-{n}" for n in range(12)]
-    await world["enqueue"](["hang-1"])
-    await world["enqueue"](quick)
-    # batches of twice the concurrency, as ``consent worker`` claims them: most of these are in the next batches
-    piped = Dispatcher(
-        dispatcher.database,
-        dispatcher.keys,
-        dispatcher.settings,
-        dispatcher.adapters,
-        config=replace(dispatcher.config, batch=8),
-    )
-    stop = asyncio.Event()
-    running = asyncio.create_task(piped.run(stop))
-    try:
-
-        async def quick_ones_sent():
-            shown = await world["by_text"]()
-            return all(shown[text][0] == "sent" for text in quick)
-
-        assert await wait_for(quick_ones_sent, timeout=3.0), "the next batches wait for a slow call of the last"
-        assert (await world["by_text"]())["hang-1"][0] == "sending", "the slow call is still under way"
-    finally:
-        stop.set()
-        await running  # a stop lets the calls under way end, and writes their outcomes
-    assert (await world["by_text"]())["hang-1"][:2] == ("sent", 1)
-    assert Counter(stand_in.bodies) == Counter(["hang-1", *quick])
 
 
 async def test_an_acceptance_written_in_one_statement_is_what_the_orm_path_writes(world, dispatcher):

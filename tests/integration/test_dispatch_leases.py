@@ -1,0 +1,335 @@
+"""A running dispatcher holds its leases, its gate and its stop (hostile review of 2026-12-06, issue 21 item 4).
+
+A pipelined ``Dispatcher.run`` (the next batch claimed while the last one's calls were under way) sent deliveries
+twice, marketing included, let a second worker take over calls still under way, sent to a number that had texted
+STOP after its batch was gated, and claimed a batch after its stop. ``run`` now works one batch at a time; these
+hold it to that, beside the loop of ``run_once`` the tests used before (own database).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from datetime import timedelta
+
+import msgspec
+import pytest
+from aiohttp import web
+from sqlalchemy import select
+
+from app.channels.adapters import Adapters
+from app.lib.db import Database
+from app.lib.keys import Keys
+from app.main import mail_sender
+from app.messages import service as messages
+from app.messages.dispatcher import DispatchConfig, Dispatcher
+from app.messages.models import Delivery, Message
+from app.messages.schemas import MessageIn
+from app.settings import Settings, TwilioDefaults
+from app.workspaces import service as workspaces
+from tests.conftest import TEST_SECRET, local_http
+
+ACCOUNT = "AC" + "fe" * 16
+TOKEN = "q" * 32
+
+
+class StandIn:
+    """Twilio: 'hang' bodies answered after ``hang`` s the first time; 'slow' bodies after ``slow`` s every time."""
+
+    def __init__(self) -> None:
+        self.bodies: list[str] = []
+        self.hang = 60.0
+        self.slow = 0.9
+        self.url = ""
+
+    async def create(self, request: web.Request) -> web.Response:
+        form = dict(await request.post())
+        body = str(form["Body"])
+        self.bodies.append(body)
+        if "hang" in body and self.bodies.count(body) == 1:
+            await asyncio.sleep(self.hang)
+        if "slow" in body:
+            await asyncio.sleep(self.slow)
+        return web.json_response({"sid": f"SM{len(self.bodies):032x}", "status": "queued"}, status=201)
+
+
+@pytest.fixture
+async def stand_in():
+    handler = StandIn()
+    application = web.Application()
+    application.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", handler.create)
+    async with local_http(application) as url:
+        handler.url = url
+        yield handler
+
+
+@pytest.fixture
+async def world(pg_server):
+    url = await pg_server.create_database("consent_hostile_dispatch", migrated=True)
+    database = Database.from_url(url, pool_size=6)
+    from app.domain.model import ActorType, Trigger  # noqa: PLC0415
+    from app.ledger import repository  # noqa: PLC0415
+    from app.ledger.service import Actor, Change, add_point, apply_changes  # noqa: PLC0415
+    from app.purposes import service as purposes  # noqa: PLC0415
+    from app.workspaces import repository as workspace_repository  # noqa: PLC0415
+
+    async with database.sessionmaker() as session, session.begin():
+        workspace = await workspaces.create_workspace(session, "Acme")
+        await workspace_repository.save_settings(
+            session, workspace.id, {"phone": {"sms_from": "+4930123456789"}, "send_windows": {}}
+        )
+        news = await purposes.create_purpose(session, workspace.id, "news", "News", "marketing")
+        await purposes.create_purpose(session, workspace.id, "orders", "Orders", "transactional")
+        contact = await repository.add_contact(session, workspace.id, "jane", "de", "Europe/Berlin")
+        point = await add_point(
+            session, Keys(TEST_SECRET), workspace.id, contact_id=contact.id, channel="sms", value="+4915123456789"
+        )
+        await apply_changes(
+            session, workspace.id, [Change(point, news.id, Trigger.START_WORD)], Actor(ActorType.SYSTEM)
+        )
+
+    async def enqueue(texts, purpose="news"):
+        async with database.sessionmaker() as session, session.begin():
+            for text in texts:
+                await messages.create_message(
+                    session,
+                    workspace.id,
+                    msgspec.convert(
+                        {"contact": "jane", "purpose": purpose, "route": ["sms"], "content": {"sms": {"text": text}}},
+                        MessageIn,
+                    ),
+                )
+
+    async def withdraw():
+        async with database.sessionmaker() as session, session.begin():
+            await apply_changes(
+                session, workspace.id, [Change(point, news.id, Trigger.STOP_WORD)], Actor(ActorType.SYSTEM)
+            )
+
+    async def by_text():
+        async with database.sessionmaker() as session:
+            rows = await session.execute(
+                select(Message.content, Delivery.status, Delivery.attempts, Delivery.in_flight_at).join(
+                    Message, Message.id == Delivery.message_id
+                )
+            )
+            return {content["sms"]["text"]: (status, attempts, mark) for content, status, attempts, mark in rows}
+
+    try:
+        yield {"url": url, "database": database, "enqueue": enqueue, "by_text": by_text, "withdraw": withdraw}
+    finally:
+        await database.dispose()
+        await pg_server.drop_database(url)
+
+
+@pytest.fixture
+async def make(world, stand_in, tmp_path):
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        secret_key=TEST_SECRET,
+        twilio=TwilioDefaults(account_sid=ACCOUNT, auth_token=TOKEN, api_base_url=stand_in.url),
+    )
+    keys = Keys(TEST_SECRET)
+    adapters = Adapters(settings, keys, mail_sender(settings))
+
+    def build(config, worker_id=None):
+        return Dispatcher(world["database"], keys, settings, adapters, config=config, worker_id=worker_id)
+
+    yield build
+    await adapters.aclose()
+
+
+async def wait_for(predicate, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await predicate():
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 1. the send-time gate is asked before the previous batch's calls end, and never again before the call
+
+
+@pytest.mark.parametrize("pipelined", [True, False], ids=["run", "run_once-loop"])
+async def test_a_withdrawal_during_the_previous_batch_s_call_blocks_the_next_delivery(world, stand_in, make, pipelined):
+    stand_in.hang = 2.0
+    await world["enqueue"](["hang-1"])
+    await world["enqueue"](["offer-after-stop"])
+    dispatcher = make(DispatchConfig(batch=1, concurrency=1, deadline=10.0))
+    stop = asyncio.Event()
+
+    async def loop_once():  # main's run: one batch at a time
+        while not stop.is_set():
+            if not await dispatcher.run_once():
+                await asyncio.sleep(0.05)
+
+    running = asyncio.create_task(dispatcher.run(stop) if pipelined else loop_once())
+    try:
+
+        async def called():
+            return stand_in.bodies == ["hang-1"]
+
+        assert await wait_for(called)
+        await asyncio.sleep(0.5)  # the pipeline claims and gates the next batch now
+        await world["withdraw"]()  # STOP from Jane while the slow call is still under way
+        assert await wait_for(lambda: _settled(world), timeout=10), await world["by_text"]()
+    finally:
+        stop.set()
+        await running
+    final = await world["by_text"]()
+    assert "offer-after-stop" not in stand_in.bodies, (
+        f"sent to a number that texted STOP {1.5:.1f} s before the call: {final['offer-after-stop']}"
+    )
+    assert final["offer-after-stop"][0] == "blocked_at_send"
+
+
+async def _settled(world):
+    shown = await world["by_text"]()
+    return all(status not in {"queued", "sending"} for status, _, _ in shown.values())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 2. a lease that covered run_once's calls no longer covers the pipeline's: another worker takes a delivery over
+#    while this worker's call for it is still under way
+
+
+@pytest.mark.parametrize("pipelined", [True, False], ids=["run", "run_once-loop"])
+async def test_a_second_worker_never_sends_what_the_first_is_sending(world, stand_in, make, pipelined):
+    stand_in.slow = 0.9
+    texts = [f"slow-order-{n}" for n in range(10)]
+    await world["enqueue"](texts, purpose="orders")
+    # run_once: 2 calls one after the other, 1.8 s, inside the 2.5 s lease; the pipeline: up to 2.7 s after the claim
+    config = DispatchConfig(batch=2, concurrency=1, lease=timedelta(seconds=2.5), deadline=2.0)
+    first = make(config, worker_id="first")
+    second = make(config, worker_id="second")
+    stop = asyncio.Event()
+
+    async def loop_once(dispatcher):
+        while not stop.is_set():
+            if not await dispatcher.run_once():
+                await asyncio.sleep(0.02)
+
+    tasks = [
+        asyncio.create_task(first.run(stop) if pipelined else loop_once(first)),
+        asyncio.create_task(loop_once(second)),
+    ]
+    try:
+        assert await wait_for(lambda: _settled(world), timeout=40), await world["by_text"]()
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+    calls = Counter(stand_in.bodies)
+    twice = {text: n for text, n in calls.items() if n > 1}
+    final = await world["by_text"]()
+    assert twice == {}, f"answered by the provider and sent again: {twice}; final {final}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 3. a stop set while the pipeline waits for its queued calls to begin still claims (and sends) one more batch
+
+
+@pytest.mark.parametrize("pipelined", [True, False], ids=["run", "run_once-loop"])
+async def test_nothing_is_claimed_after_stop(world, stand_in, make, pipelined):
+    stand_in.hang = 1.5
+    await world["enqueue"](["hang-1", "queued-1", "after-stop-1", "after-stop-2"])
+    dispatcher = make(DispatchConfig(batch=1, concurrency=1, deadline=10.0))
+    stop = asyncio.Event()
+
+    async def loop_once():
+        while not stop.is_set():
+            if not await dispatcher.run_once():
+                await asyncio.sleep(0.05)
+
+    running = asyncio.create_task(dispatcher.run(stop) if pipelined else loop_once())
+
+    async def called():
+        return stand_in.bodies == ["hang-1"]
+
+    assert await wait_for(called)
+    await asyncio.sleep(0.3)
+    stop.set()  # SIGTERM while hang-1's call is under way
+    await running
+    final = await world["by_text"]()
+    claimed_after_stop = [t for t in ("after-stop-1", "after-stop-2") if final[t][1] > 0]
+    assert claimed_after_stop == [], f"claimed after the stop: {claimed_after_stop}; sent {stand_in.bodies}; {final}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 4. one worker alone: its own next claim takes over a delivery of its previous batch whose lease ran out while the
+#    call is under way (the same worker id passes every "still held" check)
+
+
+@pytest.mark.parametrize("purpose", ["orders", "news"])
+@pytest.mark.parametrize("pipelined", [True, False], ids=["run", "run_once-loop"])
+async def test_a_single_worker_never_sends_one_delivery_twice(world, stand_in, make, pipelined, purpose):
+    stand_in.slow = 0.9
+    texts = [f"slow-{purpose}-{n}" for n in range(8)]
+    await world["enqueue"](texts, purpose=purpose)
+    # deadline 0.8 x lease, as ``consent worker`` clamps it
+    config = DispatchConfig(batch=2, concurrency=1, lease=timedelta(seconds=1.5), deadline=1.2)
+    dispatcher = make(config, worker_id="only")
+    stop = asyncio.Event()
+
+    async def loop_once():
+        while not stop.is_set():
+            if not await dispatcher.run_once():
+                await asyncio.sleep(0.02)
+
+    running = asyncio.create_task(dispatcher.run(stop) if pipelined else loop_once())
+    try:
+        assert await wait_for(lambda: _settled(world), timeout=40), await world["by_text"]()
+    finally:
+        stop.set()
+        await running
+    calls = Counter(stand_in.bodies)
+    final = await world["by_text"]()
+    twice = {text: n for text, n in calls.items() if n > 1}
+    assert twice == {}, f"sent twice by one worker: {twice}; final {final}"
+    assert {status for status, _, _ in final.values()} == {"sent"}, final
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 5. a 'delivered' status callback committed while the one-statement acceptance waits for the row lock
+
+
+@pytest.mark.parametrize("callback_first", [True, False])
+async def test_an_acceptance_racing_a_delivered_callback(world, make, callback_first):
+    from app.messages.dispatcher import _Entry  # noqa: PLC0415
+    from app.messages.models import MessageEvent  # noqa: PLC0415
+    from channel_providers.base import Outcome, SendResult  # noqa: PLC0415
+
+    dispatcher = make(DispatchConfig(concurrency=4, deadline=5.0))
+    await world["enqueue"](["raced"])
+    claimed = await dispatcher._claim()
+    [item], marked = await dispatcher._prepare(claimed, room=1)
+    assert marked == {item.delivery_id}
+    sid = "SM" + "7" * 32
+    answer = SendResult(Outcome.ACCEPTED, provider_message_id=sid)
+    async with world["database"].sessionmaker() as session:
+        async with session.begin():
+            await messages.record_provider_status(
+                session, item.workspace_id, sid, "delivered", None, delivery_id=item.delivery_id, provider="twilio"
+            )
+            if callback_first:  # the acceptance arrives while the callback holds the row
+                write = asyncio.create_task(dispatcher._write([_Entry(item, answer)]))
+                await asyncio.sleep(0.3)
+                assert not write.done(), "the statement waits for the row lock"
+        if not callback_first:
+            write = asyncio.create_task(dispatcher._write([_Entry(item, answer)]))
+        held = await write
+    async with world["database"].sessionmaker() as session:
+        steps = [
+            (e.status, e.provider_message_id)
+            for e in (
+                await session.scalars(
+                    select(MessageEvent).where(MessageEvent.delivery_id == item.delivery_id).order_by(MessageEvent.at)
+                )
+            ).all()
+        ]
+        delivery = await session.get(Delivery, item.delivery_id)
+    assert held == set()
+    assert steps == [("queued", None), ("sent", sid), ("delivered", sid)], steps
+    assert (delivery.status, delivery.provider_message_id, delivery.in_flight_at) == ("delivered", sid, None)
