@@ -369,7 +369,7 @@ async def start_runs_on_driver(
         try:
             valid.append((index, msgspec.convert(raw, RunItemIn)))
         except msgspec.ValidationError as exc:
-            outcomes[index].error = ItemError(code="validation_failed", detail=item_validation_detail(str(exc)))
+            outcomes[index].error = ItemError(code="validation_failed", detail=_item_detail(str(exc)))
     contacts = await ledger.contacts_on_driver(connection, workspace_id, [item.contact for _, item in valid])
     taken = await repository.runs_by_key_on_driver(
         connection, workspace_id, chain_id, {item.key for _, item in valid if item.key is not None}
@@ -390,6 +390,14 @@ async def start_runs_on_driver(
         )
         _answer_runs_taken_meanwhile(lost, held, outcomes, valid)
     return outcomes
+
+
+def _item_detail(error: str) -> str:
+    """An item's refusal in words; a bad ``key`` as the ``Idempotency-Key`` header's is said (not as its regex)."""
+    detail = item_validation_detail(error)
+    if detail.startswith("key: Expected `str` matching regex"):
+        return "key: must be 1 to 255 visible ASCII characters, as an Idempotency-Key."
+    return detail
 
 
 def _item_run(  # noqa: PLR0917  # one item's parts, each checked in the single call's order

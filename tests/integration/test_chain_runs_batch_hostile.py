@@ -48,6 +48,7 @@ async def test_an_item_key_with_a_trailing_newline_is_refused_in_its_entry(clien
     first, second = answer.json()["runs"]
     assert "run_id" in first
     assert second["error"]["code"] == "validation_failed"
+    assert second["error"]["detail"] == "key: must be 1 to 255 visible ASCII characters, as an Idempotency-Key."
     assert await runs(session) == 1
 
 
