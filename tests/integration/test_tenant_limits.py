@@ -83,7 +83,7 @@ def test_filling_a_template_evaluates_nothing_of_the_tenants_text():
 async def test_a_stop_is_recorded_even_when_its_stored_reply_cannot_be_built(client, tenant, configured, session):
     # a reply text stored before the settings were checked (written straight into the row)
     current = WorkspaceSettings.load((await workspaces.get_workspace(session, tenant.id)).settings)
-    texts = {"en": {"stop": "Bye from {company} {brand:>1500000000}"}}
+    texts = {"de": {"stop": "Bye from {company} {brand:>1500000000}"}}  # the contact's language
     stored = current.dump()
     stored["phone"]["texts"] = texts
     await workspaces.save_settings(session, tenant.id, stored)
@@ -113,13 +113,13 @@ async def test_a_stop_is_recorded_when_building_its_reply_fails(client, tenant, 
         return real_fill(text, values)
 
     monkeypatch.setattr(settings_module, "fill_template", broken)
-    texts = {"en": {"stop": "Own goodbye from {brand}"}}
+    texts = {"de": {"stop": "Own goodbye from {brand}"}}  # the contact's language
     response = await put_settings(client, await tenant.key(Scope.ADMIN), phone__texts=texts)
     assert response.status_code == 200, response.text
     response = await phone.text("STOP")
     assert response.status_code == 200, response.text
     assert await state_of(client, tenant) == "opted_out", "the opt-out must not be lost to its reply"
-    assert reply_of(response).startswith("You are unsubscribed from Acme."), "the built-in reply goes out"
+    assert reply_of(response).startswith("Sie sind von Acme abgemeldet"), "the built-in reply goes out"
 
 
 # --- 6: time zones are checked at input; one delivery's error stays its own ------------------------------------
