@@ -20,15 +20,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import structlog
-from alembic import command
-from alembic.config import Config
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, event, exc, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 log = structlog.get_logger(__name__)
 
@@ -220,7 +220,13 @@ def _discard_closed(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
 
 
 def alembic_config(**attributes: Any) -> Config:
-    """Alembic configuration pointing at ``migrations/`` (no ini file needed)."""
+    """Alembic configuration pointing at ``migrations/`` (no ini file needed).
+
+    Alembic is imported here, not with the module: it costs about a second of every CLI command's start (an import
+    of a list measured it), and only migrations need it.
+    """
+    from alembic.config import Config  # noqa: PLC0415
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes.update(attributes)
@@ -229,6 +235,8 @@ def alembic_config(**attributes: Any) -> Config:
 
 def head_revision() -> str | None:
     """The newest migration in the code."""
+    from alembic.script import ScriptDirectory  # noqa: PLC0415  # see alembic_config
+
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
@@ -247,6 +255,7 @@ async def current_revision(connection: AsyncConnection) -> str | None:
 
 async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
     """Upgrade to ``revision`` under an advisory lock, so concurrent starts migrate once."""
+    from alembic import command  # noqa: PLC0415  # see alembic_config
 
     def _upgrade(sync_conn: Connection) -> None:
         command.upgrade(alembic_config(connection=sync_conn), revision)
@@ -263,6 +272,7 @@ async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
 
 async def downgrade(engine: AsyncEngine, revision: str) -> None:
     """Downgrade to ``revision`` (tests and emergencies)."""
+    from alembic import command  # noqa: PLC0415  # see alembic_config
 
     def _downgrade(sync_conn: Connection) -> None:
         command.downgrade(alembic_config(connection=sync_conn), revision)
