@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -976,40 +977,90 @@ async def add_robinson_keys_from_table(session: AsyncSession, workspace_id: uuid
         {"workspace_id": workspace_id, "scope": SuppressionScope.ALL_MARKETING.value},
     )
     await session.execute(text("SELECT set_config('work_mem', :value, true)"), {"value": work_mem})
-    await session.execute(
+    scope = {"workspace_id": workspace_id, "scope": SuppressionScope.ALL_MARKETING.value}
+    paused = await session.scalar(
         text(
-            f"""
-            DELETE FROM suppressions s
-             WHERE s.workspace_id = :workspace_id AND s.until IS NOT NULL AND s.scope = :scope
-               AND s.purpose_id IS NULL AND EXISTS (SELECT 1 FROM {table} r WHERE r.key = s.key)
-            """  # noqa: S608  # the table name is checked to be an identifier, the values are parameters
+            """
+            SELECT EXISTS (SELECT 1 FROM suppressions s
+                            WHERE s.workspace_id = :workspace_id AND s.until IS NOT NULL AND s.scope = :scope
+                              AND s.purpose_id IS NULL)
+            """
         ),
-        {"workspace_id": workspace_id, "scope": SuppressionScope.ALL_MARKETING.value},
+        scope,
     )
+    if paused:  # (seldom: a pause of marketing that a listing now makes permanent)
+        async with _without_nested_loops(session):
+            await session.execute(
+                text(
+                    f"""
+                    DELETE FROM suppressions s
+                     WHERE s.workspace_id = :workspace_id AND s.until IS NOT NULL AND s.scope = :scope
+                       AND s.purpose_id IS NULL AND EXISTS (SELECT 1 FROM {table} r WHERE r.key = s.key)
+                    """  # noqa: S608  # the table name is checked to be an identifier, the values are parameters
+                ),
+                scope,
+            )
     return int(inserted.rowcount)  # type: ignore[attr-defined]  # CursorResult of an INSERT
+
+
+@asynccontextmanager
+async def _without_nested_loops(session: AsyncSession) -> AsyncIterator[None]:
+    """No nested-loop join in the statements inside (this transaction only; the setting is restored after).
+
+    For a join against a caller's unindexed key table (a list of a million keys): a nested loop would scan it once
+    per row of the other side, which a planner that underestimates that side (statistics not yet updated after
+    a load) chooses: 117 s for 100,000 rows (docs/benchmarks.md, 2026-12-04). Without it, the join is a hash or a
+    merge join: one pass over each side, whatever the estimates.
+    """
+    before = await session.scalar(text("SELECT current_setting('enable_nestloop')"))
+    await session.execute(text("SELECT set_config('enable_nestloop', 'off', true)"))
+    try:
+        yield
+    finally:
+        await session.execute(text("SELECT set_config('enable_nestloop', :value, true)"), {"value": before})
 
 
 async def unobjected_print_points_in_table(
     session: AsyncSession, workspace_id: uuid.UUID, keys_table: str
 ) -> list[uuid.UUID]:
-    """Ids of the workspace's print addresses holding a key of ``keys_table`` (column ``key``), not objected yet."""
-    rows = (
-        await session.execute(
-            text(
-                f"""
-                SELECT DISTINCT cp.id
-                  FROM contact_points cp
-                  CROSS JOIN LATERAL unnest(cp.suppression_keys) AS k(key)
-                  JOIN {_keys_table(keys_table)} r ON r.key = k.key
-                  LEFT JOIN consents c ON c.contact_point_id = cp.id AND c.purpose_id IS NULL
-                 WHERE cp.workspace_id = :workspace_id AND cp.channel = 'print'
-                   AND coalesce(c.state, 'none') <> :objected
-                 ORDER BY cp.id
-                """  # noqa: S608  # the table name is checked to be an identifier, the values are parameters
-            ),
-            {"workspace_id": workspace_id, "objected": State.OBJECTED.value},
-        )
-    ).all()
+    """Ids of the workspace's print addresses holding a key of ``keys_table`` (column ``key``), not objected yet.
+
+    In two steps, so that the caller's table needs no index: the workspace's print addresses not objected, with
+    their keys, into a temporary table (the planner free to use every index of the ledger's tables), then that
+    table joined with ``keys_table`` without nested loops (:func:`_without_nested_loops`: both are the session's
+    own tables, so a hash join is all it costs: one pass over the list).
+    """
+    await session.execute(
+        text("CREATE TEMP TABLE IF NOT EXISTS robinson_print_keys (id uuid, key bytea) ON COMMIT DROP")
+    )
+    await session.execute(text("TRUNCATE robinson_print_keys"))
+    await session.execute(
+        text(
+            """
+            INSERT INTO robinson_print_keys (id, key)
+            SELECT cp.id, k.key
+              FROM contact_points cp
+              CROSS JOIN LATERAL unnest(cp.suppression_keys) AS k(key)
+              LEFT JOIN consents c ON c.contact_point_id = cp.id AND c.purpose_id IS NULL
+             WHERE cp.workspace_id = :workspace_id AND cp.channel = 'print'
+               AND coalesce(c.state, 'none') <> :objected
+            """
+        ),
+        {"workspace_id": workspace_id, "objected": State.OBJECTED.value},
+    )
+    async with _without_nested_loops(session):
+        rows = (
+            await session.execute(
+                text(
+                    f"""
+                    SELECT DISTINCT p.id
+                      FROM robinson_print_keys p
+                      JOIN {_keys_table(keys_table)} r ON r.key = p.key
+                     ORDER BY p.id
+                    """  # noqa: S608  # the table name is checked to be an identifier
+                )
+            )
+        ).all()
     return [row.id for row in rows]
 
 
