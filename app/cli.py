@@ -490,12 +490,12 @@ def import_() -> None:
 @click.option(
     "--workers",
     type=click.IntRange(1, 64),
-    default=1,
-    show_default=True,
-    help="Worker processes that normalise and hash the rows (for idle cores; see docs/benchmarks.md).",
+    default=None,
+    help="Worker processes that read a share of the file each (default: the CPU count, at most 8; a file "
+    "under 8 MB is read in this process).",
 )
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def import_robinson(workspace_id: uuid.UUID, file: Path, as_json: bool, workers: int) -> None:  # noqa: FBT001
+def import_robinson(workspace_id: uuid.UUID, file: Path, as_json: bool, workers: int | None) -> None:  # noqa: FBT001
     """Import a Robinson list (CSV) into a workspace: stored as keyed hashes, known addresses become objected."""
     from app.imports import robinson  # noqa: PLC0415
     from app.lib.keys import Keys  # noqa: PLC0415
@@ -514,11 +514,11 @@ def import_robinson(workspace_id: uuid.UUID, file: Path, as_json: bool, workers:
                     session,
                     Keys(secret),
                     workspace_id,
-                    _chunks(file),
+                    file,
                     actor=robinson.SYSTEM_IMPORT,
                     source=f"cli:{file.name}",
                     progress=bar.update,
-                    workers=workers,
+                    workers=workers or min(os.cpu_count() or 1, 8),
                 )
 
     report = _run(action)

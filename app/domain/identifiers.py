@@ -220,6 +220,76 @@ def postal_keys(
     return key, name_key
 
 
+class PostalKeys:
+    """:func:`postal_keys` for the millions of rows of a list: each part worked out once per distinct text.
+
+    A row's country, postcode, street, house number and city are each checked and normalised by the rules of
+    :func:`_postal` and remembered (bounded: a table is emptied when it is full); the name is normalised per row.
+    A row with any part that is not plainly fine (a house number left in the street, an invalid postcode…) goes
+    through :func:`postal_keys` itself, so the keys and the errors are exactly its own (a hypothesis test in
+    ``tests/unit/test_identifiers.py`` holds the two equal).
+    """
+
+    def __init__(self) -> None:
+        self._countries: dict[str, str] = {}
+        self._postcodes: dict[str, str] = {}
+        self._streets: dict[str, str] = {}
+        self._numbers: dict[str, str] = {}
+        self._cities: dict[str, str] = {}
+
+    def __call__(
+        self, *, street: str, postcode: str, city: str, house_number: str | None, name: str | None, country: str
+    ) -> tuple[str, str | None]:
+        """``(key, name_key)`` as :func:`postal_keys` answers them (or its error)."""
+        code = self._countries.get(country)
+        if code is None:
+            code = _remember(self._countries, country, _country_part(country))
+        street_key = self._streets.get(street)
+        if street_key is None:
+            street_key = _remember(self._streets, street, _street_key(" ".join(street.split())))
+        number_key = self._numbers.get(house_number or "")
+        if number_key is None:
+            number_key = _remember(self._numbers, house_number or "", _number_part(house_number or ""))
+        city_key = self._cities.get(city)
+        if city_key is None:
+            city_key = _remember(self._cities, city, _city_key(city))
+        postcode_key = self._postcodes.get(code + postcode) if code else ""
+        if postcode_key is None:
+            postcode_key = _remember(self._postcodes, code + postcode, _postcode_part(postcode, code))
+        name_key = normalise_name(name) if name and name.strip() else None
+        if not (code and street_key and number_key and city_key and postcode_key):
+            return postal_keys(
+                street=street, postcode=postcode, city=city, house_number=house_number, name=name, country=country
+            )
+        return f"{code}|{postcode_key}|{street_key}|{number_key}", name_key or None
+
+
+def _remember(table: dict[str, str], text: str, part: str) -> str:
+    if len(table) >= _REMEMBERED:
+        table.clear()
+    table[text] = part
+    return part
+
+
+def _country_part(country: str) -> str:
+    """The country as :func:`_postal` takes it, or ``""`` where it refuses it."""
+    code = country.strip().upper()
+    return code if _COUNTRY.fullmatch(code) else ""
+
+
+def _number_part(house_number: str) -> str:
+    """The house number's key, or ``""`` where :func:`_postal` would look in the street or refuse it."""
+    text = house_number.strip()
+    return normalise_house_number(text) if text and _HOUSE_NUMBER_ONLY.match(text) else ""
+
+
+def _postcode_part(postcode: str, country: str) -> str:
+    """The postcode as :func:`_postal` takes it for ``country``, or ``""`` where it refuses it."""
+    code = postcode.strip().replace(" ", "")
+    pattern = _POSTCODE.get(country)
+    return code if code and (pattern is None or pattern.match(code)) else ""
+
+
 def _postal(
     *, street: str, postcode: str, city: str, house_number: str | None, name: str | None, country: str
 ) -> tuple[str, str, str, str, str, str | None]:

@@ -18,16 +18,18 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.model import ActorType, ObjectionKind, Trigger
-from app.imports import repository
-from app.imports.csvstream import CsvError, LineError, records
+from app.imports import repository, robinson_split
+from app.imports.csvstream import CsvError, RecordReader
 from app.imports.limits import BodyLimitReached, too_large
-from app.imports.robinson_rows import NAME_COLUMNS, Columns, Row, RowBatches, RowsDone
+from app.imports.robinson_rows import KeyMaker, KeysDone
+from app.imports.robinson_split import header
 from app.ledger import repository as ledger
 from app.ledger.models import ContactPoint
 from app.ledger.service import Actor, Change, lock_consents_of, record_batch
@@ -40,20 +42,6 @@ BATCH_ROWS = 5_000
 MAX_REPORTED_ERRORS = 100
 MAX_REPORTED_MATCHES = 10_000
 _MATCH_BATCH = 2_000
-_ALIASES = {
-    "strasse": "street",
-    "straße": "street",
-    "hausnummer": "house_number",
-    "hausnr": "house_number",
-    "plz": "postcode",
-    "postleitzahl": "postcode",
-    "zip": "postcode",
-    "ort": "city",
-    "stadt": "city",
-    "land": "country",
-    "vorname": "first_name",
-    "nachname": "last_name",
-}
 
 
 @dataclass(slots=True)
@@ -91,25 +79,32 @@ async def import_robinson(
     session: AsyncSession,
     keys: Keys,
     workspace_id: uuid.UUID,
-    chunks: AsyncIterator[bytes],
+    chunks: AsyncIterator[bytes] | Path,
     *,
     actor: Actor,
     source: str,
     progress: Callable[[int], None] | None = None,
     workers: int = 1,
 ) -> RobinsonReport:
-    """Stream ``chunks`` (CSV bytes) into the workspace's Robinson suppressions and match known addresses.
+    """Read ``chunks`` (CSV bytes, or a file) into the workspace's Robinson suppressions and match known addresses.
 
-    ``progress`` is called with the byte count of each chunk read (the CLI's progress bar). ``workers``: how many
-    worker processes normalise and hash the rows of a list longer than one batch (1: none, all in this process;
-    on 2 cores shared with the database and other load they cost more than they gained, docs/benchmarks.md).
-    Runs in the caller's transaction.
+    ``progress`` is called with the byte count of each part read (the CLI's progress bar). ``workers``: for a
+    file, how many worker processes read a share of it each (:mod:`app.imports.robinson_split`); a body that
+    arrives in chunks (the HTTP import) is read in this process. Runs in the caller's transaction.
     """
     report = RobinsonReport()
     started = time.perf_counter()
     driver = await repository.new_keys_table(session)
     try:
-        await _stream_keys(driver, keys, chunks, report, progress, workers=workers)
+        shares = None
+        if isinstance(chunks, Path):
+            shares = await robinson_split.read_shares(driver, keys.peppers, chunks, progress, workers=workers)
+        if shares is not None:
+            for done, lines_before in shares:
+                add_done(report, done, lines_before)
+        else:
+            body = robinson_split.file_chunks(chunks) if isinstance(chunks, Path) else chunks
+            await _stream_keys(driver, keys, body, report, progress)
     except CsvError as exc:
         raise InvalidInput(str(exc), code="invalid_csv") from None
     except BodyLimitReached as exc:
@@ -142,71 +137,42 @@ async def _stream_keys(
     chunks: AsyncIterator[bytes],
     report: RobinsonReport,
     progress: Callable[[int], None] | None,
-    *,
-    workers: int,
 ) -> None:
-    """Parse, normalise and hash every row, copying the keys to ``robinson_import`` in batches.
-
-    This process reads the rows; beyond the first batch, ``workers`` worker processes normalise and hash the
-    batches (:class:`RowBatches`) while it reads on and copies the keys of the batches done, in order.
-    """
-    batch: list[Row] = []
-    columns: Columns | None = None
-    batches = RowBatches(workers, keys.peppers)
-    try:
-        async for line, fields in records(_counted(chunks, progress)):
-            if columns is None:
-                columns = _header(line, fields)
-                continue
-            report.rows += 1
-            batch.append((line, fields))
-            if len(batch) >= BATCH_ROWS:
-                await _take(driver, report, await batches.full(batch, columns))
-                batch = []
-        if columns is None:
-            raise InvalidInput("The file is empty: a header line is needed.", code="invalid_csv")
-        await _take(driver, report, await batches.last(batch, columns))
-    finally:
-        batches.close()
-
-
-async def _counted(chunks: AsyncIterator[bytes], progress: Callable[[int], None] | None) -> AsyncIterator[bytes]:
+    """Parse, normalise and hash every row in this process, copying the keys to ``robinson_import`` in batches."""
+    reader = RecordReader()
+    maker: KeyMaker | None = None
+    done = KeysDone(MAX_REPORTED_ERRORS)
     async for chunk in chunks:
         if progress is not None:
             progress(len(chunk))
-        yield chunk
+        found = reader.feed(chunk)
+        if maker is None and found:
+            maker = KeyMaker(header(*found[0]), keys.peppers)
+            found = found[1:]
+        if maker is not None:
+            maker.take(found, done)
+        if len(done.data) >= BATCH_ROWS:
+            await repository.copy_key_rows(driver, done.data)
+            done.data.clear()
+    found = reader.finish()
+    if maker is None:
+        if not found:
+            raise InvalidInput("The file is empty: a header line is needed.", code="invalid_csv")
+        maker = KeyMaker(header(*found[0]), keys.peppers)
+        found = found[1:]
+    maker.take(found, done)
+    if done.data:
+        await repository.copy_key_rows(driver, done.data)
+    add_done(report, done, 0)
 
 
-async def _take(driver: Any, report: RobinsonReport, results: list[RowsDone]) -> None:
-    """Count the batches' rows, report their errors, copy their keys."""
-    for done in results:
-        report.accepted += done.accepted
-        for line, code, message in done.rejected:
-            _reject(report, line, code, message)
-        if done.keys:
-            await repository.copy_keys(driver, done.keys)
-
-
-def _header(line: int, fields: list[str] | LineError) -> Columns:
-    """The header's columns by name, and how many it has."""
-    if isinstance(fields, LineError):
-        raise InvalidInput(f"The header (line {line}) cannot be read: {fields.message}", code="invalid_csv")
-    names = [_ALIASES.get(name.strip().lower(), name.strip().lower()) for name in fields]
-    columns = {name: index for index, name in enumerate(names)}
-    missing = [name for name in ("street", "postcode", "city") if name not in columns]
-    if missing or not any(name in columns for name in NAME_COLUMNS):
-        raise InvalidInput(
-            "The header needs the columns street, postcode, city and name (or first_name and last_name); "
-            f"house_number and country are optional. Found: {', '.join(names)}.",
-            code="invalid_csv_header",
-        )
-    return Columns(columns, len(fields))
-
-
-def _reject(report: RobinsonReport, line: int, code: str, message: str) -> None:
-    report.rejected += 1
-    if len(report.errors) < MAX_REPORTED_ERRORS:
-        report.errors.append(RowError(line, code, message))
+def add_done(report: RobinsonReport, done: KeysDone, lines_before: int) -> None:
+    """Count rows read apart (in this process, or in a worker whose share began after ``lines_before`` lines)."""
+    report.rows += done.rows
+    report.accepted += done.accepted
+    report.rejected += done.rejected
+    room = MAX_REPORTED_ERRORS - len(report.errors)
+    report.errors += [RowError(line + lines_before, code, message) for line, code, message in done.errors[:room]]
 
 
 async def _match(

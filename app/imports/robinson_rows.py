@@ -1,28 +1,27 @@
 """A Robinson list's rows to keys: normalise each row's postal address and name, and HMAC it (the per-row work).
 
-Kept apart from :mod:`app.imports.robinson` so that a worker process imports only this (the domain's
-normalisation and the HMAC), not the database layers: beyond its first batch, a list's batches are done by
-worker processes (:class:`RowBatches`) while this process reads the file and copies the keys. One function,
-:func:`keys_of_rows`, does a batch either way, so the keys and the errors are the same in both.
+Kept apart from :mod:`app.imports.robinson` so that a worker process (:mod:`app.imports.robinson_worker`)
+imports only this (the reader, the domain's normalisation and the HMAC), not the database layers.
+:class:`KeyMaker` does the rows of the import, in one process or in workers alike, and writes the keys in
+PostgreSQL's binary ``COPY`` format, ready to be sent as they are; :func:`keys_of_rows` is the plain per-row
+rule it must agree with (a hypothesis test holds them equal).
 """
 
 from __future__ import annotations
 
-import asyncio
-import multiprocessing
-import multiprocessing.context
-import threading
-from collections import deque
-from collections.abc import Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+import struct
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from app.domain.identifiers import InvalidIdentifier, postal_keys
-from app.imports.csvstream import LineError, too_many_fields
-from app.lib.keys import suppression_keys
+import msgspec
+
+from app.domain.identifiers import InvalidIdentifier, PostalKeys, postal_keys
+from app.imports.csvstream import MAX_LINE_BYTES, LineError, too_many_fields
+from app.lib.keys import PreparedHmac, suppression_keys
 
 #: The columns a name may come in; ``first_name`` and ``last_name`` are joined.
 NAME_COLUMNS = ("name", "first_name", "last_name", "vorname", "nachname")
+
 
 #: A row as the CSV reader gives it: its line and its fields, or why it cannot be read.
 Row = tuple[int, list[str] | LineError]
@@ -68,6 +67,10 @@ class RowsDone:
     accepted: int
     rejected: list[tuple[int, str, str]]
 
+    def reject(self, line: int, code: str, message: str) -> None:
+        """Record a refused row."""
+        self.rejected.append((line, code, message))
+
 
 def keys_of_rows(rows: Sequence[Row], columns: Columns, peppers: dict[int, bytes]) -> RowsDone:
     """The keys of a batch of rows (the person-level print identifier of each, under every pepper version)."""
@@ -81,22 +84,28 @@ def keys_of_rows(rows: Sequence[Row], columns: Columns, peppers: dict[int, bytes
     return done
 
 
-def _identifier(line: int, fields: list[str] | LineError, columns: Columns, done: RowsDone) -> str | None:
+def _identifier(
+    line: int,
+    fields: list[str] | LineError,
+    columns: Columns,
+    done: RowsDone | KeysDone,
+    keys_of: PostalKeys | None = None,
+) -> str | None:
     """The print identifier of one row (person level), or ``None`` with the row's error recorded."""
     if isinstance(fields, LineError):
-        done.rejected.append((line, fields.code, fields.message))
+        done.reject(line, fields.code, fields.message)
         return None
     count = len(fields)
     if count > columns.width and any(field.strip() for field in fields[columns.width :]):
         extra = too_many_fields(count, columns.width)
-        done.rejected.append((line, extra.code, extra.message))
+        done.reject(line, extra.code, extra.message)
         return None
     if count < columns.width:  # a short row: the missing fields are empty
         fields = fields + [""] * (columns.width - count)
     at = columns.at
     name = (fields[at.name] if at.name >= 0 else "") or f"{_get(fields, at.first)} {_get(fields, at.last)}".strip()
     try:
-        key, name_key = postal_keys(
+        key, name_key = (keys_of or postal_keys)(
             street=fields[at.street],
             postcode=fields[at.postcode],
             city=fields[at.city],
@@ -105,85 +114,111 @@ def _identifier(line: int, fields: list[str] | LineError, columns: Columns, done
             country=_get(fields, at.country) or "DE",
         )
     except InvalidIdentifier as exc:
-        done.rejected.append((line, exc.code, str(exc)))
+        done.reject(line, exc.code, str(exc))
         return None
     if name_key is None:
-        done.rejected.append((line, "name_missing", "The row has no name (a Robinson entry names the person)."))
+        done.reject(line, "name_missing", "The row has no name (a Robinson entry names the person).")
         return None
     return f"{key}#{name_key}"
+
+
+#: Binary ``COPY`` (PostgreSQL's format): the stream's header and trailer, and each row's start (two fields, the
+#: first a 32-byte key) and end (the key version, a 4-byte integer).
+COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+COPY_TRAILER = b"\xff\xff"
+_ROW_START = struct.pack(">hi", 2, 32)
+
+
+@dataclass(slots=True)
+class KeysDone:
+    """Rows done: their keys as binary ``COPY`` rows (``data``), how many were taken, and the first errors.
+
+    ``rejected`` counts every row refused; ``errors`` keeps the first ``keep`` of them ``(line, code, message)``
+    in line order (what a report shows), so that memory stays bounded whatever the list holds.
+    """
+
+    keep: int
+    data: list[bytes] = field(default_factory=list)
+    rows: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    errors: list[tuple[int, str, str]] = field(default_factory=list)
+
+    def reject(self, line: int, code: str, message: str) -> None:
+        """Count a refused row; keep its error while there are fewer than ``keep``."""
+        self.rejected += 1
+        if len(self.errors) < self.keep:
+            self.errors.append((line, code, message))
+
+
+class KeyMaker:
+    """The keys of a list's rows, as :func:`keys_of_rows` gives them, at a fraction of its cost.
+
+    The same rule per row (:func:`_identifier`, with the parts of the address remembered by
+    :class:`~app.domain.identifiers.PostalKeys`), the HMAC with each pepper set up once
+    (:class:`~app.lib.keys.PreparedHmac`), and the keys written as binary ``COPY`` rows, not tuples.
+    """
+
+    def __init__(self, columns: Columns, peppers: dict[int, bytes]) -> None:
+        self.columns = columns
+        self._postal = PostalKeys()
+        self._peppers = [
+            (PreparedHmac(pepper).digest, struct.pack(">ii", 4, version)) for version, pepper in peppers.items()
+        ]
+
+    def take(self, rows: Iterable[Row], done: KeysDone) -> None:
+        """Add ``rows``' keys to ``done.data`` and their errors to ``done``."""
+        columns, postal, data = self.columns, self._postal, done.data
+        for line, fields in rows:
+            done.rows += 1
+            identifier = _identifier(line, fields, columns, done, postal)
+            if identifier is None:
+                continue
+            done.accepted += 1
+            message = f"print:{identifier}".encode()
+            for digest, version in self._peppers:
+                data.append(_ROW_START + digest(message) + version)
 
 
 def _get(fields: list[str], at: int) -> str:
     return fields[at] if at >= 0 else ""
 
 
-# -- worker processes ----------------------------------------------------------------------------------------------
+# -- worker processes (app.imports.robinson_split starts them, app.imports.robinson_worker is one) ----------------
 
-_peppers: dict[int, bytes] = {}
-
-
-def _start_worker(peppers: dict[int, bytes]) -> None:
-    """A worker's start: the peppers it hashes with (only these; no other key of the service)."""
-    _peppers.update(peppers)
-
-
-def _work(rows: Sequence[Row], columns: Columns) -> RowsDone:
-    return keys_of_rows(rows, columns, _peppers)
+#: A frame from a worker: its kind (``K``: keys, ``S``: the summary, last), the payload's length and the file
+#: bytes read since the last frame (for the progress bar).
+FRAME = struct.Struct(">cII")
+#: The errors a share reports (a report shows the first ones of the whole list).
+MAX_SHARE_ERRORS = 100
 
 
-def _context() -> multiprocessing.context.BaseContext:
-    """``fork`` where this process runs one thread, else ``spawn``.
+class Job(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """What a worker reads: ``[start, end)`` of ``path``, the header's columns, the peppers it hashes with."""
 
-    The CLI reads its file on a thread, so it spawns too (docs/security.md, "Open"): the fork path is taken only
-    by a one-thread caller (the tests).
+    path: str
+    start: int
+    end: int
+    last: bool
+    delimiter: str
+    index: dict[str, int]
+    width: int
+    peppers: dict[int, bytes]
+    limit: int = MAX_LINE_BYTES
+    keep: int = MAX_SHARE_ERRORS
 
-    A forked worker starts at once and runs only :func:`keys_of_rows` (no I/O, no logging; it never touches the
-    inherited event loop or connections, and leaves with ``os._exit``): with a single thread no lock can be held
-    at the fork. ``spawn`` (a server with threads) starts a fresh interpreter, which imports the main module
-    first: about 3 s for the CLI's, during which the first batches wait.
-    """
-    if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("fork")
-    return multiprocessing.get_context("spawn")
 
+class Summary(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """What a worker found in its share; line numbers count from the share's first line (1).
 
-class RowBatches:
-    """Full batches of rows done by ``workers`` worker processes, their results taken in the order given.
-
-    The first full batch starts the workers (a list shorter than a batch never starts them; ``workers`` < 2:
-    every batch is done here). At most two batches per worker are out at a time, so memory stays
-    bounded whatever the list's length. How the workers start: see :func:`_context`.
+    ``open``: the share ended inside a quoted field; ``not_utf8``: the first line that is not UTF-8 and why
+    (the worker stopped there).
     """
 
-    def __init__(self, workers: int, peppers: dict[int, bytes]) -> None:
-        self._workers = workers
-        self._peppers = peppers
-        self._pool: ProcessPoolExecutor | None = None
-        self._out: deque[Future[RowsDone]] = deque()
-
-    async def full(self, rows: Sequence[Row], columns: Columns) -> list[RowsDone]:
-        """Give a full batch; answers the results to take now (the oldest ones, once enough are out)."""
-        if self._workers < 2:  # noqa: PLR2004  # one worker would only add the pickling
-            return [keys_of_rows(rows, columns, self._peppers)]
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                self._workers,
-                mp_context=_context(),
-                initializer=_start_worker,
-                initargs=(self._peppers,),
-            )
-        self._out.append(self._pool.submit(_work, rows, columns))
-        taken = []
-        while len(self._out) > 2 * self._workers:
-            taken.append(await asyncio.wrap_future(self._out.popleft()))
-        return taken
-
-    async def last(self, rows: Sequence[Row], columns: Columns) -> list[RowsDone]:
-        """Every batch still out, then the last (partial) one, done here."""
-        taken = [await asyncio.wrap_future(self._out.popleft()) for _ in range(len(self._out))]
-        return [*taken, keys_of_rows(rows, columns, self._peppers)]
-
-    def close(self) -> None:
-        """Stop the workers (batches not taken are dropped)."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+    rows: int
+    accepted: int
+    rejected: int
+    errors: list[tuple[int, str, str]]
+    lines: int
+    open: bool
+    not_utf8: tuple[int, str] | None = None

@@ -231,64 +231,115 @@ async def test_reports_count_robinson_keys_as_print_suppressions(database, tenan
     assert [(r.channel, r.purpose_id, r.total, r.added) for r in rows] == [("print", None, 1, 1)]
 
 
-# --- rows normalised and hashed by worker processes -------------------------------------------------------------
+# --- a file read in shares by worker processes -------------------------------------------------------------------
 
-BODY = (
-    LIST
-    + 'Anna Korn;"Weg;1;10115;Berlin\n'  # a quote never closed; it swallows the next two rows
-    + "Nul\x00 Person;Weg;2;10115;Berlin\n"
-    + "Ida Ende;Weg;3;10115;Berlin\n"
+PLAIN = (
+    "\ufeffName;Straße;Hausnummer;PLZ;Ort\r\n"  # a BOM, and CRLF line ends
+    + "".join(f"Person Nr{n};Weg;{n};10115;Berlin\r\n" for n in range(1, 30))
+    + "Otto Normal;Lindenallee;3;1234;Köln\r\n"  # 31: a four-digit postcode is not German
+    + "\r\n"  # 32: blank
+    + ";Ringstraße;4;50667;Köln\r\n"  # 33: no name
+    + '"Weiß; Jürgen";"Sankt-Georg-Platz";7;20099;Hamburg\r\n'  # quoted, on one line
+    + "".join(f"Person Nr{n};Weg;{n};10115;Berlin\n" for n in range(30, 60))
+    + "Nul\x00 Person;Weg;2;10115;Berlin\n"  # 65
     + "Max Lang;"
-    + "Weg" * 100_000  # beyond the line limit
+    + "Weg" * 100_000  # 66: beyond the line limit
     + ";4;10115;Berlin\n"
-    + "Eva Extra;Weg;5;10115;Berlin;DE;more\n"  # more fields than the header
-    + "".join(f"Person Nr{n};Weg;{n};10115;Berlin\n" for n in range(10, 40))
-    + "Jo Letzt;Weg;6;10115;Berlin"
+    + "Eva Extra;Weg;5;10115;Berlin;DE;more\n"  # 67: more fields than the header
+    + "".join(f"Person Nr{n};Weg;{n};10115;Berlin\n" for n in range(60, 90))
+    + "Jo Letzt;Weg;6;10115;Berlin"  # 98: no line break at the end
 )
 
 
-@pytest.mark.parametrize(("batch_rows", "start"), [(1, "fork"), (2, "spawn"), (7, "fork")])
-async def test_worker_processes_give_the_same_keys_and_report_as_one_process(
-    database, tenant, other_tenant, monkeypatch, batch_rows, start
-):
-    import multiprocessing  # noqa: PLC0415
+@pytest.fixture
+def small_shares(monkeypatch):
+    """Shares of a few hundred bytes; records whether each import read its file in shares (or fell back)."""
+    from app.imports import robinson_split  # noqa: PLC0415
 
-    from app.imports import robinson, robinson_rows  # noqa: PLC0415
+    monkeypatch.setattr(robinson_split, "MIN_SHARE_BYTES", 300)
+    outcomes = []
+    read_shares = robinson_split.read_shares
+
+    async def recorded(*args, **kwargs):
+        try:
+            shares = await read_shares(*args, **kwargs)
+        except Exception:
+            outcomes.append("refused")
+            raise
+        outcomes.append("shares" if shares is not None else "one process")
+        return shares
+
+    monkeypatch.setattr(robinson_split, "read_shares", recorded)
+    return outcomes
+
+
+async def import_file(database, workspace_id, path, workers):
+    from app.imports import robinson  # noqa: PLC0415
     from app.lib.keys import Keys  # noqa: PLC0415
     from tests.conftest import TEST_SECRET  # noqa: PLC0415
 
-    monkeypatch.setattr(robinson, "BATCH_ROWS", batch_rows)
-    monkeypatch.setattr(robinson_rows, "_context", lambda: multiprocessing.get_context(start))
+    async with database.sessionmaker() as db_session, db_session.begin():
+        report = await robinson.import_robinson(
+            db_session,
+            Keys(TEST_SECRET),
+            workspace_id,
+            path,
+            actor=robinson.SYSTEM_IMPORT,
+            source="test",
+            workers=workers,
+        )
+        stored = await db_session.scalars(
+            select(RobinsonKey.key).where(RobinsonKey.workspace_id == workspace_id).order_by(RobinsonKey.key)
+        )
+        return report, list(stored)
 
-    async def run(workspace_id, workers):
-        async def chunks():
-            for at in range(0, len(BODY), 1000):
-                yield BODY[at : at + 1000].encode()
 
-        async with database.sessionmaker() as db_session, db_session.begin():
-            report = await robinson.import_robinson(
-                db_session,
-                Keys(TEST_SECRET),
-                workspace_id,
-                chunks(),
-                actor=robinson.SYSTEM_IMPORT,
-                source="test",
-                workers=workers,
-            )
-            stored = await db_session.scalars(
-                select(RobinsonKey.key).where(RobinsonKey.workspace_id == workspace_id).order_by(RobinsonKey.key)
-            )
-            return report, list(stored)
-
-    alone, alone_keys = await run(tenant.id, 1)
-    pooled, pooled_keys = await run(other_tenant.id, 2)
-    assert (pooled.rows, pooled.accepted, pooled.rejected, pooled.new_entries) == (41, 35, 6, 35)
-    assert pooled.errors == alone.errors
-    assert [(e.line, e.code) for e in pooled.errors][2:] == [
-        (7, "unclosed_quote"),
-        (8, "nul_character"),
-        (10, "line_too_long"),
-        (11, "too_many_fields"),
+@pytest.mark.parametrize("workers", [2, 3, 7])
+async def test_shares_read_by_workers_give_the_keys_and_report_of_one_process(
+    database, tenant, other_tenant, small_shares, tmp_path, workers
+):
+    path = tmp_path / "list.csv"
+    path.write_bytes(PLAIN.encode())
+    alone, alone_keys = await import_file(database, tenant.id, path, 1)
+    shared, shared_keys = await import_file(database, other_tenant.id, path, workers)
+    assert small_shares == ["one process", "shares"]
+    assert (alone.rows, alone.accepted, alone.rejected, alone.new_entries) == (96, 91, 5, 91)
+    assert [(e.line, e.code) for e in alone.errors] == [
+        (31, "invalid_postcode"),
+        (33, "name_missing"),
+        (65, "nul_character"),
+        (66, "line_too_long"),
+        (67, "too_many_fields"),
     ]
-    assert (alone.rows, alone.accepted, alone.rejected, alone.new_entries) == (41, 35, 6, 35)
-    assert pooled_keys == alone_keys
+    assert (shared.rows, shared.accepted, shared.rejected, shared.new_entries) == (96, 91, 5, 91)
+    assert shared.errors == alone.errors
+    assert shared_keys == alone_keys
+
+
+async def test_a_quoted_line_break_across_a_share_boundary_is_read_by_one_process(
+    database, tenant, other_tenant, small_shares, tmp_path
+):
+    rows = "".join(f"Person Nr{n};Weg;{n};10115;Berlin\n" for n in range(1, 40))
+    body = "Name;Straße;Hausnummer;PLZ;Ort\n" + rows + '"Anna' + " " * 400 + '\nKorn";Weg;1;10115;Berlin\n' + rows
+    path = tmp_path / "list.csv"
+    path.write_bytes(body.encode())
+    alone, alone_keys = await import_file(database, tenant.id, path, 1)
+    shared, shared_keys = await import_file(database, other_tenant.id, path, 2)
+    assert small_shares == ["one process", "one process"], "the first share ended inside the quoted field"
+    assert (
+        (shared.rows, shared.accepted, shared.rejected) == (alone.rows, alone.accepted, alone.rejected) == (79, 79, 0)
+    )
+    assert shared_keys == alone_keys
+
+
+async def test_a_line_that_is_not_utf8_in_a_later_share_refuses_the_file_at_its_line(
+    database, tenant, small_shares, tmp_path
+):
+    from app.lib.errors import InvalidInput  # noqa: PLC0415
+
+    rows = "".join(f"Person Nr{n};Weg;{n};10115;Berlin\n" for n in range(1, 40)).encode()
+    path = tmp_path / "list.csv"
+    path.write_bytes(b"Name;Strasse;Hausnummer;PLZ;Ort\n" + rows + b"Bad \xff;Weg;1;10115;Berlin\n" + rows)
+    with pytest.raises(InvalidInput, match=r"not UTF-8 \(line 41\)"):
+        await import_file(database, tenant.id, path, 3)
+    assert small_shares == ["refused"], "by a worker"

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.imports.csvstream import CsvError, LineError, LineSplitter, records
+from app.imports.csvstream import MAX_LINE_BYTES, CsvError, LineError, LineSplitter, RecordReader, records
 
 SAMPLE = (
     '\ufeffname;street;note\r\nHans;"Haupt; str. 1";"two\nlines"\r\n\r\nErika;Weg 2;plain\nLast;Row 3;no newline at end'
@@ -165,3 +165,67 @@ async def test_a_nul_character_is_its_lines_error():
 async def test_a_line_csv_cannot_read_is_its_lines_error():
     data = b'a;b\n1;"x"\ry\n2;"fine"\n'  # a carriage return in the middle of an unquoted field
     assert codes(await collect(data, [])) == [(1, ["a", "b"]), (2, "malformed_line"), (3, ["2", "fine"])]
+
+
+# --- the whole-line fast path of RecordReader --------------------------------------------------------------------
+
+
+def line_by_line(data: bytes, sizes: list[int], limit: int) -> list[tuple[int, list[str] | LineError]]:
+    """The records as the splitter and the record rules give them one line at a time (no fast path)."""
+    reader = RecordReader(limit)
+    out = []
+    start = 0
+    for size in [*sizes, len(data)]:
+        out += reader._slow(data[start : start + size])  # the path the fast one must agree with
+        start += size
+    return out + reader.finish()
+
+
+def chunked(data: bytes, sizes: list[int], limit: int) -> list[tuple[int, list[str] | LineError]]:
+    reader = RecordReader(limit)
+    out = []
+    start = 0
+    for size in [*sizes, len(data)]:
+        out += reader.feed(data[start : start + size])
+        start += size
+    return out + reader.finish()
+
+
+_LINES = st.lists(
+    st.one_of(
+        st.text(alphabet="ab ;", max_size=12),  # plain rows, blank ones, rows of only delimiters
+        st.text(alphabet='ab;"\n\r', max_size=12),  # quotes, quoted line breaks, CR
+        st.sampled_from(["\x00;x", "ü;ß", "a;b\r", " ;\t", "x" * 40]),
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    lines=_LINES,
+    sizes=st.lists(st.integers(min_value=1, max_value=64), max_size=20),
+    bom=st.booleans(),
+    crlf=st.booleans(),
+    ending=st.booleans(),
+)
+def test_the_whole_line_fast_path_gives_the_records_of_the_line_by_line_path(lines, sizes, bom, crlf, ending):
+    """Whatever the chunks, quotes, CRLF, BOM, NUL or over-long lines (limit 32 bytes here): the same records."""
+    body = ("\r\n" if crlf else "\n").join(["h;i", *lines]) + ("\n" if ending else "")
+    data = (b"\xef\xbb\xbf" if bom else b"") + body.encode()
+    assert chunked(data, sizes, 32) == line_by_line(data, sizes, 32)
+
+
+def test_a_file_that_is_not_utf8_is_refused_at_its_line_on_the_fast_path_too():
+    data = b"h;i\n" + b"a;b\n" * 5 + b"\xff;x\n" + b"c;d\n"
+    with pytest.raises(CsvError, match=r"line 7"):
+        chunked(data, [], MAX_LINE_BYTES)
+
+
+def test_a_reader_may_start_in_the_middle_given_the_delimiter_and_its_first_line():
+    reader = RecordReader(delimiter=";", first_line=10)
+    assert reader.feed(b'a;b\n\nc;"d\ne"\n') == [(10, ["a", "b"]), (12, ["c", "d\ne"])]
+    assert reader.lines == 13
+    assert not reader.open
+    assert reader.feed(b'x;"open\n') == []
+    assert reader.open, "the share ended inside a quoted field"

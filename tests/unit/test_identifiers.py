@@ -500,3 +500,41 @@ def _postal_outcome(function, given):
         return function(**given)
     except identifiers.InvalidIdentifier as exc:
         return ("error", exc.code, str(exc))
+
+
+_REMEMBERING = identifiers.PostalKeys()  # one for every example: what it remembers from one must not leak into another
+
+
+@settings(max_examples=500)
+@given(
+    street=st.one_of(_POSTAL_TEXT, st.sampled_from(["Hauptstraße 12a", "Schulstr.", "St.-Georg-Pl. 7", "Am Markt"])),
+    postcode=st.one_of(st.sampled_from(["10115", "1234", " 10 115", ""]), _POSTAL_TEXT),
+    city=st.one_of(st.sampled_from(["Berlin", "München", "Frankfurt am Main", ""]), _POSTAL_TEXT),
+    house_number=st.one_of(st.none(), st.sampled_from(["12", "12 A", "3-5", "x", ""]), _POSTAL_TEXT),
+    name=st.one_of(st.none(), st.sampled_from(["Dr. Müller, Hans", "", " "]), _POSTAL_TEXT),
+    country=st.sampled_from(["DE", "at", "CH", "FR", "D", "de ", ""]),
+)
+def test_postal_keys_remembering_their_parts_are_postal_keys(street, postcode, city, house_number, name, country):
+    """The Robinson import's remembered parts: the same keys and the same errors as :func:`postal_keys`."""
+    given = {
+        "street": street,
+        "postcode": postcode,
+        "city": city,
+        "house_number": house_number,
+        "name": name,
+        "country": country,
+    }
+    assert _postal_outcome(_REMEMBERING, given) == _postal_outcome(identifiers.postal_keys, given)
+    assert _postal_outcome(_REMEMBERING, given) == _postal_outcome(identifiers.postal_keys, given), "remembered"
+
+
+def test_postal_keys_forget_when_full(monkeypatch):
+    monkeypatch.setattr(identifiers, "_REMEMBERED", 2)
+    keys = identifiers.PostalKeys()
+    for city in ("Berlin", "Köln", "Bonn", "Berlin"):
+        assert keys(street="Weg", postcode="10115", city=city, house_number="1", name="A B", country="DE") == (
+            identifiers.postal_keys(
+                street="Weg", postcode="10115", city=city, house_number="1", name="A B", country="DE"
+            )
+        )
+    assert len(keys._cities) <= 2  # bounded

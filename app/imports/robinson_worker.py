@@ -1,0 +1,78 @@
+"""A worker of the Robinson import: one share of a list file to binary ``COPY`` rows of keys, on stdout.
+
+Started by :mod:`app.imports.robinson_split` as ``python -m app.imports.robinson_worker``; reads its
+:class:`~app.imports.robinson_split.Job` (msgpack) from stdin, which carries the peppers (never the command
+line or the environment, which other users of the machine may read), and writes frames: keys as they are
+done, then its summary. Imports only the reader and the per-row rule, not the service.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import BinaryIO
+
+import msgspec
+
+from app.imports.csvstream import NotUtf8, RecordReader
+from app.imports.robinson_rows import FRAME, Columns, Job, KeyMaker, KeysDone, Summary
+
+#: How much of the file is read at a time, and the rows whose keys are sent at once.
+_CHUNK_BYTES = 1 << 20
+_FRAME_ROWS = 5_000
+
+
+def read_share(job: Job, out: BinaryIO) -> None:
+    """Read the job's share and write its frames to ``out``."""
+    reader = RecordReader(job.limit, delimiter=job.delimiter)
+    maker = KeyMaker(Columns(job.index, job.width), job.peppers)
+    done = KeysDone(job.keep)
+    not_utf8: tuple[int, str] | None = None
+    read = 0
+    with open(job.path, "rb") as file:  # noqa: PTH123  # a plain binary read
+        file.seek(job.start)
+        left = job.end - job.start
+        try:
+            while left > 0:
+                chunk = file.read(min(_CHUNK_BYTES, left))
+                if not chunk:
+                    break
+                left -= len(chunk)
+                read += len(chunk)
+                maker.take(reader.feed(chunk), done)
+                if len(done.data) >= _FRAME_ROWS:
+                    _send(out, b"K", b"".join(done.data), read)
+                    done.data.clear()
+                    read = 0
+            if job.last:
+                maker.take(reader.finish(), done)
+        except NotUtf8 as exc:
+            not_utf8 = (exc.line, exc.reason)
+    if done.data:
+        _send(out, b"K", b"".join(done.data), read)
+        read = 0
+    summary = Summary(
+        rows=done.rows,
+        accepted=done.accepted,
+        rejected=done.rejected,
+        errors=done.errors,
+        lines=reader.lines,
+        open=not job.last and reader.open,
+        not_utf8=not_utf8,
+    )
+    _send(out, b"S", msgspec.msgpack.encode(summary), read)
+    out.flush()
+
+
+def _send(out: BinaryIO, kind: bytes, payload: bytes, read: int) -> None:
+    out.write(FRAME.pack(kind, len(payload), read))
+    out.write(payload)
+
+
+def main() -> None:
+    """Read the job from stdin, the share from the file, write the frames to stdout."""
+    job = msgspec.msgpack.decode(sys.stdin.buffer.read(), type=Job)
+    read_share(job, sys.stdout.buffer)
+
+
+if __name__ == "__main__":
+    main()
