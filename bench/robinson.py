@@ -99,9 +99,11 @@ async def known_addresses(dsn: str, workspace_id: uuid.UUID, count: int, seed: i
 def import_run(
     consent: str, dsn: str, workspace_id: uuid.UUID, path: Path, workers: int | None
 ) -> tuple[float, int, dict, dict]:
-    """``consent import robinson`` as its own process: wall time, peak RSS (kB), the report, and its phases' seconds.
+    """``consent import robinson`` as its own process: wall time, peak RSS (kB), the report, its phases' seconds.
 
-    The phases are those the import logs (``robinson_import``: reading, suppressing, matching), read from its log.
+    The phases are those the import logs (``robinson_import``: reading, suppressing, matching), read from its log;
+    ``phases["cpu"]``: the CPU seconds of the CLI and its worker processes (user + system; not the database's),
+    which other load on the machine changes far less than the wall time.
     """
     env = {**os.environ, "DATABASE_URL": dsn, "CONSENT_SECRET_KEY": SECRET_HEX, "CONSENT_LOG_LEVEL": "info"}
     env["CONSENT_LOG_FORMAT"] = "json"
@@ -118,10 +120,10 @@ def import_run(
         if os.waitstatus_to_exitcode(status):
             raise SystemExit("import robinson failed")
         log.seek(0)
-        phases: dict = {}
+        phases: dict = {"cpu": usage.ru_utime + usage.ru_stime}
         for line in log.read().decode(errors="replace").splitlines():
             if "robinson_import" in line and line.startswith("{"):
-                phases = json.loads(line)
+                phases.update(json.loads(line))
     return elapsed, usage.ru_maxrss, json.loads(stdout.decode().strip().splitlines()[-1]), phases
 
 
@@ -143,10 +145,13 @@ async def run(args: argparse.Namespace) -> None:
                     delimiter=";",
                     header=True,
                 )
+                load = os.getloadavg()[0]
                 elapsed, peak_kb, report, phases = import_run(args.consent, dsn, workspace_id, path, args.workers)
             results.append((rows, size, baseline, elapsed, peak_kb, report, known, phases))
             print(
-                f"{rows} rows: COPY {baseline:.1f} s, import {elapsed:.1f} s, peak {peak_kb / 1024:.0f} MB, {report['matched']} matched"
+                f"{rows} rows: COPY {baseline:.1f} s, import {elapsed:.1f} s, peak {peak_kb / 1024:.0f} MB, "
+                f"{report['matched']} matched, CPU of the CLI and its workers {phases['cpu']:.1f} s, "
+                f"load average {load:.1f} before, {os.getloadavg()[0]:.1f} after"
             )
         print()
         print(

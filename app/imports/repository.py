@@ -22,7 +22,7 @@ _COLUMNS = ["key", "key_version"]
 async def new_keys_table(session: AsyncSession) -> Any:
     """An empty :data:`KEYS_TABLE` (``key bytea, key_version int``) in the session's transaction.
 
-    Returns the driver (asyncpg) connection to :func:`copy_keys` into, on the session's own connection.
+    Returns the driver (asyncpg) connection to :func:`copy_key_rows` into, on the session's own connection.
     """
     await session.execute(
         text(f"CREATE TEMP TABLE IF NOT EXISTS {KEYS_TABLE} (key bytea, key_version int) ON COMMIT DROP")

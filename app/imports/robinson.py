@@ -7,9 +7,11 @@ in clear. Then every known print address that matches is moved to
 ``objected`` (trigger ``robinson_match``) in the ledger; addresses added later are suppressed by the stored keys.
 
 The file is streamed: rows are parsed and copied to a temporary table in batches, so memory stays flat for any
-list size. The import is one transaction (all or nothing) and idempotent: importing the same list again adds
-nothing and records no new events. A row that cannot be read (too long, a quote never closed, a NUL character)
-is that row's error like any other; a body beyond the operator's limit is refused whole (413), nothing taken.
+list size. A list file given to the CLI is read by worker processes, each its own share of the file
+(:mod:`app.imports.robinson_split`); a body that arrives over HTTP is read in this process, the same way. The
+import is one transaction (all or nothing) and idempotent: importing the same list again adds nothing and records
+no new events. A row that cannot be read (too long, a quote never closed, a NUL character) is that row's error
+like any other; a body beyond the operator's limit is refused whole (413), nothing taken.
 """
 
 from __future__ import annotations

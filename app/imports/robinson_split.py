@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -186,6 +187,9 @@ def _bounds(path: Path, offset: int, size: int, count: int) -> list[int]:
 
 async def _run(driver: Any, jobs: list[Job], progress: Callable[[int], None] | None) -> list[Summary]:
     """Start a worker per job, ``COPY`` their keys as they come, and answer their summaries in job order."""
+    # A worker gets this process's import path and nothing else of its environment (which may hold the service's
+    # secret key and the database's address): the peppers it needs come with its job, on its stdin.
+    environment = {"PYTHONPATH": os.pathsep.join(filter(None, sys.path))}
     processes = [
         await asyncio.create_subprocess_exec(
             sys.executable,
@@ -193,6 +197,7 @@ async def _run(driver: Any, jobs: list[Job], progress: Callable[[int], None] | N
             "app.imports.robinson_worker",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
+            env=environment,
         )
         for _ in jobs
     ]
@@ -221,6 +226,7 @@ async def _run(driver: Any, jobs: list[Job], progress: Callable[[int], None] | N
     finally:
         for task in pumps:
             task.cancel()
+        await asyncio.gather(*pumps, return_exceptions=True)
         for process in processes:
             if process.returncode is None:
                 process.kill()
