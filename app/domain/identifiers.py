@@ -178,8 +178,7 @@ def normalise_house_number(number: str) -> str:
 def normalise_name(name: str) -> str:
     """Titles and salutations dropped, folded, letters only, word order ignored (``Dr. Müller, Hans``)."""
     folded = _TITLES.sub(" ", fold(name))
-    words = sorted(w for w in _NOT_LETTERS.split(folded) if w)
-    return " ".join(words)
+    return " ".join(sorted(filter(None, _NOT_LETTERS.split(folded))))
 
 
 def normalise_postal(
@@ -241,27 +240,39 @@ class PostalKeys:
         self, *, street: str, postcode: str, city: str, house_number: str | None, name: str | None, country: str
     ) -> tuple[str, str | None]:
         """``(key, name_key)`` as :func:`postal_keys` answers them (or its error)."""
+        found = self.person(street, postcode, city, house_number or "", name or "", country)
+        if found is not None:
+            return found
+        return postal_keys(
+            street=street, postcode=postcode, city=city, house_number=house_number, name=name, country=country
+        )
+
+    def person(  # noqa: PLR0917  # positional: called once per row of lists of millions
+        self, street: str, postcode: str, city: str, house_number: str, name: str, country: str
+    ) -> tuple[str, str] | None:
+        """``(key, name_key)`` of an address whose parts are all plainly fine and that names a person, else ``None``.
+
+        The short way for a list's rows (positional, no error raised); ``None`` sends the row the long way.
+        """
         code = self._countries.get(country)
         if code is None:
             code = _remember(self._countries, country, _country_part(country))
         street_key = self._streets.get(street)
         if street_key is None:
             street_key = _remember(self._streets, street, _street_key(" ".join(street.split())))
-        number_key = self._numbers.get(house_number or "")
+        number_key = self._numbers.get(house_number)
         if number_key is None:
-            number_key = _remember(self._numbers, house_number or "", _number_part(house_number or ""))
+            number_key = _remember(self._numbers, house_number, _number_part(house_number))
         city_key = self._cities.get(city)
         if city_key is None:
             city_key = _remember(self._cities, city, _city_key(city))
         postcode_key = self._postcodes.get(code + postcode) if code else ""
         if postcode_key is None:
             postcode_key = _remember(self._postcodes, code + postcode, _postcode_part(postcode, code))
-        name_key = normalise_name(name) if name and name.strip() else None
         if not (code and street_key and number_key and city_key and postcode_key):
-            return postal_keys(
-                street=street, postcode=postcode, city=city, house_number=house_number, name=name, country=country
-            )
-        return f"{code}|{postcode_key}|{street_key}|{number_key}", name_key or None
+            return None
+        name_key = normalise_name(name) if name.strip() else ""
+        return (f"{code}|{postcode_key}|{street_key}|{number_key}", name_key) if name_key else None
 
 
 def _remember(table: dict[str, str], text: str, part: str) -> str:

@@ -167,16 +167,38 @@ class KeyMaker:
         ]
 
     def take(self, rows: Iterable[Row], done: KeysDone) -> None:
-        """Add ``rows``' keys to ``done.data`` and their errors to ``done``."""
-        columns, postal, data = self.columns, self._postal, done.data
+        """Add ``rows``' keys to ``done.data`` and their errors to ``done``.
+
+        A row of the header's width with a name and a house number goes the short way
+        (:meth:`~app.domain.identifiers.PostalKeys.person`, the country column's value or DE, as
+        :func:`_identifier` takes them); any other row, or one the short way does not answer, goes through
+        :func:`_identifier`.
+        """
+        columns, postal, data, peppers = self.columns, self._postal, done.data, self._peppers
+        at, width, person = columns.at, columns.width, postal.person
+        short = at.name >= 0 and at.house_number >= 0
         for line, fields in rows:
             done.rows += 1
-            identifier = _identifier(line, fields, columns, done, postal)
-            if identifier is None:
-                continue
+            found = None
+            if short and not isinstance(fields, LineError) and len(fields) == width and fields[at.name]:
+                country = (fields[at.country] if at.country >= 0 else "") or "DE"
+                found = person(
+                    fields[at.street],
+                    fields[at.postcode],
+                    fields[at.city],
+                    fields[at.house_number],
+                    fields[at.name],
+                    country,
+                )
+            if found is not None:
+                message = f"print:{found[0]}#{found[1]}".encode()
+            else:
+                identifier = _identifier(line, fields, columns, done, postal)
+                if identifier is None:
+                    continue
+                message = f"print:{identifier}".encode()
             done.accepted += 1
-            message = f"print:{identifier}".encode()
-            for digest, version in self._peppers:
+            for digest, version in peppers:
                 data.append(_ROW_START + digest(message) + version)
 
 

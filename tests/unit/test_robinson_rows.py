@@ -61,13 +61,23 @@ def copy_rows(data: bytes) -> list[tuple[bytes, int]]:
     return rows
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.lists(ROWS, max_size=40))
-def test_the_key_maker_gives_the_keys_and_errors_of_the_plain_rule(lines):
-    records = RecordReader().feed((HEADER + "\n".join(lines) + "\n").encode())[1:]
-    plain = keys_of_rows(records, COLUMNS, PEPPERS)
+LAYOUTS = [
+    HEADER,
+    "vorname;nachname;strasse;hausnr;plz;ort;land\n",  # first and last name, a country column
+    "name;street;postcode;city;country\n",  # the house number in the street
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(LAYOUTS), st.lists(ROWS, max_size=40), st.sampled_from(["", ";DE", ";at", ";FR", ";X"]))
+def test_the_key_maker_gives_the_keys_and_errors_of_the_plain_rule(layout, lines, country):
+    """The short way and the long way of :class:`KeyMaker` against :func:`keys_of_rows`, in several layouts."""
+    records = RecordReader().feed((layout + "\n".join(line + country for line in lines) + "\n").encode())
+    columns = header(*records[0])
+    records = records[1:]
+    plain = keys_of_rows(records, columns, PEPPERS)
     done = KeysDone(keep=1000)
-    KeyMaker(COLUMNS, PEPPERS).take(records, done)
+    KeyMaker(columns, PEPPERS).take(records, done)
     assert copy_rows(b"".join(done.data)) == plain.keys
     assert (done.rows, done.accepted, done.rejected) == (len(records), plain.accepted, len(plain.rejected))
     assert done.errors == plain.rejected
