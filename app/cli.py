@@ -498,6 +498,7 @@ def import_() -> None:
 def import_robinson(workspace_id: uuid.UUID, file: Path, as_json: bool, workers: int | None) -> None:  # noqa: FBT001
     """Import a Robinson list (CSV) into a workspace: stored as keyed hashes, known addresses become objected."""
     from app.imports import robinson  # noqa: PLC0415
+    from app.imports.robinson_split import WorkerFailed  # noqa: PLC0415
     from app.lib.keys import Keys  # noqa: PLC0415
     from app.workspaces import repository  # noqa: PLC0415
 
@@ -510,16 +511,19 @@ def import_robinson(workspace_id: uuid.UUID, file: Path, as_json: bool, workers:
             if await repository.get_workspace(session, workspace_id) is None:
                 raise click.ClickException(f"workspace {workspace_id} does not exist")
             with click.progressbar(length=size, label="importing", file=sys.stderr, show_pos=False) as bar:
-                return await robinson.import_robinson(
-                    session,
-                    Keys(secret),
-                    workspace_id,
-                    file,
-                    actor=robinson.SYSTEM_IMPORT,
-                    source=f"cli:{file.name}",
-                    progress=bar.update,
-                    workers=workers or min(os.cpu_count() or 1, 8),
-                )
+                try:
+                    return await robinson.import_robinson(
+                        session,
+                        Keys(secret),
+                        workspace_id,
+                        file,
+                        actor=robinson.SYSTEM_IMPORT,
+                        source=f"cli:{file.name}",
+                        progress=bar.update,
+                        workers=workers or min(os.cpu_count() or 1, 8),
+                    )
+                except WorkerFailed as exc:  # nothing was written: said as the command's error, not a traceback
+                    raise click.ClickException(f"{exc}; nothing was imported (try --workers 1)") from exc
 
     report = _run(action)
     if as_json:

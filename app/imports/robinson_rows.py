@@ -218,7 +218,8 @@ MAX_SHARE_ERRORS = 100
 class Job(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """What a worker reads: ``[start, end)`` of ``path``, the header's columns, the peppers it hashes with."""
 
-    path: str
+    path: bytes
+    """The file's name as the operating system has it (``os.fsencode``: a name that is not UTF-8 too)."""
     start: int
     end: int
     last: bool

@@ -104,7 +104,7 @@ async def read_shares(
     bounds = await asyncio.to_thread(_bounds, path, offset, size, count)
     jobs = [
         Job(
-            path=str(path),
+            path=os.fsencode(path),
             start=begin,
             end=end,
             last=end == size,
@@ -185,6 +185,10 @@ def _bounds(path: Path, offset: int, size: int, count: int) -> list[int]:
     return [*bounds, size]
 
 
+class WorkerFailed(RuntimeError):
+    """A worker process of the import stopped or could not be given its job: the import writes nothing."""
+
+
 async def _run(driver: Any, jobs: list[Job], progress: Callable[[int], None] | None) -> list[Summary]:
     """Start a worker per job, ``COPY`` their keys as they come, and answer their summaries in job order."""
     # A worker gets this process's import path and nothing else of its environment (which may hold the service's
@@ -193,6 +197,7 @@ async def _run(driver: Any, jobs: list[Job], progress: Callable[[int], None] | N
     processes = [
         await asyncio.create_subprocess_exec(
             sys.executable,
+            "-P",  # not the current directory first on the import path: a msgspec.py there would get the peppers
             "-m",
             "app.imports.robinson_worker",
             stdin=asyncio.subprocess.PIPE,
@@ -211,7 +216,7 @@ async def _run(driver: Any, jobs: list[Job], progress: Callable[[int], None] | N
             if item is None:
                 finished += 1
             elif isinstance(item, BaseException):
-                raise RuntimeError("a worker of the Robinson import stopped") from item
+                raise WorkerFailed("a worker of the Robinson import stopped") from item
             else:
                 yield item
 
@@ -221,8 +226,9 @@ async def _run(driver: Any, jobs: list[Job], progress: Callable[[int], None] | N
     try:
         await repository.copy_key_stream(driver, source())
         summaries = await asyncio.gather(*pumps)
-        if any([await process.wait() for process in processes]):
-            raise RuntimeError("a worker of the Robinson import stopped")
+        statuses = [await process.wait() for process in processes]
+        if any(statuses):
+            raise WorkerFailed(f"a worker of the Robinson import stopped (exit statuses {statuses})")
     finally:
         for task in pumps:
             task.cancel()
@@ -256,6 +262,8 @@ async def _pump(
                 await queue.put(None)
                 return msgspec.msgpack.decode(payload, type=Summary)
             await queue.put(payload)
-    except (asyncio.IncompleteReadError, OSError, msgspec.DecodeError) as exc:
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # whatever it is (a job that cannot be encoded, a pipe that broke): the COPY must end
         await queue.put(exc)
         raise

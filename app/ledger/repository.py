@@ -1014,10 +1014,9 @@ async def _without_nested_loops(session: AsyncSession) -> AsyncIterator[None]:
     """
     before = await session.scalar(text("SELECT current_setting('enable_nestloop')"))
     await session.execute(text("SELECT set_config('enable_nestloop', 'off', true)"))
-    try:
-        yield
-    finally:
-        await session.execute(text("SELECT set_config('enable_nestloop', :value, true)"), {"value": before})
+    yield  # not restored when a statement inside failed: the transaction is aborted (and the setting was local to
+    # it); restoring there would hide the statement's own error behind "current transaction is aborted" (review)
+    await session.execute(text("SELECT set_config('enable_nestloop', :value, true)"), {"value": before})
 
 
 async def unobjected_print_points_in_table(

@@ -7,7 +7,9 @@ own workspace; kept by an erasure and by a workspace deletion that keeps suppres
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -343,3 +345,37 @@ async def test_a_line_that_is_not_utf8_in_a_later_share_refuses_the_file_at_its_
     with pytest.raises(InvalidInput, match=r"not UTF-8 \(line 41\)"):
         await import_file(database, tenant.id, path, 3)
     assert small_shares == ["refused"], "by a worker"
+
+
+async def test_workers_import_nothing_from_the_directory_the_import_runs_in(
+    database, tenant, other_tenant, small_shares, tmp_path, monkeypatch
+):
+    """Hostile review: ``python -m`` put the current directory first on a worker's import path, so a ``msgspec.py``
+    in a list's drop folder read the worker's job, peppers included, from its stdin."""
+    drop = tmp_path / "downloads"
+    drop.mkdir()
+    stolen = tmp_path / "stolen"
+    thief = f"import pathlib, sys\npathlib.Path({str(stolen)!r}).write_bytes(sys.stdin.buffer.read())\n"
+    (drop / "msgspec.py").write_text(thief)
+    (drop / "app").mkdir()  # another project's package of the same name
+    (drop / "app" / "__init__.py").write_text("raise ImportError('the wrong app')\n")
+    path = drop / "list.csv"
+    path.write_bytes(PLAIN.encode())
+    _, alone_keys = await import_file(database, tenant.id, path, 1)
+    monkeypatch.chdir(drop)
+    _, shared_keys = await import_file(database, other_tenant.id, path, 2)
+    assert not stolen.exists()
+    assert small_shares == ["one process", "shares"]
+    assert shared_keys == alone_keys
+
+
+async def test_a_list_whose_file_name_is_not_utf8_is_read_by_the_workers(
+    database, tenant, other_tenant, small_shares, tmp_path
+):
+    """Hostile review: the job could not be encoded for such a name and the import hung for good."""
+    path = tmp_path / os.fsdecode(b"liste_m\xe4rz.csv")
+    path.write_bytes(PLAIN.encode())
+    alone, alone_keys = await asyncio.wait_for(import_file(database, tenant.id, path, 1), 60)
+    shared, shared_keys = await asyncio.wait_for(import_file(database, other_tenant.id, path, 2), 60)
+    assert small_shares == ["one process", "shares"]
+    assert (shared.rows, shared_keys) == (alone.rows, alone_keys)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hmac
 import io
 import itertools
+import os
 import tempfile
 from pathlib import Path
 
@@ -96,7 +97,7 @@ def shares(path: Path, bounds: list[int]) -> list[tuple[list[tuple[bytes, int]],
     out = []
     for start, end in itertools.pairwise(bounds):
         job = Job(
-            path=str(path),
+            path=os.fsencode(path),
             start=start,
             end=end,
             last=end == bounds[-1],
