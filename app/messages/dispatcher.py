@@ -99,6 +99,9 @@ class _Prepared:
     adapter: ChannelAdapter | None
     kind: PurposeKind | None = None
     """The purpose's kind: what an answer that may have been delivered leads to (:mod:`app.messages.policy`)."""
+    gated_at: datetime | None = None
+    """From when a consent change of its address was possibly not seen by its send-time gate: a call that waits
+    for a slot begins only if there is none since (else it is gated again, :func:`repository.mark_and_settle_sent`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +110,11 @@ class _Entry:
 
     item: _Prepared
     result: SendResult | None = None
+
+
+#: How long before its load a consent change may have been missed by a batch's gate: a writer's ``recorded_at`` is
+#: taken before its commit, so one that committed after the gate's snapshot may carry an earlier time.
+_GATE_MARGIN = timedelta(seconds=2)
 
 
 class _Journal:
@@ -268,7 +276,8 @@ class Dispatcher:
         async def one(item: _Prepared, *, marked: bool) -> None:
             async with calls.slot():
                 if not marked and not await journal.write(_Entry(item)):
-                    log.warning("delivery_lease_lost", delivery_id=str(item.delivery_id), worker=self.worker_id)
+                    # its lease is lost, or its address's consent changed since its gate (it is gated again)
+                    log.info("delivery_call_not_started", delivery_id=str(item.delivery_id), worker=self.worker_id)
                     return
                 result = await self._send(item)
             await journal.write(_Entry(item, result))
@@ -435,7 +444,15 @@ class Dispatcher:
             await self._finish(session, delivery, DeliveryStatus.BLOCKED_AT_SEND, error=refusal)
             return None
         adapter = spec.adapter(self.adapters, delivery.workspace_id, settings)
-        return _Prepared(delivery.id, delivery.workspace_id, channel, outbound, adapter, PurposeKind(purpose.kind))
+        return _Prepared(
+            delivery.id,
+            delivery.workspace_id,
+            channel,
+            outbound,
+            adapter,
+            PurposeKind(purpose.kind),
+            now - _GATE_MARGIN,
+        )
 
     async def _resend_after_crash(self, session: AsyncSession, delivery: Delivery, purpose: Purpose) -> bool:
         """The provider call of the previous attempt was in flight when its worker died: send again or not.
@@ -508,6 +525,7 @@ class Dispatcher:
         """
         workspace_ids = {e.item.workspace_id for e in entries}
         starting = [e.item.delivery_id for e in entries if e.result is None]
+        gated_at = [e.item.gated_at for e in entries if e.result is None]
         accepted = [
             repository.Accepted(e.item.delivery_id, e.result.provider_message_id, _provider(e.item))
             for e in entries
@@ -521,9 +539,18 @@ class Dispatcher:
         held: set[uuid.UUID] = set()
         if starting or accepted:
             async with self.database.driver(stateless=True) as connection:
-                held |= await repository.mark_and_settle_sent(
-                    connection, workspace_ids, self.worker_id, starting=starting, accepted=accepted, at=utcnow()
+                taken, regated = await repository.mark_and_settle_sent(
+                    connection,
+                    workspace_ids,
+                    self.worker_id,
+                    starting=starting,
+                    gated_at=gated_at,
+                    accepted=accepted,
+                    at=utcnow(),
                 )
+                held |= taken
+                for delivery_id in regated:
+                    log.info("delivery_gated_again", delivery_id=str(delivery_id), reason="consent_changed")
         if others:
             kinds = {e.item.delivery_id: e.item.kind for e in entries}
             providers = {e.item.delivery_id: _provider(e.item) for e in entries}

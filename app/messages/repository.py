@@ -134,9 +134,27 @@ async def mark_in_flight(
 #: (the same predicates as :func:`mark_in_flight` and :func:`lock_held`); the ids written come back. ``detail`` is
 #: written as the ORM writes a dict or ``None`` to the JSONB column (JSON ``null``).
 _MARK_AND_SETTLE_SENT = """
-    WITH marked AS (
+    WITH starting AS (
+        SELECT s.id, s.gated_at FROM unnest($3::uuid[], $9::timestamptz[]) AS s(id, gated_at)
+    ), changed AS (
+        -- a consent event of the address recorded since the batch's gate may not have been seen by it; only one
+        -- that ends a permission counts (a signup or an opt-in just before the gate holds nothing back)
+        SELECT d.id FROM starting s JOIN deliveries d ON d.id = s.id AND d.workspace_id = ANY($1::uuid[])
+         WHERE s.gated_at IS NOT NULL
+           AND EXISTS (SELECT 1 FROM consent_events e
+                        WHERE e.workspace_id = d.workspace_id AND e.recorded_at > s.gated_at
+                          AND e.contact_point_id = d.contact_point_id
+                          AND e.to_state IN ('opted_out', 'objected', 'expired'))
+    ), marked AS (
         UPDATE deliveries SET in_flight_at = $4
-         WHERE id = ANY($3::uuid[]) AND workspace_id = ANY($1::uuid[]) AND leased_by = $2 AND status = 'sending'
+         WHERE id IN (SELECT id FROM starting) AND id NOT IN (SELECT id FROM changed)
+           AND workspace_id = ANY($1::uuid[]) AND leased_by = $2 AND status = 'sending'
+        RETURNING id
+    ), released AS (
+        -- not begun: its lease ends now, so the next claim gates it again with what was recorded
+        UPDATE deliveries SET lease_until = $4
+         WHERE id IN (SELECT id FROM changed) AND workspace_id = ANY($1::uuid[]) AND leased_by = $2
+           AND status = 'sending'
         RETURNING id
     ), answered AS (
         SELECT * FROM unnest($5::uuid[], $6::uuid[], $7::text[], $8::text[]) AS a(id, event_id, provider_id, provider)
@@ -155,7 +173,8 @@ _MARK_AND_SETTLE_SENT = """
           FROM sent
         RETURNING delivery_id
     )
-    SELECT id FROM marked UNION ALL SELECT delivery_id FROM recorded
+    SELECT id, true FROM marked UNION ALL SELECT delivery_id, true FROM recorded
+    UNION ALL SELECT id, false FROM released
 """
 
 
@@ -173,15 +192,19 @@ async def mark_and_settle_sent(
     workspace_ids: Collection[uuid.UUID],
     worker: str,
     *,
-    starting: Collection[uuid.UUID],
+    starting: Sequence[uuid.UUID],
+    gated_at: Sequence[datetime | None],
     accepted: Sequence[Accepted],
     at: datetime,
-) -> set[uuid.UUID]:
+) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
     """Mark calls beginning and settle accepted deliveries ``sent`` in one statement on the driver ``connection``.
 
     What :func:`mark_in_flight`, then :func:`lock_held`, :func:`settle` and :func:`add_event` write for a ``sent``
     outcome, in one round trip and no ORM (the dispatcher's hot path: most answers are acceptances). Atomic without
-    a transaction of its own. Answers the deliveries ``worker`` still held the lease of.
+    a transaction of its own. A call of ``starting`` whose address has a consent event ending a permission (into
+    ``opted_out``, ``objected`` or ``expired``) recorded after its ``gated_at`` (the batch's gate may not have seen
+    it: the call waited for a slot) is not marked: its lease ends now, and the next claim gates it again. Answers
+    the deliveries ``worker`` still held the lease of, and those released to be gated again.
     """
     rows = await connection.fetch(
         _MARK_AND_SETTLE_SENT,
@@ -193,8 +216,9 @@ async def mark_and_settle_sent(
         [uuid7() for _ in accepted],
         [a.provider_message_id for a in accepted],
         [a.provider for a in accepted],
+        list(gated_at),
     )
-    return {row[0] for row in rows}
+    return {row[0] for row in rows if row[1]}, {row[0] for row in rows if not row[1]}
 
 
 async def lock_unresolved(session: AsyncSession, workspace_id: uuid.UUID, delivery_id: uuid.UUID) -> Delivery | None:

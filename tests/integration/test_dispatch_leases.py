@@ -333,3 +333,41 @@ async def test_an_acceptance_racing_a_delivered_callback(world, make, callback_f
     assert held == set()
     assert steps == [("queued", None), ("sent", sid), ("delivered", sid)], steps
     assert (delivery.status, delivery.provider_message_id, delivery.in_flight_at) == ("delivered", sid, None)
+
+
+async def test_a_call_that_waited_for_a_slot_is_gated_again_after_a_consent_change(world, stand_in, make):
+    """A batch is gated when it is loaded; a delivery beyond the first ``concurrency`` calls begins only when a slot
+    frees. A STOP recorded meanwhile was not seen by it (hostile review): its call is not begun, its lease ends, and
+    the next claim gates it again."""
+    stand_in.hang = 2.0
+    await world["enqueue"](["hang-1", "offer-in-the-same-batch"])
+    dispatcher = make(DispatchConfig(batch=2, concurrency=1, deadline=10.0))
+    stop = asyncio.Event()
+    running = asyncio.create_task(dispatcher.run(stop))
+    try:
+
+        async def called():
+            return stand_in.bodies == ["hang-1"]
+
+        assert await wait_for(called)
+        await world["withdraw"]()  # STOP while the first call is under way, the second waiting for its slot
+        assert await wait_for(lambda: _settled(world), timeout=15), await world["by_text"]()
+    finally:
+        stop.set()
+        await running
+    final = await world["by_text"]()
+    assert "offer-in-the-same-batch" not in stand_in.bodies
+    assert final["offer-in-the-same-batch"][0] == "blocked_at_send"
+    assert final["hang-1"][0] == "sent"
+
+
+async def test_a_consent_change_long_before_the_gate_does_not_hold_a_call_back(world, stand_in, make):
+    """Only a change the gate may have missed sends a call back: two deliveries to an address opted in long before
+    both go out in one batch, the second after waiting for its slot."""
+    stand_in.hang = 0.5
+    await asyncio.sleep(2.5)  # the opt-in of the fixture is older than the gate's margin
+    await world["enqueue"](["hang-1", "second"])
+    dispatcher = make(DispatchConfig(batch=2, concurrency=1, deadline=10.0))
+    assert await dispatcher.run_once() == 2
+    assert stand_in.bodies == ["hang-1", "second"]
+    assert [status for status, _, _ in (await world["by_text"]()).values()] == ["sent", "sent"]
