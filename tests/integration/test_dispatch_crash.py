@@ -17,119 +17,34 @@ from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
-import msgspec
 import pytest
-from aiohttp import web
 from sqlalchemy import func, select, update
 
 from app.channels.adapters import Adapters
-from app.lib.db import Database
 from app.lib.keys import Keys
 from app.main import mail_sender
-from app.messages import service as messages
 from app.messages.dispatcher import DispatchConfig, Dispatcher
-from app.messages.models import Delivery, Message
-from app.messages.schemas import MessageIn
+from app.messages.models import Delivery
 from app.settings import Settings, TwilioDefaults
-from app.workspaces import service as workspaces
-from tests.conftest import TEST_SECRET, local_http
+from tests.conftest import TEST_SECRET
+from tests.dispatch_world import ACCOUNT, TOKEN, sms_world, twilio_stand_in, wait_for
 
 pytestmark = pytest.mark.slow
 
 CONSENT = str(Path(sys.executable).parent / "consent")
-ACCOUNT = "AC" + "fe" * 16
-TOKEN = "q" * 32
-
-
-class StandIn:
-    """Twilio's Messages API: answers at once, except a body containing 'hang' the first time (after ``hang`` s)."""
-
-    def __init__(self) -> None:
-        self.bodies: list[str] = []
-        self.hang = 60.0
-        self.url = ""
-
-    async def create(self, request: web.Request) -> web.Response:
-        form = dict(await request.post())
-        body = str(form["Body"])
-        self.bodies.append(body)
-        if "hang" in body and self.bodies.count(body) == 1:
-            await asyncio.sleep(self.hang)
-        return web.json_response({"sid": f"SM{len(self.bodies):032x}", "status": "queued"}, status=201)
 
 
 @pytest.fixture
 async def stand_in():
-    handler = StandIn()
-    application = web.Application()
-    application.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", handler.create)
-    async with local_http(application) as url:
-        handler.url = url
+    async with twilio_stand_in() as handler:
         yield handler
 
 
 @pytest.fixture
 async def world(pg_server):
     """A database of its own: a workspace sending SMS, Jane's number opted in to 'news' (marketing); 'orders'."""
-    url = await pg_server.create_database("consent_dispatch_crash", migrated=True)
-    database = Database.from_url(url, pool_size=4)
-    from app.domain.model import ActorType, Trigger  # noqa: PLC0415
-    from app.ledger import repository  # noqa: PLC0415
-    from app.ledger.service import Actor, Change, add_point, apply_changes  # noqa: PLC0415
-    from app.purposes import service as purposes  # noqa: PLC0415
-    from app.workspaces import repository as workspace_repository  # noqa: PLC0415
-
-    async with database.sessionmaker() as session, session.begin():
-        workspace = await workspaces.create_workspace(session, "Acme")
-        await workspace_repository.save_settings(
-            session, workspace.id, {"phone": {"sms_from": "+4930123456789"}, "send_windows": {}}
-        )
-        news = await purposes.create_purpose(session, workspace.id, "news", "News", "marketing")
-        await purposes.create_purpose(session, workspace.id, "orders", "Orders", "transactional")
-        contact = await repository.add_contact(session, workspace.id, "jane", "de", "Europe/Berlin")
-        point = await add_point(
-            session, Keys(TEST_SECRET), workspace.id, contact_id=contact.id, channel="sms", value="+4915123456789"
-        )
-        await apply_changes(
-            session, workspace.id, [Change(point, news.id, Trigger.START_WORD)], Actor(ActorType.SYSTEM)
-        )
-
-    async def enqueue(texts, purpose="news"):
-        async with database.sessionmaker() as session, session.begin():
-            for text in texts:
-                await messages.create_message(
-                    session,
-                    workspace.id,
-                    msgspec.convert(
-                        {"contact": "jane", "purpose": purpose, "route": ["sms"], "content": {"sms": {"text": text}}},
-                        MessageIn,
-                    ),
-                )
-
-    async def by_text():
-        """Every delivery by its message's text: (status, attempts, in_flight_at)."""
-        async with database.sessionmaker() as session:
-            rows = await session.execute(
-                select(Message.content, Delivery.status, Delivery.attempts, Delivery.in_flight_at).join(
-                    Message, Message.id == Delivery.message_id
-                )
-            )
-            return {content["sms"]["text"]: (status, attempts, mark) for content, status, attempts, mark in rows}
-
-    try:
-        yield {"url": url, "database": database, "enqueue": enqueue, "by_text": by_text}
-    finally:
-        await database.dispose()
-        await pg_server.drop_database(url)
-
-
-async def wait_for(predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await predicate():
-            return True
-        await asyncio.sleep(0.05)
-    return False
+    async with sms_world(pg_server, "consent_dispatch_crash", pool_size=4) as found:
+        yield found
 
 
 def start_worker(url, stand_in, *args):
