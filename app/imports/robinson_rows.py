@@ -211,6 +211,8 @@ def _get(fields: list[str], at: int) -> str:
 #: A frame from a worker: its kind (``K``: keys, ``S``: the summary, last), the payload's length and the file
 #: bytes read since the last frame (for the progress bar).
 FRAME = struct.Struct(">cII")
+#: The environment variable through which the import names its own process id to its workers.
+PARENT_VARIABLE = "CONSENT_ROBINSON_PARENT"
 #: The errors a share reports (a report shows the first ones of the whole list).
 MAX_SHARE_ERRORS = 100
 

@@ -31,7 +31,16 @@ import structlog
 
 from app.imports import repository
 from app.imports.csvstream import MAX_LINE_BYTES, LineError, NotUtf8, RecordReader
-from app.imports.robinson_rows import FRAME, MAX_SHARE_ERRORS, NAME_COLUMNS, Columns, Job, KeysDone, Summary
+from app.imports.robinson_rows import (
+    FRAME,
+    MAX_SHARE_ERRORS,
+    NAME_COLUMNS,
+    PARENT_VARIABLE,
+    Columns,
+    Job,
+    KeysDone,
+    Summary,
+)
 from app.lib.errors import InvalidInput
 
 log = structlog.get_logger(__name__)
@@ -193,7 +202,10 @@ async def _run(driver: Any, jobs: list[Job], progress: Callable[[int], None] | N
     """Start a worker per job, ``COPY`` their keys as they come, and answer their summaries in job order."""
     # A worker gets this process's import path and nothing else of its environment (which may hold the service's
     # secret key and the database's address): the peppers it needs come with its job, on its stdin.
-    environment = {"PYTHONPATH": os.pathsep.join(filter(None, sys.path))}
+    environment = {
+        "PYTHONPATH": os.pathsep.join(filter(None, sys.path)),
+        PARENT_VARIABLE: str(os.getpid()),
+    }
     processes = [
         await asyncio.create_subprocess_exec(
             sys.executable,
