@@ -654,7 +654,10 @@ def worker(concurrency: int, lease_seconds: int, deadline: float) -> None:
             try:
                 sender = WebhookSender(database, keys, allow_private=settings.webhooks_allow_private)
                 await asyncio.gather(
-                    dispatcher.run(stop), sender.run(stop), ChainRunner(database).run(stop), Sealer(database).run(stop)
+                    dispatcher.run(stop),
+                    sender.run(stop),
+                    ChainRunner(database, push_services=settings.web_push_services).run(stop),
+                    Sealer(database).run(stop),
                 )
             finally:
                 await adapters.aclose()

@@ -159,7 +159,9 @@ async def _lapse_loop(database: Database, settings: Settings) -> None:
         try:  # consents past their validity or inactivity end; re-permission messages (app/lifecycle)
             for _ in range(_LIFECYCLE_BATCHES):  # a backlog goes in batches of short transactions
                 async with database.sessionmaker() as session, session.begin():
-                    swept = await lifecycle.sweep(session, base_url=settings.public_base_url)
+                    swept = await lifecycle.sweep(
+                        session, base_url=settings.public_base_url, push_services=settings.web_push_services
+                    )
                 if not swept.more:
                     break
         except Exception:
@@ -245,7 +247,8 @@ async def _background(app: Litestar, settings: Settings, database: Database) -> 
         sender = WebhookSender(database, keys, allow_private=settings.webhooks_allow_private)
         workers["dispatcher"] = asyncio.create_task(Dispatcher(database, keys, settings, adapters).run(stop))
         workers["webhook_sender"] = asyncio.create_task(sender.run(stop))
-        workers["chain_runner"] = asyncio.create_task(ChainRunner(database).run(stop))
+        runner = ChainRunner(database, push_services=settings.web_push_services)
+        workers["chain_runner"] = asyncio.create_task(runner.run(stop))
     try:
         yield
     finally:

@@ -67,8 +67,16 @@ class RunnerConfig:
 class ChainRunner:
     """Claims and decides due chain steps for every workspace."""
 
-    def __init__(self, database: Database, *, config: RunnerConfig | None = None, worker_id: str | None = None) -> None:
+    def __init__(
+        self,
+        database: Database,
+        *,
+        config: RunnerConfig | None = None,
+        worker_id: str | None = None,
+        push_services: tuple[str, ...] | None = None,
+    ) -> None:
         self.database = database
+        self.push_services = push_services  # the operator's web push services (routing skips endpoints off them)
         self.config = config or RunnerConfig()
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
@@ -109,7 +117,9 @@ class ChainRunner:
                 for step, run in batch:
                     await self._one(session, step, run, chains, purposes, known)
             else:
-                await decide(session, batch, chains, purposes, known=known, now=utcnow())
+                await decide(
+                    session, batch, chains, purposes, known=known, now=utcnow(), push_services=self.push_services
+                )
         return len(claimed)
 
     async def _one(  # noqa: PLR0917  # the step and what it is decided on
@@ -124,7 +134,15 @@ class ChainRunner:
         step_id, attempts = step.id, step.attempts
         try:
             async with session.begin_nested():
-                await decide(session, [(step, run)], chains, purposes, known=known, now=utcnow())
+                await decide(
+                    session,
+                    [(step, run)],
+                    chains,
+                    purposes,
+                    known=known,
+                    now=utcnow(),
+                    push_services=self.push_services,
+                )
         except Exception as exc:  # one step's failure must not stop the batch: retried, then skipped
             log.exception("chain_step_failed", step_id=str(step_id), worker=self.worker_id)
             now = utcnow()
@@ -211,6 +229,7 @@ async def decide(
     *,
     known: _Known,
     now: datetime,
+    push_services: tuple[str, ...] | None = None,
 ) -> None:
     """Decide a batch of due steps, one per run (see the module's description), and arm each run's next step.
 
@@ -226,7 +245,8 @@ async def decide(
                 sends.append(send)
         for workspace_id in dict.fromkeys(s.run.workspace_id for s in sends):
             of_workspace = [s for s in sends if s.run.workspace_id == workspace_id]
-            answers = await create_messages(session, workspace_id, [s.message for s in of_workspace])
+            messages = [s.message for s in of_workspace]
+            answers = await create_messages(session, workspace_id, messages, push_services=push_services)
             for send, answer in zip(of_workspace, answers, strict=True):
                 _record(send, answer, now)
                 _arm_next(known, send.run, send.chain, send.step.position, now)

@@ -153,12 +153,21 @@ def host_allowed(host: str, patterns: tuple[str, ...]) -> bool:
     return False
 
 
+def listed(url: str, hosts: tuple[str, ...] | None) -> bool:
+    """Whether the URL's host is on ``hosts`` (``None``: no list, every host); a URL that cannot be read: no."""
+    if hosts is None:
+        return True
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:
+        return False
+    return host_allowed(host, hosts)
+
+
 def check_host_listed(url: str, hosts: tuple[str, ...] | None) -> None:
     """Refuse a URL whose host is not on ``hosts`` (``None``: no list, every public host)."""
-    if hosts is None:
-        return
-    host = urlsplit(url).hostname or ""
-    if not host_allowed(host, hosts):
+    if not listed(url, hosts):
+        host = urlsplit(url).hostname or ""
         raise OutboundRefused(f"'{host}' is not one of the allowed hosts (for web push: a known push service).")
 
 

@@ -77,7 +77,12 @@ class SweepResult:
 
 
 async def sweep(
-    session: AsyncSession, *, base_url: str, now: datetime | None = None, limit: int = BATCH
+    session: AsyncSession,
+    *,
+    base_url: str,
+    now: datetime | None = None,
+    limit: int = BATCH,
+    push_services: tuple[str, ...] | None = None,
 ) -> SweepResult:
     """End every consent past its end and queue the re-permission messages due, in the caller's transaction."""
     now = now or utcnow()
@@ -96,7 +101,15 @@ async def sweep(
                 done, full = await _end(session, purpose, policy, now, limit)
                 queued, full_too = 0, False
                 if policy.repermission_before is not None:
-                    queued, full_too = await _ask(session, purpose, policy, now=now, limit=limit, base_url=base_url)
+                    queued, full_too = await _ask(
+                        session,
+                        purpose,
+                        policy,
+                        now=now,
+                        limit=limit,
+                        base_url=base_url,
+                        push_services=push_services,
+                    )
         except DBAPIError:
             log.exception("lifecycle_purpose_failed", purpose_id=str(purpose.id))
             continue
@@ -159,7 +172,14 @@ async def _end(session: AsyncSession, purpose: Any, policy: Policy, now: datetim
 
 
 async def _ask(  # one round's context, keyword-only
-    session: AsyncSession, purpose: Any, policy: Policy, *, now: datetime, limit: int, base_url: str
+    session: AsyncSession,
+    purpose: Any,
+    policy: Policy,
+    *,
+    now: datetime,
+    limit: int,
+    base_url: str,
+    push_services: tuple[str, ...] | None,
 ) -> tuple[int, bool]:
     assert policy.repermission_before is not None
     # consents that end within the longest reading of repermission_before (the database then says exactly when
@@ -216,7 +236,7 @@ async def _ask(  # one round's context, keyword-only
             # a savepoint: a message the router refuses (a contact merged meanwhile) costs this consent its message
             # for the period (the link row stays, so it is not retried every minute), never the round
             async with session.begin_nested():
-                out = await create_message(session, purpose.workspace_id, message)
+                out = await create_message(session, purpose.workspace_id, message, push_services=push_services)
         except (AppError, DBAPIError) as exc:
             code = exc.code if isinstance(exc, AppError) else type(exc).__name__
             log.warning("repermission_not_queued", consent_id=str(row.id), code=code)

@@ -21,6 +21,7 @@ from app.lib.errors import Forbidden
 from app.lib.openapi import errors, pages
 from app.messages import service, signals
 from app.messages.schemas import MessageDetail, MessageEventIn, MessageEventOut, MessageIn, MessageOut
+from app.settings import Settings
 
 
 class MessageController(Controller):
@@ -32,7 +33,11 @@ class MessageController(Controller):
 
     @post(operation_id="sendMessage", status_code=202, responses=errors(401, 403, 404, 409, 422))
     async def send(
-        self, data: JSONBody[MessageIn], principal: NamedDependency[Principal], db: NamedDependency[AsyncSession]
+        self,
+        data: JSONBody[MessageIn],
+        principal: NamedDependency[Principal],
+        db: NamedDependency[AsyncSession],
+        settings: NamedDependency[Settings],
     ) -> MessageOut:
         """Route a message to the first (or every) channel of `route` the send gate permits.
 
@@ -43,7 +48,9 @@ class MessageController(Controller):
         `Idempotency-Key`: a retried request returns the first answer and queues nothing again.
         """
         async with db.begin():
-            return await service.create_message(db, principal.workspace_id, data)
+            return await service.create_message(
+                db, principal.workspace_id, data, push_services=settings.web_push_services
+            )
 
     @get("/{message_id:uuid}", operation_id="getMessage", responses=errors(401, 403, 404))
     async def detail(

@@ -9,6 +9,7 @@ chosen and waits for the window to open.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from app.channels import registry
 from app.channels.base import Report
 from app.domain import content as content_rules
 from app.domain.gate import PointFacts, Reason, decide_point, strongest
-from app.domain.model import Channel, PurposeKind
+from app.domain.model import Channel, PurposeKind, Reachability
 from app.eligibility import repository as facts_repository
 from app.ledger import repository as ledger_repository
 from app.ledger.models import Contact
@@ -30,6 +31,7 @@ from app.ledger.service import refuse_merged, require_contact
 from app.lib.errors import AppError, InvalidInput, NotFound
 from app.lib.ids import uuid7
 from app.lib.orm import utcnow
+from app.lib.outbound import listed
 from app.messages import repository
 from app.messages.models import Delivery, MessageEvent
 from app.messages.repository import add_event
@@ -51,18 +53,30 @@ from app.workspaces.service import settings_of
 from app.workspaces.settings import WorkspaceSettings, window_of
 
 
-async def create_message(session: AsyncSession, workspace_id: uuid.UUID, data: MessageIn) -> MessageOut:
-    """Decide the route now, store the message with its decision and queue its deliveries."""
+async def create_message(
+    session: AsyncSession, workspace_id: uuid.UUID, data: MessageIn, *, push_services: tuple[str, ...] | None = None
+) -> MessageOut:
+    """Decide the route now, store the message with its decision and queue its deliveries.
+
+    ``push_services``: the operator's web push services (``CONSENT_WEB_PUSH_SERVICES``; ``None``: any host). A
+    browser's endpoint stored before the operator narrowed the list is undeliverable (the outbound guard would
+    refuse its send): another endpoint of the contact, or the next channel, is chosen.
+    """
     contact = await require_contact(session, workspace_id, data.contact)
     purpose = await require_purpose(session, workspace_id, data.purpose)
     route = list(dict.fromkeys(data.route))
     contents = _contents(route, data)
-    [answer] = await _accept(session, workspace_id, [_Accepted(contact.id, purpose, route, contents, data)])
+    accepted = [_Accepted(contact.id, purpose, route, contents, data)]
+    [answer] = await _accept(session, workspace_id, accepted, push_services)
     return answer
 
 
 async def create_messages(
-    session: AsyncSession, workspace_id: uuid.UUID, batch: Sequence[MessageIn]
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    batch: Sequence[MessageIn],
+    *,
+    push_services: tuple[str, ...] | None = None,
 ) -> list[MessageOut | AppError]:
     """Accept a batch of one workspace's messages, each as :func:`create_message` accepts it alone.
 
@@ -97,7 +111,7 @@ async def create_messages(
             answers.append(None)
         except AppError as exc:
             answers.append(exc)
-    written = iter(await _accept(session, workspace_id, accepted) if accepted else [])
+    written = iter(await _accept(session, workspace_id, accepted, push_services) if accepted else [])
     return [answer if answer is not None else next(written) for answer in answers]
 
 
@@ -131,7 +145,12 @@ class _Accepted:
     data: MessageIn
 
 
-async def _accept(session: AsyncSession, workspace_id: uuid.UUID, batch: Sequence[_Accepted]) -> list[MessageOut]:
+async def _accept(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    batch: Sequence[_Accepted],
+    push_services: tuple[str, ...] | None,
+) -> list[MessageOut]:
     """Decide each message's route with the send gate and write the messages with their deliveries and history."""
     settings = await settings_of(session, workspace_id)
     now = utcnow()
@@ -143,7 +162,7 @@ async def _accept(session: AsyncSession, workspace_id: uuid.UUID, batch: Sequenc
         for contact_id, fact in await facts_repository.point_facts(
             session, workspace_id, contacts, channels, purpose_id
         ):
-            facts.setdefault((purpose_id, contact_id), []).append(fact)
+            facts.setdefault((purpose_id, contact_id), []).append(_as_routable(fact, push_services))
     messages: list[dict[str, Any]] = []
     deliveries: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
@@ -223,6 +242,17 @@ async def _accept(session: AsyncSession, workspace_id: uuid.UUID, batch: Sequenc
         answers.append(MessageOut(message_id=message_id, status=status, decision=decision))  # type: ignore[arg-type]
     await repository.add_messages(session, messages, deliveries, events)
     return answers
+
+
+def _as_routable(fact: PointFacts, push_services: tuple[str, ...] | None) -> PointFacts:
+    """A reachable web push endpoint off the operator's push services counts as undeliverable."""
+    if (
+        fact.channel is Channel.WEB_PUSH
+        and fact.reachability is Reachability.REACHABLE
+        and not listed(fact.value, push_services)
+    ):
+        return dataclasses.replace(fact, reachability=Reachability.UNDELIVERABLE)
+    return fact
 
 
 def decide_route(

@@ -533,10 +533,10 @@ async def test_a_step_that_fails_is_retried_then_skipped_and_the_batch_goes_on(c
     working = await start(client, world, chain["id"])
     real = runner_module.create_messages
 
-    async def flaky(session, workspace_id, batch):
+    async def flaky(session, workspace_id, batch, **kwargs):
         if any(data.campaign == "fails" for data in batch):
             raise RuntimeError("boom")
-        return await real(session, workspace_id, batch)
+        return await real(session, workspace_id, batch, **kwargs)
 
     monkeypatch.setattr(runner_module, "create_messages", flaky)
     runner = ChainRunner(database, config=RunnerConfig(base_backoff=0.0, max_attempts=2))
@@ -559,8 +559,8 @@ async def test_a_runner_killed_mid_step_loses_nothing_and_the_next_sends_once(co
     real = runner_module.create_messages
     written = asyncio.Event()
 
-    async def then_hang(session, workspace_id, batch):
-        answer = await real(session, workspace_id, batch)  # the message is written, not committed
+    async def then_hang(session, workspace_id, batch, **kwargs):
+        answer = await real(session, workspace_id, batch, **kwargs)  # the message is written, not committed
         written.set()
         await asyncio.sleep(3600)
         return answer

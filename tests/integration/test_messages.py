@@ -545,6 +545,23 @@ async def test_web_push_is_encrypted_for_the_subscription_and_signed_with_vapid(
     assert {c["purpose"]: c["state"] for c in web["consents"]}["newsletter"] == "opted_out"
 
 
+async def test_a_web_push_endpoint_off_the_operators_push_services_is_not_routed_to(client, world, ledger):
+    """An endpoint stored before the operator narrowed ``CONSENT_WEB_PUSH_SERVICES`` (here: only 127.0.0.1) would be
+    refused by the outbound guard at send: routing takes another endpoint of the contact, or the next channel."""
+    jane = world["sms"].contact_id
+    old = await ledger.point("web_push", "https://push.old-service.example/sub/1", contact_id=jane)
+    await ledger.apply(old, world["newsletter"].id, "permission_granted")
+    alone = (await send(client, world, ["web_push", "email"])).json()
+    assert alone["decision"]["channel"] == "email"
+    assert alone["decision"]["skipped"] == [{"channel": "web_push", "reason": "undeliverable"}]
+
+    listed = await ledger.point("web_push", "https://127.0.0.1/sub/2", contact_id=jane)
+    await ledger.apply(listed, world["newsletter"].id, "permission_granted")
+    both = (await send(client, world, ["web_push", "email"])).json()
+    assert both["decision"]["channel"] == "web_push"
+    assert both["decision"]["contact_point_id"] == str(listed.id)
+
+
 async def test_print_goes_to_the_daily_batch_file(client, world, dispatcher, settings, ledger, tenant):
     from app.domain.identifiers import normalise_postal  # noqa: PLC0415
     from app.ledger.actions import print_value  # noqa: PLC0415
