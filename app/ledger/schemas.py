@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
@@ -34,6 +35,17 @@ Short = Annotated[str, msgspec.Meta(max_length=2000)]
 ChannelOrAll = Literal["email", "sms", "whatsapp", "app_push", "web_push", "print", "all"]
 
 
+def check_ip(ip: str | None) -> None:
+    """An ``ip`` of evidence must be an IPv4 or IPv6 address: a proof that names something else proves nothing."""
+    if ip is None:
+        return
+    try:
+        ipaddress.ip_address(ip)
+    except ValueError:
+        msg = f"ip is not an IPv4 or IPv6 address (got {ip[:64]!r})"
+        raise ValueError(msg) from None
+
+
 class Evidence(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
     """How the request reached the caller: stored in the ledger as proof (personal data, erasable)."""
 
@@ -47,6 +59,10 @@ class Evidence(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_de
     document_ref: Annotated[str, msgspec.Meta(max_length=500, description="Reference of a letter or scan.")] | None = (
         None
     )
+
+    def __post_init__(self) -> None:
+        """An ``ip`` that is no IP address is refused (422)."""
+        check_ip(self.ip)
 
     def as_dict(self) -> dict[str, Any]:
         """The fields that were given."""

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from app.domain.model import State
-from app.ledger.schemas import ExternalId
+from app.ledger.schemas import ExternalId, check_ip
 from app.workspaces.settings import known_time_zone
 
 
@@ -34,6 +34,14 @@ class SignupEvidence(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, o
     source_url: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
     form_id: Annotated[str, msgspec.Meta(max_length=200)] | None = None
     checkbox_checked: bool | None = None
+    """Whether the person ticked the consent box; ``false`` is refused (no consent was given, nothing starts)."""
+
+    def __post_init__(self) -> None:
+        """Evidence that proves the opposite of a signup, or an ``ip`` that is no IP address, is refused (422)."""
+        check_ip(self.ip)
+        if self.checkbox_checked is False:
+            msg = "checkbox_checked is false: the person did not tick the consent box, so no opt-in is started"
+            raise ValueError(msg)
 
 
 class SignupIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

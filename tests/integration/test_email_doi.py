@@ -389,6 +389,33 @@ async def test_an_invalid_address_is_refused_and_nothing_is_written(client, form
     assert await session.scalar(events) == 0
 
 
+@pytest.mark.parametrize(
+    ("evidence", "says"),
+    [
+        ({"checkbox_checked": False}, "did not tick the consent box"),
+        ({"ip": "not-ip"}, "not an IPv4 or IPv6 address"),
+        ({"ip": "198.51.100.300"}, "not an IPv4 or IPv6 address"),
+    ],
+)
+async def test_evidence_against_the_signup_is_refused_and_nothing_is_written(
+    client, form, inbox, session, tenant, evidence, says
+):
+    """A newcomer's finding: an unticked box or an ``ip`` that is none was stored as the proof of a consent."""
+    response = await sign_up(client, form, evidence=evidence)
+    assert response.status_code == 422, response.text
+    assert says in response.json()["detail"]
+    assert inbox.messages == []
+    events = select(func.count()).select_from(ConsentEvent).where(ConsentEvent.workspace_id == tenant.id)
+    assert await session.scalar(events) == 0
+    ticked = await sign_up(client, form, evidence={"ip": "2001:db8::7", "checkbox_checked": True})
+    assert ticked.status_code == 202, ticked.text
+    withdrawal = {"contact": ticked.json()["contact_id"], "channel": "email", "purpose": "all"}
+    writer = await tenant.key(Scope.CONSENTS_WRITE)
+    bad = await client.post("/v1/withdrawals", json={**withdrawal, "evidence": {"ip": "x"}}, headers=writer)
+    assert bad.status_code == 422, bad.text
+    assert "not an IPv4 or IPv6 address" in bad.json()["detail"]
+
+
 async def test_a_notice_for_another_channel_is_refused(client, admin, form):
     sms_notice = await client.post(
         "/v1/notices",
