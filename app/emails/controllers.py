@@ -64,7 +64,7 @@ def _lang(request: Request[Any, Any, Any]) -> str:
     return render.locale_of(*accepted)
 
 
-_LINKS_PREFERENCES = (LinkStatus.CONFIRMABLE, LinkStatus.CONFIRMED, LinkStatus.ALREADY)
+_LINKS_PREFERENCES = (LinkStatus.CONFIRMABLE, LinkStatus.CONFIRMED, LinkStatus.CONFIRMED_BLOCKED, LinkStatus.ALREADY)
 
 
 def _link_page(

@@ -159,6 +159,12 @@ PAGES: dict[str, dict[str, str]] = {
         "confirm_button": "Yes, confirm",
         "confirmed_title": "Thank you",
         "confirmed_text": "Your subscription to {purpose} from {brand} is confirmed.",
+        "confirmed_blocked_title": "Confirmed, but no mail will come yet",
+        "confirmed_blocked_text": (
+            "Your subscription to {purpose} from {brand} is recorded. An earlier request for this address (an "
+            "unsubscribe, an objection or a deletion of your data) still stops marketing mail to it, and this "
+            "confirmation does not lift it. If you want to receive {purpose}, please ask {brand}."
+        ),
         "already_title": "Already confirmed",
         "already_text": "This subscription was already confirmed. There is nothing more to do.",
         "expired_title": "This link has expired",
@@ -196,6 +202,13 @@ PAGES: dict[str, dict[str, str]] = {
         "confirm_button": "Ja, bestätigen",
         "confirmed_title": "Vielen Dank",
         "confirmed_text": "Ihre Anmeldung für {purpose} von {brand} ist bestätigt.",
+        "confirmed_blocked_title": "Bestätigt, aber noch kommt keine Post",
+        "confirmed_blocked_text": (
+            "Ihre Anmeldung für {purpose} von {brand} ist erfasst. Eine frühere Anfrage zu dieser Adresse (eine "
+            "Abmeldung, ein Widerspruch oder die Löschung Ihrer Daten) sperrt Werbe-E-Mails an sie weiterhin, und "
+            "diese Bestätigung hebt das nicht auf. Wenn Sie {purpose} erhalten möchten, wenden Sie sich bitte an "
+            "{brand}."
+        ),
         "already_title": "Bereits bestätigt",
         "already_text": "Diese Anmeldung wurde bereits bestätigt. Sie müssen nichts weiter tun.",
         "expired_title": "Dieser Link ist abgelaufen",

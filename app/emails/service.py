@@ -24,7 +24,16 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.identifiers import InvalidIdentifier, email_suppression_form, mask, normalise_email
-from app.domain.model import ActorType, Channel, Reachability, State, SuppressionReason, Trigger
+from app.domain.model import (
+    ActorType,
+    Channel,
+    PurposeKind,
+    Reachability,
+    State,
+    SuppressionReason,
+    SuppressionScope,
+    Trigger,
+)
 from app.domain.scanners import scanner_signals
 from app.emails import render, repository
 from app.emails.models import ConfirmationToken
@@ -228,6 +237,9 @@ class LinkStatus(enum.StrEnum):
 
     CONFIRMABLE = "confirm"
     CONFIRMED = "confirmed"
+    #: Confirmed, but a permanent suppression of the address (an unsubscribe, objection, complaint or erasure
+    #: before) still stops the purpose's mail: the page says so instead of promising mail that never comes.
+    CONFIRMED_BLOCKED = "confirmed_blocked"
     ALREADY = "already"
     SUPERSEDED = "superseded"
     EXPIRED = "expired"
@@ -238,6 +250,7 @@ class LinkStatus(enum.StrEnum):
 STATUS_CODES = {
     LinkStatus.CONFIRMABLE: 200,
     LinkStatus.CONFIRMED: 200,
+    LinkStatus.CONFIRMED_BLOCKED: 200,
     LinkStatus.ALREADY: 200,
     LinkStatus.SUPERSEDED: 410,
     LinkStatus.EXPIRED: 410,
@@ -339,7 +352,24 @@ async def confirm(session: AsyncSession, token: str, meta: RequestMeta) -> Confi
     repository.mark_used(row, now)
     if point.reachability == Reachability.UNDELIVERABLE:  # the mail arrived: the address works again
         await ledger.set_reachability(session, point.id, Reachability.REACHABLE.value, now)
+    if await _blocked(session, point, row.purpose_id):
+        return _with(link, LinkStatus.CONFIRMED_BLOCKED)
     return _with(link, LinkStatus.CONFIRMED)
+
+
+async def _blocked(session: AsyncSession, point: ContactPoint, purpose_id: uuid.UUID) -> bool:
+    """Whether a permanent suppression of the address stops mail of the purpose (as the send gate reads it)."""
+    found = await ledger.suppressions_with_keys(session, point.workspace_id, [bytes(k) for k in point.suppression_keys])
+    if not found:
+        return False
+    purpose = await purposes.get_purpose(session, point.workspace_id, purpose_id)
+    marketing = purpose is None or purpose.kind != PurposeKind.TRANSACTIONAL
+    return any(
+        scope is SuppressionScope.ALL
+        or (scope is SuppressionScope.ALL_MARKETING and marketing)
+        or (scope is SuppressionScope.PURPOSE and suppressed == purpose_id)
+        for _, scope, suppressed in found
+    )
 
 
 async def renew(

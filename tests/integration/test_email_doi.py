@@ -210,6 +210,26 @@ async def test_the_whole_double_opt_in(client, admin, form, inbox):  # noqa: PLR
     assert len(await events_of(client, admin, contact_id)) == 2, "a repeat POST records nothing"
 
 
+async def test_a_confirmation_the_suppression_of_an_erasure_still_stops_says_so(client, admin, form, inbox):
+    """A newcomer's finding: signed up again after an erasure, the page said "confirmed" and no mail ever came."""
+    first = (await sign_up(client, form)).json()
+    assert (await client.post(path_of(inbox.last_link()))).status_code == 200
+    erased = await client.delete(f"/v1/contacts/{first['contact_id']}", headers=admin)
+    assert erased.status_code == 200, erased.text
+
+    again = await sign_up(client, form)
+    assert again.status_code == 202, again.text
+    page = await client.post(path_of(inbox.last_link()))
+    assert page.status_code == 200
+    assert "noch kommt keine Post" in page.text
+    assert "Vielen Dank" not in page.text
+    consent, _ = await consent_of(client, admin, again.json()["contact_id"])
+    assert consent["state"] == "opted_in", "the confirmation is recorded all the same"
+    query = {"contact": again.json()["contact_id"], "channel": "email", "purpose": "newsletter"}
+    eligible = (await client.get("/v1/eligibility", params=query, headers=admin)).json()
+    assert eligible["reason"] == "suppressed"
+
+
 async def test_the_token_row_keeps_the_mail_proof_and_only_a_hash(client, form, inbox, session):
     await sign_up(client, form)
     token = inbox.last_link().rsplit("/", 1)[1]
