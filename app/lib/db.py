@@ -263,8 +263,12 @@ async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
     async with engine.connect() as conn:
         await conn.execute(text("SELECT pg_advisory_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
         try:
+            before = await current_revision(conn)
             await conn.run_sync(_upgrade)
+            after = await current_revision(conn)
             await conn.commit()
+            if after != before:
+                log.info("database_migrated", from_revision=before, to_revision=after)
         finally:
             await conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": _MIGRATION_LOCK_ID})
             await conn.commit()

@@ -63,6 +63,10 @@ def configure_logging(settings: Settings) -> None:
     for name in ("uvicorn", "uvicorn.error", "alembic"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    # alembic tells every plugin it loads and every step at INFO (dozens of lines on a new database): warnings
+    # only; app.lib.db.migrate says in one line from which revision to which it migrated
+    for name in ("alembic.runtime.plugins", "alembic.runtime.migration"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     # client libraries log requests at INFO (URLs with account ids, numbers in responses): warnings only
     for name in ("httpx", "twilio", "aiohttp.access", "aiosmtplib"):
         logging.getLogger(name).setLevel(logging.WARNING)

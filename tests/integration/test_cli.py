@@ -30,7 +30,11 @@ def run(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
 async def test_workspace_and_apikey_commands_print_json_once(pg_server):
     url = await pg_server.create_database("consent_cli")
     try:
-        assert run("migrate", database_url=url).returncode == 0
+        migrated = run("migrate", database_url=url)
+        assert migrated.returncode == 0, migrated.stderr
+        events = [json.loads(line)["event"] for line in migrated.stderr.splitlines() if line.startswith("{")]
+        assert events.count("database_migrated") == 1, events
+        assert not [e for e in events if "setup plugin" in e or "Running upgrade" in e], "alembic's steps: one line"
         created = run("workspace", "create", "Acme GmbH", "--json", database_url=url)
         assert created.returncode == 0, created.stderr
         workspace = json.loads(created.stdout.strip().splitlines()[-1])
