@@ -310,6 +310,8 @@ def _postal(
         raise InvalidIdentifier("invalid_postal_address", "The country must be an ISO 3166 alpha-2 code (e.g. DE).")
     street_text = " ".join(street.split())
     number_text = (house_number or "").strip()
+    if not street_text:
+        raise InvalidIdentifier("invalid_postal_address", "The street is missing.")
     if not number_text:
         match = _HOUSE_NUMBER.match(street_text)
         if match is None:

@@ -538,3 +538,11 @@ def test_postal_keys_forget_when_full(monkeypatch):
             )
         )
     assert len(keys._cities) <= 2  # bounded
+
+
+@pytest.mark.parametrize("number", [None, "12"])
+def test_an_empty_street_is_said_to_be_missing(number):
+    """A newcomer's finding: a Robinson row with an empty street was told it had no house number."""
+    with pytest.raises(InvalidIdentifier) as refused:
+        normalise_postal(street="  ", house_number=number, postcode="10115", city="Berlin")
+    assert refused.value.message == "The street is missing."
