@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, get_args, get_origin
 
+import msgspec
+import msgspec.inspect
 import structlog
 from litestar import Request, Response
 from litestar.exceptions import (
@@ -201,6 +203,68 @@ def _field_and_message(error: str, place: re.Pattern[str]) -> tuple[str, str]:
     return field, message
 
 
+_ENUM_MESSAGE = re.compile(r"^Invalid enum value ")
+_INDEX = re.compile(r"\[\d+\]")
+
+
+def choices(root: Any, field: str) -> tuple[str, ...] | None:
+    """The values the enum or literal at ``field`` (``a.b``, ``a[0].b``) of type ``root`` takes; ``None``: not one."""
+    info: Any = msgspec.inspect.type_info(root)
+    for name in filter(None, _INDEX.sub("", field).split(".")):
+        info = _unwrapped(info)
+        if not isinstance(info, msgspec.inspect.StructType):
+            return None
+        found = next((f for f in info.fields if f.encode_name == name), None)
+        if found is None:
+            return None
+        info = found.type
+    info = _unwrapped(info)
+    if isinstance(info, msgspec.inspect.EnumType):
+        return tuple(str(member.value) for member in info.cls)
+    if isinstance(info, msgspec.inspect.LiteralType):
+        return tuple(str(value) for value in info.values)
+    return None
+
+
+def _unwrapped(info: Any) -> Any:
+    """The one type behind an optional (``X | None``) or a list's items."""
+    while True:
+        if isinstance(info, msgspec.inspect.UnionType):
+            kinds = [t for t in info.types if not isinstance(t, msgspec.inspect.NoneType)]
+            if len(kinds) != 1:
+                return info
+            info = kinds[0]
+        elif isinstance(info, (msgspec.inspect.ListType, msgspec.inspect.TupleType)) and hasattr(info, "item_type"):
+            info = info.item_type
+        else:
+            return info
+
+
+def with_choices(message: str, root: Any, field: str) -> str:
+    """The message "Invalid enum value 'x'" with the values the field takes (no need to read the schema)."""
+    if root is None or not field or not _ENUM_MESSAGE.match(message):
+        return message
+    try:
+        allowed = choices(root, field)
+    except (TypeError, ValueError):  # a type msgspec cannot describe: the message as it was
+        return message
+    return f"{message} (one of: {', '.join(allowed)})" if allowed else message
+
+
+def _body_type(request: Request[Any, Any, Any]) -> Any:
+    """The type of the handler's ``data`` (its JSON body), or ``None``."""
+    signature = getattr(request.scope.get("route_handler"), "parsed_fn_signature", None)
+    data = signature.parameters.get("data") if signature is not None else None
+    if data is None:
+        return None
+    annotation = data.annotation
+    while get_origin(annotation) is not None and get_args(annotation) and not isinstance(annotation, type):
+        if not hasattr(annotation, "__metadata__"):
+            break
+        annotation = get_args(annotation)[0]  # JSONBody[X] is Annotated[X, …]
+    return annotation if isinstance(annotation, type) and issubclass(annotation, msgspec.Struct) else None
+
+
 def item_validation_detail(error: str) -> str:
     """The ``detail`` of a body's 422 ``validation_failed`` for msgspec's ``error`` about one item of a batch.
 
@@ -241,6 +305,7 @@ def _validation_error(request: Request[Any, Any, Any], exc: ValidationException)
                 detail="This endpoint needs a JSON request body.",
             )
         field, message = _field_and_message(cause, _MSGSPEC_PATH)
+        message = with_choices(message, _body_type(request), field)
         return problem_response(
             request,
             status=422,

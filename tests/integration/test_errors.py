@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from app.lib.auth import Scope
+
 
 @pytest.mark.parametrize(
     ("body", "status", "code"),
@@ -36,6 +38,21 @@ async def test_validation_problem_names_the_field(client, admin):
     assert "colour" in problem["detail"]
     response = await client.post("/v1/purposes", json={"key": "news", "name": "", "kind": "marketing"}, headers=admin)
     assert response.json()["errors"] == [{"field": "name", "message": "Expected `str` of length >= 1"}]
+
+
+async def test_a_value_outside_an_enum_is_answered_with_the_values_it_takes(client, admin, tenant):
+    """A newcomer's finding: "Invalid enum value 'spam'" sent them to the schema to find what is allowed."""
+    response = await client.post("/v1/purposes", json={"key": "news", "name": "N", "kind": "spam"}, headers=admin)
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"] == "kind: Invalid enum value 'spam' (one of: marketing, transactional)"
+    writer = await tenant.key(Scope.CONSENTS_WRITE)
+    nested = await client.post(
+        "/v1/objections",
+        json={"contact": "x", "kind": "sticker", "scope": "everything"},
+        headers=writer,
+    )
+    assert nested.status_code == 422, nested.text
+    assert "(one of: " in nested.json()["detail"], nested.text
 
 
 async def test_bad_path_parameter_is_a_400_not_a_500(client, admin):
