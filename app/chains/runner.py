@@ -73,7 +73,7 @@ class ChainRunner:
         *,
         config: RunnerConfig | None = None,
         worker_id: str | None = None,
-        push_services: tuple[str, ...] | None = None,
+        push_services: tuple[str, ...] | None,
     ) -> None:
         self.database = database
         self.push_services = push_services  # the operator's web push services (routing skips endpoints off them)

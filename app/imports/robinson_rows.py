@@ -211,8 +211,6 @@ def _get(fields: list[str], at: int) -> str:
 #: A frame from a worker: its kind (``K``: keys, ``S``: the summary, last), the payload's length and the file
 #: bytes read since the last frame (for the progress bar).
 FRAME = struct.Struct(">cII")
-#: The environment variable through which the import names its own process id to its workers.
-PARENT_VARIABLE = "CONSENT_ROBINSON_PARENT"
 #: The errors a share reports (a report shows the first ones of the whole list).
 MAX_SHARE_ERRORS = 100
 
@@ -229,6 +227,8 @@ class Job(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     index: dict[str, int]
     width: int
     peppers: dict[int, bytes]
+    parent: int = 0
+    """The import's process id: a worker whose parent is another one by the time it has its job exits."""
     limit: int = MAX_LINE_BYTES
     keep: int = MAX_SHARE_ERRORS
 

@@ -35,7 +35,6 @@ from app.imports.robinson_rows import (
     FRAME,
     MAX_SHARE_ERRORS,
     NAME_COLUMNS,
-    PARENT_VARIABLE,
     Columns,
     Job,
     KeysDone,
@@ -121,6 +120,7 @@ async def read_shares(
             index=columns.index,
             width=columns.width,
             peppers=peppers,
+            parent=os.getpid(),
         )
         for begin, end in itertools.pairwise(bounds)
     ]
@@ -202,10 +202,7 @@ async def _run(driver: Any, jobs: list[Job], progress: Callable[[int], None] | N
     """Start a worker per job, ``COPY`` their keys as they come, and answer their summaries in job order."""
     # A worker gets this process's import path and nothing else of its environment (which may hold the service's
     # secret key and the database's address): the peppers it needs come with its job, on its stdin.
-    environment = {
-        "PYTHONPATH": os.pathsep.join(filter(None, sys.path)),
-        PARENT_VARIABLE: str(os.getpid()),
-    }
+    environment = {"PYTHONPATH": os.pathsep.join(filter(None, sys.path))}
     processes = [
         await asyncio.create_subprocess_exec(
             sys.executable,

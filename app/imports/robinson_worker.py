@@ -17,7 +17,7 @@ from typing import BinaryIO
 import msgspec
 
 from app.imports.csvstream import NotUtf8, RecordReader
-from app.imports.robinson_rows import FRAME, PARENT_VARIABLE, Columns, Job, KeyMaker, KeysDone, Summary
+from app.imports.robinson_rows import FRAME, Columns, Job, KeyMaker, KeysDone, Summary
 
 #: Linux's ``prctl`` option that has the kernel send a signal to this process when its parent ends.
 _PR_SET_PDEATHSIG = 1
@@ -80,18 +80,17 @@ def end_with_parent() -> None:
     Without it a worker of a killed import read on until its next write failed: seconds for a share of rejected
     rows. Where ``prctl`` is missing (not Linux), the broken pipe of the next write still ends the worker.
     """
-    parent = os.environ.get(PARENT_VARIABLE)
     if sys.platform == "linux":
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if parent is not None and os.getppid() != int(parent):  # the import ended before the line above
-        os._exit(1)
 
 
 def main() -> None:
     """Read the job from stdin, the share from the file, write the frames to stdout."""
-    end_with_parent()
+    end_with_parent()  # before the job is read: an import that ends after this line takes the worker with it
     job = msgspec.msgpack.decode(sys.stdin.buffer.read(), type=Job)
+    if job.parent and os.getppid() != job.parent:  # the import ended before the signal was asked for
+        os._exit(1)
     read_share(job, sys.stdout.buffer)
 
 

@@ -40,10 +40,13 @@ def check_ip(ip: str | None) -> None:
     if ip is None:
         return
     try:
-        ipaddress.ip_address(ip)
+        address = ipaddress.ip_address(ip)
     except ValueError:
+        address = None
+    # an IPv6 zone (``fe80::1%eth0``) names an interface of the machine that saw it, and takes any text
+    if address is None or (isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None):
         msg = f"ip is not an IPv4 or IPv6 address (got {ip[:64]!r})"
-        raise ValueError(msg) from None
+        raise ValueError(msg)
 
 
 class Evidence(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):

@@ -167,7 +167,10 @@ def listed(url: str, hosts: tuple[str, ...] | None) -> bool:
 def check_host_listed(url: str, hosts: tuple[str, ...] | None) -> None:
     """Refuse a URL whose host is not on ``hosts`` (``None``: no list, every public host)."""
     if not listed(url, hosts):
-        host = urlsplit(url).hostname or ""
+        try:
+            host = urlsplit(url).hostname or ""
+        except ValueError:  # brackets that do not make an IPv6 literal: refused as any host off the list
+            raise OutboundRefused("The URL's host cannot be read (for web push: a known push service).") from None
         raise OutboundRefused(f"'{host}' is not one of the allowed hosts (for web push: a known push service).")
 
 

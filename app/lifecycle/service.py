@@ -82,9 +82,12 @@ async def sweep(
     base_url: str,
     now: datetime | None = None,
     limit: int = BATCH,
-    push_services: tuple[str, ...] | None = None,
+    push_services: tuple[str, ...] | None,
 ) -> SweepResult:
-    """End every consent past its end and queue the re-permission messages due, in the caller's transaction."""
+    """End every consent past its end and queue the re-permission messages due, in the caller's transaction.
+
+    ``push_services``: the operator's web push services (routing takes no endpoint off them; ``None``: any host).
+    """
     now = now or utcnow()
     ended = asked = 0
     more = False

@@ -62,7 +62,7 @@ async def repermission_link(database: Database, base_url: str) -> tuple[str, uui
             point, purpose.id, Trigger.IMPORT, {"source": "crm"}, occurred_at=given_at, target=State.OPTED_IN
         )
         await apply_changes(session, workspace.id, [change], Actor(ActorType.API_KEY))
-        await lifecycle.sweep(session, base_url=base_url)
+        await lifecycle.sweep(session, push_services=None, base_url=base_url)
         content = (
             await session.execute(text("SELECT content FROM messages WHERE workspace_id = :w"), {"w": workspace.id})
         ).scalar_one()

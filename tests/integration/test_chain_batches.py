@@ -33,7 +33,7 @@ VARIABLES = {"code": "HERBST10", "name": "Jane"}
 
 @pytest.fixture
 def runner(database):
-    return ChainRunner(database, config=RunnerConfig(batch=100, base_backoff=0.0))
+    return ChainRunner(database, push_services=None, config=RunnerConfig(batch=100, base_backoff=0.0))
 
 
 async def opted_in(ledger, world, name: str, number: str) -> Any:

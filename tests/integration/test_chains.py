@@ -78,7 +78,7 @@ async def make_due(session, run_id) -> None:
 
 @pytest.fixture
 def runner(database):
-    return ChainRunner(database, config=RunnerConfig(base_backoff=0.0))
+    return ChainRunner(database, push_services=None, config=RunnerConfig(base_backoff=0.0))
 
 
 # --- definitions ---------------------------------------------------------------------------------------------
@@ -177,6 +177,23 @@ async def test_a_new_definition_under_the_same_key_is_a_new_version_and_runs_kee
     assert (run["chain_version"], run["status"]) == (1, "completed")
     message = await session.get(Message, uuid.UUID(run["steps"][0]["message_id"]))
     assert message.content["sms"]["text"] == "Ihr Gutschein: HERBST10. STOP zum Abmelden", "version 1, filled in"
+
+
+async def test_a_step_is_routed_past_a_web_push_endpoint_off_the_operators_push_services(
+    client, world, ledger, database, session
+):
+    """The runner routes with the operator's list (here: only 127.0.0.1), as ``POST /v1/messages`` does."""
+    old = await ledger.point("web_push", "https://push.old-service.example/sub/1", contact_id=world["sms"].contact_id)
+    await ledger.apply(old, world["newsletter"].id, "permission_granted")
+    push = {"web_push": {"title": "Herbst", "body": "Neu da"}}
+    chain = await define(client, world, [step("a", ["web_push", "email"], {**push, **EMAIL})])
+    run_id = await start(client, world, chain["id"])
+    runner = ChainRunner(database, config=RunnerConfig(base_backoff=0.0), push_services=("127.0.0.1",))
+    assert await runner.run_once() == 1
+    run = await shown(client, world, run_id)
+    message = await session.get(Message, uuid.UUID(run["steps"][0]["message_id"]))
+    assert message.decision["channel"] == "email"
+    assert message.decision["skipped"] == [{"channel": "web_push", "reason": "undeliverable"}]
 
 
 # --- runs ----------------------------------------------------------------------------------------------------
@@ -490,12 +507,13 @@ async def committed(pg_server):
 async def test_two_runners_never_take_the_same_step(committed):
     database, start_runs = committed
     await start_runs(1)
-    first, second = ChainRunner(database, worker_id="a"), ChainRunner(database, worker_id="b")
+    first = ChainRunner(database, push_services=None, worker_id="a")
+    second = ChainRunner(database, push_services=None, worker_id="b")
     claimed = await asyncio.gather(first.run_once(), second.run_once())
     assert sorted(claimed) == [0, 1]
     await start_runs(60)
     small = RunnerConfig(batch=7)
-    runners = [ChainRunner(database, config=small, worker_id=f"r{i}") for i in range(3)]
+    runners = [ChainRunner(database, push_services=None, config=small, worker_id=f"r{i}") for i in range(3)]
     total = 0
     for _ in range(20):
         total += sum(await asyncio.gather(*(r.run_once() for r in runners)))
@@ -539,7 +557,7 @@ async def test_a_step_that_fails_is_retried_then_skipped_and_the_batch_goes_on(c
         return await real(session, workspace_id, batch, **kwargs)
 
     monkeypatch.setattr(runner_module, "create_messages", flaky)
-    runner = ChainRunner(database, config=RunnerConfig(base_backoff=0.0, max_attempts=2))
+    runner = ChainRunner(database, push_services=None, config=RunnerConfig(base_backoff=0.0, max_attempts=2))
     assert await runner.run_once() == 2
     first = (await shown(client, world, failing))["steps"][0]
     assert (first["status"], first.get("reason")) == ("pending", None), "retried"
@@ -566,7 +584,7 @@ async def test_a_runner_killed_mid_step_loses_nothing_and_the_next_sends_once(co
         return answer
 
     monkeypatch.setattr(runner_module, "create_messages", then_hang)
-    killed = asyncio.create_task(ChainRunner(database, worker_id="killed").run_once())
+    killed = asyncio.create_task(ChainRunner(database, push_services=None, worker_id="killed").run_once())
     await asyncio.wait_for(written.wait(), 10)
     killed.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -575,8 +593,8 @@ async def test_a_runner_killed_mid_step_loses_nothing_and_the_next_sends_once(co
     async with database.sessionmaker() as session:
         assert await session.scalar(select(func.count()).select_from(Message)) == 0, "rolled back with the step"
         assert await session.scalar(select(ChainStep.status)) == "pending"
-    assert await ChainRunner(database, worker_id="next").run_once() == 1
-    assert await ChainRunner(database, worker_id="third").run_once() == 0
+    assert await ChainRunner(database, push_services=None, worker_id="next").run_once() == 1
+    assert await ChainRunner(database, push_services=None, worker_id="third").run_once() == 0
     async with database.sessionmaker() as session:
         assert await session.scalar(select(func.count()).select_from(Message)) == 1
         assert await session.scalar(select(ChainStep.status)) == "sent"

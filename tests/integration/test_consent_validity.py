@@ -321,7 +321,7 @@ async def test_the_sweep_and_the_read_path_agree_on_who_has_expired(client, data
     }
     assert 0 < len(expired_before) < len(points)
 
-    result = await lifecycle.sweep(session, base_url=BASE_URL, now=at)
+    result = await lifecycle.sweep(session, push_services=None, base_url=BASE_URL, now=at)
     assert result.ended == len(expired_before)
     rows = await session.execute(
         text(
@@ -343,7 +343,7 @@ async def test_the_sweep_and_the_read_path_agree_on_who_has_expired(client, data
     assert (
         some.personal["evidence"]["rule"] in ("validity", "inactivity") if "evidence" in (some.personal or {}) else True
     )
-    assert (await lifecycle.sweep(session, base_url=BASE_URL, now=at)).ended == 0  # nothing twice
+    assert (await lifecycle.sweep(session, push_services=None, base_url=BASE_URL, now=at)).ended == 0  # nothing twice
     verified = await client.get("/v1/audit/verify", headers=await tenant.key(Scope.AUDIT_READ))
     assert verified.json()["valid"] is True
 
@@ -353,7 +353,7 @@ async def test_the_sweep_records_the_rule_and_the_instants_as_evidence(database,
     point = await ledger.point("email", "jane@example.com", external_id="jane")
     given_at = datetime(2023, 3, 31, 0, 30, tzinfo=UTC)  # 02:30 CEST
     event_id = await given(database, tenant, point, purpose.id, given_at)
-    result = await lifecycle.sweep(session, base_url=BASE_URL)
+    result = await lifecycle.sweep(session, push_services=None, base_url=BASE_URL)
     assert result.ended == 1
     row = (
         await session.execute(
@@ -402,9 +402,9 @@ async def test_the_sweep_goes_in_batches_and_says_when_more_may_wait(database, t
     for n in range(3):
         point = await ledger.point("email", f"b{n}@example.com", external_id=f"b{n}")
         await given(database, tenant, point, purpose.id, utcnow() - timedelta(days=400 + n))
-    first = await lifecycle.sweep(session, base_url=BASE_URL, limit=2)
+    first = await lifecycle.sweep(session, push_services=None, base_url=BASE_URL, limit=2)
     assert (first.ended, first.more) == (2, True)
-    second = await lifecycle.sweep(session, base_url=BASE_URL, limit=2)
+    second = await lifecycle.sweep(session, push_services=None, base_url=BASE_URL, limit=2)
     assert (second.ended, second.more) == (1, False)
 
 
@@ -513,7 +513,7 @@ async def test_every_reader_takes_the_databases_end_where_two_tz_releases_disagr
     assert batch.json()["decisions"][0]["expires_at"] == iso(long_end)
     assert (await ask(client, reader, "bc", "offers"))["expires_at"] == iso(short_end)
 
-    assert (await lifecycle.sweep(session, base_url=BASE_URL)).ended == 1
+    assert (await lifecycle.sweep(session, push_services=None, base_url=BASE_URL)).ended == 1
     swept = (
         await session.execute(
             text(
@@ -590,7 +590,7 @@ async def test_a_stored_time_zone_the_database_refuses_stops_only_its_own_worksp
     point = await ledger.point("email", "mine@example.com", external_id="mine")
     await given(database, tenant, point, purpose.id, utcnow() - timedelta(days=90))
 
-    assert (await lifecycle.sweep(session, base_url=BASE_URL)).ended >= 1
+    assert (await lifecycle.sweep(session, push_services=None, base_url=BASE_URL)).ended >= 1
     mine = await session.execute(
         text("SELECT count(*) FROM consent_events WHERE workspace_id = :w AND trigger = 'validity_ended'"),
         {"w": tenant.id},

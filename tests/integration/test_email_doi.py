@@ -415,6 +415,7 @@ async def test_an_invalid_address_is_refused_and_nothing_is_written(client, form
         ({"checkbox_checked": False}, "did not tick the consent box"),
         ({"ip": "not-ip"}, "not an IPv4 or IPv6 address"),
         ({"ip": "198.51.100.300"}, "not an IPv4 or IPv6 address"),
+        ({"ip": "fe80::1%not an ip at all"}, "not an IPv4 or IPv6 address"),  # the hostile review: a zone takes text
     ],
 )
 async def test_evidence_against_the_signup_is_refused_and_nothing_is_written(

@@ -364,6 +364,8 @@ async def subscribe(client, admin, tenant, ledger, endpoint):
         ("https://web.push.apple.com/QAbc", True),
         ("https://push.example.net/abc", False),  # any other host, public or not
         ("https://fcm.googleapis.com.attacker.example/abc", False),
+        ("https://[fcm.googleapis.com]/abc", False),  # brackets without an IPv6 literal: was a 500
+        ("https://[::1/abc", False),
         ("https://push.apple.com/abc", False),  # the pattern is *.push.apple.com
     ],
 )

@@ -63,7 +63,7 @@ async def test_one_message_per_period_is_queued_before_the_end_with_a_hashed_lin
     await consent_ending_in(database, tenant, ledger, purpose, 45, "later@example.com", "later")  # not due yet
     await consent_ending_in(database, tenant, ledger, purpose, -1, "over@example.com", "over")  # ended: not asked
 
-    result = await lifecycle.sweep(session, base_url=BASE_URL)
+    result = await lifecycle.sweep(session, push_services=None, base_url=BASE_URL)
     assert (result.ended, result.asked) == (1, 1)
     [message] = await queued(session, tenant)
     assert (message.route, message.campaign) == (["email"], "repermission")
@@ -75,7 +75,7 @@ async def test_one_message_per_period_is_queued_before_the_end_with_a_hashed_lin
     assert token.encode() not in json.dumps([str(v) for v in link]).encode()
     assert (link.ends_at, link.message_id) == (end, message.id)
 
-    again = await lifecycle.sweep(session, base_url=BASE_URL)
+    again = await lifecycle.sweep(session, push_services=None, base_url=BASE_URL)
     assert again.asked == 0  # never twice for the same consent period
     assert len(await queued(session, tenant)) == 1
 
@@ -83,7 +83,7 @@ async def test_one_message_per_period_is_queued_before_the_end_with_a_hashed_lin
 async def test_a_german_contact_gets_the_german_text(database, tenant, ledger, session):
     purpose = await make_purpose(database, tenant, validity="P24M", repermission_before="P30D")
     await consent_ending_in(database, tenant, ledger, purpose, 10)  # the test contacts speak German
-    await lifecycle.sweep(session, base_url=BASE_URL)
+    await lifecycle.sweep(session, push_services=None, base_url=BASE_URL)
     [message] = await queued(session, tenant)
     assert message.content["email"]["subject"].startswith("Möchten Sie")
 
@@ -91,7 +91,7 @@ async def test_a_german_contact_gets_the_german_text(database, tenant, ledger, s
 async def test_no_message_without_repermission_before(database, tenant, ledger, session):
     purpose = await make_purpose(database, tenant, validity="P24M")
     await consent_ending_in(database, tenant, ledger, purpose, 5)
-    assert (await lifecycle.sweep(session, base_url=BASE_URL)).asked == 0
+    assert (await lifecycle.sweep(session, push_services=None, base_url=BASE_URL)).asked == 0
     assert await queued(session, tenant) == []
 
 
@@ -100,7 +100,7 @@ async def test_the_link_page_changes_nothing_and_its_button_renews_with_evidence
 ):
     purpose = await make_purpose(database, tenant, validity="P24M", repermission_before="P30D")
     await consent_ending_in(database, tenant, ledger, purpose, 20)
-    await lifecycle.sweep(session, base_url=BASE_URL)
+    await lifecycle.sweep(session, push_services=None, base_url=BASE_URL)
     token = token_of((await queued(session, tenant))[0])
     events_before = len(await events(session, tenant, "import"))
 
@@ -150,7 +150,7 @@ async def test_the_link_page_changes_nothing_and_its_button_renews_with_evidence
 async def test_an_expired_unknown_or_withdrawn_link_renews_nothing(client, database, tenant, ledger, session):
     purpose = await make_purpose(database, tenant, validity="P24M", repermission_before="P30D")
     point, _ = await consent_ending_in(database, tenant, ledger, purpose, 20)
-    await lifecycle.sweep(session, base_url=BASE_URL)
+    await lifecycle.sweep(session, push_services=None, base_url=BASE_URL)
     token = token_of((await queued(session, tenant))[0])
 
     assert (await client.get("/r/" + "x" * 43)).status_code == 404
@@ -176,7 +176,7 @@ async def test_the_page_escapes_the_tenants_words(client, database, tenant, ledg
     assert response.status_code == 200
     purpose = await make_purpose(database, tenant, validity="P24M", repermission_before="P30D")
     await consent_ending_in(database, tenant, ledger, purpose, 20)
-    await lifecycle.sweep(session, base_url=BASE_URL)
+    await lifecycle.sweep(session, push_services=None, base_url=BASE_URL)
     token = token_of((await queued(session, tenant))[0])
     page = await client.get(f"/r/{token}")
     assert "<script>" not in page.text
@@ -187,7 +187,7 @@ async def test_the_page_escapes_the_tenants_words(client, database, tenant, ledg
 async def test_an_erasure_deletes_the_link(client, database, tenant, ledger, session, admin):
     purpose = await make_purpose(database, tenant, validity="P24M", repermission_before="P30D")
     await consent_ending_in(database, tenant, ledger, purpose, 20)
-    await lifecycle.sweep(session, base_url=BASE_URL)
+    await lifecycle.sweep(session, push_services=None, base_url=BASE_URL)
     token = token_of((await queued(session, tenant))[0])
     erased = await client.delete("/v1/contacts/jane", params={"received_via": "email"}, headers=admin)
     assert erased.status_code == 200, erased.text
@@ -201,7 +201,7 @@ async def test_a_contact_without_a_language_gets_the_workspaces_default(database
     point, _ = await consent_ending_in(database, tenant, ledger, purpose, 10)
     await session.execute(text("UPDATE contacts SET locale = NULL WHERE id = :c"), {"c": point.contact_id})
     await session.commit()
-    await lifecycle.sweep(session, base_url=BASE_URL)
+    await lifecycle.sweep(session, push_services=None, base_url=BASE_URL)
     [message] = await queued(session, tenant)
     assert message.content["email"]["subject"].startswith("Möchten Sie")
 
@@ -214,7 +214,7 @@ async def test_a_link_renews_only_the_consent_it_asked_about_while_in_force(
     a link of an earlier period renewed a later consent; a link outlived a shortened validity."""
     purpose = await make_purpose(database, tenant, validity="P24M", repermission_before="P30D")
     point, _ = await consent_ending_in(database, tenant, ledger, purpose, 20)
-    await lifecycle.sweep(session, base_url=BASE_URL)
+    await lifecycle.sweep(session, push_services=None, base_url=BASE_URL)
     token = token_of((await queued(session, tenant))[0])
     writer = await tenant.key(Scope.CONSENTS_WRITE)
     if since_then == "objection":
@@ -242,7 +242,7 @@ async def test_the_repermission_mail_delivered_is_no_engagement(client, database
     point = await ledger.point("email", "jane@example.com", external_id="jane")
     await given(database, tenant, point, purpose.id, given_at)
     before = await ask(client, reader, "jane")
-    await lifecycle.sweep(session, base_url=BASE_URL)
+    await lifecycle.sweep(session, push_services=None, base_url=BASE_URL)
     [message] = await queued(session, tenant)
     delivery = (
         await session.execute(text("SELECT id FROM deliveries WHERE message_id = :m"), {"m": message.id})
@@ -270,7 +270,7 @@ async def test_due_consents_are_asked_even_behind_many_that_end_soon_but_are_not
         await deliver(session, tenant, point, purpose.id, now - timedelta(days=358))
     due = await ledger.point("email", "due@example.com", external_id="due")
     await given(database, tenant, due, purpose.id, now - timedelta(days=400))  # ends in ~330 days: due
-    result = await lifecycle.sweep(session, base_url=BASE_URL, limit=2, now=now)
+    result = await lifecycle.sweep(session, push_services=None, base_url=BASE_URL, limit=2, now=now)
     assert result.asked == 1
     [link] = (
         await session.execute(
@@ -298,7 +298,7 @@ async def test_the_end_date_in_the_message_and_on_the_page_is_the_databases_day(
     day = await session.execute(text(f"SELECT CAST(({end}) AT TIME ZONE {tz} AS date)"), {"s": given_at, "tz": zone})
     shown = day.scalar_one().strftime("%d.%m.%Y")  # the test contacts speak German
 
-    assert (await lifecycle.sweep(session, base_url=BASE_URL)).asked == 1
+    assert (await lifecycle.sweep(session, push_services=None, base_url=BASE_URL)).asked == 1
     [message] = await queued(session, tenant)
     assert f"endet am {shown}" in message.content["email"]["text"]
     page = await client.get(f"/r/{token_of(message)}")
@@ -312,13 +312,14 @@ async def test_an_end_moved_later_by_engagement_is_asked_about_again(client, dat
     now = utcnow()
     point = await ledger.point("email", "kept@example.com", external_id="kept")
     await given(database, tenant, point, purpose.id, now - timedelta(days=400))  # ends in ~330 days: due
-    assert (await lifecycle.sweep(session, base_url=BASE_URL, now=now)).asked == 1
+    assert (await lifecycle.sweep(session, push_services=None, base_url=BASE_URL, now=now)).asked == 1
     [first] = await queued(session, tenant)
 
     await deliver(session, tenant, point, purpose.id, now)  # engagement: the end moves two years from now
-    assert (await lifecycle.sweep(session, base_url=BASE_URL, now=now)).asked == 0, "not due for the new end yet"
+    swept = await lifecycle.sweep(session, push_services=None, base_url=BASE_URL, now=now)
+    assert swept.asked == 0, "not due for the new end yet"
     later = now + timedelta(days=400)  # within twelve months of the new end
-    assert (await lifecycle.sweep(session, base_url=BASE_URL, now=later)).asked == 1
+    assert (await lifecycle.sweep(session, push_services=None, base_url=BASE_URL, now=later)).asked == 1
     messages = [m for m in await queued(session, tenant) if m.campaign == "repermission"]
     assert len(messages) == 2
     link = (await session.execute(text("SELECT * FROM repermissions WHERE workspace_id = :w"), {"w": tenant.id})).one()
@@ -326,4 +327,4 @@ async def test_an_end_moved_later_by_engagement_is_asked_about_again(client, dat
     assert link.ends_at > now + timedelta(days=700)
     assert (await client.get(f"/r/{token_of(first)}")).status_code == 404, "the first ask's token is replaced"
     assert (await client.get(f"/r/{token_of(messages[1])}")).status_code == 200
-    assert (await lifecycle.sweep(session, base_url=BASE_URL, now=later)).asked == 0, "once per end"
+    assert (await lifecycle.sweep(session, push_services=None, base_url=BASE_URL, now=later)).asked == 0, "once per end"
