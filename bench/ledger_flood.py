@@ -6,7 +6,9 @@ webhook: find the address by its value, ``withdraw_point`` (lock the consent row
 the projection), commit. Two ways, each on half of a round's numbers: the event chained in the request, under the
 workspace's chain head (the way before migration 0043, still the way of a process that runs no sealer), and the event
 inserted unsealed and chained after commit by a running sealer (every server and worker process); the time from
-the last commit until every event is sealed is printed too, and the chain is verified at the end.
+the last commit until every event is sealed is printed too, and the chain is verified at the end. A third flood of
+as many numbers takes the whole way of Twilio's inbound webhook past its signature check (``handle_inbound``: claim
+the MessageSid, find the number, its attribution, ``withdraw_point``, the TwiML reply stored), sealed after commit.
 
 Baseline in the same run, against the same server and at the same concurrency: one raw asyncpg
 ``INSERT … ; COMMIT`` per change into a plain table (a row the size of an event), the floor a durable
@@ -39,6 +41,9 @@ from app.ledger.audit import verify_chain
 from app.ledger.sealer import Sealer
 from app.ledger.service import Actor
 from app.lib.db import Database
+from app.lib.keys import Keys
+from app.twilio import service as twilio
+from app.workspaces.settings import WorkspaceSettings
 from bench.common import new_database, server
 
 SUBJECT = Actor(ActorType.SUBJECT)
@@ -105,6 +110,29 @@ async def flood(database: Database, workspace_id: uuid.UUID, numbers: list[str],
                     actor=SUBJECT,
                 )
                 assert any(a.event_id for a in applied)
+            latencies.append(time.perf_counter() - started)
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return latencies
+
+
+async def webhook_flood(database: Database, workspace_id: uuid.UUID, numbers: list[str], clients: int) -> list[float]:
+    """Each client posts Twilio's inbound STOP for each number (``handle_inbound``, one transaction each)."""
+    queue = list(numbers)
+    latencies: list[float] = []
+    keys = Keys(b"b" * 32)
+    settings = WorkspaceSettings()
+
+    async def client() -> None:
+        while queue:
+            number = queue.pop()
+            sid = f"SM{uuid.uuid4().hex}"
+            params = {"MessageSid": [sid], "From": [number], "To": ["+4930555000"], "Body": ["STOP"]}
+            message = twilio.Inbound(message_sid=sid, sender=number, recipient="+4930555000", body="STOP", raw=params)
+            started = time.perf_counter()
+            async with database.sessionmaker() as session, session.begin():
+                reply = await twilio.handle_inbound(session, keys, workspace_id, settings, message)
+                assert "<Message>" in reply, reply  # the STOP was recorded (its confirmation is sent back)
             latencies.append(time.perf_counter() - started)
 
     await asyncio.gather(*(client() for _ in range(clients)))
@@ -194,6 +222,23 @@ async def run(args: argparse.Namespace) -> None:
                     await running
                     results.append((round_, clients, "STOP, sealed after commit", *rate(stops, elapsed)))
                     lags.append((round_, clients, lag))
+                    if args.webhook:
+                        # valid German mobile numbers (the webhook normalises what it is sent): +49151, a digit, 7 digits
+                        tag = str(len(lags))
+                        numbers = await seed(dsn, workspace_id, half, tag)
+                        stage(f"round {round_}, {clients} clients: Twilio inbound STOP webhooks, sealed after commit")
+                        stop = asyncio.Event()
+                        running = asyncio.create_task(Sealer(database).run(stop))
+                        await asyncio.sleep(0)
+                        started = time.perf_counter()
+                        stops = await webhook_flood(database, workspace_id, numbers, clients)
+                        elapsed = time.perf_counter() - started
+                        await all_sealed(database, workspace_id)
+                        stop.set()
+                        await running
+                        results.append(
+                            (round_, clients, "STOP webhook (handle_inbound), sealed", *rate(stops, elapsed))
+                        )
             async with database.sessionmaker() as session:
                 verified = await verify_chain(session, workspace_id)
             assert verified.valid, verified
@@ -221,6 +266,9 @@ def main() -> None:
     parser.add_argument("--clients", default="1,8,32", help="concurrent clients, comma-separated")
     parser.add_argument("--database-url", help="a server to create the benchmark database on (default: embedded)")
     parser.add_argument("--data-dir", default=".bench-flood")
+    parser.add_argument(
+        "--no-webhook", dest="webhook", action="store_false", help="leave out the flood of inbound STOP webhooks"
+    )
     asyncio.run(run(parser.parse_args()))
 
 

@@ -28,7 +28,7 @@ from app.domain.model import (
     Trigger,
     VerifiedVia,
 )
-from app.ledger import repository
+from app.ledger import repository, sealer, service
 from app.ledger.models import Consent, ConsentEvent, Contact, ContactPoint, Suppression
 from app.ledger.service import Actor, Applied, Change, add_point, apply_changes, refuse_merged, require_contact
 from app.lib.errors import Conflict, InvalidInput
@@ -264,7 +264,16 @@ async def withdraw_point(
     ``repeat=False`` leaves rows that are already withdrawn alone (a retried one-click POST records nothing new);
     with ``repeat`` a renewed request is recorded again, as evidence. Disallowed transitions are skipped.
     """
-    rows = await repository.point_consent_kinds(session, workspace_id, point.id)  # one read: a STOP flood's path
+    if sealer.deferred() and service.changes_on_driver():
+        driver = await repository.transaction_driver(session)
+        if driver is not None:  # a STOP flood's path: the rows read and locked in one statement, written in one
+            locked = await repository.lock_point_consents_on_driver(
+                driver, workspace_id, point, purpose_id=purpose_id, repeat=repeat
+            )
+            changes = [Change(point, p, trigger, evidence) for p, _ in locked]
+            consents = {(point.id, p): row for p, row in locked}
+            return await service.record_locked(session, workspace_id, changes, consents, actor, driver=driver)
+    rows = await repository.point_consent_kinds(session, workspace_id, point.id)  # one read
     if purpose_id is not None:
         purpose_ids: list[uuid.UUID | None] = [purpose_id]
     else:

@@ -1381,6 +1381,37 @@ async def lock_consent_rows(
     }
 
 
+#: :func:`lock_consent_rows`'s statement in the driver's parameters.
+_LOCK_ROWS_SQL = """
+INSERT INTO consents (id, workspace_id, contact_id, contact_point_id, purpose_id, channel)
+SELECT u.id, $1, u.contact_id, u.contact_point_id, u.purpose_id, u.channel
+  FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[], $6::text[])
+       WITH ORDINALITY AS u(id, contact_id, contact_point_id, purpose_id, channel, n)
+ ORDER BY u.n
+ON CONFLICT ON CONSTRAINT uq_consents_contact_point_id_purpose_id
+DO UPDATE SET version = consents.version
+RETURNING id, contact_point_id, purpose_id, state, since, notice_id, version, legal_basis, last_event_id
+"""
+
+
+async def lock_consent_rows_on_driver(
+    driver: Any, workspace_id: uuid.UUID, wanted: Sequence[ConsentKey]
+) -> dict[tuple[uuid.UUID, uuid.UUID | None], ConsentRow]:
+    """:func:`lock_consent_rows` on the driver connection of the caller's transaction (:func:`transaction_driver`)."""
+    if not wanted:
+        return {}
+    rows = await driver.fetch(
+        _LOCK_ROWS_SQL,
+        workspace_id,
+        [uuid7() for _ in wanted],
+        [key.contact_id for key in wanted],
+        [key.contact_point_id for key in wanted],
+        [key.purpose_id for key in wanted],
+        [key.channel for key in wanted],
+    )
+    return {(row[1], row[2]): ConsentRow(row[0], row[3], row[4], row[5], row[6], row[7], row[8]) for row in rows}
+
+
 #: The columns of an event row that :func:`insert_events` takes per event, with their SQL types.
 _EVENT_COLUMN_TYPES = {
     "id": "uuid",
@@ -1622,3 +1653,154 @@ async def points_by_values(
         {"workspace_id": workspace_id, "channels": [c for c, _ in wanted], "vals": [v for _, v in wanted]},
     )
     return {(row.channel, row.value): (row.id, row.contact_id) for row in rows}
+
+
+# --- the single change on the driver connection (a STOP flood's path, where a sealer runs) ---
+
+
+async def transaction_driver(session: AsyncSession) -> Any | None:
+    """The asyncpg connection of ``session``'s open transaction (pending ORM changes flushed first), else ``None``.
+
+    ``None`` when the session's connection has no transaction begun on it yet (SQLAlchemy begins lazily, at the
+    first statement): a statement sent on the driver then would commit on its own.
+    """
+    await session.flush()  # what the session holds pending must be there for the statements sent past it
+    raw = await (await session.connection()).get_raw_connection()
+    driver = raw.driver_connection
+    return driver if driver is not None and driver.is_in_transaction() else None
+
+
+#: How many new consent ids :func:`lock_point_consents_on_driver` sends (at most one row is new but for a race).
+_NEW_IDS = 4
+
+#: The consent rows one withdrawal of an address touches, read and locked in one statement, in the ledger's one
+#: order (purpose id, the channel-level row first): with ``$4`` NULL, the channel-level row and the address's rows of
+#: marketing purposes; else that purpose's row; with ``$5`` false (no repeat) not those already withdrawn (as read
+#: before the lock). Missing rows are created in state ``none``; the rows come back as locked (their newest version).
+_LOCK_POINT_SQL = """
+WITH wanted AS (
+    SELECT w.purpose_id
+      FROM (SELECT NULL::uuid AS purpose_id WHERE $4::uuid IS NULL
+            UNION ALL
+            SELECT c.purpose_id FROM consents c JOIN purposes p ON p.id = c.purpose_id
+             WHERE $4::uuid IS NULL AND c.workspace_id = $1 AND c.contact_point_id = $2 AND p.kind = 'marketing'
+            UNION ALL
+            SELECT $4::uuid WHERE $4::uuid IS NOT NULL) AS w
+     WHERE $5::bool OR NOT EXISTS (
+               SELECT 1 FROM consents s
+                WHERE s.workspace_id = $1 AND s.contact_point_id = $2 AND s.purpose_id IS NOT DISTINCT FROM w.purpose_id
+                  AND s.state = ANY($6::text[]))
+), ordered AS (
+    SELECT purpose_id, row_number() OVER (ORDER BY purpose_id NULLS FIRST) AS n FROM wanted
+)
+INSERT INTO consents (id, workspace_id, contact_id, contact_point_id, purpose_id, channel)
+SELECT coalesce(($7::uuid[])[o.n], gen_random_uuid()), $1, $3, $2, o.purpose_id, $8
+  FROM ordered o
+ ORDER BY o.n
+ON CONFLICT ON CONSTRAINT uq_consents_contact_point_id_purpose_id
+DO UPDATE SET version = consents.version
+RETURNING id, purpose_id, state, since, notice_id, version, legal_basis, last_event_id
+"""
+
+
+async def lock_point_consents_on_driver(
+    driver: Any,
+    workspace_id: uuid.UUID,
+    point: Any,
+    *,
+    purpose_id: uuid.UUID | None,
+    repeat: bool,
+) -> list[tuple[uuid.UUID | None, ConsentRow]]:
+    """The consent rows a withdrawal of ``point`` touches, locked: (purpose id, row) in the ledger's lock order.
+
+    What :func:`point_consent_kinds` and then :func:`lock_consent_rows` do for ``withdraw_point``, in one round trip
+    on the driver connection of the caller's transaction (:func:`transaction_driver`).
+    """
+    rows = await driver.fetch(
+        _LOCK_POINT_SQL,
+        workspace_id,
+        point.id,
+        point.contact_id,
+        purpose_id,
+        repeat,
+        [state.value for state in WITHDRAWN_STATES],
+        [uuid7() for _ in range(_NEW_IDS)],
+        point.channel,
+    )
+    locked = [(row[1], ConsentRow(row[0], row[2], row[3], row[4], row[5], row[6], row[7])) for row in rows]
+    locked.sort(key=lambda pair: str(pair[0] or ""))  # RETURNING's order is the insert's, but not promised
+    return locked
+
+
+#: The events of one change (unsealed: the sealer chains them) and the projections they move, in one statement.
+_WRITE_UNSEALED_SQL = """
+WITH added AS (
+    INSERT INTO consent_events (id, contact_id, contact_point_id, purpose_id, channel, trigger, from_state, to_state,
+                                legal_basis, notice_id, personal, personal_digest, occurred_at,
+                                workspace_id, actor_type, actor_id, recorded_at)
+    SELECT u.id, u.contact_id, u.contact_point_id, u.purpose_id, u.channel, u.trigger, u.from_state, u.to_state,
+           u.legal_basis, u.notice_id, u.personal::jsonb, u.personal_digest, u.occurred_at, $1, $2, $3, $4
+      FROM unnest($5::uuid[], $6::uuid[], $7::uuid[], $8::uuid[], $9::text[], $10::text[], $11::text[], $12::text[],
+                  $13::text[], $14::uuid[], $15::text[], $16::bytea[], $17::timestamptz[])
+           AS u(id, contact_id, contact_point_id, purpose_id, channel, trigger, from_state, to_state, legal_basis,
+                notice_id, personal, personal_digest, occurred_at)
+    RETURNING 1
+), moved AS (
+    UPDATE consents c
+       SET state = m.state, legal_basis = m.legal_basis, notice_id = m.notice_id, since = m.since,
+           last_event_id = m.last_event_id, version = m.version
+      FROM unnest($18::uuid[], $19::text[], $20::text[], $21::uuid[], $22::timestamptz[], $23::uuid[], $24::int[])
+           AS m(id, state, legal_basis, notice_id, since, last_event_id, version)
+     WHERE c.id = m.id AND c.workspace_id = $1
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM added), (SELECT count(*) FROM moved)
+"""
+
+
+async def write_unsealed_on_driver(
+    driver: Any,
+    workspace_id: uuid.UUID,
+    events: Sequence[Mapping[str, Any]],
+    projections: Sequence[Mapping[str, Any]],
+    *,
+    actor_type: str,
+    actor_id: str | None,
+    recorded_at: datetime,
+) -> None:
+    """:func:`insert_events` (unsealed events) and :func:`update_projections` in one statement, on the driver.
+
+    On the driver connection of the caller's transaction (:func:`transaction_driver`); ``personal`` as JSON text.
+    The events are inserted in the order given (their ``intake``, the sealer's order, is drawn so).
+    """
+    added, moved = await driver.fetchrow(
+        _WRITE_UNSEALED_SQL,
+        workspace_id,
+        actor_type,
+        actor_id,
+        recorded_at,
+        *([event[name] for event in events] for name in _UNSEALED_EVENT_COLUMNS),
+        *([row[name] for row in projections] for name in ("id", "state", "legal_basis", "notice_id", "since")),
+        [row["last_event_id"] for row in projections],
+        [row["version"] for row in projections],
+    )
+    if added != len(events) or moved != len(projections):  # a consent row of another workspace: never commit that
+        raise RuntimeError(f"wrote {added} of {len(events)} events and {moved} of {len(projections)} projections")
+
+
+#: The per-event columns :func:`write_unsealed_on_driver` sends, in the order of its statement's arrays.
+_UNSEALED_EVENT_COLUMNS = (
+    "id",
+    "contact_id",
+    "contact_point_id",
+    "purpose_id",
+    "channel",
+    "trigger",
+    "from_state",
+    "to_state",
+    "legal_basis",
+    "notice_id",
+    "personal",
+    "personal_digest",
+    "occurred_at",
+)

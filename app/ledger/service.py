@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -132,7 +134,50 @@ async def _write(
         return []
     for change in changes:
         _check_notice(change)
-    consents = await repository.lock_consent_rows(session, workspace_id, _lock_order(changes))
+    driver = await repository.transaction_driver(session) if unsealed and _on_driver.get() else None
+    wanted = _lock_order(changes)
+    if driver is not None:
+        consents = await repository.lock_consent_rows_on_driver(driver, workspace_id, wanted)
+    else:
+        consents = await repository.lock_consent_rows(session, workspace_id, wanted)
+    return await _record(
+        session, workspace_id, changes, consents, actor, skip_not_allowed, driver=driver, unsealed=unsealed
+    )
+
+
+async def record_locked(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    changes: Sequence[Change],
+    consents: Mapping[tuple[uuid.UUID, uuid.UUID | None], repository.ConsentRow],
+    actor: Actor,
+    *,
+    driver: Any,
+) -> list[Applied]:
+    """:func:`apply_changes` with ``skip_not_allowed`` of changes whose consent rows the caller has locked already.
+
+    ``consents`` by (contact point id, purpose id); written on the ``driver`` connection of the session's
+    transaction, where a sealer runs (the events are left to it): the single withdrawal's path (``withdraw_point``).
+    """
+    if not changes:
+        return []
+    for change in changes:
+        _check_notice(change)
+    return await _record(session, workspace_id, changes, consents, actor, True, driver=driver)  # noqa: FBT003
+
+
+async def _record(  # noqa: PLR0917  # the one tail of _write and record_locked
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    changes: Sequence[Change],
+    consents: Mapping[tuple[uuid.UUID, uuid.UUID | None], Consent | repository.ConsentRow],
+    actor: Actor,
+    skip_not_allowed: bool,  # noqa: FBT001
+    *,
+    driver: Any = None,
+    unsealed: bool = True,
+) -> list[Applied]:
+    """Plan and write changes whose consent rows are locked; with ``driver`` their writes in one statement on it."""
     repository.refresh_loaded(
         session, ((row.id, {name: getattr(row, name) for name in repository.PROJECTION}) for row in consents.values())
     )
@@ -144,17 +189,50 @@ async def _write(
         chained = _chain(workspace_id, changes, consents, plan, actor, now, head)
         for event, personal in zip(chained.events, chained.personal_texts, strict=True):
             event["personal"] = personal.decode()
-        await repository.insert_events(
-            session, workspace_id, chained.events, actor_type=actor.type.value, actor_id=actor.id, recorded_at=now
-        )
+        latest = [_projection(row) for row in _latest(chained)]
+        if driver is not None and head is None:
+            await repository.write_unsealed_on_driver(
+                driver,
+                workspace_id,
+                chained.events,
+                latest,
+                actor_type=actor.type.value,
+                actor_id=actor.id,
+                recorded_at=now,
+            )
+        else:
+            await repository.insert_events(
+                session, workspace_id, chained.events, actor_type=actor.type.value, actor_id=actor.id, recorded_at=now
+            )
+            await repository.update_projections(session, workspace_id, latest)
         if head is None:
             sealer.note_unsealed(session, workspace_id)
-        latest = [_projection(row) for row in _latest(chained)]
-        await repository.update_projections(session, workspace_id, latest)
         repository.refresh_loaded(session, ((row["id"], {k: v for k, v in row.items() if k != "id"}) for row in latest))
         event_ids = chained.event_ids
     await _verify(session, changes, plan, event_ids, now)
     return _applied(changes, consents, plan, event_ids)
+
+
+#: Whether a single change where a sealer runs goes on the driver connection (:func:`on_session`).
+_on_driver: ContextVar[bool] = ContextVar("ledger_on_driver", default=True)
+
+
+def changes_on_driver() -> bool:
+    """Whether single changes may go on the driver connection here (not within :func:`on_session`)."""
+    return _on_driver.get()
+
+
+@contextmanager
+def on_session() -> Iterator[None]:
+    """Within: consent changes go through the session's statements even where a sealer runs.
+
+    The way before the driver path, kept for where no transaction is begun; the tests compare the two ledgers.
+    """
+    token = _on_driver.set(False)
+    try:
+        yield
+    finally:
+        _on_driver.reset(token)
 
 
 def _applied(
