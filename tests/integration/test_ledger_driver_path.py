@@ -11,6 +11,7 @@ the same webhook deliveries, and both chains verify.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -18,12 +19,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
-from app.domain.model import ActorType, Trigger
+from app.domain.model import ActorType, State, Trigger
 from app.ledger import repository, sealer, service
 from app.ledger.actions import withdraw_point
 from app.ledger.audit import verify_chain
-from app.ledger.service import Actor, Change, apply_changes
+from app.ledger.service import Actor, Change, apply_changes, record_batch
+from app.lib.db import Database
+from app.lib.orm import utcnow
 from app.purposes import service as purposes
 from app.webhooks.models import WebhookSubscription
 from app.workspaces import service as workspace_service
@@ -205,3 +209,95 @@ async def test_a_withdrawal_goes_on_the_driver_in_two_statements(deferred, datab
     assert [(a.purpose_id, a.to_state) for a in applied] == [(None, "opted_out"), (purpose.id, "opted_out")]
     assert len(sent) == 2, sent
     assert on_session == [], "no statement through the session"
+
+
+@pytest.fixture(scope="module")
+async def engine(pg_server):
+    """A database of this module's own: the concurrency test commits."""
+    url = await pg_server.create_database(migrated=True)
+    own = create_async_engine(url, pool_size=5, max_overflow=30)
+    try:
+        yield own
+    finally:
+        await own.dispose()
+        await pg_server.drop_database(url)
+
+
+async def test_driver_withdrawals_start_words_and_imports_at_once_lose_nothing_and_do_not_deadlock(engine, monkeypatch):
+    """STOPs on the driver path, start words (``apply_changes`` on the driver) and imports (chained under the head,
+    the session's statements) over the same consent rows at once: one order of locks, so no deadlock; every writer
+    saw the state the one before it left; the chain verifies once sealed."""
+    maker = async_sessionmaker(engine, expire_on_commit=False)
+    database = Database(engine, maker)
+    monkeypatch.setattr(sealer, "_running", sealer.Sealer(database))
+    async with maker() as db, db.begin():
+        workspace_id = (await workspace_service.create_workspace(db, "Flood concurrency")).id
+        purpose = await purposes.create_purpose(db, workspace_id, "news", "News", "marketing")
+        contact = await repository.add_contact(db, workspace_id, None, None, None)
+        points = [
+            await repository.add_contact_point(
+                db, workspace_id, contact_id=contact.id, channel="sms", value=value, details={}, suppression_keys=[]
+            )
+            for value in ("+4915100007201", "+4915100007202")
+        ]
+
+    async def stop(point: Any) -> list[Any]:
+        async with maker() as db, db.begin():
+            await repository.find_contact_point(db, workspace_id, "sms", point.value)
+            return await withdraw_point(
+                db, workspace_id, point, trigger=Trigger.STOP_WORD, evidence={"keyword": "STOP"}, actor=SUBJECT
+            )
+
+    async def start(point: Any) -> list[Any]:
+        async with maker() as db, db.begin():
+            await repository.find_contact_point(db, workspace_id, "sms", point.value)
+            return await apply_changes(
+                db, workspace_id, [Change(point, purpose.id, Trigger.START_WORD)], SUBJECT, skip_not_allowed=True
+            )
+
+    async def imported(ordered: list[Any]) -> list[Any]:
+        async with maker() as db, db.begin():
+            changes = [
+                Change(p, p_id, Trigger.IMPORT, target=State.OPTED_IN, occurred_at=utcnow())
+                for p in ordered
+                for p_id in (purpose.id, None)
+            ]
+            return await record_batch(db, workspace_id, changes, Actor(ActorType.SYSTEM))
+
+    writers = []
+    for n in range(12):
+        writers += [stop(points[n % 2]), start(points[(n + 1) % 2]), imported(points if n % 2 else points[::-1])]
+    await asyncio.wait_for(asyncio.gather(*writers), timeout=120)
+
+    async with maker() as db:
+        async with db.begin():
+            await sealer.seal(db, workspace_id)
+        verified = await verify_chain(db, workspace_id)
+        events = (
+            await db.execute(
+                text(
+                    "SELECT contact_point_id, purpose_id, from_state, to_state FROM consent_events"
+                    " WHERE workspace_id = :ws ORDER BY seq"
+                ),
+                {"ws": workspace_id},
+            )
+        ).all()
+        consents = {
+            (row.contact_point_id, row.purpose_id): row
+            for row in await db.execute(
+                text("SELECT contact_point_id, purpose_id, state, version FROM consents WHERE workspace_id = :ws"),
+                {"ws": workspace_id},
+            )
+        }
+    assert verified.valid, verified
+    assert verified.events_checked == len(events) > 36
+    last: dict[Any, str] = {}
+    counts: dict[Any, int] = {}
+    for point_id, purpose_id, from_state, to_state in events:
+        key = (point_id, purpose_id)
+        assert from_state == last.get(key, "none"), "each writer saw the state the one before it left"
+        last[key] = to_state
+        counts[key] = counts.get(key, 0) + 1
+    for key, state in last.items():
+        assert consents[key].state == state
+        assert consents[key].version == counts[key]
