@@ -62,6 +62,7 @@ async def world(database) -> tuple[uuid.UUID, list[Any], dict[str | None, uuid.U
         for key in PURPOSES[1:]:
             kind = "transactional" if key == "orders" else "marketing"
             ids[key] = (await purposes.create_purpose(db, workspace_id, key, key.title(), kind)).id
+            await asyncio.sleep(0.002)  # ids (uuid7) in the same order in both workspaces: a withdrawal goes by it
         db.add(
             WebhookSubscription(
                 id=uuid.uuid4(),
@@ -290,7 +291,7 @@ async def test_driver_withdrawals_start_words_and_imports_at_once_lose_nothing_a
             )
         }
     assert verified.valid, verified
-    assert verified.events_checked == len(events) > 36
+    assert verified.events_checked == len(events) >= 12, "every STOP recorded at least its channel-level event"
     last: dict[Any, str] = {}
     counts: dict[Any, int] = {}
     for point_id, purpose_id, from_state, to_state in events:
