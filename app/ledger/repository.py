@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError
@@ -1400,15 +1410,16 @@ async def lock_consent_rows_on_driver(
     """:func:`lock_consent_rows` on the driver connection of the caller's transaction (:func:`transaction_driver`)."""
     if not wanted:
         return {}
-    rows = await driver.fetch(
-        _LOCK_ROWS_SQL,
-        workspace_id,
-        [uuid7() for _ in wanted],
-        [key.contact_id for key in wanted],
-        [key.contact_point_id for key in wanted],
-        [key.purpose_id for key in wanted],
-        [key.channel for key in wanted],
-    )
+    with _as_dbapi_errors(_LOCK_ROWS_SQL):
+        rows = await driver.fetch(
+            _LOCK_ROWS_SQL,
+            workspace_id,
+            [uuid7() for _ in wanted],
+            [key.contact_id for key in wanted],
+            [key.contact_point_id for key in wanted],
+            [key.purpose_id for key in wanted],
+            [key.channel for key in wanted],
+        )
     return {(row[1], row[2]): ConsentRow(row[0], row[3], row[4], row[5], row[6], row[7], row[8]) for row in rows}
 
 
@@ -1670,6 +1681,19 @@ async def transaction_driver(session: AsyncSession) -> Any | None:
     return driver if driver is not None and driver.is_in_transaction() else None
 
 
+@contextlib.contextmanager
+def _as_dbapi_errors(statement: str) -> Iterator[None]:
+    """A database error of a statement sent on the driver raised as SQLAlchemy's (as the session's statements do).
+
+    Callers catch :class:`DBAPIError` around ledger writes (a sweep's savepoint per purpose) and read its SQLSTATE
+    through ``orig`` (:mod:`app.lib.errors`): the driver path must fail the same way.
+    """
+    try:
+        yield
+    except asyncpg.PostgresError as error:
+        raise DBAPIError(statement, None, error) from error
+
+
 #: How many new consent ids :func:`lock_point_consents_on_driver` sends (at most one row is new but for a race).
 _NEW_IDS = 4
 
@@ -1716,17 +1740,18 @@ async def lock_point_consents_on_driver(
     What :func:`point_consent_kinds` and then :func:`lock_consent_rows` do for ``withdraw_point``, in one round trip
     on the driver connection of the caller's transaction (:func:`transaction_driver`).
     """
-    rows = await driver.fetch(
-        _LOCK_POINT_SQL,
-        workspace_id,
-        point.id,
-        point.contact_id,
-        purpose_id,
-        repeat,
-        [state.value for state in WITHDRAWN_STATES],
-        [uuid7() for _ in range(_NEW_IDS)],
-        point.channel,
-    )
+    with _as_dbapi_errors(_LOCK_POINT_SQL):
+        rows = await driver.fetch(
+            _LOCK_POINT_SQL,
+            workspace_id,
+            point.id,
+            point.contact_id,
+            purpose_id,
+            repeat,
+            [state.value for state in WITHDRAWN_STATES],
+            [uuid7() for _ in range(_NEW_IDS)],
+            point.channel,
+        )
     locked = [(row[1], ConsentRow(row[0], row[2], row[3], row[4], row[5], row[6], row[7])) for row in rows]
     locked.sort(key=lambda pair: str(pair[0] or ""))  # RETURNING's order is the insert's, but not promised
     return locked
@@ -1773,17 +1798,18 @@ async def write_unsealed_on_driver(
     On the driver connection of the caller's transaction (:func:`transaction_driver`); ``personal`` as JSON text.
     The events are inserted in the order given (their ``intake``, the sealer's order, is drawn so).
     """
-    added, moved = await driver.fetchrow(
-        _WRITE_UNSEALED_SQL,
-        workspace_id,
-        actor_type,
-        actor_id,
-        recorded_at,
-        *([event[name] for event in events] for name in _UNSEALED_EVENT_COLUMNS),
-        *([row[name] for row in projections] for name in ("id", "state", "legal_basis", "notice_id", "since")),
-        [row["last_event_id"] for row in projections],
-        [row["version"] for row in projections],
-    )
+    with _as_dbapi_errors(_WRITE_UNSEALED_SQL):
+        added, moved = await driver.fetchrow(
+            _WRITE_UNSEALED_SQL,
+            workspace_id,
+            actor_type,
+            actor_id,
+            recorded_at,
+            *([event[name] for event in events] for name in _UNSEALED_EVENT_COLUMNS),
+            *([row[name] for row in projections] for name in ("id", "state", "legal_basis", "notice_id", "since")),
+            [row["last_event_id"] for row in projections],
+            [row["version"] for row in projections],
+        )
     if added != len(events) or moved != len(projections):  # a consent row of another workspace: never commit that
         raise RuntimeError(f"wrote {added} of {len(events)} events and {moved} of {len(projections)} projections")
 

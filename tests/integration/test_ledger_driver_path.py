@@ -12,6 +12,7 @@ the same webhook deliveries, and both chains verify.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from typing import Any
 
@@ -19,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import event, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from app.domain.model import ActorType, State, Trigger
@@ -302,3 +304,35 @@ async def test_driver_withdrawals_start_words_and_imports_at_once_lose_nothing_a
     for key, state in last.items():
         assert consents[key].state == state
         assert consents[key].version == counts[key]
+
+
+async def test_a_database_error_on_the_driver_path_is_sqlalchemys_as_on_the_sessions(deferred, database, ledger):
+    """Callers catch ``DBAPIError`` around ledger writes (a sweep's savepoint per purpose) and the API reads its
+    SQLSTATE: a NUL in the evidence, which ``jsonb`` refuses, fails the same way on both paths."""
+    purpose = await ledger.purpose()
+    point = await ledger.point("sms", "+4915100007301")
+    await ledger.apply(point, purpose.id, "start_word")
+
+    async def stop() -> None:
+        async with database.sessionmaker() as db, db.begin():
+            await repository.find_contact_point(db, ledger.workspace_id, "sms", point.value)
+            await withdraw_point(
+                db, ledger.workspace_id, point, trigger=Trigger.STOP_WORD, evidence={"x": "\x00"}, actor=SUBJECT
+            )
+
+    for path in (contextlib.nullcontext, service.on_session):
+        with path(), pytest.raises(DBAPIError) as raised:
+            await stop()
+        assert sqlstates(raised.value) & {"22P05", "22021"}, raised.value
+
+
+def sqlstates(error: BaseException | None) -> set[str]:
+    """The SQLSTATEs along an error's chain (SQLAlchemy's, the adapter's, asyncpg's), as :mod:`app.lib.errors` reads."""
+    found: set[str] = set()
+    for _ in range(5):
+        if error is None:
+            break
+        if getattr(error, "sqlstate", None):
+            found.add(error.sqlstate)  # type: ignore[attr-defined]
+        error = getattr(error, "orig", None) or error.__cause__
+    return found
