@@ -1670,12 +1670,13 @@ async def points_by_values(
 
 
 async def transaction_driver(session: AsyncSession) -> Any | None:
-    """The asyncpg connection of ``session``'s open transaction (pending ORM changes flushed first), else ``None``.
+    """The asyncpg connection of ``session``'s open transaction (pending ORM changes autoflushed), else ``None``.
 
     ``None`` when the session's connection has no transaction begun on it yet (SQLAlchemy begins lazily, at the
     first statement): a statement sent on the driver then would commit on its own.
     """
-    await session.flush()  # what the session holds pending must be there for the statements sent past it
+    if session.sync_session.autoflush:  # as a statement through the session would (not within ``no_autoflush``)
+        await session.flush()  # what the session holds pending must be there for the statements sent past it
     raw = await (await session.connection()).get_raw_connection()
     driver = raw.driver_connection
     return driver if driver is not None and driver.is_in_transaction() else None
