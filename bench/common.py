@@ -44,17 +44,42 @@ async def new_database(admin: str, prefix: str) -> tuple[str, uuid.UUID]:
 
 def cli_run(dsn: str, *args: str) -> tuple[float, int, dict[str, object]]:
     """Run ``consent *args`` (ending in ``--json``): wall time, peak RSS in kB of the CLI process, and the report."""
+    elapsed, usage, report = cli_usage(dsn, *args)
+    return elapsed, usage.ru_maxrss, report
+
+
+def cli_usage(dsn: str, *args: str) -> tuple[float, Any, dict[str, object]]:
+    """:func:`cli_run` answering the CLI process's whole resource usage (CPU seconds, peak RSS) instead of its peak."""
     env = {**os.environ, "DATABASE_URL": dsn, "CONSENT_SECRET_KEY": SECRET_HEX, "CONSENT_LOG_LEVEL": "warning"}
     started = time.perf_counter()
     process = subprocess.Popen([CONSENT, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     assert process.stdout is not None
     stdout = process.stdout.read()
-    _, status, usage = os.wait4(process.pid, 0)  # reaped here, so its own peak RSS is known
+    _, status, usage = os.wait4(process.pid, 0)  # reaped here, so its own usage is known
     process.returncode = os.waitstatus_to_exitcode(status)
     elapsed = time.perf_counter() - started
     if process.returncode:
         raise SystemExit(f"{' '.join(args[:2])} failed ({process.returncode})")
-    return elapsed, usage.ru_maxrss, json.loads(stdout.decode().strip().splitlines()[-1])
+    return elapsed, usage, json.loads(stdout.decode().strip().splitlines()[-1])
+
+
+def cpu_seconds(pid: int, *, children: bool = False) -> float:
+    """CPU time (user + system) of process ``pid`` so far; ``children``: with its live and ended children's."""
+    ticks = os.sysconf("SC_CLK_TCK")
+
+    def own(one: int, *, ended: bool) -> float:
+        try:
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            return 0.0
+        used = int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if ended else 0)
+        return used / ticks
+
+    total = own(pid, ended=children)
+    if children:
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            total += own(int(child), ended=False)
+    return total
 
 
 @contextlib.asynccontextmanager

@@ -12,7 +12,8 @@ file a tenth of that size; constant memory means the two peaks are close.
     uv run python bench/consent_import.py --lines 20000
 
 Times include the CLI's start-up; the start-up alone (the same command on an empty file, same run) is shown and
-taken off for lines/s and the ratio to COPY.
+taken off for lines/s and the ratio to COPY. Also printed per size: the CPU seconds of the CLI (with its start-up)
+and of the embedded PostgreSQL (server and backends) during the first import, and the load average before it.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.lib.ids import uuid7
-from bench.common import cli_run, copy_baseline, new_database, server
+from bench.common import cli_run, cli_usage, copy_baseline, cpu_seconds, new_database, server
 
 NOTICES = [
     "Ja, ich möchte den Newsletter per E-Mail erhalten. Abmeldung jederzeit über den Link in jeder Mail.",
@@ -138,13 +139,18 @@ async def run(args: argparse.Namespace) -> None:
                     cli_run(dsn, "import", "consents", "--workspace", str(workspace_id), str(empty), "--json")[0]
                     for _ in range(3)
                 )
-                first, peak_kb, report = cli_run(dsn, *command)
+                load = os.getloadavg()[0]
+                server_before = _server_cpu(args)
+                first, usage, report = cli_usage(dsn, *command)
+                server_cpu = _server_cpu(args) - server_before
+                peak_kb, cli_cpu = usage.ru_maxrss, usage.ru_utime + usage.ru_stime
                 again, _, repeat = cli_run(dsn, *command)
             results.append((written, size, baseline, start_up, first, again, peak_kb, report, repeat))
             print(
                 f"{written} lines: COPY {baseline:.2f} s, start-up {start_up:.1f} s, import {first:.1f} s "
                 f"({report['recorded']} recorded), again {again:.1f} s ({repeat['recorded']} recorded), "
-                f"peak {peak_kb / 1024:.0f} MB"
+                f"peak {peak_kb / 1024:.0f} MB; CPU of the import: CLI {cli_cpu:.1f} s (with start-up), "
+                f"PostgreSQL {server_cpu:.1f} s; load before it {load:.1f}"
             )
         print()
         print(
@@ -166,6 +172,14 @@ async def run(args: argparse.Namespace) -> None:
                 f"{rate} | {ratio} | {report['recorded']:,} | {again:.1f} s | "
                 f"{repeat['recorded']:,} | {peak_kb / 1024:.0f} MB |"
             )
+
+
+def _server_cpu(args: argparse.Namespace) -> float:
+    """CPU seconds of the embedded server and its backends so far (nan for a server given by ``--database-url``)."""
+    if args.database_url:
+        return float("nan")
+    postmaster = int((Path(args.data_dir) / "pg" / "data" / "postmaster.pid").read_text().split()[0])
+    return cpu_seconds(postmaster, children=True)
 
 
 def main() -> None:
