@@ -546,6 +546,7 @@ def import_consents(workspace_id: uuid.UUID, file: Path, as_json: bool) -> None:
     from app.domain.model import ActorType  # noqa: PLC0415
     from app.imports import consents  # noqa: PLC0415
     from app.ledger.service import Actor  # noqa: PLC0415
+    from app.lib.collector import bulk_job  # noqa: PLC0415
     from app.lib.keys import Keys  # noqa: PLC0415
     from app.workspaces import repository  # noqa: PLC0415
 
@@ -579,9 +580,10 @@ def import_consents(workspace_id: uuid.UUID, file: Path, as_json: bool) -> None:
                     bar.current_item = f"{report.lines:,} lines, {rate:,.0f} lines/s"
                     bar.render_progress()  # update() draws only when the bytes move
 
-                return await consents.import_consents(
-                    session, Keys(secret), workspace_id, read(read_chunks()), actor=actor, progress=taken
-                )
+                with bulk_job():  # this process does the import and nothing else (app/lib/collector.py)
+                    return await consents.import_consents(
+                        session, Keys(secret), workspace_id, read(read_chunks()), actor=actor, progress=taken
+                    )
 
     report = _run(action)
     if as_json:
