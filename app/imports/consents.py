@@ -559,6 +559,8 @@ class _Found:
 
     def suppressed(self, item: _PreparedLine) -> bool:
         """Whether a suppression stops marketing to the line's address for its purpose (the send gate's rule)."""
+        if not self.suppressions:  # the batch names no suppressed key (the common case)
+            return False
         purpose_id = item.purpose.id if item.purpose else None
         scopes = {
             scope

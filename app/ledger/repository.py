@@ -1342,6 +1342,8 @@ def refresh_loaded(session: AsyncSession, rows: Iterable[tuple[uuid.UUID, Mappin
     statement on tuples locked or moved sees what was locked or written, without a read.
     """
     identity_map = session.sync_session.identity_map
+    if not any(key[0] is Consent for key in identity_map.keys()):  # noqa: SIM118  # the map's keys, not a dict's
+        return  # none loaded (an import's batch): the pairs are not even made
     for consent_id, values in rows:
         loaded = identity_map.get(identity_key(Consent, (consent_id,)))  # the mapper's identity is the id
         if loaded is not None:

@@ -180,3 +180,21 @@ async def test_an_import_never_overrides_a_later_withdrawal(ledger, session):
         Actor(ActorType.API_KEY, "k"),
     )
     assert result.to_state is State.OPTED_IN
+
+
+async def test_a_consent_the_session_has_loaded_shows_what_a_batch_wrote_without_a_read(ledger):
+    """The batch writers move projections with SQL on tuples; a loaded :class:`Consent` is given the new values."""
+    from app.domain.model import ActorType  # noqa: PLC0415
+    from app.ledger.service import Actor, Change, apply_changes  # noqa: PLC0415
+
+    purpose = await ledger.purpose(f"p{uuid.uuid4().hex[:12]}")
+    point = await ledger.point("email", f"loaded-{uuid.uuid4()}@example.com")
+    await ledger.apply(point, purpose.id, "signup")
+    async with ledger.database.sessionmaker() as session, session.begin():
+        loaded = await session.scalar(select(Consent).where(Consent.contact_point_id == point.id))
+        assert loaded is not None
+        assert loaded.state == State.PENDING
+        await apply_changes(
+            session, ledger.workspace_id, [Change(point, purpose.id, Trigger.CONFIRM)], Actor(ActorType.SYSTEM)
+        )
+        assert (loaded.state, loaded.version) == (State.OPTED_IN, 2)
