@@ -135,10 +135,12 @@ async def run(args: argparse.Namespace) -> None:
                 empty = Path(folder) / "empty.ndjson"
                 empty.write_bytes(b"")
                 # the CLI's fixed cost (interpreter, the service's modules, the database), best of three: taken off
-                start_up = min(
-                    cli_run(dsn, "import", "consents", "--workspace", str(workspace_id), str(empty), "--json")[0]
+                empties = [
+                    cli_usage(dsn, "import", "consents", "--workspace", str(workspace_id), str(empty), "--json")
                     for _ in range(3)
-                )
+                ]
+                start_up = min(elapsed for elapsed, _, _ in empties)
+                start_up_cpu = min(usage.ru_utime + usage.ru_stime for _, usage, _ in empties)
                 load = os.getloadavg()[0]
                 server_before = _server_cpu(args)
                 first, usage, report = cli_usage(dsn, *command)
@@ -149,8 +151,9 @@ async def run(args: argparse.Namespace) -> None:
             print(
                 f"{written} lines: COPY {baseline:.2f} s, start-up {start_up:.1f} s, import {first:.1f} s "
                 f"({report['recorded']} recorded), again {again:.1f} s ({repeat['recorded']} recorded), "
-                f"peak {peak_kb / 1024:.0f} MB; CPU of the import: CLI {cli_cpu:.1f} s (with start-up), "
-                f"PostgreSQL {server_cpu:.1f} s; load before it {load:.1f}"
+                f"peak {peak_kb / 1024:.0f} MB; CPU of the import: CLI {cli_cpu:.1f} s (start-up alone {start_up_cpu:.1f} s: "
+                f"{1e6 * (cli_cpu - start_up_cpu) / written:.0f} µs a line), PostgreSQL {server_cpu:.1f} s "
+                f"({1e6 * server_cpu / written:.0f} µs a line); load before it {load:.1f}"
             )
         print()
         print(
