@@ -38,9 +38,18 @@ def _default(value: Any) -> str:
     raise TypeError(f"cannot put {type(value).__name__} into canonical JSON")
 
 
-def new_personal(evidence: Mapping[str, Any]) -> dict[str, Any]:
-    """The personal part of an event: the evidence plus a random salt."""
-    return {"salt": secrets.token_hex(16), "evidence": dict(evidence)}
+def new_personal(evidence: Mapping[str, Any], salt: str | None = None) -> dict[str, Any]:
+    """The personal part of an event: the evidence plus a random salt.
+
+    ``salt``: one of a batch's :func:`salts` (16 random bytes as hex); drawn here when not given.
+    """
+    return {"salt": salt or secrets.token_hex(16), "evidence": dict(evidence)}
+
+
+def salts(count: int) -> list[str]:
+    """``count`` salts as :func:`new_personal` draws them (16 random bytes each, as hex), read at once for a batch."""
+    drawn = secrets.token_hex(16 * count)
+    return [drawn[at : at + 32] for at in range(0, 32 * count, 32)]
 
 
 def personal_digest(personal: Mapping[str, Any]) -> bytes:

@@ -41,7 +41,7 @@ from app.domain.model import (
 from app.ledger.models import Consent, ConsentEvent, Contact, ContactPoint, LedgerHead, RobinsonKey, Suppression
 from app.lib.copystream import copy_rows, csv_cell
 from app.lib.errors import NotFound
-from app.lib.ids import opaque_id, uuid7
+from app.lib.ids import opaque_id, uuid7, uuid7s
 
 
 async def find_contact(session: AsyncSession, workspace_id: uuid.UUID, ref: str) -> Contact | None:
@@ -1378,7 +1378,7 @@ async def lock_consent_rows(
         ),
         {
             "workspace_id": workspace_id,
-            "ids": [uuid7() for _ in wanted],
+            "ids": uuid7s(len(wanted)),
             "contact_ids": [key.contact_id for key in wanted],
             "point_ids": [key.contact_point_id for key in wanted],
             "purpose_ids": [key.purpose_id for key in wanted],
@@ -1386,10 +1386,8 @@ async def lock_consent_rows(
         },
     )
     return {
-        (row.contact_point_id, row.purpose_id): ConsentRow(
-            row.id, row.state, row.since, row.notice_id, row.version, row.legal_basis, row.last_event_id
-        )
-        for row in rows
+        (point_id, purpose_id): ConsentRow(consent_id, state, since, notice_id, version, legal_basis, last_event_id)
+        for consent_id, point_id, purpose_id, state, since, notice_id, version, legal_basis, last_event_id in rows
     }
 
 

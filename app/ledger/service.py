@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.domain.chain import GENESIS, ChainFields, canonical_json, event_hash, new_personal, personal_digest
+from app.domain.chain import GENESIS, ChainFields, canonical_json, event_hash, new_personal, personal_digest, salts
 from app.domain.model import (
     VERIFYING_TRIGGERS,
     WITHDRAWN_STATES,
@@ -38,7 +38,7 @@ from app.domain.transitions import Rule, TransitionNotAllowed, decide, decide_im
 from app.ledger import repository, sealer
 from app.ledger.models import Consent, Contact, ContactPoint
 from app.lib.errors import Conflict, InvalidInput, NotFound, contact_merged
-from app.lib.ids import uuid7
+from app.lib.ids import uuid7, uuid7s
 from app.lib.keys import Keys
 from app.lib.orm import utcnow
 from app.purposes.models import Notice
@@ -362,13 +362,15 @@ def _chain(  # noqa: PLR0917  # one pass over what apply_changes has at hand
     last_seq, last_hash = head or (0, GENESIS)
     chained = _Chained(common={"actor_type": actor.type.value, "actor_id": actor.id, "recorded_at": now})
     moved: dict[uuid.UUID, dict[str, Any]] = {}
+    count = sum(1 for step in plan if step.rule is not None)
+    ids, salted = iter(uuid7s(count)), iter(salts(count))  # the random bits of all events read at once
     for step in plan:
         if step.rule is None:
             continue
         change = changes[step.index]
         consent = consents[_key(change)]
         earlier = moved.get(consent.id)
-        personal = new_personal(change.evidence)
+        personal = new_personal(change.evidence, next(salted))
         personal_text = canonical_json(personal)  # once: the digest is of this text, a batch stores it as it is
         # The notice a consent rests on: the one this change shows, else the one its request showed (a
         # confirmation or withdrawal refers to it); a new request starts afresh.
@@ -376,7 +378,7 @@ def _chain(  # noqa: PLR0917  # one pass over what apply_changes has at hand
         if notice_id is None and step.rule.target is not State.PENDING:
             notice_id = earlier["notice_id"] if earlier else consent.notice_id
         fields = ChainFields(
-            id=uuid7(),
+            id=next(ids),
             workspace_id=workspace_id,
             seq=last_seq + 1,
             contact_id=change.contact_point.contact_id,

@@ -20,6 +20,20 @@ def uuid7() -> uuid.UUID:
     return uuid.UUID(int=value)
 
 
+#: The 74 random bits of a UUIDv7 within its lower 80 bits (the version's 4 and the variant's 2 bits left out).
+_RANDOM_BITS = ((1 << 80) - 1) & ~(0xF << 76) & ~(0x3 << 62)
+
+
+def uuid7s(count: int) -> list[uuid.UUID]:
+    """``count`` UUIDv7s as :func:`uuid7` makes them, of one millisecond, their random bits read at once (a batch)."""
+    stamp = (time.time_ns() // 1_000_000 & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | 0x2 << 62
+    random = os.urandom(10 * count)
+    return [
+        uuid.UUID(int=stamp | int.from_bytes(random[at : at + 10], "big") & _RANDOM_BITS)
+        for at in range(0, 10 * count, 10)
+    ]
+
+
 def opaque_id() -> uuid.UUID:
     """A random UUID (version 4), for ids shown to callers who must not learn when the row was made.
 
