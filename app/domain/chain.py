@@ -120,6 +120,7 @@ def _payload_json(fields: ChainFields) -> bytes:
         type(fields.seq) is not int
         or not all(type(value) is datetime and value.tzinfo is not None for value in when)
         or not all(isinstance(value, uuid.UUID | None) for value in _uuids(fields))
+        or not all(isinstance(value, str | None) for value in _texts(fields))
     ):
         return canonical_json(fields.payload())
     return (
@@ -142,6 +143,18 @@ def _uuids(fields: ChainFields) -> tuple[uuid.UUID | None, ...]:
         fields.contact_point_id,
         fields.purpose_id,
         fields.notice_id,
+    )
+
+
+def _texts(fields: ChainFields) -> tuple[str | None, ...]:
+    return (
+        fields.channel,
+        fields.trigger,
+        fields.from_state,
+        fields.to_state,
+        fields.legal_basis,
+        fields.actor_type,
+        fields.actor_id,
     )
 
 

@@ -58,9 +58,14 @@ def test_the_fields_are_written_as_canonical_json_writes_them(fields, prev_hash)
     assert event_hash(fields, prev_hash) == hashlib.sha256(prev_hash + canonical_json(fields.payload())).digest()
 
 
-@given(chain_fields, st.sampled_from(["contact_id", "seq", "occurred_at"]))
+@given(chain_fields, st.sampled_from(["contact_id", "seq", "occurred_at", "actor_id"]))
 def test_fields_of_other_types_take_the_general_path(fields, name):
-    odd = {"contact_id": "01a20403-96cc-7247-94d2-bb2e46fed6b5\n", "seq": True, "occurred_at": "2024-01-01"}[name]
+    odd = {
+        "contact_id": "01a20403-96cc-7247-94d2-bb2e46fed6b5\n",
+        "seq": True,
+        "occurred_at": "2024-01-01",
+        "actor_id": 42,
+    }[name]
     changed = ChainFields(**{**{f: getattr(fields, f) for f in ChainFields.__slots__}, name: odd})
     assert _payload_json(changed) == canonical_json(changed.payload())
 
