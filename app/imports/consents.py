@@ -448,7 +448,7 @@ SUPPRESSED = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made once per line, only read (a frozen one costs a setattr call per field)
 class _PreparedLine:
     """A line that passed every check that needs no contact or address: what it will record, once resolved."""
 

@@ -23,7 +23,16 @@ from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.domain.chain import GENESIS, ChainFields, canonical_json, event_hash, new_personal, personal_digest, salts
+from app.domain.chain import (
+    GENESIS,
+    ChainFields,
+    ChainRecord,
+    canonical_json,
+    event_hash,
+    new_personal,
+    personal_digest,
+    salts,
+)
 from app.domain.model import (
     VERIFYING_TRIGGERS,
     WITHDRAWN_STATES,
@@ -256,7 +265,7 @@ def _applied(
     ]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per change, only read
 class _Step:
     index: int
     current: State
@@ -377,7 +386,7 @@ def _chain(  # noqa: PLR0917  # one pass over what apply_changes has at hand
         notice_id = change.notice.id if change.notice else None
         if notice_id is None and step.rule.target is not State.PENDING:
             notice_id = earlier["notice_id"] if earlier else consent.notice_id
-        fields = ChainFields(
+        fields = ChainRecord(  # not frozen: made once per event and only read
             id=next(ids),
             workspace_id=workspace_id,
             seq=last_seq + 1,
