@@ -528,13 +528,25 @@ def import_robinson(workspace_id: uuid.UUID, file: Path, as_json: bool, workers:
     report = _run(action)
     if as_json:
         click.echo(msgspec.json.encode(report).decode())
-        return
-    click.echo(
-        f"{report.rows} rows: {report.accepted} accepted, {report.rejected} rejected, "
-        f"{report.new_entries} new entries, {report.matched} known contacts matched"
-    )
-    for error in report.errors:
-        click.echo(f"  line {error.line}: {error.code}: {error.message}")
+    else:
+        matched = "known contact" if report.matched == 1 else "known contacts"
+        click.echo(
+            f"{report.rows} rows: {report.accepted} accepted, {report.rejected} rejected, "
+            f"{report.new_entries} new entries, {report.matched} {matched} matched"
+        )
+        for error in report.errors:
+            click.echo(f"  line {error.line}: {error.code}: {error.message}")
+    _exit_if_rejected(report.rejected)
+
+
+#: The exit status of an import that took its file but rejected lines of it (to be fixed and imported again):
+#: a script can tell it from success (0) and from a failed command (1; usage errors 2).
+REJECTED_LINES = 4
+
+
+def _exit_if_rejected(rejected: int) -> None:
+    if rejected:
+        sys.exit(REJECTED_LINES)
 
 
 @import_.command(name="consents")
@@ -588,16 +600,17 @@ def import_consents(workspace_id: uuid.UUID, file: Path, as_json: bool) -> None:
     report = _run(action)
     if as_json:
         click.echo(msgspec.json.encode(report).decode())
-        return
-    click.echo(
-        f"{report.lines} lines: {report.recorded} recorded, {report.skipped} skipped, {report.rejected} rejected, "
-        f"{report.contacts_created} contacts created, {report.expired} expired on arrival"
-    )
-    for problem in report.problems:
-        click.echo(f"  line {problem.line}: {problem.outcome}: {problem.code}: {problem.message}")
-    if report.problems_truncated:
-        unlisted = report.skipped + report.rejected - len(report.problems)
-        click.echo(f"  … {unlisted} more not listed (lines to fix are listed first)")
+    else:
+        click.echo(
+            f"{report.lines} lines: {report.recorded} recorded, {report.skipped} skipped, {report.rejected} "
+            f"rejected, {report.contacts_created} contacts created, {report.expired} expired on arrival"
+        )
+        for problem in report.problems:
+            click.echo(f"  line {problem.line}: {problem.outcome}: {problem.code}: {problem.message}")
+        if report.problems_truncated:
+            unlisted = report.skipped + report.rejected - len(report.problems)
+            click.echo(f"  … {unlisted} more not listed (lines to fix are kept before lines with nothing to do)")
+    _exit_if_rejected(report.rejected)
 
 
 async def _chunks(path: Path, size: int = 1 << 20) -> AsyncIterator[bytes]:

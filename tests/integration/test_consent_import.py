@@ -344,7 +344,7 @@ async def test_the_cli_imports_ndjson_and_csv_with_a_report(pg_server, tmp_path)
         lines = tmp_path / "consents.ndjson"
         lines.write_bytes(ndjson(objection, email_line()))
         result = run("import", "consents", "--workspace", workspace["id"], str(lines), "--json")
-        assert result.returncode == 0, result.stderr
+        assert result.returncode == 4, "a line was rejected: a script can tell (a newcomer's finding)"
         report = json.loads(result.stdout.strip().splitlines()[-1])
         assert (report["lines"], report["recorded"], report["rejected"]) == (2, 1, 1)
         assert report["problems"][0]["code"] == "purpose_not_found"
@@ -355,6 +355,7 @@ async def test_the_cli_imports_ndjson_and_csv_with_a_report(pg_server, tmp_path)
         )
         human = run("import", "consents", "--workspace", workspace["id"], str(table))
         assert "1 lines: 0 recorded, 1 skipped, 0 rejected" in human.stdout, human.stdout + human.stderr
+        assert human.returncode == 0, "a skipped line has nothing to fix"
         assert "already_recorded" in human.stdout
     finally:
         await pg_server.drop_database(url)

@@ -496,7 +496,7 @@ async def test_the_cli_import_reads_the_column(pg_server, tmp_path):
         lines = tmp_path / "consents.ndjson"
         lines.write_text(json.dumps(line) + "\n")
         result = run("import", "consents", "--workspace", workspace["id"], str(lines), "--json")
-        assert result.returncode == 0, result.stderr
+        assert result.returncode == 4, result.stderr  # the line was rejected
         report = json.loads(result.stdout.strip().splitlines()[-1])
         assert [p["code"] for p in report["problems"]] == ["invalid_reassigned_at"], "read, and refused for print"
     finally:

@@ -230,11 +230,12 @@ async def test_the_cli_imports_with_a_report(pg_server, tmp_path):
         listed = tmp_path / "robinson.csv"
         listed.write_text(LIST)
         result = run("import", "robinson", "--workspace", workspace["id"], str(listed), "--json")
-        assert result.returncode == 0, result.stderr
+        assert result.returncode == 4, "rows were rejected: a script can tell"
         report = json.loads(result.stdout.strip().splitlines()[-1])
         assert (report["rows"], report["accepted"], report["new_entries"]) == (5, 3, 3)
         human = run("import", "robinson", "--workspace", workspace["id"], str(listed))
-        assert "5 rows: 3 accepted, 2 rejected, 0 new entries" in human.stdout
+        assert human.returncode == 4
+        assert "5 rows: 3 accepted, 2 rejected, 0 new entries, 0 known contacts matched" in human.stdout
         assert "line 4: invalid_postcode" in human.stdout
     finally:
         await pg_server.drop_database(url)
