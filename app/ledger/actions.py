@@ -270,6 +270,8 @@ async def withdraw_point(
             locked = await repository.lock_point_consents_on_driver(
                 driver, workspace_id, point, purpose_id=purpose_id, repeat=repeat
             )
+            if not repeat:  # as locked: a retry that waited for its first try's lock finds the row withdrawn
+                locked = [(p, row) for p, row in locked if row.state not in WITHDRAWN_STATES]
             changes = [Change(point, p, trigger, evidence) for p, _ in locked]
             consents = {(point.id, p): row for p, row in locked}
             return await service.record_locked(session, workspace_id, changes, consents, actor, driver=driver)
@@ -283,7 +285,8 @@ async def withdraw_point(
         states = {p: state for p, state, _ in rows}
         purpose_ids = [p for p in purpose_ids if states.get(p) not in WITHDRAWN_STATES]
     changes = [Change(point, p, trigger, evidence) for p in purpose_ids]
-    return await apply_changes(session, workspace_id, changes, actor, skip_not_allowed=True)
+    unless = () if repeat else WITHDRAWN_STATES
+    return await apply_changes(session, workspace_id, changes, actor, skip_not_allowed=True, unless=unless)
 
 
 @dataclass(frozen=True, slots=True)

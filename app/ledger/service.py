@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
@@ -109,15 +109,24 @@ async def apply_changes(
     actor: Actor,
     *,
     skip_not_allowed: bool = False,
+    unless: Collection[str] = (),
 ) -> list[Applied]:
     """Record ``changes`` in the caller's transaction; results come back in the order of ``changes``.
 
     A change the tables do not allow raises :class:`TransitionNotAllowed` (nothing is written, as the caller's
     transaction is rolled back), or with ``skip_not_allowed`` (webhooks, provider feedback) is returned as
     skipped with the reason. An import never overrides a withdrawal or objection that happened after it.
+    ``unless``: a change whose consent row is in one of these states once locked is left out (not answered): a
+    retried one-click unsubscribe racing its first try records nothing the second time.
     """
     return await _write(
-        session, workspace_id, changes, actor, skip_not_allowed=skip_not_allowed, unsealed=sealer.deferred()
+        session,
+        workspace_id,
+        changes,
+        actor,
+        skip_not_allowed=skip_not_allowed,
+        unsealed=sealer.deferred(),
+        unless=unless,
     )
 
 
@@ -129,6 +138,7 @@ async def _write(
     *,
     skip_not_allowed: bool,
     unsealed: bool,
+    unless: Collection[str] = (),
 ) -> list[Applied]:
     """Lock, plan, write: a few statements whatever the batch's size.
 
@@ -149,6 +159,10 @@ async def _write(
         consents = await repository.lock_consent_rows_on_driver(driver, workspace_id, wanted)
     else:
         consents = await repository.lock_consent_rows(session, workspace_id, wanted)
+    if unless:  # decided on the rows as locked: a writer that committed while this one waited is seen
+        changes = [change for change in changes if consents[_key(change)].state not in unless]
+        if not changes:
+            return []
     return await _record(
         session, workspace_id, changes, consents, actor, skip_not_allowed, driver=driver, unsealed=unsealed
     )

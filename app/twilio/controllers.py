@@ -17,10 +17,11 @@ import structlog
 from litestar import Controller, Request, Response, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from twilio.request_validator import RequestValidator, get_signature_algorithm
 
-from app.lib.errors import Forbidden, InvalidInput
+from app.lib.errors import Forbidden, InvalidInput, merged_meanwhile
 from app.lib.keys import Keys
 from app.lib.openapi import errors
 from app.settings import Settings
@@ -113,6 +114,22 @@ class TwilioWebhookController(Controller):
         settings: NamedDependency[Settings],
     ) -> Response[str]:
         """An inbound message: start word, STOP, HELP. Answers TwiML (`application/xml`); idempotent on MessageSid."""
+        try:
+            reply = await self._inbound(request, workspace_id, db, keys, settings)
+        except DBAPIError as exc:
+            # A merge of the number's contact committed between finding the number and locking its consents (the
+            # database refuses the row: CM001). Twilio does not retry an inbound message, so a STOP would be
+            # lost: it is taken again, now finding the number under the contact that survived the merge.
+            if not merged_meanwhile(exc):
+                raise
+            log.info("twilio_inbound_retried_after_merge", workspace_id=str(workspace_id))
+            reply = await self._inbound(request, workspace_id, db, keys, settings)
+        return Response(reply, media_type="application/xml")
+
+    @staticmethod
+    async def _inbound(
+        request: Request[Any, Any, Any], workspace_id: uuid.UUID, db: AsyncSession, keys: Keys, settings: Settings
+    ) -> str:
         async with db.begin():
             workspace, params = await _authenticated(request, settings, keys, db, workspace_id, our_number="To")
             message = service.Inbound(
@@ -122,8 +139,7 @@ class TwilioWebhookController(Controller):
                 body=_one(params, "Body", required=False),
                 raw=params,
             )
-            reply = await service.handle_inbound(db, keys, workspace_id, workspace, message)
-        return Response(reply, media_type="application/xml")
+            return await service.handle_inbound(db, keys, workspace_id, workspace, message)
 
     @post("/status", operation_id="twilioStatus", status_code=204, responses=errors(403, 404, 422))
     async def status(

@@ -289,6 +289,39 @@ async def test_stop_please_is_an_opt_out_flagged_as_natural_language(client, ten
     assert events[-1]["evidence"]["natural_language"] is True
 
 
+async def test_a_stop_refused_by_a_merge_committed_meanwhile_is_taken_again(
+    client, tenant, configured, phone, monkeypatch
+):
+    """The hostile review of 2026-12-06: a merge committing between finding the number and locking its consents
+    made the database refuse the row (CM001); the webhook answered 409 and Twilio, which does not retry an inbound
+    message, lost the STOP. It is taken again (here the first try is refused as the trigger refuses it)."""
+    from sqlalchemy.exc import DBAPIError  # noqa: PLC0415
+
+    from app.twilio import service  # noqa: PLC0415
+
+    await signup(client, tenant, configured)
+    await phone.text("NEWS")
+    real = service.handle_inbound
+    tries = []
+
+    class MergedMeanwhile(Exception):
+        sqlstate = "CM001"
+
+    async def refused_once(*args, **kwargs):
+        tries.append(1)
+        if len(tries) == 1:
+            await real(*args, **kwargs)  # written, then refused: the transaction is rolled back
+            raise DBAPIError("INSERT INTO consents …", None, MergedMeanwhile("contact was merged"))
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(service, "handle_inbound", refused_once)
+    response = await phone.text("STOP")
+    assert response.status_code == 200, response.text
+    assert len(tries) == 2
+    assert await state_of(client, tenant) == "opted_out"
+    assert reply_of(response) is not None, "the confirmation of the STOP taken the second time"
+
+
 async def test_exactly_one_stop_confirmation(client, tenant, configured, phone, admin):
     await signup(client, tenant, configured)
     await phone.text("NEWS")
