@@ -649,7 +649,7 @@ async def _purpose(
             "state_not_importable", f"'objected' is for print; on {channel} an objection is 'opted_out'."
         )
     if line.purpose is None:
-        raise LineRejected("purpose_required", f"A {channel} consent names its purpose.")
+        raise LineRejected("purpose_required", f"The line has no purpose: every {channel} consent needs one.")
     if line.purpose not in context.purposes:
         context.purposes[line.purpose] = await purposes.get_by_key(session, context.workspace_id, line.purpose)
     purpose = context.purposes[line.purpose]

@@ -638,3 +638,14 @@ async def test_a_time_outside_the_calendar_is_that_lines_error_not_a_500(client,
     report = answer.json()
     assert {p["line"]: p["code"] for p in report["problems"]} == {1: "invalid_captured_at"}
     assert report["recorded"] == 1
+
+
+async def test_a_line_without_a_purpose_says_so(client, admin, purposes):
+    line = email_line()
+    del line["purpose"]
+    report = (await post(client, admin, ndjson(line))).json()
+    [problem] = report["problems"]
+    assert (problem["code"], problem["message"]) == (
+        "purpose_required",
+        "The line has no purpose: every email consent needs one.",
+    )
