@@ -24,7 +24,7 @@ from app.emails.schemas import EmailEventsIn, EmailEventsOut
 from app.emails.service import LinkStatus, RequestMeta
 from app.emails.tokens import verify_unsubscribe
 from app.lib import signatures
-from app.lib.errors import Forbidden, InvalidInput, NotFound, RateLimited, Unavailable
+from app.lib.errors import Forbidden, InvalidInput, NotFound, RateLimited, Unavailable, again_after_merge
 from app.lib.keys import Keys
 from app.lib.openapi import errors, pages
 from app.settings import Settings
@@ -204,17 +204,24 @@ class UnsubscribePages(Controller):
     ) -> Response[str]:
         """Apply the choice (form field ``scope``: ``purpose`` or ``all``); idempotent."""
         form = await request.form()
-        async with db.begin():
-            recipient = await self._recipient(db, keys, token)
-            if recipient is None:
-                return _html(page(_lang(request), "unsubscribe_unknown"), 404)
-            everything = recipient.purpose is None or form.get("scope") == "all"
-            evidence = {
-                **_meta(request).evidence(),
-                "method": "unsubscribe_page",
-                "scope": "all" if everything else "purpose",
-            }
-            await service.unsubscribe(db, recipient, everything=everything, evidence=evidence)
+
+        async def apply() -> tuple[service.Recipient | None, bool]:
+            async with db.begin():
+                recipient = await self._recipient(db, keys, token)
+                if recipient is None:
+                    return None, False
+                everything = recipient.purpose is None or form.get("scope") == "all"
+                evidence = {
+                    **_meta(request).evidence(),
+                    "method": "unsubscribe_page",
+                    "scope": "all" if everything else "purpose",
+                }
+                await service.unsubscribe(db, recipient, everything=everything, evidence=evidence)
+                return recipient, everything
+
+        recipient, everything = await again_after_merge(apply, what="unsubscribe_page")
+        if recipient is None:
+            return _html(page(_lang(request), "unsubscribe_unknown"), 404)
         lang = recipient.lang
         what = word(lang, "everything") if everything or recipient.purpose is None else recipient.purpose.name
         body = page(
@@ -243,18 +250,22 @@ class UnsubscribePages(Controller):
     ) -> Response[str]:
         """RFC 8058 ``List-Unsubscribe-Post`` target: urlencoded or multipart, no redirect, 200, idempotent."""
         form = await request.form()
-        async with db.begin():
-            target = verify_unsubscribe(keys.unsubscribe, token) if len(token) <= _MAX_TOKEN else None
-            if target is None:
-                raise NotFound("This unsubscribe link is not valid.", code="unsubscribe_token_invalid")
-            recipient = await service.recipient_of(db, target)
-            if recipient is not None:  # an erased address is already out of every list
-                evidence = {
-                    **_meta(request).evidence(),
-                    "method": "rfc8058_one_click",
-                    "list_unsubscribe": str(form.get("List-Unsubscribe", ""))[:100] or None,
-                }
-                await service.unsubscribe(db, recipient, everything=False, evidence=evidence)
+        target = verify_unsubscribe(keys.unsubscribe, token) if len(token) <= _MAX_TOKEN else None
+        if target is None:
+            raise NotFound("This unsubscribe link is not valid.", code="unsubscribe_token_invalid")
+
+        async def apply() -> None:
+            async with db.begin():
+                recipient = await service.recipient_of(db, target)
+                if recipient is not None:  # an erased address is already out of every list
+                    evidence = {
+                        **_meta(request).evidence(),
+                        "method": "rfc8058_one_click",
+                        "list_unsubscribe": str(form.get("List-Unsubscribe", ""))[:100] or None,
+                    }
+                    await service.unsubscribe(db, recipient, everything=False, evidence=evidence)
+
+        await again_after_merge(apply, what="unsubscribe_one_click")  # a mail client does not send it again
         return Response("Unsubscribed.\n", media_type="text/plain", headers={"Cache-Control": "no-store"})
 
     @staticmethod

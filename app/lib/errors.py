@@ -7,8 +7,8 @@ domain errors, framework errors (routing, validation, auth) and the last-resort 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import Any, get_args, get_origin
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar, get_args, get_origin
 
 import msgspec
 import msgspec.inspect
@@ -26,12 +26,14 @@ from litestar.exceptions import (
 )
 from litestar.params import ParameterKwarg
 from litestar.types import ExceptionHandlersMap
+from sqlalchemy.exc import DBAPIError
 
 from app.domain.identifiers import InvalidIdentifier
 from app.domain.transitions import TransitionNotAllowed
 from app.lib.text import SINGLE_LINE_MESSAGE, SINGLE_LINE_PATTERN
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 PROBLEM_JSON = "application/problem+json"
 _SERVER_ERROR = 500
@@ -427,6 +429,22 @@ _MERGED_MEANWHILE = "CM001"
 def merged_meanwhile(exc: BaseException) -> bool:
     """Whether the database refused a row for a contact that a merge committed meanwhile (migration 0031)."""
     return _sqlstate_in_chain(exc, {_MERGED_MEANWHILE})
+
+
+async def again_after_merge(work: Callable[[], Awaitable[T]], *, what: str) -> T:
+    """Run ``work`` (a transaction of its own); run it once more if a merge committed in it refused its rows.
+
+    For the requests nobody sends again (an inbound SMS, an RFC 8058 one-click POST, a form's POST): a merge of the
+    contact committing between finding the address and locking its consents makes the database refuse the row
+    (CM001); the second run finds the address under the contact that survived the merge.
+    """
+    try:
+        return await work()
+    except DBAPIError as exc:
+        if not merged_meanwhile(exc):
+            raise
+        log.info("taken_again_after_merge", what=what)
+        return await work()
 
 
 def _sqlstate_in_chain(exc: BaseException, states: frozenset[str] | set[str]) -> bool:

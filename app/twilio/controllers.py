@@ -17,11 +17,10 @@ import structlog
 from litestar import Controller, Request, Response, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from twilio.request_validator import RequestValidator, get_signature_algorithm
 
-from app.lib.errors import Forbidden, InvalidInput, merged_meanwhile
+from app.lib.errors import Forbidden, InvalidInput, again_after_merge
 from app.lib.keys import Keys
 from app.lib.openapi import errors
 from app.settings import Settings
@@ -114,16 +113,10 @@ class TwilioWebhookController(Controller):
         settings: NamedDependency[Settings],
     ) -> Response[str]:
         """An inbound message: start word, STOP, HELP. Answers TwiML (`application/xml`); idempotent on MessageSid."""
-        try:
-            reply = await self._inbound(request, workspace_id, db, keys, settings)
-        except DBAPIError as exc:
-            # A merge of the number's contact committed between finding the number and locking its consents (the
-            # database refuses the row: CM001). Twilio does not retry an inbound message, so a STOP would be
-            # lost: it is taken again, now finding the number under the contact that survived the merge.
-            if not merged_meanwhile(exc):
-                raise
-            log.info("twilio_inbound_retried_after_merge", workspace_id=str(workspace_id))
-            reply = await self._inbound(request, workspace_id, db, keys, settings)
+        # Twilio does not send an inbound message again: a STOP refused by a merge committed meanwhile is taken again
+        reply = await again_after_merge(
+            lambda: self._inbound(request, workspace_id, db, keys, settings), what="twilio_inbound"
+        )
         return Response(reply, media_type="application/xml")
 
     @staticmethod

@@ -108,6 +108,40 @@ async def test_one_click_urlencoded_unsubscribes_the_purpose_without_redirect(
     assert last["evidence"]["list_unsubscribe"] == "One-Click"
 
 
+@pytest.mark.parametrize("form", [False, True], ids=["one_click", "page"])
+async def test_an_unsubscribe_refused_by_a_merge_committed_meanwhile_is_taken_again(
+    client, admin, settings, subscribed, monkeypatch, form
+):
+    """A mail client does not send a one-click POST again: refused by a merge committing in its transaction (the
+    database's CM001), it is taken again instead of answering 409 and losing the unsubscribe."""
+    from sqlalchemy.exc import DBAPIError  # noqa: PLC0415
+
+    from app.emails import service as emails  # noqa: PLC0415
+
+    real = emails.unsubscribe
+    tries = []
+
+    class MergedMeanwhile(Exception):
+        sqlstate = "CM001"
+
+    async def refused_once(*args, **kwargs):
+        tries.append(1)
+        await real(*args, **kwargs)
+        if len(tries) == 1:  # written, then refused: the transaction is rolled back
+            raise DBAPIError("INSERT INTO consents …", None, MergedMeanwhile("contact was merged"))
+
+    monkeypatch.setattr(emails, "unsubscribe", refused_once)
+    target = urls(settings, subscribed["point"], subscribed["newsletter"])
+    if form:
+        response = await client.post(local(target.page_url), data={"scope": "purpose"})
+    else:
+        response = await client.post(local(target.url), data={"List-Unsubscribe": "One-Click"})
+    assert response.status_code == 200, response.text
+    assert len(tries) == 2
+    current, _ = await states(client, admin, subscribed["point"])
+    assert current["newsletter"] == "opted_out"
+
+
 async def test_one_click_multipart_works_too(client, admin, settings, subscribed):
     target = urls(settings, subscribed["point"], subscribed["offers"])
     response = await client.post(local(target.url), files={"List-Unsubscribe": (None, "One-Click")})
