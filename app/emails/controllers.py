@@ -24,7 +24,7 @@ from app.emails.schemas import EmailEventsIn, EmailEventsOut
 from app.emails.service import LinkStatus, RequestMeta
 from app.emails.tokens import verify_unsubscribe
 from app.lib import signatures
-from app.lib.errors import Forbidden, InvalidInput, NotFound, RateLimited, Unavailable, again_after_merge
+from app.lib.errors import Forbidden, InvalidInput, NotFound, RateLimited, Unavailable, again_if_raced
 from app.lib.keys import Keys
 from app.lib.openapi import errors, pages
 from app.settings import Settings
@@ -219,7 +219,7 @@ class UnsubscribePages(Controller):
                 await service.unsubscribe(db, recipient, everything=everything, evidence=evidence)
                 return recipient, everything
 
-        recipient, everything = await again_after_merge(apply, what="unsubscribe_page")
+        recipient, everything = await again_if_raced(apply, what="unsubscribe_page")
         if recipient is None:
             return _html(page(_lang(request), "unsubscribe_unknown"), 404)
         lang = recipient.lang
@@ -265,7 +265,7 @@ class UnsubscribePages(Controller):
                     }
                     await service.unsubscribe(db, recipient, everything=False, evidence=evidence)
 
-        await again_after_merge(apply, what="unsubscribe_one_click")  # a mail client does not send it again
+        await again_if_raced(apply, what="unsubscribe_one_click")  # a mail client does not send it again
         return Response("Unsubscribed.\n", media_type="text/plain", headers={"Cache-Control": "no-store"})
 
     @staticmethod

@@ -431,20 +431,31 @@ def merged_meanwhile(exc: BaseException) -> bool:
     return _sqlstate_in_chain(exc, {_MERGED_MEANWHILE})
 
 
-async def again_after_merge(work: Callable[[], Awaitable[T]], *, what: str) -> T:
-    """Run ``work`` (a transaction of its own); run it once more if a merge committed in it refused its rows.
+#: A deadlock PostgreSQL broke by aborting this transaction (the other one went on).
+_DEADLOCK = "40P01"
+
+
+async def again_if_raced(work: Callable[[], Awaitable[T]], *, what: str) -> T:
+    """Run ``work`` (a transaction of its own); run it once more if a race with another writer aborted it.
 
     For the requests nobody sends again (an inbound SMS, an RFC 8058 one-click POST, a form's POST): a merge of the
     contact committing between finding the address and locking its consents makes the database refuse the row
-    (CM001); the second run finds the address under the contact that survived the merge.
+    (CM001: the second run finds the address under the contact that survived the merge), or PostgreSQL breaks a
+    deadlock with that merge by aborting this transaction (40P01: the second run waits for the merge instead).
     """
-    try:
-        return await work()
-    except DBAPIError as exc:
-        if not merged_meanwhile(exc):
-            raise
-        log.info("taken_again_after_merge", what=what)
-        return await work()
+    for attempt in range(1, _RACE_ATTEMPTS):
+        try:
+            return await work()
+        except DBAPIError as exc:
+            if not (merged_meanwhile(exc) or _sqlstate_in_chain(exc, {_DEADLOCK})):
+                raise
+            log.info("taken_again_after_a_race", what=what, attempt=attempt)
+    return await work()
+
+
+#: Tries of :func:`again_if_raced`: a deadlock with a merge, then the merge's CM001 once it has committed, then the
+#: survivor's address.
+_RACE_ATTEMPTS = 3
 
 
 def _sqlstate_in_chain(exc: BaseException, states: frozenset[str] | set[str]) -> bool:

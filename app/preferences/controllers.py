@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.domain.model import Channel
 from app.emails.render import locale_of
 from app.lib.auth import Principal, Scope
-from app.lib.errors import InvalidInput
+from app.lib.errors import InvalidInput, again_if_raced
 from app.lib.keys import Keys
 from app.lib.openapi import errors, pages
 from app.preferences import render, service
@@ -189,7 +189,9 @@ class PreferencePages(Controller):
         form = await request.form()
         page_lang = browser_lang(request, lang)
         brand = ""
-        try:
+
+        async def attempt() -> Response[str] | tuple[service.View, Any, str]:
+            nonlocal page_lang, brand
             async with db.begin():
                 status, link = await service.open_link(db, token)
                 if status is not LinkState.VALID or link is None:
@@ -210,14 +212,20 @@ class PreferencePages(Controller):
                         action = None
                     proof = service.evidence(link, self._meta(request), action or Action.WITHDRAW)
                     notice = await self._apply(db, keys, link, action=action, form=form, proof=proof, before=before)
-                view = await service.view(db, link, lang)
-                look = await look_for(db, link.workspace_id)
+                return await service.view(db, link, lang), await look_for(db, link.workspace_id), notice
+
+        try:
+            # a person's click: a merge committing in its transaction takes it again rather than answer 409
+            done = await again_if_raced(attempt, what="preference_change")
         except InvalidInput as exc:  # rolled back, nothing changed
             if exc.code in NOT_YOURS:  # a form naming what is not this link's
                 return page_response(render.message_page(page_lang, "invalid", brand=brand), 403)
             return page_response(render.message_page(page_lang, "incomplete", brand=brand), 400)
         except service.OptInSuppressed:  # the person's (or an erasure's) do-not-contact: never lifted here
             return page_response(render.message_page(page_lang, "optin_suppressed", brand=brand), 403)
+        if isinstance(done, Response):
+            return done
+        view, look, notice = done
         return page_response(self._page(view, token, keys, notice, look=look), look=look)
 
     @staticmethod

@@ -20,7 +20,7 @@ from litestar.params import FromPath
 from sqlalchemy.ext.asyncio import AsyncSession
 from twilio.request_validator import RequestValidator, get_signature_algorithm
 
-from app.lib.errors import Forbidden, InvalidInput, again_after_merge
+from app.lib.errors import Forbidden, InvalidInput, again_if_raced
 from app.lib.keys import Keys
 from app.lib.openapi import errors
 from app.settings import Settings
@@ -114,7 +114,7 @@ class TwilioWebhookController(Controller):
     ) -> Response[str]:
         """An inbound message: start word, STOP, HELP. Answers TwiML (`application/xml`); idempotent on MessageSid."""
         # Twilio does not send an inbound message again: a STOP refused by a merge committed meanwhile is taken again
-        reply = await again_after_merge(
+        reply = await again_if_raced(
             lambda: self._inbound(request, workspace_id, db, keys, settings), what="twilio_inbound"
         )
         return Response(reply, media_type="application/xml")

@@ -8,10 +8,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from app.ledger import repository as ledger_repository
 from app.ledger.models import ConsentEvent
 from app.lib.auth import Scope
+from app.lib.db import Database
 from app.preferences import service
 from app.preferences.models import PreferenceLink
 
@@ -287,3 +289,70 @@ async def test_without_a_postal_address_nothing_at_all_does_not_speak_of_post(cl
     page = (await client.get(await link_of(client, tenant, john.contact_id))).text
     assert "Ein Klick widerruft jede Werbeeinwilligung auf jedem Kanal. Nachrichten" in page
     assert "Werbung per Post" not in page
+
+
+class TestAChangeRacingARealMerge:
+    """On a database of the class's own, where the merge really commits in another transaction."""
+
+    @pytest.fixture
+    async def own_engine(self, pg_server):
+        url = await pg_server.create_database(migrated=True)
+        own = create_async_engine(url, pool_size=5, max_overflow=20)
+        try:
+            yield own
+        finally:
+            await own.dispose()
+            await pg_server.drop_database(url)
+
+    @pytest.fixture
+    def database(self, own_engine):
+        return Database(own_engine, async_sessionmaker(own_engine, expire_on_commit=False))
+
+    async def test_a_withdrawal_refused_by_a_merge_committed_meanwhile_is_taken_again(
+        self, client, tenant, ledger, database, monkeypatch
+    ):
+        """The hostile review of 2026-12-06: the person's click answered 409 JSON when a merge of the contact
+        committed in its transaction; it is taken again and answers the page."""
+        from app.domain.model import ActorType  # noqa: PLC0415
+        from app.ledger import merge as merging  # noqa: PLC0415
+        from app.ledger.service import Actor  # noqa: PLC0415
+
+        news = await ledger.purpose("newsletter")
+        email = await ledger.point("email", "jane@example.com", external_id="crm-1")
+        await ledger.apply(email, news.id, "signup", "confirm")
+        survivor = await ledger.point("email", "other@example.com", external_id="crm-2")
+        path = await link_of(client, tenant, email.contact_id)
+        token = form_token((await client.get(path)).text)
+        real = service.withdraw_point
+        calls = []
+
+        async def merged_first(session, workspace_id, point, **kwargs):
+            calls.append(point.contact_id)
+            if len(calls) == 1:
+                async with database.sessionmaker() as db, db.begin():
+                    await merging.merge(
+                        db,
+                        workspace_id,
+                        survivor_ref=str(survivor.contact_id),
+                        duplicate_ref=str(point.contact_id),
+                        evidence={},
+                        actor=Actor(ActorType.SYSTEM),
+                    )
+            return await real(session, workspace_id, point, **kwargs)
+
+        monkeypatch.setattr(service, "withdraw_point", merged_first)
+        answer = await client.post(
+            path,
+            data={"action": "withdraw", "form_token": token, "point": str(email.id), "purpose": str(news.id)},
+            headers={"Origin": BASE, "Sec-Fetch-Site": "same-origin"},
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["content-type"].startswith("text/html")
+        assert calls == [email.contact_id, survivor.contact_id]
+        async with database.sessionmaker() as db:
+            withdrawn = await db.scalar(
+                select(func.count())
+                .select_from(ConsentEvent)
+                .where(ConsentEvent.contact_id == survivor.contact_id, ConsentEvent.to_state == "opted_out")
+            )
+        assert withdrawn == 1

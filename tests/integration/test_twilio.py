@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import uuid
 import xml.etree.ElementTree as ET
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from twilio.request_validator import RequestValidator
 
 from app.ledger.models import ConsentEvent, ContactPoint
 from app.lib.auth import Scope
+from app.lib.db import Database
 from app.twilio.models import InboundMessage
 
 TOKEN = "f" * 32
@@ -477,3 +480,75 @@ async def test_a_word_of_both_languages_is_answered_in_the_contacts_language(cli
     english = reply_of(await phone.text("unsubscribe", sender="+4915199999999"))
     assert english is not None
     assert english.startswith("You are unsubscribed from Acme."), english
+
+
+class TestAStopRacingARealMerge:
+    """On a database of the class's own, where the merge really commits in another transaction."""
+
+    @pytest.fixture
+    async def own_engine(self, pg_server):
+        url = await pg_server.create_database(migrated=True)
+        own = create_async_engine(url, pool_size=5, max_overflow=20)
+        try:
+            yield own
+        finally:
+            await own.dispose()
+            await pg_server.drop_database(url)
+
+    @pytest.fixture
+    def database(self, own_engine):
+        return Database(own_engine, async_sessionmaker(own_engine, expire_on_commit=False))
+
+    async def test_a_stop_from_an_undeliverable_number_deadlocked_with_a_merge_is_taken_again(
+        self, client, ledger, database, tenant, configured, monkeypatch
+    ):
+        """The hostile review of 2026-12-06: marking the number reachable again, the STOP deadlocked with a merge of
+        its contact (40P01) and answered 500 with nothing recorded; Twilio does not resend. Taken again (then the
+        merge's CM001 once it has committed, then the survivor's address): 200, the STOP recorded."""
+        from app.domain.model import ActorType  # noqa: PLC0415
+        from app.ledger import merge as merging  # noqa: PLC0415
+        from app.ledger.service import Actor  # noqa: PLC0415
+        from app.twilio import service  # noqa: PLC0415
+
+        phone = Phone(client, tenant.id)
+        await signup(client, tenant, configured)
+        await phone.text("NEWS")
+        async with database.sessionmaker() as db, db.begin():
+            await db.execute(text("UPDATE contact_points SET reachability = 'undeliverable' WHERE channel = 'sms'"))
+        survivor = await ledger.point("email", "other@example.com", external_id="crm-2")
+        real_withdraw, real_move = service.withdraw_point, merging.repository.move_contact_references
+        calls: list[uuid.UUID] = []
+        merges: list[asyncio.Task[None]] = []
+
+        async def merge(workspace_id, duplicate):
+            async with database.sessionmaker() as db, db.begin():
+                await merging.merge(
+                    db,
+                    workspace_id,
+                    survivor_ref=str(survivor.contact_id),
+                    duplicate_ref=str(duplicate),
+                    evidence={},
+                    actor=Actor(ActorType.SYSTEM),
+                )
+
+        async def merged_first(session, workspace_id, point, **kwargs):
+            calls.append(point.contact_id)
+            if len(calls) == 1:
+                merges.append(asyncio.create_task(merge(workspace_id, point.contact_id)))
+                await asyncio.sleep(0.1)  # the merge has locked the contact
+            return await real_withdraw(session, workspace_id, point, **kwargs)
+
+        async def slow_move(*args, **kwargs):
+            await asyncio.sleep(0.4)  # the merge reads both histories before it moves the addresses
+            return await real_move(*args, **kwargs)
+
+        monkeypatch.setattr(service, "withdraw_point", merged_first)
+        monkeypatch.setattr(merging.repository, "move_contact_references", slow_move)
+        response = await phone.text("STOP")
+        await merges[0]
+        assert response.status_code == 200, response.text
+        assert calls[-1] == survivor.contact_id, "the last try found the number under the survivor"
+        async with database.sessionmaker() as db:
+            stops = (await db.execute(text("SELECT to_state FROM consent_events WHERE trigger = 'stop_word'"))).all()
+        assert stops, "the STOP is recorded"
+        assert {state for (state,) in stops} == {"opted_out"}
