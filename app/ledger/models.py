@@ -196,6 +196,10 @@ class ConsentEvent(UUIDPrimaryKey, TenantKey, Base):
         BigInteger, server_default=text("nextval('consent_events_intake_seq'::regclass)")
     )
     """Drawn at insert (after the consent rows' locks): the order the sealer chains unsealed events in."""
+    doi_started_at: Mapped[datetime | None]
+    """On a double opt-in confirmation: when the pending state it confirms started (the ``occurred_at`` of the newest
+    signup of the same contact, address and purpose before it); set by the database at insert (the trigger
+    ``consent_events_doi_start``, migration 0045), whatever a writer passes; not in the chain's hash."""
 
     __table_args__ = (
         # (workspace_id, seq) is unique in each partition, by an index of the partition's own (migration 0041): one

@@ -213,30 +213,16 @@ _DOI_CONFIRMED = f"""
 """  # noqa: S608
 
 
-#: A rebuild's DOI confirmations of the whole ledger (cohort day, channel, purpose, seconds, count), each paired
-#: with the signup that started its pending state as ``_DOI_CONFIRMED`` pairs them (the newest such signup of the
-#: same contact, address and purpose before it), but in one sorted pass instead of a probe per confirmation: the
-#: starts of each address and purpose are numbered in ledger order, and a confirmation takes the time of the start
-#: that opened its number. The numbering counts by ``ROWS``: ``seq`` is unique in a workspace, so each row is its own
-#: last peer and the frame is the one ``RANGE`` (the default) gives, without the search for peers (the window took
-#: 13.5 s instead of 16.9 s at ten million events, docs/benchmarks.md).
+#: A rebuild's DOI confirmations of the whole ledger (cohort day, channel, purpose, seconds, count): each confirmation
+#: carries the time its pending state started (``doi_started_at``, set at insert as ``_DOI_CONFIRMED`` pairs a
+#: confirmation with its signup: the newest signup of the same contact, address and purpose before it; migration
+#: 0045), so the rebuild reads the confirmations alone instead of numbering every signup and confirmation in one
+#: sorted window (13.5 s of the rebuild at ten million events, docs/benchmarks.md).
 _ALL_DOI_CONFIRMED = f"""
-    SELECT (started_at AT TIME ZONE 'UTC')::date, channel, purpose_id,
-           {_two_digits("extract(epoch FROM occurred_at - started_at)")}, count(*)
-      FROM (SELECT confirms, occurred_at, channel, purpose_id, run,
-                   first_value(occurred_at) OVER (PARTITION BY contact_id, contact_point_id, purpose_id, run
-                                                  ORDER BY seq) AS started_at
-              FROM (SELECT e.seq, {_CONFIRMS} AS confirms, e.occurred_at, e.channel, e.purpose_id, e.contact_id,
-                           e.contact_point_id, count(*) FILTER (WHERE e.trigger = 'signup')
-                               OVER (PARTITION BY e.contact_id, e.contact_point_id, e.purpose_id ORDER BY e.seq
-                                     ROWS UNBOUNDED PRECEDING) AS run
-                      FROM consent_events e
-                     WHERE e.workspace_id = :ws AND e.seq <= :hi AND e.contact_id IS NOT NULL
-                       AND ({_CONFIRMS}
-                            OR (e.trigger = 'signup' AND e.from_state <> 'pending' AND e.to_state = 'pending'))
-                   ) numbered
-           ) paired
-     WHERE confirms AND run > 0
+    SELECT (e.doi_started_at AT TIME ZONE 'UTC')::date, e.channel, e.purpose_id,
+           {_two_digits("extract(epoch FROM e.occurred_at - e.doi_started_at)")}, count(*)
+      FROM consent_events e
+     WHERE e.workspace_id = :ws AND e.seq <= :hi AND e.doi_started_at IS NOT NULL AND {_CONFIRMS}
      GROUP BY 1, 2, 3, 4
 """  # noqa: S608
 
