@@ -8,13 +8,17 @@ address and purpose before it in the chain: ``trigger = 'signup'``, ``from_state
 reads the DOI cohorts from the confirmations alone, without sorting every signup (docs/benchmarks.md).
 
 - **Written by the database in the same insert**: a ``BEFORE INSERT`` row trigger (``consent_events_doi_start``,
-  only for rows whose trigger is ``confirm`` or ``start_word``: the ``WHEN`` clause spares every other row the
-  call) sets it on every writer's path alike (the session's inserts, the batch ``unnest`` insert, the driver's
+  only for rows whose trigger is ``confirm`` or ``start_word`` or that bring a value: the ``WHEN`` clause spares
+  every other row the call) sets it on every writer's path alike (the session's inserts, the batch ``unnest`` insert, the driver's
   statement) and overwrites whatever a writer passed, so it cannot be given a value of the caller's. "Before it":
   a confirmation inserted sealed (``seq`` given, under the chain head's lock, which seals what waits first) takes
   the newest sealed signup with a lower ``seq``; one inserted unsealed (the sealer chains in ``intake`` order, after
-  every sealed event) the newest of the sealed signups and the unsealed ones with a lower ``intake``. The consent
-  row's lock, which every writer of an address and purpose holds, orders one address's events.
+  every sealed event) the newest of the unsealed signups with a lower ``intake``, else the newest sealed one. Each
+  is one probe that stops at the first start it meets: the unsealed ones through ``ix_consent_events_unsealed``,
+  the sealed ones walked back through ``ix_consent_events_contact_id_seq`` (the hostile review found a first
+  version, one query sorting the contact's whole history, at 6-12 ms per confirmation for a contact of
+  20,000-100,000 events, and quadratic in a batch insert on a ledger without statistics). The consent row's lock,
+  which every writer of an address and purpose holds, orders one address's events.
 - No check constraint ties it to confirmations (a tampering test of the chain changes a ``start_word`` into a
   ``stop_word`` with the triggers bypassed and expects the verification to find it); a value on another event
   is never read: the rebuild reads it only on confirmations.
@@ -57,14 +61,26 @@ BEGIN
              OR (NEW.trigger = 'start_word' AND NEW.from_state = 'pending' AND NEW.to_state = 'opted_in')) THEN
     RETURN NEW;
   END IF;
+  IF NEW.seq IS NULL THEN
+    -- unsealed: the unsealed events (few: the sealer's lag) come after every sealed one, in intake order
+    SELECT s.occurred_at INTO NEW.doi_started_at
+      FROM consent_events s
+     WHERE s.workspace_id = NEW.workspace_id AND s.seq IS NULL AND s.intake < NEW.intake
+       AND s.contact_id = NEW.contact_id AND s.contact_point_id = NEW.contact_point_id
+       AND s.purpose_id IS NOT DISTINCT FROM NEW.purpose_id AND {_STARTS}
+     ORDER BY s.intake DESC
+     LIMIT 1;
+    IF FOUND THEN
+      RETURN NEW;
+    END IF;
+  END IF;
+  -- sealed: the contact's events walked back from this one through (contact_id, seq), stopping at the first start
   SELECT s.occurred_at INTO NEW.doi_started_at
     FROM consent_events s
-   WHERE s.contact_id = NEW.contact_id AND s.workspace_id = NEW.workspace_id
-     AND s.contact_point_id = NEW.contact_point_id AND s.purpose_id IS NOT DISTINCT FROM NEW.purpose_id
-     AND {_STARTS}
-     AND CASE WHEN NEW.seq IS NOT NULL THEN s.seq < NEW.seq
-              ELSE s.seq IS NOT NULL OR s.intake < NEW.intake END
-   ORDER BY s.seq IS NULL DESC, s.seq DESC NULLS FIRST, s.intake DESC
+   WHERE s.contact_id = NEW.contact_id AND s.seq IS NOT NULL AND (NEW.seq IS NULL OR s.seq < NEW.seq)
+     AND s.workspace_id = NEW.workspace_id AND s.contact_point_id = NEW.contact_point_id
+     AND s.purpose_id IS NOT DISTINCT FROM NEW.purpose_id AND {_STARTS}
+   ORDER BY s.seq DESC
    LIMIT 1;
   RETURN NEW;
 END $$;
@@ -128,11 +144,16 @@ UPDATE consent_events t SET doi_started_at = p.started_at
 
 
 def upgrade() -> None:
+    # not queued behind a long reader (a rebuild, an export) with every ledger read and write queued behind it
+    op.execute("SET LOCAL lock_timeout = '5s'")
     op.execute("ALTER TABLE consent_events ADD COLUMN doi_started_at timestamptz")
+    op.execute("SET LOCAL lock_timeout = 0")
     op.execute(_DOI_START)
     op.execute(
         "CREATE TRIGGER consent_events_doi_start BEFORE INSERT ON consent_events FOR EACH ROW "
-        "WHEN (NEW.trigger IN ('confirm', 'start_word')) EXECUTE FUNCTION consent_events_doi_start()"
+        # every other row only when a writer passed a value, which the function then clears
+        "WHEN (NEW.trigger IN ('confirm', 'start_word') OR NEW.doi_started_at IS NOT NULL) "
+        "EXECUTE FUNCTION consent_events_doi_start()"
     )
     op.execute(_APPEND_ONLY_HEAD + _BACKFILLING + _APPEND_ONLY_TAIL)
     op.execute(_BACKFILL)
