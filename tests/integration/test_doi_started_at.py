@@ -195,7 +195,12 @@ async def test_a_value_given_by_the_writer_is_replaced_and_a_later_change_refuse
             text("SELECT doi_started_at FROM consent_events WHERE workspace_id = :ws AND trigger = 'confirm'"),
             {"ws": ws},
         )
+        other = await conn.scalar(
+            text("SELECT doi_started_at FROM consent_events WHERE workspace_id = :ws AND trigger <> 'confirm'"),
+            {"ws": ws},
+        )
     assert confirmed == BASE
+    assert other is None, "a value given on another event is cleared too (the hostile review)"
     with pytest.raises(DBAPIError, match="append-only"):
         async with db.begin() as conn:
             await conn.execute(
