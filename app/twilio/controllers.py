@@ -149,9 +149,14 @@ class TwilioWebhookController(Controller):
         The error codes of a number that cannot receive (21211, 21614, 21635, 30005, 30006, 63024) mark it
         `undeliverable` (consent stays); other codes change nothing about the number.
         """
-        async with db.begin():
-            workspace, params = await _authenticated(request, settings, keys, db, workspace_id, our_number="From")
-            names = ("MessageSid", "MessageStatus", "ErrorCode", "To", "From")
-            fields = {name: _one(params, name, required=name in {"MessageSid", "MessageStatus"}) for name in names}
-            fields["delivery"] = request.query_params.get("delivery", "")  # our status_callback URL names it
-            await service.handle_status(db, workspace_id, workspace, fields)
+
+        async def handle() -> None:
+            async with db.begin():
+                workspace, params = await _authenticated(request, settings, keys, db, workspace_id, our_number="From")
+                names = ("MessageSid", "MessageStatus", "ErrorCode", "To", "From")
+                fields = {name: _one(params, name, required=name in {"MessageSid", "MessageStatus"}) for name in names}
+                fields["delivery"] = request.query_params.get("delivery", "")  # our status_callback URL names it
+                await service.handle_status(db, workspace_id, workspace, fields)
+
+        # a 21610 withdraws the number's consent: raced by a merge of its contact, it is taken again, not lost
+        await again_if_raced(handle, what="twilio_status")

@@ -419,6 +419,44 @@ async def test_status_callback_21610_blocks_the_number_once(client, tenant, conf
     assert await count(session, ConsentEvent) == events, "a repeated callback changes nothing"
 
 
+async def test_a_21610_refused_by_a_merge_committed_meanwhile_is_taken_again(
+    client, tenant, configured, phone, monkeypatch
+):
+    """A status callback's 21610 (the carrier's STOP) withdraws the number's consent; refused by a merge committing in
+    its transaction (the database's CM001), it is taken again instead of answering 409 and losing the withdrawal."""
+    from sqlalchemy.exc import DBAPIError  # noqa: PLC0415
+
+    from app.twilio import service  # noqa: PLC0415
+
+    await signup(client, tenant, configured)
+    await phone.text("NEWS")
+    real = service.handle_status
+    tries = []
+
+    class MergedMeanwhile(Exception):
+        sqlstate = "CM001"
+
+    async def refused_once(*args, **kwargs):
+        tries.append(1)
+        await real(*args, **kwargs)
+        if len(tries) == 1:  # written, then refused: the transaction is rolled back
+            raise DBAPIError("INSERT INTO consents …", None, MergedMeanwhile("contact was merged"))
+
+    monkeypatch.setattr(service, "handle_status", refused_once)
+    params = {
+        "MessageSid": sid(),
+        "AccountSid": ACCOUNT,
+        "MessageStatus": "failed",
+        "ErrorCode": "21610",
+        "To": PERSON,
+        "From": SENDER,
+    }
+    response = await phone.post(params, kind="status")
+    assert response.status_code == 204, response.text
+    assert len(tries) == 2
+    assert await state_of(client, tenant) == "opted_out"
+
+
 async def test_another_account_or_missing_token_is_refused(client, tenant, configured, phone, other_tenant):
     params = {"MessageSid": sid(), "AccountSid": "AC" + "9" * 32, "From": PERSON, "To": SENDER, "Body": "STOP"}
     response = await phone.post(params)
