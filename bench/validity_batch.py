@@ -57,7 +57,12 @@ async def run(args: argparse.Namespace) -> None:
                         )
                         started = time.perf_counter()
                         _, _, decisions = await service.batch(
-                            database, workspace_id, refs=refs, channels=[Channel.EMAIL], purpose_key="newsletter"
+                            database,
+                            workspace_id,
+                            refs=refs,
+                            channels=[Channel.EMAIL],
+                            purpose_key="newsletter",
+                            push_services=None,
                         )
                         times[label].append(time.perf_counter() - started)
                         ends[label] = sum(1 for d in decisions if d.expires_at is not None)

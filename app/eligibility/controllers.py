@@ -19,6 +19,7 @@ from app.lib.db import Database
 from app.lib.errors import AppError
 from app.lib.openapi import errors
 from app.purposes.service import require_purpose
+from app.settings import Settings
 
 
 class PayloadTooLarge(AppError):
@@ -39,15 +40,22 @@ class EligibilityController(Controller):
     @get("/eligibility", operation_id="getEligibility", responses=errors(401, 403, 404))
     async def single(
         self,
+        *,
         principal: NamedDependency[Principal],
         database: NamedDependency[Database],
         contact: Annotated[str, QueryParameter(min_length=1, max_length=200)],
         channel: FromQuery[Channel],
         purpose: Annotated[str, QueryParameter(min_length=1, max_length=63)],
+        settings: NamedDependency[Settings],
     ) -> EligibilityOut:
         """May we contact this person on this channel for this purpose now, why, and on which evidence."""
         return await service.single(
-            database, principal.workspace_id, contact_ref=contact, channel=channel, purpose_key=purpose
+            database,
+            principal.workspace_id,
+            contact_ref=contact,
+            channel=channel,
+            purpose_key=purpose,
+            push_services=settings.web_push_services,
         )
 
     @post(
@@ -58,7 +66,11 @@ class EligibilityController(Controller):
         opt={"idempotent": False},  # a read: a repeat must answer what holds now, never a stored answer
     )
     async def batch(
-        self, data: JSONBody[BatchIn], principal: NamedDependency[Principal], database: NamedDependency[Database]
+        self,
+        data: JSONBody[BatchIn],
+        principal: NamedDependency[Principal],
+        database: NamedDependency[Database],
+        settings: NamedDependency[Settings],
     ) -> BatchOut:
         """One decision per contact and channel, for up to 10,000 contacts (more answers 413)."""
         if len(data.contacts) > MAX_BATCH_CONTACTS:
@@ -67,7 +79,12 @@ class EligibilityController(Controller):
                 "Split it, or stream a whole audience with GET /v1/audiences."
             )
         purpose, decided_at, decisions = await service.batch(
-            database, principal.workspace_id, refs=data.contacts, channels=data.channels, purpose_key=data.purpose
+            database,
+            principal.workspace_id,
+            refs=data.contacts,
+            channels=data.channels,
+            purpose_key=data.purpose,
+            push_services=settings.web_push_services,
         )
         return BatchOut(purpose=purpose, decided_at=decided_at, decisions=decisions)
 

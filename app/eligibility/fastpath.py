@@ -79,6 +79,7 @@ async def _answer(scope: Scope) -> bytes | None:
             contact_ref=contact,
             channel=channel,
             purpose_key=purpose,
+            push_services=connection.app.state.settings.web_push_services,
         )
     except Exception as exc:
         # an app error (401, 404 …) or an unreachable database (503 with Retry-After): the route answers it,

@@ -5,21 +5,42 @@ Nothing is cached, so a withdrawal acknowledged before the question is always re
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 import msgspec
 
-from app.domain.gate import Reason, decide_point, strongest
+from app.domain.gate import PointFacts, Reason, decide_point, strongest
 from app.domain.identifiers import mask
-from app.domain.model import Channel, PurposeKind
+from app.domain.model import Channel, PurposeKind, Reachability
 from app.eligibility import repository
 from app.eligibility.schemas import BatchDecision, EligibilityOut, PointDecision
 from app.lib.db import Database
 from app.lib.errors import NotFound, contact_merged
 from app.lib.orm import utcnow
+from app.lib.outbound import listed
 from app.workspaces.settings import WorkspaceSettings, window_of
+
+
+def routable(fact: PointFacts, push_services: tuple[str, ...] | None) -> PointFacts:
+    """A reachable web push endpoint off the operator's push services counts as undeliverable.
+
+    ``push_services``: ``CONSENT_WEB_PUSH_SERVICES`` (``None``: any host). The outbound guard would refuse a send to
+    such an endpoint (one stored before the operator narrowed the list): routing and eligibility pass it by.
+    """
+    if (
+        fact.channel is Channel.WEB_PUSH
+        and fact.reachability is Reachability.REACHABLE
+        and not listed(fact.value, push_services)
+    ):
+        return dataclasses.replace(fact, reachability=Reachability.UNDELIVERABLE)
+    return fact
+
+
+def _routable(facts: Iterable[PointFacts], push_services: tuple[str, ...] | None) -> list[PointFacts]:
+    return [routable(f, push_services) for f in facts]
 
 
 async def single(
@@ -29,11 +50,13 @@ async def single(
     contact_ref: str,
     channel: Channel,
     purpose_key: str,
+    push_services: tuple[str, ...] | None,
 ) -> EligibilityOut:
     """The decision for one contact, channel and purpose: one database round trip, then the gate."""
     async with database.driver() as driver:
         found = await repository.single_facts(driver, workspace_id, purpose_key, contact_ref, channel)
-    purpose_id, kind, contact_id, facts = found.purpose_id, found.kind, found.contact_id, found.facts
+    purpose_id, kind, contact_id = found.purpose_id, found.kind, found.contact_id
+    facts = _routable(found.facts, push_services)
     if purpose_id is None or kind is None:
         raise NotFound(f"No purpose with key '{purpose_key}'.", code="purpose_not_found")
     if contact_id is None:
@@ -85,6 +108,7 @@ async def batch(
     refs: Sequence[str],
     channels: Sequence[Channel],
     purpose_key: str,
+    push_services: tuple[str, ...] | None,
 ) -> tuple[str, datetime, list[BatchDecision]]:
     """Decisions for many contacts x channels: two round trips on the driver connection, then the gate."""
     async with database.driver() as driver:
@@ -122,7 +146,7 @@ async def batch(
                 continue
             decided = [
                 (f, decide_point(f, kind, now=now, window=windows[channel], default_timezone=settings.timezone))
-                for f in facts.get((contact_id, channel), ())
+                for f in _routable(facts.get((contact_id, channel), ()), push_services)
             ]
             best = strongest([d for _, d in decided])
             decisions.append(

@@ -9,7 +9,6 @@ chosen and waits for the window to open.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,15 +22,15 @@ from app.channels import registry
 from app.channels.base import Report
 from app.domain import content as content_rules
 from app.domain.gate import PointFacts, Reason, decide_point, strongest
-from app.domain.model import Channel, PurposeKind, Reachability
+from app.domain.model import Channel, PurposeKind
 from app.eligibility import repository as facts_repository
+from app.eligibility.service import routable
 from app.ledger import repository as ledger_repository
 from app.ledger.models import Contact
 from app.ledger.service import refuse_merged, require_contact
 from app.lib.errors import AppError, InvalidInput, NotFound
 from app.lib.ids import uuid7
 from app.lib.orm import utcnow
-from app.lib.outbound import listed
 from app.messages import repository
 from app.messages.models import Delivery, MessageEvent
 from app.messages.repository import add_event
@@ -162,7 +161,7 @@ async def _accept(
         for contact_id, fact in await facts_repository.point_facts(
             session, workspace_id, contacts, channels, purpose_id
         ):
-            facts.setdefault((purpose_id, contact_id), []).append(_as_routable(fact, push_services))
+            facts.setdefault((purpose_id, contact_id), []).append(routable(fact, push_services))
     messages: list[dict[str, Any]] = []
     deliveries: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
@@ -242,17 +241,6 @@ async def _accept(
         answers.append(MessageOut(message_id=message_id, status=status, decision=decision))  # type: ignore[arg-type]
     await repository.add_messages(session, messages, deliveries, events)
     return answers
-
-
-def _as_routable(fact: PointFacts, push_services: tuple[str, ...] | None) -> PointFacts:
-    """A reachable web push endpoint off the operator's push services counts as undeliverable."""
-    if (
-        fact.channel is Channel.WEB_PUSH
-        and fact.reachability is Reachability.REACHABLE
-        and not listed(fact.value, push_services)
-    ):
-        return dataclasses.replace(fact, reachability=Reachability.UNDELIVERABLE)
-    return fact
 
 
 def decide_route(

@@ -545,7 +545,7 @@ async def test_web_push_is_encrypted_for_the_subscription_and_signed_with_vapid(
     assert {c["purpose"]: c["state"] for c in web["consents"]}["newsletter"] == "opted_out"
 
 
-async def test_a_web_push_endpoint_off_the_operators_push_services_is_not_routed_to(client, world, ledger):
+async def test_a_web_push_endpoint_off_the_operators_push_services_is_not_routed_to(client, world, ledger, tenant):
     """An endpoint stored before the operator narrowed ``CONSENT_WEB_PUSH_SERVICES`` (here: only 127.0.0.1) would be
     refused by the outbound guard at send: routing takes another endpoint of the contact, or the next channel."""
     jane = world["sms"].contact_id
@@ -555,11 +555,23 @@ async def test_a_web_push_endpoint_off_the_operators_push_services_is_not_routed
     assert alone["decision"]["channel"] == "email"
     assert alone["decision"]["skipped"] == [{"channel": "web_push", "reason": "undeliverable"}]
 
+    # eligibility says the same, asked alone (its fast path) and in a batch
+    reader = await tenant.key(Scope.ELIGIBILITY_READ)
+    query = {"contact": "jane", "channel": "web_push", "purpose": "newsletter"}
+    single = (await client.get("/v1/eligibility", params=query, headers=reader)).json()
+    assert (single["eligible"], single["reason"]) == (False, "undeliverable")
+    body = {"contacts": ["jane"], "channels": ["web_push"], "purpose": "newsletter"}
+    [decision] = (await client.post("/v1/eligibility/batch", json=body, headers=reader)).json()["decisions"]
+    assert (decision["eligible"], decision["reason"]) == (False, "undeliverable")
+
     listed = await ledger.point("web_push", "https://127.0.0.1/sub/2", contact_id=jane)
     await ledger.apply(listed, world["newsletter"].id, "permission_granted")
     both = (await send(client, world, ["web_push", "email"])).json()
     assert both["decision"]["channel"] == "web_push"
     assert both["decision"]["contact_point_id"] == str(listed.id)
+    single = (await client.get("/v1/eligibility", params=query, headers=reader)).json()
+    assert single["eligible"] is True
+    assert [p["id"] for p in single["contact_points"]] == [str(listed.id)]
 
 
 async def test_print_goes_to_the_daily_batch_file(client, world, dispatcher, settings, ledger, tenant):
