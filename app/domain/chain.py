@@ -57,9 +57,13 @@ def personal_digest(personal: Mapping[str, Any]) -> bytes:
     return hashlib.sha256(canonical_json(personal)).digest()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ChainFields:
-    """Everything of an event that the chain covers."""
+    """Everything of an event that the chain covers.
+
+    Not frozen: a batch makes one per event and only reads it, and a frozen dataclass sets each field through a
+    call (three times the cost of making one).
+    """
 
     id: uuid.UUID
     workspace_id: uuid.UUID
@@ -103,42 +107,12 @@ class ChainFields:
         }
 
 
-def event_hash(fields: ChainFields | ChainRecord, prev_hash: bytes) -> bytes:
+def event_hash(fields: ChainFields, prev_hash: bytes) -> bytes:
     """SHA-256 over the predecessor's hash and the canonical fields."""
     return hashlib.sha256(prev_hash + _payload_json(fields)).digest()
 
 
-@dataclass(slots=True)
-class ChainRecord:
-    """:class:`ChainFields` as a plain record, not frozen, hashed the same way (:func:`event_hash`).
-
-    Three times cheaper to make (a frozen dataclass sets each field through a call): a batch makes one per event.
-    """
-
-    id: uuid.UUID
-    workspace_id: uuid.UUID
-    seq: int
-    contact_id: uuid.UUID | None
-    contact_point_id: uuid.UUID
-    purpose_id: uuid.UUID | None
-    channel: str
-    trigger: str
-    from_state: str
-    to_state: str
-    legal_basis: str | None
-    notice_id: uuid.UUID | None
-    actor_type: str
-    actor_id: str | None
-    occurred_at: datetime
-    recorded_at: datetime
-    personal_digest: bytes
-
-    def payload(self) -> dict[str, Any]:
-        """As :meth:`ChainFields.payload`."""
-        return ChainFields.payload(self)  # type: ignore[arg-type]  # the same attributes
-
-
-def _payload_json(fields: ChainFields | ChainRecord) -> bytes:
+def _payload_json(fields: ChainFields) -> bytes:
     """``canonical_json(fields.payload())``, byte for byte, written directly (the import chains thousands a second).
 
     The keys in sorted order, each value as :func:`canonical_json` writes it: strings through the JSON module's own
@@ -165,7 +139,7 @@ def _payload_json(fields: ChainFields | ChainRecord) -> bytes:
     ).encode()
 
 
-def _uuids(fields: ChainFields | ChainRecord) -> tuple[uuid.UUID | None, ...]:
+def _uuids(fields: ChainFields) -> tuple[uuid.UUID | None, ...]:
     return (
         fields.id,
         fields.workspace_id,
@@ -176,7 +150,7 @@ def _uuids(fields: ChainFields | ChainRecord) -> tuple[uuid.UUID | None, ...]:
     )
 
 
-def _texts(fields: ChainFields | ChainRecord) -> tuple[str | None, ...]:
+def _texts(fields: ChainFields) -> tuple[str | None, ...]:
     return (
         fields.channel,
         fields.trigger,

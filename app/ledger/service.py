@@ -26,7 +26,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.domain.chain import (
     GENESIS,
     ChainFields,
-    ChainRecord,
     canonical_json,
     event_hash,
     new_personal,
@@ -400,7 +399,7 @@ def _chain(  # noqa: PLR0917  # one pass over what apply_changes has at hand
         notice_id = change.notice.id if change.notice else None
         if notice_id is None and step.rule.target is not State.PENDING:
             notice_id = earlier["notice_id"] if earlier else consent.notice_id
-        fields = ChainRecord(  # not frozen: made once per event and only read
+        fields = ChainFields(
             id=next(ids),
             workspace_id=workspace_id,
             seq=last_seq + 1,

@@ -8,7 +8,6 @@ other types than declared, which take the general path.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
@@ -17,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.domain.chain import GENESIS, ChainFields, ChainRecord, _payload_json, canonical_json, event_hash
+from app.domain.chain import GENESIS, ChainFields, _payload_json, canonical_json, event_hash
 from app.ledger.service import Change, _lock_order
 
 texts = st.text(max_size=40)
@@ -102,12 +101,3 @@ def test_consent_rows_are_locked_in_the_order_of_their_ids_as_text(picks, pool):
     for change in sorted(changes, key=lambda c: (str(c.contact_point.id), str(c.purpose_id or ""))):
         expected.setdefault((change.contact_point.id, change.purpose_id), None)
     assert [(k.contact_point_id, k.purpose_id) for k in _lock_order(changes)] == list(expected)
-
-
-@given(chain_fields, st.binary(min_size=32, max_size=32))
-def test_a_chain_record_hashes_as_the_chain_fields_it_holds(fields, prev_hash):
-    """What a batch makes per event (not frozen) is hashed as the frozen fields are: the same fields, the same text."""
-    assert [f.name for f in dataclasses.fields(ChainRecord)] == [f.name for f in dataclasses.fields(ChainFields)]
-    record = ChainRecord(**{f.name: getattr(fields, f.name) for f in dataclasses.fields(ChainFields)})
-    assert record.payload() == fields.payload()
-    assert event_hash(record, prev_hash) == event_hash(fields, prev_hash)
