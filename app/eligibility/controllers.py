@@ -96,11 +96,13 @@ class EligibilityController(Controller):
     )
     async def audience(
         self,
+        *,
         request: Request[Any, Any, Any],
         database: NamedDependency[Database],
         principal: NamedDependency[Principal],
         purpose: Annotated[str, QueryParameter(min_length=1, max_length=63)],
         channel: Annotated[list[Channel], QueryParameter(min_items=1)],
+        settings: NamedDependency[Settings],
     ) -> Stream:
         """Every eligible contact point, streamed as NDJSON (or CSV with `Accept: text/csv`) in constant memory.
 
@@ -122,6 +124,7 @@ class EligibilityController(Controller):
                 channels,
                 as_csv=as_csv,
                 sink=sink,
+                push_services=settings.web_push_services,
                 policy=repository.lifecycle_policy(found.validity, found.inactivity),
             )
 

@@ -17,6 +17,7 @@ from app.domain.gate import CUSTOMER_CHANNELS, CUSTOMER_REPLACES, ELIGIBLE, STAT
 from app.domain.model import WITHDRAWN_STATES, Channel, PurposeKind, Reachability, State, SuppressionScope
 from app.domain.validity import End, Policy, Span, policy_of
 from app.lib.copystream import copy_rows, csv_cell
+from app.lib.outbound import listed, split_patterns
 from app.workspaces.settings import WorkspaceSettings
 
 #: The workspace time zone when its settings name none (the settings' default, omitted from the stored JSON).
@@ -378,8 +379,64 @@ def blocked_sql(kind: PurposeKind, channels: Sequence[Channel]) -> str:
     """  # noqa: S608
 
 
+#: A web push endpoint spelled plainly: ``https://``, a host name of ASCII letters, digits, dots and hyphens, perhaps
+#: a port, then a path or nothing. Of such an endpoint the first group is the host Python's ``urlsplit`` reads (in
+#: any case), so SQL can match it as :func:`app.lib.outbound.host_allowed` does; any other spelling (userinfo,
+#: brackets, percent signs, whitespace ``urlsplit`` strips, another scheme) is decided by that function itself.
+PLAIN_ENDPOINT = "^[Hh][Tt][Tt][Pp][Ss]://([A-Za-z0-9.-]+)(:[0-9]*)?(/|$)"
+
+#: The workspace's reachable web push endpoints not spelled plainly ($1): few or none, checked in Python.
+_UNPLAIN_ENDPOINTS = f"""
+    SELECT id, value FROM contact_points
+     WHERE workspace_id = $1 AND channel = '{Channel.WEB_PUSH.value}'
+       AND reachability = '{Reachability.REACHABLE.value}' AND value !~ '{PLAIN_ENDPOINT}'
+"""  # noqa: S608  # constants of this module only
+
+
+def _like_ending(suffix: str) -> str:
+    """A LIKE pattern for a text that ends with ``suffix`` (its percent signs, underscores, backslashes as such)."""
+    return "%" + suffix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+async def push_hosts_args(
+    driver: Any, workspace_id: uuid.UUID, channels: Sequence[Channel], push_services: tuple[str, ...] | None
+) -> tuple[Any, ...]:
+    """The parameters of :func:`audience_sql`'s ``push_hosts`` filter, or none (no list, or no web push asked).
+
+    The operator's push services as names and LIKE endings, and the ids of the endpoints not spelled plainly
+    that :func:`app.lib.outbound.listed` allows: the export lists exactly the endpoints
+    :func:`app.eligibility.service.routable` leaves reachable.
+    """
+    if push_services is None or Channel.WEB_PUSH not in channels:
+        return ()
+    names, suffixes = split_patterns(push_services)
+    unplain = await driver.fetch(_UNPLAIN_ENDPOINTS, workspace_id)
+    allowed = [row["id"] for row in unplain if listed(row["value"], push_services)]
+    return list(names), [_like_ending(s) for s in suffixes], allowed
+
+
+def push_hosts_sql(first: int) -> str:
+    """Whether a web push endpoint's host is on the operator's push services; other channels pass.
+
+    Parameters from ``$first`` (:func:`push_hosts_args`): the names, the LIKE endings, the allowed ids of
+    endpoints not spelled plainly. Same rule as :func:`app.lib.outbound.host_allowed` (lower case, no trailing
+    dot, the port and path ignored; ``*.example.com`` matches names below it only).
+    """
+    host = f"rtrim(lower(substring(cp.value FROM '{PLAIN_ENDPOINT}')), '.')"
+    names, endings, ids = f"${first}::text[]", f"${first + 1}::text[]", f"${first + 2}::uuid[]"
+    return (
+        f"(cp.channel <> '{Channel.WEB_PUSH.value}' "
+        f"OR coalesce({host} = ANY({names}) OR {host} LIKE ANY({endings}), FALSE) OR cp.id = ANY({ids}))"
+    )
+
+
 def audience_sql(
-    kind: PurposeKind, channels: Sequence[Channel], *, blocked_given: bool = False, policy: Policy | None = None
+    kind: PurposeKind,
+    channels: Sequence[Channel],
+    *,
+    blocked_given: bool = False,
+    policy: Policy | None = None,
+    push_hosts: int | None = None,
 ) -> str:
     """The send gate as a SQL filter over contact points (the send window is a send-time check, not applied).
 
@@ -392,6 +449,8 @@ def audience_sql(
     there the existing-customer basis may stand in, as for a recorded expiry.
     Parameters: $1 workspace, $2 purpose and, with ``blocked_given``, $3 the ids :func:`blocked_sql` found
     (as a literal array PostgreSQL hashes once; else they are found by a subquery in the same statement).
+    With ``push_hosts`` (the number of its first parameter), a web push endpoint off the operator's push services
+    is left out, as routing counts it undeliverable (:func:`push_hosts_sql`).
     The rows come in no particular order: sorting a million rows would hold the first byte back until the
     last row is read.
     """
@@ -454,6 +513,9 @@ def audience_sql(
         # an anti-join, hashed whatever the estimate (NOT IN falls back to a rescan per row)
         not_blocked = f"NOT EXISTS (SELECT 1 FROM ({blocked_sql(kind, channels)}) b WHERE b.id = cp.id)"  # noqa: S608
     in_channels = _literals([c.value for c in channels])
+    on_push_services = (
+        f"\n       AND {push_hosts_sql(push_hosts)}" if push_hosts is not None and Channel.WEB_PUSH in channels else ""
+    )
     # Only enum values of the domain are interpolated; every input is a bind parameter.
     return f"""
     SELECT cp.contact_id, cp.contact_external_id AS external_id, cp.id AS contact_point_id, cp.channel,
@@ -470,7 +532,7 @@ def audience_sql(
      WHERE cp.workspace_id = $1 AND cp.channel IN ({in_channels})
        AND cp.reachability = '{Reachability.REACHABLE.value}'
        AND {permission}
-       AND {not_blocked}
+       AND {not_blocked}{on_push_services}
     """  # noqa: S608
 
 
@@ -541,9 +603,13 @@ async def copy_audience(
     *,
     as_csv: bool,
     sink: Callable[[bytes], Awaitable[None]],
+    push_services: tuple[str, ...] | None,
     policy: Policy | None = None,
 ) -> None:
     """Every eligible contact point as NDJSON lines or CSV (with a header), written by ``COPY … TO STDOUT``.
+
+    ``push_services``: the operator's web push services (``CONSENT_WEB_PUSH_SERVICES``; ``None``: any host): an
+    endpoint off them is left out, as routing and eligibility count it undeliverable.
 
     PostgreSQL encodes the rows; ``sink`` gets its output in the pieces it arrives in and is awaited before
     more is read, so a slow reader slows the query down instead of filling memory.
@@ -558,7 +624,11 @@ async def copy_audience(
         args: tuple[Any, ...] = (
             (workspace_id, purpose_id, [row["id"] for row in blocked]) if inline else (workspace_id, purpose_id)
         )
-        sql = audience_sql(kind, channels, blocked_given=inline, policy=policy)
+        push = await push_hosts_args(driver, workspace_id, channels, push_services)
+        sql = audience_sql(
+            kind, channels, blocked_given=inline, policy=policy, push_hosts=len(args) + 1 if push else None
+        )
+        args += push
         await copy_rows(driver, as_csv_rows(sql), as_ndjson(sql), *args, as_csv=as_csv, sink=sink)
 
 

@@ -142,15 +142,26 @@ def host_allowed(host: str, patterns: tuple[str, ...]) -> bool:
     Compared in lower case and without a trailing dot, so ``FCM.googleapis.com.`` is ``fcm.googleapis.com``; an
     address literal matches only a pattern that spells it.
     """
+    names, suffixes = split_patterns(patterns)
     name = host.lower().rstrip(".")
+    return name in names or name.endswith(suffixes)
+
+
+def split_patterns(patterns: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``patterns`` as :func:`host_allowed` reads them: names matched whole, and the endings ``*.`` patterns match.
+
+    In lower case and without a trailing dot; ``*.example.com`` gives the ending ``.example.com`` (so not the name
+    ``example.com`` itself). The audience export matches hosts in SQL with these (``app.eligibility.repository``).
+    """
+    names: list[str] = []
+    suffixes: list[str] = []
     for given in patterns:
         pattern = given.lower().rstrip(".")
         if pattern.startswith("*."):
-            if name.endswith(pattern[1:]):
-                return True
-        elif name == pattern:
-            return True
-    return False
+            suffixes.append(pattern[1:])
+        else:
+            names.append(pattern)
+    return tuple(names), tuple(suffixes)
 
 
 def listed(url: str, hosts: tuple[str, ...] | None) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import io
 import json
 import random
@@ -426,9 +427,132 @@ async def test_audience_sql_selects_exactly_what_the_gate_decides(
 
         async with database.driver() as driver:
             await repository.copy_audience(
-                driver, ledger.workspace_id, purpose.id, kind, channels, as_csv=False, sink=collect
+                driver, ledger.workspace_id, purpose.id, kind, channels, as_csv=False, sink=collect, push_services=None
             )
         by_sql = {uuid.UUID(json.loads(line)["contact_point_id"]) for line in b"".join(chunks).splitlines()}
         assert by_sql == by_gate, purpose.key
         assert by_gate, "the random data should make some points eligible"
         assert len(by_gate) < len(points), "and some not"
+
+
+async def test_the_audience_export_leaves_out_a_web_push_endpoint_off_the_push_services(client, ledger, reader):
+    """An endpoint stored before the operator narrowed ``CONSENT_WEB_PUSH_SERVICES`` (here: the known push services)
+    is undeliverable for eligibility and routing: the export does not list it either."""
+    newsletter = await ledger.purpose("newsletter")
+    listed_point = await ledger.point("web_push", "https://fcm.googleapis.com/fcm/send/abc", external_id="on")
+    off = await ledger.point("web_push", "https://push.old-service.example/sub/1", external_id="off")
+    for point in (listed_point, off):
+        await ledger.apply(point, newsletter.id, "permission_granted")
+    for accept in ("application/x-ndjson", "text/csv"):
+        exported = await client.get(
+            "/v1/audiences",
+            params={"purpose": "newsletter", "channel": ["web_push", "email"]},
+            headers={**reader, "Accept": accept},
+        )
+        assert exported.status_code == 200, exported.text
+        assert str(listed_point.id) in exported.text
+        assert str(off.id) not in exported.text
+    for contact, eligible in (("on", True), ("off", False)):
+        answer = await ask(client, reader, contact, channel="web_push")
+        assert answer["eligible"] is eligible
+
+
+#: Host patterns as an operator might write them by hand (settings lower-case them; the match must not rely on it).
+PUSH_PATTERNS = ("fcm.googleapis.com", "*.push.apple.com", "Push.Example.NET.", "127.0.0.1")
+
+#: Endpoints and whether their host is on PUSH_PATTERNS, as :func:`app.lib.outbound.listed` reads them.
+PUSH_ENDPOINTS = [
+    ("https://fcm.googleapis.com/fcm/send/a", True),
+    ("https://FCM.GoogleAPIs.com/fcm/send/b", True),  # case
+    ("HTTPS://fcm.googleapis.com/fcm/send/c", True),
+    ("https://fcm.googleapis.com./fcm/send/d", True),  # a trailing dot
+    ("https://fcm.googleapis.com../fcm/send/d2", True),
+    ("https://fcm.googleapis.com:443/fcm/send/e", True),  # a port
+    ("https://fcm.googleapis.com:/fcm/send/f", True),
+    ("https://fcm.googleapis.com", True),  # no path
+    ("https://fcm.googleapis.com?x=g", True),
+    ("https://fcm.googleapis.com#h", True),
+    ("http://fcm.googleapis.com/fcm/send/i", True),  # the host only is matched (the guard refuses http apart)
+    ("https://user:pw@fcm.googleapis.com/j", True),  # userinfo is not the host
+    ("https://evil.example\\@fcm.googleapis.com/k", True),
+    (" https://fcm.googleapis.com/l", True),  # urlsplit strips leading spaces
+    ("https://fcm.google\tapis.com/m", True),  # and removes tabs and newlines
+    ("https://fcm.googleapis.com:443\n/n", True),
+    ("https://fcm.googleapis.com@evil.example/o", False),
+    ("https://fcm.googleapis.com.evil.example/p", False),
+    ("https://xfcm.googleapis.com/q", False),
+    ("https://fcm%2egoogleapis.com/r", False),
+    ("https://fcm_googleapis.com/s", False),
+    ("https://web.push.apple.com/QAbc", True),
+    ("https://a.b.push.apple.com/QAbc", True),  # any depth below
+    ("https://WEB.PUSH.APPLE.COM:8443/QAbc", True),
+    ("https://push.apple.com/QAbc", False),  # *. matches names below only
+    ("https://evilpush.apple.com/QAbc", False),
+    ("https://push.example.net/t", True),  # the pattern in capitals and with a trailing dot
+    ("https://sub.push.example.net/u", False),
+    ("https://127.0.0.1:8443/v", True),
+    ("https://127.0.0.2/w", False),
+    ("https://[::1]/x", False),
+    ("https://[fcm.googleapis.com]/y", False),  # brackets without an IPv6 literal: urlsplit raises
+    ("https://[::1/z", False),
+    ("not a url", False),
+    ("", False),
+]
+
+
+@pytest.mark.parametrize("inline_blocked", [100_000, 0], ids=["blocked-as-constant", "blocked-by-subquery"])
+async def test_the_audience_export_matches_push_hosts_as_routing_does(
+    ledger, session, database, monkeypatch, inline_blocked
+):
+    """Case, trailing dots, ports, userinfo, odd spellings: the export lists an endpoint exactly when routing
+    (:func:`app.eligibility.service.routable`, through ``listed``) would send to it; other channels are untouched."""
+    from app.domain.model import Reachability  # noqa: PLC0415
+    from app.eligibility.service import routable  # noqa: PLC0415
+
+    monkeypatch.setattr(repository, "AUDIENCE_INLINE_BLOCKED", inline_blocked)
+    newsletter = await ledger.purpose("newsletter")
+    mail = await ledger.point("email", "jane@example.com")
+    await ledger.apply(mail, newsletter.id, "signup", "confirm")
+    expected = {mail.id}
+    ids = {}
+    for i, (endpoint, on_list) in enumerate(PUSH_ENDPOINTS):
+        point = await ledger.point("web_push", endpoint or f"https://{i}", contact_id=mail.contact_id)
+        if not endpoint:  # an empty value: written past the service's own checks
+            await session.execute(text("UPDATE contact_points SET value = '' WHERE id = :id"), {"id": point.id})
+        await ledger.apply(point, newsletter.id, "permission_granted")
+        ids[point.id] = endpoint
+        if on_list:
+            expected.add(point.id)
+    [(_, fact)] = await repository.point_facts(
+        session, ledger.workspace_id, [mail.contact_id], ["email"], newsletter.id
+    )
+    channels = [Channel.EMAIL, Channel.WEB_PUSH]
+
+    async def export(push_services):
+        chunks: list[bytes] = []
+
+        async def collect(chunk: bytes) -> None:
+            chunks.append(chunk)
+
+        async with database.driver() as driver:
+            await repository.copy_audience(
+                driver,
+                ledger.workspace_id,
+                newsletter.id,
+                PurposeKind.MARKETING,
+                channels,
+                as_csv=False,
+                sink=collect,
+                push_services=push_services,
+            )
+        return {uuid.UUID(json.loads(line)["contact_point_id"]) for line in b"".join(chunks).splitlines()}
+
+    exported = await export(PUSH_PATTERNS)
+    wrong = {ids.get(i, "email") for i in exported ^ expected}
+    assert exported == expected, f"export and routing disagree on {sorted(wrong)}"
+    # the expectations above are routing's own answers
+    for endpoint, on_list in PUSH_ENDPOINTS:
+        pushed = dataclasses.replace(fact, channel=Channel.WEB_PUSH, value=endpoint)
+        routed = routable(pushed, PUSH_PATTERNS).reachability is Reachability.REACHABLE
+        assert routed is on_list, endpoint
+    assert await export(None) == {mail.id, *ids}  # no list: every host
