@@ -47,6 +47,7 @@ from app.channels.base import ChannelSpec, Sending
 from app.domain.gate import PointFacts, Reason, decide_point
 from app.domain.model import ActorType, Channel, LegalBasis, PurposeKind
 from app.eligibility import repository as facts_repository
+from app.eligibility.service import routable
 from app.ledger import repository as ledger
 from app.ledger.actions import withdraw_point
 from app.ledger.models import Contact, ContactPoint
@@ -511,7 +512,9 @@ class Dispatcher:
                 log.exception("delivery_facts_failed", workspace_id=str(workspace_id), purpose_id=str(purpose_id))
                 unreadable.add((workspace_id, purpose_id))
                 continue
-            found.update({(fact.id, purpose_id): fact for _, fact in rows})
+            # an endpoint off the operator's push services (narrowed since queueing) is undeliverable, as for routing
+            push_services = self.settings.web_push_services
+            found.update({(fact.id, purpose_id): routable(fact, push_services) for _, fact in rows})
         return found, frozenset(unreadable)
 
     async def _write(self, entries: Sequence[_Entry]) -> set[uuid.UUID]:

@@ -10,6 +10,7 @@ import json
 from datetime import timedelta
 
 import http_ece
+import msgspec
 import pytest
 from aiohttp import web
 from aiosmtpd.smtp import SMTP
@@ -572,6 +573,33 @@ async def test_a_web_push_endpoint_off_the_operators_push_services_is_not_routed
     single = (await client.get("/v1/eligibility", params=query, headers=reader)).json()
     assert single["eligible"] is True
     assert [p["id"] for p in single["contact_points"]] == [str(listed.id)]
+
+
+async def test_a_message_queued_before_the_push_services_were_narrowed_is_blocked_at_send_as_undeliverable(
+    client, world, ledger, providers, database, settings, app
+):
+    """Queued to an endpoint on the list; the operator then narrows ``CONSENT_WEB_PUSH_SERVICES`` and restarts. The
+    gate at send decides as routing now would (undeliverable), instead of the guard's refusal failing the send."""
+    push = providers["push"]
+    jane = world["sms"].contact_id
+    endpoint = await ledger.point("web_push", f"{push.url}/push/1", contact_id=jane, details=push.keys())
+    await ledger.apply(endpoint, world["newsletter"].id, "permission_granted")
+    body = (await send(client, world, ["web_push"])).json()
+    assert body["decision"]["contact_point_id"] == str(endpoint.id)
+
+    narrowed = msgspec.structs.replace(settings, web_push_services=("fcm.googleapis.com",))
+    adapters = Adapters(narrowed, Keys(TEST_SECRET), app.state.mail_sender)
+    config = DispatchConfig(concurrency=1, deadline=1.0, base_backoff=0.0, max_attempts=3)
+    dispatcher = Dispatcher(database, Keys(TEST_SECRET), narrowed, adapters, config=config)
+    try:
+        for _ in range(config.max_attempts):
+            await dispatcher.run_once()
+    finally:
+        await adapters.aclose()
+    assert push.received == []
+    shown = await detail(client, world, body["message_id"])
+    assert [h["status"] for h in shown["history"]] == ["queued", "blocked_at_send"]
+    assert shown["history"][-1]["error"] == "undeliverable"
 
 
 async def test_print_goes_to_the_daily_batch_file(client, world, dispatcher, settings, ledger, tenant):
