@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.domain.model import ActorType
 from app.ledger.service import Actor
 from app.lib.auth import Principal, Scope
+from app.lib.errors import again_if_raced
 from app.lib.keys import Keys
 from app.lib.openapi import errors
 from app.push import service
@@ -139,5 +140,11 @@ class PushController(Controller):
         db: NamedDependency[AsyncSession],
     ) -> None:
         """The browser's subscription ended: its consents end and the endpoint is `expired`."""
-        async with db.begin():
-            await service.unsubscribe(db, principal.workspace_id, data.endpoint, _actor(principal))
+
+        async def apply() -> None:
+            async with db.begin():
+                await service.unsubscribe(db, principal.workspace_id, data.endpoint, _actor(principal))
+
+        # a merge of the contact committing meanwhile: taken again, under the survivor (a page's script that is
+        # closing does not send it again)
+        await again_if_raced(apply, what="push_unsubscribe")

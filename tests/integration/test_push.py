@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import shutil
 import subprocess
@@ -11,9 +12,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from app.ledger.models import ConsentEvent
 from app.lib.auth import Scope
+from app.lib.db import Database
 
 INSTALL = "/v1/push/app-installations/inst-001"
 
@@ -318,3 +321,79 @@ def test_the_button_script_subscribes_with_the_vapid_key_and_posts_the_subscript
     assert "userVisibleOnly: true" in script
     assert "applicationServerKey" in script
     assert "subscription.toJSON()" in script
+
+
+class TestAPushUnsubscribeRacingARealMerge:
+    """On a database of the class's own, where the merge really commits in another transaction."""
+
+    @pytest.fixture
+    async def own_engine(self, pg_server):
+        url = await pg_server.create_database(migrated=True)
+        own = create_async_engine(url, pool_size=5, max_overflow=20)
+        try:
+            yield own
+        finally:
+            await own.dispose()
+            await pg_server.drop_database(url)
+
+    @pytest.fixture
+    def database(self, own_engine):
+        return Database(own_engine, async_sessionmaker(own_engine, expire_on_commit=False))
+
+    async def test_a_push_unsubscribe_raced_by_a_merge_is_taken_again(
+        self, client, admin, ledger, database, app_setup, monkeypatch
+    ):
+        """The subscription's contact is merged into another while the unsubscribe runs: it deadlocked with the merge
+        (500) or met the committed merge's CM001 (409), nothing recorded. Taken again, as the one-click unsubscribe
+        is: 204, the permission ends on the address, now under the survivor."""
+        from app.domain.model import ActorType  # noqa: PLC0415
+        from app.ledger import merge as merging  # noqa: PLC0415
+        from app.ledger.service import Actor  # noqa: PLC0415
+        from app.push import service  # noqa: PLC0415
+
+        body = {"subscription": subscription(), "purposes": ["offers"], "notice_id": app_setup["notices"]["offers"]}
+        created = await client.post("/v1/push/web-subscriptions", json=body, headers=app_setup["key"])
+        assert created.status_code == 201, created.text
+        survivor = await ledger.point("email", "other@example.com", external_id="crm-2")
+        real_withdraw, real_move = service.withdraw_point, merging.repository.move_contact_references
+        calls: list[uuid.UUID] = []
+        merges: list[asyncio.Task[None]] = []
+
+        async def merge(workspace_id, duplicate):
+            async with database.sessionmaker() as db, db.begin():
+                await merging.merge(
+                    db,
+                    workspace_id,
+                    survivor_ref=str(survivor.contact_id),
+                    duplicate_ref=str(duplicate),
+                    evidence={},
+                    actor=Actor(ActorType.SYSTEM),
+                )
+
+        async def merged_first(session, workspace_id, point, **kwargs):
+            calls.append(point.contact_id)
+            if len(calls) == 1:
+                merges.append(asyncio.create_task(merge(workspace_id, point.contact_id)))
+                await asyncio.sleep(0.1)  # the merge has locked the contact
+            return await real_withdraw(session, workspace_id, point, **kwargs)
+
+        async def slow_move(*args, **kwargs):
+            await asyncio.sleep(0.4)  # the merge reads both histories before it moves the addresses
+            return await real_move(*args, **kwargs)
+
+        monkeypatch.setattr(service, "withdraw_point", merged_first)
+        monkeypatch.setattr(merging.repository, "move_contact_references", slow_move)
+        gone = await client.request(
+            "DELETE",
+            "/v1/push/web-subscriptions",
+            json={"endpoint": body["subscription"]["endpoint"]},
+            headers=app_setup["key"],
+        )
+        await merges[0]
+        assert gone.status_code == 204, gone.text
+        assert len(calls) > 1, "the race happened"
+        assert calls[-1] == survivor.contact_id, "the last try found the endpoint under the survivor"
+        contact = (await client.get(f"/v1/contacts/{survivor.contact_id}", headers=admin)).json()
+        [web] = [p for p in contact["contact_points"] if p["channel"] == "web_push"]
+        assert web["reachability"] == "expired"
+        assert {c["purpose"]: c["state"] for c in web["consents"]}["offers"] != "opted_in"
