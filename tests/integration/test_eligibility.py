@@ -479,12 +479,14 @@ PUSH_ENDPOINTS = [
     ("https://fcm.google\tapis.com/m", True),  # and removes tabs and newlines
     ("https://fcm.googleapis.com:443\n/n", True),
     ("https://fcm.googleapis.com@evil.example/o", False),
+    ("https://fcm.googleapis.com:pw@evil.example/o2", False),  # what precedes the first ':' is no host here
     ("https://fcm.googleapis.com.evil.example/p", False),
     ("https://xfcm.googleapis.com/q", False),
     ("https://fcm%2egoogleapis.com/r", False),
     ("https://fcm_googleapis.com/s", False),
     ("https://web.push.apple.com/QAbc", True),
     ("https://a.b.push.apple.com/QAbc", True),  # any depth below
+    ("https://.push.apple.com/QAbc", True),  # an empty label below: still ends with .push.apple.com
     ("https://WEB.PUSH.APPLE.COM:8443/QAbc", True),
     ("https://push.apple.com/QAbc", False),  # *. matches names below only
     ("https://evilpush.apple.com/QAbc", False),
