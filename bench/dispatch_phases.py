@@ -12,12 +12,16 @@ stand-in in its own process), and the CPU time of this process and of PostgreSQL
 - record: ``Dispatcher._write`` of the acceptances, in groups of ``--group``.
 
     uv run python bench/dispatch_phases.py --messages 5000
+    uv run python bench/dispatch_phases.py --messages 5000 --profile /tmp/prepare.prof   # cProfile of prepare alone
+
+Prepare runs alone (no other task of this process runs meanwhile), so its profile is not mixed with other phases'.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import sys
 import time
 import uuid
@@ -36,6 +40,26 @@ from app.main import mail_sender
 from app.messages.dispatcher import DispatchConfig, Dispatcher, _Entry
 from app.settings import Settings, TwilioDefaults
 from bench.dispatch import ACCOUNT, SECRET, TOKEN, cpu_seconds, load, run_stand_in_process
+
+
+class _Profile:
+    """cProfile (CPU time) around each prepare, written to ``path``; nothing without a path."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self.profiler = cProfile.Profile(time.process_time) if path else None
+
+    def __enter__(self) -> None:
+        if self.profiler is not None:
+            self.profiler.enable()
+
+    def __exit__(self, *_: object) -> None:
+        if self.profiler is not None:
+            self.profiler.disable()
+
+    def dump(self) -> None:
+        if self.profiler is not None and self.path:
+            self.profiler.dump_stats(self.path)
 
 
 async def raw_sends(url: str, count: int, concurrency: int) -> None:
@@ -102,6 +126,7 @@ async def run(args: argparse.Namespace) -> None:
             async with limit:
                 return _Entry(item, await dispatcher._send(item))  # noqa: SLF001
 
+        profiler = _Profile(args.profile)
         while True:
             started = clocks()
             claimed = await dispatcher._claim()  # noqa: SLF001
@@ -109,7 +134,8 @@ async def run(args: argparse.Namespace) -> None:
             if not claimed:
                 break
             started = clocks()
-            prepared, _ = await dispatcher._prepare(claimed, room=len(claimed))  # noqa: SLF001
+            with profiler:
+                prepared, _ = await dispatcher._prepare(claimed, room=len(claimed))  # noqa: SLF001
             count("prepare", started)
             started = clocks()
             entries = await asyncio.gather(*(send(item) for item in prepared))
@@ -122,6 +148,7 @@ async def run(args: argparse.Namespace) -> None:
         started = clocks()
         await raw_sends(url, sent, args.concurrency)
         count("raw client", started)
+        profiler.dump()
         await adapters.aclose()
         await database.dispose()
         print(f"\n{sent:,} messages, batches of {2 * args.concurrency}, records in groups of {args.group}\n")
@@ -140,6 +167,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--group", type=int, default=16, help="acceptances written together")
     parser.add_argument("--data-dir", default=".bench-dispatch-phases")
+    parser.add_argument("--profile", help="write a cProfile (CPU time) of the prepare phase to this file")
     asyncio.run(run(parser.parse_args()))
 
 

@@ -32,7 +32,7 @@ import contextlib
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -50,19 +50,16 @@ from app.eligibility import repository as facts_repository
 from app.eligibility.service import routable
 from app.ledger import repository as ledger
 from app.ledger.actions import withdraw_point
-from app.ledger.models import Contact, ContactPoint
 from app.ledger.service import Actor
 from app.lib.db import Database
 from app.lib.keys import Keys
 from app.lib.orm import utcnow
 from app.lib.rounds import backoff, work_until
 from app.messages import repository, tracking
-from app.messages.models import Delivery, Message
+from app.messages.models import Delivery
 from app.messages.policy import AfterCrash, after_crash
-from app.messages.repository import Claimed, add_event
+from app.messages.repository import Claimed, ToSend, add_event
 from app.messages.status import DeliveryStatus, Step, step_of
-from app.purposes import repository as purposes_repository
-from app.purposes.models import Purpose
 from app.settings import Settings
 from app.workspaces.service import settings_by_workspace
 from app.workspaces.settings import WorkspaceSettings, window_of
@@ -201,18 +198,28 @@ class FactsUnavailable(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class _Loaded:
-    """What a batch's deliveries need, loaded with one query per table."""
+    """What a batch's deliveries need besides their own rows (:func:`repository.batch_to_send`)."""
 
-    messages: Mapping[uuid.UUID, Message]
-    points: Mapping[uuid.UUID, ContactPoint]
-    purposes: Mapping[uuid.UUID, Purpose]
-    contacts: Mapping[uuid.UUID, Contact]
     settings: Mapping[uuid.UUID, WorkspaceSettings]
     facts: Mapping[tuple[uuid.UUID, uuid.UUID], PointFacts]
     tracked: Mapping[uuid.UUID, dict[str, Any]]
     """The content of each delivery sent with tracking (consented: :mod:`app.messages.tracking`), by its id."""
     unreadable: frozenset[tuple[uuid.UUID, uuid.UUID]] = frozenset()
     """(workspace, purpose) whose facts the database refused to compute: their deliveries wait and retry."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Settle:
+    """How prepare settles a delivery it does not send (written through the ORM, as every such outcome is).
+
+    ``status`` with ``error``: the attempt ends (:meth:`Dispatcher._finish`); ``opens``: it waits for its send window
+    (:meth:`Dispatcher._wait`); ``failure``: preparing it failed, a transient failure (:meth:`Dispatcher._apply`).
+    """
+
+    status: DeliveryStatus | None = None
+    error: str | None = None
+    opens: datetime | None = None
+    failure: str | None = None
 
 
 class Dispatcher:
@@ -332,79 +339,81 @@ class Dispatcher:
         Answers the deliveries to send, and those of them already marked in flight: the first ``room``, the calls
         that can begin as soon as this commits.
 
-        One query per table for the whole batch, each limited by the repositories to the workspaces of the claimed
-        deliveries.
+        The deliveries with their messages, addresses, contacts and purposes are one statement into plain tuples
+        (:func:`repository.batch_to_send`), the gate's facts one query per (workspace, purpose); every read is limited
+        to the workspaces of the claimed deliveries. Only the deliveries settled here are loaded as ORM objects,
+        and written as before.
         """
         ready: list[_Prepared] = []
         workspace_ids = sorted({c.workspace_id for c in claimed})
         async with self.database.sessionmaker() as session, session.begin():
-            deliveries = await repository.deliveries_by_id(session, workspace_ids, [c.id for c in claimed])
-            messages = await repository.messages_by_id(session, workspace_ids, _ids(d.message_id for d in deliveries))
-            points = await ledger.contact_points_by_id(
-                session, workspace_ids, _ids(d.contact_point_id for d in deliveries)
-            )
-            purposes = await purposes_repository.purposes_by_ids(
-                session, workspace_ids, _ids(m.purpose_id for m in messages.values())
-            )
-            contacts = await ledger.contacts_by_id(session, workspace_ids, _ids(p.contact_id for p in points.values()))
             by_workspace = await settings_by_workspace(session, workspace_ids)
-            facts, unreadable = await self._facts(session, deliveries, messages, points)
+            driver = await ledger.transaction_driver(session)  # begun by the read above
+            assert driver is not None
+            rows = await repository.batch_to_send(driver, workspace_ids, [c.id for c in claimed])
+            facts, unreadable = await self._facts(session, rows)
             loaded = _Loaded(
-                messages=messages,
-                points=points,
-                purposes=purposes,
-                contacts=contacts,
                 settings=by_workspace,
                 facts=facts,
                 unreadable=unreadable,
-                tracked=await tracking.prepare(
-                    session, self.keys, self.settings, deliveries, messages, points, by_workspace
-                ),
+                tracked=await tracking.prepare(session, self.keys, self.settings, rows, by_workspace),
             )
             now = utcnow()
-            for delivery in deliveries:
+            settling: dict[uuid.UUID, _Settle] = {}
+            for row in rows:
                 try:
-                    item = await self._prepare_one(session, delivery, loaded, now)
+                    item = self._prepare_one(row, loaded, now)
                 except Exception as exc:  # one bad row (a stored time zone, a template) must not stop the batch
-                    log.exception("delivery_prepare_failed", delivery_id=str(delivery.id), channel=delivery.channel)
-                    await self._apply(session, delivery, SendResult(Outcome.TRANSIENT, detail=_failure(exc)))
+                    log.exception("delivery_prepare_failed", delivery_id=str(row.id), channel=row.channel)
+                    settling[row.id] = _Settle(failure=_failure(exc))
                     continue
-                if item is not None:
+                if isinstance(item, _Settle):
+                    settling[row.id] = item
+                else:
                     ready.append(item)
+            if settling:
+                await self._settle(session, workspace_ids, settling)
             # the first calls start as soon as this commits: their in-flight marks go with it (one write fewer)
             starting = [item.delivery_id for item in ready[:room]]
             marked = (
-                await repository.mark_in_flight(session, workspace_ids, starting, self.worker_id, at=now)
+                await repository.mark_in_flight_on_driver(driver, workspace_ids, starting, self.worker_id, at=now)
                 if starting
                 else set()
             )
         return ready, marked
 
-    async def _prepare_one(
-        self, session: AsyncSession, delivery: Delivery, loaded: _Loaded, now: datetime
-    ) -> _Prepared | None:
-        """One delivery: settled here (blocked, gone, waiting for its window) or ready to send."""
-        messages, points, purposes, contacts = loaded.messages, loaded.points, loaded.purposes, loaded.contacts
-        settings_of, facts = loaded.settings, loaded.facts
-        channel = Channel(delivery.channel)
-        message = messages.get(delivery.message_id)
-        point = points.get(delivery.contact_point_id)
-        purpose = purposes.get(message.purpose_id) if message else None
-        settings = settings_of.get(delivery.workspace_id)
-        if message is None or point is None or purpose is None or settings is None:
-            await self._finish(
-                session, delivery, DeliveryStatus.FAILED, error="the message or its address no longer exists"
-            )
-            return None
-        if (delivery.workspace_id, purpose.id) in loaded.unreadable:
+    async def _settle(
+        self, session: AsyncSession, workspace_ids: Sequence[uuid.UUID], settling: Mapping[uuid.UUID, _Settle]
+    ) -> None:
+        """Write what prepare decided for the deliveries it does not send, through the ORM (one read for them all)."""
+        for delivery in await repository.deliveries_by_id(session, workspace_ids, list(settling)):
+            how = settling[delivery.id]
+            if how.failure is not None:
+                await self._apply(session, delivery, SendResult(Outcome.TRANSIENT, detail=how.failure))
+            elif how.opens is not None:
+                await self._wait(session, delivery, how.opens)
+            else:
+                assert how.status is not None
+                await self._finish(session, delivery, how.status, error=how.error)
+
+    def _prepare_one(self, row: ToSend, loaded: _Loaded, now: datetime) -> _Prepared | _Settle:
+        """One delivery: to be settled (blocked, gone, waiting for its window) or ready to send."""
+        channel = Channel(row.channel)
+        settings = loaded.settings.get(row.workspace_id)
+        if not row.has_message or not row.has_point or row.kind is None or settings is None:
+            return _Settle(DeliveryStatus.FAILED, error="the message or its address no longer exists")
+        assert row.purpose_id is not None
+        assert row.address is not None
+        kind = PurposeKind(row.kind)
+        if (row.workspace_id, row.purpose_id) in loaded.unreadable:
             raise FactsUnavailable("the send gate's facts could not be read for this workspace and purpose")
-        if delivery.in_flight_at is not None and not await self._resend_after_crash(session, delivery, purpose):
-            return None
-        fact = facts.get((point.id, purpose.id))
+        if row.in_flight_at is not None and (settled := self._resend_after_crash(row, kind)) is not None:
+            return settled
+        fact = loaded.facts.get((row.contact_point_id, row.purpose_id))
         decision = (
             decide_point(
                 fact,
-                PurposeKind(purpose.kind),
+                kind,
                 now=now,
                 window=window_of(settings, channel),
                 default_timezone=settings.timezone,
@@ -415,76 +424,58 @@ class Dispatcher:
         if decision is None or not decision.eligible:
             reason = decision.reason if decision else Reason.NO_CONTACT_POINT
             if decision is not None and reason is Reason.OUTSIDE_SEND_WINDOW and decision.next_window_opens_at:
-                await self._wait(session, delivery, decision.next_window_opens_at)
-            else:
-                await self._finish(session, delivery, DeliveryStatus.BLOCKED_AT_SEND, error=reason.value)
-            return None
-        contact = contacts.get(point.contact_id)
+                return _Settle(opens=decision.next_window_opens_at)
+            return _Settle(DeliveryStatus.BLOCKED_AT_SEND, error=reason.value)
         spec = registry.spec(channel)
         customer = decision.reason is Reason.EXISTING_CUSTOMER
         outbound = spec.compose(
             Sending(
                 channel=channel,
-                delivery_id=delivery.id,
-                workspace_id=delivery.workspace_id,
+                delivery_id=row.id,
+                workspace_id=row.workspace_id,
                 settings=settings,
                 service=self.settings,
                 keys=self.keys,
-                point_id=point.id,
-                address=point.value,
-                details=point.details,
-                content=loaded.tracked.get(delivery.id) or message.content[channel.value],
-                purpose_id=purpose.id,
-                purpose_kind=PurposeKind(purpose.kind),
-                locale=contact.locale if contact else None,
-                message_id=delivery.message_id,
+                point_id=row.contact_point_id,
+                address=row.address,
+                details=row.details if row.details is not None else {},
+                content=loaded.tracked.get(row.id) or row.channel_content(),
+                purpose_id=row.purpose_id,
+                purpose_kind=kind,
+                locale=row.locale,
+                message_id=row.message_id,
                 legal_basis=LegalBasis.UWG_7_3 if customer else None,
             )
         )
         if (refusal := notice_refusal(spec, decision.reason, outbound)) is not None:
-            await self._finish(session, delivery, DeliveryStatus.BLOCKED_AT_SEND, error=refusal)
-            return None
-        adapter = spec.adapter(self.adapters, delivery.workspace_id, settings)
-        return _Prepared(
-            delivery.id,
-            delivery.workspace_id,
-            channel,
-            outbound,
-            adapter,
-            PurposeKind(purpose.kind),
-            now - _GATE_MARGIN,
-        )
+            return _Settle(DeliveryStatus.BLOCKED_AT_SEND, error=refusal)
+        adapter = spec.adapter(self.adapters, row.workspace_id, settings)
+        return _Prepared(row.id, row.workspace_id, channel, outbound, adapter, kind, now - _GATE_MARGIN)
 
-    async def _resend_after_crash(self, session: AsyncSession, delivery: Delivery, purpose: Purpose) -> bool:
-        """The provider call of the previous attempt was in flight when its worker died: send again or not.
+    @staticmethod
+    def _resend_after_crash(row: ToSend, kind: PurposeKind) -> _Settle | None:
+        """The provider call of the previous attempt was in flight when its worker died: send again (``None``) or not.
 
         :func:`~app.messages.policy.after_crash` decides by the purpose's kind; a marketing delivery is settled
-        ``unknown`` here and never sent again.
+        ``unknown`` and never sent again.
         """
-        policy = after_crash(PurposeKind(purpose.kind))
+        policy = after_crash(kind)
         log.warning(
             "delivery_in_flight_at_crash",
-            delivery_id=str(delivery.id),
-            channel=delivery.channel,
+            delivery_id=str(row.id),
+            channel=row.channel,
             policy=policy.value,
-            in_flight_at=delivery.in_flight_at.isoformat() if delivery.in_flight_at else None,
+            in_flight_at=row.in_flight_at.isoformat() if row.in_flight_at else None,
         )
         if policy is AfterCrash.RESEND:
-            return True
-        await self._finish(
-            session,
-            delivery,
+            return None
+        return _Settle(
             DeliveryStatus.UNKNOWN,
             error="the provider call was in flight when the worker stopped; not sent again (marketing: at most once)",
         )
-        return False
 
     async def _facts(
-        self,
-        session: AsyncSession,
-        deliveries: Sequence[Delivery],
-        messages: Mapping[uuid.UUID, Message],
-        points: Mapping[uuid.UUID, ContactPoint],
+        self, session: AsyncSession, rows: Sequence[ToSend]
     ) -> tuple[dict[tuple[uuid.UUID, uuid.UUID], PointFacts], frozenset[tuple[uuid.UUID, uuid.UUID]]]:
         """The gate's facts of every delivery's address, one query per (workspace, purpose), each in a savepoint.
 
@@ -493,19 +484,18 @@ class Dispatcher:
         2026-12-05); theirs are retried later.
         """
         groups: dict[tuple[uuid.UUID, uuid.UUID], tuple[set[uuid.UUID], set[str]]] = {}
-        for delivery in deliveries:
-            message, point = messages.get(delivery.message_id), points.get(delivery.contact_point_id)
-            if message is None or point is None:
+        for row in rows:
+            if row.purpose_id is None or row.contact_id is None:  # its message or its address is gone
                 continue
-            contacts, channels = groups.setdefault((delivery.workspace_id, message.purpose_id), (set(), set()))
-            contacts.add(point.contact_id)
-            channels.add(delivery.channel)
+            contacts, channels = groups.setdefault((row.workspace_id, row.purpose_id), (set(), set()))
+            contacts.add(row.contact_id)
+            channels.add(row.channel)
         found: dict[tuple[uuid.UUID, uuid.UUID], PointFacts] = {}
         unreadable: set[tuple[uuid.UUID, uuid.UUID]] = set()
         for (workspace_id, purpose_id), (contacts, channels) in groups.items():
             try:
                 async with session.begin_nested():
-                    rows = await facts_repository.point_facts(
+                    read = await facts_repository.point_facts(
                         session, workspace_id, sorted(contacts), sorted(channels), purpose_id
                     )
             except DBAPIError:
@@ -514,7 +504,7 @@ class Dispatcher:
                 continue
             # an endpoint off the operator's push services (narrowed since queueing) is undeliverable, as for routing
             push_services = self.settings.web_push_services
-            found.update({(fact.id, purpose_id): routable(fact, push_services) for _, fact in rows})
+            found.update({(fact.id, purpose_id): routable(fact, push_services) for _, fact in read})
         return found, frozenset(unreadable)
 
     async def _write(self, entries: Sequence[_Entry]) -> set[uuid.UUID]:
@@ -695,7 +685,3 @@ def _provider(item: _Prepared) -> str | None:
 
 def _failure(exc: Exception) -> str:
     return f"could not prepare the send: {type(exc).__name__}: {exc}"[:500]
-
-
-def _ids(values: Iterable[uuid.UUID]) -> list[uuid.UUID]:
-    return list(set(values))

@@ -31,10 +31,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.model import Channel, State
 from app.eligibility import repository as facts_repository
-from app.ledger.models import ContactPoint
 from app.lib.keys import Keys
 from app.messages import repository
-from app.messages.models import Delivery, Message, TokenKind
+from app.messages.models import TokenKind
+from app.messages.repository import ToSend
 from app.purposes import repository as purposes_repository
 from app.settings import Settings
 from app.workspaces.settings import WorkspaceSettings
@@ -105,18 +105,17 @@ def rewrite_email(
     return rewritten
 
 
-async def prepare(  # noqa: PLR0917  # what the dispatcher loaded for the batch
+async def prepare(
     session: AsyncSession,
     keys: Keys,
     service: Settings,
-    deliveries: Sequence[Delivery],
-    messages: Mapping[uuid.UUID, Message],
-    points: Mapping[uuid.UUID, ContactPoint],
+    deliveries: Sequence[ToSend],
     settings: Mapping[uuid.UUID, WorkspaceSettings],
 ) -> dict[uuid.UUID, dict[str, Any]]:
     """The tracked content of each delivery whose contact consented to tracking (the others are not named).
 
-    One query per workspace that tracks (its purpose and its contacts' consents), one for the tokens.
+    ``deliveries``: what the dispatcher read of its batch (:func:`repository.batch_to_send`). One query per
+    workspace that tracks (its purpose and its contacts' consents), one for the tokens.
     """
     # links to a default address would not open anywhere: no tracking until PUBLIC_BASE_URL is set
     base = service.public_base_url.rstrip("/") if service.public_base_url_configured else None
@@ -127,18 +126,18 @@ async def prepare(  # noqa: PLR0917  # what the dispatcher loaded for the batch
         and base
         and (s := settings.get(d.workspace_id)) is not None
         and s.tracking_purpose
-        and d.message_id in messages
-        and d.contact_point_id in points
+        and d.has_message
+        and d.has_point
     ]
     if not wanted or base is None:
         return {}
-    consented = await _consented(session, wanted, points, settings)
+    consented = await _consented(session, wanted, settings)
     contents: dict[uuid.UUID, dict[str, Any]] = {}
     rows: list[dict[str, Any]] = []
     for delivery in wanted:
         if delivery.contact_point_id not in consented:
             continue
-        content = messages[delivery.message_id].content[delivery.channel]
+        content = delivery.channel_content()
         made = _tracked(keys, base, delivery, content, pixel=settings[delivery.workspace_id].tracking_pixel)
         contents[delivery.id] = made[0]
         rows += made[1]
@@ -147,7 +146,7 @@ async def prepare(  # noqa: PLR0917  # what the dispatcher loaded for the batch
 
 
 def _tracked(
-    keys: Keys, base: str, delivery: Delivery, content: Mapping[str, Any], *, pixel: bool
+    keys: Keys, base: str, delivery: ToSend, content: Mapping[str, Any], *, pixel: bool
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     rows: list[dict[str, Any]] = []
 
@@ -186,8 +185,7 @@ def _tracked(
 
 async def _consented(
     session: AsyncSession,
-    deliveries: Sequence[Delivery],
-    points: Mapping[uuid.UUID, ContactPoint],
+    deliveries: Sequence[ToSend],
     settings: Mapping[uuid.UUID, WorkspaceSettings],
 ) -> set[uuid.UUID]:
     """The addresses of ``deliveries`` that are ``opted_in`` to their workspace's tracking purpose."""
@@ -201,7 +199,7 @@ async def _consented(
         facts = await facts_repository.point_facts(
             session,
             workspace_id,
-            sorted({points[d.contact_point_id].contact_id for d in mine}),
+            sorted({d.contact_id for d in mine if d.contact_id is not None}),
             sorted({d.channel for d in mine}),
             purpose.id,
         )

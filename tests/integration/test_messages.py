@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from sqlalchemy import func, select, update
 
 from app.channels.adapters import Adapters
+from app.ledger.models import Contact
 from app.lib.auth import Scope
 from app.lib.keys import Keys
 from app.lib.orm import utcnow
@@ -468,6 +469,35 @@ async def test_outside_the_send_window_the_message_waits(client, admin, world, p
     assert body["decision"]["chosen"][0]["not_before"] is not None
     assert await dispatcher.run_once() == 0, "not due before the window opens"
     assert providers["twilio"].requests == []
+
+
+async def test_a_window_closed_when_the_delivery_is_claimed_makes_it_wait_not_fail(
+    client, admin, world, providers, dispatcher, session
+):
+    body = (await send(client, world, ["sms"])).json()  # queued while every hour was open
+    settings = (await client.get("/v1/workspace/settings", headers=admin)).json()
+    hour = utcnow().hour
+    settings["send_windows"] = {"sms": {"start": f"{(hour + 2) % 24:02d}:00", "end": f"{(hour + 3) % 24:02d}:00"}}
+    settings["timezone"] = "UTC"
+    assert (await client.put("/v1/workspace/settings", json=settings, headers=admin)).status_code == 200
+    assert await dispatcher.run_once() == 1
+    assert providers["twilio"].requests == []
+    delivery = await session.scalar(select(Delivery).execution_options(populate_existing=True))
+    assert (delivery.status, delivery.attempts, delivery.leased_by) == ("queued", 0, None)
+    assert delivery.next_attempt_at > utcnow()  # when the window opens, in the recipient's time
+    shown = await detail(client, world, body["message_id"])
+    assert [h["status"] for h in shown["history"]][-1] == "waiting_for_send_window"
+
+
+async def test_a_marketing_mail_speaks_the_contacts_language(client, admin, world, providers, dispatcher, session):
+    settings = (await client.get("/v1/workspace/settings", headers=admin)).json()
+    settings["locale"] = "de"
+    assert (await client.put("/v1/workspace/settings", json=settings, headers=admin)).status_code == 200
+    await session.execute(update(Contact).where(Contact.id == world["email"].contact_id).values(locale="en-GB"))
+    await send(client, world, ["email"])
+    assert await dispatcher.run_once() == 1
+    [mail] = providers["inbox"].messages
+    assert "Unsubscribe here:" in mail.get_body(("plain",)).get_content()
 
 
 async def test_send_at_in_the_future_waits(client, world, dispatcher, providers):
