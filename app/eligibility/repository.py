@@ -17,7 +17,7 @@ from app.domain.gate import CUSTOMER_CHANNELS, CUSTOMER_REPLACES, ELIGIBLE, STAT
 from app.domain.model import WITHDRAWN_STATES, Channel, PurposeKind, Reachability, State, SuppressionScope
 from app.domain.validity import End, Policy, Span, policy_of
 from app.lib.copystream import copy_rows, csv_cell
-from app.lib.outbound import listed, split_patterns
+from app.lib.outbound import PLAIN_PUSH_ENDPOINT, listed, split_patterns
 from app.workspaces.settings import WorkspaceSettings
 
 #: The workspace time zone when its settings name none (the settings' default, omitted from the stored JSON).
@@ -379,16 +379,12 @@ def blocked_sql(kind: PurposeKind, channels: Sequence[Channel]) -> str:
     """  # noqa: S608
 
 
-#: A web push endpoint spelled plainly: ``https://`` (in any case), a host name of ASCII letters, digits, dots and
-#: hyphens, perhaps a port, then a path or nothing. Of such an endpoint the host is what Python's ``urlsplit`` reads,
-#: so SQL can match it as :func:`app.lib.outbound.host_allowed` does; an endpoint spelled otherwise (userinfo,
-#: brackets, percent signs, whitespace ``urlsplit`` strips, another scheme) is decided by that function itself.
-PLAIN_ENDPOINT = "^[Hh][Tt][Tt][Pp][Ss]://[A-Za-z0-9.-]+(:[0-9]*)?(/|$)"
-
-#: The workspace's web push endpoints not spelled plainly ($1): few or none (browsers' endpoints are plain URLs).
+#: The workspace's reachable web push endpoints not spelled plainly ($1): none but what was stored before
+#: subscriptions had to be (:func:`app.lib.outbound.plain_push_endpoint`) or by hand, so the list stays small.
 _UNPLAIN_ENDPOINTS = f"""
     SELECT value FROM contact_points
-     WHERE workspace_id = $1 AND channel = '{Channel.WEB_PUSH.value}' AND value !~ '{PLAIN_ENDPOINT}'
+     WHERE workspace_id = $1 AND channel = '{Channel.WEB_PUSH.value}' AND value !~ '{PLAIN_PUSH_ENDPOINT}'
+       AND reachability = '{Reachability.REACHABLE.value}'
 """  # noqa: S608  # constants of this module only
 
 
@@ -417,11 +413,12 @@ async def push_hosts_args(
     return patterns, allowed, refused
 
 
-#: The host of a plainly spelled endpoint (:data:`PLAIN_ENDPOINT`) as ``host_allowed`` compares it: after the
-#: eight characters of ``https://``, up to the path and the port, in lower case, without trailing dots. Cut out by
+#: The host of a plainly spelled endpoint (:data:`~app.lib.outbound.PLAIN_PUSH_ENDPOINT`) as ``host_allowed``
+#: compares it: after the eight characters of ``https://``, up to the path and the port, in lower case (of ASCII
+#: letters only, as Python's for such a host, whatever the database's collation), without trailing dots. Cut out by
 #: ``split_part`` (the host taken out by the regular expression, or one expression for the whole list, cost the
 #: export 2-3 times as much as this).
-_PLAIN_HOST = "rtrim(lower(split_part(split_part(substr(cp.value, 9), '/', 1), ':', 1)), '.')"
+_PLAIN_HOST = "rtrim(lower(split_part(split_part(substr(cp.value, 9), '/', 1), ':', 1) COLLATE \"C\"), '.')"
 
 
 def push_hosts_sql(first: int) -> str:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from urllib.parse import urlsplit
@@ -134,6 +135,24 @@ def check_url(url: str, *, allow_private: bool, allow_http: bool | None = None) 
     if not host:
         raise OutboundRefused("The URL has no host.")
     return host
+
+
+#: A web push endpoint as browsers give them: ``https://``, a host name of ASCII letters, digits, dots and hyphens,
+#: perhaps a port, then its path. A subscription must be spelled so (:func:`plain_push_endpoint`); the audience export
+#: matches such an endpoint's host in SQL (``app.eligibility.repository``), and only endpoints stored before the rule
+#: (or by hand) are read into Python there.
+PLAIN_PUSH_ENDPOINT = "^[Hh][Tt][Tt][Pp][Ss]://[A-Za-z0-9.-]+(:[0-9]*)?(/|$)"
+_PLAIN_PUSH_SUBSCRIPTION = re.compile(r"https://[A-Za-z0-9.-]+(:[0-9]{1,5})?/")
+
+
+def plain_push_endpoint(url: str) -> bool:
+    """Whether a new subscription's ``url`` is spelled as browsers' push services spell endpoints.
+
+    ``https://host[:port]/path``: no user info, no brackets, no percent signs in the host, a path after it. Every
+    endpoint a browser's ``PushManager`` gives (FCM, Mozilla, Apple, Windows) is; anything else came from a client
+    that made it up.
+    """
+    return _PLAIN_PUSH_SUBSCRIPTION.match(url) is not None
 
 
 def host_allowed(host: str, patterns: tuple[str, ...]) -> bool:

@@ -346,6 +346,12 @@ async def _check_endpoint(endpoint: str, *, allow_private: bool, services: tuple
     """
     try:
         outbound.check_host_listed(endpoint, services)
+        if not outbound.plain_push_endpoint(endpoint):
+            raise InvalidInput(
+                "subscription.endpoint is not allowed: a push endpoint is https://host[:port]/path, as browsers give"
+                " it (no user info, brackets or percent signs in the host; a path after it).",
+                code="push_endpoint_not_allowed",
+            )
         async with asyncio.timeout(_RESOLVE_SECONDS):
             await outbound.check_destination(endpoint, allow_private=allow_private)
     except outbound.HostUnresolved:

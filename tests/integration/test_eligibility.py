@@ -558,3 +558,25 @@ async def test_the_audience_export_matches_push_hosts_as_routing_does(
         routed = routable(pushed, PUSH_PATTERNS).reachability is Reachability.REACHABLE
         assert routed is on_list, endpoint
     assert await export(None) == {mail.id, *ids}  # no list: every host
+
+
+async def test_the_export_reads_only_reachable_endpoints_not_spelled_plainly(ledger, session, database):
+    """An endpoint stored before subscriptions had to be plain is read into Python by the export only while it is
+    reachable (the export lists no other): a workspace's dead odd endpoints do not grow every export's statement."""
+    from app.domain.model import Reachability  # noqa: PLC0415
+
+    newsletter = await ledger.purpose("newsletter")
+    alive = await ledger.point("web_push", "https://fcm.googleapis.com?alive")
+    dead = await ledger.point("web_push", "https://fcm.googleapis.com?dead", contact_id=alive.contact_id)
+    for point in (alive, dead):
+        await ledger.apply(point, newsletter.id, "permission_granted")
+    await session.execute(
+        text("UPDATE contact_points SET reachability = :r WHERE id = :id"),
+        {"r": Reachability.UNDELIVERABLE.value, "id": dead.id},
+    )
+    await session.commit()
+    async with database.driver() as driver:
+        _, allowed, refused = await repository.push_hosts_args(
+            driver, ledger.workspace_id, [Channel.WEB_PUSH], ("fcm.googleapis.com",)
+        )
+    assert (allowed, refused) == (["https://fcm.googleapis.com?alive"], [])

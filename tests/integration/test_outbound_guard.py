@@ -382,6 +382,22 @@ async def test_a_web_push_endpoint_must_be_on_a_known_push_service(client, admin
 @pytest.mark.parametrize(
     "endpoint",
     [
+        "https://fcm.googleapis.com?" + "x" * 2000,  # no path: the audience export would read it into Python
+        "https://fcm.googleapis.com",
+        "https://fcm.googleapis.com:443?token",
+        "https://fcm.googleapis.com#x",
+    ],
+)
+async def test_a_web_push_endpoint_not_spelled_as_browsers_spell_it_is_refused(client, admin, tenant, ledger, endpoint):
+    refused = await subscribe(client, admin, tenant, ledger, endpoint)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["code"] == "push_endpoint_not_allowed"
+    assert "https://host[:port]/path" in refused.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
         "https://127.0.0.1/push/1",
         "https://localhost/push/1",
         "https://169.254.169.254/latest/",
