@@ -706,7 +706,7 @@ def _count_rollups(workspace_id: uuid.UUID | None, *, rebuild: bool) -> list[tup
                 seconds = time.perf_counter() - started
                 if rebuild:  # today's standing snapshot at once (earlier days' cannot be taken again)
                     async with database.sessionmaker() as session, session.begin():
-                        await service.take_standing(session, ws)
+                        await service.take_standing(session, ws, push_services=settings.web_push_services)
                 done.append((ws, counted, seconds))
             if rebuild and done and database.engine is not None:
                 try:  # the rebuilds are committed: a failed clean-up is the operator's to know, not a failed command

@@ -183,14 +183,14 @@ async def _ensure_partitions(database: Database) -> None:
         log.warning("ledger_partitions_left_in_default", partitions=done.left_in_default)
 
 
-async def _standing_loop(database: Database) -> None:
+async def _standing_loop(database: Database, push_services: tuple[str, ...] | None) -> None:
     """The reports' standing snapshots, in a loop of their own.
 
     Counting a large workspace's audiences takes seconds per purpose: it must not hold back the lapse sweep and
     the consent lifecycle.
     """
     while True:
-        await _standing_round(database)
+        await _standing_round(database, push_services)
         await asyncio.sleep(_LAPSE_INTERVAL_SECONDS)
 
 
@@ -212,7 +212,7 @@ async def _check_time_zones(database: Database) -> None:
         )
 
 
-async def _standing_round(database: Database) -> None:
+async def _standing_round(database: Database, push_services: tuple[str, ...] | None) -> None:
     """The reports' standing snapshots (eligible addresses, suppressions) that are due: one transaction each.
 
     Every ``STANDING_INTERVAL`` per workspace; several processes share them (an advisory lock per workspace).
@@ -226,7 +226,7 @@ async def _standing_round(database: Database) -> None:
     for workspace_id in due:  # one workspace's failure (a stored time zone the database refuses) is its own
         try:
             async with database.sessionmaker() as session, session.begin():
-                await reports.take_standing_if_due(session, workspace_id)
+                await reports.take_standing_if_due(session, workspace_id, push_services=push_services)
         except Exception:
             log.exception("report_standing_failed", workspace_id=str(workspace_id))
 
@@ -235,7 +235,7 @@ async def _standing_round(database: Database) -> None:
 async def _background(app: Litestar, settings: Settings, database: Database) -> AsyncIterator[None]:
     """The lapse sweep and (unless switched off) a dispatcher, a webhook sender and a chain runner."""
     sweeper = asyncio.create_task(_lapse_loop(database, settings))
-    snapshots = asyncio.create_task(_standing_loop(database))
+    snapshots = asyncio.create_task(_standing_loop(database, settings.web_push_services))
     stop = asyncio.Event()
     metrics: Metrics = app.state.metrics
     # always, in every process: the changes this process commits are chained by it (others' leftovers by polling)

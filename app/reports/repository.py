@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.domain.model import Channel, PurposeKind
 from app.domain.validity import Policy
-from app.eligibility.repository import audience_sql
+from app.eligibility.repository import audience_sql, push_hosts_args
 
 #: Where an event came from, without the free text an actor id may hold (a CLI import names its file).
 #: A signup form's id (from the evidence) wins over the actor, as the form is what a report compares.
@@ -812,14 +812,26 @@ async def standing_purposes(session: AsyncSession, workspace_id: uuid.UUID) -> S
 
 
 async def eligible_counts(
-    session: AsyncSession, workspace_id: uuid.UUID, purpose_id: uuid.UUID, kind: PurposeKind, policy: Policy
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    purpose_id: uuid.UUID,
+    kind: PurposeKind,
+    policy: Policy,
+    *,
+    push_services: tuple[str, ...] | None,
 ) -> dict[str, int]:
-    """Addresses per channel the send gate permits for the purpose now: the audience export's rows, counted."""
+    """Addresses per channel the send gate permits for the purpose now: the audience export's rows, counted.
+
+    ``push_services`` as for the export: a web push endpoint off the operator's push services is not counted.
+    """
     raw = await (await session.connection()).get_raw_connection()
     driver = raw.driver_connection
     assert driver is not None
-    sql = audience_sql(kind, list(Channel), policy=policy)
-    rows = await driver.fetch(f"SELECT a.channel, count(*) AS n FROM ({sql}) a GROUP BY 1", workspace_id, purpose_id)  # noqa: S608  # audience_sql is built from the domain's own words
+    channels = list(Channel)
+    push = await push_hosts_args(driver, workspace_id, channels, push_services)
+    sql = audience_sql(kind, channels, policy=policy, push_hosts=3 if push else None)
+    counted = f"SELECT a.channel, count(*) AS n FROM ({sql}) a GROUP BY 1"  # noqa: S608  # the domain's own words
+    rows = await driver.fetch(counted, workspace_id, purpose_id, *push)
     return {row["channel"]: int(row["n"]) for row in rows}
 
 

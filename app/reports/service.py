@@ -162,12 +162,20 @@ async def rebuild(session: AsyncSession, workspace_id: uuid.UUID) -> Counted:
 STANDING_INTERVAL = timedelta(minutes=15)
 
 
-async def take_standing(session: AsyncSession, workspace_id: uuid.UUID, now: datetime | None = None) -> int:
+async def take_standing(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    now: datetime | None = None,
+    *,
+    push_services: tuple[str, ...] | None,
+) -> int:
     """Count the workspace's eligible addresses and suppressions in force now, as its snapshot for today (UTC).
 
     Eligible: per purpose and channel, the addresses the send gate permits (the audience export's rows, with the
     purpose's validity and inactivity), zeros included. Suppressions: per channel (and purpose, where scoped to one),
     every channel present. Replaces the snapshot taken earlier the same day; returns the rows written.
+    ``push_services``: the operator's (``CONSENT_WEB_PUSH_SERVICES``): a web push endpoint off them is not counted,
+    as the export leaves it out.
     """
     now = now or utcnow()
     day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -178,7 +186,9 @@ async def take_standing(session: AsyncSession, workspace_id: uuid.UUID, now: dat
             policy = policy_of(purpose.validity, purpose.inactivity)
         except SpanError:  # a hand-edited row only (the API and the check constraints refuse it)
             continue
-        counts = await repository.eligible_counts(session, workspace_id, purpose.id, PurposeKind(purpose.kind), policy)
+        counts = await repository.eligible_counts(
+            session, workspace_id, purpose.id, PurposeKind(purpose.kind), policy, push_services=push_services
+        )
         rows += [("eligible_total", channel.value, purpose.id, counts.get(channel.value, 0)) for channel in Channel]
     suppressed = {(c.value, None): (0, 0) for c in Channel}
     for row in await repository.suppressions_in_force(session, workspace_id, day=day, now=now):
@@ -200,7 +210,13 @@ async def standing_due(session: AsyncSession, now: datetime | None = None, limit
     return await repository.standing_due(session, stale=stale, midnight=midnight, limit=limit)
 
 
-async def take_standing_if_due(session: AsyncSession, workspace_id: uuid.UUID, now: datetime | None = None) -> bool:
+async def take_standing_if_due(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    now: datetime | None = None,
+    *,
+    push_services: tuple[str, ...] | None,
+) -> bool:
     """Take the workspace's snapshot unless another process holds it or has just taken it (caller commits)."""
     now = now or utcnow()
     if not await repository.try_lock_standing(session, workspace_id):
@@ -208,7 +224,7 @@ async def take_standing_if_due(session: AsyncSession, workspace_id: uuid.UUID, n
     stale, midnight = _due(now)
     if not await repository.standing_due(session, stale=stale, midnight=midnight, limit=1, only=workspace_id):
         return False
-    await take_standing(session, workspace_id, now)
+    await take_standing(session, workspace_id, now, push_services=push_services)
     return True
 
 

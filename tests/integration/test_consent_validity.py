@@ -601,7 +601,7 @@ async def test_a_stored_time_zone_the_database_refuses_stops_only_its_own_worksp
         return [other_tenant.id, tenant.id]  # the broken one first, as the longest waiting
 
     monkeypatch.setattr(reports, "standing_due", both)
-    await _standing_round(database)
+    await _standing_round(database, None)
     monkeypatch.undo()
     async with database.sessionmaker() as db:
         taken = await db.execute(

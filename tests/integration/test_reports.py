@@ -719,6 +719,30 @@ async def test_a_source_that_is_an_api_key_is_named_by_the_keys_name(client, dat
 # --- standing snapshots: eligible addresses and suppressions per day ------------------------------------------
 
 
+@pytest.mark.parametrize(("push_services", "counted"), [(None, 2), (("fcm.googleapis.com",), 1)])
+async def test_the_eligible_total_leaves_out_a_web_push_endpoint_off_the_push_services(
+    client, tenant, ledger, database, push_services, counted
+):
+    """As the audience export does: an endpoint on a host the operator no longer lists is not counted eligible."""
+    reader = await tenant.key(Scope.AUDIT_READ)
+    purpose = await ledger.purpose("newsletter")
+    listed = await ledger.point("web_push", "https://fcm.googleapis.com/fcm/send/a", external_id="jane")
+    off = await ledger.point("web_push", "https://push.example.net/b", contact_id=listed.contact_id)
+    for point in (listed, off):
+        assert await record(ledger, point, purpose.id, "permission_granted", NOW - timedelta(days=1))
+    async with database.sessionmaker() as session, session.begin():
+        await service.take_standing(session, tenant.id, now=NOW, push_services=push_services)
+    window = {"from": NOW.replace(hour=0).isoformat(), "to": (NOW + timedelta(days=1)).isoformat()}
+    body = await report(client, reader, granularity="day", group_by="channel", **window)
+    day = NOW.date().isoformat()
+    [web_push] = [
+        row["metrics"]
+        for row in body["series"]
+        if row["group"]["channel"] == "web_push" and row["bucket"].startswith(day)
+    ]
+    assert web_push["eligible_total"] == counted
+
+
 async def test_eligible_totals_and_suppressions_per_day_come_from_the_days_last_snapshot(
     client, tenant, other_tenant, ledger, database
 ):
@@ -733,13 +757,17 @@ async def test_eligible_totals_and_suppressions_per_day_come_from_the_days_last_
     today = NOW.replace(hour=0)
     yesterday = today - timedelta(days=1)
     async with database.sessionmaker() as session, session.begin():
-        assert await service.take_standing(session, tenant.id, now=yesterday + timedelta(hours=9)) > 0
-        await service.take_standing(session, tenant.id, now=yesterday + timedelta(hours=23))  # the day's last
+        assert (
+            await service.take_standing(session, tenant.id, now=yesterday + timedelta(hours=9), push_services=None) > 0
+        )
+        await service.take_standing(
+            session, tenant.id, now=yesterday + timedelta(hours=23), push_services=None
+        )  # the day's last
         # max objects: his address is suppressed for every marketing purpose
         await ledger_repository.add_suppressions(
             session, suppression_rows(Keys(TEST_SECRET), tenant.id, [max_], SuppressionReason.OBJECTION_ART21)
         )
-        await service.take_standing(session, tenant.id, now=NOW)
+        await service.take_standing(session, tenant.id, now=NOW, push_services=None)
 
     window = {"from": (yesterday - timedelta(days=1)).isoformat(), "to": (today + timedelta(days=1)).isoformat()}
     body = await report(client, reader, granularity="day", group_by="channel", **window)
@@ -784,12 +812,14 @@ async def test_a_snapshot_is_taken_again_after_its_interval_and_on_a_new_day(ten
     every = service.STANDING_INTERVAL
     async with database.sessionmaker() as session, session.begin():
         assert tenant.id in await service.standing_due(session, now=at, limit=10_000)
-        assert await service.take_standing_if_due(session, tenant.id, now=at)
+        assert await service.take_standing_if_due(session, tenant.id, now=at, push_services=None)
         almost = at + every - timedelta(seconds=1)
-        assert not await service.take_standing_if_due(session, tenant.id, now=almost)
+        assert not await service.take_standing_if_due(session, tenant.id, now=almost, push_services=None)
         assert tenant.id not in await service.standing_due(session, now=almost, limit=10_000)
-        assert await service.take_standing_if_due(session, tenant.id, now=at + every)
-        assert await service.take_standing_if_due(session, tenant.id, now=at.replace(hour=23, minute=59))
+        assert await service.take_standing_if_due(session, tenant.id, now=at + every, push_services=None)
+        assert await service.take_standing_if_due(
+            session, tenant.id, now=at.replace(hour=23, minute=59), push_services=None
+        )
         # a new UTC day is due at once, even within the interval
         assert tenant.id in await service.standing_due(
             session, now=at.replace(hour=23, minute=59) + timedelta(minutes=2), limit=10_000
