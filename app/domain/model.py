@@ -142,6 +142,9 @@ class SuppressionReason(enum.StrEnum):
 
     UNSUBSCRIBE = "unsubscribe"
     OBJECTION_ART21 = "objection_art21"
+    #: A "no advertising" mailbox sticker (objection kind ``sticker``): no Art. 21 objection (CHANNEL_RULES.md D7);
+    #: it covers the household too. Migration 0046.
+    OBJECTION_STICKER = "objection_sticker"
     COMPLAINT = "complaint"
     HARD_BOUNCE = "hard_bounce"
     ERASURE = "erasure"

@@ -37,6 +37,14 @@ from app.purposes import repository as purposes
 from app.purposes.service import require_purpose
 
 ALL = "all"
+#: The reason an objection's suppressions are written with, by how it reached us: a sticker is no Art. 21
+#: objection (CHANNEL_RULES.md D7), and a Robinson entry is the list's.
+OBJECTION_REASONS = {
+    ObjectionKind.PERSONAL: SuppressionReason.OBJECTION_ART21,
+    ObjectionKind.ART21: SuppressionReason.OBJECTION_ART21,
+    ObjectionKind.STICKER: SuppressionReason.OBJECTION_STICKER,
+    ObjectionKind.ROBINSON: SuppressionReason.ROBINSON,
+}
 #: Evidence of a withdrawal made for every channel of the contact at once (``channel: all``): a statement of the
 #: person, not of one address, which a merge extends to the other contact's addresses (:mod:`app.ledger.merge`).
 CONTACT_WIDE = {"reach": "contact"}
@@ -150,9 +158,12 @@ async def object_to_marketing(
     trigger = Trigger.ROBINSON_MATCH if kind is ObjectionKind.ROBINSON else Trigger.OBJECTION
     changes = [Change(p, None, trigger if p.channel == Channel.PRINT else Trigger.OBJECTION, detail) for p in affected]
     applied = await apply_changes(session, workspace_id, changes, actor)
-    reason = SuppressionReason.ROBINSON if kind is ObjectionKind.ROBINSON else SuppressionReason.OBJECTION_ART21
+    reason = OBJECTION_REASONS[kind]
     rows = suppression_rows(keys, workspace_id, affected, reason, households=kind is ObjectionKind.STICKER)
     await repository.add_suppressions(session, rows)
+    # a key an Art. 21 objection suppressed already: the row now also stands for this block, which lifting the
+    # Art. 21 objection must leave in place
+    await repository.relabel_suppressions(session, rows, was=SuppressionReason.OBJECTION_ART21)
     return contact, applied
 
 

@@ -599,6 +599,32 @@ async def add_suppressions(session: AsyncSession, rows: Sequence[dict[str, Any]]
         )
 
 
+async def relabel_suppressions(
+    session: AsyncSession, rows: Sequence[Mapping[str, Any]], *, was: SuppressionReason
+) -> None:
+    """Give the suppressions of ``rows``' identities that hold reason ``was`` the reason of ``rows``.
+
+    One row stands for a key, scope and purpose whatever said it: a block that withdrawing an objection does not
+    lift (a sticker, a Robinson entry) takes the label from one it does (``objection_art21``), so that a later
+    withdrawal of the Art. 21 objection leaves it (:func:`lift_objection_suppressions`).
+    """
+    for reason in sorted({row["reason"] for row in rows}):
+        same = [row for row in rows if row["reason"] == reason and row["purpose_id"] is None]
+        if not same or reason == was.value:
+            continue
+        await session.execute(
+            update(Suppression)
+            .where(
+                Suppression.workspace_id.in_({row["workspace_id"] for row in same}),
+                Suppression.key.in_({bytes(row["key"]) for row in same}),
+                Suppression.scope.in_({row["scope"] for row in same}),
+                Suppression.purpose_id.is_(None),
+                Suppression.reason == was.value,
+            )
+            .values(reason=reason)
+        )
+
+
 async def pause_keys(session: AsyncSession, rows: Sequence[dict[str, Any]], until: datetime) -> None:
     """Pause marketing to these keys (``all_marketing`` rows of reason ``paused``) until ``until``.
 

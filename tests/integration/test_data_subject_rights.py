@@ -296,8 +296,9 @@ async def test_access_gives_everything_held_with_a_receipt_per_consent_given(cli
     assert points["print"]["details"]["name"] == "Jane Roe"
     assert points["print"]["details"]["city"] == "Berlin"
     assert [(s["covers"], s["scope"], s["reason"]) for s in points["print"]["suppressions"]] == [
-        ("address", "all_marketing", "objection_art21"),
-        ("household", "all_marketing", "objection_art21"),  # a sticker covers everyone living there
+        # a sticker is no Art. 21 objection (CHANNEL_RULES.md D7), and it covers everyone living there
+        ("address", "all_marketing", "objection_sticker"),
+        ("household", "all_marketing", "objection_sticker"),
     ]
     assert points["email"]["suppressions"] == []
 

@@ -5,11 +5,18 @@ from __future__ import annotations
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
+from app.domain.identifiers import normalise_postal
+from app.domain.model import ActorType, ObjectionKind
+from app.ledger.actions import object_to_marketing
 from app.ledger.partitions import include_name
+from app.ledger.service import Actor
 from app.lib.db import downgrade, head_revision, migrate
+from app.lib.keys import Keys
 from app.models import metadata
+from app.workspaces.service import create_workspace
+from tests.conftest import TEST_SECRET
 
 
 async def test_upgrade_downgrade_upgrade_on_an_empty_database(pg_server):
@@ -116,6 +123,43 @@ async def test_0042_back_keeps_a_listing_beside_a_pause_for_good_and_drops_keys_
                 await conn.execute(text("SELECT workspace_id, encode(key, 'hex'), reason, until FROM suppressions"))
             ).all()
         assert back == [(ws, "01", "robinson", None)]
+    finally:
+        await engine.dispose()
+        await pg_server.drop_database(url)
+
+
+async def test_0046_labels_stickers_found_in_the_ledger_and_maps_them_back_on_downgrade(pg_server):
+    """Rows a sticker wrote before 0046 (labelled ``objection_art21``) become ``objection_sticker``: found through the
+    sticker objections in the ledger; an Art. 21 objection's row keeps its label. Downgrade maps them back."""
+    url = await pg_server.create_database("consent_migration_0046")
+    engine = create_async_engine(url)
+    reasons = "SELECT reason, count(*) FROM suppressions GROUP BY reason ORDER BY reason"
+    try:
+        await migrate(engine)
+        async with AsyncSession(engine, expire_on_commit=False) as session, session.begin():
+            workspace = await create_workspace(session, "W")
+            for kind, street in ((ObjectionKind.STICKER, "Hauptstr. 1"), (ObjectionKind.ART21, "Lindenallee 3")):
+                await object_to_marketing(
+                    session,
+                    Keys(TEST_SECRET),
+                    workspace.id,
+                    contact_ref=None,
+                    address=normalise_postal(street=street, postcode="10115", city="Berlin", name="Erika Muster"),
+                    scope="print",
+                    kind=kind,
+                    evidence={"note": "seen"},
+                    actor=Actor(ActorType.API_KEY, "test"),
+                )
+        async with engine.connect() as conn:
+            assert (await conn.execute(text(reasons))).all() == [("objection_art21", 1), ("objection_sticker", 2)]
+
+        await downgrade(engine, "0045")
+        async with engine.connect() as conn:
+            assert (await conn.execute(text(reasons))).all() == [("objection_art21", 3)], "as 0045's code wrote them"
+
+        await migrate(engine)
+        async with engine.connect() as conn:
+            assert (await conn.execute(text(reasons))).all() == [("objection_art21", 1), ("objection_sticker", 2)]
     finally:
         await engine.dispose()
         await pg_server.drop_database(url)

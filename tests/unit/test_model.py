@@ -48,6 +48,7 @@ VOCABULARY: dict[type[enum.StrEnum], list[str]] = {
     model.SuppressionReason: [
         "unsubscribe",
         "objection_art21",
+        "objection_sticker",
         "complaint",
         "hard_bounce",
         "erasure",
