@@ -33,6 +33,7 @@ from app.ledger.models import Consent, ConsentEvent, Contact, ContactPoint, Supp
 from app.ledger.service import Actor, Applied, Change, add_point, apply_changes, refuse_merged, require_contact
 from app.lib.errors import Conflict, InvalidInput
 from app.lib.keys import Keys
+from app.lib.orm import utcnow
 from app.purposes import repository as purposes
 from app.purposes.service import require_purpose
 
@@ -167,20 +168,56 @@ async def object_to_marketing(
     return contact, applied
 
 
+@dataclass(frozen=True, slots=True)
+class Lifted:
+    """What withdrawing an objection recorded, and what still stops print to the contact's addresses."""
+
+    contact: Contact
+    applied: list[Applied]
+    still_blocked_by: list[SuppressionReason]
+    """The reasons of the suppressions in force under the addresses' keys after the withdrawal, sorted."""
+
+
 async def withdraw_objection(
     session: AsyncSession,
+    keys: Keys,
     workspace_id: uuid.UUID,
     contact_ref: str,
+    *,
     evidence: Mapping[str, Any],
     actor: Actor,
-) -> tuple[Contact, list[Applied]]:
-    """The person lifts their print objection (with proof): print returns to ``none`` (legitimate interest)."""
+) -> Lifted:
+    """The person lifts their print objection (with proof): print returns to ``none`` (legitimate interest).
+
+    The suppression the person's Art. 21 objection wrote for each postal address (its own key, reason
+    ``objection_art21``) is lifted with it. What another source put there stays, and is answered in
+    ``still_blocked_by``: a Robinson entry (the person leaves the list with its operator), a sticker (a fact about
+    the mailbox, recorded for the household), an erasure or complaint, a running pause. The suppressions an
+    objection to all marketing wrote for the other channels stay: those channels were withdrawn and come back only
+    by a fresh opt-in of their own.
+    """
     contact = await require_contact(session, workspace_id, contact_ref)
     points = [p for p in await repository.contact_points_of(session, contact.id) if p.channel == Channel.PRINT]
     if not points:
         raise InvalidInput("The contact has no postal address.", code="no_contact_point")
     changes = [Change(p, None, Trigger.OBJECTION_WITHDRAWN, evidence) for p in points]
-    return contact, await apply_changes(session, workspace_id, changes, actor)
+    # the consent rows first (locked, and refused 409 when not objected), then the suppressions: the order an
+    # objection writes them in, so the two never wait for each other the other way round
+    applied = await apply_changes(session, workspace_id, changes, actor)
+    own = {  # the address's own key under every pepper version; never the household's (a sticker's)
+        row["key"]
+        for point in points
+        for row in identifier_suppression_rows(
+            keys, workspace_id, Channel.PRINT, point.value, SuppressionReason.OBJECTION_ART21
+        )
+    }
+    await repository.lift_objection_suppressions(session, workspace_id, own, SuppressionReason.OBJECTION_ART21)
+    now = utcnow()
+    standing = await repository.suppressions_of(
+        session, workspace_id, sorted({bytes(key) for point in points for key in point.suppression_keys})
+    )
+    still = sorted({SuppressionReason(s.reason) for s in standing if s.until is None or s.until > now})
+    return Lifted(contact=contact, applied=applied, still_blocked_by=still)
 
 
 async def add_postal_address(

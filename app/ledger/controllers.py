@@ -30,6 +30,7 @@ from app.ledger.schemas import (
     MergeOut,
     ObjectionIn,
     ObjectionWithdrawalIn,
+    ObjectionWithdrawalOut,
     PostalAddressIn,
     ReassignedNumberIn,
     ReassignedNumberOut,
@@ -349,8 +350,13 @@ class ObjectionController(Controller):
         data: JSONBody[ObjectionWithdrawalIn],
         principal: NamedDependency[Principal],
         db: NamedDependency[AsyncSession],
-    ) -> ChangesOut:
-        """The person lifts their print objection; the evidence must say how (e.g. `document_ref`)."""
+        keys: NamedDependency[Keys],
+    ) -> ObjectionWithdrawalOut:
+        """The person lifts their print objection; the evidence must say how (e.g. `document_ref`).
+
+        The suppression of the person's own objection is lifted with it; what other sources keep blocking print
+        (a Robinson entry, a sticker, an erasure, …) stays and is named in `still_blocked_by`.
+        """
         evidence = data.evidence.as_dict()
         if not {"document_ref", "ticket", "note"} & evidence.keys():
             raise InvalidInput(
@@ -358,10 +364,13 @@ class ObjectionController(Controller):
                 code="proof_required",
             )
         async with db.begin():
-            contact, applied = await actions.withdraw_objection(
-                db, principal.workspace_id, data.contact, evidence, _actor(principal)
+            lifted = await actions.withdraw_objection(
+                db, keys, principal.workspace_id, data.contact, evidence=evidence, actor=_actor(principal)
             )
-            return await _changes(db, principal.workspace_id, contact.id, applied)
+            changes = await _changes(db, principal.workspace_id, lifted.contact.id, lifted.applied)
+            return ObjectionWithdrawalOut(
+                contact_id=changes.contact_id, changes=changes.changes, still_blocked_by=lifted.still_blocked_by
+            )
 
 
 class AuditController(Controller):

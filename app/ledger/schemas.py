@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import msgspec
 
 from app.domain.identifiers import EXTERNAL_ID_PATTERN, PostalAddress, normalise_postal
-from app.domain.model import Channel, ObjectionKind, Reachability, State, VerifiedVia
+from app.domain.model import Channel, ObjectionKind, Reachability, State, SuppressionReason, VerifiedVia
 from app.workspaces.settings import known_time_zone
 
 if TYPE_CHECKING:
@@ -152,6 +152,20 @@ class ChangesOut(msgspec.Struct, kw_only=True):
 
     contact_id: uuid.UUID
     changes: list[ConsentChange]
+
+
+class ObjectionWithdrawalOut(ChangesOut, kw_only=True):
+    """The resulting states, and what still stops print to the contact's postal addresses.
+
+    Withdrawing the objection lifts the suppression the person's own objection wrote (`objection_art21` on the
+    address). `still_blocked_by` lists the reasons of the suppressions still in force under the addresses' keys
+    (empty: print may go out again): `robinson` (the person is on a Robinson list: they leave it with its
+    operator), `objection_sticker` (a "no advertising" sticker of the household), `objection_art21` (an objection
+    of the household, or of the person on another key), `erasure`, `complaint`, `paused`, … Eligibility answers
+    `suppressed` while it is not empty.
+    """
+
+    still_blocked_by: list[SuppressionReason]
 
 
 class MergeIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

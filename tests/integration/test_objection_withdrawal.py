@@ -67,6 +67,137 @@ async def suppression_reasons(session, tenant) -> list[str]:
     return list(rows.scalars())
 
 
+@pytest.mark.parametrize("kind", ["personal", "art21"])
+async def test_withdrawing_the_objection_makes_the_address_eligible_for_print_again(
+    client, tenant, letters, kind, session
+):
+    await person(client, tenant, "crm-1")
+    await object_(client, tenant, kind, contact="crm-1")
+    assert (await print_decision(client, tenant, "crm-1"))["reason"] == "objected"
+
+    lifted = await withdraw(client, tenant, "crm-1")
+
+    assert lifted.status_code == 200, lifted.text
+    answer = lifted.json()
+    assert [(c["channel"], c["state"]) for c in answer["changes"]] == [("print", "none")]
+    assert answer["still_blocked_by"] == []
+    decision = await print_decision(client, tenant, "crm-1")
+    assert (decision["eligible"], decision["reason"]) == (True, "legitimate_interest")
+    assert await suppression_reasons(session, tenant) == [], "the objection's own suppression is lifted"
+    events = (await client.get("/v1/contacts/crm-1/events", headers=await tenant.key(Scope.AUDIT_READ))).json()
+    assert [(e["trigger"], e["to_state"]) for e in events][-1] == ("objection_withdrawn", "none")
+    assert events[-1]["evidence"] == PROOF, "the lifting is in the ledger with the person's proof"
+
+
+async def test_a_robinson_entry_still_blocks_and_the_answer_says_so(client, tenant, letters):
+    await person(client, tenant, "crm-1")
+    await object_(client, tenant, "personal", contact="crm-1")
+    listed = await client.post(
+        "/v1/imports/robinson",
+        content="Name;Straße;Hausnummer;PLZ;Ort\nErika Musterfrau;Hauptstraße;12a;10115;Berlin\n".encode(),
+        headers={**(await tenant.key(Scope.CONSENTS_WRITE)), "Content-Type": "text/csv"},
+    )
+    assert listed.status_code == 200, listed.text
+    assert listed.json()["new_entries"] == 1, "the listing is kept beside the objection, which may be withdrawn"
+
+    lifted = await withdraw(client, tenant, "crm-1")
+
+    assert lifted.status_code == 200, lifted.text
+    assert lifted.json()["changes"][0]["state"] == "none"
+    assert lifted.json()["still_blocked_by"] == ["robinson"], "the person must leave the list itself"
+    decision = await print_decision(client, tenant, "crm-1")
+    assert (decision["eligible"], decision["reason"]) == (False, "suppressed")
+
+
+async def test_an_objection_of_kind_robinson_is_not_lifted_with_the_personal_one(client, tenant, letters):
+    await person(client, tenant, "crm-1")
+    await object_(client, tenant, "personal", contact="crm-1")
+    await object_(client, tenant, "robinson", contact="crm-1")
+
+    lifted = await withdraw(client, tenant, "crm-1")
+
+    assert lifted.json()["still_blocked_by"] == ["robinson"]
+    assert (await print_decision(client, tenant, "crm-1"))["reason"] == "suppressed"
+
+
+@pytest.mark.parametrize(
+    ("name", "sticker_first"),
+    [
+        ("Erika Musterfrau", True),
+        ("Erika Musterfrau", False),
+        (None, True),  # an address without a name: its own key is the household's
+        (None, False),
+    ],
+    ids=["person-sticker-first", "person-objection-first", "household-sticker-first", "household-objection-first"],
+)
+async def test_withdrawing_the_personal_objection_leaves_the_sticker(
+    client, tenant, letters, name, sticker_first, session
+):
+    await person(client, tenant, "crm-1", name)
+    kinds = ["sticker", "personal"] if sticker_first else ["personal", "sticker"]
+    for kind in kinds:
+        await object_(client, tenant, kind, contact="crm-1")
+
+    lifted = await withdraw(client, tenant, "crm-1")
+
+    assert lifted.status_code == 200, lifted.text
+    assert lifted.json()["still_blocked_by"] == ["objection_sticker"]
+    decision = await print_decision(client, tenant, "crm-1")
+    assert (decision["eligible"], decision["reason"]) == (False, "suppressed")
+    assert set(await suppression_reasons(session, tenant)) == {"objection_sticker"}
+
+
+async def test_a_sticker_of_the_household_recorded_apart_stays(client, tenant, letters):
+    await object_(client, tenant, "sticker", address=ADDRESS)  # the carrier saw it: no person named
+    await person(client, tenant, "crm-1")
+    await object_(client, tenant, "personal", contact="crm-1")
+
+    lifted = await withdraw(client, tenant, "crm-1")
+
+    assert lifted.json()["still_blocked_by"] == ["objection_sticker"]
+    assert (await print_decision(client, tenant, "crm-1"))["reason"] == "suppressed"
+
+
+async def test_the_household_objection_of_another_contact_stays(client, tenant, letters, session):
+    await object_(client, tenant, "personal", address=ADDRESS)  # an objection for the house, no one named
+    await person(client, tenant, "crm-1")
+    await object_(client, tenant, "personal", contact="crm-1")
+
+    lifted = await withdraw(client, tenant, "crm-1")
+
+    assert lifted.json()["still_blocked_by"] == ["objection_art21"]
+    assert await suppression_reasons(session, tenant) == ["objection_art21"], "only Erika's own key was lifted"
+
+
+async def test_another_workspaces_objection_of_the_same_address_stays(client, tenant, other_tenant, letters, session):
+    for workspace in (tenant, other_tenant):
+        await person(client, workspace, "crm-1")
+        await object_(client, workspace, "personal", contact="crm-1")
+
+    assert (await withdraw(client, tenant, "crm-1")).status_code == 200
+
+    assert await suppression_reasons(session, tenant) == []
+    assert await suppression_reasons(session, other_tenant) == ["objection_art21"]
+
+
+async def test_a_repeated_withdrawal_lifts_nothing_more(client, tenant, letters, session):
+    await person(client, tenant, "crm-1")
+    await object_(client, tenant, "personal", contact="crm-1")
+    await object_(client, tenant, "sticker", address=ADDRESS)
+    first = await withdraw(client, tenant, "crm-1", {"Idempotency-Key": "lift-1"})
+    assert first.status_code == 200, first.text
+
+    again = await withdraw(client, tenant, "crm-1", {"Idempotency-Key": "lift-1"})
+    assert (again.status_code, again.json()) == (200, first.json()), "the same key answers the first answer"
+    unkeyed = await withdraw(client, tenant, "crm-1")
+    assert unkeyed.status_code == 409, "nothing is objected any more"
+    assert unkeyed.json()["code"] == "transition_not_allowed"
+
+    assert set(await suppression_reasons(session, tenant)) == {"objection_sticker"}
+    events = (await client.get("/v1/contacts/crm-1/events", headers=await tenant.key(Scope.AUDIT_READ))).json()
+    assert [e["trigger"] for e in events].count("objection_withdrawn") == 1
+
+
 async def test_a_sticker_is_labelled_a_sticker_and_a_personal_objection_art21(client, tenant, letters, session):
     await object_(client, tenant, "sticker", address={**ADDRESS, "name": "Hans Sticker"})
     assert await suppression_reasons(session, tenant) == ["objection_sticker"] * 2, "the address and the household"
