@@ -244,6 +244,14 @@ def changes_on_driver() -> bool:
     return _on_driver.get()
 
 
+def single_change_on_driver() -> bool:
+    """Whether a single change goes on the driver connection here: a sealer runs, and not within :func:`on_session`.
+
+    What ``withdraw_point`` decides by; a caller that folds its own statements around one (a STOP webhook) too.
+    """
+    return sealer.deferred() and _on_driver.get()
+
+
 @contextmanager
 def on_session() -> Iterator[None]:
     """Within: consent changes go through the session's statements even where a sealer runs.

@@ -36,7 +36,7 @@ from app.domain.model import ActorType, Channel, Reachability, State, Trigger
 from app.ledger import repository as ledger
 from app.ledger.actions import withdraw_point
 from app.ledger.models import ContactPoint
-from app.ledger.service import Actor, Change, add_point, apply_changes
+from app.ledger.service import Actor, Applied, Change, add_point, apply_changes, single_change_on_driver
 from app.lib.ids import parse_uuid
 from app.lib.keys import Keys
 from app.lib.orm import utcnow
@@ -98,26 +98,16 @@ async def handle_inbound(
     session: AsyncSession, keys: Keys, workspace_id: uuid.UUID, settings: WorkspaceSettings, message: Inbound
 ) -> str:
     """Process one inbound message in the caller's transaction; returns the TwiML reply."""
-    claimed = await repository.claim_inbound(session, workspace_id, PROVIDER, message.message_sid, utcnow())
-    if claimed is None:
-        stored = await repository.stored_reply(session, workspace_id, PROVIDER, message.message_sid)
-        log.info("twilio_inbound_duplicate", workspace_id=str(workspace_id))
-        return stored or twiml(None)
     try:
         channel, number = channel_and_number(message.sender, settings.default_region)
     except InvalidIdentifier:
-        reply = twiml(None)
-        await repository.finish_inbound(
-            session, workspace_id, claimed, channel="sms", point_id=None, intent=Intent.NONE.value, reply=reply
-        )
-        return reply
-    text = message.body or message.first("ButtonText") or message.first("ButtonPayload") or ""
-    reading = classify(
-        text,
-        settings.keyword_sets(),
-        settings.phone.start_words,
-        natural_language=settings.phone.natural_language_opt_out,
-    )
+        return await _unreadable(session, workspace_id, message)
+    reading = _read(message, settings)
+    if reading.intent is Intent.OPT_OUT and single_change_on_driver():
+        return await _stop_on_driver(session, keys, workspace_id, settings, message, channel, number, reading)
+    claimed = await repository.claim_inbound(session, workspace_id, PROVIDER, message.message_sid, utcnow())
+    if claimed is None:
+        return await _duplicate(session, workspace_id, message)
     point = await ledger.find_contact_point(session, workspace_id, channel, number)
     if point is not None:
         await _reachable_again(session, workspace_id, point, message)
@@ -130,12 +120,7 @@ async def handle_inbound(
         applied = await withdraw_point(
             session, workspace_id, point, trigger=Trigger.STOP_WORD, evidence=evidence, actor=SUBJECT
         )
-        changed = any(a.event_id and a.from_state is not State.OPTED_OUT for a in applied)
-        text_out = (
-            _reply(workspace_id, settings, "stop", language, brand=_brand(settings))
-            if changed and settings.phone.stop_reply
-            else None
-        )
+        text_out = _stop_text(workspace_id, settings, applied, language)
     elif reading.intent is Intent.HELP:
         text_out = _reply(workspace_id, settings, "help", language, brand=_brand(settings))
     elif reading.intent is Intent.OPT_IN:
@@ -154,11 +139,7 @@ async def handle_inbound(
         text_out = _reply(workspace_id, settings, kind, language, brand=_brand(settings), purposes=", ".join(names))
     else:
         text_out = None
-    try:
-        reply = twiml(text_out)
-    except Exception:  # the consent change above must commit whatever happens to its reply
-        log.exception("twilio_reply_failed", workspace_id=str(workspace_id), intent=reading.intent.value)
-        reply = twiml(None)
+    reply = _twiml_or_none(workspace_id, reading, text_out)
     await repository.finish_inbound(
         session,
         workspace_id,
@@ -170,6 +151,108 @@ async def handle_inbound(
     )
     log.info("twilio_inbound", workspace_id=str(workspace_id), channel=channel.value, intent=reading.intent.value)
     return reply
+
+
+async def _stop_on_driver(  # noqa: PLR0917  # handle_inbound's, with what it read of the message
+    session: AsyncSession,
+    keys: Keys,
+    workspace_id: uuid.UUID,
+    settings: WorkspaceSettings,
+    message: Inbound,
+    channel: Channel,
+    number: str,
+    reading: Classification,
+) -> str:
+    """A STOP where a sealer runs: :func:`handle_inbound`'s way for it, in four statements on the driver connection.
+
+    The claim with the number, its contact's locale and the message it answers (one statement), the withdrawal's
+    two (``withdraw_point``), the reply stored (one): the same rows as the statements through the session.
+    """
+    driver = await ledger.transaction_driver(session)
+    now = utcnow()
+    found = await repository.claim_stop(
+        session,
+        driver,
+        workspace_id,
+        PROVIDER,
+        message.message_sid,
+        now,
+        channel.value,
+        number,
+        since=now - STOP_ATTRIBUTION,
+    )
+    if found is None:
+        return await _duplicate(session, workspace_id, message)
+    point = found.point
+    if point is not None:
+        await _reachable_again(session, workspace_id, point, message)
+    language = reading.language or _language_of(found.locale) or settings.locale
+    evidence = _evidence(message, reading)
+    if point is not None and found.attributed is not None:
+        evidence |= _attributed(*found.attributed)
+    point = point or await _new_point(session, keys, workspace_id, channel, number)
+    applied = await withdraw_point(
+        session, workspace_id, point, trigger=Trigger.STOP_WORD, evidence=evidence, actor=SUBJECT
+    )
+    reply = _twiml_or_none(workspace_id, reading, _stop_text(workspace_id, settings, applied, language))
+    await repository.finish_inbound_on_driver(
+        driver or await ledger.transaction_driver(session),
+        workspace_id,
+        found.claim_id,
+        channel=channel.value,
+        point_id=point.id,
+        intent=reading.intent.value,
+        reply=reply,
+    )
+    log.info("twilio_inbound", workspace_id=str(workspace_id), channel=channel.value, intent=reading.intent.value)
+    return reply
+
+
+async def _unreadable(session: AsyncSession, workspace_id: uuid.UUID, message: Inbound) -> str:
+    """A message from a sender that is no phone number: claimed, answered with nothing, nothing recorded."""
+    claimed = await repository.claim_inbound(session, workspace_id, PROVIDER, message.message_sid, utcnow())
+    if claimed is None:
+        return await _duplicate(session, workspace_id, message)
+    reply = twiml(None)
+    await repository.finish_inbound(
+        session, workspace_id, claimed, channel="sms", point_id=None, intent=Intent.NONE.value, reply=reply
+    )
+    return reply
+
+
+def _read(message: Inbound, settings: WorkspaceSettings) -> Classification:
+    text = message.body or message.first("ButtonText") or message.first("ButtonPayload") or ""
+    return classify(
+        text,
+        settings.keyword_sets(),
+        settings.phone.start_words,
+        natural_language=settings.phone.natural_language_opt_out,
+    )
+
+
+async def _duplicate(session: AsyncSession, workspace_id: uuid.UUID, message: Inbound) -> str:
+    """The answer to a message claimed before: the reply its first delivery got (nothing is recorded)."""
+    stored = await repository.stored_reply(session, workspace_id, PROVIDER, message.message_sid)
+    log.info("twilio_inbound_duplicate", workspace_id=str(workspace_id))
+    return stored or twiml(None)
+
+
+def _stop_text(
+    workspace_id: uuid.UUID, settings: WorkspaceSettings, applied: Sequence[Applied], language: str
+) -> str | None:
+    """The STOP confirmation: only when the STOP changed something, and the workspace sends one."""
+    changed = any(a.event_id and a.from_state is not State.OPTED_OUT for a in applied)
+    if changed and settings.phone.stop_reply:
+        return _reply(workspace_id, settings, "stop", language, brand=_brand(settings))
+    return None
+
+
+def _twiml_or_none(workspace_id: uuid.UUID, reading: Classification, text_out: str | None) -> str:
+    try:
+        return twiml(text_out)
+    except Exception:  # the consent change must commit whatever happens to its reply
+        log.exception("twilio_reply_failed", workspace_id=str(workspace_id), intent=reading.intent.value)
+        return twiml(None)
 
 
 async def handle_status(
@@ -304,7 +387,11 @@ async def _contact_language(session: AsyncSession, point: ContactPoint | None) -
     if point is None:
         return None
     contact = await ledger.get_contact(session, point.contact_id)
-    return contact.locale.split("-")[0] if contact.locale else None
+    return _language_of(contact.locale)
+
+
+def _language_of(locale: str | None) -> str | None:
+    return locale.split("-")[0] if locale else None
 
 
 def _reply(workspace_id: uuid.UUID, settings: WorkspaceSettings, kind: str, language: str, **values: str) -> str:
@@ -329,11 +416,12 @@ async def _attribution(session: AsyncSession, workspace_id: uuid.UUID, point: Co
     )
     if last is None:
         return {}
-    return {
-        "attributed_message_id": str(last.message_id),
-        "attributed_purpose_id": str(last.purpose_id),
-        "campaign": last.campaign,
-    }
+    return _attributed(last.message_id, last.purpose_id, last.campaign)
+
+
+def _attributed(message_id: uuid.UUID, purpose_id: uuid.UUID | None, campaign: str | None) -> dict[str, Any]:
+    """The evidence naming the message a STOP answers."""
+    return {"attributed_message_id": str(message_id), "attributed_purpose_id": str(purpose_id), "campaign": campaign}
 
 
 def _evidence(message: Inbound, reading: Classification) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from twilio.request_validator import RequestValidator
 
+from app.ledger import sealer
 from app.ledger.models import ConsentEvent, ContactPoint
 from app.lib.auth import Scope
 from app.lib.db import Database
@@ -67,6 +68,15 @@ class Phone:
             **extra,
         }
         return await self.post(params)
+
+
+@pytest.fixture(autouse=True, params=["session", "driver"])
+def ledger_path(request, database, monkeypatch):
+    """Every test twice: without a sealer in the process (the session's statements), and with one, where a STOP
+    takes four statements on the driver connection (claim and reads, lock, write, the reply stored)."""
+    if request.param == "driver":
+        monkeypatch.setattr(sealer, "_running", sealer.Sealer(database))
+    return request.param
 
 
 @pytest.fixture
