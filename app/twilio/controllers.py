@@ -25,7 +25,7 @@ from app.lib.keys import Keys
 from app.lib.openapi import errors
 from app.settings import Settings
 from app.twilio import service
-from app.workspaces.service import name_and_settings, owns_sender, sealing_context
+from app.workspaces.service import sealing_context, settings_and_sender
 from app.workspaces.settings import WorkspaceSettings
 
 log = structlog.get_logger(__name__)
@@ -44,15 +44,17 @@ async def _authenticated(
 
     ``our_number`` names the parameter holding the workspace's own number (``To`` inbound, ``From`` in a status).
     """
-    name, settings = await name_and_settings(db, workspace_id)
+    form = await request.form()
+    params = {name: [str(v) for v in form.getall(name)] for name in form}
+    senders = [*params.get(our_number, [])[:1], *params.get("MessagingServiceSid", [])[:1]]
+    # one statement: the workspace's settings, and whether it holds the sender (used only once the signature holds)
+    name, settings, owned = await settings_and_sender(db, workspace_id, senders)
     settings = msgspec.structs.replace(settings, brand=settings.brand or name)
     token = app_settings.twilio.auth_token
     if settings.twilio.auth_token_sealed:
         token = keys.unseal(settings.twilio.auth_token_sealed, sealing_context(workspace_id))
     if not token:
         raise Forbidden("No Twilio auth token is configured for this workspace.", code="twilio_not_configured")
-    form = await request.form()
-    params = {name: [str(v) for v in form.getall(name)] for name in form}
     # Twilio signs the URL it was configured with: the public one, not the one a proxy hands us.
     url = app_settings.public_base_url + request.url.path + (f"?{request.url.query}" if request.url.query else "")
     algorithm = get_signature_algorithm(request.headers.get("x-twilio-webhooks-signature-settings"))
@@ -65,8 +67,7 @@ async def _authenticated(
     expected_account = settings.twilio.account_sid or app_settings.twilio.account_sid
     if expected_account and params.get("AccountSid", [None])[0] != expected_account:
         raise Forbidden("The request is for another Twilio account.", code="account_mismatch")
-    senders = [*params.get(our_number, [])[:1], *params.get("MessagingServiceSid", [])[:1]]
-    if not await owns_sender(db, workspace_id, senders, settings.default_region):
+    if not owned:
         log.warning("twilio_sender_not_owned", workspace_id=str(workspace_id), route=request.scope.get("path_template"))
         raise Forbidden(
             f"The message's {our_number} number (and Messaging Service, if any) is not a sender of this workspace: "

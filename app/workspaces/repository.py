@@ -139,6 +139,21 @@ async def owns_sender(session: AsyncSession, workspace_id: uuid.UUID, identities
     return found is not None
 
 
+async def name_settings_and_sender(
+    session: AsyncSession, workspace_id: uuid.UUID, identities: set[str]
+) -> tuple[str, dict[str, Any], bool] | None:
+    """The workspace's name and stored settings, and whether it holds one of ``identities``, in one statement."""
+    owned = (
+        select(SenderIdentity.identity)
+        .where(SenderIdentity.workspace_id == workspace_id, SenderIdentity.identity.in_(sorted(identities)))
+        .exists()
+    )
+    row = (
+        await session.execute(select(Workspace.name, Workspace.settings, owned).where(Workspace.id == workspace_id))
+    ).first()
+    return (row[0], row[1], bool(row[2])) if row is not None else None
+
+
 async def set_mail_domains(session: AsyncSession, workspace_id: uuid.UUID, domains: list[str] | None) -> None:
     """Replace the operator's list of mail domains (``None``: back to the default)."""
     await session.execute(update(Workspace).where(Workspace.id == workspace_id).values(mail_domains=domains))

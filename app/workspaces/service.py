@@ -294,6 +294,33 @@ def _app_push(
     )
 
 
+async def settings_and_sender(
+    session: AsyncSession, workspace_id: uuid.UUID, senders: Iterable[str | None]
+) -> tuple[str, WorkspaceSettings, bool]:
+    """:func:`name_and_settings` and :func:`owns_sender` in one statement (an inbound webhook's reads).
+
+    The senders' identities depend on the workspace's region only for a number in national format (Twilio writes
+    E.164): they are taken with the default region and, where the workspace's region reads them otherwise, the
+    ownership is read again with its own.
+    """
+    senders = list(senders)
+    guessed = sender_identities(senders, _DEFAULT_REGION)
+    found = await repository.name_settings_and_sender(session, workspace_id, guessed)
+    if found is None:
+        raise NotFound("No such workspace.", code="workspace_not_found")
+    name, stored, owned = found
+    settings = WorkspaceSettings.load(stored)
+    if settings.default_region != _DEFAULT_REGION:
+        identities = sender_identities(senders, settings.default_region)
+        if identities != guessed:
+            owned = await repository.owns_sender(session, workspace_id, identities)
+    return name, settings, owned
+
+
+#: The region a workspace's settings default to (:func:`settings_and_sender` reads senders with it first).
+_DEFAULT_REGION = WorkspaceSettings().default_region
+
+
 async def name_and_settings(session: AsyncSession, workspace_id: uuid.UUID) -> tuple[str, WorkspaceSettings]:
     """The workspace's name and settings (defaults where unset)."""
     workspace = await repository.get_workspace(session, workspace_id)

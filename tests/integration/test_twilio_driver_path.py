@@ -20,7 +20,7 @@ import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import event, text
+from sqlalchemy import event, text, update
 
 from app.domain.model import ActorType, Reachability, Trigger
 from app.ledger import repository, sealer, service
@@ -33,6 +33,7 @@ from app.messages.models import Delivery, Message, MessageEvent
 from app.purposes import service as purposes
 from app.twilio import service as twilio
 from app.workspaces import service as workspace_service
+from app.workspaces.models import SenderIdentity, Workspace
 from app.workspaces.settings import WorkspaceSettings
 
 KEYS = Keys(b"k" * 32)
@@ -221,3 +222,29 @@ async def test_a_known_numbers_stop_takes_four_statements_on_the_driver(deferred
     evidence = (await rows_of(database, workspace_id))["events"][-1][13]
     assert evidence["keyword"] == "stop"
     assert (await rows_of(database, workspace_id))["events"][-1][14] == "Spring"
+
+
+async def test_the_webhooks_one_read_of_settings_and_sender_answers_as_the_two_reads(database):
+    """The settings and the sender check in one statement: the same answers as ``owns_sender`` after
+    ``name_and_settings``, a sender in national format read in the workspace's own region (here Austria's)."""
+    async with database.sessionmaker() as db, db.begin():
+        workspace_id = (await workspace_service.create_workspace(db, "Wien")).id
+        await db.execute(
+            update(Workspace).where(Workspace.id == workspace_id).values(settings={"default_region": "AT"})
+        )
+        db.add(SenderIdentity(identity="+436641234567", workspace_id=workspace_id))
+        db.add(SenderIdentity(identity="MG" + "a" * 32, workspace_id=workspace_id))
+    cases = [
+        (["06641234567"], True),
+        (["+436641234567"], True),
+        (["whatsapp:+43 664 1234567"], True),
+        (["+496641234567"], False),
+        (["06641234568", "MG" + "A" * 32], True),
+        ([None], False),
+        ([], False),
+    ]
+    async with database.sessionmaker() as db:
+        name, stored = await workspace_service.name_and_settings(db, workspace_id)
+        for senders, owned in cases:
+            assert await workspace_service.owns_sender(db, workspace_id, senders, stored.default_region) is owned
+            assert await workspace_service.settings_and_sender(db, workspace_id, senders) == (name, stored, owned)
