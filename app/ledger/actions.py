@@ -162,15 +162,12 @@ async def object_to_marketing(
     reason = OBJECTION_REASONS[kind]
     rows = suppression_rows(keys, workspace_id, affected, reason, households=kind is ObjectionKind.STICKER)
     await repository.add_suppressions(session, rows)
-    # a key an Art. 21 objection suppressed already: the row now also stands for this block, which lifting the
-    # Art. 21 objection must leave in place
-    await repository.relabel_suppressions(session, rows, was=SuppressionReason.OBJECTION_ART21)
     return contact, applied
 
 
 @dataclass(frozen=True, slots=True)
 class Lifted:
-    """What withdrawing an objection recorded, and what still stops print to the contact's addresses."""
+    """What withdrawing an objection recorded, and what still stops print to the contact's postal addresses."""
 
     contact: Contact
     applied: list[Applied]
@@ -180,7 +177,6 @@ class Lifted:
 
 async def withdraw_objection(
     session: AsyncSession,
-    keys: Keys,
     workspace_id: uuid.UUID,
     contact_ref: str,
     *,
@@ -189,29 +185,20 @@ async def withdraw_objection(
 ) -> Lifted:
     """The person lifts their print objection (with proof): print returns to ``none`` (legitimate interest).
 
-    The suppression the person's Art. 21 objection wrote for each postal address (its own key, reason
-    ``objection_art21``) is lifted with it. What another source put there stays, and is answered in
-    ``still_blocked_by``: a Robinson entry (the person leaves the list with its operator), a sticker (a fact about
-    the mailbox, recorded for the household), an erasure or complaint, a running pause. The suppressions an
-    objection to all marketing wrote for the other channels stay: those channels were withdrawn and come back only
-    by a fresh opt-in of their own.
+    The suppressions stay, and ``still_blocked_by`` names what they are: the one the objection wrote (its
+    ``objection_art21`` row on the address's key) included. One suppression row stands for a key, scope and
+    purpose whatever wrote it: an erasure, a pause, a sticker or a Robinson entry recorded on that key after the
+    objection keeps the objection's row (and label), so lifting it by its label could lift those — a block the
+    person did not lift. Until a row records its sources, the address stays out of mailings (the safe side) and the
+    answer says so; the suppressions an objection to all marketing wrote for other channels stay as well (those
+    channels come back only by a fresh opt-in of their own).
     """
     contact = await require_contact(session, workspace_id, contact_ref)
     points = [p for p in await repository.contact_points_of(session, contact.id) if p.channel == Channel.PRINT]
     if not points:
         raise InvalidInput("The contact has no postal address.", code="no_contact_point")
     changes = [Change(p, None, Trigger.OBJECTION_WITHDRAWN, evidence) for p in points]
-    # the consent rows first (locked, and refused 409 when not objected), then the suppressions: the order an
-    # objection writes them in, so the two never wait for each other the other way round
     applied = await apply_changes(session, workspace_id, changes, actor)
-    own = {  # the address's own key under every pepper version; never the household's (a sticker's)
-        row["key"]
-        for point in points
-        for row in identifier_suppression_rows(
-            keys, workspace_id, Channel.PRINT, point.value, SuppressionReason.OBJECTION_ART21
-        )
-    }
-    await repository.lift_objection_suppressions(session, workspace_id, own, SuppressionReason.OBJECTION_ART21)
     now = utcnow()
     standing = await repository.suppressions_of(
         session, workspace_id, sorted({bytes(key) for point in points for key in point.suppression_keys})

@@ -350,12 +350,11 @@ class ObjectionController(Controller):
         data: JSONBody[ObjectionWithdrawalIn],
         principal: NamedDependency[Principal],
         db: NamedDependency[AsyncSession],
-        keys: NamedDependency[Keys],
     ) -> ObjectionWithdrawalOut:
         """The person lifts their print objection; the evidence must say how (e.g. `document_ref`).
 
-        The suppression of the person's own objection is lifted with it; what other sources keep blocking print
-        (a Robinson entry, a sticker, an erasure, …) stays and is named in `still_blocked_by`.
+        The print state returns to `none`; the suppressions under the contact's postal addresses stay (the
+        objection's own among them) and are named in `still_blocked_by`: while it is not empty, print is not sent.
         """
         evidence = data.evidence.as_dict()
         if not {"document_ref", "ticket", "note"} & evidence.keys():
@@ -365,7 +364,7 @@ class ObjectionController(Controller):
             )
         async with db.begin():
             lifted = await actions.withdraw_objection(
-                db, keys, principal.workspace_id, data.contact, evidence=evidence, actor=_actor(principal)
+                db, principal.workspace_id, data.contact, evidence=evidence, actor=_actor(principal)
             )
             changes = await _changes(db, principal.workspace_id, lifted.contact.id, lifted.applied)
             return ObjectionWithdrawalOut(

@@ -599,49 +599,6 @@ async def add_suppressions(session: AsyncSession, rows: Sequence[dict[str, Any]]
         )
 
 
-async def relabel_suppressions(
-    session: AsyncSession, rows: Sequence[Mapping[str, Any]], *, was: SuppressionReason
-) -> None:
-    """Give the suppressions of ``rows``' identities that hold reason ``was`` the reason of ``rows``.
-
-    One row stands for a key, scope and purpose whatever said it: a block that withdrawing an objection does not
-    lift (a sticker, a Robinson entry) takes the label from one it does (``objection_art21``), so that a later
-    withdrawal of the Art. 21 objection leaves it (:func:`lift_objection_suppressions`).
-    """
-    for reason in sorted({row["reason"] for row in rows}):
-        same = [row for row in rows if row["reason"] == reason and row["purpose_id"] is None]
-        if not same or reason == was.value:
-            continue
-        await session.execute(
-            update(Suppression)
-            .where(
-                Suppression.workspace_id.in_({row["workspace_id"] for row in same}),
-                Suppression.key.in_({bytes(row["key"]) for row in same}),
-                Suppression.scope.in_({row["scope"] for row in same}),
-                Suppression.purpose_id.is_(None),
-                Suppression.reason == was.value,
-            )
-            .values(reason=reason)
-        )
-
-
-async def lift_objection_suppressions(
-    session: AsyncSession, workspace_id: uuid.UUID, keys: Collection[bytes], reason: SuppressionReason
-) -> int:
-    """Delete the workspace's suppressions of these keys that an objection of ``reason`` wrote; how many.
-
-    Only rows of that reason go: a sticker, a Robinson entry, an erasure, a complaint or a pause under the same
-    keys stays (and a Robinson key, in ``robinson_keys``, is never touched here).
-    """
-    if not keys:
-        return 0
-    deleted = await session.execute(
-        text("DELETE FROM suppressions WHERE workspace_id = :workspace_id AND key = ANY(:keys) AND reason = :reason"),
-        {"workspace_id": workspace_id, "keys": list(keys), "reason": reason.value},
-    )
-    return int(deleted.rowcount)  # type: ignore[attr-defined]  # CursorResult of a DELETE
-
-
 async def pause_keys(session: AsyncSession, rows: Sequence[dict[str, Any]], until: datetime) -> None:
     """Pause marketing to these keys (``all_marketing`` rows of reason ``paused``) until ``until``.
 
@@ -1001,8 +958,6 @@ async def add_robinson_keys_from_table(session: AsyncSession, workspace_id: uuid
     (imports of one workspace take turns, under an advisory lock, so the keys found absent stay absent).
     Counted as new, as when the keys were rows of ``suppressions`` (migration 0042): a key not yet stopping all
     marketing on print for good; a pause of such a key becomes this permanent suppression (the pause row goes).
-    An Art. 21 objection's row (``objection_art21``) does not stop it for good: the person may withdraw the
-    objection, which lifts that row (:func:`lift_objection_suppressions`), and the listing must stay.
     """
     table = _keys_table(keys_table)
     locked = await session.scalar(
@@ -1024,16 +979,12 @@ async def add_robinson_keys_from_table(session: AsyncSession, workspace_id: uuid
              WHERE NOT EXISTS (SELECT 1 FROM robinson_keys k WHERE k.workspace_id = :workspace_id AND k.key = r.key)
                AND NOT EXISTS (SELECT 1 FROM suppressions s
                                 WHERE s.workspace_id = :workspace_id AND s.key = r.key AND s.scope = :scope
-                                  AND s.purpose_id IS NULL AND s.until IS NULL AND s.reason <> :liftable)
+                                  AND s.purpose_id IS NULL AND s.until IS NULL)
              GROUP BY r.key
              ORDER BY r.key
             """  # noqa: S608  # the table name is checked to be an identifier, the values are parameters
         ),
-        {
-            "workspace_id": workspace_id,
-            "scope": SuppressionScope.ALL_MARKETING.value,
-            "liftable": SuppressionReason.OBJECTION_ART21.value,
-        },
+        {"workspace_id": workspace_id, "scope": SuppressionScope.ALL_MARKETING.value},
     )
     await session.execute(text("SELECT set_config('work_mem', :value, true)"), {"value": work_mem})
     scope = {"workspace_id": workspace_id, "scope": SuppressionScope.ALL_MARKETING.value}

@@ -157,12 +157,13 @@ class ChangesOut(msgspec.Struct, kw_only=True):
 class ObjectionWithdrawalOut(ChangesOut, kw_only=True):
     """The resulting states, and what still stops print to the contact's postal addresses.
 
-    Withdrawing the objection lifts the suppression the person's own objection wrote (`objection_art21` on the
-    address). `still_blocked_by` lists the reasons of the suppressions still in force under the addresses' keys
-    (empty: print may go out again): `robinson` (the person is on a Robinson list: they leave it with its
-    operator), `objection_sticker` (a "no advertising" sticker of the household), `objection_art21` (an objection
-    of the household, or of the person on another key), `erasure`, `complaint`, `paused`, … Eligibility answers
-    `suppressed` while it is not empty.
+    `still_blocked_by` lists the reasons of the suppressions in force under the addresses' keys (empty: print may
+    go out again); eligibility answers `suppressed` while it is not empty. The suppression the objection itself
+    wrote (`objection_art21`) is not lifted by its withdrawal: one suppression stands for an address whatever
+    wrote it (an erasure, a pause, a sticker or a Robinson entry recorded after the objection among them), so it
+    stays, and is named here. Others: `robinson` (the person is on a Robinson list: they leave it with its
+    operator), `objection_sticker` (a "no advertising" sticker of the household), `erasure`, `complaint`,
+    `paused`, …
     """
 
     still_blocked_by: list[SuppressionReason]

@@ -137,11 +137,7 @@ async def test_importing_again_is_idempotent_and_rows_left_out_stay_listed(clien
 async def test_a_key_already_suppressed_for_good_is_not_new_and_a_pause_becomes_the_listing(
     client, tenant, ledger, database, session, anna
 ):
-    """As when the entries were rows of ``suppressions``: an equal permanent row is kept, a pause is replaced.
-
-    (An erasure's row: an Art. 21 objection's may be lifted by its withdrawal, so a listing is kept beside it,
-    ``test_objection_withdrawal.py``.)
-    """
+    """As when the entries were rows of ``suppressions``: an equal permanent row is kept, a pause is replaced."""
     erika = await print_point(ledger, "Erika Musterfrau", "Hauptstraße 12a", "10115", "Berlin", "crm-erika")
     hans = await print_point(ledger, "Hans Müller", "Hauptstraße 12a", "10115", "Berlin", "crm-hans")
     rows = [
@@ -154,7 +150,7 @@ async def test_a_key_already_suppressed_for_good_is_not_new_and_a_pause_becomes_
             "purpose_id": None,
             "reason": reason,
         }
-        for point, reason in ((erika, "erasure"), (hans, "paused"))
+        for point, reason in ((erika, "objection_art21"), (hans, "paused"))
     ]
     async with database.sessionmaker() as db_session, db_session.begin():
         await ledger_repository.add_suppressions(db_session, rows[:1])
@@ -164,7 +160,7 @@ async def test_a_key_already_suppressed_for_good_is_not_new_and_a_pause_becomes_
     reasons = await session.execute(
         select(Suppression.reason, Suppression.until).where(Suppression.workspace_id == tenant.id)
     )
-    assert reasons.all() == [("erasure", None)], "the pause is gone, the erasure stays"
+    assert reasons.all() == [("objection_art21", None)], "the pause is gone, the objection stays"
     # and a pause asked for a listed key adds nothing: the listing already stops it for good
     async with database.sessionmaker() as db_session, db_session.begin():
         await ledger_repository.pause_keys(db_session, rows[1:], until=_far())
