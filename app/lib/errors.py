@@ -434,6 +434,10 @@ def merged_meanwhile(exc: BaseException) -> bool:
 #: A deadlock PostgreSQL broke by aborting this transaction (the other one went on).
 _DEADLOCK = "40P01"
 
+#: A foreign key failed: the row it names (a contact an erasure removed) was deleted by a transaction committed
+#: after this one read it.
+_DELETED_MEANWHILE = "23503"
+
 
 async def again_if_raced(work: Callable[[], Awaitable[T]], *, what: str) -> T:
     """Run ``work`` (a transaction of its own); run it once more if a race with another writer aborted it.
@@ -441,13 +445,15 @@ async def again_if_raced(work: Callable[[], Awaitable[T]], *, what: str) -> T:
     For the requests nobody sends again (an inbound SMS, an RFC 8058 one-click POST, a form's POST): a merge of the
     contact committing between finding the address and locking its consents makes the database refuse the row
     (CM001: the second run finds the address under the contact that survived the merge), or PostgreSQL breaks a
-    deadlock with that merge by aborting this transaction (40P01: the second run waits for the merge instead).
+    deadlock with that merge by aborting this transaction (40P01: the second run waits for the merge instead), or
+    an erasure of the contact committing in that window makes a row's foreign key fail (23503: the second run no
+    longer finds the address, which the erasure left suppressed).
     """
     for attempt in range(1, _RACE_ATTEMPTS):
         try:
             return await work()
         except DBAPIError as exc:
-            if not (merged_meanwhile(exc) or _sqlstate_in_chain(exc, {_DEADLOCK})):
+            if not (merged_meanwhile(exc) or _sqlstate_in_chain(exc, {_DEADLOCK, _DELETED_MEANWHILE})):
                 raise
             log.info("taken_again_after_a_race", what=what, attempt=attempt)
     return await work()

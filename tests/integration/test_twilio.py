@@ -547,6 +547,52 @@ class TestAStopRacingARealMerge:
     def database(self, own_engine):
         return Database(own_engine, async_sessionmaker(own_engine, expire_on_commit=False))
 
+    async def test_a_stop_whose_contact_an_erasure_removed_meanwhile_is_taken_again(
+        self, client, database, tenant, configured, monkeypatch
+    ):
+        """The hostile review of 2026-12-06: an erasure of the number's contact committing between finding the
+        number and locking its consents made the consent row's foreign key fail (23503): 500, the STOP lost (Twilio
+        does not resend). Taken again (the number is found no more, the STOP is taken as from a new number): 200,
+        and the number stays blocked."""
+        from app.domain.model import ActorType  # noqa: PLC0415
+        from app.ledger.service import Actor  # noqa: PLC0415
+        from app.lib.keys import Keys  # noqa: PLC0415
+        from app.privacy.erasure import erase  # noqa: PLC0415
+        from app.twilio import service  # noqa: PLC0415
+        from tests.conftest import TEST_SECRET  # noqa: PLC0415
+
+        phone = Phone(client, tenant.id)
+        await signup(client, tenant, configured)
+        await phone.text("NEWS")
+        real_withdraw = service.withdraw_point
+        calls: list[uuid.UUID] = []
+
+        async def erased_first(session, workspace_id, point, **kwargs):
+            calls.append(point.contact_id)
+            if len(calls) == 1:  # the erasure commits in its own transaction before the STOP locks anything
+                async with database.sessionmaker() as db, db.begin():
+                    await erase(
+                        db,
+                        Keys(TEST_SECRET),
+                        workspace_id,
+                        str(point.contact_id),
+                        request_ref=None,
+                        received_via=None,
+                        actor=Actor(ActorType.SYSTEM),
+                    )
+            return await real_withdraw(session, workspace_id, point, **kwargs)
+
+        monkeypatch.setattr(service, "withdraw_point", erased_first)
+        response = await phone.text("STOP")
+        assert response.status_code == 200, response.text
+        assert calls, "the STOP found the number before the erasure"
+        async with database.sessionmaker() as db:
+            taken = text("SELECT intent FROM inbound_messages WHERE intent <> 'opt_in' ORDER BY received_at")
+            intents = (await db.execute(taken)).all()
+            blocked = (await db.execute(text("SELECT count(*) FROM suppressions WHERE channel = 'sms'"))).scalar()
+        assert intents == [("opt_out",)], "the STOP is taken, once"
+        assert blocked, "the number stays blocked (the erasure's suppression)"
+
     async def test_a_stop_from_an_undeliverable_number_deadlocked_with_a_merge_is_taken_again(
         self, client, ledger, database, tenant, configured, monkeypatch
     ):
