@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -84,7 +84,13 @@ class MessageIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         ),
     ] = "first_eligible"
     content: Content
-    send_at: datetime | None = None
+    send_at: (
+        Annotated[
+            datetime,
+            msgspec.Meta(tz=True, description="Not before this time (RFC 3339 with a time zone); now when absent."),
+        ]
+        | None
+    ) = None
     campaign: (
         Annotated[
             str,
@@ -97,6 +103,14 @@ class MessageIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         ]
         | None
     ) = None
+
+    def __post_init__(self) -> None:
+        """``send_at`` in UTC (compared with the clock and stored so)."""
+        if self.send_at is not None:
+            try:  # year 1 at +14:00, year 9999 at -12:00 have no UTC time
+                self.send_at = self.send_at.astimezone(UTC)
+            except OverflowError:
+                raise ValueError("`send_at` lies outside the UTC calendar") from None
 
 
 class Skipped(msgspec.Struct, kw_only=True):

@@ -508,6 +508,16 @@ async def test_send_at_in_the_future_waits(client, world, dispatcher, providers)
     assert providers["twilio"].requests == []
 
 
+@pytest.mark.parametrize("send_at", ["2030-01-01T00:00:00", "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-12:00"])
+async def test_a_send_at_without_a_time_zone_or_off_the_utc_calendar_is_refused(client, world, session, send_at):
+    """A naive ``send_at`` was compared with the aware clock: 500 (newcomer review of 2026-12-06)."""
+    response = await send(client, world, ["sms"], send_at=send_at)
+    assert response.status_code in (400, 422), response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert "send_at" in response.text
+    assert await session.scalar(select(func.count()).select_from(Message)) == 0
+
+
 async def test_a_retried_post_with_its_idempotency_key_queues_once(client, world, session):
     headers = {**world["key"], "Idempotency-Key": "campaign-7-jane"}
     body = {"contact": "jane", "purpose": "newsletter", "route": ["sms"], "content": CONTENT}
