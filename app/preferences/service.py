@@ -332,7 +332,12 @@ async def view(session: AsyncSession, link: PreferenceLink, lang: str | None = N
         channel_state = states.get((point.id, None))
         paused = max((pauses[bytes(k)] for k in point.suppression_keys if bytes(k) in pauses), default=None)
         if channel is Channel.PRINT:
-            shown = Shown.OBJECTED if channel_state in WITHDRAWN_STATES else Shown.POSTAL_ALLOWED
+            # objected, or stopped for good as eligibility stops it (a withdrawn objection's suppression, a
+            # Robinson entry, a sticker): the page never says post may come when it may not
+            stopped = channel_state in WITHDRAWN_STATES or None in await _suppressed_purposes(
+                session, link.workspace_id, point
+            )
+            shown = Shown.OBJECTED if stopped else Shown.POSTAL_ALLOWED
             addresses.append(Address(point, mask(channel, point.value), (), shown, paused))
             continue
         rows = []

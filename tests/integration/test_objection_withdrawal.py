@@ -196,3 +196,17 @@ async def test_a_sticker_is_labelled_a_sticker_and_a_personal_objection_art21(cl
     assert await suppression_reasons(session, tenant) == ["objection_sticker"] * 2, "the address and the household"
     await object_(client, tenant, "personal", address={**ADDRESS, "name": "Otto Objector"})
     assert await suppression_reasons(session, tenant) == ["objection_art21", "objection_sticker", "objection_sticker"]
+
+
+async def test_the_preference_page_does_not_say_post_may_come_after_the_withdrawal(client, tenant, letters):
+    """Eligibility answered `suppressed` while the person's page said "may send you advertising by post" and offered
+    to object again (newcomer review of 2026-12-06)."""
+    await person(client, tenant, "crm-1")
+    await object_(client, tenant, "personal", contact="crm-1")
+    assert (await withdraw(client, tenant, "crm-1")).status_code == 200
+    link = await client.post("/v1/contacts/crm-1/preference-link", headers=await tenant.key(Scope.CONSENTS_WRITE))
+    assert link.status_code == 201, link.text
+    view = (await client.get("/" + link.json()["url"].split("/", 3)[3] + "/preferences")).json()
+    [address] = [a for a in view["addresses"] if a["channel"] == "print"]
+    assert address["print_state"] == "objected"
+    assert view["print_objected"] is True
