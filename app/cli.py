@@ -47,7 +47,15 @@ async def open_database(settings: Settings, pool_size: int = 2) -> AsyncIterator
     url = settings.database.url
     if url is None:
         embedded = EmbeddedPostgres(settings.data_dir / "postgres")
+        new = not (embedded.pgdata / "PG_VERSION").exists()
         url = await embedded.start()
+        if new:  # a command run from another folder than the service's: it would quietly work on an empty database
+            click.echo(
+                f"Note: no database was in {settings.data_dir.resolve()}; a new, empty one was made there. A service"
+                " started in another folder uses its own: run consent commands from that folder, or set"
+                " CONSENT_DATA_DIR (or DATABASE_URL) to the same value.",
+                err=True,
+            )
     database = Database.from_url(url, pool_size=pool_size)
     try:
         if embedded is not None:

@@ -51,3 +51,5 @@ def test_on_the_embedded_database_the_key_serve_dev_made_is_read(tmp_path):
     result = run_cli_in_process(args, env, timeout=120)
     assert "CONSENT_SECRET_KEY is not set" not in result.stderr, result.stderr
     assert (data_dir / "secret_key").read_text() == "ab" * 32 + "\n", "read, never replaced"
+    # serve --dev made the key but no database here: a newcomer in the wrong folder is told (newcomer review)
+    assert f"no database was in {data_dir.resolve()}; a new, empty one was made there" in result.stderr
