@@ -667,14 +667,19 @@ async def pauses_of(
     return found
 
 
-async def set_reachability(session: AsyncSession, point_id: uuid.UUID, reachability: str, at: datetime) -> None:
+async def set_reachability(
+    session: AsyncSession, point_id: uuid.UUID, reachability: str, at: datetime, *, only_from: str | None = None
+) -> None:
     """Record what a provider told us about an address (kept apart from permission).
 
     ``undeliverable`` never replaces ``provider_blocked``: the provider blocks sends to the number until the person
     texts START, and a late failure report (a 30005 of an earlier message) must not turn the block into a state
-    that any text from the number clears (hostile review of 2026-12-05).
+    that any text from the number clears (hostile review of 2026-12-05). ``only_from``: only while the address is
+    still in that state (what the caller read and decided on; a report committed since stays).
     """
     query = update(ContactPoint).where(ContactPoint.id == point_id)
+    if only_from is not None:
+        query = query.where(ContactPoint.reachability == only_from)
     if reachability == Reachability.UNDELIVERABLE.value:
         query = query.where(ContactPoint.reachability != Reachability.PROVIDER_BLOCKED.value)
     await session.execute(query.values(reachability=reachability, reachability_changed_at=at))

@@ -336,7 +336,10 @@ async def _reachable_again(
     ).upper() == "START" or message.body.strip().casefold() in TWILIO_OPT_IN_WORDS
     blocked = point.reachability == Reachability.PROVIDER_BLOCKED
     if point.reachability == Reachability.UNDELIVERABLE or (blocked and twilio_opt_in):
-        await ledger.set_reachability(session, point.id, Reachability.REACHABLE.value, utcnow())
+        # only from what was read: a provider block reported since (a 21610 of a message under way) stays
+        await ledger.set_reachability(
+            session, point.id, Reachability.REACHABLE.value, utcnow(), only_from=str(point.reachability)
+        )
         log.info("twilio_reachable_again", workspace_id=str(workspace_id), contact_point_id=str(point.id))
 
 

@@ -646,3 +646,22 @@ class TestAStopRacingARealMerge:
             stops = (await db.execute(text("SELECT to_state FROM consent_events WHERE trigger = 'stop_word'"))).all()
         assert stops, "the STOP is recorded"
         assert {state for (state,) in stops} == {"opted_out"}
+
+
+async def test_a_text_read_as_from_an_undeliverable_number_leaves_a_block_reported_since(ledger, session):
+    """The hostile review of 2026-12-06: a STOP reads the number's reachability in its first statement; a status
+    callback marking it provider_blocked before the STOP writes was overwritten with reachable (the next send then
+    failed with 21610). Only the state read is replaced."""
+    from app.ledger.models import ContactPoint as Point  # noqa: PLC0415
+    from app.twilio import service  # noqa: PLC0415
+
+    point = await ledger.point("sms", "+4915122200011")
+    await session.execute(
+        text("UPDATE contact_points SET reachability = 'provider_blocked' WHERE id = :id"), {"id": point.id}
+    )
+    stale = Point(id=point.id, workspace_id=ledger.workspace_id, contact_id=point.contact_id, channel="sms")
+    stale.reachability = "undeliverable"  # as the STOP's first statement read it, before the callback committed
+    message = service.Inbound("SM-stale", "+4915122200011", "+4915100000001", "STOP", {"Body": ["STOP"]})
+    await service._reachable_again(session, ledger.workspace_id, stale, message)
+    now = await session.scalar(text("SELECT reachability FROM contact_points WHERE id = :id"), {"id": point.id})
+    assert now == "provider_blocked"
