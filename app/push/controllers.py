@@ -73,8 +73,13 @@ class PushController(Controller):
         self, installation_id: FromPath[str], principal: NamedDependency[Principal], db: NamedDependency[AsyncSession]
     ) -> None:
         """The app was uninstalled: its consents end (`opted_out`) and the token is `expired`."""
-        async with db.begin():
-            await service.uninstall(db, principal.workspace_id, installation_id, _actor(principal))
+
+        async def apply() -> None:
+            async with db.begin():
+                await service.uninstall(db, principal.workspace_id, installation_id, _actor(principal))
+
+        # a merge of the contact committing meanwhile: taken again, under the survivor, as the web unsubscribe
+        await again_if_raced(apply, what="push_uninstall")
 
     @get(
         "/web/vapid-public-key",

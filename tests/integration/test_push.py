@@ -340,8 +340,9 @@ class TestAPushUnsubscribeRacingARealMerge:
     def database(self, own_engine):
         return Database(own_engine, async_sessionmaker(own_engine, expire_on_commit=False))
 
+    @pytest.mark.parametrize("channel", ["web_push", "app_push"])
     async def test_a_push_unsubscribe_raced_by_a_merge_is_taken_again(
-        self, client, admin, ledger, database, app_setup, monkeypatch
+        self, client, admin, ledger, database, app_setup, monkeypatch, channel
     ):
         """The subscription's contact is merged into another while the unsubscribe runs: it deadlocked with the merge
         (500) or met the committed merge's CM001 (409), nothing recorded. Taken again, as the one-click unsubscribe
@@ -352,8 +353,11 @@ class TestAPushUnsubscribeRacingARealMerge:
         from app.push import service  # noqa: PLC0415
 
         body = {"subscription": subscription(), "purposes": ["offers"], "notice_id": app_setup["notices"]["offers"]}
-        created = await client.post("/v1/push/web-subscriptions", json=body, headers=app_setup["key"])
-        assert created.status_code == 201, created.text
+        if channel == "web_push":
+            created = await client.post("/v1/push/web-subscriptions", json=body, headers=app_setup["key"])
+        else:  # the app's uninstall (DELETE /v1/push/app-installations/{id}) has the same window
+            created = await client.put(INSTALL, json=install(app_setup, purposes=("offers",)), headers=app_setup["key"])
+        assert created.status_code in (200, 201), created.text
         survivor = await ledger.point("email", "other@example.com", external_id="crm-2")
         real_withdraw, real_move = service.withdraw_point, merging.repository.move_contact_references
         calls: list[uuid.UUID] = []
@@ -383,17 +387,20 @@ class TestAPushUnsubscribeRacingARealMerge:
 
         monkeypatch.setattr(service, "withdraw_point", merged_first)
         monkeypatch.setattr(merging.repository, "move_contact_references", slow_move)
-        gone = await client.request(
-            "DELETE",
-            "/v1/push/web-subscriptions",
-            json={"endpoint": body["subscription"]["endpoint"]},
-            headers=app_setup["key"],
-        )
+        if channel == "web_push":
+            gone = await client.request(
+                "DELETE",
+                "/v1/push/web-subscriptions",
+                json={"endpoint": body["subscription"]["endpoint"]},
+                headers=app_setup["key"],
+            )
+        else:
+            gone = await client.delete(INSTALL, headers=app_setup["key"])
         await merges[0]
         assert gone.status_code == 204, gone.text
         assert len(calls) > 1, "the race happened"
         assert calls[-1] == survivor.contact_id, "the last try found the endpoint under the survivor"
         contact = (await client.get(f"/v1/contacts/{survivor.contact_id}", headers=admin)).json()
-        [web] = [p for p in contact["contact_points"] if p["channel"] == "web_push"]
+        [web] = [p for p in contact["contact_points"] if p["channel"] == channel]
         assert web["reachability"] == "expired"
         assert {c["purpose"]: c["state"] for c in web["consents"]}["offers"] != "opted_in"
