@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -70,6 +70,10 @@ class Content(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_def
     print: PrintContent | None = None
 
 
+#: How far ahead a message may be scheduled (``send_at``).
+SEND_AT_AHEAD = timedelta(days=366)
+
+
 class MessageIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Send ``content`` to a contact on the first (or every) permitted channel of ``route``."""
 
@@ -105,12 +109,14 @@ class MessageIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     ) = None
 
     def __post_init__(self) -> None:
-        """``send_at`` in UTC (compared with the clock and stored so)."""
+        """``send_at`` in UTC (compared with the clock and stored so), at most :data:`SEND_AT_AHEAD` ahead."""
         if self.send_at is not None:
             try:  # year 1 at +14:00, year 9999 at -12:00 have no UTC time
                 self.send_at = self.send_at.astimezone(UTC)
             except OverflowError:
                 raise ValueError("`send_at` lies outside the UTC calendar") from None
+            if self.send_at > datetime.now(UTC) + SEND_AT_AHEAD:  # the send window's next opening must exist
+                raise ValueError("`send_at` lies more than a year ahead")
 
 
 class Skipped(msgspec.Struct, kw_only=True):

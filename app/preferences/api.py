@@ -128,8 +128,9 @@ class AddressOut(msgspec.Struct, kw_only=True):
     paused_until: datetime | None
     """The end of the running pause of all marketing to this address (`null`: not paused)."""
     purposes: list[PurposeStateOut]
-    print_state: Literal["objected", "postal_allowed"] | None
-    """Print only: advertising by post objected to, or allowed (legitimate interest)."""
+    print_state: Literal["objected", "postal_allowed", "postal_blocked"] | None
+    """Print only: advertising by post objected to, allowed (legitimate interest), or not objected to but blocked
+    all the same (a household's sticker, a Robinson list, what a withdrawn objection left): the person may object."""
 
 
 class PreferencesOut(msgspec.Struct, kw_only=True):
@@ -165,11 +166,13 @@ def _out(view: service.View, *, changed: bool | None = None) -> PreferencesOut:
             )
             for row in address.rows
         ]
-        print_state: Literal["objected", "postal_allowed"] | None = None
+        print_state: Literal["objected", "postal_allowed", "postal_blocked"] | None = None
         if address.print_state is Shown.OBJECTED:
             print_state = "objected"
         elif address.print_state is Shown.POSTAL_ALLOWED:
             print_state = "postal_allowed"
+        elif address.print_state is Shown.POSTAL_BLOCKED:
+            print_state = "postal_blocked"
         addresses.append(
             AddressOut(
                 point_id=address.point.id,

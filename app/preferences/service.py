@@ -179,6 +179,9 @@ class Shown(enum.StrEnum):
     WITHDRAWN = "withdrawn"
     OBJECTED = "objected"
     POSTAL_ALLOWED = "postal_allowed"
+    POSTAL_BLOCKED = "postal_blocked"
+    """Print: not objected by the person, but stopped for good all the same (a household's sticker, a Robinson
+    entry, the suppression a withdrawn objection left): no post comes, and the person may still object."""
 
 
 class Offer(enum.StrEnum):
@@ -285,7 +288,7 @@ class View:
     def anything_to_withdraw(self) -> bool:
         """Whether "nothing from you at all" would change anything."""
         return any(r.can_withdraw for a in self.addresses for r in a.rows) or any(
-            a.print_state is Shown.POSTAL_ALLOWED for a in self.addresses
+            a.print_state in (Shown.POSTAL_ALLOWED, Shown.POSTAL_BLOCKED) for a in self.addresses
         )
 
 
@@ -332,12 +335,14 @@ async def view(session: AsyncSession, link: PreferenceLink, lang: str | None = N
         channel_state = states.get((point.id, None))
         paused = max((pauses[bytes(k)] for k in point.suppression_keys if bytes(k) in pauses), default=None)
         if channel is Channel.PRINT:
-            # objected, or stopped for good as eligibility stops it (a withdrawn objection's suppression, a
-            # Robinson entry, a sticker): the page never says post may come when it may not
-            stopped = channel_state in WITHDRAWN_STATES or None in await _suppressed_purposes(
-                session, link.workspace_id, point
-            )
-            shown = Shown.OBJECTED if stopped else Shown.POSTAL_ALLOWED
+            # stopped for good as eligibility stops it (a withdrawn objection's suppression, a Robinson entry, a
+            # sticker): the page never says post may come when it may not, nor that the person objected
+            if channel_state in WITHDRAWN_STATES:
+                shown = Shown.OBJECTED
+            elif None in await _suppressed_purposes(session, link.workspace_id, point):
+                shown = Shown.POSTAL_BLOCKED
+            else:
+                shown = Shown.POSTAL_ALLOWED
             addresses.append(Address(point, mask(channel, point.value), (), shown, paused))
             continue
         rows = []

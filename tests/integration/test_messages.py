@@ -508,9 +508,19 @@ async def test_send_at_in_the_future_waits(client, world, dispatcher, providers)
     assert providers["twilio"].requests == []
 
 
-@pytest.mark.parametrize("send_at", ["2030-01-01T00:00:00", "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-12:00"])
+@pytest.mark.parametrize(
+    "send_at",
+    [
+        "2030-01-01T00:00:00",
+        "0001-01-01T00:00:00+14:00",
+        "9999-12-31T23:59:59-12:00",
+        "9999-12-31T21:00:00Z",  # past the SMS window's last opening: its next one overflowed (hostile review)
+        (utcnow() + timedelta(days=400)).isoformat(),
+    ],
+)
 async def test_a_send_at_without_a_time_zone_or_off_the_utc_calendar_is_refused(client, world, session, send_at):
-    """A naive ``send_at`` was compared with the aware clock: 500 (newcomer review of 2026-12-06)."""
+    """A naive ``send_at`` was compared with the aware clock, one late in year 9999 overflowed the send window's
+    next opening: 500 (newcomer and hostile reviews of 2026-12-06). A year ahead at most."""
     response = await send(client, world, ["sms"], send_at=send_at)
     assert response.status_code in (400, 422), response.text
     assert response.headers["content-type"].startswith("application/problem+json")

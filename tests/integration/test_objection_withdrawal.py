@@ -208,5 +208,25 @@ async def test_the_preference_page_does_not_say_post_may_come_after_the_withdraw
     assert link.status_code == 201, link.text
     view = (await client.get("/" + link.json()["url"].split("/", 3)[3] + "/preferences")).json()
     [address] = [a for a in view["addresses"] if a["channel"] == "print"]
+    assert address["print_state"] == "postal_blocked"
+    assert view["print_objected"] is False
+
+
+async def test_a_housemates_sticker_shows_print_blocked_and_keeps_the_persons_own_objection(client, tenant, letters):
+    """Erika never objected; a sticker recorded for the house (no name) stops print to her address. Her page said she
+    had objected and took away the button to object herself (hostile review of 2026-12-06)."""
+    await person(client, tenant, "crm-1")
+    await object_(client, tenant, "sticker", address=ADDRESS)
+    link = await client.post("/v1/contacts/crm-1/preference-link", headers=await tenant.key(Scope.CONSENTS_WRITE))
+    page = "/" + link.json()["url"].split("/", 3)[3]
+    [address] = [a for a in (await client.get(page + "/preferences")).json()["addresses"] if a["channel"] == "print"]
+    assert address["print_state"] == "postal_blocked"
+    html = (await client.get(page, params={"lang": "en"})).text
+    assert "sends no advertising by post to this address" in html
+    assert 'name="action" value="object_print"' in html, "she can still record her own objection"
+    objected = await client.post(
+        page + "/preferences", json={"action": "object_print"}, headers={"Origin": "https://consent.example.com"}
+    )
+    assert objected.status_code == 200, objected.text
+    [address] = [a for a in objected.json()["addresses"] if a["channel"] == "print"]
     assert address["print_state"] == "objected"
-    assert view["print_objected"] is True
