@@ -637,7 +637,11 @@ async def _chunks(path: Path, size: int = 1 << 20) -> AsyncIterator[bytes]:
     help="How long a claimed delivery is ours; a dead worker's rows are taken over after it.",
 )
 @click.option(
-    "--deadline", type=click.FloatRange(0.1, 300), default=15.0, show_default=True, help="Seconds per provider call."
+    "--deadline",
+    type=click.FloatRange(0.1, 300),
+    default=15.0,
+    show_default=True,
+    help="Seconds per provider call (at most 80 % of the lease; a longer one is cut to that).",
 )
 def worker(concurrency: int, lease_seconds: int, deadline: float) -> None:
     """Run a dispatcher, a webhook sender, a chain runner and the ledger's sealer (SKIP LOCKED or locks: many may run).
@@ -652,7 +656,7 @@ def worker(concurrency: int, lease_seconds: int, deadline: float) -> None:
     from app.ledger.sealer import Sealer  # noqa: PLC0415
     from app.lib.keys import Keys  # noqa: PLC0415
     from app.main import mail_sender  # noqa: PLC0415
-    from app.messages.dispatcher import DispatchConfig, Dispatcher  # noqa: PLC0415
+    from app.messages.dispatcher import CALL_SHARE_OF_LEASE, DispatchConfig, Dispatcher  # noqa: PLC0415
     from app.webhooks.sender import WebhookSender  # noqa: PLC0415
 
     settings = _settings()
@@ -670,9 +674,14 @@ def worker(concurrency: int, lease_seconds: int, deadline: float) -> None:
                 batch=concurrency * 2,  # claim what can be in flight soon; leave the rest to other workers
                 concurrency=concurrency,
                 lease=timedelta(seconds=lease_seconds),
-                deadline=min(deadline, lease_seconds * 0.8),  # a call never outlives its lease
+                # a call and its writes stay inside the lease its mark renews (DispatchConfig refuses more)
+                deadline=min(deadline, lease_seconds * CALL_SHARE_OF_LEASE),
             )
             dispatcher = Dispatcher(database, keys, settings, adapters, config=config)
+            if config.deadline < deadline:
+                structlog.get_logger(__name__).warning(
+                    "worker_deadline_clamped", deadline=config.deadline, lease_seconds=lease_seconds
+                )
             structlog.get_logger(__name__).info("worker_started", worker=dispatcher.worker_id)
             try:
                 sender = WebhookSender(database, keys, allow_private=settings.webhooks_allow_private)

@@ -15,12 +15,13 @@
   opted out; an SMTP 5xx → ``undeliverable``.
 - Each delivery's ``in_flight_at`` mark is committed before its provider call and its outcome as soon as the
   call returns (writes that arrive together go together: marks and acceptances as one statement, other outcomes in
-  one short transaction; none waits for a slow sibling), only
-  by the worker holding the lease (checked in the statements), so a late worker never overwrites the row's new
-  owner. A worker dying mid-batch thus leaves every delivery finished, untouched, or marked in flight; one
-  claimed again with the mark set is resolved by :mod:`app.messages.policy`: marketing becomes ``unknown`` (at
-  most once), transactional is sent again (at least once; the Message-ID and push Topic derived from the
-  delivery id let receivers fold the repeat). Nothing the provider answered is sent again.
+  one short transaction; none waits for a slow sibling), only by the worker holding the lease (checked in the
+  statements), so a late worker never overwrites the row's new owner. The mark renews the lease, so a call that
+  waited for a slot is not taken over by another worker while it is under way (a lease must cover one call and
+  its writes: :class:`DispatchConfig`). A worker dying mid-batch thus leaves every delivery finished, untouched,
+  or marked in flight; one claimed again with the mark set is resolved by :mod:`app.messages.policy`: marketing
+  becomes ``unknown`` (at most once), transactional is sent again (at least once; the Message-ID and push Topic
+  derived from the delivery id let receivers fold the repeat). Nothing the provider answered is sent again.
 - One delivery's failure is its own: an error while preparing it (a stored time zone no zone database knows,
   say) schedules a retry of that delivery, and the rest of the batch (every workspace's) goes on.
 """
@@ -72,9 +73,19 @@ log = structlog.get_logger(__name__)
 OBJECTION_NOTICE_MISSING = "objection_notice_missing: the message cannot carry the objection notice UWG §7(3) requires"
 
 
+#: The share of the lease one provider call may take (its ``deadline``): the rest covers the in-flight mark's commit
+#: before the call and the outcome's write after it, so a call and its outcome stay inside the lease the mark renewed.
+CALL_SHARE_OF_LEASE = 0.8
+
+
 @dataclass(frozen=True, slots=True)
 class DispatchConfig:
-    """How a dispatcher works."""
+    """How a dispatcher works.
+
+    Each call's in-flight mark renews the delivery's lease for ``lease`` (:func:`repository.mark_and_settle_sent`),
+    so the lease must cover one call: a ``deadline`` longer than :data:`CALL_SHARE_OF_LEASE` of it is refused
+    (``consent worker`` clamps the deadline to it instead).
+    """
 
     batch: int = 200
     concurrency: int = 64
@@ -84,6 +95,22 @@ class DispatchConfig:
     max_backoff: float = 3600.0
     deadline: float = 15.0
     idle_sleep: float = 0.5
+
+    def __post_init__(self) -> None:
+        """Refuse a configuration under which a call could outlive its lease (or nothing could be sent)."""
+        if self.batch < 1 or self.concurrency < 1:
+            msg = f"batch and concurrency must be at least 1 (batch={self.batch}, concurrency={self.concurrency})"
+            raise ValueError(msg)
+        if self.deadline <= 0:
+            msg = f"the deadline must be positive (deadline={self.deadline})"
+            raise ValueError(msg)
+        # rounded: 0.8 x 2.8 s is 2.2399999999999998 in binary floating point, and 2.24 s must pass
+        if round(self.deadline, 6) > round(self.lease.total_seconds() * CALL_SHARE_OF_LEASE, 6):
+            msg = (
+                f"a lease of {self.lease.total_seconds()} s does not cover a call of up to {self.deadline} s and the "
+                f"writes around it: the deadline may be at most {CALL_SHARE_OF_LEASE:.0%} of the lease"
+            )
+            raise ValueError(msg)
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +269,11 @@ class Dispatcher:
         self.config = config or DispatchConfig()
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
+    @property
+    def _lease_seconds(self) -> float:
+        """How long a claim, and each call's in-flight mark, holds a delivery (:data:`CALL_SHARE_OF_LEASE`)."""
+        return self.config.lease.total_seconds()
+
     async def run(self, stop: asyncio.Event) -> None:
         """Work until ``stop`` is set; sleeps briefly when nothing is due.
 
@@ -304,7 +336,7 @@ class Dispatcher:
     async def _claim(self) -> list[Claimed]:
         async with self.database.sessionmaker() as session, session.begin():
             claimed = await repository.claim_due(
-                session, self.worker_id, lease_seconds=self.config.lease.total_seconds(), batch=self.config.batch
+                session, self.worker_id, lease_seconds=self._lease_seconds, batch=self.config.batch
             )
             for row in claimed:
                 if row.attempts > 1:
@@ -376,7 +408,9 @@ class Dispatcher:
             # the first calls start as soon as this commits: their in-flight marks go with it (one write fewer)
             starting = [item.delivery_id for item in ready[:room]]
             marked = (
-                await repository.mark_in_flight_on_driver(driver, workspace_ids, starting, self.worker_id, at=now)
+                await repository.mark_in_flight_on_driver(
+                    driver, workspace_ids, starting, self.worker_id, at=now, lease_seconds=self._lease_seconds
+                )
                 if starting
                 else set()
             )
@@ -540,6 +574,7 @@ class Dispatcher:
                     gated_at=gated_at,
                     accepted=accepted,
                     at=utcnow(),
+                    lease_seconds=self._lease_seconds,
                 )
                 held |= taken
                 for delivery_id in regated:

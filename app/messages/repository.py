@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Table, delete, select, text, update
+from sqlalchemy import Table, delete, select, text
 from sqlalchemy import insert as sa_insert
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -147,6 +147,18 @@ async def batch_to_send(
     return [ToSend(*row) for row in rows]
 
 
+# An in-flight mark renews the lease to cover the call that begins now:
+#   lease_until = greatest(lease_until, clock_timestamp() + make_interval(secs => <lease>))
+# A call that waited for a slot (a later wave of its batch, behind a slow provider) may begin when the claim's lease
+# is nearly or already gone; another worker (or this one's next claim) then took the row over while the call was
+# under way and sent it again (hostile review 2026-12-06). Renewed rather than refused: a refused call would wait
+# for the lease to run out and be claimed again (an attempt counted, the lease's time lost), for every later wave of
+# a batch behind a slow provider. Renewing is safe: the mark holds the row's lock and writes only while ``leased_by``
+# is this worker and the row is ``sending``, so a row another worker claimed (``leased_by`` changed) or settled is
+# never renewed, and a claim after the mark sees the renewed lease (its ``SKIP LOCKED`` skips the row meanwhile).
+# The lease is ``DispatchConfig.lease``, which covers a call and its writes.
+
+
 async def mark_in_flight_on_driver(
     driver: Any,
     workspace_ids: Collection[uuid.UUID],
@@ -154,11 +166,18 @@ async def mark_in_flight_on_driver(
     worker: str,
     *,
     at: datetime,
+    lease_seconds: float,
 ) -> set[uuid.UUID]:
-    """:func:`mark_in_flight` as one statement on the asyncpg connection ``driver`` (the caller's transaction)."""
+    """Mark that the provider calls of these deliveries begin; answers those ``worker`` still holds the lease of.
+
+    One statement on the asyncpg connection ``driver`` (the caller's transaction), committed before the calls, so
+    that a worker dying during one leaves the evidence (see :mod:`app.messages.policy`). Each mark renews the lease
+    for ``lease_seconds`` from now (see above why).
+    """
     rows = await driver.fetch(
         """
-        UPDATE deliveries SET in_flight_at = $4
+        UPDATE deliveries
+           SET in_flight_at = $4, lease_until = greatest(lease_until, clock_timestamp() + make_interval(secs => $5))
          WHERE id = ANY($3::uuid[]) AND workspace_id = ANY($1::uuid[]) AND leased_by = $2 AND status = 'sending'
         RETURNING id
         """,
@@ -166,6 +185,7 @@ async def mark_in_flight_on_driver(
         worker,
         list(delivery_ids),
         at,
+        lease_seconds,
     )
     return {row[0] for row in rows}
 
@@ -189,38 +209,11 @@ async def lock_held(
     ).all()
 
 
-async def mark_in_flight(
-    session: AsyncSession,
-    workspace_ids: Collection[uuid.UUID],
-    delivery_ids: Collection[uuid.UUID],
-    worker: str,
-    *,
-    at: datetime,
-) -> set[uuid.UUID]:
-    """Mark that the provider calls of these deliveries begin; answers those ``worker`` still holds the lease of.
-
-    Committed before the calls, so that a worker dying during one leaves the evidence (see
-    :mod:`app.messages.policy`). One statement for every delivery whose call starts now.
-    """
-    rows = await session.execute(
-        update(Delivery)
-        .where(
-            Delivery.id.in_(list(delivery_ids)),
-            Delivery.workspace_id.in_(list(workspace_ids)),
-            Delivery.leased_by == worker,
-            Delivery.status == DeliveryStatus.SENDING,
-        )
-        .values(in_flight_at=at)
-        .returning(Delivery.id)
-        .execution_options(synchronize_session=False)
-    )
-    return set(rows.scalars().all())
-
-
 #: The journal's common write as one statement (:func:`mark_and_settle_sent`): in-flight marks, and answers the
 #: provider accepted settled ``sent`` with their history step. Every row is written only while ``$2`` holds its lease
-#: (the same predicates as :func:`mark_in_flight` and :func:`lock_held`); the ids written come back. ``detail`` is
-#: written as the ORM writes a dict or ``None`` to the JSONB column (JSON ``null``).
+#: (the same predicates as :func:`mark_in_flight_on_driver` and :func:`lock_held`); a mark renews the lease for
+#: ``$10`` seconds (as :func:`mark_in_flight_on_driver` does); the ids written come back. ``detail`` is written as
+#: the ORM writes a dict or ``None`` to the JSONB column (JSON ``null``).
 _MARK_AND_SETTLE_SENT = """
     WITH starting AS (
         SELECT s.id, s.gated_at FROM unnest($3::uuid[], $9::timestamptz[]) AS s(id, gated_at)
@@ -234,7 +227,8 @@ _MARK_AND_SETTLE_SENT = """
                           AND e.contact_point_id = d.contact_point_id
                           AND e.to_state IN ('opted_out', 'objected', 'expired'))
     ), marked AS (
-        UPDATE deliveries SET in_flight_at = $4
+        UPDATE deliveries
+           SET in_flight_at = $4, lease_until = greatest(lease_until, clock_timestamp() + make_interval(secs => $10))
          WHERE id IN (SELECT id FROM starting) AND id NOT IN (SELECT id FROM changed)
            AND workspace_id = ANY($1::uuid[]) AND leased_by = $2 AND status = 'sending'
         RETURNING id
@@ -284,15 +278,17 @@ async def mark_and_settle_sent(
     gated_at: Sequence[datetime | None],
     accepted: Sequence[Accepted],
     at: datetime,
+    lease_seconds: float,
 ) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
     """Mark calls beginning and settle accepted deliveries ``sent`` in one statement on the driver ``connection``.
 
-    What :func:`mark_in_flight`, then :func:`lock_held`, :func:`settle` and :func:`add_event` write for a ``sent``
-    outcome, in one round trip and no ORM (the dispatcher's hot path: most answers are acceptances). Atomic without
-    a transaction of its own. A call of ``starting`` whose address has a consent event ending a permission (into
-    ``opted_out``, ``objected`` or ``expired``) recorded after its ``gated_at`` (the batch's gate may not have seen
-    it: the call waited for a slot) is not marked: its lease ends now, and the next claim gates it again. Answers
-    the deliveries ``worker`` still held the lease of, and those released to be gated again.
+    What :func:`mark_in_flight_on_driver`, then :func:`lock_held`, :func:`settle` and :func:`add_event` write for a
+    ``sent`` outcome, in one round trip and no ORM (the dispatcher's hot path: most answers are acceptances). Atomic
+    without a transaction of its own. A mark renews the lease for ``lease_seconds`` from now (as
+    :func:`mark_in_flight_on_driver` does). A call of ``starting`` whose address has a consent event ending a
+    permission (into ``opted_out``, ``objected`` or ``expired``) recorded after its ``gated_at`` (the batch's gate may
+    not have seen it: the call waited for a slot) is not marked: its lease ends now, and the next claim gates it
+    again. Answers the deliveries ``worker`` still held the lease of, and those released to be gated again.
     """
     rows = await connection.fetch(
         _MARK_AND_SETTLE_SENT,
@@ -305,6 +301,7 @@ async def mark_and_settle_sent(
         [a.provider_message_id for a in accepted],
         [a.provider for a in accepted],
         list(gated_at),
+        lease_seconds,
     )
     return {row[0] for row in rows if row[1]}, {row[0] for row in rows if not row[1]}
 

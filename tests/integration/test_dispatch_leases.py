@@ -280,3 +280,95 @@ async def test_a_consent_change_long_before_the_gate_does_not_hold_a_call_back(w
     assert await dispatcher.run_once() == 2
     assert stand_in.bodies == ["hang-1", "second"]
     assert [status for status, _, _ in (await world["by_text"]()).values()] == ["sent", "sent"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 6. a call that begins late in its batch (it waited for a slot behind a slow provider) is covered by its lease:
+#    the in-flight mark renews it, so no other worker takes the row over while the call is under way (hostile
+#    review 2026-12-06, High: the marks checked ``leased_by`` but not ``lease_until``)
+
+
+async def test_a_call_that_begins_late_in_its_batch_is_not_taken_over(world, stand_in, make):
+    stand_in.slow = 1.2
+    texts = [f"slow-order-{n}" for n in range(3)]
+    await world["enqueue"](texts, purpose="orders")
+    # one call at a time: the third begins at ~2.4 s, 0.4 s before the claim's lease (2.8 s) runs out, and ends at
+    # ~3.6 s; the second worker claims at ~2.95 s
+    config = DispatchConfig(batch=3, concurrency=1, lease=timedelta(seconds=2.8), deadline=2.24)
+    first, second = make(config, worker_id="first"), make(config, worker_id="second")
+    running = asyncio.create_task(first.run_once())
+    try:
+        await asyncio.sleep(2.95)
+        taken_over = await second.run_once()
+        assert await running == 3
+    finally:
+        if not running.done():
+            running.cancel()
+    calls = Counter(stand_in.bodies)
+    final = await world["by_text"]()
+    assert (taken_over, calls) == (0, Counter(texts)), f"sent twice: {calls}; {final}"
+    assert {status for status, _, _ in final.values()} == {"sent"}, final
+
+
+async def test_a_mark_after_the_lease_ran_out_renews_it_unless_another_worker_claimed(world, stand_in, make):
+    from app.messages.dispatcher import _Calls, _Journal  # noqa: PLC0415
+
+    config = DispatchConfig(batch=1, concurrency=1, lease=timedelta(seconds=5), deadline=4.0)
+    first, second = make(config, worker_id="first"), make(config, worker_id="second")
+
+    async def stalled(text):  # claimed and prepared; its call waits for a slot (not marked) past the claim's lease
+        await world["enqueue"]([text], purpose="orders")
+        claimed = await first._claim()
+        prepared, marked = await first._prepare(claimed, room=0)
+        assert (len(prepared), marked) == (1, set())
+        await _expire_leases(world)
+        return prepared
+
+    async def send(prepared):
+        calls = _Calls(1)
+        calls.queue(len(prepared))
+        await first._send_batch(prepared, set(), calls, _Journal(first._write))
+
+    # nobody took the row over: the call's mark renews the lease, and no claim takes the row while the call runs
+    prepared = await stalled("late")
+    stand_in.slow = 0.0
+    mark = first._write
+    claims_during_the_call = []
+
+    async def write_then_claim(entries):
+        held = await mark(entries)
+        if any(e.result is None for e in entries):
+            claims_during_the_call.append(await second._claim())
+        return held
+
+    first._write = write_then_claim
+    await send(prepared)
+    assert claims_during_the_call == [[]], "the mark renewed the lease: the row is not free to claim"
+    assert stand_in.bodies == ["late"]
+    # another worker claimed the row: the mark does not take it back, and the call is not made
+    prepared = await stalled("late-taken-over")
+    assert len(await second._claim()) == 1
+    await send(prepared)
+    assert stand_in.bodies == ["late"], "a mark never renews a row another worker claimed"
+    final = await world["by_text"]()
+    assert (final["late"][0], final["late-taken-over"][0]) == ("sent", "sending"), final
+
+
+async def _expire_leases(world):
+    from sqlalchemy import text  # noqa: PLC0415
+
+    async with world["database"].sessionmaker() as session, session.begin():
+        await session.execute(text("UPDATE deliveries SET lease_until = clock_timestamp() - interval '1 second'"))
+
+
+@pytest.mark.parametrize(
+    ("lease", "deadline"), [(10.0, 15.0), (60.0, 48.1), (1.0, 0.9)], ids=["longer", "no-room", "short"]
+)
+def test_a_lease_that_does_not_cover_a_call_is_refused(lease, deadline):
+    with pytest.raises(ValueError, match="does not cover a call"):
+        DispatchConfig(lease=timedelta(seconds=lease), deadline=deadline)
+
+
+def test_a_lease_that_covers_a_call_is_taken():
+    assert DispatchConfig(lease=timedelta(seconds=2.8), deadline=2.24).deadline == 2.24
+    assert DispatchConfig().deadline <= DispatchConfig().lease.total_seconds() * 0.8
