@@ -419,8 +419,17 @@ class Dispatcher:
     async def _settle(
         self, session: AsyncSession, workspace_ids: Sequence[uuid.UUID], settling: Mapping[uuid.UUID, _Settle]
     ) -> None:
-        """Write what prepare decided for the deliveries it does not send, through the ORM (one read for them all)."""
-        for delivery in await repository.deliveries_by_id(session, workspace_ids, list(settling)):
+        """Write what prepare decided for the deliveries it does not send, through the ORM (one read for them all).
+
+        Only the rows this worker still holds, locked (:func:`repository.lock_held`): one whose lease ran out while
+        this worker stalled may have been claimed and sent by another worker since, and settling it here would
+        overwrite that result (a ``queued`` over a ``sent``, and marketing sent twice: hostile review 2026-12-06).
+        Those are left alone.
+        """
+        held = await repository.lock_held(session, workspace_ids, list(settling), self.worker_id)
+        for lost in set(settling) - {delivery.id for delivery in held}:
+            log.warning("delivery_lease_lost", delivery_id=str(lost), worker=self.worker_id)
+        for delivery in held:
             how = settling[delivery.id]
             if how.failure is not None:
                 await self._apply(session, delivery, SendResult(Outcome.TRANSIENT, detail=how.failure))

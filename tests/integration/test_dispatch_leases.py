@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text, update
 
 from app.channels.adapters import Adapters
 from app.lib.keys import Keys
 from app.main import mail_sender
 from app.messages import service as messages
-from app.messages.dispatcher import DispatchConfig, Dispatcher
+from app.messages.dispatcher import DispatchConfig, Dispatcher, _Calls, _Journal
 from app.messages.models import Delivery
 from app.settings import Settings, TwilioDefaults
+from app.workspaces import repository as workspace_repository
+from app.workspaces.models import Workspace
 from tests.conftest import TEST_SECRET
 from tests.dispatch_world import ACCOUNT, TOKEN, sms_world, twilio_stand_in, wait_for
 
@@ -311,8 +314,6 @@ async def test_a_call_that_begins_late_in_its_batch_is_not_taken_over(world, sta
 
 
 async def test_a_mark_after_the_lease_ran_out_renews_it_unless_another_worker_claimed(world, stand_in, make):
-    from app.messages.dispatcher import _Calls, _Journal  # noqa: PLC0415
-
     config = DispatchConfig(batch=1, concurrency=1, lease=timedelta(seconds=5), deadline=4.0)
     first, second = make(config, worker_id="first"), make(config, worker_id="second")
 
@@ -355,8 +356,6 @@ async def test_a_mark_after_the_lease_ran_out_renews_it_unless_another_worker_cl
 
 
 async def _expire_leases(world):
-    from sqlalchemy import text  # noqa: PLC0415
-
     async with world["database"].sessionmaker() as session, session.begin():
         await session.execute(text("UPDATE deliveries SET lease_until = clock_timestamp() - interval '1 second'"))
 
@@ -372,3 +371,52 @@ def test_a_lease_that_does_not_cover_a_call_is_refused(lease, deadline):
 def test_a_lease_that_covers_a_call_is_taken():
     assert DispatchConfig(lease=timedelta(seconds=2.8), deadline=2.24).deadline == 2.24
     assert DispatchConfig().deadline <= DispatchConfig().lease.total_seconds() * 0.8
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 7. a worker that stalled past its lease between its claim and its prepare's writes leaves alone what another
+#    worker did with the delivery meanwhile (hostile review 2026-12-06: prepare settled rows it no longer held)
+
+
+@pytest.mark.parametrize("settles", ["window", "blocked"])
+async def test_a_stalled_worker_s_prepare_leaves_another_worker_s_result_alone(world, stand_in, make, settles):
+    await world["enqueue"](["offer"])
+    config = DispatchConfig(batch=10, concurrency=1, deadline=5.0)
+    stalled, other = make(config, worker_id="stalled"), make(config, worker_id="other")
+    claimed = await stalled._claim()  # claims, then stalls past its lease
+    assert len(claimed) == 1
+    await _expire_leases(world)
+    assert await other.run_once() == 1  # takes it over and sends it
+    assert stand_in.bodies == ["offer"]
+    if settles == "window":
+        await _close_window(world)  # the stalled worker's gate will say "wait for the window"
+    else:
+        await world["withdraw"]()  # ... or "blocked at send"
+    prepared, marked = await stalled._prepare(claimed, room=1)
+    assert (prepared, marked) == ([], set())
+    final = await world["by_text"]()
+    assert final["offer"][0] == "sent", f"the stalled worker overwrote the other's outcome: {final}"
+    await _open_window_and_make_due(world)
+    assert await other.run_once() == 0
+    assert stand_in.bodies == ["offer"], "marketing sent twice"
+
+
+async def _close_window(world):
+    hour = datetime.now(ZoneInfo("Europe/Berlin")).hour
+    window = {"start": f"{(hour + 2) % 24:02d}:00", "end": f"{(hour + 3) % 24:02d}:00"}
+    async with world["database"].sessionmaker() as session, session.begin():
+        workspace = await session.scalar(select(Workspace))
+        await workspace_repository.save_settings(
+            session,
+            workspace.id,
+            {"phone": {"sms_from": "+4930123456789"}, "timezone": "Europe/Berlin", "send_windows": {"sms": window}},
+        )
+
+
+async def _open_window_and_make_due(world):
+    async with world["database"].sessionmaker() as session, session.begin():
+        workspace = await session.scalar(select(Workspace))
+        await workspace_repository.save_settings(
+            session, workspace.id, {"phone": {"sms_from": "+4930123456789"}, "send_windows": {}}
+        )
+        await session.execute(update(Delivery).values(next_attempt_at=datetime.now(UTC) - timedelta(seconds=1)))
