@@ -127,9 +127,17 @@ class ToSend(NamedTuple):
     """The purpose's kind (``None``: the purpose is gone)."""
 
     def channel_content(self) -> dict[str, Any]:
-        """The message's content for the delivery's channel; :class:`KeyError` if it has none (as the dict would)."""
+        """The message's content for the delivery's channel; :class:`KeyError` if it has none (as the dict would).
+
+        :class:`TypeError` if what is stored there is no JSON object (``null``, say: the API never stores one): the
+        dispatcher's prepare fails that delivery alone, where the adapter would have failed during the call (and a
+        marketing message ended ``unknown``, as if it might have gone out).
+        """
         if not self.has_content:
             raise KeyError(self.channel)
+        if not isinstance(self.content, dict):
+            msg = f"the message's {self.channel} content is no JSON object"
+            raise TypeError(msg)
         return cast("dict[str, Any]", self.content)
 
 

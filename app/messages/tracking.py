@@ -27,6 +27,8 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import structlog
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.model import Channel, State
@@ -38,6 +40,8 @@ from app.messages.repository import ToSend
 from app.purposes import repository as purposes_repository
 from app.settings import Settings
 from app.workspaces.settings import WorkspaceSettings
+
+log = structlog.get_logger(__name__)
 
 #: The channels whose messages can carry tracking.
 TRACKED_CHANNELS = frozenset({Channel.EMAIL.value, Channel.APP_PUSH.value, Channel.WEB_PUSH.value})
@@ -116,6 +120,11 @@ async def prepare(
 
     ``deliveries``: what the dispatcher read of its batch (:func:`repository.batch_to_send`). One query per
     workspace that tracks (its purpose and its contacts' consents), one for the tokens.
+
+    A batch holds many workspaces' deliveries, and one's data must not stop the others' (hostile review 2026-12-06):
+    a workspace whose consents the database refuses to read (a stored time zone it does not know) tracks none of its
+    deliveries, and a delivery whose content cannot be tracked (none for its channel, JSON ``null``) is left out;
+    both go on to the dispatcher's own preparation, which sends them untracked or settles them alone.
     """
     # links to a default address would not open anywhere: no tracking until PUBLIC_BASE_URL is set
     base = service.public_base_url.rstrip("/") if service.public_base_url_configured else None
@@ -137,8 +146,12 @@ async def prepare(
     for delivery in wanted:
         if delivery.contact_point_id not in consented:
             continue
-        content = delivery.channel_content()
-        made = _tracked(keys, base, delivery, content, pixel=settings[delivery.workspace_id].tracking_pixel)
+        try:
+            content = delivery.channel_content()
+            made = _tracked(keys, base, delivery, content, pixel=settings[delivery.workspace_id].tracking_pixel)
+        except Exception:  # its own: without tracking (no token exists), the batch goes on
+            log.exception("delivery_tracking_failed", delivery_id=str(delivery.id), channel=delivery.channel)
+            continue
         contents[delivery.id] = made[0]
         rows += made[1]
     await repository.add_tokens(session, rows)
@@ -188,20 +201,29 @@ async def _consented(
     deliveries: Sequence[ToSend],
     settings: Mapping[uuid.UUID, WorkspaceSettings],
 ) -> set[uuid.UUID]:
-    """The addresses of ``deliveries`` that are ``opted_in`` to their workspace's tracking purpose."""
+    """The addresses of ``deliveries`` that are ``opted_in`` to their workspace's tracking purpose.
+
+    One read per workspace, each in a savepoint: one the database refuses (a stored time zone it does not know)
+    counts none of that workspace's addresses, and the others' are read (as the dispatcher's gate facts are).
+    """
     found: set[uuid.UUID] = set()
     for workspace_id in sorted({d.workspace_id for d in deliveries}):
         key = settings[workspace_id].tracking_purpose
-        purpose = await purposes_repository.get_by_key(session, workspace_id, key) if key else None
-        if purpose is None:
-            continue
         mine = [d for d in deliveries if d.workspace_id == workspace_id]
-        facts = await facts_repository.point_facts(
-            session,
-            workspace_id,
-            sorted({d.contact_id for d in mine if d.contact_id is not None}),
-            sorted({d.channel for d in mine}),
-            purpose.id,
-        )
+        try:
+            async with session.begin_nested():
+                purpose = await purposes_repository.get_by_key(session, workspace_id, key) if key else None
+                if purpose is None:
+                    continue
+                facts = await facts_repository.point_facts(
+                    session,
+                    workspace_id,
+                    sorted({d.contact_id for d in mine if d.contact_id is not None}),
+                    sorted({d.channel for d in mine}),
+                    purpose.id,
+                )
+        except DBAPIError:
+            log.exception("delivery_tracking_read_failed", workspace_id=str(workspace_id))
+            continue
         found |= {f.id for _, f in facts if f.purpose_consent is not None and f.purpose_consent.state is State.OPTED_IN}
     return found

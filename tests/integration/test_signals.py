@@ -13,13 +13,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from twilio.request_validator import RequestValidator
 
 from app.lib.auth import Scope
-from app.messages.models import MessageEvent, MessageToken
+from app.messages.models import Delivery, MessageEvent, MessageToken
+from app.purposes import service as purposes
 from app.settings import MailSettings, Settings, TwilioDefaults
-from tests.conftest import TEST_SECRET
+from tests.conftest import TEST_SECRET, Ledger
 from tests.integration.test_chains import define, runner, shown, start, step  # noqa: F401  # runner: a fixture
 from tests.integration.test_messages import (  # the provider stand-ins and Jane, opted in by SMS and email
     PHONE,
@@ -477,3 +478,89 @@ async def test_a_persons_click_after_a_mail_scanners_is_recorded_and_counted_apa
     report = (await client.get("/v1/reports/messages", params={"group_by": "channel"}, headers=reader)).json()
     email = [r["metrics"] for r in report["series"] if r["group"]["channel"] == "email"]
     assert (sum(m["clicked"] for m in email), sum(m["clicked_by_scanner"] for m in email)) == (1, 1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# one workspace's tracking data fails neither the other workspaces' batch nor its own other deliveries (hostile
+# review 2026-12-06: the tracking read was outside a savepoint, a delivery's bad content failed the whole batch)
+
+
+async def newsletter(client, world, content=None):
+    body = {"contact": "jane", "purpose": "newsletter", "route": ["email"], "content": content or NEWSLETTER}
+    sent = await client.post("/v1/messages", json=body, headers=world["key"])
+    assert sent.status_code == 202, sent.text
+    return sent.json()["message_id"]
+
+
+async def spoil(session, corrupt, workspace_id, message_id=None):
+    """What the database holds that tracking cannot work with: a time zone it refuses, a mail with no content."""
+    spoilt = {
+        "timezone": 'UPDATE workspaces SET settings = settings || \'{"timezone": "localtime"}\' WHERE id = :w',
+        "null_content": "UPDATE messages SET content = jsonb_set(content, '{email}', 'null') WHERE workspace_id = :w",
+        "missing_content": "UPDATE messages SET content = content - 'email' WHERE workspace_id = :w",
+    }[corrupt]
+    if message_id is not None:
+        spoilt += " AND id = :m"
+    async with session.begin():
+        await session.execute(text(spoilt), {"w": workspace_id, "m": message_id})
+
+
+@pytest.mark.parametrize("corrupt", ["timezone", "null_content", "missing_content"])
+async def test_one_workspace_s_tracking_data_does_not_fail_another_workspace_s_sends(
+    client, world, tracking, ledger, providers, dispatcher, database, other_tenant, session, corrupt
+):
+    await consent_to_tracking(ledger, world, tracking)
+    theirs = Ledger(database, other_tenant.id)
+    their_newsletter = await theirs.purpose("newsletter")
+    async with database.sessionmaker() as db, db.begin():  # a lifetime: its read computes in the workspace's zone
+        their_tracking = await purposes.create_purpose(
+            db, other_tenant.id, "tracking", "Tracking", "marketing", validity="P24M"
+        )
+    saved = await client.put(
+        "/v1/workspace/settings",
+        json={"send_windows": {}, "tracking_purpose": "tracking"},
+        headers=await other_tenant.key(Scope.ADMIN),
+    )
+    assert saved.status_code == 200, saved.text
+    point = await theirs.point("email", "o@example.com", external_id="o")
+    await theirs.apply(point, their_newsletter.id, "signup", "confirm")
+    await theirs.apply(point, their_tracking.id, "signup", "confirm")
+    body = {"contact": "o", "purpose": "newsletter", "route": ["email"], "content": NEWSLETTER}
+    queued = await client.post("/v1/messages", json=body, headers=await other_tenant.key(Scope.MESSAGES_SEND))
+    assert queued.status_code == 202, queued.text
+    await spoil(session, corrupt, other_tenant.id)
+    mine = await newsletter(client, world)
+
+    assert await dispatcher.run_once() == 2
+    mails = {mail["To"]: bodies(mail)[0] for mail in providers["inbox"].messages}
+    assert TRACKED_LINK.search(mails.pop("jane@example.com")), "this workspace's mail is tracked as before"
+    assert (await history(client, world, mine))[-1]["status"] == "sent"
+    [(status, error)] = (
+        await session.execute(
+            select(Delivery.status, Delivery.last_error).where(Delivery.workspace_id == other_tenant.id)
+        )
+    ).all()
+    if corrupt == "timezone":  # its tracking consent cannot be read: sent untracked (its gate needs no zone here)
+        assert (status, list(mails)) == ("sent", ["o@example.com"])
+        assert SHOP in mails["o@example.com"]
+        assert not TRACKED_LINK.search(mails["o@example.com"])
+    else:  # its content cannot be sent: retried later, alone
+        assert (status, error is not None, mails) == ("queued", True, {})
+
+
+@pytest.mark.parametrize("corrupt", ["null_content", "missing_content"])
+async def test_a_delivery_whose_content_cannot_be_tracked_fails_alone(
+    client, world, tracking, ledger, providers, dispatcher, session, corrupt
+):
+    await consent_to_tracking(ledger, world, tracking)
+    spoilt = await newsletter(client, world)
+    fine = await newsletter(client, world)
+    await spoil(session, corrupt, world["email"].workspace_id, spoilt)
+
+    assert await dispatcher.run_once() == 2
+    [mail] = providers["inbox"].messages
+    assert TRACKED_LINK.search(bodies(mail)[0]), "the other mail is tracked and sent"
+    assert (await history(client, world, fine))[-1]["status"] == "sent"
+    assert (await history(client, world, spoilt))[-1]["status"] == "retry_scheduled"
+    tokens = (await session.scalars(select(MessageToken.message_id).distinct())).all()
+    assert [str(m) for m in tokens] == [fine], "no token for the mail that was not tracked"
