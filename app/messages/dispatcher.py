@@ -386,7 +386,9 @@ class Dispatcher:
         async with self.database.sessionmaker() as session, session.begin():
             by_workspace = await settings_by_workspace(session, workspace_ids)
             driver = await ledger.transaction_driver(session)  # begun by the read above
-            assert driver is not None
+            if driver is None:  # (not an assert: ``python -O`` drops those) its statements would each commit alone
+                msg = "the dispatcher's prepare has no transaction begun for its reads and marks"
+                raise RuntimeError(msg)
             rows = await repository.batch_to_send(driver, workspace_ids, [c.id for c in claimed])
             facts, unreadable = await self._facts(session, rows)
             loaded = _Loaded(

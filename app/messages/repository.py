@@ -158,20 +158,26 @@ async def batch_to_send(
 async def lock_held(
     session: AsyncSession, workspace_ids: Collection[uuid.UUID], delivery_ids: Collection[uuid.UUID], worker: str
 ) -> Sequence[Delivery]:
-    """The deliveries among ``delivery_ids`` that ``worker`` still holds the lease of, locked, in id order."""
-    return (
-        await session.scalars(
-            select(Delivery)
-            .where(
-                Delivery.id.in_(list(delivery_ids)),
-                Delivery.workspace_id.in_(list(workspace_ids)),
-                Delivery.leased_by == worker,
-                Delivery.status == DeliveryStatus.SENDING,
-            )
-            .order_by(Delivery.id)
-            .with_for_update()
-        )
-    ).all()
+    """The deliveries among ``delivery_ids`` that ``worker`` still holds the lease of, locked, in id order.
+
+    Their messages are locked first (``FOR KEY SHARE``, as the history steps written for them will through their
+    foreign key): an erasure deletes a message, then its deliveries with it, so taking the delivery first and the
+    message at the commit's insert deadlocked with an erasure committed meanwhile (hostile review 2026-12-06); this
+    way one waits for the other.
+    """
+    held = (
+        Delivery.id.in_(list(delivery_ids)),
+        Delivery.workspace_id.in_(list(workspace_ids)),
+        Delivery.leased_by == worker,
+        Delivery.status == DeliveryStatus.SENDING,
+    )
+    await session.execute(
+        select(Message.id)
+        .where(Message.id.in_(select(Delivery.message_id).where(*held)))
+        .order_by(Message.id)
+        .with_for_update(read=True, key_share=True)
+    )
+    return (await session.scalars(select(Delivery).where(*held).order_by(Delivery.id).with_for_update())).all()
 
 
 #: The dispatcher's marks and acceptances as one statement (:func:`mark_and_settle_sent`): in-flight marks (committed

@@ -459,3 +459,32 @@ async def _object_to_everything(world):
         await apply_changes(
             session, point.workspace_id, [Change(point, None, Trigger.OBJECTION)], Actor(ActorType.SYSTEM)
         )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 9. an erasure committed while prepare settles a delivery (its message deleted, the delivery with it) waits for
+#    prepare's commit instead of failing the whole batch's writes (hostile review 2026-12-06, Low)
+
+
+async def test_an_erasure_during_prepare_fails_nothing_else(world, stand_in, make, monkeypatch):
+    await world["enqueue"](["offer-blocked"])
+    await world["enqueue"](["order-ok"], purpose="orders")
+    await world["withdraw"]()  # the offer is blocked at send: prepare settles it
+    dispatcher = make(DispatchConfig(batch=10, concurrency=4, deadline=5.0), worker_id="only")
+    settle = Dispatcher._settle
+    erasures = []
+
+    async def erase():
+        async with world["database"].sessionmaker() as session, session.begin():
+            await session.execute(text("DELETE FROM messages WHERE content->'sms'->>'text' = 'offer-blocked'"))
+
+    async def settle_then_erase(self, *args, **kwargs):
+        await settle(self, *args, **kwargs)
+        erasures.append(asyncio.create_task(erase()))
+        await asyncio.sleep(0.5)  # the erasure commits now, unless it waits for the rows prepare settles
+
+    monkeypatch.setattr(Dispatcher, "_settle", settle_then_erase)
+    assert await dispatcher.run_once() == 2
+    await asyncio.gather(*erasures)
+    assert stand_in.bodies == ["order-ok"]
+    assert await world["by_text"]() == {"order-ok": ("sent", 1, None)}
