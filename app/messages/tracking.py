@@ -154,8 +154,35 @@ async def prepare(
             continue
         contents[delivery.id] = made[0]
         rows += made[1]
-    await repository.add_tokens(session, rows)
-    return contents
+    return await _store(session, contents, rows)
+
+
+async def _store(
+    session: AsyncSession, contents: dict[uuid.UUID, dict[str, Any]], rows: Sequence[dict[str, Any]]
+) -> dict[uuid.UUID, dict[str, Any]]:
+    """Store the tokens; answers the tracked contents whose tokens are stored.
+
+    One insert in a savepoint; if the database refuses it (a message erased since the batch was read: its foreign
+    key), one per delivery, and a delivery whose tokens cannot be stored is sent untracked (links that would lead
+    nowhere are never sent) instead of failing the batch.
+    """
+    try:
+        async with session.begin_nested():
+            await repository.add_tokens(session, rows)
+    except DBAPIError:
+        log.warning("delivery_tokens_refused", deliveries=len(contents))
+    else:
+        return contents
+    stored: dict[uuid.UUID, dict[str, Any]] = {}
+    for delivery_id, content in contents.items():
+        try:
+            async with session.begin_nested():
+                await repository.add_tokens(session, [r for r in rows if r["delivery_id"] == delivery_id])
+        except DBAPIError:
+            log.exception("delivery_tokens_failed", delivery_id=str(delivery_id))
+            continue
+        stored[delivery_id] = content
+    return stored
 
 
 def _tracked(

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import re
+import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import delete, func, select, text
 from twilio.request_validator import RequestValidator
 
 from app.lib.auth import Scope
-from app.messages.models import Delivery, MessageEvent, MessageToken
+from app.messages import tracking as tracking_module
+from app.messages.models import Delivery, Message, MessageEvent, MessageToken
 from app.purposes import service as purposes
 from app.settings import MailSettings, Settings, TwilioDefaults
 from tests.conftest import TEST_SECRET, Ledger
@@ -564,3 +566,25 @@ async def test_a_delivery_whose_content_cannot_be_tracked_fails_alone(
     assert (await history(client, world, spoilt))[-1]["status"] == "retry_scheduled"
     tokens = (await session.scalars(select(MessageToken.message_id).distinct())).all()
     assert [str(m) for m in tokens] == [fine], "no token for the mail that was not tracked"
+
+
+async def test_a_mail_erased_while_the_batch_is_prepared_fails_nothing_else(
+    client, world, tracking, ledger, providers, dispatcher, session, monkeypatch
+):
+    await consent_to_tracking(ledger, world, tracking)
+    erased = await newsletter(client, world)
+    fine = await newsletter(client, world)
+    consented = tracking_module._consented
+
+    async def consented_then_erased(db, *args):  # the erasure commits after the batch was read, before its tokens
+        found = await consented(db, *args)
+        await db.execute(delete(Message).where(Message.id == uuid.UUID(erased)))
+        return found
+
+    monkeypatch.setattr(tracking_module, "_consented", consented_then_erased)
+    assert await dispatcher.run_once() == 2
+    [mail] = providers["inbox"].messages
+    assert TRACKED_LINK.search(bodies(mail)[0]), "the other mail is tracked and sent"
+    assert (await history(client, world, fine))[-1]["status"] == "sent"
+    tokens = (await session.scalars(select(MessageToken.message_id).distinct())).all()
+    assert [str(m) for m in tokens] == [fine]
