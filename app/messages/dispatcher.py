@@ -125,8 +125,8 @@ class _Prepared:
     kind: PurposeKind | None = None
     """The purpose's kind: what an answer that may have been delivered leads to (:mod:`app.messages.policy`)."""
     gated_at: datetime | None = None
-    """From when a consent change of its address was possibly not seen by its send-time gate: its call begins only
-    if there is none since (else it is gated again, :func:`repository.mark_and_settle_sent`)."""
+    """From when a consent change of its address was possibly not seen by its send-time gate: a call that waits
+    for a slot begins only if there is none since (else it is gated again, :func:`repository.mark_and_settle_sent`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,10 +369,7 @@ class Dispatcher:
         """Load what the sends need and ask the gate again; blocked or waiting deliveries are settled here.
 
         Answers the deliveries to send, and those of them already marked in flight: the first ``room``, the calls
-        that can begin as soon as this commits. Their marks check what the journal's do
-        (:func:`repository.mark_and_settle_sent`): a consent change of the address recorded since the gate's read
-        began (a STOP committed while this prepared, hostile review 2026-12-06) is not marked; it is dropped from
-        the deliveries to send, its lease ends, and the next claim gates it again.
+        that can begin as soon as this commits.
 
         The deliveries with their messages, addresses, contacts and purposes are one statement into plain tuples
         (:func:`repository.batch_to_send`), the gate's facts one query per (workspace, purpose); every read is limited
@@ -381,8 +378,6 @@ class Dispatcher:
         """
         ready: list[_Prepared] = []
         workspace_ids = sorted({c.workspace_id for c in claimed})
-        # a consent change recorded after this may not be seen by the gate's reads below (with the writers' margin)
-        gated_at = utcnow() - _GATE_MARGIN
         async with self.database.sessionmaker() as session, session.begin():
             by_workspace = await settings_by_workspace(session, workspace_ids)
             driver = await ledger.transaction_driver(session)  # begun by the read above
@@ -401,7 +396,7 @@ class Dispatcher:
             settling: dict[uuid.UUID, _Settle] = {}
             for row in rows:
                 try:
-                    item = self._prepare_one(row, loaded, now, gated_at)
+                    item = self._prepare_one(row, loaded, now)
                 except Exception as exc:  # one bad row (a stored time zone, a template) must not stop the batch
                     log.exception("delivery_prepare_failed", delivery_id=str(row.id), channel=row.channel)
                     settling[row.id] = _Settle(failure=_failure(exc))
@@ -413,24 +408,15 @@ class Dispatcher:
             if settling:
                 await self._settle(session, workspace_ids, settling)
             # the first calls start as soon as this commits: their in-flight marks go with it (one write fewer)
-            starting = ready[:room]
-            marked, regated = (
-                await repository.mark_and_settle_sent(
-                    driver,
-                    workspace_ids,
-                    self.worker_id,
-                    starting=[item.delivery_id for item in starting],
-                    gated_at=[item.gated_at for item in starting],
-                    accepted=[],
-                    at=now,
-                    lease_seconds=self._lease_seconds,
+            starting = [item.delivery_id for item in ready[:room]]
+            marked = (
+                await repository.mark_in_flight_on_driver(
+                    driver, workspace_ids, starting, self.worker_id, at=now, lease_seconds=self._lease_seconds
                 )
                 if starting
-                else (set(), set())
+                else set()
             )
-        for delivery_id in regated:
-            log.info("delivery_gated_again", delivery_id=str(delivery_id), reason="consent_changed")
-        return [item for item in ready if item.delivery_id not in regated], marked
+        return ready, marked
 
     async def _settle(
         self, session: AsyncSession, workspace_ids: Sequence[uuid.UUID], settling: Mapping[uuid.UUID, _Settle]
@@ -455,11 +441,8 @@ class Dispatcher:
                 assert how.status is not None
                 await self._finish(session, delivery, how.status, error=how.error)
 
-    def _prepare_one(self, row: ToSend, loaded: _Loaded, now: datetime, gated_at: datetime) -> _Prepared | _Settle:
-        """One delivery: to be settled (blocked, gone, waiting for its window) or ready to send.
-
-        ``gated_at``: from when a consent change may not have been seen by the batch's reads (``_Prepared.gated_at``).
-        """
+    def _prepare_one(self, row: ToSend, loaded: _Loaded, now: datetime) -> _Prepared | _Settle:
+        """One delivery: to be settled (blocked, gone, waiting for its window) or ready to send."""
         channel = Channel(row.channel)
         settings = loaded.settings.get(row.workspace_id)
         if not row.has_message or not row.has_point or row.kind is None or settings is None:
@@ -512,7 +495,7 @@ class Dispatcher:
         if (refusal := notice_refusal(spec, decision.reason, outbound)) is not None:
             return _Settle(DeliveryStatus.BLOCKED_AT_SEND, error=refusal)
         adapter = spec.adapter(self.adapters, row.workspace_id, settings)
-        return _Prepared(row.id, row.workspace_id, channel, outbound, adapter, kind, gated_at)
+        return _Prepared(row.id, row.workspace_id, channel, outbound, adapter, kind, now - _GATE_MARGIN)
 
     @staticmethod
     def _resend_after_crash(row: ToSend, kind: PurposeKind) -> _Settle | None:

@@ -155,6 +155,49 @@ async def batch_to_send(
     return [ToSend(*row) for row in rows]
 
 
+# An in-flight mark renews the lease to cover the call that begins now:
+#   lease_until = greatest(lease_until, clock_timestamp() + make_interval(secs => <lease>))
+# A call that waited for a slot (a later wave of its batch, behind a slow provider) may begin when the claim's lease
+# is nearly or already gone; another worker (or this one's next claim) then took the row over while the call was
+# under way and sent it again (hostile review 2026-12-06). Renewed rather than refused: a refused call would wait
+# for the lease to run out and be claimed again (an attempt counted, the lease's time lost), for every later wave of
+# a batch behind a slow provider. Renewing is safe: the mark holds the row's lock and writes only while ``leased_by``
+# is this worker and the row is ``sending``, so a row another worker claimed (``leased_by`` changed) or settled is
+# never renewed, and a claim after the mark sees the renewed lease (its ``SKIP LOCKED`` skips the row meanwhile).
+# The lease is ``DispatchConfig.lease``, which covers a call and its writes.
+
+
+async def mark_in_flight_on_driver(
+    driver: Any,
+    workspace_ids: Collection[uuid.UUID],
+    delivery_ids: Collection[uuid.UUID],
+    worker: str,
+    *,
+    at: datetime,
+    lease_seconds: float,
+) -> set[uuid.UUID]:
+    """Mark that the provider calls of these deliveries begin; answers those ``worker`` still holds the lease of.
+
+    One statement on the asyncpg connection ``driver`` (the caller's transaction), committed before the calls, so
+    that a worker dying during one leaves the evidence (see :mod:`app.messages.policy`). Each mark renews the lease
+    for ``lease_seconds`` from now (see above why).
+    """
+    rows = await driver.fetch(
+        """
+        UPDATE deliveries
+           SET in_flight_at = $4, lease_until = greatest(lease_until, clock_timestamp() + make_interval(secs => $5))
+         WHERE id = ANY($3::uuid[]) AND workspace_id = ANY($1::uuid[]) AND leased_by = $2 AND status = 'sending'
+        RETURNING id
+        """,
+        list(workspace_ids),
+        worker,
+        list(delivery_ids),
+        at,
+        lease_seconds,
+    )
+    return {row[0] for row in rows}
+
+
 async def lock_held(
     session: AsyncSession, workspace_ids: Collection[uuid.UUID], delivery_ids: Collection[uuid.UUID], worker: str
 ) -> Sequence[Delivery]:
@@ -180,35 +223,22 @@ async def lock_held(
     return (await session.scalars(select(Delivery).where(*held).order_by(Delivery.id).with_for_update())).all()
 
 
-#: The dispatcher's marks and acceptances as one statement (:func:`mark_and_settle_sent`): in-flight marks (committed
-#: before the calls, so that a worker dying during one leaves the evidence: :mod:`app.messages.policy`), and answers
-#: the provider accepted settled ``sent`` with their history step. Every row is written only while ``$2`` holds its
-#: lease (the predicates of :func:`lock_held`); the ids written come back. ``detail`` is written as the ORM writes a
-#: dict or ``None`` to the JSONB column (JSON ``null``).
-#:
-#: A mark renews the lease for ``$10`` seconds, to cover the call that begins now. A call that waited for a slot (a
-#: later wave of its batch, behind a slow provider) may begin when the claim's lease is nearly or already gone;
-#: another worker (or this one's next claim) then took the row over while the call was under way and sent it again
-#: (hostile review 2026-12-06). Renewed rather than refused: a refused call would wait for the lease to run out and
-#: be claimed again (an attempt counted, the lease's time lost), for every later wave of a batch behind a slow
-#: provider. Renewing is safe: the mark holds the row's lock and writes only while ``leased_by`` is this worker and
-#: the row is ``sending``, so a row another worker claimed (``leased_by`` changed) or settled is never renewed, and a
-#: claim after the mark sees the renewed lease (its ``SKIP LOCKED`` skips the row meanwhile). The lease is
-#: ``DispatchConfig.lease``, which covers a call and its writes.
+#: The journal's common write as one statement (:func:`mark_and_settle_sent`): in-flight marks, and answers the
+#: provider accepted settled ``sent`` with their history step. Every row is written only while ``$2`` holds its lease
+#: (the same predicates as :func:`mark_in_flight_on_driver` and :func:`lock_held`); a mark renews the lease for
+#: ``$10`` seconds (as :func:`mark_in_flight_on_driver` does); the ids written come back. ``detail`` is written as
+#: the ORM writes a dict or ``None`` to the JSONB column (JSON ``null``).
 _MARK_AND_SETTLE_SENT = """
     WITH starting AS (
         SELECT s.id, s.gated_at FROM unnest($3::uuid[], $9::timestamptz[]) AS s(id, gated_at)
     ), changed AS (
         -- a consent event of the address recorded since the batch's gate may not have been seen by it; only one
-        -- that ends a permission counts (a signup or an opt-in just before the gate holds nothing back), and only
-        -- one the gate reads: of the message's purpose, or of every purpose (NULL: objections, withdraw all)
+        -- that ends a permission counts (a signup or an opt-in just before the gate holds nothing back)
         SELECT d.id FROM starting s JOIN deliveries d ON d.id = s.id AND d.workspace_id = ANY($1::uuid[])
-          LEFT JOIN messages m ON m.workspace_id = d.workspace_id AND m.id = d.message_id
          WHERE s.gated_at IS NOT NULL
            AND EXISTS (SELECT 1 FROM consent_events e
                         WHERE e.workspace_id = d.workspace_id AND e.recorded_at > s.gated_at
                           AND e.contact_point_id = d.contact_point_id
-                          AND (e.purpose_id = m.purpose_id OR e.purpose_id IS NULL OR m.id IS NULL)
                           AND e.to_state IN ('opted_out', 'objected', 'expired'))
     ), marked AS (
         UPDATE deliveries
@@ -266,16 +296,13 @@ async def mark_and_settle_sent(
 ) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
     """Mark calls beginning and settle accepted deliveries ``sent`` in one statement on the driver ``connection``.
 
-    What an in-flight mark, then :func:`lock_held`, :func:`settle` and :func:`add_event` write for a ``sent`` outcome,
-    in one round trip and no ORM (the dispatcher's hot path: most answers are acceptances). Atomic without a
-    transaction of its own, or in the caller's transaction on ``connection`` (the dispatcher's prepare marks its
-    first calls so). A mark renews the lease for ``lease_seconds`` from now (see :data:`_MARK_AND_SETTLE_SENT` why).
-
-    A call of ``starting`` whose address has a consent event ending a permission (into ``opted_out``, ``objected``
-    or ``expired``), of the message's purpose or of every purpose, recorded after its ``gated_at`` (the batch's gate
-    may not have seen it: a STOP committed during the prepare, or while the call waited for a slot) is not marked:
-    its lease ends now, and the next claim gates it again. Answers the deliveries ``worker`` still held the lease
-    of, and those released to be gated again.
+    What :func:`mark_in_flight_on_driver`, then :func:`lock_held`, :func:`settle` and :func:`add_event` write for a
+    ``sent`` outcome, in one round trip and no ORM (the dispatcher's hot path: most answers are acceptances). Atomic
+    without a transaction of its own. A mark renews the lease for ``lease_seconds`` from now (as
+    :func:`mark_in_flight_on_driver` does). A call of ``starting`` whose address has a consent event ending a
+    permission (into ``opted_out``, ``objected`` or ``expired``) recorded after its ``gated_at`` (the batch's gate may
+    not have seen it: the call waited for a slot) is not marked: its lease ends now, and the next claim gates it
+    again. Answers the deliveries ``worker`` still held the lease of, and those released to be gated again.
     """
     rows = await connection.fetch(
         _MARK_AND_SETTLE_SENT,

@@ -17,9 +17,6 @@ import pytest
 from sqlalchemy import select, text, update
 
 from app.channels.adapters import Adapters
-from app.domain.model import ActorType, Trigger
-from app.ledger.models import ContactPoint
-from app.ledger.service import Actor, Change, apply_changes
 from app.lib.keys import Keys
 from app.main import mail_sender
 from app.messages import service as messages
@@ -426,43 +423,7 @@ async def _open_window_and_make_due(world):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# 8. the first calls of a batch are marked in prepare's own transaction: a STOP committed after its gate read and
-#    before that mark is seen there too, as the journal's marks see it (hostile review 2026-12-06, Medium)
-
-
-@pytest.mark.parametrize("change", ["stop", "objection"])
-async def test_a_stop_committed_between_the_gate_read_and_prepare_s_mark_is_not_sent(
-    world, stand_in, make, monkeypatch, change
-):
-    await world["enqueue"](["offer"])
-    dispatcher = make(DispatchConfig(batch=10, concurrency=4, deadline=5.0), worker_id="only")
-    read_facts = Dispatcher._facts
-
-    async def facts_then_stop(self, *args, **kwargs):
-        found = await read_facts(self, *args, **kwargs)
-        # Jane's STOP ('news') or her objection to all marketing commits after the gate's read, before the mark
-        await (world["withdraw"]() if change == "stop" else _object_to_everything(world))
-        return found
-
-    monkeypatch.setattr(Dispatcher, "_facts", facts_then_stop)
-    assert await dispatcher.run_once() == 1
-    assert stand_in.bodies == [], f"sent after a STOP committed before its in-flight mark: {await world['by_text']()}"
-    monkeypatch.setattr(Dispatcher, "_facts", read_facts)
-    assert await dispatcher.run_once() == 1  # released at once: the next claim gates it again
-    assert stand_in.bodies == []
-    assert (await world["by_text"]())["offer"][0] == "blocked_at_send"
-
-
-async def _object_to_everything(world):
-    async with world["database"].sessionmaker() as session, session.begin():
-        point = await session.scalar(select(ContactPoint))
-        await apply_changes(
-            session, point.workspace_id, [Change(point, None, Trigger.OBJECTION)], Actor(ActorType.SYSTEM)
-        )
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# 9. an erasure committed while prepare settles a delivery (its message deleted, the delivery with it) waits for
+# 8. an erasure committed while prepare settles a delivery (its message deleted, the delivery with it) waits for
 #    prepare's commit instead of failing the whole batch's writes (hostile review 2026-12-06, Low)
 
 
