@@ -31,16 +31,18 @@ TOKEN = "k" * 32
 
 
 class StandIn:
-    """Twilio's Messages API; a body containing 'hang' is never answered."""
+    """Twilio's Messages API; a body containing 'hang' is never answered, every other one after ``delay`` s."""
 
     def __init__(self):
         self.bodies: list[str] = []
+        self.delay = 0.0
 
     async def create(self, request: web.Request) -> web.Response:
         form = dict(await request.post())
         self.bodies.append(form["Body"])
         if "hang" in form["Body"] and self.bodies.count(form["Body"]) == 1:
             await asyncio.sleep(60)
+        await asyncio.sleep(self.delay)
         return web.json_response({"sid": f"SM{len(self.bodies):032x}", "status": "queued"}, status=201)
 
 
@@ -140,6 +142,9 @@ async def test_two_workers_never_send_the_same_delivery(queued, stand_in, tmp_pa
 
         # a worker still starting when the work is done would miss it, and SIGTERM would kill it (-15)
         await wait_for(both_started)
+        # the provider answers in 0.1 s: 150 sends take one worker about 2 s, past the other's 0.5 s poll (with
+        # instant answers, a fast worker sent them all before the other looked, and only one took part)
+        stand_in.delay = 0.1
         await queued["enqueue"]([f"msg-{i}" for i in range(150)])
 
         async def all_sent():
