@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -32,9 +33,9 @@ from app.channels._twilio import UNREACHABLE_CODES
 from app.domain.chain import canonical_json
 from app.domain.identifiers import InvalidIdentifier, normalise_phone
 from app.domain.keywords import Classification, Intent, classify
-from app.domain.model import ActorType, Channel, Reachability, State, Trigger
+from app.domain.model import ActorType, Channel, Reachability, State, SuppressionReason, Trigger
 from app.ledger import repository as ledger
-from app.ledger.actions import withdraw_point
+from app.ledger.actions import identifier_suppression_rows, withdraw_point
 from app.ledger.models import ContactPoint
 from app.ledger.service import Actor, Applied, Change, add_point, apply_changes, single_change_on_driver
 from app.lib.ids import parse_uuid
@@ -98,11 +99,11 @@ async def handle_inbound(
     session: AsyncSession, keys: Keys, workspace_id: uuid.UUID, settings: WorkspaceSettings, message: Inbound
 ) -> str:
     """Process one inbound message in the caller's transaction; returns the TwiML reply."""
+    reading = _read(message, settings)
     try:
         channel, number = channel_and_number(message.sender, settings.default_region)
     except InvalidIdentifier:
-        return await _unreadable(session, workspace_id, message)
-    reading = _read(message, settings)
+        return await _unreadable(session, keys, workspace_id, settings, message, reading)
     if reading.intent is Intent.OPT_OUT and single_change_on_driver():
         return await _stop_on_driver(session, keys, workspace_id, settings, message, channel, number, reading)
     claimed = await repository.claim_inbound(session, workspace_id, PROVIDER, message.message_sid, utcnow())
@@ -208,15 +209,44 @@ async def _stop_on_driver(  # noqa: PLR0917  # handle_inbound's, with what it re
     return reply
 
 
-async def _unreadable(session: AsyncSession, workspace_id: uuid.UUID, message: Inbound) -> str:
-    """A message from a sender that is no phone number: claimed, answered with nothing, nothing recorded."""
+#: A number in E.164 form that the phone-number library may not know (yet): a STOP from it is still honoured.
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+
+
+async def _unreadable(  # noqa: PLR0917  # handle_inbound's, with what it read of the message
+    session: AsyncSession,
+    keys: Keys,
+    workspace_id: uuid.UUID,
+    settings: WorkspaceSettings,
+    message: Inbound,
+    reading: Classification,
+) -> str:
+    """A message from a sender the phone-number library refuses: claimed, nothing recorded in the ledger.
+
+    A STOP from a number in E.164 form (one of a range the library's data does not list yet) suppresses every
+    marketing purpose for that number on its channel, as for a number no contact has: should the numbering data
+    come to accept it, nothing is sent to it. The stored message (intent ``opt_out``) is the proof; the
+    confirmation goes out as for any STOP. Any other message is answered with nothing.
+    """
     claimed = await repository.claim_inbound(session, workspace_id, PROVIDER, message.message_sid, utcnow())
     if claimed is None:
         return await _duplicate(session, workspace_id, message)
-    reply = twiml(None)
+    raw = message.sender.strip()
+    channel = Channel.WHATSAPP if raw.lower().startswith("whatsapp:") else Channel.SMS
+    number = raw.split(":", 1)[1].strip() if channel is Channel.WHATSAPP else raw
+    intent, text_out = Intent.NONE, None
+    if reading.intent is Intent.OPT_OUT and _E164.fullmatch(number):
+        rows = identifier_suppression_rows(keys, workspace_id, channel.value, number, SuppressionReason.UNSUBSCRIBE)
+        await ledger.add_suppressions(session, rows)
+        intent = Intent.OPT_OUT
+        if settings.phone.stop_reply:
+            language = reading.language or settings.locale
+            text_out = _reply(workspace_id, settings, "stop", language, brand=_brand(settings))
+    reply = _twiml_or_none(workspace_id, reading, text_out)
     await repository.finish_inbound(
-        session, workspace_id, claimed, channel="sms", point_id=None, intent=Intent.NONE.value, reply=reply
+        session, workspace_id, claimed, channel=channel.value, point_id=None, intent=intent.value, reply=reply
     )
+    log.info("twilio_inbound_unreadable_sender", workspace_id=str(workspace_id), intent=intent.value)
     return reply
 
 

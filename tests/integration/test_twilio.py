@@ -665,3 +665,29 @@ async def test_a_text_read_as_from_an_undeliverable_number_leaves_a_block_report
     await service._reachable_again(session, ledger.workspace_id, stale, message)
     now = await session.scalar(text("SELECT reachability FROM contact_points WHERE id = :id"), {"id": point.id})
     assert now == "provider_blocked"
+
+
+@pytest.mark.parametrize("whatsapp", [False, True], ids=["sms", "whatsapp"])
+async def test_a_stop_from_a_number_the_phone_library_refuses_is_honoured(
+    client, tenant, configured, session, whatsapp
+):
+    """The hostile review of 2026-12-06: a STOP from +49 1999… (a range the library's data does not list) was
+    stored as intent none with nothing suppressed; should the data come to accept the number, it would be mailed.
+    Now every marketing purpose is suppressed for it, the message is the proof, and it gets the confirmation."""
+    from app.lib.keys import Keys  # noqa: PLC0415
+    from tests.conftest import TEST_SECRET  # noqa: PLC0415
+
+    number = "+4919991234567"
+    phone = Phone(client, tenant.id)
+    help_first = await phone.text("HELLO", sender=number, whatsapp=whatsapp)
+    assert help_first.status_code == 200, help_first.text
+    assert "<Message>" not in help_first.text, "anything but a STOP is answered with nothing"
+    answer = await phone.text("STOP", sender=number, whatsapp=whatsapp)
+    assert answer.status_code == 200, answer.text
+    assert "<Message>" in answer.text, "the STOP's confirmation"
+    channel = "whatsapp" if whatsapp else "sms"
+    intents = (await session.execute(text("SELECT channel, intent FROM inbound_messages ORDER BY received_at"))).all()
+    assert intents == [(channel, "none"), (channel, "opt_out")]
+    keys = set(Keys(TEST_SECRET).suppression_keys(channel, number).values())
+    rows = (await session.execute(text("SELECT key, channel, scope, reason FROM suppressions"))).all()
+    assert {(bytes(k), c, s, r) for k, c, s, r in rows} == {(k, channel, "all_marketing", "unsubscribe") for k in keys}
