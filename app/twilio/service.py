@@ -225,8 +225,8 @@ async def _unreadable(  # noqa: PLR0917  # handle_inbound's, with what it read o
 
     A STOP from a number in E.164 form (one of a range the library's data does not list yet) suppresses every
     marketing purpose for that number on its channel, as for a number no contact has: should the numbering data
-    come to accept it, nothing is sent to it. The stored message (intent ``opt_out``) is the proof; the
-    confirmation goes out as for any STOP. Any other message is answered with nothing.
+    come to accept it, nothing is sent to it. The stored message (intent ``opt_out``) is the proof; the first STOP
+    gets the confirmation, as for a known number. Any other message is answered with nothing.
     """
     claimed = await repository.claim_inbound(session, workspace_id, PROVIDER, message.message_sid, utcnow())
     if claimed is None:
@@ -237,9 +237,10 @@ async def _unreadable(  # noqa: PLR0917  # handle_inbound's, with what it read o
     intent, text_out = Intent.NONE, None
     if reading.intent is Intent.OPT_OUT and _E164.fullmatch(number):
         rows = identifier_suppression_rows(keys, workspace_id, channel.value, number, SuppressionReason.UNSUBSCRIBE)
+        before = await ledger.suppressions_with_keys(session, workspace_id, [bytes(row["key"]) for row in rows])
         await ledger.add_suppressions(session, rows)
         intent = Intent.OPT_OUT
-        if settings.phone.stop_reply:
+        if settings.phone.stop_reply and not before:  # one confirmation, as for a known number
             language = reading.language or settings.locale
             text_out = _reply(workspace_id, settings, "stop", language, brand=_brand(settings))
     reply = _twiml_or_none(workspace_id, reading, text_out)

@@ -691,3 +691,6 @@ async def test_a_stop_from_a_number_the_phone_library_refuses_is_honoured(
     keys = set(Keys(TEST_SECRET).suppression_keys(channel, number).values())
     rows = (await session.execute(text("SELECT key, channel, scope, reason FROM suppressions"))).all()
     assert {(bytes(k), c, s, r) for k, c, s, r in rows} == {(k, channel, "all_marketing", "unsubscribe") for k in keys}
+    again = await phone.text("STOP", sender=number, whatsapp=whatsapp)
+    assert again.status_code == 200, again.text
+    assert "<Message>" not in again.text, "one confirmation, then nothing more (CTIA)"
