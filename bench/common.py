@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.lib.db import migrate
@@ -108,3 +109,21 @@ async def copy_baseline(dsn: str, path: Path, columns: str, **options: Any) -> f
     finally:
         await conn.execute("DROP TABLE IF EXISTS bench_raw")
         await conn.close()
+
+
+def serve_until_ready(command: list[str], env: dict[str, str], port: int, workers: int) -> subprocess.Popen[bytes]:
+    """Start ``command`` (a ``consent serve`` on ``port``) with ``env``; returns once it answers ``/ready``.
+
+    With several worker processes, two more seconds for every one of them to finish its start-up.
+    """
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(300):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
+                time.sleep(2 if workers > 1 else 0)  # let every worker finish its start-up
+                return process
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise SystemExit("the service did not start")

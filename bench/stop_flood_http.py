@@ -47,7 +47,7 @@ from app.lib.auth import Scope
 from app.lib.db import Database
 from app.lib.embedded_pg import EmbeddedPostgres
 from app.workspaces.service import create_api_key
-from bench.common import cpu_seconds, new_database
+from bench.common import cpu_seconds, new_database, serve_until_ready
 from bench.ledger_flood import baseline, rate
 
 SECRET_HEX = "ef" * 32
@@ -104,22 +104,7 @@ def serve(consent: str, dsn: str, port: int, workers: int, data_dir: Path) -> su
         "TWILIO_AUTH_TOKEN": TOKEN,
     }
     env.pop("TWILIO_ACCOUNT_SID", None)
-    process = subprocess.Popen(
-        [consent, "serve", "--port", str(port), "--workers", str(workers)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    for _ in range(300):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
-                time.sleep(2 if workers > 1 else 0)  # let every worker finish its start-up
-                return process
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise SystemExit("the service did not start")
+    return serve_until_ready([consent, "serve", "--port", str(port), "--workers", str(workers)], env, port, workers)
 
 
 def signed(url: str, numbers: list[str], tag: str) -> list[tuple[bytes, str]]:

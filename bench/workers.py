@@ -22,17 +22,16 @@ import signal
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import asyncpg
-import httpx
 from sqlalchemy.ext.asyncio import create_async_engine
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.lib.db import migrate
 from app.lib.embedded_pg import EmbeddedPostgres
+from bench.common import serve_until_ready
 from bench.generate import generate
 from bench.run import fresh_database, lua, wrk
 
@@ -50,22 +49,7 @@ def serve(dsn: str, port: int, workers: int, data_dir: Path) -> subprocess.Popen
         "CONSENT_LOG_LEVEL": "warning",
         "CONSENT_DATA_DIR": str(data_dir),
     }
-    process = subprocess.Popen(
-        [CONSENT, "serve", "--port", str(port), "--workers", str(workers)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    for _ in range(300):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
-                time.sleep(2 if workers > 1 else 0)  # let every worker finish its start-up
-                return process
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise SystemExit("the service did not start")
+    return serve_until_ready([CONSENT, "serve", "--port", str(port), "--workers", str(workers)], env, port, workers)
 
 
 async def run(args: argparse.Namespace) -> None:
