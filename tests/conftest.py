@@ -142,9 +142,13 @@ async def pg_server() -> AsyncIterator[PgServer]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-async def engine(pg_server: PgServer) -> AsyncIterator[AsyncEngine]:
-    """A database at head for the whole session (a copy of the one the migrations made)."""
+@asynccontextmanager
+async def own_database(pg_server: PgServer) -> AsyncIterator[AsyncEngine]:
+    """An engine on a database at head of the caller's own (a copy of the one the migrations made), dropped after.
+
+    The session's shared database, or a module's or class's where its tests commit rows that tests counting such
+    rows across the shared database must not see, or where a race needs a second transaction that really commits.
+    """
     url = await pg_server.create_database(migrated=True)
     engine = create_async_engine(url, pool_size=5, max_overflow=20)
     try:
@@ -152,6 +156,13 @@ async def engine(pg_server: PgServer) -> AsyncIterator[AsyncEngine]:
     finally:
         await engine.dispose()
         await pg_server.drop_database(url)
+
+
+@pytest.fixture(scope="session")
+async def engine(pg_server: PgServer) -> AsyncIterator[AsyncEngine]:
+    """A database at head for the whole session (a copy of the one the migrations made)."""
+    async with own_database(pg_server) as shared:
+        yield shared
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from app.domain.model import ActorType, State, Trigger
 from app.ledger import repository
@@ -15,19 +15,15 @@ from app.ledger.models import Consent, ConsentEvent
 from app.ledger.service import Actor, Change, apply_changes
 from app.purposes.service import create_purpose
 from app.workspaces.service import create_workspace
+from tests.conftest import own_database
 
 
 @pytest.fixture(scope="module")
 async def engine(pg_server):
     """A database of this module's own: its tests commit workspaces and contacts that tests counting such rows
     across the shared database must not see (test_consent_import's count of contacts failed after this module)."""
-    url = await pg_server.create_database(migrated=True)
-    own = create_async_engine(url, pool_size=5, max_overflow=20)
-    try:
+    async with own_database(pg_server) as own:
         yield own
-    finally:
-        await own.dispose()
-        await pg_server.drop_database(url)
 
 
 async def committed_setup(maker, phones):

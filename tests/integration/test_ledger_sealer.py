@@ -14,7 +14,7 @@ import uuid
 import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from app.domain.model import ActorType, State, Trigger
 from app.ledger import repository, sealer
@@ -24,6 +24,7 @@ from app.ledger.service import Actor, Change, apply_changes, record_batch
 from app.lib.db import Database
 from app.purposes.service import create_purpose
 from app.workspaces.service import create_workspace
+from tests.conftest import own_database
 
 SYSTEM = Actor(ActorType.SYSTEM)
 
@@ -32,13 +33,8 @@ SYSTEM = Actor(ActorType.SYSTEM)
 async def engine(pg_server):
     """A database of this module's own: its tests commit workspaces, subscriptions and suppressions that tests
     counting such rows across the shared database must not see."""
-    url = await pg_server.create_database(migrated=True)
-    own = create_async_engine(url, pool_size=5, max_overflow=20)
-    try:
+    async with own_database(pg_server) as own:
         yield own
-    finally:
-        await own.dispose()
-        await pg_server.drop_database(url)
 
 
 @pytest.fixture

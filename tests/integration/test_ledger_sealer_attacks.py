@@ -9,7 +9,7 @@ import uuid
 import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from app.domain.model import ActorType, Trigger
 from app.ledger import repository, sealer
@@ -26,6 +26,7 @@ from app.webhooks.models import WebhookSubscription
 from app.webhooks.privacy import HOOK as WEBHOOKS
 from app.workspaces.operator import delete_workspace
 from app.workspaces.service import create_workspace
+from tests.conftest import own_database
 from tests.integration.test_ledger_sealer import committed_setup
 
 # --- test_x.py
@@ -36,13 +37,8 @@ SYSTEM = Actor(ActorType.SYSTEM)
 async def engine(pg_server):
     """A database of this module's own: its tests commit workspaces, subscriptions and suppressions that tests
     counting such rows across the shared database must not see."""
-    url = await pg_server.create_database(migrated=True)
-    own = create_async_engine(url, pool_size=5, max_overflow=20)
-    try:
+    async with own_database(pg_server) as own:
         yield own
-    finally:
-        await own.dispose()
-        await pg_server.drop_database(url)
 
 
 async def wait_sealed(maker, workspace_id, timeout):

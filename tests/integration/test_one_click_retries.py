@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from app.domain.model import ActorType, Trigger
 from app.ledger import sealer, service
@@ -21,7 +21,7 @@ from app.ledger.service import Actor
 from app.lib.db import Database
 from app.purposes import service as purposes
 from app.workspaces import service as workspace_service
-from tests.conftest import Ledger
+from tests.conftest import Ledger, own_database
 
 PATHS = {"driver": contextlib.nullcontext, "session": service.on_session}
 
@@ -29,13 +29,8 @@ PATHS = {"driver": contextlib.nullcontext, "session": service.on_session}
 @pytest.fixture(scope="module")
 async def engine(pg_server):
     """A database of this module's own: the tries commit."""
-    url = await pg_server.create_database(migrated=True)
-    own = create_async_engine(url, pool_size=5, max_overflow=20)
-    try:
+    async with own_database(pg_server) as own:
         yield own
-    finally:
-        await own.dispose()
-        await pg_server.drop_database(url)
 
 
 async def _one_click(maker, workspace_id: uuid.UUID, point, purpose_id: uuid.UUID, gate: asyncio.Event, path: str):

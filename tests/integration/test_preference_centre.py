@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from app.ledger import repository as ledger_repository
 from app.ledger.models import ConsentEvent
@@ -16,6 +16,7 @@ from app.lib.auth import Scope
 from app.lib.db import Database
 from app.preferences import service
 from app.preferences.models import PreferenceLink
+from tests.conftest import own_database
 
 BASE = "https://consent.example.com"
 
@@ -296,13 +297,8 @@ class TestAChangeRacingARealMerge:
 
     @pytest.fixture
     async def own_engine(self, pg_server):
-        url = await pg_server.create_database(migrated=True)
-        own = create_async_engine(url, pool_size=5, max_overflow=20)
-        try:
+        async with own_database(pg_server) as own:
             yield own
-        finally:
-            await own.dispose()
-            await pg_server.drop_database(url)
 
     @pytest.fixture
     def database(self, own_engine):

@@ -12,11 +12,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from app.ledger.models import ConsentEvent
 from app.lib.auth import Scope
 from app.lib.db import Database
+from tests.conftest import own_database
 
 INSTALL = "/v1/push/app-installations/inst-001"
 
@@ -328,13 +329,8 @@ class TestAPushUnsubscribeRacingARealMerge:
 
     @pytest.fixture
     async def own_engine(self, pg_server):
-        url = await pg_server.create_database(migrated=True)
-        own = create_async_engine(url, pool_size=5, max_overflow=20)
-        try:
+        async with own_database(pg_server) as own:
             yield own
-        finally:
-            await own.dispose()
-            await pg_server.drop_database(url)
 
     @pytest.fixture
     def database(self, own_engine):

@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 from sqlalchemy import func, select, text
-from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from twilio.request_validator import RequestValidator
 
 from app.ledger import sealer
@@ -17,6 +17,7 @@ from app.ledger.models import ConsentEvent, ContactPoint
 from app.lib.auth import Scope
 from app.lib.db import Database
 from app.twilio.models import InboundMessage
+from tests.conftest import own_database
 
 TOKEN = "f" * 32
 ACCOUNT = "AC" + "0123456789abcdef" * 2
@@ -535,13 +536,8 @@ class TestAStopRacingARealMerge:
 
     @pytest.fixture
     async def own_engine(self, pg_server):
-        url = await pg_server.create_database(migrated=True)
-        own = create_async_engine(url, pool_size=5, max_overflow=20)
-        try:
+        async with own_database(pg_server) as own:
             yield own
-        finally:
-            await own.dispose()
-            await pg_server.drop_database(url)
 
     @pytest.fixture
     def database(self, own_engine):
