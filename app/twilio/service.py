@@ -70,8 +70,16 @@ def twiml(text: str | None) -> str:
 
 def channel_and_number(address: str, region: str) -> tuple[Channel, str]:
     """``whatsapp:+49…`` is the WhatsApp channel, a plain number SMS; the number comes back as E.164."""
-    channel = Channel.WHATSAPP if address.strip().lower().startswith("whatsapp:") else Channel.SMS
+    channel, _ = channel_and_raw_number(address)
     return channel, normalise_phone(address, region)
+
+
+def channel_and_raw_number(address: str) -> tuple[Channel, str]:
+    """The channel of a Twilio ``From``/``To`` and its number as written (without ``whatsapp:``), not checked."""
+    raw = address.strip()
+    if raw.lower().startswith("whatsapp:"):
+        return Channel.WHATSAPP, raw.split(":", 1)[1].strip()
+    return Channel.SMS, raw
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,9 +239,7 @@ async def _unreadable(  # noqa: PLR0917  # handle_inbound's, with what it read o
     claimed = await repository.claim_inbound(session, workspace_id, PROVIDER, message.message_sid, utcnow())
     if claimed is None:
         return await _duplicate(session, workspace_id, message)
-    raw = message.sender.strip()
-    channel = Channel.WHATSAPP if raw.lower().startswith("whatsapp:") else Channel.SMS
-    number = raw.split(":", 1)[1].strip() if channel is Channel.WHATSAPP else raw
+    channel, number = channel_and_raw_number(message.sender)
     intent, text_out = Intent.NONE, None
     if reading.intent is Intent.OPT_OUT and _E164.fullmatch(number):
         rows = identifier_suppression_rows(keys, workspace_id, channel.value, number, SuppressionReason.UNSUBSCRIBE)
