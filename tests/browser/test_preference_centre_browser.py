@@ -325,3 +325,38 @@ async def test_opt_in_again_on_the_mailed_address_passes_axe(new_visit, shop, ba
     report = "\n".join(f"{state}:\n{describe(violations)}" for state, violations in found.items() if violations)
     assert report == ""
     assert tab.errors == [], tab.errors
+
+
+@pytest.mark.parametrize("javascript", [True, False], ids=["js", "no-js"])
+async def test_print_blocked_by_a_households_sticker_says_so_and_the_person_can_still_object(
+    new_visit, shop, base_url, javascript
+):
+    """A sticker recorded for the house (no name) stops print to Jane's address: her page says post is blocked (it
+    said she had objected, and took her button away), passes axe, and she can record her own objection."""
+    url, contact_id = await new_link(shop, base_url)
+    async with httpx.AsyncClient(base_url=base_url, headers=shop.admin) as client:
+        contact = (await client.get(f"/v1/contacts/{contact_id}")).json()
+        [postal] = [p for p in contact["contact_points"] if p["channel"] == "print"]
+        # the stored value is country, postcode, street, number and name: the house is it without the name
+        _, postcode, street, number = postal["address"].split("|")[:4]
+        house = {"street": f"{street} {number.split('#')[0]}", "postcode": postcode, "city": "Berlin"}
+        body = {"scope": "print", "kind": "sticker", "postal_address": house, "evidence": {"note": "carrier"}}
+        recorded = await client.post("/v1/objections", json=body)
+        assert recorded.status_code == 201, (postal["address"], recorded.text)
+    assert (await decision(shop, base_url, contact_id, "print", "newsletter"))["eligible"] is False
+    tab = await new_visit(java_script_enabled=javascript)
+    page = tab.page
+    await page.goto(url)
+    assert await page.get_by_text("an diese Anschrift keine Werbung per Post").count() == 1
+    assert await page.get_by_text("Sie haben Werbung per Post widersprochen").count() == 0
+    if javascript:
+        violations = await tab.axe()
+        assert violations == [], describe(violations)
+        await page.screenshot(path=SCREENSHOTS / "preferences-de-print-blocked.png", full_page=True)
+    await page.get_by_role("button", name="Werbung per Post widersprechen").click()
+    await page.get_by_text("Sie haben Werbung per Post widersprochen").wait_for()
+    async with httpx.AsyncClient(base_url=base_url, headers=shop.admin) as client:
+        contact = (await client.get(f"/v1/contacts/{contact_id}")).json()
+    [postal] = [p for p in contact["contact_points"] if p["channel"] == "print"]
+    assert {c["state"] for c in postal["consents"]} == {"objected"}, "her own objection is in the ledger"
+    assert tab.errors == [], tab.errors
