@@ -63,7 +63,7 @@ from app.ledger.schemas import ContactRef, Evidence, PostalAddressIn
 from app.ledger.service import Actor, Applied, Change, PointRef, apply_changes, record_batch
 from app.lib.errors import InvalidInput, merged_meanwhile
 from app.lib.ids import opaque_id, parse_uuid
-from app.lib.inputs import json_has_nul
+from app.lib.inputs import NUMERIC_DATETIME, datetime_shape, json_has_nul, numeric_datetime
 from app.lib.keys import Keys
 from app.lib.orm import utcnow
 from app.purposes import repository as purposes
@@ -233,6 +233,11 @@ def _from_csv(row: Mapping[str, str]) -> ImportLine | LineRejected:
     postal = {name: value for name, value in given.items() if name in _POSTAL_COLUMNS}
     if postal:
         line["postal_address"] = postal
+    # every field is text, so the lax rules are needed (numbers, booleans); they would also read "5" as a date-time
+    # of 1970 (an NDJSON line's number is refused by its strict decoding)
+    dated_by_number = numeric_datetime(datetime_shape(ImportLine), line)
+    if dated_by_number is not None:
+        return LineRejected("invalid_line", f"{NUMERIC_DATETIME} - at `$.{dated_by_number}`")
     try:
         return msgspec.convert(line, ImportLine, strict=False)
     except msgspec.ValidationError as exc:
