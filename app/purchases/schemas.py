@@ -35,7 +35,17 @@ class PurchaseIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         SINGLE_LINE,
     ]
     purchased_at: (
-        Annotated[datetime, msgspec.Meta(tz=True, description="When the sale was made (with time zone).")] | None
+        Annotated[
+            datetime,
+            msgspec.Meta(
+                tz=True,
+                description=(
+                    "When the sale was made (RFC 3339 with a time zone; at most 10 years back, not ahead of the "
+                    "server's clock by more than 5 minutes)."
+                ),
+            ),
+        ]
+        | None
     ) = None
     occurred_at: (
         Annotated[datetime, msgspec.Meta(tz=True, description="`purchased_at` under the name API.md gives it.")] | None

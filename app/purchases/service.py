@@ -28,6 +28,11 @@ from app.purchases.schemas import PurchaseIn, PurchaseOut
 
 #: How far in the future a purchase time may lie (the caller's clock may run ahead a little).
 CLOCK_SKEW = timedelta(minutes=5)
+#: How far back a sale may lie. UWG §7(3) rests on a real sale the seller can show: commercial records are kept ten
+#: years (§ 257 HGB, § 147 AO), so an older date is no sale anyone can prove, and a date of year 1 or 1970 is a
+#: mistake (a number taken for a Unix timestamp, a default value) that would have made the contact a customer.
+MAX_AGE = timedelta(days=3653)
+MAX_AGE_TEXT = "10 years"
 
 
 class ReferenceRaced(Exception):
@@ -55,8 +60,7 @@ async def record_purchase(
             "advertising at any time at no cost beyond the basic transmission rate.",
             code="objection_notice_required",
         )
-    if in_utc(data.sold_at, "purchased_at") > utcnow() + CLOCK_SKEW:
-        raise InvalidInput("'purchased_at' lies in the future.", code="purchased_at_in_future")
+    _check_date(data)
     try:
         address = normalise_email(data.email)
     except InvalidIdentifier as exc:
@@ -93,6 +97,31 @@ async def record_purchase(
     if purchase is None:
         raise ReferenceRaced
     return purchase_out(purchase, point.value), True
+
+
+def _check_date(data: PurchaseIn) -> None:
+    """422 when the time of sale lies ahead of our clock beyond :data:`CLOCK_SKEW`, or :data:`MAX_AGE` back."""
+    field = "purchased_at" if data.purchased_at is not None else "occurred_at"
+    sold_at, now = in_utc(data.sold_at, field), utcnow()
+    if sold_at > now + CLOCK_SKEW:
+        latest = (now + CLOCK_SKEW).isoformat(timespec="seconds")
+        message = f"lies in the future: a sale is recorded once made (at most 5 minutes ahead of our clock, {latest})"
+        raise InvalidInput(
+            f"'{field}' {message}.",
+            code="purchased_at_in_future",
+            extra={"errors": [{"field": field, "message": message}], "latest": latest},
+        )
+    if sold_at < now - MAX_AGE:
+        earliest = (now - MAX_AGE).isoformat(timespec="seconds")
+        message = (
+            f"lies more than {MAX_AGE_TEXT} back (before {earliest}): the existing-customer basis (UWG §7(3)) rests "
+            "on a sale the seller can still show, and commercial records are kept 10 years"
+        )
+        raise InvalidInput(
+            f"'{field}' {message}.",
+            code="purchased_at_too_old",
+            extra={"errors": [{"field": field, "message": message}], "earliest": earliest},
+        )
 
 
 async def _point_of(

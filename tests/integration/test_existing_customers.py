@@ -638,3 +638,44 @@ async def test_a_purchase_may_name_its_time_occurred_at_as_the_contract_does(cli
     stored = await session.scalar(select(Purchase.purchased_at))
     assert stored == datetime.fromisoformat("2026-11-20T10:15:00+01:00")
     assert (await eligibility(client, shop))["reason"] == "existing_customer"
+
+
+@pytest.mark.parametrize(
+    ("field", "when"),
+    [
+        ("purchased_at", "0001-01-02T00:00:00Z"),  # year 1: made the contact an existing customer (hostile review)
+        ("purchased_at", "1970-01-01T00:00:05Z"),  # what a Unix timestamp 5 was read as
+        ("occurred_at", "1999-12-31T23:59:59+01:00"),
+        ("purchased_at", "ten years and a day ago"),
+    ],
+)
+async def test_a_sale_dated_before_the_lower_bound_is_refused_naming_the_field_and_the_bound(
+    client, shop, session, field, when
+):
+    if when == "ten years and a day ago":
+        when = (datetime.now(UTC) - timedelta(days=3654)).isoformat()
+    changes = {"purchased_at": None, "occurred_at": when} if field == "occurred_at" else {"purchased_at": when}
+    answer = await buy(client, shop, **changes)
+    assert answer.status_code == 422, answer.text
+    problem = answer.json()
+    assert problem["code"] == "purchased_at_too_old"
+    assert problem["errors"][0]["field"] == field
+    earliest = datetime.fromisoformat(problem["earliest"])
+    assert abs(earliest - (datetime.now(UTC) - timedelta(days=3653))) < timedelta(minutes=1)
+    assert problem["earliest"] in problem["detail"]
+    assert "10 years" in problem["detail"]
+    assert await session.scalar(select(func.count()).select_from(Purchase)) == 0
+    assert (await eligibility(client, shop))["reason"] != "existing_customer"
+
+
+async def test_a_sale_just_inside_the_bounds_is_taken_and_one_beyond_the_clock_skew_is_refused(client, shop):
+    old = (datetime.now(UTC) - timedelta(days=3650)).isoformat()
+    assert (await buy(client, shop, reference="OLD", purchased_at=old)).status_code == 201
+    soon = (datetime.now(UTC) + timedelta(minutes=4)).isoformat()
+    assert (await buy(client, shop, reference="SKEW", purchased_at=soon)).status_code == 201
+    later = (datetime.now(UTC) + timedelta(minutes=10)).isoformat()
+    answer = await buy(client, shop, reference="LATER", purchased_at=later)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["code"] == "purchased_at_in_future"
+    assert answer.json()["errors"][0]["field"] == "purchased_at"
+    assert answer.json()["latest"] in answer.json()["detail"]
