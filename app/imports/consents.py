@@ -614,7 +614,8 @@ class _Found:
         """Insert the planned contacts and addresses (one statement each); answers how many contacts were new.
 
         Another writer may have added the same external id or address meanwhile: theirs is taken (a planned
-        address of a contact someone else created goes to that contact), and :meth:`point` compares owners.
+        address of a contact someone else created goes to that contact), and :meth:`point` compares owners. A new
+        contact left without any address that way is deleted again and not counted.
         """
         # in one order every writer shares (an import naming the same new keys in another order waits, never
         # deadlocks: each INSERT … ON CONFLICT waits on the rows another transaction inserted first)
@@ -627,8 +628,14 @@ class _Found:
             dataclasses.replace(p, contact_id=moved.get(p.contact_id, p.contact_id))
             for _, p in sorted(self.new_points.items())
         ]
-        self.points |= await repository.insert_points(session, workspace_id, points, verified=VerifiedVia.API)
-        return len(self.new_contacts) - len(moved)
+        written = await repository.insert_points(session, workspace_id, points, verified=VerifiedVia.API)
+        self.points |= written
+        # a new contact whose every new address another writer added first (under another contact) has none: its
+        # lines are rejected (:meth:`point`), and it goes with them rather than stay behind, counted, without one
+        made = {c.id for c in self.new_contacts.values() if c.id not in moved}
+        bare = made - {contact_id for _, contact_id in written.values()}
+        gone = await repository.delete_contacts_without_points(session, workspace_id, bare)
+        return len(made) - len(gone)
 
     def point(self, item: _PreparedLine) -> _Point:
         """The planned line's address, as written."""

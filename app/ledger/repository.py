@@ -1593,6 +1593,31 @@ async def insert_contacts(
     return found
 
 
+async def delete_contacts_without_points(
+    session: AsyncSession, workspace_id: uuid.UUID, contact_ids: Collection[uuid.UUID]
+) -> set[uuid.UUID]:
+    """Delete the contacts of ``contact_ids`` that hold no address; answers their ids.
+
+    For contacts a batch has just inserted whose every new address another writer added first (under another
+    contact): nothing refers to them yet, and a contact is never left without the address it was made for.
+    """
+    if not contact_ids:
+        return set()
+    deleted = await session.scalars(
+        text(
+            """
+            DELETE FROM contacts c
+             WHERE c.workspace_id = :workspace_id AND c.id = ANY(:ids)
+               AND NOT EXISTS (SELECT 1 FROM contact_points p WHERE p.workspace_id = :workspace_id
+                                                                AND p.contact_id = c.id)
+            RETURNING c.id
+            """
+        ),
+        {"workspace_id": workspace_id, "ids": list(contact_ids)},
+    )
+    return set(deleted)
+
+
 @dataclass(frozen=True, slots=True)
 class NewPoint:
     """An address a batch creates; also what the ledger needs of any address (id, contact, channel)."""

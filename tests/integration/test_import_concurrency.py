@@ -11,7 +11,7 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from app.domain.identifiers import normalise_postal
-from app.domain.model import ActorType, Trigger
+from app.domain.model import ActorType, Trigger, VerifiedVia
 from app.imports import consents
 from app.imports.robinson import import_robinson
 from app.ledger import repository
@@ -157,6 +157,60 @@ async def test_a_merge_committed_while_a_batch_runs_sends_its_lines_to_the_survi
         )
         assert rows.all() == [("crm-00001", "opted_out")], "the line went to the survivor"
         assert (await verify_chain(session, workspace_id)).valid
+
+
+def another_writer_takes(maker, workspace_id, address: str, monkeypatch) -> list[str]:
+    """Stage the race: between the batch's read and its insert of addresses, another contact's ``address`` commits."""
+    insert_points = repository.insert_points
+    done: list[str] = []
+
+    async def after_another_writer(*args, **kwargs):
+        if not done:
+            async with maker() as other, other.begin():
+                ids = await repository.insert_contacts(
+                    other, workspace_id, [repository.NewContact(uuid.uuid4(), "someone-else", None, None)]
+                )
+                point = repository.NewPoint(uuid.uuid4(), ids["someone-else"], "email", address, "{}", [])
+                await insert_points(other, workspace_id, [point], verified=VerifiedVia.API)
+            done.append(address)
+        return await insert_points(*args, **kwargs)
+
+    monkeypatch.setattr(repository, "insert_points", after_another_writer)
+    return done
+
+
+async def contacts_named(maker, workspace_id) -> list[str]:
+    async with maker() as session:
+        rows = await session.scalars(
+            text("SELECT external_id FROM contacts WHERE workspace_id = :w ORDER BY external_id"), {"w": workspace_id}
+        )
+        return list(rows)
+
+
+async def test_a_line_whose_new_address_another_writer_took_leaves_no_contact_behind(maker, monkeypatch):
+    """Hostile review of issue 21: the line was rejected, but the contact the batch made for it stayed and counted."""
+    workspace_id = await workspace_with_purpose(maker)
+    raced = another_writer_takes(maker, workspace_id, "p00001@example.com", monkeypatch)
+    async with maker() as session:
+        report = await consents.import_consents(session, Keys(TEST_SECRET), workspace_id, read(lines([1])), actor=ACTOR)
+
+    assert raced, "the other writer's address committed between the batch's read and its insert"
+    assert [(p.line, p.code) for p in report.problems] == [(1, "address_of_another_contact")]
+    assert (report.recorded, report.rejected, report.contacts_created) == (0, 1, 0)
+    assert await contacts_named(maker, workspace_id) == ["someone-else"], "no contact without its address"
+
+
+async def test_a_new_contact_keeps_the_lines_that_were_not_raced(maker, monkeypatch):
+    workspace_id = await workspace_with_purpose(maker)
+    body = lines([1, 2]).replace(b'"crm-00002"', b'"crm-00001"')  # one new contact, two new addresses
+    raced = another_writer_takes(maker, workspace_id, "p00001@example.com", monkeypatch)
+    async with maker() as session:
+        report = await consents.import_consents(session, Keys(TEST_SECRET), workspace_id, read(body), actor=ACTOR)
+
+    assert raced
+    assert [(p.line, p.code) for p in report.problems] == [(1, "address_of_another_contact")]
+    assert (report.recorded, report.rejected, report.contacts_created) == (1, 1, 1)
+    assert await contacts_named(maker, workspace_id) == ["crm-00001", "someone-else"]
 
 
 async def test_objections_while_a_robinson_list_matches_thousands_of_addresses_neither_deadlock(maker):
