@@ -45,7 +45,7 @@ class ImportController(Controller):
         "/robinson",
         operation_id="importRobinson",
         status_code=200,
-        responses=errors(401, 403, 413, 422),
+        responses=errors(401, 403, 409, 413, 422),
         request_max_body_size=None,  # streamed in constant memory; CONSENT_IMPORT_MAX_BYTES is counted as it streams
     )
     async def robinson(
@@ -65,7 +65,8 @@ class ImportController(Controller):
         added later are suppressed. All or nothing; importing the same list again changes nothing. A row that
         cannot be read (longer than 256 KiB, a quote never closed, a NUL character) is reported with its line
         number like any wrong row. A body larger than the server's `CONSENT_IMPORT_MAX_BYTES` (default 1 GiB)
-        answers 413 and imports nothing.
+        answers 413 and imports nothing. A workspace whose deletion began while the list was read answers 409
+        `workspace_deleted` and imports nothing.
         """
         body = _body(request, settings)
         actor = Actor(ActorType.API_KEY, str(principal.api_key_id))

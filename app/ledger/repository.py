@@ -40,7 +40,7 @@ from app.domain.model import (
 )
 from app.ledger.models import Consent, ConsentEvent, Contact, ContactPoint, LedgerHead, RobinsonKey, Suppression
 from app.lib.copystream import copy_rows, csv_cell
-from app.lib.errors import NotFound
+from app.lib.errors import Conflict
 from app.lib.ids import opaque_id, uuid7, uuid7s
 
 
@@ -970,7 +970,9 @@ async def add_robinson_keys_from_table(session: AsyncSession, workspace_id: uuid
         {"workspace_id": workspace_id},
     )
     if not locked:
-        raise NotFound("No workspace with this id.", code="workspace_not_found")
+        # the key was valid when the import began: its workspace is being deleted (a conflict with its state, as the
+        # operator's export of a tombstone answers), not an unknown one
+        raise Conflict("The workspace is being deleted; nothing of the list was imported.", code="workspace_deleted")
     await session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(f"robinson_keys:{workspace_id}", 0))))
     # the sort of a million keys in memory rather than in temporary files, for this statement only
     work_mem = await session.scalar(text("SELECT current_setting('work_mem')"))

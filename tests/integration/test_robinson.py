@@ -315,3 +315,27 @@ async def test_invalid_postal_addresses_are_refused(client, tenant):
     )
     assert bad.status_code == 422
     assert bad.json()["code"] in {"invalid_postal_address", "invalid_postcode"}
+
+
+async def test_a_list_for_a_workspace_being_deleted_is_a_documented_409_and_keeps_nothing(
+    client, tenant, known, session, monkeypatch
+):
+    """Hostile review (issue 21 item 2): the deletion marks the workspace while the list is read; the import used to
+    answer 404 ``workspace_not_found``, which the route does not document (its key was valid when it began)."""
+    from app.cli import render_openapi  # noqa: PLC0415
+    from app.imports import robinson  # noqa: PLC0415
+
+    add_keys = robinson.ledger.add_robinson_keys_from_table
+
+    async def deleted_meanwhile(db, workspace_id, *args, **kwargs):
+        await db.execute(text("UPDATE workspaces SET deleted_at = now() WHERE id = :w"), {"w": workspace_id})
+        return await add_keys(db, workspace_id, *args, **kwargs)
+
+    monkeypatch.setattr(robinson.ledger, "add_robinson_keys_from_table", deleted_meanwhile)
+    response = await upload(client, tenant, LIST)
+
+    assert response.status_code == 409, response.text
+    assert response.json()["code"] == "workspace_deleted"
+    documented = json.loads(render_openapi())["paths"]["/v1/imports/robinson"]["post"]["responses"]
+    assert str(response.status_code) in documented
+    assert await suppressions(session, tenant) == 0
