@@ -169,6 +169,29 @@ async def find_contact_point(
     )
 
 
+async def email_points_by_keys(
+    session: AsyncSession, workspace_id: uuid.UUID, keys: Collection[bytes], *, limit: int
+) -> list[ContactPoint]:
+    """The email addresses holding one of ``keys`` among their suppression keys, oldest first, at most ``limit``.
+
+    An email address's keys are those of its lower-cased form (:meth:`app.lib.keys.Keys.point_keys`), so the keys of
+    a lower-cased address find it in every spelling of its local part, through the GIN index on the keys.
+    """
+    if not keys:
+        return []
+    found = await session.scalars(
+        select(ContactPoint)
+        .where(
+            ContactPoint.workspace_id == workspace_id,
+            ContactPoint.channel == Channel.EMAIL.value,
+            ContactPoint.suppression_keys.overlap(list(keys)),
+        )
+        .order_by(ContactPoint.created_at, ContactPoint.id)
+        .limit(limit)
+    )
+    return list(found)
+
+
 async def add_contact_point(
     session: AsyncSession,
     workspace_id: uuid.UUID,

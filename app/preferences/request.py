@@ -44,6 +44,7 @@ from app.domain.model import Channel
 from app.emails import service as emails
 from app.emails.tokens import verify_unsubscribe
 from app.ledger import repository as ledger
+from app.ledger.models import ContactPoint
 from app.lib import ratelimit
 from app.lib.db import Database
 from app.lib.errors import RateLimited
@@ -227,36 +228,71 @@ def _form_mac(keys: Keys, workspace_id: uuid.UUID, stamp: int) -> str:
 # --- what happens after the answer ---------------------------------------------------------------------------
 
 
-async def send_link_if_known(
-    database: Database, sender: MailSender, app_settings: Settings, workspace_id: uuid.UUID, address: str
-) -> bool:
-    """Mail a fresh preference link to ``address`` if it is an email address of ``workspace_id``'s contacts.
+#: How many stored spellings of one address (``Jane@…``, ``jane@…``) are each mailed a link on one request.
+MAX_SPELLINGS = 5
 
-    Runs after the answer was sent; answers whether a mail went out (for tests and the log, never the person).
+
+async def send_link_if_known(
+    database: Database, sender: MailSender, app_settings: Settings, workspace_id: uuid.UUID, address: str, *, keys: Keys
+) -> bool:
+    """Mail a fresh preference link to each email address of ``workspace_id``'s contacts that ``address`` names.
+
+    The local part is compared without its case (``jane@…`` typed finds ``Jane@…`` stored: people do not remember
+    how a shop wrote their address). Each address found is mailed a link to its own contact, at the address as
+    stored, never as typed; several stored spellings of one address (a local part's case may tell mailboxes apart,
+    RFC 5321) each get their own, up to :data:`MAX_SPELLINGS`. Runs after the answer was sent; answers whether a
+    mail went out (for tests and the log, never the person).
     """
     try:
         async with database.sessionmaker() as session:
             async with session.begin():
-                point = await ledger.find_contact_point(session, workspace_id, Channel.EMAIL, address)
-                if point is None and address != address.lower():  # "Jane@…" typed, "jane@…" stored
-                    point = await ledger.find_contact_point(session, workspace_id, Channel.EMAIL, address.lower())
-                if point is None:
+                points = await _points_named(session, keys, workspace_id, address)
+                if not points:
                     log.info("preference_link_requested", workspace_id=str(workspace_id), known=False)
                     return False
-                if not service.may_receive_link(point):
-                    # an address nobody proved is the contact's (a form's signup, unconfirmed or attached to a
-                    # customer id) gets no link: its holder could otherwise see and change that contact
-                    log.info("preference_link_requested", workspace_id=str(workspace_id), known=True, verified=False)
-                    return False
-                issued = await service.issue_link(
-                    session, workspace_id, str(point.contact_id), issued_by=service.ON_REQUEST, point_id=point.id
-                )
-                url = f"{app_settings.public_base_url}/p/{issued.token}"
-                outgoing = await emails.preference_link_mail(
-                    session, app_settings, point, url=url, expires=issued.expires_at
-                )
-            async with session.begin():
-                result = await emails.deliver(session, sender, outgoing, kind="preference_link_mail")
+                mails = []
+                for point in points:
+                    if not service.may_receive_link(point):
+                        # an address nobody proved is the contact's (a form's signup, unconfirmed or attached to a
+                        # customer id) gets no link: its holder could otherwise see and change that contact
+                        log.info(
+                            "preference_link_requested", workspace_id=str(workspace_id), known=True, verified=False
+                        )
+                        continue
+                    issued = await service.issue_link(
+                        session, workspace_id, str(point.contact_id), issued_by=service.ON_REQUEST, point_id=point.id
+                    )
+                    url = f"{app_settings.public_base_url}/p/{issued.token}"
+                    outgoing = await emails.preference_link_mail(
+                        session, app_settings, point, url=url, expires=issued.expires_at
+                    )
+                    mails.append((issued.link_id, outgoing))
+            sent = False
+            for link_id, outgoing in mails:  # each on its own: a refused mail does not keep the others from going
+                sent = await _deliver(session, sender, workspace_id, link_id, outgoing) or sent
+    except Exception:  # nobody waits for this answer: log (no address) and let the person ask again
+        log.exception("preference_link_request_failed", workspace_id=str(workspace_id))
+        return False
+    return sent
+
+
+async def _points_named(session: AsyncSession, keys: Keys, workspace_id: uuid.UUID, address: str) -> list[ContactPoint]:
+    """The stored email addresses equal to ``address`` but for case, the one spelled as typed first."""
+    wanted = address.lower()
+    found = await ledger.email_points_by_keys(
+        session, workspace_id, keys.suppression_keys(Channel.EMAIL.value, wanted).values(), limit=MAX_SPELLINGS
+    )
+    same = [point for point in found if point.value.lower() == wanted]  # the keys' own comparison, made sure of
+    return sorted(same, key=lambda point: point.value != address)
+
+
+async def _deliver(
+    session: AsyncSession, sender: MailSender, workspace_id: uuid.UUID, link_id: uuid.UUID, outgoing: emails.Outgoing
+) -> bool:
+    """Send one link mail in a transaction of its own; whether it was accepted."""
+    try:
+        async with session.begin():
+            result = await emails.deliver(session, sender, outgoing, kind="preference_link_mail")
     except Exception:  # nobody waits for this answer: log (no address) and let the person ask again
         log.exception("preference_link_request_failed", workspace_id=str(workspace_id))
         return False
@@ -264,7 +300,7 @@ async def send_link_if_known(
         "preference_link_requested",
         workspace_id=str(workspace_id),
         known=True,
-        link_id=str(issued.link_id),
+        link_id=str(link_id),
         outcome=result.outcome.value,
     )
     return result.accepted
@@ -408,7 +444,9 @@ class PreferenceRequestPages(Controller):
             page_lang, title_key="sent_title", text_key="sent_text", brand=brand, again=self._again(w, lang), look=look
         )
         response = page_response(body, look=look)
-        response.background = BackgroundTask(send_link_if_known, database, mail_sender, settings, workspace_id, address)
+        response.background = BackgroundTask(
+            send_link_if_known, database, mail_sender, settings, workspace_id, address, keys=keys
+        )
         return response
 
     @staticmethod

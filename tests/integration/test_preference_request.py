@@ -185,6 +185,39 @@ async def test_an_address_of_another_workspace_gets_no_mail(client, tenant, othe
     assert await links(session) == []
 
 
+async def test_an_address_stored_with_capitals_in_its_local_part_is_found_and_mailed_as_stored(
+    client, client_from, tenant, ledger, inbox, session
+):
+    """Hostile review: ``Jane@example.com`` stored, ``jane@example.com`` typed found nothing (the local part keeps its
+    case). The link goes to the stored address only, and the page and the limits are those of any address."""
+    stored = await ledger.point("email", "Jane.Doe@example.com")
+    unknown = await ask(client, tenant.id, "nobody@example.com")
+    answer = await ask(client, tenant.id, "jane.doe@EXAMPLE.com")
+    assert (answer.status_code, answer.text) == (200, unknown.text)
+    [mail] = inbox.messages
+    assert mail["To"] == "Jane.Doe@example.com", "to the address as stored, not as typed"
+    [link] = await links(session)
+    assert (link.contact_id, link.contact_point_id) == (stored.contact_id, stored.id)
+    count = preference_request.ADDRESS_LIMIT.count
+    for index, spelling in enumerate(["JANE.DOE@example.com", "jAnE.dOe@example.com", "jane.doe@example.com"]):
+        async with client_from(f"198.51.100.{index + 1}") as http:
+            assert (await ask(http, tenant.id, spelling)).status_code == (200 if index < count - 1 else 429)
+    assert len(inbox.messages) == count, "the per-address limit counts every spelling of the address"
+
+
+async def test_addresses_differing_only_in_case_each_get_their_own_link(client, tenant, ledger, inbox, session):
+    """Two stored spellings (RFC 5321 lets a server tell them apart; here two contacts): each is mailed a link to its
+    own contact, at its own address; nothing of one goes to the other."""
+    first = await ledger.point("email", "Jane@example.com")
+    second = await ledger.point("email", "jane@example.com")
+    await ledger.point("email", "JANE@example.com", verified=None)  # a form's, unconfirmed: no link
+    answer = await ask(client, tenant.id, "JANE@example.com")
+    assert answer.status_code == 200
+    assert sorted(mail["To"] for mail in inbox.messages) == ["Jane@example.com", "jane@example.com"]
+    made = {(link.contact_id, link.contact_point_id) for link in await links(session)}
+    assert made == {(first.contact_id, first.id), (second.contact_id, second.id)}
+
+
 async def test_the_answer_is_sent_before_the_address_is_looked_up_or_mailed(app, tenant, jane, inbox):
     """Both branches answer in the same time: the lookup and the SMTP round trip come after the response."""
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as http:
