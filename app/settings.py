@@ -60,6 +60,8 @@ ENVIRONMENT: dict[str, str] = {
     "(default 2, below CONSENT_STREAMS_MAX so no tenant takes every stream); one more: 429.",
     "CONSENT_STREAM_SEND_TIMEOUT": "Seconds a stream waits for a client that stopped reading before cutting it off "
     "and freeing its database connection (default 30).",
+    "CONSENT_PURPOSES_MAX": "Purposes one workspace may have (default 100); one more: 409 too_many_purposes. "
+    "Every purpose costs an audience count in each 15-minute report snapshot.",
     "CONSENT_IMPORT_MAX_BYTES": "Largest body of one import request (bytes, or with K, M, G: binary units); "
     "default 1G. Beyond it: 413.",
 }
@@ -70,6 +72,9 @@ _MIN_SECRET_BYTES = 32
 #: (about 400 bytes a line), or a Robinson list ten times the German one. A larger file is split; importing is
 #: idempotent, so parts may overlap or be sent again.
 DEFAULT_IMPORT_MAX_BYTES = 1 << 30
+#: Purposes per workspace by default, and the most ``CONSENT_PURPOSES_MAX`` may allow.
+DEFAULT_PURPOSES_MAX = 100
+MAX_PURPOSES_MAX = 10_000
 
 KNOWN_PUSH_SERVICES = (
     "fcm.googleapis.com",  # Chrome, Edge on Android, Opera, Samsung Internet, Brave (Firebase Cloud Messaging)
@@ -183,6 +188,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """APNs base URL override; ``None`` picks production or sandbox per workspace."""
     import_max_bytes: int = DEFAULT_IMPORT_MAX_BYTES
     """Largest body of one ``POST /v1/imports/…`` request; counted as it streams, never buffered (413 beyond)."""
+    purposes_max: int = DEFAULT_PURPOSES_MAX
+    """Purposes one workspace may have: each costs an audience count in every report snapshot (409 beyond)."""
 
     @property
     def embedded_database(self) -> bool:
@@ -259,6 +266,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             fcm_api_base_url=_base_url(get("FCM_API_BASE_URL") or "https://fcm.googleapis.com", "FCM_API_BASE_URL"),
             apns_api_base_url=_base_url(apns_api, "APNS_API_BASE_URL") if apns_api else None,
             import_max_bytes=_bytes(get("CONSENT_IMPORT_MAX_BYTES"), "CONSENT_IMPORT_MAX_BYTES"),
+            purposes_max=_int(
+                get("CONSENT_PURPOSES_MAX"), "CONSENT_PURPOSES_MAX", DEFAULT_PURPOSES_MAX, 1, MAX_PURPOSES_MAX
+            ),
         )
 
     @staticmethod

@@ -15,6 +15,7 @@ from app.lib.openapi import answer, errors
 from app.purposes import repository, service
 from app.purposes.models import Notice, Purpose
 from app.purposes.schemas import NoticeCreate, NoticeOut, PurposeCreate, PurposeOut
+from app.settings import Settings
 
 
 def purpose_out(purpose: Purpose) -> PurposeOut:
@@ -41,9 +42,17 @@ class PurposeController(Controller):
 
     @post(operation_id="createPurpose", status_code=201, responses=errors(401, 403, 409, 422))
     async def create(
-        self, data: JSONBody[PurposeCreate], principal: NamedDependency[Principal], db: NamedDependency[AsyncSession]
+        self,
+        data: JSONBody[PurposeCreate],
+        principal: NamedDependency[Principal],
+        db: NamedDependency[AsyncSession],
+        settings: NamedDependency[Settings],
     ) -> PurposeOut:
-        """Create a purpose; its key is what callers name it by."""
+        """Create a purpose; its key is what callers name it by.
+
+        A workspace has at most 100 purposes (the server's `CONSENT_PURPOSES_MAX`): one more answers 409
+        `too_many_purposes` with the `limit`.
+        """
         async with db.begin():
             purpose = await service.create_purpose(
                 db,
@@ -55,6 +64,7 @@ class PurposeController(Controller):
                 validity=data.validity,
                 inactivity=data.inactivity,
                 repermission_before=data.repermission_before,
+                limit=settings.purposes_max,
             )
         return purpose_out(purpose)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection, Mapping, Sequence
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -38,6 +38,18 @@ async def insert_purpose(
             .returning(Purpose)
         )
     ).scalar_one_or_none()
+
+
+async def count_purposes_locked(session: AsyncSession, workspace_id: uuid.UUID) -> int:
+    """How many purposes the workspace has, its purpose creations serialised until the transaction ends.
+
+    The transaction-level advisory lock makes a count and the insert after it one step: two creations at once
+    cannot both pass a cap on the count.
+    """
+    await session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(f"purposes:{workspace_id}", 0))))
+    return (
+        await session.scalar(select(func.count()).select_from(Purpose).where(Purpose.workspace_id == workspace_id)) or 0
+    )
 
 
 async def list_purposes(session: AsyncSession, workspace_id: uuid.UUID) -> Sequence[Purpose]:

@@ -13,6 +13,7 @@ from app.domain.validity import SpanError, parse_span
 from app.lib.errors import Conflict, InvalidInput, NotFound
 from app.purposes import repository
 from app.purposes.models import Notice, Purpose
+from app.settings import DEFAULT_PURPOSES_MAX
 
 
 async def create_purpose(
@@ -26,8 +27,13 @@ async def create_purpose(
     validity: str | None = None,
     inactivity: str | None = None,
     repermission_before: str | None = None,
+    limit: int = DEFAULT_PURPOSES_MAX,
 ) -> Purpose:
     """Create a purpose; 409 ``purpose_exists`` when the key is taken in this workspace.
+
+    409 ``too_many_purposes`` when the workspace has ``limit`` purposes already (``CONSENT_PURPOSES_MAX``): each
+    purpose costs an audience count in every report snapshot of the workspace (every 15 minutes), so their number
+    is the tenant's to choose within a bound, not without one.
 
     ``similar_products_of`` (UWG §7(3) existing customers) is for marketing purposes only (422 otherwise). The
     lifecycle spans (:mod:`app.domain.validity`) are checked: 422 ``invalid_validity`` for a span of zero or
@@ -40,6 +46,16 @@ async def create_purpose(
             code="similar_products_of_marketing_only",
         )
     spans = check_lifecycle(kind, validity, inactivity, repermission_before)
+    if await repository.count_purposes_locked(session, workspace_id) >= limit:
+        existing = await repository.get_by_key(session, workspace_id, key)
+        if existing is not None:  # the same answer as below, whatever the count
+            raise Conflict(f"A purpose with key '{key}' already exists.", code="purpose_exists")
+        raise Conflict(
+            f"This workspace has {limit} purposes, the most it may have (each is counted in every report snapshot). "
+            "Use one purpose for related messages, or ask the operator to raise CONSENT_PURPOSES_MAX.",
+            code="too_many_purposes",
+            extra={"limit": limit},
+        )
     purpose = await repository.insert_purpose(
         session, workspace_id, key, name, kind, similar_products_of=similar, spans=spans
     )
