@@ -144,7 +144,10 @@ def refuse_numeric_datetimes(request: Request[Any, Any, Any], body: bytes) -> No
     Only for a route whose body type has a date-time anywhere (the others are not decoded here); a body that is not
     JSON is left to the route, which answers it as it always did.
     """
-    shape = datetime_shape(_body_annotation(request))
+    try:
+        shape = datetime_shape(_body_annotation(request))
+    except TypeError:  # an annotation that cannot be a cache key (none of ours): left to the route as before
+        return
     if shape is None or not body:
         return
     try:
