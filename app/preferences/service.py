@@ -229,6 +229,9 @@ class Address:
     """Print only: objected or allowed (legitimate interest)."""
     paused_until: datetime | None = None
     """The end of the running pause of all marketing to this address (``None``: not paused)."""
+    stopped: bool = False
+    """A permanent suppression stops all marketing to it (an objection, a STOP, an erasure, a Robinson entry): a
+    pause writes nothing under such an address's keys, and it counts as paused in :attr:`View.all_paused_until`."""
 
     @property
     def channel(self) -> Channel:
@@ -280,8 +283,12 @@ class View:
 
     @property
     def all_paused_until(self) -> datetime | None:
-        """The earliest end of the pauses when every address is paused (``None``: some address is not)."""
-        ends = [a.paused_until for a in self.addresses]
+        """The earliest end of the pauses when every address is paused (``None``: some address is not).
+
+        An address stopped for good (:attr:`Address.stopped`) gets no marketing either way: it counts as paused
+        (a pause of "everything" after a STOP or an objection is all paused), but a pause must run somewhere.
+        """
+        ends = [a.paused_until for a in self.addresses if not (a.stopped and a.paused_until is None)]
         return min(ends) if ends and all(end is not None for end in ends) else None  # type: ignore[type-var]
 
     @property
@@ -328,22 +335,30 @@ async def view(session: AsyncSession, link: PreferenceLink, lang: str | None = N
     )
     bound = _bound_point(link, points)
     blocked = await _suppressed_purposes(session, link.workspace_id, bound) if bound is not None else set()
+    stopping = {  # the keys under which a permanent suppression stops every marketing purpose
+        key
+        for key, scope, _ in await ledger.suppressions_with_keys(
+            session, link.workspace_id, [bytes(k) for p in points for k in p.suppression_keys]
+        )
+        if scope is not SuppressionScope.PURPOSE
+    }
     customer = await _customer_rows(session, link, marketing)
     chosen = lang if lang in ("de", "en") else locale_of(contact.locale, settings.locale)
     for point in points:
         channel = Channel(point.channel)
         channel_state = states.get((point.id, None))
         paused = max((pauses[bytes(k)] for k in point.suppression_keys if bytes(k) in pauses), default=None)
+        stopped = any(bytes(k) in stopping for k in point.suppression_keys)
         if channel is Channel.PRINT:
             # stopped for good as eligibility stops it (a withdrawn objection's suppression, a Robinson entry, a
             # sticker): the page never says post may come when it may not, nor that the person objected
             if channel_state in WITHDRAWN_STATES:
                 shown = Shown.OBJECTED
-            elif None in await _suppressed_purposes(session, link.workspace_id, point):
+            elif stopped:
                 shown = Shown.POSTAL_BLOCKED
             else:
                 shown = Shown.POSTAL_ALLOWED
-            addresses.append(Address(point, mask(channel, point.value), (), shown, paused))
+            addresses.append(Address(point, mask(channel, point.value), (), shown, paused, stopped))
             continue
         rows = []
         for purpose in marketing:
@@ -358,7 +373,7 @@ async def view(session: AsyncSession, link: PreferenceLink, lang: str | None = N
             if (point.id, purpose.id) in customer and shown is Shown.NOT_RECEIVING:
                 shown, offer = Shown.CUSTOMER, Offer.NONE
             rows.append(Row(purpose, shown, offer, notice))
-        addresses.append(Address(point, mask(channel, point.value), tuple(rows), paused_until=paused))
+        addresses.append(Address(point, mask(channel, point.value), tuple(rows), paused_until=paused, stopped=stopped))
     return View(
         link,
         contact,

@@ -306,3 +306,28 @@ async def test_a_purpose_may_be_named_by_its_key_and_print_is_objected_not_withd
     refused = await client.post(api, json=on_post, headers={"Origin": BASE})
     assert refused.status_code == 422
     assert refused.json()["code"] == "use_object_print"
+
+
+async def test_pausing_every_address_pauses_post_too_and_says_until_when(client, tenant, jane, api):  # noqa: F811
+    answer = await client.post(api, json={"action": "pause", "point": "all", "weeks": 4})
+    assert answer.status_code == 200, answer.text
+    view = answer.json()
+    assert {a["channel"] for a in view["addresses"]} == {"email", "sms", "print"}
+    assert all(a["paused_until"] is not None for a in view["addresses"]), view["addresses"]
+    assert view["all_paused_until"] is not None
+    for channel in ("email", "sms", "print"):
+        decision = await eligibility(client, tenant, jane["contact_id"], channel, "newsletter")
+        assert (channel, decision["eligible"], decision["reason"]) == (channel, False, "paused")
+
+
+async def test_after_an_objection_to_post_a_pause_of_everything_is_all_paused(client, api):
+    objected = await client.post(api, json={"action": "object_print"})
+    assert objected.status_code == 200, objected.text
+    assert objected.json()["all_paused_until"] is None
+    answer = await client.post(api, json={"action": "pause", "point": "all", "weeks": 1})
+    assert answer.status_code == 200, answer.text
+    view = answer.json()
+    [post] = [a for a in view["addresses"] if a["channel"] == "print"]
+    assert post["paused_until"] is None  # its objection stops it for good: the pause wrote nothing under its keys
+    others = [datetime.fromisoformat(a["paused_until"]) for a in view["addresses"] if a["channel"] != "print"]
+    assert datetime.fromisoformat(view["all_paused_until"]) == min(others)
