@@ -179,7 +179,8 @@ WORDS: dict[str, dict[str, str]] = {
         "print_" + Shown.OBJECTED: "You have objected to advertising by post: {brand} sends you none.",
         "print_" + Shown.POSTAL_BLOCKED: (
             "{brand} sends no advertising by post to this address (it is blocked, for example by a “no "
-            "advertising” sticker or a Robinson list). You can also object yourself (Art. 21 GDPR)."
+            "advertising” sticker, a Robinson list or an earlier objection). You can also object yourself (Art. 21 "
+            "GDPR)."
         ),
         Channel.EMAIL: "Email",
         Channel.SMS: "SMS",
@@ -362,7 +363,8 @@ WORDS: dict[str, dict[str, str]] = {
         "print_" + Shown.OBJECTED: "Sie haben Werbung per Post widersprochen: {brand} sendet Ihnen keine.",
         "print_" + Shown.POSTAL_BLOCKED: (
             "{brand} sendet an diese Anschrift keine Werbung per Post (sie ist gesperrt, etwa durch einen Aufkleber "
-            "„Keine Werbung“ oder eine Robinsonliste). Sie können auch selbst widersprechen (Art. 21 DSGVO)."
+            "„Keine Werbung“, eine Robinsonliste oder einen früheren Widerspruch). Sie können auch selbst "
+            "widersprechen (Art. 21 DSGVO)."
         ),
         Channel.EMAIL: "E-Mail",
         Channel.SMS: "SMS",
