@@ -28,7 +28,7 @@ from litestar.params import ParameterKwarg
 from litestar.types import ExceptionHandlersMap
 from sqlalchemy.exc import DBAPIError
 
-from app.domain.identifiers import InvalidIdentifier
+from app.domain.identifiers import EXTERNAL_ID_PATTERN, InvalidIdentifier
 from app.domain.transitions import TransitionNotAllowed
 from app.lib.text import SINGLE_LINE_MESSAGE, SINGLE_LINE_PATTERN
 
@@ -182,7 +182,14 @@ def _app_error(request: Request[Any, Any, Any], exc: AppError) -> Response[dict[
     )
 
 
-_NOT_SINGLE_LINE = f"Expected `str` matching regex {SINGLE_LINE_PATTERN!r}"
+#: msgspec's message for a pattern, as a caller reads it (msgspec quotes the regular expression itself).
+_PATTERN_MESSAGES = {
+    f"Expected `str` matching regex {SINGLE_LINE_PATTERN!r}": SINGLE_LINE_MESSAGE,
+    f"Expected `str` matching regex {EXTERNAL_ID_PATTERN!r}": (
+        "an external id is 1 to 200 characters, without '/' or control characters, and neither '.' nor '..' "
+        "(it names the contact in URLs)"
+    ),
+}
 _MSGSPEC_PATH = re.compile(r" - at (?:`key` in )?`\$\.data(?P<path>[^`]*)`$")
 """msgspec's place of an error: ``- at `$.data.a.b``` (a value), ``- at `key` in `$.data.a``` (a mapping's key)."""
 _MSGSPEC_ITEM_PATH = re.compile(r" - at (?:`key` in )?`\$(?P<path>[^`]*)`$")
@@ -195,8 +202,7 @@ def _field_and_message(error: str, place: re.Pattern[str]) -> tuple[str, str]:
     match = place.search(error)
     field = match.group("path").lstrip(".") if match else ""
     message = place.sub("", error)
-    if message == _NOT_SINGLE_LINE:
-        message = SINGLE_LINE_MESSAGE
+    message = _PATTERN_MESSAGES.get(message, message)
     named = _NAMED_FIELD.match(message)  # msgspec names a missing or unknown field in its message, at its parent
     if named:
         field = f"{field}.{named.group('name')}" if field else named.group("name")
@@ -240,6 +246,35 @@ def _unwrapped(info: Any) -> Any:
             info = info.item_type
         else:
             return info
+
+
+_CHECK_NAMES = re.compile(r"^`?(?P<name>[a-z][a-z0-9_]*)`? ")
+"""A struct's own check (``__post_init__``) begins its message with the field it is about: ``ip is not …``."""
+
+
+def checked_field(message: str, root: Any, field: str) -> str:
+    """The field a struct's own check (``__post_init__``) is about, where msgspec names only the struct.
+
+    ``field`` is the struct (``""``: the body); a message beginning with a name the struct has as a field is about
+    that field (``evidence.ip``); else ``field`` as it was.
+    """
+    named = _CHECK_NAMES.match(message)
+    if root is None or named is None:
+        return field
+    name = named.group("name")
+    try:
+        info: Any = msgspec.inspect.type_info(root)
+        for part in [*filter(None, _INDEX.sub("", field).split(".")), name]:
+            info = _unwrapped(info)
+            if not isinstance(info, msgspec.inspect.StructType):
+                return field
+            found = next((f for f in info.fields if f.encode_name == part), None)
+            if found is None:
+                return field
+            info = found.type
+    except (TypeError, ValueError):  # a type msgspec cannot describe
+        return field
+    return f"{field}.{name}" if field else name
 
 
 def with_choices(message: str, root: Any, field: str) -> str:
@@ -307,7 +342,9 @@ def _validation_error(request: Request[Any, Any, Any], exc: ValidationException)
                 detail="This endpoint needs a JSON request body.",
             )
         field, message = _field_and_message(cause, _MSGSPEC_PATH)
-        message = with_choices(message, _body_type(request), field)
+        root = _body_type(request)
+        message = with_choices(message, root, field)
+        field = checked_field(message, root, field)
         return problem_response(
             request,
             status=422,

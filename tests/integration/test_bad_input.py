@@ -258,6 +258,9 @@ async def test_an_external_id_the_contact_urls_could_not_name_is_refused(client,
     refused = await client.post("/v1/contacts", json={"external_id": bad}, headers=admin)
     assert refused.status_code == 422, refused.text
     assert refused.json()["errors"][0]["field"] == "external_id"
+    # said in words, not as msgspec's regular expression
+    assert refused.json()["errors"][0]["message"].startswith("an external id is 1 to 200 characters, without '/'")
+    assert "regex" not in refused.json()["detail"]
     assert (await session.execute(text("SELECT count(*) FROM contacts"))).scalar_one() == 0
 
 
@@ -337,3 +340,14 @@ async def test_a_json_body_of_too_many_arrays_is_refused_before_it_is_decoded(cl
     named = await client.post("/v1/purposes", content=texts, headers={**admin, "content-type": "application/json"})
     assert named.status_code == 422, named.text  # its name is too long, but it was read: not json_too_large
     assert await session.scalar(text("SELECT count(*) FROM purposes")) == 0
+
+
+async def test_a_structs_own_check_names_the_field_it_is_about(client, admin):
+    """A check in a struct's ``__post_init__`` was placed at the struct (``"field": null`` for the body)."""
+    refused = await client.post(
+        "/v1/contacts", json={"external_id": "crm-1", "timezone": "Mars/Olympus"}, headers=admin
+    )
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["errors"] == [
+        {"field": "timezone", "message": "timezone is not an IANA time zone such as Europe/Berlin (got 'Mars/Olympus')"}
+    ]

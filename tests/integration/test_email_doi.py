@@ -425,6 +425,8 @@ async def test_evidence_against_the_signup_is_refused_and_nothing_is_written(
     response = await sign_up(client, form, evidence=evidence)
     assert response.status_code == 422, response.text
     assert says in response.json()["detail"]
+    # the field the struct's own check is about, not the struct (newcomer review)
+    assert response.json()["errors"][0]["field"] == f"evidence.{next(iter(evidence))}"
     assert inbox.messages == []
     events = select(func.count()).select_from(ConsentEvent).where(ConsentEvent.workspace_id == tenant.id)
     assert await session.scalar(events) == 0
