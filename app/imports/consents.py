@@ -502,8 +502,8 @@ async def _prepare(session: AsyncSession, context: _Context, number: int, line: 
         raise LineRejected("invalid_captured_at", "'captured_at' lies in the future.")
     target = State(line.state)
     purpose = await _purpose(session, context, line, channel, target)
+    value, details = _address(line, channel, context.settings)  # before the notice: a text may add a version
     notice = await _notice(session, context, line, channel, purpose) if target is State.OPTED_IN else None
-    value, details = _address(line, channel, context.settings)
     keys = tuple(context.keys.point_keys(channel.value, value, details or {}))
     return _PreparedLine(number, line, channel, target, purpose, notice, value, details, keys)
 

@@ -649,3 +649,12 @@ async def test_a_line_without_a_purpose_says_so(client, admin, purposes):
         "purpose_required",
         "The line has no purpose: every email consent needs one.",
     )
+
+
+async def test_a_line_refused_for_its_address_adds_no_notice_version(client, admin, purposes, session):
+    """Newcomer review: a refused line's ``notice_text`` was kept as a new, immutable notice version."""
+    before = await count(session, "SELECT count(*) FROM notices")
+    answer = await post(client, admin, ndjson(email_line(address="x@", notice_text="A text nobody agreed to")))
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["recorded"], answer.json()["rejected"]) == (0, 1)
+    assert await count(session, "SELECT count(*) FROM notices") == before
