@@ -323,7 +323,14 @@ class EmailWebhookController(Controller):
                     "No email webhook secret is configured for this workspace.", code="webhook_not_configured"
                 )
             secret = keys.unseal(sealed, sealing_context(workspace_id, EMAIL_WEBHOOK_SECRET))
-            if not signatures.verify(secret, request.headers.get(signatures.HEADER, ""), body, time.time()):
+            refused = signatures.refusal(secret, request.headers.get(signatures.HEADER, ""), body, time.time())
+            if refused == "stale":
+                raise Forbidden(
+                    f"The X-Consent-Signature matches but its t= lies more than {signatures.TOLERANCE_SECONDS // 60} "
+                    "minutes from our clock: sign each request when it is sent (and check the sender's clock).",
+                    code="signature_expired",
+                )
+            if refused is not None:
                 raise Forbidden("The X-Consent-Signature does not match this request.", code="invalid_signature")
             try:
                 delivery = msgspec.json.decode(body, type=EmailEventsIn)

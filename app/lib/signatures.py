@@ -24,6 +24,16 @@ def sign(secret: str, body: bytes, timestamp: int) -> str:
 
 def verify(secret: str, header: str, body: bytes, now: float) -> bool:
     """True when ``header`` carries a fresh, matching signature of ``body``."""
+    return refusal(secret, header, body, now) is None
+
+
+def refusal(secret: str, header: str, body: bytes, now: float) -> str | None:
+    """Why ``header`` is no fresh, matching signature of ``body`` (``None``: it is one).
+
+    ``"stale"`` only for a signature that matches but whose ``t`` lies more than :data:`TOLERANCE_SECONDS` from
+    ``now`` (telling the sender its clock or queue is off reveals nothing to one without the secret), else
+    ``"mismatch"``.
+    """
     timestamp: int | None = None
     macs: list[str] = []
     for part in header.split(","):
@@ -34,7 +44,9 @@ def verify(secret: str, header: str, body: bytes, now: float) -> bool:
             timestamp = int(value)
         elif name == "v1" and value.isascii():
             macs.append(value)
-    if timestamp is None or not macs or abs(now - timestamp) > TOLERANCE_SECONDS:
-        return False
+    if timestamp is None or not macs:
+        return "mismatch"
     expected = sign(secret, body, timestamp).rpartition("=")[2]
-    return any(hmac.compare_digest(expected, mac) for mac in macs)
+    if not any(hmac.compare_digest(expected, mac) for mac in macs):
+        return "mismatch"
+    return "stale" if abs(now - timestamp) > TOLERANCE_SECONDS else None

@@ -30,3 +30,11 @@ def test_a_fresh_matching_signature_verifies():
 )
 def test_a_malformed_header_does_not_verify_and_does_not_raise(header):
     assert signatures.verify(SECRET, header, BODY, NOW) is False
+
+
+def test_only_a_matching_signature_is_called_stale():
+    old = signatures.sign(SECRET, BODY, NOW - signatures.TOLERANCE_SECONDS - 1)
+    assert signatures.refusal(SECRET, old, BODY, NOW) == "stale"
+    assert signatures.refusal("x" * 32, old, BODY, NOW) == "mismatch"  # another secret learns nothing of the time
+    assert signatures.refusal(SECRET, old, BODY + b" ", NOW) == "mismatch"
+    assert signatures.refusal(SECRET, signatures.sign(SECRET, BODY, NOW), BODY, NOW) is None
