@@ -316,6 +316,14 @@ def item_validation_detail(error: str) -> str:
 _ITEM_DETAIL_MAX = 300
 
 
+def _parameter_message(message: Any) -> str:
+    """A parameter's error as the detail says it; a date-time's with an example (a query's ``+`` is a space)."""
+    said = str(message).rstrip(".")
+    if "datetime" in said:
+        said += " (e.g. 2026-11-01T00:00:00Z; write an offset's '+' as %2B in a URL)"
+    return said
+
+
 def _validation_error(request: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:
     """Body schema errors are 422 with the field path; query/path/header errors are 400."""
     if isinstance(exc.__cause__, KeyError) and exc.__cause__.args:
@@ -364,7 +372,10 @@ def _validation_error(request: Request[Any, Any, Any], exc: ValidationException)
         if isinstance(item, dict)
         for source in [item.get("source")]
     ]
-    names = ", ".join(f"{e['in']} parameter {e['field']!r}" for e in errors)
+    names = "; ".join(  # with what is wrong with it (the range a number must lie in, the form a date takes)
+        f"{e['in']} parameter {e['field']!r}" + (f": {_parameter_message(e['message'])}" if e["message"] else "")
+        for e in errors
+    )
     return problem_response(
         request,
         status=400,

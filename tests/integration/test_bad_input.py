@@ -32,6 +32,8 @@ async def test_out_of_range_integers_on_the_events_list_are_a_400(client, tenant
     assert response.status_code == 400, response.text
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["code"] == "invalid_parameter"
+    # what is wrong, not only which parameter (newcomer review: "limit=-1" did not say the range)
+    assert "Expected `int` " in response.json()["detail"]
 
 
 @pytest.mark.parametrize(

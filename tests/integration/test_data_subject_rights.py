@@ -262,7 +262,7 @@ async def test_bad_request_details_are_refused_and_nothing_is_erased(client, adm
     response = await erase(client, admin, "crm-42", **params)
     assert response.status_code == 400, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
-    assert response.json()["detail"] == f"Invalid query parameter {next(iter(params))!r}."
+    assert response.json()["detail"].startswith(f"Invalid query parameter {next(iter(params))!r}: ")
     assert await count(session, "SELECT count(*) FROM contacts WHERE id = :c", c=jane["id"]) == 1
     assert await count(session, "SELECT count(*) FROM consent_events WHERE personal IS NULL") == 0
 

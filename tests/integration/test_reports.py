@@ -604,7 +604,8 @@ async def test_an_unreadable_from_is_refused_naming_from_as_the_caller_wrote_it(
     )
     assert response.status_code == 400, response.text
     problem = response.json()
-    assert problem["detail"] == "Invalid query parameter 'from'."
+    assert problem["detail"].startswith("Invalid query parameter 'from': ")
+    assert "write an offset's '+' as %2B" in problem["detail"]  # newcomer review: an unencoded '+' reads as a space
     assert [e["field"] for e in problem["errors"]] == ["from"]
 
 
