@@ -283,8 +283,8 @@ async def _apply_permission(
             notice = by_purpose.get(purpose.id)
             if notice is None:
                 raise InvalidInput(
-                    "The permission is consent only with the notice the person saw: "
-                    f"send the notice of '{purpose.key}'.",
+                    "The permission is consent only with the notice the person saw: send the id of "
+                    f"'{purpose.key}''s notice for this channel as 'notice_id' (or one per purpose in 'notice_ids').",
                     code="notice_required",
                 )
             changes.append(Change(point, purpose.id, Trigger.PERMISSION_GRANTED, evidence, notice=notice))
