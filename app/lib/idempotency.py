@@ -262,6 +262,13 @@ def _stored_answer(
     stored: bytes, status: int | None, headers: str | None, body: bytes | None, *, fingerprint: Fingerprint
 ) -> tuple[int, str, bytes]:
     """The answer to replay for a held key (``stored``: the fingerprint of its first request), or a 409 raised."""
+    if headers == repository.ERASED_ANSWER and body is None:
+        raise Conflict(
+            "The request with this Idempotency-Key was carried out, and the person its answer named has been erased "
+            "since at their request (Art. 17 GDPR): it is not done again. If the person asks anew, send the request "
+            "with a new key.",
+            code="idempotency_answer_erased",
+        )
     if not fingerprint.matches(stored):
         raise Conflict("This Idempotency-Key was already used with a different request.", code="idempotency_key_reused")
     if status is None:

@@ -67,7 +67,8 @@ async def _erase(session: AsyncSession, subject: Subject) -> Mapping[str, int]:
 HOOK = PrivacyHook(
     package="lib",
     tables={
-        "idempotency_keys": "stored answers that name the contact are deleted (the others expire after 24 hours)",
+        "idempotency_keys": "stored answers that name the contact are erased, the key kept until it expires "
+        "(24 hours) so that a retry is not done again",
         "rate_limit_hits": "kept until they expire (at most 31 days): keyed hashes of an address or client IP, "
         "no clear text, and needed to keep limiting sign-up abuse",
         "provider_callbacks": "kept until pruned (30 days): provider message ids, statuses and error codes (never a "

@@ -204,16 +204,26 @@ async def prune_idempotency_keys(session: AsyncSession, before: datetime) -> Non
 # --- rate limits -------------------------------------------------------------------------------------------
 
 
+#: The ``headers`` of a key whose answer named a contact erased since (:func:`erase_answers_naming`).
+ERASED_ANSWER = "erased"
+
+
 async def erase_answers_naming(session: AsyncSession, workspace_id: uuid.UUID, contact_id: uuid.UUID) -> int:
-    """Delete the workspace's stored idempotent answers whose body names the contact (by its id)."""
+    """Erase the workspace's stored idempotent answers whose body names the contact (by its id); answers how many.
+
+    The key stays held until it expires, its answer and its request's fingerprint gone (:data:`ERASED_ANSWER`): a
+    retry of the request must not do again what the erasure undid (a signup retried after the erasure made the
+    contact anew and mailed the person: newcomer review); it is answered ``idempotency_answer_erased``.
+    """
     result = await session.execute(
         text(
-            "DELETE FROM idempotency_keys WHERE workspace_id = :workspace_id AND body IS NOT NULL"
+            "UPDATE idempotency_keys SET body = NULL, headers = :erased, fingerprint = ''::bytea"
+            " WHERE workspace_id = :workspace_id AND body IS NOT NULL"
             " AND position(convert_to(:contact_text, 'UTF8') IN body) > 0"
         ),
-        {"workspace_id": workspace_id, "contact_text": str(contact_id)},
+        {"workspace_id": workspace_id, "contact_text": str(contact_id), "erased": ERASED_ANSWER},
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]  # CursorResult of a DELETE
+    return int(result.rowcount)  # type: ignore[attr-defined]  # CursorResult of an UPDATE
 
 
 async def lock_counter(session: AsyncSession, key: bytes) -> None:

@@ -336,3 +336,29 @@ async def test_access_needs_the_audit_scope_and_stays_in_its_workspace(client, j
     foreign = await client.get(f"/v1/contacts/{jane['id']}/export", headers=await other_tenant.key(Scope.ADMIN))
     assert foreign.status_code == 404
     assert foreign.json()["code"] == "contact_not_found"
+
+
+async def test_a_request_retried_after_the_erasure_is_not_done_again(client, admin, jane, session):
+    """Newcomer review: the erasure deleted the stored answer, so a retry of the request with its key made the
+    contact anew (and a retried signup mailed the person)."""
+    assert (await erase(client, admin, "crm-42")).status_code == 200
+    retried = await client.post(
+        "/v1/contacts",
+        json={"external_id": "crm-42", "postal_address": POSTAL},
+        headers={**admin, "Idempotency-Key": "crm-sync-42"},
+    )
+    assert retried.status_code == 409, retried.text
+    assert retried.json()["code"] == "idempotency_answer_erased"
+    assert await count(session, "SELECT count(*) FROM contacts WHERE external_id = 'crm-42'") == 0
+    # nothing of the request is kept: neither its answer nor the fingerprint of its body
+    kept = (
+        await session.execute(text("SELECT body, fingerprint FROM idempotency_keys WHERE key = 'crm-sync-42'"))
+    ).one()
+    assert (kept.body, bytes(kept.fingerprint)) == (None, b"")
+    # a new key does it anew (the person may ask again)
+    anew = await client.post(
+        "/v1/contacts",
+        json={"external_id": "crm-42", "postal_address": POSTAL},
+        headers={**admin, "Idempotency-Key": "crm-sync-42-again"},
+    )
+    assert anew.status_code == 201, anew.text
