@@ -215,8 +215,8 @@ _ENUM_MESSAGE = re.compile(r"^Invalid enum value ")
 _INDEX = re.compile(r"\[\d+\]")
 
 
-def choices(root: Any, field: str) -> tuple[str, ...] | None:
-    """The values the enum or literal at ``field`` (``a.b``, ``a[0].b``) of type ``root`` takes; ``None``: not one."""
+def _field_type(root: Any, field: str) -> Any:
+    """The type at ``field`` (``a.b``, ``a[0].b``) of ``root``, as msgspec describes it; ``None``: no such field."""
     info: Any = msgspec.inspect.type_info(root)
     for name in filter(None, _INDEX.sub("", field).split(".")):
         info = _unwrapped(info)
@@ -226,7 +226,12 @@ def choices(root: Any, field: str) -> tuple[str, ...] | None:
         if found is None:
             return None
         info = found.type
-    info = _unwrapped(info)
+    return info
+
+
+def choices(root: Any, field: str) -> tuple[str, ...] | None:
+    """The values the enum or literal at ``field`` (``a.b``, ``a[0].b``) of type ``root`` takes; ``None``: not one."""
+    info = _unwrapped(_field_type(root, field))
     if isinstance(info, msgspec.inspect.EnumType):
         return tuple(str(member.value) for member in info.cls)
     if isinstance(info, msgspec.inspect.LiteralType):
@@ -261,20 +266,11 @@ def checked_field(message: str, root: Any, field: str) -> str:
     named = _CHECK_NAMES.match(message)
     if root is None or named is None:
         return field
-    name = named.group("name")
+    checked = f"{field}.{named.group('name')}" if field else named.group("name")
     try:
-        info: Any = msgspec.inspect.type_info(root)
-        for part in [*filter(None, _INDEX.sub("", field).split(".")), name]:
-            info = _unwrapped(info)
-            if not isinstance(info, msgspec.inspect.StructType):
-                return field
-            found = next((f for f in info.fields if f.encode_name == part), None)
-            if found is None:
-                return field
-            info = found.type
+        return checked if _field_type(root, checked) is not None else field
     except (TypeError, ValueError):  # a type msgspec cannot describe
         return field
-    return f"{field}.{name}" if field else name
 
 
 def with_choices(message: str, root: Any, field: str) -> str:
