@@ -235,26 +235,33 @@ def _suppressions_sql(source: str, workspace: str, purpose: str, carry: str = ""
 _PTS_KEYS = "pts CROSS JOIN LATERAL unnest(pts.suppression_keys) AS k(key)"
 
 
-_FACTS = text(
-    f"""
-    WITH pts AS (
-        SELECT cp.id, cp.contact_id, cp.channel, cp.value, cp.reachability, cp.suppression_keys, cp.verified_at
-          FROM contact_points cp
-         WHERE cp.workspace_id = :workspace_id AND cp.contact_id = ANY(:contact_ids) AND cp.channel = ANY(:channels)
-    ), sup AS (
+def gate_facts_sql(points: str, *, workspace: str, default_tz: str, carry: str = "") -> str:
+    """The send gate's facts of the addresses ``points`` selects, each with its ``digest`` (one SQL statement).
+
+    ``points``: a SELECT of contact points with the columns ``id, workspace_id, contact_id, channel, value,
+    reachability, suppression_keys, verified_at`` and ``purpose_id`` (the purpose decided for; an address may come
+    once per purpose), plus the columns ``carry`` names (each as ``pts.<name>, ``) handed through.
+    ``workspace``: an SQL expression of the addresses' workspace (a bind parameter where there is one, else
+    ``pts.workspace_id``); ``default_tz``: of the time zone of a workspace whose settings name none.
+
+    ``digest`` is an md5 of every fact :func:`app.domain.gate.decide_point` reads (consent states, since, events
+    and ends of the purpose and the channel, suppression scopes in force, pause, reachability, verification, the
+    contact's and the workspace's time zones, the workspace's send windows, the existing-customer purchase and
+    withdrawal), timestamps as epochs so no session setting changes it. The dispatcher's in-flight marks recompute
+    it with this same SQL in their own statement and mark a delivery only while it is unchanged
+    (:func:`app.messages.repository.mark_and_settle_sent`).
+    """
+    inner = (
+        f"""
+    WITH pts AS ({points}), sup AS (
         -- one hash join for the whole set (a per-row lookup rebuilds its hash for every row); a pause (a row with
         -- an end) is no scope but an end the gate compares with the moment it decides for
-        SELECT s.id, array_agg(DISTINCT s.scope) FILTER (WHERE s.until IS NULL) AS scopes,
+        SELECT s.id, s.purpose_id, array_agg(DISTINCT s.scope) FILTER (WHERE s.until IS NULL) AS scopes,
                max(s.until) AS paused_until
-          FROM ({_suppressions_sql(_PTS_KEYS, ":workspace_id", ":purpose_id", "pts.id, ")}) s
-         GROUP BY s.id
-    ), pol AS (
-        -- the purpose's lifecycle (app.domain.validity) and the workspace's time zone it is counted in
-        SELECT p.validity, p.inactivity, coalesce(w.settings->>'timezone', :default_tz) AS tz
-          FROM purposes p JOIN workspaces w ON w.id = p.workspace_id
-         WHERE p.id = :purpose_id AND p.workspace_id = :workspace_id
+          FROM ({_suppressions_sql(_PTS_KEYS, workspace, "pts.purpose_id", "pts.id, pts.purpose_id, ")}) s
+         GROUP BY s.id, s.purpose_id
     )
-    SELECT pts.id, pts.contact_id, pts.channel, pts.value, pts.reachability, pts.verified_at, c.timezone,
+    SELECT {carry}pts.id, pts.contact_id, pts.channel, pts.value, pts.reachability, pts.verified_at, c.timezone,
            pc.state AS p_state, pc.since AS p_since, pc.last_event_id AS p_event,
            cc.state AS c_state, cc.since AS c_since, cc.last_event_id AS c_event,
            coalesce(sup.scopes, '{{}}') AS scopes, sup.paused_until,
@@ -262,24 +269,67 @@ _FACTS = text(
                AS p_ends,
            {_POL_CC_ENDS}
                AS c_ends,
-           cu.event_id AS customer_event, coalesce(cu.withdrawn, FALSE) AS customer_withdrawn
+           cu.event_id AS customer_event, coalesce(cu.withdrawn, FALSE) AS customer_withdrawn,
+           pol.tz AS workspace_tz, pol.windows
       FROM pts
       JOIN contacts c ON c.id = pts.contact_id
-      LEFT JOIN pol ON TRUE
-      LEFT JOIN sup ON sup.id = pts.id"""  # noqa: S608  # engaged_sql interpolates our own column names and words
-    + _customer_join("pts", ":purpose_id")
-    + """
+      -- the purpose's lifecycle (app.domain.validity), the workspace's time zone it is counted in, its send windows
+      LEFT JOIN LATERAL (SELECT p.validity, p.inactivity, coalesce(w.settings->>'timezone', {default_tz}) AS tz,
+                                w.settings->'send_windows' AS windows
+                           FROM purposes p JOIN workspaces w ON w.id = p.workspace_id
+                          WHERE p.id = pts.purpose_id AND p.workspace_id = {workspace}) pol ON TRUE
+      LEFT JOIN sup ON sup.id = pts.id AND sup.purpose_id = pts.purpose_id"""  # noqa: S608  # our own SQL only
+        + _customer_join("pts", "pts.purpose_id")
+        + """
       -- per-address index lookups (see _BATCH_FACTS)
       LEFT JOIN LATERAL (SELECT state, since, last_event_id FROM consents
-                          WHERE contact_point_id = pts.id AND purpose_id = :purpose_id LIMIT 1) pc ON TRUE
+                          WHERE contact_point_id = pts.id AND purpose_id = pts.purpose_id LIMIT 1) pc ON TRUE
       LEFT JOIN LATERAL (SELECT state, since, last_event_id FROM consents
                           WHERE contact_point_id = pts.id AND purpose_id IS NULL LIMIT 1) cc ON TRUE
       -- the latest engagement, looked up once and only where the purpose has an inactivity
       LEFT JOIN LATERAL (SELECT CASE WHEN pol.inactivity IS NOT NULL THEN """
-    + engaged_sql("pts.id", ":workspace_id")
-    + """ END AS at) eg ON TRUE
-     ORDER BY pts.contact_id, pts.channel, pts.id
-    """
+        + engaged_sql("pts.id", workspace)
+        + """ END AS at) eg ON TRUE"""
+    )
+    epoch = "extract(epoch FROM f.{})".format
+    facts = ", ".join(
+        [
+            "f.id",
+            "f.channel",
+            "f.value",
+            "f.reachability",
+            "f.verified_at IS NOT NULL",
+            "f.timezone",
+            "f.p_state",
+            epoch("p_since"),
+            "f.p_event",
+            "f.c_state",
+            epoch("c_since"),
+            "f.c_event",
+            "f.scopes",
+            epoch("paused_until"),
+            epoch("p_ends"),
+            epoch("c_ends"),
+            "f.customer_event",
+            "f.customer_withdrawn",
+            "f.workspace_tz",
+            "f.windows",
+        ]
+    )
+    return f"SELECT f.*, md5(row({facts})::text) AS digest FROM ({inner}) f"  # noqa: S608  # our own SQL only
+
+
+_FACTS = text(
+    gate_facts_sql(  # noqa: S608  # our own SQL; every input is a bind parameter
+        """SELECT cp.id, cp.workspace_id, cp.contact_id, cp.channel, cp.value, cp.reachability, cp.suppression_keys,
+                  cp.verified_at, CAST(:purpose_id AS uuid) AS purpose_id
+             FROM contact_points cp
+            WHERE cp.workspace_id = :workspace_id AND cp.contact_id = ANY(:contact_ids)
+              AND cp.channel = ANY(:channels)""",
+        workspace=":workspace_id",
+        default_tz=":default_tz",
+    )
+    + " ORDER BY f.contact_id, f.channel, f.id"
 )
 
 
@@ -295,6 +345,24 @@ async def point_facts(
     purpose_id: uuid.UUID,
 ) -> list[tuple[uuid.UUID, PointFacts]]:
     """(contact id, facts) for every contact point of the contacts on the channels."""
+    return [
+        (contact_id, facts)
+        for contact_id, facts, _ in await gate_facts(session, workspace_id, contact_ids, channels, purpose_id)
+    ]
+
+
+async def gate_facts(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    contact_ids: Sequence[uuid.UUID],
+    channels: Sequence[str],
+    purpose_id: uuid.UUID,
+) -> list[tuple[uuid.UUID, PointFacts, str]]:
+    """(contact id, facts, digest) for every contact point of the contacts on the channels.
+
+    The digest (:func:`gate_facts_sql`) is what the dispatcher's in-flight mark compares the facts of its moment
+    with.
+    """
     rows = await session.execute(
         _FACTS,
         {
@@ -322,6 +390,7 @@ async def point_facts(
                 customer_event_id=row.customer_event,
                 customer_withdrawn=row.customer_withdrawn,
             ),
+            row.digest,
         )
         for row in rows
     ]

@@ -33,7 +33,8 @@ import contextlib
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -124,9 +125,9 @@ class _Prepared:
     adapter: ChannelAdapter | None
     kind: PurposeKind | None = None
     """The purpose's kind: what an answer that may have been delivered leads to (:mod:`app.messages.policy`)."""
-    gated_at: datetime | None = None
-    """From when a consent change of its address was possibly not seen by its send-time gate: a call that waits
-    for a slot begins only if there is none since (else it is gated again, :func:`repository.mark_and_settle_sent`)."""
+    digest: str = ""
+    """The digest of the gate's facts its decision was made on (:func:`app.eligibility.repository.gate_facts_sql`):
+    its in-flight mark is written only while the facts of that moment have the same (else it is decided again)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,9 +138,21 @@ class _Entry:
     result: SendResult | None = None
 
 
-#: How long before its load a consent change may have been missed by a batch's gate: a writer's ``recorded_at`` is
-#: taken before its commit, so one that committed after the gate's snapshot may carry an earlier time.
-_GATE_MARGIN = timedelta(seconds=2)
+#: How many times in a row a delivery whose gate facts changed before its in-flight mark is decided again and its mark
+#: tried again (:meth:`Dispatcher._regate`); one whose facts changed every time is retried later (an attempt).
+_REGATE_TRIES = 3
+
+
+class _Held(set[uuid.UUID]):
+    """The deliveries a journal write found held by this worker (and wrote).
+
+    ``again``: those of its in-flight marks whose gate facts had changed since their decision, decided again on the
+    facts of now and marked, with what to send for them now (:meth:`Dispatcher._regate`).
+    """
+
+    def __init__(self, held: Iterable[uuid.UUID] = (), again: Mapping[uuid.UUID, _Prepared] | None = None) -> None:
+        super().__init__(held)
+        self.again: dict[uuid.UUID, _Prepared] = dict(again or {})
 
 
 class _Journal:
@@ -154,11 +167,16 @@ class _Journal:
     def __init__(self, write: Callable[[Sequence[_Entry]], Awaitable[set[uuid.UUID]]]) -> None:
         self._write = write
         self._lock = asyncio.Lock()
-        self._pending: list[tuple[_Entry, asyncio.Future[bool]]] = []
+        self._pending: list[tuple[_Entry, asyncio.Future[_Prepared | None]]] = []
 
-    async def write(self, entry: _Entry) -> bool:
-        """Write ``entry`` (with whatever else is pending); True if the worker still held the delivery's lease."""
-        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    async def write(self, entry: _Entry) -> _Prepared | None:
+        """Write ``entry`` (with whatever else is pending); ``None`` unless the worker still held the delivery.
+
+        Answers what to send for a call that begins (its item, or the one decided again where its gate's facts had
+        changed: :class:`_Held`); ``None`` where the call must not begin (its lease is lost, or the facts of now
+        stop it, and it was settled so).
+        """
+        done: asyncio.Future[_Prepared | None] = asyncio.get_running_loop().create_future()
         self._pending.append((entry, done))
         async with self._lock:
             if not done.done():
@@ -173,7 +191,7 @@ class _Journal:
                     raise
         return await done
 
-    async def _settle(self, batch: Sequence[tuple[_Entry, asyncio.Future[bool]]]) -> None:
+    async def _settle(self, batch: Sequence[tuple[_Entry, asyncio.Future[_Prepared | None]]]) -> None:
         try:
             held = await self._write([e for e, _ in batch])
         except Exception as exc:  # noqa: BLE001  # handed to the entry's writer, or split up below
@@ -183,8 +201,10 @@ class _Journal:
             for one in batch:  # one at a time: the failure stays with the entry that causes it
                 await self._settle([one])
             return
+        again = held.again if isinstance(held, _Held) else {}
         for e, waiting in batch:
-            waiting.set_result(e.item.delivery_id in held)
+            held_one = e.item.delivery_id in held
+            waiting.set_result(again.get(e.item.delivery_id, e.item) if held_one else None)
 
 
 class _Calls:
@@ -229,6 +249,8 @@ class _Loaded:
 
     settings: Mapping[uuid.UUID, WorkspaceSettings]
     facts: Mapping[tuple[uuid.UUID, uuid.UUID], PointFacts]
+    digests: Mapping[tuple[uuid.UUID, uuid.UUID], str]
+    """The digest of each (address, purpose)'s facts as read (:func:`app.eligibility.repository.gate_facts_sql`)."""
     tracked: Mapping[uuid.UUID, dict[str, Any]]
     """The content of each delivery sent with tracking (consented: :mod:`app.messages.tracking`), by its id."""
     unreadable: frozenset[tuple[uuid.UUID, uuid.UUID]] = frozenset()
@@ -315,10 +337,13 @@ class Dispatcher:
 
         async def one(item: _Prepared, *, marked: bool) -> None:
             async with calls.slot():
-                if not marked and not await journal.write(_Entry(item)):
-                    # its lease is lost, or its address's consent changed since its gate (it is gated again)
-                    log.info("delivery_call_not_started", delivery_id=str(item.delivery_id), worker=self.worker_id)
-                    return
+                if not marked:
+                    started = await journal.write(_Entry(item))
+                    if started is None:
+                        # its lease is lost, or the gate's facts of now stop it (settled so by :meth:`_regate`)
+                        log.info("delivery_call_not_started", delivery_id=str(item.delivery_id), worker=self.worker_id)
+                        return
+                    item = started  # decided again where its facts had changed since its gate
                 result = await self._send(item)
             await journal.write(_Entry(item, result))
 
@@ -369,54 +394,119 @@ class Dispatcher:
         """Load what the sends need and ask the gate again; blocked or waiting deliveries are settled here.
 
         Answers the deliveries to send, and those of them already marked in flight: the first ``room``, the calls
-        that can begin as soon as this commits.
+        that can begin as soon as this commits. A mark is written only while the delivery's gate facts are those
+        its decision read (:func:`repository.mark_in_flight_on_driver`: compared in the mark's own statement, so a
+        STOP, a pause or a suppression committed meanwhile is seen); one whose facts changed is decided again at
+        once on the facts of now (:meth:`_regate`).
 
         The deliveries with their messages, addresses, contacts and purposes are one statement into plain tuples
         (:func:`repository.batch_to_send`), the gate's facts one query per (workspace, purpose); every read is limited
         to the workspaces of the claimed deliveries. Only the deliveries settled here are loaded as ORM objects,
         and written as before.
         """
-        ready: list[_Prepared] = []
         workspace_ids = sorted({c.workspace_id for c in claimed})
         async with self.database.sessionmaker() as session, session.begin():
-            by_workspace = await settings_by_workspace(session, workspace_ids)
-            driver = await ledger.transaction_driver(session)  # begun by the read above
-            if driver is None:  # (not an assert: ``python -O`` drops those) its statements would each commit alone
-                msg = "the dispatcher's prepare has no transaction begun for its reads and marks"
-                raise RuntimeError(msg)
-            rows = await repository.batch_to_send(driver, workspace_ids, [c.id for c in claimed])
-            facts, unreadable = await self._facts(session, rows)
-            loaded = _Loaded(
-                settings=by_workspace,
-                facts=facts,
-                unreadable=unreadable,
-                tracked=await tracking.prepare(session, self.keys, self.settings, rows, by_workspace),
-            )
-            now = utcnow()
-            settling: dict[uuid.UUID, _Settle] = {}
-            for row in rows:
-                try:
-                    item = self._prepare_one(row, loaded, now)
-                except Exception as exc:  # one bad row (a stored time zone, a template) must not stop the batch
-                    log.exception("delivery_prepare_failed", delivery_id=str(row.id), channel=row.channel)
-                    settling[row.id] = _Settle(failure=_failure(exc))
-                    continue
-                if isinstance(item, _Settle):
-                    settling[row.id] = item
-                else:
-                    ready.append(item)
-            if settling:
-                await self._settle(session, workspace_ids, settling)
+            ready, driver = await self._decide(session, workspace_ids, [c.id for c in claimed])
             # the first calls start as soon as this commits: their in-flight marks go with it (one write fewer)
-            starting = [item.delivery_id for item in ready[:room]]
-            marked = (
+            starting = ready[:room]
+            marked, changed = (
                 await repository.mark_in_flight_on_driver(
-                    driver, workspace_ids, starting, self.worker_id, at=now, lease_seconds=self._lease_seconds
+                    driver,
+                    workspace_ids,
+                    [item.delivery_id for item in starting],
+                    [item.digest for item in starting],
+                    self.worker_id,
+                    at=utcnow(),
+                    lease_seconds=self._lease_seconds,
                 )
                 if starting
-                else set()
+                else (set(), set())
             )
-        return ready, marked
+        if not changed:
+            return ready, marked
+        again = await self._regate(workspace_ids, changed)
+        kept = [again.get(item.delivery_id, item) for item in ready if item.delivery_id not in changed - set(again)]
+        return kept, marked | set(again)
+
+    async def _decide(
+        self, session: AsyncSession, workspace_ids: Sequence[uuid.UUID], delivery_ids: Sequence[uuid.UUID]
+    ) -> tuple[list[_Prepared], Any]:
+        """Read and decide these deliveries in ``session``'s transaction; settle those not to send (blocked, waiting).
+
+        Answers the deliveries to send (in the order read) and the transaction's driver connection (for the marks).
+        """
+        ready: list[_Prepared] = []
+        by_workspace = await settings_by_workspace(session, workspace_ids)
+        driver = await ledger.transaction_driver(session)  # begun by the read above
+        if driver is None:  # (not an assert: ``python -O`` drops those) its statements would each commit alone
+            msg = "the dispatcher's prepare has no transaction begun for its reads and marks"
+            raise RuntimeError(msg)
+        rows = await repository.batch_to_send(driver, workspace_ids, delivery_ids)
+        facts, digests, unreadable = await self._facts(session, rows)
+        loaded = _Loaded(
+            settings=by_workspace,
+            facts=facts,
+            digests=digests,
+            unreadable=unreadable,
+            tracked=await tracking.prepare(session, self.keys, self.settings, rows, by_workspace),
+        )
+        now = utcnow()
+        settling: dict[uuid.UUID, _Settle] = {}
+        for row in rows:
+            try:
+                item = self._prepare_one(row, loaded, now)
+            except Exception as exc:  # one bad row (a stored time zone, a template) must not stop the batch
+                log.exception("delivery_prepare_failed", delivery_id=str(row.id), channel=row.channel)
+                settling[row.id] = _Settle(failure=_failure(exc))
+                continue
+            if isinstance(item, _Settle):
+                settling[row.id] = item
+            else:
+                ready.append(item)
+        if settling:
+            await self._settle(session, workspace_ids, settling)
+        return ready, driver
+
+    async def _regate(
+        self, workspace_ids: Collection[uuid.UUID], changed: AbstractSet[uuid.UUID]
+    ) -> dict[uuid.UUID, _Prepared]:
+        """Decide again, on the facts of now, deliveries whose gate facts changed before their in-flight mark.
+
+        Each try is one transaction: read and decide them as prepare does (:meth:`_decide`: what the facts now stop
+        is settled ``blocked_at_send``, what must wait for its window waits, neither counted as an attempt), and mark
+        the rest in flight against their new digests. Answers those marked, with what to send for them (composed
+        again: the decision may rest on another basis now). A delivery whose decision does not change (a
+        transactional message after a marketing STOP) is thus marked and sent once, without its lease ending and
+        the next claim taking it again. One whose facts changed again before each of :data:`_REGATE_TRIES` marks is
+        retried later (a transient failure, an attempt). Only rows this worker still holds are settled or marked.
+        """
+        workspaces = sorted(set(workspace_ids))
+        again: dict[uuid.UUID, _Prepared] = {}
+        pending = sorted(changed)
+        for delivery_id in pending:
+            log.info("delivery_gated_again", delivery_id=str(delivery_id), reason="gate_facts_changed")
+        for _ in range(_REGATE_TRIES):
+            async with self.database.sessionmaker() as session, session.begin():
+                ready, driver = await self._decide(session, workspaces, pending)
+                if not ready:
+                    return again
+                marked, still = await repository.mark_in_flight_on_driver(
+                    driver,
+                    workspaces,
+                    [item.delivery_id for item in ready],
+                    [item.digest for item in ready],
+                    self.worker_id,
+                    at=utcnow(),
+                    lease_seconds=self._lease_seconds,
+                )
+            again.update({item.delivery_id: item for item in ready if item.delivery_id in marked})
+            pending = sorted(still)
+            if not pending:
+                return again
+        async with self.database.sessionmaker() as session, session.begin():
+            failure = "the send gate's facts changed before each of its in-flight marks; retried later"
+            await self._settle(session, workspaces, dict.fromkeys(pending, _Settle(failure=failure)))
+        return again
 
     async def _settle(
         self, session: AsyncSession, workspace_ids: Sequence[uuid.UUID], settling: Mapping[uuid.UUID, _Settle]
@@ -495,7 +585,8 @@ class Dispatcher:
         if (refusal := notice_refusal(spec, decision.reason, outbound)) is not None:
             return _Settle(DeliveryStatus.BLOCKED_AT_SEND, error=refusal)
         adapter = spec.adapter(self.adapters, row.workspace_id, settings)
-        return _Prepared(row.id, row.workspace_id, channel, outbound, adapter, kind, now - _GATE_MARGIN)
+        digest = loaded.digests[row.contact_point_id, row.purpose_id]
+        return _Prepared(row.id, row.workspace_id, channel, outbound, adapter, kind, digest)
 
     @staticmethod
     def _resend_after_crash(row: ToSend, kind: PurposeKind) -> _Settle | None:
@@ -521,8 +612,14 @@ class Dispatcher:
 
     async def _facts(
         self, session: AsyncSession, rows: Sequence[ToSend]
-    ) -> tuple[dict[tuple[uuid.UUID, uuid.UUID], PointFacts], frozenset[tuple[uuid.UUID, uuid.UUID]]]:
-        """The gate's facts of every delivery's address, one query per (workspace, purpose), each in a savepoint.
+    ) -> tuple[
+        dict[tuple[uuid.UUID, uuid.UUID], PointFacts],
+        dict[tuple[uuid.UUID, uuid.UUID], str],
+        frozenset[tuple[uuid.UUID, uuid.UUID]],
+    ]:
+        """The gate's facts of every delivery's address and their digests, one query per (workspace, purpose).
+
+        Each query in a savepoint.
 
         Also answers the (workspace, purpose) groups the database refused (a stored time zone it does not know): a
         batch holds many workspaces' deliveries, and one workspace's must not stop the others' (hostile review
@@ -536,11 +633,12 @@ class Dispatcher:
             contacts.add(row.contact_id)
             channels.add(row.channel)
         found: dict[tuple[uuid.UUID, uuid.UUID], PointFacts] = {}
+        digests: dict[tuple[uuid.UUID, uuid.UUID], str] = {}
         unreadable: set[tuple[uuid.UUID, uuid.UUID]] = set()
         for (workspace_id, purpose_id), (contacts, channels) in groups.items():
             try:
                 async with session.begin_nested():
-                    read = await facts_repository.point_facts(
+                    read = await facts_repository.gate_facts(
                         session, workspace_id, sorted(contacts), sorted(channels), purpose_id
                     )
             except DBAPIError:
@@ -549,8 +647,9 @@ class Dispatcher:
                 continue
             # an endpoint off the operator's push services (narrowed since queueing) is undeliverable, as for routing
             push_services = self.settings.web_push_services
-            found.update({(fact.id, purpose_id): routable(fact, push_services) for _, fact in read})
-        return found, frozenset(unreadable)
+            found.update({(fact.id, purpose_id): routable(fact, push_services) for _, fact, _ in read})
+            digests.update({(fact.id, purpose_id): digest for _, fact, digest in read})
+        return found, digests, frozenset(unreadable)
 
     async def _write(self, entries: Sequence[_Entry]) -> set[uuid.UUID]:
         """Write the marks and outcomes that arrived together; answers the deliveries held.
@@ -563,7 +662,7 @@ class Dispatcher:
         """
         workspace_ids = {e.item.workspace_id for e in entries}
         starting = [e.item.delivery_id for e in entries if e.result is None]
-        gated_at = [e.item.gated_at for e in entries if e.result is None]
+        digests = [e.item.digest for e in entries if e.result is None]
         accepted = [
             repository.Accepted(e.item.delivery_id, e.result.provider_message_id, _provider(e.item))
             for e in entries
@@ -574,22 +673,23 @@ class Dispatcher:
             for e in entries
             if e.result is not None and e.result.outcome is not Outcome.ACCEPTED
         }
-        held: set[uuid.UUID] = set()
+        held = _Held()
         if starting or accepted:
             async with self.database.driver(stateless=True) as connection:
-                taken, regated = await repository.mark_and_settle_sent(
+                taken, changed = await repository.mark_and_settle_sent(
                     connection,
                     workspace_ids,
                     self.worker_id,
                     starting=starting,
-                    gated_at=gated_at,
+                    digests=digests,
                     accepted=accepted,
                     at=utcnow(),
                     lease_seconds=self._lease_seconds,
                 )
                 held |= taken
-                for delivery_id in regated:
-                    log.info("delivery_gated_again", delivery_id=str(delivery_id), reason="consent_changed")
+            if changed:  # its gate's facts changed since its decision: decided again now (not released to a claim)
+                held.again.update(await self._regate(workspace_ids, changed))
+                held |= held.again.keys()
         if others:
             kinds = {e.item.delivery_id: e.item.kind for e in entries}
             providers = {e.item.delivery_id: _provider(e.item) for e in entries}

@@ -22,6 +22,7 @@ from sqlalchemy import insert as sa_insert
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.eligibility.repository import DEFAULT_TIMEZONE, gate_facts_sql
 from app.lib.ids import uuid7
 from app.lib.orm import utcnow
 from app.messages.models import SCANNED, Delivery, Message, MessageEvent, MessageToken
@@ -167,35 +168,79 @@ async def batch_to_send(
 # The lease is ``DispatchConfig.lease``, which covers a call and its writes.
 
 
+#: The deliveries among ``$3`` whose send gate's facts are still those their decision was made on: the digest of
+#: their address's facts for their message's purpose (:func:`app.eligibility.repository.gate_facts_sql`, the same SQL
+#: the gate read them with) recomputed here, as of the snapshot of the statement it is part of, equal to ``$digests``
+#: (in ``$3``'s order). A change committed before that statement began is always seen, whenever its ledger event
+#: was stamped and whether or not it has one (a pause, a suppression, a Robinson key); no clock is compared. A
+#: delivery whose message or address is gone has no facts: it is not unchanged.
+def _unchanged_sql(digests: str, default_tz: str) -> str:
+    facts = gate_facts_sql(
+        """SELECT cp.id, cp.workspace_id, cp.contact_id, cp.channel, cp.value, cp.reachability, cp.suppression_keys,
+                  cp.verified_at, m.purpose_id, d.id AS delivery_id
+             FROM deliveries d
+             JOIN messages m ON m.workspace_id = d.workspace_id AND m.id = d.message_id
+             JOIN contact_points cp ON cp.workspace_id = d.workspace_id AND cp.id = d.contact_point_id
+            WHERE d.id = ANY($3::uuid[]) AND d.workspace_id = ANY($1::uuid[])""",
+        workspace="pts.workspace_id",
+        default_tz=default_tz,
+        carry="pts.delivery_id, ",
+    )
+    return f"""
+        SELECT g.delivery_id AS id
+          FROM ({facts}) g
+          JOIN unnest($3::uuid[], {digests}::text[]) AS s(id, digest) ON s.id = g.delivery_id AND s.digest = g.digest"""  # noqa: S608  # our own SQL only
+
+
+#: The first calls' marks, in prepare's transaction (:func:`mark_in_flight_on_driver`): marked (true) or held but
+#: changed since the gate (false, not marked).
+_MARK_IN_FLIGHT = f"""
+    WITH unchanged AS ({_unchanged_sql("$6", "$7")}
+    ), marked AS (
+        UPDATE deliveries
+           SET in_flight_at = $4, lease_until = greatest(lease_until, clock_timestamp() + make_interval(secs => $5))
+         WHERE id IN (SELECT id FROM unchanged) AND workspace_id = ANY($1::uuid[]) AND leased_by = $2
+           AND status = 'sending'
+        RETURNING id
+    )
+    SELECT id, true FROM marked
+    UNION ALL
+    SELECT id, false FROM deliveries
+     WHERE id = ANY($3::uuid[]) AND workspace_id = ANY($1::uuid[]) AND leased_by = $2 AND status = 'sending'
+       AND id NOT IN (SELECT id FROM unchanged)
+"""  # noqa: S608  # our own SQL only
+
+
 async def mark_in_flight_on_driver(
     driver: Any,
     workspace_ids: Collection[uuid.UUID],
-    delivery_ids: Collection[uuid.UUID],
+    delivery_ids: Sequence[uuid.UUID],
+    digests: Sequence[str],
     worker: str,
     *,
     at: datetime,
     lease_seconds: float,
-) -> set[uuid.UUID]:
-    """Mark that the provider calls of these deliveries begin; answers those ``worker`` still holds the lease of.
+) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
+    """Mark that the provider calls of these deliveries begin, where their gate's facts are unchanged.
 
     One statement on the asyncpg connection ``driver`` (the caller's transaction), committed before the calls, so
     that a worker dying during one leaves the evidence (see :mod:`app.messages.policy`). Each mark renews the lease
-    for ``lease_seconds`` from now (see above why).
+    for ``lease_seconds`` from now (see above why). ``digests``: each delivery's gate facts digest as its decision
+    read it (in the order of ``delivery_ids``); a delivery whose facts changed since is not marked
+    (:data:`_MARK_IN_FLIGHT`). Answers the deliveries marked, and those ``worker`` still holds whose facts changed
+    (to be decided again on the facts of now).
     """
     rows = await driver.fetch(
-        """
-        UPDATE deliveries
-           SET in_flight_at = $4, lease_until = greatest(lease_until, clock_timestamp() + make_interval(secs => $5))
-         WHERE id = ANY($3::uuid[]) AND workspace_id = ANY($1::uuid[]) AND leased_by = $2 AND status = 'sending'
-        RETURNING id
-        """,
+        _MARK_IN_FLIGHT,
         list(workspace_ids),
         worker,
         list(delivery_ids),
         at,
         lease_seconds,
+        list(digests),
+        DEFAULT_TIMEZONE,
     )
-    return {row[0] for row in rows}
+    return {row[0] for row in rows if row[1]}, {row[0] for row in rows if not row[1]}
 
 
 async def lock_held(
@@ -228,30 +273,19 @@ async def lock_held(
 #: (the same predicates as :func:`mark_in_flight_on_driver` and :func:`lock_held`); a mark renews the lease for
 #: ``$10`` seconds (as :func:`mark_in_flight_on_driver` does); the ids written come back. ``detail`` is written as
 #: the ORM writes a dict or ``None`` to the JSONB column (JSON ``null``).
-_MARK_AND_SETTLE_SENT = """
-    WITH starting AS (
-        SELECT s.id, s.gated_at FROM unnest($3::uuid[], $9::timestamptz[]) AS s(id, gated_at)
-    ), changed AS (
-        -- a consent event of the address recorded since the batch's gate may not have been seen by it; only one
-        -- that ends a permission counts (a signup or an opt-in just before the gate holds nothing back)
-        SELECT d.id FROM starting s JOIN deliveries d ON d.id = s.id AND d.workspace_id = ANY($1::uuid[])
-         WHERE s.gated_at IS NOT NULL
-           AND EXISTS (SELECT 1 FROM consent_events e
-                        WHERE e.workspace_id = d.workspace_id AND e.recorded_at > s.gated_at
-                          AND e.contact_point_id = d.contact_point_id
-                          AND e.to_state IN ('opted_out', 'objected', 'expired'))
+_MARK_AND_SETTLE_SENT = f"""
+    WITH unchanged AS ({_unchanged_sql("$9", "$11")}
     ), marked AS (
         UPDATE deliveries
            SET in_flight_at = $4, lease_until = greatest(lease_until, clock_timestamp() + make_interval(secs => $10))
-         WHERE id IN (SELECT id FROM starting) AND id NOT IN (SELECT id FROM changed)
+         WHERE id IN (SELECT id FROM unchanged)
            AND workspace_id = ANY($1::uuid[]) AND leased_by = $2 AND status = 'sending'
         RETURNING id
-    ), released AS (
-        -- not begun: its lease ends now, so the next claim gates it again with what was recorded
-        UPDATE deliveries SET lease_until = $4
-         WHERE id IN (SELECT id FROM changed) AND workspace_id = ANY($1::uuid[]) AND leased_by = $2
-           AND status = 'sending'
-        RETURNING id
+    ), changed AS (
+        -- held, not begun: its gate's facts changed since its decision (the dispatcher decides it again)
+        SELECT id FROM deliveries
+         WHERE id = ANY($3::uuid[]) AND workspace_id = ANY($1::uuid[]) AND leased_by = $2 AND status = 'sending'
+           AND id NOT IN (SELECT id FROM unchanged)
     ), answered AS (
         SELECT * FROM unnest($5::uuid[], $6::uuid[], $7::text[], $8::text[]) AS a(id, event_id, provider_id, provider)
     ), sent AS (
@@ -270,8 +304,8 @@ _MARK_AND_SETTLE_SENT = """
         RETURNING delivery_id
     )
     SELECT id, true FROM marked UNION ALL SELECT delivery_id, true FROM recorded
-    UNION ALL SELECT id, false FROM released
-"""
+    UNION ALL SELECT id, false FROM changed
+"""  # noqa: S608  # our own SQL only
 
 
 class Accepted(NamedTuple):
@@ -289,7 +323,7 @@ async def mark_and_settle_sent(
     worker: str,
     *,
     starting: Sequence[uuid.UUID],
-    gated_at: Sequence[datetime | None],
+    digests: Sequence[str],
     accepted: Sequence[Accepted],
     at: datetime,
     lease_seconds: float,
@@ -299,10 +333,10 @@ async def mark_and_settle_sent(
     What :func:`mark_in_flight_on_driver`, then :func:`lock_held`, :func:`settle` and :func:`add_event` write for a
     ``sent`` outcome, in one round trip and no ORM (the dispatcher's hot path: most answers are acceptances). Atomic
     without a transaction of its own. A mark renews the lease for ``lease_seconds`` from now (as
-    :func:`mark_in_flight_on_driver` does). A call of ``starting`` whose address has a consent event ending a
-    permission (into ``opted_out``, ``objected`` or ``expired``) recorded after its ``gated_at`` (the batch's gate may
-    not have seen it: the call waited for a slot) is not marked: its lease ends now, and the next claim gates it
-    again. Answers the deliveries ``worker`` still held the lease of, and those released to be gated again.
+    :func:`mark_in_flight_on_driver` does). A call of ``starting`` is marked only while its gate's facts are those
+    its decision was made on (``digests``, in the order of ``starting``: :func:`_unchanged_sql`, as of this
+    statement); one whose facts changed is not marked and keeps its lease (the dispatcher decides it again at once).
+    Answers the deliveries ``worker`` still held the lease of and wrote, and those it holds whose facts changed.
     """
     rows = await connection.fetch(
         _MARK_AND_SETTLE_SENT,
@@ -314,8 +348,9 @@ async def mark_and_settle_sent(
         [uuid7() for _ in accepted],
         [a.provider_message_id for a in accepted],
         [a.provider for a in accepted],
-        list(gated_at),
+        list(digests),
         lease_seconds,
+        DEFAULT_TIMEZONE,
     )
     return {row[0] for row in rows if row[1]}, {row[0] for row in rows if not row[1]}
 
