@@ -69,7 +69,8 @@ async def twilio_stand_in() -> AsyncIterator[StandIn]:
 async def sms_world(pg_server: Any, name: str, *, pool_size: int) -> AsyncIterator[dict[str, Any]]:
     """A database ``name`` of its own: a workspace sending SMS, Jane's number opted in to 'news' (marketing);
     'orders' (transactional). Yields the database and ``enqueue(texts, purpose)``, ``withdraw()`` (Jane's STOP) and
-    ``by_text()`` (every delivery by its message's text: status, attempts, in_flight_at)."""
+    ``by_text()`` (every delivery by its message's text: status, attempts, in_flight_at); also the ``workspace_id``,
+    Jane's ``contact_id`` and ``point``, and the ``purposes`` by key."""
     url = await pg_server.create_database(name, migrated=True)
     database = Database.from_url(url, pool_size=pool_size)
     async with database.sessionmaker() as session, session.begin():
@@ -78,7 +79,7 @@ async def sms_world(pg_server: Any, name: str, *, pool_size: int) -> AsyncIterat
             session, workspace.id, {"phone": {"sms_from": "+4930123456789"}, "send_windows": {}}
         )
         news = await purposes.create_purpose(session, workspace.id, "news", "News", "marketing")
-        await purposes.create_purpose(session, workspace.id, "orders", "Orders", "transactional")
+        orders = await purposes.create_purpose(session, workspace.id, "orders", "Orders", "transactional")
         contact = await repository.add_contact(session, workspace.id, "jane", "de", "Europe/Berlin")
         point = await add_point(
             session, Keys(TEST_SECRET), workspace.id, contact_id=contact.id, channel="sms", value="+4915123456789"
@@ -109,7 +110,17 @@ async def sms_world(pg_server: Any, name: str, *, pool_size: int) -> AsyncIterat
             return {content["sms"]["text"]: (status, attempts, mark) for content, status, attempts, mark in rows}
 
     try:
-        yield {"url": url, "database": database, "enqueue": enqueue, "by_text": by_text, "withdraw": withdraw}
+        yield {
+            "url": url,
+            "database": database,
+            "enqueue": enqueue,
+            "by_text": by_text,
+            "withdraw": withdraw,
+            "workspace_id": workspace.id,
+            "contact_id": contact.id,
+            "point": point,
+            "purposes": {"news": news.id, "orders": orders.id},
+        }
     finally:
         await database.dispose()
         await pg_server.drop_database(url)

@@ -679,3 +679,35 @@ async def test_a_sale_just_inside_the_bounds_is_taken_and_one_beyond_the_clock_s
     assert answer.json()["code"] == "purchased_at_in_future"
     assert answer.json()["errors"][0]["field"] == "purchased_at"
     assert answer.json()["latest"] in answer.json()["detail"]
+
+
+async def test_a_withdrawal_on_another_purpose_between_gate_and_mark_blocks_the_customers_mail(
+    client, shop, inbox, database, settings, app, ledger, session, monkeypatch
+):
+    """UWG §7(3) ends with any withdrawal on the address (``customer_withdrawn``), whatever its purpose: one recorded
+    on 'newsletter' after the gate read the facts of Jane's 'coffee_offers' mail, before its in-flight mark, blocks it
+    (the mark compares the facts of its own statement with the gate's; a re-check of the mail's purpose alone missed
+    it, hostile review 2026-12-06)."""
+    first = (await buy(client, shop)).json()
+    point = await ledger_point(session, first["contact_point_id"])
+    newsletter = await purpose_of(session, "newsletter")
+    dispatcher = await make_dispatcher(database, settings, app)
+    queued = await send(client, shop)
+    assert queued["status"] == "queued", queued
+    assert (await eligibility(client, shop))["reason"] == "existing_customer"
+    facts = Dispatcher._facts
+    done = []
+
+    async def facts_then_withdraw(self, *args):
+        read = await facts(self, *args)
+        if not done:
+            done.append(True)
+            await ledger.apply(point, newsletter, "unsubscribe")
+        return read
+
+    monkeypatch.setattr(Dispatcher, "_facts", facts_then_withdraw)
+    assert await dispatcher.run_once() == 1
+    assert done
+    assert inbox.messages == []
+    status = (await client.get(f"/v1/messages/{queued['message_id']}", headers=shop["sender"])).json()
+    assert status["status"] == "blocked_at_send", status

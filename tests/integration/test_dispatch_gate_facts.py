@@ -1,0 +1,274 @@
+"""An in-flight mark is written only while the send gate's facts are those its decision was made on.
+
+The dispatcher gates a batch when it loads it, then marks each call in flight: the first ``concurrency`` calls in
+prepare's transaction, the later ones (waiting for a slot) through the journal. A STOP, a pause or a suppression
+committed between the gate's read and a mark was sent anyway (the first calls' marks checked nothing; the later ones
+looked for ledger events stamped since two seconds before the gate, so a suppression without an event, a pause, or
+a STOP whose transaction took longer than two seconds slipped through: hostile reviews of 2026-12-06). The marks
+now recompute a digest of the gate's facts in their own statement and mark only where it is unchanged; a delivery
+whose facts changed is decided again at once: no longer eligible, it is settled as the gate would (no attempt
+burnt, no release to the next claim); still eligible (a transactional SMS after a marketing STOP), it is sent once.
+
+Each change is committed on a connection of its own between the gate's read and the mark: after ``_facts`` (the
+first calls) or while the first call of a one-slot batch is under way (the later calls). Own database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+import structlog
+
+from app.channels.adapters import Adapters
+from app.domain.model import ActorType, SuppressionReason, Trigger
+from app.ledger import repository as ledger
+from app.ledger.actions import identifier_suppression_rows, suppression_rows, withdraw_point
+from app.ledger.service import Actor, Change, add_point, apply_changes
+from app.lib.keys import Keys
+from app.lib.orm import utcnow
+from app.main import mail_sender
+from app.messages.dispatcher import DispatchConfig, Dispatcher
+from app.settings import Settings, TwilioDefaults
+from tests.conftest import TEST_SECRET
+from tests.dispatch_world import ACCOUNT, TOKEN, sms_world, twilio_stand_in
+
+SYSTEM = Actor(ActorType.SYSTEM)
+
+
+@pytest.fixture
+async def stand_in():
+    async with twilio_stand_in() as handler:
+        yield handler
+
+
+@pytest.fixture
+async def world(pg_server):
+    """A database of its own: a workspace sending SMS, Jane's number opted in to 'news' (marketing); 'orders'."""
+    async with sms_world(pg_server, "consent_gate_facts", pool_size=6) as found:
+        yield found
+
+
+@pytest.fixture
+async def make(world, stand_in, tmp_path):
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        secret_key=TEST_SECRET,
+        twilio=TwilioDefaults(account_sid=ACCOUNT, auth_token=TOKEN, api_base_url=stand_in.url),
+    )
+    keys = Keys(TEST_SECRET)
+    adapters = Adapters(settings, keys, mail_sender(settings))
+
+    def build(config):
+        return Dispatcher(world["database"], keys, settings, adapters, config=config)
+
+    yield build
+    await adapters.aclose()
+
+
+def between_gate_and_mark(monkeypatch, wave, change):
+    """Run ``change`` once between the gate's read and the marks of the ``wave`` ("first" or "later" calls)."""
+    done = []
+
+    async def once():
+        if not done:
+            done.append(True)
+            await change()
+
+    if wave == "first":
+        facts = Dispatcher._facts
+
+        async def facts_then_change(self, *args):
+            read = await facts(self, *args)
+            await once()
+            return read
+
+        monkeypatch.setattr(Dispatcher, "_facts", facts_then_change)
+    else:
+        send = Dispatcher._send
+
+        async def change_then_send(self, item):  # during the first call; the other waits for the one slot
+            await once()
+            return await send(self, item)
+
+        monkeypatch.setattr(Dispatcher, "_send", change_then_send)
+
+
+def config_for(wave):
+    """Both deliveries marked in prepare ("first"), or one call at a time ("later": the second waits for a slot)."""
+    return DispatchConfig(batch=10, concurrency=4 if wave == "first" else 1, deadline=5.0)
+
+
+def stop(world):
+    return world["withdraw"]
+
+
+def suppression_without_event(world):
+    """A complaint about the number where no contact holds it (as the email feedback writes one): keys, no event."""
+
+    async def write():
+        rows = identifier_suppression_rows(
+            Keys(TEST_SECRET), world["workspace_id"], "sms", "+4915123456789", SuppressionReason.COMPLAINT
+        )
+        async with world["database"].sessionmaker() as session, session.begin():
+            await ledger.add_suppressions(session, rows)
+
+    return write
+
+
+def pause(world):
+    """A pause of the number's marketing for a week (the preference page's suppression rows with an end)."""
+
+    async def write():
+        rows = suppression_rows(Keys(TEST_SECRET), world["workspace_id"], [world["point"]], SuppressionReason.PAUSED)
+        async with world["database"].sessionmaker() as session, session.begin():
+            await ledger.pause_keys(session, rows, utcnow() + timedelta(weeks=1))
+
+    return write
+
+
+def channel_stop(world):
+    """STOP for the whole number (channel level: every marketing purpose, as Twilio's STOP handling records it)."""
+
+    async def write():
+        async with world["database"].sessionmaker() as session, session.begin():
+            await withdraw_point(
+                session, world["workspace_id"], world["point"], trigger=Trigger.STOP_WORD, evidence={}, actor=SYSTEM
+            )
+
+    return write
+
+
+@pytest.mark.parametrize("wave", ["first", "later"])
+@pytest.mark.parametrize("change", [stop, suppression_without_event, pause])
+async def test_a_change_committed_between_the_gate_and_the_mark_stops_the_send(
+    world, stand_in, make, monkeypatch, wave, change
+):
+    await world["enqueue"](["offer-1", "offer-2"])
+    between_gate_and_mark(monkeypatch, wave, change(world))
+    dispatcher = make(config_for(wave))
+    with structlog.testing.capture_logs() as logs:
+        assert await dispatcher.run_once() == 2
+    final = await world["by_text"]()
+    sent = 1 if wave == "later" else 0  # the later wave's first call began before the change
+    assert len(stand_in.bodies) == sent, f"sent after the change: {stand_in.bodies}; {final}"
+    blocked = {text: row for text, row in final.items() if text not in stand_in.bodies}
+    assert len(blocked) == 2 - sent
+    reason = "opted_out" if change is stop else ("paused" if change is pause else "suppressed")
+    for row in blocked.values():  # settled by this round, as the gate would, the claim's attempt not counted again
+        assert row == ("blocked_at_send", 1, None), final
+    assert all(row[0] == "sent" for text, row in final.items() if text in stand_in.bodies), final
+    assert any(e["event"] == "delivery_gated_again" for e in logs), "decided again on the facts of the mark"
+    assert await _last_errors(world) >= {reason}
+
+
+async def _last_errors(world):
+    from sqlalchemy import text  # noqa: PLC0415
+
+    async with world["database"].sessionmaker() as session:
+        rows = await session.execute(text("SELECT last_error FROM deliveries WHERE status = 'blocked_at_send'"))
+        return {row[0] for row in rows}
+
+
+@pytest.mark.parametrize("wave", ["first", "later"])
+async def test_a_stop_whose_transaction_outlasts_the_old_two_second_margin_is_seen(
+    world, stand_in, make, monkeypatch, wave
+):
+    """The STOP's event is stamped when its transaction writes it, 2.5 s before the commit; the gate reads before the
+    commit, the mark after. The margin the later calls' re-check allowed for was two seconds."""
+    written, commit = asyncio.Event(), asyncio.Event()
+
+    async def slow_stop():
+        async with world["database"].sessionmaker() as session, session.begin():
+            await apply_changes(
+                session,
+                world["workspace_id"],
+                [Change(world["point"], world["purposes"]["news"], Trigger.STOP_WORD)],
+                SYSTEM,
+            )
+            written.set()
+            await commit.wait()
+
+    await world["enqueue"](["offer-1", "offer-2"])
+    stopping = asyncio.create_task(slow_stop())
+    await written.wait()
+    await asyncio.sleep(2.5)
+
+    async def commit_now():
+        commit.set()
+        await stopping
+
+    between_gate_and_mark(monkeypatch, wave, commit_now)
+    assert await make(config_for(wave)).run_once() == 2
+    await stopping
+    final = await world["by_text"]()
+    assert len(stand_in.bodies) == (1 if wave == "later" else 0), f"sent after the STOP: {stand_in.bodies}; {final}"
+    assert sorted(row for text, row in final.items() if text not in stand_in.bodies) == [
+        ("blocked_at_send", 1, None)
+    ] * (2 - len(stand_in.bodies)), final
+
+
+@pytest.mark.parametrize("wave", ["first", "later"])
+async def test_a_transactional_sms_after_a_marketing_stop_between_gate_and_mark_is_sent_once(
+    world, stand_in, make, monkeypatch, wave
+):
+    """The STOP changes the facts of the number (its channel-level consent), not the decision of an order SMS: decided
+    again, it is marked and sent at once, once, its attempt the claim's (the withdrawn fix released it to the next
+    claim, again and again: an order SMS reached 33 attempts of 8)."""
+    await world["enqueue"](["order-1", "order-2"], purpose="orders")
+    between_gate_and_mark(monkeypatch, wave, channel_stop(world))
+    with structlog.testing.capture_logs() as logs:
+        assert await make(config_for(wave)).run_once() == 2
+    assert Counter(stand_in.bodies) == Counter({"order-1": 1, "order-2": 1})
+    assert await world["by_text"]() == {"order-1": ("sent", 1, None), "order-2": ("sent", 1, None)}
+    assert any(e["event"] == "delivery_gated_again" for e in logs), "the STOP changed the facts: decided again"
+
+
+@pytest.mark.parametrize("wave", ["first", "later"])
+async def test_a_change_that_leaves_the_decision_as_it_was_does_not_stop_the_send(
+    world, stand_in, make, monkeypatch, wave
+):
+    """A consent on another address of Jane's (her email) leaves the number's facts alone; a channel-level opt-in of
+    the number changes them, but the offer is still permitted: sent once each, nothing held back."""
+
+    async def email_opt_in():
+        async with world["database"].sessionmaker() as session, session.begin():
+            email = await add_point(
+                session,
+                Keys(TEST_SECRET),
+                world["workspace_id"],
+                contact_id=world["contact_id"],
+                channel="email",
+                value="jane@example.com",
+            )
+            for trigger in (Trigger.SIGNUP, Trigger.CONFIRM):  # a confirmed opt-in
+                change = Change(email, world["purposes"]["news"], trigger, {"ip": "198.51.100.4"})
+                await apply_changes(session, world["workspace_id"], [change], SYSTEM)
+
+    async def number_opt_in():
+        async with world["database"].sessionmaker() as session, session.begin():
+            await apply_changes(
+                session, world["workspace_id"], [Change(world["point"], None, Trigger.START_WORD)], SYSTEM
+            )
+
+    async def both():
+        await email_opt_in()
+        await number_opt_in()
+
+    await world["enqueue"](["offer-1", "offer-2"])
+    between_gate_and_mark(monkeypatch, wave, both)
+    assert await make(config_for(wave)).run_once() == 2
+    assert Counter(stand_in.bodies) == Counter({"offer-1": 1, "offer-2": 1})
+    assert await world["by_text"]() == {"offer-1": ("sent", 1, None), "offer-2": ("sent", 1, None)}
+
+
+async def test_an_unchanged_address_is_marked_without_being_decided_again(world, stand_in, make, monkeypatch):
+    """Nothing changed: no delivery is decided again (the digests of the gate and of the marks agree)."""
+    await world["enqueue"](["offer-1", "offer-2", "offer-3"])
+    await world["enqueue"](["order-1"], purpose="orders")
+    with structlog.testing.capture_logs() as logs:
+        assert await make(DispatchConfig(batch=10, concurrency=2, deadline=5.0)).run_once() == 4
+    assert sorted(stand_in.bodies) == ["offer-1", "offer-2", "offer-3", "order-1"]
+    assert [e for e in logs if e["event"] == "delivery_gated_again"] == []
