@@ -272,3 +272,29 @@ async def test_an_unchanged_address_is_marked_without_being_decided_again(world,
         assert await make(DispatchConfig(batch=10, concurrency=2, deadline=5.0)).run_once() == 4
     assert sorted(stand_in.bodies) == ["offer-1", "offer-2", "offer-3", "order-1"]
     assert [e for e in logs if e["event"] == "delivery_gated_again"] == []
+
+
+async def test_facts_that_change_before_every_mark_are_retried_later_not_looped(world, stand_in, make, monkeypatch):
+    """The facts of an order SMS's number change after every read (STOP, START, STOP, ...): it is decided again a
+    bounded number of times, then retried later like a transient failure (one attempt), never sent meanwhile."""
+    flips = []
+
+    async def flip():
+        trigger = Trigger.STOP_WORD if len(flips) % 2 == 0 else Trigger.START_WORD
+        flips.append(trigger)
+        async with world["database"].sessionmaker() as session, session.begin():
+            await apply_changes(session, world["workspace_id"], [Change(world["point"], None, trigger)], SYSTEM)
+
+    facts = Dispatcher._facts
+
+    async def facts_then_flip(self, *args):
+        read = await facts(self, *args)
+        await flip()
+        return read
+
+    monkeypatch.setattr(Dispatcher, "_facts", facts_then_flip)
+    await world["enqueue"](["order-1"], purpose="orders")
+    assert await make(config_for("first")).run_once() == 1
+    assert stand_in.bodies == []
+    assert len(flips) == 4, "the gate's read and three more, one per try"
+    assert (await world["by_text"]())["order-1"] == ("queued", 1, None)
