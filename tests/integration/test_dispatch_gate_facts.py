@@ -21,6 +21,7 @@ from datetime import timedelta
 
 import pytest
 import structlog
+from sqlalchemy import text
 
 from app.channels.adapters import Adapters
 from app.domain.model import ActorType, SuppressionReason, Trigger
@@ -165,8 +166,6 @@ async def test_a_change_committed_between_the_gate_and_the_mark_stops_the_send(
 
 
 async def _last_errors(world):
-    from sqlalchemy import text  # noqa: PLC0415
-
     async with world["database"].sessionmaker() as session:
         rows = await session.execute(text("SELECT last_error FROM deliveries WHERE status = 'blocked_at_send'"))
         return {row[0] for row in rows}
