@@ -291,13 +291,22 @@ async def test_a_json_body_that_is_not_utf8_is_a_400_and_writes_nothing(client, 
     assert (await session.execute(text("SELECT count(*) FROM contacts"))).scalar_one() == 0
 
 
-async def test_a_json_body_nested_thousands_deep_is_a_400_not_a_500(client, admin, session):
-    """Hostile review (2026-12-06): msgspec's decoder ran out of stack on it, a RecursionError and a 500."""
+@pytest.mark.parametrize("content_type", ["application/json", "text/plain", "application/x-www-form-urlencoded"])
+async def test_a_json_body_nested_thousands_deep_is_a_400_not_a_500(client, admin, session, content_type):
+    """Hostile review (2026-12-06): msgspec's decoder ran out of stack on it, a RecursionError and a 500; and a
+    second one: sent as text/plain (any web page can make a browser send that), the check was skipped while the
+    route decoded the body as JSON all the same."""
     deep = b'{"key": "news", "name": "N", "kind": "marketing", "extra": ' + b"[" * 5000 + b"]" * 5000 + b"}"
-    response = await client.post("/v1/purposes", content=deep, headers={**admin, "content-type": "application/json"})
+    response = await client.post("/v1/purposes", content=deep, headers={**admin, "content-type": content_type})
     assert response.status_code == 400, response.text
     assert response.json()["code"] == "json_too_deep"
     assert await session.scalar(text("SELECT count(*) FROM purposes")) == 0
+    # no credential but the body's (a tracking token): refused before the route decodes anything
+    events = "/v1/messages/0193b0a6-0000-7000-8000-000000000000/events"
+    flood = b'{"type": "opened", "token": "x", "x": [' + b"[]," * 200_000 + b"[]]}"
+    refused = await client.post(events, content=flood, headers={"content-type": content_type})
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["code"] == "json_too_large"
     # brackets inside strings are text, whatever their number
     brackets = b'{"key": "news", "name": "' + b"[" * 150 + b'", "kind": "marketing"}'
     accepted = await client.post(
