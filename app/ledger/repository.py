@@ -170,12 +170,14 @@ async def find_contact_point(
 
 
 async def email_points_by_keys(
-    session: AsyncSession, workspace_id: uuid.UUID, keys: Collection[bytes], *, limit: int
+    session: AsyncSession, workspace_id: uuid.UUID, keys: Collection[bytes], *, limit: int, typed: str
 ) -> list[ContactPoint]:
-    """The email addresses holding one of ``keys`` among their suppression keys, oldest first, at most ``limit``.
+    """The verified, reachable email addresses holding one of ``keys``: as ``typed`` first, then oldest; ``limit``.
 
     An email address's keys are those of its lower-cased form (:meth:`app.lib.keys.Keys.point_keys`), so the keys of
-    a lower-cased address find it in every spelling of its local part, through the GIN index on the keys.
+    a lower-cased address find it in every spelling of its local part, through the GIN index on the keys. Only
+    addresses a link may be mailed to are counted towards ``limit`` (unconfirmed spellings a form key planted first
+    took every place, and the confirmed address got no link: hostile review 2026-12-06).
     """
     if not keys:
         return []
@@ -185,8 +187,10 @@ async def email_points_by_keys(
             ContactPoint.workspace_id == workspace_id,
             ContactPoint.channel == Channel.EMAIL.value,
             ContactPoint.suppression_keys.overlap(list(keys)),
+            ContactPoint.verified_at.is_not(None),
+            ContactPoint.reachability == Reachability.REACHABLE.value,
         )
-        .order_by(ContactPoint.created_at, ContactPoint.id)
+        .order_by(ContactPoint.value != typed, ContactPoint.created_at, ContactPoint.id)
         .limit(limit)
     )
     return list(found)

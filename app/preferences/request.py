@@ -280,7 +280,11 @@ async def _points_named(session: AsyncSession, keys: Keys, workspace_id: uuid.UU
     """The stored email addresses equal to ``address`` but for case, the one spelled as typed first."""
     wanted = address.lower()
     found = await ledger.email_points_by_keys(
-        session, workspace_id, keys.suppression_keys(Channel.EMAIL.value, wanted).values(), limit=MAX_SPELLINGS
+        session,
+        workspace_id,
+        keys.suppression_keys(Channel.EMAIL.value, wanted).values(),
+        limit=MAX_SPELLINGS,
+        typed=address,
     )
     same = [point for point in found if point.value.lower() == wanted]  # the keys' own comparison, made sure of
     return sorted(same, key=lambda point: point.value != address)

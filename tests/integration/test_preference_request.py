@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 from aiosmtpd.smtp import SMTP
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from app.emails.tokens import UnsubscribeTarget, sign_unsubscribe
 from app.ledger.models import ConsentEvent
@@ -216,6 +216,31 @@ async def test_addresses_differing_only_in_case_each_get_their_own_link(client, 
     assert sorted(mail["To"] for mail in inbox.messages) == ["Jane@example.com", "jane@example.com"]
     made = {(link.contact_id, link.contact_point_id) for link in await links(session)}
     assert made == {(first.contact_id, first.id), (second.contact_id, second.id)}
+
+
+async def test_unconfirmed_spellings_planted_first_do_not_hide_the_confirmed_address(
+    client, tenant, ledger, inbox, session
+):
+    """Hostile review: five older unconfirmed spellings (a form key's signups) took every place of the lookup's limit,
+    so the confirmed address, typed exactly as stored, got no link."""
+    planted = [
+        (await ledger.point("email", spelling, verified=None)).id
+        for spelling in (
+            "JANE@example.com",
+            "JAne@example.com",
+            "JANe@example.com",
+            "jANE@example.com",
+            "jaNE@example.com",
+        )
+    ]
+    await session.execute(
+        text("UPDATE contact_points SET created_at = created_at - interval '1 day' WHERE id = ANY(:ids)"),
+        {"ids": planted},
+    )
+    await session.commit()
+    await ledger.point("email", "jane@example.com")  # confirmed
+    assert (await ask(client, tenant.id, "jane@example.com")).status_code == 200
+    assert [mail["To"] for mail in inbox.messages] == ["jane@example.com"]
 
 
 async def test_the_answer_is_sent_before_the_address_is_looked_up_or_mailed(app, tenant, jane, inbox):
