@@ -154,6 +154,25 @@ class SuppressionReason(enum.StrEnum):
     PAUSED = "paused"
 
 
+class SuppressionSource(enum.StrEnum):
+    """Why an identifier is suppressed: a reason, or `unrecorded`.
+
+    `unrecorded`: a suppression older than the recording of its sources (migration 0047), which may have sources not
+    known; lifting a known one never lifts it.
+    """
+
+    UNSUBSCRIBE = "unsubscribe"
+    OBJECTION_ART21 = "objection_art21"
+    OBJECTION_STICKER = "objection_sticker"
+    COMPLAINT = "complaint"
+    HARD_BOUNCE = "hard_bounce"
+    ERASURE = "erasure"
+    PROVIDER_BLOCK = "provider_block"
+    ROBINSON = "robinson"
+    PAUSED = "paused"
+    UNRECORDED = "unrecorded"
+
+
 class RequestChannel(enum.StrEnum):
     """How a data-subject request (erasure) reached the workspace."""
 

@@ -28,6 +28,7 @@ from app.domain.model import (
     State,
     SuppressionReason,
     SuppressionScope,
+    SuppressionSource,
     VerifiedVia,
 )
 from app.lib.ids import opaque_id
@@ -244,12 +245,24 @@ class RobinsonKey(CreatedAt, Base):
     key_version: Mapped[int] = mapped_column(Integer)
 
 
+#: Every element of ``suppressions.reasons`` is a known source (and there is one at least): migration 0047.
+REASONS_KNOWN = (
+    f"cardinality(reasons) > 0 AND reasons <@ ARRAY[{', '.join(repr(v.value) for v in SuppressionSource)}]::text[]"
+)
+
+
 class Suppression(UUIDPrimaryKey, TenantKey, CreatedAt, Base):
     """A keyed hash of a normalised identifier that must not be contacted; survives erasure (no clear text).
 
     ``until`` is set only for a pause (reason ``paused``): the suppression holds while ``until`` is in the future
     and every reader compares it with the time it decides for, so a pause ends by itself (migration 0022).
-    A permanent suppression of the same key and scope replaces a pause (:func:`app.ledger.repository.add_suppressions`).
+    A permanent suppression of the same key and scope replaces a pause (:func:`app.ledger.repository.add_suppressions`)
+    and keeps its end in ``paused_until``; a pause of a key already suppressed for good is kept there too, so that
+    lifting the permanent reasons leaves the pause running (:func:`app.ledger.repository.lift_reason`).
+
+    ``reason`` is the label of the first writer (readers show it); ``reasons`` every source that put the row in force
+    (migration 0047): each writer adds its own, a withdrawn objection takes its own away, and a row without any goes.
+    A row written before 0047 holds ``unrecorded`` beside its label: what else wrote its key then is not known.
     """
 
     __tablename__ = "suppressions"
@@ -260,7 +273,9 @@ class Suppression(UUIDPrimaryKey, TenantKey, CreatedAt, Base):
     scope: Mapped[str] = mapped_column(Text)
     purpose_id: Mapped[uuid.UUID | None]
     reason: Mapped[str] = mapped_column(Text)
+    reasons: Mapped[list[str]] = mapped_column(ARRAY(Text))
     until: Mapped[datetime | None]
+    paused_until: Mapped[datetime | None]
 
     __table_args__ = (
         UniqueConstraint(
@@ -276,4 +291,7 @@ class Suppression(UUIDPrimaryKey, TenantKey, CreatedAt, Base):
             f"(until IS NULL OR scope <> '{SuppressionScope.ALL.value}')",
             name="until_iff_paused",
         ),
+        CheckConstraint(REASONS_KNOWN, name="reasons_known"),
+        # a pause kept under a permanent row (its own row has ``until``)
+        CheckConstraint("paused_until IS NULL OR until IS NULL", name="paused_until_if_permanent"),
     )

@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-from sqlalchemy import func, or_, select, text, update
+from sqlalchemy import case, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -35,6 +35,7 @@ from app.domain.model import (
     State,
     SuppressionReason,
     SuppressionScope,
+    SuppressionSource,
     Trigger,
     VerifiedVia,
 )
@@ -607,21 +608,38 @@ async def _robinson_listed(session: AsyncSession, rows: Sequence[Mapping[str, An
 
 
 async def add_suppressions(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert suppression keys; existing identical ones are kept as they are, and a pause becomes permanent.
+    """Insert suppression keys; an existing one gains the row's reason among its ``reasons``; a pause becomes permanent.
 
-    A pause (reason ``paused``, with an end) of the same key and scope is replaced: a withdrawal, complaint or
-    erasure must not end when the pause does.
+    A row that already holds the reason is left as it is (no new row version). A pause (reason ``paused``, with an
+    end) of the same key and scope becomes this permanent row, with the permanent reason only: a withdrawal,
+    complaint or erasure must not end when the pause does. The pause's end, if still ahead, is kept in
+    ``paused_until``, so that lifting the permanent reason (:func:`lift_reason`) leaves the pause running.
     """
     unique = {_suppression_identity(row): row for row in rows}  # one statement may touch a row only once
     listed = await _robinson_listed(session, [row for row in unique.values() if _robinson_like(row)])
     unique = {identity: row for identity, row in unique.items() if identity not in listed}
     if unique:
-        statement = insert(Suppression).values([{"id": uuid7(), **row} for row in unique.values()])
+        statement = insert(Suppression).values(
+            [{"id": uuid7(), **row, "reasons": [row["reason"]]} for row in unique.values()]
+        )
+        paused = Suppression.until.is_not(None)
         await session.execute(
             statement.on_conflict_do_update(
                 constraint=_SUPPRESSION_UNIQUE,
-                set_={"reason": statement.excluded.reason, "until": None},
-                where=Suppression.until.is_not(None),
+                set_={
+                    "reason": case((paused, statement.excluded.reason), else_=Suppression.reason),
+                    "reasons": case(
+                        (paused, statement.excluded.reasons),
+                        else_=Suppression.reasons.op("||")(statement.excluded.reasons),
+                    ),
+                    "paused_until": case(
+                        (Suppression.until > func.now(), Suppression.until),
+                        (paused, None),
+                        else_=Suppression.paused_until,
+                    ),
+                    "until": None,
+                },
+                where=or_(paused, ~Suppression.reasons.contains(statement.excluded.reasons)),
             )
         )
 
@@ -629,8 +647,9 @@ async def add_suppressions(session: AsyncSession, rows: Sequence[dict[str, Any]]
 async def pause_keys(session: AsyncSession, rows: Sequence[dict[str, Any]], until: datetime) -> None:
     """Pause marketing to these keys (``all_marketing`` rows of reason ``paused``) until ``until``.
 
-    An existing pause of the key gets the new end (shorter or longer: the person's latest choice); a permanent
-    suppression stays as it is (it already stops everything a pause would).
+    An existing pause of the key gets the new end (shorter or longer: the person's latest choice). A permanent
+    suppression already stops everything a pause would: it keeps the pause's end in ``paused_until``, so that the
+    pause still runs should its permanent reasons be lifted (:func:`lift_reason`).
     """
     unique = {_suppression_identity(row): row for row in rows}
     # a pause is all marketing: a key on the Robinson list already stops that for good
@@ -649,29 +668,94 @@ async def pause_keys(session: AsyncSession, rows: Sequence[dict[str, Any]], unti
             "scope": SuppressionScope.ALL_MARKETING.value,
             "purpose_id": None,
             "reason": SuppressionReason.PAUSED.value,
+            "reasons": [SuppressionReason.PAUSED.value],
             "until": until,
         }
         for row in unique.values()
     ]
     statement = insert(Suppression).values(values)
+    paused = Suppression.until.is_not(None)
     await session.execute(
         statement.on_conflict_do_update(
             constraint=_SUPPRESSION_UNIQUE,
-            set_={"until": statement.excluded.until},
-            where=Suppression.until.is_not(None),
+            set_={
+                "until": case((paused, statement.excluded.until), else_=None),
+                "paused_until": case((paused, None), else_=statement.excluded.until),
+            },
         )
     )
 
 
 async def end_pauses(session: AsyncSession, workspace_id: uuid.UUID, keys: Collection[bytes]) -> int:
-    """Delete the pauses (running or over) of these keys; answers how many were running or over."""
+    """Delete the pauses (running or over) of these keys, and those kept under permanent rows.
+
+    Answers how many rows of a pause of their own were deleted.
+    """
     if not keys:
         return 0
+    scope = {"workspace_id": workspace_id, "keys": list(keys)}
     deleted = await session.execute(
         text("DELETE FROM suppressions WHERE workspace_id = :workspace_id AND key = ANY(:keys) AND until IS NOT NULL"),
-        {"workspace_id": workspace_id, "keys": list(keys)},
+        scope,
+    )
+    await session.execute(
+        text(
+            "UPDATE suppressions SET paused_until = NULL"
+            " WHERE workspace_id = :workspace_id AND key = ANY(:keys) AND paused_until IS NOT NULL"
+        ),
+        scope,
     )
     return int(deleted.rowcount)  # type: ignore[attr-defined]  # CursorResult of a DELETE
+
+
+async def lift_reason(
+    session: AsyncSession, workspace_id: uuid.UUID, keys: Collection[bytes], reason: SuppressionReason
+) -> None:
+    """Take ``reason`` away from the ``reasons`` of the workspace's suppressions of all marketing under ``keys``.
+
+    A row left without a reason goes, or becomes the pause it kept (``paused_until`` still ahead); a row whose
+    label (``reason``) named the lifted source is labelled by the first known one left (a row written before
+    migration 0047 may have ``unrecorded`` only: it stays, with its label). Rows of other scopes, pauses' own rows
+    and the Robinson keys are not touched.
+    """
+    if not keys:
+        return
+    scope = {
+        "workspace_id": workspace_id,
+        "keys": list(keys),
+        "reason": reason.value,
+        "scope": SuppressionScope.ALL_MARKETING.value,
+        "paused": SuppressionReason.PAUSED.value,
+        "unrecorded": SuppressionSource.UNRECORDED.value,
+    }
+    held = (
+        "workspace_id = :workspace_id AND key = ANY(:keys) AND scope = :scope AND purpose_id IS NULL"
+        " AND until IS NULL AND reasons @> ARRAY[CAST(:reason AS text)]"
+    )
+    await session.execute(
+        text(
+            f"DELETE FROM suppressions WHERE {held} AND reasons <@ ARRAY[CAST(:reason AS text)]"  # noqa: S608  # constants
+            " AND (paused_until IS NULL OR paused_until <= now())"
+        ),
+        scope,
+    )
+    left = "array_remove(reasons, CAST(:reason AS text))"
+    await session.execute(
+        text(
+            f"""
+            UPDATE suppressions
+               SET reasons = CASE WHEN cardinality({left}) = 0 THEN ARRAY[CAST(:paused AS text)] ELSE {left} END,
+                   reason = CASE WHEN cardinality({left}) = 0 THEN :paused
+                                 WHEN reason <> :reason THEN reason
+                                 ELSE coalesce((SELECT r FROM unnest({left}) AS r WHERE r <> :unrecorded LIMIT 1),
+                                               reason) END,
+                   until = CASE WHEN cardinality({left}) = 0 THEN paused_until END,
+                   paused_until = CASE WHEN cardinality({left}) = 0 THEN NULL ELSE paused_until END
+             WHERE {held}
+            """  # noqa: S608  # constants only; the values are parameters
+        ),
+        scope,
+    )
 
 
 async def pauses_of(
@@ -774,7 +858,9 @@ async def suppressions_of(
             scope=SuppressionScope.ALL_MARKETING.value,
             purpose_id=None,
             reason=SuppressionReason.ROBINSON.value,
+            reasons=[SuppressionReason.ROBINSON.value],
             until=None,
+            paused_until=None,
             created_at=row.created_at,
         )
         for row in listed

@@ -155,8 +155,10 @@ def _points(
                     scope=s.scope,
                     purpose=keys.get(s.purpose_id) if s.purpose_id else None,
                     reason=s.reason,
+                    reasons=list(s.reasons),
                     since=s.created_at,
                     until=s.until,
+                    paused_until=s.paused_until,
                 )
                 for position, key in enumerate(bytes(k) for k in point.suppression_keys)
                 for s in suppressions

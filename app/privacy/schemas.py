@@ -75,9 +75,16 @@ class ExportedSuppression(msgspec.Struct, kw_only=True):
     scope: str
     purpose: str | None
     reason: str
+    """The label of the first source that wrote it."""
+    reasons: list[str]
+    """Every source that holds it in force (`unrecorded`: one written before sources were recorded, whose other
+    sources are not known)."""
     since: datetime
     until: datetime | None = None
     """A pause's end (reason `paused`; it ends by itself then); `null` for a suppression without end."""
+    paused_until: datetime | None = None
+    """The end of a pause the person chose while this suppression (without end) was in force: should its sources
+    be lifted, the pause runs on until then."""
 
 
 class ExportedPoint(msgspec.Struct, kw_only=True):

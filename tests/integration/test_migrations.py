@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from app.domain.identifiers import normalise_postal
@@ -160,6 +162,57 @@ async def test_0046_labels_stickers_found_in_the_ledger_and_maps_them_back_on_do
         await migrate(engine)
         async with engine.connect() as conn:
             assert (await conn.execute(text(reasons))).all() == [("objection_art21", 1), ("objection_sticker", 2)]
+    finally:
+        await engine.dispose()
+        await pg_server.drop_database(url)
+
+
+async def test_0047_marks_existing_suppressions_unrecorded_and_goes_back(pg_server):
+    """A row older than 0047 may have had other writers: it gets ``unrecorded`` beside its label, so lifting one
+    reason never lifts it; a pause's own row had no other source. Downgrade drops the columns, the rows stay."""
+    url = await pg_server.create_database("consent_migration_0047")
+    engine = create_async_engine(url)
+    rows = """
+        INSERT INTO suppressions (id, workspace_id, key, key_version, channel, scope, purpose_id, reason, until)
+        VALUES (gen_random_uuid(), :ws, '\\x01', 1, 'print', 'all_marketing', NULL, 'objection_art21', NULL),
+               (gen_random_uuid(), :ws, '\\x02', 1, 'email', 'all', NULL, 'erasure', NULL),
+               (gen_random_uuid(), :ws, '\\x03', 1, 'email', 'all_marketing', NULL, 'paused', now() + interval '1 day')
+    """
+    kept = "SELECT encode(key, 'hex'), reason FROM suppressions ORDER BY key"
+    try:
+        await migrate(engine, "0046")
+        async with engine.begin() as conn:
+            ws = (
+                await conn.execute(
+                    text("INSERT INTO workspaces (id, name) VALUES (gen_random_uuid(), 'W') RETURNING id")
+                )
+            ).scalar_one()
+            await conn.execute(text(rows), {"ws": ws})
+        await migrate(engine, "0047")
+        async with engine.connect() as conn:
+            marked = (
+                await conn.execute(
+                    text("SELECT encode(key, 'hex'), reasons, paused_until FROM suppressions ORDER BY key")
+                )
+            ).all()
+        assert marked == [
+            ("01", ["objection_art21", "unrecorded"], None),
+            ("02", ["erasure", "unrecorded"], None),
+            ("03", ["paused"], None),
+        ]
+        with pytest.raises(IntegrityError, match="ck_suppressions_reasons_known"):
+            async with engine.begin() as conn:
+                await conn.execute(text("UPDATE suppressions SET reasons = '{objection_art21,whatever}'"))
+
+        await downgrade(engine, "0046")
+        async with engine.connect() as conn:
+            columns = await conn.run_sync(lambda c: {col["name"] for col in inspect(c).get_columns("suppressions")})
+            back = (await conn.execute(text(kept))).all()
+        assert not {"reasons", "paused_until"} & columns
+        assert back == [("01", "objection_art21"), ("02", "erasure"), ("03", "paused")]
+        await migrate(engine)
+        async with engine.connect() as conn:
+            assert (await conn.execute(text("SELECT count(*) FROM suppressions"))).scalar_one() == 3
     finally:
         await engine.dispose()
         await pg_server.drop_database(url)

@@ -56,6 +56,7 @@ VOCABULARY: dict[type[enum.StrEnum], list[str]] = {
         "robinson",
         "paused",
     ],
+    model.SuppressionSource: [*(reason.value for reason in model.SuppressionReason), "unrecorded"],
     model.RequestChannel: ["email", "letter", "web_form", "phone", "in_person", "other"],
     model.ObjectionKind: ["personal", "sticker", "art21", "robinson"],
 }
