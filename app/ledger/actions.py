@@ -25,6 +25,7 @@ from app.domain.model import (
     PurposeKind,
     SuppressionReason,
     SuppressionScope,
+    SuppressionSource,
     Trigger,
     VerifiedVia,
 )
@@ -171,39 +172,49 @@ class Lifted:
 
     contact: Contact
     applied: list[Applied]
-    still_blocked_by: list[SuppressionReason]
-    """The reasons of the suppressions in force under the addresses' keys after the withdrawal, sorted."""
+    still_blocked_by: list[SuppressionSource]
+    """The sources of the suppressions in force under the addresses' keys after the withdrawal, sorted."""
+
+
+#: The suppression reason a person's withdrawal of their objection lifts: that of their own (Art. 21) objection. A
+#: sticker's is the household's, a Robinson entry's the list's: the person's withdrawal lifts neither.
+LIFTED_BY_WITHDRAWAL = SuppressionReason.OBJECTION_ART21
 
 
 async def withdraw_objection(
     session: AsyncSession,
+    keys: Keys,
     workspace_id: uuid.UUID,
     contact_ref: str,
     *,
     evidence: Mapping[str, Any],
     actor: Actor,
 ) -> Lifted:
-    """The person lifts their print objection (with proof): print returns to ``none`` (legitimate interest).
+    """The person lifts their objection (with proof): print returns to ``none`` (legitimate interest).
 
-    The suppressions stay, and ``still_blocked_by`` names what they are: the one the objection wrote (its
-    ``objection_art21`` row on the address's key) included. One suppression row stands for a key, scope and
-    purpose whatever wrote it: an erasure, a pause, a sticker or a Robinson entry recorded on that key after the
-    objection keeps the objection's row (and label), so lifting it by its label could lift those — a block the
-    person did not lift. Until a row records its sources, the address stays out of mailings (the safe side) and the
-    answer says so; the suppressions an objection to all marketing wrote for other channels stay as well (those
-    channels come back only by a fresh opt-in of their own).
+    The objection's own source (``objection_art21``) is taken away from the suppressions it wrote: those of all
+    marketing under the keys of the contact's addresses themselves (:func:`suppression_rows`, no household key: a
+    sticker wrote that one; the other channels' addresses too, which an objection to all marketing suppressed). A
+    suppression left without a source goes; one that an erasure, a complaint, an unsubscribe, a sticker or an
+    unrecorded source (a row older than migration 0047) also holds stays, and a pause kept under it runs on.
+    ``still_blocked_by`` names the sources of what is left under the postal addresses' keys: while it is not
+    empty, print is not sent. The other channels' consents stay withdrawn (they come back by a fresh opt-in).
     """
     contact = await require_contact(session, workspace_id, contact_ref)
-    points = [p for p in await repository.contact_points_of(session, contact.id) if p.channel == Channel.PRINT]
-    if not points:
+    points = list(await repository.contact_points_of(session, contact.id))
+    postal = [p for p in points if p.channel == Channel.PRINT]
+    if not postal:
         raise InvalidInput("The contact has no postal address.", code="no_contact_point")
-    changes = [Change(p, None, Trigger.OBJECTION_WITHDRAWN, evidence) for p in points]
+    changes = [Change(p, None, Trigger.OBJECTION_WITHDRAWN, evidence) for p in postal]
     applied = await apply_changes(session, workspace_id, changes, actor)
+    written = suppression_rows(keys, workspace_id, points, LIFTED_BY_WITHDRAWAL)
+    await repository.lift_reason(session, workspace_id, [bytes(row["key"]) for row in written], LIFTED_BY_WITHDRAWAL)
     now = utcnow()
     standing = await repository.suppressions_of(
-        session, workspace_id, sorted({bytes(key) for point in points for key in point.suppression_keys})
+        session, workspace_id, sorted({bytes(key) for point in postal for key in point.suppression_keys})
     )
-    still = sorted({SuppressionReason(s.reason) for s in standing if s.until is None or s.until > now})
+    in_force = [s for s in standing if s.until is None or s.until > now]
+    still = sorted({SuppressionSource(source) for s in in_force for source in s.reasons})
     return Lifted(contact=contact, applied=applied, still_blocked_by=still)
 
 

@@ -350,11 +350,13 @@ class ObjectionController(Controller):
         data: JSONBody[ObjectionWithdrawalIn],
         principal: NamedDependency[Principal],
         db: NamedDependency[AsyncSession],
+        keys: NamedDependency[Keys],
     ) -> ObjectionWithdrawalOut:
         """The person lifts their print objection; the evidence must say how (e.g. `document_ref`).
 
-        The print state returns to `none`; the suppressions under the contact's postal addresses stay (the
-        objection's own among them) and are named in `still_blocked_by`: while it is not empty, print is not sent.
+        The print state returns to `none`; the objection's own suppression (`objection_art21`) is lifted where
+        nothing else holds it, and what still stops print to the contact's postal addresses is named in
+        `still_blocked_by`: while it is not empty, print is not sent.
         """
         evidence = data.evidence.as_dict()
         if not {"document_ref", "ticket", "note"} & evidence.keys():
@@ -364,7 +366,7 @@ class ObjectionController(Controller):
             )
         async with db.begin():
             lifted = await actions.withdraw_objection(
-                db, principal.workspace_id, data.contact, evidence=evidence, actor=_actor(principal)
+                db, keys, principal.workspace_id, data.contact, evidence=evidence, actor=_actor(principal)
             )
             changes = await _changes(db, principal.workspace_id, lifted.contact.id, lifted.applied)
             return ObjectionWithdrawalOut(

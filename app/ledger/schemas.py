@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import msgspec
 
 from app.domain.identifiers import EXTERNAL_ID_PATTERN, PostalAddress, normalise_postal
-from app.domain.model import Channel, ObjectionKind, Reachability, State, SuppressionReason, VerifiedVia
+from app.domain.model import Channel, ObjectionKind, Reachability, State, SuppressionSource, VerifiedVia
 from app.workspaces.settings import known_time_zone
 
 if TYPE_CHECKING:
@@ -157,16 +157,16 @@ class ChangesOut(msgspec.Struct, kw_only=True):
 class ObjectionWithdrawalOut(ChangesOut, kw_only=True):
     """The resulting states, and what still stops print to the contact's postal addresses.
 
-    `still_blocked_by` lists the reasons of the suppressions in force under the addresses' keys (empty: print may
-    go out again); eligibility answers `suppressed` while it is not empty. The suppression the objection itself
-    wrote (`objection_art21`) is not lifted by its withdrawal: one suppression stands for an address whatever
-    wrote it (an erasure, a pause, a sticker or a Robinson entry recorded after the objection among them), so it
-    stays, and is named here. Others: `robinson` (the person is on a Robinson list: they leave it with its
-    operator), `objection_sticker` (a "no advertising" sticker of the household), `erasure`, `complaint`,
-    `paused`, …
+    The withdrawal lifts the objection's own suppression (`objection_art21`) from the contact's addresses, where
+    nothing else holds it. `still_blocked_by` lists the sources of the suppressions still in force under the postal
+    addresses' keys (empty: print may go out again); eligibility answers `suppressed` while it is not empty:
+    `robinson` (the person is on a Robinson list: they leave it with its operator), `objection_sticker` (a "no
+    advertising" sticker of the household), `erasure`, `complaint`, `paused` (until the pause ends), …, and
+    `unrecorded`: a suppression older than the recording of sources (migration 0047), which may have sources not
+    known, so it is not lifted (the objection's own label may still be shown on it in the access export).
     """
 
-    still_blocked_by: list[SuppressionReason]
+    still_blocked_by: list[SuppressionSource]
 
 
 class MergeIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

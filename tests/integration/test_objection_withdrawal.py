@@ -1,9 +1,10 @@
-"""Withdrawing a print objection says what still blocks print; no block is lifted with it; a sticker is a sticker.
+"""Withdrawing an objection lifts its own block, and only its own; the answer says what still stops print.
 
 2026-12-06 (docs/security.md): the withdrawal answered print `none` while the objection's suppression kept the
-address out of every mailing, without saying so, and a sticker was labelled an Art. 21 objection. A version that
-lifted the objection's suppression by its label was found (hostile review) to lift an erasure's block and a running
-pause recorded on the same key: one suppression row stands for a key whatever wrote it. The suppressions stay.
+address out of every mailing. A version that lifted the objection's suppression by its label was found (hostile
+review) to lift an erasure's block and a running pause recorded on the same key: one suppression row stands for a
+key whatever wrote it. Suppressions now record their sources (`reasons`, migration 0047): the withdrawal takes the
+objection's away and what anything else wrote stays.
 """
 
 from __future__ import annotations
@@ -14,7 +15,12 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from app.domain.model import SuppressionReason
+from app.ledger.actions import identifier_suppression_rows
+from app.ledger.repository import add_suppressions
 from app.lib.auth import Scope
+from app.lib.keys import Keys
+from tests.conftest import TEST_SECRET
 
 ADDRESS = {"street": "Hauptstr. 12 A", "postcode": "10115", "city": "Berlin"}
 PROOF = {"document_ref": "letter 2026-12-01"}
@@ -53,14 +59,18 @@ async def withdraw(client, tenant, contact: str, headers: dict[str, str] | None 
     )
 
 
-async def print_decision(client, tenant, contact: str) -> dict[str, Any]:
+async def decision(client, tenant, contact: str, channel: str) -> dict[str, Any]:
     response = await client.get(
         "/v1/eligibility",
-        params={"contact": contact, "channel": "print", "purpose": "letters"},
+        params={"contact": contact, "channel": channel, "purpose": "letters"},
         headers=await tenant.key(Scope.ELIGIBILITY_READ),
     )
     assert response.status_code == 200, response.text
     return response.json()  # type: ignore[no-any-return]
+
+
+async def print_decision(client, tenant, contact: str) -> dict[str, Any]:
+    return await decision(client, tenant, contact, "print")
 
 
 async def suppression_reasons(session, tenant) -> list[str]:
@@ -71,9 +81,7 @@ async def suppression_reasons(session, tenant) -> list[str]:
 
 
 @pytest.mark.parametrize("kind", ["personal", "art21"])
-async def test_withdrawing_the_objection_records_it_and_says_the_address_stays_blocked(
-    client, tenant, letters, kind, session
-):
+async def test_withdrawing_the_objection_lets_print_through_again(client, tenant, letters, kind, session):
     await person(client, tenant, "crm-1")
     await object_(client, tenant, kind, contact="crm-1")
     assert (await print_decision(client, tenant, "crm-1"))["reason"] == "objected"
@@ -83,13 +91,35 @@ async def test_withdrawing_the_objection_records_it_and_says_the_address_stays_b
     assert lifted.status_code == 200, lifted.text
     answer = lifted.json()
     assert [(c["channel"], c["state"]) for c in answer["changes"]] == [("print", "none")]
-    assert answer["still_blocked_by"] == ["objection_art21"], "the answer says what still stops print"
-    decision = await print_decision(client, tenant, "crm-1")
-    assert (decision["eligible"], decision["reason"]) == (False, "suppressed")
-    assert await suppression_reasons(session, tenant) == ["objection_art21"], "no block is lifted"
+    assert answer["still_blocked_by"] == [], "nothing else stops print"
+    assert (await print_decision(client, tenant, "crm-1"))["eligible"] is True, "the objection no longer binds"
+    assert await suppression_reasons(session, tenant) == [], "the objection's own suppression is lifted"
     events = (await client.get("/v1/contacts/crm-1/events", headers=await tenant.key(Scope.AUDIT_READ))).json()
     assert [(e["trigger"], e["to_state"]) for e in events][-1] == ("objection_withdrawn", "none")
     assert events[-1]["evidence"] == PROOF, "the withdrawal is in the ledger with the person's proof"
+
+
+async def test_a_suppression_older_than_the_recorded_sources_stays_and_the_answer_says_so(
+    client, tenant, letters, session
+):
+    """A row written before migration 0047 holds `unrecorded` beside its label: others may have written its key."""
+    await person(client, tenant, "crm-1")
+    await object_(client, tenant, "personal", contact="crm-1")
+    await session.execute(  # as migration 0047 leaves a row that existed before it
+        text("UPDATE suppressions SET reasons = '{objection_art21,unrecorded}' WHERE workspace_id = :ws"),
+        {"ws": tenant.id},
+    )
+
+    lifted = await withdraw(client, tenant, "crm-1")
+
+    assert lifted.status_code == 200, lifted.text
+    assert lifted.json()["still_blocked_by"] == ["unrecorded"]
+    decision = await print_decision(client, tenant, "crm-1")
+    assert (decision["eligible"], decision["reason"]) == (False, "suppressed")
+    rows = await session.execute(
+        text("SELECT reason, reasons FROM suppressions WHERE workspace_id = :ws"), {"ws": tenant.id}
+    )
+    assert rows.all() == [("objection_art21", ["unrecorded"])], "the row stays, with the first writer's label"
 
 
 async def test_a_robinson_entry_is_named_among_what_still_blocks(client, tenant, letters):
@@ -117,11 +147,11 @@ async def test_a_household_sticker_is_named_among_what_still_blocks(client, tena
 
     lifted = await withdraw(client, tenant, "crm-1")
 
-    assert lifted.json()["still_blocked_by"] == ["objection_art21", "objection_sticker"]
+    assert lifted.json()["still_blocked_by"] == ["objection_sticker"], "the household's sticker is not hers to lift"
     assert (await print_decision(client, tenant, "crm-1"))["reason"] == "suppressed"
 
 
-async def test_an_erasures_block_stays_after_a_returning_contacts_withdrawal(client, tenant, letters, admin):
+async def test_an_erasures_block_stays_after_a_returning_contacts_withdrawal(client, tenant, letters, admin, session):
     """Object, then erase (CHANNEL_RULES X1): the erasure's block sits on the objection's row. The address comes
     back from the CRM, objects and withdraws: the erasure must still stop print (it did not, when the withdrawal
     lifted objection rows by their label)."""
@@ -135,8 +165,12 @@ async def test_an_erasures_block_stays_after_a_returning_contacts_withdrawal(cli
     lifted = await withdraw(client, tenant, "crm-2")
 
     assert lifted.status_code == 200, lifted.text
-    assert lifted.json()["still_blocked_by"] != []
+    assert lifted.json()["still_blocked_by"] == ["erasure"]
     assert (await print_decision(client, tenant, "crm-2"))["eligible"] is False, "the erasure's block stays"
+    rows = await session.execute(
+        text("SELECT reason, reasons FROM suppressions WHERE workspace_id = :ws"), {"ws": tenant.id}
+    )
+    assert rows.all() == [("erasure", ["erasure"])], "relabelled: the objection that wrote it first is lifted"
 
 
 async def _pause_print(client, tenant, session, contact_ref: str) -> None:
@@ -161,7 +195,9 @@ async def _pause_print(client, tenant, session, contact_ref: str) -> None:
 
 
 @pytest.mark.parametrize("pause_first", [True, False], ids=["pause-then-objection", "objection-then-pause"])
-async def test_a_running_pause_still_stops_print_after_the_withdrawal(client, tenant, letters, session, pause_first):
+async def test_a_running_pause_still_stops_print_after_the_withdrawal_until_it_ends(
+    client, tenant, letters, session, pause_first
+):
     await person(client, tenant, "crm-1")
     if pause_first:
         await _pause_print(client, tenant, session, "crm-1")
@@ -172,8 +208,22 @@ async def test_a_running_pause_still_stops_print_after_the_withdrawal(client, te
     lifted = await withdraw(client, tenant, "crm-1")
 
     assert lifted.status_code == 200, lifted.text
-    assert lifted.json()["still_blocked_by"] != []
+    assert lifted.json()["still_blocked_by"] == ["paused"]
     assert (await print_decision(client, tenant, "crm-1"))["eligible"] is False, "the pause still stops print"
+    [(reason, weeks)] = (
+        await session.execute(
+            text(
+                "SELECT reason, round(extract(epoch FROM until - now()) / 604800) FROM suppressions"
+                " WHERE workspace_id = :ws"
+            ),
+            {"ws": tenant.id},
+        )
+    ).all()
+    assert (reason, weeks) == ("paused", 12), "the pause's own row, with the end the person chose"
+    await session.execute(  # twelve weeks later
+        text("UPDATE suppressions SET until = now() - interval '1 second' WHERE workspace_id = :ws"), {"ws": tenant.id}
+    )
+    assert (await print_decision(client, tenant, "crm-1"))["eligible"] is True, "and print comes when it ends"
 
 
 async def test_a_repeated_withdrawal_records_nothing_more(client, tenant, letters, session):
@@ -198,9 +248,10 @@ async def test_a_sticker_is_labelled_a_sticker_and_a_personal_objection_art21(cl
     assert await suppression_reasons(session, tenant) == ["objection_art21", "objection_sticker", "objection_sticker"]
 
 
-async def test_the_preference_page_does_not_say_post_may_come_after_the_withdrawal(client, tenant, letters):
+async def test_the_preference_page_does_not_say_post_may_come_while_a_sticker_blocks_it(client, tenant, letters):
     """Eligibility answered `suppressed` while the person's page said "may send you advertising by post" and offered
-    to object again (newcomer review of 2026-12-06)."""
+    to object again (newcomer review of 2026-12-06): here a sticker still blocks after the withdrawal."""
+    await object_(client, tenant, "sticker", address=ADDRESS)
     await person(client, tenant, "crm-1")
     await object_(client, tenant, "personal", contact="crm-1")
     assert (await withdraw(client, tenant, "crm-1")).status_code == 200
@@ -210,6 +261,45 @@ async def test_the_preference_page_does_not_say_post_may_come_after_the_withdraw
     [address] = [a for a in view["addresses"] if a["channel"] == "print"]
     assert address["print_state"] == "postal_blocked"
     assert view["print_objected"] is False
+
+
+async def test_all_marketing_objection_withdrawn_lets_each_channel_back_only_where_nothing_else_blocks(
+    client, tenant, letters, ledger, session
+):
+    """Scope `all_marketing` suppressed the email and SMS addresses too: the withdrawal lifts the objection there;
+    a fresh opt-in brings email back, while a STOP's suppression on the number stays."""
+    await person(client, tenant, "crm-1")
+    contact_id = await session.scalar(
+        text("SELECT id FROM contacts WHERE workspace_id = :ws AND external_id = 'crm-1'"), {"ws": tenant.id}
+    )
+    email = await ledger.point("email", "erika@example.com", contact_id=contact_id)
+    sms = await ledger.point("sms", "+4915112345678", contact_id=contact_id)
+    opt_in = {email: ("signup", "confirm"), sms: ("start_word",)}
+    for point, triggers in opt_in.items():
+        await ledger.apply(point, letters.id, *triggers)
+    body = {"contact": "crm-1", "scope": "all_marketing", "kind": "personal", "evidence": {"note": "letter"}}
+    objected = await client.post("/v1/objections", json=body, headers=await tenant.key(Scope.CONSENTS_WRITE))
+    assert objected.status_code == 201, objected.text
+    # a STOP from the number, as the Twilio webhook records one for a number it cannot tie to a contact
+    stop = identifier_suppression_rows(
+        Keys(TEST_SECRET), tenant.id, "sms", "+4915112345678", SuppressionReason.UNSUBSCRIBE
+    )
+    await add_suppressions(session, stop)
+
+    lifted = await withdraw(client, tenant, "crm-1")
+
+    assert lifted.status_code == 200, lifted.text
+    assert lifted.json()["still_blocked_by"] == []
+    for point, triggers in opt_in.items():  # the objection withdrew the channels: a fresh opt-in brings them back
+        await ledger.apply(point, None, *triggers)
+    decisions = {
+        channel: (await decision(client, tenant, "crm-1", channel))["eligible"] for channel in ("email", "sms", "print")
+    }
+    assert decisions == {"email": True, "sms": False, "print": True}, "the STOP on the number stays"
+    rows = await session.execute(
+        text("SELECT channel, reason, reasons FROM suppressions WHERE workspace_id = :ws"), {"ws": tenant.id}
+    )
+    assert rows.all() == [("sms", "unsubscribe", ["unsubscribe"])]
 
 
 async def test_a_housemates_sticker_shows_print_blocked_and_keeps_the_persons_own_objection(client, tenant, letters):
