@@ -273,7 +273,8 @@ class Suppression(UUIDPrimaryKey, TenantKey, CreatedAt, Base):
     scope: Mapped[str] = mapped_column(Text)
     purpose_id: Mapped[uuid.UUID | None]
     reason: Mapped[str] = mapped_column(Text)
-    reasons: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    # a writer that does not name its source (a hand-written INSERT, a COPY) leaves a row no withdrawal lifts
+    reasons: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{unrecorded}'::text[]"))
     until: Mapped[datetime | None]
     paused_until: Mapped[datetime | None]
 

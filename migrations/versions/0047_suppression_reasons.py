@@ -10,7 +10,10 @@ reason to ``reasons``; the objection's withdrawal takes ``objection_art21`` away
   and such an address stays out of mailings (the safe side). A pause's own row gets ``{paused}``: every permanent
   writer replaced a pause rather than joining it, so a pause row has no other source. ``paused_until`` (NULL
   everywhere) keeps the end of a pause that meets a permanent row from now on. Checks: every element of
-  ``reasons`` is a known reason or ``unrecorded`` (one at least); ``paused_until`` only on a permanent row.
+  ``reasons`` is a known reason or ``unrecorded`` (one at least); ``paused_until`` only on a permanent row. The
+  column's default is ``{unrecorded}``: a row inserted by a writer that does not name its source (a hand-written
+  ``INSERT``, a ``COPY`` of generated data, code of a branch older than this revision) is never lifted either; the
+  service's own writers always name theirs.
   The backfill is one rewrite of the table (``ALTER COLUMN … TYPE … USING``) under the ``ACCESS EXCLUSIVE`` lock
   of ``ALTER TABLE``, held to the commit: every read and write of ``suppressions`` (the send gate's, eligibility's)
   waits meanwhile: 0.8 to 2.1 s at 200,000 suppressions (docs/benchmarks.md); plan a short window on a large table.
@@ -62,7 +65,7 @@ def upgrade() -> None:
         ALTER TABLE suppressions
           ALTER COLUMN reasons TYPE text[]
                 USING CASE WHEN until IS NULL THEN ARRAY[reason, 'unrecorded'] ELSE ARRAY[reason] END,
-          ALTER COLUMN reasons DROP DEFAULT,
+          ALTER COLUMN reasons SET DEFAULT '{{unrecorded}}',
           ADD CONSTRAINT ck_suppressions_reasons_known
                 CHECK (cardinality(reasons) > 0 AND reasons <@ ARRAY[{known}]::text[]),
           ADD CONSTRAINT ck_suppressions_paused_until_if_permanent CHECK (paused_until IS NULL OR until IS NULL)

@@ -200,6 +200,18 @@ async def test_0047_marks_existing_suppressions_unrecorded_and_goes_back(pg_serv
             ("02", ["erasure", "unrecorded"], None),
             ("03", ["paused"], None),
         ]
+        async with engine.begin() as conn:  # a writer that does not name its source
+            await conn.execute(
+                text(
+                    "INSERT INTO suppressions (id, workspace_id, key, key_version, channel, scope, purpose_id, reason) "
+                    "VALUES (gen_random_uuid(), :ws, '\\x04', 1, 'sms', 'all_marketing', NULL, 'unsubscribe')"
+                ),
+                {"ws": ws},
+            )
+            assert (await conn.execute(text("SELECT reasons FROM suppressions WHERE key = '\\x04'"))).scalar_one() == [
+                "unrecorded"
+            ], "a row no withdrawal lifts"
+            await conn.execute(text("DELETE FROM suppressions WHERE key = '\\x04'"))
         with pytest.raises(IntegrityError, match="ck_suppressions_reasons_known"):
             async with engine.begin() as conn:
                 await conn.execute(text("UPDATE suppressions SET reasons = '{objection_art21,whatever}'"))
