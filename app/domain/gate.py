@@ -180,6 +180,10 @@ class GateDecision:
     expires_at: datetime | None = None
     """When the consent the decision rests on ends or ended: the end of an opted-in consent with a validity or
     inactivity rule (future, or past: ``expired`` before the sweep), the moment an ``expired`` consent expired."""
+    holds_until: datetime | None = None
+    """For an eligible decision: the moment it stops holding on the same facts (``None``: never by itself), the
+    earlier of the end of the consent it rests on and the close of the send window it was decided inside. The
+    dispatcher marks no call in flight from then on (hostile review 2026-12-06, R3)."""
 
 
 def effective_consent(facts: PointFacts) -> ConsentFact | None:
@@ -231,8 +235,9 @@ def decide_point(
             paused_until=facts.paused_until if reason is Reason.PAUSED else None,
             expires_at=expires_at,
         )
+    timezone = facts.timezone or default_timezone
     if window is not None:
-        opens = next_opening(window, now, facts.timezone or default_timezone)
+        opens = next_opening(window, now, timezone)
         if opens is not None:
             return GateDecision(
                 eligible=False,
@@ -241,7 +246,23 @@ def decide_point(
                 next_window_opens_at=opens,
                 expires_at=expires_at,
             )
-    return GateDecision(eligible=True, reason=permission, evidence_event_id=event_id, expires_at=expires_at)
+    return GateDecision(
+        eligible=True,
+        reason=permission,
+        evidence_event_id=event_id,
+        expires_at=expires_at,
+        holds_until=_holds_until(permission, expires_at, window, now, timezone),
+    )
+
+
+def _holds_until(
+    permission: Reason, expires_at: datetime | None, window: Window | None, now: datetime, timezone: str
+) -> datetime | None:
+    """When an eligible decision stops holding on the same facts: its consent's end, its send window's close."""
+    ends = [expires_at] if permission is Reason.OPTED_IN and expires_at is not None else []
+    if window is not None and (closes := window_closes(window, now, timezone)) is not None:
+        ends.append(closes)
+    return min(ends, default=None)
 
 
 def expiry(consent: ConsentFact | None) -> datetime | None:
@@ -318,6 +339,24 @@ def next_opening(window: Window, now: datetime, timezone: str) -> datetime | Non
     if change is None:
         return opening
     return next_opening(window, change, timezone) or change
+
+
+def window_closes(window: Window, now: datetime, timezone: str) -> datetime | None:
+    """Inside the window at ``now``: the instant it closes at the latest (UTC); ``None``: a whole-day window.
+
+    The next time the local clock shows ``end``; where the zone's offset changes before that, the moment of the
+    change (earlier than or at the close: the caller decides again from there, it never holds too long).
+    """
+    if window.start == window.end:
+        return None
+    zone = ZoneInfo(timezone)
+    local = now.astimezone(zone)
+    day = local.date() if local.time() < window.end else local.date() + timedelta(days=1)
+    closing = datetime.combine(day, window.end, tzinfo=zone).astimezone(UTC)
+    if closing <= now:  # the end lies in a repeated autumn hour whose first pass is over: the second pass
+        closing = datetime.combine(day, window.end, tzinfo=zone).replace(fold=1).astimezone(UTC)
+    change = _clock_change(now, closing, zone)
+    return min(closing, change) if change is not None else closing
 
 
 def _clock_change(after: datetime, until: datetime, zone: ZoneInfo) -> datetime | None:

@@ -265,7 +265,8 @@ def test_a_decision_outside_the_window_is_not_eligible():
         evidence_event_id=EVENT,
         next_window_opens_at=datetime(2026, 6, 11, 6, 0, tzinfo=UTC),
     )
-    assert decide(point(State.OPTED_IN), now=NOON) == GateDecision(True, Reason.OPTED_IN, EVENT, None)
+    inside = GateDecision(True, Reason.OPTED_IN, EVENT, None, holds_until=datetime(2026, 6, 10, 19, 0, tzinfo=UTC))
+    assert decide(point(State.OPTED_IN), now=NOON) == inside  # until the window closes at 21:00 in Berlin
 
 
 def test_the_contacts_zone_comes_before_the_workspaces():
