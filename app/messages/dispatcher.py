@@ -40,7 +40,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iter
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 from sqlalchemy.exc import DBAPIError
@@ -131,6 +131,9 @@ class _Prepared:
     digest: str = ""
     """The digest of the gate's facts its decision was made on (:func:`app.eligibility.repository.gate_facts_sql`):
     its in-flight mark is written only while the facts of that moment have the same (else it is decided again)."""
+    holds_until: datetime | None = None
+    """When its decision stops holding on the same facts (:attr:`app.domain.gate.GateDecision.holds_until`: its
+    consent's end, its send window's close): no in-flight mark is written from then on (it is decided again)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +245,16 @@ class _Calls:
             self._limit.release()
 
 
+class _Marks(NamedTuple):
+    """What a batch of in-flight marks found (:meth:`Dispatcher._mark`)."""
+
+    marked: set[uuid.UUID]
+    changed: set[uuid.UUID]
+    """Held, not marked: their gate's facts changed or their decision stopped holding (to be decided again)."""
+    failed: frozenset[uuid.UUID]
+    """The workspaces whose marks the database refused (none of their deliveries was marked)."""
+
+
 class FactsUnavailable(RuntimeError):
     """The database refused to compute a delivery's gate facts (its workspace's stored time zone, say)."""
 
@@ -327,7 +340,8 @@ class Dispatcher:
         calls = _Calls(self.config.concurrency)
         prepared, marked = await self._prepare(claimed, room=calls.room())
         calls.queue(len(prepared))
-        await self._send_batch(prepared, marked, calls, _Journal(self._write))
+        marks: dict[uuid.UUID, _Prepared] = {}  # this round's journal marks (:meth:`_write`)
+        await self._send_batch(prepared, marked, calls, _Journal(lambda entries: self._write(entries, marks)))
         return len(claimed)
 
     async def _send_batch(
@@ -412,24 +426,67 @@ class Dispatcher:
             ready, driver = await self._decide(session, workspace_ids, [c.id for c in claimed])
             # the first calls start as soon as this commits: their in-flight marks go with it (one write fewer)
             starting = ready[:room]
-            marked, changed = (
-                await repository.mark_in_flight_on_driver(
-                    driver,
-                    workspace_ids,
-                    [item.delivery_id for item in starting],
-                    [item.digest for item in starting],
-                    self.worker_id,
-                    at=utcnow(),
-                    lease_seconds=self._lease_seconds,
-                )
-                if starting
-                else (set(), set())
-            )
+            marks = await self._mark(session, driver, workspace_ids, starting)
+        marked, changed = marks.marked, marks.changed
+        if marks.failed:  # those workspaces' deliveries keep their lease and are claimed again when it runs out
+            ready = [item for item in ready if item.workspace_id not in marks.failed]
+        # held and unchanged, or changed (decided again below); the others are no longer held
+        lost = {item.delivery_id for item in starting} - marked - changed
+        ready = [item for item in ready if item.delivery_id not in lost]
         if not changed:
             return ready, marked
+        # the first marks are committed: whatever happens while deciding the changed ones again, those calls are made
         again = await self._regate(workspace_ids, changed)
         kept = [again.get(item.delivery_id, item) for item in ready if item.delivery_id not in changed - set(again)]
         return kept, marked | set(again)
+
+    async def _mark(
+        self, session: AsyncSession, driver: Any, workspace_ids: Sequence[uuid.UUID], items: Sequence[_Prepared]
+    ) -> _Marks:
+        """Mark these calls in flight in ``session``'s transaction (:func:`repository.mark_in_flight_on_driver`).
+
+        One statement for all, in a savepoint; if the database refuses it (one workspace's stored time zone, changed
+        since the gate's read, fails the facts the statement recomputes for every workspace), once per workspace,
+        each in a savepoint of its own: only the workspace whose marks fail waits (its deliveries keep their lease;
+        hostile review 2026-12-06, R2), the others' calls go on.
+        """
+        if not items:
+            return _Marks(set(), set(), frozenset())
+        try:
+            async with session.begin_nested():
+                await session.connection()  # the SAVEPOINT is sent (lazily begun: the mark goes past the session)
+                marked, changed = await self._mark_on(driver, workspace_ids, items)
+            return _Marks(marked, changed, frozenset())
+        except DBAPIError:
+            log.exception("delivery_marks_failed", workspaces=[str(w) for w in workspace_ids])
+        marked, changed, failed = set(), set(), set()
+        for workspace_id in sorted({item.workspace_id for item in items}):
+            theirs = [item for item in items if item.workspace_id == workspace_id]
+            try:
+                async with session.begin_nested():
+                    await session.connection()
+                    one, other = await self._mark_on(driver, [workspace_id], theirs)
+            except DBAPIError:
+                log.exception("delivery_marks_failed", workspace_id=str(workspace_id))
+                failed.add(workspace_id)
+                continue
+            marked |= one
+            changed |= other
+        return _Marks(marked, changed, frozenset(failed))
+
+    async def _mark_on(
+        self, driver: Any, workspace_ids: Sequence[uuid.UUID], items: Sequence[_Prepared]
+    ) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
+        return await repository.mark_in_flight_on_driver(
+            driver,
+            workspace_ids,
+            [item.delivery_id for item in items],
+            [item.digest for item in items],
+            self.worker_id,
+            untils=[item.holds_until for item in items],
+            at=utcnow(),
+            lease_seconds=self._lease_seconds,
+        )
 
     async def _decide(
         self, session: AsyncSession, workspace_ids: Sequence[uuid.UUID], delivery_ids: Sequence[uuid.UUID]
@@ -482,34 +539,44 @@ class Dispatcher:
         transactional message after a marketing STOP) is thus marked and sent once, without its lease ending and
         the next claim taking it again. One whose facts changed again before each of :data:`_REGATE_TRIES` marks is
         retried later (a transient failure, an attempt). Only rows this worker still holds are settled or marked.
+
+        Never raises (a database error is logged): the caller's marks are committed before, and their calls must be
+        made whatever happens here, or the next claim would settle them ``unknown`` (marketing lost: hostile review
+        2026-12-06, R1). Those not marked keep their lease and are claimed again when it runs out; each one marked
+        is answered (its mark is committed with its try), so none is checked again against its old digest.
         """
         workspaces = sorted(set(workspace_ids))
         again: dict[uuid.UUID, _Prepared] = {}
-        pending = sorted(changed)
-        for delivery_id in pending:
+        for delivery_id in sorted(changed):
             log.info("delivery_gated_again", delivery_id=str(delivery_id), reason="gate_facts_changed")
+        try:
+            await self._regate_into(again, workspaces, changed)
+        except Exception:  # the marks already written stand: their calls are made (R1)
+            log.exception(
+                "delivery_regate_failed",
+                deliveries=[str(d) for d in sorted(set(changed) - set(again))],
+                worker=self.worker_id,
+            )
+        return again
+
+    async def _regate_into(
+        self, again: dict[uuid.UUID, _Prepared], workspaces: Sequence[uuid.UUID], changed: AbstractSet[uuid.UUID]
+    ) -> None:
+        """:meth:`_regate`'s tries; each delivery marked goes into ``again`` as soon as its mark is committed."""
+        pending = sorted(changed)
         for _ in range(_REGATE_TRIES):
             async with self.database.sessionmaker() as session, session.begin():
                 ready, driver = await self._decide(session, workspaces, pending)
                 if not ready:
-                    return again
-                marked, still = await repository.mark_in_flight_on_driver(
-                    driver,
-                    workspaces,
-                    [item.delivery_id for item in ready],
-                    [item.digest for item in ready],
-                    self.worker_id,
-                    at=utcnow(),
-                    lease_seconds=self._lease_seconds,
-                )
-            again.update({item.delivery_id: item for item in ready if item.delivery_id in marked})
-            pending = sorted(still)
+                    return
+                marks = await self._mark(session, driver, workspaces, ready)
+            again.update({item.delivery_id: item for item in ready if item.delivery_id in marks.marked})
+            pending = sorted(marks.changed)
             if not pending:
-                return again
+                return
         async with self.database.sessionmaker() as session, session.begin():
             failure = "the send gate's facts changed before each of its in-flight marks; retried later"
             await self._settle(session, workspaces, dict.fromkeys(pending, _Settle(failure=failure)))
-        return again
 
     async def _settle(
         self, session: AsyncSession, workspace_ids: Sequence[uuid.UUID], settling: Mapping[uuid.UUID, _Settle]
@@ -589,7 +656,7 @@ class Dispatcher:
             return _Settle(DeliveryStatus.BLOCKED_AT_SEND, error=refusal)
         adapter = spec.adapter(self.adapters, row.workspace_id, settings)
         digest = loaded.digests[row.contact_point_id, row.purpose_id]
-        return _Prepared(row.id, row.workspace_id, channel, outbound, adapter, kind, digest)
+        return _Prepared(row.id, row.workspace_id, channel, outbound, adapter, kind, digest, decision.holds_until)
 
     @staticmethod
     def _resend_after_crash(row: ToSend, kind: PurposeKind) -> _Settle | None:
@@ -654,7 +721,9 @@ class Dispatcher:
             digests.update({(fact.id, purpose_id): digest for _, fact, digest in read})
         return found, digests, frozenset(unreadable)
 
-    async def _write(self, entries: Sequence[_Entry]) -> set[uuid.UUID]:
+    async def _write(
+        self, entries: Sequence[_Entry], marks: dict[uuid.UUID, _Prepared] | None = None
+    ) -> set[uuid.UUID]:
         """Write the marks and outcomes that arrived together; answers the deliveries held.
 
         Marks and acceptances (nearly every answer) go as one statement on a driver connection
@@ -662,10 +731,22 @@ class Dispatcher:
         they say about the address, ``unknown``) through the ORM in one short transaction. Only rows this worker
         still holds the lease of are written (checked in the statements), so a late worker never overwrites the
         row's new owner.
+
+        ``marks``: the round's in-flight marks written here so far (by the mark statement or :meth:`_regate`), with
+        what to send for each; filled in. A mark of it is not written again: a shared write whose other part failed
+        after its marks were committed is repeated entry by entry (:class:`_Journal`), and a delivery marked by
+        :meth:`_regate` checked again against the digest of its first decision would be found changed, decided
+        again, found in flight and (marketing) settled ``unknown``, never sent (hostile review 2026-12-06, R1).
         """
+        marks = {} if marks is None else marks
         workspace_ids = {e.item.workspace_id for e in entries}
-        starting = [e.item.delivery_id for e in entries if e.result is None]
-        digests = [e.item.digest for e in entries if e.result is None]
+        done = {
+            e.item.delivery_id: marks[e.item.delivery_id]
+            for e in entries
+            if e.result is None and e.item.delivery_id in marks
+        }
+        beginning = [e.item for e in entries if e.result is None and e.item.delivery_id not in done]
+        starting = [item.delivery_id for item in beginning]
         accepted = [
             repository.Accepted(e.item.delivery_id, e.result.provider_message_id, _provider(e.item))
             for e in entries
@@ -676,7 +757,7 @@ class Dispatcher:
             for e in entries
             if e.result is not None and e.result.outcome is not Outcome.ACCEPTED
         }
-        held = _Held()
+        held = _Held(done, again=done)
         if starting or accepted:
             async with self.database.driver(stateless=True) as connection:
                 taken, changed = await repository.mark_and_settle_sent(
@@ -684,15 +765,19 @@ class Dispatcher:
                     workspace_ids,
                     self.worker_id,
                     starting=starting,
-                    digests=digests,
+                    digests=[item.digest for item in beginning],
+                    untils=[item.holds_until for item in beginning],
                     accepted=accepted,
                     at=utcnow(),
                     lease_seconds=self._lease_seconds,
                 )
                 held |= taken
+            marks.update({item.delivery_id: item for item in beginning if item.delivery_id in taken})
             if changed:  # its gate's facts changed since its decision: decided again now (not released to a claim)
-                held.again.update(await self._regate(workspace_ids, changed))
-                held |= held.again.keys()
+                again = await self._regate(workspace_ids, changed)
+                marks.update(again)
+                held.again.update(again)
+                held |= again.keys()
         if others:
             kinds = {e.item.delivery_id: e.item.kind for e in entries}
             providers = {e.item.delivery_id: _provider(e.item) for e in entries}

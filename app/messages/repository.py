@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, cast
 
+import asyncpg
 from sqlalchemy import Table, delete, select, text
 from sqlalchemy import insert as sa_insert
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.eligibility.repository import DEFAULT_TIMEZONE, gate_facts_sql
@@ -174,7 +176,12 @@ async def batch_to_send(
 #: (in ``$3``'s order). A change committed before that statement began is always seen, whenever its ledger event
 #: was stamped and whether or not it has one (a pause, a suppression, a Robinson key); no clock is compared. A
 #: delivery whose message or address is gone has no facts: it is not unchanged.
-def _unchanged_sql(digests: str, default_tz: str) -> str:
+#: ``$untils`` (in ``$3``'s order): the moment each decision stops holding on the same facts (the end of its consent,
+#: the close of its send window: :attr:`app.domain.gate.GateDecision.holds_until`; NULL: never by itself), compared
+#: with this statement's clock: past it, a delivery is not unchanged either (it is decided again: blocked, or waiting
+#: for its window). Its facts did not change, so the digest alone let a call that waited for its slot past a consent's
+#: end or a window's close be sent (hostile review 2026-12-06, R3).
+def _unchanged_sql(digests: str, untils: str, default_tz: str) -> str:
     facts = gate_facts_sql(
         """SELECT cp.id, cp.workspace_id, cp.contact_id, cp.channel, cp.value, cp.reachability, cp.suppression_keys,
                   cp.verified_at, m.purpose_id, d.id AS delivery_id
@@ -189,13 +196,15 @@ def _unchanged_sql(digests: str, default_tz: str) -> str:
     return f"""
         SELECT g.delivery_id AS id
           FROM ({facts}) g
-          JOIN unnest($3::uuid[], {digests}::text[]) AS s(id, digest) ON s.id = g.delivery_id AND s.digest = g.digest"""  # noqa: S608  # our own SQL only
+          JOIN unnest($3::uuid[], {digests}::text[], {untils}::timestamptz[]) AS s(id, digest, until)
+            ON s.id = g.delivery_id AND s.digest = g.digest
+         WHERE s.until IS NULL OR s.until > clock_timestamp()"""  # noqa: S608  # our own SQL only
 
 
 #: The first calls' marks, in prepare's transaction (:func:`mark_in_flight_on_driver`): marked (true) or held but
 #: changed since the gate (false, not marked).
 _MARK_IN_FLIGHT = f"""
-    WITH unchanged AS ({_unchanged_sql("$6", "$7")}
+    WITH unchanged AS ({_unchanged_sql("$6", "$8", "$7")}
     ), marked AS (
         UPDATE deliveries
            SET in_flight_at = $4, lease_until = greatest(lease_until, clock_timestamp() + make_interval(secs => $5))
@@ -218,6 +227,7 @@ async def mark_in_flight_on_driver(
     digests: Sequence[str],
     worker: str,
     *,
+    untils: Sequence[datetime | None],
     at: datetime,
     lease_seconds: float,
 ) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
@@ -227,19 +237,25 @@ async def mark_in_flight_on_driver(
     that a worker dying during one leaves the evidence (see :mod:`app.messages.policy`). Each mark renews the lease
     for ``lease_seconds`` from now (see above why). ``digests``: each delivery's gate facts digest as its decision
     read it (in the order of ``delivery_ids``); a delivery whose facts changed since is not marked
-    (:data:`_MARK_IN_FLIGHT`). Answers the deliveries marked, and those ``worker`` still holds whose facts changed
-    (to be decided again on the facts of now).
+    (:data:`_MARK_IN_FLIGHT`), nor one whose decision stopped holding (``untils``, in the same order: past it by
+    the statement's clock). Answers the deliveries marked, and those ``worker`` still holds whose facts changed or
+    whose decision stopped holding (to be decided again on the facts of now). A database error is raised as
+    :class:`DBAPIError` (as the session's statements raise it), so the caller can roll back its savepoint.
     """
-    rows = await driver.fetch(
-        _MARK_IN_FLIGHT,
-        list(workspace_ids),
-        worker,
-        list(delivery_ids),
-        at,
-        lease_seconds,
-        list(digests),
-        DEFAULT_TIMEZONE,
-    )
+    try:
+        rows = await driver.fetch(
+            _MARK_IN_FLIGHT,
+            list(workspace_ids),
+            worker,
+            list(delivery_ids),
+            at,
+            lease_seconds,
+            list(digests),
+            DEFAULT_TIMEZONE,
+            list(untils),
+        )
+    except asyncpg.PostgresError as error:
+        raise DBAPIError("mark_in_flight", None, error) from error
     return {row[0] for row in rows if row[1]}, {row[0] for row in rows if not row[1]}
 
 
@@ -274,7 +290,7 @@ async def lock_held(
 #: ``$10`` seconds (as :func:`mark_in_flight_on_driver` does); the ids written come back. ``detail`` is written as
 #: the ORM writes a dict or ``None`` to the JSONB column (JSON ``null``).
 _MARK_AND_SETTLE_SENT = f"""
-    WITH unchanged AS ({_unchanged_sql("$9", "$11")}
+    WITH unchanged AS ({_unchanged_sql("$9", "$12", "$11")}
     ), marked AS (
         UPDATE deliveries
            SET in_flight_at = $4, lease_until = greatest(lease_until, clock_timestamp() + make_interval(secs => $10))
@@ -324,6 +340,7 @@ async def mark_and_settle_sent(
     *,
     starting: Sequence[uuid.UUID],
     digests: Sequence[str],
+    untils: Sequence[datetime | None],
     accepted: Sequence[Accepted],
     at: datetime,
     lease_seconds: float,
@@ -335,7 +352,8 @@ async def mark_and_settle_sent(
     without a transaction of its own. A mark renews the lease for ``lease_seconds`` from now (as
     :func:`mark_in_flight_on_driver` does). A call of ``starting`` is marked only while its gate's facts are those
     its decision was made on (``digests``, in the order of ``starting``: :func:`_unchanged_sql`, as of this
-    statement); one whose facts changed is not marked and keeps its lease (the dispatcher decides it again at once).
+    statement) and its decision still holds (``untils``); one whose facts changed is not marked and keeps its lease
+    (the dispatcher decides it again at once).
     Answers the deliveries ``worker`` still held the lease of and wrote, and those it holds whose facts changed.
     """
     rows = await connection.fetch(
@@ -351,6 +369,7 @@ async def mark_and_settle_sent(
         list(digests),
         lease_seconds,
         DEFAULT_TIMEZONE,
+        list(untils),
     )
     return {row[0] for row in rows if row[1]}, {row[0] for row in rows if not row[1]}
 

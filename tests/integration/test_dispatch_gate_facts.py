@@ -19,20 +19,28 @@ import asyncio
 from collections import Counter
 from datetime import timedelta
 
+import msgspec
 import pytest
 import structlog
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from app.channels.adapters import Adapters
-from app.domain.model import ActorType, SuppressionReason, Trigger
+from app.domain.model import ActorType, State, SuppressionReason, Trigger
 from app.ledger import repository as ledger
 from app.ledger.actions import identifier_suppression_rows, suppression_rows, withdraw_point
 from app.ledger.service import Actor, Change, add_point, apply_changes
 from app.lib.keys import Keys
 from app.lib.orm import utcnow
 from app.main import mail_sender
+from app.messages import service as messages
 from app.messages.dispatcher import DispatchConfig, Dispatcher
+from app.messages.schemas import MessageIn
+from app.purposes import service as purposes
 from app.settings import Settings, TwilioDefaults
+from app.workspaces import repository as workspace_repository
+from app.workspaces import service as workspaces
+from channel_providers.base import Outcome, SendResult
 from tests.conftest import TEST_SECRET
 from tests.dispatch_world import ACCOUNT, TOKEN, sms_world, twilio_stand_in
 
@@ -297,3 +305,164 @@ async def test_facts_that_change_before_every_mark_are_retried_later_not_looped(
     assert stand_in.bodies == []
     assert len(flips) == 4, "the gate's read and three more, one per try"
     assert (await world["by_text"]())["order-1"] == ("queued", 1, None)
+
+
+# -- hostile review 2026-12-06 (R1, R2, R3) ------------------------------------------------------------------------
+
+
+async def _expire_leases(world):
+    async with world["database"].sessionmaker() as session, session.begin():
+        await session.execute(text("UPDATE deliveries SET lease_until = now() - interval '1 second'"))
+
+
+async def test_a_failing_re_decision_leaves_the_calls_already_marked_to_be_made(world, stand_in, make, monkeypatch):
+    """R1: the first calls' marks commit with prepare; a database error while the changed deliveries are decided
+    again ended the round before any call, and the next claim settled the marked offer ``unknown`` (never sent). The
+    marked calls are made; the changed delivery keeps its lease, is not marked, and is decided when claimed again."""
+    async with world["database"].sessionmaker() as session, session.begin():
+        deals = await purposes.create_purpose(session, world["workspace_id"], "deals", "Deals", "marketing")
+        change = Change(world["point"], deals.id, Trigger.START_WORD)
+        await apply_changes(session, world["workspace_id"], [change], SYSTEM)
+    await world["enqueue"](["offer-1"])  # unchanged: marked with prepare
+    await world["enqueue"](["deal-1"], purpose="deals")  # STOP between the gate and the mark: decided again
+
+    async def stop_deals():
+        async with world["database"].sessionmaker() as session, session.begin():
+            change = Change(world["point"], deals.id, Trigger.STOP_WORD)
+            await apply_changes(session, world["workspace_id"], [change], SYSTEM)
+
+    between_gate_and_mark(monkeypatch, "first", stop_deals)
+    decide = Dispatcher._decide
+    calls = []
+
+    async def the_re_decision_fails(self, *args):
+        calls.append(1)
+        if len(calls) == 2:  # the re-decision's read: a transient database error
+            raise OperationalError("SELECT", {}, Exception("connection reset (simulated)"))
+        return await decide(self, *args)
+
+    monkeypatch.setattr(Dispatcher, "_decide", the_re_decision_fails)
+    with structlog.testing.capture_logs() as logs:
+        assert await make(config_for("first")).run_once() == 2
+    assert stand_in.bodies == ["offer-1"]
+    after = await world["by_text"]()
+    assert after["offer-1"] == ("sent", 1, None)
+    assert after["deal-1"] == ("sending", 1, None), "not marked: it keeps its lease"
+    assert any(e["event"] == "delivery_regate_failed" for e in logs)
+    monkeypatch.setattr(Dispatcher, "_decide", decide)
+    await _expire_leases(world)
+    assert await make(config_for("first")).run_once() == 1
+    assert stand_in.bodies == ["offer-1"]
+    assert (await world["by_text"]())["deal-1"] == ("blocked_at_send", 2, None)
+
+
+async def test_a_re_decided_mark_is_not_checked_again_when_its_shared_write_is_repeated(
+    world, stand_in, make, monkeypatch
+):
+    """R1 in the journal: a later call's mark found its facts changed (the contact's time zone: the decision stands),
+    was decided again and marked; then the write of another outcome in the same group failed, and the journal
+    repeated each entry alone: the mark, checked against its first digest, was found changed, decided again, found in
+    flight and settled ``unknown`` (marketing, never sent). The mark written stands and the call is made."""
+    await world["enqueue"](["first-1", "offer-2"])
+    sends = []
+    send = Dispatcher._send
+
+    async def first_fails_after_a_change(self, item):
+        sends.append(1)
+        if len(sends) == 1:  # while the first call is under way, the other waits for the one slot
+            async with world["database"].sessionmaker() as session, session.begin():
+                await session.execute(
+                    text("UPDATE contacts SET timezone = 'Europe/Paris' WHERE id = :c"), {"c": world["contact_id"]}
+                )
+            return SendResult(Outcome.TRANSIENT, detail="busy")
+        return await send(self, item)
+
+    apply_outcome = Dispatcher._apply
+    applied = []
+
+    async def the_outcome_write_fails_once(self, *args, **kwargs):
+        applied.append(1)
+        if len(applied) == 1:
+            raise OperationalError("UPDATE", {}, Exception("deadlock detected (simulated)"))
+        return await apply_outcome(self, *args, **kwargs)
+
+    monkeypatch.setattr(Dispatcher, "_send", first_fails_after_a_change)
+    monkeypatch.setattr(Dispatcher, "_apply", the_outcome_write_fails_once)
+    with structlog.testing.capture_logs() as logs:
+        assert await make(config_for("later")).run_once() == 2
+    final = await world["by_text"]()
+    assert stand_in.bodies == ["offer-2"], final
+    assert final["offer-2"] == ("sent", 1, None)
+    assert final["first-1"][0] == "queued", "its retry is scheduled"
+    assert len(applied) >= 2, "the shared write failed and was repeated"
+    assert [e for e in logs if e["event"] == "delivery_gated_again"], "decided again once"
+
+
+async def test_a_consent_that_ends_while_a_call_waits_for_its_slot_is_not_sent(world, stand_in, make):
+    """R3: the facts do not change when a consent reaches its end, so the digest matched and the offer waiting behind
+    a slow call went out after the consent had ended. Its decision held until that end: the mark is refused, the offer
+    decided again and blocked (``expired``), its attempt the claim's."""
+    async with world["database"].sessionmaker() as session, session.begin():
+        daily = await purposes.create_purpose(
+            session, world["workspace_id"], "daily", "Daily", "marketing", validity="P1D"
+        )
+    ends = utcnow() + timedelta(seconds=2.5)
+    async with world["database"].sessionmaker() as session, session.begin():
+        change = Change(
+            world["point"],
+            daily.id,
+            Trigger.IMPORT,
+            {"source": "crm"},
+            occurred_at=ends - timedelta(days=1),
+            target=State.OPTED_IN,
+        )
+        await apply_changes(session, world["workspace_id"], [change], Actor(ActorType.API_KEY))
+    await world["enqueue"](["slow-1", "offer-2"], purpose="daily")
+    stand_in.slow = 4.0
+    assert await make(config_for("later")).run_once() == 2
+    final = await world["by_text"]()
+    assert stand_in.bodies == ["slow-1"], f"sent after the consent ended: {final}"
+    assert final == {"slow-1": ("sent", 1, None), "offer-2": ("blocked_at_send", 1, None)}
+    assert await _last_errors(world) == {"expired"}
+
+
+@pytest.mark.parametrize("concurrency", [4, 1])
+async def test_one_workspaces_refused_time_zone_holds_back_only_its_own_marks(
+    world, stand_in, make, monkeypatch, concurrency
+):
+    """R2: a time zone PostgreSQL refuses, stored for another workspace between the gate's read and the marks, failed
+    the one mark statement for every workspace: prepare rolled back and nobody's call was made. Marked per workspace
+    on such a failure: the other workspace's deliveries wait for their lease, ours go out."""
+    async with world["database"].sessionmaker() as session, session.begin():
+        other = await workspaces.create_workspace(session, "Other")
+        await workspace_repository.save_settings(
+            session, other.id, {"phone": {"sms_from": "+4930123456780"}, "send_windows": {}}
+        )
+        promo = await purposes.create_purpose(session, other.id, "promo", "Promo", "marketing", validity="P24M")
+        contact = await ledger.add_contact(session, other.id, "otto", "de", "Europe/Berlin")
+        point = await add_point(
+            session, Keys(TEST_SECRET), other.id, contact_id=contact.id, channel="sms", value="+4915199999999"
+        )
+        await apply_changes(session, other.id, [Change(point, promo.id, Trigger.START_WORD)], SYSTEM)
+        body = {"contact": "otto", "purpose": "promo", "route": ["sms"], "content": {"sms": {"text": "theirs-1"}}}
+        await messages.create_message(session, other.id, msgspec.convert(body, MessageIn))
+    await world["enqueue"](["mine-1", "mine-2"])
+
+    async def refused_time_zone():
+        async with world["database"].sessionmaker() as session, session.begin():
+            await session.execute(
+                text('UPDATE workspaces SET settings = settings || \'{"timezone": "localtime"}\' WHERE id = :w'),
+                {"w": other.id},
+            )
+
+    between_gate_and_mark(monkeypatch, "first", refused_time_zone)
+    with structlog.testing.capture_logs() as logs:
+        assert await make(DispatchConfig(batch=10, concurrency=concurrency, deadline=5.0)).run_once() == 3
+    final = await world["by_text"]()
+    assert sorted(stand_in.bodies) == ["mine-1", "mine-2"], final
+    assert final == {
+        "mine-1": ("sent", 1, None),
+        "mine-2": ("sent", 1, None),
+        "theirs-1": ("sending", 1, None),  # not marked: claimed again when its lease runs out
+    }
+    assert any(e["event"] == "delivery_marks_failed" for e in logs)
