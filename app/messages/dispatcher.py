@@ -8,8 +8,10 @@
   gate permits as an existing customer's (``existing_customer``, UWG §7(3)) is composed with the objection notice;
   a channel whose message cannot carry it blocks the delivery (``objection_notice_missing``), nothing goes out.
   A call's in-flight mark is written only while the gate's facts are those its decision read (a digest of them,
-  recomputed in the mark's own statement); a delivery whose facts changed meanwhile (a STOP, a pause, a suppression)
-  is decided again at once on the facts of now (:meth:`Dispatcher._regate`).
+  recomputed in the mark's own statement) and its decision still holds (before its consent's end and its window's
+  close, by the statement's clock); a delivery whose facts changed meanwhile (a STOP, a pause, a suppression) or
+  whose decision stopped holding is decided again at once on the facts of now (:meth:`Dispatcher._regate`). Calls
+  already marked are made whatever deciding the others again does.
 - What differs between channels (the provider adapter, what goes into the request, what a provider's answer
   means for the address) comes from the channel registry (:mod:`app.channels`); nothing here names a channel.
 - Every provider call has a deadline. Transient failures are retried with exponential backoff and jitter up to
