@@ -247,7 +247,10 @@ def gate_facts_sql(points: str, *, workspace: str, default_tz: str, carry: str =
     ``digest`` is an md5 of every fact :func:`app.domain.gate.decide_point` reads (consent states, since, events
     and ends of the purpose and the channel, suppression scopes in force, pause, reachability, verification, the
     contact's and the workspace's time zones, the workspace's send windows, the existing-customer purchase and
-    withdrawal), timestamps as epochs so no session setting changes it. The dispatcher's in-flight marks recompute
+    withdrawal), timestamps as epochs so no session setting changes it; for a transactional purpose only what its
+    decision reads (reachability, verification, an "everything" suppression: a marketing STOP, a pause, a send
+    window or a time zone changes nothing a transactional decision depends on, so it costs no decision again;
+    hostile review 2026-12-06, R4). The dispatcher's in-flight marks recompute
     it with this same SQL in their own statement and mark a delivery only while it is unchanged
     (:func:`app.messages.repository.mark_and_settle_sent`).
     """
@@ -270,11 +273,12 @@ def gate_facts_sql(points: str, *, workspace: str, default_tz: str, carry: str =
            {_POL_CC_ENDS}
                AS c_ends,
            cu.event_id AS customer_event, coalesce(cu.withdrawn, FALSE) AS customer_withdrawn,
-           pol.tz AS workspace_tz, pol.windows
+           pol.tz AS workspace_tz, pol.windows, pol.kind AS purpose_kind
       FROM pts
       JOIN contacts c ON c.id = pts.contact_id
       -- the purpose's lifecycle (app.domain.validity), the workspace's time zone it is counted in, its send windows
-      LEFT JOIN LATERAL (SELECT p.validity, p.inactivity, coalesce(w.settings->>'timezone', {default_tz}) AS tz,
+      LEFT JOIN LATERAL (SELECT p.kind, p.validity, p.inactivity,
+                                coalesce(w.settings->>'timezone', {default_tz}) AS tz,
                                 w.settings->'send_windows' AS windows
                            FROM purposes p JOIN workspaces w ON w.id = p.workspace_id
                           WHERE p.id = pts.purpose_id AND p.workspace_id = {workspace}) pol ON TRUE
@@ -316,7 +320,13 @@ def gate_facts_sql(points: str, *, workspace: str, default_tz: str, carry: str =
             "f.windows",
         ]
     )
-    return f"SELECT f.*, md5(row({facts})::text) AS digest FROM ({inner}) f"  # noqa: S608  # our own SQL only
+    # a transactional decision reads only these (app.domain.gate._transactional and the "everything" suppression)
+    transactional = "f.id, f.reachability, f.verified_at IS NOT NULL, 'all' = ANY(f.scopes)"
+    digest = (
+        f"CASE WHEN f.purpose_kind = 'transactional' THEN md5(row('transactional', {transactional})::text)"
+        f" ELSE md5(row({facts})::text) END"
+    )
+    return f"SELECT f.*, {digest} AS digest FROM ({inner}) f"  # noqa: S608  # our own SQL only
 
 
 _FACTS = text(

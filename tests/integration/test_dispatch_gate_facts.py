@@ -221,16 +221,41 @@ async def test_a_stop_whose_transaction_outlasts_the_old_two_second_margin_is_se
 async def test_a_transactional_sms_after_a_marketing_stop_between_gate_and_mark_is_sent_once(
     world, stand_in, make, monkeypatch, wave
 ):
-    """The STOP changes the facts of the number (its channel-level consent), not the decision of an order SMS: decided
-    again, it is marked and sent at once, once, its attempt the claim's (the withdrawn fix released it to the next
-    claim, again and again: an order SMS reached 33 attempts of 8)."""
+    """The STOP changes the number's channel-level consent, which an order SMS's decision never reads: it is marked and
+    sent at once, once, its attempt the claim's (the withdrawn fix released it to the next claim, again and again: an
+    order SMS reached 33 attempts of 8), and not even decided again (a transactional digest holds only what its
+    decision reads: hostile review 2026-12-06, R4)."""
     await world["enqueue"](["order-1", "order-2"], purpose="orders")
     between_gate_and_mark(monkeypatch, wave, channel_stop(world))
     with structlog.testing.capture_logs() as logs:
         assert await make(config_for(wave)).run_once() == 2
     assert Counter(stand_in.bodies) == Counter({"order-1": 1, "order-2": 1})
     assert await world["by_text"]() == {"order-1": ("sent", 1, None), "order-2": ("sent", 1, None)}
-    assert any(e["event"] == "delivery_gated_again" for e in logs), "the STOP changed the facts: decided again"
+    assert [e for e in logs if e["event"] == "delivery_gated_again"] == [], "nothing it reads changed"
+
+
+@pytest.mark.parametrize("wave", ["first", "later"])
+async def test_an_order_sms_to_a_number_found_undeliverable_between_gate_and_mark_is_not_sent(
+    world, stand_in, make, monkeypatch, wave
+):
+    """What a transactional decision reads (here the number's reachability) is still compared at the mark."""
+
+    async def undeliverable():
+        async with world["database"].sessionmaker() as session, session.begin():
+            await session.execute(
+                text("UPDATE contact_points SET reachability = 'undeliverable' WHERE id = :p"), {"p": world["point"].id}
+            )
+
+    await world["enqueue"](["order-1", "order-2"], purpose="orders")
+    between_gate_and_mark(monkeypatch, wave, undeliverable)
+    assert await make(config_for(wave)).run_once() == 2
+    sent = 1 if wave == "later" else 0  # the later wave's first call began before the change
+    assert len(stand_in.bodies) == sent
+    final = await world["by_text"]()
+    assert sorted(row for text, row in final.items() if text not in stand_in.bodies) == [
+        ("blocked_at_send", 1, None)
+    ] * (2 - sent), final
+    assert await _last_errors(world) == {"undeliverable"}
 
 
 @pytest.mark.parametrize("wave", ["first", "later"])
@@ -282,15 +307,18 @@ async def test_an_unchanged_address_is_marked_without_being_decided_again(world,
 
 
 async def test_facts_that_change_before_every_mark_are_retried_later_not_looped(world, stand_in, make, monkeypatch):
-    """The facts of an order SMS's number change after every read (STOP, START, STOP, ...): it is decided again a
-    bounded number of times, then retried later like a transient failure (one attempt), never sent meanwhile."""
+    """The facts of an offer's address change after every read (Jane's time zone: Berlin, Paris, Berlin, ...; the
+    decision stays the same): it is decided again a bounded number of times, then retried later like a transient
+    failure (one attempt), never sent meanwhile."""
     flips = []
 
     async def flip():
-        trigger = Trigger.STOP_WORD if len(flips) % 2 == 0 else Trigger.START_WORD
-        flips.append(trigger)
+        zone = "Europe/Paris" if len(flips) % 2 == 0 else "Europe/Berlin"
+        flips.append(zone)
         async with world["database"].sessionmaker() as session, session.begin():
-            await apply_changes(session, world["workspace_id"], [Change(world["point"], None, trigger)], SYSTEM)
+            await session.execute(
+                text("UPDATE contacts SET timezone = :z WHERE id = :c"), {"z": zone, "c": world["contact_id"]}
+            )
 
     facts = Dispatcher._facts
 
@@ -300,11 +328,11 @@ async def test_facts_that_change_before_every_mark_are_retried_later_not_looped(
         return read
 
     monkeypatch.setattr(Dispatcher, "_facts", facts_then_flip)
-    await world["enqueue"](["order-1"], purpose="orders")
+    await world["enqueue"](["offer-1"])
     assert await make(config_for("first")).run_once() == 1
     assert stand_in.bodies == []
     assert len(flips) == 4, "the gate's read and three more, one per try"
-    assert (await world["by_text"]())["order-1"] == ("queued", 1, None)
+    assert (await world["by_text"]())["offer-1"] == ("queued", 1, None)
 
 
 # -- hostile review 2026-12-06 (R1, R2, R3) ------------------------------------------------------------------------
