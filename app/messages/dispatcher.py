@@ -357,7 +357,11 @@ class Dispatcher:
         async def one(item: _Prepared, *, marked: bool) -> None:
             async with calls.slot():
                 if not marked:
-                    started = await journal.write(_Entry(item))
+                    try:
+                        started = await journal.write(_Entry(item))
+                    except DBAPIError:  # not marked (one statement): not called; it keeps its lease (R2)
+                        log.exception("delivery_mark_failed", delivery_id=str(item.delivery_id), worker=self.worker_id)
+                        return
                     if started is None:
                         # its lease is lost, or the gate's facts of now stop it (settled so by :meth:`_regate`)
                         log.info("delivery_call_not_started", delivery_id=str(item.delivery_id), worker=self.worker_id)

@@ -356,21 +356,24 @@ async def mark_and_settle_sent(
     (the dispatcher decides it again at once).
     Answers the deliveries ``worker`` still held the lease of and wrote, and those it holds whose facts changed.
     """
-    rows = await connection.fetch(
-        _MARK_AND_SETTLE_SENT,
-        list(workspace_ids),
-        worker,
-        list(starting),
-        at,
-        [a.id for a in accepted],
-        [uuid7() for _ in accepted],
-        [a.provider_message_id for a in accepted],
-        [a.provider for a in accepted],
-        list(digests),
-        lease_seconds,
-        DEFAULT_TIMEZONE,
-        list(untils),
-    )
+    try:
+        rows = await connection.fetch(
+            _MARK_AND_SETTLE_SENT,
+            list(workspace_ids),
+            worker,
+            list(starting),
+            at,
+            [a.id for a in accepted],
+            [uuid7() for _ in accepted],
+            [a.provider_message_id for a in accepted],
+            [a.provider for a in accepted],
+            list(digests),
+            lease_seconds,
+            DEFAULT_TIMEZONE,
+            list(untils),
+        )
+    except asyncpg.PostgresError as error:  # as the session's statements raise it
+        raise DBAPIError("mark_and_settle_sent", None, error) from error
     return {row[0] for row in rows if row[1]}, {row[0] for row in rows if not row[1]}
 
 

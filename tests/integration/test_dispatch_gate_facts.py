@@ -454,13 +454,9 @@ async def test_a_consent_that_ends_while_a_call_waits_for_its_slot_is_not_sent(w
     assert await _last_errors(world) == {"expired"}
 
 
-@pytest.mark.parametrize("concurrency", [4, 1])
-async def test_one_workspaces_refused_time_zone_holds_back_only_its_own_marks(
-    world, stand_in, make, monkeypatch, concurrency
-):
-    """R2: a time zone PostgreSQL refuses, stored for another workspace between the gate's read and the marks, failed
-    the one mark statement for every workspace: prepare rolled back and nobody's call was made. Marked per workspace
-    on such a failure: the other workspace's deliveries wait for their lease, ours go out."""
+async def _other_workspace_with_an_offer(world):
+    """Another workspace, Otto's number opted in to its 'promo' (with a validity: its end is counted in the
+    workspace's time zone), one offer queued; answers the workspace's id."""
     async with world["database"].sessionmaker() as session, session.begin():
         other = await workspaces.create_workspace(session, "Other")
         await workspace_repository.save_settings(
@@ -474,16 +470,46 @@ async def test_one_workspaces_refused_time_zone_holds_back_only_its_own_marks(
         await apply_changes(session, other.id, [Change(point, promo.id, Trigger.START_WORD)], SYSTEM)
         body = {"contact": "otto", "purpose": "promo", "route": ["sms"], "content": {"sms": {"text": "theirs-1"}}}
         await messages.create_message(session, other.id, msgspec.convert(body, MessageIn))
-    await world["enqueue"](["mine-1", "mine-2"])
+    return other.id
 
-    async def refused_time_zone():
+
+def refused_time_zone(world, workspace_id):
+    async def write():
         async with world["database"].sessionmaker() as session, session.begin():
             await session.execute(
                 text('UPDATE workspaces SET settings = settings || \'{"timezone": "localtime"}\' WHERE id = :w'),
-                {"w": other.id},
+                {"w": workspace_id},
             )
 
-    between_gate_and_mark(monkeypatch, "first", refused_time_zone)
+    return write
+
+
+async def test_a_later_calls_refused_mark_holds_back_only_that_call(world, stand_in, make, monkeypatch):
+    """R2 for a call that waited for its slot: the other workspace's time zone turns bad while our first call is under
+    way; its offer's own mark is refused (alone, after its shared write failed): that call is not made and keeps its
+    lease, and the round no longer fails for it; ours after it goes out."""
+    await world["enqueue"](["mine-1"])
+    other = await _other_workspace_with_an_offer(world)
+    await world["enqueue"](["mine-2"])
+    between_gate_and_mark(monkeypatch, "later", refused_time_zone(world, other))
+    with structlog.testing.capture_logs() as logs:
+        assert await make(config_for("later")).run_once() == 3
+    final = await world["by_text"]()
+    assert stand_in.bodies == ["mine-1", "mine-2"], final
+    assert final == {"mine-1": ("sent", 1, None), "mine-2": ("sent", 1, None), "theirs-1": ("sending", 1, None)}
+    assert any(e["event"] == "delivery_mark_failed" for e in logs)
+
+
+@pytest.mark.parametrize("concurrency", [4, 1])
+async def test_one_workspaces_refused_time_zone_holds_back_only_its_own_marks(
+    world, stand_in, make, monkeypatch, concurrency
+):
+    """R2: a time zone PostgreSQL refuses, stored for another workspace between the gate's read and the marks, failed
+    the one mark statement for every workspace: prepare rolled back and nobody's call was made. Marked per workspace
+    on such a failure: the other workspace's deliveries wait for their lease, ours go out."""
+    other = await _other_workspace_with_an_offer(world)
+    await world["enqueue"](["mine-1", "mine-2"])
+    between_gate_and_mark(monkeypatch, "first", refused_time_zone(world, other))
     with structlog.testing.capture_logs() as logs:
         assert await make(DispatchConfig(batch=10, concurrency=concurrency, deadline=5.0)).run_once() == 3
     final = await world["by_text"]()
