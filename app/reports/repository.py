@@ -385,6 +385,20 @@ def _differences(table: str, key: str, rebuilt: str) -> str:
     """  # noqa: S608  # constant names; every input is a bind parameter
 
 
+def _fingerprint(rows: str, key: str) -> str:
+    """SELECT of a fingerprint of the multiset of ``rows`` (columns ``key`` and ``n``, one row per key).
+
+    How many rows, and two sums of a 64-bit hash of each row (two seeds): equal for the same rows in any order.
+    Two different sets of rows give the same three numbers only by a collision of both 64-bit sums (about one
+    chance in 2^128). Each row is hashed by its columns' own hash functions (no text conversion); a column of
+    another type than the rollup's would only make the fingerprints differ (the rows are then compared one by one).
+    """
+    row = f"ROW({key}, n)"
+    return f"""
+        SELECT count(*), sum(hash_record_extended({row}, 0)), sum(hash_record_extended({row}, 1)) FROM ({rows}) f
+    """  # noqa: S608  # constant names; every input is a bind parameter
+
+
 _LEDGER = (_LEDGER_COUNTS, _DOI_CONFIRMED)
 
 
@@ -475,13 +489,17 @@ async def rebuild(session: AsyncSession, workspace_id: uuid.UUID, hi: int) -> in
     messages = int(await session.scalar(text(_ALL_MESSAGES), ws) or 0)
     for table, key, rebuilt in _REBUILT:
         params = {**ws, "hi": hi} if table == "report_doi" else ws
-        if not await session.scalar(text(f"SELECT EXISTS (SELECT FROM {table} WHERE workspace_id = :ws)"), ws):  # noqa: S608
+        held = f"SELECT {key}, n FROM {table} WHERE workspace_id = :ws"  # noqa: S608  # constant names
+        stored = tuple((await session.execute(text(_fingerprint(held, key)), ws)).one())
+        if not stored[0]:
             # nothing to compare with (lost rollups, a first count): the counted rows go in as they are
             await session.execute(
                 text(f"INSERT INTO {table} (workspace_id, {key}, n) SELECT :ws, r.* FROM ({rebuilt}) r ORDER BY {key}"),  # noqa: S608
                 params,
             )
             continue
+        if tuple((await session.execute(text(_fingerprint(rebuilt, key)), params)).one()) == stored:
+            continue  # the rollup holds exactly the counted rows (the usual case): nothing to compare or write
         if table == "report_doi":  # a few rows per day, from a read that must sort (window functions)
             await session.execute(text(_differences(table, key, rebuilt)), params)
         else:

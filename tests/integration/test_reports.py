@@ -514,6 +514,48 @@ async def test_a_rebuild_restores_rollups_that_lost_rows_gained_rows_or_miscount
         assert await _rollup_rows(session, other_tenant.id) == others
 
 
+async def test_a_rebuild_compares_row_by_row_only_the_rollups_whose_fingerprint_differs(tenant, database, monkeypatch):
+    """A rebuild of right rollups finds each equal by its fingerprint and compares none row by row; a rollup with one
+    count moved from one row to another (as many rows, the same total) differs and is put right, and only it."""
+    ledger = Ledger(database, tenant.id)
+    purpose = await ledger.purpose("newsletter")
+    mail = await ledger.point("email", "print@example.com", external_id="f")
+    phone = await ledger.point("sms", "+4915112348888", contact_id=mail.contact_id)
+    at = BASE + timedelta(hours=5)
+    await message_history(database, tenant.id, purpose.id, mail, phone, at)
+    for n, trigger in enumerate(("signup", "confirm", "unsubscribe", "signup")):
+        evidence = {"campaign": "spring", "attributed_purpose_id": str(purpose.id)} if trigger == "unsubscribe" else {}
+        assert await record(ledger, mail, purpose.id, trigger, at + timedelta(hours=n), evidence)
+    async with database.sessionmaker() as session, session.begin():
+        await service.catch_up(session, tenant.id)
+    compared: list[str] = []
+    differences = repository._differences
+
+    def spy(table: str, key: str, rebuilt: str) -> str:
+        compared.append(table)
+        return differences(table, key, rebuilt)
+
+    monkeypatch.setattr(repository, "_differences", spy)
+    async with database.sessionmaker() as session, session.begin():
+        right = await repository.stored_rollups(session, tenant.id)
+        kept = await _rollup_rows(session, tenant.id)
+        await service.rebuild(session, tenant.id)
+        assert await _rollup_rows(session, tenant.id) == kept, "right rollups: nothing written (ids kept)"
+    assert compared == []
+
+    for table in ROLLUP_TIMES:
+        compared.clear()
+        async with database.sessionmaker() as session, session.begin():
+            ids = (await session.scalars(text(f"SELECT id FROM {table} WHERE workspace_id = :ws ORDER BY id"),  # noqa: S608
+                                         {"ws": tenant.id})).all()  # fmt: skip
+            assert len(ids) >= 2, table
+            await session.execute(text(f"UPDATE {table} SET n = n + 1 WHERE id = :id"), {"id": ids[0]})  # noqa: S608
+            await session.execute(text(f"UPDATE {table} SET n = n - 1 WHERE id = :id"), {"id": ids[-1]})  # noqa: S608
+            await service.rebuild(session, tenant.id)
+            assert await repository.stored_rollups(session, tenant.id) == right
+        assert compared == [table]
+
+
 async def _rollup_rows(session, workspace_id) -> dict[str, list[tuple[Any, ...]]]:
     """Every rollup row of the workspace with its id, by id."""
     found = {}
