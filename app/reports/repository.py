@@ -184,19 +184,9 @@ _DIFF = "report_rebuild_diff"
 #: (docs/benchmarks.md), so the planner's settings are left as they are. No lower ``seq`` bound: the planner reads
 #: the ledger in one sequential pass (a prepared statement's generic plan for the bounded range walked the seq
 #: index: 3.6 s instead of 0.3 s for a million events).
-#: Each event's evidence object is taken out of ``personal`` once, in a subquery that ``OFFSET 0`` keeps from being
-#: merged into the grouping (which would take it out again for every field read: the source, the detail, the
-#: campaign and the attributed purpose; ~10 % of this statement's CPU at a million events).
-_GROUPED_ONCE = _GROUPED.replace("e.personal -> 'evidence'", "e.evidence").replace(
-    """FROM consent_events e
-     WHERE e.workspace_id = :ws AND e.seq > :lo AND e.seq <= :hi""",
-    """FROM (SELECT e.occurred_at, e.channel, e.purpose_id, e.actor_type, e.actor_id, e.trigger, e.from_state,
-                 e.to_state, e.personal -> 'evidence' AS evidence
-            FROM consent_events e
-           WHERE e.workspace_id = :ws AND e.seq <= :hi
-          OFFSET 0) e""",
+_STAGE_LEDGER = f"CREATE TEMPORARY TABLE {_STAGE} ON COMMIT DROP AS " + _GROUPED.replace(
+    "e.seq > :lo AND e.seq <= :hi", "e.seq <= :hi"
 )
-_STAGE_LEDGER = f"CREATE TEMPORARY TABLE {_STAGE} ON COMMIT DROP AS {_GROUPED_ONCE}"
 
 #: What confirms a double opt-in: the mail's link (``confirm``), or the start word texted to complete a pending
 #: SMS/WhatsApp signup (``start_word`` from ``pending`` to ``opted_in``); the same rule as the ``confirmations``
