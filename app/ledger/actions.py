@@ -174,6 +174,8 @@ class Lifted:
     applied: list[Applied]
     still_blocked_by: list[SuppressionSource]
     """The sources of the suppressions in force under the addresses' keys after the withdrawal, sorted."""
+    shared_with_another_contact: list[Channel]
+    """The channels where the objection's suppression was not lifted: another contact's address has the same key."""
 
 
 #: The suppression reason a person's withdrawal of their objection lifts: that of their own (Art. 21) objection. A
@@ -194,7 +196,11 @@ async def withdraw_objection(
 
     The objection's own source (``objection_art21``) is taken away from the suppressions it wrote: those of all
     marketing under the keys of the contact's addresses themselves (:func:`suppression_rows`, no household key: a
-    sticker wrote that one; the other channels' addresses too, which an objection to all marketing suppressed). A
+    sticker wrote that one), on the channels the objections withdrawn covered (:func:`repository.objection_scopes`:
+    print, and every channel if one of them was to all marketing). ``reasons`` do not say who wrote them: a key that
+    an address of another contact also has (an email address differing only in case, a household's key) may hold
+    that contact's objection, so nothing is lifted under it (``shared_with_another_contact`` names its channel). An
+    erased contact has no address left, but its erasure's source stays on its keys and keeps blocking them. A
     suppression left without a source goes; one that an erasure, a complaint, an unsubscribe, a sticker or an
     unrecorded source (a row older than migration 0047) also holds stays, and a pause kept under it runs on.
     ``still_blocked_by`` names the sources of what is left under the postal addresses' keys: while it is not
@@ -205,17 +211,46 @@ async def withdraw_objection(
     postal = [p for p in points if p.channel == Channel.PRINT]
     if not postal:
         raise InvalidInput("The contact has no postal address.", code="no_contact_point")
+    every_channel = SuppressionScope.ALL_MARKETING in await repository.objection_scopes(session, contact.id)
     changes = [Change(p, None, Trigger.OBJECTION_WITHDRAWN, evidence) for p in postal]
     applied = await apply_changes(session, workspace_id, changes, actor)
-    written = suppression_rows(keys, workspace_id, points, LIFTED_BY_WITHDRAWAL)
-    await repository.lift_reason(session, workspace_id, [bytes(row["key"]) for row in written], LIFTED_BY_WITHDRAWAL)
+    covered = points if every_channel else postal
+    # one identifier per address, under every key version: lifted or kept as a whole
+    written = {
+        p.id: [bytes(row["key"]) for row in suppression_rows(keys, workspace_id, [p], LIFTED_BY_WITHDRAWAL)]
+        for p in covered
+    }
+    every_key = [key for group in written.values() for key in group]
+    await repository.lock_suppressions(session, workspace_id, every_key)  # then who else holds them is settled
+    held = await repository.keys_held_by_others(session, workspace_id, contact.id, every_key)
+    shared = {p.id for p in covered if held.intersection(written[p.id])}
+    lifted = [key for point_id, group in written.items() if point_id not in shared for key in group]
+    await repository.lift_reason(session, workspace_id, lifted, LIFTED_BY_WITHDRAWAL)
     now = utcnow()
     standing = await repository.suppressions_of(
         session, workspace_id, sorted({bytes(key) for point in postal for key in point.suppression_keys})
     )
     in_force = [s for s in standing if s.until is None or s.until > now]
-    still = sorted({SuppressionSource(source) for s in in_force for source in s.reasons})
-    return Lifted(contact=contact, applied=applied, still_blocked_by=still)
+    still = sorted({source for s in in_force for source in sources_of(s)})
+    return Lifted(
+        contact=contact,
+        applied=applied,
+        still_blocked_by=still,
+        shared_with_another_contact=sorted({Channel(p.channel) for p in covered if p.id in shared}),
+    )
+
+
+def sources_of(suppression: Suppression) -> set[SuppressionSource]:
+    """The sources a suppression names; ``paused`` on a row without an end is an unknown one (``unrecorded``).
+
+    A pause's own row has an end, and one kept under a permanent row is in ``paused_until``: ``paused`` in the
+    ``reasons`` of a row without an end is what code older than migration 0047 (running during a rolling deploy)
+    left when it made a pause permanent without recording its source.
+    """
+    sources = {SuppressionSource(source) for source in suppression.reasons}
+    if suppression.until is None and SuppressionSource.PAUSED in sources:
+        sources = (sources - {SuppressionSource.PAUSED}) | {SuppressionSource.UNRECORDED}
+    return sources
 
 
 async def add_postal_address(

@@ -355,8 +355,9 @@ class ObjectionController(Controller):
         """The person lifts their print objection; the evidence must say how (e.g. `document_ref`).
 
         The print state returns to `none`; the objection's own suppression (`objection_art21`) is lifted where
-        nothing else holds it, and what still stops print to the contact's postal addresses is named in
-        `still_blocked_by`: while it is not empty, print is not sent.
+        nothing else holds it, on the channels the withdrawn objections covered, and not under a key that an address
+        of another contact also has (`shared_with_another_contact` names those channels); what still stops print to
+        the contact's postal addresses is named in `still_blocked_by`: while it is not empty, print is not sent.
         """
         evidence = data.evidence.as_dict()
         if not {"document_ref", "ticket", "note"} & evidence.keys():
@@ -370,7 +371,10 @@ class ObjectionController(Controller):
             )
             changes = await _changes(db, principal.workspace_id, lifted.contact.id, lifted.applied)
             return ObjectionWithdrawalOut(
-                contact_id=changes.contact_id, changes=changes.changes, still_blocked_by=lifted.still_blocked_by
+                contact_id=changes.contact_id,
+                changes=changes.changes,
+                still_blocked_by=lifted.still_blocked_by,
+                shared_with_another_contact=lifted.shared_with_another_contact,
             )
 
 

@@ -31,6 +31,7 @@ from app.domain.chain import GENESIS
 from app.domain.model import (
     WITHDRAWN_STATES,
     Channel,
+    ObjectionKind,
     Reachability,
     State,
     SuppressionReason,
@@ -715,8 +716,10 @@ async def lift_reason(
 
     A row left without a reason goes, or becomes the pause it kept (``paused_until`` still ahead); a row whose
     label (``reason``) named the lifted source is labelled by the first known one left (a row written before
-    migration 0047 may have ``unrecorded`` only: it stays, with its label). Rows of other scopes, pauses' own rows
-    and the Robinson keys are not touched.
+    migration 0047 may have ``unrecorded`` only: it stays, with its label). A row without an end is never labelled
+    ``paused``: ``paused`` among its reasons is an old writer's (see below) and becomes ``unrecorded``. Rows of other
+    scopes, pauses' own rows and the Robinson keys are not touched. The caller chooses the keys: only those whose
+    source it knows to be its own (:func:`app.ledger.actions.withdraw_objection`).
     """
     if not keys:
         return
@@ -739,7 +742,17 @@ async def lift_reason(
         ),
         scope,
     )
-    left = "array_remove(reasons, CAST(:reason AS text))"
+    stripped = "array_remove(reasons, CAST(:reason AS text))"
+    # `paused` among the reasons of a row without an end was not written by a pause (a pause's row has an end, and one
+    # kept under a permanent row is in `paused_until`): code older than 0047, still running during a rolling deploy,
+    # turned a pause into this permanent row and left its reasons as they were. Its source is not known: `unrecorded`
+    # (the row stays); labelled `paused` without an end, it would break ck_suppressions_until_iff_paused (a 500)
+    left = (
+        f"CASE WHEN {stripped} @> ARRAY[CAST(:paused AS text)]"
+        f" THEN array_remove(array_remove({stripped}, CAST(:paused AS text)), CAST(:unrecorded AS text))"
+        "      || ARRAY[CAST(:unrecorded AS text)]"
+        f" ELSE {stripped} END"
+    )
     await session.execute(
         text(
             f"""
@@ -756,6 +769,85 @@ async def lift_reason(
         ),
         scope,
     )
+
+
+async def lock_suppressions(session: AsyncSession, workspace_id: uuid.UUID, keys: Collection[bytes]) -> None:
+    """Lock the workspace's suppressions under ``keys`` (in id order) for the rest of the transaction.
+
+    A writer that adds a reason to one of them (:func:`add_suppressions`, which locks the row even where it already
+    holds the reason) has committed before this returns, or waits until the caller commits: what the caller reads
+    next (who else holds the keys, :func:`keys_held_by_others`) includes that writer's address.
+    """
+    if not keys:
+        return
+    await session.execute(
+        text(
+            "SELECT id FROM suppressions WHERE workspace_id = :workspace_id AND key = ANY(:keys) ORDER BY id FOR UPDATE"
+        ),
+        {"workspace_id": workspace_id, "keys": list(keys)},
+    )
+
+
+async def keys_held_by_others(
+    session: AsyncSession, workspace_id: uuid.UUID, contact_id: uuid.UUID, keys: Collection[bytes]
+) -> set[bytes]:
+    """Those of ``keys`` that an address of another contact of the workspace is matched by (its suppression keys).
+
+    Two addresses share a key where the key's form of them is one: email addresses that differ only in the case of
+    the local part, a person's postal address without a name and the household key of a named person living there.
+    One probe of ``ix_contact_points_suppression_keys`` (GIN) for all of them.
+    """
+    if not keys:
+        return set()
+    held = await session.scalars(
+        text(
+            """
+            SELECT DISTINCT k.key
+              FROM contact_points p
+             CROSS JOIN LATERAL unnest(p.suppression_keys) AS k(key)
+             WHERE p.suppression_keys && CAST(:keys AS bytea[])
+               AND p.workspace_id = :workspace_id AND p.contact_id <> :contact_id
+               AND k.key = ANY(CAST(:keys AS bytea[]))
+            """
+        ),
+        {"workspace_id": workspace_id, "contact_id": contact_id, "keys": list(keys)},
+    )
+    return {bytes(key) for key in held.all()}
+
+
+async def objection_scopes(session: AsyncSession, contact_id: uuid.UUID) -> list[str]:
+    """The scopes of the contact's own (Art. 21) objections since its last withdrawal of one, oldest first.
+
+    Read from the ledger (the evidence of each ``objection`` event records its ``kind`` and ``scope``; one without a
+    scope, a withdrawal of print's purposes, is ``print``), over the contacts merged into this one too (their history
+    is the contact's). A sticker's and a Robinson entry's are not the person's own.
+    """
+    rows = await session.execute(
+        text(
+            f"""
+            SELECT e.trigger, coalesce(e.personal -> 'evidence' ->> 'scope', 'print') AS scope
+              FROM consent_events e
+             WHERE e.contact_id IN {_MERGED_WITH}
+               AND (e.trigger = :withdrawn AND e.channel = :print
+                    OR e.trigger = :objection AND e.personal -> 'evidence' ->> 'kind' = ANY(:own))
+             ORDER BY e.seq ASC NULLS LAST, e.intake
+            """  # noqa: S608  # a constant
+        ),
+        {
+            "contact_id": contact_id,
+            "withdrawn": Trigger.OBJECTION_WITHDRAWN.value,
+            "objection": Trigger.OBJECTION.value,
+            "print": Channel.PRINT.value,
+            "own": [ObjectionKind.PERSONAL.value, ObjectionKind.ART21.value],
+        },
+    )
+    scopes: list[str] = []
+    for trigger, scope in rows.all():
+        if trigger == Trigger.OBJECTION_WITHDRAWN:
+            scopes.clear()
+        else:
+            scopes.append(scope)
+    return scopes
 
 
 async def pauses_of(

@@ -164,9 +164,16 @@ class ObjectionWithdrawalOut(ChangesOut, kw_only=True):
     advertising" sticker of the household), `erasure`, `complaint`, `paused` (until the pause ends), …, and
     `unrecorded`: a suppression older than the recording of sources (migration 0047), which may have sources not
     known, so it is not lifted (the objection's own label may still be shown on it in the access export).
+
+    Only the channels the withdrawn objections covered are lifted (print; every channel after an objection to all
+    marketing). `shared_with_another_contact` lists those where the objection's suppression stays: an address of
+    another contact of the workspace has the same suppression key (an email address that differs only in the case
+    of its local part; a postal address without a name, whose key is the household's of a named person there), so
+    that contact's own objection may be the one recorded under it, and this withdrawal does not lift it.
     """
 
     still_blocked_by: list[SuppressionSource]
+    shared_with_another_contact: list[Channel]
 
 
 class MergeIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -320,3 +320,173 @@ async def test_a_housemates_sticker_shows_print_blocked_and_keeps_the_persons_ow
     assert objected.status_code == 200, objected.text
     [address] = [a for a in objected.json()["addresses"] if a["channel"] == "print"]
     assert address["print_state"] == "objected"
+
+
+# --- a key another contact holds (hostile review of branch `sources`, 2026-12-06) --------------------------------
+#
+# `reasons` does not say who wrote a source. Two contacts' addresses can have one suppression key: email is keyed
+# lower-cased as a whole, while the address keeps its local part's case (`Erika@` and `erika@` are two addresses).
+# The withdrawal lifted `objection_art21` under every key of every address of the contact: one contact's withdrawal
+# of a print objection deleted another contact's objection to all marketing on the shared mailbox.
+
+
+async def contact_id_of(session, tenant, external_id: str) -> Any:
+    return await session.scalar(
+        text("SELECT id FROM contacts WHERE workspace_id = :ws AND external_id = :ext"),
+        {"ws": tenant.id, "ext": external_id},
+    )
+
+
+async def object_to_all(client, tenant, contact: str) -> None:
+    body = {"contact": contact, "scope": "all_marketing", "kind": "personal", "evidence": {"note": "letter"}}
+    objected = await client.post("/v1/objections", json=body, headers=await tenant.key(Scope.CONSENTS_WRITE))
+    assert objected.status_code == 201, objected.text
+
+
+async def with_email(client, tenant, ledger, session, letters, external_id: str, name: str, email: str) -> Any:
+    """A contact with a postal address and an opted-in email address (answered)."""
+    await person(client, tenant, external_id, name)
+    point = await ledger.point("email", email, contact_id=await contact_id_of(session, tenant, external_id))
+    await ledger.apply(point, letters.id, "signup", "confirm")
+    return point
+
+
+async def email_rows(session, tenant) -> list[tuple[str, list[str]]]:
+    rows = await session.execute(
+        text("SELECT reason, reasons FROM suppressions WHERE workspace_id = :ws AND channel = 'email'"),
+        {"ws": tenant.id},
+    )
+    return [tuple(row) for row in rows.all()]
+
+
+async def test_a_print_objections_withdrawal_leaves_another_contacts_objection_on_a_shared_mailbox(
+    client, tenant, letters, ledger, session
+):
+    """B objects to all marketing on erika@; A (Erika@, the same key) objects to print only and withdraws that."""
+    await with_email(client, tenant, ledger, session, letters, "crm-b", "Bernd Beispiel", "erika@example.com")
+    await object_to_all(client, tenant, "crm-b")
+    await with_email(client, tenant, ledger, session, letters, "crm-a", "Erika Musterfrau", "Erika@example.com")
+    assert (await decision(client, tenant, "crm-a", "email"))["eligible"] is False, "B's objection stops the mailbox"
+    await object_(client, tenant, "personal", contact="crm-a")
+
+    lifted = await withdraw(client, tenant, "crm-a")
+
+    assert lifted.status_code == 200, lifted.text
+    assert (await print_decision(client, tenant, "crm-a"))["eligible"] is True, "A's own print objection is lifted"
+    assert await email_rows(session, tenant) == [("objection_art21", ["objection_art21"])], "B's stays"
+    assert (await decision(client, tenant, "crm-a", "email"))["eligible"] is False
+    assert (await decision(client, tenant, "crm-b", "email"))["eligible"] is False
+    assert (lifted.json()["still_blocked_by"], lifted.json()["shared_with_another_contact"]) == ([], [])
+
+
+async def test_an_objection_to_all_marketing_withdrawn_keeps_a_key_another_contact_holds_and_says_so(
+    client, tenant, letters, ledger, session
+):
+    """Both object to all marketing: A's withdrawal cannot tell whose objection the shared key's row holds."""
+    await with_email(client, tenant, ledger, session, letters, "crm-b", "Bernd Beispiel", "erika@example.com")
+    await object_to_all(client, tenant, "crm-b")
+    point = await with_email(client, tenant, ledger, session, letters, "crm-a", "Erika Musterfrau", "Erika@example.com")
+    await object_to_all(client, tenant, "crm-a")
+
+    lifted = await withdraw(client, tenant, "crm-a")
+
+    assert lifted.status_code == 200, lifted.text
+    assert await email_rows(session, tenant) == [("objection_art21", ["objection_art21"])], "B's may be the one there"
+    assert (await print_decision(client, tenant, "crm-a"))["eligible"] is True
+    assert lifted.json()["still_blocked_by"] == []
+    assert lifted.json()["shared_with_another_contact"] == ["email"], "the answer says what stays, and why"
+    await ledger.apply(point, None, "signup", "confirm")  # a fresh opt-in does not lift B's objection
+    assert (await decision(client, tenant, "crm-a", "email"))["reason"] == "suppressed"
+
+
+async def test_a_print_objections_withdrawal_lifts_print_only(client, tenant, letters, ledger, session):
+    """An Art. 21 source on the contact's email key that the print objection did not write (here added as a writer
+    the ledger does not tie to the contact would) stays: the withdrawal lifts the channels its objection covered."""
+    await with_email(client, tenant, ledger, session, letters, "crm-a", "Erika Musterfrau", "erika@example.com")
+    await add_suppressions(
+        session,
+        identifier_suppression_rows(
+            Keys(TEST_SECRET), tenant.id, "email", "erika@example.com", SuppressionReason.OBJECTION_ART21
+        ),
+    )
+    await object_(client, tenant, "personal", contact="crm-a")
+
+    lifted = await withdraw(client, tenant, "crm-a")
+
+    assert lifted.status_code == 200, lifted.text
+    assert (await print_decision(client, tenant, "crm-a"))["eligible"] is True
+    assert await email_rows(session, tenant) == [("objection_art21", ["objection_art21"])], "not the print's to lift"
+
+
+async def test_a_key_shared_with_an_erased_contact_stays_blocked_by_its_erasure(
+    client, tenant, letters, ledger, session, admin
+):
+    """The erased contact has no address left to hold the key; its erasure's source does (CHANNEL_RULES X1)."""
+    await with_email(client, tenant, ledger, session, letters, "crm-b", "Bernd Beispiel", "erika@example.com")
+    await object_to_all(client, tenant, "crm-b")
+    erased = await client.delete("/v1/contacts/crm-b", headers=admin)
+    assert erased.status_code in (200, 204), erased.text
+    await with_email(client, tenant, ledger, session, letters, "crm-a", "Erika Musterfrau", "Erika@example.com")
+    await object_to_all(client, tenant, "crm-a")
+
+    lifted = await withdraw(client, tenant, "crm-a")
+
+    assert lifted.status_code == 200, lifted.text
+    assert lifted.json()["shared_with_another_contact"] == []
+    assert await email_rows(session, tenant) == [("erasure", ["erasure"])], "the objection's source only goes"
+    assert (await decision(client, tenant, "crm-a", "email"))["eligible"] is False
+
+
+async def test_after_a_merge_the_survivors_withdrawal_lifts_the_duplicates_objection_on_the_moved_address(
+    client, tenant, letters, ledger, session, admin
+):
+    """The duplicate objected to all marketing; its address is the survivor's now and its history the survivor's:
+    the person's withdrawal lifts it (no other contact holds the key: the duplicate's stub has no address)."""
+    await with_email(client, tenant, ledger, session, letters, "crm-old", "Erika Musterfrau", "erika@example.com")
+    await object_to_all(client, tenant, "crm-old")
+    await person(client, tenant, "crm-a", "Erika Musterfrau-Neu")
+    merged = await client.post("/v1/contacts/crm-a/merge", json={"duplicate": "crm-old"}, headers=admin)
+    assert merged.status_code == 200, merged.text
+
+    lifted = await withdraw(client, tenant, "crm-a")
+
+    assert lifted.status_code == 200, lifted.text
+    assert (lifted.json()["still_blocked_by"], lifted.json()["shared_with_another_contact"]) == ([], [])
+    assert await email_rows(session, tenant) == [], "the duplicate's objection was the person's own"
+    assert (await print_decision(client, tenant, "crm-a"))["eligible"] is True
+
+
+# --- a row an instance older than 0047 wrote during a rolling deploy (hostile review of branch `sources`) -----------
+
+#: main's add_suppressions conflict branch, as an instance not yet upgraded runs it after 0047: a pause becomes the
+#: permanent row, its `reasons` ({paused}) untouched
+OLD_WRITER = (
+    "UPDATE suppressions SET reason = 'objection_art21', until = NULL WHERE workspace_id = :ws AND until IS NOT NULL"
+)
+
+
+@pytest.mark.parametrize("joined", [False, True], ids=["old-objection", "old-row-then-new-objection"])
+async def test_a_pause_an_old_writer_made_permanent_stays_as_an_unrecorded_source(
+    client, tenant, letters, session, joined
+):
+    """The old writer's row is `reason=objection_art21, reasons={paused}` without an end; a current objection joins it
+    (`{paused, objection_art21}`), and the withdrawal relabelled it `paused` without an end: 500 (the check
+    `until_iff_paused`). Its `paused` is no pause: an unknown source, which keeps blocking and is named so."""
+    await person(client, tenant, "crm-1")
+    await _pause_print(client, tenant, session, "crm-1")
+    await session.execute(text(OLD_WRITER), {"ws": tenant.id})  # an old instance's objection on the pause
+    await object_(client, tenant, "personal", contact="crm-1")  # the ledger's objection; the row gains its source
+    if not joined:  # the old instance recorded that objection itself: its row kept {paused}
+        await session.execute(
+            text("UPDATE suppressions SET reasons = '{paused}' WHERE workspace_id = :ws"), {"ws": tenant.id}
+        )
+
+    lifted = await withdraw(client, tenant, "crm-1")
+
+    assert lifted.status_code == 200, lifted.text
+    assert lifted.json()["still_blocked_by"] == ["unrecorded"]
+    assert (await print_decision(client, tenant, "crm-1"))["reason"] == "suppressed"
+    rows = await session.execute(
+        text("SELECT reason, reasons, until FROM suppressions WHERE workspace_id = :ws"), {"ws": tenant.id}
+    )
+    assert rows.all() == [("objection_art21", ["unrecorded"] if joined else ["paused"], None)]
