@@ -269,6 +269,11 @@ async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
             await conn.commit()
             if after != before:
                 log.info("database_migrated", from_revision=before, to_revision=after)
+        except BaseException:
+            # a failed migration (a lock timeout: 0045, 0047) leaves its transaction aborted: the unlock below would
+            # fail in it, hiding the migration's own error and keeping the lock on the pooled connection
+            await conn.rollback()
+            raise
         finally:
             await conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": _MIGRATION_LOCK_ID})
             await conn.commit()

@@ -17,6 +17,9 @@ reason to ``reasons``; the objection's withdrawal takes ``objection_art21`` away
   The backfill is one rewrite of the table (``ALTER COLUMN … TYPE … USING``) under the ``ACCESS EXCLUSIVE`` lock
   of ``ALTER TABLE``, held to the commit: every read and write of ``suppressions`` (the send gate's, eligibility's)
   waits meanwhile: 0.8 to 2.1 s at 200,000 suppressions (docs/benchmarks.md); plan a short window on a large table.
+  The lock is waited for 5 s at most (``lock_timeout``, as 0045): behind a long open read of ``suppressions`` the
+  upgrade fails with "canceling statement due to lock timeout" instead of queueing every read of it behind itself;
+  nothing has changed then, and it is run again when the reader is done.
 - **Downgrade**: the columns and checks go; the rows stay as they are (a row a withdrawal lifted stays lifted, a
   pause kept in ``paused_until`` is forgotten: before this revision the permanent row stopped it anyway).
 
@@ -53,6 +56,9 @@ def upgrade() -> None:
     # 3.5x the time, docs/benchmarks.md): the column comes in with an empty default (no rewrite), then its type is
     # "changed" to itself with the backfill as the USING expression (the rewrite), the checks validated with it
     known = ", ".join(repr(v) for v in _SOURCES)
+    # not queued behind a long reader (an export, a rebuild) with every send gate's and eligibility read of
+    # suppressions queued behind it: after 5 s waiting for the lock the upgrade fails (nothing changed; run it again)
+    op.execute("SET LOCAL lock_timeout = '5s'")
     op.execute(
         """
         ALTER TABLE suppressions
@@ -60,6 +66,7 @@ def upgrade() -> None:
           ADD COLUMN paused_until timestamp with time zone
         """
     )
+    op.execute("SET LOCAL lock_timeout = 0")  # the lock is held from here to the commit
     op.execute(
         f"""
         ALTER TABLE suppressions

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from app.domain.identifiers import normalise_postal
@@ -225,6 +227,36 @@ async def test_0047_marks_existing_suppressions_unrecorded_and_goes_back(pg_serv
         await migrate(engine)
         async with engine.connect() as conn:
             assert (await conn.execute(text("SELECT count(*) FROM suppressions"))).scalar_one() == 3
+    finally:
+        await engine.dispose()
+        await pg_server.drop_database(url)
+
+
+async def test_0047_gives_up_behind_a_long_reader_instead_of_queueing_every_read_of_suppressions(pg_server):
+    """Hostile review: 0047's ALTER TABLE waited without end for the ACCESS EXCLUSIVE lock behind a long open read of
+    ``suppressions`` (an export), and every send gate's and eligibility read queued behind it. With 0045's
+    ``lock_timeout`` it fails after 5 s with that error (not one of the advisory unlock in the aborted transaction),
+    having changed nothing; the reads go on, and it runs once the reader is done."""
+    url = await pg_server.create_database("consent_migration_0047_lock")
+    engine = create_async_engine(url)
+    try:
+        await migrate(engine, "0046")
+        reader = await engine.connect()
+        await reader.execute(text("BEGIN"))
+        await reader.execute(text("SELECT count(*) FROM suppressions"))  # holds ACCESS SHARE to its end
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(DBAPIError, match="lock timeout"):
+            await asyncio.wait_for(migrate(engine, "0047"), timeout=30)
+        assert asyncio.get_running_loop().time() - started < 15
+        async with engine.connect() as gate:
+            await gate.execute(text("SET statement_timeout = '2s'"))
+            await gate.execute(text("SELECT 1 FROM suppressions WHERE key = '\\x01'"))  # not queued
+            assert (await gate.execute(text("SELECT version_num FROM alembic_version"))).scalar_one() == "0046"
+        await reader.rollback()
+        await reader.close()
+        await migrate(engine, "0047")
+        async with engine.connect() as conn:
+            assert (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar_one() == "0047"
     finally:
         await engine.dispose()
         await pg_server.drop_database(url)
