@@ -851,16 +851,21 @@ async def objection_scopes(session: AsyncSession, contact_id: uuid.UUID) -> list
 
 
 async def pauses_of(
-    session: AsyncSession, workspace_id: uuid.UUID, keys: Collection[bytes], now: datetime
+    session: AsyncSession, workspace_id: uuid.UUID, keys: Collection[bytes], now: datetime, *, kept: bool = False
 ) -> dict[bytes, datetime]:
-    """The end of the running pause of each of these keys that has one (``until`` after ``now``)."""
+    """The end of the running pause of each of these keys that has one (``until`` after ``now``).
+
+    ``kept``: a pause kept under a permanent row (``paused_until`` after ``now``) counts too: it runs on should the
+    row's permanent sources be lifted, and ending it early ends it (:func:`end_pauses`).
+    """
     if not keys:
         return {}
+    end = func.coalesce(Suppression.until, Suppression.paused_until) if kept else Suppression.until
     rows = await session.execute(
-        select(Suppression.key, Suppression.until).where(
+        select(Suppression.key, end).where(
             Suppression.workspace_id == workspace_id,
             Suppression.key.in_(list(keys)),
-            Suppression.until > now,
+            end > now,
         )
     )
     found: dict[bytes, datetime] = {}

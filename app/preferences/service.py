@@ -715,8 +715,8 @@ async def end_pause(
 ) -> Paused:
     """End the running pause of one address (or of all of them) early; an address without one records nothing."""
     chosen = _chosen_points(await ledger.contact_points_of(session, link.contact_id), point_id)
-    running = await ledger.pauses_of(
-        session, link.workspace_id, [key for p in chosen for key in p.suppression_keys], utcnow()
+    running = await ledger.pauses_of(  # one kept under an objection's row is ended too, and recorded
+        session, link.workspace_id, [key for p in chosen for key in p.suppression_keys], utcnow(), kept=True
     )
     ended = [p for p in chosen if any(bytes(k) in running for k in p.suppression_keys)]
     rows = suppression_rows(keys, link.workspace_id, chosen, SuppressionReason.PAUSED)

@@ -490,3 +490,32 @@ async def test_a_pause_an_old_writer_made_permanent_stays_as_an_unrecorded_sourc
         text("SELECT reason, reasons, until FROM suppressions WHERE workspace_id = :ws"), {"ws": tenant.id}
     )
     assert rows.all() == [("objection_art21", ["unrecorded"] if joined else ["paused"], None)]
+
+
+async def test_ending_a_pause_kept_under_an_objection_is_recorded_and_print_comes_after_the_withdrawal(
+    client, tenant, letters, session
+):
+    """Object, pause 12 weeks (kept in `paused_until` under the objection's row), end the pause: it was ended, but
+    no `pause_ended` was recorded (hostile review of branch `sources`): the ledger did not say the person ended it."""
+    await person(client, tenant, "crm-1")
+    await object_(client, tenant, "personal", contact="crm-1")
+    await _pause_print(client, tenant, session, "crm-1")
+    contact_id = await contact_id_of(session, tenant, "crm-1")
+    link = await client.post(
+        f"/v1/contacts/{contact_id}/preference-link", headers=await tenant.key(Scope.CONSENTS_WRITE)
+    )
+    path = "/" + link.json()["url"].split("/", 3)[3]
+    token = re.search(r'name="form_token" value="([0-9a-f]+)"', (await client.get(path)).text)
+    assert token is not None
+    point_id = await session.scalar(
+        text("SELECT id FROM contact_points WHERE contact_id = :c AND channel = 'print'"), {"c": contact_id}
+    )
+    ended = await client.post(
+        path, params={"lang": "en"}, data={"action": "end_pause", "form_token": token.group(1), "point": str(point_id)}
+    )
+    assert ended.status_code == 200, ended.text
+
+    events = (await client.get("/v1/contacts/crm-1/events", headers=await tenant.key(Scope.AUDIT_READ))).json()
+    assert [e["trigger"] for e in events][-2:] == ["pause", "pause_ended"]
+    assert (await withdraw(client, tenant, "crm-1")).json()["still_blocked_by"] == []
+    assert (await print_decision(client, tenant, "crm-1"))["eligible"] is True, "the pause ended: nothing is left"
