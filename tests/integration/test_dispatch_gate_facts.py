@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import msgspec
 import pytest
@@ -25,6 +26,7 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
+import app.messages.dispatcher as dispatcher_module
 from app.channels.adapters import Adapters
 from app.domain.model import ActorType, State, SuppressionReason, Trigger
 from app.ledger import repository as ledger
@@ -520,3 +522,42 @@ async def test_one_workspaces_refused_time_zone_holds_back_only_its_own_marks(
         "theirs-1": ("sending", 1, None),  # not marked: claimed again when its lease runs out
     }
     assert any(e["event"] == "delivery_marks_failed" for e in logs)
+
+
+# --- one clock: the decision's and the mark's (second hostile review) ------------------------------------------------
+
+
+async def _window_closed_a_moment_ago(world) -> datetime:
+    """The workspace's SMS window set to one that closed 2 to 62 seconds ago (Berlin wall clock); its close in UTC."""
+    berlin = datetime.now(UTC).astimezone(ZoneInfo("Europe/Berlin"))
+    end = berlin.replace(second=0, microsecond=0)
+    if (berlin - end).total_seconds() < 2:
+        end -= timedelta(minutes=1)
+    windows = {"sms": {"start": (end - timedelta(hours=2)).strftime("%H:%M"), "end": end.strftime("%H:%M")}}
+    async with world["database"].sessionmaker() as session, session.begin():
+        await workspace_repository.save_settings(
+            session, world["workspace_id"], {"phone": {"sms_from": "+4930123456789"}, "send_windows": windows}
+        )
+    return end.astimezone(UTC)
+
+
+@pytest.mark.parametrize("attempts_before", [0, 7])
+async def test_an_application_clock_behind_the_databases_burns_no_attempt_at_a_windows_close(
+    world, stand_in, make, monkeypatch, attempts_before
+):
+    """The decision took the application's clock and the mark compared its ``holds_until`` with the database's: 70 s
+    behind, the application saw the window open, every mark was refused, three re-decisions said "open" again and
+    the delivery failed, an attempt burnt each round (on its last attempt: failed for good). One clock now."""
+    await world["enqueue"](["offer-1"])
+    close = await _window_closed_a_moment_ago(world)
+    assert utcnow() >= close
+    monkeypatch.setattr(dispatcher_module, "utcnow", lambda: utcnow() - timedelta(seconds=70))
+    async with world["database"].sessionmaker() as session, session.begin():
+        await session.execute(text("UPDATE deliveries SET attempts = :a"), {"a": attempts_before})
+    dispatcher = make(DispatchConfig(batch=10, concurrency=4, deadline=5.0))
+    for _ in range(3):
+        await dispatcher.run_once()
+    async with world["database"].sessionmaker() as session:
+        row = (await session.execute(text("SELECT status, attempts FROM deliveries"))).one()
+    assert stand_in.bodies == []
+    assert (row.status, row.attempts) == ("queued", attempts_before)  # waits for the next opening
