@@ -394,13 +394,15 @@ def _fingerprint(rows: str, key: str) -> str:
     """SELECT of a fingerprint of the multiset of ``rows`` (columns ``key`` and ``n``, one row per key).
 
     How many rows, their total count, and the sum of a 64-bit hash of each row: equal for the same rows in any
-    order. Two different sets of rows with as many rows and the same total give the same sum only by a collision of
-    64-bit sums (about one chance in 2^64). Each row is hashed by its columns' own hash functions (no text
-    conversion; a second hash of another seed cost as much again); a column of another type than the rollup's would
-    only make the fingerprints differ (the rows are then compared one by one).
+    order. Each row is hashed by its columns' own hash functions (no text conversion), then that hash is hashed
+    again: ``hash_record_extended`` combines its columns' hashes linearly (``31 * result + h(column)``), so a sum of
+    its values alone depended mostly on each column's values, not on which share a row, and two rows' counts (or
+    campaigns, hours, latency buckets) swapped kept the sum — a wrong rollup left as it was (hostile review
+    2026-12-06). ``hashint8extended`` mixes each row's hash non-linearly before the sum. A column of another type
+    than the rollup's would only make the fingerprints differ (the rows are then compared one by one).
     """
     return f"""
-        SELECT count(*), sum(n), sum(hash_record_extended(ROW({key}, n), 0)) FROM ({rows}) f
+        SELECT count(*), sum(n), sum(hashint8extended(hash_record_extended(ROW({key}, n), 0), 0)) FROM ({rows}) f
     """  # noqa: S608  # constant names; every input is a bind parameter
 
 
