@@ -16,15 +16,19 @@ import msgspec
 from aiohttp import web
 from sqlalchemy import select
 
+from app.channels.adapters import Adapters
 from app.domain.model import ActorType, Trigger
 from app.ledger import repository
 from app.ledger.service import Actor, Change, add_point, apply_changes
 from app.lib.db import Database
 from app.lib.keys import Keys
+from app.main import mail_sender
 from app.messages import service as messages
+from app.messages.dispatcher import Dispatcher
 from app.messages.models import Delivery, Message
 from app.messages.schemas import MessageIn
 from app.purposes import service as purposes
+from app.settings import Settings, TwilioDefaults
 from app.workspaces import repository as workspace_repository
 from app.workspaces import service as workspaces
 from tests.conftest import TEST_SECRET, local_http
@@ -124,6 +128,26 @@ async def sms_world(pg_server: Any, name: str, *, pool_size: int) -> AsyncIterat
     finally:
         await database.dispose()
         await pg_server.drop_database(url)
+
+
+@asynccontextmanager
+async def dispatchers(world: dict[str, Any], stand_in: StandIn, data_dir: Any) -> AsyncIterator[Callable[..., Any]]:
+    """``build(config, worker_id=None)``: dispatchers of ``world``'s database sending SMS to ``stand_in``."""
+    settings = Settings(
+        data_dir=data_dir,
+        secret_key=TEST_SECRET,
+        twilio=TwilioDefaults(account_sid=ACCOUNT, auth_token=TOKEN, api_base_url=stand_in.url),
+    )
+    keys = Keys(TEST_SECRET)
+    adapters = Adapters(settings, keys, mail_sender(settings))
+
+    def build(config: Any, worker_id: str | None = None) -> Dispatcher:
+        return Dispatcher(world["database"], keys, settings, adapters, config=config, worker_id=worker_id)
+
+    try:
+        yield build
+    finally:
+        await adapters.aclose()
 
 
 async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> bool:

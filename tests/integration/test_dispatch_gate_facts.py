@@ -27,24 +27,21 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 import app.messages.dispatcher as dispatcher_module
-from app.channels.adapters import Adapters
 from app.domain.model import ActorType, State, SuppressionReason, Trigger
 from app.ledger import repository as ledger
 from app.ledger.actions import identifier_suppression_rows, suppression_rows, withdraw_point
 from app.ledger.service import Actor, Change, add_point, apply_changes
 from app.lib.keys import Keys
 from app.lib.orm import utcnow
-from app.main import mail_sender
 from app.messages import service as messages
 from app.messages.dispatcher import DispatchConfig, Dispatcher
 from app.messages.schemas import MessageIn
 from app.purposes import service as purposes
-from app.settings import Settings, TwilioDefaults
 from app.workspaces import repository as workspace_repository
 from app.workspaces import service as workspaces
 from channel_providers.base import Outcome, SendResult
 from tests.conftest import TEST_SECRET
-from tests.dispatch_world import ACCOUNT, TOKEN, sms_world, twilio_stand_in
+from tests.dispatch_world import dispatchers, sms_world, twilio_stand_in
 
 SYSTEM = Actor(ActorType.SYSTEM)
 
@@ -64,19 +61,8 @@ async def world(pg_server):
 
 @pytest.fixture
 async def make(world, stand_in, tmp_path):
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        secret_key=TEST_SECRET,
-        twilio=TwilioDefaults(account_sid=ACCOUNT, auth_token=TOKEN, api_base_url=stand_in.url),
-    )
-    keys = Keys(TEST_SECRET)
-    adapters = Adapters(settings, keys, mail_sender(settings))
-
-    def build(config):
-        return Dispatcher(world["database"], keys, settings, adapters, config=config)
-
-    yield build
-    await adapters.aclose()
+    async with dispatchers(world, stand_in, tmp_path / "data") as build:
+        yield build
 
 
 def between_gate_and_mark(monkeypatch, wave, change):

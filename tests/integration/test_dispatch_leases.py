@@ -16,17 +16,12 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select, text, update
 
-from app.channels.adapters import Adapters
-from app.lib.keys import Keys
-from app.main import mail_sender
 from app.messages import service as messages
 from app.messages.dispatcher import DispatchConfig, Dispatcher, _Calls, _Journal
 from app.messages.models import Delivery
-from app.settings import Settings, TwilioDefaults
 from app.workspaces import repository as workspace_repository
 from app.workspaces.models import Workspace
-from tests.conftest import TEST_SECRET
-from tests.dispatch_world import ACCOUNT, TOKEN, sms_world, twilio_stand_in, wait_for
+from tests.dispatch_world import dispatchers, sms_world, twilio_stand_in, wait_for
 
 
 @pytest.fixture
@@ -44,19 +39,8 @@ async def world(pg_server):
 
 @pytest.fixture
 async def make(world, stand_in, tmp_path):
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        secret_key=TEST_SECRET,
-        twilio=TwilioDefaults(account_sid=ACCOUNT, auth_token=TOKEN, api_base_url=stand_in.url),
-    )
-    keys = Keys(TEST_SECRET)
-    adapters = Adapters(settings, keys, mail_sender(settings))
-
-    def build(config, worker_id=None):
-        return Dispatcher(world["database"], keys, settings, adapters, config=config, worker_id=worker_id)
-
-    yield build
-    await adapters.aclose()
+    async with dispatchers(world, stand_in, tmp_path / "data") as build:
+        yield build
 
 
 # ---------------------------------------------------------------------------------------------------------------
