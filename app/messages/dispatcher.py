@@ -519,7 +519,7 @@ class Dispatcher:
         # the database's clock, which the marks compare ``holds_until`` with: with the application's, a clock behind
         # the database's decided "still open" for a window the mark found closed, three times, then failed the
         # delivery, an attempt burnt each round (second hostile review of the gate, 2026-12-06)
-        now = await driver.fetchval("SELECT clock_timestamp()")
+        now = await repository.database_now(driver)
         settling: dict[uuid.UUID, _Settle] = {}
         for row in rows:
             try:

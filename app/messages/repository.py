@@ -220,6 +220,16 @@ _MARK_IN_FLIGHT = f"""
 """  # noqa: S608  # our own SQL only
 
 
+async def database_now(driver: Any) -> datetime:
+    """The database's clock (``clock_timestamp()``), on the asyncpg connection ``driver``.
+
+    The send decision's moment: the in-flight marks compare a decision's ``holds_until`` with this clock, so the
+    decision takes it too (one clock: an application clock behind the database's burnt attempts at a window's close).
+    """
+    now: datetime = await driver.fetchval("SELECT clock_timestamp()")
+    return now
+
+
 async def mark_in_flight_on_driver(
     driver: Any,
     workspace_ids: Collection[uuid.UUID],

@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 from app.eligibility import service as eligibility_service
 from app.ledger.models import Consent, ConsentEvent, Suppression
 from app.lib.auth import Scope
-from app.messages import dispatcher as dispatcher_module
+from app.messages import repository as messages_repository
 from app.preferences.models import PreferenceLink
 from tests.integration import test_messages
 
@@ -223,7 +223,10 @@ async def test_a_pause_ends_by_itself(client, tenant, world, page, providers, di
     after = await eligibility(client, tenant, "sms")
     assert (after["eligible"], after["reason"], after["paused_until"]) == (True, "opted_in", None)
 
-    monkeypatch.setattr(dispatcher_module, "utcnow", lambda: later)  # the gate's moment at send time
+    async def a_week_later(_driver):
+        return later
+
+    monkeypatch.setattr(messages_repository, "database_now", a_week_later)  # the gate's moment at send time
     assert await dispatcher.run_once() == 1
     assert len(providers["twilio"].requests) == 1
     assert (await detail(client, world, queued["message_id"]))["status"] == "sent"
