@@ -284,13 +284,18 @@ def with_choices(message: str, root: Any, field: str) -> str:
     return f"{message} (one of: {', '.join(allowed)})" if allowed else message
 
 
-def _body_type(request: Request[Any, Any, Any]) -> Any:
-    """The type of the handler's ``data`` (its JSON body), or ``None``."""
+def body_annotation(request: Request[Any, Any, Any]) -> Any:
+    """The annotation of the handler's ``data`` (its body, decoded as JSON), or ``None``: the route takes none."""
     signature = getattr(request.scope.get("route_handler"), "parsed_fn_signature", None)
     data = signature.parameters.get("data") if signature is not None else None
-    if data is None:
+    return None if data is None else data.annotation
+
+
+def _body_type(request: Request[Any, Any, Any]) -> Any:
+    """The type of the handler's ``data`` (its JSON body), or ``None``."""
+    annotation = body_annotation(request)
+    if annotation is None:
         return None
-    annotation = data.annotation
     while get_origin(annotation) is not None and get_args(annotation) and not isinstance(annotation, type):
         if not hasattr(annotation, "__metadata__"):
             break

@@ -17,7 +17,7 @@ import msgspec
 import msgspec.inspect as mi
 from litestar import Request
 
-from app.lib.errors import AppError, InvalidInput
+from app.lib.errors import AppError, InvalidInput, body_annotation
 
 # A JSON ``\u0000`` escape that is not itself escaped (``\\u0000`` is a backslash followed by the text "u0000"):
 # an even number of backslashes before it, counted from a character that is not one.
@@ -94,7 +94,7 @@ async def refuse_nul(request: Request[Any, Any, Any]) -> None:
         # a route with a ``data`` parameter decodes its body as JSON whatever the Content-Type says (a text/plain
         # body, which any web page can make a browser send, went past these checks: a 500 for deep nesting and
         # seconds of CPU for a large one; a date-time given as a number was taken: hostile review 2026-12-06)
-        if _JSON.match(content_type) or _body_annotation(request) is not None:
+        if _JSON.match(content_type) or body_annotation(request) is not None:
             body = await request.body()
             refused = json_too_complex(body)
             if refused == "json_too_deep":
@@ -148,7 +148,7 @@ def refuse_numeric_datetimes(request: Request[Any, Any, Any], body: bytes) -> No
     JSON is left to the route, which answers it as it always did.
     """
     try:
-        shape = datetime_shape(_body_annotation(request))
+        shape = datetime_shape(body_annotation(request))
     except TypeError:  # an annotation that cannot be a cache key (none of ours): left to the route as before
         return
     if shape is None or not body:
@@ -265,13 +265,6 @@ def _a_number(value: Any) -> bool:
     except msgspec.ValidationError:
         return False  # neither: the schema check says what is wrong
     return True
-
-
-def _body_annotation(request: Request[Any, Any, Any]) -> Any:
-    """The annotation of the handler's ``data`` (its body), or ``None``."""
-    signature = getattr(request.scope.get("route_handler"), "parsed_fn_signature", None)
-    data = signature.parameters.get("data") if signature is not None else None
-    return None if data is None else data.annotation
 
 
 @cache
