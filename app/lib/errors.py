@@ -483,6 +483,12 @@ def merged_meanwhile(exc: BaseException) -> bool:
 #: A deadlock PostgreSQL broke by aborting this transaction (the other one went on).
 _DEADLOCK = "40P01"
 
+#: A concurrent writer made PostgreSQL abort this transaction: a deadlock it broke, a serialization failure, a lock
+#: wait that ran out of ``lock_timeout``. Nothing of the transaction was committed; the same request sent again runs
+#: on what the other writer left.
+_ABORTED_BY_A_WRITER = frozenset({_DEADLOCK, "40001", "55P03"})
+_BUSY_RETRY_AFTER = "1"
+
 #: A foreign key failed: the row it names (a contact an erasure removed) was deleted by a transaction committed
 #: after this one read it.
 _DELETED_MEANWHILE = "23503"
@@ -514,14 +520,32 @@ _RACE_ATTEMPTS = 3
 
 
 def _sqlstate_in_chain(exc: BaseException, states: frozenset[str] | set[str]) -> bool:
+    return _database_error_in_chain(exc, states) is not None
+
+
+def _database_error_in_chain(exc: BaseException, states: frozenset[str] | set[str]) -> BaseException | None:
+    """The driver's error with one of ``states`` behind ``exc`` (SQLAlchemy's, the adapter's, asyncpg's), or None."""
     seen: BaseException | None = exc
     for _ in range(5):
         if seen is None:
-            return False
+            return None
         if getattr(seen, "sqlstate", None) in states:
-            return True
+            return seen
         seen = getattr(seen, "orig", None) or seen.__cause__
-    return False
+    return None
+
+
+def _constraint_name(exc: BaseException) -> str | None:
+    """The constraint asyncpg names behind ``exc`` (SQLAlchemy's adapter copies the SQLSTATE only)."""
+    seen: BaseException | None = exc
+    for _ in range(3):
+        if seen is None:
+            return None
+        name = getattr(seen, "constraint_name", None)
+        if isinstance(name, str):
+            return name
+        seen = seen.__cause__
+    return None
 
 
 def _unhandled(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
@@ -552,6 +576,43 @@ def _unhandled(request: Request[Any, Any, Any], exc: Exception) -> Response[dict
             title="Conflict",
             detail="The contact was merged into another while this request ran; nothing was recorded. "
             "GET /v1/contacts/{contact} names the survivor: send the request for it.",
+        )
+    aborted = _database_error_in_chain(exc, _ABORTED_BY_A_WRITER)
+    if aborted is not None:
+        # a race, not a fault: the same request sent again finds the other writer's work done (docs/security.md)
+        log.warning(
+            "transaction_aborted_by_a_concurrent_write",
+            sqlstate=getattr(aborted, "sqlstate", None),
+            error_type=type(exc).__name__,
+        )
+        return problem_response(
+            request,
+            status=503,
+            code="database_busy",
+            title="Service unavailable",
+            detail="The database aborted this request's transaction because of a concurrent write (a deadlock, a "
+            "serialization failure or a lock wait that ran out); what it had not committed was rolled back. "
+            "Send it again.",
+            headers={"Retry-After": _BUSY_RETRY_AFTER},
+        )
+    deleted = _database_error_in_chain(exc, {_DELETED_MEANWHILE})
+    if deleted is not None:
+        # Every 23503 the service can meet is a row's foreign key naming a row that a transaction committed meanwhile
+        # deleted (an erasure, a deletion): the input's ids are looked up before anything references them, and every
+        # key is CASCADE or RESTRICT, so none raises 23503 from the parent's side (a RESTRICT key raises 23001; a NO
+        # ACTION key would: test_database_races.py checks there is none). The constraint names the race for the log.
+        log.warning(
+            "referenced_row_deleted_meanwhile",
+            constraint=_constraint_name(deleted),
+            error_type=type(exc).__name__,
+        )
+        return problem_response(
+            request,
+            status=409,
+            code="deleted_meanwhile",
+            title="Conflict",
+            detail="A record this request refers to was deleted by another request while it ran (an erasure or a "
+            "deletion); nothing of this request's transaction was recorded. Look the record up again.",
         )
     log.error("unhandled_exception", error_type=type(exc).__name__, exc_info=exc)
     return problem_response(

@@ -6,6 +6,7 @@ from typing import Any
 
 import msgspec
 from litestar import Litestar
+from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.routes import HTTPRoute
 
@@ -43,7 +44,8 @@ _DESCRIPTIONS = {
     422: "Invalid input",
     410: "Gone",
     429: "Rate limited (see Retry-After)",
-    503: "Unavailable for now (see Retry-After): the database cannot be reached, or the service is not ready",
+    503: "Unavailable for now (see Retry-After): the database cannot be reached, a concurrent write aborted the "
+    "request's transaction (send it again), or the service is not ready",
 }
 
 
@@ -87,12 +89,14 @@ def declare_common_responses(app: Litestar) -> None:
     declared here once, so that the document names every status a route can answer (the fuzz test checks it):
 
     * 422 ``nul_character`` on every route: the ``before_request`` hook refuses a NUL in the path, query or body;
-    * 503 where the route reaches the database or the secret key (``database_unavailable``,
+    * 503 where the route reaches the database or the secret key (``database_unavailable``, ``database_busy``,
       ``secret_key_missing``), which every authenticated ``/v1`` route does;
     * 401 on every ``/v1`` route that is not public (the router's key guard), 403 where it declares a scope;
     * 413 on every POST, PUT, PATCH and DELETE whose body is read up to ``request_max_body_size`` (the streamed
       imports have none);
-    * 409 on ``/v1`` POSTs that take ``Idempotency-Key`` (key reused, request still in progress, answer not kept).
+    * 409 on ``/v1`` POSTs that take ``Idempotency-Key`` (key reused, request still in progress, answer not kept),
+      and on every POST, PUT, PATCH and DELETE that reaches the database (``deleted_meanwhile``: a row it refers
+      to was deleted by a transaction committed while it ran).
 
     Statuses a handler already declares keep the handler's description (and media type: a page's HTML).
     """
@@ -100,20 +104,28 @@ def declare_common_responses(app: Litestar) -> None:
         if not isinstance(route, HTTPRoute):
             continue
         for handler in route.route_handlers:
-            if not handler.include_in_schema:
-                continue
-            statuses = {422}
-            v1 = route.path.startswith("/v1/")
-            public = bool(handler.opt.get("public"))
-            if v1 and not public:
-                statuses.add(401)
-            if v1 and handler.opt.get("scope") is not None:
-                statuses.add(403)
-            if (v1 and not public) or _NEEDS_THE_DATABASE & handler.parsed_fn_signature.parameters.keys():
-                statuses.add(503)
-            bounded = handler.resolve_request_max_body_size() is not None
-            if bounded and _BODY_METHODS & handler.http_methods:
-                statuses.add(413)
-            if v1 and "POST" in handler.http_methods and bounded and handler.opt.get("idempotent") is not False:
-                statuses.add(409)
-            handler.responses = {**errors(*statuses), **(handler.responses or {})}
+            if handler.include_in_schema:
+                statuses = _common_statuses(route.path, handler)
+                handler.responses = {**errors(*statuses), **(handler.responses or {})}
+
+
+def _common_statuses(path: str, handler: HTTPRouteHandler) -> set[int]:
+    """The statuses :func:`declare_common_responses` declares for ``handler`` of the route at ``path``."""
+    statuses = {422}
+    v1 = path.startswith("/v1/")
+    public = bool(handler.opt.get("public"))
+    if v1 and not public:
+        statuses.add(401)
+    if v1 and handler.opt.get("scope") is not None:
+        statuses.add(403)
+    database = (v1 and not public) or bool(_NEEDS_THE_DATABASE & handler.parsed_fn_signature.parameters.keys())
+    if database:
+        statuses.add(503)
+    if database and _BODY_METHODS & handler.http_methods:
+        statuses.add(409)
+    bounded = handler.resolve_request_max_body_size() is not None
+    if bounded and _BODY_METHODS & handler.http_methods:
+        statuses.add(413)
+    if v1 and "POST" in handler.http_methods and bounded and handler.opt.get("idempotent") is not False:
+        statuses.add(409)
+    return statuses
