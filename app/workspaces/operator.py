@@ -59,15 +59,22 @@ log = structlog.get_logger(__name__)
 #: What a tombstone keeps besides the purposes they name: the suppressions, and the Robinson keys (migration 0042).
 SUPPRESSION_TABLES = ("suppressions", "robinson_keys")
 _RETRYABLE = {"40P01", "40001"}  # deadlock detected, serialization failure
+#: restrict_violation (a RESTRICT key: purposes, notices) or foreign_key_violation (a NO ACTION key, if one is ever
+#: added): a late writer's row, committed after its own table's sweep, names a row this sweep deletes
+_REFERENCED_BY_A_LATE_WRITER = {"23001", "23503"}
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    if not isinstance(exc, DBAPIError):
+        return None
+    orig = exc.orig
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    return code if isinstance(code, str) else None
 
 
 def is_retryable(exc: BaseException) -> bool:
     """Whether a failed deletion transaction may simply be run again (a deadlock with a concurrent writer)."""
-    if not isinstance(exc, DBAPIError):
-        return False
-    orig = exc.orig
-    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-    return code in _RETRYABLE
+    return _sqlstate(exc) in _RETRYABLE
 
 
 async def create_operator_key(session: AsyncSession, name: str) -> tuple[OperatorKey, str]:
@@ -163,8 +170,12 @@ async def _step(database: Database, work: Callable[[AsyncSession], Awaitable[T]]
             async with database.sessionmaker() as session, session.begin():
                 return await work(session)
         except DBAPIError as exc:
-            if not is_retryable(exc) or attempt == _ATTEMPTS:
-                if is_retryable(exc):
+            # A sweep's DELETE of a purpose or notice (RESTRICT keys) fails while a row a writer committed after its
+            # own table's sweep still names it: the same step would fail again; the deletion sent again sweeps that
+            # row first (it goes on where it stopped). It was a 500.
+            late_writer = _sqlstate(exc) in _REFERENCED_BY_A_LATE_WRITER
+            if late_writer or not is_retryable(exc) or attempt == _ATTEMPTS:
+                if late_writer or is_retryable(exc):
                     raise Unavailable(
                         "The workspace is busy (concurrent writes); try the deletion again: it goes on where it "
                         "stopped.",

@@ -10,6 +10,7 @@ request's real session through the real stack (docs/security.md, "Races with a m
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import pytest
 import structlog
@@ -20,6 +21,7 @@ from app.lib.auth import Scope
 from app.lib.db import Database
 from app.purchases import repository as purchases_repository
 from app.purposes import service as purposes_service
+from app.workspaces import operator as workspaces_operator
 from tests.conftest import own_database
 
 BODY = {"key": "offers", "name": "Offers", "kind": "marketing"}
@@ -146,6 +148,44 @@ async def test_a_foreign_key_failing_on_the_driver_path_answers_409_too(client, 
     assert response.json()["code"] == "deleted_meanwhile"
     monkeypatch.undo()
     assert "offers" not in await purpose_keys(client, admin)
+
+
+async def test_a_workspace_deletion_meeting_a_late_writers_row_answers_503_and_goes_on_when_sent_again(
+    client, database, tenant, ledger, monkeypatch
+):
+    """A row a writer committed after its table's sweep names a purpose the deletion then deletes: the purpose's
+    RESTRICT key refuses (23503, from the parent's side). Nothing this deletion refers to went away, so not 409
+    ``deleted_meanwhile``: 503 ``workspace_busy``, and sent again the deletion goes on where it stopped."""
+    purpose = await ledger.purpose("newsletter")
+    async with database.sessionmaker() as db_session, db_session.begin():
+        _, secret = await workspaces_operator.create_operator_key(db_session, "ops")
+    operator = {"Authorization": f"Bearer {secret}"}
+    real_sweep = workspaces_operator._Deletion.sweep
+    late: list[str] = []
+
+    async def sweep_after_a_late_writer(self, table, session):
+        if table == "purposes" and not late:
+            late.append(table)
+            await session.execute(
+                text(
+                    "INSERT INTO notices (id, workspace_id, purpose_id, channels, locale, version, text, sha256)"
+                    " VALUES (:id, :ws, :purpose, ARRAY['email'], 'de', 7, 'late', repeat('a', 64))"
+                ),
+                {"id": uuid.uuid4(), "ws": tenant.id, "purpose": purpose.id},
+            )
+        return await real_sweep(self, table, session)
+
+    monkeypatch.setattr(workspaces_operator._Deletion, "sweep", sweep_after_a_late_writer)
+    busy = await client.delete(f"/v1/workspaces/{tenant.id}?force=true", headers=operator)
+    assert late == ["purposes"]
+    assert busy.status_code == 503, busy.text
+    assert busy.headers["content-type"] == "application/problem+json"
+    assert busy.headers["retry-after"] == "1"
+    assert busy.json()["code"] == "workspace_busy"
+
+    done = await client.delete(f"/v1/workspaces/{tenant.id}?force=true", headers=operator)
+    assert done.status_code == 200, done.text
+    assert done.json()["state"] == "deleted"
 
 
 class TestARealDeadlock:
