@@ -163,17 +163,27 @@ _ATTEMPTS = 5
 _MAX_ROUNDS = 10
 
 
-async def _step(database: Database, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-    """Run ``work`` in a transaction of its own, again after a deadlock with a concurrent writer (a few times)."""
+class _LateWriter(Exception):  # not an error to report: the next round takes the row first
+    """A sweep met a row a writer committed after its own table's sweep, naming a row this sweep deletes."""
+
+
+async def _step(database: Database, work: Callable[[AsyncSession], Awaitable[T]], *, sweep: bool = False) -> T:
+    """Run ``work`` in a transaction of its own, again after a deadlock with a concurrent writer (a few times).
+
+    ``sweep``: a sweep refused by a late writer's row (:class:`_LateWriter`) is left to the next round.
+    """
     for attempt in range(1, _ATTEMPTS + 1):
         try:
             async with database.sessionmaker() as session, session.begin():
                 return await work(session)
         except DBAPIError as exc:
             # A sweep's DELETE of a purpose or notice (RESTRICT keys) fails while a row a writer committed after its
-            # own table's sweep still names it: the same step would fail again; the deletion sent again sweeps that
-            # row first (it goes on where it stopped). It was a 500.
+            # own table's sweep still names it: the same step would fail again; the next round sweeps that row
+            # first. Elsewhere (the last step, if rounds ran out): 503, and the deletion sent again goes on where
+            # it stopped. It was a 500.
             late_writer = _sqlstate(exc) in _REFERENCED_BY_A_LATE_WRITER
+            if late_writer and sweep:
+                raise _LateWriter from None
             if late_writer or not is_retryable(exc) or attempt == _ATTEMPTS:
                 if late_writer or is_retryable(exc):
                     raise Unavailable(
@@ -213,7 +223,11 @@ async def delete_workspace(
         for table in tables:
             if keep_suppressions and table in SUPPRESSION_TABLES:
                 continue
-            found += run.add(table, await _step(database, partial(run.sweep, table)))
+            try:
+                found += run.add(table, await _step(database, partial(run.sweep, table), sweep=True))
+            except _LateWriter:
+                log.info("workspace_deletion_sweep_left_to_the_next_round", table=table)
+                found += 1  # another round: its sweep of the late writer's table comes before this one's
         if not found:
             break
     report = await _step(database, partial(run.finish, operator_key_id))
