@@ -166,13 +166,14 @@ async def test_a_workspace_deletion_meeting_a_late_writers_row_takes_it_in_the_n
     async def sweep_after_a_late_writer(self, table, session):
         if table == "purposes" and not late:
             late.append(table)
-            await session.execute(
-                text(
-                    "INSERT INTO notices (id, workspace_id, purpose_id, channels, locale, version, text, sha256)"
-                    " VALUES (:id, :ws, :purpose, ARRAY['email'], 'de', 7, 'late', repeat('a', 64))"
-                ),
-                {"id": uuid.uuid4(), "ws": tenant.id, "purpose": purpose.id},
-            )
+            async with database.sessionmaker() as writer, writer.begin():  # committed after the notices' sweep
+                await writer.execute(
+                    text(
+                        "INSERT INTO notices (id, workspace_id, purpose_id, channels, locale, version, text, sha256)"
+                        " VALUES (:id, :ws, :purpose, ARRAY['email'], 'de', 7, 'late', repeat('a', 64))"
+                    ),
+                    {"id": uuid.uuid4(), "ws": tenant.id, "purpose": purpose.id},
+                )
         return await real_sweep(self, table, session)
 
     monkeypatch.setattr(workspaces_operator._Deletion, "sweep", sweep_after_a_late_writer)
@@ -180,6 +181,7 @@ async def test_a_workspace_deletion_meeting_a_late_writers_row_takes_it_in_the_n
     assert late == ["purposes"]
     assert done.status_code == 200, done.text
     assert done.json()["state"] == "deleted"
+    assert done.json()["deleted"]["notices"] == 1, "the late writer's notice, swept in the next round"
     async with database.sessionmaker() as db_session:
         left = await db_session.scalar(
             text("SELECT count(*) FROM purposes WHERE workspace_id = :ws"), {"ws": tenant.id}
