@@ -22,6 +22,18 @@ class _Counter(TenantKey):
     n: Mapped[int] = mapped_column(BigInteger)
 
 
+class _Rollup(_Counter):
+    """A counter the aggregator keeps: ``workspace_id`` without a foreign key (migration 0048).
+
+    Derived counts, written only by a catch-up or a rebuild, which hold the workspace row ``FOR KEY SHARE`` once
+    (:func:`app.reports.repository.workspace_exists`) instead of a foreign key's check per row (about 40 % of
+    writing a rebuild's counters, docs/benchmarks.md); a workspace's deletion deletes them under its row's
+    ``FOR UPDATE`` lock, so none outlives it (:meth:`app.workspaces.operator._Deletion.finish`).
+    """
+
+    workspace_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+
+
 class ReportWatermark(Base):
     """How far the aggregator has read a workspace's ledger (its ``seq``); locking it serialises catch-ups."""
 
@@ -31,7 +43,7 @@ class ReportWatermark(Base):
     ledger_seq: Mapped[int] = mapped_column(BigInteger, server_default="0")
 
 
-class ReportConsentCount(_Counter, Base):
+class ReportConsentCount(_Rollup, Base):
     """Ledger events per hour x channel x purpose x source x trigger x (from, to) state x detail x campaign.
 
     ``campaign`` is the label of the message an event is attributed to (an opt-out a campaign caused), else NULL.
@@ -67,7 +79,7 @@ class ReportConsentCount(_Counter, Base):
     )
 
 
-class ReportConsentDaily(_Counter, Base):
+class ReportConsentDaily(_Rollup, Base):
     """The same counters per UTC day (``day`` is its midnight): what day, week and month reports read.
 
     A fine history fills almost every hour x purpose x source x transition, so the hourly table barely
@@ -104,7 +116,7 @@ class ReportConsentDaily(_Counter, Base):
     )
 
 
-class ReportDoi(_Counter, Base):
+class ReportDoi(_Rollup, Base):
     """Double opt-in per signup cohort (UTC day).
 
     ``confirm_s`` NULL counts pending started; otherwise confirmations after that many seconds (two significant
@@ -131,7 +143,7 @@ class ReportDoi(_Counter, Base):
     )
 
 
-class ReportMessageCount(_Counter, Base):
+class ReportMessageCount(_Rollup, Base):
     """Message outcomes per hour x channel x provider x purpose x outcome x campaign; ``latency_ms`` on ``sent`` rows.
 
     Besides the message history's steps, two outcomes come from the ledger: ``complaint`` and ``opt_out`` (an
@@ -164,7 +176,7 @@ class ReportMessageCount(_Counter, Base):
     )
 
 
-class ReportMessageDaily(_Counter, Base):
+class ReportMessageDaily(_Rollup, Base):
     """The message counters per UTC day (``day`` is its midnight): what day, week and month reports read."""
 
     __tablename__ = "report_message_daily"

@@ -325,6 +325,29 @@ async def make_tombstone(session: AsyncSession, workspace_id: uuid.UUID) -> None
     await session.execute(update(Workspace).where(Workspace.id == workspace_id).values(settings={}, mail_domains=None))
 
 
+async def lock_workspace_for_removal(session: AsyncSession, workspace_id: uuid.UUID) -> None:
+    """The workspace row, locked ``FOR UPDATE``: waits for the writers holding its ``KEY SHARE``, stops new ones."""
+    await session.execute(select(Workspace.id).where(Workspace.id == workspace_id).with_for_update())
+
+
+async def tables_without_foreign_key(session: AsyncSession) -> Sequence[str]:
+    """The tables with a ``workspace_id`` column and no foreign key at all: the workspace row's deletion leaves them.
+
+    Their writers lock the workspace row once instead of a check per row (``robinson_keys``, the reports' counters).
+    """
+    return (
+        await session.scalars(
+            text(
+                "SELECT c.relname FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid "
+                "WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p') "
+                "AND NOT c.relispartition AND a.attname = 'workspace_id' AND NOT a.attisdropped "
+                "AND NOT EXISTS (SELECT FROM pg_constraint k WHERE k.conrelid = c.oid AND k.contype = 'f') "
+                "ORDER BY 1"
+            )
+        )
+    ).all()
+
+
 async def delete_workspace_row(session: AsyncSession, workspace_id: uuid.UUID) -> None:
     """Delete the workspace row (its remaining rows cascade)."""
     await session.execute(delete(Workspace).where(Workspace.id == workspace_id))
