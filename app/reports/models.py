@@ -25,10 +25,11 @@ class _Counter(TenantKey):
 class _Rollup(_Counter):
     """A counter the aggregator keeps: ``workspace_id`` without a foreign key (migration 0048).
 
-    Derived counts, written only by a catch-up or a rebuild, which hold the workspace row ``FOR KEY SHARE`` once
-    (:func:`app.reports.repository.workspace_exists`) instead of a foreign key's check per row (about 40 % of
-    writing a rebuild's counters, docs/benchmarks.md); a workspace's deletion deletes them under its row's
-    ``FOR UPDATE`` lock, so none outlives it (:meth:`app.workspaces.operator._Deletion.finish`).
+    Derived counts, written only by a catch-up or a rebuild, under the workspace's watermark lock
+    (:func:`app.reports.repository.lock_watermark` says how that keeps them from outliving their workspace): a
+    foreign key's check per row was about 30 % of writing a rebuild's counters (docs/benchmarks.md); a workspace's
+    deletion deletes them in its rounds and, under its row's ``FOR UPDATE`` lock, in its last step
+    (:meth:`app.workspaces.operator._Deletion.finish`).
     """
 
     workspace_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)

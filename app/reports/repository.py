@@ -410,7 +410,14 @@ _LEDGER = (_LEDGER_COUNTS, _DOI_CONFIRMED)
 
 
 async def lock_watermark(session: AsyncSession, workspace_id: uuid.UUID) -> int:
-    """The workspace's ledger watermark (created at 0), locked until commit: one catch-up at a time."""
+    """The workspace's ledger watermark (created at 0), locked until commit: one catch-up at a time.
+
+    Every writer of the counters holds it, and so keeps them from outliving their workspace (they have no foreign key,
+    migration 0048): a workspace deletion's rounds delete the watermark, waiting for the catch-up or rebuild that
+    holds it, and go on until a round finds nothing; a catch-up after that creates the watermark again, and its
+    foreign key holds the workspace row ``KEY SHARE`` until commit, which the deletion's last step waits for
+    (``FOR UPDATE``) before it deletes the counters and the row.
+    """
     await session.execute(
         text("INSERT INTO report_watermarks (workspace_id) VALUES (:ws) ON CONFLICT DO NOTHING"), {"ws": workspace_id}
     )
@@ -421,13 +428,8 @@ async def lock_watermark(session: AsyncSession, workspace_id: uuid.UUID) -> int:
 
 
 async def workspace_exists(session: AsyncSession, workspace_id: uuid.UUID) -> bool:
-    """Whether the workspace exists, its row held ``FOR KEY SHARE`` until commit (before the watermark's lock).
-
-    The counters have no foreign key to ``workspaces`` (migration 0048: its check per row was 40 % of writing them),
-    so this one lock stands for it: a workspace's deletion takes its row ``FOR UPDATE`` and waits for the catch-up
-    or rebuild holding it before it deletes the counters and the row; one that comes later finds no workspace.
-    """
-    found = await session.scalar(text("SELECT 1 FROM workspaces WHERE id = :ws FOR KEY SHARE"), {"ws": workspace_id})
+    """Whether the workspace exists."""
+    found = await session.scalar(text("SELECT 1 FROM workspaces WHERE id = :ws"), {"ws": workspace_id})
     return found is not None
 
 

@@ -12,8 +12,10 @@ Deletion (``DELETE /v1/workspaces/{id}``), in short transactions, each retried a
    covered without a change here), children before parents (foreign keys read from the catalogue), one
    transaction a table, until a round finds nothing left (message events too: they carry ``workspace_id`` since
    migration 0040);
-3. without ``keep_suppressions`` the workspace row goes (with anything a late writer added: the foreign keys
-   cascade) and a :class:`WorkspaceDeletion` record (counts per table, when, which operator key, when the export
+3. without ``keep_suppressions`` the workspace row is locked ``FOR UPDATE`` (waiting for the writers holding its
+   ``KEY SHARE``), the rows a late writer added to a table without a foreign key are deleted (``robinson_keys``,
+   the reports' counters: migration 0048), and the row goes (with anything else a late writer added: the foreign
+   keys cascade) and a :class:`WorkspaceDeletion` record (counts per table, when, which operator key, when the export
    was taken; no personal data) answers every later DELETE of that id. With ``keep_suppressions`` the row stays
    as a tombstone: name and ``deleted_at`` only (settings, operator mail domains and every key gone), holding the
    suppression keys and the purposes that purpose-scoped ones name (a purpose is the tenant's definition, no
@@ -21,11 +23,12 @@ Deletion (``DELETE /v1/workspaces/{id}``), in short transactions, each retried a
    finishes the deletion.
 
 A deletion cut short (a crash, ``503 workspace_busy``) leaves the workspace marked deleted: the next DELETE goes
-on where it stopped. Concurrency: the workspace row is locked ``FOR NO KEY UPDATE`` only, so no writer's foreign
-key check waits for the deletion while it holds locks the deletion needs (no lock cycle through the workspace
-row); a writer either committed before a table's round (its rows go in that round or the next) or fails on the
-missing workspace, contact or address once the deletion commits. The files on disk are the caller's (a higher
-layer): :class:`Deleted` carries what names them.
+on where it stopped. Concurrency: until the last step the workspace row is locked ``FOR NO KEY UPDATE`` only, so
+no writer's foreign key check waits for the deletion while it holds locks the deletion needs (no lock cycle
+through the workspace row; the last step holds nothing before its ``FOR UPDATE``); a writer either committed
+before a table's round (its rows go in that round or the next), or before the last step's ``FOR UPDATE`` (its
+rows go in that step), or fails on the missing workspace, contact or address once the deletion commits. The
+files on disk are the caller's (a higher layer): :class:`Deleted` carries what names them.
 """
 
 from __future__ import annotations

@@ -1,17 +1,19 @@
-"""The aggregator's counters lose their foreign key to ``workspaces``; one lock per catch-up stands for it.
+"""The aggregator's counters lose their foreign key to ``workspaces``; the watermark's lock stands for it.
 
 A rebuild that finds a workspace's rollups lost writes every counter again (1.5 million rows at ten million
 ledger events), and the foreign key's check per row (a lookup and a ``KEY SHARE`` lock of the workspace row, the
-same row each time) was about 40 % of writing them (docs/benchmarks.md, issue 18). The counters are derived data,
-written only by a catch-up or a rebuild of their own workspace: both now hold the workspace row ``FOR KEY SHARE``
-once before they write (``app.reports.repository.workspace_exists``), and a workspace's deletion takes the row
-``FOR UPDATE`` (waiting for them) and deletes the counters before the row, so none outlives it. The ``ON DELETE
-CASCADE`` that did that is what goes; ``report_watermarks``, ``report_message_queue`` and ``report_standing_daily``
-keep theirs.
+same row each time) was about 30 % of writing them (docs/benchmarks.md, issue 18). The counters are derived data,
+written only by a catch-up or a rebuild of their own workspace under its watermark's lock
+(``app.reports.repository.lock_watermark``): a workspace's deletion deletes them in its rounds and, once it holds
+the workspace row ``FOR UPDATE``, again in its last step before the row, so none outlives it. The ``ON DELETE
+CASCADE`` that did that is what goes; ``report_watermarks``, ``report_message_queue`` and
+``report_standing_daily`` keep theirs.
 
-- **Upgrade**: drop the five constraints (a short ``SHARE ROW EXCLUSIVE`` lock of each table and of
-  ``workspaces``, waited for 5 s at most: behind a long reader the upgrade fails and is run again; nothing is
-  rewritten).
+- **Upgrade**: the five tables are locked first (``ACCESS EXCLUSIVE``, waited for 5 s at most: behind a long
+  reader of one of them the upgrade fails and is run again, nothing changed), then the constraints dropped, each
+  of which takes ``ACCESS EXCLUSIVE`` on ``workspaces`` too: in that order ``workspaces`` (every request's key
+  lookup reads it) is locked only for the milliseconds of the drops, not while the upgrade waits for a reader.
+  Nothing is rewritten.
 - **Downgrade**: delete counters whose workspace is gone (none, unless written by hand), then add the constraints
   again (validated: a scan of each table).
 
@@ -40,6 +42,8 @@ _TABLES = (
 
 def upgrade() -> None:
     op.execute("SET LOCAL lock_timeout = '5s'")
+    # the counters first: a drop waiting for a reader of its table would hold workspaces meanwhile
+    op.execute(f"LOCK TABLE {', '.join(_TABLES)} IN ACCESS EXCLUSIVE MODE")
     for table in _TABLES:
         op.execute(f"ALTER TABLE {table} DROP CONSTRAINT fk_{table}_workspace_id_workspaces")
     op.execute("SET LOCAL lock_timeout = 0")

@@ -1,7 +1,8 @@
 """A workspace's deletion against a catch-up writing its counters, on real connections (migration 0048).
 
-The counters have no foreign key to ``workspaces`` any more: the catch-up holds the workspace row ``FOR KEY SHARE``,
-and the deletion's last step takes it ``FOR UPDATE`` and deletes the counters a late catch-up wrote.
+The counters have no foreign key to ``workspaces`` any more: their writers hold the workspace's watermark, which the
+deletion's rounds delete (waiting for its holder) until a round finds nothing, and the deletion's last step takes
+the workspace row ``FOR UPDATE`` and deletes whatever counters were committed after the rounds.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from app.lib.errors import NotFound
 from app.lib.keys import Keys
 from app.reports import service
 from app.reports.repository import ROLLUPS
+from app.workspaces import operator
 from app.workspaces.operator import delete_workspace
 from tests.conftest import TEST_SECRET
 from tests.integration.test_import_concurrency import ACTOR, lines, read, workspace_with_purpose
@@ -64,7 +66,7 @@ async def test_a_deletion_waits_for_a_catch_up_under_way_and_deletes_what_it_cou
             delete_workspace(database, workspace_id, keep_suppressions=False, force=True, operator_key_id=None)
         )
         await asyncio.sleep(1.0)
-        assert not deletion.done(), "the deletion's last step waits for the catch-up holding the workspace row"
+        assert not deletion.done(), "the deletion's sweep of the watermark waits for the catch-up holding it"
     deleted = await asyncio.wait_for(deletion, timeout=60)
     maker.made.remove(workspace_id)
 
@@ -100,3 +102,31 @@ async def test_the_counters_have_no_foreign_key_and_a_workspace_deletion_leaves_
     maker.made.remove(workspace_id)
 
     assert await counters_of(maker, workspace_id) == dict.fromkeys(COUNTERS, 0)
+
+
+async def test_counters_committed_after_the_rounds_go_in_the_last_step(engine, maker, monkeypatch):
+    """Nothing writes counters after the rounds today (the ledger and the message queue are gone by then), but a
+    counter committed then must not outlive the workspace: the last step deletes it before the row."""
+    workspace_id = await workspace_with_purpose(maker)
+    async with maker() as session:
+        await consents.import_consents(session, Keys(TEST_SECRET), workspace_id, read(lines(range(4))), actor=ACTOR)
+    finish = operator._Deletion.finish
+
+    async def late_writer_then_finish(self, key, session):
+        async with maker() as other, other.begin():
+            await other.execute(
+                text(
+                    "INSERT INTO report_doi (workspace_id, cohort_day, channel, purpose_id, confirm_s, n)"
+                    " VALUES (:ws, '2024-03-01', 'email', NULL, NULL, 1)"
+                ),
+                {"ws": workspace_id},
+            )
+        return await finish(self, key, session)
+
+    monkeypatch.setattr(operator._Deletion, "finish", late_writer_then_finish)
+    database = Database(engine, maker)
+    deleted = await delete_workspace(database, workspace_id, keep_suppressions=False, force=True, operator_key_id=None)
+    maker.made.remove(workspace_id)
+
+    assert await counters_of(maker, workspace_id) == dict.fromkeys(COUNTERS, 0), "no counter outlives its workspace"
+    assert deleted.report["deleted"]["report_doi"] >= 1
