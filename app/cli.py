@@ -655,6 +655,7 @@ def worker(concurrency: int, lease_seconds: int, deadline: float) -> None:
     from app.channels.adapters import Adapters  # noqa: PLC0415
     from app.ledger.sealer import Sealer  # noqa: PLC0415
     from app.lib.keys import Keys  # noqa: PLC0415
+    from app.lib.rounds import freeze_startup_heap  # noqa: PLC0415
     from app.main import mail_sender  # noqa: PLC0415
     from app.messages.dispatcher import CALL_SHARE_OF_LEASE, DispatchConfig, Dispatcher  # noqa: PLC0415
     from app.webhooks.sender import WebhookSender  # noqa: PLC0415
@@ -678,6 +679,7 @@ def worker(concurrency: int, lease_seconds: int, deadline: float) -> None:
                 deadline=min(deadline, lease_seconds * CALL_SHARE_OF_LEASE),
             )
             dispatcher = Dispatcher(database, keys, settings, adapters, config=config)
+            freeze_startup_heap()  # started: what lives as long as the process is not walked by every full collection
             if config.deadline < deadline:
                 structlog.get_logger(__name__).warning(
                     "worker_deadline_clamped", deadline=config.deadline, lease_seconds=lease_seconds
