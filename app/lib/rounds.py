@@ -1,4 +1,4 @@
-"""Background work in rounds (the dispatcher, the webhook sender): the loop and the retry delay they share."""
+"""Background work in rounds (the dispatcher, the webhook sender): the loop, the retry delay, the worker's heap."""
 
 from __future__ import annotations
 
@@ -38,8 +38,9 @@ def freeze_startup_heap() -> None:
     A long-running worker's every full collection walked all of it again (some 150,000 objects, ~90 ms of CPU
     each; four of them in 5,000 messages of ``bench/dispatch.py``, about 15 % of the worker's CPU per message:
     docs/benchmarks.md), while the rounds' own objects are what becomes garbage. Collected once first, so nothing
-    that is already garbage is kept; what is frozen stays alive anyway (``gc.freeze``). Call it once per process,
-    when start-up is over; reference counting frees objects as before, only cycles made later are collected.
+    that is already garbage is kept: a frozen object is never collected as part of a cycle (``gc.freeze``), so only
+    start-up's, which live as long as the process, should be; call it once, when start-up is over. Reference counting
+    frees objects as before, and cycles made later are collected as before.
     """
     gc.collect()
     gc.freeze()
