@@ -18,7 +18,8 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.emails import render, service
+from app.emails import service
+from app.emails.pages import PAGE_ERRORS, browser_locale, html
 from app.emails.render import Form, Link, Option, page, word
 from app.emails.schemas import EmailEventsIn, EmailEventsOut
 from app.emails.service import LinkStatus, RequestMeta
@@ -33,14 +34,6 @@ from app.workspaces.service import EMAIL_WEBHOOK_SECRET, sealing_context
 from app.workspaces.settings import WorkspaceSettings
 from channel_providers.email import MailOutcome, MailSender
 
-_PAGE_HEADERS = {
-    "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",
-    "X-Robots-Tag": "noindex, nofollow",
-    "X-Content-Type-Options": "nosniff",
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
-    "frame-ancestors 'none'",
-}
 _MAX_TOKEN = 200  # longer than any token we issue: answered as unknown without a lookup
 
 
@@ -49,19 +42,13 @@ def _per_method(name: str) -> Callable[[Any, Any, Any], str]:
     return lambda _handler, method, _path: name if method == HttpMethod.GET else f"{name}Head"
 
 
-def _html(body: str, status: int = 200, headers: dict[str, str] | None = None) -> Response[str]:
-    return Response(body, status_code=status, media_type="text/html", headers={**_PAGE_HEADERS, **(headers or {})})
-
-
 def _meta(request: Request[Any, Any, Any]) -> RequestMeta:
     agent = request.headers.get("user-agent")
     return RequestMeta(ip=request.client.host if request.client else None, user_agent=agent[:1000] if agent else None)
 
 
-def _lang(request: Request[Any, Any, Any]) -> str:
-    """For pages that know no contact: the browser's first language we speak."""
-    accepted = [part.split(";")[0].strip() for part in request.headers.get("accept-language", "").split(",")]
-    return render.locale_of(*accepted)
+_lang = browser_locale
+_html = html
 
 
 _LINKS_PREFERENCES = (LinkStatus.CONFIRMABLE, LinkStatus.CONFIRMED, LinkStatus.CONFIRMED_BLOCKED, LinkStatus.ALREADY)
@@ -96,6 +83,7 @@ class ConfirmationPages(Controller):
 
     path = "/c/{token:str}"
     tags = ["hosted pages"]  # noqa: RUF012  # Litestar reads class attributes
+    exception_handlers = PAGE_ERRORS  # a page, not the API's JSON, for an error no handler took
 
     @route(
         http_method=[HttpMethod.GET, HttpMethod.HEAD],
@@ -179,6 +167,7 @@ class UnsubscribePages(Controller):
         operation_id=_per_method("unsubscribePage"),
         media_type=MediaType.HTML,
         responses=pages(404),
+        exception_handlers=PAGE_ERRORS,
     )
     async def show(
         self,
@@ -194,7 +183,13 @@ class UnsubscribePages(Controller):
             return _html(page(_lang(request), "unsubscribe_unknown"), 404)
         return _html(self._choice(recipient, token))
 
-    @post(operation_id="unsubscribe", status_code=200, media_type=MediaType.HTML, responses=pages(404))
+    @post(
+        operation_id="unsubscribe",
+        status_code=200,
+        media_type=MediaType.HTML,
+        responses=pages(404),
+        exception_handlers=PAGE_ERRORS,  # the one-click target below keeps the API's answers
+    )
     async def unsubscribe(
         self,
         request: Request[Any, Any, Any],

@@ -195,6 +195,20 @@ PAGES: dict[str, dict[str, str]] = {
         "unsubscribe_unknown_title": "Link not found",
         "unsubscribe_unknown_text": "This unsubscribe link is not valid. Please copy the whole link from the email.",
         "preferences_link": "Preferences: choose everything {brand} may send you",
+        "busy_title": "Please try again in a moment",
+        "busy_text": (
+            "Your request could not be handled just now because of a temporary problem, and nothing was changed. "
+            "Please go back and try again in a moment."
+        ),
+        "changed_meanwhile_title": "Something changed meanwhile",
+        "changed_meanwhile_text": (
+            "The data this request is about changed while it was handled, so nothing was changed. Please open the "
+            "link from your email again."
+        ),
+        "unstorable_title": "This entry cannot be saved",
+        "unstorable_text": "It contains a character that cannot be stored. Please go back, remove it and try again.",
+        "failed_title": "Something went wrong",
+        "failed_text": "Your request could not be handled. The error has been recorded; please try again later.",
     },
     "de": {
         "confirm_title": "Anmeldung bestätigen",
@@ -248,6 +262,26 @@ PAGES: dict[str, dict[str, str]] = {
             "Dieser Abmeldelink ist nicht gültig. Bitte kopieren Sie den ganzen Link aus der E-Mail."
         ),
         "preferences_link": "Einstellungen: wählen Sie alles, was {brand} Ihnen senden darf",
+        "busy_title": "Bitte versuchen Sie es gleich noch einmal",
+        "busy_text": (
+            "Ihre Anfrage konnte wegen einer vorübergehenden Störung gerade nicht bearbeitet werden; es wurde "
+            "nichts geändert. Bitte gehen Sie zurück und versuchen Sie es in einem Moment erneut."
+        ),
+        "changed_meanwhile_title": "Inzwischen hat sich etwas geändert",
+        "changed_meanwhile_text": (
+            "Die Daten, um die es geht, haben sich während der Bearbeitung geändert; es wurde nichts geändert. "
+            "Bitte öffnen Sie den Link aus Ihrer E-Mail noch einmal."
+        ),
+        "unstorable_title": "Diese Eingabe kann nicht gespeichert werden",
+        "unstorable_text": (
+            "Sie enthält ein Zeichen, das nicht gespeichert werden kann. Bitte gehen Sie zurück, entfernen Sie es "
+            "und versuchen Sie es erneut."
+        ),
+        "failed_title": "Etwas ist schiefgelaufen",
+        "failed_text": (
+            "Ihre Anfrage konnte nicht bearbeitet werden. Der Fehler wurde festgehalten; bitte versuchen Sie es "
+            "später erneut."
+        ),
     },
 }
 

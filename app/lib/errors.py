@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar, get_args, get_origin
 
 import msgspec
@@ -548,29 +549,41 @@ def _constraint_name(exc: BaseException) -> str | None:
     return None
 
 
-def _unhandled(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """An answer to an exception no handler took (:func:`unhandled_problem`)."""
+
+    status: int
+    code: str
+    title: str
+    detail: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def unhandled_problem(exc: Exception) -> Problem:
+    """What an exception no handler took means for the caller, logged: a database outage or race, or a fault (500).
+
+    The API answers it as problem+json (:func:`unhandled`); the hosted pages as a page (``app.emails.pages``).
+    """
     if database_unreachable(exc):
         log.warning("database_unavailable", error_type=type(exc).__name__)
-        return problem_response(
-            request,
+        return Problem(
             status=503,
             code="database_unavailable",
             title="Service unavailable",
             detail="The database cannot be reached right now; nothing was recorded. Try again shortly.",
-            headers={"Retry-After": DATABASE_RETRY_AFTER},
+            headers=(("Retry-After", DATABASE_RETRY_AFTER),),
         )
     if _database_refused_text(exc):
         log.warning("unstorable_text_refused", error_type=type(exc).__name__)
-        return problem_response(
-            request,
+        return Problem(
             status=422,
             code="nul_character",
             title="Invalid input",
             detail="The input contains a character that cannot be stored (a NUL, \\u0000). Remove it and send again.",
         )
     if _sqlstate_in_chain(exc, {_MERGED_MEANWHILE}):
-        return problem_response(
-            request,
+        return Problem(
             status=409,
             code="contact_merged",
             title="Conflict",
@@ -585,15 +598,14 @@ def _unhandled(request: Request[Any, Any, Any], exc: Exception) -> Response[dict
             sqlstate=getattr(aborted, "sqlstate", None),
             error_type=type(exc).__name__,
         )
-        return problem_response(
-            request,
+        return Problem(
             status=503,
             code="database_busy",
             title="Service unavailable",
             detail="The database aborted this request's transaction because of a concurrent write (a deadlock, a "
             "serialization failure or a lock wait that ran out); what it had not committed was rolled back. "
             "Send it again.",
-            headers={"Retry-After": _BUSY_RETRY_AFTER},
+            headers=(("Retry-After", _BUSY_RETRY_AFTER),),
         )
     deleted = _database_error_in_chain(exc, {_DELETED_MEANWHILE})
     if deleted is not None:
@@ -606,8 +618,7 @@ def _unhandled(request: Request[Any, Any, Any], exc: Exception) -> Response[dict
             constraint=_constraint_name(deleted),
             error_type=type(exc).__name__,
         )
-        return problem_response(
-            request,
+        return Problem(
             status=409,
             code="deleted_meanwhile",
             title="Conflict",
@@ -615,12 +626,24 @@ def _unhandled(request: Request[Any, Any, Any], exc: Exception) -> Response[dict
             "deletion); nothing of this request's transaction was recorded. Look the record up again.",
         )
     log.error("unhandled_exception", error_type=type(exc).__name__, exc_info=exc)
-    return problem_response(
-        request,
+    return Problem(
         status=500,
         code="internal_error",
         title="Internal server error",
         detail="The service failed to handle this request; it has been logged with the request id.",
+    )
+
+
+def unhandled(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    """The API's answer to an exception no handler took: :func:`unhandled_problem` as problem+json."""
+    problem = unhandled_problem(exc)
+    return problem_response(
+        request,
+        status=problem.status,
+        code=problem.code,
+        title=problem.title,
+        detail=problem.detail,
+        headers=dict(problem.headers),
     )
 
 
@@ -661,5 +684,5 @@ def exception_handlers() -> ExceptionHandlersMap:
         InvalidIdentifier: _invalid_identifier,
         AppError: _app_error,
         HTTPException: _http_exception,
-        Exception: _unhandled,
+        Exception: unhandled,
     }

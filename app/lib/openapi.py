@@ -10,7 +10,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.routes import HTTPRoute
 
-from app.lib.errors import PROBLEM_JSON
+from app.lib.errors import PROBLEM_JSON, unhandled
 
 
 class FieldError(msgspec.Struct, kw_only=True):
@@ -106,7 +106,10 @@ def declare_common_responses(app: Litestar) -> None:
         for handler in route.route_handlers:
             if handler.include_in_schema:
                 statuses = _common_statuses(route.path, handler)
-                handler.responses = {**errors(*statuses), **(handler.responses or {})}
+                # a hosted page answers a race or an outage as a page (app.emails.pages.PAGE_ERRORS)
+                page = handler.resolve_exception_handlers().get(Exception) not in (None, unhandled)
+                as_pages = pages(*(statuses & {409, 503})) if page else {}
+                handler.responses = {**errors(*statuses), **as_pages, **(handler.responses or {})}
 
 
 def _common_statuses(path: str, handler: HTTPRouteHandler) -> set[int]:

@@ -16,6 +16,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.emails.pages import PAGE_ERRORS
 from app.emails.service import RequestMeta
 from app.lib.auth import Principal, Scope
 from app.lib.openapi import errors, pages
@@ -95,6 +96,7 @@ class RepermissionPages(Controller):
 
     path = "/r/{token:str}"
     tags = ["hosted pages"]  # noqa: RUF012  # Litestar reads class attributes
+    exception_handlers = PAGE_ERRORS  # a page, not the API's JSON, for an error no handler took
 
     @route(
         http_method=[HttpMethod.GET, HttpMethod.HEAD],

@@ -18,6 +18,7 @@ from litestar.params import FromPath, FromQuery
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.model import Channel
+from app.emails.pages import PAGE_ERRORS
 from app.emails.render import locale_of
 from app.lib.auth import Principal, Scope
 from app.lib.errors import InvalidInput, again_if_raced
@@ -137,6 +138,7 @@ class PreferencePages(Controller):
 
     path = "/p/{token:str}"
     tags = ["hosted pages"]  # noqa: RUF012
+    exception_handlers = PAGE_ERRORS  # a page, not the API's JSON, for an error no handler took
 
     @route(
         http_method=[HttpMethod.GET, HttpMethod.HEAD],

@@ -42,6 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.domain.identifiers import InvalidIdentifier, normalise_email
 from app.domain.model import Channel
 from app.emails import service as emails
+from app.emails.pages import PAGE_ERRORS
 from app.emails.tokens import verify_unsubscribe
 from app.ledger import repository as ledger
 from app.ledger.models import ContactPoint
@@ -356,6 +357,7 @@ class PreferenceRequestPages(Controller):
 
     path = "/p"
     tags = ["hosted pages"]  # noqa: RUF012  # Litestar reads class attributes
+    exception_handlers = PAGE_ERRORS  # a page, not the API's JSON, for an error no handler took
 
     @route(
         http_method=[HttpMethod.GET, HttpMethod.HEAD],
@@ -486,6 +488,7 @@ class PreferenceViaPages(Controller):
 
     path = "/p/via/{token:str}"
     tags = ["hosted pages"]  # noqa: RUF012
+    exception_handlers = PAGE_ERRORS  # a page, not the API's JSON, for an error no handler took
 
     @route(
         http_method=[HttpMethod.GET, HttpMethod.HEAD],

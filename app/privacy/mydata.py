@@ -27,6 +27,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.emails.pages import PAGE_ERRORS
 from app.lib.keys import Keys
 from app.lib.openapi import pages
 from app.lib.orm import utcnow
@@ -100,6 +101,7 @@ class MyDataPages(Controller):
 
     path = "/p/{token:str}"
     tags = ["hosted pages"]  # noqa: RUF012  # Litestar reads class attributes
+    exception_handlers = PAGE_ERRORS  # a page, not the API's JSON, for an error no handler took
 
     @post(
         "/export",
