@@ -12,7 +12,7 @@ from litestar import Request, Response
 from litestar.types import ExceptionHandlersMap
 
 from app.emails.render import locale_of, page
-from app.lib.errors import unhandled_problem
+from app.lib.errors import answers_as_a_page, unhandled_problem
 
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
@@ -44,11 +44,24 @@ def browser_locale(request: Request[Any, Any, Any]) -> str:
     return locale_of(*accepted)
 
 
+#: What an error page adds to :data:`PAGE_HEADERS`: the strictest of every hosted page's (the preference centre's
+#: among them), as the error page stands in for each; its inline style is the only thing it needs.
+_ERROR_PAGE_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'",
+}
+
+
+@answers_as_a_page
 def page_error(request: Request[Any, Any, Any], exc: Exception) -> Response[str]:
     """An exception no handler took, as a page: the API's status and ``Retry-After``, its meaning in words."""
     problem = unhandled_problem(exc)  # logged there, as for the API
     name = _PAGE_OF.get(problem.code, "failed")
-    return html(page(browser_locale(request), name), problem.status, dict(problem.headers))
+    body = page(browser_locale(request), name)
+    return html(body, problem.status, {**_ERROR_PAGE_HEADERS, **dict(problem.headers)})
 
 
 #: A page controller's (or route's) ``exception_handlers``: its other errors keep their own handlers (``AppError``,

@@ -197,13 +197,13 @@ PAGES: dict[str, dict[str, str]] = {
         "preferences_link": "Preferences: choose everything {brand} may send you",
         "busy_title": "Please try again in a moment",
         "busy_text": (
-            "Your request could not be handled just now because of a temporary problem, and nothing was changed. "
-            "Please go back and try again in a moment."
+            "Your request could not be completed just now because of a temporary problem. Please go back and try "
+            "again in a moment."
         ),
         "changed_meanwhile_title": "Something changed meanwhile",
         "changed_meanwhile_text": (
-            "The data this request is about changed while it was handled, so nothing was changed. Please open the "
-            "link from your email again."
+            "The data this request is about changed while it was handled, so it could not be completed. Please "
+            "open the link from your email again."
         ),
         "unstorable_title": "This entry cannot be saved",
         "unstorable_text": "It contains a character that cannot be stored. Please go back, remove it and try again.",
@@ -264,13 +264,13 @@ PAGES: dict[str, dict[str, str]] = {
         "preferences_link": "Einstellungen: wählen Sie alles, was {brand} Ihnen senden darf",
         "busy_title": "Bitte versuchen Sie es gleich noch einmal",
         "busy_text": (
-            "Ihre Anfrage konnte wegen einer vorübergehenden Störung gerade nicht bearbeitet werden; es wurde "
-            "nichts geändert. Bitte gehen Sie zurück und versuchen Sie es in einem Moment erneut."
+            "Ihre Anfrage konnte wegen einer vorübergehenden Störung gerade nicht abgeschlossen werden. Bitte gehen "
+            "Sie zurück und versuchen Sie es in einem Moment erneut."
         ),
         "changed_meanwhile_title": "Inzwischen hat sich etwas geändert",
         "changed_meanwhile_text": (
-            "Die Daten, um die es geht, haben sich während der Bearbeitung geändert; es wurde nichts geändert. "
-            "Bitte öffnen Sie den Link aus Ihrer E-Mail noch einmal."
+            "Die Daten, um die es geht, haben sich während der Bearbeitung geändert; die Anfrage konnte nicht "
+            "abgeschlossen werden. Bitte öffnen Sie den Link aus Ihrer E-Mail noch einmal."
         ),
         "unstorable_title": "Diese Eingabe kann nicht gespeichert werden",
         "unstorable_text": (

@@ -35,6 +35,7 @@ from app.lib.text import SINGLE_LINE_MESSAGE, SINGLE_LINE_PATTERN
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
+H = TypeVar("H", bound=Callable[..., Any])
 
 PROBLEM_JSON = "application/problem+json"
 _SERVER_ERROR = 500
@@ -632,6 +633,20 @@ def unhandled_problem(exc: Exception) -> Problem:
         title="Internal server error",
         detail="The service failed to handle this request; it has been logged with the request id.",
     )
+
+
+_PAGE_MARK = "_answers_as_a_page"
+
+
+def answers_as_a_page(handler: H) -> H:
+    """Mark an exception handler that answers with an HTML page (a hosted page's), for the OpenAPI document."""
+    setattr(handler, _PAGE_MARK, True)
+    return handler
+
+
+def is_a_page_handler(handler: object) -> bool:
+    """Whether ``handler`` was marked by :func:`answers_as_a_page`."""
+    return bool(getattr(handler, _PAGE_MARK, False))
 
 
 def unhandled(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:

@@ -10,7 +10,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.routes import HTTPRoute
 
-from app.lib.errors import PROBLEM_JSON, unhandled
+from app.lib.errors import PROBLEM_JSON, is_a_page_handler
 
 
 class FieldError(msgspec.Struct, kw_only=True):
@@ -107,7 +107,7 @@ def declare_common_responses(app: Litestar) -> None:
             if handler.include_in_schema:
                 statuses = _common_statuses(route.path, handler)
                 # a hosted page answers a race or an outage as a page (app.emails.pages.PAGE_ERRORS)
-                page = handler.resolve_exception_handlers().get(Exception) not in (None, unhandled)
+                page = is_a_page_handler(handler.resolve_exception_handlers().get(Exception))
                 as_pages = pages(*(statuses & {409, 503})) if page else {}
                 handler.responses = {**errors(*statuses), **as_pages, **(handler.responses or {})}
 

@@ -45,6 +45,9 @@ def assert_a_page(response, status: int) -> str:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("text/html")
     assert "default-src 'none'" in response.headers["content-security-policy"]
+    assert "base-uri 'none'" in response.headers["content-security-policy"]
+    assert response.headers["x-frame-options"] == "DENY"
+    assert response.headers["cross-origin-opener-policy"] == "same-origin"
     assert response.headers["cache-control"] == "no-store"
     body = response.text
     assert body.startswith("<!doctype html>")
@@ -64,7 +67,8 @@ async def test_the_unsubscribe_page_answers_a_database_race_with_a_page_saying_t
     assert response.headers["retry-after"] == "1"
     assert '<html lang="de">' in body
     assert "Bitte versuchen Sie es gleich noch einmal" in body
-    assert "es wurde nichts geändert" in body
+    assert "nicht abgeschlossen" in body
+    assert "nichts geändert" not in body, "a page of several transactions cannot promise that (hostile review)"
     assert len(tries) == 3, "taken again twice first (again_if_raced), then answered"
     current, _ = await states(client, admin, subscribed["point"])
     assert current["newsletter"] == "opted_in", "nothing was recorded"
@@ -118,3 +122,17 @@ async def test_a_page_controllers_own_answers_are_unchanged(client, settings):
     refused = await client.post("/u/not-a-token/one-click", data={"List-Unsubscribe": "One-Click"})
     assert refused.status_code == 404
     assert refused.headers["content-type"] == "application/problem+json"
+
+
+async def test_only_the_hosted_pages_declare_their_errors_as_html(client):
+    """The preference centre's JSON API (CORS, problem+json) wraps the same handlers: its 409/503 stay problem+json
+    in the document, as they are at run time (hostile review: it was declared text/html)."""
+    document = (await client.get("/schema/openapi.json")).json()
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            for status in ("409", "503"):
+                content = operation.get("responses", {}).get(status, {}).get("content", {})
+                if "text/html" in content:
+                    assert "hosted pages" in operation.get("tags", []), (method, path, status)
+    api = document["paths"]["/p/{token}/preferences"]["get"]["responses"]["503"]["content"]
+    assert set(api) == {"application/problem+json"}
