@@ -551,7 +551,7 @@ def _constraint_name(exc: BaseException) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
-class Problem:
+class UnhandledAnswer:
     """An answer to an exception no handler took (:func:`unhandled_problem`)."""
 
     status: int
@@ -561,14 +561,14 @@ class Problem:
     headers: tuple[tuple[str, str], ...] = ()
 
 
-def unhandled_problem(exc: Exception) -> Problem:
+def unhandled_problem(exc: Exception) -> UnhandledAnswer:
     """What an exception no handler took means for the caller, logged: a database outage or race, or a fault (500).
 
     The API answers it as problem+json (:func:`unhandled`); the hosted pages as a page (``app.emails.pages``).
     """
     if database_unreachable(exc):
         log.warning("database_unavailable", error_type=type(exc).__name__)
-        return Problem(
+        return UnhandledAnswer(
             status=503,
             code="database_unavailable",
             title="Service unavailable",
@@ -577,14 +577,14 @@ def unhandled_problem(exc: Exception) -> Problem:
         )
     if _database_refused_text(exc):
         log.warning("unstorable_text_refused", error_type=type(exc).__name__)
-        return Problem(
+        return UnhandledAnswer(
             status=422,
             code="nul_character",
             title="Invalid input",
             detail="The input contains a character that cannot be stored (a NUL, \\u0000). Remove it and send again.",
         )
     if _sqlstate_in_chain(exc, {_MERGED_MEANWHILE}):
-        return Problem(
+        return UnhandledAnswer(
             status=409,
             code="contact_merged",
             title="Conflict",
@@ -599,7 +599,7 @@ def unhandled_problem(exc: Exception) -> Problem:
             sqlstate=getattr(aborted, "sqlstate", None),
             error_type=type(exc).__name__,
         )
-        return Problem(
+        return UnhandledAnswer(
             status=503,
             code="database_busy",
             title="Service unavailable",
@@ -619,7 +619,7 @@ def unhandled_problem(exc: Exception) -> Problem:
             constraint=_constraint_name(deleted),
             error_type=type(exc).__name__,
         )
-        return Problem(
+        return UnhandledAnswer(
             status=409,
             code="deleted_meanwhile",
             title="Conflict",
@@ -627,7 +627,7 @@ def unhandled_problem(exc: Exception) -> Problem:
             "deletion); nothing of this request's transaction was recorded. Look the record up again.",
         )
     log.error("unhandled_exception", error_type=type(exc).__name__, exc_info=exc)
-    return Problem(
+    return UnhandledAnswer(
         status=500,
         code="internal_error",
         title="Internal server error",
