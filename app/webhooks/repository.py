@@ -22,14 +22,16 @@ DELIVERED_KEPT = "7 days"
 FAILED_KEPT = "30 days"
 
 # The status literals below are WebhookStatus values; they stay literals so that the claim matches the partial
-# index ix_webhook_deliveries_due, whose predicate names them.
+# index ix_webhook_deliveries_due, whose predicate names them. The locked rows are updated through
+# ``id = ANY(ARRAY(...))``, the ids looked up in the primary key: written ``id IN (SELECT ...)`` the planner joined
+# them to a sequential scan of the whole table (as the dispatcher's claim did, docs/benchmarks.md).
 _CLAIM = text(
     """
     UPDATE webhook_deliveries d
        SET status = 'sending', attempts = d.attempts + 1, next_attempt_at = now() + make_interval(secs => :lease)
-     WHERE d.id IN (SELECT id FROM webhook_deliveries
-                     WHERE status IN ('queued', 'sending') AND next_attempt_at <= now()
-                     ORDER BY next_attempt_at LIMIT :batch FOR UPDATE SKIP LOCKED)
+     WHERE d.id = ANY(ARRAY(SELECT id FROM webhook_deliveries
+                             WHERE status IN ('queued', 'sending') AND next_attempt_at <= now()
+                             ORDER BY next_attempt_at LIMIT :batch FOR UPDATE SKIP LOCKED))
     RETURNING d.id, d.subscription_id, d.event_id, d.event_type, d.payload, d.attempts
     """
 )

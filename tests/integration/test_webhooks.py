@@ -377,3 +377,32 @@ async def test_the_webhook_status_check_lists_exactly_the_enum(session):
     )
     assert definition is not None
     assert re.findall(r"'([^']*)'", definition) == [status.value for status in WebhookStatus]
+
+
+async def test_the_senders_claim_reads_no_more_of_the_outbox_than_it_claims(pg_server):
+    """Written ``id IN (SELECT ... SKIP LOCKED)``, the claim's locked ids were joined to a sequential scan of the whole
+    outbox (25,000 rows read for every 128 claimed here), as the dispatcher's claim was (issue 21, item 4)."""
+    from app.webhooks.repository import _CLAIM  # noqa: PLC0415
+    from tests.conftest import own_database  # noqa: PLC0415
+
+    async with own_database(pg_server) as engine:
+        async with engine.begin() as conn:
+            # 20,000 due deliveries, 5,000 delivered; their subscriptions are left out (foreign keys not checked)
+            await conn.execute(text("SET LOCAL session_replication_role = replica"))
+            await conn.execute(
+                text(
+                    """INSERT INTO webhook_deliveries (id, workspace_id, subscription_id, event_id, event_type, payload,
+                                                       status, attempts, next_attempt_at)
+                       SELECT gen_random_uuid(), gen_random_uuid(), gen_random_uuid(), gen_random_uuid(),
+                              'consent.changed', '{}', CASE WHEN g % 5 = 0 THEN 'delivered' ELSE 'queued' END, 0,
+                              now() - interval '1 minute'
+                         FROM generate_series(1, 25000) g"""
+                )
+            )
+        async with engine.begin() as conn:
+            await conn.execute(text("ANALYZE webhook_deliveries"))
+            explained = await conn.execute(text(f"EXPLAIN {_CLAIM.text}"), {"lease": 60, "batch": 128})
+            plan = "\n".join(explained.scalars())
+            assert "Seq Scan" not in plan, plan
+            claimed = (await conn.execute(_CLAIM, {"lease": 60, "batch": 128})).all()
+            assert len({row.id for row in claimed}) == len(claimed) == 128
