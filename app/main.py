@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import gc
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -49,6 +48,7 @@ from app.lib.observability import Metrics, configure_logging, request_middleware
 from app.lib.openapi import declare_common_responses
 from app.lib.orm import utcnow
 from app.lib.repository import prune_callbacks
+from app.lib.rounds import freeze_startup_heap
 from app.lifecycle import service as lifecycle
 from app.lifecycle.controllers import PurposeLifecycleController, RepermissionPages
 from app.messages.controllers import MessageController, TrackingPages
@@ -319,8 +319,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
             # Everything alive now lives as long as the process: leave it out of the cyclic collector's full
             # passes, which otherwise walk the whole application on every oldest-generation collection
             # (a pause that lands on whichever request allocates at that moment).
-            gc.collect()
-            gc.freeze()
+            freeze_startup_heap()
             async with _background(app, settings, opened):
                 yield
         finally:
