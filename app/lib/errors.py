@@ -479,7 +479,7 @@ _MERGED_MEANWHILE = "CM001"
 
 def merged_meanwhile(exc: BaseException) -> bool:
     """Whether the database refused a row for a contact that a merge committed meanwhile (migration 0031)."""
-    return _sqlstate_in_chain(exc, {_MERGED_MEANWHILE})
+    return sqlstate_in_chain(exc, {_MERGED_MEANWHILE})
 
 
 #: A deadlock PostgreSQL broke by aborting this transaction (the other one went on).
@@ -510,7 +510,7 @@ async def again_if_raced(work: Callable[[], Awaitable[T]], *, what: str) -> T:
         try:
             return await work()
         except DBAPIError as exc:
-            if not (merged_meanwhile(exc) or _sqlstate_in_chain(exc, {_DEADLOCK, _DELETED_MEANWHILE})):
+            if not (merged_meanwhile(exc) or sqlstate_in_chain(exc, {_DEADLOCK, _DELETED_MEANWHILE})):
                 raise
             log.info("taken_again_after_a_race", what=what, attempt=attempt)
     return await work()
@@ -521,7 +521,8 @@ async def again_if_raced(work: Callable[[], Awaitable[T]], *, what: str) -> T:
 _RACE_ATTEMPTS = 3
 
 
-def _sqlstate_in_chain(exc: BaseException, states: frozenset[str] | set[str]) -> bool:
+def sqlstate_in_chain(exc: BaseException, states: frozenset[str] | set[str]) -> bool:
+    """Whether the driver's error behind ``exc`` (SQLAlchemy's, the adapter's, asyncpg's) has one of ``states``."""
     return _database_error_in_chain(exc, states) is not None
 
 
@@ -583,7 +584,7 @@ def unhandled_problem(exc: Exception) -> UnhandledAnswer:
             title="Invalid input",
             detail="The input contains a character that cannot be stored (a NUL, \\u0000). Remove it and send again.",
         )
-    if _sqlstate_in_chain(exc, {_MERGED_MEANWHILE}):
+    if sqlstate_in_chain(exc, {_MERGED_MEANWHILE}):
         return UnhandledAnswer(
             status=409,
             code="contact_merged",

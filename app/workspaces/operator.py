@@ -47,7 +47,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.lib.auth import Scope, generate_key
 from app.lib.db import Database
-from app.lib.errors import Conflict, NotFound, Unavailable
+from app.lib.errors import Conflict, NotFound, Unavailable, sqlstate_in_chain
 from app.lib.keys import Keys
 from app.lib.orm import utcnow
 from app.settings import MailSettings
@@ -67,17 +67,9 @@ _RETRYABLE = {"40P01", "40001"}  # deadlock detected, serialization failure
 _REFERENCED_BY_A_LATE_WRITER = {"23001", "23503"}
 
 
-def _sqlstate(exc: BaseException) -> str | None:
-    if not isinstance(exc, DBAPIError):
-        return None
-    orig = exc.orig
-    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-    return code if isinstance(code, str) else None
-
-
 def is_retryable(exc: BaseException) -> bool:
     """Whether a failed deletion transaction may simply be run again (a deadlock with a concurrent writer)."""
-    return _sqlstate(exc) in _RETRYABLE
+    return sqlstate_in_chain(exc, _RETRYABLE)
 
 
 async def create_operator_key(session: AsyncSession, name: str) -> tuple[OperatorKey, str]:
@@ -184,7 +176,7 @@ async def _step(database: Database, work: Callable[[AsyncSession], Awaitable[T]]
             # own table's sweep still names it: the same step would fail again; the next round sweeps that row
             # first. Elsewhere (the last step, if rounds ran out): 503, and the deletion sent again goes on where
             # it stopped. It was a 500.
-            late_writer = _sqlstate(exc) in _REFERENCED_BY_A_LATE_WRITER
+            late_writer = sqlstate_in_chain(exc, _REFERENCED_BY_A_LATE_WRITER)
             if late_writer and sweep:
                 raise _LateWriter from None
             if late_writer or not is_retryable(exc) or attempt == _ATTEMPTS:

@@ -58,6 +58,17 @@ async def test_models_and_migrations_do_not_drift(engine):
     assert changes == [], f"models differ from migrations; generate a migration: {changes}"
 
 
+async def _workspace_with_rows_at(engine, revision: str, rows: str):
+    """The database migrated to ``revision``, a workspace made in it and ``rows`` (SQL naming ``:ws``) inserted."""
+    await migrate(engine, revision)
+    async with engine.begin() as conn:
+        ws = (
+            await conn.execute(text("INSERT INTO workspaces (id, name) VALUES (gen_random_uuid(), 'W') RETURNING id"))
+        ).scalar_one()
+        await conn.execute(text(rows), {"ws": ws})
+    return ws
+
+
 async def test_0042_moves_the_robinson_suppressions_into_robinson_keys_and_back(pg_server):
     """A list imported before 0042 stays listed (and an import of it again adds nothing); other rows stay put."""
     url = await pg_server.create_database("consent_migration_0042")
@@ -70,14 +81,7 @@ async def test_0042_moves_the_robinson_suppressions_into_robinson_keys_and_back(
     """
     kept = "SELECT encode(key, 'hex'), reason FROM suppressions ORDER BY key"
     try:
-        await migrate(engine, "0041")
-        async with engine.begin() as conn:
-            ws = (
-                await conn.execute(
-                    text("INSERT INTO workspaces (id, name) VALUES (gen_random_uuid(), 'W') RETURNING id")
-                )
-            ).scalar_one()
-            await conn.execute(text(rows), {"ws": ws})
+        ws = await _workspace_with_rows_at(engine, "0041", rows)
         await migrate(engine, "0042")
         async with engine.connect() as conn:
             listed = (await conn.execute(text("SELECT workspace_id, encode(key, 'hex') FROM robinson_keys"))).all()
@@ -182,14 +186,7 @@ async def test_0047_marks_existing_suppressions_unrecorded_and_goes_back(pg_serv
     """
     kept = "SELECT encode(key, 'hex'), reason FROM suppressions ORDER BY key"
     try:
-        await migrate(engine, "0046")
-        async with engine.begin() as conn:
-            ws = (
-                await conn.execute(
-                    text("INSERT INTO workspaces (id, name) VALUES (gen_random_uuid(), 'W') RETURNING id")
-                )
-            ).scalar_one()
-            await conn.execute(text(rows), {"ws": ws})
+        ws = await _workspace_with_rows_at(engine, "0046", rows)
         await migrate(engine, "0047")
         async with engine.connect() as conn:
             marked = (
