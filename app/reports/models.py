@@ -10,6 +10,7 @@ import uuid
 from datetime import date, datetime
 
 from sqlalchemy import BigInteger, Date, ForeignKey, Identity, Index, Text, UniqueConstraint
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.lib.orm import Base, TenantKey, tenant_key
@@ -145,7 +146,11 @@ class ReportDoi(_Rollup, Base):
 
 
 class ReportMessageCount(_Rollup, Base):
-    """Message outcomes per hour x channel x provider x purpose x outcome x campaign; ``latency_ms`` on ``sent`` rows.
+    """Message outcomes per hour x channel x provider x purpose x outcome x campaign; ``latencies`` on ``sent`` rows.
+
+    ``latencies``: how many of the row's events took each queue-to-sent time, ``{"milliseconds": count}`` with the
+    milliseconds rounded to two significant digits (a ``sent`` whose delivery has no ``queued`` step is counted in
+    ``n`` only); NULL on the other outcomes. One row per key, not one per latency (migration 0049).
 
     Besides the message history's steps, two outcomes come from the ledger: ``complaint`` and ``opt_out`` (an
     opt-out attributed to a message: its unsubscribe link, or a STOP after it).
@@ -158,8 +163,8 @@ class ReportMessageCount(_Rollup, Base):
     provider: Mapped[str | None] = mapped_column(Text)
     purpose_id: Mapped[uuid.UUID | None]
     outcome: Mapped[str] = mapped_column(Text)
-    latency_ms: Mapped[int | None] = mapped_column(BigInteger)
     campaign: Mapped[str | None] = mapped_column(Text)
+    latencies: Mapped[dict[str, int] | None] = mapped_column(JSONB)
 
     __table_args__ = (
         UniqueConstraint(
@@ -169,7 +174,6 @@ class ReportMessageCount(_Rollup, Base):
             "provider",
             "purpose_id",
             "outcome",
-            "latency_ms",
             "campaign",
             name="uq_report_message_counts_key",
             postgresql_nulls_not_distinct=True,
@@ -187,8 +191,8 @@ class ReportMessageDaily(_Rollup, Base):
     provider: Mapped[str | None] = mapped_column(Text)
     purpose_id: Mapped[uuid.UUID | None]
     outcome: Mapped[str] = mapped_column(Text)
-    latency_ms: Mapped[int | None] = mapped_column(BigInteger)
     campaign: Mapped[str | None] = mapped_column(Text)
+    latencies: Mapped[dict[str, int] | None] = mapped_column(JSONB)
 
     __table_args__ = (
         UniqueConstraint(
@@ -198,7 +202,6 @@ class ReportMessageDaily(_Rollup, Base):
             "provider",
             "purpose_id",
             "outcome",
-            "latency_ms",
             "campaign",
             name="uq_report_message_daily_key",
             postgresql_nulls_not_distinct=True,

@@ -77,15 +77,46 @@ def _two_digits(expression: str) -> str:
 
 
 _CONSENT_KEY = "channel, purpose_id, source, trigger, from_state, to_state, detail, campaign"
-_MESSAGE_KEY = "channel, provider, purpose_id, outcome, latency_ms, campaign"
+#: The message rollups' key; a row also carries ``latencies``: how many of its ``sent`` events took each queue-to-sent
+#: time (``{"ms": count}``, two significant digits), NULL for the other outcomes (migration 0049: a row per latency
+#: before, 720,000 of the 1.57 million counter rows a rebuild wrote at ten million events).
+_MESSAGE_KEY = "channel, provider, purpose_id, outcome, campaign"
 #: The rollup tables: (hourly, daily).
 _CONSENT_TABLES = ("report_consent_counts", "report_consent_daily")
 _MESSAGE_TABLES = ("report_message_counts", "report_message_daily")
 
 
 def _adding(table: str) -> str:
-    """The clause that adds a counted row to the one of the same key already in ``table`` (a catch-up's)."""
-    return f"ON CONFLICT ON CONSTRAINT uq_{table}_key DO UPDATE SET n = {table}.n + excluded.n"
+    """The clause that adds a counted row to the one of the same key already in ``table`` (a catch-up's).
+
+    A message rollup's latencies are added too, count by count (either side NULL: the other's).
+    """
+    adding = f"ON CONFLICT ON CONSTRAINT uq_{table}_key DO UPDATE SET n = {table}.n + excluded.n"
+    if table not in _MESSAGE_TABLES:
+        return adding
+    return f"""{adding},
+        latencies = CASE WHEN {table}.latencies IS NULL THEN excluded.latencies
+                         WHEN excluded.latencies IS NULL THEN {table}.latencies
+                         ELSE (SELECT jsonb_object_agg(ms, c)
+                                 FROM (SELECT ms, sum(c::bigint) AS c
+                                         FROM (SELECT * FROM jsonb_each_text({table}.latencies)
+                                               UNION ALL SELECT * FROM jsonb_each_text(excluded.latencies)) b (ms, c)
+                                        GROUP BY ms) s) END"""  # noqa: S608  # constant names
+
+
+def _with_latencies(rows: str, at: str, name: str, count: str = "sum(n)") -> str:
+    """SELECT of message rollup rows (``name``, key, n, latencies) from ``rows`` of one latency each.
+
+    ``rows``: a FROM item with ``hour``, the key, ``latency_ms`` (NULL: none) and ``n`` (``count``: how the inner
+    grouping counts them, ``count(*)`` for one row per event); ``at``: the rollup's time of a row, from ``hour``.
+    """
+    return f"""
+        SELECT {name}, {_MESSAGE_KEY}, sum(n)::bigint AS n,
+               jsonb_object_agg(latency_ms, n) FILTER (WHERE latency_ms IS NOT NULL) AS latencies
+          FROM (SELECT {at} AS {name}, {_MESSAGE_KEY}, latency_ms, {count}::bigint AS n FROM {rows}
+                 GROUP BY 1, {_MESSAGE_KEY}, latency_ms) l
+         GROUP BY {name}, {_MESSAGE_KEY}
+    """  # noqa: S608  # constant names; every input is a bind parameter
 
 
 #: The ledger events with ``:lo < seq <= :hi`` grouped once by the consent counters' key; ``attributed``: how many of
@@ -130,12 +161,11 @@ def _outcomes(grouped: str) -> str:
     """
     return f"""
         SELECT hour, channel, NULL::text AS provider, purpose_id,
-               CASE WHEN trigger = 'complaint' THEN 'complaint' ELSE 'opt_out' END AS outcome,
-               NULL::bigint AS latency_ms, campaign,
-               sum(CASE WHEN trigger = 'complaint' THEN n ELSE attributed END)::bigint AS n
+               CASE WHEN trigger = 'complaint' THEN 'complaint' ELSE 'opt_out' END AS outcome, campaign,
+               NULL::bigint AS latency_ms, sum(CASE WHEN trigger = 'complaint' THEN n ELSE attributed END)::bigint AS n
           FROM {grouped}
          WHERE trigger = 'complaint' OR (attributed > 0 AND to_state = 'opted_out' AND from_state <> 'opted_out')
-         GROUP BY 1, 2, 3, 4, 5, 6, 7
+         GROUP BY 1, 2, 3, 4, 5, 6
     """  # noqa: S608
 
 
@@ -263,17 +293,13 @@ def _count_messages(head: str, events: str) -> str:
     return f"""
     WITH {head} counted AS ({_counted(events)}
     ), added AS (
-        INSERT INTO report_message_counts
-               (workspace_id, hour, channel, provider, purpose_id, outcome, latency_ms, campaign, n)
-        SELECT :ws, hour, channel, provider, purpose_id, outcome, latency_ms, campaign, count(*)
-          FROM counted GROUP BY 2, 3, 4, 5, 6, 7, 8 ORDER BY 2, 3, 4, 5, 6, 7, 8
+        INSERT INTO report_message_counts (workspace_id, hour, {_MESSAGE_KEY}, n, latencies)
+        SELECT :ws, h.* FROM ({_with_latencies("counted", "hour", "hour", "count(*)")}) h ORDER BY hour, {_MESSAGE_KEY}
         {_adding("report_message_counts")}
     ), added_daily AS (
-        INSERT INTO report_message_daily
-               (workspace_id, day, channel, provider, purpose_id, outcome, latency_ms, campaign, n)
-        SELECT :ws, {_day("hour")}, channel, provider, purpose_id, outcome, latency_ms, campaign,
-               count(*)
-          FROM counted GROUP BY 2, 3, 4, 5, 6, 7, 8 ORDER BY 2, 3, 4, 5, 6, 7, 8
+        INSERT INTO report_message_daily (workspace_id, day, {_MESSAGE_KEY}, n, latencies)
+        SELECT :ws, d.* FROM ({_with_latencies("counted", _day("hour"), "day", "count(*)")}) d
+         ORDER BY day, {_MESSAGE_KEY}
         {_adding("report_message_daily")}
     )
     SELECT count(*) FROM counted
@@ -306,7 +332,7 @@ _MESSAGES = _count_messages(
 
 _CREATE_MESSAGE_STAGE = f"""
     CREATE TEMPORARY TABLE {_MESSAGE_STAGE} (hour timestamptz, channel text, provider text, purpose_id uuid,
-                                             outcome text, latency_ms bigint, campaign text, n bigint) ON COMMIT DROP
+                                             outcome text, campaign text, latency_ms bigint, n bigint) ON COMMIT DROP
 """
 
 #: A rebuild's count of the whole message history in one pass, per hourly key into :data:`_MESSAGE_STAGE` (answers
@@ -328,15 +354,19 @@ _ALL_MESSAGES = f"""
          ORDER BY qe.message_id, qe.delivery_id, qe.at
     ), counted AS ({_counted(_ALL_EVENTS)}
     ), staged AS (
-        INSERT INTO {_MESSAGE_STAGE} (hour, {_MESSAGE_KEY}, n)
-        SELECT hour, {_MESSAGE_KEY}, count(*) FROM counted GROUP BY hour, {_MESSAGE_KEY}
+        INSERT INTO {_MESSAGE_STAGE} (hour, {_MESSAGE_KEY}, latency_ms, n)
+        SELECT hour, {_MESSAGE_KEY}, latency_ms, count(*) FROM counted GROUP BY hour, {_MESSAGE_KEY}, latency_ms
         RETURNING n
     )
     SELECT coalesce(sum(n), 0) FROM staged
 """  # noqa: S608  # constant names; every input is a bind parameter
 
+#: The message outcomes a rebuild counted, of the history and of the ledger, one row per hourly key and latency.
+_STAGED_MESSAGES = f"""(SELECT hour, {_MESSAGE_KEY}, latency_ms, n FROM {_MESSAGE_STAGE}
+                        UNION ALL {_outcomes(_STAGE)}) o"""  # noqa: S608  # constant names
+
 #: What a rebuild finds each rollup of the workspace should hold, from the staged counts: (table, its key columns,
-#: the SELECT of key and ``n``, one row per key).
+#: the SELECT of key and its values — ``n``, and a message rollup's ``latencies`` — one row per key).
 _REBUILT = (
     ("report_consent_counts", f"hour, {_CONSENT_KEY}", f"SELECT hour, {_CONSENT_KEY}, n FROM {_STAGE}"),  # noqa: S608
     (
@@ -358,18 +388,19 @@ _REBUILT = (
     (
         "report_message_counts",
         f"hour, {_MESSAGE_KEY}",
-        f"""SELECT hour, {_MESSAGE_KEY}, sum(n)::bigint AS n
-              FROM (SELECT hour, {_MESSAGE_KEY}, n FROM {_MESSAGE_STAGE} UNION ALL {_outcomes(_STAGE)}) o
-             GROUP BY hour, {_MESSAGE_KEY}""",  # noqa: S608
+        _with_latencies(_STAGED_MESSAGES, "hour", "hour"),
     ),
     (
         "report_message_daily",
         f"day, {_MESSAGE_KEY}",
-        f"""SELECT {_day("hour")} AS day, {_MESSAGE_KEY}, sum(n)::bigint AS n
-              FROM (SELECT hour, {_MESSAGE_KEY}, n FROM {_MESSAGE_STAGE} UNION ALL {_outcomes(_STAGE)}) o
-             GROUP BY 1, {_MESSAGE_KEY}""",  # noqa: S608
+        _with_latencies(_STAGED_MESSAGES, _day("hour"), "day"),
     ),
 )
+
+
+def _values(table: str) -> str:
+    """A rollup's columns besides its key: the count, and a message rollup's latencies."""
+    return "n, latencies" if table in _MESSAGE_TABLES else "n"
 
 
 def _differences(table: str, key: str, rebuilt: str) -> str:
@@ -379,19 +410,20 @@ def _differences(table: str, key: str, rebuilt: str) -> str:
     those with an ``id`` are the table's (to delete), those without are the rebuilt ones (to insert). Grouping puts
     NULLs of a key together, as the rollups' ``NULLS NOT DISTINCT`` unique keys do; each side has a row per key.
     """
+    values = _values(table)
     return f"""
         CREATE TEMPORARY TABLE {_DIFF} ON COMMIT DROP AS
-        SELECT {key}, n, max(id) AS id
-          FROM (SELECT NULL::bigint AS id, {key}, n FROM ({rebuilt}) r
+        SELECT {key}, {values}, max(id) AS id
+          FROM (SELECT NULL::bigint AS id, {key}, {values} FROM ({rebuilt}) r
                 UNION ALL
-                SELECT id, {key}, n FROM {table} WHERE workspace_id = :ws) b
-         GROUP BY {key}, n
+                SELECT id, {key}, {values} FROM {table} WHERE workspace_id = :ws) b
+         GROUP BY {key}, {values}
         HAVING count(*) = 1
     """  # noqa: S608  # constant names; every input is a bind parameter
 
 
-def _fingerprint(rows: str, key: str) -> str:
-    """SELECT of a fingerprint of the multiset of ``rows`` (columns ``key`` and ``n``, one row per key).
+def _fingerprint(rows: str, key: str, values: str = "n") -> str:
+    """SELECT of a fingerprint of the multiset of ``rows`` (columns ``key`` and ``values``, one row per key).
 
     How many rows, their total count, and the sum of a 64-bit hash of each row: equal for the same rows in any
     order. Each row is hashed by its columns' own hash functions (no text conversion), then that hash is hashed
@@ -402,7 +434,8 @@ def _fingerprint(rows: str, key: str) -> str:
     than the rollup's would only make the fingerprints differ (the rows are then compared one by one).
     """
     return f"""
-        SELECT count(*), sum(n), sum(hashint8extended(hash_record_extended(ROW({key}, n), 0), 0)) FROM ({rows}) f
+        SELECT count(*), sum(n), sum(hashint8extended(hash_record_extended(ROW({key}, {values}), 0), 0))
+          FROM ({rows}) f
     """  # noqa: S608  # constant names; every input is a bind parameter
 
 
@@ -504,8 +537,9 @@ async def rebuild(session: AsyncSession, workspace_id: uuid.UUID, hi: int) -> in
     messages = int(await session.scalar(text(_ALL_MESSAGES), ws) or 0)
     for table, key, rebuilt in _REBUILT:
         params = {**ws, "hi": hi} if table == "report_doi" else ws
-        held = f"SELECT {key}, n FROM {table} WHERE workspace_id = :ws"  # noqa: S608  # constant names
-        stored = tuple((await session.execute(text(_fingerprint(held, key)), ws)).one())
+        values = _values(table)
+        held = f"SELECT {key}, {values} FROM {table} WHERE workspace_id = :ws"  # noqa: S608  # constant names
+        stored = tuple((await session.execute(text(_fingerprint(held, key, values)), ws)).one())
         if not stored[0]:
             # nothing to compare with (lost rollups, a first count): the counted rows go in as they are
             counted = rebuilt
@@ -516,13 +550,16 @@ async def rebuild(session: AsyncSession, workspace_id: uuid.UUID, hi: int) -> in
                 await session.execute(text(f"CREATE TEMPORARY TABLE {_DIFF} ON COMMIT DROP AS {rebuilt}"), params)
                 counted = f"SELECT {key}, n FROM {_DIFF}"  # noqa: S608  # constant names
             await session.execute(
-                text(f"INSERT INTO {table} (workspace_id, {key}, n) SELECT :ws, r.* FROM ({counted}) r ORDER BY {key}"),  # noqa: S608
+                text(
+                    f"INSERT INTO {table} (workspace_id, {key}, {values})"  # noqa: S608  # constant names
+                    f" SELECT :ws, r.* FROM ({counted}) r ORDER BY {key}"
+                ),
                 params,
             )
             if table == "report_doi":
                 await session.execute(text(f"DROP TABLE {_DIFF}"))
             continue
-        if tuple((await session.execute(text(_fingerprint(rebuilt, key)), params)).one()) == stored:
+        if tuple((await session.execute(text(_fingerprint(rebuilt, key, values)), params)).one()) == stored:
             continue  # the rollup holds exactly the counted rows (the usual case): nothing to compare or write
         if table == "report_doi":  # a few rows per day, from a read that must sort (window functions)
             await session.execute(text(_differences(table, key, rebuilt)), params)
@@ -537,8 +574,8 @@ async def rebuild(session: AsyncSession, workspace_id: uuid.UUID, hi: int) -> in
         )
         await session.execute(
             text(
-                f"INSERT INTO {table} (workspace_id, {key}, n)"  # noqa: S608  # constant names
-                f" SELECT :ws, {key}, n FROM {_DIFF} WHERE id IS NULL ORDER BY {key}"
+                f"INSERT INTO {table} (workspace_id, {key}, {values})"  # noqa: S608  # constant names
+                f" SELECT :ws, {key}, {values} FROM {_DIFF} WHERE id IS NULL ORDER BY {key}"
             ),
             ws,
         )
@@ -769,20 +806,25 @@ async def message_rows(
     group_by = selection.group_by
     dims = _dimensions(group_by, ("channel", "purpose", "provider", "campaign"))
     names = dims.replace(", r.", ", ")
-    rows = _rows_between(_MESSAGE_TABLES, _MESSAGE_KEY + ", n", selection)
+    rows = _rows_between(_MESSAGE_TABLES, _MESSAGE_KEY + ", n, latencies", selection)
     sql = f"""
-        WITH grouped AS (
-            SELECT date_trunc(:g, r.at, 'UTC') AS bucket{dims}, r.outcome, r.latency_ms, sum(r.n)::bigint AS n
+        WITH grouped AS (  -- per bucket, group and outcome: its total (latency NULL) and a row per latency
+            SELECT date_trunc(:g, r.at, 'UTC') AS bucket{dims}, r.outcome, l.latency_ms,
+                   sum(l.total)::bigint AS total, sum(l.n)::bigint AS n
               FROM {rows}
-             GROUP BY 1{dims}, r.outcome, r.latency_ms
+             CROSS JOIN LATERAL (SELECT NULL::bigint, r.n, 0::bigint
+                                 UNION ALL
+                                 SELECT ms::bigint, 0, c::bigint FROM jsonb_each_text(r.latencies) j (ms, c)
+                                ) l (latency_ms, total, n)
+             GROUP BY 1{dims}, r.outcome, l.latency_ms
         ), ranked AS (
             SELECT g.*,
                    sum(n) OVER (PARTITION BY bucket{names}, outcome ORDER BY latency_ms ROWS UNBOUNDED PRECEDING)
                        AS seen,
-                   sum(n) FILTER (WHERE latency_ms IS NOT NULL) OVER (PARTITION BY bucket{names}, outcome) AS timed
+                   sum(n) OVER (PARTITION BY bucket{names}, outcome) AS timed
               FROM grouped g
         )
-        SELECT bucket{names}, outcome, sum(n)::bigint AS n,
+        SELECT bucket{names}, outcome, sum(total)::bigint AS n,
                min(latency_ms) FILTER (WHERE latency_ms IS NOT NULL
                                          AND seen >= greatest(1, ceil(0.5::float8 * timed))) AS latency_p50_ms,
                min(latency_ms) FILTER (WHERE latency_ms IS NOT NULL
@@ -824,7 +866,10 @@ async def stored_consent_counts(session: AsyncSession, workspace_id: uuid.UUID) 
 
 
 async def stored_rollups(session: AsyncSession, workspace_id: uuid.UUID) -> dict[str, list[tuple[Any, ...]]]:
-    """Every rollup row of the workspace (ids left out), sorted: for comparing a rebuild with the increments."""
+    """Every rollup row of the workspace (ids left out), sorted: for comparing a rebuild with the increments.
+
+    A message rollup's ``latencies`` as its sorted (milliseconds, count) pairs.
+    """
     found: dict[str, list[tuple[Any, ...]]] = {}
     for table, columns in (
         (
@@ -836,13 +881,20 @@ async def stored_rollups(session: AsyncSession, workspace_id: uuid.UUID) -> dict
             "day, channel, purpose_id, source, trigger, from_state, to_state, detail, campaign, n",
         ),
         ("report_doi", "cohort_day, channel, purpose_id, confirm_s, n"),
-        ("report_message_counts", "hour, channel, provider, purpose_id, outcome, latency_ms, campaign, n"),
-        ("report_message_daily", "day, channel, provider, purpose_id, outcome, latency_ms, campaign, n"),
+        ("report_message_counts", "hour, channel, provider, purpose_id, outcome, latencies, campaign, n"),
+        ("report_message_daily", "day, channel, provider, purpose_id, outcome, latencies, campaign, n"),
     ):
         sql = f"SELECT {columns} FROM {table} WHERE workspace_id = :ws"  # noqa: S608  # constant names
         rows = await session.execute(text(sql), {"ws": workspace_id})
-        found[table] = sorted((tuple(row) for row in rows), key=repr)
+        found[table] = sorted((tuple(map(_comparable, row)) for row in rows), key=repr)
     return found
+
+
+def _comparable(value: Any) -> Any:
+    """A column's value as a comparable, hashable one: a latency histogram as its sorted (milliseconds, count)."""
+    if isinstance(value, dict):
+        return tuple(sorted((int(ms), int(n)) for ms, n in value.items()))
+    return value
 
 
 _STANDING_PURPOSES = text("SELECT id, kind, validity, inactivity FROM purposes WHERE workspace_id = :ws ORDER BY key")

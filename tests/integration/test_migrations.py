@@ -257,3 +257,66 @@ async def test_0047_gives_up_behind_a_long_reader_instead_of_queueing_every_read
     finally:
         await engine.dispose()
         await pg_server.drop_database(url)
+
+
+async def test_0049_merges_a_row_per_latency_into_one_histogram_per_key_and_splits_it_back(pg_server):
+    """The rows of one key (its latencies, and a ``sent`` without one) become one row whose ``n`` counts them all and
+    whose ``latencies`` count the timed ones; other keys and outcomes keep their rows; downgrade gives the rows back."""
+    url = await pg_server.create_database("consent_migration_0049")
+    engine = create_async_engine(url)
+    columns = "workspace_id, {at}, channel, provider, purpose_id, outcome, latency_ms, campaign, n"
+    values = """
+            (:ws, '2026-11-02 00:00+00', 'sms', 'twilio', NULL, 'sent', 120, 'spring', 3),
+            (:ws, '2026-11-02 00:00+00', 'sms', 'twilio', NULL, 'sent', 4500, 'spring', 1),
+            (:ws, '2026-11-02 00:00+00', 'sms', 'twilio', NULL, 'sent', NULL, 'spring', 2),
+            (:ws, '2026-11-02 00:00+00', 'sms', 'twilio', NULL, 'sent', 120, NULL, 5),
+            (:ws, '2026-11-02 00:00+00', 'sms', 'twilio', NULL, 'delivered', NULL, 'spring', 4),
+            (:ws, '2026-11-03 00:00+00', 'email', NULL, NULL, 'opt_out', NULL, 'spring', 1)
+    """
+    rows = (
+        f"WITH hourly AS (INSERT INTO report_message_counts ({columns.format(at='hour')}) VALUES {values})"  # noqa: S608
+        f" INSERT INTO report_message_daily ({columns.format(at='day')}) VALUES {values}"
+    )
+    before = [
+        ("2026-11-02", "sms", "delivered", None, "spring", 4),
+        ("2026-11-02", "sms", "sent", 120, None, 5),
+        ("2026-11-02", "sms", "sent", 120, "spring", 3),
+        ("2026-11-02", "sms", "sent", 4500, "spring", 1),
+        ("2026-11-02", "sms", "sent", None, "spring", 2),
+        ("2026-11-03", "email", "opt_out", None, "spring", 1),
+    ]
+    try:
+        await _workspace_with_rows_at(engine, "0048", rows)
+        await migrate(engine, "0049")
+        for table, at in (("report_message_counts", "hour"), ("report_message_daily", "day")):
+            async with engine.connect() as conn:
+                merged = (
+                    await conn.execute(
+                        text(
+                            f"SELECT to_char({at} AT TIME ZONE 'UTC', 'YYYY-MM-DD'), channel, outcome, campaign, n,"  # noqa: S608
+                            f" latencies FROM {table} ORDER BY 1, 2, 3, 4"
+                        )
+                    )
+                ).all()
+            assert merged == [
+                ("2026-11-02", "sms", "delivered", "spring", 4, None),
+                ("2026-11-02", "sms", "sent", "spring", 6, {"120": 3, "4500": 1}),
+                ("2026-11-02", "sms", "sent", None, 5, {"120": 5}),
+                ("2026-11-03", "email", "opt_out", "spring", 1, None),
+            ], table
+        await downgrade(engine, "0048")
+        for table, at in (("report_message_counts", "hour"), ("report_message_daily", "day")):
+            async with engine.connect() as conn:
+                back = (
+                    await conn.execute(
+                        text(
+                            f"SELECT to_char({at} AT TIME ZONE 'UTC', 'YYYY-MM-DD'), channel, outcome, latency_ms,"  # noqa: S608
+                            f" campaign, n FROM {table} ORDER BY 1, 2, 3, 4, 5"
+                        )
+                    )
+                ).all()
+            assert sorted(back, key=repr) == sorted(before, key=repr), table
+        await migrate(engine)
+    finally:
+        await engine.dispose()
+        await pg_server.drop_database(url)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -385,6 +386,26 @@ async def message_history(database, workspace_id, purpose_id, mail, phone, at) -
         await messages.write_staged(session)
 
 
+async def test_latencies_counted_by_two_catch_ups_in_one_hour_add_up_count_by_count(tenant, ledger, database):
+    """A second catch-up's ``sent`` events of a key already counted add to its latency histogram, each latency's
+    count to its own (migration 0049): the rollups then equal a rebuild's."""
+    purpose = await ledger.purpose("newsletter")
+    mail = await ledger.point("email", "twice@example.com", external_id="twice")
+    phone = await ledger.point("sms", "+4915112340001", contact_id=mail.contact_id)
+    at = BASE + timedelta(hours=7)
+    for later in (0, 10):  # the same steps ten minutes later: the same hourly and daily keys
+        await message_history(database, tenant.id, purpose.id, mail, phone, at + timedelta(minutes=later))
+        async with database.sessionmaker() as session, session.begin():
+            await service.catch_up(session, tenant.id)
+    async with database.sessionmaker() as session, session.begin():
+        counted = await repository.stored_rollups(session, tenant.id)
+        await service.rebuild(session, tenant.id)
+        assert await repository.stored_rollups(session, tenant.id) == counted
+    for table in ("report_message_counts", "report_message_daily"):
+        sent = [row for row in counted[table] if row[1] == "email" and row[4] == "sent"]
+        assert [(row[5], row[-1]) for row in sent] == [(((2000, 2), (4000, 2), (8000, 2)), 6)], table
+
+
 async def test_message_outcomes_latency_and_a_rebuild(client, tenant, ledger, database):
     reader = await tenant.key(Scope.AUDIT_READ)
     purpose = await ledger.purpose("newsletter")
@@ -562,7 +583,7 @@ async def _rollup_rows(session, workspace_id) -> dict[str, list[tuple[Any, ...]]
     for table in ROLLUP_TIMES:
         sql = f"SELECT * FROM {table} WHERE workspace_id = :ws ORDER BY id"  # noqa: S608
         rows = await session.execute(text(sql), {"ws": workspace_id})
-        found[table] = [tuple(row) for row in rows]
+        found[table] = [tuple(repository._comparable(value) for value in row) for row in rows]
     return found
 
 
@@ -909,21 +930,34 @@ async def test_a_week_reads_the_workspaces_last_snapshot_day_and_a_group_gone_th
 async def test_latency_percentiles_computed_in_sql_equal_the_nearest_rank_of_the_counted_latencies(
     tenant, database, counted
 ):
-    """The report reads a row per outcome with its percentiles (computed by SQL from the latency counters of a
-    bucket): the same numbers as ``service.percentile`` over those counters, ``None`` where none was timed."""
+    """The report reads a row per outcome with its percentiles (computed by SQL from the latency histograms of a
+    bucket's rows, here two providers' merged): the same numbers as ``service.percentile`` over those counters,
+    ``None`` where none was timed (a ``sent`` without a latency counts in ``n`` only)."""
     hour = BASE.replace(hour=3)
     async with database.sessionmaker() as session, session.begin():
         await session.execute(text("DELETE FROM report_message_counts WHERE workspace_id = :ws"), {"ws": tenant.id})
         merged: dict[int | None, int] = {}
-        for latency, n in counted:  # one counter per latency, as the rollup keeps them
+        rows_of: dict[str, tuple[int, dict[str, int]]] = {}
+        for i, (latency, n) in enumerate(counted):  # alternately counted by two providers' rows
             merged[latency] = merged.get(latency, 0) + n
-        for latency, n in merged.items():
+            total, histogram = rows_of.get(("sms", "twilio")[i % 2], (0, {}))
+            if latency is not None:
+                histogram[str(latency)] = histogram.get(str(latency), 0) + n
+            rows_of[("sms", "twilio")[i % 2]] = (total + n, histogram)
+        for provider, (n, histogram) in rows_of.items():
             await session.execute(
                 text(
                     "INSERT INTO report_message_counts (workspace_id, hour, channel, provider, purpose_id, outcome,"
-                    " latency_ms, campaign, n) VALUES (:ws, :hour, 'sms', 'sms', NULL, 'sent', :latency, NULL, :n)"
+                    " latencies, campaign, n)"
+                    " VALUES (:ws, :hour, 'sms', :provider, NULL, 'sent', CAST(:latencies AS jsonb), NULL, :n)"
                 ),
-                {"ws": tenant.id, "hour": hour, "latency": latency, "n": n},
+                {
+                    "ws": tenant.id,
+                    "hour": hour,
+                    "provider": provider,
+                    "latencies": json.dumps(histogram) if histogram else None,
+                    "n": n,
+                },
             )
         selection = repository.Selection((), (), (), daily=False)
         rows = await repository.message_rows(

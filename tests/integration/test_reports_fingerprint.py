@@ -121,7 +121,7 @@ async def test_swapped_campaign_or_latency_between_rows_are_put_right(tenant, da
     await _setup(database, tenant)
     report = {}
     for table, column in (
-        ("report_message_counts", "latency_ms"),
+        ("report_message_counts", "latencies"),
         ("report_message_counts", "campaign"),
         ("report_message_counts", "hour"),
         ("report_consent_counts", "to_state"),
