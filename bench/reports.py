@@ -245,6 +245,10 @@ async def timed_reports(database: Database, workspace_id: uuid.UUID, repeats: in
         ("consents, day x channel x purpose, not on midnight (hourly)", service.consent_report, "day",
          "channel,purpose", service.CONSENT_GROUPS, hour),
         ("messages, day x channel", service.message_report, "day", "channel", service.MESSAGE_GROUPS, midnight),
+        ("messages, day x channel, not on midnight (hourly)", service.message_report, "day", "channel",
+         service.MESSAGE_GROUPS, hour),
+        ("messages, week x channel x provider x campaign", service.message_report, "week", "channel,provider,campaign",
+         service.MESSAGE_GROUPS, midnight),
     ]  # fmt: skip
     results = []
     for name, build, granularity, group_by, groups, end in cases:
@@ -415,6 +419,31 @@ async def timed_rebuilds(
     return counted, from_empty, intact, scans
 
 
+async def timed_message_catch_ups(database: Database, workspace_id: uuid.UUID, events: int, rounds: int) -> list[float]:
+    """Seconds of catch-ups of the newest ``events`` message events queued again (untimed), one per round.
+
+    They land on counters that already hold them (the newest hours' rows), as a live catch-up's do: each key's row
+    gains its counts (and a ``sent`` row its latencies). A rebuild afterwards (untimed) puts the rollups right again.
+    """
+    queue = text(
+        "INSERT INTO report_message_queue (workspace_id, event_id) SELECT workspace_id, id FROM message_events"
+        " WHERE workspace_id = :ws AND status <> 'sending' ORDER BY at DESC LIMIT :n"
+    )
+    times = []
+    for _ in range(rounds):
+        async with database.sessionmaker() as session, session.begin():
+            await session.execute(queue, {"ws": workspace_id, "n": events})
+        started = time.perf_counter()
+        async with database.sessionmaker() as session, session.begin():
+            counted = await service.catch_up(session, workspace_id)
+        times.append(time.perf_counter() - started)
+        assert counted.message_events == events, counted
+    async with database.sessionmaker() as session, session.begin():
+        await service.rebuild(session, workspace_id)
+    await vacuumed(database)
+    return times
+
+
 async def run(args: argparse.Namespace) -> None:
     async with contextlib.AsyncExitStack() as stack:
         seeded = 0.0
@@ -434,6 +463,10 @@ async def run(args: argparse.Namespace) -> None:
         )
         stack.push_async_callback(database.dispose)
         counted, from_empty, intact, scans = await timed_rebuilds(database, dsn, workspace_id, args.rebuilds)
+        catch_ups = []
+        if args.message_catch_up:
+            stage("message catch-ups")
+            catch_ups = await timed_message_catch_ups(database, workspace_id, args.message_catch_up, args.rebuilds)
         stage("rebuilt, reports")
         reports = await timed_reports(database, workspace_id, args.repeats)
         ratios: list[tuple[float, float]] = []
@@ -461,6 +494,11 @@ async def run(args: argparse.Namespace) -> None:
         rebuild_s = statistics.median(times)
         print(f"{name} (median of {', '.join(f'{r:.2f}' for r in times)} s): {rebuild_s:.2f} s = "
               f"{total / rebuild_s:,.0f} events/s; rebuild / scan: {rebuild_s / scan_s:.2f}x")  # fmt: skip
+    if catch_ups:
+        median = statistics.median(catch_ups)
+        print(f"catch-up of the newest {args.message_catch_up:,} message events queued again (median of "
+              f"{', '.join(f'{r:.2f}' for r in catch_ups)} s): {median:.2f} s = {args.message_catch_up / median:,.0f}"
+              " events/s")  # fmt: skip
     print()
     print("| report (last 90 days, catch-up included) | median | rows | after the write test |")
     print("|---|---:|---:|---:|")
@@ -492,6 +530,10 @@ def main() -> None:
         "--rebuilds", type=int, default=3, help="rounds of a raw scan, a rebuild of emptied and one of intact rollups"
     )
     parser.add_argument("--write-rounds", type=int, default=3, help="pairs of write runs without/with the aggregator")
+    parser.add_argument(
+        "--message-catch-up", type=int, default=0, metavar="N",
+        help="time catch-ups of the newest N message events queued again (one per --rebuilds round)",
+    )  # fmt: skip
     parser.add_argument("--seeded", metavar="DSN", help="a database seeded by an earlier run (with --workspace)")
     parser.add_argument("--workspace", help="the workspace id of --seeded")
     asyncio.run(run(parser.parse_args()))

@@ -104,12 +104,20 @@ def _adding(table: str) -> str:
                                         GROUP BY ms) s) END"""  # noqa: S608  # constant names
 
 
-def _with_latencies(rows: str, at: str, name: str, count: str = "sum(n)") -> str:
+def _with_latencies(rows: str, at: str, name: str, count: str = "sum(n)", *, grouped: bool = False) -> str:
     """SELECT of message rollup rows (``name``, key, n, latencies) from ``rows`` of one latency each.
 
     ``rows``: a FROM item with ``hour``, the key, ``latency_ms`` (NULL: none) and ``n`` (``count``: how the inner
     grouping counts them, ``count(*)`` for one row per event); ``at``: the rollup's time of a row, from ``hour``.
+    ``grouped``: ``rows`` hold one row per ``at``, key and latency already (no inner grouping).
     """
+    if grouped:
+        return f"""
+        SELECT {at} AS {name}, {_MESSAGE_KEY}, sum(n)::bigint AS n,
+               jsonb_object_agg(latency_ms, n) FILTER (WHERE latency_ms IS NOT NULL) AS latencies
+          FROM {rows}
+         GROUP BY 1, {_MESSAGE_KEY}
+    """  # noqa: S608  # constant names
     return f"""
         SELECT {name}, {_MESSAGE_KEY}, sum(n)::bigint AS n,
                jsonb_object_agg(latency_ms, n) FILTER (WHERE latency_ms IS NOT NULL) AS latencies
@@ -202,9 +210,11 @@ _LEDGER_COUNTS = f"""
 """  # noqa: S608  # constant names; every input is a bind parameter
 
 #: A rebuild's temporary tables (of the session, dropped after use and at the latest at commit): the whole ledger
-#: grouped as :data:`_GROUPED` groups it, the message history counted per hourly key, and a rollup's differences.
+#: grouped as :data:`_GROUPED` groups it, the message history counted per hourly and per daily key (with their
+#: latencies), and a rollup's differences.
 _STAGE = "report_rebuild_ledger"
 _MESSAGE_STAGE = "report_rebuild_messages"
+_MESSAGE_DAILY_STAGE = "report_rebuild_messages_daily"
 _DIFF = "report_rebuild_diff"
 
 #: A rebuild's grouped read of the whole ledger, into :data:`_STAGE`: a statement of its own, so the rebuild can group
@@ -330,16 +340,20 @@ _MESSAGES = _count_messages(
                  ORDER BY qe.at LIMIT 1) q ON e.status = 'sent'""",
 )
 
-_CREATE_MESSAGE_STAGE = f"""
-    CREATE TEMPORARY TABLE {_MESSAGE_STAGE} (hour timestamptz, channel text, provider text, purpose_id uuid,
-                                             outcome text, campaign text, latency_ms bigint, n bigint) ON COMMIT DROP
-"""
+_CREATE_MESSAGE_STAGES = tuple(
+    f"""
+    CREATE TEMPORARY TABLE {stage} ({at} timestamptz, channel text, provider text, purpose_id uuid, outcome text,
+                                    campaign text, n bigint, latencies jsonb) ON COMMIT DROP
+    """
+    for stage, at in ((_MESSAGE_STAGE, "hour"), (_MESSAGE_DAILY_STAGE, "day"))
+)
 
-#: A rebuild's count of the whole message history in one pass, per hourly key into :data:`_MESSAGE_STAGE` (answers
-#: how many events): every event the queue would hold (all but ``sending``, as the queueing trigger takes them), each
-#: ``sent`` with its delivery's first ``queued`` event, found by one grouped read instead of a probe per event. The
-#: queue is emptied in the same statement, so what it sees and what it counts are one snapshot: an event committed
-#: later stays queued for the next catch-up.
+#: A rebuild's count of the whole message history in one pass, per hourly key into :data:`_MESSAGE_STAGE` and per
+#: daily key into :data:`_MESSAGE_DAILY_STAGE`, each with its latencies (answers how many events; the events are
+#: grouped per hour, key and latency once, and both stages grouped from that): every event the queue would hold
+#: (all but ``sending``, as the queueing trigger takes them), each ``sent`` with its delivery's first ``queued``
+#: event, found by one grouped read instead of a probe per event. The queue is emptied in the same statement, so
+#: what it sees and what it counts are one snapshot: an event committed later stays queued for the next catch-up.
 _ALL_EVENTS = """FROM message_events e
           JOIN messages m ON m.workspace_id = :ws AND m.id = e.message_id
           LEFT JOIN queued q ON e.status = 'sent' AND q.message_id = e.message_id AND q.delivery_id = e.delivery_id
@@ -353,17 +367,33 @@ _ALL_MESSAGES = f"""
          WHERE qe.workspace_id = :ws AND qe.status = 'queued'
          ORDER BY qe.message_id, qe.delivery_id, qe.at
     ), counted AS ({_counted(_ALL_EVENTS)}
+    ), timed AS MATERIALIZED (
+        SELECT hour, {_MESSAGE_KEY}, latency_ms, count(*) AS n FROM counted GROUP BY hour, {_MESSAGE_KEY}, latency_ms
     ), staged AS (
-        INSERT INTO {_MESSAGE_STAGE} (hour, {_MESSAGE_KEY}, latency_ms, n)
-        SELECT hour, {_MESSAGE_KEY}, latency_ms, count(*) FROM counted GROUP BY hour, {_MESSAGE_KEY}, latency_ms
+        INSERT INTO {_MESSAGE_STAGE} (hour, {_MESSAGE_KEY}, n, latencies)
+        {_with_latencies("timed", "hour", "hour", grouped=True)}
         RETURNING n
+    ), staged_daily AS (
+        INSERT INTO {_MESSAGE_DAILY_STAGE} (day, {_MESSAGE_KEY}, n, latencies)
+        {_with_latencies("timed", _day("hour"), "day")}
     )
     SELECT coalesce(sum(n), 0) FROM staged
 """  # noqa: S608  # constant names; every input is a bind parameter
 
-#: The message outcomes a rebuild counted, of the history and of the ledger, one row per hourly key and latency.
-_STAGED_MESSAGES = f"""(SELECT hour, {_MESSAGE_KEY}, latency_ms, n FROM {_MESSAGE_STAGE}
-                        UNION ALL {_outcomes(_STAGE)}) o"""  # noqa: S608  # constant names
+#: The message rollups a rebuild counted: the history's staged rows and the ledger's outcomes. They never share a
+#: key: a ledger outcome is ``complaint`` or ``opt_out``, a history's is a step (``ck_message_events_status_known``)
+#: or one named after one (``bounced``, ``opened_by_scanner``, ``clicked_by_scanner``); so a union is one row per key.
+_STAGED_MESSAGES = f"""
+    SELECT hour, {_MESSAGE_KEY}, n, latencies FROM {_MESSAGE_STAGE}
+    UNION ALL
+    SELECT hour, {_MESSAGE_KEY}, n, NULL::jsonb FROM ({_outcomes(_STAGE)}) o
+"""  # noqa: S608  # constant names
+_STAGED_MESSAGES_DAILY = f"""
+    SELECT day, {_MESSAGE_KEY}, n, latencies FROM {_MESSAGE_DAILY_STAGE}
+    UNION ALL
+    SELECT {_day("hour")} AS day, {_MESSAGE_KEY}, sum(n)::bigint, NULL::jsonb FROM ({_outcomes(_STAGE)}) o
+     GROUP BY 1, {_MESSAGE_KEY}
+"""  # noqa: S608  # constant names
 
 #: What a rebuild finds each rollup of the workspace should hold, from the staged counts: (table, its key columns,
 #: the SELECT of key and its values — ``n``, and a message rollup's ``latencies`` — one row per key).
@@ -388,12 +418,12 @@ _REBUILT = (
     (
         "report_message_counts",
         f"hour, {_MESSAGE_KEY}",
-        _with_latencies(_STAGED_MESSAGES, "hour", "hour"),
+        _STAGED_MESSAGES,
     ),
     (
         "report_message_daily",
         f"day, {_MESSAGE_KEY}",
-        _with_latencies(_STAGED_MESSAGES, _day("hour"), "day"),
+        _STAGED_MESSAGES_DAILY,
     ),
 )
 
@@ -533,7 +563,8 @@ async def rebuild(session: AsyncSession, workspace_id: uuid.UUID, hi: int) -> in
     """
     ws = {"ws": workspace_id}
     await _hashed(session, _STAGE_LEDGER, {**ws, "hi": hi})
-    await session.execute(text(_CREATE_MESSAGE_STAGE))
+    for stage in _CREATE_MESSAGE_STAGES:
+        await session.execute(text(stage))
     messages = int(await session.scalar(text(_ALL_MESSAGES), ws) or 0)
     for table, key, rebuilt in _REBUILT:
         params = {**ws, "hi": hi} if table == "report_doi" else ws
@@ -580,7 +611,7 @@ async def rebuild(session: AsyncSession, workspace_id: uuid.UUID, hi: int) -> in
             ws,
         )
         await session.execute(text(f"DROP TABLE {_DIFF}"))
-    await session.execute(text(f"DROP TABLE {_STAGE}, {_MESSAGE_STAGE}"))
+    await session.execute(text(f"DROP TABLE {_STAGE}, {_MESSAGE_STAGE}, {_MESSAGE_DAILY_STAGE}"))
     await _move_watermark(session, workspace_id, hi)
     return messages
 
