@@ -136,6 +136,15 @@ async def _answer(
             f"{', '.join(sorted(_PARAMETERS))}.",
             code="unknown_parameter",
         )
+    repeated = [
+        name for name in ("from", "to", "granularity", "group_by") if len(request.query_params.getall(name, [])) > 1
+    ]
+    if repeated:  # the last one answered, the others dropped without a word (newcomer review)
+        raise InvalidInput(
+            f"'{repeated[0]}' is given more than once; give it once"
+            + (" (dimensions comma-separated: group_by=campaign,provider)." if repeated[0] == "group_by" else "."),
+            code="repeated_parameter",
+        )
     query = service.parse_query(
         start=start,
         end=end,

@@ -406,6 +406,74 @@ async def test_latencies_counted_by_two_catch_ups_in_one_hour_add_up_count_by_co
         assert [(row[5], row[-1]) for row in sent] == [(((2000, 2), (4000, 2), (8000, 2)), 6)], table
 
 
+async def test_a_rebuild_after_merged_catch_ups_rewrites_no_row(tenant, ledger, database):
+    """Histograms merged by three catch-ups (``ON CONFLICT``) equal a rebuild's, in value and in JSON numbers: the
+    rebuild's fingerprint finds every row right and writes none (each row keeps its id)."""
+    purpose = await ledger.purpose("newsletter")
+    mail = await ledger.point("email", "thrice@example.com", external_id="thrice")
+    phone = await ledger.point("sms", "+4915112340003", contact_id=mail.contact_id)
+    for later in (0, 10, 20):
+        await message_history(database, tenant.id, purpose.id, mail, phone, BASE + timedelta(hours=7, minutes=later))
+        async with database.sessionmaker() as session, session.begin():
+            await service.catch_up(session, tenant.id)
+    async with database.sessionmaker() as session, session.begin():
+        before = await _rollup_rows(session, tenant.id)
+        await service.rebuild(session, tenant.id)
+        assert await _rollup_rows(session, tenant.id) == before
+
+
+async def test_a_sent_without_a_queued_step_is_counted_but_not_timed(client, tenant, ledger, database):
+    """Its delivery's start is unknown: no latency (it counted as 0 ms before, pulling the percentiles down: hostile
+    review 2026-12-06), in the catch-up and the rebuild alike."""
+    reader = await tenant.key(Scope.AUDIT_READ)
+    purpose = await ledger.purpose("newsletter")
+    mail = await ledger.point("email", "untimed@example.com", external_id="untimed")
+    at = BASE + timedelta(hours=5)
+    async with database.sessionmaker() as session, session.begin():
+        for seconds in (None, 3):  # one sent without its queued step, one 3 s after it
+            m = await messages.add_message(
+                session, tenant.id, contact_id=mail.contact_id, purpose_id=purpose.id, strategy="first_eligible",
+                route=["email"], content={}, decision={}, status=MessageStatus.QUEUED, send_at=None,
+            )  # fmt: skip
+            d = await messages.add_delivery(
+                session, tenant.id, m.id, channel="email", contact_point_id=mail.id, status=DeliveryStatus.QUEUED,
+                next_attempt_at=at, at=at,
+            )  # fmt: skip
+            if seconds is not None:
+                messages.add_event(session, tenant.id, m.id, d.id, "email", Step.QUEUED, at=at)
+            messages.add_event(session, tenant.id, m.id, d.id, "email", Step.SENT, at=at + timedelta(seconds=5))
+    body = await report(client, reader, "messages", granularity="month", group_by="channel", **span())
+    (email,) = [
+        row["metrics"] for row in body["series"] if row["group"]["channel"] == "email" and row["metrics"]["sent"]
+    ]
+    assert email["sent"] == 2
+    assert (email["latency_p50_ms"], email["latency_p99_ms"]) == (5000, 5000), "the untimed one is not 0 ms"
+    async with database.sessionmaker() as session, session.begin():
+        counted = await repository.stored_rollups(session, tenant.id)
+        await service.rebuild(session, tenant.id)
+        assert await repository.stored_rollups(session, tenant.id) == counted
+    sent = [row for row in counted["report_message_counts"] if row[4] == "sent"]
+    assert [(row[5], row[-1]) for row in sent] == [(((5000, 1),), 2)]
+
+
+async def test_no_message_history_step_can_be_named_as_an_outcome_the_ledger_counts(database):
+    """The rebuild puts the history's message rows and the ledger's (``complaint``, ``opt_out``) side by side
+    without summing them (``_STAGED_MESSAGES``): the statuses the database allows in ``message_events`` (its CHECK
+    constraint, as migrated) must never include those, nor may the outcomes named after a step."""
+    async with database.sessionmaker() as session:
+        allowed = await session.scalar(
+            text(
+                "SELECT pg_get_constraintdef(oid) FROM pg_constraint"
+                " WHERE conname = 'ck_message_events_status_known' AND conrelid = 'message_events'::regclass"
+            )
+        )
+    assert allowed is not None
+    assert "'sent'" in allowed, allowed
+    assert "'complaint'" not in allowed, allowed
+    assert "'opt_out'" not in allowed, allowed
+    assert {"bounced", "opened_by_scanner", "clicked_by_scanner"}.isdisjoint({"complaint", "opt_out"})
+
+
 async def test_message_outcomes_latency_and_a_rebuild(client, tenant, ledger, database):
     reader = await tenant.key(Scope.AUDIT_READ)
     purpose = await ledger.purpose("newsletter")
@@ -657,6 +725,23 @@ async def test_bad_parameters_are_refused_with_a_problem(client, tenant, kind, p
     response = await client.get(f"/v1/reports/{kind}", params=params, headers=await tenant.key(Scope.AUDIT_READ))
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
+
+
+@pytest.mark.parametrize("kind", ["consents", "messages"])
+async def test_a_dimension_list_given_as_repeated_group_by_is_refused_not_cut_to_its_last(client, tenant, kind):
+    """``group_by=campaign&group_by=provider`` answered grouped by provider alone (newcomer review): the filters are
+    repeated parameters, ``group_by`` is one comma-separated list."""
+    params = [("group_by", "channel"), ("group_by", "purpose")]
+    response = await client.get(f"/v1/reports/{kind}", params=params, headers=await tenant.key(Scope.AUDIT_READ))
+    assert response.status_code == 422, response.text
+    problem = response.json()
+    assert problem["code"] == "repeated_parameter"
+    assert "group_by=campaign,provider" in problem["detail"]
+    joined = await client.get(
+        f"/v1/reports/{kind}", params={"group_by": "channel,purpose"}, headers=await tenant.key(Scope.AUDIT_READ)
+    )
+    assert joined.status_code == 200, joined.text
+    assert joined.json()["group_by"] == ["channel", "purpose"]
 
 
 @pytest.mark.parametrize("value", ["2026-11-01", "yesterday"])
