@@ -31,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import msgspec
+import structlog
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -61,7 +62,7 @@ from app.ledger.models import Contact
 from app.ledger.reassigned import PHONE_CHANNELS, check_date, reassign
 from app.ledger.schemas import ContactRef, Evidence, PostalAddressIn
 from app.ledger.service import Actor, Applied, Change, PointRef, apply_changes, record_batch
-from app.lib.errors import InvalidInput, merged_meanwhile
+from app.lib.errors import InvalidInput, race_error, raced
 from app.lib.ids import opaque_id, parse_uuid
 from app.lib.inputs import NUMERIC_DATETIME, datetime_shape, json_has_nul, numeric_datetime
 from app.lib.keys import Keys
@@ -71,6 +72,8 @@ from app.purposes.models import Notice, Purpose
 from app.purposes.service import newest_or_new
 from app.workspaces.service import settings_of
 from app.workspaces.settings import WorkspaceSettings, known_time_zone
+
+log = structlog.get_logger(__name__)
 
 #: Lines per transaction.
 BATCH = 2_000
@@ -271,7 +274,9 @@ async def import_consents(
     """Take every line it can, in batches of :data:`BATCH` (a transaction each); report the others.
 
     A body cut at the operator's limit (:class:`BodyLimitReached`) answers 413 saying which lines were taken:
-    the batches committed before stay, the one being read is dropped. ``progress`` is called with the report so
+    the batches committed before stay, the one being read is dropped; so does a batch that a race with another
+    writer still refused after it was taken again (:func:`_take_again_if_raced`), with that race's status (503
+    ``database_busy``, 409 ``contact_merged`` or ``deleted_meanwhile``). ``progress`` is called with the report so
     far after each batch (the CLI's progress bar).
     """
     report = ImportReport()
@@ -284,10 +289,24 @@ async def import_consents(
             report.lines += 1
             batch.append(item)
             if len(batch) >= BATCH:
-                await _take_again_if_merged(session, context, batch, report)
+                await _take_again_if_raced(session, context, batch, report)
                 taken_through, batch = batch[-1][0], []
                 if progress is not None:
                     progress(report)
+        if batch:
+            await _take_again_if_raced(session, context, batch, report)
+            if progress is not None:
+                progress(report)
+    except DBAPIError as exc:
+        if not raced(exc):
+            raise
+        done = (
+            f"Lines 1 to {taken_through} were taken ({report.recorded} recorded), nothing after them: import the rest "
+            "again (or the whole file: lines already recorded record nothing again)."
+            if taken_through
+            else "Nothing was recorded: import the file again."
+        )
+        raise race_error(exc, done, {"lines_taken_through": taken_through, "recorded": report.recorded}) from exc
     except CsvError as exc:
         done = "" if not report.recorded else " The lines before it were imported; import the fixed file again."
         raise InvalidInput(f"{exc}{done}", code="invalid_csv") from None
@@ -299,32 +318,37 @@ async def import_consents(
             else "Reading stopped there; nothing was recorded."
         )
         raise too_large(exc.limit, done, {"lines_taken_through": taken_through, "recorded": report.recorded}) from None
-    if batch:
-        await _take_again_if_merged(session, context, batch, report)
-        if progress is not None:
-            progress(report)
     return report
 
 
-async def _take_again_if_merged(
+#: Tries of a batch a race refused (:func:`_take_again_if_raced`).
+_BATCH_ATTEMPTS = 3
+
+
+async def _take_again_if_raced(
     session: AsyncSession, context: _Context, batch: list[tuple[int, ImportLine | LineRejected]], report: ImportReport
 ) -> None:
-    """:func:`_take`, once more when a merge of a contact the batch names committed while it ran.
+    """:func:`_take`, again (up to twice more) when a race with another writer refused the batch's transaction.
 
-    The batch's transaction wrote nothing (the ledger refuses rows for a merged contact, migration 0031); read again,
-    its lines go to the survivor. A batch is idempotent, so taking it again is safe; a second refusal stands.
+    The transaction wrote nothing: a merge of a contact the batch names committed while it ran (the ledger refuses
+    rows for a merged contact, migration 0031: read again, its lines go to the survivor), PostgreSQL broke a deadlock
+    with another writer or a lock wait ran out, or an erasure of a row it names committed meanwhile
+    (:func:`app.lib.errors.raced`). A batch is idempotent, so taking it again is safe; a third refusal stands.
     """
     counted = (report.recorded, report.contacts_created, report.expired)
-    try:
-        await _take(session, context, batch, report)
-    except DBAPIError as exc:
-        if not merged_meanwhile(exc):
-            raise
-        report.recorded, report.contacts_created, report.expired = counted
-        # what the rolled-back transaction read or made (a notice version) is not to be taken from the cache
-        context.purposes.clear()
-        context.notices.clear()
-        await _take(session, context, batch, report)
+    for attempt in range(1, _BATCH_ATTEMPTS + 1):
+        try:
+            await _take(session, context, batch, report)
+        except DBAPIError as exc:
+            if attempt == _BATCH_ATTEMPTS or not raced(exc):
+                raise
+            log.info("import_batch_taken_again_after_a_race", attempt=attempt, first_line=batch[0][0])
+            report.recorded, report.contacts_created, report.expired = counted
+            # what the rolled-back transaction read or made (a notice version) is not to be taken from the cache
+            context.purposes.clear()
+            context.notices.clear()
+        else:
+            return
 
 
 async def _take(

@@ -106,7 +106,8 @@ class ImportController(Controller):
         A body larger than the server's `CONSENT_IMPORT_MAX_BYTES` (default 1 GiB) answers 413: at once when its
         `Content-Length` says so (nothing recorded), else where it passes the limit, saying which lines were
         taken (`lines_taken_through`, `recorded`); import the rest, or the file split, again (lines already
-        recorded record nothing).
+        recorded record nothing). A batch that a concurrent writer's race refuses is taken again; one still refused
+        answers 503 `database_busy` (or 409 `contact_merged`, `deleted_meanwhile`) with the same two fields.
         """
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type == "text/csv":

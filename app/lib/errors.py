@@ -521,6 +521,28 @@ async def again_if_raced(work: Callable[[], Awaitable[T]], *, what: str) -> T:
 _RACE_ATTEMPTS = 3
 
 
+def raced(exc: BaseException) -> bool:
+    """Whether a race with another writer aborted the transaction behind ``exc`` (nothing of it was recorded).
+
+    A merge of a contact it named (CM001), a deadlock PostgreSQL broke (40P01), a serialization failure (40001), a
+    lock wait that ran out (55P03), or a row it named deleted by a transaction committed meanwhile (23503): the same
+    work done again finds the other writer's work done (:func:`unhandled_problem` answers each).
+    """
+    return merged_meanwhile(exc) or sqlstate_in_chain(exc, _ABORTED_BY_A_WRITER | {_DELETED_MEANWHILE})
+
+
+def race_error(exc: Exception, done: str, extra: Mapping[str, Any]) -> AppError:
+    """The answer to a race (:func:`raced`) that cut short work committed in parts.
+
+    Its status, code and headers as :func:`unhandled_problem` gives them (logged there), ``done`` (what was committed
+    before) after its detail, and ``extra`` in the body (what a client needs to go on where it stopped).
+    """
+    answer = unhandled_problem(exc)
+    error = AppError(f"{answer.detail} {done}", code=answer.code, extra=extra, headers=dict(answer.headers))
+    error.status, error.title = answer.status, answer.title
+    return error
+
+
 def sqlstate_in_chain(exc: BaseException, states: frozenset[str] | set[str]) -> bool:
     """Whether the driver's error behind ``exc`` (SQLAlchemy's, the adapter's, asyncpg's) has one of ``states``."""
     return _database_error_in_chain(exc, states) is not None
