@@ -62,7 +62,7 @@ from app.ledger.models import Contact
 from app.ledger.reassigned import PHONE_CHANNELS, check_date, reassign
 from app.ledger.schemas import ContactRef, Evidence, PostalAddressIn
 from app.ledger.service import Actor, Applied, Change, PointRef, apply_changes, record_batch
-from app.lib.errors import InvalidInput, race_error, raced
+from app.lib.errors import AppError, InvalidInput, answered_as, raced, unhandled_problem
 from app.lib.ids import opaque_id, parse_uuid
 from app.lib.inputs import NUMERIC_DATETIME, datetime_shape, json_has_nul, numeric_datetime
 from app.lib.keys import Keys
@@ -273,10 +273,12 @@ async def import_consents(
 ) -> ImportReport:
     """Take every line it can, in batches of :data:`BATCH` (a transaction each); report the others.
 
-    A body cut at the operator's limit (:class:`BodyLimitReached`) answers 413 saying which lines were taken:
-    the batches committed before stay, the one being read is dropped; so does a batch that a race with another
-    writer still refused after it was taken again (:func:`_take_again_if_raced`), with that race's status (503
-    ``database_busy``, 409 ``contact_merged`` or ``deleted_meanwhile``). ``progress`` is called with the report so
+    A body cut at the operator's limit (:class:`BodyLimitReached`) answers 413 saying which lines were taken
+    (``lines_taken_through``, ``recorded``): the batches committed before stay, the one being read is dropped. So
+    does an unreadable CSV line (422), and any failure of a batch: a race with another writer that still refused it
+    after it was taken again (:func:`_take_again_if_raced`; 503 ``database_busy``, 409 ``contact_merged`` or
+    ``deleted_meanwhile``), the database out of reach (503) or a fault (500), each with its status and code as
+    :func:`app.lib.errors.unhandled_problem` gives them (logged there). ``progress`` is called with the report so
     far after each batch (the CLI's progress bar).
     """
     report = ImportReport()
@@ -297,19 +299,9 @@ async def import_consents(
             await _take_again_if_raced(session, context, batch, report)
             if progress is not None:
                 progress(report)
-    except DBAPIError as exc:
-        if not raced(exc):
-            raise
-        done = (
-            f"Lines 1 to {taken_through} were taken ({report.recorded} recorded), nothing after them: import the rest "
-            "again (or the whole file: lines already recorded record nothing again)."
-            if taken_through
-            else "Nothing was recorded: import the file again."
-        )
-        raise race_error(exc, done, {"lines_taken_through": taken_through, "recorded": report.recorded}) from exc
     except CsvError as exc:
-        done = "" if not report.recorded else " The lines before it were imported; import the fixed file again."
-        raise InvalidInput(f"{exc}{done}", code="invalid_csv") from None
+        done, taken = _stopped(taken_through, report, batch, fix=True)
+        raise InvalidInput(f"{exc} {done}", code="invalid_csv", extra=taken) from None
     except BodyLimitReached as exc:
         done = (
             f"Reading stopped there; lines 1 to {taken_through} were taken ({report.recorded} recorded), nothing "
@@ -318,7 +310,53 @@ async def import_consents(
             else "Reading stopped there; nothing was recorded."
         )
         raise too_large(exc.limit, done, {"lines_taken_through": taken_through, "recorded": report.recorded}) from None
+    except AppError:
+        raise
+    except Exception as exc:  # a batch failed: its status and code as any request's, with what was done before
+        answer = unhandled_problem(exc)  # logged there
+        done, taken = _stopped(taken_through, report, batch, fix=False)
+        first = batch[0][0] if batch else taken_through + 1
+        why = _STOPPED_BY.get(answer.code, answer.detail)
+        raise answered_as(answer, f"The import stopped at the batch from line {first}: {why} {done}", taken) from exc
     return report
+
+
+#: Why a batch failed, by the code :func:`app.lib.errors.unhandled_problem` gives its exception.
+_STOPPED_BY = {
+    "database_busy": "the database aborted its transaction for concurrent writes (a deadlock, a serialization "
+    "failure or a lock wait that ran out), three times.",
+    "contact_merged": "a contact it names was merged into another while it ran, three times.",
+    "deleted_meanwhile": "a record it names was deleted by another request while it ran (an erasure), three times.",
+    "database_unavailable": "the database could not be reached.",
+    "internal_error": "the service failed on it (logged with the request id).",
+}
+
+
+def _stopped(
+    taken_through: int, report: ImportReport, batch: Sequence[tuple[int, ImportLine | LineRejected]], *, fix: bool
+) -> tuple[str, dict[str, int]]:
+    """What an import cut short says it did, and the body's fields for it.
+
+    The lines of the batches committed before (``lines_taken_through``) and their events (``recorded``); a number
+    reassignment of the batch that did not commit may have been applied (each commits before its batch,
+    :func:`_reassign_numbers`), which importing it again leaves as it is. ``fix``: a line is to be fixed first.
+    """
+    reassigning = any(isinstance(line, ImportLine) and line.reassigned_at for _, line in batch)
+    first = batch[0][0] if batch else taken_through + 1
+    applied = (
+        f" (number reassignments on line {first} and later may have been applied; importing them again changes nothing)"
+        if reassigning
+        else ""
+    )
+    taken = {"lines_taken_through": taken_through, "recorded": report.recorded}
+    fixed = "fix that line and " if fix else ""
+    if not taken_through:
+        return f"No line was recorded{applied}: {fixed}import the file again.", taken
+    done = (
+        f"Lines 1 to {taken_through} were taken ({report.recorded} recorded), nothing after them{applied}: "
+        f"{fixed}import the rest again (or the whole file: lines already recorded record nothing again)."
+    )
+    return done, taken
 
 
 #: Tries of a batch a race refused (:func:`_take_again_if_raced`).

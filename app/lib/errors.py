@@ -531,14 +531,13 @@ def raced(exc: BaseException) -> bool:
     return merged_meanwhile(exc) or sqlstate_in_chain(exc, _ABORTED_BY_A_WRITER | {_DELETED_MEANWHILE})
 
 
-def race_error(exc: Exception, done: str, extra: Mapping[str, Any]) -> AppError:
-    """The answer to a race (:func:`raced`) that cut short work committed in parts.
+def answered_as(answer: UnhandledAnswer, detail: str, extra: Mapping[str, Any]) -> AppError:
+    """An error answered with ``answer``'s status, code, title and headers, but its own ``detail`` and ``extra``.
 
-    Its status, code and headers as :func:`unhandled_problem` gives them (logged there), ``done`` (what was committed
-    before) after its detail, and ``extra`` in the body (what a client needs to go on where it stopped).
+    For work committed in parts that an exception cut short (:func:`unhandled_problem` gives ``answer``), to say
+    what was done.
     """
-    answer = unhandled_problem(exc)
-    error = AppError(f"{answer.detail} {done}", code=answer.code, extra=extra, headers=dict(answer.headers))
+    error = AppError(detail, code=answer.code, extra=extra, headers=dict(answer.headers))
     error.status, error.title = answer.status, answer.title
     return error
 
