@@ -177,6 +177,8 @@ async def _accept(
             at=not_before,
             all_eligible=data.strategy == "all_eligible",
         )
+        if not_before > now:  # held back to its send_at: each chosen channel waits until then, or for its window
+            chosen = [c if c.not_before else msgspec.structs.replace(c, not_before=not_before) for c in chosen]
         decision = Decision(
             channel=chosen[0].channel if chosen else None,
             contact_point_id=chosen[0].contact_point_id if chosen else None,

@@ -7,7 +7,7 @@ import base64
 import email
 import email.policy
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import http_ece
 import msgspec
@@ -504,6 +504,9 @@ async def test_send_at_in_the_future_waits(client, world, dispatcher, providers)
     later = (utcnow() + timedelta(hours=2)).isoformat()
     body = (await send(client, world, ["sms"], send_at=later)).json()
     assert body["status"] == "queued"
+    # the answer says when it goes out (it said null, the history said send_at: newcomer review)
+    [chosen] = body["decision"]["chosen"]
+    assert datetime.fromisoformat(chosen["not_before"]) == datetime.fromisoformat(later)
     assert await dispatcher.run_once() == 0
     assert providers["twilio"].requests == []
 
@@ -1002,7 +1005,6 @@ async def test_a_workspace_whose_facts_the_database_refuses_does_not_stop_the_ot
 ):
     """Hostile review of 2026-12-05: a batch holds many workspaces' deliveries; a stored time zone the database
     does not know made the facts query of one fail the whole batch, again at every lease, for every tenant."""
-    from datetime import datetime  # noqa: PLC0415
 
     from sqlalchemy import text  # noqa: PLC0415
 
