@@ -740,6 +740,8 @@ def _count_rollups(workspace_id: uuid.UUID | None, *, rebuild: bool) -> list[tup
 
 
 def _echo_counted(results: list[tuple[uuid.UUID, Any, float]], *, as_json: bool) -> None:
+    if not results and not as_json:  # (it printed nothing at all: newcomer review)
+        click.echo("No workspace has a ledger or queued message events yet: nothing to count.")
     for ws, counted, seconds in results:
         events = counted.ledger_events + counted.message_events
         if as_json:

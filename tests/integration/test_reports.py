@@ -774,6 +774,9 @@ async def test_the_rebuild_and_catch_up_commands(pg_server):
     run = consent_cli(url)
     try:
         assert run("migrate").returncode == 0
+        nothing = run("reports", "catch-up")
+        assert nothing.returncode == 0, nothing.stderr
+        assert "nothing to count" in nothing.stdout
         workspace_id = uuid.UUID(json.loads(run("workspace", "create", "Acme", "--json").stdout.splitlines()[-1])["id"])
         engine = create_async_engine(url)
         async with async_sessionmaker(engine, expire_on_commit=False)() as session, session.begin():
