@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -191,3 +192,28 @@ async def test_a_killed_workers_delivery_is_taken_over(queued, stand_in):
     assert delivery.attempts == 2, "taken over"
     assert delivery.status == "unknown", "marketing in flight at the kill: at most once (app/messages/policy.py)"
     assert stand_in.bodies == ["hang-1"], "the provider may have accepted the first call: never sent again"
+
+
+async def test_the_worker_runs_on_uvloop_and_stops_on_sigterm(queued, stand_in, tmp_path):
+    """``consent worker`` runs on uvloop's event loop, as ``consent serve`` does (uvicorn's auto): the asyncio loop's
+    own overhead was a large share of the worker's CPU per message (issue 21 item 4; docs/benchmarks.md)."""
+    log = tmp_path / "worker.log"
+    worker = start_worker(queued["url"], stand_in, "--concurrency", "4", log=log)
+    try:
+
+        async def started():
+            return log.exists() and b"worker_started" in log.read_bytes()
+
+        await wait_for(started)
+        await queued["enqueue"](["on-uvloop"])
+
+        async def sent():
+            return [d.status for d in await queued["deliveries"]()] == ["sent"]
+
+        await wait_for(sent)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=20) == 0, "the worker did not stop cleanly on SIGTERM"
+    [line] = [json.loads(line) for line in log.read_text().splitlines() if "worker_started" in line]
+    assert line["loop"] == "uvloop.Loop", line
+    assert stand_in.bodies == ["on-uvloop"]
