@@ -62,7 +62,7 @@ from app.ledger.models import Contact
 from app.ledger.reassigned import PHONE_CHANNELS, check_date, reassign
 from app.ledger.schemas import ContactRef, Evidence, PostalAddressIn
 from app.ledger.service import Actor, Applied, Change, PointRef, apply_changes, record_batch
-from app.lib.errors import AppError, InvalidInput, answered_as, raced, unhandled_problem
+from app.lib.errors import InvalidInput, answered_as, raced, unhandled_problem
 from app.lib.ids import opaque_id, parse_uuid
 from app.lib.inputs import NUMERIC_DATETIME, datetime_shape, json_has_nul, numeric_datetime
 from app.lib.keys import Keys
@@ -275,11 +275,12 @@ async def import_consents(
 
     A body cut at the operator's limit (:class:`BodyLimitReached`) answers 413 saying which lines were taken
     (``lines_taken_through``, ``recorded``): the batches committed before stay, the one being read is dropped. So
-    does an unreadable CSV line (422), and any failure of a batch: a race with another writer that still refused it
-    after it was taken again (:func:`_take_again_if_raced`; 503 ``database_busy``, 409 ``contact_merged`` or
-    ``deleted_meanwhile``), the database out of reach (503) or a fault (500), each with its status and code as
-    :func:`app.lib.errors.unhandled_problem` gives them (logged there). ``progress`` is called with the report so
-    far after each batch (the CLI's progress bar).
+    does an unreadable CSV line (422), and any database failure of a batch: a race with another writer that still
+    refused it after it was taken again (:func:`_take_again_if_raced`; 503 ``database_busy``, 409 ``contact_merged``
+    or ``deleted_meanwhile``), the database out of reach (503) or any other error of it (500, a statement timeout),
+    each with its status and code as :func:`app.lib.errors.unhandled_problem` gives them (logged there). Other
+    exceptions (the framework's, a client gone mid-body) are the framework's to answer, as for any request.
+    ``progress`` is called with the report so far after each batch (the CLI's progress bar).
     """
     report = ImportReport()
     async with session.begin():
@@ -310,9 +311,7 @@ async def import_consents(
             else "Reading stopped there; nothing was recorded."
         )
         raise too_large(exc.limit, done, {"lines_taken_through": taken_through, "recorded": report.recorded}) from None
-    except AppError:
-        raise
-    except Exception as exc:  # a batch failed: its status and code as any request's, with what was done before
+    except (DBAPIError, OSError) as exc:  # a batch failed in the database: its answer, with what was done before
         answer = unhandled_problem(exc)  # logged there
         done, taken = _stopped(taken_through, report, batch, fix=False)
         first = batch[0][0] if batch else taken_through + 1
