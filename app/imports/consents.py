@@ -327,7 +327,7 @@ _STOPPED_BY = {
     "contact_merged": "a contact it names was merged into another while it ran, three times.",
     "deleted_meanwhile": "a record it names was deleted by another request while it ran (an erasure), three times.",
     "database_unavailable": "the database could not be reached.",
-    "internal_error": "the service failed on it (logged with the request id).",
+    "internal_error": "the database failed on it (logged, with the request id for a request).",
 }
 
 

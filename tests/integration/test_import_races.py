@@ -170,7 +170,7 @@ async def test_a_race_after_a_batch_counted_its_lines_leaves_the_report_counting
     ("sqlstate", "status", "code", "why"),
     [
         ("57P01", 503, "database_unavailable", "the database could not be reached."),
-        ("57014", 500, "internal_error", "the service failed on it (logged with the request id)."),
+        ("57014", 500, "internal_error", "the database failed on it (logged, with the request id for a request)."),
     ],
 )
 async def test_any_other_failure_of_a_batch_says_which_lines_were_taken_and_is_not_taken_again(
