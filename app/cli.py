@@ -620,7 +620,28 @@ def import_consents(workspace_id: uuid.UUID, file: Path, as_json: bool) -> None:
                         session, Keys(secret), workspace_id, read(read_chunks()), actor=actor, progress=taken
                     )
 
-    report = _run(action)
+    report = _run_reporting_a_stop(action, as_json=as_json)
+    _echo_consent_report(report, as_json=as_json)
+    _exit_if_rejected(report.rejected)
+
+
+def _run_reporting_a_stop(action: Callable[[], Awaitable[T]], *, as_json: bool) -> T:
+    """:func:`_run`; with ``--json``, an import cut short also prints its problem as JSON.
+
+    With the lines it took (``lines_taken_through``, ``recorded``), for a script to go on from; the message goes to
+    stderr as before.
+    """
+    try:
+        return _run(action)
+    except click.ClickException as exc:
+        if as_json and isinstance(exc.__cause__, AppError):
+            cause = exc.__cause__
+            click.echo(json.dumps({"code": cause.code, "detail": cause.detail, **cause.extra}))
+        raise
+
+
+def _echo_consent_report(report: Any, *, as_json: bool) -> None:
+    """A consent import's report, as JSON or for a person."""
     if as_json:
         click.echo(msgspec.json.encode(report).decode())
     else:
@@ -633,7 +654,6 @@ def import_consents(workspace_id: uuid.UUID, file: Path, as_json: bool) -> None:
         if report.problems_truncated:
             unlisted = report.skipped + report.rejected - len(report.problems)
             click.echo(f"  … {unlisted} more not listed (lines to fix are kept before lines with nothing to do)")
-    _exit_if_rejected(report.rejected)
 
 
 async def _chunks(path: Path, size: int = 1 << 20) -> AsyncIterator[bytes]:

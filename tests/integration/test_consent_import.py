@@ -357,6 +357,18 @@ async def test_the_cli_imports_ndjson_and_csv_with_a_report(pg_server, tmp_path)
         assert "1 lines: 0 recorded, 1 skipped, 0 rejected" in human.stdout, human.stdout + human.stderr
         assert human.returncode == 0, "a skipped line has nothing to fix"
         assert "already_recorded" in human.stdout
+        # cut short (a line that is no UTF-8 ends a CSV): --json says so as JSON, with the lines it took
+        broken = tmp_path / "broken.csv"
+        broken.write_bytes(
+            b"contact,channel,address,purpose,state,captured_at,source\n"
+            b"crm-7,email,\xff@example.com,newsletter,opted_out,2024-03-01T10:00:00Z,crm\n"
+        )
+        cut = run("import", "consents", "--workspace", workspace["id"], str(broken), "--json")
+        assert cut.returncode == 1, cut.stdout + cut.stderr
+        stopped = json.loads(cut.stdout.strip().splitlines()[-1])
+        assert (stopped["code"], stopped["lines_taken_through"], stopped["recorded"]) == ("invalid_csv", 0, 0)
+        assert "No line was recorded" in stopped["detail"]
+        assert "No line was recorded" in cut.stderr, "and the message as before"
     finally:
         await pg_server.drop_database(url)
 
