@@ -112,19 +112,15 @@ def _with_latencies(rows: str, at: str, name: str, count: str = "sum(n)", *, gro
     grouping counts them, ``count(*)`` for one row per event); ``at``: the rollup's time of a row, from ``hour``.
     ``grouped``: ``rows`` hold one row per ``at``, key and latency already (no inner grouping).
     """
-    if grouped:
-        return f"""
+    if not grouped:  # one row per time, key and latency first
+        rows = f"""(SELECT {at} AS {name}, {_MESSAGE_KEY}, latency_ms, {count}::bigint AS n FROM {rows}
+                 GROUP BY 1, {_MESSAGE_KEY}, latency_ms) l"""  # noqa: S608  # constant names
+        at = name
+    return f"""
         SELECT {at} AS {name}, {_MESSAGE_KEY}, sum(n)::bigint AS n,
                jsonb_object_agg(latency_ms, n) FILTER (WHERE latency_ms IS NOT NULL) AS latencies
           FROM {rows}
          GROUP BY 1, {_MESSAGE_KEY}
-    """  # noqa: S608  # constant names
-    return f"""
-        SELECT {name}, {_MESSAGE_KEY}, sum(n)::bigint AS n,
-               jsonb_object_agg(latency_ms, n) FILTER (WHERE latency_ms IS NOT NULL) AS latencies
-          FROM (SELECT {at} AS {name}, {_MESSAGE_KEY}, latency_ms, {count}::bigint AS n FROM {rows}
-                 GROUP BY 1, {_MESSAGE_KEY}, latency_ms) l
-         GROUP BY {name}, {_MESSAGE_KEY}
     """  # noqa: S608  # constant names; every input is a bind parameter
 
 
